@@ -1,0 +1,139 @@
+/**
+ * A small declarative command-line parser. Each command declares its flags once;
+ * parsing, validation and the help text all come from that declaration, so help
+ * cannot drift from behaviour.
+ */
+import { UsageError } from "../core/errors.ts";
+import type { Logger } from "../core/log.ts";
+
+export type FlagType = "string" | "boolean" | "strings";
+
+export interface FlagSpec {
+  name: string;
+  short?: string;
+  type: FlagType;
+  description: string;
+  /** Shown in help as `--name VALUE`. */
+  value?: string;
+  default?: string | boolean;
+  required?: boolean;
+}
+
+export interface PositionalSpec {
+  name: string;
+  description: string;
+  required?: boolean;
+  /** Collects every remaining positional. */
+  rest?: boolean;
+}
+
+export interface Parsed {
+  flags: Record<string, string | boolean | string[] | undefined>;
+  positionals: string[];
+  /** Everything after a bare `--`, untouched. */
+  passthrough: string[];
+}
+
+export interface CommandSpec {
+  name: string;
+  summary: string;
+  description?: string;
+  flags?: FlagSpec[];
+  positionals?: PositionalSpec[];
+  subcommands?: CommandSpec[];
+  examples?: string[];
+  run?: (args: Parsed, ctx: CommandContext) => Promise<number>;
+}
+
+export interface CommandContext {
+  out: (line: string) => void;
+  err: (line: string) => void;
+  /** The full command path, e.g. "mesh ca issue", for messages. */
+  path: string;
+  /** Structured logs on stderr, at the level --log-level chose. */
+  log: Logger;
+}
+
+/** Flags every command accepts. */
+export const COMMON_FLAGS: FlagSpec[] = [
+  { name: "help", short: "h", type: "boolean", description: "Show help for this command." },
+  {
+    name: "log-level",
+    type: "string",
+    value: "LEVEL",
+    default: "info",
+    description: "Log threshold: trace, debug, info, warn, error, fatal or silent.",
+  },
+];
+
+export function parseArgs(spec: CommandSpec, argv: string[], path: string): Parsed {
+  const all = [...(spec.flags ?? []), ...COMMON_FLAGS];
+  const byName = new Map(all.map((f) => [f.name, f]));
+  const byShort = new Map(all.filter((f) => f.short).map((f) => [f.short!, f]));
+  const flags: Parsed["flags"] = {};
+  const positionals: string[] = [];
+  let passthrough: string[] = [];
+
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--") {
+      passthrough = argv.slice(i + 1);
+      break;
+    }
+    if (!arg.startsWith("-") || arg === "-") {
+      positionals.push(arg);
+      continue;
+    }
+    const long = arg.startsWith("--");
+    const body = long ? arg.slice(2) : arg.slice(1);
+    const eq = body.indexOf("=");
+    const key = eq === -1 ? body : body.slice(0, eq);
+    const flag = long ? byName.get(key) : byShort.get(key);
+    if (!flag) throw new UsageError(`unknown flag ${long ? "--" : "-"}${key}`, path);
+    let value: string | undefined = eq === -1 ? undefined : body.slice(eq + 1);
+    if (flag.type === "boolean") {
+      if (value !== undefined && value !== "true" && value !== "false")
+        throw new UsageError(`--${flag.name} takes no value (got "${value}")`, path);
+      flags[flag.name] = value !== "false";
+      continue;
+    }
+    if (value === undefined) {
+      const next = argv[i + 1];
+      if (next === undefined || (next.startsWith("-") && next !== "-"))
+        throw new UsageError(`--${flag.name} needs a value${flag.value ? ` (${flag.value})` : ""}`, path);
+      value = next;
+      i++;
+    }
+    if (flag.type === "strings") flags[flag.name] = [...((flags[flag.name] as string[] | undefined) ?? []), value];
+    else if (flags[flag.name] !== undefined) throw new UsageError(`--${flag.name} given more than once`, path);
+    else flags[flag.name] = value;
+  }
+
+  if (flags.help) return { flags, positionals, passthrough };
+  for (const f of all) {
+    if (flags[f.name] === undefined && f.default !== undefined) flags[f.name] = f.default;
+    if (f.required && flags[f.name] === undefined) throw new UsageError(`--${f.name} is required`, path);
+  }
+  const specs = spec.positionals ?? [];
+  const takesRest = specs.some((p) => p.rest);
+  if (!takesRest && positionals.length > specs.length)
+    throw new UsageError(`unexpected argument "${positionals[specs.length]}"`, path);
+  specs.forEach((p, idx) => {
+    if (p.required && positionals[idx] === undefined) throw new UsageError(`missing ${p.name}`, path);
+  });
+  return { flags, positionals, passthrough };
+}
+
+export function str(args: Parsed, name: string): string | undefined {
+  const v = args.flags[name];
+  return typeof v === "string" ? v : undefined;
+}
+
+export function bool(args: Parsed, name: string): boolean {
+  return args.flags[name] === true;
+}
+
+export function strs(args: Parsed, name: string): string[] {
+  const v = args.flags[name];
+  return Array.isArray(v) ? v : [];
+}

@@ -1,0 +1,72 @@
+/**
+ * Finds the command an argv names, parses its flags, runs it, and turns every error
+ * into a message and an exit code — in this one place.
+ */
+import { EXIT, MeshError, UsageError, errorMessage, exitCodeFor } from "../core/errors.ts";
+import { LOG_LEVELS, createLogger, type LogLevel } from "../core/log.ts";
+import { parseArgs, str, type CommandContext, type CommandSpec } from "./args.ts";
+import { renderHelp } from "./help.ts";
+
+export interface Io {
+  out: (line: string) => void;
+  err: (line: string) => void;
+}
+
+export const processIo: Io = {
+  out: (line) => process.stdout.write(line + "\n"),
+  err: (line) => process.stderr.write(line + "\n"),
+};
+
+/** Walks subcommands: `mesh ca issue --x` → (ca issue spec, ["--x"], "mesh ca issue"). */
+function resolve(root: CommandSpec, argv: string[]): { spec: CommandSpec; rest: string[]; path: string } {
+  let spec = root;
+  let path = root.name;
+  let i = 0;
+  while (spec.subcommands?.length && i < argv.length && !argv[i]!.startsWith("-")) {
+    const name = argv[i]!;
+    const next = spec.subcommands.find((s) => s.name === name);
+    if (!next) throw Object.assign(new UsageError(`unknown command "${name}"`, path), { spec, path });
+    spec = next;
+    path = `${path} ${name}`;
+    i++;
+  }
+  return { spec, rest: argv.slice(i), path };
+}
+
+export async function runCli(root: CommandSpec, argv: string[], io: Io = processIo): Promise<number> {
+  let spec = root;
+  let path = root.name;
+  try {
+    const resolved = resolve(root, argv);
+    ({ spec, path } = resolved);
+    const args = parseArgs(spec, resolved.rest, path);
+    if (args.flags.help) {
+      io.out(renderHelp(spec, path));
+      return EXIT.ok;
+    }
+    const level = str(args, "log-level");
+    if (level && !(LOG_LEVELS as readonly string[]).includes(level))
+      throw new UsageError(`"${level}" is not one of ${LOG_LEVELS.join(", ")}`, "--log-level");
+    if (!spec.run) {
+      io.err(renderHelp(spec, path));
+      return EXIT.usage;
+    }
+    const log = createLogger({ level: (level ?? "info") as LogLevel, role: spec.name });
+    log.debug({ command: path, pid: process.pid }, "starting");
+    const ctx: CommandContext = { out: io.out, err: io.err, path, log };
+    return await spec.run(args, ctx);
+  } catch (err) {
+    const failed = err as Partial<{ spec: CommandSpec; path: string }>;
+    if (err instanceof UsageError) {
+      io.err(`error: ${err.message}`);
+      io.err("");
+      io.err(renderHelp(failed.spec ?? spec, failed.path ?? path));
+    } else if (err instanceof MeshError) {
+      io.err(`error: ${err.message}`);
+    } else {
+      io.err(`error: ${errorMessage(err)}`);
+      if (process.env.MESH_DEBUG) io.err(String((err as Error)?.stack ?? ""));
+    }
+    return exitCodeFor(err);
+  }
+}
