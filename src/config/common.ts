@@ -1,0 +1,98 @@
+/** Field schemas shared by kinds: names, ports, addresses, listeners, uniqueness checks. */
+import { isIP } from "node:net";
+import { z } from "zod";
+import { nameProblem, trustDomainProblem } from "../pki/spiffe";
+
+/** Cross-field checks run even when sibling fields are invalid, so every error shows at once. */
+export const always = { when: () => true };
+
+/** A DNS label (what namespaces and service names are); `what` names it in the message. */
+export const dnsLabel = (what: string) =>
+  z.string().superRefine((value, ctx) => {
+    const problem = nameProblem(what, value);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  });
+
+export const TrustDomain = z.string().superRefine((value, ctx) => {
+  const problem = trustDomainProblem(value);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
+/** A TCP port. One message for every way it can be wrong, except missing ("required"). */
+export const Port = z
+  .int({ error: (iss) => (iss.input === undefined ? undefined : "expected port 1-65535") })
+  .min(1)
+  .max(65535);
+
+const HOST_LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/** An IPv4 or IPv6 address, or an RFC 1123 hostname (not all-numeric, so "10.0.0.300" is no host). */
+export function isHost(value: string): boolean {
+  if (isIP(value) !== 0) return true;
+  const name = value.endsWith(".") ? value.slice(0, -1) : value;
+  if (name.length === 0 || name.length > 253) return false;
+  const labels = name.split(".");
+  return labels.every((label) => HOST_LABEL.test(label)) && !/^\d+$/.test(labels.at(-1)!);
+}
+
+export const Host = z.string().superRefine((value, ctx) => {
+  if (!isHost(value)) ctx.addIssue({ code: "custom", message: `expected an IPv4 or IPv6 address or a hostname, got "${value}"` });
+});
+
+export const NonEmpty = z.string().min(1);
+
+export const StringMap = z.record(z.string(), z.string());
+
+/** An `{address, port}` a component listens on, with defaults; omitted entirely → all defaults. */
+export function listener(address: string, port: number, description: string) {
+  return z
+    .strictObject({
+      address: Host.default(address).describe(`Address to bind; default ${address}.`),
+      port: Port.default(port).describe(`Port to bind; default ${port}.`),
+    })
+    .prefault({})
+    .describe(description);
+}
+
+const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
+
+function overlaps(a: string, b: string): boolean {
+  return a === b || WILDCARDS.has(a) || WILDCARDS.has(b);
+}
+
+type Listen = { address?: unknown; port?: unknown } | undefined;
+
+/** Rejects two listeners of one process that would bind the same port on overlapping addresses. */
+export function noListenerClash(names: readonly string[]) {
+  return (spec: Record<string, unknown>, ctx: z.core.$RefinementCtx) => {
+    if (typeof spec !== "object" || spec === null) return;
+    for (let i = 0; i < names.length; i++) {
+      for (let j = 0; j < i; j++) {
+        const a = spec[names[j]!] as Listen;
+        const b = spec[names[i]!] as Listen;
+        if (typeof a?.port !== "number" || a.port !== b?.port) continue;
+        if (typeof a.address !== "string" || typeof b.address !== "string" || !overlaps(a.address, b.address)) continue;
+        ctx.addIssue({ code: "custom", path: [names[i]!, "port"], message: `port ${b.port} is also used by ${names[j]}` });
+      }
+    }
+  };
+}
+
+/**
+ * Rejects list items whose key (a name, a port, an address) repeats. `keyOf` sees raw
+ * items (checks run even when items are invalid), so it must tolerate any shape.
+ */
+export function uniqueBy(keyOf: (item: Record<string, unknown>) => string | undefined, field: string | undefined, what: string) {
+  return (items: unknown, ctx: z.core.$RefinementCtx) => {
+    if (!Array.isArray(items)) return;
+    const seen = new Map<string, number>();
+    items.forEach((item, i) => {
+      if (typeof item !== "object" || item === null) return;
+      const key = keyOf(item as Record<string, unknown>);
+      if (key === undefined) return;
+      const first = seen.get(key);
+      if (first === undefined) seen.set(key, i);
+      else ctx.addIssue({ code: "custom", path: field ? [i, field] : [i], message: `duplicate ${what} ${key} (also at index ${first})` });
+    });
+  };
+}

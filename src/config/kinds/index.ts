@@ -1,0 +1,4 @@
+/** Importing this registers every built-in kind; add a kind by adding its module here. */
+export * from "./control-plane-config";
+export * from "./proxy-config";
+export * from "./service";

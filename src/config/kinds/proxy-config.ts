@@ -1,0 +1,68 @@
+/** ProxyConfig: settings of one sidecar proxy. */
+import { z } from "zod";
+import { Duration } from "../duration";
+import { always, dnsLabel, listener, noListenerClash, NonEmpty, TrustDomain } from "../common";
+import { registerKind, type ManifestOf } from "../manifest";
+
+export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
+
+const UPSTREAM_EXAMPLE = "http://127.0.0.1:8080";
+
+/** The local application: a bare http://host:port; anything else would be silently dropped. */
+export const Upstream = z.string().superRefine((value, ctx) => {
+  const fail = (message: string) => ctx.addIssue({ code: "custom", message });
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return fail(`expected a URL like ${UPSTREAM_EXAMPLE}, got "${value}"`);
+  }
+  if (url.protocol !== "http:") return fail(`expected an http:// URL like ${UPSTREAM_EXAMPLE}, got "${value}"`);
+  if (url.username || url.password) return fail("must not hold a user name or password");
+  if (url.pathname !== "/" || url.search || url.hash) return fail(`expected only scheme, host and port, like ${UPSTREAM_EXAMPLE}`);
+});
+
+const CERT_FILES = ["cert", "key", "ca"] as const;
+
+/** Either a directory holding the three files, or the three paths; never a mix. */
+export const CertSource = z
+  .strictObject({
+    dir: NonEmpty.optional().describe("Directory holding the certificate, key and CA bundle."),
+    cert: NonEmpty.optional().describe("Path of the certificate chain (PEM)."),
+    key: NonEmpty.optional().describe("Path of the private key (PEM)."),
+    ca: NonEmpty.optional().describe("Path of the trust bundle: CA certificates (PEM)."),
+  })
+  .superRefine((certs, ctx) => {
+    const set = CERT_FILES.filter((f) => certs[f] !== undefined);
+    if (certs.dir !== undefined && set.length > 0)
+      ctx.addIssue({ code: "custom", path: ["dir"], message: `set either dir or ${set.join(", ")}, not both` });
+    else if (certs.dir === undefined && set.length === 0)
+      ctx.addIssue({ code: "custom", message: "set dir, or cert, key and ca" });
+    else if (set.length > 0)
+      for (const f of CERT_FILES)
+        if (certs[f] === undefined) ctx.addIssue({ code: "custom", path: [f], message: `required with ${set.join(" and ")}` });
+  }, always);
+
+export const ProxyConfigSpec = z
+  .strictObject({
+    service: dnsLabel("service").optional().describe("Service this sidecar fronts; default metadata.name."),
+    namespace: dnsLabel("namespace").optional().describe("Namespace of the service; default metadata.namespace."),
+    upstream: Upstream.describe(`The local application, as http://host:port (e.g. ${UPSTREAM_EXAMPLE}).`),
+    inbound: listener("0.0.0.0", 15006, "Listener for mTLS traffic from other sidecars."),
+    outbound: listener("127.0.0.1", 15001, "Listener for the application's outgoing calls."),
+    admin: listener("127.0.0.1", 15000, "Listener for health, readiness and metrics."),
+    trustDomain: TrustDomain.default("mesh.local").describe('Trust domain of SPIFFE IDs; default "mesh.local".'),
+    certs: CertSource.optional().describe("Where the sidecar's certificate, key and CA bundle are: dir, or cert, key and ca."),
+    logLevel: z.enum(LOG_LEVELS).default("info").describe("Least severe level logged: trace, debug, info, warn, error or fatal; default info."),
+    drainTimeout: Duration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
+  })
+  .superRefine(noListenerClash(["inbound", "outbound", "admin"]), always)
+  .describe("Settings of a sidecar proxy.");
+
+export const ProxyConfig = registerKind({
+  kind: "ProxyConfig",
+  spec: ProxyConfigSpec,
+  description: "Settings of one sidecar proxy: the service it fronts, its listeners, certificates and logging.",
+  resolve: (spec, metadata) => ({ ...spec, service: spec.service ?? metadata.name, namespace: spec.namespace ?? metadata.namespace }),
+});
+export type ProxyConfig = ManifestOf<typeof ProxyConfig>;

@@ -1,0 +1,71 @@
+/** Service: a named set of ports, optionally with static endpoints for meshes without a control plane. */
+import { z } from "zod";
+import { always, dnsLabel, Host, NonEmpty, Port, uniqueBy } from "../common";
+import { registerKind, type ManifestOf } from "../manifest";
+
+export const PROTOCOLS = ["http", "http2", "grpc", "tcp"] as const;
+
+export const ServicePort = z
+  .strictObject({
+    name: dnsLabel("port name").describe("Name of the port, unique within the service: a DNS label."),
+    port: Port.describe("Port clients address the service on."),
+    protocol: z
+      .enum(PROTOCOLS)
+      .default("http")
+      .describe("Protocol spoken on the port: http, http2, grpc or tcp (no L7 features); default http."),
+    targetPort: Port.optional().describe("Port the workload listens on; default: port."),
+  })
+  .describe("A port the service serves.");
+
+export const Endpoint = z
+  .strictObject({
+    address: Host.describe("IPv4 or IPv6 address or hostname of an instance."),
+    port: Port.describe("Port the instance listens on."),
+    weight: z.number().min(0).default(1).describe("Relative share of traffic; 0 drains the instance; default 1."),
+    zone: NonEmpty.optional().describe("Locality (zone) of the instance, for zone-aware routing."),
+  })
+  .describe("A static instance of the service.");
+
+export const ServiceSpec = z
+  .strictObject({
+    ports: z
+      .array(ServicePort)
+      .min(1)
+      .superRefine(
+        uniqueBy((p) => (typeof p.name === "string" ? `"${p.name}"` : undefined), "name", "port name"),
+        always,
+      )
+      .superRefine(
+        uniqueBy((p) => (typeof p.port === "number" ? String(p.port) : undefined), "port", "port"),
+        always,
+      )
+      .describe("Ports the service serves; at least one, names and numbers unique."),
+    endpoints: z
+      .array(Endpoint)
+      .superRefine(
+        uniqueBy(
+          (e) => (typeof e.address === "string" && typeof e.port === "number" ? `${e.address}:${e.port}` : undefined),
+          undefined,
+          "endpoint",
+        ),
+        always,
+      )
+      .optional()
+      .describe("Static instances, for configs without a control plane; unique by address and port."),
+    identity: dnsLabel("identity")
+      .optional()
+      .describe("Service account in the service's SPIFFE ID (spiffe://<trust-domain>/ns/<namespace>/sa/<identity>); default metadata.name."),
+  })
+  .describe("A service: its ports, and optionally static endpoints and identity.");
+
+export const Service = registerKind({
+  kind: "Service",
+  spec: ServiceSpec,
+  description: "A service in the mesh: the ports it serves, its identity and, without a control plane, its endpoints.",
+  resolve: (spec, metadata) => ({
+    ...spec,
+    ports: spec.ports.map((p) => ({ ...p, targetPort: p.targetPort ?? p.port })),
+    identity: spec.identity ?? metadata.name,
+  }),
+});
+export type Service = ManifestOf<typeof Service>;
