@@ -1,0 +1,38 @@
+import { UsageError } from "../../core/errors.ts";
+import { completeRootRotation, rotateIntermediate, rotateRoot } from "../../ca/rotate.ts";
+import { bool, str, type CommandSpec } from "../args.ts";
+import { CA_DIR_FLAG } from "./shared.ts";
+
+export const caRotate: CommandSpec = {
+  name: "rotate",
+  summary: "Replace the signing intermediate; with --root, start a root rotation; with --complete, end it.",
+  description:
+    "Without flags: a new intermediate signed by the current root; existing leaves stay valid.\n" +
+    "--root: a new root and intermediate; bundle.pem trusts old and new roots during the overlap.\n" +
+    "  Distribute the new bundle to every peer, re-issue leaves, then run --complete.\n" +
+    "--complete: bundle.pem trusts only the current root.\nReplaced certificates are kept under <ca-dir>/retired/.",
+  flags: [
+    CA_DIR_FLAG,
+    { name: "root", type: "boolean", description: "Rotate the root too (starts an overlap period)." },
+    { name: "complete", type: "boolean", description: "End a root overlap: drop old roots from the bundle." },
+  ],
+  async run(args, ctx) {
+    const dir = str(args, "ca-dir")!;
+    if (bool(args, "root") && bool(args, "complete")) throw new UsageError("--root and --complete are separate steps; run them apart");
+    if (bool(args, "complete")) {
+      const dropped = await completeRootRotation(dir);
+      ctx.out(`Bundle now trusts only the current root; dropped ${dropped.map((c) => c.serialNumber.slice(0, 16)).join(", ")}`);
+      return 0;
+    }
+    if (bool(args, "root")) {
+      const { root, bundle } = await rotateRoot(dir);
+      ctx.out(`New root ${root.cert.serialNumber.slice(0, 16)}, valid until ${root.cert.notAfter.toISOString().slice(0, 10)}`);
+      ctx.out(`Bundle trusts ${bundle.length} roots during the overlap. Distribute ${dir}/bundle.pem, re-issue leaves,`);
+      ctx.out(`then run: mesh ca rotate --complete --ca-dir ${dir}`);
+      return 0;
+    }
+    const next = await rotateIntermediate(dir);
+    ctx.out(`New intermediate ${next.cert.serialNumber.slice(0, 16)}, valid until ${next.cert.notAfter.toISOString().slice(0, 10)}`);
+    return 0;
+  },
+};
