@@ -1,0 +1,19 @@
+#!/usr/bin/env bun
+/** The `mesh` binary: argv → subcommand table, nothing else. */
+import type { CommandSpec } from "./cli/args.ts";
+import { caCommand } from "./cli/ca/index.ts";
+import { proxyCommand } from "./cli/proxy.ts";
+import { runCli } from "./cli/run.ts";
+import { validateCommand } from "./cli/validate.ts";
+import { versionCommand } from "./cli/version.ts";
+
+export const rootCommand: CommandSpec = {
+  name: "mesh",
+  summary: "A service mesh in one binary: mutual TLS with SPIFFE identities, routing and resilience for every service.",
+  subcommands: [proxyCommand, caCommand, validateCommand, versionCommand],
+};
+
+if (import.meta.main) {
+  const code = await runCli(rootCommand, process.argv.slice(2));
+  process.exitCode = code;
+}
