@@ -1,0 +1,132 @@
+/** `mesh proxy`: run a sidecar from flags and/or a static config file. */
+import { loadManifests, formatManifestError, type LoadedManifest } from "../config/load.ts";
+import type { Service } from "../config/kinds/service.ts";
+import type { ProxyConfig } from "../config/kinds/proxy-config.ts";
+import { parseDuration } from "../config/duration.ts";
+import { DataError, UsageError } from "../core/errors.ts";
+import { nameProblem } from "../pki/spiffe.ts";
+import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
+import { startProxy, type Listen } from "../proxy/proxy.ts";
+import { str, type CommandSpec, type Parsed } from "./args.ts";
+
+const DEFAULT_MAX_BODY = 1 << 30; // 1 GiB: bodies stream, so this bounds abuse, not memory
+
+export function parseListen(text: string, flag: string): Listen {
+  const m = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new UsageError(`expected ADDRESS:PORT like 127.0.0.1:15001, got "${text}"`, flag);
+  return { address: m[1]!.replace(/^\[|\]$/g, ""), port };
+}
+
+function parseUpstream(text: string, where: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`expected a URL like http://127.0.0.1:8080, got "${text}"`, where);
+  }
+  if (url.protocol !== "http:" || url.pathname !== "/" || url.search) throw new UsageError(`expected http://host:port, got "${text}"`, where);
+  return url;
+}
+
+async function loadConfig(path: string | undefined): Promise<{ proxy?: ProxyConfig; services: Service[] }> {
+  if (!path) return { services: [] };
+  const { manifests, errors } = await loadManifests([path]);
+  if (errors.length) throw new DataError(`invalid config:\n  ${errors.map(formatManifestError).join("\n  ")}`, "--config");
+  const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind).map((m) => m.manifest);
+  const proxies = of("ProxyConfig") as ProxyConfig[];
+  if (proxies.length > 1) throw new DataError(`holds ${proxies.length} ProxyConfig documents; a proxy takes one`, path);
+  return { proxy: proxies[0], services: of("Service") as Service[] };
+}
+
+export const proxyCommand: CommandSpec = {
+  name: "proxy",
+  summary: "Run the sidecar: mTLS with SPIFFE identities between services, load balancing, metrics.",
+  description:
+    "Inbound (default 0.0.0.0:15006) accepts only mutual TLS from the trust domain and hands requests\n" +
+    "to --upstream with the caller's SPIFFE ID in x-mesh-client-id. Outbound (default 127.0.0.1:15001)\n" +
+    "takes the service's calls, as HTTP_PROXY or by Host header, and sends them over mTLS to a peer\n" +
+    "whose SPIFFE ID must be the destination's. Flags override the config file.",
+  flags: [
+    { name: "service", type: "string", value: "NAME", description: "Service this sidecar fronts (or ProxyConfig.service)." },
+    { name: "namespace", type: "string", value: "NS", description: "Namespace of the service (default: default)." },
+    { name: "upstream", type: "string", value: "URL", description: "The local service, e.g. http://127.0.0.1:8080." },
+    { name: "config", type: "string", value: "FILE", description: "Manifests: an optional ProxyConfig and the Services this proxy may call, with endpoints." },
+    { name: "certs-dir", type: "string", value: "DIR", description: "Directory from 'mesh ca issue' (default: certs/<namespace>/<service>)." },
+    { name: "cert", type: "string", value: "FILE", description: "Certificate chain (PEM), instead of --certs-dir." },
+    { name: "key", type: "string", value: "FILE", description: "Private key (PEM), instead of --certs-dir." },
+    { name: "ca", type: "string", value: "FILE", description: "Trust bundle (PEM), instead of --certs-dir." },
+    { name: "inbound", type: "string", value: "ADDR:PORT", description: "mTLS listener (default 0.0.0.0:15006)." },
+    { name: "outbound", type: "string", value: "ADDR:PORT", description: "Listener for the service's calls (default 127.0.0.1:15001)." },
+    { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin listener: /live /ready /metrics /config_dump (default 127.0.0.1:15000)." },
+    { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
+    { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
+  ],
+  examples: [
+    "mesh proxy --service orders --upstream http://127.0.0.1:8080 --config proxy.yaml",
+    "HTTP_PROXY=http://127.0.0.1:15001 curl http://payments/charge",
+  ],
+  async run(args, ctx) {
+    const file = await loadConfig(str(args, "config"));
+    const pc = file.proxy?.spec;
+    const service = str(args, "service") ?? pc?.service;
+    if (!service) throw new UsageError("--service is required (or a ProxyConfig in --config)", ctx.path);
+    const bad = nameProblem("service", service);
+    if (bad) throw new UsageError(bad, "--service");
+    const namespace = str(args, "namespace") ?? pc?.namespace ?? "default";
+    const upstreamText = str(args, "upstream") ?? pc?.upstream;
+    if (!upstreamText) throw new UsageError("--upstream is required (or ProxyConfig.upstream in --config)", ctx.path);
+    const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>
+      str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
+    const certs = await loadWorkloadCerts(
+      certSources(args, pc?.certs, service, namespace),
+    );
+    if (pc && pc.trustDomain !== certs.trustDomain)
+      throw new DataError(`trustDomain ${pc.trustDomain} differs from the certificate's ${certs.trustDomain}`, "--config");
+    const drainText = str(args, "drain-timeout");
+    const proxy = await startProxy({
+      service,
+      namespace,
+      upstream: parseUpstream(upstreamText, "--upstream"),
+      inbound: listen("inbound", pc?.inbound, "0.0.0.0:15006"),
+      outbound: listen("outbound", pc?.outbound, "127.0.0.1:15001"),
+      admin: listen("admin", pc?.admin, "127.0.0.1:15000"),
+      certs,
+      services: file.services,
+      drainTimeoutMs: drainText ? durationFlag(drainText, "--drain-timeout") : pc?.drainTimeout ?? 30_000,
+      maxBodyBytes: bytesFlag(str(args, "max-body-size")),
+      log: ctx.log,
+    });
+    ctx.out(JSON.stringify({ ready: true, identity: certs.spiffeId, ...proxy.ports }));
+    return new Promise<number>((resolve) => {
+      const stop = async (signal: string) => {
+        ctx.log.info({ signal }, "draining");
+        const { clean } = await proxy.drain();
+        resolve(clean ? 0 : 1);
+      };
+      process.once("SIGTERM", () => void stop("SIGTERM"));
+      process.once("SIGINT", () => void stop("SIGINT"));
+    });
+  },
+};
+
+function certSources(args: Parsed, fromFile: { dir?: string; cert?: string; key?: string; ca?: string } | undefined, service: string, namespace: string) {
+  const flags = { certsDir: str(args, "certs-dir"), cert: str(args, "cert"), key: str(args, "key"), ca: str(args, "ca") };
+  if (flags.certsDir || flags.cert || flags.key || flags.ca) return flags;
+  if (fromFile) return { certsDir: fromFile.dir, cert: fromFile.cert, key: fromFile.key, ca: fromFile.ca };
+  return { certsDir: defaultCertsDir(service, namespace) };
+}
+
+function durationFlag(text: string, flag: string): number {
+  try {
+    return parseDuration(text);
+  } catch (err) {
+    throw new UsageError((err as Error).message, flag);
+  }
+}
+
+function bytesFlag(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_MAX_BODY;
+  if (!/^\d+$/.test(text) || Number(text) <= 0) throw new UsageError(`expected a positive number of bytes, got "${text}"`, "--max-body-size");
+  return Number(text);
+}

@@ -1,0 +1,70 @@
+/**
+ * The proxy's own workload identity: key, chain and trust bundle, checked at start
+ * so a wrong or expired certificate is refused with the file named, before any
+ * listener opens.
+ */
+import { join } from "node:path";
+import { parseCertificatesAt, loadKeyAt } from "../ca/authority.ts";
+import { workloadPaths } from "../ca/layout.ts";
+import { DataError, UsageError } from "../core/errors.ts";
+import { readTextFile } from "../core/files.ts";
+import { TrustBundle, verifyPeerChain } from "../pki/verify.ts";
+
+export interface CertSources {
+  certsDir?: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
+}
+
+export interface WorkloadCerts {
+  /** Leaf then intermediates: what this proxy presents. */
+  chainPem: string;
+  keyPem: string;
+  /** Roots peers must chain to. */
+  bundlePem: string;
+  bundle: TrustBundle;
+  spiffeId: string;
+  trustDomain: string;
+  notAfter: Date;
+  files: { chain: string; key: string; bundle: string };
+}
+
+export function resolveCertFiles(src: CertSources): { chain: string; key: string; bundle: string } {
+  if (src.certsDir) {
+    const p = workloadPaths(src.certsDir);
+    return { chain: src.cert ?? p.chain, key: src.key ?? p.key, bundle: src.ca ?? p.bundle };
+  }
+  if (src.cert && src.key && src.ca) return { chain: src.cert, key: src.key, bundle: src.ca };
+  throw new UsageError("give --certs-dir DIR (as written by 'mesh ca issue'), or all of --cert, --key and --ca", "--certs-dir");
+}
+
+export async function loadWorkloadCerts(src: CertSources): Promise<WorkloadCerts> {
+  const files = resolveCertFiles(src);
+  const chain = parseCertificatesAt(files.chain, "certificate chain");
+  const keys = await loadKeyAt(files.key, "private key");
+  const leafKey = new Uint8Array(chain[0]!.publicKey.rawData);
+  const ownKey = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
+  if (Buffer.compare(leafKey, ownKey) !== 0) throw new DataError("private key does not match the certificate's public key", files.key);
+  const bundlePem = readTextFile(files.bundle, "trust bundle");
+  let bundle: TrustBundle;
+  try {
+    bundle = TrustBundle.fromPem(bundlePem, undefined, files.bundle);
+  } catch (err) {
+    throw new DataError((err as Error).message, files.bundle);
+  }
+  const verdict = await verifyPeerChain(chain, bundle);
+  if (!verdict.ok) throw new DataError(`own certificate does not verify against the trust bundle (${verdict.reason}): ${verdict.detail}`, files.chain);
+  return {
+    chainPem: readTextFile(files.chain, "certificate chain"),
+    keyPem: readTextFile(files.key, "private key"),
+    bundlePem,
+    bundle,
+    spiffeId: verdict.spiffeId,
+    trustDomain: verdict.id.trustDomain,
+    notAfter: chain[0]!.notAfter,
+    files,
+  };
+}
+
+export const defaultCertsDir = (service: string, namespace = "default") => join("certs", namespace, service);

@@ -1,0 +1,53 @@
+/**
+ * Proxy failures become HTTP responses here and nowhere else, so a client always
+ * learns why in the same way: a status, and `x-mesh-error` naming the cause.
+ */
+export type ProxyFailure =
+  | "no-route"
+  | "no-healthy-endpoints"
+  | "connect-failure"
+  | "upstream-reset"
+  | "timeout"
+  | "overflow"
+  | "peer-identity"
+  | "bad-request";
+
+const STATUS: Record<ProxyFailure, number> = {
+  "no-route": 404,
+  "no-healthy-endpoints": 503,
+  "connect-failure": 502,
+  "upstream-reset": 502,
+  timeout: 504,
+  overflow: 503,
+  "peer-identity": 502,
+  "bad-request": 400,
+};
+
+export class ProxyError extends Error {
+  constructor(readonly failure: ProxyFailure, detail: string, readonly responseStarted = false) {
+    super(detail);
+  }
+}
+
+export function errorResponse(failure: ProxyFailure, detail: string, extra: Record<string, string> = {}): Response {
+  return new Response(`mesh: ${failure}: ${detail}\n`, {
+    status: STATUS[failure],
+    headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": failure, ...extra },
+  });
+}
+
+/** Raised from a TLS server check: the peer is not the identity the destination requires. */
+export class PeerIdentityError extends Error {
+  override readonly name = "PeerIdentityError";
+}
+
+/** Classifies an error thrown by fetch while connecting or before response headers arrived. */
+export function classifyFetchError(err: unknown): ProxyFailure {
+  if (err instanceof PeerIdentityError) return "peer-identity";
+  const e = err as { code?: string; name?: string; message?: string };
+  const text = `${e.code ?? ""} ${e.name ?? ""} ${e.message ?? ""}`;
+  if (/Timeout|TimeoutError|timed out/i.test(text)) return "timeout";
+  if (/CERT|certificate|identity|TLS|SSL|handshake/i.test(text)) return "peer-identity";
+  if (/ECONNREFUSED|ConnectionRefused|Unable to connect|ENOTFOUND|EHOSTUNREACH|FailedToOpenSocket/i.test(text)) return "connect-failure";
+  return "upstream-reset";
+}

@@ -1,0 +1,20 @@
+/**
+ * Header hygiene at the trust boundary. Hop-by-hop headers are per connection and never
+ * forwarded (RFC 9110 §7.6.1), including any a client lists in `Connection` — which is
+ * also how a client would try to make a proxy drop a header it adds. Identity headers
+ * are only ever set by the proxy, so any copy a client sends is removed first.
+ */
+export const CLIENT_ID_HEADER = "x-mesh-client-id";
+
+const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization"];
+const IDENTITY = [CLIENT_ID_HEADER, "x-forwarded-client-cert", "l5d-client-id"];
+
+/** Copies `source` without hop-by-hop or identity headers. */
+export function forwardableHeaders(source: Headers): Headers {
+  const out = new Headers(source);
+  const listed = source.get("connection");
+  if (listed) for (const name of listed.split(",")) out.delete(name.trim());
+  for (const name of HOP_BY_HOP) out.delete(name);
+  for (const name of IDENTITY) out.delete(name);
+  return out;
+}

@@ -1,0 +1,61 @@
+/**
+ * Inbound: requests from other proxies, over strict mTLS, to the local service. The
+ * caller's SPIFFE ID comes from the TLS bridge and is handed to the service in
+ * `x-mesh-client-id`, after any copy the caller sent was removed.
+ */
+import type { Server } from "bun";
+import { errorResponse, classifyFetchError } from "./errors.ts";
+import { CLIENT_ID_HEADER, forwardableHeaders } from "./headers.ts";
+import { statusClass, type ProxyMetrics } from "./metrics.ts";
+import { relayResponse, sender } from "./transport/http-client.ts";
+import type { TlsBridge } from "./transport/tls-bridge.ts";
+import type { InflightTracker } from "./inflight.ts";
+import { workloadOf, parseSpiffeId } from "../pki/spiffe.ts";
+
+export interface InboundDeps {
+  upstream: URL;
+  bridge: TlsBridge;
+  metrics: ProxyMetrics;
+  maxBodyBytes: number;
+  tracker: InflightTracker;
+}
+
+function peerService(spiffeId: string): string {
+  const parsed = parseSpiffeId(spiffeId);
+  return (parsed.ok && workloadOf(parsed.id)?.service) || "unknown";
+}
+
+export function startInboundHttp(deps: InboundDeps): Server<undefined> {
+  const send = sender(undefined);
+  const base = deps.upstream.origin;
+  return Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    maxRequestBodySize: deps.maxBodyBytes,
+    async fetch(req, server) {
+      const started = performance.now();
+      const caller = deps.bridge.identities.get(server.requestIP(req)?.port ?? -1);
+      if (!caller) return errorResponse("peer-identity", "request did not arrive through the mTLS listener");
+      deps.tracker.start();
+      const peer = peerService(caller);
+      let status = 502;
+      try {
+        const url = new URL(req.url);
+        const headers = forwardableHeaders(req.headers);
+        headers.set(CLIENT_ID_HEADER, caller);
+        const res = await send({ method: req.method, url: base + url.pathname + url.search, headers, body: req.body });
+        status = res.status;
+        return relayResponse(res);
+      } catch (err) {
+        const failure = classifyFetchError(err);
+        const res = errorResponse(failure === "peer-identity" ? "connect-failure" : failure, `local service ${base}: ${(err as Error).message}`);
+        status = res.status;
+        return res;
+      } finally {
+        deps.metrics.requests.inc({ direction: "inbound", peer, status: statusClass(status) });
+        deps.metrics.latency.observe({ direction: "inbound" }, performance.now() - started);
+        deps.tracker.end();
+      }
+    },
+  });
+}

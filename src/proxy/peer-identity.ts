@@ -1,0 +1,26 @@
+/**
+ * The SPIFFE ID of a TLS peer, read from its parsed leaf certificate after the TLS
+ * layer has verified the chain against the trust bundle. Synchronous, because both
+ * places that call it (a TLS handshake callback and fetch's checkServerIdentity)
+ * must decide before any byte flows.
+ */
+import { spiffeIdOfLeaf } from "../pki/san.ts";
+import { x509 } from "../pki/x509.ts";
+
+export type PeerId = { ok: true; spiffeId: string; trustDomain: string } | { ok: false; reason: string };
+
+/** SPIFFE leaf rules the TLS library does not enforce: CA=false and exactly one valid URI SAN. */
+export function peerIdFromDer(der: Uint8Array<ArrayBuffer>, trustDomain: string): PeerId {
+  let cert: x509.X509Certificate;
+  try {
+    cert = new x509.X509Certificate(der);
+  } catch (err) {
+    return { ok: false, reason: `unparseable peer certificate: ${(err as Error).message}` };
+  }
+  if (cert.getExtension(x509.BasicConstraintsExtension)?.ca) return { ok: false, reason: "peer leaf has CA=true" };
+  const id = spiffeIdOfLeaf(cert);
+  if (!id.ok) return { ok: false, reason: `${id.reason}: ${id.detail}` };
+  if (id.id.trustDomain !== trustDomain)
+    return { ok: false, reason: `peer is in trust domain ${id.id.trustDomain}, expected ${trustDomain}` };
+  return { ok: true, spiffeId: id.spiffeId, trustDomain: id.id.trustDomain };
+}

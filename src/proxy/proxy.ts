@@ -1,0 +1,130 @@
+/**
+ * Assembles a sidecar: the mTLS inbound bridge in front of a loopback HTTP server
+ * that forwards to the local service, the outbound listener, and the admin API.
+ * It needs no control plane: the static config is a complete source of destinations.
+ */
+import type { Service } from "../config/kinds/service.ts";
+import type { Logger } from "../core/log.ts";
+import { startAdmin } from "./admin.ts";
+import type { WorkloadCerts } from "./certs.ts";
+import { buildSnapshot, closeSnapshot, type Snapshot } from "./destinations.ts";
+import { InflightTracker } from "./inflight.ts";
+import { startInboundHttp } from "./inbound.ts";
+import { proxyMetrics } from "./metrics.ts";
+import { startOutbound } from "./outbound.ts";
+import { TlsBridge } from "./transport/tls-bridge.ts";
+
+export interface Listen {
+  address: string;
+  port: number;
+}
+
+export interface ProxyOptions {
+  service: string;
+  namespace: string;
+  upstream: URL;
+  inbound: Listen;
+  outbound: Listen;
+  admin: Listen;
+  certs: WorkloadCerts;
+  services: Service[];
+  drainTimeoutMs: number;
+  maxBodyBytes: number;
+  log: Logger;
+}
+
+export interface RunningProxy {
+  ports: { inbound: number; outbound: number; admin: number };
+  /** Stops accepting, lets in-flight requests finish within the drain timeout, closes pools. */
+  drain(): Promise<{ clean: boolean }>;
+}
+
+export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
+  const metrics = proxyMetrics();
+  const tracker = new InflightTracker();
+  let snapshot: Snapshot = buildSnapshot(opts.services, opts.certs, "static-1");
+  let draining = false;
+
+  const bridge = new TlsBridge(
+    { cert: opts.certs.chainPem, key: opts.certs.keyPem, ca: opts.certs.bundlePem, trustDomain: opts.certs.trustDomain },
+    {
+      onRefused: (reason) => {
+        metrics.tlsFailures.inc({ direction: "inbound", reason: reason.split(":")[0]!.slice(0, 40) });
+        opts.log.debug({ reason }, "refused inbound TLS peer");
+      },
+      onOpen: () => metrics.connections.inc({ direction: "inbound" }),
+      onClose: () => undefined,
+    },
+  );
+  const inboundHttp = startInboundHttp({ upstream: opts.upstream, bridge, metrics, maxBodyBytes: opts.maxBodyBytes, tracker });
+  const inboundPort = bridge.listen(opts.inbound.address, opts.inbound.port, inboundHttp.port!);
+  const outbound = startOutbound({ snapshot: () => snapshot, metrics, tracker, maxBodyBytes: opts.maxBodyBytes }, opts.outbound.address, opts.outbound.port);
+  const admin = startAdmin(
+    {
+      ready: () => !draining,
+      metrics,
+      beforeScrape: () => {
+        metrics.openConnections.set({ direction: "inbound" }, bridge.openLinks);
+      },
+      configDump: () => ({
+        service: opts.service,
+        namespace: opts.namespace,
+        identity: opts.certs.spiffeId,
+        certificateExpires: opts.certs.notAfter.toISOString(),
+        upstream: opts.upstream.origin,
+        listeners: { inbound: `${opts.inbound.address}:${inboundPort}`, outbound: `${opts.outbound.address}:${outbound.port}`, admin: `${opts.admin.address}:${admin.port}` },
+        version: snapshot.version,
+        destinations: [...new Set(snapshot.destinations.values())].map((d) => ({
+          name: d.name,
+          namespace: d.namespace,
+          identity: d.spiffeId,
+          endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
+        })),
+      }),
+    },
+    opts.admin.address,
+    opts.admin.port,
+  );
+  opts.log.info({ identity: opts.certs.spiffeId, inbound: inboundPort, outbound: outbound.port, admin: admin.port }, "proxy ready");
+
+  return {
+    ports: { inbound: inboundPort, outbound: outbound.port!, admin: admin.port! },
+    async drain() {
+      draining = true;
+      bridge.stopAccepting();
+      const deadline = Date.now() + opts.drainTimeoutMs;
+      let clean = await tracker.settle(opts.drainTimeoutMs);
+      // Graceful stops close each keep-alive connection once its response is written;
+      // the bridge then forwards what is left of that response before it closes the
+      // TLS side. Forcing the bridge shut here could cut a response in half.
+      const stopped = Promise.all([inboundHttp.stop(false), outbound.stop(false)]);
+      while (bridge.openLinks > 0 || inboundHttp.pendingRequests > 0 || outbound.pendingRequests > 0) {
+        if (Date.now() > deadline) {
+          clean = false;
+          break;
+        }
+        await Bun.sleep(10);
+      }
+      if (clean) clean = await settlesBefore(stopped, deadline - Date.now());
+      bridge.closeAll();
+      void inboundHttp.stop(true);
+      void outbound.stop(true);
+      void admin.stop(true);
+      closeSnapshot(snapshot);
+      snapshot = { version: snapshot.version, destinations: new Map() };
+      opts.log.info({ clean }, "proxy drained");
+      return { clean };
+    },
+  };
+}
+
+/** True if `p` settles within `ms`; the timer is cleared so it cannot hold the process open. */
+async function settlesBefore(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: Timer | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms))));
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

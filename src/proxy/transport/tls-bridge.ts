@@ -1,0 +1,172 @@
+/**
+ * The identity bridge. Bun.serve cannot show a handler the client certificate, so mTLS
+ * is terminated here with Bun.listen, where the handshake exposes the peer's leaf. Each
+ * verified connection is then piped, decrypted, into a loopback-only HTTP server; the
+ * bridge remembers which loopback source port carries which SPIFFE ID, and the HTTP
+ * handler looks its caller up by `server.requestIP(req).port`.
+ *
+ * Why this is safe: a port maps to an identity only while the bridge's own loopback
+ * connection holds it (the OS never gives two live connections from 127.0.0.1 to one
+ * listener the same source port), the entry is removed when that connection closes,
+ * and a request arriving on any other connection has no identity and is refused.
+ */
+import type { Socket, TCPSocketListener } from "bun";
+import { peerIdFromDer } from "../peer-identity.ts";
+
+export interface BridgeTls {
+  cert: string;
+  key: string;
+  ca: string;
+  trustDomain: string;
+}
+
+export interface BridgeEvents {
+  onRefused(reason: string): void;
+  onOpen(): void;
+  onClose(): void;
+}
+
+interface Link {
+  inner?: Socket<Link>;
+  outer: Socket<Outer>;
+  pendingToInner: Uint8Array[];
+  pendingToOuter: Uint8Array[];
+  closed: boolean;
+}
+type Outer = { link?: Link };
+
+/** Writes what it can and queues the rest; true when everything went out. */
+function writeAll(sock: Socket<any>, queue: Uint8Array[], chunk?: Uint8Array): boolean {
+  if (chunk) queue.push(chunk);
+  while (queue.length) {
+    const head = queue[0]!;
+    const n = sock.write(head);
+    if (n < head.byteLength) {
+      queue[0] = head.subarray(Math.max(n, 0));
+      return false;
+    }
+    queue.shift();
+  }
+  return true;
+}
+
+export class TlsBridge {
+  /** Loopback source port of a bridge connection → the SPIFFE ID of its TLS peer. */
+  readonly identities = new Map<number, string>();
+  private listener?: TCPSocketListener<Outer>;
+  private links = new Set<Link>();
+
+  constructor(private tls: BridgeTls, private events: BridgeEvents) {}
+
+  listen(hostname: string, port: number, innerPort: number): number {
+    const bridge = this;
+    this.listener = Bun.listen<Outer>({
+      hostname,
+      port,
+      tls: { cert: this.tls.cert, key: this.tls.key, ca: this.tls.ca, requestCert: true, rejectUnauthorized: true },
+      socket: {
+        open(outer) {
+          // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
+          outer.data = {};
+        },
+        handshake(outer, success, authError) {
+          if (!success) {
+            bridge.events.onRefused(authError?.message ?? "handshake failed");
+            outer.end();
+            return;
+          }
+          const der = outer.getPeerX509Certificate()?.raw;
+          const id = der ? peerIdFromDer(new Uint8Array(der), bridge.tls.trustDomain) : { ok: false as const, reason: "no client certificate" };
+          if (!id.ok) {
+            bridge.events.onRefused(id.reason);
+            outer.end();
+            return;
+          }
+          bridge.open(outer, id.spiffeId, innerPort);
+        },
+        data(outer, chunk) {
+          const link = outer.data.link;
+          if (!link) return; // handshake refused; the socket is closing
+          if (!link.inner) link.pendingToInner.push(new Uint8Array(chunk));
+          else if (!writeAll(link.inner, link.pendingToInner, chunk)) outer.pause();
+        },
+        drain(outer) {
+          const link = outer.data.link;
+          if (!link || !writeAll(outer, link.pendingToOuter)) return;
+          if (link.closed) outer.end(); // the response finished while bytes were still queued
+          else link.inner?.resume();
+        },
+        close(outer) {
+          const link = outer.data.link;
+          if (link) bridge.close(link);
+        },
+        error(outer) {
+          const link = outer.data.link;
+          if (link) bridge.close(link);
+        },
+      },
+    });
+    return this.listener.port;
+  }
+
+  private open(outer: Socket<Outer>, spiffeId: string, innerPort: number): void {
+    const link: Link = { outer, pendingToInner: [], pendingToOuter: [], closed: false };
+    outer.data.link = link;
+    this.links.add(link);
+    this.events.onOpen();
+    const bridge = this;
+    void Bun.connect<Link>({
+      hostname: "127.0.0.1",
+      port: innerPort,
+      data: link,
+      socket: {
+        open(inner) {
+          if (link.closed) {
+            inner.end();
+            return;
+          }
+          link.inner = inner;
+          bridge.identities.set(inner.localPort, spiffeId);
+          if (!writeAll(inner, link.pendingToInner)) outer.pause();
+        },
+        data(inner, chunk) {
+          if (!writeAll(outer, link.pendingToOuter, chunk)) inner.pause();
+        },
+        drain(inner) {
+          if (writeAll(inner, link.pendingToInner)) outer.resume();
+        },
+        close() {
+          bridge.close(link);
+        },
+        error() {
+          bridge.close(link);
+        },
+      },
+    }).catch(() => bridge.close(link));
+  }
+
+  private close(link: Link): void {
+    if (link.closed) return;
+    link.closed = true;
+    this.links.delete(link);
+    if (link.inner) this.identities.delete(link.inner.localPort);
+    link.inner?.end();
+    // Queued response bytes must reach the client before its connection ends.
+    if (link.pendingToOuter.length === 0) link.outer.end();
+    this.events.onClose();
+  }
+
+  /** Stops accepting; open connections finish on their own. */
+  stopAccepting(): void {
+    this.listener?.stop(false);
+  }
+
+  closeAll(): void {
+    for (const link of [...this.links]) this.close(link);
+    this.listener?.stop(true);
+  }
+
+  get openLinks(): number {
+    return this.links.size;
+  }
+}

@@ -1,0 +1,50 @@
+/** Starts mesh processes for tests and stops every one of them by pid. */
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+
+const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
+const running = new Set<Subprocess>();
+
+export interface MeshProcess {
+  proc: Subprocess<"ignore", "pipe", "pipe">;
+  /** The JSON line the command printed once ready. */
+  ready: Record<string, unknown>;
+  stderr: () => string;
+}
+
+/** Runs `mesh ARGS` from source and waits for its first stdout line (its ready report). */
+export async function startMesh(args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<MeshProcess> {
+  const proc = Bun.spawn([process.execPath, MAIN, ...args], { cwd: opts.cwd, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  running.add(proc);
+  let err = "";
+  void (async () => {
+    for await (const chunk of proc.stderr) err += new TextDecoder().decode(chunk);
+  })();
+  const reader = proc.stdout.getReader();
+  let out = "";
+  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+  while (!out.includes("\n")) {
+    const next = await Promise.race([reader.read(), Bun.sleep(Math.max(0, deadline - Date.now())).then(() => "timeout" as const)]);
+    if (next === "timeout" || next.done) {
+      proc.kill("SIGKILL");
+      throw new Error(`mesh ${args.join(" ")} did not become ready: ${next === "timeout" ? "timeout" : "exited " + (await proc.exited)}\n${err}`);
+    }
+    out += new TextDecoder().decode(next.value);
+  }
+  reader.releaseLock();
+  return { proc, ready: JSON.parse(out.split("\n")[0]!), stderr: () => err };
+}
+
+export async function stopAll(): Promise<void> {
+  for (const p of running) {
+    if (p.exitCode === null) p.kill("SIGKILL");
+    await p.exited;
+  }
+  running.clear();
+}
+
+/** Runs `mesh ARGS` to completion. */
+export function runMesh(args: string[], cwd?: string) {
+  const p = Bun.spawnSync([process.execPath, MAIN, ...args], { cwd, stderr: "pipe" });
+  return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
+}

@@ -1,0 +1,59 @@
+/** SIGTERM drains: requests already accepted finish, then the proxy exits 0. */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { MeshFixture, metricValue } from "../helpers/mesh-fixture.ts";
+
+const fx = new MeshFixture();
+let slowPort = 0;
+let slow: ReturnType<typeof Bun.serve>;
+beforeAll(async () => {
+  await fx.init();
+  await fx.issue("orders");
+  await fx.issue("payments");
+  // A slow service, so requests are still in flight when the signal lands.
+  slow = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: async () => (await Bun.sleep(300), new Response("done")) });
+  slowPort = slow.port!;
+});
+afterAll(async () => {
+  slow.stop(true);
+  await fx.close();
+});
+
+async function pair() {
+  const payments = await fx.proxy("payments", `http://127.0.0.1:${slowPort}`);
+  const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders", { payments: [payments.ports.inbound] }));
+  return { payments, orders };
+}
+
+function load(port: number, n: number) {
+  return Array.from({ length: n }, () =>
+    fetch(`http://127.0.0.1:${port}/work`, { headers: { host: "payments" } }).then(async (r) => `${r.status} ${await r.text()}`, (e) => `error ${e}`),
+  );
+}
+
+test("SIGTERM to the calling side's proxy under load: all 40 accepted requests complete, exit 0", async () => {
+  const { orders, payments } = await pair();
+  const inflight = load(orders.ports.outbound, 40);
+  await Bun.sleep(100);
+  orders.proc.kill("SIGTERM");
+  const results = await Promise.all(inflight);
+  expect(results.filter((r) => r !== "200 done")).toEqual([]);
+  expect(await orders.proc.exited).toBe(0);
+  expect(orders.stderr()).toContain('"clean":true');
+  // The pair multiplexed 40 concurrent requests over a bounded set of pooled connections.
+  expect(await metricValue(payments.ports.admin, "mesh_connections_total", { direction: "inbound" })).toBeLessThanOrEqual(40);
+  payments.proc.kill("SIGTERM");
+  expect(await payments.proc.exited).toBe(0);
+});
+
+test("SIGTERM to the serving side's proxy: requests in flight there complete, exit 0", async () => {
+  const { orders, payments } = await pair();
+  const inflight = load(orders.ports.outbound, 4);
+  await Bun.sleep(100);
+  payments.proc.kill("SIGTERM");
+  const results = await Promise.all(inflight);
+  expect(results.filter((r) => r !== "200 done")).toEqual([]);
+  expect(await payments.proc.exited).toBe(0);
+  expect(payments.stderr()).toContain('"clean":true');
+  orders.proc.kill("SIGTERM");
+  expect(await orders.proc.exited).toBe(0);
+});
