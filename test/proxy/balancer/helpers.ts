@@ -1,17 +1,6 @@
-import type { Random } from "../../../src/core/clock.ts";
 import { Endpoint, type PickContext } from "../../../src/proxy/endpoint.ts";
 
-/** mulberry32: a tiny seeded PRNG so balancer tests are deterministic. */
-export function seeded(seed: number): Random {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seeded } from "../../helpers/prng.ts";
 
 export function endpoints(...weights: number[]): Endpoint[] {
   return weights.map((weight, i) => new Endpoint({ address: `10.0.0.${i + 1}`, port: 8080, weight }));

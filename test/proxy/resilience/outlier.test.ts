@@ -2,7 +2,7 @@ import { beforeEach, describe, expect, test } from "bun:test";
 import { FakeClock } from "../../../src/core/clock.ts";
 import { Endpoint } from "../../../src/proxy/endpoint.ts";
 import { DEFAULT_OUTLIER_CONFIG, OutlierDetector } from "../../../src/proxy/resilience/outlier.ts";
-import { seeded } from "./prng.ts";
+import { seeded } from "../../helpers/prng.ts";
 
 function endpoints(n: number): Endpoint[] {
   return Array.from({ length: n }, (_, i) => new Endpoint({ address: `10.0.0.${i + 1}`, port: 8080, weight: 1 }));

@@ -10,7 +10,7 @@ import {
   type RetryPolicy,
   shouldRetry,
 } from "../../../src/proxy/resilience/retry.ts";
-import { seeded } from "./prng.ts";
+import { seeded } from "../../helpers/prng.ts";
 
 const noHeaders = { get: (_: string) => null };
 

@@ -1,4 +1,4 @@
-import type { Random } from "../../../src/core/clock.ts";
+import type { Random } from "../../src/core/clock.ts";
 
 /** mulberry32: a tiny seeded PRNG in [0, 1), so "random" test runs are reproducible. */
 export function seeded(seed: number): Random {
