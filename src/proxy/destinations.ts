@@ -11,6 +11,9 @@ import type { WorkloadCerts } from "./certs.ts";
 import { Endpoint, type Balancer } from "./endpoint.ts";
 import { PeerIdentityError } from "./errors.ts";
 import { peerIdFromDer } from "./peer-identity.ts";
+import { OutlierDetector } from "./resilience/outlier.ts";
+import { DEFAULT_RETRY_POLICY, RetryBudget, type RetryPolicy } from "./resilience/retry.ts";
+import { sender, type Send } from "./transport/http-client.ts";
 
 export interface Destination {
   name: string;
@@ -20,6 +23,10 @@ export interface Destination {
   endpoints: Endpoint[];
   balancer: Balancer;
   session: Bun.FetchSession;
+  send: Send;
+  outlier: OutlierDetector;
+  budget: RetryBudget;
+  retryPolicy: RetryPolicy;
 }
 
 export interface Snapshot {
@@ -52,13 +59,20 @@ export function buildSnapshot(services: Service[], certs: WorkloadCerts, version
       },
       keepAlive: { idleTimeout: 60 },
     });
+    const endpoints = (svc.spec.endpoints ?? []).filter((e) => e.weight > 0).map((e) => new Endpoint(e));
+    const outlier = new OutlierDetector(systemClock);
+    outlier.setEndpoints(endpoints);
     const dest: Destination = {
       name: svc.metadata.name,
       namespace: svc.metadata.namespace,
       spiffeId,
-      endpoints: (svc.spec.endpoints ?? []).map((e) => new Endpoint(e)),
+      endpoints,
       balancer: createBalancer(policy, { clock: systemClock, random: Math.random }),
       session,
+      send: sender(session),
+      outlier,
+      budget: new RetryBudget(systemClock),
+      retryPolicy: DEFAULT_RETRY_POLICY,
     };
     destinations.set(`${dest.name}.${dest.namespace}`, dest);
     if (!destinations.has(dest.name)) destinations.set(dest.name, dest);

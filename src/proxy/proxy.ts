@@ -65,6 +65,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       metrics,
       beforeScrape: () => {
         metrics.openConnections.set({ direction: "inbound" }, bridge.openLinks);
+        for (const d of new Set(snapshot.destinations.values())) metrics.ejections.set({ peer: d.name }, d.outlier.totalEjections);
       },
       configDump: () => ({
         service: opts.service,
