@@ -23,12 +23,6 @@ const STATUS: Record<ProxyFailure, number> = {
   "bad-request": 400,
 };
 
-export class ProxyError extends Error {
-  constructor(readonly failure: ProxyFailure, detail: string, readonly responseStarted = false) {
-    super(detail);
-  }
-}
-
 export function errorResponse(failure: ProxyFailure, detail: string, extra: Record<string, string> = {}): Response {
   return new Response(`mesh: ${failure}: ${detail}\n`, {
     status: STATUS[failure],

@@ -93,12 +93,13 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     async drain() {
       draining = true;
       bridge.stopAccepting();
+      const outboundStopped = outbound.stop(false); // no new calls from the service; accepted ones finish
       const deadline = Date.now() + opts.drainTimeoutMs;
       let clean = await tracker.settle(opts.drainTimeoutMs);
       // Graceful stops close each keep-alive connection once its response is written;
       // the bridge then forwards what is left of that response before it closes the
       // TLS side. Forcing the bridge shut here could cut a response in half.
-      const stopped = Promise.all([inboundHttp.stop(false), outbound.stop(false)]);
+      const stopped = Promise.all([inboundHttp.stop(false), outboundStopped]);
       while (bridge.openLinks > 0 || inboundHttp.pendingRequests > 0 || outbound.pendingRequests > 0) {
         if (Date.now() > deadline) {
           clean = false;
