@@ -139,7 +139,11 @@ function oneCert(path: string, what: string): x509.X509Certificate {
 }
 
 export function parseCertificatesAt(path: string, what: string): x509.X509Certificate[] {
-  const text = readTextFile(path, what);
+  return parseCertificatesText(readTextFile(path, what), path, what);
+}
+
+/** Parses PEM text read from `path`; errors name the file and what it should hold. */
+export function parseCertificatesText(text: string, path: string, what: string): x509.X509Certificate[] {
   let certs: x509.X509Certificate[];
   try {
     certs = parseCertificates(text);
@@ -151,7 +155,10 @@ export function parseCertificatesAt(path: string, what: string): x509.X509Certif
 }
 
 export async function loadKeyAt(path: string, what: string): Promise<CryptoKeyPair> {
-  const text = readTextFile(path, what);
+  return importKeyText(readTextFile(path, what), path, what);
+}
+
+export async function importKeyText(text: string, path: string, what: string): Promise<CryptoKeyPair> {
   try {
     return await importPrivateKeyPem(text);
   } catch (err) {
@@ -160,7 +167,7 @@ export async function loadKeyAt(path: string, what: string): Promise<CryptoKeyPa
 }
 
 /** Keys and certificates must belong together; a mismatch would issue unverifiable leaves. */
-async function assertKeyMatches(cert: x509.X509Certificate, keys: CryptoKeyPair, where: string): Promise<void> {
+export async function assertKeyMatches(cert: x509.X509Certificate, keys: CryptoKeyPair, where: string): Promise<void> {
   const certKey = new Uint8Array(cert.publicKey.rawData);
   const spki = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
   if (Buffer.compare(certKey, spki) !== 0) throw new DataError("private key does not match its certificate", where);

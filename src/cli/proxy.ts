@@ -1,7 +1,7 @@
 /** `mesh proxy`: run a sidecar from flags and/or a static config file. */
 import { loadManifests, formatManifestError, type LoadedManifest } from "../config/load.ts";
 import type { Service } from "../config/kinds/service.ts";
-import type { ProxyConfig } from "../config/kinds/proxy-config.ts";
+import { Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { parseDuration } from "../config/duration.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
@@ -19,14 +19,9 @@ export function parseListen(text: string, flag: string): Listen {
 }
 
 function parseUpstream(text: string, where: string): URL {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new UsageError(`expected a URL like http://127.0.0.1:8080, got "${text}"`, where);
-  }
-  if (url.protocol !== "http:" || url.pathname !== "/" || url.search) throw new UsageError(`expected http://host:port, got "${text}"`, where);
-  return url;
+  const checked = Upstream.safeParse(text);
+  if (!checked.success) throw new UsageError(checked.error.issues[0]?.message ?? "invalid URL", where);
+  return new URL(text);
 }
 
 async function loadConfig(path: string | undefined): Promise<{ proxy?: ProxyConfig; services: Service[] }> {

@@ -4,7 +4,7 @@
  * listener opens.
  */
 import { join } from "node:path";
-import { parseCertificatesAt, loadKeyAt } from "../ca/authority.ts";
+import { assertKeyMatches, importKeyText, parseCertificatesText } from "../ca/authority.ts";
 import { workloadPaths } from "../ca/layout.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { readTextFile } from "../core/files.ts";
@@ -41,11 +41,10 @@ export function resolveCertFiles(src: CertSources): { chain: string; key: string
 
 export async function loadWorkloadCerts(src: CertSources): Promise<WorkloadCerts> {
   const files = resolveCertFiles(src);
-  const chain = parseCertificatesAt(files.chain, "certificate chain");
-  const keys = await loadKeyAt(files.key, "private key");
-  const leafKey = new Uint8Array(chain[0]!.publicKey.rawData);
-  const ownKey = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
-  if (Buffer.compare(leafKey, ownKey) !== 0) throw new DataError("private key does not match the certificate's public key", files.key);
+  const chainPem = readTextFile(files.chain, "certificate chain");
+  const keyPem = readTextFile(files.key, "private key");
+  const chain = parseCertificatesText(chainPem, files.chain, "certificate chain");
+  await assertKeyMatches(chain[0]!, await importKeyText(keyPem, files.key, "private key"), files.key);
   const bundlePem = readTextFile(files.bundle, "trust bundle");
   let bundle: TrustBundle;
   try {
@@ -56,8 +55,8 @@ export async function loadWorkloadCerts(src: CertSources): Promise<WorkloadCerts
   const verdict = await verifyPeerChain(chain, bundle);
   if (!verdict.ok) throw new DataError(`own certificate does not verify against the trust bundle (${verdict.reason}): ${verdict.detail}`, files.chain);
   return {
-    chainPem: readTextFile(files.chain, "certificate chain"),
-    keyPem: readTextFile(files.key, "private key"),
+    chainPem,
+    keyPem,
     bundlePem,
     bundle,
     spiffeId: verdict.spiffeId,

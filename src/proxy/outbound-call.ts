@@ -54,7 +54,7 @@ export async function callDestination(dest: Destination, req: OutboundAttempt, c
       const res = await dest.send({
         method: req.method,
         url: `https://${endpoint.key}${req.pathAndQuery}`,
-        headers: new Headers(req.headers),
+        headers: req.headers,
         body: req.body,
       });
       dest.outlier.onResult(endpoint, res.status < 500);

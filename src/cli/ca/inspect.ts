@@ -54,7 +54,8 @@ export const caInspect: CommandSpec = {
       ["Usage", describeUsage(leaf)],
     ];
     const bundlePath = bundlePathFor(file, str(args, "bundle"), str(args, "ca-dir")!);
-    const bundle = TrustBundle.fromPem(parseCertificatesAt(bundlePath, "trust bundle").map((c) => c.toString("pem")).join("\n"));
+    const bundle = new TrustBundle();
+    for (const root of parseCertificatesAt(bundlePath, "trust bundle")) bundle.add(root);
     let verdict: string;
     let ok: boolean;
     if (isCa) {

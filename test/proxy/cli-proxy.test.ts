@@ -1,0 +1,44 @@
+/** `mesh proxy` refuses bad flags and bad config at start, naming the flag or file and field. */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { mesh } from "../helpers/cli.ts";
+import { MeshFixture } from "../helpers/mesh-fixture.ts";
+
+const fx = new MeshFixture();
+let certs = "";
+beforeAll(async () => {
+  await fx.init();
+  certs = await fx.issue("orders");
+});
+afterAll(() => fx.close());
+
+const proxy = (...flags: string[]) => mesh("proxy", "--service", "orders", "--certs-dir", certs, ...flags);
+
+test.each([
+  ["ftp://127.0.0.1:8080", "expected an http:// URL"],
+  ["http://127.0.0.1:8080/app", "expected only scheme, host and port"],
+  ["not a url", "expected a URL"],
+])("--upstream %s is refused with exit 64", async (upstream, message) => {
+  const r = await proxy("--upstream", upstream);
+  expect(r.code).toBe(64);
+  expect(r.err).toContain("--upstream");
+  expect(r.err).toContain(message);
+});
+
+test("a bad config file is refused naming file, document and field", async () => {
+  const path = join(fx.tmp.path, "bad.yaml");
+  writeFileSync(path, "apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata:\n  name: payments\nspec:\n  ports:\n    - name: http\n      port: 80\n  endpoints:\n    - address: 127.0.0.1\n      port: 15006\n      weight: -1\n");
+  const r = await proxy("--upstream", "http://127.0.0.1:8080", "--config", path);
+  expect(r.code).toBe(65);
+  expect(r.err).toContain(`${path}#0 spec.endpoints[0].weight`);
+});
+
+test("a certs dir whose key belongs to another certificate is refused naming the key", async () => {
+  const other = await fx.issue("payments");
+  const r = await mesh("proxy", "--service", "orders", "--upstream", "http://127.0.0.1:8080",
+    "--cert", join(certs, "chain.pem"), "--key", join(other, "key.pem"), "--ca", join(certs, "bundle.pem"));
+  expect(r.code).toBe(65);
+  expect(r.err).toContain(join(other, "key.pem"));
+  expect(r.err).toContain("does not match");
+});
