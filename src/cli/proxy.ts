@@ -1,6 +1,7 @@
 /** `mesh proxy`: run a sidecar from flags and/or a static config file. */
 import { loadManifests, formatManifestError, type LoadedManifest } from "../config/load.ts";
 import type { Service } from "../config/kinds/service.ts";
+import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import { Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { parseDuration } from "../config/duration.ts";
 import { DataError, UsageError } from "../core/errors.ts";
@@ -24,14 +25,36 @@ function parseUpstream(text: string, where: string): URL {
   return new URL(text);
 }
 
-async function loadConfig(path: string | undefined): Promise<{ proxy?: ProxyConfig; services: Service[] }> {
-  if (!path) return { services: [] };
+interface ProxyFile {
+  proxy?: ProxyConfig;
+  services: Service[];
+  policies: DestinationPolicy[];
+}
+
+async function loadConfig(path: string | undefined): Promise<ProxyFile> {
+  if (!path) return { services: [], policies: [] };
   const { manifests, errors } = await loadManifests([path]);
   if (errors.length) throw new DataError(`invalid config:\n  ${errors.map(formatManifestError).join("\n  ")}`, "--config");
-  const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind).map((m) => m.manifest);
-  const proxies = of("ProxyConfig") as ProxyConfig[];
+  const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind);
+  const proxies = of("ProxyConfig").map((m) => m.manifest) as ProxyConfig[];
   if (proxies.length > 1) throw new DataError(`holds ${proxies.length} ProxyConfig documents; a proxy takes one`, path);
-  return { proxy: proxies[0], services: of("Service") as Service[] };
+  const services = of("Service").map((m) => m.manifest) as Service[];
+  const known = new Set(services.map((s) => `${s.metadata.name}.${s.metadata.namespace}`));
+  const dangling = of("DestinationPolicy").filter((m) => {
+    const p = m.manifest as DestinationPolicy;
+    return !known.has(`${p.spec.service}.${p.metadata.namespace}`);
+  });
+  if (dangling.length)
+    throw new DataError(
+      `invalid config:\n  ${dangling
+        .map((m) => {
+          const p = m.manifest as DestinationPolicy;
+          return `${m.file}#${m.doc} spec.service: no Service "${p.spec.service}" in namespace "${p.metadata.namespace}"`;
+        })
+        .join("\n  ")}`,
+      "--config",
+    );
+  return { proxy: proxies[0], services, policies: of("DestinationPolicy").map((m) => m.manifest) as DestinationPolicy[] };
 }
 
 export const proxyCommand: CommandSpec = {
@@ -88,6 +111,7 @@ export const proxyCommand: CommandSpec = {
       admin: listen("admin", pc?.admin, "127.0.0.1:15000"),
       certs,
       services: file.services,
+      policies: file.policies,
       drainTimeoutMs: drainText ? durationFlag(drainText, "--drain-timeout") : pc?.drainTimeout ?? 30_000,
       maxBodyBytes: bytesFlag(str(args, "max-body-size")),
       log: ctx.log,

@@ -32,6 +32,9 @@ export function startInboundHttp(deps: InboundDeps): Server<undefined> {
     hostname: "127.0.0.1",
     port: 0,
     maxRequestBodySize: deps.maxBodyBytes,
+    // Longer than callers' pool idle timeout (default 10 s, up to 18 s with Bun's coarse
+    // timer), so a caller never reuses a connection this side has just closed.
+    idleTimeout: 30,
     async fetch(req, server) {
       const started = performance.now();
       const caller = deps.bridge.identities.get(server.requestIP(req)?.port ?? -1);

@@ -5,6 +5,8 @@
  * idempotent bodiless request that failed with a configured status is retried on
  * another endpoint, with jittered backoff, within the destination's retry budget.
  * A request with a body is never retried: its stream may already be partly consumed.
+ * The destination's circuit breaker caps requests and retries in flight (503 with
+ * `x-mesh-overflow` naming the limit), and one deadline bounds all tries of a request.
  */
 import type { Destination } from "./destinations.ts";
 import type { Endpoint, PickContext } from "./endpoint.ts";
@@ -12,6 +14,10 @@ import { classifyFetchError, errorResponse, type ProxyFailure } from "./errors.t
 import type { ProxyMetrics } from "./metrics.ts";
 import { backoffMs, isRetryableRequest, shouldRetry, type AttemptOutcome } from "./resilience/retry.ts";
 import { relayResponse } from "./transport/http-client.ts";
+import { recordLatency } from "./balancer/index.ts";
+import { systemClock } from "../core/clock.ts";
+import { Deadline } from "./deadline.ts";
+import type { OverflowReason } from "./resilience/circuit-breaker.ts";
 
 export interface OutboundAttempt {
   method: string;
@@ -42,37 +48,76 @@ function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoint | und
 }
 
 export async function callDestination(dest: Destination, req: OutboundAttempt, ctx: PickContext, metrics: ProxyMetrics): Promise<Response> {
+  const admitted = dest.breaker.tryAcquire("requests");
+  if (admitted !== true) return overflow(dest, admitted);
+  const deadline = new Deadline(dest.requestTimeoutMs);
+  try {
+    return await tryEndpoints(dest, req, ctx, metrics, deadline);
+  } finally {
+    deadline.clear();
+    dest.breaker.release("requests");
+  }
+}
+
+async function tryEndpoints(dest: Destination, req: OutboundAttempt, ctx: PickContext, metrics: ProxyMetrics, deadline: Deadline): Promise<Response> {
   const replayable = req.body === null && isRetryableRequest(req.method, req.headers);
   dest.budget.onRequest();
   let tried: Endpoint | undefined;
-  for (let attempt = 0; ; attempt++) {
-    const endpoint = pickEndpoint(dest, ctx, tried);
-    if (!endpoint) return errorResponse("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
-    tried = endpoint;
-    endpoint.inflight++;
-    try {
-      const res = await dest.send({
-        method: req.method,
-        url: `https://${endpoint.key}${req.pathAndQuery}`,
-        headers: req.headers,
-        body: req.body,
-      });
-      dest.outlier.onResult(endpoint, res.status < 500);
-      const outcome: AttemptOutcome = { kind: "status", status: res.status };
-      if (!replayable || !shouldRetry(dest.retryPolicy, attempt, outcome) || !dest.budget.tryWithdraw()) return relayResponse(res);
-      await res.body?.cancel();
-    } catch (err) {
-      dest.outlier.onResult(endpoint, false);
-      const kind = classifyFetchError(err);
-      const failure = errorResponse(kind, `${dest.name} endpoint ${endpoint.key}: ${(err as Error).message}`);
-      const outcome = { kind: OUTCOME[kind] } as AttemptOutcome;
-      // Connect failures are safe to retry even for a POST (shouldRetry knows), but only
-      // without a body: fetch may have started reading the stream.
-      if (req.body !== null || !shouldRetry(dest.retryPolicy, attempt, outcome, replayable) || !dest.budget.tryWithdraw()) return failure;
-    } finally {
-      endpoint.inflight--;
+  // A retry holds one of the destination's retry slots from the decision to its end.
+  let holdingRetry = false;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const endpoint = pickEndpoint(dest, ctx, tried);
+      if (!endpoint) return errorResponse("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
+      tried = endpoint;
+      endpoint.inflight++;
+      const sentAt = performance.now();
+      try {
+        const res = await dest.send({
+          method: req.method,
+          url: `${dest.scheme}://${endpoint.key}${req.pathAndQuery}`,
+          headers: req.headers,
+          body: req.body,
+          signal: deadline.signal,
+        });
+        if (dest.ewmaDecayMs !== undefined) recordLatency(endpoint, performance.now() - sentAt, systemClock, dest.ewmaDecayMs);
+        dest.outlier.onResult(endpoint, res.status < 500);
+        const outcome: AttemptOutcome = { kind: "status", status: res.status };
+        if (!replayable || !shouldRetry(dest.retryPolicy, attempt, outcome)) return relayResponse(res);
+        if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return relayResponse(res);
+        await res.body?.cancel();
+      } catch (err) {
+        dest.outlier.onResult(endpoint, false);
+        const kind = deadline.expired ? "timeout" : classifyFetchError(err);
+        if (kind === "peer-identity") metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
+        const detail = deadline.expired ? `no response within ${dest.requestTimeoutMs} ms` : (err as Error).message;
+        const failure = errorResponse(kind, `${dest.name} endpoint ${endpoint.key}: ${detail}`);
+        // Connect failures are safe to retry even for a POST (shouldRetry knows), but only
+        // without a body: fetch may have started reading the stream.
+        if (req.body !== null || !shouldRetry(dest.retryPolicy, attempt, { kind: OUTCOME[kind] } as AttemptOutcome, replayable)) return failure;
+        if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return failure;
+      } finally {
+        endpoint.inflight--;
+      }
+      metrics.retries.inc({ peer: dest.name });
+      await Bun.sleep(backoffMs(dest.retryPolicy, attempt, Math.random));
     }
-    metrics.retries.inc({ peer: dest.name });
-    await Bun.sleep(backoffMs(dest.retryPolicy, attempt, Math.random));
+  } finally {
+    if (holdingRetry) dest.breaker.release("retries");
   }
+}
+
+/**
+ * Whether one more try may go out: time left, and budget. A request keeps the retry
+ * slot it already holds; otherwise it needs a free one. Returns whether it holds one.
+ */
+function takeRetry(dest: Destination, deadline: Deadline, holding: boolean): boolean {
+  const held = holding || dest.breaker.tryAcquire("retries") === true;
+  if (held && !deadline.expired && dest.budget.tryWithdraw()) return true;
+  if (held) dest.breaker.release("retries");
+  return false;
+}
+
+function overflow(dest: Destination, reason: OverflowReason): Response {
+  return errorResponse("overflow", `${dest.name}: ${reason.replace(/-/g, " ")} reached`, { "x-mesh-overflow": reason });
 }

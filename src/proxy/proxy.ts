@@ -3,6 +3,7 @@
  * that forwards to the local service, the outbound listener, and the admin API.
  * It needs no control plane: the static config is a complete source of destinations.
  */
+import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { Service } from "../config/kinds/service.ts";
 import type { Logger } from "../core/log.ts";
 import { startAdmin } from "./admin.ts";
@@ -28,6 +29,7 @@ export interface ProxyOptions {
   admin: Listen;
   certs: WorkloadCerts;
   services: Service[];
+  policies: DestinationPolicy[];
   drainTimeoutMs: number;
   maxBodyBytes: number;
   log: Logger;
@@ -42,7 +44,7 @@ export interface RunningProxy {
 export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const metrics = proxyMetrics();
   const tracker = new InflightTracker();
-  let snapshot: Snapshot = buildSnapshot(opts.services, opts.certs, "static-1");
+  let snapshot: Snapshot = buildSnapshot(opts.services, opts.policies, opts.certs, "static-1");
   let draining = false;
 
   const bridge = new TlsBridge(
@@ -65,7 +67,10 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       metrics,
       beforeScrape: () => {
         metrics.openConnections.set({ direction: "inbound" }, bridge.openLinks);
-        for (const d of new Set(snapshot.destinations.values())) metrics.ejections.set({ peer: d.name }, d.outlier.totalEjections);
+        for (const d of new Set(snapshot.destinations.values())) {
+          metrics.ejections.set({ peer: d.name }, d.outlier.totalEjections);
+          metrics.openCircuits.set({ peer: d.name }, d.breaker.isOpen() ? 1 : 0);
+        }
       },
       configDump: () => ({
         service: opts.service,
@@ -78,7 +83,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
         destinations: [...new Set(snapshot.destinations.values())].map((d) => ({
           name: d.name,
           namespace: d.namespace,
-          identity: d.spiffeId,
+          identity: d.spiffeId ?? "none (plain HTTP, outside the mesh)",
+          policy: d.policy,
           endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
         })),
       }),

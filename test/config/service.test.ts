@@ -7,6 +7,7 @@ describe("Service", () => {
   test("minimal: one port; defaults protocol, targetPort and identity", () => {
     expect(specOf(service("  ports: [{name: http, port: 80}]", "  name: web"))).toEqual({
       ports: [{ name: "http", port: 80, protocol: "http", targetPort: 80 }],
+      mtls: true,
       identity: "web",
     });
   });
@@ -28,6 +29,7 @@ describe("Service", () => {
     );
     expect(spec).toEqual({
       identity: "web-sa",
+      mtls: true,
       ports: [
         { name: "grpc", port: 9090, protocol: "grpc", targetPort: 19090 },
         { name: "raw", port: 9000, protocol: "tcp", targetPort: 9000 },

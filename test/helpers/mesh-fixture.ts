@@ -50,6 +50,22 @@ export class MeshFixture {
     return s;
   }
 
+  /** A service with its own behaviour (slow, failing…); counts hits like echo. */
+  service(handler: (req: Request) => Response | Promise<Response>): EchoService {
+    const svc: EchoService = { server: undefined as never, url: "", hits: 0 };
+    svc.server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch(req) {
+        svc.hits++;
+        return handler(req);
+      },
+    });
+    svc.url = `http://127.0.0.1:${svc.server.port}`;
+    this.servers.push(svc);
+    return svc;
+  }
+
   /** Writes a static config: each service with the inbound ports of its proxies. */
   config(name: string, services: Record<string, number[]>, extra = ""): string {
     const docs = Object.entries(services).map(

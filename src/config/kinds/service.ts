@@ -52,6 +52,10 @@ export const ServiceSpec = z
       )
       .optional()
       .describe("Static instances, for configs without a control plane; unique by address and port."),
+    mtls: z
+      .boolean()
+      .default(true)
+      .describe("false: the endpoints are outside the mesh and speak plain HTTP; no identity is checked. Default true."),
     identity: dnsLabel("identity")
       .optional()
       .describe("Service account in the service's SPIFFE ID (spiffe://<trust-domain>/ns/<namespace>/sa/<identity>); default metadata.name."),

@@ -1,0 +1,40 @@
+/** Turns a DestinationPolicy's manifest fields into the settings of the proxy's own pieces. */
+import type { DestinationPolicySpec } from "../config/kinds/destination-policy.ts";
+import type { BalancerPolicy } from "./balancer/index.ts";
+import type { OutlierConfig } from "./resilience/outlier.ts";
+import { DEFAULT_RETRY_BUDGET, type RetryBudgetConfig, type RetryPolicy } from "./resilience/retry.ts";
+
+export function balancerPolicy(lb: DestinationPolicySpec["loadBalancer"]): BalancerPolicy {
+  switch (lb.type) {
+    case "ring-hash":
+      return { type: "ring-hash", header: lb.hashOn?.header, cookie: lb.hashOn?.cookie, minRingSize: lb.minRingSize };
+    case "ewma":
+      return { type: "ewma", decayMs: lb.ewmaDecay };
+    default:
+      return { type: lb.type };
+  }
+}
+
+export function retryPolicy(r: DestinationPolicySpec["retries"]): RetryPolicy {
+  const on = new Set(r.retryOn);
+  return {
+    attempts: r.attempts,
+    retryOn: { connectFailure: on.has("connect-failure"), refused: on.has("refused"), reset: on.has("reset"), statusCodes: r.statusCodes },
+    backoff: { baseMs: r.backoff.base, maxMs: r.backoff.max },
+  };
+}
+
+export function outlierConfig(p: DestinationPolicySpec): OutlierConfig {
+  const o = p.outlierDetection;
+  return {
+    consecutiveFailures: o.consecutiveFailures,
+    baseEjectionMs: o.baseEjectionTime,
+    maxEjectionMs: o.maxEjectionTime,
+    maxEjectionPercent: o.maxEjectionPercent,
+    decayIntervalMs: o.interval,
+  };
+}
+
+export function retryBudgetConfig(r: DestinationPolicySpec["retries"]): RetryBudgetConfig {
+  return { ...DEFAULT_RETRY_BUDGET, ratio: r.budget.percent / 100, minRetriesPerSecond: r.budget.minPerSecond };
+}
