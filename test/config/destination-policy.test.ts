@@ -17,7 +17,7 @@ describe("DestinationPolicy", () => {
         backoff: { base: 25, max: 250 },
         budget: { percent: 20, minPerSecond: 10 },
       },
-      circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 3 },
+      circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 1024 },
       outlierDetection: { consecutiveFailures: 5, baseEjectionTime: 30000, maxEjectionTime: 300000, maxEjectionPercent: 50, interval: 10000 },
     });
     expect(defaultDestinationPolicy("payments")).toEqual(specOf(policy("  {}")) as never);

@@ -57,3 +57,34 @@ test("SIGTERM to the serving side's proxy: requests in flight there complete, ex
   orders.proc.kill("SIGTERM");
   expect(await orders.proc.exited).toBe(0);
 });
+
+test("SIGTERM to one of two serving proxies under sustained load: no request fails, it exits 0", async () => {
+  const quick = [fx.echo("payments"), fx.echo("payments")];
+  const servers = await Promise.all(quick.map((s) => fx.proxy("payments", s.url)));
+  const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders-sustained", { payments: servers.map((p) => p.ports.inbound) }));
+  const outcomes = new Map<string, number>();
+  const until = Date.now() + 2500;
+  let sent = 0;
+  // Four clients in closed loops, bounded by time and by count.
+  const client = async () => {
+    while (Date.now() < until && sent < 20_000) {
+      sent++;
+      const r = await fetch(`http://127.0.0.1:${orders.ports.outbound}/work`, { headers: { host: "payments" } }).then(
+        async (res) => `${res.status}${res.headers.get("x-mesh-error") ? ` ${res.headers.get("x-mesh-error")}` : ""}`,
+        (e) => `error ${e}`,
+      );
+      outcomes.set(r, (outcomes.get(r) ?? 0) + 1);
+    }
+  };
+  const clients = Array.from({ length: 4 }, client);
+  await Bun.sleep(800);
+  const hitsAtSignal = quick[0]!.hits;
+  servers[0]!.proc.kill("SIGTERM");
+  expect(await servers[0]!.proc.exited).toBe(0);
+  await Promise.all(clients);
+  expect([...outcomes.keys()]).toEqual(["200"]);
+  expect(sent).toBeGreaterThan(200);
+  // Traffic went on, to the instance still serving.
+  expect(quick[1]!.hits).toBeGreaterThan(hitsAtSignal / 2);
+  expect(servers[0]!.stderr()).toContain('"clean":true');
+});

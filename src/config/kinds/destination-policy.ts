@@ -91,7 +91,7 @@ export const CircuitBreakerSpec = z
     maxConnections: Count.default(1024).describe("Most open connections to the service; default 1024."),
     maxPendingRequests: Count.default(1024).describe("Most requests waiting for a connection; default 1024."),
     maxRequests: Count.default(1024).describe("Most requests in flight to the service; default 1024."),
-    maxRetries: Count.default(3).describe("Most retries in flight to the service; default 3."),
+    maxRetries: Count.default(1024).describe("Most retries in flight to the service, beside the retry budget; default 1024."),
   })
   .prefault({})
   .describe("Limits that refuse new work at once (503, x-mesh-overflow says which) instead of queueing behind a saturated service.");

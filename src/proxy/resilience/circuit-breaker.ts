@@ -24,16 +24,20 @@ export interface CircuitBreakerLimits {
   maxPendingRequests: number;
   /** Requests in flight. */
   maxRequests: number;
-  /** Retries in flight: low on purpose, retries amplify load exactly when it hurts. */
+  /** Retries in flight: a hard cap beside the retry budget, which already ties retries to traffic. */
   maxRetries: number;
 }
 
-/** Envoy's defaults. */
+/**
+ * Envoy's defaults, except retries: Envoy's 3 fails requests whenever a few callers
+ * meet a dying instance at once (Istio raises it for that reason); the retry budget is
+ * what keeps retries from multiplying load.
+ */
 export const DEFAULT_CIRCUIT_BREAKER_LIMITS: Readonly<CircuitBreakerLimits> = Object.freeze({
   maxConnections: 1024,
   maxPendingRequests: 1024,
   maxRequests: 1024,
-  maxRetries: 3,
+  maxRetries: 1024,
 });
 
 export const RESOURCE_KINDS: readonly ResourceKind[] = Object.freeze(["connections", "pending", "requests", "retries"]);

@@ -10,15 +10,15 @@ import {
 const small = { maxConnections: 2, maxPendingRequests: 3, maxRequests: 4, maxRetries: 1 };
 
 describe("CircuitBreaker", () => {
-  test("Envoy defaults", () => {
+  test("defaults: Envoy's, with retries capped by the budget rather than at 3", () => {
     expect(DEFAULT_CIRCUIT_BREAKER_LIMITS).toEqual({
       maxConnections: 1024,
       maxPendingRequests: 1024,
       maxRequests: 1024,
-      maxRetries: 3,
+      maxRetries: 1024,
     });
     const cb = new CircuitBreaker();
-    expect(cb.remaining("retries")).toBe(3);
+    expect(cb.remaining("retries")).toBe(1024);
     expect(cb.remaining("requests")).toBe(1024);
   });
 
