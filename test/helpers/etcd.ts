@@ -1,0 +1,153 @@
+/**
+ * Real etcd clusters on loopback for the store tests: free ports, a temporary data
+ * directory per member, and every process stopped by its pid (never by name).
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+
+export const ETCD_BIN = process.env.ETCD_BIN ?? Bun.which("etcd") ?? "/usr/bin/etcd";
+
+/** Why etcd tests cannot run here, or undefined when they can. */
+export function etcdMissing(): string | undefined {
+  if (existsSync(ETCD_BIN)) return undefined;
+  return `etcd not found (looked for ${ETCD_BIN}; set ETCD_BIN or install it: apt-get install -y etcd-server — .ci/run does)`;
+}
+
+export interface EtcdMember {
+  name: string;
+  clientUrl: string;
+  proc: Subprocess<"ignore", "ignore", "ignore">;
+  pid: number;
+}
+
+export interface EtcdCluster {
+  members: EtcdMember[];
+  endpoints: string[];
+  /** SIGKILLs member `i` and waits until it has exited. */
+  kill(i: number): Promise<void>;
+  /** SIGSTOPs member `i`: it keeps its sockets open and answers nothing, like a hung host. */
+  pause(i: number): void;
+  /** SIGCONTs member `i`. */
+  resume(i: number): void;
+  /** The member currently leading, by index. */
+  leader(): Promise<number>;
+  /** Kills every member by pid, waits for each to exit and removes the data directories. */
+  stop(): Promise<void>;
+}
+
+// Short raft timings so an election after a kill takes well under a second. They also set
+// etcd's minimum lease TTL: ceil(1.5 × election timeout) = 1 s here (2 s with the defaults).
+const HEARTBEAT_MS = 50;
+const ELECTION_MS = 500;
+
+/** Every pid this helper started, so a test can prove none outlived it. */
+export const startedPids = new Set<number>();
+
+/** Whether a process with this pid exists (signal 0 checks without signalling). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
+  const missing = etcdMissing();
+  if (missing) throw new Error(missing);
+  // tmpfs when there is one: etcd fsyncs every commit, and the tests are about failover, not disks.
+  const base = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "mesh-etcd-"));
+  const ports = await freePorts(size * 2);
+  const names = Array.from({ length: size }, (_, i) => `m${i}`);
+  const peerUrl = (i: number) => `http://127.0.0.1:${ports[size + i]}`;
+  const initialCluster = names.map((n, i) => `${n}=${peerUrl(i)}`).join(",");
+  const members: EtcdMember[] = names.map((name, i) => {
+    const clientUrl = `http://127.0.0.1:${ports[i]}`;
+    const proc = Bun.spawn(
+      [ETCD_BIN, "--name", name, "--data-dir", join(base, name),
+        "--listen-client-urls", clientUrl, "--advertise-client-urls", clientUrl,
+        "--listen-peer-urls", peerUrl(i), "--initial-advertise-peer-urls", peerUrl(i),
+        "--initial-cluster", initialCluster, "--initial-cluster-state", "new", "--initial-cluster-token", `mesh-test-${ports[0]}`,
+        "--heartbeat-interval", String(HEARTBEAT_MS), "--election-timeout", String(ELECTION_MS),
+        "--logger", "zap", "--log-level", "warn", "--log-outputs", join(base, `${name}.log`)],
+      { stdin: "ignore", stdout: "ignore", stderr: "ignore" },
+    );
+    startedPids.add(proc.pid);
+    return { name, clientUrl, proc, pid: proc.pid };
+  });
+
+  // SIGKILL, not SIGTERM: the data is thrown away, and a stopping leader first tries to hand
+  // over leadership, which waits out timeouts once a peer is gone.
+  const stop = async () => {
+    for (const m of members) m.proc.kill("SIGKILL");
+    await Promise.all(members.map((m) => m.proc.exited));
+    rmSync(base, { recursive: true, force: true });
+  };
+
+  try {
+    await waitHealthy(members, base);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    members,
+    endpoints: members.map((m) => m.clientUrl),
+    async kill(i) {
+      members[i]!.proc.kill("SIGKILL");
+      await members[i]!.proc.exited;
+    },
+    pause(i) {
+      members[i]!.proc.kill("SIGSTOP");
+    },
+    resume(i) {
+      members[i]!.proc.kill("SIGCONT");
+    },
+    async leader() {
+      for (const [i, m] of members.entries()) {
+        if (m.proc.exitCode !== null || m.proc.signalCode !== null) continue;
+        const s = (await (await fetch(`${m.clientUrl}/v3/maintenance/status`, { method: "POST", body: "{}" })).json()) as { header: { member_id: string }; leader: string };
+        if (s.header.member_id === s.leader) return i;
+      }
+      throw new Error("no member is leading");
+    },
+    stop,
+  };
+}
+
+/** Ports the kernel hands out, all held at once so none repeats, then released for etcd. */
+async function freePorts(n: number): Promise<number[]> {
+  const listeners = Array.from({ length: n }, () => Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } }));
+  const ports = listeners.map((l) => l.port);
+  for (const l of listeners) l.stop(true);
+  return ports;
+}
+
+async function waitHealthy(members: EtcdMember[], base: string): Promise<void> {
+  const deadline = performance.now() + 20_000;
+  for (const m of members) {
+    for (;;) {
+      if (m.proc.exitCode !== null || m.proc.signalCode !== null)
+        throw new Error(`etcd ${m.name} exited (${m.proc.exitCode ?? m.proc.signalCode}):\n${readLog(base, m.name)}`);
+      try {
+        const r = await fetch(`${m.clientUrl}/health`, { signal: AbortSignal.timeout(1_000) });
+        if (r.ok && ((await r.json()) as { health?: string }).health === "true") break;
+      } catch {
+        // not listening yet
+      }
+      if (performance.now() > deadline) throw new Error(`etcd ${m.name} not healthy after 20 s:\n${readLog(base, m.name)}`);
+      await Bun.sleep(50);
+    }
+  }
+}
+
+function readLog(base: string, name: string): string {
+  try {
+    return readFileSync(join(base, `${name}.log`), "utf8").slice(-4_000);
+  } catch {
+    return "(no log)";
+  }
+}
