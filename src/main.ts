@@ -2,6 +2,7 @@
 /** The `mesh` binary: argv → subcommand table, nothing else. */
 import type { CommandSpec } from "./cli/args.ts";
 import { caCommand } from "./cli/ca/index.ts";
+import { controlPlaneCommand } from "./cli/control-plane.ts";
 import { proxyCommand } from "./cli/proxy.ts";
 import { runCli } from "./cli/run.ts";
 import { validateCommand } from "./cli/validate.ts";
@@ -10,7 +11,7 @@ import { versionCommand } from "./cli/version.ts";
 export const rootCommand: CommandSpec = {
   name: "mesh",
   summary: "A service mesh in one binary: mutual TLS with SPIFFE identities, routing and resilience for every service.",
-  subcommands: [proxyCommand, caCommand, validateCommand, versionCommand],
+  subcommands: [proxyCommand, controlPlaneCommand, caCommand, validateCommand, versionCommand],
 };
 
 if (import.meta.main) {

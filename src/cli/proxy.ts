@@ -3,21 +3,16 @@ import { loadManifests, formatManifestError, type LoadedManifest } from "../conf
 import type { Service } from "../config/kinds/service.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import { Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
-import { parseDuration } from "../config/duration.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
 import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
 import { startProxy, type Listen } from "../proxy/proxy.ts";
 import { str, type CommandSpec, type Parsed } from "./args.ts";
+import { CONTROL_FLAGS, controlPlaneCerts, startAgent, usesControlPlane } from "./proxy-control.ts";
+import { durationFlag, parseListen } from "./flags.ts";
 
 const DEFAULT_MAX_BODY = 1 << 30; // 1 GiB: bodies stream, so this bounds abuse, not memory
 
-export function parseListen(text: string, flag: string): Listen {
-  const m = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(text);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) throw new UsageError(`expected ADDRESS:PORT like 127.0.0.1:15001, got "${text}"`, flag);
-  return { address: m[1]!.replace(/^\[|\]$/g, ""), port };
-}
 
 function parseUpstream(text: string, where: string): URL {
   const checked = Upstream.safeParse(text);
@@ -79,6 +74,7 @@ export const proxyCommand: CommandSpec = {
     { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin listener: /live /ready /metrics /config_dump (default 127.0.0.1:15000)." },
     { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
     { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
+    ...CONTROL_FLAGS,
   ],
   examples: [
     "mesh proxy --service orders --upstream http://127.0.0.1:8080 --config proxy.yaml",
@@ -96,17 +92,19 @@ export const proxyCommand: CommandSpec = {
     if (!upstreamText) throw new UsageError("--upstream is required (or ProxyConfig.upstream in --config)", ctx.path);
     const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>
       str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
-    const certs = await loadWorkloadCerts(
-      certSources(args, pc?.certs, service, namespace),
-    );
+    const sources = certSources(args, pc?.certs, service, namespace);
+    const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
+    const certs = usesControlPlane(args) ? await controlPlaneCerts(args, certsDir, namespace, service, ctx.log) : await loadWorkloadCerts(sources);
     if (pc && pc.trustDomain !== certs.trustDomain)
       throw new DataError(`trustDomain ${pc.trustDomain} differs from the certificate's ${certs.trustDomain}`, "--config");
     const drainText = str(args, "drain-timeout");
+    const upstream = parseUpstream(upstreamText, "--upstream");
+    const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
     const proxy = await startProxy({
       service,
       namespace,
-      upstream: parseUpstream(upstreamText, "--upstream"),
-      inbound: listen("inbound", pc?.inbound, "0.0.0.0:15006"),
+      upstream,
+      inbound,
       outbound: listen("outbound", pc?.outbound, "127.0.0.1:15001"),
       admin: listen("admin", pc?.admin, "127.0.0.1:15000"),
       certs,
@@ -116,10 +114,15 @@ export const proxyCommand: CommandSpec = {
       maxBodyBytes: bytesFlag(str(args, "max-body-size")),
       log: ctx.log,
     });
+    const agent = usesControlPlane(args)
+      ? startAgent(args, proxy, { namespace, service, inboundAddress: inbound.address, upstream, certs, certsDir, log: ctx.log })
+      : undefined;
     ctx.out(JSON.stringify({ ready: true, identity: certs.spiffeId, ...proxy.ports }));
     return new Promise<number>((resolve) => {
       const stop = async (signal: string) => {
         ctx.log.info({ signal }, "draining");
+        // Out of discovery first, so callers stop choosing this instance while it drains.
+        await agent?.stop();
         const { clean } = await proxy.drain();
         resolve(clean ? 0 : 1);
       };
@@ -136,13 +139,6 @@ function certSources(args: Parsed, fromFile: { dir?: string; cert?: string; key?
   return { certsDir: defaultCertsDir(service, namespace) };
 }
 
-function durationFlag(text: string, flag: string): number {
-  try {
-    return parseDuration(text);
-  } catch (err) {
-    throw new UsageError((err as Error).message, flag);
-  }
-}
 
 function bytesFlag(text: string | undefined): number {
   if (text === undefined) return DEFAULT_MAX_BODY;

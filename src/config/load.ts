@@ -24,6 +24,8 @@ export interface LoadedManifest {
   readonly file: string;
   readonly doc: number;
   readonly manifest: Manifest;
+  /** The document as written, before defaults: what a control plane stores and shows. */
+  readonly raw: unknown;
 }
 
 export interface LoadResult {
@@ -93,7 +95,7 @@ function parseFile(text: string, file: string): FileResult {
         continue;
       }
       const parsed = parseManifest(raw.value);
-      if (parsed.ok) result.manifests.push({ file, doc, manifest: parsed.manifest });
+      if (parsed.ok) result.manifests.push({ file, doc, manifest: parsed.manifest, raw: raw.value });
       else for (const issue of parsed.issues) result.errors.push({ file, doc, ...issue });
       const id = identify(file, doc, raw.value);
       if (id) result.ids.push(id);

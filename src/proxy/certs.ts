@@ -43,9 +43,18 @@ export async function loadWorkloadCerts(src: CertSources): Promise<WorkloadCerts
   const files = resolveCertFiles(src);
   const chainPem = readTextFile(files.chain, "certificate chain");
   const keyPem = readTextFile(files.key, "private key");
+  const bundlePem = readTextFile(files.bundle, "trust bundle");
+  return workloadCertsFromPem({ chainPem, keyPem, bundlePem }, files);
+}
+
+/** Checks PEM text as a workload identity: key matches leaf, chain verifies to the bundle. */
+export async function workloadCertsFromPem(
+  pem: { chainPem: string; keyPem: string; bundlePem: string },
+  files: { chain: string; key: string; bundle: string },
+): Promise<WorkloadCerts> {
+  const { chainPem, keyPem, bundlePem } = pem;
   const chain = parseCertificatesText(chainPem, files.chain, "certificate chain");
   await assertKeyMatches(chain[0]!, await importKeyText(keyPem, files.key, "private key"), files.key);
-  const bundlePem = readTextFile(files.bundle, "trust bundle");
   let bundle: TrustBundle;
   try {
     bundle = TrustBundle.fromPem(bundlePem, undefined, files.bundle);

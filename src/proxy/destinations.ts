@@ -38,6 +38,8 @@ export interface Destination {
   /** Longest from sending until response headers, retries included; 0 means none. */
   requestTimeoutMs: number;
   policy: DestinationPolicySpec;
+  /** What this destination was built from: an unchanged one is carried into the next snapshot. */
+  builtFrom: { certs: WorkloadCerts; service: string; policy: string };
 }
 
 export interface Snapshot {
@@ -56,16 +58,45 @@ export function expectPeer(spiffeId: string, trustDomain: string) {
   };
 }
 
-export function buildSnapshot(services: Service[], policies: DestinationPolicy[], certs: WorkloadCerts, version: string): Snapshot {
+/**
+ * A snapshot for a config version. A destination whose service, policy and certificates
+ * did not change is carried over whole from `previous` — pooled connections, outlier
+ * ejections, retry budget, breaker counts and balancer state survive a config push;
+ * one whose endpoints alone changed keeps all that and gets the new endpoint list,
+ * each endpoint keeping its live counters by address.
+ */
+export function buildSnapshot(services: Service[], policies: DestinationPolicy[], certs: WorkloadCerts, version: string, previous?: Snapshot): Snapshot {
   const destinations = new Map<string, Destination>();
   const policyOf = new Map(policies.map((p) => [`${p.spec.service}.${p.metadata.namespace}`, p.spec]));
   for (const svc of services) {
     const key = `${svc.metadata.name}.${svc.metadata.namespace}`;
-    const dest = buildDestination(svc, policyOf.get(key) ?? defaultDestinationPolicy(svc.metadata.name), certs);
+    const policy = policyOf.get(key) ?? defaultDestinationPolicy(svc.metadata.name);
+    const prev = previous?.destinations.get(key);
+    const dest = prev && reusable(prev, svc, policy, certs) ? withEndpoints(prev, svc) : buildDestination(svc, policy, certs);
     destinations.set(key, dest);
     if (!destinations.has(dest.name)) destinations.set(dest.name, dest);
   }
   return { version, destinations };
+}
+
+function serviceSansEndpoints(svc: Service): string {
+  return JSON.stringify({ ...svc.spec, endpoints: undefined });
+}
+
+function reusable(prev: Destination, svc: Service, policy: DestinationPolicySpec, certs: WorkloadCerts): boolean {
+  const b = prev.builtFrom;
+  return b.certs === certs && b.service === serviceSansEndpoints(svc) && b.policy === JSON.stringify(policy);
+}
+
+function staticEndpoints(svc: Service): Endpoint[] {
+  return (svc.spec.endpoints ?? []).filter((e) => e.weight > 0).map((e) => new Endpoint(e));
+}
+
+function withEndpoints(prev: Destination, svc: Service): Destination {
+  const old = new Map(prev.endpoints.map((e) => [`${e.key}/${e.weight}/${e.spec.zone ?? ""}`, e]));
+  const endpoints = staticEndpoints(svc).map((e) => old.get(`${e.key}/${e.weight}/${e.spec.zone ?? ""}`) ?? e);
+  prev.outlier.setEndpoints(endpoints);
+  return { ...prev, endpoints };
 }
 
 function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: WorkloadCerts): Destination {
@@ -82,7 +113,7 @@ function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: Wo
       : undefined,
     keepAlive: { idleTimeout: Math.max(1, Math.ceil(policy.timeouts.idle / 1000)) },
   });
-  const endpoints = (svc.spec.endpoints ?? []).filter((e) => e.weight > 0).map((e) => new Endpoint(e));
+  const endpoints = staticEndpoints(svc);
   const outlier = new OutlierDetector(systemClock, outlierConfig(policy));
   outlier.setEndpoints(endpoints);
   const lb = policy.loadBalancer;
@@ -102,6 +133,7 @@ function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: Wo
     breaker: new CircuitBreaker(policy.circuitBreaker),
     requestTimeoutMs: policy.timeouts.request,
     policy,
+    builtFrom: { certs, service: serviceSansEndpoints(svc), policy: JSON.stringify(policy) },
   };
 }
 
@@ -111,6 +143,8 @@ export function resolveHost(snapshot: Snapshot, host: string): Destination | und
   return snapshot.destinations.get(name);
 }
 
-export function closeSnapshot(snapshot: Snapshot): void {
-  for (const d of new Set(snapshot.destinations.values())) d.session.close();
+/** Closes the pools of `snapshot` that `next` does not carry over; requests in flight finish. */
+export function closeSnapshot(snapshot: Snapshot, next?: Snapshot): void {
+  const kept = new Set([...(next?.destinations.values() ?? [])].map((d) => d.session));
+  for (const d of new Set(snapshot.destinations.values())) if (!kept.has(d.session)) d.session.close();
 }

@@ -8,6 +8,7 @@ import type { Service } from "../config/kinds/service.ts";
 import type { Logger } from "../core/log.ts";
 import { startAdmin } from "./admin.ts";
 import type { WorkloadCerts } from "./certs.ts";
+import { parseConfigDocuments, type ProxyDocuments } from "./control/config-documents.ts";
 import { buildSnapshot, closeSnapshot, type Snapshot } from "./destinations.ts";
 import { InflightTracker } from "./inflight.ts";
 import { startInboundHttp } from "./inbound.ts";
@@ -37,6 +38,10 @@ export interface ProxyOptions {
 
 export interface RunningProxy {
   ports: { inbound: number; outbound: number; admin: number };
+  /** Validates a config version from the control plane and swaps it in; throws ConfigRejected with the reason. */
+  applyConfig(documents: unknown[], version: string): void;
+  /** A renewed certificate: new connections, in and out, use it; open ones finish on the old. */
+  useCerts(certs: WorkloadCerts): void;
   /** Stops accepting, lets in-flight requests finish within the drain timeout, closes pools. */
   drain(): Promise<{ clean: boolean }>;
 }
@@ -44,8 +49,15 @@ export interface RunningProxy {
 export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const metrics = proxyMetrics();
   const tracker = new InflightTracker();
-  let snapshot: Snapshot = buildSnapshot(opts.services, opts.policies, opts.certs, "static-1");
+  let certs = opts.certs;
+  let config: ProxyDocuments = { services: opts.services, policies: opts.policies };
+  let snapshot: Snapshot = buildSnapshot(config.services, config.policies, certs, "static-1");
   let draining = false;
+  const swap = (next: Snapshot) => {
+    const old = snapshot;
+    snapshot = next;
+    closeSnapshot(old, next);
+  };
 
   const bridge = new TlsBridge(
     { cert: opts.certs.chainPem, key: opts.certs.keyPem, ca: opts.certs.bundlePem, trustDomain: opts.certs.trustDomain },
@@ -60,7 +72,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   );
   const inboundHttp = startInboundHttp({ upstream: opts.upstream, bridge, metrics, maxBodyBytes: opts.maxBodyBytes, tracker });
   const inboundPort = bridge.listen(opts.inbound.address, opts.inbound.port, inboundHttp.port!);
-  const outbound = startOutbound({ snapshot: () => snapshot, metrics, tracker, maxBodyBytes: opts.maxBodyBytes }, opts.outbound.address, opts.outbound.port);
+  const outboundDeps = { snapshot: () => snapshot, metrics, tracker, maxBodyBytes: opts.maxBodyBytes, certs };
+  const outbound = startOutbound(outboundDeps, opts.outbound.address, opts.outbound.port);
   const admin = startAdmin(
     {
       ready: () => !draining,
@@ -75,8 +88,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       configDump: () => ({
         service: opts.service,
         namespace: opts.namespace,
-        identity: opts.certs.spiffeId,
-        certificateExpires: opts.certs.notAfter.toISOString(),
+        identity: certs.spiffeId,
+        certificateExpires: certs.notAfter.toISOString(),
         upstream: opts.upstream.origin,
         listeners: { inbound: `${opts.inbound.address}:${inboundPort}`, outbound: `${opts.outbound.address}:${outbound.port}`, admin: `${opts.admin.address}:${admin.port}` },
         version: snapshot.version,
@@ -96,6 +109,20 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
 
   return {
     ports: { inbound: inboundPort, outbound: outbound.port!, admin: admin.port! },
+    applyConfig(documents, version) {
+      const dynamic = parseConfigDocuments(documents);
+      // Static services stay unless the control plane now defines them.
+      const names = new Set(dynamic.services.map((s) => `${s.metadata.name}.${s.metadata.namespace}`));
+      const services = [...dynamic.services, ...opts.services.filter((s) => !names.has(`${s.metadata.name}.${s.metadata.namespace}`))];
+      config = { services, policies: [...dynamic.policies, ...opts.policies.filter((p) => !names.has(`${p.spec.service}.${p.metadata.namespace}`))] };
+      swap(buildSnapshot(config.services, config.policies, certs, version, snapshot));
+    },
+    useCerts(next) {
+      certs = next;
+      outboundDeps.certs = next;
+      bridge.rotate({ cert: next.chainPem, key: next.keyPem, ca: next.bundlePem, trustDomain: next.trustDomain });
+      swap(buildSnapshot(config.services, config.policies, certs, snapshot.version, snapshot));
+    },
     async drain() {
       draining = true;
       bridge.stopAccepting();

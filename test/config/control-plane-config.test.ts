@@ -8,11 +8,15 @@ describe("ControlPlaneConfig", () => {
     expect(specOf(cp("  {}"))).toEqual({
       api: { address: "0.0.0.0", port: 15010 },
       admin: { address: "127.0.0.1", port: 15011 },
+      bootstrap: { address: "0.0.0.0", port: 15012 },
       trustDomain: "mesh.local",
       dataDir: "./data",
       store: { type: "embedded" },
       ca: { dir: "certs" },
       policiesDir: "policies",
+      certTtl: 86_400_000,
+      leaseTtl: 10_000,
+      adminIdentities: [],
     });
   });
 
@@ -32,11 +36,15 @@ describe("ControlPlaneConfig", () => {
     expect(spec).toEqual({
       api: { address: "10.0.0.5", port: 15010 },
       admin: { address: "127.0.0.1", port: 15011 },
+      bootstrap: { address: "0.0.0.0", port: 15012 },
       trustDomain: "corp.example",
       dataDir: "/var/lib/mesh",
       store: { type: "etcd", endpoints: ["http://10.0.0.1:2379", "http://10.0.0.2:2379"] },
       ca: { dir: "/etc/mesh/ca" },
       policiesDir: "/etc/mesh/policies",
+      certTtl: 86_400_000,
+      leaseTtl: 10_000,
+      adminIdentities: [],
     });
   });
 

@@ -1,8 +1,5 @@
 import { join } from "node:path";
-import { createIntermediate, createRoot, bundlePem } from "../../ca/authority.ts";
-import { caPaths } from "../../ca/layout.ts";
-import { writeFileSet } from "../../core/files.ts";
-import { certToPem, exportPrivateKeyPem } from "../../pki/x509.ts";
+import { createCaFiles } from "../../ca/create.ts";
 import { bool, str, type CommandSpec } from "../args.ts";
 import { FORCE_FLAG, checkTrustDomain } from "./shared.ts";
 
@@ -17,19 +14,7 @@ export const caInit: CommandSpec = {
   examples: ["mesh ca init --trust-domain mesh.local --out certs/"],
   async run(args, ctx) {
     const trustDomain = checkTrustDomain(str(args, "trust-domain")!);
-    const paths = caPaths(str(args, "out")!);
-    const root = await createRoot(trustDomain);
-    const intermediate = await createIntermediate(root, trustDomain);
-    writeFileSet(
-      [
-        { path: paths.rootCert, content: certToPem(root.cert) },
-        { path: paths.rootKey, content: await exportPrivateKeyPem(root.keys.privateKey), secret: true },
-        { path: paths.intermediateCert, content: certToPem(intermediate.cert) },
-        { path: paths.intermediateKey, content: await exportPrivateKeyPem(intermediate.keys.privateKey), secret: true },
-        { path: paths.bundle, content: bundlePem([root.cert]) },
-      ],
-      { force: bool(args, "force") },
-    );
+    const { paths, root, intermediate } = await createCaFiles(str(args, "out")!, trustDomain, bool(args, "force"));
     const day = (d: Date) => d.toISOString().slice(0, 10);
     ctx.out(`Created a CA for trust domain ${trustDomain} in ${paths.dir}`);
     ctx.out(`  ${join(paths.dir, "root.pem")}          root, valid until ${day(root.cert.notAfter)}`);

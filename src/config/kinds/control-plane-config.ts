@@ -1,6 +1,7 @@
 /** ControlPlaneConfig: settings of the control plane (API, store, CA, policies). */
 import { z } from "zod";
 import { always, listener, noListenerClash, NonEmpty, TrustDomain } from "../common";
+import { Duration } from "../duration";
 import { registerKind, type ManifestOf } from "../manifest";
 
 export const Store = z
@@ -19,8 +20,9 @@ export const Store = z
 
 export const ControlPlaneConfigSpec = z
   .strictObject({
-    api: listener("0.0.0.0", 15010, "Listener for sidecars and the CLI (mTLS)."),
-    admin: listener("127.0.0.1", 15011, "Listener for health, readiness and metrics."),
+    api: listener("0.0.0.0", 15010, "Listener for sidecars (mTLS): registration, config, certificate renewal."),
+    admin: listener("127.0.0.1", 15011, "Listener for the admin API (bearer token) and health."),
+    bootstrap: listener("0.0.0.0", 15012, "Listener where new sidecars trade a join token and a CSR for their first certificate (TLS)."),
     trustDomain: TrustDomain.default("mesh.local").describe('Trust domain of SPIFFE IDs; default "mesh.local".'),
     dataDir: NonEmpty.default("./data").describe('Directory for state; default "./data".'),
     store: Store,
@@ -28,9 +30,12 @@ export const ControlPlaneConfigSpec = z
       .strictObject({ dir: NonEmpty.default("certs").describe('Directory of the CA key and certificate; default "certs".') })
       .prefault({})
       .describe("The certificate authority."),
-    policiesDir: NonEmpty.default("policies").describe('Directory of manifests loaded at start; default "policies".'),
+    policiesDir: NonEmpty.default("policies").describe('Directory of manifests loaded at start and watched; default "policies".'),
+    certTtl: Duration.prefault("24h").describe('Lifetime of the workload certificates it signs; renewed at about half; default "24h".'),
+    leaseTtl: Duration.prefault("10s").describe('How long a registration outlives its last heartbeat; default "10s".'),
+    adminIdentities: z.array(NonEmpty).default([]).describe("SPIFFE IDs allowed to use the admin API over mTLS, besides the admin token."),
   })
-  .superRefine(noListenerClash(["api", "admin"]), always)
+  .superRefine(noListenerClash(["api", "admin", "bootstrap"]), always)
   .describe("Settings of the control plane.");
 
 export const ControlPlaneConfig = registerKind({

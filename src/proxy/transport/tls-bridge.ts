@@ -54,15 +54,37 @@ export class TlsBridge {
   /** Loopback source port of a bridge connection → the SPIFFE ID of its TLS peer. */
   readonly identities = new Map<number, string>();
   private listener?: TCPSocketListener<Outer>;
+  private bound?: { hostname: string; port: number; innerPort: number };
   private links = new Set<Link>();
 
   constructor(private tls: BridgeTls, private events: BridgeEvents) {}
 
   listen(hostname: string, port: number, innerPort: number): number {
+    this.listener = this.bind(hostname, port, innerPort);
+    this.bound = { hostname, port: this.listener.port, innerPort };
+    return this.listener.port;
+  }
+
+  /**
+   * New certificate and bundle for new connections. Bun keeps a listener's TLS context
+   * for life, so a second listener takes the same port (SO_REUSEPORT) before the first
+   * stops accepting; open connections finish on the old certificate.
+   */
+  rotate(tls: BridgeTls): void {
+    if (!this.bound || !this.listener) throw new Error("rotate() before listen()");
+    this.tls = tls;
+    const old = this.listener;
+    this.listener = this.bind(this.bound.hostname, this.bound.port, this.bound.innerPort);
+    old.stop(false);
+  }
+
+  private bind(hostname: string, port: number, innerPort: number): TCPSocketListener<Outer> {
     const bridge = this;
-    this.listener = Bun.listen<Outer>({
+    // reusePort is honoured by Bun.listen at run time, though its types omit it.
+    return Bun.listen<Outer>(<Bun.TCPSocketListenOptions<Outer>>{
       hostname,
       port,
+      reusePort: true,
       tls: { cert: this.tls.cert, key: this.tls.key, ca: this.tls.ca, requestCert: true, rejectUnauthorized: true },
       socket: {
         open(outer) {
@@ -106,7 +128,6 @@ export class TlsBridge {
         },
       },
     });
-    return this.listener.port;
   }
 
   private open(outer: Socket<Outer>, spiffeId: string, innerPort: number): void {

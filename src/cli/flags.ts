@@ -1,0 +1,23 @@
+/** Flag values shared by commands: listen addresses and durations, with the flag named on error. */
+import { parseDuration } from "../config/duration.ts";
+import { UsageError } from "../core/errors.ts";
+
+export interface Listen {
+  address: string;
+  port: number;
+}
+
+export function parseListen(text: string, flag: string): Listen {
+  const m = /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new UsageError(`expected ADDRESS:PORT like 127.0.0.1:15001, got "${text}"`, flag);
+  return { address: m[1]!.replace(/^\[|\]$/g, ""), port };
+}
+
+export function durationFlag(text: string, flag: string): number {
+  try {
+    return parseDuration(text);
+  } catch (err) {
+    throw new UsageError((err as Error).message, flag);
+  }
+}

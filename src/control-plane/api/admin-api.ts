@@ -1,0 +1,85 @@
+/**
+ * The operator's API: manifests, join tokens, registered endpoints and proxy status.
+ * Every route under /v1 needs an admin credential — the bearer token on the loopback
+ * admin port, or an admin SPIFFE identity on the mTLS port; a workload certificate
+ * gets 403 and no credential gets 401. Reads need it too: manifests describe the mesh.
+ */
+import { timingSafeEqual } from "node:crypto";
+import { Hono, type MiddlewareHandler } from "hono";
+import { z } from "zod";
+import { dnsLabel } from "../../config/common.ts";
+import { parseDuration } from "../../config/duration.ts";
+import { DEFAULT_JOIN_TTL_MS, issueJoinToken, type TokenKey } from "../join-token.ts";
+import { applyDocuments, deleteManifest, listManifests } from "../manifest-store.ts";
+import { listProxyStatus } from "../proxy-status.ts";
+import type { Subscriptions } from "../subscriptions.ts";
+import type { ControlPlaneView } from "../view.ts";
+import type { Store } from "../../store/store.ts";
+import { BadRequest, body, onError } from "./http.ts";
+
+export interface AdminApiDeps {
+  store: Store;
+  view: ControlPlaneView;
+  subscriptions: Subscriptions;
+  tokenKey: TokenKey;
+  trustDomain: string;
+  ready: () => boolean;
+}
+
+const Apply = z.strictObject({ documents: z.array(z.strictObject({ source: z.string().max(4096), manifest: z.unknown() })).min(1).max(10_000) });
+const TokenRequest = z.strictObject({ namespace: dnsLabel("namespace").default("default"), service: dnsLabel("service"), ttl: z.string().optional() });
+
+/** Bearer-token check in constant time, so the token cannot be guessed byte by byte. */
+export function bearerAuth(token: string): MiddlewareHandler {
+  const expected = Buffer.from(token);
+  return async (c, next) => {
+    const given = Buffer.from((c.req.header("authorization") ?? "").replace(/^Bearer\s+/i, ""));
+    if (given.length === 0) return c.json({ error: "admin credential required: Authorization: Bearer <token>" }, 401);
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return c.json({ error: "admin credential refused" }, 401);
+    await next();
+  };
+}
+
+export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono {
+  const app = new Hono();
+  app.onError(onError);
+  app.get("/live", (c) => c.text("live\n"));
+  app.get("/ready", (c) => (deps.ready() ? c.text("ready\n") : c.text("not ready\n", 503)));
+  app.use("/v1/*", authorize);
+
+  app.get("/v1/manifests", (c) => c.json({ items: listManifests(deps.view, c.req.query("kind"), c.req.query("namespace"), c.req.query("name")) }));
+  app.put("/v1/manifests", async (c) => {
+    const { documents } = await body(c, Apply);
+    const result = await applyDocuments(deps.store, deps.view, documents);
+    return c.json(result, result.ok ? 200 : 422);
+  });
+  app.delete("/v1/manifests/:kind/:namespace/:name", async (c) => {
+    const { kind, namespace, name } = c.req.param();
+    const result = await deleteManifest(deps.store, deps.view, kind, namespace, name);
+    return result.ok ? c.json({ deleted: { kind, namespace, name } }) : c.json({ error: result.error }, result.status);
+  });
+
+  app.post("/v1/join-tokens", async (c) => {
+    const req = await body(c, TokenRequest);
+    let ttlMs = DEFAULT_JOIN_TTL_MS;
+    if (req.ttl !== undefined) {
+      try {
+        ttlMs = parseDuration(req.ttl);
+      } catch (err) {
+        throw new BadRequest(`ttl: ${(err as Error).message}`);
+      }
+    }
+    const token = await issueJoinToken(deps.tokenKey, { trustDomain: deps.trustDomain, namespace: req.namespace, service: req.service }, ttlMs);
+    return c.json({ token, expiresAt: new Date(Date.now() + ttlMs).toISOString() });
+  });
+
+  app.get("/v1/endpoints", (c) => c.json({ items: [...deps.view.endpoints.values()] }));
+  app.get("/v1/proxies", async (c) => {
+    const items = await listProxyStatus(deps.store);
+    const latest = (p: (typeof items)[number]) => deps.subscriptions.current({ namespace: p.namespace, service: p.service }).version;
+    return c.json({ items: items.map((p) => ({ ...p, latest: latest(p) })) });
+  });
+
+  app.all("*", (c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));
+  return app;
+}

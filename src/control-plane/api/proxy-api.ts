@@ -1,0 +1,77 @@
+/**
+ * The API sidecars call over mTLS. Every route acts for the caller's proven SPIFFE ID
+ * and nothing else: a proxy registers, heartbeats and subscribes as its own service,
+ * and renews only its own certificate.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { assertOwnService, type Registry } from "../registry.ts";
+import { Registration } from "../registration.ts";
+import { recordAck } from "../proxy-status.ts";
+import type { CertificateSigner } from "../signer.ts";
+import type { Subscriptions } from "../subscriptions.ts";
+import type { Store } from "../../store/store.ts";
+import { BadRequest, body, onError } from "./http.ts";
+import { dnsLabel } from "../../config/common.ts";
+
+export interface ProxyApiDeps {
+  store: Store;
+  registry: Registry;
+  subscriptions: Subscriptions;
+  signer: CertificateSigner;
+  /** Longest a config poll is held open. */
+  maxWaitMs: number;
+}
+
+export type Caller = { Bindings: { identity: string } };
+
+const Heartbeat = z.strictObject({ registration: Registration, leaseId: z.string().min(1).max(64), healthy: z.boolean().default(true) });
+const Register = z.strictObject({ registration: Registration, healthy: z.boolean().default(true) });
+const Ack = z.strictObject({ registration: Registration, version: z.string().min(1).max(64), error: z.string().max(10_000).optional() });
+const Renew = z.strictObject({ namespace: dnsLabel("namespace"), service: dnsLabel("service"), csr: z.string().min(1).max(16_384) });
+
+export function proxyApi(deps: ProxyApiDeps): Hono<Caller> {
+  const app = new Hono<Caller>();
+  app.onError(onError);
+
+  app.post("/v1/register", async (c) => {
+    const { registration, healthy } = await body(c, Register);
+    return c.json(await deps.registry.register(c.env.identity, registration, healthy));
+  });
+  app.post("/v1/heartbeat", async (c) => {
+    const { registration, leaseId, healthy } = await body(c, Heartbeat);
+    await deps.registry.heartbeat(c.env.identity, registration, leaseId, healthy);
+    return c.json({ ok: true });
+  });
+  app.post("/v1/deregister", async (c) => {
+    const { registration, leaseId } = await body(c, Heartbeat);
+    await deps.registry.deregister(c.env.identity, registration, leaseId);
+    return c.json({ ok: true });
+  });
+
+  app.get("/v1/config", async (c) => {
+    const namespace = c.req.query("namespace") ?? "";
+    const service = c.req.query("service") ?? "";
+    assertOwnService(c.env.identity, { namespace, service });
+    const calls = c.req.query("calls")?.split(",").filter(Boolean);
+    const waitMs = Math.min(Number(c.req.query("waitMs") ?? 0) || 0, deps.maxWaitMs);
+    const snap = await deps.subscriptions.poll({ namespace, service, calls }, c.req.query("version"), waitMs, c.req.raw.signal);
+    return snap ? c.json(snap) : c.body(null, 304);
+  });
+  app.post("/v1/config/ack", async (c) => {
+    const { registration, version, error } = await body(c, Ack);
+    await recordAck(deps.store, c.env.identity, registration, version, error);
+    return c.json({ ok: true });
+  });
+
+  app.post("/v1/certificates/renew", async (c) => {
+    const { namespace, service, csr } = await body(c, Renew);
+    assertOwnService(c.env.identity, { namespace, service });
+    return c.json(await deps.signer.sign(await deps.signer.check(csr, namespace, service)));
+  });
+
+  app.all("*", (c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));
+  return app;
+}
+
+export { BadRequest };

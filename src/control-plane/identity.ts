@@ -1,0 +1,31 @@
+/** The control plane's own certificate and the identities sidecars expect of it. */
+import { issueLeaf, type LoadedCa } from "../ca/authority.ts";
+import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
+import { certToPem, exportPrivateKeyPem, generateKeyPair } from "../pki/x509.ts";
+
+export const SYSTEM_NAMESPACE = "mesh-system";
+export const CONTROL_PLANE_SERVICE = "control-plane";
+
+export function controlPlaneId(trustDomain: string): string {
+  return formatSpiffeId(workloadId(trustDomain, SYSTEM_NAMESPACE, CONTROL_PLANE_SERVICE));
+}
+
+export interface ServingCert {
+  chainPem: string;
+  keyPem: string;
+  notAfter: Date;
+}
+
+/** A fresh key and certificate for this replica; the key never leaves the process. */
+export async function issueServingCert(ca: LoadedCa, ttlMs: number): Promise<ServingCert> {
+  const keys = await generateKeyPair();
+  const leaf = await issueLeaf(ca.intermediate, {
+    trustDomain: ca.trustDomain,
+    namespace: SYSTEM_NAMESPACE,
+    service: CONTROL_PLANE_SERVICE,
+    dnsNames: [],
+    ttlMs,
+    publicKey: keys.publicKey,
+  });
+  return { chainPem: certToPem(leaf.cert) + certToPem(ca.intermediate.cert), keyPem: await exportPrivateKeyPem(keys.privateKey), notAfter: leaf.cert.notAfter };
+}

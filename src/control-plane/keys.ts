@@ -1,0 +1,28 @@
+/**
+ * Where the control plane keeps things in the store. One prefix per concern, so a
+ * replica watches exactly what it serves from, and keys sort the way they are listed.
+ */
+const ROOT = "/mesh/";
+
+export const PREFIX = {
+  manifests: `${ROOT}manifests/`,
+  endpoints: `${ROOT}endpoints/`,
+  proxies: `${ROOT}proxies/`,
+  joinTokens: `${ROOT}join-tokens/`,
+} as const;
+
+export function manifestKey(kind: string, namespace: string, name: string): string {
+  return `${PREFIX.manifests}${kind}/${namespace}/${name}`;
+}
+
+export function endpointKey(namespace: string, service: string, address: string, port: number): string {
+  return `${PREFIX.endpoints}${namespace}/${service}/${address}:${port}`;
+}
+
+export function proxyKey(proxyId: string): string {
+  return `${PREFIX.proxies}${proxyId}`;
+}
+
+export function joinTokenKey(jti: string): string {
+  return `${PREFIX.joinTokens}${jti}`;
+}

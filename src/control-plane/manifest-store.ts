@@ -1,0 +1,92 @@
+/**
+ * Applying, listing and deleting manifests in the store. A batch is validated whole
+ * before anything is written — every document against its schema, every reference
+ * against the batch and the store — so a bad manifest never replaces a good one.
+ * Kinds that configure one local process (ProxyConfig, ControlPlaneConfig) are refused:
+ * they belong in that process's --config, not in the mesh's shared state.
+ */
+import { parseManifest, type Manifest } from "../config/manifest.ts";
+import "../config/kinds/index.ts";
+import type { Store } from "../store/store.ts";
+import { manifestKey } from "./keys.ts";
+import type { ControlPlaneView } from "./view.ts";
+
+export const SHARED_KINDS = new Set(["Service", "DestinationPolicy"]);
+
+export interface SubmittedDocument {
+  /** Where it came from, for errors: `file#doc`. */
+  source: string;
+  manifest: unknown;
+}
+
+export type ApplyOutcome = "created" | "configured" | "unchanged";
+
+export interface ApplyResult {
+  ok: boolean;
+  errors: string[];
+  applied: { kind: string; namespace: string; name: string; outcome: ApplyOutcome }[];
+}
+
+export async function applyDocuments(store: Store, view: ControlPlaneView, docs: SubmittedDocument[]): Promise<ApplyResult> {
+  const errors: string[] = [];
+  const valid: { source: string; raw: Record<string, unknown>; manifest: Manifest }[] = [];
+  const seen = new Map<string, string>();
+  for (const d of docs) {
+    const parsed = parseManifest(d.manifest);
+    if (!parsed.ok) {
+      for (const i of parsed.issues) errors.push(`${d.source}${i.path ? ` ${i.path}` : ""}: ${i.message}`);
+      continue;
+    }
+    const m = parsed.manifest;
+    if (!SHARED_KINDS.has(m.kind)) {
+      errors.push(`${d.source} kind: ${m.kind} configures one process; pass it to that process with --config`);
+      continue;
+    }
+    const id = `${m.kind}/${m.metadata.namespace}/${m.metadata.name}`;
+    const earlier = seen.get(id);
+    if (earlier) errors.push(`${d.source} metadata.name: duplicate ${m.kind} "${m.metadata.namespace}/${m.metadata.name}", first at ${earlier}`);
+    seen.set(id, d.source);
+    valid.push({ source: d.source, raw: d.manifest as Record<string, unknown>, manifest: m });
+  }
+  for (const v of valid) {
+    if (v.manifest.kind !== "DestinationPolicy") continue;
+    const service = (v.manifest.spec as { service: string }).service;
+    const ns = v.manifest.metadata.namespace;
+    if (!seen.has(`Service/${ns}/${service}`) && !view.manifests.has(`Service/${ns}/${service}`))
+      errors.push(`${v.source} spec.service: no Service "${service}" in namespace "${ns}"`);
+  }
+  if (errors.length > 0) return { ok: false, errors, applied: [] };
+
+  const applied: ApplyResult["applied"] = [];
+  for (const v of valid) {
+    const { kind, metadata } = v.manifest;
+    const key = manifestKey(kind, metadata.namespace, metadata.name);
+    const value = JSON.stringify(v.raw);
+    const current = await store.get(key);
+    const outcome: ApplyOutcome = !current ? "created" : current.value === value ? "unchanged" : "configured";
+    if (outcome !== "unchanged") await store.put(key, value);
+    applied.push({ kind, namespace: metadata.namespace, name: metadata.name, outcome });
+  }
+  return { ok: true, errors: [], applied };
+}
+
+export type DeleteResult = { ok: true } | { ok: false; status: 404 | 409; error: string };
+
+export async function deleteManifest(store: Store, view: ControlPlaneView, kind: string, namespace: string, name: string): Promise<DeleteResult> {
+  if (kind === "Service") {
+    const users = [...view.manifests.values()].filter(
+      ({ manifest: m }) => m.kind === "DestinationPolicy" && m.metadata.namespace === namespace && (m.spec as { service: string }).service === name,
+    );
+    if (users.length > 0)
+      return { ok: false, status: 409, error: `Service "${namespace}/${name}" is used by DestinationPolicy ${users.map((u) => `"${u.manifest.metadata.name}"`).join(", ")}; delete that first` };
+  }
+  const deleted = await store.delete(manifestKey(kind, namespace, name));
+  return deleted ? { ok: true } : { ok: false, status: 404, error: `no ${kind} "${namespace}/${name}"` };
+}
+
+export function listManifests(view: ControlPlaneView, kind?: string, namespace?: string, name?: string): Record<string, unknown>[] {
+  return [...view.manifests.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .filter(([, { manifest: m }]) => (!kind || m.kind === kind) && (!namespace || m.metadata.namespace === namespace) && (!name || m.metadata.name === name))
+    .map(([, { raw }]) => raw);
+}

@@ -1,0 +1,37 @@
+/** What a sidecar registers about itself, and how that is checked against who it is. */
+import { z } from "zod";
+import { Host, Port } from "../config/common.ts";
+import { dnsLabel } from "../config/common.ts";
+
+export const Registration = z.strictObject({
+  namespace: dnsLabel("namespace"),
+  service: dnsLabel("service"),
+  address: Host,
+  port: Port,
+  weight: z.number().min(0).max(1_000_000).default(1),
+  zone: z.string().min(1).max(63).optional(),
+});
+export type Registration = z.output<typeof Registration>;
+
+/** The endpoint record kept in the store while the registering proxy's lease lives. */
+export interface EndpointRecord extends Registration {
+  /** SPIFFE ID of the proxy that registered it: only that identity may change it. */
+  identity: string;
+  /** Last health the proxy reported for its local service. */
+  healthy: boolean;
+}
+
+/** Status of one proxy's subscription, as its acknowledgements tell it. */
+export interface ProxyStatus {
+  identity: string;
+  namespace: string;
+  service: string;
+  endpoint?: string;
+  /** Last version the proxy applied. */
+  acked?: string;
+  /** Last version it refused, and why. */
+  rejected?: { version: string; reason: string };
+  /** Version last sent to it. */
+  sent?: string;
+  lastSeen: string;
+}

@@ -1,0 +1,113 @@
+/**
+ * Assembles a control-plane replica over a store: the view it serves from, the mTLS API
+ * for sidecars (through the same identity bridge the proxy's inbound uses), the
+ * bootstrap port for first certificates, and the loopback admin API. Any number of
+ * replicas can share one store; each serves any proxy.
+ */
+import type { Server } from "bun";
+import type { LoadedCa } from "../ca/authority.ts";
+import type { Logger } from "../core/log.ts";
+import type { Store } from "../store/store.ts";
+import { TlsBridge } from "../proxy/transport/tls-bridge.ts";
+import { adminApi, bearerAuth } from "./api/admin-api.ts";
+import { bootstrapApi } from "./api/bootstrap-api.ts";
+import { proxyApi } from "./api/proxy-api.ts";
+import { issueServingCert } from "./identity.ts";
+import type { TokenKey } from "./join-token.ts";
+import { PolicyDir } from "./policy-dir.ts";
+import { Registry } from "./registry.ts";
+import { CertificateSigner } from "./signer.ts";
+import { Subscriptions } from "./subscriptions.ts";
+import { ControlPlaneView } from "./view.ts";
+
+export interface Listen {
+  address: string;
+  port: number;
+}
+
+export interface ControlPlaneOptions {
+  store: Store;
+  ca: LoadedCa;
+  tokenKey: TokenKey;
+  adminToken: string;
+  /** SPIFFE IDs allowed to use the admin API over mTLS (under /admin). */
+  adminIdentities: string[];
+  api: Listen;
+  bootstrap: Listen;
+  admin: Listen;
+  certTtlMs: number;
+  leaseTtlMs: number;
+  policiesDir?: string;
+  log: Logger;
+}
+
+export interface RunningControlPlane {
+  ports: { api: number; bootstrap: number; admin: number };
+  stop(): Promise<void>;
+}
+
+const MAX_POLL_WAIT_MS = 30_000;
+
+export async function startControlPlane(opts: ControlPlaneOptions): Promise<RunningControlPlane> {
+  const { store, log } = opts;
+  const view = new ControlPlaneView(store, log);
+  await view.start();
+  const signer = new CertificateSigner(opts.ca, opts.certTtlMs);
+  const subscriptions = new Subscriptions(view, () => signer.bundle);
+  const registry = new Registry(store, opts.leaseTtlMs);
+  const policies = opts.policiesDir ? new PolicyDir(opts.policiesDir, store, view, log) : undefined;
+  await policies?.start();
+  let stopping = false;
+
+  const serving = await issueServingCert(opts.ca, Math.max(opts.certTtlMs, 24 * 3600_000));
+  const adminDeps = { store, view, subscriptions, tokenKey: opts.tokenKey, trustDomain: opts.ca.trustDomain, ready: () => !stopping };
+  const admin = adminApi(adminDeps, bearerAuth(opts.adminToken));
+  const adminByIdentity = adminApi(adminDeps, async (c, next) => {
+    const identity = (c.env as { identity?: string } | undefined)?.identity;
+    if (!identity || !opts.adminIdentities.includes(identity)) return c.json({ error: `${identity ?? "caller"} is not an admin identity` }, 403);
+    await next();
+  });
+  const proxies = proxyApi({ store, registry, subscriptions, signer, maxWaitMs: MAX_POLL_WAIT_MS });
+
+  const bridge = new TlsBridge(
+    { cert: serving.chainPem, key: serving.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain },
+    {
+      onRefused: (reason) => log.debug({ reason }, "refused API TLS peer"),
+      onOpen: () => undefined,
+      onClose: () => undefined,
+    },
+  );
+  const inner: Server<undefined> = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    idleTimeout: 60, // longer than a config poll is held
+    fetch(req, server) {
+      const identity = bridge.identities.get(server.requestIP(req)?.port ?? -1);
+      if (!identity) return new Response("not through the mTLS listener\n", { status: 403 });
+      const url = new URL(req.url);
+      if (url.pathname.startsWith("/admin/")) {
+        url.pathname = url.pathname.slice("/admin".length);
+        return adminByIdentity.fetch(new Request(url, req), { identity });
+      }
+      return proxies.fetch(req, { identity });
+    },
+  });
+  const apiPort = bridge.listen(opts.api.address, opts.api.port, inner.port!);
+  const boot = Bun.serve({ hostname: opts.bootstrap.address, port: opts.bootstrap.port, tls: { cert: serving.chainPem, key: serving.keyPem }, fetch: bootstrapApi({ store, signer, tokenKey: opts.tokenKey }).fetch });
+  const adminServer = Bun.serve({ hostname: opts.admin.address, port: opts.admin.port, fetch: admin.fetch });
+  log.info({ api: apiPort, bootstrap: boot.port, admin: adminServer.port, trustDomain: opts.ca.trustDomain }, "control plane ready");
+
+  return {
+    ports: { api: apiPort, bootstrap: boot.port!, admin: adminServer.port! },
+    async stop() {
+      stopping = true;
+      policies?.stop();
+      subscriptions.closeAll();
+      bridge.stopAccepting();
+      await Promise.all([inner.stop(false), boot.stop(false), adminServer.stop(false)]);
+      bridge.closeAll();
+      view.stop();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,54 @@
+/**
+ * Signs workload certificates from CSRs: for a join token's identity at bootstrap, and
+ * for the caller's own mTLS identity at renewal. The CSR may ask for nothing else.
+ */
+import { bundlePem, issueLeaf, type LoadedCa } from "../ca/authority.ts";
+import { checkCsr, parseCsr } from "../ca/csr.ts";
+import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
+import { certToPem } from "../pki/x509.ts";
+
+export interface SignedCertificate {
+  spiffeId: string;
+  /** Leaf then intermediate, PEM. */
+  chain: string;
+  /** Trust bundle: every root, PEM. */
+  bundle: string;
+  notAfter: string;
+}
+
+export interface CheckedRequest {
+  spiffeId: string;
+  namespace: string;
+  service: string;
+  publicKey: CryptoKey;
+}
+
+export class CertificateSigner {
+  constructor(private ca: LoadedCa, private ttlMs: number) {}
+
+  get trustDomain(): string {
+    return this.ca.trustDomain;
+  }
+
+  get bundle(): string {
+    return bundlePem(this.ca.bundle);
+  }
+
+  /** Checks the CSR against the identity; throws DataError naming what is not granted. */
+  async check(csrPem: string, namespace: string, service: string): Promise<CheckedRequest> {
+    const spiffeId = formatSpiffeId(workloadId(this.ca.trustDomain, namespace, service));
+    const publicKey = await checkCsr(parseCsr(csrPem, "csr"), { spiffeId, service, dnsNames: [] }, "csr");
+    return { spiffeId, namespace, service, publicKey };
+  }
+
+  async sign(req: CheckedRequest): Promise<SignedCertificate> {
+    const { spiffeId, namespace, service, publicKey } = req;
+    const leaf = await issueLeaf(this.ca.intermediate, { trustDomain: this.ca.trustDomain, namespace, service, dnsNames: [], ttlMs: this.ttlMs, publicKey });
+    return {
+      spiffeId,
+      chain: certToPem(leaf.cert) + certToPem(this.ca.intermediate.cert),
+      bundle: this.bundle,
+      notAfter: leaf.cert.notAfter.toISOString(),
+    };
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * The config one proxy gets: the Services it may call, with the endpoints registered
+ * for them merged in, the DestinationPolicies for those services, and the trust bundle.
+ * Documents go out as written, so the proxy validates them itself and can refuse a
+ * version with a reason. The version is a hash of the content: every replica computes
+ * the same version for the same state, so a proxy that moves to another replica
+ * resumes where it was instead of being sent everything again.
+ */
+import { createHash } from "node:crypto";
+import type { ControlPlaneView } from "./view.ts";
+import type { EndpointRecord } from "./registration.ts";
+
+export interface Subscriber {
+  namespace: string;
+  service: string;
+  /** Services it calls, as `name` (own namespace) or `name.namespace`; undefined: every service. */
+  calls?: string[];
+}
+
+export interface ProxySnapshot {
+  version: string;
+  documents: Record<string, unknown>[];
+  bundle: string;
+}
+
+export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: string): ProxySnapshot {
+  const wanted = sub.calls ? new Set(sub.calls.map((c) => (c.includes(".") ? c : `${c}.${sub.namespace}`))) : undefined;
+  const registered = endpointsByService(view);
+  const services: Record<string, unknown>[] = [];
+  const policies: Record<string, unknown>[] = [];
+  const included = new Set<string>();
+  const sorted = [...view.manifests].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, m]) => m);
+  for (const { raw, manifest } of sorted) {
+    if (manifest.kind !== "Service") continue;
+    const key = `${manifest.metadata.name}.${manifest.metadata.namespace}`;
+    if (wanted && !wanted.has(key)) continue;
+    included.add(key);
+    services.push(withEndpoints(raw, registered.get(key) ?? []));
+  }
+  for (const { raw, manifest } of sorted) {
+    if (manifest.kind !== "DestinationPolicy") continue;
+    const spec = manifest.spec as { service: string };
+    if (included.has(`${spec.service}.${manifest.metadata.namespace}`)) policies.push(raw);
+  }
+  const documents = [...services, ...policies];
+  const version = createHash("sha256").update(JSON.stringify({ documents, bundle })).digest("hex").slice(0, 16);
+  return { version, documents, bundle };
+}
+
+function endpointsByService(view: ControlPlaneView): Map<string, EndpointRecord[]> {
+  const out = new Map<string, EndpointRecord[]>();
+  for (const [, ep] of [...view.endpoints].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const key = `${ep.service}.${ep.namespace}`;
+    out.set(key, [...(out.get(key) ?? []), ep]);
+  }
+  return out;
+}
+
+/**
+ * The Service document with its registered endpoints added to any static ones. Only
+ * healthy endpoints are offered, unless none is: then all are, because sending to an
+ * endpoint that reports trouble beats refusing every request (Envoy's panic threshold).
+ */
+function withEndpoints(raw: Record<string, unknown>, registered: EndpointRecord[]): Record<string, unknown> {
+  if (registered.length === 0) return raw;
+  const healthy = registered.filter((e) => e.healthy);
+  const offered = healthy.length > 0 ? healthy : registered;
+  const spec = (raw.spec ?? {}) as Record<string, unknown>;
+  const statics = Array.isArray(spec.endpoints) ? (spec.endpoints as Record<string, unknown>[]) : [];
+  const seen = new Set(statics.map((e) => `${e.address}:${e.port}`));
+  const dynamic = offered
+    .filter((e) => !seen.has(`${e.address}:${e.port}`))
+    .map((e) => ({ address: e.address, port: e.port, weight: e.weight, ...(e.zone ? { zone: e.zone } : {}) }));
+  return { ...raw, spec: { ...spec, endpoints: [...statics, ...dynamic] } };
+}

@@ -1,0 +1,169 @@
+/**
+ * The sidecar's side of the control plane: register and keep the lease alive, follow
+ * config versions and acknowledge or refuse each, renew the certificate at about half
+ * its life. Every loop survives the control plane being gone: the proxy keeps serving
+ * on its last config and certificate and reconnects with jittered backoff.
+ */
+import type { Logger } from "../../core/log.ts";
+import type { Registration } from "../../control-plane/registration.ts";
+import type { ProxySnapshot } from "../../control-plane/snapshot.ts";
+import type { SignedCertificate } from "../../control-plane/signer.ts";
+import type { WorkloadCerts } from "../certs.ts";
+import { Backoff } from "./backoff.ts";
+import { requestCertificate, saveCertificate } from "./bootstrap.ts";
+import { ControlPlaneError, type ControlPlaneClient } from "./cp-client.ts";
+
+export interface AgentTarget {
+  /** Validates and applies a config version; throws with the reason to refuse it. */
+  applyConfig(documents: unknown[], version: string): void;
+  useCerts(certs: WorkloadCerts): void;
+  healthy(): Promise<boolean>;
+}
+
+export interface AgentOptions {
+  client: ControlPlaneClient;
+  registration: Registration;
+  calls?: string[];
+  certs: WorkloadCerts;
+  certsDir: string;
+  target: AgentTarget;
+  log: Logger;
+}
+
+const POLL_WAIT_MS = 25_000;
+
+export class ControlPlaneAgent {
+  private stopped = false;
+  private lease?: { leaseId: string; ttlMs: number };
+  private poll = new AbortController();
+  private timers = new Set<Timer>();
+  private registered: Promise<void>;
+  private markRegistered!: () => void;
+  /** Config version applied, and the one last refused. */
+  version?: string;
+  rejected?: string;
+
+  constructor(private opts: AgentOptions) {
+    this.registered = new Promise((resolve) => (this.markRegistered = resolve));
+  }
+
+  start(): void {
+    void this.registerLoop();
+    void this.configLoop();
+    this.scheduleRenewal(this.opts.certs);
+  }
+
+  /** On drain: stop following, and take this endpoint out of discovery at once. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.poll.abort();
+    for (const t of this.timers) clearTimeout(t);
+    if (this.lease) {
+      await this.opts.client.post("/v1/deregister", { registration: this.opts.registration, leaseId: this.lease.leaseId }).catch((err) => {
+        this.opts.log.warn({ err: (err as Error).message }, "deregister failed; the lease will lapse");
+      });
+    }
+    this.opts.client.close();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        resolve();
+      }, ms);
+      this.timers.add(t);
+    });
+  }
+
+  private async registerLoop(): Promise<void> {
+    const backoff = new Backoff();
+    const { client, registration, log } = this.opts;
+    while (!this.stopped) {
+      try {
+        const healthy = await this.opts.target.healthy();
+        if (!this.lease) {
+          this.lease = await client.post("/v1/register", { registration, healthy });
+          log.info({ endpoint: `${registration.address}:${registration.port}` }, "registered with the control plane");
+          this.markRegistered();
+        } else {
+          await client.post("/v1/heartbeat", { registration, leaseId: this.lease.leaseId, healthy });
+        }
+        backoff.reset();
+        await this.sleep(this.lease!.ttlMs / 3);
+      } catch (err) {
+        if (this.stopped) return;
+        // A lapsed lease (control plane down longer than the TTL) means registering anew.
+        if (err instanceof ControlPlaneError && err.status === 410) this.lease = undefined;
+        log.warn({ err: (err as Error).message }, "control plane unreachable for registration; retrying");
+        await this.sleep(backoff.next());
+      }
+    }
+  }
+
+  private async configLoop(): Promise<void> {
+    await this.registered;
+    const backoff = new Backoff();
+    const { client, registration, log } = this.opts;
+    const query = new URLSearchParams({ namespace: registration.namespace, service: registration.service, waitMs: String(POLL_WAIT_MS) });
+    if (this.opts.calls) query.set("calls", this.opts.calls.join(","));
+    while (!this.stopped) {
+      try {
+        // Ask with the last version seen, applied or refused: a refused one is not sent again.
+        const seen = this.rejected ?? this.version;
+        if (seen) query.set("version", seen);
+        const snap = await client.get<ProxySnapshot>(`/v1/config?${query}`, this.poll.signal);
+        backoff.reset();
+        if (!snap) continue;
+        let error: string | undefined;
+        try {
+          this.opts.target.applyConfig(snap.documents, snap.version);
+          this.version = snap.version;
+          this.rejected = undefined;
+          log.info({ version: snap.version, documents: snap.documents.length }, "config applied");
+        } catch (err) {
+          error = (err as Error).message;
+          this.rejected = snap.version;
+          log.error({ version: snap.version, reason: error }, "config refused; the last good config keeps serving");
+        }
+        await client.post("/v1/config/ack", { registration, version: snap.version, ...(error ? { error } : {}) });
+      } catch (err) {
+        if (this.stopped) return;
+        log.warn({ err: (err as Error).message }, "config stream interrupted; reconnecting");
+        await this.sleep(backoff.next());
+      }
+    }
+  }
+
+  private scheduleRenewal(certs: WorkloadCerts): void {
+    const left = certs.notAfter.getTime() - Date.now();
+    const at = left * (0.45 + Math.random() * 0.1);
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      void this.renew();
+    }, Math.max(1000, Math.min(at, 2 ** 31 - 1)));
+    this.timers.add(t);
+  }
+
+  private async renew(): Promise<void> {
+    const backoff = new Backoff(1000, 60_000);
+    const { client, registration, log } = this.opts;
+    while (!this.stopped) {
+      try {
+        const { keyPem, signed } = await requestCertificate(this.opts.certs.spiffeId, registration.service, (csr) =>
+          client.post<SignedCertificate>("/v1/certificates/renew", { namespace: registration.namespace, service: registration.service, csr }),
+        );
+        const certs = await saveCertificate(this.opts.certsDir, keyPem, signed);
+        this.opts.certs = certs;
+        this.opts.target.useCerts(certs);
+        client.useCerts(certs);
+        log.info({ notAfter: certs.notAfter.toISOString() }, "certificate renewed");
+        this.scheduleRenewal(certs);
+        return;
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, "certificate renewal failed; retrying");
+        await this.sleep(backoff.next());
+      }
+    }
+  }
+}

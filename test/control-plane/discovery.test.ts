@@ -1,0 +1,120 @@
+/**
+ * The control plane with real processes: sidecars bootstrap from join tokens, register,
+ * discover each other and call over mTLS; a new instance receives traffic; a killed one
+ * leaves discovery when its lease lapses. Tokens are single-use; admin needs a credential.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import { tempDir } from "../helpers/cli.ts";
+import { eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
+import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
+import { startMesh, stopAll } from "../helpers/procs.ts";
+
+const tmp = tempDir("mesh-cp-");
+const echoes: EchoService[] = [];
+let cp: TestControlPlane;
+
+beforeAll(async () => {
+  cp = await startControlPlane(tmp.path);
+  await cp.apply(serviceManifest("orders"), serviceManifest("payments"));
+});
+afterAll(async () => {
+  await stopAll();
+  for (const e of echoes) e.server.stop(true);
+  tmp.cleanup();
+});
+
+async function sidecar(service: string, instance: string) {
+  const echo = echoService(`${service}-${instance}`);
+  echoes.push(echo);
+  const dir = join(tmp.path, "certs", `${service}-${instance}`);
+  const p = await startMesh([
+    "proxy", "--service", service, "--upstream", echo.url, "--certs-dir", dir,
+    "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+    ...(await cp.proxyFlags(service, tmp.path)),
+  ]);
+  return { ...p, echo, ports: p.ready as { inbound: number; outbound: number; admin: number } };
+}
+
+async function endpointsSeenBy(adminPort: number, service: string): Promise<string[]> {
+  const dump = (await (await fetch(`http://127.0.0.1:${adminPort}/config_dump`)).json()) as { destinations: { name: string; endpoints: { address: string }[] }[] };
+  return dump.destinations.find((d) => d.name === service)?.endpoints.map((e) => e.address).sort() ?? [];
+}
+
+async function callPayments(outbound: number): Promise<{ status: number; caller?: string; service?: string }> {
+  const res = await fetch(`http://127.0.0.1:${outbound}/pay`, { headers: { host: "payments" } });
+  const body = res.status === 200 ? ((await res.json()) as { caller: string; service: string }) : (await res.text(), undefined);
+  return { status: res.status, caller: body?.caller, service: body?.service };
+}
+
+test("sidecars bootstrap, discover each other and call; instances come and go with their leases", async () => {
+  const p1 = await sidecar("payments", "1");
+  const orders = await sidecar("orders", "1");
+  expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 1)).toBe(true);
+  const first = await callPayments(orders.ports.outbound);
+  expect(first).toEqual({ status: 200, caller: "spiffe://mesh.local/ns/default/sa/orders", service: "payments-1" });
+
+  // A third process appears and takes a share of the traffic.
+  const p2 = await sidecar("payments", "2");
+  expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 2)).toBe(true);
+  for (let i = 0; i < 40; i++) expect((await callPayments(orders.ports.outbound)).status).toBe(200);
+  expect(p1.echo.hits).toBeGreaterThan(5);
+  expect(p2.echo.hits).toBeGreaterThan(5);
+
+  // Killed without a chance to deregister: it leaves discovery when its lease lapses.
+  p1.proc.kill("SIGKILL");
+  await p1.proc.exited;
+  expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 1, 8000)).toBe(true);
+  expect(await endpointsSeenBy(orders.ports.admin, "payments")).toEqual([`127.0.0.1:${p2.ports.inbound}`]);
+  const endpoints = (await (await cp.admin("GET", "/v1/endpoints")).json()) as { items: { service: string }[] };
+  expect(endpoints.items.filter((e) => e.service === "payments")).toHaveLength(1);
+  for (let i = 0; i < 10; i++) expect(await callPayments(orders.ports.outbound)).toMatchObject({ status: 200, service: "payments-2" });
+
+  // Each proxy acknowledged the latest version.
+  expect(
+    await eventually(async () => {
+      const { items } = (await (await cp.admin("GET", "/v1/proxies")).json()) as { items: { service: string; acked?: string; latest: string }[] };
+      return items.length === 2 && items.every((p) => p.acked === p.latest);
+    }),
+  ).toBe(true);
+
+  // SIGTERM deregisters at once, before the lease would lapse.
+  p2.proc.kill("SIGTERM");
+  expect(await p2.proc.exited).toBe(0);
+  const gone = await cp.admin("GET", "/v1/endpoints");
+  expect(((await gone.json()) as { items: { service: string }[] }).items.filter((e) => e.service === "payments")).toHaveLength(0);
+});
+
+test("a join token works once: replayed, it gets nothing", async () => {
+  const flags = await cp.proxyFlags("payments", tmp.path);
+  const once = await startMesh(["proxy", "--service", "payments", "--upstream", "http://127.0.0.1:1", "--certs-dir", join(tmp.path, "certs", "replay-1"),
+    "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...flags]);
+  expect(once.ready).toMatchObject({ ready: true, identity: "spiffe://mesh.local/ns/default/sa/payments" });
+  const again = Bun.spawn([process.execPath, join(import.meta.dir, "../../src/main.ts"), "proxy", "--service", "payments", "--upstream", "http://127.0.0.1:1",
+    "--certs-dir", join(tmp.path, "certs", "replay-2"), "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...flags], { stderr: "pipe", stdout: "pipe" });
+  expect(await again.exited).not.toBe(0);
+  expect(await new Response(again.stderr).text()).toContain("token was already used");
+});
+
+test("a token for one service cannot get another's certificate", async () => {
+  const tokenFile = join(tmp.path, "orders-for-payments.token");
+  writeFileSync(tokenFile, await cp.joinToken("orders"));
+  const p = Bun.spawn([process.execPath, join(import.meta.dir, "../../src/main.ts"), "proxy", "--service", "payments", "--upstream", "http://127.0.0.1:1",
+    "--certs-dir", join(tmp.path, "certs", "wrong"), "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+    "--control-plane", `https://127.0.0.1:${cp.ports.api}`, "--bootstrap-url", `https://127.0.0.1:${cp.ports.bootstrap}`, "--join-token-file", tokenFile, "--ca", cp.bundle], { stderr: "pipe", stdout: "pipe" });
+  expect(await p.exited).not.toBe(0);
+  expect(await new Response(p.stderr).text()).toContain("is not the granted service");
+});
+
+test("the admin API needs a credential: none gets 401, a wrong one 401, a workload certificate 403", async () => {
+  expect((await cp.admin("GET", "/v1/manifests", undefined, "")).status).toBe(401);
+  expect((await cp.admin("PUT", "/v1/manifests", { documents: [] }, "x".repeat(43))).status).toBe(401);
+  expect((await cp.admin("GET", "/live", undefined, "")).status).toBe(200);
+  const certs = join(tmp.path, "certs", "orders-1");
+  const res = await fetch(`https://127.0.0.1:${cp.ports.api}/admin/v1/manifests`, {
+    tls: { cert: Bun.file(join(certs, "chain.pem")), key: Bun.file(join(certs, "key.pem")), ca: Bun.file(cp.bundle), checkServerIdentity: () => undefined },
+  });
+  expect(res.status).toBe(403);
+  expect(await res.text()).toContain("is not an admin identity");
+});

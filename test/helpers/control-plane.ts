@@ -1,0 +1,75 @@
+/** A control plane for tests: a real `mesh control-plane` process and an admin client for it. */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { startMesh, type MeshProcess } from "./procs.ts";
+
+export interface TestControlPlane extends MeshProcess {
+  ports: { api: number; bootstrap: number; admin: number };
+  caDir: string;
+  bundle: string;
+  adminToken: string;
+  admin(method: string, path: string, body?: unknown, token?: string): Promise<Response>;
+  apply(...manifests: Record<string, unknown>[]): Promise<void>;
+  joinToken(service: string, namespace?: string): Promise<string>;
+  /** Flags for `mesh proxy` to follow this control plane, bootstrapping with a fresh join token. */
+  proxyFlags(service: string, dir: string): Promise<string[]>;
+}
+
+export async function startControlPlane(dir: string, extra: string[] = [], name = "cp"): Promise<TestControlPlane> {
+  const dataDir = join(dir, `${name}-data`);
+  const caDir = join(dir, "ca");
+  const policies = join(dir, `${name}-policies`);
+  mkdirSync(policies, { recursive: true });
+  const p = await startMesh([
+    "control-plane", "--data-dir", dataDir, "--ca-dir", caDir, "--policies", policies,
+    "--api", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--lease-ttl", "2s", ...extra,
+  ]);
+  const ports = p.ready as unknown as TestControlPlane["ports"];
+  const adminToken = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+  const admin = (method: string, path: string, body?: unknown, token = adminToken) =>
+    fetch(`http://127.0.0.1:${ports.admin}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  const cp: TestControlPlane = {
+    ...p,
+    ports,
+    caDir,
+    bundle: join(caDir, "bundle.pem"),
+    adminToken,
+    admin,
+    async apply(...manifests) {
+      const res = await admin("PUT", "/v1/manifests", { documents: manifests.map((manifest, i) => ({ source: `test#${i}`, manifest })) });
+      if (res.status !== 200) throw new Error(`apply failed: ${res.status} ${await res.text()}`);
+    },
+    async joinToken(service, namespace = "default") {
+      const res = await admin("POST", "/v1/join-tokens", { service, namespace });
+      if (res.status !== 200) throw new Error(`join token: ${res.status} ${await res.text()}`);
+      return ((await res.json()) as { token: string }).token;
+    },
+    async proxyFlags(service, dir) {
+      const tokenFile = join(dir, `${service}-${crypto.randomUUID()}.token`);
+      writeFileSync(tokenFile, await cp.joinToken(service));
+      return [
+        "--control-plane", `https://127.0.0.1:${ports.api}`, "--bootstrap-url", `https://127.0.0.1:${ports.bootstrap}`,
+        "--join-token-file", tokenFile, "--ca", cp.bundle,
+      ];
+    },
+  };
+  return cp;
+}
+
+export function serviceManifest(name: string, namespace = "default"): Record<string, unknown> {
+  return { apiVersion: "mesh.dev/v1alpha1", kind: "Service", metadata: { name, namespace }, spec: { ports: [{ name: "http", port: 80 }] } };
+}
+
+/** Polls `check` until it returns true or `ms` passes; returns whether it did. */
+export async function eventually(check: () => Promise<boolean> | boolean, ms = 10_000, every = 100): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (await check()) return true;
+    await Bun.sleep(every);
+  }
+  return false;
+}
