@@ -3,6 +3,7 @@
 import type { CommandSpec } from "./cli/args.ts";
 import { caCommand } from "./cli/ca/index.ts";
 import { controlPlaneCommand } from "./cli/control-plane.ts";
+import { applyCommand, deleteCommand, getCommand, joinTokenCommand } from "./cli/manifests.ts";
 import { proxyCommand } from "./cli/proxy.ts";
 import { runCli } from "./cli/run.ts";
 import { validateCommand } from "./cli/validate.ts";
@@ -11,7 +12,7 @@ import { versionCommand } from "./cli/version.ts";
 export const rootCommand: CommandSpec = {
   name: "mesh",
   summary: "A service mesh in one binary: mutual TLS with SPIFFE identities, routing and resilience for every service.",
-  subcommands: [proxyCommand, controlPlaneCommand, caCommand, validateCommand, versionCommand],
+  subcommands: [proxyCommand, controlPlaneCommand, applyCommand, getCommand, deleteCommand, joinTokenCommand, caCommand, validateCommand, versionCommand],
 };
 
 if (import.meta.main) {

@@ -1,0 +1,60 @@
+/**
+ * How CLI commands reach a running control plane's admin API: the URL and the token
+ * from flags, then the environment, then the defaults a local `mesh control-plane` uses.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { MeshError, UsageError } from "../core/errors.ts";
+import { ADMIN_TOKEN_FILE } from "./control-plane.ts";
+import { str, type FlagSpec, type Parsed } from "./args.ts";
+
+export const ADMIN_FLAGS: FlagSpec[] = [
+  { name: "admin-url", type: "string", value: "URL", description: "Control plane admin API (or $MESH_ADMIN_URL; default http://127.0.0.1:15011)." },
+  { name: "admin-token-file", type: "string", value: "FILE", description: "Admin token (or $MESH_ADMIN_TOKEN; default ./data/admin-token)." },
+];
+
+export interface AdminClient {
+  url: string;
+  call<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+}
+
+export function adminClient(args: Parsed): AdminClient {
+  const url = (str(args, "admin-url") ?? process.env.MESH_ADMIN_URL ?? "http://127.0.0.1:15011").replace(/\/+$/, "");
+  const token = adminToken(args);
+  return {
+    url,
+    async call<T>(method: string, path: string, body?: unknown) {
+      let res: Response;
+      try {
+        res = await fetch(url + path, {
+          method,
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch (err) {
+        throw new MeshError(`cannot reach the control plane at ${url}: ${(err as Error).message}; is 'mesh control-plane' running?`);
+      }
+      const text = await res.text();
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        throw new MeshError(`${url}${path} answered ${res.status} with non-JSON: ${text.slice(0, 200)}`);
+      }
+      if (res.status === 401) throw new MeshError(`the control plane refused the admin token: ${(parsed as { error?: string }).error ?? ""}`);
+      return { status: res.status, body: parsed as T };
+    },
+  };
+}
+
+function adminToken(args: Parsed): string {
+  const file = str(args, "admin-token-file");
+  if (file) {
+    if (!existsSync(file)) throw new UsageError(`no such file "${file}"`, "--admin-token-file");
+    return readFileSync(file, "utf8").trim();
+  }
+  if (process.env.MESH_ADMIN_TOKEN) return process.env.MESH_ADMIN_TOKEN.trim();
+  const local = join("data", ADMIN_TOKEN_FILE);
+  if (existsSync(local)) return readFileSync(local, "utf8").trim();
+  throw new UsageError("no admin token: give --admin-token-file or set $MESH_ADMIN_TOKEN", "--admin-token-file");
+}

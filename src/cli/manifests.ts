@@ -1,0 +1,102 @@
+/** `mesh apply`, `mesh get` and `mesh delete`: manifests in a running control plane. */
+import { formatManifestError, loadManifests } from "../config/load.ts";
+import { getKind, kinds } from "../config/manifest.ts";
+import { DataError, MeshError, UsageError } from "../core/errors.ts";
+import { didYouMean } from "../config/suggest.ts";
+import { str, strs, type CommandSpec } from "./args.ts";
+import { ADMIN_FLAGS, adminClient } from "./admin-client.ts";
+
+interface ApplyAnswer {
+  ok: boolean;
+  errors: string[];
+  applied: { kind: string; namespace: string; name: string; outcome: string }[];
+}
+
+export const applyCommand: CommandSpec = {
+  name: "apply",
+  summary: "Validate manifests and store them in the control plane: all of them, or none.",
+  flags: [{ name: "file", short: "f", type: "strings", value: "FILE|DIR", required: true, description: "A manifest file, or a directory of *.yaml, *.yml, *.json." }, ...ADMIN_FLAGS],
+  examples: ["mesh apply -f policies/", "mesh apply -f payments-policy.yaml"],
+  async run(args, ctx) {
+    const { manifests, errors } = await loadManifests(strs(args, "file"));
+    if (errors.length) throw new DataError(`nothing applied:\n  ${errors.map(formatManifestError).join("\n  ")}`);
+    const documents = manifests.map((m) => ({ source: `${m.file}#${m.doc}`, manifest: m.raw }));
+    const { status, body } = await adminClient(args).call<ApplyAnswer & { error?: string }>("PUT", "/v1/manifests", { documents });
+    if (status === 422) throw new DataError(`nothing applied:\n  ${body.errors.join("\n  ")}`);
+    if (status !== 200) throw new MeshError(`apply failed (${status}): ${body.error ?? JSON.stringify(body)}`);
+    for (const a of body.applied) ctx.out(`${a.kind}/${a.namespace}/${a.name} ${a.outcome}`);
+    return 0;
+  },
+};
+
+function kindArg(text: string | undefined): string {
+  if (!text) throw new UsageError(`missing KIND; one of ${kinds().map((k) => k.kind).join(", ")}`, "mesh");
+  const match = kinds().find((k) => k.kind.toLowerCase() === text.toLowerCase() || `${k.kind.toLowerCase()}s` === text.toLowerCase());
+  if (!match || !getKind(match.kind)) throw new UsageError(`unknown kind "${text}"${didYouMean(text, kinds().map((k) => k.kind))}`, "KIND");
+  return match.kind;
+}
+
+export const getCommand: CommandSpec = {
+  name: "get",
+  summary: "Show manifests stored in the control plane, as JSON.",
+  positionals: [
+    { name: "KIND", description: "Service, DestinationPolicy…", required: true },
+    { name: "NAME", description: "One object; default all of the kind." },
+  ],
+  flags: [{ name: "namespace", short: "n", type: "string", value: "NS", description: "Only this namespace (default: all)." }, ...ADMIN_FLAGS],
+  examples: ["mesh get service", "mesh get destinationpolicy payments -n shop"],
+  async run(args, ctx) {
+    const kind = kindArg(args.positionals[0]);
+    const q = new URLSearchParams({ kind });
+    if (args.positionals[1]) q.set("name", args.positionals[1]);
+    if (str(args, "namespace")) q.set("namespace", str(args, "namespace")!);
+    const { status, body } = await adminClient(args).call<{ items: unknown[]; error?: string }>("GET", `/v1/manifests?${q}`);
+    if (status !== 200) throw new MeshError(`get failed (${status}): ${body.error}`);
+    if (args.positionals[1] && body.items.length === 0) throw new DataError(`no ${kind} "${args.positionals[1]}"`);
+    ctx.out(JSON.stringify(args.positionals[1] ? body.items[0] : body.items, null, 2));
+    return 0;
+  },
+};
+
+export const deleteCommand: CommandSpec = {
+  name: "delete",
+  summary: "Remove a manifest from the control plane.",
+  positionals: [
+    { name: "KIND", description: "Service, DestinationPolicy…", required: true },
+    { name: "NAME", description: "The object's name.", required: true },
+  ],
+  flags: [{ name: "namespace", short: "n", type: "string", value: "NS", default: "default", description: "Its namespace." }, ...ADMIN_FLAGS],
+  examples: ["mesh delete destinationpolicy payments -n shop"],
+  async run(args, ctx) {
+    const kind = kindArg(args.positionals[0]);
+    const [name] = args.positionals.slice(1);
+    const ns = str(args, "namespace")!;
+    const { status, body } = await adminClient(args).call<{ error?: string }>("DELETE", `/v1/manifests/${kind}/${encodeURIComponent(ns)}/${encodeURIComponent(name!)}`);
+    if (status === 404) throw new DataError(body.error ?? "not found");
+    if (status !== 200) throw new MeshError(`delete refused (${status}): ${body.error}`);
+    ctx.out(`${kind}/${ns}/${name} deleted`);
+    return 0;
+  },
+};
+
+export const joinTokenCommand: CommandSpec = {
+  name: "join-token",
+  summary: "Make a single-use join token a new sidecar trades for its first certificate.",
+  flags: [
+    { name: "service", type: "string", value: "NAME", required: true, description: "The service the token grants." },
+    { name: "namespace", short: "n", type: "string", value: "NS", default: "default", description: "Its namespace." },
+    { name: "ttl", type: "string", value: "DURATION", default: "10m", description: "How long the token can be used (at most 24h)." },
+    ...ADMIN_FLAGS,
+  ],
+  examples: ["mesh join-token --service orders > orders.token"],
+  async run(args, ctx) {
+    const { status, body } = await adminClient(args).call<{ token: string; error?: string }>("POST", "/v1/join-tokens", {
+      service: str(args, "service"),
+      namespace: str(args, "namespace"),
+      ttl: str(args, "ttl"),
+    });
+    if (status !== 200) throw new DataError(`no token (${status}): ${body.error}`);
+    ctx.out(body.token);
+    return 0;
+  },
+};
