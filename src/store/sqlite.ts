@@ -2,7 +2,9 @@
  * The embedded store: bun:sqlite in a data directory, for a single control-plane process.
  * Every change is one SQLite transaction that bumps the persisted revision and appends to
  * the event history, so watches resume after a restart. Leases keep their wall-clock expiry
- * on disk: a lease that lapsed while the process was down is gone when it starts again.
+ * on disk, but opening the store gives every lease a fresh TTL, as etcd does when its
+ * leader changes: leases are kept alive through this process, so while it was down no
+ * holder could renew, and dropping them would wipe every registration on a restart.
  * Lapsed leases are swept by a timer and before every operation, so a lapsed lease's keys
  * are never returned.
  */
@@ -64,8 +66,8 @@ export class SqliteStore implements Store {
   ) {
     this.now = opts.now ?? Date.now;
     this.historyRevisions = opts.historyRevisions ?? 10_000;
-    const lapsed = this.expireLeases();
-    if (lapsed) opts.log?.info({ leases: lapsed, dir }, "store: leases lapsed while stopped");
+    const renewed = this.db.query("UPDATE leases SET expires_at = ?1 + ttl_ms").run(this.now()).changes;
+    if (renewed) opts.log?.info({ leases: renewed, dir }, "store: leases given a fresh TTL after a restart");
     this.scheduleExpiry();
   }
 

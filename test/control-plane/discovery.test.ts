@@ -95,6 +95,8 @@ test("a join token works once: replayed, it gets nothing", async () => {
     "--certs-dir", join(tmp.path, "certs", "replay-2"), "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...flags], { stderr: "pipe", stdout: "pipe" });
   expect(await again.exited).not.toBe(0);
   expect(await new Response(again.stderr).text()).toContain("token was already used");
+  once.proc.kill("SIGTERM");
+  expect(await once.proc.exited).toBe(0);
 });
 
 test("a token for one service cannot get another's certificate", async () => {
@@ -118,3 +120,36 @@ test("the admin API needs a credential: none gets 401, a wrong one 401, a worklo
   expect(res.status).toBe(403);
   expect(await res.text()).toContain("is not an admin identity");
 });
+
+test("the control plane down for 30 s under steady traffic: no request fails; after it returns, changes flow again", async () => {
+  const payments = await sidecar("payments", "steady");
+  const orders = await sidecar("orders", "steady");
+  expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 1)).toBe(true);
+  const failures: string[] = [];
+  let sent = 0;
+  let running = true;
+  const traffic = (async () => {
+    while (running && sent < 100_000) {
+      sent++;
+      const r = await callPayments(orders.ports.outbound).catch((e) => ({ status: 0, service: String(e) }));
+      if (r.status !== 200) failures.push(`${r.status} ${r.service ?? ""}`);
+      await Bun.sleep(20);
+    }
+  })();
+  await Bun.sleep(500);
+  const ports = cp.ports;
+  cp.proc.kill("SIGKILL");
+  await cp.proc.exited;
+  await Bun.sleep(30_000);
+  // Back on the same ports and data: registrations and config are still there.
+  cp = await startControlPlane(tmp.path, [], "cp", ports);
+  await Bun.sleep(3000);
+  running = false;
+  await traffic;
+  expect(failures).toEqual([]);
+  expect(sent).toBeGreaterThan(500);
+  expect(payments.echo.hits).toBeGreaterThan(500);
+  // The proxies found the control plane again: a new instance is discovered.
+  await sidecar("payments", "after");
+  expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 2)).toBe(true);
+}, 90_000);

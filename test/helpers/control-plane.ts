@@ -15,26 +15,28 @@ export interface TestControlPlane extends MeshProcess {
   proxyFlags(service: string, dir: string): Promise<string[]>;
 }
 
-export async function startControlPlane(dir: string, extra: string[] = [], name = "cp"): Promise<TestControlPlane> {
+/** `ports` pins the listeners (to come back where proxies expect it); default: any free port. */
+export async function startControlPlane(dir: string, extra: string[] = [], name = "cp", ports?: TestControlPlane["ports"]): Promise<TestControlPlane> {
   const dataDir = join(dir, `${name}-data`);
   const caDir = join(dir, "ca");
   const policies = join(dir, `${name}-policies`);
   mkdirSync(policies, { recursive: true });
   const p = await startMesh([
     "control-plane", "--data-dir", dataDir, "--ca-dir", caDir, "--policies", policies,
-    "--api", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--lease-ttl", "2s", ...extra,
+    "--api", `127.0.0.1:${ports?.api ?? 0}`, "--bootstrap", `127.0.0.1:${ports?.bootstrap ?? 0}`, "--admin", `127.0.0.1:${ports?.admin ?? 0}`,
+    "--lease-ttl", "2s", ...extra,
   ]);
-  const ports = p.ready as unknown as TestControlPlane["ports"];
+  const bound = p.ready as unknown as TestControlPlane["ports"];
   const adminToken = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
   const admin = (method: string, path: string, body?: unknown, token = adminToken) =>
-    fetch(`http://127.0.0.1:${ports.admin}${path}`, {
+    fetch(`http://127.0.0.1:${bound.admin}${path}`, {
       method,
       headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   const cp: TestControlPlane = {
     ...p,
-    ports,
+    ports: bound,
     caDir,
     bundle: join(caDir, "bundle.pem"),
     adminToken,
@@ -52,7 +54,7 @@ export async function startControlPlane(dir: string, extra: string[] = [], name 
       const tokenFile = join(dir, `${service}-${crypto.randomUUID()}.token`);
       writeFileSync(tokenFile, await cp.joinToken(service));
       return [
-        "--control-plane", `https://127.0.0.1:${ports.api}`, "--bootstrap-url", `https://127.0.0.1:${ports.bootstrap}`,
+        "--control-plane", `https://127.0.0.1:${bound.api}`, "--bootstrap-url", `https://127.0.0.1:${bound.bootstrap}`,
         "--join-token-file", tokenFile, "--ca", cp.bundle,
       ];
     },

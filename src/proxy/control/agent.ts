@@ -96,7 +96,9 @@ export class ControlPlaneAgent {
         // A lapsed lease (control plane down longer than the TTL) means registering anew.
         if (err instanceof ControlPlaneError && err.status === 410) this.lease = undefined;
         log.warn({ err: (err as Error).message }, "control plane unreachable for registration; retrying");
-        await this.sleep(backoff.next());
+        // While a lease may still be alive, retry within its TTL: a control plane that
+        // comes back (its store renews leases on restart) must hear from us before it lapses.
+        await this.sleep(Math.min(backoff.next(), this.lease ? this.lease.ttlMs / 3 : Infinity));
       }
     }
   }
