@@ -17,7 +17,7 @@ import type { RunningProxy } from "../proxy/proxy.ts";
 import { str, strs, type FlagSpec, type Parsed } from "./args.ts";
 
 export const CONTROL_FLAGS: FlagSpec[] = [
-  { name: "control-plane", type: "string", value: "URL", description: "Control plane's mTLS API, e.g. https://10.0.0.1:15010: discovery, config, renewal." },
+  { name: "control-plane", type: "strings", value: "URL", description: "A control-plane replica's mTLS API, e.g. https://10.0.0.1:15010; repeat for each replica." },
   { name: "bootstrap-url", type: "string", value: "URL", description: "Where to trade a join token for a first certificate (default: the control plane's host, port 15012)." },
   { name: "join-token-file", type: "string", value: "FILE", description: "Join token for the first certificate (or $MESH_JOIN_TOKEN); not needed once certs-dir holds one." },
   { name: "advertise", type: "string", value: "ADDRESS", description: "Address other sidecars reach this one at (default: the inbound address, or 127.0.0.1 if it is a wildcard)." },
@@ -28,7 +28,17 @@ export const CONTROL_FLAGS: FlagSpec[] = [
 const RENEW_MARGIN_MS = 60_000;
 
 export function usesControlPlane(args: Parsed): boolean {
-  return str(args, "control-plane") !== undefined;
+  return strs(args, "control-plane").length > 0;
+}
+
+function controlPlaneUrls(args: Parsed): URL[] {
+  return strs(args, "control-plane").map((text) => {
+    try {
+      return new URL(text);
+    } catch {
+      throw new UsageError(`expected a URL like https://10.0.0.1:15010, got "${text}"`, "--control-plane");
+    }
+  });
 }
 
 function tokenFrom(args: Parsed): string | undefined {
@@ -61,24 +71,19 @@ export async function controlPlaneCerts(args: Parsed, certsDir: string, namespac
 function bootstrapUrl(args: Parsed): string {
   const given = str(args, "bootstrap-url");
   if (given) return given;
-  const cp = new URL(str(args, "control-plane")!);
+  const cp = controlPlaneUrls(args)[0]!;
   cp.port = "15012";
   return cp.origin;
 }
 
 export function startAgent(args: Parsed, proxy: RunningProxy, ctx: { namespace: string; service: string; inboundAddress: string; upstream: URL; certs: WorkloadCerts; certsDir: string; log: Logger }): ControlPlaneAgent {
-  let base: string;
-  try {
-    base = new URL(str(args, "control-plane")!).origin;
-  } catch {
-    throw new UsageError(`expected a URL like https://10.0.0.1:15010, got "${str(args, "control-plane")}"`, "--control-plane");
-  }
+  const bases = controlPlaneUrls(args).map((u) => u.origin);
   const wildcard = ctx.inboundAddress === "0.0.0.0" || ctx.inboundAddress === "::";
   const address = str(args, "advertise") ?? (wildcard ? "127.0.0.1" : ctx.inboundAddress);
   const healthPath = str(args, "health-path");
   const calls = strs(args, "calls");
   const agent = new ControlPlaneAgent({
-    client: new ControlPlaneClient(base, ctx.certs),
+    client: new ControlPlaneClient(bases, ctx.certs),
     registration: { namespace: ctx.namespace, service: ctx.service, address, port: proxy.ports.inbound, weight: 1 },
     calls: calls.length ? calls : undefined,
     certs: ctx.certs,

@@ -114,7 +114,7 @@ export class ControlPlaneAgent {
         // Ask with the last version seen, applied or refused: a refused one is not sent again.
         const seen = this.rejected ?? this.version;
         if (seen) query.set("version", seen);
-        const snap = await client.get<ProxySnapshot>(`/v1/config?${query}`, this.poll.signal);
+        const snap = await client.get<ProxySnapshot>(`/v1/config?${query}`, this.poll.signal, POLL_WAIT_MS + 5_000);
         backoff.reset();
         if (!snap) continue;
         let error: string | undefined;

@@ -1,11 +1,15 @@
 /**
  * The sidecar's client for the control plane's mTLS API. It presents the workload's
  * certificate and accepts only a server proving the control plane's SPIFFE ID; the
- * connection is pooled, so the check runs once per connection.
+ * connection is pooled, so the check runs once per connection. Given several replicas,
+ * it moves to the next one whenever the current one cannot be reached; the callers'
+ * loops retry, so a dead replica costs one failed call.
  */
 import { controlPlaneId } from "../../control-plane/identity.ts";
 import type { WorkloadCerts } from "../certs.ts";
 import { expectPeer } from "../destinations.ts";
+
+const CALL_TIMEOUT_MS = 5_000;
 
 export class ControlPlaneError extends Error {
   override readonly name = "ControlPlaneError";
@@ -16,9 +20,15 @@ export class ControlPlaneError extends Error {
 
 export class ControlPlaneClient {
   private session: Bun.FetchSession;
+  private current = 0;
 
-  constructor(private baseUrl: string, private certs: WorkloadCerts) {
+  constructor(private baseUrls: string[], private certs: WorkloadCerts) {
+    if (baseUrls.length === 0) throw new Error("no control plane URL");
     this.session = this.open(certs);
+  }
+
+  get baseUrl(): string {
+    return this.baseUrls[this.current]!;
   }
 
   /** After renewal: new connections present the new certificate. */
@@ -30,15 +40,34 @@ export class ControlPlaneClient {
   }
 
   async post<T>(path: string, body: unknown): Promise<T> {
-    const res = await this.session.fetch(this.baseUrl + path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const res = await this.send(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
     return answer<T>(res, path);
   }
 
-  /** GET; undefined on 304 (nothing new). */
-  async get<T>(path: string, signal?: AbortSignal): Promise<T | undefined> {
-    const res = await this.session.fetch(this.baseUrl + path, { signal });
+  /** GET; undefined on 304 (nothing new). `timeoutMs` must cover how long the server may hold a poll. */
+  async get<T>(path: string, signal?: AbortSignal, timeoutMs = CALL_TIMEOUT_MS): Promise<T | undefined> {
+    const res = await this.send(path, { signal }, timeoutMs);
     if (res.status === 304) return undefined;
     return answer<T>(res, path);
+  }
+
+  /** Every call has a deadline: a replica that hangs (paused, partitioned) must not hold a loop forever. */
+  private async send(path: string, init: RequestInit, timeoutMs = CALL_TIMEOUT_MS): Promise<Response> {
+    const base = this.baseUrl;
+    const deadline = AbortSignal.timeout(timeoutMs);
+    try {
+      const res = await this.session.fetch(base + path, { ...init, signal: init.signal ? AbortSignal.any([init.signal, deadline]) : deadline });
+      // A replica that is shutting down or has lost its store: try another next time.
+      if (res.status === 503) this.failOver(base);
+      return res;
+    } catch (err) {
+      if (!init.signal?.aborted) this.failOver(base);
+      throw err;
+    }
+  }
+
+  private failOver(from: string): void {
+    if (this.baseUrl === from) this.current = (this.current + 1) % this.baseUrls.length;
   }
 
   close(): void {
