@@ -12,9 +12,21 @@ export interface MeshProcess {
   stderr: () => string;
 }
 
+export interface StartOptions {
+  cwd?: string;
+  timeoutMs?: number;
+  /** Runs the command inside something, e.g. ["ip", "netns", "exec", "host1"]. */
+  wrap?: string[];
+}
+
 /** Runs `mesh ARGS` from source and waits for its first stdout line (its ready report). */
-export async function startMesh(args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<MeshProcess> {
-  const proc = Bun.spawn([process.execPath, MAIN, ...args], { cwd: opts.cwd, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+export function startMesh(args: string[], opts: StartOptions = {}): Promise<MeshProcess> {
+  return startReady([process.execPath, MAIN, ...args], opts);
+}
+
+/** Runs a command that prints one JSON line when ready, and waits for that line. */
+export async function startReady(cmd: string[], opts: StartOptions = {}): Promise<MeshProcess> {
+  const proc = Bun.spawn([...(opts.wrap ?? []), ...cmd], { cwd: opts.cwd, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
   running.add(proc);
   let err = "";
   void (async () => {
@@ -27,7 +39,7 @@ export async function startMesh(args: string[], opts: { cwd?: string; timeoutMs?
     const next = await Promise.race([reader.read(), Bun.sleep(Math.max(0, deadline - Date.now())).then(() => "timeout" as const)]);
     if (next === "timeout" || next.done) {
       proc.kill("SIGKILL");
-      throw new Error(`mesh ${args.join(" ")} did not become ready: ${next === "timeout" ? "timeout" : "exited " + (await proc.exited)}\n${err}`);
+      throw new Error(`${cmd.join(" ")} did not become ready: ${next === "timeout" ? "timeout" : "exited " + (await proc.exited)}\n${err}`);
     }
     out += new TextDecoder().decode(next.value);
   }
