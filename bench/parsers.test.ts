@@ -1,0 +1,44 @@
+/** The bench's two parsers: HTTP/1.1 response framing (bench/load.ts) and wrk's report. */
+import { expect, test } from "bun:test";
+import { ResponseReader } from "./http1-reader.ts";
+import { parseWrk } from "./wrk.ts";
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+
+test("responses framed by Content-Length and by chunks, split anywhere", () => {
+  const stream =
+    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" +
+    "HTTP/1.1 502 Bad Gateway\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n" +
+    "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+  for (const size of [1, 2, 7, stream.length]) {
+    const reader = new ResponseReader();
+    const ends = [];
+    for (let i = 0; i < stream.length; i += size) ends.push(...reader.push(bytes(stream.slice(i, i + size))));
+    expect(ends).toEqual([
+      { status: 200, close: false },
+      { status: 502, close: false },
+      { status: 204, close: true },
+    ]);
+  }
+});
+
+test("bytes that are not an HTTP response are refused", () => {
+  expect(() => new ResponseReader().push(bytes("SSH-2.0-x\r\n\r\n"))).toThrow();
+  expect(() => new ResponseReader().push(bytes("HTTP/1.1 200 OK\r\n\r\n"))).toThrow(/framing/);
+});
+
+test("wrk's report with latency distribution and errors", () => {
+  const r = parseWrk(`Running 5s test @ http://127.0.0.1:1/
+  1 threads and 32 connections
+  Latency Distribution
+     50%  612.00us
+     75%  700.00us
+     90%    1.01ms
+     99%    2.50ms
+  123456 requests in 5.00s, 20.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  24691.20
+`);
+  expect(r).toEqual({ requests: 123456, durationS: 5, reqPerSec: 24691.2, p50Ms: 0.612, p99Ms: 2.5, errors: 3, non2xx: 4 });
+});

@@ -1,0 +1,61 @@
+/**
+ * Resource use of a process, read from /proc: resident memory (VmRSS) and CPU time
+ * (utime + stime, every thread included). Linux only, like the rest of the bench.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+
+function read(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+/** Fields of /proc/PID/stat after the command name, which may itself hold spaces and parentheses. */
+function statFields(pid: number): string[] | undefined {
+  const stat = read(`/proc/${pid}/stat`);
+  if (!stat) return undefined;
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+}
+
+export function readComm(pid: number): string | undefined {
+  return read(`/proc/${pid}/comm`)?.trim();
+}
+
+/** Running or sleeping; a zombie has exited already and only waits to be reaped. */
+export function isAlive(pid: number): boolean {
+  const state = statFields(pid)?.[0];
+  return state !== undefined && state !== "Z" && state !== "X";
+}
+
+export function parentOf(pid: number): number | undefined {
+  const ppid = statFields(pid)?.[1];
+  return ppid === undefined ? undefined : Number(ppid);
+}
+
+/** Direct children of a process, by scanning /proc (needs no CONFIG_PROC_CHILDREN). */
+export function childrenOf(pid: number): number[] {
+  return readdirSync("/proc")
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .filter((p) => parentOf(p) === pid);
+}
+
+export function rssKb(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(read(`/proc/${pid}/status`) ?? "");
+  return m ? Number(m[1]) : 0;
+}
+
+const CLOCK_TICKS = (() => {
+  const out = Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim();
+  return Number(out) > 0 ? Number(out) : 100;
+})();
+
+/** CPU seconds a process has used so far, user and system. */
+export function cpuSeconds(pid: number): number {
+  const f = statFields(pid);
+  if (!f) return 0;
+  // utime and stime are fields 14 and 15 of stat; fields[0] here is field 3 (state).
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+}

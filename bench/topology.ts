@@ -1,0 +1,51 @@
+/** What every topology looks like to the runner, whoever built it (mesh, nginx, haproxy). */
+import { cpuSeconds, rssKb } from "./proc-stats.ts";
+
+export type Family = "direct" | "mesh" | "nginx" | "haproxy";
+export type Shape = "direct" | "one" | "pair";
+
+/** One proxy instance: a process, plus any workers it forked (nginx master + worker). */
+export interface ProxyProc {
+  label: string;
+  pids: number[];
+}
+
+export interface Topology {
+  id: string;
+  family: Family;
+  shape: Shape;
+  /** Where the load generator sends; always with `Host: <service>`. */
+  url: string;
+  proxies: ProxyProc[];
+  /** New TLS connections accepted by the inbound proxy so far (pairs only). */
+  inboundConnections?: () => Promise<number>;
+  /** How many connections a reading of `inboundConnections` itself adds (a stats request on the same server). */
+  connectionsPerReading?: number;
+}
+
+export type Setup =
+  | { ok: true; topology: Topology }
+  | { ok: false; id: string; family: Family; shape: Shape; status: "skipped" | "failed"; reason: string };
+
+export const topologyId = (family: Family, shape: Shape) => (shape === "direct" ? "direct" : `${family}-${shape}`);
+
+export function title(family: Family, shape: Shape): string {
+  if (shape === "direct") return "direct";
+  return shape === "one" ? `${family} one proxy` : `${family} pair (mTLS)`;
+}
+
+export function proxyRssMb(p: ProxyProc): number {
+  return p.pids.reduce((sum, pid) => sum + rssKb(pid), 0) / 1024;
+}
+
+export function proxyCpuSeconds(p: ProxyProc): number {
+  return p.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+}
+
+/** What a topology builder gets: the shared service, certificates and a scratch directory. */
+export interface BuildContext {
+  tmp: string;
+  servicePort: number;
+  /** Certificate directories by service: "orders" (the caller side), "payments" (the callee side). */
+  certs: Record<"orders" | "payments", string>;
+}
