@@ -2,6 +2,7 @@
 /** The `mesh` binary: argv → subcommand table, nothing else. */
 import type { CommandSpec } from "./cli/args.ts";
 import { caCommand } from "./cli/ca/index.ts";
+import { checkCommand } from "./cli/check.ts";
 import { controlPlaneCommand } from "./cli/control-plane.ts";
 import { applyCommand, deleteCommand, getCommand, joinTokenCommand } from "./cli/manifests.ts";
 import { proxyCommand } from "./cli/proxy.ts";
@@ -12,7 +13,7 @@ import { versionCommand } from "./cli/version.ts";
 export const rootCommand: CommandSpec = {
   name: "mesh",
   summary: "A service mesh in one binary: mutual TLS with SPIFFE identities, routing and resilience for every service.",
-  subcommands: [proxyCommand, controlPlaneCommand, applyCommand, getCommand, deleteCommand, joinTokenCommand, caCommand, validateCommand, versionCommand],
+  subcommands: [proxyCommand, controlPlaneCommand, applyCommand, getCommand, deleteCommand, joinTokenCommand, checkCommand, caCommand, validateCommand, versionCommand],
 };
 
 if (import.meta.main) {

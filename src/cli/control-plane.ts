@@ -90,6 +90,7 @@ export const controlPlaneCommand: CommandSpec = {
     const store = openStore(args, cfg, dataDir, ctx.log);
     const cp = await startControlPlane({
       store,
+      storeKind: store instanceof EtcdStore ? "etcd" : "embedded",
       ca,
       tokenKey: await loadOrCreateTokenKey(caDir),
       adminToken: adminToken(str(args, "admin-token-file") ?? join(dataDir, ADMIN_TOKEN_FILE)),

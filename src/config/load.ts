@@ -109,11 +109,11 @@ export function parseManifestText(text: string, file: string): LoadResult {
   return { manifests, errors: [...errors, ...duplicates(ids)] };
 }
 
-export async function loadManifests(paths: readonly string[]): Promise<LoadResult> {
+export async function loadManifests(paths: readonly string[], opts: { allowEmpty?: boolean } = {}): Promise<LoadResult> {
   const errors: ManifestError[] = [];
   const manifests: LoadedManifest[] = [];
   const ids: Identity[] = [];
-  for (const { file, message } of await expandPaths(paths)) {
+  for (const { file, message } of await expandPaths(paths, opts.allowEmpty)) {
     if (message !== undefined) {
       errors.push({ file, path: "", message });
       continue;

@@ -68,7 +68,8 @@ async function walk(dir: string, files: string[], problems: PathProblem[], seen:
 /** Files to read and problems with the paths themselves, interleaved in argument order. */
 export type PathItem = { readonly file: string; readonly message?: undefined } | PathProblem;
 
-export async function expandPaths(paths: readonly string[]): Promise<PathItem[]> {
+/** `allowEmpty`: a directory without manifests is an empty set, not an error (a watched policies directory). */
+export async function expandPaths(paths: readonly string[], allowEmpty = false): Promise<PathItem[]> {
   const items: PathItem[] = [];
   // The same file named twice (`-f dir -f dir/a.yaml`) is loaded once, not reported as duplicates.
   const seenFiles = new Set<string>();
@@ -92,7 +93,7 @@ export async function expandPaths(paths: readonly string[]): Promise<PathItem[]>
     const problems: PathProblem[] = [];
     await walk(path, found, problems, new Set([await realpath(path)]));
     items.push(...problems);
-    if (found.length === 0 && problems.length === 0)
+    if (found.length === 0 && problems.length === 0 && !allowEmpty)
       items.push({ file: path, message: `no ${MANIFEST_EXTENSIONS.map((e) => `*${e}`).join(", ")} files in directory` });
     found.forEach(addFile);
   }

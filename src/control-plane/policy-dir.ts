@@ -52,7 +52,7 @@ export class PolicyDir {
   }
 
   private async load(): Promise<void> {
-    const { manifests, errors } = await loadManifests([this.dir]);
+    const { manifests, errors } = await loadManifests([this.dir], { allowEmpty: true });
     const problems = errors.map(formatManifestError);
     const shared = manifests.filter((m) => SHARED_KINDS.has(m.manifest.kind));
     const result = problems.length ? undefined : await applyDocuments(this.store, this.view, shared.map((m) => ({ source: `${m.file}#${m.doc}`, manifest: m.raw })));

@@ -9,7 +9,7 @@ import type { LoadedCa } from "../ca/authority.ts";
 import type { Logger } from "../core/log.ts";
 import type { Store } from "../store/store.ts";
 import { TlsBridge } from "../proxy/transport/tls-bridge.ts";
-import { adminApi, bearerAuth } from "./api/admin-api.ts";
+import { adminApi, bearerAuth, type ControlPlaneStatus } from "./api/admin-api.ts";
 import { bootstrapApi } from "./api/bootstrap-api.ts";
 import { proxyApi } from "./api/proxy-api.ts";
 import { issueServingCert } from "./identity.ts";
@@ -27,6 +27,8 @@ export interface Listen {
 
 export interface ControlPlaneOptions {
   store: Store;
+  /** "embedded" or "etcd", for status. */
+  storeKind: string;
   ca: LoadedCa;
   tokenKey: TokenKey;
   adminToken: string;
@@ -60,7 +62,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   let stopping = false;
 
   const serving = await issueServingCert(opts.ca, Math.max(opts.certTtlMs, 24 * 3600_000));
-  const adminDeps = { store, view, subscriptions, tokenKey: opts.tokenKey, trustDomain: opts.ca.trustDomain, ready: () => !stopping };
+  const status = (): ControlPlaneStatus => ({
+    trustDomain: opts.ca.trustDomain,
+    ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.notAfter.toISOString() },
+    policies: policies?.status,
+    store: opts.storeKind,
+  });
+  const adminDeps = { store, view, subscriptions, tokenKey: opts.tokenKey, trustDomain: opts.ca.trustDomain, ready: () => !stopping, status };
   const admin = adminApi(adminDeps, bearerAuth(opts.adminToken));
   const adminByIdentity = adminApi(adminDeps, async (c, next) => {
     const identity = (c.env as { identity?: string } | undefined)?.identity;

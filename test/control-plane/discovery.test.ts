@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
-import { tempDir } from "../helpers/cli.ts";
+import { mesh, tempDir } from "../helpers/cli.ts";
 import { eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
 import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
 import { startMesh, stopAll } from "../helpers/procs.ts";
@@ -153,3 +153,36 @@ test("the control plane down for 30 s under steady traffic: no request fails; af
   await sidecar("payments", "after");
   expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 2)).toBe(true);
 }, 90_000);
+
+test("mesh check: every line passes on a healthy mesh; a refused config and a bad policies file fail with the fix", async () => {
+  const payments = await sidecar("payments", "checked");
+  const tokenFile = join(tmp.path, "admin-check.token");
+  writeFileSync(tokenFile, cp.adminToken);
+  const admin = ["--admin-url", `http://127.0.0.1:${cp.ports.admin}`, "--admin-token-file", tokenFile];
+  const certsDir = join(tmp.path, "certs", "payments-checked");
+  let r = { code: 1, out: "", err: "" };
+  const passed = await eventually(async () => (r = await mesh("check", ...admin, "--certs-dir", certsDir)).code === 0, 10_000, 250);
+  if (!passed) console.error(r.out, r.err);
+  expect(passed).toBe(true);
+  expect(r.out).toContain("PASS  control plane reachable");
+  expect(r.out).toContain("PASS  certificate spiffe://mesh.local/ns/default/sa/payments valid for");
+  expect(r.out).not.toContain("FAIL");
+
+  // A proxy refusing a version: the control plane records the reason and check shows it.
+  const registration = { namespace: "default", service: "payments", address: "127.0.0.1", port: payments.ports.inbound, weight: 1 };
+  const ack = await fetch(`https://127.0.0.1:${cp.ports.api}/v1/config/ack`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ registration, version: "deadbeef00000000", error: "document 0 spec.ports: unknown field" }),
+    tls: { cert: Bun.file(join(certsDir, "chain.pem")), key: Bun.file(join(certsDir, "key.pem")), ca: Bun.file(cp.bundle), checkServerIdentity: () => undefined },
+  });
+  expect(ack.status).toBe(200);
+  r = await mesh("check", ...admin);
+  expect(r.code).toBe(1);
+  expect(r.out).toContain("FAIL  proxy default/payments at 127.0.0.1:");
+  expect(r.out).toContain("refused config deadbeef00000000: document 0 spec.ports: unknown field");
+  expect(r.out).toContain("fix: correct the manifest");
+
+  writeFileSync(join(tmp.path, "cp-policies", "broken.yaml"), "kind: Service\n");
+  expect(await eventually(async () => (await mesh("check", ...admin)).out.includes("FAIL  policies in"), 5000)).toBe(true);
+});

@@ -1,4 +1,5 @@
 /** An echo service as its own process (for network namespaces): prints its port, answers with the caller the proxy proved. */
+export {};
 const name = process.argv[2] ?? "echo";
 const server = Bun.serve({
   hostname: "127.0.0.1",

@@ -24,6 +24,15 @@ export interface AdminApiDeps {
   tokenKey: TokenKey;
   trustDomain: string;
   ready: () => boolean;
+  /** What `mesh check` reports on: CA validity, the policies directory's last load. */
+  status: () => ControlPlaneStatus;
+}
+
+export interface ControlPlaneStatus {
+  trustDomain: string;
+  ca: { root: string; intermediate: string; servingCert: string };
+  policies?: { dir: string; loadedAt?: string; errors: string[]; applied: number };
+  store: string;
 }
 
 const Apply = z.strictObject({ documents: z.array(z.strictObject({ source: z.string().max(4096), manifest: z.unknown() })).min(1).max(10_000) });
@@ -73,6 +82,7 @@ export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono
     return c.json({ token, expiresAt: new Date(Date.now() + ttlMs).toISOString() });
   });
 
+  app.get("/v1/status", (c) => c.json(deps.status()));
   app.get("/v1/endpoints", (c) => c.json({ items: [...deps.view.endpoints.values()] }));
   app.get("/v1/proxies", async (c) => {
     const items = await listProxyStatus(deps.store);

@@ -1,0 +1,77 @@
+/**
+ * `mesh check`: is the mesh healthy, and if not, what to do. Each line is a pass or a
+ * fail; every fail says how to fix it. Exit 0 only when every line passes.
+ */
+import { loadWorkloadCerts } from "../proxy/certs.ts";
+import type { ControlPlaneStatus } from "../control-plane/api/admin-api.ts";
+import type { ProxyStatus } from "../control-plane/registration.ts";
+import { MeshError } from "../core/errors.ts";
+import { str, type CommandSpec } from "./args.ts";
+import { ADMIN_FLAGS, adminClient } from "./admin-client.ts";
+
+interface Line {
+  ok: boolean;
+  text: string;
+  fix?: string;
+}
+
+const DAY_MS = 24 * 3600_000;
+
+function expiry(label: string, iso: string, warnMs: number, fix: string): Line {
+  const left = new Date(iso).getTime() - Date.now();
+  const human = left > DAY_MS ? `${Math.floor(left / DAY_MS)} days` : `${Math.max(0, Math.floor(left / 60_000))} minutes`;
+  if (left <= 0) return { ok: false, text: `${label} expired at ${iso}`, fix };
+  if (left < warnMs) return { ok: false, text: `${label} expires in ${human} (${iso})`, fix };
+  return { ok: true, text: `${label} valid for ${human}` };
+}
+
+export const checkCommand: CommandSpec = {
+  name: "check",
+  summary: "Check the mesh: control plane, CA and certificates, proxies on the latest config, rejections.",
+  flags: [
+    ...ADMIN_FLAGS,
+    { name: "certs-dir", type: "string", value: "DIR", description: "Also check a workload's certificates here (as written by 'mesh ca issue' or a sidecar)." },
+  ],
+  examples: ["mesh check", "mesh check --certs-dir certs/default/orders"],
+  async run(args, ctx) {
+    const lines: Line[] = [];
+    const client = adminClient(args);
+    let status: ControlPlaneStatus | undefined;
+    try {
+      const r = await client.call<ControlPlaneStatus & { error?: string }>("GET", "/v1/status");
+      if (r.status !== 200) throw new MeshError(r.body.error ?? `status ${r.status}`);
+      status = r.body;
+      lines.push({ ok: true, text: `control plane reachable at ${client.url} (trust domain ${status.trustDomain}, ${status.store} store)` });
+    } catch (err) {
+      lines.push({ ok: false, text: `control plane: ${(err as Error).message}`, fix: "start it with 'mesh control-plane', or point --admin-url and --admin-token-file at it" });
+    }
+    if (status) {
+      lines.push(expiry("root CA", status.ca.root, 90 * DAY_MS, "add a new root with 'mesh ca rotate --root', then distribute the bundle"));
+      lines.push(expiry("signing intermediate", status.ca.intermediate, 30 * DAY_MS, "cut a new intermediate with 'mesh ca rotate' and restart the control plane"));
+      lines.push(expiry("control plane's certificate", status.ca.servingCert, 2 * 3600_000, "restart the control plane to issue it a new certificate"));
+      const p = status.policies;
+      if (p && p.errors.length) lines.push({ ok: false, text: `policies in ${p.dir} rejected: ${p.errors.join("; ")}`, fix: "fix the manifests named (mesh validate -f DIR shows every error); the last good set is still served" });
+      else if (p) lines.push({ ok: true, text: `policies in ${p.dir}: ${p.applied} manifests applied` });
+      const proxies = await client.call<{ items: (ProxyStatus & { latest: string })[] }>("GET", "/v1/proxies");
+      const items = proxies.body.items ?? [];
+      lines.push(items.length ? { ok: true, text: `${items.length} proxies connected` } : { ok: false, text: "no proxies connected", fix: "start sidecars with 'mesh proxy --control-plane URL' (see 'mesh join-token')" });
+      for (const px of items) {
+        const who = `proxy ${px.namespace}/${px.service} at ${px.endpoint}`;
+        if (px.rejected) lines.push({ ok: false, text: `${who} refused config ${px.rejected.version}: ${px.rejected.reason}`, fix: "correct the manifest it names with 'mesh apply'; the proxy keeps its last good config" });
+        else if (px.acked !== px.latest) lines.push({ ok: false, text: `${who} is on config ${px.acked ?? "none"}, latest is ${px.latest}`, fix: "wait a few seconds; if it stays behind, check that proxy's logs and its reach to the control plane" });
+        else lines.push({ ok: true, text: `${who} on the latest config ${px.latest}` });
+      }
+    }
+    const certsDir = str(args, "certs-dir");
+    if (certsDir) {
+      try {
+        const certs = await loadWorkloadCerts({ certsDir });
+        lines.push(expiry(`certificate ${certs.spiffeId}`, certs.notAfter.toISOString(), 3600_000, "renew it: a sidecar does so itself at half life; otherwise 'mesh ca issue'"));
+      } catch (err) {
+        lines.push({ ok: false, text: `certificates in ${certsDir}: ${(err as Error).message}`, fix: "issue new ones with 'mesh ca issue' or bootstrap with a join token" });
+      }
+    }
+    for (const l of lines) ctx.out(`${l.ok ? "PASS" : "FAIL"}  ${l.text}${l.fix ? `\n      fix: ${l.fix}` : ""}`);
+    return lines.every((l) => l.ok) ? 0 : 1;
+  },
+};
