@@ -1,0 +1,95 @@
+/**
+ * Certificates renew at about half life, under traffic: the new certificate is used for
+ * new connections in and out (the inbound listener is swapped, the outbound pools are
+ * rebuilt), old connections finish, and no request fails.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { connect } from "node:tls";
+import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import { tempDir } from "../helpers/cli.ts";
+import { eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
+import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
+import { startMesh, stopAll } from "../helpers/procs.ts";
+
+const tmp = tempDir("mesh-renew-");
+const echoes: EchoService[] = [];
+let cp: TestControlPlane;
+
+beforeAll(async () => {
+  cp = await startControlPlane(tmp.path, ["--cert-ttl", "6s"]);
+  await cp.apply(serviceManifest("orders"), serviceManifest("payments"));
+});
+afterAll(async () => {
+  await stopAll();
+  for (const e of echoes) e.server.stop(true);
+  tmp.cleanup();
+});
+
+async function sidecar(service: string) {
+  const echo = echoService(service);
+  echoes.push(echo);
+  const certsDir = join(tmp.path, "certs", service);
+  const p = await startMesh([
+    "proxy", "--service", service, "--upstream", echo.url, "--certs-dir", certsDir,
+    "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...(await cp.proxyFlags(service, tmp.path)),
+  ]);
+  return { ...p, certsDir, ports: p.ready as { inbound: number; outbound: number; admin: number } };
+}
+
+async function expiresOf(adminPort: number): Promise<string> {
+  return ((await (await fetch(`http://127.0.0.1:${adminPort}/config_dump`)).json()) as { certificateExpires: string }).certificateExpires;
+}
+
+/** The certificate a new TLS connection to the inbound listener is served with. */
+function servedExpiry(port: number, certsDir: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({
+      host: "127.0.0.1",
+      port,
+      cert: readFileSync(join(certsDir, "chain.pem")),
+      key: readFileSync(join(certsDir, "key.pem")),
+      ca: readFileSync(cp.bundle),
+      checkServerIdentity: () => undefined,
+    });
+    socket.once("secureConnect", () => {
+      resolve(new Date(socket.getPeerCertificate().valid_to).toISOString());
+      socket.destroy();
+    });
+    socket.once("error", reject);
+  });
+}
+
+test("renewal under traffic: new certificates in and out, no failed request", async () => {
+  const payments = await sidecar("payments");
+  const orders = await sidecar("orders");
+  const ready = async () => (await fetch(`http://127.0.0.1:${orders.ports.outbound}/`, { headers: { host: "payments" } })).status === 200;
+  expect(await eventually(ready, 10_000)).toBe(true);
+  const failures: string[] = [];
+  let sent = 0;
+  let running = true;
+  const traffic = (async () => {
+    while (running && sent < 50_000) {
+      sent++;
+      const res = await fetch(`http://127.0.0.1:${orders.ports.outbound}/`, { headers: { host: "payments" } }).catch((e) => e as Error);
+      if (res instanceof Error) failures.push(String(res));
+      else {
+        if (res.status !== 200) failures.push(`${res.status} ${await res.text()}`);
+        else await res.arrayBuffer();
+      }
+      await Bun.sleep(5);
+    }
+  })();
+  const first = await expiresOf(payments.ports.admin);
+  const seen = new Set([first]);
+  // Two renewals of each side, about 3 s apart.
+  expect(await eventually(async () => (seen.add(await expiresOf(payments.ports.admin)), seen.size >= 3), 15_000, 200)).toBe(true);
+  expect(await eventually(async () => (await expiresOf(orders.ports.admin)) !== first, 5_000)).toBe(true);
+  running = false;
+  await traffic;
+  expect(failures).toEqual([]);
+  // A new connection is served the current certificate, not the one the listener started with.
+  const now = await expiresOf(payments.ports.admin);
+  expect(await servedExpiry(payments.ports.inbound, orders.certsDir)).toBe(now);
+  expect(now).not.toBe(first);
+}, 60_000);
