@@ -30,6 +30,14 @@ export function errorResponse(failure: ProxyFailure, detail: string, extra: Reco
   });
 }
 
+/** For a handler that threw: a plain 500, never Bun's development error page (which shows source and stack). */
+export function internalErrorResponse(): Response {
+  return new Response("mesh: internal error\n", {
+    status: 500,
+    headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" },
+  });
+}
+
 /** Raised from a TLS server check: the peer is not the identity the destination requires. */
 export class PeerIdentityError extends Error {
   override readonly name = "PeerIdentityError";

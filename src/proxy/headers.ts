@@ -6,7 +6,8 @@
  */
 export const CLIENT_ID_HEADER = "x-mesh-client-id";
 
-const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization"];
+// http2-settings belongs to an h2c upgrade of one connection (RFC 7540 §3.2.1); the request guard refuses it first.
+const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings", "proxy-authenticate", "proxy-authorization"];
 const IDENTITY = [CLIENT_ID_HEADER, "x-forwarded-client-cert", "l5d-client-id"];
 
 /** Copies `source` without hop-by-hop or identity headers. */

@@ -98,8 +98,11 @@ export function proxyMetrics(registry = new Registry()) {
     ejections: registry.counter("mesh_outlier_ejections_total", "Endpoints ejected by outlier detection."),
     openCircuits: registry.gauge("mesh_circuit_open", "1 while a destination's circuit-breaker limit is reached."),
     tlsFailures: registry.counter("mesh_tls_failures_total", "Refused TLS peers, by direction and reason."),
+    refused: registry.counter("mesh_requests_refused_total", "Requests refused before forwarding as malformed or ambiguous, by direction and reason."),
     connections: registry.counter("mesh_connections_total", "Connections accepted or opened, by direction."),
     openConnections: registry.gauge("mesh_connections_open", "Connections open now, by direction."),
+    websocketUpgrades: registry.counter("mesh_websocket_upgrades_total", "WebSocket upgrades attempted, by direction, peer service and status class (1xx: upgraded)."),
+    websocketsOpen: registry.gauge("mesh_websockets_open", "WebSockets relayed now, by direction."),
   };
 }
 export type ProxyMetrics = ReturnType<typeof proxyMetrics>;

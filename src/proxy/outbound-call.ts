@@ -13,7 +13,7 @@ import type { Endpoint, PickContext } from "./endpoint.ts";
 import { classifyFetchError, errorResponse, type ProxyFailure } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { backoffMs, isRetryableRequest, shouldRetry, type AttemptOutcome } from "./resilience/retry.ts";
-import { relayResponse } from "./transport/http-client.ts";
+import { relayResponse, responseFramingProblem } from "./transport/http-client.ts";
 import { recordLatency } from "./balancer/index.ts";
 import { systemClock } from "../core/clock.ts";
 import { Deadline } from "./deadline.ts";
@@ -81,10 +81,11 @@ async function tryEndpoints(dest: Destination, req: OutboundAttempt, ctx: PickCo
           signal: deadline.signal,
         });
         if (dest.ewmaDecayMs !== undefined) recordLatency(endpoint, performance.now() - sentAt, systemClock, dest.ewmaDecayMs);
-        dest.outlier.onResult(endpoint, res.status < 500);
+        // An ambiguously framed response is the endpoint's fault too, though relayed as a 502.
+        dest.outlier.onResult(endpoint, res.status < 500 && responseFramingProblem(res) === undefined);
         const outcome: AttemptOutcome = { kind: "status", status: res.status };
-        if (!replayable || !shouldRetry(dest.retryPolicy, attempt, outcome)) return relayResponse(res);
-        if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return relayResponse(res);
+        if (!replayable || !shouldRetry(dest.retryPolicy, attempt, outcome)) return relayResponse(res, dest.session);
+        if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return relayResponse(res, dest.session);
         await res.body?.cancel();
       } catch (err) {
         dest.outlier.onResult(endpoint, false);

@@ -5,31 +5,51 @@
  */
 import type { Server } from "bun";
 import type { PickContext } from "./endpoint.ts";
-import { errorResponse } from "./errors.ts";
+import { errorResponse, internalErrorResponse } from "./errors.ts";
+import { refusalResponse, requestProblem } from "./request-guard.ts";
 import { callDestination } from "./outbound-call.ts";
 import { forwardableHeaders } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { statusClass, type ProxyMetrics } from "./metrics.ts";
 import { resolveHost, type Snapshot } from "./destinations.ts";
+import type { WorkloadCerts } from "./certs.ts";
+import { outboundWebSockets } from "./websocket/outbound-ws.ts";
+import type { Relay } from "./websocket/relay.ts";
+import type { WebSocketSessions } from "./websocket/sessions.ts";
+import { isWebSocketUpgrade } from "./websocket/upgrade-request.ts";
 
 export interface OutboundDeps {
   snapshot: () => Snapshot;
   metrics: ProxyMetrics;
   tracker: InflightTracker;
   maxBodyBytes: number;
+  /** This workload's certificate: WebSocket upstreams are opened with it (not through the fetch pool). */
+  certs: WorkloadCerts;
+  websockets?: WebSocketSessions;
 }
 
-export function startOutbound(deps: OutboundDeps, hostname: string, port: number): Server<undefined> {
+export function startOutbound(deps: OutboundDeps, hostname: string, port: number): Server<Relay> {
+  const ws = outboundWebSockets(deps);
   return Bun.serve({
     hostname,
     port,
     maxRequestBodySize: deps.maxBodyBytes,
-    async fetch(req) {
+    // Never Bun's development error page: it shows the handler's source and stack.
+    development: false,
+    error: () => internalErrorResponse(),
+    websocket: ws.handler,
+    async fetch(req, server) {
       const started = performance.now();
+      const refused = requestProblem(req);
+      if (refused) {
+        deps.metrics.refused.inc({ direction: "outbound", reason: refused.reason });
+        return refusalResponse(refused);
+      }
       const url = new URL(req.url);
       const host = req.headers.get("host") ?? url.host;
       const dest = resolveHost(deps.snapshot(), host);
       if (!dest) return errorResponse("no-route", `no service named "${host}" in this proxy's config`);
+      if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, dest);
       const pickCtx: PickContext = { header: (n) => req.headers.get(n) };
       deps.tracker.start();
       let status = 502;

@@ -15,6 +15,7 @@ import { startInboundHttp } from "./inbound.ts";
 import { proxyMetrics } from "./metrics.ts";
 import { startOutbound } from "./outbound.ts";
 import { TlsBridge } from "./transport/tls-bridge.ts";
+import { WebSocketSessions } from "./websocket/sessions.ts";
 
 export interface Listen {
   address: string;
@@ -70,9 +71,11 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       onClose: () => undefined,
     },
   );
-  const inboundHttp = startInboundHttp({ upstream: opts.upstream, bridge, metrics, maxBodyBytes: opts.maxBodyBytes, tracker });
+  // Open WebSocket relays, so a drain can send their clients elsewhere instead of waiting them out.
+  const websockets = new WebSocketSessions();
+  const inboundHttp = startInboundHttp({ upstream: opts.upstream, bridge, metrics, maxBodyBytes: opts.maxBodyBytes, tracker, websockets });
   const inboundPort = bridge.listen(opts.inbound.address, opts.inbound.port, inboundHttp.port!);
-  const outboundDeps = { snapshot: () => snapshot, metrics, tracker, maxBodyBytes: opts.maxBodyBytes, certs };
+  const outboundDeps = { snapshot: () => snapshot, metrics, tracker, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
   const outbound = startOutbound(outboundDeps, opts.outbound.address, opts.outbound.port);
   const admin = startAdmin(
     {
@@ -127,6 +130,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       draining = true;
       bridge.stopAccepting();
       const outboundStopped = outbound.stop(false); // no new calls from the service; accepted ones finish
+      websockets.goingAway(); // 1001 to both sides: long-lived sockets would otherwise hold the drain to its deadline
       const deadline = Date.now() + opts.drainTimeoutMs;
       let clean = await tracker.settle(opts.drainTimeoutMs);
       // Graceful stops close each keep-alive connection once its response is written;

@@ -3,6 +3,7 @@
  * with its body still streaming. Today it is Bun's fetch with a pooled FetchSession per
  * destination; a raw-socket client can replace it here without touching the pipeline.
  */
+import { errorResponse } from "../errors.ts";
 import { forwardableHeaders } from "../headers.ts";
 
 export interface UpstreamRequest {
@@ -34,8 +35,33 @@ export function sender(session: Bun.FetchSession | undefined): Send {
   };
 }
 
-/** The response to hand back downstream: same status and body, hop-by-hop headers dropped. */
-export function relayResponse(res: Response): Response {
+/**
+ * Why an upstream response must not be relayed, if it must not. fetch reads a response
+ * with both Content-Length and Transfer-Encoding as chunked and keeps the connection
+ * pooled; RFC 9112 §6.3 calls such a message a likely smuggling attempt.
+ */
+export function responseFramingProblem(res: Response): string | undefined {
+  if (res.headers.has("transfer-encoding") && res.headers.has("content-length"))
+    return "upstream response has both Content-Length and Transfer-Encoding";
+  return undefined;
+}
+
+/**
+ * The response to hand back downstream: same status and body, hop-by-hop headers dropped.
+ * A response with ambiguous framing becomes a 502 instead; its body is cancelled and the
+ * idle connections of `pool` are closed, so the connection it came on is not reused
+ * (fetch would otherwise pool it; closing the pool is the only handle JS has on it).
+ */
+export function relayResponse(res: Response, pool?: { close(): void }): Response {
+  const problem = responseFramingProblem(res);
+  if (problem) {
+    pool?.close();
+    void res.body?.cancel().then(
+      () => pool?.close(),
+      () => pool?.close(),
+    );
+    return errorResponse("upstream-reset", problem);
+  }
   const headers = forwardableHeaders(res.headers);
   return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
 }

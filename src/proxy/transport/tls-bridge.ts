@@ -108,9 +108,13 @@ export class TlsBridge {
         },
         data(outer, chunk) {
           const link = outer.data.link;
-          if (!link) return; // handshake refused; the socket is closing
-          if (!link.inner) link.pendingToInner.push(new Uint8Array(chunk));
-          else if (!writeAll(link.inner, link.pendingToInner, chunk)) outer.pause();
+          if (!link || link.closed) return; // refused, or the loopback side is gone: nothing will read it
+          if (!link.inner) {
+            // Until the loopback connection opens, hold one read and stop reading: a
+            // client could otherwise have any amount buffered here (a 1 MB URL would be).
+            link.pendingToInner.push(new Uint8Array(chunk));
+            outer.pause();
+          } else if (!writeAll(link.inner, link.pendingToInner, chunk)) outer.pause();
         },
         drain(outer) {
           const link = outer.data.link;
@@ -148,7 +152,8 @@ export class TlsBridge {
           }
           link.inner = inner;
           bridge.identities.set(inner.localPort, spiffeId);
-          if (!writeAll(inner, link.pendingToInner)) outer.pause();
+          if (writeAll(inner, link.pendingToInner)) outer.resume();
+          else outer.pause();
         },
         data(inner, chunk) {
           if (!writeAll(outer, link.pendingToOuter, chunk)) inner.pause();
@@ -169,6 +174,8 @@ export class TlsBridge {
   private close(link: Link): void {
     if (link.closed) return;
     link.closed = true;
+    link.pendingToInner.length = 0; // nobody will read it now
+    link.outer.pause(); // nor anything the client still sends
     this.links.delete(link);
     if (link.inner) this.identities.delete(link.inner.localPort);
     link.inner?.end();

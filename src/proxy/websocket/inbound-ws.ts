@@ -1,0 +1,35 @@
+/**
+ * WebSocket upgrades on the inbound side (behind the TLS bridge): the caller's
+ * SPIFFE ID, proven by mTLS, goes to the local service in x-mesh-client-id on the
+ * upgrade request, after any copy the caller sent was removed.
+ */
+import type { Server } from "bun";
+import { parseSpiffeId, workloadOf } from "../../pki/spiffe.ts";
+import { errorResponse } from "../errors.ts";
+import { CLIENT_ID_HEADER } from "../headers.ts";
+import { DEFAULT_HANDLER_LIMITS, relayHandler } from "./handler.ts";
+import { proxyUpgrade, upgradeContext, type WebSocketDeps } from "./proxy-upgrade.ts";
+import type { Relay } from "./relay.ts";
+import { handshakeProblem, pathAndQuery, upstreamHeaders } from "./upgrade-request.ts";
+
+function serviceOf(spiffeId: string): string {
+  const parsed = parseSpiffeId(spiffeId);
+  return (parsed.ok && workloadOf(parsed.id)?.service) || "unknown";
+}
+
+export function inboundWebSockets(deps: WebSocketDeps & { upstream: URL }) {
+  const ctx = upgradeContext("inbound", deps);
+  const origin = `${deps.upstream.protocol === "https:" ? "wss:" : "ws:"}//${deps.upstream.host}`;
+  return {
+    sessions: ctx.sessions,
+    handler: relayHandler(DEFAULT_HANDLER_LIMITS),
+    /** `caller` is the SPIFFE ID the TLS bridge proved for this connection. */
+    async upgrade(req: Request, server: Server<Relay>, caller: string): Promise<Response | undefined> {
+      const problem = handshakeProblem(req);
+      if (problem) return errorResponse("bad-request", problem);
+      const headers = upstreamHeaders(req);
+      headers.set(CLIENT_ID_HEADER, caller);
+      return proxyUpgrade(req, server, { url: origin + pathAndQuery(req), headers, peer: serviceOf(caller) }, ctx);
+    },
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * WebSocket upgrades on the outbound listener: pick an endpoint of the destination as
+ * its balancer would, open wss:// to that peer's inbound with this workload's
+ * certificate, and accept the peer only if it presents the destination's SPIFFE ID,
+ * exactly as the HTTP path does (plain ws:// for a destination outside the mesh).
+ *
+ * A session holds, for its whole life, one in-flight count on its endpoint (so
+ * least-request spreads long-lived sockets too) and one of the destination's
+ * "connections" breaker slots (each WebSocket is its own upstream connection; the
+ * HTTP path's "requests" slots stay free for requests).
+ */
+import type { Server } from "bun";
+import type { WorkloadCerts } from "../certs.ts";
+import { expectPeer, type Destination } from "../destinations.ts";
+import { errorResponse } from "../errors.ts";
+import { DEFAULT_HANDLER_LIMITS, relayHandler } from "./handler.ts";
+import { pickHealthy } from "./pick.ts";
+import { proxyUpgrade, upgradeContext, type UpgradeTarget, type WebSocketDeps } from "./proxy-upgrade.ts";
+import type { Relay } from "./relay.ts";
+import { handshakeProblem, pathAndQuery, upstreamHeaders } from "./upgrade-request.ts";
+
+export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts }) {
+  const ctx = upgradeContext("outbound", deps);
+
+  /** mTLS with this workload's certificate; the peer must be `spiffeId`. */
+  function peerTls(spiffeId: string, target: Partial<UpgradeTarget>): UpgradeTarget["tls"] {
+    const check = expectPeer(spiffeId, deps.certs.trustDomain);
+    let identityError: Error | undefined;
+    target.identityError = () => identityError;
+    return {
+      cert: deps.certs.chainPem,
+      key: deps.certs.keyPem,
+      ca: deps.certs.bundlePem,
+      rejectUnauthorized: true,
+      // Bun reports a refusal from here only as a hostname mismatch; keep our reason.
+      checkServerIdentity: ((host: string, cert: { raw?: Uint8Array }) => (identityError = check(host, cert))) as never,
+    };
+  }
+
+  return {
+    sessions: ctx.sessions,
+    handler: relayHandler(DEFAULT_HANDLER_LIMITS),
+    async upgrade(req: Request, server: Server<Relay>, dest: Destination): Promise<Response | undefined> {
+      const problem = handshakeProblem(req);
+      if (problem) return errorResponse("bad-request", problem);
+      const admitted = dest.breaker.tryAcquire("connections");
+      if (admitted !== true) return errorResponse("overflow", `${dest.name}: ${admitted.replace(/-/g, " ")} reached`, { "x-mesh-overflow": admitted });
+      const endpoint = pickHealthy(dest, { header: (n) => req.headers.get(n) });
+      if (!endpoint) {
+        dest.breaker.release("connections");
+        return errorResponse("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
+      }
+      endpoint.inflight++;
+      const target: UpgradeTarget = {
+        url: `${dest.scheme === "https" ? "wss" : "ws"}://${endpoint.key}${pathAndQuery(req)}`,
+        headers: upstreamHeaders(req),
+        peer: dest.name,
+        // The 101 is the response's headers: the same deadline as an HTTP request's.
+        timeoutMs: dest.requestTimeoutMs,
+        onEnd: () => {
+          endpoint.inflight--;
+          dest.breaker.release("connections");
+        },
+      };
+      if (dest.spiffeId) target.tls = peerTls(dest.spiffeId, target);
+      const res = await proxyUpgrade(req, server, target, ctx);
+      // As for HTTP: 5xx and failures to connect count against the endpoint, 4xx do not.
+      dest.outlier.onResult(endpoint, res === undefined || res.status < 500);
+      if (res?.headers.get("x-mesh-error") === "peer-identity") deps.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
+      return res;
+    },
+  };
+}
