@@ -22,7 +22,7 @@ export const CONTROL_FLAGS: FlagSpec[] = [
   { name: "join-token-file", type: "string", value: "FILE", description: "Join token for the first certificate (or $MESH_JOIN_TOKEN); not needed once certs-dir holds one." },
   { name: "advertise", type: "string", value: "ADDRESS", description: "Address other sidecars reach this one at (default: the inbound address, or 127.0.0.1 if it is a wildcard)." },
   { name: "calls", type: "strings", value: "SERVICE", description: "A service this one calls (name or name.namespace); repeatable. Default: every service." },
-  { name: "health-path", type: "string", value: "PATH", description: "Path on --upstream checked before each heartbeat; a failing service is not offered." },
+  { name: "health-path", type: "string", value: "PATH", description: "Path on --upstream checked before each heartbeat (default: judged from traffic); a failing service is not offered." },
 ];
 
 const RENEW_MARGIN_MS = 60_000;
@@ -76,11 +76,10 @@ function bootstrapUrl(args: Parsed): string {
   return cp.origin;
 }
 
-export function startAgent(args: Parsed, proxy: RunningProxy, ctx: { namespace: string; service: string; inboundAddress: string; upstream: URL; certs: WorkloadCerts; certsDir: string; log: Logger }): ControlPlaneAgent {
+export function startAgent(args: Parsed, proxy: RunningProxy, ctx: { namespace: string; service: string; inboundAddress: string; certs: WorkloadCerts; certsDir: string; log: Logger }): ControlPlaneAgent {
   const bases = controlPlaneUrls(args).map((u) => u.origin);
   const wildcard = ctx.inboundAddress === "0.0.0.0" || ctx.inboundAddress === "::";
   const address = str(args, "advertise") ?? (wildcard ? "127.0.0.1" : ctx.inboundAddress);
-  const healthPath = str(args, "health-path");
   const calls = strs(args, "calls");
   const agent = new ControlPlaneAgent({
     client: new ControlPlaneClient(bases, ctx.certs),
@@ -92,19 +91,9 @@ export function startAgent(args: Parsed, proxy: RunningProxy, ctx: { namespace: 
     target: {
       applyConfig: (docs, version) => proxy.applyConfig(docs, version),
       useCerts: (certs) => proxy.useCerts(certs),
-      healthy: () => (healthPath ? checkHealth(new URL(healthPath, ctx.upstream)) : Promise.resolve(true)),
+      healthy: () => proxy.healthy(),
     },
   });
   agent.start();
   return agent;
-}
-
-async function checkHealth(url: URL): Promise<boolean> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(1000), redirect: "manual" });
-    await res.body?.cancel();
-    return res.status < 400;
-  } catch {
-    return false;
-  }
 }

@@ -98,6 +98,8 @@ export const proxyCommand: CommandSpec = {
     if (pc && pc.trustDomain !== certs.trustDomain)
       throw new DataError(`trustDomain ${pc.trustDomain} differs from the certificate's ${certs.trustDomain}`, "--config");
     const drainText = str(args, "drain-timeout");
+    const healthPath = str(args, "health-path");
+    if (healthPath !== undefined && !healthPath.startsWith("/")) throw new UsageError(`expected a path like /healthz, got "${healthPath}"`, "--health-path");
     const upstream = parseUpstream(upstreamText, "--upstream");
     const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
     const proxy = await startProxy({
@@ -110,12 +112,13 @@ export const proxyCommand: CommandSpec = {
       certs,
       services: file.services,
       policies: file.policies,
+      healthPath,
       drainTimeoutMs: drainText ? durationFlag(drainText, "--drain-timeout") : pc?.drainTimeout ?? 30_000,
       maxBodyBytes: bytesFlag(str(args, "max-body-size")),
       log: ctx.log,
     });
     const agent = usesControlPlane(args)
-      ? startAgent(args, proxy, { namespace, service, inboundAddress: inbound.address, upstream, certs, certsDir, log: ctx.log })
+      ? startAgent(args, proxy, { namespace, service, inboundAddress: inbound.address, certs, certsDir, log: ctx.log })
       : undefined;
     ctx.out(JSON.stringify({ ready: true, identity: certs.spiffeId, ...proxy.ports }));
     return new Promise<number>((resolve) => {

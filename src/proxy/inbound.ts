@@ -16,6 +16,7 @@ import { inboundWebSockets } from "./websocket/inbound-ws.ts";
 import type { Relay } from "./websocket/relay.ts";
 import type { WebSocketSessions } from "./websocket/sessions.ts";
 import { isWebSocketUpgrade } from "./websocket/upgrade-request.ts";
+import type { UpstreamHealth } from "./upstream-health.ts";
 
 export interface InboundDeps {
   upstream: URL;
@@ -24,6 +25,8 @@ export interface InboundDeps {
   maxBodyBytes: number;
   tracker: InflightTracker;
   websockets?: WebSocketSessions;
+  /** Told of every request's outcome: the passive health the control plane is given. */
+  health?: UpstreamHealth;
 }
 
 function peerService(spiffeId: string): string {
@@ -67,8 +70,10 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
         headers.set(CLIENT_ID_HEADER, caller);
         const res = await send({ method: req.method, url: base + url.pathname + url.search, headers, body: req.body });
         status = res.status;
+        deps.health?.onResult(status < 500);
         return relayResponse(res, pool);
       } catch (err) {
+        deps.health?.onResult(false);
         const failure = classifyFetchError(err);
         const res = errorResponse(failure === "peer-identity" ? "connect-failure" : failure, `local service ${base}: ${(err as Error).message}`);
         status = res.status;

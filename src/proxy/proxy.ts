@@ -16,6 +16,7 @@ import { proxyMetrics } from "./metrics.ts";
 import { startOutbound } from "./outbound.ts";
 import { TlsBridge } from "./transport/tls-bridge.ts";
 import { WebSocketSessions } from "./websocket/sessions.ts";
+import { UpstreamHealth } from "./upstream-health.ts";
 
 export interface Listen {
   address: string;
@@ -33,6 +34,8 @@ export interface ProxyOptions {
   services: Service[];
   policies: DestinationPolicy[];
   drainTimeoutMs: number;
+  /** Path on the upstream checked actively for health; without it, health is judged from traffic. */
+  healthPath?: string;
   maxBodyBytes: number;
   log: Logger;
 }
@@ -43,6 +46,8 @@ export interface RunningProxy {
   applyConfig(documents: unknown[], version: string): void;
   /** A renewed certificate: new connections, in and out, use it; open ones finish on the old. */
   useCerts(certs: WorkloadCerts): void;
+  /** Whether the local service should be offered to callers. */
+  healthy(): Promise<boolean>;
   /** Stops accepting, lets in-flight requests finish within the drain timeout, closes pools. */
   drain(): Promise<{ clean: boolean }>;
 }
@@ -73,7 +78,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   );
   // Open WebSocket relays, so a drain can send their clients elsewhere instead of waiting them out.
   const websockets = new WebSocketSessions();
-  const inboundHttp = startInboundHttp({ upstream: opts.upstream, bridge, metrics, maxBodyBytes: opts.maxBodyBytes, tracker, websockets });
+  const health = new UpstreamHealth(opts.upstream, opts.healthPath);
+  const inboundHttp = startInboundHttp({ upstream: opts.upstream, bridge, metrics, maxBodyBytes: opts.maxBodyBytes, tracker, websockets, health });
   const inboundPort = bridge.listen(opts.inbound.address, opts.inbound.port, inboundHttp.port!);
   const outboundDeps = { snapshot: () => snapshot, metrics, tracker, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
   const outbound = startOutbound(outboundDeps, opts.outbound.address, opts.outbound.port);
@@ -120,6 +126,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       config = { services, policies: [...dynamic.policies, ...opts.policies.filter((p) => !names.has(`${p.spec.service}.${p.metadata.namespace}`))] };
       swap(buildSnapshot(config.services, config.policies, certs, version, snapshot));
     },
+    healthy: () => health.check(),
     useCerts(next) {
       certs = next;
       outboundDeps.certs = next;
