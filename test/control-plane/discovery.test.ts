@@ -7,9 +7,10 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import { mesh, tempDir } from "../helpers/cli.ts";
-import { eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
+import { cpSidecar, eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
 import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
 import { startMesh, stopAll } from "../helpers/procs.ts";
+import { endpointsSeenBy, steadyTraffic } from "../helpers/traffic.ts";
 
 const tmp = tempDir("mesh-cp-");
 const echoes: EchoService[] = [];
@@ -28,18 +29,7 @@ afterAll(async () => {
 async function sidecar(service: string, instance: string) {
   const echo = echoService(`${service}-${instance}`);
   echoes.push(echo);
-  const dir = join(tmp.path, "certs", `${service}-${instance}`);
-  const p = await startMesh([
-    "proxy", "--service", service, "--upstream", echo.url, "--certs-dir", dir,
-    "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-    ...(await cp.proxyFlags(service, tmp.path)),
-  ]);
-  return { ...p, echo, ports: p.ready as { inbound: number; outbound: number; admin: number } };
-}
-
-async function endpointsSeenBy(adminPort: number, service: string): Promise<string[]> {
-  const dump = (await (await fetch(`http://127.0.0.1:${adminPort}/config_dump`)).json()) as { destinations: { name: string; endpoints: { address: string }[] }[] };
-  return dump.destinations.find((d) => d.name === service)?.endpoints.map((e) => e.address).sort() ?? [];
+  return { ...(await cpSidecar(cp, tmp.path, service, instance, echo.url)), echo };
 }
 
 async function callPayments(outbound: number): Promise<{ status: number; caller?: string; service?: string }> {
@@ -125,17 +115,7 @@ test("the control plane down for 30 s under steady traffic: no request fails; af
   const payments = await sidecar("payments", "steady");
   const orders = await sidecar("orders", "steady");
   expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 1)).toBe(true);
-  const failures: string[] = [];
-  let sent = 0;
-  let running = true;
-  const traffic = (async () => {
-    while (running && sent < 100_000) {
-      sent++;
-      const r = await callPayments(orders.ports.outbound).catch((e) => ({ status: 0, service: String(e) }));
-      if (r.status !== 200) failures.push(`${r.status} ${r.service ?? ""}`);
-      await Bun.sleep(20);
-    }
-  })();
+  const traffic = steadyTraffic(orders.ports.outbound, "payments", 20);
   await Bun.sleep(500);
   const ports = cp.ports;
   cp.proc.kill("SIGKILL");
@@ -144,8 +124,7 @@ test("the control plane down for 30 s under steady traffic: no request fails; af
   // Back on the same ports and data: registrations and config are still there.
   cp = await startControlPlane(tmp.path, [], "cp", ports);
   await Bun.sleep(3000);
-  running = false;
-  await traffic;
+  const { sent, failures } = await traffic.stop();
   expect(failures).toEqual([]);
   expect(sent).toBeGreaterThan(500);
   expect(payments.echo.hits).toBeGreaterThan(500);

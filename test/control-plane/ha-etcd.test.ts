@@ -10,6 +10,7 @@ import { eventually, serviceManifest, startControlPlane, type TestControlPlane }
 import { etcdMissing, startEtcdCluster, type EtcdCluster } from "../helpers/etcd.ts";
 import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
 import { startMesh, stopAll } from "../helpers/procs.ts";
+import { endpointsSeenBy, steadyTraffic } from "../helpers/traffic.ts";
 
 const tmp = tempDir("mesh-ha-");
 const echoes: EchoService[] = [];
@@ -46,11 +47,6 @@ async function sidecar(service: string, instance: string) {
   return { ...p, echo, ports: p.ready as { inbound: number; outbound: number; admin: number } };
 }
 
-async function endpointsSeenBy(adminPort: number, service: string): Promise<number> {
-  const dump = (await (await fetch(`http://127.0.0.1:${adminPort}/config_dump`)).json()) as { destinations: { name: string; endpoints: unknown[] }[] };
-  return dump.destinations.find((d) => d.name === service)?.endpoints.length ?? 0;
-}
-
 const policy = (i: number) => ({
   apiVersion: "mesh.dev/v1alpha1",
   kind: "DestinationPolicy",
@@ -61,21 +57,9 @@ const policy = (i: number) => ({
 test("a replica and an etcd member die under traffic and config changes: no failed request, no lost manifest", async () => {
   const payments = [await sidecar("payments", "1"), await sidecar("payments", "2")];
   const orders = await sidecar("orders", "1");
-  expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")) === 2, 15_000)).toBe(true);
+  expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 2, 15_000)).toBe(true);
 
-  const failures: string[] = [];
-  let sent = 0;
-  let running = true;
-  const traffic = (async () => {
-    while (running && sent < 100_000) {
-      sent++;
-      const res = await fetch(`http://127.0.0.1:${orders.ports.outbound}/pay`, { headers: { host: "payments" } }).catch((e) => e as Error);
-      if (res instanceof Error) failures.push(String(res));
-      else if (res.status !== 200) failures.push(`${res.status} ${res.headers.get("x-mesh-error")}`);
-      if (!(res instanceof Error)) await res.arrayBuffer();
-      await Bun.sleep(10);
-    }
-  })();
+  const traffic = steadyTraffic(orders.ports.outbound, "payments");
 
   // Config changes through every replica, before and after the failures.
   const applied: number[] = [];
@@ -91,12 +75,10 @@ test("a replica and an etcd member die under traffic and config changes: no fail
   await etcd.kill(0);
   for (let i = 6; i < 12; i++) await applyVia(i % 2 ? replicas[1]! : replicas[2]!, i);
   await Bun.sleep(4000); // past the lease TTL: registrations must have been kept alive through the survivors
-  running = false;
-  await traffic;
-
+  const { sent, failures } = await traffic.stop();
   expect(failures).toEqual([]);
   expect(sent).toBeGreaterThan(200);
-  expect(await endpointsSeenBy(orders.ports.admin, "payments")).toBe(2);
+  expect(await endpointsSeenBy(orders.ports.admin, "payments")).toHaveLength(2);
   for (const p of payments) expect(p.echo.hits).toBeGreaterThan(20);
   for (const r of [replicas[1]!, replicas[2]!]) {
     const got = (await (await r.admin("GET", "/v1/manifests?kind=DestinationPolicy")).json()) as { items: { metadata: { name: string } }[] };

@@ -4,10 +4,10 @@
  * answering), or checked on a health path.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { join } from "node:path";
 import { tempDir } from "../helpers/cli.ts";
-import { eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
-import { startMesh, stopAll } from "../helpers/procs.ts";
+import { cpSidecar, eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
+import { stopAll } from "../helpers/procs.ts";
+import { endpointsSeenBy } from "../helpers/traffic.ts";
 
 const tmp = tempDir("mesh-health-");
 const servers: ReturnType<typeof Bun.serve>[] = [];
@@ -35,13 +35,7 @@ function switchable(path = "/") {
   return { state, url: `http://127.0.0.1:${server.port}` };
 }
 
-async function sidecar(service: string, instance: string, upstream: string, extra: string[] = []) {
-  const p = await startMesh([
-    "proxy", "--service", service, "--upstream", upstream, "--certs-dir", join(tmp.path, "certs", `${service}-${instance}`),
-    "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...(await cp.proxyFlags(service, tmp.path)), ...extra,
-  ]);
-  return { ...p, ports: p.ready as { inbound: number; outbound: number; admin: number } };
-}
+const sidecar = (service: string, instance: string, upstream: string, extra: string[] = []) => cpSidecar(cp, tmp.path, service, instance, upstream, extra);
 
 async function offered(service: string): Promise<number[]> {
   const { items } = (await (await cp.admin("GET", "/v1/endpoints")).json()) as { items: { service: string; port: number; healthy: boolean }[] };
@@ -55,10 +49,7 @@ test("passive: a service failing every request stops being offered, and returns 
   const b = await sidecar("payments", "flaky", flaky.url);
   const orders = await sidecar("orders", "1", switchable().url);
   expect(await eventually(async () => (await offered("payments")).length === 2)).toBe(true);
-  const seenByOrders = async () =>
-    ((await (await fetch(`http://127.0.0.1:${orders.ports.admin}/config_dump`)).json()) as { destinations: { name: string; endpoints: unknown[] }[] }).destinations.find(
-      (d) => d.name === "payments",
-    )?.endpoints.length ?? 0;
+  const seenByOrders = async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length;
   expect(await eventually(async () => (await seenByOrders()) === 2)).toBe(true);
   flaky.state.broken = true;
   // Straight at the flaky instance's sidecar would need a client certificate; through orders, retries hide the failures.

@@ -8,9 +8,10 @@ import { connect } from "node:tls";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { tempDir } from "../helpers/cli.ts";
-import { eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
+import { cpSidecar, eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
 import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
-import { startMesh, stopAll } from "../helpers/procs.ts";
+import { stopAll } from "../helpers/procs.ts";
+import { steadyTraffic } from "../helpers/traffic.ts";
 
 const tmp = tempDir("mesh-renew-");
 const echoes: EchoService[] = [];
@@ -29,12 +30,7 @@ afterAll(async () => {
 async function sidecar(service: string) {
   const echo = echoService(service);
   echoes.push(echo);
-  const certsDir = join(tmp.path, "certs", service);
-  const p = await startMesh([
-    "proxy", "--service", service, "--upstream", echo.url, "--certs-dir", certsDir,
-    "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...(await cp.proxyFlags(service, tmp.path)),
-  ]);
-  return { ...p, certsDir, ports: p.ready as { inbound: number; outbound: number; admin: number } };
+  return { ...(await cpSidecar(cp, tmp.path, service, "1", echo.url)), certsDir: join(tmp.path, "certs", `${service}-1`) };
 }
 
 async function expiresOf(adminPort: number): Promise<string> {
@@ -65,28 +61,13 @@ test("renewal under traffic: new certificates in and out, no failed request", as
   const orders = await sidecar("orders");
   const ready = async () => (await fetch(`http://127.0.0.1:${orders.ports.outbound}/`, { headers: { host: "payments" } })).status === 200;
   expect(await eventually(ready, 10_000)).toBe(true);
-  const failures: string[] = [];
-  let sent = 0;
-  let running = true;
-  const traffic = (async () => {
-    while (running && sent < 50_000) {
-      sent++;
-      const res = await fetch(`http://127.0.0.1:${orders.ports.outbound}/`, { headers: { host: "payments" } }).catch((e) => e as Error);
-      if (res instanceof Error) failures.push(String(res));
-      else {
-        if (res.status !== 200) failures.push(`${res.status} ${await res.text()}`);
-        else await res.arrayBuffer();
-      }
-      await Bun.sleep(5);
-    }
-  })();
+  const traffic = steadyTraffic(orders.ports.outbound, "payments", 5);
   const first = await expiresOf(payments.ports.admin);
   const seen = new Set([first]);
   // Two renewals of each side, about 3 s apart.
   expect(await eventually(async () => (seen.add(await expiresOf(payments.ports.admin)), seen.size >= 3), 15_000, 200)).toBe(true);
   expect(await eventually(async () => (await expiresOf(orders.ports.admin)) !== first, 5_000)).toBe(true);
-  running = false;
-  await traffic;
+  const { failures } = await traffic.stop();
   expect(failures).toEqual([]);
   // A new connection is served the current certificate, not the one the listener started with.
   const now = await expiresOf(payments.ports.admin);

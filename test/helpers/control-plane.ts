@@ -75,3 +75,14 @@ export async function eventually(check: () => Promise<boolean> | boolean, ms = 1
   }
   return false;
 }
+
+export type Sidecar = MeshProcess & { ports: { inbound: number; outbound: number; admin: number } };
+
+/** A `mesh proxy` following `cp`, bootstrapped with a fresh join token, its certificates in its own directory. */
+export async function cpSidecar(cp: TestControlPlane, dir: string, service: string, instance: string, upstream: string, extra: string[] = []): Promise<Sidecar> {
+  const p = await startMesh([
+    "proxy", "--service", service, "--upstream", upstream, "--certs-dir", join(dir, "certs", `${service}-${instance}`),
+    "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...(await cp.proxyFlags(service, dir)), ...extra,
+  ]);
+  return { ...p, ports: p.ready as Sidecar["ports"] };
+}

@@ -1,0 +1,36 @@
+/** Steady, bounded client traffic through a sidecar, recording every request that did not succeed. */
+export interface SteadyTraffic {
+  /** Stops the loop and returns what it saw. */
+  stop(): Promise<{ sent: number; failures: string[] }>;
+}
+
+export function steadyTraffic(outboundPort: number, host: string, pauseMs = 10, maxRequests = 100_000): SteadyTraffic {
+  const failures: string[] = [];
+  let sent = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running && sent < maxRequests) {
+      sent++;
+      const res = await fetch(`http://127.0.0.1:${outboundPort}/`, { headers: { host } }).catch((e: Error) => e);
+      if (res instanceof Error) failures.push(String(res));
+      else {
+        if (res.status !== 200) failures.push(`${res.status} ${res.headers.get("x-mesh-error") ?? ""} ${await res.text()}`.trim());
+        else await res.arrayBuffer();
+      }
+      await Bun.sleep(pauseMs);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return { sent, failures };
+    },
+  };
+}
+
+/** The endpoints a sidecar currently balances `service` over, from its /config_dump. */
+export async function endpointsSeenBy(adminPort: number, service: string): Promise<string[]> {
+  const dump = (await (await fetch(`http://127.0.0.1:${adminPort}/config_dump`)).json()) as { destinations: { name: string; endpoints: { address: string }[] }[] };
+  return dump.destinations.find((d) => d.name === service)?.endpoints.map((e) => e.address).sort() ?? [];
+}
