@@ -1,0 +1,556 @@
+/**
+ * One HTTP/1.1 connection on a raw Bun socket (TCP or TLS), carrying one exchange at a
+ * time. It connects (TCP + TLS handshake + peer check, under one timeout), writes the
+ * request head in one write and streams the body, parses the response head strictly and
+ * hands out the body as a stream. It tells its owner when it may carry another exchange
+ * and when it is gone; any doubt about where the next response starts (framing error,
+ * bytes after a response, a response before the request was fully sent, a cancelled
+ * body) destroys it instead.
+ */
+import type { Socket, SocketHandler } from "bun";
+import { AbortedError, ConnectError, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
+import { pumpBody, type RequestSink } from "./request-body.ts";
+import type { PreparedRequest } from "./request-head.ts";
+import { ResponseBody, type BodyFlow } from "./response-body.ts";
+import { framingOf, type BodyFraming } from "./response-framing.ts";
+import { findHeadEnd, parseResponseHead, type ResponseHead } from "./response-head.ts";
+import { handshakeVerdict, type VerifyPeer } from "./tls-verify.ts";
+
+export interface ConnectionTls {
+  /** Our certificate chain and key (PEM), presented to the server. */
+  cert: string;
+  key: string;
+  /** Trust bundle (PEM) the server's chain must verify against. */
+  ca: string;
+  /** Checks the server's identity (its SPIFFE ID) once the chain verified; an error refuses it. */
+  verifyPeer: VerifyPeer;
+  /** SNI; none by default (endpoints are IPs). */
+  serverName?: string;
+}
+
+export interface ConnectionOptions {
+  host: string;
+  port: number;
+  tls?: ConnectionTls;
+  /** Covers TCP connect, TLS handshake and the peer check. */
+  connectTimeoutMs: number;
+}
+
+export interface ConnectionOwner {
+  /** The exchange is over and the connection can carry another. */
+  reusable(conn: H1Connection): void;
+  /** The connection is gone, once, whatever the state (not called when connect fails). */
+  closed(conn: H1Connection): void;
+  /** A TLS handshake completed and the peer was accepted. */
+  handshake(): void;
+}
+
+/** 1xx responses skipped before the final one. */
+const MAX_INTERIM = 16;
+
+const enum Phase {
+  Head,
+  Body,
+  Done,
+}
+
+type Sock = Socket<H1Connection>;
+
+/** One request/response on the connection; also the flow its response body drives. */
+class Exchange implements BodyFlow {
+  phase = Phase.Head;
+  /** Any request byte was accepted by the socket. */
+  wrote = false;
+  requestDone = false;
+  received = 0;
+  interim = 0;
+  settled = false;
+  reusable = true;
+  body: ResponseBody | undefined;
+  framing: BodyFraming | undefined;
+  onAbort: (() => void) | undefined;
+
+  constructor(
+    readonly conn: H1Connection,
+    readonly req: PreparedRequest,
+    readonly resolve: (res: Response) => void,
+    readonly reject: (err: Error) => void,
+    readonly signal: AbortSignal | undefined,
+  ) {}
+
+  pause(): void {
+    this.conn.pauseFor(this);
+  }
+  resume(): void {
+    this.conn.resumeFor(this);
+  }
+  abandon(): void {
+    this.conn.abandon(this);
+  }
+}
+
+export class H1Connection {
+  /** Exchanges completed; > 0 means the next one reuses the connection. */
+  served = 0;
+  /** performance.now() when it last became idle (set by the pool). */
+  idleSince = 0;
+  /** Destroy instead of reuse once the current exchange is over (pool closing). */
+  closeWhenDone = false;
+
+  private socket: Sock | undefined;
+  private ex: Exchange | undefined;
+  private isClosed = false;
+  private connecting: { resolve(c: H1Connection): void; reject(e: Error): void; timer: Timer } | undefined;
+  /** Bytes of a response head that spans socket reads. */
+  private headBuf: Buffer | undefined;
+  private headLen = 0;
+  /** Bytes the socket did not take yet; written on drain. */
+  private out: string | Uint8Array | undefined;
+  private drainWaiter: ((ok: boolean) => void) | undefined;
+  private paused = false;
+  private lastError: Error | undefined;
+  private readonly sink: RequestSink;
+
+  private constructor(
+    private readonly owner: ConnectionOwner,
+    private readonly opts: ConnectionOptions,
+  ) {
+    this.sink = {
+      write: (data) => this.write(data),
+      drained: () => this.drained(),
+      live: () => !this.isClosed,
+    };
+  }
+
+  static connect(opts: ConnectionOptions, owner: ConnectionOwner): Promise<H1Connection> {
+    const conn = new H1Connection(owner, opts);
+    return new Promise<H1Connection>((resolve, reject) => {
+      const timer = setTimeout(
+        () => conn.failConnect(new ConnectError(`connect to ${opts.host}:${opts.port} timed out after ${opts.connectTimeoutMs} ms`, "timeout")),
+        opts.connectTimeoutMs,
+      );
+      conn.connecting = { resolve, reject, timer };
+      const tls = opts.tls;
+      try {
+        Bun.connect<H1Connection>({
+          hostname: opts.host,
+          port: opts.port,
+          data: conn,
+          socket: HANDLERS,
+          // rejectUnauthorized: false only because Bun's hostname check cannot be turned off
+          // and always fails for SPIFFE certificates; the chain verdict is enforced in
+          // handshake() (tls-verify.ts), and nothing is written before it passed.
+          ...(tls ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca, rejectUnauthorized: false, ...(tls.serverName ? { serverName: tls.serverName } : {}) } } : {}),
+        }).catch((err: Error) => conn.failConnect(connectErrorOf(err, opts)));
+      } catch (err) {
+        // Bun throws synchronously for an unusable TLS configuration (e.g. a bad PEM).
+        conn.failConnect(new ConnectError(`cannot connect to ${opts.host}:${opts.port}: ${(err as Error).message}`, "tls", { cause: err }));
+      }
+    });
+  }
+
+  get idle(): boolean {
+    return this.ex === undefined && !this.isClosed;
+  }
+
+  get alive(): boolean {
+    return !this.isClosed && this.socket !== undefined && this.socket.readyState === 1;
+  }
+
+  /**
+   * Sends one request. Resolves with the response once its head arrived, the body still
+   * streaming. The connection must be idle.
+   */
+  exchange(req: PreparedRequest, body: ReadableStream<Uint8Array> | null, signal: AbortSignal | undefined): Promise<Response> {
+    return new Promise<Response>((resolve, reject) => {
+      // Closed since it was handed out: nothing written, so the pool may retry it.
+      if (this.isClosed) return reject(new ResetError(`connection to ${this.opts.host}:${this.opts.port} closed before the request was written`, false, 0));
+      const ex = new Exchange(this, req, resolve, reject, signal);
+      this.ex = ex;
+      if (signal) {
+        if (signal.aborted) return this.abortExchange(ex, signal.reason);
+        ex.onAbort = () => this.abortExchange(ex, signal.reason);
+        signal.addEventListener("abort", ex.onAbort, { once: true });
+      }
+      if (this.write(req.head)) {
+        if (body === null) return this.requestSent(ex);
+        void this.sendBody(ex, body);
+      } else if (!this.isClosed) {
+        void this.sendBody(ex, body);
+      }
+    });
+  }
+
+  /** Closes an idle connection (gracefully: FIN, not RST), or the current one once its exchange is over. */
+  close(): void {
+    if (this.ex === undefined) this.shutdown(undefined, "end");
+    else this.closeWhenDone = true;
+  }
+
+  // ---- request side ----
+
+  private async sendBody(ex: Exchange, body: ReadableStream<Uint8Array> | null): Promise<void> {
+    if (this.out !== undefined && !(await this.drained())) return;
+    if (body !== null) {
+      let complete: boolean;
+      try {
+        complete = await pumpBody(body, ex.req.framing, this.sink);
+      } catch (err) {
+        if (this.ex === ex) this.shutdown(err as Error);
+        return;
+      }
+      if (!complete) return;
+    }
+    if (this.ex === ex) this.requestSent(ex);
+  }
+
+  private requestSent(ex: Exchange): void {
+    ex.requestDone = true;
+    if (ex.phase === Phase.Done) this.release(ex);
+  }
+
+  private write(data: string | Uint8Array): boolean {
+    const sock = this.socket;
+    if (this.isClosed || sock === undefined) return false;
+    const n = sock.write(data);
+    const len = typeof data === "string" ? data.length : data.byteLength;
+    if (n > 0 && this.ex) this.ex.wrote = true;
+    if (n === len) return true;
+    if (n < 0) {
+      // Closed under us (typically a pooled connection the server closed while idle).
+      this.shutdown(undefined);
+      return false;
+    }
+    // Heads are ASCII when strings (request-head.ts), so characters are bytes.
+    this.out = typeof data === "string" ? data.slice(n) : data.subarray(n);
+    return false;
+  }
+
+  private drained(): Promise<boolean> {
+    if (this.isClosed) return Promise.resolve(false);
+    if (this.out === undefined) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => (this.drainWaiter = resolve));
+  }
+
+  private onDrain(): void {
+    const data = this.out;
+    if (data === undefined) return;
+    this.out = undefined;
+    if (this.write(data)) {
+      const waiter = this.drainWaiter;
+      this.drainWaiter = undefined;
+      waiter?.(true);
+    }
+  }
+
+  // ---- response side ----
+
+  private onData(chunk: Buffer): void {
+    const ex = this.ex;
+    if (ex === undefined) {
+      // Bytes nobody asked for: whatever they are, the next response could not be trusted.
+      this.shutdown(undefined);
+      return;
+    }
+    ex.received += chunk.byteLength;
+    try {
+      if (ex.phase === Phase.Head) this.onHeadData(ex, chunk);
+      else if (ex.phase === Phase.Body) this.onBodyData(ex, chunk);
+      else ex.reusable = false; // after the response, while the request is still going out
+    } catch (err) {
+      this.shutdown(err as Error);
+    }
+  }
+
+  private onHeadData(ex: Exchange, chunk: Buffer): void {
+    let buf = chunk;
+    let scanFrom = 0;
+    if (this.headBuf !== undefined) {
+      scanFrom = this.headLen;
+      buf = this.appendHead(chunk);
+    }
+    let start = 0;
+    for (;;) {
+      const end = findHeadEnd(buf, start, Math.max(start, scanFrom));
+      if (end < 0) {
+        if (this.headBuf === undefined || start > 0) {
+          const rest = buf.subarray(start);
+          this.headBuf = undefined;
+          this.headLen = 0;
+          this.appendHead(rest);
+        }
+        return;
+      }
+      const head = parseResponseHead(buf, start, end);
+      start = end;
+      if (head.status >= 200) {
+        this.headBuf = undefined;
+        this.headLen = 0;
+        this.startResponse(ex, head, start < buf.length ? buf.subarray(start) : undefined);
+        return;
+      }
+      if (head.status === 101) throw new ProtocolError("unexpected 101 Switching Protocols (no upgrade was requested)");
+      if (head.status < 100) throw new ProtocolError(`invalid status ${head.status}`);
+      if (++ex.interim > MAX_INTERIM) throw new ProtocolError(`more than ${MAX_INTERIM} interim (1xx) responses`);
+    }
+  }
+
+  /** Grows a private buffer (doubling) so a head split over many reads is copied O(n), not O(n^2). */
+  private appendHead(chunk: Uint8Array): Buffer {
+    const need = this.headLen + chunk.byteLength;
+    let buf = this.headBuf;
+    if (buf === undefined || need > buf.length) {
+      const next = Buffer.allocUnsafe(Math.max(need, buf ? buf.length * 2 : 4096));
+      if (buf) next.set(buf.subarray(0, this.headLen));
+      buf = next;
+      this.headBuf = buf;
+    }
+    buf.set(chunk, this.headLen);
+    this.headLen = need;
+    return buf.subarray(0, need);
+  }
+
+  /**
+   * `rest`: bytes that came with the head. When they hold the whole body (the common
+   * case for small responses) the Response gets it as bytes, not as a stream: no stream
+   * machinery per response, and a chunked body that is malformed fails the request
+   * itself (a 502) rather than a 200 whose body breaks.
+   */
+  private startResponse(ex: Exchange, head: ResponseHead, rest: Uint8Array | undefined): void {
+    if (head.status > 599) throw new ProtocolError(`invalid status ${head.status}`);
+    const framing = framingOf(head, ex.req.isHead);
+    ex.framing = framing;
+    // A close-delimited body leaves nothing to reuse.
+    ex.reusable = head.keepAlive && framing.kind !== "close";
+    let whole: Uint8Array | null = null;
+    let early: Uint8Array[] | undefined;
+    if (rest !== undefined) {
+      const pieces: Uint8Array[] = [];
+      if (framing.feed(rest, (piece) => pieces.push(piece))) {
+        whole = pieces.length === 0 ? null : pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+      } else {
+        early = pieces;
+      }
+    }
+    if (framing.extra) ex.reusable = false; // bytes beyond the response: the connection is out of step
+    if (framing.done) ex.phase = Phase.Done;
+    else {
+      ex.phase = Phase.Body;
+      ex.body = new ResponseBody(ex);
+    }
+
+    let res: Response;
+    try {
+      // Socket reads are plain (never shared) ArrayBuffers.
+      res = new Response(ex.body?.stream ?? (whole as Uint8Array<ArrayBuffer> | null), { status: head.status, statusText: head.statusText, headers: head.headers });
+    } catch (err) {
+      throw new ProtocolError(`unusable response head: ${(err as Error).message}`);
+    }
+    if (early !== undefined) for (const piece of early) ex.body!.push(piece);
+    ex.settled = true;
+    ex.resolve(res);
+    if (ex.phase === Phase.Done) this.responseDone(ex);
+  }
+
+  private onBodyData(ex: Exchange, chunk: Uint8Array): void {
+    const framing = ex.framing!;
+    const complete = framing.feed(chunk, ex.body!.push);
+    if (framing.extra) ex.reusable = false;
+    if (complete) this.responseDone(ex);
+  }
+
+  private responseDone(ex: Exchange): void {
+    ex.phase = Phase.Done;
+    ex.body?.close();
+    if (ex.requestDone) this.release(ex);
+    // Otherwise the upstream answered before taking the whole request (an early 413,
+    // say): it is not waiting for the rest, so this connection is out of step; the
+    // request side stops and the connection closes.
+    else this.shutdown(undefined);
+  }
+
+  private release(ex: Exchange): void {
+    this.detach(ex);
+    if (!ex.reusable || this.closeWhenDone || this.isClosed) {
+      this.shutdown(undefined, ex.reusable ? "end" : "reset");
+      return;
+    }
+    this.ex = undefined;
+    this.served++;
+    this.resumeFor(undefined);
+    this.owner.reusable(this);
+  }
+
+  private detach(ex: Exchange): void {
+    if (ex.onAbort !== undefined) {
+      ex.signal!.removeEventListener("abort", ex.onAbort);
+      ex.onAbort = undefined;
+    }
+  }
+
+  // ---- flow control for the response body ----
+
+  pauseFor(ex: Exchange): void {
+    if (this.ex !== ex || this.paused || this.isClosed) return;
+    this.paused = true;
+    this.socket?.pause();
+  }
+
+  /** `undefined` resumes whatever paused it (the connection is going idle). */
+  resumeFor(ex: Exchange | undefined): void {
+    if ((ex !== undefined && this.ex !== ex) || !this.paused || this.isClosed) return;
+    this.paused = false;
+    this.socket?.resume();
+  }
+
+  /** The consumer cancelled the body: the rest will never be read, so the connection cannot be reused. */
+  abandon(ex: Exchange): void {
+    if (this.ex === ex) this.shutdown(undefined);
+  }
+
+  private abortExchange(ex: Exchange, reason: unknown): void {
+    if (this.ex !== ex) return;
+    const r = reason as { name?: unknown; message?: unknown } | undefined;
+    const message = typeof r?.message === "string" && r.message ? r.message : "request aborted";
+    this.shutdown(
+      r?.name === "TimeoutError" ? new TimeoutError(message, ex.wrote, { cause: reason }) : new AbortedError(message, ex.wrote, { cause: reason }),
+    );
+  }
+
+  // ---- lifecycle ----
+
+  private onOpen(sock: Sock): void {
+    if (this.connecting === undefined) {
+      // The connect already timed out; the socket arrived late.
+      sock.terminate();
+      return;
+    }
+    this.socket = sock;
+    sock.setNoDelay(true);
+    if (this.opts.tls === undefined) this.connected();
+  }
+
+  private onHandshake(sock: Sock, authError: Error | null): void {
+    const refused = handshakeVerdict(sock, authError, this.opts.tls!.verifyPeer);
+    if (this.connecting === undefined) {
+      // A later handshake (TLS 1.2 renegotiation) must pass the same checks; a
+      // connection that timed out or was refused is already gone.
+      if (refused && !this.isClosed) this.shutdown(refused);
+      return;
+    }
+    if (refused) {
+      this.failConnect(refused);
+      return;
+    }
+    this.owner.handshake();
+    this.connected();
+  }
+
+  private connected(): void {
+    const c = this.connecting!;
+    this.connecting = undefined;
+    clearTimeout(c.timer);
+    c.resolve(this);
+  }
+
+  private failConnect(err: Error): void {
+    const c = this.connecting;
+    if (c === undefined) return;
+    this.connecting = undefined;
+    clearTimeout(c.timer);
+    this.isClosed = true;
+    // terminate(): in a TLS 1.3 handshake callback this refuses before our certificate is sent.
+    this.socket?.terminate();
+    c.reject(err);
+  }
+
+  private onClose(err: Error | undefined): void {
+    if (this.connecting !== undefined) {
+      const why = err?.message ?? this.lastError?.message ?? "closed by the server";
+      this.failConnect(new ConnectError(`connection to ${this.opts.host}:${this.opts.port} failed ${this.opts.tls ? "during the TLS handshake" : "while connecting"}: ${why}`, this.opts.tls ? "tls" : "reset"));
+      return;
+    }
+    if (err) this.lastError ??= err;
+    this.shutdown(undefined, "peer");
+  }
+
+  private onError(err: Error): void {
+    this.lastError ??= err;
+    if (this.connecting !== undefined) {
+      this.failConnect(new ConnectError(`TLS handshake with ${this.opts.host}:${this.opts.port} failed: ${err.message}`, "tls", { cause: err }));
+      return;
+    }
+    this.shutdown(undefined);
+  }
+
+  /**
+   * Ends the connection and the exchange on it. `reason` is what the exchange failed
+   * with; without one, the upstream closed (or the connection is just being retired).
+   * `how`: the peer closed it; we reset it (RST: anything unread or unsent is void); or
+   * we end it gracefully (a retired keep-alive connection).
+   */
+  private shutdown(reason: Error | undefined, how: "peer" | "reset" | "end" = "reset"): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    const ex = this.ex;
+    this.ex = undefined;
+    if (ex !== undefined) {
+      this.detach(ex);
+      this.failExchange(ex, reason, how === "peer");
+    }
+    const waiter = this.drainWaiter;
+    this.drainWaiter = undefined;
+    this.out = undefined;
+    this.headBuf = undefined;
+    waiter?.(false);
+    if (how === "reset") this.socket?.terminate();
+    else if (how === "end") this.socket?.end();
+    this.owner.closed(this);
+  }
+
+  private failExchange(ex: Exchange, reason: Error | undefined, byPeer: boolean): void {
+    if (ex.phase === Phase.Done) return; // response complete; only the request side was still going
+    if (ex.phase === Phase.Body) {
+      // A body delimited by the close ends cleanly on a FIN, never on a reset or our own abort.
+      if (byPeer && reason === undefined && this.lastError === undefined && ex.framing!.closed()) ex.body!.close();
+      else ex.body!.error(reason ?? new ResetError(`upstream closed the connection before the response body was complete${this.why()}`, true, ex.received));
+      return;
+    }
+    if (ex.settled) return;
+    ex.settled = true;
+    ex.reject(reason ?? this.resetError(ex));
+  }
+
+  private resetError(ex: Exchange): Error {
+    const err = this.lastError;
+    // A TLS alert before any response byte: the server refused the session (e.g. our
+    // certificate) and processed nothing, whatever we wrote into it.
+    if (ex.received === 0 && (err as { code?: unknown } | undefined)?.code === "EPROTO")
+      return new ConnectError(`TLS session with ${this.opts.host}:${this.opts.port} refused: ${err!.message}`, "tls", { cause: err });
+    const what = ex.received === 0 ? "before responding" : "in the middle of the response head";
+    return new ResetError(`upstream closed the connection ${what}${this.why()}`, ex.wrote, ex.received, err ? { cause: err } : undefined);
+  }
+
+  private why(): string {
+    return this.lastError ? ` (${this.lastError.message})` : "";
+  }
+
+  /** Socket callbacks, shared by every connection; `socket.data` is the connection. */
+  static readonly handlers: SocketHandler<H1Connection> = {
+    open: (s) => s.data.onOpen(s),
+    handshake: (s, _ok, authError) => s.data.onHandshake(s, authError),
+    data: (s, chunk) => s.data.onData(chunk),
+    drain: (s) => s.data.onDrain(),
+    close: (s, err) => s.data.onClose(err),
+    error: (s, err) => s.data.onError(err),
+    connectError: (s, err) => s.data.failConnect(connectErrorOf(err, s.data.opts)),
+  };
+}
+
+const HANDLERS = H1Connection.handlers;
+
+function connectErrorOf(err: Error, opts: ConnectionOptions): ConnectError {
+  const code = (err as { code?: unknown }).code;
+  const reason = code === "ECONNREFUSED" ? "refused" : "reset";
+  return new ConnectError(`connect to ${opts.host}:${opts.port} failed: ${err.message}${typeof code === "string" ? ` (${code})` : ""}`, reason, { cause: err });
+}

@@ -1,0 +1,89 @@
+/**
+ * Why an upstream exchange failed, typed so the caller can decide what is safe to retry:
+ * `requestSent: false` means no byte of the request reached the upstream (retry anywhere);
+ * `true` means it may have been processed (retry only what is idempotent, never a
+ * request whose body was streamed).
+ */
+import { PeerIdentityError, type ProxyFailure } from "../../errors.ts";
+
+export { PeerIdentityError };
+
+export type ConnectFailure = "refused" | "reset" | "timeout" | "tls" | "closed";
+
+/** The connection never became usable: TCP refused or reset, connect timeout, TLS failure, pool closed. */
+export class ConnectError extends Error {
+  override readonly name = "ConnectError";
+  readonly requestSent = false;
+  constructor(
+    message: string,
+    readonly reason: ConnectFailure,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** The connection closed or reset before the response head was complete. */
+export class ResetError extends Error {
+  override readonly name = "ResetError";
+  constructor(
+    message: string,
+    readonly requestSent: boolean,
+    /** Response bytes received before the close (0 for the keep-alive race). */
+    readonly responseBytes = 0,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** The caller's signal fired with a TimeoutError (e.g. AbortSignal.timeout or the proxy's deadline). */
+export class TimeoutError extends Error {
+  override readonly name = "TimeoutError";
+  constructor(
+    message: string,
+    readonly requestSent: boolean,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** The caller's signal fired for any other reason; `cause` is the signal's reason. */
+export class AbortedError extends Error {
+  override readonly name = "AbortError";
+  constructor(
+    message: string,
+    readonly requestSent: boolean,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** The upstream's response is malformed or ambiguous (smuggling risk); the connection is destroyed. */
+export class ProtocolError extends Error {
+  override readonly name = "ProtocolError";
+  readonly requestSent = true;
+}
+
+/** The request body ended early, ran long against its content-length, or its stream failed. */
+export class RequestBodyError extends Error {
+  override readonly name = "RequestBodyError";
+  readonly requestSent = true;
+}
+
+/** Whether the upstream may have seen (part of) the request. PeerIdentityError: never. */
+export function requestMayHaveBeenSent(err: unknown): boolean {
+  if (err instanceof PeerIdentityError) return false;
+  const sent = (err as { requestSent?: unknown } | null)?.requestSent;
+  return typeof sent === "boolean" ? sent : true;
+}
+
+/** How the proxy reports an error from this client (see ../../errors.ts). */
+export function proxyFailureOf(err: unknown): ProxyFailure {
+  if (err instanceof PeerIdentityError) return "peer-identity";
+  if (err instanceof ConnectError) return "connect-failure";
+  if (err instanceof TimeoutError) return "timeout";
+  return "upstream-reset";
+}

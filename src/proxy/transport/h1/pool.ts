@@ -1,0 +1,292 @@
+/**
+ * A pool of HTTP/1.1 connections to one endpoint (host:port). Idle keep-alive
+ * connections are reused last-in first-out (the warmest socket, and the older ones age
+ * out), are never reused once idle for idleTimeoutMs (checked on reuse, so the pool's
+ * idle timeout, set below the server's, decides — not a timer's precision), and are
+ * closed by a sweeper in the background.
+ *
+ * The keep-alive race: a server may close an idle connection just as we reuse it. A
+ * request is retried once, on a fresh connection, only when all of these hold:
+ *  - the connection had carried an earlier exchange (a fresh connection is never retried),
+ *  - it closed before a single response byte arrived (ResetError, responseBytes 0),
+ *  - and either no request byte was accepted by the socket (the write found it closed),
+ *    or the request is replayable: no body, and an idempotent method (GET, HEAD, OPTIONS,
+ *    PUT, DELETE, TRACE) or an Idempotency-Key.
+ * A bodiless POST is not retried once written: a server that read it and then died
+ * looks exactly like one that closed before reading it (Go's net/http draws the same
+ * line). Every other failure goes to the caller, typed (errors.ts).
+ */
+import { H1Connection, type ConnectionOptions, type ConnectionOwner, type ConnectionTls } from "./connection.ts";
+import { AbortedError, ConnectError, ResetError, TimeoutError } from "./errors.ts";
+import { prepareRequest, type PreparedRequest } from "./request-head.ts";
+
+export interface PoolOptions {
+  host: string;
+  port: number;
+  tls?: ConnectionTls;
+  /** TCP connect + TLS handshake + peer check. */
+  connectTimeoutMs: number;
+  /** An idle connection older than this is closed, never reused. Keep it below the upstream's. */
+  idleTimeoutMs: number;
+  /** Open connections (connecting, busy, idle) at most; further requests wait. Default: no limit. */
+  maxConnections?: number;
+}
+
+export interface PoolRequest {
+  method: string;
+  /** origin-form: "/path?query" */
+  pathAndQuery: string;
+  /** Sent as given, except connection-level headers (request-head.ts); Host defaults to host:port. */
+  headers: Headers;
+  body: ReadableStream<Uint8Array> | null;
+  /** Aborting before the response head rejects (TimeoutError when its reason is one); after, errors the body. */
+  signal?: AbortSignal;
+}
+
+export interface PoolStats {
+  /** connecting + busy + idle */
+  open: number;
+  idle: number;
+  busy: number;
+  connecting: number;
+  /** Requests waiting for a connection (maxConnections reached). */
+  waiting: number;
+  /** Connections attempted. */
+  created: number;
+  /** TLS handshakes completed with an accepted peer. */
+  handshakes: number;
+  /** Exchanges sent on a reused connection. */
+  reused: number;
+  /** Requests retried after the keep-alive race. */
+  staleRetries: number;
+}
+
+interface Waiter {
+  resolve(conn: H1Connection): void;
+  reject(err: Error): void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+export class Http1Pool implements ConnectionOwner {
+  private readonly idleConns: H1Connection[] = [];
+  private readonly busyConns = new Set<H1Connection>();
+  private readonly waiters: Waiter[] = [];
+  private connecting = 0;
+  private created = 0;
+  private handshakes = 0;
+  private reused = 0;
+  private staleRetries = 0;
+  private isClosed = false;
+  private sweeper: Timer | undefined;
+  private readonly max: number;
+  private readonly connOpts: ConnectionOptions;
+  private readonly defaultHost: string;
+
+  constructor(private readonly options: PoolOptions) {
+    // Without a CA, Bun would trust its built-in public roots: never for mesh traffic.
+    if (options.tls && !options.tls.ca.includes("-----BEGIN CERTIFICATE-----")) throw new TypeError("tls.ca must hold the trust bundle (PEM certificates)");
+    if (!(options.connectTimeoutMs > 0) || !(options.idleTimeoutMs > 0)) throw new TypeError("connectTimeoutMs and idleTimeoutMs must be positive");
+    this.max = options.maxConnections ?? Infinity;
+    this.connOpts = { host: options.host, port: options.port, tls: options.tls, connectTimeoutMs: options.connectTimeoutMs };
+    this.defaultHost = options.host.includes(":") ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`;
+  }
+
+  /** Resolves when the response head arrived; the body streams. Rejects with the errors of errors.ts. */
+  async send(req: PoolRequest): Promise<Response> {
+    if (this.isClosed) throw new ConnectError("the connection pool is closed", "closed");
+    if (req.signal?.aborted) throw abortError(req.signal.reason);
+    const prepared = prepareRequest(req.method, req.pathAndQuery, req.headers, req.body !== null, this.defaultHost);
+    const conn = this.takeIdle() ?? (await this.acquire(req.signal));
+    const wasReused = conn.served > 0;
+    try {
+      return await conn.exchange(prepared, req.body, req.signal);
+    } catch (err) {
+      if (!wasReused || !isKeepAliveRace(err, prepared)) throw err;
+    }
+    this.staleRetries++;
+    const fresh = await this.acquire(req.signal, true);
+    return fresh.exchange(prepared, req.body, req.signal);
+  }
+
+  /** Closes idle connections now and busy ones when their exchange is over; waiting requests fail. */
+  close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.stopSweeper();
+    for (const conn of this.idleConns.splice(0)) conn.close();
+    for (const conn of this.busyConns) conn.closeWhenDone = true;
+    for (const w of this.waiters.splice(0)) {
+      detachWaiter(w);
+      w.reject(new ConnectError("the connection pool is closed", "closed"));
+    }
+  }
+
+  get stats(): PoolStats {
+    const idle = this.idleConns.length;
+    const busy = this.busyConns.size;
+    return {
+      open: this.connecting + idle + busy,
+      idle,
+      busy,
+      connecting: this.connecting,
+      waiting: this.waiters.length,
+      created: this.created,
+      handshakes: this.handshakes,
+      reused: this.reused,
+      staleRetries: this.staleRetries,
+    };
+  }
+
+  // ---- ConnectionOwner ----
+
+  reusable(conn: H1Connection): void {
+    this.busyConns.delete(conn);
+    if (this.isClosed) {
+      conn.close();
+      return;
+    }
+    const w = this.waiters.shift();
+    if (w !== undefined) {
+      detachWaiter(w);
+      this.busyConns.add(conn);
+      this.reused++;
+      w.resolve(conn);
+      return;
+    }
+    conn.idleSince = performance.now();
+    this.idleConns.push(conn);
+    if (this.sweeper === undefined) {
+      this.sweeper = setInterval(() => this.sweep(), Math.max(10, this.options.idleTimeoutMs / 4));
+      this.sweeper.unref();
+    }
+  }
+
+  closed(conn: H1Connection): void {
+    if (!this.busyConns.delete(conn)) {
+      const i = this.idleConns.indexOf(conn);
+      if (i >= 0) this.idleConns.splice(i, 1);
+    }
+    // A slot opened up for a request waiting at maxConnections.
+    const w = !this.isClosed && this.open < this.max ? this.waiters.shift() : undefined;
+    if (w !== undefined) {
+      detachWaiter(w);
+      this.connect().then(w.resolve, w.reject);
+    }
+  }
+
+  handshake(): void {
+    this.handshakes++;
+  }
+
+  // ---- acquiring ----
+
+  private get open(): number {
+    return this.connecting + this.idleConns.length + this.busyConns.size;
+  }
+
+  /** The most recently used idle connection still fit for reuse, if any. */
+  private takeIdle(): H1Connection | undefined {
+    const now = performance.now();
+    for (let conn = this.idleConns.pop(); conn !== undefined; conn = this.idleConns.pop()) {
+      if (conn.alive && now - conn.idleSince < this.options.idleTimeoutMs) {
+        this.busyConns.add(conn);
+        this.reused++;
+        return conn;
+      }
+      conn.close();
+    }
+    return undefined;
+  }
+
+  private acquire(signal: AbortSignal | undefined, fresh = false): Promise<H1Connection> {
+    if (signal?.aborted) return Promise.reject(abortError(signal.reason));
+    if (!fresh) {
+      const conn = this.takeIdle();
+      if (conn) return Promise.resolve(conn);
+    }
+    if (this.open < this.max || fresh) return this.withSignal(this.connect(), signal);
+    return new Promise<H1Connection>((resolve, reject) => {
+      const w: Waiter = { resolve, reject, signal, onAbort: undefined };
+      if (signal) {
+        w.onAbort = () => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(abortError(signal.reason));
+        };
+        signal.addEventListener("abort", w.onAbort, { once: true });
+      }
+      this.waiters.push(w);
+    });
+  }
+
+  private async connect(): Promise<H1Connection> {
+    this.connecting++;
+    this.created++;
+    let conn: H1Connection;
+    try {
+      conn = await H1Connection.connect(this.connOpts, this);
+    } finally {
+      this.connecting--;
+    }
+    if (this.isClosed) conn.closeWhenDone = true;
+    this.busyConns.add(conn);
+    return conn;
+  }
+
+  /** Stops waiting for a connect when the signal fires; a connection that arrives later is kept. */
+  private withSignal(connecting: Promise<H1Connection>, signal: AbortSignal | undefined): Promise<H1Connection> {
+    if (signal === undefined) return connecting;
+    return new Promise<H1Connection>((resolve, reject) => {
+      let gaveUp = false;
+      const onAbort = () => {
+        gaveUp = true;
+        reject(abortError(signal.reason));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      connecting.then(
+        (conn) => {
+          signal.removeEventListener("abort", onAbort);
+          if (!gaveUp) return resolve(conn);
+          // Nobody waits for it any more: it becomes idle like any finished connection.
+          if (conn.idle) this.reusable(conn);
+        },
+        (err: Error) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  // ---- idle housekeeping ----
+
+  private sweep(): void {
+    const now = performance.now();
+    // Oldest first: idle connections are pushed in the order they went idle.
+    while (this.idleConns.length > 0 && now - this.idleConns[0]!.idleSince >= this.options.idleTimeoutMs) {
+      this.idleConns.shift()!.close();
+    }
+    if (this.idleConns.length === 0) this.stopSweeper();
+  }
+
+  private stopSweeper(): void {
+    if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+}
+
+/** The keep-alive race, as described at the top of this file (reuse is checked by the caller). */
+function isKeepAliveRace(err: unknown, req: PreparedRequest): boolean {
+  return err instanceof ResetError && err.responseBytes === 0 && (!err.requestSent || req.replayable);
+}
+
+function abortError(reason: unknown): Error {
+  const r = reason as { name?: unknown; message?: unknown } | undefined;
+  const message = typeof r?.message === "string" && r.message ? r.message : "request aborted";
+  return r?.name === "TimeoutError" ? new TimeoutError(message, false, { cause: reason }) : new AbortedError(message, false, { cause: reason });
+}
+
+function detachWaiter(w: Waiter): void {
+  if (w.onAbort !== undefined) w.signal!.removeEventListener("abort", w.onAbort);
+}

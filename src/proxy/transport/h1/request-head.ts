@@ -1,0 +1,119 @@
+/**
+ * The request head, built once per request as one string (one write, one TLS record),
+ * and the body framing the client will use. This client owns the connection and the
+ * framing, so the caller's connection-level headers (Connection, Keep-Alive,
+ * Transfer-Encoding, TE, Upgrade, Proxy-Connection) are not forwarded: the body is
+ * sent with the caller's Content-Length when it gave one, chunked otherwise.
+ */
+import { TCHAR } from "./response-head.ts";
+
+export type RequestFraming = { kind: "none" } | { kind: "length"; length: number } | { kind: "chunked" };
+
+export interface PreparedRequest {
+  method: string;
+  /** The whole head, CRLF CRLF included; a string when ASCII (written as is), latin1 bytes otherwise. */
+  head: string | Uint8Array;
+  framing: RequestFraming;
+  /** HEAD: the response never has a body, whatever its headers say. */
+  isHead: boolean;
+  /**
+   * Sending it again cannot do harm: no body, and an idempotent method or an
+   * Idempotency-Key (the rule of Go's net/http for the keep-alive race).
+   */
+  replayable: boolean;
+}
+
+/** Connection-level request headers this client decides itself. */
+const OWN = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade", "host", "content-length"]);
+const NO_BODY: RequestFraming = { kind: "none" };
+const CHUNKED: RequestFraming = { kind: "chunked" };
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
+/** Methods whose empty body must still be announced (RFC 9110 §8.6). */
+const BODY_EXPECTED = new Set(["POST", "PUT", "PATCH"]);
+
+/** Any byte outside what this client writes as plain ASCII (HTAB, CR/LF it adds, SP..~). */
+const NOT_PLAIN = /[^\t\r\n\x20-\x7e]/;
+/** Control characters Headers accepts but HTTP forbids in a field value. */
+const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/;
+
+/**
+ * @param defaultHost used when the caller's headers have no Host (e.g. "10.0.0.1:8080").
+ * @throws TypeError for a request this client must not send (bad method or target,
+ *   content-length without a body or not decimal, control characters in a header).
+ */
+export function prepareRequest(method: string, pathAndQuery: string, headers: Headers, hasBody: boolean, defaultHost: string): PreparedRequest {
+  checkMethod(method);
+  checkTarget(pathAndQuery);
+
+  // One pass over the headers (names come lower-cased) instead of a get() per special name.
+  let fields = "";
+  let host: string | null = null;
+  let cl: string | null = null;
+  let idempotencyKey = "";
+  headers.forEach((value, name) => {
+    if (!OWN.has(name)) {
+      fields += `${name}: ${value}\r\n`;
+      if (name === "idempotency-key") idempotencyKey = value;
+    } else if (name === "host") host = value;
+    else if (name === "content-length") cl = value;
+  });
+
+  let framing: RequestFraming;
+  let framingLine = "";
+  if (cl !== null) {
+    const length = decimal(cl);
+    if (!hasBody && length !== 0) throw new TypeError(`content-length ${cl} given for a request without a body`);
+    framing = hasBody ? { kind: "length", length } : NO_BODY;
+    framingLine = `content-length: ${length}\r\n`;
+  } else if (hasBody) {
+    framing = CHUNKED;
+    framingLine = "transfer-encoding: chunked\r\n";
+  } else {
+    framing = NO_BODY;
+    if (BODY_EXPECTED.has(method)) framingLine = "content-length: 0\r\n";
+  }
+
+  const head = `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host ?? defaultHost}\r\n${fields}${framingLine}\r\n`;
+  let bytes: string | Uint8Array = head;
+  if (NOT_PLAIN.test(head)) {
+    if (CONTROL.test(head)) throw new TypeError("control character in a request header");
+    // Headers hold ByteStrings (every code unit <= 0xFF); socket.write(string) would send UTF-8.
+    bytes = Buffer.from(head, "latin1");
+  }
+  return {
+    method,
+    head: bytes,
+    framing,
+    isHead: method === "HEAD",
+    replayable: !hasBody && (IDEMPOTENT.has(method) || idempotencyKey !== ""),
+  };
+}
+
+function checkMethod(method: string): void {
+  if (method.length === 0) throw new TypeError("empty request method");
+  for (let i = 0; i < method.length; i++) {
+    const c = method.charCodeAt(i);
+    if (c > 255 || TCHAR[c] !== 1) throw new TypeError(`invalid request method ${JSON.stringify(method)}`);
+  }
+  if (method === "CONNECT") throw new TypeError("CONNECT is not supported by this client");
+}
+
+/** origin-form ("/path?query") or "*"; visible ASCII only, so nothing can split the request line. */
+function checkTarget(target: string): void {
+  if (target !== "*" && target.charCodeAt(0) !== 47 /* / */) throw new TypeError(`request target must start with "/": ${JSON.stringify(target)}`);
+  for (let i = 0; i < target.length; i++) {
+    const c = target.charCodeAt(i);
+    if (c < 0x21 || c > 0x7e) throw new TypeError(`invalid character in the request target ${JSON.stringify(target)}`);
+  }
+}
+
+function decimal(value: string): number {
+  if (value.length === 0 || value.length > 15) throw new TypeError(`invalid content-length ${JSON.stringify(value)}`);
+  let n = 0;
+  for (let i = 0; i < value.length; i++) {
+    const d = value.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) throw new TypeError(`invalid content-length ${JSON.stringify(value)}`);
+    n = n * 10 + d;
+  }
+  return n;
+}

@@ -1,0 +1,68 @@
+/**
+ * Where a response body ends (RFC 9112 §6.3), and reading up to there: no body (HEAD,
+ * 204, 304, Content-Length: 0), a Content-Length, chunked, or the close of the
+ * connection (no framing at all; such a connection is never reused). Bytes beyond the
+ * end are flagged, never passed on: they would be read as the start of the next response.
+ */
+import { ChunkedDecoder } from "./chunked.ts";
+import type { ResponseHead } from "./response-head.ts";
+
+export type FramingKind = "none" | "length" | "chunked" | "close";
+
+export class BodyFraming {
+  /** The body is complete. */
+  done: boolean;
+  /** Bytes arrived after the end of the message. */
+  extra = false;
+  private readonly decoder: ChunkedDecoder | undefined;
+
+  constructor(
+    readonly kind: FramingKind,
+    private remaining = 0,
+  ) {
+    this.done = kind === "none";
+    this.decoder = kind === "chunked" ? new ChunkedDecoder() : undefined;
+  }
+
+  /** Reads `chunk`, handing body data to `emit`; true once the body is complete. Throws ProtocolError (chunked). */
+  feed(chunk: Uint8Array, emit: (data: Uint8Array) => void): boolean {
+    if (this.done) {
+      if (chunk.byteLength > 0) this.extra = true;
+      return true;
+    }
+    switch (this.kind) {
+      case "length": {
+        const take = Math.min(this.remaining, chunk.byteLength);
+        emit(take === chunk.byteLength ? chunk : chunk.subarray(0, take));
+        this.remaining -= take;
+        if (this.remaining > 0) return false;
+        if (take < chunk.byteLength) this.extra = true;
+        return (this.done = true);
+      }
+      case "chunked": {
+        const used = this.decoder!.push(chunk, emit);
+        if (!this.decoder!.done) return false;
+        if (used < chunk.byteLength) this.extra = true;
+        return (this.done = true);
+      }
+      default: // "close": everything until the connection ends
+        emit(chunk);
+        return false;
+    }
+  }
+
+  /** The connection ended cleanly (FIN): only a close-delimited body is then complete. */
+  closed(): boolean {
+    if (this.kind === "close") this.done = true;
+    return this.done;
+  }
+}
+
+/** The framing of the response to a request (`head`: it was a HEAD request). */
+export function framingOf(res: ResponseHead, head: boolean): BodyFraming {
+  if (head || res.status === 204 || res.status === 304) return new BodyFraming("none");
+  if (res.chunked) return new BodyFraming("chunked");
+  if (res.contentLength === 0) return new BodyFraming("none");
+  if (res.contentLength > 0) return new BodyFraming("length", res.contentLength);
+  return new BodyFraming("close");
+}

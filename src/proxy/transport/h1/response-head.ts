@@ -1,0 +1,172 @@
+/**
+ * Strict HTTP/1.x response-head parsing (RFC 9112), over bytes, in one pass per line.
+ * Anything a lenient parser would "repair" is refused, because a proxy that frames a
+ * response differently from the next hop is how responses get smuggled: bare LF or CR,
+ * obs-fold, control characters, whitespace before the colon, both Content-Length and
+ * Transfer-Encoding, disagreeing or non-decimal Content-Lengths, codings other than a
+ * lone `chunked`, Transfer-Encoding on HTTP/1.0, heads over 64 KiB.
+ */
+import { ProtocolError } from "./errors.ts";
+
+/** Largest response head (status line + headers), and largest chunked trailer section. */
+export const MAX_HEAD_BYTES = 64 * 1024;
+
+const CR = 13;
+const LF = 10;
+const SP = 32;
+const HT = 9;
+const COLON = 58;
+
+/** RFC 9110 tchar: the bytes allowed in a field name. */
+export const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
+/** Bytes allowed in a field value or reason phrase: HTAB, SP, VCHAR, obs-text. */
+export const VALUE_BYTE = new Uint8Array(256);
+VALUE_BYTE[HT] = 1;
+for (let b = 0x20; b <= 0xff; b++) if (b !== 0x7f) VALUE_BYTE[b] = 1;
+
+export interface ResponseHead {
+  status: number;
+  statusText: string;
+  /** HTTP/1.<minor> */
+  minor: 0 | 1;
+  /** In arrival order, names as sent. */
+  headers: [string, string][];
+  /** -1 when absent. */
+  contentLength: number;
+  chunked: boolean;
+  /** The upstream allows another exchange on this connection (before body framing is considered). */
+  keepAlive: boolean;
+}
+
+/**
+ * Index just past the head's blank line in `buf[from..]`, or -1 if not there yet.
+ * `scanFrom` is where new bytes start (earlier bytes were already checked for bare LF):
+ * a head ended with bare LFs would otherwise only fail at the size limit.
+ */
+export function findHeadEnd(buf: Buffer, from: number, scanFrom: number): number {
+  const end = buf.indexOf("\r\n\r\n", Math.max(from, scanFrom - 3), "latin1");
+  const checkTo = end < 0 ? buf.length : end;
+  for (let i = buf.indexOf(LF, Math.max(from, scanFrom)); i >= 0 && i < checkTo; i = buf.indexOf(LF, i + 1)) {
+    if (i === from || buf[i - 1] !== CR) throw new ProtocolError("bare LF in the response head");
+  }
+  if (end < 0) {
+    if (buf.length - from > MAX_HEAD_BYTES) throw new ProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
+    return -1;
+  }
+  if (end + 4 - from > MAX_HEAD_BYTES) throw new ProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
+  return end + 4;
+}
+
+/** Parses `buf[start..end)`, which ends with CRLF CRLF (as found by findHeadEnd). */
+export function parseResponseHead(buf: Buffer, start: number, end: number): ResponseHead {
+  let lf = buf.indexOf(LF, start);
+  const minor = parseStatusVersion(buf, start, lf);
+  const status = (buf[start + 9]! - 48) * 100 + (buf[start + 10]! - 48) * 10 + (buf[start + 11]! - 48);
+  let statusText = "";
+  const reasonAt = start + 13;
+  if (buf[start + 12] === SP) {
+    for (let i = reasonAt; i < lf - 1; i++) if (VALUE_BYTE[buf[i]!] !== 1) throw new ProtocolError("invalid byte in the status line");
+    statusText = buf.toString("latin1", reasonAt, lf - 1);
+  }
+
+  const headers: [string, string][] = [];
+  let contentLength = -1;
+  let te: string | undefined;
+  let close = false;
+  let keepAliveToken = false;
+  let pos = lf + 1;
+  while (pos < end - 2) {
+    const first = buf[pos]!;
+    if (first === SP || first === HT) throw new ProtocolError("obs-fold (header continuation line) in the response head");
+    lf = buf.indexOf(LF, pos);
+    // findHeadEnd guaranteed every LF is preceded by CR.
+    const lineEnd = lf - 1;
+    let i = pos;
+    while (i < lineEnd && TCHAR[buf[i]!] === 1) i++;
+    if (i === pos) throw new ProtocolError("empty or invalid header name in the response head");
+    if (buf[i] !== COLON) throw new ProtocolError("invalid byte in a response header name (or whitespace before the colon)");
+    const name = buf.toString("latin1", pos, i);
+    let vs = i + 1;
+    while (vs < lineEnd && (buf[vs] === SP || buf[vs] === HT)) vs++;
+    let ve = lineEnd;
+    while (ve > vs && (buf[ve - 1] === SP || buf[ve - 1] === HT)) ve--;
+    for (let k = vs; k < ve; k++) if (VALUE_BYTE[buf[k]!] !== 1) throw new ProtocolError(`invalid byte in the response header ${name}`);
+    const value = buf.toString("latin1", vs, ve);
+    headers.push([name, value]);
+
+    // Only names of these exact lengths can be framing headers: no lower-casing of the rest.
+    if (name.length === 14 && name.toLowerCase() === "content-length") {
+      const n = parseContentLength(value);
+      if (contentLength !== -1 && n !== contentLength) throw new ProtocolError("conflicting content-length values");
+      contentLength = n;
+    } else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") {
+      te = te === undefined ? value : `${te},${value}`;
+    } else if (name.length === 10 && name.toLowerCase() === "connection") {
+      for (const token of value.toLowerCase().split(",")) {
+        const t = token.trim();
+        if (t === "close") close = true;
+        else if (t === "keep-alive") keepAliveToken = true;
+      }
+    }
+    pos = lf + 1;
+  }
+
+  let chunked = false;
+  if (te !== undefined) {
+    if (minor === 0) throw new ProtocolError("transfer-encoding in an HTTP/1.0 response");
+    if (contentLength !== -1) throw new ProtocolError("response has both content-length and transfer-encoding");
+    // Only a lone `chunked`: any other coding would reach the client still encoded, and
+    // repeated or disguised codings are how framing disagreements start.
+    if (te.trim().toLowerCase() !== "chunked") throw new ProtocolError(`unsupported transfer-encoding: ${JSON.stringify(te)}`);
+    chunked = true;
+  }
+  const keepAlive = minor === 1 ? !close : keepAliveToken && !close;
+  return { status, statusText, minor, headers, contentLength, chunked, keepAlive };
+}
+
+/** Checks `HTTP/1.x SP 3DIGIT (SP | CRLF)` and returns x. */
+function parseStatusVersion(buf: Buffer, start: number, lf: number): 0 | 1 {
+  // "HTTP/1.1 200" is 12 bytes; a missing reason phrase (and its SP) is tolerated.
+  if (lf - 1 - start < 12) throw new ProtocolError("malformed status line");
+  if (
+    buf[start] !== 72 || // H
+    buf[start + 1] !== 84 || // T
+    buf[start + 2] !== 84 || // T
+    buf[start + 3] !== 80 || // P
+    buf[start + 4] !== 47 || // /
+    buf[start + 5] !== 49 || // 1
+    buf[start + 6] !== 46 || // .
+    (buf[start + 7] !== 48 && buf[start + 7] !== 49) ||
+    buf[start + 8] !== SP
+  )
+    throw new ProtocolError("malformed status line (not HTTP/1.0 or HTTP/1.1)");
+  for (let i = start + 9; i < start + 12; i++) {
+    const d = buf[i]!;
+    if (d < 48 || d > 57) throw new ProtocolError("malformed status code");
+  }
+  const after = buf[start + 12];
+  if (after !== SP && start + 12 !== lf - 1) throw new ProtocolError("malformed status line");
+  return buf[start + 7] === 49 ? 1 : 0;
+}
+
+/**
+ * 1*DIGIT, or a list of identical ones ("42, 42", RFC 9110 §8.6). Empty, signed, hex,
+ * fractional, spaced or beyond 2^53 values are refused.
+ */
+export function parseContentLength(value: string): number {
+  let result = -1;
+  for (const part of value.includes(",") ? value.split(",") : [value]) {
+    const v = part.trim();
+    if (v.length === 0 || v.length > 15) throw new ProtocolError(`invalid content-length: ${JSON.stringify(value)}`);
+    let n = 0;
+    for (let i = 0; i < v.length; i++) {
+      const d = v.charCodeAt(i) - 48;
+      if (d < 0 || d > 9) throw new ProtocolError(`invalid content-length: ${JSON.stringify(value)}`);
+      n = n * 10 + d;
+    }
+    if (result !== -1 && n !== result) throw new ProtocolError("conflicting content-length values");
+    result = n;
+  }
+  return result;
+}
