@@ -1,7 +1,7 @@
 /**
  * The services this proxy may call, built once per config snapshot: each with its
- * expected SPIFFE ID, endpoints, balancer and a pooled mTLS session whose server
- * check runs once per connection, not per request.
+ * expected SPIFFE ID, endpoints, balancer, resilience state and pooled mTLS connections
+ * whose peer check runs once per connection, not per request.
  */
 import { defaultDestinationPolicy, type DestinationPolicy, type DestinationPolicySpec } from "../config/kinds/destination-policy.ts";
 import type { Service } from "../config/kinds/service.ts";
@@ -16,7 +16,7 @@ import { CircuitBreaker } from "./resilience/circuit-breaker.ts";
 import { balancerPolicy, outlierConfig, retryBudgetConfig, retryPolicy } from "./policy.ts";
 import { OutlierDetector } from "./resilience/outlier.ts";
 import { RetryBudget, type RetryPolicy } from "./resilience/retry.ts";
-import { sender, type Send } from "./transport/http-client.ts";
+import { UpstreamPools } from "./transport/upstream-pools.ts";
 
 export interface Destination {
   name: string;
@@ -29,8 +29,8 @@ export interface Destination {
   balancer: Balancer;
   /** Set for ewma balancing: each response's latency feeds the endpoint's average. */
   ewmaDecayMs: number | undefined;
-  session: Bun.FetchSession;
-  send: Send;
+  /** Pooled connections per endpoint; the peer's SPIFFE ID is checked once per connection. */
+  pools: UpstreamPools;
   outlier: OutlierDetector;
   budget: RetryBudget;
   retryPolicy: RetryPolicy;
@@ -96,22 +96,19 @@ function withEndpoints(prev: Destination, svc: Service): Destination {
   const old = new Map(prev.endpoints.map((e) => [`${e.key}/${e.weight}/${e.spec.zone ?? ""}`, e]));
   const endpoints = staticEndpoints(svc).map((e) => old.get(`${e.key}/${e.weight}/${e.spec.zone ?? ""}`) ?? e);
   prev.outlier.setEndpoints(endpoints);
+  prev.pools.retain(endpoints);
   return { ...prev, endpoints };
 }
 
 function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: WorkloadCerts): Destination {
   const spiffeId = svc.spec.mtls ? formatSpiffeId(workloadId(certs.trustDomain, svc.metadata.namespace, svc.spec.identity)) : undefined;
-  const session = new Bun.FetchSession({
-    tls: spiffeId
-      ? {
-          cert: certs.chainPem,
-          key: certs.keyPem,
-          ca: certs.bundlePem,
-          rejectUnauthorized: true,
-          checkServerIdentity: expectPeer(spiffeId, certs.trustDomain) as never,
-        }
-      : undefined,
-    keepAlive: { idleTimeout: Math.max(1, Math.ceil(policy.timeouts.idle / 1000)) },
+  const check = spiffeId ? expectPeer(spiffeId, certs.trustDomain) : undefined;
+  const pools = new UpstreamPools({
+    certs,
+    verifyPeer: check && ((der) => check("", { raw: der })),
+    connectTimeoutMs: policy.timeouts.connect,
+    idleTimeoutMs: policy.timeouts.idle,
+    maxConnections: policy.circuitBreaker.maxConnections,
   });
   const endpoints = staticEndpoints(svc);
   const outlier = new OutlierDetector(systemClock, outlierConfig(policy));
@@ -125,8 +122,7 @@ function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: Wo
     endpoints,
     balancer: createBalancer(balancerPolicy(lb), { clock: systemClock, random: Math.random }),
     ewmaDecayMs: lb.type === "ewma" ? lb.ewmaDecay ?? DEFAULT_EWMA_DECAY_MS : undefined,
-    session,
-    send: sender(session),
+    pools,
     outlier,
     budget: new RetryBudget(systemClock, retryBudgetConfig(policy.retries)),
     retryPolicy: retryPolicy(policy.retries),
@@ -145,6 +141,6 @@ export function resolveHost(snapshot: Snapshot, host: string): Destination | und
 
 /** Closes the pools of `snapshot` that `next` does not carry over; requests in flight finish. */
 export function closeSnapshot(snapshot: Snapshot, next?: Snapshot): void {
-  const kept = new Set([...(next?.destinations.values() ?? [])].map((d) => d.session));
-  for (const d of new Set(snapshot.destinations.values())) if (!kept.has(d.session)) d.session.close();
+  const kept = new Set([...(next?.destinations.values() ?? [])].map((d) => d.pools));
+  for (const d of new Set(snapshot.destinations.values())) if (!kept.has(d.pools)) d.pools.close();
 }

@@ -4,16 +4,17 @@
  * upstream saw the request (connect failure, refused, wrong peer identity) or an
  * idempotent bodiless request that failed with a configured status is retried on
  * another endpoint, with jittered backoff, within the destination's retry budget.
- * A request with a body is never retried: its stream may already be partly consumed.
+ * A request with a body is retried only if it never left: once sent, its stream is spent.
  * The destination's circuit breaker caps requests and retries in flight (503 with
  * `x-mesh-overflow` naming the limit), and one deadline bounds all tries of a request.
  */
 import type { Destination } from "./destinations.ts";
 import type { Endpoint, PickContext } from "./endpoint.ts";
-import { classifyFetchError, errorResponse, type ProxyFailure } from "./errors.ts";
+import { errorResponse, type ProxyFailure } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { backoffMs, isRetryableRequest, shouldRetry, type AttemptOutcome } from "./resilience/retry.ts";
-import { relayResponse, responseFramingProblem } from "./transport/http-client.ts";
+import { relayResponse } from "./transport/http-client.ts";
+import { proxyFailureOf, requestMayHaveBeenSent } from "./transport/h1/index.ts";
 import { recordLatency } from "./balancer/index.ts";
 import { systemClock } from "../core/clock.ts";
 import { Deadline } from "./deadline.ts";
@@ -26,7 +27,9 @@ export interface OutboundAttempt {
   body: ReadableStream<Uint8Array> | null;
 }
 
-const OUTCOME: Record<ProxyFailure, AttemptOutcome["kind"]> = {
+type FailureOutcome = Exclude<AttemptOutcome["kind"], "status" | "response-started">;
+
+const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
   "connect-failure": "connect-failure",
   "peer-identity": "refused", // the request never left this proxy
   "upstream-reset": "reset-before-response",
@@ -50,6 +53,11 @@ function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoint | und
 export async function callDestination(dest: Destination, req: OutboundAttempt, ctx: PickContext, metrics: ProxyMetrics): Promise<Response> {
   const admitted = dest.breaker.tryAcquire("requests");
   if (admitted !== true) return overflow(dest, admitted);
+  // Requests queue in the pools once every endpoint is at maxConnections; past this many, refuse.
+  if (dest.pools.totals().waiting >= dest.policy.circuitBreaker.maxPendingRequests) {
+    dest.breaker.release("requests");
+    return overflow(dest, "max-pending-requests");
+  }
   const deadline = new Deadline(dest.requestTimeoutMs);
   try {
     return await tryEndpoints(dest, req, ctx, metrics, deadline);
@@ -73,29 +81,30 @@ async function tryEndpoints(dest: Destination, req: OutboundAttempt, ctx: PickCo
       endpoint.inflight++;
       const sentAt = performance.now();
       try {
-        const res = await dest.send({
+        const res = await dest.pools.send(endpoint, {
           method: req.method,
-          url: `${dest.scheme}://${endpoint.key}${req.pathAndQuery}`,
+          pathAndQuery: req.pathAndQuery,
           headers: req.headers,
           body: req.body,
           signal: deadline.signal,
         });
         if (dest.ewmaDecayMs !== undefined) recordLatency(endpoint, performance.now() - sentAt, systemClock, dest.ewmaDecayMs);
-        // An ambiguously framed response is the endpoint's fault too, though relayed as a 502.
-        dest.outlier.onResult(endpoint, res.status < 500 && responseFramingProblem(res) === undefined);
+        dest.outlier.onResult(endpoint, res.status < 500);
         const outcome: AttemptOutcome = { kind: "status", status: res.status };
-        if (!replayable || !shouldRetry(dest.retryPolicy, attempt, outcome)) return relayResponse(res, dest.session);
-        if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return relayResponse(res, dest.session);
+        if (!replayable || !shouldRetry(dest.retryPolicy, attempt, outcome)) return relayResponse(res);
+        if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return relayResponse(res);
         await res.body?.cancel();
       } catch (err) {
         dest.outlier.onResult(endpoint, false);
-        const kind = deadline.expired ? "timeout" : classifyFetchError(err);
+        const kind = deadline.expired ? "timeout" : proxyFailureOf(err);
         if (kind === "peer-identity") metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
         const detail = deadline.expired ? `no response within ${dest.requestTimeoutMs} ms` : (err as Error).message;
         const failure = errorResponse(kind, `${dest.name} endpoint ${endpoint.key}: ${detail}`);
-        // Connect failures are safe to retry even for a POST (shouldRetry knows), but only
-        // without a body: fetch may have started reading the stream.
-        if (req.body !== null || !shouldRetry(dest.retryPolicy, attempt, { kind: OUTCOME[kind] } as AttemptOutcome, replayable)) return failure;
+        // A request that never left (connect failure, refused peer) is safe to send again,
+        // whatever its method, and its body was never read; anything else only if replayable.
+        const sent = requestMayHaveBeenSent(err);
+        const failed: FailureOutcome = sent ? OUTCOME[kind] : kind === "peer-identity" ? "refused" : "connect-failure";
+        if ((req.body !== null && sent) || !shouldRetry(dest.retryPolicy, attempt, { kind: failed }, replayable)) return failure;
         if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return failure;
       } finally {
         endpoint.inflight--;

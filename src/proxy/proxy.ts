@@ -17,6 +17,7 @@ import { startOutbound } from "./outbound.ts";
 import { TlsBridge } from "./transport/tls-bridge.ts";
 import { WebSocketSessions } from "./websocket/sessions.ts";
 import { UpstreamHealth } from "./upstream-health.ts";
+import { UpstreamPools } from "./transport/upstream-pools.ts";
 
 export interface Listen {
   address: string;
@@ -89,10 +90,18 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       metrics,
       beforeScrape: () => {
         metrics.openConnections.set({ direction: "inbound" }, bridge.openLinks);
+        let created = UpstreamPools.retiredConnections;
+        let open = 0;
         for (const d of new Set(snapshot.destinations.values())) {
+          const pools = d.pools.totals();
+          created += pools.created;
+          open += pools.open;
           metrics.ejections.set({ peer: d.name }, d.outlier.totalEjections);
-          metrics.openCircuits.set({ peer: d.name }, d.breaker.isOpen() ? 1 : 0);
+          const pendingFull = pools.waiting >= d.policy.circuitBreaker.maxPendingRequests;
+          metrics.openCircuits.set({ peer: d.name }, d.breaker.isOpen() || pendingFull ? 1 : 0);
         }
+        metrics.connections.set({ direction: "outbound" }, created);
+        metrics.openConnections.set({ direction: "outbound" }, open);
       },
       configDump: () => ({
         service: opts.service,

@@ -37,10 +37,47 @@ test("GETs succeed while one of two instances is down; it is retried around and 
   expect(await metricValue(orders.ports.admin, "mesh_retries_total", { peer: "payments" })).toBe(retriesBefore);
 });
 
-test("a POST with a body that fails to connect is answered with 502, never replayed", async () => {
-  const orders = await fx.proxy("orders", fx.echo("orders3").url, fx.config("dead-only", { payments: [deadPort()] }));
+test("a POST with a body whose connection failed never left: it goes to another instance, once, body intact", async () => {
+  const live = fx.echo("payments");
+  const payments = await fx.proxy("payments", live.url);
+  const orders = await fx.proxy("orders", fx.echo("orders3").url, fx.config("post-retry", { payments: [deadPort(), payments.ports.inbound] }, `---
+apiVersion: mesh.dev/v1alpha1
+kind: DestinationPolicy
+metadata: {name: payments}
+spec:
+  loadBalancer: {type: round-robin}
+  outlierDetection: {consecutiveFailures: 100000}
+`));
+  for (let i = 0; i < 6; i++) {
+    const res = await fetch(`http://127.0.0.1:${orders.ports.outbound}/charge`, { method: "POST", body: `amount=${i}`, headers: { host: "payments" } });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { body: string }).body).toBe(`amount=${i}`);
+  }
+  expect(live.hits).toBe(6);
+  // Round robin sent every other first try to the dead instance.
+  expect(await metricValue(orders.ports.admin, "mesh_retries_total", { peer: "payments" })).toBe(3);
+});
+
+test("a POST the upstream received and then failed on is answered with its error, never replayed", async () => {
+  // A service that reads the request and dies without answering.
+  let hits = 0;
+  const dying = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      data(socket, chunk) {
+        if (chunk.toString().includes("amount=5")) {
+          hits++;
+          socket.terminate();
+        }
+      },
+    },
+  });
+  const payments = await fx.proxy("payments", `http://127.0.0.1:${dying.port}`);
+  const orders = await fx.proxy("orders", fx.echo("orders4").url, fx.config("post-once", { payments: [payments.ports.inbound] }));
   const res = await fetch(`http://127.0.0.1:${orders.ports.outbound}/charge`, { method: "POST", body: "amount=5", headers: { host: "payments" } });
-  expect(res.status).toBe(502);
-  expect(res.headers.get("x-mesh-error")).toBe("connect-failure");
+  expect(res.status).toBeGreaterThanOrEqual(500);
+  expect(hits).toBe(1);
   expect(await metricValue(orders.ports.admin, "mesh_retries_total", { peer: "payments" })).toBe(0);
+  dying.stop(true);
 });

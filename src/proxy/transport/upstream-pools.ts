@@ -1,0 +1,81 @@
+/**
+ * The connections of one destination: an HTTP/1.1 pool per endpoint, each verifying
+ * the peer's SPIFFE ID in its TLS handshake (or plain, for a service outside the mesh),
+ * with the destination's connect and idle timeouts. Pools of endpoints that stay across
+ * a config change are kept, so a push does not cost a handshake.
+ */
+import type { WorkloadCerts } from "../certs.ts";
+import type { Endpoint } from "../endpoint.ts";
+import type { VerifyPeer } from "./h1/tls-verify.ts";
+import { Http1Pool, type PoolRequest } from "./h1/index.ts";
+
+export interface PoolSettings {
+  certs: WorkloadCerts;
+  /** Undefined for plain HTTP (a service outside the mesh). */
+  verifyPeer?: VerifyPeer;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** Per endpoint: further requests wait (and count as pending) until a connection frees. */
+  maxConnections: number;
+}
+
+export class UpstreamPools {
+  /** Connections opened by pools since closed, process-wide, so the connection counter never goes down. */
+  static retiredConnections = 0;
+  private pools = new Map<string, Http1Pool>();
+
+  constructor(private settings: PoolSettings) {}
+
+  send(endpoint: Endpoint, req: PoolRequest): Promise<Response> {
+    return this.poolFor(endpoint).send(req);
+  }
+
+  /** Keeps the pools of `endpoints`, closes the others (their requests in flight finish). */
+  retain(endpoints: readonly Endpoint[]): void {
+    const keep = new Set(endpoints.map((e) => e.key));
+    for (const [key, pool] of this.pools) {
+      if (keep.has(key)) continue;
+      UpstreamPools.retiredConnections += pool.stats.created;
+      pool.close();
+      this.pools.delete(key);
+    }
+  }
+
+  close(): void {
+    for (const pool of this.pools.values()) {
+      UpstreamPools.retiredConnections += pool.stats.created;
+      pool.close();
+    }
+    this.pools.clear();
+  }
+
+  /** Totals over every endpoint, for the breaker and metrics. */
+  totals(): { open: number; waiting: number; created: number; handshakes: number } {
+    const t = { open: 0, waiting: 0, created: 0, handshakes: 0 };
+    for (const pool of this.pools.values()) {
+      const s = pool.stats;
+      t.open += s.open;
+      t.waiting += s.waiting;
+      t.created += s.created;
+      t.handshakes += s.handshakes;
+    }
+    return t;
+  }
+
+  private poolFor(endpoint: Endpoint): Http1Pool {
+    let pool = this.pools.get(endpoint.key);
+    if (!pool) {
+      const { certs, verifyPeer, connectTimeoutMs, idleTimeoutMs, maxConnections } = this.settings;
+      pool = new Http1Pool({
+        host: endpoint.spec.address,
+        port: endpoint.spec.port,
+        tls: verifyPeer ? { cert: certs.chainPem, key: certs.keyPem, ca: certs.bundlePem, verifyPeer } : undefined,
+        connectTimeoutMs,
+        idleTimeoutMs,
+        maxConnections,
+      });
+      this.pools.set(endpoint.key, pool);
+    }
+    return pool;
+  }
+}
