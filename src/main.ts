@@ -7,13 +7,14 @@ import { controlPlaneCommand } from "./cli/control-plane.ts";
 import { applyCommand, deleteCommand, getCommand, joinTokenCommand } from "./cli/manifests.ts";
 import { proxyCommand } from "./cli/proxy.ts";
 import { runCli } from "./cli/run.ts";
+import { runCommand } from "./cli/run-service.ts";
 import { validateCommand } from "./cli/validate.ts";
 import { versionCommand } from "./cli/version.ts";
 
 export const rootCommand: CommandSpec = {
   name: "mesh",
   summary: "A service mesh in one binary: mutual TLS with SPIFFE identities, routing and resilience for every service.",
-  subcommands: [proxyCommand, controlPlaneCommand, applyCommand, getCommand, deleteCommand, joinTokenCommand, checkCommand, caCommand, validateCommand, versionCommand],
+  subcommands: [proxyCommand, runCommand, controlPlaneCommand, applyCommand, getCommand, deleteCommand, joinTokenCommand, checkCommand, caCommand, validateCommand, versionCommand],
 };
 
 if (import.meta.main) {

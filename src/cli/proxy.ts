@@ -6,8 +6,8 @@ import { Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
 import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
-import { startProxy, type Listen } from "../proxy/proxy.ts";
-import { str, type CommandSpec, type Parsed } from "./args.ts";
+import { startProxy, type Listen, type RunningProxy } from "../proxy/proxy.ts";
+import { str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, startAgent, usesControlPlane } from "./proxy-control.ts";
 import { durationFlag, parseListen } from "./flags.ts";
 
@@ -81,59 +81,88 @@ export const proxyCommand: CommandSpec = {
     "HTTP_PROXY=http://127.0.0.1:15001 curl http://payments/charge",
   ],
   async run(args, ctx) {
-    const file = await loadConfig(str(args, "config"));
-    const pc = file.proxy?.spec;
-    const service = str(args, "service") ?? pc?.service;
-    if (!service) throw new UsageError("--service is required (or a ProxyConfig in --config)", ctx.path);
-    const bad = nameProblem("service", service);
-    if (bad) throw new UsageError(bad, "--service");
-    const namespace = str(args, "namespace") ?? pc?.namespace ?? "default";
-    const upstreamText = str(args, "upstream") ?? pc?.upstream;
-    if (!upstreamText) throw new UsageError("--upstream is required (or ProxyConfig.upstream in --config)", ctx.path);
-    const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>
-      str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
-    const sources = certSources(args, pc?.certs, service, namespace);
-    const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
-    const certs = usesControlPlane(args) ? await controlPlaneCerts(args, certsDir, namespace, service, ctx.log) : await loadWorkloadCerts(sources);
-    if (pc && pc.trustDomain !== certs.trustDomain)
-      throw new DataError(`trustDomain ${pc.trustDomain} differs from the certificate's ${certs.trustDomain}`, "--config");
-    const drainText = str(args, "drain-timeout");
-    const healthPath = str(args, "health-path");
-    if (healthPath !== undefined && !healthPath.startsWith("/")) throw new UsageError(`expected a path like /healthz, got "${healthPath}"`, "--health-path");
-    const upstream = parseUpstream(upstreamText, "--upstream");
-    const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
-    const proxy = await startProxy({
-      service,
-      namespace,
-      upstream,
-      inbound,
-      outbound: listen("outbound", pc?.outbound, "127.0.0.1:15001"),
-      admin: listen("admin", pc?.admin, "127.0.0.1:15000"),
-      certs,
-      services: file.services,
-      policies: file.policies,
-      healthPath,
-      drainTimeoutMs: drainText ? durationFlag(drainText, "--drain-timeout") : pc?.drainTimeout ?? 30_000,
-      maxBodyBytes: bytesFlag(str(args, "max-body-size")),
-      log: ctx.log,
-    });
-    const agent = usesControlPlane(args)
-      ? startAgent(args, proxy, { namespace, service, inboundAddress: inbound.address, certs, certsDir, log: ctx.log })
-      : undefined;
-    ctx.out(JSON.stringify({ ready: true, identity: certs.spiffeId, ...proxy.ports }));
+    const sidecar = await startProxyFromArgs(args, ctx);
+    ctx.out(JSON.stringify({ ready: true, identity: sidecar.identity, ...sidecar.proxy.ports }));
     return new Promise<number>((resolve) => {
       const stop = async (signal: string) => {
         ctx.log.info({ signal }, "draining");
-        // Out of discovery first, so callers stop choosing this instance while it drains.
-        await agent?.stop();
-        const { clean } = await proxy.drain();
-        resolve(clean ? 0 : 1);
+        resolve((await sidecar.stop()) ? 0 : 1);
       };
       process.once("SIGTERM", () => void stop("SIGTERM"));
       process.once("SIGINT", () => void stop("SIGINT"));
     });
   },
 };
+
+/** A started sidecar: `mesh proxy` runs it until a signal, `mesh run` around a service. */
+export interface Sidecar {
+  service: string;
+  identity: string;
+  proxy: RunningProxy;
+  /** Listen addresses as configured; the bound ports are in proxy.ports. */
+  addresses: { inbound: string; outbound: string; admin: string };
+  drainTimeoutMs: number;
+  /** Leaves discovery, then drains; true when every in-flight request finished. */
+  stop(): Promise<boolean>;
+}
+
+/** Flags and config file to a running sidecar: all `mesh proxy` does before its ready line. */
+export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Promise<Sidecar> {
+  const file = await loadConfig(str(args, "config"));
+  const pc = file.proxy?.spec;
+  const service = str(args, "service") ?? pc?.service;
+  if (!service) throw new UsageError("--service is required (or a ProxyConfig in --config)", ctx.path);
+  const bad = nameProblem("service", service);
+  if (bad) throw new UsageError(bad, "--service");
+  const namespace = str(args, "namespace") ?? pc?.namespace ?? "default";
+  const upstreamText = str(args, "upstream") ?? pc?.upstream;
+  if (!upstreamText) throw new UsageError("--upstream is required (or ProxyConfig.upstream in --config)", ctx.path);
+  const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>
+    str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
+  const sources = certSources(args, pc?.certs, service, namespace);
+  const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
+  const certs = usesControlPlane(args) ? await controlPlaneCerts(args, certsDir, namespace, service, ctx.log) : await loadWorkloadCerts(sources);
+  if (pc && pc.trustDomain !== certs.trustDomain)
+    throw new DataError(`trustDomain ${pc.trustDomain} differs from the certificate's ${certs.trustDomain}`, "--config");
+  const drainText = str(args, "drain-timeout");
+  const drainTimeoutMs = drainText ? durationFlag(drainText, "--drain-timeout") : pc?.drainTimeout ?? 30_000;
+  const healthPath = str(args, "health-path");
+  if (healthPath !== undefined && !healthPath.startsWith("/")) throw new UsageError(`expected a path like /healthz, got "${healthPath}"`, "--health-path");
+  const upstream = parseUpstream(upstreamText, "--upstream");
+  const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
+  const outbound = listen("outbound", pc?.outbound, "127.0.0.1:15001");
+  const admin = listen("admin", pc?.admin, "127.0.0.1:15000");
+  const proxy = await startProxy({
+    service,
+    namespace,
+    upstream,
+    inbound,
+    outbound,
+    admin,
+    certs,
+    services: file.services,
+    policies: file.policies,
+    healthPath,
+    drainTimeoutMs,
+    maxBodyBytes: bytesFlag(str(args, "max-body-size")),
+    log: ctx.log,
+  });
+  const agent = usesControlPlane(args)
+    ? startAgent(args, proxy, { namespace, service, inboundAddress: inbound.address, certs, certsDir, log: ctx.log })
+    : undefined;
+  return {
+    service,
+    identity: certs.spiffeId,
+    proxy,
+    addresses: { inbound: inbound.address, outbound: outbound.address, admin: admin.address },
+    drainTimeoutMs,
+    async stop() {
+      // Out of discovery first, so callers stop choosing this instance while it drains.
+      await agent?.stop();
+      return (await proxy.drain()).clean;
+    },
+  };
+}
 
 function certSources(args: Parsed, fromFile: { dir?: string; cert?: string; key?: string; ca?: string } | undefined, service: string, namespace: string) {
   const flags = { certsDir: str(args, "certs-dir"), cert: str(args, "cert"), key: str(args, "key"), ca: str(args, "ca") };

@@ -1,0 +1,84 @@
+/**
+ * `mesh run`: a service and its sidecar as one unit. The sidecar starts first, exactly as
+ * `mesh proxy` would; the service starts once the sidecar is ready; when the service ends
+ * the sidecar drains, so a batch job's process ends too.
+ */
+import { UsageError } from "../core/errors.ts";
+import type { CommandContext, CommandSpec } from "./args.ts";
+import { proxyCommand, startProxyFromArgs, type Sidecar } from "./proxy.ts";
+import { serviceEnv } from "./service-env.ts";
+import { exitStatus, exitsWithin, running, spawnService, type ServiceProcess } from "./service-process.ts";
+
+type Forwarded = "SIGTERM" | "SIGINT";
+
+export const runCommand: CommandSpec = {
+  name: "run",
+  summary: "Start a service and its sidecar together; the sidecar drains when the service exits.",
+  description:
+    "Takes every 'mesh proxy' flag, then the service's command after --. The command starts once the\n" +
+    "sidecar is ready, with stdio inherited and HTTP_PROXY/http_proxy set to the outbound listener,\n" +
+    "NO_PROXY to loopback, and MESH_SERVICE, MESH_OUTBOUND, MESH_ADMIN. When it exits the sidecar drains\n" +
+    "and mesh run exits with its code (128+N for signal N). SIGTERM and SIGINT are passed to the command,\n" +
+    "which has the drain timeout to exit before SIGKILL; then the sidecar drains. A command that cannot\n" +
+    "be started exits 127 (not found) or 126.",
+  flags: proxyCommand.flags,
+  examples: [
+    "mesh run --service report --upstream http://127.0.0.1:8080 --config proxy.yaml -- bun report.ts --day today",
+    "mesh run --service orders --upstream http://127.0.0.1:8080 --certs-dir certs/orders -- ./orders --port 8080",
+  ],
+  async run(args, ctx) {
+    const argv = args.passthrough;
+    if (!argv.length) throw new UsageError("no command: give the service's command after --, e.g. mesh run --service NAME … -- CMD ARGS…", ctx.path);
+    const sidecar = await startProxyFromArgs(args, ctx);
+    const env = serviceEnv(process.env, {
+      service: sidecar.service,
+      outbound: { address: sidecar.addresses.outbound, port: sidecar.proxy.ports.outbound },
+      admin: { address: sidecar.addresses.admin, port: sidecar.proxy.ports.admin },
+    });
+    const child = spawnService(argv, env);
+    if (!("pid" in child)) {
+      ctx.err(`error: ${child.message}`);
+      await drain(sidecar, ctx);
+      return child.code;
+    }
+    ctx.log.info({ pid: child.pid, command: argv[0] }, "service started");
+    return supervise(child, sidecar, ctx);
+  },
+};
+
+/** Waits for the service (passing it our signals), then drains the sidecar; the service's status. */
+async function supervise(child: ServiceProcess, sidecar: Sidecar, ctx: CommandContext): Promise<number> {
+  let signalled: (signal: Forwarded) => void = () => undefined;
+  const firstSignal = new Promise<Forwarded>((resolve) => (signalled = resolve));
+  const handlers = (["SIGTERM", "SIGINT"] as const).map((signal) => {
+    const handler = () => {
+      // Every signal is passed on; one that arrives while draining has nothing left to stop.
+      if (running(child)) child.kill(signal);
+      signalled(signal);
+    };
+    process.on(signal, handler);
+    return () => process.off(signal, handler);
+  });
+  try {
+    const signal = await Promise.race([child.exited.then(() => undefined), firstSignal]);
+    if (signal) {
+      ctx.log.info({ signal, pid: child.pid }, "passed the signal to the service; waiting for it to exit");
+      if (!(await exitsWithin(child, sidecar.drainTimeoutMs))) {
+        ctx.log.warn({ pid: child.pid, timeoutMs: sidecar.drainTimeoutMs }, "service did not exit within the drain timeout; killing it");
+        child.kill("SIGKILL");
+        await child.exited;
+      }
+    }
+    const status = exitStatus(child);
+    ctx.log.info({ status, signal: child.signalCode ?? undefined }, "service exited");
+    await drain(sidecar, ctx);
+    return status;
+  } finally {
+    for (const off of handlers) off();
+  }
+}
+
+async function drain(sidecar: Sidecar, ctx: CommandContext): Promise<void> {
+  ctx.log.info("draining");
+  if (!(await sidecar.stop())) ctx.log.warn("the sidecar's drain ended with requests still in flight");
+}

@@ -1,0 +1,187 @@
+/** `mesh run`: a service and its sidecar as one unit, with real processes on loopback. */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { mesh } from "../helpers/cli.ts";
+import { MeshFixture } from "../helpers/mesh-fixture.ts";
+import { startMesh } from "../helpers/procs.ts";
+
+const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
+const SERVICE = join(import.meta.dir, "..", "helpers", "mesh-run-service.ts");
+const ORDERS_ID = "spiffe://mesh.local/ns/default/sa/orders";
+
+const fx = new MeshFixture();
+const started: Subprocess[] = [];
+const callers: (string | null)[] = [];
+let paymentsInbound = 0;
+
+beforeAll(async () => {
+  await fx.init();
+  await fx.issue("orders");
+  await fx.issue("payments");
+  const payments = fx.service((req) => {
+    callers.push(req.headers.get("x-mesh-client-id"));
+    return new Response("charged");
+  });
+  paymentsInbound = (await fx.proxy("payments", payments.url)).ports.inbound;
+});
+
+afterAll(async () => {
+  for (const p of started) if (p.exitCode === null && p.signalCode === null) process.kill(p.pid, "SIGKILL");
+  await fx.close();
+});
+
+/** `mesh run` flags for a sidecar on loopback with ephemeral ports. */
+function runArgs(service: string, upstream = "http://127.0.0.1:9", extra: string[] = []): string[] {
+  return ["run", "--service", service, "--upstream", upstream, "--certs-dir", join(fx.tmp.path, "certs", service),
+    "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...extra];
+}
+
+/** Runs `mesh run` to completion (bounded), capturing its output. */
+async function meshRun(args: string[], cmd: string[], timeoutMs = 20_000) {
+  const proc = Bun.spawn([process.execPath, MAIN, ...args, "--", ...cmd], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  started.push(proc);
+  const [out, err] = [new Response(proc.stdout).text(), new Response(proc.stderr).text()];
+  const code = await within(proc.exited, timeoutMs, "mesh run to exit");
+  return { code, out: await out, err: await err, report: JSON.parse((await out).split("\n")[0] || "{}") as Report };
+}
+
+interface Report {
+  pid: number;
+  accepting: boolean;
+  ready: number;
+  inbound: number;
+  outbound: number;
+  admin: number;
+  env: Record<string, string | undefined>;
+}
+
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: Timer | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)));
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function accepting(port: number): Promise<boolean> {
+  try {
+    (await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } })).end();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function freePort(): Promise<number> {
+  const s = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
+  const port = s.port!;
+  await s.stop(true);
+  return port;
+}
+
+/** What is left on a stream whose first line startMesh already read. */
+async function readRest(stream: ReadableStream<Uint8Array>): Promise<string> {
+  const reader = stream.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  for (let next = await reader.read(); !next.done; next = await reader.read()) text += decoder.decode(next.value);
+  return text;
+}
+
+const bun = (...args: string[]) => [process.execPath, SERVICE, ...args];
+
+test("a batch job calls another service through its sidecar and exits 0; the callee sees its SPIFFE ID", async () => {
+  const config = fx.config("orders-run", { payments: [paymentsInbound] });
+  const before = callers.length;
+  const r = await meshRun(runArgs("orders", undefined, ["--config", config]), bun("call", "http://payments/charge"));
+  expect(r.code).toBe(0);
+  expect(r.out).toContain("charged");
+  expect(callers.slice(before)).toEqual([ORDERS_ID]);
+  expect(r.report.env).toMatchObject({
+    MESH_SERVICE: "orders",
+    HTTP_PROXY: `http://127.0.0.1:${r.report.outbound}`,
+    http_proxy: `http://127.0.0.1:${r.report.outbound}`,
+  });
+  expect(r.report.env.NO_PROXY?.split(",")).toEqual(expect.arrayContaining(["localhost", "127.0.0.1", "::1"]));
+});
+
+test("the command's exit code is mesh run's, and the sidecar's ports are closed afterwards", async () => {
+  const r = await meshRun(runArgs("orders"), bun("report", "3"));
+  expect(r.code).toBe(3);
+  expect(r.err).toContain("proxy drained");
+  for (const port of [r.report.inbound, r.report.outbound, r.report.admin]) {
+    expect(port).toBeGreaterThan(0);
+    expect(await accepting(port)).toBe(false);
+  }
+});
+
+test("the command starts only once the sidecar is ready", async () => {
+  const r = await meshRun(runArgs("orders"), bun("report", "0"));
+  expect(r.code).toBe(0);
+  // Checked first thing in the command, before it did anything else.
+  expect(r.report.accepting).toBe(true);
+  expect(r.report.ready).toBe(200);
+});
+
+test("SIGTERM to mesh run reaches the command; both exit and nothing is left running", async () => {
+  const run = await startMesh([...runArgs("orders"), "--", ...bun("wait-term")]);
+  const report = run.ready as unknown as Report;
+  expect(alive(report.pid)).toBe(true);
+  run.proc.kill("SIGTERM");
+  const rest = readRest(run.proc.stdout);
+  expect(await within(run.proc.exited, 15_000, "mesh run to exit")).toBe(0);
+  expect(await rest).toContain("got SIGTERM");
+  expect(alive(report.pid)).toBe(false);
+  expect(await accepting(report.outbound)).toBe(false);
+  expect(await accepting(report.admin)).toBe(false);
+});
+
+test("a command that ignores SIGTERM is killed after the drain timeout: 128+9", async () => {
+  const run = await startMesh([...runArgs("orders", undefined, ["--drain-timeout", "500ms"]), "--", ...bun("ignore-term")]);
+  const report = run.ready as unknown as Report;
+  run.proc.kill("SIGTERM");
+  expect(await within(run.proc.exited, 15_000, "mesh run to exit")).toBe(137);
+  expect(alive(report.pid)).toBe(false);
+  expect(run.stderr()).toContain("killing it");
+});
+
+test("a command that does not exist: exit 127 naming it, and the sidecar drains", async () => {
+  for (const cmd of ["mesh-run-no-such-command", join(fx.tmp.path, "no", "such", "file")]) {
+    const r = await meshRun(runArgs("orders"), [cmd, "--flag"]);
+    expect(r.code).toBe(127);
+    expect(r.err).toContain(`cannot start "${cmd}": not found`);
+    expect(r.err).toContain("proxy drained");
+  }
+});
+
+test("no command after -- is a usage error (64)", async () => {
+  const r = await mesh(...runArgs("orders"));
+  expect(r.code).toBe(64);
+  expect(r.err).toContain("no command");
+  expect(r.err).toContain("Usage: mesh run");
+});
+
+test("inbound mTLS traffic reaches the service mesh run started, with the caller's identity", async () => {
+  const port = await freePort();
+  const run = await startMesh([...runArgs("payments", `http://127.0.0.1:${port}`), "--", ...bun("serve", String(port))]);
+  const report = run.ready as unknown as Report;
+  const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders-to-run", { payments: [report.inbound] }));
+  const res = await fetch(`http://127.0.0.1:${orders.ports.outbound}/hello`, { headers: { host: "payments" } });
+  expect(res.status).toBe(200);
+  expect(await res.json()).toEqual({ service: "payments", caller: ORDERS_ID });
+  run.proc.kill("SIGTERM");
+  expect(await within(run.proc.exited, 15_000, "mesh run to exit")).toBe(143);
+  expect(alive(report.pid)).toBe(false);
+});
