@@ -7,7 +7,7 @@
  * resumes where it was instead of being sent everything again.
  */
 import { createHash } from "node:crypto";
-import type { ControlPlaneView } from "./view.ts";
+import type { ControlPlaneView, StoredManifest } from "./view.ts";
 import type { EndpointRecord } from "./registration.ts";
 
 export interface Subscriber {
@@ -23,13 +23,42 @@ export interface ProxySnapshot {
   bundle: string;
 }
 
+/** What every subscriber's snapshot is cut from, built once per view content revision. */
+interface ViewIndex {
+  revision: number;
+  /** Manifests sorted by id, so documents come out in a stable order on every replica. */
+  sorted: StoredManifest[];
+  /** Registered endpoints by `service.namespace`, sorted by key. */
+  endpoints: Map<string, EndpointRecord[]>;
+}
+
+const indexes = new WeakMap<ControlPlaneView, ViewIndex>();
+
+function indexOf(view: ControlPlaneView): ViewIndex {
+  const cached = indexes.get(view);
+  if (cached && cached.revision === view.contentRevision) return cached;
+  const endpoints = new Map<string, EndpointRecord[]>();
+  for (const [, ep] of [...view.endpoints].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const key = `${ep.service}.${ep.namespace}`;
+    const list = endpoints.get(key);
+    if (list) list.push(ep);
+    else endpoints.set(key, [ep]);
+  }
+  const index: ViewIndex = {
+    revision: view.contentRevision,
+    sorted: [...view.manifests].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, m]) => m),
+    endpoints,
+  };
+  indexes.set(view, index);
+  return index;
+}
+
 export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: string): ProxySnapshot {
   const wanted = sub.calls ? new Set(sub.calls.map((c) => (c.includes(".") ? c : `${c}.${sub.namespace}`))) : undefined;
-  const registered = endpointsByService(view);
+  const { sorted, endpoints: registered } = indexOf(view);
   const services: Record<string, unknown>[] = [];
   const policies: Record<string, unknown>[] = [];
   const included = new Set<string>();
-  const sorted = [...view.manifests].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, m]) => m);
   for (const { raw, manifest } of sorted) {
     if (manifest.kind !== "Service") continue;
     const key = `${manifest.metadata.name}.${manifest.metadata.namespace}`;
@@ -45,15 +74,6 @@ export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: str
   const documents = [...services, ...policies];
   const version = createHash("sha256").update(JSON.stringify({ documents, bundle })).digest("hex").slice(0, 16);
   return { version, documents, bundle };
-}
-
-function endpointsByService(view: ControlPlaneView): Map<string, EndpointRecord[]> {
-  const out = new Map<string, EndpointRecord[]>();
-  for (const [, ep] of [...view.endpoints].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const key = `${ep.service}.${ep.namespace}`;
-    out.set(key, [...(out.get(key) ?? []), ep]);
-  }
-  return out;
 }
 
 /**

@@ -7,26 +7,48 @@
 import { snapshotFor, type ProxySnapshot, type Subscriber } from "./snapshot.ts";
 import type { ControlPlaneView } from "./view.ts";
 
+/** A snapshot and its JSON, computed once per subscriber view and content revision, then shared. */
+export interface CachedSnapshot {
+  snapshot: ProxySnapshot;
+  json: string;
+}
+
 interface Waiter {
   sub: Subscriber;
   known: string | undefined;
-  resolve(s: ProxySnapshot | undefined): void;
+  resolve(s: CachedSnapshot | undefined): void;
 }
 
 export class Subscriptions {
   private waiters = new Set<Waiter>();
+  private cache = new Map<string, CachedSnapshot & { revision: number; bundle: string }>();
 
   constructor(private view: ControlPlaneView, private bundle: () => string) {
     view.onChange(() => this.wake());
   }
 
-  current(sub: Subscriber): ProxySnapshot {
-    return snapshotFor(this.view, sub, this.bundle());
+  /**
+   * Many proxies share a view (same service, same calls): without the cache, every
+   * poll and every change would rebuild and re-serialize the same snapshot per proxy.
+   */
+  cached(sub: Subscriber): CachedSnapshot {
+    const key = `${sub.namespace}\0${sub.service}\0${sub.calls?.join(",") ?? "*"}`;
+    const bundle = this.bundle();
+    const hit = this.cache.get(key);
+    if (hit && hit.revision === this.view.contentRevision && hit.bundle === bundle) return hit;
+    const snapshot = snapshotFor(this.view, sub, bundle);
+    const entry = { snapshot, json: JSON.stringify(snapshot), revision: this.view.contentRevision, bundle };
+    this.cache.set(key, entry);
+    return entry;
   }
 
-  poll(sub: Subscriber, known: string | undefined, waitMs: number, signal?: AbortSignal): Promise<ProxySnapshot | undefined> {
-    const now = this.current(sub);
-    if (now.version !== known || waitMs <= 0) return Promise.resolve(now.version !== known ? now : undefined);
+  current(sub: Subscriber): ProxySnapshot {
+    return this.cached(sub).snapshot;
+  }
+
+  poll(sub: Subscriber, known: string | undefined, waitMs: number, signal?: AbortSignal): Promise<CachedSnapshot | undefined> {
+    const now = this.cached(sub);
+    if (now.snapshot.version !== known || waitMs <= 0) return Promise.resolve(now.snapshot.version !== known ? now : undefined);
     return new Promise((resolve) => {
       const waiter: Waiter = {
         sub,
@@ -45,14 +67,11 @@ export class Subscriptions {
     });
   }
 
-  /** Answers every waiter whose snapshot changed; many proxies share a few distinct views, so cache per view. */
+  /** Answers every waiter whose snapshot changed. */
   private wake(): void {
-    const cache = new Map<string, ProxySnapshot>();
     for (const w of [...this.waiters]) {
-      const key = `${w.sub.namespace}\0${w.sub.service}\0${w.sub.calls?.join(",") ?? "*"}`;
-      let snap = cache.get(key);
-      if (!snap) cache.set(key, (snap = this.current(w.sub)));
-      if (snap.version !== w.known) w.resolve(snap);
+      const snap = this.cached(w.sub);
+      if (snap.snapshot.version !== w.known) w.resolve(snap);
     }
   }
 

@@ -27,6 +27,8 @@ export class ControlPlaneView {
   private stopped = false;
   /** Store revision the view reflects. */
   revision = 0;
+  /** Bumped only when manifests or endpoints change: what snapshots are cached against. */
+  contentRevision = 0;
 
   constructor(private store: Store, private log: Logger) {}
 
@@ -37,13 +39,17 @@ export class ControlPlaneView {
     this.endpoints.clear();
     for (const kv of list.kvs) this.apply({ type: "put", key: kv.key, value: kv.value, revision: kv.modRevision, kv });
     this.revision = list.revision;
+    this.contentRevision++;
     this.notify();
     this.cancel = this.store.watch(
       "/mesh/",
       {
         onEvent: (ev) => {
-          this.apply(ev);
           this.revision = Math.max(this.revision, ev.revision);
+          // Acks, token claims and the like change no proxy's config: waking every
+          // waiting poll for them would cost a snapshot per subscriber view each time.
+          if (!this.apply(ev)) return;
+          this.contentRevision++;
           this.notify();
         },
         onError: (err) => {
@@ -66,7 +72,8 @@ export class ControlPlaneView {
     return () => this.listeners.delete(listener);
   }
 
-  private apply(ev: WatchEvent): void {
+  /** Applies a change; false when the key is not one the view serves from. */
+  private apply(ev: WatchEvent): boolean {
     if (ev.key.startsWith(PREFIX.manifests)) {
       const id = ev.key.slice(PREFIX.manifests.length);
       if (ev.type === "delete") this.manifests.delete(id);
@@ -86,7 +93,8 @@ export class ControlPlaneView {
           this.log.warn({ key: ev.key }, "stored endpoint is not JSON; ignoring it");
         }
       }
-    }
+    } else return false;
+    return true;
   }
 
   private notify(): void {

@@ -9,8 +9,27 @@ import { x509 } from "../pki/x509.ts";
 
 export type PeerId = { ok: true; spiffeId: string; trustDomain: string } | { ok: false; reason: string };
 
+/**
+ * Verdicts by certificate bytes. The verdict depends on nothing but the DER and the trust
+ * domain (validity times and the chain are the TLS layer's, checked on every handshake),
+ * and parsing ASN.1 in JavaScript costs milliseconds: without this, every new connection
+ * from a known peer would pay it again. Bounded; the oldest entry goes first.
+ */
+const verdicts = new Map<string, PeerId>();
+const MAX_VERDICTS = 4096;
+
 /** SPIFFE leaf rules the TLS library does not enforce: CA=false and exactly one valid URI SAN. */
 export function peerIdFromDer(der: Uint8Array<ArrayBuffer>, trustDomain: string): PeerId {
+  const key = `${trustDomain} ${Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64")}`;
+  const known = verdicts.get(key);
+  if (known) return known;
+  const verdict = parsePeerId(der, trustDomain);
+  if (verdicts.size >= MAX_VERDICTS) verdicts.delete(verdicts.keys().next().value!);
+  verdicts.set(key, verdict);
+  return verdict;
+}
+
+function parsePeerId(der: Uint8Array<ArrayBuffer>, trustDomain: string): PeerId {
   let cert: x509.X509Certificate;
   try {
     cert = new x509.X509Certificate(der);

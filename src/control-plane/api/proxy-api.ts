@@ -56,7 +56,7 @@ export function proxyApi(deps: ProxyApiDeps): Hono<Caller> {
     const calls = c.req.query("calls")?.split(",").filter(Boolean);
     const waitMs = Math.min(Number(c.req.query("waitMs") ?? 0) || 0, deps.maxWaitMs);
     const snap = await deps.subscriptions.poll({ namespace, service, calls }, c.req.query("version"), waitMs, c.req.raw.signal);
-    return snap ? c.json(snap) : c.body(null, 304);
+    return snap ? c.body(snap.json, 200, { "content-type": "application/json" }) : c.body(null, 304);
   });
   app.post("/v1/config/ack", async (c) => {
     const { registration, version, error } = await body(c, Ack);
