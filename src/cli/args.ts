@@ -32,6 +32,8 @@ export interface Parsed {
   positionals: string[];
   /** Everything after a bare `--`, untouched. */
   passthrough: string[];
+  /** Flags given on the command line, as opposed to filled from their defaults. */
+  given?: ReadonlySet<string>;
 }
 
 export interface CommandSpec {
@@ -110,6 +112,7 @@ export function parseArgs(spec: CommandSpec, argv: string[], path: string): Pars
   }
 
   if (flags.help) return { flags, positionals, passthrough };
+  const given = new Set(Object.keys(flags));
   for (const f of all) {
     if (flags[f.name] === undefined && f.default !== undefined) flags[f.name] = f.default;
     if (f.required && flags[f.name] === undefined) throw new UsageError(`--${f.name} is required`, path);
@@ -121,7 +124,7 @@ export function parseArgs(spec: CommandSpec, argv: string[], path: string): Pars
   specs.forEach((p, idx) => {
     if (p.required && positionals[idx] === undefined) throw new UsageError(`missing ${p.name}`, path);
   });
-  return { flags, positionals, passthrough };
+  return { flags, positionals, passthrough, given };
 }
 
 export function str(args: Parsed, name: string): string | undefined {

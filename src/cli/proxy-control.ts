@@ -80,6 +80,8 @@ export function startAgent(args: Parsed, proxy: RunningProxy, ctx: { namespace: 
   const bases = controlPlaneUrls(args).map((u) => u.origin);
   const wildcard = ctx.inboundAddress === "0.0.0.0" || ctx.inboundAddress === "::";
   const address = str(args, "advertise") ?? (wildcard ? "127.0.0.1" : ctx.inboundAddress);
+  if (wildcard && !str(args, "advertise"))
+    ctx.log.warn({ advertise: address }, "inbound listens on every address but registers 127.0.0.1: only sidecars on this host can reach it; give --advertise");
   const calls = strs(args, "calls");
   const agent = new ControlPlaneAgent({
     client: new ControlPlaneClient(bases, ctx.certs),

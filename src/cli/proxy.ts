@@ -110,6 +110,8 @@ export interface Sidecar {
 export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Promise<Sidecar> {
   const file = await loadConfig(str(args, "config"));
   const pc = file.proxy?.spec;
+  // The flag wins; otherwise the config file's level applies from here on.
+  if (pc && !args.given?.has("log-level")) ctx.log.level = pc.logLevel;
   const service = str(args, "service") ?? pc?.service;
   if (!service) throw new UsageError("--service is required (or a ProxyConfig in --config)", ctx.path);
   const bad = nameProblem("service", service);

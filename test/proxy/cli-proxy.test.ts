@@ -4,6 +4,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
 import { MeshFixture } from "../helpers/mesh-fixture.ts";
+import { startMesh } from "../helpers/procs.ts";
 
 const fx = new MeshFixture();
 let certs = "";
@@ -41,4 +42,16 @@ test("a certs dir whose key belongs to another certificate is refused naming the
   expect(r.code).toBe(65);
   expect(r.err).toContain(join(other, "key.pem"));
   expect(r.err).toContain("does not match");
+});
+
+test("ProxyConfig.logLevel applies unless --log-level is given", async () => {
+  const path = join(fx.tmp.path, "quiet.yaml");
+  writeFileSync(path, "apiVersion: mesh.dev/v1alpha1\nkind: ProxyConfig\nmetadata: {name: orders}\nspec:\n  upstream: http://127.0.0.1:8080\n  logLevel: warn\n");
+  const args = ["proxy", "--service", "orders", "--certs-dir", certs, "--config", path, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+  const quiet = await startMesh(args);
+  await Bun.sleep(100);
+  expect(quiet.stderr()).not.toContain("proxy ready");
+  const loud = await startMesh([...args, "--log-level", "info"]);
+  await Bun.sleep(100);
+  expect(loud.stderr()).toContain("proxy ready");
 });
