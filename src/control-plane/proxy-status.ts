@@ -8,15 +8,14 @@ import type { ProxyStatus } from "./registration.ts";
 import { proxyIdOf, RegistryError } from "./registry.ts";
 import type { Registration } from "./registration.ts";
 
-export async function recordAck(store: Store, identity: string, reg: Registration, version: string, error?: string): Promise<void> {
+export async function recordAck(store: Store, identity: string, reg: Registration, version: string, error?: string, calls?: string[]): Promise<void> {
   const key = proxyKey(proxyIdOf(reg));
   const kv = await store.get(key);
   if (!kv) throw new RegistryError(410, "not registered; register before acknowledging config");
   const status = JSON.parse(kv.value) as ProxyStatus;
   if (status.identity !== identity) throw new RegistryError(403, `status belongs to ${status.identity}`);
-  const next: ProxyStatus = error
-    ? { ...status, rejected: { version, reason: error.slice(0, 2000) }, lastSeen: new Date().toISOString() }
-    : { ...status, acked: version, lastSeen: new Date().toISOString() };
+  const seen = { ...status, calls, lastSeen: new Date().toISOString() };
+  const next: ProxyStatus = error ? { ...seen, rejected: { version, reason: error.slice(0, 2000) } } : { ...seen, acked: version };
   if (!error && next.rejected?.version === version) delete next.rejected;
   await store.put(key, JSON.stringify(next), kv.lease ? { lease: kv.lease } : undefined);
 }

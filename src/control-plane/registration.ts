@@ -31,7 +31,7 @@ export interface ProxyStatus {
   acked?: string;
   /** Last version it refused, and why. */
   rejected?: { version: string; reason: string };
-  /** Version last sent to it. */
-  sent?: string;
+  /** Services it subscribed to (undefined: every service). */
+  calls?: string[];
   lastSeen: string;
 }

@@ -135,6 +135,8 @@ test("the control plane down for 30 s under steady traffic: no request fails; af
 
 test("mesh check: every line passes on a healthy mesh; a refused config and a bad policies file fail with the fix", async () => {
   const payments = await sidecar("payments", "checked");
+  // A sidecar subscribed to a subset of services is compared with the latest of that subset.
+  await cpSidecar(cp, tmp.path, "orders", "calls-only", "http://127.0.0.1:1", ["--calls", "payments"]);
   const tokenFile = join(tmp.path, "admin-check.token");
   writeFileSync(tokenFile, cp.adminToken);
   const admin = ["--admin-url", `http://127.0.0.1:${cp.ports.admin}`, "--admin-token-file", tokenFile];

@@ -86,7 +86,7 @@ export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono
   app.get("/v1/endpoints", (c) => c.json({ items: [...deps.view.endpoints.values()] }));
   app.get("/v1/proxies", async (c) => {
     const items = await listProxyStatus(deps.store);
-    const latest = (p: (typeof items)[number]) => deps.subscriptions.current({ namespace: p.namespace, service: p.service }).version;
+    const latest = (p: (typeof items)[number]) => deps.subscriptions.current({ namespace: p.namespace, service: p.service, calls: p.calls }).version;
     return c.json({ items: items.map((p) => ({ ...p, latest: latest(p) })) });
   });
 

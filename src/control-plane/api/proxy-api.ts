@@ -27,7 +27,13 @@ export type Caller = { Bindings: { identity: string } };
 
 const Heartbeat = z.strictObject({ registration: Registration, leaseId: z.string().min(1).max(64), healthy: z.boolean().default(true) });
 const Register = z.strictObject({ registration: Registration, healthy: z.boolean().default(true) });
-const Ack = z.strictObject({ registration: Registration, version: z.string().min(1).max(64), error: z.string().max(10_000).optional() });
+const Ack = z.strictObject({
+  registration: Registration,
+  version: z.string().min(1).max(64),
+  error: z.string().max(10_000).optional(),
+  /** The services it subscribed to, so "latest" is computed for the same view. */
+  calls: z.array(z.string().min(1).max(253)).max(1000).optional(),
+});
 const Renew = z.strictObject({ namespace: dnsLabel("namespace"), service: dnsLabel("service"), csr: z.string().min(1).max(16_384) });
 
 export function proxyApi(deps: ProxyApiDeps): Hono<Caller> {
@@ -59,8 +65,8 @@ export function proxyApi(deps: ProxyApiDeps): Hono<Caller> {
     return snap ? c.body(snap.json, 200, { "content-type": "application/json" }) : c.body(null, 304);
   });
   app.post("/v1/config/ack", async (c) => {
-    const { registration, version, error } = await body(c, Ack);
-    await recordAck(deps.store, c.env.identity, registration, version, error);
+    const { registration, version, error, calls } = await body(c, Ack);
+    await recordAck(deps.store, c.env.identity, registration, version, error, calls);
     return c.json({ ok: true });
   });
 

@@ -128,7 +128,7 @@ export class ControlPlaneAgent {
           this.rejected = snap.version;
           log.error({ version: snap.version, reason: error }, "config refused; the last good config keeps serving");
         }
-        await client.post("/v1/config/ack", { registration, version: snap.version, ...(error ? { error } : {}) });
+        await client.post("/v1/config/ack", { registration, version: snap.version, calls: this.opts.calls, ...(error ? { error } : {}) });
       } catch (err) {
         if (this.stopped) return;
         log.warn({ err: (err as Error).message }, "config stream interrupted; reconnecting");
