@@ -4,6 +4,7 @@
  * and kept, capped, for error messages and ready lines.
  */
 import type { Subprocess } from "bun";
+import { rmSync } from "node:fs";
 import { isAlive, readComm } from "./proc-stats.ts";
 
 const KEEP_CHARS = 64 * 1024;
@@ -121,4 +122,26 @@ export async function stopAll(): Promise<void> {
 export function survivors(): { started: number; alive: { name: string; pid: number }[] } {
   const all = [...children.map((c) => ({ name: c.name, pid: c.pid })), ...descendants.map((d) => ({ name: d.comm ?? "?", pid: d.pid }))];
   return { started: all.length, alive: all.filter((p) => isAlive(p.pid)) };
+}
+
+/** Stops every process, removes the scratch directory and says, by pid, whether all exited. */
+export async function stopAndReport(tmp: string): Promise<string> {
+  await stopAll();
+  rmSync(tmp, { recursive: true, force: true });
+  const { started, alive } = survivors();
+  return alive.length
+    ? `cleanup: ${alive.length} of ${started} started processes still running: ${alive.map((p) => `${p.name} (pid ${p.pid})`).join(", ")}`
+    : `cleanup: all ${started} processes this run started have exited (checked by pid in /proc)`;
+}
+
+/** Ctrl-C or SIGTERM: run `cleanup`, print its report, exit 130 or 143. */
+export function stopOnSignals(cleanup: () => Promise<string>, log: (line: string) => void): void {
+  for (const signal of ["SIGINT", "SIGTERM"] as const)
+    process.once(signal, () => {
+      log(`\n${signal}: stopping every process this run started`);
+      void cleanup().then((text) => {
+        log(text);
+        process.exit(signal === "SIGINT" ? 130 : 143);
+      });
+    });
 }

@@ -5,7 +5,7 @@
  * alike; ratios are reported next to absolute numbers for the same reason.
  * Every process started is stopped by pid: at the end, on error and on Ctrl-C.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseOptions, USAGE, type Options } from "./args.ts";
@@ -16,7 +16,7 @@ import { findTool, toolVersion } from "./external.ts";
 import { measure, type Cell } from "./measure.ts";
 import { meshCommand, runMeshSync } from "./mesh-command.ts";
 import { issueCerts } from "./pki.ts";
-import { isClosing, stopAll, survivors } from "./procs.ts";
+import { isClosing, stopAndReport, stopOnSignals, survivors } from "./procs.ts";
 import { render, type Meta } from "./report.ts";
 import { summarize, type Summary } from "./results.ts";
 import { startTopologies } from "./setup.ts";
@@ -103,14 +103,7 @@ function passOrder<T>(items: T[], pass: number): T[] {
   return pass % 2 ? rotated.reverse() : rotated;
 }
 
-async function cleanup(tmp: string): Promise<string> {
-  await stopAll();
-  rmSync(tmp, { recursive: true, force: true });
-  const { started, alive } = survivors();
-  return alive.length
-    ? `cleanup: ${alive.length} of ${started} started processes still running: ${alive.map((p) => `${p.name} (pid ${p.pid})`).join(", ")}`
-    : `cleanup: all ${started} processes this run started have exited (checked by pid in /proc)`;
-}
+const cleanup = stopAndReport;
 
 async function main(): Promise<number> {
   let opts: Options | "help";
@@ -125,14 +118,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const tmp = mkdtempSync(join(tmpdir(), "mesh-bench-"));
-  for (const signal of ["SIGINT", "SIGTERM"] as const)
-    process.once(signal, () => {
-      log(`\n${signal}: stopping every process this run started`);
-      void cleanup(tmp).then((text) => {
-        log(text);
-        process.exit(signal === "SIGINT" ? 130 : 143);
-      });
-    });
+  stopOnSignals(() => cleanup(tmp), log);
 
   let outcome: Outcome | undefined;
   try {

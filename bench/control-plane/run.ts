@@ -6,11 +6,11 @@
  * and the report still shows what was measured before.
  * Every process started is stopped by pid: at the end, on error and on Ctrl-C.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { meshCommand } from "../mesh-command.ts";
-import { isClosing, stopAll, stopChild, survivors } from "../procs.ts";
+import { isClosing, stopAndReport, stopChild, stopOnSignals, survivors } from "../procs.ts";
 import { parseOptions, USAGE, type Options } from "./args.ts";
 import { fleetStatus } from "./fleet.ts";
 import { policyRound, subscribeAll } from "./phases.ts";
@@ -42,12 +42,7 @@ async function bench(opts: Options, tmp: string, res: Results): Promise<void> {
 async function cleanup(tmp: string): Promise<string> {
   // Simulators first, so the control plane shuts down without a reconnect storm.
   if (setup) await Promise.all(setup.sims.map((s) => stopChild(s.child)));
-  await stopAll();
-  rmSync(tmp, { recursive: true, force: true });
-  const { started, alive } = survivors();
-  return alive.length
-    ? `cleanup: ${alive.length} of ${started} started processes still running: ${alive.map((p) => `${p.name} (pid ${p.pid})`).join(", ")}`
-    : `cleanup: all ${started} processes this run started have exited (checked by pid in /proc)`;
+  return stopAndReport(tmp);
 }
 
 async function main(): Promise<number> {
@@ -63,14 +58,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const tmp = mkdtempSync(join(tmpdir(), "mesh-bench-cp-"));
-  for (const signal of ["SIGINT", "SIGTERM"] as const)
-    process.once(signal, () => {
-      log(`\n${signal}: stopping every process this run started`);
-      void cleanup(tmp).then((text) => {
-        log(text);
-        process.exit(signal === "SIGINT" ? 130 : 143);
-      });
-    });
+  stopOnSignals(() => cleanup(tmp), log);
 
   const res: Results = { meta: { date: new Date().toISOString(), mesh: meshCommand(opts.mesh).describe, cpus: cpus().length, fdLimit: fdLimit(), options: opts }, rounds: [] };
   try {

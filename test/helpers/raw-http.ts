@@ -125,3 +125,13 @@ export function statusesOf(text: string): number[] {
   for (let m = re.exec(text); m; m = re.exec(text)) out.push(Number(m[1]));
   return out;
 }
+
+export interface RawListener {
+  port: number;
+  tls?: ClientTls;
+}
+
+/** One raw exchange with a proxy listener, with the waits the framing and limit tests use. */
+export function exchangeWith(listener: RawListener, bytes: string, extra: Partial<RawOptions> = {}): Promise<RawResult> {
+  return rawExchange(bytes, { port: listener.port, ...(listener.tls ? { tls: listener.tls } : {}), quietMs: 500, timeoutMs: 5000, ...extra });
+}

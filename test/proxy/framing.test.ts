@@ -13,7 +13,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { clientTls, eventually, recordingService, type RecordingService } from "../helpers/data-plane.ts";
 import { MeshFixture } from "../helpers/mesh-fixture.ts";
-import { rawExchange, type ClientTls, type RawResult } from "../helpers/raw-http.ts";
+import { exchangeWith, type ClientTls, type RawOptions, type RawResult } from "../helpers/raw-http.ts";
 
 interface Case {
   name: string;
@@ -136,9 +136,8 @@ afterAll(async () => {
   svc?.stop();
 });
 
-function send(side: "outbound" | "inbound", bytes: string, extra: Partial<Parameters<typeof rawExchange>[1]> = {}): Promise<RawResult> {
-  const s = sides[side];
-  return rawExchange(bytes, { port: s.port, ...(s.tls ? { tls: s.tls } : {}), quietMs: 500, timeoutMs: 5000, ...extra });
+function send(side: "outbound" | "inbound", bytes: string, extra: Partial<RawOptions> = {}): Promise<RawResult> {
+  return exchangeWith(sides[side], bytes, extra);
 }
 
 /** A request that must be forwarded: 200 from the service, which saw it. */
