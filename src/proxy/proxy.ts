@@ -55,7 +55,10 @@ export interface RunningProxy {
 
 export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const metrics = proxyMetrics();
-  const tracker = new InflightTracker();
+  // Separate counts, so a drain can let the service finish its inbound requests while
+  // it may still call other services through the outbound listener.
+  const inboundInflight = new InflightTracker();
+  const outboundInflight = new InflightTracker();
   let certs = opts.certs;
   let config: ProxyDocuments = { services: opts.services, policies: opts.policies };
   let snapshot: Snapshot = buildSnapshot(config.services, config.policies, certs, "static-1");
@@ -80,9 +83,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   // Open WebSocket relays, so a drain can send their clients elsewhere instead of waiting them out.
   const websockets = new WebSocketSessions();
   const health = new UpstreamHealth(opts.upstream, opts.healthPath);
-  const inboundHttp = startInboundHttp({ upstream: opts.upstream, bridge, metrics, maxBodyBytes: opts.maxBodyBytes, tracker, websockets, health });
+  const inboundHttp = startInboundHttp({ upstream: opts.upstream, bridge, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets, health });
   const inboundPort = bridge.listen(opts.inbound.address, opts.inbound.port, inboundHttp.port!);
-  const outboundDeps = { snapshot: () => snapshot, metrics, tracker, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
+  const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
   const outbound = startOutbound(outboundDeps, opts.outbound.address, opts.outbound.port);
   const admin = startAdmin(
     {
@@ -144,11 +147,14 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     },
     async drain() {
       draining = true;
-      bridge.stopAccepting();
-      const outboundStopped = outbound.stop(false); // no new calls from the service; accepted ones finish
-      websockets.goingAway(); // 1001 to both sides: long-lived sockets would otherwise hold the drain to its deadline
       const deadline = Date.now() + opts.drainTimeoutMs;
-      let clean = await tracker.settle(opts.drainTimeoutMs);
+      bridge.stopAccepting();
+      websockets.goingAway(); // 1001 to both sides: long-lived sockets would otherwise hold the drain to its deadline
+      // The service may still be finishing requests that call other services: the
+      // outbound listener closes only once inbound requests are done (or time is up).
+      let clean = await inboundInflight.settle(opts.drainTimeoutMs);
+      const outboundStopped = outbound.stop(false); // no new calls from the service; accepted ones finish
+      if (clean) clean = await outboundInflight.settle(Math.max(0, deadline - Date.now()));
       // Graceful stops close each keep-alive connection once its response is written;
       // the bridge then forwards what is left of that response before it closes the
       // TLS side. Forcing the bridge shut here could cut a response in half.

@@ -88,3 +88,23 @@ test("SIGTERM to one of two serving proxies under sustained load: no request fai
   expect(quick[1]!.hits).toBeGreaterThan(hitsAtSignal / 2);
   expect(servers[0]!.stderr()).toContain('"clean":true');
 });
+
+test("while draining, the service can still call out to finish the requests it already accepted", async () => {
+  await fx.issue("ledger");
+  const ledger = await fx.proxy("ledger", fx.echo("ledger").url);
+  let outboundPort = 0;
+  // payments answers only after calling ledger through its own sidecar, 300 ms in.
+  const payments = fx.service(async () => {
+    await Bun.sleep(300);
+    const res = await fetch(`http://127.0.0.1:${outboundPort}/entry`, { headers: { host: "ledger" } });
+    return new Response(`ledger said ${res.status}`);
+  });
+  const paymentsProxy = await fx.proxy("payments", payments.url, fx.config("payments-calls-ledger", { ledger: [ledger.ports.inbound] }));
+  outboundPort = paymentsProxy.ports.outbound;
+  const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders-calls-payments", { payments: [paymentsProxy.ports.inbound] }));
+  const inflight = fetch(`http://127.0.0.1:${orders.ports.outbound}/pay`, { headers: { host: "payments" } }).then(async (r) => `${r.status} ${await r.text()}`);
+  await Bun.sleep(100);
+  paymentsProxy.proc.kill("SIGTERM");
+  expect(await inflight).toBe("200 ledger said 200");
+  expect(await paymentsProxy.proc.exited).toBe(0);
+});
