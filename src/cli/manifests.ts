@@ -3,7 +3,8 @@ import { formatManifestError, loadManifests } from "../config/load.ts";
 import { getKind, kinds } from "../config/manifest.ts";
 import { DataError, MeshError, UsageError } from "../core/errors.ts";
 import { didYouMean } from "../config/suggest.ts";
-import { str, strs, type CommandSpec } from "./args.ts";
+import { bool, str, strs, type CommandSpec } from "./args.ts";
+import { writeFileSet } from "../core/files.ts";
 import { ADMIN_FLAGS, adminClient } from "./admin-client.ts";
 
 interface ApplyAnswer {
@@ -86,9 +87,11 @@ export const joinTokenCommand: CommandSpec = {
     { name: "service", type: "string", value: "NAME", required: true, description: "The service the token grants." },
     { name: "namespace", short: "n", type: "string", value: "NS", default: "default", description: "Its namespace." },
     { name: "ttl", type: "string", value: "DURATION", default: "10m", description: "How long the token can be used (at most 24h)." },
+    { name: "out", type: "string", value: "FILE", description: "Write the token to FILE (mode 0600) instead of printing it." },
+    { name: "force", type: "boolean", description: "Overwrite --out if it exists." },
     ...ADMIN_FLAGS,
   ],
-  examples: ["mesh join-token --service orders > orders.token"],
+  examples: ["mesh join-token --service orders --out orders.token"],
   async run(args, ctx) {
     const { status, body } = await adminClient(args).call<{ token: string; error?: string }>("POST", "/v1/join-tokens", {
       service: str(args, "service"),
@@ -96,7 +99,10 @@ export const joinTokenCommand: CommandSpec = {
       ttl: str(args, "ttl"),
     });
     if (status !== 200) throw new DataError(`no token (${status}): ${body.error}`);
-    ctx.out(body.token);
+    const out = str(args, "out");
+    // A token is a credential: written 0600, never left readable by a shell redirect's umask.
+    if (out) writeFileSet([{ path: out, content: body.token + "\n", secret: true }], { force: bool(args, "force") });
+    else ctx.out(body.token);
     return 0;
   },
 };

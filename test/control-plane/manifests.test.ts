@@ -1,6 +1,6 @@
 /** mesh apply / get / delete against a running control plane, and the watched policies directory. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { writeFileSync, mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh, tempDir } from "../helpers/cli.ts";
 import { eventually, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
@@ -79,4 +79,15 @@ test("the policies directory is watched: a good change applies, a bad one keeps 
   writeFileSync(join(dir, "web.yaml"), service("web2"));
   expect(await eventually(async () => (await mesh("get", "service", "web", "-n", "shop", ...admin)).code !== 0)).toBe(true);
   expect((await mesh("get", "service", "web2", "-n", "shop", ...admin)).code).toBe(0);
+});
+
+test("join-token --out writes the token 0600 and never overwrites without --force", async () => {
+  const out = join(tmp.path, "orders.token");
+  expect((await mesh("join-token", "--service", "orders", "--out", out, ...admin)).code).toBe(0);
+  expect(statSync(out).mode & 0o777).toBe(0o600);
+  expect(readFileSync(out, "utf8").trim().split(".")).toHaveLength(3);
+  const again = await mesh("join-token", "--service", "orders", "--out", out, ...admin);
+  expect(again.code).toBe(73);
+  expect(again.err).toContain("already exists; pass --force");
+  expect((await mesh("join-token", "--service", "orders", "--out", out, "--force", ...admin)).code).toBe(0);
 });
