@@ -4,10 +4,11 @@
  * `x-mesh-client-id`, after any copy the caller sent was removed.
  */
 import type { Server } from "bun";
-import { errorResponse, classifyFetchError, internalErrorResponse } from "./errors.ts";
+import { errorResponse, internalErrorResponse } from "./errors.ts";
 import { CLIENT_ID_HEADER, forwardableHeaders } from "./headers.ts";
 import { statusClass, type ProxyMetrics } from "./metrics.ts";
-import { relayResponse, sender } from "./transport/http-client.ts";
+import { relayResponse } from "./relay-response.ts";
+import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
 import type { TlsBridge } from "./transport/tls-bridge.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { workloadOf, parseSpiffeId } from "../pki/spiffe.ts";
@@ -34,10 +35,20 @@ function peerService(spiffeId: string): string {
   return (parsed.ok && workloadOf(parsed.id)?.service) || "unknown";
 }
 
+/** The local service is on this host: a connect that takes this long is not coming. */
+const LOCAL_CONNECT_TIMEOUT_MS = 2_000;
+/** Below Bun.serve's default 10 s and most servers' keep-alive timeouts. */
+const LOCAL_IDLE_TIMEOUT_MS = 4_000;
+
 export function startInboundHttp(deps: InboundDeps): Server<Relay> {
-  // Its own pool, so an upstream response with ambiguous framing can have its connection closed.
-  const pool = new Bun.FetchSession();
-  const send = sender(pool);
+  // The same strict HTTP/1.1 client as the outbound side: a response with ambiguous
+  // framing or stray bytes is refused and its connection never reused.
+  const pool = new Http1Pool({
+    host: deps.upstream.hostname.replace(/^\[|\]$/g, ""),
+    port: Number(deps.upstream.port || 80),
+    connectTimeoutMs: LOCAL_CONNECT_TIMEOUT_MS,
+    idleTimeoutMs: LOCAL_IDLE_TIMEOUT_MS,
+  });
   const base = deps.upstream.origin;
   const ws = inboundWebSockets(deps);
   return Bun.serve({
@@ -68,14 +79,13 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
         const url = new URL(req.url);
         const headers = forwardableHeaders(req.headers);
         headers.set(CLIENT_ID_HEADER, caller);
-        const res = await send({ method: req.method, url: base + url.pathname + url.search, headers, body: req.body });
+        const res = await pool.send({ method: req.method, pathAndQuery: url.pathname + url.search, headers, body: req.body, signal: req.signal });
         status = res.status;
         deps.health?.onResult(status < 500);
-        return relayResponse(res, pool);
+        return relayResponse(res);
       } catch (err) {
         deps.health?.onResult(false);
-        const failure = classifyFetchError(err);
-        const res = errorResponse(failure === "peer-identity" ? "connect-failure" : failure, `local service ${base}: ${(err as Error).message}`);
+        const res = errorResponse(proxyFailureOf(err), `local service ${base}: ${(err as Error).message}`);
         status = res.status;
         return res;
       } finally {

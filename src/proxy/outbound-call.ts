@@ -13,7 +13,7 @@ import type { Endpoint, PickContext } from "./endpoint.ts";
 import { errorResponse, type ProxyFailure } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { backoffMs, isRetryableRequest, shouldRetry, type AttemptOutcome } from "./resilience/retry.ts";
-import { relayResponse } from "./transport/http-client.ts";
+import { relayResponse } from "./relay-response.ts";
 import { proxyFailureOf, requestMayHaveBeenSent } from "./transport/h1/index.ts";
 import { recordLatency } from "./balancer/index.ts";
 import { systemClock } from "../core/clock.ts";
