@@ -145,3 +145,17 @@ export function stopOnSignals(cleanup: () => Promise<string>, log: (line: string
       });
     });
 }
+
+/** Parses a runner's flags: the options, or the exit code after printing usage or the error. */
+export function readOptions<T>(parse: (argv: string[]) => T | "help", usage: string, log: (line: string) => void): T | number {
+  let opts: T | "help";
+  try {
+    opts = parse(Bun.argv.slice(2));
+  } catch (err) {
+    log(`${(err as Error).message}\n\n${usage}`);
+    return 64;
+  }
+  if (opts !== "help") return opts;
+  console.log(usage);
+  return 0;
+}

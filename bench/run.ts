@@ -16,7 +16,7 @@ import { findTool, toolVersion } from "./external.ts";
 import { measure, type Cell } from "./measure.ts";
 import { meshCommand, runMeshSync } from "./mesh-command.ts";
 import { issueCerts } from "./pki.ts";
-import { isClosing, stopAndReport, stopOnSignals, survivors } from "./procs.ts";
+import { isClosing, readOptions, stopAndReport, stopOnSignals, survivors } from "./procs.ts";
 import { render, type Meta } from "./report.ts";
 import { summarize, type Summary } from "./results.ts";
 import { startTopologies } from "./setup.ts";
@@ -106,17 +106,8 @@ function passOrder<T>(items: T[], pass: number): T[] {
 const cleanup = stopAndReport;
 
 async function main(): Promise<number> {
-  let opts: Options | "help";
-  try {
-    opts = parseOptions(Bun.argv.slice(2));
-  } catch (err) {
-    log(`${(err as Error).message}\n\n${USAGE}`);
-    return 64;
-  }
-  if (opts === "help") {
-    console.log(USAGE);
-    return 0;
-  }
+  const opts = readOptions<Options>(parseOptions, USAGE, log);
+  if (typeof opts === "number") return opts;
   const tmp = mkdtempSync(join(tmpdir(), "mesh-bench-"));
   stopOnSignals(() => cleanup(tmp), log);
 

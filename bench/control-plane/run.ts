@@ -10,7 +10,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { meshCommand } from "../mesh-command.ts";
-import { isClosing, stopAndReport, stopChild, stopOnSignals, survivors } from "../procs.ts";
+import { isClosing, readOptions, stopAndReport, stopChild, stopOnSignals, survivors } from "../procs.ts";
 import { parseOptions, USAGE, type Options } from "./args.ts";
 import { fleetStatus } from "./fleet.ts";
 import { policyRound, subscribeAll } from "./phases.ts";
@@ -46,17 +46,8 @@ async function cleanup(tmp: string): Promise<string> {
 }
 
 async function main(): Promise<number> {
-  let opts: Options | "help";
-  try {
-    opts = parseOptions(Bun.argv.slice(2));
-  } catch (err) {
-    log(`${(err as Error).message}\n\n${USAGE}`);
-    return 64;
-  }
-  if (opts === "help") {
-    console.log(USAGE);
-    return 0;
-  }
+  const opts = readOptions<Options>(parseOptions, USAGE, log);
+  if (typeof opts === "number") return opts;
   const tmp = mkdtempSync(join(tmpdir(), "mesh-bench-cp-"));
   stopOnSignals(() => cleanup(tmp), log);
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { mesh } from "../helpers/cli.ts";
 import { MeshFixture } from "../helpers/mesh-fixture.ts";
-import { startMesh } from "../helpers/procs.ts";
+import { pidAlive, startMesh } from "../helpers/procs.ts";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
 const SERVICE = join(import.meta.dir, "..", "helpers", "mesh-run-service.ts");
@@ -75,14 +75,6 @@ async function accepting(port: number): Promise<boolean> {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function freePort(): Promise<number> {
   const s = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
@@ -138,12 +130,12 @@ test("the command starts only once the sidecar is ready", async () => {
 test("SIGTERM to mesh run reaches the command; both exit and nothing is left running", async () => {
   const run = await startMesh([...runArgs("orders"), "--", ...bun("wait-term")]);
   const report = run.ready as unknown as Report;
-  expect(alive(report.pid)).toBe(true);
+  expect(pidAlive(report.pid)).toBe(true);
   run.proc.kill("SIGTERM");
   const rest = readRest(run.proc.stdout);
   expect(await within(run.proc.exited, 15_000, "mesh run to exit")).toBe(0);
   expect(await rest).toContain("got SIGTERM");
-  expect(alive(report.pid)).toBe(false);
+  expect(pidAlive(report.pid)).toBe(false);
   expect(await accepting(report.outbound)).toBe(false);
   expect(await accepting(report.admin)).toBe(false);
 });
@@ -153,7 +145,7 @@ test("a command that ignores SIGTERM is killed after the drain timeout: 128+9", 
   const report = run.ready as unknown as Report;
   run.proc.kill("SIGTERM");
   expect(await within(run.proc.exited, 15_000, "mesh run to exit")).toBe(137);
-  expect(alive(report.pid)).toBe(false);
+  expect(pidAlive(report.pid)).toBe(false);
   expect(run.stderr()).toContain("killing it");
 });
 
@@ -183,5 +175,5 @@ test("inbound mTLS traffic reaches the service mesh run started, with the caller
   expect(await res.json()).toEqual({ service: "payments", caller: ORDERS_ID });
   run.proc.kill("SIGTERM");
   expect(await within(run.proc.exited, 15_000, "mesh run to exit")).toBe(143);
-  expect(alive(report.pid)).toBe(false);
+  expect(pidAlive(report.pid)).toBe(false);
 });

@@ -9,6 +9,7 @@ import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { parseMetrics, sum } from "../../src/demo/prometheus.ts";
+import { pidAlive } from "../helpers/procs.ts";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
 const TD = "spiffe://mesh.local/ns/default/sa";
@@ -28,18 +29,10 @@ const pidsSeen = new Set<number>();
 const dirsSeen = new Set<string>();
 
 afterAll(() => {
-  for (const pid of pidsSeen) if (alive(pid)) process.kill(pid, "SIGKILL");
+  for (const pid of pidsSeen) if (pidAlive(pid)) process.kill(pid, "SIGKILL");
   for (const dir of dirsSeen) rmSync(dir, { recursive: true, force: true });
 });
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function startDemo(...args: string[]): Demo {
   const proc = Bun.spawn([process.execPath, MAIN, "demo", "--json", ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
@@ -93,7 +86,7 @@ function startDemo(...args: string[]): Demo {
 function expectCleanedUp(d: Demo): void {
   const started = d.events.filter((e) => e.event === "started").map((e) => e.pid as number);
   expect(started.length).toBeGreaterThan(0);
-  expect(started.filter(alive)).toEqual([]);
+  expect(started.filter(pidAlive)).toEqual([]);
   const dir = d.events.find((e) => e.event === "starting")!.tempDir as string;
   expect(existsSync(dir)).toBe(false);
 }

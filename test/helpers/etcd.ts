@@ -46,14 +46,7 @@ const ELECTION_MS = 500;
 export const startedPids = new Set<number>();
 
 /** Whether a process with this pid exists (signal 0 checks without signalling). */
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { pidAlive } from "./procs.ts";
 
 export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
   const missing = etcdMissing();

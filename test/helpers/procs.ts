@@ -60,3 +60,13 @@ export function runMesh(args: string[], cwd?: string) {
   const p = Bun.spawnSync([process.execPath, MAIN, ...args], { cwd, stderr: "pipe" });
   return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
 }
+
+/** Whether a process with this pid still exists (signal 0 probes without touching it). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
