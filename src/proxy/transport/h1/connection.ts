@@ -8,12 +8,14 @@
  * body) destroys it instead.
  */
 import type { Socket, SocketHandler } from "bun";
-import { AbortedError, ConnectError, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
+import { AbortedError, ConnectError, connectErrorOf, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
 import { pumpBody, type RequestSink } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
-import { ResponseBody, type BodyFlow } from "./response-body.ts";
+import { ResponseBody } from "./response-body.ts";
+import { Exchange, Phase } from "./exchange.ts";
 import { framingOf, type BodyFraming } from "./response-framing.ts";
-import { findHeadEnd, parseResponseHead, type ResponseHead } from "./response-head.ts";
+import { HeadReader } from "./head-reader.ts";
+import type { ResponseHead } from "./response-head.ts";
 import { handshakeVerdict, type VerifyPeer } from "./tls-verify.ts";
 
 export interface ConnectionTls {
@@ -45,49 +47,7 @@ export interface ConnectionOwner {
   handshake(): void;
 }
 
-/** 1xx responses skipped before the final one. */
-const MAX_INTERIM = 16;
-
-const enum Phase {
-  Head,
-  Body,
-  Done,
-}
-
 type Sock = Socket<H1Connection>;
-
-/** One request/response on the connection; also the flow its response body drives. */
-class Exchange implements BodyFlow {
-  phase = Phase.Head;
-  /** Any request byte was accepted by the socket. */
-  wrote = false;
-  requestDone = false;
-  received = 0;
-  interim = 0;
-  settled = false;
-  reusable = true;
-  body: ResponseBody | undefined;
-  framing: BodyFraming | undefined;
-  onAbort: (() => void) | undefined;
-
-  constructor(
-    readonly conn: H1Connection,
-    readonly req: PreparedRequest,
-    readonly resolve: (res: Response) => void,
-    readonly reject: (err: Error) => void,
-    readonly signal: AbortSignal | undefined,
-  ) {}
-
-  pause(): void {
-    this.conn.pauseFor(this);
-  }
-  resume(): void {
-    this.conn.resumeFor(this);
-  }
-  abandon(): void {
-    this.conn.abandon(this);
-  }
-}
 
 export class H1Connection {
   /** Exchanges completed; > 0 means the next one reuses the connection. */
@@ -101,9 +61,8 @@ export class H1Connection {
   private ex: Exchange | undefined;
   private isClosed = false;
   private connecting: { resolve(c: H1Connection): void; reject(e: Error): void; timer: Timer } | undefined;
-  /** Bytes of a response head that spans socket reads. */
-  private headBuf: Buffer | undefined;
-  private headLen = 0;
+  /** The response head being read, possibly over several reads. */
+  private readonly head = new HeadReader();
   /** Bytes the socket did not take yet; written on drain. */
   private out: string | Uint8Array | undefined;
   private drainWaiter: ((ok: boolean) => void) | undefined;
@@ -263,51 +222,8 @@ export class H1Connection {
   }
 
   private onHeadData(ex: Exchange, chunk: Buffer): void {
-    let buf = chunk;
-    let scanFrom = 0;
-    if (this.headBuf !== undefined) {
-      scanFrom = this.headLen;
-      buf = this.appendHead(chunk);
-    }
-    let start = 0;
-    for (;;) {
-      const end = findHeadEnd(buf, start, Math.max(start, scanFrom));
-      if (end < 0) {
-        if (this.headBuf === undefined || start > 0) {
-          const rest = buf.subarray(start);
-          this.headBuf = undefined;
-          this.headLen = 0;
-          this.appendHead(rest);
-        }
-        return;
-      }
-      const head = parseResponseHead(buf, start, end);
-      start = end;
-      if (head.status >= 200) {
-        this.headBuf = undefined;
-        this.headLen = 0;
-        this.startResponse(ex, head, start < buf.length ? buf.subarray(start) : undefined);
-        return;
-      }
-      if (head.status === 101) throw new ProtocolError("unexpected 101 Switching Protocols (no upgrade was requested)");
-      if (head.status < 100) throw new ProtocolError(`invalid status ${head.status}`);
-      if (++ex.interim > MAX_INTERIM) throw new ProtocolError(`more than ${MAX_INTERIM} interim (1xx) responses`);
-    }
-  }
-
-  /** Grows a private buffer (doubling) so a head split over many reads is copied O(n), not O(n^2). */
-  private appendHead(chunk: Uint8Array): Buffer {
-    const need = this.headLen + chunk.byteLength;
-    let buf = this.headBuf;
-    if (buf === undefined || need > buf.length) {
-      const next = Buffer.allocUnsafe(Math.max(need, buf ? buf.length * 2 : 4096));
-      if (buf) next.set(buf.subarray(0, this.headLen));
-      buf = next;
-      this.headBuf = buf;
-    }
-    buf.set(chunk, this.headLen);
-    this.headLen = need;
-    return buf.subarray(0, need);
+    const final = this.head.feed(chunk);
+    if (final) this.startResponse(ex, final.head, final.rest);
   }
 
   /**
@@ -501,7 +417,7 @@ export class H1Connection {
     const waiter = this.drainWaiter;
     this.drainWaiter = undefined;
     this.out = undefined;
-    this.headBuf = undefined;
+    this.head.reset();
     waiter?.(false);
     if (how === "reset") this.socket?.terminate();
     else if (how === "end") this.socket?.end();
@@ -548,9 +464,3 @@ export class H1Connection {
 }
 
 const HANDLERS = H1Connection.handlers;
-
-function connectErrorOf(err: Error, opts: ConnectionOptions): ConnectError {
-  const code = (err as { code?: unknown }).code;
-  const reason = code === "ECONNREFUSED" ? "refused" : "reset";
-  return new ConnectError(`connect to ${opts.host}:${opts.port} failed: ${err.message}${typeof code === "string" ? ` (${code})` : ""}`, reason, { cause: err });
-}

@@ -87,3 +87,10 @@ export function proxyFailureOf(err: unknown): ProxyFailure {
   if (err instanceof TimeoutError) return "timeout";
   return "upstream-reset";
 }
+
+/** A failed TCP connect, named by the endpoint and told apart as refused or reset. */
+export function connectErrorOf(err: Error, endpoint: { host: string; port: number }): ConnectError {
+  const code = (err as { code?: unknown }).code;
+  const reason = code === "ECONNREFUSED" ? "refused" : "reset";
+  return new ConnectError(`connect to ${endpoint.host}:${endpoint.port} failed: ${err.message}${typeof code === "string" ? ` (${code})` : ""}`, reason, { cause: err });
+}
