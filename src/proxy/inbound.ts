@@ -30,9 +30,19 @@ export interface InboundDeps {
   health?: UpstreamHealth;
 }
 
+/** Metric label per caller identity; a proxy sees few identities, so each is parsed once, not per request. */
+const peerServices = new Map<string, string>();
+const MAX_PEERS = 1024;
+
 function peerService(spiffeId: string): string {
-  const parsed = parseSpiffeId(spiffeId);
-  return (parsed.ok && workloadOf(parsed.id)?.service) || "unknown";
+  let service = peerServices.get(spiffeId);
+  if (service === undefined) {
+    const parsed = parseSpiffeId(spiffeId);
+    service = (parsed.ok && workloadOf(parsed.id)?.service) || "unknown";
+    if (peerServices.size >= MAX_PEERS) peerServices.clear();
+    peerServices.set(spiffeId, service);
+  }
+  return service;
 }
 
 /** The local service is on this host: a connect that takes this long is not coming. */

@@ -54,7 +54,7 @@ export async function callDestination(dest: Destination, req: OutboundAttempt, c
   const admitted = dest.breaker.tryAcquire("requests");
   if (admitted !== true) return overflow(dest, admitted);
   // Requests queue in the pools once every endpoint is at maxConnections; past this many, refuse.
-  if (dest.pools.totals().waiting >= dest.policy.circuitBreaker.maxPendingRequests) {
+  if (dest.pools.waiting() >= dest.policy.circuitBreaker.maxPendingRequests) {
     dest.breaker.release("requests");
     return overflow(dest, "max-pending-requests");
   }

@@ -49,7 +49,14 @@ export class UpstreamPools {
     this.pools.clear();
   }
 
-  /** Totals over every endpoint, for the breaker and metrics. */
+  /** Requests waiting for a connection, over every endpoint: checked on every request. */
+  waiting(): number {
+    let n = 0;
+    for (const pool of this.pools.values()) n += pool.waiting;
+    return n;
+  }
+
+  /** Totals over every endpoint, for metrics. */
   totals(): { open: number; waiting: number; created: number; handshakes: number } {
     const t = { open: 0, waiting: 0, created: 0, handshakes: 0 };
     for (const pool of this.pools.values()) {

@@ -122,6 +122,11 @@ export class Http1Pool implements ConnectionOwner {
     }
   }
 
+  /** Requests waiting for a connection; cheaper than `stats` on the request path. */
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
   get stats(): PoolStats {
     const idle = this.idleConns.length;
     const busy = this.busyConns.size;
