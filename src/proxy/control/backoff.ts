@@ -3,14 +3,20 @@
  * stampeded. The default cap is short (5 s): once the control plane is back, a proxy
  * should pick up changes within seconds, and jitter already spreads the load.
  */
+import { backoffMs, type RetryPolicy } from "../resilience/retry.ts";
+
 export class Backoff {
   private attempt = 0;
-  constructor(private baseMs = 250, private maxMs = 5_000, private random: () => number = Math.random) {}
+  private readonly policy: Pick<RetryPolicy, "backoff">;
+
+  constructor(baseMs = 250, maxMs = 5_000, private random: () => number = Math.random) {
+    this.policy = { backoff: { baseMs, maxMs } };
+  }
 
   next(): number {
-    const cap = Math.min(this.maxMs, this.baseMs * 2 ** this.attempt);
+    const ms = backoffMs(this.policy, this.attempt, this.random);
     this.attempt = Math.min(this.attempt + 1, 30);
-    return this.random() * cap;
+    return ms;
   }
 
   reset(): void {

@@ -9,7 +9,7 @@ import { MeshError } from "../../core/errors.ts";
 import { controlPlaneId } from "../../control-plane/identity.ts";
 import type { SignedCertificate } from "../../control-plane/signer.ts";
 import { formatSpiffeId, workloadId } from "../../pki/spiffe.ts";
-import { exportPrivateKeyPem, generateKeyPair } from "../../pki/x509.ts";
+import { certToPem, exportPrivateKeyPem, generateKeyPair, parseCertificates } from "../../pki/x509.ts";
 import { workloadPaths } from "../../ca/layout.ts";
 import { workloadCertsFromPem, type WorkloadCerts } from "../certs.ts";
 import { expectPeer } from "../destinations.ts";
@@ -39,7 +39,7 @@ export async function requestCertificate(
 
 export async function saveCertificate(certsDir: string, keyPem: string, signed: SignedCertificate): Promise<WorkloadCerts> {
   const p = workloadPaths(certsDir);
-  const leaf = signed.chain.slice(0, signed.chain.indexOf("-----END CERTIFICATE-----") + 25) + "\n";
+  const leaf = certToPem(parseCertificates(signed.chain)[0]!);
   const certs = await workloadCertsFromPem({ chainPem: signed.chain, keyPem, bundlePem: signed.bundle }, { chain: p.chain, key: p.key, bundle: p.bundle });
   writeFileSet(
     [

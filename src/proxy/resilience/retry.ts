@@ -89,7 +89,7 @@ export function shouldRetry(policy: RetryPolicy, attempt: number, outcome: Attem
  * [0, min(maxMs, baseMs·2^attempt)). Full jitter spreads synchronized clients best.
  * @param attempt retries already made (0 before the first retry → up to baseMs).
  */
-export function backoffMs(policy: RetryPolicy, attempt: number, random: Random): number {
+export function backoffMs(policy: Pick<RetryPolicy, "backoff">, attempt: number, random: Random): number {
   // 2 ** large → Infinity, which min() clamps, so no overflow guard is needed.
   const cap = Math.min(policy.backoff.maxMs, policy.backoff.baseMs * 2 ** Math.max(0, attempt));
   return random() * cap;
