@@ -66,15 +66,7 @@ export function serviceManifest(name: string, namespace = "default"): Record<str
   return { apiVersion: "mesh.dev/v1alpha1", kind: "Service", metadata: { name, namespace }, spec: { ports: [{ name: "http", port: 80 }] } };
 }
 
-/** Polls `check` until it returns true or `ms` passes; returns whether it did. */
-export async function eventually(check: () => Promise<boolean> | boolean, ms = 10_000, every = 100): Promise<boolean> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (await check()) return true;
-    await Bun.sleep(every);
-  }
-  return false;
-}
+export { eventually } from "./wait.ts";
 
 export type Sidecar = MeshProcess & { ports: { inbound: number; outbound: number; admin: number } };
 

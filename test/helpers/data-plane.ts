@@ -85,12 +85,4 @@ export function rssMiB(pid: number): number {
   return Number(m[1]) / 1024;
 }
 
-/** Polls `cond` every 10 ms until it holds or `ms` passes; returns whether it held. */
-export async function eventually(cond: () => boolean, ms = 2000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await Bun.sleep(10);
-  }
-  return true;
-}
+export { eventually } from "./wait.ts";
