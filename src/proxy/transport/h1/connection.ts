@@ -2,17 +2,17 @@
  * One HTTP/1.1 connection on a raw Bun socket (TCP or TLS), carrying one exchange at a
  * time. It connects (TCP + TLS handshake + peer check, under one timeout), writes the
  * request head in one write and streams the body, parses the response head strictly and
- * hands out the body as a stream. It tells its owner when it may carry another exchange
+ * hands head and body to the exchange's sink as they arrive. It tells its owner when it may carry another exchange
  * and when it is gone; any doubt about where the next response starts (framing error,
  * bytes after a response, a response before the request was fully sent, a cancelled
  * body) destroys it instead.
  */
 import type { Socket, SocketHandler } from "bun";
 import { AbortedError, ConnectError, connectErrorOf, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
-import { pumpBody, type RequestSink } from "./request-body.ts";
+import { pumpBody, type RequestBody, type RequestSink } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
-import { ResponseBody } from "./response-body.ts";
 import { Exchange, Phase } from "./exchange.ts";
+import type { ResponseSink } from "./response-sink.ts";
 import { framingOf, type BodyFraming } from "./response-framing.ts";
 import { HeadReader } from "./head-reader.ts";
 import type { ResponseHead } from "./response-head.ts";
@@ -117,27 +117,25 @@ export class H1Connection {
   }
 
   /**
-   * Sends one request. Resolves with the response once its head arrived, the body still
-   * streaming. The connection must be idle.
+   * Sends one request; the response (or the failure) goes to `sink`. The connection
+   * must be idle.
    */
-  exchange(req: PreparedRequest, body: ReadableStream<Uint8Array> | null, signal: AbortSignal | undefined): Promise<Response> {
-    return new Promise<Response>((resolve, reject) => {
-      // Closed since it was handed out: nothing written, so the pool may retry it.
-      if (this.isClosed) return reject(new ResetError(`connection to ${this.opts.host}:${this.opts.port} closed before the request was written`, false, 0));
-      const ex = new Exchange(this, req, resolve, reject, signal);
-      this.ex = ex;
-      if (signal) {
-        if (signal.aborted) return this.abortExchange(ex, signal.reason);
-        ex.onAbort = () => this.abortExchange(ex, signal.reason);
-        signal.addEventListener("abort", ex.onAbort, { once: true });
-      }
-      if (this.write(req.head)) {
-        if (body === null) return this.requestSent(ex);
-        void this.sendBody(ex, body);
-      } else if (!this.isClosed) {
-        void this.sendBody(ex, body);
-      }
-    });
+  exchange(req: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortSignal | undefined): void {
+    // Closed since it was handed out: nothing written, so the pool may retry it.
+    if (this.isClosed) return sink.fail(new ResetError(`connection to ${this.opts.host}:${this.opts.port} closed before the request was written`, false, 0));
+    const ex = new Exchange(this, req, sink, signal);
+    this.ex = ex;
+    if (signal) {
+      if (signal.aborted) return this.abortExchange(ex, signal.reason);
+      ex.onAbort = () => this.abortExchange(ex, signal.reason);
+      signal.addEventListener("abort", ex.onAbort, { once: true });
+    }
+    if (this.write(req.head)) {
+      if (body === null) return this.requestSent(ex);
+      void this.sendBody(ex, body);
+    } else if (!this.isClosed) {
+      void this.sendBody(ex, body);
+    }
   }
 
   /** Closes an idle connection (gracefully: FIN, not RST), or the current one once its exchange is over. */
@@ -148,12 +146,12 @@ export class H1Connection {
 
   // ---- request side ----
 
-  private async sendBody(ex: Exchange, body: ReadableStream<Uint8Array> | null): Promise<void> {
+  private async sendBody(ex: Exchange, body: RequestBody | null): Promise<void> {
     if (this.out !== undefined && !(await this.drained())) return;
     if (body !== null) {
       let complete: boolean;
       try {
-        complete = await pumpBody(body, ex.req.framing, this.sink);
+        complete = await (body instanceof ReadableStream ? pumpBody(body, ex.req.framing, this.sink) : body.pump(ex.req.framing, this.sink));
       } catch (err) {
         if (this.ex === ex) this.shutdown(err as Error);
         return;
@@ -228,9 +226,9 @@ export class H1Connection {
 
   /**
    * `rest`: bytes that came with the head. When they hold the whole body (the common
-   * case for small responses) the Response gets it as bytes, not as a stream: no stream
-   * machinery per response, and a chunked body that is malformed fails the request
-   * itself (a 502) rather than a 200 whose body breaks.
+   * case for small responses) the sink is told so, and gets it before returning: a
+   * chunked body that is malformed then fails the request itself (a 502) rather than
+   * a 200 whose body breaks.
    */
   private startResponse(ex: Exchange, head: ResponseHead, rest: Uint8Array | undefined): void {
     if (head.status > 599) throw new ProtocolError(`invalid status ${head.status}`);
@@ -238,46 +236,30 @@ export class H1Connection {
     ex.framing = framing;
     // A close-delimited body leaves nothing to reuse.
     ex.reusable = head.keepAlive && framing.kind !== "close";
-    let whole: Uint8Array | null = null;
     let early: Uint8Array[] | undefined;
     if (rest !== undefined) {
-      const pieces: Uint8Array[] = [];
-      if (framing.feed(rest, (piece) => pieces.push(piece))) {
-        whole = pieces.length === 0 ? null : pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
-      } else {
-        early = pieces;
-      }
+      early = [];
+      framing.feed(rest, (piece) => early!.push(piece));
     }
     if (framing.extra) ex.reusable = false; // bytes beyond the response: the connection is out of step
-    if (framing.done) ex.phase = Phase.Done;
-    else {
-      ex.phase = Phase.Body;
-      ex.body = new ResponseBody(ex);
-    }
-
-    let res: Response;
-    try {
-      // Socket reads are plain (never shared) ArrayBuffers.
-      res = new Response(ex.body?.stream ?? (whole as Uint8Array<ArrayBuffer> | null), { status: head.status, statusText: head.statusText, headers: head.headers });
-    } catch (err) {
-      throw new ProtocolError(`unusable response head: ${(err as Error).message}`);
-    }
-    if (early !== undefined) for (const piece of early) ex.body!.push(piece);
-    ex.settled = true;
-    ex.resolve(res);
-    if (ex.phase === Phase.Done) this.responseDone(ex);
+    const complete = framing.done;
+    ex.sink.head(head, ex, complete);
+    // Past this point a failure is the body's (the sink was given the head).
+    ex.phase = Phase.Body;
+    if (early !== undefined) for (const piece of early) ex.emit(piece);
+    if (complete) this.responseDone(ex);
   }
 
   private onBodyData(ex: Exchange, chunk: Uint8Array): void {
     const framing = ex.framing!;
-    const complete = framing.feed(chunk, ex.body!.push);
+    const complete = framing.feed(chunk, ex.emit);
     if (framing.extra) ex.reusable = false;
     if (complete) this.responseDone(ex);
   }
 
   private responseDone(ex: Exchange): void {
+    ex.sink.end();
     ex.phase = Phase.Done;
-    ex.body?.close();
     if (ex.requestDone) this.release(ex);
     // Otherwise the upstream answered before taking the whole request (an early 413,
     // say): it is not waiting for the rest, so this connection is out of step; the
@@ -428,13 +410,11 @@ export class H1Connection {
     if (ex.phase === Phase.Done) return; // response complete; only the request side was still going
     if (ex.phase === Phase.Body) {
       // A body delimited by the close ends cleanly on a FIN, never on a reset or our own abort.
-      if (byPeer && reason === undefined && this.lastError === undefined && ex.framing!.closed()) ex.body!.close();
-      else ex.body!.error(reason ?? new ResetError(`upstream closed the connection before the response body was complete${this.why()}`, true, ex.received));
+      if (byPeer && reason === undefined && this.lastError === undefined && ex.framing!.closed()) ex.sink.end();
+      else ex.sink.fail(reason ?? new ResetError(`upstream closed the connection before the response body was complete${this.why()}`, true, ex.received));
       return;
     }
-    if (ex.settled) return;
-    ex.settled = true;
-    ex.reject(reason ?? this.resetError(ex));
+    ex.sink.fail(reason ?? this.resetError(ex));
   }
 
   private resetError(ex: Exchange): Error {

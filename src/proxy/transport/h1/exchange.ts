@@ -1,7 +1,8 @@
 /** One request/response on a connection, and the flow control its response body drives. */
 import type { PreparedRequest } from "./request-head.ts";
 import type { BodyFraming } from "./response-framing.ts";
-import type { BodyFlow, ResponseBody } from "./response-body.ts";
+import type { BodyFlow } from "./response-body.ts";
+import type { ResponseSink } from "./response-sink.ts";
 
 export const enum Phase {
   Head,
@@ -23,19 +24,22 @@ export class Exchange implements BodyFlow {
   wrote = false;
   requestDone = false;
   received = 0;
-  settled = false;
   reusable = true;
-  body: ResponseBody | undefined;
   framing: BodyFraming | undefined;
   onAbort: (() => void) | undefined;
+  /** Hands body pieces to the sink; bound once, so the framing decoder can call it directly. */
+  readonly emit: (data: Uint8Array) => void;
 
   constructor(
     readonly conn: ExchangeHost,
     readonly req: PreparedRequest,
-    readonly resolve: (res: Response) => void,
-    readonly reject: (err: Error) => void,
+    readonly sink: ResponseSink,
     readonly signal: AbortSignal | undefined,
-  ) {}
+  ) {
+    this.emit = (data) => {
+      if (data.byteLength > 0) sink.data(data);
+    };
+  }
 
   pause(): void {
     this.conn.pauseFor(this);

@@ -19,6 +19,10 @@
 import { H1Connection, type ConnectionOptions, type ConnectionOwner, type ConnectionTls } from "./connection.ts";
 import { AbortedError, ConnectError, ResetError, TimeoutError } from "./errors.ts";
 import { prepareRequest, type PreparedRequest } from "./request-head.ts";
+import type { RequestBody } from "./request-body.ts";
+import type { BodyFlow } from "./response-body.ts";
+import type { ResponseHead } from "./response-head.ts";
+import { StreamedResponse, type ResponseSink } from "./response-sink.ts";
 
 export interface PoolOptions {
   host: string;
@@ -38,7 +42,7 @@ export interface PoolRequest {
   pathAndQuery: string;
   /** Sent as given, except connection-level headers (request-head.ts); Host defaults to host:port. */
   headers: Headers;
-  body: ReadableStream<Uint8Array> | null;
+  body: RequestBody | null;
   /** Aborting before the response head rejects (TimeoutError when its reason is one); after, errors the body. */
   signal?: AbortSignal;
 }
@@ -93,20 +97,46 @@ export class Http1Pool implements ConnectionOwner {
   }
 
   /** Resolves when the response head arrived; the body streams. Rejects with the errors of errors.ts. */
-  async send(req: PoolRequest): Promise<Response> {
-    if (this.isClosed) throw new ConnectError("the connection pool is closed", "closed");
-    if (req.signal?.aborted) throw abortError(req.signal.reason);
-    const prepared = prepareRequest(req.method, req.pathAndQuery, req.headers, req.body !== null, this.defaultHost);
-    const conn = this.takeIdle() ?? (await this.acquire(req.signal));
-    const wasReused = conn.served > 0;
+  send(req: PoolRequest): Promise<Response> {
+    if (this.isClosed) return Promise.reject(new ConnectError("the connection pool is closed", "closed"));
+    if (req.signal?.aborted) return Promise.reject(abortError(req.signal.reason));
+    let prepared: PreparedRequest;
     try {
-      return await conn.exchange(prepared, req.body, req.signal);
+      prepared = prepareRequest(req.method, req.pathAndQuery, req.headers, req.body !== null, this.defaultHost);
     } catch (err) {
-      if (!wasReused || !isKeepAliveRace(err, prepared)) throw err;
+      return Promise.reject(err);
     }
+    const sink = new StreamedResponse();
+    this.dispatch(prepared, req.body, sink, req.signal);
+    return sink.promise;
+  }
+
+  /**
+   * Sends a prepared request on a pooled connection; the response or the failure (the
+   * errors of errors.ts) goes to `sink`. The keep-alive race is retried here, once.
+   */
+  dispatch(prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal?: AbortSignal): void {
+    if (this.isClosed) return sink.fail(new ConnectError("the connection pool is closed", "closed"));
+    const conn = this.takeIdle();
+    if (conn !== undefined) return this.run(conn, prepared, body, sink, signal);
+    this.acquire(signal).then(
+      (acquired) => this.run(acquired, prepared, body, sink, signal),
+      (err: Error) => sink.fail(err),
+    );
+  }
+
+  private run(conn: H1Connection, prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortSignal | undefined): void {
+    // Only a connection that carried an earlier exchange can lose the keep-alive race.
+    conn.exchange(prepared, body, conn.served > 0 ? new RaceGuard(this, prepared, body, sink, signal) : sink, signal);
+  }
+
+  /** The retry of the keep-alive race: once, on a fresh connection. */
+  retryStale(prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortSignal | undefined): void {
     this.staleRetries++;
-    const fresh = await this.acquire(req.signal, true);
-    return fresh.exchange(prepared, req.body, req.signal);
+    this.acquire(signal, true).then(
+      (fresh) => fresh.exchange(prepared, body, sink, signal),
+      (err: Error) => sink.fail(err),
+    );
   }
 
   /** Closes idle connections now and busy ones when their exchange is over; waiting requests fail. */
@@ -278,6 +308,30 @@ export class Http1Pool implements ConnectionOwner {
   private stopSweeper(): void {
     if (this.sweeper !== undefined) clearInterval(this.sweeper);
     this.sweeper = undefined;
+  }
+}
+
+/** Passes a reused connection's exchange through, except a failure that is the keep-alive race. */
+class RaceGuard implements ResponseSink {
+  constructor(
+    private readonly pool: Http1Pool,
+    private readonly prepared: PreparedRequest,
+    private readonly body: RequestBody | null,
+    private readonly sink: ResponseSink,
+    private readonly signal: AbortSignal | undefined,
+  ) {}
+  head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
+    this.sink.head(head, flow, complete);
+  }
+  data(chunk: Uint8Array): void {
+    this.sink.data(chunk);
+  }
+  end(): void {
+    this.sink.end();
+  }
+  fail(err: Error): void {
+    if (isKeepAliveRace(err, this.prepared)) this.pool.retryStale(this.prepared, this.body, this.sink, this.signal);
+    else this.sink.fail(err);
   }
 }
 

@@ -16,6 +16,18 @@ export interface RequestSink {
   live(): boolean;
 }
 
+/**
+ * A request body pushed from elsewhere (a downstream connection) rather than read from
+ * a stream. `pump` writes it framed as `framing` says, with the same contract as
+ * pumpBody: true when all of it went out, false when the connection went away first,
+ * RequestBodyError when the body is not what was declared or its source failed.
+ */
+export interface BodySource {
+  pump(framing: RequestFraming, sink: RequestSink): Promise<boolean>;
+}
+
+export type RequestBody = ReadableStream<Uint8Array> | BodySource;
+
 /** One chunk of the chunked coding, in one buffer so it goes out in one write. */
 export function chunkFrame(data: Uint8Array): Uint8Array {
   const size = data.byteLength.toString(16);
