@@ -23,11 +23,24 @@ const STATUS: Record<ProxyFailure, number> = {
   "bad-request": 400,
 };
 
-export function errorResponse(failure: ProxyFailure, detail: string, extra: Record<string, string> = {}): Response {
-  return new Response(`mesh: ${failure}: ${detail}\n`, {
+export interface ErrorParts {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** The status, headers and body of the answer to `failure`, for a Response or a raw Responder. */
+export function errorParts(failure: ProxyFailure, detail: string, extra: Record<string, string> = {}): ErrorParts {
+  return {
     status: STATUS[failure],
     headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": failure, ...extra },
-  });
+    body: `mesh: ${failure}: ${detail}\n`,
+  };
+}
+
+export function errorResponse(failure: ProxyFailure, detail: string, extra: Record<string, string> = {}): Response {
+  const e = errorParts(failure, detail, extra);
+  return new Response(e.body, { status: e.status, headers: e.headers });
 }
 
 /** For a handler that threw: a plain 500, never Bun's development error page (which shows source and stack). */

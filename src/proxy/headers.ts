@@ -19,3 +19,28 @@ export function forwardableHeaders(source: Headers): Headers {
   for (const name of IDENTITY) out.delete(name);
   return out;
 }
+
+/** Request fields never relayed from a raw downstream request: hop-by-hop, framing, identity, and Expect (answered here). */
+export const RELAY_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, "host", "content-length", "expect"]);
+
+/** Response fields never relayed: hop-by-hop, identity, and the framing this proxy sets itself. */
+const RESPONSE_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, "content-length"]);
+/** Only names of these lengths can be in RESPONSE_SKIP: the others are passed on without lower-casing. */
+const RESPONSE_SKIP_LENGTHS = new Set([...RESPONSE_SKIP].map((n) => n.length));
+
+/** An upstream response's fields (names as sent) fit to relay: RESPONSE_SKIP and whatever its Connection lists removed. */
+export function relayedResponseFields(fields: readonly [string, string][]): [string, string][] {
+  let listed: string[] | undefined;
+  for (const [name, value] of fields)
+    if (name.length === 10 && name.toLowerCase() === "connection") (listed ??= []).push(...value.toLowerCase().split(",").map((t) => t.trim()));
+  const out: [string, string][] = [];
+  for (const field of fields) {
+    const name = field[0];
+    if (RESPONSE_SKIP_LENGTHS.has(name.length) || listed !== undefined) {
+      const lower = name.toLowerCase();
+      if (RESPONSE_SKIP.has(lower) || listed?.includes(lower)) continue;
+    }
+    out.push(field);
+  }
+  return out;
+}

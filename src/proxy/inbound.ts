@@ -1,17 +1,18 @@
 /**
- * Inbound: requests from other proxies, over strict mTLS, to the local service. The
- * caller's SPIFFE ID comes from the TLS bridge and is handed to the service in
- * `x-mesh-client-id`, after any copy the caller sent was removed.
+ * Inbound over a loopback Bun.serve: the connections the mTLS listener tunnels here
+ * (WebSocket upgrades, and whatever follows on such a connection). The caller's SPIFFE
+ * ID comes from the tunnel's source port and is handed to the service in
+ * `x-mesh-client-id`, after any copy the caller sent was removed. Plain requests take
+ * the raw path of inbound-handler.ts instead.
  */
 import type { Server } from "bun";
 import { errorResponse, internalErrorResponse } from "./errors.ts";
 import { CLIENT_ID_HEADER, forwardableHeaders } from "./headers.ts";
 import { statusClass, type ProxyMetrics } from "./metrics.ts";
 import { relayResponse } from "./relay-response.ts";
-import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
-import type { TlsBridge } from "./transport/tls-bridge.ts";
+import { proxyFailureOf, type Http1Pool } from "./transport/h1/index.ts";
 import type { InflightTracker } from "./inflight.ts";
-import { workloadOf, parseSpiffeId } from "../pki/spiffe.ts";
+import { peerService } from "./peer-service.ts";
 import { refusalResponse, requestProblem } from "./request-guard.ts";
 import { inboundWebSockets } from "./websocket/inbound-ws.ts";
 import type { Relay } from "./websocket/relay.ts";
@@ -21,44 +22,20 @@ import type { UpstreamHealth } from "./upstream-health.ts";
 
 export interface InboundDeps {
   upstream: URL;
-  bridge: TlsBridge;
+  /** Loopback source port → caller SPIFFE ID, kept by the tunnels from the mTLS listener. */
+  identities: ReadonlyMap<number, string>;
   metrics: ProxyMetrics;
   maxBodyBytes: number;
   tracker: InflightTracker;
   websockets?: WebSocketSessions;
   /** Told of every request's outcome: the passive health the control plane is given. */
   health?: UpstreamHealth;
+  /** Connections to the local service, shared with the raw path. */
+  pool: Http1Pool;
 }
-
-/** Metric label per caller identity; a proxy sees few identities, so each is parsed once, not per request. */
-const peerServices = new Map<string, string>();
-const MAX_PEERS = 1024;
-
-function peerService(spiffeId: string): string {
-  let service = peerServices.get(spiffeId);
-  if (service === undefined) {
-    const parsed = parseSpiffeId(spiffeId);
-    service = (parsed.ok && workloadOf(parsed.id)?.service) || "unknown";
-    if (peerServices.size >= MAX_PEERS) peerServices.clear();
-    peerServices.set(spiffeId, service);
-  }
-  return service;
-}
-
-/** The local service is on this host: a connect that takes this long is not coming. */
-const LOCAL_CONNECT_TIMEOUT_MS = 2_000;
-/** Below Bun.serve's default 10 s and most servers' keep-alive timeouts. */
-const LOCAL_IDLE_TIMEOUT_MS = 4_000;
 
 export function startInboundHttp(deps: InboundDeps): Server<Relay> {
-  // The same strict HTTP/1.1 client as the outbound side: a response with ambiguous
-  // framing or stray bytes is refused and its connection never reused.
-  const pool = new Http1Pool({
-    host: deps.upstream.hostname.replace(/^\[|\]$/g, ""),
-    port: Number(deps.upstream.port || 80),
-    connectTimeoutMs: LOCAL_CONNECT_TIMEOUT_MS,
-    idleTimeoutMs: LOCAL_IDLE_TIMEOUT_MS,
-  });
+  const pool = deps.pool;
   const base = deps.upstream.origin;
   const ws = inboundWebSockets(deps);
   return Bun.serve({
@@ -74,7 +51,7 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
     idleTimeout: 30,
     async fetch(req, server) {
       const started = performance.now();
-      const caller = deps.bridge.identities.get(server.requestIP(req)?.port ?? -1);
+      const caller = deps.identities.get(server.requestIP(req)?.port ?? -1);
       if (!caller) return errorResponse("peer-identity", "request did not arrive through the mTLS listener");
       const refused = requestProblem(req);
       if (refused) {

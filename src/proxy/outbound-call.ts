@@ -10,22 +10,25 @@
  */
 import type { Destination } from "./destinations.ts";
 import type { Endpoint, PickContext } from "./endpoint.ts";
-import { errorResponse, type ProxyFailure } from "./errors.ts";
+import { errorParts, type ErrorParts, type ProxyFailure } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
-import { backoffMs, isRetryableRequest, shouldRetry, type AttemptOutcome } from "./resilience/retry.ts";
-import { relayResponse } from "./relay-response.ts";
+import { backoffMs, shouldRetry, type AttemptOutcome } from "./resilience/retry.ts";
 import { proxyFailureOf, requestMayHaveBeenSent } from "./transport/h1/index.ts";
+import { Attempt } from "./transport/h1/attempt.ts";
+import type { RequestBody } from "./transport/h1/request-body.ts";
+import type { PreparedRequest } from "./transport/h1/request-head.ts";
 import { recordLatency } from "./balancer/index.ts";
 import { systemClock } from "../core/clock.ts";
 import { Deadline } from "./deadline.ts";
 import type { OverflowReason } from "./resilience/circuit-breaker.ts";
 
-export interface OutboundAttempt {
-  method: string;
-  pathAndQuery: string;
-  headers: Headers;
-  body: ReadableStream<Uint8Array> | null;
+export interface OutboundRequest {
+  prepared: PreparedRequest;
+  body: RequestBody | null;
 }
+
+/** The response kept (attach it to where it goes), or the proxy's own answer. */
+export type CallResult = { ok: true; attempt: Attempt; status: number } | { ok: false; error: ErrorParts };
 
 type FailureOutcome = Exclude<AttemptOutcome["kind"], "status" | "response-started">;
 
@@ -50,7 +53,7 @@ function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoint | und
   return dest.balancer.pick(healthy, ctx);
 }
 
-export async function callDestination(dest: Destination, req: OutboundAttempt, ctx: PickContext, metrics: ProxyMetrics): Promise<Response> {
+export async function callDestination(dest: Destination, req: OutboundRequest, ctx: PickContext, metrics: ProxyMetrics): Promise<CallResult> {
   const admitted = dest.breaker.tryAcquire("requests");
   if (admitted !== true) return overflow(dest, admitted);
   // Requests queue in the pools once every endpoint is at maxConnections; past this many, refuse.
@@ -67,8 +70,8 @@ export async function callDestination(dest: Destination, req: OutboundAttempt, c
   }
 }
 
-async function tryEndpoints(dest: Destination, req: OutboundAttempt, ctx: PickContext, metrics: ProxyMetrics, deadline: Deadline): Promise<Response> {
-  const replayable = req.body === null && isRetryableRequest(req.method, req.headers);
+async function tryEndpoints(dest: Destination, req: OutboundRequest, ctx: PickContext, metrics: ProxyMetrics, deadline: Deadline): Promise<CallResult> {
+  const replayable = req.prepared.replayable;
   dest.budget.onRequest();
   let tried: Endpoint | undefined;
   // A retry holds one of the destination's retry slots from the decision to its end.
@@ -76,35 +79,31 @@ async function tryEndpoints(dest: Destination, req: OutboundAttempt, ctx: PickCo
   try {
     for (let attempt = 0; ; attempt++) {
       const endpoint = pickEndpoint(dest, ctx, tried);
-      if (!endpoint) return errorResponse("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
+      if (!endpoint) return failed("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
       tried = endpoint;
       endpoint.inflight++;
       const sentAt = performance.now();
       try {
-        const res = await dest.pools.send(endpoint, {
-          method: req.method,
-          pathAndQuery: req.pathAndQuery,
-          headers: req.headers,
-          body: req.body,
-          signal: deadline.signal,
-        });
+        const pending = new Attempt();
+        dest.pools.dispatch(endpoint, req.prepared, req.body, pending, deadline.signal);
+        const { status } = await pending.head$;
         if (dest.ewmaDecayMs !== undefined) recordLatency(endpoint, performance.now() - sentAt, systemClock, dest.ewmaDecayMs);
-        dest.outlier.onResult(endpoint, res.status < 500);
-        const outcome: AttemptOutcome = { kind: "status", status: res.status };
-        if (!replayable || !shouldRetry(dest.retryPolicy, attempt, outcome)) return relayResponse(res);
-        if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return relayResponse(res);
-        await res.body?.cancel();
+        dest.outlier.onResult(endpoint, status < 500);
+        const outcome: AttemptOutcome = { kind: "status", status };
+        if (!replayable || !shouldRetry(dest.retryPolicy, attempt, outcome)) return { ok: true, attempt: pending, status };
+        if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return { ok: true, attempt: pending, status };
+        pending.discard();
       } catch (err) {
         dest.outlier.onResult(endpoint, false);
         const kind = deadline.expired ? "timeout" : proxyFailureOf(err);
         if (kind === "peer-identity") metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
         const detail = deadline.expired ? `no response within ${dest.requestTimeoutMs} ms` : (err as Error).message;
-        const failure = errorResponse(kind, `${dest.name} endpoint ${endpoint.key}: ${detail}`);
+        const failure = failed(kind, `${dest.name} endpoint ${endpoint.key}: ${detail}`);
         // A request that never left (connect failure, refused peer) is safe to send again,
         // whatever its method, and its body was never read; anything else only if replayable.
         const sent = requestMayHaveBeenSent(err);
-        const failed: FailureOutcome = sent ? OUTCOME[kind] : kind === "peer-identity" ? "refused" : "connect-failure";
-        if ((req.body !== null && sent) || !shouldRetry(dest.retryPolicy, attempt, { kind: failed }, replayable)) return failure;
+        const outcome: FailureOutcome = sent ? OUTCOME[kind] : kind === "peer-identity" ? "refused" : "connect-failure";
+        if ((req.body !== null && sent) || !shouldRetry(dest.retryPolicy, attempt, { kind: outcome }, replayable)) return failure;
         if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return failure;
       } finally {
         endpoint.inflight--;
@@ -128,6 +127,10 @@ function takeRetry(dest: Destination, deadline: Deadline, holding: boolean): boo
   return false;
 }
 
-function overflow(dest: Destination, reason: OverflowReason): Response {
-  return errorResponse("overflow", `${dest.name}: ${reason.replace(/-/g, " ")} reached`, { "x-mesh-overflow": reason });
+function failed(kind: ProxyFailure, detail: string, extra?: Record<string, string>): CallResult {
+  return { ok: false, error: errorParts(kind, detail, extra) };
+}
+
+function overflow(dest: Destination, reason: OverflowReason): CallResult {
+  return failed("overflow", `${dest.name}: ${reason.replace(/-/g, " ")} reached`, { "x-mesh-overflow": reason });
 }

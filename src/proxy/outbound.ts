@@ -1,13 +1,17 @@
 /**
- * Outbound: the local service's calls to other services, as an HTTP proxy
- * (`HTTP_PROXY=http://127.0.0.1:15001`, absolute-form targets) or by Host header.
- * Resolve the service, pick an endpoint, send over the destination's mTLS pool.
+ * Outbound over a loopback Bun.serve: the connections the outbound listener tunnels
+ * here (WebSocket upgrades, and whatever follows on such a connection). Resolve the
+ * service, pick an endpoint, send over the destination's mTLS pool. Plain requests take
+ * the raw path of outbound-handler.ts instead.
  */
 import type { Server } from "bun";
 import type { PickContext } from "./endpoint.ts";
 import { errorResponse, internalErrorResponse } from "./errors.ts";
 import { refusalResponse, requestProblem } from "./request-guard.ts";
 import { callDestination } from "./outbound-call.ts";
+import { relayResponse } from "./relay-response.ts";
+import { prepareRequest, type PreparedRequest } from "./transport/h1/request-head.ts";
+import { StreamedResponse } from "./transport/h1/response-sink.ts";
 import { forwardableHeaders } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { statusClass, type ProxyMetrics } from "./metrics.ts";
@@ -51,17 +55,24 @@ export function startOutbound(deps: OutboundDeps, hostname: string, port: number
       if (!dest) return errorResponse("no-route", `no service named "${host}" in this proxy's config`);
       if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, dest);
       const pickCtx: PickContext = { header: (n) => req.headers.get(n) };
+      let prepared: PreparedRequest;
+      try {
+        prepared = prepareRequest(req.method, url.pathname + url.search, forwardableHeaders(req.headers), req.body !== null, host);
+      } catch (err) {
+        return refusalResponse({ reason: "header-value", detail: (err as Error).message });
+      }
       deps.tracker.start();
       let status = 502;
       try {
-        const res = await callDestination(
-          dest,
-          { method: req.method, pathAndQuery: url.pathname + url.search, headers: forwardableHeaders(req.headers), body: req.body },
-          pickCtx,
-          deps.metrics,
-        );
-        status = res.status;
-        return res;
+        const result = await callDestination(dest, { prepared, body: req.body }, pickCtx, deps.metrics);
+        if (!result.ok) {
+          status = result.error.status;
+          return new Response(result.error.body, { status, headers: result.error.headers });
+        }
+        status = result.status;
+        const res = new StreamedResponse();
+        result.attempt.attach(res);
+        return relayResponse(await res.promise);
       } finally {
         deps.metrics.requests.inc({ direction: "outbound", peer: dest.name, status: statusClass(status) });
         deps.metrics.latency.observe({ direction: "outbound", peer: dest.name }, performance.now() - started);

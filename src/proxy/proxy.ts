@@ -1,6 +1,6 @@
 /**
- * Assembles a sidecar: the mTLS inbound bridge in front of a loopback HTTP server
- * that forwards to the local service, the outbound listener, and the admin API.
+ * Assembles a sidecar: the mTLS inbound listener that relays to the local service, the
+ * outbound listener, their loopback servers for WebSocket upgrades, and the admin API.
  * It needs no control plane: the static config is a complete source of destinations.
  */
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
@@ -14,7 +14,11 @@ import { InflightTracker } from "./inflight.ts";
 import { startInboundHttp } from "./inbound.ts";
 import { proxyMetrics } from "./metrics.ts";
 import { startOutbound } from "./outbound.ts";
-import { TlsBridge } from "./transport/tls-bridge.ts";
+import { H1Listener, type ListenerTls } from "./transport/h1-server/listener.ts";
+import { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
+import { inboundHandler } from "./inbound-handler.ts";
+import { outboundHandler } from "./outbound-handler.ts";
+import { localServicePool } from "./local-service-pool.ts";
 import { WebSocketSessions } from "./websocket/sessions.ts";
 import { UpstreamHealth } from "./upstream-health.ts";
 import { UpstreamPools } from "./transport/upstream-pools.ts";
@@ -69,30 +73,49 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     closeSnapshot(old, next);
   };
 
-  const bridge = new TlsBridge(
-    { cert: opts.certs.chainPem, key: opts.certs.keyPem, ca: opts.certs.bundlePem, trustDomain: opts.certs.trustDomain },
-    {
+  const listenerTls = (c: WorkloadCerts): ListenerTls => ({ cert: c.chainPem, key: c.keyPem, ca: c.bundlePem, trustDomain: c.trustDomain });
+  // Open WebSocket relays, so a drain can send their clients elsewhere instead of waiting them out.
+  const websockets = new WebSocketSessions();
+  const health = new UpstreamHealth(opts.upstream, opts.healthPath);
+  const localPool = localServicePool(opts.upstream);
+
+  // WebSocket upgrades are tunnelled from the raw listeners to these loopback servers.
+  const inboundTunnels = new LoopbackTunnels(() => inboundHttp.port!);
+  const inboundHttp = startInboundHttp({ upstream: opts.upstream, identities: inboundTunnels.identities, pool: localPool, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets, health });
+  const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
+  const outboundHttp = startOutbound(outboundDeps, "127.0.0.1", 0);
+  const outboundTunnels = new LoopbackTunnels(() => outboundHttp.port!);
+
+  const inbound = new H1Listener({
+    hostname: opts.inbound.address,
+    port: opts.inbound.port,
+    tls: listenerTls(opts.certs),
+    // Longer than callers' pool idle timeout (default 10 s), so a caller never reuses a connection this side has just closed.
+    limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
+    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health }),
+    events: {
       onRefused: (reason) => {
         metrics.tlsFailures.inc({ direction: "inbound", reason: reason.split(":")[0]!.slice(0, 40) });
         opts.log.debug({ reason }, "refused inbound TLS peer");
       },
       onOpen: () => metrics.connections.inc({ direction: "inbound" }),
-      onClose: () => undefined,
     },
-  );
-  // Open WebSocket relays, so a drain can send their clients elsewhere instead of waiting them out.
-  const websockets = new WebSocketSessions();
-  const health = new UpstreamHealth(opts.upstream, opts.healthPath);
-  const inboundHttp = startInboundHttp({ upstream: opts.upstream, bridge, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets, health });
-  const inboundPort = bridge.listen(opts.inbound.address, opts.inbound.port, inboundHttp.port!);
-  const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
-  const outbound = startOutbound(outboundDeps, opts.outbound.address, opts.outbound.port);
+  });
+  const inboundPort = inbound.listen();
+  const outbound = new H1Listener({
+    hostname: opts.outbound.address,
+    port: opts.outbound.port,
+    limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 10 },
+    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels }),
+    events: { onRefused: () => undefined, onOpen: () => undefined },
+  });
+  const outboundPort = outbound.listen();
   const admin = startAdmin(
     {
       ready: () => !draining,
       metrics,
       beforeScrape: () => {
-        metrics.openConnections.set({ direction: "inbound" }, bridge.openLinks);
+        metrics.openConnections.set({ direction: "inbound" }, inbound.openConnections);
         let created = UpstreamPools.retiredConnections;
         let open = 0;
         for (const d of new Set(snapshot.destinations.values())) {
@@ -112,7 +135,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
         identity: certs.spiffeId,
         certificateExpires: certs.notAfter.toISOString(),
         upstream: opts.upstream.origin,
-        listeners: { inbound: `${opts.inbound.address}:${inboundPort}`, outbound: `${opts.outbound.address}:${outbound.port}`, admin: `${opts.admin.address}:${admin.port}` },
+        listeners: { inbound: `${opts.inbound.address}:${inboundPort}`, outbound: `${opts.outbound.address}:${outboundPort}`, admin: `${opts.admin.address}:${admin.port}` },
         version: snapshot.version,
         destinations: [...new Set(snapshot.destinations.values())].map((d) => ({
           name: d.name,
@@ -126,10 +149,10 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     opts.admin.address,
     opts.admin.port,
   );
-  opts.log.info({ identity: opts.certs.spiffeId, inbound: inboundPort, outbound: outbound.port, admin: admin.port }, "proxy ready");
+  opts.log.info({ identity: opts.certs.spiffeId, inbound: inboundPort, outbound: outboundPort, admin: admin.port }, "proxy ready");
 
   return {
-    ports: { inbound: inboundPort, outbound: outbound.port!, admin: admin.port! },
+    ports: { inbound: inboundPort, outbound: outboundPort, admin: admin.port! },
     applyConfig(documents, version) {
       const dynamic = parseConfigDocuments(documents);
       // Static services stay unless the control plane now defines them.
@@ -142,24 +165,22 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     useCerts(next) {
       certs = next;
       outboundDeps.certs = next;
-      bridge.rotate({ cert: next.chainPem, key: next.keyPem, ca: next.bundlePem, trustDomain: next.trustDomain });
+      inbound.rotate(listenerTls(next));
       swap(buildSnapshot(config.services, config.policies, certs, snapshot.version, snapshot));
     },
     async drain() {
       draining = true;
       const deadline = Date.now() + opts.drainTimeoutMs;
-      bridge.stopAccepting();
+      inbound.stopAccepting();
       websockets.goingAway(); // 1001 to both sides: long-lived sockets would otherwise hold the drain to its deadline
       // The service may still be finishing requests that call other services: the
       // outbound listener closes only once inbound requests are done (or time is up).
       let clean = await inboundInflight.settle(opts.drainTimeoutMs);
-      const outboundStopped = outbound.stop(false); // no new calls from the service; accepted ones finish
+      outbound.stopAccepting(); // no new calls from the service; accepted ones finish
       if (clean) clean = await outboundInflight.settle(Math.max(0, deadline - Date.now()));
-      // Graceful stops close each keep-alive connection once its response is written;
-      // the bridge then forwards what is left of that response before it closes the
-      // TLS side. Forcing the bridge shut here could cut a response in half.
-      const stopped = Promise.all([inboundHttp.stop(false), outboundStopped]);
-      while (bridge.openLinks > 0 || inboundHttp.pendingRequests > 0 || outbound.pendingRequests > 0) {
+      // Each connection closes once its response is written; tunnels once their loopback side ends.
+      const stopped = Promise.all([inboundHttp.stop(false), outboundHttp.stop(false)]);
+      while (inbound.openConnections > 0 || outbound.openConnections > 0 || inboundHttp.pendingRequests > 0 || outboundHttp.pendingRequests > 0) {
         if (Date.now() > deadline) {
           clean = false;
           break;
@@ -167,9 +188,11 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
         await Bun.sleep(10);
       }
       if (clean) clean = await settlesBefore(stopped, deadline - Date.now());
-      bridge.closeAll();
+      inbound.closeAll();
+      outbound.closeAll();
+      localPool.close();
       void inboundHttp.stop(true);
-      void outbound.stop(true);
+      void outboundHttp.stop(true);
       void admin.stop(true);
       closeSnapshot(snapshot);
       snapshot = { version: snapshot.version, destinations: new Map() };

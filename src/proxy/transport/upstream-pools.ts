@@ -7,7 +7,10 @@
 import type { WorkloadCerts } from "../certs.ts";
 import type { Endpoint } from "../endpoint.ts";
 import type { VerifyPeer } from "./h1/tls-verify.ts";
-import { Http1Pool, type PoolRequest } from "./h1/index.ts";
+import { Http1Pool } from "./h1/index.ts";
+import type { RequestBody } from "./h1/request-body.ts";
+import type { PreparedRequest } from "./h1/request-head.ts";
+import type { ResponseSink } from "./h1/response-sink.ts";
 
 export interface PoolSettings {
   certs: WorkloadCerts;
@@ -26,8 +29,8 @@ export class UpstreamPools {
 
   constructor(private settings: PoolSettings) {}
 
-  send(endpoint: Endpoint, req: PoolRequest): Promise<Response> {
-    return this.poolFor(endpoint).send(req);
+  dispatch(endpoint: Endpoint, req: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal?: AbortSignal): void {
+    this.poolFor(endpoint).dispatch(req, body, sink, signal);
   }
 
   /** Keeps the pools of `endpoints`, closes the others (their requests in flight finish). */

@@ -4,18 +4,13 @@
  * upgrade request, after any copy the caller sent was removed.
  */
 import type { Server } from "bun";
-import { parseSpiffeId, workloadOf } from "../../pki/spiffe.ts";
+import { peerService } from "../peer-service.ts";
 import { errorResponse } from "../errors.ts";
 import { CLIENT_ID_HEADER } from "../headers.ts";
 import { DEFAULT_HANDLER_LIMITS, relayHandler } from "./handler.ts";
 import { proxyUpgrade, upgradeContext, type WebSocketDeps } from "./proxy-upgrade.ts";
 import type { Relay } from "./relay.ts";
 import { handshakeProblem, pathAndQuery, upstreamHeaders } from "./upgrade-request.ts";
-
-function serviceOf(spiffeId: string): string {
-  const parsed = parseSpiffeId(spiffeId);
-  return (parsed.ok && workloadOf(parsed.id)?.service) || "unknown";
-}
 
 export function inboundWebSockets(deps: WebSocketDeps & { upstream: URL }) {
   const ctx = upgradeContext("inbound", deps);
@@ -29,7 +24,7 @@ export function inboundWebSockets(deps: WebSocketDeps & { upstream: URL }) {
       if (problem) return errorResponse("bad-request", problem);
       const headers = upstreamHeaders(req);
       headers.set(CLIENT_ID_HEADER, caller);
-      return proxyUpgrade(req, server, { url: origin + pathAndQuery(req), headers, peer: serviceOf(caller) }, ctx);
+      return proxyUpgrade(req, server, { url: origin + pathAndQuery(req), headers, peer: peerService(caller) }, ctx);
     },
   };
 }

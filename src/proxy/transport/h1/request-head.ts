@@ -59,21 +59,49 @@ export function prepareRequest(method: string, pathAndQuery: string, headers: He
   });
 
   let framing: RequestFraming;
-  let framingLine = "";
   if (cl !== null) {
     const length = decimal(cl);
     if (!hasBody && length !== 0) throw new TypeError(`content-length ${cl} given for a request without a body`);
     framing = hasBody ? { kind: "length", length } : NO_BODY;
-    framingLine = `content-length: ${length}\r\n`;
-  } else if (hasBody) {
-    framing = CHUNKED;
-    framingLine = "transfer-encoding: chunked\r\n";
-  } else {
-    framing = NO_BODY;
-    if (BODY_EXPECTED.has(method)) framingLine = "content-length: 0\r\n";
-  }
+  } else framing = hasBody ? CHUNKED : NO_BODY;
+  return finish(method, `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host ?? defaultHost}\r\n${fields}`, framing, cl !== null, hasBody, idempotencyKey !== "");
+}
 
-  const head = `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host ?? defaultHost}\r\n${fields}${framingLine}\r\n`;
+/**
+ * The head of a request relayed from a downstream connection, whose parser already
+ * checked method, target and field syntax (fields: flat name/value pairs, names
+ * lower-cased). Fields named in `skip` or `listed` (the client's Connection tokens) are
+ * dropped; `extra` (whole lines) is added, and the framing line for `framing`.
+ */
+export function prepareRelayed(
+  method: string,
+  pathAndQuery: string,
+  host: string,
+  fields: readonly string[],
+  skip: ReadonlySet<string>,
+  listed: readonly string[],
+  extra: string,
+  framing: RequestFraming,
+): PreparedRequest {
+  let head = `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host}\r\n`;
+  let idempotencyKey = false;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!;
+    if (skip.has(name) || (listed.length > 0 && listed.includes(name))) continue;
+    if (name === "idempotency-key") idempotencyKey = true;
+    head += `${name}: ${fields[i + 1]}\r\n`;
+  }
+  const hasBody = framing.kind !== "none";
+  return finish(method, head + extra, framing, framing.kind === "length", hasBody, idempotencyKey);
+}
+
+/** Adds the framing line and the blank line; the head goes out as ASCII, or as latin1 bytes. */
+function finish(method: string, start: string, framing: RequestFraming, declaredLength: boolean, hasBody: boolean, idempotencyKey: boolean): PreparedRequest {
+  let framingLine = "";
+  if (framing.kind === "length" || (declaredLength && framing.kind === "none")) framingLine = `content-length: ${framing.kind === "length" ? framing.length : 0}\r\n`;
+  else if (framing.kind === "chunked") framingLine = "transfer-encoding: chunked\r\n";
+  else if (BODY_EXPECTED.has(method)) framingLine = "content-length: 0\r\n";
+  const head = `${start}${framingLine}\r\n`;
   let bytes: string | Uint8Array = head;
   if (NOT_PLAIN.test(head)) {
     if (CONTROL.test(head)) throw new TypeError("control character in a request header");
@@ -85,7 +113,7 @@ export function prepareRequest(method: string, pathAndQuery: string, headers: He
     head: bytes,
     framing,
     isHead: method === "HEAD",
-    replayable: !hasBody && (IDEMPOTENT.has(method) || idempotencyKey !== ""),
+    replayable: !hasBody && (IDEMPOTENT.has(method) || idempotencyKey),
   };
 }
 

@@ -1,0 +1,297 @@
+/**
+ * One downstream HTTP/1.1 connection on a raw Bun socket (plain or TLS): requests are
+ * parsed strictly (../h1/request-parse.ts), one at a time in arrival order (pipelined
+ * ones wait, with reading paused once a little is buffered), each handed to the handler
+ * with a Responder and, when it has one, its body as a BodySource. Anything malformed is
+ * answered with a 4xx and the connection closed: after a framing error nobody can say
+ * where the next request starts.
+ */
+import type { Socket } from "bun";
+import { RequestBodyError } from "../h1/errors.ts";
+import { findRequestHeadEnd, parseRequestHead, RequestHeadError, type RequestHead } from "../h1/request-parse.ts";
+import { DownstreamBody, type BodyReader } from "./request-body.ts";
+import { Responder, type ResponderHost } from "./responder.ts";
+
+export interface ServerRequest {
+  head: RequestHead;
+  body: DownstreamBody | null;
+  /** The SPIFFE ID the TLS handshake proved, on a mutual-TLS listener. */
+  peer: string | undefined;
+}
+
+export interface ConnectionHandler {
+  request(req: ServerRequest, res: Responder): void;
+  /** Refused before the handler: malformed, too large. `reason` is a fixed metric label. */
+  refused(reason: string): void;
+  /** A WebSocket upgrade: the handler takes the connection over, starting with `initial` (the request's bytes and what followed). */
+  upgrade(conn: ServerConnection, initial: Uint8Array): void;
+}
+
+export interface ConnectionLimits {
+  maxBodyBytes: number;
+  /** Seconds without a byte in either direction before an idle connection is closed. */
+  idleTimeoutS: number;
+}
+
+/** Pipelined bytes held while a request is in flight before reading pauses. */
+const MAX_PIPELINED_BYTES = 64 * 1024;
+const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
+
+export type ServerSocket = Socket<ServerConnection>;
+
+export class ServerConnection implements ResponderHost, BodyReader {
+  peer: string | undefined;
+  /** Set once the connection is usable (after the TLS peer check, on mTLS). */
+  ready = false;
+  minor: 0 | 1 = 1;
+  closing = false;
+  /** Another owner has the socket (a WebSocket tunnel): bytes go to `tunnel`. */
+  tunnel: ((chunk: Uint8Array) => void) | undefined;
+  onTunnelDrain: (() => void) | undefined;
+  onTunnelClose: (() => void) | undefined;
+
+  private pending: Buffer | undefined;
+  private scanFrom = 0;
+  private active: Responder | undefined;
+  private body: DownstreamBody | null = null;
+  private out: (string | Uint8Array)[] = [];
+  private paused = 0;
+  private parsing = false;
+  private closed = false;
+  private endWhenFlushed = false;
+
+  constructor(
+    readonly socket: ServerSocket,
+    private readonly handler: ConnectionHandler,
+    private readonly limits: ConnectionLimits,
+    private readonly onClosed: (conn: ServerConnection) => void,
+  ) {}
+
+  /** Idle: no request in progress and nothing buffered. */
+  get idle(): boolean {
+    return this.active === undefined && this.pending === undefined && this.tunnel === undefined;
+  }
+
+  // ---- reading ----
+
+  onData(chunk: Buffer): void {
+    if (this.closed || !this.ready) return;
+    if (this.tunnel !== undefined) return this.tunnel(chunk);
+    if (this.body !== null && !this.body.done) {
+      if (this.body.failed) return; // the connection is closing; nothing more is read as a request
+      const used = this.body.feed(chunk);
+      if (this.body.failed) return this.bodyFailed();
+      if (used === chunk.byteLength) return;
+      chunk = chunk.subarray(used);
+    }
+    this.buffer(chunk);
+    if (this.active !== undefined) {
+      if (this.pending!.byteLength > MAX_PIPELINED_BYTES) this.pauseReading();
+      return;
+    }
+    this.parseNext();
+  }
+
+  private buffer(chunk: Buffer): void {
+    if (this.pending === undefined) this.pending = chunk;
+    else this.pending = Buffer.concat([this.pending, chunk]);
+  }
+
+  /** Parses and dispatches buffered requests until one is in flight or more bytes are needed. */
+  private parseNext(): void {
+    if (this.parsing) return;
+    this.parsing = true;
+    try {
+      while (this.active === undefined && this.pending !== undefined && !this.closed && !this.closing && this.tunnel === undefined) {
+        const buf = this.pending;
+        let end: number;
+        let head: RequestHead;
+        try {
+          end = findRequestHeadEnd(buf, 0, this.scanFrom);
+          if (end < 0) {
+            this.scanFrom = buf.byteLength;
+            return;
+          }
+          head = parseRequestHead(buf, 0, end);
+        } catch (err) {
+          if (err instanceof RequestHeadError) return this.refuse(err.status, err.reason, err.message);
+          throw err;
+        }
+        this.scanFrom = 0;
+        this.pending = end < buf.byteLength ? buf.subarray(end) : undefined;
+        this.dispatch(head, buf);
+      }
+    } finally {
+      this.parsing = false;
+    }
+  }
+
+  private dispatch(head: RequestHead, buf: Buffer): void {
+    this.minor = head.minor;
+    if (!head.keepAlive) this.closing = true;
+    if (head.websocket) {
+      // `buf` starts at this request and holds everything read after it.
+      this.pending = undefined;
+      this.handler.upgrade(this, buf);
+      return;
+    }
+    if (head.contentLength > this.limits.maxBodyBytes)
+      return this.refuse(413, "body-too-large", `request body of ${head.contentLength} bytes is over the limit of ${this.limits.maxBodyBytes}`);
+    const res = new Responder(this, head.method === "HEAD");
+    this.active = res;
+    let body: DownstreamBody | null = null;
+    if (head.contentLength > 0 || head.chunked) {
+      body = new DownstreamBody(this, head.contentLength, head.chunked, this.limits.maxBodyBytes);
+      this.body = body;
+      const rest = this.pending;
+      this.pending = undefined;
+      if (rest !== undefined) {
+        const used = body.feed(rest);
+        if (used < rest.byteLength) this.pending = rest.subarray(used);
+      }
+      if (body.failed) return this.bodyFailed();
+      if (head.expectContinue && !body.done && rest === undefined) this.write(CONTINUE);
+    } else this.body = null;
+    try {
+      this.handler.request({ head, body, peer: this.peer }, res);
+    } catch {
+      // A bug must not leave the client waiting, nor show it anything of the proxy.
+      res.respond(500, { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" }, "mesh: internal error\n");
+    }
+  }
+
+  /** Answers a request that cannot be forwarded and closes the connection after it. */
+  private refuse(status: number, reason: string, detail: string): void {
+    this.handler.refused(reason);
+    this.closing = true;
+    this.pending = undefined;
+    const res = this.active ?? new Responder(this, false);
+    this.active = res;
+    if (res.headSent) return this.abort(res);
+    res.respond(status, { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "bad-request" }, `mesh: bad-request: ${detail}\n`);
+  }
+
+  /** The request body broke (malformed chunk, over the limit): its pump fails; the client gets a 4xx if nothing was sent yet. */
+  private bodyFailed(): void {
+    const body = this.body!;
+    const status = body.failStatus;
+    this.refuse(status, status === 413 ? "body-too-large" : "body-framing", status === 413 ? "request body over the size limit" : "malformed chunked request body");
+  }
+
+  pauseReading(): void {
+    if (this.paused++ === 0 && !this.closed) this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (this.paused > 0 && --this.paused === 0 && !this.closed) this.socket.resume();
+  }
+
+  // ---- writing ----
+
+  write(data: string | Uint8Array): boolean {
+    if (this.closed) return false;
+    if (this.out.length > 0) {
+      this.out.push(data);
+      return false;
+    }
+    const n = this.socket.write(data);
+    const len = typeof data === "string" ? data.length : data.byteLength;
+    if (n === len) return true;
+    if (n < 0) {
+      this.shutdown(true);
+      return false;
+    }
+    // Strings written here are latin1-safe heads: characters are bytes.
+    this.out.push(typeof data === "string" ? data.slice(n) : data.subarray(n));
+    return false;
+  }
+
+  onDrain(): void {
+    while (this.out.length > 0 && !this.closed) {
+      const data = this.out[0]!;
+      const n = this.socket.write(data);
+      const len = typeof data === "string" ? data.length : data.byteLength;
+      if (n === len) {
+        this.out.shift();
+        continue;
+      }
+      if (n < 0) return this.shutdown(true);
+      this.out[0] = typeof data === "string" ? data.slice(n) : data.subarray(n);
+      return;
+    }
+    if (this.endWhenFlushed) return this.shutdown(false);
+    if (this.tunnel !== undefined) return this.onTunnelDrain?.();
+    this.active?.drained();
+  }
+
+  responseDone(res: Responder): void {
+    if (res !== this.active) return;
+    this.active = undefined;
+    // A body the handler never read: where the next request starts is unknown.
+    if (this.body !== null && !this.body.done) this.closing = true;
+    this.body = null;
+    if (this.closing) return this.endGracefully();
+    if (this.paused > 0) this.resumeReading();
+    this.parseNext();
+  }
+
+  abort(res: Responder): void {
+    if (res === this.active) this.shutdown(true);
+  }
+
+  /** Closes once the current response is written (drain); at once when idle. */
+  close(): void {
+    this.closing = true;
+    if (this.active === undefined && this.tunnel === undefined) this.endGracefully();
+  }
+
+  /** The tunnel's other side closed: end once what it sent is written. */
+  endTunnel(): void {
+    this.tunnel = undefined;
+    this.closing = true;
+    this.endGracefully();
+  }
+
+  private endGracefully(): void {
+    if (this.out.length > 0) this.endWhenFlushed = true;
+    else this.shutdown(false);
+  }
+
+  // ---- lifecycle ----
+
+  /** Bun fires this once after idleTimeoutS without a byte read (it does not close the socket). */
+  onTimeout(): void {
+    // Only an idle connection (or one stuck sending a head) times out; requests have their own deadlines.
+    if (this.active === undefined && this.tunnel === undefined) this.shutdown(false);
+    else this.socket.timeout(this.limits.idleTimeoutS);
+  }
+
+  onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.finish();
+  }
+
+  /** `reset`: the client must not take what it got for complete. */
+  shutdown(reset: boolean): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (reset) this.socket.terminate();
+    else this.socket.end();
+    this.finish();
+  }
+
+  private finish(): void {
+    this.out = [];
+    this.pending = undefined;
+    this.body?.fail(new RequestBodyError("the client closed the connection before the request body was complete"));
+    this.body = null;
+    this.active?.gone();
+    this.active = undefined;
+    if (this.tunnel !== undefined) {
+      this.tunnel = undefined;
+      this.onTunnelClose?.();
+    }
+    this.onClosed(this);
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * A request body as it arrives on the downstream connection, pushed to the upstream
+ * exchange that pumps it (BodySource). The framing is decoded here (Content-Length
+ * counted, chunked decoded strictly) and re-applied by the pump, so the upstream gets
+ * exactly the body, never bytes of the next request. Backpressure: while the upstream
+ * socket is full, or nobody pumps yet and a little is buffered, the downstream socket
+ * is paused.
+ */
+import { ChunkedDecoder } from "../h1/chunked.ts";
+import { RequestBodyError } from "../h1/errors.ts";
+import { chunkFrame, type BodySource, type RequestSink } from "../h1/request-body.ts";
+import type { RequestFraming } from "../h1/request-head.ts";
+
+/** What the body needs from its downstream connection. */
+export interface BodyReader {
+  pauseReading(): void;
+  resumeReading(): void;
+}
+
+/** Buffered before a pump starts (the upstream connection is still being opened). */
+const PREBUFFER_BYTES = 64 * 1024;
+
+export class DownstreamBody implements BodySource {
+  /** The whole body arrived. */
+  done = false;
+  /** HTTP status to answer with when the body failed before a response started (400, 413). */
+  failStatus = 0;
+  private remaining: number;
+  private readonly decoder: ChunkedDecoder | undefined;
+  private received = 0;
+  private error: RequestBodyError | undefined;
+  /** Pieces that arrived before a pump started (unframed). */
+  private early: Uint8Array[] = [];
+  private earlyBytes = 0;
+  private pausedEarly = false;
+  /** Framed pieces waiting for the upstream socket to drain. */
+  private waiting: Uint8Array[] = [];
+  private sink: RequestSink | undefined;
+  private framing: RequestFraming | undefined;
+  private blocked = false;
+  private settle: ((complete: boolean) => void) | undefined;
+  private fault: ((err: Error) => void) | undefined;
+  private pumped = false;
+
+  constructor(
+    private readonly reader: BodyReader,
+    contentLength: number,
+    chunked: boolean,
+    private readonly maxBytes: number,
+  ) {
+    this.remaining = chunked ? -1 : contentLength;
+    this.decoder = chunked ? new ChunkedDecoder() : undefined;
+  }
+
+  /** Takes what belongs to the body from `chunk`; returns how many bytes it used (the rest is the next request). */
+  feed(chunk: Uint8Array): number {
+    if (this.done || this.error) return 0;
+    if (this.decoder === undefined) {
+      const take = Math.min(this.remaining, chunk.byteLength);
+      this.remaining -= take;
+      this.accept(take === chunk.byteLength ? chunk : chunk.subarray(0, take));
+      if (this.remaining === 0) this.finish();
+      return take;
+    }
+    let used: number;
+    try {
+      used = this.decoder.push(chunk, this.accept);
+    } catch (err) {
+      this.fail(new RequestBodyError(`malformed chunked request body: ${(err as Error).message}`), 400);
+      return chunk.byteLength;
+    }
+    if (this.decoder.done) this.finish();
+    return used;
+  }
+
+  /** The downstream went away or broke the body: the upstream must see it fail, never end. */
+  fail(err: RequestBodyError, status = 400): void {
+    if (this.done || this.error) return;
+    this.error = err;
+    this.failStatus = status;
+    this.early = [];
+    this.waiting = [];
+    const fault = this.fault;
+    this.fault = this.settle = undefined;
+    fault?.(err);
+  }
+
+  get failed(): boolean {
+    return this.error !== undefined;
+  }
+
+  pump(framing: RequestFraming, sink: RequestSink): Promise<boolean> {
+    if (this.pumped) return Promise.reject(new RequestBodyError("the request body was already sent once"));
+    this.pumped = true;
+    if (this.error) return Promise.reject(this.error);
+    this.sink = sink;
+    this.framing = framing;
+    return new Promise<boolean>((resolve, reject) => {
+      this.settle = resolve;
+      this.fault = reject;
+      const pieces = this.early;
+      this.early = [];
+      this.earlyBytes = 0;
+      for (const piece of pieces) this.send(piece);
+      if (this.pausedEarly) {
+        this.pausedEarly = false;
+        this.reader.resumeReading();
+      }
+      if (this.done && !this.blocked) this.complete();
+    });
+  }
+
+  private readonly accept = (data: Uint8Array): void => {
+    if (data.byteLength === 0 || this.error) return;
+    this.received += data.byteLength;
+    if (this.received > this.maxBytes) {
+      this.fail(new RequestBodyError(`request body larger than the limit of ${this.maxBytes} bytes`), 413);
+      return;
+    }
+    if (this.sink === undefined) {
+      // Each socket read is a fresh buffer: keeping a view of it is safe.
+      this.early.push(data);
+      this.earlyBytes += data.byteLength;
+      if (this.earlyBytes >= PREBUFFER_BYTES && !this.pausedEarly) {
+        this.pausedEarly = true;
+        this.reader.pauseReading();
+      }
+      return;
+    }
+    this.send(data);
+  };
+
+  private send(data: Uint8Array): void {
+    const sink = this.sink!;
+    if (!sink.live()) return this.abandoned();
+    const framed = this.framing!.kind === "chunked" ? chunkFrame(data) : data;
+    // While the socket is full, pieces decoded from what was already read wait in order.
+    if (this.blocked) {
+      this.waiting.push(framed);
+      return;
+    }
+    if (!sink.write(framed)) this.block(sink);
+  }
+
+  /** Waits for the upstream socket to drain, then writes what queued meanwhile. */
+  private block(sink: RequestSink): void {
+    this.blocked = true;
+    this.reader.pauseReading();
+    void sink.drained().then((ok) => {
+      if (!ok) return this.abandoned();
+      const queued = this.waiting;
+      this.waiting = [];
+      for (let i = 0; i < queued.length; i++) {
+        if (sink.write(queued[i]!)) continue;
+        this.waiting = queued.slice(i + 1);
+        // Still blocked and still paused: wait for the next drain.
+        this.reader.resumeReading();
+        return this.block(sink);
+      }
+      this.blocked = false;
+      if (this.done) this.complete();
+      else this.reader.resumeReading();
+    });
+  }
+
+  private finish(): void {
+    this.done = true;
+    if (this.sink !== undefined && !this.blocked) this.complete();
+  }
+
+  /** Everything went out (once the socket took it): end the chunked coding, report success. */
+  private complete(): void {
+    const settle = this.settle;
+    if (settle === undefined) return;
+    this.settle = this.fault = undefined;
+    if (this.framing!.kind === "chunked" && !this.sink!.write("0\r\n\r\n")) {
+      void this.sink!.drained().then(settle);
+      return;
+    }
+    settle(true);
+  }
+
+  /** The upstream exchange is over (failed or answered early): nobody reads the rest. */
+  private abandoned(): void {
+    const settle = this.settle;
+    this.settle = this.fault = undefined;
+    settle?.(false);
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * Writes one response onto a downstream connection: a head, then the body framed as the
+ * head declared (Content-Length, chunked, or until the connection closes), or a whole
+ * small response at once. A response cut short is never made to look complete: the
+ * connection is reset instead of ended.
+ */
+import { chunkFrame } from "../h1/request-body.ts";
+
+export type ResponseFraming = { kind: "length"; length: number } | { kind: "chunked" } | { kind: "none" } | { kind: "close" };
+
+/** What a responder needs from its connection. */
+export interface ResponderHost {
+  /** True when the socket took everything; otherwise the rest is queued and `drain` follows. */
+  write(data: string | Uint8Array): boolean;
+  /** The response is complete. */
+  responseDone(responder: Responder): void;
+  /** The response cannot be completed: reset the connection. */
+  abort(responder: Responder): void;
+  /** The client wants no other request on this connection, or the server is closing it. */
+  readonly closing: boolean;
+  /** The client speaks HTTP/1.1 (it can read chunked). */
+  readonly minor: 0 | 1;
+}
+
+const REASONS: Record<number, string> = { 200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large", 417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported" };
+/** Visible ASCII and spaces: a head of only these is written as a string (one write, no copy). */
+const NOT_PLAIN = /[^\t\x20-\x7e]/;
+
+export class Responder {
+  headSent = false;
+  finished = false;
+  private framing: ResponseFraming = { kind: "none" };
+  /** Called once when the socket can take more after a write returned false. */
+  onDrain: (() => void) | undefined;
+  /** Called once if the connection goes away before the response is complete. */
+  onGone: (() => void) | undefined;
+
+  constructor(
+    private readonly host: ResponderHost,
+    /** The request was HEAD: a body is never written, whatever the head says. */
+    readonly isHead: boolean,
+  ) {}
+
+  /**
+   * Sends the head. `fields`: name/value pairs to pass on as they are (the caller has
+   * removed hop-by-hop fields); framing and Connection are added here. Returns false
+   * when the socket is full.
+   */
+  head(status: number, reason: string, fields: readonly (readonly [string, string])[], framing: ResponseFraming, contentLength = -1): boolean {
+    if (this.headSent || this.finished) return false;
+    this.headSent = true;
+    let kind = framing.kind;
+    // An HTTP/1.0 client cannot read chunked: the body then ends with the connection.
+    if (kind === "chunked" && this.host.minor === 0) kind = "close";
+    this.framing = kind === framing.kind ? framing : { kind: "close" };
+    let head = `HTTP/1.1 ${status} ${reason || REASONS[status] || ""}\r\n`;
+    for (const [name, value] of fields) head += `${name}: ${value}\r\n`;
+    if (this.framing.kind === "length") head += `content-length: ${this.framing.length}\r\n`;
+    else if (this.framing.kind === "chunked") head += "transfer-encoding: chunked\r\n";
+    // A response to HEAD (or a 304) may state the length the body would have had.
+    else if (contentLength >= 0) head += `content-length: ${contentLength}\r\n`;
+    if (this.host.closing || this.framing.kind === "close") head += "connection: close\r\n";
+    else if (this.host.minor === 0) head += "connection: keep-alive\r\n";
+    head += "\r\n";
+    return this.host.write(NOT_PLAIN.test(head) ? Buffer.from(head, "latin1") : head);
+  }
+
+  /** A body piece; false when the socket is full (wait for onDrain). */
+  write(data: Uint8Array): boolean {
+    if (this.finished || data.byteLength === 0 || this.isHead) return true;
+    return this.host.write(this.framing.kind === "chunked" ? chunkFrame(data) : data);
+  }
+
+  end(): void {
+    if (this.finished) return;
+    if (this.framing.kind === "chunked" && !this.isHead) this.host.write("0\r\n\r\n");
+    this.finished = true;
+    this.host.responseDone(this);
+  }
+
+  /** A whole response from the proxy itself (errors, refusals). */
+  respond(status: number, headers: Record<string, string>, body: string): void {
+    if (this.headSent || this.finished) return;
+    const bytes = Buffer.from(body, "utf8");
+    const framing: ResponseFraming = this.isHead ? { kind: "none" } : { kind: "length", length: bytes.byteLength };
+    this.head(status, "", Object.entries(headers), framing, this.isHead ? bytes.byteLength : -1);
+    this.write(bytes);
+    this.end();
+  }
+
+  /** The response cannot be finished (upstream failed mid-body): the client must see an error, not an end. */
+  abort(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.host.abort(this);
+  }
+
+  /** The connection closed under the response. */
+  gone(): void {
+    if (this.finished) return;
+    this.finished = true;
+    const cb = this.onGone;
+    this.onGone = undefined;
+    cb?.();
+  }
+
+  drained(): void {
+    const cb = this.onDrain;
+    this.onDrain = undefined;
+    cb?.();
+  }
+}
