@@ -40,7 +40,8 @@ export class RelaySink implements ResponseSink {
     else if (head.contentLength >= 0) framing = { kind: "length", length: head.contentLength };
     else framing = CHUNKED; // chunked or close-delimited upstream; the Responder picks close for HTTP/1.0 clients
     const wrote = res.head(head.status, head.statusText, relayedResponseFields(head.headers), framing, framing === NONE ? head.contentLength : -1);
-    if (!wrote && !complete) this.waitForDrain();
+    // A body that is all here goes out with the head in one write; a streaming one must not hold the head back.
+    if (!complete && !(wrote && res.flush())) this.waitForDrain();
   }
 
   data(chunk: Uint8Array): void {

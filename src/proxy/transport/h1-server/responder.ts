@@ -30,6 +30,8 @@ export class Responder {
   headSent = false;
   finished = false;
   private framing: ResponseFraming = { kind: "none" };
+  /** The head, held back to go out in one write with the first body bytes (one TLS record, one syscall). */
+  private heldHead: string | undefined;
   /** Called once when the socket can take more after a write returned false. */
   onDrain: (() => void) | undefined;
   /** Called once if the connection goes away before the response is complete. */
@@ -42,7 +44,8 @@ export class Responder {
   ) {}
 
   /**
-   * Sends the head. `fields`: name/value pairs to pass on as they are (the caller has
+   * Sends the head, or holds it to go out with the first body bytes when the framing
+   * says a body follows (call flush() if that body may take a while). `fields`: name/value pairs to pass on as they are (the caller has
    * removed hop-by-hop fields); framing and Connection are added here. Returns false
    * when the socket is full.
    */
@@ -62,18 +65,37 @@ export class Responder {
     if (this.host.closing || this.framing.kind === "close") head += "connection: close\r\n";
     else if (this.host.minor === 0) head += "connection: keep-alive\r\n";
     head += "\r\n";
-    return this.host.write(NOT_PLAIN.test(head) ? Buffer.from(head, "latin1") : head);
+    if (this.framing.kind === "none" || this.isHead || NOT_PLAIN.test(head)) return this.host.write(NOT_PLAIN.test(head) ? Buffer.from(head, "latin1") : head);
+    this.heldHead = head;
+    return true;
+  }
+
+  /** Sends a held head now: the body will come later (a stream), and the client should see the head meanwhile. */
+  flush(): boolean {
+    const head = this.heldHead;
+    if (head === undefined) return true;
+    this.heldHead = undefined;
+    return this.host.write(head);
   }
 
   /** A body piece; false when the socket is full (wait for onDrain). */
   write(data: Uint8Array): boolean {
     if (this.finished || data.byteLength === 0 || this.isHead) return true;
-    return this.host.write(this.framing.kind === "chunked" ? chunkFrame(data) : data);
+    const framed = this.framing.kind === "chunked" ? chunkFrame(data) : data;
+    const head = this.heldHead;
+    if (head === undefined) return this.host.write(framed);
+    this.heldHead = undefined;
+    const out = Buffer.allocUnsafe(head.length + framed.byteLength);
+    out.write(head, 0, "latin1");
+    out.set(framed, head.length);
+    return this.host.write(out);
   }
 
   end(): void {
     if (this.finished) return;
-    if (this.framing.kind === "chunked" && !this.isHead) this.host.write("0\r\n\r\n");
+    const last = this.framing.kind === "chunked" && !this.isHead ? "0\r\n\r\n" : "";
+    if (this.heldHead !== undefined || last !== "") this.host.write((this.heldHead ?? "") + last);
+    this.heldHead = undefined;
     this.finished = true;
     this.host.responseDone(this);
   }
