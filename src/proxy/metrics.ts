@@ -11,6 +11,13 @@ const labelText = (l: Labels) => {
   return parts.length ? `{${parts.join(",")}}` : "";
 };
 
+/** A series' identity, cheap to build on every request: rendering and escaping wait for a scrape. */
+const keyOf = (l: Labels): string => {
+  let key = "";
+  for (const name in l) key += `${name}\u0001${l[name]}\u0002`;
+  return key;
+};
+
 abstract class Metric {
   constructor(readonly name: string, readonly help: string, readonly type: string) {}
   abstract render(): string[];
@@ -25,16 +32,16 @@ export class Counter extends Metric {
     super(name, help, type);
   }
   inc(labels: Labels = {}, by = 1): void {
-    const key = labelText(labels);
+    const key = keyOf(labels);
     const s = this.series.get(key);
     if (s) s.value += by;
     else this.series.set(key, { labels, value: by });
   }
   set(labels: Labels, value: number): void {
-    this.series.set(labelText(labels), { labels, value });
+    this.series.set(keyOf(labels), { labels, value });
   }
   get(labels: Labels = {}): number {
-    return this.series.get(labelText(labels))?.value ?? 0;
+    return this.series.get(keyOf(labels))?.value ?? 0;
   }
   render(): string[] {
     return [...this.series.values()].map((s) => `${this.name}${labelText(s.labels)} ${s.value}`);
@@ -50,7 +57,7 @@ export class Histogram extends Metric {
     super(name, help, "histogram");
   }
   observe(labels: Labels, value: number): void {
-    const key = labelText(labels);
+    const key = keyOf(labels);
     let s = this.series.get(key);
     if (!s) this.series.set(key, (s = { labels, counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 }));
     for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]!) s.counts[i]!++;
