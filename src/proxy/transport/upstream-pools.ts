@@ -11,6 +11,7 @@ import { Http1Pool } from "./h1/index.ts";
 import type { RequestBody } from "./h1/request-body.ts";
 import type { PreparedRequest } from "./h1/request-head.ts";
 import type { ResponseSink } from "./h1/response-sink.ts";
+import type { AbortLike } from "./h1/abort.ts";
 
 export interface PoolSettings {
   certs: WorkloadCerts;
@@ -29,7 +30,7 @@ export class UpstreamPools {
 
   constructor(private settings: PoolSettings) {}
 
-  dispatch(endpoint: Endpoint, req: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal?: AbortSignal): void {
+  dispatch(endpoint: Endpoint, req: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal?: AbortLike): void {
     this.poolFor(endpoint).dispatch(req, body, sink, signal);
   }
 

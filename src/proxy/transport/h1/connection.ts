@@ -7,6 +7,7 @@
  * bytes after a response, a response before the request was fully sent, a cancelled
  * body) destroys it instead.
  */
+import type { AbortLike } from "./abort.ts";
 import type { Socket, SocketHandler } from "bun";
 import { AbortedError, ConnectError, connectErrorOf, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
 import { pumpBody, type RequestBody, type RequestSink } from "./request-body.ts";
@@ -120,7 +121,7 @@ export class H1Connection {
    * Sends one request; the response (or the failure) goes to `sink`. The connection
    * must be idle.
    */
-  exchange(req: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortSignal | undefined): void {
+  exchange(req: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortLike | undefined): void {
     // Closed since it was handed out: nothing written, so the pool may retry it.
     if (this.isClosed) return sink.fail(new ResetError(`connection to ${this.opts.host}:${this.opts.port} closed before the request was written`, false, 0));
     const ex = new Exchange(this, req, sink, signal);

@@ -1,4 +1,5 @@
 /** One request/response on a connection, and the flow control its response body drives. */
+import type { AbortLike } from "./abort.ts";
 import type { PreparedRequest } from "./request-head.ts";
 import type { BodyFraming } from "./response-framing.ts";
 import type { BodyFlow } from "./response-body.ts";
@@ -34,7 +35,7 @@ export class Exchange implements BodyFlow {
     readonly conn: ExchangeHost,
     readonly req: PreparedRequest,
     readonly sink: ResponseSink,
-    readonly signal: AbortSignal | undefined,
+    readonly signal: AbortLike | undefined,
   ) {
     this.emit = (data) => {
       if (data.byteLength > 0) sink.data(data);

@@ -16,6 +16,7 @@
  * looks exactly like one that closed before reading it (Go's net/http draws the same
  * line). Every other failure goes to the caller, typed (errors.ts).
  */
+import type { AbortLike } from "./abort.ts";
 import { H1Connection, type ConnectionOptions, type ConnectionOwner, type ConnectionTls } from "./connection.ts";
 import { AbortedError, ConnectError, ResetError, TimeoutError } from "./errors.ts";
 import { prepareRequest, type PreparedRequest } from "./request-head.ts";
@@ -44,7 +45,7 @@ export interface PoolRequest {
   headers: Headers;
   body: RequestBody | null;
   /** Aborting before the response head rejects (TimeoutError when its reason is one); after, errors the body. */
-  signal?: AbortSignal;
+  signal?: AbortLike;
 }
 
 export interface PoolStats {
@@ -68,7 +69,7 @@ export interface PoolStats {
 interface Waiter {
   resolve(conn: H1Connection): void;
   reject(err: Error): void;
-  signal: AbortSignal | undefined;
+  signal: AbortLike | undefined;
   onAbort: (() => void) | undefined;
 }
 
@@ -115,7 +116,7 @@ export class Http1Pool implements ConnectionOwner {
    * Sends a prepared request on a pooled connection; the response or the failure (the
    * errors of errors.ts) goes to `sink`. The keep-alive race is retried here, once.
    */
-  dispatch(prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal?: AbortSignal): void {
+  dispatch(prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal?: AbortLike): void {
     if (this.isClosed) return sink.fail(new ConnectError("the connection pool is closed", "closed"));
     const conn = this.takeIdle();
     if (conn !== undefined) return this.run(conn, prepared, body, sink, signal);
@@ -125,13 +126,13 @@ export class Http1Pool implements ConnectionOwner {
     );
   }
 
-  private run(conn: H1Connection, prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortSignal | undefined): void {
+  private run(conn: H1Connection, prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortLike | undefined): void {
     // Only a connection that carried an earlier exchange can lose the keep-alive race.
     conn.exchange(prepared, body, conn.served > 0 ? new RaceGuard(this, prepared, body, sink, signal) : sink, signal);
   }
 
   /** The retry of the keep-alive race: once, on a fresh connection. */
-  retryStale(prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortSignal | undefined): void {
+  retryStale(prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortLike | undefined): void {
     this.staleRetries++;
     this.acquire(signal, true).then(
       (fresh) => fresh.exchange(prepared, body, sink, signal),
@@ -234,7 +235,7 @@ export class Http1Pool implements ConnectionOwner {
     return undefined;
   }
 
-  private acquire(signal: AbortSignal | undefined, fresh = false): Promise<H1Connection> {
+  private acquire(signal: AbortLike | undefined, fresh = false): Promise<H1Connection> {
     if (signal?.aborted) return Promise.reject(abortError(signal.reason));
     if (!fresh) {
       const conn = this.takeIdle();
@@ -270,7 +271,7 @@ export class Http1Pool implements ConnectionOwner {
   }
 
   /** Stops waiting for a connect when the signal fires; a connection that arrives later is kept. */
-  private withSignal(connecting: Promise<H1Connection>, signal: AbortSignal | undefined): Promise<H1Connection> {
+  private withSignal(connecting: Promise<H1Connection>, signal: AbortLike | undefined): Promise<H1Connection> {
     if (signal === undefined) return connecting;
     return new Promise<H1Connection>((resolve, reject) => {
       let gaveUp = false;
@@ -318,7 +319,7 @@ class RaceGuard implements ResponseSink {
     private readonly prepared: PreparedRequest,
     private readonly body: RequestBody | null,
     private readonly sink: ResponseSink,
-    private readonly signal: AbortSignal | undefined,
+    private readonly signal: AbortLike | undefined,
   ) {}
   head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
     this.sink.head(head, flow, complete);
