@@ -23,8 +23,8 @@ export interface ResponderHost {
 }
 
 const REASONS: Record<number, string> = { 200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large", 417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported" };
-/** Visible ASCII and spaces: a head of only these is written as a string (one write, no copy). */
-const NOT_PLAIN = /[^\t\x20-\x7e]/;
+/** Visible ASCII, spaces and line ends: a head of only these is written as a string (one write, no copy). */
+const NOT_PLAIN = /[^\t\r\n\x20-\x7e]/;
 
 export class Responder {
   headSent = false;
@@ -65,7 +65,9 @@ export class Responder {
     if (this.host.closing || this.framing.kind === "close") head += "connection: close\r\n";
     else if (this.host.minor === 0) head += "connection: keep-alive\r\n";
     head += "\r\n";
-    if (this.framing.kind === "none" || this.isHead || NOT_PLAIN.test(head)) return this.host.write(NOT_PLAIN.test(head) ? Buffer.from(head, "latin1") : head);
+    // Field values may hold obs-text (bytes 0x80-0xFF): a string would go out as UTF-8.
+    if (NOT_PLAIN.test(head)) return this.host.write(Buffer.from(head, "latin1"));
+    if (this.framing.kind === "none" || this.isHead) return this.host.write(head);
     this.heldHead = head;
     return true;
   }
