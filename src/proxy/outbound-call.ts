@@ -4,9 +4,12 @@
  * upstream saw the request (connect failure, refused, wrong peer identity) or an
  * idempotent bodiless request that failed with a configured status is retried on
  * another endpoint, with jittered backoff, within the destination's retry budget.
- * A request with a body is retried only if it never left: once sent, its stream is spent.
+ * A request with a body is retried only if it never left: once sent, its body is spent.
  * The destination's circuit breaker caps requests and retries in flight (503 with
  * `x-mesh-overflow` naming the limit), and one deadline bounds all tries of a request.
+ *
+ * A state machine driven by the tries' ResponseSink callbacks, not an async loop: the
+ * common request (one try, kept) costs no promise and no microtask hop.
  */
 import type { Destination } from "./destinations.ts";
 import type { Endpoint, PickContext } from "./endpoint.ts";
@@ -14,9 +17,11 @@ import { errorParts, type ErrorParts, type ProxyFailure } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { backoffMs, shouldRetry, type AttemptOutcome } from "./resilience/retry.ts";
 import { proxyFailureOf, requestMayHaveBeenSent } from "./transport/h1/index.ts";
-import { Attempt } from "./transport/h1/attempt.ts";
 import type { RequestBody } from "./transport/h1/request-body.ts";
 import type { PreparedRequest } from "./transport/h1/request-head.ts";
+import type { BodyFlow } from "./transport/h1/response-body.ts";
+import type { ResponseHead } from "./transport/h1/response-head.ts";
+import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { recordLatency } from "./balancer/index.ts";
 import { systemClock } from "../core/clock.ts";
 import { Deadline } from "./deadline.ts";
@@ -27,8 +32,12 @@ export interface OutboundRequest {
   body: RequestBody | null;
 }
 
-/** The response kept (attach it to where it goes), or the proxy's own answer. */
-export type CallResult = { ok: true; attempt: Attempt; status: number } | { ok: false; error: ErrorParts };
+/** How the call ends: a response to relay, or the proxy's own answer. */
+export interface CallOutcome {
+  /** The response is kept: return where it goes; its head follows at once. */
+  respond(status: number): ResponseSink;
+  failed(error: ErrorParts): void;
+}
 
 type FailureOutcome = Exclude<AttemptOutcome["kind"], "status" | "response-started">;
 
@@ -53,84 +62,155 @@ function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoint | und
   return dest.balancer.pick(healthy, ctx);
 }
 
-export async function callDestination(dest: Destination, req: OutboundRequest, ctx: PickContext, metrics: ProxyMetrics): Promise<CallResult> {
+export function callDestination(dest: Destination, req: OutboundRequest, ctx: PickContext, metrics: ProxyMetrics, outcome: CallOutcome): void {
   const admitted = dest.breaker.tryAcquire("requests");
-  if (admitted !== true) return overflow(dest, admitted);
+  if (admitted !== true) return outcome.failed(overflow(dest, admitted));
   // Requests queue in the pools once every endpoint is at maxConnections; past this many, refuse.
   if (dest.pools.waiting() >= dest.policy.circuitBreaker.maxPendingRequests) {
     dest.breaker.release("requests");
-    return overflow(dest, "max-pending-requests");
+    return outcome.failed(overflow(dest, "max-pending-requests"));
   }
-  const deadline = new Deadline(dest.requestTimeoutMs);
-  try {
-    return await tryEndpoints(dest, req, ctx, metrics, deadline);
-  } finally {
-    deadline.clear();
-    dest.breaker.release("requests");
-  }
-}
-
-async function tryEndpoints(dest: Destination, req: OutboundRequest, ctx: PickContext, metrics: ProxyMetrics, deadline: Deadline): Promise<CallResult> {
-  const replayable = req.prepared.replayable;
   dest.budget.onRequest();
-  let tried: Endpoint | undefined;
-  // A retry holds one of the destination's retry slots from the decision to its end.
-  let holdingRetry = false;
-  try {
-    for (let attempt = 0; ; attempt++) {
-      const endpoint = pickEndpoint(dest, ctx, tried);
-      if (!endpoint) return failed("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
-      tried = endpoint;
-      endpoint.inflight++;
-      const sentAt = performance.now();
-      try {
-        const pending = new Attempt();
-        dest.pools.dispatch(endpoint, req.prepared, req.body, pending, deadline.signal);
-        const { status } = await pending.head$;
-        if (dest.ewmaDecayMs !== undefined) recordLatency(endpoint, performance.now() - sentAt, systemClock, dest.ewmaDecayMs);
-        dest.outlier.onResult(endpoint, status < 500);
-        const outcome: AttemptOutcome = { kind: "status", status };
-        if (!replayable || !shouldRetry(dest.retryPolicy, attempt, outcome)) return { ok: true, attempt: pending, status };
-        if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return { ok: true, attempt: pending, status };
-        pending.discard();
-      } catch (err) {
-        dest.outlier.onResult(endpoint, false);
-        const kind = deadline.expired ? "timeout" : proxyFailureOf(err);
-        if (kind === "peer-identity") metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
-        const detail = deadline.expired ? `no response within ${dest.requestTimeoutMs} ms` : (err as Error).message;
-        const failure = failed(kind, `${dest.name} endpoint ${endpoint.key}: ${detail}`);
-        // A request that never left (connect failure, refused peer) is safe to send again,
-        // whatever its method, and its body was never read; anything else only if replayable.
-        const sent = requestMayHaveBeenSent(err);
-        const outcome: FailureOutcome = sent ? OUTCOME[kind] : kind === "peer-identity" ? "refused" : "connect-failure";
-        if ((req.body !== null && sent) || !shouldRetry(dest.retryPolicy, attempt, { kind: outcome }, replayable)) return failure;
-        if (!(holdingRetry = takeRetry(dest, deadline, holdingRetry))) return failure;
-      } finally {
-        endpoint.inflight--;
-      }
-      metrics.retries.inc({ peer: dest.name });
-      await Bun.sleep(backoffMs(dest.retryPolicy, attempt, Math.random));
-    }
-  } finally {
-    if (holdingRetry) dest.breaker.release("retries");
+  new OutboundCall(dest, req, ctx, metrics, outcome).send();
+}
+
+/** One try on one endpoint; callbacks of a try that is no longer current are ignored. */
+class Try implements ResponseSink {
+  constructor(
+    private readonly call: OutboundCall,
+    readonly endpoint: Endpoint,
+    readonly sentAt: number,
+  ) {}
+  head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
+    this.call.onHead(this, head, flow, complete);
+  }
+  data(chunk: Uint8Array): void {
+    this.call.onData(this, chunk);
+  }
+  end(): void {
+    this.call.onEnd(this);
+  }
+  fail(err: Error): void {
+    this.call.onFail(this, err);
   }
 }
 
-/**
- * Whether one more try may go out: time left, and budget. A request keeps the retry
- * slot it already holds; otherwise it needs a free one. Returns whether it holds one.
- */
-function takeRetry(dest: Destination, deadline: Deadline, holding: boolean): boolean {
-  const held = holding || dest.breaker.tryAcquire("retries") === true;
-  if (held && !deadline.expired && dest.budget.tryWithdraw()) return true;
-  if (held) dest.breaker.release("retries");
-  return false;
+class OutboundCall {
+  private readonly deadline: Deadline;
+  private readonly replayable: boolean;
+  private attempt = 0;
+  private current: Try | undefined;
+  private tried: Endpoint | undefined;
+  /** A retry holds one of the destination's retry slots from the decision to the call's end. */
+  private holdingRetry = false;
+  /** Where the kept response goes, once chosen. */
+  private target: ResponseSink | undefined;
+  private settled = false;
+
+  constructor(
+    private readonly dest: Destination,
+    private readonly req: OutboundRequest,
+    private readonly ctx: PickContext,
+    private readonly metrics: ProxyMetrics,
+    private readonly outcome: CallOutcome,
+  ) {
+    this.deadline = new Deadline(dest.requestTimeoutMs);
+    this.replayable = req.prepared.replayable;
+  }
+
+  send(): void {
+    const dest = this.dest;
+    const endpoint = pickEndpoint(dest, this.ctx, this.tried);
+    if (!endpoint) return this.fail("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
+    this.tried = endpoint;
+    endpoint.inflight++;
+    const t = new Try(this, endpoint, performance.now());
+    this.current = t;
+    dest.pools.dispatch(endpoint, this.req.prepared, this.req.body, t, this.deadline.signal);
+  }
+
+  onHead(t: Try, head: ResponseHead, flow: BodyFlow, complete: boolean): void {
+    if (t !== this.current) return;
+    const dest = this.dest;
+    t.endpoint.inflight--;
+    if (dest.ewmaDecayMs !== undefined) recordLatency(t.endpoint, performance.now() - t.sentAt, systemClock, dest.ewmaDecayMs);
+    dest.outlier.onResult(t.endpoint, head.status < 500);
+    if (this.replayable && shouldRetry(dest.retryPolicy, this.attempt, { kind: "status", status: head.status }) && this.takeRetry()) {
+      // Dropped: the rest of its body is never read, so its connection is not reused.
+      this.current = undefined;
+      flow.abandon(undefined);
+      return this.retry();
+    }
+    this.settle();
+    this.target = this.outcome.respond(head.status);
+    this.target.head(head, flow, complete);
+  }
+
+  onData(t: Try, chunk: Uint8Array): void {
+    if (t === this.current) this.target?.data(chunk);
+  }
+
+  onEnd(t: Try): void {
+    if (t === this.current) this.target?.end();
+  }
+
+  onFail(t: Try, err: Error): void {
+    if (t !== this.current) return;
+    // After the head, the kept response's body broke: that is the target's to report.
+    if (this.target !== undefined) return this.target.fail(err);
+    const dest = this.dest;
+    t.endpoint.inflight--;
+    dest.outlier.onResult(t.endpoint, false);
+    const expired = this.deadline.expired;
+    const kind = expired ? "timeout" : proxyFailureOf(err);
+    if (kind === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
+    const detail = `${dest.name} endpoint ${t.endpoint.key}: ${expired ? `no response within ${dest.requestTimeoutMs} ms` : err.message}`;
+    // A request that never left (connect failure, refused peer) is safe to send again,
+    // whatever its method, and its body was never read; anything else only if replayable.
+    const sent = requestMayHaveBeenSent(err);
+    const failure: FailureOutcome = sent ? OUTCOME[kind] : kind === "peer-identity" ? "refused" : "connect-failure";
+    if ((this.req.body !== null && sent) || !shouldRetry(dest.retryPolicy, this.attempt, { kind: failure }, this.replayable) || !this.takeRetry())
+      return this.fail(kind, detail);
+    this.current = undefined;
+    this.retry();
+  }
+
+  private retry(): void {
+    this.metrics.retries.inc({ peer: this.dest.name });
+    const wait = backoffMs(this.dest.retryPolicy, this.attempt++, Math.random);
+    setTimeout(() => this.send(), wait);
+  }
+
+  /**
+   * Whether one more try may go out: time left, and budget. A call keeps the retry slot
+   * it already holds; otherwise it needs a free one.
+   */
+  private takeRetry(): boolean {
+    const dest = this.dest;
+    const held = this.holdingRetry || dest.breaker.tryAcquire("retries") === true;
+    if (held && !this.deadline.expired && dest.budget.tryWithdraw()) return (this.holdingRetry = true);
+    if (held) dest.breaker.release("retries");
+    this.holdingRetry = false;
+    return false;
+  }
+
+  private fail(kind: ProxyFailure, detail: string): void {
+    this.current = undefined;
+    this.settle();
+    this.outcome.failed(errorParts(kind, detail));
+  }
+
+  /** The call's outcome is decided: its deadline and breaker slots are released, once. */
+  private settle(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.deadline.clear();
+    this.dest.breaker.release("requests");
+    if (this.holdingRetry) this.dest.breaker.release("retries");
+    this.holdingRetry = false;
+  }
 }
 
-function failed(kind: ProxyFailure, detail: string, extra?: Record<string, string>): CallResult {
-  return { ok: false, error: errorParts(kind, detail, extra) };
-}
-
-function overflow(dest: Destination, reason: OverflowReason): CallResult {
-  return failed("overflow", `${dest.name}: ${reason.replace(/-/g, " ")} reached`, { "x-mesh-overflow": reason });
+function overflow(dest: Destination, reason: OverflowReason): ErrorParts {
+  return errorParts("overflow", `${dest.name}: ${reason.replace(/-/g, " ")} reached`, { "x-mesh-overflow": reason });
 }

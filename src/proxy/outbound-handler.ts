@@ -56,20 +56,24 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
         metrics.latency.observe({ direction: "outbound", peer: dest.name }, performance.now() - started);
         tracker.end();
       };
-      callDestination(dest, { prepared, body: req.body }, pick, metrics).then(
-        (result) => {
-          if (!result.ok) {
-            answer(res, result.error);
-            return finish(result.error.status);
-          }
-          // The head is already in: a failure now is the body's, and resets the client's connection.
-          result.attempt.attach(new RelaySink(res, () => res.abort(), () => finish(result.status)));
-        },
-        () => {
-          answer(res, { status: 500, headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" }, body: "mesh: internal error\n" });
-          finish(500);
-        },
-      );
+      let status = 0;
+      try {
+        callDestination(dest, { prepared, body: req.body }, pick, metrics, {
+          respond: (upstreamStatus) => {
+            status = upstreamStatus;
+            // The head is already in: a failure now is the body's, and resets the client's connection.
+            return new RelaySink(res, () => res.abort(), () => finish(status));
+          },
+          failed: (error) => {
+            answer(res, error);
+            finish(error.status);
+          },
+        });
+      } catch {
+        // A bug must not leave the request counted in flight (a drain would wait for it).
+        answer(res, { status: 500, headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" }, body: "mesh: internal error\n" });
+        finish(500);
+      }
     },
   };
 }

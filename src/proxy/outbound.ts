@@ -64,15 +64,20 @@ export function startOutbound(deps: OutboundDeps, hostname: string, port: number
       deps.tracker.start();
       let status = 502;
       try {
-        const result = await callDestination(dest, { prepared, body: req.body }, pickCtx, deps.metrics);
-        if (!result.ok) {
-          status = result.error.status;
-          return new Response(result.error.body, { status, headers: result.error.headers });
-        }
-        status = result.status;
-        const res = new StreamedResponse();
-        result.attempt.attach(res);
-        return relayResponse(await res.promise);
+        return await new Promise<Response>((resolve) => {
+          callDestination(dest, { prepared, body: req.body }, pickCtx, deps.metrics, {
+            respond: (upstreamStatus) => {
+              status = upstreamStatus;
+              const res = new StreamedResponse();
+              res.promise.then((r) => resolve(relayResponse(r)), () => resolve(errorResponse("upstream-reset", `${dest.name}: the response could not be read`)));
+              return res;
+            },
+            failed: (error) => {
+              status = error.status;
+              resolve(new Response(error.body, { status, headers: error.headers }));
+            },
+          });
+        });
       } finally {
         deps.metrics.requests.inc({ direction: "outbound", peer: dest.name, status: statusClass(status) });
         deps.metrics.latency.observe({ direction: "outbound", peer: dest.name }, performance.now() - started);
