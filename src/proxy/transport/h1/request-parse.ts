@@ -7,6 +7,7 @@
  * a body on GET/HEAD, CONNECT and targets that are not origin/absolute/asterisk-form, a
  * missing, repeated or odd Host, and h2c upgrades (they would tunnel past every check).
  */
+import { latin1 } from "./latin1.ts";
 import { ProtocolError } from "./errors.ts";
 import { parseContentLength, TCHAR, VALUE_BYTE } from "./response-head.ts";
 
@@ -61,8 +62,7 @@ const CRLF2 = Buffer.from("\r\n\r\n", "latin1");
 /** reg-name limited to what DNS and service names use, or an IP literal; optional port. */
 const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
-// Bun's Buffer#latin1Slice is untyped but measurably faster than toString("latin1", a, b).
-const str = (buf: Buffer, a: number, b: number): string => (buf as unknown as { latin1Slice(a: number, b: number): string }).latin1Slice(a, b);
+const str = latin1;
 const isDigit = (b: number | undefined): boolean => b !== undefined && b >= 48 && b <= 57;
 function refuse(status: 400 | 417 | 431 | 505, reason: RefusalReason, message: string): never {
   throw new RequestHeadError(status, reason, message);

@@ -7,6 +7,7 @@
  * lone `chunked`, Transfer-Encoding on HTTP/1.0, heads over 64 KiB.
  */
 import { ProtocolError } from "./errors.ts";
+import { latin1 } from "./latin1.ts";
 
 /** Largest response head (status line + headers), and largest chunked trailer section. */
 export const MAX_HEAD_BYTES = 64 * 1024;
@@ -67,7 +68,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
   const reasonAt = start + 13;
   if (buf[start + 12] === SP) {
     for (let i = reasonAt; i < lf - 1; i++) if (VALUE_BYTE[buf[i]!] !== 1) throw new ProtocolError("invalid byte in the status line");
-    statusText = buf.toString("latin1", reasonAt, lf - 1);
+    statusText = latin1(buf, reasonAt, lf - 1);
   }
 
   const headers: [string, string][] = [];
@@ -86,13 +87,13 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
     while (i < lineEnd && TCHAR[buf[i]!] === 1) i++;
     if (i === pos) throw new ProtocolError("empty or invalid header name in the response head");
     if (buf[i] !== COLON) throw new ProtocolError("invalid byte in a response header name (or whitespace before the colon)");
-    const name = buf.toString("latin1", pos, i);
+    const name = latin1(buf, pos, i);
     let vs = i + 1;
     while (vs < lineEnd && (buf[vs] === SP || buf[vs] === HT)) vs++;
     let ve = lineEnd;
     while (ve > vs && (buf[ve - 1] === SP || buf[ve - 1] === HT)) ve--;
     for (let k = vs; k < ve; k++) if (VALUE_BYTE[buf[k]!] !== 1) throw new ProtocolError(`invalid byte in the response header ${name}`);
-    const value = buf.toString("latin1", vs, ve);
+    const value = latin1(buf, vs, ve);
     headers.push([name, value]);
 
     // Only names of these exact lengths can be framing headers: no lower-casing of the rest.
