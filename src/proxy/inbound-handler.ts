@@ -9,7 +9,7 @@
 import { errorParts } from "./errors.ts";
 import { CLIENT_ID_HEADER, RELAY_SKIP } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
-import { statusClass, type ProxyMetrics } from "./metrics.ts";
+import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
 import { RelaySink } from "./relay-sink.ts";
 import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
@@ -32,6 +32,7 @@ export interface InboundHandlerDeps {
 
 export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   const { metrics, tracker } = deps;
+  const recorder = new RequestRecorder(metrics, "inbound", false);
   return {
     refused: (reason) => metrics.refused.inc({ direction: "inbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
@@ -49,9 +50,9 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
         return res.respond(e.status, e.headers, e.body);
       }
       tracker.start();
-      const finish = (status: number) => {
-        metrics.requests.inc({ direction: "inbound", peer, status: statusClass(status) });
-        metrics.latency.observe({ direction: "inbound" }, performance.now() - started);
+      const finish = (status: number, headAt: number) => {
+        // Latency is to the response head, as the metric says; the request counts once it is over.
+        recorder.record(peer, status, (headAt || performance.now()) - started);
         tracker.end();
       };
       const sink: RelaySink = new RelaySink(
@@ -60,11 +61,11 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
           deps.health?.onResult(false);
           const e = errorParts(proxyFailureOf(err), `local service ${deps.origin}: ${err.message}`);
           res.respond(e.status, e.headers, e.body);
-          finish(e.status);
+          finish(e.status, 0);
         },
         () => {
           deps.health?.onResult(sink.status < 500);
-          finish(sink.status);
+          finish(sink.status, sink.headAt);
         },
       );
       deps.pool.dispatch(prepared, req.body, sink);

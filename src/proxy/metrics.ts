@@ -26,19 +26,29 @@ abstract class Metric {
   }
 }
 
+/** One counter series; hold it to count without a lookup. */
+export interface CounterSeries {
+  readonly labels: Labels;
+  value: number;
+}
+
 export class Counter extends Metric {
-  private series = new Map<string, { labels: Labels; value: number }>();
+  private series = new Map<string, CounterSeries>();
   constructor(name: string, help: string, type: "counter" | "gauge" = "counter") {
     super(name, help, type);
   }
-  inc(labels: Labels = {}, by = 1): void {
+  /** The series of `labels`, created at 0 if new. */
+  of(labels: Labels): CounterSeries {
     const key = keyOf(labels);
-    const s = this.series.get(key);
-    if (s) s.value += by;
-    else this.series.set(key, { labels, value: by });
+    let s = this.series.get(key);
+    if (!s) this.series.set(key, (s = { labels, value: 0 }));
+    return s;
+  }
+  inc(labels: Labels = {}, by = 1): void {
+    this.of(labels).value += by;
   }
   set(labels: Labels, value: number): void {
-    this.series.set(keyOf(labels), { labels, value });
+    this.of(labels).value = value;
   }
   get(labels: Labels = {}): number {
     return this.series.get(keyOf(labels))?.value ?? 0;
@@ -51,23 +61,53 @@ export class Counter extends Metric {
 /** Latency buckets in milliseconds, as linkerd2-proxy reports them. */
 export const LATENCY_BUCKETS_MS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
+/** One histogram series; hold it to observe without a lookup. */
+export class HistogramSeries {
+  /** Per bucket, not cumulative: an observation touches one slot; render() sums. */
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  constructor(
+    readonly labels: Labels,
+    private readonly buckets: readonly number[],
+  ) {
+    this.counts = new Array<number>(buckets.length).fill(0);
+  }
+  observe(value: number): void {
+    const b = this.buckets;
+    for (let i = 0; i < b.length; i++) {
+      if (value <= b[i]!) {
+        this.counts[i]!++;
+        break;
+      }
+    }
+    this.sum += value;
+    this.count++;
+  }
+}
+
 export class Histogram extends Metric {
-  private series = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>();
+  private series = new Map<string, HistogramSeries>();
   constructor(name: string, help: string, readonly buckets = LATENCY_BUCKETS_MS) {
     super(name, help, "histogram");
   }
-  observe(labels: Labels, value: number): void {
+  of(labels: Labels): HistogramSeries {
     const key = keyOf(labels);
     let s = this.series.get(key);
-    if (!s) this.series.set(key, (s = { labels, counts: new Array(this.buckets.length).fill(0), sum: 0, count: 0 }));
-    for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]!) s.counts[i]!++;
-    s.sum += value;
-    s.count++;
+    if (!s) this.series.set(key, (s = new HistogramSeries(labels, this.buckets)));
+    return s;
+  }
+  observe(labels: Labels, value: number): void {
+    this.of(labels).observe(value);
   }
   render(): string[] {
     const lines: string[] = [];
     for (const s of this.series.values()) {
-      this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket${labelText({ ...s.labels, le: String(b) })} ${s.counts[i]}`));
+      let cumulative = 0;
+      this.buckets.forEach((b, i) => {
+        cumulative += s.counts[i]!;
+        lines.push(`${this.name}_bucket${labelText({ ...s.labels, le: String(b) })} ${cumulative}`);
+      });
       lines.push(`${this.name}_bucket${labelText({ ...s.labels, le: "+Inf" })} ${s.count}`);
       lines.push(`${this.name}_sum${labelText(s.labels)} ${s.sum}`, `${this.name}_count${labelText(s.labels)} ${s.count}`);
     }
@@ -116,4 +156,32 @@ export type ProxyMetrics = ReturnType<typeof proxyMetrics>;
 
 export function statusClass(status: number): string {
   return `${Math.floor(status / 100)}xx`;
+}
+
+/**
+ * Records the requests of one direction by peer and status class. Each combination's
+ * series is looked up once, not per request: no label object or key string on the hot path.
+ */
+export class RequestRecorder {
+  private readonly counts = new Map<string, CounterSeries>();
+  private readonly latencies = new Map<string, HistogramSeries>();
+
+  constructor(
+    private readonly metrics: ProxyMetrics,
+    private readonly direction: "inbound" | "outbound",
+    /** Outbound latency is by destination; inbound, by direction only (callers are many). */
+    private readonly latencyByPeer: boolean,
+  ) {}
+
+  record(peer: string, status: number, latencyMs: number): void {
+    const key = `${peer}\u0000${status / 100 | 0}`;
+    let count = this.counts.get(key);
+    if (count === undefined) this.counts.set(key, (count = this.metrics.requests.of({ direction: this.direction, peer, status: statusClass(status) })));
+    count.value++;
+    const byPeer = this.latencyByPeer ? peer : "";
+    let latency = this.latencies.get(byPeer);
+    if (latency === undefined)
+      this.latencies.set(byPeer, (latency = this.metrics.latency.of(this.latencyByPeer ? { direction: this.direction, peer } : { direction: this.direction })));
+    latency.observe(latencyMs);
+  }
 }

@@ -11,7 +11,7 @@ import type { PickContext } from "./endpoint.ts";
 import { errorParts, type ErrorParts } from "./errors.ts";
 import { RELAY_SKIP } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
-import { statusClass, type ProxyMetrics } from "./metrics.ts";
+import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { callDestination } from "./outbound-call.ts";
 import { RelaySink } from "./relay-sink.ts";
 import { fieldValue } from "./transport/h1/request-parse.ts";
@@ -34,6 +34,7 @@ function answer(res: Responder, e: ErrorParts): void {
 
 export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
   const { metrics, tracker } = deps;
+  const recorder = new RequestRecorder(metrics, "outbound", true);
   return {
     refused: (reason) => metrics.refused.inc({ direction: "outbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
@@ -51,9 +52,10 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       }
       const pick: PickContext = { header: (name) => fieldValue(head.fields, name) ?? null };
       tracker.start();
+      // Latency is to the response head, as the metric says; the request counts once it is over.
+      let latency = 0;
       const finish = (status: number) => {
-        metrics.requests.inc({ direction: "outbound", peer: dest.name, status: statusClass(status) });
-        metrics.latency.observe({ direction: "outbound", peer: dest.name }, performance.now() - started);
+        recorder.record(dest.name, status, latency || performance.now() - started);
         tracker.end();
       };
       let status = 0;
@@ -61,6 +63,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
         callDestination(dest, { prepared, body: req.body }, pick, metrics, {
           respond: (upstreamStatus) => {
             status = upstreamStatus;
+            latency = performance.now() - started;
             // The head is already in: a failure now is the body's, and resets the client's connection.
             return new RelaySink(res, () => res.abort(), () => finish(status));
           },

@@ -15,8 +15,9 @@ const NONE: ResponseFraming = { kind: "none" };
 const CHUNKED: ResponseFraming = { kind: "chunked" };
 
 export class RelaySink implements ResponseSink {
-  /** The upstream's status, once its head arrived. */
+  /** The upstream's status, and when its head arrived (performance.now()). */
   status = 0;
+  headAt = 0;
   private flow: BodyFlow | undefined;
 
   constructor(
@@ -31,6 +32,7 @@ export class RelaySink implements ResponseSink {
     const res = this.res;
     this.flow = flow;
     this.status = head.status;
+    this.headAt = performance.now();
     res.onGone = () => {
       flow.abandon(undefined);
       this.done(false);
