@@ -3,47 +3,56 @@
  * headers. It is cleared once headers arrive, because aborting after that would cut a
  * body that is legitimately still streaming. A zero timeout means none.
  *
- * It is its own abort signal (AbortLike): one timer and a listener list per request,
- * not an AbortController with event dispatch, on the hot path of every outbound call.
+ * It is its own abort signal (AbortLike): a listener list per request, not an
+ * AbortController with event dispatch, on the hot path of every outbound call. And it
+ * arms no timer of its own: every deadline of the same length joins one DeadlineQueue
+ * (deadline-queue.ts), whose single timer serves them all.
  */
 import type { AbortLike } from "./transport/h1/abort.ts";
+import { queueFor, type DeadlineQueue } from "./deadline-queue.ts";
 
 export class Deadline implements AbortLike {
   expired = false;
   aborted = false;
   reason: unknown = undefined;
-  private readonly timer: Timer | undefined;
-  private listeners: (() => void)[] = [];
+  /** When it expires (performance.now()); links in its queue, maintained by the queue. */
+  due = 0;
+  prev: Deadline | undefined = undefined;
+  next: Deadline | undefined = undefined;
+  private readonly queue: DeadlineQueue | undefined;
+  private listeners: (() => void)[] | undefined;
 
-  constructor(ms: number) {
+  constructor(readonly ms: number) {
     if (ms <= 0) return;
-    this.timer = setTimeout(() => this.expire(ms), ms);
+    this.queue = queueFor(ms);
+    this.queue.add(this);
   }
 
   /** Undefined without a timeout: nothing to listen to. */
   get signal(): AbortLike | undefined {
-    return this.timer === undefined ? undefined : this;
+    return this.queue === undefined ? undefined : this;
   }
 
   addEventListener(_type: "abort", listener: () => void): void {
-    this.listeners.push(listener);
+    (this.listeners ??= []).push(listener);
   }
 
   removeEventListener(_type: "abort", listener: () => void): void {
-    const i = this.listeners.indexOf(listener);
-    if (i >= 0) this.listeners.splice(i, 1);
+    const i = this.listeners?.indexOf(listener) ?? -1;
+    if (i >= 0) this.listeners!.splice(i, 1);
   }
 
   clear(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.listeners = [];
+    if (!this.expired) this.queue?.remove(this);
+    this.listeners = undefined;
   }
 
-  private expire(ms: number): void {
+  /** Called by the queue once `due` has passed. */
+  expire(): void {
     this.expired = this.aborted = true;
-    this.reason = new DOMException(`no response within ${ms} ms`, "TimeoutError");
+    this.reason = new DOMException(`no response within ${this.ms} ms`, "TimeoutError");
     const listeners = this.listeners;
-    this.listeners = [];
-    for (const listener of listeners) listener();
+    this.listeners = undefined;
+    if (listeners) for (const listener of listeners) listener();
   }
 }
