@@ -1,7 +1,7 @@
 /** Command line of `npm run bench`. */
 import { parseArgs } from "node:util";
 
-export const TOPOLOGY_IDS = ["direct", "mesh-one", "nginx-one", "haproxy-one", "mesh-pair", "nginx-pair", "haproxy-pair"] as const;
+export const TOPOLOGY_IDS = ["direct", "relay-one", "mesh-one", "nginx-one", "haproxy-one", "mesh-pair", "nginx-pair", "haproxy-pair"] as const;
 
 export interface Options {
   quick: boolean;

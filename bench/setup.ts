@@ -2,6 +2,7 @@
 import { problemWith, waitUntilServing } from "./check.ts";
 import { haproxyOne, haproxyPair } from "./haproxy.ts";
 import type { MeshCommand } from "./mesh-command.ts";
+import { relayFloor } from "./floor.ts";
 import { meshOne, meshPair } from "./mesh.ts";
 import { nginxOne, nginxPair } from "./nginx.ts";
 import type { BuildContext, Setup } from "./topology.ts";
@@ -11,6 +12,7 @@ type Builder = () => Promise<Setup>;
 export async function startTopologies(only: Set<string>, mesh: MeshCommand, ctx: BuildContext, log: (line: string) => void): Promise<Setup[]> {
   const builders: Record<string, Builder> = {
     direct: async () => ({ ok: true, topology: { id: "direct", family: "direct", shape: "direct", url: `http://127.0.0.1:${ctx.servicePort}/`, proxies: [] } }),
+    "relay-one": () => relayFloor(mesh, ctx),
     "mesh-one": () => meshOne(mesh, ctx),
     "nginx-one": () => nginxOne(ctx),
     "haproxy-one": () => haproxyOne(ctx),

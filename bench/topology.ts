@@ -1,7 +1,8 @@
 /** What every topology looks like to the runner, whoever built it (mesh, nginx, haproxy). */
 import { cpuSeconds, rssKb } from "./proc-stats.ts";
 
-export type Family = "direct" | "mesh" | "nginx" | "haproxy";
+/** "relay": the runtime's floor (bench/relay.ts), not a proxy. */
+export type Family = "direct" | "mesh" | "nginx" | "haproxy" | "relay";
 export type Shape = "direct" | "one" | "pair";
 
 /** One proxy instance: a process, plus any workers it forked (nginx master + worker). */
@@ -31,6 +32,7 @@ export const topologyId = (family: Family, shape: Shape) => (shape === "direct" 
 
 export function title(family: Family, shape: Shape): string {
   if (shape === "direct") return "direct";
+  if (family === "relay") return "Bun byte relay (floor)";
   return shape === "one" ? `${family} one proxy` : `${family} pair (mTLS)`;
 }
 
