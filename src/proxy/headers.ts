@@ -28,19 +28,22 @@ const RESPONSE_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, 
 /** Only names of these lengths can be in RESPONSE_SKIP: the others are passed on without lower-casing. */
 const RESPONSE_SKIP_LENGTHS = new Set([...RESPONSE_SKIP].map((n) => n.length));
 
-/** An upstream response's fields (names as sent) fit to relay: RESPONSE_SKIP and whatever its Connection lists removed. */
-export function relayedResponseFields(fields: readonly [string, string][]): [string, string][] {
+/**
+ * An upstream response's fields (names as sent) fit to relay, as `name: value\r\n` lines:
+ * RESPONSE_SKIP and whatever its Connection lists removed. Lines, not a filtered copy of
+ * the list: the head is one string anyway, and this runs for every response.
+ */
+export function relayedResponseFieldLines(fields: readonly [string, string][]): string {
   let listed: string[] | undefined;
   for (const [name, value] of fields)
     if (name.length === 10 && name.toLowerCase() === "connection") (listed ??= []).push(...value.toLowerCase().split(",").map((t) => t.trim()));
-  const out: [string, string][] = [];
-  for (const field of fields) {
-    const name = field[0];
+  let lines = "";
+  for (const [name, value] of fields) {
     if (RESPONSE_SKIP_LENGTHS.has(name.length) || listed !== undefined) {
       const lower = name.toLowerCase();
       if (RESPONSE_SKIP.has(lower) || listed?.includes(lower)) continue;
     }
-    out.push(field);
+    lines += `${name}: ${value}\r\n`;
   }
-  return out;
+  return lines;
 }

@@ -11,7 +11,7 @@ import { CLIENT_ID_HEADER, RELAY_SKIP } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
-import { RelaySink } from "./relay-sink.ts";
+import { RelaySink, type RelayOwner } from "./relay-sink.ts";
 import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
 import { prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
@@ -31,44 +31,70 @@ export interface InboundHandlerDeps {
 }
 
 export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
-  const { metrics, tracker } = deps;
+  const { metrics } = deps;
   const recorder = new RequestRecorder(metrics, "inbound", false);
   return {
     refused: (reason) => metrics.refused.inc({ direction: "inbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
     request(req: ServerRequest, res: Responder) {
-      const started = performance.now();
       const caller = req.peer!;
       const peer = peerService(caller);
       const head = req.head;
       let prepared: PreparedRequest;
       try {
-        prepared = prepareRelayed(head.method, head.pathAndQuery, head.host, head.fields, RELAY_SKIP, head.connectionTokens, `${CLIENT_ID_HEADER}: ${caller}\r\n`, requestFraming(head));
+        prepared = prepareRelayed(head.method, head.pathAndQuery, head.host, head.fields, RELAY_SKIP, head.connectionTokens, identityLine(caller), requestFraming(head));
       } catch (err) {
         metrics.refused.inc({ direction: "inbound", reason: "header-value" });
         const e = errorParts("bad-request", (err as Error).message, { connection: "close" });
         return res.respond(e.status, e.headers, e.body);
       }
-      tracker.start();
-      const finish = (status: number, headAt: number) => {
-        // Latency is to the response head, as the metric says; the request counts once it is over.
-        recorder.record(peer, status, (headAt || performance.now()) - started);
-        tracker.end();
-      };
-      const sink: RelaySink = new RelaySink(
-        res,
-        (err) => {
-          deps.health?.onResult(false);
-          const e = errorParts(proxyFailureOf(err), `local service ${deps.origin}: ${err.message}`);
-          res.respond(e.status, e.headers, e.body);
-          finish(e.status, 0);
-        },
-        () => {
-          deps.health?.onResult(sink.status < 500);
-          finish(sink.status, sink.headAt);
-        },
-      );
-      deps.pool.dispatch(prepared, req.body, sink);
+      const relay = new InboundRelay(res, peer, deps, recorder);
+      deps.pool.dispatch(prepared, req.body, relay.sink);
     },
   };
+}
+
+/** The identity line a caller's requests carry; callers are few, requests many (bounded like peerService). */
+const identityLines = new Map<string, string>();
+function identityLine(caller: string): string {
+  let line = identityLines.get(caller);
+  if (line === undefined) {
+    if (identityLines.size >= 1024) identityLines.clear();
+    identityLines.set(caller, (line = `${CLIENT_ID_HEADER}: ${caller}\r\n`));
+  }
+  return line;
+}
+
+/** One relayed request to the local service, and how its relay ends (RelayOwner): one object per request. */
+class InboundRelay implements RelayOwner {
+  readonly sink: RelaySink;
+  private readonly started = performance.now();
+
+  constructor(
+    private readonly res: Responder,
+    private readonly peer: string,
+    private readonly deps: InboundHandlerDeps,
+    private readonly recorder: RequestRecorder,
+  ) {
+    this.sink = new RelaySink(res, this);
+    deps.tracker.start();
+  }
+
+  relayFailedEarly(err: Error): void {
+    this.deps.health?.onResult(false);
+    const e = errorParts(proxyFailureOf(err), `local service ${this.deps.origin}: ${err.message}`);
+    this.res.respond(e.status, e.headers, e.body);
+    this.finish(e.status, 0);
+  }
+
+  relayDone(): void {
+    this.deps.health?.onResult(this.sink.status < 500);
+    this.finish(this.sink.status, this.sink.headAt);
+  }
+
+  private finish(status: number, headAt: number): void {
+    // Latency is to the response head, as the metric says; the request counts once it is over.
+    this.recorder.record(this.peer, status, (headAt || performance.now()) - this.started);
+    this.deps.tracker.end();
+  }
 }

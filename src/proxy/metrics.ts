@@ -163,7 +163,8 @@ export function statusClass(status: number): string {
  * series is looked up once, not per request: no label object or key string on the hot path.
  */
 export class RequestRecorder {
-  private readonly counts = new Map<string, CounterSeries>();
+  /** peer → series by status class (index: status / 100). */
+  private readonly counts = new Map<string, (CounterSeries | undefined)[]>();
   private readonly latencies = new Map<string, HistogramSeries>();
 
   constructor(
@@ -174,10 +175,10 @@ export class RequestRecorder {
   ) {}
 
   record(peer: string, status: number, latencyMs: number): void {
-    const key = `${peer}\u0000${status / 100 | 0}`;
-    let count = this.counts.get(key);
-    if (count === undefined) this.counts.set(key, (count = this.metrics.requests.of({ direction: this.direction, peer, status: statusClass(status) })));
-    count.value++;
+    let byClass = this.counts.get(peer);
+    if (byClass === undefined) this.counts.set(peer, (byClass = []));
+    const cls = (status / 100) | 0;
+    (byClass[cls] ??= this.metrics.requests.of({ direction: this.direction, peer, status: statusClass(status) })).value++;
     const byPeer = this.latencyByPeer ? peer : "";
     let latency = this.latencies.get(byPeer);
     if (latency === undefined)

@@ -12,14 +12,15 @@ import { errorParts, type ErrorParts } from "./errors.ts";
 import { RELAY_SKIP } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
-import { callDestination } from "./outbound-call.ts";
-import { RelaySink } from "./relay-sink.ts";
+import { callDestination, type CallOutcome } from "./outbound-call.ts";
+import { RelaySink, type RelayOwner } from "./relay-sink.ts";
 import { fieldValue } from "./transport/h1/request-parse.ts";
 import { prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
 import type { Responder } from "./transport/h1-server/responder.ts";
+import type { ResponseSink } from "./transport/h1/response-sink.ts";
 
 export interface OutboundHandlerDeps {
   snapshot: () => Snapshot;
@@ -39,7 +40,6 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
     refused: (reason) => metrics.refused.inc({ direction: "outbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
     request(req: ServerRequest, res: Responder) {
-      const started = performance.now();
       const head = req.head;
       const dest = resolveHost(deps.snapshot(), head.host);
       if (!dest) return answer(res, errorParts("no-route", `no service named "${head.host}" in this proxy's config`));
@@ -50,33 +50,68 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
         metrics.refused.inc({ direction: "outbound", reason: "header-value" });
         return answer(res, errorParts("bad-request", (err as Error).message, { connection: "close" }));
       }
-      const pick: PickContext = { header: (name) => fieldValue(head.fields, name) ?? null };
-      tracker.start();
-      // Latency is to the response head, as the metric says; the request counts once it is over.
-      let latency = 0;
-      const finish = (status: number) => {
-        recorder.record(dest.name, status, latency || performance.now() - started);
-        tracker.end();
-      };
-      let status = 0;
+      const relay = new OutboundRelay(res, req, dest.name, recorder, tracker);
       try {
-        callDestination(dest, { prepared, body: req.body }, pick, metrics, {
-          respond: (upstreamStatus) => {
-            status = upstreamStatus;
-            latency = performance.now() - started;
-            // The head is already in: a failure now is the body's, and resets the client's connection.
-            return new RelaySink(res, () => res.abort(), () => finish(status));
-          },
-          failed: (error) => {
-            answer(res, error);
-            finish(error.status);
-          },
-        });
+        callDestination(dest, { prepared, body: req.body }, relay, metrics, relay);
       } catch {
         // A bug must not leave the request counted in flight (a drain would wait for it).
         answer(res, { status: 500, headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" }, body: "mesh: internal error\n" });
-        finish(500);
+        relay.finish(500);
       }
     },
   };
+}
+
+/**
+ * One relayed request: how its call ends (CallOutcome), what the balancer may read of it
+ * (PickContext), and how its response relay ends (RelayOwner), in one object per request.
+ */
+class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
+  private readonly started = performance.now();
+  /** To the response head, as the metric says; 0 until then. */
+  private latency = 0;
+  private status = 0;
+  private finished = false;
+
+  constructor(
+    private readonly res: Responder,
+    private readonly req: ServerRequest,
+    private readonly peer: string,
+    private readonly recorder: RequestRecorder,
+    private readonly tracker: InflightTracker,
+  ) {
+    tracker.start();
+  }
+
+  header(name: string): string | null {
+    return fieldValue(this.req.head.fields, name) ?? null;
+  }
+
+  respond(status: number): ResponseSink {
+    this.status = status;
+    this.latency = performance.now() - this.started;
+    // The head is already in: a failure now is the body's, and resets the client's connection.
+    return new RelaySink(this.res, this);
+  }
+
+  failed(error: ErrorParts): void {
+    answer(this.res, error);
+    this.finish(error.status);
+  }
+
+  relayFailedEarly(): void {
+    this.res.abort();
+  }
+
+  relayDone(): void {
+    this.finish(this.status);
+  }
+
+  /** The request counts once it is over, exactly once. */
+  finish(status: number): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.recorder.record(this.peer, status, this.latency || performance.now() - this.started);
+    this.tracker.end();
+  }
 }

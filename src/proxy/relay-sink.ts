@@ -5,14 +5,19 @@
  * after the head resets the downstream connection: the client sees an error, never a
  * clean end of a cut-short response.
  */
-import { relayedResponseFields } from "./headers.ts";
+import { relayedResponseFieldLines } from "./headers.ts";
 import type { BodyFlow } from "./transport/h1/response-body.ts";
 import type { ResponseHead } from "./transport/h1/response-head.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
-import type { Responder, ResponseFraming } from "./transport/h1-server/responder.ts";
+import type { Responder, ResponseBodyKind } from "./transport/h1-server/responder.ts";
 
-const NONE: ResponseFraming = { kind: "none" };
-const CHUNKED: ResponseFraming = { kind: "chunked" };
+/** Who hears how the relay ended: one object per request, not a closure per outcome. */
+export interface RelayOwner {
+  /** The exchange failed before any of the response was relayed: answer for it. */
+  relayFailedEarly(err: Error): void;
+  /** The response was relayed whole (`ok`), or cut short. */
+  relayDone(ok: boolean): void;
+}
 
 export class RelaySink implements ResponseSink {
   /** The upstream's status, and when its head arrived (performance.now()). */
@@ -22,10 +27,7 @@ export class RelaySink implements ResponseSink {
 
   constructor(
     private readonly res: Responder,
-    /** The exchange failed before any of the response was relayed: answer for it. */
-    private readonly failedEarly: (err: Error) => void,
-    /** The response was relayed whole, or cut short (`ok` false). */
-    private readonly done: (ok: boolean) => void,
+    private readonly owner: RelayOwner,
   ) {}
 
   head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
@@ -35,13 +37,13 @@ export class RelaySink implements ResponseSink {
     this.headAt = performance.now();
     res.onGone = () => {
       flow.abandon(undefined);
-      this.done(false);
+      this.owner.relayDone(false);
     };
-    let framing: ResponseFraming;
-    if (res.isHead || head.status === 204 || head.status === 304) framing = NONE;
-    else if (head.contentLength >= 0) framing = { kind: "length", length: head.contentLength };
-    else framing = CHUNKED; // chunked or close-delimited upstream; the Responder picks close for HTTP/1.0 clients
-    const wrote = res.head(head.status, head.statusText, relayedResponseFields(head.headers), framing, framing === NONE ? head.contentLength : -1);
+    let kind: ResponseBodyKind;
+    if (res.isHead || head.status === 204 || head.status === 304) kind = "none";
+    else if (head.contentLength >= 0) kind = "length";
+    else kind = "chunked"; // chunked or close-delimited upstream; the Responder picks close for HTTP/1.0 clients
+    const wrote = res.head(head.status, head.statusText, relayedResponseFieldLines(head.headers), kind, kind === "chunked" ? -1 : head.contentLength);
     // A body that is all here goes out with the head in one write; a streaming one must not hold the head back.
     if (!complete && !(wrote && res.flush())) this.waitForDrain();
   }
@@ -53,14 +55,14 @@ export class RelaySink implements ResponseSink {
   end(): void {
     this.res.onGone = undefined;
     this.res.end();
-    this.done(true);
+    this.owner.relayDone(true);
   }
 
   fail(err: Error): void {
-    if (!this.res.headSent) return this.failedEarly(err);
+    if (!this.res.headSent) return this.owner.relayFailedEarly(err);
     this.res.onGone = undefined;
     this.res.abort();
-    this.done(false);
+    this.owner.relayDone(false);
   }
 
   private waitForDrain(): void {

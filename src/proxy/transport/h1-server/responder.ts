@@ -6,7 +6,8 @@
  */
 import { chunkFrame } from "../h1/request-body.ts";
 
-export type ResponseFraming = { kind: "length"; length: number } | { kind: "chunked" } | { kind: "none" } | { kind: "close" };
+/** How the body is delimited for the client: none, a Content-Length, chunked, or the connection's close. */
+export type ResponseBodyKind = "none" | "length" | "chunked" | "close";
 
 /** What a responder needs from its connection. */
 export interface ResponderHost {
@@ -29,7 +30,7 @@ const NOT_PLAIN = /[^\t\r\n\x20-\x7e]/;
 export class Responder {
   headSent = false;
   finished = false;
-  private framing: ResponseFraming = { kind: "none" };
+  private kind: ResponseBodyKind = "none";
   /** The head, held back to go out in one write with the first body bytes (one TLS record, one syscall). */
   private heldHead: string | undefined;
   /** Called once when the socket can take more after a write returned false. */
@@ -44,30 +45,29 @@ export class Responder {
   ) {}
 
   /**
-   * Sends the head, or holds it to go out with the first body bytes when the framing
-   * says a body follows (call flush() if that body may take a while). `fields`: name/value pairs to pass on as they are (the caller has
-   * removed hop-by-hop fields); framing and Connection are added here. Returns false
-   * when the socket is full.
+   * Sends the head, or holds it to go out with the first body bytes when a body follows
+   * (call flush() if that body may take a while). `fieldLines`: `name: value\r\n` lines
+   * to pass on as they are (the caller has removed hop-by-hop fields); framing and
+   * Connection are added here. `length`: the body's length for "length"; for "none",
+   * the length a HEAD or 304 response may state, or -1. Returns false when the socket is full.
    */
-  head(status: number, reason: string, fields: readonly (readonly [string, string])[], framing: ResponseFraming, contentLength = -1): boolean {
+  head(status: number, reason: string, fieldLines: string, kind: ResponseBodyKind, length: number): boolean {
     if (this.headSent || this.finished) return false;
     this.headSent = true;
-    let kind = framing.kind;
     // An HTTP/1.0 client cannot read chunked: the body then ends with the connection.
     if (kind === "chunked" && this.host.minor === 0) kind = "close";
-    this.framing = kind === framing.kind ? framing : { kind: "close" };
-    let head = `HTTP/1.1 ${status} ${reason || REASONS[status] || ""}\r\n`;
-    for (const [name, value] of fields) head += `${name}: ${value}\r\n`;
-    if (this.framing.kind === "length") head += `content-length: ${this.framing.length}\r\n`;
-    else if (this.framing.kind === "chunked") head += "transfer-encoding: chunked\r\n";
+    this.kind = kind;
+    let head = `HTTP/1.1 ${status} ${reason || REASONS[status] || ""}\r\n${fieldLines}`;
+    if (kind === "length") head += `content-length: ${length}\r\n`;
+    else if (kind === "chunked") head += "transfer-encoding: chunked\r\n";
     // A response to HEAD (or a 304) may state the length the body would have had.
-    else if (contentLength >= 0) head += `content-length: ${contentLength}\r\n`;
-    if (this.host.closing || this.framing.kind === "close") head += "connection: close\r\n";
+    else if (kind === "none" && length >= 0) head += `content-length: ${length}\r\n`;
+    if (this.host.closing || kind === "close") head += "connection: close\r\n";
     else if (this.host.minor === 0) head += "connection: keep-alive\r\n";
     head += "\r\n";
     // Field values may hold obs-text (bytes 0x80-0xFF): a string would go out as UTF-8.
     if (NOT_PLAIN.test(head)) return this.host.write(Buffer.from(head, "latin1"));
-    if (this.framing.kind === "none" || this.isHead) return this.host.write(head);
+    if (kind === "none" || this.isHead) return this.host.write(head);
     this.heldHead = head;
     return true;
   }
@@ -83,7 +83,7 @@ export class Responder {
   /** A body piece; false when the socket is full (wait for onDrain). */
   write(data: Uint8Array): boolean {
     if (this.finished || data.byteLength === 0 || this.isHead) return true;
-    const framed = this.framing.kind === "chunked" ? chunkFrame(data) : data;
+    const framed = this.kind === "chunked" ? chunkFrame(data) : data;
     const head = this.heldHead;
     if (head === undefined) return this.host.write(framed);
     this.heldHead = undefined;
@@ -95,7 +95,7 @@ export class Responder {
 
   end(): void {
     if (this.finished) return;
-    const last = this.framing.kind === "chunked" && !this.isHead ? "0\r\n\r\n" : "";
+    const last = this.kind === "chunked" && !this.isHead ? "0\r\n\r\n" : "";
     if (this.heldHead !== undefined || last !== "") this.host.write((this.heldHead ?? "") + last);
     this.heldHead = undefined;
     this.finished = true;
@@ -106,8 +106,9 @@ export class Responder {
   respond(status: number, headers: Record<string, string>, body: string): void {
     if (this.headSent || this.finished) return;
     const bytes = Buffer.from(body, "utf8");
-    const framing: ResponseFraming = this.isHead ? { kind: "none" } : { kind: "length", length: bytes.byteLength };
-    this.head(status, "", Object.entries(headers), framing, this.isHead ? bytes.byteLength : -1);
+    let lines = "";
+    for (const name in headers) lines += `${name}: ${headers[name]}\r\n`;
+    this.head(status, "", lines, this.isHead ? "none" : "length", bytes.byteLength);
     this.write(bytes);
     this.end();
   }

@@ -237,17 +237,20 @@ export class H1Connection {
     ex.framing = framing;
     // A close-delimited body leaves nothing to reuse.
     ex.reusable = head.keepAlive && framing.kind !== "close";
+    // Whether `rest` completes the body: arithmetic, except for chunked, which is decoded
+    // first (into `early`) so that a malformed body fails before the sink sees a head.
     let early: Uint8Array[] | undefined;
-    if (rest !== undefined) {
+    if (rest !== undefined && framing.kind === "chunked") {
       early = [];
       framing.feed(rest, (piece) => early!.push(piece));
     }
-    if (framing.extra) ex.reusable = false; // bytes beyond the response: the connection is out of step
-    const complete = framing.done;
+    const complete = early !== undefined ? framing.done : framing.completedBy(rest?.byteLength ?? 0);
     ex.sink.head(head, ex, complete);
     // Past this point a failure is the body's (the sink was given the head).
     ex.phase = Phase.Body;
     if (early !== undefined) for (const piece of early) ex.emit(piece);
+    else if (rest !== undefined) framing.feed(rest, ex.emit);
+    if (framing.extra) ex.reusable = false; // bytes beyond the response: the connection is out of step
     if (complete) this.responseDone(ex);
   }
 

@@ -51,6 +51,12 @@ export class BodyFraming {
     }
   }
 
+  /** Whether `bytes` more would complete a body that is not chunked (decoding is needed to tell for chunked). */
+  completedBy(bytes: number): boolean {
+    if (this.kind === "length") return bytes >= this.remaining;
+    return this.done;
+  }
+
   /** The connection ended cleanly (FIN): only a close-delimited body is then complete. */
   closed(): boolean {
     if (this.kind === "close") this.done = true;
