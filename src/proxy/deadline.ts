@@ -8,7 +8,7 @@
  * arms no timer of its own: every deadline of the same length joins one DeadlineQueue
  * (deadline-queue.ts), whose single timer serves them all.
  */
-import type { AbortLike } from "./transport/h1/abort.ts";
+import type { AbortLike, AbortListener } from "./transport/h1/abort.ts";
 import { queueFor, type DeadlineQueue } from "./deadline-queue.ts";
 
 export class Deadline implements AbortLike {
@@ -20,7 +20,9 @@ export class Deadline implements AbortLike {
   prev: Deadline | undefined = undefined;
   next: Deadline | undefined = undefined;
   private readonly queue: DeadlineQueue | undefined;
-  private listeners: (() => void)[] | undefined;
+  /** Almost always one (the exchange in flight): a slot, and a list only beyond it. */
+  private listener: AbortListener | undefined;
+  private more: AbortListener[] | undefined;
 
   constructor(readonly ms: number) {
     if (ms <= 0) return;
@@ -33,26 +35,37 @@ export class Deadline implements AbortLike {
     return this.queue === undefined ? undefined : this;
   }
 
-  addEventListener(_type: "abort", listener: () => void): void {
-    (this.listeners ??= []).push(listener);
+  addEventListener(_type: "abort", listener: AbortListener): void {
+    if (this.listener === undefined) this.listener = listener;
+    else (this.more ??= []).push(listener);
   }
 
-  removeEventListener(_type: "abort", listener: () => void): void {
-    const i = this.listeners?.indexOf(listener) ?? -1;
-    if (i >= 0) this.listeners!.splice(i, 1);
+  removeEventListener(_type: "abort", listener: AbortListener): void {
+    if (this.listener === listener) this.listener = this.more?.shift();
+    else {
+      const i = this.more?.indexOf(listener) ?? -1;
+      if (i >= 0) this.more!.splice(i, 1);
+    }
   }
 
   clear(): void {
     if (!this.expired) this.queue?.remove(this);
-    this.listeners = undefined;
+    this.listener = this.more = undefined;
   }
 
   /** Called by the queue once `due` has passed. */
   expire(): void {
     this.expired = this.aborted = true;
     this.reason = new DOMException(`no response within ${this.ms} ms`, "TimeoutError");
-    const listeners = this.listeners;
-    this.listeners = undefined;
-    if (listeners) for (const listener of listeners) listener();
+    const first = this.listener;
+    const more = this.more;
+    this.listener = this.more = undefined;
+    if (first !== undefined) call(first);
+    if (more !== undefined) for (const listener of more) call(listener);
   }
+}
+
+function call(listener: AbortListener): void {
+  if (typeof listener === "function") listener();
+  else listener.handleEvent();
 }

@@ -35,10 +35,7 @@ export class RelaySink implements ResponseSink {
     this.flow = flow;
     this.status = head.status;
     this.headAt = performance.now();
-    res.onGone = () => {
-      flow.abandon(undefined);
-      this.owner.relayDone(false);
-    };
+    res.onGone = this;
     let kind: ResponseBodyKind;
     if (res.isHead || head.status === 204 || head.status === 304) kind = "none";
     else if (head.contentLength >= 0) kind = "length";
@@ -62,6 +59,12 @@ export class RelaySink implements ResponseSink {
     if (!this.res.headSent) return this.owner.relayFailedEarly(err);
     this.res.onGone = undefined;
     this.res.abort();
+    this.owner.relayDone(false);
+  }
+
+  /** The client's connection closed under the response: stop reading the upstream's. */
+  responseGone(): void {
+    this.flow?.abandon(undefined);
     this.owner.relayDone(false);
   }
 

@@ -35,8 +35,8 @@ export class Responder {
   private heldHead: string | undefined;
   /** Called once when the socket can take more after a write returned false. */
   onDrain: (() => void) | undefined;
-  /** Called once if the connection goes away before the response is complete. */
-  onGone: (() => void) | undefined;
+  /** Told once if the connection goes away before the response is complete. */
+  onGone: { responseGone(): void } | undefined;
 
   constructor(
     private readonly host: ResponderHost,
@@ -124,9 +124,9 @@ export class Responder {
   gone(): void {
     if (this.finished) return;
     this.finished = true;
-    const cb = this.onGone;
+    const watcher = this.onGone;
     this.onGone = undefined;
-    cb?.();
+    watcher?.responseGone();
   }
 
   drained(): void {

@@ -6,6 +6,9 @@
 export interface AbortLike {
   readonly aborted: boolean;
   readonly reason: unknown;
-  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
-  removeEventListener(type: "abort", listener: () => void): void;
+  addEventListener(type: "abort", listener: AbortListener, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: AbortListener): void;
 }
+
+/** A function, or (as the DOM allows) an object whose handleEvent is called: no closure needed per listener. */
+export type AbortListener = (() => void) | { handleEvent(): void };

@@ -128,8 +128,8 @@ export class H1Connection {
     this.ex = ex;
     if (signal) {
       if (signal.aborted) return this.abortExchange(ex, signal.reason);
-      ex.onAbort = () => this.abortExchange(ex, signal.reason);
-      signal.addEventListener("abort", ex.onAbort, { once: true });
+      ex.listening = true;
+      signal.addEventListener("abort", ex, { once: true });
     }
     if (this.write(req.head)) {
       if (body === null) return this.requestSent(ex);
@@ -284,9 +284,9 @@ export class H1Connection {
   }
 
   private detach(ex: Exchange): void {
-    if (ex.onAbort !== undefined) {
-      ex.signal!.removeEventListener("abort", ex.onAbort);
-      ex.onAbort = undefined;
+    if (ex.listening) {
+      ex.signal!.removeEventListener("abort", ex);
+      ex.listening = false;
     }
   }
 
@@ -310,7 +310,7 @@ export class H1Connection {
     if (this.ex === ex) this.shutdown(undefined);
   }
 
-  private abortExchange(ex: Exchange, reason: unknown): void {
+  abortExchange(ex: Exchange, reason: unknown): void {
     if (this.ex !== ex) return;
     const r = reason as { name?: unknown; message?: unknown } | undefined;
     const message = typeof r?.message === "string" && r.message ? r.message : "request aborted";

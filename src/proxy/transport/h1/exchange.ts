@@ -13,6 +13,8 @@ export const enum Phase {
 
 /** What an exchange asks of the connection it runs on. */
 export interface ExchangeHost {
+  /** The exchange's signal fired (deadline, caller gone). */
+  abortExchange(ex: Exchange, reason: unknown): void;
   pauseFor(ex: Exchange): void;
   resumeFor(ex: Exchange | undefined): void;
   abandon(ex: Exchange): void;
@@ -27,7 +29,8 @@ export class Exchange implements BodyFlow {
   received = 0;
   reusable = true;
   framing: BodyFraming | undefined;
-  onAbort: (() => void) | undefined;
+  /** Registered as its signal's listener (handleEvent) until the exchange is over. */
+  listening = false;
   /** Hands body pieces to the sink; bound once, so the framing decoder can call it directly. */
   readonly emit: (data: Uint8Array) => void;
 
@@ -40,6 +43,11 @@ export class Exchange implements BodyFlow {
     this.emit = (data) => {
       if (data.byteLength > 0) sink.data(data);
     };
+  }
+
+  /** Its signal fired: the exchange itself is the listener, so no closure per request. */
+  handleEvent(): void {
+    this.conn.abortExchange(this, this.signal!.reason);
   }
 
   pause(): void {

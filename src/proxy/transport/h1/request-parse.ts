@@ -47,7 +47,7 @@ export interface RequestHead {
   chunked: boolean;
   keepAlive: boolean;
   /** Lower-cased, trimmed, non-empty tokens of every Connection field. */
-  connectionTokens: string[];
+  connectionTokens: readonly string[];
   websocket: boolean;
   /** Expect: 100-continue on HTTP/1.1 (ignored on 1.0, RFC 9110 §10.1.1). */
   expectContinue: boolean;
@@ -63,6 +63,8 @@ const CRLF2 = Buffer.from("\r\n\r\n", "latin1");
 const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
 const str = latin1;
+/** Shared by every request without a Connection field (most of them): never written to. */
+const NO_TOKENS: string[] = [];
 const isDigit = (b: number | undefined): boolean => b !== undefined && b >= 48 && b <= 57;
 function refuse(status: 400 | 417 | 431 | 505, reason: RefusalReason, message: string): never {
   throw new RequestHeadError(status, reason, message);
@@ -169,7 +171,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   let host: string | undefined;
   let contentLength = -1;
   let transferEncoding: string | undefined;
-  let connectionTokens: string[] = [];
+  let connectionTokens = NO_TOKENS;
   let upgradeWebsocket = false;
   let expectContinue = false;
   let count = 0;
@@ -215,7 +217,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
           transferEncoding = value;
           break;
         case "connection":
-          connectionTokens = tokens(value, connectionTokens);
+          connectionTokens = tokens(value, connectionTokens === NO_TOKENS ? [] : connectionTokens);
           break;
         case "upgrade":
           for (const t of tokens(value, [])) {
