@@ -23,27 +23,5 @@ export function forwardableHeaders(source: Headers): Headers {
 /** Request fields never relayed from a raw downstream request: hop-by-hop, framing, identity, and Expect (answered here). */
 export const RELAY_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, "host", "content-length", "expect"]);
 
-/** Response fields never relayed: hop-by-hop, identity, and the framing this proxy sets itself. */
-const RESPONSE_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, "content-length"]);
-/** Only names of these lengths can be in RESPONSE_SKIP: the others are passed on without lower-casing. */
-const RESPONSE_SKIP_LENGTHS = new Set([...RESPONSE_SKIP].map((n) => n.length));
-
-/**
- * An upstream response's fields (names as sent) fit to relay, as `name: value\r\n` lines:
- * RESPONSE_SKIP and whatever its Connection lists removed. Lines, not a filtered copy of
- * the list: the head is one string anyway, and this runs for every response.
- */
-export function relayedResponseFieldLines(fields: readonly [string, string][]): string {
-  let listed: string[] | undefined;
-  for (const [name, value] of fields)
-    if (name.length === 10 && name.toLowerCase() === "connection") (listed ??= []).push(...value.toLowerCase().split(",").map((t) => t.trim()));
-  let lines = "";
-  for (const [name, value] of fields) {
-    if (RESPONSE_SKIP_LENGTHS.has(name.length) || listed !== undefined) {
-      const lower = name.toLowerCase();
-      if (RESPONSE_SKIP.has(lower) || listed?.includes(lower)) continue;
-    }
-    lines += `${name}: ${value}\r\n`;
-  }
-  return lines;
-}
+/** Response fields never relayed: hop-by-hop, identity, and the framing this proxy sets itself (relay-head.ts). */
+export const RESPONSE_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, "content-length"]);

@@ -5,11 +5,11 @@
  * after the head resets the downstream connection: the client sees an error, never a
  * clean end of a cut-short response.
  */
-import { relayedResponseFieldLines } from "./headers.ts";
+import { relayedHead, statusLineReusable } from "./relay-head.ts";
 import type { BodyFlow } from "./transport/h1/response-body.ts";
 import type { ResponseHead } from "./transport/h1/response-head.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
-import type { Responder, ResponseBodyKind } from "./transport/h1-server/responder.ts";
+import { statusLine, type Responder, type ResponseBodyKind } from "./transport/h1-server/responder.ts";
 
 /** Who hears how the relay ended: one object per request, not a closure per outcome. */
 export interface RelayOwner {
@@ -40,7 +40,13 @@ export class RelaySink implements ResponseSink {
     if (res.isHead || head.status === 204 || head.status === 304) kind = "none";
     else if (head.contentLength >= 0) kind = "length";
     else kind = "chunked"; // chunked or close-delimited upstream; the Responder picks close for HTTP/1.0 clients
-    const wrote = res.head(head.status, head.statusText, relayedResponseFieldLines(head.headers), kind, kind === "chunked" ? -1 : head.contentLength);
+    const tail = res.start(kind, kind === "chunked" ? -1 : head.contentLength);
+    if (tail === undefined) return;
+    // A body that is all here gets room after the head: both go out in one write.
+    const reserve = complete && kind === "length" && !res.isHead ? head.contentLength : 0;
+    const line = statusLineReusable(head) ? undefined : statusLine(head.status, head.statusText);
+    const { bytes, used } = relayedHead(head, line, tail, reserve);
+    const wrote = res.sendHead(bytes, used);
     // A body that is all here goes out with the head in one write; a streaming one must not hold the head back.
     if (!complete && !(wrote && res.flush())) this.waitForDrain();
   }

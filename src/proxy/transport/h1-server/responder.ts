@@ -27,12 +27,21 @@ const REASONS: Record<number, string> = { 200: "OK", 400: "Bad Request", 404: "N
 /** Visible ASCII, spaces and line ends: a head of only these is written as a string (one write, no copy). */
 const NOT_PLAIN = /[^\t\r\n\x20-\x7e]/;
 
+/** An HTTP/1.1 status line; a missing reason phrase is filled in for the common statuses. */
+export function statusLine(status: number, reason: string): string {
+  return `HTTP/1.1 ${status} ${reason || REASONS[status] || ""}\r\n`;
+}
+
 export class Responder {
   headSent = false;
   finished = false;
   private kind: ResponseBodyKind = "none";
-  /** The head, held back to go out in one write with the first body bytes (one TLS record, one syscall). */
-  private heldHead: string | undefined;
+  /**
+   * The head, held back to go out in one write with the first body bytes (one TLS
+   * record, one syscall): heldUsed bytes of held, and room after them for a body.
+   */
+  private held: Buffer | undefined;
+  private heldUsed = 0;
   /** Called once when the socket can take more after a write returned false. */
   onDrain: (() => void) | undefined;
   /** Told once if the connection goes away before the response is complete. */
@@ -45,59 +54,79 @@ export class Responder {
   ) {}
 
   /**
-   * Sends the head, or holds it to go out with the first body bytes when a body follows
-   * (call flush() if that body may take a while). `fieldLines`: `name: value\r\n` lines
-   * to pass on as they are (the caller has removed hop-by-hop fields); framing and
-   * Connection are added here. `length`: the body's length for "length"; for "none",
-   * the length a HEAD or 304 response may state, or -1. Returns false when the socket is full.
+   * Starts the response: decides its framing and returns the lines that end its head
+   * (framing, Connection, the blank line), or undefined if a head was already sent.
+   * `length`: the body's length for "length"; for "none", the length a HEAD or 304
+   * response may state, or -1. Send the head next, with head() or sendHead().
    */
-  head(status: number, reason: string, fieldLines: string, kind: ResponseBodyKind, length: number): boolean {
-    if (this.headSent || this.finished) return false;
+  start(kind: ResponseBodyKind, length: number): string | undefined {
+    if (this.headSent || this.finished) return undefined;
     this.headSent = true;
     // An HTTP/1.0 client cannot read chunked: the body then ends with the connection.
     if (kind === "chunked" && this.host.minor === 0) kind = "close";
     this.kind = kind;
-    let head = `HTTP/1.1 ${status} ${reason || REASONS[status] || ""}\r\n${fieldLines}`;
-    if (kind === "length") head += `content-length: ${length}\r\n`;
-    else if (kind === "chunked") head += "transfer-encoding: chunked\r\n";
+    let tail = "";
+    if (kind === "length") tail = `content-length: ${length}\r\n`;
+    else if (kind === "chunked") tail = "transfer-encoding: chunked\r\n";
     // A response to HEAD (or a 304) may state the length the body would have had.
-    else if (kind === "none" && length >= 0) head += `content-length: ${length}\r\n`;
-    if (this.host.closing || kind === "close") head += "connection: close\r\n";
-    else if (this.host.minor === 0) head += "connection: keep-alive\r\n";
-    head += "\r\n";
+    else if (kind === "none" && length >= 0) tail = `content-length: ${length}\r\n`;
+    if (this.host.closing || kind === "close") tail += "connection: close\r\n";
+    else if (this.host.minor === 0) tail += "connection: keep-alive\r\n";
+    return tail + "\r\n";
+  }
+
+  /**
+   * A whole head from strings: `fieldLines` are `name: value\r\n` lines to pass on as
+   * they are (the caller has removed hop-by-hop fields). See start() and sendHead().
+   */
+  head(status: number, reason: string, fieldLines: string, kind: ResponseBodyKind, length: number): boolean {
+    const tail = this.start(kind, length);
+    if (tail === undefined) return false;
+    const head = `${statusLine(status, reason)}${fieldLines}${tail}`;
     // Field values may hold obs-text (bytes 0x80-0xFF): a string would go out as UTF-8.
-    if (NOT_PLAIN.test(head)) return this.host.write(Buffer.from(head, "latin1"));
-    if (kind === "none" || this.isHead) return this.host.write(head);
-    this.heldHead = head;
+    if (this.kind === "none" || this.isHead) return this.host.write(NOT_PLAIN.test(head) ? Buffer.from(head, "latin1") : head);
+    return this.sendHead(Buffer.from(head, "latin1"), head.length);
+  }
+
+  /**
+   * Sends the head in `bytes[0..used)` (after start()), or holds it to go out with the
+   * first body bytes when a body follows (call flush() if that body may take a while);
+   * body bytes that fit after `used` are copied there. Returns false when the socket is full.
+   */
+  sendHead(bytes: Buffer, used: number): boolean {
+    if (this.kind === "none" || this.isHead) return this.host.write(bytes.subarray(0, used));
+    this.held = bytes;
+    this.heldUsed = used;
     return true;
   }
 
   /** Sends a held head now: the body will come later (a stream), and the client should see the head meanwhile. */
   flush(): boolean {
-    const head = this.heldHead;
-    if (head === undefined) return true;
-    this.heldHead = undefined;
-    return this.host.write(head);
+    const held = this.held;
+    if (held === undefined) return true;
+    this.held = undefined;
+    return this.host.write(held.subarray(0, this.heldUsed));
   }
 
   /** A body piece; false when the socket is full (wait for onDrain). */
   write(data: Uint8Array): boolean {
     if (this.finished || data.byteLength === 0 || this.isHead) return true;
     const framed = this.kind === "chunked" ? chunkFrame(data) : data;
-    const head = this.heldHead;
-    if (head === undefined) return this.host.write(framed);
-    this.heldHead = undefined;
-    const out = Buffer.allocUnsafe(head.length + framed.byteLength);
-    out.write(head, 0, "latin1");
-    out.set(framed, head.length);
-    return this.host.write(out);
+    const held = this.held;
+    if (held === undefined) return this.host.write(framed);
+    this.held = undefined;
+    const used = this.heldUsed;
+    const total = used + framed.byteLength;
+    const out = total <= held.length ? held : Buffer.allocUnsafe(total);
+    if (out !== held) held.copy(out, 0, 0, used);
+    out.set(framed, used);
+    return this.host.write(out.subarray(0, total));
   }
 
   end(): void {
     if (this.finished) return;
-    const last = this.kind === "chunked" && !this.isHead ? "0\r\n\r\n" : "";
-    if (this.heldHead !== undefined || last !== "") this.host.write((this.heldHead ?? "") + last);
-    this.heldHead = undefined;
+    this.flush();
+    if (this.kind === "chunked" && !this.isHead) this.host.write("0\r\n\r\n");
     this.finished = true;
     this.host.responseDone(this);
   }

@@ -27,17 +27,67 @@ VALUE_BYTE[HT] = 1;
 for (let b = 0x20; b <= 0xff; b++) if (b !== 0x7f) VALUE_BYTE[b] = 1;
 
 export interface ResponseHead {
-  status: number;
-  statusText: string;
+  readonly status: number;
+  readonly statusText: string;
   /** HTTP/1.<minor> */
-  minor: 0 | 1;
+  readonly minor: 0 | 1;
   /** In arrival order, names as sent. */
-  headers: [string, string][];
+  readonly headers: [string, string][];
   /** -1 when absent. */
-  contentLength: number;
-  chunked: boolean;
+  readonly contentLength: number;
+  readonly chunked: boolean;
   /** The upstream allows another exchange on this connection (before body framing is considered). */
-  keepAlive: boolean;
+  readonly keepAlive: boolean;
+  /** The head's bytes as received, every one of them validated, and where each field sits in them. */
+  readonly raw: RawHead;
+}
+
+export interface RawHead {
+  buf: Buffer;
+  start: number;
+  /** Just past the status line's CRLF; where the first field line starts. */
+  fieldsStart: number;
+  /** Just past the last field line's CRLF (the blank line follows). */
+  fieldsEnd: number;
+  /** Per field, four offsets into buf: line start, name end (the colon), value start, value end (OWS trimmed). */
+  at: number[];
+}
+
+/**
+ * A parsed head whose strings are made when read: a relayed response copies its
+ * validated field lines as bytes (relay-head.ts) and never needs them.
+ */
+class ParsedHead implements ResponseHead {
+  private fields: [string, string][] | undefined;
+
+  constructor(
+    readonly status: number,
+    readonly minor: 0 | 1,
+    readonly contentLength: number,
+    readonly chunked: boolean,
+    readonly keepAlive: boolean,
+    readonly raw: RawHead,
+  ) {}
+
+  get statusText(): string {
+    const { buf, start, fieldsStart } = this.raw;
+    return buf[start + 12] === SP ? latin1(buf, start + 13, fieldsStart - 2) : "";
+  }
+
+  get headers(): [string, string][] {
+    if (this.fields !== undefined) return this.fields;
+    const { buf, at } = this.raw;
+    const fields: [string, string][] = [];
+    for (let i = 0; i < at.length; i += 4) fields.push([latin1(buf, at[i]!, at[i + 1]!), latin1(buf, at[i + 2]!, at[i + 3]!)]);
+    return (this.fields = fields);
+  }
+}
+
+/** buf[a..a+name.length) equals `name` (lower-case letters and '-') ignoring case; the bytes are tchar, so `| 0x20` cannot confuse two. */
+export function nameIs(buf: Buffer, a: number, len: number, name: string): boolean {
+  if (len !== name.length) return false;
+  for (let j = 0; j < len; j++) if ((buf[a + j]! | 0x20) !== name.charCodeAt(j)) return false;
+  return true;
 }
 
 /**
@@ -64,19 +114,16 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
   let lf = buf.indexOf(LF, start);
   const minor = parseStatusVersion(buf, start, lf);
   const status = (buf[start + 9]! - 48) * 100 + (buf[start + 10]! - 48) * 10 + (buf[start + 11]! - 48);
-  let statusText = "";
-  const reasonAt = start + 13;
-  if (buf[start + 12] === SP) {
-    for (let i = reasonAt; i < lf - 1; i++) if (VALUE_BYTE[buf[i]!] !== 1) throw new ProtocolError("invalid byte in the status line");
-    statusText = latin1(buf, reasonAt, lf - 1);
-  }
+  if (buf[start + 12] === SP) for (let i = start + 13; i < lf - 1; i++) if (VALUE_BYTE[buf[i]!] !== 1) throw new ProtocolError("invalid byte in the status line");
+  const fieldsStart = lf + 1;
 
-  const headers: [string, string][] = [];
+  // Strings only for the fields that decide framing; the rest stay offsets into buf.
+  const at: number[] = [];
   let contentLength = -1;
   let te: string | undefined;
   let close = false;
   let keepAliveToken = false;
-  let pos = lf + 1;
+  let pos = fieldsStart;
   while (pos < end - 2) {
     const first = buf[pos]!;
     if (first === SP || first === HT) throw new ProtocolError("obs-fold (header continuation line) in the response head");
@@ -87,24 +134,23 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
     while (i < lineEnd && TCHAR[buf[i]!] === 1) i++;
     if (i === pos) throw new ProtocolError("empty or invalid header name in the response head");
     if (buf[i] !== COLON) throw new ProtocolError("invalid byte in a response header name (or whitespace before the colon)");
-    const name = latin1(buf, pos, i);
     let vs = i + 1;
     while (vs < lineEnd && (buf[vs] === SP || buf[vs] === HT)) vs++;
     let ve = lineEnd;
     while (ve > vs && (buf[ve - 1] === SP || buf[ve - 1] === HT)) ve--;
-    for (let k = vs; k < ve; k++) if (VALUE_BYTE[buf[k]!] !== 1) throw new ProtocolError(`invalid byte in the response header ${name}`);
-    const value = latin1(buf, vs, ve);
-    headers.push([name, value]);
+    for (let k = vs; k < ve; k++) if (VALUE_BYTE[buf[k]!] !== 1) throw new ProtocolError(`invalid byte in the response header ${latin1(buf, pos, i)}`);
+    at.push(pos, i, vs, ve);
 
-    // Only names of these exact lengths can be framing headers: no lower-casing of the rest.
-    if (name.length === 14 && name.toLowerCase() === "content-length") {
-      const n = parseContentLength(value);
+    const nameLen = i - pos;
+    if (nameIs(buf, pos, nameLen, "content-length")) {
+      const n = parseContentLength(latin1(buf, vs, ve));
       if (contentLength !== -1 && n !== contentLength) throw new ProtocolError("conflicting content-length values");
       contentLength = n;
-    } else if (name.length === 17 && name.toLowerCase() === "transfer-encoding") {
+    } else if (nameIs(buf, pos, nameLen, "transfer-encoding")) {
+      const value = latin1(buf, vs, ve);
       te = te === undefined ? value : `${te},${value}`;
-    } else if (name.length === 10 && name.toLowerCase() === "connection") {
-      for (const token of value.toLowerCase().split(",")) {
+    } else if (nameIs(buf, pos, nameLen, "connection")) {
+      for (const token of latin1(buf, vs, ve).toLowerCase().split(",")) {
         const t = token.trim();
         if (t === "close") close = true;
         else if (t === "keep-alive") keepAliveToken = true;
@@ -123,7 +169,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
     chunked = true;
   }
   const keepAlive = minor === 1 ? !close : keepAliveToken && !close;
-  return { status, statusText, minor, headers, contentLength, chunked, keepAlive };
+  return new ParsedHead(status, minor, contentLength, chunked, keepAlive, { buf, start, fieldsStart, fieldsEnd: pos, at });
 }
 
 /** Checks `HTTP/1.x SP 3DIGIT (SP | CRLF)` and returns x. */

@@ -1,0 +1,75 @@
+import { describe, expect, test } from "bun:test";
+import { relayedHead, statusLineReusable } from "../../src/proxy/relay-head.ts";
+import { findHeadEnd, parseResponseHead } from "../../src/proxy/transport/h1/response-head.ts";
+
+function parse(text: string | Buffer) {
+  const buf = typeof text === "string" ? Buffer.from(text, "latin1") : text;
+  return parseResponseHead(buf, 0, findHeadEnd(buf, 0, 0));
+}
+
+/** The relayed head as latin1 text, with the status line copied when it can be. */
+function relay(text: string | Buffer, tail = "content-length: 0\r\n\r\n", reserve = 0) {
+  const head = parse(text);
+  const line = statusLineReusable(head) ? undefined : `HTTP/1.1 ${head.status} REBUILT\r\n`;
+  const { bytes, used } = relayedHead(head, line, tail, reserve);
+  return { text: bytes.subarray(0, used).toString("latin1"), bytes, used };
+}
+
+describe("relayedHead", () => {
+  test("copies the status line and every end-to-end field as received, case and order kept", () => {
+    const { text } = relay("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Custom:  spaced value \r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n");
+    expect(text).toBe("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Custom:  spaced value \r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\ncontent-length: 0\r\n\r\n");
+  });
+
+  test("drops hop-by-hop, identity and framing fields in any case, first, last or side by side", () => {
+    const { text } = relay(
+      "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nA: 1\r\nTE: trailers\r\nTrailer: x\r\nUpgrade: foo\r\n" +
+        "Proxy-Authenticate: Basic\r\nPROXY-AUTHORIZATION: x\r\nB: 2\r\nX-Mesh-Client-Id: spiffe://evil/ns/x/sa/y\r\nx-forwarded-client-cert: By=x\r\n" +
+        "L5D-Client-Id: y\r\nContent-Length: 5\r\n\r\n",
+    );
+    expect(text).toBe("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\ncontent-length: 0\r\n\r\n");
+  });
+
+  test("drops a chunked response's transfer-encoding (the proxy frames the body itself)", () => {
+    const { text } = relay("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nVary: accept\r\n\r\n", "transfer-encoding: chunked\r\n\r\n");
+    expect(text).toBe("HTTP/1.1 200 OK\r\nVary: accept\r\ntransfer-encoding: chunked\r\n\r\n");
+  });
+
+  test("drops whatever the upstream's Connection lists, whatever the case", () => {
+    const { text } = relay("HTTP/1.1 200 OK\r\nX-Secret: 1\r\nConnection: X-SECRET, x-other\r\nx-keep: 2\r\nX-Other: 3\r\n\r\n");
+    expect(text).toBe("HTTP/1.1 200 OK\r\nx-keep: 2\r\ncontent-length: 0\r\n\r\n");
+  });
+
+  test("a head with no fields, or with every field dropped", () => {
+    expect(relay("HTTP/1.1 204 No Content\r\n\r\n", "\r\n").text).toBe("HTTP/1.1 204 No Content\r\n\r\n");
+    expect(relay("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").text).toBe("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+  });
+
+  test("obs-text in a value goes out byte for byte", () => {
+    const raw = Buffer.concat([Buffer.from("HTTP/1.1 200 OK\r\nX-Name: caf", "latin1"), Buffer.from([0xe9, 0xff, 0x80]), Buffer.from("\r\n\r\n", "latin1")]);
+    const { bytes, used } = relay(raw);
+    const out = bytes.subarray(0, used);
+    expect(out.indexOf(Buffer.from([0x66, 0xe9, 0xff, 0x80, 0x0d, 0x0a]))).toBeGreaterThan(0);
+  });
+
+  test("an HTTP/1.0 status line, or one without SP before the reason, is rebuilt", () => {
+    expect(statusLineReusable(parse("HTTP/1.0 200 OK\r\n\r\n"))).toBe(false);
+    expect(statusLineReusable(parse("HTTP/1.1 200\r\n\r\n"))).toBe(false);
+    expect(statusLineReusable(parse("HTTP/1.1 200 \r\n\r\n"))).toBe(true);
+    expect(relay("HTTP/1.0 200 OK\r\nA: 1\r\n\r\n").text).toBe("HTTP/1.1 200 REBUILT\r\nA: 1\r\ncontent-length: 0\r\n\r\n");
+  });
+
+  test("leaves `reserve` bytes of room after the head", () => {
+    const { bytes, used } = relay("HTTP/1.1 200 OK\r\nA: 1\r\n\r\n", "content-length: 100\r\n\r\n", 100);
+    expect(bytes.length - used).toBe(100);
+  });
+
+  test("the head a relay copies is the head that was parsed, even when it sits mid-buffer", () => {
+    const buf = Buffer.from("junkHTTP/1.1 201 Created\r\nLocation: /x\r\nConnection: close\r\n\r\nbody", "latin1");
+    const head = parseResponseHead(buf, 4, findHeadEnd(buf, 4, 4));
+    expect(head.headers).toEqual([["Location", "/x"], ["Connection", "close"]]);
+    expect(head.statusText).toBe("Created");
+    const { bytes, used } = relayedHead(head, undefined, "\r\n", 0);
+    expect(bytes.subarray(0, used).toString("latin1")).toBe("HTTP/1.1 201 Created\r\nLocation: /x\r\n\r\n");
+  });
+});
