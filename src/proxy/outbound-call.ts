@@ -79,6 +79,7 @@ class Try implements ResponseSink {
   constructor(
     private readonly call: OutboundCall,
     readonly endpoint: Endpoint,
+    /** performance.now() when sent; 0 when nothing reads it (no EWMA). */
     readonly sentAt: number,
   ) {}
   head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
@@ -124,7 +125,8 @@ class OutboundCall {
     if (!endpoint) return this.fail("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
     this.tried = endpoint;
     endpoint.inflight++;
-    const t = new Try(this, endpoint, performance.now());
+    // Only the EWMA balancer reads a try's latency: skip the clock read otherwise.
+    const t = new Try(this, endpoint, dest.ewmaDecayMs !== undefined ? performance.now() : 0);
     this.current = t;
     dest.pools.dispatch(endpoint, this.req.prepared, this.req.body, t, this.deadline.signal);
   }

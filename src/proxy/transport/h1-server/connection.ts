@@ -188,21 +188,22 @@ export class ServerConnection implements ResponderHost, BodyReader {
 
   // ---- writing ----
 
-  write(data: string | Uint8Array): boolean {
+  /** Of a Uint8Array, only its first `length` bytes go out: a view per write would cost an allocation. */
+  write(data: string | Uint8Array, length?: number): boolean {
     if (this.closed) return false;
     if (this.out.length > 0) {
-      this.out.push(data);
+      this.out.push(length === undefined || typeof data === "string" ? data : data.subarray(0, length));
       return false;
     }
-    const n = this.socket.write(data);
-    const len = typeof data === "string" ? data.length : data.byteLength;
+    const len = typeof data === "string" ? data.length : (length ?? data.byteLength);
+    const n = typeof data === "string" ? this.socket.write(data) : this.socket.write(data, 0, len);
     if (n === len) return true;
     if (n < 0) {
       this.shutdown(true);
       return false;
     }
     // Strings written here are latin1-safe heads: characters are bytes.
-    this.out.push(typeof data === "string" ? data.slice(n) : data.subarray(n));
+    this.out.push(typeof data === "string" ? data.slice(n) : data.subarray(n, len));
     return false;
   }
 

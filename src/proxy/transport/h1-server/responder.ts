@@ -11,8 +11,8 @@ export type ResponseBodyKind = "none" | "length" | "chunked" | "close";
 
 /** What a responder needs from its connection. */
 export interface ResponderHost {
-  /** True when the socket took everything; otherwise the rest is queued and `drain` follows. */
-  write(data: string | Uint8Array): boolean;
+  /** True when the socket took everything; otherwise the rest is queued and `drain` follows. `length`: send only that many bytes of a Uint8Array. */
+  write(data: string | Uint8Array, length?: number): boolean;
   /** The response is complete. */
   responseDone(responder: Responder): void;
   /** The response cannot be completed: reset the connection. */
@@ -94,7 +94,7 @@ export class Responder {
    * body bytes that fit after `used` are copied there. Returns false when the socket is full.
    */
   sendHead(bytes: Buffer, used: number): boolean {
-    if (this.kind === "none" || this.isHead) return this.host.write(bytes.subarray(0, used));
+    if (this.kind === "none" || this.isHead) return this.host.write(bytes, used);
     this.held = bytes;
     this.heldUsed = used;
     return true;
@@ -105,7 +105,7 @@ export class Responder {
     const held = this.held;
     if (held === undefined) return true;
     this.held = undefined;
-    return this.host.write(held.subarray(0, this.heldUsed));
+    return this.host.write(held, this.heldUsed);
   }
 
   /** A body piece; false when the socket is full (wait for onDrain). */
@@ -120,7 +120,7 @@ export class Responder {
     const out = total <= held.length ? held : Buffer.allocUnsafe(total);
     if (out !== held) held.copy(out, 0, 0, used);
     out.set(framed, used);
-    return this.host.write(out.subarray(0, total));
+    return this.host.write(out, total);
   }
 
   end(): void {
