@@ -85,8 +85,8 @@ class Try implements ResponseSink {
   head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
     this.call.onHead(this, head, flow, complete);
   }
-  data(chunk: Uint8Array): void {
-    this.call.onData(this, chunk);
+  data(buf: Uint8Array, start: number, end: number): void {
+    this.call.onData(this, buf, start, end);
   }
   end(): void {
     this.call.onEnd(this);
@@ -148,8 +148,8 @@ class OutboundCall {
     this.target.head(head, flow, complete);
   }
 
-  onData(t: Try, chunk: Uint8Array): void {
-    if (t === this.current) this.target?.data(chunk);
+  onData(t: Try, buf: Uint8Array, start: number, end: number): void {
+    if (t === this.current) this.target?.data(buf, start, end);
   }
 
   onEnd(t: Try): void {

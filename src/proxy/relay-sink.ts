@@ -51,8 +51,8 @@ export class RelaySink implements ResponseSink {
     if (!complete && !(wrote && res.flush())) this.waitForDrain();
   }
 
-  data(chunk: Uint8Array): void {
-    if (!this.res.write(chunk)) this.waitForDrain();
+  data(buf: Uint8Array, start: number, end: number): void {
+    if (!this.res.write(buf, start, end)) this.waitForDrain();
   }
 
   end(): void {

@@ -197,7 +197,12 @@ describe("body framing (RFC 9112 §6.3)", () => {
   const head = (text: string) => parse(text);
   const feed = (f: ReturnType<typeof framingOf>, text: string) => {
     let out = "";
-    const complete = f.feed(Buffer.from(text, "latin1"), (d) => (out += Buffer.from(d).toString("latin1")));
+    // Behind a prefix the framing must not read: pieces are ranges of the buffer it was given.
+    const buf = Buffer.from(`PREFIX${text}`, "latin1");
+    const complete = f.feed(buf, 6, buf.length, {
+      piece: (b, s, e) => (out += Buffer.from(b).toString("latin1", s, e)),
+      emit: (d) => (out += Buffer.from(d).toString("latin1")),
+    });
     return { out, complete, extra: f.extra };
   };
 

@@ -188,22 +188,30 @@ export class ServerConnection implements ResponderHost, BodyReader {
 
   // ---- writing ----
 
-  /** Of a Uint8Array, only its first `length` bytes go out: a view per write would cost an allocation. */
-  write(data: string | Uint8Array, length?: number): boolean {
+  /** Of a Uint8Array, bytes [start, end) go out: a view per write would cost JSC an allocation. */
+  write(data: string | Uint8Array, start = 0, end?: number): boolean {
     if (this.closed) return false;
-    if (this.out.length > 0) {
-      this.out.push(length === undefined || typeof data === "string" ? data : data.subarray(0, length));
-      return false;
+    if (typeof data === "string") {
+      if (this.out.length > 0) return this.queue(data);
+      const n = this.socket.write(data);
+      if (n === data.length) return true;
+      // Strings written here are latin1-safe heads: characters are bytes.
+      return n < 0 ? this.fail() : this.queue(data.slice(n));
     }
-    const len = typeof data === "string" ? data.length : (length ?? data.byteLength);
-    const n = typeof data === "string" ? this.socket.write(data) : this.socket.write(data, 0, len);
-    if (n === len) return true;
-    if (n < 0) {
-      this.shutdown(true);
-      return false;
-    }
-    // Strings written here are latin1-safe heads: characters are bytes.
-    this.out.push(typeof data === "string" ? data.slice(n) : data.subarray(n, len));
+    const stop = end ?? data.byteLength;
+    if (this.out.length > 0) return this.queue(start === 0 && stop === data.byteLength ? data : data.subarray(start, stop));
+    const n = this.socket.write(data, start, stop - start);
+    if (n === stop - start) return true;
+    return n < 0 ? this.fail() : this.queue(data.subarray(start + n, stop));
+  }
+
+  private queue(rest: string | Uint8Array): false {
+    this.out.push(rest);
+    return false;
+  }
+
+  private fail(): false {
+    this.shutdown(true);
     return false;
   }
 

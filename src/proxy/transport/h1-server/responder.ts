@@ -11,8 +11,8 @@ export type ResponseBodyKind = "none" | "length" | "chunked" | "close";
 
 /** What a responder needs from its connection. */
 export interface ResponderHost {
-  /** True when the socket took everything; otherwise the rest is queued and `drain` follows. `length`: send only that many bytes of a Uint8Array. */
-  write(data: string | Uint8Array, length?: number): boolean;
+  /** True when the socket took everything; otherwise the rest is queued and `drain` follows. Of a Uint8Array, bytes [start, end) go out. */
+  write(data: string | Uint8Array, start?: number, end?: number): boolean;
   /** The response is complete. */
   responseDone(responder: Responder): void;
   /** The response cannot be completed: reset the connection. */
@@ -94,7 +94,7 @@ export class Responder {
    * body bytes that fit after `used` are copied there. Returns false when the socket is full.
    */
   sendHead(bytes: Buffer, used: number): boolean {
-    if (this.kind === "none" || this.isHead) return this.host.write(bytes, used);
+    if (this.kind === "none" || this.isHead) return this.host.write(bytes, 0, used);
     this.held = bytes;
     this.heldUsed = used;
     return true;
@@ -105,22 +105,27 @@ export class Responder {
     const held = this.held;
     if (held === undefined) return true;
     this.held = undefined;
-    return this.host.write(held, this.heldUsed);
+    return this.host.write(held, 0, this.heldUsed);
   }
 
-  /** A body piece; false when the socket is full (wait for onDrain). */
-  write(data: Uint8Array): boolean {
-    if (this.finished || data.byteLength === 0 || this.isHead) return true;
-    const framed = this.kind === "chunked" ? chunkFrame(data) : data;
+  /** A body piece, data[start..end); false when the socket is full (wait for onDrain). */
+  write(data: Uint8Array, start = 0, end = data.byteLength): boolean {
+    if (this.finished || end <= start || this.isHead) return true;
+    if (this.kind === "chunked") {
+      data = chunkFrame(start === 0 && end === data.byteLength ? data : data.subarray(start, end));
+      start = 0;
+      end = data.byteLength;
+    }
     const held = this.held;
-    if (held === undefined) return this.host.write(framed);
+    if (held === undefined) return this.host.write(data, start, end);
     this.held = undefined;
     const used = this.heldUsed;
-    const total = used + framed.byteLength;
+    const total = used + end - start;
     const out = total <= held.length ? held : Buffer.allocUnsafe(total);
     if (out !== held) held.copy(out, 0, 0, used);
-    out.set(framed, used);
-    return this.host.write(out, total);
+    // Buffer's copy takes a range of any Uint8Array: no view of it is made.
+    Buffer.prototype.copy.call(data, out, used, start, end);
+    return this.host.write(out, 0, total);
   }
 
   end(): void {

@@ -222,7 +222,7 @@ export class H1Connection {
 
   private onHeadData(ex: Exchange, chunk: Buffer): void {
     const final = this.head.feed(chunk);
-    if (final) this.startResponse(ex, final.head, final.rest);
+    if (final) this.startResponse(ex, final.head, final.buf, final.restAt);
   }
 
   /**
@@ -231,7 +231,7 @@ export class H1Connection {
    * chunked body that is malformed then fails the request itself (a 502) rather than
    * a 200 whose body breaks.
    */
-  private startResponse(ex: Exchange, head: ResponseHead, rest: Uint8Array | undefined): void {
+  private startResponse(ex: Exchange, head: ResponseHead, buf: Buffer, restAt: number): void {
     if (head.status > 599) throw new ProtocolError(`invalid status ${head.status}`);
     const framing = framingOf(head, ex.req.isHead);
     ex.framing = framing;
@@ -239,24 +239,25 @@ export class H1Connection {
     ex.reusable = head.keepAlive && framing.kind !== "close";
     // Whether `rest` completes the body: arithmetic, except for chunked, which is decoded
     // first (into `early`) so that a malformed body fails before the sink sees a head.
+    const restLength = buf.length - restAt;
     let early: Uint8Array[] | undefined;
-    if (rest !== undefined && framing.kind === "chunked") {
-      early = [];
-      framing.feed(rest, (piece) => early!.push(piece));
+    if (restLength > 0 && framing.kind === "chunked") {
+      const pieces: Uint8Array[] = (early = []);
+      framing.feed(buf, restAt, buf.length, { piece: (b, s, e) => pieces.push(b.subarray(s, e)), emit: (piece) => pieces.push(piece) });
     }
-    const complete = early !== undefined ? framing.done : framing.completedBy(rest?.byteLength ?? 0);
+    const complete = early !== undefined ? framing.done : framing.completedBy(restLength);
     ex.sink.head(head, ex, complete);
     // Past this point a failure is the body's (the sink was given the head).
     ex.phase = Phase.Body;
     if (early !== undefined) for (const piece of early) ex.emit(piece);
-    else if (rest !== undefined) framing.feed(rest, ex.emit);
+    else if (restLength > 0) framing.feed(buf, restAt, buf.length, ex);
     if (framing.extra) ex.reusable = false; // bytes beyond the response: the connection is out of step
     if (complete) this.responseDone(ex);
   }
 
   private onBodyData(ex: Exchange, chunk: Uint8Array): void {
     const framing = ex.framing!;
-    const complete = framing.feed(chunk, ex.emit);
+    const complete = framing.feed(chunk, 0, chunk.byteLength, ex);
     if (framing.extra) ex.reusable = false;
     if (complete) this.responseDone(ex);
   }

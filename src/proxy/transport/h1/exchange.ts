@@ -1,7 +1,7 @@
 /** One request/response on a connection, and the flow control its response body drives. */
 import type { AbortLike } from "./abort.ts";
 import type { PreparedRequest } from "./request-head.ts";
-import type { BodyFraming } from "./response-framing.ts";
+import type { BodyFraming, BodyPieces } from "./response-framing.ts";
 import type { BodyFlow } from "./response-body.ts";
 import type { ResponseSink } from "./response-sink.ts";
 
@@ -21,7 +21,7 @@ export interface ExchangeHost {
 }
 
 /** One request/response on the connection; also the flow its response body drives. */
-export class Exchange implements BodyFlow {
+export class Exchange implements BodyFlow, BodyPieces {
   phase = Phase.Head;
   /** Any request byte was accepted by the socket. */
   wrote = false;
@@ -41,8 +41,12 @@ export class Exchange implements BodyFlow {
     readonly signal: AbortLike | undefined,
   ) {
     this.emit = (data) => {
-      if (data.byteLength > 0) sink.data(data);
+      if (data.byteLength > 0) sink.data(data, 0, data.byteLength);
     };
+  }
+
+  piece(buf: Uint8Array, start: number, end: number): void {
+    this.sink.data(buf, start, end);
   }
 
   /** Its signal fired: the exchange itself is the listener, so no closure per request. */

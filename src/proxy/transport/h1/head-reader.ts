@@ -11,8 +11,9 @@ const MAX_INTERIM = 16;
 
 export interface FinalHead {
   head: ResponseHead;
-  /** Bytes read past the head: the start of the body. */
-  rest: Uint8Array | undefined;
+  /** buf[restAt..] are the bytes read past the head: the start of the body (none when restAt is buf.length). */
+  buf: Buffer;
+  restAt: number;
 }
 
 export class HeadReader {
@@ -43,7 +44,7 @@ export class HeadReader {
       start = end;
       if (head.status >= 200) {
         this.reset();
-        return { head, rest: start < buf.length ? buf.subarray(start) : undefined };
+        return { head, buf, restAt: start };
       }
       if (head.status === 101) throw new ProtocolError("unexpected 101 Switching Protocols (no upgrade was requested)");
       if (head.status < 100) throw new ProtocolError(`invalid status ${head.status}`);

@@ -324,8 +324,8 @@ class RaceGuard implements ResponseSink {
   head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
     this.sink.head(head, flow, complete);
   }
-  data(chunk: Uint8Array): void {
-    this.sink.data(chunk);
+  data(buf: Uint8Array, start: number, end: number): void {
+    this.sink.data(buf, start, end);
   }
   end(): void {
     this.sink.end();

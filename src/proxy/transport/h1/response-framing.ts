@@ -9,6 +9,12 @@ import type { ResponseHead } from "./response-head.ts";
 
 export type FramingKind = "none" | "length" | "chunked" | "close";
 
+/** Where body data goes: ranges of a read (piece), or whole views (emit, for decoded chunks). */
+export interface BodyPieces {
+  piece(buf: Uint8Array, start: number, end: number): void;
+  readonly emit: (data: Uint8Array) => void;
+}
+
 export class BodyFraming {
   /** The body is complete. */
   done: boolean;
@@ -24,29 +30,34 @@ export class BodyFraming {
     this.decoder = kind === "chunked" ? new ChunkedDecoder() : undefined;
   }
 
-  /** Reads `chunk`, handing body data to `emit`; true once the body is complete. Throws ProtocolError (chunked). */
-  feed(chunk: Uint8Array, emit: (data: Uint8Array) => void): boolean {
+  /**
+   * Reads `chunk[start..end)`, handing body data to `out`; true once the body is
+   * complete. Throws ProtocolError (chunked). Plain bodies go out as ranges of the
+   * chunk: a view per piece would cost JSC an allocation.
+   */
+  feed(chunk: Uint8Array, start: number, end: number, out: BodyPieces): boolean {
+    const n = end - start;
     if (this.done) {
-      if (chunk.byteLength > 0) this.extra = true;
+      if (n > 0) this.extra = true;
       return true;
     }
     switch (this.kind) {
       case "length": {
-        const take = Math.min(this.remaining, chunk.byteLength);
-        emit(take === chunk.byteLength ? chunk : chunk.subarray(0, take));
+        const take = Math.min(this.remaining, n);
+        if (take > 0) out.piece(chunk, start, start + take);
         this.remaining -= take;
         if (this.remaining > 0) return false;
-        if (take < chunk.byteLength) this.extra = true;
+        if (take < n) this.extra = true;
         return (this.done = true);
       }
       case "chunked": {
-        const used = this.decoder!.push(chunk, emit);
+        const used = this.decoder!.push(start === 0 && end === chunk.byteLength ? chunk : chunk.subarray(start, end), out.emit);
         if (!this.decoder!.done) return false;
-        if (used < chunk.byteLength) this.extra = true;
+        if (used < n) this.extra = true;
         return (this.done = true);
       }
       default: // "close": everything until the connection ends
-        emit(chunk);
+        if (n > 0) out.piece(chunk, start, end);
         return false;
     }
   }

@@ -14,8 +14,8 @@ export interface ResponseSink {
    * the body as it streams.
    */
   head(head: ResponseHead, flow: BodyFlow, complete: boolean): void;
-  /** A piece of the body; the sink owns it (each socket read is a fresh buffer). */
-  data(chunk: Uint8Array): void;
+  /** A piece of the body, buf[start..end); the sink owns it (each socket read is a fresh buffer). */
+  data(buf: Uint8Array, start: number, end: number): void;
   end(): void;
   /** The exchange failed: before the head (nothing delivered) or with the body cut short. */
   fail(err: Error): void;
@@ -48,7 +48,8 @@ export class StreamedResponse implements ResponseSink {
     this.settle(head, this.body.stream);
   }
 
-  data(chunk: Uint8Array): void {
+  data(buf: Uint8Array, start: number, end: number): void {
+    const chunk = start === 0 && end === buf.byteLength ? buf : buf.subarray(start, end);
     if (this.pieces !== undefined) this.pieces.push(chunk);
     else this.body?.push(chunk);
   }
