@@ -31,18 +31,20 @@ export class Exchange implements BodyFlow, BodyPieces {
   framing: BodyFraming | undefined;
   /** Registered as its signal's listener (handleEvent) until the exchange is over. */
   listening = false;
-  /** Hands body pieces to the sink; bound once, so the framing decoder can call it directly. */
-  readonly emit: (data: Uint8Array) => void;
+  private emitter: ((data: Uint8Array) => void) | undefined;
 
   constructor(
     readonly conn: ExchangeHost,
     readonly req: PreparedRequest,
     readonly sink: ResponseSink,
     readonly signal: AbortLike | undefined,
-  ) {
-    this.emit = (data) => {
-      if (data.byteLength > 0) sink.data(data, 0, data.byteLength);
-    };
+  ) {}
+
+  /** Hands decoded (chunked) body pieces to the sink; bound once, when a chunked body first needs it. */
+  get emit(): (data: Uint8Array) => void {
+    return (this.emitter ??= (data) => {
+      if (data.byteLength > 0) this.sink.data(data, 0, data.byteLength);
+    });
   }
 
   piece(buf: Uint8Array, start: number, end: number): void {

@@ -43,21 +43,21 @@ export interface ResponseHead {
 }
 
 export interface RawHead {
-  buf: Buffer;
-  start: number;
+  readonly buf: Buffer;
+  readonly start: number;
   /** Just past the status line's CRLF; where the first field line starts. */
-  fieldsStart: number;
+  readonly fieldsStart: number;
   /** Just past the last field line's CRLF (the blank line follows). */
-  fieldsEnd: number;
+  readonly fieldsEnd: number;
   /** Per field, four offsets into buf: line start, name end (the colon), value start, value end (OWS trimmed). */
-  at: number[];
+  readonly at: number[];
 }
 
 /**
  * A parsed head whose strings are made when read: a relayed response copies its
  * validated field lines as bytes (relay-head.ts) and never needs them.
  */
-class ParsedHead implements ResponseHead {
+class ParsedHead implements ResponseHead, RawHead {
   private fields: [string, string][] | undefined;
 
   constructor(
@@ -66,17 +66,26 @@ class ParsedHead implements ResponseHead {
     readonly contentLength: number,
     readonly chunked: boolean,
     readonly keepAlive: boolean,
-    readonly raw: RawHead,
+    readonly buf: Buffer,
+    readonly start: number,
+    readonly fieldsStart: number,
+    readonly fieldsEnd: number,
+    readonly at: number[],
   ) {}
 
+  /** Its own raw view: one object per response, not two. */
+  get raw(): RawHead {
+    return this;
+  }
+
   get statusText(): string {
-    const { buf, start, fieldsStart } = this.raw;
+    const { buf, start, fieldsStart } = this;
     return buf[start + 12] === SP ? latin1(buf, start + 13, fieldsStart - 2) : "";
   }
 
   get headers(): [string, string][] {
     if (this.fields !== undefined) return this.fields;
-    const { buf, at } = this.raw;
+    const { buf, at } = this;
     const fields: [string, string][] = [];
     for (let i = 0; i < at.length; i += 4) fields.push([latin1(buf, at[i]!, at[i + 1]!), latin1(buf, at[i + 2]!, at[i + 3]!)]);
     return (this.fields = fields);
@@ -169,7 +178,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
     chunked = true;
   }
   const keepAlive = minor === 1 ? !close : keepAliveToken && !close;
-  return new ParsedHead(status, minor, contentLength, chunked, keepAlive, { buf, start, fieldsStart, fieldsEnd: pos, at });
+  return new ParsedHead(status, minor, contentLength, chunked, keepAlive, buf, start, fieldsStart, pos, at);
 }
 
 /** Checks `HTTP/1.x SP 3DIGIT (SP | CRLF)` and returns x. */
