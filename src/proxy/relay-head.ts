@@ -35,24 +35,23 @@ function connectionListed(head: ResponseHead): string[] | undefined {
   return listed;
 }
 
-export interface RelayedHead {
-  bytes: Buffer;
-  /** How many bytes of `bytes` are the head; the rest is room for a body of `reserve` bytes. */
-  used: number;
-}
-
 /**
  * `statusLine`: what to send instead of the upstream's status line, or undefined to copy
  * it (it must then be an HTTP/1.1 line with a reason phrase, or an empty one after SP).
- * `tail`: the lines this proxy adds and the blank line, ASCII. `reserve`: room left after
- * the head, so a body that is already here can join it in one write.
+ * `tail`: the lines this proxy adds and the blank line, ASCII. Returns the head followed
+ * by `reserve` bytes of room, so a body that is already here can join it in one write:
+ * the head is the first `length - reserve` bytes.
  */
-export function relayedHead(head: ResponseHead, statusLine: string | undefined, tail: string, reserve: number): RelayedHead {
+export function relayedHead(head: ResponseHead, statusLine: string | undefined, tail: string, reserve: number): Buffer {
   const { buf, start, fieldsStart, fieldsEnd, at } = head.raw;
-  const lineLength = statusLine === undefined ? fieldsStart - start : statusLine.length;
-  const bytes = Buffer.allocUnsafe(lineLength + (fieldsEnd - fieldsStart) + tail.length + reserve);
-  let used = statusLine === undefined ? buf.copy(bytes, 0, start, fieldsStart) : bytes.write(statusLine, 0, "latin1");
   const listed = connectionListed(head);
+  // Two passes over the (few) fields: sizing the buffer exactly spares a result object.
+  let kept = fieldsEnd - fieldsStart;
+  for (let i = 0; i < at.length; i += 4)
+    if (skipped(buf, at[i]!, at[i + 1]! - at[i]!, listed)) kept -= (i + 4 < at.length ? at[i + 4]! : fieldsEnd) - at[i]!;
+  const lineLength = statusLine === undefined ? fieldsStart - start : statusLine.length;
+  const bytes = Buffer.allocUnsafe(lineLength + kept + tail.length + reserve);
+  let used = statusLine === undefined ? buf.copy(bytes, 0, start, fieldsStart) : bytes.write(statusLine, 0, "latin1");
   // Kept lines are contiguous runs in buf: copy each run once, not each line.
   let run = fieldsStart;
   for (let i = 0; i < at.length; i += 4) {
@@ -62,8 +61,8 @@ export function relayedHead(head: ResponseHead, statusLine: string | undefined, 
     run = i + 4 < at.length ? at[i + 4]! : fieldsEnd;
   }
   if (fieldsEnd > run) used += buf.copy(bytes, used, run, fieldsEnd);
-  used += bytes.write(tail, used, "latin1");
-  return { bytes, used };
+  bytes.write(tail, used, "latin1");
+  return bytes;
 }
 
 /** Whether the upstream's status line can go to the client as it is: HTTP/1.1, and SP before the (maybe empty) reason. */

@@ -45,8 +45,8 @@ export class RelaySink implements ResponseSink {
     // A body that is all here gets room after the head: both go out in one write.
     const reserve = complete && kind === "length" && !res.isHead ? head.contentLength : 0;
     const line = statusLineReusable(head) ? undefined : statusLine(head.status, head.statusText);
-    const { bytes, used } = relayedHead(head, line, tail, reserve);
-    const wrote = res.sendHead(bytes, used);
+    const bytes = relayedHead(head, line, tail, reserve);
+    const wrote = res.sendHead(bytes, bytes.length - reserve);
     // A body that is all here goes out with the head in one write; a streaming one must not hold the head back.
     if (!complete && !(wrote && res.flush())) this.waitForDrain();
   }

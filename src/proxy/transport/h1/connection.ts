@@ -15,7 +15,7 @@ import type { PreparedRequest } from "./request-head.ts";
 import { Exchange, Phase } from "./exchange.ts";
 import type { ResponseSink } from "./response-sink.ts";
 import { framingOf, type BodyFraming } from "./response-framing.ts";
-import { HeadReader } from "./head-reader.ts";
+import { HeadReader, restOf } from "./head-reader.ts";
 import type { ResponseHead } from "./response-head.ts";
 import { handshakeVerdict, type VerifyPeer } from "./tls-verify.ts";
 
@@ -221,8 +221,8 @@ export class H1Connection {
   }
 
   private onHeadData(ex: Exchange, chunk: Buffer): void {
-    const final = this.head.feed(chunk);
-    if (final) this.startResponse(ex, final.head, final.buf, final.restAt);
+    const head = this.head.feed(chunk);
+    if (head) this.startResponse(ex, head, head.raw.buf, restOf(head));
   }
 
   /**

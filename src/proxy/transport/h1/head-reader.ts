@@ -9,20 +9,17 @@ import { findHeadEnd, parseResponseHead, type ResponseHead } from "./response-he
 /** 1xx responses skipped before the final one. */
 const MAX_INTERIM = 16;
 
-export interface FinalHead {
-  head: ResponseHead;
-  /** buf[restAt..] are the bytes read past the head: the start of the body (none when restAt is buf.length). */
-  buf: Buffer;
-  restAt: number;
-}
-
 export class HeadReader {
   private buf: Buffer | undefined;
   private len = 0;
   private interim = 0;
 
-  /** The final head once complete, undefined while more bytes are needed; throws ProtocolError. */
-  feed(chunk: Buffer): FinalHead | undefined {
+  /**
+   * The final head once complete, undefined while more bytes are needed; throws
+   * ProtocolError. What was read past it, the start of the body, is in the head's raw
+   * buffer after its blank line (restOf).
+   */
+  feed(chunk: Buffer): ResponseHead | undefined {
     let buf = chunk;
     let scanFrom = 0;
     if (this.buf !== undefined) {
@@ -44,7 +41,7 @@ export class HeadReader {
       start = end;
       if (head.status >= 200) {
         this.reset();
-        return { head, buf, restAt: start };
+        return head;
       }
       if (head.status === 101) throw new ProtocolError("unexpected 101 Switching Protocols (no upgrade was requested)");
       if (head.status < 100) throw new ProtocolError(`invalid status ${head.status}`);
@@ -76,4 +73,9 @@ export class HeadReader {
     this.len = need;
     return buf.subarray(0, need);
   }
+}
+
+/** Where the bytes read past a head start in its raw buffer (its length when none were). */
+export function restOf(head: ResponseHead): number {
+  return head.raw.fieldsEnd + 2;
 }
