@@ -260,6 +260,26 @@ for (const side of ["outbound", "inbound"] as const) {
   });
 }
 
+// Well-formed requests that share reads: a body and the next request arrive with a head,
+// and a head is split across reads after another request in the same read. Each must
+// reach the service whole, in order, with its own body.
+for (const side of ["outbound", "inbound"] as const)
+  test(`${side}: pipelined requests sharing reads are served in order, each with its body`, async () => {
+    const before = svc.seen.length;
+    const first = `POST /a HTTP/1.1\r\n${H}Content-Length: 5\r\n\r\nhello${GET}\r\nPOST /c HTTP/1.1\r\n${H}Content-Le`;
+    const rest = `ngth: 3\r\nConnection: close\r\n\r\nxyz`;
+    const r = await send(side, first, { thenWrite: { afterMs: 100, bytes: rest }, quietMs: 600 });
+    expect(r.error).toBeUndefined();
+    expect(r.statuses).toEqual([200, 200, 200]);
+    expect(r.closed).toBe(true);
+    const seen = svc.seen.slice(before).map((x) => [x.method, x.path, x.text, x.body]);
+    expect(seen).toEqual([
+      ["POST", "/a", "hello", "complete"],
+      ["GET", "/g", "", "complete"],
+      ["POST", "/c", "xyz", "complete"],
+    ]);
+  });
+
 test("after every case, both proxies are alive and serve", async () => {
   await expectServes("outbound");
   await expectServes("inbound");

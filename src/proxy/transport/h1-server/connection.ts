@@ -50,7 +50,14 @@ export class ServerConnection implements ResponderHost, BodyReader {
   onTunnelDrain: (() => void) | undefined;
   onTunnelClose: (() => void) | undefined;
 
+  /**
+   * Bytes read and not yet used: pending[pendingAt..]. An offset, not a view: a view of a
+   * socket read makes JSC materialize its ArrayBuffer, and a body or a pipelined request
+   * follows a head in the same read all the time.
+   */
   private pending: Buffer | undefined;
+  private pendingAt = 0;
+  /** Index in `pending` before which an incomplete head was already checked. */
   private scanFrom = 0;
   private active: Responder | undefined;
   private body: DownstreamBody | null = null;
@@ -82,19 +89,27 @@ export class ServerConnection implements ResponderHost, BodyReader {
       const used = this.body.feed(chunk);
       if (this.body.failed) return this.bodyFailed();
       if (used === chunk.byteLength) return;
-      chunk = chunk.subarray(used);
-    }
-    this.buffer(chunk);
+      this.buffer(chunk, used);
+    } else this.buffer(chunk, 0);
     if (this.active !== undefined) {
-      if (this.pending!.byteLength > MAX_PIPELINED_BYTES) this.pauseReading();
+      if (this.pending!.byteLength - this.pendingAt > MAX_PIPELINED_BYTES) this.pauseReading();
       return;
     }
     this.parseNext();
   }
 
-  private buffer(chunk: Buffer): void {
-    if (this.pending === undefined) this.pending = chunk;
-    else this.pending = Buffer.concat([this.pending, chunk]);
+  /** Adds chunk[from..] to what is pending. */
+  private buffer(chunk: Buffer, from: number): void {
+    if (this.pending === undefined) {
+      this.pending = chunk;
+      this.pendingAt = from;
+      return;
+    }
+    // A head split over reads: join what is left, renumbering the checked mark.
+    const rest = this.pending.subarray(this.pendingAt);
+    this.pending = Buffer.concat([rest, from === 0 ? chunk : chunk.subarray(from)]);
+    this.scanFrom = Math.max(0, this.scanFrom - this.pendingAt);
+    this.pendingAt = 0;
   }
 
   /** Parses and dispatches buffered requests until one is in flight or more bytes are needed. */
@@ -104,35 +119,37 @@ export class ServerConnection implements ResponderHost, BodyReader {
     try {
       while (this.active === undefined && this.pending !== undefined && !this.closed && !this.closing && this.tunnel === undefined) {
         const buf = this.pending;
+        const from = this.pendingAt;
         let end: number;
         let head: RequestHead;
         try {
-          end = findRequestHeadEnd(buf, 0, this.scanFrom);
+          end = findRequestHeadEnd(buf, from, this.scanFrom);
           if (end < 0) {
             this.scanFrom = buf.byteLength;
             return;
           }
-          head = parseRequestHead(buf, 0, end);
+          head = parseRequestHead(buf, from, end);
         } catch (err) {
           if (err instanceof RequestHeadError) return this.refuse(err.status, err.reason, err.message);
           throw err;
         }
         this.scanFrom = 0;
-        this.pending = end < buf.byteLength ? buf.subarray(end) : undefined;
-        this.dispatch(head, buf);
+        if (end < buf.byteLength) this.pendingAt = end;
+        else this.pending = undefined;
+        this.dispatch(head, buf, from);
       }
     } finally {
       this.parsing = false;
     }
   }
 
-  private dispatch(head: RequestHead, buf: Buffer): void {
+  /** `buf[from..]` is this request and everything read after it. */
+  private dispatch(head: RequestHead, buf: Buffer, from: number): void {
     this.minor = head.minor;
     if (!head.keepAlive) this.closing = true;
     if (head.websocket) {
-      // `buf` starts at this request and holds everything read after it.
       this.pending = undefined;
-      this.handler.upgrade(this, buf);
+      this.handler.upgrade(this, from === 0 ? buf : buf.subarray(from));
       return;
     }
     if (head.contentLength > this.limits.maxBodyBytes)
@@ -144,10 +161,14 @@ export class ServerConnection implements ResponderHost, BodyReader {
       body = new DownstreamBody(this, head.contentLength, head.chunked, this.limits.maxBodyBytes);
       this.body = body;
       const rest = this.pending;
+      const at = this.pendingAt;
       this.pending = undefined;
       if (rest !== undefined) {
-        const used = body.feed(rest);
-        if (used < rest.byteLength) this.pending = rest.subarray(used);
+        const used = body.feed(rest, at, rest.byteLength);
+        if (at + used < rest.byteLength) {
+          this.pending = rest;
+          this.pendingAt = at + used;
+        }
       }
       if (body.failed) return this.bodyFailed();
       if (head.expectContinue && !body.done && rest === undefined) this.write(CONTINUE);

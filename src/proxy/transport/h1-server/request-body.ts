@@ -17,6 +17,13 @@ export interface BodyReader {
   resumeReading(): void;
 }
 
+/** Body bytes kept until a pump takes them: buf[start..end) of the read they arrived in. */
+interface Piece {
+  buf: Uint8Array;
+  start: number;
+  end: number;
+}
+
 /** Buffered before a pump starts (the upstream connection is still being opened). */
 const PREBUFFER_BYTES = 64 * 1024;
 
@@ -29,8 +36,8 @@ export class DownstreamBody implements BodySource {
   private readonly decoder: ChunkedDecoder | undefined;
   private received = 0;
   private error: RequestBodyError | undefined;
-  /** Pieces that arrived before a pump started (unframed). */
-  private early: Uint8Array[] = [];
+  /** Pieces that arrived before a pump started (unframed), as ranges of the reads they came in. */
+  private early: Piece[] = [];
   private earlyBytes = 0;
   private pausedEarly = false;
   /** Framed pieces waiting for the upstream socket to drain. */
@@ -52,22 +59,26 @@ export class DownstreamBody implements BodySource {
     this.decoder = chunked ? new ChunkedDecoder() : undefined;
   }
 
-  /** Takes what belongs to the body from `chunk`; returns how many bytes it used (the rest is the next request). */
-  feed(chunk: Uint8Array): number {
+  /**
+   * Takes what belongs to the body from `chunk[start..end)`; returns how many bytes it
+   * used (the rest is the next request). A length-framed body is kept as ranges of the
+   * read, not views of it: a view would make JSC materialize the read's ArrayBuffer.
+   */
+  feed(chunk: Uint8Array, start = 0, end = chunk.byteLength): number {
     if (this.done || this.error) return 0;
     if (this.decoder === undefined) {
-      const take = Math.min(this.remaining, chunk.byteLength);
+      const take = Math.min(this.remaining, end - start);
       this.remaining -= take;
-      this.accept(take === chunk.byteLength ? chunk : chunk.subarray(0, take));
+      this.accept(chunk, start, start + take);
       if (this.remaining === 0) this.finish();
       return take;
     }
     let used: number;
     try {
-      used = this.decoder.push(chunk, this.accept);
+      used = this.decoder.push(start === 0 && end === chunk.byteLength ? chunk : chunk.subarray(start, end), this.acceptDecoded);
     } catch (err) {
       this.fail(new RequestBodyError(`malformed chunked request body: ${(err as Error).message}`), 400);
-      return chunk.byteLength;
+      return end - start;
     }
     if (this.decoder.done) this.finish();
     return used;
@@ -101,7 +112,7 @@ export class DownstreamBody implements BodySource {
       const pieces = this.early;
       this.early = [];
       this.earlyBytes = 0;
-      for (const piece of pieces) this.send(piece);
+      for (const piece of pieces) this.send(piece.buf, piece.start, piece.end);
       if (this.pausedEarly) {
         this.pausedEarly = false;
         this.reader.resumeReading();
@@ -110,36 +121,44 @@ export class DownstreamBody implements BodySource {
     });
   }
 
-  private readonly accept = (data: Uint8Array): void => {
-    if (data.byteLength === 0 || this.error) return;
-    this.received += data.byteLength;
+  /** Pieces the chunked decoder hands out (views: decoding makes them anyway). */
+  private readonly acceptDecoded = (data: Uint8Array): void => this.accept(data, 0, data.byteLength);
+
+  private accept(buf: Uint8Array, start: number, end: number): void {
+    const n = end - start;
+    if (n === 0 || this.error) return;
+    this.received += n;
     if (this.received > this.maxBytes) {
       this.fail(new RequestBodyError(`request body larger than the limit of ${this.maxBytes} bytes`), 413);
       return;
     }
     if (this.sink === undefined) {
-      // Each socket read is a fresh buffer: keeping a view of it is safe.
-      this.early.push(data);
-      this.earlyBytes += data.byteLength;
+      // Each socket read is a fresh buffer: keeping a range of it is safe.
+      this.early.push({ buf, start, end });
+      this.earlyBytes += n;
       if (this.earlyBytes >= PREBUFFER_BYTES && !this.pausedEarly) {
         this.pausedEarly = true;
         this.reader.pauseReading();
       }
       return;
     }
-    this.send(data);
-  };
+    this.send(buf, start, end);
+  }
 
-  private send(data: Uint8Array): void {
+  private send(buf: Uint8Array, start: number, end: number): void {
     const sink = this.sink!;
     if (!sink.live()) return this.abandoned();
-    const framed = this.framing!.kind === "chunked" ? chunkFrame(data) : data;
+    if (this.framing!.kind === "chunked") {
+      buf = chunkFrame(start === 0 && end === buf.byteLength ? buf : buf.subarray(start, end));
+      start = 0;
+      end = buf.byteLength;
+    }
     // While the socket is full, pieces decoded from what was already read wait in order.
     if (this.blocked) {
-      this.waiting.push(framed);
+      this.waiting.push(start === 0 && end === buf.byteLength ? buf : buf.subarray(start, end));
       return;
     }
-    if (!sink.write(framed)) this.block(sink);
+    if (!sink.write(buf, start, end)) this.block(sink);
   }
 
   /** Waits for the upstream socket to drain, then writes what queued meanwhile. */

@@ -76,7 +76,7 @@ export class H1Connection {
     private readonly opts: ConnectionOptions,
   ) {
     this.sink = {
-      write: (data) => this.write(data),
+      write: (data, start, end) => this.write(data, start, end),
       drained: () => this.drained(),
       live: () => !this.isClosed,
     };
@@ -167,11 +167,13 @@ export class H1Connection {
     if (ex.phase === Phase.Done) this.release(ex);
   }
 
-  private write(data: string | Uint8Array): boolean {
+  /** Of a Uint8Array, bytes [start, end) go out: a view of a socket read would cost JSC an allocation. */
+  private write(data: string | Uint8Array, start = 0, end?: number): boolean {
     const sock = this.socket;
     if (this.isClosed || sock === undefined) return false;
-    const n = sock.write(data);
-    const len = typeof data === "string" ? data.length : data.byteLength;
+    const stop = typeof data === "string" ? data.length : (end ?? data.byteLength);
+    const n = typeof data === "string" ? sock.write(data) : sock.write(data, start, stop - start);
+    const len = stop - start;
     if (n > 0 && this.ex) this.ex.wrote = true;
     if (n === len) return true;
     if (n < 0) {
@@ -180,7 +182,7 @@ export class H1Connection {
       return false;
     }
     // Heads are ASCII when strings (request-head.ts), so characters are bytes.
-    this.out = typeof data === "string" ? data.slice(n) : data.subarray(n);
+    this.out = typeof data === "string" ? data.slice(n) : data.subarray(start + n, stop);
     return false;
   }
 

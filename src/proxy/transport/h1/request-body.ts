@@ -8,8 +8,8 @@ import { RequestBodyError } from "./errors.ts";
 import type { RequestFraming } from "./request-head.ts";
 
 export interface RequestSink {
-  /** True when the socket took all of `data`; otherwise the rest is queued until drain. */
-  write(data: string | Uint8Array): boolean;
+  /** True when the socket took all of `data` (of a Uint8Array, bytes [start, end)); otherwise the rest is queued until drain. */
+  write(data: string | Uint8Array, start?: number, end?: number): boolean;
   /** Resolves true once queued bytes are flushed, false if the connection went away. */
   drained(): Promise<boolean>;
   /** False once the exchange is over (connection closed or failed): stop reading the body. */
