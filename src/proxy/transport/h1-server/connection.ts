@@ -254,12 +254,22 @@ export class ServerConnection implements ResponderHost, BodyReader {
     this.active?.drained();
   }
 
+  endsAfterResponse(): boolean {
+    // A body that will not be read to its end leaves nowhere to start the next request.
+    if (this.body !== null && !this.body.done && !this.body.discardable) this.closing = true;
+    return this.closing;
+  }
+
   responseDone(res: Responder): void {
     if (res !== this.active) return;
     this.active = undefined;
-    // A body the handler never read: where the next request starts is unknown.
-    if (this.body !== null && !this.body.done) this.closing = true;
-    this.body = null;
+    // The response went out before the request body was all here (the service answered
+    // without reading it): the rest is read and dropped, as its framing says where it
+    // ends, so the connection stays usable; a body too large to drain closes it.
+    if (this.body !== null && !this.body.done) {
+      if (this.body.discardable) this.body.discard();
+      else this.closing = true;
+    } else this.body = null;
     if (this.closing) return this.endGracefully();
     if (this.paused > 0) this.resumeReading();
     this.parseNext();

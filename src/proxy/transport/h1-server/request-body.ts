@@ -26,6 +26,8 @@ interface Piece {
 
 /** Buffered before a pump starts (the upstream connection is still being opened). */
 const PREBUFFER_BYTES = 64 * 1024;
+/** The most of a body left unread after its response that is read and dropped to keep the connection (nginx drains, too). */
+const MAX_DISCARD_BYTES = 64 * 1024;
 
 export class DownstreamBody implements BodySource {
   /** The whole body arrived. */
@@ -48,6 +50,8 @@ export class DownstreamBody implements BodySource {
   private settle: ((complete: boolean) => void) | undefined;
   private fault: ((err: Error) => void) | undefined;
   private pumped = false;
+  /** The response is over: the rest of the body is counted and dropped. */
+  private discarding = false;
 
   constructor(
     private readonly reader: BodyReader,
@@ -100,6 +104,27 @@ export class DownstreamBody implements BodySource {
     return this.error !== undefined;
   }
 
+  /** What is left can be read and dropped: a Content-Length body, not failed, with little left. */
+  get discardable(): boolean {
+    return !this.done && this.error === undefined && this.remaining >= 0 && this.remaining <= MAX_DISCARD_BYTES;
+  }
+
+  /** Nobody wants the rest: read it to its end and drop it, and let the connection read again. */
+  discard(): void {
+    this.discarding = true;
+    this.early = [];
+    this.waiting = [];
+    this.abandoned();
+    if (this.pausedEarly) {
+      this.pausedEarly = false;
+      this.reader.resumeReading();
+    }
+    if (this.blocked) {
+      this.blocked = false;
+      this.reader.resumeReading();
+    }
+  }
+
   pump(framing: RequestFraming, sink: RequestSink): Promise<boolean> {
     if (this.pumped) return Promise.reject(new RequestBodyError("the request body was already sent once"));
     this.pumped = true;
@@ -126,7 +151,7 @@ export class DownstreamBody implements BodySource {
 
   private accept(buf: Uint8Array, start: number, end: number): void {
     const n = end - start;
-    if (n === 0 || this.error) return;
+    if (n === 0 || this.error || this.discarding) return;
     this.received += n;
     if (this.received > this.maxBytes) {
       this.fail(new RequestBodyError(`request body larger than the limit of ${this.maxBytes} bytes`), 413);

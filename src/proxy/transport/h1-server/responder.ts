@@ -17,8 +17,11 @@ export interface ResponderHost {
   responseDone(responder: Responder): void;
   /** The response cannot be completed: reset the connection. */
   abort(responder: Responder): void;
-  /** The client wants no other request on this connection, or the server is closing it. */
-  readonly closing: boolean;
+  /**
+   * Decided as the head goes out: the connection ends after this response (the client
+   * asked, the server is closing, or the request body cannot be read to its end).
+   */
+  endsAfterResponse(): boolean;
   /** The client speaks HTTP/1.1 (it can read chunked). */
   readonly minor: 0 | 1;
 }
@@ -70,7 +73,7 @@ export class Responder {
     else if (kind === "chunked") tail = "transfer-encoding: chunked\r\n";
     // A response to HEAD (or a 304) may state the length the body would have had.
     else if (kind === "none" && length >= 0) tail = `content-length: ${length}\r\n`;
-    if (this.host.closing || kind === "close") tail += "connection: close\r\n";
+    if (this.host.endsAfterResponse() || kind === "close") tail += "connection: close\r\n";
     else if (this.host.minor === 0) tail += "connection: keep-alive\r\n";
     return tail + "\r\n";
   }
