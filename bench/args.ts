@@ -13,6 +13,8 @@ export interface Options {
   loader?: "wrk" | "bun";
   mesh?: string;
   only: Set<string>;
+  /** POST requests with a body of this many bytes; undefined: GET. */
+  post?: number;
 }
 
 export const USAGE = `usage: npm run bench -- [options]
@@ -26,11 +28,21 @@ export const USAGE = `usage: npm run bench -- [options]
   --loader wrk|bun     load generator (default: wrk when installed, else bench/load.ts)
   --mesh PATH|source   mesh binary to run (default: dist/mesh if built, else source)
   --only LIST          topologies to run, of: ${TOPOLOGY_IDS.join(", ")}
+  --post BYTES         send POST requests with a body of BYTES, at most 16384 (default: GET)
 `;
 
 function whole(text: string, flag: string, min: number): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < min) throw new Error(`${flag}: expected a whole number ≥ ${min}, got "${text}"`);
+  return n;
+}
+
+/** Small bodies only: each request goes out in one write, as a real client's small POST would. */
+const MAX_POST_BYTES = 16 * 1024;
+
+function postBytes(text: string): number {
+  const n = whole(text, "--post", 1);
+  if (n > MAX_POST_BYTES) throw new Error(`--post: at most ${MAX_POST_BYTES} bytes, got ${n}`);
   return n;
 }
 
@@ -47,6 +59,7 @@ export function parseOptions(argv: string[]): Options | "help" {
       loader: { type: "string" },
       mesh: { type: "string" },
       only: { type: "string" },
+      post: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -66,5 +79,6 @@ export function parseOptions(argv: string[]): Options | "help" {
     loader: values.loader as Options["loader"],
     mesh: values.mesh,
     only,
+    post: values.post === undefined ? undefined : postBytes(values.post),
   };
 }

@@ -3,7 +3,7 @@
  * on raw sockets, one request in flight on each, for a fixed duration and at most a fixed
  * number of requests. Runs as its own process (like wrk) and prints one JSON LoadResult.
  *
- *   bun bench/load.ts --url http://127.0.0.1:8080/ --connections 32 --duration 5 --host payments
+ *   bun bench/load.ts --url http://127.0.0.1:8080/ --connections 32 --duration 5 --host payments [--post BYTES]
  */
 import { parseArgs } from "node:util";
 import { ResponseReader } from "./http1-reader.ts";
@@ -17,6 +17,7 @@ const { values } = parseArgs({
     duration: { type: "string", default: "5" },
     "max-requests": { type: "string", default: "5000000" },
     host: { type: "string" },
+    post: { type: "string" },
   },
 });
 if (!values.url) throw new Error("--url is required");
@@ -24,8 +25,12 @@ const url = new URL(values.url);
 const connections = Math.min(Math.max(1, Number(values.connections)), 1000);
 const durationMs = Number(values.duration) * 1000;
 const maxRequests = Number(values["max-requests"]);
+const postBytes = values.post === undefined ? undefined : Number(values.post);
+const target = `${url.pathname}${url.search} HTTP/1.1\r\nHost: ${values.host ?? url.host}\r\nUser-Agent: mesh-bench\r\n`;
 const request = new TextEncoder().encode(
-  `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${values.host ?? url.host}\r\nUser-Agent: mesh-bench\r\n\r\n`,
+  postBytes === undefined
+    ? `GET ${target}\r\n`
+    : `POST ${target}Content-Type: application/octet-stream\r\nContent-Length: ${postBytes}\r\n\r\n${"y".repeat(postBytes)}`,
 );
 
 const latencies: number[] = [];
@@ -42,7 +47,7 @@ interface Conn {
 
 function send(s: Bun.Socket<Conn>): void {
   s.data.sentAt = performance.now();
-  // A short write on a 100-byte request to loopback would mean a broken socket.
+  // A short write of a small request to loopback would mean a broken socket.
   if (s.write(request) < request.length) {
     errors++;
     s.end();

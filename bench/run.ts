@@ -33,7 +33,7 @@ interface Outcome {
 
 async function bench(opts: Options, tmp: string): Promise<Outcome> {
   const mesh = meshCommand(opts.mesh);
-  const loader = pickLoader(opts.loader);
+  const loader = pickLoader(opts.loader, opts.post, tmp);
   const nginx = findTool("nginx");
   const haproxy = findTool("haproxy");
   const meta: Meta = {

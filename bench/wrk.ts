@@ -3,9 +3,14 @@ import type { LoadResult } from "./load-result.ts";
 
 const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-export function wrkArgs(wrk: string, url: string, host: string, connections: number, durationS: number): string[] {
+export function wrkArgs(wrk: string, url: string, host: string, connections: number, durationS: number, script?: string): string[] {
   // One thread: the machine has two cores and the proxies under test need them more.
-  return [wrk, "-t1", `-c${connections}`, `-d${durationS}s`, "--latency", "-H", `Host: ${host}`, url];
+  return [wrk, "-t1", `-c${connections}`, `-d${durationS}s`, "--latency", ...(script ? ["-s", script] : []), "-H", `Host: ${host}`, url];
+}
+
+/** A wrk script that makes every request a POST with a body of `bytes`. */
+export function wrkPostScript(bytes: number): string {
+  return `wrk.method = "POST"\nwrk.body = string.rep("y", ${bytes})\nwrk.headers["Content-Type"] = "application/octet-stream"\n`;
 }
 
 function latencyMs(text: string, label: string): number {
