@@ -125,6 +125,18 @@ export class DownstreamBody implements BodySource {
     }
   }
 
+  takeWhole(length: number, room: number): Buffer | undefined {
+    // Under PREBUFFER_BYTES reading was never paused for it, so nothing needs resuming.
+    if (!this.done || this.error || this.pumped || this.earlyBytes !== length || length >= PREBUFFER_BYTES) return undefined;
+    this.pumped = true;
+    const out = Buffer.allocUnsafe(room + length);
+    let at = room;
+    for (const piece of this.early) at += Buffer.prototype.copy.call(piece.buf, out, at, piece.start, piece.end);
+    this.early = [];
+    this.earlyBytes = 0;
+    return out;
+  }
+
   pump(framing: RequestFraming, sink: RequestSink): Promise<boolean> {
     if (this.pumped) return Promise.reject(new RequestBodyError("the request body was already sent once"));
     this.pumped = true;

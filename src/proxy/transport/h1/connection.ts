@@ -131,6 +131,13 @@ export class H1Connection {
       ex.listening = true;
       signal.addEventListener("abort", ex, { once: true });
     }
+    // A small body that is all here goes out with its head: one write, one TLS record, no pump.
+    const withBody = body !== null && req.framing.kind === "length" ? headWithBody(req.head, req.framing.length, body) : undefined;
+    if (withBody !== undefined) {
+      if (this.write(withBody)) return this.requestSent(ex);
+      if (!this.isClosed) void this.sendBody(ex, null);
+      return;
+    }
     if (this.write(req.head)) {
       if (body === null) return this.requestSent(ex);
       void this.sendBody(ex, body);
@@ -451,3 +458,14 @@ export class H1Connection {
 }
 
 const HANDLERS = H1Connection.handlers;
+
+/** The head and the whole body in one buffer, when the body can hand itself over now (BodySource.takeWhole). */
+function headWithBody(head: string | Uint8Array, length: number, body: RequestBody): Uint8Array | undefined {
+  if (body instanceof ReadableStream || body.takeWhole === undefined) return undefined;
+  const out = body.takeWhole(length, typeof head === "string" ? head.length : head.byteLength);
+  if (out === undefined) return undefined;
+  // String heads are ASCII (request-head.ts): characters are bytes.
+  if (typeof head === "string") out.write(head, 0, "latin1");
+  else out.set(head, 0);
+  return out;
+}

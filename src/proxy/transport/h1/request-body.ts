@@ -24,6 +24,13 @@ export interface RequestSink {
  */
 export interface BodySource {
   pump(framing: RequestFraming, sink: RequestSink): Promise<boolean>;
+  /**
+   * When the whole body, exactly `length` bytes, is already here: a buffer of
+   * `room + length` bytes with the body after the first `room`, and the body counts as
+   * pumped; otherwise undefined, and nothing changes. Lets a small body go out in the
+   * same write as its head, with no pump.
+   */
+  takeWhole?(length: number, room: number): Buffer | undefined;
 }
 
 export type RequestBody = ReadableStream<Uint8Array> | BodySource;
