@@ -24,6 +24,8 @@ export class RelaySink implements ResponseSink {
   status = 0;
   headAt = 0;
   private flow: BodyFlow | undefined;
+  /** The owner has been told how the relay ended: it hears that once, however it ended. */
+  private over = false;
 
   constructor(
     private readonly res: Responder,
@@ -58,20 +60,30 @@ export class RelaySink implements ResponseSink {
   end(): void {
     this.res.onGone = undefined;
     this.res.end();
-    this.owner.relayDone(true);
+    this.done(true);
   }
 
   fail(err: Error): void {
-    if (!this.res.headSent) return this.owner.relayFailedEarly(err);
+    if (this.over) return;
+    if (!this.res.headSent) {
+      this.over = true;
+      return this.owner.relayFailedEarly(err);
+    }
     this.res.onGone = undefined;
     this.res.abort();
-    this.owner.relayDone(false);
+    this.done(false);
   }
 
-  /** The client's connection closed under the response: stop reading the upstream's. */
+  /** The client's connection closed under the response: stop reading the upstream's (which fails this relay, once). */
   responseGone(): void {
     this.flow?.abandon(undefined);
-    this.owner.relayDone(false);
+    this.done(false);
+  }
+
+  private done(ok: boolean): void {
+    if (this.over) return;
+    this.over = true;
+    this.owner.relayDone(ok);
   }
 
   private waitForDrain(): void {
