@@ -10,7 +10,7 @@
 import type { AbortLike } from "./abort.ts";
 import type { Socket, SocketHandler } from "bun";
 import { AbortedError, ConnectError, connectErrorOf, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
-import { pumpBody, type RequestBody, type RequestSink } from "./request-body.ts";
+import { headWithBody, pumpBody, type RequestBody, type RequestSink } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
 import { Exchange, Phase } from "./exchange.ts";
 import type { ResponseSink } from "./response-sink.ts";
@@ -458,14 +458,3 @@ export class H1Connection {
 }
 
 const HANDLERS = H1Connection.handlers;
-
-/** The head and the whole body in one buffer, when the body can hand itself over now (BodySource.takeWhole). */
-function headWithBody(head: string | Uint8Array, length: number, body: RequestBody): Uint8Array | undefined {
-  if (body instanceof ReadableStream || body.takeWhole === undefined) return undefined;
-  const out = body.takeWhole(length, typeof head === "string" ? head.length : head.byteLength);
-  if (out === undefined) return undefined;
-  // String heads are ASCII (request-head.ts): characters are bytes.
-  if (typeof head === "string") out.write(head, 0, "latin1");
-  else out.set(head, 0);
-  return out;
-}

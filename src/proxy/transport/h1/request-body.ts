@@ -98,3 +98,14 @@ export async function pumpBody(body: ReadableStream<Uint8Array>, framing: Reques
     reader.releaseLock();
   }
 }
+
+/** The head and the whole body in one buffer, when the body can hand itself over now (BodySource.takeWhole). */
+export function headWithBody(head: string | Uint8Array, length: number, body: RequestBody): Uint8Array | undefined {
+  if (body instanceof ReadableStream || body.takeWhole === undefined) return undefined;
+  const out = body.takeWhole(length, typeof head === "string" ? head.length : head.byteLength);
+  if (out === undefined) return undefined;
+  // String heads are ASCII (request-head.ts): characters are bytes.
+  if (typeof head === "string") out.write(head, 0, "latin1");
+  else out.set(head, 0);
+  return out;
+}
