@@ -6,6 +6,7 @@
  * Response objects. WebSocket upgrades are tunnelled to the loopback server of
  * inbound.ts, which carries them.
  */
+import { boundedMemo } from "../core/bounded-memo.ts";
 import { errorParts } from "./errors.ts";
 import { CLIENT_ID_HEADER, RELAY_SKIP } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
@@ -54,16 +55,8 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   };
 }
 
-/** The identity line a caller's requests carry; callers are few, requests many (bounded like peerService). */
-const identityLines = new Map<string, string>();
-function identityLine(caller: string): string {
-  let line = identityLines.get(caller);
-  if (line === undefined) {
-    if (identityLines.size >= 1024) identityLines.clear();
-    identityLines.set(caller, (line = `${CLIENT_ID_HEADER}: ${caller}\r\n`));
-  }
-  return line;
-}
+/** The identity line a caller's requests carry; callers are few, requests many. */
+const identityLine = boundedMemo(1024, (caller: string) => `${CLIENT_ID_HEADER}: ${caller}\r\n`);
 
 /** One relayed request to the local service, and how its relay ends (RelayOwner): one object per request. */
 class InboundRelay implements RelayOwner {
