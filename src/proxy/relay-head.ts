@@ -25,15 +25,13 @@ function skipped(buf: Buffer, a: number, len: number, listed: string[] | undefin
   return listed !== undefined && listed.includes(latin1(buf, a, a + len).toLowerCase());
 }
 
-/** Lower-cased tokens of every Connection field: the upstream's own hop-by-hop fields. */
-function connectionListed(head: ResponseHead): string[] | undefined {
-  const { buf, at } = head.raw;
-  let listed: string[] | undefined;
-  for (let i = 0; i < at.length; i += 4)
-    if (nameIs(buf, at[i]!, at[i + 1]! - at[i]!, "connection"))
-      for (const token of latin1(buf, at[i + 2]!, at[i + 3]!).toLowerCase().split(",")) (listed ??= []).push(token.trim());
-  return listed;
+/** Where field i's line ends: where the next one starts, or the end of the fields. */
+function lineEnd(at: number[], i: number, fieldsEnd: number): number {
+  return i + 4 < at.length ? at[i + 4]! : fieldsEnd;
 }
+
+/** Field indices a call skips: reused across calls (each runs to its end synchronously), so no array per response. */
+const SKIPPED: number[] = [];
 
 /**
  * `statusLine`: what to send instead of the upstream's status line, or undefined to copy
@@ -43,22 +41,23 @@ function connectionListed(head: ResponseHead): string[] | undefined {
  * the head is the first `length - reserve` bytes.
  */
 export function relayedHead(head: ResponseHead, statusLine: string | undefined, tail: string, reserve: number): Buffer {
-  const { buf, start, fieldsStart, fieldsEnd, at } = head.raw;
-  const listed = connectionListed(head);
-  // Two passes over the (few) fields: sizing the buffer exactly spares a result object.
+  const { buf, start, fieldsStart, fieldsEnd, at, connectionTokens } = head.raw;
+  // Which fields stay out decides the size, so it is found first, once per field.
+  SKIPPED.length = 0;
   let kept = fieldsEnd - fieldsStart;
   for (let i = 0; i < at.length; i += 4)
-    if (skipped(buf, at[i]!, at[i + 1]! - at[i]!, listed)) kept -= (i + 4 < at.length ? at[i + 4]! : fieldsEnd) - at[i]!;
+    if (skipped(buf, at[i]!, at[i + 1]! - at[i]!, connectionTokens)) {
+      SKIPPED.push(i);
+      kept -= lineEnd(at, i, fieldsEnd) - at[i]!;
+    }
   const lineLength = statusLine === undefined ? fieldsStart - start : statusLine.length;
   const bytes = Buffer.allocUnsafe(lineLength + kept + tail.length + reserve);
   let used = statusLine === undefined ? buf.copy(bytes, 0, start, fieldsStart) : bytes.write(statusLine, 0, "latin1");
-  // Kept lines are contiguous runs in buf: copy each run once, not each line.
+  // Kept lines are contiguous runs in buf between skipped ones: copy each run once, not each line.
   let run = fieldsStart;
-  for (let i = 0; i < at.length; i += 4) {
-    const lineStart = at[i]!;
-    if (!skipped(buf, lineStart, at[i + 1]! - lineStart, listed)) continue;
-    if (lineStart > run) used += buf.copy(bytes, used, run, lineStart);
-    run = i + 4 < at.length ? at[i + 4]! : fieldsEnd;
+  for (const i of SKIPPED) {
+    if (at[i]! > run) used += buf.copy(bytes, used, run, at[i]!);
+    run = lineEnd(at, i, fieldsEnd);
   }
   if (fieldsEnd > run) used += buf.copy(bytes, used, run, fieldsEnd);
   bytes.write(tail, used, "latin1");

@@ -51,6 +51,8 @@ export interface RawHead {
   readonly fieldsEnd: number;
   /** Per field, four offsets into buf: line start, name end (the colon), value start, value end (OWS trimmed). */
   readonly at: number[];
+  /** Lower-cased, trimmed, non-empty tokens of every Connection field; undefined without one. */
+  readonly connectionTokens: string[] | undefined;
 }
 
 /**
@@ -71,6 +73,7 @@ class ParsedHead implements ResponseHead, RawHead {
     readonly fieldsStart: number,
     readonly fieldsEnd: number,
     readonly at: number[],
+    readonly connectionTokens: string[] | undefined,
   ) {}
 
   /** Its own raw view: one object per response, not two. */
@@ -132,6 +135,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
   let te: string | undefined;
   let close = false;
   let keepAliveToken = false;
+  let connectionTokens: string[] | undefined;
   let pos = fieldsStart;
   while (pos < end - 2) {
     const first = buf[pos]!;
@@ -161,6 +165,8 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
     } else if (nameIs(buf, pos, nameLen, "connection")) {
       for (const token of latin1(buf, vs, ve).toLowerCase().split(",")) {
         const t = token.trim();
+        if (t === "") continue;
+        (connectionTokens ??= []).push(t);
         if (t === "close") close = true;
         else if (t === "keep-alive") keepAliveToken = true;
       }
@@ -178,7 +184,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
     chunked = true;
   }
   const keepAlive = minor === 1 ? !close : keepAliveToken && !close;
-  return new ParsedHead(status, minor, contentLength, chunked, keepAlive, buf, start, fieldsStart, pos, at);
+  return new ParsedHead(status, minor, contentLength, chunked, keepAlive, buf, start, fieldsStart, pos, at, connectionTokens);
 }
 
 /** Checks `HTTP/1.x SP 3DIGIT (SP | CRLF)` and returns x. */
