@@ -6,12 +6,13 @@
 import { existsSync } from "node:fs";
 import { DataError, MeshError } from "../core/errors.ts";
 import { readTextFile } from "../core/files.ts";
-import { formatSpiffeId, parseSpiffeId, workloadId } from "../pki/spiffe.ts";
+import { Certificate } from "../pki/certificate.ts";
+import { assertKeyMatches as assertSpkiMatches, importKeyText, trustDomainOfCa as trustDomainOf } from "../pki/load.ts";
+import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
 import {
   EC_SIGN_ALG,
   certToPem,
   generateKeyPair,
-  importPrivateKeyPem,
   parseCertificates,
   randomSerial,
   x509,
@@ -123,13 +124,7 @@ export async function issueLeaf(ca: SigningCa, req: WorkloadRequest, now = new D
 
 /** The trust domain a CA certificate speaks for: its one URI SAN, `spiffe://<td>`. */
 export function trustDomainOfCa(cert: x509.X509Certificate, where: string): string {
-  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
-  const uris = san?.names.items.filter((n) => n.type === "url").map((n) => n.value) ?? [];
-  if (uris.length !== 1) throw new DataError(`CA certificate must carry exactly one spiffe:// URI SAN, found ${uris.length}`, where);
-  const parsed = parseSpiffeId(uris[0]!);
-  if (!parsed.ok) throw new DataError(parsed.reason, where);
-  if (parsed.id.path !== "") throw new DataError(`CA URI SAN "${uris[0]}" must have no path`, where);
-  return parsed.id.trustDomain;
+  return trustDomainOf(asCertificate(cert), where);
 }
 
 function oneCert(path: string, what: string): x509.X509Certificate {
@@ -158,19 +153,14 @@ export async function loadKeyAt(path: string, what: string): Promise<CryptoKeyPa
   return importKeyText(readTextFile(path, what), path, what);
 }
 
-export async function importKeyText(text: string, path: string, what: string): Promise<CryptoKeyPair> {
-  try {
-    return await importPrivateKeyPem(text);
-  } catch (err) {
-    throw new DataError(`${what} is not a PKCS#8 ECDSA P-256 key: ${(err as Error).message}`, path);
-  }
-}
-
 /** Keys and certificates must belong together; a mismatch would issue unverifiable leaves. */
 export async function assertKeyMatches(cert: x509.X509Certificate, keys: CryptoKeyPair, where: string): Promise<void> {
-  const certKey = new Uint8Array(cert.publicKey.rawData);
-  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
-  if (Buffer.compare(certKey, spki) !== 0) throw new DataError("private key does not match its certificate", where);
+  await assertSpkiMatches(new Uint8Array(cert.publicKey.rawData), keys, where);
+}
+
+/** The verifier's view of a certificate this module issued or loaded. */
+export function asCertificate(cert: x509.X509Certificate): Certificate {
+  return Certificate.fromDer(new Uint8Array(cert.rawData));
 }
 
 export async function loadCa(dir: string): Promise<LoadedCa> {

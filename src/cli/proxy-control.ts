@@ -4,10 +4,10 @@
  * renewals. Without a control plane reachable the proxy still starts on what it has.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { trustDomainOfCa, parseCertificatesText } from "../ca/authority.ts";
 import { workloadPaths } from "../ca/layout.ts";
 import { UsageError } from "../core/errors.ts";
 import { readTextFile } from "../core/files.ts";
+import { readCertificates, trustDomainOfCa } from "../pki/load.ts";
 import type { Logger } from "../core/log.ts";
 import { loadWorkloadCerts, type WorkloadCerts } from "../proxy/certs.ts";
 import { ControlPlaneAgent } from "../proxy/control/agent.ts";
@@ -62,7 +62,7 @@ export async function controlPlaneCerts(args: Parsed, certsDir: string, namespac
   const bundleFile = str(args, "ca") ?? (existsSync(paths.bundle) ? paths.bundle : undefined);
   if (!bundleFile) throw new UsageError("give --ca: the trust bundle the control plane's certificate must chain to", "--ca");
   const bundlePem = readFileSync(bundleFile, "utf8");
-  const trustDomain = trustDomainOfCa(parseCertificatesText(bundlePem, bundleFile, "trust bundle")[0]!, bundleFile);
+  const trustDomain = trustDomainOfCa(readCertificates(bundlePem, bundleFile, "trust bundle")[0]!, bundleFile);
   const url = bootstrapUrl(args);
   log.info({ url, service, namespace }, "bootstrapping the first certificate");
   return bootstrap({ url, token, bundlePem, trustDomain, namespace, service, certsDir });

@@ -2,25 +2,16 @@
  * RFC 5280 path building and issuer checks for verifyPeerChain, and the small
  * certificate helpers both share. Not a public API: import from verify.ts.
  */
-import { x509 } from "./x509.ts";
-import { certName, extensionsOf } from "./san.ts";
-import { sameBytes, type TrustBundle } from "./trust-bundle.ts";
+import { KU, OID, sameBytes, type Certificate, type Extension } from "./certificate.ts";
+import { certName } from "./san.ts";
+import type { TrustBundle } from "./trust-bundle.ts";
 import type { VerifyFailed, VerifyFailure } from "./verify.ts";
 
-type Cert = x509.X509Certificate;
+type Cert = Certificate;
 
-export const OID = {
-  san: "2.5.29.17",
-  keyUsage: "2.5.29.15",
-  basicConstraints: "2.5.29.19",
-  extKeyUsage: "2.5.29.37",
-  anyEku: "2.5.29.37.0",
-  serverAuth: "1.3.6.1.5.5.7.3.1",
-  clientAuth: "1.3.6.1.5.5.7.3.2",
-} as const;
+export { KU, OID };
 /** Critical extensions we actually enforce; RFC 5280 §6.1.4(o) requires refusing any other. */
 const PROCESSED = new Set<string>([OID.san, OID.keyUsage, OID.basicConstraints, OID.extKeyUsage]);
-export const KU = x509.KeyUsageFlags;
 
 export function fail(reason: VerifyFailure, detail: string): VerifyFailed {
   return { ok: false, reason, detail };
@@ -35,28 +26,18 @@ export function pathLabel(j: number, length: number): string {
   return j === length - 1 ? "trust bundle root" : `intermediate certificate #${j}`;
 }
 
-function sameName(a: x509.Name, b: x509.Name): boolean {
-  return sameBytes(a.toArrayBuffer(), b.toArrayBuffer());
-}
-
+/** Names are compared as DER bytes (RFC 5280 §7.1 allows binary comparison for names a CA encodes consistently). */
 function selfIssued(cert: Cert): boolean {
-  return sameName(cert.subjectName, cert.issuerName);
+  return sameBytes(cert.subjectDer, cert.issuerDer);
 }
 
-async function signedBy(cert: Cert, issuer: Cert): Promise<boolean> {
-  try {
-    return await cert.verify({ publicKey: issuer, signatureOnly: true });
-  } catch {
-    return false; // unsupported or mismatched algorithms: the signature is simply not verified
-  }
+/** The issuer named by `cert`: its subject is `cert`'s issuer. */
+function names(issuer: Cert, cert: Cert): boolean {
+  return sameBytes(issuer.subjectDer, cert.issuerDer);
 }
 
-export function find<T extends x509.Extension>(exts: x509.Extension[], type: abstract new (...args: never[]) => T): T | undefined {
-  return exts.find((e): e is T => e instanceof type);
-}
-
-export function unsupportedCritical(exts: x509.Extension[]): string | undefined {
-  return exts.find((e) => e.critical && !PROCESSED.has(e.type))?.type;
+export function unsupportedCritical(exts: readonly Extension[]): string | undefined {
+  return exts.find((e) => e.critical && !PROCESSED.has(e.oid))?.oid;
 }
 
 /**
@@ -73,12 +54,12 @@ export async function buildPath(
   for (let i = 0; i < chain.length; i++) {
     const cert = chain[i]!;
     const who = `${chainLabel(i)} ${certName(cert)}`;
-    const named = roots.filter((r) => sameName(r.subjectName, cert.issuerName));
-    for (const root of named) if (await signedBy(cert, root)) return { ok: true, path: [...chain.slice(0, i + 1), root] };
+    const named = roots.filter((r) => names(r, cert));
+    for (const root of named) if (await cert.isSignedBy(root)) return { ok: true, path: [...chain.slice(0, i + 1), root] };
 
     const next = chain[i + 1];
-    if (next && sameName(next.subjectName, cert.issuerName)) {
-      if (await signedBy(cert, next)) continue;
+    if (next && names(next, cert)) {
+      if (await cert.isSignedBy(next)) continue;
       if (!otherKey(cert, next))
         return fail(
           "bad_signature",
@@ -117,23 +98,18 @@ export async function buildPath(
  * This only picks between two failure reasons; acceptance rests on signatures alone.
  */
 function otherKey(cert: Cert, issuer: Cert): boolean {
-  const aki = extensionsOf(cert);
-  const ski = extensionsOf(issuer);
-  if (!aki.ok || !ski.ok) return false;
+  if (cert.extensionProblem || issuer.extensionProblem) return false;
   // A self-signed root may omit AKI (RFC 5280 §4.2.1.1): its signing key is its own.
-  const claimed =
-    find(aki.extensions, x509.AuthorityKeyIdentifierExtension)?.keyId ??
-    (selfIssued(cert) ? find(aki.extensions, x509.SubjectKeyIdentifierExtension)?.keyId : undefined);
-  const actual = find(ski.extensions, x509.SubjectKeyIdentifierExtension)?.keyId;
-  return claimed !== undefined && actual !== undefined && claimed.toLowerCase() !== actual.toLowerCase();
+  const claimed = cert.known.authorityKeyId ?? (selfIssued(cert) ? cert.known.subjectKeyId : undefined);
+  const actual = issuer.known.subjectKeyId;
+  return claimed !== undefined && actual !== undefined && claimed !== actual;
 }
 
 /** Only for the error message: which other trust domain's root would have accepted this certificate. */
 async function foreignAnchor(cert: Cert, bundle: TrustBundle, td: string): Promise<{ root: Cert; td: string } | undefined> {
   for (const other of bundle.trustDomains()) {
     if (other === td) continue;
-    for (const root of bundle.roots(other))
-      if (sameName(root.subjectName, cert.issuerName) && (await signedBy(cert, root))) return { root, td: other };
+    for (const root of bundle.roots(other)) if (names(root, cert) && (await cert.isSignedBy(root))) return { root, td: other };
   }
   return undefined;
 }
@@ -143,22 +119,21 @@ export function checkIssuers(path: Cert[]): VerifyFailed | undefined {
   for (let j = 1; j < path.length; j++) {
     const ca = path[j]!;
     const who = `${pathLabel(j, path.length)} ${certName(ca)}`;
-    const exts = extensionsOf(ca);
-    if (!exts.ok) return fail("unsupported_cert", `${who}: ${exts.detail}`);
-    const critical = unsupportedCritical(exts.extensions);
+    if (ca.extensionProblem) return fail("unsupported_cert", `${who}: ${ca.extensionProblem}`);
+    const critical = unsupportedCritical(ca.extensions);
     if (critical) return fail("unsupported_cert", `${who} has the critical extension ${critical}, which is not supported`);
 
-    const bc = find(exts.extensions, x509.BasicConstraintsExtension);
+    const bc = ca.known.basicConstraints;
     if (!bc?.ca)
       return fail(
         "issuer_not_ca",
         `${who} issued ${certName(path[j - 1]!)} but is not a CA (basicConstraints cA is ${bc ? "false" : "absent"})`,
       );
-    const ku = find(exts.extensions, x509.KeyUsagesExtension);
-    if (!ku || !(ku.usages & KU.keyCertSign))
+    const ku = ca.known.keyUsage;
+    if (ku === undefined || !(ku & KU.keyCertSign))
       return fail(
         "issuer_without_key_cert_sign",
-        `${who} issued ${certName(path[j - 1]!)} but its key usage ${ku ? "lacks keyCertSign" : "extension is absent"}`,
+        `${who} issued ${certName(path[j - 1]!)} but its key usage ${ku !== undefined ? "lacks keyCertSign" : "extension is absent"}`,
       );
     if (bc.pathLength !== undefined) {
       // The CAs between this one and the leaf; self-issued ones (key rollover) do not count.

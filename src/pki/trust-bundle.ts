@@ -4,11 +4,12 @@
  * identity is exactly the cross-domain forgery SPIFFE bundles exist to prevent.
  */
 import { DataError, errorMessage } from "../core/errors.ts";
-import { x509 } from "./x509.ts";
+import { Certificate, sameBytes } from "./certificate.ts";
+import { decodePem } from "./pem.ts";
 import { parseSpiffeId, trustDomainProblem } from "./spiffe.ts";
 import { certName, sanNames } from "./san.ts";
 
-type Cert = x509.X509Certificate;
+type Cert = Certificate;
 
 export class TrustBundle {
   readonly #roots = new Map<string, Cert[]>();
@@ -63,15 +64,15 @@ export class TrustBundle {
   #insert(cert: Cert, td: string): void {
     const list = this.#roots.get(td) ?? [];
     // The same root listed twice (common when bundles are concatenated) is one anchor.
-    if (!list.some((r) => sameBytes(r.rawData, cert.rawData))) list.push(cert);
+    if (!list.some((r) => sameBytes(r.der, cert.der))) list.push(cert);
     this.#roots.set(td, list);
   }
 }
 
 function parsePem(pem: string, source?: string): Cert[] {
-  let blocks: { type: string; rawData: ArrayBuffer }[];
+  let blocks: { type: string; der: Uint8Array }[];
   try {
-    blocks = x509.PemConverter.decodeWithHeaders(pem);
+    blocks = decodePem(pem);
   } catch (err) {
     throw new DataError(`trust bundle is not valid PEM: ${errorMessage(err)}`, source);
   }
@@ -79,9 +80,7 @@ function parsePem(pem: string, source?: string): Cert[] {
     .filter((b) => b.type === "CERTIFICATE")
     .map((b, i) => {
       try {
-        const cert = new x509.X509Certificate(b.rawData);
-        void cert.subject; // force the lazy parts to parse now, not during a handshake
-        return cert;
+        return Certificate.fromDer(b.der);
       } catch (err) {
         throw new DataError(`certificate #${i + 1} of the trust bundle cannot be parsed: ${errorMessage(err)}`, source);
       }
@@ -104,12 +103,4 @@ function domainFor(cert: Cert, explicit: string | undefined, source?: string): s
       source,
     );
   return parsed.id.trustDomain;
-}
-
-export function sameBytes(a: ArrayBuffer, b: ArrayBuffer): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  const x = new Uint8Array(a);
-  const y = new Uint8Array(b);
-  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
-  return true;
 }

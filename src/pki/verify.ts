@@ -8,16 +8,16 @@
  * and no extension beyond SAN, basicConstraints, keyUsage and extKeyUsage is processed,
  * so a certificate with any other critical extension (e.g. nameConstraints) is refused.
  */
-import { x509 } from "./x509.ts";
+import type { Certificate } from "./certificate.ts";
 import type { SpiffeId } from "./spiffe.ts";
-import { certName, extensionsOf, spiffeIdOfLeaf } from "./san.ts";
+import { certName, spiffeIdOfLeaf } from "./san.ts";
 import type { TrustBundle } from "./trust-bundle.ts";
-import { buildPath, checkIssuers, fail, find, KU, OID, pathLabel, unsupportedCritical } from "./path.ts";
+import { buildPath, checkIssuers, fail, KU, OID, pathLabel, unsupportedCritical } from "./path.ts";
 
 export { TrustBundle } from "./trust-bundle.ts";
 export { spiffeIdOfLeaf, type LeafIdResult } from "./san.ts";
 
-type Cert = x509.X509Certificate;
+type Cert = Certificate;
 
 export type VerifyFailure =
   | "expired"
@@ -136,26 +136,23 @@ export async function verifyPeerChain(
 
 function checkLeaf(leaf: Cert, requiredEku: VerifyOptions["requiredEku"]): VerifyFailed | undefined {
   const who = `leaf certificate ${certName(leaf)}`;
-  const exts = extensionsOf(leaf);
-  if (!exts.ok) return fail("unsupported_cert", `${who}: ${exts.detail}`);
-  const critical = unsupportedCritical(exts.extensions);
+  if (leaf.extensionProblem) return fail("unsupported_cert", `${who}: ${leaf.extensionProblem}`);
+  const critical = unsupportedCritical(leaf.extensions);
   if (critical) return fail("unsupported_cert", `${who} has the critical extension ${critical}, which is not supported`);
 
-  if (find(exts.extensions, x509.BasicConstraintsExtension)?.ca)
+  if (leaf.known.basicConstraints?.ca)
     return fail("leaf_is_ca", `${who} has basicConstraints cA=true; a CA certificate cannot identify a workload`);
 
   // X509-SVID §4.3: keyUsage is mandatory, with digitalSignature and without the CA bits.
-  const ku = find(exts.extensions, x509.KeyUsagesExtension);
-  if (!ku) return fail("leaf_key_usage", `${who} has no keyUsage extension; an X509-SVID leaf needs digitalSignature`);
-  if (!(ku.usages & KU.digitalSignature))
-    return fail("leaf_key_usage", `${who} lacks the digitalSignature key usage`);
-  if (ku.usages & (KU.keyCertSign | KU.cRLSign))
+  const ku = leaf.known.keyUsage;
+  if (ku === undefined) return fail("leaf_key_usage", `${who} has no keyUsage extension; an X509-SVID leaf needs digitalSignature`);
+  if (!(ku & KU.digitalSignature)) return fail("leaf_key_usage", `${who} lacks the digitalSignature key usage`);
+  if (ku & (KU.keyCertSign | KU.cRLSign))
     return fail("leaf_key_usage", `${who} has keyCertSign or cRLSign in its key usage; only CAs may`);
 
   // An absent extKeyUsage allows any purpose (RFC 5280 §4.2.1.12); a present one must allow ours.
-  const eku = find(exts.extensions, x509.ExtendedKeyUsageExtension);
-  if (eku) {
-    const usages = eku.usages.map(String);
+  const usages = leaf.known.extKeyUsage;
+  if (usages) {
     const wanted: string[] = requiredEku ? [OID[requiredEku]] : [OID.serverAuth, OID.clientAuth];
     if (!usages.includes(OID.anyEku) && !wanted.some((w) => usages.includes(w)))
       return fail(

@@ -4,10 +4,10 @@
  * listener opens.
  */
 import { join } from "node:path";
-import { assertKeyMatches, importKeyText, parseCertificatesText } from "../ca/authority.ts";
 import { workloadPaths } from "../ca/layout.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { readTextFile } from "../core/files.ts";
+import { assertKeyMatches, importKeyText, readCertificates } from "../pki/load.ts";
 import { TrustBundle, verifyPeerChain } from "../pki/verify.ts";
 
 export interface CertSources {
@@ -53,8 +53,8 @@ export async function workloadCertsFromPem(
   files: { chain: string; key: string; bundle: string },
 ): Promise<WorkloadCerts> {
   const { chainPem, keyPem, bundlePem } = pem;
-  const chain = parseCertificatesText(chainPem, files.chain, "certificate chain");
-  await assertKeyMatches(chain[0]!, await importKeyText(keyPem, files.key, "private key"), files.key);
+  const chain = readCertificates(chainPem, files.chain, "certificate chain");
+  await assertKeyMatches(chain[0]!.spki, await importKeyText(keyPem, files.key, "private key"), files.key);
   let bundle: TrustBundle;
   try {
     bundle = TrustBundle.fromPem(bundlePem, undefined, files.bundle);

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { readCertificates } from "../../src/pki/load.ts";
 import { TrustBundle, verifyPeerChain } from "../../src/pki/verify.ts";
 import { parseCertificates, x509 } from "../../src/pki/x509.ts";
 import { mesh, tempDir } from "../helpers/cli.ts";
@@ -10,7 +11,7 @@ const ca = join(tmp.path, "ca");
 afterAll(tmp.cleanup);
 
 async function verifyIssued(dir: string, bundleFile = join(dir, "bundle.pem")) {
-  const chain = parseCertificates(readFileSync(join(dir, "chain.pem"), "utf8"));
+  const chain = readCertificates(readFileSync(join(dir, "chain.pem"), "utf8"), "chain.pem", "chain");
   return verifyPeerChain(chain, TrustBundle.fromPem(readFileSync(bundleFile, "utf8")));
 }
 

@@ -8,6 +8,7 @@
  *   const leaf = await makeLeaf(int, { uris: ["spiffe://example.org/ns/a/sa/b"] });
  *   verifyPeerChain(chainOf(leaf, int), bundle)
  */
+import { Certificate } from "../../src/pki/certificate.ts";
 import { certToPem, EC_SIGN_ALG, exportPrivateKeyPem, generateKeyPair, randomSerial, x509 } from "../../src/pki/x509.ts";
 
 export type KeyUsageName = keyof typeof x509.KeyUsageFlags;
@@ -45,7 +46,10 @@ export interface RootOptions extends CertOptions {
 }
 
 export interface Issued {
-  cert: x509.X509Certificate;
+  /** As the verifier reads it. */
+  cert: Certificate;
+  /** As @peculiar/x509 built it (for issuing children). */
+  x509: x509.X509Certificate;
   keys: CryptoKeyPair;
   /** Certificate PEM, newline-terminated. */
   pem: string;
@@ -115,7 +119,7 @@ export async function makeLeaf(issuer: Issued, opts: RootOptions = {}): Promise<
 }
 
 /** The certificates of a chain, leaf first, as verifyPeerChain takes them. */
-export function chainOf(...items: Issued[]): x509.X509Certificate[] {
+export function chainOf(...items: Issued[]): Certificate[] {
   return items.map((i) => i.cert);
 }
 
@@ -125,10 +129,10 @@ export function pemOf(...items: Issued[]): string {
 }
 
 /** A copy of `cert` with one bit of its signature flipped: same names, broken signature. */
-export function withBrokenSignature(cert: x509.X509Certificate): x509.X509Certificate {
-  const der = new Uint8Array(cert.rawData.slice(0));
+export function withBrokenSignature(cert: Certificate): Certificate {
+  const der = cert.der.slice();
   der[der.length - 1]! ^= 0x01;
-  return new x509.X509Certificate(der);
+  return Certificate.fromDer(der);
 }
 
 async function issue(issuer: Issued | undefined, trustDomain: string, o: CertOptions): Promise<Issued> {
@@ -156,7 +160,7 @@ async function issue(issuer: Issued | undefined, trustDomain: string, o: CertOpt
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: o.serial ?? randomSerial(),
     subject,
-    issuer: issuer ? issuer.cert.subjectName : subject,
+    issuer: issuer ? issuer.x509.subjectName : subject,
     notBefore: o.notBefore ?? fromNow(-HOUR),
     notAfter: o.notAfter ?? fromNow(24 * HOUR),
     publicKey: keys.publicKey,
@@ -164,7 +168,14 @@ async function issue(issuer: Issued | undefined, trustDomain: string, o: CertOpt
     signingAlgorithm: EC_SIGN_ALG,
     extensions,
   });
-  return { cert, keys, pem: certToPem(cert), keyPem: await exportPrivateKeyPem(keys.privateKey), trustDomain };
+  return {
+    cert: Certificate.fromDer(new Uint8Array(cert.rawData)),
+    x509: cert,
+    keys,
+    pem: certToPem(cert),
+    keyPem: await exportPrivateKeyPem(keys.privateKey),
+    trustDomain,
+  };
 }
 
 function ekuOid(name: EkuName): string {

@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { parseCertificatesAt } from "../../ca/authority.ts";
+import { asCertificate, parseCertificatesAt } from "../../ca/authority.ts";
 import { caPaths } from "../../ca/layout.ts";
+import { sameBytes, type Certificate } from "../../pki/certificate.ts";
 import { TrustBundle, verifyPeerChain, spiffeIdOfLeaf } from "../../pki/verify.ts";
 import { x509 } from "../../pki/x509.ts";
 import { str, type CommandSpec } from "../args.ts";
@@ -38,8 +39,9 @@ export const caInspect: CommandSpec = {
     const file = args.positionals[0]!;
     const chain = parseCertificatesAt(file, "certificate file");
     const leaf = chain[0]!;
-    const isCa = leaf.getExtension(x509.BasicConstraintsExtension)?.ca === true;
-    const id = spiffeIdOfLeaf(leaf);
+    const verifiable = chain.map(asCertificate);
+    const isCa = verifiable[0]!.known.basicConstraints?.ca === true;
+    const id = spiffeIdOfLeaf(verifiable[0]!);
     const now = Date.now();
     const rows: [string, string][] = [
       ["File", `${file} (${chain.length} certificate${chain.length === 1 ? "" : "s"})`],
@@ -55,14 +57,14 @@ export const caInspect: CommandSpec = {
     ];
     const bundlePath = bundlePathFor(file, str(args, "bundle"), str(args, "ca-dir")!);
     const bundle = new TrustBundle();
-    for (const root of parseCertificatesAt(bundlePath, "trust bundle")) bundle.add(root);
+    for (const root of parseCertificatesAt(bundlePath, "trust bundle")) bundle.add(asCertificate(root));
     let verdict: string;
     let ok: boolean;
     if (isCa) {
-      ok = await chainsToBundle(leaf, bundle);
+      ok = await chainsToBundle(verifiable[0]!, bundle);
       verdict = ok ? `trusted: signed by a root in ${bundlePath}` : `NOT TRUSTED: no root in ${bundlePath} signed it`;
     } else {
-      const result = await verifyPeerChain(chain, bundle);
+      const result = await verifyPeerChain(verifiable, bundle);
       ok = result.ok;
       verdict = result.ok ? `valid against ${bundlePath}` : `INVALID (${result.reason}): ${result.detail}`;
     }
@@ -73,10 +75,10 @@ export const caInspect: CommandSpec = {
   },
 };
 
-async function chainsToBundle(cert: x509.X509Certificate, bundle: TrustBundle): Promise<boolean> {
+async function chainsToBundle(cert: Certificate, bundle: TrustBundle): Promise<boolean> {
   for (const root of bundle.allRoots()) {
-    if (Buffer.from(root.rawData).equals(Buffer.from(cert.rawData))) return true;
-    if (root.subject === cert.issuer && (await cert.verify({ publicKey: root.publicKey, signatureOnly: true }))) return true;
+    if (sameBytes(root.der, cert.der)) return true;
+    if (sameBytes(root.subjectDer, cert.issuerDer) && (await cert.isSignedBy(root))) return true;
   }
   return false;
 }
