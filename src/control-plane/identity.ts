@@ -1,14 +1,9 @@
 /** The control plane's own certificate and the identities sidecars expect of it. */
 import { issueLeaf, type LoadedCa } from "../ca/authority.ts";
-import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
 import { certToPem, exportPrivateKeyPem, generateKeyPair } from "../pki/x509.ts";
+import { CONTROL_PLANE_SERVICE, SYSTEM_NAMESPACE } from "./well-known.ts";
 
-export const SYSTEM_NAMESPACE = "mesh-system";
-export const CONTROL_PLANE_SERVICE = "control-plane";
-
-export function controlPlaneId(trustDomain: string): string {
-  return formatSpiffeId(workloadId(trustDomain, SYSTEM_NAMESPACE, CONTROL_PLANE_SERVICE));
-}
+export { CONTROL_PLANE_SERVICE, SYSTEM_NAMESPACE, controlPlaneId } from "./well-known.ts";
 
 export interface ServingCert {
   chainPem: string;

@@ -6,10 +6,11 @@
  */
 import { writeFileSet } from "../../core/files.ts";
 import { MeshError } from "../../core/errors.ts";
-import { controlPlaneId } from "../../control-plane/identity.ts";
+import { controlPlaneId } from "../../control-plane/well-known.ts";
 import type { SignedCertificate } from "../../control-plane/signer.ts";
 import { formatSpiffeId, workloadId } from "../../pki/spiffe.ts";
-import { certToPem, exportPrivateKeyPem, generateKeyPair, parseCertificates } from "../../pki/x509.ts";
+import { exportPrivateKeyPem, generateKeyPair } from "../../pki/keys.ts";
+import { decodePem, encodePem } from "../../pki/pem.ts";
 import { workloadPaths } from "../../ca/layout.ts";
 import { workloadCertsFromPem, type WorkloadCerts } from "../certs.ts";
 import { expectPeer } from "../destinations.ts";
@@ -39,7 +40,9 @@ export async function requestCertificate(
 
 export async function saveCertificate(certsDir: string, keyPem: string, signed: SignedCertificate): Promise<WorkloadCerts> {
   const p = workloadPaths(certsDir);
-  const leaf = certToPem(parseCertificates(signed.chain)[0]!);
+  const first = decodePem(signed.chain).find((b) => b.type === "CERTIFICATE");
+  if (!first) throw new MeshError("the control plane answered with no certificate");
+  const leaf = encodePem("CERTIFICATE", first.der);
   const certs = await workloadCertsFromPem({ chainPem: signed.chain, keyPem, bundlePem: signed.bundle }, { chain: p.chain, key: p.key, bundle: p.bundle });
   writeFileSet(
     [

@@ -5,7 +5,7 @@
  * it moves to the next one whenever the current one cannot be reached; the callers'
  * loops retry, so a dead replica costs one failed call.
  */
-import { controlPlaneId } from "../../control-plane/identity.ts";
+import { controlPlaneId } from "../../control-plane/well-known.ts";
 import type { WorkloadCerts } from "../certs.ts";
 import { expectPeer } from "../destinations.ts";
 
