@@ -1,21 +1,39 @@
 #!/usr/bin/env bun
-/** The `mesh` binary: argv → subcommand table, nothing else. */
+/**
+ * The `mesh` binary: argv → subcommand table, nothing else. Commands of other roles
+ * load when chosen (`load`), so a sidecar never evaluates the CA's or the control
+ * plane's libraries: each costs it resident memory and GC time for nothing.
+ */
+// Must be evaluated before @peculiar/x509 (tsyringe checks for it), even when that loads later.
+import "reflect-metadata";
 import type { CommandSpec } from "./cli/args.ts";
-import { caCommand } from "./cli/ca/index.ts";
-import { checkCommand } from "./cli/check.ts";
-import { controlPlaneCommand } from "./cli/control-plane.ts";
 import { demoCommand } from "./cli/demo.ts";
-import { applyCommand, deleteCommand, getCommand, joinTokenCommand } from "./cli/manifests.ts";
 import { proxyCommand } from "./cli/proxy.ts";
 import { runCli } from "./cli/run.ts";
 import { runCommand } from "./cli/run-service.ts";
 import { validateCommand } from "./cli/validate.ts";
 import { versionCommand } from "./cli/version.ts";
 
+const lazy = (name: string, summary: string, load: () => Promise<CommandSpec>): CommandSpec => ({ name, summary, load });
+const manifests = () => import("./cli/manifests.ts");
+
 export const rootCommand: CommandSpec = {
   name: "mesh",
   summary: "A service mesh in one binary: mutual TLS with SPIFFE identities, routing and resilience for every service.",
-  subcommands: [proxyCommand, runCommand, controlPlaneCommand, applyCommand, getCommand, deleteCommand, joinTokenCommand, checkCommand, caCommand, validateCommand, demoCommand, versionCommand],
+  subcommands: [
+    proxyCommand,
+    runCommand,
+    lazy("control-plane", "Run the control plane: registry, config distribution, policy store and certificate signing.", async () => (await import("./cli/control-plane.ts")).controlPlaneCommand),
+    lazy("apply", "Validate manifests and store them in the control plane: all of them, or none.", async () => (await manifests()).applyCommand),
+    lazy("get", "Show manifests stored in the control plane, as JSON.", async () => (await manifests()).getCommand),
+    lazy("delete", "Remove a manifest from the control plane.", async () => (await manifests()).deleteCommand),
+    lazy("join-token", "Make a single-use join token a new sidecar trades for its first certificate.", async () => (await manifests()).joinTokenCommand),
+    lazy("check", "Check the mesh: control plane, CA and certificates, proxies on the latest config, rejections.", async () => (await import("./cli/check.ts")).checkCommand),
+    lazy("ca", "The certificate authority: create it, issue and sign workload certificates, inspect, rotate.", async () => (await import("./cli/ca/index.ts")).caCommand),
+    validateCommand,
+    demoCommand,
+    versionCommand,
+  ],
 };
 
 if (import.meta.main) {

@@ -45,6 +45,11 @@ export interface CommandSpec {
   subcommands?: CommandSpec[];
   examples?: string[];
   run?: (args: Parsed, ctx: CommandContext) => Promise<number>;
+  /**
+   * The whole command, loaded only when it is chosen; the spec holding `load` carries
+   * just `name` and `summary`. Keeps one role's libraries out of another role's process.
+   */
+  load?: () => Promise<CommandSpec>;
 }
 
 export interface CommandContext {

@@ -18,7 +18,7 @@ export const processIo: Io = {
 };
 
 /** Walks subcommands: `mesh ca issue --x` → (ca issue spec, ["--x"], "mesh ca issue"). */
-function resolve(root: CommandSpec, argv: string[]): { spec: CommandSpec; rest: string[]; path: string } {
+async function resolve(root: CommandSpec, argv: string[]): Promise<{ spec: CommandSpec; rest: string[]; path: string }> {
   let spec = root;
   let path = root.name;
   let i = 0;
@@ -26,7 +26,7 @@ function resolve(root: CommandSpec, argv: string[]): { spec: CommandSpec; rest: 
     const name = argv[i]!;
     const next = spec.subcommands.find((s) => s.name === name);
     if (!next) throw Object.assign(new UsageError(`unknown command "${name}"`, path), { spec, path });
-    spec = next;
+    spec = next.load ? await next.load() : next;
     path = `${path} ${name}`;
     i++;
   }
@@ -37,7 +37,7 @@ export async function runCli(root: CommandSpec, argv: string[], io: Io = process
   let spec = root;
   let path = root.name;
   try {
-    const resolved = resolve(root, argv);
+    const resolved = await resolve(root, argv);
     ({ spec, path } = resolved);
     const args = parseArgs(spec, resolved.rest, path);
     if (args.flags.help) {

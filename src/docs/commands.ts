@@ -9,6 +9,13 @@ export interface CommandEntry {
   spec: CommandSpec;
 }
 
+/** The tree with every lazily loaded command (`load`) loaded: what the reference documents. */
+export async function loadCommandTree(spec: CommandSpec): Promise<CommandSpec> {
+  const full = spec.load ? await spec.load() : spec;
+  if (!full.subcommands) return full;
+  return { ...full, subcommands: await Promise.all(full.subcommands.map(loadCommandTree)) };
+}
+
 /** Every command, depth first in declared order, the root included. */
 export function walkCommands(root: CommandSpec, path = root.name): CommandEntry[] {
   return [{ path, spec: root }, ...(root.subcommands ?? []).flatMap((s) => walkCommands(s, `${path} ${s.name}`))];

@@ -16,7 +16,11 @@ import { formatManifestError, parseManifestText, type LoadedManifest, type Manif
 import { UsageError } from "../../src/core/errors.ts";
 import { LOG_LEVELS } from "../../src/core/log.ts";
 import { nameProblem, trustDomainProblem } from "../../src/pki/spiffe.ts";
+import { loadCommandTree } from "../../src/docs/commands.ts";
 import { rootCommand } from "../../src/main.ts";
+
+/** Every command loaded, so invocations are checked against their real flags. */
+const commands = await loadCommandTree(rootCommand);
 
 // ───────────────────────────── shared types ─────────────────────────────
 
@@ -197,8 +201,8 @@ export function checkInvocation(inv: Invocation, problems: Problem[]): Checked |
   };
   const [first, ...rest] = inv.argv;
   if (!first || !/(^|\/)mesh$/.test(first.value)) return fail(first ?? inv, `expected a mesh command line, got "${first?.value ?? ""}"`);
-  let spec = rootCommand;
-  let path = rootCommand.name;
+  let spec = commands;
+  let path = commands.name;
   let i = 0;
   while (spec.subcommands?.length && i < rest.length && !rest[i]!.value.startsWith("-")) {
     const word = rest[i]!;

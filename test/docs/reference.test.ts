@@ -3,14 +3,14 @@ import { join } from "node:path";
 import { z } from "zod";
 import { Duration } from "../../src/config/duration.ts";
 import { kinds } from "../../src/config/manifest.ts";
-import { walkCommands } from "../../src/docs/commands.ts";
+import { loadCommandTree, walkCommands } from "../../src/docs/commands.ts";
 import { code, lines, text } from "../../src/docs/markdown.ts";
 import { fields, inputSchema } from "../../src/docs/fields.ts";
 import { kindFields } from "../../src/docs/kinds.ts";
 import { readRegion, renderReference, writeRegion } from "../../src/docs/reference.ts";
 import { rootCommand } from "../../src/main.ts";
 
-const reference = renderReference();
+const reference = await renderReference();
 
 /** The generated text under each `#### ` heading, by heading. */
 const sections = new Map(
@@ -36,8 +36,8 @@ describe("README reference", () => {
     }
   });
 
-  test("documents every command with all its flags and arguments", () => {
-    const all = walkCommands(rootCommand);
+  test("documents every command with all its flags and arguments", async () => {
+    const all = walkCommands(await loadCommandTree(rootCommand));
     expect(all.length).toBeGreaterThan(10);
     for (const { path, spec } of all) {
       const section = sections.get(`\`${path}\``);
