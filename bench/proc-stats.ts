@@ -59,3 +59,12 @@ export function cpuSeconds(pid: number): number {
   // utime and stime are fields 14 and 15 of stat; fields[0] here is field 3 (state).
   return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
 }
+
+/** Whole-machine CPU time so far, from the first line of /proc/stat: busy and idle (idle + iowait), seconds. */
+export function machineCpuSeconds(): { busy: number; idle: number } {
+  const fields = (read("/proc/stat") ?? "").split("\n", 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  // user nice system idle iowait irq softirq steal
+  const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
+  const busy = fields.reduce((a, b) => a + b, 0) - idle;
+  return { busy: busy / CLOCK_TICKS, idle: idle / CLOCK_TICKS };
+}

@@ -19,7 +19,8 @@ export interface Meta {
 }
 
 function resultsTable(summaries: Summary[], connections: number[]): string {
-  const header = ["topology", ...connections.flatMap((n) => [`c=${n} req/s`, "p50 ms", "p99 ms"]), "idle RSS MB", "peak RSS MB", "CPU ms/1k", "new inbound conns", "errors"];
+  const top = Math.max(...connections);
+  const header = ["topology", ...connections.flatMap((n) => [`c=${n} req/s`, "p50 ms", "p99 ms"]), "idle RSS MB", "peak RSS MB", "CPU ms/1k", `machine ms/1k c=${top}`, `machine idle c=${top}`, "new inbound conns", "errors"];
   const rows = summaries
     .filter((s) => s.status === "ok")
     .map((s) => {
@@ -30,7 +31,9 @@ function resultsTable(summaries: Summary[], connections: number[]): string {
       // Pairs show "outbound / inbound", so each proxy can be held against the limit.
       const rss = (m: Record<string, number>) => Object.values(m).map(mb).join(" / ") || "-";
       const errors = s.levels.reduce((n, l) => n + l.errors + l.non2xx, 0);
-      return [s.title, ...cells, rss(s.rssIdleMb), rss(s.rssPeakMb), ms(s.cpuMsPer1k), s.inboundNewConnections === undefined ? "-" : int(s.inboundNewConnections), String(errors)];
+      const busiest = s.levels.find((x) => x.connections === top);
+      const idle = busiest && Number.isFinite(busiest.idlePct) ? `${busiest.idlePct.toFixed(1)}%` : "-";
+      return [s.title, ...cells, rss(s.rssIdleMb), rss(s.rssPeakMb), ms(s.cpuMsPer1k), ms(busiest?.machineMsPer1k), idle, s.inboundNewConnections === undefined ? "-" : int(s.inboundNewConnections), String(errors)];
     });
   return table(header, rows);
 }
@@ -65,8 +68,10 @@ export function render(meta: Meta, summaries: Summary[], ratioList: Ratio[], tar
     resultsTable(summaries, meta.connections),
     "",
     "  RSS: VmRSS per proxy (pairs: outbound / inbound; nginx: master + worker), idle after start and peak under load. CPU: user+system of all",
-    "  the topology's proxy processes per 1000 requests, all cells. New inbound conns: TLS connections the pair's",
-    "  inbound accepted during the measured cells (mesh: mesh_connections_total{direction=\"inbound\"}).",
+    "  the topology's proxy processes per 1000 requests, all cells. Machine: busy CPU of the whole machine (load generator, service,",
+    "  proxies) per 1000 requests, and the share of CPU time left idle, at the highest concurrency: idle time under this",
+    "  closed-loop load means the stages waited on each other (latency-bound), not that they ran out of CPU. New inbound",
+    "  conns: TLS connections the pair's inbound accepted during the measured cells (mesh: mesh_connections_total{direction=\"inbound\"}).",
     "",
     ratioTable(ratioList, summaries, meta.connections),
     "",

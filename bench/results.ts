@@ -19,6 +19,10 @@ export interface Level {
   non2xx: number;
   /** CPU milliseconds of the proxy processes per 1000 requests. */
   cpuMsPer1k: number;
+  /** Busy CPU milliseconds of the whole machine per 1000 requests. */
+  machineMsPer1k: number;
+  /** Share of the machine's CPU time left idle during the cells, percent. */
+  idlePct: number;
   inboundNewConnections?: number;
 }
 
@@ -59,6 +63,8 @@ function level(cells: Cell[], connections: number, proxied: boolean): Level {
     errors: sum(loads.map((l) => l.errors)),
     non2xx: sum(loads.map((l) => l.non2xx)),
     cpuMsPer1k: proxied ? cpuMsPer1k(cells) : NaN,
+    machineMsPer1k: (sum(cells.map((c) => c.machine.busyS)) * 1000) / (sum(loads.map((l) => l.requests)) / 1000),
+    idlePct: (100 * sum(cells.map((c) => c.machine.idleS))) / sum(cells.map((c) => c.machine.idleS + c.machine.busyS)),
     inboundNewConnections: totalConnections(cells),
   };
 }
