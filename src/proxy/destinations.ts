@@ -5,6 +5,7 @@
  */
 import { defaultDestinationPolicy, type DestinationPolicy, type DestinationPolicySpec } from "../config/kinds/destination-policy.ts";
 import type { Service } from "../config/kinds/service.ts";
+import { boundedMemo } from "../core/bounded-memo.ts";
 import { systemClock } from "../core/clock.ts";
 import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
 import { createBalancer, DEFAULT_EWMA_DECAY_MS } from "./balancer/index.ts";
@@ -45,6 +46,16 @@ export interface Destination {
 export interface Snapshot {
   version: string;
   destinations: Map<string, Destination>;
+  /** A request's host → its destination, memoized for this snapshot: see resolveHost. */
+  byHost: (host: string) => Destination | null;
+}
+
+/** Distinct hosts remembered per snapshot; a flood of made-up hosts only empties the memo. */
+const HOSTS_REMEMBERED = 1024;
+
+/** A snapshot of these destinations, with its own memo of hosts resolved. */
+export function snapshotOf(version: string, destinations: Map<string, Destination>): Snapshot {
+  return { version, destinations, byHost: boundedMemo(HOSTS_REMEMBERED, (host) => destinations.get(destinationName(host)) ?? null) };
 }
 
 /** Verifies the server is the service we meant to reach: its SPIFFE ID, not its hostname. */
@@ -76,7 +87,7 @@ export function buildSnapshot(services: Service[], policies: DestinationPolicy[]
     destinations.set(key, dest);
     if (!destinations.has(dest.name)) destinations.set(dest.name, dest);
   }
-  return { version, destinations };
+  return snapshotOf(version, destinations);
 }
 
 function serviceSansEndpoints(svc: Service): string {
@@ -133,10 +144,20 @@ function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: Wo
   };
 }
 
-/** `payments`, `payments:80`, `payments.shop`, `payments.shop.svc.cluster.local` → a destination. */
+/**
+ * `payments`, `payments:80`, `payments.shop`, `payments.shop.svc.cluster.local` → a destination.
+ * Memoized per snapshot: normalizing a host costs two regular expressions and three
+ * strings, on every request, for the handful of hosts a service actually calls.
+ */
 export function resolveHost(snapshot: Snapshot, host: string): Destination | undefined {
-  const name = host.replace(/:\d+$/, "").toLowerCase().replace(/\.svc(\.cluster\.local)?\.?$/, "");
-  return snapshot.destinations.get(name);
+  return snapshot.byHost(host) ?? undefined;
+}
+
+const PORT_SUFFIX = /:\d+$/;
+const CLUSTER_SUFFIX = /\.svc(\.cluster\.local)?\.?$/;
+
+function destinationName(host: string): string {
+  return host.replace(PORT_SUFFIX, "").toLowerCase().replace(CLUSTER_SUFFIX, "");
 }
 
 /** Closes the pools of `snapshot` that `next` does not carry over; requests in flight finish. */

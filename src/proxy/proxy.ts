@@ -9,7 +9,7 @@ import type { Logger } from "../core/log.ts";
 import { startAdmin } from "./admin.ts";
 import type { WorkloadCerts } from "./certs.ts";
 import { parseConfigDocuments, type ProxyDocuments } from "./control/config-documents.ts";
-import { buildSnapshot, closeSnapshot, type Snapshot } from "./destinations.ts";
+import { buildSnapshot, closeSnapshot, snapshotOf, type Snapshot } from "./destinations.ts";
 import { InflightTracker } from "./inflight.ts";
 import { startInboundHttp } from "./inbound.ts";
 import { proxyMetrics } from "./metrics.ts";
@@ -195,7 +195,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       void outboundHttp.stop(true);
       void admin.stop(true);
       closeSnapshot(snapshot);
-      snapshot = { version: snapshot.version, destinations: new Map() };
+      snapshot = snapshotOf(snapshot.version, new Map());
       opts.log.info({ clean }, "proxy drained");
       return { clean };
     },
