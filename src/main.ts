@@ -2,7 +2,8 @@
 /**
  * The `mesh` binary: argv → subcommand table, nothing else. Commands of other roles
  * load when chosen (`load`), so a sidecar never evaluates the CA's or the control
- * plane's libraries: each costs it resident memory and GC time for nothing.
+ * plane's libraries: each costs it resident memory and GC time for nothing. A sidecar
+ * restarts itself once with its engine settings first (runtime-tuning.ts).
  */
 // Must be evaluated before @peculiar/x509 (tsyringe checks for it), even when that loads later.
 import "reflect-metadata";
@@ -11,6 +12,7 @@ import { demoCommand } from "./cli/demo.ts";
 import { proxyCommand } from "./cli/proxy.ts";
 import { runCli } from "./cli/run.ts";
 import { runCommand } from "./cli/run-service.ts";
+import { reexecTuned } from "./cli/runtime-tuning.ts";
 import { validateCommand } from "./cli/validate.ts";
 import { versionCommand } from "./cli/version.ts";
 
@@ -36,7 +38,12 @@ export const rootCommand: CommandSpec = {
   ],
 };
 
+/** Commands that run a sidecar in this process. */
+const SIDECARS = new Set(["proxy", "run"]);
+
 if (import.meta.main) {
-  const code = await runCli(rootCommand, process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  if (SIDECARS.has(argv[0] ?? "")) reexecTuned((why) => process.stderr.write(`mesh: warning: running with default engine settings (${why})\n`));
+  const code = await runCli(rootCommand, argv);
   process.exitCode = code;
 }

@@ -59,7 +59,9 @@ export const proxyCommand: CommandSpec = {
     "Inbound (default 0.0.0.0:15006) accepts only mutual TLS from the trust domain and hands requests\n" +
     "to --upstream with the caller's SPIFFE ID in x-mesh-client-id. Outbound (default 127.0.0.1:15001)\n" +
     "takes the service's calls, as HTTP_PROXY or by Host header, and sends them over mTLS to a peer\n" +
-    "whose SPIFFE ID must be the destination's. Flags override the config file.",
+    "whose SPIFFE ID must be the destination's. Flags override the config file. At start the sidecar\n" +
+    "restarts itself once, same pid, with its engine settings (a heap sized for a sidecar, one GC marker);\n" +
+    "MESH_RUNTIME_TUNING=off runs it with the runtime's defaults.",
   flags: [
     { name: "service", type: "string", value: "NAME", description: "Service this sidecar fronts (or ProxyConfig.service)." },
     { name: "namespace", type: "string", value: "NS", description: "Namespace of the service (default: default)." },

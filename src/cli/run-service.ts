@@ -6,6 +6,7 @@
 import { UsageError } from "../core/errors.ts";
 import type { CommandContext, CommandSpec } from "./args.ts";
 import { proxyCommand, startProxyFromArgs, type Sidecar } from "./proxy.ts";
+import { runtimeTuningRemoved } from "./runtime-tuning.ts";
 import { serviceEnv } from "./service-env.ts";
 import { exitStatus, exitsWithin, running, spawnService, type ServiceProcess } from "./service-process.ts";
 
@@ -30,7 +31,7 @@ export const runCommand: CommandSpec = {
     const argv = args.passthrough;
     if (!argv.length) throw new UsageError("no command: give the service's command after --, e.g. mesh run --service NAME … -- CMD ARGS…", ctx.path);
     const sidecar = await startProxyFromArgs(args, ctx);
-    const env = serviceEnv(process.env, {
+    const env = serviceEnv(runtimeTuningRemoved(process.env), {
       service: sidecar.service,
       outbound: { address: sidecar.addresses.outbound, port: sidecar.proxy.ports.outbound },
       admin: { address: sidecar.addresses.admin, port: sidecar.proxy.ports.admin },

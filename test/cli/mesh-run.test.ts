@@ -53,7 +53,7 @@ interface Report {
   inbound: number;
   outbound: number;
   admin: number;
-  env: Record<string, string | undefined>;
+  env: Record<string, string | undefined> & { runtime?: string[] };
 }
 
 async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -107,6 +107,7 @@ test("a batch job calls another service through its sidecar and exits 0; the cal
     http_proxy: `http://127.0.0.1:${r.report.outbound}`,
   });
   expect(r.report.env.NO_PROXY?.split(",")).toEqual(expect.arrayContaining(["localhost", "127.0.0.1", "::1"]));
+  expect(r.report.env.runtime).toEqual([]);
 });
 
 test("the command's exit code is mesh run's, and the sidecar's ports are closed afterwards", async () => {

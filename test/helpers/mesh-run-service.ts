@@ -50,7 +50,14 @@ console.log(
     inbound: Number(dump.listeners?.inbound?.split(":").pop()),
     outbound: outPort,
     admin: Number(process.env.MESH_ADMIN?.split(":").pop()),
-    env: { MESH_SERVICE: process.env.MESH_SERVICE, HTTP_PROXY: process.env.HTTP_PROXY, http_proxy: process.env.http_proxy, NO_PROXY: process.env.NO_PROXY },
+    env: {
+      MESH_SERVICE: process.env.MESH_SERVICE,
+      HTTP_PROXY: process.env.HTTP_PROXY,
+      http_proxy: process.env.http_proxy,
+      NO_PROXY: process.env.NO_PROXY,
+      // The sidecar's engine settings are its own (runtime-tuning.ts): never the service's.
+      runtime: Object.keys(process.env).filter((k) => k.startsWith("BUN_JSC_") || k.startsWith("MESH_RUNTIME_")),
+    },
   }),
 );
 

@@ -17,6 +17,8 @@ export interface StartOptions {
   timeoutMs?: number;
   /** Runs the command inside something, e.g. ["ip", "netns", "exec", "host1"]. */
   wrap?: string[];
+  /** The environment, instead of this process's. */
+  env?: Record<string, string | undefined>;
 }
 
 /** Runs `mesh ARGS` from source and waits for its first stdout line (its ready report). */
@@ -26,7 +28,7 @@ export function startMesh(args: string[], opts: StartOptions = {}): Promise<Mesh
 
 /** Runs a command that prints one JSON line when ready, and waits for that line. */
 export async function startReady(cmd: string[], opts: StartOptions = {}): Promise<MeshProcess> {
-  const proc = Bun.spawn([...(opts.wrap ?? []), ...cmd], { cwd: opts.cwd, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const proc = Bun.spawn([...(opts.wrap ?? []), ...cmd], { cwd: opts.cwd, env: opts.env, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
   running.add(proc);
   let err = "";
   void (async () => {
