@@ -103,8 +103,7 @@ export const controlPlaneCommand: CommandSpec = {
       policiesDir: existsSync(policiesDir) ? policiesDir : undefined,
       log: ctx.log,
     });
-    ctx.out(JSON.stringify({ ready: true, trustDomain: ca.trustDomain, bundle: ca.paths.bundle, ...cp.ports }));
-    return new Promise<number>((resolve) => {
+    const stopped = new Promise<number>((resolve) => {
       const stop = async (signal: string) => {
         ctx.log.info({ signal }, "stopping");
         await cp.stop();
@@ -113,5 +112,8 @@ export const controlPlaneCommand: CommandSpec = {
       process.once("SIGTERM", () => void stop("SIGTERM"));
       process.once("SIGINT", () => void stop("SIGINT"));
     });
+    // The ready line comes after the handlers: a supervisor may send SIGTERM the moment it reads it.
+    ctx.out(JSON.stringify({ ready: true, trustDomain: ca.trustDomain, bundle: ca.paths.bundle, ...cp.ports }));
+    return stopped;
   },
 };

@@ -84,8 +84,7 @@ export const proxyCommand: CommandSpec = {
   ],
   async run(args, ctx) {
     const sidecar = await startProxyFromArgs(args, ctx);
-    ctx.out(JSON.stringify({ ready: true, identity: sidecar.identity, ...sidecar.proxy.ports }));
-    return new Promise<number>((resolve) => {
+    const drained = new Promise<number>((resolve) => {
       const stop = async (signal: string) => {
         ctx.log.info({ signal }, "draining");
         resolve((await sidecar.stop()) ? 0 : 1);
@@ -93,6 +92,9 @@ export const proxyCommand: CommandSpec = {
       process.once("SIGTERM", () => void stop("SIGTERM"));
       process.once("SIGINT", () => void stop("SIGINT"));
     });
+    // The ready line comes after the handlers: a supervisor may send SIGTERM the moment it reads it.
+    ctx.out(JSON.stringify({ ready: true, identity: sidecar.identity, ...sidecar.proxy.ports }));
+    return drained;
   },
 };
 
