@@ -167,6 +167,11 @@ export class Certificate {
     this.notBefore = readTime(der, times[0]!);
     this.notAfter = readTime(der, times[1]!);
     this.spki = der.subarray(spki.start, spki.end);
+    // Read now, though only signature checks use it: a malformed key must not make the rest read differently elsewhere.
+    const [keyAlgorithm, keyBits, ...keyExtra] = children(der, spki);
+    if (!keyAlgorithm || !keyBits || keyExtra.length) throw new DerError("subjectPublicKeyInfo must have exactly two parts");
+    algorithmOid(der, keyAlgorithm);
+    readBitString(der, keyBits);
 
     if (fields[i]?.tag === contextTag(1, false)) i++; // issuerUniqueID
     if (fields[i]?.tag === contextTag(2, false)) i++; // subjectUniqueID

@@ -563,9 +563,12 @@ describe("isSignedBy", () => {
     const odd = Certificate.fromDer(join({ fields, sigAlg: sha3, sigValue: parts.sigValue }));
     expect(odd.signatureAlgorithm).toBe("2.16.840.1.101.3.4.3.10");
     expect(await odd.isSignedBy(rootCert)).toBe(false);
-    // An issuer whose SPKI is garbage: the key cannot be imported, isSignedBy says false.
-    const garbageSpki = Certificate.fromDer(editFields(derOf(root), (f) => f.map((x, i) => (i === 6 ? tlv(TAG.sequence, tlv(TAG.null)) : x))));
-    expect(await Certificate.fromDer(leafDer).isSignedBy(garbageSpki)).toBe(false);
+    // An issuer whose key is of an unknown algorithm: well-formed, but it cannot be imported, so isSignedBy says false.
+    const unknownKey = tlv(TAG.sequence, tlv(TAG.sequence, tlv(TAG.oid, [0x2a, 0x03, 0x04])), tlv(TAG.bitString, [0, 1, 2, 3]));
+    const oddIssuer = Certificate.fromDer(editFields(derOf(root), (f) => f.map((x, i) => (i === 6 ? unknownKey : x))));
+    expect(await Certificate.fromDer(leafDer).isSignedBy(oddIssuer)).toBe(false);
+    // A subjectPublicKeyInfo that is not one is refused when read, not when first used.
+    expect(() => Certificate.fromDer(editFields(derOf(root), (f) => f.map((x, i) => (i === 6 ? tlv(TAG.sequence, tlv(TAG.null)) : x))))).toThrow(CertificateError);
   });
 
   /** The leaf with its ECDSA-Sig-Value replaced by `sig` (a whole encoded element, or any bytes). */
@@ -763,6 +766,15 @@ describe("malformed and hostile certificates", () => {
     refused(editFields(der, (f) => f.map((x, i) => (i === 2 ? withNull : x))), /signature algorithm differs/);
     // And the outer one changed instead.
     refused(join({ ...split(der), sigAlg: sha384 }), /signature algorithm differs/);
+  });
+
+  test("a non-minimal length inside the subjectPublicKeyInfo → CertificateError (found by the fuzzer)", () => {
+    // The key's BIT STRING length written as 81 00: @peculiar/x509 then read the certificate as having no extensions.
+    const der = Buffer.from(
+      "308201253081cda003020102020101300a06082a8648ce3d040302300c310a30080603550403130172301e170d3234303130313030303030305a170d3334303130313030303030305a30003059301306072a8648ce3d020106082a8648ce3d030107038100046dc603402b0af84cb8a2559e4e53a4df54ed701964a927c6d2613ee242ab3532e7aee2c3c4b1c4889f94a35dba0adc3d2c452a77f2139b694f908c57b3e193f5a32c302a301a0603551d110101ff0410300e860c7370696666653a2f2f742f75300c0603551d13040530030101ff300a06082a8648ce3d0403020347003044022034d911aac522fc9c14a4c998ae50487c1eee5f04bca3cd76a3c83542c5f480ee02203af28fc69cd669dc8c4618d9654f48134ee5d820f4fcd6fa64c98090dddcf6a2",
+      "hex",
+    );
+    expect(() => Certificate.fromDer(new Uint8Array(der))).toThrow(/non-minimal length/);
   });
 
   test("structural damage → CertificateError", async () => {
