@@ -7,13 +7,12 @@ import { existsSync } from "node:fs";
 import { DataError, MeshError } from "../core/errors.ts";
 import { readTextFile } from "../core/files.ts";
 import { Certificate } from "../pki/certificate.ts";
-import { assertKeyMatches as assertSpkiMatches, importKeyText, trustDomainOfCa as trustDomainOf } from "../pki/load.ts";
+import { assertKeyMatches as assertSpkiMatches, importKeyText, readCertificates, trustDomainOfCa as trustDomainOf } from "../pki/load.ts";
 import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
 import {
   EC_SIGN_ALG,
   certToPem,
   generateKeyPair,
-  parseCertificates,
   randomSerial,
   x509,
 } from "../pki/x509.ts";
@@ -137,16 +136,9 @@ export function parseCertificatesAt(path: string, what: string): x509.X509Certif
   return parseCertificatesText(readTextFile(path, what), path, what);
 }
 
-/** Parses PEM text read from `path`; errors name the file and what it should hold. */
+/** Parses PEM text read from `path` strictly (readCertificates), as certificates the CA can issue with. */
 export function parseCertificatesText(text: string, path: string, what: string): x509.X509Certificate[] {
-  let certs: x509.X509Certificate[];
-  try {
-    certs = parseCertificates(text);
-  } catch (err) {
-    throw new DataError(`${what} is not valid PEM: ${(err as Error).message}`, path);
-  }
-  if (certs.length === 0) throw new DataError(`${what} holds no PEM CERTIFICATE block`, path);
-  return certs;
+  return readCertificates(text, path, what).map((cert) => new x509.X509Certificate(cert.der.slice()));
 }
 
 export async function loadKeyAt(path: string, what: string): Promise<CryptoKeyPair> {

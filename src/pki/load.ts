@@ -8,15 +8,15 @@ import { importPrivateKeyPem } from "./keys.ts";
 import { decodePem } from "./pem.ts";
 import { parseSpiffeId } from "./spiffe.ts";
 
-/** Every CERTIFICATE block of PEM text read from `path`, parsed. */
-export function readCertificates(text: string, path: string, what: string): Certificate[] {
+/** Every CERTIFICATE block of PEM text read from `path` (if it came from a file), parsed; none is an error. */
+export function readCertificates(text: string, path: string | undefined, what: string): Certificate[] {
   let blocks;
   try {
     blocks = decodePem(text).filter((b) => b.type === "CERTIFICATE");
   } catch (err) {
     throw new DataError(`${what} is not valid PEM: ${(err as Error).message}`, path);
   }
-  if (blocks.length === 0) throw new DataError(`${what} holds no PEM CERTIFICATE block`, path);
+  if (blocks.length === 0) throw new DataError(`no CERTIFICATE block found in ${what}`, path);
   return blocks.map((b, i) => {
     try {
       return Certificate.fromDer(b.der);

@@ -3,9 +3,9 @@
  * ever checked against T's roots: a root of another domain vouching for a T
  * identity is exactly the cross-domain forgery SPIFFE bundles exist to prevent.
  */
-import { DataError, errorMessage } from "../core/errors.ts";
-import { Certificate, sameBytes } from "./certificate.ts";
-import { decodePem } from "./pem.ts";
+import { DataError } from "../core/errors.ts";
+import { sameBytes, type Certificate } from "./certificate.ts";
+import { readCertificates } from "./load.ts";
 import { parseSpiffeId, trustDomainProblem } from "./spiffe.ts";
 import { certName, sanNames } from "./san.ts";
 
@@ -24,8 +24,7 @@ export class TrustBundle {
   }
 
   addPem(pem: string, trustDomain?: string, source?: string): this {
-    const certs = parsePem(pem, source);
-    if (certs.length === 0) throw new DataError("no CERTIFICATE block found in trust bundle", source);
+    const certs = readCertificates(pem, source, "trust bundle");
     // Resolve every domain before adding any, so a bad root leaves the bundle unchanged.
     const resolved = certs.map((cert) => [cert, domainFor(cert, trustDomain, source)] as const);
     for (const [cert, td] of resolved) this.#insert(cert, td);
@@ -67,24 +66,6 @@ export class TrustBundle {
     if (!list.some((r) => sameBytes(r.der, cert.der))) list.push(cert);
     this.#roots.set(td, list);
   }
-}
-
-function parsePem(pem: string, source?: string): Cert[] {
-  let blocks: { type: string; der: Uint8Array }[];
-  try {
-    blocks = decodePem(pem);
-  } catch (err) {
-    throw new DataError(`trust bundle is not valid PEM: ${errorMessage(err)}`, source);
-  }
-  return blocks
-    .filter((b) => b.type === "CERTIFICATE")
-    .map((b, i) => {
-      try {
-        return Certificate.fromDer(b.der);
-      } catch (err) {
-        throw new DataError(`certificate #${i + 1} of the trust bundle cannot be parsed: ${errorMessage(err)}`, source);
-      }
-    });
 }
 
 function domainFor(cert: Cert, explicit: string | undefined, source?: string): string {
