@@ -16,6 +16,7 @@ import { openSqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
 import { str, strs, type CommandSpec, type Parsed } from "./args.ts";
 import { durationFlag, parseListen, type Listen } from "./flags.ts";
+import { serveUntilSignal } from "./serve-until-signal.ts";
 
 export const ADMIN_TOKEN_FILE = "admin-token";
 
@@ -103,17 +104,9 @@ export const controlPlaneCommand: CommandSpec = {
       policiesDir: existsSync(policiesDir) ? policiesDir : undefined,
       log: ctx.log,
     });
-    const stopped = new Promise<number>((resolve) => {
-      const stop = async (signal: string) => {
-        ctx.log.info({ signal }, "stopping");
-        await cp.stop();
-        resolve(0);
-      };
-      process.once("SIGTERM", () => void stop("SIGTERM"));
-      process.once("SIGINT", () => void stop("SIGINT"));
+    return serveUntilSignal(ctx, { trustDomain: ca.trustDomain, bundle: ca.paths.bundle, ...cp.ports }, "stopping", async () => {
+      await cp.stop();
+      return 0;
     });
-    // The ready line comes after the handlers: a supervisor may send SIGTERM the moment it reads it.
-    ctx.out(JSON.stringify({ ready: true, trustDomain: ca.trustDomain, bundle: ca.paths.bundle, ...cp.ports }));
-    return stopped;
   },
 };

@@ -10,6 +10,7 @@ import { startProxy, type Listen, type RunningProxy } from "../proxy/proxy.ts";
 import { str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, startAgent, usesControlPlane } from "./proxy-control.ts";
 import { durationFlag, parseListen } from "./flags.ts";
+import { serveUntilSignal } from "./serve-until-signal.ts";
 
 const DEFAULT_MAX_BODY = 1 << 30; // 1 GiB: bodies stream, so this bounds abuse, not memory
 
@@ -84,17 +85,7 @@ export const proxyCommand: CommandSpec = {
   ],
   async run(args, ctx) {
     const sidecar = await startProxyFromArgs(args, ctx);
-    const drained = new Promise<number>((resolve) => {
-      const stop = async (signal: string) => {
-        ctx.log.info({ signal }, "draining");
-        resolve((await sidecar.stop()) ? 0 : 1);
-      };
-      process.once("SIGTERM", () => void stop("SIGTERM"));
-      process.once("SIGINT", () => void stop("SIGINT"));
-    });
-    // The ready line comes after the handlers: a supervisor may send SIGTERM the moment it reads it.
-    ctx.out(JSON.stringify({ ready: true, identity: sidecar.identity, ...sidecar.proxy.ports }));
-    return drained;
+    return serveUntilSignal(ctx, { identity: sidecar.identity, ...sidecar.proxy.ports }, "draining", async () => ((await sidecar.stop()) ? 0 : 1));
   },
 };
 
