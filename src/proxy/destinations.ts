@@ -120,6 +120,7 @@ function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: Wo
     connectTimeoutMs: policy.timeouts.connect,
     idleTimeoutMs: policy.timeouts.idle,
     maxConnections: policy.circuitBreaker.maxConnections,
+    multiplex: policy.multiplex,
   });
   const endpoints = staticEndpoints(svc);
   const outlier = new OutlierDetector(systemClock, outlierConfig(policy));

@@ -19,6 +19,7 @@ describe("DestinationPolicy", () => {
       },
       circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRetries: 1024 },
       outlierDetection: { consecutiveFailures: 5, baseEjectionTime: 30000, maxEjectionTime: 300000, maxEjectionPercent: 50, interval: 10000 },
+      multiplex: true,
     });
     expect(defaultDestinationPolicy("payments")).toEqual(specOf(policy("  {}")) as never);
   });

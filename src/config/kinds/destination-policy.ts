@@ -121,6 +121,12 @@ export const DestinationPolicySpec = z
     retries: Retries,
     circuitBreaker: CircuitBreakerSpec,
     outlierDetection: OutlierDetectionSpec,
+    multiplex: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Requests to the service's mesh proxies share mutual-TLS connections as streams (mesh-mux/1, chosen in the TLS handshake; a peer without it gets plain connections); false gives each request in flight a connection of its own. Default true.",
+      ),
   })
   .superRefine((spec, ctx) => {
     const b = spec.retries?.backoff;

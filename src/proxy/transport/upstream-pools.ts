@@ -21,6 +21,8 @@ export interface PoolSettings {
   idleTimeoutMs: number;
   /** Per endpoint: further requests wait (and count as pending) until a connection frees. */
   maxConnections: number;
+  /** mTLS only: connections share sessions as mesh-mux/1 streams when the peer speaks it. */
+  multiplex: boolean;
 }
 
 export class UpstreamPools {
@@ -76,7 +78,7 @@ export class UpstreamPools {
   private poolFor(endpoint: Endpoint): Http1Pool {
     let pool = this.pools.get(endpoint.key);
     if (!pool) {
-      const { certs, verifyPeer, connectTimeoutMs, idleTimeoutMs, maxConnections } = this.settings;
+      const { certs, verifyPeer, connectTimeoutMs, idleTimeoutMs, maxConnections, multiplex } = this.settings;
       pool = new Http1Pool({
         host: endpoint.spec.address,
         port: endpoint.spec.port,
@@ -84,6 +86,7 @@ export class UpstreamPools {
         connectTimeoutMs,
         idleTimeoutMs,
         maxConnections,
+        multiplex,
       });
       this.pools.set(endpoint.key, pool);
     }

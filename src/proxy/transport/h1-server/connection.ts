@@ -1,12 +1,13 @@
 /**
- * One downstream HTTP/1.1 connection on a raw Bun socket (plain or TLS): requests are
+ * One downstream HTTP/1.1 connection on a raw Bun socket (plain or TLS) or a stream of a
+ * mesh-mux session (../mux): requests are
  * parsed strictly (../h1/request-parse.ts), one at a time in arrival order (pipelined
  * ones wait, with reading paused once a little is buffered), each handed to the handler
  * with a Responder and, when it has one, its body as a BodySource. Anything malformed is
  * answered with a 4xx and the connection closed: after a framing error nobody can say
  * where the next request starts.
  */
-import type { Socket } from "bun";
+import type { ByteSocket } from "../byte-socket.ts";
 import { RequestBodyError } from "../h1/errors.ts";
 import { findRequestHeadEnd, parseRequestHead, RequestHeadError, type RequestHead } from "../h1/request-parse.ts";
 import { DownstreamBody, type BodyReader } from "./request-body.ts";
@@ -37,8 +38,6 @@ export interface ConnectionLimits {
 const MAX_PIPELINED_BYTES = 64 * 1024;
 const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
 
-export type ServerSocket = Socket<ServerConnection>;
-
 export class ServerConnection implements ResponderHost, BodyReader {
   peer: string | undefined;
   /** Set once the connection is usable (after the TLS peer check, on mTLS). */
@@ -68,7 +67,7 @@ export class ServerConnection implements ResponderHost, BodyReader {
   private endWhenFlushed = false;
 
   constructor(
-    readonly socket: ServerSocket,
+    readonly socket: ByteSocket,
     private readonly handler: ConnectionHandler,
     private readonly limits: ConnectionLimits,
     private readonly onClosed: (conn: ServerConnection) => void,

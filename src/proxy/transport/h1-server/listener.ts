@@ -6,10 +6,22 @@
  * carries it. Rotation: Bun keeps a listener's TLS context for life, so a second
  * listener takes the same port (SO_REUSEPORT) before the first stops accepting; open
  * connections finish on the old certificate.
+ *
+ * An mTLS connection whose client chose mesh-mux/1 in ALPN (another mesh proxy) carries
+ * many HTTP/1.1 connections as streams (../mux); each is a ServerConnection with the
+ * identity the connection's handshake proved.
  */
-import type { TCPSocketListener } from "bun";
+import type { Socket, TCPSocketListener } from "bun";
 import { peerIdFromDer } from "../../peer-identity.ts";
-import { ServerConnection, type ConnectionHandler, type ConnectionLimits, type ServerSocket } from "./connection.ts";
+import { alpnWire, MUX_ALPN } from "../mux/frame.ts";
+import { MuxSession } from "../mux/session.ts";
+import type { MuxStream } from "../mux/stream.ts";
+import { ServerConnection, type ConnectionHandler, type ConnectionLimits } from "./connection.ts";
+
+const ALPN = alpnWire([MUX_ALPN, "http/1.1"]);
+
+/** What a listener socket's events go to: an HTTP/1.1 connection, or a mux session. */
+type SocketOwner = ServerConnection | MuxSession;
 
 export interface ListenerTls {
   cert: string;
@@ -35,8 +47,11 @@ export interface ListenerOptions {
 }
 
 export class H1Listener {
-  private listener: TCPSocketListener<ServerConnection | undefined> | undefined;
+  private listener: TCPSocketListener<SocketOwner | undefined> | undefined;
   private readonly conns = new Set<ServerConnection>();
+  private readonly sessions = new Set<MuxSession>();
+  /** The HTTP/1.1 connections that are streams of the sessions. */
+  private readonly streams = new Set<ServerConnection>();
   private tls: ListenerTls | undefined;
   private accepting = true;
   port = 0;
@@ -60,37 +75,40 @@ export class H1Listener {
     old.stop(false);
   }
 
+  /** TCP connections: HTTP/1.1 ones and mux sessions (a session stays open until its streams and its output are done). */
   get openConnections(): number {
-    return this.conns.size;
+    return this.conns.size + this.sessions.size;
   }
 
   /** Stops accepting; idle keep-alive connections close now, busy ones after their response. */
   stopAccepting(): void {
     this.accepting = false;
     this.listener?.stop(false);
-    for (const conn of this.conns) conn.close();
+    for (const session of this.sessions) session.goAway();
+    for (const conn of [...this.conns, ...this.streams]) conn.close();
   }
 
   /** Ends every connection now (after a drain deadline). */
   closeAll(): void {
     this.stopAccepting();
-    for (const conn of [...this.conns]) conn.shutdown(true);
+    for (const conn of [...this.conns, ...this.streams]) conn.shutdown(true);
+    for (const session of [...this.sessions]) session.destroy(new Error("the listener closed"));
     this.listener?.stop(true);
   }
 
-  private bind(port: number): TCPSocketListener<ServerConnection | undefined> {
+  private bind(port: number): TCPSocketListener<SocketOwner | undefined> {
     const tls = this.tls;
     const self = this;
     // reusePort is honoured by Bun.listen at run time, though its types omit it.
-    return Bun.listen<ServerConnection | undefined>(<Bun.TCPSocketListenOptions<ServerConnection | undefined>>{
+    return Bun.listen<SocketOwner | undefined>(<Bun.TCPSocketListenOptions<SocketOwner | undefined>>{
       hostname: this.opts.hostname,
       port,
       reusePort: tls !== undefined,
-      ...(tls ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true } } : {}),
+      ...(tls ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ALPN } } : {}),
       socket: {
         open(sock) {
           // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
-          const conn = new ServerConnection(sock as ServerSocket, self.opts.handler, self.opts.limits, (c) => self.conns.delete(c));
+          const conn = new ServerConnection(sock, self.opts.handler, self.opts.limits, (c) => self.conns.delete(c));
           sock.data = conn;
           self.conns.add(conn);
           sock.setNoDelay(true);
@@ -100,7 +118,7 @@ export class H1Listener {
         },
         handshake(sock, success, authError) {
           const conn = sock.data;
-          if (!conn || !tls) return;
+          if (!(conn instanceof ServerConnection) || !tls) return;
           if (!success) {
             self.opts.events.onRefused(authError?.message ?? "handshake failed");
             return conn.shutdown(false);
@@ -111,16 +129,43 @@ export class H1Listener {
             self.opts.events.onRefused(id.reason);
             return conn.shutdown(false);
           }
+          if (sock.alpnProtocol === MUX_ALPN) {
+            self.conns.delete(conn);
+            sock.data = self.openSession(sock, id.spiffeId);
+            return self.opts.events.onOpen();
+          }
           conn.peer = id.spiffeId;
           self.ready(conn);
         },
         data: (sock, chunk) => sock.data?.onData(chunk),
         drain: (sock) => sock.data?.onDrain(),
         timeout: (sock) => sock.data?.onTimeout(),
-        close: (sock) => sock.data?.onClose(),
-        error: (sock) => sock.data?.onClose(),
+        close: (sock, err) => sock.data?.onClose(err),
+        error: (sock, err) => sock.data?.onClose(err),
       },
     });
+  }
+
+  private openSession(sock: Socket<SocketOwner | undefined>, peer: string): MuxSession {
+    const session = new MuxSession(sock, "server", {
+      accept: (stream) => (this.accepting ? this.openStream(stream, peer) : undefined),
+      streamClosed: (s) => {
+        if (s.draining && s.streams.size === 0) s.close();
+      },
+      closed: (s) => this.sessions.delete(s),
+    });
+    session.idleTimeoutS = this.opts.limits.idleTimeoutS;
+    this.sessions.add(session);
+    if (!this.accepting) session.goAway();
+    return session;
+  }
+
+  private openStream(stream: MuxStream, peer: string): ServerConnection {
+    const conn = new ServerConnection(stream, this.opts.handler, this.opts.limits, (c) => this.streams.delete(c));
+    conn.peer = peer;
+    conn.ready = true;
+    this.streams.add(conn);
+    return conn;
   }
 
   private ready(conn: ServerConnection): void {

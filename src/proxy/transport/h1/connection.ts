@@ -1,5 +1,6 @@
 /**
- * One HTTP/1.1 connection on a raw Bun socket (TCP or TLS), carrying one exchange at a
+ * One HTTP/1.1 connection on a raw Bun socket (TCP or TLS) or on a stream of a mesh-mux
+ * session to another mesh proxy (../mux), carrying one exchange at a
  * time. It connects (TCP + TLS handshake + peer check, under one timeout), writes the
  * request head in one write and streams the body, parses the response head strictly and
  * hands head and body to the exchange's sink as they arrive. It tells its owner when it may carry another exchange
@@ -18,6 +19,10 @@ import { framingOf, type BodyFraming } from "./response-framing.ts";
 import { HeadReader, restOf } from "./head-reader.ts";
 import type { ResponseHead } from "./response-head.ts";
 import { handshakeVerdict, type VerifyPeer } from "./tls-verify.ts";
+import type { MuxConnector } from "../mux/connector.ts";
+import { StreamRefusedError } from "../mux/frame.ts";
+import type { StreamHandler } from "../mux/stream.ts";
+import type { ByteSocket } from "../byte-socket.ts";
 
 export interface ConnectionTls {
   /** Our certificate chain and key (PEM), presented to the server. */
@@ -37,6 +42,8 @@ export interface ConnectionOptions {
   tls?: ConnectionTls;
   /** Covers TCP connect, TLS handshake and the peer check. */
   connectTimeoutMs: number;
+  /** Connections become streams of shared TLS sessions when the server speaks mesh-mux/1 (../mux). */
+  mux?: MuxConnector;
 }
 
 export interface ConnectionOwner {
@@ -48,9 +55,7 @@ export interface ConnectionOwner {
   handshake(): void;
 }
 
-type Sock = Socket<H1Connection>;
-
-export class H1Connection {
+export class H1Connection implements StreamHandler {
   /** Exchanges completed; > 0 means the next one reuses the connection. */
   served = 0;
   /** performance.now() when it last became idle (set by the pool). */
@@ -58,7 +63,7 @@ export class H1Connection {
   /** Destroy instead of reuse once the current exchange is over (pool closing). */
   closeWhenDone = false;
 
-  private socket: Sock | undefined;
+  private socket: ByteSocket | undefined;
   private ex: Exchange | undefined;
   private isClosed = false;
   private connecting: { resolve(c: H1Connection): void; reject(e: Error): void; timer: Timer } | undefined;
@@ -83,6 +88,20 @@ export class H1Connection {
   }
 
   static connect(opts: ConnectionOptions, owner: ConnectionOwner): Promise<H1Connection> {
+    return opts.mux !== undefined ? H1Connection.connectStream(opts, owner, opts.mux) : H1Connection.connectSocket(opts, owner);
+  }
+
+  /** A stream of a mux session to the endpoint; a socket of its own when the endpoint does not speak mux. */
+  private static async connectStream(opts: ConnectionOptions, owner: ConnectionOwner, mux: MuxConnector): Promise<H1Connection> {
+    const session = await mux.session();
+    if (session === undefined) return H1Connection.connectSocket(opts, owner);
+    if (!session.hasRoom) throw new ConnectError(`the session to ${opts.host}:${opts.port} closed before a stream opened`, "reset");
+    const conn = new H1Connection(owner, opts);
+    conn.socket = session.openStream(conn);
+    return conn;
+  }
+
+  private static connectSocket(opts: ConnectionOptions, owner: ConnectionOwner): Promise<H1Connection> {
     const conn = new H1Connection(owner, opts);
     return new Promise<H1Connection>((resolve, reject) => {
       const timer = setTimeout(
@@ -199,7 +218,7 @@ export class H1Connection {
     return new Promise<boolean>((resolve) => (this.drainWaiter = resolve));
   }
 
-  private onDrain(): void {
+  onDrain(): void {
     const data = this.out;
     if (data === undefined) return;
     this.out = undefined;
@@ -212,7 +231,7 @@ export class H1Connection {
 
   // ---- response side ----
 
-  private onData(chunk: Buffer): void {
+  onData(chunk: Buffer): void {
     const ex = this.ex;
     if (ex === undefined) {
       // Bytes nobody asked for: whatever they are, the next response could not be trusted.
@@ -331,7 +350,7 @@ export class H1Connection {
 
   // ---- lifecycle ----
 
-  private onOpen(sock: Sock): void {
+  private onOpen(sock: Socket<H1Connection>): void {
     if (this.connecting === undefined) {
       // The connect already timed out; the socket arrived late.
       sock.terminate();
@@ -342,7 +361,7 @@ export class H1Connection {
     if (this.opts.tls === undefined) this.connected();
   }
 
-  private onHandshake(sock: Sock, authError: Error | null): void {
+  private onHandshake(sock: Socket<H1Connection>, authError: Error | null): void {
     const refused = handshakeVerdict(sock, authError, this.opts.tls!.verifyPeer);
     if (this.connecting === undefined) {
       // A later handshake (TLS 1.2 renegotiation) must pass the same checks; a
@@ -376,7 +395,10 @@ export class H1Connection {
     c.reject(err);
   }
 
-  private onClose(err: Error | undefined): void {
+  /** Client connections set no idle timer: the pool retires idle ones. */
+  onTimeout(): void {}
+
+  onClose(err?: Error): void {
     if (this.connecting !== undefined) {
       const why = err?.message ?? this.lastError?.message ?? "closed by the server";
       this.failConnect(new ConnectError(`connection to ${this.opts.host}:${this.opts.port} failed ${this.opts.tls ? "during the TLS handshake" : "while connecting"}: ${why}`, this.opts.tls ? "tls" : "reset"));
@@ -433,6 +455,8 @@ export class H1Connection {
 
   private resetError(ex: Exchange): Error {
     const err = this.lastError;
+    // The server refused the stream unread (draining, or full): as safe to resend as a failed connect.
+    if (err instanceof StreamRefusedError) return new ConnectError(`${this.opts.host}:${this.opts.port} refused the stream: ${err.message}`, "refused", { cause: err });
     // A TLS alert before any response byte: the server refused the session (e.g. our
     // certificate) and processed nothing, whatever we wrote into it.
     if (ex.received === 0 && (err as { code?: unknown } | undefined)?.code === "EPROTO")

@@ -19,6 +19,7 @@
 import type { AbortLike } from "./abort.ts";
 import { H1Connection, type ConnectionOptions, type ConnectionOwner, type ConnectionTls } from "./connection.ts";
 import { AbortedError, ConnectError, ResetError, TimeoutError } from "./errors.ts";
+import { MuxConnector } from "../mux/connector.ts";
 import { prepareRequest, type PreparedRequest } from "./request-head.ts";
 import type { RequestBody } from "./request-body.ts";
 import type { BodyFlow } from "./response-body.ts";
@@ -35,6 +36,8 @@ export interface PoolOptions {
   idleTimeoutMs: number;
   /** Open connections (connecting, busy, idle) at most; further requests wait. Default: no limit. */
   maxConnections?: number;
+  /** With tls: connections are streams of shared sessions when the server speaks mesh-mux/1 (../mux). */
+  multiplex?: boolean;
 }
 
 export interface PoolRequest {
@@ -86,6 +89,7 @@ export class Http1Pool implements ConnectionOwner {
   private sweeper: Timer | undefined;
   private readonly max: number;
   private readonly connOpts: ConnectionOptions;
+  private readonly mux: MuxConnector | undefined;
   private readonly defaultHost: string;
 
   constructor(private readonly options: PoolOptions) {
@@ -93,7 +97,9 @@ export class Http1Pool implements ConnectionOwner {
     if (options.tls && !options.tls.ca.includes("-----BEGIN CERTIFICATE-----")) throw new TypeError("tls.ca must hold the trust bundle (PEM certificates)");
     if (!(options.connectTimeoutMs > 0) || !(options.idleTimeoutMs > 0)) throw new TypeError("connectTimeoutMs and idleTimeoutMs must be positive");
     this.max = options.maxConnections ?? Infinity;
-    this.connOpts = { host: options.host, port: options.port, tls: options.tls, connectTimeoutMs: options.connectTimeoutMs };
+    const { host, port, tls, connectTimeoutMs, idleTimeoutMs } = options;
+    this.mux = tls && options.multiplex ? new MuxConnector({ host, port, tls, connectTimeoutMs, idleTimeoutMs, onHandshake: () => this.handshake() }) : undefined;
+    this.connOpts = { host, port, tls, connectTimeoutMs, ...(this.mux ? { mux: this.mux } : {}) };
     this.defaultHost = options.host.includes(":") ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`;
   }
 
@@ -151,6 +157,7 @@ export class Http1Pool implements ConnectionOwner {
       detachWaiter(w);
       w.reject(new ConnectError("the connection pool is closed", "closed"));
     }
+    this.mux?.close();
   }
 
   /** Requests waiting for a connection; cheaper than `stats` on the request path. */

@@ -1,0 +1,15 @@
+/** What the HTTP/1.1 code drives a connection through: a Bun socket, or a mux stream (./mux). */
+export interface ByteSocket {
+  /** Bytes taken (all, some, or 0 until the drain event); negative once closed. */
+  write(data: string | Uint8Array, byteOffset?: number, byteLength?: number): number;
+  pause(): void;
+  resume(): void;
+  /** Closes gracefully, after what was written. */
+  end(): unknown;
+  /** Drops the connection (a reset). */
+  terminate(): void;
+  /** The idle event fires after this many seconds without a byte read. */
+  timeout(seconds: number): void;
+  /** 1 while usable. */
+  readonly readyState: number;
+}

@@ -1,0 +1,115 @@
+/**
+ * One stream of a mux session, shaped like the Bun socket the HTTP/1.1 code already
+ * drives (write/pause/resume/end/terminate/readyState), so a stream is a connection to
+ * it. Reading paused holds what arrives (at most the stream's window, which the peer
+ * must respect) and credits the peer only for bytes handed on.
+ */
+import { STREAM_WINDOW } from "./frame.ts";
+import type { MuxSession } from "./session.ts";
+
+/** Events of a byte connection, as ServerConnection and H1Connection take them. */
+export interface StreamHandler {
+  onData(chunk: Buffer): void;
+  onDrain(): void;
+  /** The peer closed (FIN: no error) or dropped (RESET, or the session died: an error) the stream. */
+  onClose(err?: Error): void;
+  onTimeout(): void;
+}
+
+export class MuxStream {
+  handler: StreamHandler | undefined;
+  /** Bytes we may still send before the peer credits more. */
+  sendWindow = STREAM_WINDOW;
+  /** Bytes the peer may still send us. */
+  recvWindow = STREAM_WINDOW;
+  /** A write came up short: the handler hears onDrain when there is room again. */
+  wantsDrain = false;
+  open = true;
+  private paused = false;
+  /** Bytes handed on but not yet credited back to the peer. */
+  private uncredited = 0;
+  /** Held while paused. */
+  private inbox: Buffer[] | undefined;
+  /** The peer's FIN came while bytes were held: it is passed on after them. */
+  private finHeld = false;
+
+  constructor(
+    readonly session: MuxSession,
+    readonly id: number,
+  ) {}
+
+  /** Bun's: 1 usable, 0 closed. */
+  get readyState(): 0 | 1 {
+    return this.open ? 1 : 0;
+  }
+
+  /** Bytes taken (all, some, or 0 until onDrain); -1 once closed. Strings are latin1 heads. */
+  write(data: string | Uint8Array, offset = 0, length?: number): number {
+    if (!this.open) return -1;
+    const len = length ?? (typeof data === "string" ? data.length : data.byteLength - offset);
+    return this.session.send(this, data, offset, len);
+  }
+
+  /** Closes gracefully: what was written goes first, then FIN. */
+  end(): void {
+    if (!this.open) return;
+    this.open = false;
+    this.session.finish(this, false);
+  }
+
+  /** Drops the stream: the peer must not take what it got for complete. */
+  terminate(): void {
+    if (!this.open) return;
+    this.open = false;
+    this.session.finish(this, true);
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    const held = this.inbox;
+    this.inbox = undefined;
+    if (held !== undefined) for (const chunk of held) this.received(chunk);
+    if (this.inbox === undefined && this.finHeld) {
+      this.finHeld = false;
+      this.closedByPeer(undefined);
+    }
+  }
+
+  /** The session's idle timer covers streams (see MuxSession.onTimeout). */
+  timeout(_seconds: number): void {}
+
+  setNoDelay(_on: boolean): void {}
+
+  // ---- from the session ----
+
+  received(chunk: Buffer): void {
+    if (this.paused || this.inbox !== undefined) {
+      (this.inbox ??= []).push(chunk);
+      return;
+    }
+    this.handler?.onData(chunk);
+    this.uncredited += chunk.byteLength;
+    // Crediting in halves of the window: one WINDOW frame per 64 KiB taken, not per read.
+    if (this.uncredited >= STREAM_WINDOW / 2 && this.open) {
+      this.session.credit(this, this.uncredited);
+      this.uncredited = 0;
+    }
+  }
+
+  /** FIN (err undefined) or RESET from the peer, or the session's end; after what is held. */
+  closedByPeer(err: Error | undefined): void {
+    if (!this.open) return;
+    if (err === undefined && this.inbox !== undefined) {
+      this.finHeld = true;
+      return;
+    }
+    this.open = false;
+    this.inbox = undefined;
+    this.handler?.onClose(err);
+  }
+}
