@@ -93,11 +93,10 @@ export class H1Connection implements StreamHandler {
 
   /** A stream of a mux session to the endpoint; a socket of its own when the endpoint does not speak mux. */
   private static async connectStream(opts: ConnectionOptions, owner: ConnectionOwner, mux: MuxConnector): Promise<H1Connection> {
-    const session = await mux.session();
-    if (session === undefined) return H1Connection.connectSocket(opts, owner);
-    if (!session.hasRoom) throw new ConnectError(`the session to ${opts.host}:${opts.port} closed before a stream opened`, "reset");
     const conn = new H1Connection(owner, opts);
-    conn.socket = session.openStream(conn);
+    const stream = await mux.open(conn);
+    if (stream === undefined) return H1Connection.connectSocket(opts, owner);
+    conn.socket = stream;
     return conn;
   }
 

@@ -10,6 +10,7 @@ import { ConnectError, connectErrorOf } from "../h1/errors.ts";
 import { handshakeVerdict, type VerifyPeer } from "../h1/tls-verify.ts";
 import { alpnWire, MAX_STREAMS, MUX_ALPN } from "./frame.ts";
 import { MuxSession } from "./session.ts";
+import type { MuxStream, StreamHandler } from "./stream.ts";
 
 export interface MuxConnectorOptions {
   host: string;
@@ -50,13 +51,24 @@ export class MuxConnector {
   constructor(private readonly opts: MuxConnectorOptions) {}
 
   /**
-   * A session with room for one more stream, or undefined when the endpoint speaks only
-   * HTTP/1.1. Open the stream at once: room is not reserved across turns of the loop.
+   * A new stream for `handler`, on a session with room (opened if need be); undefined
+   * when the endpoint speaks only HTTP/1.1 and the caller should connect plainly.
    */
-  async session(): Promise<MuxSession | undefined> {
-    for (const s of this.sessions) if (s.hasRoom) return s;
-    if (performance.now() < this.plainUntil) return undefined;
-    if (this.isClosed) throw new ConnectError("the connection pool is closed", "closed");
+  async open(handler: StreamHandler): Promise<MuxStream | undefined> {
+    // Sessions fill while we wait for one: look again after each wait, a few times at most.
+    for (let tries = 0; tries < 3; tries++) {
+      for (const s of this.sessions) if (s.hasRoom) return s.openStream(handler);
+      const session = await this.nextSession();
+      if (session === undefined) return undefined;
+      if (session.hasRoom) return session.openStream(handler);
+    }
+    throw new ConnectError(`no session to ${this.opts.host}:${this.opts.port} had room for a stream`, "reset");
+  }
+
+  /** The session being opened, or a new one: each is promised to at most MAX_STREAMS callers. */
+  private nextSession(): Promise<MuxSession | undefined> {
+    if (performance.now() < this.plainUntil) return Promise.resolve(undefined);
+    if (this.isClosed) return Promise.reject(new ConnectError("the connection pool is closed", "closed"));
     if (this.opening === undefined || this.promised >= MAX_STREAMS) {
       const opening = this.connect();
       this.opening = opening;

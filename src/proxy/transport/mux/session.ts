@@ -48,6 +48,12 @@ export interface SessionEvents {
 /** Output bytes above which streams wait for the socket (their write returns short). */
 const HIGH_WATER = 256 * 1024;
 const INITIAL_OUTPUT = 16 * 1024;
+/**
+ * Control frames (WINDOW, FIN, RESET) are queued whatever the room, and a peer can cause
+ * them (a RESET for every stream it opens past the limit) without reading: past this,
+ * it is not a peer that reads what it asks for, and the session ends.
+ */
+const OUTPUT_LIMIT = HIGH_WATER + 1024 * 1024;
 const LAST_STREAM_ID = 0xffff_ffff;
 
 export class MuxSession {
@@ -66,6 +72,7 @@ export class MuxSession {
   /** Unsent output: out[outAt..outEnd). */
   private outAt = 0;
   private outEnd = 0;
+  /** A flush is queued for the end of this turn of the event loop. */
   private flushQueued = false;
   /** The socket took less than offered; its drain continues. */
   private blocked = false;
@@ -247,6 +254,7 @@ export class MuxSession {
   }
 
   private frame(type: number, id: number, value: number): void {
+    if (this.outEnd - this.outAt > OUTPUT_LIMIT) return this.fail("the peer does not read what it is sent");
     this.header(type, id, value);
     this.schedule();
   }
@@ -276,6 +284,11 @@ export class MuxSession {
     this.outEnd = used;
   }
 
+  /**
+   * Output waits for the end of the loop's turn, so what every stream wrote in it leaves
+   * in one write. Writing the turn's first frame at once instead measured no better at
+   * one connection and 2% worse at 32.
+   */
   private schedule(): void {
     if (this.flushQueued || this.blocked) return;
     this.flushQueued = true;
