@@ -14,6 +14,7 @@ import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
 import { RelaySink, type RelayOwner } from "./relay-sink.ts";
 import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
+import type { AbortLike, AbortListener } from "./transport/h1/abort.ts";
 import { prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
@@ -50,18 +51,31 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
         return res.respond(e.status, e.headers, e.body);
       }
       const relay = new InboundRelay(res, peer, deps, recorder);
-      deps.pool.dispatch(prepared, req.body, relay.sink);
+      deps.pool.dispatch(prepared, req.body, relay.sink, relay);
     },
   };
 }
 
+/** The status recorded for a request whose caller left before its response head. */
+const CLIENT_CLOSED = 499;
+
 /** The identity line a caller's requests carry; callers are few, requests many. */
 const identityLine = boundedMemo(1024, (caller: string) => `${CLIENT_ID_HEADER}: ${caller}\r\n`);
 
-/** One relayed request to the local service, and how its relay ends (RelayOwner): one object per request. */
-class InboundRelay implements RelayOwner {
+/**
+ * One relayed request to the local service, and how its relay ends (RelayOwner): one
+ * object per request. It is also the request's abort signal: a caller that leaves before
+ * the response head (its connection or stream closed) cancels the service's request, so
+ * work nobody waits for stops, and a caller cannot keep more requests running than it
+ * holds connections or streams open. After the head, RelaySink handles a leaving caller.
+ */
+class InboundRelay implements RelayOwner, AbortLike {
   readonly sink: RelaySink;
+  aborted = false;
+  reason: unknown = undefined;
   private readonly started = performance.now();
+  /** The exchange in flight: the one listener. */
+  private listener: AbortListener | undefined;
 
   constructor(
     private readonly res: Responder,
@@ -70,10 +84,33 @@ class InboundRelay implements RelayOwner {
     private readonly recorder: RequestRecorder,
   ) {
     this.sink = new RelaySink(res, this);
+    res.onGone = this;
     deps.tracker.start();
   }
 
+  addEventListener(_type: "abort", listener: AbortListener): void {
+    this.listener = listener;
+  }
+
+  removeEventListener(_type: "abort", listener: AbortListener): void {
+    if (this.listener === listener) this.listener = undefined;
+  }
+
+  /** The caller left before the response head. */
+  responseGone(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = new DOMException("the caller closed its connection before the response", "AbortError");
+    const listener = this.listener;
+    this.listener = undefined;
+    if (listener === undefined) return;
+    if (typeof listener === "function") listener();
+    else listener.handleEvent();
+  }
+
   relayFailedEarly(err: Error): void {
+    // Nobody to answer: counted as nginx logs it, 499 (client closed request), not as the service's failure.
+    if (this.aborted) return this.finish(CLIENT_CLOSED, 0);
     this.deps.health?.onResult(false);
     const e = errorParts(proxyFailureOf(err), `local service ${this.deps.origin}: ${err.message}`);
     this.res.respond(e.status, e.headers, e.body);
