@@ -19,6 +19,8 @@ import type { MuxStream } from "../mux/stream.ts";
 import { ServerConnection, type ConnectionHandler, type ConnectionLimits } from "./connection.ts";
 
 const ALPN = alpnWire([MUX_ALPN, "http/1.1"]);
+/** How long a draining listener still takes streams a client opened before it heard GOAWAY. */
+const GOAWAY_GRACE_MS = 1000;
 
 /** What a listener socket's events go to: an HTTP/1.1 connection, or a mux session. */
 type SocketOwner = ServerConnection | MuxSession;
@@ -54,6 +56,9 @@ export class H1Listener {
   private readonly streams = new Set<ServerConnection>();
   private tls: ListenerTls | undefined;
   private accepting = true;
+  /** After stopAccepting: the grace for streams opened before GOAWAY was heard. */
+  private grace: Timer | undefined;
+  private graceOver = false;
   port = 0;
 
   constructor(private readonly opts: ListenerOptions) {
@@ -80,17 +85,31 @@ export class H1Listener {
     return this.conns.size + this.sessions.size;
   }
 
-  /** Stops accepting; idle keep-alive connections close now, busy ones after their response. */
+  /**
+   * Stops accepting; idle keep-alive connections close now, busy ones after their
+   * response. Mux sessions hear GOAWAY now, and streams their client opened before it
+   * heard are still served for a grace period; then their streams close like connections.
+   */
   stopAccepting(): void {
+    if (!this.accepting) return;
     this.accepting = false;
     this.listener?.stop(false);
     for (const session of this.sessions) session.goAway();
-    for (const conn of [...this.conns, ...this.streams]) conn.close();
+    for (const conn of [...this.conns]) conn.close();
+    this.grace = setTimeout(() => this.endGrace(), GOAWAY_GRACE_MS);
+  }
+
+  private endGrace(): void {
+    this.grace = undefined;
+    this.graceOver = true;
+    for (const session of [...this.sessions]) session.refuseStreams();
+    for (const conn of [...this.streams]) conn.close();
   }
 
   /** Ends every connection now (after a drain deadline). */
   closeAll(): void {
     this.stopAccepting();
+    clearTimeout(this.grace);
     for (const conn of [...this.conns, ...this.streams]) conn.shutdown(true);
     for (const session of [...this.sessions]) session.destroy(new Error("the listener closed"));
     this.listener?.stop(true);
@@ -148,15 +167,13 @@ export class H1Listener {
 
   private openSession(sock: Socket<SocketOwner | undefined>, peer: string): MuxSession {
     const session = new MuxSession(sock, "server", {
-      accept: (stream) => (this.accepting ? this.openStream(stream, peer) : undefined),
-      streamClosed: (s) => {
-        if (s.draining && s.streams.size === 0) s.close();
-      },
+      accept: (stream) => this.openStream(stream, peer),
       closed: (s) => this.sessions.delete(s),
     });
     session.idleTimeoutS = this.opts.limits.idleTimeoutS;
     this.sessions.add(session);
-    if (!this.accepting) session.goAway();
+    if (this.graceOver) session.refuseStreams();
+    else if (!this.accepting) session.goAway();
     return session;
   }
 

@@ -454,8 +454,10 @@ export class H1Connection implements StreamHandler {
 
   private resetError(ex: Exchange): Error {
     const err = this.lastError;
-    // The server refused the stream unread (draining, or full): as safe to resend as a failed connect.
-    if (err instanceof StreamRefusedError) return new ConnectError(`${this.opts.host}:${this.opts.port} refused the stream: ${err.message}`, "refused", { cause: err });
+    // The server refused the stream unread (draining, or full): as safe to resend as a failed
+    // connect, unless its body went into it: that copy is gone, so it cannot be sent again.
+    if (err instanceof StreamRefusedError && ex.req.framing.kind === "none")
+      return new ConnectError(`${this.opts.host}:${this.opts.port} refused the stream: ${err.message}`, "refused", { cause: err });
     // A TLS alert before any response byte: the server refused the session (e.g. our
     // certificate) and processed nothing, whatever we wrote into it.
     if (ex.received === 0 && (err as { code?: unknown } | undefined)?.code === "EPROTO")

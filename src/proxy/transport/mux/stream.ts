@@ -31,16 +31,16 @@ export class MuxStream {
   /** Held while paused. */
   private inbox: Buffer[] | undefined;
   /** The peer's FIN came while bytes were held: it is passed on after them. */
-  private finHeld = false;
+  finHeld = false;
 
   constructor(
     readonly session: MuxSession,
     readonly id: number,
   ) {}
 
-  /** Bun's: 1 usable, 0 closed. */
+  /** Bun's: 1 usable, 0 closed. A client's stream on a session that heard GOAWAY takes no new request. */
   get readyState(): 0 | 1 {
-    return this.open ? 1 : 0;
+    return this.open && !(this.session.draining && this.session.role === "client") ? 1 : 0;
   }
 
   /** Bytes taken (all, some, or 0 until onDrain); -1 once closed. Strings are latin1 heads. */
@@ -77,6 +77,7 @@ export class MuxStream {
     if (this.inbox === undefined && this.finHeld) {
       this.finHeld = false;
       this.closedByPeer(undefined);
+      this.session.forget(this);
     }
   }
 
@@ -101,15 +102,20 @@ export class MuxStream {
     }
   }
 
-  /** FIN (err undefined) or RESET from the peer, or the session's end; after what is held. */
-  closedByPeer(err: Error | undefined): void {
-    if (!this.open) return;
+  /**
+   * FIN (err undefined) or RESET from the peer, or the session's end. A FIN waits behind
+   * held bytes (false: not closed yet; the stream still counts against the session's
+   * limit, and tells it when it is done).
+   */
+  closedByPeer(err: Error | undefined): boolean {
+    if (!this.open) return true;
     if (err === undefined && this.inbox !== undefined) {
       this.finHeld = true;
-      return;
+      return false;
     }
     this.open = false;
     this.inbox = undefined;
     this.handler?.onClose(err);
+    return true;
   }
 }
