@@ -15,7 +15,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import { peerIdFromDer } from "../../peer-identity.ts";
 import { alpnWire, MUX_ALPN } from "../mux/frame.ts";
 import { MuxSession } from "../mux/session.ts";
-import type { MuxStream } from "../mux/stream.ts";
+import { MuxStream } from "../mux/stream.ts";
 import { ServerConnection, type ConnectionHandler, type ConnectionLimits } from "./connection.ts";
 
 const ALPN = alpnWire([MUX_ALPN, "http/1.1"]);
@@ -56,9 +56,8 @@ export class H1Listener {
   private readonly streams = new Set<ServerConnection>();
   private tls: ListenerTls | undefined;
   private accepting = true;
-  /** After stopAccepting: the grace for streams opened before GOAWAY was heard. */
-  private grace: Timer | undefined;
-  private graceOver = false;
+  /** Sessions told GOAWAY, until their grace for streams opened before it was heard ends. */
+  private readonly graces = new Set<Timer>();
   port = 0;
 
   constructor(private readonly opts: ListenerOptions) {
@@ -71,13 +70,18 @@ export class H1Listener {
     return this.port;
   }
 
-  /** New certificate and bundle for new connections; open ones finish on the old. */
+  /**
+   * New certificate and bundle for new connections; open ones finish on the old. Mux
+   * sessions are asked to move (GOAWAY): under steady traffic one would never end, and
+   * would outlive the certificate it was opened with.
+   */
   rotate(tls: ListenerTls): void {
     if (!this.listener) throw new Error("rotate() before listen()");
     this.tls = tls;
     const old = this.listener;
     this.listener = this.bind(this.port);
     old.stop(false);
+    this.retire([...this.sessions]);
   }
 
   /** TCP connections: HTTP/1.1 ones and mux sessions (a session stays open until its streams and its output are done). */
@@ -87,29 +91,36 @@ export class H1Listener {
 
   /**
    * Stops accepting; idle keep-alive connections close now, busy ones after their
-   * response. Mux sessions hear GOAWAY now, and streams their client opened before it
-   * heard are still served for a grace period; then their streams close like connections.
+   * response. Mux sessions are retired (see retire()).
    */
   stopAccepting(): void {
     if (!this.accepting) return;
     this.accepting = false;
     this.listener?.stop(false);
-    for (const session of this.sessions) session.goAway();
     for (const conn of [...this.conns]) conn.close();
-    this.grace = setTimeout(() => this.endGrace(), GOAWAY_GRACE_MS);
+    this.retire([...this.sessions]);
   }
 
-  private endGrace(): void {
-    this.grace = undefined;
-    this.graceOver = true;
-    for (const session of [...this.sessions]) session.refuseStreams();
-    for (const conn of [...this.streams]) conn.close();
+  /**
+   * GOAWAY now; streams the client opened before it heard are still served for a grace
+   * period; then new streams are refused and the sessions' streams close like
+   * connections (idle ones now, busy ones after their response), and so do the sessions.
+   */
+  private retire(sessions: MuxSession[]): void {
+    if (sessions.length === 0) return;
+    for (const session of sessions) session.goAway();
+    const grace = setTimeout(() => {
+      this.graces.delete(grace);
+      for (const session of sessions) session.refuseStreams();
+      for (const conn of [...this.streams]) if (conn.socket instanceof MuxStream && sessions.includes(conn.socket.session)) conn.close();
+    }, GOAWAY_GRACE_MS);
+    this.graces.add(grace);
   }
-
   /** Ends every connection now (after a drain deadline). */
   closeAll(): void {
     this.stopAccepting();
-    clearTimeout(this.grace);
+    for (const grace of this.graces) clearTimeout(grace);
+    this.graces.clear();
     for (const conn of [...this.conns, ...this.streams]) conn.shutdown(true);
     for (const session of [...this.sessions]) session.destroy(new Error("the listener closed"));
     this.listener?.stop(true);
@@ -172,8 +183,7 @@ export class H1Listener {
     });
     session.idleTimeoutS = this.opts.limits.idleTimeoutS;
     this.sessions.add(session);
-    if (this.graceOver) session.refuseStreams();
-    else if (!this.accepting) session.goAway();
+    if (!this.accepting) this.retire([session]);
     return session;
   }
 
