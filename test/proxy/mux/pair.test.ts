@@ -494,24 +494,29 @@ interface PlainConn {
   buf: string;
 }
 
+/** TLS of a test server posing as payments: its certificate from the fixture's CA, client certificates required. */
+function paymentsServerTls(alpnProtocols?: Buffer) {
+  const dir = join(fx.tmp.path, "certs", "payments");
+  return {
+    cert: readFileSync(join(dir, "chain.pem"), "utf8"),
+    key: readFileSync(join(dir, "key.pem"), "utf8"),
+    ca: readFileSync(join(dir, "bundle.pem"), "utf8"),
+    requestCert: true,
+    rejectUnauthorized: true,
+    ...(alpnProtocols ? { ALPNProtocols: alpnProtocols } : {}),
+  };
+}
+
 /**
  * A minimal mTLS HTTP/1.1 server that is not a mesh proxy: payments' SPIFFE certificate
  * from the fixture's CA, client certificates required, no mesh-mux/1 (ALPN as given).
  */
 function plainServer(alpnProtocols?: Buffer): PlainServer {
-  const dir = join(fx.tmp.path, "certs", "payments");
   const srv: PlainServer = { listener: undefined as never, port: 0, conns: [], requests: 0 };
   srv.listener = Bun.listen<PlainConn>({
     hostname: "127.0.0.1",
     port: 0,
-    tls: {
-      cert: readFileSync(join(dir, "chain.pem"), "utf8"),
-      key: readFileSync(join(dir, "key.pem"), "utf8"),
-      ca: readFileSync(join(dir, "bundle.pem"), "utf8"),
-      requestCert: true,
-      rejectUnauthorized: true,
-      ...(alpnProtocols ? { ALPNProtocols: alpnProtocols } : {}),
-    },
+    tls: paymentsServerTls(alpnProtocols),
     socket: {
       open(s) {
         s.data = { info: { alpn: null, first: "", peer: undefined }, buf: "" };
@@ -620,7 +625,6 @@ function muxFrame(type: number, id: number, value: number, flags = 0): Buffer {
 
 /** A mesh-mux/1 server written from the protocol description alone, presenting payments' identity. */
 function fakeMux(behave: FakeBehaviour = {}): FakeMux {
-  const dir = join(fx.tmp.path, "certs", "payments");
   const fake: FakeMux = { listener: undefined as never, port: 0, conns: [], refused: [], served: [] };
   const respond = (c: FakeConn, id: number, req: Buffer) => {
     const text = req.toString("latin1");
@@ -675,14 +679,7 @@ function fakeMux(behave: FakeBehaviour = {}): FakeMux {
   fake.listener = Bun.listen<FakeConn>({
     hostname: "127.0.0.1",
     port: 0,
-    tls: {
-      cert: readFileSync(join(dir, "chain.pem"), "utf8"),
-      key: readFileSync(join(dir, "key.pem"), "utf8"),
-      ca: readFileSync(join(dir, "bundle.pem"), "utf8"),
-      requestCert: true,
-      rejectUnauthorized: true,
-      ALPNProtocols: Buffer.from("\x0amesh-mux/1", "latin1"),
-    },
+    tls: paymentsServerTls(Buffer.from("\x0amesh-mux/1", "latin1")),
     socket: {
       open(sock) {
         sock.data = { index: fake.conns.length, sock, inbuf: Buffer.alloc(0), streams: new Map(), highest: 0, served: 0, gone: false };
