@@ -92,7 +92,10 @@ test("rotation: the session in use hears GOAWAY, requests go on a new session se
     }
   };
   const workers = Array.from({ length: 8 }, (_, w) => worker(w));
-  await Bun.sleep(300);
+  // Rotate once traffic flows and requests are in flight.
+  const start = Date.now();
+  while ((results.length < 20 || inflight === 0) && Date.now() - start < 3000) await Bun.sleep(5);
+  expect(results.filter((r) => r !== `200 hi ${ORDERS}`)).toEqual([]);
   expect(inflight).toBeGreaterThan(0);
   listener.rotate(tlsOf(paymentsNew));
   rotated = true;
