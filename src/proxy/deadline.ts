@@ -4,8 +4,9 @@
  * body that is legitimately still streaming. A zero timeout means none.
  *
  * It is its own abort signal (AbortLike): a listener list per request, not an
- * AbortController with event dispatch, on the hot path of every outbound call. And it
- * arms no timer of its own: every deadline of the same length joins one DeadlineQueue
+ * AbortController with event dispatch, on the hot path of every outbound call; it also
+ * fires when the caller leaves before the response head (cancel()). And it arms no timer
+ * of its own: every deadline of the same length joins one DeadlineQueue
  * (deadline-queue.ts), whose single timer serves them all.
  */
 import type { AbortLike, AbortListener } from "./transport/h1/abort.ts";
@@ -30,10 +31,6 @@ export class Deadline implements AbortLike {
     this.queue.add(this);
   }
 
-  /** Undefined without a timeout: nothing to listen to. */
-  get signal(): AbortLike | undefined {
-    return this.queue === undefined ? undefined : this;
-  }
 
   addEventListener(_type: "abort", listener: AbortListener): void {
     if (this.listener === undefined) this.listener = listener;
@@ -55,8 +52,20 @@ export class Deadline implements AbortLike {
 
   /** Called by the queue once `due` has passed. */
   expire(): void {
-    this.expired = this.aborted = true;
-    this.reason = new DOMException(`no response within ${this.ms} ms`, "TimeoutError");
+    this.expired = true;
+    this.abort(new DOMException(`no response within ${this.ms} ms`, "TimeoutError"));
+  }
+
+  /** The caller went away: what is in flight is aborted now, with an AbortError. */
+  cancel(): void {
+    if (this.aborted) return;
+    if (!this.expired) this.queue?.remove(this);
+    this.abort(new DOMException("the caller closed its connection before the response", "AbortError"));
+  }
+
+  private abort(reason: DOMException): void {
+    this.aborted = true;
+    this.reason = reason;
     const first = this.listener;
     const more = this.more;
     this.listener = this.more = undefined;

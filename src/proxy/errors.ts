@@ -23,6 +23,12 @@ const STATUS: Record<ProxyFailure, number> = {
   "bad-request": 400,
 };
 
+/**
+ * Recorded (never sent) for a request whose caller left before its response head: nginx's
+ * "client closed request", so metrics do not count it against the service.
+ */
+export const CLIENT_CLOSED_STATUS = 499;
+
 export interface ErrorParts {
   status: number;
   headers: Record<string, string>;

@@ -7,7 +7,7 @@
  * inbound.ts, which carries them.
  */
 import { boundedMemo } from "../core/bounded-memo.ts";
-import { errorParts } from "./errors.ts";
+import { CLIENT_CLOSED_STATUS, errorParts } from "./errors.ts";
 import { CLIENT_ID_HEADER, RELAY_SKIP } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
@@ -55,9 +55,6 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     },
   };
 }
-
-/** The status recorded for a request whose caller left before its response head. */
-const CLIENT_CLOSED = 499;
 
 /** The identity line a caller's requests carry; callers are few, requests many. */
 const identityLine = boundedMemo(1024, (caller: string) => `${CLIENT_ID_HEADER}: ${caller}\r\n`);
@@ -109,8 +106,8 @@ class InboundRelay implements RelayOwner, AbortLike {
   }
 
   relayFailedEarly(err: Error): void {
-    // Nobody to answer: counted as nginx logs it, 499 (client closed request), not as the service's failure.
-    if (this.aborted) return this.finish(CLIENT_CLOSED, 0);
+    // Nobody to answer, and not the service's failure.
+    if (this.aborted) return this.finish(CLIENT_CLOSED_STATUS, 0);
     this.deps.health?.onResult(false);
     const e = errorParts(proxyFailureOf(err), `local service ${this.deps.origin}: ${err.message}`);
     this.res.respond(e.status, e.headers, e.body);

@@ -37,6 +37,14 @@ export interface CallOutcome {
   /** The response is kept: return where it goes; its head follows at once. */
   respond(status: number): ResponseSink;
   failed(error: ErrorParts): void;
+  /** The caller left before the response head; the call stopped. */
+  abandoned(): void;
+}
+
+/** What the caller's side can do to a call in progress. */
+export interface CallHandle {
+  /** The caller left before the response head: abort the try in flight, start no other. */
+  cancel(): void;
 }
 
 type FailureOutcome = Exclude<AttemptOutcome["kind"], "status" | "response-started">;
@@ -62,16 +70,19 @@ function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoint | und
   return dest.balancer.pick(healthy, ctx);
 }
 
-export function callDestination(dest: Destination, req: OutboundRequest, ctx: PickContext, metrics: ProxyMetrics, outcome: CallOutcome): void {
+/** Undefined when the call was refused at once (its outcome already heard). */
+export function callDestination(dest: Destination, req: OutboundRequest, ctx: PickContext, metrics: ProxyMetrics, outcome: CallOutcome): CallHandle | undefined {
   const admitted = dest.breaker.tryAcquire("requests");
-  if (admitted !== true) return outcome.failed(overflow(dest, admitted));
+  if (admitted !== true) return void outcome.failed(overflow(dest, admitted));
   // Requests queue in the pools once every endpoint is at maxConnections; past this many, refuse.
   if (dest.pools.waiting() >= dest.policy.circuitBreaker.maxPendingRequests) {
     dest.breaker.release("requests");
-    return outcome.failed(overflow(dest, "max-pending-requests"));
+    return void outcome.failed(overflow(dest, "max-pending-requests"));
   }
   dest.budget.onRequest();
-  new OutboundCall(dest, req, ctx, metrics, outcome).send();
+  const call = new OutboundCall(dest, req, ctx, metrics, outcome);
+  call.send();
+  return call;
 }
 
 /** One try on one endpoint; callbacks of a try that is no longer current are ignored. */
@@ -96,8 +107,9 @@ class Try implements ResponseSink {
   }
 }
 
-class OutboundCall {
+class OutboundCall implements CallHandle {
   private readonly deadline: Deadline;
+  private callerGone = false;
   private readonly replayable: boolean;
   private attempt = 0;
   private current: Try | undefined;
@@ -120,6 +132,7 @@ class OutboundCall {
   }
 
   send(): void {
+    if (this.callerGone) return this.abandon();
     const dest = this.dest;
     const endpoint = pickEndpoint(dest, this.ctx, this.tried);
     if (!endpoint) return this.fail("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
@@ -128,7 +141,20 @@ class OutboundCall {
     // Only the EWMA balancer reads a try's latency: skip the clock read otherwise.
     const t = new Try(this, endpoint, dest.ewmaDecayMs !== undefined ? performance.now() : 0);
     this.current = t;
-    dest.pools.dispatch(endpoint, this.req.prepared, this.req.body, t, this.deadline.signal);
+    dest.pools.dispatch(endpoint, this.req.prepared, this.req.body, t, this.deadline);
+  }
+
+  cancel(): void {
+    if (this.settled || this.callerGone) return;
+    this.callerGone = true;
+    // The try in flight hears it (and fails into onFail); between tries, send() does.
+    this.deadline.cancel();
+  }
+
+  private abandon(): void {
+    this.current = undefined;
+    this.settle();
+    this.outcome.abandoned();
   }
 
   onHead(t: Try, head: ResponseHead, flow: BodyFlow, complete: boolean): void {
@@ -162,6 +188,8 @@ class OutboundCall {
     if (this.target !== undefined) return this.target.fail(err);
     const dest = this.dest;
     t.endpoint.inflight--;
+    // Not the endpoint's failure: no outlier mark, no retry.
+    if (this.callerGone) return this.abandon();
     dest.outlier.onResult(t.endpoint, false);
     const expired = this.deadline.expired;
     const kind = expired ? "timeout" : proxyFailureOf(err);

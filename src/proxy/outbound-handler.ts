@@ -8,11 +8,11 @@
  */
 import { resolveHost, type Snapshot } from "./destinations.ts";
 import type { PickContext } from "./endpoint.ts";
-import { errorParts, type ErrorParts } from "./errors.ts";
+import { CLIENT_CLOSED_STATUS, errorParts, type ErrorParts } from "./errors.ts";
 import { RELAY_SKIP } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
-import { callDestination, type CallOutcome } from "./outbound-call.ts";
+import { callDestination, type CallHandle, type CallOutcome } from "./outbound-call.ts";
 import { RelaySink, type RelayOwner } from "./relay-sink.ts";
 import { fieldValue } from "./transport/h1/request-parse.ts";
 import { prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
@@ -52,7 +52,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       }
       const relay = new OutboundRelay(res, req, dest.name, recorder, tracker);
       try {
-        callDestination(dest, { prepared, body: req.body }, relay, metrics, relay);
+        relay.call = callDestination(dest, { prepared, body: req.body }, relay, metrics, relay);
       } catch {
         // A bug must not leave the request counted in flight (a drain would wait for it).
         answer(res, { status: 500, headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" }, body: "mesh: internal error\n" });
@@ -67,6 +67,8 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
  * (PickContext), and how its response relay ends (RelayOwner), in one object per request.
  */
 class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
+  /** The call in progress, to cancel if the caller leaves before the response head. */
+  call: CallHandle | undefined;
   private readonly started = performance.now();
   /** To the response head, as the metric says; 0 until then. */
   private latency = 0;
@@ -81,6 +83,16 @@ class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
     private readonly tracker: InflightTracker,
   ) {
     tracker.start();
+    // Until the head: a caller that leaves cancels the call (RelaySink takes over at the head).
+    res.onGone = this;
+  }
+
+  responseGone(): void {
+    this.call?.cancel();
+  }
+
+  abandoned(): void {
+    this.finish(CLIENT_CLOSED_STATUS);
   }
 
   header(name: string): string | null {

@@ -6,7 +6,7 @@
  */
 import type { Server } from "bun";
 import type { PickContext } from "./endpoint.ts";
-import { errorResponse, internalErrorResponse } from "./errors.ts";
+import { CLIENT_CLOSED_STATUS, errorResponse, internalErrorResponse } from "./errors.ts";
 import { refusalResponse, requestProblem } from "./request-guard.ts";
 import { callDestination } from "./outbound-call.ts";
 import { relayResponse } from "./relay-response.ts";
@@ -75,6 +75,11 @@ export function startOutbound(deps: OutboundDeps, hostname: string, port: number
             failed: (error) => {
               status = error.status;
               resolve(new Response(error.body, { status, headers: error.headers }));
+            },
+            // Only a cancel() stops a call this way, and nothing here cancels one.
+            abandoned: () => {
+              status = CLIENT_CLOSED_STATUS;
+              resolve(new Response(null, { status }));
             },
           });
         });

@@ -13,7 +13,7 @@ describe("Deadline", () => {
   test("expires once its time has passed: aborted, a TimeoutError, listeners called once", async () => {
     const d = new Deadline(20);
     let calls = 0;
-    d.signal!.addEventListener("abort", () => calls++);
+    d.addEventListener("abort", () => calls++);
     expect(d.aborted).toBe(false);
     await sleep(80);
     expect(d.expired).toBe(true);
@@ -40,12 +40,28 @@ describe("Deadline", () => {
     expect(removedCalls).toBe(0);
   });
 
-  test("zero means no timeout: no signal, never expires", async () => {
+  test("zero means no timeout: never expires", async () => {
     const d = new Deadline(0);
-    expect(d.signal).toBeUndefined();
     await sleep(30);
     expect(d.expired).toBe(false);
+    expect(d.aborted).toBe(false);
     d.clear();
+  });
+
+  test("cancel (the caller left): aborted at once with an AbortError, listeners once, no expiry after", async () => {
+    for (const ms of [20, 0]) {
+      const d = new Deadline(ms);
+      let calls = 0;
+      d.addEventListener("abort", () => calls++);
+      d.cancel();
+      d.cancel();
+      expect(d.aborted).toBe(true);
+      expect((d.reason as DOMException).name).toBe("AbortError");
+      expect(calls).toBe(1);
+      await sleep(60);
+      expect(d.expired).toBe(false);
+      expect(calls).toBe(1);
+    }
   });
 
   test("a pending deadline does not keep the process alive", async () => {
