@@ -1184,6 +1184,42 @@ describe("what one connection can make the inbound hold", () => {
     expect(peak).toBeLessThanOrEqual(MAX_STREAMS);
   }, 30_000);
 
+  test("rapid reset: a client that opens streams and resets them with their request in flight is cut off after 500; the proxy serves on", async () => {
+    const c = await client();
+    const level = slowNow;
+    let sent = 0;
+    let cutAfter = -1;
+    // Batches of 50 streams, each a request and its RESET; after each, time for the server to read them.
+    for (let batch = 0; batch < 16 && !c.closed; batch++) {
+      for (let i = 0; i < 50; i++) {
+        const id = 2 * sent + 1;
+        c.get(id, `/slow?ms=5000&tag=rapid-${sent}`);
+        c.frame(T.RESET, id, RESET_CANCEL);
+        sent++;
+      }
+      if (await c.until(() => c.closed, 400)) cutAfter = sent;
+    }
+    // Cut off once 500 streams were opened (not before), and not let run to 800.
+    expect(cutAfter).toBeGreaterThanOrEqual(500);
+    expect(cutAfter).toBeLessThanOrEqual(550);
+    await settleSlow(level);
+    await stillServes("after-rapid-reset");
+  }, 30_000);
+
+  test("control: 600 short streams, each answered and then ended, are not taken for rapid reset", async () => {
+    const c = await client();
+    for (let i = 0; i < 600; i++) {
+      const id = 2 * i + 1;
+      c.get(id, `/echo?tag=short-${i}`);
+      expect((await c.response(id))?.status).toBe(200);
+      c.frame(i % 2 === 0 ? T.FIN : T.RESET, id, 0);
+    }
+    expect(c.closed).toBe(false);
+    c.get(1201, "/echo?tag=short-last");
+    expect((await c.response(1201))?.status).toBe(200);
+    c.end();
+  }, 60_000);
+
   test("streams closed with FIN while their bytes are held (reading paused) do not let one connection grow the inbound past 128 windows", async () => {
     const { rssMiB } = await import("../../helpers/data-plane.ts");
     const level = slowNow;

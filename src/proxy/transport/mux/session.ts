@@ -24,6 +24,7 @@ import {
   StreamRefusedError,
   WINDOW,
 } from "./frame.ts";
+import { ChurnGuard } from "./churn.ts";
 import { MuxStream, type StreamHandler } from "./stream.ts";
 
 /** The TLS socket under the session (a Bun socket). */
@@ -71,6 +72,7 @@ export class MuxSession {
   /** Server role: the highest stream id a peer used, and the highest one accepted (GOAWAY names it). */
   private highestSeen = 0;
   private lastAccepted = 0;
+  private readonly churn = new ChurnGuard();
 
   private out = Buffer.allocUnsafe(INITIAL_OUTPUT);
   /** Unsent output: out[outAt..outEnd). */
@@ -162,6 +164,8 @@ export class MuxSession {
       case RESET: {
         const stream = this.streams.get(id);
         if (stream === undefined || stream.finHeld) return;
+        if (this.role === "server" && stream.handler?.idle === false && this.churn.endedBusy(performance.now() - stream.openedAt))
+          return this.fail("most streams were ended with their request in flight right after they opened (rapid reset)");
         const err =
           type === FIN ? undefined : value === RESET_REFUSED ? new StreamRefusedError(`the peer refused stream ${id}`) : new Error(`the peer reset stream ${id}`);
         if (stream.closedByPeer(err)) this.forget(stream);
@@ -202,6 +206,8 @@ export class MuxSession {
     }
     this.lastAccepted = id;
     stream.handler = handler;
+    stream.openedAt = performance.now();
+    this.churn.streamOpened();
     this.streams.set(id, stream);
     return stream;
   }

@@ -9,6 +9,8 @@ import type { MuxSession } from "./session.ts";
 
 /** Events of a byte connection, as ServerConnection and H1Connection take them. */
 export interface StreamHandler {
+  /** No request in progress on the connection. */
+  readonly idle: boolean;
   onData(chunk: Buffer): void;
   onDrain(): void;
   /** The peer closed (FIN: no error) or dropped (RESET, or the session died: an error) the stream. */
@@ -25,6 +27,8 @@ export class MuxStream {
   /** A write came up short: the handler hears onDrain when there is room again. */
   wantsDrain = false;
   open = true;
+  /** performance.now() when the server accepted it (0 on the client). */
+  openedAt = 0;
   private paused = false;
   /** Bytes handed on but not yet credited back to the peer. */
   private uncredited = 0;
