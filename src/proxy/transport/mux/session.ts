@@ -1,8 +1,8 @@
 /**
  * A mesh-mux/1 session (frame.ts) on one TLS socket, in either role: the client opens
  * streams, the server accepts them. Frames written by any stream during one turn of the
- * event loop go out together, in one socket write after the turn (setImmediate): when a
- * proxy handles several requests per wakeup, they cross the pair in one TLS record.
+ * event loop go out together (frame-writer.ts): when a proxy handles several requests per
+ * wakeup, they cross the pair in one TLS record.
  *
  * What a peer can make us hold is bounded: at most MAX_STREAMS streams, each at most
  * STREAM_WINDOW bytes unread, frames at most MAX_FRAME_PAYLOAD, and only a frame header
@@ -25,21 +25,12 @@ import {
   WINDOW,
 } from "./frame.ts";
 import { ChurnGuard } from "./churn.ts";
+import { FrameWriter, type SessionSocket } from "./frame-writer.ts";
 import { MuxStream, type StreamHandler } from "./stream.ts";
-
-/** The TLS socket under the session (a Bun socket). */
-export interface SessionSocket {
-  write(data: Uint8Array, byteOffset: number, byteLength: number): number;
-  end(): unknown;
-  terminate(): void;
-  timeout(seconds: number): void;
-}
 
 export interface SessionEvents {
   /** Server role: the handler of a stream the peer opened, or undefined to refuse it. */
   accept?(stream: MuxStream): StreamHandler | undefined;
-  /** Client role: the server takes no more streams on this session. */
-  goaway?(session: MuxSession): void;
   /** A stream ended, by either side. */
   streamClosed?(session: MuxSession): void;
   /** The session is gone (once). */
@@ -48,7 +39,6 @@ export interface SessionEvents {
 
 /** Output bytes above which streams wait for the socket (their write returns short). */
 const HIGH_WATER = 256 * 1024;
-const INITIAL_OUTPUT = 16 * 1024;
 /**
  * Control frames (WINDOW, FIN, RESET) are queued whatever the room, and a peer can cause
  * them (a RESET for every stream it opens past the limit) without reading: past this,
@@ -74,14 +64,7 @@ export class MuxSession {
   private lastAccepted = 0;
   private readonly churn = new ChurnGuard();
 
-  private out = Buffer.allocUnsafe(INITIAL_OUTPUT);
-  /** Unsent output: out[outAt..outEnd). */
-  private outAt = 0;
-  private outEnd = 0;
-  /** A flush is queued for the end of this turn of the event loop. */
-  private flushQueued = false;
-  /** The socket took less than offered; its drain continues. */
-  private blocked = false;
+  private readonly writer: FrameWriter;
   private endWhenFlushed = false;
   private drainWaiters: MuxStream[] = [];
 
@@ -96,7 +79,9 @@ export class MuxSession {
     private readonly socket: SessionSocket,
     readonly role: "client" | "server",
     private readonly events: SessionEvents,
-  ) {}
+  ) {
+    this.writer = new FrameWriter(socket, () => this.flushed());
+  }
 
   /** Client role: a new stream, usable at once (the server learns of it from its first bytes). */
   openStream(handler: StreamHandler): MuxStream {
@@ -173,8 +158,8 @@ export class MuxSession {
       }
       case GOAWAY:
         if (this.role !== "client" || id !== 0) return this.fail("GOAWAY sent by a client or on a stream");
+        // Streams already open finish; idle ones read as closed to the pool (MuxStream.readyState).
         this.draining = true;
-        this.events.goaway?.(this);
         return;
       default:
         return this.fail(`unknown frame type ${type}`);
@@ -224,23 +209,7 @@ export class MuxSession {
     }
     if (n === 0) return 0;
     stream.sendWindow -= n;
-    if (typeof data === "string" && n === length && n <= MAX_FRAME_PAYLOAD) {
-      this.header(DATA, stream.id, n);
-      this.out.write(data, this.outEnd, "latin1");
-      this.outEnd += n;
-    } else {
-      const bytes = typeof data === "string" ? Buffer.from(data, "latin1") : data;
-      for (let at = offset, left = n; left > 0; ) {
-        const k = Math.min(left, MAX_FRAME_PAYLOAD);
-        this.header(DATA, stream.id, k);
-        // Buffer's copy, not a view: a view of a socket read would make JSC materialize its ArrayBuffer.
-        Buffer.prototype.copy.call(bytes, this.out, this.outEnd, at, at + k);
-        this.outEnd += k;
-        at += k;
-        left -= k;
-      }
-    }
-    this.schedule();
+    this.writer.data(stream.id, data, offset, n);
     return n;
   }
 
@@ -272,86 +241,27 @@ export class MuxSession {
   }
 
   private room(): number {
-    return HIGH_WATER - (this.outEnd - this.outAt);
+    return HIGH_WATER - this.writer.queued;
   }
 
   private frame(type: number, id: number, value: number): void {
-    if (this.outEnd - this.outAt > OUTPUT_LIMIT) return this.fail("the peer does not read what it is sent");
-    this.header(type, id, value);
-    this.schedule();
+    if (this.writer.queued > OUTPUT_LIMIT) return this.fail("the peer does not read what it is sent");
+    this.writer.control(type, id, value);
   }
 
-  private header(type: number, id: number, value: number): void {
-    this.reserve(HEADER_BYTES + (type === DATA ? value : 0));
-    const o = this.out;
-    const e = this.outEnd;
-    o[e] = type;
-    o[e + 1] = 0;
-    o.writeUInt32BE(id, e + 2);
-    o.writeUInt32BE(value, e + 6);
-    this.outEnd = e + HEADER_BYTES;
+  onDrain(): void {
+    this.writer.onDrain();
   }
 
-  /** Room for `n` more bytes at outEnd. */
-  private reserve(n: number): void {
-    if (this.outEnd + n <= this.out.byteLength) return;
-    const used = this.outEnd - this.outAt;
-    if (used + n <= this.out.byteLength) this.out.copyWithin(0, this.outAt, this.outEnd);
-    else {
-      const next = Buffer.allocUnsafe(Math.max(this.out.byteLength * 2, used + n));
-      this.out.copy(next, 0, this.outAt, this.outEnd);
-      this.out = next;
-    }
-    this.outAt = 0;
-    this.outEnd = used;
-  }
-
-  /**
-   * Output waits for the end of the loop's turn (setImmediate), so what every stream wrote
-   * in it leaves in one write. Writing a turn's first frame at once when the last turn had
-   * only one (light load) measured no better at one connection and 2–4% worse at 32.
-   */
-  private schedule(): void {
-    if (this.flushQueued || this.blocked) return;
-    this.flushQueued = true;
-    setImmediate(this.flushTask);
-  }
-
-  private readonly flushTask = () => {
-    this.flushQueued = false;
-    this.flush();
-  };
-
-  private flush(): void {
-    if (this.closed || this.blocked || !this.writeQueued()) return;
+  /** All output went out. */
+  private flushed(): void {
     if (this.endWhenFlushed) {
       this.closed = true;
+      this.writer.stopped = true;
       this.socket.end();
       return;
     }
     this.wakeWriters();
-  }
-
-  /** Writes what is queued; false when the socket took less (its drain continues) or is closed. */
-  private writeQueued(): boolean {
-    const length = this.outEnd - this.outAt;
-    if (length === 0) return true;
-    const n = this.socket.write(this.out, this.outAt, length);
-    if (n < 0) return false; // closed under us: onClose follows
-    if (n < length) {
-      this.outAt += n;
-      this.blocked = true;
-      return false;
-    }
-    this.outAt = this.outEnd = 0;
-    if (this.out.byteLength > INITIAL_OUTPUT * 4) this.out = Buffer.allocUnsafe(INITIAL_OUTPUT);
-    return true;
-  }
-
-  onDrain(): void {
-    if (!this.blocked) return;
-    this.blocked = false;
-    this.flush();
   }
 
   private wakeWriters(): void {
@@ -395,7 +305,7 @@ export class MuxSession {
     if (this.closed) return;
     this.draining = true;
     this.endWhenFlushed = true;
-    this.schedule();
+    this.writer.schedule();
   }
 
   /** Server role: nothing read for the listener's idle time. Idle streams end; an empty session closes. */
@@ -422,6 +332,7 @@ export class MuxSession {
   private ended(err: Error): void {
     if (this.gone) return;
     this.gone = true;
+    this.writer.stopped = true;
     const streams = [...this.streams.values()];
     this.streams.clear();
     this.drainWaiters = [];
