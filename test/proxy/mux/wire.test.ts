@@ -544,6 +544,23 @@ describe("streams", () => {
     c.end();
   });
 
+  test("half a request head kept on one stream stays intact while 300 other streams' bytes arrive (copied pieces are never overwritten)", async () => {
+    const c = await client();
+    c.data(1, "GET /echo?tag=kept-half HTTP/1.1\r\nhost: pay");
+    // Enough small requests on other streams to fill several of the receiver's slabs (16 KiB each), 100 at a time.
+    for (let batch = 0; batch < 3; batch++) {
+      const ids = Array.from({ length: 100 }, (_, i) => 3 + 2 * (batch * 100 + i));
+      for (const id of ids) c.get(id, `/echo?tag=filler-${id}-${"x".repeat(100)}`);
+      expect(await c.until(() => ids.every((id) => c.responses(id).length === 1), 10_000)).toBe(true);
+      for (const id of ids) c.frame(T.FIN, id, 0);
+    }
+    c.data(1, "ments\r\n\r\n");
+    const r = await c.response(1);
+    expect(r?.status).toBe(200);
+    expect(JSON.parse(r!.text)).toMatchObject({ tag: "kept-half", caller: ORDERS });
+    c.end();
+  }, 30_000);
+
   test("a keep-alive stream carries a second and a third request, answered in order", async () => {
     const c = await client();
     c.get(1, "/first?tag=k1");

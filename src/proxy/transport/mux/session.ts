@@ -46,6 +46,9 @@ const HIGH_WATER = 256 * 1024;
  */
 const OUTPUT_LIMIT = HIGH_WATER + 1024 * 1024;
 const LAST_STREAM_ID = 0xffff_ffff;
+/** Slabs for small pieces of reads: a kept piece pins at most one (16 KiB per stream). */
+const SLAB_BYTES = 16 * 1024;
+const SLAB_PIECE_MAX = 2 * 1024;
 
 export class MuxSession {
   readonly streams = new Map<number, MuxStream>();
@@ -74,6 +77,9 @@ export class MuxSession {
   /** The DATA frame being read: its stream (undefined: discard) and bytes to come. */
   private dataFor: MuxStream | undefined;
   private dataLeft = 0;
+  /** Where small pieces of reads are copied (see piece()). */
+  private slab = Buffer.allocUnsafe(SLAB_BYTES);
+  private slabAt = 0;
 
   constructor(
     private readonly socket: SessionSocket,
@@ -107,7 +113,7 @@ export class MuxSession {
         const n = Math.min(this.dataLeft, end - at);
         this.dataLeft -= n;
         const stream = this.dataFor;
-        if (stream !== undefined && stream.open) stream.received(n === end ? chunk : chunk.subarray(at, at + n));
+        if (stream !== undefined && stream.open) stream.received(n === end ? chunk : this.piece(chunk, at, n));
         at += n;
         continue;
       }
@@ -126,6 +132,24 @@ export class MuxSession {
       }
       this.onFrame(frame[f]!, frame[f + 1]!, frame.readUInt32BE(f + 2), frame.readUInt32BE(f + 6));
     }
+  }
+
+  /**
+   * A stream's bytes chunk[at..at+n) as a Buffer of their own. A view of the socket's read
+   * would make JSC materialize an ArrayBuffer for every read (and sweep it after), so small
+   * pieces are copied into a slab instead, a view of which is cheap; a slab is never
+   * written twice, so a piece a stream keeps stays intact.
+   */
+  private piece(chunk: Buffer, at: number, n: number): Buffer {
+    if (n > SLAB_PIECE_MAX) return chunk.subarray(at, at + n);
+    if (this.slabAt + n > SLAB_BYTES) {
+      this.slab = Buffer.allocUnsafe(SLAB_BYTES);
+      this.slabAt = 0;
+    }
+    chunk.copy(this.slab, this.slabAt, at, at + n);
+    const piece = this.slab.subarray(this.slabAt, this.slabAt + n);
+    this.slabAt += n;
+    return piece;
   }
 
   private onFrame(type: number, flags: number, id: number, value: number): void {
