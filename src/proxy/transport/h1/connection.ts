@@ -10,7 +10,7 @@
  */
 import type { AbortLike } from "./abort.ts";
 import type { Socket, SocketHandler } from "bun";
-import { AbortedError, ConnectError, connectErrorOf, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
+import { AbortedError, ConnectError, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
 import { headWithBody, pumpBody, type RequestBody, type RequestSink } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
 import { Exchange, Phase } from "./exchange.ts";
@@ -18,30 +18,15 @@ import type { ResponseSink } from "./response-sink.ts";
 import { framingOf, type BodyFraming } from "./response-framing.ts";
 import { HeadReader, restOf } from "./head-reader.ts";
 import type { ResponseHead } from "./response-head.ts";
-import { handshakeVerdict, type VerifyPeer } from "./tls-verify.ts";
+import { Dial, type DialTarget, type DialTls } from "../dial.ts";
 import type { MuxConnector } from "../mux/connector.ts";
 import { StreamRefusedError } from "../mux/frame.ts";
 import type { StreamHandler } from "../mux/stream.ts";
 import type { ByteSocket } from "../byte-socket.ts";
 
-export interface ConnectionTls {
-  /** Our certificate chain and key (PEM), presented to the server. */
-  cert: string;
-  key: string;
-  /** Trust bundle (PEM) the server's chain must verify against. */
-  ca: string;
-  /** Checks the server's identity (its SPIFFE ID) once the chain verified; an error refuses it. */
-  verifyPeer: VerifyPeer;
-  /** SNI; none by default (endpoints are IPs). */
-  serverName?: string;
-}
+export type ConnectionTls = DialTls;
 
-export interface ConnectionOptions {
-  host: string;
-  port: number;
-  tls?: ConnectionTls;
-  /** Covers TCP connect, TLS handshake and the peer check. */
-  connectTimeoutMs: number;
+export interface ConnectionOptions extends DialTarget {
   /** Connections become streams of shared TLS sessions when the server speaks mesh-mux/1 (../mux). */
   mux?: MuxConnector;
 }
@@ -66,7 +51,8 @@ export class H1Connection implements StreamHandler {
   private socket: ByteSocket | undefined;
   private ex: Exchange | undefined;
   private isClosed = false;
-  private connecting: { resolve(c: H1Connection): void; reject(e: Error): void; timer: Timer } | undefined;
+  /** The connect step, on a socket of its own (not on a mux stream). */
+  private dial: Dial<H1Connection> | undefined;
   /** The response head being read, possibly over several reads. */
   private readonly head = new HeadReader();
   /** Bytes the socket did not take yet; written on drain. */
@@ -103,27 +89,19 @@ export class H1Connection implements StreamHandler {
   private static connectSocket(opts: ConnectionOptions, owner: ConnectionOwner): Promise<H1Connection> {
     const conn = new H1Connection(owner, opts);
     return new Promise<H1Connection>((resolve, reject) => {
-      const timer = setTimeout(
-        () => conn.failConnect(new ConnectError(`connect to ${opts.host}:${opts.port} timed out after ${opts.connectTimeoutMs} ms`, "timeout")),
-        opts.connectTimeoutMs,
-      );
-      conn.connecting = { resolve, reject, timer };
-      const tls = opts.tls;
-      try {
-        Bun.connect<H1Connection>({
-          hostname: opts.host,
-          port: opts.port,
-          data: conn,
-          socket: HANDLERS,
-          // rejectUnauthorized: false only because Bun's hostname check cannot be turned off
-          // and always fails for SPIFFE certificates; the chain verdict is enforced in
-          // handshake() (tls-verify.ts), and nothing is written before it passed.
-          ...(tls ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca, rejectUnauthorized: false, ...(tls.serverName ? { serverName: tls.serverName } : {}) } } : {}),
-        }).catch((err: Error) => conn.failConnect(connectErrorOf(err, opts)));
-      } catch (err) {
-        // Bun throws synchronously for an unusable TLS configuration (e.g. a bad PEM).
-        conn.failConnect(new ConnectError(`cannot connect to ${opts.host}:${opts.port}: ${(err as Error).message}`, "tls", { cause: err }));
-      }
+      const dial = new Dial<H1Connection>(opts, {
+        ready: (sock) => {
+          conn.socket = sock;
+          if (opts.tls !== undefined) owner.handshake();
+          resolve(conn);
+        },
+        fail: (err) => {
+          conn.isClosed = true;
+          reject(err);
+        },
+      });
+      conn.dial = dial;
+      dial.start(conn, HANDLERS);
     });
   }
 
@@ -349,70 +327,24 @@ export class H1Connection implements StreamHandler {
 
   // ---- lifecycle ----
 
-  private onOpen(sock: Socket<H1Connection>): void {
-    if (this.connecting === undefined) {
-      // The connect already timed out; the socket arrived late.
-      sock.terminate();
-      return;
-    }
-    this.socket = sock;
-    sock.setNoDelay(true);
-    if (this.opts.tls === undefined) this.connected();
-  }
-
   private onHandshake(sock: Socket<H1Connection>, authError: Error | null): void {
-    const refused = handshakeVerdict(sock, authError, this.opts.tls!.verifyPeer);
-    if (this.connecting === undefined) {
-      // A later handshake (TLS 1.2 renegotiation) must pass the same checks; a
-      // connection that timed out or was refused is already gone.
-      if (refused && !this.isClosed) this.shutdown(refused);
-      return;
-    }
-    if (refused) {
-      this.failConnect(refused);
-      return;
-    }
-    this.owner.handshake();
-    this.connected();
-  }
-
-  private connected(): void {
-    const c = this.connecting!;
-    this.connecting = undefined;
-    clearTimeout(c.timer);
-    c.resolve(this);
-  }
-
-  private failConnect(err: Error): void {
-    const c = this.connecting;
-    if (c === undefined) return;
-    this.connecting = undefined;
-    clearTimeout(c.timer);
-    this.isClosed = true;
-    // terminate(): in a TLS 1.3 handshake callback this refuses before our certificate is sent.
-    this.socket?.terminate();
-    c.reject(err);
+    // A refusal after the connect: a renegotiation that failed the checks.
+    const refused = this.dial!.handshake(sock, authError);
+    if (refused && !this.isClosed) this.shutdown(refused);
   }
 
   /** Client connections set no idle timer: the pool retires idle ones. */
   onTimeout(): void {}
 
   onClose(err?: Error): void {
-    if (this.connecting !== undefined) {
-      const why = err?.message ?? this.lastError?.message ?? "closed by the server";
-      this.failConnect(new ConnectError(`connection to ${this.opts.host}:${this.opts.port} failed ${this.opts.tls ? "during the TLS handshake" : "while connecting"}: ${why}`, this.opts.tls ? "tls" : "reset"));
-      return;
-    }
+    if (this.dial?.pending) return this.dial.closed(err ?? this.lastError);
     if (err) this.lastError ??= err;
     this.shutdown(undefined, "peer");
   }
 
   private onError(err: Error): void {
     this.lastError ??= err;
-    if (this.connecting !== undefined) {
-      this.failConnect(new ConnectError(`TLS handshake with ${this.opts.host}:${this.opts.port} failed: ${err.message}`, "tls", { cause: err }));
-      return;
-    }
+    if (this.dial?.pending) return this.dial.errored(err);
     this.shutdown(undefined);
   }
 
@@ -472,13 +404,13 @@ export class H1Connection implements StreamHandler {
 
   /** Socket callbacks, shared by every connection; `socket.data` is the connection. */
   static readonly handlers: SocketHandler<H1Connection> = {
-    open: (s) => s.data.onOpen(s),
+    open: (s) => s.data.dial!.opened(s),
     handshake: (s, _ok, authError) => s.data.onHandshake(s, authError),
     data: (s, chunk) => s.data.onData(chunk),
     drain: (s) => s.data.onDrain(),
     close: (s, err) => s.data.onClose(err),
     error: (s, err) => s.data.onError(err),
-    connectError: (s, err) => s.data.failConnect(connectErrorOf(err, s.data.opts)),
+    connectError: (s, err) => s.data.dial!.connectFailed(err),
   };
 }
 

@@ -6,8 +6,8 @@
  * to in plain HTTP/1.1 connections for a while before it is asked again.
  */
 import type { Socket, SocketHandler } from "bun";
-import { ConnectError, connectErrorOf } from "../h1/errors.ts";
-import { handshakeVerdict, type VerifyPeer } from "../h1/tls-verify.ts";
+import { Dial, type DialTarget, type DialTls } from "../dial.ts";
+import { ConnectError } from "../h1/errors.ts";
 import { alpnWire, MAX_STREAMS, MUX_ALPN } from "./frame.ts";
 import { MuxSession } from "./session.ts";
 import type { MuxStream, StreamHandler } from "./stream.ts";
@@ -15,7 +15,7 @@ import type { MuxStream, StreamHandler } from "./stream.ts";
 export interface MuxConnectorOptions {
   host: string;
   port: number;
-  tls: { cert: string; key: string; ca: string; verifyPeer: VerifyPeer; serverName?: string };
+  tls: DialTls;
   /** TCP connect, TLS handshake and peer check. */
   connectTimeoutMs: number;
   /** A session without streams this long is closed. */
@@ -28,14 +28,10 @@ const OFFER = alpnWire([MUX_ALPN, "http/1.1"]);
 /** How long an endpoint that declined mesh-mux/1 gets plain connections before it is asked again. */
 const PLAIN_RECHECK_MS = 60_000;
 
+/** One session's TLS connection: dialing, then carrying the session. */
 interface Opening {
   connector: MuxConnector;
-  resolve(session: MuxSession | undefined): void;
-  reject(err: Error): void;
-  /** Pending while the connect is; cleared when it succeeded or failed. */
-  timer: Timer | undefined;
-  failed: boolean;
-  socket: Socket<Opening> | undefined;
+  dial: Dial<Opening>;
   session: MuxSession | undefined;
   lastError: Error | undefined;
 }
@@ -47,8 +43,11 @@ export class MuxConnector {
   private promised = 0;
   private plainUntil = 0;
   private isClosed = false;
+  private readonly target: DialTarget;
 
-  constructor(private readonly opts: MuxConnectorOptions) {}
+  constructor(private readonly opts: MuxConnectorOptions) {
+    this.target = { host: opts.host, port: opts.port, tls: { ...opts.tls, alpn: OFFER }, connectTimeoutMs: opts.connectTimeoutMs };
+  }
 
   /**
    * A new stream for `handler`, on a session with room (opened if need be); undefined
@@ -89,42 +88,21 @@ export class MuxConnector {
   }
 
   private connect(): Promise<MuxSession | undefined> {
-    const { host, port, tls, connectTimeoutMs } = this.opts;
     return new Promise<MuxSession | undefined>((resolve, reject) => {
-      const opening: Opening = { connector: this, resolve, reject, timer: undefined, failed: false, socket: undefined, session: undefined, lastError: undefined };
-      opening.timer = setTimeout(() => fail(opening, new ConnectError(`connect to ${host}:${port} timed out after ${connectTimeoutMs} ms`, "timeout")), connectTimeoutMs);
-      try {
-        Bun.connect<Opening>({
-          hostname: host,
-          port,
-          data: opening,
-          socket: HANDLERS,
-          // As in ../h1/connection.ts: the chain is verified against `ca` and the verdict enforced in handshake().
-          tls: { cert: tls.cert, key: tls.key, ca: tls.ca, rejectUnauthorized: false, ALPNProtocols: OFFER, ...(tls.serverName ? { serverName: tls.serverName } : {}) },
-        }).catch((err: Error) => fail(opening, connectErrorOf(err, this.opts)));
-      } catch (err) {
-        fail(opening, new ConnectError(`cannot connect to ${host}:${port}: ${(err as Error).message}`, "tls", { cause: err }));
-      }
+      const opening: Opening = { connector: this, dial: undefined as never, session: undefined, lastError: undefined };
+      opening.dial = new Dial<Opening>(this.target, { ready: (sock) => resolve(this.ready(opening, sock)), fail: reject });
+      opening.dial.start(opening, HANDLERS);
     });
   }
 
-  private onHandshake(sock: Socket<Opening>, authError: Error | null): void {
-    const opening = sock.data;
-    const refused = handshakeVerdict(sock, authError, this.opts.tls.verifyPeer);
-    if (opening.timer === undefined) {
-      // Timed out already; or a later handshake (TLS 1.2 renegotiation), which must pass the same checks.
-      if (opening.failed || refused !== undefined) sock.terminate();
-      return;
-    }
-    if (refused !== undefined) return fail(opening, refused);
+  /** Connected and the server accepted: a session if it chose mesh-mux/1. */
+  private ready(opening: Opening, sock: Socket<Opening>): MuxSession | undefined {
     this.opts.onHandshake();
-    settle(opening);
     if (sock.alpnProtocol !== MUX_ALPN) {
       this.plainUntil = performance.now() + PLAIN_RECHECK_MS;
       sock.end();
-      return opening.resolve(undefined);
+      return undefined;
     }
-    sock.setNoDelay(true);
     const session = new MuxSession(sock, "client", {
       streamClosed: (s) => this.retireIfIdle(s),
       closed: (s) => {
@@ -134,7 +112,7 @@ export class MuxConnector {
     });
     opening.session = session;
     this.sessions.push(session);
-    opening.resolve(session);
+    return session;
   }
 
   /** An empty session closes at once when nothing more will use it, else after the idle time. */
@@ -146,43 +124,26 @@ export class MuxConnector {
     }, this.opts.idleTimeoutMs).unref();
   }
 
-  private onClose(sock: Socket<Opening>, err: Error | undefined): void {
-    const opening = sock.data;
-    if (opening.session !== undefined) return opening.session.onClose(err ?? opening.lastError);
-    const why = err?.message ?? opening.lastError?.message ?? "closed by the server";
-    fail(opening, new ConnectError(`connection to ${this.opts.host}:${this.opts.port} failed during the TLS handshake: ${why}`, "tls"));
-  }
-
   static readonly handlers: SocketHandler<Opening> = {
-    open: (s) => {
-      s.data.socket = s;
-      if (s.data.failed) s.terminate();
+    open: (s) => s.data.dial.opened(s),
+    handshake: (s, _ok, authError) => {
+      // A refusal after the connect: a renegotiation that failed the checks.
+      if (s.data.dial.handshake(s, authError) !== undefined) s.terminate();
     },
-    handshake: (s, _ok, authError) => s.data.connector.onHandshake(s, authError),
     // The server speaks only when asked: bytes before the session exists are a broken peer.
     data: (s, chunk) => (s.data.session !== undefined ? s.data.session.onData(chunk) : s.terminate()),
     drain: (s) => s.data.session?.onDrain(),
-    close: (s, err) => s.data.connector.onClose(s, err),
+    close: (s, err) => {
+      const why = err ?? s.data.lastError;
+      if (s.data.session !== undefined) s.data.session.onClose(why);
+      else s.data.dial.closed(why);
+    },
     error: (s, err) => {
       s.data.lastError ??= err;
-      if (s.data.session === undefined) fail(s.data, new ConnectError(`TLS handshake with ${s.data.connector.opts.host}:${s.data.connector.opts.port} failed: ${err.message}`, "tls", { cause: err }));
+      if (s.data.session === undefined) s.data.dial.errored(err);
     },
-    connectError: (s, err) => fail(s.data, connectErrorOf(err, s.data.connector.opts)),
+    connectError: (s, err) => s.data.dial.connectFailed(err),
   };
 }
 
 const HANDLERS = MuxConnector.handlers;
-
-function settle(opening: Opening): void {
-  clearTimeout(opening.timer);
-  opening.timer = undefined;
-}
-
-function fail(opening: Opening, err: Error): void {
-  if (opening.timer === undefined) return;
-  settle(opening);
-  opening.failed = true;
-  // terminate(): in a TLS 1.3 handshake callback this refuses before our certificate is sent.
-  opening.socket?.terminate();
-  opening.reject(err);
-}

@@ -1,0 +1,136 @@
+/**
+ * The connect step of an upstream connection, plain or mutual TLS, shared by the
+ * HTTP/1.1 connection (h1/connection.ts) and the mux session (mux/connector.ts): one
+ * timeout over TCP connect, TLS handshake and the peer check, and every way it can fail
+ * as a ConnectError (or PeerIdentityError) naming the endpoint. The owner passes the
+ * socket's events here while the dial is pending.
+ */
+import type { Socket, SocketHandler } from "bun";
+import { ConnectError, connectErrorOf } from "./h1/errors.ts";
+import { handshakeVerdict, type VerifyPeer } from "./h1/tls-verify.ts";
+
+export interface DialTls {
+  /** Our certificate chain and key (PEM), presented to the server. */
+  cert: string;
+  key: string;
+  /** Trust bundle (PEM) the server's chain must verify against. */
+  ca: string;
+  /** Checks the server's identity (its SPIFFE ID) once the chain verified; an error refuses it. */
+  verifyPeer: VerifyPeer;
+  /** SNI; none by default (endpoints are IPs). */
+  serverName?: string;
+  /** ALPN offer, in wire format. */
+  alpn?: Buffer;
+}
+
+export interface DialTarget {
+  host: string;
+  port: number;
+  tls?: DialTls;
+  /** Covers TCP connect, TLS handshake and the peer check. */
+  connectTimeoutMs: number;
+}
+
+export interface DialOutcome<T> {
+  /** Connected, and on TLS the server was accepted. */
+  ready(socket: Socket<T>): void;
+  fail(err: Error): void;
+}
+
+export class Dial<T> {
+  /** Set while pending. */
+  private timer: Timer | undefined;
+  private socket: Socket<T> | undefined;
+
+  constructor(
+    private readonly target: DialTarget,
+    private readonly outcome: DialOutcome<T>,
+  ) {}
+
+  /** Until it is ready or failed, the socket's events belong here. */
+  get pending(): boolean {
+    return this.timer !== undefined;
+  }
+
+  start(data: T, handlers: SocketHandler<T>): void {
+    const { host, port, tls, connectTimeoutMs } = this.target;
+    this.timer = setTimeout(() => this.fail(new ConnectError(`connect to ${host}:${port} timed out after ${connectTimeoutMs} ms`, "timeout")), connectTimeoutMs);
+    try {
+      Bun.connect<T>({
+        hostname: host,
+        port,
+        data,
+        socket: handlers,
+        // rejectUnauthorized: false only because Bun's hostname check cannot be turned off
+        // and always fails for SPIFFE certificates; the chain verdict is enforced in
+        // handshake() (tls-verify.ts), and nothing is written before it passed.
+        ...(tls
+          ? {
+              tls: {
+                cert: tls.cert,
+                key: tls.key,
+                ca: tls.ca,
+                rejectUnauthorized: false,
+                ...(tls.alpn ? { ALPNProtocols: tls.alpn } : {}),
+                ...(tls.serverName ? { serverName: tls.serverName } : {}),
+              },
+            }
+          : {}),
+      }).catch((err: Error) => this.fail(connectErrorOf(err, this.target)));
+    } catch (err) {
+      // Bun throws synchronously for an unusable TLS configuration (e.g. a bad PEM).
+      this.fail(new ConnectError(`cannot connect to ${host}:${port}: ${(err as Error).message}`, "tls", { cause: err }));
+    }
+  }
+
+  opened(socket: Socket<T>): void {
+    // The dial already failed (timed out): the socket arrived late.
+    if (!this.pending) return void socket.terminate();
+    this.socket = socket;
+    socket.setNoDelay(true);
+    if (this.target.tls === undefined) this.succeed(socket);
+  }
+
+  /**
+   * The server's certificate and identity, checked. While pending, it decides the dial; a
+   * later handshake (TLS 1.2 renegotiation) must pass the same checks, and its refusal is
+   * returned for the owner to act on.
+   */
+  handshake(socket: Socket<T>, authError: Error | null): Error | undefined {
+    const refused = handshakeVerdict(socket, authError, this.target.tls!.verifyPeer);
+    if (!this.pending) return refused;
+    if (refused !== undefined) this.fail(refused);
+    else this.succeed(socket);
+    return undefined;
+  }
+
+  /** The socket closed before the dial was done; `err` is why, if known. */
+  closed(err: Error | undefined): void {
+    const { host, port, tls } = this.target;
+    const why = err?.message ?? "closed by the server";
+    this.fail(new ConnectError(`connection to ${host}:${port} failed ${tls ? "during the TLS handshake" : "while connecting"}: ${why}`, tls ? "tls" : "reset"));
+  }
+
+  errored(err: Error): void {
+    this.fail(new ConnectError(`TLS handshake with ${this.target.host}:${this.target.port} failed: ${err.message}`, "tls", { cause: err }));
+  }
+
+  connectFailed(err: Error): void {
+    this.fail(connectErrorOf(err, this.target));
+  }
+
+  private succeed(socket: Socket<T>): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.outcome.ready(socket);
+  }
+
+  private fail(err: Error): void {
+    if (!this.pending) return;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    // terminate(): in a TLS 1.3 handshake callback this refuses before our certificate is sent.
+    this.socket?.terminate();
+    this.outcome.fail(err);
+  }
+}
