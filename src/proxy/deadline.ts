@@ -9,7 +9,7 @@
  * of its own: every deadline of the same length joins one DeadlineQueue
  * (deadline-queue.ts), whose single timer serves them all.
  */
-import type { AbortLike, AbortListener } from "./transport/h1/abort.ts";
+import { callAbortListener, type AbortLike, type AbortListener } from "./transport/h1/abort.ts";
 import { queueFor, type DeadlineQueue } from "./deadline-queue.ts";
 
 export class Deadline implements AbortLike {
@@ -69,12 +69,7 @@ export class Deadline implements AbortLike {
     const first = this.listener;
     const more = this.more;
     this.listener = this.more = undefined;
-    if (first !== undefined) call(first);
-    if (more !== undefined) for (const listener of more) call(listener);
+    if (first !== undefined) callAbortListener(first);
+    if (more !== undefined) for (const listener of more) callAbortListener(listener);
   }
-}
-
-function call(listener: AbortListener): void {
-  if (typeof listener === "function") listener();
-  else listener.handleEvent();
 }

@@ -14,7 +14,7 @@ import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
 import { RelaySink, type RelayOwner } from "./relay-sink.ts";
 import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
-import type { AbortLike, AbortListener } from "./transport/h1/abort.ts";
+import { callAbortListener, type AbortLike, type AbortListener } from "./transport/h1/abort.ts";
 import { prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
@@ -100,9 +100,7 @@ class InboundRelay implements RelayOwner, AbortLike {
     this.reason = new DOMException("the caller closed its connection before the response", "AbortError");
     const listener = this.listener;
     this.listener = undefined;
-    if (listener === undefined) return;
-    if (typeof listener === "function") listener();
-    else listener.handleEvent();
+    if (listener !== undefined) callAbortListener(listener);
   }
 
   relayFailedEarly(err: Error): void {

@@ -12,3 +12,8 @@ export interface AbortLike {
 
 /** A function, or (as the DOM allows) an object whose handleEvent is called: no closure needed per listener. */
 export type AbortListener = (() => void) | { handleEvent(): void };
+
+export function callAbortListener(listener: AbortListener): void {
+  if (typeof listener === "function") listener();
+  else listener.handleEvent();
+}

@@ -88,8 +88,6 @@ export class MuxStream {
   /** The session's idle timer covers streams (see MuxSession.onTimeout). */
   timeout(_seconds: number): void {}
 
-  setNoDelay(_on: boolean): void {}
-
   // ---- from the session ----
 
   received(chunk: Buffer): void {
