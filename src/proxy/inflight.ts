@@ -6,7 +6,7 @@ export class InflightTracker {
     this.count++;
   }
   end(): void {
-    if (--this.count === 0) for (const w of this.idle.splice(0)) w();
+    if (--this.count === 0 && this.idle.length > 0) for (const w of this.idle.splice(0)) w();
   }
   /** Resolves once nothing is in flight, or after `ms`. */
   settle(ms: number): Promise<boolean> {

@@ -63,11 +63,14 @@ const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
 /** Prefers an endpoint not tried yet; falls back to any healthy one. */
 function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoint | undefined): Endpoint | undefined {
   const healthy = dest.outlier.healthy(dest.endpoints);
-  if (tried && healthy.length > 1) {
-    const others = healthy.filter((e) => e !== tried);
-    return dest.balancer.pick(others, ctx);
-  }
-  return dest.balancer.pick(healthy, ctx);
+  return dest.balancer.pick(tried && healthy.length > 1 ? without(healthy, tried) : healthy, ctx);
+}
+
+/** A loop, not filter with a closure: a closure over `tried` would cost every request a scope object. */
+function without(endpoints: readonly Endpoint[], tried: Endpoint): Endpoint[] {
+  const out: Endpoint[] = [];
+  for (const e of endpoints) if (e !== tried) out.push(e);
+  return out;
 }
 
 /** Undefined when the call was refused at once (its outcome already heard). */

@@ -29,6 +29,8 @@ export class UpstreamPools {
   /** Connections opened by pools since closed, process-wide, so the connection counter never goes down. */
   static retiredConnections = 0;
   private pools = new Map<string, Http1Pool>();
+  /** The same pools as an array: waiting() runs on every request, and a Map iterator is an allocation. */
+  private list: Http1Pool[] = [];
 
   constructor(private settings: PoolSettings) {}
 
@@ -45,6 +47,7 @@ export class UpstreamPools {
       pool.close();
       this.pools.delete(key);
     }
+    this.list = [...this.pools.values()];
   }
 
   close(): void {
@@ -53,12 +56,13 @@ export class UpstreamPools {
       pool.close();
     }
     this.pools.clear();
+    this.list = [];
   }
 
   /** Requests waiting for a connection, over every endpoint: checked on every request. */
   waiting(): number {
     let n = 0;
-    for (const pool of this.pools.values()) n += pool.waiting;
+    for (const pool of this.list) n += pool.waiting;
     return n;
   }
 
@@ -89,6 +93,7 @@ export class UpstreamPools {
         multiplex,
       });
       this.pools.set(endpoint.key, pool);
+      this.list.push(pool);
     }
     return pool;
   }

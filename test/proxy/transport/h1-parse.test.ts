@@ -61,6 +61,12 @@ describe("response head", () => {
     expect(parse("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n").contentLength).toBe(5);
   });
 
+  test("a Content-Length of up to 15 digits is read from its bytes; 16 is refused", () => {
+    expect(parse("HTTP/1.1 200 OK\r\ncontent-length: 999999999999999\r\n\r\n").contentLength).toBe(999999999999999);
+    expect(parse("HTTP/1.1 200 OK\r\ncontent-length: 007\r\n\r\n").contentLength).toBe(7);
+    expect(() => parse("HTTP/1.1 200 OK\r\ncontent-length: 1000000000000000\r\n\r\n")).toThrow("invalid content-length");
+  });
+
   const refused: [string, string][] = [
     ["both framings", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"],
     ["both framings, TE first", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"],

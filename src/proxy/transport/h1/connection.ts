@@ -40,6 +40,8 @@ export interface ConnectionOwner {
   handshake(): void;
 }
 
+const ONCE = { once: true } as const;
+
 export class H1Connection implements StreamHandler {
   /** Exchanges completed; > 0 means the next one reuses the connection. */
   served = 0;
@@ -125,7 +127,7 @@ export class H1Connection implements StreamHandler {
     if (signal) {
       if (signal.aborted) return this.abortExchange(ex, signal.reason);
       ex.listening = true;
-      signal.addEventListener("abort", ex, { once: true });
+      signal.addEventListener("abort", ex, ONCE);
     }
     // A small body that is all here goes out with its head: one write, one TLS record, no pump.
     const withBody = body !== null && req.framing.kind === "length" ? headWithBody(req.head, req.framing.length, body) : undefined;

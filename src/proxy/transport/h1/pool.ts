@@ -126,6 +126,14 @@ export class Http1Pool implements ConnectionOwner {
     if (this.isClosed) return sink.fail(new ConnectError("the connection pool is closed", "closed"));
     const conn = this.takeIdle();
     if (conn !== undefined) return this.run(conn, prepared, body, sink, signal);
+    this.dispatchLater(prepared, body, sink, signal);
+  }
+
+  /**
+   * Apart from dispatch(): a function whose variables a closure captures allocates a
+   * scope object on every call, even when it returns before making the closure.
+   */
+  private dispatchLater(prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortLike | undefined): void {
     this.acquire(signal).then(
       (acquired) => this.run(acquired, prepared, body, sink, signal),
       (err: Error) => sink.fail(err),
@@ -199,10 +207,7 @@ export class Http1Pool implements ConnectionOwner {
     }
     conn.idleSince = performance.now();
     this.idleConns.push(conn);
-    if (this.sweeper === undefined) {
-      this.sweeper = setInterval(() => this.sweep(), Math.max(10, this.options.idleTimeoutMs / 4));
-      this.sweeper.unref();
-    }
+    if (this.sweeper === undefined) this.startSweeper();
   }
 
   closed(conn: H1Connection): void {
@@ -311,6 +316,12 @@ export class Http1Pool implements ConnectionOwner {
       this.idleConns.shift()!.close();
     }
     if (this.idleConns.length === 0) this.stopSweeper();
+  }
+
+  /** Apart from reusable(), which runs per request: its closure would cost each call a scope object. */
+  private startSweeper(): void {
+    this.sweeper = setInterval(() => this.sweep(), Math.max(10, this.options.idleTimeoutMs / 4));
+    this.sweeper.unref();
   }
 
   private stopSweeper(): void {

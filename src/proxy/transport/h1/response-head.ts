@@ -156,7 +156,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
 
     const nameLen = i - pos;
     if (nameIs(buf, pos, nameLen, "content-length")) {
-      const n = parseContentLength(latin1(buf, vs, ve));
+      const n = contentLengthAt(buf, vs, ve);
       if (contentLength !== -1 && n !== contentLength) throw new ProtocolError("conflicting content-length values");
       contentLength = n;
     } else if (nameIs(buf, pos, nameLen, "transfer-encoding")) {
@@ -217,18 +217,38 @@ function parseStatusVersion(buf: Buffer, start: number, lf: number): 0 | 1 {
  * fractional, spaced or beyond 2^53 values are refused.
  */
 export function parseContentLength(value: string): number {
+  if (!value.includes(",")) return decimal(value.trim(), value);
   let result = -1;
-  for (const part of value.includes(",") ? value.split(",") : [value]) {
-    const v = part.trim();
-    if (v.length === 0 || v.length > 15) throw new ProtocolError(`invalid content-length: ${JSON.stringify(value)}`);
-    let n = 0;
-    for (let i = 0; i < v.length; i++) {
-      const d = v.charCodeAt(i) - 48;
-      if (d < 0 || d > 9) throw new ProtocolError(`invalid content-length: ${JSON.stringify(value)}`);
-      n = n * 10 + d;
-    }
+  for (const part of value.split(",")) {
+    const n = decimal(part.trim(), value);
     if (result !== -1 && n !== result) throw new ProtocolError("conflicting content-length values");
     result = n;
   }
   return result;
+}
+
+function decimal(v: string, value: string): number {
+  if (v.length === 0 || v.length > 15) throw new ProtocolError(`invalid content-length: ${JSON.stringify(value)}`);
+  let n = 0;
+  for (let i = 0; i < v.length; i++) {
+    const d = v.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) throw new ProtocolError(`invalid content-length: ${JSON.stringify(value)}`);
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+/**
+ * The Content-Length whose (OWS-trimmed) value is buf[from..to): a plain number is read
+ * from the bytes, with no string made for it; anything else goes through parseContentLength.
+ */
+export function contentLengthAt(buf: Buffer, from: number, to: number): number {
+  if (to - from > 15) return parseContentLength(latin1(buf, from, to));
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const d = buf[i]! - 48;
+    if (d < 0 || d > 9) return parseContentLength(latin1(buf, from, to));
+    n = n * 10 + d;
+  }
+  return to > from ? n : parseContentLength("");
 }
