@@ -133,6 +133,24 @@ describe("response head", () => {
     expect(findHeadEnd(buf.subarray(0, 20), 2, 2)).toBe(-1);
   });
 
+  test("heads past the first KiB: the same end, from every split point, and a bare LF anywhere is refused", () => {
+    const head = `HTTP/1.1 200 OK\r\n${Array.from({ length: 40 }, (_, i) => `x-field-${i}: ${"v".repeat(40)}\r\n`).join("")}\r\n`;
+    const buf = Buffer.from(head + "body");
+    expect(head.length).toBeGreaterThan(2048);
+    for (let cut = 0; cut <= buf.length; cut += 7) {
+      const first = findHeadEnd(buf.subarray(0, cut), 0, 0);
+      expect(first === -1 || first === head.length).toBe(true);
+      // The next read: what was scanned is not scanned again.
+      if (first === -1) expect(findHeadEnd(buf, 0, cut)).toBe(head.length);
+    }
+    for (const at of [10, 1030, 2000]) {
+      const bad = Buffer.from(head);
+      const lf = bad.indexOf("\r\n", at);
+      bad[lf] = 0x20; // "…value \n": a bare LF
+      expect(() => findHeadEnd(bad, 0, 0)).toThrow("bare LF");
+    }
+  });
+
   test("parseContentLength", () => {
     expect(parseContentLength("0")).toBe(0);
     expect(parseContentLength("123456789012345")).toBe(123456789012345);

@@ -17,6 +17,7 @@ const LF = 10;
 const SP = 32;
 const HT = 9;
 const COLON = 58;
+const CRLF2 = Buffer.from("\r\n\r\n", "latin1");
 
 /** RFC 9110 tchar: the bytes allowed in a field name. */
 export const TCHAR = new Uint8Array(256);
@@ -108,22 +109,48 @@ export function nameIs(buf: Buffer, a: number, len: number, name: string): boole
  * a head ended with bare LFs would otherwise only fail at the size limit.
  */
 export function findHeadEnd(buf: Buffer, from: number, scanFrom: number): number {
-  const end = buf.indexOf("\r\n\r\n", Math.max(from, scanFrom - 3), "latin1");
+  // Heads end within a few hundred bytes as a rule, and there a JS loop costs less than
+  // the native indexOf calls (one per line); a longer head goes on with indexOf.
+  const s = Math.max(from, scanFrom);
+  const jsTo = Math.min(buf.length, s + SCAN_IN_JS);
+  for (let i = s; i < jsTo; i++) {
+    if (buf[i] !== LF) continue;
+    if (i === from || buf[i - 1] !== CR) throw new ProtocolError("bare LF in the response head");
+    if (i - 3 >= from && buf[i - 2] === LF && buf[i - 3] === CR) return headEnd(i + 1, from);
+  }
+  return jsTo === buf.length ? notComplete(buf, from) : findHeadEndWithIndexOf(buf, from, jsTo);
+}
+
+const SCAN_IN_JS = 1024;
+
+function findHeadEndWithIndexOf(buf: Buffer, from: number, scanFrom: number): number {
+  const end = buf.indexOf(CRLF2, Math.max(from, scanFrom - 3));
   const checkTo = end < 0 ? buf.length : end;
   for (let i = buf.indexOf(LF, Math.max(from, scanFrom)); i >= 0 && i < checkTo; i = buf.indexOf(LF, i + 1)) {
     if (i === from || buf[i - 1] !== CR) throw new ProtocolError("bare LF in the response head");
   }
-  if (end < 0) {
-    if (buf.length - from > MAX_HEAD_BYTES) throw new ProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
-    return -1;
-  }
-  if (end + 4 - from > MAX_HEAD_BYTES) throw new ProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
-  return end + 4;
+  return end < 0 ? notComplete(buf, from) : headEnd(end + 4, from);
+}
+
+function headEnd(end: number, from: number): number {
+  if (end - from > MAX_HEAD_BYTES) throw new ProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
+  return end;
+}
+
+function notComplete(buf: Buffer, from: number): -1 {
+  if (buf.length - from > MAX_HEAD_BYTES) throw new ProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
+  return -1;
+}
+
+/** The LF ending the line at `pos`: a JS loop, as lines are short (findHeadEnd checked there is one before `end`). */
+function lineFeed(buf: Buffer, pos: number, end: number): number {
+  while (pos < end && buf[pos] !== LF) pos++;
+  return pos;
 }
 
 /** Parses `buf[start..end)`, which ends with CRLF CRLF (as found by findHeadEnd). */
 export function parseResponseHead(buf: Buffer, start: number, end: number): ResponseHead {
-  let lf = buf.indexOf(LF, start);
+  let lf = lineFeed(buf, start, end);
   const minor = parseStatusVersion(buf, start, lf);
   const status = (buf[start + 9]! - 48) * 100 + (buf[start + 10]! - 48) * 10 + (buf[start + 11]! - 48);
   if (buf[start + 12] === SP) for (let i = start + 13; i < lf - 1; i++) if (VALUE_BYTE[buf[i]!] !== 1) throw new ProtocolError("invalid byte in the status line");
@@ -140,7 +167,7 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
   while (pos < end - 2) {
     const first = buf[pos]!;
     if (first === SP || first === HT) throw new ProtocolError("obs-fold (header continuation line) in the response head");
-    lf = buf.indexOf(LF, pos);
+    lf = lineFeed(buf, pos, end);
     // findHeadEnd guaranteed every LF is preceded by CR.
     const lineEnd = lf - 1;
     let i = pos;
