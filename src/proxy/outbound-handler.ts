@@ -70,8 +70,8 @@ class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
   /** The call in progress, to cancel if the caller leaves before the response head. */
   call: CallHandle | undefined;
   private readonly started = performance.now();
-  /** To the response head, as the metric says; 0 until then. */
-  private latency = 0;
+  /** The kept response's relay, which notes when its head arrived (latency is to the head, as the metric says). */
+  private sink: RelaySink | undefined;
   private status = 0;
   private finished = false;
 
@@ -101,9 +101,8 @@ class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
 
   respond(status: number): ResponseSink {
     this.status = status;
-    this.latency = performance.now() - this.started;
     // The head is already in: a failure now is the body's, and resets the client's connection.
-    return new RelaySink(this.res, this);
+    return (this.sink = new RelaySink(this.res, this));
   }
 
   failed(error: ErrorParts): void {
@@ -123,7 +122,7 @@ class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
   finish(status: number): void {
     if (this.finished) return;
     this.finished = true;
-    this.recorder.record(this.peer, status, this.latency || performance.now() - this.started);
+    this.recorder.record(this.peer, status, (this.sink?.headAt || performance.now()) - this.started);
     this.tracker.end();
   }
 }

@@ -101,6 +101,11 @@ export class OutlierDetector {
   onResult(endpoint: Endpoint, ok: boolean): void {
     const s = this.hosts.get(endpoint);
     if (s === undefined) return;
+    // The common case, with nothing ejected and nothing to eject: no clock read.
+    if (ok && this.ejectedNow === 0) {
+      s.failures = 0;
+      return;
+    }
     const now = this.clock.now();
     if (now >= this.nextReturn) this.readmitDue(now);
     if (s.ejected) return;
@@ -124,6 +129,7 @@ export class OutlierDetector {
    * snapshot arrays: the cache is keyed by array identity, so in-place edits go unseen.
    */
   healthy(endpoints: readonly Endpoint[]): readonly Endpoint[] {
+    if (this.ejectedNow === 0) return endpoints;
     const now = this.clock.now();
     if (now >= this.nextReturn) this.readmitDue(now);
     if (this.ejectedNow === 0) return endpoints;
