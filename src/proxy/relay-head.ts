@@ -52,9 +52,10 @@ export function relayedHead(head: ResponseHead, statusLine: string | undefined, 
     }
   const lineLength = statusLine === undefined ? fieldsStart - start : statusLine.length;
   const bytes = Buffer.allocUnsafe(lineLength + kept + tail.length + reserve);
-  let used = statusLine === undefined ? buf.copy(bytes, 0, start, fieldsStart) : bytes.write(statusLine, 0, "latin1");
-  // Kept lines are contiguous runs in buf between skipped ones: copy each run once, not each line.
-  let run = fieldsStart;
+  // Kept lines are contiguous runs in buf between skipped ones: copy each run once, not each
+  // line; a status line that is kept starts the first run.
+  let used = statusLine === undefined ? 0 : bytes.write(statusLine, 0, "latin1");
+  let run = statusLine === undefined ? start : fieldsStart;
   for (const i of SKIPPED) {
     if (at[i]! > run) used += buf.copy(bytes, used, run, at[i]!);
     run = lineEnd(at, i, fieldsEnd);
