@@ -18,7 +18,8 @@ interface Started {
   admin: number;
 }
 
-function serviceManifest(port: number, mtls: boolean): string {
+/** The payments Service, at 127.0.0.1:`port`; `mtls: false` makes it a plain-HTTP destination. */
+export function serviceManifest(port: number, mtls: boolean): string {
   return [
     "apiVersion: mesh.dev/v1alpha1",
     "kind: Service",

@@ -1,7 +1,9 @@
-/** The bench's two parsers: HTTP/1.1 response framing (bench/load.ts) and wrk's report. */
+/** The bench's parsers: HTTP/1.1 response framing (bench/load.ts), wrk's report, and the heap counts of bench:alloc. */
 import { expect, test } from "bun:test";
 import { ResponseReader } from "./http1-reader.ts";
 import { parseWrk } from "./wrk.ts";
+import { censusOf } from "./alloc/census.ts";
+import { CENSUS_MARK } from "./alloc/probe.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 
@@ -42,3 +44,22 @@ Requests/sec:  24691.20
 `);
   expect(r).toEqual({ requests: 123456, durationS: 5, reqPerSec: 24691.2, p50Ms: 0.612, p99Ms: 2.5, errors: 3, non2xx: 4 });
 });
+
+test("heap counts: cells per request, less what counting itself allocated; collections between the first two counts are reported", () => {
+  const count = (counts: Record<string, number>) => `${CENSUS_MARK}${JSON.stringify(counts)}`;
+  const gc = "[GC<0x3444181c118>: START M 9765kb => EdenCollection, a=0kb";
+  const stderr = [
+    "[GC<0x1>: START M 1kb => EdenCollection", // before the counts: ignored
+    count({ Object: 100, string: 50 }),
+    count({ Object: 1100, string: 850, Array: 200 }),
+    count({ Object: 1110, string: 850, Array: 200, Structure: 30 }),
+    gc, // after: ignored
+  ].join("\n");
+  const c = censusOf(stderr, 100);
+  expect(c.perRequest).toEqual([["Object", 9.9], ["string", 8], ["Array", 2]]);
+  expect(c.collections).toBe(0);
+  const withGc = censusOf([count({ Object: 1 }), gc, count({ Object: 2 }), count({ Object: 2 })].join("\n"), 1);
+  expect(withGc.collections).toBe(1);
+  expect(() => censusOf(count({ Object: 1 }), 1)).toThrow(/3 heap counts/);
+});
+

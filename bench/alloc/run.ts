@@ -1,0 +1,145 @@
+/**
+ * `npm run bench:alloc`: the heap cells one request allocates in a mesh hop, by type.
+ *
+ * One plain hop (client → outbound → the bench's 100-byte service), run from source with
+ * probe.ts preloaded and the engine told not to collect: a 2 GiB RAM size (a large
+ * allocation budget), no eden timer and no Bun GC timer. After a warm-up (so the JIT has
+ * settled), the proxy counts its heap cells, serves N sequential requests on one
+ * keep-alive connection, and counts again (census.ts). A collection in between would hide
+ * cells, so the run says so and tries again with fewer requests.
+ */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { startService } from "../backend.ts";
+import { SERVICE_HOST } from "../check.ts";
+import { ResponseReader } from "../http1-reader.ts";
+import { meshCommand } from "../mesh-command.ts";
+import { serviceManifest } from "../mesh.ts";
+import { issueCerts } from "../pki.ts";
+import { readOptions, spawn, stopAndReport, stopOnSignals, waitForLine, type Child } from "../procs.ts";
+import { censusOf, type Census } from "./census.ts";
+
+const USAGE = `usage: npm run bench:alloc -- [options]
+
+  --requests N   requests between the two heap counts (default 1000)
+  --warmup N     requests before counting, so the JIT has settled (default 3000)
+`;
+
+interface Options {
+  requests: number;
+  warmup: number;
+}
+
+function parse(argv: string[]): Options | "help" {
+  const { values } = parseArgs({ args: argv, options: { requests: { type: "string", default: "1000" }, warmup: { type: "string", default: "3000" }, help: { type: "boolean" } } });
+  if (values.help) return "help";
+  const whole = (text: string, flag: string) => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: expected a whole number ≥ 1, got "${text}"`);
+    return n;
+  };
+  return { requests: whole(values.requests, "--requests"), warmup: whole(values.warmup, "--warmup") };
+}
+
+/** The engine settings that hold collections off, and the marker that skips the sidecar's own re-exec. */
+const HOLD_GC = ["BUN_JSC_logGC=1", `BUN_JSC_forceRAMSize=${2 * 1024 ** 3}`, "BUN_JSC_percentCPUPerMBForEdenTimer=0.001", "BUN_GC_TIMER_DISABLE=1", "MESH_RUNTIME_TUNED="];
+
+/** Sequential GETs on one keep-alive connection. */
+async function client(port: number): Promise<{ send(n: number): Promise<void>; close(): void }> {
+  const request = Buffer.from(`GET / HTTP/1.1\r\nHost: ${SERVICE_HOST}\r\n\r\n`);
+  const reader = new ResponseReader();
+  let waiting: ((status: number) => void) | undefined;
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port,
+    socket: {
+      data(_s, chunk) {
+        for (const res of reader.push(chunk)) waiting?.(res.status);
+      },
+    },
+  });
+  return {
+    async send(n) {
+      for (let i = 0; i < n; i++) {
+        const status = await new Promise<number>((resolve) => {
+          waiting = resolve;
+          socket.write(request);
+        });
+        if (status !== 200) throw new Error(`request ${i + 1} answered ${status}`);
+      }
+    },
+    close: () => socket.end(),
+  };
+}
+
+/** Asks the proxy for a heap count and waits until its line is out. */
+async function count(proxy: Child): Promise<void> {
+  const before = proxy.stderr().split("ALLOC-CENSUS").length;
+  process.kill(proxy.pid, "SIGUSR2");
+  const until = Date.now() + 5000;
+  while (proxy.stderr().split("ALLOC-CENSUS").length === before) {
+    if (Date.now() > until) throw new Error("the proxy did not answer the heap count (SIGUSR2) within 5 s");
+    await Bun.sleep(10);
+  }
+}
+
+async function measure(opts: Options, tmp: string): Promise<Census> {
+  const mesh = meshCommand("source");
+  const certs = issueCerts(mesh, tmp, ["orders"]);
+  const service = await startService();
+  const config = join(tmp, "one.yaml");
+  writeFileSync(config, serviceManifest(service.port, false));
+  const [bun, main] = mesh.argv as [string, string];
+  const proxy = spawn("mesh-one/orders", [
+    "env", ...HOLD_GC, bun, "--preload", join(import.meta.dir, "probe.ts"), main,
+    "proxy", "--service", "orders", "--upstream", `http://127.0.0.1:${service.port}`, "--certs-dir", certs.orders!, "--config", config,
+    "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn",
+  ]);
+  const ready = JSON.parse(await waitForLine(proxy, (l) => l.includes('"ready":true'), 20_000)) as { outbound: number };
+  const load = await client(ready.outbound);
+  await load.send(opts.warmup);
+  let requests = opts.requests;
+  for (let attempt = 1; ; attempt++) {
+    await count(proxy);
+    await load.send(requests);
+    await count(proxy);
+    await count(proxy);
+    const census = censusOf(proxy.stderr(), requests);
+    if (census.collections === 0 || attempt === 3) {
+      load.close();
+      return census;
+    }
+    requests = Math.max(50, Math.floor(requests / 2));
+  }
+}
+
+function render(c: Census, opts: Options): string {
+  const rows = c.perRequest.map(([type, n]) => `  ${n.toFixed(2).padStart(7)}  ${type}`);
+  return [
+    `heap cells allocated per request, one mesh hop (GET, 100-byte response), ${opts.requests} requests after ${opts.warmup} of warm-up:`,
+    ...rows,
+    `  ${c.total.toFixed(2).padStart(7)}  all types`,
+    c.collections === 0 ? "no collection ran between the counts" : `WARNING: ${c.collections} collection(s) ran between the counts: the figures are low`,
+  ].join("\n");
+}
+
+const opts = readOptions(parse, USAGE, (line) => console.error(line));
+if (typeof opts === "number") process.exit(opts);
+const tmp = mkdtempSync(join(tmpdir(), "mesh-alloc-"));
+stopOnSignals(() => stopAndReport(tmp), (line) => console.error(line));
+let census: Census | undefined;
+let failure: Error | undefined;
+try {
+  census = await measure(opts, tmp);
+} catch (err) {
+  failure = err as Error;
+}
+const cleanup = await stopAndReport(tmp);
+if (failure || !census) {
+  console.error(`bench:alloc failed: ${failure?.message}\n${cleanup}`);
+  process.exit(1);
+}
+console.log(`${render(census, opts)}\n${cleanup}`);
+process.exit(census.collections === 0 ? 0 : 1);
