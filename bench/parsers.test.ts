@@ -1,9 +1,11 @@
-/** The bench's parsers: HTTP/1.1 response framing (bench/load.ts), wrk's report, and the heap counts of bench:alloc. */
+/** The bench's parsers: HTTP/1.1 response framing (bench/load.ts), wrk's report, bench:alloc's heap counts, bench:profile's JITDump and samples. */
 import { expect, test } from "bun:test";
 import { ResponseReader } from "./http1-reader.ts";
 import { parseWrk } from "./wrk.ts";
 import { censusOf } from "./alloc/census.ts";
 import { CENSUS_MARK } from "./alloc/probe.ts";
+import { attribute } from "./profile/attribute.ts";
+import { readJitDump, regionAt } from "./profile/jitdump.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 
@@ -63,3 +65,45 @@ test("heap counts: cells per request, less what counting itself allocated; colle
   expect(() => censusOf(count({ Object: 1 }), 1)).toThrow(/3 heap counts/);
 });
 
+/** A JITDump as JavaScriptCore writes it: a 40-byte header, then JIT_CODE_LOAD records (and others, skipped). */
+function jitDump(code: { addr: number; size: number; name: string }[]): Uint8Array {
+  const parts: Buffer[] = [];
+  const header = Buffer.alloc(40);
+  header.writeUInt32LE(0x4a695444, 0);
+  header.writeUInt32LE(1, 4);
+  header.writeUInt32LE(40, 8);
+  parts.push(header);
+  const other = Buffer.alloc(24);
+  other.writeUInt32LE(3, 0); // JIT_CODE_DEBUG_INFO, say: skipped
+  other.writeUInt32LE(24, 4);
+  parts.push(other);
+  for (const c of code) {
+    const name = Buffer.from(`${c.name}\0`);
+    const rec = Buffer.alloc(16 + 40 + name.length + 4);
+    rec.writeUInt32LE(0, 0);
+    rec.writeUInt32LE(rec.length, 4);
+    rec.writeBigUInt64LE(BigInt(c.addr), 16 + 16);
+    rec.writeBigUInt64LE(BigInt(c.size), 16 + 24);
+    name.copy(rec, 16 + 40);
+    parts.push(rec);
+  }
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+test("JITDump: code regions by address; samples split by place and named by their JavaScript", () => {
+  const regions = readJitDump(jitDump([{ addr: 0x2000, size: 0x100, name: "JSC-FTL: onData#Bbn3qc" }, { addr: 0x1000, size: 0x80, name: "JSC-FTLThunk: unspecified" }]));
+  expect(regions.map((r) => r.name)).toEqual(["JSC-FTLThunk: unspecified", "JSC-FTL: onData#Bbn3qc"]);
+  expect(regionAt(regions, 0x20ff)?.name).toBe("JSC-FTL: onData#Bbn3qc");
+  expect(regionAt(regions, 0x2100)).toBeUndefined();
+  expect(() => readJitDump(new Uint8Array(64))).toThrow(/JiTD/);
+  const script = [
+    "\t    2010 [unknown] ([unknown])\n\t    5000 main (/x/mesh)", // in JIT code
+    "\tffffffff81000000 tcp_sendmsg ([kernel.kallsyms])\n\t    7000 [unknown] (/x/mesh)\n\t    1010 [unknown] ([unknown])\n\t    2020 [unknown] ([unknown])", // kernel, via a thunk, from onData
+    "\t    7000 [unknown] (/x/mesh)\n\t    6000 [unknown] (/x/mesh)", // runtime, no JavaScript below
+  ].join("\n\n");
+  const a = attribute(script, regions);
+  expect(a.samples).toBe(3);
+  expect(Object.fromEntries(a.byPlace)).toEqual({ "JIT code": 1, "kernel, called from JavaScript": 1, "runtime, no JavaScript below": 1 });
+  expect(Object.fromEntries(a.jitSelf)).toEqual({ "onData (FTL)": 1 });
+  expect(Object.fromEntries(a.nativeByCaller)).toEqual({ "onData (FTL)": 1 });
+});
