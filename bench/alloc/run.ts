@@ -1,12 +1,13 @@
 /**
- * `npm run bench:alloc`: the heap cells one request allocates in a mesh hop, by type.
+ * `npm run bench:alloc`: the heap cells one request allocates in each mesh proxy, by type.
  *
- * One plain hop (client → outbound → the bench's 100-byte service), run from source with
+ * One plain hop (client → outbound → the bench's 100-byte service), or with `--pair` the
+ * sidecar pair (client → outbound → mTLS → inbound → service), run from source with
  * probe.ts preloaded and the engine told not to collect: a 2 GiB RAM size (a large
  * allocation budget), no eden timer and no Bun GC timer. After a warm-up (so the JIT has
- * settled), the proxy counts its heap cells, serves N sequential requests on one
- * keep-alive connection, and counts again (census.ts). A collection in between would hide
- * cells, so the run says so and tries again with fewer requests.
+ * settled), each proxy counts its heap cells, the pair serves N sequential requests on one
+ * keep-alive connection, and each counts again (census.ts). A collection in between would
+ * hide cells, so the run says so and tries again with fewer requests.
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,22 +26,27 @@ const USAGE = `usage: npm run bench:alloc -- [options]
 
   --requests N   requests between the two heap counts (default 1000)
   --warmup N     requests before counting, so the JIT has settled (default 3000)
+  --pair         the sidecar pair (outbound and inbound, mTLS between) instead of one hop
 `;
 
 interface Options {
   requests: number;
   warmup: number;
+  pair: boolean;
 }
 
 function parse(argv: string[]): Options | "help" {
-  const { values } = parseArgs({ args: argv, options: { requests: { type: "string", default: "1000" }, warmup: { type: "string", default: "3000" }, help: { type: "boolean" } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { requests: { type: "string", default: "1000" }, warmup: { type: "string", default: "3000" }, pair: { type: "boolean", default: false }, help: { type: "boolean" } },
+  });
   if (values.help) return "help";
   const whole = (text: string, flag: string) => {
     const n = Number(text);
     if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: expected a whole number ≥ 1, got "${text}"`);
     return n;
   };
-  return { requests: whole(values.requests, "--requests"), warmup: whole(values.warmup, "--warmup") };
+  return { requests: whole(values.requests, "--requests"), warmup: whole(values.warmup, "--warmup"), pair: values.pair };
 }
 
 /** The engine settings that hold collections off, and the marker that skips the sidecar's own re-exec. */
@@ -85,43 +91,64 @@ async function count(proxy: Child): Promise<void> {
   }
 }
 
-async function measure(opts: Options, tmp: string): Promise<Census> {
-  const mesh = meshCommand("source");
-  const certs = issueCerts(mesh, tmp, ["orders"]);
-  const service = await startService();
-  const config = join(tmp, "one.yaml");
-  writeFileSync(config, serviceManifest(service.port, false));
-  const [bun, main] = mesh.argv as [string, string];
-  const proxy = spawn("mesh-one/orders", [
+interface Proxy {
+  label: string;
+  child: Child;
+  ports: { inbound: number; outbound: number };
+}
+
+/** A sidecar from source, under the probe and with collections held off. */
+async function startProxy(label: string, service: string, certs: string, upstreamPort: number, config?: string): Promise<Proxy> {
+  const [bun, main] = meshCommand("source").argv as [string, string];
+  const child = spawn(label, [
     "env", ...HOLD_GC, bun, "--preload", join(import.meta.dir, "probe.ts"), main,
-    "proxy", "--service", "orders", "--upstream", `http://127.0.0.1:${service.port}`, "--certs-dir", certs.orders!, "--config", config,
+    "proxy", "--service", service, "--upstream", `http://127.0.0.1:${upstreamPort}`, "--certs-dir", certs, ...(config ? ["--config", config] : []),
     "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn",
   ]);
-  const ready = JSON.parse(await waitForLine(proxy, (l) => l.includes('"ready":true'), 20_000)) as { outbound: number };
-  const load = await client(ready.outbound);
+  const ports = JSON.parse(await waitForLine(child, (l) => l.includes('"ready":true'), 20_000)) as Proxy["ports"];
+  return { label, child, ports };
+}
+
+/** The proxies of the topology, the one the client calls first. */
+async function startTopology(opts: Options, tmp: string): Promise<Proxy[]> {
+  const certs = issueCerts(meshCommand("source"), tmp, ["orders", "payments"]);
+  const service = await startService();
+  const config = join(tmp, "payments.yaml");
+  if (!opts.pair) {
+    writeFileSync(config, serviceManifest(service.port, false));
+    return [await startProxy("outbound", "orders", certs.orders!, service.port, config)];
+  }
+  const inbound = await startProxy("inbound", "payments", certs.payments!, service.port);
+  writeFileSync(config, serviceManifest(inbound.ports.inbound, true));
+  return [await startProxy("outbound", "orders", certs.orders!, service.port, config), inbound];
+}
+
+async function measure(opts: Options, tmp: string): Promise<{ label: string; census: Census; requests: number }[]> {
+  const proxies = await startTopology(opts, tmp);
+  const load = await client(proxies[0]!.ports.outbound);
   await load.send(opts.warmup);
   let requests = opts.requests;
   for (let attempt = 1; ; attempt++) {
-    await count(proxy);
+    for (const p of proxies) await count(p.child);
     await load.send(requests);
-    await count(proxy);
-    await count(proxy);
-    const census = censusOf(proxy.stderr(), requests);
-    if (census.collections === 0 || attempt === 3) {
+    for (const p of proxies) await count(p.child);
+    for (const p of proxies) await count(p.child);
+    const results = proxies.map((p) => ({ label: p.label, census: censusOf(p.child.stderr(), requests), requests }));
+    if (results.every((r) => r.census.collections === 0) || attempt === 3) {
       load.close();
-      return census;
+      return results;
     }
     requests = Math.max(50, Math.floor(requests / 2));
   }
 }
 
-function render(c: Census, opts: Options): string {
+function render(label: string, c: Census): string {
   const rows = c.perRequest.map(([type, n]) => `  ${n.toFixed(2).padStart(7)}  ${type}`);
   return [
-    `heap cells allocated per request, one mesh hop (GET, 100-byte response), ${opts.requests} requests after ${opts.warmup} of warm-up:`,
+    `${label}:`,
     ...rows,
     `  ${c.total.toFixed(2).padStart(7)}  all types`,
-    c.collections === 0 ? "no collection ran between the counts" : `WARNING: ${c.collections} collection(s) ran between the counts: the figures are low`,
+    c.collections === 0 ? "  no collection ran between the counts" : `  WARNING: ${c.collections} collection(s) ran between the counts: the figures are low`,
   ].join("\n");
 }
 
@@ -129,17 +156,19 @@ const opts = readOptions(parse, USAGE, (line) => console.error(line));
 if (typeof opts === "number") process.exit(opts);
 const tmp = mkdtempSync(join(tmpdir(), "mesh-alloc-"));
 stopOnSignals(() => stopAndReport(tmp), (line) => console.error(line));
-let census: Census | undefined;
+let results: Awaited<ReturnType<typeof measure>> | undefined;
 let failure: Error | undefined;
 try {
-  census = await measure(opts, tmp);
+  results = await measure(opts, tmp);
 } catch (err) {
   failure = err as Error;
 }
 const cleanup = await stopAndReport(tmp);
-if (failure || !census) {
+if (failure || !results) {
   console.error(`bench:alloc failed: ${failure?.message}\n${cleanup}`);
   process.exit(1);
 }
-console.log(`${render(census, opts)}\n${cleanup}`);
-process.exit(census.collections === 0 ? 0 : 1);
+const what = opts.pair ? "the sidecar pair (mTLS between)" : "one mesh hop";
+console.log(`heap cells allocated per request in ${what}, GET with a 100-byte response, ${results[0]!.requests} requests after ${opts.warmup} of warm-up\n`);
+console.log(`${results.map((r) => render(r.label, r.census)).join("\n\n")}\n\n${cleanup}`);
+process.exit(results.every((r) => r.census.collections === 0) ? 0 : 1);
