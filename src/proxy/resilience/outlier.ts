@@ -129,6 +129,7 @@ export class OutlierDetector {
    * snapshot arrays: the cache is keyed by array identity, so in-place edits go unseen.
    */
   healthy(endpoints: readonly Endpoint[]): readonly Endpoint[] {
+    // Nothing ejected, nothing to readmit: no clock read. Otherwise, readmitting may empty the set.
     if (this.ejectedNow === 0) return endpoints;
     const now = this.clock.now();
     if (now >= this.nextReturn) this.readmitDue(now);
