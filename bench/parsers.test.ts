@@ -2,8 +2,7 @@
 import { expect, test } from "bun:test";
 import { ResponseReader } from "./http1-reader.ts";
 import { parseWrk } from "./wrk.ts";
-import { censusOf } from "./alloc/census.ts";
-import { CENSUS_MARK } from "./alloc/probe.ts";
+import { CENSUS_MARK, censusOf, hasCount } from "./alloc/census.ts";
 import { attribute } from "./profile/attribute.ts";
 import { readJitDump, regionAt } from "./profile/jitdump.ts";
 
@@ -48,7 +47,8 @@ Requests/sec:  24691.20
 });
 
 test("heap counts: cells per request, less what counting itself allocated; collections between the first two counts are reported", () => {
-  const count = (counts: Record<string, number>) => `${CENSUS_MARK}${JSON.stringify(counts)}`;
+  let n = 0;
+  const count = (counts: Record<string, number>) => `${CENSUS_MARK}${++n} ${JSON.stringify(counts)}`;
   const gc = "[GC<0x3444181c118>: START M 9765kb => EdenCollection, a=0kb";
   const stderr = [
     "[GC<0x1>: START M 1kb => EdenCollection", // before the counts: ignored
@@ -60,6 +60,8 @@ test("heap counts: cells per request, less what counting itself allocated; colle
   const c = censusOf(stderr, 100);
   expect(c.perRequest).toEqual([["Object", 9.9], ["string", 8], ["Array", 2]]);
   expect(c.collections).toBe(0);
+  expect(hasCount(stderr, 3)).toBe(true);
+  expect(hasCount(stderr, 4)).toBe(false);
   const withGc = censusOf([count({ Object: 1 }), gc, count({ Object: 2 }), count({ Object: 2 })].join("\n"), 1);
   expect(withGc.collections).toBe(1);
   expect(() => censusOf(count({ Object: 1 }), 1)).toThrow(/3 heap counts/);

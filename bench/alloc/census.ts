@@ -3,7 +3,8 @@
  * per request. Three counts: before the requests, after them, and at once again; the
  * last pair is what counting itself allocates, and is taken off.
  */
-import { CENSUS_MARK } from "./probe.ts";
+/** Starts each count probe.ts writes: the mark, the count's number, then the counts as JSON. */
+export const CENSUS_MARK = "ALLOC-CENSUS ";
 
 export type Counts = Record<string, number>;
 
@@ -15,11 +16,16 @@ export interface Census {
   collections: number;
 }
 
+/** Whether `stderr` holds count number `n` (counts are numbered from 1). */
+export function hasCount(stderr: string, n: number): boolean {
+  return stderr.includes(`${CENSUS_MARK}${n} `);
+}
+
 /** The census lines and GC starts in `stderr`, in order. */
 function events(stderr: string): ({ kind: "census"; counts: Counts } | { kind: "gc" })[] {
   const out: ({ kind: "census"; counts: Counts } | { kind: "gc" })[] = [];
   for (const line of stderr.split("\n")) {
-    if (line.startsWith(CENSUS_MARK)) out.push({ kind: "census", counts: JSON.parse(line.slice(CENSUS_MARK.length)) as Counts });
+    if (line.startsWith(CENSUS_MARK)) out.push({ kind: "census", counts: JSON.parse(line.slice(line.indexOf(" ", CENSUS_MARK.length) + 1)) as Counts });
     else if (/^\[GC<[0-9a-fx]+>: START/.test(line)) out.push({ kind: "gc" });
   }
   return out;

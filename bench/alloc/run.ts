@@ -20,7 +20,7 @@ import { meshCommand } from "../mesh-command.ts";
 import { serviceManifest } from "../mesh.ts";
 import { issueCerts } from "../pki.ts";
 import { readOptions, spawn, stopAndReport, stopOnSignals, waitForLine, type Child } from "../procs.ts";
-import { censusOf, type Census } from "./census.ts";
+import { censusOf, hasCount, type Census } from "./census.ts";
 
 const USAGE = `usage: npm run bench:alloc -- [options]
 
@@ -80,21 +80,23 @@ async function client(port: number): Promise<{ send(n: number): Promise<void>; c
   };
 }
 
-/** Asks the proxy for a heap count and waits until its line is out. */
-async function count(proxy: Child): Promise<void> {
-  const before = proxy.stderr().split("ALLOC-CENSUS").length;
-  process.kill(proxy.pid, "SIGUSR2");
-  const until = Date.now() + 5000;
-  while (proxy.stderr().split("ALLOC-CENSUS").length === before) {
-    if (Date.now() > until) throw new Error("the proxy did not answer the heap count (SIGUSR2) within 5 s");
-    await Bun.sleep(10);
-  }
-}
-
 interface Proxy {
   label: string;
   child: Child;
   ports: { inbound: number; outbound: number };
+  /** Heap counts asked for so far. */
+  counts: number;
+}
+
+/** Asks the proxy for a heap count and waits until its line is out (numbered: only the tail of stderr is kept). */
+async function count(proxy: Proxy): Promise<void> {
+  const n = ++proxy.counts;
+  process.kill(proxy.child.pid, "SIGUSR2");
+  const until = Date.now() + 5000;
+  while (!hasCount(proxy.child.stderr(), n)) {
+    if (Date.now() > until) throw new Error(`${proxy.label} did not answer heap count ${n} (SIGUSR2) within 5 s`);
+    await Bun.sleep(10);
+  }
 }
 
 /** A sidecar from source, under the probe and with collections held off. */
@@ -106,7 +108,7 @@ async function startProxy(label: string, service: string, certs: string, upstrea
     "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn",
   ]);
   const ports = JSON.parse(await waitForLine(child, (l) => l.includes('"ready":true'), 20_000)) as Proxy["ports"];
-  return { label, child, ports };
+  return { label, child, ports, counts: 0 };
 }
 
 /** The proxies of the topology, the one the client calls first. */
@@ -129,10 +131,10 @@ async function measure(opts: Options, tmp: string): Promise<{ label: string; cen
   await load.send(opts.warmup);
   let requests = opts.requests;
   for (let attempt = 1; ; attempt++) {
-    for (const p of proxies) await count(p.child);
+    for (const p of proxies) await count(p);
     await load.send(requests);
-    for (const p of proxies) await count(p.child);
-    for (const p of proxies) await count(p.child);
+    for (const p of proxies) await count(p);
+    for (const p of proxies) await count(p);
     const results = proxies.map((p) => ({ label: p.label, census: censusOf(p.child.stderr(), requests), requests }));
     if (results.every((r) => r.census.collections === 0) || attempt === 3) {
       load.close();
