@@ -31,7 +31,8 @@ export const USAGE = `usage: npm run bench -- [options]
   --post BYTES         send POST requests with a body of BYTES, at most 16384 (default: GET)
 `;
 
-function whole(text: string, flag: string, min: number): number {
+/** A flag's whole-number value, at least `min`; throws naming the flag and what it got. */
+export function whole(text: string, flag: string, min: number): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < min) throw new Error(`${flag}: expected a whole number ≥ ${min}, got "${text}"`);
   return n;

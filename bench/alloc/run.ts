@@ -13,6 +13,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { whole } from "../args.ts";
 import { startService } from "../backend.ts";
 import { SERVICE_HOST } from "../check.ts";
 import { ResponseReader } from "../http1-reader.ts";
@@ -41,12 +42,7 @@ function parse(argv: string[]): Options | "help" {
     options: { requests: { type: "string", default: "1000" }, warmup: { type: "string", default: "3000" }, pair: { type: "boolean", default: false }, help: { type: "boolean" } },
   });
   if (values.help) return "help";
-  const whole = (text: string, flag: string) => {
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: expected a whole number ≥ 1, got "${text}"`);
-    return n;
-  };
-  return { requests: whole(values.requests, "--requests"), warmup: whole(values.warmup, "--warmup"), pair: values.pair };
+  return { requests: whole(values.requests, "--requests", 1), warmup: whole(values.warmup, "--warmup", 1), pair: values.pair };
 }
 
 /** The engine settings that hold collections off, and the marker that skips the sidecar's own re-exec. */

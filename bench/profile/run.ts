@@ -12,6 +12,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileS
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { whole } from "../args.ts";
 import pkg from "../../package.json" with { type: "json" };
 import { startService } from "../backend.ts";
 import { SERVICE_HOST } from "../check.ts";
@@ -43,12 +44,7 @@ function parse(argv: string[]): Options | "help" {
     options: { connections: { type: "string", default: "32" }, duration: { type: "string", default: "6" }, top: { type: "string", default: "25" }, help: { type: "boolean" } },
   });
   if (values.help) return "help";
-  const whole = (text: string, flag: string) => {
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: expected a whole number ≥ 1, got "${text}"`);
-    return n;
-  };
-  return { connections: whole(values.connections, "--connections"), durationS: whole(values.duration, "--duration"), top: whole(values.top, "--top") };
+  return { connections: whole(values.connections, "--connections", 1), durationS: whole(values.duration, "--duration", 1), top: whole(values.top, "--top", 1) };
 }
 
 async function buildProfilingBinary(outfile: string): Promise<void> {
