@@ -3,6 +3,7 @@
  * per request. Three counts: before the requests, after them, and at once again; the
  * last pair is what counting itself allocates, and is taken off.
  */
+
 /** Starts each count probe.ts writes: the mark, the count's number, then the counts as JSON. */
 export const CENSUS_MARK = "ALLOC-CENSUS ";
 
