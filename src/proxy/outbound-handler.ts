@@ -72,7 +72,6 @@ class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
   private readonly started = performance.now();
   /** The kept response's relay, which notes when its head arrived (latency is to the head, as the metric says). */
   private sink: RelaySink | undefined;
-  private status = 0;
   private finished = false;
 
   constructor(
@@ -99,8 +98,7 @@ class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
     return fieldValue(this.req.head.fields, name) ?? null;
   }
 
-  respond(status: number): ResponseSink {
-    this.status = status;
+  respond(): ResponseSink {
     // The head is already in: a failure now is the body's, and resets the client's connection.
     return (this.sink = new RelaySink(this.res, this));
   }
@@ -115,7 +113,8 @@ class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
   }
 
   relayDone(): void {
-    this.finish(this.status);
+    // Only a relay that got its head ends here (one that failed before it calls relayFailedEarly).
+    this.finish(this.sink!.status);
   }
 
   /** The request counts once it is over, exactly once. */
