@@ -109,6 +109,38 @@ describe("exchanges with a well-behaved server", () => {
     expect(await b.text()).toBe("helloworld");
   });
 
+  test("busy connections are counted exactly whatever order they finish or die in", async () => {
+    // The first five requests are held; then they are answered out of order, and two of
+    // them get their connection destroyed instead: the pool's busy list swaps entries out.
+    const held: RawRequest[] = [];
+    const s = raw((r) => (held.length < 5 ? held.push(r) : r.reply(ok())));
+    const pool = newPool(s.port);
+    const calls = [0, 1, 2, 3, 4].map(() => get(pool).then((res) => res.text(), (err: Error) => err.name));
+    await until(() => held.length === 5);
+    expect(pool.stats).toMatchObject({ open: 5, busy: 5, idle: 0 });
+    const finish = [
+      [1, "reply"],
+      [4, "destroy"],
+      [0, "reply"],
+      [3, "reply"],
+      [2, "destroy"],
+    ] as const;
+    let busy = 5;
+    let idle = 0;
+    for (const [i, how] of finish) {
+      if (how === "reply") held[i]!.reply(ok());
+      else held[i]!.destroy();
+      busy--;
+      if (how === "reply") idle++;
+      await until(() => pool.stats.busy === busy);
+      expect(pool.stats).toMatchObject({ open: busy + idle, busy, idle });
+    }
+    expect(await Promise.all(calls)).toEqual(["ok", "ok", "ResetError", "ok", "ResetError"]);
+    // The three idle connections carry the next requests, one at a time.
+    for (let i = 0; i < 3; i++) expect(await (await get(pool)).text()).toBe("ok");
+    expect(pool.stats).toMatchObject({ open: 3, busy: 0, idle: 3, created: 5 });
+  });
+
   test("idle connections are reused last-in first-out", async () => {
     const s = serve(async (req, server) => {
       await Bun.sleep(Number(new URL(req.url).searchParams.get("ms") ?? 0));

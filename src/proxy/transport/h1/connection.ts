@@ -47,6 +47,8 @@ export class H1Connection implements StreamHandler {
   served = 0;
   /** performance.now() when it last became idle (set by the pool). */
   idleSince = 0;
+  /** Its index among its pool's busy connections, -1 when not busy (set by the pool). */
+  busySlot = -1;
   /** Destroy instead of reuse once the current exchange is over (pool closing). */
   closeWhenDone = false;
 

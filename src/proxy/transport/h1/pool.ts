@@ -78,7 +78,13 @@ interface Waiter {
 
 export class Http1Pool implements ConnectionOwner {
   private readonly idleConns: H1Connection[] = [];
-  private readonly busyConns = new Set<H1Connection>();
+  /**
+   * Each knows its index here (busySlot): removal is a swap with the last. Not a Set:
+   * JSC keeps a Set's deleted entries until it rehashes, so one add and one delete per
+   * request grew its storage between collections, and every young collection copied
+   * ~0.5 MB of it into the old generation (which then needed full collections).
+   */
+  private readonly busyConns: H1Connection[] = [];
   private readonly waiters: Waiter[] = [];
   private connecting = 0;
   private created = 0;
@@ -175,7 +181,7 @@ export class Http1Pool implements ConnectionOwner {
 
   get stats(): PoolStats {
     const idle = this.idleConns.length;
-    const busy = this.busyConns.size;
+    const busy = this.busyConns.length;
     return {
       open: this.connecting + idle + busy,
       idle,
@@ -192,7 +198,7 @@ export class Http1Pool implements ConnectionOwner {
   // ---- ConnectionOwner ----
 
   reusable(conn: H1Connection): void {
-    this.busyConns.delete(conn);
+    this.unmarkBusy(conn);
     if (this.isClosed) {
       conn.close();
       return;
@@ -200,7 +206,7 @@ export class Http1Pool implements ConnectionOwner {
     const w = this.waiters.shift();
     if (w !== undefined) {
       detachWaiter(w);
-      this.busyConns.add(conn);
+      this.markBusy(conn);
       this.reused++;
       w.resolve(conn);
       return;
@@ -211,7 +217,7 @@ export class Http1Pool implements ConnectionOwner {
   }
 
   closed(conn: H1Connection): void {
-    if (!this.busyConns.delete(conn)) {
+    if (!this.unmarkBusy(conn)) {
       const i = this.idleConns.indexOf(conn);
       if (i >= 0) this.idleConns.splice(i, 1);
     }
@@ -230,7 +236,7 @@ export class Http1Pool implements ConnectionOwner {
   // ---- acquiring ----
 
   private get open(): number {
-    return this.connecting + this.idleConns.length + this.busyConns.size;
+    return this.connecting + this.idleConns.length + this.busyConns.length;
   }
 
   /** The most recently used idle connection still fit for reuse, if any. */
@@ -238,7 +244,7 @@ export class Http1Pool implements ConnectionOwner {
     const now = performance.now();
     for (let conn = this.idleConns.pop(); conn !== undefined; conn = this.idleConns.pop()) {
       if (conn.alive && now - conn.idleSince < this.options.idleTimeoutMs) {
-        this.busyConns.add(conn);
+        this.markBusy(conn);
         this.reused++;
         return conn;
       }
@@ -278,8 +284,27 @@ export class Http1Pool implements ConnectionOwner {
       this.connecting--;
     }
     if (this.isClosed) conn.closeWhenDone = true;
-    this.busyConns.add(conn);
+    this.markBusy(conn);
     return conn;
+  }
+
+  private markBusy(conn: H1Connection): void {
+    if (conn.busySlot >= 0) return;
+    conn.busySlot = this.busyConns.length;
+    this.busyConns.push(conn);
+  }
+
+  /** False when it was not busy. */
+  private unmarkBusy(conn: H1Connection): boolean {
+    const i = conn.busySlot;
+    if (i < 0) return false;
+    const last = this.busyConns.pop()!;
+    if (last !== conn) {
+      this.busyConns[i] = last;
+      last.busySlot = i;
+    }
+    conn.busySlot = -1;
+    return true;
   }
 
   /** Stops waiting for a connect when the signal fires; a connection that arrives later is kept. */
