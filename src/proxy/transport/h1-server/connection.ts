@@ -90,7 +90,7 @@ export class ServerConnection implements ResponderHost, BodyReader {
       if (used === chunk.byteLength) return;
       this.buffer(chunk, used);
     } else this.buffer(chunk, 0);
-    if (this.active !== undefined) {
+    if (this.active !== undefined || this.out.length > 0) {
       if (this.pending!.byteLength - this.pendingAt > MAX_PIPELINED_BYTES) this.pauseReading();
       return;
     }
@@ -111,12 +111,16 @@ export class ServerConnection implements ResponderHost, BodyReader {
     this.pendingAt = 0;
   }
 
-  /** Parses and dispatches buffered requests until one is in flight or more bytes are needed. */
+  /**
+   * Parses and dispatches buffered requests until one is in flight or more bytes are
+   * needed. Not while the socket holds back part of a response: a client that pipelines
+   * and does not read would otherwise have every response queued here, without bound.
+   */
   private parseNext(): void {
     if (this.parsing) return;
     this.parsing = true;
     try {
-      while (this.active === undefined && this.pending !== undefined && !this.closed && !this.closing && this.tunnel === undefined) {
+      while (this.active === undefined && this.out.length === 0 && this.pending !== undefined && !this.closed && !this.closing && this.tunnel === undefined) {
         const buf = this.pending;
         const from = this.pendingAt;
         let end: number;
@@ -250,7 +254,8 @@ export class ServerConnection implements ResponderHost, BodyReader {
     }
     if (this.endWhenFlushed) return this.shutdown(false);
     if (this.tunnel !== undefined) return this.onTunnelDrain?.();
-    this.active?.drained();
+    if (this.active === undefined) return this.parseNext();
+    this.active.drained();
   }
 
   endsAfterResponse(): boolean {
