@@ -34,13 +34,30 @@ function lineEnd(at: number[], i: number, fieldsEnd: number): number {
 const SKIPPED: number[] = [];
 
 /**
+ * Where a head that goes out before its caller returns is built: one buffer, reused, so
+ * the common response allocates none (socket writes copy what they do not send at once).
+ */
+const SCRATCH = Buffer.allocUnsafe(16 * 1024);
+
+/** A built head: `used` bytes of `bytes`, then room for the body. */
+export interface RelayedHead {
+  bytes: Buffer;
+  used: number;
+}
+
+/** relayedHead's result, reused: each caller reads it at once, so no object per response. */
+const RESULT: RelayedHead = { bytes: SCRATCH, used: 0 };
+
+/**
  * `statusLine`: what to send instead of the upstream's status line, or undefined to copy
  * it (it must then be an HTTP/1.1 line with a reason phrase, or an empty one after SP).
  * `tail`: the lines this proxy adds and the blank line, ASCII. Returns the head followed
  * by `reserve` bytes of room, so a body that is already here can join it in one write:
- * the head is the first `length - reserve` bytes.
+ * the head is the first `used` bytes. `transient`: the caller has it written before it
+ * returns, so it may be the shared scratch buffer, which the next call overwrites. The
+ * result is overwritten by the next call too.
  */
-export function relayedHead(head: ResponseHead, statusLine: string | undefined, tail: string, reserve: number): Buffer {
+export function relayedHead(head: ResponseHead, statusLine: string | undefined, tail: string, reserve: number, transient: boolean): RelayedHead {
   const { buf, start, fieldsStart, fieldsEnd, at, connectionTokens } = head.raw;
   // Which fields stay out decides the size, so it is found first, once per field.
   SKIPPED.length = 0;
@@ -50,8 +67,8 @@ export function relayedHead(head: ResponseHead, statusLine: string | undefined, 
       SKIPPED.push(i);
       kept -= lineEnd(at, i, fieldsEnd) - at[i]!;
     }
-  const lineLength = statusLine === undefined ? fieldsStart - start : statusLine.length;
-  const bytes = Buffer.allocUnsafe(lineLength + kept + tail.length + reserve);
+  const length = (statusLine === undefined ? fieldsStart - start : statusLine.length) + kept + tail.length;
+  const bytes = transient && length + reserve <= SCRATCH.length ? SCRATCH : Buffer.allocUnsafe(length + reserve);
   // Kept lines are contiguous runs in buf between skipped ones: copy each run once, not each
   // line; a status line that is kept starts the first run.
   let used = statusLine === undefined ? 0 : bytes.write(statusLine, 0, "latin1");
@@ -62,7 +79,9 @@ export function relayedHead(head: ResponseHead, statusLine: string | undefined, 
   }
   if (fieldsEnd > run) used += buf.copy(bytes, used, run, fieldsEnd);
   bytes.write(tail, used, "latin1");
-  return bytes;
+  RESULT.bytes = bytes;
+  RESULT.used = length;
+  return RESULT;
 }
 
 /** Whether the upstream's status line can go to the client as it is: HTTP/1.1, and SP before the (maybe empty) reason. */

@@ -47,8 +47,9 @@ export class RelaySink implements ResponseSink {
     // A body that is all here gets room after the head: both go out in one write.
     const reserve = complete && kind === "length" && !res.isHead ? head.contentLength : 0;
     const line = statusLineReusable(head) ? undefined : statusLine(head.status, head.statusText);
-    const bytes = relayedHead(head, line, tail, reserve);
-    const wrote = res.sendHead(bytes, bytes.length - reserve);
+    // A complete response is written before head() returns (ResponseSink): its head can be built in scratch.
+    const built = relayedHead(head, line, tail, reserve, complete);
+    const wrote = res.sendHead(built.bytes, built.used);
     // A body that is all here goes out with the head in one write; a streaming one must not hold the head back.
     if (!complete && !(wrote && res.flush())) this.waitForDrain();
   }

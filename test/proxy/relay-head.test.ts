@@ -8,11 +8,10 @@ function parse(text: string | Buffer) {
 }
 
 /** The relayed head as latin1 text, with the status line copied when it can be. */
-function relay(text: string | Buffer, tail = "content-length: 0\r\n\r\n", reserve = 0) {
+function relay(text: string | Buffer, tail = "content-length: 0\r\n\r\n", reserve = 0, transient = false) {
   const head = parse(text);
   const line = statusLineReusable(head) ? undefined : `HTTP/1.1 ${head.status} REBUILT\r\n`;
-  const bytes = relayedHead(head, line, tail, reserve);
-  const used = bytes.length - reserve;
+  const { bytes, used } = relayedHead(head, line, tail, reserve, transient);
   return { text: bytes.subarray(0, used).toString("latin1"), bytes, used };
 }
 
@@ -66,11 +65,23 @@ describe("relayedHead", () => {
     expect(bytes.length).toBe(text.length + 100);
   });
 
+  test("a head written at once is built in one shared buffer; one that is held, or too large for it, in its own", () => {
+    const a = relay("HTTP/1.1 200 OK\r\nA: 1\r\n\r\n", "content-length: 5\r\n\r\n", 5, true);
+    const b = relay("HTTP/1.1 200 OK\r\nB: 2\r\n\r\n", "content-length: 5\r\n\r\n", 5, true);
+    expect(b.bytes).toBe(a.bytes);
+    expect(b.text).toBe("HTTP/1.1 200 OK\r\nB: 2\r\ncontent-length: 5\r\n\r\n");
+    expect(relay("HTTP/1.1 200 OK\r\nA: 1\r\n\r\n", "content-length: 5\r\n\r\n", 5, false).bytes).not.toBe(a.bytes);
+    const large = relay("HTTP/1.1 200 OK\r\nA: 1\r\n\r\n", "content-length: 20000\r\n\r\n", 20000, true);
+    expect(large.bytes).not.toBe(a.bytes);
+    expect(large.bytes.length).toBe(large.used + 20000);
+  });
+
   test("the head a relay copies is the head that was parsed, even when it sits mid-buffer", () => {
     const buf = Buffer.from("junkHTTP/1.1 201 Created\r\nLocation: /x\r\nConnection: close\r\n\r\nbody", "latin1");
     const head = parseResponseHead(buf, 4, findHeadEnd(buf, 4, 4));
     expect(head.headers).toEqual([["Location", "/x"], ["Connection", "close"]]);
     expect(head.statusText).toBe("Created");
-    expect(relayedHead(head, undefined, "\r\n", 0).toString("latin1")).toBe("HTTP/1.1 201 Created\r\nLocation: /x\r\n\r\n");
+    const { bytes, used } = relayedHead(head, undefined, "\r\n", 0, false);
+    expect(bytes.toString("latin1", 0, used)).toBe("HTTP/1.1 201 Created\r\nLocation: /x\r\n\r\n");
   });
 });

@@ -38,6 +38,13 @@ export interface ConnectionLimits {
 const MAX_PIPELINED_BYTES = 64 * 1024;
 const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
 
+/** A copy of data[start..end), not a view (Buffer#slice is one): the caller may reuse `data`. */
+function copyOf(data: Uint8Array, start: number, end: number): Uint8Array {
+  const out = Buffer.allocUnsafe(end - start);
+  Buffer.prototype.copy.call(data, out, 0, start, end);
+  return out;
+}
+
 export class ServerConnection implements ResponderHost, BodyReader {
   peer: string | undefined;
   /** Set once the connection is usable (after the TLS peer check, on mTLS). */
@@ -212,7 +219,11 @@ export class ServerConnection implements ResponderHost, BodyReader {
 
   // ---- writing ----
 
-  /** Of a Uint8Array, bytes [start, end) go out: a view per write would cost JSC an allocation. */
+  /**
+   * Of a Uint8Array, bytes [start, end) go out: a view per write would cost JSC an
+   * allocation. What the socket does not take is copied, so the caller may reuse `data`
+   * once this returns (relay-head.ts builds heads in one shared buffer).
+   */
   write(data: string | Uint8Array, start = 0, end?: number): boolean {
     if (this.closed) return false;
     if (typeof data === "string") {
@@ -223,10 +234,10 @@ export class ServerConnection implements ResponderHost, BodyReader {
       return n < 0 ? this.fail() : this.queue(data.slice(n));
     }
     const stop = end ?? data.byteLength;
-    if (this.out.length > 0) return this.queue(start === 0 && stop === data.byteLength ? data : data.subarray(start, stop));
+    if (this.out.length > 0) return this.queue(copyOf(data, start, stop));
     const n = this.socket.write(data, start, stop - start);
     if (n === stop - start) return true;
-    return n < 0 ? this.fail() : this.queue(data.subarray(start + n, stop));
+    return n < 0 ? this.fail() : this.queue(copyOf(data, start + n, stop));
   }
 
   private queue(rest: string | Uint8Array): false {

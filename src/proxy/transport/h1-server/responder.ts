@@ -11,7 +11,10 @@ export type ResponseBodyKind = "none" | "length" | "chunked" | "close";
 
 /** What a responder needs from its connection. */
 export interface ResponderHost {
-  /** True when the socket took everything; otherwise the rest is queued and `drain` follows. Of a Uint8Array, bytes [start, end) go out. */
+  /**
+   * True when the socket took everything; otherwise a copy of the rest is queued and
+   * `drain` follows. Of a Uint8Array, bytes [start, end) go out; it may be reused once this returns.
+   */
   write(data: string | Uint8Array, start?: number, end?: number): boolean;
   /** The response is complete. */
   responseDone(responder: Responder): void;
