@@ -49,6 +49,8 @@ export class ServerConnection implements ResponderHost, BodyReader {
   peer: string | undefined;
   /** Set once the connection is usable (after the TLS peer check, on mTLS). */
   ready = false;
+  /** Its index in its listener's list of connections (SlotList). */
+  slot = -1;
   minor: 0 | 1 = 1;
   closing = false;
   /** Another owner has the socket (a WebSocket tunnel): bytes go to `tunnel`. */

@@ -17,6 +17,7 @@ import { alpnWire, MUX_ALPN } from "../mux/frame.ts";
 import { MuxSession } from "../mux/session.ts";
 import { MuxStream } from "../mux/stream.ts";
 import { ServerConnection, type ConnectionHandler, type ConnectionLimits } from "./connection.ts";
+import { SlotList } from "../../../core/slot-list.ts";
 
 const ALPN = alpnWire([MUX_ALPN, "http/1.1"]);
 /** How long a draining listener still takes streams a client opened before it heard GOAWAY. */
@@ -50,10 +51,11 @@ export interface ListenerOptions {
 
 export class H1Listener {
   private listener: TCPSocketListener<SocketOwner | undefined> | undefined;
-  private readonly conns = new Set<ServerConnection>();
+  /** SlotLists, not Sets: clients that open a connection per request add and delete one each time. */
+  private readonly conns = new SlotList<ServerConnection>();
   private readonly sessions = new Set<MuxSession>();
   /** The HTTP/1.1 connections that are streams of the sessions. */
-  private readonly streams = new Set<ServerConnection>();
+  private readonly streams = new SlotList<ServerConnection>();
   private tls: ListenerTls | undefined;
   private accepting = true;
   /** Sessions told GOAWAY, until their grace for streams opened before it was heard ends. */
@@ -97,7 +99,7 @@ export class H1Listener {
     if (!this.accepting) return;
     this.accepting = false;
     this.listener?.stop(false);
-    for (const conn of [...this.conns]) conn.close();
+    for (const conn of this.conns.toArray()) conn.close();
     this.retire([...this.sessions]);
   }
 
@@ -112,7 +114,7 @@ export class H1Listener {
     const grace = setTimeout(() => {
       this.graces.delete(grace);
       for (const session of sessions) session.refuseStreams();
-      for (const conn of [...this.streams]) if (conn.socket instanceof MuxStream && sessions.includes(conn.socket.session)) conn.close();
+      for (const conn of this.streams.toArray()) if (conn.socket instanceof MuxStream && sessions.includes(conn.socket.session)) conn.close();
     }, GOAWAY_GRACE_MS);
     this.graces.add(grace);
   }
@@ -121,7 +123,7 @@ export class H1Listener {
     this.stopAccepting();
     for (const grace of this.graces) clearTimeout(grace);
     this.graces.clear();
-    for (const conn of [...this.conns, ...this.streams]) conn.shutdown(true);
+    for (const conn of [...this.conns.toArray(), ...this.streams.toArray()]) conn.shutdown(true);
     for (const session of [...this.sessions]) session.destroy(new Error("the listener closed"));
     this.listener?.stop(true);
   }

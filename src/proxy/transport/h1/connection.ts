@@ -47,8 +47,8 @@ export class H1Connection implements StreamHandler {
   served = 0;
   /** performance.now() when it last became idle (set by the pool). */
   idleSince = 0;
-  /** Its index among its pool's busy connections, -1 when not busy (set by the pool). */
-  busySlot = -1;
+  /** Its index in its pool's busy list, -1 when not busy (SlotList). */
+  slot = -1;
   /** Destroy instead of reuse once the current exchange is over (pool closing). */
   closeWhenDone = false;
 

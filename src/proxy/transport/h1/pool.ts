@@ -25,6 +25,7 @@ import type { RequestBody } from "./request-body.ts";
 import type { BodyFlow } from "./response-body.ts";
 import type { ResponseHead } from "./response-head.ts";
 import { StreamedResponse, type ResponseSink } from "./response-sink.ts";
+import { SlotList } from "../../../core/slot-list.ts";
 
 export interface PoolOptions {
   host: string;
@@ -78,13 +79,8 @@ interface Waiter {
 
 export class Http1Pool implements ConnectionOwner {
   private readonly idleConns: H1Connection[] = [];
-  /**
-   * Each knows its index here (busySlot): removal is a swap with the last. Not a Set:
-   * JSC keeps a Set's deleted entries until it rehashes, so one add and one delete per
-   * request grew its storage between collections, and every young collection copied
-   * ~0.5 MB of it into the old generation (which then needed full collections).
-   */
-  private readonly busyConns: H1Connection[] = [];
+  /** A SlotList, not a Set: a connection joins and leaves it once per request. */
+  private readonly busyConns = new SlotList<H1Connection>();
   private readonly waiters: Waiter[] = [];
   private connecting = 0;
   private created = 0;
@@ -166,7 +162,7 @@ export class Http1Pool implements ConnectionOwner {
     this.isClosed = true;
     this.stopSweeper();
     for (const conn of this.idleConns.splice(0)) conn.close();
-    for (const conn of this.busyConns) conn.closeWhenDone = true;
+    for (const conn of this.busyConns.toArray()) conn.closeWhenDone = true;
     for (const w of this.waiters.splice(0)) {
       detachWaiter(w);
       w.reject(new ConnectError("the connection pool is closed", "closed"));
@@ -181,7 +177,7 @@ export class Http1Pool implements ConnectionOwner {
 
   get stats(): PoolStats {
     const idle = this.idleConns.length;
-    const busy = this.busyConns.length;
+    const busy = this.busyConns.size;
     return {
       open: this.connecting + idle + busy,
       idle,
@@ -198,7 +194,7 @@ export class Http1Pool implements ConnectionOwner {
   // ---- ConnectionOwner ----
 
   reusable(conn: H1Connection): void {
-    this.unmarkBusy(conn);
+    this.busyConns.delete(conn);
     if (this.isClosed) {
       conn.close();
       return;
@@ -206,7 +202,7 @@ export class Http1Pool implements ConnectionOwner {
     const w = this.waiters.shift();
     if (w !== undefined) {
       detachWaiter(w);
-      this.markBusy(conn);
+      this.busyConns.add(conn);
       this.reused++;
       w.resolve(conn);
       return;
@@ -217,7 +213,7 @@ export class Http1Pool implements ConnectionOwner {
   }
 
   closed(conn: H1Connection): void {
-    if (!this.unmarkBusy(conn)) {
+    if (!this.busyConns.delete(conn)) {
       const i = this.idleConns.indexOf(conn);
       if (i >= 0) this.idleConns.splice(i, 1);
     }
@@ -236,7 +232,7 @@ export class Http1Pool implements ConnectionOwner {
   // ---- acquiring ----
 
   private get open(): number {
-    return this.connecting + this.idleConns.length + this.busyConns.length;
+    return this.connecting + this.idleConns.length + this.busyConns.size;
   }
 
   /** The most recently used idle connection still fit for reuse, if any. */
@@ -244,7 +240,7 @@ export class Http1Pool implements ConnectionOwner {
     const now = performance.now();
     for (let conn = this.idleConns.pop(); conn !== undefined; conn = this.idleConns.pop()) {
       if (conn.alive && now - conn.idleSince < this.options.idleTimeoutMs) {
-        this.markBusy(conn);
+        this.busyConns.add(conn);
         this.reused++;
         return conn;
       }
@@ -284,27 +280,8 @@ export class Http1Pool implements ConnectionOwner {
       this.connecting--;
     }
     if (this.isClosed) conn.closeWhenDone = true;
-    this.markBusy(conn);
+    this.busyConns.add(conn);
     return conn;
-  }
-
-  private markBusy(conn: H1Connection): void {
-    if (conn.busySlot >= 0) return;
-    conn.busySlot = this.busyConns.length;
-    this.busyConns.push(conn);
-  }
-
-  /** False when it was not busy. */
-  private unmarkBusy(conn: H1Connection): boolean {
-    const i = conn.busySlot;
-    if (i < 0) return false;
-    const last = this.busyConns.pop()!;
-    if (last !== conn) {
-      this.busyConns[i] = last;
-      last.busySlot = i;
-    }
-    conn.busySlot = -1;
-    return true;
   }
 
   /** Stops waiting for a connect when the signal fires; a connection that arrives later is kept. */
