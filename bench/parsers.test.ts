@@ -2,7 +2,7 @@
 import { expect, test } from "bun:test";
 import { ResponseReader } from "./http1-reader.ts";
 import { parseWrk } from "./wrk.ts";
-import { CENSUS_MARK, censusOf, hasCount } from "./alloc/census.ts";
+import { CENSUS_MARK, censusOf, hasCount, KEPT_MARK, keptOf } from "./alloc/census.ts";
 import { attribute } from "./profile/attribute.ts";
 import { readJitDump, regionAt } from "./profile/jitdump.ts";
 
@@ -65,6 +65,17 @@ test("heap counts: cells per request, less what counting itself allocated; colle
   const withGc = censusOf([count({ Object: 1 }), gc, count({ Object: 2 }), count({ Object: 2 })].join("\n"), 1);
   expect(withGc.collections).toBe(1);
   expect(() => censusOf(count({ Object: 1 }), 1)).toThrow(/3 heap counts/);
+});
+
+test("kept by a young collection: the last bytes-visited figure of the eden collection between the marks", () => {
+  const eden = (kb: number) =>
+    `[GC<0x1>: START M 9765kb => EdenCollection, a=0kb hf=0.000 mu=0.600 v=0kb (C:0 M:0) o=7 b=3 i#1:N<CsMsrShDMsm(5)SrbBcs> 0+5 v=${kb - 1}kb (C:1 M:0) i#2:N<WsOJw>Pbc 0+0 v=${kb}kb (C:1 M:0) => 6073kb, p=0.3ms (max 0.5), cycle 0.3ms END]`;
+  const full = "[GC<0x1>: START M 9765kb => FullCollection, a=0kb v=0kb (C:0 M:0) i#1:N<Cs> 0+5 v=6000kb (C:1 M:0) => 6073kb, p=2ms END]";
+  expect(keptOf([eden(900), full, `${KEPT_MARK}start`, eden(55), `${KEPT_MARK}end`].join("\n"))).toBe(55);
+  // The latest pair of marks counts; a collection outside them does not.
+  expect(keptOf([`${KEPT_MARK}start`, eden(55), `${KEPT_MARK}end`, full, `${KEPT_MARK}start`, eden(2), `${KEPT_MARK}end`, eden(700)].join("\n"))).toBe(2);
+  expect(keptOf(`${KEPT_MARK}start\n${eden(3)}`)).toBeUndefined();
+  expect(keptOf(`${KEPT_MARK}start\n${KEPT_MARK}end`)).toBeUndefined();
 });
 
 /** A JITDump as JavaScriptCore writes it: a 40-byte header, then JIT_CODE_LOAD records (and others, skipped). */

@@ -6,6 +6,8 @@
 
 /** Starts each count probe.ts writes: the mark, the count's number, then the counts as JSON. */
 export const CENSUS_MARK = "ALLOC-CENSUS ";
+/** probe.ts writes it with "start" after a full collection, and with "end" after the young collection that follows. */
+export const KEPT_MARK = "ALLOC-KEPT ";
 
 export type Counts = Record<string, number>;
 
@@ -53,4 +55,23 @@ export function censusOf(stderr: string, requests: number): Census {
   }
   perRequest.sort((a, b) => b[1] - a[1]);
   return { perRequest, total, collections };
+}
+
+/**
+ * KB the last young collection between a KEPT_MARK "start" and "end" visited (JSC's GC
+ * log, `v=`): what the requests in between left reachable, plus the old objects they
+ * wrote to. Undefined until both marks and the collection are in `stderr`.
+ */
+export function keptOf(stderr: string): number | undefined {
+  const start = stderr.lastIndexOf(`${KEPT_MARK}start`);
+  const end = stderr.indexOf(`${KEPT_MARK}end`, start);
+  if (start < 0 || end < 0) return undefined;
+  let kept: number | undefined;
+  for (const line of stderr.slice(start, end).split("\n")) {
+    if (!line.includes("EdenCollection")) continue;
+    // The log gives the bytes visited after each marking step; the last is the total.
+    const visited = [...line.matchAll(/ v=(\d+)kb/g)].map((m) => Number(m[1]));
+    kept = visited.at(-1);
+  }
+  return kept;
 }

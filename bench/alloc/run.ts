@@ -7,7 +7,10 @@
  * allocation budget), no eden timer and no Bun GC timer. After a warm-up (so the JIT has
  * settled), each proxy counts its heap cells, the pair serves N sequential requests on one
  * keep-alive connection, and each counts again (census.ts). A collection in between would
- * hide cells, so the run says so and tries again with fewer requests.
+ * hide cells, so the run says so and tries again with fewer requests. Then each proxy
+ * collects in full, the client sends N requests more, and each makes a young collection:
+ * what that one finds still reachable is what the request path keeps (it should be
+ * nearly nothing once the requests are over).
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,7 +24,7 @@ import { meshCommand } from "../mesh-command.ts";
 import { serviceManifest } from "../mesh.ts";
 import { issueCerts } from "../pki.ts";
 import { readOptions, spawn, stopAndReport, stopOnSignals, waitForLine, type Child } from "../procs.ts";
-import { censusOf, hasCount, type Census } from "./census.ts";
+import { censusOf, hasCount, keptOf, KEPT_MARK, type Census } from "./census.ts";
 
 const USAGE = `usage: npm run bench:alloc -- [options]
 
@@ -121,7 +124,26 @@ async function startTopology(opts: Options, tmp: string): Promise<Proxy[]> {
   return [await startProxy("outbound", "orders", certs.orders!, service.port, config), inbound];
 }
 
-async function measure(opts: Options, tmp: string): Promise<{ label: string; census: Census; requests: number }[]> {
+/** Asks the proxy for a full (`start`) or young (`end`) collection and waits for its mark (SIGWINCH, probe.ts). */
+async function collect(proxy: Proxy, mark: "start" | "end"): Promise<void> {
+  const before = proxy.child.stderr().split(`${KEPT_MARK}${mark}`).length;
+  process.kill(proxy.child.pid, "SIGWINCH");
+  const until = Date.now() + 5000;
+  while (proxy.child.stderr().split(`${KEPT_MARK}${mark}`).length === before) {
+    if (Date.now() > until) throw new Error(`${proxy.label} did not collect (SIGWINCH) within 5 s`);
+    await Bun.sleep(10);
+  }
+}
+
+interface Result {
+  label: string;
+  census: Census;
+  requests: number;
+  /** KB a young collection found reachable after `requests` more requests. */
+  kept: number | undefined;
+}
+
+async function measure(opts: Options, tmp: string): Promise<Result[]> {
   const proxies = await startTopology(opts, tmp);
   const load = await client(proxies[0]!.ports.outbound);
   await load.send(opts.warmup);
@@ -131,22 +153,27 @@ async function measure(opts: Options, tmp: string): Promise<{ label: string; cen
     await load.send(requests);
     for (const p of proxies) await count(p);
     for (const p of proxies) await count(p);
-    const results = proxies.map((p) => ({ label: p.label, census: censusOf(p.child.stderr(), requests), requests }));
+    const results = proxies.map((p) => ({ label: p.label, census: censusOf(p.child.stderr(), requests), requests, kept: undefined }));
     if (results.every((r) => r.census.collections === 0) || attempt === 3) {
+      for (const p of proxies) await collect(p, "start");
+      await load.send(requests);
+      for (const p of proxies) await collect(p, "end");
       load.close();
-      return results;
+      return results.map((r, i) => ({ ...r, kept: keptOf(proxies[i]!.child.stderr()) }));
     }
     requests = Math.max(50, Math.floor(requests / 2));
   }
 }
 
-function render(label: string, c: Census): string {
+function render(r: Result): string {
+  const c = r.census;
   const rows = c.perRequest.map(([type, n]) => `  ${n.toFixed(2).padStart(7)}  ${type}`);
   return [
-    `${label}:`,
+    `${r.label}:`,
     ...rows,
     `  ${c.total.toFixed(2).padStart(7)}  all types`,
     c.collections === 0 ? "  no collection ran between the counts" : `  WARNING: ${c.collections} collection(s) ran between the counts: the figures are low`,
+    `  kept by a young collection after ${r.requests} more requests: ${r.kept === undefined ? "not found in the GC log" : `${r.kept} KB`}`,
   ].join("\n");
 }
 
@@ -154,7 +181,7 @@ const opts = readOptions(parse, USAGE, (line) => console.error(line));
 if (typeof opts === "number") process.exit(opts);
 const tmp = mkdtempSync(join(tmpdir(), "mesh-alloc-"));
 stopOnSignals(() => stopAndReport(tmp), (line) => console.error(line));
-let results: Awaited<ReturnType<typeof measure>> | undefined;
+let results: Result[] | undefined;
 let failure: Error | undefined;
 try {
   results = await measure(opts, tmp);
@@ -168,5 +195,5 @@ if (failure || !results) {
 }
 const what = opts.pair ? "the sidecar pair (mTLS between)" : "one mesh hop";
 console.log(`heap cells allocated per request in ${what}, GET with a 100-byte response, ${results[0]!.requests} requests after ${opts.warmup} of warm-up\n`);
-console.log(`${results.map((r) => render(r.label, r.census)).join("\n\n")}\n\n${cleanup}`);
+console.log(`${results.map(render).join("\n\n")}\n\n${cleanup}`);
 process.exit(results.every((r) => r.census.collections === 0) ? 0 : 1);
