@@ -8,6 +8,8 @@
  * The timer is unref'd: in-flight requests keep the process alive through their
  * sockets, and an idle queue must not hold up exit after a drain.
  */
+import { eventNow } from "../core/clock.ts";
+
 export interface QueuedDeadline {
   due: number;
   prev: QueuedDeadline | undefined;
@@ -19,12 +21,12 @@ export class DeadlineQueue {
   private head: QueuedDeadline | undefined;
   private tail: QueuedDeadline | undefined;
   private timer: Timer | undefined;
-  /** When the armed timer fires (performance.now()). */
+  /** When the armed timer fires (the clock's time base: performance.now()). */
   private firesAt = 0;
 
   constructor(
     readonly ms: number,
-    private readonly now: () => number = () => performance.now(),
+    private readonly now: () => number = eventNow,
   ) {}
 
   get empty(): boolean {

@@ -21,6 +21,7 @@ import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
 import type { Responder } from "./transport/h1-server/responder.ts";
 import type { UpstreamHealth } from "./upstream-health.ts";
+import { eventNow } from "../core/clock.ts";
 
 export interface InboundHandlerDeps {
   pool: Http1Pool;
@@ -70,7 +71,7 @@ class InboundRelay implements RelayOwner, AbortLike {
   readonly sink: RelaySink;
   aborted = false;
   reason: unknown = undefined;
-  private readonly started = performance.now();
+  private readonly started = eventNow();
   /** The exchange in flight: the one listener. */
   private listener: AbortListener | undefined;
 
@@ -119,7 +120,7 @@ class InboundRelay implements RelayOwner, AbortLike {
 
   private finish(status: number, headAt: number): void {
     // Latency is to the response head, as the metric says; the request counts once it is over.
-    this.recorder.record(this.peer, status, (headAt || performance.now()) - this.started);
+    this.recorder.record(this.peer, status, (headAt || eventNow()) - this.started);
     this.deps.tracker.end();
   }
 }

@@ -23,7 +23,7 @@ import type { BodyFlow } from "./transport/h1/response-body.ts";
 import type { ResponseHead } from "./transport/h1/response-head.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { recordLatency } from "./balancer/index.ts";
-import { systemClock } from "../core/clock.ts";
+import { eventNow, systemClock } from "../core/clock.ts";
 import { Deadline } from "./deadline.ts";
 import type { OverflowReason } from "./resilience/circuit-breaker.ts";
 
@@ -93,7 +93,7 @@ class Try implements ResponseSink {
   constructor(
     private readonly call: OutboundCall,
     readonly endpoint: Endpoint,
-    /** performance.now() when sent; 0 when nothing reads it (no EWMA). */
+    /** eventNow() when sent; 0 when nothing reads it (no EWMA). */
     readonly sentAt: number,
   ) {}
   head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
@@ -142,7 +142,7 @@ class OutboundCall implements CallHandle {
     this.tried = endpoint;
     endpoint.inflight++;
     // Only the EWMA balancer reads a try's latency: skip the clock read otherwise.
-    const t = new Try(this, endpoint, dest.ewmaDecayMs !== undefined ? performance.now() : 0);
+    const t = new Try(this, endpoint, dest.ewmaDecayMs !== undefined ? eventNow() : 0);
     this.current = t;
     dest.pools.dispatch(endpoint, this.req.prepared, this.req.body, t, this.deadline);
   }
@@ -164,7 +164,7 @@ class OutboundCall implements CallHandle {
     if (t !== this.current) return;
     const dest = this.dest;
     t.endpoint.inflight--;
-    if (dest.ewmaDecayMs !== undefined) recordLatency(t.endpoint, performance.now() - t.sentAt, systemClock, dest.ewmaDecayMs);
+    if (dest.ewmaDecayMs !== undefined) recordLatency(t.endpoint, eventNow() - t.sentAt, systemClock, dest.ewmaDecayMs);
     dest.outlier.onResult(t.endpoint, head.status < 500);
     if (this.replayable && shouldRetry(dest.retryPolicy, this.attempt, { kind: "status", status: head.status }) && this.takeRetry()) {
       // Dropped: the rest of its body is never read, so its connection is not reused.

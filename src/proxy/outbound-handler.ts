@@ -21,6 +21,7 @@ import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
 import type { Responder } from "./transport/h1-server/responder.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
+import { eventNow } from "../core/clock.ts";
 
 export interface OutboundHandlerDeps {
   snapshot: () => Snapshot;
@@ -69,7 +70,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
 class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
   /** The call in progress, to cancel if the caller leaves before the response head. */
   call: CallHandle | undefined;
-  private readonly started = performance.now();
+  private readonly started = eventNow();
   /** The kept response's relay, which notes when its head arrived (latency is to the head, as the metric says). */
   private sink: RelaySink | undefined;
   private finished = false;
@@ -121,7 +122,7 @@ class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
   finish(status: number): void {
     if (this.finished) return;
     this.finished = true;
-    this.recorder.record(this.peer, status, (this.sink?.headAt || performance.now()) - this.started);
+    this.recorder.record(this.peer, status, (this.sink?.headAt || eventNow()) - this.started);
     this.tracker.end();
   }
 }

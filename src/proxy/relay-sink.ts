@@ -10,6 +10,7 @@ import type { BodyFlow } from "./transport/h1/response-body.ts";
 import type { ResponseHead } from "./transport/h1/response-head.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { statusLine, type Responder, type ResponseBodyKind } from "./transport/h1-server/responder.ts";
+import { eventNow } from "../core/clock.ts";
 
 /** Who hears how the relay ended: one object per request, not a closure per outcome. */
 export interface RelayOwner {
@@ -20,7 +21,7 @@ export interface RelayOwner {
 }
 
 export class RelaySink implements ResponseSink {
-  /** The upstream's status, and when its head arrived (performance.now()). */
+  /** The upstream's status, and when its head arrived (eventNow()). */
   status = 0;
   headAt = 0;
   private flow: BodyFlow | undefined;
@@ -36,7 +37,7 @@ export class RelaySink implements ResponseSink {
     const res = this.res;
     this.flow = flow;
     this.status = head.status;
-    this.headAt = performance.now();
+    this.headAt = eventNow();
     res.onGone = this;
     let kind: ResponseBodyKind;
     if (res.isHead || head.status === 204 || head.status === 304) kind = "none";

@@ -18,6 +18,7 @@ import { MuxSession } from "../mux/session.ts";
 import { MuxStream } from "../mux/stream.ts";
 import { ServerConnection, type ConnectionHandler, type ConnectionLimits } from "./connection.ts";
 import { SlotList } from "../../../core/slot-list.ts";
+import { readEvent } from "../../../core/clock.ts";
 
 const ALPN = alpnWire([MUX_ALPN, "http/1.1"]);
 /** How long a draining listener still takes streams a client opened before it heard GOAWAY. */
@@ -169,7 +170,9 @@ export class H1Listener {
           conn.peer = id.spiffeId;
           self.ready(conn);
         },
-        data: (sock, chunk) => sock.data?.onData(chunk),
+        data: (sock, chunk) => {
+          if (sock.data !== undefined) readEvent(sock.data, chunk);
+        },
         drain: (sock) => sock.data?.onDrain(),
         timeout: (sock) => sock.data?.onTimeout(),
         close: (sock, err) => sock.data?.onClose(err),

@@ -23,6 +23,7 @@ import type { MuxConnector } from "../mux/connector.ts";
 import { StreamRefusedError } from "../mux/frame.ts";
 import type { StreamHandler } from "../mux/stream.ts";
 import type { ByteSocket } from "../byte-socket.ts";
+import { readEvent } from "../../../core/clock.ts";
 
 export type ConnectionTls = DialTls;
 
@@ -45,7 +46,7 @@ const ONCE = { once: true } as const;
 export class H1Connection implements StreamHandler {
   /** Exchanges completed; > 0 means the next one reuses the connection. */
   served = 0;
-  /** performance.now() when it last became idle (set by the pool). */
+  /** When it last became idle, eventNow() (set by the pool). */
   idleSince = 0;
   /** Its index in its pool's busy list, -1 when not busy (SlotList). */
   slot = -1;
@@ -410,7 +411,7 @@ export class H1Connection implements StreamHandler {
   static readonly handlers: SocketHandler<H1Connection> = {
     open: (s) => s.data.dial!.opened(s),
     handshake: (s, _ok, authError) => s.data.onHandshake(s, authError),
-    data: (s, chunk) => s.data.onData(chunk),
+    data: (s, chunk) => readEvent(s.data, chunk),
     drain: (s) => s.data.onDrain(),
     close: (s, err) => s.data.onClose(err),
     error: (s, err) => s.data.onError(err),

@@ -26,6 +26,7 @@ import type { BodyFlow } from "./response-body.ts";
 import type { ResponseHead } from "./response-head.ts";
 import { StreamedResponse, type ResponseSink } from "./response-sink.ts";
 import { SlotList } from "../../../core/slot-list.ts";
+import { eventNow } from "../../../core/clock.ts";
 
 export interface PoolOptions {
   host: string;
@@ -207,7 +208,7 @@ export class Http1Pool implements ConnectionOwner {
       w.resolve(conn);
       return;
     }
-    conn.idleSince = performance.now();
+    conn.idleSince = eventNow();
     this.idleConns.push(conn);
     if (this.sweeper === undefined) this.startSweeper();
   }
@@ -237,7 +238,7 @@ export class Http1Pool implements ConnectionOwner {
 
   /** The most recently used idle connection still fit for reuse, if any. */
   private takeIdle(): H1Connection | undefined {
-    const now = performance.now();
+    const now = eventNow();
     for (let conn = this.idleConns.pop(); conn !== undefined; conn = this.idleConns.pop()) {
       if (conn.alive && now - conn.idleSince < this.options.idleTimeoutMs) {
         this.busyConns.add(conn);
@@ -312,7 +313,7 @@ export class Http1Pool implements ConnectionOwner {
   // ---- idle housekeeping ----
 
   private sweep(): void {
-    const now = performance.now();
+    const now = eventNow();
     // Oldest first: idle connections are pushed in the order they went idle.
     while (this.idleConns.length > 0 && now - this.idleConns[0]!.idleSince >= this.options.idleTimeoutMs) {
       this.idleConns.shift()!.close();

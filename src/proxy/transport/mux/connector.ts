@@ -11,6 +11,7 @@ import { ConnectError } from "../h1/errors.ts";
 import { alpnWire, MAX_STREAMS, MUX_ALPN } from "./frame.ts";
 import { MuxSession } from "./session.ts";
 import type { MuxStream, StreamHandler } from "./stream.ts";
+import { readEvent } from "../../../core/clock.ts";
 
 export interface MuxConnectorOptions {
   host: string;
@@ -131,7 +132,7 @@ export class MuxConnector {
       if (s.data.dial.handshake(s, authError) !== undefined) s.terminate();
     },
     // The server speaks only when asked: bytes before the session exists are a broken peer.
-    data: (s, chunk) => (s.data.session !== undefined ? s.data.session.onData(chunk) : s.terminate()),
+    data: (s, chunk) => (s.data.session !== undefined ? readEvent(s.data.session, chunk) : s.terminate()),
     drain: (s) => s.data.session?.onDrain(),
     close: (s, err) => {
       const why = err ?? s.data.lastError;
