@@ -11,8 +11,8 @@ import { MeshFixture, type EchoService } from "../helpers/mesh-fixture.ts";
 
 const fx = new MeshFixture();
 const BODY = 8 * 1024;
-/** 16 MiB of responses: far more than the loopback socket buffers take from a client that does not read. */
-const PIPELINED = 2000;
+/** 32 MiB of responses: far more than loopback socket buffers take from a client that does not read (~4 MiB here). */
+const PIPELINED = 4000;
 let service: EchoService;
 let outbound = 0;
 
