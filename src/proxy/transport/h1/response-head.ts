@@ -167,18 +167,20 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
   while (pos < end - 2) {
     const first = buf[pos]!;
     if (first === SP || first === HT) throw new ProtocolError("obs-fold (header continuation line) in the response head");
-    lf = lineFeed(buf, pos, end);
-    // findHeadEnd guaranteed every LF is preceded by CR.
-    const lineEnd = lf - 1;
+    // One pass over the line: the name's bytes, then the value's up to the CR that must end
+    // it (CR is neither tchar nor a value byte, and the blank line ends the head).
     let i = pos;
-    while (i < lineEnd && TCHAR[buf[i]!] === 1) i++;
+    while (TCHAR[buf[i]!] === 1) i++;
     if (i === pos) throw new ProtocolError("empty or invalid header name in the response head");
     if (buf[i] !== COLON) throw new ProtocolError("invalid byte in a response header name (or whitespace before the colon)");
     let vs = i + 1;
-    while (vs < lineEnd && (buf[vs] === SP || buf[vs] === HT)) vs++;
-    let ve = lineEnd;
+    while (buf[vs] === SP || buf[vs] === HT) vs++;
+    let cr = vs;
+    while (VALUE_BYTE[buf[cr]!] === 1) cr++;
+    if (buf[cr] !== CR || buf[cr + 1] !== LF) throw new ProtocolError(`invalid byte in the response header ${latin1(buf, pos, i)}`);
+    lf = cr + 1;
+    let ve = cr;
     while (ve > vs && (buf[ve - 1] === SP || buf[ve - 1] === HT)) ve--;
-    for (let k = vs; k < ve; k++) if (VALUE_BYTE[buf[k]!] !== 1) throw new ProtocolError(`invalid byte in the response header ${latin1(buf, pos, i)}`);
     at.push(pos, i, vs, ve);
 
     const nameLen = i - pos;
