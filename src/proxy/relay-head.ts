@@ -35,7 +35,8 @@ const SKIPPED: number[] = [];
 
 /**
  * Where a head that goes out before its caller returns is built: one buffer, reused, so
- * the common response allocates none (socket writes copy what they do not send at once).
+ * the common response allocates none (the listener copies what its socket does not take
+ * at once: h1-server/connection.ts).
  */
 const SCRATCH = Buffer.allocUnsafe(16 * 1024);
 
