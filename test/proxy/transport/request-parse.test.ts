@@ -176,6 +176,7 @@ describe("accepted heads", () => {
       connectionTokens: [],
       websocket: false,
       expectContinue: false,
+      obsText: false,
     });
   });
 
@@ -221,8 +222,10 @@ describe("accepted heads", () => {
     expect(parse(`OPTIONS http://orders:8001/ HTTP/1.1\r\n${H}\r\n`).pathAndQuery).toBe("/");
   });
 
-  test("obs-text in a header value is kept as latin1", () => {
+  test("obs-text in a header value is kept as latin1, and noted", () => {
     expect(fieldValue(parse(`${GET}X-A: caf\xe9\r\n\r\n`).fields, "x-a")).toBe("caf\xe9");
+    expect(parse(`${GET}X-A: caf\xe9\r\n\r\n`).obsText).toBe(true);
+    expect(parse(`${GET}X-A: cafe ~\t!\r\n\r\n`).obsText).toBe(false);
   });
 
   test("keep-alive: 1.1 unless close; 1.0 only with keep-alive; tokens accumulate, lower-cased, empty dropped", () => {

@@ -6,6 +6,7 @@
  * sent with the caller's Content-Length when it gave one, chunked otherwise.
  */
 import { TCHAR } from "./response-head.ts";
+import type { RequestHead } from "./request-parse.ts";
 
 export type RequestFraming = { kind: "none" } | { kind: "length"; length: number } | { kind: "chunked" };
 
@@ -64,26 +65,21 @@ export function prepareRequest(method: string, pathAndQuery: string, headers: He
     if (!hasBody && length !== 0) throw new TypeError(`content-length ${cl} given for a request without a body`);
     framing = hasBody ? { kind: "length", length } : NO_BODY;
   } else framing = hasBody ? CHUNKED : NO_BODY;
-  return finish(method, `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host ?? defaultHost}\r\n${fields}`, framing, cl !== null, hasBody, idempotencyKey !== "");
+  return finish(method, `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host ?? defaultHost}\r\n${fields}`, framing, cl !== null, hasBody, idempotencyKey !== "", false);
 }
+
+/** What prepareRelayed takes of a parsed request head (request-parse.ts). */
+export type RelayedRequestHead = Pick<RequestHead, "method" | "pathAndQuery" | "host" | "fields" | "connectionTokens" | "obsText">;
 
 /**
  * The head of a request relayed from a downstream connection, whose parser already
  * checked method, target and field syntax (fields: flat name/value pairs, names
- * lower-cased). Fields named in `skip` or `listed` (the client's Connection tokens) are
- * dropped; `extra` (whole lines) is added, and the framing line for `framing`.
+ * lower-cased). Fields named in `skip` or in the client's Connection tokens are dropped;
+ * `extra` (whole lines) is added, and the framing line for `framing`.
  */
-export function prepareRelayed(
-  method: string,
-  pathAndQuery: string,
-  host: string,
-  fields: readonly string[],
-  skip: ReadonlySet<string>,
-  listed: readonly string[],
-  extra: string,
-  framing: RequestFraming,
-): PreparedRequest {
-  let head = `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host}\r\n`;
+export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string>, extra: string, framing: RequestFraming): PreparedRequest {
+  const { method, fields, connectionTokens: listed } = req;
+  let head = `${method} ${req.pathAndQuery} HTTP/1.1\r\nhost: ${req.host}\r\n`;
   let idempotencyKey = false;
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i]!;
@@ -92,18 +88,23 @@ export function prepareRelayed(
     head += `${name}: ${fields[i + 1]}\r\n`;
   }
   const hasBody = framing.kind !== "none";
-  return finish(method, head + extra, framing, framing.kind === "length", hasBody, idempotencyKey);
+  // The parser checked every byte it let through; only obs-text or the lines added here can be other than printable ASCII.
+  const plain = !req.obsText && (extra === "" || !NOT_PLAIN.test(extra));
+  return finish(method, head + extra, framing, framing.kind === "length", hasBody, idempotencyKey, plain);
 }
 
-/** Adds the framing line and the blank line; the head goes out as ASCII, or as latin1 bytes. */
-function finish(method: string, start: string, framing: RequestFraming, declaredLength: boolean, hasBody: boolean, idempotencyKey: boolean): PreparedRequest {
+/**
+ * Adds the framing line and the blank line; the head goes out as ASCII, or as latin1
+ * bytes. `plain`: it is known to be printable ASCII already, so it is not scanned again.
+ */
+function finish(method: string, start: string, framing: RequestFraming, declaredLength: boolean, hasBody: boolean, idempotencyKey: boolean, plain: boolean): PreparedRequest {
   let framingLine = "";
   if (framing.kind === "length" || (declaredLength && framing.kind === "none")) framingLine = `content-length: ${framing.kind === "length" ? framing.length : 0}\r\n`;
   else if (framing.kind === "chunked") framingLine = "transfer-encoding: chunked\r\n";
   else if (BODY_EXPECTED.has(method)) framingLine = "content-length: 0\r\n";
   const head = `${start}${framingLine}\r\n`;
   let bytes: string | Uint8Array = head;
-  if (NOT_PLAIN.test(head)) {
+  if (!plain && NOT_PLAIN.test(head)) {
     if (CONTROL.test(head)) throw new TypeError("control character in a request header");
     // Headers hold ByteStrings (every code unit <= 0xFF); socket.write(string) would send UTF-8.
     bytes = Buffer.from(head, "latin1");

@@ -51,6 +51,8 @@ export interface RequestHead {
   websocket: boolean;
   /** Expect: 100-continue on HTTP/1.1 (ignored on 1.0, RFC 9110 §10.1.1). */
   expectContinue: boolean;
+  /** Some field value holds obs-text (bytes 0x80-0xFF); otherwise the whole head is printable ASCII. */
+  obsText: boolean;
 }
 
 const CR = 13;
@@ -174,6 +176,8 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   let connectionTokens = NO_TOKENS;
   let upgradeWebsocket = false;
   let expectContinue = false;
+  /** Every value byte OR-ed together: bit 7 set means obs-text. */
+  let valueBits = 0;
   let count = 0;
   let pos = v + 10;
   while (pos < end - 2) {
@@ -189,7 +193,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
     let vs = n + 1;
     while (buf[vs] === SP || buf[vs] === HT) vs++;
     let ve = vs;
-    while (VALUE_BYTE[buf[ve]!] === 1) ve++;
+    for (let b = buf[ve]!; VALUE_BYTE[b] === 1; b = buf[++ve]!) valueBits |= b;
     if (buf[ve] !== CR) refuse(400, "header-value", `control character in the value of ${name}`);
     pos = ve + 2;
     while (ve > vs && (buf[ve - 1] === SP || buf[ve - 1] === HT)) ve--;
@@ -270,6 +274,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
     // RFC 6455 §4.1: the opening handshake is an HTTP/1.1 GET.
     websocket: method === "GET" && minor === 1 && upgradeWebsocket && upgradeToken,
     expectContinue,
+    obsText: (valueBits & 0x80) !== 0,
   };
 }
 
