@@ -65,7 +65,7 @@ export function startOutbound(deps: OutboundDeps, hostname: string, port: number
       let status = 502;
       try {
         return await new Promise<Response>((resolve) => {
-          callDestination(dest, { prepared, body: req.body }, pickCtx, deps.metrics, {
+          const call = callDestination(dest, { prepared, body: req.body }, pickCtx, deps.metrics, {
             respond: (upstreamStatus) => {
               status = upstreamStatus;
               const res = new StreamedResponse();
@@ -76,12 +76,14 @@ export function startOutbound(deps: OutboundDeps, hostname: string, port: number
               status = error.status;
               resolve(new Response(error.body, { status, headers: error.headers }));
             },
-            // Only a cancel() stops a call this way, and nothing here cancels one.
+            // The client left before the response head (the cancel below).
             abandoned: () => {
               status = CLIENT_CLOSED_STATUS;
               resolve(new Response(null, { status }));
             },
           });
+          // Bun.serve aborts the request's signal when its client goes away: stop the call, as the raw path does.
+          if (call !== undefined) req.signal.addEventListener("abort", () => call.cancel(), { once: true });
         });
       } finally {
         deps.metrics.requests.inc({ direction: "outbound", peer: dest.name, status: statusClass(status) });
