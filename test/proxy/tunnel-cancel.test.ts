@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { MeshFixture, type EchoService } from "../helpers/mesh-fixture.ts";
+import { eventually } from "../helpers/wait.ts";
 
 const fx = new MeshFixture();
 let service: EchoService;
@@ -30,11 +31,6 @@ beforeAll(async () => {
 });
 afterAll(() => fx.close());
 
-async function until(check: () => boolean, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await Bun.sleep(10)) if (check()) return true;
-  return check();
-}
-
 test("a client that leaves a tunnelled connection before the response head cancels the call to the service", async () => {
   let received = "";
   const client: Socket<undefined> = await Bun.connect({
@@ -46,12 +42,12 @@ test("a client that leaves a tunnelled connection before the response head cance
     "GET /ws HTTP/1.1\r\nHost: slowpoke\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
   );
-  expect(await until(() => received.includes("refused the WebSocket upgrade with status 403\n"), 5000)).toBe(true);
+  expect(await eventually(() => received.includes("refused the WebSocket upgrade with status 403\n"), 5000)).toBe(true);
   expect(received.startsWith("HTTP/1.1 403 ")).toBe(true);
 
   client.write("GET /slow HTTP/1.1\r\nHost: slowpoke\r\n\r\n");
-  expect(await until(() => slow.started === 1, 5000)).toBe(true);
+  expect(await eventually(() => slow.started === 1, 5000)).toBe(true);
   client.terminate();
   // Well before the service would have answered (5 s).
-  expect(await until(() => slow.aborted === 1, 2500)).toBe(true);
+  expect(await eventually(() => slow.aborted === 1, 2500)).toBe(true);
 }, 15_000);
