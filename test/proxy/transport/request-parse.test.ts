@@ -4,6 +4,7 @@
  * status and reason, and accepted heads come out exactly as the proxy must forward them.
  */
 import { describe, expect, test } from "bun:test";
+import { seeded } from "../../helpers/prng.ts";
 import {
   fieldValue,
   findRequestHeadEnd,
@@ -19,17 +20,18 @@ const POST = `POST /p HTTP/1.1\r\n${H}`;
 const GET = `GET /g HTTP/1.1\r\n${H}`;
 const SMUGGLED = `GET /smuggled HTTP/1.1\r\n${H}\r\n`;
 
-function parse(text: string): RequestHead {
+/** `previous`: the head parsed before on the same connection. */
+function parse(text: string, previous?: RequestHead): RequestHead {
   const buf = Buffer.from(text, "latin1");
   const end = findRequestHeadEnd(buf, 0, 0);
   if (end < 0) throw new Error("incomplete head");
-  return parseRequestHead(buf, 0, end);
+  return parseRequestHead(buf, 0, end, previous);
 }
 
 /** [status, reason] of the refusal, or "accepted". */
-function refusal(text: string): [number, string] | "accepted" {
+function refusal(text: string, previous?: RequestHead): [number, string] | "accepted" {
   try {
-    parse(text);
+    parse(text, previous);
     return "accepted";
   } catch (err) {
     if (!(err instanceof RequestHeadError)) throw err;
@@ -146,6 +148,50 @@ describe("refused heads", () => {
       expect(refusal(bytes)).toEqual([status, reason]);
     });
   }
+});
+
+describe("after a previous head on the same connection (whose strings are reused)", () => {
+  const previous = parse(`GET /g HTTP/1.1\r\n${H}X-A: a\r\nAccept: */*\r\n\r\n`);
+  for (const [name, bytes, status, reason] of REFUSED) {
+    test(`${name} → ${status} ${reason}`, () => {
+      expect(refusal(bytes, previous)).toEqual([status, reason]);
+    });
+  }
+
+  test("a Host that differs from the previous one only in its bytes is checked again", () => {
+    expect(refusal(`GET /g HTTP/1.1\r\nHost: pay@ents\r\n\r\n`, previous)).toEqual([400, "host"]);
+    expect(refusal(`GET /g HTTP/1.1\r\nX-A: a\r\nHost: payments\r\n\r\n`, parse(`GET /g HTTP/1.1\r\nX-A: payments\r\nHost: a\r\n\r\n`))).toBe("accepted");
+    // The previous head's other values are not trusted as hosts, even when equal.
+    const withValue = parse(`GET /g HTTP/1.1\r\nHost: a\r\nX-A: pay@ents\r\n\r\n`);
+    expect(refusal(`GET /g HTTP/1.1\r\nX-A: a\r\nHost: pay@ents\r\n\r\n`, withValue)).toEqual([400, "host"]);
+  });
+
+  /** The head, or [status, reason] of its refusal. */
+  const outcome = (text: string, previous?: RequestHead): RequestHead | [number, string] => {
+    try {
+      return parse(text, previous);
+    } catch (err) {
+      if (!(err instanceof RequestHeadError)) throw err;
+      return [err.status, err.reason];
+    }
+  };
+
+  test("5,000 heads drawn from a few values: each parses as it would alone", () => {
+    const random = seeded(6);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+    const targets = ["/", "/g", "/h", "/g?x=1", "http://payments/g", "http://pay@ments/g", "*"];
+    const hosts = ["payments", "paymentz", "pay@ents", "orders:80", ""];
+    const lines = ["X-A: a", "X-A: b", "X-A: ab", "x-a: a", "Accept: */*", "Accept: */+", "Content-Length: 4", "Content-Length: 5", "Connection: close", "Connection: keep-alive", "X-B: \xe9", "User-Agent: wrk"];
+    let previous: RequestHead | undefined;
+    for (let i = 0; i < 5_000; i++) {
+      const fields = Array.from({ length: Math.floor(random() * 4) }, () => pick(lines));
+      fields.splice(Math.floor(random() * (fields.length + 1)), 0, `Host: ${pick(hosts)}`);
+      const text = `${pick(["GET", "POST", "OPTIONS"])} ${pick(targets)} HTTP/1.${pick([0, 1])}\r\n${fields.map((f) => `${f}\r\n`).join("")}\r\n`;
+      const alone = outcome(text);
+      expect(outcome(text, previous)).toEqual(alone);
+      if (!Array.isArray(alone)) previous = alone;
+    }
+  });
 });
 
 describe("line endings, through the indexOf scanner used past 512 new bytes", () => {

@@ -36,6 +36,8 @@ export interface ConnectionLimits {
 
 /** Pipelined bytes held while a request is in flight before reading pauses. */
 const MAX_PIPELINED_BYTES = 64 * 1024;
+/** Heads up to this size are remembered between requests: an idle connection holds at most this much. */
+const REMEMBERED_HEAD_BYTES = 2048;
 const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
 
 /** A copy of data[start..end), not a view (Buffer#slice is one): the caller may reuse `data`. */
@@ -67,6 +69,8 @@ export class ServerConnection implements ResponderHost, BodyReader {
   private pendingAt = 0;
   /** Index in `pending` before which an incomplete head was already checked. */
   private scanFrom = 0;
+  /** The last request's head, when small: the next one's repeated values are its strings (parseRequestHead). */
+  private lastHead: RequestHead | undefined;
   private active: Responder | undefined;
   private body: DownstreamBody | null = null;
   private out: (string | Uint8Array)[] = [];
@@ -140,12 +144,14 @@ export class ServerConnection implements ResponderHost, BodyReader {
             this.scanFrom = buf.byteLength;
             return;
           }
-          head = parseRequestHead(buf, from, end);
+          head = parseRequestHead(buf, from, end, this.lastHead);
         } catch (err) {
           if (err instanceof RequestHeadError) return this.refuse(err.status, err.reason, err.message);
           throw err;
         }
         this.scanFrom = 0;
+        // An idle connection keeps at most this much of its last head alive.
+        this.lastHead = end - from <= REMEMBERED_HEAD_BYTES ? head : undefined;
         if (end < buf.byteLength) this.pendingAt = end;
         else this.pending = undefined;
         this.dispatch(head, buf, from);

@@ -115,8 +115,13 @@ function scanIndexOf(buf: Buffer, from: number, p: number, s: number, n: number)
   return end < 0 ? -1 : end + 4;
 }
 
-/** Parses buf[start..end) as delimited by findRequestHeadEnd (which checked every line ending). */
-export function parseRequestHead(buf: Buffer, start: number, end: number): RequestHead {
+/**
+ * Parses buf[start..end) as delimited by findRequestHeadEnd (which checked every line ending).
+ * `previous`: the last head parsed on this connection. A keep-alive client repeats most of
+ * its fields; a value (or target) equal to the previous head's, at the same place, is that
+ * string again rather than a new one, and a repeated Host was validated already.
+ */
+export function parseRequestHead(buf: Buffer, start: number, end: number, previous?: RequestHead): RequestHead {
   while (buf[start] === CR && buf[start + 1] === LF) start += 2;
   // No indexOf per line: every byte is looked at anyway, and findRequestHeadEnd ensured
   // that each CR is followed by LF, so a line ends at the first CR.
@@ -144,7 +149,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   const minor = buf[v + 7] === 49 ? 1 : 0;
   if (method === "CONNECT") refuse(400, "target", "CONNECT is not proxied");
 
-  const target = str(buf, ts, te);
+  const target = previous !== undefined && sameText(buf, ts, te, previous.target) ? previous.target : str(buf, ts, te);
   let pathAndQuery = target;
   let authority: string | undefined;
   if (buf[ts] === 47) {
@@ -170,7 +175,10 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   }
 
   const fields: string[] = [];
+  const before = previous?.fields;
   let host: string | undefined;
+  /** The Host value is the previous head's, which passed the check below. */
+  let hostChecked = false;
   let contentLength = -1;
   let transferEncoding: string | undefined;
   let connectionTokens = NO_TOKENS;
@@ -197,7 +205,9 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
     if (buf[ve] !== CR) refuse(400, "header-value", `control character in the value of ${name}`);
     pos = ve + 2;
     while (ve > vs && (buf[ve - 1] === SP || buf[ve - 1] === HT)) ve--;
-    const value = str(buf, vs, ve);
+    const k = fields.length;
+    const repeated = before !== undefined && k < before.length && before[k] === name && sameText(buf, vs, ve, before[k + 1]!);
+    const value = repeated ? before[k + 1]! : str(buf, vs, ve);
     fields.push(name, value);
 
     // Every special name is a known one, so other names skip this.
@@ -206,6 +216,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
         case "host":
           if (host !== undefined) refuse(400, "host", "more than one Host header");
           host = value;
+          hostChecked = repeated;
           break;
         case "content-length":
           if (contentLength !== -1 || value.includes(",")) refuse(400, "content-length", "more than one Content-Length");
@@ -249,7 +260,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   // Forwarding a GET/HEAD without its body changes it; with it, few servers read it the same way.
   if ((method === "GET" || method === "HEAD") && (chunked || contentLength > 0)) refuse(400, "body-on-get", `a ${method} request with a body is not forwarded`);
   if (host === undefined) refuse(400, "host", "no Host header");
-  if (!HOST.test(host)) refuse(400, "host", "invalid Host header");
+  if (!hostChecked && !HOST.test(host)) refuse(400, "host", "invalid Host header");
 
   let close = false;
   let keepAliveToken = false;
@@ -276,6 +287,13 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
     expectContinue,
     obsText: (valueBits & 0x80) !== 0,
   };
+}
+
+/** Whether buf[a..b) holds exactly the characters of `text`. */
+function sameText(buf: Buffer, a: number, b: number, text: string): boolean {
+  if (b - a !== text.length) return false;
+  for (let i = 0; i < text.length; i++) if (buf[a + i] !== text.charCodeAt(i)) return false;
+  return true;
 }
 
 /** Names sent often, as interned lower-case strings: no slice and no toLowerCase for them. */
