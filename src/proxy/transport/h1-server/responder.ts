@@ -38,6 +38,13 @@ export function statusLine(status: number, reason: string): string {
   return `HTTP/1.1 ${status} ${reason || REASONS[status] || ""}\r\n`;
 }
 
+/**
+ * The tail of a kept-alive HTTP/1.1 response with a small Content-Length, by length: made
+ * once, so it is not built (and flattened, to be written) for every response.
+ */
+const LENGTH_TAILS_KEPT = 4096;
+const LENGTH_TAILS: string[] = [];
+
 export class Responder {
   headSent = false;
   finished = false;
@@ -71,12 +78,14 @@ export class Responder {
     // An HTTP/1.0 client cannot read chunked: the body then ends with the connection.
     if (kind === "chunked" && this.host.minor === 0) kind = "close";
     this.kind = kind;
+    const closes = this.host.endsAfterResponse() || kind === "close";
+    if (kind === "length" && length < LENGTH_TAILS_KEPT && !closes && this.host.minor === 1) return (LENGTH_TAILS[length] ??= `content-length: ${length}\r\n\r\n`);
     let tail = "";
     if (kind === "length") tail = `content-length: ${length}\r\n`;
     else if (kind === "chunked") tail = "transfer-encoding: chunked\r\n";
     // A response to HEAD (or a 304) may state the length the body would have had.
     else if (kind === "none" && length >= 0) tail = `content-length: ${length}\r\n`;
-    if (this.host.endsAfterResponse() || kind === "close") tail += "connection: close\r\n";
+    if (closes) tail += "connection: close\r\n";
     else if (this.host.minor === 0) tail += "connection: keep-alive\r\n";
     return tail + "\r\n";
   }
