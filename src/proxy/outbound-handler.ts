@@ -46,7 +46,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       if (!dest) return answer(res, errorParts("no-route", `no service named "${head.host}" in this proxy's config`));
       let prepared: PreparedRequest;
       try {
-        prepared = prepareRelayed(head, RELAY_SKIP, "", requestFraming(head));
+        prepared = prepareRelayed(head, RELAY_SKIP, "", requestFraming(head), req.bytes);
       } catch (err) {
         metrics.refused.inc({ direction: "outbound", reason: "header-value" });
         return answer(res, errorParts("bad-request", (err as Error).message, { connection: "close" }));

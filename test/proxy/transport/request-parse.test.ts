@@ -207,9 +207,10 @@ describe("line endings, through the indexOf scanner used past 512 new bytes", ()
 
 describe("accepted heads", () => {
   test("a typical GET: fields in order, names lower-cased, values trimmed", () => {
-    const h = parse("GET /path?q=1 HTTP/1.1\r\nHost: payments\r\nUser-Agent:  x \r\nAccept:\t*/*\t\r\nX-Empty:\r\n\r\n");
-    expect(h).toEqual({
+    const text = "GET /path?q=1 HTTP/1.1\r\nHost: payments\r\nUser-Agent:  x \r\nAccept:\t*/*\t\r\nX-Empty:\r\n\r\n";
+    expect(parse(text)).toEqual({
       start: 0,
+      end: text.length,
       method: "GET",
       target: "/path?q=1",
       pathAndQuery: "/path?q=1",
@@ -362,7 +363,7 @@ describe("findRequestHeadEnd", () => {
     expect(end1).toBe(first.length);
     const end2 = findRequestHeadEnd(buf, end1, end1);
     expect(end2).toBe(text.length);
-    expect(parseRequestHead(buf, end1, end2)).toMatchObject({ start: end1, method: "POST", target: "/p", contentLength: 0 });
+    expect(parseRequestHead(buf, end1, end2)).toMatchObject({ start: end1, end: end2, method: "POST", target: "/p", contentLength: 0 });
   });
 
   test("a head ended by bare LFs fails as soon as they arrive, not at the size limit", () => {

@@ -15,6 +15,8 @@ import { Responder, type ResponderHost } from "./responder.ts";
 
 export interface ServerRequest {
   head: RequestHead;
+  /** Holds the head as received, at head.start..head.end (socket reads, never written to). */
+  bytes: Buffer;
   body: DownstreamBody | null;
   /** The SPIFFE ID the TLS handshake proved, on a mutual-TLS listener. */
   peer: string | undefined;
@@ -192,7 +194,7 @@ export class ServerConnection implements ResponderHost, BodyReader {
       if (head.expectContinue && !body.done && rest === undefined) this.write(CONTINUE);
     } else this.body = null;
     try {
-      this.handler.request({ head, body, peer: this.peer }, res);
+      this.handler.request({ head, bytes: buf, body, peer: this.peer }, res);
     } catch {
       // A bug must not leave the client waiting, nor show it anything of the proxy.
       res.respond(500, { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" }, "mesh: internal error\n");

@@ -133,13 +133,13 @@ export class H1Connection implements StreamHandler {
       signal.addEventListener("abort", ex, ONCE);
     }
     // A small body that is all here goes out with its head: one write, one TLS record, no pump.
-    const withBody = body !== null && req.framing.kind === "length" ? headWithBody(req.head, req.framing.length, body) : undefined;
+    const withBody = body !== null && req.framing.kind === "length" ? headWithBody(req, req.framing.length, body) : undefined;
     if (withBody !== undefined) {
       if (this.write(withBody)) return this.requestSent(ex);
       if (!this.isClosed) void this.sendBody(ex, null);
       return;
     }
-    if (this.write(req.head)) {
+    if (this.write(req.head, req.headStart, req.headEnd)) {
       if (body === null) return this.requestSent(ex);
       void this.sendBody(ex, body);
     } else if (!this.isClosed) {

@@ -5,7 +5,7 @@
  * exactly (an upstream told 10 bytes and sent 11 would read the 11th as the next request).
  */
 import { RequestBodyError } from "./errors.ts";
-import type { RequestFraming } from "./request-head.ts";
+import type { PreparedRequest, RequestFraming } from "./request-head.ts";
 
 export interface RequestSink {
   /** True when the socket took all of `data` (of a Uint8Array, bytes [start, end)); otherwise the rest is queued until drain. */
@@ -100,12 +100,14 @@ export async function pumpBody(body: ReadableStream<Uint8Array>, framing: Reques
 }
 
 /** The head and the whole body in one buffer, when the body can hand itself over now (BodySource.takeWhole). */
-export function headWithBody(head: string | Uint8Array, length: number, body: RequestBody): Uint8Array | undefined {
+export function headWithBody(req: Pick<PreparedRequest, "head" | "headStart" | "headEnd">, length: number, body: RequestBody): Uint8Array | undefined {
   if (body instanceof ReadableStream || body.takeWhole === undefined) return undefined;
-  const out = body.takeWhole(length, typeof head === "string" ? head.length : head.byteLength);
+  const { head, headStart, headEnd } = req;
+  const out = body.takeWhole(length, headEnd - headStart);
   if (out === undefined) return undefined;
   // String heads are ASCII (request-head.ts): characters are bytes.
   if (typeof head === "string") out.write(head, 0, "latin1");
-  else out.set(head, 0);
+  // Buffer's copy takes a range of any Uint8Array: no view of it is made.
+  else Buffer.prototype.copy.call(head, out, 0, headStart, headEnd);
   return out;
 }

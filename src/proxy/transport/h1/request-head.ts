@@ -1,19 +1,25 @@
 /**
  * The request head, built once per request as one string (one write, one TLS record),
- * and the body framing the client will use. This client owns the connection and the
+ * or a relayed head's own bytes when rebuilding would not change what it says, and the
+ * body framing the client will use. This client owns the connection and the
  * framing, so the caller's connection-level headers (Connection, Keep-Alive,
  * Transfer-Encoding, TE, Upgrade, Proxy-Connection) are not forwarded: the body is
  * sent with the caller's Content-Length when it gave one, chunked otherwise.
  */
 import { TCHAR } from "./response-head.ts";
-import type { RequestHead } from "./request-parse.ts";
+import { fieldValue, type RequestHead } from "./request-parse.ts";
 
 export type RequestFraming = { kind: "none" } | { kind: "length"; length: number } | { kind: "chunked" };
 
 export interface PreparedRequest {
   method: string;
-  /** The whole head, CRLF CRLF included; a string when ASCII (written as is), latin1 bytes otherwise. */
+  /**
+   * The whole head, CRLF CRLF included, at head[headStart..headEnd): a string when ASCII
+   * (written as is), latin1 bytes otherwise, or the bytes a relayed head arrived in.
+   */
   head: string | Uint8Array;
+  headStart: number;
+  headEnd: number;
   framing: RequestFraming;
   /** HEAD: the response never has a body, whatever its headers say. */
   isHead: boolean;
@@ -69,16 +75,27 @@ export function prepareRequest(method: string, pathAndQuery: string, headers: He
 }
 
 /** What prepareRelayed takes of a parsed request head (request-parse.ts). */
-export type RelayedRequestHead = Pick<RequestHead, "method" | "pathAndQuery" | "host" | "fields" | "connectionTokens" | "obsText">;
+export type RelayedRequestHead = Pick<
+  RequestHead,
+  "start" | "end" | "method" | "target" | "pathAndQuery" | "minor" | "host" | "fields" | "connectionTokens" | "obsText" | "contentLength" | "chunked"
+>;
 
 /**
  * The head of a request relayed from a downstream connection, whose parser already
  * checked method, target and field syntax (fields: flat name/value pairs, names
  * lower-cased). Fields named in `skip` or in the client's Connection tokens are dropped;
  * `extra` (whole lines) is added, and the framing line for `framing`.
+ *
+ * `received`: the bytes the head arrived in (at req.start..req.end). A head this would
+ * only rewrite in form (letter case, field order) is sent as it came, with no string
+ * made: see asReceived.
  */
-export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string>, extra: string, framing: RequestFraming): PreparedRequest {
+export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string>, extra: string, framing: RequestFraming, received?: Uint8Array): PreparedRequest {
   const { method, fields, connectionTokens: listed } = req;
+  if (received !== undefined && extra === "" && asReceived(req, skip)) {
+    const replayable = IDEMPOTENT.has(method) || fieldValue(fields, "idempotency-key") !== undefined;
+    return { method, head: received, headStart: req.start, headEnd: req.end, framing, isHead: method === "HEAD", replayable };
+  }
   let head = `${method} ${req.pathAndQuery} HTTP/1.1\r\nhost: ${req.host}\r\n`;
   let idempotencyKey = false;
   for (let i = 0; i < fields.length; i += 2) {
@@ -91,6 +108,22 @@ export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string
   // The parser checked every byte it let through; only obs-text or the lines added here can be other than printable ASCII.
   const plain = !req.obsText && (extra === "" || !NOT_PLAIN.test(extra));
   return finish(method, head + extra, framing, framing.kind === "length", hasBody, idempotencyKey, plain);
+}
+
+/**
+ * Whether the head as received says what prepareRelayed would write: HTTP/1.1, the
+ * target as it goes upstream (origin- or asterisk-form), no field to drop but Host (the
+ * same value, where the client put it), and no body. Framing lines are always this
+ * proxy's own: a head with a Content-Length or Transfer-Encoding, or one that gets
+ * "content-length: 0" added (POST, PUT, PATCH), is rebuilt. Letter case and field order
+ * may differ; they mean nothing.
+ */
+function asReceived(req: RelayedRequestHead, skip: ReadonlySet<string>): boolean {
+  if (req.minor !== 1 || req.pathAndQuery !== req.target || req.contentLength >= 0 || req.chunked || BODY_EXPECTED.has(req.method)) return false;
+  if (req.connectionTokens.length > 0) return false; // the fields it lists are dropped
+  const fields = req.fields;
+  for (let i = 0; i < fields.length; i += 2) if (fields[i] !== "host" && skip.has(fields[i]!)) return false;
+  return true;
 }
 
 /**
@@ -112,6 +145,8 @@ function finish(method: string, start: string, framing: RequestFraming, declared
   return {
     method,
     head: bytes,
+    headStart: 0,
+    headEnd: typeof bytes === "string" ? bytes.length : bytes.byteLength,
     framing,
     isHead: method === "HEAD",
     replayable: !hasBody && (IDEMPOTENT.has(method) || idempotencyKey),

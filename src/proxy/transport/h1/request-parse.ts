@@ -33,6 +33,8 @@ export class RequestHeadError extends Error {
 export interface RequestHead {
   /** Index of the request line in the buffer (after any leading empty lines). */
   start: number;
+  /** Index just past the head's blank line: buf[start..end) is the head as received. */
+  end: number;
   method: string;
   target: string;
   /** What to send upstream as the target: origin-form, or "*" (asterisk-form, or OPTIONS with an absolute-form target without path). */
@@ -272,6 +274,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, previo
   }
   return {
     start,
+    end,
     method,
     target,
     pathAndQuery,

@@ -1,0 +1,68 @@
+/**
+ * prepareRelayed given the bytes a head arrived in: sent as received only when that says
+ * what the rebuilt head says (the same request line, fields and framing; letter case and
+ * field order aside), and otherwise rebuilt exactly as without them.
+ */
+import { expect, test } from "bun:test";
+import { RELAY_SKIP } from "../../../src/proxy/headers.ts";
+import { prepareRelayed } from "../../../src/proxy/transport/h1/request-head.ts";
+import { findRequestHeadEnd, parseRequestHead, type RequestHead } from "../../../src/proxy/transport/h1/request-parse.ts";
+import { requestFraming } from "../../../src/proxy/transport/h1-server/request-framing.ts";
+import { seeded } from "../../helpers/prng.ts";
+
+function parsed(bytes: Buffer): RequestHead {
+  return parseRequestHead(bytes, 0, findRequestHeadEnd(bytes, 0, 0));
+}
+
+/** What a head means upstream: letter case of names and the order of fields aside. */
+function meaning(h: RequestHead) {
+  const fields: string[] = [];
+  for (let i = 0; i < h.fields.length; i += 2) fields.push(`${h.fields[i]}: ${h.fields[i + 1]}`);
+  return { method: h.method, target: h.target, minor: h.minor, host: h.host, contentLength: h.contentLength, chunked: h.chunked, fields: fields.sort() };
+}
+
+test("3,000 heads: as received only when it means what the rebuilt head means", () => {
+  const random = seeded(17);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+  const lines = ["Accept: */*", "X-A: 1", "Content-Length: 0", "Content-Length: 3", "Connection: keep-alive", "Connection: x-a", "Keep-Alive: 5", "TE: trailers",
+    "X-Mesh-Client-Id: spiffe://x", "L5d-Client-Id: y", "Idempotency-Key: k", "Transfer-Encoding: chunked", "Expect: 100-continue", "Upgrade: websocket", "X-B: caf\xe9"];
+  let asReceived = 0;
+  let rebuilt = 0;
+  for (let i = 0; i < 3_000; i++) {
+    const fields = Array.from({ length: Math.floor(random() * 3) }, () => pick(lines));
+    fields.splice(Math.floor(random() * (fields.length + 1)), 0, "Host: payments");
+    const text = `${pick(["GET", "POST", "PUT", "HEAD", "DELETE"])} ${pick(["/", "/a?b=1", "http://payments/x", "*"])} HTTP/1.${pick([0, 1])}\r\n${fields.map((f) => `${f}\r\n`).join("")}\r\n`;
+    const bytes = Buffer.from(`\r\n${text}`, "latin1");
+    let head: RequestHead;
+    try {
+      head = parseRequestHead(bytes, 0, findRequestHeadEnd(bytes, 0, 0));
+    } catch {
+      continue; // refused before any relaying
+    }
+    const framing = requestFraming(head);
+    const built = prepareRelayed(head, RELAY_SKIP, "", framing);
+    const sent = prepareRelayed(head, RELAY_SKIP, "", framing, bytes);
+    expect({ framing: sent.framing, isHead: sent.isHead, replayable: sent.replayable, method: sent.method }).toEqual({
+      framing: built.framing, isHead: built.isHead, replayable: built.replayable, method: built.method,
+    });
+    if (sent.head === bytes) {
+      asReceived++;
+      expect(bytes.subarray(sent.headStart, sent.headEnd).toString("latin1")).toBe(text);
+      const rebuiltHead = typeof built.head === "string" ? Buffer.from(built.head, "latin1") : Buffer.from(built.head);
+      expect(meaning(parsed(Buffer.from(text, "latin1")))).toEqual(meaning(parsed(rebuiltHead)));
+    } else {
+      rebuilt++;
+      expect(sent).toEqual(built);
+    }
+  }
+  // Both paths were taken often enough to mean something.
+  expect(asReceived).toBeGreaterThan(200);
+  expect(rebuilt).toBeGreaterThan(200);
+});
+
+test("a head with extra lines to add is rebuilt, whatever it holds", () => {
+  const bytes = Buffer.from("GET / HTTP/1.1\r\nHost: payments\r\n\r\n", "latin1");
+  const head = parsed(bytes);
+  const sent = prepareRelayed(head, RELAY_SKIP, "x-mesh-client-id: spiffe://mesh.local/ns/default/sa/orders\r\n", requestFraming(head), bytes);
+  expect(sent.head).toBe("GET / HTTP/1.1\r\nhost: payments\r\nx-mesh-client-id: spiffe://mesh.local/ns/default/sa/orders\r\n\r\n");
+});
