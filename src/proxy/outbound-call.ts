@@ -27,11 +27,6 @@ import { eventNow, systemClock } from "../core/clock.ts";
 import { Deadline } from "./deadline.ts";
 import type { OverflowReason } from "./resilience/circuit-breaker.ts";
 
-export interface OutboundRequest {
-  prepared: PreparedRequest;
-  body: RequestBody | null;
-}
-
 /** How the call ends: a response to relay, or the proxy's own answer. */
 export interface CallOutcome {
   /** The response is kept: return where it goes; its head follows at once. */
@@ -74,7 +69,14 @@ function without(endpoints: readonly Endpoint[], tried: Endpoint): Endpoint[] {
 }
 
 /** Undefined when the call was refused at once (its outcome already heard). */
-export function callDestination(dest: Destination, req: OutboundRequest, ctx: PickContext, metrics: ProxyMetrics, outcome: CallOutcome): CallHandle | undefined {
+export function callDestination(
+  dest: Destination,
+  prepared: PreparedRequest,
+  body: RequestBody | null,
+  ctx: PickContext,
+  metrics: ProxyMetrics,
+  outcome: CallOutcome,
+): CallHandle | undefined {
   const admitted = dest.breaker.tryAcquire("requests");
   if (admitted !== true) return void outcome.failed(overflow(dest, admitted));
   // Requests queue in the pools once every endpoint is at maxConnections; past this many, refuse.
@@ -83,7 +85,7 @@ export function callDestination(dest: Destination, req: OutboundRequest, ctx: Pi
     return void outcome.failed(overflow(dest, "max-pending-requests"));
   }
   dest.budget.onRequest();
-  const call = new OutboundCall(dest, req, ctx, metrics, outcome);
+  const call = new OutboundCall(dest, prepared, body, ctx, metrics, outcome);
   call.send();
   return call;
 }
@@ -125,13 +127,14 @@ class OutboundCall implements CallHandle {
 
   constructor(
     private readonly dest: Destination,
-    private readonly req: OutboundRequest,
+    private readonly prepared: PreparedRequest,
+    private readonly body: RequestBody | null,
     private readonly ctx: PickContext,
     private readonly metrics: ProxyMetrics,
     private readonly outcome: CallOutcome,
   ) {
     this.deadline = new Deadline(dest.requestTimeoutMs);
-    this.replayable = req.prepared.replayable;
+    this.replayable = prepared.replayable;
   }
 
   send(): void {
@@ -144,7 +147,7 @@ class OutboundCall implements CallHandle {
     // Only the EWMA balancer reads a try's latency: skip the clock read otherwise.
     const t = new Try(this, endpoint, dest.ewmaDecayMs !== undefined ? eventNow() : 0);
     this.current = t;
-    dest.pools.dispatch(endpoint, this.req.prepared, this.req.body, t, this.deadline);
+    dest.pools.dispatch(endpoint, this.prepared, this.body, t, this.deadline);
   }
 
   cancel(): void {
@@ -202,7 +205,7 @@ class OutboundCall implements CallHandle {
     // whatever its method, and its body was never read; anything else only if replayable.
     const sent = requestMayHaveBeenSent(err);
     const failure: FailureOutcome = sent ? OUTCOME[kind] : kind === "peer-identity" ? "refused" : "connect-failure";
-    if ((this.req.body !== null && sent) || !shouldRetry(dest.retryPolicy, this.attempt, { kind: failure }, this.replayable) || !this.takeRetry())
+    if ((this.body !== null && sent) || !shouldRetry(dest.retryPolicy, this.attempt, { kind: failure }, this.replayable) || !this.takeRetry())
       return this.fail(kind, detail);
     this.current = undefined;
     this.retry();

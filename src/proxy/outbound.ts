@@ -65,7 +65,7 @@ export function startOutbound(deps: OutboundDeps, hostname: string, port: number
       let status = 502;
       try {
         return await new Promise<Response>((resolve) => {
-          const call = callDestination(dest, { prepared, body: req.body }, pickCtx, deps.metrics, {
+          const call = callDestination(dest, prepared, req.body, pickCtx, deps.metrics, {
             respond: (upstreamStatus) => {
               status = upstreamStatus;
               const res = new StreamedResponse();
