@@ -45,7 +45,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
       const head = req.head;
       let prepared: PreparedRequest;
       try {
-        prepared = prepareRelayed(head, RELAY_SKIP, identityLine(caller), requestFraming(head));
+        prepared = prepareRelayed(head, RELAY_SKIP, identityLine(caller), requestFraming(head), req.bytes);
       } catch (err) {
         metrics.refused.inc({ direction: "inbound", reason: "header-value" });
         const e = errorParts("bad-request", (err as Error).message, { connection: "close" });

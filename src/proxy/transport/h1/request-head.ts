@@ -87,14 +87,17 @@ export type RelayedRequestHead = Pick<
  * `extra` (whole lines) is added, and the framing line for `framing`.
  *
  * `received`: the bytes the head arrived in (at req.start..req.end). A head this would
- * only rewrite in form (letter case, field order) is sent as it came, with no string
- * made: see asReceived.
+ * only rewrite in form (letter case, field order) is sent as it came, `extra` added
+ * before its blank line, with no string made: see asReceived.
  */
 export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string>, extra: string, framing: RequestFraming, received?: Uint8Array): PreparedRequest {
   const { method, fields, connectionTokens: listed } = req;
-  if (received !== undefined && extra === "" && asReceived(req, skip)) {
+  // The lines added must be plain ASCII to be written as bytes; anything else is checked by finish().
+  if (received !== undefined && asReceived(req, skip) && (extra === "" || !NOT_PLAIN.test(extra))) {
     const replayable = IDEMPOTENT.has(method) || fieldValue(fields, "idempotency-key") !== undefined;
-    return { method, head: received, headStart: req.start, headEnd: req.end, framing, isHead: method === "HEAD", replayable };
+    if (extra === "") return { method, head: received, headStart: req.start, headEnd: req.end, framing, isHead: method === "HEAD", replayable };
+    const head = withLines(received, req.start, req.end, extra);
+    return { method, head, headStart: 0, headEnd: head.byteLength, framing, isHead: method === "HEAD", replayable };
   }
   let head = `${method} ${req.pathAndQuery} HTTP/1.1\r\nhost: ${req.host}\r\n`;
   let idempotencyKey = false;
@@ -124,6 +127,18 @@ function asReceived(req: RelayedRequestHead, skip: ReadonlySet<string>): boolean
   const fields = req.fields;
   for (let i = 0; i < fields.length; i += 2) if (fields[i] !== "host" && skip.has(fields[i]!)) return false;
   return true;
+}
+
+/** buf[start..end) (a head, ending with its blank line) with `lines` (ASCII) inserted before the blank line. */
+function withLines(buf: Uint8Array, start: number, end: number, lines: string): Buffer {
+  const fields = end - 2 - start;
+  const out = Buffer.allocUnsafe(fields + lines.length + 2);
+  // Buffer's copy takes a range of any Uint8Array: no view of it is made.
+  Buffer.prototype.copy.call(buf, out, 0, start, end - 2);
+  out.write(lines, fields, "latin1");
+  out[out.length - 2] = 13;
+  out[out.length - 1] = 10;
+  return out;
 }
 
 /**
