@@ -15,7 +15,7 @@ import { peerService } from "./peer-service.ts";
 import { RelaySink, type RelayOwner } from "./relay-sink.ts";
 import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
 import { callAbortListener, type AbortLike, type AbortListener } from "./transport/h1/abort.ts";
-import { prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
+import { addedLines, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
@@ -58,7 +58,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
 }
 
 /** The identity line a caller's requests carry; callers are few, requests many. */
-const identityLine = boundedMemo(1024, (caller: string) => `${CLIENT_ID_HEADER}: ${caller}\r\n`);
+const identityLine = boundedMemo(1024, (caller: string) => addedLines(`${CLIENT_ID_HEADER}: ${caller}\r\n`));
 
 /**
  * One relayed request to the local service, and how its relay ends (RelayOwner): one

@@ -15,7 +15,7 @@ import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { callDestination, type CallHandle, type CallOutcome } from "./outbound-call.ts";
 import { RelaySink, type RelayOwner } from "./relay-sink.ts";
 import { fieldValue } from "./transport/h1/request-parse.ts";
-import { prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
+import { NO_ADDED_LINES, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
@@ -46,7 +46,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       if (!dest) return answer(res, errorParts("no-route", `no service named "${head.host}" in this proxy's config`));
       let prepared: PreparedRequest;
       try {
-        prepared = prepareRelayed(head, RELAY_SKIP, "", requestFraming(head), req.bytes);
+        prepared = prepareRelayed(head, RELAY_SKIP, NO_ADDED_LINES, requestFraming(head), req.bytes);
       } catch (err) {
         metrics.refused.inc({ direction: "outbound", reason: "header-value" });
         return answer(res, errorParts("bad-request", (err as Error).message, { connection: "close" }));

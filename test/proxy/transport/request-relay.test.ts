@@ -5,7 +5,7 @@
  */
 import { expect, test } from "bun:test";
 import { RELAY_SKIP } from "../../../src/proxy/headers.ts";
-import { prepareRelayed, type PreparedRequest } from "../../../src/proxy/transport/h1/request-head.ts";
+import { addedLines, NO_ADDED_LINES, prepareRelayed, type PreparedRequest } from "../../../src/proxy/transport/h1/request-head.ts";
 import { findRequestHeadEnd, parseRequestHead, type RequestHead } from "../../../src/proxy/transport/h1/request-parse.ts";
 import { requestFraming } from "../../../src/proxy/transport/h1-server/request-framing.ts";
 import { seeded } from "../../helpers/prng.ts";
@@ -45,7 +45,7 @@ test("3,000 heads: as received only when it means what the rebuilt head means", 
       continue; // refused before any relaying
     }
     const framing = requestFraming(head);
-    const extra = pick(["", "x-mesh-client-id: spiffe://mesh.local/ns/default/sa/orders\r\n"]);
+    const extra = pick([NO_ADDED_LINES, addedLines("x-mesh-client-id: spiffe://mesh.local/ns/default/sa/orders\r\n")]);
     const built = prepareRelayed(head, RELAY_SKIP, extra, framing);
     const sent = prepareRelayed(head, RELAY_SKIP, extra, framing, bytes);
     expect({ framing: sent.framing, isHead: sent.isHead, replayable: sent.replayable, method: sent.method }).toEqual({
@@ -55,7 +55,7 @@ test("3,000 heads: as received only when it means what the rebuilt head means", 
     if (sentText !== textOf(built)) {
       asReceived++;
       // The request as the client wrote it, with the added lines before its blank line.
-      expect(sentText).toBe(`${text.slice(0, -2)}${extra}\r\n`);
+      expect(sentText).toBe(`${text.slice(0, -2)}${extra.text}\r\n`);
       expect(meaning(parsed(Buffer.from(sentText, "latin1")))).toEqual(meaning(parsed(Buffer.from(textOf(built), "latin1"))));
     } else {
       rebuilt++;
@@ -71,9 +71,9 @@ test("lines to add go before the blank line of a head sent as received; lines th
   const bytes = Buffer.from("\r\nGET / HTTP/1.1\r\nHost: payments\r\n\r\n", "latin1");
   const head = parsed(bytes);
   const identity = "x-mesh-client-id: spiffe://mesh.local/ns/default/sa/orders\r\n";
-  const sent = prepareRelayed(head, RELAY_SKIP, identity, requestFraming(head), bytes);
+  const sent = prepareRelayed(head, RELAY_SKIP, addedLines(identity), requestFraming(head), bytes);
   expect(textOf(sent)).toBe(`GET / HTTP/1.1\r\nHost: payments\r\n${identity}\r\n`);
-  expect(() => prepareRelayed(head, RELAY_SKIP, "x-a: \x01\r\n", requestFraming(head), bytes)).toThrow("control character");
-  const wide = prepareRelayed(head, RELAY_SKIP, "x-a: caf\xe9\r\n", requestFraming(head), bytes);
+  expect(() => prepareRelayed(head, RELAY_SKIP, addedLines("x-a: \x01\r\n"), requestFraming(head), bytes)).toThrow("control character");
+  const wide = prepareRelayed(head, RELAY_SKIP, addedLines("x-a: caf\xe9\r\n"), requestFraming(head), bytes);
   expect(textOf(wide)).toBe("GET / HTTP/1.1\r\nhost: payments\r\nx-a: caf\xe9\r\n\r\n");
 });

@@ -74,6 +74,19 @@ export function prepareRequest(method: string, pathAndQuery: string, headers: He
   return finish(method, `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host ?? defaultHost}\r\n${fields}`, framing, cl !== null, hasBody, idempotencyKey !== "", false);
 }
 
+/** Whole header lines a relay adds to every head, checked once rather than per request. */
+export interface AddedLines {
+  text: string;
+  /** The lines as bytes when printable ASCII (they can join a head as received); otherwise undefined. */
+  bytes: Buffer | undefined;
+}
+
+export function addedLines(text: string): AddedLines {
+  return { text, bytes: NOT_PLAIN.test(text) ? undefined : Buffer.from(text, "latin1") };
+}
+
+export const NO_ADDED_LINES: AddedLines = addedLines("");
+
 /** What prepareRelayed takes of a parsed request head (request-parse.ts). */
 export type RelayedRequestHead = Pick<
   RequestHead,
@@ -84,19 +97,19 @@ export type RelayedRequestHead = Pick<
  * The head of a request relayed from a downstream connection, whose parser already
  * checked method, target and field syntax (fields: flat name/value pairs, names
  * lower-cased). Fields named in `skip` or in the client's Connection tokens are dropped;
- * `extra` (whole lines) is added, and the framing line for `framing`.
+ * `extra` (whole lines, made once with addedLines) is added, and the framing line for `framing`.
  *
  * `received`: the bytes the head arrived in (at req.start..req.end). A head this would
  * only rewrite in form (letter case, field order) is sent as it came, `extra` added
  * before its blank line, with no string made: see asReceived.
  */
-export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string>, extra: string, framing: RequestFraming, received?: Uint8Array): PreparedRequest {
+export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string>, extra: AddedLines, framing: RequestFraming, received?: Uint8Array): PreparedRequest {
   const { method, fields, connectionTokens: listed } = req;
   // The lines added must be plain ASCII to be written as bytes; anything else is checked by finish().
-  if (received !== undefined && asReceived(req, skip) && (extra === "" || !NOT_PLAIN.test(extra))) {
+  if (received !== undefined && extra.bytes !== undefined && asReceived(req, skip)) {
     const replayable = IDEMPOTENT.has(method) || fieldValue(fields, "idempotency-key") !== undefined;
-    if (extra === "") return { method, head: received, headStart: req.start, headEnd: req.end, framing, isHead: method === "HEAD", replayable };
-    const head = withLines(received, req.start, req.end, extra);
+    if (extra.bytes.byteLength === 0) return { method, head: received, headStart: req.start, headEnd: req.end, framing, isHead: method === "HEAD", replayable };
+    const head = withLines(received, req.start, req.end, extra.bytes);
     return { method, head, headStart: 0, headEnd: head.byteLength, framing, isHead: method === "HEAD", replayable };
   }
   let head = `${method} ${req.pathAndQuery} HTTP/1.1\r\nhost: ${req.host}\r\n`;
@@ -109,8 +122,8 @@ export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string
   }
   const hasBody = framing.kind !== "none";
   // The parser checked every byte it let through; only obs-text or the lines added here can be other than printable ASCII.
-  const plain = !req.obsText && (extra === "" || !NOT_PLAIN.test(extra));
-  return finish(method, head + extra, framing, framing.kind === "length", hasBody, idempotencyKey, plain);
+  const plain = !req.obsText && extra.bytes !== undefined;
+  return finish(method, head + extra.text, framing, framing.kind === "length", hasBody, idempotencyKey, plain);
 }
 
 /**
@@ -129,13 +142,13 @@ function asReceived(req: RelayedRequestHead, skip: ReadonlySet<string>): boolean
   return true;
 }
 
-/** buf[start..end) (a head, ending with its blank line) with `lines` (ASCII) inserted before the blank line. */
-function withLines(buf: Uint8Array, start: number, end: number, lines: string): Buffer {
+/** buf[start..end) (a head, ending with its blank line) with `lines` inserted before the blank line. */
+function withLines(buf: Uint8Array, start: number, end: number, lines: Buffer): Buffer {
   const fields = end - 2 - start;
-  const out = Buffer.allocUnsafe(fields + lines.length + 2);
+  const out = Buffer.allocUnsafe(fields + lines.byteLength + 2);
   // Buffer's copy takes a range of any Uint8Array: no view of it is made.
   Buffer.prototype.copy.call(buf, out, 0, start, end - 2);
-  out.write(lines, fields, "latin1");
+  lines.copy(out, fields);
   out[out.length - 2] = 13;
   out[out.length - 1] = 10;
   return out;
