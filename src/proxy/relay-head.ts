@@ -85,6 +85,29 @@ export function relayedHead(head: ResponseHead, statusLine: string | undefined, 
   return RESULT;
 }
 
+/**
+ * Whether the upstream's head can go to the client exactly as received, its own framing
+ * line included: a reusable status line, one Content-Length in plain form (digits, no
+ * leading zero) and no field this proxy would drop. The client then gets what
+ * relayedHead would build, but for where the Content-Length line sits. The caller
+ * decides whether its side (the client's version, the connection's fate) adds anything.
+ */
+export function sendableAsReceived(head: ResponseHead): boolean {
+  if (head.contentLength < 0 || head.chunked || !statusLineReusable(head)) return false;
+  const { buf, at, connectionTokens } = head.raw;
+  if (connectionTokens !== undefined) return false; // a Connection field, which is dropped
+  let lengths = 0;
+  for (let i = 0; i < at.length; i += 4) {
+    const a = at[i]!;
+    const len = at[i + 1]! - a;
+    if (len === 14 && nameIs(buf, a, len, "content-length")) {
+      const vs = at[i + 2]!;
+      if (++lengths > 1 || (buf[vs] === 48 && at[i + 3]! - vs > 1)) return false;
+    } else if (skipped(buf, a, len, undefined)) return false;
+  }
+  return lengths === 1;
+}
+
 /** Whether the upstream's status line can go to the client as it is: HTTP/1.1, and SP before the (maybe empty) reason. */
 export function statusLineReusable(head: ResponseHead): boolean {
   return head.minor === 1 && head.raw.buf[head.raw.start + 12] === SP;

@@ -5,7 +5,7 @@
  * after the head resets the downstream connection: the client sees an error, never a
  * clean end of a cut-short response.
  */
-import { relayedHead, statusLineReusable } from "./relay-head.ts";
+import { relayedHead, sendableAsReceived, statusLineReusable } from "./relay-head.ts";
 import type { BodyFlow } from "./transport/h1/response-body.ts";
 import type { ResponseHead } from "./transport/h1/response-head.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
@@ -39,6 +39,12 @@ export class RelaySink implements ResponseSink {
     this.status = head.status;
     this.headAt = eventNow();
     res.onGone = this;
+    // A whole response that this proxy would not change goes out as it came: one write from the upstream's read.
+    if (complete && head.status >= 200 && head.status !== 204 && head.status !== 304 && sendableAsReceived(head) && res.startWhole()) {
+      const raw = head.raw;
+      res.sendWhole(raw.buf, raw.start, raw.fieldsEnd + 2 + head.contentLength);
+      return;
+    }
     let kind: ResponseBodyKind;
     if (res.isHead || head.status === 204 || head.status === 304) kind = "none";
     else if (head.contentLength >= 0) kind = "length";

@@ -1,8 +1,10 @@
 /**
  * The outbound sends a request head as the client sent it when rebuilding it would only
- * change letter case and field order (request-head.ts asReceived); any head with
- * something to drop or add is rebuilt. Checked at a plain service outside the mesh
- * (mtls: false), which sees exactly what the outbound wrote.
+ * change letter case and field order (request-head.ts asReceived), and a whole response
+ * as the service sent it when the relayed head would say the same (relay-head.ts
+ * sendableAsReceived); any head with something to drop or add is rebuilt. Checked
+ * between a raw client and a plain service outside the mesh (mtls: false), each of
+ * which sees exactly what the outbound wrote.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
@@ -12,6 +14,13 @@ import { rawServer, type RawRequest, type RawServer } from "../helpers/raw-h1-se
 import { rawExchange } from "../helpers/raw-http.ts";
 
 const fx = new MeshFixture();
+/** What the service answers, by request target. */
+const RESPONSES: Record<string, string> = {
+  "/plain": "HTTP/1.1 200 OK\r\nX-B: 1\r\nContent-Length: 5\r\nx-c: caf\xe9\r\n\r\nhello",
+  "/zeros": "HTTP/1.1 200 OK\r\nContent-Length: 005\r\nX-B: 1\r\n\r\nhello",
+  "/hop": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nKeep-Alive: timeout=5\r\nX-Mesh-Client-Id: spiffe://evil/ns/x/sa/y\r\n\r\nhello",
+  "/old": "HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+};
 let service: RawServer;
 let outbound = 0;
 let admin = 0;
@@ -21,7 +30,10 @@ let deadPort = 0;
 beforeAll(async () => {
   await fx.init();
   await fx.issue("orders");
-  service = rawServer((r) => r.reply(`HTTP/1.1 200 OK\r\ncontent-length: ${r.body.length}\r\n\r\n${r.body.toString("latin1")}`));
+  service = rawServer((r) => {
+    const canned = RESPONSES[r.head.slice(r.head.indexOf(" ") + 1, r.head.indexOf(" HTTP/"))];
+    r.reply(canned ?? `HTTP/1.1 200 OK\r\ncontent-length: ${r.body.length}\r\n\r\n${r.body.toString("latin1")}`);
+  });
   const gone = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   deadPort = gone.port;
   gone.stop(true);
@@ -93,4 +105,23 @@ test("a head sent as received is sent again, whole, when the first endpoint refu
     expect(seen.map((r) => r.head)).toEqual([head]);
   }
   expect(await metricValue(admin, "mesh_retries_total", { peer: "flaky" })).toBe(1);
+});
+
+test("a whole response with nothing to change reaches the client byte for byte; pipelined, in order", async () => {
+  const plain = RESPONSES["/plain"]!;
+  const get = (path: string) => `GET ${path} HTTP/1.1\r\nHost: legacy\r\n\r\n`;
+  expect((await rawExchange(get("/plain"), { port: outbound, quietMs: 300 })).text).toBe(plain);
+  expect((await rawExchange(get("/plain") + get("/plain"), { port: outbound, quietMs: 300 })).text).toBe(plain + plain);
+});
+
+test("responses with something to change are rebuilt: framing, hop-by-hop and identity fields, HTTP/1.0, a closing or HTTP/1.0 client, HEAD", async () => {
+  const cases: [string, string][] = [
+    ["GET /zeros HTTP/1.1\r\nHost: legacy\r\n\r\n", "HTTP/1.1 200 OK\r\nX-B: 1\r\ncontent-length: 5\r\n\r\nhello"],
+    ["GET /hop HTTP/1.1\r\nHost: legacy\r\n\r\n", "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"],
+    ["GET /old HTTP/1.1\r\nHost: legacy\r\n\r\n", "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"],
+    ["GET /plain HTTP/1.1\r\nHost: legacy\r\nConnection: close\r\n\r\n", "HTTP/1.1 200 OK\r\nX-B: 1\r\nx-c: caf\xe9\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"],
+    ["GET /plain HTTP/1.0\r\nHost: legacy\r\nConnection: keep-alive\r\n\r\n", "HTTP/1.1 200 OK\r\nX-B: 1\r\nx-c: caf\xe9\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\nhello"],
+    ["HEAD /plain HTTP/1.1\r\nHost: legacy\r\n\r\n", "HTTP/1.1 200 OK\r\nX-B: 1\r\nx-c: caf\xe9\r\ncontent-length: 5\r\n\r\n"],
+  ];
+  for (const [request, expected] of cases) expect([request, (await rawExchange(request, { port: outbound, quietMs: 300 })).text]).toEqual([request, expected]);
 });

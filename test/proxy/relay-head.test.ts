@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { relayedHead, statusLineReusable } from "../../src/proxy/relay-head.ts";
+import { relayedHead, sendableAsReceived, statusLineReusable } from "../../src/proxy/relay-head.ts";
 import { findHeadEnd, parseResponseHead } from "../../src/proxy/transport/h1/response-head.ts";
 
 function parse(text: string | Buffer) {
@@ -83,5 +83,31 @@ describe("relayedHead", () => {
     expect(head.statusText).toBe("Created");
     const { bytes, used } = relayedHead(head, undefined, "\r\n", 0, false);
     expect(bytes.toString("latin1", 0, used)).toBe("HTTP/1.1 201 Created\r\nLocation: /x\r\n\r\n");
+  });
+});
+
+describe("sendableAsReceived: a head the client may get exactly as the upstream sent it", () => {
+  const OK = "HTTP/1.1 200 OK\r\n";
+  test("one plain Content-Length and nothing to drop: yes, whatever the case and order of the fields", () => {
+    expect(sendableAsReceived(parse(`${OK}Content-Type: text/plain\r\nCONTENT-LENGTH: 100\r\nx-a: 1\r\n\r\n`))).toBe(true);
+    expect(sendableAsReceived(parse(`${OK}content-length: 0\r\n\r\n`))).toBe(true);
+    expect(sendableAsReceived(parse(`HTTP/1.1 404 \r\nContent-Length: 9\r\n\r\n`))).toBe(true);
+  });
+
+  test("anything this proxy would change or frame itself: no", () => {
+    const cases = [
+      `${OK}\r\n`, // no length: close-delimited
+      `${OK}Transfer-Encoding: chunked\r\n\r\n`,
+      `${OK}Content-Length: 007\r\n\r\n`, // leading zeros
+      `${OK}Content-Length: 7\r\nContent-Length: 7\r\n\r\n`, // the same length twice
+      `${OK}Content-Length: 7\r\nConnection: keep-alive\r\n\r\n`,
+      `${OK}Content-Length: 7\r\nKeep-Alive: timeout=5\r\n\r\n`,
+      `${OK}Content-Length: 7\r\nX-Mesh-Client-Id: spiffe://evil/ns/x/sa/y\r\n\r\n`,
+      `${OK}Content-Length: 7\r\nl5d-client-id: y\r\n\r\n`,
+      `${OK}Content-Length: 7\r\nProxy-Authenticate: Basic\r\n\r\n`,
+      "HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\n",
+      "HTTP/1.1 200\r\nContent-Length: 7\r\n\r\n", // no SP before the (empty) reason
+    ];
+    for (const text of cases) expect([text, sendableAsReceived(parse(text))]).toEqual([text, false]);
   });
 });

@@ -42,3 +42,25 @@ test("a second start on the same response gives nothing: the head went out alrea
   expect(res.start("length", 5)).toBe("content-length: 5\r\n\r\n");
   expect(res.start("length", 5)).toBeUndefined();
 });
+
+test("a response goes out whole as the upstream sent it only when this side adds nothing: HTTP/1.1, kept alive, not HEAD", () => {
+  const written: string[] = [];
+  const host = (minor: 0 | 1, ends: boolean): ResponderHost => ({
+    write: (data, start = 0, end) => (written.push(typeof data === "string" ? data : Buffer.from(data.subarray(start, end)).toString("latin1")), true),
+    responseDone: () => {},
+    abort: () => {},
+    endsAfterResponse: () => ends,
+    minor,
+  });
+  expect(new Responder(host(0, false), false).startWhole()).toBe(false);
+  expect(new Responder(host(1, true), false).startWhole()).toBe(false);
+  expect(new Responder(host(1, false), true).startWhole()).toBe(false);
+  const res = new Responder(host(1, false), false);
+  expect(res.startWhole()).toBe(true);
+  expect(res.start("length", 5)).toBeUndefined(); // the head is out
+  const bytes = Buffer.from("xxHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiyy", "latin1");
+  res.sendWhole(bytes, 2, bytes.length - 2);
+  res.write(bytes, bytes.length - 4, bytes.length - 2); // the body pieces that follow are already out
+  res.end();
+  expect(written).toEqual(["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"]);
+});

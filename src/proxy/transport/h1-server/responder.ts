@@ -55,6 +55,8 @@ export class Responder {
    */
   private held: Buffer | undefined;
   private heldUsed = 0;
+  /** The body went out with the head (sendWhole). */
+  private whole = false;
   /** Called once when the socket can take more after a write returned false. */
   onDrain: (() => void) | undefined;
   /** Told once if the connection goes away before the response is complete. */
@@ -88,6 +90,25 @@ export class Responder {
     if (closes) tail += "connection: close\r\n";
     else if (this.host.minor === 0) tail += "connection: keep-alive\r\n";
     return tail + "\r\n";
+  }
+
+  /**
+   * Starts a response that goes out whole as the upstream sent it, its own Content-Length
+   * line included (sendWhole), if this side adds nothing to it: the client speaks HTTP/1.1,
+   * the connection stays open, and the request was not HEAD. The body pieces that follow
+   * are then already out, and write() takes them as sent.
+   */
+  startWhole(): boolean {
+    if (this.headSent || this.finished || this.isHead || this.host.minor !== 1 || this.host.endsAfterResponse()) return false;
+    this.headSent = true;
+    this.kind = "length";
+    this.whole = true;
+    return true;
+  }
+
+  /** After startWhole(): the head and the whole body, bytes[start..end). */
+  sendWhole(bytes: Uint8Array, start: number, end: number): boolean {
+    return this.host.write(bytes, start, end);
   }
 
   /**
@@ -125,7 +146,7 @@ export class Responder {
 
   /** A body piece, data[start..end); false when the socket is full (wait for onDrain). */
   write(data: Uint8Array, start = 0, end = data.byteLength): boolean {
-    if (this.finished || end <= start || this.isHead) return true;
+    if (this.finished || end <= start || this.isHead || this.whole) return true;
     if (this.kind === "chunked") {
       data = chunkFrame(start === 0 && end === data.byteLength ? data : data.subarray(start, end));
       start = 0;
