@@ -107,7 +107,7 @@ export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string
   const { method, fields, connectionTokens: listed } = req;
   // The lines added must be plain ASCII to be written as bytes; anything else is checked by finish().
   if (received !== undefined && extra.bytes !== undefined && asReceived(req, skip)) {
-    const replayable = IDEMPOTENT.has(method) || fieldValue(fields, "idempotency-key") !== undefined;
+    const replayable = framing.kind === "none" && (IDEMPOTENT.has(method) || fieldValue(fields, "idempotency-key") !== undefined);
     if (extra.bytes.byteLength === 0) return { method, head: received, headStart: req.start, headEnd: req.end, framing, isHead: method === "HEAD", replayable };
     const head = withLines(received, req.start, req.end, extra.bytes);
     return { method, head, headStart: 0, headEnd: head.byteLength, framing, isHead: method === "HEAD", replayable };
@@ -129,16 +129,25 @@ export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string
 /**
  * Whether the head as received says what prepareRelayed would write: HTTP/1.1, the
  * target as it goes upstream (origin- or asterisk-form), no field to drop but Host (the
- * same value, where the client put it), and no body. Framing lines are always this
- * proxy's own: a head with a Content-Length or Transfer-Encoding, or one that gets
- * "content-length: 0" added (POST, PUT, PATCH), is rebuilt. Letter case and field order
- * may differ; they mean nothing.
+ * same value, where the client put it) and a Content-Length the rebuilt head would carry
+ * too, in plain form (digits, no leading zero). Letter case and field order may differ;
+ * they mean nothing. A chunked body, a POST, PUT or PATCH without a length (which gets
+ * "content-length: 0" added) and a bodiless method's "Content-Length: 0" (dropped) are
+ * rebuilt.
  */
 function asReceived(req: RelayedRequestHead, skip: ReadonlySet<string>): boolean {
-  if (req.minor !== 1 || req.pathAndQuery !== req.target || req.contentLength >= 0 || req.chunked || BODY_EXPECTED.has(req.method)) return false;
+  if (req.minor !== 1 || req.pathAndQuery !== req.target || req.chunked) return false;
+  const length = req.contentLength;
+  if (length < 0 ? BODY_EXPECTED.has(req.method) : length === 0 && !BODY_EXPECTED.has(req.method)) return false;
   if (req.connectionTokens.length > 0) return false; // the fields it lists are dropped
   const fields = req.fields;
-  for (let i = 0; i < fields.length; i += 2) if (fields[i] !== "host" && skip.has(fields[i]!)) return false;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!;
+    if (name === "content-length") {
+      const value = fields[i + 1]!;
+      if (value.charCodeAt(0) === 48 && value.length > 1) return false;
+    } else if (name !== "host" && skip.has(name)) return false;
+  }
   return true;
 }
 
