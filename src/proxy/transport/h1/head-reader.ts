@@ -4,7 +4,7 @@
  * reads is gathered in a private buffer that doubles, so it is copied O(n), not O(n²).
  */
 import { ProtocolError } from "./errors.ts";
-import { findHeadEnd, parseResponseHead, type ResponseHead } from "./response-head.ts";
+import { findHeadEnd, parseResponseHead, parseWholeHead, type ResponseHead } from "./response-head.ts";
 
 /** 1xx responses skipped before the final one. */
 const MAX_INTERIM = 16;
@@ -28,17 +28,22 @@ export class HeadReader {
     }
     let start = 0;
     for (;;) {
-      const end = findHeadEnd(buf, start, Math.max(start, scanFrom));
-      if (end < 0) {
-        if (this.buf === undefined || start > 0) {
-          const rest = buf.subarray(start);
-          this.clearBuffer();
-          this.append(rest);
+      // A head that came in one read is parsed in one pass; one split over reads is
+      // gathered, its end found as bytes arrive, then parsed.
+      let head = this.buf === undefined ? parseWholeHead(buf, start) : undefined;
+      if (head === undefined) {
+        const end = findHeadEnd(buf, start, Math.max(start, scanFrom));
+        if (end < 0) {
+          if (this.buf === undefined || start > 0) {
+            const rest = buf.subarray(start);
+            this.clearBuffer();
+            this.append(rest);
+          }
+          return undefined;
         }
-        return undefined;
+        head = parseResponseHead(buf, start, end);
       }
-      const head = parseResponseHead(buf, start, end);
-      start = end;
+      start = restOf(head);
       if (head.status >= 200) {
         this.reset();
         return head;

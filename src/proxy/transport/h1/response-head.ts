@@ -142,7 +142,7 @@ function notComplete(buf: Buffer, from: number): -1 {
   return -1;
 }
 
-/** The LF ending the line at `pos`: a JS loop, as lines are short (findHeadEnd checked there is one before `end`). */
+/** The LF ending the line at `pos`, or `end` if none is there yet: a JS loop, as lines are short. */
 function lineFeed(buf: Buffer, pos: number, end: number): number {
   while (pos < end && buf[pos] !== LF) pos++;
   return pos;
@@ -150,7 +150,29 @@ function lineFeed(buf: Buffer, pos: number, end: number): number {
 
 /** Parses `buf[start..end)`, which ends with CRLF CRLF (as found by findHeadEnd). */
 export function parseResponseHead(buf: Buffer, start: number, end: number): ResponseHead {
-  let lf = lineFeed(buf, start, end);
+  return parseHead(buf, start, end)!;
+}
+
+/**
+ * Parses the head at buf[start..] if all of it is there, or returns undefined: one pass
+ * where findHeadEnd and parseResponseHead make two, for the common head that arrives in
+ * one read. Bytes it saw are checked as parseResponseHead checks them (line endings too).
+ */
+export function parseWholeHead(buf: Buffer, start: number): ResponseHead | undefined {
+  const head = parseHead(buf, start, buf.length);
+  if (head === undefined && buf.length - start > MAX_HEAD_BYTES) throw new ProtocolError(`response head larger than ${MAX_HEAD_BYTES} bytes`);
+  if (head !== undefined) headEnd(head.raw.fieldsEnd + 2, start);
+  return head;
+}
+
+/**
+ * The head at buf[start..limit), ending at its first blank line; undefined when the bytes
+ * run out first (never when findHeadEnd gave `limit` as the head's end).
+ */
+function parseHead(buf: Buffer, start: number, limit: number): ResponseHead | undefined {
+  let lf = lineFeed(buf, start, limit);
+  if (lf >= limit) return undefined;
+  if (lf === start || buf[lf - 1] !== CR) throw new ProtocolError("bare LF in the response head");
   const minor = parseStatusVersion(buf, start, lf);
   const status = (buf[start + 9]! - 48) * 100 + (buf[start + 10]! - 48) * 10 + (buf[start + 11]! - 48);
   if (buf[start + 12] === SP) for (let i = start + 13; i < lf - 1; i++) if (VALUE_BYTE[buf[i]!] !== 1) throw new ProtocolError("invalid byte in the status line");
@@ -164,19 +186,30 @@ export function parseResponseHead(buf: Buffer, start: number, end: number): Resp
   let keepAliveToken = false;
   let connectionTokens: string[] | undefined;
   let pos = fieldsStart;
-  while (pos < end - 2) {
+  for (;;) {
     const first = buf[pos]!;
+    if (pos + 1 >= limit) {
+      if (first === LF) throw new ProtocolError("bare LF in the response head");
+      return undefined;
+    }
+    if (first === CR) {
+      if (buf[pos + 1] !== LF) throw new ProtocolError("bare CR in the response head");
+      break; // the blank line
+    }
     if (first === SP || first === HT) throw new ProtocolError("obs-fold (header continuation line) in the response head");
     // One pass over the line: the name's bytes, then the value's up to the CR that must end
     // it (CR is neither tchar nor a value byte, and the blank line ends the head).
     let i = pos;
     while (TCHAR[buf[i]!] === 1) i++;
-    if (i === pos) throw new ProtocolError("empty or invalid header name in the response head");
+    if (i >= limit) return undefined;
+    if (i === pos) throw new ProtocolError(first === LF ? "bare LF in the response head" : "empty or invalid header name in the response head");
     if (buf[i] !== COLON) throw new ProtocolError("invalid byte in a response header name (or whitespace before the colon)");
     let vs = i + 1;
     while (buf[vs] === SP || buf[vs] === HT) vs++;
     let cr = vs;
     while (VALUE_BYTE[buf[cr]!] === 1) cr++;
+    if (cr >= limit || (cr + 1 === limit && buf[cr] === CR)) return undefined;
+    if (buf[cr] === LF) throw new ProtocolError("bare LF in the response head");
     if (buf[cr] !== CR || buf[cr + 1] !== LF) throw new ProtocolError(`invalid byte in the response header ${latin1(buf, pos, i)}`);
     lf = cr + 1;
     let ve = cr;
