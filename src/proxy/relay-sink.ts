@@ -40,7 +40,7 @@ export class RelaySink implements ResponseSink {
     this.headAt = eventNow();
     res.onGone = this;
     // A whole response that this proxy would not change goes out as it came: one write from the upstream's read.
-    if (complete && head.status >= 200 && head.status !== 204 && head.status !== 304 && sendableAsReceived(head) && res.startWhole()) {
+    if (complete && head.status !== 204 && head.status !== 304 && sendableAsReceived(head) && res.startWhole()) {
       const raw = head.raw;
       res.sendWhole(raw.buf, raw.start, raw.fieldsEnd + 2 + head.contentLength);
       return;

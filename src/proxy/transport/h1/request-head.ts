@@ -71,7 +71,7 @@ export function prepareRequest(method: string, pathAndQuery: string, headers: He
     if (!hasBody && length !== 0) throw new TypeError(`content-length ${cl} given for a request without a body`);
     framing = hasBody ? { kind: "length", length } : NO_BODY;
   } else framing = hasBody ? CHUNKED : NO_BODY;
-  return finish(method, `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host ?? defaultHost}\r\n${fields}`, framing, cl !== null, hasBody, idempotencyKey !== "", false);
+  return finish(method, `${method} ${pathAndQuery} HTTP/1.1\r\nhost: ${host ?? defaultHost}\r\n${fields}`, framing, cl !== null, idempotencyKey !== "", false);
 }
 
 /** Whole header lines a relay adds to every head, checked once rather than per request. */
@@ -107,10 +107,11 @@ export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string
   const { method, fields, connectionTokens: listed } = req;
   // The lines added must be plain ASCII to be written as bytes; anything else is checked by finish().
   if (received !== undefined && extra.bytes !== undefined && asReceived(req, skip)) {
-    const replayable = framing.kind === "none" && (IDEMPOTENT.has(method) || fieldValue(fields, "idempotency-key") !== undefined);
-    if (extra.bytes.byteLength === 0) return { method, head: received, headStart: req.start, headEnd: req.end, framing, isHead: method === "HEAD", replayable };
+    // The key is only looked for when the method alone does not make the request replayable.
+    const keyed = !IDEMPOTENT.has(method) && fieldValue(fields, "idempotency-key") !== undefined;
+    if (extra.bytes.byteLength === 0) return prepared(method, received, req.start, req.end, framing, keyed);
     const head = withLines(received, req.start, req.end, extra.bytes);
-    return { method, head, headStart: 0, headEnd: head.byteLength, framing, isHead: method === "HEAD", replayable };
+    return prepared(method, head, 0, head.byteLength, framing, keyed);
   }
   let head = `${method} ${req.pathAndQuery} HTTP/1.1\r\nhost: ${req.host}\r\n`;
   let idempotencyKey = false;
@@ -120,10 +121,9 @@ export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string
     if (name === "idempotency-key") idempotencyKey = true;
     head += `${name}: ${fields[i + 1]}\r\n`;
   }
-  const hasBody = framing.kind !== "none";
   // The parser checked every byte it let through; only obs-text or the lines added here can be other than printable ASCII.
   const plain = !req.obsText && extra.bytes !== undefined;
-  return finish(method, head + extra.text, framing, framing.kind === "length", hasBody, idempotencyKey, plain);
+  return finish(method, head + extra.text, framing, framing.kind === "length", idempotencyKey, plain);
 }
 
 /**
@@ -167,7 +167,7 @@ function withLines(buf: Uint8Array, start: number, end: number, lines: Buffer): 
  * Adds the framing line and the blank line; the head goes out as ASCII, or as latin1
  * bytes. `plain`: it is known to be printable ASCII already, so it is not scanned again.
  */
-function finish(method: string, start: string, framing: RequestFraming, declaredLength: boolean, hasBody: boolean, idempotencyKey: boolean, plain: boolean): PreparedRequest {
+function finish(method: string, start: string, framing: RequestFraming, declaredLength: boolean, idempotencyKey: boolean, plain: boolean): PreparedRequest {
   let framingLine = "";
   if (framing.kind === "length" || (declaredLength && framing.kind === "none")) framingLine = `content-length: ${framing.kind === "length" ? framing.length : 0}\r\n`;
   else if (framing.kind === "chunked") framingLine = "transfer-encoding: chunked\r\n";
@@ -179,15 +179,12 @@ function finish(method: string, start: string, framing: RequestFraming, declared
     // Headers hold ByteStrings (every code unit <= 0xFF); socket.write(string) would send UTF-8.
     bytes = Buffer.from(head, "latin1");
   }
-  return {
-    method,
-    head: bytes,
-    headStart: 0,
-    headEnd: typeof bytes === "string" ? bytes.length : bytes.byteLength,
-    framing,
-    isHead: method === "HEAD",
-    replayable: !hasBody && (IDEMPOTENT.has(method) || idempotencyKey),
-  };
+  return prepared(method, bytes, 0, typeof bytes === "string" ? bytes.length : bytes.byteLength, framing, idempotencyKey);
+}
+
+/** A prepared request whose head is head[headStart..headEnd); `idempotencyKey`: the caller sent an Idempotency-Key. */
+function prepared(method: string, head: string | Uint8Array, headStart: number, headEnd: number, framing: RequestFraming, idempotencyKey: boolean): PreparedRequest {
+  return { method, head, headStart, headEnd, framing, isHead: method === "HEAD", replayable: framing.kind === "none" && (IDEMPOTENT.has(method) || idempotencyKey) };
 }
 
 function checkMethod(method: string): void {
