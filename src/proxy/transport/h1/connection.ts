@@ -10,7 +10,7 @@
  */
 import type { AbortLike } from "./abort.ts";
 import type { Socket, SocketHandler } from "bun";
-import { AbortedError, ConnectError, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
+import { AbortedError, ConnectError, isKeepAliveRace, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
 import { headWithBody, pumpBody, type RequestBody, type RequestSink } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
 import { Exchange, Phase } from "./exchange.ts";
@@ -39,6 +39,8 @@ export interface ConnectionOwner {
   closed(conn: H1Connection): void;
   /** A TLS handshake completed and the peer was accepted. */
   handshake(): void;
+  /** A reused connection lost the keep-alive race with this request (isKeepAliveRace): send it again elsewhere. */
+  retryStale(req: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortLike | undefined): void;
 }
 
 const ONCE = { once: true } as const;
@@ -123,9 +125,12 @@ export class H1Connection implements StreamHandler {
    * must be idle.
    */
   exchange(req: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortLike | undefined): void {
-    // Closed since it was handed out: nothing written, so the pool may retry it.
-    if (this.isClosed) return sink.fail(new ResetError(`connection to ${this.opts.host}:${this.opts.port} closed before the request was written`, false, 0));
-    const ex = new Exchange(this, req, sink, signal);
+    // Closed since it was handed out, nothing written: the keep-alive race, if it was reused.
+    if (this.isClosed) {
+      if (this.served > 0) return this.owner.retryStale(req, body, sink, signal);
+      return sink.fail(new ResetError(`connection to ${this.opts.host}:${this.opts.port} closed before the request was written`, false, 0));
+    }
+    const ex = new Exchange(this, req, body, sink, signal, this.served > 0);
     this.ex = ex;
     if (signal) {
       if (signal.aborted) return this.abortExchange(ex, signal.reason);
@@ -386,7 +391,10 @@ export class H1Connection implements StreamHandler {
       else ex.sink.fail(reason ?? new ResetError(`upstream closed the connection before the response body was complete${this.why()}`, true, ex.received));
       return;
     }
-    ex.sink.fail(reason ?? this.resetError(ex));
+    const err = reason ?? this.resetError(ex);
+    // Only a connection that carried an earlier exchange can lose the keep-alive race.
+    if (ex.reused && isKeepAliveRace(err, ex.req.replayable)) this.owner.retryStale(ex.req, ex.body, ex.sink, ex.signal);
+    else ex.sink.fail(err);
   }
 
   private resetError(ex: Exchange): Error {

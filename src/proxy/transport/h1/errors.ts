@@ -37,6 +37,14 @@ export class ResetError extends Error {
   }
 }
 
+/**
+ * The keep-alive race (pool.ts): a reused connection closed before a single response
+ * byte, and either no request byte was accepted or the request may be sent again.
+ */
+export function isKeepAliveRace(err: unknown, replayable: boolean): boolean {
+  return err instanceof ResetError && err.responseBytes === 0 && (!err.requestSent || replayable);
+}
+
 /** The caller's signal fired with a TimeoutError (e.g. AbortSignal.timeout or the proxy's deadline). */
 export class TimeoutError extends Error {
   override readonly name = "TimeoutError";

@@ -1,5 +1,6 @@
 /** One request/response on a connection, and the flow control its response body drives. */
 import type { AbortLike } from "./abort.ts";
+import type { RequestBody } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
 import type { BodyFraming, BodyPieces } from "./response-framing.ts";
 import type { BodyFlow } from "./response-body.ts";
@@ -36,8 +37,12 @@ export class Exchange implements BodyFlow, BodyPieces {
   constructor(
     readonly conn: ExchangeHost,
     readonly req: PreparedRequest,
+    /** Kept for a send elsewhere after the keep-alive race (only a body never read can go again). */
+    readonly body: RequestBody | null,
     readonly sink: ResponseSink,
     readonly signal: AbortLike | undefined,
+    /** The connection had carried an earlier exchange: this one can lose the keep-alive race. */
+    readonly reused: boolean,
   ) {}
 
   /** Hands decoded (chunked) body pieces to the sink; bound once, when a chunked body first needs it. */

@@ -18,12 +18,10 @@
  */
 import type { AbortLike } from "./abort.ts";
 import { H1Connection, type ConnectionOptions, type ConnectionOwner, type ConnectionTls } from "./connection.ts";
-import { AbortedError, ConnectError, ResetError, TimeoutError } from "./errors.ts";
+import { AbortedError, ConnectError, TimeoutError } from "./errors.ts";
 import { MuxConnector } from "../mux/connector.ts";
 import { prepareRequest, type PreparedRequest } from "./request-head.ts";
 import type { RequestBody } from "./request-body.ts";
-import type { BodyFlow } from "./response-body.ts";
-import type { ResponseHead } from "./response-head.ts";
 import { StreamedResponse, type ResponseSink } from "./response-sink.ts";
 import { SlotList } from "../../../core/slot-list.ts";
 import { eventNow } from "../../../core/clock.ts";
@@ -144,11 +142,12 @@ export class Http1Pool implements ConnectionOwner {
   }
 
   private run(conn: H1Connection, prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortLike | undefined): void {
-    // Only a connection that carried an earlier exchange can lose the keep-alive race.
-    conn.exchange(prepared, body, conn.served > 0 ? new RaceGuard(this, prepared, body, sink, signal) : sink, signal);
+    conn.exchange(prepared, body, sink, signal);
   }
 
-  /** The retry of the keep-alive race: once, on a fresh connection. */
+  // ---- ConnectionOwner ----
+
+  /** A reused connection lost the keep-alive race (the connection tells): once more, on a fresh connection. */
   retryStale(prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortLike | undefined): void {
     this.staleRetries++;
     this.acquire(signal, true).then(
@@ -191,8 +190,6 @@ export class Http1Pool implements ConnectionOwner {
       staleRetries: this.staleRetries,
     };
   }
-
-  // ---- ConnectionOwner ----
 
   reusable(conn: H1Connection): void {
     this.busyConns.delete(conn);
@@ -331,35 +328,6 @@ export class Http1Pool implements ConnectionOwner {
     if (this.sweeper !== undefined) clearInterval(this.sweeper);
     this.sweeper = undefined;
   }
-}
-
-/** Passes a reused connection's exchange through, except a failure that is the keep-alive race. */
-class RaceGuard implements ResponseSink {
-  constructor(
-    private readonly pool: Http1Pool,
-    private readonly prepared: PreparedRequest,
-    private readonly body: RequestBody | null,
-    private readonly sink: ResponseSink,
-    private readonly signal: AbortLike | undefined,
-  ) {}
-  head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
-    this.sink.head(head, flow, complete);
-  }
-  data(buf: Uint8Array, start: number, end: number): void {
-    this.sink.data(buf, start, end);
-  }
-  end(): void {
-    this.sink.end();
-  }
-  fail(err: Error): void {
-    if (isKeepAliveRace(err, this.prepared)) this.pool.retryStale(this.prepared, this.body, this.sink, this.signal);
-    else this.sink.fail(err);
-  }
-}
-
-/** The keep-alive race, as described at the top of this file (reuse is checked by the caller). */
-function isKeepAliveRace(err: unknown, req: PreparedRequest): boolean {
-  return err instanceof ResetError && err.responseBytes === 0 && (!err.requestSent || req.replayable);
 }
 
 function abortError(reason: unknown): Error {
