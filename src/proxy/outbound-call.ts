@@ -90,14 +90,12 @@ export function callDestination(
   return call;
 }
 
-/** One try on one endpoint; callbacks of a try that is no longer current are ignored. */
-class Try implements ResponseSink {
-  constructor(
-    private readonly call: OutboundCall,
-    readonly endpoint: Endpoint,
-    /** eventNow() when sent; 0 when nothing reads it (no EWMA). */
-    readonly sentAt: number,
-  ) {}
+/**
+ * A retry's sink: the first try's is the call itself, so the common request makes no
+ * object for it. Callbacks of a try that is no longer current are ignored.
+ */
+class Retry implements ResponseSink {
+  constructor(private readonly call: OutboundCall) {}
   head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
     this.call.onHead(this, head, flow, complete);
   }
@@ -112,13 +110,17 @@ class Try implements ResponseSink {
   }
 }
 
-class OutboundCall implements CallHandle {
+class OutboundCall implements CallHandle, ResponseSink {
   private readonly deadline: Deadline;
   private callerGone = false;
   private readonly replayable: boolean;
   private attempt = 0;
-  private current: Try | undefined;
+  /** The sink of the try in flight: the call itself for the first, a Retry after. */
+  private current: ResponseSink | undefined;
+  /** The endpoint of the try in flight, or of the last one. */
   private tried: Endpoint | undefined;
+  /** eventNow() when the try in flight was sent; 0 when nothing reads it (no EWMA). */
+  private sentAt = 0;
   /** A retry holds one of the destination's retry slots from the decision to the call's end. */
   private holdingRetry = false;
   /** Where the kept response goes, once chosen. */
@@ -141,13 +143,28 @@ class OutboundCall implements CallHandle {
     if (this.callerGone) return this.abandon();
     const dest = this.dest;
     const endpoint = pickEndpoint(dest, this.ctx, this.tried);
-    if (!endpoint) return this.fail("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
+    if (!endpoint) return this.failWith("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
     this.tried = endpoint;
     endpoint.inflight++;
     // Only the EWMA balancer reads a try's latency: skip the clock read otherwise.
-    const t = new Try(this, endpoint, dest.ewmaDecayMs !== undefined ? eventNow() : 0);
-    this.current = t;
-    dest.pools.dispatch(endpoint, this.prepared, this.body, t, this.deadline);
+    this.sentAt = dest.ewmaDecayMs !== undefined ? eventNow() : 0;
+    const sink = this.attempt === 0 ? this : new Retry(this);
+    this.current = sink;
+    dest.pools.dispatch(endpoint, this.prepared, this.body, sink, this.deadline);
+  }
+
+  // The first try's sink.
+  head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
+    this.onHead(this, head, flow, complete);
+  }
+  data(buf: Uint8Array, start: number, end: number): void {
+    this.onData(this, buf, start, end);
+  }
+  end(): void {
+    this.onEnd(this);
+  }
+  fail(err: Error): void {
+    this.onFail(this, err);
   }
 
   cancel(): void {
@@ -163,12 +180,13 @@ class OutboundCall implements CallHandle {
     this.outcome.abandoned();
   }
 
-  onHead(t: Try, head: ResponseHead, flow: BodyFlow, complete: boolean): void {
+  onHead(t: ResponseSink, head: ResponseHead, flow: BodyFlow, complete: boolean): void {
     if (t !== this.current) return;
     const dest = this.dest;
-    t.endpoint.inflight--;
-    if (dest.ewmaDecayMs !== undefined) recordLatency(t.endpoint, eventNow() - t.sentAt, systemClock, dest.ewmaDecayMs);
-    dest.outlier.onResult(t.endpoint, head.status < 500);
+    const endpoint = this.tried!;
+    endpoint.inflight--;
+    if (dest.ewmaDecayMs !== undefined) recordLatency(endpoint, eventNow() - this.sentAt, systemClock, dest.ewmaDecayMs);
+    dest.outlier.onResult(endpoint, head.status < 500);
     if (this.replayable && shouldRetry(dest.retryPolicy, this.attempt, { kind: "status", status: head.status }) && this.takeRetry()) {
       // Dropped: the rest of its body is never read, so its connection is not reused.
       this.current = undefined;
@@ -180,33 +198,34 @@ class OutboundCall implements CallHandle {
     this.target.head(head, flow, complete);
   }
 
-  onData(t: Try, buf: Uint8Array, start: number, end: number): void {
+  onData(t: ResponseSink, buf: Uint8Array, start: number, end: number): void {
     if (t === this.current) this.target?.data(buf, start, end);
   }
 
-  onEnd(t: Try): void {
+  onEnd(t: ResponseSink): void {
     if (t === this.current) this.target?.end();
   }
 
-  onFail(t: Try, err: Error): void {
+  onFail(t: ResponseSink, err: Error): void {
     if (t !== this.current) return;
     // After the head, the kept response's body broke: that is the target's to report.
     if (this.target !== undefined) return this.target.fail(err);
     const dest = this.dest;
-    t.endpoint.inflight--;
+    const endpoint = this.tried!;
+    endpoint.inflight--;
     // Not the endpoint's failure: no outlier mark, no retry.
     if (this.callerGone) return this.abandon();
-    dest.outlier.onResult(t.endpoint, false);
+    dest.outlier.onResult(endpoint, false);
     const expired = this.deadline.expired;
     const kind = expired ? "timeout" : proxyFailureOf(err);
     if (kind === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
-    const detail = `${dest.name} endpoint ${t.endpoint.key}: ${expired ? `no response within ${dest.requestTimeoutMs} ms` : err.message}`;
+    const detail = `${dest.name} endpoint ${endpoint.key}: ${expired ? `no response within ${dest.requestTimeoutMs} ms` : err.message}`;
     // A request that never left (connect failure, refused peer) is safe to send again,
     // whatever its method, and its body was never read; anything else only if replayable.
     const sent = requestMayHaveBeenSent(err);
     const failure: FailureOutcome = sent ? OUTCOME[kind] : kind === "peer-identity" ? "refused" : "connect-failure";
     if ((this.body !== null && sent) || !shouldRetry(dest.retryPolicy, this.attempt, { kind: failure }, this.replayable) || !this.takeRetry())
-      return this.fail(kind, detail);
+      return this.failWith(kind, detail);
     this.current = undefined;
     this.retry();
   }
@@ -230,7 +249,7 @@ class OutboundCall implements CallHandle {
     return false;
   }
 
-  private fail(kind: ProxyFailure, detail: string): void {
+  private failWith(kind: ProxyFailure, detail: string): void {
     this.current = undefined;
     this.settle();
     this.outcome.failed(errorParts(kind, detail));
