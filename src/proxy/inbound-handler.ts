@@ -12,7 +12,7 @@ import { CLIENT_ID_HEADER, RELAY_SKIP } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
-import { RelaySink, type RelayOwner } from "./relay-sink.ts";
+import { RelaySink } from "./relay-sink.ts";
 import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
 import { callAbortListener, type AbortLike, type AbortListener } from "./transport/h1/abort.ts";
 import { addedLines, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
@@ -52,7 +52,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
         return res.respond(e.status, e.headers, e.body);
       }
       const relay = new InboundRelay(res, peer, deps, recorder);
-      deps.pool.dispatch(prepared, req.body, relay.sink, relay);
+      deps.pool.dispatch(prepared, req.body, relay, relay);
     },
   };
 }
@@ -61,14 +61,13 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
 const identityLine = boundedMemo(1024, (caller: string) => addedLines(`${CLIENT_ID_HEADER}: ${caller}\r\n`));
 
 /**
- * One relayed request to the local service, and how its relay ends (RelayOwner): one
- * object per request. It is also the request's abort signal: a caller that leaves before
- * the response head (its connection or stream closed) cancels the service's request, so
- * work nobody waits for stops, and a caller cannot keep more requests running than it
- * holds connections or streams open. After the head, RelaySink handles a leaving caller.
+ * One relayed request to the local service and the relay of its response (RelaySink):
+ * one object per request. It is also the request's abort signal: a caller that leaves
+ * before the response head (its connection or stream closed) cancels the service's
+ * request, so work nobody waits for stops, and a caller cannot keep more requests running
+ * than it holds connections or streams open.
  */
-class InboundRelay implements RelayOwner, AbortLike {
-  readonly sink: RelaySink;
+class InboundRelay extends RelaySink implements AbortLike {
   aborted = false;
   reason: unknown = undefined;
   private readonly started = eventNow();
@@ -76,13 +75,12 @@ class InboundRelay implements RelayOwner, AbortLike {
   private listener: AbortListener | undefined;
 
   constructor(
-    private readonly res: Responder,
+    res: Responder,
     private readonly peer: string,
     private readonly deps: InboundHandlerDeps,
     private readonly recorder: RequestRecorder,
   ) {
-    this.sink = new RelaySink(res, this);
-    res.onGone = this;
+    super(res);
     deps.tracker.start();
   }
 
@@ -94,8 +92,7 @@ class InboundRelay implements RelayOwner, AbortLike {
     if (this.listener === listener) this.listener = undefined;
   }
 
-  /** The caller left before the response head. */
-  responseGone(): void {
+  protected clientLeftEarly(): void {
     if (this.aborted) return;
     this.aborted = true;
     this.reason = new DOMException("the caller closed its connection before the response", "AbortError");
@@ -104,7 +101,7 @@ class InboundRelay implements RelayOwner, AbortLike {
     if (listener !== undefined) callAbortListener(listener);
   }
 
-  relayFailedEarly(err: Error): void {
+  protected relayFailedEarly(err: Error): void {
     // Nobody to answer, and not the service's failure.
     if (this.aborted) return this.finish(CLIENT_CLOSED_STATUS, 0);
     this.deps.health?.onResult(false);
@@ -113,9 +110,9 @@ class InboundRelay implements RelayOwner, AbortLike {
     this.finish(e.status, 0);
   }
 
-  relayDone(): void {
-    this.deps.health?.onResult(this.sink.status < 500);
-    this.finish(this.sink.status, this.sink.headAt);
+  protected relayDone(): void {
+    this.deps.health?.onResult(this.status < 500);
+    this.finish(this.status, this.headAt);
   }
 
   private finish(status: number, headAt: number): void {

@@ -13,7 +13,7 @@ import { RELAY_SKIP } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { callDestination, type CallHandle, type CallOutcome } from "./outbound-call.ts";
-import { RelaySink, type RelayOwner } from "./relay-sink.ts";
+import { RelaySink } from "./relay-sink.ts";
 import { fieldValue } from "./transport/h1/request-parse.ts";
 import { NO_ADDED_LINES, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
@@ -65,29 +65,26 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
 
 /**
  * One relayed request: how its call ends (CallOutcome), what the balancer may read of it
- * (PickContext), and how its response relay ends (RelayOwner), in one object per request.
+ * (PickContext), and the relay of the response it keeps (RelaySink), in one object per request.
  */
-class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
+class OutboundRelay extends RelaySink implements CallOutcome, PickContext {
   /** The call in progress, to cancel if the caller leaves before the response head. */
   call: CallHandle | undefined;
   private readonly started = eventNow();
-  /** The kept response's relay, which notes when its head arrived (latency is to the head, as the metric says). */
-  private sink: RelaySink | undefined;
   private finished = false;
 
   constructor(
-    private readonly res: Responder,
+    res: Responder,
     private readonly req: ServerRequest,
     private readonly peer: string,
     private readonly recorder: RequestRecorder,
     private readonly tracker: InflightTracker,
   ) {
+    super(res);
     tracker.start();
-    // Until the head: a caller that leaves cancels the call (RelaySink takes over at the head).
-    res.onGone = this;
   }
 
-  responseGone(): void {
+  protected clientLeftEarly(): void {
     this.call?.cancel();
   }
 
@@ -101,7 +98,7 @@ class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
 
   respond(): ResponseSink {
     // The head is already in: a failure now is the body's, and resets the client's connection.
-    return (this.sink = new RelaySink(this.res, this));
+    return this;
   }
 
   failed(error: ErrorParts): void {
@@ -109,20 +106,21 @@ class OutboundRelay implements CallOutcome, PickContext, RelayOwner {
     this.finish(error.status);
   }
 
-  relayFailedEarly(): void {
+  protected relayFailedEarly(): void {
     this.res.abort();
   }
 
-  relayDone(): void {
+  protected relayDone(): void {
     // Only a relay that got its head ends here (one that failed before it calls relayFailedEarly).
-    this.finish(this.sink!.status);
+    this.finish(this.status);
   }
 
   /** The request counts once it is over, exactly once. */
   finish(status: number): void {
     if (this.finished) return;
     this.finished = true;
-    this.recorder.record(this.peer, status, (this.sink?.headAt || eventNow()) - this.started);
+    // Latency is to the response head, as the metric says.
+    this.recorder.record(this.peer, status, (this.headAt || eventNow()) - this.started);
     this.tracker.end();
   }
 }

@@ -4,6 +4,10 @@
  * both ways (a full downstream socket pauses the upstream one). An upstream that fails
  * after the head resets the downstream connection: the client sees an error, never a
  * clean end of a cut-short response.
+ *
+ * The base of each direction's per-request relay (outbound-handler.ts, inbound-handler.ts):
+ * one object per request is the response's sink, the client's watcher and the request's
+ * bookkeeping, and the subclass hears how the relay ended.
  */
 import { relayedHead, sendableAsReceived, statusLineReusable } from "./relay-head.ts";
 import type { BodyFlow } from "./transport/h1/response-body.ts";
@@ -12,33 +16,31 @@ import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { statusLine, type Responder, type ResponseBodyKind } from "./transport/h1-server/responder.ts";
 import { eventNow } from "../core/clock.ts";
 
-/** Who hears how the relay ended: one object per request, not a closure per outcome. */
-export interface RelayOwner {
-  /** The exchange failed before any of the response was relayed: answer for it. */
-  relayFailedEarly(err: Error): void;
-  /** The response was relayed whole (`ok`), or cut short. */
-  relayDone(ok: boolean): void;
-}
-
-export class RelaySink implements ResponseSink {
+export abstract class RelaySink implements ResponseSink {
   /** The upstream's status, and when its head arrived (eventNow()). */
   status = 0;
   headAt = 0;
   private flow: BodyFlow | undefined;
-  /** The owner has been told how the relay ended: it hears that once, however it ended. */
+  /** The subclass has been told how the relay ended: it hears that once, however it ended. */
   private over = false;
 
-  constructor(
-    private readonly res: Responder,
-    private readonly owner: RelayOwner,
-  ) {}
+  /** Watches `res` from the start: a client that leaves is heard here, before the head or after. */
+  constructor(protected readonly res: Responder) {
+    res.onGone = this;
+  }
+
+  /** The exchange failed before any of the response was relayed: answer for it. */
+  protected abstract relayFailedEarly(err: Error): void;
+  /** The response was relayed whole (`ok`), or cut short. */
+  protected abstract relayDone(ok: boolean): void;
+  /** The client left before the response head: stop the request. */
+  protected abstract clientLeftEarly(): void;
 
   head(head: ResponseHead, flow: BodyFlow, complete: boolean): void {
     const res = this.res;
     this.flow = flow;
     this.status = head.status;
     this.headAt = eventNow();
-    res.onGone = this;
     // A whole response that this proxy would not change goes out as it came: one write from the upstream's read.
     if (complete && head.status !== 204 && head.status !== 304 && sendableAsReceived(head) && res.startWhole()) {
       const raw = head.raw;
@@ -75,23 +77,28 @@ export class RelaySink implements ResponseSink {
     if (this.over) return;
     if (!this.res.headSent) {
       this.over = true;
-      return this.owner.relayFailedEarly(err);
+      return this.relayFailedEarly(err);
     }
     this.res.onGone = undefined;
     this.res.abort();
     this.done(false);
   }
 
-  /** The client's connection closed under the response: stop reading the upstream's (which fails this relay, once). */
+  /**
+   * The client's connection closed: before the head, the request stops; after it, reading
+   * the upstream's response stops (which fails this relay, once).
+   */
   responseGone(): void {
-    this.flow?.abandon(undefined);
+    const flow = this.flow;
+    if (flow === undefined) return this.clientLeftEarly();
+    flow.abandon(undefined);
     this.done(false);
   }
 
   private done(ok: boolean): void {
     if (this.over) return;
     this.over = true;
-    this.owner.relayDone(ok);
+    this.relayDone(ok);
   }
 
   private waitForDrain(): void {
