@@ -15,7 +15,6 @@ import { headWithBody, pumpBody, type RequestBody, type RequestSink } from "./re
 import type { PreparedRequest } from "./request-head.ts";
 import { Exchange, Phase } from "./exchange.ts";
 import type { ResponseSink } from "./response-sink.ts";
-import { framingOf, type BodyFraming } from "./response-framing.ts";
 import { HeadReader, restOf } from "./head-reader.ts";
 import type { ResponseHead } from "./response-head.ts";
 import { Dial, type DialTarget, type DialTls } from "../dial.ts";
@@ -248,8 +247,7 @@ export class H1Connection implements StreamHandler {
    */
   private startResponse(ex: Exchange, head: ResponseHead, buf: Buffer, restAt: number): void {
     if (head.status > 599) throw new ProtocolError(`invalid status ${head.status}`);
-    const framing = framingOf(head, ex.req.isHead);
-    ex.framing = framing;
+    const framing = ex.frame(head, ex.req.isHead);
     // A close-delimited body leaves nothing to reuse.
     ex.reusable = head.keepAlive && framing.kind !== "close";
     // Whether `rest` completes the body: arithmetic, except for chunked, which is decoded
@@ -271,9 +269,8 @@ export class H1Connection implements StreamHandler {
   }
 
   private onBodyData(ex: Exchange, chunk: Uint8Array): void {
-    const framing = ex.framing!;
-    const complete = framing.feed(chunk, 0, chunk.byteLength, ex);
-    if (framing.extra) ex.reusable = false;
+    const complete = ex.feed(chunk, 0, chunk.byteLength, ex);
+    if (ex.extra) ex.reusable = false;
     if (complete) this.responseDone(ex);
   }
 
@@ -387,7 +384,7 @@ export class H1Connection implements StreamHandler {
     if (ex.phase === Phase.Done) return; // response complete; only the request side was still going
     if (ex.phase === Phase.Body) {
       // A body delimited by the close ends cleanly on a FIN, never on a reset or our own abort.
-      if (byPeer && reason === undefined && this.lastError === undefined && ex.framing!.closed()) ex.sink.end();
+      if (byPeer && reason === undefined && this.lastError === undefined && ex.closed()) ex.sink.end();
       else ex.sink.fail(reason ?? new ResetError(`upstream closed the connection before the response body was complete${this.why()}`, true, ex.received));
       return;
     }

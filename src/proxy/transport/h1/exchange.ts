@@ -2,7 +2,7 @@
 import type { AbortLike } from "./abort.ts";
 import type { RequestBody } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
-import type { BodyFraming, BodyPieces } from "./response-framing.ts";
+import { BodyFraming, type BodyPieces } from "./response-framing.ts";
 import type { BodyFlow } from "./response-body.ts";
 import type { ResponseSink } from "./response-sink.ts";
 
@@ -21,15 +21,17 @@ export interface ExchangeHost {
   abandon(ex: Exchange): void;
 }
 
-/** One request/response on the connection; also the flow its response body drives. */
-export class Exchange implements BodyFlow, BodyPieces {
+/**
+ * One request/response on the connection; also the framing of its response body (set
+ * when the head arrives) and the flow that body drives.
+ */
+export class Exchange extends BodyFraming implements BodyFlow, BodyPieces {
   phase = Phase.Head;
   /** Any request byte was accepted by the socket. */
   wrote = false;
   requestDone = false;
   received = 0;
   reusable = true;
-  framing: BodyFraming | undefined;
   /** Registered as its signal's listener (handleEvent) until the exchange is over. */
   listening = false;
   private emitter: ((data: Uint8Array) => void) | undefined;
@@ -43,7 +45,9 @@ export class Exchange implements BodyFlow, BodyPieces {
     readonly signal: AbortLike | undefined,
     /** The connection had carried an earlier exchange: this one can lose the keep-alive race. */
     readonly reused: boolean,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Hands decoded (chunked) body pieces to the sink; bound once, when a chunked body first needs it. */
   get emit(): (data: Uint8Array) => void {

@@ -15,19 +15,30 @@ export interface BodyPieces {
   readonly emit: (data: Uint8Array) => void;
 }
 
+/**
+ * The framing of one response body and the reading of it. Set by frame() once the head
+ * is in; a connection's Exchange is one (no second object per response).
+ */
 export class BodyFraming {
+  kind: FramingKind = "none";
   /** The body is complete. */
-  done: boolean;
+  done = true;
   /** Bytes arrived after the end of the message. */
   extra = false;
-  private readonly decoder: ChunkedDecoder | undefined;
+  private remaining = 0;
+  private decoder: ChunkedDecoder | undefined;
 
-  constructor(
-    readonly kind: FramingKind,
-    private remaining = 0,
-  ) {
-    this.done = kind === "none";
-    this.decoder = kind === "chunked" ? new ChunkedDecoder() : undefined;
+  /** Frames the response `res` to a request (`head`: it was a HEAD request), RFC 9112 §6.3. */
+  frame(res: ResponseHead, head: boolean): this {
+    if (head || res.status === 204 || res.status === 304 || (!res.chunked && res.contentLength === 0)) this.kind = "none";
+    else if (res.chunked) this.kind = "chunked";
+    else if (res.contentLength > 0) this.kind = "length";
+    else this.kind = "close";
+    this.remaining = this.kind === "length" ? res.contentLength : 0;
+    this.done = this.kind === "none";
+    this.extra = false;
+    this.decoder = this.kind === "chunked" ? new ChunkedDecoder() : undefined;
+    return this;
   }
 
   /**
@@ -77,9 +88,5 @@ export class BodyFraming {
 
 /** The framing of the response to a request (`head`: it was a HEAD request). */
 export function framingOf(res: ResponseHead, head: boolean): BodyFraming {
-  if (head || res.status === 204 || res.status === 304) return new BodyFraming("none");
-  if (res.chunked) return new BodyFraming("chunked");
-  if (res.contentLength === 0) return new BodyFraming("none");
-  if (res.contentLength > 0) return new BodyFraming("length", res.contentLength);
-  return new BodyFraming("close");
+  return new BodyFraming().frame(res, head);
 }
