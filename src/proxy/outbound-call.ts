@@ -110,8 +110,11 @@ class Retry implements ResponseSink {
   }
 }
 
-class OutboundCall implements CallHandle, ResponseSink {
-  private readonly deadline: Deadline;
+/**
+ * The call is also the deadline of all its tries (Deadline: their abort signal and the
+ * entry in its timeout's queue), so a request makes one object for both.
+ */
+class OutboundCall extends Deadline implements CallHandle, ResponseSink {
   private callerGone = false;
   private readonly replayable: boolean;
   private attempt = 0;
@@ -135,7 +138,7 @@ class OutboundCall implements CallHandle, ResponseSink {
     private readonly metrics: ProxyMetrics,
     private readonly outcome: CallOutcome,
   ) {
-    this.deadline = new Deadline(dest.requestTimeoutMs);
+    super(dest.requestTimeoutMs);
     this.replayable = prepared.replayable;
   }
 
@@ -150,7 +153,7 @@ class OutboundCall implements CallHandle, ResponseSink {
     this.sentAt = dest.ewmaDecayMs !== undefined ? eventNow() : 0;
     const sink = this.attempt === 0 ? this : new Retry(this);
     this.current = sink;
-    dest.pools.dispatch(endpoint, this.prepared, this.body, sink, this.deadline);
+    dest.pools.dispatch(endpoint, this.prepared, this.body, sink, this);
   }
 
   // The first try's sink.
@@ -167,11 +170,11 @@ class OutboundCall implements CallHandle, ResponseSink {
     this.onFail(this, err);
   }
 
-  cancel(): void {
+  override cancel(): void {
     if (this.settled || this.callerGone) return;
     this.callerGone = true;
     // The try in flight hears it (and fails into onFail); between tries, send() does.
-    this.deadline.cancel();
+    super.cancel();
   }
 
   private abandon(): void {
@@ -216,7 +219,7 @@ class OutboundCall implements CallHandle, ResponseSink {
     // Not the endpoint's failure: no outlier mark, no retry.
     if (this.callerGone) return this.abandon();
     dest.outlier.onResult(endpoint, false);
-    const expired = this.deadline.expired;
+    const expired = this.expired;
     const kind = expired ? "timeout" : proxyFailureOf(err);
     if (kind === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
     const detail = `${dest.name} endpoint ${endpoint.key}: ${expired ? `no response within ${dest.requestTimeoutMs} ms` : err.message}`;
@@ -243,7 +246,7 @@ class OutboundCall implements CallHandle, ResponseSink {
   private takeRetry(): boolean {
     const dest = this.dest;
     const held = this.holdingRetry || dest.breaker.tryAcquire("retries") === true;
-    if (held && !this.deadline.expired && dest.budget.tryWithdraw()) return (this.holdingRetry = true);
+    if (held && !this.expired && dest.budget.tryWithdraw()) return (this.holdingRetry = true);
     if (held) dest.breaker.release("retries");
     this.holdingRetry = false;
     return false;
@@ -259,7 +262,7 @@ class OutboundCall implements CallHandle, ResponseSink {
   private settle(): void {
     if (this.settled) return;
     this.settled = true;
-    this.deadline.clear();
+    this.clear();
     this.dest.breaker.release("requests");
     if (this.holdingRetry) this.dest.breaker.release("retries");
     this.holdingRetry = false;
