@@ -132,3 +132,14 @@ test("responses with something to change are rebuilt: framing, hop-by-hop and id
   ];
   for (const [request, expected] of cases) expect([request, (await rawExchange(request, { port: outbound, quietMs: 300 })).text]).toEqual([request, expected]);
 });
+
+test("pipelined: a response held to the end of the turn still goes out before the proxy's own answer to the next request", async () => {
+  // The first response goes out as received, held to the end of the turn; the second
+  // request names no service, and its 502 is written at once in the same turn.
+  const { reply } = await through("GET /plain HTTP/1.1\r\nHost: legacy\r\n\r\nGET /x HTTP/1.1\r\nHost: nowhere\r\n\r\n");
+  const first = reply.indexOf("HTTP/1.1 200 ");
+  const second = reply.indexOf("HTTP/1.1 ", first + 1);
+  expect(first).toBe(0);
+  expect(reply.slice(0, second)).toEndWith("\r\n\r\nhello");
+  expect(reply.slice(second)).toContain("no service named");
+});

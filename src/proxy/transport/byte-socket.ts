@@ -12,4 +12,6 @@ export interface ByteSocket {
   timeout(seconds: number): void;
   /** 1 while usable. */
   readonly readyState: number;
+  /** Its writes already leave together at the end of the turn (a mux stream): holding them would cost a turn. */
+  readonly batchesWrites?: boolean;
 }

@@ -9,6 +9,7 @@ import { Responder, type ResponderHost, type ResponseBodyKind } from "../../../s
 function tail(kind: ResponseBodyKind, length: number, opts: { minor?: 0 | 1; ends?: boolean; isHead?: boolean } = {}): string | undefined {
   const host: ResponderHost = {
     write: () => true,
+    writeLater: () => true,
     responseDone: () => {},
     abort: () => {},
     endsAfterResponse: () => opts.ends ?? false,
@@ -37,7 +38,7 @@ test("chunked for HTTP/1.1, a close-delimited body for HTTP/1.0, and no body wit
 });
 
 test("a second start on the same response gives nothing: the head went out already", () => {
-  const host: ResponderHost = { write: () => true, responseDone: () => {}, abort: () => {}, endsAfterResponse: () => false, minor: 1 };
+  const host: ResponderHost = { write: () => true, writeLater: () => true, responseDone: () => {}, abort: () => {}, endsAfterResponse: () => false, minor: 1 };
   const res = new Responder(host, false);
   expect(res.start("length", 5)).toBe("content-length: 5\r\n\r\n");
   expect(res.start("length", 5)).toBeUndefined();
@@ -45,8 +46,10 @@ test("a second start on the same response gives nothing: the head went out alrea
 
 test("a response goes out whole as the upstream sent it only when this side adds nothing: HTTP/1.1, kept alive, not HEAD", () => {
   const written: string[] = [];
+  const record = (data: string | Uint8Array, start = 0, end?: number) => (written.push(typeof data === "string" ? data : Buffer.from(data.subarray(start, end)).toString("latin1")), true);
   const host = (minor: 0 | 1, ends: boolean): ResponderHost => ({
-    write: (data, start = 0, end) => (written.push(typeof data === "string" ? data : Buffer.from(data.subarray(start, end)).toString("latin1")), true),
+    write: record,
+    writeLater: record,
     responseDone: () => {},
     abort: () => {},
     endsAfterResponse: () => ends,

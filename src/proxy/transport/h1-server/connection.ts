@@ -12,6 +12,7 @@ import { RequestBodyError } from "../h1/errors.ts";
 import { findRequestHeadEnd, parseRequestHead, RequestHeadError, type RequestHead } from "../h1/request-parse.ts";
 import { DownstreamBody, type BodyReader } from "./request-body.ts";
 import { Responder, type ResponderHost } from "./responder.ts";
+import { holdToEndOfTurn, type HeldWrite } from "../turn-writes.ts";
 
 export interface ServerRequest {
   head: RequestHead;
@@ -49,7 +50,7 @@ function copyOf(data: Uint8Array, start: number, end: number): Uint8Array {
   return out;
 }
 
-export class ServerConnection implements ResponderHost, BodyReader {
+export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   peer: string | undefined;
   /** Set once the connection is usable (after the TLS peer check, on mTLS). */
   ready = false;
@@ -76,6 +77,10 @@ export class ServerConnection implements ResponderHost, BodyReader {
   private active: Responder | undefined;
   private body: DownstreamBody | null = null;
   private out: (string | Uint8Array)[] = [];
+  /** A write held to the end of the turn (writeLater): held[heldStart..heldEnd). */
+  private held: Uint8Array | undefined;
+  private heldStart = 0;
+  private heldEnd = 0;
   private paused = 0;
   private parsing = false;
   private closed = false;
@@ -234,8 +239,30 @@ export class ServerConnection implements ResponderHost, BodyReader {
    * allocation. What the socket does not take is copied, so the caller may reuse `data`
    * once this returns (relay-head.ts builds heads in one shared buffer).
    */
+  /**
+   * Writes data[start..end), bytes nobody writes to again (an upstream's read), at the end
+   * of the turn on a raw socket (turn-writes.ts); at once when something is queued or held.
+   */
+  writeLater(data: Uint8Array, start: number, end: number): boolean {
+    if (this.socket.batchesWrites || this.closed || this.out.length > 0 || this.held !== undefined) return this.write(data, start, end);
+    this.held = data;
+    this.heldStart = start;
+    this.heldEnd = end;
+    holdToEndOfTurn(this);
+    return true;
+  }
+
+  flushHeld(): void {
+    const data = this.held;
+    if (data === undefined) return;
+    this.held = undefined;
+    this.write(data, this.heldStart, this.heldEnd);
+  }
+
   write(data: string | Uint8Array, start = 0, end?: number): boolean {
     if (this.closed) return false;
+    // What was held goes first: bytes leave in the order they were written.
+    if (this.held !== undefined) this.flushHeld();
     if (typeof data === "string") {
       if (this.out.length > 0) return this.queue(data);
       const n = this.socket.write(data);
@@ -318,6 +345,7 @@ export class ServerConnection implements ResponderHost, BodyReader {
   }
 
   private endGracefully(): void {
+    this.flushHeld();
     if (this.out.length > 0) this.endWhenFlushed = true;
     else this.shutdown(false);
   }
@@ -348,6 +376,7 @@ export class ServerConnection implements ResponderHost, BodyReader {
 
   private finish(): void {
     this.out = [];
+    this.held = undefined;
     this.pending = undefined;
     this.body?.fail(new RequestBodyError("the client closed the connection before the request body was complete"));
     this.body = null;

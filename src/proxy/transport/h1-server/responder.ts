@@ -16,6 +16,8 @@ export interface ResponderHost {
    * `drain` follows. Of a Uint8Array, bytes [start, end) go out; it may be reused once this returns.
    */
   write(data: string | Uint8Array, start?: number, end?: number): boolean;
+  /** As write(), for bytes nobody writes to again: they may leave at the end of the turn. */
+  writeLater(data: Uint8Array, start: number, end: number): boolean;
   /** The response is complete. */
   responseDone(responder: Responder): void;
   /** The response cannot be completed: reset the connection. */
@@ -106,9 +108,9 @@ export class Responder {
     return true;
   }
 
-  /** After startWhole(): the head and the whole body, bytes[start..end). */
+  /** After startWhole(): the head and the whole body, bytes[start..end), as received (never written to again). */
   sendWhole(bytes: Uint8Array, start: number, end: number): boolean {
-    return this.host.write(bytes, start, end);
+    return this.host.writeLater(bytes, start, end);
   }
 
   /**

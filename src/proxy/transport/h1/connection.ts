@@ -23,6 +23,7 @@ import { StreamRefusedError } from "../mux/frame.ts";
 import type { StreamHandler } from "../mux/stream.ts";
 import type { ByteSocket } from "../byte-socket.ts";
 import { readEvent } from "../../../core/clock.ts";
+import { holdToEndOfTurn, type HeldWrite } from "../turn-writes.ts";
 
 export type ConnectionTls = DialTls;
 
@@ -44,7 +45,7 @@ export interface ConnectionOwner {
 
 const ONCE = { once: true } as const;
 
-export class H1Connection implements StreamHandler {
+export class H1Connection implements StreamHandler, HeldWrite {
   /** Exchanges completed; > 0 means the next one reuses the connection. */
   served = 0;
   /** When it last became idle, eventNow() (set by the pool). */
@@ -64,6 +65,10 @@ export class H1Connection implements StreamHandler {
   /** Bytes the socket did not take yet; written on drain. */
   private out: string | Uint8Array | undefined;
   private drainWaiter: ((ok: boolean) => void) | undefined;
+  /** The current exchange's request, held to the end of the turn (sendWhole): held[heldStart..heldEnd). */
+  private held: string | Uint8Array | undefined;
+  private heldStart = 0;
+  private heldEnd = 0;
   private paused = false;
   private lastError: Error | undefined;
   private readonly sink: RequestSink;
@@ -138,17 +143,35 @@ export class H1Connection implements StreamHandler {
     }
     // A small body that is all here goes out with its head: one write, one TLS record, no pump.
     const withBody = body !== null && req.framing.kind === "length" ? headWithBody(req, req.framing.length, body) : undefined;
-    if (withBody !== undefined) {
-      if (this.write(withBody)) return this.requestSent(ex);
-      if (!this.isClosed) void this.sendBody(ex, null);
-      return;
-    }
-    if (this.write(req.head, req.headStart, req.headEnd)) {
-      if (body === null) return this.requestSent(ex);
-      void this.sendBody(ex, body);
-    } else if (!this.isClosed) {
-      void this.sendBody(ex, body);
-    }
+    if (withBody !== undefined) return this.sendWhole(ex, withBody, 0, withBody.byteLength);
+    if (body === null) return this.sendWhole(ex, req.head, req.headStart, req.headEnd);
+    if (this.write(req.head, req.headStart, req.headEnd) || !this.isClosed) void this.sendBody(ex, body);
+  }
+
+  /**
+   * A request that goes out in one write (its head, and its body when all of it is here),
+   * held to the end of the turn on a raw socket (turn-writes.ts). Its bytes are never
+   * written to again: a socket read, a string, or a buffer made for it.
+   */
+  private sendWhole(ex: Exchange, data: string | Uint8Array, start: number, end: number): void {
+    if (this.socket!.batchesWrites) return this.writeRequest(ex, data, start, end);
+    this.held = data;
+    this.heldStart = start;
+    this.heldEnd = end;
+    holdToEndOfTurn(this);
+  }
+
+  flushHeld(): void {
+    const data = this.held;
+    const ex = this.ex;
+    this.held = undefined;
+    // Gone with its exchange (aborted, or the connection closed) before the turn ended: nothing was sent.
+    if (data !== undefined && ex !== undefined) this.writeRequest(ex, data, this.heldStart, this.heldEnd);
+  }
+
+  private writeRequest(ex: Exchange, data: string | Uint8Array, start: number, end: number): void {
+    if (this.write(data, start, end)) return this.requestSent(ex);
+    if (!this.isClosed) void this.sendBody(ex, null);
   }
 
   /** Closes an idle connection (gracefully: FIN, not RST), or the current one once its exchange is over. */
@@ -373,6 +396,7 @@ export class H1Connection implements StreamHandler {
     const waiter = this.drainWaiter;
     this.drainWaiter = undefined;
     this.out = undefined;
+    this.held = undefined;
     this.head.reset();
     waiter?.(false);
     if (how === "reset") this.socket?.terminate();

@@ -42,6 +42,11 @@ export class MuxStream {
     readonly id: number,
   ) {}
 
+  /** Frames leave at the end of the turn (frame-writer.ts). */
+  get batchesWrites(): true {
+    return true;
+  }
+
   /** Bun's: 1 usable, 0 closed. A client's stream on a session that heard GOAWAY takes no new request. */
   get readyState(): 0 | 1 {
     return this.open && !(this.session.draining && this.session.role === "client") ? 1 : 0;

@@ -1,0 +1,34 @@
+/**
+ * Writes held to the end of the event loop's turn. A proxy that writes each request the
+ * moment it reads it wakes the peer once per request; holding what a turn would write and
+ * sending it back to back at the turn's end lets the peer take several per wakeup (haproxy
+ * and Envoy batch their writes the same way). Measured on one hop at 32 connections:
+ * 1.01–1.06× req/s at 0.96–1.0× the CPU; no change at one connection, where a turn holds
+ * one request. Only bytes nobody writes to again may be held (socket reads, a head built
+ * for this request alone), and only on a raw socket: a mux stream's frames already leave
+ * at the end of the turn (mux/frame-writer.ts), and holding them again would cost a turn.
+ */
+
+/** Something with a write held until the end of this turn. */
+export interface HeldWrite {
+  flushHeld(): void;
+}
+
+const held: HeldWrite[] = [];
+let scheduled = false;
+
+/** `w.flushHeld()` runs at the end of this turn (setImmediate), once per call. */
+export function holdToEndOfTurn(w: HeldWrite): void {
+  held.push(w);
+  if (scheduled) return;
+  scheduled = true;
+  setImmediate(flushTurn);
+}
+
+function flushTurn(): void {
+  scheduled = false;
+  // A flush may hold another write (a failed write fails a request, whose answer is
+  // written): it joins this loop, which reads the length as it goes.
+  for (let i = 0; i < held.length; i++) held[i]!.flushHeld();
+  held.length = 0;
+}
