@@ -10,7 +10,8 @@
  */
 import type { AbortLike } from "./abort.ts";
 import type { Socket, SocketHandler } from "bun";
-import { AbortedError, ConnectError, isKeepAliveRace, ProtocolError, ResetError, TimeoutError } from "./errors.ts";
+import { abortError, isKeepAliveRace, ProtocolError, ResetError } from "./errors.ts";
+import { closeError } from "./close-error.ts";
 import { headWithBody, pumpBody, type RequestBody, type RequestSink } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
 import { Exchange, Phase } from "./exchange.ts";
@@ -19,7 +20,6 @@ import { HeadReader, restOf } from "./head-reader.ts";
 import type { ResponseHead } from "./response-head.ts";
 import { Dial, type DialTarget, type DialTls } from "../dial.ts";
 import type { MuxConnector } from "../mux/connector.ts";
-import { StreamRefusedError } from "../mux/frame.ts";
 import type { StreamHandler } from "../mux/stream.ts";
 import type { ByteSocket } from "../byte-socket.ts";
 import { readEvent } from "../../../core/clock.ts";
@@ -347,12 +347,7 @@ export class H1Connection implements StreamHandler, HeldWrite {
   }
 
   abortExchange(ex: Exchange, reason: unknown): void {
-    if (this.ex !== ex) return;
-    const r = reason as { name?: unknown; message?: unknown } | undefined;
-    const message = typeof r?.message === "string" && r.message ? r.message : "request aborted";
-    this.shutdown(
-      r?.name === "TimeoutError" ? new TimeoutError(message, ex.wrote, { cause: reason }) : new AbortedError(message, ex.wrote, { cause: reason }),
-    );
+    if (this.ex === ex) this.shutdown(abortError(reason, ex.wrote));
   }
 
   // ---- lifecycle ----
@@ -406,34 +401,12 @@ export class H1Connection implements StreamHandler, HeldWrite {
 
   private failExchange(ex: Exchange, reason: Error | undefined, byPeer: boolean): void {
     if (ex.phase === Phase.Done) return; // response complete; only the request side was still going
-    if (ex.phase === Phase.Body) {
-      // A body delimited by the close ends cleanly on a FIN, never on a reset or our own abort.
-      if (byPeer && reason === undefined && this.lastError === undefined && ex.closed()) ex.sink.end();
-      else ex.sink.fail(reason ?? new ResetError(`upstream closed the connection before the response body was complete${this.why()}`, true, ex.received));
-      return;
-    }
-    const err = reason ?? this.resetError(ex);
-    // Only a connection that carried an earlier exchange can lose the keep-alive race.
-    if (ex.reused && isKeepAliveRace(err, ex.req.replayable)) this.owner.retryStale(ex.req, ex.body, ex.sink, ex.signal);
+    // A body delimited by the close ends cleanly on a FIN, never on a reset or our own abort.
+    if (ex.phase === Phase.Body && byPeer && reason === undefined && this.lastError === undefined && ex.closed()) return ex.sink.end();
+    const err = reason ?? closeError(ex, this.lastError, `${this.opts.host}:${this.opts.port}`);
+    // Only a connection that carried an earlier exchange can lose the keep-alive race (never once the head is in).
+    if (ex.phase === Phase.Head && ex.reused && isKeepAliveRace(err, ex.req.replayable)) this.owner.retryStale(ex.req, ex.body, ex.sink, ex.signal);
     else ex.sink.fail(err);
-  }
-
-  private resetError(ex: Exchange): Error {
-    const err = this.lastError;
-    // The server refused the stream unread (draining, or full): as safe to resend as a failed
-    // connect, unless its body went into it: that copy is gone, so it cannot be sent again.
-    if (err instanceof StreamRefusedError && ex.req.framing.kind === "none")
-      return new ConnectError(`${this.opts.host}:${this.opts.port} refused the stream: ${err.message}`, "refused", { cause: err });
-    // A TLS alert before any response byte: the server refused the session (e.g. our
-    // certificate) and processed nothing, whatever we wrote into it.
-    if (ex.received === 0 && (err as { code?: unknown } | undefined)?.code === "EPROTO")
-      return new ConnectError(`TLS session with ${this.opts.host}:${this.opts.port} refused: ${err!.message}`, "tls", { cause: err });
-    const what = ex.received === 0 ? "before responding" : "in the middle of the response head";
-    return new ResetError(`upstream closed the connection ${what}${this.why()}`, ex.wrote, ex.received, err ? { cause: err } : undefined);
-  }
-
-  private why(): string {
-    return this.lastError ? ` (${this.lastError.message})` : "";
   }
 
   /** Socket callbacks, shared by every connection; `socket.data` is the connection. */

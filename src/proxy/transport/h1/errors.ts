@@ -69,6 +69,13 @@ export class AbortedError extends Error {
   }
 }
 
+/** The failure a request's signal caused: a TimeoutError when its reason is one, an AbortedError otherwise. */
+export function abortError(reason: unknown, requestSent: boolean): Error {
+  const r = reason as { name?: unknown; message?: unknown } | undefined;
+  const message = typeof r?.message === "string" && r.message ? r.message : "request aborted";
+  return r?.name === "TimeoutError" ? new TimeoutError(message, requestSent, { cause: reason }) : new AbortedError(message, requestSent, { cause: reason });
+}
+
 /** The upstream's response is malformed or ambiguous (smuggling risk); the connection is destroyed. */
 export class ProtocolError extends Error {
   override readonly name = "ProtocolError";

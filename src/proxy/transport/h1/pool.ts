@@ -18,7 +18,7 @@
  */
 import type { AbortLike } from "./abort.ts";
 import { H1Connection, type ConnectionOptions, type ConnectionOwner, type ConnectionTls } from "./connection.ts";
-import { AbortedError, ConnectError, TimeoutError } from "./errors.ts";
+import { abortError, ConnectError } from "./errors.ts";
 import { MuxConnector } from "../mux/connector.ts";
 import { prepareRequest, type PreparedRequest } from "./request-head.ts";
 import type { RequestBody } from "./request-body.ts";
@@ -107,7 +107,7 @@ export class Http1Pool implements ConnectionOwner {
   /** Resolves when the response head arrived; the body streams. Rejects with the errors of errors.ts. */
   send(req: PoolRequest): Promise<Response> {
     if (this.isClosed) return Promise.reject(new ConnectError("the connection pool is closed", "closed"));
-    if (req.signal?.aborted) return Promise.reject(abortError(req.signal.reason));
+    if (req.signal?.aborted) return Promise.reject(abortError(req.signal.reason, false));
     let prepared: PreparedRequest;
     try {
       prepared = prepareRequest(req.method, req.pathAndQuery, req.headers, req.body !== null, this.defaultHost);
@@ -248,7 +248,7 @@ export class Http1Pool implements ConnectionOwner {
   }
 
   private acquire(signal: AbortLike | undefined, fresh = false): Promise<H1Connection> {
-    if (signal?.aborted) return Promise.reject(abortError(signal.reason));
+    if (signal?.aborted) return Promise.reject(abortError(signal.reason, false));
     if (!fresh) {
       const conn = this.takeIdle();
       if (conn) return Promise.resolve(conn);
@@ -260,7 +260,7 @@ export class Http1Pool implements ConnectionOwner {
         w.onAbort = () => {
           const i = this.waiters.indexOf(w);
           if (i >= 0) this.waiters.splice(i, 1);
-          reject(abortError(signal.reason));
+          reject(abortError(signal.reason, false));
         };
         signal.addEventListener("abort", w.onAbort, { once: true });
       }
@@ -289,7 +289,7 @@ export class Http1Pool implements ConnectionOwner {
       let gaveUp = false;
       const onAbort = () => {
         gaveUp = true;
-        reject(abortError(signal.reason));
+        reject(abortError(signal.reason, false));
       };
       signal.addEventListener("abort", onAbort, { once: true });
       connecting.then(
@@ -328,12 +328,6 @@ export class Http1Pool implements ConnectionOwner {
     if (this.sweeper !== undefined) clearInterval(this.sweeper);
     this.sweeper = undefined;
   }
-}
-
-function abortError(reason: unknown): Error {
-  const r = reason as { name?: unknown; message?: unknown } | undefined;
-  const message = typeof r?.message === "string" && r.message ? r.message : "request aborted";
-  return r?.name === "TimeoutError" ? new TimeoutError(message, false, { cause: reason }) : new AbortedError(message, false, { cause: reason });
 }
 
 function detachWaiter(w: Waiter): void {
