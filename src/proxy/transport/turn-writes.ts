@@ -29,6 +29,15 @@ function flushTurn(): void {
   scheduled = false;
   // A flush may hold another write (a failed write fails a request, whose answer is
   // written): it joins this loop, which reads the length as it goes.
-  for (let i = 0; i < held.length; i++) held[i]!.flushHeld();
-  held.length = 0;
+  let i = 0;
+  try {
+    for (; i < held.length; i++) held[i]!.flushHeld();
+  } finally {
+    // Should one throw (a bug), it is dropped, the rest go out next turn, and none twice.
+    held.splice(0, i + 1);
+    if (held.length > 0 && !scheduled) {
+      scheduled = true;
+      setImmediate(flushTurn);
+    }
+  }
 }

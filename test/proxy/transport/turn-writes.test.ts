@@ -31,3 +31,21 @@ test("a write held during the flush goes out in the same flush", async () => {
   await new Promise((resolve) => setImmediate(resolve));
   expect(log).toEqual(["first", "held while flushing"]);
 });
+
+test("a flush that throws is dropped; the writes after it go out next turn, none twice", async () => {
+  // In a process of its own: the throw is an uncaught exception there, as it would be in the proxy.
+  const script = `
+    import { holdToEndOfTurn } from ${JSON.stringify(new URL("../../../src/proxy/transport/turn-writes.ts", import.meta.url).pathname)};
+    const log = [];
+    process.on("uncaughtException", (err) => log.push("uncaught: " + err.message));
+    holdToEndOfTurn({ flushHeld: () => log.push("a") });
+    holdToEndOfTurn({ flushHeld: () => { throw new Error("a bug"); } });
+    holdToEndOfTurn({ flushHeld: () => log.push("c") });
+    for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));
+    console.log(JSON.stringify(log));
+  `;
+  const child = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe" });
+  const out = await new Response(child.stdout).text();
+  expect(await child.exited).toBe(0);
+  expect(JSON.parse(out.trim())).toEqual(["a", "uncaught: a bug", "c"]);
+});
