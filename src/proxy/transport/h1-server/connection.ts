@@ -235,11 +235,6 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   // ---- writing ----
 
   /**
-   * Of a Uint8Array, bytes [start, end) go out: a view per write would cost JSC an
-   * allocation. What the socket does not take is copied, so the caller may reuse `data`
-   * once this returns (relay-head.ts builds heads in one shared buffer).
-   */
-  /**
    * Writes data[start..end), bytes nobody writes to again (an upstream's read), at the end
    * of the turn on a raw socket (turn-writes.ts); at once when something is queued or held.
    */
@@ -259,6 +254,11 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
     this.write(data, this.heldStart, this.heldEnd);
   }
 
+  /**
+   * Of a Uint8Array, bytes [start, end) go out: a view per write would cost JSC an
+   * allocation. What the socket does not take is copied, so the caller may reuse `data`
+   * once this returns (relay-head.ts builds heads in one shared buffer).
+   */
   write(data: string | Uint8Array, start = 0, end?: number): boolean {
     if (this.closed) return false;
     // What was held goes first: bytes leave in the order they were written.
