@@ -134,7 +134,7 @@ export class H1Connection implements StreamHandler, HeldWrite {
       if (this.served > 0) return this.owner.retryStale(req, body, sink, signal);
       return sink.fail(new ResetError(`connection to ${this.opts.host}:${this.opts.port} closed before the request was written`, false, 0));
     }
-    const ex = new Exchange(this, req, body, sink, signal, this.served > 0);
+    const ex = new Exchange(this, req, body, sink, signal);
     this.ex = ex;
     if (signal) {
       if (signal.aborted) return this.abortExchange(ex, signal.reason);
@@ -404,8 +404,9 @@ export class H1Connection implements StreamHandler, HeldWrite {
     // A body delimited by the close ends cleanly on a FIN, never on a reset or our own abort.
     if (ex.phase === Phase.Body && byPeer && reason === undefined && this.lastError === undefined && ex.closed()) return ex.sink.end();
     const err = reason ?? closeError(ex, this.lastError, `${this.opts.host}:${this.opts.port}`);
-    // Only a connection that carried an earlier exchange can lose the keep-alive race (never once the head is in).
-    if (ex.phase === Phase.Head && ex.reused && isKeepAliveRace(err, ex.req.replayable)) this.owner.retryStale(ex.req, ex.body, ex.sink, ex.signal);
+    // Only a connection that carried an earlier exchange can lose the keep-alive race (never once the head is in);
+    // `served` counts the current exchange only once it is over.
+    if (ex.phase === Phase.Head && this.served > 0 && isKeepAliveRace(err, ex.req.replayable)) this.owner.retryStale(ex.req, ex.body, ex.sink, ex.signal);
     else ex.sink.fail(err);
   }
 

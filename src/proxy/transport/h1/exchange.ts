@@ -43,8 +43,6 @@ export class Exchange extends BodyFraming implements BodyFlow, BodyPieces {
     readonly body: RequestBody | null,
     readonly sink: ResponseSink,
     readonly signal: AbortLike | undefined,
-    /** The connection had carried an earlier exchange: this one can lose the keep-alive race. */
-    readonly reused: boolean,
   ) {
     super();
   }
