@@ -3,8 +3,8 @@
  * moment it reads it wakes the peer once per request; holding what a turn would write and
  * sending it back to back at the turn's end lets the peer take several per wakeup (haproxy
  * and Envoy batch their writes the same way). Measured on one hop at 32 connections:
- * 1.01–1.06× req/s at 0.96–1.0× the CPU; no change at one connection, where a turn holds
- * one request. Only bytes nobody writes to again may be held (socket reads, a head built
+ * 1.03× req/s at 0.95× the CPU (bench/README.md); no change at one connection, where a
+ * turn holds one request. Only bytes nobody writes to again may be held (socket reads, a head built
  * for this request alone), and only on a raw socket: a mux stream's frames already leave
  * at the end of the turn (mux/frame-writer.ts), and holding them again would cost a turn.
  */
