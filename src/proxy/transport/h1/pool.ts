@@ -126,7 +126,7 @@ export class Http1Pool implements ConnectionOwner {
   dispatch(prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal?: AbortLike): void {
     if (this.isClosed) return sink.fail(new ConnectError("the connection pool is closed", "closed"));
     const conn = this.takeIdle();
-    if (conn !== undefined) return this.run(conn, prepared, body, sink, signal);
+    if (conn !== undefined) return conn.exchange(prepared, body, sink, signal);
     this.dispatchLater(prepared, body, sink, signal);
   }
 
@@ -136,13 +136,9 @@ export class Http1Pool implements ConnectionOwner {
    */
   private dispatchLater(prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortLike | undefined): void {
     this.acquire(signal).then(
-      (acquired) => this.run(acquired, prepared, body, sink, signal),
+      (acquired) => acquired.exchange(prepared, body, sink, signal),
       (err: Error) => sink.fail(err),
     );
-  }
-
-  private run(conn: H1Connection, prepared: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal: AbortLike | undefined): void {
-    conn.exchange(prepared, body, sink, signal);
   }
 
   // ---- ConnectionOwner ----
