@@ -8,7 +8,7 @@ export interface ByteSocket {
   end(): unknown;
   /** Drops the connection (a reset). */
   terminate(): void;
-  /** The idle event fires after this many seconds without a byte read. */
+  /** Arms the timeout event, once, this many seconds from now: a read does not re-arm it (Bun 1.4.5; fires on 4-second ticks). */
   timeout(seconds: number): void;
   /** 1 while usable. */
   readonly readyState: number;

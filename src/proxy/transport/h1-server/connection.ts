@@ -82,6 +82,11 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   private heldStart = 0;
   private heldEnd = 0;
   private paused = 0;
+  /** A byte read, a write drained or a response finished since the idle timer last fired (onTimeout). */
+  private stirred = false;
+  /** Request heads parsed so far, and their count when a firing found one incomplete: a head stalled across two firings is refused. */
+  private heads = 0;
+  private headsAtStall = -1;
   private parsing = false;
   private closed = false;
   private endWhenFlushed = false;
@@ -102,6 +107,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
 
   onData(chunk: Buffer): void {
     if (this.closed || !this.ready) return;
+    this.stirred = true;
     if (this.tunnel !== undefined) return this.tunnel(chunk);
     if (this.body !== null && !this.body.done) {
       if (this.body.failed) return; // the connection is closing; nothing more is read as a request
@@ -170,6 +176,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
 
   /** `buf[from..]` is this request and everything read after it. */
   private dispatch(head: RequestHead, buf: Buffer, from: number): void {
+    this.heads++;
     this.minor = head.minor;
     if (!head.keepAlive) this.closing = true;
     if (head.websocket) {
@@ -207,14 +214,14 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   }
 
   /** Answers a request that cannot be forwarded and closes the connection after it. */
-  private refuse(status: number, reason: string, detail: string): void {
+  private refuse(status: number, reason: string, detail: string, failure = "bad-request"): void {
     this.handler.refused(reason);
     this.closing = true;
     this.pending = undefined;
     const res = this.active ?? new Responder(this, false);
     this.active = res;
     if (res.headSent) return this.abort(res);
-    res.respond(status, { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "bad-request" }, `mesh: bad-request: ${detail}\n`);
+    res.respond(status, { "content-type": "text/plain; charset=utf-8", "x-mesh-error": failure }, `mesh: ${failure}: ${detail}\n`);
   }
 
   /** The request body broke (malformed chunk, over the limit): its pump fails; the client gets a 4xx if nothing was sent yet. */
@@ -288,6 +295,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   }
 
   onDrain(): void {
+    this.stirred = true;
     while (this.out.length > 0 && !this.closed) {
       const data = this.out[0]!;
       const n = this.socket.write(data);
@@ -315,6 +323,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   responseDone(res: Responder): void {
     if (res !== this.active) return;
     this.active = undefined;
+    this.stirred = true;
     // The response went out before the request body was all here (the service answered
     // without reading it): the rest is read and dropped, as its framing says where it
     // ends, so the connection stays usable; a body too large to drain closes it.
@@ -352,11 +361,27 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
 
   // ---- lifecycle ----
 
-  /** Bun fires this once after idleTimeoutS without a byte read (it does not close the socket). */
+  /**
+   * Fires idleTimeoutS after the timer was armed: Bun does not re-arm it on a read, and a
+   * mux session fires it for its streams on the same schedule. So each firing looks back
+   * over one period, and a connection closes after one to two periods without use, never
+   * in the middle of a keep-alive conversation. Requests and tunnels have their own
+   * deadlines; a head must arrive within two periods, and a reader take some of what is
+   * written within one.
+   */
   onTimeout(): void {
-    // Only an idle connection (or one stuck sending a head) times out; requests have their own deadlines.
-    if (this.active === undefined && this.tunnel === undefined) this.shutdown(false);
-    else this.socket.timeout(this.limits.idleTimeoutS);
+    if (this.closed) return;
+    const stirred = this.stirred;
+    this.stirred = false;
+    if (this.active !== undefined || this.tunnel !== undefined) return this.socket.timeout(this.limits.idleTimeoutS);
+    if (this.out.length > 0) {
+      if (!stirred) return this.shutdown(true);
+    } else if (this.pending !== undefined) {
+      if (this.headsAtStall === this.heads)
+        return this.refuse(408, "head-timeout", `the request head did not arrive within ${this.limits.idleTimeoutS} s`, "request-timeout");
+      this.headsAtStall = this.heads;
+    } else if (!stirred) return this.shutdown(false);
+    this.socket.timeout(this.limits.idleTimeoutS);
   }
 
   onClose(): void {

@@ -59,6 +59,8 @@ export class MuxSession {
   closed = false;
   /** Server role: the listener's idle time (see onTimeout). */
   idleTimeoutS = 0;
+  /** Something was read since the idle timer last fired. */
+  private stirred = false;
   /** `events.closed` was called. */
   private gone = false;
   private nextId = 1;
@@ -106,6 +108,7 @@ export class MuxSession {
   // ---- reading ----
 
   onData(chunk: Buffer): void {
+    this.stirred = true;
     const end = chunk.byteLength;
     let at = 0;
     while (at < end && !this.closed) {
@@ -332,10 +335,16 @@ export class MuxSession {
     this.writer.schedule();
   }
 
-  /** Server role: nothing read for the listener's idle time. Idle streams end; an empty session closes. */
+  /**
+   * Server role: fires every idleTimeoutS (Bun does not re-arm the timer on a read). Each
+   * stream judges its own period (ServerConnection.onTimeout); the session closes once it
+   * has no stream and read nothing for a whole period.
+   */
   onTimeout(): void {
+    const stirred = this.stirred;
+    this.stirred = false;
     for (const stream of [...this.streams.values()]) stream.handler?.onTimeout();
-    if (this.streams.size === 0) this.close();
+    if (this.streams.size === 0 && !stirred) this.close();
     else this.socket.timeout(this.idleTimeoutS);
   }
 

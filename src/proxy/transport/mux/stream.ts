@@ -90,7 +90,7 @@ export class MuxStream {
     }
   }
 
-  /** The session's idle timer covers streams (see MuxSession.onTimeout). */
+  /** The session's timer fires for its streams each period (see MuxSession.onTimeout). */
   timeout(_seconds: number): void {}
 
   // ---- from the session ----
