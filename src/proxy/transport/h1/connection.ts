@@ -10,14 +10,13 @@
  */
 import type { AbortLike } from "./abort.ts";
 import type { Socket, SocketHandler } from "bun";
-import { abortError, isKeepAliveRace, ProtocolError, ResetError } from "./errors.ts";
+import { abortError, isKeepAliveRace, ResetError } from "./errors.ts";
 import { closeError } from "./close-error.ts";
 import { headWithBody, pumpBody, type RequestBody, type RequestSink } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
 import { Exchange, Phase } from "./exchange.ts";
 import type { ResponseSink } from "./response-sink.ts";
 import { HeadReader, restOf } from "./head-reader.ts";
-import type { ResponseHead } from "./response-head.ts";
 import { Dial, type DialTarget, type DialTls } from "../dial.ts";
 import type { MuxConnector } from "../mux/connector.ts";
 import type { StreamHandler } from "../mux/stream.ts";
@@ -259,42 +258,11 @@ export class H1Connection implements StreamHandler, HeldWrite {
 
   private onHeadData(ex: Exchange, chunk: Buffer): void {
     const head = this.head.feed(chunk);
-    if (head) this.startResponse(ex, head, head.raw.buf, restOf(head));
-  }
-
-  /**
-   * `rest`: bytes that came with the head. When they hold the whole body (the common
-   * case for small responses) the sink is told so, and gets it before returning: a
-   * chunked body that is malformed then fails the request itself (a 502) rather than
-   * a 200 whose body breaks.
-   */
-  private startResponse(ex: Exchange, head: ResponseHead, buf: Buffer, restAt: number): void {
-    if (head.status > 599) throw new ProtocolError(`invalid status ${head.status}`);
-    const framing = ex.frame(head, ex.req.isHead);
-    // A close-delimited body leaves nothing to reuse.
-    ex.reusable = head.keepAlive && framing.kind !== "close";
-    // Whether `rest` completes the body: arithmetic, except for chunked, which is decoded
-    // first (into `early`) so that a malformed body fails before the sink sees a head.
-    const restLength = buf.length - restAt;
-    let early: Uint8Array[] | undefined;
-    if (restLength > 0 && framing.kind === "chunked") {
-      const pieces: Uint8Array[] = (early = []);
-      framing.feed(buf, restAt, buf.length, { piece: (b, s, e) => pieces.push(b.subarray(s, e)), emit: (piece) => pieces.push(piece) });
-    }
-    const complete = early !== undefined ? framing.done : framing.completedBy(restLength);
-    ex.sink.head(head, ex, complete);
-    // Past this point a failure is the body's (the sink was given the head).
-    ex.phase = Phase.Body;
-    if (early !== undefined) for (const piece of early) ex.emit(piece);
-    else if (restLength > 0) framing.feed(buf, restAt, buf.length, ex);
-    if (framing.extra) ex.reusable = false; // bytes beyond the response: the connection is out of step
-    if (complete) this.responseDone(ex);
+    if (head && ex.begin(head, head.raw.buf, restOf(head))) this.responseDone(ex);
   }
 
   private onBodyData(ex: Exchange, chunk: Uint8Array): void {
-    const complete = ex.feed(chunk, 0, chunk.byteLength, ex);
-    if (ex.extra) ex.reusable = false;
-    if (complete) this.responseDone(ex);
+    if (ex.more(chunk)) this.responseDone(ex);
   }
 
   private responseDone(ex: Exchange): void {

@@ -1,9 +1,11 @@
-/** One request/response on a connection, and the flow control its response body drives. */
+/** One request/response on a connection: the reading of its response, and the flow control its body drives. */
 import type { AbortLike } from "./abort.ts";
+import { ProtocolError } from "./errors.ts";
 import type { RequestBody } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
 import { BodyFraming, type BodyPieces } from "./response-framing.ts";
 import type { BodyFlow } from "./response-body.ts";
+import type { ResponseHead } from "./response-head.ts";
 import type { ResponseSink } from "./response-sink.ts";
 
 export const enum Phase {
@@ -45,6 +47,42 @@ export class Exchange extends BodyFraming implements BodyFlow, BodyPieces {
     readonly signal: AbortLike | undefined,
   ) {
     super();
+  }
+
+  /**
+   * The response head arrived, with buf[restAt..] read after it; whether the response is
+   * complete. When those bytes hold the whole body (the common case for small responses)
+   * the sink is told so, and gets it before this returns: a chunked body that is
+   * malformed then fails the request itself (a 502) rather than a 200 whose body breaks.
+   */
+  begin(head: ResponseHead, buf: Buffer, restAt: number): boolean {
+    if (head.status > 599) throw new ProtocolError(`invalid status ${head.status}`);
+    this.frame(head, this.req.isHead);
+    // A close-delimited body leaves nothing to reuse.
+    this.reusable = head.keepAlive && this.kind !== "close";
+    // Whether the rest completes the body: arithmetic, except for chunked, which is decoded
+    // first (into `early`) so that a malformed body fails before the sink sees a head.
+    const restLength = buf.length - restAt;
+    let early: Uint8Array[] | undefined;
+    if (restLength > 0 && this.kind === "chunked") {
+      const pieces: Uint8Array[] = (early = []);
+      this.feed(buf, restAt, buf.length, { piece: (b, s, e) => pieces.push(b.subarray(s, e)), emit: (piece) => pieces.push(piece) });
+    }
+    const complete = early !== undefined ? this.done : this.completedBy(restLength);
+    this.sink.head(head, this, complete);
+    // Past this point a failure is the body's (the sink was given the head).
+    this.phase = Phase.Body;
+    if (early !== undefined) for (const piece of early) this.emit(piece);
+    else if (restLength > 0) this.feed(buf, restAt, buf.length, this);
+    if (this.extra) this.reusable = false; // bytes beyond the response: the connection is out of step
+    return complete;
+  }
+
+  /** More of the response body; whether it is complete. */
+  more(chunk: Uint8Array): boolean {
+    const complete = this.feed(chunk, 0, chunk.byteLength, this);
+    if (this.extra) this.reusable = false;
+    return complete;
   }
 
   /** Hands decoded (chunked) body pieces to the sink; bound once, when a chunked body first needs it. */
