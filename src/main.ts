@@ -8,6 +8,7 @@
 // Must be evaluated before @peculiar/x509 (tsyringe checks for it), even when that loads later.
 import "reflect-metadata";
 import type { CommandSpec } from "./cli/args.ts";
+import { UsageError } from "./core/errors.ts";
 import { demoCommand } from "./cli/demo.ts";
 import { proxyCommand } from "./cli/proxy.ts";
 import { runCli } from "./cli/run.ts";
@@ -36,6 +37,12 @@ export const rootCommand: CommandSpec = {
     demoCommand,
     versionCommand,
   ],
+  flags: [{ name: "version", type: "boolean", description: "Print the version, as `mesh version` does." }],
+  // Reached only without a command: `mesh --version`, or nothing to run (usage, exit 64).
+  async run(args, ctx) {
+    if (args.flags.version) return versionCommand.run!(args, ctx);
+    throw new UsageError("no command given", "mesh");
+  },
 };
 
 /** Commands that run a sidecar in this process. */

@@ -41,7 +41,15 @@ describe("mesh dispatch", () => {
   test("no command prints usage and exits 64", async () => {
     const r = await mesh();
     expect(r.code).toBe(64);
+    expect(r.err).toContain("error: mesh: no command given");
     expect(r.err).toContain("Usage: mesh <command>");
+  });
+  test("mesh --version prints what mesh version prints", async () => {
+    const flag = await mesh("--version");
+    const command = await mesh("version");
+    expect(flag.code).toBe(0);
+    expect(flag.out).toMatch(/^mesh \S+ \(commit \S+, bun /);
+    expect(flag.out).toBe(command.out);
   });
   test("--help on every command exits 0 and lists its flags", async () => {
     for (const argv of [["--help"], ["ca", "--help"], ["ca", "issue", "--help"], ["validate", "-h"], ["ca", "rotate", "--help"]]) {
