@@ -1,4 +1,4 @@
-/** Flag values shared by commands: listen addresses and durations, with the flag named on error. */
+/** Flag values shared by commands: listen addresses, durations and counts, with the flag named on error. */
 import { parseDuration } from "../config/duration.ts";
 import { UsageError } from "../core/errors.ts";
 
@@ -20,4 +20,11 @@ export function durationFlag(text: string, flag: string): number {
   } catch (err) {
     throw new UsageError((err as Error).message, flag);
   }
+}
+
+/** A positive whole number of `what`, or undefined when the flag is absent. */
+export function countFlag(text: string | undefined, flag: string, what: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) <= 0) throw new UsageError(`expected a positive number of ${what}, got "${text}"`, flag);
+  return Number(text);
 }

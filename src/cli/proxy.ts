@@ -9,7 +9,7 @@ import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
 import { startProxy, type Listen, type RunningProxy } from "../proxy/proxy.ts";
 import { str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, startAgent, usesControlPlane } from "./proxy-control.ts";
-import { durationFlag, parseListen } from "./flags.ts";
+import { countFlag, durationFlag, parseListen } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 
 const DEFAULT_MAX_BODY = 1 << 30; // 1 GiB: bodies stream, so this bounds abuse, not memory
@@ -77,6 +77,7 @@ export const proxyCommand: CommandSpec = {
     { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin listener: /live /ready /metrics /config_dump (default 127.0.0.1:15000)." },
     { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
     { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
+    { name: "max-connections", type: "string", value: "N", description: "Connections the inbound and outbound listeners hold together before closing new ones at accept (default: half the open-files limit)." },
     ...CONTROL_FLAGS,
   ],
   examples: [
@@ -141,7 +142,8 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     policies: file.policies,
     healthPath,
     drainTimeoutMs,
-    maxBodyBytes: bytesFlag(str(args, "max-body-size")),
+    maxBodyBytes: countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY,
+    maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
     log: ctx.log,
   });
   const agent = usesControlPlane(args)
@@ -166,11 +168,4 @@ function certSources(args: Parsed, fromFile: { dir?: string; cert?: string; key?
   if (flags.certsDir || flags.cert || flags.key || flags.ca) return flags;
   if (fromFile) return { certsDir: fromFile.dir, cert: fromFile.cert, key: fromFile.key, ca: fromFile.ca };
   return { certsDir: defaultCertsDir(service, namespace) };
-}
-
-
-function bytesFlag(text: string | undefined): number {
-  if (text === undefined) return DEFAULT_MAX_BODY;
-  if (!/^\d+$/.test(text) || Number(text) <= 0) throw new UsageError(`expected a positive number of bytes, got "${text}"`, "--max-body-size");
-  return Number(text);
 }

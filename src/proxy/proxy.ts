@@ -22,6 +22,7 @@ import { localServicePool } from "./local-service-pool.ts";
 import { WebSocketSessions } from "./websocket/sessions.ts";
 import { UpstreamHealth } from "./upstream-health.ts";
 import { UpstreamPools } from "./transport/upstream-pools.ts";
+import { ConnectionBudget, connectionLimit, limitWarning, openFilesLimit } from "../core/connection-budget.ts";
 
 export interface Listen {
   address: string;
@@ -42,8 +43,13 @@ export interface ProxyOptions {
   /** Path on the upstream checked actively for health; without it, health is judged from traffic. */
   healthPath?: string;
   maxBodyBytes: number;
+  /** Connections the inbound and outbound listeners may hold together; default half the open-files limit. */
+  maxConnections?: number;
   log: Logger;
 }
+
+/** The descriptors the listeners may take; upstream connections, files and the control-plane client keep the rest. */
+const LISTENER_SHARE_OF_FDS = 0.5;
 
 export interface RunningProxy {
   ports: { inbound: number; outbound: number; admin: number };
@@ -86,12 +92,16 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const outboundHttp = startOutbound(outboundDeps, "127.0.0.1", 0);
   const outboundTunnels = new LoopbackTunnels(() => outboundHttp.port!);
 
+  const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(openFilesLimit(), LISTENER_SHARE_OF_FDS));
+  const overLimit = limitWarning(opts.log, budget, "mesh_connections_refused_total");
+
   const inbound = new H1Listener({
     hostname: opts.inbound.address,
     port: opts.inbound.port,
     tls: listenerTls(opts.certs),
     // Longer than callers' pool idle timeout (default 10 s), so a caller never reuses a connection this side has just closed.
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
+    budget,
     handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health }),
     events: {
       onRefused: (reason) => {
@@ -99,6 +109,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
         opts.log.debug({ reason }, "refused inbound TLS peer");
       },
       onOpen: () => metrics.connections.inc({ direction: "inbound" }),
+      onOverLimit: () => overLimit("inbound"),
     },
   });
   const inboundPort = inbound.listen();
@@ -106,8 +117,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     hostname: opts.outbound.address,
     port: opts.outbound.port,
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 10 },
+    budget,
     handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels }),
-    events: { onRefused: () => undefined, onOpen: () => undefined },
+    events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound") },
   });
   const outboundPort = outbound.listen();
   const admin = startAdmin(
@@ -116,6 +128,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       metrics,
       beforeScrape: () => {
         metrics.openConnections.set({ direction: "inbound" }, inbound.openConnections);
+        metrics.connectionsRefused.set({ direction: "inbound" }, inbound.refusedOverLimit);
+        metrics.connectionsRefused.set({ direction: "outbound" }, outbound.refusedOverLimit);
         let created = UpstreamPools.retiredConnections;
         let open = 0;
         for (const d of new Set(snapshot.destinations.values())) {

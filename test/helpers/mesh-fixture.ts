@@ -2,7 +2,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh, tempDir } from "./cli.ts";
-import { startMesh, stopAll, type MeshProcess } from "./procs.ts";
+import { startMesh, stopAll, type MeshProcess, type StartOptions } from "./procs.ts";
 
 export interface EchoService {
   server: ReturnType<typeof Bun.serve>;
@@ -78,11 +78,11 @@ export class MeshFixture {
     return path;
   }
 
-  async proxy(service: string, upstream: string, config?: string, extra: string[] = []): Promise<MeshProcess & { ports: { inbound: number; outbound: number; admin: number } }> {
+  async proxy(service: string, upstream: string, config?: string, extra: string[] = [], opts: StartOptions = {}): Promise<MeshProcess & { ports: { inbound: number; outbound: number; admin: number } }> {
     const certs = join(this.tmp.path, "certs", service);
     const args = ["proxy", "--service", service, "--upstream", upstream, "--certs-dir", certs,
       "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...(config ? ["--config", config] : []), ...extra];
-    const p = await startMesh(args);
+    const p = await startMesh(args, opts);
     const r = p.ready as { inbound: number; outbound: number; admin: number };
     return { ...p, ports: { inbound: r.inbound, outbound: r.outbound, admin: r.admin } };
   }

@@ -55,6 +55,12 @@ export const ProxyConfigSpec = z
     certs: CertSource.optional().describe("Where the sidecar's certificate, key and CA bundle are: dir, or cert, key and ca."),
     logLevel: z.enum(LOG_LEVELS).default("info").describe("Least severe level logged: trace, debug, info, warn, error or fatal; default info."),
     drainTimeout: Duration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
+    maxConnections: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe("Connections the inbound and outbound listeners hold together before closing new ones at accept; default half the open-files limit."),
   })
   .superRefine(noListenerClash(["inbound", "outbound", "admin"]), always)
   .describe("Settings of a sidecar proxy.");

@@ -19,10 +19,16 @@ import { MuxStream } from "../mux/stream.ts";
 import { ServerConnection, type ConnectionHandler, type ConnectionLimits } from "./connection.ts";
 import { SlotList } from "../../../core/slot-list.ts";
 import { readEvent } from "../../../core/clock.ts";
+import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 
 const ALPN = alpnWire([MUX_ALPN, "http/1.1"]);
 /** How long a draining listener still takes streams a client opened before it heard GOAWAY. */
 const GOAWAY_GRACE_MS = 1000;
+
+function overLimitResponse(limit: number): string {
+  const body = `mesh: overflow: the proxy holds its limit of ${limit} connections\n`;
+  return `HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nx-mesh-error: overflow\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+}
 
 /** What a listener socket's events go to: an HTTP/1.1 connection, or a mux session. */
 type SocketOwner = ServerConnection | MuxSession;
@@ -39,6 +45,8 @@ export interface ListenerEvents {
   onRefused(reason: string): void;
   /** A connection became usable (after the peer check on mTLS). */
   onOpen(): void;
+  /** A connection was closed at accept: the budget was spent. */
+  onOverLimit?(): void;
 }
 
 export interface ListenerOptions {
@@ -48,6 +56,8 @@ export interface ListenerOptions {
   limits: ConnectionLimits;
   handler: ConnectionHandler;
   events: ListenerEvents;
+  /** Connections this listener may hold, shared with the process's other listeners. */
+  budget?: ConnectionBudget;
 }
 
 export class H1Listener {
@@ -59,6 +69,8 @@ export class H1Listener {
   private readonly streams = new SlotList<ServerConnection>();
   private tls: ListenerTls | undefined;
   private accepting = true;
+  /** Connections closed at accept because the budget was spent. */
+  refusedOverLimit = 0;
   /** Sessions told GOAWAY, until their grace for streams opened before it was heard ends. */
   private readonly graces = new Set<Timer>();
   port = 0;
@@ -140,6 +152,7 @@ export class H1Listener {
       ...(tls ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ALPN } } : {}),
       socket: {
         open(sock) {
+          if (self.opts.budget !== undefined && !self.opts.budget.take()) return self.refuseOverLimit(sock);
           // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
           const conn = new ServerConnection(sock, self.opts.handler, self.opts.limits, (c) => self.conns.delete(c));
           sock.data = conn;
@@ -175,10 +188,23 @@ export class H1Listener {
         },
         drain: (sock) => sock.data?.onDrain(),
         timeout: (sock) => sock.data?.onTimeout(),
-        close: (sock, err) => sock.data?.onClose(err),
+        close: (sock, err) => {
+          // Only refused sockets have no owner, and they took nothing from the budget.
+          if (sock.data !== undefined) self.opts.budget?.release();
+          sock.data?.onClose(err);
+        },
         error: (sock, err) => sock.data?.onClose(err),
       },
     });
+  }
+
+  /** Plain HTTP/1.1 (the service's own calls) is told why; on mTLS no handshake is spent on it. */
+  private refuseOverLimit(sock: Socket<SocketOwner | undefined>): void {
+    this.refusedOverLimit++;
+    this.opts.events.onOverLimit?.();
+    if (this.tls !== undefined) return sock.terminate();
+    sock.write(overLimitResponse(this.opts.budget!.limit));
+    sock.end();
   }
 
   private openSession(sock: Socket<SocketOwner | undefined>, peer: string): MuxSession {

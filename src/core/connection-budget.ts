@@ -1,0 +1,73 @@
+/**
+ * How many connections a process's listeners may hold at once, shared by all of them.
+ * Past it a new connection is closed as soon as it is accepted. Without a cap, a flood
+ * of connections ends in accept() failing for want of file descriptors (EMFILE), and Bun
+ * 1.4.5 retries that accept in a loop that burns a whole core until a descriptor is
+ * freed (measured: ~1 s of CPU per second). So listeners stay well below the descriptor
+ * limit, and upstream connections, files and the control-plane client keep the rest.
+ */
+import { readFileSync } from "node:fs";
+import type { Logger } from "./log.ts";
+
+export class ConnectionBudget {
+  private held = 0;
+
+  constructor(readonly limit: number) {
+    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`a connection limit must be a positive integer, got ${limit}`);
+  }
+
+  /** One connection more, if the limit allows it; every true is paired with one release(). */
+  take(): boolean {
+    if (this.held >= this.limit) return false;
+    this.held++;
+    return true;
+  }
+
+  release(): void {
+    if (this.held > 0) this.held--;
+  }
+
+  get inUse(): number {
+    return this.held;
+  }
+}
+
+/** The soft limit on open files in /proc/self/limits text, or undefined (absent, unlimited). */
+export function parseOpenFilesLimit(limitsText: string): number | undefined {
+  const line = limitsText.split("\n").find((l) => l.startsWith("Max open files"));
+  const soft = line?.slice("Max open files".length).trim().split(/\s+/)[0];
+  return soft !== undefined && /^\d+$/.test(soft) ? Number(soft) : undefined;
+}
+
+/** This process's limit on open files (Bun raises the soft limit to the hard one at start), where the system tells it. */
+export function openFilesLimit(): number | undefined {
+  try {
+    return parseOpenFilesLimit(readFileSync("/proc/self/limits", "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where the descriptor limit cannot be read (not Linux): a cap below any usual default limit. */
+const FALLBACK_LIMIT = 4096;
+
+/**
+ * A listener's cap from the descriptor limit `fds` (undefined: unknown): `share` of
+ * them, each connection costing `descriptorsEach`, never below 64.
+ */
+export function connectionLimit(fds: number | undefined, share: number, descriptorsEach = 1): number {
+  return Math.max(64, Math.floor(((fds ?? FALLBACK_LIMIT) * share) / descriptorsEach));
+}
+
+const WARN_EVERY_MS = 10_000;
+
+/** A warning when a listener closes connections at accept, at most once per 10 s for the process. */
+export function limitWarning(log: Logger, budget: ConnectionBudget, metric: string): (listener: string) => void {
+  let warnedAt = -Infinity;
+  return (listener) => {
+    const now = performance.now();
+    if (now - warnedAt < WARN_EVERY_MS) return;
+    warnedAt = now;
+    log.warn({ listener, limit: budget.limit }, `connection limit reached: new connections are closed at accept (${metric})`);
+  };
+}
