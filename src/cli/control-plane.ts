@@ -15,7 +15,7 @@ import { EtcdStore } from "../store/etcd.ts";
 import { openSqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
 import { str, strs, type CommandSpec, type Parsed } from "./args.ts";
-import { durationFlag, parseListen, type Listen } from "./flags.ts";
+import { countFlag, durationFlag, parseListen, type Listen } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -69,6 +69,7 @@ export const controlPlaneCommand: CommandSpec = {
     { name: "cert-ttl", type: "string", value: "DURATION", description: "Lifetime of signed workload certificates (default 24h)." },
     { name: "lease-ttl", type: "string", value: "DURATION", description: "How long a registration outlives its last heartbeat (default 10s)." },
     { name: "admin-identity", type: "strings", value: "SPIFFE-ID", description: "An identity allowed to use the admin API over mTLS; repeatable." },
+    { name: "max-connections", type: "string", value: "N", description: "Connections the mTLS API listener holds before closing new ones at accept (default: a sixth of the open-files limit)." },
     { name: "admin-token-file", type: "string", value: "FILE", description: "The admin token (default <data-dir>/admin-token, generated once)." },
   ],
   examples: ["mesh control-plane", "mesh control-plane --store etcd --etcd-endpoint http://10.0.0.1:2379 --etcd-endpoint http://10.0.0.2:2379"],
@@ -102,6 +103,7 @@ export const controlPlaneCommand: CommandSpec = {
       certTtlMs: str(args, "cert-ttl") ? durationFlag(str(args, "cert-ttl")!, "--cert-ttl") : cfg?.certTtl ?? 24 * 3600_000,
       leaseTtlMs: str(args, "lease-ttl") ? durationFlag(str(args, "lease-ttl")!, "--lease-ttl") : cfg?.leaseTtl ?? 10_000,
       policiesDir: existsSync(policiesDir) ? policiesDir : undefined,
+      maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? cfg?.maxConnections,
       log: ctx.log,
     });
     return serveUntilSignal(ctx, { trustDomain: ca.trustDomain, bundle: ca.paths.bundle, ...cp.ports }, "stopping", async () => {

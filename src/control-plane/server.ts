@@ -9,6 +9,7 @@ import type { LoadedCa } from "../ca/authority.ts";
 import type { Logger } from "../core/log.ts";
 import type { Store } from "../store/store.ts";
 import { TlsBridge } from "../proxy/transport/tls-bridge.ts";
+import { ConnectionBudget, connectionLimit, limitWarning, openFilesLimit } from "../core/connection-budget.ts";
 import { adminApi, bearerAuth, type ControlPlaneStatus } from "./api/admin-api.ts";
 import { bootstrapApi } from "./api/bootstrap-api.ts";
 import { proxyApi } from "./api/proxy-api.ts";
@@ -40,8 +41,14 @@ export interface ControlPlaneOptions {
   certTtlMs: number;
   leaseTtlMs: number;
   policiesDir?: string;
+  /** Connections the mTLS API listener may hold; default a sixth of the open-files limit (each takes three). */
+  maxConnections?: number;
   log: Logger;
 }
+
+/** The descriptors the API listener may take, three per connection (bridge.ts); the store, bootstrap and admin keep the rest. */
+const API_SHARE_OF_FDS = 0.5;
+const DESCRIPTORS_PER_API_CONNECTION = 3;
 
 export interface RunningControlPlane {
   ports: { api: number; bootstrap: number; admin: number };
@@ -67,6 +74,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.notAfter.toISOString() },
     policies: policies?.status,
     store: opts.storeKind,
+    api: { open: budget.inUse, limit: budget.limit, refusedOverLimit: bridge.refusedOverLimit },
   });
   const adminDeps = { store, view, subscriptions, tokenKey: opts.tokenKey, trustDomain: opts.ca.trustDomain, ready: () => !stopping, status };
   const admin = adminApi(adminDeps, bearerAuth(opts.adminToken));
@@ -77,13 +85,17 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   });
   const proxies = proxyApi({ store, registry, subscriptions, signer, maxWaitMs: MAX_POLL_WAIT_MS });
 
+  const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(openFilesLimit(), API_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
+  const overLimit = limitWarning(log, budget, "mesh check, /v1/status");
   const bridge = new TlsBridge(
     { cert: serving.chainPem, key: serving.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain },
     {
       onRefused: (reason) => log.debug({ reason }, "refused API TLS peer"),
       onOpen: () => undefined,
       onClose: () => undefined,
+      onOverLimit: () => overLimit("api"),
     },
+    budget,
   );
   const inner: Server<undefined> = Bun.serve({
     hostname: "127.0.0.1",

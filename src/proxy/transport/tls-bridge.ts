@@ -12,6 +12,7 @@
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { peerIdFromDer } from "../peer-identity.ts";
+import type { ConnectionBudget } from "../../core/connection-budget.ts";
 
 export interface BridgeTls {
   cert: string;
@@ -24,7 +25,12 @@ export interface BridgeEvents {
   onRefused(reason: string): void;
   onOpen(): void;
   onClose(): void;
+  /** A connection was closed at accept: the budget was spent. */
+  onOverLimit?(): void;
 }
+
+/** How long a connection may take to complete its TLS handshake (Bun fires on 4-second ticks). */
+const HANDSHAKE_TIMEOUT_S = 10;
 
 interface Link {
   inner?: Socket<Link>;
@@ -33,7 +39,8 @@ interface Link {
   pendingToOuter: Uint8Array[];
   closed: boolean;
 }
-type Outer = { link?: Link };
+/** A connection's state; undefined for one closed at accept. */
+type Outer = { link?: Link } | undefined;
 
 /** Writes what it can and queues the rest; true when everything went out. */
 function writeAll(sock: Socket<any>, queue: Uint8Array[], chunk?: Uint8Array): boolean {
@@ -56,8 +63,15 @@ export class TlsBridge {
   private listener?: TCPSocketListener<Outer>;
   private bound?: { hostname: string; port: number; innerPort: number };
   private links = new Set<Link>();
+  /** Connections closed at accept because the budget was spent. */
+  refusedOverLimit = 0;
 
-  constructor(private tls: BridgeTls, private events: BridgeEvents) {}
+  /** `budget`: outer connections the bridge may hold; each costs three descriptors (outer, loopback client, loopback server). */
+  constructor(
+    private tls: BridgeTls,
+    private events: BridgeEvents,
+    private readonly budget?: ConnectionBudget,
+  ) {}
 
   listen(hostname: string, port: number, innerPort: number): number {
     this.listener = this.bind(hostname, port, innerPort);
@@ -88,10 +102,22 @@ export class TlsBridge {
       tls: { cert: this.tls.cert, key: this.tls.key, ca: this.tls.ca, requestCert: true, rejectUnauthorized: true },
       socket: {
         open(outer) {
+          if (bridge.budget !== undefined && !bridge.budget.take()) {
+            bridge.refusedOverLimit++;
+            bridge.events.onOverLimit?.();
+            outer.terminate();
+            return;
+          }
           // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
           outer.data = {};
+          // Until its handshake is done: after it, the loopback server's idle timeout ends an unused connection.
+          outer.timeout(HANDSHAKE_TIMEOUT_S);
+        },
+        timeout(outer) {
+          if (outer.data !== undefined && outer.data.link === undefined) outer.terminate();
         },
         handshake(outer, success, authError) {
+          if (outer.data === undefined) return;
           if (!success) {
             bridge.events.onRefused(authError?.message ?? "handshake failed");
             outer.end();
@@ -107,7 +133,7 @@ export class TlsBridge {
           bridge.open(outer, id.spiffeId, innerPort);
         },
         data(outer, chunk) {
-          const link = outer.data.link;
+          const link = outer.data?.link;
           if (!link || link.closed) return; // refused, or the loopback side is gone: nothing will read it
           if (!link.inner) {
             // Until the loopback connection opens, hold one read and stop reading: a
@@ -117,17 +143,19 @@ export class TlsBridge {
           } else if (!writeAll(link.inner, link.pendingToInner, chunk)) outer.pause();
         },
         drain(outer) {
-          const link = outer.data.link;
+          const link = outer.data?.link;
           if (!link || !writeAll(outer, link.pendingToOuter)) return;
           if (link.closed) outer.end(); // the response finished while bytes were still queued
           else link.inner?.resume();
         },
         close(outer) {
+          if (outer.data === undefined) return; // closed at accept: it took nothing
+          bridge.budget?.release();
           const link = outer.data.link;
           if (link) bridge.close(link);
         },
         error(outer) {
-          const link = outer.data.link;
+          const link = outer.data?.link;
           if (link) bridge.close(link);
         },
       },
@@ -136,7 +164,7 @@ export class TlsBridge {
 
   private open(outer: Socket<Outer>, spiffeId: string, innerPort: number): void {
     const link: Link = { outer, pendingToInner: [], pendingToOuter: [], closed: false };
-    outer.data.link = link;
+    outer.data = { link };
     this.links.add(link);
     this.events.onOpen();
     const bridge = this;

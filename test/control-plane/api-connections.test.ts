@@ -1,0 +1,52 @@
+/**
+ * What the control plane's mTLS API port holds for connections that never become
+ * sidecars: at most --max-connections at once (the rest are closed at accept and counted
+ * in `mesh check`), and none past its handshake timeout. A real `mesh control-plane`.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import type { Socket } from "bun";
+import { mesh, tempDir } from "../helpers/cli.ts";
+import { startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
+import { stopAll } from "../helpers/procs.ts";
+
+const tmp = tempDir("mesh-cp-conns-");
+let cp: TestControlPlane;
+
+beforeAll(async () => {
+  cp = await startControlPlane(tmp.path, ["--max-connections", "2"]);
+});
+afterAll(async () => {
+  await stopAll();
+  tmp.cleanup();
+});
+
+/** A TCP connection that never starts TLS; `closedAt` is ms after connecting, -1 while open. */
+async function silent(port: number) {
+  const t0 = performance.now();
+  let closedAt = -1;
+  const socket: Socket<undefined> = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {}, close: () => void (closedAt = performance.now() - t0) } });
+  return { socket, closedAt: () => closedAt };
+}
+
+test("past --max-connections a connection is closed at accept and mesh check says so; silent ones are closed after the handshake timeout", async () => {
+  const held = [await silent(cp.ports.api), await silent(cp.ports.api)];
+  const over = await silent(cp.ports.api);
+  for (let i = 0; i < 100 && over.closedAt() < 0; i++) await Bun.sleep(20);
+  expect(over.closedAt()).toBeGreaterThanOrEqual(0);
+  expect(held.map((c) => c.closedAt())).toEqual([-1, -1]);
+
+  const tokenFile = join(tmp.path, "token");
+  writeFileSync(tokenFile, cp.adminToken);
+  const check = await mesh("check", "--admin-url", `http://127.0.0.1:${cp.ports.admin}`, "--admin-token-file", tokenFile);
+  expect(check.out).toContain("FAIL  the API listener closed 1 connections at accept since start: it held its limit of 2");
+  const status = (await (await cp.admin("GET", "/v1/status")).json()) as { api: { open: number; limit: number; refusedOverLimit: number } };
+  expect(status.api).toEqual({ open: 2, limit: 2, refusedOverLimit: 1 });
+
+  // A handshake that never starts holds its place for 10 s (Bun's timer fires on 4-second ticks: by 12 s).
+  for (let i = 0; i < 80 && held.some((c) => c.closedAt() < 0); i++) await Bun.sleep(200);
+  expect(held.every((c) => c.closedAt() >= 9_000)).toBe(true);
+  const after = (await (await cp.admin("GET", "/v1/status")).json()) as { api: { open: number } };
+  expect(after.api.open).toBe(0);
+}, 30_000);
