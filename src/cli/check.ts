@@ -49,10 +49,11 @@ export const checkCommand: CommandSpec = {
       lines.push(expiry("root CA", status.ca.root, 90 * DAY_MS, "add a new root with 'mesh ca rotate --root', then distribute the bundle"));
       lines.push(expiry("signing intermediate", status.ca.intermediate, 30 * DAY_MS, "cut a new intermediate with 'mesh ca rotate' and restart the control plane"));
       lines.push(expiry("control plane's certificate", status.ca.servingCert, 2 * 3600_000, "restart the control plane to issue it a new certificate"));
-      const api = status.api;
-      if (api.refusedOverLimit > 0)
-        lines.push({ ok: false, text: `the API listener closed ${api.refusedOverLimit} connections at accept since start: it held its limit of ${api.limit}`, fix: "if sidecars were among them, raise --max-connections or the open-files limit (ulimit -n); a flood from elsewhere is what the limit is for" });
-      else lines.push({ ok: true, text: `API listener: ${api.open} of ${api.limit} connections` });
+      for (const [name, load] of Object.entries(status.listeners)) {
+        if (load.refusedOverLimit > 0)
+          lines.push({ ok: false, text: `the ${name} listener closed ${load.refusedOverLimit} connections at accept since start: it held its limit of ${load.limit}`, fix: "if sidecars were among them, raise --max-connections (the API's) or the open-files limit (ulimit -n); a flood from elsewhere is what the limit is for" });
+        else lines.push({ ok: true, text: `${name} listener: ${load.open} of ${load.limit} connections` });
+      }
       const p = status.policies;
       if (p && p.errors.length) lines.push({ ok: false, text: `policies in ${p.dir} rejected: ${p.errors.join("; ")}`, fix: "fix the manifests named (mesh validate -f DIR shows every error); the last good set is still served" });
       else if (p) lines.push({ ok: true, text: `policies in ${p.dir}: ${p.applied} manifests applied` });

@@ -48,6 +48,8 @@ export interface ControlPlaneOptions {
 
 /** The descriptors the API listener may take, three per connection (bridge.ts); the store, bootstrap and admin keep the rest. */
 const API_SHARE_OF_FDS = 0.5;
+/** The bootstrap port's share: a sidecar uses it once, and a flood on it must leave the API its own. */
+const BOOTSTRAP_SHARE_OF_FDS = 0.25;
 const DESCRIPTORS_PER_API_CONNECTION = 3;
 
 export interface RunningControlPlane {
@@ -74,7 +76,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.notAfter.toISOString() },
     policies: policies?.status,
     store: opts.storeKind,
-    api: { open: budget.inUse, limit: budget.limit, refusedOverLimit: bridge.refusedOverLimit },
+    listeners: {
+      api: { open: budget.inUse, limit: budget.limit, refusedOverLimit: bridge.refusedOverLimit },
+      bootstrap: { open: bootBudget.inUse, limit: bootBudget.limit, refusedOverLimit: bootBridge.refusedOverLimit },
+    },
   });
   const adminDeps = { store, view, subscriptions, tokenKey: opts.tokenKey, trustDomain: opts.ca.trustDomain, ready: () => !stopping, status };
   const admin = adminApi(adminDeps, bearerAuth(opts.adminToken));
@@ -95,7 +100,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
       onClose: () => undefined,
       onOverLimit: () => overLimit("api"),
     },
-    budget,
+    { budget },
   );
   const inner: Server<undefined> = Bun.serve({
     hostname: "127.0.0.1",
@@ -113,19 +118,29 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     },
   });
   const apiPort = bridge.listen(opts.api.address, opts.api.port, inner.port!);
-  const boot = Bun.serve({ hostname: opts.bootstrap.address, port: opts.bootstrap.port, tls: { cert: serving.chainPem, key: serving.keyPem }, fetch: bootstrapApi({ store, signer, tokenKey: opts.tokenKey }).fetch });
+  // The bootstrap port takes any TLS client (a sidecar has no certificate yet): through a bridge for its limit and handshake timeout.
+  const bootBudget = new ConnectionBudget(connectionLimit(openFilesLimit(), BOOTSTRAP_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
+  const bootBridge = new TlsBridge(
+    { cert: serving.chainPem, key: serving.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain },
+    { onRefused: (reason) => log.debug({ reason }, "refused bootstrap TLS client"), onOpen: () => undefined, onClose: () => undefined, onOverLimit: () => overLimit("bootstrap") },
+    { budget: bootBudget, clientCertificates: false },
+  );
+  const boot = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: bootstrapApi({ store, signer, tokenKey: opts.tokenKey }).fetch });
+  const bootPort = bootBridge.listen(opts.bootstrap.address, opts.bootstrap.port, boot.port!);
   const adminServer = Bun.serve({ hostname: opts.admin.address, port: opts.admin.port, fetch: admin.fetch });
-  log.info({ api: apiPort, bootstrap: boot.port, admin: adminServer.port, trustDomain: opts.ca.trustDomain }, "control plane ready");
+  log.info({ api: apiPort, bootstrap: bootPort, admin: adminServer.port, trustDomain: opts.ca.trustDomain }, "control plane ready");
 
   return {
-    ports: { api: apiPort, bootstrap: boot.port!, admin: adminServer.port! },
+    ports: { api: apiPort, bootstrap: bootPort, admin: adminServer.port! },
     async stop() {
       stopping = true;
       policies?.stop();
       subscriptions.closeAll();
       bridge.stopAccepting();
+      bootBridge.stopAccepting();
       await Promise.all([inner.stop(false), boot.stop(false), adminServer.stop(false)]);
       bridge.closeAll();
+      bootBridge.closeAll();
       view.stop();
       await store.close();
     },

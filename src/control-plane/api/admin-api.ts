@@ -33,8 +33,14 @@ export interface ControlPlaneStatus {
   ca: { root: string; intermediate: string; servingCert: string };
   policies?: { dir: string; loadedAt?: string; errors: string[]; applied: number };
   store: string;
-  /** The mTLS API listener: connections open, its limit, and those closed at accept since start. */
-  api: { open: number; limit: number; refusedOverLimit: number };
+  /** The API and bootstrap listeners: connections open, their limit, and those closed at accept since start. */
+  listeners: Record<"api" | "bootstrap", ListenerLoad>;
+}
+
+export interface ListenerLoad {
+  open: number;
+  limit: number;
+  refusedOverLimit: number;
 }
 
 const Apply = z.strictObject({ documents: z.array(z.strictObject({ source: z.string().max(4096), manifest: z.unknown() })).min(1).max(10_000) });

@@ -9,6 +9,10 @@
  * connection holds it (the OS never gives two live connections from 127.0.0.1 to one
  * listener the same source port), the entry is removed when that connection closes,
  * and a request arriving on any other connection has no identity and is refused.
+ *
+ * Without client certificates (the bootstrap port, where a sidecar has none yet) it is
+ * only a TLS front with a connection limit and a handshake timeout, which Bun.serve
+ * lacks; no identities are recorded.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { peerIdFromDer } from "../peer-identity.ts";
@@ -27,6 +31,13 @@ export interface BridgeEvents {
   onClose(): void;
   /** A connection was closed at accept: the budget was spent. */
   onOverLimit?(): void;
+}
+
+export interface BridgeOptions {
+  /** Outer connections it may hold; each costs three descriptors (outer, loopback client, loopback server). */
+  budget?: ConnectionBudget;
+  /** false: any TLS client is piped through, and no identity is recorded (default true). */
+  clientCertificates?: boolean;
 }
 
 /** How long a connection may take to complete its TLS handshake (Bun fires on 4-second ticks). */
@@ -66,12 +77,17 @@ export class TlsBridge {
   /** Connections closed at accept because the budget was spent. */
   refusedOverLimit = 0;
 
-  /** `budget`: outer connections the bridge may hold; each costs three descriptors (outer, loopback client, loopback server). */
+  private readonly budget: ConnectionBudget | undefined;
+  private readonly clientCertificates: boolean;
+
   constructor(
     private tls: BridgeTls,
     private events: BridgeEvents,
-    private readonly budget?: ConnectionBudget,
-  ) {}
+    options: BridgeOptions = {},
+  ) {
+    this.budget = options.budget;
+    this.clientCertificates = options.clientCertificates ?? true;
+  }
 
   listen(hostname: string, port: number, innerPort: number): number {
     this.listener = this.bind(hostname, port, innerPort);
@@ -99,7 +115,9 @@ export class TlsBridge {
       hostname,
       port,
       reusePort: true,
-      tls: { cert: this.tls.cert, key: this.tls.key, ca: this.tls.ca, requestCert: true, rejectUnauthorized: true },
+      tls: this.clientCertificates
+        ? { cert: this.tls.cert, key: this.tls.key, ca: this.tls.ca, requestCert: true, rejectUnauthorized: true }
+        : { cert: this.tls.cert, key: this.tls.key },
       socket: {
         open(outer) {
           if (bridge.budget !== undefined && !bridge.budget.take()) {
@@ -123,6 +141,7 @@ export class TlsBridge {
             outer.end();
             return;
           }
+          if (!bridge.clientCertificates) return bridge.open(outer, undefined, innerPort);
           const der = outer.getPeerX509Certificate()?.raw;
           const id = der ? peerIdFromDer(new Uint8Array(der), bridge.tls.trustDomain) : { ok: false as const, reason: "no client certificate" };
           if (!id.ok) {
@@ -162,7 +181,7 @@ export class TlsBridge {
     });
   }
 
-  private open(outer: Socket<Outer>, spiffeId: string, innerPort: number): void {
+  private open(outer: Socket<Outer>, spiffeId: string | undefined, innerPort: number): void {
     const link: Link = { outer, pendingToInner: [], pendingToOuter: [], closed: false };
     outer.data = { link };
     this.links.add(link);
@@ -179,7 +198,7 @@ export class TlsBridge {
             return;
           }
           link.inner = inner;
-          bridge.identities.set(inner.localPort, spiffeId);
+          if (spiffeId !== undefined) bridge.identities.set(inner.localPort, spiffeId);
           if (writeAll(inner, link.pendingToInner)) outer.resume();
           else outer.pause();
         },
