@@ -4,7 +4,9 @@
  * and kept, capped, for error messages and ready lines.
  */
 import type { Subprocess } from "bun";
-import { rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { isAlive, readComm } from "./proc-stats.ts";
 
 const KEEP_CHARS = 64 * 1024;
@@ -144,6 +146,29 @@ export function stopOnSignals(cleanup: () => Promise<string>, log: (line: string
         process.exit(signal === "SIGINT" ? 130 : 143);
       });
     });
+}
+
+/**
+ * Runs a runner's measurement in a scratch directory, every child stopped by pid at the
+ * end, on an error and on Ctrl-C: its result and the cleanup report. On failure, prints
+ * "bench:NAME failed" with the report and exits 1.
+ */
+export async function measureWithCleanup<T>(name: string, measure: (tmp: string) => Promise<T>): Promise<{ result: T; cleanup: string }> {
+  const tmp = mkdtempSync(join(tmpdir(), `mesh-${name}-`));
+  stopOnSignals(() => stopAndReport(tmp), (line) => console.error(line));
+  let result: T | undefined;
+  let failure: Error | undefined;
+  try {
+    result = await measure(tmp);
+  } catch (err) {
+    failure = err as Error;
+  }
+  const cleanup = await stopAndReport(tmp);
+  if (failure || result === undefined) {
+    console.error(`bench:${name} failed: ${failure?.message}\n${cleanup}`);
+    process.exit(1);
+  }
+  return { result, cleanup };
 }
 
 /** Parses a runner's flags: the options, or the exit code after printing usage or the error. */

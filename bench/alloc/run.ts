@@ -12,8 +12,7 @@
  * what that one finds still reachable is what the request path keeps (it should be
  * nearly nothing once the requests are over).
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { whole } from "../args.ts";
@@ -23,7 +22,7 @@ import { ResponseReader } from "../http1-reader.ts";
 import { meshCommand } from "../mesh-command.ts";
 import { serviceManifest } from "../mesh.ts";
 import { issueCerts } from "../pki.ts";
-import { readOptions, spawn, stopAndReport, stopOnSignals, waitForLine, type Child } from "../procs.ts";
+import { measureWithCleanup, readOptions, spawn, waitForLine, type Child } from "../procs.ts";
 import { censusOf, hasCount, keptOf, KEPT_MARK, type Census } from "./census.ts";
 
 const USAGE = `usage: npm run bench:alloc -- [options]
@@ -179,20 +178,7 @@ function render(r: Result): string {
 
 const opts = readOptions(parse, USAGE, (line) => console.error(line));
 if (typeof opts === "number") process.exit(opts);
-const tmp = mkdtempSync(join(tmpdir(), "mesh-alloc-"));
-stopOnSignals(() => stopAndReport(tmp), (line) => console.error(line));
-let results: Result[] | undefined;
-let failure: Error | undefined;
-try {
-  results = await measure(opts, tmp);
-} catch (err) {
-  failure = err as Error;
-}
-const cleanup = await stopAndReport(tmp);
-if (failure || !results) {
-  console.error(`bench:alloc failed: ${failure?.message}\n${cleanup}`);
-  process.exit(1);
-}
+const { result: results, cleanup } = await measureWithCleanup("alloc", (tmp) => measure(opts, tmp));
 const what = opts.pair ? "the sidecar pair (mTLS between)" : "one mesh hop";
 console.log(`heap cells allocated per request in ${what}, GET with a 100-byte response, ${results[0]!.requests} requests after ${opts.warmup} of warm-up\n`);
 console.log(`${results.map(render).join("\n\n")}\n\n${cleanup}`);

@@ -6,8 +6,7 @@
  * divided by N. It measures growth, so a set reuses what the runtime already had: each
  * figure is a floor for that set, not a sum.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { Socket } from "bun";
@@ -17,7 +16,7 @@ import { SERVICE_HOST } from "../check.ts";
 import { meshCommand } from "../mesh-command.ts";
 import { serviceManifest } from "../mesh.ts";
 import { issueCerts } from "../pki.ts";
-import { readOptions, spawn, stopAndReport, stopOnSignals, waitForLine } from "../procs.ts";
+import { measureWithCleanup, readOptions, spawn, waitForLine } from "../procs.ts";
 
 const USAGE = `usage: npm run bench:idle -- [options]
 
@@ -103,18 +102,5 @@ async function run(opts: Options, tmp: string): Promise<string[]> {
 
 const opts = readOptions(parse, USAGE, (line) => console.error(line));
 if (typeof opts === "number") process.exit(opts);
-const tmp = mkdtempSync(join(tmpdir(), "mesh-idle-"));
-stopOnSignals(() => stopAndReport(tmp), (line) => console.error(line));
-let lines: string[] | undefined;
-let failure: Error | undefined;
-try {
-  lines = await run(opts, tmp);
-} catch (err) {
-  failure = err as Error;
-}
-const cleanup = await stopAndReport(tmp);
-if (failure || !lines) {
-  console.error(`bench:idle failed: ${failure?.message}\n${cleanup}`);
-  process.exit(1);
-}
+const { result: lines, cleanup } = await measureWithCleanup("idle", (tmp) => run(opts, tmp));
 console.log(`resident memory per idle keep-alive connection (VmRSS growth / N)\n\n${lines.join("\n")}\n\n${cleanup}`);

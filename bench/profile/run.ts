@@ -8,8 +8,7 @@
  * Native samples are charged to the first JavaScript function up their call chain
  * (attribute.ts). Needs perf and wrk; perf must be allowed to sample (perf_event_paranoid).
  */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { whole } from "../args.ts";
@@ -20,7 +19,7 @@ import { findTool } from "../external.ts";
 import { REPO_ROOT } from "../mesh-command.ts";
 import { serviceManifest } from "../mesh.ts";
 import { issueCerts } from "../pki.ts";
-import { readOptions, runToEnd, spawn, stopAndReport, stopChild, stopOnSignals, trackDescendant, waitForLine } from "../procs.ts";
+import { measureWithCleanup, readOptions, runToEnd, spawn, stopChild, trackDescendant, waitForLine } from "../procs.ts";
 import { wrkArgs } from "../wrk.ts";
 import { attribute, renderAttribution } from "./attribute.ts";
 import { readJitDump } from "./jitdump.ts";
@@ -108,18 +107,5 @@ if (!perf || !wrk) {
   console.error(`bench:profile needs ${[!perf && "perf", !wrk && "wrk"].filter(Boolean).join(" and ")} (Debian: apt-get install -y linux-perf wrk)`);
   process.exit(1);
 }
-const tmp = mkdtempSync(join(tmpdir(), "mesh-profile-"));
-stopOnSignals(() => stopAndReport(tmp), (line) => console.error(line));
-let report: string | undefined;
-let failure: Error | undefined;
-try {
-  report = await profile(opts, tmp, perf, wrk);
-} catch (err) {
-  failure = err as Error;
-}
-const cleanup = await stopAndReport(tmp);
-if (failure || report === undefined) {
-  console.error(`bench:profile failed: ${failure?.message}\n${cleanup}`);
-  process.exit(1);
-}
+const { result: report, cleanup } = await measureWithCleanup("profile", (tmp) => profile(opts, tmp, perf, wrk));
 console.log(`${report}\n\n${cleanup}`);
