@@ -4,7 +4,7 @@
  * is never cut between two requests, a silent connection closes after one to two periods,
  * a head trickled in byte by byte (slowloris) is answered 408, and a reader that takes
  * nothing is dropped. The first part drives ServerConnection and MuxSession through a
- * fake socket and fires their timers by hand; the last test runs the real listener on
+ * fake socket and fires their timers by hand (the rules are in idle-watch.ts); the last test runs the real listener on
  * loopback with Bun's own timer.
  */
 import { describe, expect, test } from "bun:test";
@@ -164,6 +164,41 @@ describe("an HTTP/1.1 connection at its idle timer", () => {
     slow.conn.onDrain();
     slow.conn.onTimeout();
     expect(slow.socket.reset || slow.socket.ended).toBe(false);
+  });
+
+  test("a client that stops reading in the middle of a streamed response is reset after a whole period without taking a byte; one that takes some goes on", async () => {
+    const stream = (c: ReturnType<typeof connection>) => {
+      const res = c.served.waiting.shift()!;
+      res.head(200, "OK", "content-type: text/plain\r\n", "chunked", 0);
+      res.flush();
+      res.write(Buffer.alloc(64 * 1024, 0x61));
+      return res;
+    };
+    const stalled = connection(true);
+    stalled.send(GET);
+    stalled.socket.room = 100;
+    stream(stalled);
+    stalled.conn.onTimeout(); // blocked since just now: not a whole period yet
+    expect(stalled.socket.reset).toBe(false);
+    stalled.conn.onTimeout();
+    expect(stalled.socket.reset).toBe(true);
+
+    const slow = connection(true);
+    slow.send(GET);
+    slow.socket.room = 100;
+    const res = stream(slow);
+    slow.conn.onTimeout();
+    slow.socket.room = 1000;
+    slow.conn.onDrain();
+    slow.conn.onTimeout();
+    slow.conn.onDrain();
+    slow.conn.onTimeout();
+    expect(slow.socket.reset || slow.socket.ended).toBe(false);
+    slow.socket.room = Infinity;
+    slow.conn.onDrain();
+    res.end();
+    await nextTurn();
+    expect(slow.socket.written).toEndWith("0\r\n\r\n");
   });
 });
 

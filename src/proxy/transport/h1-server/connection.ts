@@ -13,6 +13,7 @@ import { findRequestHeadEnd, parseRequestHead, RequestHeadError, type RequestHea
 import { DownstreamBody, type BodyReader } from "./request-body.ts";
 import { Responder, type ResponderHost } from "./responder.ts";
 import { holdToEndOfTurn, type HeldWrite } from "../turn-writes.ts";
+import { IdleWatch } from "./idle-watch.ts";
 
 export interface ServerRequest {
   head: RequestHead;
@@ -33,7 +34,7 @@ export interface ConnectionHandler {
 
 export interface ConnectionLimits {
   maxBodyBytes: number;
-  /** Seconds without a byte in either direction before an idle connection is closed. */
+  /** The idle timer's period: a connection unused for one to two of them closes (idle-watch.ts). */
   idleTimeoutS: number;
 }
 
@@ -82,11 +83,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   private heldStart = 0;
   private heldEnd = 0;
   private paused = 0;
-  /** A byte read, a write drained or a response finished since the idle timer last fired (onTimeout). */
-  private stirred = false;
-  /** Request heads parsed so far, and their count when a firing found one incomplete: a head stalled across two firings is refused. */
-  private heads = 0;
-  private headsAtStall = -1;
+  private readonly idleWatch = new IdleWatch();
   private parsing = false;
   private closed = false;
   private endWhenFlushed = false;
@@ -107,7 +104,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
 
   onData(chunk: Buffer): void {
     if (this.closed || !this.ready) return;
-    this.stirred = true;
+    this.idleWatch.stirred = true;
     if (this.tunnel !== undefined) return this.tunnel(chunk);
     if (this.body !== null && !this.body.done) {
       if (this.body.failed) return; // the connection is closing; nothing more is read as a request
@@ -176,7 +173,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
 
   /** `buf[from..]` is this request and everything read after it. */
   private dispatch(head: RequestHead, buf: Buffer, from: number): void {
-    this.heads++;
+    this.idleWatch.heads++;
     this.minor = head.minor;
     if (!head.keepAlive) this.closing = true;
     if (head.websocket) {
@@ -295,7 +292,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   }
 
   onDrain(): void {
-    this.stirred = true;
+    this.idleWatch.onDrain();
     while (this.out.length > 0 && !this.closed) {
       const data = this.out[0]!;
       const n = this.socket.write(data);
@@ -323,7 +320,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   responseDone(res: Responder): void {
     if (res !== this.active) return;
     this.active = undefined;
-    this.stirred = true;
+    this.idleWatch.stirred = true;
     // The response went out before the request body was all here (the service answered
     // without reading it): the rest is read and dropped, as its framing says where it
     // ends, so the connection stays usable; a body too large to drain closes it.
@@ -361,27 +358,14 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
 
   // ---- lifecycle ----
 
-  /**
-   * Fires idleTimeoutS after the timer was armed: Bun does not re-arm it on a read, and a
-   * mux session fires it for its streams on the same schedule. So each firing looks back
-   * over one period, and a connection closes after one to two periods without use, never
-   * in the middle of a keep-alive conversation. Requests and tunnels have their own
-   * deadlines; a head must arrive within two periods, and a reader take some of what is
-   * written within one.
-   */
+  /** The idle timer fired (see idle-watch.ts). */
   onTimeout(): void {
     if (this.closed) return;
-    const stirred = this.stirred;
-    this.stirred = false;
-    if (this.active !== undefined || this.tunnel !== undefined) return this.socket.timeout(this.limits.idleTimeoutS);
-    if (this.out.length > 0) {
-      if (!stirred) return this.shutdown(true);
-    } else if (this.pending !== undefined) {
-      if (this.headsAtStall === this.heads)
-        return this.refuse(408, "head-timeout", `the request head did not arrive within ${this.limits.idleTimeoutS} s`, "request-timeout");
-      this.headsAtStall = this.heads;
-    } else if (!stirred) return this.shutdown(false);
-    this.socket.timeout(this.limits.idleTimeoutS);
+    const busy = this.active !== undefined || this.tunnel !== undefined;
+    const verdict = this.idleWatch.fire({ busy, blocked: this.out.length > 0, partialHead: this.pending !== undefined });
+    if (verdict === "keep") this.socket.timeout(this.limits.idleTimeoutS);
+    else if (verdict === "head-timeout") this.refuse(408, "head-timeout", `the request head did not arrive within ${this.limits.idleTimeoutS} s`, "request-timeout");
+    else this.shutdown(verdict === "reset");
   }
 
   onClose(): void {
