@@ -41,6 +41,9 @@ export const Host = z.string().superRefine((value, ctx) => {
 
 export const NonEmpty = z.string().min(1);
 
+/** A listener's connection limit (core/connection-budget.ts); absent: derived from the open-files limit. */
+export const MaxConnections = z.number().int().positive().optional();
+
 export const StringMap = z.record(z.string(), z.string());
 
 /** An `{address, port}` a component listens on, with defaults; omitted entirely → all defaults. */

@@ -46,7 +46,7 @@ export interface ControlPlaneOptions {
   log: Logger;
 }
 
-/** The descriptors the API listener may take, three per connection (bridge.ts); the store, bootstrap and admin keep the rest. */
+/** The descriptors the API listener may take, three per connection (tls-bridge.ts); the store, bootstrap and admin keep the rest. */
 const API_SHARE_OF_FDS = 0.5;
 /** The bootstrap port's share: a sidecar uses it once, and a flood on it must leave the API its own. */
 const BOOTSTRAP_SHARE_OF_FDS = 0.25;
@@ -91,14 +91,14 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   const proxies = proxyApi({ store, registry, subscriptions, signer, maxWaitMs: MAX_POLL_WAIT_MS });
 
   const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(openFilesLimit(), API_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
-  const overLimit = limitWarning(log, budget, "mesh check, /v1/status");
+  const overLimit = limitWarning(log, "mesh check and /v1/status");
   const bridge = new TlsBridge(
     { cert: serving.chainPem, key: serving.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain },
     {
       onRefused: (reason) => log.debug({ reason }, "refused API TLS peer"),
       onOpen: () => undefined,
       onClose: () => undefined,
-      onOverLimit: () => overLimit("api"),
+      onOverLimit: () => overLimit("api", budget),
     },
     { budget },
   );
@@ -122,7 +122,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   const bootBudget = new ConnectionBudget(connectionLimit(openFilesLimit(), BOOTSTRAP_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
   const bootBridge = new TlsBridge(
     { cert: serving.chainPem, key: serving.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain },
-    { onRefused: (reason) => log.debug({ reason }, "refused bootstrap TLS client"), onOpen: () => undefined, onClose: () => undefined, onOverLimit: () => overLimit("bootstrap") },
+    { onRefused: (reason) => log.debug({ reason }, "refused bootstrap TLS client"), onOpen: () => undefined, onClose: () => undefined, onOverLimit: () => overLimit("bootstrap", bootBudget) },
     { budget: bootBudget, clientCertificates: false },
   );
   const boot = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: bootstrapApi({ store, signer, tokenKey: opts.tokenKey }).fetch });

@@ -61,13 +61,13 @@ export function connectionLimit(fds: number | undefined, share: number, descript
 
 const WARN_EVERY_MS = 10_000;
 
-/** A warning when a listener closes connections at accept, at most once per 10 s for the process. */
-export function limitWarning(log: Logger, budget: ConnectionBudget, metric: string): (listener: string) => void {
+/** A warning when a listener closes connections at accept, at most once per 10 s for the process; `countedIn` says where to look. */
+export function limitWarning(log: Logger, countedIn: string): (listener: string, budget: ConnectionBudget) => void {
   let warnedAt = -Infinity;
-  return (listener) => {
+  return (listener, budget) => {
     const now = performance.now();
     if (now - warnedAt < WARN_EVERY_MS) return;
     warnedAt = now;
-    log.warn({ listener, limit: budget.limit }, `connection limit reached: new connections are closed at accept (${metric})`);
+    log.warn({ listener, limit: budget.limit }, `connection limit reached: new connections are closed at accept (counted in ${countedIn})`);
   };
 }

@@ -93,7 +93,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const outboundTunnels = new LoopbackTunnels(() => outboundHttp.port!);
 
   const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(openFilesLimit(), LISTENER_SHARE_OF_FDS));
-  const overLimit = limitWarning(opts.log, budget, "mesh_connections_refused_total");
+  const overLimit = limitWarning(opts.log, "mesh_connections_refused_total");
 
   const inbound = new H1Listener({
     hostname: opts.inbound.address,
@@ -109,7 +109,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
         opts.log.debug({ reason }, "refused inbound TLS peer");
       },
       onOpen: () => metrics.connections.inc({ direction: "inbound" }),
-      onOverLimit: () => overLimit("inbound"),
+      onOverLimit: () => overLimit("inbound", budget),
     },
   });
   const inboundPort = inbound.listen();
@@ -119,7 +119,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 10 },
     budget,
     handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels }),
-    events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound") },
+    events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
   const outboundPort = outbound.listen();
   const admin = startAdmin(

@@ -124,7 +124,7 @@ describe("the listener at its limit", () => {
   });
 });
 
-describe("mesh proxy under a 256-descriptor limit", () => {
+describe("mesh proxy", () => {
   const fx = new MeshFixture();
   beforeAll(async () => {
     await fx.init();
@@ -132,13 +132,31 @@ describe("mesh proxy under a 256-descriptor limit", () => {
   });
   afterAll(() => fx.close());
 
+  test("ProxyConfig.maxConnections sets the limit, and --max-connections overrides it", async () => {
+    const svc = fx.echo("orders-limit");
+    const proxyConfig = (limit: number) =>
+      fx.config(`limit-${limit}`, {}, `apiVersion: mesh.dev/v1alpha1\nkind: ProxyConfig\nmetadata: { name: orders }\nspec:\n  upstream: ${svc.url}\n  maxConnections: ${limit}\n`);
+    const refusedAfter = async (outbound: number, open: number) => {
+      const held: Client[] = [];
+      for (let i = 0; i < open; i++) held.push(await connect(outbound));
+      const extra = await connect(outbound);
+      await extra.closed;
+      for (const c of held) c.socket.end();
+      return extra.text();
+    };
+    const fromFile = await fx.proxy("orders", svc.url, proxyConfig(2));
+    expect(await refusedAfter(fromFile.ports.outbound, 2)).toContain("limit of 2 connections");
+    const fromFlag = await fx.proxy("orders", svc.url, proxyConfig(2), ["--max-connections", "3"]);
+    expect(await refusedAfter(fromFlag.ports.outbound, 3)).toContain("limit of 3 connections");
+  });
+
   /** CPU seconds (user + system) the process has used so far. */
   const cpuSeconds = (pid: number) => {
     const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
     return (Number(fields[11]) + Number(fields[12])) / 100;
   };
 
-  test("a flood of 600 connections is closed at accept past half the limit: the proxy stays idle, counts them, and serves once it ends", async () => {
+  test("under a 256-descriptor limit, a flood of 600 connections is closed at accept past half of it: the proxy stays idle, counts them, and serves once it ends", async () => {
     const svc = fx.echo("orders-svc");
     const plain = `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: { name: payments }\nspec:\n  ports: [{ name: http, port: 80 }]\n  endpoints: [{ address: 127.0.0.1, port: ${svc.server.port} }]\n  mtls: false\n`;
     const config = fx.config("flood", {}, plain);

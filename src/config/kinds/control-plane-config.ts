@@ -1,6 +1,6 @@
 /** ControlPlaneConfig: settings of the control plane (API, store, CA, policies). */
 import { z } from "zod";
-import { always, listener, noListenerClash, NonEmpty, TrustDomain } from "../common";
+import { always, listener, MaxConnections, noListenerClash, NonEmpty, TrustDomain } from "../common";
 import { Duration } from "../duration";
 import { registerKind, type ManifestOf } from "../manifest";
 
@@ -34,12 +34,7 @@ export const ControlPlaneConfigSpec = z
     certTtl: Duration.prefault("24h").describe('Lifetime of the workload certificates it signs; renewed at about half; default "24h".'),
     leaseTtl: Duration.prefault("10s").describe('How long a registration outlives its last heartbeat; default "10s".'),
     adminIdentities: z.array(NonEmpty).default([]).describe("SPIFFE IDs allowed to use the admin API over mTLS, besides the admin token."),
-    maxConnections: z
-      .number()
-      .int()
-      .positive()
-      .optional()
-      .describe("Connections the mTLS API listener holds before closing new ones at accept; default a sixth of the open-files limit (each takes three)."),
+    maxConnections: MaxConnections.describe("Connections the mTLS API listener holds before closing new ones at accept; default a sixth of the open-files limit (each takes three)."),
   })
   .superRefine(noListenerClash(["api", "admin", "bootstrap"]), always)
   .describe("Settings of the control plane.");

@@ -1,7 +1,7 @@
 /** ProxyConfig: settings of one sidecar proxy. */
 import { z } from "zod";
 import { Duration } from "../duration";
-import { always, dnsLabel, listener, noListenerClash, NonEmpty, TrustDomain } from "../common";
+import { always, dnsLabel, listener, MaxConnections, noListenerClash, NonEmpty, TrustDomain } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
@@ -55,12 +55,7 @@ export const ProxyConfigSpec = z
     certs: CertSource.optional().describe("Where the sidecar's certificate, key and CA bundle are: dir, or cert, key and ca."),
     logLevel: z.enum(LOG_LEVELS).default("info").describe("Least severe level logged: trace, debug, info, warn, error or fatal; default info."),
     drainTimeout: Duration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
-    maxConnections: z
-      .number()
-      .int()
-      .positive()
-      .optional()
-      .describe("Connections the inbound and outbound listeners hold together before closing new ones at accept; default half the open-files limit."),
+    maxConnections: MaxConnections.describe("Connections the inbound and outbound listeners hold together before closing new ones at accept; default half the open-files limit."),
   })
   .superRefine(noListenerClash(["inbound", "outbound", "admin"]), always)
   .describe("Settings of a sidecar proxy.");
