@@ -6,7 +6,8 @@
  *   drained, a response finished), never in the middle of a keep-alive conversation;
  * - a client that took nothing of what is written to it for a whole period is dropped
  *   (nginx's send_timeout), mid-response too;
- * - a request head must arrive within two periods, however many bytes trickle in.
+ * - a request head still incomplete at two firings in a row (one to two periods after
+ *   it began) is refused, however many bytes trickled in.
  * Requests waiting on the service have their own deadlines.
  */
 export type IdleVerdict = "keep" | "close" | "reset" | "head-timeout";
