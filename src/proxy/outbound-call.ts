@@ -218,9 +218,11 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     endpoint.inflight--;
     // Not the endpoint's failure: no outlier mark, no retry.
     if (this.callerGone) return this.abandon();
-    dest.outlier.onResult(endpoint, false);
     const expired = this.expired;
     const kind = expired ? "timeout" : proxyFailureOf(err);
+    // This proxy's own limit of upstream connections (dial.ts): not the endpoint's doing, and no other endpoint would escape it.
+    if (kind === "overflow") return this.failWith("overflow", `${dest.name}: ${err.message}`, { "x-mesh-overflow": "upstream-connections" });
+    dest.outlier.onResult(endpoint, false);
     if (kind === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
     const detail = `${dest.name} endpoint ${endpoint.key}: ${expired ? `no response within ${dest.requestTimeoutMs} ms` : err.message}`;
     // A request that never left (connect failure, refused peer) is safe to send again,
@@ -252,10 +254,10 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     return false;
   }
 
-  private failWith(kind: ProxyFailure, detail: string): void {
+  private failWith(kind: ProxyFailure, detail: string, extra?: Record<string, string>): void {
     this.current = undefined;
     this.settle();
-    this.outcome.failed(errorParts(kind, detail));
+    this.outcome.failed(errorParts(kind, detail, extra));
   }
 
   /** The call's outcome is decided: its deadline and breaker slots are released, once. */

@@ -22,6 +22,7 @@ import { localServicePool } from "./local-service-pool.ts";
 import { WebSocketSessions } from "./websocket/sessions.ts";
 import { UpstreamHealth } from "./upstream-health.ts";
 import { UpstreamPools } from "./transport/upstream-pools.ts";
+import { limitUpstreamConnections } from "./transport/dial.ts";
 import { ConnectionBudget, connectionLimit, limitWarning, openFilesLimit } from "../core/connection-budget.ts";
 
 export interface Listen {
@@ -48,8 +49,9 @@ export interface ProxyOptions {
   log: Logger;
 }
 
-/** The descriptors the listeners may take; upstream connections, files and the control-plane client keep the rest. */
+/** The descriptors the listeners may take, and upstream connections; files, loopback servers and the control-plane client keep the rest. */
 const LISTENER_SHARE_OF_FDS = 0.5;
+const UPSTREAM_SHARE_OF_FDS = 0.4;
 
 export interface RunningProxy {
   ports: { inbound: number; outbound: number; admin: number };
@@ -92,7 +94,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const outboundHttp = startOutbound(outboundDeps, "127.0.0.1", 0);
   const outboundTunnels = new LoopbackTunnels(() => outboundHttp.port!);
 
-  const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(openFilesLimit(), LISTENER_SHARE_OF_FDS));
+  const fds = openFilesLimit();
+  const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(fds, LISTENER_SHARE_OF_FDS));
+  limitUpstreamConnections(new ConnectionBudget(connectionLimit(fds, UPSTREAM_SHARE_OF_FDS)));
   const overLimit = limitWarning(opts.log, "mesh_connections_refused_total");
 
   const inbound = new H1Listener({

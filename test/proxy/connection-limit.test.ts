@@ -132,6 +132,12 @@ describe("mesh proxy", () => {
   });
   afterAll(() => fx.close());
 
+  /** CPU seconds (user + system) the process has used so far. */
+  const cpuSeconds = (pid: number) => {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  };
+
   test("ProxyConfig.maxConnections sets the limit, and --max-connections overrides it", async () => {
     const svc = fx.echo("orders-limit");
     const proxyConfig = (limit: number) =>
@@ -150,11 +156,38 @@ describe("mesh proxy", () => {
     expect(await refusedAfter(fromFlag.ports.outbound, 3)).toContain("limit of 3 connections");
   });
 
-  /** CPU seconds (user + system) the process has used so far. */
-  const cpuSeconds = (pid: number) => {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  };
+  test("under a 256-descriptor limit, upstream connections stop at 0.4 of it: the rest are answered 503 upstream-connections, the endpoint is not blamed", async () => {
+    let held = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const slow = fx.service(async () => {
+      held++;
+      await gate;
+      return new Response("done");
+    });
+    const plain = `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: { name: payments }\nspec:\n  ports: [{ name: http, port: 80 }]\n  endpoints: [{ address: 127.0.0.1, port: ${slow.server.port} }]\n  mtls: false\n`;
+    const p = await fx.proxy("orders", slow.url, fx.config("upstream-limit", {}, plain), [], { wrap: ["sh", "-c", 'ulimit -n 256 && exec "$@"', "sh"] });
+    const { outbound, admin } = p.ports;
+    // 110 callers, each on its own connection (the listeners take 128): 102 upstream places.
+    const calls = Array.from({ length: 110 }, (_, i) => fetch(`http://127.0.0.1:${outbound}/c${i}`, { headers: { host: "payments", connection: "close" } }));
+    for (let i = 0; i < 200 && held < 102; i++) await Bun.sleep(20);
+    await Bun.sleep(300);
+    expect(held).toBe(102);
+    const cpu0 = cpuSeconds(p.proc.pid);
+    await Bun.sleep(1000);
+    expect(cpuSeconds(p.proc.pid) - cpu0).toBeLessThan(0.3);
+    release();
+    const responses = await Promise.all(calls);
+    const overflow = responses.filter((r) => r.status === 503);
+    expect(responses.filter((r) => r.status === 200).length).toBe(102);
+    expect(overflow.length).toBe(8);
+    expect(overflow.every((r) => r.headers.get("x-mesh-error") === "overflow" && r.headers.get("x-mesh-overflow") === "upstream-connections")).toBe(true);
+    expect(await overflow[0]!.text()).toContain("limit of 102 upstream connections");
+    expect(await metricValue(admin, "mesh_outlier_ejections_total")).toBe(0);
+    const after = await fetch(`http://127.0.0.1:${outbound}/after`, { headers: { host: "payments" } });
+    expect(after.status).toBe(200);
+  }, 30_000);
+
 
   test("under a 256-descriptor limit, a flood of 600 connections is closed at accept past half of it: the proxy stays idle, counts them, and serves once it ends", async () => {
     const svc = fx.echo("orders-svc");

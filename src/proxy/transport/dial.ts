@@ -6,8 +6,20 @@
  * socket's events here while the dial is pending.
  */
 import type { Socket, SocketHandler } from "bun";
+import type { ConnectionBudget } from "../../core/connection-budget.ts";
 import { ConnectError, connectErrorOf } from "./h1/errors.ts";
 import { handshakeVerdict, type VerifyPeer } from "./h1/tls-verify.ts";
+
+/**
+ * The upstream connections all dials of the process may hold: descriptors are
+ * process-wide, and once they run out accept() on every listener spins (see
+ * core/connection-budget.ts). Set once by the sidecar; undefined: no limit.
+ */
+let upstreamBudget: ConnectionBudget | undefined;
+
+export function limitUpstreamConnections(budget: ConnectionBudget | undefined): void {
+  upstreamBudget = budget;
+}
 
 export interface DialTls {
   /** Our certificate chain and key (PEM), presented to the server. */
@@ -41,6 +53,8 @@ export class Dial<T> {
   /** Set while pending. */
   private timer: Timer | undefined;
   private socket: Socket<T> | undefined;
+  /** The budget this dial's socket holds a place in, until the socket closes or never opens. */
+  private holding: ConnectionBudget | undefined;
 
   constructor(
     private readonly target: DialTarget,
@@ -55,6 +69,11 @@ export class Dial<T> {
   start(data: T, handlers: SocketHandler<T>): void {
     const { host, port, tls, connectTimeoutMs } = this.target;
     this.timer = setTimeout(() => this.fail(new ConnectError(`connect to ${host}:${port} timed out after ${connectTimeoutMs} ms`, "timeout")), connectTimeoutMs);
+    const budget = upstreamBudget;
+    if (budget !== undefined) {
+      if (!budget.take()) return this.fail(new ConnectError(`no connection to ${host}:${port}: this proxy holds its limit of ${budget.limit} upstream connections`, "limit"));
+      this.holding = budget;
+    }
     try {
       Bun.connect<T>({
         hostname: host,
@@ -76,9 +95,13 @@ export class Dial<T> {
               },
             }
           : {}),
-      }).catch((err: Error) => this.fail(connectErrorOf(err, this.target)));
+      }).catch((err: Error) => {
+        this.socketClosed();
+        this.fail(connectErrorOf(err, this.target));
+      });
     } catch (err) {
       // Bun throws synchronously for an unusable TLS configuration (e.g. a bad PEM).
+      this.socketClosed();
       this.fail(new ConnectError(`cannot connect to ${host}:${port}: ${(err as Error).message}`, "tls", { cause: err }));
     }
   }
@@ -116,7 +139,17 @@ export class Dial<T> {
   }
 
   connectFailed(err: Error): void {
+    this.socketClosed();
     this.fail(connectErrorOf(err, this.target));
+  }
+
+  /**
+   * The socket is gone (its close event, or it never opened: Bun then reports connectError
+   * and rejects, without a close): its place in the budget is free. Once, however many say so.
+   */
+  socketClosed(): void {
+    this.holding?.release();
+    this.holding = undefined;
   }
 
   private succeed(socket: Socket<T>): void {

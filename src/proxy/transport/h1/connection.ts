@@ -384,7 +384,10 @@ export class H1Connection implements StreamHandler, HeldWrite {
     handshake: (s, _ok, authError) => s.data.onHandshake(s, authError),
     data: (s, chunk) => readEvent(s.data, chunk),
     drain: (s) => s.data.onDrain(),
-    close: (s, err) => s.data.onClose(err),
+    close: (s, err) => {
+      s.data.dial!.socketClosed();
+      s.data.onClose(err);
+    },
     error: (s, err) => s.data.onError(err),
     connectError: (s, err) => s.data.dial!.connectFailed(err),
   };

@@ -8,9 +8,10 @@ import { PeerIdentityError, type ProxyFailure } from "../../errors.ts";
 
 export { PeerIdentityError };
 
-export type ConnectFailure = "refused" | "reset" | "timeout" | "tls" | "closed";
+/** `limit`: this proxy holds its limit of upstream connections (dial.ts); not the endpoint's doing. */
+export type ConnectFailure = "refused" | "reset" | "timeout" | "tls" | "closed" | "limit";
 
-/** The connection never became usable: TCP refused or reset, connect timeout, TLS failure, pool closed. */
+/** The connection never became usable: TCP refused or reset, connect timeout, TLS failure, pool closed, our own limit. */
 export class ConnectError extends Error {
   override readonly name = "ConnectError";
   readonly requestSent = false;
@@ -98,7 +99,7 @@ export function requestMayHaveBeenSent(err: unknown): boolean {
 /** How the proxy reports an error from this client (see ../../errors.ts). */
 export function proxyFailureOf(err: unknown): ProxyFailure {
   if (err instanceof PeerIdentityError) return "peer-identity";
-  if (err instanceof ConnectError) return "connect-failure";
+  if (err instanceof ConnectError) return err.reason === "limit" ? "overflow" : "connect-failure";
   if (err instanceof TimeoutError) return "timeout";
   return "upstream-reset";
 }

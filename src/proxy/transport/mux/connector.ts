@@ -135,6 +135,7 @@ export class MuxConnector {
     data: (s, chunk) => (s.data.session !== undefined ? readEvent(s.data.session, chunk) : s.terminate()),
     drain: (s) => s.data.session?.onDrain(),
     close: (s, err) => {
+      s.data.dial.socketClosed();
       const why = err ?? s.data.lastError;
       if (s.data.session !== undefined) s.data.session.onClose(why);
       else s.data.dial.closed(why);
