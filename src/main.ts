@@ -52,5 +52,7 @@ if (import.meta.main) {
   const argv = process.argv.slice(2);
   if (SIDECARS.has(argv[0] ?? "")) reexecTuned((why) => process.stderr.write(`mesh: warning: running with default engine settings (${why})\n`));
   const code = await runCli(rootCommand, argv);
+  // A command that failed part-way may hold listeners it bound before the failure: they must not keep it alive.
+  if (code !== 0) process.exit(code);
   process.exitCode = code;
 }

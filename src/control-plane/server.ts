@@ -20,6 +20,7 @@ import { Registry } from "./registry.ts";
 import { CertificateSigner } from "./signer.ts";
 import { Subscriptions } from "./subscriptions.ts";
 import { ControlPlaneView } from "./view.ts";
+import { bindNamed } from "../core/bind-error.ts";
 
 export interface Listen {
   address: string;
@@ -117,7 +118,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
       return proxies.fetch(req, { identity });
     },
   });
-  const apiPort = bridge.listen(opts.api.address, opts.api.port, inner.port!);
+  const apiPort = bindNamed("api listener", opts.api.address, opts.api.port, () => bridge.listen(opts.api.address, opts.api.port, inner.port!));
   // The bootstrap port takes any TLS client (a sidecar has no certificate yet): through a bridge for its limit and handshake timeout.
   const bootBudget = new ConnectionBudget(connectionLimit(openFilesLimit(), BOOTSTRAP_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
   const bootBridge = new TlsBridge(
@@ -126,8 +127,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     { budget: bootBudget, clientCertificates: false },
   );
   const boot = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: bootstrapApi({ store, signer, tokenKey: opts.tokenKey }).fetch });
-  const bootPort = bootBridge.listen(opts.bootstrap.address, opts.bootstrap.port, boot.port!);
-  const adminServer = Bun.serve({ hostname: opts.admin.address, port: opts.admin.port, fetch: admin.fetch });
+  const bootPort = bindNamed("bootstrap listener", opts.bootstrap.address, opts.bootstrap.port, () => bootBridge.listen(opts.bootstrap.address, opts.bootstrap.port, boot.port!));
+  const adminServer = bindNamed("admin listener", opts.admin.address, opts.admin.port, () => Bun.serve({ hostname: opts.admin.address, port: opts.admin.port, fetch: admin.fetch }));
   log.info({ api: apiPort, bootstrap: bootPort, admin: adminServer.port, trustDomain: opts.ca.trustDomain }, "control plane ready");
 
   return {
