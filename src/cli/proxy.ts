@@ -3,6 +3,7 @@ import { loadManifests, formatManifestError, type LoadedManifest } from "../conf
 import type { Service } from "../config/kinds/service.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import { Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
+import { listenerClash } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
 import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
@@ -75,6 +76,7 @@ export const proxyCommand: CommandSpec = {
     { name: "inbound", type: "string", value: "ADDR:PORT", description: "mTLS listener (default 0.0.0.0:15006)." },
     { name: "outbound", type: "string", value: "ADDR:PORT", description: "Listener for the service's calls (default 127.0.0.1:15001)." },
     { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin listener: /live /ready /metrics /config_dump (default 127.0.0.1:15000)." },
+    { name: "status", type: "string", value: "ADDR:PORT", description: "Status listener for probes and scrapers: /live /ready /metrics only (default: none; Kubernetes: 0.0.0.0:15021)." },
     { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
     { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
     { name: "max-connections", type: "string", value: "N", description: "Connections the inbound and outbound listeners hold together before closing new ones at accept (default: half the open-files limit)." },
@@ -130,6 +132,11 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
   const outbound = listen("outbound", pc?.outbound, "127.0.0.1:15001");
   const admin = listen("admin", pc?.admin, "127.0.0.1:15000");
+  const statusText = str(args, "status");
+  const status = statusText ? parseListen(statusText, "--status") : pc?.status;
+  const listeners: Record<string, Listen | undefined> = { inbound, outbound, admin, status };
+  const clash = listenerClash(listeners, Object.keys(listeners));
+  if (clash) throw new UsageError(`the ${clash[1]} and ${clash[0]} listeners would share port ${listeners[clash[1]]!.port}`, `--${clash[1]}`);
   const proxy = await startProxy({
     service,
     namespace,
@@ -137,6 +144,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     inbound,
     outbound,
     admin,
+    status,
     certs,
     services: file.services,
     policies: file.policies,

@@ -57,6 +57,17 @@ export function listener(address: string, port: number, description: string) {
     .describe(description);
 }
 
+/** A listener that exists only when configured; `{}` binds the defaults. */
+export function optionalListener(address: string, port: number, description: string) {
+  return z
+    .strictObject({
+      address: Host.default(address).describe(`Address to bind; default ${address}.`),
+      port: Port.default(port).describe(`Port to bind; default ${port}.`),
+    })
+    .optional()
+    .describe(description);
+}
+
 const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
 
 function overlaps(a: string, b: string): boolean {
@@ -65,19 +76,28 @@ function overlaps(a: string, b: string): boolean {
 
 type Listen = { address?: unknown; port?: unknown } | undefined;
 
+/** The first pair of listeners that would bind one port on overlapping addresses: [earlier, later]. Port 0 never clashes. */
+export function listenerClash(listeners: Record<string, Listen>, names: readonly string[]): [string, string] | undefined {
+  for (let i = 0; i < names.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const a = listeners[names[j]!];
+      const b = listeners[names[i]!];
+      if (typeof a?.port !== "number" || a.port === 0 || a.port !== b?.port) continue;
+      if (typeof a.address !== "string" || typeof b.address !== "string" || !overlaps(a.address, b.address)) continue;
+      return [names[j]!, names[i]!];
+    }
+  }
+  return undefined;
+}
+
 /** Rejects two listeners of one process that would bind the same port on overlapping addresses. */
 export function noListenerClash(names: readonly string[]) {
   return (spec: Record<string, unknown>, ctx: z.core.$RefinementCtx) => {
     if (typeof spec !== "object" || spec === null) return;
-    for (let i = 0; i < names.length; i++) {
-      for (let j = 0; j < i; j++) {
-        const a = spec[names[j]!] as Listen;
-        const b = spec[names[i]!] as Listen;
-        if (typeof a?.port !== "number" || a.port !== b?.port) continue;
-        if (typeof a.address !== "string" || typeof b.address !== "string" || !overlaps(a.address, b.address)) continue;
-        ctx.addIssue({ code: "custom", path: [names[i]!, "port"], message: `port ${b.port} is also used by ${names[j]}` });
-      }
-    }
+    const clash = listenerClash(spec as Record<string, Listen>, names);
+    if (!clash) return;
+    const port = (spec[clash[1]] as { port: number }).port;
+    ctx.addIssue({ code: "custom", path: [clash[1], "port"], message: `port ${port} is also used by ${clash[0]}` });
   };
 }
 

@@ -4,24 +4,19 @@
  */
 import { Hono } from "hono";
 import type { Server } from "bun";
-import type { ProxyMetrics } from "./metrics.ts";
+import { STATUS_PATHS, statusAnswer, type StatusState } from "./status-routes.ts";
 
-export interface AdminState {
-  ready: () => boolean;
+export interface AdminState extends StatusState {
   configDump: () => unknown;
-  metrics: ProxyMetrics;
-  /** Refreshes gauges that are read rather than counted, just before a scrape. */
-  beforeScrape?: () => void;
 }
 
 export function adminApp(state: AdminState): Hono {
   const app = new Hono();
-  app.get("/live", (c) => c.text("live\n"));
-  app.get("/ready", (c) => (state.ready() ? c.text("ready\n") : c.text("not ready\n", 503)));
-  app.get("/metrics", (c) => {
-    state.beforeScrape?.();
-    return c.body(state.metrics.registry.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
-  });
+  for (const path of STATUS_PATHS)
+    app.get(path, (c) => {
+      const answer = statusAnswer(state, path);
+      return c.body(answer.body, answer.status as 200 | 503, { "content-type": answer.contentType });
+    });
   app.get("/config_dump", (c) => c.json(state.configDump()));
   app.all("*", (c) => c.text("not found; try /live, /ready, /metrics, /config_dump\n", c.req.method === "GET" ? 404 : 405));
   return app;

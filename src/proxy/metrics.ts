@@ -148,7 +148,7 @@ export function proxyMetrics(registry = new Registry()) {
     refused: registry.counter("mesh_requests_refused_total", "Requests refused before forwarding as malformed or ambiguous, by direction and reason."),
     connections: registry.counter("mesh_connections_total", "Connections accepted or opened, by direction."),
     openConnections: registry.gauge("mesh_connections_open", "Connections open now, by direction."),
-    connectionsRefused: registry.counter("mesh_connections_refused_total", "Connections closed at accept because the listeners held their limit (--max-connections), by direction."),
+    connectionsRefused: registry.counter("mesh_connections_refused_total", "Connections closed at accept because a listener held its limit (--max-connections; the status listener's own), by direction."),
     websocketUpgrades: registry.counter("mesh_websocket_upgrades_total", "WebSocket upgrades attempted, by direction, peer service and status class (1xx: upgraded)."),
     websocketsOpen: registry.gauge("mesh_websockets_open", "WebSockets relayed now, by direction."),
   };

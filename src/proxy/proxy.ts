@@ -24,6 +24,9 @@ import { UpstreamHealth } from "./upstream-health.ts";
 import { UpstreamPools } from "./transport/upstream-pools.ts";
 import { limitUpstreamConnections } from "./transport/dial.ts";
 import { ConnectionBudget, connectionLimit, limitWarning, openFilesLimit } from "../core/connection-budget.ts";
+import { bindNamed } from "../core/bind-error.ts";
+import { statusListener, STATUS_MAX_CONNECTIONS } from "./status-listener.ts";
+import type { StatusState } from "./status-routes.ts";
 
 export interface Listen {
   address: string;
@@ -37,6 +40,8 @@ export interface ProxyOptions {
   inbound: Listen;
   outbound: Listen;
   admin: Listen;
+  /** Listener for /live, /ready and /metrics only (probes, scrapers); none when absent. */
+  status?: Listen;
   certs: WorkloadCerts;
   services: Service[];
   policies: DestinationPolicy[];
@@ -54,7 +59,7 @@ const LISTENER_SHARE_OF_FDS = 0.5;
 const UPSTREAM_SHARE_OF_FDS = 0.4;
 
 export interface RunningProxy {
-  ports: { inbound: number; outbound: number; admin: number };
+  ports: { inbound: number; outbound: number; admin: number; status?: number };
   /** Validates a config version from the control plane and swaps it in; throws ConfigRejected with the reason. */
   applyConfig(documents: unknown[], version: string): void;
   /** A renewed certificate: new connections, in and out, use it; open ones finish on the old. */
@@ -116,7 +121,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       onOverLimit: () => overLimit("inbound", budget),
     },
   });
-  const inboundPort = inbound.listen();
+  const inboundPort = bindNamed("inbound listener", opts.inbound.address, opts.inbound.port, () => inbound.listen());
   const outbound = new H1Listener({
     hostname: opts.outbound.address,
     port: opts.outbound.port,
@@ -125,35 +130,53 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels }),
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
-  const outboundPort = outbound.listen();
-  const admin = startAdmin(
+  const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());
+  const status: StatusState = {
+    ready: () => !draining,
+    metrics,
+    beforeScrape: () => {
+      metrics.openConnections.set({ direction: "inbound" }, inbound.openConnections);
+      metrics.connectionsRefused.set({ direction: "inbound" }, inbound.refusedOverLimit);
+      metrics.connectionsRefused.set({ direction: "outbound" }, outbound.refusedOverLimit);
+      if (statusPort) metrics.connectionsRefused.set({ direction: "status" }, statusPort.refusedOverLimit);
+      let created = UpstreamPools.retiredConnections;
+      let open = 0;
+      for (const d of new Set(snapshot.destinations.values())) {
+        const pools = d.pools.totals();
+        created += pools.created;
+        open += pools.open;
+        metrics.ejections.set({ peer: d.name }, d.outlier.totalEjections);
+        const pendingFull = pools.waiting >= d.policy.circuitBreaker.maxPendingRequests;
+        metrics.openCircuits.set({ peer: d.name }, d.breaker.isOpen() || pendingFull ? 1 : 0);
+      }
+      metrics.connections.set({ direction: "outbound" }, created);
+      metrics.openConnections.set({ direction: "outbound" }, open);
+    },
+  };
+  // Its own small budget: a flood here must not take the data path's places.
+  const statusBudget = new ConnectionBudget(STATUS_MAX_CONNECTIONS);
+  const statusPort = opts.status
+    ? statusListener(status, opts.status, statusBudget, {
+        onRefused: (reason) => metrics.refused.inc({ direction: "status", reason }),
+        onOverLimit: () => overLimit("status", statusBudget),
+      })
+    : undefined;
+  if (statusPort) bindNamed("status listener", opts.status!.address, opts.status!.port, () => statusPort.listen());
+  const admin: ReturnType<typeof startAdmin> = bindNamed("admin listener", opts.admin.address, opts.admin.port, () => startAdmin(
     {
-      ready: () => !draining,
-      metrics,
-      beforeScrape: () => {
-        metrics.openConnections.set({ direction: "inbound" }, inbound.openConnections);
-        metrics.connectionsRefused.set({ direction: "inbound" }, inbound.refusedOverLimit);
-        metrics.connectionsRefused.set({ direction: "outbound" }, outbound.refusedOverLimit);
-        let created = UpstreamPools.retiredConnections;
-        let open = 0;
-        for (const d of new Set(snapshot.destinations.values())) {
-          const pools = d.pools.totals();
-          created += pools.created;
-          open += pools.open;
-          metrics.ejections.set({ peer: d.name }, d.outlier.totalEjections);
-          const pendingFull = pools.waiting >= d.policy.circuitBreaker.maxPendingRequests;
-          metrics.openCircuits.set({ peer: d.name }, d.breaker.isOpen() || pendingFull ? 1 : 0);
-        }
-        metrics.connections.set({ direction: "outbound" }, created);
-        metrics.openConnections.set({ direction: "outbound" }, open);
-      },
+      ...status,
       configDump: () => ({
         service: opts.service,
         namespace: opts.namespace,
         identity: certs.spiffeId,
         certificateExpires: certs.notAfter.toISOString(),
         upstream: opts.upstream.origin,
-        listeners: { inbound: `${opts.inbound.address}:${inboundPort}`, outbound: `${opts.outbound.address}:${outboundPort}`, admin: `${opts.admin.address}:${admin.port}` },
+        listeners: {
+          inbound: `${opts.inbound.address}:${inboundPort}`,
+          outbound: `${opts.outbound.address}:${outboundPort}`,
+          admin: `${opts.admin.address}:${admin.port}`,
+          ...(statusPort && { status: `${opts.status!.address}:${statusPort.port}` }),
+        },
         version: snapshot.version,
         destinations: [...new Set(snapshot.destinations.values())].map((d) => ({
           name: d.name,
@@ -166,11 +189,12 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     },
     opts.admin.address,
     opts.admin.port,
-  );
-  opts.log.info({ identity: opts.certs.spiffeId, inbound: inboundPort, outbound: outboundPort, admin: admin.port }, "proxy ready");
+  ));
+  const ports = { inbound: inboundPort, outbound: outboundPort, admin: admin.port!, ...(statusPort && { status: statusPort.port }) };
+  opts.log.info({ identity: opts.certs.spiffeId, ...ports }, "proxy ready");
 
   return {
-    ports: { inbound: inboundPort, outbound: outboundPort, admin: admin.port! },
+    ports,
     applyConfig(documents, version) {
       const dynamic = parseConfigDocuments(documents);
       // Static services stay unless the control plane now defines them.
@@ -208,6 +232,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       if (clean) clean = await settlesBefore(stopped, deadline - Date.now());
       inbound.closeAll();
       outbound.closeAll();
+      // Probes heard "not ready" throughout the drain; the port goes with the process.
+      statusPort?.closeAll();
       localPool.close();
       void inboundHttp.stop(true);
       void outboundHttp.stop(true);

@@ -333,6 +333,8 @@ export function effective(c: Checked, readConfig: (path: string) => Content[] | 
       listen(c, "outbound", pc?.outbound, "127.0.0.1:15001", "outbound"),
       listen(c, "admin", pc?.admin, "127.0.0.1:15000", "admin"),
     ];
+    // The status listener exists only when asked for.
+    if (last(c, "status") || pc?.status) e.listeners.push(listen(c, "status", pc?.status, "0.0.0.0:15021", "status"));
     const drain = value("drain-timeout");
     e.drainMs = drain ? safeDuration(drain) : pc?.drainTimeout ?? 30_000;
     const name = value("service") ?? pc?.service;

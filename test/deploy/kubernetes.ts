@@ -208,6 +208,13 @@ export function checkKubernetes(files: Files, report: Report): void {
         if (res.ok && res.contents) policyManifests.push(...manifestsOf(res.contents, [], new Map()));
       }
 
+      // The admin API holds /config_dump: probes and scrapers have the status listener for the pod network.
+      const admin = e.listeners.find((l) => l.role === "admin");
+      if (c.path === "mesh proxy" && admin && !isLoopback(admin.address)) {
+        const b = last(c, "admin") ?? configArgOr(c);
+        problems.push({ file: b.file, line: b.line, message: `${where}: the admin listener is on ${admin.address}, which exposes /config_dump to the pod network; keep it on loopback and give probes --status` });
+      }
+
       // Ports: declared containerPorts are listeners, probes reach a listener the kubelet can see.
       const ports = new Map<string, number>();
       for (const p of arr(ct.ports).flatMap((x) => (obj(x) ? [obj(x)!] : []))) {
@@ -237,9 +244,10 @@ export function checkKubernetes(files: Files, report: Report): void {
         if (!l) say(`port ${port} is none of the listeners (${e.listeners.map((x) => `${x.role} ${x.port}`).join(", ")})`);
         else if (isLoopback(l.address)) say(`port ${port} is the ${l.role} listener on ${l.address}; the kubelet probes the pod IP`);
         else if (http) {
-          if (l.role !== "admin") say(`httpGet goes to the ${l.role} listener (${port}), but /live and /ready are on the admin listener (${e.listeners.find((x) => x.role === "admin")?.port})`);
+          const probed = e.listeners.filter((x) => x.role === "status" || x.role === "admin").map((x) => `${x.role} ${x.port}`).join(", ");
+          if (l.role !== "admin" && l.role !== "status") say(`httpGet goes to the ${l.role} listener (${port}), but /live and /ready are on the status and admin listeners (${probed})`);
           const path = str(http.path) ?? "/";
-          if (!["/live", "/ready"].includes(path)) say(`path ${path}: the admin API serves /live and /ready`);
+          if (!["/live", "/ready"].includes(path)) say(`path ${path}: probes go to /live and /ready`);
         }
       }
 

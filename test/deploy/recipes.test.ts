@@ -100,8 +100,9 @@ const BREAKS: Break[] = [
   { name: "--calls a service with no Service manifest", file: "deploy/systemd/proxy-orders.env", find: "--calls payments", replace: "--calls billing", expect: "no Service billing.default" },
   // Kubernetes
   { name: "unknown flag in a container's args", file: "deploy/kubernetes/control-plane.yaml", find: "--log-level, info]", replace: "--log-levle, info]", expect: "unknown flag --log-levle" },
-  { name: "admin on loopback but probed by the kubelet", file: "deploy/kubernetes/orders.yaml", find: "- 0.0.0.0:15000", replace: "- 127.0.0.1:15000", expect: "the kubelet probes the pod IP", atLine: "startupProbe" },
-  { name: "probe on the wrong port", file: "deploy/kubernetes/orders.yaml", find: "httpGet: { path: /ready, port: mesh-admin }", replace: "httpGet: { path: /ready, port: mesh-mtls }", expect: "httpGet goes to the inbound listener", at: "deploy/kubernetes/orders.yaml", atLine: "readinessProbe:" },
+  { name: "status on loopback but probed by the kubelet", file: "deploy/kubernetes/orders.yaml", find: "- 0.0.0.0:15021", replace: "- 127.0.0.1:15021", expect: "the kubelet probes the pod IP", atLine: "startupProbe" },
+  { name: "probe on the wrong port", file: "deploy/kubernetes/orders.yaml", find: "httpGet: { path: /ready, port: mesh-status }", replace: "httpGet: { path: /ready, port: mesh-mtls }", expect: "httpGet goes to the inbound listener", at: "deploy/kubernetes/orders.yaml", atLine: "readinessProbe:" },
+  { name: "admin API on the pod network", file: "deploy/kubernetes/orders.yaml", find: "- 127.0.0.1:15000", replace: "- 0.0.0.0:15000", expect: "exposes /config_dump to the pod network", atLine: "- 0.0.0.0:15000" },
   { name: "grace period below the drain", file: "deploy/kubernetes/orders.yaml", find: "terminationGracePeriodSeconds: 45", replace: "terminationGracePeriodSeconds: 30", expect: "not above preStop 0s + --drain-timeout 30s" },
   { name: "trust bundle path not mounted", file: "deploy/kubernetes/orders.yaml", find: "- /var/run/mesh/trust/bundle.pem", replace: "- /var/run/mesh/ca/bundle.pem", expect: "is not on any volumeMount" },
   { name: "undefined $(VAR)", file: "deploy/kubernetes/orders.yaml", find: "- $(POD_IP)", replace: "- $(POD_ADDRESS)", expect: "$(POD_ADDRESS) is not defined in env" },

@@ -1,7 +1,7 @@
 /** ProxyConfig: settings of one sidecar proxy. */
 import { z } from "zod";
 import { Duration } from "../duration";
-import { always, dnsLabel, listener, MaxConnections, noListenerClash, NonEmpty, TrustDomain } from "../common";
+import { always, dnsLabel, listener, MaxConnections, noListenerClash, NonEmpty, optionalListener, TrustDomain } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
@@ -50,14 +50,15 @@ export const ProxyConfigSpec = z
     upstream: Upstream.describe(`The local application, as http://host:port (e.g. ${UPSTREAM_EXAMPLE}).`),
     inbound: listener("0.0.0.0", 15006, "Listener for mTLS traffic from other sidecars."),
     outbound: listener("127.0.0.1", 15001, "Listener for the application's outgoing calls."),
-    admin: listener("127.0.0.1", 15000, "Listener for health, readiness and metrics."),
+    admin: listener("127.0.0.1", 15000, "Listener for health, readiness, metrics and the running config."),
+    status: optionalListener("0.0.0.0", 15021, "Listener for /live, /ready and /metrics only, for probes and scrapers on the pod network; none unless set."),
     trustDomain: TrustDomain.default("mesh.local").describe('Trust domain of SPIFFE IDs; default "mesh.local".'),
     certs: CertSource.optional().describe("Where the sidecar's certificate, key and CA bundle are: dir, or cert, key and ca."),
     logLevel: z.enum(LOG_LEVELS).default("info").describe("Least severe level logged: trace, debug, info, warn, error or fatal; default info."),
     drainTimeout: Duration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
     maxConnections: MaxConnections.describe("Connections the inbound and outbound listeners hold together before closing new ones at accept; default half the open-files limit."),
   })
-  .superRefine(noListenerClash(["inbound", "outbound", "admin"]), always)
+  .superRefine(noListenerClash(["inbound", "outbound", "admin", "status"]), always)
   .describe("Settings of a sidecar proxy.");
 
 export const ProxyConfig = registerKind({
