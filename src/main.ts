@@ -30,7 +30,7 @@ export const rootCommand: CommandSpec = {
     lazy("apply", "Validate manifests and store them in the control plane: all of them, or none.", async () => (await manifests()).applyCommand),
     lazy("get", "Show manifests stored in the control plane, as JSON.", async () => (await manifests()).getCommand),
     lazy("delete", "Remove a manifest from the control plane.", async () => (await manifests()).deleteCommand),
-    lazy("join-token", "Make a single-use join token a new sidecar trades for its first certificate.", async () => (await manifests()).joinTokenCommand),
+    lazy("join-token", "Make, list and revoke the join tokens new sidecars trade for their first certificate.", async () => (await import("./cli/join-token.ts")).joinTokenCommand),
     lazy("check", "Check the mesh: control plane, CA and certificates, proxies on the latest config, rejections.", async () => (await import("./cli/check.ts")).checkCommand),
     lazy("ca", "The certificate authority: create it, issue and sign workload certificates, inspect, rotate.", async () => (await import("./cli/ca/index.ts")).caCommand),
     validateCommand,

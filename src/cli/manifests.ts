@@ -3,8 +3,7 @@ import { formatManifestError, loadManifests } from "../config/load.ts";
 import { getKind, kinds } from "../config/manifest.ts";
 import { DataError, MeshError, UsageError } from "../core/errors.ts";
 import { didYouMean } from "../config/suggest.ts";
-import { bool, str, strs, type CommandSpec } from "./args.ts";
-import { writeFileSet } from "../core/files.ts";
+import { str, strs, type CommandSpec } from "./args.ts";
 import { ADMIN_FLAGS, adminClient } from "./admin-client.ts";
 
 interface ApplyAnswer {
@@ -76,33 +75,6 @@ export const deleteCommand: CommandSpec = {
     if (status === 404) throw new DataError(body.error ?? "not found");
     if (status !== 200) throw new MeshError(`delete refused (${status}): ${body.error}`);
     ctx.out(`${kind}/${ns}/${name} deleted`);
-    return 0;
-  },
-};
-
-export const joinTokenCommand: CommandSpec = {
-  name: "join-token",
-  summary: "Make a single-use join token a new sidecar trades for its first certificate.",
-  flags: [
-    { name: "service", type: "string", value: "NAME", required: true, description: "The service the token grants." },
-    { name: "namespace", short: "n", type: "string", value: "NS", default: "default", description: "Its namespace." },
-    { name: "ttl", type: "string", value: "DURATION", default: "10m", description: "How long the token can be used (at most 24h)." },
-    { name: "out", type: "string", value: "FILE", description: "Write the token to FILE (mode 0600) instead of printing it." },
-    { name: "force", type: "boolean", description: "Overwrite --out if it exists." },
-    ...ADMIN_FLAGS,
-  ],
-  examples: ["mesh join-token --service orders --out orders.token"],
-  async run(args, ctx) {
-    const { status, body } = await adminClient(args).call<{ token: string; error?: string }>("POST", "/v1/join-tokens", {
-      service: str(args, "service"),
-      namespace: str(args, "namespace"),
-      ttl: str(args, "ttl"),
-    });
-    if (status !== 200) throw new DataError(`no token (${status}): ${body.error}`);
-    const out = str(args, "out");
-    // A token is a credential: written 0600, never left readable by a shell redirect's umask.
-    if (out) writeFileSet([{ path: out, content: body.token + "\n", secret: true }], { force: bool(args, "force") });
-    else ctx.out(body.token);
     return 0;
   },
 };

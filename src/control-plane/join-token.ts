@@ -1,8 +1,11 @@
 /**
  * Join tokens: how a new sidecar proves it may have its first certificate. A token is
- * a JWT the control plane signs (ES256, its own key, never a CA key): short-lived,
- * bound to exactly one SPIFFE ID, and single-use — its `jti` is claimed in the store
- * the first time it is redeemed, so a replay, even to another replica, gets nothing.
+ * a JWT the control plane signs (ES256, its own key, never a CA key): bound to exactly
+ * one SPIFFE ID, and good for as many redemptions as its record in the store allows
+ * (join-token-records.ts): one by default, so a replay, even to another replica, gets
+ * nothing. Several uses are for replicas that start from one secret (a Kubernetes
+ * Deployment, an autoscaling group); such a token may live longer, and is revoked by
+ * deleting its record.
  *
  * Verification trusts nothing the token says about how to verify it: the algorithm
  * is fixed, the key is ours (an embedded `jwk`, `jku`, `x5c` or unknown `kid` is
@@ -13,7 +16,10 @@ import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
 
 export const JOIN_AUDIENCE = "mesh-join";
 export const DEFAULT_JOIN_TTL_MS = 10 * 60_000;
+/** A single-use token is handed to one workload soon after it is made. */
 export const MAX_JOIN_TTL_MS = 24 * 3600_000;
+/** A token for several uses sits in a secret that new replicas read: it may last as long as a certificate may. */
+export const MAX_MULTI_USE_JOIN_TTL_MS = 30 * 24 * 3600_000;
 const MAX_TOKEN_CHARS = 4096;
 const FORBIDDEN_HEADERS = ["jwk", "jku", "x5c", "x5u", "crit"] as const;
 
@@ -33,7 +39,7 @@ export interface JoinGrant {
 export interface VerifiedJoinToken extends JoinGrant {
   spiffeId: string;
   jti: string;
-  /** Epoch ms when the token stops being valid: how long its single-use claim must be kept. */
+  /** Epoch ms when the token stops being valid. */
   expiresAt: number;
 }
 
@@ -45,23 +51,40 @@ export function issuerOf(trustDomain: string): string {
   return `spiffe://${trustDomain}/mesh/control-plane`;
 }
 
-export async function issueJoinToken(key: TokenKey, grant: JoinGrant, ttlMs = DEFAULT_JOIN_TTL_MS, now = Date.now()): Promise<string> {
-  if (!(ttlMs > 0) || ttlMs > MAX_JOIN_TTL_MS) throw new JoinTokenError(`token lifetime must be between 1 ms and ${MAX_JOIN_TTL_MS / 3600_000}h`);
+export interface IssuedJoinToken {
+  token: string;
+  jti: string;
+  spiffeId: string;
+  /** Epoch ms, as the token's `exp` says (whole seconds). */
+  expiresAt: number;
+}
+
+export function maxJoinTtlMs(uses: number): number {
+  return uses > 1 ? MAX_MULTI_USE_JOIN_TTL_MS : MAX_JOIN_TTL_MS;
+}
+
+/** Signs a token; `uses` only bounds its lifetime here (the store's record counts the uses). */
+export async function issueJoinToken(key: TokenKey, grant: JoinGrant, ttlMs = DEFAULT_JOIN_TTL_MS, uses = 1, now = Date.now()): Promise<IssuedJoinToken> {
+  const max = maxJoinTtlMs(uses);
+  if (!(ttlMs > 0) || ttlMs > max) throw new JoinTokenError(`token lifetime must be between 1 ms and ${max / 3600_000}h${uses > 1 ? "" : ` (${MAX_MULTI_USE_JOIN_TTL_MS / 3600_000}h for a token of several uses)`}`);
   const spiffeId = formatSpiffeId(workloadId(grant.trustDomain, grant.namespace, grant.service));
   const iat = Math.floor(now / 1000);
-  return new SignJWT({ ns: grant.namespace, svc: grant.service })
+  const exp = Math.ceil((now + ttlMs) / 1000);
+  const jti = crypto.randomUUID();
+  const token = await new SignJWT({ ns: grant.namespace, svc: grant.service })
     .setProtectedHeader({ alg: "ES256", typ: "JWT", kid: key.kid })
     .setIssuer(issuerOf(grant.trustDomain))
     .setAudience(JOIN_AUDIENCE)
     .setSubject(spiffeId)
-    .setJti(crypto.randomUUID())
+    .setJti(jti)
     .setIssuedAt(iat)
     .setNotBefore(iat)
-    .setExpirationTime(Math.ceil((now + ttlMs) / 1000))
+    .setExpirationTime(exp)
     .sign(key.privateKey);
+  return { token, jti, spiffeId, expiresAt: exp * 1000 };
 }
 
-/** Checks signature, key, issuer, audience and times; single use is the caller's store claim. */
+/** Checks signature, key, issuer, audience and times; the uses are counted by the caller's store claim. */
 export async function verifyJoinToken(token: string, key: TokenKey, trustDomain: string, now = Date.now()): Promise<VerifiedJoinToken> {
   if (token.length > MAX_TOKEN_CHARS) throw new JoinTokenError(`token is ${token.length} characters; at most ${MAX_TOKEN_CHARS}`);
   let header: Record<string, unknown>;

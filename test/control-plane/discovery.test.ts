@@ -1,7 +1,8 @@
 /**
  * The control plane with real processes: sidecars bootstrap from join tokens, register,
  * discover each other and call over mTLS; a new instance receives traffic; a killed one
- * leaves discovery when its lease lapses. Tokens are single-use; admin needs a credential.
+ * leaves discovery when its lease lapses. Tokens have their uses (one by default) and can be
+ * revoked; admin needs a credential.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
@@ -87,6 +88,44 @@ test("a join token works once: replayed, it gets nothing", async () => {
   expect(await new Response(again.stderr).text()).toContain("token was already used");
   once.proc.kill("SIGTERM");
   expect(await once.proc.exited).toBe(0);
+});
+
+test("a token of two uses starts two replicas, the third is refused; list shows it; a revoked token is refused", async () => {
+  const admin = ["--admin-url", `http://127.0.0.1:${cp.ports.admin}`, "--admin-token-file", join(tmp.path, "cp-data", "admin-token")];
+  const made = await mesh("join-token", "--service", "payments", "--uses", "2", "--ttl", "720h", ...admin);
+  expect(made.code).toBe(0);
+  const id = /join token ([0-9a-f-]{36}) for spiffe:\/\/mesh.local\/ns\/default\/sa\/payments: 2 uses, expires /.exec(made.err)?.[1];
+  expect(id).toBeDefined();
+  const tokenFile = join(tmp.path, "payments-shared.token");
+  writeFileSync(tokenFile, made.out);
+  const replicaArgs = (n: number) => ["proxy", "--service", "payments", "--upstream", "http://127.0.0.1:1",
+    "--certs-dir", join(tmp.path, "certs", `shared-${n}`), "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+    "--control-plane", `https://127.0.0.1:${cp.ports.api}`, "--bootstrap-url", `https://127.0.0.1:${cp.ports.bootstrap}`, "--join-token-file", tokenFile, "--ca", cp.bundle];
+  const refused = async (n: number) => {
+    const p = Bun.spawn([process.execPath, join(import.meta.dir, "../../src/main.ts"), ...replicaArgs(n)], { stderr: "pipe", stdout: "pipe" });
+    expect(await p.exited).not.toBe(0);
+    return new Response(p.stderr).text();
+  };
+  const replicas = await Promise.all([startMesh(replicaArgs(1)), startMesh(replicaArgs(2))]);
+  for (const r of replicas) expect(r.ready).toMatchObject({ ready: true, identity: "spiffe://mesh.local/ns/default/sa/payments" });
+  expect(await refused(3)).toContain("token was used 2 times, its limit");
+  const listed = await mesh("join-token", "list", ...admin);
+  expect(listed.out).toContain(`${id}  spiffe://mesh.local/ns/default/sa/payments  0 of 2 uses left  expires `);
+  expect(listed.out).not.toContain(made.out.trim());
+  for (const r of replicas) r.proc.kill("SIGTERM");
+  for (const r of replicas) expect(await r.proc.exited).toBe(0);
+
+  const revoked = await mesh("join-token", "--service", "payments", "--uses", "5", ...admin);
+  const revokedId = /join token ([0-9a-f-]{36})/.exec(revoked.err)![1]!;
+  expect((await mesh("join-token", "revoke", revokedId, ...admin)).out).toBe(`join token ${revokedId} revoked`);
+  writeFileSync(tokenFile, revoked.out);
+  expect(await refused(4)).toContain("token was revoked, or this control plane never issued it");
+  const again = await mesh("join-token", "revoke", revokedId, ...admin);
+  expect([again.code, again.err]).toEqual([65, `error: ${revokedId}: no join token ${revokedId} (expired, revoked, or never issued)`]);
+  const bad = await mesh("join-token", "revoke", "../manifests/x", ...admin);
+  expect(bad.err).toContain("is not a token id");
+  const long = await mesh("join-token", "--service", "payments", "--ttl", "48h", ...admin);
+  expect(long.err).toContain("ttl: token lifetime must be between 1 ms and 24h (720h for a token of several uses)");
 });
 
 test("a token for one service cannot get another's certificate", async () => {

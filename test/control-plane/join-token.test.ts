@@ -39,7 +39,7 @@ async function refusal(token: string, now?: number): Promise<string> {
 
 describe("join tokens", () => {
   test("a token verifies to its one identity, with a jti and an expiry", async () => {
-    const t = await issueJoinToken(key, grant, 60_000);
+    const { token: t } = await issueJoinToken(key, grant, 60_000);
     const v = await verifyJoinToken(t, key, TD);
     expect(v).toMatchObject({ namespace: "shop", service: "orders", spiffeId: SUB });
     expect(v.jti).toMatch(/^[0-9a-f-]{36}$/);
@@ -74,7 +74,7 @@ describe("join tokens", () => {
   });
 
   test("expired, not yet valid, wrong audience or issuer: refused", async () => {
-    const t = await issueJoinToken(key, grant, 60_000);
+    const { token: t } = await issueJoinToken(key, grant, 60_000);
     expect(await refusal(t, Date.now() + 120_000)).toBe("token has expired");
     expect(await refusal(t, Date.now() - 120_000)).toContain("claim nbf is not valid");
     expect(await refusal(await forged({}).setAudience("other").sign(key.privateKey))).toContain("claim aud is not valid");

@@ -9,7 +9,8 @@ import { Hono, type MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { dnsLabel } from "../../config/common.ts";
 import { parseDuration } from "../../config/duration.ts";
-import { DEFAULT_JOIN_TTL_MS, issueJoinToken, type TokenKey } from "../join-token.ts";
+import { DEFAULT_JOIN_TTL_MS, issueJoinToken, JoinTokenError, type TokenKey } from "../join-token.ts";
+import { listJoinTokens, MAX_JOIN_USES, recordJoinToken, revokeJoinToken } from "../join-token-records.ts";
 import { applyDocuments, deleteManifest, listManifests } from "../manifest-store.ts";
 import { listProxyStatus } from "../proxy-status.ts";
 import type { Subscriptions } from "../subscriptions.ts";
@@ -44,7 +45,13 @@ export interface ListenerLoad {
 }
 
 const Apply = z.strictObject({ documents: z.array(z.strictObject({ source: z.string().max(4096), manifest: z.unknown() })).min(1).max(10_000) });
-const TokenRequest = z.strictObject({ namespace: dnsLabel("namespace").default("default"), service: dnsLabel("service"), ttl: z.string().optional() });
+const TokenRequest = z.strictObject({
+  namespace: dnsLabel("namespace").default("default"),
+  service: dnsLabel("service"),
+  ttl: z.string().optional(),
+  uses: z.number().int().min(1).max(MAX_JOIN_USES).default(1),
+});
+const TOKEN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Bearer-token check in constant time, so the token cannot be guessed byte by byte. */
 export function bearerAuth(token: string): MiddlewareHandler {
@@ -86,8 +93,21 @@ export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono
         throw new BadRequest(`ttl: ${(err as Error).message}`);
       }
     }
-    const token = await issueJoinToken(deps.tokenKey, { trustDomain: deps.trustDomain, namespace: req.namespace, service: req.service }, ttlMs);
-    return c.json({ token, expiresAt: new Date(Date.now() + ttlMs).toISOString() });
+    let issued;
+    try {
+      issued = await issueJoinToken(deps.tokenKey, { trustDomain: deps.trustDomain, namespace: req.namespace, service: req.service }, ttlMs, req.uses);
+    } catch (err) {
+      if (err instanceof JoinTokenError) throw new BadRequest(`ttl: ${err.message}`);
+      throw err;
+    }
+    await recordJoinToken(deps.store, { ...issued, uses: req.uses });
+    return c.json({ token: issued.token, id: issued.jti, identity: issued.spiffeId, uses: req.uses, expiresAt: new Date(issued.expiresAt).toISOString() });
+  });
+  app.get("/v1/join-tokens", async (c) => c.json({ items: await listJoinTokens(deps.store) }));
+  app.delete("/v1/join-tokens/:id", async (c) => {
+    const id = c.req.param("id");
+    if (!TOKEN_ID.test(id)) throw new BadRequest(`"${id}" is not a token id (a UUID, as 'mesh join-token list' shows)`);
+    return (await revokeJoinToken(deps.store, id)) ? c.json({ revoked: id }) : c.json({ error: `no join token ${id} (expired, revoked, or never issued)` }, 404);
   });
 
   app.get("/v1/status", (c) => c.json(deps.status()));

@@ -1,15 +1,14 @@
 /**
  * First certificates, for proxies that have none yet: server-authenticated TLS, and a
  * join token in place of a client certificate. The token is checked, then the CSR,
- * and only then is the token's single use claimed in the store — so a malformed CSR
- * does not burn a token, but two redemptions, on any replicas, can never both succeed.
- * The claim holds a fresh nonce: etcd resolves a create whose answer was lost by
- * comparing values, and two claimants must never write the same one.
+ * and only then is one of the token's uses claimed in its store record
+ * (join-token-records.ts) — so a malformed CSR does not burn a use, and redemptions on
+ * any replicas, however concurrent, never exceed the token's uses.
  */
 import { Hono } from "hono";
 import { z } from "zod";
 import { JoinTokenError, verifyJoinToken, type TokenKey } from "../join-token.ts";
-import { joinTokenKey } from "../keys.ts";
+import { redeemJoinToken } from "../join-token-records.ts";
 import type { CertificateSigner } from "../signer.ts";
 import type { Store } from "../../store/store.ts";
 import { body, onError } from "./http.ts";
@@ -29,12 +28,7 @@ export function bootstrapApi(deps: BootstrapDeps): Hono {
     const { token, csr } = await body(c, Bootstrap);
     const grant = await verifyJoinToken(token, deps.tokenKey, deps.signer.trustDomain);
     const request = await deps.signer.check(csr, grant.namespace, grant.service);
-    const lease = await deps.store.grant(Math.max(1000, grant.expiresAt - Date.now() + 60_000));
-    const first = await deps.store.putIfAbsent(joinTokenKey(grant.jti), JSON.stringify({ spiffeId: grant.spiffeId, claim: crypto.randomUUID() }), { lease: lease.id });
-    if (!first) {
-      await deps.store.revoke(lease.id);
-      throw new JoinTokenError("token was already used");
-    }
+    await redeemJoinToken(deps.store, grant);
     return c.json(await deps.signer.sign(request));
   });
   app.all("*", (c) => c.json({ error: `no route ${c.req.method} ${c.req.path}; this port serves POST /v1/bootstrap` }, 404));

@@ -1,0 +1,93 @@
+/** `mesh join-token`: make, list and revoke the tokens new sidecars trade for their first certificate. */
+import { DataError, MeshError } from "../core/errors.ts";
+import { writeFileSet } from "../core/files.ts";
+import { ADMIN_FLAGS, adminClient } from "./admin-client.ts";
+import { bool, str, type CommandSpec } from "./args.ts";
+import { countFlag } from "./flags.ts";
+
+interface Issued {
+  token: string;
+  id: string;
+  identity: string;
+  uses: number;
+  expiresAt: string;
+  error?: string;
+}
+
+interface Summary {
+  id: string;
+  spiffeId: string;
+  uses: number;
+  used: number;
+  issuedAt: string;
+  expiresAt: string;
+  lastUsedAt?: string;
+}
+
+const listCommand: CommandSpec = {
+  name: "list",
+  summary: "List the join tokens still valid: id, identity, uses left, expiry. Never the tokens themselves.",
+  flags: [...ADMIN_FLAGS],
+  examples: ["mesh join-token list"],
+  async run(args, ctx) {
+    const { status, body } = await adminClient(args).call<{ items: Summary[]; error?: string }>("GET", "/v1/join-tokens");
+    if (status !== 200) throw new MeshError(`cannot list join tokens (${status}): ${body.error}`);
+    const now = Date.now();
+    const live = body.items.filter((t) => Date.parse(t.expiresAt) > now);
+    if (!live.length) ctx.out("no join tokens");
+    for (const t of live) ctx.out(`${t.id}  ${t.spiffeId}  ${t.uses - t.used} of ${t.uses} uses left  expires ${t.expiresAt}${t.lastUsedAt ? `  last used ${t.lastUsedAt}` : ""}`);
+    return 0;
+  },
+};
+
+const revokeCommand: CommandSpec = {
+  name: "revoke",
+  summary: "Revoke a join token: it is refused from now on. Certificates already issued with it stay valid.",
+  flags: [...ADMIN_FLAGS],
+  positionals: [{ name: "ID", description: "The token's id, as 'mesh join-token' printed it or 'mesh join-token list' shows it.", required: true }],
+  examples: ["mesh join-token revoke 1b4e28ba-2fa1-11d2-883f-0016d3cca427"],
+  async run(args, ctx) {
+    const id = args.positionals[0]!;
+    const { status, body } = await adminClient(args).call<{ error?: string }>("DELETE", `/v1/join-tokens/${encodeURIComponent(id)}`);
+    if (status === 404) throw new DataError(body.error ?? "no such token", id);
+    if (status !== 200) throw new MeshError(`revoke refused (${status}): ${body.error}`);
+    ctx.out(`join token ${id} revoked`);
+    return 0;
+  },
+};
+
+export const joinTokenCommand: CommandSpec = {
+  name: "join-token",
+  summary: "Make, list and revoke the join tokens new sidecars trade for their first certificate.",
+  description:
+    "Prints the token (or writes it to --out) and, on stderr, its id for 'mesh join-token revoke'.\n" +
+    "A token of several uses is for replicas that start from one secret (a Kubernetes Deployment, an\n" +
+    "autoscaling group): it may live up to 720h; revoke it when the secret is replaced.",
+  flags: [
+    { name: "service", type: "string", value: "NAME", required: true, description: "The service the token grants." },
+    { name: "namespace", short: "n", type: "string", value: "NS", default: "default", description: "Its namespace." },
+    { name: "ttl", type: "string", value: "DURATION", default: "10m", description: "How long the token can be used (at most 24h; 720h with --uses above 1)." },
+    { name: "uses", type: "string", value: "N", default: "1", description: "How many sidecars may redeem it (at most 10000)." },
+    { name: "out", type: "string", value: "FILE", description: "Write the token to FILE (mode 0600) instead of printing it." },
+    { name: "force", type: "boolean", description: "Overwrite --out if it exists." },
+    ...ADMIN_FLAGS,
+  ],
+  subcommands: [listCommand, revokeCommand],
+  examples: ["mesh join-token --service orders --out orders.token", "mesh join-token --service orders --uses 50 --ttl 720h --out orders.token"],
+  async run(args, ctx) {
+    const uses = countFlag(str(args, "uses"), "--uses", "uses") ?? 1;
+    const { status, body } = await adminClient(args).call<Issued>("POST", "/v1/join-tokens", {
+      service: str(args, "service"),
+      namespace: str(args, "namespace"),
+      ttl: str(args, "ttl"),
+      uses,
+    });
+    if (status !== 200) throw new DataError(`no token (${status}): ${body.error}`);
+    const out = str(args, "out");
+    // A token is a credential: written 0600, never left readable by a shell redirect's umask.
+    if (out) writeFileSet([{ path: out, content: body.token + "\n", secret: true }], { force: bool(args, "force") });
+    else ctx.out(body.token);
+    ctx.err(`join token ${body.id} for ${body.identity}: ${body.uses} use${body.uses === 1 ? "" : "s"}, expires ${body.expiresAt}`);
+    return 0;
+  },
+};
