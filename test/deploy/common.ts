@@ -46,7 +46,7 @@ export interface Arg {
 
 /** A `mesh …` command line found in a recipe. */
 export interface Invocation {
-  /** Human context: "mesh-proxy@orders.service ExecStart", "Pod default/orders container mesh-proxy". */
+  /** Human context: "mesh-proxy@orders.service ExecStart", "Deployment default/orders container mesh-proxy". */
   where: string;
   file: string;
   line: number;

@@ -37,7 +37,7 @@ describe("deploy/ recipes", () => {
         "mesh-proxy@orders.service ExecStart → mesh proxy",
         "mesh-proxy@payments.service ExecStart → mesh proxy",
         "Deployment mesh-system/mesh-control-plane container control-plane → mesh control-plane",
-        "Pod default/orders container mesh-proxy → mesh proxy",
+        "Deployment default/orders container mesh-proxy → mesh proxy",
         "compose service control-plane → mesh control-plane",
         "compose service control-plane healthcheck → mesh get",
         "compose service mesh-init → mesh ca bundle",
@@ -51,7 +51,7 @@ describe("deploy/ recipes", () => {
     // The env file's EXTRA_ARGS were split into flags and parsed too.
     const orders = report.commands.find((c) => c.inv.where === "mesh-proxy@orders.service ExecStart")!;
     expect(orders.args.flags).toMatchObject({ service: "orders", calls: ["payments"], "health-path": "/healthz", "join-token-file": "/run/credentials/mesh-proxy@orders.service/join-token" });
-    const pod = report.commands.find((c) => c.inv.where === "Pod default/orders container mesh-proxy")!;
+    const pod = report.commands.find((c) => c.inv.where === "Deployment default/orders container mesh-proxy")!;
     expect(pod.args.flags).toMatchObject({ namespace: "default", advertise: "10.244.1.23" });
   });
 
