@@ -100,6 +100,8 @@ export interface Sidecar {
   /** Listen addresses as configured; the bound ports are in proxy.ports. */
   addresses: { inbound: string; outbound: string; admin: string };
   drainTimeoutMs: number;
+  /** Stops taking inbound connections at once and leaves discovery (in the background; stop() waits for it); the outbound listener serves on. */
+  leave(): void;
   /** Leaves discovery, then drains; true when every in-flight request finished. */
   stop(): Promise<boolean>;
 }
@@ -163,6 +165,10 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     proxy,
     addresses: { inbound: inbound.address, outbound: outbound.address, admin: admin.address },
     drainTimeoutMs,
+    leave() {
+      proxy.stopInbound();
+      void agent?.stop();
+    },
     async stop() {
       // Out of discovery first, so callers stop choosing this instance while it drains.
       await agent?.stop();

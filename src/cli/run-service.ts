@@ -1,7 +1,9 @@
 /**
  * `mesh run`: a service and its sidecar as one unit. The sidecar starts first, exactly as
  * `mesh proxy` would; the service starts once the sidecar is ready; when the service ends
- * the sidecar drains, so a batch job's process ends too.
+ * the sidecar drains, so a batch job's process ends too. On SIGTERM the sidecar leaves
+ * discovery and stops taking inbound connections before the service hears the signal, so
+ * callers go elsewhere while it finishes; its outbound calls are served until it exits.
  */
 import { UsageError } from "../core/errors.ts";
 import type { CommandContext, CommandSpec } from "./args.ts";
@@ -53,6 +55,8 @@ async function supervise(child: ServiceProcess, sidecar: Sidecar, ctx: CommandCo
   const firstSignal = new Promise<Forwarded>((resolve) => (signalled = resolve));
   const handlers = (["SIGTERM", "SIGINT"] as const).map((signal) => {
     const handler = () => {
+      // New callers are turned away (and go elsewhere) before the service hears it.
+      sidecar.leave();
       // Every signal is passed on; one that arrives while draining has nothing left to stop.
       if (running(child)) child.kill(signal);
       signalled(signal);

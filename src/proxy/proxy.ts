@@ -66,6 +66,11 @@ export interface RunningProxy {
   useCerts(certs: WorkloadCerts): void;
   /** Whether the local service should be offered to callers. */
   healthy(): Promise<boolean>;
+  /**
+   * The first step of a drain, alone: stops accepting inbound connections and reports not
+   * ready, while the outbound listener serves on. For a service still shutting down.
+   */
+  stopInbound(): void;
   /** Stops accepting, lets in-flight requests finish within the drain timeout, closes pools. */
   drain(): Promise<{ clean: boolean }>;
 }
@@ -209,6 +214,10 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       outboundDeps.certs = next;
       inbound.rotate(listenerTls(next));
       swap(buildSnapshot(config.services, config.policies, certs, snapshot.version, snapshot));
+    },
+    stopInbound() {
+      draining = true;
+      inbound.stopAccepting();
     },
     async drain() {
       draining = true;

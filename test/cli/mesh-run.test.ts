@@ -5,6 +5,7 @@ import type { Subprocess } from "bun";
 import { mesh } from "../helpers/cli.ts";
 import { MeshFixture } from "../helpers/mesh-fixture.ts";
 import { pidAlive, startMesh } from "../helpers/procs.ts";
+import { steadyTraffic } from "../helpers/traffic.ts";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
 const SERVICE = join(import.meta.dir, "..", "helpers", "mesh-run-service.ts");
@@ -141,6 +142,21 @@ test("SIGTERM to mesh run reaches the command; both exit and nothing is left run
   expect(await accepting(report.admin)).toBe(false);
 });
 
+test("SIGTERM: the sidecar stops taking inbound and says not ready before the command hears it; outbound serves until it exits", async () => {
+  const run = await startMesh([...runArgs("orders"), "--", ...bun("slow-term")]);
+  const report = run.ready as unknown as Report;
+  expect(await accepting(report.inbound)).toBe(true);
+  const rest = readRest(run.proc.stdout);
+  run.proc.kill("SIGTERM");
+  await Bun.sleep(500);
+  // The command is still shutting down: callers must already be going elsewhere.
+  expect(pidAlive(report.pid)).toBe(true);
+  expect(await accepting(report.inbound)).toBe(false);
+  expect((await fetch(`http://127.0.0.1:${report.admin}/ready`)).status).toBe(503);
+  expect(await within(run.proc.exited, 15_000, "mesh run to exit")).toBe(0);
+  expect(await rest).toContain("outbound during shutdown: true");
+});
+
 test("a command that ignores SIGTERM is killed after the drain timeout: 128+9", async () => {
   const run = await startMesh([...runArgs("orders", undefined, ["--drain-timeout", "500ms"]), "--", ...bun("ignore-term")]);
   const report = run.ready as unknown as Report;
@@ -175,6 +191,27 @@ test("inbound mTLS traffic reaches the service mesh run started, with the caller
   expect(res.status).toBe(200);
   expect(await res.json()).toEqual({ service: "payments", caller: ORDERS_ID });
   run.proc.kill("SIGTERM");
-  expect(await within(run.proc.exited, 15_000, "mesh run to exit")).toBe(143);
+  expect(await within(run.proc.exited, 15_000, "mesh run to exit")).toBe(0);
   expect(pidAlive(report.pid)).toBe(false);
+});
+
+test("SIGTERM to one of two instances under steady traffic: no caller request fails", async () => {
+  const instances = await Promise.all(
+    [0, 1].map(async () => {
+      const port = await freePort();
+      const run = await startMesh([...runArgs("payments", `http://127.0.0.1:${port}`), "--", ...bun("serve", String(port))]);
+      return { run, report: run.ready as unknown as Report };
+    }),
+  );
+  const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders-to-two", { payments: instances.map((i) => i.report.inbound) }));
+  const traffic = steadyTraffic(orders.ports.outbound, "payments", 5, 2_000);
+  await Bun.sleep(500);
+  instances[0]!.run.proc.kill("SIGTERM");
+  expect(await within(instances[0]!.run.proc.exited, 15_000, "mesh run to exit")).toBe(0);
+  await Bun.sleep(300);
+  const { sent, failures } = await traffic.stop();
+  expect(sent).toBeGreaterThan(50);
+  expect(failures).toEqual([]);
+  instances[1]!.run.proc.kill("SIGTERM");
+  expect(await within(instances[1]!.run.proc.exited, 15_000, "mesh run to exit")).toBe(0);
 });

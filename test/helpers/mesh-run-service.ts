@@ -5,7 +5,10 @@
  *   call URL      GET URL (through HTTP_PROXY), print the body, exit 0 on 2xx
  *   wait-term     stay up; on SIGTERM print "got SIGTERM" and exit 0
  *   ignore-term   stay up and ignore SIGTERM
- *   serve PORT    answer HTTP on 127.0.0.1:PORT with the caller the sidecar passed on
+ *   slow-term     stay up; on SIGTERM print "got SIGTERM", take 1.5 s to shut down (printing
+ *                 whether the outbound listener still accepts then), exit 0
+ *   serve PORT    answer HTTP on 127.0.0.1:PORT with the caller the sidecar passed on; on
+ *                 SIGTERM stop listening, finish what is in flight, exit 0 a second later
  */
 export {}; // a module, for top-level await
 
@@ -34,14 +37,26 @@ const admin = `http://${process.env.MESH_ADMIN}`;
 const ready = await fetch(`${admin}/ready`).then((r) => r.status, () => 0);
 const dump = (await fetch(`${admin}/config_dump`).then((r) => r.json(), () => ({}))) as { listeners?: { inbound?: string } };
 if (mode === "serve") {
-  Bun.serve({
+  const server = Bun.serve({
     hostname: "127.0.0.1",
     port: Number(arg),
     fetch: (req) => Response.json({ service: process.env.MESH_SERVICE, caller: req.headers.get("x-mesh-client-id") }),
   });
+  // What a well-behaved service does: no new connections, in-flight requests finish.
+  process.on("SIGTERM", () => {
+    void server.stop(false);
+    setTimeout(() => process.exit(0), 1000);
+  });
 }
 if (mode === "wait-term") process.on("SIGTERM", () => (console.log("got SIGTERM"), process.exit(0)));
 if (mode === "ignore-term") process.on("SIGTERM", () => undefined);
+if (mode === "slow-term")
+  process.on("SIGTERM", async () => {
+    console.log("got SIGTERM");
+    await Bun.sleep(1500);
+    console.log(`outbound during shutdown: ${await outboundAccepting()}`);
+    process.exit(0);
+  });
 console.log(
   JSON.stringify({
     pid: process.pid,

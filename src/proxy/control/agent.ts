@@ -38,6 +38,7 @@ export class ControlPlaneAgent {
   private poll = new AbortController();
   private timers = new Set<Timer>();
   private registered: Promise<void>;
+  private stopping: Promise<void> | undefined;
   private markRegistered!: () => void;
   /** Config version applied, and the one last refused. */
   version?: string;
@@ -53,8 +54,13 @@ export class ControlPlaneAgent {
     this.scheduleRenewal(this.opts.certs);
   }
 
-  /** On drain: stop following, and take this endpoint out of discovery at once. */
-  async stop(): Promise<void> {
+  /** On drain: stop following, and take this endpoint out of discovery at once. Every call waits for the one deregistration. */
+  stop(): Promise<void> {
+    this.stopping ??= this.leave();
+    return this.stopping;
+  }
+
+  private async leave(): Promise<void> {
     this.stopped = true;
     this.poll.abort();
     for (const t of this.timers) clearTimeout(t);
