@@ -21,9 +21,10 @@ export const runCommand: CommandSpec = {
     "Takes every 'mesh proxy' flag, then the service's command after --. The command starts once the\n" +
     "sidecar is ready, with stdio inherited and HTTP_PROXY/http_proxy set to the outbound listener,\n" +
     "NO_PROXY to loopback, and MESH_SERVICE, MESH_OUTBOUND, MESH_ADMIN. When it exits the sidecar drains\n" +
-    "and mesh run exits with its code (128+N for signal N). SIGTERM and SIGINT are passed to the command,\n" +
-    "which has the drain timeout to exit before SIGKILL; then the sidecar drains. A command that cannot\n" +
-    "be started exits 127 (not found) or 126.",
+    "and mesh run exits with its code (128+N for signal N). On SIGTERM or SIGINT the sidecar stops taking\n" +
+    "inbound connections and leaves discovery, then passes the signal to the command, which has the drain\n" +
+    "timeout to exit before SIGKILL (its outbound calls are served until then); then the sidecar drains.\n" +
+    "A command that cannot be started exits 127 (not found) or 126.",
   flags: proxyCommand.flags,
   examples: [
     "mesh run --service report --upstream http://127.0.0.1:8080 --config proxy.yaml -- bun report.ts --day today",
