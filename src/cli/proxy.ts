@@ -78,6 +78,7 @@ export const proxyCommand: CommandSpec = {
     { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin listener: /live /ready /metrics /config_dump (default 127.0.0.1:15000)." },
     { name: "status", type: "string", value: "ADDR:PORT", description: "Status listener for probes and scrapers: /live /ready /metrics only (default: none; Kubernetes: 0.0.0.0:15021)." },
     { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
+    { name: "outbound-drain-delay", type: "string", value: "DURATION", description: "After SIGTERM, keep taking the service's outbound calls at least this long, within the drain timeout (default 0s: until the inbound requests are done)." },
     { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
     { name: "max-connections", type: "string", value: "N", description: "Connections the inbound and outbound listeners hold together before closing new ones at accept (default: half the open-files limit)." },
     ...CONTROL_FLAGS,
@@ -102,8 +103,8 @@ export interface Sidecar {
   drainTimeoutMs: number;
   /** Stops taking inbound connections at once and leaves discovery (in the background; stop() waits for it); the outbound listener serves on. */
   leave(): void;
-  /** Leaves discovery, then drains; true when every in-flight request finished. */
-  stop(): Promise<boolean>;
+  /** Leaves discovery, then drains; true when every in-flight request finished. `serviceExited`: see RunningProxy.drain. */
+  stop(serviceExited?: boolean): Promise<boolean>;
 }
 
 /** Flags and config file to a running sidecar: all `mesh proxy` does before its ready line. */
@@ -128,6 +129,10 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     throw new DataError(`trustDomain ${pc.trustDomain} differs from the certificate's ${certs.trustDomain}`, "--config");
   const drainText = str(args, "drain-timeout");
   const drainTimeoutMs = drainText ? durationFlag(drainText, "--drain-timeout") : pc?.drainTimeout ?? 30_000;
+  const delayText = str(args, "outbound-drain-delay");
+  const outboundDrainDelayMs = delayText ? durationFlag(delayText, "--outbound-drain-delay") : pc?.outboundDrainDelay ?? 0;
+  if (outboundDrainDelayMs > drainTimeoutMs)
+    throw new UsageError(`${outboundDrainDelayMs} ms is longer than the drain timeout (${drainTimeoutMs} ms), which ends every drain`, "--outbound-drain-delay");
   const healthPath = str(args, "health-path");
   if (healthPath !== undefined && !healthPath.startsWith("/")) throw new UsageError(`expected a path like /healthz, got "${healthPath}"`, "--health-path");
   const upstream = parseUpstream(upstreamText, "--upstream");
@@ -152,6 +157,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     policies: file.policies,
     healthPath,
     drainTimeoutMs,
+    outboundDrainDelayMs,
     maxBodyBytes: countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY,
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
     log: ctx.log,
@@ -169,10 +175,10 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
       proxy.stopInbound();
       void agent?.stop();
     },
-    async stop() {
+    async stop(serviceExited = false) {
       // Out of discovery first, so callers stop choosing this instance while it drains.
       await agent?.stop();
-      return (await proxy.drain()).clean;
+      return (await proxy.drain(serviceExited)).clean;
     },
   };
 }

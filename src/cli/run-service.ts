@@ -86,5 +86,6 @@ async function supervise(child: ServiceProcess, sidecar: Sidecar, ctx: CommandCo
 
 async function drain(sidecar: Sidecar, ctx: CommandContext): Promise<void> {
   ctx.log.info("draining");
-  if (!(await sidecar.stop())) ctx.log.warn("the sidecar's drain ended with requests still in flight");
+  // The service has exited (or never started): nothing is left to call out.
+  if (!(await sidecar.stop(true))) ctx.log.warn("the sidecar's drain ended with requests still in flight");
 }

@@ -46,6 +46,8 @@ export interface ProxyOptions {
   services: Service[];
   policies: DestinationPolicy[];
   drainTimeoutMs: number;
+  /** How long a drain keeps the outbound listener accepting at least (a service calling out while it shuts down); at most drainTimeoutMs. */
+  outboundDrainDelayMs?: number;
   /** Path on the upstream checked actively for health; without it, health is judged from traffic. */
   healthPath?: string;
   maxBodyBytes: number;
@@ -71,8 +73,11 @@ export interface RunningProxy {
    * ready, while the outbound listener serves on. For a service still shutting down.
    */
   stopInbound(): void;
-  /** Stops accepting, lets in-flight requests finish within the drain timeout, closes pools. */
-  drain(): Promise<{ clean: boolean }>;
+  /**
+   * Stops accepting, lets in-flight requests finish within the drain timeout, closes pools.
+   * `serviceExited`: the service is gone, so no outbound drain delay is kept for it.
+   */
+  drain(serviceExited?: boolean): Promise<{ clean: boolean }>;
 }
 
 export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
@@ -219,14 +224,17 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       draining = true;
       inbound.stopAccepting();
     },
-    async drain() {
+    async drain(serviceExited = false) {
       draining = true;
       const deadline = Date.now() + opts.drainTimeoutMs;
       inbound.stopAccepting();
       websockets.goingAway(); // 1001 to both sides: long-lived sockets would otherwise hold the drain to its deadline
-      // The service may still be finishing requests that call other services: the
-      // outbound listener closes only once inbound requests are done (or time is up).
+      // The service may still be finishing requests that call other services, or shutting
+      // down and calling out: the outbound listener closes only once inbound requests are
+      // done and the outbound delay has passed (or time is up).
+      const delay = Bun.sleep(serviceExited ? 0 : Math.min(opts.outboundDrainDelayMs ?? 0, opts.drainTimeoutMs));
       let clean = await inboundInflight.settle(opts.drainTimeoutMs);
+      await delay;
       outbound.stopAccepting(); // no new calls from the service; accepted ones finish
       if (clean) clean = await outboundInflight.settle(Math.max(0, deadline - Date.now()));
       // Each connection closes once its response is written; tunnels once their loopback side ends.

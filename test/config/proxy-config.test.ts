@@ -16,7 +16,12 @@ describe("ProxyConfig", () => {
       trustDomain: "mesh.local",
       logLevel: "info",
       drainTimeout: 30_000,
+      outboundDrainDelay: 0,
     });
+  });
+
+  test("an outbound drain delay longer than the drain timeout is refused at the field", () => {
+    expect(errorsOf(proxy(`${UPSTREAM}\n  drainTimeout: 10s\n  outboundDrainDelay: 20s`))).toEqual(["m.yaml#0 spec.outboundDrainDelay: 20000 ms is longer than drainTimeout (10000 ms), which ends every drain"]);
   });
 
   test("explicit values win; a partial listener keeps its other default", () => {

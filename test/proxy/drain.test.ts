@@ -1,5 +1,7 @@
 /** SIGTERM drains: requests already accepted finish, then the proxy exits 0. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { join } from "node:path";
+import { mesh } from "../helpers/cli.ts";
 import { MeshFixture, metricValue } from "../helpers/mesh-fixture.ts";
 
 const fx = new MeshFixture();
@@ -107,4 +109,33 @@ test("while draining, the service can still call out to finish the requests it a
   paymentsProxy.proc.kill("SIGTERM");
   expect(await inflight).toBe("200 ledger said 200");
   expect(await paymentsProxy.proc.exited).toBe(0);
+});
+
+test("--outbound-drain-delay: with nothing in flight the outbound still takes the service's calls that long after SIGTERM; without it, it closes", async () => {
+  const payments = await fx.proxy("payments", `http://127.0.0.1:${slowPort}`);
+  const config = fx.config("orders-delay", { payments: [payments.ports.inbound] });
+  const call = (port: number) => fetch(`http://127.0.0.1:${port}/late`, { headers: { host: "payments" } }).then(async (r) => `${r.status} ${await r.text()}`, () => "refused");
+
+  const lingering = await fx.proxy("orders", fx.echo("orders").url, config, ["--outbound-drain-delay", "1s"]);
+  const signalled = performance.now();
+  lingering.proc.kill("SIGTERM");
+  await Bun.sleep(400);
+  // A call the service makes while it shuts down, on a new connection.
+  expect(await call(lingering.ports.outbound)).toBe("200 done");
+  expect(await lingering.proc.exited).toBe(0);
+  expect(performance.now() - signalled).toBeGreaterThanOrEqual(1000);
+
+  const prompt = await fx.proxy("orders", fx.echo("orders").url, config);
+  prompt.proc.kill("SIGTERM");
+  await Bun.sleep(400);
+  expect(await call(prompt.ports.outbound)).toBe("refused");
+  expect(await prompt.proc.exited).toBe(0);
+  payments.proc.kill("SIGTERM");
+  expect(await payments.proc.exited).toBe(0);
+});
+
+test("--outbound-drain-delay longer than the drain timeout is refused naming both", async () => {
+  const r = await mesh("proxy", "--service", "orders", "--upstream", "http://127.0.0.1:8080", "--certs-dir", join(fx.tmp.path, "certs", "orders"), "--outbound-drain-delay", "40s");
+  expect(r.code).toBe(64);
+  expect(r.err.split("\n")[0]).toBe("error: --outbound-drain-delay: 40000 ms is longer than the drain timeout (30000 ms), which ends every drain");
 });

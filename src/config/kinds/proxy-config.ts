@@ -56,9 +56,14 @@ export const ProxyConfigSpec = z
     certs: CertSource.optional().describe("Where the sidecar's certificate, key and CA bundle are: dir, or cert, key and ca."),
     logLevel: z.enum(LOG_LEVELS).default("info").describe("Least severe level logged: trace, debug, info, warn, error or fatal; default info."),
     drainTimeout: Duration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
+    outboundDrainDelay: Duration.prefault("0s").describe('How long after SIGTERM the outbound listener keeps taking the service\'s new calls at least, for a service that calls out while it shuts down; within drainTimeout; default "0s" (it closes once the inbound requests have finished).'),
     maxConnections: MaxConnections.describe("Connections the inbound and outbound listeners hold together before closing new ones at accept; default half the open-files limit."),
   })
   .superRefine(noListenerClash(["inbound", "outbound", "admin", "status"]), always)
+  .superRefine((spec, ctx) => {
+    if (spec.outboundDrainDelay > spec.drainTimeout)
+      ctx.addIssue({ code: "custom", path: ["outboundDrainDelay"], message: `${spec.outboundDrainDelay} ms is longer than drainTimeout (${spec.drainTimeout} ms), which ends every drain` });
+  })
   .describe("Settings of a sidecar proxy.");
 
 export const ProxyConfig = registerKind({
