@@ -8,6 +8,7 @@ import type { ProxyStatus } from "../control-plane/registration.ts";
 import { MeshError } from "../core/errors.ts";
 import { str, type CommandSpec } from "./args.ts";
 import { ADMIN_FLAGS, adminClient } from "./admin-client.ts";
+import type { TokenSummary } from "../control-plane/join-token-records.ts";
 
 interface Line {
   ok: boolean;
@@ -16,6 +17,22 @@ interface Line {
 }
 
 const DAY_MS = 24 * 3600_000;
+/** A shared token (several uses) this close to its end needs replacing before new replicas find it spent. */
+const SHARED_TOKEN_WARN_MS = 7 * DAY_MS;
+const REPLACE_TOKEN = "make a new one ('mesh join-token --uses N'), put it where new replicas read it, then 'mesh join-token revoke' this one";
+
+/** Lines for tokens of several uses: they sit in secrets new replicas depend on. Single-use tokens are handed out and forgotten. */
+function sharedTokenLines(tokens: TokenSummary[]): Line[] {
+  return tokens
+    .filter((t) => t.uses > 1 && Date.parse(t.expiresAt) > Date.now())
+    .map((t) => {
+      const label = `join token ${t.id} (${t.spiffeId})`;
+      const left = t.uses - t.used;
+      if (left * 10 < t.uses) return { ok: false, text: `${label} has ${left} of ${t.uses} uses left`, fix: REPLACE_TOKEN };
+      const time = expiry(label, t.expiresAt, SHARED_TOKEN_WARN_MS, REPLACE_TOKEN);
+      return time.ok ? { ok: true, text: `${time.text}, ${left} of ${t.uses} uses left` } : time;
+    });
+}
 
 function expiry(label: string, iso: string, warnMs: number, fix: string): Line {
   const left = new Date(iso).getTime() - Date.now();
@@ -57,6 +74,8 @@ export const checkCommand: CommandSpec = {
       const p = status.policies;
       if (p && p.errors.length) lines.push({ ok: false, text: `policies in ${p.dir} rejected: ${p.errors.join("; ")}`, fix: "fix the manifests named (mesh validate -f DIR shows every error); the last good set is still served" });
       else if (p) lines.push({ ok: true, text: `policies in ${p.dir}: ${p.applied} manifests applied` });
+      const tokens = await client.call<{ items: TokenSummary[] }>("GET", "/v1/join-tokens");
+      lines.push(...sharedTokenLines(tokens.body.items ?? []));
       const proxies = await client.call<{ items: (ProxyStatus & { latest: string })[] }>("GET", "/v1/proxies");
       const items = proxies.body.items ?? [];
       lines.push(items.length ? { ok: true, text: `${items.length} proxies connected` } : { ok: false, text: "no proxies connected", fix: "start sidecars with 'mesh proxy --control-plane URL' (see 'mesh join-token')" });

@@ -112,6 +112,11 @@ test("a token of two uses starts two replicas, the third is refused; list shows 
   const listed = await mesh("join-token", "list", ...admin);
   expect(listed.out).toContain(`${id}  spiffe://mesh.local/ns/default/sa/payments  0 of 2 uses left  expires `);
   expect(listed.out).not.toContain(made.out.trim());
+  // A shared token used up is what mesh check warns of; revoked, it is gone from the check.
+  const spent = await mesh("check", ...admin);
+  expect(spent.out).toContain(`FAIL  join token ${id} (spiffe://mesh.local/ns/default/sa/payments) has 0 of 2 uses left\n      fix: make a new one`);
+  expect((await mesh("join-token", "revoke", id!, ...admin)).code).toBe(0);
+  expect((await mesh("check", ...admin)).out).not.toContain(id!);
   for (const r of replicas) r.proc.kill("SIGTERM");
   for (const r of replicas) expect(await r.proc.exited).toBe(0);
 
@@ -126,6 +131,13 @@ test("a token of two uses starts two replicas, the third is refused; list shows 
   expect(bad.err).toContain("is not a token id");
   const long = await mesh("join-token", "--service", "payments", "--ttl", "48h", ...admin);
   expect(long.err).toContain("ttl: token lifetime must be between 1 ms and 24h (720h for a token of several uses)");
+  // A shared token with time and uses left passes; one that ends within a week fails.
+  const fresh = /join token ([0-9a-f-]{36})/.exec((await mesh("join-token", "--service", "payments", "--uses", "10", "--ttl", "720h", ...admin)).err)![1]!;
+  const ending = /join token ([0-9a-f-]{36})/.exec((await mesh("join-token", "--service", "payments", "--uses", "10", "--ttl", "100h", ...admin)).err)![1]!;
+  const checked = (await mesh("check", ...admin)).out;
+  expect(checked).toMatch(new RegExp(`PASS  join token ${fresh} \\(spiffe://mesh.local/ns/default/sa/payments\\) valid for (29|30) days, 10 of 10 uses left`));
+  expect(checked).toMatch(new RegExp(`FAIL  join token ${ending} \\(spiffe://mesh.local/ns/default/sa/payments\\) expires in 4 days`));
+  for (const t of [fresh, ending]) expect((await mesh("join-token", "revoke", t, ...admin)).code).toBe(0);
 });
 
 test("a token for one service cannot get another's certificate", async () => {
