@@ -21,12 +21,12 @@ import { outboundHandler } from "./outbound-handler.ts";
 import { localServicePool } from "./local-service-pool.ts";
 import { WebSocketSessions } from "./websocket/sessions.ts";
 import { UpstreamHealth } from "./upstream-health.ts";
-import { UpstreamPools } from "./transport/upstream-pools.ts";
 import { limitUpstreamConnections } from "./transport/dial.ts";
 import { ConnectionBudget, connectionLimit, limitWarning, openFilesLimit } from "../core/connection-budget.ts";
 import { bindNamed } from "../core/bind-error.ts";
 import { statusListener, STATUS_MAX_CONNECTIONS } from "./status-listener.ts";
 import type { StatusState } from "./status-routes.ts";
+import { refreshGauges } from "./gauges.ts";
 
 export interface Listen {
   address: string;
@@ -141,37 +141,21 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
   const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());
+  // Its own small budget: a flood here must not take the data path's places.
+  const statusBudget = new ConnectionBudget(STATUS_MAX_CONNECTIONS);
   const status: StatusState = {
     ready: () => !draining,
     metrics,
-    beforeScrape: () => {
-      metrics.openConnections.set({ direction: "inbound" }, inbound.openConnections);
-      metrics.connectionsRefused.set({ direction: "inbound" }, inbound.refusedOverLimit);
-      metrics.connectionsRefused.set({ direction: "outbound" }, outbound.refusedOverLimit);
-      if (statusPort) metrics.connectionsRefused.set({ direction: "status" }, statusPort.refusedOverLimit);
-      let created = UpstreamPools.retiredConnections;
-      let open = 0;
-      for (const d of new Set(snapshot.destinations.values())) {
-        const pools = d.pools.totals();
-        created += pools.created;
-        open += pools.open;
-        metrics.ejections.set({ peer: d.name }, d.outlier.totalEjections);
-        const pendingFull = pools.waiting >= d.policy.circuitBreaker.maxPendingRequests;
-        metrics.openCircuits.set({ peer: d.name }, d.breaker.isOpen() || pendingFull ? 1 : 0);
-      }
-      metrics.connections.set({ direction: "outbound" }, created);
-      metrics.openConnections.set({ direction: "outbound" }, open);
-    },
+    beforeScrape: () => refreshGauges(metrics, { inbound, outbound, status: statusPort, snapshot: () => snapshot }),
   };
-  // Its own small budget: a flood here must not take the data path's places.
-  const statusBudget = new ConnectionBudget(STATUS_MAX_CONNECTIONS);
-  const statusPort = opts.status
-    ? statusListener(status, opts.status, statusBudget, {
+  const statusListen = opts.status;
+  const statusPort = statusListen
+    ? statusListener(status, statusListen, statusBudget, {
         onRefused: (reason) => metrics.refused.inc({ direction: "status", reason }),
         onOverLimit: () => overLimit("status", statusBudget),
       })
     : undefined;
-  if (statusPort) bindNamed("status listener", opts.status!.address, opts.status!.port, () => statusPort.listen());
+  if (statusListen && statusPort) bindNamed("status listener", statusListen.address, statusListen.port, () => statusPort.listen());
   const admin: ReturnType<typeof startAdmin> = bindNamed("admin listener", opts.admin.address, opts.admin.port, () => startAdmin(
     {
       ...status,
@@ -185,7 +169,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
           inbound: `${opts.inbound.address}:${inboundPort}`,
           outbound: `${opts.outbound.address}:${outboundPort}`,
           admin: `${opts.admin.address}:${admin.port}`,
-          ...(statusPort && { status: `${opts.status!.address}:${statusPort.port}` }),
+          ...(statusListen && statusPort && { status: `${statusListen.address}:${statusPort.port}` }),
         },
         version: snapshot.version,
         destinations: [...new Set(snapshot.destinations.values())].map((d) => ({

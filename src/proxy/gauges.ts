@@ -1,0 +1,35 @@
+/**
+ * Gauges read from the running proxy rather than counted as things happen: open and
+ * refused connections per listener, connections per upstream pool, ejections and open
+ * circuits per destination. Refreshed just before each scrape.
+ */
+import type { Snapshot } from "./destinations.ts";
+import type { ProxyMetrics } from "./metrics.ts";
+import type { H1Listener } from "./transport/h1-server/listener.ts";
+import { UpstreamPools } from "./transport/upstream-pools.ts";
+
+export interface GaugeSources {
+  inbound: H1Listener;
+  outbound: H1Listener;
+  status: H1Listener | undefined;
+  snapshot: () => Snapshot;
+}
+
+export function refreshGauges(metrics: ProxyMetrics, from: GaugeSources): void {
+  metrics.openConnections.set({ direction: "inbound" }, from.inbound.openConnections);
+  metrics.connectionsRefused.set({ direction: "inbound" }, from.inbound.refusedOverLimit);
+  metrics.connectionsRefused.set({ direction: "outbound" }, from.outbound.refusedOverLimit);
+  if (from.status) metrics.connectionsRefused.set({ direction: "status" }, from.status.refusedOverLimit);
+  let created = UpstreamPools.retiredConnections;
+  let open = 0;
+  for (const d of new Set(from.snapshot().destinations.values())) {
+    const pools = d.pools.totals();
+    created += pools.created;
+    open += pools.open;
+    metrics.ejections.set({ peer: d.name }, d.outlier.totalEjections);
+    const pendingFull = pools.waiting >= d.policy.circuitBreaker.maxPendingRequests;
+    metrics.openCircuits.set({ peer: d.name }, d.breaker.isOpen() || pendingFull ? 1 : 0);
+  }
+  metrics.connections.set({ direction: "outbound" }, created);
+  metrics.openConnections.set({ direction: "outbound" }, open);
+}
