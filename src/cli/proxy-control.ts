@@ -92,6 +92,7 @@ export function startAgent(args: Parsed, proxy: RunningProxy, ctx: { namespace: 
     log: ctx.log,
     target: {
       applyConfig: (docs, version) => proxy.applyConfig(docs, version),
+      markConfigured: () => proxy.markConfigured(),
       useCerts: (certs) => proxy.useCerts(certs),
       healthy: () => proxy.healthy(),
     },

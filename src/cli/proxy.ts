@@ -101,6 +101,8 @@ export interface Sidecar {
   /** Listen addresses as configured; the bound ports are in proxy.ports. */
   addresses: { inbound: string; outbound: string; admin: string };
   drainTimeoutMs: number;
+  /** Settles once the control plane's first config has been handled (at once without a control plane). */
+  configured: Promise<void>;
   /** Stops taking inbound connections at once and leaves discovery (in the background; stop() waits for it); the outbound listener serves on. */
   leave(): void;
   /** Leaves discovery, then drains; true when every in-flight request finished. `serviceExited`: see RunningProxy.drain. */
@@ -160,6 +162,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     outboundDrainDelayMs,
     maxBodyBytes: countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY,
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
+    awaitsConfig: usesControlPlane(args),
     log: ctx.log,
   });
   const agent = usesControlPlane(args)
@@ -171,6 +174,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     proxy,
     addresses: { inbound: inbound.address, outbound: outbound.address, admin: admin.address },
     drainTimeoutMs,
+    configured: agent?.firstConfig ?? Promise.resolve(),
     leave() {
       proxy.stopInbound();
       void agent?.stop();

@@ -14,17 +14,21 @@ import { exitStatus, exitsWithin, running, spawnService, type ServiceProcess } f
 
 type Forwarded = "SIGTERM" | "SIGINT";
 
+/** How long the service's start waits for the control plane's first config. */
+const CONFIG_WAIT_MS = 10_000;
+
 export const runCommand: CommandSpec = {
   name: "run",
   summary: "Start a service and its sidecar together; the sidecar drains when the service exits.",
   description:
     "Takes every 'mesh proxy' flag, then the service's command after --. The command starts once the\n" +
-    "sidecar is ready, with stdio inherited and HTTP_PROXY/http_proxy set to the outbound listener,\n" +
-    "NO_PROXY to loopback, and MESH_SERVICE, MESH_OUTBOUND, MESH_ADMIN. When it exits the sidecar drains\n" +
-    "and mesh run exits with its code (128+N for signal N). On SIGTERM or SIGINT the sidecar stops taking\n" +
-    "inbound connections and leaves discovery, then passes the signal to the command, which has the drain\n" +
-    "timeout to exit before SIGKILL (its outbound calls are served until then); then the sidecar drains.\n" +
-    "A command that cannot be started exits 127 (not found) or 126.",
+    "sidecar is ready (with --control-plane, once its first config is in, or after 10 s without it), with\n" +
+    "stdio inherited, HTTP_PROXY/http_proxy set to the outbound listener, NO_PROXY to loopback, and\n" +
+    "MESH_SERVICE, MESH_OUTBOUND, MESH_ADMIN. When it exits the sidecar drains and mesh run exits with its\n" +
+    "code (128+N for signal N). On SIGTERM or SIGINT the sidecar stops taking inbound connections and\n" +
+    "leaves discovery, then passes the signal to the command, which has the drain timeout to exit before\n" +
+    "SIGKILL (its outbound calls are served until then); then the sidecar drains. A command that cannot\n" +
+    "be started exits 127 (not found) or 126.",
   flags: proxyCommand.flags,
   examples: [
     "mesh run --service report --upstream http://127.0.0.1:8080 --config proxy.yaml -- bun report.ts --day today",
@@ -34,6 +38,7 @@ export const runCommand: CommandSpec = {
     const argv = args.passthrough;
     if (!argv.length) throw new UsageError("no command: give the service's command after --, e.g. mesh run --service NAME … -- CMD ARGS…", ctx.path);
     const sidecar = await startProxyFromArgs(args, ctx);
+    await configuredOrLate(sidecar, ctx);
     const env = serviceEnv(runtimeTuningRemoved(process.env), {
       service: sidecar.service,
       outbound: { address: sidecar.addresses.outbound, port: sidecar.proxy.ports.outbound },
@@ -82,6 +87,19 @@ async function supervise(child: ServiceProcess, sidecar: Sidecar, ctx: CommandCo
   } finally {
     for (const off of handlers) off();
   }
+}
+
+/**
+ * A service's first calls need the destinations the control plane sends: it starts once
+ * they are in, or after CONFIG_WAIT_MS without them (the control plane may be down; the
+ * sidecar serves on what it has and keeps trying).
+ */
+async function configuredOrLate(sidecar: Sidecar, ctx: CommandContext): Promise<void> {
+  let timer: Timer | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), CONFIG_WAIT_MS)));
+  const waited = await Promise.race([sidecar.configured.then(() => false), late]);
+  clearTimeout(timer);
+  if (waited) ctx.log.warn({ waitedMs: CONFIG_WAIT_MS }, "no config from the control plane yet; starting the service without it");
 }
 
 async function drain(sidecar: Sidecar, ctx: CommandContext): Promise<void> {

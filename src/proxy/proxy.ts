@@ -51,6 +51,8 @@ export interface ProxyOptions {
   /** Path on the upstream checked actively for health; without it, health is judged from traffic. */
   healthPath?: string;
   maxBodyBytes: number;
+  /** The sidecar follows a control plane: it is not ready until the first config from it has been handled (markConfigured). */
+  awaitsConfig?: boolean;
   /** Connections the inbound and outbound listeners may hold together; default half the open-files limit. */
   maxConnections?: number;
   log: Logger;
@@ -64,6 +66,8 @@ export interface RunningProxy {
   ports: { inbound: number; outbound: number; admin: number; status?: number };
   /** Validates a config version from the control plane and swaps it in; throws ConfigRejected with the reason. */
   applyConfig(documents: unknown[], version: string): void;
+  /** The control plane's first config has been handled (applied or refused): the sidecar may be ready. */
+  markConfigured(): void;
   /** A renewed certificate: new connections, in and out, use it; open ones finish on the old. */
   useCerts(certs: WorkloadCerts): void;
   /** Whether the local service should be offered to callers. */
@@ -90,6 +94,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   let config: ProxyDocuments = { services: opts.services, policies: opts.policies };
   let snapshot: Snapshot = buildSnapshot(config.services, config.policies, certs, "static-1");
   let draining = false;
+  let configured = !opts.awaitsConfig;
   const swap = (next: Snapshot) => {
     const old = snapshot;
     snapshot = next;
@@ -144,7 +149,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   // Its own small budget: a flood here must not take the data path's places.
   const statusBudget = new ConnectionBudget(STATUS_MAX_CONNECTIONS);
   const status: StatusState = {
-    ready: () => !draining,
+    notReady: () => (draining ? "draining" : configured ? undefined : "waiting for the first config from the control plane"),
     metrics,
     beforeScrape: () => refreshGauges(metrics, { inbound, outbound, status: statusPort, snapshot: () => snapshot }),
   };
@@ -196,6 +201,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       const services = [...dynamic.services, ...opts.services.filter((s) => !names.has(`${s.metadata.name}.${s.metadata.namespace}`))];
       config = { services, policies: [...dynamic.policies, ...opts.policies.filter((p) => !names.has(`${p.spec.service}.${p.metadata.namespace}`))] };
       swap(buildSnapshot(config.services, config.policies, certs, version, snapshot));
+    },
+    markConfigured() {
+      configured = true;
     },
     healthy: () => health.check(),
     useCerts(next) {

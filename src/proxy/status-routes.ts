@@ -6,7 +6,8 @@
 import type { ProxyMetrics } from "./metrics.ts";
 
 export interface StatusState {
-  ready: () => boolean;
+  /** Why the sidecar should not be sent traffic yet (or any more), or undefined when it is ready. */
+  notReady: () => string | undefined;
   metrics: ProxyMetrics;
   /** Refreshes gauges that are read rather than counted, just before a scrape. */
   beforeScrape?: () => void;
@@ -32,8 +33,10 @@ export function statusAnswer(state: StatusState, path: StatusPath): StatusAnswer
   switch (path) {
     case "/live":
       return { status: 200, contentType: TEXT, body: "live\n" };
-    case "/ready":
-      return state.ready() ? { status: 200, contentType: TEXT, body: "ready\n" } : { status: 503, contentType: TEXT, body: "not ready\n" };
+    case "/ready": {
+      const why = state.notReady();
+      return why === undefined ? { status: 200, contentType: TEXT, body: "ready\n" } : { status: 503, contentType: TEXT, body: `not ready: ${why}\n` };
+    }
     case "/metrics":
       state.beforeScrape?.();
       return { status: 200, contentType: PROMETHEUS_TEXT, body: state.metrics.registry.render() };

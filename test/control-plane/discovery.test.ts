@@ -77,6 +77,23 @@ test("sidecars bootstrap, discover each other and call; instances come and go wi
   expect(((await gone.json()) as { items: { service: string }[] }).items.filter((e) => e.service === "payments")).toHaveLength(0);
 });
 
+test("mesh run starts the service only once the control plane's config is in: its first call finds its destination", async () => {
+  const payments = await sidecar("payments", "first-call");
+  for (let i = 0; i < 3; i++) {
+    const run = Bun.spawn([process.execPath, join(import.meta.dir, "../../src/main.ts"), "run", "--service", "orders", "--upstream", "http://127.0.0.1:1",
+      "--certs-dir", join(tmp.path, "certs", `orders-run-${i}`), "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+      // curl starts in milliseconds: a sidecar that let it start before its first config would fail it.
+      ...(await cp.proxyFlags("orders", tmp.path)), "--", "curl", "-sS", "--fail-with-body", "http://payments/first"],
+      { stdout: "pipe", stderr: "pipe" });
+    const [code, out] = await Promise.all([run.exited, new Response(run.stdout).text()]);
+    if (code !== 0) console.error(out, await new Response(run.stderr).text());
+    expect(code).toBe(0);
+    expect(out).toContain('"service":"payments-first-call"');
+  }
+  payments.proc.kill("SIGTERM");
+  expect(await payments.proc.exited).toBe(0);
+});
+
 test("a join token works once: replayed, it gets nothing", async () => {
   const flags = await cp.proxyFlags("payments", tmp.path);
   const once = await startMesh(["proxy", "--service", "payments", "--upstream", "http://127.0.0.1:1", "--certs-dir", join(tmp.path, "certs", "replay-1"),
@@ -166,14 +183,27 @@ test("the control plane down for 30 s under steady traffic: no request fails; af
   const payments = await sidecar("payments", "steady");
   const orders = await sidecar("orders", "steady");
   expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 1)).toBe(true);
+  // A sidecar that ran once (its certificate is kept) and will restart during the outage.
+  const late = await sidecar("orders", "restarted");
+  late.proc.kill("SIGTERM");
+  expect(await late.proc.exited).toBe(0);
+  const lateArgs = ["proxy", "--service", "orders", "--upstream", "http://127.0.0.1:1", "--certs-dir", join(tmp.path, "certs", "orders-restarted"),
+    "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...(await cp.proxyFlags("orders", tmp.path))];
   const traffic = steadyTraffic(orders.ports.outbound, "payments", 20);
   await Bun.sleep(500);
   const ports = cp.ports;
   cp.proc.kill("SIGKILL");
   await cp.proc.exited;
+  // Started without its control plane: it serves on what it has, but is not ready until it hears from it.
+  const restarted = await startMesh(lateArgs);
+  const restartedAdmin = (restarted.ready as { admin: number }).admin;
+  const waiting = await fetch(`http://127.0.0.1:${restartedAdmin}/ready`);
+  expect([waiting.status, await waiting.text()]).toEqual([503, "not ready: waiting for the first config from the control plane\n"]);
   await Bun.sleep(30_000);
   // Back on the same ports and data: registrations and config are still there.
   cp = await startControlPlane(tmp.path, [], "cp", ports);
+  expect(await eventually(async () => (await fetch(`http://127.0.0.1:${restartedAdmin}/ready`)).status === 200, 10_000)).toBe(true);
+  expect(await endpointsSeenBy(restartedAdmin, "payments")).toHaveLength(1);
   await Bun.sleep(3000);
   const { sent, failures } = await traffic.stop();
   expect(failures).toEqual([]);

@@ -94,7 +94,7 @@ test("while the sidecar drains, /ready says 503 and /live 200 until it exits", a
   p.proc.kill("SIGTERM");
   await Bun.sleep(200);
   const ready = await fetch(`http://127.0.0.1:${p.status}/ready`);
-  expect([ready.status, await ready.text()]).toEqual([503, "not ready\n"]);
+  expect([ready.status, await ready.text()]).toEqual([503, "not ready: draining\n"]);
   expect((await fetch(`http://127.0.0.1:${p.status}/live`)).status).toBe(200);
   expect(await pending).toBe("200 done");
   expect(await p.proc.exited).toBe(0);

@@ -16,6 +16,8 @@ import { ControlPlaneError, type ControlPlaneClient } from "./cp-client.ts";
 export interface AgentTarget {
   /** Validates and applies a config version; throws with the reason to refuse it. */
   applyConfig(documents: unknown[], version: string): void;
+  /** The first config version has been handled, applied or refused. */
+  markConfigured(): void;
   useCerts(certs: WorkloadCerts): void;
   healthy(): Promise<boolean>;
 }
@@ -39,6 +41,9 @@ export class ControlPlaneAgent {
   private timers = new Set<Timer>();
   private registered: Promise<void>;
   private stopping: Promise<void> | undefined;
+  /** Settles once the first config version has been handled, applied or refused. */
+  readonly firstConfig: Promise<void>;
+  private markFirstConfig!: () => void;
   private markRegistered!: () => void;
   /** Config version applied, and the one last refused. */
   version?: string;
@@ -46,6 +51,7 @@ export class ControlPlaneAgent {
 
   constructor(private opts: AgentOptions) {
     this.registered = new Promise((resolve) => (this.markRegistered = resolve));
+    this.firstConfig = new Promise((resolve) => (this.markFirstConfig = resolve));
   }
 
   start(): void {
@@ -134,6 +140,9 @@ export class ControlPlaneAgent {
           this.rejected = snap.version;
           log.error({ version: snap.version, reason: error }, "config refused; the last good config keeps serving");
         }
+        // Applied or refused, the control plane has been heard: the sidecar may be ready.
+        this.opts.target.markConfigured();
+        this.markFirstConfig();
         await client.post("/v1/config/ack", { registration, version: snap.version, calls: this.opts.calls, ...(error ? { error } : {}) });
       } catch (err) {
         if (this.stopped) return;
