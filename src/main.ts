@@ -16,6 +16,7 @@ import { runCommand } from "./cli/run-service.ts";
 import { reexecTuned } from "./cli/runtime-tuning.ts";
 import { validateCommand } from "./cli/validate.ts";
 import { versionCommand } from "./cli/version.ts";
+import { waitReadyCommand } from "./cli/wait-ready.ts";
 
 const lazy = (name: string, summary: string, load: () => Promise<CommandSpec>): CommandSpec => ({ name, summary, load });
 const manifests = () => import("./cli/manifests.ts");
@@ -33,6 +34,7 @@ export const rootCommand: CommandSpec = {
     lazy("join-token", "Make, list and revoke the join tokens new sidecars trade for their first certificate.", async () => (await import("./cli/join-token.ts")).joinTokenCommand),
     lazy("check", "Check the mesh: control plane, CA and certificates, proxies on the latest config, rejections.", async () => (await import("./cli/check.ts")).checkCommand),
     lazy("ca", "The certificate authority: create it, issue and sign workload certificates, inspect, rotate.", async () => (await import("./cli/ca/index.ts")).caCommand),
+    waitReadyCommand,
     validateCommand,
     demoCommand,
     versionCommand,

@@ -1,5 +1,6 @@
 /** deploy/kubernetes: pods' mesh containers, their mounts, probes and Services, checked against the CLI. */
 import { posix } from "node:path";
+import { parseListen } from "../../src/cli/flags.ts";
 import type { LoadedManifest } from "../../src/config/load.ts";
 import {
   arr, checkControlPlanePorts, checkInvocation, checkServicesKnown, configArgOr, containing, effective, findLine, isLoopback, keyLine, last, locate,
@@ -213,6 +214,30 @@ export function checkKubernetes(files: Files, report: Report): void {
       if (c.path === "mesh proxy" && admin && !isLoopback(admin.address)) {
         const b = last(c, "admin") ?? configArgOr(c);
         problems.push({ file: b.file, line: b.line, message: `${where}: the admin listener is on ${admin.address}, which exposes /config_dump to the pod network; keep it on loopback and give probes --status` });
+      }
+
+      // A postStart `mesh wait-ready` holds the containers after this one until the sidecar is ready.
+      const hook = arr(obj(obj(obj(ct.lifecycle)?.postStart)?.exec)?.command).map(String);
+      if (c.path === "mesh proxy" && hook.length) {
+        const hookLine = findLine(text, (l) => /^\s*postStart:/.test(l), start) ?? start;
+        const hookLines = locate(text, hook, hookLine);
+        const w = checkInvocation({ where: `${where} postStart`, file: o.doc.file, line: hookLine, argv: hook.map((value, k) => ({ value, file: o.doc.file, line: hookLines[k]! })) }, problems);
+        if (w) {
+          report.commands.push(w);
+          const say = (message: string) => problems.push({ file: o.doc.file, line: hookLines[0] ?? hookLine, message: `${where}: postStart ${message}` });
+          let port = 15000;
+          try {
+            port = parseListen(last(w, "admin")?.value ?? "127.0.0.1:15000", "--admin").port;
+          } catch {
+            // A bad --admin is already reported by checkInvocation.
+          }
+          const l = e.listeners.find((x) => x.port === port && (x.role === "admin" || x.role === "status"));
+          if (w.path !== "mesh wait-ready") say(`runs ${w.path}; only mesh wait-ready belongs there`);
+          else if (!l) say(`waits on port ${port}, which is neither this sidecar's admin nor its status listener (${e.listeners.map((x) => `${x.role} ${x.port}`).join(", ")})`);
+          const apps = arr(podSpec.containers).flatMap((x) => (obj(x) ? [str(obj(x)!.name) ?? "?"] : []));
+          const own = apps.indexOf(cname);
+          if (own > 0) say(`holds back only the containers listed after it, but ${apps.slice(0, own).join(", ")} come first`);
+        }
       }
 
       // Ports: declared containerPorts are listeners, probes reach a listener the kubelet can see.
