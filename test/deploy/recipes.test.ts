@@ -44,6 +44,7 @@ describe("deploy/ recipes", () => {
         "compose service mesh-init → mesh ca bundle",
         "compose service mesh-init → mesh join-token",
         "compose service orders → mesh proxy",
+        "compose service orders healthcheck → mesh wait-ready",
         "compose service payments → mesh proxy",
         "deploy/README.md → mesh join-token",
         "deploy/README.md → mesh check",
