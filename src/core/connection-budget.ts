@@ -16,15 +16,15 @@ export class ConnectionBudget {
     if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`a connection limit must be a positive integer, got ${limit}`);
   }
 
-  /** One connection more, if the limit allows it; every true is paired with one release(). */
-  take(): boolean {
-    if (this.held >= this.limit) return false;
-    this.held++;
+  /** `n` places more (one per descriptor a connection holds), if the limit allows; every true is paired with release(n). */
+  take(n = 1): boolean {
+    if (this.held + n > this.limit) return false;
+    this.held += n;
     return true;
   }
 
-  release(): void {
-    if (this.held > 0) this.held--;
+  release(n = 1): void {
+    this.held = Math.max(0, this.held - n);
   }
 
   get inUse(): number {

@@ -6,19 +6,23 @@
 import type { Snapshot } from "./destinations.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { H1Listener } from "./transport/h1-server/listener.ts";
+import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { UpstreamPools } from "./transport/upstream-pools.ts";
 
 export interface GaugeSources {
   inbound: H1Listener;
   outbound: H1Listener;
+  inboundTunnels: LoopbackTunnels;
+  outboundTunnels: LoopbackTunnels;
   status: H1Listener | undefined;
   snapshot: () => Snapshot;
 }
 
 export function refreshGauges(metrics: ProxyMetrics, from: GaugeSources): void {
   metrics.openConnections.set({ direction: "inbound" }, from.inbound.openConnections);
-  metrics.connectionsRefused.set({ direction: "inbound" }, from.inbound.refusedOverLimit);
-  metrics.connectionsRefused.set({ direction: "outbound" }, from.outbound.refusedOverLimit);
+  // A WebSocket upgrade refused for want of places counts with its listener's refusals.
+  metrics.connectionsRefused.set({ direction: "inbound" }, from.inbound.refusedOverLimit + from.inboundTunnels.refusedOverLimit);
+  metrics.connectionsRefused.set({ direction: "outbound" }, from.outbound.refusedOverLimit + from.outboundTunnels.refusedOverLimit);
   if (from.status) metrics.connectionsRefused.set({ direction: "status" }, from.status.refusedOverLimit);
   let created = UpstreamPools.retiredConnections;
   let open = 0;

@@ -107,17 +107,17 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const health = new UpstreamHealth(opts.upstream, opts.healthPath);
   const localPool = localServicePool(opts.upstream);
 
-  // WebSocket upgrades are tunnelled from the raw listeners to these loopback servers.
-  const inboundTunnels = new LoopbackTunnels(() => inboundHttp.port!);
-  const inboundHttp = startInboundHttp({ upstream: opts.upstream, identities: inboundTunnels.identities, pool: localPool, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets, health });
-  const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
-  const outboundHttp = startOutbound(outboundDeps, "127.0.0.1", 0);
-  const outboundTunnels = new LoopbackTunnels(() => outboundHttp.port!);
-
   const fds = openFilesLimit();
   const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(fds, LISTENER_SHARE_OF_FDS));
   limitUpstreamConnections(new ConnectionBudget(connectionLimit(fds, UPSTREAM_SHARE_OF_FDS)));
   const overLimit = limitWarning(opts.log, "mesh_connections_refused_total");
+  // WebSocket upgrades are tunnelled from the raw listeners to these loopback servers; each
+  // tunnel's extra descriptors come out of the listeners' budget.
+  const inboundTunnels = new LoopbackTunnels(() => inboundHttp.port!, budget, () => overLimit("inbound websockets", budget));
+  const inboundHttp = startInboundHttp({ upstream: opts.upstream, identities: inboundTunnels.identities, pool: localPool, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets, health });
+  const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
+  const outboundHttp = startOutbound(outboundDeps, "127.0.0.1", 0);
+  const outboundTunnels = new LoopbackTunnels(() => outboundHttp.port!, budget, () => overLimit("outbound websockets", budget));
 
   const inbound = new H1Listener({
     hostname: opts.inbound.address,
@@ -151,7 +151,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const status: StatusState = {
     notReady: () => (draining ? "draining" : configured ? undefined : "waiting for the first config from the control plane"),
     metrics,
-    beforeScrape: () => refreshGauges(metrics, { inbound, outbound, status: statusPort, snapshot: () => snapshot }),
+    beforeScrape: () => refreshGauges(metrics, { inbound, outbound, inboundTunnels, outboundTunnels, status: statusPort, snapshot: () => snapshot }),
   };
   const statusListen = opts.status;
   const statusPort = statusListen

@@ -297,3 +297,29 @@ test("SIGTERM with a WebSocket open: the proxy says Going Away (1001) and exits 
   client.proc.kill("SIGTERM");
   expect(await within(client.proc.exited, 10_000, "exit")).toBe(0);
 });
+
+describe("descriptors", () => {
+  test("a WebSocket takes its four descriptors from the connection limit: past it the upgrade gets 503, plain requests still fit", async () => {
+    // 6 places: one open WebSocket (its client connection and three more) leaves two.
+    const small = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders-small", { echo: [echoProxy.ports.inbound] }), ["--max-connections", "6"]);
+    const first = await connect("/one", {}, small.ports.outbound);
+    const refused = await rawUpgrade(small.ports.outbound, "/two", "echo");
+    expect(refused.status).toBe(503);
+    expect(refused.head).toContain("x-mesh-overflow: websockets");
+    const plain = await fetch(`http://127.0.0.1:${small.ports.outbound}/plain`, { headers: { host: "echo" } });
+    expect(plain.status).not.toBe(503);
+    await plain.arrayBuffer();
+    expect(await metricValue(small.ports.admin, "mesh_connections_refused_total", { direction: "outbound" })).toBe(1);
+    // Closed, its places return: the next upgrade succeeds.
+    first.c.ws.close(1000);
+    await first.c.closedWithin();
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 101; i++) {
+      status = (await rawUpgrade(small.ports.outbound, "/again", "echo")).status;
+      if (status !== 101) await Bun.sleep(20);
+    }
+    expect(status).toBe(101);
+    small.proc.kill("SIGTERM");
+    expect(await small.proc.exited).toBe(0);
+  });
+});

@@ -10,11 +10,25 @@
  * a request arriving on any other connection has no identity and is refused.
  */
 import type { Socket } from "bun";
+import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 import type { ServerConnection } from "./connection.ts";
+
+/**
+ * Descriptors a tunnel holds beyond the client's connection, which the listener counted:
+ * the loopback client, the loopback server's side of it, and the WebSocket it opens onward.
+ */
+export const TUNNEL_EXTRA_DESCRIPTORS = 3;
+
+function overLimitResponse(limit: number): string {
+  const body = `mesh: overflow: a WebSocket takes ${TUNNEL_EXTRA_DESCRIPTORS + 1} of the proxy's ${limit} connection places, and they are held\n`;
+  return `HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nx-mesh-error: overflow\r\nx-mesh-overflow: websockets\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+}
 
 interface Tunnel {
   conn: ServerConnection;
   inner: Socket<Tunnel> | undefined;
+  /** Its extra descriptors were taken from the budget (and are given back at close). */
+  budgeted: boolean;
   /** Bytes for the loopback side not yet taken by its socket. */
   toInner: Uint8Array[];
   /** Reading from the client is paused until the loopback side drains. */
@@ -40,8 +54,15 @@ export class LoopbackTunnels {
   /** Loopback source port of a tunnel → the SPIFFE ID of its TLS peer. */
   readonly identities = new Map<number, string>();
   private readonly tunnels = new Set<Tunnel>();
+  /** Upgrades answered 503 because the budget had no room for a tunnel's extra descriptors. */
+  refusedOverLimit = 0;
 
-  constructor(private readonly innerPort: () => number) {}
+  /** `budget`: the listeners' connection budget, which also pays for each tunnel's extra descriptors. */
+  constructor(
+    private readonly innerPort: () => number,
+    private readonly budget?: ConnectionBudget,
+    private readonly onOverLimit?: () => void,
+  ) {}
 
   get count(): number {
     return this.tunnels.size;
@@ -49,7 +70,15 @@ export class LoopbackTunnels {
 
   /** Takes `conn` over: `initial` (the upgrade request and anything after it) goes first. */
   open(conn: ServerConnection, initial: Uint8Array): void {
-    const t: Tunnel = { conn, inner: undefined, toInner: [new Uint8Array(initial)], held: false, closed: false };
+    const budget = this.budget;
+    if (budget !== undefined && !budget.take(TUNNEL_EXTRA_DESCRIPTORS)) {
+      this.refusedOverLimit++;
+      this.onOverLimit?.();
+      conn.write(overLimitResponse(budget.limit));
+      conn.close();
+      return;
+    }
+    const t: Tunnel = { conn, inner: undefined, budgeted: budget !== undefined, toInner: [new Uint8Array(initial)], held: false, closed: false };
     this.tunnels.add(t);
     const hold = () => {
       if (t.held) return;
@@ -99,6 +128,7 @@ export class LoopbackTunnels {
     t.closed = true;
     t.toInner.length = 0;
     this.tunnels.delete(t);
+    if (t.budgeted) this.budget!.release(TUNNEL_EXTRA_DESCRIPTORS);
     if (t.inner) {
       this.identities.delete(t.inner.localPort);
       t.inner.end();
