@@ -18,8 +18,8 @@ describe("Service", () => {
         [
           "  identity: web-sa",
           "  ports:",
-          "    - {name: grpc, port: 9090, protocol: grpc, targetPort: 19090}",
-          "    - {name: raw, port: 9000, protocol: tcp}",
+          "    - {name: api, port: 9090, protocol: http, targetPort: 19090}",
+          "    - {name: admin, port: 9000}",
           "  endpoints:",
           "    - {address: 10.0.0.1, port: 19090, zone: z1}",
           '    - {address: "::1", port: 19090, weight: 0}',
@@ -31,8 +31,8 @@ describe("Service", () => {
       identity: "web-sa",
       mtls: true,
       ports: [
-        { name: "grpc", port: 9090, protocol: "grpc", targetPort: 19090 },
-        { name: "raw", port: 9000, protocol: "tcp", targetPort: 9000 },
+        { name: "api", port: 9090, protocol: "http", targetPort: 19090 },
+        { name: "admin", port: 9000, protocol: "http", targetPort: 9000 },
       ],
       endpoints: [
         { address: "10.0.0.1", port: 19090, weight: 1, zone: "z1" },
@@ -40,6 +40,17 @@ describe("Service", () => {
         { address: "web.internal", port: 19090, weight: 2.5 },
       ],
     });
+  });
+
+  test("a protocol the proxies do not carry is refused with the reason, not accepted and ignored", () => {
+    const ports = ["  ports:", "    - {name: a, port: 9090, protocol: grpc}", "    - {name: b, port: 5432, protocol: tcp}", "    - {name: c, port: 81, protocol: http2}", "    - {name: d, port: 82, protocol: smtp}"];
+    const carried = "is not carried yet: mesh proxies HTTP/1.1 (WebSocket upgrades included); HTTP/2, gRPC and opaque TCP through a sidecar would fail";
+    expect(errorsOf(service(ports.join("\n")))).toEqual([
+      `m.yaml#0 spec.ports[0].protocol: "grpc" ${carried}`,
+      `m.yaml#0 spec.ports[1].protocol: "tcp" ${carried}`,
+      `m.yaml#0 spec.ports[2].protocol: "http2" ${carried}`,
+      expect.stringContaining("m.yaml#0 spec.ports[3].protocol:"),
+    ]);
   });
 
   test("ports are required and must not be empty", () => {
@@ -62,7 +73,7 @@ describe("Service", () => {
     const spec = "  ports:\n    - {name: HTTP, port: 80, protocol: https, targetPort: 0, proto: tcp}";
     expect(errorsOf(service(spec))).toEqual([
       `m.yaml#0 spec.ports[0].name: port name "HTTP" must be a DNS label: 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit`,
-      "m.yaml#0 spec.ports[0].protocol: expected one of http, http2, grpc, tcp",
+      'm.yaml#0 spec.ports[0].protocol: expected "http"',
       "m.yaml#0 spec.ports[0].targetPort: expected port 1-65535",
       'm.yaml#0 spec.ports[0]: unknown field "proto" (did you mean "protocol"?)',
     ]);

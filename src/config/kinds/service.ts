@@ -3,16 +3,24 @@ import { z } from "zod";
 import { always, dnsLabel, Host, NonEmpty, Port, uniqueBy } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 
-export const PROTOCOLS = ["http", "http2", "grpc", "tcp"] as const;
+/** What the proxies carry: HTTP/1.1, WebSocket upgrades included. */
+export const PROTOCOLS = ["http"] as const;
+/** Named so a manifest written for another mesh gets a reason, not just "invalid option". */
+const NOT_CARRIED = new Set(["http2", "grpc", "tcp"]);
 
 export const ServicePort = z
   .strictObject({
     name: dnsLabel("port name").describe("Name of the port, unique within the service: a DNS label."),
     port: Port.describe("Port clients address the service on."),
     protocol: z
-      .enum(PROTOCOLS)
+      .enum(PROTOCOLS, {
+        error: (iss) =>
+          typeof iss.input === "string" && NOT_CARRIED.has(iss.input)
+            ? `"${iss.input}" is not carried yet: mesh proxies HTTP/1.1 (WebSocket upgrades included); HTTP/2, gRPC and opaque TCP through a sidecar would fail`
+            : undefined,
+      })
       .default("http")
-      .describe("Protocol spoken on the port: http, http2, grpc or tcp (no L7 features); default http."),
+      .describe("Protocol spoken on the port: http (HTTP/1.1, WebSocket upgrades included), the only one carried so far; default http."),
     targetPort: Port.optional().describe("Port the workload listens on; default: port."),
   })
   .describe("A port the service serves.");
