@@ -15,6 +15,7 @@ import { bootstrap } from "../proxy/control/bootstrap.ts";
 import { ControlPlaneClient } from "../proxy/control/cp-client.ts";
 import type { RunningProxy } from "../proxy/proxy.ts";
 import { str, strs, type FlagSpec, type Parsed } from "./args.ts";
+import type { ControlPlaneSection } from "../config/kinds/proxy-config.ts";
 
 export const CONTROL_FLAGS: FlagSpec[] = [
   { name: "control-plane", type: "strings", value: "URL", description: "A control-plane replica's mTLS API, e.g. https://10.0.0.1:15010; repeat for each replica." },
@@ -27,66 +28,90 @@ export const CONTROL_FLAGS: FlagSpec[] = [
 
 const RENEW_MARGIN_MS = 60_000;
 
-export function usesControlPlane(args: Parsed): boolean {
-  return strs(args, "control-plane").length > 0;
+/** Where the control plane is and how to join it: the --control-plane flags, else ProxyConfig.controlPlane. */
+export interface ControlPlaneSettings {
+  urls: URL[];
+  bootstrapUrl: string;
+  joinTokenFile?: string;
+  /** The trust bundle the control plane's certificate must chain to (--ca). */
+  trustBundle?: string;
+  advertise?: string;
+  calls?: string[];
+  /** How each setting was given, for errors: a flag, or the config file's field. */
+  where: (flag: string, field: string) => string;
 }
 
-function controlPlaneUrls(args: Parsed): URL[] {
-  return strs(args, "control-plane").map((text) => {
-    try {
-      return new URL(text);
-    } catch {
-      throw new UsageError(`expected a URL like https://10.0.0.1:15010, got "${text}"`, "--control-plane");
-    }
-  });
+function parseUrl(text: string, where: string): URL {
+  try {
+    return new URL(text);
+  } catch {
+    throw new UsageError(`expected a URL like https://10.0.0.1:15010, got "${text}"`, where);
+  }
 }
 
-function tokenFrom(args: Parsed): string | undefined {
-  const file = str(args, "join-token-file");
-  if (file) return readTextFile(file, "join token").trim();
+/** The control-plane settings, flags first, then the file; undefined when neither names a control plane. */
+export function controlPlaneSettings(args: Parsed, fromFile: ControlPlaneSection | undefined): ControlPlaneSettings | undefined {
+  const flagUrls = strs(args, "control-plane");
+  const urlTexts = flagUrls.length ? flagUrls : fromFile?.urls ?? [];
+  if (!urlTexts.length) return undefined;
+  const where = (flag: string, field: string) => (args.given?.has(flag) || !fromFile ? `--${flag}` : `--config spec.controlPlane.${field}`);
+  const urls = urlTexts.map((t) => parseUrl(t, where("control-plane", "urls")));
+  const bootstrapText = str(args, "bootstrap-url") ?? fromFile?.bootstrapUrl;
+  let bootstrapUrl: string;
+  if (bootstrapText) bootstrapUrl = bootstrapText;
+  else {
+    const first = new URL(urls[0]!.origin);
+    first.port = "15012";
+    bootstrapUrl = first.origin;
+  }
+  const calls = strs(args, "calls");
+  return {
+    urls,
+    bootstrapUrl,
+    joinTokenFile: str(args, "join-token-file") ?? fromFile?.joinTokenFile,
+    trustBundle: str(args, "ca") ?? fromFile?.trustBundle,
+    advertise: str(args, "advertise") ?? fromFile?.advertise,
+    calls: calls.length ? calls : fromFile?.calls,
+    where,
+  };
+}
+
+function tokenFrom(cp: ControlPlaneSettings): string | undefined {
+  if (cp.joinTokenFile) return readTextFile(cp.joinTokenFile, "join token").trim();
   return process.env.MESH_JOIN_TOKEN?.trim() || undefined;
 }
 
 /** The certificate kept in certsDir if it is still good; otherwise a new one for the join token. */
-export async function controlPlaneCerts(args: Parsed, certsDir: string, namespace: string, service: string, log: Logger): Promise<WorkloadCerts> {
+export async function controlPlaneCerts(cp: ControlPlaneSettings, certsDir: string, namespace: string, service: string, log: Logger): Promise<WorkloadCerts> {
   const paths = workloadPaths(certsDir);
   if (existsSync(paths.chain) && existsSync(paths.key)) {
-    const kept = await loadWorkloadCerts({ certsDir, ca: str(args, "ca") }).catch((err: Error) => {
+    const kept = await loadWorkloadCerts({ certsDir, ca: cp.trustBundle }).catch((err: Error) => {
       log.warn({ err: err.message }, "kept certificate unusable; bootstrapping a new one");
       return undefined;
     });
     if (kept && kept.notAfter.getTime() - Date.now() > RENEW_MARGIN_MS) return kept;
   }
-  const token = tokenFrom(args);
-  if (!token) throw new UsageError(`no usable certificate in ${certsDir}: give --join-token-file (or $MESH_JOIN_TOKEN) to get one`, "--join-token-file");
-  const bundleFile = str(args, "ca") ?? (existsSync(paths.bundle) ? paths.bundle : undefined);
-  if (!bundleFile) throw new UsageError("give --ca: the trust bundle the control plane's certificate must chain to", "--ca");
+  const token = tokenFrom(cp);
+  const tokenWhere = cp.where("join-token-file", "joinTokenFile");
+  if (!token) throw new UsageError(`no usable certificate in ${certsDir}: give --join-token-file, controlPlane.joinTokenFile or $MESH_JOIN_TOKEN to get one`, tokenWhere);
+  const bundleFile = cp.trustBundle ?? (existsSync(paths.bundle) ? paths.bundle : undefined);
+  if (!bundleFile) throw new UsageError("give --ca (or controlPlane.trustBundle): the trust bundle the control plane's certificate must chain to", cp.where("ca", "trustBundle"));
   const bundlePem = readFileSync(bundleFile, "utf8");
   const trustDomain = trustDomainOfCa(readCertificates(bundlePem, bundleFile, "trust bundle")[0]!, bundleFile);
-  const url = bootstrapUrl(args);
-  log.info({ url, service, namespace }, "bootstrapping the first certificate");
-  return bootstrap({ url, token, bundlePem, trustDomain, namespace, service, certsDir });
+  log.info({ url: cp.bootstrapUrl, service, namespace }, "bootstrapping the first certificate");
+  return bootstrap({ url: cp.bootstrapUrl, token, bundlePem, trustDomain, namespace, service, certsDir });
 }
 
-function bootstrapUrl(args: Parsed): string {
-  const given = str(args, "bootstrap-url");
-  if (given) return given;
-  const cp = controlPlaneUrls(args)[0]!;
-  cp.port = "15012";
-  return cp.origin;
-}
-
-export function startAgent(args: Parsed, proxy: RunningProxy, ctx: { namespace: string; service: string; inboundAddress: string; certs: WorkloadCerts; certsDir: string; log: Logger }): ControlPlaneAgent {
-  const bases = controlPlaneUrls(args).map((u) => u.origin);
+export function startAgent(cp: ControlPlaneSettings, proxy: RunningProxy, ctx: { namespace: string; service: string; inboundAddress: string; certs: WorkloadCerts; certsDir: string; log: Logger }): ControlPlaneAgent {
+  const bases = cp.urls.map((u) => u.origin);
   const wildcard = ctx.inboundAddress === "0.0.0.0" || ctx.inboundAddress === "::";
-  const address = str(args, "advertise") ?? (wildcard ? "127.0.0.1" : ctx.inboundAddress);
-  if (wildcard && !str(args, "advertise"))
+  const address = cp.advertise ?? (wildcard ? "127.0.0.1" : ctx.inboundAddress);
+  if (wildcard && !cp.advertise)
     ctx.log.warn({ advertise: address }, "inbound listens on every address but registers 127.0.0.1: only sidecars on this host can reach it; give --advertise");
-  const calls = strs(args, "calls");
   const agent = new ControlPlaneAgent({
     client: new ControlPlaneClient(bases, ctx.certs),
     registration: { namespace: ctx.namespace, service: ctx.service, address, port: proxy.ports.inbound, weight: 1 },
-    calls: calls.length ? calls : undefined,
+    calls: cp.calls,
     certs: ctx.certs,
     certsDir: ctx.certsDir,
     log: ctx.log,

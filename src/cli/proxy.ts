@@ -9,7 +9,7 @@ import { nameProblem } from "../pki/spiffe.ts";
 import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
 import { startProxy, type Listen, type RunningProxy } from "../proxy/proxy.ts";
 import { str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
-import { CONTROL_FLAGS, controlPlaneCerts, startAgent, usesControlPlane } from "./proxy-control.ts";
+import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } from "./proxy-control.ts";
 import { countFlag, durationFlag, parseListen } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 
@@ -126,7 +126,8 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
   const sources = certSources(args, pc?.certs, service, namespace);
   const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
-  const certs = usesControlPlane(args) ? await controlPlaneCerts(args, certsDir, namespace, service, ctx.log) : await loadWorkloadCerts(sources);
+  const cp = controlPlaneSettings(args, pc?.controlPlane);
+  const certs = cp ? await controlPlaneCerts(cp, certsDir, namespace, service, ctx.log) : await loadWorkloadCerts(sources);
   if (pc && pc.trustDomain !== certs.trustDomain)
     throw new DataError(`trustDomain ${pc.trustDomain} differs from the certificate's ${certs.trustDomain}`, "--config");
   const drainText = str(args, "drain-timeout");
@@ -135,7 +136,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const outboundDrainDelayMs = delayText ? durationFlag(delayText, "--outbound-drain-delay") : pc?.outboundDrainDelay ?? 0;
   if (outboundDrainDelayMs > drainTimeoutMs)
     throw new UsageError(`${outboundDrainDelayMs} ms is longer than the drain timeout (${drainTimeoutMs} ms), which ends every drain`, "--outbound-drain-delay");
-  const healthPath = str(args, "health-path");
+  const healthPath = str(args, "health-path") ?? pc?.healthPath;
   if (healthPath !== undefined && !healthPath.startsWith("/")) throw new UsageError(`expected a path like /healthz, got "${healthPath}"`, "--health-path");
   const upstream = parseUpstream(upstreamText, "--upstream");
   const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
@@ -162,11 +163,11 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     outboundDrainDelayMs,
     maxBodyBytes: countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY,
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
-    awaitsConfig: usesControlPlane(args),
+    awaitsConfig: cp !== undefined,
     log: ctx.log,
   });
-  const agent = usesControlPlane(args)
-    ? startAgent(args, proxy, { namespace, service, inboundAddress: inbound.address, certs, certsDir, log: ctx.log })
+  const agent = cp
+    ? startAgent(cp, proxy, { namespace, service, inboundAddress: inbound.address, certs, certsDir, log: ctx.log })
     : undefined;
   return {
     service,

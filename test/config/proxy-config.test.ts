@@ -20,6 +20,18 @@ describe("ProxyConfig", () => {
     });
   });
 
+  test("controlPlane: https URLs only, at least one; healthPath a path", () => {
+    const bad = [UPSTREAM, "  healthPath: healthz", "  controlPlane:", "    urls: [http://10.0.0.1:15010, https://10.0.0.2:15010/x]", "    bootstrapUrl: nope", "    calls: []"].join("\n");
+    expect(errorsOf(proxy(bad))).toEqual([
+      "m.yaml#0 spec.controlPlane.urls[0]: expected an https:// URL (the control plane speaks only TLS), got \"http://10.0.0.1:15010\"",
+      "m.yaml#0 spec.controlPlane.urls[1]: expected only scheme, host and port",
+      "m.yaml#0 spec.controlPlane.bootstrapUrl: expected a URL like https://10.0.0.1:15010, got \"nope\"",
+      "m.yaml#0 spec.controlPlane.calls: expected at least 1 item",
+      "m.yaml#0 spec.healthPath: expected a path like /healthz",
+    ]);
+    expect(errorsOf(proxy(`${UPSTREAM}\n  controlPlane: {}`))).toEqual(["m.yaml#0 spec.controlPlane.urls: required"]);
+  });
+
   test("an outbound drain delay longer than the drain timeout is refused at the field", () => {
     expect(errorsOf(proxy(`${UPSTREAM}\n  drainTimeout: 10s\n  outboundDrainDelay: 20s`))).toEqual(["m.yaml#0 spec.outboundDrainDelay: 20000 ms is longer than drainTimeout (10000 ms), which ends every drain"]);
   });

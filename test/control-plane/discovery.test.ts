@@ -94,6 +94,39 @@ test("mesh run starts the service only once the control plane's config is in: it
   expect(await payments.proc.exited).toBe(0);
 });
 
+test("ProxyConfig.controlPlane: a sidecar configured by its file alone bootstraps, registers and follows", async () => {
+  const payments = await sidecar("payments", "for-file");
+  const tokenFile = join(tmp.path, "orders-file.token");
+  writeFileSync(tokenFile, await cp.joinToken("orders"));
+  const file = join(tmp.path, "orders-proxy.yaml");
+  writeFileSync(file, [
+    "apiVersion: mesh.dev/v1alpha1",
+    "kind: ProxyConfig",
+    "metadata: {name: orders}",
+    "spec:",
+    "  upstream: http://127.0.0.1:1",
+    `  certs: {dir: ${join(tmp.path, "certs", "orders-file")}}`,
+    "  healthPath: /healthz",
+    "  controlPlane:",
+    `    urls: [https://127.0.0.1:${cp.ports.api}]`,
+    `    bootstrapUrl: https://127.0.0.1:${cp.ports.bootstrap}`,
+    `    joinTokenFile: ${tokenFile}`,
+    `    trustBundle: ${cp.bundle}`,
+    "    calls: [payments]",
+  ].join("\n"));
+  const orders = await startMesh(["proxy", "--config", file, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+  const admin = (orders.ready as { admin: number }).admin;
+  expect(orders.ready).toMatchObject({ identity: "spiffe://mesh.local/ns/default/sa/orders" });
+  expect(await eventually(async () => (await fetch(`http://127.0.0.1:${admin}/ready`)).status === 200)).toBe(true);
+  expect(await endpointsSeenBy(admin, "payments")).toEqual([`127.0.0.1:${payments.ports.inbound}`]);
+  const { items } = (await (await cp.admin("GET", "/v1/proxies")).json()) as { items: { service: string; calls?: string[] }[] };
+  expect(items.filter((p) => p.service === "orders" && p.calls?.join() === "payments")).toHaveLength(1);
+  orders.proc.kill("SIGTERM");
+  expect(await orders.proc.exited).toBe(0);
+  payments.proc.kill("SIGTERM");
+  expect(await payments.proc.exited).toBe(0);
+});
+
 test("a join token works once: replayed, it gets nothing", async () => {
   const flags = await cp.proxyFlags("payments", tmp.path);
   const once = await startMesh(["proxy", "--service", "payments", "--upstream", "http://127.0.0.1:1", "--certs-dir", join(tmp.path, "certs", "replay-1"),

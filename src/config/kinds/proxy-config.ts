@@ -1,7 +1,7 @@
 /** ProxyConfig: settings of one sidecar proxy. */
 import { z } from "zod";
 import { Duration } from "../duration";
-import { always, dnsLabel, listener, MaxConnections, noListenerClash, NonEmpty, optionalListener, TrustDomain } from "../common";
+import { always, dnsLabel, Host, listener, MaxConnections, noListenerClash, NonEmpty, optionalListener, TrustDomain } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
@@ -21,6 +21,31 @@ export const Upstream = z.string().superRefine((value, ctx) => {
   if (url.username || url.password) return fail("must not hold a user name or password");
   if (url.pathname !== "/" || url.search || url.hash) return fail(`expected only scheme, host and port, like ${UPSTREAM_EXAMPLE}`);
 });
+
+/** An https:// URL with no path, as a control-plane replica is addressed. */
+const HttpsOrigin = z.string().superRefine((value, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return ctx.addIssue({ code: "custom", message: `expected a URL like https://10.0.0.1:15010, got "${value}"` });
+  }
+  if (url.protocol !== "https:") ctx.addIssue({ code: "custom", message: `expected an https:// URL (the control plane speaks only TLS), got "${value}"` });
+  else if (url.pathname !== "/" || url.search || url.hash || url.username) ctx.addIssue({ code: "custom", message: "expected only scheme, host and port" });
+});
+
+/** The `mesh proxy --control-plane …` flags, in the file. */
+export const ControlPlaneSection = z
+  .strictObject({
+    urls: z.array(HttpsOrigin).min(1).describe("The control-plane replicas' mTLS API, e.g. https://10.0.0.1:15010; one per replica."),
+    bootstrapUrl: HttpsOrigin.optional().describe("Where to trade a join token for a first certificate; default: the first URL's host, port 15012."),
+    joinTokenFile: NonEmpty.optional().describe("Join token for the first certificate; not needed once the certs directory holds one."),
+    trustBundle: NonEmpty.optional().describe("The trust bundle (PEM) the control plane's certificate must chain to; default: bundle.pem in the certs directory."),
+    advertise: Host.optional().describe("Address other sidecars reach this one at; default: the inbound address, or 127.0.0.1 if it is a wildcard."),
+    calls: z.array(NonEmpty).min(1).optional().describe("The services this one calls (name or name.namespace); default every service."),
+  })
+  .describe("Follow a control plane for certificates, endpoints and config, as the --control-plane flags do.");
+export type ControlPlaneSection = z.output<typeof ControlPlaneSection>;
 
 const CERT_FILES = ["cert", "key", "ca"] as const;
 
@@ -57,6 +82,12 @@ export const ProxyConfigSpec = z
     logLevel: z.enum(LOG_LEVELS).default("info").describe("Least severe level logged: trace, debug, info, warn, error or fatal; default info."),
     drainTimeout: Duration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
     outboundDrainDelay: Duration.prefault("0s").describe('How long after SIGTERM the outbound listener keeps taking the service\'s new calls at least, for a service that calls out while it shuts down; within drainTimeout; default "0s" (it closes once the inbound requests have finished).'),
+    controlPlane: ControlPlaneSection.optional().describe("Follow a control plane for certificates, endpoints and config (the --control-plane flags, which win); none unless set."),
+    healthPath: z
+      .string()
+      .regex(/^\//, "expected a path like /healthz")
+      .optional()
+      .describe("Path on the upstream checked before each heartbeat to the control plane; default: health judged from traffic."),
     maxConnections: MaxConnections.describe("Connections the inbound and outbound listeners hold together before closing new ones at accept; default half the open-files limit."),
   })
   .superRefine(noListenerClash(["inbound", "outbound", "admin", "status"]), always)
