@@ -124,9 +124,9 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   if (!upstreamText) throw new UsageError("--upstream is required (or ProxyConfig.upstream in --config)", ctx.path);
   const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>
     str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
-  const sources = certSources(args, pc?.certs, service, namespace);
-  const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
   const cp = controlPlaneSettings(args, pc?.controlPlane);
+  const sources = certSources(args, pc?.certs, service, namespace, cp !== undefined);
+  const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
   const certs = cp ? await controlPlaneCerts(cp, certsDir, namespace, service, ctx.log) : await loadWorkloadCerts(sources);
   if (pc && pc.trustDomain !== certs.trustDomain)
     throw new DataError(`trustDomain ${pc.trustDomain} differs from the certificate's ${certs.trustDomain}`, "--config");
@@ -188,9 +188,10 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   };
 }
 
-function certSources(args: Parsed, fromFile: { dir?: string; cert?: string; key?: string; ca?: string } | undefined, service: string, namespace: string) {
+/** `withControlPlane`: --ca is the control plane's trust bundle then, not a certificate source that overrides the file's. */
+function certSources(args: Parsed, fromFile: { dir?: string; cert?: string; key?: string; ca?: string } | undefined, service: string, namespace: string, withControlPlane: boolean) {
   const flags = { certsDir: str(args, "certs-dir"), cert: str(args, "cert"), key: str(args, "key"), ca: str(args, "ca") };
-  if (flags.certsDir || flags.cert || flags.key || flags.ca) return flags;
+  if (flags.certsDir || flags.cert || flags.key || (flags.ca && !withControlPlane)) return flags;
   if (fromFile) return { certsDir: fromFile.dir, cert: fromFile.cert, key: fromFile.key, ca: fromFile.ca };
   return { certsDir: defaultCertsDir(service, namespace) };
 }

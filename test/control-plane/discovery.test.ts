@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
-import { writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { mesh, tempDir } from "../helpers/cli.ts";
 import { cpSidecar, eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
 import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
@@ -123,6 +123,15 @@ test("ProxyConfig.controlPlane: a sidecar configured by its file alone bootstrap
   expect(items.filter((p) => p.service === "orders" && p.calls?.join() === "payments")).toHaveLength(1);
   orders.proc.kill("SIGTERM");
   expect(await orders.proc.exited).toBe(0);
+
+  // --ca on the command line is the control plane's trust bundle: the file's certs.dir still holds the certificate.
+  const second = join(tmp.path, "orders-proxy-2.yaml");
+  writeFileSync(tokenFile, await cp.joinToken("orders"));
+  writeFileSync(second, readFileSync(file, "utf8").replace("orders-file", "orders-file-2").replace(/\n    trustBundle: .*/, ""));
+  const again = await startMesh(["proxy", "--config", second, "--ca", cp.bundle, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+  expect(existsSync(join(tmp.path, "certs", "orders-file-2", "chain.pem"))).toBe(true);
+  again.proc.kill("SIGTERM");
+  expect(await again.proc.exited).toBe(0);
   payments.proc.kill("SIGTERM");
   expect(await payments.proc.exited).toBe(0);
 });
