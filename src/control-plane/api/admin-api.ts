@@ -93,13 +93,10 @@ export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono
         throw new BadRequest(`ttl: ${(err as Error).message}`);
       }
     }
-    let issued;
-    try {
-      issued = await issueJoinToken(deps.tokenKey, { trustDomain: deps.trustDomain, namespace: req.namespace, service: req.service }, ttlMs, req.uses);
-    } catch (err) {
-      if (err instanceof JoinTokenError) throw new BadRequest(`ttl: ${err.message}`);
-      throw err;
-    }
+    const grant = { trustDomain: deps.trustDomain, namespace: req.namespace, service: req.service };
+    const issued = await issueJoinToken(deps.tokenKey, grant, ttlMs, req.uses).catch((err: unknown) => {
+      throw err instanceof JoinTokenError ? new BadRequest(`ttl: ${err.message}`) : err;
+    });
     await recordJoinToken(deps.store, { ...issued, uses: req.uses });
     return c.json({ token: issued.token, id: issued.jti, identity: issued.spiffeId, uses: req.uses, expiresAt: new Date(issued.expiresAt).toISOString() });
   });
