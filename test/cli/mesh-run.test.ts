@@ -6,6 +6,7 @@ import { mesh } from "../helpers/cli.ts";
 import { MeshFixture } from "../helpers/mesh-fixture.ts";
 import { pidAlive, startMesh } from "../helpers/procs.ts";
 import { steadyTraffic } from "../helpers/traffic.ts";
+import { freePort } from "../helpers/ports.ts";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
 const SERVICE = join(import.meta.dir, "..", "helpers", "mesh-run-service.ts");
@@ -76,13 +77,6 @@ async function accepting(port: number): Promise<boolean> {
   }
 }
 
-
-async function freePort(): Promise<number> {
-  const s = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
-  const port = s.port!;
-  await s.stop(true);
-  return port;
-}
 
 /** What is left on a stream whose first line startMesh already read. */
 async function readRest(stream: ReadableStream<Uint8Array>): Promise<string> {
@@ -183,7 +177,7 @@ test("no command after -- is a usage error (64)", async () => {
 });
 
 test("inbound mTLS traffic reaches the service mesh run started, with the caller's identity", async () => {
-  const port = await freePort();
+  const port = freePort();
   const run = await startMesh([...runArgs("payments", `http://127.0.0.1:${port}`), "--", ...bun("serve", String(port))]);
   const report = run.ready as unknown as Report;
   const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders-to-run", { payments: [report.inbound] }));
@@ -198,7 +192,7 @@ test("inbound mTLS traffic reaches the service mesh run started, with the caller
 test("SIGTERM to one of two instances under steady traffic: no caller request fails", async () => {
   const instances = await Promise.all(
     [0, 1].map(async () => {
-      const port = await freePort();
+      const port = freePort();
       const run = await startMesh([...runArgs("payments", `http://127.0.0.1:${port}`), "--", ...bun("serve", String(port))]);
       return { run, report: run.ready as unknown as Report };
     }),

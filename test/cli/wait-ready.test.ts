@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
 import { MeshFixture } from "../helpers/mesh-fixture.ts";
 import { startMesh } from "../helpers/procs.ts";
+import { freePort } from "../helpers/ports.ts";
 
 const fx = new MeshFixture();
 beforeAll(async () => {
@@ -12,20 +13,13 @@ beforeAll(async () => {
 });
 afterAll(() => fx.close());
 
-async function freePort(): Promise<number> {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: () => {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
-
 const sidecarArgs = (admin: number, ...extra: string[]) => [
   "proxy", "--service", "orders", "--upstream", fx.echo("orders").url, "--certs-dir", join(fx.tmp.path, "certs", "orders"),
   "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", `127.0.0.1:${admin}`, ...extra,
 ];
 
 test("waits for a sidecar that starts after it, then exits 0", async () => {
-  const admin = await freePort();
+  const admin = freePort();
   const waiting = mesh("wait-ready", "--admin", `127.0.0.1:${admin}`, "--timeout", "20s");
   await Bun.sleep(500);
   const sidecar = await startMesh(sidecarArgs(admin));
@@ -35,8 +29,8 @@ test("waits for a sidecar that starts after it, then exits 0", async () => {
 });
 
 test("a sidecar whose control plane is unreachable is not ready: exit 1 after the timeout, with its answer", async () => {
-  const admin = await freePort();
-  const nowhere = await freePort();
+  const admin = freePort();
+  const nowhere = freePort();
   // Its certificate is at hand (issued by the CA), so it starts; the control plane never answers.
   const sidecar = await startMesh(sidecarArgs(admin, "--control-plane", `https://127.0.0.1:${nowhere}`));
   const r = await mesh("wait-ready", "--admin", `127.0.0.1:${admin}`, "--timeout", "1s");

@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { freePorts } from "./ports.ts";
 
 export const ETCD_BIN = process.env.ETCD_BIN ?? Bun.which("etcd") ?? "/usr/bin/etcd";
 
@@ -53,7 +54,7 @@ export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
   if (missing) throw new Error(missing);
   // tmpfs when there is one: etcd fsyncs every commit, and the tests are about failover, not disks.
   const base = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "mesh-etcd-"));
-  const ports = await freePorts(size * 2);
+  const ports = freePorts(size * 2);
   const names = Array.from({ length: size }, (_, i) => `m${i}`);
   const peerUrl = (i: number) => `http://127.0.0.1:${ports[size + i]}`;
   const initialCluster = names.map((n, i) => `${n}=${peerUrl(i)}`).join(",");
@@ -109,14 +110,6 @@ export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
     },
     stop,
   };
-}
-
-/** Ports the kernel hands out, all held at once so none repeats, then released for etcd. */
-async function freePorts(n: number): Promise<number[]> {
-  const listeners = Array.from({ length: n }, () => Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } }));
-  const ports = listeners.map((l) => l.port);
-  for (const l of listeners) l.stop(true);
-  return ports;
 }
 
 async function waitHealthy(members: EtcdMember[], base: string): Promise<void> {

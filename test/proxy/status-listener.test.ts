@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
 import { MeshFixture, metricValue } from "../helpers/mesh-fixture.ts";
 import { STATUS_MAX_CONNECTIONS } from "../../src/proxy/status-listener.ts";
+import { freePort } from "../helpers/ports.ts";
 
 const fx = new MeshFixture();
 let slow: ReturnType<typeof Bun.serve>;
@@ -122,9 +123,7 @@ test(`a flood is held to ${STATUS_MAX_CONNECTIONS} connections, closed at accept
 
 test("ProxyConfig.status binds it; it clashes with no other listener; absent, there is none", async () => {
   const path = join(fx.tmp.path, "status.yaml");
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: () => {} } });
-  const free = probe.port;
-  probe.stop(true);
+  const free = freePort();
   writeFileSync(path, `apiVersion: mesh.dev/v1alpha1\nkind: ProxyConfig\nmetadata: {name: orders}\nspec:\n  upstream: http://127.0.0.1:8080\n  status: {address: 127.0.0.1, port: ${free}}\n`);
   const p = await sidecar([], path);
   expect(p.status).toBe(free);
