@@ -8,6 +8,7 @@ import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
 import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
 import { startProxy, type Listen, type RunningProxy } from "../proxy/proxy.ts";
+import { openAccessLog } from "../proxy/access-log.ts";
 import { str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } from "./proxy-control.ts";
 import { countFlag, durationFlag, parseListen } from "./flags.ts";
@@ -79,6 +80,7 @@ export const proxyCommand: CommandSpec = {
     { name: "status", type: "string", value: "ADDR:PORT", description: "Status listener for probes and scrapers: /live /ready /metrics only (default: none; Kubernetes: 0.0.0.0:15021)." },
     { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
     { name: "outbound-drain-delay", type: "string", value: "DURATION", description: "After SIGTERM, keep taking the service's outbound calls at least this long, within the drain timeout (default 0s: until the inbound requests are done)." },
+    { name: "access-log", type: "string", value: "PATH", description: "Write one JSON line per request, inbound and outbound, to PATH (appended), or - for stdout (default: none)." },
     { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
     { name: "max-connections", type: "string", value: "N", description: "Connections the inbound and outbound listeners hold together before closing new ones at accept (default: half the open-files limit)." },
     ...CONTROL_FLAGS,
@@ -137,6 +139,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   if (outboundDrainDelayMs > drainTimeoutMs)
     throw new UsageError(`${outboundDrainDelayMs} ms is longer than the drain timeout (${drainTimeoutMs} ms), which ends every drain`, "--outbound-drain-delay");
   const healthPath = str(args, "health-path") ?? pc?.healthPath;
+  const accessLogTarget = str(args, "access-log") ?? pc?.accessLog;
   if (healthPath !== undefined && !healthPath.startsWith("/")) throw new UsageError(`expected a path like /healthz, got "${healthPath}"`, "--health-path");
   const upstream = parseUpstream(upstreamText, "--upstream");
   const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
@@ -164,6 +167,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     maxBodyBytes: countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY,
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
     awaitsConfig: cp !== undefined,
+    accessLog: accessLogTarget ? openAccessLog(accessLogTarget, str(args, "access-log") ? "--access-log" : "--config spec.accessLog") : undefined,
     log: ctx.log,
   });
   const agent = cp

@@ -22,6 +22,7 @@ import { requestFraming } from "./transport/h1-server/request-framing.ts";
 import type { Responder } from "./transport/h1-server/responder.ts";
 import type { UpstreamHealth } from "./upstream-health.ts";
 import { eventNow } from "../core/clock.ts";
+import type { AccessLog } from "./access-log.ts";
 
 export interface InboundHandlerDeps {
   pool: Http1Pool;
@@ -31,11 +32,13 @@ export interface InboundHandlerDeps {
   tracker: InflightTracker;
   tunnels: LoopbackTunnels;
   health?: UpstreamHealth;
+  accessLog?: AccessLog;
 }
 
 export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   const { metrics } = deps;
   const recorder = new RequestRecorder(metrics, "inbound", false);
+  const log = deps.accessLog;
   return {
     refused: (reason) => metrics.refused.inc({ direction: "inbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
@@ -49,9 +52,11 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
       } catch (err) {
         metrics.refused.inc({ direction: "inbound", reason: "header-value" });
         const e = errorParts("bad-request", (err as Error).message, { connection: "close" });
+        log?.request("inbound", head, e.status, 0, caller);
         return res.respond(e.status, e.headers, e.body);
       }
-      const relay = new InboundRelay(res, peer, deps, recorder);
+      // Logging is a subclass, chosen once per process: without a log the relay is the plain one.
+      const relay = log ? new LoggedInboundRelay(res, peer, deps, recorder, req, log) : new InboundRelay(res, peer, deps, recorder);
       deps.pool.dispatch(prepared, req.body, relay, relay);
     },
   };
@@ -70,7 +75,7 @@ const identityLine = boundedMemo(1024, (caller: string) => addedLines(`${CLIENT_
 class InboundRelay extends RelaySink implements AbortLike {
   aborted = false;
   reason: unknown = undefined;
-  private readonly started = eventNow();
+  protected readonly started = eventNow();
   /** The exchange in flight: the one listener. */
   private listener: AbortListener | undefined;
 
@@ -115,9 +120,21 @@ class InboundRelay extends RelaySink implements AbortLike {
     this.finish(this.status, this.headAt);
   }
 
-  private finish(status: number, headAt: number): void {
+  protected finish(status: number, headAt: number): void {
     // Latency is to the response head, as the metric says; the request counts once it is over.
     this.recorder.record(this.peer, status, (headAt || eventNow()) - this.started);
     this.deps.tracker.end();
+  }
+}
+
+/** An inbound relay that also writes the request's access-log line, with the caller's SPIFFE ID. */
+class LoggedInboundRelay extends InboundRelay {
+  constructor(res: Responder, peer: string, deps: InboundHandlerDeps, recorder: RequestRecorder, private readonly req: ServerRequest, private readonly log: AccessLog) {
+    super(res, peer, deps, recorder);
+  }
+
+  protected override finish(status: number, headAt: number): void {
+    super.finish(status, headAt);
+    this.log.request("inbound", this.req.head, status, (headAt || eventNow()) - this.started, this.req.peer!);
   }
 }

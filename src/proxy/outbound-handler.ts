@@ -22,12 +22,14 @@ import { requestFraming } from "./transport/h1-server/request-framing.ts";
 import type { Responder } from "./transport/h1-server/responder.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { eventNow } from "../core/clock.ts";
+import type { AccessLog } from "./access-log.ts";
 
 export interface OutboundHandlerDeps {
   snapshot: () => Snapshot;
   metrics: ProxyMetrics;
   tracker: InflightTracker;
   tunnels: LoopbackTunnels;
+  accessLog?: AccessLog;
 }
 
 function answer(res: Responder, e: ErrorParts): void {
@@ -37,21 +39,30 @@ function answer(res: Responder, e: ErrorParts): void {
 export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
   const { metrics, tracker } = deps;
   const recorder = new RequestRecorder(metrics, "outbound", true);
+  const log = deps.accessLog;
   return {
     refused: (reason) => metrics.refused.inc({ direction: "outbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
     request(req: ServerRequest, res: Responder) {
       const head = req.head;
       const dest = resolveHost(deps.snapshot(), head.host);
-      if (!dest) return answer(res, errorParts("no-route", `no service named "${head.host}" in this proxy's config`));
+      if (!dest) {
+        const e = errorParts("no-route", `no service named "${head.host}" in this proxy's config`);
+        // Answered here, before any destination: a line with no peer, for "why did my call fail?".
+        log?.request("outbound", head, e.status, 0, "");
+        return answer(res, e);
+      }
       let prepared: PreparedRequest;
       try {
         prepared = prepareRelayed(head, RELAY_SKIP, NO_ADDED_LINES, requestFraming(head), req.bytes);
       } catch (err) {
         metrics.refused.inc({ direction: "outbound", reason: "header-value" });
-        return answer(res, errorParts("bad-request", (err as Error).message, { connection: "close" }));
+        const e = errorParts("bad-request", (err as Error).message, { connection: "close" });
+        log?.request("outbound", head, e.status, 0, dest.name);
+        return answer(res, e);
       }
-      const relay = new OutboundRelay(res, req, dest.name, recorder, tracker);
+      // Logging is a subclass, chosen once per process: without a log the relay is the plain one.
+      const relay = log ? new LoggedOutboundRelay(res, req, dest.name, recorder, tracker, log) : new OutboundRelay(res, req, dest.name, recorder, tracker);
       try {
         relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay);
       } catch {
@@ -70,13 +81,13 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
 class OutboundRelay extends RelaySink implements CallOutcome, PickContext {
   /** The call in progress, to cancel if the caller leaves before the response head. */
   call: CallHandle | undefined;
-  private readonly started = eventNow();
-  private finished = false;
+  protected readonly started = eventNow();
+  protected finished = false;
 
   constructor(
     res: Responder,
-    private readonly req: ServerRequest,
-    private readonly peer: string,
+    protected readonly req: ServerRequest,
+    protected readonly peer: string,
     private readonly recorder: RequestRecorder,
     private readonly tracker: InflightTracker,
   ) {
@@ -122,5 +133,18 @@ class OutboundRelay extends RelaySink implements CallOutcome, PickContext {
     // Latency is to the response head, as the metric says.
     this.recorder.record(this.peer, status, (this.headAt || eventNow()) - this.started);
     this.tracker.end();
+  }
+}
+
+/** An outbound relay that also writes the request's access-log line when it is over. */
+class LoggedOutboundRelay extends OutboundRelay {
+  constructor(res: Responder, req: ServerRequest, peer: string, recorder: RequestRecorder, tracker: InflightTracker, private readonly log: AccessLog) {
+    super(res, req, peer, recorder, tracker);
+  }
+
+  override finish(status: number): void {
+    if (this.finished) return;
+    super.finish(status);
+    this.log.request("outbound", this.req.head, status, (this.headAt || eventNow()) - this.started, this.peer);
   }
 }

@@ -27,6 +27,7 @@ import { bindNamed } from "../core/bind-error.ts";
 import { statusListener, STATUS_MAX_CONNECTIONS } from "./status-listener.ts";
 import type { StatusState } from "./status-routes.ts";
 import { refreshGauges } from "./gauges.ts";
+import type { AccessLog } from "./access-log.ts";
 
 export interface Listen {
   address: string;
@@ -51,6 +52,8 @@ export interface ProxyOptions {
   /** Path on the upstream checked actively for health; without it, health is judged from traffic. */
   healthPath?: string;
   maxBodyBytes: number;
+  /** One JSON line per request, inbound and outbound; none when absent. */
+  accessLog?: AccessLog;
   /** The sidecar follows a control plane: it is not ready until the first config from it has been handled (markConfigured). */
   awaitsConfig?: boolean;
   /** Connections the inbound and outbound listeners may hold together; default half the open-files limit. */
@@ -126,7 +129,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     // Longer than callers' pool idle timeout (default 10 s), so a caller never reuses a connection this side has just closed.
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
     budget,
-    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health }),
+    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health, accessLog: opts.accessLog }),
     events: {
       onRefused: (reason) => {
         metrics.tlsFailures.inc({ direction: "inbound", reason: reason.split(":")[0]!.slice(0, 40) });
@@ -142,7 +145,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     port: opts.outbound.port,
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 10 },
     budget,
-    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels }),
+    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels, accessLog: opts.accessLog }),
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
   const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());
@@ -249,6 +252,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       void admin.stop(true);
       closeSnapshot(snapshot);
       snapshot = snapshotOf(snapshot.version, new Map());
+      await opts.accessLog?.close();
       opts.log.info({ clean }, "proxy drained");
       return { clean };
     },

@@ -79,6 +79,7 @@ export const ProxyConfigSpec = z
     status: optionalListener("0.0.0.0", 15021, "Listener for /live, /ready and /metrics only, for probes and scrapers on the pod network; none unless set."),
     trustDomain: TrustDomain.default("mesh.local").describe('Trust domain of SPIFFE IDs; default "mesh.local".'),
     certs: CertSource.optional().describe("Where the sidecar's certificate, key and CA bundle are: dir, or cert, key and ca."),
+    accessLog: NonEmpty.optional().describe('Write one JSON line per request, inbound and outbound, to this path (appended), or "-" for stdout; none unless set.'),
     logLevel: z.enum(LOG_LEVELS).default("info").describe("Least severe level logged: trace, debug, info, warn, error or fatal; default info."),
     drainTimeout: Duration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
     outboundDrainDelay: Duration.prefault("0s").describe('How long after SIGTERM the outbound listener keeps taking the service\'s new calls at least, for a service that calls out while it shuts down; within drainTimeout; default "0s" (it closes once the inbound requests have finished).'),

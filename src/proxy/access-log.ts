@@ -1,0 +1,68 @@
+/**
+ * Access log: one JSON line per request, inbound and outbound, written when the request
+ * is over (`--access-log PATH`, or `-` for stdout). Off by default: a sidecar's operator
+ * chooses where the lines go and pays for them; metrics are always on.
+ *
+ * Every field comes from the request as parsed and the proxy's own view of it, and is
+ * written through JSON.stringify, so a header value cannot forge a field or a line (CR,
+ * LF and quotes are escaped; the parser has refused control characters already).
+ * Lines are buffered and flushed every second and at the end of a drain.
+ *
+ * Not logged: requests refused before their head was parsed whole (malformed, too large,
+ * too slow: counted in mesh_requests_refused_total), and WebSocket upgrades (counted in
+ * mesh_websocket_upgrades_total). Without a log the relays are the plain classes, so the
+ * hot path pays nothing for it (one hop A/B: 0.98x req/s, 1.01x CPU, inside the 1.4% /
+ * 1.8% an A/A run of one binary spread by in the same hour).
+ */
+import { openSync } from "node:fs";
+import type { FileSink } from "bun";
+import { DataError } from "../core/errors.ts";
+import { fieldValue, type RequestHead } from "./transport/h1/request-parse.ts";
+
+const FLUSH_EVERY_MS = 1000;
+
+export class AccessLog {
+  private readonly timer: Timer;
+
+  constructor(private readonly sink: FileSink) {
+    this.timer = setInterval(() => void sink.flush(), FLUSH_EVERY_MS);
+    this.timer.unref();
+  }
+
+  /**
+   * `peer`: the caller's SPIFFE ID inbound, the destination service outbound ("" when the
+   * proxy answered before choosing one). `durationMs` is to the response head; 0 for what
+   * the proxy answered itself before relaying.
+   */
+  request(direction: "inbound" | "outbound", head: RequestHead, status: number, durationMs: number, peer: string): void {
+    const line = {
+      time: new Date().toISOString(),
+      direction,
+      method: head.method,
+      path: head.pathAndQuery,
+      authority: head.host,
+      status,
+      duration_ms: Math.round(durationMs * 1000) / 1000,
+      peer,
+      request_id: fieldValue(head.fields, "x-request-id"),
+    };
+    this.sink.write(JSON.stringify(line) + "\n");
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.sink.flush();
+  }
+}
+
+/** `-` is stdout; a path is opened for appending (created 0640), so a restart keeps what was logged. */
+export function openAccessLog(target: string, where: string): AccessLog {
+  if (target === "-") return new AccessLog(Bun.stdout.writer());
+  let fd: number;
+  try {
+    fd = openSync(target, "a", 0o640);
+  } catch (err) {
+    throw new DataError(`cannot open the access log ${target}: ${(err as Error).message}`, where);
+  }
+  return new AccessLog(Bun.file(fd).writer());
+}
