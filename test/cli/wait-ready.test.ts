@@ -1,17 +1,12 @@
 /** `mesh wait-ready`: polls a real sidecar's /ready until 200, or fails naming the last answer. */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
-import { MeshFixture } from "../helpers/mesh-fixture.ts";
+import { fixtureFor } from "../helpers/mesh-fixture.ts";
 import { startMesh } from "../helpers/procs.ts";
 import { freePort } from "../helpers/ports.ts";
 
-const fx = new MeshFixture();
-beforeAll(async () => {
-  await fx.init();
-  await fx.issue("orders");
-});
-afterAll(() => fx.close());
+const fx = fixtureFor("orders");
 
 const sidecarArgs = (admin: number, ...extra: string[]) => [
   "proxy", "--service", "orders", "--upstream", fx.echo("orders").url, "--certs-dir", join(fx.tmp.path, "certs", "orders"),

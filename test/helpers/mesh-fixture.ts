@@ -1,4 +1,5 @@
 /** A small mesh on loopback for tests: a CA, issued certificates, echo services, proxies. */
+import { afterAll, beforeAll } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh, tempDir } from "./cli.ts";
@@ -102,4 +103,15 @@ export async function metricValue(adminPort: number, name: string, labels: Recor
     if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) total += Number(line.split(" ").pop());
   }
   return total;
+}
+
+/** This test file's fixture: a CA and certificates for `services` before its tests, every process and file removed after. */
+export function fixtureFor(...services: string[]): MeshFixture {
+  const fx = new MeshFixture();
+  beforeAll(async () => {
+    await fx.init();
+    for (const service of services) await fx.issue(service);
+  });
+  afterAll(() => fx.close());
+  return fx;
 }

@@ -3,19 +3,13 @@
  * refusals included, header values unable to forge a field, everything flushed by the
  * time a drained proxy exits.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
-import { MeshFixture } from "../helpers/mesh-fixture.ts";
+import { fixtureFor } from "../helpers/mesh-fixture.ts";
 
-const fx = new MeshFixture();
-beforeAll(async () => {
-  await fx.init();
-  await fx.issue("orders");
-  await fx.issue("payments");
-});
-afterAll(() => fx.close());
+const fx = fixtureFor("orders", "payments");
 
 interface Line {
   time: string;

@@ -3,19 +3,13 @@
  * circuit breaker refuses with a reason, the request timeout holds, status retries
  * stay idempotent and within budget, and a plain-HTTP service outside the mesh works.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
-import { MeshFixture, metricValue, type EchoService } from "../helpers/mesh-fixture.ts";
+import { fixtureFor, metricValue, type EchoService } from "../helpers/mesh-fixture.ts";
 
-const fx = new MeshFixture();
-beforeAll(async () => {
-  await fx.init();
-  await fx.issue("orders");
-  await fx.issue("payments");
-});
-afterAll(() => fx.close());
+const fx = fixtureFor("orders", "payments");
 
 interface Ep {
   port: number;
