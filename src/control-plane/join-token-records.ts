@@ -35,10 +35,14 @@ export interface TokenSummary extends Omit<TokenRecord, "nonce"> {
   id: string;
 }
 
-function parseRecord(key: string, value: string): TokenRecord {
-  const parsed = TokenRecord.safeParse(JSON.parse(value));
-  if (!parsed.success) throw new Error(`join-token record ${key} is malformed`);
-  return parsed.data;
+/** The record, or undefined for any other value: a claim written before tokens had records marks a token already used. */
+function parseRecord(value: string): TokenRecord | undefined {
+  try {
+    const parsed = TokenRecord.safeParse(JSON.parse(value));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Records a token just signed; it cannot be redeemed before this resolves. */
@@ -60,7 +64,8 @@ export async function redeemJoinToken(store: Store, token: VerifiedJoinToken, no
   for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt++) {
     const kv = await store.get(key);
     if (!kv) throw new JoinTokenError("token was revoked, or this control plane never issued it");
-    const record = parseRecord(key, kv.value);
+    const record = parseRecord(kv.value);
+    if (record === undefined) throw new JoinTokenError("token was already used");
     if (record.spiffeId !== token.spiffeId) throw new JoinTokenError("token's record is for another identity");
     if (record.used >= record.uses) throw new JoinTokenError(record.uses === 1 ? "token was already used" : `token was used ${record.used} times, its limit`);
     const next: TokenRecord = { ...record, used: record.used + 1, lastUsedAt: new Date(now).toISOString(), nonce: crypto.randomUUID() };
@@ -71,9 +76,11 @@ export async function redeemJoinToken(store: Store, token: VerifiedJoinToken, no
 
 export async function listJoinTokens(store: Store): Promise<TokenSummary[]> {
   const { kvs } = await store.list(PREFIX.joinTokens);
-  return kvs.map((kv) => {
-    const { nonce: _, ...record } = parseRecord(kv.key, kv.value);
-    return { id: kv.key.slice(PREFIX.joinTokens.length), ...record };
+  return kvs.flatMap((kv) => {
+    const parsed = parseRecord(kv.value);
+    if (parsed === undefined) return [];
+    const { nonce: _, ...record } = parsed;
+    return [{ id: kv.key.slice(PREFIX.joinTokens.length), ...record }];
   });
 }
 

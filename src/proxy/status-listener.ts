@@ -47,7 +47,7 @@ export function statusListener(state: StatusState, listen: Listen, budget: Conne
   return new H1Listener({
     hostname: listen.address,
     port: listen.port,
-    // Probes send no bodies: any body is refused with 413 before the handler sees it.
+    // Probes send no bodies: a body is refused (400 on GET and HEAD, 413 otherwise) before the handler sees it.
     limits: { maxBodyBytes: 0, idleTimeoutS: 10 },
     budget,
     handler: statusHandler(state, events),

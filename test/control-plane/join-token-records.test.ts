@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPair } from "jose";
 import { issueJoinToken, verifyJoinToken, type TokenKey } from "../../src/control-plane/join-token.ts";
 import { listJoinTokens, recordJoinToken, redeemJoinToken, revokeJoinToken } from "../../src/control-plane/join-token-records.ts";
+import { joinTokenKey } from "../../src/control-plane/keys.ts";
 import { EtcdStore } from "../../src/store/etcd.ts";
 import { openSqliteStore } from "../../src/store/sqlite.ts";
 import type { Store } from "../../src/store/store.ts";
@@ -58,6 +59,15 @@ function recordRules(open: () => Promise<{ store: Store; other?: Store; close: (
     expect(await revokeJoinToken(store, t.jti)).toBe(false);
     const unrecorded = await issueJoinToken(key, { trustDomain: TD, namespace: "default", service: "orders" }, 60_000);
     expect(await outcome(redeemJoinToken(store, await verifyJoinToken(unrecorded.token, key, TD)))).toBe("token was revoked, or this control plane never issued it");
+    await close();
+  });
+
+  test("a claim written before tokens had records counts as used, and is left out of the list", async () => {
+    const { store, close } = await open();
+    const t = await issueJoinToken(key, { trustDomain: TD, namespace: "default", service: "orders" }, 60_000);
+    await store.put(joinTokenKey(t.jti), JSON.stringify({ spiffeId: t.spiffeId, claim: crypto.randomUUID() }));
+    expect(await outcome(redeemJoinToken(store, await verifyJoinToken(t.token, key, TD)))).toBe("token was already used");
+    expect((await listJoinTokens(store)).map((r) => r.id)).not.toContain(t.jti);
     await close();
   });
 
