@@ -16,6 +16,7 @@ type Forwarded = "SIGTERM" | "SIGINT";
 
 /** How long the service's start waits for the control plane's first config. */
 const CONFIG_WAIT_MS = 10_000;
+const SIGNAL_NUMBERS: Record<Forwarded, number> = { SIGINT: 2, SIGTERM: 15 };
 
 export const runCommand: CommandSpec = {
   name: "run",
@@ -38,7 +39,12 @@ export const runCommand: CommandSpec = {
     const argv = args.passthrough;
     if (!argv.length) throw new UsageError("no command: give the service's command after --, e.g. mesh run --service NAME … -- CMD ARGS…", ctx.path);
     const sidecar = await startProxyFromArgs(args, ctx);
-    await configuredOrLate(sidecar, ctx);
+    const signal = await configuredOrLate(sidecar, ctx);
+    if (signal) {
+      ctx.log.info({ signal }, "stopped before the service started");
+      await drain(sidecar, ctx);
+      return 128 + SIGNAL_NUMBERS[signal];
+    }
     const env = serviceEnv(runtimeTuningRemoved(process.env), {
       service: sidecar.service,
       outbound: { address: sidecar.addresses.outbound, port: sidecar.proxy.ports.outbound },
@@ -59,16 +65,12 @@ export const runCommand: CommandSpec = {
 async function supervise(child: ServiceProcess, sidecar: Sidecar, ctx: CommandContext): Promise<number> {
   let signalled: (signal: Forwarded) => void = () => undefined;
   const firstSignal = new Promise<Forwarded>((resolve) => (signalled = resolve));
-  const handlers = (["SIGTERM", "SIGINT"] as const).map((signal) => {
-    const handler = () => {
-      // New callers are turned away (and go elsewhere) before the service hears it.
-      sidecar.leave();
-      // Every signal is passed on; one that arrives while draining has nothing left to stop.
-      if (running(child)) child.kill(signal);
-      signalled(signal);
-    };
-    process.on(signal, handler);
-    return () => process.off(signal, handler);
+  const off = onSignals((signal) => {
+    // New callers are turned away (and go elsewhere) before the service hears it.
+    sidecar.leave();
+    // Every signal is passed on; one that arrives while draining has nothing left to stop.
+    if (running(child)) child.kill(signal);
+    signalled(signal);
   });
   try {
     const signal = await Promise.race([child.exited.then(() => undefined), firstSignal]);
@@ -85,21 +87,42 @@ async function supervise(child: ServiceProcess, sidecar: Sidecar, ctx: CommandCo
     await drain(sidecar, ctx);
     return status;
   } finally {
-    for (const off of handlers) off();
+    off();
   }
 }
 
 /**
  * A service's first calls need the destinations the control plane sends: it starts once
  * they are in, or after CONFIG_WAIT_MS without them (the control plane may be down; the
- * sidecar serves on what it has and keeps trying).
+ * sidecar serves on what it has and keeps trying). A signal meanwhile ends the wait: the
+ * service is not started. Returns that signal, if one came.
  */
-async function configuredOrLate(sidecar: Sidecar, ctx: CommandContext): Promise<void> {
+async function configuredOrLate(sidecar: Sidecar, ctx: CommandContext): Promise<Forwarded | undefined> {
   let timer: Timer | undefined;
-  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), CONFIG_WAIT_MS)));
-  const waited = await Promise.race([sidecar.configured.then(() => false), late]);
-  clearTimeout(timer);
-  if (waited) ctx.log.warn({ waitedMs: CONFIG_WAIT_MS }, "no config from the control plane yet; starting the service without it");
+  let onSignal: ((signal: Forwarded) => void) | undefined;
+  const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), CONFIG_WAIT_MS)));
+  const signalled = new Promise<Forwarded>((resolve) => (onSignal = resolve));
+  const off = onSignals((signal) => onSignal?.(signal));
+  try {
+    const outcome = await Promise.race([sidecar.configured.then(() => "configured" as const), late, signalled]);
+    if (outcome === "late") ctx.log.warn({ waitedMs: CONFIG_WAIT_MS }, "no config from the control plane yet; starting the service without it");
+    return outcome === "late" || outcome === "configured" ? undefined : outcome;
+  } finally {
+    clearTimeout(timer);
+    off();
+  }
+}
+
+/** Calls `handler` on SIGTERM and SIGINT until the returned function removes it. */
+function onSignals(handler: (signal: Forwarded) => void): () => void {
+  const removers = (["SIGTERM", "SIGINT"] as const).map((signal) => {
+    const listener = () => handler(signal);
+    process.on(signal, listener);
+    return () => process.off(signal, listener);
+  });
+  return () => {
+    for (const remove of removers) remove();
+  };
 }
 
 async function drain(sidecar: Sidecar, ctx: CommandContext): Promise<void> {

@@ -151,6 +151,26 @@ test("SIGTERM: the sidecar stops taking inbound and says not ready before the co
   expect(await rest).toContain("outbound during shutdown: true");
 });
 
+test("with its control plane unreachable the command waits for config; SIGTERM meanwhile ends it all without starting it: 143", async () => {
+  // The certificate is at hand (issued by the CA), so the sidecar starts; the control plane never answers.
+  const proc = Bun.spawn([process.execPath, MAIN, ...runArgs("orders", undefined, ["--control-plane", `https://127.0.0.1:${freePort()}`]), "--", ...bun("report", "0")], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  started.push(proc);
+  const out = new Response(proc.stdout).text();
+  let err = "";
+  const reading = (async () => {
+    for await (const chunk of proc.stderr) err += new TextDecoder().decode(chunk);
+  })();
+  for (let i = 0; i < 150 && !err.includes("proxy ready"); i++) await Bun.sleep(100);
+  await Bun.sleep(200);
+  proc.kill("SIGTERM");
+  expect(await within(proc.exited, 15_000, "mesh run to exit")).toBe(143);
+  await reading;
+  expect(err).toContain("stopped before the service started");
+  expect(err).toContain("proxy drained");
+  // The command never ran: it would have printed its report.
+  expect(await out).toBe("");
+});
+
 test("a command that ignores SIGTERM is killed after the drain timeout: 128+9", async () => {
   const run = await startMesh([...runArgs("orders", undefined, ["--drain-timeout", "500ms"]), "--", ...bun("ignore-term")]);
   const report = run.ready as unknown as Report;
