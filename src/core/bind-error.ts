@@ -10,7 +10,7 @@ const CAUSES: Record<string, string> = {
   EACCES: "binding a port below 1024 needs privilege (CAP_NET_BIND_SERVICE)",
 };
 
-/** Runs `bind`; a failure is rethrown as an error naming `where` (a flag or config field) and the address. */
+/** Runs `bind`; a failure is rethrown as an error naming `where` (the listener) and the address. */
 export function bindNamed<T>(where: string, address: string, port: number, bind: () => T): T {
   try {
     return bind();
