@@ -6,7 +6,9 @@
  * Every field comes from the request as parsed and the proxy's own view of it, and is
  * written through JSON.stringify, so a header value cannot forge a field or a line (CR,
  * LF and quotes are escaped; the parser has refused control characters already).
- * Lines are buffered and flushed every second and at the end of a drain.
+ * Lines are joined into 32 KiB writes, flushed every second and at the end of a drain.
+ * With a log, one hop at 32 connections: 0.95–1.00× req/s and 1.10–1.16× CPU (about
+ * 0.9 µs of user time per line; one write per line cost half a microsecond more).
  *
  * Not logged: requests refused before their head was parsed whole (malformed, too large,
  * too slow: counted in mesh_requests_refused_total), and WebSocket upgrades (counted in
@@ -20,12 +22,15 @@ import { DataError } from "../core/errors.ts";
 import { fieldValue, type RequestHead } from "./transport/h1/request-parse.ts";
 
 const FLUSH_EVERY_MS = 1000;
+/** Lines are joined in a string up to this size and handed to the sink in one write. */
+const BATCH_CHARS = 32 * 1024;
 
 export class AccessLog {
   private readonly timer: Timer;
+  private batch = "";
 
   constructor(private readonly sink: FileSink) {
-    this.timer = setInterval(() => void sink.flush(), FLUSH_EVERY_MS);
+    this.timer = setInterval(() => void this.flush(), FLUSH_EVERY_MS);
     this.timer.unref();
   }
 
@@ -46,12 +51,24 @@ export class AccessLog {
       peer,
       request_id: fieldValue(head.fields, "x-request-id"),
     };
-    this.sink.write(JSON.stringify(line) + "\n");
+    this.batch += JSON.stringify(line) + "\n";
+    if (this.batch.length >= BATCH_CHARS) this.writeBatch();
+  }
+
+  private writeBatch(): void {
+    if (this.batch === "") return;
+    this.sink.write(this.batch);
+    this.batch = "";
+  }
+
+  private async flush(): Promise<void> {
+    this.writeBatch();
+    await this.sink.flush();
   }
 
   async close(): Promise<void> {
     clearInterval(this.timer);
-    await this.sink.flush();
+    await this.flush();
   }
 }
 
