@@ -15,6 +15,7 @@ export interface GaugeSources {
   inboundTunnels: LoopbackTunnels;
   outboundTunnels: LoopbackTunnels;
   status: H1Listener | undefined;
+  admin: H1Listener;
   snapshot: () => Snapshot;
 }
 
@@ -24,6 +25,7 @@ export function refreshGauges(metrics: ProxyMetrics, from: GaugeSources): void {
   metrics.connectionsRefused.set({ direction: "inbound" }, from.inbound.refusedOverLimit + from.inboundTunnels.refusedOverLimit);
   metrics.connectionsRefused.set({ direction: "outbound" }, from.outbound.refusedOverLimit + from.outboundTunnels.refusedOverLimit);
   if (from.status) metrics.connectionsRefused.set({ direction: "status" }, from.status.refusedOverLimit);
+  metrics.connectionsRefused.set({ direction: "admin" }, from.admin.refusedOverLimit);
   let created = UpstreamPools.retiredConnections;
   let open = 0;
   for (const d of new Set(from.snapshot().destinations.values())) {

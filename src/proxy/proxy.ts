@@ -6,7 +6,6 @@
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { Service } from "../config/kinds/service.ts";
 import type { Logger } from "../core/log.ts";
-import { startAdmin } from "./admin.ts";
 import type { WorkloadCerts } from "./certs.ts";
 import { parseConfigDocuments, type ProxyDocuments } from "./control/config-documents.ts";
 import { buildSnapshot, closeSnapshot, snapshotOf, type Snapshot } from "./destinations.ts";
@@ -24,8 +23,8 @@ import { UpstreamHealth } from "./upstream-health.ts";
 import { limitUpstreamConnections } from "./transport/dial.ts";
 import { ConnectionBudget, connectionLimit, limitWarning, openFilesLimit } from "../core/connection-budget.ts";
 import { bindNamed } from "../core/bind-error.ts";
-import { statusListener, STATUS_MAX_CONNECTIONS } from "./status-listener.ts";
-import type { StatusState } from "./status-routes.ts";
+import { READ_ONLY_MAX_CONNECTIONS, readOnlyListener } from "./read-only-listener.ts";
+import { adminRoutes, statusRoutes, type Routes, type StatusState } from "./status-routes.ts";
 import { refreshGauges } from "./gauges.ts";
 import type { AccessLog } from "./access-log.ts";
 
@@ -149,50 +148,46 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
   const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());
-  // Its own small budget: a flood here must not take the data path's places.
-  const statusBudget = new ConnectionBudget(STATUS_MAX_CONNECTIONS);
   const status: StatusState = {
     notReady: () => (draining ? "draining" : configured ? undefined : "waiting for the first config from the control plane"),
     metrics,
-    beforeScrape: () => refreshGauges(metrics, { inbound, outbound, inboundTunnels, outboundTunnels, status: statusPort, snapshot: () => snapshot }),
+    beforeScrape: () => refreshGauges(metrics, { inbound, outbound, inboundTunnels, outboundTunnels, status: statusPort, admin, snapshot: () => snapshot }),
+  };
+  // Each read-only port has its own small budget: a flood there must not take the data path's places.
+  const readOnlyPort = (name: "status" | "admin", routes: Routes, listen: Listen) => {
+    const own = new ConnectionBudget(READ_ONLY_MAX_CONNECTIONS);
+    return readOnlyListener(routes, listen, own, {
+      onRefused: (reason) => metrics.refused.inc({ direction: name, reason }),
+      onOverLimit: () => overLimit(name, own),
+    });
   };
   const statusListen = opts.status;
-  const statusPort = statusListen
-    ? statusListener(status, statusListen, statusBudget, {
-        onRefused: (reason) => metrics.refused.inc({ direction: "status", reason }),
-        onOverLimit: () => overLimit("status", statusBudget),
-      })
-    : undefined;
+  const statusPort = statusListen ? readOnlyPort("status", statusRoutes(status), statusListen) : undefined;
   if (statusListen && statusPort) bindNamed("status listener", statusListen.address, statusListen.port, () => statusPort.listen());
-  const admin: ReturnType<typeof startAdmin> = bindNamed("admin listener", opts.admin.address, opts.admin.port, () => startAdmin(
-    {
-      ...status,
-      configDump: () => ({
-        service: opts.service,
-        namespace: opts.namespace,
-        identity: certs.spiffeId,
-        certificateExpires: certs.notAfter.toISOString(),
-        upstream: opts.upstream.origin,
-        listeners: {
-          inbound: `${opts.inbound.address}:${inboundPort}`,
-          outbound: `${opts.outbound.address}:${outboundPort}`,
-          admin: `${opts.admin.address}:${admin.port}`,
-          ...(statusListen && statusPort && { status: `${statusListen.address}:${statusPort.port}` }),
-        },
-        version: snapshot.version,
-        destinations: [...new Set(snapshot.destinations.values())].map((d) => ({
-          name: d.name,
-          namespace: d.namespace,
-          identity: d.spiffeId ?? "none (plain HTTP, outside the mesh)",
-          policy: d.policy,
-          endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
-        })),
-      }),
+  const configDump = () => ({
+    service: opts.service,
+    namespace: opts.namespace,
+    identity: certs.spiffeId,
+    certificateExpires: certs.notAfter.toISOString(),
+    upstream: opts.upstream.origin,
+    listeners: {
+      inbound: `${opts.inbound.address}:${inboundPort}`,
+      outbound: `${opts.outbound.address}:${outboundPort}`,
+      admin: `${opts.admin.address}:${admin.port}`,
+      ...(statusListen && statusPort && { status: `${statusListen.address}:${statusPort.port}` }),
     },
-    opts.admin.address,
-    opts.admin.port,
-  ));
-  const ports = { inbound: inboundPort, outbound: outboundPort, admin: admin.port!, ...(statusPort && { status: statusPort.port }) };
+    version: snapshot.version,
+    destinations: [...new Set(snapshot.destinations.values())].map((d) => ({
+      name: d.name,
+      namespace: d.namespace,
+      identity: d.spiffeId ?? "none (plain HTTP, outside the mesh)",
+      policy: d.policy,
+      endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
+    })),
+  });
+  const admin = readOnlyPort("admin", adminRoutes({ ...status, configDump }), opts.admin);
+  bindNamed("admin listener", opts.admin.address, opts.admin.port, () => admin.listen());
+  const ports = { inbound: inboundPort, outbound: outboundPort, admin: admin.port, ...(statusPort && { status: statusPort.port }) };
   opts.log.info({ identity: opts.certs.spiffeId, ...ports }, "proxy ready");
 
   return {
@@ -249,7 +244,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       localPool.close();
       void inboundHttp.stop(true);
       void outboundHttp.stop(true);
-      void admin.stop(true);
+      admin.closeAll();
       closeSnapshot(snapshot);
       snapshot = snapshotOf(snapshot.version, new Map());
       await opts.accessLog?.close();

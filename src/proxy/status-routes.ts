@@ -1,7 +1,8 @@
 /**
- * What the sidecar says about itself, for probes and scrapers: liveness, readiness and
- * Prometheus metrics. The admin API serves these beside /config_dump; the status listener
- * (status-listener.ts) serves only these, so it can face the pod network.
+ * What the sidecar says about itself: liveness, readiness and Prometheus metrics for
+ * probes and scrapers, and the running config for its operator. The status listener
+ * serves the first three, so it can face the pod network; the admin listener, on
+ * loopback, serves all four. Both are read-only (read-only-listener.ts).
  */
 import type { ProxyMetrics } from "./metrics.ts";
 
@@ -13,32 +14,44 @@ export interface StatusState {
   beforeScrape?: () => void;
 }
 
+export interface AdminState extends StatusState {
+  configDump: () => unknown;
+}
+
 export interface StatusAnswer {
   status: number;
   contentType: string;
   body: string;
 }
 
-export const STATUS_PATHS = ["/live", "/ready", "/metrics"] as const;
-export type StatusPath = (typeof STATUS_PATHS)[number];
+/** Paths and what each answers. */
+export type Routes = ReadonlyMap<string, () => StatusAnswer>;
 
 const TEXT = "text/plain; charset=utf-8";
 const PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8";
 
-export function isStatusPath(path: string): path is StatusPath {
-  return (STATUS_PATHS as readonly string[]).includes(path);
+/** /live, /ready and /metrics: nothing about the config, for the pod network. */
+export function statusRoutes(state: StatusState): Routes {
+  return new Map<string, () => StatusAnswer>([
+    ["/live", () => ({ status: 200, contentType: TEXT, body: "live\n" })],
+    [
+      "/ready",
+      () => {
+        const why = state.notReady();
+        return why === undefined ? { status: 200, contentType: TEXT, body: "ready\n" } : { status: 503, contentType: TEXT, body: `not ready: ${why}\n` };
+      },
+    ],
+    [
+      "/metrics",
+      () => {
+        state.beforeScrape?.();
+        return { status: 200, contentType: PROMETHEUS_TEXT, body: state.metrics.registry.render() };
+      },
+    ],
+  ]);
 }
 
-export function statusAnswer(state: StatusState, path: StatusPath): StatusAnswer {
-  switch (path) {
-    case "/live":
-      return { status: 200, contentType: TEXT, body: "live\n" };
-    case "/ready": {
-      const why = state.notReady();
-      return why === undefined ? { status: 200, contentType: TEXT, body: "ready\n" } : { status: 503, contentType: TEXT, body: `not ready: ${why}\n` };
-    }
-    case "/metrics":
-      state.beforeScrape?.();
-      return { status: 200, contentType: PROMETHEUS_TEXT, body: state.metrics.registry.render() };
-  }
+/** The status routes and /config_dump, for loopback. */
+export function adminRoutes(state: AdminState): Routes {
+  return new Map([...statusRoutes(state), ["/config_dump", () => ({ status: 200, contentType: "application/json", body: JSON.stringify(state.configDump()) })]]);
 }

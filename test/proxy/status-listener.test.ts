@@ -1,6 +1,7 @@
 /**
  * The status listener (`--status`): /live, /ready and /metrics for probes and scrapers,
- * and nothing else, so it can face the pod network while the admin API stays on loopback.
+ * and nothing else, so it can face the pod network while the admin API stays on loopback;
+ * both are read-only listeners with their own accept cap.
  * Real `mesh proxy` processes; raw sockets where curl-like clients would hide the bytes.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
@@ -8,7 +9,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
 import { MeshFixture, metricValue } from "../helpers/mesh-fixture.ts";
-import { STATUS_MAX_CONNECTIONS } from "../../src/proxy/status-listener.ts";
+import { READ_ONLY_MAX_CONNECTIONS } from "../../src/proxy/read-only-listener.ts";
 import { freePort } from "../helpers/ports.ts";
 
 const fx = new MeshFixture();
@@ -103,20 +104,21 @@ test("while the sidecar drains, /ready says 503 and /live 200 until it exits", a
   expect(await caller.proc.exited).toBe(0);
 });
 
-test(`a flood is held to ${STATUS_MAX_CONNECTIONS} connections, closed at accept past it, and counted`, async () => {
+test.each(["status", "admin"] as const)(`a flood on the %s port is held to ${READ_ONLY_MAX_CONNECTIONS} connections, closed at accept past it, and counted`, async (which) => {
   const p = await sidecar();
+  const port = which === "status" ? p.status : p.ports.admin;
   const sockets: { end(): void }[] = [];
   let closedByServer = 0;
   const extra = 16;
-  for (let i = 0; i < STATUS_MAX_CONNECTIONS + extra; i++)
-    sockets.push(await Bun.connect({ hostname: "127.0.0.1", port: p.status, socket: { data: () => {}, close: () => void closedByServer++ } }));
+  for (let i = 0; i < READ_ONLY_MAX_CONNECTIONS + extra; i++)
+    sockets.push(await Bun.connect({ hostname: "127.0.0.1", port, socket: { data: () => {}, close: () => void closedByServer++ } }));
   for (let i = 0; i < 100 && closedByServer < extra; i++) await Bun.sleep(10);
   expect(closedByServer).toBe(extra);
-  expect(await metricValue(p.ports.admin, "mesh_connections_refused_total", { direction: "status" })).toBe(extra);
   // The data path's own budget is untouched, and the port serves again once a place is free.
   for (const s of sockets) s.end();
   await Bun.sleep(100);
-  expect((await fetch(`http://127.0.0.1:${p.status}/ready`)).status).toBe(200);
+  expect((await fetch(`http://127.0.0.1:${port}/ready`)).status).toBe(200);
+  expect(await metricValue(p.ports.admin, "mesh_connections_refused_total", { direction: which })).toBe(extra);
   p.proc.kill("SIGTERM");
   expect(await p.proc.exited).toBe(0);
 });
