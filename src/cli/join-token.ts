@@ -4,6 +4,7 @@ import { writeFileSet } from "../core/files.ts";
 import { ADMIN_FLAGS, adminClient } from "./admin-client.ts";
 import { bool, str, type CommandSpec } from "./args.ts";
 import { countFlag } from "./flags.ts";
+import type { TokenSummary } from "../control-plane/join-token-records.ts";
 
 interface Issued {
   token: string;
@@ -14,15 +15,6 @@ interface Issued {
   error?: string;
 }
 
-interface Summary {
-  id: string;
-  spiffeId: string;
-  uses: number;
-  used: number;
-  issuedAt: string;
-  expiresAt: string;
-  lastUsedAt?: string;
-}
 
 const listCommand: CommandSpec = {
   name: "list",
@@ -30,7 +22,7 @@ const listCommand: CommandSpec = {
   flags: [...ADMIN_FLAGS],
   examples: ["mesh join-token list"],
   async run(args, ctx) {
-    const { status, body } = await adminClient(args).call<{ items: Summary[]; error?: string }>("GET", "/v1/join-tokens");
+    const { status, body } = await adminClient(args).call<{ items: TokenSummary[]; error?: string }>("GET", "/v1/join-tokens");
     if (status !== 200) throw new MeshError(`cannot list join tokens (${status}): ${body.error}`);
     const now = Date.now();
     const live = body.items.filter((t) => Date.parse(t.expiresAt) > now);

@@ -117,11 +117,12 @@ export function startAgent(cp: ControlPlaneSettings, proxy: RunningProxy, ctx: {
     log: ctx.log,
     target: {
       applyConfig: (docs, version) => proxy.applyConfig(docs, version),
-      markConfigured: () => proxy.markConfigured(),
       useCerts: (certs) => proxy.useCerts(certs),
       healthy: () => proxy.healthy(),
     },
   });
+  // The sidecar may say ready once the control plane has been heard (its first config applied or refused).
+  void agent.firstConfig.then(() => proxy.markConfigured());
   agent.start();
   return agent;
 }

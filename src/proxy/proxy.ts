@@ -187,6 +187,11 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   });
   const admin = readOnlyPort("admin", adminRoutes({ ...status, configDump }), opts.admin);
   bindNamed("admin listener", opts.admin.address, opts.admin.port, () => admin.listen());
+  /** Not ready, and no new inbound connections: the first step of every drain. */
+  const stopInbound = () => {
+    draining = true;
+    inbound.stopAccepting();
+  };
   const ports = { inbound: inboundPort, outbound: outboundPort, admin: admin.port, ...(statusPort && { status: statusPort.port }) };
   opts.log.info({ identity: opts.certs.spiffeId, ...ports }, "proxy ready");
 
@@ -210,14 +215,10 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       inbound.rotate(listenerTls(next));
       swap(buildSnapshot(config.services, config.policies, certs, snapshot.version, snapshot));
     },
-    stopInbound() {
-      draining = true;
-      inbound.stopAccepting();
-    },
+    stopInbound,
     async drain(serviceExited = false) {
-      draining = true;
       const deadline = Date.now() + opts.drainTimeoutMs;
-      inbound.stopAccepting();
+      stopInbound();
       websockets.goingAway(); // 1001 to both sides: long-lived sockets would otherwise hold the drain to its deadline
       // The service may still be finishing requests that call other services, or shutting
       // down and calling out: the outbound listener closes only once inbound requests are

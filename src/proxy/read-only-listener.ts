@@ -11,6 +11,7 @@ import type { Listen } from "./proxy.ts";
 import type { Routes } from "./status-routes.ts";
 import type { ConnectionHandler } from "./transport/h1-server/connection.ts";
 import { H1Listener } from "./transport/h1-server/listener.ts";
+import { closingResponse } from "./transport/h1-server/responder.ts";
 
 /** Probes, scrapers and an operator keep a handful of connections; this bounds what anyone else can hold, per port. */
 export const READ_ONLY_MAX_CONNECTIONS = 64;
@@ -24,7 +25,7 @@ export interface ReadOnlyEvents {
 
 function readOnlyHandler(routes: Routes, events: ReadOnlyEvents): ConnectionHandler {
   const notFound = `not found; this port serves ${[...routes.keys()].join(", ")}\n`;
-  const noUpgrade = `HTTP/1.1 404 Not Found\r\ncontent-type: ${TEXT}\r\nconnection: close\r\ncontent-length: ${notFound.length}\r\n\r\n${notFound}`;
+  const noUpgrade = closingResponse({ status: 404, headers: { "content-type": TEXT }, body: notFound });
   return {
     refused: (reason) => events.onRefused(reason),
     upgrade(conn) {

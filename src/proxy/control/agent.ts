@@ -16,8 +16,6 @@ import { ControlPlaneError, type ControlPlaneClient } from "./cp-client.ts";
 export interface AgentTarget {
   /** Validates and applies a config version; throws with the reason to refuse it. */
   applyConfig(documents: unknown[], version: string): void;
-  /** The first config version has been handled, applied or refused. */
-  markConfigured(): void;
   useCerts(certs: WorkloadCerts): void;
   healthy(): Promise<boolean>;
 }
@@ -141,7 +139,6 @@ export class ControlPlaneAgent {
           log.error({ version: snap.version, reason: error }, "config refused; the last good config keeps serving");
         }
         // Applied or refused, the control plane has been heard: the sidecar may be ready.
-        this.opts.target.markConfigured();
         this.markFirstConfig();
         await client.post("/v1/config/ack", { registration, version: snap.version, calls: this.opts.calls, ...(error ? { error } : {}) });
       } catch (err) {

@@ -17,6 +17,8 @@ import { alpnWire, MUX_ALPN } from "../mux/frame.ts";
 import { MuxSession } from "../mux/session.ts";
 import { MuxStream } from "../mux/stream.ts";
 import { ServerConnection, type ConnectionHandler, type ConnectionLimits } from "./connection.ts";
+import { closingResponse } from "./responder.ts";
+import { errorParts } from "../../errors.ts";
 import { SlotList } from "../../../core/slot-list.ts";
 import { readEvent } from "../../../core/clock.ts";
 import type { ConnectionBudget } from "../../../core/connection-budget.ts";
@@ -24,11 +26,6 @@ import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 const ALPN = alpnWire([MUX_ALPN, "http/1.1"]);
 /** How long a draining listener still takes streams a client opened before it heard GOAWAY. */
 const GOAWAY_GRACE_MS = 1000;
-
-function overLimitResponse(limit: number): string {
-  const body = `mesh: overflow: the proxy holds its limit of ${limit} connections\n`;
-  return `HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nx-mesh-error: overflow\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
-}
 
 /** What a listener socket's events go to: an HTTP/1.1 connection, or a mux session. */
 type SocketOwner = ServerConnection | MuxSession;
@@ -203,7 +200,7 @@ export class H1Listener {
     this.refusedOverLimit++;
     this.opts.events.onOverLimit?.();
     if (this.tls !== undefined) return sock.terminate();
-    sock.write(overLimitResponse(this.opts.budget!.limit));
+    sock.write(closingResponse(errorParts("overflow", `the proxy holds its limit of ${this.opts.budget!.limit} connections`)));
     sock.end();
   }
 

@@ -12,17 +12,14 @@
 import type { Socket } from "bun";
 import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 import type { ServerConnection } from "./connection.ts";
+import { closingResponse } from "./responder.ts";
+import { errorParts } from "../../errors.ts";
 
 /**
  * Descriptors a tunnel holds beyond the client's connection, which the listener counted:
  * the loopback client, the loopback server's side of it, and the WebSocket it opens onward.
  */
 export const TUNNEL_EXTRA_DESCRIPTORS = 3;
-
-function overLimitResponse(limit: number): string {
-  const body = `mesh: overflow: a WebSocket takes ${TUNNEL_EXTRA_DESCRIPTORS + 1} of the proxy's ${limit} connection places, and they are held\n`;
-  return `HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nx-mesh-error: overflow\r\nx-mesh-overflow: websockets\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
-}
 
 interface Tunnel {
   conn: ServerConnection;
@@ -74,7 +71,8 @@ export class LoopbackTunnels {
     if (budget !== undefined && !budget.take(TUNNEL_EXTRA_DESCRIPTORS)) {
       this.refusedOverLimit++;
       this.onOverLimit?.();
-      conn.write(overLimitResponse(budget.limit));
+      const detail = `a WebSocket takes ${TUNNEL_EXTRA_DESCRIPTORS + 1} of the proxy's ${budget.limit} connection places, and they are held`;
+      conn.write(closingResponse(errorParts("overflow", detail, { "x-mesh-overflow": "websockets" })));
       conn.close();
       return;
     }

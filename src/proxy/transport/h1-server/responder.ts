@@ -41,6 +41,16 @@ export function statusLine(status: number, reason: string): string {
 }
 
 /**
+ * A whole response that ends the connection, as one string, for a socket no Responder
+ * serves: a connection refused at accept, an upgrade not taken.
+ */
+export function closingResponse(e: { status: number; headers: Record<string, string>; body: string }): string {
+  let lines = "";
+  for (const name in e.headers) lines += `${name}: ${e.headers[name]}\r\n`;
+  return `${statusLine(e.status, "")}${lines}connection: close\r\ncontent-length: ${Buffer.byteLength(e.body)}\r\n\r\n${e.body}`;
+}
+
+/**
  * The tail of a kept-alive HTTP/1.1 response with a small Content-Length, by length: made
  * once, so it is not built (and flattened, to be written) for every response.
  */
