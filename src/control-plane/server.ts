@@ -91,7 +91,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   });
   const proxies = proxyApi({ store, registry, subscriptions, signer, maxWaitMs: MAX_POLL_WAIT_MS });
 
-  const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(openFilesLimit(), API_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
+  const fds = openFilesLimit();
+  const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(fds, API_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
   const overLimit = limitWarning(log, "mesh check and /v1/status");
   const bridge = new TlsBridge(
     { cert: serving.chainPem, key: serving.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain },
@@ -120,7 +121,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   });
   const apiPort = bindNamed("api listener", opts.api.address, opts.api.port, () => bridge.listen(opts.api.address, opts.api.port, inner.port!));
   // The bootstrap port takes any TLS client (a sidecar has no certificate yet): through a bridge for its limit and handshake timeout.
-  const bootBudget = new ConnectionBudget(connectionLimit(openFilesLimit(), BOOTSTRAP_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
+  const bootBudget = new ConnectionBudget(connectionLimit(fds, BOOTSTRAP_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
   const bootBridge = new TlsBridge(
     { cert: serving.chainPem, key: serving.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain },
     { onRefused: (reason) => log.debug({ reason }, "refused bootstrap TLS client"), onOpen: () => undefined, onClose: () => undefined, onOverLimit: () => overLimit("bootstrap", bootBudget) },
