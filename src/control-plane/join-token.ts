@@ -59,7 +59,7 @@ export interface IssuedJoinToken {
   expiresAt: number;
 }
 
-export function maxJoinTtlMs(uses: number): number {
+function maxJoinTtlMs(uses: number): number {
   return uses > 1 ? MAX_MULTI_USE_JOIN_TTL_MS : MAX_JOIN_TTL_MS;
 }
 
