@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { OPT_OUT, runtimeTuningRemoved, SIDECAR_RUNTIME, TUNED_MARKER, tunedReexec } from "../../src/cli/runtime-tuning.ts";
-import { MeshFixture } from "../helpers/mesh-fixture.ts";
+import { fixtureFor } from "../helpers/mesh-fixture.ts";
 import { startReady } from "../helpers/procs.ts";
 
 const NAMES = Object.keys(SIDECAR_RUNTIME);
@@ -42,12 +42,7 @@ describe("runtimeTuningRemoved", () => {
 });
 
 describe("a sidecar process", () => {
-  const fx = new MeshFixture();
-  beforeAll(async () => {
-    await fx.init();
-    await fx.issue("orders");
-  });
-  afterAll(() => fx.close());
+  const fx = fixtureFor("orders");
 
   const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
   const start = (env: Record<string, string | undefined>) =>

@@ -4,14 +4,14 @@
  * a descriptor is freed. In-process: the real listener, plain and mTLS. As a process:
  * `mesh proxy` under a 256-descriptor limit, flooded with 600 connections.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import type { Socket } from "bun";
 import { ConnectionBudget } from "../../src/core/connection-budget.ts";
 import { H1Listener, type ListenerTls } from "../../src/proxy/transport/h1-server/listener.ts";
 import type { ConnectionHandler } from "../../src/proxy/transport/h1-server/connection.ts";
 import { makeIntermediate, makeLeaf, makeRoot, pemOf, type Issued } from "../helpers/certs.ts";
-import { MeshFixture, metricValue } from "../helpers/mesh-fixture.ts";
+import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
 
 const GET = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
 const ok: ConnectionHandler = { request: (_req, res) => res.respond(200, { "content-type": "text/plain" }, "ok"), refused: () => {}, upgrade: () => {} };
@@ -125,12 +125,7 @@ describe("the listener at its limit", () => {
 });
 
 describe("mesh proxy", () => {
-  const fx = new MeshFixture();
-  beforeAll(async () => {
-    await fx.init();
-    await fx.issue("orders");
-  });
-  afterAll(() => fx.close());
+  const fx = fixtureFor("orders");
 
   /** CPU seconds (user + system) the process has used so far. */
   const cpuSeconds = (pid: number) => {
