@@ -1,0 +1,79 @@
+/** The one form of a path that authorization matches and the service receives (threats.md: paths in authorization). */
+import { describe, expect, test } from "bun:test";
+import { isNormalPath, normalTarget, pathOf, PathRefusal } from "../../src/core/normal-path.ts";
+
+const normal = (t: string) => {
+  const r = normalTarget(t);
+  if (r instanceof PathRefusal) throw new Error(`refused ${t}: ${r.detail}`);
+  return r;
+};
+const refusal = (t: string) => {
+  const r = normalTarget(t);
+  if (!(r instanceof PathRefusal)) throw new Error(`${t} was not refused: ${r}`);
+  return r.detail;
+};
+
+describe("normal form", () => {
+  test("a path already normal is the very string given", () => {
+    for (const t of ["/", "/a", "/v1/charges/42", "/a/b/?x=1", "*", "/a.b/c-d_e~f", "/.well-known/x"]) {
+      const s = `${t}`; // a distinct string value with the same text
+      expect(normalTarget(s)).toBe(s);
+    }
+    expect(normal("/.well-known/x")).toBe("/.well-known/x");
+  });
+
+  test.each([
+    ["/a/../admin", "/admin"],
+    ["/a/./admin", "/a/admin"],
+    ["/a/%2e%2e/admin", "/admin"],
+    ["/a/%2E%2E/admin", "/admin"],
+    ["/a/.%2e/admin", "/admin"],
+    ["/../../admin", "/admin"],
+    ["//admin", "/admin"],
+    ["/a//b///c", "/a/b/c"],
+    ["/%61dmin", "/admin"],
+    ["/%41%44%4d%49%4e", "/ADMIN"],
+    ["/a/b/..", "/a/"],
+    ["/a/b/.", "/a/b/"],
+    ["/a/", "/a/"],
+    ["/..", "/"],
+    ["/a/%c3%a9", "/a/%C3%A9"],
+    ["/a%20b", "/a%20b"],
+    ["/a/../b?x=/../y&p=%2F", "/b?x=/../y&p=%2F"],
+    ["/%7euser", "/~user"],
+  ])("%s → %s", (input, expected) => {
+    expect(normal(input)).toBe(expected);
+  });
+
+  test.each([
+    ["/a%2Fb", "escaped slash"],
+    ["/a%2fb", "escaped slash"],
+    ["/..%2Fadmin", "escaped slash"],
+    ["/a%5Cb", "escaped slash or backslash"],
+    ["/a\\b", "backslash"],
+    ["/a%00b", "control character"],
+    ["/a%0d%0ab", "control character"],
+    ["/a%7f", "control character"],
+    ["/a%", "two hex digits"],
+    ["/a%4", "two hex digits"],
+    ["/a%zz", "two hex digits"],
+    ["/public/..;/admin", "dot segment with parameters"],
+    ["/public/.;x/admin", "dot segment with parameters"],
+  ])("%s is refused (%s)", (input, why) => {
+    expect(refusal(input)).toContain(why);
+  });
+
+  test("a semicolon elsewhere is a character like any other", () => {
+    expect(normal("/a;b/c")).toBe("/a;b/c");
+    expect(normal("/a/..x;y")).toBe("/a/..x;y");
+  });
+
+  test("pathOf drops the query; isNormalPath says whether a rule's path could ever match", () => {
+    expect(pathOf("/a/b?x=1")).toBe("/a/b");
+    expect(pathOf("/a/b")).toBe("/a/b");
+    expect(isNormalPath("/v1/charges")).toBe(true);
+    expect(isNormalPath("/v1//charges")).toBe(false);
+    expect(isNormalPath("/%61")).toBe(false);
+    expect(isNormalPath("/a?b")).toBe(false);
+  });
+});
