@@ -2,6 +2,7 @@
 import { loadManifests, formatManifestError, type LoadedManifest } from "../config/load.ts";
 import type { Service } from "../config/kinds/service.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
+import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import { Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
@@ -27,10 +28,12 @@ interface ProxyFile {
   proxy?: ProxyConfig;
   services: Service[];
   policies: DestinationPolicy[];
+  /** Every AuthorizationPolicy in the file; the proxy enforces those for its own service. */
+  authorization: AuthorizationPolicy[];
 }
 
 async function loadConfig(path: string | undefined): Promise<ProxyFile> {
-  if (!path) return { services: [], policies: [] };
+  if (!path) return { services: [], policies: [], authorization: [] };
   const { manifests, errors } = await loadManifests([path]);
   if (errors.length) throw new DataError(`invalid config:\n  ${errors.map(formatManifestError).join("\n  ")}`, "--config");
   const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind);
@@ -52,7 +55,12 @@ async function loadConfig(path: string | undefined): Promise<ProxyFile> {
         .join("\n  ")}`,
       "--config",
     );
-  return { proxy: proxies[0], services, policies: of("DestinationPolicy").map((m) => m.manifest) as DestinationPolicy[] };
+  return {
+    proxy: proxies[0],
+    services,
+    policies: of("DestinationPolicy").map((m) => m.manifest) as DestinationPolicy[],
+    authorization: of("AuthorizationPolicy").map((m) => m.manifest) as AuthorizationPolicy[],
+  };
 }
 
 export const proxyCommand: CommandSpec = {
@@ -161,6 +169,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     certs,
     services: file.services,
     policies: file.policies,
+    authorization: file.authorization,
     healthPath,
     drainTimeoutMs,
     outboundDrainDelayMs,

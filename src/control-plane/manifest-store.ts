@@ -11,7 +11,14 @@ import type { Store } from "../store/store.ts";
 import { manifestKey } from "./keys.ts";
 import type { ControlPlaneView } from "./view.ts";
 
-export const SHARED_KINDS = new Set(["Service", "DestinationPolicy"]);
+export const SHARED_KINDS = new Set(["Service", "DestinationPolicy", "AuthorizationPolicy"]);
+
+/** The Service a policy names in its namespace (spec.service), if it names one: an AuthorizationPolicy's "*" names every one. */
+function referencedService(m: Manifest): string | undefined {
+  if (m.kind !== "DestinationPolicy" && m.kind !== "AuthorizationPolicy") return undefined;
+  const service = (m.spec as { service: string }).service;
+  return service === "*" ? undefined : service;
+}
 
 export interface SubmittedDocument {
   /** Where it came from, for errors: `file#doc`. */
@@ -49,8 +56,8 @@ export async function applyDocuments(store: Store, view: ControlPlaneView, docs:
     valid.push({ source: d.source, raw: d.manifest as Record<string, unknown>, manifest: m });
   }
   for (const v of valid) {
-    if (v.manifest.kind !== "DestinationPolicy") continue;
-    const service = (v.manifest.spec as { service: string }).service;
+    const service = referencedService(v.manifest);
+    if (service === undefined) continue;
     const ns = v.manifest.metadata.namespace;
     if (!seen.has(`Service/${ns}/${service}`) && !view.manifests.has(`Service/${ns}/${service}`))
       errors.push(`${v.source} spec.service: no Service "${service}" in namespace "${ns}"`);
@@ -74,11 +81,9 @@ export type DeleteResult = { ok: true } | { ok: false; status: 404 | 409; error:
 
 export async function deleteManifest(store: Store, view: ControlPlaneView, kind: string, namespace: string, name: string): Promise<DeleteResult> {
   if (kind === "Service") {
-    const users = [...view.manifests.values()].filter(
-      ({ manifest: m }) => m.kind === "DestinationPolicy" && m.metadata.namespace === namespace && (m.spec as { service: string }).service === name,
-    );
+    const users = [...view.manifests.values()].filter(({ manifest: m }) => m.metadata.namespace === namespace && referencedService(m) === name);
     if (users.length > 0)
-      return { ok: false, status: 409, error: `Service "${namespace}/${name}" is used by DestinationPolicy ${users.map((u) => `"${u.manifest.metadata.name}"`).join(", ")}; delete that first` };
+      return { ok: false, status: 409, error: `Service "${namespace}/${name}" is used by ${users.map((u) => `${u.manifest.kind} "${u.manifest.metadata.name}"`).join(", ")}; delete that first` };
   }
   const deleted = await store.delete(manifestKey(kind, namespace, name));
   return deleted ? { ok: true } : { ok: false, status: 404, error: `no ${kind} "${namespace}/${name}"` };

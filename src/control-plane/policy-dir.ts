@@ -64,7 +64,8 @@ export class PolicyDir {
     }
     const now = new Set(result.applied.map((a) => `${a.kind}/${a.namespace}/${a.name}`));
     // Policies before the services they name, so a delete is never refused for a reference.
-    const gone = [...this.owned].filter((id) => !now.has(id)).sort((a) => (a.startsWith("DestinationPolicy/") ? -1 : 1));
+    const servicesLast = (id: string) => (id.startsWith("Service/") ? 1 : 0);
+    const gone = [...this.owned].filter((id) => !now.has(id)).sort((a, b) => servicesLast(a) - servicesLast(b));
     for (const id of gone) {
       const [kind, namespace, name] = id.split("/") as [string, string, string];
       await deleteManifest(this.store, this.view, kind, namespace, name);

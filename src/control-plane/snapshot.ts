@@ -1,6 +1,7 @@
 /**
  * The config one proxy gets: the Services it may call, with the endpoints registered
- * for them merged in, the DestinationPolicies for those services, and the trust bundle.
+ * for them merged in, the DestinationPolicies for those services, the
+ * AuthorizationPolicies its own inbound enforces, and the trust bundle.
  * Documents go out as written, so the proxy validates them itself and can refuse a
  * version with a reason. The version is a hash of the content: every replica computes
  * the same version for the same state, so a proxy that moves to another replica
@@ -66,12 +67,14 @@ export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: str
     included.add(key);
     services.push(withEndpoints(raw, registered.get(key) ?? []));
   }
+  const authorization: Record<string, unknown>[] = [];
   for (const { raw, manifest } of sorted) {
-    if (manifest.kind !== "DestinationPolicy") continue;
     const spec = manifest.spec as { service: string };
-    if (included.has(`${spec.service}.${manifest.metadata.namespace}`)) policies.push(raw);
+    if (manifest.kind === "DestinationPolicy" && included.has(`${spec.service}.${manifest.metadata.namespace}`)) policies.push(raw);
+    else if (manifest.kind === "AuthorizationPolicy" && manifest.metadata.namespace === sub.namespace && (spec.service === sub.service || spec.service === "*"))
+      authorization.push(raw);
   }
-  const documents = [...services, ...policies];
+  const documents = [...services, ...policies, ...authorization];
   const version = createHash("sha256").update(JSON.stringify({ documents, bundle })).digest("hex").slice(0, 16);
   return { version, documents, bundle };
 }

@@ -10,7 +10,8 @@ export type ProxyFailure =
   | "timeout"
   | "overflow"
   | "peer-identity"
-  | "bad-request";
+  | "bad-request"
+  | "forbidden";
 
 const STATUS: Record<ProxyFailure, number> = {
   "no-route": 404,
@@ -21,6 +22,7 @@ const STATUS: Record<ProxyFailure, number> = {
   overflow: 503,
   "peer-identity": 502,
   "bad-request": 400,
+  forbidden: 403,
 };
 
 /**

@@ -3,7 +3,9 @@
  * handshake of this very connection, is handed to the local service in
  * `x-mesh-client-id` after any copy the caller sent was removed (headers.ts), and the
  * request is relayed over the pooled HTTP/1.1 client without building Request or
- * Response objects. WebSocket upgrades are tunnelled to the loopback server of
+ * Response objects. Before that, its path is put in normal form (what the service
+ * receives) and the service's authorization policies are checked against it. WebSocket
+ * upgrades pass the same two checks, then are tunnelled to the loopback server of
  * inbound.ts, which carries them.
  */
 import { boundedMemo } from "../core/bounded-memo.ts";
@@ -16,13 +18,16 @@ import { RelaySink } from "./relay-sink.ts";
 import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
 import { callAbortListener, type AbortLike, type AbortListener } from "./transport/h1/abort.ts";
 import { addedLines, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
-import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
+import type { Answer, ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
 import type { Responder } from "./transport/h1-server/responder.ts";
 import type { UpstreamHealth } from "./upstream-health.ts";
 import { eventNow } from "../core/clock.ts";
 import type { AccessLog } from "./access-log.ts";
+import type { Authorizer } from "./authorization.ts";
+import { normalTarget, PathRefusal } from "../core/normal-path.ts";
+import type { RequestHead } from "./transport/h1/request-parse.ts";
 
 export interface InboundHandlerDeps {
   pool: Http1Pool;
@@ -33,6 +38,8 @@ export interface InboundHandlerDeps {
   tunnels: LoopbackTunnels;
   health?: UpstreamHealth;
   accessLog?: AccessLog;
+  /** The service's authorization policies of the config in force; undefined: every caller is let in. */
+  authorizer: () => Authorizer | undefined;
 }
 
 export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
@@ -42,10 +49,23 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   return {
     refused: (reason) => metrics.refused.inc({ direction: "inbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
+    refuseUpgrade(head, peer) {
+      const sent = head.pathAndQuery;
+      const refusal = admission(head, peer!);
+      if (refusal !== undefined || head.pathAndQuery === sent) return refusal;
+      // The tunnel relays the upgrade's own bytes: only a path that needs no rewriting reaches the service as matched.
+      metrics.refused.inc({ direction: "inbound", reason: "path" });
+      return errorParts("bad-request", "a WebSocket upgrade's path must be in normal form");
+    },
     request(req: ServerRequest, res: Responder) {
       const caller = req.peer!;
       const peer = peerService(caller);
       const head = req.head;
+      const refusal = admission(head, caller);
+      if (refusal !== undefined) {
+        log?.request("inbound", head, refusal.status, 0, caller);
+        return res.respond(refusal.status, refusal.headers, refusal.body);
+      }
       let prepared: PreparedRequest;
       try {
         prepared = prepareRelayed(head, RELAY_SKIP, identityLine(caller), requestFraming(head), req.bytes);
@@ -60,6 +80,23 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
       deps.pool.dispatch(prepared, req.body, relay, relay);
     },
   };
+
+  /**
+   * Puts the head's target in normal form (what the service receives, so what rules match)
+   * and checks the authorization policies; undefined: the request may go on.
+   */
+  function admission(head: RequestHead, caller: string): Answer | undefined {
+    const target = normalTarget(head.pathAndQuery);
+    if (target instanceof PathRefusal) {
+      metrics.refused.inc({ direction: "inbound", reason: "path" });
+      return errorParts("bad-request", target.detail);
+    }
+    head.pathAndQuery = target;
+    const denial = deps.authorizer()?.check({ caller, method: head.method, target, fields: head.fields, dropped: head.connectionTokens });
+    if (denial === undefined) return undefined;
+    metrics.denied.inc({ peer: peerService(caller), policy: denial.policy });
+    return errorParts("forbidden", denial.detail);
+  }
 }
 
 /** The identity line a caller's requests carry; callers are few, requests many. */

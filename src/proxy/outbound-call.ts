@@ -53,6 +53,7 @@ const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
   "no-healthy-endpoints": "refused",
   overflow: "refused",
   "bad-request": "refused",
+  forbidden: "refused", // only an inbound decides it; to a caller it is the 403 it received
 };
 
 /** Prefers an endpoint not tried yet; falls back to any healthy one. */

@@ -3,6 +3,7 @@
  * outbound listener, their loopback servers for WebSocket upgrades, and the admin API.
  * It needs no control plane: the static config is a complete source of destinations.
  */
+import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { Service } from "../config/kinds/service.ts";
 import type { Logger } from "../core/log.ts";
@@ -27,6 +28,7 @@ import { READ_ONLY_MAX_CONNECTIONS, readOnlyListener } from "./read-only-listene
 import { adminRoutes, statusRoutes, type Routes, type StatusState } from "./status-routes.ts";
 import { refreshGauges } from "./gauges.ts";
 import type { AccessLog } from "./access-log.ts";
+import { authorizerFor } from "./authorization.ts";
 
 export interface Listen {
   address: string;
@@ -45,6 +47,8 @@ export interface ProxyOptions {
   certs: WorkloadCerts;
   services: Service[];
   policies: DestinationPolicy[];
+  /** Policies of the static config; those for this service are enforced on the inbound, with the control plane's. */
+  authorization: AuthorizationPolicy[];
   drainTimeoutMs: number;
   /** How long a drain keeps the outbound listener accepting at least (a service calling out while it shuts down); at most drainTimeoutMs. */
   outboundDrainDelayMs?: number;
@@ -93,8 +97,10 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundInflight = new InflightTracker();
   const outboundInflight = new InflightTracker();
   let certs = opts.certs;
-  let config: ProxyDocuments = { services: opts.services, policies: opts.policies };
+  let config: ProxyDocuments = { services: opts.services, policies: opts.policies, authorization: opts.authorization };
   let snapshot: Snapshot = buildSnapshot(config.services, config.policies, certs, "static-1");
+  const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain };
+  let authorizer = authorizerFor(config.authorization, subject);
   let draining = false;
   let configured = !opts.awaitsConfig;
   const swap = (next: Snapshot) => {
@@ -128,7 +134,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     // Longer than callers' pool idle timeout (default 10 s), so a caller never reuses a connection this side has just closed.
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
     budget,
-    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health, accessLog: opts.accessLog }),
+    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health, accessLog: opts.accessLog, authorizer: () => authorizer }),
     events: {
       onRefused: (reason) => {
         metrics.tlsFailures.inc({ direction: "inbound", reason: reason.split(":")[0]!.slice(0, 40) });
@@ -184,6 +190,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       policy: d.policy,
       endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
     })),
+    authorization: (authorizer?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
   });
   const admin = readOnlyPort("admin", adminRoutes({ ...status, configDump }), opts.admin);
   bindNamed("admin listener", opts.admin.address, opts.admin.port, () => admin.listen());
@@ -202,8 +209,12 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       // Static services stay unless the control plane now defines them.
       const names = new Set(dynamic.services.map((s) => `${s.metadata.name}.${s.metadata.namespace}`));
       const services = [...dynamic.services, ...opts.services.filter((s) => !names.has(`${s.metadata.name}.${s.metadata.namespace}`))];
-      config = { services, policies: [...dynamic.policies, ...opts.policies.filter((p) => !names.has(`${p.spec.service}.${p.metadata.namespace}`))] };
+      // Static authorization policies stay beside the control plane's, unless it has one of the same name.
+      const ids = new Set(dynamic.authorization.map(policyId));
+      const authorization = [...dynamic.authorization, ...opts.authorization.filter((p) => !ids.has(policyId(p)))];
+      config = { services, policies: [...dynamic.policies, ...opts.policies.filter((p) => !names.has(`${p.spec.service}.${p.metadata.namespace}`))], authorization };
       swap(buildSnapshot(config.services, config.policies, certs, version, snapshot));
+      authorizer = authorizerFor(authorization, subject);
     },
     markConfigured() {
       configured = true;
@@ -254,6 +265,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     },
   };
 }
+
+const policyId = (p: AuthorizationPolicy) => `${p.metadata.namespace}/${p.metadata.name}`;
 
 /** True if `p` settles within `ms`; the timer is cleared so it cannot hold the process open. */
 async function settlesBefore(p: Promise<unknown>, ms: number): Promise<boolean> {

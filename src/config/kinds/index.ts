@@ -1,4 +1,5 @@
 /** Importing this registers every built-in kind; add a kind by adding its module here. */
+export * from "./authorization-policy";
 export * from "./control-plane-config";
 export * from "./destination-policy";
 export * from "./proxy-config";

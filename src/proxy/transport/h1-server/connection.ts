@@ -30,6 +30,15 @@ export interface ConnectionHandler {
   refused(reason: string): void;
   /** A WebSocket upgrade: the handler takes the connection over, starting with `initial` (the request's bytes and what followed). */
   upgrade(conn: ServerConnection, initial: Uint8Array): void;
+  /** Asked before `upgrade`: an answer refuses the upgrade (counted by the handler) and closes the connection after it. */
+  refuseUpgrade?(head: RequestHead, peer: string | undefined): Answer | undefined;
+}
+
+/** A whole answer to one request: errors.ts's ErrorParts. */
+export interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
 }
 
 export interface ConnectionLimits {
@@ -178,6 +187,8 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
     if (!head.keepAlive) this.closing = true;
     if (head.websocket) {
       this.pending = undefined;
+      const refusal = this.handler.refuseUpgrade?.(head, this.peer);
+      if (refusal !== undefined) return this.answerAndClose(refusal);
       this.handler.upgrade(this, from === 0 ? buf : buf.subarray(from));
       return;
     }
@@ -213,12 +224,16 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   /** Answers a request that cannot be forwarded and closes the connection after it. */
   private refuse(status: number, reason: string, detail: string, failure = "bad-request"): void {
     this.handler.refused(reason);
+    this.answerAndClose({ status, headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": failure }, body: `mesh: ${failure}: ${detail}\n` });
+  }
+
+  private answerAndClose(answer: Answer): void {
     this.closing = true;
     this.pending = undefined;
     const res = this.active ?? new Responder(this, false);
     this.active = res;
     if (res.headSent) return this.abort(res);
-    res.respond(status, { "content-type": "text/plain; charset=utf-8", "x-mesh-error": failure }, `mesh: ${failure}: ${detail}\n`);
+    res.respond(answer.status, answer.headers, answer.body);
   }
 
   /** The request body broke (malformed chunk, over the limit): its pump fails; the client gets a 4xx if nothing was sent yet. */

@@ -1,0 +1,127 @@
+/**
+ * AuthorizationPolicy: which callers may send which requests to a service, enforced by
+ * the service's own sidecars on their inbound (Istio's AuthorizationPolicy, Consul's L7
+ * intentions). Without any policy every caller with a mesh certificate is let in; once
+ * an allow policy names a service, only requests one of its rules matches are.
+ */
+import { z } from "zod";
+import { isNormalPath } from "../../core/normal-path";
+import { nameProblem, parseSpiffeId } from "../../pki/spiffe";
+import { always, dnsLabel } from "../common";
+import { registerKind, type ManifestOf } from "../manifest";
+
+export const ACTIONS = ["allow", "deny"] as const;
+
+/** Headers a rule cannot see: the proxy removes or sets them itself before the service does. */
+const UNMATCHABLE_HEADERS = new Set([
+  "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings",
+  "proxy-authenticate", "proxy-authorization", "x-mesh-client-id", "x-forwarded-client-cert", "l5d-client-id", "host", "content-length",
+]);
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** `name` (the policy's namespace) or `name.namespace`: a caller's service identity. */
+const CallerService = z.string().superRefine((value, ctx) => {
+  const parts = value.split(".");
+  const problem = parts.length > 2 ? `"${value}": expected name or name.namespace` : parts.map((p) => nameProblem("caller", p)).find((p) => p);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
+const SpiffeIdText = z.string().superRefine((value, ctx) => {
+  const parsed = parseSpiffeId(value);
+  if (!parsed.ok) ctx.addIssue({ code: "custom", message: parsed.reason });
+});
+
+/** A path rule: exact, `prefix*`, `*suffix` or `*`, over normalized paths. */
+const PathPattern = z.string().superRefine((value, ctx) => {
+  const problem = pathPatternProblem(value);
+  if (problem) ctx.addIssue({ code: "custom", message: `"${value}": ${problem}` });
+});
+
+function pathPatternProblem(value: string): string | undefined {
+  if (value === "*") return undefined;
+  const suffix = value.startsWith("*");
+  const prefix = !suffix && value.endsWith("*");
+  const bare = suffix ? value.slice(1) : prefix ? value.slice(0, -1) : value;
+  if (bare.includes("*")) return '"*" may stand only at the start or the end';
+  if (bare.includes("?")) return "paths are matched without the query";
+  if (!suffix && !bare.startsWith("/")) return 'a path starts with "/" ("*" first for a suffix)';
+  // A suffix must be able to end a normal path, a prefix to start one.
+  const probe = suffix ? `/x${bare.startsWith("/") ? "" : "/"}${bare}` : prefix ? `${bare}x` : bare;
+  if (!isNormalPath(probe))
+    return 'not in normal form (no "%2F", "//", "." or ".." segments; escapes of letters and digits decoded), so no request could match it';
+  return undefined;
+}
+
+export const Source = z
+  .strictObject({
+    services: z.array(CallerService).min(1).optional().describe("Callers by the service identity in their certificate (a Service's `identity`, default its name): `name` in the policy's namespace, or `name.namespace`."),
+    namespaces: z.array(dnsLabel("namespace")).min(1).optional().describe("Callers from these namespaces."),
+    identities: z.array(SpiffeIdText).min(1).optional().describe("Callers by full SPIFFE ID."),
+  })
+  .describe("Who sends the request; each field given must match (entries within a field: any one).");
+
+export const Operation = z
+  .strictObject({
+    methods: z
+      .array(z.string().regex(TOKEN, "expected an HTTP method").transform((m) => m.toUpperCase()))
+      .min(1)
+      .optional()
+      .describe("Request methods, e.g. GET, POST."),
+    paths: z
+      .array(PathPattern)
+      .min(1)
+      .optional()
+      .describe('Paths after normalization, without the query: exact ("/v1/charges"), a prefix ("/v1/charges/*"), a suffix ("*.json") or "*".'),
+  })
+  .describe("What the request does; each field given must match (entries within a field: any one).");
+
+export const HeaderCondition = z
+  .strictObject({
+    header: z
+      .string()
+      .regex(TOKEN, "expected an HTTP header name")
+      .transform((h) => h.toLowerCase())
+      .superRefine((h, ctx) => {
+        if (UNMATCHABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is removed or set by the proxy before the service sees it; a rule cannot use it` });
+      })
+      .describe("Request header name."),
+    values: z
+      .array(z.string().refine((v) => !v.includes(",") && v.trim() === v && v.length > 0, "expected a single value: no comma, no surrounding space"))
+      .min(1)
+      .describe("Values the header may hold."),
+  })
+  .describe(
+    "A request header's values: all of its comma-separated elements, over every line it appears on. An allow rule needs every element listed (and at least one); a deny rule takes any one.",
+  );
+
+export const AuthorizationRule = z
+  .strictObject({
+    from: Source.optional().describe("Who may send it; omitted: any caller with a mesh certificate."),
+    to: Operation.optional().describe("What it may do; omitted: anything."),
+    when: z.array(HeaderCondition).min(1).optional().describe("Header conditions, all of which must hold."),
+  })
+  .describe("Matches a request when every part given matches; {} matches every request.");
+
+export const AuthorizationPolicySpec = z
+  .strictObject({
+    service: z
+      .union([z.literal("*"), dnsLabel("service")])
+      .describe('The Service, in this namespace, whose sidecars enforce the policy on their inbound; "*" for every service in the namespace.'),
+    action: z.enum(ACTIONS).default("allow").describe("allow: requests a rule matches are let in, others refused unless another allow policy matches; deny: requests a rule matches are refused, before any allow. Default allow."),
+    rules: z
+      .array(AuthorizationRule)
+      .describe("The requests the policy is about: any one rule matching is enough. An allow policy with no rules allows nothing (a default deny); a deny policy with rules: [{}] denies everything."),
+  })
+  .superRefine((spec, ctx) => {
+    if (spec.action === "deny" && Array.isArray(spec.rules) && spec.rules.length === 0)
+      ctx.addIssue({ code: "custom", path: ["rules"], message: "a deny policy without rules denies nothing; give rules, or [{}] to deny everything" });
+  }, always)
+  .describe("Who may call a service, with what: allow and deny rules over callers, methods, paths and headers.");
+
+export const AuthorizationPolicy = registerKind({
+  kind: "AuthorizationPolicy",
+  spec: AuthorizationPolicySpec,
+  description: "Which callers may send which requests to a service, enforced by the service's sidecars: allow and deny rules over caller identities, methods, paths and headers.",
+});
+export type AuthorizationPolicy = ManifestOf<typeof AuthorizationPolicy>;
+export type AuthorizationPolicySpec = AuthorizationPolicy["spec"];

@@ -1,0 +1,163 @@
+/**
+ * The AuthorizationPolicies of this sidecar's own service, compiled once per config and
+ * checked on every inbound request (WebSocket upgrades included) against what the
+ * service will receive: the caller's proven SPIFFE ID, the method, the path in normal
+ * form (core/normal-path.ts) and the headers that are forwarded (none the client listed
+ * in Connection, since the proxy drops those). Istio's order: a deny policy's match
+ * refuses; with no allow policy the request is let in; otherwise an allow policy must match.
+ */
+import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
+import { boundedMemo } from "../core/bounded-memo.ts";
+import { pathOf } from "../core/normal-path.ts";
+import { parseSpiffeId, workloadOf } from "../pki/spiffe.ts";
+
+/** What a rule sees of a request. */
+export interface AuthorizationRequest {
+  /** The caller's SPIFFE ID, from its certificate. */
+  caller: string;
+  method: string;
+  /** The target as forwarded (path in normal form, query as sent). */
+  target: string;
+  /** [name0, value0, ...], names lower-cased, as parsed. */
+  fields: readonly string[];
+  /** Header names the client listed in Connection: dropped before forwarding, so not seen. */
+  dropped: readonly string[];
+}
+
+/** A refused request: the policy that decided, for metrics and logs. */
+export interface Denial {
+  /** `namespace/name` of the deny policy that matched, or NO_ALLOW_MATCHED. */
+  policy: string;
+  detail: string;
+}
+
+export const NO_ALLOW_MATCHED = "no-allow-matched";
+
+/** The sidecar whose inbound enforces the policies. */
+export interface PolicySubject {
+  namespace: string;
+  service: string;
+  trustDomain: string;
+}
+
+type PathMatch = { kind: "exact" | "prefix" | "suffix"; text: string } | { kind: "any" };
+
+interface CompiledRule {
+  services?: ReadonlySet<string>;
+  identities?: ReadonlySet<string>;
+  namespaces?: ReadonlySet<string>;
+  methods?: ReadonlySet<string>;
+  paths?: readonly PathMatch[];
+  when?: readonly { header: string; values: ReadonlySet<string> }[];
+}
+
+interface CompiledPolicy {
+  id: string;
+  rules: CompiledRule[];
+}
+
+export class Authorizer {
+  constructor(
+    private readonly deny: readonly CompiledPolicy[],
+    private readonly allow: readonly CompiledPolicy[],
+    /** The policies it was built from, for /config_dump. */
+    readonly sources: readonly AuthorizationPolicy[],
+  ) {}
+
+  /** Undefined when the request may pass; otherwise why not. */
+  check(req: AuthorizationRequest): Denial | undefined {
+    for (const p of this.deny) if (p.rules.some((r) => matches(r, req, "deny"))) return { policy: p.id, detail: "denied by an authorization policy" };
+    if (this.allow.length === 0) return undefined;
+    for (const p of this.allow) if (p.rules.some((r) => matches(r, req, "allow"))) return undefined;
+    return { policy: NO_ALLOW_MATCHED, detail: "no authorization policy allows this request" };
+  }
+}
+
+/** The authorizer of `subject`'s inbound, or undefined when no policy applies to it (every caller is let in). */
+export function authorizerFor(policies: readonly AuthorizationPolicy[], subject: PolicySubject): Authorizer | undefined {
+  const own = policies.filter((p) => p.metadata.namespace === subject.namespace && (p.spec.service === subject.service || p.spec.service === "*"));
+  if (own.length === 0) return undefined;
+  const compiled = (action: "allow" | "deny") =>
+    own.filter((p) => p.spec.action === action).map((p) => ({ id: `${p.metadata.namespace}/${p.metadata.name}`, rules: p.spec.rules.map((r) => compileRule(r, p.metadata.namespace, subject.trustDomain)) }));
+  return new Authorizer(compiled("deny"), compiled("allow"), own);
+}
+
+function compileRule(rule: AuthorizationPolicy["spec"]["rules"][number], namespace: string, trustDomain: string): CompiledRule {
+  const { from, to, when } = rule;
+  return {
+    services: from?.services && new Set(from.services.map((s) => callerId(s, namespace, trustDomain))),
+    identities: from?.identities && new Set(from.identities),
+    namespaces: from?.namespaces && new Set(from.namespaces),
+    methods: to?.methods && new Set(to.methods),
+    paths: to?.paths?.map(pathMatch),
+    when: when?.map((c) => ({ header: c.header, values: new Set(c.values) })),
+  };
+}
+
+/** `name` or `name.namespace` as the SPIFFE ID its certificate carries. */
+function callerId(service: string, namespace: string, trustDomain: string): string {
+  const [name, ns = namespace] = service.split(".");
+  return `spiffe://${trustDomain}/ns/${ns}/sa/${name}`;
+}
+
+function pathMatch(pattern: string): PathMatch {
+  if (pattern === "*") return { kind: "any" };
+  if (pattern.startsWith("*")) return { kind: "suffix", text: pattern.slice(1) };
+  if (pattern.endsWith("*")) return { kind: "prefix", text: pattern.slice(0, -1) };
+  return { kind: "exact", text: pattern };
+}
+
+/** A caller's namespace; callers are few, requests many. */
+const callerNamespace = boundedMemo(1024, (caller: string): string | undefined => {
+  const parsed = parseSpiffeId(caller);
+  return parsed.ok ? workloadOf(parsed.id)?.namespace : undefined;
+});
+
+function matches(rule: CompiledRule, req: AuthorizationRequest, action: "allow" | "deny"): boolean {
+  if (rule.services && !rule.services.has(req.caller)) return false;
+  if (rule.identities && !rule.identities.has(req.caller)) return false;
+  if (rule.namespaces) {
+    const ns = callerNamespace(req.caller);
+    if (ns === undefined || !rule.namespaces.has(ns)) return false;
+  }
+  if (rule.methods && !rule.methods.has(req.method)) return false;
+  if (rule.paths && !rule.paths.some((m) => pathMatches(m, pathOf(req.target)))) return false;
+  if (rule.when) for (const c of rule.when) if (!headerMatches(req, c.header, c.values, action)) return false;
+  return true;
+}
+
+function pathMatches(m: PathMatch, path: string): boolean {
+  switch (m.kind) {
+    case "any":
+      return true;
+    case "exact":
+      return path === m.text;
+    case "prefix":
+      return path.startsWith(m.text);
+    case "suffix":
+      return path.endsWith(m.text);
+  }
+}
+
+/**
+ * A header's elements are every comma-separated value over all its lines. A client can
+ * repeat a header or join values to make one rule and the service read it differently,
+ * so the reading that refuses wins: an allow needs every element listed, a deny any one.
+ */
+function headerMatches(req: AuthorizationRequest, header: string, values: ReadonlySet<string>, action: "allow" | "deny"): boolean {
+  if (req.dropped.includes(header)) return false;
+  let seen = false;
+  const fields = req.fields;
+  for (let i = 0; i < fields.length; i += 2) {
+    if (fields[i] !== header) continue;
+    for (const part of fields[i + 1]!.split(",")) {
+      const element = part.trim();
+      if (element === "") continue;
+      seen = true;
+      const listed = values.has(element);
+      if (action === "deny" && listed) return true;
+      if (action === "allow" && !listed) return false;
+    }
+  }
+  return action === "allow" && seen;
+}
