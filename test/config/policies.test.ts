@@ -6,5 +6,5 @@ import { formatManifestError, loadManifests } from "../../src/config";
 test("every manifest in policies/ is valid", async () => {
   const { manifests, errors } = await loadManifests([join(import.meta.dir, "../../policies")]);
   expect(errors.map(formatManifestError)).toEqual([]);
-  expect(manifests.map((m) => m.manifest.kind)).toEqual(expect.arrayContaining(["Service", "ProxyConfig", "ControlPlaneConfig"]));
+  expect(manifests.map((m) => m.manifest.kind)).toEqual(expect.arrayContaining(["Service", "AuthorizationPolicy", "ProxyConfig", "ControlPlaneConfig"]));
 });

@@ -1,0 +1,121 @@
+/**
+ * AuthorizationPolicy through the control plane: `mesh apply` validates it (its Service
+ * must exist, its paths be ones a request could have), each sidecar is sent only its own
+ * service's policies, a change is enforced without a restart, a bad one leaves the last
+ * good set in force, and a Service a policy protects cannot be deleted under it.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { mesh, tempDir } from "../helpers/cli.ts";
+import { cpSidecar, eventually, serviceManifest, startControlPlane, type Sidecar, type TestControlPlane } from "../helpers/control-plane.ts";
+import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
+import { stopAll } from "../helpers/procs.ts";
+import { endpointsSeenBy } from "../helpers/traffic.ts";
+
+const tmp = tempDir("mesh-cp-authz-");
+const echoes: EchoService[] = [];
+let cp: TestControlPlane;
+let admin: string[];
+let payments: Sidecar;
+let orders: Sidecar;
+let web: Sidecar;
+
+async function sidecar(service: string): Promise<Sidecar> {
+  const echo = echoService(service);
+  echoes.push(echo);
+  return cpSidecar(cp, tmp.path, service, "1", echo.url);
+}
+
+beforeAll(async () => {
+  cp = await startControlPlane(tmp.path);
+  await cp.apply(serviceManifest("orders"), serviceManifest("web"), serviceManifest("payments"));
+  const tokenFile = join(tmp.path, "admin.token");
+  writeFileSync(tokenFile, cp.adminToken);
+  admin = ["--admin-url", `http://127.0.0.1:${cp.ports.admin}`, "--admin-token-file", tokenFile];
+  [payments, orders, web] = await Promise.all([sidecar("payments"), sidecar("orders"), sidecar("web")]);
+  for (const caller of [orders, web]) expect(await eventually(async () => (await endpointsSeenBy(caller.ports.admin, "payments")).length === 1)).toBe(true);
+});
+afterAll(async () => {
+  await stopAll();
+  for (const e of echoes) e.server.stop(true);
+  tmp.cleanup();
+});
+
+const status = async (caller: Sidecar, path = "/v1/charges") => {
+  const res = await fetch(`http://127.0.0.1:${caller.ports.outbound}${path}`, { headers: { host: "payments" } });
+  await res.arrayBuffer();
+  return res.status;
+};
+
+const file = (name: string, text: string) => {
+  const path = join(tmp.path, name);
+  writeFileSync(path, text);
+  return path;
+};
+
+const onlyOrders = (paths = "[/v1/*]") => `apiVersion: mesh.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: payments-callers, namespace: default}
+spec:
+  service: payments
+  rules:
+    - from: {services: [orders]}
+      to: {paths: ${paths}}
+`;
+
+const authorizationOf = async (sidecar: Sidecar) =>
+  ((await (await fetch(`http://127.0.0.1:${sidecar.ports.admin}/config_dump`)).json()) as { authorization: { policy: string }[] }).authorization.map((p) => p.policy);
+
+test("a policy applied is enforced by the service's sidecars at once, and sent to no other", async () => {
+  expect(await status(web)).toBe(200);
+  const applied = await mesh("apply", "-f", file("only-orders.yaml", onlyOrders()), ...admin);
+  expect(applied.out).toBe("AuthorizationPolicy/default/payments-callers created");
+  expect(await eventually(async () => (await status(web)) === 403)).toBe(true);
+  expect(await status(orders)).toBe(200);
+  expect(await status(orders, "/admin")).toBe(403);
+  expect(await authorizationOf(payments)).toEqual(["default/payments-callers"]);
+  expect(await authorizationOf(orders)).toEqual([]);
+  expect(await authorizationOf(web)).toEqual([]);
+});
+
+test("a policy no request could match, or for a Service that does not exist, is refused at apply; the last good one stays", async () => {
+  const bad = file("bad.yaml", onlyOrders("[/v1//charges]"));
+  const r1 = await mesh("apply", "-f", bad, ...admin);
+  expect(r1.code).toBe(65);
+  expect(r1.err).toContain(`${bad}#0 spec.rules[0].to.paths[0]: "/v1//charges": not in normal form`);
+  const dangling = file("dangling.yaml", onlyOrders().replace("service: payments", "service: paymnts"));
+  const r2 = await mesh("apply", "-f", dangling, ...admin);
+  expect(r2.code).toBe(65);
+  expect(r2.err).toContain(`${dangling}#0 spec.service: no Service "paymnts" in namespace "default"`);
+  expect(await status(web)).toBe(403);
+  expect(await status(orders)).toBe(200);
+});
+
+test("the protected Service cannot be deleted under its policy", async () => {
+  const r = await mesh("delete", "service", "payments", ...admin);
+  expect(r.code).not.toBe(0);
+  expect(r.err).toContain('used by AuthorizationPolicy "payments-callers"');
+});
+
+test("a namespace-wide deny ('*') reaches every service's sidecars; deleting policies lets callers back in", async () => {
+  const denyAll = `apiVersion: mesh.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: freeze, namespace: default}
+spec:
+  service: "*"
+  action: deny
+  rules: [{}]
+`;
+  await mesh("apply", "-f", file("freeze.yaml", denyAll), ...admin);
+  expect(await eventually(async () => (await status(orders)) === 403)).toBe(true);
+  expect((await authorizationOf(orders)).sort()).toEqual(["default/freeze"]);
+  expect((await authorizationOf(payments)).sort()).toEqual(["default/freeze", "default/payments-callers"]);
+
+  expect((await mesh("delete", "authorizationpolicy", "freeze", ...admin)).code).toBe(0);
+  expect(await eventually(async () => (await status(orders)) === 200)).toBe(true);
+  expect(await status(web)).toBe(403);
+  expect((await mesh("delete", "authorizationpolicy", "payments-callers", ...admin)).code).toBe(0);
+  expect(await eventually(async () => (await status(web)) === 200)).toBe(true);
+  expect(await authorizationOf(payments)).toEqual([]);
+});
