@@ -47,7 +47,10 @@ export function errorParts(failure: ProxyFailure, detail: string, extra: Record<
 }
 
 export function errorResponse(failure: ProxyFailure, detail: string, extra: Record<string, string> = {}): Response {
-  const e = errorParts(failure, detail, extra);
+  return responseOf(errorParts(failure, detail, extra));
+}
+
+export function responseOf(e: ErrorParts): Response {
   return new Response(e.body, { status: e.status, headers: e.headers });
 }
 

@@ -26,7 +26,7 @@ import type { UpstreamHealth } from "./upstream-health.ts";
 import { eventNow } from "../core/clock.ts";
 import type { AccessLog } from "./access-log.ts";
 import type { Authorizer } from "./authorization.ts";
-import { normalTarget, PathRefusal } from "../core/normal-path.ts";
+import { admitInbound } from "./inbound-admission.ts";
 import type { RequestHead } from "./transport/h1/request-parse.ts";
 
 export interface InboundHandlerDeps {
@@ -81,21 +81,12 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     },
   };
 
-  /**
-   * Puts the head's target in normal form (what the service receives, so what rules match)
-   * and checks the authorization policies; undefined: the request may go on.
-   */
+  /** Puts the head's target in the normal form the service receives; undefined, or the answer that refuses it. */
   function admission(head: RequestHead, caller: string): Answer | undefined {
-    const target = normalTarget(head.pathAndQuery);
-    if (target instanceof PathRefusal) {
-      metrics.refused.inc({ direction: "inbound", reason: "path" });
-      return errorParts("bad-request", target.detail);
-    }
-    head.pathAndQuery = target;
-    const denial = deps.authorizer()?.check({ caller, method: head.method, target, fields: head.fields, dropped: head.connectionTokens });
-    if (denial === undefined) return undefined;
-    metrics.denied.inc({ peer: peerService(caller), policy: denial.policy });
-    return errorParts("forbidden", denial.detail);
+    const admitted = admitInbound(metrics, deps.authorizer(), caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens);
+    if (typeof admitted !== "string") return admitted;
+    head.pathAndQuery = admitted;
+    return undefined;
   }
 }
 

@@ -3,10 +3,13 @@
  * (WebSocket upgrades, and whatever follows on such a connection). The caller's SPIFFE
  * ID comes from the tunnel's source port and is handed to the service in
  * `x-mesh-client-id`, after any copy the caller sent was removed. Plain requests take
- * the raw path of inbound-handler.ts instead.
+ * the raw path of inbound-handler.ts instead, but any that follow a refused upgrade on its
+ * connection arrive here, so every request passes the same admission (inbound-admission.ts).
  */
 import type { Server } from "bun";
-import { errorResponse, internalErrorResponse } from "./errors.ts";
+import { errorResponse, internalErrorResponse, responseOf } from "./errors.ts";
+import type { Authorizer } from "./authorization.ts";
+import { admitInbound } from "./inbound-admission.ts";
 import { CLIENT_ID_HEADER, forwardableHeaders } from "./headers.ts";
 import { statusClass, type ProxyMetrics } from "./metrics.ts";
 import { relayResponse } from "./relay-response.ts";
@@ -32,6 +35,8 @@ export interface InboundDeps {
   health?: UpstreamHealth;
   /** Connections to the local service, shared with the raw path. */
   pool: Http1Pool;
+  /** The service's authorization policies of the config in force. */
+  authorizer: () => Authorizer | undefined;
 }
 
 export function startInboundHttp(deps: InboundDeps): Server<Relay> {
@@ -58,15 +63,20 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
         deps.metrics.refused.inc({ direction: "inbound", reason: refused.reason });
         return refusalResponse(refused);
       }
-      if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller);
+      const url = new URL(req.url);
+      const headers = forwardableHeaders(req.headers);
+      const authorizer = deps.authorizer();
+      const fields: string[] = [];
+      if (authorizer) headers.forEach((value, name) => fields.push(name, value));
+      const target = admitInbound(deps.metrics, authorizer, caller, req.method, url.pathname + url.search, fields, []);
+      if (typeof target !== "string") return responseOf(target);
+      if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target);
       deps.tracker.start();
       const peer = peerService(caller);
       let status = 502;
       try {
-        const url = new URL(req.url);
-        const headers = forwardableHeaders(req.headers);
         headers.set(CLIENT_ID_HEADER, caller);
-        const res = await pool.send({ method: req.method, pathAndQuery: url.pathname + url.search, headers, body: req.body, signal: req.signal });
+        const res = await pool.send({ method: req.method, pathAndQuery: target, headers, body: req.body, signal: req.signal });
         status = res.status;
         deps.health?.onResult(status < 500);
         return relayResponse(res);

@@ -122,7 +122,10 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   // WebSocket upgrades are tunnelled from the raw listeners to these loopback servers; each
   // tunnel's extra descriptors come out of the listeners' budget.
   const inboundTunnels = new LoopbackTunnels(() => inboundHttp.port!, budget, () => overLimit("inbound websockets", budget));
-  const inboundHttp = startInboundHttp({ upstream: opts.upstream, identities: inboundTunnels.identities, pool: localPool, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets, health });
+  const inboundHttp = startInboundHttp({
+    upstream: opts.upstream, identities: inboundTunnels.identities, pool: localPool, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets, health,
+    authorizer: () => authorizer,
+  });
   const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
   const outboundHttp = startOutbound(outboundDeps, "127.0.0.1", 0);
   const outboundTunnels = new LoopbackTunnels(() => outboundHttp.port!, budget, () => overLimit("outbound websockets", budget));

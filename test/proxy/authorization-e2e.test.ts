@@ -28,7 +28,7 @@ spec:
       when:
         - header: x-tenant
           values: [acme]
-    - to: { paths: [/socket] }
+    - to: { paths: [/socket, /missing] }
 ---
 apiVersion: mesh.dev/v1alpha1
 kind: AuthorizationPolicy
@@ -160,11 +160,15 @@ describe("WebSocket upgrades", () => {
     expect(await metricValue(ports.wsAdmin, "mesh_authorization_denied_total", { peer: "orders" })).toBe(2);
   });
 
-  const upgrade = (path: string) =>
-    rawExchange(`GET ${path} HTTP/1.1\r\nHost: payments\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`, {
-      port: ports.wsInbound,
-      tls: clientTls(fx, "orders"),
-    });
+  const upgradeHead = (path: string) =>
+    `GET ${path} HTTP/1.1\r\nHost: payments\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+  const upgrade = (path: string, thenWrite?: string) =>
+    rawExchange(upgradeHead(path), { port: ports.wsInbound, tls: clientTls(fx, "orders"), ...(thenWrite && { thenWrite: { afterMs: 300, bytes: thenWrite } }) });
+
+  test("requests after an upgrade the service refused ride the tunnel, and pass the same checks", async () => {
+    const r = await upgrade("/missing", `GET /v1/charges/internal/keys HTTP/1.1\r\nHost: payments\r\n\r\nGET /v1/charges/..%2Finternal HTTP/1.1\r\nHost: payments\r\n\r\n${upgradeHead("/v1/charges/internal/live")}`);
+    console.log(JSON.stringify(r.statuses), r.closed); expect(r.statuses).toEqual([404, 403, 400, 403]);
+  });
 
   test("at the inbound itself: an upgrade whose path would need rewriting is refused, since the tunnel carries its bytes as sent", async () => {
     expect((await upgrade("/socket")).statuses[0]).toBe(101);

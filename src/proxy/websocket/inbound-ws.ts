@@ -10,7 +10,7 @@ import { CLIENT_ID_HEADER } from "../headers.ts";
 import { DEFAULT_HANDLER_LIMITS, relayHandler } from "./handler.ts";
 import { proxyUpgrade, upgradeContext, type WebSocketDeps } from "./proxy-upgrade.ts";
 import type { Relay } from "./relay.ts";
-import { handshakeProblem, pathAndQuery, upstreamHeaders } from "./upgrade-request.ts";
+import { handshakeProblem, upstreamHeaders } from "./upgrade-request.ts";
 
 export function inboundWebSockets(deps: WebSocketDeps & { upstream: URL }) {
   const ctx = upgradeContext("inbound", deps);
@@ -18,13 +18,13 @@ export function inboundWebSockets(deps: WebSocketDeps & { upstream: URL }) {
   return {
     sessions: ctx.sessions,
     handler: relayHandler(DEFAULT_HANDLER_LIMITS),
-    /** `caller` is the SPIFFE ID the TLS bridge proved for this connection. */
-    async upgrade(req: Request, server: Server<Relay>, caller: string): Promise<Response | undefined> {
+    /** `caller` is the SPIFFE ID the TLS bridge proved for this connection; `target` the admitted path and query. */
+    async upgrade(req: Request, server: Server<Relay>, caller: string, target: string): Promise<Response | undefined> {
       const problem = handshakeProblem(req);
       if (problem) return errorResponse("bad-request", problem);
       const headers = upstreamHeaders(req);
       headers.set(CLIENT_ID_HEADER, caller);
-      return proxyUpgrade(req, server, { url: origin + pathAndQuery(req), headers, peer: peerService(caller) }, ctx);
+      return proxyUpgrade(req, server, { url: origin + target, headers, peer: peerService(caller) }, ctx);
     },
   };
 }
