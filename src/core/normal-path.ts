@@ -20,6 +20,7 @@ const PERCENT = 37;
 const SLASH = 47;
 const DOT = 46;
 const BACKSLASH = 92;
+const QUESTION = 63;
 const HEX = "0123456789ABCDEF";
 
 /** RFC 3986 §2.3 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~". */
@@ -34,8 +35,8 @@ for (let c = 0; c < 128; c++) {
  * already is, which is the common case and costs one scan without allocating.
  */
 export function normalTarget(target: string): string | PathRefusal {
+  if (isNormal(target)) return target;
   const end = pathEnd(target);
-  if (isNormal(target, end)) return target;
   const path = normalPath(target, end);
   if (path instanceof PathRefusal) return path;
   return end === target.length ? path : path + target.slice(end);
@@ -52,10 +53,11 @@ function pathEnd(target: string): number {
   return q < 0 ? target.length : q;
 }
 
-/** No escape, no backslash, no empty or dot segment: nothing for normalPath to change. */
-function isNormal(t: string, end: number): boolean {
-  for (let i = 0; i < end; i++) {
+/** No escape, no backslash, no empty or dot segment before the query: nothing for normalPath to change. */
+function isNormal(t: string): boolean {
+  for (let i = 0; i < t.length; i++) {
     const c = t.charCodeAt(i);
+    if (c === QUESTION) return true;
     if (c === PERCENT || c === BACKSLASH) return false;
     if (c === SLASH) {
       const next = t.charCodeAt(i + 1);

@@ -12,17 +12,19 @@ import { pathOf } from "../core/normal-path.ts";
 import { parseSpiffeId, workloadOf } from "../pki/spiffe.ts";
 
 /** What a rule sees of a request. */
-export interface AuthorizationRequest {
+interface RequestSeen {
   /** The caller's SPIFFE ID, from its certificate. */
   caller: string;
   method: string;
-  /** The target as forwarded (path in normal form, query as sent). */
-  target: string;
+  /** The path in normal form, without the query; "" when no rule reads it. */
+  path: string;
   /** [name0, value0, ...], names lower-cased, as parsed. */
   fields: readonly string[];
   /** Header names the client listed in Connection: dropped before forwarding, so not seen. */
   dropped: readonly string[];
 }
+
+const NONE: readonly string[] = [];
 
 /** A refused request: the policy that decided, for metrics and logs. */
 export interface Denial {
@@ -57,19 +59,40 @@ interface CompiledPolicy {
 }
 
 export class Authorizer {
+  /** Some rule reads the path: it is cut from the target once per request, not per rule. */
+  private readonly readsPaths: boolean;
+  /** The request being checked: one object for every check, which runs to its end at once. */
+  private readonly seen: RequestSeen = { caller: "", method: "", path: "", fields: NONE, dropped: NONE };
+
   constructor(
     private readonly deny: readonly CompiledPolicy[],
     private readonly allow: readonly CompiledPolicy[],
     /** The policies it was built from, for /config_dump. */
     readonly sources: readonly AuthorizationPolicy[],
-  ) {}
+  ) {
+    this.readsPaths = [...deny, ...allow].some((p) => p.rules.some((r) => r.paths !== undefined));
+  }
 
-  /** Undefined when the request may pass; otherwise why not. */
-  check(req: AuthorizationRequest): Denial | undefined {
-    for (const p of this.deny) if (p.rules.some((r) => matches(r, req, "deny"))) return { policy: p.id, detail: "denied by an authorization policy" };
-    if (this.allow.length === 0) return undefined;
-    for (const p of this.allow) if (p.rules.some((r) => matches(r, req, "allow"))) return undefined;
-    return { policy: NO_ALLOW_MATCHED, detail: "no authorization policy allows this request" };
+  /**
+   * Undefined when the request may pass; otherwise why not. `target`: as forwarded (path in
+   * normal form); `fields`: [name0, value0, ...] as parsed; `dropped`: names the client
+   * listed in Connection, removed before the service.
+   */
+  check(caller: string, method: string, target: string, fields: readonly string[], dropped: readonly string[]): Denial | undefined {
+    const req = this.seen;
+    req.caller = caller;
+    req.method = method;
+    req.path = this.readsPaths ? pathOf(target) : "";
+    req.fields = fields;
+    req.dropped = dropped;
+    try {
+      for (const p of this.deny) if (anyRuleMatches(p, req, "deny")) return { policy: p.id, detail: "denied by an authorization policy" };
+      if (this.allow.length === 0) return undefined;
+      for (const p of this.allow) if (anyRuleMatches(p, req, "allow")) return undefined;
+      return { policy: NO_ALLOW_MATCHED, detail: "no authorization policy allows this request" };
+    } finally {
+      req.fields = req.dropped = NONE; // holds no request's fields between checks
+    }
   }
 }
 
@@ -113,7 +136,12 @@ const callerNamespace = boundedMemo(1024, (caller: string): string | undefined =
   return parsed.ok ? workloadOf(parsed.id)?.namespace : undefined;
 });
 
-function matches(rule: CompiledRule, req: AuthorizationRequest, action: "allow" | "deny"): boolean {
+function anyRuleMatches(p: CompiledPolicy, req: RequestSeen, action: "allow" | "deny"): boolean {
+  for (const rule of p.rules) if (matches(rule, req, action)) return true;
+  return false;
+}
+
+function matches(rule: CompiledRule, req: RequestSeen, action: "allow" | "deny"): boolean {
   if (rule.services && !rule.services.has(req.caller)) return false;
   if (rule.identities && !rule.identities.has(req.caller)) return false;
   if (rule.namespaces) {
@@ -121,9 +149,14 @@ function matches(rule: CompiledRule, req: AuthorizationRequest, action: "allow" 
     if (ns === undefined || !rule.namespaces.has(ns)) return false;
   }
   if (rule.methods && !rule.methods.has(req.method)) return false;
-  if (rule.paths && !rule.paths.some((m) => pathMatches(m, pathOf(req.target)))) return false;
+  if (rule.paths && !anyPathMatches(rule.paths, req.path)) return false;
   if (rule.when) for (const c of rule.when) if (!headerMatches(req, c.header, c.values, action)) return false;
   return true;
+}
+
+function anyPathMatches(patterns: readonly PathMatch[], path: string): boolean {
+  for (const m of patterns) if (pathMatches(m, path)) return true;
+  return false;
 }
 
 function pathMatches(m: PathMatch, path: string): boolean {
@@ -144,7 +177,7 @@ function pathMatches(m: PathMatch, path: string): boolean {
  * repeat a header or join values to make one rule and the service read it differently,
  * so the reading that refuses wins: an allow needs every element listed, a deny any one.
  */
-function headerMatches(req: AuthorizationRequest, header: string, values: ReadonlySet<string>, action: "allow" | "deny"): boolean {
+function headerMatches(req: RequestSeen, header: string, values: ReadonlySet<string>, action: "allow" | "deny"): boolean {
   if (req.dropped.includes(header)) return false;
   let seen = false;
   const fields = req.fields;

@@ -9,10 +9,7 @@ import { errorParts, type ErrorParts } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
 
-/**
- * The target to forward, or the answer that refuses the request (counted here). Fields as
- * AuthorizationRequest has them; taken apart so a service without policies allocates nothing.
- */
+/** The target to forward, or the answer that refuses the request (counted here); arguments as Authorizer.check takes them. */
 export function admitInbound(
   metrics: ProxyMetrics,
   authorizer: Authorizer | undefined,
@@ -27,7 +24,7 @@ export function admitInbound(
     metrics.refused.inc({ direction: "inbound", reason: "path" });
     return errorParts("bad-request", target.detail);
   }
-  const denial = authorizer?.check({ caller, method, target, fields, dropped });
+  const denial = authorizer?.check(caller, method, target, fields, dropped);
   if (denial === undefined) return target;
   metrics.denied.inc({ peer: peerService(caller), policy: denial.policy });
   return errorParts("forbidden", denial.detail);

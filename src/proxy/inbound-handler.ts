@@ -85,7 +85,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   function admission(head: RequestHead, caller: string): Answer | undefined {
     const admitted = admitInbound(metrics, deps.authorizer(), caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens);
     if (typeof admitted !== "string") return admitted;
-    head.pathAndQuery = admitted;
+    if (admitted !== head.pathAndQuery) head.pathAndQuery = admitted;
     return undefined;
   }
 }

@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import type { AuthorizationPolicy } from "../../src/config/kinds/authorization-policy.ts";
 import { parseManifest } from "../../src/config/manifest.ts";
 import "../../src/config/kinds/index.ts";
-import { authorizerFor, NO_ALLOW_MATCHED, type AuthorizationRequest } from "../../src/proxy/authorization.ts";
+import { authorizerFor, NO_ALLOW_MATCHED } from "../../src/proxy/authorization.ts";
 
 const TD = "mesh.local";
 const id = (service: string, ns = "shop") => `spiffe://${TD}/ns/${ns}/sa/${service}`;
@@ -19,13 +19,9 @@ function issues(spec: Record<string, unknown>): string[] {
   return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
 }
 
-const req = (caller: string, method: string, target: string, headers: [string, string][] = [], dropped: string[] = []): AuthorizationRequest => ({
-  caller,
-  method,
-  target,
-  fields: headers.flatMap(([n, v]) => [n, v]),
-  dropped,
-});
+/** Authorizer.check's arguments. */
+const req = (caller: string, method: string, target: string, headers: [string, string][] = [], dropped: string[] = []) =>
+  [caller, method, target, headers.flatMap(([n, v]) => [n, v]), dropped] as const;
 
 const subject = { namespace: "shop", service: "payments", trustDomain: TD };
 
@@ -83,21 +79,21 @@ describe("decisions", () => {
 
   test("an allow policy lets in what a rule matches and nothing else", () => {
     const a = authorizerFor([policy("orders-charge", { service: "payments", rules: [{ from: { services: ["orders"] }, to: { methods: ["POST"], paths: ["/v1/charges", "/v1/charges/*"] } }] })], subject)!;
-    expect(a.check(req(id("orders"), "POST", "/v1/charges"))).toBeUndefined();
-    expect(a.check(req(id("orders"), "POST", "/v1/charges/42?x=1"))).toBeUndefined();
-    expect(a.check(req(id("orders"), "GET", "/v1/charges"))).toEqual({ policy: NO_ALLOW_MATCHED, detail: expect.any(String) });
-    expect(a.check(req(id("orders"), "POST", "/v1/chargesX"))?.policy).toBe(NO_ALLOW_MATCHED);
-    expect(a.check(req(id("orders"), "POST", "/v1/refunds"))?.policy).toBe(NO_ALLOW_MATCHED);
-    expect(a.check(req(id("web"), "POST", "/v1/charges"))?.policy).toBe(NO_ALLOW_MATCHED);
+    expect(a.check(...req(id("orders"), "POST", "/v1/charges"))).toBeUndefined();
+    expect(a.check(...req(id("orders"), "POST", "/v1/charges/42?x=1"))).toBeUndefined();
+    expect(a.check(...req(id("orders"), "GET", "/v1/charges"))).toEqual({ policy: NO_ALLOW_MATCHED, detail: expect.any(String) });
+    expect(a.check(...req(id("orders"), "POST", "/v1/chargesX"))?.policy).toBe(NO_ALLOW_MATCHED);
+    expect(a.check(...req(id("orders"), "POST", "/v1/refunds"))?.policy).toBe(NO_ALLOW_MATCHED);
+    expect(a.check(...req(id("web"), "POST", "/v1/charges"))?.policy).toBe(NO_ALLOW_MATCHED);
     // Same service name, other namespace: another identity.
-    expect(a.check(req(id("orders", "other"), "POST", "/v1/charges"))?.policy).toBe(NO_ALLOW_MATCHED);
+    expect(a.check(...req(id("orders", "other"), "POST", "/v1/charges"))?.policy).toBe(NO_ALLOW_MATCHED);
   });
 
   test("an allow policy with no rules allows nothing; one with rules: [{}] allows everything", () => {
     const none = authorizerFor([policy("nothing", { service: "payments", rules: [] })], subject)!;
-    expect(none.check(req(id("orders"), "GET", "/"))?.policy).toBe(NO_ALLOW_MATCHED);
+    expect(none.check(...req(id("orders"), "GET", "/"))?.policy).toBe(NO_ALLOW_MATCHED);
     const all = authorizerFor([policy("nothing", { service: "payments", rules: [] }), policy("all", { service: "*", rules: [{}] })], subject)!;
-    expect(all.check(req(id("orders"), "GET", "/"))).toBeUndefined();
+    expect(all.check(...req(id("orders"), "GET", "/"))).toBeUndefined();
   });
 
   test("deny wins over allow, and names the policy", () => {
@@ -108,9 +104,9 @@ describe("decisions", () => {
       ],
       subject,
     )!;
-    expect(a.check(req(id("orders"), "GET", "/admin"))).toEqual({ policy: "shop/no-admin", detail: expect.any(String) });
-    expect(a.check(req(id("orders"), "GET", "/admin/users"))?.policy).toBe("shop/no-admin");
-    expect(a.check(req(id("orders"), "GET", "/administrator"))).toBeUndefined();
+    expect(a.check(...req(id("orders"), "GET", "/admin"))).toEqual({ policy: "shop/no-admin", detail: expect.any(String) });
+    expect(a.check(...req(id("orders"), "GET", "/admin/users"))?.policy).toBe("shop/no-admin");
+    expect(a.check(...req(id("orders"), "GET", "/administrator"))).toBeUndefined();
   });
 
   test("callers by service in another namespace, by namespace, by SPIFFE ID: fields of a source must all match", () => {
@@ -123,20 +119,20 @@ describe("decisions", () => {
       ],
       subject,
     )!;
-    expect(a.check(req(id("billing", "finance"), "GET", "/"))).toBeUndefined();
-    expect(a.check(req(id("billing"), "GET", "/"))?.policy).toBe(NO_ALLOW_MATCHED);
-    expect(a.check(req(id("anything", "ops"), "GET", "/"))).toBeUndefined();
-    expect(a.check(req(id("audit", "sec"), "GET", "/"))).toBeUndefined();
-    expect(a.check(req(id("web"), "GET", "/"))).toBeUndefined();
-    expect(a.check(req(id("orders"), "GET", "/"))?.policy).toBe(NO_ALLOW_MATCHED);
-    expect(a.check(req("spiffe://mesh.local/other/path", "GET", "/"))?.policy).toBe(NO_ALLOW_MATCHED);
+    expect(a.check(...req(id("billing", "finance"), "GET", "/"))).toBeUndefined();
+    expect(a.check(...req(id("billing"), "GET", "/"))?.policy).toBe(NO_ALLOW_MATCHED);
+    expect(a.check(...req(id("anything", "ops"), "GET", "/"))).toBeUndefined();
+    expect(a.check(...req(id("audit", "sec"), "GET", "/"))).toBeUndefined();
+    expect(a.check(...req(id("web"), "GET", "/"))).toBeUndefined();
+    expect(a.check(...req(id("orders"), "GET", "/"))?.policy).toBe(NO_ALLOW_MATCHED);
+    expect(a.check(...req("spiffe://mesh.local/other/path", "GET", "/"))?.policy).toBe(NO_ALLOW_MATCHED);
   });
 
   test("path suffixes and *", () => {
     const a = authorizerFor([policy("p", { service: "payments", rules: [{ to: { paths: ["*.json"] } }, { to: { methods: ["OPTIONS"], paths: ["*"] } }] })], subject)!;
-    expect(a.check(req(id("orders"), "GET", "/a/b.json?x=.html"))).toBeUndefined();
-    expect(a.check(req(id("orders"), "GET", "/a/b.html?x=.json"))?.policy).toBe(NO_ALLOW_MATCHED);
-    expect(a.check(req(id("orders"), "OPTIONS", "*"))).toBeUndefined();
+    expect(a.check(...req(id("orders"), "GET", "/a/b.json?x=.html"))).toBeUndefined();
+    expect(a.check(...req(id("orders"), "GET", "/a/b.html?x=.json"))?.policy).toBe(NO_ALLOW_MATCHED);
+    expect(a.check(...req(id("orders"), "OPTIONS", "*"))).toBeUndefined();
   });
 
   describe("headers: repeated or comma-joined values are read the way that refuses", () => {
@@ -145,26 +141,26 @@ describe("decisions", () => {
     const caller = id("orders");
 
     test("allow: every element must be listed, and at least one present", () => {
-      expect(allow.check(req(caller, "GET", "/", [["x-tenant", "acme"]]))).toBeUndefined();
-      expect(allow.check(req(caller, "GET", "/", [["x-tenant", "acme, globex"]]))).toBeUndefined();
-      expect(allow.check(req(caller, "GET", "/", [["x-tenant", "acme"], ["x-tenant", "initech"]]))?.policy).toBe(NO_ALLOW_MATCHED);
-      expect(allow.check(req(caller, "GET", "/", [["x-tenant", "acme,initech"]]))?.policy).toBe(NO_ALLOW_MATCHED);
-      expect(allow.check(req(caller, "GET", "/", []))?.policy).toBe(NO_ALLOW_MATCHED);
-      expect(allow.check(req(caller, "GET", "/", [["x-tenant", " , "]]))?.policy).toBe(NO_ALLOW_MATCHED);
-      expect(allow.check(req(caller, "GET", "/", [["x-tenant", "ACME"]]))?.policy).toBe(NO_ALLOW_MATCHED);
+      expect(allow.check(...req(caller, "GET", "/", [["x-tenant", "acme"]]))).toBeUndefined();
+      expect(allow.check(...req(caller, "GET", "/", [["x-tenant", "acme, globex"]]))).toBeUndefined();
+      expect(allow.check(...req(caller, "GET", "/", [["x-tenant", "acme"], ["x-tenant", "initech"]]))?.policy).toBe(NO_ALLOW_MATCHED);
+      expect(allow.check(...req(caller, "GET", "/", [["x-tenant", "acme,initech"]]))?.policy).toBe(NO_ALLOW_MATCHED);
+      expect(allow.check(...req(caller, "GET", "/", []))?.policy).toBe(NO_ALLOW_MATCHED);
+      expect(allow.check(...req(caller, "GET", "/", [["x-tenant", " , "]]))?.policy).toBe(NO_ALLOW_MATCHED);
+      expect(allow.check(...req(caller, "GET", "/", [["x-tenant", "ACME"]]))?.policy).toBe(NO_ALLOW_MATCHED);
     });
 
     test("deny: any element listed, on any line", () => {
-      expect(deny.check(req(caller, "GET", "/", [["x-role", "root"]]))?.policy).toBe("shop/no-root");
-      expect(deny.check(req(caller, "GET", "/", [["x-role", "user, root"]]))?.policy).toBe("shop/no-root");
-      expect(deny.check(req(caller, "GET", "/", [["x-role", "user"], ["x-role", "root"]]))?.policy).toBe("shop/no-root");
-      expect(deny.check(req(caller, "GET", "/", [["x-role", "user"]]))).toBeUndefined();
-      expect(deny.check(req(caller, "GET", "/", []))).toBeUndefined();
+      expect(deny.check(...req(caller, "GET", "/", [["x-role", "root"]]))?.policy).toBe("shop/no-root");
+      expect(deny.check(...req(caller, "GET", "/", [["x-role", "user, root"]]))?.policy).toBe("shop/no-root");
+      expect(deny.check(...req(caller, "GET", "/", [["x-role", "user"], ["x-role", "root"]]))?.policy).toBe("shop/no-root");
+      expect(deny.check(...req(caller, "GET", "/", [["x-role", "user"]]))).toBeUndefined();
+      expect(deny.check(...req(caller, "GET", "/", []))).toBeUndefined();
     });
 
     test("a header the client lists in Connection is dropped before the service, so a rule does not see it either", () => {
-      expect(allow.check(req(caller, "GET", "/", [["x-tenant", "acme"]], ["x-tenant"]))?.policy).toBe(NO_ALLOW_MATCHED);
-      expect(deny.check(req(caller, "GET", "/", [["x-role", "root"]], ["x-role"]))).toBeUndefined();
+      expect(allow.check(...req(caller, "GET", "/", [["x-tenant", "acme"]], ["x-tenant"]))?.policy).toBe(NO_ALLOW_MATCHED);
+      expect(deny.check(...req(caller, "GET", "/", [["x-role", "root"]], ["x-role"]))).toBeUndefined();
     });
   });
 });
