@@ -7,9 +7,8 @@
  * refuses; with no allow policy the request is let in; otherwise an allow policy must match.
  */
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
-import { boundedMemo } from "../core/bounded-memo.ts";
 import { pathOf } from "../core/normal-path.ts";
-import { parseSpiffeId, workloadOf } from "../pki/spiffe.ts";
+import { callerMatches, compileCallers, type CallerMatch } from "./caller-match.ts";
 
 /** What a rule sees of a request. */
 interface RequestSeen {
@@ -45,9 +44,7 @@ export interface PolicySubject {
 type PathMatch = { kind: "exact" | "prefix" | "suffix"; text: string } | { kind: "any" };
 
 interface CompiledRule {
-  services?: ReadonlySet<string>;
-  identities?: ReadonlySet<string>;
-  namespaces?: ReadonlySet<string>;
+  from?: CallerMatch;
   methods?: ReadonlySet<string>;
   paths?: readonly PathMatch[];
   when?: readonly { header: string; values: ReadonlySet<string> }[];
@@ -108,19 +105,11 @@ export function authorizerFor(policies: readonly AuthorizationPolicy[], subject:
 function compileRule(rule: AuthorizationPolicy["spec"]["rules"][number], namespace: string, trustDomain: string): CompiledRule {
   const { from, to, when } = rule;
   return {
-    services: from?.services && new Set(from.services.map((s) => callerId(s, namespace, trustDomain))),
-    identities: from?.identities && new Set(from.identities),
-    namespaces: from?.namespaces && new Set(from.namespaces),
+    from: from && compileCallers(from, namespace, trustDomain),
     methods: to?.methods && new Set(to.methods),
     paths: to?.paths?.map(pathMatch),
     when: when?.map((c) => ({ header: c.header, values: new Set(c.values) })),
   };
-}
-
-/** `name` or `name.namespace` as the SPIFFE ID its certificate carries. */
-function callerId(service: string, namespace: string, trustDomain: string): string {
-  const [name, ns = namespace] = service.split(".");
-  return `spiffe://${trustDomain}/ns/${ns}/sa/${name}`;
 }
 
 function pathMatch(pattern: string): PathMatch {
@@ -130,24 +119,13 @@ function pathMatch(pattern: string): PathMatch {
   return { kind: "exact", text: pattern };
 }
 
-/** A caller's namespace; callers are few, requests many. */
-const callerNamespace = boundedMemo(1024, (caller: string): string | undefined => {
-  const parsed = parseSpiffeId(caller);
-  return parsed.ok ? workloadOf(parsed.id)?.namespace : undefined;
-});
-
 function anyRuleMatches(p: CompiledPolicy, req: RequestSeen, action: "allow" | "deny"): boolean {
   for (const rule of p.rules) if (matches(rule, req, action)) return true;
   return false;
 }
 
 function matches(rule: CompiledRule, req: RequestSeen, action: "allow" | "deny"): boolean {
-  if (rule.services && !rule.services.has(req.caller)) return false;
-  if (rule.identities && !rule.identities.has(req.caller)) return false;
-  if (rule.namespaces) {
-    const ns = callerNamespace(req.caller);
-    if (ns === undefined || !rule.namespaces.has(ns)) return false;
-  }
+  if (rule.from && !callerMatches(rule.from, req.caller)) return false;
   if (rule.methods && !rule.methods.has(req.method)) return false;
   if (rule.paths && !anyPathMatches(rule.paths, req.path)) return false;
   if (rule.when) for (const c of rule.when) if (!headerMatches(req, c.header, c.values, action)) return false;

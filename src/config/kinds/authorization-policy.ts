@@ -59,6 +59,7 @@ export const Source = z
     identities: z.array(SpiffeIdText).min(1).optional().describe("Callers by full SPIFFE ID."),
   })
   .describe("Who sends the request; each field given must match (entries within a field: any one).");
+export type Source = z.output<typeof Source>;
 
 export const Operation = z
   .strictObject({

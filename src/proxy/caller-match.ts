@@ -1,0 +1,45 @@
+/**
+ * The callers a policy's `from` names (AuthorizationPolicy rules, RateLimitPolicy
+ * overrides), compiled once per config: by service identity, namespace or SPIFFE ID,
+ * every field given matching the caller's proven SPIFFE ID.
+ */
+import type { Source } from "../config/kinds/authorization-policy.ts";
+import { boundedMemo } from "../core/bounded-memo.ts";
+import { parseSpiffeId, workloadOf } from "../pki/spiffe.ts";
+
+export interface CallerMatch {
+  services?: ReadonlySet<string>;
+  identities?: ReadonlySet<string>;
+  namespaces?: ReadonlySet<string>;
+}
+
+/** `from` of a policy in `namespace`: a bare service name means that namespace. */
+export function compileCallers(from: Source, namespace: string, trustDomain: string): CallerMatch {
+  return {
+    services: from.services && new Set(from.services.map((s) => callerId(s, namespace, trustDomain))),
+    identities: from.identities && new Set(from.identities),
+    namespaces: from.namespaces && new Set(from.namespaces),
+  };
+}
+
+export function callerMatches(m: CallerMatch, caller: string): boolean {
+  if (m.services && !m.services.has(caller)) return false;
+  if (m.identities && !m.identities.has(caller)) return false;
+  if (m.namespaces) {
+    const ns = callerNamespace(caller);
+    if (ns === undefined || !m.namespaces.has(ns)) return false;
+  }
+  return true;
+}
+
+/** `name` or `name.namespace` as the SPIFFE ID its certificate carries. */
+function callerId(service: string, namespace: string, trustDomain: string): string {
+  const [name, ns = namespace] = service.split(".");
+  return `spiffe://${trustDomain}/ns/${ns}/sa/${name}`;
+}
+
+/** A caller's namespace; callers are few, requests many. */
+const callerNamespace = boundedMemo(1024, (caller: string): string | undefined => {
+  const parsed = parseSpiffeId(caller);
+  return parsed.ok ? workloadOf(parsed.id)?.namespace : undefined;
+});
