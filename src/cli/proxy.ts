@@ -3,6 +3,7 @@ import { loadManifests, formatManifestError, type LoadedManifest } from "../conf
 import type { Service } from "../config/kinds/service.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
+import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import { Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
@@ -28,12 +29,13 @@ interface ProxyFile {
   proxy?: ProxyConfig;
   services: Service[];
   policies: DestinationPolicy[];
-  /** Every AuthorizationPolicy in the file; the proxy enforces those for its own service. */
+  /** Every AuthorizationPolicy and RateLimitPolicy in the file; the proxy enforces those for its own service. */
   authorization: AuthorizationPolicy[];
+  rateLimits: RateLimitPolicy[];
 }
 
 async function loadConfig(path: string | undefined): Promise<ProxyFile> {
-  if (!path) return { services: [], policies: [], authorization: [] };
+  if (!path) return { services: [], policies: [], authorization: [], rateLimits: [] };
   const { manifests, errors } = await loadManifests([path]);
   if (errors.length) throw new DataError(`invalid config:\n  ${errors.map(formatManifestError).join("\n  ")}`, "--config");
   const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind);
@@ -41,25 +43,29 @@ async function loadConfig(path: string | undefined): Promise<ProxyFile> {
   if (proxies.length > 1) throw new DataError(`holds ${proxies.length} ProxyConfig documents; a proxy takes one`, path);
   const services = of("Service").map((m) => m.manifest) as Service[];
   const known = new Set(services.map((s) => `${s.metadata.name}.${s.metadata.namespace}`));
-  const dangling = of("DestinationPolicy").filter((m) => {
-    const p = m.manifest as DestinationPolicy;
-    return !known.has(`${p.spec.service}.${p.metadata.namespace}`);
-  });
-  if (dangling.length)
-    throw new DataError(
-      `invalid config:\n  ${dangling
-        .map((m) => {
-          const p = m.manifest as DestinationPolicy;
-          return `${m.file}#${m.doc} spec.service: no Service "${p.spec.service}" in namespace "${p.metadata.namespace}"`;
-        })
-        .join("\n  ")}`,
-      "--config",
-    );
+  const problems = of("DestinationPolicy")
+    .filter((m) => {
+      const p = m.manifest as DestinationPolicy;
+      return !known.has(`${p.spec.service}.${p.metadata.namespace}`);
+    })
+    .map((m) => {
+      const p = m.manifest as DestinationPolicy;
+      return `${m.file}#${m.doc} spec.service: no Service "${p.spec.service}" in namespace "${p.metadata.namespace}"`;
+    });
+  const limited = new Set<string>();
+  for (const m of of("RateLimitPolicy")) {
+    const p = m.manifest as RateLimitPolicy;
+    const key = `${p.spec.service}.${p.metadata.namespace}`;
+    if (limited.has(key)) problems.push(`${m.file}#${m.doc} spec.service: a second RateLimitPolicy for "${p.spec.service}" in namespace "${p.metadata.namespace}"`);
+    limited.add(key);
+  }
+  if (problems.length) throw new DataError(`invalid config:\n  ${problems.join("\n  ")}`, "--config");
   return {
     proxy: proxies[0],
     services,
     policies: of("DestinationPolicy").map((m) => m.manifest) as DestinationPolicy[],
     authorization: of("AuthorizationPolicy").map((m) => m.manifest) as AuthorizationPolicy[],
+    rateLimits: of("RateLimitPolicy").map((m) => m.manifest) as RateLimitPolicy[],
   };
 }
 
@@ -170,6 +176,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     services: file.services,
     policies: file.policies,
     authorization: file.authorization,
+    rateLimits: file.rateLimits,
     healthPath,
     drainTimeoutMs,
     outboundDrainDelayMs,

@@ -11,11 +11,12 @@ import type { Store } from "../store/store.ts";
 import { manifestKey } from "./keys.ts";
 import type { ControlPlaneView } from "./view.ts";
 
-export const SHARED_KINDS = new Set(["Service", "DestinationPolicy", "AuthorizationPolicy"]);
+export const SHARED_KINDS = new Set(["Service", "DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy"]);
+const POLICY_KINDS = new Set(["DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy"]);
 
 /** The Service a policy names in its namespace (spec.service), if it names one: an AuthorizationPolicy's "*" names every one. */
 function referencedService(m: Manifest): string | undefined {
-  if (m.kind !== "DestinationPolicy" && m.kind !== "AuthorizationPolicy") return undefined;
+  if (!POLICY_KINDS.has(m.kind)) return undefined;
   const service = (m.spec as { service: string }).service;
   return service === "*" ? undefined : service;
 }
@@ -62,6 +63,7 @@ export async function applyDocuments(store: Store, view: ControlPlaneView, docs:
     if (!seen.has(`Service/${ns}/${service}`) && !view.manifests.has(`Service/${ns}/${service}`))
       errors.push(`${v.source} spec.service: no Service "${service}" in namespace "${ns}"`);
   }
+  errors.push(...secondRateLimits(view, valid));
   if (errors.length > 0) return { ok: false, errors, applied: [] };
 
   const applied: ApplyResult["applied"] = [];
@@ -75,6 +77,23 @@ export async function applyDocuments(store: Store, view: ControlPlaneView, docs:
     applied.push({ kind, namespace: metadata.namespace, name: metadata.name, outcome });
   }
   return { ok: true, errors: [], applied };
+}
+
+/** A service takes one RateLimitPolicy: two would leave its sidecars to pick one. */
+function secondRateLimits(view: ControlPlaneView, batch: { source: string; manifest: Manifest }[]): string[] {
+  const holder = new Map<string, string>();
+  const batchIds = new Set(batch.map((v) => `${v.manifest.kind}/${v.manifest.metadata.namespace}/${v.manifest.metadata.name}`));
+  for (const [id, { manifest: m }] of view.manifests)
+    if (m.kind === "RateLimitPolicy" && !batchIds.has(id)) holder.set(`${m.metadata.namespace}/${(m.spec as { service: string }).service}`, `RateLimitPolicy "${m.metadata.name}"`);
+  const errors: string[] = [];
+  for (const v of batch) {
+    if (v.manifest.kind !== "RateLimitPolicy") continue;
+    const key = `${v.manifest.metadata.namespace}/${(v.manifest.spec as { service: string }).service}`;
+    const earlier = holder.get(key);
+    if (earlier) errors.push(`${v.source} spec.service: Service "${key}" already has ${earlier}; a service takes one`);
+    else holder.set(key, v.source);
+  }
+  return errors;
 }
 
 export type DeleteResult = { ok: true } | { ok: false; status: 404 | 409; error: string };

@@ -1,7 +1,7 @@
 /**
  * The config one proxy gets: the Services it may call, with the endpoints registered
  * for them merged in, the DestinationPolicies for those services, the
- * AuthorizationPolicies its own inbound enforces, and the trust bundle.
+ * AuthorizationPolicies and RateLimitPolicy its own inbound enforces, and the trust bundle.
  * Documents go out as written, so the proxy validates them itself and can refuse a
  * version with a reason. The version is a hash of the content: every replica computes
  * the same version for the same state, so a proxy that moves to another replica
@@ -67,14 +67,16 @@ export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: str
     included.add(key);
     services.push(withEndpoints(raw, registered.get(key) ?? []));
   }
-  const authorization: Record<string, unknown>[] = [];
+  /** The policies the subscriber's own inbound enforces. */
+  const own: Record<string, unknown>[] = [];
   for (const { raw, manifest } of sorted) {
     const spec = manifest.spec as { service: string };
     if (manifest.kind === "DestinationPolicy" && included.has(`${spec.service}.${manifest.metadata.namespace}`)) policies.push(raw);
     else if (manifest.kind === "AuthorizationPolicy" && manifest.metadata.namespace === sub.namespace && (spec.service === sub.service || spec.service === "*"))
-      authorization.push(raw);
+      own.push(raw);
+    else if (manifest.kind === "RateLimitPolicy" && manifest.metadata.namespace === sub.namespace && spec.service === sub.service) own.push(raw);
   }
-  const documents = [...services, ...policies, ...authorization];
+  const documents = [...services, ...policies, ...own];
   const version = createHash("sha256").update(JSON.stringify({ documents, bundle })).digest("hex").slice(0, 16);
   return { version, documents, bundle };
 }

@@ -11,7 +11,8 @@ export type ProxyFailure =
   | "overflow"
   | "peer-identity"
   | "bad-request"
-  | "forbidden";
+  | "forbidden"
+  | "rate-limited";
 
 const STATUS: Record<ProxyFailure, number> = {
   "no-route": 404,
@@ -23,6 +24,7 @@ const STATUS: Record<ProxyFailure, number> = {
   "peer-identity": 502,
   "bad-request": 400,
   forbidden: 403,
+  "rate-limited": 429,
 };
 
 /**

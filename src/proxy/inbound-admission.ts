@@ -1,18 +1,28 @@
 /**
  * What every inbound request passes before the service sees it, on the raw listener and
  * on the loopback server behind a WebSocket tunnel alike: its target in normal form (the
- * form forwarded, so the form rules match), then the service's authorization policies.
+ * form forwarded, so the form rules match), the service's authorization policies, then
+ * its rate limits.
  */
 import { normalTarget, PathRefusal } from "../core/normal-path.ts";
 import type { Authorizer } from "./authorization.ts";
 import { errorParts, type ErrorParts } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
+import type { RateLimiter } from "./rate-limit.ts";
+
+/** The policies of the sidecar's own service in force: built per config version. */
+export interface InboundPolicies {
+  /** Undefined: every caller is let in. */
+  authorizer?: Authorizer;
+  /** Undefined: no limit. */
+  limiter?: RateLimiter;
+}
 
 /** The target to forward, or the answer that refuses the request (counted here); arguments as Authorizer.check takes them. */
 export function admitInbound(
   metrics: ProxyMetrics,
-  authorizer: Authorizer | undefined,
+  policies: InboundPolicies,
   caller: string,
   method: string,
   sentTarget: string,
@@ -24,8 +34,13 @@ export function admitInbound(
     metrics.refused.inc({ direction: "inbound", reason: "path" });
     return errorParts("bad-request", target.detail);
   }
-  const denial = authorizer?.check(caller, method, target, fields, dropped);
-  if (denial === undefined) return target;
-  metrics.denied.inc({ peer: peerService(caller), policy: denial.policy });
-  return errorParts("forbidden", denial.detail);
+  const denial = policies.authorizer?.check(caller, method, target, fields, dropped);
+  if (denial !== undefined) {
+    metrics.denied.inc({ peer: peerService(caller), policy: denial.policy });
+    return errorParts("forbidden", denial.detail);
+  }
+  const limited = policies.limiter?.admit(caller);
+  if (limited === undefined) return target;
+  metrics.rateLimited.inc({ peer: peerService(caller), limit: limited.limit });
+  return errorParts("rate-limited", `over the ${limited.limit === "total" ? "service's" : "caller's"} rate limit`, { "retry-after": String(limited.retryAfterS) });
 }

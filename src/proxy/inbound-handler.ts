@@ -25,8 +25,7 @@ import type { Responder } from "./transport/h1-server/responder.ts";
 import type { UpstreamHealth } from "./upstream-health.ts";
 import { eventNow } from "../core/clock.ts";
 import type { AccessLog } from "./access-log.ts";
-import type { Authorizer } from "./authorization.ts";
-import { admitInbound } from "./inbound-admission.ts";
+import { admitInbound, type InboundPolicies } from "./inbound-admission.ts";
 import type { RequestHead } from "./transport/h1/request-parse.ts";
 
 export interface InboundHandlerDeps {
@@ -38,8 +37,8 @@ export interface InboundHandlerDeps {
   tunnels: LoopbackTunnels;
   health?: UpstreamHealth;
   accessLog?: AccessLog;
-  /** The service's authorization policies of the config in force; undefined: every caller is let in. */
-  authorizer: () => Authorizer | undefined;
+  /** The service's own policies of the config in force. */
+  policies: () => InboundPolicies;
 }
 
 export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
@@ -83,7 +82,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
 
   /** Puts the head's target in the normal form the service receives; undefined, or the answer that refuses it. */
   function admission(head: RequestHead, caller: string): Answer | undefined {
-    const admitted = admitInbound(metrics, deps.authorizer(), caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens);
+    const admitted = admitInbound(metrics, deps.policies(), caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens);
     if (typeof admitted !== "string") return admitted;
     if (admitted !== head.pathAndQuery) head.pathAndQuery = admitted;
     return undefined;

@@ -8,8 +8,7 @@
  */
 import type { Server } from "bun";
 import { errorResponse, internalErrorResponse, responseOf } from "./errors.ts";
-import type { Authorizer } from "./authorization.ts";
-import { admitInbound } from "./inbound-admission.ts";
+import { admitInbound, type InboundPolicies } from "./inbound-admission.ts";
 import { CLIENT_ID_HEADER, forwardableHeaders } from "./headers.ts";
 import { statusClass, type ProxyMetrics } from "./metrics.ts";
 import { relayResponse } from "./relay-response.ts";
@@ -35,8 +34,8 @@ export interface InboundDeps {
   health?: UpstreamHealth;
   /** Connections to the local service, shared with the raw path. */
   pool: Http1Pool;
-  /** The service's authorization policies of the config in force. */
-  authorizer: () => Authorizer | undefined;
+  /** The service's own policies of the config in force. */
+  policies: () => InboundPolicies;
 }
 
 export function startInboundHttp(deps: InboundDeps): Server<Relay> {
@@ -65,10 +64,10 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
       }
       const url = new URL(req.url);
       const headers = forwardableHeaders(req.headers);
-      const authorizer = deps.authorizer();
+      const policies = deps.policies();
       const fields: string[] = [];
-      if (authorizer) headers.forEach((value, name) => fields.push(name, value));
-      const target = admitInbound(deps.metrics, authorizer, caller, req.method, url.pathname + url.search, fields, []);
+      if (policies.authorizer) headers.forEach((value, name) => fields.push(name, value));
+      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fields, []);
       if (typeof target !== "string") return responseOf(target);
       if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target);
       deps.tracker.start();

@@ -147,6 +147,7 @@ export function proxyMetrics(registry = new Registry()) {
     tlsFailures: registry.counter("mesh_tls_failures_total", "Refused TLS peers, by direction and reason."),
     refused: registry.counter("mesh_requests_refused_total", "Requests refused before forwarding as malformed or ambiguous, by direction and reason."),
     denied: registry.counter("mesh_authorization_denied_total", "Inbound requests refused by authorization (403), by peer service and policy (namespace/name, or no-allow-matched)."),
+    rateLimited: registry.counter("mesh_rate_limited_total", "Inbound requests refused by a RateLimitPolicy (429), by peer service and limit (total or caller)."),
     connections: registry.counter("mesh_connections_total", "Connections accepted or opened, by direction."),
     openConnections: registry.gauge("mesh_connections_open", "Connections open now, by direction."),
     connectionsRefused: registry.counter("mesh_connections_refused_total", "Connections closed at accept because a listener held its limit (--max-connections; the status listener's own), by direction."),

@@ -53,7 +53,9 @@ const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
   "no-healthy-endpoints": "refused",
   overflow: "refused",
   "bad-request": "refused",
-  forbidden: "refused", // only an inbound decides it; to a caller it is the 403 it received
+  // Only an inbound decides these; to a caller they are the status it received.
+  forbidden: "refused",
+  "rate-limited": "refused",
 };
 
 /** Prefers an endpoint not tried yet; falls back to any healthy one. */

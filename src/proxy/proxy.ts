@@ -5,10 +5,11 @@
  */
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
+import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import type { Service } from "../config/kinds/service.ts";
 import type { Logger } from "../core/log.ts";
 import type { WorkloadCerts } from "./certs.ts";
-import { parseConfigDocuments, type ProxyDocuments } from "./control/config-documents.ts";
+import { parseConfigDocuments, withStatic, type ProxyDocuments } from "./control/config-documents.ts";
 import { buildSnapshot, closeSnapshot, snapshotOf, type Snapshot } from "./destinations.ts";
 import { InflightTracker } from "./inflight.ts";
 import { startInboundHttp } from "./inbound.ts";
@@ -29,6 +30,8 @@ import { adminRoutes, statusRoutes, type Routes, type StatusState } from "./stat
 import { refreshGauges } from "./gauges.ts";
 import type { AccessLog } from "./access-log.ts";
 import { authorizerFor } from "./authorization.ts";
+import { rateLimiterFor } from "./rate-limit.ts";
+import type { InboundPolicies } from "./inbound-admission.ts";
 
 export interface Listen {
   address: string;
@@ -49,6 +52,7 @@ export interface ProxyOptions {
   policies: DestinationPolicy[];
   /** Policies of the static config; those for this service are enforced on the inbound, with the control plane's. */
   authorization: AuthorizationPolicy[];
+  rateLimits: RateLimitPolicy[];
   drainTimeoutMs: number;
   /** How long a drain keeps the outbound listener accepting at least (a service calling out while it shuts down); at most drainTimeoutMs. */
   outboundDrainDelayMs?: number;
@@ -97,10 +101,15 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundInflight = new InflightTracker();
   const outboundInflight = new InflightTracker();
   let certs = opts.certs;
-  let config: ProxyDocuments = { services: opts.services, policies: opts.policies, authorization: opts.authorization };
+  const statics: ProxyDocuments = { services: opts.services, policies: opts.policies, authorization: opts.authorization, rateLimits: opts.rateLimits };
+  let config = statics;
   let snapshot: Snapshot = buildSnapshot(config.services, config.policies, certs, "static-1");
   const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain };
-  let authorizer = authorizerFor(config.authorization, subject);
+  const policiesOf = (c: ProxyDocuments, previous?: InboundPolicies): InboundPolicies => ({
+    authorizer: authorizerFor(c.authorization, subject),
+    limiter: rateLimiterFor(c.rateLimits, subject, previous?.limiter),
+  });
+  let inboundPolicies = policiesOf(config);
   let draining = false;
   let configured = !opts.awaitsConfig;
   const swap = (next: Snapshot) => {
@@ -124,7 +133,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundTunnels = new LoopbackTunnels(() => inboundHttp.port!, budget, () => overLimit("inbound websockets", budget));
   const inboundHttp = startInboundHttp({
     upstream: opts.upstream, identities: inboundTunnels.identities, pool: localPool, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets, health,
-    authorizer: () => authorizer,
+    policies: () => inboundPolicies,
   });
   const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
   const outboundHttp = startOutbound(outboundDeps, "127.0.0.1", 0);
@@ -137,7 +146,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     // Longer than callers' pool idle timeout (default 10 s), so a caller never reuses a connection this side has just closed.
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
     budget,
-    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health, accessLog: opts.accessLog, authorizer: () => authorizer }),
+    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health, accessLog: opts.accessLog, policies: () => inboundPolicies }),
     events: {
       onRefused: (reason) => {
         metrics.tlsFailures.inc({ direction: "inbound", reason: reason.split(":")[0]!.slice(0, 40) });
@@ -193,7 +202,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       policy: d.policy,
       endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
     })),
-    authorization: (authorizer?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
+    authorization: (inboundPolicies.authorizer?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
+    rateLimit: inboundPolicies.limiter && { policy: `${inboundPolicies.limiter.source.metadata.namespace}/${inboundPolicies.limiter.source.metadata.name}`, ...inboundPolicies.limiter.source.spec },
   });
   const admin = readOnlyPort("admin", adminRoutes({ ...status, configDump }), opts.admin);
   bindNamed("admin listener", opts.admin.address, opts.admin.port, () => admin.listen());
@@ -208,16 +218,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   return {
     ports,
     applyConfig(documents, version) {
-      const dynamic = parseConfigDocuments(documents);
-      // Static services stay unless the control plane now defines them.
-      const names = new Set(dynamic.services.map((s) => `${s.metadata.name}.${s.metadata.namespace}`));
-      const services = [...dynamic.services, ...opts.services.filter((s) => !names.has(`${s.metadata.name}.${s.metadata.namespace}`))];
-      // Static authorization policies stay beside the control plane's, unless it has one of the same name.
-      const ids = new Set(dynamic.authorization.map(policyId));
-      const authorization = [...dynamic.authorization, ...opts.authorization.filter((p) => !ids.has(policyId(p)))];
-      config = { services, policies: [...dynamic.policies, ...opts.policies.filter((p) => !names.has(`${p.spec.service}.${p.metadata.namespace}`))], authorization };
+      config = withStatic(parseConfigDocuments(documents), statics);
       swap(buildSnapshot(config.services, config.policies, certs, version, snapshot));
-      authorizer = authorizerFor(authorization, subject);
+      inboundPolicies = policiesOf(config, inboundPolicies);
     },
     markConfigured() {
       configured = true;
@@ -268,8 +271,6 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     },
   };
 }
-
-const policyId = (p: AuthorizationPolicy) => `${p.metadata.namespace}/${p.metadata.name}`;
 
 /** True if `p` settles within `ms`; the timer is cleared so it cannot hold the process open. */
 async function settlesBefore(p: Promise<unknown>, ms: number): Promise<boolean> {

@@ -3,4 +3,5 @@ export * from "./authorization-policy";
 export * from "./control-plane-config";
 export * from "./destination-policy";
 export * from "./proxy-config";
+export * from "./rate-limit-policy";
 export * from "./service";

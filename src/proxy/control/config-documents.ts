@@ -1,10 +1,12 @@
 /**
  * Validates the documents of a config version before any of it is used, the same way
  * a config file is checked: every schema, and every policy's service present. The
- * reason for a refusal goes back to the control plane in the acknowledgement.
+ * reason for a refusal goes back to the control plane in the acknowledgement. Also how
+ * such a version and the sidecar's static config combine.
  */
 import type { AuthorizationPolicy } from "../../config/kinds/authorization-policy.ts";
 import type { DestinationPolicy } from "../../config/kinds/destination-policy.ts";
+import type { RateLimitPolicy } from "../../config/kinds/rate-limit-policy.ts";
 import type { Service } from "../../config/kinds/service.ts";
 import { parseManifest } from "../../config/manifest.ts";
 import "../../config/kinds/index.ts";
@@ -14,6 +16,7 @@ export interface ProxyDocuments {
   policies: DestinationPolicy[];
   /** The policies of the proxy's own service, enforced on its inbound. */
   authorization: AuthorizationPolicy[];
+  rateLimits: RateLimitPolicy[];
 }
 
 export class ConfigRejected extends Error {
@@ -25,6 +28,7 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
   const services: Service[] = [];
   const policies: DestinationPolicy[] = [];
   const authorization: AuthorizationPolicy[] = [];
+  const rateLimits: RateLimitPolicy[] = [];
   documents.forEach((doc, i) => {
     const parsed = parseManifest(doc);
     if (!parsed.ok) {
@@ -35,11 +39,39 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
     if (m.kind === "Service") services.push(m as Service);
     else if (m.kind === "DestinationPolicy") policies.push(m as DestinationPolicy);
     else if (m.kind === "AuthorizationPolicy") authorization.push(m as AuthorizationPolicy);
+    else if (m.kind === "RateLimitPolicy") rateLimits.push(m as RateLimitPolicy);
     else problems.push(`document ${i} kind: ${m.kind} is not part of a proxy's config`);
   });
-  const known = new Set(services.map((s) => `${s.metadata.name}.${s.metadata.namespace}`));
+  const known = new Set(services.map((s) => serviceKey(s.metadata.name, s.metadata.namespace)));
   for (const p of policies)
-    if (!known.has(`${p.spec.service}.${p.metadata.namespace}`)) problems.push(`DestinationPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: no Service "${p.spec.service}"`);
+    if (!known.has(serviceKey(p.spec.service, p.metadata.namespace))) problems.push(`DestinationPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: no Service "${p.spec.service}"`);
+  const limited = new Set<string>();
+  for (const p of rateLimits) {
+    const key = serviceKey(p.spec.service, p.metadata.namespace);
+    if (limited.has(key)) problems.push(`RateLimitPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: a second RateLimitPolicy for "${p.spec.service}"`);
+    limited.add(key);
+  }
   if (problems.length) throw new ConfigRejected(problems.join("; "));
-  return { services, policies, authorization };
+  return { services, policies, authorization, rateLimits };
+}
+
+const serviceKey = (service: string, namespace: string) => `${service}.${namespace}`;
+const nameKey = (m: { metadata: { name: string; namespace: string } }) => `${m.metadata.namespace}/${m.metadata.name}`;
+
+/**
+ * A control-plane version combined with the static config: a static Service, and the
+ * DestinationPolicy or RateLimitPolicy for it, stays unless the control plane defines
+ * that service (or its limits); static AuthorizationPolicies stay beside the control
+ * plane's unless it has one of the same name, so a local deny is never dropped.
+ */
+export function withStatic(dynamic: ProxyDocuments, statics: ProxyDocuments): ProxyDocuments {
+  const services = new Set(dynamic.services.map((s) => serviceKey(s.metadata.name, s.metadata.namespace)));
+  const limited = new Set(dynamic.rateLimits.map((p) => serviceKey(p.spec.service, p.metadata.namespace)));
+  const named = new Set(dynamic.authorization.map(nameKey));
+  return {
+    services: [...dynamic.services, ...statics.services.filter((s) => !services.has(serviceKey(s.metadata.name, s.metadata.namespace)))],
+    policies: [...dynamic.policies, ...statics.policies.filter((p) => !services.has(serviceKey(p.spec.service, p.metadata.namespace)))],
+    authorization: [...dynamic.authorization, ...statics.authorization.filter((p) => !named.has(nameKey(p)))],
+    rateLimits: [...dynamic.rateLimits, ...statics.rateLimits.filter((p) => !limited.has(serviceKey(p.spec.service, p.metadata.namespace)))],
+  };
 }

@@ -1,8 +1,9 @@
 /**
- * AuthorizationPolicy through the control plane: `mesh apply` validates it (its Service
- * must exist, its paths be ones a request could have), each sidecar is sent only its own
- * service's policies, a change is enforced without a restart, a bad one leaves the last
- * good set in force, and a Service a policy protects cannot be deleted under it.
+ * AuthorizationPolicy and RateLimitPolicy through the control plane: `mesh apply`
+ * validates them (their Service must exist, paths be ones a request could have, one rate
+ * limit per service), each sidecar is sent only its own service's, a change is enforced
+ * without a restart, a bad one leaves the last good set in force, and a Service a policy
+ * protects cannot be deleted under it.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
@@ -64,8 +65,9 @@ spec:
       to: {paths: ${paths}}
 `;
 
-const authorizationOf = async (sidecar: Sidecar) =>
-  ((await (await fetch(`http://127.0.0.1:${sidecar.ports.admin}/config_dump`)).json()) as { authorization: { policy: string }[] }).authorization.map((p) => p.policy);
+const dumpOf = async (sidecar: Sidecar) =>
+  (await (await fetch(`http://127.0.0.1:${sidecar.ports.admin}/config_dump`)).json()) as { authorization: { policy: string }[]; rateLimit?: { policy: string } };
+const authorizationOf = async (sidecar: Sidecar) => (await dumpOf(sidecar)).authorization.map((p) => p.policy);
 
 test("a policy applied is enforced by the service's sidecars at once, and sent to no other", async () => {
   expect(await status(web)).toBe(200);
@@ -118,4 +120,28 @@ spec:
   expect((await mesh("delete", "authorizationpolicy", "payments-callers", ...admin)).code).toBe(0);
   expect(await eventually(async () => (await status(web)) === 200)).toBe(true);
   expect(await authorizationOf(payments)).toEqual([]);
+});
+
+test("a rate limit applied is enforced by the service's sidecars alone; a second one for the service is refused", async () => {
+  const limit = (name: string) => `apiVersion: mesh.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: ${name}, namespace: default}
+spec:
+  service: payments
+  perCaller: {requestsPerSecond: 0.1, burst: 2}
+`;
+  expect((await mesh("apply", "-f", file("limit.yaml", limit("payments-limit")), ...admin)).out).toBe("RateLimitPolicy/default/payments-limit created");
+  expect(await eventually(async () => (await dumpOf(payments)).rateLimit?.policy === "default/payments-limit")).toBe(true);
+  expect((await dumpOf(orders)).rateLimit).toBeUndefined();
+  const statuses = [];
+  for (let i = 0; i < 4; i++) statuses.push(await status(orders));
+  expect(statuses).toEqual([200, 200, 429, 429]);
+  expect(await status(web)).toBe(200);
+
+  const second = file("second.yaml", limit("another"));
+  const r = await mesh("apply", "-f", second, ...admin);
+  expect(r.code).toBe(65);
+  expect(r.err).toContain(`${second}#0 spec.service: Service "default/payments" already has RateLimitPolicy "payments-limit"; a service takes one`);
+  // Re-applying the same one is not a second.
+  expect((await mesh("apply", "-f", file("limit.yaml", limit("payments-limit")), ...admin)).out).toBe("RateLimitPolicy/default/payments-limit unchanged");
 });

@@ -1,0 +1,48 @@
+/**
+ * RateLimitPolicy: how many requests a service's sidecar lets in per second, in total and
+ * per caller (Linkerd's HTTPLocalRateLimitPolicy, Envoy's local rate limit). Each sidecar
+ * counts on its own, so a service of N instances takes up to N times the figures. Past a
+ * limit a request gets 429 with Retry-After before it reaches the service.
+ */
+import { z } from "zod";
+import { always, dnsLabel } from "../common";
+import { registerKind, type ManifestOf } from "../manifest";
+import { Source } from "./authorization-policy";
+
+const MAX_RATE = 1_000_000;
+
+export const Rate = z
+  .strictObject({
+    requestsPerSecond: z.number().positive().max(MAX_RATE).describe("Requests let in per second, on average."),
+    burst: z.int().min(1).max(MAX_RATE).optional().describe("Requests that may arrive at once after a quiet spell; default requestsPerSecond (at least 1)."),
+  })
+  .describe("A token bucket: refilled at requestsPerSecond, holding at most burst.");
+
+export const RateOverride = z
+  .strictObject({
+    from: Source.describe("The callers this limit is for, each on its own; the first override that matches a caller applies."),
+    requestsPerSecond: Rate.shape.requestsPerSecond,
+    burst: Rate.shape.burst,
+  })
+  .describe("A per-caller limit of its own for some callers.");
+
+export const RateLimitPolicySpec = z
+  .strictObject({
+    service: dnsLabel("service").optional().describe("The Service, in this namespace, whose sidecars enforce the limits on their inbound; default metadata.name."),
+    total: Rate.optional().describe("All callers together, per sidecar."),
+    perCaller: Rate.optional().describe("Each caller identity on its own, per sidecar."),
+    overrides: z.array(RateOverride).min(1).optional().describe("Callers with a per-caller limit of their own, instead of perCaller."),
+  })
+  .superRefine((spec, ctx) => {
+    if (spec.total === undefined && spec.perCaller === undefined && spec.overrides === undefined)
+      ctx.addIssue({ code: "custom", message: "set total, perCaller or overrides: a policy without a limit limits nothing" });
+  }, always)
+  .describe("Requests per second a service's sidecars let in, in total and per caller.");
+
+export const RateLimitPolicy = registerKind({
+  kind: "RateLimitPolicy",
+  spec: RateLimitPolicySpec,
+  description: "Requests per second a service's sidecars let in, in total and per caller; past a limit, 429 with Retry-After.",
+  resolve: (spec, metadata) => ({ ...spec, service: spec.service ?? metadata.name }),
+});
+export type RateLimitPolicy = ManifestOf<typeof RateLimitPolicy>;
