@@ -7,8 +7,9 @@
  * (`//admin`), which many frameworks do on their own. What cannot be put in one form is
  * refused: an escaped slash or backslash (`%2F`, `%5C`: the service may decode them into
  * separators after the rule matched), a backslash, a bad or control-character escape, and
- * a dot segment with parameters (`..;`, which servlet containers read as `..`). The
- * query is left as sent.
+ * a `;` (path parameters: servlet containers and Spring strip `;…` from every segment, so
+ * `/admin;x` and `/..;/admin` are read as `/admin` and `/../admin`; Spring Security's
+ * strict firewall refuses them too). The query is left as sent.
  */
 
 /** Why a path cannot be put in normal form; the request is refused with it. */
@@ -21,6 +22,7 @@ const SLASH = 47;
 const DOT = 46;
 const BACKSLASH = 92;
 const QUESTION = 63;
+const SEMICOLON = 59;
 const HEX = "0123456789ABCDEF";
 
 /** RFC 3986 §2.3 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~". */
@@ -58,7 +60,7 @@ function isNormal(t: string): boolean {
   for (let i = 0; i < t.length; i++) {
     const c = t.charCodeAt(i);
     if (c === QUESTION) return true;
-    if (c === PERCENT || c === BACKSLASH) return false;
+    if (c === PERCENT || c === BACKSLASH || c === SEMICOLON) return false;
     if (c === SLASH) {
       const next = t.charCodeAt(i + 1);
       if (next === SLASH || next === DOT) return false;
@@ -79,6 +81,7 @@ function decodeUnreserved(t: string, end: number): string | PathRefusal {
   for (let i = 0; i < end; i++) {
     const c = t.charCodeAt(i);
     if (c === BACKSLASH) return new PathRefusal("a backslash in the path");
+    if (c === SEMICOLON) return new PathRefusal("a ';' (path parameters) in the path");
     if (c !== PERCENT) {
       out += t[i];
       continue;
@@ -96,7 +99,7 @@ function decodeUnreserved(t: string, end: number): string | PathRefusal {
 }
 
 /** RFC 3986 §5.2.4 over segments, with empty segments merged away; a trailing slash stays. */
-function withoutDotSegments(path: string): string | PathRefusal {
+function withoutDotSegments(path: string): string {
   const segments = path.split("/");
   const kept: string[] = [];
   let trailingSlash = false;
@@ -108,20 +111,11 @@ function withoutDotSegments(path: string): string | PathRefusal {
       trailingSlash = last;
       continue;
     }
-    if (s.charCodeAt(0) === DOT && isDotWithParameters(s)) return new PathRefusal(`a dot segment with parameters ("${s}") in the path`);
     kept.push(s);
     trailingSlash = false;
   }
   if (kept.length === 0) return "/";
   return `/${kept.join("/")}${trailingSlash ? "/" : ""}`;
-}
-
-/** `.;x` or `..;x`: what a servlet container strips to a dot segment. */
-function isDotWithParameters(segment: string): boolean {
-  const semi = segment.indexOf(";");
-  if (semi < 0) return false;
-  const bare = segment.slice(0, semi);
-  return bare === "." || bare === "..";
 }
 
 function hexValue(c: number): number {

@@ -24,6 +24,7 @@ interface RequestSeen {
 }
 
 const NONE: readonly string[] = [];
+const LOWER = /[a-z]/;
 
 /** A refused request: the policy that decided, for metrics and logs. */
 export interface Denial {
@@ -78,7 +79,8 @@ export class Authorizer {
   check(caller: string, method: string, target: string, fields: readonly string[], dropped: readonly string[]): Denial | undefined {
     const req = this.seen;
     req.caller = caller;
-    req.method = method;
+    // Matched in upper case: services that upper-case a method (Werkzeug, for one) read "delete" as DELETE.
+    req.method = LOWER.test(method) ? method.toUpperCase() : method;
     req.path = this.readsPaths ? pathOf(target) : "";
     req.fields = fields;
     req.dropped = dropped;
@@ -154,13 +156,16 @@ function pathMatches(m: PathMatch, path: string): boolean {
  * A header's elements are every comma-separated value over all its lines. A client can
  * repeat a header or join values to make one rule and the service read it differently,
  * so the reading that refuses wins: an allow needs every element listed, a deny any one.
+ * A name with "_" counts as the same name with "-": CGI-style servers (WSGI, Rack, PHP)
+ * read both as one variable.
  */
 function headerMatches(req: RequestSeen, header: string, values: ReadonlySet<string>, action: "allow" | "deny"): boolean {
-  if (req.dropped.includes(header)) return false;
   let seen = false;
   const fields = req.fields;
   for (let i = 0; i < fields.length; i += 2) {
-    if (fields[i] !== header) continue;
+    const name = fields[i]!;
+    if (name !== header && !(name.includes("_") && name.replaceAll("_", "-") === header)) continue;
+    if (req.dropped.includes(name)) continue; // listed in Connection: not forwarded
     for (const part of fields[i + 1]!.split(",")) {
       const element = part.trim();
       if (element === "") continue;

@@ -31,6 +31,9 @@ const SpiffeIdText = z.string().superRefine((value, ctx) => {
   if (!parsed.ok) ctx.addIssue({ code: "custom", message: parsed.reason });
 });
 
+/** What a path in normal form can hold (RFC 3986 pchar and "/", less ";", which the inbound refuses). */
+const PATH_CHARS = /^[A-Za-z0-9\-._~!$&'()*+,=:@/%]*$/;
+
 /** A path rule: exact, `prefix*`, `*suffix` or `*`, over normalized paths. */
 const PathPattern = z.string().superRefine((value, ctx) => {
   const problem = pathPatternProblem(value);
@@ -44,6 +47,7 @@ function pathPatternProblem(value: string): string | undefined {
   const bare = suffix ? value.slice(1) : prefix ? value.slice(0, -1) : value;
   if (bare.includes("*")) return '"*" may stand only at the start or the end';
   if (bare.includes("?")) return "paths are matched without the query";
+  if (!PATH_CHARS.test(bare)) return "holds a character no request path can (spaces, quotes, non-ASCII, ';'): write others percent-encoded, e.g. %C3%A9 for é";
   if (!suffix && !bare.startsWith("/")) return 'a path starts with "/" ("*" first for a suffix)';
   // A suffix must be able to end a normal path, a prefix to start one.
   const probe = suffix ? `/x${bare.startsWith("/") ? "" : "/"}${bare}` : prefix ? `${bare}x` : bare;
@@ -81,11 +85,11 @@ export const HeaderCondition = z
     header: z
       .string()
       .regex(TOKEN, "expected an HTTP header name")
-      .transform((h) => h.toLowerCase())
+      .transform((h) => h.toLowerCase().replaceAll("_", "-"))
       .superRefine((h, ctx) => {
         if (UNMATCHABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is removed or set by the proxy before the service sees it; a rule cannot use it` });
       })
-      .describe("Request header name."),
+      .describe('Request header name; "_" and "-" are one (CGI-style servers read both as one variable).'),
     values: z
       .array(z.string().refine((v) => !v.includes(",") && v.trim() === v && v.length > 0, "expected a single value: no comma, no surrounding space"))
       .min(1)
