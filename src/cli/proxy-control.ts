@@ -121,8 +121,6 @@ export function startAgent(cp: ControlPlaneSettings, proxy: RunningProxy, ctx: {
       healthy: () => proxy.healthy(),
     },
   });
-  // The sidecar may say ready once the control plane has been heard (its first config applied or refused).
-  void agent.firstConfig.then(() => proxy.markConfigured());
   agent.start();
   return agent;
 }

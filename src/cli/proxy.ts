@@ -136,6 +136,9 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const bad = nameProblem("service", service);
   if (bad) throw new UsageError(bad, "--service");
   const namespace = str(args, "namespace") ?? pc?.namespace ?? "default";
+  for (const p of [...file.authorization, ...file.rateLimits])
+    if (p.metadata.namespace !== namespace)
+      ctx.log.warn({ policy: `${p.kind}/${p.metadata.namespace}/${p.metadata.name}`, namespace }, "a policy in --config is for another namespace; this sidecar does not enforce it");
   const upstreamText = str(args, "upstream") ?? pc?.upstream;
   if (!upstreamText) throw new UsageError("--upstream is required (or ProxyConfig.upstream in --config)", ctx.path);
   const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>

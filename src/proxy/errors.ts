@@ -12,7 +12,8 @@ export type ProxyFailure =
   | "peer-identity"
   | "bad-request"
   | "forbidden"
-  | "rate-limited";
+  | "rate-limited"
+  | "not-ready";
 
 const STATUS: Record<ProxyFailure, number> = {
   "no-route": 404,
@@ -25,6 +26,7 @@ const STATUS: Record<ProxyFailure, number> = {
   "bad-request": 400,
   forbidden: 403,
   "rate-limited": 429,
+  "not-ready": 503,
 };
 
 /**

@@ -13,6 +13,12 @@ import type { RateLimiter } from "./rate-limit.ts";
 
 /** The policies of the sidecar's own service in force: built per config version. */
 export interface InboundPolicies {
+  /**
+   * Set while the policies are not known (a sidecar following a control plane before its
+   * first config is applied): every request is refused with 503 and this reason, rather
+   * than let in with no policy in force.
+   */
+  pending?: string;
   /** Undefined: every caller is let in. */
   authorizer?: Authorizer;
   /** Undefined: no limit. */
@@ -29,6 +35,7 @@ export function admitInbound(
   fields: readonly string[],
   dropped: readonly string[],
 ): string | ErrorParts {
+  if (policies.pending !== undefined) return errorParts("not-ready", policies.pending);
   const target = normalTarget(sentTarget);
   if (target instanceof PathRefusal) {
     metrics.refused.inc({ direction: "inbound", reason: "path" });

@@ -56,6 +56,7 @@ const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
   // Only an inbound decides these; to a caller they are the status it received.
   forbidden: "refused",
   "rate-limited": "refused",
+  "not-ready": "refused",
 };
 
 /** Prefers an endpoint not tried yet; falls back to any healthy one. */

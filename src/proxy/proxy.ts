@@ -61,7 +61,7 @@ export interface ProxyOptions {
   maxBodyBytes: number;
   /** One JSON line per request, inbound and outbound; none when absent. */
   accessLog?: AccessLog;
-  /** The sidecar follows a control plane: it is not ready until the first config from it has been handled (markConfigured). */
+  /** The sidecar follows a control plane: not ready, and refusing inbound requests, until a config from it is applied. */
   awaitsConfig?: boolean;
   /** Connections the inbound and outbound listeners may hold together; default half the open-files limit. */
   maxConnections?: number;
@@ -76,8 +76,6 @@ export interface RunningProxy {
   ports: { inbound: number; outbound: number; admin: number; status?: number };
   /** Validates a config version from the control plane and swaps it in; throws ConfigRejected with the reason. */
   applyConfig(documents: unknown[], version: string): void;
-  /** The control plane's first config has been handled (applied or refused): the sidecar may be ready. */
-  markConfigured(): void;
   /** A renewed certificate: new connections, in and out, use it; open ones finish on the old. */
   useCerts(certs: WorkloadCerts): void;
   /** Whether the local service should be offered to callers. */
@@ -109,9 +107,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     authorizer: authorizerFor(c.authorization, subject),
     limiter: rateLimiterFor(c.rateLimits, subject, previous?.limiter),
   });
-  let inboundPolicies = policiesOf(config);
+  // Following a control plane, the policies come with its first config: until one is applied, the inbound refuses.
+  let inboundPolicies: InboundPolicies = opts.awaitsConfig ? { pending: "waiting for the first config from the control plane" } : policiesOf(config);
   let draining = false;
-  let configured = !opts.awaitsConfig;
   const swap = (next: Snapshot) => {
     const old = snapshot;
     snapshot = next;
@@ -167,7 +165,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   });
   const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());
   const status: StatusState = {
-    notReady: () => (draining ? "draining" : configured ? undefined : "waiting for the first config from the control plane"),
+    notReady: () => (draining ? "draining" : inboundPolicies.pending),
     metrics,
     beforeScrape: () => refreshGauges(metrics, { inbound, outbound, inboundTunnels, outboundTunnels, status: statusPort, admin, snapshot: () => snapshot }),
   };
@@ -218,12 +216,16 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   return {
     ports,
     applyConfig(documents, version) {
-      config = withStatic(parseConfigDocuments(documents), statics);
+      let dynamic: ProxyDocuments;
+      try {
+        dynamic = parseConfigDocuments(documents);
+      } catch (err) {
+        if (inboundPolicies.pending !== undefined) inboundPolicies = { pending: `the control plane's config was refused: ${(err as Error).message}` };
+        throw err;
+      }
+      config = withStatic(dynamic, statics);
       swap(buildSnapshot(config.services, config.policies, certs, version, snapshot));
       inboundPolicies = policiesOf(config, inboundPolicies);
-    },
-    markConfigured() {
-      configured = true;
     },
     healthy: () => health.check(),
     useCerts(next) {

@@ -119,8 +119,12 @@ test("ProxyConfig.controlPlane: a sidecar configured by its file alone bootstrap
   expect(orders.ready).toMatchObject({ identity: "spiffe://mesh.local/ns/default/sa/orders" });
   expect(await eventually(async () => (await fetch(`http://127.0.0.1:${admin}/ready`)).status === 200)).toBe(true);
   expect(await endpointsSeenBy(admin, "payments")).toEqual([`127.0.0.1:${payments.ports.inbound}`]);
-  const { items } = (await (await cp.admin("GET", "/v1/proxies")).json()) as { items: { service: string; calls?: string[] }[] };
-  expect(items.filter((p) => p.service === "orders" && p.calls?.join() === "payments")).toHaveLength(1);
+  // Ready once its config is applied; the acknowledgement that lists it follows.
+  const listed = async () => {
+    const { items } = (await (await cp.admin("GET", "/v1/proxies")).json()) as { items: { service: string; calls?: string[] }[] };
+    return items.filter((p) => p.service === "orders" && p.calls?.join() === "payments").length === 1;
+  };
+  expect(await eventually(listed)).toBe(true);
   orders.proc.kill("SIGTERM");
   expect(await orders.proc.exited).toBe(0);
 

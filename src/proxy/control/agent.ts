@@ -37,17 +37,22 @@ export class ControlPlaneAgent {
   private lease?: { leaseId: string; ttlMs: number };
   private poll = new AbortController();
   private timers = new Set<Timer>();
+  /** Settles once a config version has been applied: only then is the endpoint offered to callers. */
+  private applied: Promise<void>;
+  private markApplied!: () => void;
+  /** Settles once registered: the control plane records acknowledgements beside the registration. */
   private registered: Promise<void>;
+  private markRegistered!: () => void;
   private stopping: Promise<void> | undefined;
   /** Settles once the first config version has been handled, applied or refused. */
   readonly firstConfig: Promise<void>;
   private markFirstConfig!: () => void;
-  private markRegistered!: () => void;
   /** Config version applied, and the one last refused. */
   version?: string;
   rejected?: string;
 
   constructor(private opts: AgentOptions) {
+    this.applied = new Promise((resolve) => (this.markApplied = resolve));
     this.registered = new Promise((resolve) => (this.markRegistered = resolve));
     this.firstConfig = new Promise((resolve) => (this.markFirstConfig = resolve));
   }
@@ -86,7 +91,9 @@ export class ControlPlaneAgent {
     });
   }
 
+  /** Registers once the first config is applied: before it, the inbound refuses every request (no policy known yet). */
   private async registerLoop(): Promise<void> {
+    await this.applied;
     const backoff = new Backoff();
     const { client, registration, log } = this.opts;
     while (!this.stopped) {
@@ -114,7 +121,6 @@ export class ControlPlaneAgent {
   }
 
   private async configLoop(): Promise<void> {
-    await this.registered;
     const backoff = new Backoff();
     const { client, registration, log } = this.opts;
     const query = new URLSearchParams({ namespace: registration.namespace, service: registration.service, waitMs: String(POLL_WAIT_MS) });
@@ -132,14 +138,18 @@ export class ControlPlaneAgent {
           this.opts.target.applyConfig(snap.documents, snap.version);
           this.version = snap.version;
           this.rejected = undefined;
+          this.markApplied();
           log.info({ version: snap.version, documents: snap.documents.length }, "config applied");
         } catch (err) {
           error = (err as Error).message;
           this.rejected = snap.version;
           log.error({ version: snap.version, reason: error }, "config refused; the last good config keeps serving");
         }
-        // Applied or refused, the control plane has been heard: the sidecar may be ready.
+        // Applied or refused, the control plane has been heard.
         this.markFirstConfig();
+        // Before the first config is applied nothing is registered to record a refusal beside: the log and /ready say it.
+        if (error && this.version === undefined) continue;
+        await this.registered;
         await client.post("/v1/config/ack", { registration, version: snap.version, calls: this.opts.calls, ...(error ? { error } : {}) });
       } catch (err) {
         if (this.stopped) return;
