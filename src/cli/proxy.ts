@@ -4,7 +4,7 @@ import type { Service } from "../config/kinds/service.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
-import { Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
+import { CollectorUrl, SamplingPercent, Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
@@ -95,6 +95,8 @@ export const proxyCommand: CommandSpec = {
     { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
     { name: "outbound-drain-delay", type: "string", value: "DURATION", description: "After SIGTERM, keep taking the service's outbound calls at least this long, within the drain timeout (default 0s: until the inbound requests are done)." },
     { name: "access-log", type: "string", value: "PATH", description: "Write one JSON line per request, inbound and outbound, to PATH (appended), or - for stdout (default: none)." },
+    { name: "trace-collector", type: "string", value: "URL", description: "Send a span per request, inbound and outbound, to this OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces (default: none)." },
+    { name: "trace-sampling", type: "string", value: "PERCENT", description: "Percent of new traces sampled; a request's own traceparent decides for its trace (default 1)." },
     { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
     { name: "max-connections", type: "string", value: "N", description: "Connections the inbound and outbound listeners hold together before closing new ones at accept (default: half the open-files limit)." },
     ...CONTROL_FLAGS,
@@ -143,6 +145,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   if (!upstreamText) throw new UsageError("--upstream is required (or ProxyConfig.upstream in --config)", ctx.path);
   const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>
     str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
+  const tracing = tracingSettings(args, pc?.tracing);
   const cp = controlPlaneSettings(args, pc?.controlPlane);
   const sources = certSources(args, pc?.certs, service, namespace, cp !== undefined);
   const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
@@ -186,6 +189,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     maxBodyBytes: countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY,
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
     awaitsConfig: cp !== undefined,
+    tracing,
     accessLog: accessLogTarget ? openAccessLog(accessLogTarget, str(args, "access-log") ? "--access-log" : "--config spec.accessLog") : undefined,
     log: ctx.log,
   });
@@ -209,6 +213,28 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
       return (await proxy.drain(serviceExited)).clean;
     },
   };
+}
+
+/** --trace-collector and --trace-sampling, each winning over the file's tracing section. */
+function tracingSettings(args: Parsed, fromFile: ProxyConfig["spec"]["tracing"]): { collector: URL; sampling: number } | undefined {
+  const collectorText = str(args, "trace-collector");
+  const samplingText = str(args, "trace-sampling");
+  if (collectorText !== undefined) {
+    const checked = CollectorUrl.safeParse(collectorText);
+    if (!checked.success) throw new UsageError(checked.error.issues[0]?.message ?? "invalid URL", "--trace-collector");
+  }
+  let sampling = fromFile?.sampling ?? 1;
+  if (samplingText !== undefined) {
+    const checked = SamplingPercent.safeParse(Number(samplingText));
+    if (samplingText.trim() === "" || !checked.success) throw new UsageError(`expected a percentage from 0 to 100, got "${samplingText}"`, "--trace-sampling");
+    sampling = checked.data;
+  }
+  const collector = collectorText ?? fromFile?.collector;
+  if (collector === undefined) {
+    if (samplingText !== undefined) throw new UsageError("needs --trace-collector (or spec.tracing in --config): spans need somewhere to go", "--trace-sampling");
+    return undefined;
+  }
+  return { collector: new URL(collector), sampling: sampling / 100 };
 }
 
 /** `withControlPlane`: --ca is the control plane's trust bundle then, not a certificate source that overrides the file's. */

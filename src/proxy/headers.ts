@@ -23,5 +23,8 @@ export function forwardableHeaders(source: Headers): Headers {
 /** Request fields never relayed from a raw downstream request: hop-by-hop, framing, identity, and Expect (answered here). */
 export const RELAY_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, "host", "content-length", "expect"]);
 
+/** RELAY_SKIP and traceparent, which a tracing sidecar replaces with its own span's. */
+export const RELAY_SKIP_TRACED: ReadonlySet<string> = new Set([...RELAY_SKIP, "traceparent"]);
+
 /** Response fields never relayed: hop-by-hop, identity, and the framing this proxy sets itself (relay-head.ts). */
 export const RESPONSE_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, "content-length"]);

@@ -10,7 +10,7 @@
  */
 import { boundedMemo } from "../core/bounded-memo.ts";
 import { CLIENT_CLOSED_STATUS, errorParts } from "./errors.ts";
-import { CLIENT_ID_HEADER, RELAY_SKIP } from "./headers.ts";
+import { CLIENT_ID_HEADER, RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
@@ -25,6 +25,7 @@ import type { Responder } from "./transport/h1-server/responder.ts";
 import type { UpstreamHealth } from "./upstream-health.ts";
 import { eventNow } from "../core/clock.ts";
 import type { AccessLog } from "./access-log.ts";
+import type { ActiveSpan, Tracer } from "./tracing/tracer.ts";
 import { admitInbound, type InboundPolicies } from "./inbound-admission.ts";
 import type { RequestHead } from "./transport/h1/request-parse.ts";
 
@@ -39,6 +40,8 @@ export interface InboundHandlerDeps {
   accessLog?: AccessLog;
   /** The service's own policies of the config in force. */
   policies: () => InboundPolicies;
+  /** Spans for requests; none when tracing is off. */
+  tracer?: Tracer;
 }
 
 export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
@@ -65,17 +68,22 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
         log?.request("inbound", head, refusal.status, 0, caller);
         return res.respond(refusal.status, refusal.headers, refusal.body);
       }
+      // The span's traceparent replaces the caller's, so the service continues from it.
+      const span = deps.tracer?.begin(head.fields);
       let prepared: PreparedRequest;
       try {
-        prepared = prepareRelayed(head, RELAY_SKIP, identityLine(caller), requestFraming(head), req.bytes);
+        prepared =
+          span === undefined
+            ? prepareRelayed(head, RELAY_SKIP, identityLine(caller), requestFraming(head), req.bytes)
+            : prepareRelayed(head, RELAY_SKIP_TRACED, addedLines(identityLine(caller).text + span.line), requestFraming(head), req.bytes);
       } catch (err) {
         metrics.refused.inc({ direction: "inbound", reason: "header-value" });
         const e = errorParts("bad-request", (err as Error).message, { connection: "close" });
         log?.request("inbound", head, e.status, 0, caller);
         return res.respond(e.status, e.headers, e.body);
       }
-      // Logging is a subclass, chosen once per process: without a log the relay is the plain one.
-      const relay = log ? new LoggedInboundRelay(res, peer, deps, recorder, req, log) : new InboundRelay(res, peer, deps, recorder);
+      // Logging and tracing are a subclass: without either the relay is the plain one.
+      const relay = log || span ? new ObservedInboundRelay(res, peer, deps, recorder, req, log, span) : new InboundRelay(res, peer, deps, recorder);
       deps.pool.dispatch(prepared, req.body, relay, relay);
     },
   };
@@ -109,7 +117,7 @@ class InboundRelay extends RelaySink implements AbortLike {
   constructor(
     res: Responder,
     private readonly peer: string,
-    private readonly deps: InboundHandlerDeps,
+    protected readonly deps: InboundHandlerDeps,
     private readonly recorder: RequestRecorder,
   ) {
     super(res);
@@ -154,14 +162,24 @@ class InboundRelay extends RelaySink implements AbortLike {
   }
 }
 
-/** An inbound relay that also writes the request's access-log line, with the caller's SPIFFE ID. */
-class LoggedInboundRelay extends InboundRelay {
-  constructor(res: Responder, peer: string, deps: InboundHandlerDeps, recorder: RequestRecorder, private readonly req: ServerRequest, private readonly log: AccessLog) {
+/** An inbound relay that also writes the request's access-log line and ends its span, with the caller's SPIFFE ID. */
+class ObservedInboundRelay extends InboundRelay {
+  constructor(
+    res: Responder,
+    peer: string,
+    deps: InboundHandlerDeps,
+    recorder: RequestRecorder,
+    private readonly req: ServerRequest,
+    private readonly log: AccessLog | undefined,
+    private readonly span: ActiveSpan | undefined,
+  ) {
     super(res, peer, deps, recorder);
   }
 
   protected override finish(status: number, headAt: number): void {
     super.finish(status, headAt);
-    this.log.request("inbound", this.req.head, status, (headAt || eventNow()) - this.started, this.req.peer!);
+    const { head, peer } = this.req;
+    this.log?.request("inbound", head, status, (headAt || eventNow()) - this.started, peer!);
+    if (this.span !== undefined) this.deps.tracer!.end(this.span, "server", head, status, peer!);
   }
 }

@@ -148,6 +148,8 @@ export function proxyMetrics(registry = new Registry()) {
     refused: registry.counter("mesh_requests_refused_total", "Requests refused before forwarding as malformed or ambiguous, by direction and reason."),
     denied: registry.counter("mesh_authorization_denied_total", "Inbound requests refused by authorization (403), by peer service and policy (namespace/name, or no-allow-matched)."),
     rateLimited: registry.counter("mesh_rate_limited_total", "Inbound requests refused by a RateLimitPolicy (429), by peer service and limit (total or caller)."),
+    spansExported: registry.counter("mesh_trace_spans_exported_total", "Trace spans the collector accepted."),
+    spansDropped: registry.counter("mesh_trace_spans_dropped_total", "Trace spans not exported, by reason (queue-full, export-failed)."),
     connections: registry.counter("mesh_connections_total", "Connections accepted or opened, by direction."),
     openConnections: registry.gauge("mesh_connections_open", "Connections open now, by direction."),
     connectionsRefused: registry.counter("mesh_connections_refused_total", "Connections closed at accept because a listener held its limit (--max-connections; the status listener's own), by direction."),

@@ -9,13 +9,13 @@
 import { resolveHost, type Snapshot } from "./destinations.ts";
 import type { PickContext } from "./endpoint.ts";
 import { CLIENT_CLOSED_STATUS, errorParts, type ErrorParts } from "./errors.ts";
-import { RELAY_SKIP } from "./headers.ts";
+import { RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { callDestination, type CallHandle, type CallOutcome } from "./outbound-call.ts";
 import { RelaySink } from "./relay-sink.ts";
 import { fieldValue } from "./transport/h1/request-parse.ts";
-import { NO_ADDED_LINES, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
+import { addedLines, NO_ADDED_LINES, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
@@ -23,6 +23,7 @@ import type { Responder } from "./transport/h1-server/responder.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { eventNow } from "../core/clock.ts";
 import type { AccessLog } from "./access-log.ts";
+import type { ActiveSpan, Tracer } from "./tracing/tracer.ts";
 
 export interface OutboundHandlerDeps {
   snapshot: () => Snapshot;
@@ -30,6 +31,8 @@ export interface OutboundHandlerDeps {
   tracker: InflightTracker;
   tunnels: LoopbackTunnels;
   accessLog?: AccessLog;
+  /** Spans for calls; none when tracing is off. */
+  tracer?: Tracer;
 }
 
 function answer(res: Responder, e: ErrorParts): void {
@@ -52,17 +55,23 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
         log?.request("outbound", head, e.status, 0, "");
         return answer(res, e);
       }
+      // The span's traceparent replaces the service's, so the callee's sidecar continues from it.
+      const span = deps.tracer?.begin(head.fields);
       let prepared: PreparedRequest;
       try {
-        prepared = prepareRelayed(head, RELAY_SKIP, NO_ADDED_LINES, requestFraming(head), req.bytes);
+        prepared =
+          span === undefined
+            ? prepareRelayed(head, RELAY_SKIP, NO_ADDED_LINES, requestFraming(head), req.bytes)
+            : prepareRelayed(head, RELAY_SKIP_TRACED, addedLines(span.line), requestFraming(head), req.bytes);
       } catch (err) {
         metrics.refused.inc({ direction: "outbound", reason: "header-value" });
         const e = errorParts("bad-request", (err as Error).message, { connection: "close" });
         log?.request("outbound", head, e.status, 0, dest.name);
         return answer(res, e);
       }
-      // Logging is a subclass, chosen once per process: without a log the relay is the plain one.
-      const relay = log ? new LoggedOutboundRelay(res, req, dest.name, recorder, tracker, log) : new OutboundRelay(res, req, dest.name, recorder, tracker);
+      // Logging and tracing are a subclass: without either the relay is the plain one.
+      const relay =
+        log || span ? new ObservedOutboundRelay(res, req, dest.name, recorder, tracker, log, span, deps.tracer) : new OutboundRelay(res, req, dest.name, recorder, tracker);
       try {
         relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay);
       } catch {
@@ -136,15 +145,25 @@ class OutboundRelay extends RelaySink implements CallOutcome, PickContext {
   }
 }
 
-/** An outbound relay that also writes the request's access-log line when it is over. */
-class LoggedOutboundRelay extends OutboundRelay {
-  constructor(res: Responder, req: ServerRequest, peer: string, recorder: RequestRecorder, tracker: InflightTracker, private readonly log: AccessLog) {
+/** An outbound relay that also writes the request's access-log line and ends its span when it is over. */
+class ObservedOutboundRelay extends OutboundRelay {
+  constructor(
+    res: Responder,
+    req: ServerRequest,
+    peer: string,
+    recorder: RequestRecorder,
+    tracker: InflightTracker,
+    private readonly log: AccessLog | undefined,
+    private readonly span: ActiveSpan | undefined,
+    private readonly tracer: Tracer | undefined,
+  ) {
     super(res, req, peer, recorder, tracker);
   }
 
   override finish(status: number): void {
     if (this.finished) return;
     super.finish(status);
-    this.log.request("outbound", this.req.head, status, (this.headAt || eventNow()) - this.started, this.peer);
+    this.log?.request("outbound", this.req.head, status, (this.headAt || eventNow()) - this.started, this.peer);
+    if (this.span !== undefined) this.tracer!.end(this.span, "client", this.req.head, status, this.peer);
   }
 }

@@ -32,6 +32,8 @@ import type { AccessLog } from "./access-log.ts";
 import { authorizerFor } from "./authorization.ts";
 import { rateLimiterFor } from "./rate-limit.ts";
 import type { InboundPolicies } from "./inbound-admission.ts";
+import { OtlpExporter } from "./tracing/otlp-exporter.ts";
+import { Tracer } from "./tracing/tracer.ts";
 
 export interface Listen {
   address: string;
@@ -61,6 +63,8 @@ export interface ProxyOptions {
   maxBodyBytes: number;
   /** One JSON line per request, inbound and outbound; none when absent. */
   accessLog?: AccessLog;
+  /** A span per request, inbound and outbound, sent to an OTLP/HTTP collector; `sampling` is the share of new traces, 0 to 1. */
+  tracing?: { collector: URL; sampling: number };
   /** The sidecar follows a control plane: not ready, and refusing inbound requests, until a config from it is applied. */
   awaitsConfig?: boolean;
   /** Connections the inbound and outbound listeners may hold together; default half the open-files limit. */
@@ -116,6 +120,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     closeSnapshot(old, next);
   };
 
+  const spans = opts.tracing && new OtlpExporter(opts.tracing.collector, { "service.name": opts.service, "service.namespace": opts.namespace, "mesh.identity": certs.spiffeId }, metrics, opts.log);
+  const tracer = spans && new Tracer(spans, opts.tracing!.sampling);
+
   const listenerTls = (c: WorkloadCerts): ListenerTls => ({ cert: c.chainPem, key: c.keyPem, ca: c.bundlePem, trustDomain: c.trustDomain });
   // Open WebSocket relays, so a drain can send their clients elsewhere instead of waiting them out.
   const websockets = new WebSocketSessions();
@@ -144,7 +151,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     // Longer than callers' pool idle timeout (default 10 s), so a caller never reuses a connection this side has just closed.
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
     budget,
-    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health, accessLog: opts.accessLog, policies: () => inboundPolicies }),
+    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health, accessLog: opts.accessLog, policies: () => inboundPolicies, tracer }),
     events: {
       onRefused: (reason) => {
         metrics.tlsFailures.inc({ direction: "inbound", reason: reason.split(":")[0]!.slice(0, 40) });
@@ -160,7 +167,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     port: opts.outbound.port,
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 10 },
     budget,
-    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels, accessLog: opts.accessLog }),
+    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels, accessLog: opts.accessLog, tracer }),
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
   const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());
@@ -201,6 +208,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
     })),
     authorization: (inboundPolicies.authorizer?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
+    ...(opts.tracing && { tracing: { collector: opts.tracing.collector.href, sampling: opts.tracing.sampling } }),
     rateLimit: inboundPolicies.limiter && { policy: `${inboundPolicies.limiter.source.metadata.namespace}/${inboundPolicies.limiter.source.metadata.name}`, ...inboundPolicies.limiter.source.spec },
   });
   const admin = readOnlyPort("admin", adminRoutes({ ...status, configDump }), opts.admin);
@@ -268,6 +276,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       closeSnapshot(snapshot);
       snapshot = snapshotOf(snapshot.version, new Map());
       await opts.accessLog?.close();
+      await spans?.close(Math.max(1000, deadline - Date.now()));
       opts.log.info({ clean }, "proxy drained");
       return { clean };
     },

@@ -32,6 +32,15 @@ describe("ProxyConfig", () => {
     expect(errorsOf(proxy(`${UPSTREAM}\n  controlPlane: {}`))).toEqual(["m.yaml#0 spec.controlPlane.urls: required"]);
   });
 
+  test("tracing: an http(s) collector URL, sampling a percentage defaulting to 1", () => {
+    expect(errorsOf(proxy(`${UPSTREAM}\n  tracing: {collector: "udp://x:1", sampling: 101}`))).toEqual([
+      'm.yaml#0 spec.tracing.collector: expected an http:// or https:// URL, got "udp://x:1"',
+      expect.stringMatching(/^m\.yaml#0 spec\.tracing\.sampling: /),
+    ]);
+    expect(errorsOf(proxy(`${UPSTREAM}\n  tracing: {}`))).toEqual(["m.yaml#0 spec.tracing.collector: required"]);
+    expect(specOf(proxy(`${UPSTREAM}\n  tracing: {collector: "http://127.0.0.1:4318/v1/traces"}`)).tracing).toEqual({ collector: "http://127.0.0.1:4318/v1/traces", sampling: 1 });
+  });
+
   test("an outbound drain delay longer than the drain timeout is refused at the field", () => {
     expect(errorsOf(proxy(`${UPSTREAM}\n  drainTimeout: 10s\n  outboundDrainDelay: 20s`))).toEqual(["m.yaml#0 spec.outboundDrainDelay: 20000 ms is longer than drainTimeout (10000 ms), which ends every drain"]);
   });

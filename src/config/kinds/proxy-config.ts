@@ -34,6 +34,28 @@ const HttpsOrigin = z.string().superRefine((value, ctx) => {
   else if (url.pathname !== "/" || url.search || url.hash || url.username) ctx.addIssue({ code: "custom", message: "expected only scheme, host and port" });
 });
 
+/** Where a sidecar sends trace spans: an OTLP/HTTP endpoint. */
+export const CollectorUrl = z.string().superRefine((value, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return ctx.addIssue({ code: "custom", message: `expected a URL like http://otel-collector:4318/v1/traces, got "${value}"` });
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") ctx.addIssue({ code: "custom", message: `expected an http:// or https:// URL, got "${value}"` });
+  else if (url.username || url.password) ctx.addIssue({ code: "custom", message: "must not hold a user name or password" });
+});
+
+/** Percent of new traces a sidecar samples. */
+export const SamplingPercent = z.number().min(0).max(100);
+
+export const TracingSection = z
+  .strictObject({
+    collector: CollectorUrl.describe("OTLP/HTTP endpoint spans are sent to as JSON, e.g. http://otel-collector:4318/v1/traces."),
+    sampling: SamplingPercent.default(1).describe("Percent of new traces sampled (0-100); a request's own sampled flag is always followed; default 1."),
+  })
+  .describe("Trace spans for every request, in W3C Trace Context, sent to an OpenTelemetry collector.");
+
 /** The `mesh proxy --control-plane …` flags, in the file. */
 export const ControlPlaneSection = z
   .strictObject({
@@ -80,6 +102,7 @@ export const ProxyConfigSpec = z
     trustDomain: TrustDomain.default("mesh.local").describe('Trust domain of SPIFFE IDs; default "mesh.local".'),
     certs: CertSource.optional().describe("Where the sidecar's certificate, key and CA bundle are: dir, or cert, key and ca."),
     accessLog: NonEmpty.optional().describe('Write one JSON line per request, inbound and outbound, to this path (appended), or "-" for stdout; none unless set.'),
+    tracing: TracingSection.optional().describe("Spans for every request, sent to an OpenTelemetry collector (the --trace flags, which win); none unless set."),
     logLevel: z.enum(LOG_LEVELS).default("info").describe("Least severe level logged: trace, debug, info, warn, error or fatal; default info."),
     drainTimeout: Duration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
     outboundDrainDelay: Duration.prefault("0s").describe('How long after SIGTERM the outbound listener keeps taking the service\'s new calls at least, for a service that calls out while it shuts down; within drainTimeout; default "0s" (it closes once the inbound requests have finished).'),

@@ -1,0 +1,70 @@
+/**
+ * Spans for the requests a sidecar carries: a SERVER span for each inbound request and a
+ * CLIENT span for each outbound call, each continuing the trace of the request's
+ * `traceparent` (keeping its sampling decision) or starting one, sampled at the configured
+ * rate. Each hands its own `traceparent` on in place of the one received, so the service
+ * (inbound) or the next sidecar (outbound) continues from it; the service must copy
+ * `traceparent` from the requests it serves to the calls it makes, as with every mesh.
+ * Only sampled spans are exported; the query is never recorded (it may hold secrets).
+ */
+import { pathOf } from "../../core/normal-path.ts";
+import type { RequestHead } from "../transport/h1/request-parse.ts";
+import type { OtlpExporter, OtlpSpan } from "./otlp-exporter.ts";
+import { formatTraceParent, newSpanId, newTraceId, traceParentOf } from "./trace-context.ts";
+
+export interface ActiveSpan {
+  traceId: string;
+  spanId: string;
+  /** The caller's span, when the request carried a valid traceparent. */
+  parentId: string | undefined;
+  sampled: boolean;
+  /** Wall-clock milliseconds, fractional. */
+  startMs: number;
+  /** The `traceparent` header line forwarded in place of the request's own. */
+  line: string;
+}
+
+const wallMs = (): number => performance.timeOrigin + performance.now();
+const nanos = (ms: number): string => (BigInt(Math.round(ms * 1000)) * 1000n).toString();
+const KIND = { server: 2, client: 3 } as const;
+
+export class Tracer {
+  constructor(
+    private readonly exporter: OtlpExporter,
+    /** Share of new traces sampled, 0 to 1. */
+    private readonly sampling: number,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  /** A span for the request whose fields are `fields` ([name, value, ...]). */
+  begin(fields: readonly string[]): ActiveSpan {
+    const incoming = traceParentOf(fields);
+    const traceId = incoming?.traceId ?? newTraceId();
+    const sampled = incoming ? incoming.sampled : this.random() < this.sampling;
+    const spanId = newSpanId();
+    return { traceId, spanId, parentId: incoming?.parentId, sampled, startMs: wallMs(), line: `traceparent: ${formatTraceParent(traceId, spanId, sampled)}\r\n` };
+  }
+
+  /** The request is over: its span is exported if sampled. `peer`: the caller's SPIFFE ID inbound, the destination outbound. */
+  end(span: ActiveSpan, kind: "server" | "client", head: RequestHead, status: number, peer: string): void {
+    if (!span.sampled) return;
+    const out: OtlpSpan = {
+      traceId: span.traceId,
+      spanId: span.spanId,
+      name: head.method,
+      kind: KIND[kind],
+      startTimeUnixNano: nanos(span.startMs),
+      endTimeUnixNano: nanos(wallMs()),
+      attributes: [
+        { key: "http.request.method", value: { stringValue: head.method } },
+        { key: "url.path", value: { stringValue: pathOf(head.pathAndQuery) } },
+        { key: "server.address", value: { stringValue: head.host } },
+        { key: "http.response.status_code", value: { intValue: String(status) } },
+        { key: kind === "server" ? "mesh.caller" : "mesh.destination", value: { stringValue: peer } },
+      ],
+      status: { code: status >= 500 ? 2 : 0 },
+    };
+    if (span.parentId !== undefined) out.parentSpanId = span.parentId;
+    this.exporter.add(out);
+  }
+}
