@@ -75,7 +75,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
         prepared =
           span === undefined
             ? prepareRelayed(head, RELAY_SKIP, identityLine(caller), requestFraming(head), req.bytes)
-            : prepareRelayed(head, RELAY_SKIP_TRACED, addedLines(identityLine(caller).text + span.line), requestFraming(head), req.bytes);
+            : prepareRelayed(head, RELAY_SKIP_TRACED, identityLine(caller), requestFraming(head), req.bytes, span.line);
       } catch (err) {
         metrics.refused.inc({ direction: "inbound", reason: "header-value" });
         const e = errorParts("bad-request", (err as Error).message, { connection: "close" });

@@ -15,7 +15,7 @@ import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
 import { callDestination, type CallHandle, type CallOutcome } from "./outbound-call.ts";
 import { RelaySink } from "./relay-sink.ts";
 import { fieldValue } from "./transport/h1/request-parse.ts";
-import { addedLines, NO_ADDED_LINES, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
+import { NO_ADDED_LINES, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
@@ -62,7 +62,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
         prepared =
           span === undefined
             ? prepareRelayed(head, RELAY_SKIP, NO_ADDED_LINES, requestFraming(head), req.bytes)
-            : prepareRelayed(head, RELAY_SKIP_TRACED, addedLines(span.line), requestFraming(head), req.bytes);
+            : prepareRelayed(head, RELAY_SKIP_TRACED, NO_ADDED_LINES, requestFraming(head), req.bytes, span.line);
       } catch (err) {
         metrics.refused.inc({ direction: "outbound", reason: "header-value" });
         const e = errorParts("bad-request", (err as Error).message, { connection: "close" });

@@ -40,26 +40,20 @@ export function formatTraceParent(traceId: string, spanId: string, sampled: bool
 }
 
 /** Random bytes come from a pool refilled 4 KiB at a time: one getRandomValues call per ~170 spans. */
-const pool = new Uint8Array(4096);
+const pool = Buffer.allocUnsafe(4096);
 let used = pool.length;
-const HEX: string[] = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
 
-function randomHex(bytes: number): string {
+function randomHex(bytes: number, zero: string): string {
   for (;;) {
     if (used + bytes > pool.length) {
       crypto.getRandomValues(pool);
       used = 0;
     }
-    let out = "";
-    let zero = true;
-    for (let i = used; i < used + bytes; i++) {
-      out += HEX[pool[i]!];
-      if (pool[i] !== 0) zero = false;
-    }
+    const out = pool.toString("hex", used, used + bytes);
     used += bytes;
-    if (!zero) return out; // an all-zero id is invalid
+    if (out !== zero) return out; // an all-zero id is invalid
   }
 }
 
-export const newTraceId = (): string => randomHex(16);
-export const newSpanId = (): string => randomHex(8);
+export const newTraceId = (): string => randomHex(16, ZERO_TRACE);
+export const newSpanId = (): string => randomHex(8, ZERO_SPAN);

@@ -103,14 +103,22 @@ export type RelayedRequestHead = Pick<
  * only rewrite in form (letter case, field order) is sent as it came, `extra` added
  * before its blank line, with no string made: see asReceived.
  */
-export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string>, extra: AddedLines, framing: RequestFraming, received?: Uint8Array): PreparedRequest {
+export function prepareRelayed(
+  req: RelayedRequestHead,
+  skip: ReadonlySet<string>,
+  extra: AddedLines,
+  framing: RequestFraming,
+  received?: Uint8Array,
+  /** Whole lines of printable ASCII added after `extra`, made per request (a span's traceparent): written into the head without a buffer of their own. */
+  tail = "",
+): PreparedRequest {
   const { method, fields, connectionTokens: listed } = req;
   // The lines added must be plain ASCII to be written as bytes; anything else is checked by finish().
   if (received !== undefined && extra.bytes !== undefined && asReceived(req, skip)) {
     // The key is only looked for when the method alone does not make the request replayable.
     const keyed = !IDEMPOTENT.has(method) && fieldValue(fields, "idempotency-key") !== undefined;
-    if (extra.bytes.byteLength === 0) return prepared(method, received, req.start, req.end, framing, keyed);
-    const head = withLines(received, req.start, req.end, extra.bytes);
+    if (extra.bytes.byteLength === 0 && tail === "") return prepared(method, received, req.start, req.end, framing, keyed);
+    const head = withLines(received, req.start, req.end, extra.bytes, tail);
     return prepared(method, head, 0, head.byteLength, framing, keyed);
   }
   let head = `${method} ${req.pathAndQuery} HTTP/1.1\r\nhost: ${req.host}\r\n`;
@@ -123,7 +131,7 @@ export function prepareRelayed(req: RelayedRequestHead, skip: ReadonlySet<string
   }
   // The parser checked every byte it let through; only obs-text or the lines added here can be other than printable ASCII.
   const plain = !req.obsText && extra.bytes !== undefined;
-  return finish(method, head + extra.text, framing, framing.kind === "length", idempotencyKey, plain);
+  return finish(method, head + extra.text + tail, framing, framing.kind === "length", idempotencyKey, plain);
 }
 
 /**
@@ -151,13 +159,14 @@ function asReceived(req: RelayedRequestHead, skip: ReadonlySet<string>): boolean
   return true;
 }
 
-/** buf[start..end) (a head, ending with its blank line) with `lines` inserted before the blank line. */
-function withLines(buf: Uint8Array, start: number, end: number, lines: Buffer): Buffer {
+/** buf[start..end) (a head, ending with its blank line) with `lines`, then `tail` (ASCII), inserted before the blank line. */
+function withLines(buf: Uint8Array, start: number, end: number, lines: Buffer, tail: string): Buffer {
   const fields = end - 2 - start;
-  const out = Buffer.allocUnsafe(fields + lines.byteLength + 2);
+  const out = Buffer.allocUnsafe(fields + lines.byteLength + tail.length + 2);
   // Buffer's copy takes a range of any Uint8Array: no view of it is made.
   Buffer.prototype.copy.call(buf, out, 0, start, end - 2);
   lines.copy(out, fields);
+  if (tail !== "") out.write(tail, fields + lines.byteLength, "latin1");
   out[out.length - 2] = 13;
   out[out.length - 1] = 10;
   return out;
