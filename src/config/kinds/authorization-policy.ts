@@ -129,4 +129,3 @@ export const AuthorizationPolicy = registerKind({
   description: "Which callers may send which requests to a service, enforced by the service's sidecars: allow and deny rules over caller identities, methods, paths and headers.",
 });
 export type AuthorizationPolicy = ManifestOf<typeof AuthorizationPolicy>;
-export type AuthorizationPolicySpec = AuthorizationPolicy["spec"];
