@@ -3,10 +3,11 @@
  * handshake of this very connection, is handed to the local service in
  * `x-mesh-client-id` after any copy the caller sent was removed (headers.ts), and the
  * request is relayed over the pooled HTTP/1.1 client without building Request or
- * Response objects. Before that, its path is put in normal form (what the service
- * receives) and the service's authorization policies are checked against it. WebSocket
- * upgrades pass the same two checks, then are tunnelled to the loopback server of
- * inbound.ts, which carries them.
+ * Response objects. Before that it passes admission (inbound-admission.ts): its path put
+ * in the normal form the service receives, the service's authorization policies, its rate
+ * limits. WebSocket upgrades pass the path and policy checks here, then are tunnelled to
+ * the loopback server of inbound.ts, which admits them again (taking their rate-limit
+ * token there, once) and carries them.
  */
 import { boundedMemo } from "../core/bounded-memo.ts";
 import { CLIENT_CLOSED_STATUS, errorParts } from "./errors.ts";
@@ -53,7 +54,8 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
     refuseUpgrade(head, peer) {
       const sent = head.pathAndQuery;
-      const refusal = admission(head, peer!);
+      // The loopback server behind the tunnel admits the upgrade again: its rate-limit token is taken there.
+      const refusal = admission(head, peer!, false);
       if (refusal !== undefined || head.pathAndQuery === sent) return refusal;
       // The tunnel relays the upgrade's own bytes: only a path that needs no rewriting reaches the service as matched.
       metrics.refused.inc({ direction: "inbound", reason: "path" });
@@ -89,8 +91,9 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   };
 
   /** Puts the head's target in the normal form the service receives; undefined, or the answer that refuses it. */
-  function admission(head: RequestHead, caller: string): Answer | undefined {
-    const admitted = admitInbound(metrics, deps.policies(), caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens);
+  function admission(head: RequestHead, caller: string, limited = true): Answer | undefined {
+    const policies = deps.policies();
+    const admitted = admitInbound(metrics, limited ? policies : { ...policies, limiter: undefined }, caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens);
     if (typeof admitted !== "string") return admitted;
     if (admitted !== head.pathAndQuery) head.pathAndQuery = admitted;
     return undefined;

@@ -6,6 +6,7 @@ import "../../src/config/kinds/index.ts";
 import { RateLimiter, rateLimiterFor } from "../../src/proxy/rate-limit.ts";
 import { mesh } from "../helpers/cli.ts";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
+import { rawUpgrade } from "../helpers/ws-client.ts";
 
 const id = (service: string, ns = "shop") => `spiffe://mesh.local/ns/${ns}/sa/${service}`;
 const subject = { namespace: "shop", service: "payments", trustDomain: "mesh.local" };
@@ -112,7 +113,7 @@ describe("buckets", () => {
 });
 
 describe("through real sidecars", () => {
-  const fx = fixtureFor("orders", "web", "payments");
+  const fx = fixtureFor("orders", "web", "billing", "payments");
   const LIMITS = `---
 apiVersion: mesh.dev/v1alpha1
 kind: RateLimitPolicy
@@ -125,7 +126,7 @@ spec:
       requestsPerSecond: 0.1
       burst: 1
 `;
-  let ports: { orders: number; web: number; admin: number };
+  let ports: { orders: number; web: number; billing: number; admin: number };
   let hits: () => number;
 
   beforeAll(async () => {
@@ -134,7 +135,8 @@ spec:
     const p = await fx.proxy("payments", payments.url, fx.config("payments", {}, LIMITS));
     const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders", { payments: [p.ports.inbound] }));
     const web = await fx.proxy("web", fx.echo("web").url, fx.config("web", { payments: [p.ports.inbound] }));
-    ports = { orders: orders.ports.outbound, web: web.ports.outbound, admin: p.ports.admin };
+    const billing = await fx.proxy("billing", fx.echo("billing").url, fx.config("billing", { payments: [p.ports.inbound] }));
+    ports = { orders: orders.ports.outbound, web: web.ports.outbound, billing: billing.ports.outbound, admin: p.ports.admin };
   });
 
   const call = async (outbound: number) => {
@@ -156,6 +158,12 @@ spec:
     expect(await metricValue(ports.admin, "mesh_rate_limited_total", { peer: "web", limit: "caller" })).toBe(1);
     const dump = (await (await fetch(`http://127.0.0.1:${ports.admin}/config_dump`)).json()) as { rateLimit: { policy: string } };
     expect(dump.rateLimit.policy).toBe("default/payments");
+  });
+
+  test("a WebSocket upgrade takes one token, though it is admitted on both sides of the tunnel", async () => {
+    // The service is no WebSocket server: it answers the upgrade with a plain response, after the token was taken.
+    expect((await rawUpgrade(ports.billing, "/socket", "payments")).status).not.toBe(429);
+    expect([(await call(ports.billing)).status, (await call(ports.billing)).status, (await call(ports.billing)).status]).toEqual([200, 200, 429]);
   });
 
   test("two RateLimitPolicies for one service in a config file are refused at start, naming the second", async () => {
