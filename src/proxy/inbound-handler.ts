@@ -10,7 +10,7 @@
  * token there, once) and carries them.
  */
 import { boundedMemo } from "../core/bounded-memo.ts";
-import { CLIENT_CLOSED_STATUS, errorParts } from "./errors.ts";
+import { CLIENT_CLOSED_STATUS, errorParts, type ErrorParts } from "./errors.ts";
 import { CLIENT_ID_HEADER, RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
@@ -19,7 +19,7 @@ import { RelaySink } from "./relay-sink.ts";
 import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
 import { callAbortListener, type AbortLike, type AbortListener } from "./transport/h1/abort.ts";
 import { addedLines, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
-import type { Answer, ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
+import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
 import type { Responder } from "./transport/h1-server/responder.ts";
@@ -91,7 +91,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   };
 
   /** Puts the head's target in the normal form the service receives; undefined, or the answer that refuses it. */
-  function admission(head: RequestHead, caller: string, limited = true): Answer | undefined {
+  function admission(head: RequestHead, caller: string, limited = true): ErrorParts | undefined {
     const policies = deps.policies();
     const admitted = admitInbound(metrics, limited ? policies : { ...policies, limiter: undefined }, caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens);
     if (typeof admitted !== "string") return admitted;

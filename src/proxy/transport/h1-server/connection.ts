@@ -14,6 +14,7 @@ import { DownstreamBody, type BodyReader } from "./request-body.ts";
 import { Responder, type ResponderHost } from "./responder.ts";
 import { holdToEndOfTurn, type HeldWrite } from "../turn-writes.ts";
 import { IdleWatch } from "./idle-watch.ts";
+import type { ErrorParts } from "../../errors.ts";
 
 export interface ServerRequest {
   head: RequestHead;
@@ -31,14 +32,7 @@ export interface ConnectionHandler {
   /** A WebSocket upgrade: the handler takes the connection over, starting with `initial` (the request's bytes and what followed). */
   upgrade(conn: ServerConnection, initial: Uint8Array): void;
   /** Asked before `upgrade`: an answer refuses the upgrade (counted by the handler) and closes the connection after it. */
-  refuseUpgrade?(head: RequestHead, peer: string | undefined): Answer | undefined;
-}
-
-/** A whole answer to one request: errors.ts's ErrorParts. */
-export interface Answer {
-  status: number;
-  headers: Record<string, string>;
-  body: string;
+  refuseUpgrade?(head: RequestHead, peer: string | undefined): ErrorParts | undefined;
 }
 
 export interface ConnectionLimits {
@@ -227,7 +221,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
     this.answerAndClose({ status, headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": failure }, body: `mesh: ${failure}: ${detail}\n` });
   }
 
-  private answerAndClose(answer: Answer): void {
+  private answerAndClose(answer: ErrorParts): void {
     this.closing = true;
     this.pending = undefined;
     const res = this.active ?? new Responder(this, false);
