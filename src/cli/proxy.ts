@@ -11,6 +11,7 @@ import { nameProblem } from "../pki/spiffe.ts";
 import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
 import { startProxy, type Listen, type RunningProxy } from "../proxy/proxy.ts";
 import { openAccessLog } from "../proxy/access-log.ts";
+import { loadSavedConfig } from "../proxy/control/saved-config.ts";
 import { str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } from "./proxy-control.ts";
 import { countFlag, durationFlag, parseListen } from "./flags.ts";
@@ -189,6 +190,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     maxBodyBytes: countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY,
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
     awaitsConfig: cp !== undefined,
+    savedConfig: cp ? loadSavedConfig(certsDir, ctx.log) : undefined,
     tracing,
     accessLog: accessLogTarget ? openAccessLog(accessLogTarget, str(args, "access-log") ? "--access-log" : "--config spec.accessLog") : undefined,
     log: ctx.log,

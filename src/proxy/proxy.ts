@@ -32,6 +32,7 @@ import type { AccessLog } from "./access-log.ts";
 import { authorizerFor } from "./authorization.ts";
 import { rateLimiterFor } from "./rate-limit.ts";
 import type { InboundPolicies } from "./inbound-admission.ts";
+import type { SavedConfig } from "./control/saved-config.ts";
 import { OtlpExporter } from "./tracing/otlp-exporter.ts";
 import { Tracer } from "./tracing/tracer.ts";
 
@@ -65,8 +66,10 @@ export interface ProxyOptions {
   accessLog?: AccessLog;
   /** A span per request, inbound and outbound, sent to an OTLP/HTTP collector; `sampling` is the share of new traces, 0 to 1. */
   tracing?: { collector: URL; sampling: number };
-  /** The sidecar follows a control plane: not ready, and refusing inbound requests, until a config from it is applied. */
+  /** The sidecar follows a control plane: not ready until a config from it is applied, and refusing inbound requests until then unless `savedConfig` gives it policies. */
   awaitsConfig?: boolean;
+  /** The control plane's config this sidecar last applied, served until the control plane is heard again. */
+  savedConfig?: SavedConfig;
   /** Connections the inbound and outbound listeners may hold together; default half the open-files limit. */
   maxConnections?: number;
   log: Logger;
@@ -104,15 +107,17 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const outboundInflight = new InflightTracker();
   let certs = opts.certs;
   const statics: ProxyDocuments = { services: opts.services, policies: opts.policies, authorization: opts.authorization, rateLimits: opts.rateLimits };
-  let config = statics;
-  let snapshot: Snapshot = buildSnapshot(config.services, config.policies, certs, "static-1");
+  const saved = opts.awaitsConfig ? savedDocuments(opts.savedConfig, opts.log) : undefined;
+  let config = saved ? withStatic(saved, statics) : statics;
+  let snapshot: Snapshot = buildSnapshot(config.services, config.policies, certs, saved ? opts.savedConfig!.version : "static-1");
   const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain };
   const policiesOf = (c: ProxyDocuments, previous?: InboundPolicies): InboundPolicies => ({
     authorizer: authorizerFor(c.authorization, subject),
     limiter: rateLimiterFor(c.rateLimits, subject, previous?.limiter),
   });
-  // Following a control plane, the policies come with its first config: until one is applied, the inbound refuses.
-  let inboundPolicies: InboundPolicies = opts.awaitsConfig ? { pending: "waiting for the first config from the control plane" } : policiesOf(config);
+  // Following a control plane, the policies come with its config: until one is applied (now, or saved from the last run), the inbound refuses.
+  let inboundPolicies: InboundPolicies = opts.awaitsConfig && !saved ? { pending: "waiting for the first config from the control plane" } : policiesOf(config);
+  let awaitingControlPlane = opts.awaitsConfig === true;
   let draining = false;
   const swap = (next: Snapshot) => {
     const old = snapshot;
@@ -172,7 +177,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   });
   const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());
   const status: StatusState = {
-    notReady: () => (draining ? "draining" : inboundPolicies.pending),
+    notReady: () => (draining ? "draining" : inboundPolicies.pending ?? (awaitingControlPlane ? "waiting for the first config from the control plane" : undefined)),
     metrics,
     beforeScrape: () => refreshGauges(metrics, { inbound, outbound, inboundTunnels, outboundTunnels, status: statusPort, admin, snapshot: () => snapshot }),
   };
@@ -234,6 +239,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       config = withStatic(dynamic, statics);
       swap(buildSnapshot(config.services, config.policies, certs, version, snapshot));
       inboundPolicies = policiesOf(config, inboundPolicies);
+      awaitingControlPlane = false;
     },
     healthy: () => health.check(),
     useCerts(next) {
@@ -281,6 +287,19 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       return { clean };
     },
   };
+}
+
+/** The documents of a saved config, if they still pass validation. */
+function savedDocuments(saved: SavedConfig | undefined, log: Logger): ProxyDocuments | undefined {
+  if (!saved) return undefined;
+  try {
+    const documents = parseConfigDocuments(saved.documents);
+    log.info({ version: saved.version }, "serving the config saved from the last run until the control plane is heard");
+    return documents;
+  } catch (err) {
+    log.warn({ version: saved.version, reason: (err as Error).message }, "the saved config is refused; waiting for the control plane's");
+    return undefined;
+  }
 }
 
 /** True if `p` settles within `ms`; the timer is cleared so it cannot hold the process open. */

@@ -6,12 +6,13 @@
  * protects cannot be deleted under it.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh, tempDir } from "../helpers/cli.ts";
 import { cpSidecar, eventually, serviceManifest, startControlPlane, type Sidecar, type TestControlPlane } from "../helpers/control-plane.ts";
 import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
-import { stopAll } from "../helpers/procs.ts";
+import { startMesh, stopAll } from "../helpers/procs.ts";
+import { rawExchange } from "../helpers/raw-http.ts";
 import { endpointsSeenBy } from "../helpers/traffic.ts";
 
 const tmp = tempDir("mesh-cp-authz-");
@@ -144,4 +145,32 @@ spec:
   expect(r.err).toContain(`${second}#0 spec.service: Service "default/payments" already has RateLimitPolicy "payments-limit"; a service takes one`);
   // Re-applying the same one is not a second.
   expect((await mesh("apply", "-f", file("limit.yaml", limit("payments-limit")), ...admin)).out).toBe("RateLimitPolicy/default/payments-limit unchanged");
+});
+
+test("restarted while the control plane is down, a sidecar enforces the config it last applied: not ready, but no caller let in unchecked", async () => {
+  await mesh("apply", "-f", file("only-orders-again.yaml", onlyOrders()), ...admin);
+  const echo = echoService("payments-cached");
+  echoes.push(echo);
+  const first = await cpSidecar(cp, tmp.path, "payments", "cached", echo.url);
+  expect(await eventually(async () => (await authorizationOf(first)).includes("default/payments-callers"))).toBe(true);
+  first.proc.kill("SIGTERM");
+  expect(await first.proc.exited).toBe(0);
+  cp.proc.kill("SIGKILL");
+  await cp.proc.exited;
+
+  const certs = join(tmp.path, "certs", "payments-cached");
+  const again = await startMesh([
+    "proxy", "--service", "payments", "--upstream", echo.url, "--certs-dir", certs, "--ca", cp.bundle,
+    "--control-plane", `https://127.0.0.1:${cp.ports.api}`, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+  ]);
+  const ports = again.ready as { inbound: number; admin: number };
+  const ready = await fetch(`http://127.0.0.1:${ports.admin}/ready`);
+  expect([ready.status, await ready.text()]).toEqual([503, "not ready: waiting for the first config from the control plane\n"]);
+  const as = (caller: string) => {
+    const dir = join(tmp.path, "certs", `${caller}-1`);
+    const tls = { cert: readFileSync(join(dir, "chain.pem"), "utf8"), key: readFileSync(join(dir, "key.pem"), "utf8"), ca: readFileSync(join(dir, "bundle.pem"), "utf8") };
+    return rawExchange("GET /v1/charges HTTP/1.1\r\nHost: payments\r\nConnection: close\r\n\r\n", { port: ports.inbound, tls });
+  };
+  expect((await as("orders")).statuses).toEqual([200]);
+  expect((await as("web")).statuses).toEqual([403]);
 });

@@ -5,6 +5,7 @@
  * on its last config and certificate and reconnects with jittered backoff.
  */
 import type { Logger } from "../../core/log.ts";
+import { saveConfig, type SavedConfig } from "./saved-config.ts";
 import type { Registration } from "../../control-plane/registration.ts";
 import type { ProxySnapshot } from "../../control-plane/snapshot.ts";
 import type { SignedCertificate } from "../../control-plane/signer.ts";
@@ -140,6 +141,7 @@ export class ControlPlaneAgent {
           this.rejected = undefined;
           this.markApplied();
           log.info({ version: snap.version, documents: snap.documents.length }, "config applied");
+          this.save({ version: snap.version, documents: snap.documents });
         } catch (err) {
           error = (err as Error).message;
           this.rejected = snap.version;
@@ -156,6 +158,15 @@ export class ControlPlaneAgent {
         log.warn({ err: (err as Error).message }, "config stream interrupted; reconnecting");
         await this.sleep(backoff.next());
       }
+    }
+  }
+
+  /** Kept for a restart while the control plane is unreachable (saved-config.ts); failing to save costs only that. */
+  private save(config: SavedConfig): void {
+    try {
+      saveConfig(this.opts.certsDir, config);
+    } catch (err) {
+      this.opts.log.warn({ certsDir: this.opts.certsDir, err: (err as Error).message }, "cannot save the applied config for a restart");
     }
   }
 
