@@ -95,9 +95,25 @@ export class Authorizer {
   }
 }
 
-/** The authorizer of `subject`'s inbound, or undefined when no policy applies to it (every caller is let in). */
+/** The authorizer of `subject`'s inbound, or undefined when no enforced policy applies to it (every caller is let in). */
 export function authorizerFor(policies: readonly AuthorizationPolicy[], subject: PolicySubject): Authorizer | undefined {
-  const own = policies.filter((p) => p.metadata.namespace === subject.namespace && (p.spec.service === subject.service || p.spec.service === "*"));
+  return compile(ownPolicies(policies, subject).filter((p) => p.spec.mode === "enforce"), subject);
+}
+
+/**
+ * What the inbound would decide if its dry-run policies were enforced too, to count what
+ * they would refuse; undefined when it has none.
+ */
+export function dryRunAuthorizerFor(policies: readonly AuthorizationPolicy[], subject: PolicySubject): Authorizer | undefined {
+  const own = ownPolicies(policies, subject);
+  return own.some((p) => p.spec.mode === "dry-run") ? compile(own, subject) : undefined;
+}
+
+function ownPolicies(policies: readonly AuthorizationPolicy[], subject: PolicySubject): AuthorizationPolicy[] {
+  return policies.filter((p) => p.metadata.namespace === subject.namespace && (p.spec.service === subject.service || p.spec.service === "*"));
+}
+
+function compile(own: AuthorizationPolicy[], subject: PolicySubject): Authorizer | undefined {
   if (own.length === 0) return undefined;
   const compiled = (action: "allow" | "deny") =>
     own.filter((p) => p.spec.action === action).map((p) => ({ id: `${p.metadata.namespace}/${p.metadata.name}`, rules: p.spec.rules.map((r) => compileRule(r, p.metadata.namespace, subject.trustDomain)) }));

@@ -21,6 +21,8 @@ export interface InboundPolicies {
   pending?: string;
   /** Undefined: every caller is let in. */
   authorizer?: Authorizer;
+  /** With the dry-run policies enforced too: what it would refuse is counted, not refused. */
+  dryRun?: Authorizer;
   /** Undefined: no limit. */
   limiter?: RateLimiter;
 }
@@ -46,6 +48,8 @@ export function admitInbound(
     metrics.denied.inc({ peer: peerService(caller), policy: denial.policy });
     return errorParts("forbidden", denial.detail);
   }
+  const would = policies.dryRun?.check(caller, method, target, fields, dropped);
+  if (would !== undefined) metrics.dryRunDenied.inc({ peer: peerService(caller), policy: would.policy });
   const limited = policies.limiter?.admit(caller);
   if (limited === undefined) return target;
   metrics.rateLimited.inc({ peer: peerService(caller), limit: limited.limit });

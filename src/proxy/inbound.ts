@@ -66,7 +66,7 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
       const headers = forwardableHeaders(req.headers);
       const policies = deps.policies();
       const fields: string[] = [];
-      if (policies.authorizer) headers.forEach((value, name) => fields.push(name, value));
+      if (policies.authorizer || policies.dryRun) headers.forEach((value, name) => fields.push(name, value));
       const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fields, []);
       if (typeof target !== "string") return responseOf(target);
       if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target);

@@ -147,6 +147,7 @@ export function proxyMetrics(registry = new Registry()) {
     tlsFailures: registry.counter("mesh_tls_failures_total", "Refused TLS peers, by direction and reason."),
     refused: registry.counter("mesh_requests_refused_total", "Requests refused before forwarding as malformed or ambiguous, by direction and reason."),
     denied: registry.counter("mesh_authorization_denied_total", "Inbound requests refused by authorization (403), by peer service and policy (namespace/name, or no-allow-matched)."),
+    dryRunDenied: registry.counter("mesh_authorization_dry_run_denied_total", "Inbound requests let in that dry-run AuthorizationPolicies would refuse, by peer service and policy."),
     rateLimited: registry.counter("mesh_rate_limited_total", "Inbound requests refused by a RateLimitPolicy (429), by peer service and limit (total or caller)."),
     spansExported: registry.counter("mesh_trace_spans_exported_total", "Trace spans the collector accepted."),
     spansDropped: registry.counter("mesh_trace_spans_dropped_total", "Trace spans not exported, by reason (queue-full, export-failed)."),

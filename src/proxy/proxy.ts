@@ -29,7 +29,7 @@ import { READ_ONLY_MAX_CONNECTIONS, readOnlyListener } from "./read-only-listene
 import { adminRoutes, statusRoutes, type Routes, type StatusState } from "./status-routes.ts";
 import { refreshGauges } from "./gauges.ts";
 import type { AccessLog } from "./access-log.ts";
-import { authorizerFor } from "./authorization.ts";
+import { authorizerFor, dryRunAuthorizerFor } from "./authorization.ts";
 import { rateLimiterFor } from "./rate-limit.ts";
 import type { InboundPolicies } from "./inbound-admission.ts";
 import type { SavedConfig } from "./control/saved-config.ts";
@@ -113,6 +113,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain };
   const policiesOf = (c: ProxyDocuments, previous?: InboundPolicies): InboundPolicies => ({
     authorizer: authorizerFor(c.authorization, subject),
+    dryRun: dryRunAuthorizerFor(c.authorization, subject),
     limiter: rateLimiterFor(c.rateLimits, subject, previous?.limiter),
   });
   // Following a control plane, the policies come with its config: until one is applied (now, or saved from the last run), the inbound refuses.
@@ -212,7 +213,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       policy: d.policy,
       endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
     })),
-    authorization: (inboundPolicies.authorizer?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
+    authorization: ((inboundPolicies.dryRun ?? inboundPolicies.authorizer)?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
     ...(opts.tracing && { tracing: { collector: opts.tracing.collector.href, sampling: opts.tracing.sampling } }),
     rateLimit: inboundPolicies.limiter && { policy: `${inboundPolicies.limiter.source.metadata.namespace}/${inboundPolicies.limiter.source.metadata.name}`, ...inboundPolicies.limiter.source.spec },
   });

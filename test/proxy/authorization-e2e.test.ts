@@ -43,6 +43,17 @@ spec:
 apiVersion: mesh.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata:
+  name: audit-refunds
+spec:
+  service: payments
+  action: deny
+  mode: dry-run
+  rules:
+    - to: { paths: [/v1/charges/refunds/*] }
+---
+apiVersion: mesh.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata:
   name: not-mine
 spec:
   service: orders
@@ -119,7 +130,15 @@ describe("who may call what", () => {
     expect(dump.authorization.map((p) => [p.policy, p.action])).toEqual([
       ["default/charges", "allow"],
       ["default/no-internal", "deny"],
+      ["default/audit-refunds", "deny"],
     ]);
+  });
+
+  test("a dry-run policy refuses nothing; what it would refuse is counted", async () => {
+    const before = await metricValue(ports.paymentsAdmin, "mesh_authorization_dry_run_denied_total", { peer: "orders", policy: "default/audit-refunds" });
+    expect((await call(ports.orders, "GET", "/v1/charges/refunds/7")).status).toBe(200);
+    expect((await call(ports.orders, "GET", "/v1/charges/7")).status).toBe(200);
+    expect(await metricValue(ports.paymentsAdmin, "mesh_authorization_dry_run_denied_total", { peer: "orders", policy: "default/audit-refunds" })).toBe(before + 1);
   });
 });
 

@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import type { AuthorizationPolicy } from "../../src/config/kinds/authorization-policy.ts";
 import { parseManifest } from "../../src/config/manifest.ts";
 import "../../src/config/kinds/index.ts";
-import { authorizerFor, NO_ALLOW_MATCHED } from "../../src/proxy/authorization.ts";
+import { authorizerFor, dryRunAuthorizerFor, NO_ALLOW_MATCHED } from "../../src/proxy/authorization.ts";
 
 const TD = "mesh.local";
 const id = (service: string, ns = "shop") => `spiffe://${TD}/ns/${ns}/sa/${service}`;
@@ -94,6 +94,19 @@ describe("decisions", () => {
     expect(none.check(...req(id("orders"), "GET", "/"))?.policy).toBe(NO_ALLOW_MATCHED);
     const all = authorizerFor([policy("nothing", { service: "payments", rules: [] }), policy("all", { service: "*", rules: [{}] })], subject)!;
     expect(all.check(...req(id("orders"), "GET", "/"))).toBeUndefined();
+  });
+
+  test("a dry-run policy is not enforced; the dry-run authorizer decides as if it were", () => {
+    const all = policy("all", { service: "payments", rules: [{}] });
+    const audit = policy("audit-admin", { service: "payments", action: "deny", mode: "dry-run", rules: [{ to: { paths: ["/admin/*"] } }] });
+    expect(authorizerFor([all, audit], subject)!.check(...req(id("orders"), "GET", "/admin/x"))).toBeUndefined();
+    expect(dryRunAuthorizerFor([all, audit], subject)!.check(...req(id("orders"), "GET", "/admin/x"))?.policy).toBe("shop/audit-admin");
+    expect(dryRunAuthorizerFor([all, audit], subject)!.check(...req(id("orders"), "GET", "/x"))).toBeUndefined();
+    expect(dryRunAuthorizerFor([all], subject)).toBeUndefined();
+    // Only dry-run policies: nothing is enforced, and an allow in dry run counts what it would leave out.
+    const onlyOrders = policy("only-orders", { service: "payments", mode: "dry-run", rules: [{ from: { services: ["orders"] } }] });
+    expect(authorizerFor([onlyOrders], subject)).toBeUndefined();
+    expect(dryRunAuthorizerFor([onlyOrders], subject)!.check(...req(id("web"), "GET", "/"))?.policy).toBe(NO_ALLOW_MATCHED);
   });
 
   test("deny wins over allow, and names the policy", () => {

@@ -113,6 +113,12 @@ export const AuthorizationPolicySpec = z
       .union([z.literal("*"), dnsLabel("service")])
       .describe('The Service, in this namespace, whose sidecars enforce the policy on their inbound; "*" for every service in the namespace.'),
     action: z.enum(ACTIONS).default("allow").describe("allow: requests a rule matches are let in, others refused unless another allow policy matches; deny: requests a rule matches are refused, before any allow. Default allow."),
+    mode: z
+      .enum(["enforce", "dry-run"])
+      .default("enforce")
+      .describe(
+        "enforce, or dry-run: the policy is evaluated as if enforced and what it would refuse is counted in mesh_authorization_dry_run_denied_total, but nothing is refused on its account. Default enforce.",
+      ),
     rules: z
       .array(AuthorizationRule)
       .describe("The requests the policy is about: any one rule matching is enough. An allow policy with no rules allows nothing (a default deny); a deny policy with rules: [{}] denies everything."),
