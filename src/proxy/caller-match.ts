@@ -4,8 +4,7 @@
  * every field given matching the caller's proven SPIFFE ID.
  */
 import type { Source } from "../config/kinds/authorization-policy.ts";
-import { boundedMemo } from "../core/bounded-memo.ts";
-import { parseSpiffeId, workloadOf } from "../pki/spiffe.ts";
+import { callerWorkload } from "./peer-service.ts";
 
 export interface CallerMatch {
   services?: ReadonlySet<string>;
@@ -26,7 +25,7 @@ export function callerMatches(m: CallerMatch, caller: string): boolean {
   if (m.services && !m.services.has(caller)) return false;
   if (m.identities && !m.identities.has(caller)) return false;
   if (m.namespaces) {
-    const ns = callerNamespace(caller);
+    const ns = callerWorkload(caller)?.namespace;
     if (ns === undefined || !m.namespaces.has(ns)) return false;
   }
   return true;
@@ -37,9 +36,3 @@ function callerId(service: string, namespace: string, trustDomain: string): stri
   const [name, ns = namespace] = service.split(".");
   return `spiffe://${trustDomain}/ns/${ns}/sa/${name}`;
 }
-
-/** A caller's namespace; callers are few, requests many. */
-const callerNamespace = boundedMemo(1024, (caller: string): string | undefined => {
-  const parsed = parseSpiffeId(caller);
-  return parsed.ok ? workloadOf(parsed.id)?.namespace : undefined;
-});
