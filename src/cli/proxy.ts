@@ -3,7 +3,7 @@ import { loadManifests, formatManifestError, type LoadedManifest } from "../conf
 import type { Service } from "../config/kinds/service.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
-import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
+import { secondRateLimits, type RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import { CollectorUrl, SamplingPercent, Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
@@ -53,12 +53,9 @@ async function loadConfig(path: string | undefined): Promise<ProxyFile> {
       const p = m.manifest as DestinationPolicy;
       return `${m.file}#${m.doc} spec.service: no Service "${p.spec.service}" in namespace "${p.metadata.namespace}"`;
     });
-  const limited = new Set<string>();
-  for (const m of of("RateLimitPolicy")) {
+  for (const { item: m } of secondRateLimits(of("RateLimitPolicy"), (m) => m.manifest)) {
     const p = m.manifest as RateLimitPolicy;
-    const key = `${p.spec.service}.${p.metadata.namespace}`;
-    if (limited.has(key)) problems.push(`${m.file}#${m.doc} spec.service: a second RateLimitPolicy for "${p.spec.service}" in namespace "${p.metadata.namespace}"`);
-    limited.add(key);
+    problems.push(`${m.file}#${m.doc} spec.service: a second RateLimitPolicy for "${p.spec.service}" in namespace "${p.metadata.namespace}"`);
   }
   if (problems.length) throw new DataError(`invalid config:\n  ${problems.join("\n  ")}`, "--config");
   return {

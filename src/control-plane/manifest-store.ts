@@ -7,6 +7,7 @@
  */
 import { parseManifest, type Manifest } from "../config/manifest.ts";
 import "../config/kinds/index.ts";
+import { secondRateLimits } from "../config/kinds/rate-limit-policy.ts";
 import type { Store } from "../store/store.ts";
 import { manifestKey } from "./keys.ts";
 import type { ControlPlaneView } from "./view.ts";
@@ -63,7 +64,7 @@ export async function applyDocuments(store: Store, view: ControlPlaneView, docs:
     if (!seen.has(`Service/${ns}/${service}`) && !view.manifests.has(`Service/${ns}/${service}`))
       errors.push(`${v.source} spec.service: no Service "${service}" in namespace "${ns}"`);
   }
-  errors.push(...secondRateLimits(view, valid));
+  errors.push(...secondRateLimitErrors(view, valid));
   if (errors.length > 0) return { ok: false, errors, applied: [] };
 
   const applied: ApplyResult["applied"] = [];
@@ -79,21 +80,16 @@ export async function applyDocuments(store: Store, view: ControlPlaneView, docs:
   return { ok: true, errors: [], applied };
 }
 
-/** A service takes one RateLimitPolicy: two would leave its sidecars to pick one. */
-function secondRateLimits(view: ControlPlaneView, batch: { source: string; manifest: Manifest }[]): string[] {
-  const holder = new Map<string, string>();
+/** A second RateLimitPolicy for a service, in the batch or beside one stored (and not replaced by the batch). */
+function secondRateLimitErrors(view: ControlPlaneView, batch: { source: string; manifest: Manifest }[]): string[] {
   const batchIds = new Set(batch.map((v) => `${v.manifest.kind}/${v.manifest.metadata.namespace}/${v.manifest.metadata.name}`));
-  for (const [id, { manifest: m }] of view.manifests)
-    if (m.kind === "RateLimitPolicy" && !batchIds.has(id)) holder.set(`${m.metadata.namespace}/${(m.spec as { service: string }).service}`, `RateLimitPolicy "${m.metadata.name}"`);
-  const errors: string[] = [];
-  for (const v of batch) {
-    if (v.manifest.kind !== "RateLimitPolicy") continue;
-    const key = `${v.manifest.metadata.namespace}/${(v.manifest.spec as { service: string }).service}`;
-    const earlier = holder.get(key);
-    if (earlier) errors.push(`${v.source} spec.service: Service "${key}" already has ${earlier}; a service takes one`);
-    else holder.set(key, v.source);
-  }
-  return errors;
+  const stored = [...view.manifests]
+    .filter(([id, { manifest: m }]) => m.kind === "RateLimitPolicy" && !batchIds.has(id))
+    .map(([, { manifest }]) => ({ source: undefined as string | undefined, manifest }));
+  const submitted = batch.filter((v) => v.manifest.kind === "RateLimitPolicy");
+  return secondRateLimits([...stored, ...submitted], (v) => v.manifest).map(
+    ({ item, first, service }) => `${item.source} spec.service: Service "${service}" already has ${first.source ?? `RateLimitPolicy "${first.manifest.metadata.name}"`}; a service takes one`,
+  );
 }
 
 export type DeleteResult = { ok: true } | { ok: false; status: 404 | 409; error: string };

@@ -46,3 +46,26 @@ export const RateLimitPolicy = registerKind({
   resolve: (spec, metadata) => ({ ...spec, service: spec.service ?? metadata.name }),
 });
 export type RateLimitPolicy = ManifestOf<typeof RateLimitPolicy>;
+
+/** What of a RateLimitPolicy says which service it is for. */
+interface ForService {
+  metadata: { namespace: string };
+  spec: unknown;
+}
+
+/**
+ * A service takes one RateLimitPolicy (two would leave its sidecars to pick one): each of
+ * `items` after the first for its service, with that first, for the caller to word.
+ */
+export function secondRateLimits<T>(items: readonly T[], policyOf: (item: T) => ForService): { item: T; first: T; service: string }[] {
+  const firsts = new Map<string, T>();
+  const seconds: { item: T; first: T; service: string }[] = [];
+  for (const item of items) {
+    const p = policyOf(item);
+    const service = `${p.metadata.namespace}/${(p.spec as { service: string }).service}`;
+    const first = firsts.get(service);
+    if (first === undefined) firsts.set(service, item);
+    else seconds.push({ item, first, service });
+  }
+  return seconds;
+}

@@ -6,7 +6,7 @@
  */
 import type { AuthorizationPolicy } from "../../config/kinds/authorization-policy.ts";
 import type { DestinationPolicy } from "../../config/kinds/destination-policy.ts";
-import type { RateLimitPolicy } from "../../config/kinds/rate-limit-policy.ts";
+import { secondRateLimits, type RateLimitPolicy } from "../../config/kinds/rate-limit-policy.ts";
 import type { Service } from "../../config/kinds/service.ts";
 import { parseManifest } from "../../config/manifest.ts";
 import "../../config/kinds/index.ts";
@@ -45,12 +45,8 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
   const known = new Set(services.map((s) => serviceKey(s.metadata.name, s.metadata.namespace)));
   for (const p of policies)
     if (!known.has(serviceKey(p.spec.service, p.metadata.namespace))) problems.push(`DestinationPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: no Service "${p.spec.service}"`);
-  const limited = new Set<string>();
-  for (const p of rateLimits) {
-    const key = serviceKey(p.spec.service, p.metadata.namespace);
-    if (limited.has(key)) problems.push(`RateLimitPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: a second RateLimitPolicy for "${p.spec.service}"`);
-    limited.add(key);
-  }
+  for (const { item: p } of secondRateLimits(rateLimits, (p) => p))
+    problems.push(`RateLimitPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: a second RateLimitPolicy for "${p.spec.service}"`);
   if (problems.length) throw new ConfigRejected(problems.join("; "));
   return { services, policies, authorization, rateLimits };
 }
