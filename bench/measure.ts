@@ -1,13 +1,13 @@
 /**
  * One measured cell: a bounded load against one topology at one concurrency, with the
  * proxies' CPU time (before/after), the whole machine's busy and idle time, their peak
- * RSS (sampled during the load) and, for pairs, how many new connections the inbound
+ * RSS and private memory (sampled during the load) and, for pairs, how many new connections the inbound
  * side accepted meanwhile.
  */
 import { runLoad, type Loader } from "./driver.ts";
 import type { LoadResult } from "./load-result.ts";
 import { machineCpuSeconds } from "./proc-stats.ts";
-import { proxyCpuSeconds, proxyRssMb, type Topology } from "./topology.ts";
+import { proxyCpuSeconds, proxyMemoryMb, type Topology } from "./topology.ts";
 
 const RSS_SAMPLE_MS = 100;
 
@@ -26,6 +26,8 @@ export interface Cell {
   machine: { busyS: number; idleS: number };
   /** Peak RSS per proxy (label → MB) during the cell. */
   rssPeakMb: Record<string, number>;
+  /** Peak private memory (RssAnon) per proxy (label → MB) during the cell. */
+  privatePeakMb: Record<string, number>;
   /** New inbound (TLS) connections accepted during the cell; pairs only. */
   inboundNewConnections?: number;
 }
@@ -35,8 +37,13 @@ export async function measure(t: Topology, loader: Loader, connections: number, 
   const cpuBefore = t.proxies.map(proxyCpuSeconds);
   const machineBefore = machineCpuSeconds();
   const rssPeakMb: Record<string, number> = {};
+  const privatePeakMb: Record<string, number> = {};
   const sample = () => {
-    for (const p of t.proxies) rssPeakMb[p.label] = Math.max(rssPeakMb[p.label] ?? 0, proxyRssMb(p));
+    for (const p of t.proxies) {
+      const now = proxyMemoryMb(p);
+      rssPeakMb[p.label] = Math.max(rssPeakMb[p.label] ?? 0, now.rss);
+      privatePeakMb[p.label] = Math.max(privatePeakMb[p.label] ?? 0, now.private);
+    }
   };
   const sampler = setInterval(sample, RSS_SAMPLE_MS);
   let load: LoadResult;
@@ -49,7 +56,7 @@ export async function measure(t: Topology, loader: Loader, connections: number, 
   const cpuS = t.proxies.reduce((total, p, i) => total + proxyCpuSeconds(p) - cpuBefore[i]!, 0);
   const machineAfter = machineCpuSeconds();
   const machine = { busyS: machineAfter.busy - machineBefore.busy, idleS: machineAfter.idle - machineBefore.idle };
-  const cell: Cell = { id: t.id, connections, round, load, cpuS, machine, rssPeakMb };
+  const cell: Cell = { id: t.id, connections, round, load, cpuS, machine, rssPeakMb, privatePeakMb };
   if (t.inboundConnections && connBefore !== undefined)
     cell.inboundNewConnections = (await t.inboundConnections()) - connBefore - (t.connectionsPerReading ?? 0);
   return cell;

@@ -1,6 +1,6 @@
 /**
- * Resource use of a process, read from /proc: resident memory (VmRSS) and CPU time
- * (utime + stime, every thread included). Linux only, like the rest of the bench.
+ * Resource use of a process, read from /proc: resident memory (VmRSS, and its private
+ * part RssAnon) and CPU time (utime + stime, every thread included). Linux only, like the rest of the bench.
  */
 import { readdirSync, readFileSync } from "node:fs";
 
@@ -42,9 +42,20 @@ export function childrenOf(pid: number): number[] {
     .filter((p) => parentOf(p) === pid);
 }
 
+const statusKb = (status: string, field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status)?.[1] ?? 0);
+
 export function rssKb(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(read(`/proc/${pid}/status`) ?? "");
-  return m ? Number(m[1]) : 0;
+  return statusKb(read(`/proc/${pid}/status`) ?? "", "VmRSS");
+}
+
+/**
+ * Resident memory and its private part. VmRSS counts the pages of the executable file
+ * too, and those are shared by every process running the same binary (a node's
+ * sidecars); RssAnon is what one more such process adds.
+ */
+export function memoryKb(pid: number): { rss: number; private: number } {
+  const status = read(`/proc/${pid}/status`) ?? "";
+  return { rss: statusKb(status, "VmRSS"), private: statusKb(status, "RssAnon") };
 }
 
 const CLOCK_TICKS = (() => {

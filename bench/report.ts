@@ -20,7 +20,7 @@ export interface Meta {
 
 function resultsTable(summaries: Summary[], connections: number[]): string {
   const top = Math.max(...connections);
-  const header = ["topology", ...connections.flatMap((n) => [`c=${n} req/s`, "p50 ms", "p99 ms"]), "idle RSS MB", "peak RSS MB", "CPU ms/1k", `machine ms/1k c=${top}`, `machine idle c=${top}`, "new inbound conns", "errors"];
+  const header = ["topology", ...connections.flatMap((n) => [`c=${n} req/s`, "p50 ms", "p99 ms"]), "idle RSS MB", "peak RSS MB", "peak private MB", "CPU ms/1k", `machine ms/1k c=${top}`, `machine idle c=${top}`, "new inbound conns", "errors"];
   const rows = summaries
     .filter((s) => s.status === "ok")
     .map((s) => {
@@ -33,7 +33,7 @@ function resultsTable(summaries: Summary[], connections: number[]): string {
       const errors = s.levels.reduce((n, l) => n + l.errors + l.non2xx, 0);
       const busiest = s.levels.find((x) => x.connections === top);
       const idle = busiest && Number.isFinite(busiest.idlePct) ? `${busiest.idlePct.toFixed(1)}%` : "-";
-      return [s.title, ...cells, rss(s.rssIdleMb), rss(s.rssPeakMb), ms(s.cpuMsPer1k), ms(busiest?.machineMsPer1k), idle, s.inboundNewConnections === undefined ? "-" : int(s.inboundNewConnections), String(errors)];
+      return [s.title, ...cells, rss(s.rssIdleMb), rss(s.rssPeakMb), rss(s.privatePeakMb), ms(s.cpuMsPer1k), ms(busiest?.machineMsPer1k), idle, s.inboundNewConnections === undefined ? "-" : int(s.inboundNewConnections), String(errors)];
     });
   return table(header, rows);
 }
@@ -67,7 +67,8 @@ export function render(meta: Meta, summaries: Summary[], ratioList: Ratio[], tar
     "",
     resultsTable(summaries, meta.connections),
     "",
-    "  RSS: VmRSS per proxy (pairs: outbound / inbound; nginx: master + worker), idle after start and peak under load. CPU: user+system of all",
+    "  RSS: VmRSS per proxy (pairs: outbound / inbound; nginx: master + worker), idle after start and peak under load. Private: the",
+    "  RssAnon part of it, without the executable's pages, which every process of the same binary shares. CPU: user+system of all",
     "  the topology's proxy processes per 1000 requests, all cells. Machine: busy CPU of the whole machine (load generator, service,",
     "  proxies) per 1000 requests, and the share of CPU time left idle, at the highest concurrency: idle time under this",
     "  closed-loop load means the stages waited on each other (latency-bound), not that they ran out of CPU. New inbound",

@@ -38,6 +38,8 @@ export interface Summary {
   rssIdleMb: Record<string, number>;
   /** Peak RSS of each proxy (outbound, inbound, or the single proxy) across all cells, MB. */
   rssPeakMb: Record<string, number>;
+  /** Peak private memory (RssAnon) of each proxy across all cells, MB: what one more proxy of the same binary adds. */
+  privatePeakMb: Record<string, number>;
   cpuMsPer1k: number;
   requests: number;
   inboundNewConnections?: number;
@@ -69,6 +71,13 @@ function level(cells: Cell[], connections: number, proxied: boolean): Level {
   };
 }
 
+/** The highest of each label's readings. */
+function peaks(readings: Record<string, number>[]): Record<string, number> {
+  const peak: Record<string, number> = {};
+  for (const r of readings) for (const [label, mb] of Object.entries(r)) peak[label] = Math.max(peak[label] ?? 0, mb);
+  return peak;
+}
+
 export function summarize(
   setups: Setup[],
   cells: Cell[],
@@ -82,8 +91,6 @@ export function summarize(
     const family = setup.ok ? setup.topology.family : setup.family;
     const shape = setup.ok ? setup.topology.shape : setup.shape;
     const mine = cells.filter((c) => c.id === id);
-    const rssPeakMb: Record<string, number> = {};
-    for (const c of mine) for (const [label, mb] of Object.entries(c.rssPeakMb)) rssPeakMb[label] = Math.max(rssPeakMb[label] ?? 0, mb);
     const failure = setup.ok ? failures.get(id) : setup.reason;
     return {
       id,
@@ -94,7 +101,8 @@ export function summarize(
       ...(failure ? { reason: failure } : {}),
       levels: connections.map((n) => mine.filter((c) => c.connections === n)).filter((cs) => cs.length).map((cs) => level(cs, cs[0]!.connections, shape !== "direct")),
       rssIdleMb: idle.get(id) ?? {},
-      rssPeakMb,
+      rssPeakMb: peaks(mine.map((c) => c.rssPeakMb)),
+      privatePeakMb: peaks(mine.map((c) => c.privatePeakMb)),
       cpuMsPer1k: shape === "direct" ? NaN : cpuMsPer1k(mine),
       requests: sum(mine.map((c) => c.load.requests)),
       inboundNewConnections: totalConnections(mine),
@@ -102,5 +110,8 @@ export function summarize(
   });
 }
 
+const largest = (perProxy: Record<string, number>) => (Object.keys(perProxy).length ? Math.max(...Object.values(perProxy)) : NaN);
+
 /** The largest per-proxy peak: what "each proxy < N MB" is checked against. */
-export const maxRssMb = (s: Summary) => (Object.keys(s.rssPeakMb).length ? Math.max(...Object.values(s.rssPeakMb)) : NaN);
+export const maxRssMb = (s: Summary) => largest(s.rssPeakMb);
+export const maxPrivateMb = (s: Summary) => largest(s.privatePeakMb);

@@ -20,7 +20,7 @@ import { isClosing, readOptions, stopAndReport, stopOnSignals, survivors } from 
 import { render, type Meta } from "./report.ts";
 import { summarize, type Summary } from "./results.ts";
 import { startTopologies } from "./setup.ts";
-import { proxyRssMb, type Topology } from "./topology.ts";
+import { proxyMemoryMb, type Topology } from "./topology.ts";
 import { int } from "./format.ts";
 
 const log = (line: string) => process.stderr.write(line + "\n");
@@ -57,7 +57,7 @@ async function bench(opts: Options, tmp: string): Promise<Outcome> {
   log("starting topologies:");
   const setups = await startTopologies(opts.only, mesh, { tmp, servicePort: service.port, certs: { orders: certs.orders!, payments: certs.payments! } }, log);
   let live: Topology[] = setups.flatMap((s) => (s.ok ? [s.topology] : []));
-  const idle = new Map(live.map((t) => [t.id, Object.fromEntries(t.proxies.map((p) => [p.label, proxyRssMb(p)]))]));
+  const idle = new Map(live.map((t) => [t.id, Object.fromEntries(t.proxies.map((p) => [p.label, proxyMemoryMb(p).rss]))]));
   const failures = new Map<string, string>();
   const fail = (t: Topology, err: unknown) => {
     if (isClosing()) return; // interrupted: the failure is ours, not the topology's

@@ -1,5 +1,5 @@
 /** What every topology looks like to the runner, whoever built it (mesh, nginx, haproxy). */
-import { cpuSeconds, rssKb } from "./proc-stats.ts";
+import { cpuSeconds, memoryKb } from "./proc-stats.ts";
 
 /** "relay": the runtime's floor (bench/relay.ts), not a proxy. */
 export type Family = "direct" | "mesh" | "nginx" | "haproxy" | "relay";
@@ -36,8 +36,11 @@ export function title(family: Family, shape: Shape): string {
   return shape === "one" ? `${family} one proxy` : `${family} pair (mTLS)`;
 }
 
-export function proxyRssMb(p: ProxyProc): number {
-  return p.pids.reduce((sum, pid) => sum + rssKb(pid), 0) / 1024;
+/** Resident memory of one proxy, all its processes: VmRSS and the private (anonymous) part of it, MB. */
+export function proxyMemoryMb(p: ProxyProc): { rss: number; private: number } {
+  const kb = p.pids.map(memoryKb);
+  const total = (part: "rss" | "private") => kb.reduce((sum, m) => sum + m[part], 0) / 1024;
+  return { rss: total("rss"), private: total("private") };
 }
 
 export function proxyCpuSeconds(p: ProxyProc): number {
