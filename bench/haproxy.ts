@@ -10,7 +10,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SERVICE_HOST } from "./check.ts";
 import { findTool, startForeground } from "./external.ts";
-import { freePort } from "./ports.ts";
+import { freePort } from "../test/helpers/ports.ts";
 import type { BuildContext, Setup, Topology } from "./topology.ts";
 
 const GLOBAL = `
