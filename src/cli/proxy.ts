@@ -3,6 +3,7 @@ import { loadManifests, formatManifestError, type LoadedManifest } from "../conf
 import type { Service } from "../config/kinds/service.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
+import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
 import { secondRateLimits, type RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import { CollectorUrl, SamplingPercent, Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash } from "../config/common.ts";
@@ -30,13 +31,14 @@ interface ProxyFile {
   proxy?: ProxyConfig;
   services: Service[];
   policies: DestinationPolicy[];
-  /** Every AuthorizationPolicy and RateLimitPolicy in the file; the proxy enforces those for its own service. */
+  /** Every AuthorizationPolicy, RateLimitPolicy and RequestAuthentication in the file; the proxy enforces those for its own service. */
   authorization: AuthorizationPolicy[];
   rateLimits: RateLimitPolicy[];
+  authentication: RequestAuthentication[];
 }
 
 async function loadConfig(path: string | undefined): Promise<ProxyFile> {
-  if (!path) return { services: [], policies: [], authorization: [], rateLimits: [] };
+  if (!path) return { services: [], policies: [], authorization: [], rateLimits: [], authentication: [] };
   const { manifests, errors } = await loadManifests([path]);
   if (errors.length) throw new DataError(`invalid config:\n  ${errors.map(formatManifestError).join("\n  ")}`, "--config");
   const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind);
@@ -64,6 +66,7 @@ async function loadConfig(path: string | undefined): Promise<ProxyFile> {
     policies: of("DestinationPolicy").map((m) => m.manifest) as DestinationPolicy[],
     authorization: of("AuthorizationPolicy").map((m) => m.manifest) as AuthorizationPolicy[],
     rateLimits: of("RateLimitPolicy").map((m) => m.manifest) as RateLimitPolicy[],
+    authentication: of("RequestAuthentication").map((m) => m.manifest) as RequestAuthentication[],
   };
 }
 
@@ -136,7 +139,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const bad = nameProblem("service", service);
   if (bad) throw new UsageError(bad, "--service");
   const namespace = str(args, "namespace") ?? pc?.namespace ?? "default";
-  for (const p of [...file.authorization, ...file.rateLimits])
+  for (const p of [...file.authorization, ...file.rateLimits, ...file.authentication])
     if (p.metadata.namespace !== namespace)
       ctx.log.warn({ policy: `${p.kind}/${p.metadata.namespace}/${p.metadata.name}`, namespace }, "a policy in --config is for another namespace; this sidecar does not enforce it");
   const upstreamText = str(args, "upstream") ?? pc?.upstream;
@@ -181,6 +184,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     policies: file.policies,
     authorization: file.authorization,
     rateLimits: file.rateLimits,
+    authentication: file.authentication,
     healthPath,
     drainTimeoutMs,
     outboundDrainDelayMs,

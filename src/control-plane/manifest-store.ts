@@ -12,10 +12,10 @@ import type { Store } from "../store/store.ts";
 import { manifestKey } from "./keys.ts";
 import type { ControlPlaneView } from "./view.ts";
 
-export const SHARED_KINDS = new Set(["Service", "DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy"]);
-const POLICY_KINDS = new Set(["DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy"]);
+export const SHARED_KINDS = new Set(["Service", "DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy", "RequestAuthentication"]);
+const POLICY_KINDS = new Set(["DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy", "RequestAuthentication"]);
 
-/** The Service a policy names in its namespace (spec.service), if it names one: an AuthorizationPolicy's "*" names every one. */
+/** The Service a policy names in its namespace (spec.service), if it names one: "*" names every one. */
 function referencedService(m: Manifest): string | undefined {
   if (!POLICY_KINDS.has(m.kind)) return undefined;
   const service = (m.spec as { service: string }).service;

@@ -1,7 +1,8 @@
 /**
  * The config one proxy gets: the Services it may call, with the endpoints registered
  * for them merged in, the DestinationPolicies for those services, the
- * AuthorizationPolicies and RateLimitPolicy its own inbound enforces, and the trust bundle.
+ * AuthorizationPolicies, RequestAuthentications and RateLimitPolicy its own inbound
+ * enforces, and the trust bundle.
  * Documents go out as written, so the proxy validates them itself and can refuse a
  * version with a reason. The version is a hash of the content: every replica computes
  * the same version for the same state, so a proxy that moves to another replica
@@ -72,7 +73,11 @@ export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: str
   for (const { raw, manifest } of sorted) {
     const spec = manifest.spec as { service: string };
     if (manifest.kind === "DestinationPolicy" && included.has(`${spec.service}.${manifest.metadata.namespace}`)) policies.push(raw);
-    else if (manifest.kind === "AuthorizationPolicy" && manifest.metadata.namespace === sub.namespace && (spec.service === sub.service || spec.service === "*"))
+    else if (
+      (manifest.kind === "AuthorizationPolicy" || manifest.kind === "RequestAuthentication") &&
+      manifest.metadata.namespace === sub.namespace &&
+      (spec.service === sub.service || spec.service === "*")
+    )
       own.push(raw);
     else if (manifest.kind === "RateLimitPolicy" && manifest.metadata.namespace === sub.namespace && spec.service === sub.service) own.push(raw);
   }

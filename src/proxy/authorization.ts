@@ -3,8 +3,9 @@
  * checked on every inbound request (WebSocket upgrades included) against what the
  * service will receive: the caller's proven SPIFFE ID, the method, the path in normal
  * form (core/normal-path.ts) and the headers that are forwarded (none the client listed
- * in Connection, since the proxy drops those). Istio's order: a deny policy's match
- * refuses; with no allow policy the request is let in; otherwise an allow policy must match.
+ * in Connection, since the proxy drops those), and the end user a RequestAuthentication
+ * verified. Istio's order: a deny policy's match refuses; with no allow policy the
+ * request is let in; otherwise an allow policy must match.
  */
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import { pathOf } from "../core/normal-path.ts";
@@ -14,6 +15,8 @@ import { callerMatches, compileCallers, type CallerMatch } from "./caller-match.
 interface RequestSeen {
   /** The caller's SPIFFE ID, from its certificate. */
   caller: string;
+  /** `iss/sub` of the end-user token a RequestAuthentication verified; undefined without one. */
+  principal: string | undefined;
   method: string;
   /** The path in normal form, without the query; "" when no rule reads it. */
   path: string;
@@ -42,12 +45,14 @@ export interface PolicySubject {
   trustDomain: string;
 }
 
-type PathMatch = { kind: "exact" | "prefix" | "suffix"; text: string } | { kind: "any" };
+/** A path or principal pattern: exact, prefix (`text*`), suffix (`*text`) or any (`*`). */
+type TextPattern = { kind: "exact" | "prefix" | "suffix"; text: string } | { kind: "any" };
 
 interface CompiledRule {
   from?: CallerMatch;
+  principals?: readonly TextPattern[];
   methods?: ReadonlySet<string>;
-  paths?: readonly PathMatch[];
+  paths?: readonly TextPattern[];
   when?: readonly { header: string; values: ReadonlySet<string> }[];
 }
 
@@ -60,7 +65,7 @@ export class Authorizer {
   /** Some rule reads the path: it is cut from the target once per request, not per rule. */
   private readonly readsPaths: boolean;
   /** The request being checked: one object for every check, which runs to its end at once. */
-  private readonly seen: RequestSeen = { caller: "", method: "", path: "", fields: NONE, dropped: NONE };
+  private readonly seen: RequestSeen = { caller: "", principal: undefined, method: "", path: "", fields: NONE, dropped: NONE };
 
   constructor(
     private readonly deny: readonly CompiledPolicy[],
@@ -74,11 +79,12 @@ export class Authorizer {
   /**
    * Undefined when the request may pass; otherwise why not. `target`: as forwarded (path in
    * normal form); `fields`: [name0, value0, ...] as parsed; `dropped`: names the client
-   * listed in Connection, removed before the service.
+   * listed in Connection, removed before the service; `principal`: the verified end user's.
    */
-  check(caller: string, method: string, target: string, fields: readonly string[], dropped: readonly string[]): Denial | undefined {
+  check(caller: string, method: string, target: string, fields: readonly string[], dropped: readonly string[], principal?: string): Denial | undefined {
     const req = this.seen;
     req.caller = caller;
+    req.principal = principal;
     // Matched in upper case: services that upper-case a method (Werkzeug, for one) read "delete" as DELETE.
     req.method = LOWER.test(method) ? method.toUpperCase() : method;
     req.path = this.readsPaths ? pathOf(target) : "";
@@ -124,13 +130,14 @@ function compileRule(rule: AuthorizationPolicy["spec"]["rules"][number], namespa
   const { from, to, when } = rule;
   return {
     from: from && compileCallers(from, namespace, trustDomain),
+    principals: from?.requestPrincipals?.map(patternOf),
     methods: to?.methods && new Set(to.methods),
-    paths: to?.paths?.map(pathMatch),
+    paths: to?.paths?.map(patternOf),
     when: when?.map((c) => ({ header: c.header, values: new Set(c.values) })),
   };
 }
 
-function pathMatch(pattern: string): PathMatch {
+function patternOf(pattern: string): TextPattern {
   if (pattern === "*") return { kind: "any" };
   if (pattern.startsWith("*")) return { kind: "suffix", text: pattern.slice(1) };
   if (pattern.endsWith("*")) return { kind: "prefix", text: pattern.slice(0, -1) };
@@ -144,27 +151,28 @@ function anyRuleMatches(p: CompiledPolicy, req: RequestSeen, action: "allow" | "
 
 function matches(rule: CompiledRule, req: RequestSeen, action: "allow" | "deny"): boolean {
   if (rule.from && !callerMatches(rule.from, req.caller)) return false;
+  if (rule.principals && (req.principal === undefined || !anyPatternMatches(rule.principals, req.principal))) return false;
   if (rule.methods && !rule.methods.has(req.method)) return false;
-  if (rule.paths && !anyPathMatches(rule.paths, req.path)) return false;
+  if (rule.paths && !anyPatternMatches(rule.paths, req.path)) return false;
   if (rule.when) for (const c of rule.when) if (!headerMatches(req, c.header, c.values, action)) return false;
   return true;
 }
 
-function anyPathMatches(patterns: readonly PathMatch[], path: string): boolean {
-  for (const m of patterns) if (pathMatches(m, path)) return true;
+function anyPatternMatches(patterns: readonly TextPattern[], text: string): boolean {
+  for (const m of patterns) if (patternMatches(m, text)) return true;
   return false;
 }
 
-function pathMatches(m: PathMatch, path: string): boolean {
+function patternMatches(m: TextPattern, text: string): boolean {
   switch (m.kind) {
     case "any":
       return true;
     case "exact":
-      return path === m.text;
+      return text === m.text;
     case "prefix":
-      return path.startsWith(m.text);
+      return text.startsWith(m.text);
     case "suffix":
-      return path.endsWith(m.text);
+      return text.endsWith(m.text);
   }
 }
 

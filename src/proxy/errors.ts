@@ -11,6 +11,7 @@ export type ProxyFailure =
   | "overflow"
   | "peer-identity"
   | "bad-request"
+  | "unauthenticated"
   | "forbidden"
   | "rate-limited"
   | "not-ready";
@@ -24,6 +25,7 @@ const STATUS: Record<ProxyFailure, number> = {
   overflow: 503,
   "peer-identity": 502,
   "bad-request": 400,
+  unauthenticated: 401,
   forbidden: 403,
   "rate-limited": 429,
   "not-ready": 503,
@@ -59,11 +61,14 @@ export function responseOf(e: ErrorParts): Response {
 }
 
 /** For a handler that threw: a plain 500, never Bun's development error page (which shows source and stack). */
+export const INTERNAL_ERROR: ErrorParts = {
+  status: 500,
+  headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" },
+  body: "mesh: internal error\n",
+};
+
 export function internalErrorResponse(): Response {
-  return new Response("mesh: internal error\n", {
-    status: 500,
-    headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" },
-  });
+  return responseOf(INTERNAL_ERROR);
 }
 
 /** Raised from a TLS server check: the peer is not the identity the destination requires. */

@@ -1,10 +1,12 @@
 /**
  * What every inbound request passes before the service sees it, on the raw listener and
- * on the loopback server behind a WebSocket tunnel alike: its target in normal form (the
- * form forwarded, so the form rules match), the service's authorization policies, then
- * its rate limits.
+ * on the loopback server behind a WebSocket tunnel alike: its end-user token, when the
+ * service has a RequestAuthentication (authenticateInbound, asynchronous the first time a
+ * token is seen); then its target in normal form (the form forwarded, so the form rules
+ * match), the service's authorization policies, and its rate limits (admitInbound).
  */
 import { normalTarget, PathRefusal } from "../core/normal-path.ts";
+import { ANONYMOUS, Unauthenticated, type Authenticated, type AuthenticationOutcome, type RequestAuthenticator } from "./authentication/authenticator.ts";
 import type { Authorizer } from "./authorization.ts";
 import { errorParts, type ErrorParts } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
@@ -19,6 +21,8 @@ export interface InboundPolicies {
    * than let in with no policy in force.
    */
   pending?: string;
+  /** Undefined: tokens are not looked at. */
+  authenticator?: RequestAuthenticator;
   /** Undefined: every caller is let in. */
   authorizer?: Authorizer;
   /** With the dry-run policies enforced too: what it would refuse is counted, not refused. */
@@ -27,7 +31,35 @@ export interface InboundPolicies {
   limiter?: RateLimiter;
 }
 
-/** The target to forward, or the answer that refuses the request (counted here); arguments as Authorizer.check takes them. */
+/**
+ * The request's end user: ANONYMOUS without an authenticator or a token, the 401 that
+ * refuses it (counted here), or a promise of either for a token not seen before.
+ */
+export function authenticateInbound(
+  metrics: ProxyMetrics,
+  policies: InboundPolicies,
+  caller: string,
+  fields: readonly string[],
+  dropped: readonly string[],
+): Authenticated | ErrorParts | Promise<Authenticated | ErrorParts> {
+  if (policies.authenticator === undefined) return ANONYMOUS;
+  const outcome = policies.authenticator.authenticate(fields, dropped);
+  return outcome instanceof Promise ? outcome.then((o) => answerTo(metrics, caller, o)) : answerTo(metrics, caller, outcome);
+}
+
+function answerTo(metrics: ProxyMetrics, caller: string, outcome: AuthenticationOutcome): Authenticated | ErrorParts {
+  if (!(outcome instanceof Unauthenticated)) return outcome;
+  metrics.unauthenticated.inc({ peer: peerService(caller), reason: outcome.reason });
+  return errorParts("unauthenticated", outcome.detail, { "www-authenticate": 'Bearer error="invalid_token"' });
+}
+
+/** An answer that refuses the request, as opposed to the request's end user. */
+export const isRefusal = (a: Authenticated | ErrorParts): a is ErrorParts => "status" in a;
+
+/**
+ * The target to forward, or the answer that refuses the request (counted here); arguments
+ * as Authorizer.check takes them, `principal` from authenticateInbound.
+ */
 export function admitInbound(
   metrics: ProxyMetrics,
   policies: InboundPolicies,
@@ -36,6 +68,7 @@ export function admitInbound(
   sentTarget: string,
   fields: readonly string[],
   dropped: readonly string[],
+  principal?: string,
 ): string | ErrorParts {
   if (policies.pending !== undefined) return errorParts("not-ready", policies.pending);
   const target = normalTarget(sentTarget);
@@ -43,12 +76,12 @@ export function admitInbound(
     metrics.refused.inc({ direction: "inbound", reason: "path" });
     return errorParts("bad-request", target.detail);
   }
-  const denial = policies.authorizer?.check(caller, method, target, fields, dropped);
+  const denial = policies.authorizer?.check(caller, method, target, fields, dropped, principal);
   if (denial !== undefined) {
     metrics.denied.inc({ peer: peerService(caller), policy: denial.policy });
     return errorParts("forbidden", denial.detail);
   }
-  const would = policies.dryRun?.check(caller, method, target, fields, dropped);
+  const would = policies.dryRun?.check(caller, method, target, fields, dropped, principal);
   if (would !== undefined) metrics.dryRunDenied.inc({ peer: peerService(caller), policy: would.policy });
   const limited = policies.limiter?.admit(caller);
   if (limited === undefined) return target;

@@ -3,14 +3,14 @@
  * handshake of this very connection, is handed to the local service in
  * `x-mesh-client-id` after any copy the caller sent was removed (headers.ts), and the
  * request is relayed over the pooled HTTP/1.1 client without building Request or
- * Response objects. Before that it passes admission (inbound-admission.ts): its path put
- * in the normal form the service receives, the service's authorization policies, its rate
- * limits. WebSocket upgrades pass the path and policy checks here, then are tunnelled to
+ * Response objects. Before that it passes admission (inbound-admission.ts): its end-user
+ * token verified, its path put in the normal form the service receives, the service's
+ * authorization policies, its rate limits. WebSocket upgrades pass the path and policy checks here, then are tunnelled to
  * the loopback server of inbound.ts, which admits them again (taking their rate-limit
  * token there, once) and carries them.
  */
 import { boundedMemo } from "../core/bounded-memo.ts";
-import { CLIENT_CLOSED_STATUS, errorParts, type ErrorParts } from "./errors.ts";
+import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "./errors.ts";
 import { CLIENT_ID_HEADER, RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
@@ -27,7 +27,8 @@ import type { UpstreamHealth } from "./upstream-health.ts";
 import { eventNow } from "../core/clock.ts";
 import type { AccessLog } from "./access-log.ts";
 import type { ActiveSpan, Tracer } from "./tracing/tracer.ts";
-import { admitInbound, type InboundPolicies } from "./inbound-admission.ts";
+import { admitInbound, authenticateInbound, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
+import type { Authenticated } from "./authentication/authenticator.ts";
 import type { RequestHead } from "./transport/h1/request-parse.ts";
 
 export interface InboundHandlerDeps {
@@ -54,46 +55,62 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
     refuseUpgrade(head, peer) {
       const sent = head.pathAndQuery;
-      // The loopback server behind the tunnel admits the upgrade again: its rate-limit token is taken there.
-      const refusal = admission(head, peer!, false);
+      const policies = deps.policies();
+      // The loopback server behind the tunnel admits the upgrade again, and takes its rate-limit token.
+      // A token may need verifying first, which this answer cannot wait for: with a RequestAuthentication
+      // in force the path alone is checked here, and the loopback server verifies and applies the policies.
+      const checked = policies.authenticator === undefined ? policies : { pending: policies.pending };
+      const refusal = admission(head, peer!, checked, undefined, false);
       if (refusal !== undefined || head.pathAndQuery === sent) return refusal;
       // The tunnel relays the upgrade's own bytes: only a path that needs no rewriting reaches the service as matched.
       metrics.refused.inc({ direction: "inbound", reason: "path" });
       return errorParts("bad-request", "a WebSocket upgrade's path must be in normal form");
     },
     request(req: ServerRequest, res: Responder) {
-      const caller = req.peer!;
-      const peer = peerService(caller);
-      const head = req.head;
-      const refusal = admission(head, caller);
-      if (refusal !== undefined) {
-        log?.request("inbound", head, refusal.status, 0, caller);
-        return res.respond(refusal.status, refusal.headers, refusal.body);
-      }
-      // The span's traceparent replaces the caller's, so the service continues from it.
-      const span = deps.tracer?.begin(head.fields);
-      let prepared: PreparedRequest;
-      try {
-        prepared =
-          span === undefined
-            ? prepareRelayed(head, RELAY_SKIP, identityLine(caller), requestFraming(head), req.bytes)
-            : prepareRelayed(head, RELAY_SKIP_TRACED, identityLine(caller), requestFraming(head), req.bytes, span.line);
-      } catch (err) {
-        metrics.refused.inc({ direction: "inbound", reason: "header-value" });
-        const e = errorParts("bad-request", (err as Error).message, { connection: "close" });
-        log?.request("inbound", head, e.status, 0, caller);
-        return res.respond(e.status, e.headers, e.body);
-      }
-      // Logging and tracing are a subclass: without either the relay is the plain one.
-      const relay = log || span ? new ObservedInboundRelay(res, peer, deps, recorder, req, log, span) : new InboundRelay(res, peer, deps, recorder);
-      deps.pool.dispatch(prepared, req.body, relay, relay);
+      const policies = deps.policies();
+      const user = authenticateInbound(metrics, policies, req.peer!, req.head.fields, req.head.connectionTokens);
+      // A token not seen before is verified first: the connection holds its next request meanwhile.
+      if (user instanceof Promise)
+        user.then(
+          (u) => relay(req, res, policies, u),
+          () => res.respond(INTERNAL_ERROR.status, INTERNAL_ERROR.headers, INTERNAL_ERROR.body),
+        );
+      else relay(req, res, policies, user);
     },
   };
 
+  function relay(req: ServerRequest, res: Responder, policies: InboundPolicies, user: Authenticated | ErrorParts): void {
+    const caller = req.peer!;
+    const head = req.head;
+    const refusal = isRefusal(user) ? user : admission(head, caller, policies, user.principal);
+    if (refusal !== undefined) {
+      log?.request("inbound", head, refusal.status, 0, caller);
+      return res.respond(refusal.status, refusal.headers, refusal.body);
+    }
+    const strip = (user as Authenticated).strip;
+    // The span's traceparent replaces the caller's, so the service continues from it.
+    const span = deps.tracer?.begin(head.fields);
+    let prepared: PreparedRequest;
+    try {
+      prepared =
+        span === undefined
+          ? prepareRelayed(head, strip?.plain ?? RELAY_SKIP, identityLine(caller), requestFraming(head), req.bytes)
+          : prepareRelayed(head, strip?.traced ?? RELAY_SKIP_TRACED, identityLine(caller), requestFraming(head), req.bytes, span.line);
+    } catch (err) {
+      metrics.refused.inc({ direction: "inbound", reason: "header-value" });
+      const e = errorParts("bad-request", (err as Error).message, { connection: "close" });
+      log?.request("inbound", head, e.status, 0, caller);
+      return res.respond(e.status, e.headers, e.body);
+    }
+    // Logging and tracing are a subclass: without either the relay is the plain one.
+    const peer = peerService(caller);
+    const relay = log || span ? new ObservedInboundRelay(res, peer, deps, recorder, req, log, span) : new InboundRelay(res, peer, deps, recorder);
+    deps.pool.dispatch(prepared, req.body, relay, relay);
+  }
+
   /** Puts the head's target in the normal form the service receives; undefined, or the answer that refuses it. */
-  function admission(head: RequestHead, caller: string, limited = true): ErrorParts | undefined {
-    const policies = deps.policies();
-    const admitted = admitInbound(metrics, limited ? policies : { ...policies, limiter: undefined }, caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens);
+  function admission(head: RequestHead, caller: string, policies: InboundPolicies, principal: string | undefined, limited = true): ErrorParts | undefined {
+    const admitted = admitInbound(metrics, limited ? policies : { ...policies, limiter: undefined }, caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens, principal);
     if (typeof admitted !== "string") return admitted;
     if (admitted !== head.pathAndQuery) head.pathAndQuery = admitted;
     return undefined;

@@ -8,7 +8,7 @@
  */
 import type { Server } from "bun";
 import { errorResponse, internalErrorResponse, responseOf } from "./errors.ts";
-import { admitInbound, type InboundPolicies } from "./inbound-admission.ts";
+import { admitInbound, authenticateInbound, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
 import { CLIENT_ID_HEADER, forwardableHeaders } from "./headers.ts";
 import { statusClass, type ProxyMetrics } from "./metrics.ts";
 import { relayResponse } from "./relay-response.ts";
@@ -66,8 +66,11 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
       const headers = forwardableHeaders(req.headers);
       const policies = deps.policies();
       const fields: string[] = [];
-      if (policies.authorizer || policies.dryRun) headers.forEach((value, name) => fields.push(name, value));
-      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fields, []);
+      if (policies.authorizer || policies.dryRun || policies.authenticator) headers.forEach((value, name) => fields.push(name, value));
+      const user = await authenticateInbound(deps.metrics, policies, caller, fields, []);
+      if (isRefusal(user)) return responseOf(user);
+      for (const name of user.strip?.names ?? []) headers.delete(name);
+      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fields, [], user.principal);
       if (typeof target !== "string") return responseOf(target);
       if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target);
       deps.tracker.start();

@@ -54,6 +54,7 @@ const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
   overflow: "refused",
   "bad-request": "refused",
   // Only an inbound decides these; to a caller they are the status it received.
+  unauthenticated: "refused",
   forbidden: "refused",
   "rate-limited": "refused",
   "not-ready": "refused",

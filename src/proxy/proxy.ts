@@ -4,6 +4,8 @@
  * It needs no control plane: the static config is a complete source of destinations.
  */
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
+import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
+import { requestAuthenticatorFor } from "./authentication/authenticator.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import type { Service } from "../config/kinds/service.ts";
@@ -56,6 +58,8 @@ export interface ProxyOptions {
   /** Policies of the static config; those for this service are enforced on the inbound, with the control plane's. */
   authorization: AuthorizationPolicy[];
   rateLimits: RateLimitPolicy[];
+  /** End-user token rules of the static config (none when absent). */
+  authentication?: RequestAuthentication[];
   drainTimeoutMs: number;
   /** How long a drain keeps the outbound listener accepting at least (a service calling out while it shuts down); at most drainTimeoutMs. */
   outboundDrainDelayMs?: number;
@@ -106,12 +110,13 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundInflight = new InflightTracker();
   const outboundInflight = new InflightTracker();
   let certs = opts.certs;
-  const statics: ProxyDocuments = { services: opts.services, policies: opts.policies, authorization: opts.authorization, rateLimits: opts.rateLimits };
+  const statics: ProxyDocuments = { services: opts.services, policies: opts.policies, authorization: opts.authorization, rateLimits: opts.rateLimits, authentication: opts.authentication ?? [] };
   const saved = opts.awaitsConfig ? savedDocuments(opts.savedConfig, opts.log) : undefined;
   let config = saved ? withStatic(saved, statics) : statics;
   let snapshot: Snapshot = buildSnapshot(config.services, config.policies, certs, saved ? opts.savedConfig!.version : "static-1");
   const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain };
   const policiesOf = (c: ProxyDocuments, previous?: InboundPolicies): InboundPolicies => ({
+    authenticator: requestAuthenticatorFor(c.authentication, subject, previous?.authenticator),
     authorizer: authorizerFor(c.authorization, subject),
     dryRun: dryRunAuthorizerFor(c.authorization, subject),
     limiter: rateLimiterFor(c.rateLimits, subject, previous?.limiter),
@@ -213,6 +218,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       policy: d.policy,
       endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
     })),
+    authentication: (inboundPolicies.authenticator?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
     authorization: ((inboundPolicies.dryRun ?? inboundPolicies.authorizer)?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
     ...(opts.tracing && { tracing: { collector: opts.tracing.collector.href, sampling: opts.tracing.sampling } }),
     rateLimit: inboundPolicies.limiter && { policy: `${inboundPolicies.limiter.source.metadata.namespace}/${inboundPolicies.limiter.source.metadata.name}`, ...inboundPolicies.limiter.source.spec },

@@ -13,7 +13,7 @@ import { registerKind, type ManifestOf } from "../manifest";
 export const ACTIONS = ["allow", "deny"] as const;
 
 /** Headers a rule cannot see: the proxy removes or sets them itself before the service does. */
-const UNMATCHABLE_HEADERS = new Set([
+export const UNMATCHABLE_HEADERS: ReadonlySet<string> = new Set([
   "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings",
   "proxy-authenticate", "proxy-authorization", "x-mesh-client-id", "x-forwarded-client-cert", "l5d-client-id", "host", "content-length",
 ]);
@@ -65,6 +65,17 @@ export const Source = z
   .describe("Who sends the request; each field given must match (entries within a field: any one).");
 export type Source = z.output<typeof Source>;
 
+/** `iss/sub` of a verified end-user token: exact, `prefix*`, `*suffix` or `*`. */
+const PrincipalPattern = z.string().min(1).refine((value) => value === "*" || !value.slice(1, -1).includes("*"), '"*" may stand only at the start or the end');
+
+const RuleSource = Source.extend({
+  requestPrincipals: z
+    .array(PrincipalPattern)
+    .min(1)
+    .optional()
+    .describe('End users, as `issuer/subject` of the token a RequestAuthentication verified: exact, a prefix ("https://id.example.com/*"), a suffix, or "*" for any verified token. A request without a token matches none.'),
+}).describe("Who sends the request; each field given must match (entries within a field: any one).");
+
 export const Operation = z
   .strictObject({
     methods: z
@@ -101,7 +112,7 @@ export const HeaderCondition = z
 
 export const AuthorizationRule = z
   .strictObject({
-    from: Source.optional().describe("Who may send it; omitted: any caller with a mesh certificate."),
+    from: RuleSource.optional().describe("Who may send it; omitted: any caller with a mesh certificate."),
     to: Operation.optional().describe("What it may do; omitted: anything."),
     when: z.array(HeaderCondition).min(1).optional().describe("Header conditions, all of which must hold."),
   })

@@ -4,4 +4,5 @@ export * from "./control-plane-config";
 export * from "./destination-policy";
 export * from "./proxy-config";
 export * from "./rate-limit-policy";
+export * from "./request-authentication";
 export * from "./service";

@@ -7,6 +7,7 @@
 import type { AuthorizationPolicy } from "../../config/kinds/authorization-policy.ts";
 import type { DestinationPolicy } from "../../config/kinds/destination-policy.ts";
 import { secondRateLimits, type RateLimitPolicy } from "../../config/kinds/rate-limit-policy.ts";
+import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
 import type { Service } from "../../config/kinds/service.ts";
 import { parseManifest } from "../../config/manifest.ts";
 import "../../config/kinds/index.ts";
@@ -17,6 +18,7 @@ export interface ProxyDocuments {
   /** The policies of the proxy's own service, enforced on its inbound. */
   authorization: AuthorizationPolicy[];
   rateLimits: RateLimitPolicy[];
+  authentication: RequestAuthentication[];
 }
 
 export class ConfigRejected extends Error {
@@ -29,6 +31,7 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
   const policies: DestinationPolicy[] = [];
   const authorization: AuthorizationPolicy[] = [];
   const rateLimits: RateLimitPolicy[] = [];
+  const authentication: RequestAuthentication[] = [];
   documents.forEach((doc, i) => {
     const parsed = parseManifest(doc);
     if (!parsed.ok) {
@@ -40,6 +43,7 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
     else if (m.kind === "DestinationPolicy") policies.push(m as DestinationPolicy);
     else if (m.kind === "AuthorizationPolicy") authorization.push(m as AuthorizationPolicy);
     else if (m.kind === "RateLimitPolicy") rateLimits.push(m as RateLimitPolicy);
+    else if (m.kind === "RequestAuthentication") authentication.push(m as RequestAuthentication);
     else problems.push(`document ${i} kind: ${m.kind} is not part of a proxy's config`);
   });
   const known = new Set(services.map((s) => serviceKey(s.metadata.name, s.metadata.namespace)));
@@ -48,7 +52,7 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
   for (const { item: p } of secondRateLimits(rateLimits, (p) => p))
     problems.push(`RateLimitPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: a second RateLimitPolicy for "${p.spec.service}"`);
   if (problems.length) throw new ConfigRejected(problems.join("; "));
-  return { services, policies, authorization, rateLimits };
+  return { services, policies, authorization, rateLimits, authentication };
 }
 
 const serviceKey = (service: string, namespace: string) => `${service}.${namespace}`;
@@ -57,17 +61,20 @@ const nameKey = (m: { metadata: { name: string; namespace: string } }) => `${m.m
 /**
  * A control-plane version combined with the static config: a static Service, and the
  * DestinationPolicy or RateLimitPolicy for it, stays unless the control plane defines
- * that service (or its limits); static AuthorizationPolicies stay beside the control
- * plane's unless it has one of the same name, so a local deny is never dropped.
+ * that service (or its limits); static AuthorizationPolicies and RequestAuthentications
+ * stay beside the control plane's unless it has one of the same name, so a local deny is
+ * never dropped.
  */
 export function withStatic(dynamic: ProxyDocuments, statics: ProxyDocuments): ProxyDocuments {
   const services = new Set(dynamic.services.map((s) => serviceKey(s.metadata.name, s.metadata.namespace)));
   const limited = new Set(dynamic.rateLimits.map((p) => serviceKey(p.spec.service, p.metadata.namespace)));
   const named = new Set(dynamic.authorization.map(nameKey));
+  const namedAuthn = new Set(dynamic.authentication.map(nameKey));
   return {
     services: [...dynamic.services, ...statics.services.filter((s) => !services.has(serviceKey(s.metadata.name, s.metadata.namespace)))],
     policies: [...dynamic.policies, ...statics.policies.filter((p) => !services.has(serviceKey(p.spec.service, p.metadata.namespace)))],
     authorization: [...dynamic.authorization, ...statics.authorization.filter((p) => !named.has(nameKey(p)))],
+    authentication: [...dynamic.authentication, ...statics.authentication.filter((p) => !namedAuthn.has(nameKey(p)))],
     rateLimits: [...dynamic.rateLimits, ...statics.rateLimits.filter((p) => !limited.has(serviceKey(p.spec.service, p.metadata.namespace)))],
   };
 }

@@ -14,7 +14,7 @@ import { DownstreamBody, type BodyReader } from "./request-body.ts";
 import { Responder, type ResponderHost } from "./responder.ts";
 import { holdToEndOfTurn, type HeldWrite } from "../turn-writes.ts";
 import { IdleWatch } from "./idle-watch.ts";
-import type { ErrorParts } from "../../errors.ts";
+import { INTERNAL_ERROR, type ErrorParts } from "../../errors.ts";
 
 export interface ServerRequest {
   head: RequestHead;
@@ -211,7 +211,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
       this.handler.request({ head, bytes: buf, body, peer: this.peer }, res);
     } catch {
       // A bug must not leave the client waiting, nor show it anything of the proxy.
-      res.respond(500, { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" }, "mesh: internal error\n");
+      res.respond(INTERNAL_ERROR.status, INTERNAL_ERROR.headers, INTERNAL_ERROR.body);
     }
   }
 

@@ -1,0 +1,98 @@
+/**
+ * RequestAuthentication: the JSON Web Tokens a service's sidecars accept from end users
+ * (Istio's RequestAuthentication). A request that carries a token must carry a valid one
+ * from a listed issuer, or it is refused with 401; a request without one passes with no
+ * request principal, and an AuthorizationPolicy's `from.requestPrincipals` is how to
+ * require one.
+ */
+import { isIP } from "node:net";
+import { z } from "zod";
+import { always, dnsLabel } from "../common";
+import { registerKind, type ManifestOf } from "../manifest";
+import { UNMATCHABLE_HEADERS } from "./authorization-policy";
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** Members of a JWK that hold private or symmetric key material (RFC 7518 §6). */
+const SECRET_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+const PublicJwk = z
+  .looseObject({
+    kty: z.enum(["RSA", "EC", "OKP"], { error: "expected kty RSA, EC or OKP: only public keys of asymmetric algorithms verify tokens" }).describe("Key type."),
+    kid: z.string().optional().describe("Key id, which a token's header names."),
+    alg: z.string().optional().describe("The one algorithm the key is for."),
+    use: z.literal("sig", { error: 'expected use "sig"' }).optional().describe('"sig": a signing key.'),
+  })
+  .describe("A public JSON Web Key (RFC 7517); the members of its key type (n, e; crv, x, y) as the issuer publishes them.")
+  .superRefine((jwk, ctx) => {
+    const secret = SECRET_MEMBERS.filter((m) => m in jwk);
+    if (secret.length > 0)
+      ctx.addIssue({ code: "custom", message: `holds private key material (${secret.join(", ")}); give the public key only: a policy is sent to every sidecar of the service and shown in /config_dump` });
+  });
+
+export const Jwks = z.strictObject({ keys: z.array(PublicJwk).min(1).describe("The keys.") }).describe("A JSON Web Key Set (RFC 7517) of public keys.");
+
+/** https, or http to a loopback address (a key server beside the sidecar, or a test). */
+const JwksUri = z.url({ protocol: /^https?$/, error: "expected an https:// URL" }).superRefine((value, ctx) => {
+  const url = new URL(value);
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const loopback = host === "localhost" || (isIP(host) === 4 && host.startsWith("127.")) || host === "::1";
+  if (url.protocol === "http:" && !loopback) ctx.addIssue({ code: "custom", message: "expected https://: keys fetched over plain HTTP could be swapped on the way (http:// only to a loopback address)" });
+});
+
+const TokenLocation = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(TOKEN, "expected an HTTP header name")
+      .transform((h) => h.toLowerCase())
+      .superRefine((h, ctx) => {
+        if (UNMATCHABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is removed or set by the proxy; a token cannot travel in it` });
+      })
+      .describe("Header name."),
+    prefix: z.string().default("").describe('What precedes the token in the value, e.g. "Bearer " (matched without regard to case); default none.'),
+  })
+  .describe("A request header that carries a token.");
+
+export const JwtRule = z
+  .strictObject({
+    issuer: z.string().min(1).describe("The token's `iss`, exactly; tokens from other issuers are refused."),
+    audiences: z.array(z.string().min(1)).min(1).optional().describe("`aud` values accepted; the token must hold one. Omitted: any audience."),
+    jwks: Jwks.optional().describe("The issuer's public keys, inline."),
+    jwksUri: JwksUri.optional().describe("Where the sidecar fetches the issuer's public keys (fetched again when a token names a key it does not have, at most every 5 s, and every 10 min)."),
+    fromHeaders: z
+      .array(TokenLocation)
+      .min(1)
+      .default([{ name: "authorization", prefix: "Bearer " }])
+      .describe('Headers a token is looked for in; default `Authorization: Bearer <token>`.'),
+    forwardOriginalToken: z.boolean().default(false).describe("Keep the token's header on the request the service receives; default false: it is removed once verified."),
+  })
+  .superRefine((rule, ctx) => {
+    if ((rule.jwks === undefined) === (rule.jwksUri === undefined))
+      ctx.addIssue({ code: "custom", path: ["jwks"], message: "give the issuer's keys as jwks or jwksUri, one of the two" });
+  }, always)
+  .describe("One issuer whose tokens are accepted, its keys, and where its tokens travel.");
+
+export const RequestAuthenticationSpec = z
+  .strictObject({
+    service: z
+      .union([z.literal("*"), dnsLabel("service")])
+      .describe('The Service, in this namespace, whose sidecars verify tokens on their inbound; "*" for every service in the namespace.'),
+    jwtRules: z.array(JwtRule).min(1).describe("The issuers accepted."),
+  })
+  .superRefine((spec, ctx) => {
+    const seen = new Set<string>();
+    spec.jwtRules?.forEach((rule, i) => {
+      if (seen.has(rule.issuer)) ctx.addIssue({ code: "custom", path: ["jwtRules", i, "issuer"], message: `issuer "${rule.issuer}" is listed twice` });
+      seen.add(rule.issuer);
+    });
+  }, always)
+  .describe("Which end-user tokens (JWTs) a service accepts: issuers, their keys, audiences.");
+
+export const RequestAuthentication = registerKind({
+  kind: "RequestAuthentication",
+  spec: RequestAuthenticationSpec,
+  description:
+    "Which JSON Web Tokens a service's sidecars accept from end users: a request with a token must carry a valid one (else 401); AuthorizationPolicy `from.requestPrincipals` requires one.",
+});
+export type RequestAuthentication = ManifestOf<typeof RequestAuthentication>;

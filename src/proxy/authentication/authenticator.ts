@@ -1,0 +1,214 @@
+/**
+ * The RequestAuthentications of this sidecar's own service, compiled once per config: the
+ * end-user token a request carries, verified (signature with the issuer's keys, `iss`,
+ * `aud`, `exp`, `nbf`, 60 s of clock skew allowed) before any authorization policy reads
+ * its principal, `iss/sub`. Istio's semantics: no token, no principal, and the request
+ * goes on; a token that is not valid, from an issuer not listed, or one of two, is refused.
+ *
+ * Verification is asynchronous (WebCrypto), so its result is kept per token until the
+ * token expires, and for at most five minutes, so a key the issuer withdrew stops being
+ * honoured by then; a client's next requests with the same token are checked at once.
+ */
+import type { JWTVerifyGetKey } from "jose";
+import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
+import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
+import type { PolicySubject } from "../authorization.ts";
+import { IssuerKeys, loadJose, type KeySource } from "./issuer-keys.ts";
+import { AMBIGUOUS, findToken, type TokenLocation } from "./token-lookup.ts";
+
+/** Signature algorithms accepted: asymmetric only, so holding the keys a sidecar has cannot mint a token. */
+const ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"];
+const CLOCK_SKEW_S = 60;
+/** A verified token is trusted again without checking for at most this long. */
+const REVERIFY_AFTER_MS = 5 * 60_000;
+/** Verified tokens kept; past it the oldest is forgotten (and verified again if it comes back). */
+const CACHE_SIZE = 1024;
+/** Longer tokens are verified every time rather than held. */
+const CACHED_TOKEN_BYTES = 4096;
+
+/** The metric label of a refusal. */
+export type AuthenticationFailure = "malformed" | "ambiguous" | "issuer" | "expired" | "claims" | "signature" | "key" | "keys-unavailable" | "algorithm" | "invalid";
+
+export class Unauthenticated {
+  constructor(
+    readonly reason: AuthenticationFailure,
+    readonly detail: string,
+  ) {}
+}
+
+/** Headers left off the request forwarded (with the proxy's own), by how the head is built. */
+export interface StrippedHeaders {
+  names: readonly string[];
+  plain: ReadonlySet<string>;
+  traced: ReadonlySet<string>;
+}
+
+export interface Authenticated {
+  /** `iss/sub` of the verified token; undefined when the request carried none. */
+  principal: string | undefined;
+  /** Set when the verified token's header is not forwarded. */
+  strip: StrippedHeaders | undefined;
+}
+
+export const ANONYMOUS: Authenticated = { principal: undefined, strip: undefined };
+
+export type AuthenticationOutcome = Authenticated | Unauthenticated;
+
+interface Issuer {
+  issuer: string;
+  audiences: string[] | undefined;
+  source: KeySource;
+  keys?: Promise<JWTVerifyGetKey>;
+  forward: boolean;
+}
+
+interface Verified {
+  principal: string;
+  issuer: Issuer;
+  /** Epoch ms after which the token is verified again (and refused if expired). */
+  until: number;
+}
+
+export class RequestAuthenticator {
+  private readonly locations: TokenLocation[];
+  private readonly byIssuer: Map<string, Issuer>;
+  private readonly keys: IssuerKeys;
+  /** By token: verified, or being verified (one verification for concurrent requests). */
+  private readonly verified = new Map<string, Verified | Promise<Verified | Unauthenticated>>();
+  /** The header sets without each header a token may come in, by that header's name as sent. */
+  private readonly stripped = new Map<string, StrippedHeaders>();
+
+  constructor(
+    /** The RequestAuthentications it was built from, for /config_dump. */
+    readonly sources: readonly RequestAuthentication[],
+    previous?: RequestAuthenticator,
+  ) {
+    const rules = sources.flatMap((p) => p.spec.jwtRules);
+    this.byIssuer = new Map(
+      rules.map((r) => [
+        r.issuer,
+        { issuer: r.issuer, audiences: r.audiences, source: r.jwks ? { jwks: r.jwks } : { jwksUri: r.jwksUri! }, forward: r.forwardOriginalToken },
+      ]),
+    );
+    const seen = new Set<string>();
+    this.locations = rules
+      .flatMap((r) => r.fromHeaders)
+      .map((l) => ({ name: l.name, prefix: l.prefix.toLowerCase() }))
+      .filter((l) => !seen.has(`${l.name}\n${l.prefix}`) && seen.add(`${l.name}\n${l.prefix}`))
+      // The longest prefix first: "Bearer " must win over "" on the same header.
+      .sort((a, b) => b.prefix.length - a.prefix.length);
+    this.keys = new IssuerKeys(
+      rules.flatMap((r) => (r.jwksUri ? [r.jwksUri] : [])),
+      previous?.keys,
+    );
+  }
+
+  /** The request's principal, at once when it carries no token or one seen before; else once its token is verified. */
+  authenticate(fields: readonly string[], dropped: readonly string[]): AuthenticationOutcome | Promise<AuthenticationOutcome> {
+    const found = findToken(fields, dropped, this.locations);
+    if (found === undefined) return ANONYMOUS;
+    if (found === AMBIGUOUS) return new Unauthenticated("ambiguous", "the request carries more than one token");
+    if (found.token === "") return new Unauthenticated("malformed", "the token is not a JWT");
+    const header = found.header;
+    const known = this.verified.get(found.token);
+    if (known instanceof Promise) return known.then((v) => this.outcome(v, header));
+    if (known !== undefined && Date.now() < known.until) return this.outcome(known, header);
+    return this.verify(found.token).then((v) => this.outcome(v, header));
+  }
+
+  private outcome(v: Verified | Unauthenticated, header: string): AuthenticationOutcome {
+    if (v instanceof Unauthenticated) return v;
+    return { principal: v.principal, strip: v.issuer.forward ? undefined : this.strippedOf(header) };
+  }
+
+  private verify(token: string): Promise<Verified | Unauthenticated> {
+    const cacheable = token.length <= CACHED_TOKEN_BYTES;
+    const pending = this.check(token).then((v) => {
+      if (!cacheable) return v;
+      if (v instanceof Unauthenticated) this.verified.delete(token);
+      else this.verified.set(token, v);
+      return v;
+    });
+    if (cacheable) {
+      this.verified.delete(token);
+      if (this.verified.size >= CACHE_SIZE) this.verified.delete(this.verified.keys().next().value!);
+      this.verified.set(token, pending);
+    }
+    return pending;
+  }
+
+  private async check(token: string): Promise<Verified | Unauthenticated> {
+    const iss = unverifiedIssuer(token);
+    if (iss === undefined) return new Unauthenticated("malformed", "the token's claims are not a JSON object with an iss");
+    const issuer = this.byIssuer.get(iss);
+    if (issuer === undefined) return new Unauthenticated("issuer", "the token's issuer is not accepted");
+    try {
+      const jose = await loadJose();
+      issuer.keys ??= this.keys.keysFor(issuer.source);
+      const { payload } = await jose.jwtVerify(token, await issuer.keys, {
+        issuer: issuer.issuer,
+        ...(issuer.audiences ? { audience: issuer.audiences } : {}),
+        algorithms: ALGORITHMS,
+        clockTolerance: CLOCK_SKEW_S,
+      });
+      const sub = typeof payload.sub === "string" ? payload.sub : "";
+      const expires = typeof payload.exp === "number" ? payload.exp * 1000 : Infinity;
+      return { principal: `${issuer.issuer}/${sub}`, issuer, until: Math.min(expires, Date.now() + REVERIFY_AFTER_MS) };
+    } catch (err) {
+      return failureOf(err);
+    }
+  }
+
+  private strippedOf(header: string): StrippedHeaders {
+    let s = this.stripped.get(header);
+    if (s === undefined) {
+      if (this.stripped.size >= 64) this.stripped.clear();
+      s = { names: [header], plain: new Set([...RELAY_SKIP, header]), traced: new Set([...RELAY_SKIP_TRACED, header]) };
+      this.stripped.set(header, s);
+    }
+    return s;
+  }
+}
+
+/** The authenticator of `subject`'s inbound, or undefined when no RequestAuthentication applies to it. */
+export function requestAuthenticatorFor(policies: readonly RequestAuthentication[], subject: PolicySubject, previous?: RequestAuthenticator): RequestAuthenticator | undefined {
+  const own = policies.filter((p) => p.metadata.namespace === subject.namespace && (p.spec.service === subject.service || p.spec.service === "*"));
+  return own.length === 0 ? undefined : new RequestAuthenticator(own, previous);
+}
+
+/** `iss` from the token's claims, read before verifying to pick the keys; never trusted on its own. */
+function unverifiedIssuer(token: string): string | undefined {
+  try {
+    const claims: unknown = JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString("utf8"));
+    const iss = claims !== null && typeof claims === "object" ? (claims as { iss?: unknown }).iss : undefined;
+    return typeof iss === "string" ? iss : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const FAILURES: Record<string, [AuthenticationFailure, string]> = {
+  ERR_JWT_EXPIRED: ["expired", "the token has expired"],
+  ERR_JWT_CLAIM_VALIDATION_FAILED: ["claims", "the token's claims are not accepted"],
+  ERR_JWS_SIGNATURE_VERIFICATION_FAILED: ["signature", "the token's signature does not verify"],
+  ERR_JWKS_NO_MATCHING_KEY: ["key", "no key of the issuer matches the token"],
+  ERR_JWKS_MULTIPLE_MATCHING_KEYS: ["key", "more than one key of the issuer matches the token"],
+  ERR_JWKS_TIMEOUT: ["keys-unavailable", "the issuer's keys could not be fetched in time"],
+  ERR_JWKS_INVALID: ["keys-unavailable", "the issuer's key set is not valid"],
+  ERR_JOSE_ALG_NOT_ALLOWED: ["algorithm", "the token's algorithm is not accepted"],
+  ERR_JWS_INVALID: ["malformed", "the token is not a valid JWS"],
+  ERR_JWT_INVALID: ["malformed", "the token is not a valid JWT"],
+  ERR_JWK_INVALID: ["key", "the issuer's key does not fit the token"],
+  ERR_JOSE_NOT_SUPPORTED: ["algorithm", "the token's algorithm or key type is not supported"],
+};
+
+function failureOf(err: unknown): Unauthenticated {
+  const code = (err as { code?: unknown }).code;
+  const known = typeof code === "string" ? FAILURES[code] : undefined;
+  if (known) {
+    const claim = (err as { claim?: unknown }).claim;
+    return new Unauthenticated(known[0], known[0] === "claims" && typeof claim === "string" ? `the token's ${claim} claim is not accepted` : known[1]);
+  }
+  // A key fetch that failed (refused, DNS, a status other than 200) throws without a jose code.
+  return new Unauthenticated("keys-unavailable", "the issuer's keys could not be fetched");
+}
