@@ -1,11 +1,12 @@
 /**
- * AuthorizationPolicy and RateLimitPolicy through the control plane: `mesh apply`
- * validates them (their Service must exist, paths be ones a request could have, one rate
- * limit per service), each sidecar is sent only its own service's, a change is enforced
+ * AuthorizationPolicy, RateLimitPolicy and RequestAuthentication through the control
+ * plane: `mesh apply` validates them (their Service must exist, paths be ones a request
+ * could have, one rate limit per service, public keys only), each sidecar is sent only its own service's, a change is enforced
  * without a restart, a bad one leaves the last good set in force, and a Service a policy
  * protects cannot be deleted under it.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh, tempDir } from "../helpers/cli.ts";
@@ -67,7 +68,7 @@ spec:
 `;
 
 const dumpOf = async (sidecar: Sidecar) =>
-  (await (await fetch(`http://127.0.0.1:${sidecar.ports.admin}/config_dump`)).json()) as { authorization: { policy: string }[]; rateLimit?: { policy: string } };
+  (await (await fetch(`http://127.0.0.1:${sidecar.ports.admin}/config_dump`)).json()) as { authorization: { policy: string }[]; authentication: { policy: string }[]; rateLimit?: { policy: string } };
 const authorizationOf = async (sidecar: Sidecar) => (await dumpOf(sidecar)).authorization.map((p) => p.policy);
 
 test("a policy applied is enforced by the service's sidecars at once, and sent to no other", async () => {
@@ -145,6 +146,41 @@ spec:
   expect(r.err).toContain(`${second}#0 spec.service: Service "default/payments" already has RateLimitPolicy "payments-limit"; a service takes one`);
   // Re-applying the same one is not a second.
   expect((await mesh("apply", "-f", file("limit.yaml", limit("payments-limit")), ...admin)).out).toBe("RateLimitPolicy/default/payments-limit unchanged");
+});
+
+test("a RequestAuthentication applied is enforced by the service's sidecars alone; private key material is refused at apply", async () => {
+  expect((await mesh("delete", "ratelimitpolicy", "payments-limit", ...admin)).code).toBe(0);
+  const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
+  const jwk = { ...(await exportJWK(publicKey)), kid: "k1" };
+  const users = (key: Record<string, unknown>) => `apiVersion: mesh.dev/v1alpha1
+kind: RequestAuthentication
+metadata: {name: end-users, namespace: default}
+spec:
+  service: payments
+  jwtRules:
+    - issuer: https://id.example.com
+      jwks: {keys: [${JSON.stringify(key)}]}
+`;
+  expect((await mesh("apply", "-f", file("users.yaml", users(jwk)), ...admin)).out).toBe("RequestAuthentication/default/end-users created");
+  expect(await eventually(async () => (await dumpOf(payments)).authentication.length === 1 && (await dumpOf(payments)).rateLimit === undefined)).toBe(true);
+  expect((await dumpOf(orders)).authentication).toEqual([]);
+  const withToken = async (caller: Sidecar, token: string) => {
+    const res = await fetch(`http://127.0.0.1:${caller.ports.outbound}/v1/charges`, { headers: { host: "payments", authorization: `Bearer ${token}` } });
+    await res.arrayBuffer();
+    return res.status;
+  };
+  const valid = await new SignJWT({}).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer("https://id.example.com").setSubject("alice").setExpirationTime("5m").sign(privateKey);
+  expect(await withToken(orders, valid)).toBe(200);
+  expect(await withToken(orders, valid.slice(0, -4) + "AAAA")).toBe(401);
+
+  const leaked = file("leaked.yaml", users({ ...(await exportJWK(privateKey)), kid: "k1" }));
+  const r = await mesh("apply", "-f", leaked, ...admin);
+  expect(r.code).toBe(65);
+  expect(r.err).toContain(`${leaked}#0 spec.jwtRules[0].jwks.keys[0]: holds private key material (d)`);
+  expect((await mesh("delete", "service", "payments", ...admin)).err).toContain('used by RequestAuthentication "end-users"');
+  expect((await mesh("delete", "requestauthentication", "end-users", ...admin)).code).toBe(0);
+  expect(await eventually(async () => (await dumpOf(payments)).authentication.length === 0)).toBe(true);
+  expect(await withToken(orders, "not.a.jwt")).toBe(200);
 });
 
 test("restarted while the control plane is down, a sidecar enforces the config it last applied: not ready, but no caller let in unchecked", async () => {

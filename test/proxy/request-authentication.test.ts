@@ -1,0 +1,152 @@
+/**
+ * RequestAuthentication: the schema's refusals, where a token is looked for, what the
+ * authenticator decides and keeps, and requestPrincipals in AuthorizationPolicy rules.
+ */
+import { beforeAll, describe, expect, test } from "bun:test";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import type { AuthorizationPolicy } from "../../src/config/kinds/authorization-policy.ts";
+import type { RequestAuthentication } from "../../src/config/kinds/request-authentication.ts";
+import { parseManifest } from "../../src/config/manifest.ts";
+import "../../src/config/kinds/index.ts";
+import { ANONYMOUS, requestAuthenticatorFor, Unauthenticated, type Authenticated, type AuthenticationOutcome } from "../../src/proxy/authentication/authenticator.ts";
+import { AMBIGUOUS, findToken } from "../../src/proxy/authentication/token-lookup.ts";
+import { authorizerFor } from "../../src/proxy/authorization.ts";
+
+const ISSUER = "https://id.example.com";
+const subject = { namespace: "shop", service: "payments", trustDomain: "mesh.local" };
+
+function manifest<T>(kind: string, spec: Record<string, unknown>): T {
+  const r = parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind, metadata: { name: "p", namespace: "shop" }, spec });
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  return r.manifest as T;
+}
+
+function issues(spec: Record<string, unknown>): string[] {
+  const r = parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind: "RequestAuthentication", metadata: { name: "p", namespace: "shop" }, spec });
+  return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+}
+
+describe("schema", () => {
+  const rsa = { kty: "RSA", n: "sXch", e: "AQAB", kid: "a" };
+  test("defaults: the Authorization header with a Bearer prefix, the token not forwarded", () => {
+    const p = manifest<RequestAuthentication>("RequestAuthentication", { service: "payments", jwtRules: [{ issuer: ISSUER, jwks: { keys: [rsa] } }] });
+    expect(p.spec.jwtRules[0]).toMatchObject({ fromHeaders: [{ name: "authorization", prefix: "Bearer " }], forwardOriginalToken: false });
+  });
+
+  test("private or symmetric keys, plain HTTP to another host, and keys given twice or not at all are refused, each with its place", () => {
+    expect(
+      issues({
+        service: "payments",
+        jwtRules: [
+          { issuer: ISSUER, jwks: { keys: [{ ...rsa, d: "secret", p: "x" }, { kty: "oct", k: "c2VjcmV0" }, { ...rsa, use: "enc" }] } },
+          { issuer: "https://b", jwksUri: "http://keys.example.com/jwks.json" },
+          { issuer: "https://c", jwksUri: "https://keys.example.com/jwks.json", jwks: { keys: [rsa] } },
+          { issuer: "https://d" },
+          { issuer: ISSUER, jwksUri: "https://ok.example.com/keys", fromHeaders: [{ name: "x-mesh-client-id" }] },
+        ],
+      }),
+    ).toEqual([
+      "spec.jwtRules[0].jwks.keys[0]: holds private key material (d, p); give the public key only: a policy is sent to every sidecar of the service and shown in /config_dump",
+      "spec.jwtRules[0].jwks.keys[1].kty: expected kty RSA, EC or OKP: only public keys of asymmetric algorithms verify tokens",
+      'spec.jwtRules[0].jwks.keys[2].use: expected use "sig"',
+      "spec.jwtRules[1].jwksUri: expected https://: keys fetched over plain HTTP could be swapped on the way (http:// only to a loopback address)",
+      "spec.jwtRules[2].jwks: give the issuer's keys as jwks or jwksUri, one of the two",
+      "spec.jwtRules[3].jwks: give the issuer's keys as jwks or jwksUri, one of the two",
+      'spec.jwtRules[4].fromHeaders[0].name: "x-mesh-client-id" is removed or set by the proxy; a token cannot travel in it',
+      `spec.jwtRules[4].issuer: issuer "${ISSUER}" is listed twice`,
+    ]);
+  });
+
+  test("http:// is accepted to a loopback key server", () => {
+    for (const uri of ["http://127.0.0.1:8080/keys", "http://localhost/keys", "http://[::1]:9000/keys"]) expect(issues({ service: "*", jwtRules: [{ issuer: ISSUER, jwksUri: uri }] })).toEqual([]);
+  });
+
+  test("a requestPrincipals pattern has '*' only at an end", () => {
+    const r = parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind: "AuthorizationPolicy", metadata: { name: "p", namespace: "shop" }, spec: { service: "payments", rules: [{ from: { requestPrincipals: ["a*b", "*", "https://x/*"] } }] } });
+    expect(r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`)).toEqual(['spec.rules[0].from.requestPrincipals[0]: "*" may stand only at the start or the end']);
+  });
+});
+
+describe("where a token is looked for", () => {
+  const bearer = [{ name: "authorization", prefix: "bearer " }];
+  const jws = "aGVhZA.Ym9keQ.c2ln";
+  test("the prefix in any case; a value without it is no token", () => {
+    expect(findToken(["authorization", `BEARER   ${jws}`], [], bearer)).toMatchObject({ token: jws, header: "authorization" });
+    expect(findToken(["authorization", "Basic YWxpY2U6c2VjcmV0"], [], bearer)).toBeUndefined();
+    expect(findToken(["authorization", "Bearer not a jwt"], [], bearer)).toMatchObject({ token: "" });
+  });
+
+  test("a header listed in Connection is dropped before the service, so not looked in", () => {
+    expect(findToken(["authorization", `Bearer ${jws}`], ["authorization"], bearer)).toBeUndefined();
+  });
+
+  test("x_token counts as x-token; two tokens are ambiguous", () => {
+    const locations = [{ name: "x-token", prefix: "" }];
+    expect(findToken(["x_token", jws], [], locations)).toMatchObject({ token: jws, header: "x_token" });
+    expect(findToken(["x-token", jws, "x_token", jws], [], locations)).toBe(AMBIGUOUS);
+    expect(findToken(["authorization", `Bearer ${jws}`, "authorization", `Bearer ${jws}`], [], bearer)).toBe(AMBIGUOUS);
+  });
+});
+
+describe("the authenticator", () => {
+  let keys: Awaited<ReturnType<typeof generateKeyPair>>;
+  let policy: RequestAuthentication;
+  const sign = (claims: Record<string, unknown> = {}, sub = "alice") =>
+    new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(ISSUER).setSubject(sub).setAudience("payments").setExpirationTime("5m").sign(keys.privateKey);
+
+  beforeAll(async () => {
+    keys = await generateKeyPair("ES256");
+    policy = manifest("RequestAuthentication", { service: "payments", jwtRules: [{ issuer: ISSUER, audiences: ["payments"], jwks: { keys: [{ ...(await exportJWK(keys.publicKey)), kid: "k1" }] } }] });
+  });
+
+  test("only the service's own, or the namespace's '*', apply", () => {
+    expect(requestAuthenticatorFor([policy], { ...subject, service: "orders" })).toBeUndefined();
+    expect(requestAuthenticatorFor([policy], { ...subject, namespace: "other" })).toBeUndefined();
+    expect(requestAuthenticatorFor([policy], subject)).toBeDefined();
+  });
+
+  test("no token: anonymous at once; a new token: verified asynchronously, then kept, so the next request is decided at once", async () => {
+    const a = requestAuthenticatorFor([policy], subject)!;
+    expect(a.authenticate(["host", "payments"], [])).toBe(ANONYMOUS);
+    const fields = ["authorization", `Bearer ${await sign()}`];
+    const first = a.authenticate(fields, []);
+    expect(first).toBeInstanceOf(Promise);
+    expect(((await first) as Authenticated).principal).toBe(`${ISSUER}/alice`);
+    const again = a.authenticate(fields, []) as AuthenticationOutcome;
+    expect(again).not.toBeInstanceOf(Promise);
+    expect(again).toMatchObject({ principal: `${ISSUER}/alice`, strip: { names: ["authorization"] } });
+  });
+
+  test("concurrent requests with one new token both wait for its verification; a refusal is not kept", async () => {
+    const a = requestAuthenticatorFor([policy], subject)!;
+    const fields = ["authorization", `Bearer ${await sign({}, "bob")}`];
+    const [x, y] = [a.authenticate(fields, []), a.authenticate(fields, [])];
+    expect(x).toBeInstanceOf(Promise);
+    expect(y).toBeInstanceOf(Promise);
+    expect(await x).toEqual((await y) as Authenticated);
+    const bad = ["authorization", `Bearer ${(await sign({}, "eve")).slice(0, -4)}AAAA`];
+    expect(await a.authenticate(bad, [])).toMatchObject({ reason: "signature" });
+    expect(a.authenticate(bad, [])).toBeInstanceOf(Promise);
+  });
+
+  test("a refusal names its reason", async () => {
+    const a = requestAuthenticatorFor([policy], subject)!;
+    const wrongAudience = await new SignJWT({}).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(ISSUER).setAudience("ledger").setExpirationTime("5m").sign(keys.privateKey);
+    const outcome = (await a.authenticate(["authorization", `Bearer ${wrongAudience}`], [])) as Unauthenticated;
+    expect([outcome.reason, outcome.detail]).toEqual(["claims", "the token's aud claim is not accepted"]);
+  });
+});
+
+describe("requestPrincipals in an AuthorizationPolicy", () => {
+  const allow = (patterns: string[]) => authorizerFor([manifest<AuthorizationPolicy>("AuthorizationPolicy", { service: "payments", rules: [{ from: { requestPrincipals: patterns } }] })], subject)!;
+  const caller = "spiffe://mesh.local/ns/shop/sa/orders";
+  test("exact, prefix and '*' match the verified principal; no token matches none", () => {
+    const check = (patterns: string[], principal?: string) => allow(patterns).check(caller, "GET", "/", [], [], principal) === undefined;
+    expect(check([`${ISSUER}/alice`], `${ISSUER}/alice`)).toBe(true);
+    expect(check([`${ISSUER}/alice`], `${ISSUER}/alicex`)).toBe(false);
+    expect(check([`${ISSUER}/*`], `${ISSUER}/bob`)).toBe(true);
+    expect(check([`${ISSUER}/*`], "https://id.example.com.evil/x")).toBe(false);
+    expect(check(["*"], `${ISSUER}/bob`)).toBe(true);
+    expect(check(["*"])).toBe(false);
+  });
+});
