@@ -123,6 +123,13 @@ describe("tokens verified at the service's inbound", () => {
     expect((await call("/public", { authorization: `Bearer ${t}`, x_user_token: await token(remote, "r1", {}, REMOTE_ISSUER) })).status).toBe(401);
   });
 
+  test("an issuer's token is accepted only in the headers its own rule names", async () => {
+    const r = await call("/v1/charges", { "x-user-token": await token(inline, "k1") });
+    expect([r.status, r.error]).toEqual([401, "unauthenticated"]);
+    expect(r.body).toContain("the token's issuer does not send its tokens in this header");
+    expect((await call("/v1/charges", { authorization: `Bearer ${await token(remote, "r1", {}, REMOTE_ISSUER)}` })).status).toBe(401);
+  });
+
   test("a header without the prefix is no token and passes untouched", async () => {
     const r = await call("/public", { authorization: "Basic YWxpY2U6c2VjcmV0" });
     expect(r.status).toBe(200);

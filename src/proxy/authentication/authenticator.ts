@@ -14,7 +14,7 @@ import type { RequestAuthentication } from "../../config/kinds/request-authentic
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
 import type { PolicySubject } from "../authorization.ts";
 import { IssuerKeys, loadJose, type KeySource } from "./issuer-keys.ts";
-import { AMBIGUOUS, findToken, type TokenLocation } from "./token-lookup.ts";
+import { AMBIGUOUS, findToken, type FoundToken, type TokenLocation } from "./token-lookup.ts";
 
 /** Signature algorithms accepted: asymmetric only, so holding the keys a sidecar has cannot mint a token. */
 const ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"];
@@ -60,7 +60,11 @@ interface Issuer {
   source: KeySource;
   keys?: Promise<JWTVerifyGetKey>;
   forward: boolean;
+  /** The locations its rule names: its tokens are accepted there only. */
+  locations: ReadonlySet<string>;
 }
+
+const locationKey = (l: TokenLocation) => `${l.name}\n${l.prefix}`;
 
 interface Verified {
   principal: string;
@@ -84,17 +88,23 @@ export class RequestAuthenticator {
     previous?: RequestAuthenticator,
   ) {
     const rules = sources.flatMap((p) => p.spec.jwtRules);
+    const locationsOf = (r: (typeof rules)[number]) => r.fromHeaders.map((l) => ({ name: l.name, prefix: l.prefix.toLowerCase() }));
     this.byIssuer = new Map(
       rules.map((r) => [
         r.issuer,
-        { issuer: r.issuer, audiences: r.audiences, source: r.jwks ? { jwks: r.jwks } : { jwksUri: r.jwksUri! }, forward: r.forwardOriginalToken },
+        {
+          issuer: r.issuer,
+          audiences: r.audiences,
+          source: r.jwks ? { jwks: r.jwks } : { jwksUri: r.jwksUri! },
+          forward: r.forwardOriginalToken,
+          locations: new Set(locationsOf(r).map(locationKey)),
+        },
       ]),
     );
     const seen = new Set<string>();
     this.locations = rules
-      .flatMap((r) => r.fromHeaders)
-      .map((l) => ({ name: l.name, prefix: l.prefix.toLowerCase() }))
-      .filter((l) => !seen.has(`${l.name}\n${l.prefix}`) && seen.add(`${l.name}\n${l.prefix}`))
+      .flatMap(locationsOf)
+      .filter((l) => !seen.has(locationKey(l)) && seen.add(locationKey(l)))
       // The longest prefix first: "Bearer " must win over "" on the same header.
       .sort((a, b) => b.prefix.length - a.prefix.length);
     this.keys = new IssuerKeys(
@@ -109,16 +119,16 @@ export class RequestAuthenticator {
     if (found === undefined) return ANONYMOUS;
     if (found === AMBIGUOUS) return new Unauthenticated("ambiguous", "the request carries more than one token");
     if (found.token === "") return new Unauthenticated("malformed", "the token is not a JWT");
-    const header = found.header;
     const known = this.verified.get(found.token);
-    if (known instanceof Promise) return known.then((v) => this.outcome(v, header));
-    if (known !== undefined && Date.now() < known.until) return this.outcome(known, header);
-    return this.verify(found.token).then((v) => this.outcome(v, header));
+    if (known instanceof Promise) return known.then((v) => this.outcome(v, found));
+    if (known !== undefined && Date.now() < known.until) return this.outcome(known, found);
+    return this.verify(found.token).then((v) => this.outcome(v, found));
   }
 
-  private outcome(v: Verified | Unauthenticated, header: string): AuthenticationOutcome {
+  private outcome(v: Verified | Unauthenticated, found: FoundToken): AuthenticationOutcome {
     if (v instanceof Unauthenticated) return v;
-    return { principal: v.principal, strip: v.issuer.forward ? undefined : this.strippedOf(header) };
+    if (!v.issuer.locations.has(locationKey(found.location))) return new Unauthenticated("issuer", "the token's issuer does not send its tokens in this header");
+    return { principal: v.principal, strip: v.issuer.forward ? undefined : this.strippedOf(found.header) };
   }
 
   private verify(token: string): Promise<Verified | Unauthenticated> {
