@@ -15,8 +15,8 @@ import { callerMatches, compileCallers, type CallerMatch } from "./caller-match.
 interface RequestSeen {
   /** The caller's SPIFFE ID, from its certificate. */
   caller: string;
-  /** `iss/sub` of the end-user token a RequestAuthentication verified; undefined without one. */
-  principal: string | undefined;
+  /** The end user of the token a RequestAuthentication verified; undefined without one. */
+  user: EndUser | undefined;
   method: string;
   /** The path in normal form, without the query; "" when no rule reads it. */
   path: string;
@@ -45,6 +45,15 @@ export interface PolicySubject {
   trustDomain: string;
 }
 
+/** An end user: the principal and claims of the token a RequestAuthentication verified. */
+export interface EndUser {
+  /** `iss/sub`. */
+  principal: string;
+  claims: Readonly<Record<string, unknown>>;
+}
+
+type CompiledCondition = { header: string; values: ReadonlySet<string> } | { claim: readonly string[]; values: ReadonlySet<string> };
+
 /** A path or principal pattern: exact, prefix (`text*`), suffix (`*text`) or any (`*`). */
 type TextPattern = { kind: "exact" | "prefix" | "suffix"; text: string } | { kind: "any" };
 
@@ -53,7 +62,7 @@ interface CompiledRule {
   principals?: readonly TextPattern[];
   methods?: ReadonlySet<string>;
   paths?: readonly TextPattern[];
-  when?: readonly { header: string; values: ReadonlySet<string> }[];
+  when?: readonly CompiledCondition[];
 }
 
 interface CompiledPolicy {
@@ -65,7 +74,7 @@ export class Authorizer {
   /** Some rule reads the path: it is cut from the target once per request, not per rule. */
   private readonly readsPaths: boolean;
   /** The request being checked: one object for every check, which runs to its end at once. */
-  private readonly seen: RequestSeen = { caller: "", principal: undefined, method: "", path: "", fields: NONE, dropped: NONE };
+  private readonly seen: RequestSeen = { caller: "", user: undefined, method: "", path: "", fields: NONE, dropped: NONE };
 
   constructor(
     private readonly deny: readonly CompiledPolicy[],
@@ -79,12 +88,12 @@ export class Authorizer {
   /**
    * Undefined when the request may pass; otherwise why not. `target`: as forwarded (path in
    * normal form); `fields`: [name0, value0, ...] as parsed; `dropped`: names the client
-   * listed in Connection, removed before the service; `principal`: the verified end user's.
+   * listed in Connection, removed before the service; `user`: the verified end user.
    */
-  check(caller: string, method: string, target: string, fields: readonly string[], dropped: readonly string[], principal?: string): Denial | undefined {
+  check(caller: string, method: string, target: string, fields: readonly string[], dropped: readonly string[], user?: EndUser): Denial | undefined {
     const req = this.seen;
     req.caller = caller;
-    req.principal = principal;
+    req.user = user;
     // Matched in upper case: services that upper-case a method (Werkzeug, for one) read "delete" as DELETE.
     req.method = LOWER.test(method) ? method.toUpperCase() : method;
     req.path = this.readsPaths ? pathOf(target) : "";
@@ -96,7 +105,8 @@ export class Authorizer {
       for (const p of this.allow) if (anyRuleMatches(p, req, "allow")) return undefined;
       return { policy: NO_ALLOW_MATCHED, detail: "no authorization policy allows this request" };
     } finally {
-      req.fields = req.dropped = NONE; // holds no request's fields between checks
+      req.fields = req.dropped = NONE; // holds no request's fields or user between checks
+      req.user = undefined;
     }
   }
 }
@@ -133,7 +143,7 @@ function compileRule(rule: AuthorizationPolicy["spec"]["rules"][number], namespa
     principals: from?.requestPrincipals?.map(patternOf),
     methods: to?.methods && new Set(to.methods),
     paths: to?.paths?.map(patternOf),
-    when: when?.map((c) => ({ header: c.header, values: new Set(c.values) })),
+    when: when?.map((c) => (c.header !== undefined ? { header: c.header, values: new Set(c.values) } : { claim: c.claim!.split("."), values: new Set(c.values) })),
   };
 }
 
@@ -151,10 +161,10 @@ function anyRuleMatches(p: CompiledPolicy, req: RequestSeen, action: "allow" | "
 
 function matches(rule: CompiledRule, req: RequestSeen, action: "allow" | "deny"): boolean {
   if (rule.from && !callerMatches(rule.from, req.caller)) return false;
-  if (rule.principals && (req.principal === undefined || !anyPatternMatches(rule.principals, req.principal))) return false;
+  if (rule.principals && (req.user === undefined || !anyPatternMatches(rule.principals, req.user.principal))) return false;
   if (rule.methods && !rule.methods.has(req.method)) return false;
   if (rule.paths && !anyPatternMatches(rule.paths, req.path)) return false;
-  if (rule.when) for (const c of rule.when) if (!headerMatches(req, c.header, c.values, action)) return false;
+  if (rule.when) for (const c of rule.when) if (!("header" in c ? headerMatches(req, c.header, c.values, action) : claimMatches(req.user, c.claim, c.values))) return false;
   return true;
 }
 
@@ -200,4 +210,21 @@ function headerMatches(req: RequestSeen, header: string, values: ReadonlySet<str
     }
   }
   return action === "allow" && seen;
+}
+
+/**
+ * A claim holds one of the values: its string (or number or boolean, as text), a string
+ * of its list, or a scope of the `scope` claim, which OAuth writes space-separated. The
+ * token is signed, so no reading of it can differ from the service's: any one listed is a
+ * match, for an allow rule and a deny rule alike.
+ */
+function claimMatches(user: EndUser | undefined, path: readonly string[], values: ReadonlySet<string>): boolean {
+  let v: unknown = user?.claims;
+  for (const key of path) {
+    if (v === null || typeof v !== "object" || Array.isArray(v) || !Object.hasOwn(v, key)) return false;
+    v = (v as Record<string, unknown>)[key];
+  }
+  if (typeof v === "string") return path.at(-1) === "scope" ? v.split(" ").some((scope) => values.has(scope)) : values.has(v);
+  if (typeof v === "number" || typeof v === "boolean") return values.has(String(v));
+  return Array.isArray(v) && v.some((e) => typeof e === "string" && values.has(e));
 }

@@ -7,7 +7,7 @@
  */
 import { normalTarget, PathRefusal } from "../core/normal-path.ts";
 import { ANONYMOUS, Unauthenticated, type Authenticated, type AuthenticationOutcome, type RequestAuthenticator } from "./authentication/authenticator.ts";
-import type { Authorizer } from "./authorization.ts";
+import type { Authorizer, EndUser } from "./authorization.ts";
 import { errorParts, type ErrorParts } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
@@ -58,7 +58,7 @@ export const isRefusal = (a: Authenticated | ErrorParts): a is ErrorParts => "st
 
 /**
  * The target to forward, or the answer that refuses the request (counted here); arguments
- * as Authorizer.check takes them, `principal` from authenticateInbound.
+ * as Authorizer.check takes them, `user` from authenticateInbound.
  */
 export function admitInbound(
   metrics: ProxyMetrics,
@@ -68,7 +68,7 @@ export function admitInbound(
   sentTarget: string,
   fields: readonly string[],
   dropped: readonly string[],
-  principal?: string,
+  user?: EndUser,
 ): string | ErrorParts {
   if (policies.pending !== undefined) return errorParts("not-ready", policies.pending);
   const target = normalTarget(sentTarget);
@@ -76,12 +76,12 @@ export function admitInbound(
     metrics.refused.inc({ direction: "inbound", reason: "path" });
     return errorParts("bad-request", target.detail);
   }
-  const denial = policies.authorizer?.check(caller, method, target, fields, dropped, principal);
+  const denial = policies.authorizer?.check(caller, method, target, fields, dropped, user);
   if (denial !== undefined) {
     metrics.denied.inc({ peer: peerService(caller), policy: denial.policy });
     return errorParts("forbidden", denial.detail);
   }
-  const would = policies.dryRun?.check(caller, method, target, fields, dropped, principal);
+  const would = policies.dryRun?.check(caller, method, target, fields, dropped, user);
   if (would !== undefined) metrics.dryRunDenied.inc({ peer: peerService(caller), policy: would.policy });
   const limited = policies.limiter?.admit(caller);
   if (limited === undefined) return target;

@@ -29,6 +29,7 @@ import type { AccessLog } from "./access-log.ts";
 import type { ActiveSpan, Tracer } from "./tracing/tracer.ts";
 import { admitInbound, authenticateInbound, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
 import type { Authenticated } from "./authentication/authenticator.ts";
+import type { EndUser } from "./authorization.ts";
 import type { RequestHead } from "./transport/h1/request-parse.ts";
 
 export interface InboundHandlerDeps {
@@ -68,26 +69,26 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     },
     request(req: ServerRequest, res: Responder) {
       const policies = deps.policies();
-      const user = authenticateInbound(metrics, policies, req.peer!, req.head.fields, req.head.connectionTokens);
+      const authn = authenticateInbound(metrics, policies, req.peer!, req.head.fields, req.head.connectionTokens);
       // A token not seen before is verified first: the connection holds its next request meanwhile.
-      if (user instanceof Promise)
-        user.then(
-          (u) => relay(req, res, policies, u),
+      if (authn instanceof Promise)
+        authn.then(
+          (a) => relay(req, res, policies, a),
           () => res.respond(INTERNAL_ERROR.status, INTERNAL_ERROR.headers, INTERNAL_ERROR.body),
         );
-      else relay(req, res, policies, user);
+      else relay(req, res, policies, authn);
     },
   };
 
-  function relay(req: ServerRequest, res: Responder, policies: InboundPolicies, user: Authenticated | ErrorParts): void {
+  function relay(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
     const caller = req.peer!;
     const head = req.head;
-    const refusal = isRefusal(user) ? user : admission(head, caller, policies, user.principal);
+    const refusal = isRefusal(authn) ? authn : admission(head, caller, policies, authn.user);
     if (refusal !== undefined) {
       log?.request("inbound", head, refusal.status, 0, caller);
       return res.respond(refusal.status, refusal.headers, refusal.body);
     }
-    const strip = (user as Authenticated).strip;
+    const strip = (authn as Authenticated).strip;
     // The span's traceparent replaces the caller's, so the service continues from it.
     const span = deps.tracer?.begin(head.fields);
     let prepared: PreparedRequest;
@@ -109,8 +110,8 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   }
 
   /** Puts the head's target in the normal form the service receives; undefined, or the answer that refuses it. */
-  function admission(head: RequestHead, caller: string, policies: InboundPolicies, principal: string | undefined, limited = true): ErrorParts | undefined {
-    const admitted = admitInbound(metrics, limited ? policies : { ...policies, limiter: undefined }, caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens, principal);
+  function admission(head: RequestHead, caller: string, policies: InboundPolicies, user: EndUser | undefined, limited = true): ErrorParts | undefined {
+    const admitted = admitInbound(metrics, limited ? policies : { ...policies, limiter: undefined }, caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens, user);
     if (typeof admitted !== "string") return admitted;
     if (admitted !== head.pathAndQuery) head.pathAndQuery = admitted;
     return undefined;

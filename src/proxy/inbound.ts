@@ -67,10 +67,10 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
       const policies = deps.policies();
       const fields: string[] = [];
       if (policies.authorizer || policies.dryRun || policies.authenticator) headers.forEach((value, name) => fields.push(name, value));
-      const user = await authenticateInbound(deps.metrics, policies, caller, fields, []);
-      if (isRefusal(user)) return responseOf(user);
-      for (const name of user.strip?.names ?? []) headers.delete(name);
-      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fields, [], user.principal);
+      const authn = await authenticateInbound(deps.metrics, policies, caller, fields, []);
+      if (isRefusal(authn)) return responseOf(authn);
+      for (const name of authn.strip?.names ?? []) headers.delete(name);
+      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fields, [], authn.user);
       if (typeof target !== "string") return responseOf(target);
       if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target);
       deps.tracker.start();

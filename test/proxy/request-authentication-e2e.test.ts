@@ -68,6 +68,8 @@ spec:
     - from: { requestPrincipals: ["${INLINE_ISSUER}/*", "${REMOTE_ISSUER}/alice"] }
       to: { paths: [/v1/*] }
     - to: { paths: [/public] }
+    - to: { paths: [/admin/*] }
+      when: [{ claim: groups, values: [admins] }]
 `;
   seen = fx.service((req) => Response.json({ authorization: req.headers.get("authorization"), userToken: req.headers.get("x-user-token"), path: new URL(req.url).pathname }));
   const payments = await fx.proxy("payments", seen.url, fx.config("payments", {}, policies));
@@ -91,6 +93,12 @@ describe("tokens verified at the service's inbound", () => {
     expect(JSON.parse(r.body)).toEqual({ authorization: null, userToken: null, path: "/v1/charges" });
     // Seen again: verified from the kept result.
     expect((await call("/v1/charges", { authorization: `Bearer ${await token(inline, "k1")}` })).status).toBe(200);
+  });
+
+  test("a claim condition: only a token whose groups hold admins reaches /admin", async () => {
+    expect((await call("/admin/users", { authorization: `Bearer ${await token(inline, "k1", { groups: ["staff", "admins"] })}` })).status).toBe(200);
+    expect((await call("/admin/users", { authorization: `Bearer ${await token(inline, "k1", { groups: ["staff"] })}` })).status).toBe(403);
+    expect((await call("/admin/users")).status).toBe(403);
   });
 
   test("no token: no principal, so only what needs none is allowed", async () => {

@@ -111,10 +111,10 @@ describe("the authenticator", () => {
     const fields = ["authorization", `Bearer ${await sign()}`];
     const first = a.authenticate(fields, []);
     expect(first).toBeInstanceOf(Promise);
-    expect(((await first) as Authenticated).principal).toBe(`${ISSUER}/alice`);
+    expect(((await first) as Authenticated).user?.principal).toBe(`${ISSUER}/alice`);
     const again = a.authenticate(fields, []) as AuthenticationOutcome;
     expect(again).not.toBeInstanceOf(Promise);
-    expect(again).toMatchObject({ principal: `${ISSUER}/alice`, strip: { names: ["authorization"] } });
+    expect(again).toMatchObject({ user: { principal: `${ISSUER}/alice` }, strip: { names: ["authorization"] } });
   });
 
   test("concurrent requests with one new token both wait for its verification; a refusal is not kept", async () => {
@@ -137,11 +137,56 @@ describe("the authenticator", () => {
   });
 });
 
+describe("claims in an AuthorizationPolicy's conditions", () => {
+  const caller = "spiffe://mesh.local/ns/shop/sa/orders";
+  const ruleWith = (action: "allow" | "deny", claim: string, values: string[]) =>
+    authorizerFor([manifest<AuthorizationPolicy>("AuthorizationPolicy", { service: "payments", action, rules: [{ when: [{ claim, values }] }] })], subject)!;
+  const user = (claims: Record<string, unknown>) => ({ principal: `${ISSUER}/alice`, claims });
+  const allowed = (claim: string, values: string[], claims?: Record<string, unknown>) => ruleWith("allow", claim, values).check(caller, "GET", "/", [], [], claims && user(claims)) === undefined;
+
+  test("a string, a string of a list, a scope of the space-separated scope claim, a nested claim, a number or boolean as text", () => {
+    expect(allowed("groups", ["admins"], { groups: ["staff", "admins"] })).toBe(true);
+    expect(allowed("groups", ["admins"], { groups: ["staff"] })).toBe(false);
+    expect(allowed("tier", ["gold"], { tier: "gold" })).toBe(true);
+    expect(allowed("scope", ["payments:write"], { scope: "openid payments:write" })).toBe(true);
+    expect(allowed("scope", ["payments"], { scope: "openid payments:write" })).toBe(false);
+    expect(allowed("realm_access.roles", ["ops"], { realm_access: { roles: ["ops"] } })).toBe(true);
+    expect(allowed("email_verified", ["true"], { email_verified: true })).toBe(true);
+  });
+
+  test("no token, a missing claim, an object or an inherited name match nothing", () => {
+    expect(allowed("groups", ["admins"])).toBe(false);
+    expect(allowed("groups", ["admins"], {})).toBe(false);
+    expect(allowed("realm_access", ["ops"], { realm_access: { roles: ["ops"] } })).toBe(false);
+    expect(allowed("constructor", ["function Object() { [native code] }"], {})).toBe(false);
+  });
+
+  test("a deny on a claim refuses any token holding one of its values", () => {
+    const deny = ruleWith("deny", "groups", ["suspended"]);
+    expect(deny.check(caller, "GET", "/", [], [], user({ groups: ["staff", "suspended"] }))).toMatchObject({ policy: "shop/p" });
+    expect(deny.check(caller, "GET", "/", [], [], user({ groups: ["staff"] }))).toBeUndefined();
+  });
+
+  test("a condition names a header or a claim, one of the two, and a claim path has no empty names", () => {
+    const r = parseManifest({
+      apiVersion: "mesh.dev/v1alpha1",
+      kind: "AuthorizationPolicy",
+      metadata: { name: "p", namespace: "shop" },
+      spec: { service: "payments", rules: [{ when: [{ header: "x-a", claim: "b", values: ["c"] }, { values: ["c"] }, { claim: "a..b", values: ["c"] }] }] },
+    });
+    expect(r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`)).toEqual([
+      "spec.rules[0].when[0].header: give header or claim, one of the two",
+      "spec.rules[0].when[1].header: give header or claim, one of the two",
+      'spec.rules[0].when[2].claim: expected a claim name, or names joined by "." for a nested claim',
+    ]);
+  });
+});
+
 describe("requestPrincipals in an AuthorizationPolicy", () => {
   const allow = (patterns: string[]) => authorizerFor([manifest<AuthorizationPolicy>("AuthorizationPolicy", { service: "payments", rules: [{ from: { requestPrincipals: patterns } }] })], subject)!;
   const caller = "spiffe://mesh.local/ns/shop/sa/orders";
   test("exact, prefix and '*' match the verified principal; no token matches none", () => {
-    const check = (patterns: string[], principal?: string) => allow(patterns).check(caller, "GET", "/", [], [], principal) === undefined;
+    const check = (patterns: string[], principal?: string) => allow(patterns).check(caller, "GET", "/", [], [], principal === undefined ? undefined : { principal, claims: {} }) === undefined;
     expect(check([`${ISSUER}/alice`], `${ISSUER}/alice`)).toBe(true);
     expect(check([`${ISSUER}/alice`], `${ISSUER}/alicex`)).toBe(false);
     expect(check([`${ISSUER}/*`], `${ISSUER}/bob`)).toBe(true);

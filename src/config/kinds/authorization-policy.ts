@@ -91,7 +91,10 @@ export const Operation = z
   })
   .describe("What the request does; each field given must match (entries within a field: any one).");
 
-export const HeaderCondition = z
+/** A claim name, or a path into nested claims with dots (Keycloak's `realm_access.roles`). */
+const CLAIM_PATH = /^[^.\s]+(\.[^.\s]+)*$/;
+
+export const Condition = z
   .strictObject({
     header: z
       .string()
@@ -100,21 +103,30 @@ export const HeaderCondition = z
       .superRefine((h, ctx) => {
         if (UNMATCHABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is removed or set by the proxy before the service sees it; a rule cannot use it` });
       })
+      .optional()
       .describe('Request header name; "_" and "-" are one (CGI-style servers read both as one variable).'),
+    claim: z
+      .string()
+      .regex(CLAIM_PATH, 'expected a claim name, or names joined by "." for a nested claim')
+      .optional()
+      .describe('A claim of the end-user token a RequestAuthentication verified: a name, or a path like realm_access.roles. A request without a token matches none.'),
     values: z
       .array(z.string().refine((v) => !v.includes(",") && v.trim() === v && v.length > 0, "expected a single value: no comma, no surrounding space"))
       .min(1)
-      .describe("Values the header may hold."),
+      .describe("Values the header or claim may hold."),
   })
+  .superRefine((c, ctx) => {
+    if ((c.header === undefined) === (c.claim === undefined)) ctx.addIssue({ code: "custom", path: ["header"], message: "give header or claim, one of the two" });
+  }, always)
   .describe(
-    "A request header's values: all of its comma-separated elements, over every line it appears on. An allow rule needs every element listed (and at least one); a deny rule takes any one.",
+    "A header's values: all of its comma-separated elements, over every line it appears on; an allow rule needs every element listed (and at least one), a deny rule takes any one. A claim's values: the claim's string, each string of a list, or each space-separated scope of the `scope` claim; it matches when one of them is listed.",
   );
 
 export const AuthorizationRule = z
   .strictObject({
     from: RuleSource.optional().describe("Who may send it; omitted: any caller with a mesh certificate."),
     to: Operation.optional().describe("What it may do; omitted: anything."),
-    when: z.array(HeaderCondition).min(1).optional().describe("Header conditions, all of which must hold."),
+    when: z.array(Condition).min(1).optional().describe("Header and token-claim conditions, all of which must hold."),
   })
   .describe("Matches a request when every part given matches; {} matches every request.");
 

@@ -12,7 +12,7 @@
 import type { JWTVerifyGetKey } from "jose";
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
-import type { PolicySubject } from "../authorization.ts";
+import type { EndUser, PolicySubject } from "../authorization.ts";
 import { IssuerKeys, loadJose, type KeySource } from "./issuer-keys.ts";
 import { AMBIGUOUS, findToken, type FoundToken, type TokenLocation } from "./token-lookup.ts";
 
@@ -44,13 +44,13 @@ export interface StrippedHeaders {
 }
 
 export interface Authenticated {
-  /** `iss/sub` of the verified token; undefined when the request carried none. */
-  principal: string | undefined;
+  /** Who the verified token is for; undefined when the request carried none. */
+  user: EndUser | undefined;
   /** Set when the verified token's header is not forwarded. */
   strip: StrippedHeaders | undefined;
 }
 
-export const ANONYMOUS: Authenticated = { principal: undefined, strip: undefined };
+export const ANONYMOUS: Authenticated = { user: undefined, strip: undefined };
 
 export type AuthenticationOutcome = Authenticated | Unauthenticated;
 
@@ -67,7 +67,7 @@ interface Issuer {
 const locationKey = (l: TokenLocation) => `${l.name}\n${l.prefix}`;
 
 interface Verified {
-  principal: string;
+  user: EndUser;
   issuer: Issuer;
   /** Epoch ms after which the token is verified again (and refused if expired). */
   until: number;
@@ -128,7 +128,7 @@ export class RequestAuthenticator {
   private outcome(v: Verified | Unauthenticated, found: FoundToken): AuthenticationOutcome {
     if (v instanceof Unauthenticated) return v;
     if (!v.issuer.locations.has(locationKey(found.location))) return new Unauthenticated("issuer", "the token's issuer does not send its tokens in this header");
-    return { principal: v.principal, strip: v.issuer.forward ? undefined : this.strippedOf(found.header) };
+    return { user: v.user, strip: v.issuer.forward ? undefined : this.strippedOf(found.header) };
   }
 
   private verify(token: string): Promise<Verified | Unauthenticated> {
@@ -163,7 +163,7 @@ export class RequestAuthenticator {
       });
       const sub = typeof payload.sub === "string" ? payload.sub : "";
       const expires = typeof payload.exp === "number" ? payload.exp * 1000 : Infinity;
-      return { principal: `${issuer.issuer}/${sub}`, issuer, until: Math.min(expires, Date.now() + REVERIFY_AFTER_MS) };
+      return { user: { principal: `${issuer.issuer}/${sub}`, claims: payload }, issuer, until: Math.min(expires, Date.now() + REVERIFY_AFTER_MS) };
     } catch (err) {
       return failureOf(err);
     }
