@@ -13,6 +13,10 @@ export const dnsLabel = (what: string) =>
     if (problem) ctx.addIssue({ code: "custom", message: problem });
   });
 
+/** A policy's `spec.service`: a Service of the policy's namespace, or "*" for all of them; `what` its sidecars do with it. */
+export const policyService = (what: string) =>
+  z.union([z.literal("*"), dnsLabel("service")]).describe(`The Service, in this namespace, whose sidecars ${what} on their inbound; "*" for every service in the namespace.`);
+
 export const TrustDomain = z.string().superRefine((value, ctx) => {
   const problem = trustDomainProblem(value);
   if (problem) ctx.addIssue({ code: "custom", message: problem });

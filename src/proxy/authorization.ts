@@ -126,7 +126,12 @@ export function dryRunAuthorizerFor(policies: readonly AuthorizationPolicy[], su
 }
 
 function ownPolicies(policies: readonly AuthorizationPolicy[], subject: PolicySubject): AuthorizationPolicy[] {
-  return policies.filter((p) => p.metadata.namespace === subject.namespace && (p.spec.service === subject.service || p.spec.service === "*"));
+  return policies.filter((p) => appliesTo(p, subject));
+}
+
+/** Whether a policy is for the subject's service: named by it, or "*" in its namespace. */
+export function appliesTo(policy: { metadata: { namespace: string }; spec: { service: string } }, subject: PolicySubject): boolean {
+  return policy.metadata.namespace === subject.namespace && (policy.spec.service === subject.service || policy.spec.service === "*");
 }
 
 function compile(own: AuthorizationPolicy[], subject: PolicySubject): Authorizer | undefined {

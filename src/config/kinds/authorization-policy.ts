@@ -7,7 +7,7 @@
 import { z } from "zod";
 import { isNormalPath } from "../../core/normal-path";
 import { nameProblem, parseSpiffeId } from "../../pki/spiffe";
-import { always, dnsLabel } from "../common";
+import { always, dnsLabel, policyService } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 
 export const ACTIONS = ["allow", "deny"] as const;
@@ -132,9 +132,7 @@ export const AuthorizationRule = z
 
 export const AuthorizationPolicySpec = z
   .strictObject({
-    service: z
-      .union([z.literal("*"), dnsLabel("service")])
-      .describe('The Service, in this namespace, whose sidecars enforce the policy on their inbound; "*" for every service in the namespace.'),
+    service: policyService("enforce the policy"),
     action: z.enum(ACTIONS).default("allow").describe("allow: requests a rule matches are let in, others refused unless another allow policy matches; deny: requests a rule matches are refused, before any allow. Default allow."),
     mode: z
       .enum(["enforce", "dry-run"])

@@ -7,7 +7,7 @@
  */
 import { isIP } from "node:net";
 import { z } from "zod";
-import { always, dnsLabel } from "../common";
+import { always, policyService } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 import { UNMATCHABLE_HEADERS } from "./authorization-policy";
 
@@ -75,9 +75,7 @@ export const JwtRule = z
 
 export const RequestAuthenticationSpec = z
   .strictObject({
-    service: z
-      .union([z.literal("*"), dnsLabel("service")])
-      .describe('The Service, in this namespace, whose sidecars verify tokens on their inbound; "*" for every service in the namespace.'),
+    service: policyService("verify tokens"),
     jwtRules: z.array(JwtRule).min(1).describe("The issuers accepted."),
   })
   .superRefine((spec, ctx) => {

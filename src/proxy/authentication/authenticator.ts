@@ -12,7 +12,7 @@
 import type { JWTVerifyGetKey } from "jose";
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
-import type { EndUser, PolicySubject } from "../authorization.ts";
+import { appliesTo, type EndUser, type PolicySubject } from "../authorization.ts";
 import { IssuerKeys, loadJose, type KeySource } from "./issuer-keys.ts";
 import { AMBIGUOUS, findToken, type FoundToken, type TokenLocation } from "./token-lookup.ts";
 
@@ -182,7 +182,7 @@ export class RequestAuthenticator {
 
 /** The authenticator of `subject`'s inbound, or undefined when no RequestAuthentication applies to it. */
 export function requestAuthenticatorFor(policies: readonly RequestAuthentication[], subject: PolicySubject, previous?: RequestAuthenticator): RequestAuthenticator | undefined {
-  const own = policies.filter((p) => p.metadata.namespace === subject.namespace && (p.spec.service === subject.service || p.spec.service === "*"));
+  const own = policies.filter((p) => appliesTo(p, subject));
   return own.length === 0 ? undefined : new RequestAuthenticator(own, previous);
 }
 
