@@ -72,7 +72,7 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
       for (const name of authn.strip?.names ?? []) headers.delete(name);
       const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fields, [], authn.user);
       if (typeof target !== "string") return responseOf(target);
-      if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target);
+      if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target, authn.strip?.names);
       deps.tracker.start();
       const peer = peerService(caller);
       let status = 502;

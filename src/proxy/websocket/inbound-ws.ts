@@ -18,11 +18,15 @@ export function inboundWebSockets(deps: WebSocketDeps & { upstream: URL }) {
   return {
     sessions: ctx.sessions,
     handler: relayHandler(DEFAULT_HANDLER_LIMITS),
-    /** `caller` is the SPIFFE ID the TLS bridge proved for this connection; `target` the admitted path and query. */
-    async upgrade(req: Request, server: Server<Relay>, caller: string, target: string): Promise<Response | undefined> {
+    /**
+     * `caller` is the SPIFFE ID the TLS bridge proved for this connection; `target` the
+     * admitted path and query; `strip` headers left off (a verified end-user token's).
+     */
+    async upgrade(req: Request, server: Server<Relay>, caller: string, target: string, strip: readonly string[] = []): Promise<Response | undefined> {
       const problem = handshakeProblem(req);
       if (problem) return errorResponse("bad-request", problem);
       const headers = upstreamHeaders(req);
+      for (const name of strip) headers.delete(name);
       headers.set(CLIENT_ID_HEADER, caller);
       return proxyUpgrade(req, server, { url: origin + target, headers, peer: peerService(caller) }, ctx);
     },
