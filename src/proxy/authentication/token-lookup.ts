@@ -35,12 +35,12 @@ export function findToken(fields: readonly string[], dropped: readonly string[],
   let found: FoundToken | undefined;
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i]!;
-    const value = fields[i + 1]!;
-    const location = locationOf(name, value, locations);
-    if (location === undefined || dropped.includes(name)) continue;
+    const value = fields[i + 1]!.trim();
+    const match = locationOf(name, value, locations);
+    if (match === undefined || dropped.includes(name)) continue;
     if (found !== undefined) return AMBIGUOUS;
-    const token = value.trim().slice(location.prefix.length).trim();
-    found = { token: COMPACT_JWS.test(token) ? token : "", header: name, location };
+    const token = value.slice(match.at).trim();
+    found = { token: COMPACT_JWS.test(token) ? token : "", header: name, location: match.location };
   }
   return found;
 }
@@ -49,11 +49,25 @@ export function findToken(fields: readonly string[], dropped: readonly string[],
  * The location a header is, by name and prefix. "_" in a name is read as "-": CGI-style
  * servers (WSGI, Rack, PHP) read `x_token` as `x-token`, so a token there is verified too.
  */
-function locationOf(name: string, value: string, locations: readonly TokenLocation[]): TokenLocation | undefined {
+function locationOf(name: string, value: string, locations: readonly TokenLocation[]): { location: TokenLocation; at: number } | undefined {
   for (const l of locations) {
     if (l.name !== name && !(name.includes("_") && name.replaceAll("_", "-") === l.name)) continue;
-    const v = value.trimStart();
-    if (v.length >= l.prefix.length && v.slice(0, l.prefix.length).toLowerCase() === l.prefix) return l;
+    const at = afterPrefix(value, l.prefix);
+    if (at >= 0) return { location: l, at };
   }
   return undefined;
+}
+
+/**
+ * Where the token starts after `prefix` (lower case), or -1 when the value lacks it. A
+ * prefix that ends in a space is an auth scheme ("bearer "): any run of spaces and tabs
+ * ends it, as parsers that split on whitespace read `Bearer<TAB>token`.
+ */
+function afterPrefix(value: string, prefix: string): number {
+  const scheme = prefix.trimEnd();
+  if (value.length < scheme.length || value.slice(0, scheme.length).toLowerCase() !== scheme) return -1;
+  if (scheme.length === prefix.length) return scheme.length;
+  let at = scheme.length;
+  while (at < value.length && (value[at] === " " || value[at] === "\t")) at++;
+  return at > scheme.length ? at : -1;
 }
