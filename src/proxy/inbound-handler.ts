@@ -71,14 +71,16 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
       const policies = deps.policies();
       const authn = authenticateInbound(metrics, policies, req.peer!, req.head.fields, req.head.connectionTokens);
       // A token not seen before is verified first: the connection holds its next request meanwhile.
-      if (authn instanceof Promise)
-        authn.then(
-          (a) => relay(req, res, policies, a),
-          () => res.respond(INTERNAL_ERROR.status, INTERNAL_ERROR.headers, INTERNAL_ERROR.body),
-        );
+      if (authn instanceof Promise) authn.then((a) => relayVerified(req, res, policies, a)).catch(() => res.respond(INTERNAL_ERROR.status, INTERNAL_ERROR.headers, INTERNAL_ERROR.body));
       else relay(req, res, policies, authn);
     },
   };
+
+  /** After a token's verification: nothing goes to the service for a caller that left meanwhile. */
+  function relayVerified(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
+    if (!res.finished) return relay(req, res, policies, authn);
+    log?.request("inbound", req.head, CLIENT_CLOSED_STATUS, 0, req.peer!);
+  }
 
   function relay(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
     const caller = req.peer!;
