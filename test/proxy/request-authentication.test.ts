@@ -2,7 +2,7 @@
  * RequestAuthentication: the schema's refusals, where a token is looked for, what the
  * authenticator decides and keeps, and requestPrincipals in AuthorizationPolicy rules.
  */
-import { beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, setSystemTime, test } from "bun:test";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import type { AuthorizationPolicy } from "../../src/config/kinds/authorization-policy.ts";
 import type { RequestAuthentication } from "../../src/config/kinds/request-authentication.ts";
@@ -10,6 +10,7 @@ import { parseManifest } from "../../src/config/manifest.ts";
 import "../../src/config/kinds/index.ts";
 import { ANONYMOUS, requestAuthenticatorFor, Unauthenticated, type Authenticated, type AuthenticationOutcome } from "../../src/proxy/authentication/authenticator.ts";
 import { AMBIGUOUS, findToken } from "../../src/proxy/authentication/token-lookup.ts";
+import { REMOTE_KEYS } from "../../src/proxy/authentication/issuer-keys.ts";
 import { authorizerFor } from "../../src/proxy/authorization.ts";
 
 const ISSUER = "https://id.example.com";
@@ -127,6 +128,34 @@ describe("the authenticator", () => {
     const bad = ["authorization", `Bearer ${(await sign({}, "eve")).slice(0, -4)}AAAA`];
     expect(await a.authenticate(bad, [])).toMatchObject({ reason: "signature" });
     expect(a.authenticate(bad, [])).toBeInstanceOf(Promise);
+  });
+
+  test("keys from a jwksUri: through an outage of the key server, the keys held go on serving; a withdrawn key stops counting once they are due", async () => {
+    let served = { keys: [{ ...(await exportJWK(keys.publicKey)), kid: "k1" }] };
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => Response.json(served) });
+    const uri = `http://127.0.0.1:${server.port}/keys`;
+    const remote = manifest<RequestAuthentication>("RequestAuthentication", { service: "payments", jwtRules: [{ issuer: ISSUER, jwksUri: uri }] });
+    const now = Date.now();
+    try {
+      const a = requestAuthenticatorFor([remote], subject)!;
+      const verify = async (sub: string) => (await a.authenticate(["authorization", `Bearer ${await sign({}, sub)}`], [])) as AuthenticationOutcome;
+      expect(await verify("u1")).toMatchObject({ user: { principal: `${ISSUER}/u1` } });
+      // Withdrawn, and the keys due: fetched again before the next token, which no longer verifies.
+      served = { keys: [] };
+      setSystemTime(new Date(now + REMOTE_KEYS.maxAgeMs + 1_000));
+      expect(await verify("u2")).toMatchObject({ reason: "key" });
+      // Back, then the key server gone once the keys are due again: the keys held still serve.
+      served = { keys: [{ ...(await exportJWK(keys.publicKey)), kid: "k1" }] };
+      setSystemTime(new Date(now + 2 * REMOTE_KEYS.maxAgeMs + 2_000));
+      expect(await verify("u3")).toMatchObject({ user: { principal: `${ISSUER}/u3` } });
+      server.stop(true);
+      setSystemTime(new Date(now + 3 * REMOTE_KEYS.maxAgeMs + 3_000));
+      expect(await verify("u4")).toMatchObject({ user: { principal: `${ISSUER}/u4` } });
+      expect(await verify("u5")).toMatchObject({ user: { principal: `${ISSUER}/u5` } });
+    } finally {
+      setSystemTime();
+      server.stop(true);
+    }
   });
 
   test("a refusal names its reason", async () => {

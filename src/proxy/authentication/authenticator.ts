@@ -5,15 +5,15 @@
  * its principal, `iss/sub`. Istio's semantics: no token, no principal, and the request
  * goes on; a token that is not valid, from an issuer not listed, or one of two, is refused.
  *
- * Verification is asynchronous (WebCrypto), so its result is kept per token until the
- * token expires, and for at most five minutes, so a key the issuer withdrew stops being
- * honoured by then; a client's next requests with the same token are checked at once.
+ * Verification is asynchronous (WebCrypto), so its result is kept per token, and a
+ * client's next requests with the same token are checked at once: until the token
+ * expires, for at most five minutes, and no longer than the keys that verified it are
+ * held before being fetched again, so a key the issuer withdrew stops counting by then.
  */
-import type { JWTVerifyGetKey } from "jose";
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
 import { appliesTo, type EndUser, type PolicySubject } from "../authorization.ts";
-import { IssuerKeys, loadJose, type KeySource } from "./issuer-keys.ts";
+import { IssuerKeys, loadJose, type KeySet, type KeySource } from "./issuer-keys.ts";
 import { AMBIGUOUS, findToken, type FoundToken, type TokenLocation } from "./token-lookup.ts";
 
 /** Signature algorithms accepted: asymmetric only, so holding the keys a sidecar has cannot mint a token. */
@@ -58,7 +58,7 @@ interface Issuer {
   issuer: string;
   audiences: string[] | undefined;
   source: KeySource;
-  keys?: Promise<JWTVerifyGetKey>;
+  keys?: Promise<KeySet>;
   forward: boolean;
   /** The locations its rule names: its tokens are accepted there only. */
   locations: ReadonlySet<string>;
@@ -133,8 +133,9 @@ export class RequestAuthenticator {
 
   private verify(token: string): Promise<Verified | Unauthenticated> {
     const cacheable = token.length <= CACHED_TOKEN_BYTES;
-    const pending = this.check(token).then((v) => {
-      if (!cacheable) return v;
+    const pending: Promise<Verified | Unauthenticated> = this.check(token).then((v) => {
+      // Only over its own entry: one evicted meanwhile stays out, so the cache keeps its bound.
+      if (!cacheable || this.verified.get(token) !== pending) return v;
       if (v instanceof Unauthenticated) this.verified.delete(token);
       else this.verified.set(token, v);
       return v;
@@ -155,7 +156,8 @@ export class RequestAuthenticator {
     try {
       const jose = await loadJose();
       issuer.keys ??= this.keys.keysFor(issuer.source);
-      const { payload } = await jose.jwtVerify(token, await issuer.keys, {
+      const keys = await issuer.keys;
+      const { payload } = await jose.jwtVerify(token, keys.getKey, {
         issuer: issuer.issuer,
         ...(issuer.audiences ? { audience: issuer.audiences } : {}),
         algorithms: ALGORITHMS,
@@ -163,7 +165,7 @@ export class RequestAuthenticator {
       });
       const sub = typeof payload.sub === "string" ? payload.sub : "";
       const expires = typeof payload.exp === "number" ? payload.exp * 1000 : Infinity;
-      return { user: { principal: `${issuer.issuer}/${sub}`, claims: payload }, issuer, until: Math.min(expires, Date.now() + REVERIFY_AFTER_MS) };
+      return { user: { principal: `${issuer.issuer}/${sub}`, claims: payload }, issuer, until: Math.min(expires, Date.now() + REVERIFY_AFTER_MS, keys.dueAt() ?? Infinity) };
     } catch (err) {
       return failureOf(err);
     }

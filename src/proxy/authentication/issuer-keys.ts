@@ -1,12 +1,13 @@
 /**
  * The public keys tokens are verified with, by jose: an inline JWKS, or one fetched from
- * the issuer's jwksUri. jose fetches a remote set again when a token names a key it does
- * not hold (a rotation), at most once per cool-down, and when its copy ages out. A remote
- * set is kept across config versions that still name its URI, so a config change does
- * not make every sidecar fetch again. jose is loaded only when a token is first verified:
- * a sidecar without RequestAuthentication never evaluates it.
+ * the issuer's jwksUri. A fetched set is fetched again when a token names a key it does
+ * not hold (a rotation), at most once per cool-down, and once it is five minutes old;
+ * through an outage of the key server the keys held go on serving. A remote set
+ * is kept across config versions that still name its URI, so a config change does not
+ * make every sidecar fetch again. jose is loaded only when a token is first verified: a
+ * sidecar without RequestAuthentication never evaluates it.
  */
-import type { JWTVerifyGetKey } from "jose";
+import type { JSONWebKeySet, JWTVerifyGetKey } from "jose";
 import type { Jwks } from "../../config/kinds/request-authentication.ts";
 import type { z } from "zod";
 
@@ -20,15 +21,22 @@ export const REMOTE_KEYS = {
   timeoutMs: 5_000,
   /** No fetch for this long after one: a flood of made-up key ids is not a flood of fetches, and a rotation shows within it. */
   cooldownMs: 5_000,
-  /** Fetched again after this long regardless. */
-  maxAgeMs: 600_000,
+  /** Fetched again once this old; a token verified with them is checked again then, so a withdrawn key stops counting. */
+  maxAgeMs: 300_000,
 };
 
 export type KeySource = { jwks: z.output<typeof Jwks> } | { jwksUri: string };
 
+export interface KeySet {
+  /** What jose verifies with. */
+  getKey: JWTVerifyGetKey;
+  /** Epoch ms at which these keys are due to be fetched again: a token they verified is trusted until then at most. Undefined for inline keys. */
+  dueAt(): number | undefined;
+}
+
 /** The remote key sets of one config version, by URI; those the previous version had are taken over. */
 export class IssuerKeys {
-  private readonly remote = new Map<string, Promise<JWTVerifyGetKey>>();
+  private readonly remote = new Map<string, Promise<KeySet>>();
 
   constructor(uris: Iterable<string>, previous?: IssuerKeys) {
     for (const uri of uris) {
@@ -37,15 +45,50 @@ export class IssuerKeys {
     }
   }
 
-  /** The key lookup jose verifies with, made on first use; the caller keeps it for an inline set. */
-  keysFor(source: KeySource): Promise<JWTVerifyGetKey> {
-    if ("jwks" in source) return loadJose().then((j) => j.createLocalJWKSet(source.jwks as Parameters<Jose["createLocalJWKSet"]>[0]));
+  /** The key set for a rule's source, made on first use; the caller keeps it for an inline set. */
+  keysFor(source: KeySource): Promise<KeySet> {
+    if ("jwks" in source) return loadJose().then((j) => ({ getKey: j.createLocalJWKSet(source.jwks as JSONWebKeySet), dueAt: () => undefined }));
     let keys = this.remote.get(source.jwksUri);
     if (keys === undefined) {
       const url = new URL(source.jwksUri);
-      keys = loadJose().then((j) => j.createRemoteJWKSet(url, { timeoutDuration: REMOTE_KEYS.timeoutMs, cooldownDuration: REMOTE_KEYS.cooldownMs, cacheMaxAge: REMOTE_KEYS.maxAgeMs }));
+      keys = loadJose().then((j) => refreshedKeys(j, url));
       this.remote.set(source.jwksUri, keys);
     }
     return keys;
   }
+}
+
+/**
+ * A fetched key set. Once due, it is fetched again before the next token is verified, so
+ * a key the issuer withdrew stops counting then. If that fetch fails, the keys held go on
+ * serving and fetches are retried in the background, one per cool-down: an outage of the
+ * key server does not refuse every user, nor make each request wait out a timeout.
+ */
+function refreshedKeys(j: Jose, url: URL): KeySet {
+  // jose writes each set it fetches, and when, into this object.
+  const fetched: { uat?: number; jwks?: JSONWebKeySet } = {};
+  const remote = j.createRemoteJWKSet(url, {
+    timeoutDuration: REMOTE_KEYS.timeoutMs,
+    cooldownDuration: REMOTE_KEYS.cooldownMs,
+    cacheMaxAge: REMOTE_KEYS.maxAgeMs,
+    [j.jwksCache]: fetched as Record<string, never>,
+  });
+  let failedAt = -Infinity;
+  const failed = () => void (failedAt = Date.now());
+  let held: { uat: number; getKey: JWTVerifyGetKey } | undefined;
+  const getKey: JWTVerifyGetKey = async (header, token) => {
+    if (remote.fresh || fetched.jwks === undefined || fetched.uat === undefined) return remote(header, token);
+    if (failedAt < fetched.uat) {
+      try {
+        await remote.reload();
+        return await remote(header, token);
+      } catch (err) {
+        if (!remote.fresh) failed(); // the fetch failed, not the lookup
+        else throw err;
+      }
+    } else if (!remote.reloading && Date.now() - failedAt >= REMOTE_KEYS.cooldownMs) remote.reload().catch(failed);
+    if (held?.uat !== fetched.uat) held = { uat: fetched.uat, getKey: j.createLocalJWKSet(fetched.jwks) };
+    return held.getKey(header, token);
+  };
+  return { getKey, dueAt: () => (fetched.uat === undefined ? undefined : fetched.uat + REMOTE_KEYS.maxAgeMs) };
 }
