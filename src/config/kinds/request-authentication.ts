@@ -59,7 +59,7 @@ export const JwtRule = z
     issuer: z.string().min(1).describe("The token's `iss`, exactly; tokens from other issuers are refused."),
     audiences: z.array(z.string().min(1)).min(1).optional().describe("`aud` values accepted; the token must hold one. Omitted: any audience."),
     jwks: Jwks.optional().describe("The issuer's public keys, inline."),
-    jwksUri: JwksUri.optional().describe("Where the sidecar fetches the issuer's public keys (fetched again when a token names a key it does not have, at most every 5 s, and every 10 min)."),
+    jwksUri: JwksUri.optional().describe("Where the sidecar fetches the issuer's public keys (fetched again when a token names a key it does not have, at most every 5 s, and when 5 min old)."),
     fromHeaders: z
       .array(TokenLocation)
       .min(1)
