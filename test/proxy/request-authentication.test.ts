@@ -9,7 +9,7 @@ import type { RequestAuthentication } from "../../src/config/kinds/request-authe
 import { parseManifest } from "../../src/config/manifest.ts";
 import "../../src/config/kinds/index.ts";
 import { ANONYMOUS, requestAuthenticatorFor, Unauthenticated, type Authenticated, type AuthenticationOutcome } from "../../src/proxy/authentication/authenticator.ts";
-import { AMBIGUOUS, findToken } from "../../src/proxy/authentication/token-lookup.ts";
+import { AMBIGUOUS, findToken, tokenLocation, tokenOf } from "../../src/proxy/authentication/token-lookup.ts";
 import { REMOTE_KEYS } from "../../src/proxy/authentication/issuer-keys.ts";
 import { authorizerFor } from "../../src/proxy/authorization.ts";
 
@@ -69,12 +69,18 @@ describe("schema", () => {
 });
 
 describe("where a token is looked for", () => {
-  const bearer = [{ name: "authorization", prefix: "bearer " }];
+  const bearer = [tokenLocation("authorization", "Bearer ")];
   const jws = "aGVhZA.Ym9keQ.c2ln";
-  test("the prefix in any case; a value without it is no token", () => {
-    expect(findToken(["authorization", `BEARER   ${jws}`], [], bearer)).toMatchObject({ token: jws, header: "authorization" });
-    expect(findToken(["authorization", "Basic YWxpY2U6c2VjcmV0"], [], bearer)).toBeUndefined();
-    expect(findToken(["authorization", "Bearer not a jwt"], [], bearer)).toMatchObject({ token: "" });
+  const tokenIn = (fields: string[], locations = bearer) => {
+    const found = findToken(fields, [], locations);
+    return found === undefined || found === AMBIGUOUS ? found : { token: tokenOf(found), header: found.header };
+  };
+  test("the scheme in any case, ended by spaces or tabs; a value without it is no token", () => {
+    expect(tokenIn(["authorization", `BEARER   ${jws}`])).toEqual({ token: jws, header: "authorization" });
+    expect(tokenIn(["authorization", `Bearer\t${jws}`])).toEqual({ token: jws, header: "authorization" });
+    expect(tokenIn(["authorization", `Bearer${jws}`])).toBeUndefined();
+    expect(tokenIn(["authorization", "Basic YWxpY2U6c2VjcmV0"])).toBeUndefined();
+    expect(tokenIn(["authorization", "Bearer not a jwt"])).toEqual({ token: "", header: "authorization" });
   });
 
   test("a header listed in Connection is dropped before the service, so not looked in", () => {
@@ -82,8 +88,8 @@ describe("where a token is looked for", () => {
   });
 
   test("x_token counts as x-token; two tokens are ambiguous", () => {
-    const locations = [{ name: "x-token", prefix: "" }];
-    expect(findToken(["x_token", jws], [], locations)).toMatchObject({ token: jws, header: "x_token" });
+    const locations = [tokenLocation("x-token", "")];
+    expect(tokenIn(["x_token", jws], locations)).toEqual({ token: jws, header: "x_token" });
     expect(findToken(["x-token", jws, "x_token", jws], [], locations)).toBe(AMBIGUOUS);
     expect(findToken(["authorization", `Bearer ${jws}`, "authorization", `Bearer ${jws}`], [], bearer)).toBe(AMBIGUOUS);
   });

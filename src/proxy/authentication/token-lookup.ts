@@ -8,12 +8,23 @@
 export interface TokenLocation {
   /** Header name, lower case. */
   name: string;
-  /** What precedes the token, lower case; matched without regard to case. */
-  prefix: string;
+  /** What precedes the token, lower case, without trailing spaces; matched without regard to case. */
+  scheme: string;
+  /** The prefix ended in a space: an auth scheme, ended by any run of spaces and tabs. */
+  spaced: boolean;
+}
+
+/** A location from a rule's `fromHeaders` entry. */
+export function tokenLocation(name: string, prefix: string): TokenLocation {
+  const scheme = prefix.trimEnd().toLowerCase();
+  return { name, scheme, spaced: scheme.length < prefix.length };
 }
 
 export interface FoundToken {
-  token: string;
+  /** The header's whole value. */
+  value: string;
+  /** Where the token starts in it. */
+  at: number;
   /** The header it came in, as the client named it (lower case). */
   header: string;
   /** The location it matched. */
@@ -25,48 +36,55 @@ export const AMBIGUOUS = Symbol("more than one token");
 /** Three base64url parts, dot-separated: a JWS in compact form. */
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
+/** The token of a value found, or "" when what follows the prefix is no JWS. */
+export function tokenOf(found: FoundToken): string {
+  const token = found.value.slice(found.at).trim();
+  return COMPACT_JWS.test(token) ? token : "";
+}
+
 /**
- * The token a request carries, over every location: undefined when none, AMBIGUOUS when
- * more than one, and "" as the token when a value has the prefix but no JWS after it.
- * `fields`: [name0, value0, ...] as parsed; `dropped`: names listed in Connection, never
- * forwarded, so never looked in.
+ * Where the request's token is, over every location: undefined when it carries none,
+ * AMBIGUOUS when more than one. `fields`: [name0, value0, ...] as parsed (values without
+ * surrounding whitespace); `dropped`: names listed in Connection, never forwarded, so
+ * never looked in.
  */
 export function findToken(fields: readonly string[], dropped: readonly string[], locations: readonly TokenLocation[]): FoundToken | undefined | typeof AMBIGUOUS {
   let found: FoundToken | undefined;
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i]!;
-    const value = fields[i + 1]!.trim();
-    const match = locationOf(name, value, locations);
-    if (match === undefined || dropped.includes(name)) continue;
-    if (found !== undefined) return AMBIGUOUS;
-    const token = value.slice(match.at).trim();
-    found = { token: COMPACT_JWS.test(token) ? token : "", header: name, location: match.location };
+    for (const location of locations) {
+      if (!sameName(name, location.name)) continue;
+      const value = fields[i + 1]!;
+      const at = afterPrefix(value, location);
+      if (at < 0) continue;
+      if (dropped.length > 0 && dropped.includes(name)) break;
+      if (found !== undefined) return AMBIGUOUS;
+      found = { value, at, header: name, location };
+      break;
+    }
   }
   return found;
 }
 
-/**
- * The location a header is, by name and prefix. "_" in a name is read as "-": CGI-style
- * servers (WSGI, Rack, PHP) read `x_token` as `x-token`, so a token there is verified too.
- */
-function locationOf(name: string, value: string, locations: readonly TokenLocation[]): { location: TokenLocation; at: number } | undefined {
-  for (const l of locations) {
-    if (l.name !== name && !(name.includes("_") && name.replaceAll("_", "-") === l.name)) continue;
-    const at = afterPrefix(value, l.prefix);
-    if (at >= 0) return { location: l, at };
-  }
-  return undefined;
+/** "_" in a name is read as "-": CGI-style servers (WSGI, Rack, PHP) read `x_token` as `x-token`, so a token there is verified too. */
+function sameName(name: string, location: string): boolean {
+  return name === location || (name.includes("_") && name.replaceAll("_", "-") === location);
 }
 
 /**
- * Where the token starts after `prefix` (lower case), or -1 when the value lacks it. A
- * prefix that ends in a space is an auth scheme ("bearer "): any run of spaces and tabs
- * ends it, as parsers that split on whitespace read `Bearer<TAB>token`.
+ * Where the token starts after the location's prefix, or -1 when the value lacks it. An
+ * auth scheme ("bearer ") is ended by any run of spaces and tabs, as parsers that split
+ * on whitespace read `Bearer<TAB>token`.
  */
-function afterPrefix(value: string, prefix: string): number {
-  const scheme = prefix.trimEnd();
-  if (value.length < scheme.length || value.slice(0, scheme.length).toLowerCase() !== scheme) return -1;
-  if (scheme.length === prefix.length) return scheme.length;
+function afterPrefix(value: string, l: TokenLocation): number {
+  const scheme = l.scheme;
+  if (value.length < scheme.length) return -1;
+  for (let k = 0; k < scheme.length; k++) {
+    let c = value.charCodeAt(k);
+    if (c >= 65 && c <= 90) c += 32; // ASCII upper to lower case
+    if (c !== scheme.charCodeAt(k)) return -1;
+  }
+  if (!l.spaced) return scheme.length;
   let at = scheme.length;
   while (at < value.length && (value[at] === " " || value[at] === "\t")) at++;
   return at > scheme.length ? at : -1;
