@@ -52,6 +52,8 @@ const API_SHARE_OF_FDS = 0.5;
 /** The bootstrap port's share: a sidecar uses it once, and a flood on it must leave the API its own. */
 const BOOTSTRAP_SHARE_OF_FDS = 0.25;
 const DESCRIPTORS_PER_API_CONNECTION = 3;
+/** The admin port's: operators and `mesh` commands, a handful at a time; a flood there must not take the API's descriptors. */
+const ADMIN_CONNECTIONS = 64;
 
 export interface RunningControlPlane {
   ports: { api: number; bootstrap: number; admin: number };
@@ -80,6 +82,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     listeners: {
       api: { open: budget.inUse, limit: budget.limit, refusedOverLimit: bridge.refusedOverLimit },
       bootstrap: { open: bootBudget.inUse, limit: bootBudget.limit, refusedOverLimit: bootBridge.refusedOverLimit },
+      admin: { open: adminBudget.inUse, limit: adminBudget.limit, refusedOverLimit: adminBridge.refusedOverLimit },
     },
   });
   const adminDeps = { store, view, subscriptions, tokenKey: opts.tokenKey, trustDomain: opts.ca.trustDomain, ready: () => !stopping, status };
@@ -129,20 +132,26 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   );
   const boot = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: bootstrapApi({ store, signer, tokenKey: opts.tokenKey }).fetch });
   const bootPort = bindNamed("bootstrap listener", opts.bootstrap.address, opts.bootstrap.port, () => bootBridge.listen(opts.bootstrap.address, opts.bootstrap.port, boot.port!));
-  const adminServer = bindNamed("admin listener", opts.admin.address, opts.admin.port, () => Bun.serve({ hostname: opts.admin.address, port: opts.admin.port, fetch: admin.fetch }));
-  log.info({ api: apiPort, bootstrap: bootPort, admin: adminServer.port, trustDomain: opts.ca.trustDomain }, "control plane ready");
+  // Plain HTTP, but through a bridge all the same: Bun.serve has no accept cap.
+  const adminBudget = new ConnectionBudget(ADMIN_CONNECTIONS);
+  const adminBridge = new TlsBridge(undefined, { onRefused: () => undefined, onOpen: () => undefined, onClose: () => undefined, onOverLimit: () => overLimit("admin", adminBudget) }, { budget: adminBudget });
+  const adminServer = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: admin.fetch });
+  const adminPort = bindNamed("admin listener", opts.admin.address, opts.admin.port, () => adminBridge.listen(opts.admin.address, opts.admin.port, adminServer.port!));
+  log.info({ api: apiPort, bootstrap: bootPort, admin: adminPort, trustDomain: opts.ca.trustDomain }, "control plane ready");
 
   return {
-    ports: { api: apiPort, bootstrap: bootPort, admin: adminServer.port! },
+    ports: { api: apiPort, bootstrap: bootPort, admin: adminPort },
     async stop() {
       stopping = true;
       policies?.stop();
       subscriptions.closeAll();
       bridge.stopAccepting();
       bootBridge.stopAccepting();
+      adminBridge.stopAccepting();
       await Promise.all([inner.stop(false), boot.stop(false), adminServer.stop(false)]);
       bridge.closeAll();
       bootBridge.closeAll();
+      adminBridge.closeAll();
       view.stop();
       await store.close();
     },

@@ -1,7 +1,8 @@
 /**
  * What the control plane's mTLS API port holds for connections that never become
  * sidecars: at most --max-connections at once (the rest are closed at accept and counted
- * in `mesh check`), and none past its handshake timeout. A real `mesh control-plane`.
+ * in `mesh check`), and none past its handshake timeout; and its admin port, at most 64,
+ * none idle past the idle timeout. A real `mesh control-plane`.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
@@ -50,4 +51,21 @@ test("past --max-connections a connection is closed at accept and mesh check say
   expect(held.every((c) => c.closedAt() >= 9_000)).toBe(true);
   const after = (await (await cp.admin("GET", "/v1/status")).json()) as { listeners: { api: { open: number } } };
   expect(after.listeners.api.open).toBe(0);
+}, 30_000);
+
+test("the admin port holds at most 64 connections too: a flood is closed at accept, and idle ones are closed", async () => {
+  // 70 at once (this process's fetch may hold one more, kept alive from the test before).
+  const flood = await Promise.all(Array.from({ length: 70 }, () => silent(cp.ports.admin)));
+  await Bun.sleep(500);
+  const refused = flood.filter((c) => c.closedAt() >= 0 && c.closedAt() < 1_000);
+  expect(refused.length).toBeGreaterThanOrEqual(6);
+  const held = flood.filter((c) => !refused.includes(c));
+  expect(held.length).toBeLessThanOrEqual(64);
+  // Sending nothing, they are closed by the loopback server's idle timeout (10 s, on Bun's 4-second ticks), and the port serves again.
+  for (let i = 0; i < 80 && held.some((c) => c.closedAt() < 0); i++) await Bun.sleep(200);
+  expect(held.every((c) => c.closedAt() >= 9_000)).toBe(true);
+  const status = (await (await cp.admin("GET", "/v1/status")).json()) as { listeners: { admin: { open: number; limit: number; refusedOverLimit: number } } };
+  expect(status.listeners.admin.limit).toBe(64);
+  expect(status.listeners.admin.refusedOverLimit).toBe(refused.length);
+  expect(status.listeners.admin.open).toBeLessThanOrEqual(2);
 }, 30_000);

@@ -34,8 +34,8 @@ export interface ControlPlaneStatus {
   ca: { root: string; intermediate: string; servingCert: string };
   policies?: { dir: string; loadedAt?: string; errors: string[]; applied: number };
   store: string;
-  /** The API and bootstrap listeners: connections open, their limit, and those closed at accept since start. */
-  listeners: Record<"api" | "bootstrap", ListenerLoad>;
+  /** The API, bootstrap and admin listeners: connections open, their limit, and those closed at accept since start. */
+  listeners: Record<"api" | "bootstrap" | "admin", ListenerLoad>;
 }
 
 export interface ListenerLoad {

@@ -12,7 +12,9 @@
  *
  * Without client certificates (the bootstrap port, where a sidecar has none yet) it is
  * only a TLS front with a connection limit and a handshake timeout, which Bun.serve
- * lacks; no identities are recorded.
+ * lacks; no identities are recorded. Without TLS (the control plane's admin port) it is
+ * a plain front with a connection limit; the loopback server's idle timeout ends a
+ * connection that sends nothing.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { peerIdFromDer } from "../peer-identity.ts";
@@ -81,7 +83,8 @@ export class TlsBridge {
   private readonly clientCertificates: boolean;
 
   constructor(
-    private tls: BridgeTls,
+    /** Undefined: plain TCP, no TLS. */
+    private tls: BridgeTls | undefined,
     private events: BridgeEvents,
     options: BridgeOptions = {},
   ) {
@@ -101,7 +104,7 @@ export class TlsBridge {
    * stops accepting; open connections finish on the old certificate.
    */
   rotate(tls: BridgeTls): void {
-    if (!this.bound || !this.listener) throw new Error("rotate() before listen()");
+    if (!this.bound || !this.listener || !this.tls) throw new Error("rotate() before listen(), or on a plain bridge");
     this.tls = tls;
     const old = this.listener;
     this.listener = this.bind(this.bound.hostname, this.bound.port, this.bound.innerPort);
@@ -115,9 +118,12 @@ export class TlsBridge {
       hostname,
       port,
       reusePort: true,
-      tls: this.clientCertificates
-        ? { cert: this.tls.cert, key: this.tls.key, ca: this.tls.ca, requestCert: true, rejectUnauthorized: true }
-        : { cert: this.tls.cert, key: this.tls.key },
+      tls:
+        this.tls === undefined
+          ? undefined
+          : this.clientCertificates
+            ? { cert: this.tls.cert, key: this.tls.key, ca: this.tls.ca, requestCert: true, rejectUnauthorized: true }
+            : { cert: this.tls.cert, key: this.tls.key },
       socket: {
         open(outer) {
           if (bridge.budget !== undefined && !bridge.budget.take()) {
@@ -128,6 +134,7 @@ export class TlsBridge {
           }
           // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
           outer.data = {};
+          if (bridge.tls === undefined) return bridge.open(outer, undefined, innerPort); // plain: no handshake to wait for
           // Until its handshake is done: after it, the loopback server's idle timeout ends an unused connection.
           outer.timeout(HANDSHAKE_TIMEOUT_S);
         },
@@ -143,7 +150,7 @@ export class TlsBridge {
           }
           if (!bridge.clientCertificates) return bridge.open(outer, undefined, innerPort);
           const der = outer.getPeerX509Certificate()?.raw;
-          const id = der ? peerIdFromDer(new Uint8Array(der), bridge.tls.trustDomain) : { ok: false as const, reason: "no client certificate" };
+          const id = der ? peerIdFromDer(new Uint8Array(der), bridge.tls!.trustDomain) : { ok: false as const, reason: "no client certificate" };
           if (!id.ok) {
             bridge.events.onRefused(id.reason);
             outer.end();
