@@ -2,7 +2,8 @@
  * Header hygiene at the trust boundary. Hop-by-hop headers are per connection and never
  * forwarded (RFC 9110 §7.6.1), including any a client lists in `Connection` — which is
  * also how a client would try to make a proxy drop a header it adds. Identity headers
- * are only ever set by the proxy, so any copy a client sends is removed first.
+ * are only ever set by the proxy, so any copy a client sends is removed first, under the
+ * name with "_" for "-" too.
  */
 export const CLIENT_ID_HEADER = "x-mesh-client-id";
 
@@ -10,13 +11,15 @@ export const CLIENT_ID_HEADER = "x-mesh-client-id";
 const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings", "proxy-authenticate", "proxy-authorization"];
 const IDENTITY = [CLIENT_ID_HEADER, "x-forwarded-client-cert", "l5d-client-id"];
 
-/** Copies `source` without hop-by-hop or identity headers. */
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...IDENTITY]);
+
+/** Copies `source` without hop-by-hop or identity headers, also as named with "_" for "-" (request-head.ts says why). */
 export function forwardableHeaders(source: Headers): Headers {
   const out = new Headers(source);
   const listed = source.get("connection");
   if (listed) for (const name of listed.split(",")) out.delete(name.trim());
-  for (const name of HOP_BY_HOP) out.delete(name);
-  for (const name of IDENTITY) out.delete(name);
+  for (const name of NOT_FORWARDED) out.delete(name);
+  for (const name of [...out.keys()]) if (name.includes("_") && NOT_FORWARDED.has(name.replaceAll("_", "-"))) out.delete(name);
   return out;
 }
 

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { issueLeaf, loadCa } from "../../src/ca/authority.ts";
 import { certToPem, exportPrivateKeyPem, generateKeyPair } from "../../src/pki/x509.ts";
 import { MeshFixture, metricValue, type EchoService } from "../helpers/mesh-fixture.ts";
+import { rawExchange } from "../helpers/raw-http.ts";
 
 const fx = new MeshFixture();
 let payments: EchoService;
@@ -21,7 +22,9 @@ beforeAll(async () => {
   await fx.issue("payments");
   payments = fx.echo("payments");
   const orders = fx.echo("orders");
-  paymentsProxy = await fx.proxy("payments", payments.url);
+  // The header names the service receives, for /names; the echo for the rest.
+  const service = fx.service(async (req) => (new URL(req.url).pathname === "/names" ? Response.json([...req.headers.keys()]) : fetch(new Request(payments.url + new URL(req.url).pathname, req))));
+  paymentsProxy = await fx.proxy("payments", service.url);
   ordersProxy = await fx.proxy("orders", orders.url, fx.config("orders", { payments: [paymentsProxy.ports.inbound] }));
 });
 afterAll(() => fx.close());
@@ -53,6 +56,18 @@ describe("caller identity", () => {
     });
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ caller: "spiffe://mesh.local/ns/default/sa/orders", method: "POST", body: "amount=5", path: "/pay" });
+  });
+
+  test("a copy of an identity header named with '_' for '-' is removed too: CGI-style servers read it as the real one", async () => {
+    const forged = "spiffe://mesh.local/ns/default/sa/admin";
+    const lines = ["x_mesh_client_id", "X_Mesh_Client-Id", "l5d_client_id", "x_forwarded_client_cert"].map((n) => `${n}: ${forged}`);
+    for (const extra of [[], ["Content-Length: 2"]]) {
+      // Without a body the head is relayed as received when it can be; with one it is rebuilt: both must drop them.
+      const r = await rawExchange(`${extra.length ? "POST" : "GET"} /names HTTP/1.1\r\nHost: payments\r\n${[...lines, ...extra].join("\r\n")}\r\nConnection: close\r\n\r\n${extra.length ? "ok" : ""}`, { port: ordersProxy.ports.outbound });
+      expect(r.statuses).toEqual([200]);
+      const names = JSON.parse(r.text.split("\r\n\r\n")[1]!) as string[];
+      expect(names.filter((n) => /client|forwarded/.test(n))).toEqual(["x-mesh-client-id"]);
+    }
   });
 
   test("an unknown service gets 404 naming it", async () => {

@@ -125,7 +125,7 @@ export function prepareRelayed(
   let idempotencyKey = false;
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i]!;
-    if (skip.has(name) || (listed.length > 0 && listed.includes(name))) continue;
+    if (skipped(skip, name) || (listed.length > 0 && listed.includes(name))) continue;
     if (name === "idempotency-key") idempotencyKey = true;
     head += `${name}: ${fields[i + 1]}\r\n`;
   }
@@ -143,6 +143,15 @@ export function prepareRelayed(
  * "content-length: 0" added) and a bodiless method's "Content-Length: 0" (dropped) are
  * rebuilt.
  */
+/**
+ * In `skip`, or named so with "_" for "-": CGI-style servers (WSGI, Rack, PHP) read
+ * `x_mesh_client_id` as `x-mesh-client-id`, so a copy under that name could stand in for
+ * the header the proxy sets.
+ */
+function skipped(skip: ReadonlySet<string>, name: string): boolean {
+  return skip.has(name) || (name.includes("_") && skip.has(name.replaceAll("_", "-")));
+}
+
 function asReceived(req: RelayedRequestHead, skip: ReadonlySet<string>): boolean {
   if (req.minor !== 1 || req.pathAndQuery !== req.target || req.chunked) return false;
   const length = req.contentLength;
@@ -154,7 +163,7 @@ function asReceived(req: RelayedRequestHead, skip: ReadonlySet<string>): boolean
     if (name === "content-length") {
       const value = fields[i + 1]!;
       if (value.charCodeAt(0) === 48 && value.length > 1) return false;
-    } else if (name !== "host" && skip.has(name)) return false;
+    } else if (name !== "host" && skipped(skip, name)) return false;
   }
   return true;
 }
