@@ -10,6 +10,7 @@
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import { pathOf } from "../core/normal-path.ts";
 import { callerMatches, compileCallers, type CallerMatch } from "./caller-match.ts";
+import { inCgiList, sameCgiName } from "../core/cgi-name.ts";
 
 /** What a rule sees of a request. */
 interface RequestSeen {
@@ -203,8 +204,8 @@ function headerMatches(req: RequestSeen, header: string, values: ReadonlySet<str
   const fields = req.fields;
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i]!;
-    if (name !== header && !(name.includes("_") && name.replaceAll("_", "-") === header)) continue;
-    if (req.dropped.includes(name)) continue; // listed in Connection: not forwarded
+    if (!sameCgiName(name, header)) continue;
+    if (req.dropped.length > 0 && inCgiList(req.dropped, name)) continue; // not forwarded (listed in Connection, or a claim header)
     for (const part of fields[i + 1]!.split(",")) {
       const element = part.trim();
       if (element === "") continue;
@@ -224,12 +225,18 @@ function headerMatches(req: RequestSeen, header: string, values: ReadonlySet<str
  * match, for an allow rule and a deny rule alike.
  */
 function claimMatches(user: EndUser | undefined, path: readonly string[], values: ReadonlySet<string>): boolean {
-  let v: unknown = user?.claims;
-  for (const key of path) {
-    if (v === null || typeof v !== "object" || Array.isArray(v) || !Object.hasOwn(v, key)) return false;
-    v = (v as Record<string, unknown>)[key];
-  }
+  const v = user === undefined ? undefined : claimAt(user.claims, path);
   if (typeof v === "string") return path.at(-1) === "scope" ? v.split(" ").some((scope) => values.has(scope)) : values.has(v);
   if (typeof v === "number" || typeof v === "boolean") return values.has(String(v));
   return Array.isArray(v) && v.some((e) => typeof e === "string" && values.has(e));
+}
+
+/** The claim at `path` (names into nested objects), read as the token's own members only, so no inherited name is found. */
+export function claimAt(claims: Readonly<Record<string, unknown>>, path: readonly string[]): unknown {
+  let v: unknown = claims;
+  for (const key of path) {
+    if (v === null || typeof v !== "object" || Array.isArray(v) || !Object.hasOwn(v, key)) return undefined;
+    v = (v as Record<string, unknown>)[key];
+  }
+  return v;
 }

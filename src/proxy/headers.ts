@@ -5,22 +5,29 @@
  * are only ever set by the proxy, so any copy a client sends is removed first, under the
  * name with "_" for "-" too.
  */
+import { inCgiList } from "../core/cgi-name.ts";
+
 export const CLIENT_ID_HEADER = "x-mesh-client-id";
 
 // http2-settings belongs to an h2c upgrade of one connection (RFC 7540 §3.2.1); the request guard refuses it first.
 const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings", "proxy-authenticate", "proxy-authorization"];
 const IDENTITY = [CLIENT_ID_HEADER, "x-forwarded-client-cert", "l5d-client-id"];
 
-const NOT_FORWARDED = new Set([...HOP_BY_HOP, ...IDENTITY]);
+const NOT_FORWARDED = [...HOP_BY_HOP, ...IDENTITY];
 
-/** Copies `source` without hop-by-hop or identity headers, also as named with "_" for "-" (request-head.ts says why). */
+/** Copies `source` without hop-by-hop or identity headers. */
 export function forwardableHeaders(source: Headers): Headers {
   const out = new Headers(source);
   const listed = source.get("connection");
   if (listed) for (const name of listed.split(",")) out.delete(name.trim());
-  for (const name of NOT_FORWARDED) out.delete(name);
-  for (const name of [...out.keys()]) if (name.includes("_") && NOT_FORWARDED.has(name.replaceAll("_", "-"))) out.delete(name);
+  deleteNamed(out, NOT_FORWARDED);
   return out;
+}
+
+/** Deletes `names` from `headers`, in either spelling (core/cgi-name.ts). */
+export function deleteNamed(headers: Headers, names: readonly string[]): void {
+  for (const name of names) headers.delete(name);
+  for (const name of [...headers.keys()]) if (name.includes("_") && inCgiList(names, name)) headers.delete(name);
 }
 
 /** Request fields never relayed from a raw downstream request: hop-by-hop, framing, identity, and Expect (answered here). */

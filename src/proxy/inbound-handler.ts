@@ -61,7 +61,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
       // A token may need verifying first, which this answer cannot wait for: with a RequestAuthentication
       // in force the path alone is checked here, and the loopback server verifies and applies the policies.
       const checked = policies.authenticator === undefined ? policies : { pending: policies.pending };
-      const refusal = admission(head, peer!, checked, undefined, false);
+      const refusal = admission(head, peer!, checked, undefined, head.connectionTokens, false);
       if (refusal !== undefined || head.pathAndQuery === sent) return refusal;
       // The tunnel relays the upgrade's own bytes: only a path that needs no rewriting reaches the service as matched.
       metrics.refused.inc({ direction: "inbound", reason: "path" });
@@ -85,20 +85,23 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   function relay(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
     const caller = req.peer!;
     const head = req.head;
-    const refusal = isRefusal(authn) ? authn : admission(head, caller, policies, authn.user);
+    // What the proxy leaves off (the token's header, claim headers a client sent) no rule sees either.
+    const strip = isRefusal(authn) ? undefined : authn.strip;
+    const dropped = strip === undefined ? head.connectionTokens : [...head.connectionTokens, ...strip.names];
+    const refusal = isRefusal(authn) ? authn : admission(head, caller, policies, authn.user, dropped);
     if (refusal !== undefined) {
       log?.request("inbound", head, refusal.status, 0, caller);
       return res.respond(refusal.status, refusal.headers, refusal.body);
     }
-    const strip = (authn as Authenticated).strip;
+    const claimLines = (authn as Authenticated).claimLines;
     // The span's traceparent replaces the caller's, so the service continues from it.
     const span = deps.tracer?.begin(head.fields);
     let prepared: PreparedRequest;
     try {
       prepared =
         span === undefined
-          ? prepareRelayed(head, strip?.plain ?? RELAY_SKIP, identityLine(caller), requestFraming(head), req.bytes)
-          : prepareRelayed(head, strip?.traced ?? RELAY_SKIP_TRACED, identityLine(caller), requestFraming(head), req.bytes, span.line);
+          ? prepareRelayed(head, strip?.plain ?? RELAY_SKIP, identityLine(caller), requestFraming(head), req.bytes, claimLines)
+          : prepareRelayed(head, strip?.traced ?? RELAY_SKIP_TRACED, identityLine(caller), requestFraming(head), req.bytes, span.line + claimLines);
     } catch (err) {
       metrics.refused.inc({ direction: "inbound", reason: "header-value" });
       const e = errorParts("bad-request", (err as Error).message, { connection: "close" });
@@ -112,8 +115,8 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   }
 
   /** Puts the head's target in the normal form the service receives; undefined, or the answer that refuses it. */
-  function admission(head: RequestHead, caller: string, policies: InboundPolicies, user: EndUser | undefined, limited = true): ErrorParts | undefined {
-    const admitted = admitInbound(metrics, limited ? policies : { ...policies, limiter: undefined }, caller, head.method, head.pathAndQuery, head.fields, head.connectionTokens, user);
+  function admission(head: RequestHead, caller: string, policies: InboundPolicies, user: EndUser | undefined, dropped: readonly string[], limited = true): ErrorParts | undefined {
+    const admitted = admitInbound(metrics, limited ? policies : { ...policies, limiter: undefined }, caller, head.method, head.pathAndQuery, head.fields, dropped, user);
     if (typeof admitted !== "string") return admitted;
     if (admitted !== head.pathAndQuery) head.pathAndQuery = admitted;
     return undefined;

@@ -9,7 +9,7 @@
 import type { Server } from "bun";
 import { errorResponse, internalErrorResponse, responseOf } from "./errors.ts";
 import { admitInbound, authenticateInbound, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
-import { CLIENT_ID_HEADER, forwardableHeaders } from "./headers.ts";
+import { CLIENT_ID_HEADER, deleteNamed, forwardableHeaders } from "./headers.ts";
 import { statusClass, type ProxyMetrics } from "./metrics.ts";
 import { relayResponse } from "./relay-response.ts";
 import { proxyFailureOf, type Http1Pool } from "./transport/h1/index.ts";
@@ -69,15 +69,16 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
       if (policies.authorizer || policies.dryRun || policies.authenticator) headers.forEach((value, name) => fields.push(name, value));
       const authn = await authenticateInbound(deps.metrics, policies, caller, fields, []);
       if (isRefusal(authn)) return responseOf(authn);
-      for (const name of authn.strip?.names ?? []) headers.delete(name);
-      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fields, [], authn.user);
+      if (authn.strip) deleteNamed(headers, authn.strip.names);
+      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fields, authn.strip?.names ?? [], authn.user);
       if (typeof target !== "string") return responseOf(target);
-      if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target, authn.strip?.names);
+      if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target, authn);
       deps.tracker.start();
       const peer = peerService(caller);
       let status = 502;
       try {
         headers.set(CLIENT_ID_HEADER, caller);
+        for (const [name, value] of authn.claimHeaders) headers.set(name, value);
         const res = await pool.send({ method: req.method, pathAndQuery: target, headers, body: req.body, signal: req.signal });
         status = res.status;
         deps.health?.onResult(status < 500);

@@ -53,6 +53,9 @@ spec:
     - issuer: ${INLINE_ISSUER}
       audiences: [payments]
       jwks: ${JSON.stringify({ keys: [await publicJwk(inline, "k1")] })}
+      outputClaimToHeaders:
+        - { header: x-user, claim: sub }
+        - { header: x-tier, claim: plan.tier }
     - issuer: ${REMOTE_ISSUER}
       jwksUri: http://127.0.0.1:${jwksServer.port}/keys
       fromHeaders: [{ name: x-user-token }]
@@ -71,7 +74,14 @@ spec:
     - to: { paths: [/admin/*] }
       when: [{ claim: groups, values: [admins] }]
 `;
-  seen = fx.service((req) => Response.json({ authorization: req.headers.get("authorization"), userToken: req.headers.get("x-user-token"), path: new URL(req.url).pathname }));
+  seen = fx.service((req) =>
+    Response.json({
+      authorization: req.headers.get("authorization"),
+      userToken: req.headers.get("x-user-token"),
+      path: new URL(req.url).pathname,
+      claims: [...req.headers].filter(([name]) => /^x[-_](user|tier)$/.test(name)),
+    }),
+  );
   const payments = await fx.proxy("payments", seen.url, fx.config("payments", {}, policies));
   const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders", { payments: [payments.ports.inbound] }));
   ports = { orders: orders.ports.outbound, paymentsAdmin: payments.ports.admin };
@@ -90,9 +100,20 @@ describe("tokens verified at the service's inbound", () => {
   test("a valid token lets the user in; its header does not reach the service", async () => {
     const r = await call("/v1/charges", { authorization: `Bearer ${await token(inline, "k1")}` });
     expect(r.status).toBe(200);
-    expect(JSON.parse(r.body)).toEqual({ authorization: null, userToken: null, path: "/v1/charges" });
+    expect(JSON.parse(r.body)).toEqual({ authorization: null, userToken: null, path: "/v1/charges", claims: [["x-user", "alice"]] });
     // Seen again: verified from the kept result.
     expect((await call("/v1/charges", { authorization: `Bearer ${await token(inline, "k1")}` })).status).toBe(200);
+  });
+
+  test("claims the rule names reach the service as headers; copies a client sends are removed, token or not", async () => {
+    const claimsSeen = async (headers: Record<string, string>) => JSON.parse((await call("/public", headers)).body).claims;
+    const gold = await token(inline, "k1", { plan: { tier: "gold" } });
+    expect(await claimsSeen({ authorization: `Bearer ${gold}`, "x-user": "admin", x_tier: "platinum" })).toEqual([["x-tier", "gold"], ["x-user", "alice"]]);
+    expect(await claimsSeen({ "x-user": "admin", x_user: "admin", "x-tier": "platinum" })).toEqual([]);
+    // A claim that is not printable ASCII on one line (a header to inject), or not a string, number or boolean, is left out.
+    const odd = await new SignJWT({ plan: { tier: ["a", "b"] } }).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(INLINE_ISSUER).setSubject("eve\r\nx-admin: 1").setAudience("payments").setExpirationTime("5m").sign(inline.privateKey);
+    const r = await call("/public", { authorization: `Bearer ${odd}` });
+    expect([r.status, JSON.parse(r.body).claims]).toEqual([200, []]);
   });
 
   test("a claim condition: only a token whose groups hold admins reaches /admin", async () => {

@@ -58,6 +58,16 @@ describe("schema", () => {
     ]);
   });
 
+  test("a claim header must be one of its own: not a token's header, not one the proxy sets", () => {
+    expect(
+      issues({ service: "payments", jwtRules: [{ issuer: ISSUER, jwks: { keys: [rsa] }, outputClaimToHeaders: [{ header: "Authorization", claim: "sub" }, { header: "x-mesh-client-id", claim: "sub" }, { header: "x-user", claim: "a..b" }] }] }),
+    ).toEqual([
+      'spec.jwtRules[0].outputClaimToHeaders[1].header: "x-mesh-client-id" is removed or set by the proxy; it cannot carry a claim',
+      'spec.jwtRules[0].outputClaimToHeaders[2].claim: expected a claim name, or names joined by "." for a nested claim',
+      'spec.jwtRules[0].outputClaimToHeaders[0].header: "authorization" carries tokens (fromHeaders); a claim needs a header of its own',
+    ]);
+  });
+
   test("http:// is accepted to a loopback key server", () => {
     for (const uri of ["http://127.0.0.1:8080/keys", "http://localhost/keys", "http://[::1]:9000/keys"]) expect(issues({ service: "*", jwtRules: [{ issuer: ISSUER, jwksUri: uri }] })).toEqual([]);
   });

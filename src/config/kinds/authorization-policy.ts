@@ -92,7 +92,7 @@ export const Operation = z
   .describe("What the request does; each field given must match (entries within a field: any one).");
 
 /** A claim name, or a path into nested claims with dots (Keycloak's `realm_access.roles`). */
-const CLAIM_PATH = /^[^.\s]+(\.[^.\s]+)*$/;
+export const ClaimPath = z.string().regex(/^[^.\s]+(\.[^.\s]+)*$/, 'expected a claim name, or names joined by "." for a nested claim');
 
 export const Condition = z
   .strictObject({
@@ -105,10 +105,7 @@ export const Condition = z
       })
       .optional()
       .describe('Request header name; "_" and "-" are one (CGI-style servers read both as one variable).'),
-    claim: z
-      .string()
-      .regex(CLAIM_PATH, 'expected a claim name, or names joined by "." for a nested claim')
-      .optional()
+    claim: ClaimPath.optional()
       .describe('A claim of the end-user token a RequestAuthentication verified: a name, or a path like realm_access.roles. A request without a token matches none.'),
     values: z
       .array(z.string().refine((v) => !v.includes(",") && v.trim() === v && v.length > 0, "expected a single value: no comma, no surrounding space"))

@@ -9,7 +9,7 @@ import { isIP } from "node:net";
 import { z } from "zod";
 import { always, policyService } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
-import { UNMATCHABLE_HEADERS } from "./authorization-policy";
+import { ClaimPath, UNMATCHABLE_HEADERS } from "./authorization-policy";
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
@@ -40,16 +40,20 @@ const JwksUri = z.url({ protocol: /^https?$/, error: "expected an https:// URL" 
   if (url.protocol === "http:" && !loopback) ctx.addIssue({ code: "custom", message: "expected https://: keys fetched over plain HTTP could be swapped on the way (http:// only to a loopback address)" });
 });
 
+/** A header name the proxy neither removes nor sets itself, lower-cased. */
+const HeaderName = (use: string) =>
+  z
+    .string()
+    .regex(TOKEN, "expected an HTTP header name")
+    .transform((h) => h.toLowerCase())
+    .superRefine((h, ctx) => {
+      if (UNMATCHABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is removed or set by the proxy; ${use}` });
+    })
+    .describe("Header name.");
+
 const TokenLocation = z
   .strictObject({
-    name: z
-      .string()
-      .regex(TOKEN, "expected an HTTP header name")
-      .transform((h) => h.toLowerCase())
-      .superRefine((h, ctx) => {
-        if (UNMATCHABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is removed or set by the proxy; a token cannot travel in it` });
-      })
-      .describe("Header name."),
+    name: HeaderName("a token cannot travel in it"),
     prefix: z.string().default("").describe('What precedes the token in the value, e.g. "Bearer " (matched without regard to case); default none.'),
   })
   .describe("A request header that carries a token.");
@@ -66,6 +70,20 @@ export const JwtRule = z
       .default([{ name: "authorization", prefix: "Bearer " }])
       .describe('Headers a token is looked for in; default `Authorization: Bearer <token>`.'),
     forwardOriginalToken: z.boolean().default(false).describe("Keep the token's header on the request the service receives; default false: it is removed once verified."),
+    outputClaimToHeaders: z
+      .array(
+        z
+          .strictObject({
+            header: HeaderName("it cannot carry a claim"),
+            claim: ClaimPath.describe("The claim: a name, or a path like realm_access.roles."),
+          })
+          .describe("A header the service receives with a claim of the verified token."),
+      )
+      .min(1)
+      .optional()
+      .describe(
+        "Claims the service receives as headers, so it need not read the token: a string, number or boolean claim, as printable ASCII; others are left out. These headers are removed from every request first, token or not, so a client cannot send them itself.",
+      ),
   })
   .superRefine((rule, ctx) => {
     if ((rule.jwks === undefined) === (rule.jwksUri === undefined))
@@ -80,9 +98,14 @@ export const RequestAuthenticationSpec = z
   })
   .superRefine((spec, ctx) => {
     const seen = new Set<string>();
+    const tokenHeaders = new Set(spec.jwtRules?.flatMap((r) => r.fromHeaders?.map((l) => l.name) ?? []));
     spec.jwtRules?.forEach((rule, i) => {
       if (seen.has(rule.issuer)) ctx.addIssue({ code: "custom", path: ["jwtRules", i, "issuer"], message: `issuer "${rule.issuer}" is listed twice` });
       seen.add(rule.issuer);
+      rule.outputClaimToHeaders?.forEach((o, j) => {
+        if (tokenHeaders.has(o.header))
+          ctx.addIssue({ code: "custom", path: ["jwtRules", i, "outputClaimToHeaders", j, "header"], message: `"${o.header}" carries tokens (fromHeaders); a claim needs a header of its own` });
+      });
     });
   }, always)
   .describe("Which end-user tokens (JWTs) a service accepts: issuers, their keys, audiences.");

@@ -12,7 +12,7 @@
  */
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
-import { appliesTo, type EndUser, type PolicySubject } from "../authorization.ts";
+import { appliesTo, claimAt, type EndUser, type PolicySubject } from "../authorization.ts";
 import { IssuerKeys, loadJose, type KeySet, type KeySource } from "./issuer-keys.ts";
 import { AMBIGUOUS, findToken, tokenLocation, tokenOf, type FoundToken, type TokenLocation } from "./token-lookup.ts";
 
@@ -36,7 +36,7 @@ export class Unauthenticated {
   ) {}
 }
 
-/** Headers left off the request forwarded (with the proxy's own), by how the head is built. */
+/** Headers left off the request forwarded (with the proxy's own), by how the head is built: the verified token's, and those claims go in. */
 export interface StrippedHeaders {
   names: readonly string[];
   plain: ReadonlySet<string>;
@@ -46,11 +46,14 @@ export interface StrippedHeaders {
 export interface Authenticated {
   /** Who the verified token is for; undefined when the request carried none. */
   user: EndUser | undefined;
-  /** Set when the verified token's header is not forwarded. */
+  /** Set when headers are left off: the verified token's (unless forwarded), those claims go in. */
   strip: StrippedHeaders | undefined;
+  /** The claims the service receives as headers (outputClaimToHeaders): as [name, value] pairs, and as head lines. */
+  claimHeaders: readonly (readonly [string, string])[];
+  claimLines: string;
 }
 
-export const ANONYMOUS: Authenticated = { user: undefined, strip: undefined };
+export const ANONYMOUS: Authenticated = { user: undefined, strip: undefined, claimHeaders: [], claimLines: "" };
 
 export type AuthenticationOutcome = Authenticated | Unauthenticated;
 
@@ -62,12 +65,16 @@ interface Issuer {
   forward: boolean;
   /** The locations its rule names: its tokens are accepted there only. */
   locations: ReadonlySet<string>;
+  /** Claims sent on as headers: header name, claim path. */
+  outputs: readonly { header: string; claim: readonly string[] }[];
 }
 
 const locationKey = (l: TokenLocation) => `${l.name}\n${l.scheme}\n${l.spaced}`;
 
 interface Verified {
   user: EndUser;
+  claimHeaders: readonly (readonly [string, string])[];
+  claimLines: string;
   issuer: Issuer;
   /** Epoch ms after which the token is verified again (and refused if expired). */
   until: number;
@@ -79,6 +86,10 @@ export class RequestAuthenticator {
   private readonly keys: IssuerKeys;
   /** By token: verified, or being verified (one verification for concurrent requests). */
   private readonly verified = new Map<string, Verified | Promise<Verified | Unauthenticated>>();
+  /** Every header a rule sends a claim in: removed from every request, token or not, so a client cannot send one itself. */
+  private readonly claimHeaderNames: readonly string[];
+  /** What a request without a token gets. */
+  private readonly anonymous: Authenticated;
   private lastValue = "";
   private lastToken = "";
   /** The header sets without each header a token may come in, by that header's name as sent. */
@@ -100,6 +111,7 @@ export class RequestAuthenticator {
           source: r.jwks ? { jwks: r.jwks } : { jwksUri: r.jwksUri! },
           forward: r.forwardOriginalToken,
           locations: new Set(locationsOf(r).map(locationKey)),
+          outputs: (r.outputClaimToHeaders ?? []).map((o) => ({ header: o.header, claim: o.claim.split(".") })),
         },
       ]),
     );
@@ -109,6 +121,8 @@ export class RequestAuthenticator {
       .filter((l) => !seen.has(locationKey(l)) && seen.add(locationKey(l)))
       // The longest prefix first: "Bearer " must win over "" on the same header.
       .sort((a, b) => b.scheme.length - a.scheme.length);
+    this.claimHeaderNames = [...new Set(rules.flatMap((r) => (r.outputClaimToHeaders ?? []).map((o) => o.header)))];
+    this.anonymous = this.claimHeaderNames.length === 0 ? ANONYMOUS : { ...ANONYMOUS, strip: this.strippedOf(undefined) };
     this.keys = new IssuerKeys(
       rules.flatMap((r) => (r.jwksUri ? [r.jwksUri] : [])),
       previous?.keys,
@@ -118,7 +132,7 @@ export class RequestAuthenticator {
   /** The request's principal, at once when it carries no token or one seen before; else once its token is verified. */
   authenticate(fields: readonly string[], dropped: readonly string[]): AuthenticationOutcome | Promise<AuthenticationOutcome> {
     const found = findToken(fields, dropped, this.locations);
-    if (found === undefined) return ANONYMOUS;
+    if (found === undefined) return this.anonymous;
     if (found === AMBIGUOUS) return new Unauthenticated("ambiguous", "the request carries more than one token");
     // A keep-alive client's repeated value is the previous request's string: its token is too, hash and all.
     if (found.value !== this.lastValue) {
@@ -136,7 +150,8 @@ export class RequestAuthenticator {
   private outcome(v: Verified | Unauthenticated, found: FoundToken): AuthenticationOutcome {
     if (v instanceof Unauthenticated) return v;
     if (!v.issuer.locations.has(locationKey(found.location))) return new Unauthenticated("issuer", "the token's issuer does not send its tokens in this header");
-    return { user: v.user, strip: v.issuer.forward ? undefined : this.strippedOf(found.header) };
+    const strip = v.issuer.forward ? this.anonymous.strip : this.strippedOf(found.header);
+    return { user: v.user, strip, claimHeaders: v.claimHeaders, claimLines: v.claimLines };
   }
 
   private verify(token: string): Promise<Verified | Unauthenticated> {
@@ -173,18 +188,31 @@ export class RequestAuthenticator {
       });
       const sub = typeof payload.sub === "string" ? payload.sub : "";
       const expires = typeof payload.exp === "number" ? payload.exp * 1000 : Infinity;
-      return { user: { principal: `${issuer.issuer}/${sub}`, claims: payload }, issuer, until: Math.min(expires, Date.now() + REVERIFY_AFTER_MS, keys.dueAt() ?? Infinity) };
+      const claimHeaders = issuer.outputs.flatMap((o) => {
+        const value = headerValueOf(payload, o.claim);
+        return value === undefined ? [] : [[o.header, value] as const];
+      });
+      return {
+        user: { principal: `${issuer.issuer}/${sub}`, claims: payload },
+        claimHeaders,
+        claimLines: claimHeaders.map(([name, value]) => `${name}: ${value}\r\n`).join(""),
+        issuer,
+        until: Math.min(expires, Date.now() + REVERIFY_AFTER_MS, keys.dueAt() ?? Infinity),
+      };
     } catch (err) {
       return failureOf(err);
     }
   }
 
-  private strippedOf(header: string): StrippedHeaders {
-    let s = this.stripped.get(header);
+  /** The claim headers, and the token's header when given. */
+  private strippedOf(header: string | undefined): StrippedHeaders {
+    const key = header ?? "";
+    let s = this.stripped.get(key);
     if (s === undefined) {
       if (this.stripped.size >= 64) this.stripped.clear();
-      s = { names: [header], plain: new Set([...RELAY_SKIP, header]), traced: new Set([...RELAY_SKIP_TRACED, header]) };
-      this.stripped.set(header, s);
+      const names = header === undefined ? this.claimHeaderNames : [...this.claimHeaderNames, header];
+      s = { names, plain: new Set([...RELAY_SKIP, ...names]), traced: new Set([...RELAY_SKIP_TRACED, ...names]) };
+      this.stripped.set(key, s);
     }
     return s;
   }
@@ -194,6 +222,13 @@ export class RequestAuthenticator {
 export function requestAuthenticatorFor(policies: readonly RequestAuthentication[], subject: PolicySubject, previous?: RequestAuthenticator): RequestAuthenticator | undefined {
   const own = policies.filter((p) => appliesTo(p, subject));
   return own.length === 0 ? undefined : new RequestAuthenticator(own, previous);
+}
+
+/** A claim as a header value: a string, number or boolean claim of printable ASCII only (no line breaks to inject); undefined otherwise. */
+function headerValueOf(claims: Readonly<Record<string, unknown>>, path: readonly string[]): string | undefined {
+  const v = claimAt(claims, path);
+  const text = typeof v === "string" ? v : typeof v === "number" || typeof v === "boolean" ? String(v) : undefined;
+  return text !== undefined && /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(text) ? text : undefined;
 }
 
 /** `iss` from the token's claims, read before verifying to pick the keys; never trusted on its own. */

@@ -4,6 +4,7 @@
  * token (`Authorization: Basic …` passes untouched); more than one token is refused, so
  * the token verified is the only one the service could read.
  */
+import { inCgiList, sameCgiName } from "../../core/cgi-name.ts";
 
 export interface TokenLocation {
   /** Header name, lower case. */
@@ -53,22 +54,17 @@ export function findToken(fields: readonly string[], dropped: readonly string[],
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i]!;
     for (const location of locations) {
-      if (!sameName(name, location.name)) continue;
+      if (!sameCgiName(name, location.name)) continue;
       const value = fields[i + 1]!;
       const at = afterPrefix(value, location);
       if (at < 0) continue;
-      if (dropped.length > 0 && dropped.includes(name)) break;
+      if (dropped.length > 0 && inCgiList(dropped, name)) break;
       if (found !== undefined) return AMBIGUOUS;
       found = { value, at, header: name, location };
       break;
     }
   }
   return found;
-}
-
-/** "_" in a name is read as "-": CGI-style servers (WSGI, Rack, PHP) read `x_token` as `x-token`, so a token there is verified too. */
-function sameName(name: string, location: string): boolean {
-  return name === location || (name.includes("_") && name.replaceAll("_", "-") === location);
 }
 
 /**

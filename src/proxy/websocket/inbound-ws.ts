@@ -6,7 +6,8 @@
 import type { Server } from "bun";
 import { peerService } from "../peer-service.ts";
 import { errorResponse } from "../errors.ts";
-import { CLIENT_ID_HEADER } from "../headers.ts";
+import { CLIENT_ID_HEADER, deleteNamed } from "../headers.ts";
+import { ANONYMOUS, type Authenticated } from "../authentication/authenticator.ts";
 import { DEFAULT_HANDLER_LIMITS, relayHandler } from "./handler.ts";
 import { proxyUpgrade, upgradeContext, type WebSocketDeps } from "./proxy-upgrade.ts";
 import type { Relay } from "./relay.ts";
@@ -20,14 +21,15 @@ export function inboundWebSockets(deps: WebSocketDeps & { upstream: URL }) {
     handler: relayHandler(DEFAULT_HANDLER_LIMITS),
     /**
      * `caller` is the SPIFFE ID the TLS bridge proved for this connection; `target` the
-     * admitted path and query; `strip` headers left off (a verified end-user token's).
+     * admitted path and query; `authn` what its end-user token left off and adds.
      */
-    async upgrade(req: Request, server: Server<Relay>, caller: string, target: string, strip: readonly string[] = []): Promise<Response | undefined> {
+    async upgrade(req: Request, server: Server<Relay>, caller: string, target: string, authn: Authenticated = ANONYMOUS): Promise<Response | undefined> {
       const problem = handshakeProblem(req);
       if (problem) return errorResponse("bad-request", problem);
       const headers = upstreamHeaders(req);
-      for (const name of strip) headers.delete(name);
+      if (authn.strip) deleteNamed(headers, authn.strip.names);
       headers.set(CLIENT_ID_HEADER, caller);
+      for (const [name, value] of authn.claimHeaders) headers.set(name, value);
       return proxyUpgrade(req, server, { url: origin + target, headers, peer: peerService(caller) }, ctx);
     },
   };

@@ -8,6 +8,7 @@
  */
 import { TCHAR } from "./response-head.ts";
 import { fieldValue, type RequestHead } from "./request-parse.ts";
+import { inCgiList, inCgiSet } from "../../../core/cgi-name.ts";
 
 export type RequestFraming = { kind: "none" } | { kind: "length"; length: number } | { kind: "chunked" };
 
@@ -125,7 +126,8 @@ export function prepareRelayed(
   let idempotencyKey = false;
   for (let i = 0; i < fields.length; i += 2) {
     const name = fields[i]!;
-    if (skipped(skip, name) || (listed.length > 0 && listed.includes(name))) continue;
+    // Either spelling (core/cgi-name.ts): a copy of x-mesh-client-id as x_mesh_client_id would stand in for the proxy's.
+    if (inCgiSet(skip, name) || (listed.length > 0 && inCgiList(listed, name))) continue;
     if (name === "idempotency-key") idempotencyKey = true;
     head += `${name}: ${fields[i + 1]}\r\n`;
   }
@@ -143,15 +145,6 @@ export function prepareRelayed(
  * "content-length: 0" added) and a bodiless method's "Content-Length: 0" (dropped) are
  * rebuilt.
  */
-/**
- * In `skip`, or named so with "_" for "-": CGI-style servers (WSGI, Rack, PHP) read
- * `x_mesh_client_id` as `x-mesh-client-id`, so a copy under that name could stand in for
- * the header the proxy sets.
- */
-function skipped(skip: ReadonlySet<string>, name: string): boolean {
-  return skip.has(name) || (name.includes("_") && skip.has(name.replaceAll("_", "-")));
-}
-
 function asReceived(req: RelayedRequestHead, skip: ReadonlySet<string>): boolean {
   if (req.minor !== 1 || req.pathAndQuery !== req.target || req.chunked) return false;
   const length = req.contentLength;
@@ -163,7 +156,7 @@ function asReceived(req: RelayedRequestHead, skip: ReadonlySet<string>): boolean
     if (name === "content-length") {
       const value = fields[i + 1]!;
       if (value.charCodeAt(0) === 48 && value.length > 1) return false;
-    } else if (name !== "host" && skipped(skip, name)) return false;
+    } else if (name !== "host" && inCgiSet(skip, name)) return false;
   }
   return true;
 }
