@@ -19,7 +19,7 @@ const NOT_FORWARDED = [...HOP_BY_HOP, ...IDENTITY];
 export function forwardableHeaders(source: Headers): Headers {
   const out = new Headers(source);
   const listed = source.get("connection");
-  if (listed) for (const name of listed.split(",")) out.delete(name.trim());
+  if (listed) deleteNamed(out, listed.split(",").map((name) => name.trim().toLowerCase()));
   deleteNamed(out, NOT_FORWARDED);
   return out;
 }
