@@ -92,7 +92,7 @@ export class RequestAuthenticator {
   private readonly anonymous: Authenticated;
   private lastValue = "";
   private lastToken = "";
-  /** The header sets without each header a token may come in, by that header's name as sent. */
+  /** The header sets without the claim headers and a token's header, by that header's name as sent ("" for none). */
   private readonly stripped = new Map<string, StrippedHeaders>();
 
   constructor(
