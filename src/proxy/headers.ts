@@ -27,7 +27,7 @@ export function forwardableHeaders(source: Headers): Headers {
 /** Deletes `names` from `headers`, in either spelling (core/cgi-name.ts). */
 export function deleteNamed(headers: Headers, names: readonly string[]): void {
   for (const name of names) headers.delete(name);
-  for (const name of [...headers.keys()]) if (name.includes("_") && inCgiList(names, name)) headers.delete(name);
+  for (const name of [...headers.keys()]) if (inCgiList(names, name)) headers.delete(name);
 }
 
 /** Request fields never relayed from a raw downstream request: hop-by-hop, framing, identity, and Expect (answered here). */

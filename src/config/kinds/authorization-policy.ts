@@ -5,6 +5,7 @@
  * an allow policy names a service, only requests one of its rules matches are.
  */
 import { z } from "zod";
+import { cgiName } from "../../core/cgi-name";
 import { isNormalPath } from "../../core/normal-path";
 import { nameProblem, parseSpiffeId } from "../../pki/spiffe";
 import { always, dnsLabel, policyService } from "../common";
@@ -99,12 +100,12 @@ export const Condition = z
     header: z
       .string()
       .regex(TOKEN, "expected an HTTP header name")
-      .transform((h) => h.toLowerCase().replaceAll("_", "-"))
+      .transform((h) => cgiName(h.toLowerCase()))
       .superRefine((h, ctx) => {
         if (UNMATCHABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is removed or set by the proxy before the service sees it; a rule cannot use it` });
       })
       .optional()
-      .describe('Request header name; "_" and "-" are one (CGI-style servers read both as one variable).'),
+      .describe('Request header name; "_" and other separators are read as "-" (CGI-style servers read them all as one variable).'),
     claim: ClaimPath.optional()
       .describe('A claim of the end-user token a RequestAuthentication verified: a name, or a path like realm_access.roles. A request without a token matches none.'),
     values: z

@@ -7,6 +7,7 @@
  */
 import { isIP } from "node:net";
 import { z } from "zod";
+import { cgiName } from "../../core/cgi-name";
 import { always, policyService } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 import { ClaimPath, UNMATCHABLE_HEADERS } from "./authorization-policy";
@@ -40,16 +41,18 @@ const JwksUri = z.url({ protocol: /^https?$/, error: "expected an https:// URL" 
   if (url.protocol === "http:" && !loopback) ctx.addIssue({ code: "custom", message: "expected https://: keys fetched over plain HTTP could be swapped on the way (http:// only to a loopback address)" });
 });
 
-/** A header name the proxy neither removes nor sets itself, lower-cased. */
+/** A header name the proxy neither removes nor sets itself, in the one form its spellings share (core/cgi-name.ts). */
 const HeaderName = (use: string) =>
   z
     .string()
     .regex(TOKEN, "expected an HTTP header name")
-    .transform((h) => h.toLowerCase())
-    .superRefine((h, ctx) => {
-      if (UNMATCHABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is removed or set by the proxy; ${use}` });
+    .superRefine((written, ctx) => {
+      const h = cgiName(written.toLowerCase());
+      const read = h === written ? "" : ` (read as "${h}")`;
+      if (UNMATCHABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${written}"${read} is removed or set by the proxy; ${use}` });
     })
-    .describe("Header name.");
+    .transform((h) => cgiName(h.toLowerCase()))
+    .describe('Header name; "_" and other separators are read as "-", as CGI-style servers read them.');
 
 const TokenLocation = z
   .strictObject({
@@ -102,9 +105,12 @@ export const RequestAuthenticationSpec = z
     spec.jwtRules?.forEach((rule, i) => {
       if (seen.has(rule.issuer)) ctx.addIssue({ code: "custom", path: ["jwtRules", i, "issuer"], message: `issuer "${rule.issuer}" is listed twice` });
       seen.add(rule.issuer);
+      const claimHeaders = new Set<string>();
       rule.outputClaimToHeaders?.forEach((o, j) => {
-        if (tokenHeaders.has(o.header))
-          ctx.addIssue({ code: "custom", path: ["jwtRules", i, "outputClaimToHeaders", j, "header"], message: `"${o.header}" carries tokens (fromHeaders); a claim needs a header of its own` });
+        const path = ["jwtRules", i, "outputClaimToHeaders", j, "header"];
+        if (tokenHeaders.has(o.header)) ctx.addIssue({ code: "custom", path, message: `"${o.header}" carries tokens (fromHeaders); a claim needs a header of its own` });
+        if (claimHeaders.has(o.header)) ctx.addIssue({ code: "custom", path, message: `"${o.header}" is named twice in this rule` });
+        claimHeaders.add(o.header);
       });
     });
   }, always)
