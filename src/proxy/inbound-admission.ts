@@ -8,6 +8,7 @@
 import { normalTarget, PathRefusal } from "../core/normal-path.ts";
 import { ANONYMOUS, Unauthenticated, type Authenticated, type AuthenticationOutcome, type RequestAuthenticator } from "./authentication/authenticator.ts";
 import type { Authorizer, EndUser } from "./authorization.ts";
+import { inCgiList } from "../core/cgi-name.ts";
 import { errorParts, type ErrorParts } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
@@ -51,6 +52,20 @@ function answerTo(metrics: ProxyMetrics, caller: string, outcome: Authentication
   if (!(outcome instanceof Unauthenticated)) return outcome;
   metrics.unauthenticated.inc({ peer: peerService(caller), reason: outcome.reason });
   return errorParts("unauthenticated", outcome.detail, { "www-authenticate": 'Bearer error="invalid_token"' });
+}
+
+/**
+ * The fields rules read: those the service will receive. Without the headers the proxy
+ * leaves off (a client's copy of a claim header, the token's header), and with the claim
+ * headers it adds; `fields` itself when it changes nothing.
+ */
+export function fieldsSeen(fields: readonly string[], authn: Authenticated): readonly string[] {
+  const strip = authn.strip;
+  if (strip === undefined) return fields;
+  const seen: string[] = [];
+  for (let i = 0; i < fields.length; i += 2) if (!inCgiList(strip.names, fields[i]!)) seen.push(fields[i]!, fields[i + 1]!);
+  for (const [name, value] of authn.claimHeaders) seen.push(name, value);
+  return seen;
 }
 
 /** An answer that refuses the request, as opposed to the request's end user. */

@@ -27,9 +27,8 @@ import type { UpstreamHealth } from "./upstream-health.ts";
 import { eventNow } from "../core/clock.ts";
 import type { AccessLog } from "./access-log.ts";
 import type { ActiveSpan, Tracer } from "./tracing/tracer.ts";
-import { admitInbound, authenticateInbound, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
-import type { Authenticated } from "./authentication/authenticator.ts";
-import type { EndUser } from "./authorization.ts";
+import { admitInbound, authenticateInbound, fieldsSeen, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
+import { ANONYMOUS, type Authenticated } from "./authentication/authenticator.ts";
 import type { RequestHead } from "./transport/h1/request-parse.ts";
 
 export interface InboundHandlerDeps {
@@ -61,7 +60,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
       // A token may need verifying first, which this answer cannot wait for: with a RequestAuthentication
       // in force the path alone is checked here, and the loopback server verifies and applies the policies.
       const checked = policies.authenticator === undefined ? policies : { pending: policies.pending };
-      const refusal = admission(head, peer!, checked, undefined, head.connectionTokens, false);
+      const refusal = admission(head, peer!, checked, ANONYMOUS, false);
       if (refusal !== undefined || head.pathAndQuery === sent) return refusal;
       // The tunnel relays the upgrade's own bytes: only a path that needs no rewriting reaches the service as matched.
       metrics.refused.inc({ direction: "inbound", reason: "path" });
@@ -85,15 +84,12 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   function relay(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
     const caller = req.peer!;
     const head = req.head;
-    // What the proxy leaves off (the token's header, claim headers a client sent) no rule sees either.
-    const strip = isRefusal(authn) ? undefined : authn.strip;
-    const dropped = strip === undefined ? head.connectionTokens : [...head.connectionTokens, ...strip.names];
-    const refusal = isRefusal(authn) ? authn : admission(head, caller, policies, authn.user, dropped);
+    const refusal = isRefusal(authn) ? authn : admission(head, caller, policies, authn);
     if (refusal !== undefined) {
       log?.request("inbound", head, refusal.status, 0, caller);
       return res.respond(refusal.status, refusal.headers, refusal.body);
     }
-    const claimLines = (authn as Authenticated).claimLines;
+    const { strip, claimLines } = authn as Authenticated;
     // The span's traceparent replaces the caller's, so the service continues from it.
     const span = deps.tracer?.begin(head.fields);
     let prepared: PreparedRequest;
@@ -115,8 +111,10 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   }
 
   /** Puts the head's target in the normal form the service receives; undefined, or the answer that refuses it. */
-  function admission(head: RequestHead, caller: string, policies: InboundPolicies, user: EndUser | undefined, dropped: readonly string[], limited = true): ErrorParts | undefined {
-    const admitted = admitInbound(metrics, limited ? policies : { ...policies, limiter: undefined }, caller, head.method, head.pathAndQuery, head.fields, dropped, user);
+  /** `authn`: the end user, and the headers the proxy leaves off and adds, which rules see as the service will. */
+  function admission(head: RequestHead, caller: string, policies: InboundPolicies, authn: Authenticated, limited = true): ErrorParts | undefined {
+    const checked = limited ? policies : { ...policies, limiter: undefined };
+    const admitted = admitInbound(metrics, checked, caller, head.method, head.pathAndQuery, fieldsSeen(head.fields, authn), head.connectionTokens, authn.user);
     if (typeof admitted !== "string") return admitted;
     if (admitted !== head.pathAndQuery) head.pathAndQuery = admitted;
     return undefined;

@@ -8,7 +8,7 @@
  */
 import type { Server } from "bun";
 import { errorResponse, internalErrorResponse, responseOf } from "./errors.ts";
-import { admitInbound, authenticateInbound, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
+import { admitInbound, authenticateInbound, fieldsSeen, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
 import { CLIENT_ID_HEADER, deleteNamed, forwardableHeaders } from "./headers.ts";
 import { statusClass, type ProxyMetrics } from "./metrics.ts";
 import { relayResponse } from "./relay-response.ts";
@@ -70,7 +70,7 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
       const authn = await authenticateInbound(deps.metrics, policies, caller, fields, []);
       if (isRefusal(authn)) return responseOf(authn);
       if (authn.strip) deleteNamed(headers, authn.strip.names);
-      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fields, authn.strip?.names ?? [], authn.user);
+      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fieldsSeen(fields, authn), [], authn.user);
       if (typeof target !== "string") return responseOf(target);
       if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target, authn);
       deps.tracker.start();
