@@ -92,7 +92,7 @@ export class RequestAuthenticator {
   private readonly anonymous: Authenticated;
   private lastValue = "";
   private lastToken = "";
-  /** The header sets without the claim headers and a token's header, by that header's name as sent ("" for none). */
+  /** The header sets without the claim headers and a token's header, by that header's name ("" for none). */
   private readonly stripped = new Map<string, StrippedHeaders>();
 
   constructor(
@@ -150,7 +150,8 @@ export class RequestAuthenticator {
   private outcome(v: Verified | Unauthenticated, found: FoundToken): AuthenticationOutcome {
     if (v instanceof Unauthenticated) return v;
     if (!v.issuer.locations.has(locationKey(found.location))) return new Unauthenticated("issuer", "the token's issuer does not send its tokens in this header");
-    const strip = v.issuer.forward ? this.anonymous.strip : this.strippedOf(found.header);
+    // By the location's name: the header in every spelling is left off, not only the one the token came in.
+    const strip = v.issuer.forward ? this.anonymous.strip : this.strippedOf(found.location.name);
     return { user: v.user, strip, claimHeaders: v.claimHeaders, claimLines: v.claimLines };
   }
 
