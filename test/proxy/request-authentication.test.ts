@@ -174,6 +174,21 @@ describe("the authenticator", () => {
     }
   });
 
+  test("one value in two headers of different prefixes is two readings: the token found after one prefix is not reused for the other", async () => {
+    const jwk = { ...(await exportJWK(keys.publicKey)), kid: "k1" };
+    const two = manifest<RequestAuthentication>("RequestAuthentication", {
+      service: "payments",
+      jwtRules: [
+        { issuer: ISSUER, jwks: { keys: [jwk] } },
+        { issuer: "https://other.example.com", jwks: { keys: [jwk] }, fromHeaders: [{ name: "x-token" }] },
+      ],
+    });
+    const a = requestAuthenticatorFor([two], subject)!;
+    const value = `Bearer ${await sign()}`;
+    expect(await a.authenticate(["authorization", value], [])).toMatchObject({ user: { principal: `${ISSUER}/alice` } });
+    expect(await a.authenticate(["x-token", value], [])).toMatchObject({ reason: "malformed" });
+  });
+
   test("a refusal names its reason", async () => {
     const a = requestAuthenticatorFor([policy], subject)!;
     const wrongAudience = await new SignJWT({}).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(ISSUER).setAudience("ledger").setExpirationTime("5m").sign(keys.privateKey);

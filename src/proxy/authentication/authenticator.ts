@@ -91,6 +91,7 @@ export class RequestAuthenticator {
   /** What a request without a token gets. */
   private readonly anonymous: Authenticated;
   private lastValue = "";
+  private lastAt = 0;
   private lastToken = "";
   /** The header sets without the claim headers and a token's header, by that header's name ("" for none). */
   private readonly stripped = new Map<string, StrippedHeaders>();
@@ -135,8 +136,9 @@ export class RequestAuthenticator {
     if (found === undefined) return this.anonymous;
     if (found === AMBIGUOUS) return new Unauthenticated("ambiguous", "the request carries more than one token");
     // A keep-alive client's repeated value is the previous request's string: its token is too, hash and all.
-    if (found.value !== this.lastValue) {
+    if (found.value !== this.lastValue || found.at !== this.lastAt) {
       this.lastValue = found.value;
+      this.lastAt = found.at;
       this.lastToken = tokenOf(found);
     }
     const token = this.lastToken;
