@@ -33,8 +33,9 @@ export interface InboundPolicies {
 }
 
 /**
- * The request's end user: ANONYMOUS without an authenticator or a token, the 401 that
- * refuses it (counted here), or a promise of either for a token not seen before.
+ * The request's end user (none without a token, and ANONYMOUS without an authenticator),
+ * the 401 that refuses it (counted here), or a promise of either for a token not seen
+ * before.
  */
 export function authenticateInbound(
   metrics: ProxyMetrics,

@@ -70,18 +70,20 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
       const policies = deps.policies();
       const authn = authenticateInbound(metrics, policies, req.peer!, req.head.fields, req.head.connectionTokens);
       // A token not seen before is verified first: the connection holds its next request meanwhile.
-      if (authn instanceof Promise) authn.then((a) => relayVerified(req, res, policies, a)).catch(() => res.respond(INTERNAL_ERROR.status, INTERNAL_ERROR.headers, INTERNAL_ERROR.body));
-      else relay(req, res, policies, authn);
+      if (authn instanceof Promise)
+        authn.then((a) => forwardVerified(req, res, policies, a)).catch(() => res.respond(INTERNAL_ERROR.status, INTERNAL_ERROR.headers, INTERNAL_ERROR.body));
+      else forward(req, res, policies, authn);
     },
   };
 
   /** After a token's verification: nothing goes to the service for a caller that left meanwhile. */
-  function relayVerified(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
-    if (!res.finished) return relay(req, res, policies, authn);
+  function forwardVerified(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
+    if (!res.finished) return forward(req, res, policies, authn);
     log?.request("inbound", req.head, CLIENT_CLOSED_STATUS, 0, req.peer!);
   }
 
-  function relay(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
+  /** Admits the request, or answers the refusal (authentication's, or admission's), then relays it to the service. */
+  function forward(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
     const caller = req.peer!;
     const head = req.head;
     const refusal = isRefusal(authn) ? authn : admission(head, caller, policies, authn);
@@ -110,8 +112,11 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     deps.pool.dispatch(prepared, req.body, relay, relay);
   }
 
-  /** Puts the head's target in the normal form the service receives; undefined, or the answer that refuses it. */
-  /** `authn`: the end user, and the headers the proxy leaves off and adds, which rules see as the service will. */
+  /**
+   * Puts the head's target in the normal form the service receives; undefined, or the
+   * answer that refuses it. `authn`: the end user, and the headers the proxy leaves off
+   * and adds, which rules see as the service will.
+   */
   function admission(head: RequestHead, caller: string, policies: InboundPolicies, authn: Authenticated, limited = true): ErrorParts | undefined {
     const checked = limited ? policies : { ...policies, limiter: undefined };
     const admitted = admitInbound(metrics, checked, caller, head.method, head.pathAndQuery, fieldsSeen(head.fields, authn), head.connectionTokens, authn.user);
