@@ -5,6 +5,11 @@
  * `x-mesh-client-id`, after any copy the caller sent was removed. Plain requests take
  * the raw path of inbound-handler.ts instead, but any that follow a refused upgrade on its
  * connection arrive here, so every request passes the same admission (inbound-admission.ts).
+ *
+ * Bun.serve 1.4.5 leaves HTTP/1.1 requests pipelined in one write unanswered when the
+ * answer before them is asynchronous (measured with a bare Bun.serve whose handler awaits
+ * a 20 ms timer: neither of two pipelined requests was answered). Here only requests that
+ * follow a refused upgrade can meet that, and they fail closed: nothing reaches the service.
  */
 import type { Server } from "bun";
 import { errorResponse, internalErrorResponse, responseOf } from "./errors.ts";
