@@ -146,6 +146,7 @@ export function proxyMetrics(registry = new Registry()) {
     openCircuits: registry.gauge("mesh_circuit_open", "1 while a destination's circuit-breaker limit is reached."),
     tlsFailures: registry.counter("mesh_tls_failures_total", "Refused TLS peers, by direction and reason."),
     refused: registry.counter("mesh_requests_refused_total", "Requests refused before forwarding as malformed or ambiguous, by direction and reason."),
+    keyFetchFailures: registry.counter("mesh_authentication_key_fetch_failures_total", "Fetches of a RequestAuthentication's jwksUri that failed, by uri and whether keys held went on serving (stale=true) or tokens were refused (stale=false)."),
     unauthenticated: registry.counter("mesh_authentication_failed_total", "Inbound requests refused by a RequestAuthentication (401), by peer service and reason (expired, signature, issuer, ...)."),
     denied: registry.counter("mesh_authorization_denied_total", "Inbound requests refused by authorization (403), by peer service and policy (namespace/name, or no-allow-matched)."),
     dryRunDenied: registry.counter("mesh_authorization_dry_run_denied_total", "Inbound requests let in that dry-run AuthorizationPolicies would refuse, by peer service and policy."),

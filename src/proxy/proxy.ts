@@ -6,6 +6,7 @@
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
 import { requestAuthenticatorFor } from "./authentication/authenticator.ts";
+import { keyFetchReport } from "./authentication/key-fetch-report.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import type { Service } from "../config/kinds/service.ts";
@@ -115,8 +116,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   let config = saved ? withStatic(saved, statics) : statics;
   let snapshot: Snapshot = buildSnapshot(config.services, config.policies, certs, saved ? opts.savedConfig!.version : "static-1");
   const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain };
+  const keyFetchFailed = keyFetchReport(metrics, opts.log);
   const policiesOf = (c: ProxyDocuments, previous?: InboundPolicies): InboundPolicies => ({
-    authenticator: requestAuthenticatorFor(c.authentication, subject, previous?.authenticator),
+    authenticator: requestAuthenticatorFor(c.authentication, subject, previous?.authenticator, keyFetchFailed),
     authorizer: authorizerFor(c.authorization, subject),
     dryRun: dryRunAuthorizerFor(c.authorization, subject),
     limiter: rateLimiterFor(c.rateLimits, subject, previous?.limiter),

@@ -153,7 +153,8 @@ describe("the authenticator", () => {
     const remote = manifest<RequestAuthentication>("RequestAuthentication", { service: "payments", jwtRules: [{ issuer: ISSUER, jwksUri: uri }] });
     const now = Date.now();
     try {
-      const a = requestAuthenticatorFor([remote], subject)!;
+      const failures: [string, boolean][] = [];
+      const a = requestAuthenticatorFor([remote], subject, undefined, (failedUri, _reason, stale) => failures.push([failedUri, stale]))!;
       const verify = async (sub: string) => (await a.authenticate(["authorization", `Bearer ${await sign({}, sub)}`], [])) as AuthenticationOutcome;
       expect(await verify("u1")).toMatchObject({ user: { principal: `${ISSUER}/u1` } });
       // Withdrawn, and the keys due: fetched again before the next token, which no longer verifies.
@@ -168,6 +169,7 @@ describe("the authenticator", () => {
       setSystemTime(new Date(now + 3 * REMOTE_KEYS.maxAgeMs + 3_000));
       expect(await verify("u4")).toMatchObject({ user: { principal: `${ISSUER}/u4` } });
       expect(await verify("u5")).toMatchObject({ user: { principal: `${ISSUER}/u5` } });
+      expect(failures).toEqual([[uri, true]]); // told once: the next fetch waits out the cool-down
     } finally {
       setSystemTime();
       server.stop(true);
@@ -187,6 +189,19 @@ describe("the authenticator", () => {
     const value = `Bearer ${await sign()}`;
     expect(await a.authenticate(["authorization", value], [])).toMatchObject({ user: { principal: `${ISSUER}/alice` } });
     expect(await a.authenticate(["x-token", value], [])).toMatchObject({ reason: "malformed" });
+  });
+
+  test("a key server unreachable before any keys came: tokens are refused, and fetches are tried once per cool-down, not per request", async () => {
+    const closed = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const uri = `http://127.0.0.1:${closed.port}/keys`;
+    closed.stop(true);
+    const failures: boolean[] = [];
+    const remote = manifest<RequestAuthentication>("RequestAuthentication", { service: "payments", jwtRules: [{ issuer: ISSUER, jwksUri: uri }] });
+    const a = requestAuthenticatorFor([remote], subject, undefined, (_uri, _reason, stale) => failures.push(stale))!;
+    const verify = async (sub: string) => (await a.authenticate(["authorization", `Bearer ${await sign({}, sub)}`], [])) as AuthenticationOutcome;
+    expect(await verify("v1")).toMatchObject({ reason: "keys-unavailable" });
+    expect(await verify("v2")).toMatchObject({ reason: "keys-unavailable" });
+    expect(failures).toEqual([false]);
   });
 
   test("a refusal names its reason", async () => {

@@ -13,7 +13,7 @@
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
 import { appliesTo, claimAt, type EndUser, type PolicySubject } from "../authorization.ts";
-import { IssuerKeys, loadJose, type KeySet, type KeySource } from "./issuer-keys.ts";
+import { IssuerKeys, loadJose, type KeyFetchFailed, type KeySet, type KeySource } from "./issuer-keys.ts";
 import { AMBIGUOUS, findToken, tokenLocation, tokenOf, type FoundToken, type TokenLocation } from "./token-lookup.ts";
 
 /** Signature algorithms accepted: asymmetric only, so holding the keys a sidecar has cannot mint a token. */
@@ -100,6 +100,7 @@ export class RequestAuthenticator {
     /** The RequestAuthentications it was built from, for /config_dump. */
     readonly sources: readonly RequestAuthentication[],
     previous?: RequestAuthenticator,
+    onKeyFetchFailed?: KeyFetchFailed,
   ) {
     const rules = sources.flatMap((p) => p.spec.jwtRules);
     const locationsOf = (r: (typeof rules)[number]) => r.fromHeaders.map((l) => tokenLocation(l.name, l.prefix));
@@ -127,6 +128,7 @@ export class RequestAuthenticator {
     this.keys = new IssuerKeys(
       rules.flatMap((r) => (r.jwksUri ? [r.jwksUri] : [])),
       previous?.keys,
+      onKeyFetchFailed,
     );
   }
 
@@ -222,9 +224,14 @@ export class RequestAuthenticator {
 }
 
 /** The authenticator of `subject`'s inbound, or undefined when no RequestAuthentication applies to it. */
-export function requestAuthenticatorFor(policies: readonly RequestAuthentication[], subject: PolicySubject, previous?: RequestAuthenticator): RequestAuthenticator | undefined {
+export function requestAuthenticatorFor(
+  policies: readonly RequestAuthentication[],
+  subject: PolicySubject,
+  previous?: RequestAuthenticator,
+  onKeyFetchFailed?: KeyFetchFailed,
+): RequestAuthenticator | undefined {
   const own = policies.filter((p) => appliesTo(p, subject));
-  return own.length === 0 ? undefined : new RequestAuthenticator(own, previous);
+  return own.length === 0 ? undefined : new RequestAuthenticator(own, previous, onKeyFetchFailed);
 }
 
 /** A claim as a header value: a string, number or boolean claim of printable ASCII only (no line breaks to inject); undefined otherwise. */

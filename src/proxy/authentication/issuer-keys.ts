@@ -34,11 +34,18 @@ export interface KeySet {
   dueAt(): number | undefined;
 }
 
+/** Told of each fetch of a jwksUri that failed, and whether keys held go on serving. */
+export type KeyFetchFailed = (uri: string, reason: string, servingHeldKeys: boolean) => void;
+
 /** The remote key sets of one config version, by URI; those the previous version had are taken over. */
 export class IssuerKeys {
   private readonly remote = new Map<string, Promise<KeySet>>();
 
-  constructor(uris: Iterable<string>, previous?: IssuerKeys) {
+  constructor(
+    uris: Iterable<string>,
+    previous?: IssuerKeys,
+    private readonly onFetchFailed: KeyFetchFailed = () => undefined,
+  ) {
     for (const uri of uris) {
       const kept = previous?.remote.get(uri);
       if (kept !== undefined) this.remote.set(uri, kept);
@@ -51,7 +58,7 @@ export class IssuerKeys {
     let keys = this.remote.get(source.jwksUri);
     if (keys === undefined) {
       const url = new URL(source.jwksUri);
-      keys = loadJose().then((j) => refreshedKeys(j, url));
+      keys = loadJose().then((j) => refreshedKeys(j, url, (reason, serving) => this.onFetchFailed(source.jwksUri, reason, serving)));
       this.remote.set(source.jwksUri, keys);
     }
     return keys;
@@ -64,7 +71,7 @@ export class IssuerKeys {
  * serving and fetches are retried in the background, one per cool-down: an outage of the
  * key server does not refuse every user, nor make each request wait out a timeout.
  */
-function refreshedKeys(j: Jose, url: URL): KeySet {
+function refreshedKeys(j: Jose, url: URL, onFailed: (reason: string, servingHeldKeys: boolean) => void): KeySet {
   // jose writes each set it fetches, and when, into this object.
   const fetched: { uat?: number; jwks?: JSONWebKeySet } = {};
   const remote = j.createRemoteJWKSet(url, {
@@ -74,16 +81,31 @@ function refreshedKeys(j: Jose, url: URL): KeySet {
     [j.jwksCache]: fetched as Record<string, never>,
   });
   let failedAt = -Infinity;
-  const failed = () => void (failedAt = Date.now());
+  const failed = (err: unknown) => {
+    failedAt = Date.now();
+    onFailed((err as Error).message, true);
+  };
   let held: { uat: number; getKey: JWTVerifyGetKey } | undefined;
   const getKey: JWTVerifyGetKey = async (header, token) => {
-    if (remote.fresh || fetched.jwks === undefined || fetched.uat === undefined) return remote(header, token);
+    if (fetched.jwks === undefined || fetched.uat === undefined) {
+      // No keys yet: a failed fetch refuses the token, and the next is tried a cool-down later, not per request.
+      if (Date.now() - failedAt < REMOTE_KEYS.cooldownMs) throw new Error("the last fetch of the issuer's keys failed");
+      return remote(header, token).catch((err: unknown) => {
+        if (fetched.uat === undefined) {
+          // No set came: the fetch failed, not the lookup.
+          failedAt = Date.now();
+          onFailed((err as Error).message, false);
+        }
+        throw err;
+      });
+    }
+    if (remote.fresh) return remote(header, token);
     if (failedAt < fetched.uat) {
       try {
         await remote.reload();
         return await remote(header, token);
       } catch (err) {
-        if (!remote.fresh) failed(); // the fetch failed, not the lookup
+        if (!remote.fresh) failed(err); // the fetch failed, not the lookup
         else throw err;
       }
     } else if (!remote.reloading && Date.now() - failedAt >= REMOTE_KEYS.cooldownMs) remote.reload().catch(failed);
