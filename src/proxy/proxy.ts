@@ -4,11 +4,9 @@
  * It needs no control plane: the static config is a complete source of destinations.
  */
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
-import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
-import { requestAuthenticatorFor } from "./authentication/authenticator.ts";
-import { keyFetchReport } from "./authentication/key-fetch-report.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
+import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
 import type { Service } from "../config/kinds/service.ts";
 import type { Logger } from "../core/log.ts";
 import type { WorkloadCerts } from "./certs.ts";
@@ -32,6 +30,8 @@ import { READ_ONLY_MAX_CONNECTIONS, readOnlyListener } from "./read-only-listene
 import { adminRoutes, statusRoutes, type Routes, type StatusState } from "./status-routes.ts";
 import { refreshGauges } from "./gauges.ts";
 import type { AccessLog } from "./access-log.ts";
+import { requestAuthenticatorFor } from "./authentication/authenticator.ts";
+import { keyFetchReport } from "./authentication/key-fetch-report.ts";
 import { authorizerFor, dryRunAuthorizerFor } from "./authorization.ts";
 import { rateLimiterFor } from "./rate-limit.ts";
 import type { InboundPolicies } from "./inbound-admission.ts";
