@@ -11,6 +11,7 @@
  * held before being fetched again, so a key the issuer withdrew stops counting by then.
  */
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
+import { boundedMemo } from "../../core/bounded-memo.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
 import { appliesTo, claimAt, type EndUser, type PolicySubject } from "../authorization.ts";
 import { IssuerKeys, loadJose, type KeyFetchFailed, type KeySet, type KeySource } from "./issuer-keys.ts";
@@ -94,7 +95,10 @@ export class RequestAuthenticator {
   private lastAt = 0;
   private lastToken = "";
   /** The header sets without the claim headers and a token's header, by that header's name ("" for none). */
-  private readonly stripped = new Map<string, StrippedHeaders>();
+  private readonly strippedOf = boundedMemo(64, (header: string): StrippedHeaders => {
+    const names = header === "" ? this.claimHeaderNames : [...this.claimHeaderNames, header];
+    return { names, plain: new Set([...RELAY_SKIP, ...names]), traced: new Set([...RELAY_SKIP_TRACED, ...names]) };
+  });
 
   constructor(
     /** The RequestAuthentications it was built from, for /config_dump. */
@@ -124,7 +128,7 @@ export class RequestAuthenticator {
       // The longest prefix first: "Bearer " must win over "" on the same header.
       .sort((a, b) => b.scheme.length - a.scheme.length);
     this.claimHeaderNames = [...new Set(rules.flatMap((r) => (r.outputClaimToHeaders ?? []).map((o) => o.header)))];
-    this.anonymous = this.claimHeaderNames.length === 0 ? ANONYMOUS : { ...ANONYMOUS, strip: this.strippedOf(undefined) };
+    this.anonymous = this.claimHeaderNames.length === 0 ? ANONYMOUS : { ...ANONYMOUS, strip: this.strippedOf("") };
     this.keys = new IssuerKeys(
       rules.flatMap((r) => (r.jwksUri ? [r.jwksUri] : [])),
       previous?.keys,
@@ -209,18 +213,6 @@ export class RequestAuthenticator {
     }
   }
 
-  /** The claim headers, and the token's header when given. */
-  private strippedOf(header: string | undefined): StrippedHeaders {
-    const key = header ?? "";
-    let s = this.stripped.get(key);
-    if (s === undefined) {
-      if (this.stripped.size >= 64) this.stripped.clear();
-      const names = header === undefined ? this.claimHeaderNames : [...this.claimHeaderNames, header];
-      s = { names, plain: new Set([...RELAY_SKIP, ...names]), traced: new Set([...RELAY_SKIP_TRACED, ...names]) };
-      this.stripped.set(key, s);
-    }
-    return s;
-  }
 }
 
 /** The authenticator of `subject`'s inbound, or undefined when no RequestAuthentication applies to it. */
