@@ -13,7 +13,7 @@ import { boundedMemo } from "../core/bounded-memo.ts";
 import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "./errors.ts";
 import { CLIENT_ID_HEADER, RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
-import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
+import { RequestRecorder, statusClass, type ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
 import { RelaySink } from "./relay-sink.ts";
 import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
@@ -54,43 +54,36 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     refused: (reason) => metrics.refused.inc({ direction: "inbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
     refuseUpgrade(head, peer) {
-      const sent = head.pathAndQuery;
-      const policies = deps.policies();
-      // The loopback server behind the tunnel admits the upgrade again, and takes its rate-limit token.
-      // A token may need verifying first, which this answer cannot wait for: with a RequestAuthentication
-      // in force the path alone is checked here, and the loopback server verifies and applies the policies.
-      const checked = policies.authenticator === undefined ? policies : { pending: policies.pending };
-      const refusal = admission(head, peer!, checked, ANONYMOUS, false);
-      if (refusal !== undefined || head.pathAndQuery === sent) return refusal;
-      // The tunnel relays the upgrade's own bytes: only a path that needs no rewriting reaches the service as matched.
-      metrics.refused.inc({ direction: "inbound", reason: "path" });
-      return errorParts("bad-request", "a WebSocket upgrade's path must be in normal form");
+      const refusal = upgradeRefusal(head, peer!);
+      if (refusal !== undefined) {
+        metrics.websocketUpgrades.inc({ direction: "inbound", peer: peerService(peer!), status: statusClass(refusal.status) });
+        log?.request("inbound", head, refusal.status, 0, peer!);
+      }
+      return refusal;
     },
     request(req: ServerRequest, res: Responder) {
       const policies = deps.policies();
       const authn = authenticateInbound(metrics, policies, req.peer!, req.head.fields, req.head.connectionTokens);
       // A token not seen before is verified first: the connection holds its next request meanwhile.
-      if (authn instanceof Promise)
-        authn.then((a) => forwardVerified(req, res, policies, a)).catch(() => res.respond(INTERNAL_ERROR.status, INTERNAL_ERROR.headers, INTERNAL_ERROR.body));
-      else forward(req, res, policies, authn);
+      if (authn instanceof Promise) {
+        const started = eventNow();
+        authn.then((a) => forwardVerified(req, res, policies, a, started)).catch(() => answerUnforwarded(req, res, INTERNAL_ERROR, started));
+      } else forward(req, res, policies, authn, eventNow());
     },
   };
 
   /** After a token's verification: nothing goes to the service for a caller that left meanwhile. */
-  function forwardVerified(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
-    if (!res.finished) return forward(req, res, policies, authn);
-    log?.request("inbound", req.head, CLIENT_CLOSED_STATUS, 0, req.peer!);
+  function forwardVerified(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts, started: number): void {
+    if (!res.finished) return forward(req, res, policies, authn, started);
+    over(req, CLIENT_CLOSED_STATUS, started);
   }
 
   /** Admits the request, or answers the refusal (authentication's, or admission's), then relays it to the service. */
-  function forward(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts): void {
+  function forward(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts, started: number): void {
     const caller = req.peer!;
     const head = req.head;
     const refusal = isRefusal(authn) ? authn : admission(head, caller, policies, authn);
-    if (refusal !== undefined) {
-      log?.request("inbound", head, refusal.status, 0, caller);
-      return res.respond(refusal.status, refusal.headers, refusal.body);
-    }
+    if (refusal !== undefined) return answerUnforwarded(req, res, refusal, started);
     const { strip, claimLines } = authn as Authenticated;
     // The span's traceparent replaces the caller's, so the service continues from it.
     const span = deps.tracer?.begin(head.fields);
@@ -102,14 +95,40 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
           : prepareRelayed(head, strip?.traced ?? RELAY_SKIP_TRACED, identityLine(caller), requestFraming(head), req.bytes, span.line + claimLines);
     } catch (err) {
       metrics.refused.inc({ direction: "inbound", reason: "header-value" });
-      const e = errorParts("bad-request", (err as Error).message, { connection: "close" });
-      log?.request("inbound", head, e.status, 0, caller);
-      return res.respond(e.status, e.headers, e.body);
+      return answerUnforwarded(req, res, errorParts("bad-request", (err as Error).message, { connection: "close" }), started, span);
     }
     // Logging and tracing are a subclass: without either the relay is the plain one.
     const peer = peerService(caller);
     const relay = log || span ? new ObservedInboundRelay(res, peer, deps, recorder, req, log, span) : new InboundRelay(res, peer, deps, recorder);
     deps.pool.dispatch(prepared, req.body, relay, relay);
+  }
+
+  /** Why an upgrade is refused before its tunnel opens, if it is. */
+  function upgradeRefusal(head: RequestHead, peer: string): ErrorParts | undefined {
+    const sent = head.pathAndQuery;
+    const policies = deps.policies();
+    // The loopback server behind the tunnel admits the upgrade again, and takes its rate-limit token.
+    // A token may need verifying first, which this answer cannot wait for: with a RequestAuthentication
+    // in force the path alone is checked here, and the loopback server verifies and applies the policies.
+    const checked = policies.authenticator === undefined ? policies : { pending: policies.pending };
+    const refusal = admission(head, peer, checked, ANONYMOUS, false);
+    if (refusal !== undefined || head.pathAndQuery === sent) return refusal;
+    // The tunnel relays the upgrade's own bytes: only a path that needs no rewriting reaches the service as matched.
+    metrics.refused.inc({ direction: "inbound", reason: "path" });
+    return errorParts("bad-request", "a WebSocket upgrade's path must be in normal form");
+  }
+
+  /** Answers a request the service never saw, and counts, logs and traces it like one it did. */
+  function answerUnforwarded(req: ServerRequest, res: Responder, answer: ErrorParts, started: number, span?: ActiveSpan): void {
+    res.respond(answer.status, answer.headers, answer.body);
+    over(req, answer.status, started, span, answer.headers["x-mesh-error"]);
+  }
+
+  function over(req: ServerRequest, status: number, started: number, span = deps.tracer?.begin(req.head.fields, started), error?: string): void {
+    const ms = eventNow() - started;
+    recorder.record(peerService(req.peer!), status, ms);
+    log?.request("inbound", req.head, status, ms, req.peer!);
+    if (span !== undefined) deps.tracer!.end(span, "server", req.head, status, req.peer!, error);
   }
 
   /**

@@ -12,10 +12,10 @@
  * follow a refused upgrade can meet that, and they fail closed: nothing reaches the service.
  */
 import type { Server } from "bun";
-import { errorResponse, internalErrorResponse, responseOf } from "./errors.ts";
+import { errorResponse, internalErrorResponse, responseOf, type ErrorParts } from "./errors.ts";
 import { admitInbound, authenticateInbound, fieldsSeen, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
 import { CLIENT_ID_HEADER, deleteNamed, forwardableHeaders } from "./headers.ts";
-import { statusClass, type ProxyMetrics } from "./metrics.ts";
+import { RequestRecorder, statusClass, type ProxyMetrics } from "./metrics.ts";
 import { relayResponse } from "./relay-response.ts";
 import { proxyFailureOf, type Http1Pool } from "./transport/h1/index.ts";
 import type { InflightTracker } from "./inflight.ts";
@@ -47,6 +47,7 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
   const pool = deps.pool;
   const base = deps.upstream.origin;
   const ws = inboundWebSockets(deps);
+  const recorder = new RequestRecorder(deps.metrics, "inbound", false);
   return Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
@@ -72,14 +73,20 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
       const policies = deps.policies();
       const fields: string[] = [];
       if (policies.authorizer || policies.dryRun || policies.authenticator) headers.forEach((value, name) => fields.push(name, value));
+      const peer = peerService(caller);
+      // A refusal counts as a request, or as an upgrade, refused.
+      const refuse = (e: ErrorParts): Response => {
+        if (isWebSocketUpgrade(req)) deps.metrics.websocketUpgrades.inc({ direction: "inbound", peer, status: statusClass(e.status) });
+        else recorder.record(peer, e.status, performance.now() - started);
+        return responseOf(e);
+      };
       const authn = await authenticateInbound(deps.metrics, policies, caller, fields, []);
-      if (isRefusal(authn)) return responseOf(authn);
+      if (isRefusal(authn)) return refuse(authn);
       if (authn.strip) deleteNamed(headers, authn.strip.names);
       const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fieldsSeen(fields, authn), [], authn.user);
-      if (typeof target !== "string") return responseOf(target);
+      if (typeof target !== "string") return refuse(target);
       if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, caller, target, authn);
       deps.tracker.start();
-      const peer = peerService(caller);
       let status = 502;
       try {
         headers.set(CLIENT_ID_HEADER, caller);
@@ -94,8 +101,7 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
         status = res.status;
         return res;
       } finally {
-        deps.metrics.requests.inc({ direction: "inbound", peer, status: statusClass(status) });
-        deps.metrics.latency.observe({ direction: "inbound" }, performance.now() - started);
+        recorder.record(peer, status, performance.now() - started);
         deps.tracker.end();
       }
     },

@@ -116,7 +116,11 @@ export class Histogram extends Metric {
 }
 
 export class Registry {
-  private metrics: Metric[] = [];
+  private readonly metrics: Metric[] = [];
+  /** Every metric registered, in order: for the generated reference. */
+  list(): readonly Metric[] {
+    return this.metrics;
+  }
   counter(name: string, help: string): Counter {
     return this.add(new Counter(name, help));
   }
@@ -135,17 +139,23 @@ export class Registry {
   }
 }
 
+/** The peer label of calls to a name no Service has (Istio's word for it). */
+export const UNKNOWN_DESTINATION = "unknown";
+
 /** Every metric the proxy exports, in one place so names stay consistent. */
 export function proxyMetrics(registry = new Registry()) {
   return {
     registry,
-    requests: registry.counter("mesh_requests_total", "Requests handled, by direction, peer service and status class."),
-    latency: registry.histogram("mesh_request_duration_ms", "Request latency to response headers, milliseconds."),
+    requests: registry.counter(
+      "mesh_requests_total",
+      `Requests handled, by direction, peer service and status class: those relayed, and those the proxy answered itself (refused by a policy, or a call to no known Service: peer "${UNKNOWN_DESTINATION}").`,
+    ),
+    latency: registry.histogram("mesh_request_duration_ms", "Request latency to response headers, milliseconds; outbound by peer service."),
     retries: registry.counter("mesh_retries_total", "Retries sent, by destination."),
     ejections: registry.counter("mesh_outlier_ejections_total", "Endpoints ejected by outlier detection."),
     openCircuits: registry.gauge("mesh_circuit_open", "1 while a destination's circuit-breaker limit is reached."),
     tlsFailures: registry.counter("mesh_tls_failures_total", "Refused TLS peers, by direction and reason."),
-    refused: registry.counter("mesh_requests_refused_total", "Requests refused before forwarding as malformed or ambiguous, by direction and reason."),
+    refused: registry.counter("mesh_requests_refused_total", "Requests refused as malformed or ambiguous, by direction and reason; those refused while their head was read are counted here only, not in mesh_requests_total."),
     keyFetchFailures: registry.counter("mesh_authentication_key_fetch_failures_total", "Fetches of a RequestAuthentication's jwksUri that failed, by uri and whether keys held went on serving (stale=true) or tokens were refused (stale=false)."),
     unauthenticated: registry.counter("mesh_authentication_failed_total", "Inbound requests refused by a RequestAuthentication (401), by peer service and reason (expired, signature, issuer, ...)."),
     denied: registry.counter("mesh_authorization_denied_total", "Inbound requests refused by authorization (403), by peer service and policy (namespace/name, or no-allow-matched)."),
@@ -156,7 +166,7 @@ export function proxyMetrics(registry = new Registry()) {
     connections: registry.counter("mesh_connections_total", "Connections accepted or opened, by direction."),
     openConnections: registry.gauge("mesh_connections_open", "Connections open now, by direction."),
     connectionsRefused: registry.counter("mesh_connections_refused_total", "Connections closed at accept because a listener held its limit (--max-connections; the status listener's own), by direction."),
-    websocketUpgrades: registry.counter("mesh_websocket_upgrades_total", "WebSocket upgrades attempted, by direction, peer service and status class (1xx: upgraded)."),
+    websocketUpgrades: registry.counter("mesh_websocket_upgrades_total", "WebSocket upgrades attempted, by direction, peer service and status class (1xx: upgraded), refused ones included; an upgrade is not counted in mesh_requests_total."),
     websocketsOpen: registry.gauge("mesh_websockets_open", "WebSockets relayed now, by direction."),
   };
 }

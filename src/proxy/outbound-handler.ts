@@ -11,7 +11,7 @@ import type { PickContext } from "./endpoint.ts";
 import { CLIENT_CLOSED_STATUS, errorParts, type ErrorParts } from "./errors.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
-import { RequestRecorder, type ProxyMetrics } from "./metrics.ts";
+import { RequestRecorder, UNKNOWN_DESTINATION, type ProxyMetrics } from "./metrics.ts";
 import { callDestination, type CallHandle, type CallOutcome } from "./outbound-call.ts";
 import { RelaySink } from "./relay-sink.ts";
 import { fieldValue } from "./transport/h1/request-parse.ts";
@@ -49,12 +49,8 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
     request(req: ServerRequest, res: Responder) {
       const head = req.head;
       const dest = resolveHost(deps.snapshot(), head.host);
-      if (!dest) {
-        const e = errorParts("no-route", `no service named "${head.host}" in this proxy's config`);
-        // Answered here, before any destination: a line with no peer, for "why did my call fail?".
-        log?.request("outbound", head, e.status, 0, "");
-        return answer(res, e);
-      }
+      // Answered here, before any destination: counted as a call to "unknown", logged with no peer.
+      if (!dest) return answerUnforwarded(req, res, errorParts("no-route", `no service named "${head.host}" in this proxy's config`), "");
       // The span's traceparent replaces the service's, so the callee's sidecar continues from it.
       const span = deps.tracer?.begin(head.fields);
       let prepared: PreparedRequest;
@@ -65,9 +61,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
             : prepareRelayed(head, RELAY_SKIP_TRACED, NO_ADDED_LINES, requestFraming(head), req.bytes, span.line);
       } catch (err) {
         metrics.refused.inc({ direction: "outbound", reason: "header-value" });
-        const e = errorParts("bad-request", (err as Error).message, { connection: "close" });
-        log?.request("outbound", head, e.status, 0, dest.name);
-        return answer(res, e);
+        return answerUnforwarded(req, res, errorParts("bad-request", (err as Error).message, { connection: "close" }), dest.name, span);
       }
       // Logging and tracing are a subclass: without either the relay is the plain one.
       const relay =
@@ -81,6 +75,14 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       }
     },
   };
+
+  /** Answers a call that never left, and counts, logs and traces it like one that did. `peer`: "" when no destination matched. */
+  function answerUnforwarded(req: ServerRequest, res: Responder, e: ErrorParts, peer: string, span = deps.tracer?.begin(req.head.fields)): void {
+    answer(res, e);
+    recorder.record(peer || UNKNOWN_DESTINATION, e.status, 0);
+    log?.request("outbound", req.head, e.status, 0, peer);
+    if (span !== undefined) deps.tracer!.end(span, "client", req.head, e.status, peer, e.headers["x-mesh-error"]);
+  }
 }
 
 /**

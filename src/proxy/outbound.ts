@@ -14,7 +14,7 @@ import { prepareRequest, type PreparedRequest } from "./transport/h1/request-hea
 import { StreamedResponse } from "./transport/h1/response-sink.ts";
 import { forwardableHeaders } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
-import { statusClass, type ProxyMetrics } from "./metrics.ts";
+import { RequestRecorder, statusClass, UNKNOWN_DESTINATION, type ProxyMetrics } from "./metrics.ts";
 import { resolveHost, type Snapshot } from "./destinations.ts";
 import type { WorkloadCerts } from "./certs.ts";
 import { outboundWebSockets } from "./websocket/outbound-ws.ts";
@@ -34,6 +34,7 @@ export interface OutboundDeps {
 
 export function startOutbound(deps: OutboundDeps, hostname: string, port: number): Server<Relay> {
   const ws = outboundWebSockets(deps);
+  const recorder = new RequestRecorder(deps.metrics, "outbound", true);
   return Bun.serve({
     hostname,
     port,
@@ -52,14 +53,22 @@ export function startOutbound(deps: OutboundDeps, hostname: string, port: number
       const url = new URL(req.url);
       const host = req.headers.get("host") ?? url.host;
       const dest = resolveHost(deps.snapshot(), host);
-      if (!dest) return errorResponse("no-route", `no service named "${host}" in this proxy's config`);
+      if (!dest) {
+        const answer = errorResponse("no-route", `no service named "${host}" in this proxy's config`);
+        if (isWebSocketUpgrade(req)) deps.metrics.websocketUpgrades.inc({ direction: "outbound", peer: UNKNOWN_DESTINATION, status: statusClass(answer.status) });
+        else recorder.record(UNKNOWN_DESTINATION, answer.status, performance.now() - started);
+        return answer;
+      }
       if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, dest);
       const pickCtx: PickContext = { header: (n) => req.headers.get(n) };
       let prepared: PreparedRequest;
       try {
         prepared = prepareRequest(req.method, url.pathname + url.search, forwardableHeaders(req.headers), req.body !== null, host);
       } catch (err) {
-        return refusalResponse({ reason: "header-value", detail: (err as Error).message });
+        deps.metrics.refused.inc({ direction: "outbound", reason: "header-value" });
+        const answer = refusalResponse({ reason: "header-value", detail: (err as Error).message });
+        recorder.record(dest.name, answer.status, performance.now() - started);
+        return answer;
       }
       deps.tracker.start();
       let status = 502;
@@ -86,8 +95,7 @@ export function startOutbound(deps: OutboundDeps, hostname: string, port: number
           if (call !== undefined) req.signal.addEventListener("abort", () => call.cancel(), { once: true });
         });
       } finally {
-        deps.metrics.requests.inc({ direction: "outbound", peer: dest.name, status: statusClass(status) });
-        deps.metrics.latency.observe({ direction: "outbound", peer: dest.name }, performance.now() - started);
+        recorder.record(dest.name, status, performance.now() - started);
         deps.tracker.end();
       }
     },

@@ -36,17 +36,24 @@ export class Tracer {
     private readonly random: () => number = Math.random,
   ) {}
 
-  /** A span for the request whose fields are `fields` ([name, value, ...]). */
-  begin(fields: readonly string[]): ActiveSpan {
+  /**
+   * A span for the request whose fields are `fields` ([name, value, ...]), from now or from
+   * `startedAt` (performance.now() time: a request answered after it had to wait).
+   */
+  begin(fields: readonly string[], startedAt?: number): ActiveSpan {
     const incoming = traceParentOf(fields);
     const traceId = incoming?.traceId ?? newTraceId();
     const sampled = incoming ? incoming.sampled : this.random() < this.sampling;
     const spanId = newSpanId();
-    return { traceId, spanId, parentId: incoming?.parentId, sampled, startMs: wallMs(), line: `traceparent: ${formatTraceParent(traceId, spanId, sampled)}\r\n` };
+    return { traceId, spanId, parentId: incoming?.parentId, sampled, startMs: startedAt === undefined ? wallMs() : performance.timeOrigin + startedAt, line: `traceparent: ${formatTraceParent(traceId, spanId, sampled)}\r\n` };
   }
 
-  /** The request is over: its span is exported if sampled. `peer`: the caller's SPIFFE ID inbound, the destination outbound. */
-  end(span: ActiveSpan, kind: "server" | "client", head: RequestHead, status: number, peer: string): void {
+  /**
+   * The request is over: its span is exported if sampled. `peer`: the caller's SPIFFE ID
+   * inbound, the destination outbound; `error`: the proxy's reason (x-mesh-error) when the
+   * proxy answered it, as `error.type`.
+   */
+  end(span: ActiveSpan, kind: "server" | "client", head: RequestHead, status: number, peer: string, error?: string): void {
     if (!span.sampled) return;
     const out: OtlpSpan = {
       traceId: span.traceId,
@@ -64,6 +71,7 @@ export class Tracer {
       ],
       status: { code: status >= 500 ? 2 : 0 },
     };
+    if (error !== undefined) out.attributes.push({ key: "error.type", value: { stringValue: error } });
     if (span.parentId !== undefined) out.parentSpanId = span.parentId;
     this.exporter.add(out);
   }

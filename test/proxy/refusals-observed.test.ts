@@ -1,0 +1,163 @@
+/**
+ * Requests the proxy answers itself are observed like the ones it relays: a 401, 403 or
+ * 429 at the inbound, a call to no known service at the outbound, each count in
+ * mesh_requests_total and its latency histogram, get an access-log line and a span (with
+ * the proxy's reason as error.type); a refused WebSocket upgrade counts as an upgrade,
+ * not a request. Without this a service's success rate left out every request its
+ * policies refused.
+ */
+import { beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { fixtureFor, metricValue, type EchoService } from "../helpers/mesh-fixture.ts";
+import { rawExchange } from "../helpers/raw-http.ts";
+import { rawUpgrade } from "../helpers/ws-client.ts";
+import { eventually } from "../helpers/wait.ts";
+
+const fx = fixtureFor("orders", "payments");
+const ISSUER = "https://issuer.example";
+
+interface Span {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  kind: number;
+  startTimeUnixNano: string;
+  endTimeUnixNano: string;
+  attributes: { key: string; value: { stringValue?: string; intValue?: string } }[];
+}
+const spans: { service: string; span: Span }[] = [];
+let payments: EchoService;
+let ports: { outbound: number; inbound: number; ordersAdmin: number; paymentsAdmin: number };
+let logs: { orders: string; payments: string };
+
+beforeAll(async () => {
+  const collector = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      const body = (await req.json()) as { resourceSpans: { resource: { attributes: { key: string; value: { stringValue: string } }[] }; scopeSpans: { spans: Span[] }[] }[] };
+      for (const rs of body.resourceSpans) {
+        const service = rs.resource.attributes.find((a) => a.key === "service.name")!.value.stringValue;
+        for (const ss of rs.scopeSpans) for (const span of ss.spans) spans.push({ service, span });
+      }
+      return Response.json({});
+    },
+  });
+  const keys = await generateKeyPair("ES256");
+  const jwk = { ...(await exportJWK(keys.publicKey)), kid: "k1", alg: "ES256" };
+  const policies = `---
+apiVersion: mesh.dev/v1alpha1
+kind: RequestAuthentication
+metadata: { name: users }
+spec:
+  service: payments
+  jwtRules:
+    - issuer: ${ISSUER}
+      jwks: ${JSON.stringify({ keys: [jwk] })}
+---
+apiVersion: mesh.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: { name: no-admin }
+spec:
+  service: payments
+  action: deny
+  rules:
+    - to: { paths: [/admin, /admin/*] }
+---
+apiVersion: mesh.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: { name: payments }
+spec:
+  service: payments
+  total: { requestsPerSecond: 0.01, burst: 4 }
+`;
+  payments = fx.echo("payments");
+  const tracing = ["--trace-collector", `http://127.0.0.1:${collector.port}/v1/traces`, "--trace-sampling", "100"];
+  logs = { orders: join(fx.tmp.path, "orders.log"), payments: join(fx.tmp.path, "payments.log") };
+  const p = await fx.proxy("payments", payments.url, fx.config("payments", {}, policies), [...tracing, "--access-log", logs.payments]);
+  const o = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders", { payments: [p.ports.inbound] }), [...tracing, "--access-log", logs.orders]);
+  ports = { outbound: o.ports.outbound, inbound: p.ports.inbound, ordersAdmin: o.ports.admin, paymentsAdmin: p.ports.admin };
+  return () => collector.stop(true);
+});
+
+async function call(target: string, headers: Record<string, string> = {}, host = "payments"): Promise<{ status: number; error: string | null }> {
+  const lines = [`GET ${target} HTTP/1.1`, `Host: ${host}`, "Connection: close", ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
+  const r = await rawExchange(`${lines.join("\r\n")}\r\n\r\n`, { port: ports.outbound });
+  return { status: r.statuses[0] ?? 0, error: /x-mesh-error: ([\w-]+)/i.exec(r.text)?.[1] ?? null };
+}
+
+const inbound4xx = () => metricValue(ports.paymentsAdmin, "mesh_requests_total", { direction: "inbound", peer: "orders", status: "4xx" });
+const inboundLatencyCount = () => metricValue(ports.paymentsAdmin, "mesh_request_duration_ms_count", { direction: "inbound" });
+const attr = (span: Span, key: string) => {
+  const v = span.attributes.find((a) => a.key === key)?.value;
+  return v?.stringValue ?? v?.intValue;
+};
+const logLines = (file: string) =>
+  readFileSync(file, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { direction: string; path: string; status: number; peer?: string });
+
+describe("refusals at the inbound", () => {
+  test.each([
+    ["403: a deny policy", "/admin/keys", {}, "forbidden"],
+    ["401: a token that is not valid", "/v1/charges", { authorization: "Bearer not.a.token" }, "unauthenticated"],
+  ] as const)("%s counts as a 4xx request, in the latency histogram, the access log and a span", async (_why, path, headers, reason) => {
+    const [before, latencies] = [await inbound4xx(), await inboundLatencyCount()];
+    const hits = payments.hits;
+    const r = await call(path, headers);
+    expect([r.status, r.error]).toEqual([reason === "forbidden" ? 403 : 401, reason]);
+    expect(payments.hits).toBe(hits);
+    expect(await inbound4xx()).toBe(before + 1);
+    expect(await inboundLatencyCount()).toBe(latencies + 1);
+    // The caller's side saw the same answer, relayed.
+    expect(await metricValue(ports.ordersAdmin, "mesh_requests_total", { direction: "outbound", peer: "payments", status: "4xx" })).toBeGreaterThanOrEqual(1);
+    expect(await eventually(() => logLines(logs.payments).some((l) => l.path === path && l.direction === "inbound"), 3000)).toBe(true);
+    const line = logLines(logs.payments).find((l) => l.path === path)!;
+    expect(line.status).toBe(r.status);
+    expect(await eventually(() => spans.some((s) => s.service === "payments" && attr(s.span, "url.path") === path), 5000)).toBe(true);
+    const server = spans.find((s) => s.service === "payments" && attr(s.span, "url.path") === path)!.span;
+    expect(server.kind).toBe(2);
+    expect(attr(server, "http.response.status_code")).toBe(String(r.status));
+    expect(attr(server, "error.type")).toBe(reason);
+    expect(attr(server, "mesh.caller")).toBe("spiffe://mesh.local/ns/default/sa/orders");
+    // It continues the caller's trace, like a relayed request.
+    expect(await eventually(() => spans.some((s) => s.service === "orders" && s.span.spanId === server.parentSpanId), 5000)).toBe(true);
+    expect(spans.find((s) => s.span.spanId === server.parentSpanId)!.span.traceId).toBe(server.traceId);
+  });
+
+  test("429: past the rate limit, each refusal counts once", async () => {
+    const before = await inbound4xx();
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) statuses.push((await call("/v1/limited")).status);
+    const refused = statuses.filter((s) => s === 429).length;
+    expect(refused).toBeGreaterThanOrEqual(1);
+    expect(await inbound4xx()).toBe(before + refused);
+    expect(await metricValue(ports.paymentsAdmin, "mesh_rate_limited_total")).toBe(refused);
+  });
+
+  test("a refused WebSocket upgrade counts as an upgrade, not as a request", async () => {
+    const [requests, upgrades] = [await inbound4xx(), await metricValue(ports.paymentsAdmin, "mesh_websocket_upgrades_total", { direction: "inbound", status: "4xx" })];
+    const r = await rawUpgrade(ports.outbound, "/admin/socket", "payments");
+    expect(r.status).toBe(403);
+    expect(await metricValue(ports.paymentsAdmin, "mesh_websocket_upgrades_total", { direction: "inbound", peer: "orders", status: "4xx" })).toBe(upgrades + 1);
+    expect(await inbound4xx()).toBe(requests);
+  });
+});
+
+describe("refusals at the outbound", () => {
+  test('a call to no known service counts under peer "unknown", with a log line and a CLIENT span', async () => {
+    const before = await metricValue(ports.ordersAdmin, "mesh_requests_total", { direction: "outbound", peer: "unknown", status: "4xx" });
+    const r = await call("/nowhere", {}, "ledger");
+    expect([r.status, r.error]).toEqual([404, "no-route"]);
+    expect(await metricValue(ports.ordersAdmin, "mesh_requests_total", { direction: "outbound", peer: "unknown", status: "4xx" })).toBe(before + 1);
+    expect(await metricValue(ports.ordersAdmin, "mesh_request_duration_ms_count", { direction: "outbound", peer: "unknown" })).toBeGreaterThanOrEqual(1);
+    expect(await eventually(() => logLines(logs.orders).some((l) => l.path === "/nowhere" && l.status === 404), 3000)).toBe(true);
+    expect(await eventually(() => spans.some((s) => s.service === "orders" && attr(s.span, "url.path") === "/nowhere"), 5000)).toBe(true);
+    const client = spans.find((s) => s.service === "orders" && attr(s.span, "url.path") === "/nowhere")!.span;
+    expect(client.kind).toBe(3);
+    expect(attr(client, "error.type")).toBe("no-route");
+  });
+});
