@@ -9,6 +9,7 @@ import { fields, inputSchema } from "../../src/docs/fields.ts";
 import { kindFields } from "../../src/docs/kinds.ts";
 import { readRegion, renderReference, writeRegion } from "../../src/docs/reference.ts";
 import { rootCommand } from "../../src/main.ts";
+import { proxyMetrics } from "../../src/proxy/metrics.ts";
 
 const reference = await renderReference();
 
@@ -45,6 +46,16 @@ describe("README reference", () => {
       expect(section).toContain(spec.summary.slice(0, 20));
       for (const f of spec.flags ?? []) expect(section).toContain(`--${f.name}`);
       for (const p of spec.positionals ?? []) expect(section).toContain(`\`${p.name}`);
+    }
+  });
+
+  test("documents every sidecar metric with its type and help, as /metrics declares them", () => {
+    const section = reference.slice(reference.indexOf("### Sidecar metrics"));
+    const declared = proxyMetrics().registry.render().split("\n").filter((l) => l.startsWith("# TYPE "));
+    expect(declared.length).toBeGreaterThan(10);
+    for (const line of declared) {
+      const [, , name, type] = line.split(" ");
+      expect(section).toContain(`| \`${name}\` | ${type} |`);
     }
   });
 
