@@ -9,8 +9,8 @@
  */
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import { pathOf } from "../core/normal-path.ts";
-import { callerMatches, compileCallers, type CallerMatch } from "./caller-match.ts";
-import { inCgiList, sameCgiName } from "../core/cgi-name.ts";
+import { callerMatches, callerMatchesNone, compileCallers, type CallerMatch } from "./caller-match.ts";
+import { claimHolds, headerHolds, type ValueLists } from "./authorization-conditions.ts";
 
 /** What a rule sees of a request. */
 interface RequestSeen {
@@ -53,16 +53,20 @@ export interface EndUser {
   claims: Readonly<Record<string, unknown>>;
 }
 
-type CompiledCondition = { header: string; values: ReadonlySet<string> } | { claim: readonly string[]; values: ReadonlySet<string> };
+type CompiledCondition = ValueLists & ({ header: string } | { claim: readonly string[] });
 
 /** A path or principal pattern: exact, prefix (`text*`), suffix (`*text`) or any (`*`). */
 type TextPattern = { kind: "exact" | "prefix" | "suffix"; text: string } | { kind: "any" };
 
 interface CompiledRule {
   from?: CallerMatch;
+  notFrom?: CallerMatch;
   principals?: readonly TextPattern[];
+  notPrincipals?: readonly TextPattern[];
   methods?: ReadonlySet<string>;
+  notMethods?: ReadonlySet<string>;
   paths?: readonly TextPattern[];
+  notPaths?: readonly TextPattern[];
   when?: readonly CompiledCondition[];
 }
 
@@ -83,7 +87,7 @@ export class Authorizer {
     /** The policies it was built from, for /config_dump. */
     readonly sources: readonly AuthorizationPolicy[],
   ) {
-    this.readsPaths = [...deny, ...allow].some((p) => p.rules.some((r) => r.paths !== undefined));
+    this.readsPaths = [...deny, ...allow].some((p) => p.rules.some((r) => r.paths !== undefined || r.notPaths !== undefined));
   }
 
   /**
@@ -144,12 +148,21 @@ function compile(own: AuthorizationPolicy[], subject: PolicySubject): Authorizer
 
 function compileRule(rule: AuthorizationPolicy["spec"]["rules"][number], namespace: string, trustDomain: string): CompiledRule {
   const { from, to, when } = rule;
+  const not = from && { services: from.notServices, namespaces: from.notNamespaces, identities: from.notIdentities };
+  const set = (list: readonly string[] | undefined) => list && new Set(list);
   return {
     from: from && compileCallers(from, namespace, trustDomain),
+    notFrom: not && (not.services || not.namespaces || not.identities) ? compileCallers(not, namespace, trustDomain) : undefined,
     principals: from?.requestPrincipals?.map(patternOf),
-    methods: to?.methods && new Set(to.methods),
+    notPrincipals: from?.notRequestPrincipals?.map(patternOf),
+    methods: set(to?.methods),
+    notMethods: set(to?.notMethods),
     paths: to?.paths?.map(patternOf),
-    when: when?.map((c) => (c.header !== undefined ? { header: c.header, values: new Set(c.values) } : { claim: c.claim!.split("."), values: new Set(c.values) })),
+    notPaths: to?.notPaths?.map(patternOf),
+    when: when?.map((c) => {
+      const lists = { values: set(c.values), notValues: set(c.notValues) };
+      return c.header !== undefined ? { header: c.header, ...lists } : { claim: c.claim!.split("."), ...lists };
+    }),
   };
 }
 
@@ -167,10 +180,15 @@ function anyRuleMatches(p: CompiledPolicy, req: RequestSeen, action: "allow" | "
 
 function matches(rule: CompiledRule, req: RequestSeen, action: "allow" | "deny"): boolean {
   if (rule.from && !callerMatches(rule.from, req.caller)) return false;
+  // A caller whose namespace cannot be read is read the way that refuses.
+  if (rule.notFrom && !callerMatchesNone(rule.notFrom, req.caller, action === "deny")) return false;
   if (rule.principals && (req.user === undefined || !anyPatternMatches(rule.principals, req.user.principal))) return false;
+  if (rule.notPrincipals && req.user !== undefined && anyPatternMatches(rule.notPrincipals, req.user.principal)) return false;
   if (rule.methods && !rule.methods.has(req.method)) return false;
+  if (rule.notMethods?.has(req.method)) return false;
   if (rule.paths && !anyPatternMatches(rule.paths, req.path)) return false;
-  if (rule.when) for (const c of rule.when) if (!("header" in c ? headerMatches(req, c.header, c.values, action) : claimMatches(req.user, c.claim, c.values))) return false;
+  if (rule.notPaths && anyPatternMatches(rule.notPaths, req.path)) return false;
+  if (rule.when) for (const c of rule.when) if (!("header" in c ? headerHolds(req, c.header, c, action) : claimHolds(req.user?.claims, c.claim, c))) return false;
   return true;
 }
 
@@ -190,53 +208,4 @@ function patternMatches(m: TextPattern, text: string): boolean {
     case "suffix":
       return text.endsWith(m.text);
   }
-}
-
-/**
- * A header's elements are every comma-separated value over all its lines. A client can
- * repeat a header or join values to make one rule and the service read it differently,
- * so the reading that refuses wins: an allow needs every element listed, a deny any one.
- * A name with "_" counts as the same name with "-": CGI-style servers (WSGI, Rack, PHP)
- * read both as one variable.
- */
-function headerMatches(req: RequestSeen, header: string, values: ReadonlySet<string>, action: "allow" | "deny"): boolean {
-  let seen = false;
-  const fields = req.fields;
-  for (let i = 0; i < fields.length; i += 2) {
-    const name = fields[i]!;
-    if (!sameCgiName(name, header)) continue;
-    if (req.dropped.length > 0 && inCgiList(req.dropped, name)) continue; // not forwarded (listed in Connection, or a claim header)
-    for (const part of fields[i + 1]!.split(",")) {
-      const element = part.trim();
-      if (element === "") continue;
-      seen = true;
-      const listed = values.has(element);
-      if (action === "deny" && listed) return true;
-      if (action === "allow" && !listed) return false;
-    }
-  }
-  return action === "allow" && seen;
-}
-
-/**
- * A claim holds one of the values: its string (or number or boolean, as text), a string
- * of its list, or a scope of the `scope` claim, which OAuth writes space-separated. The
- * token is signed, so no reading of it can differ from the service's: any one listed is a
- * match, for an allow rule and a deny rule alike.
- */
-function claimMatches(user: EndUser | undefined, path: readonly string[], values: ReadonlySet<string>): boolean {
-  const v = user === undefined ? undefined : claimAt(user.claims, path);
-  if (typeof v === "string") return path.at(-1) === "scope" ? v.split(" ").some((scope) => values.has(scope)) : values.has(v);
-  if (typeof v === "number" || typeof v === "boolean") return values.has(String(v));
-  return Array.isArray(v) && v.some((e) => typeof e === "string" && values.has(e));
-}
-
-/** The claim at `path` (names into nested objects), read as the token's own members only, so no inherited name is found. */
-export function claimAt(claims: Readonly<Record<string, unknown>>, path: readonly string[]): unknown {
-  let v: unknown = claims;
-  for (const key of path) {
-    if (v === null || typeof v !== "object" || Array.isArray(v) || !Object.hasOwn(v, key)) return undefined;
-    v = (v as Record<string, unknown>)[key];
-  }
-  return v;
 }

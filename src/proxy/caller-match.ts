@@ -31,6 +31,21 @@ export function callerMatches(m: CallerMatch, caller: string): boolean {
   return true;
 }
 
+/**
+ * Whether the caller is none of those `m` names: every field given must exclude it. A
+ * caller whose SPIFFE ID names no namespace counts as outside `m.namespaces` only when
+ * `unknownNamespaceOutside`: the reading that refuses, which is so in a deny rule.
+ */
+export function callerMatchesNone(m: CallerMatch, caller: string, unknownNamespaceOutside: boolean): boolean {
+  if (m.services?.has(caller)) return false;
+  if (m.identities?.has(caller)) return false;
+  if (m.namespaces) {
+    const ns = callerWorkload(caller)?.namespace;
+    if (ns === undefined ? !unknownNamespaceOutside : m.namespaces.has(ns)) return false;
+  }
+  return true;
+}
+
 /** `name` or `name.namespace` as the SPIFFE ID its certificate carries. */
 function callerId(service: string, namespace: string, trustDomain: string): string {
   const [name, ns = namespace] = service.split(".");

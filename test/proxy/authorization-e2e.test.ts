@@ -43,6 +43,17 @@ spec:
 apiVersion: mesh.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata:
+  name: admin-orders-only
+spec:
+  service: payments
+  action: deny
+  rules:
+    - from: { notServices: [orders] }
+      to: { paths: [/v1/charges/admin/*] }
+---
+apiVersion: mesh.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata:
   name: audit-refunds
 spec:
   service: payments
@@ -125,11 +136,20 @@ describe("who may call what", () => {
     expect(await metricValue(ports.paymentsAdmin, "mesh_authorization_denied_total", { peer: "web", policy: "no-allow-matched" })).toBeGreaterThanOrEqual(2);
   });
 
+  test("a deny with notServices: only orders reaches the admin paths, which web's allow rule would let in", async () => {
+    expect((await call(ports.orders, "GET", "/v1/charges/admin/rotate")).status).toBe(200);
+    expect((await call(ports.web, "GET", "/v1/charges/7", { "x-tenant": "acme" })).status).toBe(200);
+    const r = await call(ports.web, "GET", "/v1/charges/admin/rotate", { "x-tenant": "acme" });
+    expect([r.status, r.error]).toEqual([403, "forbidden"]);
+    expect(await metricValue(ports.paymentsAdmin, "mesh_authorization_denied_total", { peer: "web", policy: "default/admin-orders-only" })).toBe(1);
+  });
+
   test("/config_dump shows the policies in force, and only this service's", async () => {
     const dump = (await (await fetch(`http://127.0.0.1:${ports.paymentsAdmin}/config_dump`)).json()) as { authorization: { policy: string; action: string }[] };
     expect(dump.authorization.map((p) => [p.policy, p.action])).toEqual([
       ["default/charges", "allow"],
       ["default/no-internal", "deny"],
+      ["default/admin-orders-only", "deny"],
       ["default/audit-refunds", "deny"],
     ]);
   });

@@ -75,7 +75,15 @@ const RuleSource = Source.extend({
     .min(1)
     .optional()
     .describe('End users, as `issuer/subject` of the token a RequestAuthentication verified: exact, a prefix ("https://id.example.com/*"), a suffix, or "*" for any verified token. A request without a token matches none.'),
-}).describe("Who sends the request; each field given must match (entries within a field: any one).");
+  notServices: z.array(CallerService).min(1).optional().describe("Callers other than these services."),
+  notNamespaces: z.array(dnsLabel("namespace")).min(1).optional().describe("Callers from other namespaces. A caller whose SPIFFE ID names no namespace is read the way that refuses: it does not match in an allow rule, and does in a deny rule."),
+  notIdentities: z.array(SpiffeIdText).min(1).optional().describe("Callers other than these SPIFFE IDs."),
+  notRequestPrincipals: z
+    .array(PrincipalPattern)
+    .min(1)
+    .optional()
+    .describe('End users other than these; a request without a token matches. A deny rule with ["*"] refuses every request without a valid token.'),
+}).describe("Who sends the request; each field given must match (entries within a field: any one; a not- field: none).");
 
 export const Operation = z
   .strictObject({
@@ -89,11 +97,21 @@ export const Operation = z
       .min(1)
       .optional()
       .describe('Paths after normalization, without the query: exact ("/v1/charges"), a prefix ("/v1/charges/*"), a suffix ("*.json") or "*".'),
+    notMethods: z
+      .array(z.string().regex(TOKEN, "expected an HTTP method").transform((m) => m.toUpperCase()))
+      .min(1)
+      .optional()
+      .describe("Methods other than these."),
+    notPaths: z.array(PathPattern).min(1).optional().describe("Paths other than these, written as in paths."),
   })
-  .describe("What the request does; each field given must match (entries within a field: any one).");
+  .describe("What the request does; each field given must match (entries within a field: any one; a not- field: none).");
 
 /** A claim name, or a path into nested claims with dots (Keycloak's `realm_access.roles`). */
 export const ClaimPath = z.string().regex(/^[^.\s]+(\.[^.\s]+)*$/, 'expected a claim name, or names joined by "." for a nested claim');
+
+const ConditionValues = z
+  .array(z.string().refine((v) => !v.includes(",") && v.trim() === v && v.length > 0, "expected a single value: no comma, no surrounding space"))
+  .min(1);
 
 export const Condition = z
   .strictObject({
@@ -108,16 +126,15 @@ export const Condition = z
       .describe('Request header name; "_" and other separators are read as "-" (CGI-style servers read them all as one variable).'),
     claim: ClaimPath.optional()
       .describe('A claim of the end-user token a RequestAuthentication verified: a name, or a path like realm_access.roles. A request without a token matches none.'),
-    values: z
-      .array(z.string().refine((v) => !v.includes(",") && v.trim() === v && v.length > 0, "expected a single value: no comma, no surrounding space"))
-      .min(1)
-      .describe("Values the header or claim may hold."),
+    values: ConditionValues.optional().describe("Values the header or claim may hold."),
+    notValues: ConditionValues.optional().describe("Values it must not hold; a header or claim that is absent holds none of them."),
   })
   .superRefine((c, ctx) => {
     if ((c.header === undefined) === (c.claim === undefined)) ctx.addIssue({ code: "custom", path: ["header"], message: "give header or claim, one of the two" });
+    if (c.values === undefined && c.notValues === undefined) ctx.addIssue({ code: "custom", path: ["values"], message: "give values, notValues or both" });
   }, always)
   .describe(
-    "A header's values: all of its comma-separated elements, over every line it appears on; an allow rule needs every element listed (and at least one), a deny rule takes any one. A claim's values: the claim's string, each string of a list, or each space-separated scope of the `scope` claim; it matches when one of them is listed.",
+    "A header's values: all of its comma-separated elements, over every line it appears on, read the way that refuses: an allow rule needs every element in values (and at least one) and none in notValues; a deny rule takes any one element in values, or any one not in notValues (or none at all). A claim's values: the claim's string, each string of a list, or each space-separated scope of the `scope` claim; values holds when one of them is listed, notValues when none is.",
   );
 
 export const AuthorizationRule = z

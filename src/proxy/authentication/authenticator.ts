@@ -13,7 +13,8 @@
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
 import { boundedMemo } from "../../core/bounded-memo.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
-import { appliesTo, claimAt, type EndUser, type PolicySubject } from "../authorization.ts";
+import { appliesTo, type EndUser, type PolicySubject } from "../authorization.ts";
+import { claimAt } from "../authorization-conditions.ts";
 import { IssuerKeys, loadJose, type KeyFetchFailed, type KeySet, type KeySource } from "./issuer-keys.ts";
 import { AMBIGUOUS, findToken, tokenLocation, tokenOf, type FoundToken, type TokenLocation } from "./token-lookup.ts";
 
