@@ -78,10 +78,13 @@ export const checkCommand: CommandSpec = {
       lines.push(...sharedTokenLines(tokens.body.items ?? []));
       const proxies = await client.call<{ items: (ProxyStatus & { latest: string })[] }>("GET", "/v1/proxies");
       const items = proxies.body.items ?? [];
-      lines.push(items.length ? { ok: true, text: `${items.length} proxies connected` } : { ok: false, text: "no proxies connected", fix: "start sidecars with 'mesh proxy --control-plane URL' (see 'mesh join-token')" });
+      const registered = items.filter((px) => px.registered !== false);
+      lines.push(registered.length ? { ok: true, text: `${registered.length} proxies connected` } : { ok: false, text: "no proxies connected", fix: "start sidecars with 'mesh proxy --control-plane URL' (see 'mesh join-token')" });
       for (const px of items) {
         const who = `proxy ${px.namespace}/${px.service} at ${px.endpoint}`;
-        if (px.rejected) lines.push({ ok: false, text: `${who} refused config ${px.rejected.version}: ${px.rejected.reason}`, fix: "correct the manifest it names with 'mesh apply'; the proxy keeps its last good config" });
+        if (px.registered === false)
+          lines.push({ ok: false, text: `${who} refused its first config ${px.rejected?.version}: ${px.rejected?.reason}; it is not registered and serves no traffic`, fix: "correct the manifest it names with 'mesh apply', or upgrade that proxy if it is older than the control plane" });
+        else if (px.rejected) lines.push({ ok: false, text: `${who} refused config ${px.rejected.version}: ${px.rejected.reason}`, fix: "correct the manifest it names with 'mesh apply'; the proxy keeps its last good config" });
         else if (px.acked !== px.latest) lines.push({ ok: false, text: `${who} is on config ${px.acked ?? "none"}, latest is ${px.latest}`, fix: "wait a few seconds; if it stays behind, check that proxy's logs and its reach to the control plane" });
         else lines.push({ ok: true, text: `${who} on the latest config ${px.latest}` });
       }

@@ -23,6 +23,11 @@ export function proxyKey(proxyId: string): string {
   return `${PREFIX.proxies}${proxyId}`;
 }
 
+/** Where the last refusal by a proxy of the service that is not registered yet is kept: one per service (no `address:port`, so no clash). */
+export function unregisteredRefusalKey(namespace: string, service: string): string {
+  return `${PREFIX.proxies}${namespace}/${service}/unregistered`;
+}
+
 export function joinTokenKey(jti: string): string {
   return `${PREFIX.joinTokens}${jti}`;
 }

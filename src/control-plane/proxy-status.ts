@@ -1,16 +1,26 @@
 /**
  * What each proxy last applied or refused, kept beside its registration (same lease),
  * so any replica can show it and a proxy that is gone takes its status with it.
+ *
+ * A proxy that refuses its first config never registers (it has no policy to serve
+ * with), yet the operator must see why. Its refusal is kept under its service's own key
+ * with a short lease, which the proxy renews by reporting again while it waits: one key
+ * per service identity, so a workload cannot fill the store, and gone once an instance
+ * registers or the reports stop.
  */
 import type { Store } from "../store/store.ts";
-import { PREFIX, proxyKey } from "./keys.ts";
+import { PREFIX, proxyKey, unregisteredRefusalKey } from "./keys.ts";
 import type { ProxyStatus } from "./registration.ts";
-import { proxyIdOf, RegistryError } from "./registry.ts";
+import { assertOwnService, proxyIdOf, RegistryError } from "./registry.ts";
 import type { Registration } from "./registration.ts";
+
+/** How long an unregistered proxy's refusal is shown after its last report (it reports about every 25 s). */
+export const UNREGISTERED_REFUSAL_TTL_MS = 90_000;
 
 export async function recordAck(store: Store, identity: string, reg: Registration, version: string, error?: string, calls?: string[]): Promise<void> {
   const key = proxyKey(proxyIdOf(reg));
   const kv = await store.get(key);
+  if (!kv && error !== undefined) return recordUnregisteredRefusal(store, identity, reg, version, error, calls);
   if (!kv) throw new RegistryError(410, "not registered; register before acknowledging config");
   const status = JSON.parse(kv.value) as ProxyStatus;
   if (status.identity !== identity) throw new RegistryError(403, `status belongs to ${status.identity}`);
@@ -18,6 +28,22 @@ export async function recordAck(store: Store, identity: string, reg: Registratio
   const next: ProxyStatus = error ? { ...seen, rejected: { version, reason: error.slice(0, 2000) } } : { ...seen, acked: version };
   if (!error && next.rejected?.version === version) delete next.rejected;
   await store.put(key, JSON.stringify(next), kv.lease ? { lease: kv.lease } : undefined);
+}
+
+async function recordUnregisteredRefusal(store: Store, identity: string, reg: Registration, version: string, error: string, calls?: string[]): Promise<void> {
+  assertOwnService(identity, reg);
+  const status: ProxyStatus = {
+    identity,
+    namespace: reg.namespace,
+    service: reg.service,
+    endpoint: `${reg.address}:${reg.port}`,
+    registered: false,
+    rejected: { version, reason: error.slice(0, 2000) },
+    calls,
+    lastSeen: new Date().toISOString(),
+  };
+  const lease = await store.grant(UNREGISTERED_REFUSAL_TTL_MS);
+  await store.put(unregisteredRefusalKey(reg.namespace, reg.service), JSON.stringify(status), { lease: lease.id });
 }
 
 export async function listProxyStatus(store: Store): Promise<ProxyStatus[]> {

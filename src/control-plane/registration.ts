@@ -31,6 +31,8 @@ export interface ProxyStatus {
   acked?: string;
   /** Last version it refused, and why. */
   rejected?: { version: string; reason: string };
+  /** false: a proxy that refused its first config, so never registered (`endpoint` is where it would serve). */
+  registered?: false;
   /** Services it subscribed to (undefined: every service). */
   calls?: string[];
   lastSeen: string;

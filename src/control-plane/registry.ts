@@ -7,7 +7,7 @@
 import { parseSpiffeId, workloadOf } from "../pki/spiffe.ts";
 import type { Store } from "../store/store.ts";
 import { StoreError } from "../store/errors.ts";
-import { endpointKey, proxyKey } from "./keys.ts";
+import { endpointKey, proxyKey, unregisteredRefusalKey } from "./keys.ts";
 import type { EndpointRecord, ProxyStatus, Registration } from "./registration.ts";
 
 export const DEFAULT_LEASE_TTL_MS = 10_000;
@@ -34,6 +34,8 @@ export class Registry {
     await this.store.put(endpointKey(reg.namespace, reg.service, reg.address, reg.port), JSON.stringify(record), { lease: lease.id });
     const status: ProxyStatus = { identity, namespace: reg.namespace, service: reg.service, endpoint: `${reg.address}:${reg.port}`, lastSeen: new Date().toISOString() };
     await this.store.put(proxyKey(proxyIdOf(reg)), JSON.stringify(status), { lease: lease.id });
+    // An instance of the service applied a config: an older refusal would mislead. One still waiting reports again.
+    await this.store.delete(unregisteredRefusalKey(reg.namespace, reg.service));
     return { leaseId: lease.id, ttlMs: lease.ttlMs };
   }
 

@@ -51,6 +51,8 @@ export class ControlPlaneAgent {
   /** Config version applied, and the one last refused. */
   version?: string;
   rejected?: string;
+  /** Why the first config was refused, while none has been applied: reported again at every poll, so the operator keeps seeing it. */
+  private firstRefusal?: string;
 
   constructor(private opts: AgentOptions) {
     this.applied = new Promise((resolve) => (this.markApplied = resolve));
@@ -133,12 +135,15 @@ export class ControlPlaneAgent {
         if (seen) query.set("version", seen);
         const snap = await client.get<ProxySnapshot>(`/v1/config?${query}`, this.poll.signal, POLL_WAIT_MS + 5_000);
         backoff.reset();
-        if (!snap) continue;
+        if (!snap) {
+          if (this.firstRefusal !== undefined) await this.ack(this.rejected!, this.firstRefusal);
+          continue;
+        }
         let error: string | undefined;
         try {
           this.opts.target.applyConfig(snap.documents, snap.version);
           this.version = snap.version;
-          this.rejected = undefined;
+          this.rejected = this.firstRefusal = undefined;
           this.markApplied();
           log.info({ version: snap.version, documents: snap.documents.length }, "config applied");
           this.save({ version: snap.version, documents: snap.documents });
@@ -149,16 +154,21 @@ export class ControlPlaneAgent {
         }
         // Applied or refused, the control plane has been heard.
         this.markFirstConfig();
-        // Before the first config is applied nothing is registered to record a refusal beside: the log and /ready say it.
-        if (error && this.version === undefined) continue;
-        await this.registered;
-        await client.post("/v1/config/ack", { registration, version: snap.version, calls: this.opts.calls, ...(error ? { error } : {}) });
+        // Refused before any config was applied, the proxy is not registered: the control plane keeps the refusal on its own.
+        if (error !== undefined && this.version === undefined) this.firstRefusal = error;
+        else await this.registered;
+        await this.ack(snap.version, error);
       } catch (err) {
         if (this.stopped) return;
         log.warn({ err: (err as Error).message }, "config stream interrupted; reconnecting");
         await this.sleep(backoff.next());
       }
     }
+  }
+
+  private async ack(version: string, error: string | undefined): Promise<void> {
+    const { client, registration, calls } = this.opts;
+    await client.post("/v1/config/ack", { registration, version, calls, ...(error !== undefined ? { error } : {}) });
   }
 
   /** Kept for a restart while the control plane is unreachable (saved-config.ts); failing to save costs only that. */
