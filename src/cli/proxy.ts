@@ -5,7 +5,7 @@ import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
 import { secondRateLimits, type RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
-import { CollectorUrl, SamplingPercent, Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
+import { CollectorUrl, ESCAPED_SLASHES, SamplingPercent, Upstream, type EscapedSlashes, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
@@ -100,6 +100,7 @@ export const proxyCommand: CommandSpec = {
     { name: "trace-sampling", type: "string", value: "PERCENT", description: "Percent of new traces sampled; a request's own traceparent decides for its trace (default 1)." },
     { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
     { name: "max-connections", type: "string", value: "N", description: "Connections the inbound and outbound listeners hold together before closing new ones at accept (default: half the open-files limit)." },
+    { name: "escaped-slashes", type: "string", value: "refuse|keep", description: "%2F and %5C in an inbound path: refuse them (default), or keep them as data for a service that never reads them as separators; rules then match them as data." },
     ...CONTROL_FLAGS,
   ],
   examples: [
@@ -147,6 +148,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>
     str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
   const tracing = tracingSettings(args, pc?.tracing);
+  const escapedSlashes = escapedSlashesFlag(str(args, "escaped-slashes")) ?? pc?.escapedSlashes;
   const cp = controlPlaneSettings(args, pc?.controlPlane);
   const sources = certSources(args, pc?.certs, service, namespace, cp !== undefined);
   const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
@@ -190,6 +192,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     outboundDrainDelayMs,
     maxBodyBytes: countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY,
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
+    escapedSlashes,
     awaitsConfig: cp !== undefined,
     savedConfig: cp ? loadSavedConfig(certsDir, ctx.log) : undefined,
     tracing,
@@ -216,6 +219,12 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
       return (await proxy.drain(serviceExited)).clean;
     },
   };
+}
+
+function escapedSlashesFlag(text: string | undefined): EscapedSlashes | undefined {
+  if (text === undefined) return undefined;
+  if (!(ESCAPED_SLASHES as readonly string[]).includes(text)) throw new UsageError(`expected ${ESCAPED_SLASHES.join(" or ")}, got "${text}"`, "--escaped-slashes");
+  return text as EscapedSlashes;
 }
 
 /** --trace-collector and --trace-sampling, each winning over the file's tracing section. */

@@ -6,7 +6,8 @@
  * segments removed (`/a/../admin`, `/a/%2e%2e/admin`), and repeated slashes merged
  * (`//admin`), which many frameworks do on their own. What cannot be put in one form is
  * refused: an escaped slash or backslash (`%2F`, `%5C`: the service may decode them into
- * separators after the rule matched), a backslash, a bad or control-character escape, and
+ * separators after the rule matched; kept as data instead, in upper case, for a service
+ * declared to read them as data, `keepEscapedSlashes`), a backslash, a bad or control-character escape, and
  * a `;` (path parameters: servlet containers and Spring strip `;…` from every segment, so
  * `/admin;x` and `/..;/admin` are read as `/admin` and `/../admin`; Spring Security's
  * strict firewall refuses them too). The query is left as sent.
@@ -36,10 +37,10 @@ for (let c = 0; c < 128; c++) {
  * `target` (origin-form, or "*") with its path in normal form: `target` itself when it
  * already is, which is the common case and costs one scan without allocating.
  */
-export function normalTarget(target: string): string | PathRefusal {
+export function normalTarget(target: string, keepEscapedSlashes = false): string | PathRefusal {
   if (isNormal(target)) return target;
   const end = pathEnd(target);
-  const path = normalPath(target, end);
+  const path = normalPath(target, end, keepEscapedSlashes);
   if (path instanceof PathRefusal) return path;
   return end === target.length ? path : path + target.slice(end);
 }
@@ -69,14 +70,14 @@ function isNormal(t: string): boolean {
   return true;
 }
 
-function normalPath(t: string, end: number): string | PathRefusal {
+function normalPath(t: string, end: number, keepEscapedSlashes: boolean): string | PathRefusal {
   if (t.charCodeAt(0) !== SLASH) return t.slice(0, end); // "*": nothing to normalize
-  const decoded = decodeUnreserved(t, end);
+  const decoded = decodeUnreserved(t, end, keepEscapedSlashes);
   if (decoded instanceof PathRefusal) return decoded;
   return withoutDotSegments(decoded);
 }
 
-function decodeUnreserved(t: string, end: number): string | PathRefusal {
+function decodeUnreserved(t: string, end: number, keepEscapedSlashes: boolean): string | PathRefusal {
   let out = "";
   for (let i = 0; i < end; i++) {
     const c = t.charCodeAt(i);
@@ -90,7 +91,7 @@ function decodeUnreserved(t: string, end: number): string | PathRefusal {
     const lo = hexValue(t.charCodeAt(i + 2));
     if (i + 2 >= end || hi < 0 || lo < 0) return new PathRefusal("a '%' in the path that is not followed by two hex digits");
     const byte = hi * 16 + lo;
-    if (byte === SLASH || byte === BACKSLASH) return new PathRefusal("an escaped slash or backslash (%2F, %5C) in the path");
+    if ((byte === SLASH || byte === BACKSLASH) && !keepEscapedSlashes) return new PathRefusal("an escaped slash or backslash (%2F, %5C) in the path");
     if (byte < 0x20 || byte === 0x7f) return new PathRefusal("an escaped control character in the path");
     out += byte < 128 && UNRESERVED[byte] === 1 ? String.fromCharCode(byte) : `%${HEX[hi]}${HEX[lo]}`;
     i += 2;

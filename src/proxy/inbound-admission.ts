@@ -30,6 +30,8 @@ export interface InboundPolicies {
   dryRun?: Authorizer;
   /** Undefined: no limit. */
   limiter?: RateLimiter;
+  /** `%2F` and `%5C` in paths kept as data (the service reads them so) instead of refused (--escaped-slashes keep). */
+  keepEscapedSlashes?: boolean;
 }
 
 /**
@@ -87,7 +89,7 @@ export function admitInbound(
   user?: EndUser,
 ): string | ErrorParts {
   if (policies.pending !== undefined) return errorParts("not-ready", policies.pending);
-  const target = normalTarget(sentTarget);
+  const target = normalTarget(sentTarget, policies.keepEscapedSlashes);
   if (target instanceof PathRefusal) {
     metrics.refused.inc({ direction: "inbound", reason: "path" });
     return errorParts("bad-request", target.detail);

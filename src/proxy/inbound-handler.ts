@@ -110,7 +110,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     // The loopback server behind the tunnel admits the upgrade again, and takes its rate-limit token.
     // A token may need verifying first, which this answer cannot wait for: with a RequestAuthentication
     // in force the path alone is checked here, and the loopback server verifies and applies the policies.
-    const checked = policies.authenticator === undefined ? policies : { pending: policies.pending };
+    const checked = policies.authenticator === undefined ? policies : { pending: policies.pending, keepEscapedSlashes: policies.keepEscapedSlashes };
     const refusal = admission(head, peer, checked, ANONYMOUS, false);
     if (refusal !== undefined || head.pathAndQuery === sent) return refusal;
     // The tunnel relays the upgrade's own bytes: only a path that needs no rewriting reaches the service as matched.

@@ -38,6 +38,7 @@ import type { InboundPolicies } from "./inbound-admission.ts";
 import type { SavedConfig } from "./control/saved-config.ts";
 import { OtlpExporter } from "./tracing/otlp-exporter.ts";
 import { Tracer } from "./tracing/tracer.ts";
+import type { EscapedSlashes } from "../config/kinds/proxy-config.ts";
 
 export interface Listen {
   address: string;
@@ -77,6 +78,8 @@ export interface ProxyOptions {
   savedConfig?: SavedConfig;
   /** Connections the inbound and outbound listeners may hold together; default half the open-files limit. */
   maxConnections?: number;
+  /** What the inbound does with `%2F` and `%5C` in a path: refuse the request (default), or keep them as data. */
+  escapedSlashes?: EscapedSlashes;
   log: Logger;
 }
 
@@ -122,6 +125,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     authorizer: authorizerFor(c.authorization, subject),
     dryRun: dryRunAuthorizerFor(c.authorization, subject),
     limiter: rateLimiterFor(c.rateLimits, subject, previous?.limiter),
+    keepEscapedSlashes: opts.escapedSlashes === "keep",
   });
   // Following a control plane, the policies come with its config: until one is applied (now, or saved from the last run), the inbound refuses.
   let inboundPolicies: InboundPolicies = opts.awaitsConfig && !saved ? { pending: "waiting for the first config from the control plane" } : policiesOf(config);
@@ -212,6 +216,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       admin: `${opts.admin.address}:${admin.port}`,
       ...(statusListen && statusPort && { status: `${statusListen.address}:${statusPort.port}` }),
     },
+    escapedSlashes: opts.escapedSlashes ?? "refuse",
     version: snapshot.version,
     destinations: [...new Set(snapshot.destinations.values())].map((d) => ({
       name: d.name,

@@ -17,6 +17,7 @@ describe("ProxyConfig", () => {
       logLevel: "info",
       drainTimeout: 30_000,
       outboundDrainDelay: 0,
+      escapedSlashes: "refuse",
     });
   });
 

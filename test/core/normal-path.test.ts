@@ -65,6 +65,18 @@ describe("normal form", () => {
     expect(refusal(input)).toContain(why);
   });
 
+  test("kept as data (--escaped-slashes keep): %2F and %5C stay escaped, in upper case, one segment with their neighbours", () => {
+    const kept = (t: string) => normalTarget(t, true);
+    expect(kept("/projects/group%2Fproj/issues")).toBe("/projects/group%2Fproj/issues");
+    expect(kept("/projects/group%2fproj")).toBe("/projects/group%2Fproj");
+    expect(kept("/a%5cb")).toBe("/a%5Cb");
+    // Not a separator, so never half of a dot segment: "..%2Fadmin" is one segment's data.
+    expect(kept("/public/..%2Fadmin")).toBe("/public/..%2Fadmin");
+    // Everything else is as without it.
+    expect(kept("/a/../%61dmin//x%2Fy?q=%2F")).toBe("/admin/x%2Fy?q=%2F");
+    for (const t of ["/a\\b", "/a%00b", "/admin;x", "/a%zz"]) expect(kept(t)).toBeInstanceOf(PathRefusal);
+  });
+
   test("a semicolon in the query is the query's business; an escaped one in the path is data", () => {
     expect(normal("/a?b=1;c=2")).toBe("/a?b=1;c=2");
     expect(normal("/a%3Bb")).toBe("/a%3Bb");

@@ -69,6 +69,12 @@ export const ControlPlaneSection = z
   .describe("Follow a control plane for certificates, endpoints and config, as the --control-plane flags do.");
 export type ControlPlaneSection = z.output<typeof ControlPlaneSection>;
 
+/** What the inbound does with `%2F` and `%5C` in a request path. */
+export const ESCAPED_SLASHES = ["refuse", "keep"] as const;
+export type EscapedSlashes = (typeof ESCAPED_SLASHES)[number];
+export const ESCAPED_SLASHES_HELP =
+  "What the inbound does with %2F and %5C in a path: refuse (400, the default: a service that decodes them into separators would read a path other than the one rules matched), or keep them as data, for a service that never reads them as separators (GitLab's project paths); rules then see them as data too, so a rule on /admin/* does not match /admin%2Fkeys.";
+
 const CERT_FILES = ["cert", "key", "ca"] as const;
 
 /** Either a directory holding the three files, or the three paths; never a mix. */
@@ -112,6 +118,7 @@ export const ProxyConfigSpec = z
       .regex(/^\//, "expected a path like /healthz")
       .optional()
       .describe("Path on the upstream checked before each heartbeat to the control plane; default: health judged from traffic."),
+    escapedSlashes: z.enum(ESCAPED_SLASHES).default("refuse").describe(ESCAPED_SLASHES_HELP),
     maxConnections: MaxConnections.describe("Connections the inbound and outbound listeners hold together before closing new ones at accept; default half the open-files limit."),
   })
   .superRefine(noListenerClash(["inbound", "outbound", "admin", "status"]), always)
