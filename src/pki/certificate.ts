@@ -11,7 +11,6 @@ import {
   children,
   contextTag,
   DerError,
-  expect,
   hex,
   integerBytes,
   readBitString,

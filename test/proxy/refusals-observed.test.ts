@@ -9,7 +9,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { exportJWK, generateKeyPair } from "jose";
 import { fixtureFor, metricValue, type EchoService } from "../helpers/mesh-fixture.ts";
 import { rawExchange } from "../helpers/raw-http.ts";
 import { rawUpgrade } from "../helpers/ws-client.ts";

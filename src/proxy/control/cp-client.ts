@@ -22,7 +22,7 @@ export class ControlPlaneClient {
   private session: Bun.FetchSession;
   private current = 0;
 
-  constructor(private baseUrls: string[], private certs: WorkloadCerts) {
+  constructor(private baseUrls: string[], certs: WorkloadCerts) {
     if (baseUrls.length === 0) throw new Error("no control plane URL");
     this.session = this.open(certs);
   }
@@ -34,7 +34,6 @@ export class ControlPlaneClient {
   /** After renewal: new connections present the new certificate. */
   useCerts(certs: WorkloadCerts): void {
     const old = this.session;
-    this.certs = certs;
     this.session = this.open(certs);
     old.close();
   }
