@@ -11,8 +11,8 @@
  * 0.9 µs of user time per line; one write per line cost half a microsecond more).
  *
  * Not logged: requests refused before their head was parsed whole (malformed, too large,
- * too slow: counted in mesh_requests_refused_total), and WebSocket upgrades (counted in
- * mesh_websocket_upgrades_total). Without a log the relays are the plain classes, so the
+ * too slow: counted in mesh_requests_refused_total). A WebSocket gets its line when it
+ * closes, with status 101 (websocket/upgrade-observer.ts). Without a log the relays are the plain classes, so the
  * hot path pays nothing for it (one hop A/B: 0.98x req/s, 1.01x CPU, inside the 1.4% /
  * 1.8% an A/A run of one binary spread by in the same hour).
  */
@@ -20,6 +20,9 @@ import { openSync } from "node:fs";
 import type { FileSink } from "bun";
 import { DataError } from "../core/errors.ts";
 import { fieldValue, type RequestHead } from "./transport/h1/request-parse.ts";
+
+/** What a line records of its request. */
+export type LoggedHead = Pick<RequestHead, "method" | "pathAndQuery" | "host" | "fields">;
 
 const FLUSH_EVERY_MS = 1000;
 /** Lines are joined in a string up to this size and handed to the sink in one write. */
@@ -36,10 +39,10 @@ export class AccessLog {
 
   /**
    * `peer`: the caller's SPIFFE ID inbound, the destination service outbound ("" when the
-   * proxy answered before choosing one). `durationMs` is to the response head; 0 for what
-   * the proxy answered itself before relaying.
+   * proxy answered before choosing one). `durationMs` is to the response head (for what
+   * the proxy answered itself, to its answer); for a WebSocket, the session's length.
    */
-  request(direction: "inbound" | "outbound", head: RequestHead, status: number, durationMs: number, peer: string): void {
+  request(direction: "inbound" | "outbound", head: LoggedHead, status: number, durationMs: number, peer: string): void {
     const line = {
       time: new Date().toISOString(),
       direction,

@@ -58,6 +58,8 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
       if (refusal !== undefined) {
         metrics.websocketUpgrades.inc({ direction: "inbound", peer: peerService(peer!), status: statusClass(refusal.status) });
         log?.request("inbound", head, refusal.status, 0, peer!);
+        const span = deps.tracer?.begin(head.fields);
+        if (span !== undefined) deps.tracer!.end(span, "server", head, refusal.status, peer!, refusal.headers["x-mesh-error"]);
       }
       return refusal;
     },

@@ -15,26 +15,22 @@ import type { Server } from "bun";
 import { errorResponse, internalErrorResponse, responseOf, type ErrorParts } from "./errors.ts";
 import { admitInbound, authenticateInbound, fieldsSeen, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
 import { CLIENT_ID_HEADER, deleteNamed, forwardableHeaders } from "./headers.ts";
-import { RequestRecorder, statusClass, type ProxyMetrics } from "./metrics.ts";
+import { RequestRecorder } from "./metrics.ts";
 import { relayResponse } from "./relay-response.ts";
 import { proxyFailureOf, type Http1Pool } from "./transport/h1/index.ts";
-import type { InflightTracker } from "./inflight.ts";
 import { peerService } from "./peer-service.ts";
 import { refusalResponse, requestProblem } from "./request-guard.ts";
 import { inboundWebSockets } from "./websocket/inbound-ws.ts";
 import type { Relay } from "./websocket/relay.ts";
-import type { WebSocketSessions } from "./websocket/sessions.ts";
+import type { WebSocketDeps } from "./websocket/proxy-upgrade.ts";
 import { isWebSocketUpgrade } from "./websocket/upgrade-request.ts";
 import type { UpstreamHealth } from "./upstream-health.ts";
 
-export interface InboundDeps {
+export interface InboundDeps extends WebSocketDeps {
   upstream: URL;
   /** Loopback source port → caller SPIFFE ID, kept by the tunnels from the mTLS listener. */
   identities: ReadonlyMap<number, string>;
-  metrics: ProxyMetrics;
   maxBodyBytes: number;
-  tracker: InflightTracker;
-  websockets?: WebSocketSessions;
   /** Told of every request's outcome: the passive health the control plane is given. */
   health?: UpstreamHealth;
   /** Connections to the local service, shared with the raw path. */
@@ -76,8 +72,8 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
       const peer = peerService(caller);
       // A refusal counts as a request, or as an upgrade, refused.
       const refuse = (e: ErrorParts): Response => {
-        if (isWebSocketUpgrade(req)) deps.metrics.websocketUpgrades.inc({ direction: "inbound", peer, status: statusClass(e.status) });
-        else recorder.record(peer, e.status, performance.now() - started);
+        if (isWebSocketUpgrade(req)) return ws.refused(req, caller, e);
+        recorder.record(peer, e.status, performance.now() - started);
         return responseOf(e);
       };
       const authn = await authenticateInbound(deps.metrics, policies, caller, fields, []);

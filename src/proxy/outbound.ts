@@ -13,23 +13,19 @@ import { relayResponse } from "./relay-response.ts";
 import { prepareRequest, type PreparedRequest } from "./transport/h1/request-head.ts";
 import { StreamedResponse } from "./transport/h1/response-sink.ts";
 import { forwardableHeaders } from "./headers.ts";
-import type { InflightTracker } from "./inflight.ts";
-import { RequestRecorder, statusClass, UNKNOWN_DESTINATION, type ProxyMetrics } from "./metrics.ts";
+import { RequestRecorder, UNKNOWN_DESTINATION } from "./metrics.ts";
 import { resolveHost, type Snapshot } from "./destinations.ts";
 import type { WorkloadCerts } from "./certs.ts";
 import { outboundWebSockets } from "./websocket/outbound-ws.ts";
 import type { Relay } from "./websocket/relay.ts";
-import type { WebSocketSessions } from "./websocket/sessions.ts";
+import type { WebSocketDeps } from "./websocket/proxy-upgrade.ts";
 import { isWebSocketUpgrade } from "./websocket/upgrade-request.ts";
 
-export interface OutboundDeps {
+export interface OutboundDeps extends WebSocketDeps {
   snapshot: () => Snapshot;
-  metrics: ProxyMetrics;
-  tracker: InflightTracker;
   maxBodyBytes: number;
   /** This workload's certificate: WebSocket upstreams are opened with it (not through the fetch pool). */
   certs: WorkloadCerts;
-  websockets?: WebSocketSessions;
 }
 
 export function startOutbound(deps: OutboundDeps, hostname: string, port: number): Server<Relay> {
@@ -55,8 +51,8 @@ export function startOutbound(deps: OutboundDeps, hostname: string, port: number
       const dest = resolveHost(deps.snapshot(), host);
       if (!dest) {
         const answer = errorResponse("no-route", `no service named "${host}" in this proxy's config`);
-        if (isWebSocketUpgrade(req)) deps.metrics.websocketUpgrades.inc({ direction: "outbound", peer: UNKNOWN_DESTINATION, status: statusClass(answer.status) });
-        else recorder.record(UNKNOWN_DESTINATION, answer.status, performance.now() - started);
+        if (isWebSocketUpgrade(req)) return ws.noRoute(req, answer);
+        recorder.record(UNKNOWN_DESTINATION, answer.status, performance.now() - started);
         return answer;
       }
       if (isWebSocketUpgrade(req)) return ws.upgrade(req, server, dest);

@@ -155,9 +155,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundTunnels = new LoopbackTunnels(() => inboundHttp.port!, budget, () => overLimit("inbound websockets", budget));
   const inboundHttp = startInboundHttp({
     upstream: opts.upstream, identities: inboundTunnels.identities, pool: localPool, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets, health,
-    policies: () => inboundPolicies,
+    policies: () => inboundPolicies, accessLog: opts.accessLog, tracer,
   });
-  const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets };
+  const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets, accessLog: opts.accessLog, tracer };
   const outboundHttp = startOutbound(outboundDeps, "127.0.0.1", 0);
   const outboundTunnels = new LoopbackTunnels(() => outboundHttp.port!, budget, () => overLimit("outbound websockets", budget));
 

@@ -24,6 +24,14 @@ export interface ActiveSpan {
   line: string;
 }
 
+/** What a span records of its request. */
+export type SpanHead = Pick<RequestHead, "method" | "pathAndQuery" | "host">;
+
+/** The value of the `traceparent` header a span hands on, for a request built as Headers. */
+export function traceParentValue(span: ActiveSpan): string {
+  return formatTraceParent(span.traceId, span.spanId, span.sampled);
+}
+
 const wallMs = (): number => performance.timeOrigin + performance.now();
 const nanos = (ms: number): string => (BigInt(Math.round(ms * 1000)) * 1000n).toString();
 const KIND = { server: 2, client: 3 } as const;
@@ -53,7 +61,7 @@ export class Tracer {
    * inbound, the destination outbound; `error`: the proxy's reason (x-mesh-error) when the
    * proxy answered it, as `error.type`.
    */
-  end(span: ActiveSpan, kind: "server" | "client", head: RequestHead, status: number, peer: string, error?: string): void {
+  end(span: ActiveSpan, kind: "server" | "client", head: SpanHead, status: number, peer: string, error?: string): void {
     if (!span.sampled) return;
     const out: OtlpSpan = {
       traceId: span.traceId,

@@ -9,7 +9,9 @@ import { errorResponse } from "../errors.ts";
 import { CLIENT_ID_HEADER, deleteNamed } from "../headers.ts";
 import { ANONYMOUS, type Authenticated } from "../authentication/authenticator.ts";
 import { DEFAULT_HANDLER_LIMITS, relayHandler } from "./handler.ts";
-import { proxyUpgrade, upgradeContext, type WebSocketDeps } from "./proxy-upgrade.ts";
+import { proxyUpgrade, upgradeContext, upgradeRefused, type WebSocketDeps } from "./proxy-upgrade.ts";
+import type { ErrorParts } from "../errors.ts";
+import { responseOf } from "../errors.ts";
 import type { Relay } from "./relay.ts";
 import { handshakeProblem, upstreamHeaders } from "./upgrade-request.ts";
 
@@ -23,14 +25,16 @@ export function inboundWebSockets(deps: WebSocketDeps & { upstream: URL }) {
      * `caller` is the SPIFFE ID the TLS bridge proved for this connection; `target` the
      * admitted path and query; `authn` what its end-user token left off and adds.
      */
+    /** An upgrade refused at admission (before `upgrade`): counted, logged and traced. */
+    refused: (req: Request, caller: string, answer: ErrorParts): Response => upgradeRefused(ctx, req, responseOf(answer), peerService(caller), caller),
     async upgrade(req: Request, server: Server<Relay>, caller: string, target: string, authn: Authenticated = ANONYMOUS): Promise<Response | undefined> {
       const problem = handshakeProblem(req);
-      if (problem) return errorResponse("bad-request", problem);
+      if (problem) return upgradeRefused(ctx, req, errorResponse("bad-request", problem), peerService(caller), caller);
       const headers = upstreamHeaders(req);
       if (authn.strip) deleteNamed(headers, authn.strip.names);
       headers.set(CLIENT_ID_HEADER, caller);
       for (const [name, value] of authn.claimHeaders) headers.set(name, value);
-      return proxyUpgrade(req, server, { url: origin + target, headers, peer: peerService(caller) }, ctx);
+      return proxyUpgrade(req, server, { url: origin + target, headers, peer: peerService(caller), logPeer: caller }, ctx);
     },
   };
 }

@@ -15,8 +15,9 @@ import { expectPeer, type Destination } from "../destinations.ts";
 import { errorResponse } from "../errors.ts";
 import { DEFAULT_HANDLER_LIMITS, relayHandler } from "./handler.ts";
 import { pickHealthy } from "./pick.ts";
-import { proxyUpgrade, upgradeContext, type UpgradeTarget, type WebSocketDeps } from "./proxy-upgrade.ts";
+import { proxyUpgrade, upgradeContext, upgradeRefused, type UpgradeTarget, type WebSocketDeps } from "./proxy-upgrade.ts";
 import type { Relay } from "./relay.ts";
+import { UNKNOWN_DESTINATION } from "../metrics.ts";
 import { handshakeProblem, pathAndQuery, upstreamHeaders } from "./upgrade-request.ts";
 
 export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts }) {
@@ -40,15 +41,17 @@ export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts 
   return {
     sessions: ctx.sessions,
     handler: relayHandler(DEFAULT_HANDLER_LIMITS),
+    /** An upgrade for a name no Service has: counted under "unknown", logged with no peer, traced. */
+    noRoute: (req: Request, answer: Response): Response => upgradeRefused(ctx, req, answer, UNKNOWN_DESTINATION, ""),
     async upgrade(req: Request, server: Server<Relay>, dest: Destination): Promise<Response | undefined> {
       const problem = handshakeProblem(req);
-      if (problem) return errorResponse("bad-request", problem);
+      if (problem) return upgradeRefused(ctx, req, errorResponse("bad-request", problem), dest.name);
       const admitted = dest.breaker.tryAcquire("connections");
-      if (admitted !== true) return errorResponse("overflow", `${dest.name}: ${admitted.replace(/-/g, " ")} reached`, { "x-mesh-overflow": admitted });
+      if (admitted !== true) return upgradeRefused(ctx, req, errorResponse("overflow", `${dest.name}: ${admitted.replace(/-/g, " ")} reached`, { "x-mesh-overflow": admitted }), dest.name);
       const endpoint = pickHealthy(dest, { header: (n) => req.headers.get(n) });
       if (!endpoint) {
         dest.breaker.release("connections");
-        return errorResponse("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
+        return upgradeRefused(ctx, req, errorResponse("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);
       }
       endpoint.inflight++;
       const target: UpgradeTarget = {

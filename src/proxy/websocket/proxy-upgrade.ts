@@ -12,8 +12,11 @@ import { ClientWebSocket } from "./client.ts";
 import { awaitOpen } from "./handshake.ts";
 import { DEFAULT_RELAY_LIMITS, Relay, type RelayLimits } from "./relay.ts";
 import { WebSocketSessions } from "./sessions.ts";
+import { observeUpgrade, type UpgradeObservers } from "./upgrade-observer.ts";
+import type { AccessLog } from "../access-log.ts";
+import type { Tracer } from "../tracing/tracer.ts";
 
-export interface UpgradeContext {
+export interface UpgradeContext extends UpgradeObservers {
   direction: "inbound" | "outbound";
   metrics: ProxyMetrics;
   tracker: InflightTracker;
@@ -29,6 +32,8 @@ export interface WebSocketDeps {
   websockets?: WebSocketSessions;
   /** How long the upstream has to answer the upgrade, unless the target says (default 10 s). */
   connectTimeoutMs?: number;
+  accessLog?: AccessLog;
+  tracer?: Tracer;
 }
 
 export function upgradeContext(direction: "inbound" | "outbound", deps: WebSocketDeps): UpgradeContext {
@@ -39,7 +44,16 @@ export function upgradeContext(direction: "inbound" | "outbound", deps: WebSocke
     sessions: deps.websockets ?? new WebSocketSessions(),
     limits: DEFAULT_RELAY_LIMITS,
     connectTimeoutMs: deps.connectTimeoutMs ?? 10_000,
+    accessLog: deps.accessLog,
+    tracer: deps.tracer,
   };
+}
+
+/** An upgrade answered before anything was opened upstream: counted, logged and traced like one refused after. */
+export function upgradeRefused(ctx: UpgradeContext, req: Request, answer: Response, peer: string, logPeer = peer): Response {
+  ctx.metrics.websocketUpgrades.inc({ direction: ctx.direction, peer, status: statusClass(answer.status) });
+  observeUpgrade(ctx, req, undefined, logPeer)(answer.status, answer.headers.get("x-mesh-error") ?? undefined);
+  return answer;
 }
 
 export interface UpgradeTarget {
@@ -54,12 +68,15 @@ export interface UpgradeTarget {
   identityError?: () => Error | undefined;
   /** Runs once when the attempt or the session ends, however it ends. */
   onEnd?: () => void;
+  /** Who the access log and span name: the caller's SPIFFE ID inbound; default `peer`. */
+  logPeer?: string;
 }
 
 /** Returns the response for a failed upgrade, or undefined once the client has its WebSocket. */
 export async function proxyUpgrade(req: Request, server: Server<Relay>, target: UpgradeTarget, ctx: UpgradeContext): Promise<Response | undefined> {
   const labels = { direction: ctx.direction, peer: target.peer };
   const countOpen = () => ctx.metrics.websocketsOpen.set({ direction: ctx.direction }, ctx.sessions.size);
+  const outcome = observeUpgrade(ctx, req, target.headers, target.logPeer ?? target.peer);
   let upstream: ClientWebSocket;
   try {
     // Compression is off on the proxy's own hops: loopback or one mTLS link, where CPU costs more than bytes.
@@ -67,12 +84,16 @@ export async function proxyUpgrade(req: Request, server: Server<Relay>, target: 
   } catch (err) {
     target.onEnd?.();
     ctx.metrics.websocketUpgrades.inc({ ...labels, status: "4xx" });
-    return errorResponse("bad-request", `cannot forward this upgrade: ${(err as Error).message}`);
+    const answer = errorResponse("bad-request", `cannot forward this upgrade: ${(err as Error).message}`);
+    outcome(answer.status, "bad-request");
+    return answer;
   }
+  let opened = false;
   const relay: Relay = new Relay(upstream, ctx.limits, () => {
     ctx.sessions.delete(relay);
     countOpen();
     target.onEnd?.();
+    if (opened) outcome(101);
   });
   // A client that hangs up mid-handshake should not leave the upstream connecting.
   const onAbort = () => upstream.terminate();
@@ -84,6 +105,7 @@ export async function proxyUpgrade(req: Request, server: Server<Relay>, target: 
     if (!handshake.ok) {
       relay.abandon();
       status = handshake.status;
+      outcome(status, handshake.failure === "refused" ? undefined : handshake.failure);
       return handshake.response;
     }
     relay.upstreamOpened();
@@ -94,8 +116,10 @@ export async function proxyUpgrade(req: Request, server: Server<Relay>, target: 
     if (!upgraded) {
       relay.abandon();
       status = 499;
+      outcome(status);
       return errorResponse("bad-request", "the client left before the upgrade completed");
     }
+    opened = true;
     return undefined;
   } finally {
     req.signal.removeEventListener("abort", onAbort);
