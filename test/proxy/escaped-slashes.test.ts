@@ -9,19 +9,11 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
 import { fixtureFor, type EchoService } from "../helpers/mesh-fixture.ts";
+import { denyPaths } from "../helpers/observability.ts";
 import { rawExchange } from "../helpers/raw-http.ts";
 
 const fx = fixtureFor("orders", "payments", "ledger");
-const DENY_ADMIN = `---
-apiVersion: mesh.dev/v1alpha1
-kind: AuthorizationPolicy
-metadata: { name: no-admin }
-spec:
-  service: payments
-  action: deny
-  rules:
-    - to: { paths: [/admin/*] }
-`;
+const DENY_ADMIN = denyPaths("payments", ["/admin/*"]);
 
 let payments: EchoService;
 let ports: { outbound: number; keepingAdmin: number };

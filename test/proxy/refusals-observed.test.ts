@@ -7,10 +7,10 @@
  * policies refused.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { exportJWK, generateKeyPair } from "jose";
 import { fixtureFor, metricValue, type EchoService } from "../helpers/mesh-fixture.ts";
+import { accessLogLine, denyPaths, otlpCollector, spanAttr as attr, tracingFlags, type Collector } from "../helpers/observability.ts";
 import { rawExchange } from "../helpers/raw-http.ts";
 import { rawUpgrade } from "../helpers/ws-client.ts";
 import { eventually } from "../helpers/wait.ts";
@@ -18,33 +18,13 @@ import { eventually } from "../helpers/wait.ts";
 const fx = fixtureFor("orders", "payments");
 const ISSUER = "https://issuer.example";
 
-interface Span {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  kind: number;
-  startTimeUnixNano: string;
-  endTimeUnixNano: string;
-  attributes: { key: string; value: { stringValue?: string; intValue?: string } }[];
-}
-const spans: { service: string; span: Span }[] = [];
+let collector: Collector;
 let payments: EchoService;
 let ports: { outbound: number; inbound: number; ordersAdmin: number; paymentsAdmin: number };
 let logs: { orders: string; payments: string };
 
 beforeAll(async () => {
-  const collector = Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    async fetch(req) {
-      const body = (await req.json()) as { resourceSpans: { resource: { attributes: { key: string; value: { stringValue: string } }[] }; scopeSpans: { spans: Span[] }[] }[] };
-      for (const rs of body.resourceSpans) {
-        const service = rs.resource.attributes.find((a) => a.key === "service.name")!.value.stringValue;
-        for (const ss of rs.scopeSpans) for (const span of ss.spans) spans.push({ service, span });
-      }
-      return Response.json({});
-    },
-  });
+  collector = otlpCollector();
   const keys = await generateKeyPair("ES256");
   const jwk = { ...(await exportJWK(keys.publicKey)), kid: "k1", alg: "ES256" };
   const policies = `---
@@ -56,16 +36,7 @@ spec:
   jwtRules:
     - issuer: ${ISSUER}
       jwks: ${JSON.stringify({ keys: [jwk] })}
----
-apiVersion: mesh.dev/v1alpha1
-kind: AuthorizationPolicy
-metadata: { name: no-admin }
-spec:
-  service: payments
-  action: deny
-  rules:
-    - to: { paths: [/admin, /admin/*] }
----
+${denyPaths("payments", ["/admin", "/admin/*"])}---
 apiVersion: mesh.dev/v1alpha1
 kind: RateLimitPolicy
 metadata: { name: payments }
@@ -74,12 +45,12 @@ spec:
   total: { requestsPerSecond: 0.01, burst: 4 }
 `;
   payments = fx.echo("payments");
-  const tracing = ["--trace-collector", `http://127.0.0.1:${collector.port}/v1/traces`, "--trace-sampling", "100"];
+  const tracing = tracingFlags(collector);
   logs = { orders: join(fx.tmp.path, "orders.log"), payments: join(fx.tmp.path, "payments.log") };
   const p = await fx.proxy("payments", payments.url, fx.config("payments", {}, policies), [...tracing, "--access-log", logs.payments]);
   const o = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders", { payments: [p.ports.inbound] }), [...tracing, "--access-log", logs.orders]);
   ports = { outbound: o.ports.outbound, inbound: p.ports.inbound, ordersAdmin: o.ports.admin, paymentsAdmin: p.ports.admin };
-  return () => collector.stop(true);
+  return () => collector.stop();
 });
 
 async function call(target: string, headers: Record<string, string> = {}, host = "payments"): Promise<{ status: number; error: string | null }> {
@@ -90,15 +61,6 @@ async function call(target: string, headers: Record<string, string> = {}, host =
 
 const inbound4xx = () => metricValue(ports.paymentsAdmin, "mesh_requests_total", { direction: "inbound", peer: "orders", status: "4xx" });
 const inboundLatencyCount = () => metricValue(ports.paymentsAdmin, "mesh_request_duration_ms_count", { direction: "inbound" });
-const attr = (span: Span, key: string) => {
-  const v = span.attributes.find((a) => a.key === key)?.value;
-  return v?.stringValue ?? v?.intValue;
-};
-const logLines = (file: string) =>
-  readFileSync(file, "utf8")
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as { direction: string; path: string; status: number; peer?: string });
 
 describe("refusals at the inbound", () => {
   test.each([
@@ -114,18 +76,16 @@ describe("refusals at the inbound", () => {
     expect(await inboundLatencyCount()).toBe(latencies + 1);
     // The caller's side saw the same answer, relayed.
     expect(await metricValue(ports.ordersAdmin, "mesh_requests_total", { direction: "outbound", peer: "payments", status: "4xx" })).toBeGreaterThanOrEqual(1);
-    expect(await eventually(() => logLines(logs.payments).some((l) => l.path === path && l.direction === "inbound"), 3000)).toBe(true);
-    const line = logLines(logs.payments).find((l) => l.path === path)!;
-    expect(line.status).toBe(r.status);
-    expect(await eventually(() => spans.some((s) => s.service === "payments" && attr(s.span, "url.path") === path), 5000)).toBe(true);
-    const server = spans.find((s) => s.service === "payments" && attr(s.span, "url.path") === path)!.span;
+    const line = await accessLogLine(logs.payments, path);
+    expect([line.direction, line.status]).toEqual(["inbound", r.status]);
+    const server = await collector.spanFor("payments", path);
     expect(server.kind).toBe(2);
     expect(attr(server, "http.response.status_code")).toBe(String(r.status));
     expect(attr(server, "error.type")).toBe(reason);
     expect(attr(server, "mesh.caller")).toBe("spiffe://mesh.local/ns/default/sa/orders");
     // It continues the caller's trace, like a relayed request.
-    expect(await eventually(() => spans.some((s) => s.service === "orders" && s.span.spanId === server.parentSpanId), 5000)).toBe(true);
-    expect(spans.find((s) => s.span.spanId === server.parentSpanId)!.span.traceId).toBe(server.traceId);
+    expect(await eventually(() => collector.spans.some((s) => s.service === "orders" && s.span.spanId === server.parentSpanId), 5000)).toBe(true);
+    expect(collector.spans.find((s) => s.span.spanId === server.parentSpanId)!.span.traceId).toBe(server.traceId);
   });
 
   test("429: past the rate limit, each refusal counts once", async () => {
@@ -154,9 +114,8 @@ describe("refusals at the outbound", () => {
     expect([r.status, r.error]).toEqual([404, "no-route"]);
     expect(await metricValue(ports.ordersAdmin, "mesh_requests_total", { direction: "outbound", peer: "unknown", status: "4xx" })).toBe(before + 1);
     expect(await metricValue(ports.ordersAdmin, "mesh_request_duration_ms_count", { direction: "outbound", peer: "unknown" })).toBeGreaterThanOrEqual(1);
-    expect(await eventually(() => logLines(logs.orders).some((l) => l.path === "/nowhere" && l.status === 404), 3000)).toBe(true);
-    expect(await eventually(() => spans.some((s) => s.service === "orders" && attr(s.span, "url.path") === "/nowhere"), 5000)).toBe(true);
-    const client = spans.find((s) => s.service === "orders" && attr(s.span, "url.path") === "/nowhere")!.span;
+    expect((await accessLogLine(logs.orders, "/nowhere")).status).toBe(404);
+    const client = await collector.spanFor("orders", "/nowhere");
     expect(client.kind).toBe(3);
     expect(attr(client, "error.type")).toBe("no-route");
   });

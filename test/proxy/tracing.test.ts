@@ -11,6 +11,7 @@ import { parseTraceParent, traceParentOf } from "../../src/proxy/tracing/trace-c
 import { mesh } from "../helpers/cli.ts";
 import { eventually } from "../helpers/wait.ts";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
+import { otlpCollector, spanAttr, tracingFlags, type Collector, type ExportedSpan } from "../helpers/observability.ts";
 
 describe("traceparent", () => {
   const id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -41,70 +42,42 @@ describe("traceparent", () => {
   });
 });
 
-interface OtlpSpanJson {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  name: string;
-  kind: number;
-  startTimeUnixNano: string;
-  endTimeUnixNano: string;
-  attributes: { key: string; value: { stringValue?: string; intValue?: string } }[];
-  status: { code: number };
-}
-interface Exported {
-  service: string;
-  span: OtlpSpanJson;
-}
-
 describe("through a real pair", () => {
   const fx = fixtureFor("orders", "payments");
   const propagator = new W3CTraceContextPropagator();
   const getter: TextMapGetter<Headers> = { keys: (h) => [...h.keys()], get: (h, k) => h.get(k) ?? undefined };
   /** What the service saw, as OpenTelemetry's propagator reads it. */
   const seen: { traceId: string; spanId: string; sampled: boolean; raw: string | null }[] = [];
-  const exported: Exported[] = [];
-  let collector: ReturnType<typeof Bun.serve>;
+  let collector: Collector;
+  let exported: ExportedSpan[];
   let outbound: number;
   let admins: number[];
 
   beforeAll(async () => {
-    collector = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      async fetch(req) {
-        expect(new URL(req.url).pathname).toBe("/v1/traces");
-        expect(req.headers.get("content-type")).toBe("application/json");
-        const body = (await req.json()) as { resourceSpans: { resource: { attributes: { key: string; value: { stringValue: string } }[] }; scopeSpans: { spans: OtlpSpanJson[] }[] }[] };
-        for (const rs of body.resourceSpans) {
-          const service = rs.resource.attributes.find((a) => a.key === "service.name")!.value.stringValue;
-          for (const ss of rs.scopeSpans) for (const span of ss.spans) exported.push({ service, span });
-        }
-        return Response.json({});
-      },
+    collector = otlpCollector((req) => {
+      expect(new URL(req.url).pathname).toBe("/v1/traces");
+      expect(req.headers.get("content-type")).toBe("application/json");
     });
+    exported = collector.spans;
     const service = fx.service((req) => {
       const ctx = propagator.extract(ROOT_CONTEXT, req.headers, getter);
       const sc = trace.getSpanContext(ctx);
       seen.push({ traceId: sc?.traceId ?? "", spanId: sc?.spanId ?? "", sampled: ((sc?.traceFlags ?? 0) & TraceFlags.SAMPLED) === 1, raw: req.headers.get("traceparent") });
       return new Response("ok");
     });
-    const tracing = ["--trace-collector", `http://127.0.0.1:${collector.port}/v1/traces`, "--trace-sampling", "100"];
+    const tracing = tracingFlags(collector);
     const payments = await fx.proxy("payments", service.url, undefined, tracing);
     const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders", { payments: [payments.ports.inbound] }), tracing);
     outbound = orders.ports.outbound;
     admins = [orders.ports.admin, payments.ports.admin];
   });
-  afterAll(() => collector.stop(true));
+  afterAll(() => collector.stop());
 
   const spansOf = async (traceId: string, count: number) => {
     expect(await eventually(() => exported.filter((e) => e.span.traceId === traceId).length >= count, 5000)).toBe(true);
     return exported.filter((e) => e.span.traceId === traceId);
   };
-  const attr = (span: OtlpSpanJson, key: string) => {
-    const v = span.attributes.find((a) => a.key === key)?.value;
-    return v?.stringValue ?? v?.intValue;
-  };
+  const attr = spanAttr;
 
   test("a request with no traceparent starts a trace: outbound CLIENT span, inbound SERVER span its child, the service continuing from the latter", async () => {
     const res = await fetch(`http://127.0.0.1:${outbound}/v1/charges?card=4111111111111111`, { headers: { host: "payments" } });

@@ -7,52 +7,22 @@
  * mesh_websocket_upgrades_total too.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseTraceParent } from "../../src/proxy/tracing/trace-context.ts";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
+import { accessLogLine as lineFor, accessLogLines as lines, denyPaths, otlpCollector, spanAttr as attr, tracingFlags, type Collector } from "../helpers/observability.ts";
 import { rawUpgrade, WsClient } from "../helpers/ws-client.ts";
-import { eventually } from "../helpers/wait.ts";
 
 const fx = fixtureFor("orders", "payments");
 
-interface Span {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  kind: number;
-  startTimeUnixNano: string;
-  endTimeUnixNano: string;
-  attributes: { key: string; value: { stringValue?: string; intValue?: string } }[];
-}
-interface Line {
-  direction: string;
-  method: string;
-  path: string;
-  status: number;
-  duration_ms: number;
-  peer: string;
-}
-
-const spans: { service: string; span: Span }[] = [];
 /** The traceparent each handshake brought the service, by path. */
 const handshakes = new Map<string, string | null>();
+let collector: Collector;
 let logs: { orders: string; payments: string };
 let ports: { outbound: number; ordersAdmin: number; paymentsAdmin: number };
 
 beforeAll(async () => {
-  const collector = Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    async fetch(req) {
-      const body = (await req.json()) as { resourceSpans: { resource: { attributes: { key: string; value: { stringValue: string } }[] }; scopeSpans: { spans: Span[] }[] }[] };
-      for (const rs of body.resourceSpans) {
-        const service = rs.resource.attributes.find((a) => a.key === "service.name")!.value.stringValue;
-        for (const ss of rs.scopeSpans) for (const span of ss.spans) spans.push({ service, span });
-      }
-      return Response.json({});
-    },
-  });
+  collector = otlpCollector();
   const service = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
@@ -64,45 +34,18 @@ beforeAll(async () => {
     },
     websocket: { message: (ws, m) => void ws.send(m) },
   });
-  const policy = `---
-apiVersion: mesh.dev/v1alpha1
-kind: AuthorizationPolicy
-metadata: { name: no-admin }
-spec:
-  service: payments
-  action: deny
-  rules:
-    - to: { paths: [/admin/*] }
-`;
-  const tracing = ["--trace-collector", `http://127.0.0.1:${collector.port}/v1/traces`, "--trace-sampling", "100"];
+  const tracing = tracingFlags(collector);
   logs = { orders: join(fx.tmp.path, "orders.log"), payments: join(fx.tmp.path, "payments.log") };
-  const payments = await fx.proxy("payments", `http://127.0.0.1:${service.port}`, fx.config("payments", {}, policy), [...tracing, "--access-log", logs.payments]);
+  const payments = await fx.proxy("payments", `http://127.0.0.1:${service.port}`, fx.config("payments", {}, denyPaths("payments", ["/admin/*"])), [...tracing, "--access-log", logs.payments]);
   const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders", { payments: [payments.ports.inbound] }), [...tracing, "--access-log", logs.orders]);
   ports = { outbound: orders.ports.outbound, ordersAdmin: orders.ports.admin, paymentsAdmin: payments.ports.admin };
   return () => {
-    collector.stop(true);
+    collector.stop();
     service.stop(true);
   };
 });
 
-const lines = (file: string): Line[] =>
-  readFileSync(file, "utf8")
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Line);
-const lineFor = async (file: string, path: string): Promise<Line> => {
-  expect(await eventually(() => lines(file).some((l) => l.path === path), 5000)).toBe(true);
-  return lines(file).find((l) => l.path === path)!;
-};
-const spanFor = async (service: string, path: string): Promise<Span> => {
-  const find = () => spans.find((s) => s.service === service && s.span.attributes.some((a) => a.key === "url.path" && a.value.stringValue === path));
-  expect(await eventually(() => find() !== undefined, 5000)).toBe(true);
-  return find()!.span;
-};
-const attr = (span: Span, key: string) => {
-  const v = span.attributes.find((a) => a.key === key)?.value;
-  return v?.stringValue ?? v?.intValue;
-};
+const spanFor = (service: string, path: string) => collector.spanFor(service, path);
 
 describe("a WebSocket session", () => {
   test("gets one line and one span on each sidecar when it closes: status 101, the session's length, nested spans", async () => {
