@@ -77,7 +77,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   /** After a token's verification: nothing goes to the service for a caller that left meanwhile. */
   function forwardVerified(req: ServerRequest, res: Responder, policies: InboundPolicies, authn: Authenticated | ErrorParts, started: number): void {
     if (!res.finished) return forward(req, res, policies, authn, started);
-    over(req, CLIENT_CLOSED_STATUS, started);
+    reportEnd(req, CLIENT_CLOSED_STATUS, started);
   }
 
   /** Admits the request, or answers the refusal (authentication's, or admission's), then relays it to the service. */
@@ -123,10 +123,11 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   /** Answers a request the service never saw, and counts, logs and traces it like one it did. */
   function answerUnforwarded(req: ServerRequest, res: Responder, answer: ErrorParts, started: number, span?: ActiveSpan): void {
     res.respond(answer.status, answer.headers, answer.body);
-    over(req, answer.status, started, span, answer.headers["x-mesh-error"]);
+    reportEnd(req, answer.status, started, span, answer.headers["x-mesh-error"]);
   }
 
-  function over(req: ServerRequest, status: number, started: number, span = deps.tracer?.begin(req.head.fields, started), error?: string): void {
+  /** The request is over without reaching the service: its metrics, log line and span. */
+  function reportEnd(req: ServerRequest, status: number, started: number, span = deps.tracer?.begin(req.head.fields, started), error?: string): void {
     const ms = eventNow() - started;
     recorder.record(peerService(req.peer!), status, ms);
     log?.request("inbound", req.head, status, ms, req.peer!);
