@@ -154,7 +154,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   // tunnel's extra descriptors come out of the listeners' budget.
   const inboundTunnels = new LoopbackTunnels(() => inboundHttp.port!, budget, () => overLimit("inbound websockets", budget));
   const inboundHttp = startInboundHttp({
-    upstream: opts.upstream, identities: inboundTunnels.identities, pool: localPool, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets, health,
+    upstream: opts.upstream, identities: inboundTunnels.identities, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets,
     policies: () => inboundPolicies, accessLog: opts.accessLog, tracer,
   });
   const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets, accessLog: opts.accessLog, tracer };

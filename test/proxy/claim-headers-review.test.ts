@@ -7,8 +7,8 @@
  *
  * Requests go straight at the payments inbound with orders' client certificate, on the raw
  * listener (a GET whose head may be relayed as received; POSTs with a length or chunked, so
- * rebuilt) and on the loopback Bun.serve path (requests that follow a refused WebSocket
- * upgrade on their connection, and an accepted upgrade). The service is a raw TCP server
+ * rebuilt) and as an accepted WebSocket upgrade (tunnelled to the loopback Bun.serve). A
+ * refused upgrade closes its connection, so no plain request takes the loopback path. The service is a raw TCP server
  * that records every head as the bytes it got, so repeated lines and both spellings show.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -105,8 +105,8 @@ async function token(claims: Record<string, unknown> = {}, iss = INLINE, key: Ke
 
 // ---- requests ----
 
-type Mode = "raw-get" | "raw-post" | "raw-chunked" | "loop-get" | "loop-post" | "ws";
-const HTTP_MODES: Mode[] = ["raw-get", "raw-post", "raw-chunked", "loop-get", "loop-post"];
+type Mode = "raw-get" | "raw-post" | "raw-chunked" | "ws";
+const HTTP_MODES: Mode[] = ["raw-get", "raw-post", "raw-chunked"];
 const ALL_MODES: Mode[] = [...HTTP_MODES, "ws"];
 const END = "GET /end HTTP/1.1\r\nHost: payments\r\nConnection: close\r\n\r\n";
 const wsUpgrade = (path: string, lines: string[] = []) =>
@@ -124,30 +124,20 @@ let seq = 0;
 /**
  * One request with these header lines (written as given) to `port`, as `mode` sends it.
  * The raw modes send no Connection header on the probe (so a GET may be relayed as
- * received) and a closing GET /end behind it; the loop modes first send an upgrade the
- * loopback server refuses (403), then the probe (with Connection: close) on the same connection.
+ * received) and a closing GET /end behind it.
  */
 async function send(port: number, mode: Mode, lines: string[], prefix = "/p"): Promise<Sent> {
   const path = `${prefix}/${mode}-${++seq}`;
   const head = (m: string) => `${m} ${path} HTTP/1.1\r\nHost: payments\r\n${lines.map((l) => `${l}\r\n`).join("")}`;
   const req =
-    mode === "raw-get" || mode === "loop-get"
+    mode === "raw-get"
       ? `${head("GET")}\r\n`
       : mode === "raw-chunked"
         ? `${head("POST")}Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n`
         : `${head("POST")}Content-Length: 2\r\n\r\nok`;
   const opts = { port, tls, quietMs: 300, timeoutMs: 4000 };
-  // After a refused upgrade the loopback path is sent one request that closes: two pipelined there got no answer at all.
-  const loopHead = (m: string) => `${head(m)}Connection: close\r\n`;
-  const loopReq = mode === "loop-get" ? `${loopHead("GET")}\r\n` : `${loopHead("POST")}Content-Length: 2\r\n\r\nok`;
-  const r =
-    mode === "ws"
-      ? await rawExchange(wsUpgrade(path, lines), opts)
-      : mode.startsWith("loop")
-        ? await rawExchange(wsUpgrade("/refused-ws"), { ...opts, thenWrite: { afterMs: 100, bytes: loopReq } })
-        : await rawExchange(req + END, opts);
-  if (mode.startsWith("loop")) expect([mode, r.statuses[0]]).toEqual([mode, 403]); // the upgrade refused at the loopback server
-  return { mode, status: (mode.startsWith("loop") ? r.statuses[1] : r.statuses[0]) ?? 0, statuses: r.statuses, got: got.find((g) => g.path === path) };
+  const r = mode === "ws" ? await rawExchange(wsUpgrade(path, lines), opts) : await rawExchange(req + END, opts);
+  return { mode, status: r.statuses[0] ?? 0, statuses: r.statuses, got: got.find((g) => g.path === path) };
 }
 
 const sendAll = (port: number, modes: Mode[], lines: string[], prefix?: string) => Promise.all(modes.map((m) => send(port, m, lines, prefix)));
@@ -284,12 +274,21 @@ afterAll(() => service?.stop(true));
 // =====================================================================================
 
 describe("the probes reach the paths they mean to", () => {
-  test("a plain GET is relayed as received (case kept); loop modes go through the loopback server; every mode reaches the service", async () => {
+  test("a plain GET is relayed as received (case kept); every mode reaches the service", async () => {
     const rs = await sendAll(inbound, ALL_MODES, ["X-Probe: Mixed-Case"]);
     for (const r of rs) expect([r.mode, r.got !== undefined, named(r.got, "x-mesh-client-id")]).toEqual([r.mode, true, [ORDERS]]);
     const rawGet = rs.find((r) => r.mode === "raw-get")!;
     expect(rawGet.got!.head).toContain("X-Probe: Mixed-Case\r\n");
     expect(rawGet.status).toBe(200);
+  });
+
+  test("an upgrade refused at the loopback server closes its connection: a request sent behind it never reaches the service", async () => {
+    const path = `/p/after-refused-${++seq}`;
+    const behind = `GET ${path} HTTP/1.1\r\nHost: payments\r\nx_mesh_client_id: ${ADMIN}\r\nConnection: close\r\n\r\n`;
+    const r = await rawExchange(wsUpgrade("/refused-ws"), { port: inbound, tls, quietMs: 300, timeoutMs: 4000, thenWrite: { afterMs: 100, bytes: behind } });
+    expect(r.statuses).toEqual([403]);
+    expect(r.text).toMatch(/connection: close/i);
+    expect(got.find((g) => g.path === path)).toBeUndefined();
   });
 });
 
@@ -309,7 +308,7 @@ describe("identity headers the proxy sets", () => {
     `x-forwarded-client_cert: By=${ADMIN}`,
   ];
 
-  test("forged copies in any spelling, repeated, never reach the service; the proxy's own arrives once (raw, loopback, upgrade)", async () => {
+  test("forged copies in any spelling, repeated, never reach the service; the proxy's own arrives once (raw, upgrade)", async () => {
     for (const r of await sendAll(inbound, ALL_MODES, forgedLines)) {
       expect([r.mode, r.got !== undefined]).toEqual([r.mode, true]);
       expect([r.mode, named(r.got, "x-mesh-client-id"), named(r.got, "l5d-client-id"), named(r.got, "x-forwarded-client-cert")]).toEqual([r.mode, [ORDERS], [], []]);
@@ -324,10 +323,10 @@ describe("identity headers the proxy sets", () => {
     }
   });
 
-  test("obs-fold, whitespace before the colon: refused before the service (raw and loopback)", async () => {
+  test("obs-fold, whitespace before the colon: refused before the service (raw)", async () => {
     const cases = [["X-Other: 1", ` x-mesh-client-id: ${ADMIN}`], [`x-mesh-client-id : ${ADMIN}`], [`x_mesh_client_id\t: ${ADMIN}`], ["X-Other: 1", `\tx-user: admin`]];
     for (const lines of cases) {
-      for (const r of await sendAll(inbound, ["raw-get", "raw-post", "loop-get"], lines)) expect([lines[0], r.mode, r.status, r.got]).toEqual([lines[0], r.mode, 400, undefined]);
+      for (const r of await sendAll(inbound, ["raw-get", "raw-post"], lines)) expect([lines[0], r.mode, r.status, r.got]).toEqual([lines[0], r.mode, 400, undefined]);
     }
   });
 
@@ -336,10 +335,10 @@ describe("identity headers the proxy sets", () => {
     // non-alphanumeric byte would read these as HTTP_X_MESH_CLIENT_ID as well.
     const lines = [`x.mesh.client.id: ${ADMIN}`, `x~mesh~client~id: ${ADMIN}`, `x-mesh.client_id: ${ADMIN}`];
     const alnum = (n: string) => n.toLowerCase().replace(/[^a-z0-9]/g, "-");
-    const rs = await sendAll(inbound, ["raw-get", "loop-get"], lines);
+    const rs = await sendAll(inbound, ["raw-get", "raw-post"], lines);
     expect(rs.map((r) => [r.mode, (r.got?.fields ?? []).filter(([n]) => alnum(n) === "x-mesh-client-id").map(([, v]) => v)])).toEqual([
       ["raw-get", [ORDERS]],
-      ["loop-get", [ORDERS]],
+      ["raw-post", [ORDERS]],
     ]);
   });
 
@@ -357,7 +356,7 @@ describe("identity headers the proxy sets", () => {
 describe("claim headers (outputClaimToHeaders)", () => {
   const copies = ["X-User: admin", "x_user: admin", "X_USER: admin", "x-user: admin", "x-tier: platinum", "X_TIER: platinum", "x-n: 1", "x_n: 1"];
 
-  test("with a token: the verified claims, each once; client copies in any spelling removed (raw, loopback, upgrade)", async () => {
+  test("with a token: the verified claims, each once; client copies in any spelling removed (raw, upgrade)", async () => {
     const t = await token({ plan: { tier: "gold" }, n: 42 });
     for (const r of await sendAll(inbound, ALL_MODES, [...copies, `Authorization: Bearer ${t}`])) {
       expect([r.mode, named(r.got, "x-user"), named(r.got, "x-tier"), named(r.got, "x-n"), named(r.got, "authorization")]).toEqual([r.mode, ["alice"], ["gold"], ["42"], []]);
@@ -402,7 +401,7 @@ describe("claim headers (outputClaimToHeaders)", () => {
     const PRINTABLE = /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/;
     for (const v of values) {
       const t = await token({ sub: v, plan: { tier: v } });
-      for (const r of await sendAll(inbound, ["raw-get", "raw-post", "loop-get"], [`Authorization: Bearer ${t}`])) {
+      for (const r of await sendAll(inbound, ["raw-get", "raw-post"], [`Authorization: Bearer ${t}`])) {
         const label = JSON.stringify(v).slice(0, 30);
         expect([label, r.mode, r.status, r.got !== undefined]).toEqual([label, r.mode, 200, true]);
         expect([label, r.mode, named(r.got, "x-admin"), got.some((g) => g.path === "/smuggled")]).toEqual([label, r.mode, [], false]);
@@ -429,8 +428,8 @@ describe("claim headers (outputClaimToHeaders)", () => {
     ];
     for (const [n, want] of cases) {
       const t = await token({ n });
-      const [raw, loop] = await sendAll(inbound, ["raw-get", "loop-get"], [`Authorization: Bearer ${t}`, "x-n: 7"]);
-      expect([n, named(raw!.got, "x-n"), named(loop!.got, "x-n")]).toEqual([n, want, want]);
+      const [get, post] = await sendAll(inbound, ["raw-get", "raw-post"], [`Authorization: Bearer ${t}`, "x-n: 7"]);
+      expect([n, named(get!.got, "x-n"), named(post!.got, "x-n")]).toEqual([n, want, want]);
     }
   });
 });
@@ -524,7 +523,7 @@ describe("the token's header", () => {
   test("a forged token in the other spelling of a token header is verified (401), never relayed", async () => {
     const f = await token({ sub: "mallory" }, JWTH, attacker);
     for (const line of [`x_jwt: Bearer ${f}`, `X_JWT: bearer ${f}`, `X-Jwt: Bearer ${f}`]) {
-      for (const r of await sendAll(inbound, ["raw-get", "raw-post", "loop-get"], [line])) expect([line.slice(0, 6), r.mode, r.status, r.got]).toEqual([line.slice(0, 6), r.mode, 401, undefined]);
+      for (const r of await sendAll(inbound, ["raw-get", "raw-post"], [line])) expect([line.slice(0, 6), r.mode, r.status, r.got]).toEqual([line.slice(0, 6), r.mode, 401, undefined]);
     }
   });
 });
@@ -534,7 +533,7 @@ describe("the token's header", () => {
 describe("header names configured with '_' (they read as '-' for the service)", () => {
   test("a claim header configured as x_und_user: the client's x-und-user never reaches the service (or the config is refused)", async () => {
     if (underscored.port === undefined) return expect(underscored.refused).toContain("x_und");
-    const modes: Mode[] = ["raw-get", "raw-post", "loop-get"];
+    const modes: Mode[] = ["raw-get", "raw-post"];
     const rs = await sendAll(underscored.port, modes, ["x-und-user: admin", "X-Und-User: admin"]);
     expect(rs.map((r) => [r.mode, r.got !== undefined, elements(r.got, "x-und-user")])).toEqual(modes.map((m) => [m, true, []]));
   });
@@ -542,7 +541,7 @@ describe("header names configured with '_' (they read as '-' for the service)", 
   test("a token header configured as x_und_token: a forged token in x-und-token is verified, never relayed (or the config is refused)", async () => {
     if (underscored.port === undefined) return expect(underscored.refused).toContain("x_und");
     const f = await token({ sub: "mallory" }, UND, attacker);
-    const modes: Mode[] = ["raw-get", "raw-post", "loop-get"];
+    const modes: Mode[] = ["raw-get", "raw-post"];
     const rs = await sendAll(underscored.port, modes, [`x-und-token: Bearer ${f}`]);
     expect(rs.map((r) => [r.mode, r.status, named(r.got, "x-und-token").some((v) => v.includes(f))])).toEqual(modes.map((m) => [m, 401, false]));
   });
@@ -550,7 +549,7 @@ describe("header names configured with '_' (they read as '-' for the service)", 
   test("a claim header configured as x_mesh_client_id: no end user's sub reaches the service as its caller identity (or the config is refused)", async () => {
     if (identityClaims.port === undefined) return expect(identityClaims.refused).toMatch(/x_mesh_client_id|l5d_client_id/);
     const t = await token({ sub: ADMIN });
-    const modes: Mode[] = ["raw-get", "raw-post", "loop-get"];
+    const modes: Mode[] = ["raw-get", "raw-post"];
     const rs = await sendAll(identityClaims.port, modes, [`Authorization: Bearer ${t}`]);
     expect(rs.map((r) => [r.mode, r.status, named(r.got, "x-mesh-client-id"), named(r.got, "l5d-client-id")])).toEqual(modes.map((m) => [m, 200, [ORDERS], []]));
   });

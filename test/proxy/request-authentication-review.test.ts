@@ -398,17 +398,13 @@ describe("WebSocket upgrades (loopback server path)", () => {
     expect(r.reached[0]!.headers.authorization).toBeUndefined();
   });
 
-  test("a request that follows a refused upgrade on its connection (loopback path): verified, and stripped", async () => {
+  test("an upgrade refused for its token (at the loopback server) closes its connection: nothing sent behind it reaches the service", async () => {
     const f = await forged();
     const v = await valid();
-    const after = (token: string) => `GET /v1/after-upgrade HTTP/1.1\r\nHost: payments\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`;
-    // A valid token: admitted with its principal, its header removed (forwardOriginalToken: false).
-    const ok = await raw(wsUpgrade("/v1/ws", [`Authorization: Bearer ${f}`]), { thenWrite: { afterMs: 100, bytes: after(v) } });
-    expect(ok.statuses).toEqual([401, 200]);
-    expect(ok.reached.map((s) => [s.method, s.path, s.headers.authorization ?? null])).toEqual([["GET", "/v1/after-upgrade", null]]);
-    // A forged token on the follow-up: refused there too.
-    const bad = await raw(wsUpgrade("/v1/ws", [`Authorization: Bearer ${f}`]), { thenWrite: { afterMs: 100, bytes: after(f) } });
-    expect([bad.statuses, bad.reached.length]).toEqual([[401, 401], 0]);
+    const after = `GET /v1/after-upgrade HTTP/1.1\r\nHost: payments\r\nAuthorization: Bearer ${v}\r\nConnection: close\r\n\r\n`;
+    const r = await raw(wsUpgrade("/v1/ws", [`Authorization: Bearer ${f}`]), { thenWrite: { afterMs: 100, bytes: after } });
+    expect(r.statuses).toEqual([401]);
+    expect(r.reached).toEqual([]);
   });
 });
 

@@ -10,8 +10,6 @@ import { CLIENT_ID_HEADER, deleteNamed } from "../headers.ts";
 import { ANONYMOUS, type Authenticated } from "../authentication/authenticator.ts";
 import { DEFAULT_HANDLER_LIMITS, relayHandler } from "./handler.ts";
 import { proxyUpgrade, upgradeContext, upgradeRefused, type WebSocketDeps } from "./proxy-upgrade.ts";
-import type { ErrorParts } from "../errors.ts";
-import { responseOf } from "../errors.ts";
 import type { Relay } from "./relay.ts";
 import { handshakeProblem, upstreamHeaders } from "./upgrade-request.ts";
 
@@ -26,7 +24,7 @@ export function inboundWebSockets(deps: WebSocketDeps & { upstream: URL }) {
      * admitted path and query; `authn` what its end-user token left off and adds.
      */
     /** An upgrade refused at admission (before `upgrade`): counted, logged and traced. */
-    refused: (req: Request, caller: string, answer: ErrorParts): Response => upgradeRefused(ctx, req, responseOf(answer), peerService(caller), caller),
+    refused: (req: Request, caller: string, answer: Response): Response => upgradeRefused(ctx, req, answer, peerService(caller), caller),
     async upgrade(req: Request, server: Server<Relay>, caller: string, target: string, authn: Authenticated = ANONYMOUS): Promise<Response | undefined> {
       const problem = handshakeProblem(req);
       if (problem) return upgradeRefused(ctx, req, errorResponse("bad-request", problem), peerService(caller), caller);

@@ -15,6 +15,7 @@ import { WebSocketSessions } from "./sessions.ts";
 import { observeUpgrade, type UpgradeObservers } from "./upgrade-observer.ts";
 import type { AccessLog } from "../access-log.ts";
 import type { Tracer } from "../tracing/tracer.ts";
+import { closing } from "../loopback-answers.ts";
 
 export interface UpgradeContext extends UpgradeObservers {
   direction: "inbound" | "outbound";
@@ -49,11 +50,11 @@ export function upgradeContext(direction: "inbound" | "outbound", deps: WebSocke
   };
 }
 
-/** An upgrade answered before anything was opened upstream: counted, logged and traced like one refused after. */
+/** An upgrade answered before anything was opened upstream: counted, logged and traced like one refused after, and its connection closed. */
 export function upgradeRefused(ctx: UpgradeContext, req: Request, answer: Response, peer: string, logPeer = peer): Response {
   ctx.metrics.websocketUpgrades.inc({ direction: ctx.direction, peer, status: statusClass(answer.status) });
   observeUpgrade(ctx, req, undefined, logPeer)(answer.status, answer.headers.get("x-mesh-error") ?? undefined);
-  return answer;
+  return closing(answer);
 }
 
 export interface UpgradeTarget {
