@@ -3,6 +3,7 @@
  * fail; every fail says how to fix it. Exit 0 only when every line passes.
  */
 import { loadWorkloadCerts } from "../proxy/certs.ts";
+import { printable } from "../core/printable.ts";
 import type { ControlPlaneStatus } from "../control-plane/api/admin-api.ts";
 import type { ProxyStatus } from "../control-plane/registration.ts";
 import { MeshError } from "../core/errors.ts";
@@ -98,7 +99,8 @@ export const checkCommand: CommandSpec = {
         lines.push({ ok: false, text: `certificates in ${certsDir}: ${(err as Error).message}`, fix: "issue new ones with 'mesh ca issue' or bootstrap with a join token" });
       }
     }
-    for (const l of lines) ctx.out(`${l.ok ? "PASS" : "FAIL"}  ${l.text}${l.fix ? `\n      fix: ${l.fix}` : ""}`);
+    // Lines hold what proxies reported (a refusal's reason): printed so none can forge or hide another.
+    for (const l of lines) ctx.out(`${l.ok ? "PASS" : "FAIL"}  ${printable(l.text)}${l.fix ? `\n      fix: ${printable(l.fix)}` : ""}`);
     return lines.every((l) => l.ok) ? 0 : 1;
   },
 };

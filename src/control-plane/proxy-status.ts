@@ -10,7 +10,7 @@
  */
 import type { Store } from "../store/store.ts";
 import { PREFIX, proxyKey, unregisteredRefusalKey } from "./keys.ts";
-import type { ProxyStatus } from "./registration.ts";
+import { REFUSAL_REASON_CHARS, type ProxyStatus } from "./registration.ts";
 import { assertOwnService, proxyIdOf, RegistryError } from "./registry.ts";
 import type { Registration } from "./registration.ts";
 
@@ -25,7 +25,7 @@ export async function recordAck(store: Store, identity: string, reg: Registratio
   const status = JSON.parse(kv.value) as ProxyStatus;
   if (status.identity !== identity) throw new RegistryError(403, `status belongs to ${status.identity}`);
   const seen = { ...status, calls, lastSeen: new Date().toISOString() };
-  const next: ProxyStatus = error ? { ...seen, rejected: { version, reason: error.slice(0, 2000) } } : { ...seen, acked: version };
+  const next: ProxyStatus = error ? { ...seen, rejected: { version, reason: error.slice(0, REFUSAL_REASON_CHARS) } } : { ...seen, acked: version };
   if (!error && next.rejected?.version === version) delete next.rejected;
   await store.put(key, JSON.stringify(next), kv.lease ? { lease: kv.lease } : undefined);
 }
@@ -38,12 +38,16 @@ async function recordUnregisteredRefusal(store: Store, identity: string, reg: Re
     service: reg.service,
     endpoint: `${reg.address}:${reg.port}`,
     registered: false,
-    rejected: { version, reason: error.slice(0, 2000) },
+    rejected: { version, reason: error.slice(0, REFUSAL_REASON_CHARS) },
     calls,
     lastSeen: new Date().toISOString(),
   };
-  const lease = await store.grant(UNREGISTERED_REFUSAL_TTL_MS);
-  await store.put(unregisteredRefusalKey(reg.namespace, reg.service), JSON.stringify(status), { lease: lease.id });
+  const key = unregisteredRefusalKey(reg.namespace, reg.service);
+  // One lease per record, renewed by each report: a proxy reporting in a loop must not leave a lease per report.
+  let lease = (await store.get(key))?.lease;
+  if (lease !== undefined) await store.keepAlive(lease).catch(() => (lease = undefined));
+  lease ??= (await store.grant(UNREGISTERED_REFUSAL_TTL_MS)).id;
+  await store.put(key, JSON.stringify(status), { lease });
 }
 
 export async function listProxyStatus(store: Store): Promise<ProxyStatus[]> {

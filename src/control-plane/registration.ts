@@ -21,6 +21,9 @@ export interface EndpointRecord extends Registration {
   healthy: boolean;
 }
 
+/** The longest refusal reason kept and shown: a proxy cuts what it sends to this. */
+export const REFUSAL_REASON_CHARS = 2000;
+
 /** Status of one proxy's subscription, as its acknowledgements tell it. */
 export interface ProxyStatus {
   identity: string;

@@ -35,7 +35,9 @@ export class Registry {
     const status: ProxyStatus = { identity, namespace: reg.namespace, service: reg.service, endpoint: `${reg.address}:${reg.port}`, lastSeen: new Date().toISOString() };
     await this.store.put(proxyKey(proxyIdOf(reg)), JSON.stringify(status), { lease: lease.id });
     // An instance of the service applied a config: an older refusal would mislead. One still waiting reports again.
-    await this.store.delete(unregisteredRefusalKey(reg.namespace, reg.service));
+    const refusal = await this.store.get(unregisteredRefusalKey(reg.namespace, reg.service));
+    if (refusal?.lease !== undefined) await this.store.revoke(refusal.lease).catch(() => undefined);
+    else if (refusal) await this.store.delete(refusal.key);
     return { leaseId: lease.id, ttlMs: lease.ttlMs };
   }
 

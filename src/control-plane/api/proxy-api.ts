@@ -29,7 +29,7 @@ const Heartbeat = z.strictObject({ registration: Registration, leaseId: z.string
 const Register = z.strictObject({ registration: Registration, healthy: z.boolean().default(true) });
 const Ack = z.strictObject({
   registration: Registration,
-  version: z.string().min(1).max(64),
+  version: z.string().regex(/^[0-9a-f]{1,64}$/, "expected a config version (hex) as the control plane sent it"),
   error: z.string().max(10_000).optional(),
   /** The services it subscribed to, so "latest" is computed for the same view. */
   calls: z.array(z.string().min(1).max(253)).max(1000).optional(),

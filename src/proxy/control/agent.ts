@@ -6,7 +6,7 @@
  */
 import type { Logger } from "../../core/log.ts";
 import { saveConfig, type SavedConfig } from "./saved-config.ts";
-import type { Registration } from "../../control-plane/registration.ts";
+import { REFUSAL_REASON_CHARS, type Registration } from "../../control-plane/registration.ts";
 import type { ProxySnapshot } from "../../control-plane/snapshot.ts";
 import type { SignedCertificate } from "../../control-plane/signer.ts";
 import type { WorkloadCerts } from "../certs.ts";
@@ -166,9 +166,11 @@ export class ControlPlaneAgent {
     }
   }
 
+  /** Only the start of a long reason is kept and shown (one problem per document can run long): sent cut, so it is never refused for size. */
   private async ack(version: string, error: string | undefined): Promise<void> {
     const { client, registration, calls } = this.opts;
-    await client.post("/v1/config/ack", { registration, version, calls, ...(error !== undefined ? { error } : {}) });
+    const reason = error !== undefined && error.length > REFUSAL_REASON_CHARS ? `${error.slice(0, REFUSAL_REASON_CHARS - 40)} … (${error.length} characters in all)` : error;
+    await client.post("/v1/config/ack", { registration, version, calls, ...(reason !== undefined ? { error: reason } : {}) });
   }
 
   /** Kept for a restart while the control plane is unreachable (saved-config.ts); failing to save costs only that. */
