@@ -8,6 +8,7 @@
 import { normalTarget, PathRefusal } from "../core/normal-path.ts";
 import { ANONYMOUS, Unauthenticated, type Authenticated, type AuthenticationOutcome, type RequestAuthenticator } from "./authentication/authenticator.ts";
 import type { Authorizer, EndUser } from "./authorization.ts";
+import type { HeadersSeen } from "./authorization-conditions.ts";
 import { inCgiList } from "../core/cgi-name.ts";
 import { errorParts, type ErrorParts } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
@@ -58,18 +59,26 @@ function answerTo(metrics: ProxyMetrics, caller: string, outcome: Authentication
 }
 
 /**
- * The fields rules read: those the service will receive. Without the headers the proxy
- * leaves off (a client's copy of a claim header, the token's header), and with the claim
- * headers it adds; `fields` itself when it changes nothing.
+ * The headers rules read when a token changes them: those the service will receive.
+ * `fields` as parsed, with `dropped` the names the client listed in Connection (which the
+ * proxy removes). The client's fields the proxy leaves off (its copies of claim headers,
+ * the token's header, those listed in Connection) are taken out here and the claim
+ * headers the proxy adds put in, which Connection cannot remove. Undefined when the
+ * token changes nothing: the rules read `fields` less `dropped`, with nothing allocated.
  */
-export function fieldsSeen(fields: readonly string[], authn: Authenticated): readonly string[] {
+export function headersSeen(fields: readonly string[], dropped: readonly string[], authn: Authenticated): HeadersSeen | undefined {
   const strip = authn.strip;
-  if (strip === undefined) return fields;
+  if (strip === undefined) return undefined;
   const seen: string[] = [];
-  for (let i = 0; i < fields.length; i += 2) if (!inCgiList(strip.names, fields[i]!)) seen.push(fields[i]!, fields[i + 1]!);
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!;
+    if (!inCgiList(strip.names, name) && !(dropped.length > 0 && inCgiList(dropped, name))) seen.push(name, fields[i + 1]!);
+  }
   for (const [name, value] of authn.claimHeaders) seen.push(name, value);
-  return seen;
+  return { fields: seen, dropped: NOTHING_DROPPED };
 }
+
+const NOTHING_DROPPED: readonly string[] = [];
 
 /** An answer that refuses the request, as opposed to the request's end user. */
 export const isRefusal = (a: Authenticated | ErrorParts): a is ErrorParts => "status" in a;

@@ -27,7 +27,7 @@ import type { UpstreamHealth } from "./upstream-health.ts";
 import { eventNow } from "../core/clock.ts";
 import type { AccessLog } from "./access-log.ts";
 import type { ActiveSpan, Tracer } from "./tracing/tracer.ts";
-import { admitInbound, authenticateInbound, fieldsSeen, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
+import { admitInbound, authenticateInbound, headersSeen, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
 import { ANONYMOUS, type Authenticated } from "./authentication/authenticator.ts";
 import type { RequestHead } from "./transport/h1/request-parse.ts";
 
@@ -141,7 +141,8 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
    */
   function admission(head: RequestHead, caller: string, policies: InboundPolicies, authn: Authenticated, limited = true): ErrorParts | undefined {
     const checked = limited ? policies : { ...policies, limiter: undefined };
-    const admitted = admitInbound(metrics, checked, caller, head.method, head.pathAndQuery, fieldsSeen(head.fields, authn), head.connectionTokens, authn.user);
+    const seen = headersSeen(head.fields, head.connectionTokens, authn);
+    const admitted = admitInbound(metrics, checked, caller, head.method, head.pathAndQuery, seen?.fields ?? head.fields, seen?.dropped ?? head.connectionTokens, authn.user);
     if (typeof admitted !== "string") return admitted;
     if (admitted !== head.pathAndQuery) head.pathAndQuery = admitted;
     return undefined;

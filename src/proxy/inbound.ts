@@ -13,7 +13,7 @@
  */
 import type { Server } from "bun";
 import { errorResponse, internalErrorResponse, responseOf } from "./errors.ts";
-import { admitInbound, authenticateInbound, fieldsSeen, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
+import { admitInbound, authenticateInbound, headersSeen, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
 import { forwardableHeaders } from "./headers.ts";
 import { closing } from "./loopback-answers.ts";
 import { refusalResponse, requestProblem } from "./request-guard.ts";
@@ -58,7 +58,8 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
       if (policies.authorizer || policies.dryRun || policies.authenticator) forwardableHeaders(req.headers).forEach((value, name) => fields.push(name, value));
       const authn = await authenticateInbound(deps.metrics, policies, caller, fields, []);
       if (isRefusal(authn)) return ws.refused(req, caller, responseOf(authn));
-      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, fieldsSeen(fields, authn), [], authn.user);
+      const seen = headersSeen(fields, [], authn);
+      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, seen?.fields ?? fields, [], authn.user);
       if (typeof target !== "string") return ws.refused(req, caller, responseOf(target));
       const answer = await ws.upgrade(req, server, caller, target, authn);
       return answer && closing(answer);
