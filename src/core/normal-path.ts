@@ -126,7 +126,11 @@ function hexValue(c: number): number {
   return -1;
 }
 
-/** Exported for the schema: whether a rule's path is one a normalized request could have. */
+/**
+ * Exported for the schema: whether a rule's path is one a normalized request could have.
+ * `%2F` and `%5C` (upper case) are allowed: they match on sidecars that keep escaped
+ * slashes, and nothing elsewhere, which refuses such requests.
+ */
 export function isNormalPath(path: string): boolean {
-  return normalTarget(path) === path && path.indexOf("?") < 0;
+  return normalTarget(path, true) === path && path.indexOf("?") < 0;
 }

@@ -39,7 +39,7 @@ export function headerHolds(req: HeadersSeen, header: string, lists: ValueLists,
     if (!sameCgiName(name, header)) continue;
     if (req.dropped.length > 0 && inCgiList(req.dropped, name)) continue;
     for (const part of fields[i + 1]!.split(",")) {
-      const element = part.trim();
+      const element = withoutOws(part);
       if (element === "") continue;
       seen = true;
       const listed = values?.has(element) ?? false;
@@ -55,9 +55,18 @@ export function headerHolds(req: HeadersSeen, header: string, lists: ValueLists,
 
 const NO_ELEMENTS: readonly string[] = [];
 
+/** A list element without the spaces and tabs around it (RFC 9110 OWS), and nothing else: String#trim also takes U+00A0, which the service keeps. */
+function withoutOws(s: string): string {
+  let start = 0;
+  let end = s.length;
+  while (start < end && (s.charCodeAt(start) === 32 || s.charCodeAt(start) === 9)) start++;
+  while (end > start && (s.charCodeAt(end - 1) === 32 || s.charCodeAt(end - 1) === 9)) end--;
+  return start === 0 && end === s.length ? s : s.slice(start, end);
+}
+
 /**
- * A claim's values are its string (or number or boolean, as text), the strings of its
- * list, or the scopes of the `scope` claim, which OAuth writes space-separated. The token
+ * A claim's values are its string (or number or boolean, as text), the strings (numbers,
+ * booleans) of its list, or the scopes of the `scope` claim, which OAuth writes space-separated. The token
  * is signed, so no reading of it can differ from the service's: `values` holds when one
  * is listed, `notValues` when none is (an absent claim, or no token, holds none), for an
  * allow rule and a deny rule alike.
@@ -71,7 +80,8 @@ export function claimHolds(claims: Readonly<Record<string, unknown>> | undefined
 function claimValues(v: unknown, scope: boolean): readonly string[] {
   if (typeof v === "string") return scope ? v.split(" ") : [v];
   if (typeof v === "number" || typeof v === "boolean") return [String(v)];
-  return Array.isArray(v) ? v.filter((e): e is string => typeof e === "string") : NO_ELEMENTS;
+  // In a list too, a number or boolean counts as its text: [7] holds "7" as 7 does.
+  return Array.isArray(v) ? v.filter((e) => typeof e === "string" || typeof e === "number" || typeof e === "boolean").map(String) : NO_ELEMENTS;
 }
 
 /** The claim at `path` (names into nested objects), read as the token's own members only, so no inherited name is found. */

@@ -53,7 +53,7 @@ function pathPatternProblem(value: string): string | undefined {
   // A suffix must be able to end a normal path, a prefix to start one.
   const probe = suffix ? `/x${bare.startsWith("/") ? "" : "/"}${bare}` : prefix ? `${bare}x` : bare;
   if (!isNormalPath(probe))
-    return 'not in normal form (no "%2F", "//", "." or ".." segments; escapes of letters and digits decoded), so no request could match it';
+    return 'not in normal form (no "//", "." or ".." segments; escapes of letters and digits decoded, others in upper case), so no request could match it';
   return undefined;
 }
 
@@ -132,6 +132,12 @@ export const Condition = z
   .superRefine((c, ctx) => {
     if ((c.header === undefined) === (c.claim === undefined)) ctx.addIssue({ code: "custom", path: ["header"], message: "give header or claim, one of the two" });
     if (c.values === undefined && c.notValues === undefined) ctx.addIssue({ code: "custom", path: ["values"], message: "give values, notValues or both" });
+    // A header is compared as the bytes it arrived in: a value with other characters could never be matched.
+    if (c.header !== undefined)
+      for (const list of ["values", "notValues"] as const)
+        (Array.isArray(c[list]) ? c[list] : []).forEach((v, i) => {
+          if (typeof v === "string" && !/^[\x20-\x7e]+$/.test(v)) ctx.addIssue({ code: "custom", path: [list, i], message: `"${v}": a header value is matched as its bytes; write printable ASCII only` });
+        });
   }, always)
   .describe(
     "A header's values: all of its comma-separated elements, over every line it appears on, read the way that refuses: an allow rule needs every element in values (and at least one) and none in notValues; a deny rule takes any one element in values, or any one not in notValues (or none at all). A claim's values: the claim's string, each string of a list, or each space-separated scope of the `scope` claim; values holds when one of them is listed, notValues when none is.",
