@@ -11,6 +11,7 @@ import { cgiName } from "../../core/cgi-name";
 import { always, policyService } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 import { ClaimPath, UNMATCHABLE_HEADERS } from "./authorization-policy";
+import { readCertificates } from "../../pki/load";
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
@@ -41,6 +42,16 @@ const JwksUri = z.url({ protocol: /^https?$/, error: "expected an https:// URL" 
   if (url.protocol === "http:" && !loopback) ctx.addIssue({ code: "custom", message: "expected https://: keys fetched over plain HTTP could be swapped on the way (http:// only to a loopback address)" });
 });
 
+/** CA certificates as PEM: public, parsed here so a bad bundle is refused at apply, not at the first token. */
+const CaBundle = z.string().superRefine((pem, ctx) => {
+  if (/PRIVATE KEY-----/.test(pem)) return ctx.addIssue({ code: "custom", message: "holds a private key: give only the CA's certificates" });
+  try {
+    readCertificates(pem, undefined, "CA bundle");
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+  }
+});
+
 /** A header name the proxy neither removes nor sets itself, in the one form its spellings share (core/cgi-name.ts). */
 const HeaderName = (use: string) =>
   z
@@ -67,6 +78,9 @@ export const JwtRule = z
     audiences: z.array(z.string().min(1)).min(1).optional().describe("`aud` values accepted; the token must hold one. Omitted: any audience."),
     jwks: Jwks.optional().describe("The issuer's public keys, inline."),
     jwksUri: JwksUri.optional().describe("Where the sidecar fetches the issuer's public keys (fetched again when a token names a key it does not have, at most every 5 s, and when 5 min old)."),
+    jwksCaBundle: CaBundle.optional().describe(
+      "PEM certificates of the CA that issued the jwksUri server's certificate, for an identity provider behind a private CA; its server is then verified with these alone, not the runtime's root store.",
+    ),
     fromHeaders: z
       .array(TokenLocation)
       .min(1)
@@ -91,6 +105,8 @@ export const JwtRule = z
   .superRefine((rule, ctx) => {
     if ((rule.jwks === undefined) === (rule.jwksUri === undefined))
       ctx.addIssue({ code: "custom", path: ["jwks"], message: "give the issuer's keys as jwks or jwksUri, one of the two" });
+    if (rule.jwksCaBundle !== undefined && !rule.jwksUri?.startsWith("https://"))
+      ctx.addIssue({ code: "custom", path: ["jwksCaBundle"], message: "verifies the server of an https:// jwksUri; this rule has none" });
   }, always)
   .describe("One issuer whose tokens are accepted, its keys, and where its tokens travel.");
 

@@ -115,7 +115,7 @@ export class RequestAuthenticator {
         {
           issuer: r.issuer,
           audiences: r.audiences,
-          source: r.jwks ? { jwks: r.jwks } : { jwksUri: r.jwksUri! },
+          source: r.jwks ? { jwks: r.jwks } : { jwksUri: r.jwksUri!, ca: r.jwksCaBundle },
           forward: r.forwardOriginalToken,
           locations: new Set(locationsOf(r).map(locationKey)),
           outputs: (r.outputClaimToHeaders ?? []).map((o) => ({ header: o.header, claim: o.claim.split(".") })),
@@ -131,7 +131,7 @@ export class RequestAuthenticator {
     this.claimHeaderNames = [...new Set(rules.flatMap((r) => (r.outputClaimToHeaders ?? []).map((o) => o.header)))];
     this.anonymous = this.claimHeaderNames.length === 0 ? ANONYMOUS : { ...ANONYMOUS, strip: this.strippedOf("") };
     this.keys = new IssuerKeys(
-      rules.flatMap((r) => (r.jwksUri ? [r.jwksUri] : [])),
+      rules.flatMap((r) => (r.jwksUri ? [{ jwksUri: r.jwksUri, ca: r.jwksCaBundle }] : [])),
       previous?.keys,
       onKeyFetchFailed,
     );

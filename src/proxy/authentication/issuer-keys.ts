@@ -25,7 +25,12 @@ export const REMOTE_KEYS = {
   maxAgeMs: 300_000,
 };
 
-export type KeySource = { jwks: z.output<typeof Jwks> } | { jwksUri: string };
+/** An inline set, or a URI with the CA bundle its server is verified with (default: the runtime's root store). */
+export type KeySource = { jwks: z.output<typeof Jwks> } | { jwksUri: string; ca?: string };
+type RemoteSource = { jwksUri: string; ca?: string };
+
+/** One remote set per URI and trust: the same URI trusted another way is another set. */
+export const remoteKeyOf = (source: RemoteSource): string => (source.ca === undefined ? source.jwksUri : `${source.jwksUri}\n${source.ca}`);
 
 export interface KeySet {
   /** What jose verifies with. */
@@ -42,24 +47,26 @@ export class IssuerKeys {
   private readonly remote = new Map<string, Promise<KeySet>>();
 
   constructor(
-    uris: Iterable<string>,
+    sources: Iterable<RemoteSource>,
     previous?: IssuerKeys,
     private readonly onFetchFailed: KeyFetchFailed = () => undefined,
   ) {
-    for (const uri of uris) {
-      const kept = previous?.remote.get(uri);
-      if (kept !== undefined) this.remote.set(uri, kept);
+    for (const source of sources) {
+      const key = remoteKeyOf(source);
+      const kept = previous?.remote.get(key);
+      if (kept !== undefined) this.remote.set(key, kept);
     }
   }
 
   /** The key set for a rule's source, made on first use; the caller keeps it for an inline set. */
   keysFor(source: KeySource): Promise<KeySet> {
     if ("jwks" in source) return loadJose().then((j) => ({ getKey: j.createLocalJWKSet(source.jwks as JSONWebKeySet), dueAt: () => undefined }));
-    let keys = this.remote.get(source.jwksUri);
+    const key = remoteKeyOf(source);
+    let keys = this.remote.get(key);
     if (keys === undefined) {
       const url = new URL(source.jwksUri);
-      keys = loadJose().then((j) => refreshedKeys(j, url, (reason, serving) => this.onFetchFailed(source.jwksUri, reason, serving)));
-      this.remote.set(source.jwksUri, keys);
+      keys = loadJose().then((j) => refreshedKeys(j, url, source.ca, (reason, serving) => this.onFetchFailed(source.jwksUri, reason, serving)));
+      this.remote.set(key, keys);
     }
     return keys;
   }
@@ -71,7 +78,7 @@ export class IssuerKeys {
  * serving and fetches are retried in the background, one per cool-down: an outage of the
  * key server does not refuse every user, nor make each request wait out a timeout.
  */
-function refreshedKeys(j: Jose, url: URL, onFailed: (reason: string, servingHeldKeys: boolean) => void): KeySet {
+function refreshedKeys(j: Jose, url: URL, ca: string | undefined, onFailed: (reason: string, servingHeldKeys: boolean) => void): KeySet {
   // jose writes each set it fetches, and when, into this object.
   const fetched: { uat?: number; jwks?: JSONWebKeySet } = {};
   const remote = j.createRemoteJWKSet(url, {
@@ -79,6 +86,8 @@ function refreshedKeys(j: Jose, url: URL, onFailed: (reason: string, servingHeld
     cooldownDuration: REMOTE_KEYS.cooldownMs,
     cacheMaxAge: REMOTE_KEYS.maxAgeMs,
     [j.jwksCache]: fetched as Record<string, never>,
+    // A private CA's bundle: the key server is verified with it, not with the runtime's roots.
+    ...(ca !== undefined && { [j.customFetch]: (input: string, init: RequestInit) => fetch(input, { ...init, tls: { ca } }) }),
   });
   let failedAt = -Infinity;
   const failed = (err: unknown) => {
