@@ -13,7 +13,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { exportJWK, generateKeyPair } from "jose";
 import { createLogger } from "../../src/core/log.ts";
 import { recordAck } from "../../src/control-plane/proxy-status.ts";
 import { openSqliteStore } from "../../src/store/index.ts";
@@ -26,6 +25,7 @@ import { mesh, tempDir } from "../helpers/cli.ts";
 import { eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
 import { accessLogLines, denyPaths, otlpCollector, spanAttr as attr, tracingFlags, type Collector } from "../helpers/observability.ts";
+import { testIssuer } from "../helpers/policies.ts";
 import { rawExchange, type ClientTls } from "../helpers/raw-http.ts";
 import { rawUpgrade, within, WsClient } from "../helpers/ws-client.ts";
 
@@ -255,18 +255,7 @@ describe("B: requests the proxy answers itself, and WebSockets, observed", () =>
       },
       websocket: { message: (ws, m) => void ws.send(m) },
     });
-    const keys = await generateKeyPair("ES256");
-    const jwk = { ...(await exportJWK(keys.publicKey)), kid: "k1", alg: "ES256" };
-    const policies = `---
-apiVersion: mesh.dev/v1alpha1
-kind: RequestAuthentication
-metadata: { name: users }
-spec:
-  service: payments
-  jwtRules:
-    - issuer: ${ISSUER}
-      jwks: ${JSON.stringify({ keys: [jwk] })}
-${denyPaths("payments", ["/admin", "/admin/*"])}`;
+    const policies = `${(await testIssuer(ISSUER)).requestAuthentication("payments")}${denyPaths("payments", ["/admin", "/admin/*"])}`;
     const tracing = tracingFlags(collector);
     logs = { orders: join(fx.tmp.path, "orders.log"), payments: join(fx.tmp.path, "payments.log") };
     const p = await fx.proxy("payments", `http://127.0.0.1:${service.port}`, fx.config("payments", {}, policies), [...tracing, "--access-log", logs.payments]);

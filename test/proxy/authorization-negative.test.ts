@@ -5,9 +5,7 @@
  * header's elements, a caller with no namespace) it reads the way that refuses.
  */
 import { describe, expect, test } from "bun:test";
-import type { AuthorizationPolicy } from "../../src/config/kinds/authorization-policy.ts";
-import { parseManifest } from "../../src/config/manifest.ts";
-import "../../src/config/kinds/index.ts";
+import { authorizationPolicy, authorizationPolicyIssues } from "../helpers/policies.ts";
 import { authorizerFor, type EndUser } from "../../src/proxy/authorization.ts";
 
 const TD = "mesh.local";
@@ -15,18 +13,8 @@ const id = (service: string, ns = "shop") => `spiffe://${TD}/ns/${ns}/sa/${servi
 const subject = { namespace: "shop", service: "payments", trustDomain: TD };
 const ISSUER = "https://id.example.com";
 
-function parsed(spec: Record<string, unknown>) {
-  return parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind: "AuthorizationPolicy", metadata: { name: "p", namespace: "shop" }, spec });
-}
-function policy(spec: Record<string, unknown>): AuthorizationPolicy {
-  const r = parsed(spec);
-  if (!r.ok) throw new Error(JSON.stringify(r.issues));
-  return r.manifest as AuthorizationPolicy;
-}
-const issues = (spec: Record<string, unknown>) => {
-  const r = parsed(spec);
-  return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
-};
+const policy = authorizationPolicy;
+const issues = authorizationPolicyIssues;
 
 interface Req {
   caller?: string;

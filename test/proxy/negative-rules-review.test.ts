@@ -11,9 +11,7 @@ import { headersSeen } from "../../src/proxy/inbound-admission.ts";
 import type { Authenticated } from "../../src/proxy/authentication/authenticator.ts";
 import type { ServerWebSocket } from "bun";
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from "jose";
-import "../../src/config/kinds/index.ts";
-import type { AuthorizationPolicy } from "../../src/config/kinds/authorization-policy.ts";
-import { parseManifest } from "../../src/config/manifest.ts";
+import { authorizationPolicy, parsedAuthorizationPolicy } from "../helpers/policies.ts";
 import { authorizerFor, type EndUser } from "../../src/proxy/authorization.ts";
 import { normalTarget, PathRefusal } from "../../src/core/normal-path.ts";
 import { clientTls } from "../helpers/data-plane.ts";
@@ -30,14 +28,8 @@ const id = (service: string, ns = "shop") => `spiffe://${TD}/ns/${ns}/sa/${servi
 const subject = { namespace: "shop", service: "payments", trustDomain: TD };
 const ISSUER = "https://id.example.com";
 
-function parsed(spec: Record<string, unknown>) {
-  return parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind: "AuthorizationPolicy", metadata: { name: "p", namespace: "shop" }, spec });
-}
-function policy(spec: Record<string, unknown>): AuthorizationPolicy {
-  const r = parsed(spec);
-  if (!r.ok) throw new Error(JSON.stringify(r.issues));
-  return r.manifest as AuthorizationPolicy;
-}
+const parsed = parsedAuthorizationPolicy;
+const policy = authorizationPolicy;
 const accepted = (spec: Record<string, unknown>) => parsed(spec).ok;
 
 interface Req {

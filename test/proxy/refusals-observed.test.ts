@@ -8,9 +8,9 @@
  */
 import { beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { exportJWK, generateKeyPair } from "jose";
 import { fixtureFor, metricValue, type EchoService } from "../helpers/mesh-fixture.ts";
 import { accessLogLine, denyPaths, otlpCollector, spanAttr as attr, tracingFlags, type Collector } from "../helpers/observability.ts";
+import { testIssuer } from "../helpers/policies.ts";
 import { rawExchange } from "../helpers/raw-http.ts";
 import { rawUpgrade } from "../helpers/ws-client.ts";
 import { eventually } from "../helpers/wait.ts";
@@ -25,18 +25,8 @@ let logs: { orders: string; payments: string };
 
 beforeAll(async () => {
   collector = otlpCollector();
-  const keys = await generateKeyPair("ES256");
-  const jwk = { ...(await exportJWK(keys.publicKey)), kid: "k1", alg: "ES256" };
-  const policies = `---
-apiVersion: mesh.dev/v1alpha1
-kind: RequestAuthentication
-metadata: { name: users }
-spec:
-  service: payments
-  jwtRules:
-    - issuer: ${ISSUER}
-      jwks: ${JSON.stringify({ keys: [jwk] })}
-${denyPaths("payments", ["/admin", "/admin/*"])}---
+  const issuer = await testIssuer(ISSUER);
+  const policies = `${issuer.requestAuthentication("payments")}${denyPaths("payments", ["/admin", "/admin/*"])}---
 apiVersion: mesh.dev/v1alpha1
 kind: RateLimitPolicy
 metadata: { name: payments }

@@ -1,0 +1,43 @@
+/** Policy manifests for tests: parsed as `mesh apply` would, in namespace shop. */
+import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
+import type { AuthorizationPolicy } from "../../src/config/kinds/authorization-policy.ts";
+import "../../src/config/kinds/index.ts";
+import { parseManifest } from "../../src/config/manifest.ts";
+
+/** The outcome of parsing an AuthorizationPolicy with this spec. */
+export function parsedAuthorizationPolicy(spec: Record<string, unknown>) {
+  return parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind: "AuthorizationPolicy", metadata: { name: "p", namespace: "shop" }, spec });
+}
+
+export function authorizationPolicy(spec: Record<string, unknown>): AuthorizationPolicy {
+  const r = parsedAuthorizationPolicy(spec);
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  return r.manifest as AuthorizationPolicy;
+}
+
+/** `path: message` of each problem the schema finds; none for a valid spec. */
+export function authorizationPolicyIssues(spec: Record<string, unknown>): string[] {
+  const r = parsedAuthorizationPolicy(spec);
+  return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+}
+
+/** An end-user token issuer with an ES256 key (kid k1), given to sidecars inline. */
+export interface TestIssuer {
+  issuer: string;
+  jwk: JWK;
+  /** A RequestAuthentication document for `service` trusting this issuer's inline key. */
+  requestAuthentication(service: string): string;
+  token(sub?: string, claims?: Record<string, unknown>): Promise<string>;
+}
+
+export async function testIssuer(issuer: string): Promise<TestIssuer> {
+  const keys = await generateKeyPair("ES256");
+  const jwk = { ...(await exportJWK(keys.publicKey)), kid: "k1", alg: "ES256" };
+  return {
+    issuer,
+    jwk,
+    requestAuthentication: (service) =>
+      `---\napiVersion: mesh.dev/v1alpha1\nkind: RequestAuthentication\nmetadata: { name: users }\nspec:\n  service: ${service}\n  jwtRules:\n    - issuer: ${issuer}\n      jwks: ${JSON.stringify({ keys: [jwk] })}\n`,
+    token: (sub = "alice", claims = {}) => new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(issuer).setSubject(sub).setExpirationTime("5m").sign(keys.privateKey),
+  };
+}
