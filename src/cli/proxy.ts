@@ -4,6 +4,8 @@ import type { Service } from "../config/kinds/service.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
+import type { HTTPRoute } from "../config/kinds/http-route.ts";
+import { routeProblems } from "../proxy/control/config-documents.ts";
 import { secondRateLimits, type RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import { CollectorUrl, ESCAPED_SLASHES, SamplingPercent, Upstream, type EscapedSlashes, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash } from "../config/common.ts";
@@ -35,10 +37,11 @@ interface ProxyFile {
   authorization: AuthorizationPolicy[];
   rateLimits: RateLimitPolicy[];
   authentication: RequestAuthentication[];
+  routes: HTTPRoute[];
 }
 
 async function loadConfig(path: string | undefined): Promise<ProxyFile> {
-  if (!path) return { services: [], policies: [], authorization: [], rateLimits: [], authentication: [] };
+  if (!path) return { services: [], policies: [], authorization: [], rateLimits: [], authentication: [], routes: [] };
   const { manifests, errors } = await loadManifests([path]);
   if (errors.length) throw new DataError(`invalid config:\n  ${errors.map(formatManifestError).join("\n  ")}`, "--config");
   const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind);
@@ -59,6 +62,8 @@ async function loadConfig(path: string | undefined): Promise<ProxyFile> {
     const p = m.manifest as RateLimitPolicy;
     problems.push(`${m.file}#${m.doc} spec.service: a second RateLimitPolicy for "${p.spec.service}" in namespace "${p.metadata.namespace}"`);
   }
+  const routes = of("HTTPRoute").map((m) => m.manifest) as HTTPRoute[];
+  problems.push(...routeProblems(routes, known).map((p) => `HTTPRoute ${p}`));
   if (problems.length) throw new DataError(`invalid config:\n  ${problems.join("\n  ")}`, "--config");
   return {
     proxy: proxies[0],
@@ -67,6 +72,7 @@ async function loadConfig(path: string | undefined): Promise<ProxyFile> {
     authorization: of("AuthorizationPolicy").map((m) => m.manifest) as AuthorizationPolicy[],
     rateLimits: of("RateLimitPolicy").map((m) => m.manifest) as RateLimitPolicy[],
     authentication: of("RequestAuthentication").map((m) => m.manifest) as RequestAuthentication[],
+    routes,
   };
 }
 
@@ -187,6 +193,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     authorization: file.authorization,
     rateLimits: file.rateLimits,
     authentication: file.authentication,
+    routes: file.routes,
     healthPath,
     drainTimeoutMs,
     outboundDrainDelayMs,

@@ -8,18 +8,20 @@
 import { parseManifest, type Manifest } from "../config/manifest.ts";
 import "../config/kinds/index.ts";
 import { secondRateLimits } from "../config/kinds/rate-limit-policy.ts";
+import { routeServices, type HTTPRoute } from "../config/kinds/http-route.ts";
 import type { Store } from "../store/store.ts";
 import { manifestKey } from "./keys.ts";
 import type { ControlPlaneView } from "./view.ts";
 
-export const SHARED_KINDS = new Set(["Service", "DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy", "RequestAuthentication"]);
+export const SHARED_KINDS = new Set(["Service", "DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy", "RequestAuthentication", "HTTPRoute"]);
 const POLICY_KINDS = new Set(["DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy", "RequestAuthentication"]);
 
-/** The Service a policy names in its namespace (spec.service), if it names one: "*" names every one. */
-function referencedService(m: Manifest): string | undefined {
-  if (!POLICY_KINDS.has(m.kind)) return undefined;
+/** The Services a manifest names in its namespace, with the field naming each: a policy's spec.service ("*" names none), a route's service and backends. */
+function referencedServices(m: Manifest): { field: string; service: string }[] {
+  if (m.kind === "HTTPRoute") return routeServices(m as HTTPRoute);
+  if (!POLICY_KINDS.has(m.kind)) return [];
   const service = (m.spec as { service: string }).service;
-  return service === "*" ? undefined : service;
+  return service === "*" ? [] : [{ field: "spec.service", service }];
 }
 
 export interface SubmittedDocument {
@@ -58,13 +60,12 @@ export async function applyDocuments(store: Store, view: ControlPlaneView, docs:
     valid.push({ source: d.source, raw: d.manifest as Record<string, unknown>, manifest: m });
   }
   for (const v of valid) {
-    const service = referencedService(v.manifest);
-    if (service === undefined) continue;
     const ns = v.manifest.metadata.namespace;
-    if (!seen.has(`Service/${ns}/${service}`) && !view.manifests.has(`Service/${ns}/${service}`))
-      errors.push(`${v.source} spec.service: no Service "${service}" in namespace "${ns}"`);
+    for (const { field, service } of referencedServices(v.manifest))
+      if (!seen.has(`Service/${ns}/${service}`) && !view.manifests.has(`Service/${ns}/${service}`))
+        errors.push(`${v.source} ${field}: no Service "${service}" in namespace "${ns}"`);
   }
-  errors.push(...secondRateLimitErrors(view, valid));
+  errors.push(...secondRateLimitErrors(view, valid), ...secondRouteErrors(view, valid));
   if (errors.length > 0) return { ok: false, errors, applied: [] };
 
   const applied: ApplyResult["applied"] = [];
@@ -92,11 +93,29 @@ function secondRateLimitErrors(view: ControlPlaneView, batch: { source: string; 
   );
 }
 
+/** A second HTTPRoute for a service, in the batch or beside one stored (and not replaced by the batch): a call takes one route. */
+function secondRouteErrors(view: ControlPlaneView, batch: { source: string; manifest: Manifest }[]): string[] {
+  const batchIds = new Set(batch.map((v) => `${v.manifest.kind}/${v.manifest.metadata.namespace}/${v.manifest.metadata.name}`));
+  const first = new Map<string, string>();
+  for (const [id, { manifest: m }] of view.manifests)
+    if (m.kind === "HTTPRoute" && !batchIds.has(id)) first.set(`${m.metadata.namespace}/${(m.spec as { service: string }).service}`, `HTTPRoute "${m.metadata.name}"`);
+  const errors: string[] = [];
+  for (const v of batch) {
+    if (v.manifest.kind !== "HTTPRoute") continue;
+    const service = (v.manifest.spec as { service: string }).service;
+    const key = `${v.manifest.metadata.namespace}/${service}`;
+    const earlier = first.get(key);
+    if (earlier) errors.push(`${v.source} spec.service: Service "${service}" already has ${earlier}; a service takes one`);
+    else first.set(key, v.source);
+  }
+  return errors;
+}
+
 export type DeleteResult = { ok: true } | { ok: false; status: 404 | 409; error: string };
 
 export async function deleteManifest(store: Store, view: ControlPlaneView, kind: string, namespace: string, name: string): Promise<DeleteResult> {
   if (kind === "Service") {
-    const users = [...view.manifests.values()].filter(({ manifest: m }) => m.metadata.namespace === namespace && referencedService(m) === name);
+    const users = [...view.manifests.values()].filter(({ manifest: m }) => m.metadata.namespace === namespace && referencedServices(m).some((r) => r.service === name));
     if (users.length > 0)
       return { ok: false, status: 409, error: `Service "${namespace}/${name}" is used by ${users.map((u) => `${u.manifest.kind} "${u.manifest.metadata.name}"`).join(", ")}; delete that first` };
   }

@@ -1,6 +1,7 @@
 /**
- * The config one proxy gets: the Services it may call, with the endpoints registered
- * for them merged in, the DestinationPolicies for those services, the
+ * The config one proxy gets: the Services it may call (with the backends of their
+ * HTTPRoutes), with the endpoints registered for them merged in, the DestinationPolicies
+ * and HTTPRoutes for those services, the
  * AuthorizationPolicies, RequestAuthentications and RateLimitPolicy its own inbound
  * enforces, and the trust bundle.
  * Documents go out as written, so the proxy validates them itself and can refuse a
@@ -11,6 +12,7 @@
 import { createHash } from "node:crypto";
 import type { ControlPlaneView, StoredManifest } from "./view.ts";
 import type { EndpointRecord } from "./registration.ts";
+import { routeServices, type HTTPRoute } from "../config/kinds/http-route.ts";
 
 export interface Subscriber {
   namespace: string;
@@ -58,6 +60,11 @@ function indexOf(view: ControlPlaneView): ViewIndex {
 export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: string): ProxySnapshot {
   const wanted = sub.calls ? new Set(sub.calls.map((c) => (c.includes(".") ? c : `${c}.${sub.namespace}`))) : undefined;
   const { sorted, endpoints: registered } = indexOf(view);
+  // A route of a service called sends calls to its backends too: they are called as well.
+  if (wanted)
+    for (const { manifest } of sorted)
+      if (manifest.kind === "HTTPRoute" && wanted.has(`${(manifest.spec as { service: string }).service}.${manifest.metadata.namespace}`))
+        for (const { service } of routeServices(manifest as HTTPRoute)) wanted.add(`${service}.${manifest.metadata.namespace}`);
   const services: Record<string, unknown>[] = [];
   const policies: Record<string, unknown>[] = [];
   const included = new Set<string>();
@@ -72,7 +79,7 @@ export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: str
   const own: Record<string, unknown>[] = [];
   for (const { raw, manifest } of sorted) {
     const spec = manifest.spec as { service: string };
-    if (manifest.kind === "DestinationPolicy" && included.has(`${spec.service}.${manifest.metadata.namespace}`)) policies.push(raw);
+    if ((manifest.kind === "DestinationPolicy" || manifest.kind === "HTTPRoute") && included.has(`${spec.service}.${manifest.metadata.namespace}`)) policies.push(raw);
     else if (
       (manifest.kind === "AuthorizationPolicy" || manifest.kind === "RequestAuthentication") &&
       manifest.metadata.namespace === sub.namespace &&

@@ -4,6 +4,7 @@
  * whose peer check runs once per connection, not per request.
  */
 import { defaultDestinationPolicy, type DestinationPolicy, type DestinationPolicySpec } from "../config/kinds/destination-policy.ts";
+import type { CompiledRoute } from "./routing.ts";
 import type { Service } from "../config/kinds/service.ts";
 import { boundedMemo } from "../core/bounded-memo.ts";
 import { systemClock } from "../core/clock.ts";
@@ -46,6 +47,8 @@ export interface Destination {
 export interface Snapshot {
   version: string;
   destinations: Map<string, Destination>;
+  /** HTTPRoutes by the destination they route (routing.ts); empty without any. */
+  routes: Map<Destination, CompiledRoute>;
   /** A request's host → its destination, memoized for this snapshot: see resolveHost. */
   byHost: (host: string) => Destination | null;
 }
@@ -55,7 +58,7 @@ const HOSTS_REMEMBERED = 1024;
 
 /** A snapshot of these destinations, with its own memo of hosts resolved. */
 export function snapshotOf(version: string, destinations: Map<string, Destination>): Snapshot {
-  return { version, destinations, byHost: boundedMemo(HOSTS_REMEMBERED, (host) => destinations.get(destinationName(host)) ?? null) };
+  return { version, destinations, routes: new Map(), byHost: boundedMemo(HOSTS_REMEMBERED, (host) => destinations.get(destinationName(host)) ?? null) };
 }
 
 /** Verifies the server is the service we meant to reach: its SPIFFE ID, not its hostname. */

@@ -7,6 +7,7 @@
  * loopback server of outbound.ts, which carries them.
  */
 import { resolveHost, type Snapshot } from "./destinations.ts";
+import { routedDestination } from "./routing.ts";
 import type { PickContext } from "./endpoint.ts";
 import { CLIENT_CLOSED_STATUS, errorParts, type ErrorParts } from "./errors.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
@@ -48,9 +49,12 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
     request(req: ServerRequest, res: Responder) {
       const head = req.head;
-      const dest = resolveHost(deps.snapshot(), head.host);
+      const snapshot = deps.snapshot();
+      const named = resolveHost(snapshot, head.host);
       // Answered here, before any destination: counted as a call to "unknown", logged with no peer.
-      if (!dest) return answerUnforwarded(req, res, errorParts("no-route", `no service named "${head.host}" in this proxy's config`), "");
+      if (!named) return answerUnforwarded(req, res, errorParts("no-route", `no service named "${head.host}" in this proxy's config`), "");
+      const route = snapshot.routes.size === 0 ? undefined : snapshot.routes.get(named);
+      const dest = route === undefined ? named : routedDestination(route, named, { method: head.method, pathAndQuery: head.pathAndQuery, header: (n) => fieldValue(head.fields, n) });
       // The span's traceparent replaces the service's, so the callee's sidecar continues from it.
       const span = deps.tracer?.begin(head.fields);
       let prepared: PreparedRequest;

@@ -9,6 +9,7 @@ import type { Server } from "bun";
 import { errorResponse, internalErrorResponse } from "./errors.ts";
 import { refusalResponse, requestProblem } from "./request-guard.ts";
 import { resolveHost, type Snapshot } from "./destinations.ts";
+import { routedDestination } from "./routing.ts";
 import type { WorkloadCerts } from "./certs.ts";
 import { closing } from "./loopback-answers.ts";
 import { outboundWebSockets } from "./websocket/outbound-ws.ts";
@@ -41,8 +42,12 @@ export function startOutbound(deps: OutboundDeps, hostname: string, port: number
         return closing(refusalResponse(refused));
       }
       const host = req.headers.get("host") ?? new URL(req.url).host;
-      const dest = resolveHost(deps.snapshot(), host);
-      if (!dest) return ws.noRoute(req, errorResponse("no-route", `no service named "${host}" in this proxy's config`));
+      const snapshot = deps.snapshot();
+      const named = resolveHost(snapshot, host);
+      if (!named) return ws.noRoute(req, errorResponse("no-route", `no service named "${host}" in this proxy's config`));
+      const route = snapshot.routes.get(named);
+      const url = new URL(req.url);
+      const dest = route === undefined ? named : routedDestination(route, named, { method: req.method, pathAndQuery: url.pathname + url.search, header: (n) => req.headers.get(n) ?? undefined });
       const answer = await ws.upgrade(req, server, dest);
       return answer && closing(answer);
     },

@@ -7,6 +7,8 @@ import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.t
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
+import type { HTTPRoute } from "../config/kinds/http-route.ts";
+import { compileRoutes } from "./routing.ts";
 import type { Service } from "../config/kinds/service.ts";
 import type { Logger } from "../core/log.ts";
 import type { WorkloadCerts } from "./certs.ts";
@@ -62,6 +64,8 @@ export interface ProxyOptions {
   rateLimits: RateLimitPolicy[];
   /** End-user token rules of the static config (none when absent). */
   authentication?: RequestAuthentication[];
+  /** HTTPRoutes of the services this proxy calls. */
+  routes?: HTTPRoute[];
   drainTimeoutMs: number;
   /** How long a drain keeps the outbound listener accepting at least (a service calling out while it shuts down); at most drainTimeoutMs. */
   outboundDrainDelayMs?: number;
@@ -114,10 +118,16 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundInflight = new InflightTracker();
   const outboundInflight = new InflightTracker();
   let certs = opts.certs;
-  const statics: ProxyDocuments = { services: opts.services, policies: opts.policies, authorization: opts.authorization, rateLimits: opts.rateLimits, authentication: opts.authentication ?? [] };
+  const statics: ProxyDocuments = { services: opts.services, policies: opts.policies, authorization: opts.authorization, rateLimits: opts.rateLimits, authentication: opts.authentication ?? [], routes: opts.routes ?? [] };
   const saved = opts.awaitsConfig ? savedDocuments(opts.savedConfig, opts.log) : undefined;
   let config = saved ? withStatic(saved, statics) : statics;
-  let snapshot: Snapshot = buildSnapshot(config.services, config.policies, certs, saved ? opts.savedConfig!.version : "static-1");
+  /** The destinations of `c`, with its routes compiled against them. */
+  const snapshotOfConfig = (c: ProxyDocuments, version: string, previous?: Snapshot): Snapshot => {
+    const next = buildSnapshot(c.services, c.policies, certs, version, previous);
+    next.routes = compileRoutes(c.routes, next);
+    return next;
+  };
+  let snapshot: Snapshot = snapshotOfConfig(config, saved ? opts.savedConfig!.version : "static-1");
   const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain };
   const keyFetchFailed = keyFetchReport(metrics, opts.log);
   const policiesOf = (c: ProxyDocuments, previous?: InboundPolicies): InboundPolicies => ({
@@ -225,6 +235,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       policy: d.policy,
       endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
     })),
+    routes: config.routes.map((r) => ({ route: `${r.metadata.namespace}/${r.metadata.name}`, applied: [...snapshot.routes.values()].some((c) => c.id === `${r.metadata.namespace}/${r.metadata.name}`), ...r.spec })),
     authentication: (inboundPolicies.authenticator?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
     authorization: ((inboundPolicies.dryRun ?? inboundPolicies.authorizer)?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
     ...(opts.tracing && { tracing: { collector: opts.tracing.collector.href, sampling: opts.tracing.sampling } }),
@@ -251,7 +262,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
         throw err;
       }
       config = withStatic(dynamic, statics);
-      swap(buildSnapshot(config.services, config.policies, certs, version, snapshot));
+      swap(snapshotOfConfig(config, version, snapshot));
       inboundPolicies = policiesOf(config, inboundPolicies);
       awaitingControlPlane = false;
     },
@@ -260,7 +271,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       certs = next;
       outboundDeps.certs = next;
       inbound.rotate(listenerTls(next));
-      swap(buildSnapshot(config.services, config.policies, certs, snapshot.version, snapshot));
+      swap(snapshotOfConfig(config, snapshot.version, snapshot));
     },
     stopInbound,
     async drain(serviceExited = false) {

@@ -210,7 +210,7 @@ describe("loadManifests: errors", () => {
       `${one}#0 spec.ports[0].protocol: expected "http"`,
       `${one}#0 spec.endpoints[0].weight: expected number ≥ 0`,
       `${one}#0 spec.endpoints[0]: unknown field "weigth" (did you mean "weight"?)`,
-      `${one}#1 kind: unknown kind "Route"; known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service`,
+      `${one}#1 kind: unknown kind "Route"; known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, HTTPRoute, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service`,
       `${missing}: no such file or directory`,
       `${two}#0 spec.ports: expected at least 1 item`,
     ]);

@@ -48,17 +48,17 @@ describe("envelope", () => {
 
   test("an unknown kind names the known ones, and the envelope is still checked", () => {
     expect(errorsOf("apiVersion: mesh.dev/v1alpha1\nkind: Servise\nmetadata: {name: X}\nspec: {}\n")).toEqual([
-      'm.yaml#0 kind: unknown kind "Servise" (did you mean "Service"?); known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service',
+      'm.yaml#0 kind: unknown kind "Servise" (did you mean "Service"?); known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, HTTPRoute, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service',
       `m.yaml#0 metadata.name: name "X" must be a DNS label: 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit`,
     ]);
   });
 
   test("a missing or non-string kind names the known ones", () => {
     expect(errorsOf("apiVersion: mesh.dev/v1alpha1\nmetadata: {name: x}\nspec: {}\n")).toEqual([
-      "m.yaml#0 kind: required; known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service",
+      "m.yaml#0 kind: required; known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, HTTPRoute, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service",
     ]);
     expect(errorsOf("apiVersion: mesh.dev/v1alpha1\nkind: 3\nmetadata: {name: x}\nspec: {}\n")).toEqual([
-      "m.yaml#0 kind: expected string, got number; known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service",
+      "m.yaml#0 kind: expected string, got number; known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, HTTPRoute, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service",
     ]);
   });
 });
@@ -80,7 +80,7 @@ describe("parseManifest", () => {
 
 describe("registry", () => {
   test("lists the built-in kinds, sorted, each with a description and spec schema", () => {
-    expect(kinds().map((k) => k.kind)).toEqual(["AuthorizationPolicy", "ControlPlaneConfig", "DestinationPolicy", "ProxyConfig", "RateLimitPolicy", "RequestAuthentication", "Service"]);
+    expect(kinds().map((k) => k.kind)).toEqual(["AuthorizationPolicy", "ControlPlaneConfig", "DestinationPolicy", "HTTPRoute", "ProxyConfig", "RateLimitPolicy", "RequestAuthentication", "Service"]);
     for (const k of kinds()) {
       expect(k.description.length).toBeGreaterThan(0);
       expect(k.spec.description?.length).toBeGreaterThan(0);
@@ -131,7 +131,7 @@ describe("registry", () => {
     expect(child.stderr.toString()).toBe("");
     expect(JSON.parse(child.stdout.toString())).toEqual([
       2,
-      ['w.yaml#0 kind: unknown kind "Nope"; known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service, Widget'],
+      ['w.yaml#0 kind: unknown kind "Nope"; known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, HTTPRoute, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service, Widget'],
     ]);
   });
 });

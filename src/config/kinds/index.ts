@@ -2,6 +2,7 @@
 export * from "./authorization-policy";
 export * from "./control-plane-config";
 export * from "./destination-policy";
+export * from "./http-route";
 export * from "./proxy-config";
 export * from "./rate-limit-policy";
 export * from "./request-authentication";

@@ -5,6 +5,7 @@
  * such a version and the sidecar's static config combine.
  */
 import type { AuthorizationPolicy } from "../../config/kinds/authorization-policy.ts";
+import { routeServices, type HTTPRoute } from "../../config/kinds/http-route.ts";
 import type { DestinationPolicy } from "../../config/kinds/destination-policy.ts";
 import { secondRateLimits, type RateLimitPolicy } from "../../config/kinds/rate-limit-policy.ts";
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
@@ -19,6 +20,8 @@ export interface ProxyDocuments {
   authorization: AuthorizationPolicy[];
   rateLimits: RateLimitPolicy[];
   authentication: RequestAuthentication[];
+  /** HTTPRoutes of the services the proxy calls, applied on its outbound. */
+  routes: HTTPRoute[];
 }
 
 export class ConfigRejected extends Error {
@@ -32,6 +35,7 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
   const authorization: AuthorizationPolicy[] = [];
   const rateLimits: RateLimitPolicy[] = [];
   const authentication: RequestAuthentication[] = [];
+  const routes: HTTPRoute[] = [];
   documents.forEach((doc, i) => {
     const parsed = parseManifest(doc);
     if (!parsed.ok) {
@@ -44,6 +48,7 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
     else if (m.kind === "AuthorizationPolicy") authorization.push(m as AuthorizationPolicy);
     else if (m.kind === "RateLimitPolicy") rateLimits.push(m as RateLimitPolicy);
     else if (m.kind === "RequestAuthentication") authentication.push(m as RequestAuthentication);
+    else if (m.kind === "HTTPRoute") routes.push(m as HTTPRoute);
     else problems.push(`document ${i} kind: ${m.kind} is not part of a proxy's config`);
   });
   const known = new Set(services.map((s) => serviceKey(s.metadata.name, s.metadata.namespace)));
@@ -51,8 +56,24 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
     if (!known.has(serviceKey(p.spec.service, p.metadata.namespace))) problems.push(`DestinationPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: no Service "${p.spec.service}"`);
   for (const { item: p } of secondRateLimits(rateLimits, (p) => p))
     problems.push(`RateLimitPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: a second RateLimitPolicy for "${p.spec.service}"`);
+  problems.push(...routeProblems(routes, known).map((p) => `HTTPRoute ${p}`));
   if (problems.length) throw new ConfigRejected(problems.join("; "));
-  return { services, policies, authorization, rateLimits, authentication };
+  return { services, policies, authorization, rateLimits, authentication, routes };
+}
+
+/** `namespace/name field: problem` for each Service a route names that `known` (service.namespace) lacks, and each service routed twice. */
+export function routeProblems(routes: readonly HTTPRoute[], known: ReadonlySet<string>): string[] {
+  const problems: string[] = [];
+  const routed = new Set<string>();
+  for (const r of routes) {
+    const id = `${r.metadata.namespace}/${r.metadata.name}`;
+    for (const { field, service } of routeServices(r))
+      if (!known.has(serviceKey(service, r.metadata.namespace))) problems.push(`${id} ${field}: no Service "${service}"`);
+    const key = serviceKey(r.spec.service, r.metadata.namespace);
+    if (routed.has(key)) problems.push(`${id} spec.service: a second HTTPRoute for "${r.spec.service}"`);
+    routed.add(key);
+  }
+  return problems;
 }
 
 const serviceKey = (service: string, namespace: string) => `${service}.${namespace}`;
@@ -70,11 +91,13 @@ export function withStatic(dynamic: ProxyDocuments, statics: ProxyDocuments): Pr
   const limited = new Set(dynamic.rateLimits.map((p) => serviceKey(p.spec.service, p.metadata.namespace)));
   const named = new Set(dynamic.authorization.map(nameKey));
   const namedAuthn = new Set(dynamic.authentication.map(nameKey));
+  const routed = new Set(dynamic.routes.map((r) => serviceKey(r.spec.service, r.metadata.namespace)));
   return {
     services: [...dynamic.services, ...statics.services.filter((s) => !services.has(serviceKey(s.metadata.name, s.metadata.namespace)))],
     policies: [...dynamic.policies, ...statics.policies.filter((p) => !services.has(serviceKey(p.spec.service, p.metadata.namespace)))],
     authorization: [...dynamic.authorization, ...statics.authorization.filter((p) => !named.has(nameKey(p)))],
     authentication: [...dynamic.authentication, ...statics.authentication.filter((p) => !namedAuthn.has(nameKey(p)))],
     rateLimits: [...dynamic.rateLimits, ...statics.rateLimits.filter((p) => !limited.has(serviceKey(p.spec.service, p.metadata.namespace)))],
+    routes: [...dynamic.routes, ...statics.routes.filter((r) => !routed.has(serviceKey(r.spec.service, r.metadata.namespace)))],
   };
 }

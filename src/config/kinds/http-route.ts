@@ -1,0 +1,75 @@
+/**
+ * HTTPRoute: where calls to a service go, by what they ask (the Gateway API's HTTPRoute
+ * for a mesh, Istio's VirtualService, Linkerd's HTTPRoute): a share of its traffic to a
+ * canary, requests with a header or a path prefix to another version. The callers'
+ * sidecars apply it on their outbound, before an endpoint is picked.
+ */
+import { z } from "zod";
+import { always, dnsLabel } from "../common";
+import { registerKind, type ManifestOf } from "../manifest";
+
+const HeaderName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "expected an HTTP header name").transform((h) => h.toLowerCase());
+const PathValue = z.string().regex(/^\/[^?#\s]*$/, 'expected a path starting with "/", without query');
+
+export const RouteMatch = z
+  .strictObject({
+    path: z
+      .strictObject({
+        exact: PathValue.optional().describe("The path, exactly (without the query)."),
+        prefix: PathValue.optional().describe('Paths under this one, by whole segments: "/v2" matches /v2 and /v2/x, not /v2x.'),
+      })
+      .superRefine((p, ctx) => {
+        if ((p.exact === undefined) === (p.prefix === undefined)) ctx.addIssue({ code: "custom", message: "give exact or prefix, one of the two" });
+      }, always)
+      .optional()
+      .describe("The request's path."),
+    method: z.string().regex(/^[A-Za-z]+$/, "expected an HTTP method").transform((m) => m.toUpperCase()).optional().describe("The request's method."),
+    headers: z
+      .array(z.strictObject({ name: HeaderName.describe("Header name."), value: z.string().describe("Its value, exactly (the first line it appears on).") }))
+      .min(1)
+      .optional()
+      .describe("Headers the request must carry, each with this value."),
+  })
+  .describe("A request this rule takes: every part given must match.");
+
+export const BackendRef = z
+  .strictObject({
+    service: dnsLabel("service").describe("A Service in the route's namespace."),
+    weight: z.int().min(0).max(1_000_000).default(1).describe("Its share of the rule's requests, against the other backends' weights; default 1."),
+  })
+  .describe("Where a share of the rule's requests go.");
+
+export const RouteRule = z
+  .strictObject({
+    matches: z.array(RouteMatch).min(1).optional().describe("Requests the rule takes: any one match; omitted, every request."),
+    backends: z
+      .array(BackendRef)
+      .min(1)
+      .superRefine((b, ctx) => {
+        if (Array.isArray(b) && b.length > 0 && !b.some((r) => (r?.weight ?? 1) > 0)) ctx.addIssue({ code: "custom", message: "every weight is 0: give one backend a share" });
+      }, always)
+      .describe("Where its requests go, split by weight."),
+  })
+  .describe("Requests that match, and where they go.");
+
+export const HTTPRouteSpec = z
+  .strictObject({
+    service: dnsLabel("service").describe("The Service, in this namespace, whose callers' requests are routed."),
+    rules: z.array(RouteRule).min(1).describe("Tried in order; the first that matches decides. A request no rule takes goes to the service itself."),
+  })
+  .describe("Where calls to a service go: weighted backends, by path, method and headers.");
+
+export const HTTPRoute = registerKind({
+  kind: "HTTPRoute",
+  spec: HTTPRouteSpec,
+  description: "Where calls to a service go, applied by the callers' sidecars: a weighted split (canary), or requests matched by path, method or header sent to another service.",
+});
+export type HTTPRoute = ManifestOf<typeof HTTPRoute>;
+
+/** Every Service a route names: the routed one first, then its backends. */
+export function routeServices(route: HTTPRoute): { field: string; service: string }[] {
+  return [
+    { field: "spec.service", service: route.spec.service },
+    ...route.spec.rules.flatMap((r, i) => r.backends.map((b, j) => ({ field: `spec.rules[${i}].backends[${j}].service`, service: b.service }))),
+  ];
+}

@@ -1,0 +1,124 @@
+/** HTTPRoute: the schema's refusals, and how a compiled route picks a backend. */
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { mesh, tempDir } from "../helpers/cli.ts";
+import type { HTTPRoute } from "../../src/config/kinds/http-route.ts";
+import "../../src/config/kinds/index.ts";
+import { parseManifest } from "../../src/config/manifest.ts";
+import type { Destination, Snapshot } from "../../src/proxy/destinations.ts";
+import { routeProblems } from "../../src/proxy/control/config-documents.ts";
+import { compileRoutes, routedDestination, type RoutedRequest } from "../../src/proxy/routing.ts";
+
+function parsed(spec: Record<string, unknown>, name = "r") {
+  return parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind: "HTTPRoute", metadata: { name, namespace: "shop" }, spec });
+}
+function route(spec: Record<string, unknown>, name = "r"): HTTPRoute {
+  const r = parsed(spec, name);
+  if (!r.ok) throw new Error(JSON.stringify(r.issues));
+  return r.manifest as HTTPRoute;
+}
+const issues = (spec: Record<string, unknown>) => {
+  const r = parsed(spec);
+  return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+};
+
+/** Destinations by name, as a snapshot holds them ("name.namespace" keys). */
+function snapshotWith(...names: string[]): Snapshot {
+  const destinations = new Map<string, Destination>(names.map((n) => [`${n}.shop`, { name: n, namespace: "shop" } as Destination]));
+  return { version: "t", destinations, routes: new Map(), byHost: () => null };
+}
+const req = (pathAndQuery: string, headers: Record<string, string> = {}, method = "GET"): RoutedRequest => ({ method, pathAndQuery, header: (n) => headers[n] });
+
+describe("schema", () => {
+  test("paths, methods, headers, backends and weights are checked, each with its place", () => {
+    expect(
+      issues({
+        service: "payments",
+        rules: [
+          { matches: [{ path: { exact: "relative" } }, { path: { exact: "/a", prefix: "/b" } }, { method: "GET /" }, { headers: [{ name: "bad name", value: "x" }] }], backends: [{ service: "payments-v2" }] },
+          { backends: [] },
+          { backends: [{ service: "a", weight: 0 }, { service: "b", weight: 0 }] },
+          { backends: [{ service: "Bad_Name" }] },
+        ],
+      }),
+    ).toEqual([
+      expect.stringMatching(/^spec\.rules\[0\]\.matches\[0\]\.path\.exact: expected a path/),
+      "spec.rules[0].matches[1].path: give exact or prefix, one of the two",
+      "spec.rules[0].matches[2].method: expected an HTTP method",
+      "spec.rules[0].matches[3].headers[0].name: expected an HTTP header name",
+      expect.stringMatching(/^spec\.rules\[1\]\.backends: /),
+      "spec.rules[2].backends: every weight is 0: give one backend a share",
+      expect.stringMatching(/^spec\.rules\[3\]\.backends\[0\]\.service: /),
+    ]);
+  });
+
+  test("a config's routes must name Services it has, one route per service", () => {
+    const r1 = route({ service: "payments", rules: [{ backends: [{ service: "payments-v2" }, { service: "ghost" }] }] }, "one");
+    const r2 = route({ service: "payments", rules: [{ backends: [{ service: "payments" }] }] }, "two");
+    expect(routeProblems([r1, r2], new Set(["payments.shop", "payments-v2.shop"]))).toEqual([
+      'shop/one spec.rules[0].backends[1].service: no Service "ghost"',
+      'shop/two spec.service: a second HTTPRoute for "payments"',
+    ]);
+  });
+});
+
+describe("choosing a backend", () => {
+  const snap = snapshotWith("payments", "payments-v2", "payments-canary");
+  const [payments, v2, canary] = ["payments", "payments-v2", "payments-canary"].map((n) => snap.destinations.get(`${n}.shop`)!) as [Destination, Destination, Destination];
+  const compiled = compileRoutes(
+    [
+      route({
+        service: "payments",
+        rules: [
+          { matches: [{ headers: [{ name: "X-Canary", value: "1" }] }, { path: { prefix: "/v2" } }], backends: [{ service: "payments-canary" }] },
+          { matches: [{ path: { exact: "/refunds" }, method: "post" }], backends: [{ service: "payments-v2" }] },
+          { backends: [{ service: "payments", weight: 3 }, { service: "payments-v2", weight: 1 }, { service: "payments-canary", weight: 0 }] },
+        ],
+      }),
+    ],
+    snap,
+  ).get(payments)!;
+
+  test("the first rule that matches decides: a header (name in any case), a path prefix by whole segments, an exact path with a method", () => {
+    expect(routedDestination(compiled, payments, req("/x", { "x-canary": "1" }))).toBe(canary);
+    expect(routedDestination(compiled, payments, req("/v2"))).toBe(canary);
+    expect(routedDestination(compiled, payments, req("/v2/charges?x=1"))).toBe(canary);
+    expect(routedDestination(compiled, payments, req("/refunds", {}, "POST"))).toBe(v2);
+    // /v2x is not under /v2, a GET is not the POST rule, a header of another value does not match: the split decides.
+    expect(routedDestination(compiled, payments, req("/v2x"), () => 0)).toBe(payments);
+    expect(routedDestination(compiled, payments, req("/refunds"), () => 0.99)).toBe(v2);
+    expect(routedDestination(compiled, payments, req("/x", { "x-canary": "2" }), () => 0)).toBe(payments);
+  });
+
+  test("weights split: 3 to 1, a weight of 0 never chosen", () => {
+    const picks = (r: number) => routedDestination(compiled, payments, req("/"), () => r).name;
+    expect([0, 0.5, 0.74, 0.75, 0.999].map(picks)).toEqual(["payments", "payments", "payments", "payments-v2", "payments-v2"]);
+  });
+
+  test("a route naming a destination the snapshot lacks is left out whole", () => {
+    const partial = compileRoutes([route({ service: "payments", rules: [{ backends: [{ service: "payments-v9" }] }] })], snap);
+    expect(partial.size).toBe(0);
+  });
+});
+
+describe("in a sidecar's static config", () => {
+  test("a route naming a Service the file lacks is refused at start, naming the route and the field", async () => {
+    const dir = tempDir("mesh-route-config-");
+    try {
+      const path = join(dir.path, "proxy.yaml");
+      writeFileSync(
+        path,
+        [
+          "apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: { name: payments }\nspec:\n  ports: [{ name: http, port: 80 }]\n  endpoints: [{ address: 127.0.0.1, port: 9 }]\n",
+          "apiVersion: mesh.dev/v1alpha1\nkind: HTTPRoute\nmetadata: { name: canary }\nspec:\n  service: payments\n  rules: [{ backends: [{ service: payments-v2 }] }]\n",
+        ].join("---\n"),
+      );
+      const r = await mesh("proxy", "--service", "orders", "--upstream", "http://127.0.0.1:8080", "--config", path);
+      expect(r.code).not.toBe(0);
+      expect(r.err).toContain('HTTPRoute default/canary spec.rules[0].backends[0].service: no Service "payments-v2"');
+    } finally {
+      dir.cleanup();
+    }
+  });
+});
