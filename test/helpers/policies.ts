@@ -4,22 +4,27 @@ import type { AuthorizationPolicy } from "../../src/config/kinds/authorization-p
 import "../../src/config/kinds/index.ts";
 import { parseManifest } from "../../src/config/manifest.ts";
 
-/** The outcome of parsing an AuthorizationPolicy with this spec. */
-export function parsedAuthorizationPolicy(spec: Record<string, unknown>) {
-  return parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind: "AuthorizationPolicy", metadata: { name: "p", namespace: "shop" }, spec });
+/** The outcome of parsing a manifest of `kind` with this spec, named `name`. */
+export function parsedManifest(kind: string, spec: Record<string, unknown>, name = "p") {
+  return parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind, metadata: { name, namespace: "shop" }, spec });
 }
 
-export function authorizationPolicy(spec: Record<string, unknown>): AuthorizationPolicy {
-  const r = parsedAuthorizationPolicy(spec);
+/** The manifest, or a thrown error listing what the schema found. */
+export function validManifest<T>(kind: string, spec: Record<string, unknown>, name = "p"): T {
+  const r = parsedManifest(kind, spec, name);
   if (!r.ok) throw new Error(JSON.stringify(r.issues));
-  return r.manifest as AuthorizationPolicy;
+  return r.manifest as T;
 }
 
 /** `path: message` of each problem the schema finds; none for a valid spec. */
-export function authorizationPolicyIssues(spec: Record<string, unknown>): string[] {
-  const r = parsedAuthorizationPolicy(spec);
+export function manifestIssues(kind: string, spec: Record<string, unknown>): string[] {
+  const r = parsedManifest(kind, spec);
   return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
 }
+
+export const parsedAuthorizationPolicy = (spec: Record<string, unknown>) => parsedManifest("AuthorizationPolicy", spec);
+export const authorizationPolicy = (spec: Record<string, unknown>) => validManifest<AuthorizationPolicy>("AuthorizationPolicy", spec);
+export const authorizationPolicyIssues = (spec: Record<string, unknown>) => manifestIssues("AuthorizationPolicy", spec);
 
 /** An end-user token issuer with an ES256 key (kid k1), given to sidecars inline. */
 export interface TestIssuer {

@@ -4,24 +4,13 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh, tempDir } from "../helpers/cli.ts";
 import type { HTTPRoute } from "../../src/config/kinds/http-route.ts";
-import "../../src/config/kinds/index.ts";
-import { parseManifest } from "../../src/config/manifest.ts";
+import { manifestIssues, validManifest } from "../helpers/policies.ts";
 import type { Destination, Snapshot } from "../../src/proxy/destinations.ts";
 import { routeProblems } from "../../src/proxy/control/config-documents.ts";
 import { compileRoutes, routedDestination, type RoutedRequest } from "../../src/proxy/routing.ts";
 
-function parsed(spec: Record<string, unknown>, name = "r") {
-  return parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind: "HTTPRoute", metadata: { name, namespace: "shop" }, spec });
-}
-function route(spec: Record<string, unknown>, name = "r"): HTTPRoute {
-  const r = parsed(spec, name);
-  if (!r.ok) throw new Error(JSON.stringify(r.issues));
-  return r.manifest as HTTPRoute;
-}
-const issues = (spec: Record<string, unknown>) => {
-  const r = parsed(spec);
-  return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
-};
+const route = (spec: Record<string, unknown>, name = "r") => validManifest<HTTPRoute>("HTTPRoute", spec, name);
+const issues = (spec: Record<string, unknown>) => manifestIssues("HTTPRoute", spec);
 
 /** Destinations by name, as a snapshot holds them ("name.namespace" keys). */
 function snapshotWith(...names: string[]): Snapshot {
