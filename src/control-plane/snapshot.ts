@@ -60,10 +60,12 @@ function indexOf(view: ControlPlaneView): ViewIndex {
 export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: string): ProxySnapshot {
   const wanted = sub.calls ? new Set(sub.calls.map((c) => (c.includes(".") ? c : `${c}.${sub.namespace}`))) : undefined;
   const { sorted, endpoints: registered } = indexOf(view);
-  // A route of a service called sends calls to its backends too: they are called as well.
+  // A route of a service it calls sends calls to the route's backends too: they are called as well. Only those
+  // routes are sent (a proxy never follows a backend's own route), so every route sent has all its Services.
+  const called = wanted && new Set(wanted);
   if (wanted)
     for (const { manifest } of sorted)
-      if (manifest.kind === "HTTPRoute" && wanted.has(`${(manifest.spec as { service: string }).service}.${manifest.metadata.namespace}`))
+      if (manifest.kind === "HTTPRoute" && called!.has(`${(manifest.spec as { service: string }).service}.${manifest.metadata.namespace}`))
         for (const { service } of routeServices(manifest as HTTPRoute)) wanted.add(`${service}.${manifest.metadata.namespace}`);
   const services: Record<string, unknown>[] = [];
   const policies: Record<string, unknown>[] = [];
@@ -79,7 +81,9 @@ export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: str
   const own: Record<string, unknown>[] = [];
   for (const { raw, manifest } of sorted) {
     const spec = manifest.spec as { service: string };
-    if ((manifest.kind === "DestinationPolicy" || manifest.kind === "HTTPRoute") && included.has(`${spec.service}.${manifest.metadata.namespace}`)) policies.push(raw);
+    const routed = `${spec.service}.${manifest.metadata.namespace}`;
+    if (manifest.kind === "DestinationPolicy" && included.has(routed)) policies.push(raw);
+    else if (manifest.kind === "HTTPRoute" && (called ?? included).has(routed)) policies.push(raw);
     else if (
       (manifest.kind === "AuthorizationPolicy" || manifest.kind === "RequestAuthentication") &&
       manifest.metadata.namespace === sub.namespace &&

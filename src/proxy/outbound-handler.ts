@@ -15,7 +15,7 @@ import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, UNKNOWN_DESTINATION, type ProxyMetrics } from "./metrics.ts";
 import { callDestination, type CallHandle, type CallOutcome } from "./outbound-call.ts";
 import { RelaySink } from "./relay-sink.ts";
-import { fieldValue } from "./transport/h1/request-parse.ts";
+import { fieldValue, joinedFieldValue } from "./transport/h1/request-parse.ts";
 import { NO_ADDED_LINES, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
@@ -54,7 +54,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       // Answered here, before any destination: counted as a call to "unknown", logged with no peer.
       if (!named) return answerUnforwarded(req, res, errorParts("no-route", `no service named "${head.host}" in this proxy's config`), "");
       const route = snapshot.routes.size === 0 ? undefined : snapshot.routes.get(named);
-      const dest = route === undefined ? named : routedDestination(route, named, { method: head.method, pathAndQuery: head.pathAndQuery, header: (n) => fieldValue(head.fields, n) });
+      const dest = route === undefined ? named : routedDestination(route, named, { method: head.method, pathAndQuery: head.pathAndQuery, header: (n) => joinedFieldValue(head.fields, n) });
       // The span's traceparent replaces the service's, so the callee's sidecar continues from it.
       const span = deps.tracer?.begin(head.fields);
       let prepared: PreparedRequest;

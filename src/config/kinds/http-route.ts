@@ -25,7 +25,15 @@ export const RouteMatch = z
       .describe("The request's path."),
     method: z.string().regex(/^[A-Za-z]+$/, "expected an HTTP method").transform((m) => m.toUpperCase()).optional().describe("The request's method."),
     headers: z
-      .array(z.strictObject({ name: HeaderName.describe("Header name."), value: z.string().describe("Its value, exactly (the first line it appears on).") }))
+      .array(
+        z.strictObject({
+          name: HeaderName.describe("Header name."),
+          value: z
+            .string()
+            .regex(/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/, "expected a header value: printable ASCII, no space at either end")
+            .describe('Its value, exactly; a header sent on several lines is read as one value, joined with ", ".'),
+        }),
+      )
       .min(1)
       .optional()
       .describe("Headers the request must carry, each with this value."),

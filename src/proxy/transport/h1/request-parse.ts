@@ -333,3 +333,10 @@ export function fieldValue(fields: string[], name: string): string | undefined {
   for (let i = 0; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
   return undefined;
 }
+
+/** Every line of the field `name` (lower case), joined with ", " as the Fetch API's Headers reads them; undefined without one. */
+export function joinedFieldValue(fields: string[], name: string): string | undefined {
+  let joined: string | undefined;
+  for (let i = 0; i < fields.length; i += 2) if (fields[i] === name) joined = joined === undefined ? fields[i + 1] : `${joined}, ${fields[i + 1]}`;
+  return joined;
+}
