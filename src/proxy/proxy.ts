@@ -4,6 +4,7 @@
  * It needs no control plane: the static config is a complete source of destinations.
  */
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
+import { configInForce } from "./config-dump.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
@@ -227,19 +228,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       ...(statusListen && statusPort && { status: `${statusListen.address}:${statusPort.port}` }),
     },
     escapedSlashes: opts.escapedSlashes ?? "refuse",
-    version: snapshot.version,
-    destinations: [...new Set(snapshot.destinations.values())].map((d) => ({
-      name: d.name,
-      namespace: d.namespace,
-      identity: d.spiffeId ?? "none (plain HTTP, outside the mesh)",
-      policy: d.policy,
-      endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
-    })),
-    routes: config.routes.map((r) => ({ route: `${r.metadata.namespace}/${r.metadata.name}`, applied: [...snapshot.routes.values()].some((c) => c.id === `${r.metadata.namespace}/${r.metadata.name}`), ...r.spec })),
-    authentication: (inboundPolicies.authenticator?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
-    authorization: ((inboundPolicies.dryRun ?? inboundPolicies.authorizer)?.sources ?? []).map((p) => ({ policy: `${p.metadata.namespace}/${p.metadata.name}`, ...p.spec })),
     ...(opts.tracing && { tracing: { collector: opts.tracing.collector.href, sampling: opts.tracing.sampling } }),
-    rateLimit: inboundPolicies.limiter && { policy: `${inboundPolicies.limiter.source.metadata.namespace}/${inboundPolicies.limiter.source.metadata.name}`, ...inboundPolicies.limiter.source.spec },
+    ...configInForce(snapshot, config.routes, inboundPolicies),
   });
   const admin = readOnlyPort("admin", adminRoutes({ ...status, configDump }), opts.admin);
   bindNamed("admin listener", opts.admin.address, opts.admin.port, () => admin.listen());

@@ -1,0 +1,24 @@
+/** The config in force, as /config_dump shows it: destinations, routes and the inbound's policies. */
+import type { HTTPRoute } from "../config/kinds/http-route.ts";
+import type { Snapshot } from "./destinations.ts";
+import type { InboundPolicies } from "./inbound-admission.ts";
+
+const idOf = (m: { metadata: { namespace: string; name: string } }) => `${m.metadata.namespace}/${m.metadata.name}`;
+
+export function configInForce(snapshot: Snapshot, routes: readonly HTTPRoute[], inbound: InboundPolicies) {
+  const applied = new Set([...snapshot.routes.values()].map((c) => c.id));
+  return {
+    version: snapshot.version,
+    destinations: [...new Set(snapshot.destinations.values())].map((d) => ({
+      name: d.name,
+      namespace: d.namespace,
+      identity: d.spiffeId ?? "none (plain HTTP, outside the mesh)",
+      policy: d.policy,
+      endpoints: d.endpoints.map((e) => ({ address: e.key, weight: e.weight, inflight: e.inflight })),
+    })),
+    routes: routes.map((r) => ({ route: idOf(r), applied: applied.has(idOf(r)), ...r.spec })),
+    authentication: (inbound.authenticator?.sources ?? []).map((p) => ({ policy: idOf(p), ...p.spec })),
+    authorization: ((inbound.dryRun ?? inbound.authorizer)?.sources ?? []).map((p) => ({ policy: idOf(p), ...p.spec })),
+    rateLimit: inbound.limiter && { policy: idOf(inbound.limiter.source), ...inbound.limiter.source.spec },
+  };
+}
