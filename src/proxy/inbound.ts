@@ -1,7 +1,7 @@
 /**
  * Inbound WebSocket upgrades over a loopback Bun.serve: the mTLS listener tunnels here
- * each connection whose request asks for one. The caller's SPIFFE ID comes from the
- * tunnel's source port and is handed to the service in `x-mesh-client-id`, after any
+ * each connection whose request asks for one, over a private Unix socket. The caller's
+ * SPIFFE ID comes from the name the tunnel gives the request and is handed to the service in `x-mesh-client-id`, after any
  * copy the caller sent was removed; the upgrade passes the same admission as every
  * inbound request (inbound-admission.ts), now with its end-user token verified.
  *
@@ -14,8 +14,8 @@
 import type { Server } from "bun";
 import { errorResponse, internalErrorResponse, responseOf } from "./errors.ts";
 import { admitInbound, authenticateInbound, headersSeen, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
-import { forwardableHeaders } from "./headers.ts";
-import { closing } from "./loopback-answers.ts";
+import { forwardableHeaders, TUNNEL_HEADER } from "./headers.ts";
+import { closing, UPGRADE_IDLE_TIMEOUT } from "./loopback-answers.ts";
 import { refusalResponse, requestProblem } from "./request-guard.ts";
 import { inboundWebSockets } from "./websocket/inbound-ws.ts";
 import type { Relay } from "./websocket/relay.ts";
@@ -24,8 +24,10 @@ import { isWebSocketUpgrade } from "./websocket/upgrade-request.ts";
 
 export interface InboundDeps extends WebSocketDeps {
   upstream: URL;
-  /** Loopback source port → caller SPIFFE ID, kept by the tunnels from the mTLS listener. */
-  identities: ReadonlyMap<number, string>;
+  /** A tunnel's name (x-mesh-tunnel) → the caller's SPIFFE ID, kept by the tunnels from the mTLS listener. */
+  identities: ReadonlyMap<string, string>;
+  /** The Unix socket the server listens on, in a directory only this user can enter. */
+  path: string;
   maxBodyBytes: number;
   /** The service's own policies of the config in force. */
   policies: () => InboundPolicies;
@@ -34,17 +36,15 @@ export interface InboundDeps extends WebSocketDeps {
 export function startInboundHttp(deps: InboundDeps): Server<Relay> {
   const ws = inboundWebSockets(deps);
   return Bun.serve({
-    hostname: "127.0.0.1",
-    port: 0,
+    unix: deps.path,
     maxRequestBodySize: deps.maxBodyBytes,
     // Never Bun's development error page: it shows the handler's source and stack.
     development: false,
     error: () => closing(internalErrorResponse()),
     websocket: ws.handler,
-    // Longer than an upgrade may wait for the service's 101 (10 s by default).
-    idleTimeout: 30,
+    ...UPGRADE_IDLE_TIMEOUT,
     async fetch(req, server) {
-      const caller = deps.identities.get(server.requestIP(req)?.port ?? -1);
+      const caller = deps.identities.get(req.headers.get(TUNNEL_HEADER) ?? "");
       if (!caller) return closing(errorResponse("peer-identity", "request did not arrive through the mTLS listener"));
       if (!isWebSocketUpgrade(req)) return closing(errorResponse("bad-request", "only WebSocket upgrades are tunnelled here"));
       const refused = requestProblem(req);

@@ -1,6 +1,6 @@
 /**
  * Outbound WebSocket upgrades over a loopback Bun.serve: the outbound listener tunnels
- * here each connection whose request asks for one. Resolve the service, pick an
+ * here each connection whose request asks for one, over a private Unix socket. Resolve the service, pick an
  * endpoint, open the upgrade to it (websocket/outbound-ws.ts). An upgrade refused here
  * closes its connection, so plain requests always take the raw path of
  * outbound-handler.ts, never a tunnel (see inbound.ts).
@@ -11,7 +11,7 @@ import { refusalResponse, requestProblem } from "./request-guard.ts";
 import { resolveHost, type Snapshot } from "./destinations.ts";
 import { routedDestination } from "./routing.ts";
 import type { WorkloadCerts } from "./certs.ts";
-import { closing } from "./loopback-answers.ts";
+import { closing, UPGRADE_IDLE_TIMEOUT } from "./loopback-answers.ts";
 import { outboundWebSockets } from "./websocket/outbound-ws.ts";
 import type { Relay } from "./websocket/relay.ts";
 import type { WebSocketDeps } from "./websocket/proxy-upgrade.ts";
@@ -24,16 +24,17 @@ export interface OutboundDeps extends WebSocketDeps {
   certs: WorkloadCerts;
 }
 
-export function startOutbound(deps: OutboundDeps, hostname: string, port: number): Server<Relay> {
+/** `path`: the Unix socket it listens on, in a directory only this user can enter. */
+export function startOutbound(deps: OutboundDeps, path: string): Server<Relay> {
   const ws = outboundWebSockets(deps);
   return Bun.serve({
-    hostname,
-    port,
+    unix: path,
     maxRequestBodySize: deps.maxBodyBytes,
     // Never Bun's development error page: it shows the handler's source and stack.
     development: false,
     error: () => closing(internalErrorResponse()),
     websocket: ws.handler,
+    ...UPGRADE_IDLE_TIMEOUT,
     async fetch(req, server) {
       if (!isWebSocketUpgrade(req)) return closing(errorResponse("bad-request", "only WebSocket upgrades are tunnelled here"));
       const refused = requestProblem(req);

@@ -4,6 +4,7 @@
  * It needs no control plane: the static config is a complete source of destinations.
  */
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
+import { openTunnelDir } from "./tunnel-dir.ts";
 import { configInForce } from "./config-dump.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
@@ -163,14 +164,17 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const overLimit = limitWarning(opts.log, "mesh_connections_refused_total");
   // WebSocket upgrades are tunnelled from the raw listeners to these loopback servers; each
   // tunnel's extra descriptors come out of the listeners' budget.
-  const inboundTunnels = new LoopbackTunnels(() => inboundHttp.port!, budget, () => overLimit("inbound websockets", budget));
+  // Only this user may enter the sockets' directory: no other user's process can reach the servers behind the tunnels.
+  const tunnelDir = openTunnelDir();
+  const inboundTunnels = new LoopbackTunnels(tunnelDir.inboundPath, budget, () => overLimit("inbound websockets", budget));
   const inboundHttp = startInboundHttp({
+    path: tunnelDir.inboundPath,
     upstream: opts.upstream, identities: inboundTunnels.identities, metrics, maxBodyBytes: opts.maxBodyBytes, tracker: inboundInflight, websockets,
     policies: () => inboundPolicies, accessLog: opts.accessLog, tracer,
   });
   const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets, accessLog: opts.accessLog, tracer };
-  const outboundHttp = startOutbound(outboundDeps, "127.0.0.1", 0);
-  const outboundTunnels = new LoopbackTunnels(() => outboundHttp.port!, budget, () => overLimit("outbound websockets", budget));
+  const outboundHttp = startOutbound(outboundDeps, tunnelDir.outboundPath);
+  const outboundTunnels = new LoopbackTunnels(tunnelDir.outboundPath, budget, () => overLimit("outbound websockets", budget));
 
   const inbound = new H1Listener({
     hostname: opts.inbound.address,
@@ -293,6 +297,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       localPool.close();
       void inboundHttp.stop(true);
       void outboundHttp.stop(true);
+      tunnelDir.remove();
       admin.closeAll();
       closeSnapshot(snapshot);
       snapshot = snapshotOf(snapshot.version, new Map());

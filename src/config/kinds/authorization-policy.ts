@@ -16,7 +16,7 @@ export const ACTIONS = ["allow", "deny"] as const;
 /** Headers a rule cannot see: the proxy removes or sets them itself before the service does. */
 export const UNMATCHABLE_HEADERS: ReadonlySet<string> = new Set([
   "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings",
-  "proxy-authenticate", "proxy-authorization", "x-mesh-client-id", "x-forwarded-client-cert", "l5d-client-id", "host", "content-length",
+  "proxy-authenticate", "proxy-authorization", "x-mesh-client-id", "x-forwarded-client-cert", "l5d-client-id", "x-mesh-tunnel", "host", "content-length",
 ]);
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 

@@ -1,19 +1,23 @@
 /**
  * WebSocket upgrades leave the raw HTTP/1.1 path: the connection, from the upgrade
- * request on, is piped to a loopback Bun.serve that proxies WebSockets (../../websocket).
- * On an mTLS listener, the tunnel's loopback source port maps to the caller's SPIFFE ID,
- * which that server looks up by `server.requestIP(req).port`.
+ * request on, is piped to a Bun.serve that proxies WebSockets (../../websocket), over a
+ * Unix socket in a directory only the sidecar's user can enter, so no other user's process
+ * can connect to it, let alone flood it. On an mTLS listener the tunnel adds a header to
+ * the upgrade request, `x-mesh-tunnel: <128 random bits>`, which that server maps to the
+ * caller's SPIFFE ID.
  *
- * Why this is safe: a port maps to an identity only while the tunnel's own loopback
- * connection holds it (the OS never gives two live connections from 127.0.0.1 to one
- * listener the same source port), the entry is removed when that connection closes, and
- * a request arriving on any other connection has no identity and is refused.
+ * Why this is safe: the name is added first, right after the request line, so a copy the
+ * client sent makes the header two values, which name no tunnel (refused); a name counts
+ * only while its tunnel is open; and a tunnel carries one request, the upgrade, since the
+ * server closes the connection on any answer but 101.
  */
+import { randomBytes } from "node:crypto";
 import type { Socket } from "bun";
 import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 import type { ServerConnection } from "./connection.ts";
 import { closingResponse } from "./responder.ts";
 import { errorParts } from "../../errors.ts";
+import { TUNNEL_HEADER } from "../../headers.ts";
 
 /**
  * Descriptors a tunnel holds beyond the client's connection, which the listener counted:
@@ -23,6 +27,8 @@ export const TUNNEL_EXTRA_DESCRIPTORS = 3;
 
 interface Tunnel {
   conn: ServerConnection;
+  /** Its TUNNEL_HEADER value, on an mTLS listener. */
+  name: string | undefined;
   inner: Socket<Tunnel> | undefined;
   /** Its extra descriptors were taken from the budget (and are given back at close). */
   budgeted: boolean;
@@ -31,6 +37,17 @@ interface Tunnel {
   /** Reading from the client is paused until the loopback side drains. */
   held: boolean;
   closed: boolean;
+}
+
+/** `initial` with the tunnel's name added as the upgrade request's first header field (after the request line, which the parser checked). */
+function named(initial: Uint8Array, name: string): Uint8Array {
+  const lineEnd = initial.indexOf(10) + 1;
+  const field = new TextEncoder().encode(`${TUNNEL_HEADER}: ${name}\r\n`);
+  const out = new Uint8Array(initial.byteLength + field.byteLength);
+  out.set(initial.subarray(0, lineEnd), 0);
+  out.set(field, lineEnd);
+  out.set(initial.subarray(lineEnd), lineEnd + field.byteLength);
+  return out;
 }
 
 /** Writes what it can and queues the rest; true when everything went out. */
@@ -48,15 +65,16 @@ function writeAll(sock: Socket<Tunnel>, queue: Uint8Array[]): boolean {
 }
 
 export class LoopbackTunnels {
-  /** Loopback source port of a tunnel → the SPIFFE ID of its TLS peer. */
-  readonly identities = new Map<number, string>();
+  /** A tunnel's name (TUNNEL_HEADER) → the SPIFFE ID of its TLS peer. */
+  readonly identities = new Map<string, string>();
   private readonly tunnels = new Set<Tunnel>();
   /** Upgrades answered 503 because the budget had no room for a tunnel's extra descriptors. */
   refusedOverLimit = 0;
 
   /** `budget`: the listeners' connection budget, which also pays for each tunnel's extra descriptors. */
   constructor(
-    private readonly innerPort: () => number,
+    /** The loopback server's Unix socket. */
+    private readonly innerPath: string,
     private readonly budget?: ConnectionBudget,
     private readonly onOverLimit?: () => void,
   ) {}
@@ -76,7 +94,9 @@ export class LoopbackTunnels {
       conn.close();
       return;
     }
-    const t: Tunnel = { conn, inner: undefined, budgeted: budget !== undefined, toInner: [new Uint8Array(initial)], held: false, closed: false };
+    const name = conn.peer === undefined ? undefined : randomBytes(16).toString("hex");
+    const t: Tunnel = { conn, inner: undefined, name, budgeted: budget !== undefined, toInner: [name === undefined ? new Uint8Array(initial) : named(initial, name)], held: false, closed: false };
+    if (name !== undefined) this.identities.set(name, conn.peer!);
     this.tunnels.add(t);
     const hold = () => {
       if (t.held) return;
@@ -98,14 +118,12 @@ export class LoopbackTunnels {
     conn.onTunnelClose = () => this.close(t);
     const tunnels = this;
     void Bun.connect<Tunnel>({
-      hostname: "127.0.0.1",
-      port: this.innerPort(),
+      unix: this.innerPath,
       data: t,
       socket: {
         open(inner) {
           if (t.closed) return void inner.end();
           t.inner = inner;
-          if (conn.peer !== undefined) tunnels.identities.set(inner.localPort, conn.peer);
           conn.onTunnelDrain = () => inner.resume();
           if (writeAll(inner, t.toInner)) release();
         },
@@ -127,10 +145,8 @@ export class LoopbackTunnels {
     t.toInner.length = 0;
     this.tunnels.delete(t);
     if (t.budgeted) this.budget!.release(TUNNEL_EXTRA_DESCRIPTORS);
-    if (t.inner) {
-      this.identities.delete(t.inner.localPort);
-      t.inner.end();
-    }
+    if (t.name !== undefined) this.identities.delete(t.name);
+    t.inner?.end();
     // Queued bytes for the client are written before its connection ends.
     t.conn.endTunnel();
   }
