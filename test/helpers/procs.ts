@@ -1,4 +1,6 @@
 /** Starts mesh processes for tests and stops every one of them by pid. */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 
@@ -26,9 +28,19 @@ export function startMesh(args: string[], opts: StartOptions = {}): Promise<Mesh
   return startReady([process.execPath, MAIN, ...args], opts);
 }
 
+/**
+ * The temporary directory of the processes started here: they are killed, not drained,
+ * so what they leave there (a sidecar's tunnel sockets) goes with them in stopAll.
+ */
+let childTmp: string | undefined;
+function childEnv(): Record<string, string | undefined> {
+  childTmp ??= mkdtempSync(join(tmpdir(), "mesh-test-children-"));
+  return { ...process.env, TMPDIR: childTmp };
+}
+
 /** Runs a command that prints one JSON line when ready, and waits for that line. */
 export async function startReady(cmd: string[], opts: StartOptions = {}): Promise<MeshProcess> {
-  const proc = Bun.spawn([...(opts.wrap ?? []), ...cmd], { cwd: opts.cwd, env: opts.env, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const proc = Bun.spawn([...(opts.wrap ?? []), ...cmd], { cwd: opts.cwd, env: opts.env ?? childEnv(), stdout: "pipe", stderr: "pipe", stdin: "ignore" });
   running.add(proc);
   let err = "";
   void (async () => {
@@ -55,6 +67,8 @@ export async function stopAll(): Promise<void> {
     await p.exited;
   }
   running.clear();
+  if (childTmp !== undefined) rmSync(childTmp, { recursive: true, force: true });
+  childTmp = undefined;
 }
 
 /** Runs `mesh ARGS` to completion. */

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { openTunnelDir } from "../../src/proxy/tunnel-dir.ts";
 import { fixtureFor } from "../helpers/mesh-fixture.ts";
 import { clientTls } from "../helpers/data-plane.ts";
@@ -93,6 +93,26 @@ test("a TMPDIR too long for a socket's path gives way to /tmp; the directory is 
     expect((statSync(parent).mode & 0o777).toString(8)).toBe("700");
     dir.remove();
     expect(existsSync(parent)).toBe(false);
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+  }
+});
+
+test("a directory left by a sidecar that is gone (killed, crashed) is removed by the next to start; a live one's is kept", () => {
+  const base = join(tmp, "leftovers");
+  mkdirSync(base);
+  const dead = Bun.spawnSync(["true"]).pid; // exited: its pid names no process now
+  mkdirSync(join(base, `mesh-tunnels-${dead}-AbCdEf`));
+  mkdirSync(join(base, "mesh-tunnels-1-AbCdEf")); // pid 1 lives
+  mkdirSync(join(base, "unrelated"));
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = base;
+  try {
+    const dir = openTunnelDir();
+    expect(readdirSync(base).sort()).toEqual(["mesh-tunnels-1-AbCdEf", basename(dirname(dir.inboundPath)), "unrelated"].sort());
+    expect(basename(dirname(dir.inboundPath)).startsWith(`mesh-tunnels-${process.pid}-`)).toBe(true);
+    dir.remove();
   } finally {
     if (saved === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = saved;

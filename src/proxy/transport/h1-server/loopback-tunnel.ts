@@ -3,7 +3,7 @@
  * request on, is piped to a Bun.serve that proxies WebSockets (../../websocket), over a
  * Unix socket in a directory only the sidecar's user can enter, so no other user's process
  * can connect to it, let alone flood it. On an mTLS listener the tunnel adds a header to
- * the upgrade request, `x-mesh-tunnel: <128 random bits>`, which that server maps to the
+ * the upgrade request, `x-mesh-tunnel: <a random UUID>` (WebCrypto's: 122 random bits), which that server maps to the
  * caller's SPIFFE ID.
  *
  * Why this is safe: the name is added first, right after the request line, so a copy the
@@ -11,7 +11,6 @@
  * only while its tunnel is open; and a tunnel carries one request, the upgrade, since the
  * server closes the connection on any answer but 101.
  */
-import { randomBytes } from "node:crypto";
 import type { Socket } from "bun";
 import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 import type { ServerConnection } from "./connection.ts";
@@ -94,7 +93,7 @@ export class LoopbackTunnels {
       conn.close();
       return;
     }
-    const name = conn.peer === undefined ? undefined : randomBytes(16).toString("hex");
+    const name = conn.peer === undefined ? undefined : crypto.randomUUID();
     const t: Tunnel = { conn, inner: undefined, name, budgeted: budget !== undefined, toInner: [name === undefined ? new Uint8Array(initial) : named(initial, name)], held: false, closed: false };
     if (name !== undefined) this.identities.set(name, conn.peer!);
     this.tunnels.add(t);
