@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { always, dnsLabel } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
+import { isPlainHeaderValue } from "../../core/header-value";
 
 const HeaderName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "expected an HTTP header name").transform((h) => h.toLowerCase());
 const PathValue = z.string().regex(/^\/[^?#\s]*$/, 'expected a path starting with "/", without query');
@@ -30,7 +31,7 @@ export const RouteMatch = z
           name: HeaderName.describe("Header name."),
           value: z
             .string()
-            .regex(/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/, "expected a header value: printable ASCII, no space at either end")
+            .refine(isPlainHeaderValue, "expected a header value: printable ASCII, no space at either end")
             .describe('Its value, exactly; a header sent on several lines is read as one value, joined with ", ".'),
         }),
       )

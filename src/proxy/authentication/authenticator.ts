@@ -15,6 +15,7 @@ import { boundedMemo } from "../../core/bounded-memo.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
 import { appliesTo, type EndUser, type PolicySubject } from "../authorization.ts";
 import { claimAt } from "../authorization-conditions.ts";
+import { isPlainHeaderValue } from "../../core/header-value.ts";
 import { IssuerKeys, loadJose, type KeyFetchFailed, type KeySet, type KeySource } from "./issuer-keys.ts";
 import { AMBIGUOUS, findToken, tokenLocation, tokenOf, type FoundToken, type TokenLocation } from "./token-lookup.ts";
 
@@ -231,7 +232,7 @@ export function requestAuthenticatorFor(
 function headerValueOf(claims: Readonly<Record<string, unknown>>, path: readonly string[]): string | undefined {
   const v = claimAt(claims, path);
   const text = typeof v === "string" ? v : typeof v === "number" || typeof v === "boolean" ? String(v) : undefined;
-  return text !== undefined && /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(text) ? text : undefined;
+  return text !== undefined && isPlainHeaderValue(text) ? text : undefined;
 }
 
 /** `iss` from the token's claims, read before verifying to pick the keys; never trusted on its own. */
