@@ -43,26 +43,31 @@ export function startInboundHttp(deps: InboundDeps): Server<Relay> {
     error: () => closing(internalErrorResponse()),
     websocket: ws.handler,
     ...UPGRADE_IDLE_TIMEOUT,
-    async fetch(req, server) {
-      const caller = deps.identities.get(req.headers.get(TUNNEL_HEADER) ?? "");
-      if (!caller) return closing(errorResponse("peer-identity", "request did not arrive through the mTLS listener"));
-      if (!isWebSocketUpgrade(req)) return closing(errorResponse("bad-request", "only WebSocket upgrades are tunnelled here"));
-      const refused = requestProblem(req);
-      if (refused) {
-        deps.metrics.refused.inc({ direction: "inbound", reason: refused.reason });
-        return ws.refused(req, caller, refusalResponse(refused));
-      }
-      const url = new URL(req.url);
-      const policies = deps.policies();
-      const fields: string[] = [];
-      if (policies.authorizer || policies.dryRun || policies.authenticator) forwardableHeaders(req.headers).forEach((value, name) => fields.push(name, value));
-      const authn = await authenticateInbound(deps.metrics, policies, caller, fields, []);
-      if (isRefusal(authn)) return ws.refused(req, caller, responseOf(authn));
-      const seen = headersSeen(fields, [], authn);
-      const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, seen?.fields ?? fields, [], authn.user);
-      if (typeof target !== "string") return ws.refused(req, caller, responseOf(target));
-      const answer = await ws.upgrade(req, server, caller, target, authn);
+    // Any answer but 101 (undefined: upgraded) closes the tunnel.
+    fetch: async (req, server) => {
+      const answer = await upgrade(req, server);
       return answer && closing(answer);
     },
   });
+
+  async function upgrade(req: Request, server: Server<Relay>): Promise<Response | undefined> {
+    const caller = deps.identities.get(req.headers.get(TUNNEL_HEADER) ?? "");
+    if (!caller) return errorResponse("peer-identity", "request did not arrive through the mTLS listener");
+    if (!isWebSocketUpgrade(req)) return errorResponse("bad-request", "only WebSocket upgrades are tunnelled here");
+    const refused = requestProblem(req);
+    if (refused) {
+      deps.metrics.refused.inc({ direction: "inbound", reason: refused.reason });
+      return ws.refused(req, caller, refusalResponse(refused));
+    }
+    const url = new URL(req.url);
+    const policies = deps.policies();
+    const fields: string[] = [];
+    if (policies.authorizer || policies.dryRun || policies.authenticator) forwardableHeaders(req.headers).forEach((value, name) => fields.push(name, value));
+    const authn = await authenticateInbound(deps.metrics, policies, caller, fields, []);
+    if (isRefusal(authn)) return ws.refused(req, caller, responseOf(authn));
+    const seen = headersSeen(fields, [], authn);
+    const target = admitInbound(deps.metrics, policies, caller, req.method, url.pathname + url.search, seen?.fields ?? fields, [], authn.user);
+    if (typeof target !== "string") return ws.refused(req, caller, responseOf(target));
+    return ws.upgrade(req, server, caller, target, authn);
+  }
 }

@@ -35,22 +35,27 @@ export function startOutbound(deps: OutboundDeps, path: string): Server<Relay> {
     error: () => closing(internalErrorResponse()),
     websocket: ws.handler,
     ...UPGRADE_IDLE_TIMEOUT,
-    async fetch(req, server) {
-      if (!isWebSocketUpgrade(req)) return closing(errorResponse("bad-request", "only WebSocket upgrades are tunnelled here"));
-      const refused = requestProblem(req);
-      if (refused) {
-        deps.metrics.refused.inc({ direction: "outbound", reason: refused.reason });
-        return closing(refusalResponse(refused));
-      }
-      const host = req.headers.get("host") ?? new URL(req.url).host;
-      const snapshot = deps.snapshot();
-      const named = resolveHost(snapshot, host);
-      if (!named) return ws.noRoute(req, errorResponse("no-route", `no service named "${host}" in this proxy's config`));
-      const route = snapshot.routes.get(named);
-      const url = new URL(req.url);
-      const dest = route === undefined ? named : routedDestination(route, named, { method: req.method, pathAndQuery: url.pathname + url.search, header: (n) => req.headers.get(n) ?? undefined });
-      const answer = await ws.upgrade(req, server, dest);
+    // Any answer but 101 (undefined: upgraded) closes the tunnel.
+    fetch: async (req, server) => {
+      const answer = await upgrade(req, server);
       return answer && closing(answer);
     },
   });
+
+  async function upgrade(req: Request, server: Server<Relay>): Promise<Response | undefined> {
+    if (!isWebSocketUpgrade(req)) return errorResponse("bad-request", "only WebSocket upgrades are tunnelled here");
+    const refused = requestProblem(req);
+    if (refused) {
+      deps.metrics.refused.inc({ direction: "outbound", reason: refused.reason });
+      return refusalResponse(refused);
+    }
+    const url = new URL(req.url);
+    const host = req.headers.get("host") ?? url.host;
+    const snapshot = deps.snapshot();
+    const named = resolveHost(snapshot, host);
+    if (!named) return ws.noRoute(req, errorResponse("no-route", `no service named "${host}" in this proxy's config`));
+    const route = snapshot.routes.get(named);
+    const dest = route === undefined ? named : routedDestination(route, named, { method: req.method, pathAndQuery: url.pathname + url.search, header: (n) => req.headers.get(n) ?? undefined });
+    return ws.upgrade(req, server, dest);
+  }
 }

@@ -15,7 +15,6 @@ import { WebSocketSessions } from "./sessions.ts";
 import { observeUpgrade, type UpgradeObservers } from "./upgrade-observer.ts";
 import type { AccessLog } from "../access-log.ts";
 import type { Tracer } from "../tracing/tracer.ts";
-import { closing } from "../loopback-answers.ts";
 
 export interface UpgradeContext extends UpgradeObservers {
   direction: "inbound" | "outbound";
@@ -50,11 +49,11 @@ export function upgradeContext(direction: "inbound" | "outbound", deps: WebSocke
   };
 }
 
-/** An upgrade answered before anything was opened upstream: counted, logged and traced like one refused after, and its connection closed. */
+/** An upgrade answered before anything was opened upstream: counted, logged and traced like one refused after. */
 export function upgradeRefused(ctx: UpgradeContext, req: Request, answer: Response, peer: string, logPeer = peer): Response {
   ctx.metrics.websocketUpgrades.inc({ direction: ctx.direction, peer, status: statusClass(answer.status) });
   observeUpgrade(ctx, req, undefined, logPeer)(answer.status, answer.headers.get("x-mesh-error") ?? undefined);
-  return closing(answer);
+  return answer;
 }
 
 export interface UpgradeTarget {
