@@ -6,14 +6,9 @@
  * name with "_" for "-" too.
  */
 import { inCgiList } from "../core/cgi-name.ts";
+import { HOP_BY_HOP_HEADERS as HOP_BY_HOP, IDENTITY_HEADERS as IDENTITY } from "../core/header-names.ts";
 
-export const CLIENT_ID_HEADER = "x-mesh-client-id";
-/** Names a tunnel to the inbound's loopback server, which reads the caller's identity by it (loopback-tunnel.ts). */
-export const TUNNEL_HEADER = "x-mesh-tunnel";
-
-// http2-settings belongs to an h2c upgrade of one connection (RFC 7540 §3.2.1); the request guard refuses it first.
-const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings", "proxy-authenticate", "proxy-authorization"];
-const IDENTITY = [CLIENT_ID_HEADER, "x-forwarded-client-cert", "l5d-client-id", TUNNEL_HEADER];
+export { CLIENT_ID_HEADER, TUNNEL_HEADER } from "../core/header-names.ts";
 
 const NOT_FORWARDED = [...HOP_BY_HOP, ...IDENTITY];
 

@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import { cgiName } from "../../core/cgi-name";
+import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names";
 import { isNormalPath } from "../../core/normal-path";
 import { nameProblem, parseSpiffeId } from "../../pki/spiffe";
 import { always, dnsLabel, policyService } from "../common";
@@ -14,10 +15,7 @@ import { registerKind, type ManifestOf } from "../manifest";
 export const ACTIONS = ["allow", "deny"] as const;
 
 /** Headers a rule cannot see: the proxy removes or sets them itself before the service does. */
-export const UNMATCHABLE_HEADERS: ReadonlySet<string> = new Set([
-  "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings",
-  "proxy-authenticate", "proxy-authorization", "x-mesh-client-id", "x-forwarded-client-cert", "l5d-client-id", "x-mesh-tunnel", "host", "content-length",
-]);
+export const UNMATCHABLE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS, "host", "content-length"]);
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** `name` (the policy's namespace) or `name.namespace`: a caller's service identity. */
