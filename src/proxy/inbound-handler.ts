@@ -38,6 +38,8 @@ export interface InboundHandlerDeps {
   metrics: ProxyMetrics;
   tracker: InflightTracker;
   tunnels: LoopbackTunnels;
+  /** Where connections that open with the HTTP/2 preface go (../h2). */
+  h2Tunnels: LoopbackTunnels;
   health?: UpstreamHealth;
   accessLog?: AccessLog;
   /** The service's own policies of the config in force. */
@@ -53,6 +55,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   return {
     refused: (reason) => metrics.refused.inc({ direction: "inbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
+    http2: (conn, initial) => deps.h2Tunnels.open(conn, initial),
     refuseUpgrade(head, peer) {
       const refusal = upgradeRefusal(head, peer!);
       if (refusal !== undefined) {

@@ -167,6 +167,7 @@ export function proxyMetrics(registry = new Registry()) {
     openConnections: registry.gauge("mesh_connections_open", "Connections open now, by direction."),
     connectionsRefused: registry.counter("mesh_connections_refused_total", "Connections closed at accept because a listener held its limit (--max-connections; the status listener's own), by direction."),
     websocketUpgrades: registry.counter("mesh_websocket_upgrades_total", "WebSocket upgrades attempted, by direction, peer service and status class (1xx: upgraded), refused ones included; an upgrade is not counted in mesh_requests_total."),
+    grpcResponses: registry.counter("mesh_grpc_responses_total", "gRPC calls ended, by direction, peer service and grpc_status (the code the client received; 1 CANCELLED when the client left first); also counted in mesh_requests_total."),
     websocketsOpen: registry.gauge("mesh_websockets_open", "WebSockets relayed now, by direction."),
   };
 }

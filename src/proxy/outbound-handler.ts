@@ -31,6 +31,8 @@ export interface OutboundHandlerDeps {
   metrics: ProxyMetrics;
   tracker: InflightTracker;
   tunnels: LoopbackTunnels;
+  /** Where connections that open with the HTTP/2 preface go (../h2). */
+  h2Tunnels: LoopbackTunnels;
   accessLog?: AccessLog;
   /** Spans for calls; none when tracing is off. */
   tracer?: Tracer;
@@ -47,6 +49,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
   return {
     refused: (reason) => metrics.refused.inc({ direction: "outbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
+    http2: (conn, initial) => deps.h2Tunnels.open(conn, initial),
     request(req: ServerRequest, res: Responder) {
       const head = req.head;
       const snapshot = deps.snapshot();

@@ -42,6 +42,9 @@ import type { InboundPolicies } from "./inbound-admission.ts";
 import type { SavedConfig } from "./control/saved-config.ts";
 import { OtlpExporter } from "./tracing/otlp-exporter.ts";
 import { Tracer } from "./tracing/tracer.ts";
+import { h2LoopbackServer } from "./h2/loopback-server.ts";
+import { inboundH2 } from "./h2/inbound-h2.ts";
+import { outboundH2 } from "./h2/outbound-h2.ts";
 import type { EscapedSlashes } from "../config/kinds/proxy-config.ts";
 
 export interface Listen {
@@ -175,6 +178,12 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets, accessLog: opts.accessLog, tracer };
   const outboundHttp = startOutbound(outboundDeps, tunnelDir.outboundPath);
   const outboundTunnels = new LoopbackTunnels(tunnelDir.outboundPath, budget, () => overLimit("outbound websockets", budget));
+  // HTTP/2 connections (gRPC) are tunnelled whole to node:http2 servers, each named on the mTLS side.
+  const inboundH2Tunnels = new LoopbackTunnels(tunnelDir.inboundH2Path, budget, () => overLimit("inbound http/2", budget), "h2");
+  const outboundH2Tunnels = new LoopbackTunnels(tunnelDir.outboundH2Path, budget, () => overLimit("outbound http/2", budget), "h2");
+  const inboundStreams = inboundH2({ upstream: opts.upstream, metrics, tracker: inboundInflight, policies: () => inboundPolicies, accessLog: opts.accessLog, tracer });
+  const inboundH2Server = h2LoopbackServer(tunnelDir.inboundH2Path, inboundH2Tunnels.identities, inboundStreams.onStream);
+  const outboundH2Server = h2LoopbackServer(tunnelDir.outboundH2Path, undefined, outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, accessLog: opts.accessLog, tracer }));
 
   const inbound = new H1Listener({
     hostname: opts.inbound.address,
@@ -183,7 +192,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     // Longer than callers' pool idle timeout (default 10 s), so a caller never reuses a connection this side has just closed.
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
     budget,
-    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, health, accessLog: opts.accessLog, policies: () => inboundPolicies, tracer }),
+    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, h2Tunnels: inboundH2Tunnels, health, accessLog: opts.accessLog, policies: () => inboundPolicies, tracer }),
     events: {
       onRefused: (reason) => {
         metrics.tlsFailures.inc({ direction: "inbound", reason: reason.split(":")[0]!.slice(0, 40) });
@@ -199,7 +208,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     port: opts.outbound.port,
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 10 },
     budget,
-    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels, accessLog: opts.accessLog, tracer }),
+    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels, h2Tunnels: outboundH2Tunnels, accessLog: opts.accessLog, tracer }),
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
   const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());
@@ -282,6 +291,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       if (clean) clean = await outboundInflight.settle(Math.max(0, deadline - Date.now()));
       // Each connection closes once its response is written; tunnels once their loopback side ends.
       const stopped = Promise.all([inboundHttp.stop(false), outboundHttp.stop(false)]);
+      // GOAWAY: calls in flight finish, then each session and its tunnel close.
+      inboundH2Server.stop(false);
+      outboundH2Server.stop(false);
       while (inbound.openConnections > 0 || outbound.openConnections > 0 || inboundHttp.pendingRequests > 0 || outboundHttp.pendingRequests > 0) {
         if (Date.now() > deadline) {
           clean = false;
@@ -297,6 +309,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       localPool.close();
       void inboundHttp.stop(true);
       void outboundHttp.stop(true);
+      inboundH2Server.stop(true);
+      outboundH2Server.stop(true);
+      inboundStreams.close();
       tunnelDir.remove();
       admin.closeAll();
       closeSnapshot(snapshot);

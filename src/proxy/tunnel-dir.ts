@@ -1,5 +1,5 @@
 /**
- * Where the servers behind the listeners' WebSocket tunnels listen: Unix sockets in a
+ * Where the servers behind the listeners' tunnels (WebSocket upgrades, HTTP/2) listen: Unix sockets in a
  * directory made for this sidecar (mode 0700), so only its user's processes can connect,
  * and removed when it drains. Age-based cleaners of /tmp (systemd-tmpfiles removes what
  * has not changed for 10 days on some distributions) would take the sockets from a
@@ -15,7 +15,8 @@ const REFRESH_EVERY_MS = 3_600_000;
 /** A Unix socket's path fits in 108 bytes (sun_path), its terminating NUL included. */
 const MAX_SOCKET_PATH = 107;
 const PREFIX = "mesh-tunnels-";
-const NAMES = { dir: `${PREFIX}4194304-XXXXXX`, socket: "outbound.sock" };
+/** The longest socket name: what the path-length check measures. */
+const NAMES = { dir: `${PREFIX}4194304-XXXXXX`, socket: "outbound-h2.sock" };
 const LEFT_BY = /^mesh-tunnels-(\d+)-/;
 
 /** Directories of sidecars of this user that are gone. */
@@ -50,6 +51,9 @@ function alive(pid: number): boolean {
 export interface TunnelDir {
   inboundPath: string;
   outboundPath: string;
+  /** The HTTP/2 servers' sockets (../h2/loopback-server.ts). */
+  inboundH2Path: string;
+  outboundH2Path: string;
   /** Removes the directory and its sockets. */
   remove(): void;
 }
@@ -59,10 +63,10 @@ export function openTunnelDir(): TunnelDir {
   const base = Buffer.byteLength(join(tmpdir(), NAMES.dir, NAMES.socket)) <= MAX_SOCKET_PATH ? tmpdir() : "/tmp";
   removeLeftovers(base);
   const dir = mkdtempSync(join(base, `${PREFIX}${process.pid}-`));
-  const paths = { inboundPath: join(dir, "inbound.sock"), outboundPath: join(dir, "outbound.sock") };
+  const paths = { inboundPath: join(dir, "inbound.sock"), outboundPath: join(dir, "outbound.sock"), inboundH2Path: join(dir, "inbound-h2.sock"), outboundH2Path: join(dir, "outbound-h2.sock") };
   const refresh = setInterval(() => {
     const now = new Date();
-    for (const p of [dir, paths.inboundPath, paths.outboundPath]) {
+    for (const p of [dir, ...Object.values(paths)]) {
       try {
         utimesSync(p, now, now);
       } catch {

@@ -105,7 +105,6 @@ const CASES: Case[] = [
   // Upgrades and tunnels.
   { name: "Upgrade: h2c", bytes: `${GET}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n`, reason: "h2c", status: 400 },
   { name: "HTTP2-Settings without Upgrade", bytes: `${GET}HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n`, reason: "h2c", status: 400 },
-  { name: "HTTP/2 preface on an HTTP/1 port", bytes: `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`, reason: "version", status: 505 },
   { name: "CONNECT", bytes: `CONNECT payments:80 HTTP/1.1\r\nHost: payments:80\r\n\r\n`, reason: "target", status: 400 },
   { name: "CONNECT target that would become an upstream URL's userinfo", bytes: `CONNECT x:@127.0.0.1:9/p HTTP/1.1\r\n${H}\r\n`, reason: "target", status: 400 },
   // Request lines.
@@ -232,6 +231,24 @@ for (const side of ["outbound", "inbound"] as const) {
       }
     });
 
+    test("the HTTP/2 preface opens HTTP/2 only as a connection's first bytes: after a request it is refused (505)", async () => {
+      const r = await send(side, `GET /ok HTTP/1.1\r\n${H}\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n${SMUGGLED}`);
+      expect(r.statuses).toEqual([200, 505]);
+      expect(r.closed).toBe(true);
+      await Bun.sleep(50);
+      expect(svc.seen.some((s) => s.path === "/smuggled")).toBe(false);
+    });
+
+    test("a connection that opens with the HTTP/2 preface is HTTP/2: HTTP/1.1 bytes after it reach nothing", async () => {
+      const before = svc.hits;
+      const r = await send(side, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n${SMUGGLED}`);
+      expect(r.statuses).toEqual([]);
+      expect(r.closed).toBe(true);
+      await Bun.sleep(50);
+      expect(svc.hits).toBe(before);
+      await expectServes(side);
+    });
+
     test("an upgrade to h2c never turns the connection into a tunnel", async () => {
       const before = svc.hits;
       const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -252,8 +269,9 @@ for (const side of ["outbound", "inbound"] as const) {
         const expected: Record<string, number> = {};
         for (const c of CASES) expected[c.reason] = (expected[c.reason] ?? 0) + 1;
         // The tests after the table: a bad chunk mid-stream and a request in the trailers
-        // (body-framing), and the h2c upgrade.
+        // (body-framing), the h2c upgrade, and an HTTP/2 preface after a request (version).
         expected["body-framing"]! += 2;
+        expected.version! += 1;
         expected.h2c! += 1;
         expect(delta).toEqual(expected);
       });

@@ -1,7 +1,8 @@
 /**
  * The connections of one destination: an HTTP/1.1 pool per endpoint, each verifying
  * the peer's SPIFFE ID in its TLS handshake (or plain, for a service outside the mesh),
- * with the destination's connect and idle timeouts. Pools of endpoints that stay across
+ * with the destination's connect and idle timeouts; and an HTTP/2 session per endpoint
+ * for the service's HTTP/2 and gRPC calls, checked the same way. Pools of endpoints that stay across
  * a config change are kept, so a push does not cost a handshake.
  */
 import type { WorkloadCerts } from "../certs.ts";
@@ -12,6 +13,8 @@ import type { RequestBody } from "./h1/request-body.ts";
 import type { PreparedRequest } from "./h1/request-head.ts";
 import type { ResponseSink } from "./h1/response-sink.ts";
 import type { AbortLike } from "./h1/abort.ts";
+import type { ClientHttp2Session } from "node:http2";
+import { H2Sessions } from "../h2/client-sessions.ts";
 
 export interface PoolSettings {
   certs: WorkloadCerts;
@@ -32,7 +35,19 @@ export class UpstreamPools {
   /** The same pools as an array: waiting() runs on every request, and a Map iterator is an allocation. */
   private list: Http1Pool[] = [];
 
+  /** Opened with the first HTTP/2 call. */
+  private h2: H2Sessions | undefined;
+
   constructor(private settings: PoolSettings) {}
+
+  /** The HTTP/2 session to `endpoint`, open or opening. */
+  h2Session(endpoint: Endpoint): ClientHttp2Session {
+    if (this.h2 === undefined) {
+      const { certs, verifyPeer, idleTimeoutMs } = this.settings;
+      this.h2 = new H2Sessions({ tls: verifyPeer && { cert: certs.chainPem, key: certs.keyPem, ca: certs.bundlePem, verifyPeer }, idleTimeoutMs });
+    }
+    return this.h2.session(endpoint.key);
+  }
 
   dispatch(endpoint: Endpoint, req: PreparedRequest, body: RequestBody | null, sink: ResponseSink, signal?: AbortLike): void {
     this.poolFor(endpoint).dispatch(req, body, sink, signal);
@@ -41,6 +56,7 @@ export class UpstreamPools {
   /** Keeps the pools of `endpoints`, closes the others (their requests in flight finish). */
   retain(endpoints: readonly Endpoint[]): void {
     const keep = new Set(endpoints.map((e) => e.key));
+    this.h2?.retain(keep);
     for (const [key, pool] of this.pools) {
       if (keep.has(key)) continue;
       UpstreamPools.retiredConnections += pool.stats.created;
@@ -51,6 +67,7 @@ export class UpstreamPools {
   }
 
   close(): void {
+    this.h2?.close();
     for (const pool of this.pools.values()) {
       UpstreamPools.retiredConnections += pool.stats.created;
       pool.close();

@@ -31,6 +31,8 @@ export interface ConnectionHandler {
   refused(reason: string): void;
   /** A WebSocket upgrade: the handler takes the connection over, starting with `initial` (the request's bytes and what followed). */
   upgrade(conn: ServerConnection, initial: Uint8Array): void;
+  /** A connection that opened with the HTTP/2 preface: the handler takes it over, starting with `initial` (the preface and what followed). */
+  http2?(conn: ServerConnection, initial: Uint8Array): void;
   /** Asked before `upgrade`: an answer refuses the upgrade (counted by the handler) and closes the connection after it. */
   refuseUpgrade?(head: RequestHead, peer: string | undefined): ErrorParts | undefined;
 }
@@ -46,6 +48,12 @@ const MAX_PIPELINED_BYTES = 64 * 1024;
 /** Heads up to this size are remembered between requests: an idle connection holds at most this much. */
 const REMEMBERED_HEAD_BYTES = 2048;
 const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
+/** The HTTP/2 preface's first line and the empty one after it (RFC 9113 §3.4): what ends a "head" here. */
+const H2_PREFACE_HEAD = Buffer.from("PRI * HTTP/2.0\r\n\r\n", "latin1");
+
+function startsWithH2Preface(buf: Buffer, from: number): boolean {
+  return buf.byteLength - from >= H2_PREFACE_HEAD.byteLength && buf.compare(H2_PREFACE_HEAD, 0, H2_PREFACE_HEAD.byteLength, from, from + H2_PREFACE_HEAD.byteLength) === 0;
+}
 
 /** A copy of data[start..end), not a view (Buffer#slice is one): the caller may reuse `data`. */
 function copyOf(data: Uint8Array, start: number, end: number): Uint8Array {
@@ -156,6 +164,10 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
           if (end < 0) {
             this.scanFrom = buf.byteLength;
             return;
+          }
+          if (this.idleWatch.heads === 0 && this.handler.http2 !== undefined && startsWithH2Preface(buf, from)) {
+            this.pending = undefined;
+            return this.handler.http2(this, from === 0 ? buf : buf.subarray(from));
           }
           head = parseRequestHead(buf, from, end, this.lastHead);
         } catch (err) {

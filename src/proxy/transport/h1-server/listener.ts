@@ -23,7 +23,8 @@ import { SlotList } from "../../../core/slot-list.ts";
 import { readEvent } from "../../../core/clock.ts";
 import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 
-const ALPN = alpnWire([MUX_ALPN, "http/1.1"]);
+// "h2" last: a client that offers HTTP/1.1 too keeps it (the service may speak nothing else); one offering h2 alone (gRPC) is handed on whole once its preface is read (../../h2).
+const ALPN = alpnWire([MUX_ALPN, "http/1.1", "h2"]);
 /** How long a draining listener still takes streams a client opened before it heard GOAWAY. */
 const GOAWAY_GRACE_MS = 1000;
 

@@ -1,0 +1,83 @@
+/**
+ * HTTP/2 client sessions, one per upstream authority, shared by every stream to it: a
+ * session multiplexes, so one connection per endpoint is what gRPC clients keep too. A
+ * session that is told GOAWAY, fails or closes is forgotten, and the next stream opens a
+ * new one; an idle one closes after the destination's idle timeout.
+ */
+import http2, { type ClientHttp2Session, type SecureClientSessionOptions } from "node:http2";
+import { PeerIdentityError } from "../errors.ts";
+import type { VerifyPeer } from "../transport/h1/tls-verify.ts";
+
+export interface H2SessionSettings {
+  /** undefined: h2c (prior knowledge) to a plain upstream. */
+  tls?: { cert: string; key: string; ca: string; verifyPeer?: VerifyPeer };
+  idleTimeoutMs: number;
+}
+
+/** Why a session's TLS handshake refused its peer, if our identity check did: Bun reports it as a hostname mismatch. */
+const refusals = new WeakMap<ClientHttp2Session, Error>();
+
+export function identityRefusal(session: ClientHttp2Session): Error | undefined {
+  return refusals.get(session);
+}
+
+export class H2Sessions {
+  private readonly sessions = new Map<string, ClientHttp2Session>();
+
+  constructor(private readonly settings: H2SessionSettings) {}
+
+  /** A session to `authority` (host:port), open or opening. */
+  session(authority: string): ClientHttp2Session {
+    const known = this.sessions.get(authority);
+    if (known !== undefined && !known.closed && !known.destroyed) return known;
+    const s = this.open(authority);
+    this.sessions.set(authority, s);
+    const forget = () => {
+      if (this.sessions.get(authority) === s) this.sessions.delete(authority);
+    };
+    s.on("goaway", forget);
+    s.on("close", forget);
+    // A session's failure is each stream's: they report it; unheard here it would throw.
+    s.on("error", forget);
+    s.setTimeout(this.settings.idleTimeoutMs, () => s.close());
+    return s;
+  }
+
+  /** Closes the sessions of authorities not in `keep`; their streams in flight finish. */
+  retain(keep: ReadonlySet<string>): void {
+    for (const [authority, s] of this.sessions) {
+      if (keep.has(authority)) continue;
+      s.close();
+      this.sessions.delete(authority);
+    }
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  close(): void {
+    for (const s of this.sessions.values()) s.close();
+    this.sessions.clear();
+  }
+
+  private open(authority: string): ClientHttp2Session {
+    const tls = this.settings.tls;
+    if (tls === undefined) return http2.connect(`http://${authority}`);
+    let session: ClientHttp2Session;
+    const options: SecureClientSessionOptions = {
+      cert: tls.cert,
+      key: tls.key,
+      ca: tls.ca,
+      rejectUnauthorized: true,
+      // The peer is checked by its SPIFFE ID (destinations.ts), once per session, in the handshake: no stream is sent to a wrong peer.
+      checkServerIdentity: (_host, cert) => {
+        const refused = tls.verifyPeer?.(new Uint8Array((cert as { raw?: Uint8Array }).raw ?? []));
+        if (refused !== undefined) refusals.set(session, refused instanceof PeerIdentityError ? refused : new PeerIdentityError(refused.message));
+        return refused;
+      },
+    };
+    session = http2.connect(`https://${authority}`, options);
+    return session;
+  }
+}

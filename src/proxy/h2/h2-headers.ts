@@ -1,0 +1,54 @@
+/**
+ * Header hygiene for HTTP/2 streams, as headers.ts does it for HTTP/1.1: what a stream's
+ * headers are to policies, logs and spans (fields, as the raw parser gives them), and
+ * what is forwarded. Connection-specific fields are not allowed in HTTP/2 (RFC 9113
+ * §8.2.2) and identity headers are set only by the proxy, so both are left off, in
+ * every CGI spelling; `te` goes on only as "trailers", which gRPC sends.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
+import { inCgiList } from "../../core/cgi-name.ts";
+import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names.ts";
+import type { LoggedHead } from "../access-log.ts";
+
+const NOT_FORWARDED = [...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS];
+
+/** A stream's request as the access log, spans and policies read one: `fields` without pseudo-headers, `host` from :authority. */
+export function streamHead(headers: IncomingHttpHeaders): LoggedHead & { fields: string[] } {
+  const fields: string[] = [];
+  for (const name in headers) {
+    if (name.charCodeAt(0) === 58 /* ":" */) continue;
+    const value = headers[name];
+    if (Array.isArray(value)) for (const v of value) fields.push(name, v);
+    else if (value !== undefined) fields.push(name, String(value));
+  }
+  const authority = headers[":authority"] ?? headers.host ?? "";
+  if (headers.host === undefined && authority !== "") fields.push("host", authority);
+  return { method: headers[":method"] ?? "", pathAndQuery: headers[":path"] ?? "", host: authority, fields };
+}
+
+/** The request headers to send on: pseudo-headers kept, `drop` (names in cgiName form) and the proxy's own left off, then `add` set. */
+export function forwardedRequest(headers: IncomingHttpHeaders, drop: readonly string[], add: Record<string, string>): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const name in headers) {
+    if (name === "te") {
+      if (String(headers.te).trim().toLowerCase() === "trailers") out.te = "trailers";
+      continue;
+    }
+    if (inCgiList(NOT_FORWARDED, name) || (drop.length > 0 && inCgiList(drop, name))) continue;
+    out[name] = headers[name];
+  }
+  for (const name in add) out[name] = add[name];
+  return out;
+}
+
+/** Response headers or trailers to send on: connection-specific and identity fields left off. */
+export function forwardedResponse(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const name in headers) if (!inCgiList(NOT_FORWARDED, name)) out[name] = headers[name];
+  return out;
+}
+
+/** gRPC calls are answered with a gRPC status, not an HTTP one (local-reply.ts). */
+export function isGrpc(headers: IncomingHttpHeaders): boolean {
+  return headers["content-type"]?.startsWith("application/grpc") === true;
+}

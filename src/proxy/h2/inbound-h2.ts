@@ -1,0 +1,82 @@
+/**
+ * HTTP/2 and gRPC calls from other sidecars (ALPN "h2" on the mTLS listener), stream by
+ * stream: the caller is the SPIFFE ID its connection's handshake proved, named by the
+ * tunnel (loopback-server.ts). Each stream passes the same admission as an HTTP/1.1
+ * request (inbound-admission.ts: end-user token, path in normal form, authorization,
+ * rate limits), then goes to the service over one h2c session with the caller in
+ * x-mesh-client-id, any copy the caller sent removed. Counted, logged and traced as
+ * HTTP/1.1 requests are.
+ */
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "../errors.ts";
+import { CLIENT_ID_HEADER } from "../headers.ts";
+import type { InflightTracker } from "../inflight.ts";
+import { RequestRecorder, type ProxyMetrics } from "../metrics.ts";
+import { peerService } from "../peer-service.ts";
+import type { AccessLog } from "../access-log.ts";
+import type { Tracer } from "../tracing/tracer.ts";
+import { traceParentValue } from "../tracing/tracer.ts";
+import { admitInbound, authenticateInbound, headersSeen, isRefusal, type InboundPolicies } from "../inbound-admission.ts";
+import type { Authenticated } from "../authentication/authenticator.ts";
+import { H2Sessions } from "./client-sessions.ts";
+import { forwardedRequest, isGrpc, streamHead } from "./h2-headers.ts";
+import { replyLocally } from "./local-reply.ts";
+import { relayStream, type RelayEnd } from "./stream-relay.ts";
+import { recordGrpc } from "./grpc-metrics.ts";
+
+export interface InboundH2Deps {
+  upstream: URL;
+  metrics: ProxyMetrics;
+  tracker: InflightTracker;
+  policies: () => InboundPolicies;
+  accessLog?: AccessLog;
+  tracer?: Tracer;
+}
+
+/** The service's idle HTTP/2 session closes after this long; the next call opens another. */
+const UPSTREAM_IDLE_MS = 60_000;
+const NOTHING: readonly string[] = [];
+
+export function inboundH2(deps: InboundH2Deps) {
+  const recorder = new RequestRecorder(deps.metrics, "inbound", false);
+  const upstream = new H2Sessions({ idleTimeoutMs: UPSTREAM_IDLE_MS });
+  const authority = deps.upstream.host;
+
+  function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, caller: string | undefined): void {
+    const started = performance.now();
+    const head = streamHead(headers);
+    const grpc = isGrpc(headers);
+    const peer = caller!;
+    deps.tracker.start();
+    const report = (end: Pick<RelayEnd, "status" | "grpcStatus" | "failure" | "headAt">, span = deps.tracer?.begin(head.fields, started)) => {
+      const ms = (end.headAt || performance.now()) - started;
+      recorder.record(peerService(peer), end.status, ms);
+      if (grpc) recordGrpc(deps.metrics, "inbound", peerService(peer), end);
+      deps.accessLog?.request("inbound", head, end.status, ms, peer);
+      if (span !== undefined) deps.tracer!.end(span, "server", head, end.status, peer, end.failure);
+      deps.tracker.end();
+    };
+    const refuse = (e: ErrorParts) => report({ status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as never, headAt: 0 });
+
+    const policies = deps.policies();
+    const forward = (authn: Authenticated | ErrorParts) => {
+      if (stream.closed || stream.destroyed) return report({ status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, headAt: 0 });
+      if (isRefusal(authn)) return refuse(authn);
+      if (head.method === "CONNECT") return refuse(errorParts("bad-request", "HTTP/2 CONNECT is not carried"));
+      const seen = headersSeen(head.fields, NOTHING, authn);
+      const target = admitInbound(deps.metrics, policies, peer, head.method, head.pathAndQuery, seen?.fields ?? head.fields, NOTHING, authn.user);
+      if (typeof target !== "string") return refuse(target);
+      const span = deps.tracer?.begin(head.fields, started);
+      const added: Record<string, string> = { ":path": target, [CLIENT_ID_HEADER]: peer };
+      for (const [name, value] of authn.claimHeaders) added[name] = value;
+      if (span !== undefined) added.traceparent = traceParentValue(span);
+      const out = forwardedRequest(headers, authn.strip?.names ?? NOTHING, added);
+      relayStream(stream, upstream.session(authority), out, { timeoutMs: 0, grpc, takesTrailers: headers.te === "trailers", upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
+    };
+    const authn = authenticateInbound(deps.metrics, policies, peer, head.fields, NOTHING);
+    if (authn instanceof Promise) authn.then(forward, () => refuse(INTERNAL_ERROR));
+    else forward(authn);
+  }
+
+  return { onStream, close: () => upstream.close() };
+}

@@ -1,0 +1,76 @@
+/**
+ * The service's HTTP/2 and gRPC calls (h2c with prior knowledge on the outbound
+ * listener), stream by stream: resolve :authority to a service as the HTTP/1.1 path
+ * resolves Host, apply its HTTPRoute, take a breaker slot, pick a healthy endpoint, and
+ * relay the stream over that endpoint's HTTP/2 session, mTLS with the peer's SPIFFE ID
+ * checked (stream-relay.ts). Each call is counted, logged and traced like an HTTP/1.1 one.
+ */
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import { resolveHost, type Destination, type Snapshot } from "../destinations.ts";
+import { routedDestination } from "../routing.ts";
+import { errorParts, type ErrorParts } from "../errors.ts";
+import type { InflightTracker } from "../inflight.ts";
+import { RequestRecorder, UNKNOWN_DESTINATION, type ProxyMetrics } from "../metrics.ts";
+import type { AccessLog } from "../access-log.ts";
+import type { Tracer } from "../tracing/tracer.ts";
+import { traceParentValue } from "../tracing/tracer.ts";
+import { pickHealthy } from "../websocket/pick.ts";
+import { joinedFieldValue } from "../transport/h1/request-parse.ts";
+import { forwardedRequest, isGrpc, streamHead } from "./h2-headers.ts";
+import { replyLocally } from "./local-reply.ts";
+import { relayStream, type RelayEnd } from "./stream-relay.ts";
+import { recordGrpc } from "./grpc-metrics.ts";
+
+export interface OutboundH2Deps {
+  snapshot: () => Snapshot;
+  metrics: ProxyMetrics;
+  tracker: InflightTracker;
+  accessLog?: AccessLog;
+  tracer?: Tracer;
+}
+
+const NOTHING_DROPPED: readonly string[] = [];
+
+export function outboundH2(deps: OutboundH2Deps) {
+  const recorder = new RequestRecorder(deps.metrics, "outbound", true);
+  return (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
+    const started = performance.now();
+    const head = streamHead(headers);
+    const grpc = isGrpc(headers);
+    const span = deps.tracer?.begin(head.fields);
+    deps.tracker.start();
+    const report = (peer: string, end: Pick<RelayEnd, "status" | "grpcStatus" | "failure" | "headAt">) => {
+      const ms = (end.headAt || performance.now()) - started;
+      recorder.record(peer || UNKNOWN_DESTINATION, end.status, ms);
+      if (grpc) recordGrpc(deps.metrics, "outbound", peer || UNKNOWN_DESTINATION, end);
+      deps.accessLog?.request("outbound", head, end.status, ms, peer);
+      if (span !== undefined) deps.tracer!.end(span, "client", head, end.status, peer, end.failure);
+      deps.tracker.end();
+    };
+    const answer = (e: ErrorParts, peer: string) => report(peer, { status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as never, headAt: 0 });
+
+    if (head.method === "CONNECT") return answer(errorParts("bad-request", "HTTP/2 CONNECT is not carried"), "");
+    const snapshot = deps.snapshot();
+    const named = resolveHost(snapshot, head.host);
+    if (!named) return answer(errorParts("no-route", `no service named "${head.host}" in this proxy's config`), "");
+    const route = snapshot.routes.size === 0 ? undefined : snapshot.routes.get(named);
+    const dest: Destination = route === undefined ? named : routedDestination(route, named, { method: head.method, pathAndQuery: head.pathAndQuery, header: (n) => joinedFieldValue(head.fields, n) });
+    const admitted = dest.breaker.tryAcquire("requests");
+    if (admitted !== true) return answer(errorParts("overflow", `${dest.name}: ${admitted.replace(/-/g, " ")} reached`, { "x-mesh-overflow": admitted }), dest.name);
+    const endpoint = pickHealthy(dest, { header: (n) => joinedFieldValue(head.fields, n) ?? null });
+    if (!endpoint) {
+      dest.breaker.release("requests");
+      return answer(errorParts("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);
+    }
+    endpoint.inflight++;
+    const out = forwardedRequest(headers, NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
+    relayStream(stream, dest.pools.h2Session(endpoint), out, { timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", upstreamName: dest.name }, (end) => {
+      endpoint.inflight--;
+      dest.breaker.release("requests");
+      // As for HTTP/1.1: 5xx and failures to reach it count against the endpoint; a client that left does not.
+      if (end.status !== 499) dest.outlier.onResult(endpoint, end.status < 500);
+      if (end.failure === "peer-identity") deps.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
+      report(dest.name, end);
+    });
+  };
+}
