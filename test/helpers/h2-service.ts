@@ -1,0 +1,35 @@
+/** A plain HTTP/2 (h2c) service for tests: answers with what it received, as JSON. */
+import http2 from "node:http2";
+
+export interface H2Seen {
+  method: string;
+  path: string;
+  authority: string;
+  caller: string | null;
+  body: string;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+export interface H2Service {
+  port: number;
+  seen: H2Seen[];
+  stop(): void;
+}
+
+export async function h2Service(name: string): Promise<H2Service> {
+  const seen: H2Seen[] = [];
+  const server = http2.createServer();
+  server.on("stream", (stream, headers) => {
+    let body = "";
+    stream.on("data", (d) => (body += d));
+    stream.on("end", () => {
+      const s: H2Seen = { method: String(headers[":method"]), path: String(headers[":path"]), authority: String(headers[":authority"]), caller: (headers["x-mesh-client-id"] as string | undefined) ?? null, body, headers: { ...headers } };
+      seen.push(s);
+      stream.respond({ ":status": 200, "content-type": "application/json", "x-served-by": name });
+      stream.end(JSON.stringify({ service: name, ...s, headers: undefined }));
+    });
+    stream.on("error", () => {});
+  });
+  const port = await new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)));
+  return { port, seen, stop: () => server.close() };
+}
