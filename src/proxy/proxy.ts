@@ -181,9 +181,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   // HTTP/2 connections (gRPC) are tunnelled whole to node:http2 servers, each named on the mTLS side.
   const inboundH2Tunnels = new LoopbackTunnels(tunnelDir.inboundH2Path, budget, () => overLimit("inbound http/2", budget), "h2");
   const outboundH2Tunnels = new LoopbackTunnels(tunnelDir.outboundH2Path, budget, () => overLimit("outbound http/2", budget), "h2");
-  const inboundStreams = inboundH2({ upstream: opts.upstream, metrics, tracker: inboundInflight, policies: () => inboundPolicies, accessLog: opts.accessLog, tracer });
+  const inboundStreams = inboundH2({ upstream: opts.upstream, metrics, tracker: inboundInflight, maxBodyBytes: opts.maxBodyBytes, policies: () => inboundPolicies, accessLog: opts.accessLog, tracer });
   const inboundH2Server = h2LoopbackServer(tunnelDir.inboundH2Path, inboundH2Tunnels.identities, inboundStreams.onStream);
-  const outboundH2Server = h2LoopbackServer(tunnelDir.outboundH2Path, undefined, outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, accessLog: opts.accessLog, tracer }));
+  const outboundH2Server = h2LoopbackServer(tunnelDir.outboundH2Path, undefined, outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, accessLog: opts.accessLog, tracer }));
 
   const inbound = new H1Listener({
     hostname: opts.inbound.address,

@@ -69,9 +69,9 @@ export async function greeterService(): Promise<GreeterService> {
       trailer.set("x-reason", "gone");
       cb({ code: grpc.status.NOT_FOUND, details: "no such greeting: é", metadata: trailer });
     },
-    slow: (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+    slow: (call: grpc.ServerUnaryCall<{ ms?: number }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       svc.calls.push(call.metadata);
-      const timer = setTimeout(() => cb(null, {}), 30_000);
+      const timer = setTimeout(() => cb(null, { waited: call.request.ms ?? 30_000 }), call.request.ms ?? 30_000);
       call.on("cancelled", () => {
         clearTimeout(timer);
         svc.cancelled++;

@@ -1,5 +1,5 @@
 /** A plain HTTP/2 (h2c) service for tests: answers with what it received, as JSON. */
-import http2 from "node:http2";
+import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 
 export interface H2Seen {
   method: string;
@@ -19,7 +19,7 @@ export interface H2Service {
 export async function h2Service(name: string): Promise<H2Service> {
   const seen: H2Seen[] = [];
   const server = http2.createServer();
-  server.on("stream", (stream, headers) => {
+  server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     let body = "";
     stream.on("data", (d) => (body += d));
     stream.on("end", () => {

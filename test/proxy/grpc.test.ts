@@ -88,11 +88,22 @@ describe("what the proxy answers itself", () => {
 
 describe("metrics", () => {
   test("calls are counted by grpc-status on both sides, and as requests", async () => {
-    await unary(client, "fail", {});
     expect(await metricValue(ordersProxy.ports.admin, "mesh_grpc_responses_total", { direction: "outbound", peer: "greeter", grpc_status: "5" })).toBeGreaterThanOrEqual(1);
     expect(await metricValue(ordersProxy.ports.admin, "mesh_grpc_responses_total", { direction: "outbound", peer: "greeter", grpc_status: "0" })).toBeGreaterThanOrEqual(1);
     expect(await metricValue(greeterProxy.ports.admin, "mesh_grpc_responses_total", { direction: "inbound", peer: "orders", grpc_status: "5" })).toBeGreaterThanOrEqual(1);
     expect(await metricValue(ordersProxy.ports.admin, "mesh_requests_total", { direction: "outbound", peer: "greeter", status: "2xx" })).toBeGreaterThanOrEqual(200);
     expect(await metricValue(ordersProxy.ports.admin, "mesh_grpc_responses_total", { direction: "outbound", peer: "unknown", grpc_status: "12" })).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe("drain", () => {
+  test("SIGTERM to the serving side's sidecar: a call in flight completes, new sessions go elsewhere, it exits 0", async () => {
+    const inFlight = unary<{ waited: number }>(client, "slow", { ms: 800 });
+    await Bun.sleep(200);
+    greeterProxy.proc.kill("SIGTERM");
+    const r = await inFlight;
+    expect(r.error).toBeUndefined();
+    expect(r.value).toEqual({ waited: 800 });
+    expect(await greeterProxy.proc.exited).toBe(0);
   });
 });

@@ -28,6 +28,8 @@ export interface InboundH2Deps {
   upstream: URL;
   metrics: ProxyMetrics;
   tracker: InflightTracker;
+  /** Largest body of a plain HTTP/2 request; a gRPC call's messages are bounded by its service (4 MiB each by default), its stream is not. */
+  maxBodyBytes: number;
   policies: () => InboundPolicies;
   accessLog?: AccessLog;
   tracer?: Tracer;
@@ -71,7 +73,7 @@ export function inboundH2(deps: InboundH2Deps) {
       for (const [name, value] of authn.claimHeaders) added[name] = value;
       if (span !== undefined) added.traceparent = traceParentValue(span);
       const out = forwardedRequest(headers, authn.strip?.names ?? NOTHING, added);
-      relayStream(stream, upstream.session(authority), out, { timeoutMs: 0, grpc, takesTrailers: headers.te === "trailers", upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
+      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: grpc ? 0 : deps.maxBodyBytes, timeoutMs: 0, grpc, takesTrailers: headers.te === "trailers", upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
     };
     const authn = authenticateInbound(deps.metrics, policies, peer, head.fields, NOTHING);
     if (authn instanceof Promise) authn.then(forward, () => refuse(INTERNAL_ERROR));

@@ -25,6 +25,8 @@ export interface OutboundH2Deps {
   snapshot: () => Snapshot;
   metrics: ProxyMetrics;
   tracker: InflightTracker;
+  /** Largest body of a plain HTTP/2 request; a gRPC call's messages are bounded by its service (4 MiB each by default), its stream is not. */
+  maxBodyBytes: number;
   accessLog?: AccessLog;
   tracer?: Tracer;
 }
@@ -64,7 +66,7 @@ export function outboundH2(deps: OutboundH2Deps) {
     }
     endpoint.inflight++;
     const out = forwardedRequest(headers, NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
-    relayStream(stream, dest.pools.h2Session(endpoint), out, { timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", upstreamName: dest.name }, (end) => {
+    relayStream(stream, dest.pools.h2Session(endpoint), out, { maxBodyBytes: grpc ? 0 : deps.maxBodyBytes, timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", upstreamName: dest.name }, (end) => {
       endpoint.inflight--;
       dest.breaker.release("requests");
       // As for HTTP/1.1: 5xx and failures to reach it count against the endpoint; a client that left does not.

@@ -33,6 +33,8 @@ export interface RelayOptions {
   timeoutMs: number;
   /** Failures are answered with a gRPC status. */
   grpc: boolean;
+  /** Largest request body sent on, in bytes; beyond it the call is refused (413) or, once answered, reset. 0: none. */
+  maxBodyBytes: number;
   /** The client sent `te: trailers`: the response's trailers are relayed to it. */
   takesTrailers: boolean;
   /** What each failure's answer says, after the cause. */
@@ -49,11 +51,18 @@ export function relayStream(down: ServerHttp2Stream, session: ClientHttp2Session
     clearTimeout(timer);
     done(end);
   };
-  const fail = (failure: ProxyFailure, detail: string) => {
+  const fail = (failure: ProxyFailure, detail: string, status?: number) => {
     end.failure = failure;
-    end.status = replyLocally(down, errorParts(failure, `${opts.upstreamName}: ${detail}`), opts.grpc);
+    const answer = errorParts(failure, `${opts.upstreamName}: ${detail}`);
+    end.status = replyLocally(down, status === undefined ? answer : { ...answer, status }, opts.grpc);
     finish();
   };
+  const limit = opts.maxBodyBytes;
+  const tooLarge = `request body over the limit of ${limit} bytes`;
+  if (limit > 0 && Number(headers["content-length"] ?? 0) > limit) {
+    fail("bad-request", tooLarge, 413);
+    return void down.close(NGHTTP2_CANCEL);
+  }
   let up: ClientHttp2Stream;
   try {
     up = session.request(headers);
@@ -65,7 +74,17 @@ export function relayStream(down: ServerHttp2Stream, session: ClientHttp2Session
       up.close(NGHTTP2_CANCEL);
       fail("timeout", `no response within ${opts.timeoutMs} ms`);
     }, opts.timeoutMs);
-  down.pipe(up);
+  if (limit === 0) down.pipe(up);
+  else sendBounded(down, up, limit, () => {
+    // Refused before the chunk that crossed the limit went on; nothing more of it is read.
+    up.close(NGHTTP2_CANCEL);
+    if (end.headAt === 0) fail("bad-request", tooLarge, 413);
+    else {
+      end.failure = "bad-request";
+      finish();
+    }
+    down.close(NGHTTP2_CANCEL);
+  });
 
   let trailers: OutgoingHttpHeaders | undefined;
   up.on("response", (head, flags) => {
@@ -119,4 +138,19 @@ export function relayStream(down: ServerHttp2Stream, session: ClientHttp2Session
     if (end.headAt === 0) end.status = CLIENT_CLOSED_STATUS;
     finish();
   });
+}
+
+/** The request body to `up`, as pipe() would, but checked before each chunk goes: `overLimit` runs instead of sending the one that crosses `limit`. */
+function sendBounded(down: ServerHttp2Stream, up: ClientHttp2Stream, limit: number, overLimit: () => void): void {
+  let received = 0;
+  down.on("data", (chunk: Buffer) => {
+    received += chunk.byteLength;
+    if (received > limit) {
+      down.removeAllListeners("data");
+      return overLimit();
+    }
+    if (!up.write(chunk)) down.pause();
+  });
+  up.on("drain", () => down.resume());
+  down.on("end", () => up.end());
 }
