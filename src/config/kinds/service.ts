@@ -3,10 +3,14 @@ import { z } from "zod";
 import { always, dnsLabel, Host, NonEmpty, Port, uniqueBy } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 
-/** What the proxies carry: HTTP/1.1, WebSocket upgrades included. */
-export const PROTOCOLS = ["http"] as const;
+/**
+ * What the proxies carry: HTTP/1.1 (WebSocket upgrades included), HTTP/2 and gRPC. The
+ * protocol of each call is the one the caller speaks (HTTP/2 from its first bytes), so the
+ * port's protocol describes the service; it does not switch anything.
+ */
+export const PROTOCOLS = ["http", "http2", "grpc"] as const;
 /** Named so a manifest written for another mesh gets a reason, not just "invalid option". */
-const NOT_CARRIED = new Set(["http2", "grpc", "tcp"]);
+const NOT_CARRIED = new Set(["tcp"]);
 
 export const ServicePort = z
   .strictObject({
@@ -16,11 +20,11 @@ export const ServicePort = z
       .enum(PROTOCOLS, {
         error: (iss) =>
           typeof iss.input === "string" && NOT_CARRIED.has(iss.input)
-            ? `"${iss.input}" is not carried yet: mesh proxies HTTP/1.1 (WebSocket upgrades included); HTTP/2, gRPC and opaque TCP through a sidecar would fail`
+            ? `"${iss.input}" is not carried yet: mesh proxies HTTP/1.1 (WebSocket upgrades included), HTTP/2 and gRPC; opaque TCP through a sidecar would fail`
             : undefined,
       })
       .default("http")
-      .describe("Protocol spoken on the port: http (HTTP/1.1, WebSocket upgrades included), the only one carried so far; default http."),
+      .describe("Protocol spoken on the port: http (HTTP/1.1, WebSocket upgrades included), http2 (h2c) or grpc; default http. Each call keeps the protocol its caller speaks (HTTP/2 is told by its first bytes), so this describes the service and switches nothing."),
     targetPort: Port.optional().describe("Port the workload listens on; default: port."),
   })
   .describe("A port the service serves.");
