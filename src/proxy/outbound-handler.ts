@@ -1,7 +1,7 @@
 /**
  * Outbound requests on the raw listener: the local service's calls to other services,
- * as an HTTP proxy (`HTTP_PROXY=http://127.0.0.1:15001`, absolute-form targets) or by
- * Host. Resolve the service, pick an endpoint, send over the destination's mTLS pool
+ * as an HTTP proxy (`HTTP_PROXY=http://127.0.0.1:15001`: absolute-form targets, or
+ * CONNECT and then the calls themselves) or by Host. Resolve the service, pick an endpoint, send over the destination's mTLS pool
  * (outbound-call.ts: retries, breaker, deadline), and relay the response without
  * building Request or Response objects. WebSocket upgrades are tunnelled to the
  * loopback server of outbound.ts, which carries them.
@@ -50,6 +50,8 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
     refused: (reason) => metrics.refused.inc({ direction: "outbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
     http2: (conn, initial) => deps.h2Tunnels.open(conn, initial),
+    // The calls inside name their service themselves; the target must be one, as an absolute-form target must.
+    connect: (authority) => (resolveHost(deps.snapshot(), authority) ? undefined : errorParts("no-route", `no service named "${authority}" in this proxy's config (CONNECT)`)),
     request(req: ServerRequest, res: Responder) {
       const head = req.head;
       const snapshot = deps.snapshot();

@@ -84,10 +84,14 @@ export async function greeterService(): Promise<GreeterService> {
 
 export type GreeterClient = grpc.Client & Record<keyof typeof GREETER, (...args: any[]) => any>;
 
-/** A client of the service `authority`, through the sidecar's outbound listener (h2c, prior knowledge). */
-export function greeterClient(outboundPort: number, authority: string): GreeterClient {
+/**
+ * A client of the service `authority`, through the sidecar's outbound listener (h2c, prior
+ * knowledge); or, with `target`, a client of that target as grpc-js dials it (through
+ * `http_proxy` when set).
+ */
+export function greeterClient(outboundPort: number, authority: string, target = `127.0.0.1:${outboundPort}`): GreeterClient {
   const Client = grpc.makeGenericClientConstructor(GREETER, "Greeter");
-  return new Client(`127.0.0.1:${outboundPort}`, grpc.credentials.createInsecure(), { "grpc.default_authority": authority }) as unknown as GreeterClient;
+  return new Client(target, grpc.credentials.createInsecure(), { "grpc.default_authority": authority }) as unknown as GreeterClient;
 }
 
 export interface CallResult<T> {

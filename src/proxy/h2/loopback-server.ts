@@ -11,6 +11,7 @@
  */
 import http2, { type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import net, { type Socket } from "node:net";
+import { ChurnGuard } from "../transport/mux/churn.ts";
 
 /** A tunnel's name as sent first: a UUID (36 characters) and "\n". */
 export const TUNNEL_NAME_BYTES = 37;
@@ -39,8 +40,11 @@ export interface H2LoopbackServer {
 export function h2LoopbackServer(path: string, identities: ReadonlyMap<string, string> | undefined, onStream: StreamHandler): H2LoopbackServer {
   const h2: Http2Server = http2.createServer({ settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_LIST_BYTES } });
   const open = new Map<ServerHttp2Session, number>();
+  // Rapid reset: a client that ends most of its streams right after opening them is cut off.
+  const churn = new WeakMap<ServerHttp2Session, ChurnGuard>();
   h2.on("session", (s) => {
     open.set(s, 0);
+    churn.set(s, new ChurnGuard());
     s.on("close", () => open.delete(s));
     s.on("error", () => s.destroy());
     s.setTimeout(IDLE_SESSION_MS, () => {
@@ -51,6 +55,17 @@ export function h2LoopbackServer(path: string, identities: ReadonlyMap<string, s
     const session = stream.session as ServerHttp2Session;
     open.set(session, (open.get(session) ?? 0) + 1);
     stream.on("close", () => open.has(session) && open.set(session, open.get(session)! - 1));
+    const guard = churn.get(session);
+    if (guard !== undefined) {
+      const openedAt = performance.now();
+      guard.streamOpened();
+      // "aborted": the client reset the stream before its response was complete.
+      stream.on("aborted", () => {
+        if (!guard.endedBusy(performance.now() - openedAt) || session.destroyed) return;
+        session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        session.destroy();
+      });
+    }
     stream.on("error", () => stream.destroy());
     const caller = (stream.session?.socket as unknown as { [CALLER]?: string } | undefined)?.[CALLER];
     if (identities !== undefined && caller === undefined) return stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);

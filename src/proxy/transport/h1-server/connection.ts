@@ -14,6 +14,7 @@ import { DownstreamBody, type BodyReader } from "./request-body.ts";
 import { Responder, type ResponderHost } from "./responder.ts";
 import { holdToEndOfTurn, type HeldWrite } from "../turn-writes.ts";
 import { IdleWatch } from "./idle-watch.ts";
+import { CONNECT_ESTABLISHED, connectTarget, TLS_HANDSHAKE_BYTE } from "./connect-request.ts";
 import { INTERNAL_ERROR, type ErrorParts } from "../../errors.ts";
 
 export interface ServerRequest {
@@ -31,6 +32,11 @@ export interface ConnectionHandler {
   refused(reason: string): void;
   /** A WebSocket upgrade: the handler takes the connection over, starting with `initial` (the request's bytes and what followed). */
   upgrade(conn: ServerConnection, initial: Uint8Array): void;
+  /**
+   * Outbound only: a connection that opened with CONNECT (connect-request.ts); undefined
+   * accepts it, and what follows is read as a new connection; an answer refuses it.
+   */
+  connect?(authority: string): ErrorParts | undefined;
   /** A connection that opened with the HTTP/2 preface: the handler takes it over, starting with `initial` (the preface and what followed). */
   http2?(conn: ServerConnection, initial: Uint8Array): void;
   /** Asked before `upgrade`: an answer refuses the upgrade (counted by the handler) and closes the connection after it. */
@@ -96,6 +102,8 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   private paused = 0;
   private readonly idleWatch = new IdleWatch();
   private parsing = false;
+  /** A CONNECT was accepted: the bytes after it are a new connection's, and no second CONNECT is. */
+  private connected = false;
   private closed = false;
   private endWhenFlushed = false;
 
@@ -160,6 +168,10 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
         let end: number;
         let head: RequestHead;
         try {
+          if (this.connected && this.idleWatch.heads === 0 && buf[from] === TLS_HANDSHAKE_BYTE) {
+            this.handler.refused("connect-tls");
+            return this.shutdown(false);
+          }
           end = findRequestHeadEnd(buf, from, this.scanFrom);
           if (end < 0) {
             this.scanFrom = buf.byteLength;
@@ -169,21 +181,37 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
             this.pending = undefined;
             return this.handler.http2(this, from === 0 ? buf : buf.subarray(from));
           }
+          if (this.idleWatch.heads === 0 && !this.connected && this.handler.connect !== undefined) {
+            const authority = connectTarget(buf, from, end);
+            if (authority !== undefined) {
+              this.consume(buf, end);
+              const refusal = this.handler.connect(authority);
+              if (refusal !== undefined) return this.answerAndClose(refusal);
+              this.connected = true;
+              this.write(CONNECT_ESTABLISHED);
+              continue;
+            }
+          }
           head = parseRequestHead(buf, from, end, this.lastHead);
         } catch (err) {
           if (err instanceof RequestHeadError) return this.refuse(err.status, err.reason, err.message);
           throw err;
         }
-        this.scanFrom = 0;
         // An idle connection keeps at most this much of its last head alive.
         this.lastHead = end - from <= REMEMBERED_HEAD_BYTES ? head : undefined;
-        if (end < buf.byteLength) this.pendingAt = end;
-        else this.pending = undefined;
+        this.consume(buf, end);
         this.dispatch(head, buf, from);
       }
     } finally {
       this.parsing = false;
     }
+  }
+
+  /** What is pending starts at `end` of `buf` now. */
+  private consume(buf: Buffer, end: number): void {
+    this.scanFrom = 0;
+    if (end < buf.byteLength) this.pendingAt = end;
+    else this.pending = undefined;
   }
 
   /** `buf[from..]` is this request and everything read after it. */
