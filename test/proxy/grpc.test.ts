@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
+import { freePort } from "../helpers/ports.ts";
 import { greeterClient, greeterService, grpc, unary, type GreeterClient, type GreeterService, type Greeting } from "../helpers/grpc.ts";
 
 const ORDERS = "spiffe://mesh.local/ns/default/sa/orders";
@@ -96,8 +97,55 @@ describe("metrics", () => {
   });
 });
 
+describe("retries", () => {
+  /** A Service of greeter's identity with a dead endpoint before the live one, round robin. */
+  function flakyGreeter(name: string, attempts: number): string {
+    return `---
+apiVersion: mesh.dev/v1alpha1
+kind: Service
+metadata: { name: ${name} }
+spec:
+  identity: greeter
+  ports: [{ name: grpc, port: 80, protocol: grpc }]
+  endpoints: [{ address: 127.0.0.1, port: ${freePort()} }, { address: 127.0.0.1, port: ${greeterProxy.ports.inbound} }]
+---
+apiVersion: mesh.dev/v1alpha1
+kind: DestinationPolicy
+metadata: { name: ${name} }
+spec:
+  loadBalancer: { type: round-robin }
+  retries: { attempts: ${attempts} }
+  outlierDetection: { consecutiveFailures: 1000 }
+`;
+  }
+
+  test("a call whose endpoint refuses the connection goes to another, its body replayed; with retries off it fails", async () => {
+    const caller = await fx.proxy("orders", fx.echo("orders-2").url, fx.config("orders-retries", {}, flakyGreeter("flaky", 2) + flakyGreeter("strict", 0)));
+    const flaky = greeterClient(caller.ports.outbound, "flaky");
+    const strict = greeterClient(caller.ports.outbound, "strict");
+    try {
+      const unaryResults = await Promise.all(Array.from({ length: 10 }, (_, i) => unary<Greeting>(flaky, "hello", { name: `r${i}` })));
+      expect(unaryResults.map((r) => r.value?.message)).toEqual(Array.from({ length: 10 }, (_, i) => `hello r${i}`));
+      for (let i = 0; i < 4; i++) {
+        const sum = await new Promise<{ sum: number; count: number }>((resolve, reject) => {
+          const call = flaky.collect((err: grpc.ServiceError | null, v: { sum: number; count: number }) => (err ? reject(err) : resolve(v)));
+          for (let n = 1; n <= 5; n++) call.write({ n });
+          call.end();
+        });
+        expect(sum).toEqual({ sum: 15, count: 5 });
+      }
+      expect(await metricValue(caller.ports.admin, "mesh_retries_total", { peer: "flaky" })).toBeGreaterThanOrEqual(5);
+      const strictResults = await Promise.all(Array.from({ length: 6 }, () => unary(strict, "hello", { name: "s" })));
+      expect(strictResults.filter((r) => r.error?.code === grpc.status.UNAVAILABLE).length).toBeGreaterThanOrEqual(2);
+    } finally {
+      flaky.close();
+      strict.close();
+    }
+  });
+});
+
 describe("drain", () => {
-  test("SIGTERM to the serving side's sidecar: a call in flight completes, new sessions go elsewhere, it exits 0", async () => {
+  test("SIGTERM to the serving side's sidecar: a call in flight completes, and it exits 0", async () => {
     const inFlight = unary<{ waited: number }>(client, "slow", { ms: 800 });
     await Bun.sleep(200);
     greeterProxy.proc.kill("SIGTERM");

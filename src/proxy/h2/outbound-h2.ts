@@ -18,7 +18,10 @@ import { pickHealthy } from "../websocket/pick.ts";
 import { joinedFieldValue } from "../transport/h1/request-parse.ts";
 import { forwardedRequest, isGrpc, streamHead } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
-import { relayStream, type RelayEnd } from "./stream-relay.ts";
+import { relayStream, type NeverSent, type RelayEnd } from "./stream-relay.ts";
+import type { ClientHttp2Session } from "node:http2";
+import type { Endpoint } from "../endpoint.ts";
+import { shouldRetry } from "../resilience/retry.ts";
 import { recordGrpc } from "./grpc-metrics.ts";
 
 export interface OutboundH2Deps {
@@ -65,14 +68,41 @@ export function outboundH2(deps: OutboundH2Deps) {
       return answer(errorParts("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);
     }
     endpoint.inflight++;
+    dest.budget.onRequest();
     const out = forwardedRequest(headers, NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
-    relayStream(stream, dest.pools.h2Session(endpoint), out, { maxBodyBytes: grpc ? 0 : deps.maxBodyBytes, timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", upstreamName: dest.name }, (end) => {
-      endpoint.inflight--;
+    let current: Endpoint = endpoint;
+    let tries = 0;
+    /** The current try's failure is counted against its endpoint already. */
+    let counted = false;
+    // A try that never reached the service goes to another endpoint, as HTTP/1.1 calls do: within the policy's attempts and the retry budget.
+    const retry = (failure: NeverSent, replayable: boolean): ClientHttp2Session | undefined => {
+      dest.outlier.onResult(current, false);
+      counted = true;
+      if (failure === "peer-identity") deps.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
+      if (!replayable || !shouldRetry(dest.retryPolicy, tries, { kind: failure === "connect-failure" ? "connect-failure" : "refused" }) || !dest.budget.tryWithdraw()) return undefined;
+      const next = otherEndpoint(dest, current, head.fields);
+      if (next === undefined) return undefined;
+      current.inflight--;
+      next.inflight++;
+      current = next;
+      counted = false;
+      tries++;
+      deps.metrics.retries.inc({ peer: dest.name });
+      return dest.pools.h2Session(next);
+    };
+    const settings = { maxBodyBytes: grpc ? 0 : deps.maxBodyBytes, timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", upstreamName: dest.name };
+    relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
+      current.inflight--;
       dest.breaker.release("requests");
       // As for HTTP/1.1: 5xx and failures to reach it count against the endpoint; a client that left does not.
-      if (end.status !== 499) dest.outlier.onResult(endpoint, end.status < 500);
-      if (end.failure === "peer-identity") deps.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
+      if (end.status !== 499 && !counted) dest.outlier.onResult(current, end.status < 500);
       report(dest.name, end);
-    });
+    }, retry);
   };
+}
+
+/** A healthy endpoint other than `tried`, as the balancer picks; undefined when there is none. */
+function otherEndpoint(dest: Destination, tried: Endpoint, fields: string[]): Endpoint | undefined {
+  const others = dest.outlier.healthy(dest.endpoints).filter((e) => e !== tried);
+  return dest.balancer.pick(others, { header: (n) => joinedFieldValue(fields, n) ?? null });
 }

@@ -1,8 +1,13 @@
 /**
  * One HTTP/2 stream relayed to an upstream session and back: request body, response
- * headers, body and trailers, with backpressure both ways (pipe), and resets carried
- * across. Before the response head a failure is answered by the proxy (local-reply.ts);
- * after it, the client's stream is reset, as the upstream's was.
+ * headers, body and trailers, with backpressure both ways, and resets carried across.
+ * Before the response head a failure is answered by the proxy (local-reply.ts); after
+ * it, the client's stream is reset, as the upstream's was.
+ *
+ * A try that never reached the service (no connection, the wrong peer identity, a stream
+ * the peer refused unprocessed) may go to another endpoint (`retry`), its request body
+ * replayed: the body sent is kept until the response head, up to REPLAY_BYTES (Envoy
+ * buffers a request for retries the same way); a longer one is not retried.
  *
  * Trailers are relayed only to a client that said it takes them (`te: trailers`, which
  * every gRPC client sends); its stream then ends with the upstream's trailers, or an
@@ -14,8 +19,10 @@ import { identityRefusal } from "./client-sessions.ts";
 import { forwardedResponse } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 
-const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 const END_STREAM = 0x1;
+/** Request body kept for a retry; past it, a try is the only one. */
+export const REPLAY_BYTES = 64 * 1024;
 
 export interface RelayEnd {
   /** The upstream's status; the proxy's own answer's; or 499 when the client left first. */
@@ -29,7 +36,7 @@ export interface RelayEnd {
 }
 
 export interface RelayOptions {
-  /** Longest from sending until the response head; 0: none. */
+  /** Longest from sending until the response head, over every try; 0: none. */
   timeoutMs: number;
   /** Failures are answered with a gRPC status. */
   grpc: boolean;
@@ -41,116 +48,173 @@ export interface RelayOptions {
   upstreamName: string;
 }
 
-export function relayStream(down: ServerHttp2Stream, session: ClientHttp2Session, headers: OutgoingHttpHeaders, opts: RelayOptions, done: (end: RelayEnd) => void): void {
-  const end: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, headAt: 0 };
-  let over = false;
-  let timer: Timer | undefined;
-  const finish = () => {
-    if (over) return;
-    over = true;
-    clearTimeout(timer);
-    done(end);
-  };
-  const fail = (failure: ProxyFailure, detail: string, status?: number) => {
-    end.failure = failure;
-    const answer = errorParts(failure, `${opts.upstreamName}: ${detail}`);
-    end.status = replyLocally(down, status === undefined ? answer : { ...answer, status }, opts.grpc);
-    finish();
-  };
-  const limit = opts.maxBodyBytes;
-  const tooLarge = `request body over the limit of ${limit} bytes`;
-  if (limit > 0 && Number(headers["content-length"] ?? 0) > limit) {
-    fail("bad-request", tooLarge, 413);
-    return void down.close(NGHTTP2_CANCEL);
-  }
-  let up: ClientHttp2Stream;
-  try {
-    up = session.request(headers);
-  } catch (err) {
-    return fail("connect-failure", (err as Error).message);
-  }
-  if (opts.timeoutMs > 0)
-    timer = setTimeout(() => {
-      up.close(NGHTTP2_CANCEL);
-      fail("timeout", `no response within ${opts.timeoutMs} ms`);
-    }, opts.timeoutMs);
-  if (limit === 0) down.pipe(up);
-  else sendBounded(down, up, limit, () => {
-    // Refused before the chunk that crossed the limit went on; nothing more of it is read.
-    up.close(NGHTTP2_CANCEL);
-    if (end.headAt === 0) fail("bad-request", tooLarge, 413);
-    else {
-      end.failure = "bad-request";
-      finish();
-    }
-    down.close(NGHTTP2_CANCEL);
-  });
+/** Why a try never reached the service. */
+export type NeverSent = "connect-failure" | "peer-identity" | "refused-stream";
 
-  let trailers: OutgoingHttpHeaders | undefined;
-  up.on("response", (head, flags) => {
-    if (over) return;
-    clearTimeout(timer);
-    end.headAt = performance.now();
-    end.status = Number(head[":status"]);
-    const out = forwardedResponse(head);
-    if (flags & END_STREAM) {
-      end.grpcStatus = head["grpc-status"] as string | undefined;
-      down.respond(out, { endStream: true });
-      return finish();
-    }
-    down.respond(out, { waitForTrailers: opts.takesTrailers });
-    up.pipe(down);
-  });
-  up.on("trailers", (t) => {
-    end.grpcStatus = t["grpc-status"] as string | undefined;
-    trailers = forwardedResponse(t);
-  });
-  down.on("wantTrailers", () => {
-    if (trailers !== undefined) down.sendTrailers(trailers);
-    else down.sendTrailers({});
-  });
-  up.on("end", () => {
-    if (end.headAt !== 0) finish();
-  });
-  up.on("error", (err) => {
-    if (over) return;
-    if (end.headAt === 0) {
-      const refused = identityRefusal(session);
-      const failure = refused !== undefined ? "peer-identity" : classifyFetchError(err);
-      return fail(failure, refused?.message ?? err.message);
-    }
-    end.failure = "upstream-reset";
-    down.close(NGHTTP2_INTERNAL_ERROR);
-    finish();
-  });
-  up.on("close", () => {
-    if (over) return;
-    if (end.headAt === 0) return fail("upstream-reset", `the stream was reset (code ${up.rstCode})`);
-    // Reset after its head: the client's stream is reset the same way.
-    end.failure = "upstream-reset";
-    down.close(up.rstCode || NGHTTP2_INTERNAL_ERROR);
-    finish();
-  });
-  // The client reset its stream, or went: so is the upstream's.
-  down.on("close", () => {
-    if (!up.closed) up.close(NGHTTP2_CANCEL);
-    if (over) return;
-    if (end.headAt === 0) end.status = CLIENT_CLOSED_STATUS;
-    finish();
-  });
+/**
+ * After a try that never reached the service (called for each such try, to be counted):
+ * the session for the next, or undefined to give up; `replayable` is false when its body
+ * was too long to keep.
+ */
+export type Retry = (failure: NeverSent, replayable: boolean) => ClientHttp2Session | undefined;
+
+export function relayStream(down: ServerHttp2Stream, session: ClientHttp2Session, headers: OutgoingHttpHeaders, opts: RelayOptions, done: (end: RelayEnd) => void, retry?: Retry): void {
+  new StreamRelay(down, headers, opts, done, retry).start(session);
 }
 
-/** The request body to `up`, as pipe() would, but checked before each chunk goes: `overLimit` runs instead of sending the one that crosses `limit`. */
-function sendBounded(down: ServerHttp2Stream, up: ClientHttp2Stream, limit: number, overLimit: () => void): void {
-  let received = 0;
-  down.on("data", (chunk: Buffer) => {
-    received += chunk.byteLength;
-    if (received > limit) {
-      down.removeAllListeners("data");
-      return overLimit();
+class StreamRelay {
+  private readonly end: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, headAt: 0 };
+  private over = false;
+  private timer: Timer | undefined;
+  /** The try in flight. */
+  private up: ClientHttp2Stream | undefined;
+  private trailers: OutgoingHttpHeaders | undefined;
+  /** The body sent so far, while a retry could still need it; undefined past REPLAY_BYTES or once answered. */
+  private replay: Buffer[] | undefined = [];
+  private replayed = 0;
+  private received = 0;
+  private bodyEnded = false;
+
+  constructor(
+    private readonly down: ServerHttp2Stream,
+    private readonly headers: OutgoingHttpHeaders,
+    private readonly opts: RelayOptions,
+    private readonly done: (end: RelayEnd) => void,
+    private readonly retry: Retry | undefined,
+  ) {}
+
+  start(session: ClientHttp2Session): void {
+    const { down, opts } = this;
+    const limit = opts.maxBodyBytes;
+    if (limit > 0 && Number(this.headers["content-length"] ?? 0) > limit) return this.overLimit();
+    if (opts.timeoutMs > 0)
+      this.timer = setTimeout(() => {
+        this.up?.close(NGHTTP2_CANCEL);
+        this.fail("timeout", `no response within ${opts.timeoutMs} ms`);
+      }, opts.timeoutMs);
+    down.on("data", (chunk: Buffer) => this.body(chunk));
+    down.on("end", () => {
+      this.bodyEnded = true;
+      if (!this.over) this.up?.end();
+    });
+    down.on("wantTrailers", () => down.sendTrailers(this.trailers ?? {}));
+    // The client reset its stream, or went: so is the upstream's.
+    down.on("close", () => {
+      if (this.up !== undefined && !this.up.closed) this.up.close(NGHTTP2_CANCEL);
+      if (this.over) return;
+      if (this.end.headAt === 0) this.end.status = CLIENT_CLOSED_STATUS;
+      this.finish();
+    });
+    this.tryOn(session);
+  }
+
+  private tryOn(session: ClientHttp2Session): void {
+    let up: ClientHttp2Stream;
+    try {
+      up = session.request(this.headers);
+    } catch (err) {
+      return this.beforeHead("connect-failure", (err as Error).message);
     }
-    if (!up.write(chunk)) down.pause();
-  });
-  up.on("drain", () => down.resume());
-  down.on("end", () => up.end());
+    this.up = up;
+    for (const chunk of this.replay ?? []) up.write(chunk);
+    if (this.bodyEnded) up.end();
+    // A failed try may have paused the body for its own backpressure.
+    else this.down.resume();
+    const current = () => this.up === up && !this.over;
+    up.on("drain", () => current() && this.down.resume());
+    up.on("response", (head, flags) => {
+      if (!current()) return;
+      clearTimeout(this.timer);
+      this.replay = undefined;
+      this.end.headAt = performance.now();
+      this.end.status = Number(head[":status"]);
+      const out = forwardedResponse(head);
+      if (flags & END_STREAM) {
+        this.end.grpcStatus = head["grpc-status"] as string | undefined;
+        this.down.respond(out, { endStream: true });
+        return this.finish();
+      }
+      this.down.respond(out, { waitForTrailers: this.opts.takesTrailers });
+      up.pipe(this.down);
+    });
+    up.on("trailers", (t) => {
+      if (!current()) return;
+      this.end.grpcStatus = t["grpc-status"] as string | undefined;
+      this.trailers = forwardedResponse(t);
+    });
+    up.on("end", () => {
+      if (current() && this.end.headAt !== 0) this.finish();
+    });
+    up.on("error", (err) => {
+      if (!current()) return;
+      if (this.end.headAt !== 0) return this.resetAfterHead(NGHTTP2_INTERNAL_ERROR);
+      const refused = identityRefusal(session);
+      if (refused !== undefined) return this.beforeHead("peer-identity", refused.message);
+      this.beforeHead(classifyFetchError(err), err.message);
+    });
+    up.on("close", () => {
+      if (!current()) return;
+      if (this.end.headAt !== 0) return this.resetAfterHead(up.rstCode || NGHTTP2_INTERNAL_ERROR);
+      if (up.rstCode === NGHTTP2_REFUSED_STREAM) return this.beforeHead("refused-stream", "the stream was refused unprocessed");
+      this.beforeHead("upstream-reset", `the stream was reset (code ${up.rstCode})`);
+    });
+  }
+
+  /** A try failed before its response head: another try if it never reached the service and one is allowed, else the proxy's answer. */
+  private beforeHead(failure: ProxyFailure | "refused-stream", detail: string): void {
+    const neverSent = failure === "connect-failure" || failure === "peer-identity" || failure === "refused-stream";
+    if (neverSent && this.retry !== undefined) {
+      const next = this.retry(failure, this.replay !== undefined);
+      if (next !== undefined) return this.tryOn(next);
+    }
+    this.fail(failure === "refused-stream" ? "upstream-reset" : failure, detail);
+  }
+
+  private body(chunk: Buffer): void {
+    if (this.over) return;
+    this.received += chunk.byteLength;
+    const limit = this.opts.maxBodyBytes;
+    // Refused before the chunk that crosses the limit goes on.
+    if (limit > 0 && this.received > limit) return this.overLimit();
+    if (this.replay !== undefined) {
+      this.replayed += chunk.byteLength;
+      if (this.replayed <= REPLAY_BYTES) this.replay.push(chunk);
+      else this.replay = undefined;
+    }
+    if (this.up !== undefined && !this.up.write(chunk)) this.down.pause();
+  }
+
+  private overLimit(): void {
+    this.up?.close(NGHTTP2_CANCEL);
+    if (this.end.headAt === 0) this.fail("bad-request", `request body over the limit of ${this.opts.maxBodyBytes} bytes`, 413);
+    else {
+      this.end.failure = "bad-request";
+      this.finish();
+    }
+    // Nothing more of it is read.
+    this.down.close(NGHTTP2_CANCEL);
+  }
+
+  /** The upstream's stream failed after its head: the client's is reset the same way. */
+  private resetAfterHead(code: number): void {
+    this.end.failure = "upstream-reset";
+    this.down.close(code);
+    this.finish();
+  }
+
+  private fail(failure: ProxyFailure, detail: string, status?: number): void {
+    if (this.over) return;
+    this.end.failure = failure;
+    const answer = errorParts(failure, `${this.opts.upstreamName}: ${detail}`);
+    this.end.status = replyLocally(this.down, status === undefined ? answer : { ...answer, status }, this.opts.grpc);
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.over) return;
+    this.over = true;
+    this.replay = undefined;
+    clearTimeout(this.timer);
+    this.done(this.end);
+  }
 }
