@@ -5,6 +5,7 @@
  * access log lines and spans; and curl's HTTP/2 with prior knowledge is carried as is.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import http2 from "node:http2";
 import { join } from "node:path";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
 import { eventually } from "../helpers/wait.ts";
@@ -168,10 +169,25 @@ describe("plain HTTP/2", () => {
 
   test("a body over --max-body-size is refused with 413 and never reaches the service; a gRPC stream is not held to it", async () => {
     const before = files.seen.length;
-    const r = await curl("-H", "host: files", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", "x".repeat(10_000), `http://127.0.0.1:${ordersProxy.ports.outbound}/big`);
-    expect(r.out).toBe("413");
+    // 1 MiB, past the stream's flow-control window: after the 413 the client is told to stop
+    // sending (RST_STREAM NO_ERROR), or it would wait for a window nobody opens. (curl 7.88
+    // reports that reset as an error, though its 413 arrived whole; node:http2 does not.)
+    const session = http2.connect(`http://127.0.0.1:${ordersProxy.ports.outbound}`);
+    session.on("error", () => {});
+    const req = session.request({ ":method": "POST", ":path": "/big", ":authority": "files" });
+    req.on("error", () => {});
+    let status = 0;
+    req.on("response", (h) => (status = Number(h[":status"])));
+    req.resume();
+    req.end(Buffer.alloc(1 << 20, 120));
+    const closed = await new Promise<boolean>((resolve) => {
+      req.on("close", () => resolve(true));
+      setTimeout(() => resolve(false), 5000);
+    });
+    session.close();
+    expect({ status, closed, rstCode: req.rstCode }).toEqual({ status: 413, closed: true, rstCode: 0 });
     await Bun.sleep(100);
-    expect(files.seen.slice(before).filter((s) => s.path === "/big" && s.body.length === 10_000)).toEqual([]);
+    expect(files.seen.slice(before).filter((s) => s.path === "/big")).toEqual([]);
     const pad = "p".repeat(3000);
     const result = await new Promise<{ sum: number; count: number }>((resolve, reject) => {
       const call = fromOrders.collect((err: grpc.ServiceError | null, v: { sum: number; count: number }) => (err ? reject(err) : resolve(v)));

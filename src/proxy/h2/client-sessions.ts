@@ -14,6 +14,22 @@ export interface H2SessionSettings {
   idleTimeoutMs: number;
 }
 
+/**
+ * Streams a session may see cancelled before it is retired (closed gracefully, its calls
+ * in flight finishing, new ones on a fresh session). A peer counts resets per session
+ * against rapid reset (Bun's own server cuts a session after about a thousand, ending
+ * every call on it), and one session carries many callers' calls: without this, a
+ * caller that cancels in a loop would get everyone's calls cut.
+ */
+const CANCELS_PER_SESSION = 100;
+const cancels = new WeakMap<ClientHttp2Session, { count: number; retire: () => void }>();
+
+/** A stream of `session` was cancelled before its response was complete. */
+export function noteCancelled(session: ClientHttp2Session): void {
+  const c = cancels.get(session);
+  if (c !== undefined && ++c.count === CANCELS_PER_SESSION) c.retire();
+}
+
 /** Why a session's TLS handshake refused its peer, if our identity check did: Bun reports it as a hostname mismatch. */
 const refusals = new WeakMap<ClientHttp2Session, Error>();
 
@@ -40,6 +56,13 @@ export class H2Sessions {
     // A session's failure is each stream's: they report it; unheard here it would throw.
     s.on("error", forget);
     s.setTimeout(this.settings.idleTimeoutMs, () => s.close());
+    cancels.set(s, {
+      count: 0,
+      retire: () => {
+        forget();
+        s.close();
+      },
+    });
     return s;
   }
 

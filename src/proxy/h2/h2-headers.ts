@@ -48,7 +48,32 @@ export function forwardedResponse(headers: IncomingHttpHeaders): OutgoingHttpHea
   return out;
 }
 
-/** gRPC calls are answered with a gRPC status, not an HTTP one (local-reply.ts). */
+/** application/grpc, alone or with a subtype (+proto, +json) or parameters: not a type that merely starts so. */
+const GRPC_TYPE = /^application\/grpc(?:[+;]|$)/i;
+
+/** gRPC calls are answered with a gRPC status, not an HTTP one (local-reply.ts), and their messages are held to the body limit one by one. */
 export function isGrpc(headers: IncomingHttpHeaders): boolean {
-  return headers["content-type"]?.startsWith("application/grpc") === true;
+  return GRPC_TYPE.test(headers["content-type"] ?? "");
+}
+
+/** The target as the HTTP/1.1 parser takes one: visible ASCII, no fragment (RFC 9110 §7.1: never sent, so a sign of trouble). */
+const PATH = /^(?:\/[\x21-\x22\x24-\x7e]*|\*)$/;
+const AUTHORITY = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/**
+ * Why a stream's request is refused before anything else looks at it, as an HTTP/1.1
+ * request would be: a label for mesh_requests_refused_total and a detail; undefined when
+ * it may go on. Bun's parser has refused what HTTP/2 itself forbids (RFC 9113 §8.2).
+ */
+export function streamProblem(headers: IncomingHttpHeaders): { reason: string; detail: string } | undefined {
+  if (headers[":method"] === "CONNECT") return { reason: "target", detail: "HTTP/2 CONNECT is not carried" };
+  const path = headers[":path"] ?? "";
+  if (!PATH.test(path) || (path === "*" && headers[":method"] !== "OPTIONS"))
+    return { reason: "target", detail: "the :path must be a path of visible ASCII without a fragment, or * for OPTIONS" };
+  const authority = headers[":authority"];
+  if (authority !== undefined && !AUTHORITY.test(authority)) return { reason: "host", detail: "invalid :authority" };
+  // RFC 9113 §8.3.1: a Host that names another authority than :authority is malformed.
+  const host = headers.host;
+  if (host !== undefined && authority !== undefined && host.toLowerCase() !== authority.toLowerCase()) return { reason: "host", detail: "host and :authority differ" };
+  return undefined;
 }

@@ -19,7 +19,7 @@ import { traceParentValue } from "../tracing/tracer.ts";
 import { admitInbound, authenticateInbound, headersSeen, isRefusal, type InboundPolicies } from "../inbound-admission.ts";
 import type { Authenticated } from "../authentication/authenticator.ts";
 import { H2Sessions } from "./client-sessions.ts";
-import { forwardedRequest, isGrpc, streamHead } from "./h2-headers.ts";
+import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 import { relayStream, type RelayEnd } from "./stream-relay.ts";
 import { recordGrpc } from "./grpc-metrics.ts";
@@ -28,7 +28,7 @@ export interface InboundH2Deps {
   upstream: URL;
   metrics: ProxyMetrics;
   tracker: InflightTracker;
-  /** Largest body of a plain HTTP/2 request; a gRPC call's messages are bounded by its service (4 MiB each by default), its stream is not. */
+  /** Largest body of a plain HTTP/2 request, and largest message of a gRPC call (whose stream may be long). */
   maxBodyBytes: number;
   policies: () => InboundPolicies;
   accessLog?: AccessLog;
@@ -60,11 +60,15 @@ export function inboundH2(deps: InboundH2Deps) {
     };
     const refuse = (e: ErrorParts) => report({ status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as never, headAt: 0 });
 
+    const problem = streamProblem(headers);
+    if (problem !== undefined) {
+      deps.metrics.refused.inc({ direction: "inbound", reason: problem.reason });
+      return refuse(errorParts("bad-request", problem.detail));
+    }
     const policies = deps.policies();
     const forward = (authn: Authenticated | ErrorParts) => {
       if (stream.closed || stream.destroyed) return report({ status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, headAt: 0 });
       if (isRefusal(authn)) return refuse(authn);
-      if (head.method === "CONNECT") return refuse(errorParts("bad-request", "HTTP/2 CONNECT is not carried"));
       const seen = headersSeen(head.fields, NOTHING, authn);
       const target = admitInbound(deps.metrics, policies, peer, head.method, head.pathAndQuery, seen?.fields ?? head.fields, NOTHING, authn.user);
       if (typeof target !== "string") return refuse(target);
@@ -73,7 +77,7 @@ export function inboundH2(deps: InboundH2Deps) {
       for (const [name, value] of authn.claimHeaders) added[name] = value;
       if (span !== undefined) added.traceparent = traceParentValue(span);
       const out = forwardedRequest(headers, authn.strip?.names ?? NOTHING, added);
-      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: grpc ? 0 : deps.maxBodyBytes, timeoutMs: 0, grpc, takesTrailers: headers.te === "trailers", upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
+      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: deps.maxBodyBytes, timeoutMs: 0, grpc, takesTrailers: headers.te === "trailers", upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
     };
     const authn = authenticateInbound(deps.metrics, policies, peer, head.fields, NOTHING);
     if (authn instanceof Promise) authn.then(forward, () => refuse(INTERNAL_ERROR));

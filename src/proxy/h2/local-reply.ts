@@ -4,11 +4,15 @@
  * gRPC's HTTP mapping gives the proxy's status (as Envoy answers), in one HEADERS frame
  * that ends the stream ("trailers-only"); x-mesh-error names the cause either way.
  */
-import type { ServerHttp2Stream } from "node:http2";
+import http2, { type ServerHttp2Stream } from "node:http2";
 import type { ErrorParts } from "../errors.ts";
 
-/** gRPC status codes by HTTP status (grpc/doc/http-grpc-status-mapping.md); anything else is UNKNOWN (2). */
-const GRPC_STATUS: Record<number, number> = { 400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14 };
+/**
+ * gRPC status codes by HTTP status (grpc/doc/http-grpc-status-mapping.md); anything else
+ * is UNKNOWN (2). 413, a message over the proxy's limit, is RESOURCE_EXHAUSTED (8), which
+ * gRPC libraries give a message over their own.
+ */
+const GRPC_STATUS: Record<number, number> = { 400: 13, 401: 16, 403: 7, 404: 12, 413: 8, 429: 14, 502: 14, 503: 14, 504: 14 };
 const UNKNOWN = 2;
 
 export function grpcStatusOf(httpStatus: number): number {
@@ -32,6 +36,8 @@ export function replyLocally(stream: ServerHttp2Stream, e: ErrorParts, grpc: boo
       stream.respond({ ":status": e.status, ...headers });
       stream.end(e.body);
     }
+    // A client still sending its request is told to stop, without error (RFC 9113 §8.1): else it waits on flow control.
+    if (!stream.readableEnded) stream.close(http2.constants.NGHTTP2_NO_ERROR);
   } catch {
     // The client reset the stream meanwhile: nothing to answer.
   }

@@ -12,6 +12,7 @@
 import http2, { type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import net, { type Socket } from "node:net";
 import { ChurnGuard } from "../transport/mux/churn.ts";
+import { resetSession, resetStream } from "./reset.ts";
 
 /** A tunnel's name as sent first: a UUID (36 characters) and "\n". */
 export const TUNNEL_NAME_BYTES = 37;
@@ -39,36 +40,38 @@ export interface H2LoopbackServer {
 /** `identities`: tunnel name → caller's SPIFFE ID, on the mTLS side; undefined on the plain side, where no name is sent. */
 export function h2LoopbackServer(path: string, identities: ReadonlyMap<string, string> | undefined, onStream: StreamHandler): H2LoopbackServer {
   const h2: Http2Server = http2.createServer({ settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_LIST_BYTES } });
-  const open = new Map<ServerHttp2Session, number>();
+  /** Each session's open streams. */
+  const open = new Map<ServerHttp2Session, Set<ServerHttp2Stream>>();
   // Rapid reset: a client that ends most of its streams right after opening them is cut off.
   const churn = new WeakMap<ServerHttp2Session, ChurnGuard>();
   h2.on("session", (s) => {
-    open.set(s, 0);
+    open.set(s, new Set());
     churn.set(s, new ChurnGuard());
     s.on("close", () => open.delete(s));
-    s.on("error", () => s.destroy());
+    s.on("error", () => resetSession(s, open.get(s) ?? [], "session error"));
     s.setTimeout(IDLE_SESSION_MS, () => {
-      if (open.get(s) === 0) s.close();
+      if (open.get(s)?.size === 0) s.close();
     });
   });
   h2.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     const session = stream.session as ServerHttp2Session;
-    open.set(session, (open.get(session) ?? 0) + 1);
-    stream.on("close", () => open.has(session) && open.set(session, open.get(session)! - 1));
+    const streams = open.get(session);
+    streams?.add(stream);
+    stream.on("close", () => streams?.delete(stream));
+    stream.on("error", () => resetStream(stream, "stream error"));
     const guard = churn.get(session);
     if (guard !== undefined) {
       const openedAt = performance.now();
       guard.streamOpened();
-      // "aborted": the client reset the stream before its response was complete.
+      // "aborted": the client reset the stream before its response was complete. The
+      // session is closed gracefully (GOAWAY, no new streams): a peer sidecar's session
+      // carries other callers' calls too, which finish.
       stream.on("aborted", () => {
-        if (!guard.endedBusy(performance.now() - openedAt) || session.destroyed) return;
-        session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
-        session.destroy();
+        if (guard.endedBusy(performance.now() - openedAt) && !session.closed) session.close();
       });
     }
-    stream.on("error", () => stream.destroy());
     const caller = (stream.session?.socket as unknown as { [CALLER]?: string } | undefined)?.[CALLER];
-    if (identities !== undefined && caller === undefined) return stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    if (identities !== undefined && caller === undefined) return resetStream(stream, "no caller identity");
     onStream(stream, headers, caller);
   });
   const server = net.createServer((sock) => {
@@ -89,7 +92,7 @@ export function h2LoopbackServer(path: string, identities: ReadonlyMap<string, s
     },
     stop(force) {
       server.close();
-      for (const s of open.keys()) force ? s.destroy() : s.close();
+      for (const [s, streams] of open) force ? resetSession(s, streams, "the sidecar stopped") : s.close();
     },
   };
 }

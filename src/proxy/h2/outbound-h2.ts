@@ -16,7 +16,7 @@ import type { Tracer } from "../tracing/tracer.ts";
 import { traceParentValue } from "../tracing/tracer.ts";
 import { pickHealthy } from "../websocket/pick.ts";
 import { joinedFieldValue } from "../transport/h1/request-parse.ts";
-import { forwardedRequest, isGrpc, streamHead } from "./h2-headers.ts";
+import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 import { relayStream, type NeverSent, type RelayEnd } from "./stream-relay.ts";
 import type { ClientHttp2Session } from "node:http2";
@@ -28,7 +28,7 @@ export interface OutboundH2Deps {
   snapshot: () => Snapshot;
   metrics: ProxyMetrics;
   tracker: InflightTracker;
-  /** Largest body of a plain HTTP/2 request; a gRPC call's messages are bounded by its service (4 MiB each by default), its stream is not. */
+  /** Largest body of a plain HTTP/2 request, and largest message of a gRPC call (whose stream may be long). */
   maxBodyBytes: number;
   accessLog?: AccessLog;
   tracer?: Tracer;
@@ -54,7 +54,11 @@ export function outboundH2(deps: OutboundH2Deps) {
     };
     const answer = (e: ErrorParts, peer: string) => report(peer, { status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as never, headAt: 0 });
 
-    if (head.method === "CONNECT") return answer(errorParts("bad-request", "HTTP/2 CONNECT is not carried"), "");
+    const problem = streamProblem(headers);
+    if (problem !== undefined) {
+      deps.metrics.refused.inc({ direction: "outbound", reason: problem.reason });
+      return answer(errorParts("bad-request", problem.detail), "");
+    }
     const snapshot = deps.snapshot();
     const named = resolveHost(snapshot, head.host);
     if (!named) return answer(errorParts("no-route", `no service named "${head.host}" in this proxy's config`), "");
@@ -90,7 +94,7 @@ export function outboundH2(deps: OutboundH2Deps) {
       deps.metrics.retries.inc({ peer: dest.name });
       return dest.pools.h2Session(next);
     };
-    const settings = { maxBodyBytes: grpc ? 0 : deps.maxBodyBytes, timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", upstreamName: dest.name };
+    const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", upstreamName: dest.name };
     relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
       current.inflight--;
       dest.breaker.release("requests");

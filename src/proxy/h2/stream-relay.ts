@@ -15,11 +15,13 @@
  */
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { classifyFetchError, errorParts, CLIENT_CLOSED_STATUS, type ProxyFailure } from "../errors.ts";
-import { identityRefusal } from "./client-sessions.ts";
+import { identityRefusal, noteCancelled } from "./client-sessions.ts";
 import { forwardedResponse } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
+import { resetStream } from "./reset.ts";
+import { GrpcMessageLimit } from "./grpc-messages.ts";
 
-const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 const END_STREAM = 0x1;
 /** Request body kept for a retry; past it, a try is the only one. */
 export const REPLAY_BYTES = 64 * 1024;
@@ -40,7 +42,10 @@ export interface RelayOptions {
   timeoutMs: number;
   /** Failures are answered with a gRPC status. */
   grpc: boolean;
-  /** Largest request body sent on, in bytes; beyond it the call is refused (413) or, once answered, reset. 0: none. */
+  /**
+   * Largest request body sent on, in bytes, or for a gRPC call largest message; beyond it
+   * the call is refused (413, RESOURCE_EXHAUSTED) or, once answered, reset. 0: none.
+   */
   maxBodyBytes: number;
   /** The client sent `te: trailers`: the response's trailers are relayed to it. */
   takesTrailers: boolean;
@@ -66,14 +71,17 @@ class StreamRelay {
   private readonly end: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, headAt: 0 };
   private over = false;
   private timer: Timer | undefined;
-  /** The try in flight. */
+  /** The try in flight, and its session. */
   private up: ClientHttp2Stream | undefined;
+  private session: ClientHttp2Session | undefined;
   private trailers: OutgoingHttpHeaders | undefined;
   /** The body sent so far, while a retry could still need it; undefined past REPLAY_BYTES or once answered. */
   private replay: Buffer[] | undefined = [];
   private replayed = 0;
   private received = 0;
   private bodyEnded = false;
+  /** For a gRPC call: its messages' lengths, held to the limit. */
+  private readonly messages: GrpcMessageLimit | undefined;
 
   constructor(
     private readonly down: ServerHttp2Stream,
@@ -81,15 +89,17 @@ class StreamRelay {
     private readonly opts: RelayOptions,
     private readonly done: (end: RelayEnd) => void,
     private readonly retry: Retry | undefined,
-  ) {}
+  ) {
+    if (opts.grpc && opts.maxBodyBytes > 0) this.messages = new GrpcMessageLimit(opts.maxBodyBytes);
+  }
 
   start(session: ClientHttp2Session): void {
     const { down, opts } = this;
     const limit = opts.maxBodyBytes;
-    if (limit > 0 && Number(this.headers["content-length"] ?? 0) > limit) return this.overLimit();
+    if (limit > 0 && !opts.grpc && Number(this.headers["content-length"] ?? 0) > limit) return this.overLimit();
     if (opts.timeoutMs > 0)
       this.timer = setTimeout(() => {
-        this.up?.close(NGHTTP2_CANCEL);
+        this.cancelUpstream();
         this.fail("timeout", `no response within ${opts.timeoutMs} ms`);
       }, opts.timeoutMs);
     down.on("data", (chunk: Buffer) => this.body(chunk));
@@ -97,10 +107,14 @@ class StreamRelay {
       this.bodyEnded = true;
       if (!this.over) this.up?.end();
     });
-    down.on("wantTrailers", () => down.sendTrailers(this.trailers ?? {}));
+    down.on("wantTrailers", () => {
+      down.sendTrailers(this.trailers ?? {});
+      this.stopReading();
+    });
+    down.on("drain", () => this.up?.resume());
     // The client reset its stream, or went: so is the upstream's.
     down.on("close", () => {
-      if (this.up !== undefined && !this.up.closed) this.up.close(NGHTTP2_CANCEL);
+      this.cancelUpstream();
       if (this.over) return;
       if (this.end.headAt === 0) this.end.status = CLIENT_CLOSED_STATUS;
       this.finish();
@@ -116,6 +130,7 @@ class StreamRelay {
       return this.beforeHead("connect-failure", (err as Error).message);
     }
     this.up = up;
+    this.session = session;
     for (const chunk of this.replay ?? []) up.write(chunk);
     if (this.bodyEnded) up.end();
     // A failed try may have paused the body for its own backpressure.
@@ -132,10 +147,13 @@ class StreamRelay {
       if (flags & END_STREAM) {
         this.end.grpcStatus = head["grpc-status"] as string | undefined;
         this.down.respond(out, { endStream: true });
+        this.stopReading();
         return this.finish();
       }
       this.down.respond(out, { waitForTrailers: this.opts.takesTrailers });
-      up.pipe(this.down);
+    });
+    up.on("data", (chunk: Buffer) => {
+      if (current() && !this.down.write(chunk)) up.pause();
     });
     up.on("trailers", (t) => {
       if (!current()) return;
@@ -143,7 +161,11 @@ class StreamRelay {
       this.trailers = forwardedResponse(t);
     });
     up.on("end", () => {
-      if (current() && this.end.headAt !== 0) this.finish();
+      if (!current() || this.end.headAt === 0) return;
+      this.down.end();
+      // With trailers, after they go (wantTrailers).
+      if (!this.opts.takesTrailers) this.stopReading();
+      this.finish();
     });
     up.on("error", (err) => {
       if (!current()) return;
@@ -175,7 +197,7 @@ class StreamRelay {
     this.received += chunk.byteLength;
     const limit = this.opts.maxBodyBytes;
     // Refused before the chunk that crosses the limit goes on.
-    if (limit > 0 && this.received > limit) return this.overLimit();
+    if (this.messages !== undefined ? !this.messages.accepts(chunk) : limit > 0 && this.received > limit) return this.overLimit();
     if (this.replay !== undefined) {
       this.replayed += chunk.byteLength;
       if (this.replayed <= REPLAY_BYTES) this.replay.push(chunk);
@@ -185,20 +207,41 @@ class StreamRelay {
   }
 
   private overLimit(): void {
-    this.up?.close(NGHTTP2_CANCEL);
-    if (this.end.headAt === 0) this.fail("bad-request", `request body over the limit of ${this.opts.maxBodyBytes} bytes`, 413);
-    else {
-      this.end.failure = "bad-request";
-      this.finish();
-    }
-    // Nothing more of it is read.
-    this.down.close(NGHTTP2_CANCEL);
+    this.cancelUpstream();
+    const what = this.opts.grpc ? "a request message" : "request body";
+    // Answered, and the client told to stop sending (local-reply.ts); once a response has begun, it cannot be finished: reset.
+    if (this.end.headAt === 0) return this.fail("bad-request", `${what} over the limit of ${this.opts.maxBodyBytes} bytes`, 413);
+    this.end.failure = "bad-request";
+    resetStream(this.down, `${what} over the limit`);
+    this.finish();
   }
 
-  /** The upstream's stream failed after its head: the client's is reset the same way. */
+  /**
+   * The response is complete: a client still sending its request is told to stop with
+   * RST_STREAM NO_ERROR (RFC 9113 §8.1), or it would wait on flow control for a window
+   * nobody opens. In Bun, close() right after end() keeps the whole response (measured).
+   */
+  private stopReading(): void {
+    if (!this.bodyEnded && !this.down.destroyed) this.down.close(NGHTTP2_NO_ERROR);
+  }
+
+  /**
+   * Cancels the try in flight, if it is still open; counted against its session
+   * (client-sessions.ts). With destroy(), which sends RST_STREAM alone: Bun's
+   * `ClientHttp2Stream.close(code)` ends the request body cleanly first (measured: the
+   * server saw "end", then the reset), and a service could take a cut body for whole.
+   */
+  private cancelUpstream(): void {
+    const up = this.up;
+    if (up === undefined || up.closed || up.destroyed) return;
+    up.destroy(new Error("cancelled by the proxy"));
+    if (this.session !== undefined) noteCancelled(this.session);
+  }
+
+  /** The upstream's stream failed after its head: the client's is reset too, so a body cut short never reads as complete. */
   private resetAfterHead(code: number): void {
     this.end.failure = "upstream-reset";
-    this.down.close(code);
+    resetStream(this.down, `the upstream's stream was reset (code ${code})`);
     this.finish();
   }
 

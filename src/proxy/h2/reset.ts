@@ -1,0 +1,18 @@
+/**
+ * Resetting a server stream. In Bun 1.4.5 `ServerHttp2Stream.close(code)` ends the stream
+ * with an empty DATA frame carrying END_STREAM, not with RST_STREAM (measured): a client
+ * would read a body cut short as complete. `destroy(error)` sends RST_STREAM
+ * INTERNAL_ERROR, so every reset the proxy makes goes through here (and client streams
+ * are cancelled with destroy() too: stream-relay.ts).
+ */
+import type { ServerHttp2Session, ServerHttp2Stream } from "node:http2";
+
+export function resetStream(stream: ServerHttp2Stream, why: string): void {
+  if (!stream.destroyed) stream.destroy(new Error(why));
+}
+
+/** Ends a session now: its open streams reset first, since a session destroyed alone ends them as if complete. */
+export function resetSession(session: ServerHttp2Session, streams: Iterable<ServerHttp2Stream>, why: string): void {
+  for (const stream of streams) resetStream(stream, why);
+  if (!session.destroyed) session.destroy(new Error(why));
+}
