@@ -12,8 +12,9 @@ import { UpstreamPools } from "./transport/upstream-pools.ts";
 export interface GaugeSources {
   inbound: H1Listener;
   outbound: H1Listener;
-  inboundTunnels: LoopbackTunnels;
-  outboundTunnels: LoopbackTunnels;
+  /** WebSocket and HTTP/2 tunnels of each side. */
+  inboundTunnels: LoopbackTunnels[];
+  outboundTunnels: LoopbackTunnels[];
   status: H1Listener | undefined;
   admin: H1Listener;
   snapshot: () => Snapshot;
@@ -21,9 +22,10 @@ export interface GaugeSources {
 
 export function refreshGauges(metrics: ProxyMetrics, from: GaugeSources): void {
   metrics.openConnections.set({ direction: "inbound" }, from.inbound.openConnections);
-  // A WebSocket upgrade refused for want of places counts with its listener's refusals.
-  metrics.connectionsRefused.set({ direction: "inbound" }, from.inbound.refusedOverLimit + from.inboundTunnels.refusedOverLimit);
-  metrics.connectionsRefused.set({ direction: "outbound" }, from.outbound.refusedOverLimit + from.outboundTunnels.refusedOverLimit);
+  // A WebSocket upgrade or HTTP/2 connection refused for want of places counts with its listener's refusals.
+  const refusedBy = (tunnels: LoopbackTunnels[]) => tunnels.reduce((n, t) => n + t.refusedOverLimit, 0);
+  metrics.connectionsRefused.set({ direction: "inbound" }, from.inbound.refusedOverLimit + refusedBy(from.inboundTunnels));
+  metrics.connectionsRefused.set({ direction: "outbound" }, from.outbound.refusedOverLimit + refusedBy(from.outboundTunnels));
   if (from.status) metrics.connectionsRefused.set({ direction: "status" }, from.status.refusedOverLimit);
   metrics.connectionsRefused.set({ direction: "admin" }, from.admin.refusedOverLimit);
   let created = UpstreamPools.retiredConnections;

@@ -39,6 +39,8 @@ export function identityRefusal(session: ClientHttp2Session): Error | undefined 
 
 export class H2Sessions {
   private readonly sessions = new Map<string, ClientHttp2Session>();
+  /** Sessions opened so far. */
+  created = 0;
 
   constructor(private readonly settings: H2SessionSettings) {}
 
@@ -47,6 +49,7 @@ export class H2Sessions {
     const known = this.sessions.get(authority);
     if (known !== undefined && !known.closed && !known.destroyed) return known;
     const s = this.open(authority);
+    this.created++;
     this.sessions.set(authority, s);
     const forget = () => {
       if (this.sessions.get(authority) === s) this.sessions.delete(authority);

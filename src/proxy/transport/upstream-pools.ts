@@ -67,6 +67,7 @@ export class UpstreamPools {
   }
 
   close(): void {
+    if (this.h2 !== undefined) UpstreamPools.retiredConnections += this.h2.created;
     this.h2?.close();
     for (const pool of this.pools.values()) {
       UpstreamPools.retiredConnections += pool.stats.created;
@@ -83,9 +84,9 @@ export class UpstreamPools {
     return n;
   }
 
-  /** Totals over every endpoint, for metrics. */
+  /** Totals over every endpoint, for metrics; HTTP/2 sessions count as connections. */
   totals(): { open: number; waiting: number; created: number; handshakes: number } {
-    const t = { open: 0, waiting: 0, created: 0, handshakes: 0 };
+    const t = { open: this.h2?.size ?? 0, waiting: 0, created: this.h2?.created ?? 0, handshakes: 0 };
     for (const pool of this.pools.values()) {
       const s = pool.stats;
       t.open += s.open;
