@@ -112,10 +112,10 @@ class StreamRelay {
       this.stopReading();
     });
     down.on("drain", () => this.up?.resume());
-    // The client reset its stream, or went: so is the upstream's.
+    // The client reset its stream, or went, before its response was over: so is the upstream's.
     down.on("close", () => {
-      this.cancelUpstream();
       if (this.over) return;
+      this.cancelUpstream();
       if (this.end.headAt === 0) this.end.status = CLIENT_CLOSED_STATUS;
       this.finish();
     });

@@ -126,7 +126,7 @@ export class LoopbackTunnels {
     conn.tunnel = (chunk) => {
       if (t.closed) return;
       t.toInner.push(chunk);
-      if (!t.inner || !writeAll(t.inner, t.toInner)) hold();
+      if (!t.inner || t.greeting !== undefined || !writeAll(t.inner, t.toInner)) hold();
     };
     conn.onTunnelClose = () => this.close(t);
     const tunnels = this;
@@ -136,9 +136,9 @@ export class LoopbackTunnels {
       socket: {
         open(inner) {
           if (t.closed) return void inner.end();
+          t.inner = inner;
           conn.onTunnelDrain = () => inner.resume();
           if (t.greeting !== undefined) return void inner.write(t.greeting);
-          t.inner = inner;
           if (writeAll(inner, t.toInner)) release();
         },
         data(inner, chunk) {
@@ -146,7 +146,6 @@ export class LoopbackTunnels {
             // The server's acknowledgement of the name: the connection's bytes may go now.
             if (chunk[0] !== TUNNEL_NAME_ACK.charCodeAt(0)) return tunnels.close(t);
             t.greeting = undefined;
-            t.inner = inner;
             if (writeAll(inner, t.toInner)) release();
             if (chunk.byteLength === 1) return;
             chunk = chunk.subarray(1);
@@ -154,7 +153,7 @@ export class LoopbackTunnels {
           if (!conn.write(chunk)) inner.pause();
         },
         drain(inner) {
-          if (t.inner !== undefined && writeAll(inner, t.toInner)) release();
+          if (t.greeting === undefined && writeAll(inner, t.toInner)) release();
         },
         close: () => tunnels.close(t),
         error: () => tunnels.close(t),
