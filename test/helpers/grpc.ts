@@ -40,12 +40,14 @@ export interface GreeterService {
 
 const first = (md: grpc.Metadata, key: string): string | null => (md.get(key)[0] as string | undefined) ?? null;
 
-export async function greeterService(): Promise<GreeterService> {
+/** `unavailable`: every Hello ends UNAVAILABLE, as a server that is failing would answer. */
+export async function greeterService(opts: { unavailable?: boolean } = {}): Promise<GreeterService> {
   const server = new grpc.Server();
   const svc: GreeterService = { port: 0, cancelled: 0, calls: [], stop: () => new Promise((r) => server.tryShutdown(() => r())) };
   server.addService(GREETER, {
     hello: (call: grpc.ServerUnaryCall<{ name: string }, Greeting>, cb: grpc.sendUnaryData<Greeting>) => {
       svc.calls.push(call.metadata);
+      if (opts.unavailable) return cb({ code: grpc.status.UNAVAILABLE, details: "failing" });
       cb(null, { message: `hello ${call.request.name}`, caller: first(call.metadata, "x-mesh-client-id"), authority: call.getHost(), forged: first(call.metadata, "l5d-client-id") });
     },
     count: (call: grpc.ServerWritableStream<{ to: number }, { n: number }>) => {

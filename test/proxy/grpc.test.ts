@@ -148,6 +148,42 @@ spec:
   });
 });
 
+describe("outlier detection", () => {
+  test("an endpoint whose calls end UNAVAILABLE is ejected, though each rides on HTTP 200", async () => {
+    const failing = await greeterService({ unavailable: true });
+    const failingProxy = await fx.proxy("greeter", `http://127.0.0.1:${failing.port}`);
+    const mixed = `---
+apiVersion: mesh.dev/v1alpha1
+kind: Service
+metadata: { name: mixed }
+spec:
+  identity: greeter
+  ports: [{ name: grpc, port: 80, protocol: grpc }]
+  endpoints: [{ address: 127.0.0.1, port: ${failingProxy.ports.inbound} }, { address: 127.0.0.1, port: ${greeterProxy.ports.inbound} }]
+---
+apiVersion: mesh.dev/v1alpha1
+kind: DestinationPolicy
+metadata: { name: mixed }
+spec:
+  loadBalancer: { type: round-robin }
+  outlierDetection: { consecutiveFailures: 2 }
+`;
+    const caller = await fx.proxy("orders", fx.echo("orders-3").url, fx.config("orders-outliers", {}, mixed));
+    const client = greeterClient(caller.ports.outbound, "mixed");
+    try {
+      const results: (number | undefined)[] = [];
+      for (let i = 0; i < 20; i++) results.push((await unary(client, "hello", { name: "o" })).error?.code);
+      // Round robin sends every other call to the failing endpoint until it is ejected after two.
+      expect(results.filter((c) => c === grpc.status.UNAVAILABLE).length).toBe(2);
+      expect(results.slice(-10).every((c) => c === undefined)).toBe(true);
+      expect(await metricValue(caller.ports.admin, "mesh_outlier_ejections_total", { peer: "mixed" })).toBe(1);
+    } finally {
+      client.close();
+      await failing.stop();
+    }
+  });
+});
+
 describe("drain", () => {
   test("SIGTERM to the serving side's sidecar: a call in flight completes, and it exits 0", async () => {
     const inFlight = unary<{ waited: number }>(client, "slow", { ms: 800 });

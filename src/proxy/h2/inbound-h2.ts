@@ -22,7 +22,7 @@ import { H2Sessions } from "./client-sessions.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 import { relayStream, type RelayEnd } from "./stream-relay.ts";
-import { recordGrpc } from "./grpc-metrics.ts";
+import { recordGrpc } from "./grpc-outcome.ts";
 
 export interface InboundH2Deps {
   upstream: URL;

@@ -22,7 +22,9 @@ import { relayStream, type NeverSent, type RelayEnd } from "./stream-relay.ts";
 import type { ClientHttp2Session } from "node:http2";
 import type { Endpoint } from "../endpoint.ts";
 import { shouldRetry } from "../resilience/retry.ts";
-import { recordGrpc } from "./grpc-metrics.ts";
+import { recordLatency } from "../balancer/index.ts";
+import { systemClock } from "../../core/clock.ts";
+import { grpcServerFailed, recordGrpc } from "./grpc-outcome.ts";
 
 export interface OutboundH2Deps {
   snapshot: () => Snapshot;
@@ -98,8 +100,9 @@ export function outboundH2(deps: OutboundH2Deps) {
     relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
       current.inflight--;
       dest.breaker.release("requests");
-      // As for HTTP/1.1: 5xx and failures to reach it count against the endpoint; a client that left does not.
-      if (end.status !== 499 && !counted) dest.outlier.onResult(current, end.status < 500);
+      // As for HTTP/1.1: 5xx, a gRPC status that says the server failed, and failures to reach it count against the endpoint; a client that left does not.
+      if (end.status !== 499 && !counted) dest.outlier.onResult(current, end.status < 500 && !grpcServerFailed(end.grpcStatus));
+      if (dest.ewmaDecayMs !== undefined && end.headAt !== 0) recordLatency(current, end.headAt - started, systemClock, dest.ewmaDecayMs);
       report(dest.name, end);
     }, retry);
   };

@@ -1,0 +1,29 @@
+/**
+ * What a gRPC call's status means to the proxy: a gRPC error rides on HTTP 200, so the
+ * HTTP status alone would call every call a success, in the metrics and to outlier
+ * detection.
+ */
+import { CLIENT_CLOSED_STATUS } from "../errors.ts";
+import type { ProxyMetrics } from "../metrics.ts";
+import { grpcStatusOf } from "./local-reply.ts";
+import type { RelayEnd } from "./stream-relay.ts";
+
+const CANCELLED = "1";
+
+/**
+ * Statuses that say the server failed, which count against its endpoint as a 5xx does:
+ * UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS (Envoy's gRPC-to-HTTP
+ * mapping makes each a 5xx for its outlier detection).
+ */
+const SERVER_FAILURES: ReadonlySet<string> = new Set(["2", "4", "13", "14", "15"]);
+
+export function grpcServerFailed(grpcStatus: string | undefined): boolean {
+  return grpcStatus !== undefined && SERVER_FAILURES.has(grpcStatus);
+}
+
+/** Counts a gRPC call in mesh_grpc_responses_total by the status its client received. */
+
+export function recordGrpc(metrics: ProxyMetrics, direction: "inbound" | "outbound", peer: string, end: Pick<RelayEnd, "status" | "grpcStatus" | "failure">): void {
+  const code = end.grpcStatus ?? (end.status === CLIENT_CLOSED_STATUS ? CANCELLED : end.failure !== undefined ? String(grpcStatusOf(end.status)) : "none");
+  metrics.grpcResponses.inc({ direction, peer, grpc_status: code });
+}
