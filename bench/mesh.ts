@@ -11,7 +11,7 @@ import { spawn, tail, waitForLine } from "./procs.ts";
 import type { BuildContext, Setup, Topology } from "./topology.ts";
 import { SERVICE_HOST } from "./check.ts";
 
-interface Started {
+export interface Started {
   pid: number;
   inbound: number;
   outbound: number;
@@ -32,7 +32,8 @@ export function serviceManifest(port: number, mtls: boolean): string {
   ].join("\n");
 }
 
-async function startProxy(mesh: MeshCommand, label: string, service: string, certsDir: string, upstreamPort: number, config?: string): Promise<Started> {
+/** Starts one sidecar on free loopback ports and waits for its ready line (also used by bench/grpc/). */
+export async function startProxy(mesh: MeshCommand, label: string, service: string, certsDir: string, upstreamPort: number, config?: string): Promise<Started> {
   const child = spawn(label, [
     ...mesh.argv, "proxy", "--service", service, "--upstream", `http://127.0.0.1:${upstreamPort}`, "--certs-dir", certsDir,
     "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-timeout", "2s",

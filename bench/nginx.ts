@@ -12,12 +12,14 @@ import { findTool, startForeground } from "./external.ts";
 import { freePort } from "../test/helpers/ports.ts";
 import type { BuildContext, Setup, Topology } from "./topology.ts";
 
-const KEEPALIVE = `
+/** An upstream's keep-alive pool (also used by bench/grpc/). */
+export const KEEPALIVE = `
     keepalive 64;
     keepalive_requests 1000000;
     keepalive_timeout 60s;`;
 
-function conf(dir: string, servers: string): string {
+/** A whole nginx.conf: one worker, no access log, temp paths in `dir`, `servers` inside http {} (also used by bench/grpc/). */
+export function conf(dir: string, servers: string): string {
   const tmp = (name: string) => `${name}_temp_path ${join(dir, name)};`;
   return `
 worker_processes 1;
@@ -54,7 +56,8 @@ function location(upstream: string, tls?: { certs: string }): string {
     }`;
 }
 
-async function start(label: string, dir: string, text: string, port: number, nginx: string): Promise<number[]> {
+/** Writes `text` as DIR/nginx.conf, starts nginx in the foreground and waits for `port`; its pids, worker included. */
+export async function start(label: string, dir: string, text: string, port: number, nginx: string): Promise<number[]> {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, "nginx.conf");
   writeFileSync(file, text);
