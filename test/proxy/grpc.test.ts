@@ -7,6 +7,12 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
 import { freePort } from "../helpers/ports.ts";
+import { eventually } from "../helpers/wait.ts";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+/** nginx, also where /usr/sbin is not on PATH. */
+const findNginx = () => Bun.which("nginx") ?? ["/usr/sbin/nginx", "/usr/local/sbin/nginx"].find((p) => Bun.file(p).size > 0);
 import { greeterClient, greeterService, grpc, unary, type GreeterClient, type GreeterService, type Greeting } from "../helpers/grpc.ts";
 
 const ORDERS = "spiffe://mesh.local/ns/default/sa/orders";
@@ -73,6 +79,43 @@ describe("calls through the pair", () => {
   test("many concurrent calls share the session and all succeed", async () => {
     const results = await Promise.all(Array.from({ length: 200 }, (_, i) => unary<Greeting>(client, "hello", { name: `n${i}` })));
     expect(results.filter((r) => r.value?.message.startsWith("hello n")).length).toBe(200);
+  });
+});
+
+describe("nginx as the application's gRPC client", () => {
+  // nginx's gRPC proxy keeps no HPACK dynamic table (SETTINGS_HEADER_TABLE_SIZE 0); Bun's
+  // encoder ignores the setting, so the sidecar must send its headers never-indexed.
+  test.skipIf(!findNginx())("every call through nginx's grpc_pass to the outbound succeeds, on kept-alive connections", async () => {
+    const dir = join(fx.tmp.path, "nginx");
+    mkdirSync(dir, { recursive: true });
+    const port = freePort();
+    const conf = `worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/cb; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
+  upstream sidecar { server 127.0.0.1:${ordersProxy.ports.outbound}; keepalive 8; }
+  server {
+    listen 127.0.0.1:${port} http2;
+    location / { grpc_pass grpc://sidecar; grpc_set_header Host greeter; }
+  }
+}
+`;
+    writeFileSync(join(dir, "nginx.conf"), conf);
+    const nginx = Bun.spawn([findNginx()!, "-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log"), "-g", "daemon off;"], { stdout: "ignore", stderr: "pipe" });
+    const viaNginx = greeterClient(port, "greeter");
+    try {
+      expect(await eventually(async () => (await unary(viaNginx, "hello", { name: "up?" })).value !== undefined, 5000)).toBe(true);
+      const codes: (number | undefined)[] = [];
+      for (let i = 0; i < 20; i++) codes.push((await unary(viaNginx, "hello", { name: `n${i}` })).error?.code);
+      expect(codes).toEqual(Array(20).fill(undefined));
+    } finally {
+      viaNginx.close();
+      nginx.kill("SIGTERM");
+      await nginx.exited;
+    }
   });
 });
 

@@ -5,7 +5,7 @@
  * §8.2.2) and identity headers are set only by the proxy, so both are left off, in
  * every CGI spelling; `te` goes on only as "trailers", which gRPC sends.
  */
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
+import http2, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import { inCgiList } from "../../core/cgi-name.ts";
 import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names.ts";
 import type { LoggedHead } from "../access-log.ts";
@@ -26,6 +26,19 @@ export function streamHead(headers: IncomingHttpHeaders): LoggedHead & { fields:
   return { method: headers[":method"] ?? "", pathAndQuery: headers[":path"] ?? "", host: authority, fields };
 }
 
+/**
+ * `headers`, every field marked never-indexed, so the HPACK encoder keeps none in its
+ * dynamic table. Bun 1.4.5's encoder ignores a peer's SETTINGS_HEADER_TABLE_SIZE 0 (nginx's
+ * gRPC proxy sends it) and refers to entries the peer never kept: its every response after
+ * the first failed to decode (measured). Literals are what the peer asked for anyway; the
+ * cost is bytes on the wire, not a table lookup.
+ */
+export function neverIndexed(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  // date: added to responses by the server itself, and indexed like the rest unless named.
+  (headers as Record<symbol, string[]>)[http2.sensitiveHeaders] = [...Object.keys(headers), "date"];
+  return headers;
+}
+
 /** The request headers to send on: pseudo-headers kept, `drop` (names in cgiName form) and the proxy's own left off, then `add` set. */
 export function forwardedRequest(headers: IncomingHttpHeaders, drop: readonly string[], add: Record<string, string>): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
@@ -38,14 +51,14 @@ export function forwardedRequest(headers: IncomingHttpHeaders, drop: readonly st
     out[name] = headers[name];
   }
   for (const name in add) out[name] = add[name];
-  return out;
+  return neverIndexed(out);
 }
 
 /** Response headers or trailers to send on: connection-specific and identity fields left off. */
 export function forwardedResponse(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   for (const name in headers) if (!inCgiList(NOT_FORWARDED, name)) out[name] = headers[name];
-  return out;
+  return neverIndexed(out);
 }
 
 /** application/grpc, alone or with a subtype (+proto, +json) or parameters: not a type that merely starts so. */

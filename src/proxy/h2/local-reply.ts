@@ -6,6 +6,7 @@
  */
 import http2, { type ServerHttp2Stream } from "node:http2";
 import type { ErrorParts } from "../errors.ts";
+import { neverIndexed } from "./h2-headers.ts";
 
 /**
  * gRPC status codes by HTTP status (grpc/doc/http-grpc-status-mapping.md); anything else
@@ -31,9 +32,9 @@ export function replyLocally(stream: ServerHttp2Stream, e: ErrorParts, grpc: boo
   for (const name in e.headers) if (name !== "connection") headers[name] = e.headers[name]!;
   try {
     if (grpc) {
-      stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": String(grpcStatusOf(e.status)), "grpc-message": grpcMessage(e.body), "x-mesh-error": headers["x-mesh-error"]!, ...(headers["retry-after"] && { "retry-after": headers["retry-after"] }) }, { endStream: true });
+      stream.respond(neverIndexed({ ":status": 200, "content-type": "application/grpc", "grpc-status": String(grpcStatusOf(e.status)), "grpc-message": grpcMessage(e.body), "x-mesh-error": headers["x-mesh-error"]!, ...(headers["retry-after"] && { "retry-after": headers["retry-after"] }) }), { endStream: true });
     } else {
-      stream.respond({ ":status": e.status, ...headers });
+      stream.respond(neverIndexed({ ":status": e.status, ...headers }));
       stream.end(e.body);
     }
     // A client still sending its request is told to stop, without error (RFC 9113 §8.1): else it waits on flow control.
