@@ -91,9 +91,9 @@ export type GreeterClient = grpc.Client & Record<keyof typeof GREETER, (...args:
  * knowledge); or, with `target`, a client of that target as grpc-js dials it (through
  * `http_proxy` when set).
  */
-export function greeterClient(outboundPort: number, authority: string, target = `127.0.0.1:${outboundPort}`): GreeterClient {
+export function greeterClient(outboundPort: number, authority: string, target = `127.0.0.1:${outboundPort}`, options: grpc.ChannelOptions = {}): GreeterClient {
   const Client = grpc.makeGenericClientConstructor(GREETER, "Greeter");
-  return new Client(target, grpc.credentials.createInsecure(), { "grpc.default_authority": authority }) as unknown as GreeterClient;
+  return new Client(target, grpc.credentials.createInsecure(), { "grpc.default_authority": authority, ...options }) as unknown as GreeterClient;
 }
 
 export interface CallResult<T> {

@@ -227,6 +227,22 @@ spec:
   });
 });
 
+describe("a burst on a fresh session", () => {
+  test("180 calls at once to one endpoint: those refused before the peer's stream limit was known go again, all succeed", async () => {
+    const caller = await fx.proxy("orders", fx.echo("orders-4").url, fx.config("orders-burst", { greeter: [greeterProxy.ports.inbound] }));
+    // Three connections of 60 calls: each within the outbound's own limit of 100 streams, 180 together to greeter's one session.
+    const clients = [1, 2, 3].map(() => greeterClient(caller.ports.outbound, "greeter", undefined, { "grpc.use_local_subchannel_pool": 1 }));
+    try {
+      const results = await Promise.all(Array.from({ length: 180 }, (_, i) => unary<Greeting>(clients[i % 3]!, "hello", { name: `b${i}` })));
+      expect(results.filter((r) => r.error !== undefined).map((r) => r.error!.details)).toEqual([]);
+      // Refused streams are the limit speaking, not the endpoint failing.
+      expect(await metricValue(caller.ports.admin, "mesh_outlier_ejections_total", { peer: "greeter" })).toBe(0);
+    } finally {
+      for (const c of clients) c.close();
+    }
+  });
+});
+
 describe("drain", () => {
   test("SIGTERM to the serving side's sidecar: a call in flight completes, and it exits 0", async () => {
     const inFlight = unary<{ waited: number }>(client, "slow", { ms: 800 });

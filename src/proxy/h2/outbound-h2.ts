@@ -81,12 +81,15 @@ export function outboundH2(deps: OutboundH2Deps) {
     /** The current try's failure is counted against its endpoint already. */
     let counted = false;
     // A try that never reached the service goes to another endpoint, as HTTP/1.1 calls do: within the policy's attempts and the retry budget.
+    // A stream refused unprocessed is the peer's stream limit, not a failure: a fresh session sends before the peer's SETTINGS
+    // say the limit, so a burst past it is refused. It may go again on the same endpoint (its session knows the limit now).
     const retry = (failure: NeverSent, replayable: boolean): ClientHttp2Session | undefined => {
-      dest.outlier.onResult(current, false);
+      const overLimit = failure === "refused-stream";
+      if (!overLimit) dest.outlier.onResult(current, false);
       counted = true;
       if (failure === "peer-identity") deps.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
       if (!replayable || !shouldRetry(dest.retryPolicy, tries, { kind: failure === "connect-failure" ? "connect-failure" : "refused" }) || !dest.budget.tryWithdraw()) return undefined;
-      const next = otherEndpoint(dest, current, head.fields);
+      const next = otherEndpoint(dest, current, head.fields) ?? (overLimit ? current : undefined);
       if (next === undefined) return undefined;
       current.inflight--;
       next.inflight++;

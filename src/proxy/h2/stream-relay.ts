@@ -172,6 +172,8 @@ class StreamRelay {
       if (this.end.headAt !== 0) return this.resetAfterHead(NGHTTP2_INTERNAL_ERROR);
       const refused = identityRefusal(session);
       if (refused !== undefined) return this.beforeHead("peer-identity", refused.message);
+      // A reset is reported as an error before the close that carries its code.
+      if (up.rstCode === NGHTTP2_REFUSED_STREAM || /REFUSED_STREAM/.test(err.message)) return this.beforeHead("refused-stream", "the stream was refused unprocessed");
       this.beforeHead(classifyFetchError(err), err.message);
     });
     up.on("close", () => {
