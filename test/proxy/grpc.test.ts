@@ -227,6 +227,27 @@ spec:
   });
 });
 
+describe("rate limits", () => {
+  test("calls past a RateLimitPolicy's burst are UNAVAILABLE with retry-after, and never reach the service", async () => {
+    const limited = await greeterService();
+    const limit = `---\napiVersion: mesh.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: { name: greeter }\nspec:\n  total: { requestsPerSecond: 1, burst: 3 }\n`;
+    const limitedProxy = await fx.proxy("greeter", `http://127.0.0.1:${limited.port}`, fx.config("greeter-limited", {}, limit));
+    const caller = await fx.proxy("orders", fx.echo("orders-5").url, fx.config("orders-limited", { greeter: [limitedProxy.ports.inbound] }));
+    const client = greeterClient(caller.ports.outbound, "greeter");
+    try {
+      const results = await Promise.all(Array.from({ length: 8 }, () => unary(client, "hello", { name: "r" })));
+      const refused = results.filter((r) => r.error !== undefined);
+      expect(results.length - refused.length).toBe(3);
+      expect(refused.every((r) => r.error!.code === grpc.status.UNAVAILABLE && r.error!.metadata.get("x-mesh-error")[0] === "rate-limited" && r.error!.metadata.get("retry-after").length === 1)).toBe(true);
+      expect(limited.calls.length).toBe(3);
+      expect(await metricValue(limitedProxy.ports.admin, "mesh_rate_limited_total", { peer: "orders" })).toBe(5);
+    } finally {
+      client.close();
+      await limited.stop();
+    }
+  });
+});
+
 describe("a burst on a fresh session", () => {
   test("180 calls at once to one endpoint: those refused before the peer's stream limit was known go again, all succeed", async () => {
     const caller = await fx.proxy("orders", fx.echo("orders-4").url, fx.config("orders-burst", { greeter: [greeterProxy.ports.inbound] }));
