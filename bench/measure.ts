@@ -7,7 +7,7 @@
 import { runLoad, type Loader } from "./driver.ts";
 import type { LoadResult } from "./load-result.ts";
 import { machineCpuSeconds } from "./proc-stats.ts";
-import { proxyCpuSeconds, proxyMemoryMb, type Topology } from "./topology.ts";
+import { memoryPeaks, proxyCpuSeconds, type Topology } from "./topology.ts";
 
 const RSS_SAMPLE_MS = 100;
 
@@ -36,15 +36,7 @@ export async function measure(t: Topology, loader: Loader, connections: number, 
   const connBefore = t.inboundConnections ? await t.inboundConnections() : undefined;
   const cpuBefore = t.proxies.map(proxyCpuSeconds);
   const machineBefore = machineCpuSeconds();
-  const rssPeakMb: Record<string, number> = {};
-  const privatePeakMb: Record<string, number> = {};
-  const sample = () => {
-    for (const p of t.proxies) {
-      const now = proxyMemoryMb(p);
-      rssPeakMb[p.label] = Math.max(rssPeakMb[p.label] ?? 0, now.rss);
-      privatePeakMb[p.label] = Math.max(privatePeakMb[p.label] ?? 0, now.private);
-    }
-  };
+  const { rssPeakMb, privatePeakMb, sample } = memoryPeaks(t.proxies);
   const sampler = setInterval(sample, RSS_SAMPLE_MS);
   let load: LoadResult;
   try {

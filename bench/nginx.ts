@@ -36,6 +36,17 @@ ${servers}
 `;
 }
 
+/** The server side of mTLS for a `server` block: mesh's chain and key, and a client certificate required and verified against the bundle. */
+export function requireClientCertificate(certs: string): string {
+  return `
+    ssl_certificate ${join(certs, "chain.pem")};
+    ssl_certificate_key ${join(certs, "key.pem")};
+    ssl_client_certificate ${join(certs, "bundle.pem")};
+    ssl_verify_client on;
+    ssl_verify_depth 3;
+    ssl_session_cache shared:inbound:1m;`;
+}
+
 /** Plain proxying to a pooled upstream; `tls` adds the client side of mTLS. */
 function location(upstream: string, tls?: { certs: string }): string {
   const ssl = tls
@@ -119,13 +130,7 @@ export async function nginxPair(ctx: BuildContext): Promise<Setup> {
   upstream service { server 127.0.0.1:${ctx.servicePort};${KEEPALIVE}
   }
   server {
-    listen 127.0.0.1:${inPort} ssl;
-    ssl_certificate ${join(certs, "chain.pem")};
-    ssl_certificate_key ${join(certs, "key.pem")};
-    ssl_client_certificate ${join(certs, "bundle.pem")};
-    ssl_verify_client on;
-    ssl_verify_depth 3;
-    ssl_session_cache shared:inbound:1m;
+    listen 127.0.0.1:${inPort} ssl;${requireClientCertificate(certs)}
     location / {
       proxy_pass http://service;
       proxy_http_version 1.1;

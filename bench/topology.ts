@@ -43,6 +43,20 @@ export function proxyMemoryMb(p: ProxyProc): { rss: number; private: number } {
   return { rss: total("rss"), private: total("private") };
 }
 
+/** Peak VmRSS and private memory of each proxy, by label, over the samples taken. */
+export function memoryPeaks(proxies: readonly ProxyProc[]) {
+  const rssPeakMb: Record<string, number> = {};
+  const privatePeakMb: Record<string, number> = {};
+  const sample = () => {
+    for (const p of proxies) {
+      const now = proxyMemoryMb(p);
+      rssPeakMb[p.label] = Math.max(rssPeakMb[p.label] ?? 0, now.rss);
+      privatePeakMb[p.label] = Math.max(privatePeakMb[p.label] ?? 0, now.private);
+    }
+  };
+  return { rssPeakMb, privatePeakMb, sample };
+}
+
 export function proxyCpuSeconds(p: ProxyProc): number {
   return p.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
 }

@@ -5,7 +5,7 @@
  * proxies answered with a gRPC error themselves (h2load counts those as successes).
  */
 import { cpuSeconds, machineCpuSeconds } from "../proc-stats.ts";
-import { proxyCpuSeconds, proxyMemoryMb } from "../topology.ts";
+import { memoryPeaks, proxyCpuSeconds } from "../topology.ts";
 import { shapeName, type H2loadResult, type Shape } from "./h2load.ts";
 import { runH2load, type H2loadOutcome } from "./load.ts";
 import type { GrpcTopology, TopologyId } from "./topology.ts";
@@ -49,15 +49,7 @@ export interface Cell {
 type Reading = { at: number; cpu: Record<string, number>; machine: { busy: number; idle: number } };
 
 export async function measure(h2load: string, t: GrpcTopology, shape: Shape, timing: { durationS: number; warmupS: number }, bodyFile: string, round: number): Promise<Cell> {
-  const rssPeakMb: Record<string, number> = {};
-  const privatePeakMb: Record<string, number> = {};
-  const sample = () => {
-    for (const p of t.proxies) {
-      const now = proxyMemoryMb(p);
-      rssPeakMb[p.label] = Math.max(rssPeakMb[p.label] ?? 0, now.rss);
-      privatePeakMb[p.label] = Math.max(privatePeakMb[p.label] ?? 0, now.private);
-    }
-  };
+  const { rssPeakMb, privatePeakMb, sample } = memoryPeaks(t.proxies);
   const read = (): Reading => {
     const cpu: Record<string, number> = { service: cpuSeconds(t.service.child.pid) };
     for (const p of t.proxies) cpu[p.label] = proxyCpuSeconds(p);

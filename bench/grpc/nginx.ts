@@ -12,7 +12,7 @@
 import { join } from "node:path";
 import { freePort } from "../../test/helpers/ports.ts";
 import { findTool } from "../external.ts";
-import { conf, KEEPALIVE, start } from "../nginx.ts";
+import { conf, KEEPALIVE, requireClientCertificate, start } from "../nginx.ts";
 import { AUTHORITY } from "./wire.ts";
 import type { BuildContext, GrpcSetup } from "./topology.ts";
 
@@ -21,13 +21,7 @@ function inboundServers(port: number, servicePort: number, certs: string): strin
   upstream service { server 127.0.0.1:${servicePort};${KEEPALIVE}
   }
   server {
-    listen 127.0.0.1:${port} ssl http2;
-    ssl_certificate ${join(certs, "chain.pem")};
-    ssl_certificate_key ${join(certs, "key.pem")};
-    ssl_client_certificate ${join(certs, "bundle.pem")};
-    ssl_verify_client on;
-    ssl_verify_depth 3;
-    ssl_session_cache shared:inbound:1m;
+    listen 127.0.0.1:${port} ssl http2;${requireClientCertificate(certs)}
     location / {
       grpc_pass grpc://service;
       # The caller's identity to the service, as mesh's inbound passes it (here its subject DN).

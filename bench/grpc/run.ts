@@ -5,14 +5,14 @@
  * every topology alike; ratios are taken within each round for the same reason.
  * Every process started is stopped by pid: at the end, on error and on Ctrl-C.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, release, tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
+import { cpus, loadavg, release } from "node:os";
 import { join } from "node:path";
 import { findTool, toolVersion } from "../external.ts";
 import { int } from "../format.ts";
 import { meshCommand, runMeshSync } from "../mesh-command.ts";
 import { issueCerts } from "../pki.ts";
-import { isClosing, readOptions, stopAndReport, stopOnSignals, survivors } from "../procs.ts";
+import { isClosing, measureWithCleanup, readOptions, survivors } from "../procs.ts";
 import { parseOptions, USAGE, type Options } from "./args.ts";
 import { shapeName } from "./h2load.ts";
 import { runH2load } from "./load.ts";
@@ -108,20 +108,7 @@ async function bench(opts: Options, tmp: string): Promise<Outcome> {
 async function main(): Promise<number> {
   const opts = readOptions<Options>(parseOptions, USAGE, log);
   if (typeof opts === "number") return opts;
-  const tmp = mkdtempSync(join(tmpdir(), "mesh-bench-grpc-"));
-  stopOnSignals(() => stopAndReport(tmp), log);
-
-  let outcome: Outcome | undefined;
-  try {
-    outcome = await bench(opts, tmp);
-  } catch (err) {
-    if (!isClosing()) log(`bench:grpc failed: ${(err as Error).stack ?? err}`);
-  }
-  const cleanupText = await stopAndReport(tmp);
-  if (!outcome) {
-    log(cleanupText);
-    return 1;
-  }
+  const { result: outcome, cleanup: cleanupText } = await measureWithCleanup("grpc", (tmp) => bench(opts, tmp));
   const { meta, summaries, cells } = outcome;
   const ratioList = ratios(cells, summaries, meta.shapes);
   console.log(render(meta, summaries, ratioList, cleanupText));

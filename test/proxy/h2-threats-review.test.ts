@@ -672,28 +672,23 @@ describe("identity headers", () => {
   ];
   const identityLike = (name: string) => ["x-mesh-client-id", "l5d-client-id", "x-forwarded-client-cert", "x-mesh-tunnel"].includes(name.replace(/[^a-z0-9-]/g, "-"));
 
-  test("copies a client sends through outbound→inbound never reach the service; it sees orders' proven ID", async () => {
-    const m = marker("forged-out");
-    const c = await RawH2.plain(orders.ports.outbound);
+  /** The identity headers the service saw of one request carrying every forged copy, sent on `c` (closed after). */
+  async function identityHeadersSeen(c: RawH2, m: string): Promise<[string, unknown][]> {
     c.headers(1, request("payments", m, FORGED));
     await eventually(() => seenWith(m).length > 0 || c.outcome(1) !== "none", 2000);
     await Bun.sleep(100);
     c.close();
     const got = seenWith(m);
     expect(got.length).toBe(1);
-    expect(Object.entries(got[0]!.headers).filter(([n]) => identityLike(n))).toEqual([["x-mesh-client-id", ORDERS]]);
+    return Object.entries(got[0]!.headers).filter(([n]) => identityLike(n));
+  }
+
+  test("copies a client sends through outbound→inbound never reach the service; it sees orders' proven ID", async () => {
+    expect(await identityHeadersSeen(await RawH2.plain(orders.ports.outbound), marker("forged-out"))).toEqual([["x-mesh-client-id", ORDERS]]);
   });
 
   test("copies a peer sends straight to the inbound never reach the service; it sees the peer's proven ID (web)", async () => {
-    const m = marker("forged-in");
-    const c = await RawH2.tls(payments.ports.inbound, webTls());
-    c.headers(1, request("payments", m, FORGED));
-    await eventually(() => seenWith(m).length > 0 || c.outcome(1) !== "none", 2000);
-    await Bun.sleep(100);
-    c.close();
-    const got = seenWith(m);
-    expect(got.length).toBe(1);
-    expect(Object.entries(got[0]!.headers).filter(([n]) => identityLike(n))).toEqual([["x-mesh-client-id", WEB]]);
+    expect(await identityHeadersSeen(await RawH2.tls(payments.ports.inbound, webTls()), marker("forged-in"))).toEqual([["x-mesh-client-id", WEB]]);
   });
 
   test("through an HTTP CONNECT tunnel on the outbound (the http_proxy path): copies removed, malformed streams reset", async () => {
