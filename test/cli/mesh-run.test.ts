@@ -7,9 +7,11 @@ import { MeshFixture } from "../helpers/mesh-fixture.ts";
 import { pidAlive, startMesh } from "../helpers/procs.ts";
 import { steadyTraffic } from "../helpers/traffic.ts";
 import { freePort } from "../helpers/ports.ts";
+import { greeterService } from "../helpers/grpc.ts";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
 const SERVICE = join(import.meta.dir, "..", "helpers", "mesh-run-service.ts");
+const GRPC_CALL = join(import.meta.dir, "..", "helpers", "grpc-call.ts");
 const ORDERS_ID = "spiffe://mesh.local/ns/default/sa/orders";
 
 const fx = new MeshFixture();
@@ -103,6 +105,20 @@ test("a batch job calls another service through its sidecar and exits 0; the cal
   });
   expect(r.report.env.NO_PROXY?.split(",")).toEqual(expect.arrayContaining(["localhost", "127.0.0.1", "::1"]));
   expect(r.report.env.runtime).toEqual([]);
+});
+
+test("a gRPC client under mesh run dials a service by name: through http_proxy and CONNECT, the callee sees its SPIFFE ID", async () => {
+  await fx.issue("greeter");
+  const greeter = await greeterService();
+  try {
+    const greeterProxy = await fx.proxy("greeter", `http://127.0.0.1:${greeter.port}`);
+    const config = fx.config("orders-grpc", { greeter: [greeterProxy.ports.inbound] });
+    const r = await meshRun(runArgs("orders", undefined, ["--config", config]), [process.execPath, GRPC_CALL, "greeter:50051", "ada"]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out.split("\n")[0]!)).toMatchObject({ message: "hello ada", caller: ORDERS_ID });
+  } finally {
+    await greeter.stop();
+  }
 });
 
 test("the command's exit code is mesh run's, and the sidecar's ports are closed afterwards", async () => {
