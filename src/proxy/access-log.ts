@@ -41,8 +41,9 @@ export class AccessLog {
    * `peer`: the caller's SPIFFE ID inbound, the destination service outbound ("" when the
    * proxy answered before choosing one). `durationMs` is to the response head (for what
    * the proxy answered itself, to its answer); for a WebSocket, the session's length.
+   * `grpcStatus`: for a gRPC call, the status its client received.
    */
-  request(direction: "inbound" | "outbound", head: LoggedHead, status: number, durationMs: number, peer: string): void {
+  request(direction: "inbound" | "outbound", head: LoggedHead, status: number, durationMs: number, peer: string, grpcStatus?: string): void {
     const line = {
       time: new Date().toISOString(),
       direction,
@@ -53,6 +54,8 @@ export class AccessLog {
       duration_ms: Math.round(durationMs * 1000) / 1000,
       peer,
       request_id: fieldValue(head.fields, "x-request-id"),
+      // A gRPC call's outcome: its HTTP status is 200 whatever happened.
+      ...(grpcStatus !== undefined && { grpc_status: grpcStatus }),
     };
     this.batch += JSON.stringify(line) + "\n";
     if (this.batch.length >= BATCH_CHARS) this.writeBatch();

@@ -71,6 +71,8 @@ export interface AccessLogLine {
   status: number;
   duration_ms: number;
   peer: string;
+  /** A gRPC call's status. */
+  grpc_status?: string;
 }
 
 export function accessLogLines(file: string): AccessLogLine[] {

@@ -212,7 +212,7 @@ describe("observed", () => {
     const call = fromOrders.collect(() => {});
     call.end();
     const line = await accessLogLine(accessLog, path);
-    expect(line).toMatchObject({ direction: "outbound", method: "POST", status: 200, peer: "greeter" });
+    expect(line).toMatchObject({ direction: "outbound", method: "POST", status: 200, peer: "greeter", grpc_status: "0" });
     expect(await eventually(() => svc.calls.length > before)).toBe(true);
     // What the service received: the callee's span, in the trace the caller's sidecar began.
     const [, traceId, parentId] = String(svc.calls[before]!.get("traceparent")[0]).split("-");
@@ -224,5 +224,11 @@ describe("observed", () => {
     expect(server.spanId).toBe(parentId!);
     expect(server.parentSpanId).toBe(client.spanId);
     expect(spanAttr(server, "mesh.caller")).toBe("spiffe://mesh.local/ns/default/sa/orders");
+    expect([spanAttr(client, "rpc.grpc.status_code"), spanAttr(server, "rpc.grpc.status_code")]).toEqual(["0", "0"]);
+  });
+
+  test("a failed call is logged with its gRPC status, its HTTP status being 200", async () => {
+    expect((await unary(fromOrders, "fail", {})).error?.code).toBe(grpc.status.NOT_FOUND);
+    expect(await accessLogLine(accessLog, "/mesh.test.Greeter/Fail")).toMatchObject({ status: 200, grpc_status: "5", peer: "greeter" });
   });
 });

@@ -21,9 +21,15 @@ export function grpcServerFailed(grpcStatus: string | undefined): boolean {
   return grpcStatus !== undefined && SERVER_FAILURES.has(grpcStatus);
 }
 
-/** Counts a gRPC call in mesh_grpc_responses_total by the status its client received. */
+/**
+ * The status a gRPC call's client received: the upstream's, the proxy's own answer's, 1
+ * CANCELLED when the client left first; "none" for a response that carried none.
+ */
+export function grpcCode(end: Pick<RelayEnd, "status" | "grpcStatus" | "failure">): string {
+  return end.grpcStatus ?? (end.status === CLIENT_CLOSED_STATUS ? CANCELLED : end.failure !== undefined ? String(grpcStatusOf(end.status)) : "none");
+}
 
-export function recordGrpc(metrics: ProxyMetrics, direction: "inbound" | "outbound", peer: string, end: Pick<RelayEnd, "status" | "grpcStatus" | "failure">): void {
-  const code = end.grpcStatus ?? (end.status === CLIENT_CLOSED_STATUS ? CANCELLED : end.failure !== undefined ? String(grpcStatusOf(end.status)) : "none");
+/** Counts a gRPC call in mesh_grpc_responses_total by the status its client received. */
+export function recordGrpc(metrics: ProxyMetrics, direction: "inbound" | "outbound", peer: string, code: string): void {
   metrics.grpcResponses.inc({ direction, peer, grpc_status: code });
 }

@@ -22,7 +22,7 @@ import { H2Sessions } from "./client-sessions.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 import { relayStream, type RelayEnd } from "./stream-relay.ts";
-import { recordGrpc } from "./grpc-outcome.ts";
+import { grpcCode, recordGrpc } from "./grpc-outcome.ts";
 
 export interface InboundH2Deps {
   upstream: URL;
@@ -53,9 +53,10 @@ export function inboundH2(deps: InboundH2Deps) {
     const report = (end: Pick<RelayEnd, "status" | "grpcStatus" | "failure" | "headAt">, span = deps.tracer?.begin(head.fields, started)) => {
       const ms = (end.headAt || performance.now()) - started;
       recorder.record(peerService(peer), end.status, ms);
-      if (grpc) recordGrpc(deps.metrics, "inbound", peerService(peer), end);
-      deps.accessLog?.request("inbound", head, end.status, ms, peer);
-      if (span !== undefined) deps.tracer!.end(span, "server", head, end.status, peer, end.failure);
+      const code = grpc ? grpcCode(end) : undefined;
+      if (code !== undefined) recordGrpc(deps.metrics, "inbound", peerService(peer), code);
+      deps.accessLog?.request("inbound", head, end.status, ms, peer, code);
+      if (span !== undefined) deps.tracer!.end(span, "server", head, end.status, peer, end.failure, code);
       deps.tracker.end();
     };
     const refuse = (e: ErrorParts) => report({ status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as never, headAt: 0 });

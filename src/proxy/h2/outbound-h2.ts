@@ -24,7 +24,7 @@ import type { Endpoint } from "../endpoint.ts";
 import { shouldRetry } from "../resilience/retry.ts";
 import { recordLatency } from "../balancer/index.ts";
 import { systemClock } from "../../core/clock.ts";
-import { grpcServerFailed, recordGrpc } from "./grpc-outcome.ts";
+import { grpcCode, grpcServerFailed, recordGrpc } from "./grpc-outcome.ts";
 
 export interface OutboundH2Deps {
   snapshot: () => Snapshot;
@@ -49,9 +49,10 @@ export function outboundH2(deps: OutboundH2Deps) {
     const report = (peer: string, end: Pick<RelayEnd, "status" | "grpcStatus" | "failure" | "headAt">) => {
       const ms = (end.headAt || performance.now()) - started;
       recorder.record(peer || UNKNOWN_DESTINATION, end.status, ms);
-      if (grpc) recordGrpc(deps.metrics, "outbound", peer || UNKNOWN_DESTINATION, end);
-      deps.accessLog?.request("outbound", head, end.status, ms, peer);
-      if (span !== undefined) deps.tracer!.end(span, "client", head, end.status, peer, end.failure);
+      const code = grpc ? grpcCode(end) : undefined;
+      if (code !== undefined) recordGrpc(deps.metrics, "outbound", peer || UNKNOWN_DESTINATION, code);
+      deps.accessLog?.request("outbound", head, end.status, ms, peer, code);
+      if (span !== undefined) deps.tracer!.end(span, "client", head, end.status, peer, end.failure, code);
       deps.tracker.end();
     };
     const answer = (e: ErrorParts, peer: string) => report(peer, { status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as never, headAt: 0 });

@@ -59,9 +59,10 @@ export class Tracer {
   /**
    * The request is over: its span is exported if sampled. `peer`: the caller's SPIFFE ID
    * inbound, the destination outbound; `error`: the proxy's reason (x-mesh-error) when the
-   * proxy answered it, as `error.type`.
+   * proxy answered it, as `error.type`; `grpcStatus`: a gRPC call's status, as
+   * `rpc.grpc.status_code`.
    */
-  end(span: ActiveSpan, kind: "server" | "client", head: SpanHead, status: number, peer: string, error?: string): void {
+  end(span: ActiveSpan, kind: "server" | "client", head: SpanHead, status: number, peer: string, error?: string, grpcStatus?: string): void {
     if (!span.sampled) return;
     const out: OtlpSpan = {
       traceId: span.traceId,
@@ -80,6 +81,8 @@ export class Tracer {
       status: { code: status >= 500 ? 2 : 0 },
     };
     if (error !== undefined) out.attributes.push({ key: "error.type", value: { stringValue: error } });
+    // OpenTelemetry's name for a gRPC call's status; its HTTP status is 200 whatever happened.
+    if (grpcStatus !== undefined && grpcStatus !== "none") out.attributes.push({ key: "rpc.grpc.status_code", value: { intValue: grpcStatus } });
     if (span.parentId !== undefined) out.parentSpanId = span.parentId;
     this.exporter.add(out);
   }
