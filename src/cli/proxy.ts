@@ -82,10 +82,12 @@ export const proxyCommand: CommandSpec = {
   description:
     "Inbound (default 0.0.0.0:15006) accepts only mutual TLS from the trust domain and hands requests\n" +
     "to --upstream with the caller's SPIFFE ID in x-mesh-client-id. Outbound (default 127.0.0.1:15001)\n" +
-    "takes the service's calls, as HTTP_PROXY or by Host header, and sends them over mTLS to a peer\n" +
-    "whose SPIFFE ID must be the destination's. Flags override the config file. At start the sidecar\n" +
-    "restarts itself once, same pid, with its engine settings (a heap sized for a sidecar, one GC marker);\n" +
-    "MESH_RUNTIME_TUNING=off runs it with the runtime's defaults.",
+    "takes the service's calls, as HTTP_PROXY (CONNECT too) or by Host header, HTTP/1.1 or HTTP/2 (gRPC,\n" +
+    "h2c with prior knowledge), and sends them over mTLS to a peer whose SPIFFE ID must be the\n" +
+    "destination's; an HTTP/2 call reaches the service as HTTP/2 (h2c on --upstream). Flags override\n" +
+    "the config file. At start the sidecar restarts itself once, same pid, with its engine settings\n" +
+    "(a heap sized for a sidecar, one GC marker); MESH_RUNTIME_TUNING=off runs it with the runtime's\n" +
+    "defaults.",
   flags: [
     { name: "service", type: "string", value: "NAME", description: "Service this sidecar fronts (or ProxyConfig.service)." },
     { name: "namespace", type: "string", value: "NS", description: "Namespace of the service (default: default)." },
