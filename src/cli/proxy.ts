@@ -102,6 +102,7 @@ export const proxyCommand: CommandSpec = {
     { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin listener: /live /ready /metrics /config_dump (default 127.0.0.1:15000)." },
     { name: "status", type: "string", value: "ADDR:PORT", description: "Status listener for probes and scrapers: /live /ready /metrics only (default: none; Kubernetes: 0.0.0.0:15021)." },
     { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
+    { name: "stream-idle-timeout", type: "string", value: "DURATION", description: "Reset an HTTP/2 stream (a gRPC call) that carries nothing either way this long; 0s never (default 5m)." },
     { name: "outbound-drain-delay", type: "string", value: "DURATION", description: "After SIGTERM, keep taking the service's outbound calls at least this long, within the drain timeout (default 0s: until the inbound requests are done)." },
     { name: "access-log", type: "string", value: "PATH", description: "Write one JSON line per request, inbound and outbound, to PATH (appended), or - for stdout (default: none)." },
     { name: "trace-collector", type: "string", value: "URL", description: "Send a span per request, inbound and outbound, to this OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces (default: none)." },
@@ -169,6 +170,8 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const outboundDrainDelayMs = delayText ? durationFlag(delayText, "--outbound-drain-delay") : pc?.outboundDrainDelay ?? 0;
   if (outboundDrainDelayMs > drainTimeoutMs)
     throw new UsageError(`${outboundDrainDelayMs} ms is longer than the drain timeout (${drainTimeoutMs} ms), which ends every drain`, "--outbound-drain-delay");
+  const idleText = str(args, "stream-idle-timeout");
+  const streamIdleTimeoutMs = idleText ? durationFlag(idleText, "--stream-idle-timeout") : pc?.streamIdleTimeout;
   const healthPath = str(args, "health-path") ?? pc?.healthPath;
   const accessLogTarget = str(args, "access-log") ?? pc?.accessLog;
   if (healthPath !== undefined && !healthPath.startsWith("/")) throw new UsageError(`expected a path like /healthz, got "${healthPath}"`, "--health-path");
@@ -200,6 +203,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     drainTimeoutMs,
     outboundDrainDelayMs,
     maxBodyBytes: countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY,
+    streamIdleTimeoutMs,
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
     escapedSlashes,
     awaitsConfig: cp !== undefined,

@@ -45,6 +45,7 @@ import { Tracer } from "./tracing/tracer.ts";
 import { h2LoopbackServer } from "./h2/loopback-server.ts";
 import { inboundH2 } from "./h2/inbound-h2.ts";
 import { outboundH2 } from "./h2/outbound-h2.ts";
+import { IdleStreams } from "./h2/idle-streams.ts";
 import type { EscapedSlashes } from "../config/kinds/proxy-config.ts";
 
 export interface Listen {
@@ -77,6 +78,8 @@ export interface ProxyOptions {
   /** Path on the upstream checked actively for health; without it, health is judged from traffic. */
   healthPath?: string;
   maxBodyBytes: number;
+  /** An HTTP/2 stream that carries nothing either way for this long is reset; 0: never (default 5 minutes, Envoy's). */
+  streamIdleTimeoutMs?: number;
   /** One JSON line per request, inbound and outbound; none when absent. */
   accessLog?: AccessLog;
   /** A span per request, inbound and outbound, sent to an OTLP/HTTP collector; `sampling` is the share of new traces, 0 to 1. */
@@ -91,6 +94,9 @@ export interface ProxyOptions {
   escapedSlashes?: EscapedSlashes;
   log: Logger;
 }
+
+/** Envoy's stream_idle_timeout: a gRPC stream quiet for longer is taken for abandoned. */
+export const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 300_000;
 
 /** The descriptors the listeners may take, and upstream connections; files, loopback servers and the control-plane client keep the rest. */
 const LISTENER_SHARE_OF_FDS = 0.5;
@@ -181,9 +187,10 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   // HTTP/2 connections (gRPC) are tunnelled whole to node:http2 servers, each named on the mTLS side.
   const inboundH2Tunnels = new LoopbackTunnels(tunnelDir.inboundH2Path, budget, () => overLimit("inbound http/2", budget), "h2");
   const outboundH2Tunnels = new LoopbackTunnels(tunnelDir.outboundH2Path, budget, () => overLimit("outbound http/2", budget), "h2");
-  const inboundStreams = inboundH2({ upstream: opts.upstream, metrics, tracker: inboundInflight, maxBodyBytes: opts.maxBodyBytes, policies: () => inboundPolicies, accessLog: opts.accessLog, tracer });
+  const idleStreams = new IdleStreams(opts.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS);
+  const inboundStreams = inboundH2({ upstream: opts.upstream, metrics, tracker: inboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, policies: () => inboundPolicies, accessLog: opts.accessLog, tracer });
   const inboundH2Server = h2LoopbackServer(tunnelDir.inboundH2Path, inboundH2Tunnels.identities, inboundStreams.onStream);
-  const outboundH2Server = h2LoopbackServer(tunnelDir.outboundH2Path, undefined, outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, accessLog: opts.accessLog, tracer }));
+  const outboundH2Server = h2LoopbackServer(tunnelDir.outboundH2Path, undefined, outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, accessLog: opts.accessLog, tracer }));
 
   const inbound = new H1Listener({
     hostname: opts.inbound.address,

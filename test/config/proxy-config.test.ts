@@ -16,6 +16,7 @@ describe("ProxyConfig", () => {
       trustDomain: "mesh.local",
       logLevel: "info",
       drainTimeout: 30_000,
+      streamIdleTimeout: 300_000,
       outboundDrainDelay: 0,
       escapedSlashes: "refuse",
     });

@@ -20,6 +20,7 @@ export const GREETER = {
   collect: method("Collect", true, false),
   fail: method("Fail", false, false),
   slow: method("Slow", false, false),
+  tick: method("Tick", false, true),
 } satisfies grpc.ServiceDefinition;
 
 export interface Greeting {
@@ -70,6 +71,17 @@ export async function greeterService(opts: { unavailable?: boolean } = {}): Prom
       const trailer = new grpc.Metadata();
       trailer.set("x-reason", "gone");
       cb({ code: grpc.status.NOT_FOUND, details: "no such greeting: é", metadata: trailer });
+    },
+    tick: (call: grpc.ServerWritableStream<{ times: number; everyMs: number }, { n: number }>) => {
+      svc.calls.push(call.metadata);
+      let n = 0;
+      const timer = setInterval(() => {
+        call.write({ n: ++n });
+        if (n < call.request.times) return;
+        clearInterval(timer);
+        call.end();
+      }, call.request.everyMs);
+      call.on("cancelled", () => clearInterval(timer));
     },
     slow: (call: grpc.ServerUnaryCall<{ ms?: number }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
       svc.calls.push(call.metadata);

@@ -227,6 +227,31 @@ spec:
   });
 });
 
+describe("idle streams", () => {
+  test("a call that carries nothing for --stream-idle-timeout is ended, at the service too; one that keeps talking is not", async () => {
+    const caller = await fx.proxy("orders", fx.echo("orders-6").url, fx.config("orders-idle", { greeter: [greeterProxy.ports.inbound] }), ["--stream-idle-timeout", "400ms"]);
+    const client = greeterClient(caller.ports.outbound, "greeter");
+    try {
+      const before = svc.cancelled;
+      const started = Date.now();
+      const quiet = await unary(client, "slow", { ms: 5000 });
+      expect(quiet.error?.code).toBe(grpc.status.UNAVAILABLE);
+      expect(quiet.error?.metadata.get("x-mesh-error")).toEqual(["timeout"]);
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(await eventually(() => svc.cancelled === before + 1, 2000)).toBe(true);
+      // Two seconds in all, a message every 150 ms: never idle for 400 ms.
+      const ticks: number[] = [];
+      const talking = client.tick({ times: 14, everyMs: 150 });
+      talking.on("data", (m: { n: number }) => ticks.push(m.n));
+      const status = await new Promise<grpc.StatusObject>((resolve) => talking.on("status", resolve));
+      expect(status.code).toBe(grpc.status.OK);
+      expect(ticks.length).toBe(14);
+    } finally {
+      client.close();
+    }
+  });
+});
+
 describe("rate limits", () => {
   test("calls past a RateLimitPolicy's burst are UNAVAILABLE with retry-after, and never reach the service", async () => {
     const limited = await greeterService();

@@ -21,6 +21,7 @@ import type { Authenticated } from "../authentication/authenticator.ts";
 import { H2Sessions } from "./client-sessions.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
+import type { IdleStreams } from "./idle-streams.ts";
 import { relayStream, type RelayEnd } from "./stream-relay.ts";
 import { grpcCode, recordGrpc } from "./grpc-outcome.ts";
 
@@ -30,6 +31,8 @@ export interface InboundH2Deps {
   tracker: InflightTracker;
   /** Largest body of a plain HTTP/2 request, and largest message of a gRPC call (whose stream may be long). */
   maxBodyBytes: number;
+  /** Streams silent for too long are reset. */
+  idleStreams: IdleStreams;
   policies: () => InboundPolicies;
   accessLog?: AccessLog;
   tracer?: Tracer;
@@ -78,7 +81,7 @@ export function inboundH2(deps: InboundH2Deps) {
       for (const [name, value] of authn.claimHeaders) added[name] = value;
       if (span !== undefined) added.traceparent = traceParentValue(span);
       const out = forwardedRequest(headers, authn.strip?.names ?? NOTHING, added);
-      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: deps.maxBodyBytes, timeoutMs: 0, grpc, takesTrailers: headers.te === "trailers", upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
+      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: deps.maxBodyBytes, timeoutMs: 0, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
     };
     const authn = authenticateInbound(deps.metrics, policies, peer, head.fields, NOTHING);
     if (authn instanceof Promise) authn.then(forward, () => refuse(INTERNAL_ERROR));

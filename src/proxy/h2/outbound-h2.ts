@@ -18,6 +18,7 @@ import { pickHealthy } from "../websocket/pick.ts";
 import { joinedFieldValue } from "../transport/h1/request-parse.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
+import type { IdleStreams } from "./idle-streams.ts";
 import { relayStream, type NeverSent, type RelayEnd } from "./stream-relay.ts";
 import type { ClientHttp2Session } from "node:http2";
 import type { Endpoint } from "../endpoint.ts";
@@ -32,6 +33,8 @@ export interface OutboundH2Deps {
   tracker: InflightTracker;
   /** Largest body of a plain HTTP/2 request, and largest message of a gRPC call (whose stream may be long). */
   maxBodyBytes: number;
+  /** Streams silent for too long are reset. */
+  idleStreams: IdleStreams;
   accessLog?: AccessLog;
   tracer?: Tracer;
 }
@@ -100,7 +103,7 @@ export function outboundH2(deps: OutboundH2Deps) {
       deps.metrics.retries.inc({ peer: dest.name });
       return dest.pools.h2Session(next);
     };
-    const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", upstreamName: dest.name };
+    const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
     relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
       current.inflight--;
       dest.breaker.release("requests");

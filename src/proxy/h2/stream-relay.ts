@@ -20,6 +20,7 @@ import { forwardedResponse } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 import { resetStream } from "./reset.ts";
 import { GrpcMessageLimit } from "./grpc-messages.ts";
+import type { IdleStreams, WatchedStream } from "./idle-streams.ts";
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 const END_STREAM = 0x1;
@@ -49,6 +50,8 @@ export interface RelayOptions {
   maxBodyBytes: number;
   /** The client sent `te: trailers`: the response's trailers are relayed to it. */
   takesTrailers: boolean;
+  /** Where the stream is watched for silence (idle-streams.ts). */
+  idle: IdleStreams;
   /** What each failure's answer says, after the cause. */
   upstreamName: string;
 }
@@ -82,6 +85,7 @@ class StreamRelay {
   private bodyEnded = false;
   /** For a gRPC call: its messages' lengths, held to the limit. */
   private readonly messages: GrpcMessageLimit | undefined;
+  private watched: WatchedStream | undefined;
 
   constructor(
     private readonly down: ServerHttp2Stream,
@@ -102,6 +106,7 @@ class StreamRelay {
         this.cancelUpstream();
         this.fail("timeout", `no response within ${opts.timeoutMs} ms`);
       }, opts.timeoutMs);
+    this.watched = opts.idle.watch(() => this.idleOut());
     down.on("data", (chunk: Buffer) => this.body(chunk));
     down.on("end", () => {
       this.bodyEnded = true;
@@ -153,7 +158,9 @@ class StreamRelay {
       this.down.respond(out, { waitForTrailers: this.opts.takesTrailers });
     });
     up.on("data", (chunk: Buffer) => {
-      if (current() && !this.down.write(chunk)) up.pause();
+      if (!current()) return;
+      if (this.watched !== undefined) this.watched.lastActive = performance.now();
+      if (!this.down.write(chunk)) up.pause();
     });
     up.on("trailers", (t) => {
       if (!current()) return;
@@ -196,6 +203,7 @@ class StreamRelay {
 
   private body(chunk: Buffer): void {
     if (this.over) return;
+    if (this.watched !== undefined) this.watched.lastActive = performance.now();
     this.received += chunk.byteLength;
     const limit = this.opts.maxBodyBytes;
     // Refused before the chunk that crosses the limit goes on.
@@ -255,9 +263,22 @@ class StreamRelay {
     this.finish();
   }
 
+  /** Nothing either way for the idle timeout: answered 504 (UNAVAILABLE) before a response began, reset after. */
+  private idleOut(): void {
+    this.watched = undefined;
+    if (this.over) return;
+    this.cancelUpstream();
+    const detail = `the stream carried nothing for ${this.opts.idle.timeoutMs} ms`;
+    if (this.end.headAt === 0) return this.fail("timeout", detail);
+    this.end.failure = "timeout";
+    resetStream(this.down, detail);
+    this.finish();
+  }
+
   private finish(): void {
     if (this.over) return;
     this.over = true;
+    this.opts.idle.unwatch(this.watched);
     this.replay = undefined;
     clearTimeout(this.timer);
     this.done(this.end);
