@@ -51,7 +51,13 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
     http2: (conn, initial) => deps.h2Tunnels.open(conn, initial),
     // The calls inside name their service themselves; the target must be one, as an absolute-form target must.
-    connect: (authority) => (resolveHost(deps.snapshot(), authority) ? undefined : errorParts("no-route", `no service named "${authority}" in this proxy's config (CONNECT)`)),
+    connect(head) {
+      if (resolveHost(deps.snapshot(), head.host)) return undefined;
+      // Counted and logged as a call to no known Service is.
+      recorder.record(UNKNOWN_DESTINATION, 404, 0);
+      log?.request("outbound", head, 404, 0, "");
+      return errorParts("no-route", `no service named "${head.host}" in this proxy's config (CONNECT)`);
+    },
     request(req: ServerRequest, res: Responder) {
       const head = req.head;
       const snapshot = deps.snapshot();

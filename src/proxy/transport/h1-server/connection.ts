@@ -14,7 +14,7 @@ import { DownstreamBody, type BodyReader } from "./request-body.ts";
 import { Responder, type ResponderHost } from "./responder.ts";
 import { holdToEndOfTurn, type HeldWrite } from "../turn-writes.ts";
 import { IdleWatch } from "./idle-watch.ts";
-import { CONNECT_ESTABLISHED, connectTarget, TLS_HANDSHAKE_BYTE } from "./connect-request.ts";
+import { CONNECT_ESTABLISHED, TLS_HANDSHAKE_BYTE } from "./connect-request.ts";
 import { INTERNAL_ERROR, type ErrorParts } from "../../errors.ts";
 
 export interface ServerRequest {
@@ -36,7 +36,7 @@ export interface ConnectionHandler {
    * Outbound only: a connection that opened with CONNECT (connect-request.ts); undefined
    * accepts it, and what follows is read as a new connection; an answer refuses it.
    */
-  connect?(authority: string): ErrorParts | undefined;
+  connect?(head: RequestHead): ErrorParts | undefined;
   /** A connection that opened with the HTTP/2 preface: the handler takes it over, starting with `initial` (the preface and what followed). */
   http2?(conn: ServerConnection, initial: Uint8Array): void;
   /** Asked before `upgrade`: an answer refuses the upgrade (counted by the handler) and closes the connection after it. */
@@ -181,18 +181,17 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
             this.pending = undefined;
             return this.handler.http2(this, from === 0 ? buf : buf.subarray(from));
           }
-          if (this.idleWatch.heads === 0 && !this.connected && this.handler.connect !== undefined) {
-            const authority = connectTarget(buf, from, end);
-            if (authority !== undefined) {
-              this.consume(buf, end);
-              const refusal = this.handler.connect(authority);
-              if (refusal !== undefined) return this.answerAndClose(refusal);
-              this.connected = true;
-              this.write(CONNECT_ESTABLISHED);
-              continue;
-            }
+          // A CONNECT is taken only as an outbound connection's first request (connect-request.ts).
+          const connectAllowed = this.idleWatch.heads === 0 && !this.connected && this.handler.connect !== undefined;
+          head = parseRequestHead(buf, from, end, this.lastHead, connectAllowed);
+          if (head.method === "CONNECT") {
+            this.consume(buf, end);
+            const refusal = this.handler.connect!(head);
+            if (refusal !== undefined) return this.answerAndClose(refusal);
+            this.connected = true;
+            this.write(CONNECT_ESTABLISHED);
+            continue;
           }
-          head = parseRequestHead(buf, from, end, this.lastHead);
         } catch (err) {
           if (err instanceof RequestHeadError) return this.refuse(err.status, err.reason, err.message);
           throw err;

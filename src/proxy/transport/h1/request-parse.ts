@@ -65,6 +65,8 @@ const COLON = 58;
 const CRLF2 = Buffer.from("\r\n\r\n", "latin1");
 /** reg-name limited to what DNS and service names use, or an IP literal; optional port. */
 const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+/** A CONNECT's authority-form target: host and a port, which is required. */
+const CONNECT_TARGET = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/;
 
 const str = latin1;
 /** Shared by every request without a Connection field (most of them): never written to. */
@@ -122,8 +124,12 @@ function scanIndexOf(buf: Buffer, from: number, p: number, s: number, n: number)
  * `previous`: the last head parsed on this connection. A keep-alive client repeats most of
  * its fields; a value (or target) equal to the previous head's, at the same place, is that
  * string again rather than a new one, and a repeated Host was validated already.
+ *
+ * `connect`: a CONNECT is taken (the outbound's first request, connect-request.ts), its
+ * target in authority-form, host and a port 1-65535, and its head held to every rule
+ * another request's is; it may have no content. Otherwise CONNECT is refused.
  */
-export function parseRequestHead(buf: Buffer, start: number, end: number, previous?: RequestHead): RequestHead {
+export function parseRequestHead(buf: Buffer, start: number, end: number, previous?: RequestHead, connect = false): RequestHead {
   while (buf[start] === CR && buf[start + 1] === LF) start += 2;
   // No indexOf per line: every byte is looked at anyway, and findRequestHeadEnd ensured
   // that each CR is followed by LF, so a line ends at the first CR.
@@ -149,12 +155,18 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, previo
     refuse(400, "request-line", "malformed HTTP version in the request line");
   if (buf[v + 5] !== 49 || buf[v + 7]! > 49) refuse(505, "version", `unsupported version ${str(buf, v, v + 8)}`);
   const minor = buf[v + 7] === 49 ? 1 : 0;
-  if (method === "CONNECT") refuse(400, "target", "CONNECT is not proxied");
+  const isConnect = method === "CONNECT";
+  if (isConnect && !connect) refuse(400, "target", "CONNECT is not proxied");
 
   const target = previous !== undefined && sameText(buf, ts, te, previous.target) ? previous.target : str(buf, ts, te);
   let pathAndQuery = target;
   let authority: string | undefined;
-  if (buf[ts] === 47) {
+  if (isConnect) {
+    const port = CONNECT_TARGET.exec(target)?.[1];
+    if (port === undefined || Number(port) < 1 || Number(port) > 65535) refuse(400, "target", "a CONNECT target must be host:port, the port 1-65535");
+    authority = target;
+    pathAndQuery = "";
+  } else if (buf[ts] === 47) {
     // origin-form
   } else if (te - ts === 1 && buf[ts] === 42) {
     if (method !== "OPTIONS") refuse(400, "target", "asterisk-form target on a method other than OPTIONS");
@@ -259,10 +271,14 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, previo
     if (transferEncoding.toLowerCase() !== "chunked") refuse(400, "transfer-encoding", `unsupported Transfer-Encoding ${JSON.stringify(transferEncoding)}`);
     chunked = true;
   }
+  // RFC 9110 §9.3.6: a CONNECT has no content; whatever follows its head is the tunnel's.
+  if (isConnect && (chunked || contentLength !== -1)) refuse(400, chunked ? "transfer-encoding" : "content-length", "a CONNECT request has no content");
   // Forwarding a GET/HEAD without its body changes it; with it, few servers read it the same way.
   if ((method === "GET" || method === "HEAD") && (chunked || contentLength > 0)) refuse(400, "body-on-get", `a ${method} request with a body is not forwarded`);
-  if (host === undefined) refuse(400, "host", "no Host header");
-  if (!hostChecked && !HOST.test(host)) refuse(400, "host", "invalid Host header");
+  // A CONNECT names its authority in its target; HTTP/1.0 clients (Python's http.client) send no Host with it.
+  if (host === undefined) {
+    if (!isConnect) refuse(400, "host", "no Host header");
+  } else if (!hostChecked && !HOST.test(host)) refuse(400, "host", "invalid Host header");
 
   let close = false;
   let keepAliveToken = false;
@@ -280,7 +296,8 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, previo
     pathAndQuery,
     minor,
     fields,
-    host: authority ?? host,
+    // Only a CONNECT may lack Host, and it has its authority.
+    host: authority ?? host!,
     contentLength,
     chunked,
     keepAlive: !close && (minor === 1 || keepAliveToken),
