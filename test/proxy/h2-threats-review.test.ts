@@ -479,6 +479,19 @@ describe("header blocks", () => {
 });
 
 // ---------------------------------------------------------------------------------------
+/** Writes `unit` in bursts of 1,000, `bursts` times at most, until the sidecar closes `c`; whether it did (c is closed after). */
+async function floodUntilClosed(c: RawH2, unit: Buffer, bursts: number): Promise<boolean> {
+  const burst = Buffer.concat(Array.from({ length: 1000 }, () => unit));
+  for (let i = 0; i < bursts && !c.closed; i++) {
+    c.write(burst);
+    if (i % 10 === 0) await Bun.sleep(1);
+  }
+  await eventually(() => c.closed, 3000);
+  const closed = c.closed;
+  c.close();
+  return closed;
+}
+
 describe("control-frame floods from a client that never reads", () => {
   for (const [name, unit] of [
     ["PING", frame(T.PING, 0, 0, Buffer.alloc(8))],
@@ -488,14 +501,7 @@ describe("control-frame floods from a client that never reads", () => {
       const rss = sidecarRss();
       const c = await RawH2.plain(orders.ports.outbound);
       c.sock.pause();
-      const burst = Buffer.concat(Array.from({ length: 1000 }, () => unit));
-      for (let i = 0; i < 1000 && !c.closed; i++) {
-        c.write(burst);
-        if (i % 10 === 0) await Bun.sleep(1);
-      }
-      await eventually(() => c.closed, 3000);
-      c.close();
-      expect(c.closed).toBe(true);
+      expect(await floodUntilClosed(c, unit, 1000)).toBe(true);
       expect(sidecarRss() - rss).toBeLessThan(64);
       await greeterWorks();
     });
@@ -504,14 +510,7 @@ describe("control-frame floods from a client that never reads", () => {
   test("empty DATA frames on an open stream (300,000): the connection is closed", async () => {
     const c = await RawH2.plain(orders.ports.outbound);
     c.write(frame(T.HEADERS, F.END_HEADERS, 1, block(request("payments", marker("empty-data"), [], "POST"))));
-    const burst = Buffer.concat(Array.from({ length: 1000 }, () => frame(T.DATA, 0, 1)));
-    for (let i = 0; i < 300 && !c.closed; i++) {
-      c.write(burst);
-      if (i % 10 === 0) await Bun.sleep(1);
-    }
-    await eventually(() => c.closed, 3000);
-    c.close();
-    expect(c.closed).toBe(true);
+    expect(await floodUntilClosed(c, frame(T.DATA, 0, 1), 300)).toBe(true);
     await greeterWorks();
   });
 });
