@@ -1,5 +1,5 @@
 /**
- * Attacker's review of CONNECT on the outbound listener (connect-request.ts,
+ * Attacker's review of CONNECT on the outbound listener (connection-start.ts,
  * h1-server/connection.ts parseNext, outbound-handler.ts `connect:`). Every test asserts
  * the SAFE behaviour. Four findings failed here first, each marked below; all are fixed:
  * the CONNECT head now goes through the strict parser (request-parse.ts: its header rules,
@@ -48,7 +48,7 @@ async function expectRefusedBeforeTunnel(bytes: string | Uint8Array, path: strin
 }
 
 describe("smuggling across the CONNECT boundary", () => {
-  // Finding 1, fixed: the CONNECT head's header lines are never parsed (connect-request.ts reads
+  // Finding 1, fixed: the CONNECT head's header lines are never parsed (the CONNECT code read
   // only the request line). A CONNECT with Content-Length is answered 200 and its "body"
   // is run as the first request of the tunnel; a party that honours the Content-Length
   // (an intermediary in front, a logging layer, a client library that wrote a body) sees

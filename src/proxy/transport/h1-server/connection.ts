@@ -14,7 +14,7 @@ import { DownstreamBody, type BodyReader } from "./request-body.ts";
 import { Responder, type ResponderHost } from "./responder.ts";
 import { holdToEndOfTurn, type HeldWrite } from "../turn-writes.ts";
 import { IdleWatch } from "./idle-watch.ts";
-import { CONNECT_ESTABLISHED, TLS_HANDSHAKE_BYTE } from "./connect-request.ts";
+import { CONNECT_ESTABLISHED, startsWithH2Preface, TLS_HANDSHAKE_BYTE } from "./connection-start.ts";
 import { INTERNAL_ERROR, type ErrorParts } from "../../errors.ts";
 
 export interface ServerRequest {
@@ -33,7 +33,7 @@ export interface ConnectionHandler {
   /** A WebSocket upgrade: the handler takes the connection over, starting with `initial` (the request's bytes and what followed). */
   upgrade(conn: ServerConnection, initial: Uint8Array): void;
   /**
-   * Outbound only: a connection that opened with CONNECT (connect-request.ts); undefined
+   * Outbound only: a connection that opened with CONNECT (connection-start.ts); undefined
    * accepts it, and what follows is read as a new connection; an answer refuses it.
    */
   connect?(head: RequestHead): ErrorParts | undefined;
@@ -54,12 +54,6 @@ const MAX_PIPELINED_BYTES = 64 * 1024;
 /** Heads up to this size are remembered between requests: an idle connection holds at most this much. */
 const REMEMBERED_HEAD_BYTES = 2048;
 const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
-/** The HTTP/2 preface's first line and the empty one after it (RFC 9113 §3.4): what ends a "head" here. */
-const H2_PREFACE_HEAD = Buffer.from("PRI * HTTP/2.0\r\n\r\n", "latin1");
-
-function startsWithH2Preface(buf: Buffer, from: number): boolean {
-  return buf.byteLength - from >= H2_PREFACE_HEAD.byteLength && buf.compare(H2_PREFACE_HEAD, 0, H2_PREFACE_HEAD.byteLength, from, from + H2_PREFACE_HEAD.byteLength) === 0;
-}
 
 /** A copy of data[start..end), not a view (Buffer#slice is one): the caller may reuse `data`. */
 function copyOf(data: Uint8Array, start: number, end: number): Uint8Array {
@@ -181,10 +175,11 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
             this.pending = undefined;
             return this.handler.http2(this, from === 0 ? buf : buf.subarray(from));
           }
-          // A CONNECT is taken only as an outbound connection's first request (connect-request.ts).
+          // A CONNECT is taken only as an outbound connection's first request (connection-start.ts).
           const connectAllowed = this.idleWatch.heads === 0 && !this.connected && this.handler.connect !== undefined;
           head = parseRequestHead(buf, from, end, this.lastHead, connectAllowed);
-          if (head.method === "CONNECT") {
+          // The parser refuses a CONNECT it was not allowed to take.
+          if (connectAllowed && head.method === "CONNECT") {
             this.consume(buf, end);
             const refusal = this.handler.connect!(head);
             if (refusal !== undefined) return this.answerAndClose(refusal);

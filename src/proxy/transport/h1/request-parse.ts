@@ -125,7 +125,7 @@ function scanIndexOf(buf: Buffer, from: number, p: number, s: number, n: number)
  * its fields; a value (or target) equal to the previous head's, at the same place, is that
  * string again rather than a new one, and a repeated Host was validated already.
  *
- * `connect`: a CONNECT is taken (the outbound's first request, connect-request.ts), its
+ * `connect`: a CONNECT is taken (the outbound's first request, h1-server/connection-start.ts), its
  * target in authority-form, host and a port 1-65535, and its head held to every rule
  * another request's is; it may have no content. Otherwise CONNECT is refused.
  */
