@@ -9,6 +9,8 @@ import http2, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:
 import { inCgiList } from "../../core/cgi-name.ts";
 import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names.ts";
 import type { LoggedHead } from "../access-log.ts";
+// :authority is held to what the HTTP/1.1 parser takes in Host.
+import { HOST } from "../transport/h1/request-parse.ts";
 
 const NOT_FORWARDED = [...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS];
 
@@ -71,7 +73,6 @@ export function isGrpc(headers: IncomingHttpHeaders): boolean {
 
 /** The target as the HTTP/1.1 parser takes one: visible ASCII, no fragment (RFC 9110 §7.1: never sent, so a sign of trouble). */
 const PATH = /^(?:\/[\x21-\x22\x24-\x7e]*|\*)$/;
-const AUTHORITY = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
 /**
  * Why a stream's request is refused before anything else looks at it, as an HTTP/1.1
@@ -84,7 +85,7 @@ export function streamProblem(headers: IncomingHttpHeaders): { reason: string; d
   if (!PATH.test(path) || (path === "*" && headers[":method"] !== "OPTIONS"))
     return { reason: "target", detail: "the :path must be a path of visible ASCII without a fragment, or * for OPTIONS" };
   const authority = headers[":authority"];
-  if (authority !== undefined && !AUTHORITY.test(authority)) return { reason: "host", detail: "invalid :authority" };
+  if (authority !== undefined && !HOST.test(authority)) return { reason: "host", detail: "invalid :authority" };
   // RFC 9113 §8.3.1: a Host that names another authority than :authority is malformed.
   const host = headers.host;
   if (host !== undefined && authority !== undefined && host.toLowerCase() !== authority.toLowerCase()) return { reason: "host", detail: "host and :authority differ" };

@@ -11,7 +11,7 @@ import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "../errors.ts";
 import { CLIENT_ID_HEADER } from "../headers.ts";
 import type { InflightTracker } from "../inflight.ts";
-import { RequestRecorder, type ProxyMetrics } from "../metrics.ts";
+import type { ProxyMetrics } from "../metrics.ts";
 import { peerService } from "../peer-service.ts";
 import type { AccessLog } from "../access-log.ts";
 import type { Tracer } from "../tracing/tracer.ts";
@@ -20,10 +20,9 @@ import { admitInbound, authenticateInbound, headersSeen, isRefusal, type Inbound
 import type { Authenticated } from "../authentication/authenticator.ts";
 import { H2Sessions } from "./client-sessions.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
-import { replyLocally } from "./local-reply.ts";
 import type { IdleStreams } from "./idle-streams.ts";
+import { answered, StreamReporter } from "./stream-report.ts";
 import { relayStream, type RelayEnd } from "./stream-relay.ts";
-import { grpcCode, recordGrpc } from "./grpc-outcome.ts";
 
 export interface InboundH2Deps {
   upstream: URL;
@@ -43,7 +42,7 @@ const UPSTREAM_IDLE_MS = 60_000;
 const NOTHING: readonly string[] = [];
 
 export function inboundH2(deps: InboundH2Deps) {
-  const recorder = new RequestRecorder(deps.metrics, "inbound", false);
+  const reporter = new StreamReporter(deps, "inbound");
   const upstream = new H2Sessions({ idleTimeoutMs: UPSTREAM_IDLE_MS });
   const authority = deps.upstream.host;
 
@@ -53,16 +52,10 @@ export function inboundH2(deps: InboundH2Deps) {
     const grpc = isGrpc(headers);
     const peer = caller!;
     deps.tracker.start();
-    const report = (end: Pick<RelayEnd, "status" | "grpcStatus" | "failure" | "headAt">, span = deps.tracer?.begin(head.fields, started)) => {
-      const ms = (end.headAt || performance.now()) - started;
-      recorder.record(peerService(peer), end.status, ms);
-      const code = grpc ? grpcCode(end) : undefined;
-      if (code !== undefined) recordGrpc(deps.metrics, "inbound", peerService(peer), code);
-      deps.accessLog?.request("inbound", head, end.status, ms, peer, code);
-      if (span !== undefined) deps.tracer!.end(span, "server", head, end.status, peer, end.failure, code);
-      deps.tracker.end();
-    };
-    const refuse = (e: ErrorParts) => report({ status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as never, headAt: 0 });
+    const call = { head, grpc, started };
+    // A span begun when the stream is answered, if it was refused: from when it arrived.
+    const report = (end: RelayEnd, span = deps.tracer?.begin(head.fields, started)) => reporter.report(call, end, peerService(peer), peer, span);
+    const refuse = (e: ErrorParts) => report(answered(stream, e, grpc));
 
     const problem = streamProblem(headers);
     if (problem !== undefined) {

@@ -10,22 +10,22 @@ import { resolveHost, type Destination, type Snapshot } from "../destinations.ts
 import { routedDestination } from "../routing.ts";
 import { errorParts, type ErrorParts } from "../errors.ts";
 import type { InflightTracker } from "../inflight.ts";
-import { RequestRecorder, UNKNOWN_DESTINATION, type ProxyMetrics } from "../metrics.ts";
+import { UNKNOWN_DESTINATION, type ProxyMetrics } from "../metrics.ts";
 import type { AccessLog } from "../access-log.ts";
 import type { Tracer } from "../tracing/tracer.ts";
 import { traceParentValue } from "../tracing/tracer.ts";
 import { pickHealthy } from "../websocket/pick.ts";
 import { joinedFieldValue } from "../transport/h1/request-parse.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
-import { replyLocally } from "./local-reply.ts";
 import type { IdleStreams } from "./idle-streams.ts";
+import { answered, StreamReporter } from "./stream-report.ts";
 import { relayStream, type NeverSent, type RelayEnd } from "./stream-relay.ts";
 import type { ClientHttp2Session } from "node:http2";
 import type { Endpoint } from "../endpoint.ts";
 import { shouldRetry } from "../resilience/retry.ts";
 import { recordLatency } from "../balancer/index.ts";
 import { systemClock } from "../../core/clock.ts";
-import { grpcCode, grpcServerFailed, recordGrpc } from "./grpc-outcome.ts";
+import { grpcServerFailed } from "./grpc-outcome.ts";
 
 export interface OutboundH2Deps {
   snapshot: () => Snapshot;
@@ -42,23 +42,16 @@ export interface OutboundH2Deps {
 const NOTHING_DROPPED: readonly string[] = [];
 
 export function outboundH2(deps: OutboundH2Deps) {
-  const recorder = new RequestRecorder(deps.metrics, "outbound", true);
+  const reporter = new StreamReporter(deps, "outbound");
   return (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
-    const started = performance.now();
     const head = streamHead(headers);
     const grpc = isGrpc(headers);
+    const call = { head, grpc, started: performance.now() };
     const span = deps.tracer?.begin(head.fields);
     deps.tracker.start();
-    const report = (peer: string, end: Pick<RelayEnd, "status" | "grpcStatus" | "failure" | "headAt">) => {
-      const ms = (end.headAt || performance.now()) - started;
-      recorder.record(peer || UNKNOWN_DESTINATION, end.status, ms);
-      const code = grpc ? grpcCode(end) : undefined;
-      if (code !== undefined) recordGrpc(deps.metrics, "outbound", peer || UNKNOWN_DESTINATION, code);
-      deps.accessLog?.request("outbound", head, end.status, ms, peer, code);
-      if (span !== undefined) deps.tracer!.end(span, "client", head, end.status, peer, end.failure, code);
-      deps.tracker.end();
-    };
-    const answer = (e: ErrorParts, peer: string) => report(peer, { status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as never, headAt: 0 });
+    // peer "": answered before any destination, counted under "unknown".
+    const report = (peer: string, end: RelayEnd) => reporter.report(call, end, peer || UNKNOWN_DESTINATION, peer, span);
+    const answer = (e: ErrorParts, peer: string) => report(peer, answered(stream, e, grpc));
 
     const problem = streamProblem(headers);
     if (problem !== undefined) {
@@ -109,7 +102,7 @@ export function outboundH2(deps: OutboundH2Deps) {
       dest.breaker.release("requests");
       // As for HTTP/1.1: 5xx, a gRPC status that says the server failed, and failures to reach it count against the endpoint; a client that left does not.
       if (end.status !== 499 && !counted) dest.outlier.onResult(current, end.status < 500 && !grpcServerFailed(end.grpcStatus));
-      if (dest.ewmaDecayMs !== undefined && end.headAt !== 0) recordLatency(current, end.headAt - started, systemClock, dest.ewmaDecayMs);
+      if (dest.ewmaDecayMs !== undefined && end.headAt !== 0) recordLatency(current, end.headAt - call.started, systemClock, dest.ewmaDecayMs);
       report(dest.name, end);
     }, retry);
   };

@@ -64,7 +64,7 @@ const HT = 9;
 const COLON = 58;
 const CRLF2 = Buffer.from("\r\n\r\n", "latin1");
 /** reg-name limited to what DNS and service names use, or an IP literal; optional port. */
-const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+export const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 /** A CONNECT's authority-form target: host and a port, which is required. */
 const CONNECT_TARGET = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/;
 
