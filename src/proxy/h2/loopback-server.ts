@@ -15,11 +15,11 @@ import { ChurnGuard } from "../transport/mux/churn.ts";
 import { resetSession, resetStream } from "./reset.ts";
 
 /** A tunnel's name as sent first: a UUID (36 characters) and "\n". */
-export const TUNNEL_NAME_BYTES = 37;
+const TUNNEL_NAME_BYTES = 37;
 export const TUNNEL_NAME_ACK = "\n";
 
 /** Streams one session may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS), as Envoy and Go's server default to. */
-export const MAX_CONCURRENT_STREAMS = 100;
+const MAX_CONCURRENT_STREAMS = 100;
 /** Request headers a stream may carry, as the HTTP/1.1 listeners allow (431 above). */
 const MAX_HEADER_LIST_BYTES = 64 * 1024;
 

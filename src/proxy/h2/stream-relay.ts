@@ -25,7 +25,7 @@ import type { IdleStreams, WatchedStream } from "./idle-streams.ts";
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 const END_STREAM = 0x1;
 /** Request body kept for a retry; past it, a try is the only one. */
-export const REPLAY_BYTES = 64 * 1024;
+const REPLAY_BYTES = 64 * 1024;
 
 export interface RelayEnd {
   /** The upstream's status; the proxy's own answer's; or 499 when the client left first. */
