@@ -114,6 +114,39 @@ export class Authorizer {
       req.user = undefined;
     }
   }
+
+  /**
+   * Whether `caller` may open an opaque TCP connection (a tcp port), where no method, path,
+   * header or token is seen. Istio's rule: a rule that names any of them matches no
+   * connection in an allow policy, and is read without them in a deny policy, so a policy
+   * written to refuse requests never lets a connection through for want of HTTP.
+   */
+  checkConnection(caller: string): Denial | undefined {
+    for (const p of this.deny) if (p.rules.some((r) => connectionMatches(r, caller, "deny"))) return { policy: p.id, detail: "denied by an authorization policy" };
+    if (this.allow.length === 0) return undefined;
+    for (const p of this.allow) if (p.rules.some((r) => connectionMatches(r, caller, "allow"))) return undefined;
+    return { policy: NO_ALLOW_MATCHED, detail: "no authorization policy allows this connection" };
+  }
+}
+
+/** A rule against a connection: its caller fields only (see checkConnection). */
+function connectionMatches(rule: CompiledRule, caller: string, action: "allow" | "deny"): boolean {
+  if (rule.from && !callerMatches(rule.from, caller)) return false;
+  if (rule.notFrom && !callerMatchesNone(rule.notFrom, caller, action === "deny")) return false;
+  return action === "deny" || !readsRequest(rule);
+}
+
+/** A rule naming anything only a request has. */
+function readsRequest(rule: CompiledRule): boolean {
+  return (
+    rule.principals !== undefined ||
+    rule.notPrincipals !== undefined ||
+    rule.methods !== undefined ||
+    rule.notMethods !== undefined ||
+    rule.paths !== undefined ||
+    rule.notPaths !== undefined ||
+    rule.when !== undefined
+  );
 }
 
 /** The authorizer of `subject`'s inbound, or undefined when no enforced policy applies to it (every caller is let in). */
