@@ -28,3 +28,12 @@ export function countFlag(text: string | undefined, flag: string, what: string):
   if (!/^\d+$/.test(text) || Number(text) <= 0) throw new UsageError(`expected a positive number of ${what}, got "${text}"`, flag);
   return Number(text);
 }
+
+/** A TCP upstream flag: `SERVICE:PORT=[ADDRESS:]BINDPORT`, e.g. `postgres:5432=15432`; the address defaults to 127.0.0.1. */
+export function parseTcpUpstream(text: string, flag: string): { service: string; port: number; bind: Listen } {
+  const m = /^([a-z0-9.-]+):(\d{1,5})=(.+)$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65535) throw new UsageError(`expected SERVICE:PORT=[ADDRESS:]LOCAL_PORT like postgres:5432=127.0.0.1:15432, got "${text}"`, flag);
+  const bindText = /^\d+$/.test(m[3]!) ? `127.0.0.1:${m[3]}` : m[3]!;
+  return { service: m[1]!, port, bind: parseListen(bindText, flag) };
+}

@@ -17,7 +17,7 @@ import { openAccessLog } from "../proxy/access-log.ts";
 import { loadSavedConfig } from "../proxy/control/saved-config.ts";
 import { str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } from "./proxy-control.ts";
-import { countFlag, durationFlag, parseListen } from "./flags.ts";
+import { countFlag, durationFlag, parseListen, parseTcpUpstream } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 
 const DEFAULT_MAX_BODY = 1 << 30; // 1 GiB: bodies stream, so this bounds abuse, not memory
@@ -109,6 +109,7 @@ export const proxyCommand: CommandSpec = {
     { name: "trace-sampling", type: "string", value: "PERCENT", description: "Percent of new traces sampled; a request's own traceparent decides for its trace (default 1)." },
     { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
     { name: "max-connections", type: "string", value: "N", description: "Connections the inbound and outbound listeners hold together before closing new ones at accept (default: half the open-files limit)." },
+    { name: "tcp-upstream", type: "strings", value: "SVC:PORT=[ADDR:]PORT", description: "Carry opaque TCP to a Service's tcp port from a local listener, e.g. postgres:5432=15432 (the app connects to 127.0.0.1:15432); repeatable; replaces ProxyConfig.tcpUpstreams." },
     { name: "escaped-slashes", type: "string", value: "refuse|keep", description: "%2F and %5C in an inbound path: refuse them (default), or keep them as data for a service that never reads them as separators; rules then match them as data." },
     ...CONTROL_FLAGS,
   ],
@@ -181,9 +182,17 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const admin = listen("admin", pc?.admin, "127.0.0.1:15000");
   const statusText = str(args, "status");
   const status = statusText ? parseListen(statusText, "--status") : pc?.status;
+  const tcpFlags = args.flags["tcp-upstream"] as string[] | undefined;
+  const tcpUpstreams = tcpFlags?.length
+    ? tcpFlags.map((text) => parseTcpUpstream(text, "--tcp-upstream"))
+    : (pc?.tcpUpstreams ?? []).map((u) => ({ service: u.service, port: u.port, bind: { address: u.bindAddress, port: u.bindPort } }));
   const listeners: Record<string, Listen | undefined> = { inbound, outbound, admin, status };
+  tcpUpstreams.forEach((u, i) => (listeners[`tcp-upstream ${i + 1} (${u.service}:${u.port})`] = u.bind));
   const clash = listenerClash(listeners, Object.keys(listeners));
-  if (clash) throw new UsageError(`the ${clash[1]} and ${clash[0]} listeners would share port ${listeners[clash[1]]!.port}`, `--${clash[1]}`);
+  if (clash) {
+    const flag = (name: string) => (name.startsWith("tcp-upstream") ? "tcp-upstream" : name);
+    throw new UsageError(`the ${clash[1]} and ${clash[0]} listeners would share port ${listeners[clash[1]]!.port}`, `--${flag(clash[1])}`);
+  }
   const proxy = await startProxy({
     service,
     namespace,
@@ -206,6 +215,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     streamIdleTimeoutMs,
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
     escapedSlashes,
+    tcpUpstreams,
     awaitsConfig: cp !== undefined,
     savedConfig: cp ? loadSavedConfig(certsDir, ctx.log) : undefined,
     tracing,

@@ -61,6 +61,26 @@ export class AccessLog {
     if (this.batch.length >= BATCH_CHARS) this.writeBatch();
   }
 
+  /**
+   * One opaque TCP connection, when it ends: `authority` is the service and port it was for,
+   * `result` how it ended (ok, reset, idle) or why it was refused; bytes from and to its client.
+   */
+  connection(direction: "inbound" | "outbound", authority: string, peer: string, result: string, durationMs: number, received: number, sent: number): void {
+    const line = {
+      time: new Date().toISOString(),
+      direction,
+      protocol: "tcp",
+      authority,
+      result,
+      duration_ms: Math.round(durationMs * 1000) / 1000,
+      bytes_received: received,
+      bytes_sent: sent,
+      peer,
+    };
+    this.batch += JSON.stringify(line) + "\n";
+    if (this.batch.length >= BATCH_CHARS) this.writeBatch();
+  }
+
   private writeBatch(): void {
     if (this.batch === "") return;
     this.sink.write(this.batch);

@@ -18,6 +18,7 @@ import { CircuitBreaker } from "./resilience/circuit-breaker.ts";
 import { balancerPolicy, outlierConfig, retryBudgetConfig, retryPolicy } from "./policy.ts";
 import { OutlierDetector } from "./resilience/outlier.ts";
 import { RetryBudget, type RetryPolicy } from "./resilience/retry.ts";
+import type { VerifyPeer } from "./transport/h1/tls-verify.ts";
 import { UpstreamPools } from "./transport/upstream-pools.ts";
 
 export interface Destination {
@@ -31,6 +32,10 @@ export interface Destination {
   balancer: Balancer;
   /** Set for ewma balancing: each response's latency feeds the endpoint's average. */
   ewmaDecayMs: number | undefined;
+  /** Checks a peer's certificate is this service's SPIFFE ID; undefined outside the mesh. */
+  verifyPeer: VerifyPeer | undefined;
+  /** The Service's tcp ports: port → the workload's port (targetPort). */
+  tcpPorts: ReadonlyMap<number, number>;
   /** Pooled connections per endpoint; the peer's SPIFFE ID is checked once per connection. */
   pools: UpstreamPools;
   outlier: OutlierDetector;
@@ -117,9 +122,10 @@ function withEndpoints(prev: Destination, svc: Service): Destination {
 function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: WorkloadCerts): Destination {
   const spiffeId = svc.spec.mtls ? formatSpiffeId(workloadId(certs.trustDomain, svc.metadata.namespace, svc.spec.identity)) : undefined;
   const check = spiffeId ? expectPeer(spiffeId, certs.trustDomain) : undefined;
+  const verifyPeer: VerifyPeer | undefined = check && ((der) => check("", { raw: der }));
   const pools = new UpstreamPools({
     certs,
-    verifyPeer: check && ((der) => check("", { raw: der })),
+    verifyPeer,
     connectTimeoutMs: policy.timeouts.connect,
     idleTimeoutMs: policy.timeouts.idle,
     maxConnections: policy.circuitBreaker.maxConnections,
@@ -134,6 +140,8 @@ function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: Wo
     namespace: svc.metadata.namespace,
     spiffeId,
     scheme: spiffeId ? "https" : "http",
+    verifyPeer,
+    tcpPorts: new Map(svc.spec.ports.filter((p) => p.protocol === "tcp").map((p) => [p.port, p.targetPort])),
     endpoints,
     balancer: createBalancer(balancerPolicy(lb), { clock: systemClock, random: Math.random }),
     ewmaDecayMs: lb.type === "ewma" ? lb.ewmaDecay ?? DEFAULT_EWMA_DECAY_MS : undefined,

@@ -169,6 +169,13 @@ export function proxyMetrics(registry = new Registry()) {
     websocketUpgrades: registry.counter("mesh_websocket_upgrades_total", "WebSocket upgrades attempted, by direction, peer service and status class (1xx: upgraded), refused ones included; an upgrade is not counted in mesh_requests_total."),
     grpcResponses: registry.counter("mesh_grpc_responses_total", "gRPC calls ended, by direction, peer service and grpc_status (the code the client received; 1 CANCELLED when the client left first); also counted in mesh_requests_total."),
     websocketsOpen: registry.gauge("mesh_websockets_open", "WebSockets relayed now, by direction."),
+    tcpConnections: registry.counter(
+      "mesh_tcp_connections_total",
+      "Opaque TCP connections (a Service's tcp ports) ended, by direction, peer service and result: ok, reset, idle, or why one was refused (denied, no-such-port, connect-failure, ...).",
+    ),
+    tcpReceived: registry.counter("mesh_tcp_received_bytes_total", "Bytes opaque TCP connections carried from their client, by direction and peer service; counted when a connection ends."),
+    tcpSent: registry.counter("mesh_tcp_sent_bytes_total", "Bytes opaque TCP connections carried to their client, by direction and peer service; counted when a connection ends."),
+    tcpOpen: registry.gauge("mesh_tcp_connections_open", "Opaque TCP connections carried now, by direction."),
   };
 }
 export type ProxyMetrics = ReturnType<typeof proxyMetrics>;

@@ -47,6 +47,8 @@ import { inboundH2 } from "./h2/inbound-h2.ts";
 import { outboundH2 } from "./h2/outbound-h2.ts";
 import { IdleStreams } from "./h2/idle-streams.ts";
 import type { EscapedSlashes } from "../config/kinds/proxy-config.ts";
+import { sidecarTcp } from "./tcp/sidecar-tcp.ts";
+import type { TcpUpstream } from "./tcp/outbound-tcp.ts";
 
 export interface Listen {
   address: string;
@@ -92,6 +94,8 @@ export interface ProxyOptions {
   maxConnections?: number;
   /** What the inbound does with `%2F` and `%5C` in a path: refuse the request (default), or keep them as data. */
   escapedSlashes?: EscapedSlashes;
+  /** Opaque TCP upstreams: a local listener each. */
+  tcpUpstreams?: TcpUpstream[];
   log: Logger;
 }
 
@@ -103,7 +107,8 @@ const LISTENER_SHARE_OF_FDS = 0.5;
 const UPSTREAM_SHARE_OF_FDS = 0.4;
 
 export interface RunningProxy {
-  ports: { inbound: number; outbound: number; admin: number; status?: number };
+  /** `tcp`: the TCP upstreams' listeners, in the order given. */
+  ports: { inbound: number; outbound: number; admin: number; status?: number; tcp?: number[] };
   /** Validates a config version from the control plane and swaps it in; throws ConfigRejected with the reason. */
   applyConfig(documents: unknown[], version: string): void;
   /** A renewed certificate: new connections, in and out, use it; open ones finish on the old. */
@@ -192,6 +197,10 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundH2Server = h2LoopbackServer(tunnelDir.inboundH2Path, inboundH2Tunnels.identities, inboundStreams.onStream);
   const outboundH2Server = h2LoopbackServer(tunnelDir.outboundH2Path, undefined, outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, accessLog: opts.accessLog, tracer }));
 
+  const tcp = sidecarTcp({
+    ...opts, upstreams: opts.tcpUpstreams ?? [], snapshot: () => snapshot, certs: () => certs, policies: () => inboundPolicies, metrics, budget,
+  });
+  tcp.configure(config.services);
   const inbound = new H1Listener({
     hostname: opts.inbound.address,
     port: opts.inbound.port,
@@ -199,6 +208,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     // Longer than callers' pool idle timeout (default 10 s), so a caller never reuses a connection this side has just closed.
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
     budget,
+    tcp: tcp.accept,
     handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, h2Tunnels: inboundH2Tunnels, health, accessLog: opts.accessLog, policies: () => inboundPolicies, tracer }),
     events: {
       onRefused: (reason) => {
@@ -219,6 +229,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
   const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());
+  const tcpPorts = tcp.listen();
   const status: StatusState = {
     notReady: () => (draining ? "draining" : inboundPolicies.pending ?? (awaitingControlPlane ? "waiting for the first config from the control plane" : undefined)),
     metrics,
@@ -246,7 +257,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       outbound: `${opts.outbound.address}:${outboundPort}`,
       admin: `${opts.admin.address}:${admin.port}`,
       ...(statusListen && statusPort && { status: `${statusListen.address}:${statusPort.port}` }),
+      ...(tcpPorts.length > 0 && { tcpUpstreams: opts.tcpUpstreams!.map((u, i) => ({ service: u.service, port: u.port, listen: `${u.bind.address}:${tcpPorts[i]}` })) }),
     },
+    ...(tcp.ports.size > 0 && { tcpPorts: [...tcp.ports] }),
     escapedSlashes: opts.escapedSlashes ?? "refuse",
     ...(opts.tracing && { tracing: { collector: opts.tracing.collector.href, sampling: opts.tracing.sampling } }),
     ...configInForce(snapshot, config.routes, inboundPolicies),
@@ -258,7 +271,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     draining = true;
     inbound.stopAccepting();
   };
-  const ports = { inbound: inboundPort, outbound: outboundPort, admin: admin.port, ...(statusPort && { status: statusPort.port }) };
+  const ports = { inbound: inboundPort, outbound: outboundPort, admin: admin.port, ...(statusPort && { status: statusPort.port }), ...(tcpPorts.length > 0 && { tcp: tcpPorts }) };
   opts.log.info({ identity: opts.certs.spiffeId, ...ports }, "proxy ready");
 
   return {
@@ -273,6 +286,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       }
       config = withStatic(dynamic, statics);
       swap(snapshotOfConfig(config, version, snapshot));
+      tcp.configure(config.services);
       inboundPolicies = policiesOf(config, inboundPolicies);
       awaitingControlPlane = false;
     },
@@ -295,6 +309,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       let clean = await inboundInflight.settle(opts.drainTimeoutMs);
       await delay;
       outbound.stopAccepting(); // no new calls from the service; accepted ones finish
+      tcp.stopAccepting();
       if (clean) clean = await outboundInflight.settle(Math.max(0, deadline - Date.now()));
       // Each connection closes once its response is written; tunnels once their loopback side ends.
       const stopped = Promise.all([inboundHttp.stop(false), outboundHttp.stop(false)]);
@@ -309,6 +324,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
         await Bun.sleep(10);
       }
       if (clean) clean = await settlesBefore(stopped, deadline - Date.now());
+      // Carried TCP has no request to wait for: its connections end with the drain, in order (FIN both ways).
+      tcp.closeAll();
       inbound.closeAll();
       outbound.closeAll();
       // Probes heard "not ready" throughout the drain; the port goes with the process.

@@ -207,7 +207,7 @@ describe("loadManifests: errors", () => {
     const two = await s.write("two.json", JSON.stringify({ ...svcJson("db"), spec: { ports: [] } }));
     const r = await loadManifests([one, missing, two]);
     expect(lines(r)).toEqual([
-      `${one}#0 spec.ports[0].protocol: expected one of http, http2, grpc`,
+      `${one}#0 spec.ports[0].protocol: expected one of http, http2, grpc, tcp`,
       `${one}#0 spec.endpoints[0].weight: expected number ≥ 0`,
       `${one}#0 spec.endpoints[0]: unknown field "weigth" (did you mean "weight"?)`,
       `${one}#1 kind: unknown kind "Route"; known kinds: AuthorizationPolicy, ControlPlaneConfig, DestinationPolicy, HTTPRoute, ProxyConfig, RateLimitPolicy, RequestAuthentication, Service`,
@@ -215,6 +215,6 @@ describe("loadManifests: errors", () => {
       `${two}#0 spec.ports: expected at least 1 item`,
     ]);
     expect(r.manifests).toEqual([]);
-    expect(r.errors[0]).toEqual({ file: one, doc: 0, path: "spec.ports[0].protocol", message: "expected one of http, http2, grpc" });
+    expect(r.errors[0]).toEqual({ file: one, doc: 0, path: "spec.ports[0].protocol", message: "expected one of http, http2, grpc, tcp" });
   });
 });

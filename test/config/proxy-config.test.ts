@@ -115,6 +115,33 @@ describe("ProxyConfig", () => {
     ]);
   });
 
+  test("tcpUpstreams: a called service and its port, bound on loopback by default; a bind port another listener holds is refused", () => {
+    const ok = `${UPSTREAM}\n  tcpUpstreams:\n    - {service: postgres, port: 5432, bindPort: 15432}\n    - {service: redis.cache, port: 6379, bindAddress: "::1", bindPort: 16379}`;
+    expect(specOf(proxy(ok)).tcpUpstreams).toEqual([
+      { service: "postgres", port: 5432, bindAddress: "127.0.0.1", bindPort: 15432 },
+      { service: "redis.cache", port: 6379, bindAddress: "::1", bindPort: 16379 },
+    ]);
+    const bad = [
+      UPSTREAM,
+      "  tcpUpstreams:",
+      "    - {service: Postgres, port: 0, bindPort: 15001}",
+      "    - {service: a.b.c, port: 5432, bindAddress: 10.0.0.300}",
+      "    - {service: db, port: 5432, bindPort: 15432}",
+      "    - {service: db, port: 5433, bindPort: 15432}",
+      "    - null",
+    ].join("\n");
+    expect(errorsOf(proxy(bad))).toEqual([
+      `m.yaml#0 spec.tcpUpstreams[0].service: service "Postgres" must be a DNS label: 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit`,
+      "m.yaml#0 spec.tcpUpstreams[0].port: expected port 1-65535",
+      'm.yaml#0 spec.tcpUpstreams[1].service: "a.b.c": expected name or name.namespace',
+      'm.yaml#0 spec.tcpUpstreams[1].bindAddress: expected an IPv4 or IPv6 address or a hostname, got "10.0.0.300"',
+      "m.yaml#0 spec.tcpUpstreams[1].bindPort: required",
+      "m.yaml#0 spec.tcpUpstreams[4]: expected object, got null",
+      "m.yaml#0 spec.tcpUpstreams[0].bindPort: port 15001 is also used by outbound",
+      "m.yaml#0 spec.tcpUpstreams[3].bindPort: port 15432 is also used by tcpUpstreams[2]",
+    ]);
+  });
+
   test("certs: dir, or all of cert, key and ca", () => {
     expect(specOf(proxy(`${UPSTREAM}\n  certs: {dir: /etc/mesh}`)).certs).toEqual({ dir: "/etc/mesh" });
     expect(errorsOf(proxy(`${UPSTREAM}\n  certs: {}`))).toEqual(["m.yaml#0 spec.certs: set dir, or cert, key and ca"]);

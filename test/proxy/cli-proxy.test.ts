@@ -55,3 +55,22 @@ test("ProxyConfig.logLevel applies unless --log-level is given", async () => {
   await Bun.sleep(100);
   expect(loud.stderr()).toContain("proxy ready");
 });
+
+test.each([
+  ["db", "expected SERVICE:PORT=[ADDRESS:]LOCAL_PORT"],
+  ["db:5432", "expected SERVICE:PORT=[ADDRESS:]LOCAL_PORT"],
+  ["db:70000=15432", "expected SERVICE:PORT=[ADDRESS:]LOCAL_PORT"],
+  ["db:5432=host:port", "expected ADDRESS:PORT"],
+])("--tcp-upstream %s is refused with exit 64, naming the flag", async (value, message) => {
+  const r = await proxy("--upstream", "http://127.0.0.1:8080", "--tcp-upstream", value);
+  expect(r.code).toBe(64);
+  expect(r.err).toContain("--tcp-upstream");
+  expect(r.err).toContain(message);
+});
+
+test("a TCP upstream on another listener's port is refused before anything binds", async () => {
+  const r = await proxy("--upstream", "http://127.0.0.1:8080", "--admin", "127.0.0.1:15999", "--tcp-upstream", "db:5432=127.0.0.1:15999");
+  expect(r.code).toBe(64);
+  expect(r.err).toContain("--tcp-upstream");
+  expect(r.err).toContain("would share port 15999");
+});

@@ -51,6 +51,9 @@ export const Timeouts = z
     idle: Duration.prefault("10s").describe(
       'How long an unused pooled connection stays open; keep it below the server\'s own idle timeout (a mesh inbound: 30 s); default "10s".',
     ),
+    tcpIdle: Duration.prefault("1h").describe(
+      'How long an opaque TCP connection (a tcp port) may carry nothing either way before the caller\'s sidecar closes it; "0s" never; default "1h", as Envoy\'s TCP proxy (the callee\'s sidecar closes after 1 h).',
+    ),
   })
   .prefault({})
   .describe("Timeouts of calls to this service.");

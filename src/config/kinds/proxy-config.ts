@@ -1,7 +1,8 @@
 /** ProxyConfig: settings of one sidecar proxy. */
 import { z } from "zod";
 import { Duration } from "../duration";
-import { always, dnsLabel, Host, listener, MaxConnections, noListenerClash, NonEmpty, optionalListener, TrustDomain } from "../common";
+import { always, dnsLabel, Host, listener, listenerClash, MaxConnections, noListenerClash, NonEmpty, optionalListener, Port, TrustDomain } from "../common";
+import { nameProblem } from "../../pki/spiffe";
 import { registerKind, type ManifestOf } from "../manifest";
 
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
@@ -75,6 +76,22 @@ export type EscapedSlashes = (typeof ESCAPED_SLASHES)[number];
 export const ESCAPED_SLASHES_HELP =
   "What the inbound does with %2F and %5C in a path: refuse (400, the default: a service that decodes them into separators would read a path other than the one rules matched), or keep them as data, for a service that never reads them as separators (GitLab's project paths); rules then see them as data too, so a rule on /admin/* does not match /admin%2Fkeys.";
 
+/** A Service this sidecar calls: `name` (in any namespace, as a Host header names it) or `name.namespace`. */
+const CalledService = z.string().superRefine((value, ctx) => {
+  const parts = value.split(".");
+  const problem = parts.length > 2 ? `"${value}": expected name or name.namespace` : parts.map((p) => nameProblem("service", p)).find((p) => p);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
+export const TcpUpstreamSpec = z
+  .strictObject({
+    service: CalledService.describe("The Service: name, or name.namespace."),
+    port: Port.describe("Its port, one declared with protocol tcp."),
+    bindAddress: Host.default("127.0.0.1").describe("Address of the local listener the application connects to; default 127.0.0.1."),
+    bindPort: Port.describe("Port of the local listener: the application connects to bindAddress:bindPort as if to the service."),
+  })
+  .describe("An opaque TCP upstream: a local listener whose connections are carried to the Service's tcp port, over mTLS to its sidecars.");
+
 const CERT_FILES = ["cert", "key", "ca"] as const;
 
 /** Either a directory holding the three files, or the three paths; never a mix. */
@@ -121,8 +138,23 @@ export const ProxyConfigSpec = z
       .describe("Path on the upstream checked before each heartbeat to the control plane; default: health judged from traffic."),
     escapedSlashes: z.enum(ESCAPED_SLASHES).default("refuse").describe(ESCAPED_SLASHES_HELP),
     maxConnections: MaxConnections.describe("Connections the inbound and outbound listeners hold together before closing new ones at accept; default half the open-files limit."),
+    tcpUpstreams: z
+      .array(TcpUpstreamSpec)
+      .optional()
+      .describe("Opaque TCP upstreams (a database, a queue): one local listener each, as Consul's upstreams with local_bind_port; the --tcp-upstream flags replace them."),
   })
   .superRefine(noListenerClash(["inbound", "outbound", "admin", "status"]), always)
+  .superRefine((spec, ctx) => {
+    if (!Array.isArray(spec.tcpUpstreams)) return;
+    const listeners: Record<string, { address: string; port: number }> = { inbound: spec.inbound, outbound: spec.outbound, admin: spec.admin, ...(spec.status && { status: spec.status }) };
+    spec.tcpUpstreams.forEach((u, i) => {
+      if (typeof u !== "object" || u === null) return;
+      const bind = { address: u.bindAddress, port: u.bindPort };
+      const taken = Object.keys(listeners).find((other) => listenerClash({ [other]: listeners[other]!, bind }, [other, "bind"]));
+      if (taken) ctx.addIssue({ code: "custom", path: ["tcpUpstreams", i, "bindPort"], message: `port ${u.bindPort} is also used by ${taken}` });
+      listeners[`tcpUpstreams[${i}]`] = bind;
+    });
+  }, always)
   .superRefine((spec, ctx) => {
     if (spec.outboundDrainDelay > spec.drainTimeout)
       ctx.addIssue({ code: "custom", path: ["outboundDrainDelay"], message: `${spec.outboundDrainDelay} ms is longer than drainTimeout (${spec.drainTimeout} ms), which ends every drain` });

@@ -4,28 +4,24 @@ import { always, dnsLabel, Host, NonEmpty, Port, uniqueBy } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 
 /**
- * What the proxies carry: HTTP/1.1 (WebSocket upgrades included), HTTP/2 and gRPC. The
- * protocol of each call is the one the caller speaks (HTTP/2 from its first bytes), so the
- * port's protocol describes the service; it does not switch anything.
+ * What the proxies carry: HTTP/1.1 (WebSocket upgrades included), HTTP/2 and gRPC on the
+ * outbound listener, where each call keeps the protocol its caller speaks (HTTP/2 from its
+ * first bytes); and opaque TCP, through a local listener per tcp port a sidecar is told to
+ * bind (ProxyConfig tcpUpstreams).
  */
-export const PROTOCOLS = ["http", "http2", "grpc"] as const;
-/** Named so a manifest written for another mesh gets a reason, not just "invalid option". */
-const NOT_CARRIED = new Set(["tcp"]);
+export const PROTOCOLS = ["http", "http2", "grpc", "tcp"] as const;
 
 export const ServicePort = z
   .strictObject({
     name: dnsLabel("port name").describe("Name of the port, unique within the service: a DNS label."),
     port: Port.describe("Port clients address the service on."),
     protocol: z
-      .enum(PROTOCOLS, {
-        error: (iss) =>
-          typeof iss.input === "string" && NOT_CARRIED.has(iss.input)
-            ? `"${iss.input}" is not carried yet: mesh proxies HTTP/1.1 (WebSocket upgrades included), HTTP/2 and gRPC; opaque TCP through a sidecar would fail`
-            : undefined,
-      })
+      .enum(PROTOCOLS)
       .default("http")
-      .describe("Protocol spoken on the port: http (HTTP/1.1, WebSocket upgrades included), http2 (h2c) or grpc; default http. Each call keeps the protocol its caller speaks (HTTP/2 is told by its first bytes), so this describes the service and switches nothing."),
-    targetPort: Port.optional().describe("Port the workload listens on; default: port."),
+      .describe(
+        "Protocol spoken on the port: http (HTTP/1.1, WebSocket upgrades included), http2 (h2c), grpc, or tcp (opaque bytes: a database, a queue); default http. HTTP calls keep the protocol their caller speaks (HTTP/2 is told by its first bytes), so for them this describes the service. A tcp port is reached through a local listener the caller's sidecar binds for it (ProxyConfig tcpUpstreams), and the service's sidecar carries such connections to targetPort on the service's host, to no port the Service does not declare tcp.",
+      ),
+    targetPort: Port.optional().describe("Port the workload listens on; default: port. For a tcp port of a service outside the mesh (mtls: false), the port connected to on each endpoint's address."),
   })
   .describe("A port the service serves.");
 

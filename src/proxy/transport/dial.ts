@@ -41,6 +41,8 @@ export interface DialTarget {
   tls?: DialTls;
   /** Covers TCP connect, TLS handshake and the peer check. */
   connectTimeoutMs: number;
+  /** A FIN from the server ends only its direction (an opaque TCP stream, ../tcp); default: it closes the socket. */
+  allowHalfOpen?: boolean;
 }
 
 export interface DialOutcome<T> {
@@ -67,7 +69,7 @@ export class Dial<T> {
   }
 
   start(data: T, handlers: SocketHandler<T>): void {
-    const { host, port, tls, connectTimeoutMs } = this.target;
+    const { host, port, tls, connectTimeoutMs, allowHalfOpen } = this.target;
     this.timer = setTimeout(() => this.fail(new ConnectError(`connect to ${host}:${port} timed out after ${connectTimeoutMs} ms`, "timeout")), connectTimeoutMs);
     const budget = upstreamBudget;
     if (budget !== undefined) {
@@ -80,6 +82,7 @@ export class Dial<T> {
         port,
         data,
         socket: handlers,
+        ...(allowHalfOpen ? { allowHalfOpen } : {}),
         // rejectUnauthorized: false only because Bun's hostname check cannot be turned off
         // and always fails for SPIFFE certificates; the chain verdict is enforced in
         // handshake() (tls-verify.ts), and nothing is written before it passed.

@@ -9,7 +9,8 @@
  *
  * An mTLS connection whose client chose mesh-mux/1 in ALPN (another mesh proxy) carries
  * many HTTP/1.1 connections as streams (../mux); each is a ServerConnection with the
- * identity the connection's handshake proved.
+ * identity the connection's handshake proved. One that chose mesh-tcp/1 carries an opaque
+ * TCP connection, and is handed over whole (../../tcp).
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { peerIdFromDer } from "../../peer-identity.ts";
@@ -22,14 +23,25 @@ import { errorParts } from "../../errors.ts";
 import { SlotList } from "../../../core/slot-list.ts";
 import { readEvent } from "../../../core/clock.ts";
 import type { ConnectionBudget } from "../../../core/connection-budget.ts";
+import { TCP_ALPN } from "../../tcp/wire.ts";
 
 // "h2" last: a client that offers HTTP/1.1 too keeps it (the service may speak nothing else); one offering h2 alone (gRPC) is handed on whole once its preface is read (../../h2).
-const ALPN = alpnWire([MUX_ALPN, "http/1.1", "h2"]);
+const ALPN = alpnWire([MUX_ALPN, "http/1.1", "h2", TCP_ALPN]);
 /** How long a draining listener still takes streams a client opened before it heard GOAWAY. */
 const GOAWAY_GRACE_MS = 1000;
 
-/** What a listener socket's events go to: an HTTP/1.1 connection, or a mux session. */
-type SocketOwner = ServerConnection | MuxSession;
+/** What takes over an mTLS socket whose peer chose mesh-tcp/1. */
+export interface TcpSocketOwner {
+  onData(chunk: Buffer): void;
+  onDrain(): void;
+  onTimeout(): void;
+  onClose(err?: Error): void;
+  /** The peer's FIN: its direction alone is over. */
+  onEnd(): void;
+}
+
+/** What a listener socket's events go to: an HTTP/1.1 connection, a mux session, or a carried TCP connection. */
+type SocketOwner = ServerConnection | MuxSession | TcpSocketOwner;
 
 export interface ListenerTls {
   cert: string;
@@ -56,6 +68,8 @@ export interface ListenerOptions {
   events: ListenerEvents;
   /** Connections this listener may hold, shared with the process's other listeners. */
   budget?: ConnectionBudget;
+  /** mTLS only: takes connections whose peer chose mesh-tcp/1; without it, none can. */
+  tcp?: (socket: Socket<unknown>, peer: string) => TcpSocketOwner;
 }
 
 export class H1Listener {
@@ -147,6 +161,8 @@ export class H1Listener {
       hostname: this.opts.hostname,
       port,
       reusePort: tls !== undefined,
+      // A carried TCP connection's FIN ends one direction (end() below); every other owner closes at it, as by default.
+      allowHalfOpen: tls !== undefined,
       ...(tls ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ALPN } } : {}),
       socket: {
         open(sock) {
@@ -178,6 +194,12 @@ export class H1Listener {
             sock.data = self.openSession(sock, id.spiffeId);
             return self.opts.events.onOpen();
           }
+          if (sock.alpnProtocol === TCP_ALPN) {
+            if (self.opts.tcp === undefined || !self.accepting) return conn.shutdown(false);
+            self.conns.delete(conn);
+            sock.data = self.opts.tcp(sock as Socket<unknown>, id.spiffeId);
+            return self.opts.events.onOpen();
+          }
           conn.peer = id.spiffeId;
           self.ready(conn);
         },
@@ -185,6 +207,11 @@ export class H1Listener {
           if (sock.data !== undefined) readEvent(sock.data, chunk);
         },
         drain: (sock) => sock.data?.onDrain(),
+        end: (sock) => {
+          const owner = sock.data;
+          if (owner !== undefined && "onEnd" in owner) owner.onEnd();
+          else sock.end();
+        },
         timeout: (sock) => sock.data?.onTimeout(),
         close: (sock, err) => {
           // Only refused sockets have no owner, and they took nothing from the budget.

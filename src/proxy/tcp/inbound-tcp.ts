@@ -1,0 +1,141 @@
+/**
+ * The callee's side of mesh-tcp/1 (wire.ts): an mTLS connection whose peer chose it in
+ * ALPN names the port it is for, and is carried to the local service on that port if
+ * the port is one of the service's tcp ports (never any other: the admin port, or a
+ * database the service keeps to itself, stays out of reach), the caller passes the
+ * service's AuthorizationPolicies as a connection (Authorizer.checkConnection) and its
+ * RateLimitPolicy (a connection counts as a request). The answer byte tells the caller's
+ * sidecar which; after CONNECTED the connection is the service's byte stream.
+ */
+import type { Socket } from "bun";
+import type { InboundPolicies } from "../inbound-admission.ts";
+import type { ProxyMetrics } from "../metrics.ts";
+import { peerService } from "../peer-service.ts";
+import { CarriedConnection, type CarriedResult } from "./carried.ts";
+import { UpstreamLeg } from "./leg.ts";
+import type { PipeReport } from "./pipe.ts";
+import type { TcpReporter } from "./report.ts";
+import { Answer, ANSWER_RESULT, PREAMBLE_BYTES, portOf } from "./wire.ts";
+
+/** Envoy's TCP proxy idle timeout: a carried connection silent for this long either way is closed. */
+export const INBOUND_TCP_IDLE_MS = 3_600_000;
+/** Connecting to the service on loopback. */
+const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
+
+export interface InboundTcpDeps {
+  /** The local service's host (--upstream's). */
+  host: string;
+  /** The service's tcp ports now (each port's targetPort): the only ones reached. */
+  ports: () => ReadonlySet<number>;
+  policies: () => InboundPolicies;
+  metrics: ProxyMetrics;
+  report: TcpReporter;
+  /** A connection silent this long either way is closed; 0: never. */
+  idleMs: number;
+}
+
+export class InboundTcp {
+  private readonly open = new Set<InboundTcpConnection>();
+
+  constructor(private readonly deps: InboundTcpDeps) {}
+
+  get count(): number {
+    return this.open.size;
+  }
+
+  /** Takes over an mTLS socket whose peer chose mesh-tcp/1; `peer`: its SPIFFE ID, proven in the handshake. */
+  accept(socket: Socket<unknown>, peer: string): InboundTcpConnection {
+    const conn = new InboundTcpConnection(socket, peer, this.deps, (c) => this.open.delete(c));
+    this.open.add(conn);
+    this.deps.report.opened();
+    return conn;
+  }
+
+  /** A drain's end: every connection is ended gracefully. */
+  closeAll(): void {
+    for (const conn of [...this.open]) conn.shutdown();
+  }
+}
+
+export class InboundTcpConnection extends CarriedConnection {
+  private preamble = new Uint8Array(0);
+  private port = 0;
+  private refusal: Answer = Answer.upstreamFailed;
+
+  constructor(
+    client: Socket<unknown>,
+    private readonly peer: string,
+    private readonly deps: InboundTcpDeps,
+    private readonly gone: (c: InboundTcpConnection) => void,
+  ) {
+    super(client);
+  }
+
+  protected override early(chunk: Uint8Array): void {
+    if (this.port !== 0) return this.hold(chunk);
+    const bytes = this.preamble.byteLength === 0 ? chunk : concat(this.preamble, chunk);
+    if (bytes.byteLength < PREAMBLE_BYTES) {
+      this.preamble = new Uint8Array(bytes);
+      return;
+    }
+    this.port = portOf(bytes);
+    if (bytes.byteLength > PREAMBLE_BYTES) this.hold(bytes.subarray(PREAMBLE_BYTES));
+    this.decide();
+  }
+
+  private decide(): void {
+    const { policies: current, ports, metrics } = this.deps;
+    const policies = current();
+    if (policies.pending !== undefined) return this.answer(Answer.notReady);
+    // Port 0 is no port; any other must be declared, or the peer could reach whatever listens on loopback.
+    if (!ports().has(this.port)) return this.answer(Answer.noSuchPort);
+    const peer = peerService(this.peer);
+    const denial = policies.authorizer?.checkConnection(this.peer);
+    if (denial !== undefined) {
+      metrics.denied.inc({ peer, policy: denial.policy });
+      return this.answer(Answer.denied);
+    }
+    const would = policies.dryRun?.checkConnection(this.peer);
+    if (would !== undefined) metrics.dryRunDenied.inc({ peer, policy: would.policy });
+    const limited = policies.limiter?.admit(this.peer);
+    if (limited !== undefined) {
+      metrics.rateLimited.inc({ peer, limit: limited.limit });
+      return this.answer(Answer.rateLimited);
+    }
+    new UpstreamLeg({ host: this.deps.host, port: this.port, connectTimeoutMs: LOCAL_CONNECT_TIMEOUT_MS }, this);
+  }
+
+  ready(socket: Socket<UpstreamLeg>): void {
+    if (this.finished) return void socket.terminate();
+    this.client.write(new Uint8Array([Answer.connected]));
+    this.join(socket, this.deps.idleMs);
+  }
+
+  failed(): void {
+    if (!this.finished) this.answer(Answer.upstreamFailed);
+  }
+
+  /** Refused: the answer goes to the caller's sidecar, then the end. */
+  private answer(answer: Answer): void {
+    this.refusal = answer;
+    this.refuse(ANSWER_RESULT[answer]);
+  }
+
+  protected override closeRefused(): void {
+    if (this.clientGone) return;
+    this.client.end(new Uint8Array([this.refusal]));
+  }
+
+  protected ended(result: CarriedResult, report: PipeReport | undefined): void {
+    this.gone(this);
+    const authority = this.port === 0 ? "" : `:${this.port}`;
+    this.deps.report.ended(peerService(this.peer), this.peer, authority, result, this.startedAt, report);
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a, 0);
+  out.set(b, a.byteLength);
+  return out;
+}

@@ -1,0 +1,67 @@
+/**
+ * Opaque TCP in a sidecar: the inbound side (mTLS connections that chose mesh-tcp/1, to
+ * the service's own tcp ports) and the outbound side (a local listener per TCP upstream).
+ */
+import type { Service } from "../../config/kinds/service.ts";
+import { bindNamed } from "../../core/bind-error.ts";
+import type { ConnectionBudget } from "../../core/connection-budget.ts";
+import type { Logger } from "../../core/log.ts";
+import type { AccessLog } from "../access-log.ts";
+import type { WorkloadCerts } from "../certs.ts";
+import type { Snapshot } from "../destinations.ts";
+import type { InboundPolicies } from "../inbound-admission.ts";
+import type { ProxyMetrics } from "../metrics.ts";
+import { InboundTcp, INBOUND_TCP_IDLE_MS } from "./inbound-tcp.ts";
+import { OutboundTcp, type TcpUpstream } from "./outbound-tcp.ts";
+import { TcpReporter } from "./report.ts";
+
+export interface SidecarTcpOptions {
+  service: string;
+  namespace: string;
+  /** The local service: tcp connections reach its host. */
+  upstream: URL;
+  upstreams: readonly TcpUpstream[];
+  snapshot: () => Snapshot;
+  certs: () => WorkloadCerts;
+  policies: () => InboundPolicies;
+  metrics: ProxyMetrics;
+  accessLog?: AccessLog;
+  budget: ConnectionBudget;
+  log: Logger;
+}
+
+export type SidecarTcp = ReturnType<typeof sidecarTcp>;
+
+export function sidecarTcp(o: SidecarTcpOptions) {
+  let ports: ReadonlySet<number> = new Set();
+  const inbound = new InboundTcp({
+    host: o.upstream.hostname.replace(/^\[|\]$/g, ""),
+    ports: () => ports,
+    policies: o.policies,
+    metrics: o.metrics,
+    report: new TcpReporter(o.metrics, "inbound", o.accessLog),
+    idleMs: INBOUND_TCP_IDLE_MS,
+  });
+  const outbound = new OutboundTcp({ snapshot: o.snapshot, certs: o.certs, metrics: o.metrics, report: new TcpReporter(o.metrics, "outbound", o.accessLog), budget: o.budget, log: o.log });
+  return {
+    accept: inbound.accept.bind(inbound),
+    /** The service's own tcp ports, from a config's Services: the only ones the inbound reaches. */
+    configure(services: readonly Service[]): void {
+      const own = services.filter((s) => s.metadata.name === o.service && s.metadata.namespace === o.namespace);
+      ports = new Set(own.flatMap((s) => s.spec.ports.filter((p) => p.protocol === "tcp").map((p) => p.targetPort)));
+    },
+    /** Binds every upstream's listener; their ports, in order. */
+    listen(): number[] {
+      return o.upstreams.map((u) => bindNamed(`tcp upstream ${u.service}:${u.port}`, u.bind.address, u.bind.port, () => outbound.listen(u)));
+    },
+    get ports(): ReadonlySet<number> {
+      return ports;
+    },
+    stopAccepting: () => outbound.stopAccepting(),
+    /** A drain's end: every carried connection is ended gracefully. */
+    closeAll(): void {
+      inbound.closeAll();
+      outbound.closeAll();
+    },
+  };
+}
