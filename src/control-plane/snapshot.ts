@@ -1,6 +1,6 @@
 /**
  * The config one proxy gets: the Services it may call (with the backends of their
- * HTTPRoutes), with the endpoints registered for them merged in, the DestinationPolicies
+ * HTTPRoutes) and its own, with the endpoints registered for them merged in, the DestinationPolicies
  * and HTTPRoutes for those services, the
  * AuthorizationPolicies, RequestAuthentications and RateLimitPolicy its own inbound
  * enforces, and the trust bundle.
@@ -73,7 +73,8 @@ export function snapshotFor(view: ControlPlaneView, sub: Subscriber, bundle: str
   for (const { raw, manifest } of sorted) {
     if (manifest.kind !== "Service") continue;
     const key = `${manifest.metadata.name}.${manifest.metadata.namespace}`;
-    if (wanted && !wanted.has(key)) continue;
+    // Its own Service always: its tcp ports are the only ones its inbound carries connections to.
+    if (wanted && !wanted.has(key) && key !== `${sub.service}.${sub.namespace}`) continue;
     included.add(key);
     services.push(withEndpoints(raw, registered.get(key) ?? []));
   }
