@@ -60,7 +60,8 @@ export class InboundTcp {
 export class InboundTcpConnection extends CarriedConnection {
   private preamble = new Uint8Array(0);
   private port = 0;
-  private refusal: Answer = Answer.upstreamFailed;
+  /** The answer a refusal sends; none before the preamble was read (a peer that never named a port is only closed). */
+  private refusal: Answer | undefined;
 
   constructor(
     client: Socket<unknown>,
@@ -123,6 +124,7 @@ export class InboundTcpConnection extends CarriedConnection {
 
   protected override closeRefused(): void {
     if (this.clientGone) return;
+    if (this.refusal === undefined) return this.client.terminate();
     this.client.end(new Uint8Array([this.refusal]));
   }
 

@@ -39,7 +39,11 @@ export class TcpPipe {
     private readonly idleMs: number,
     private readonly onEnd: (report: PipeReport) => void,
   ) {
-    for (const s of socks) this.armIdle(s, idleMs);
+    // 0: never idle, so a timer a listener armed before the join is disarmed too.
+    for (const s of socks) {
+      if (idleMs > 0) this.armIdle(s, idleMs);
+      else s.timeout(0);
+    }
   }
 
   /** Bytes read from `side`. */
@@ -95,6 +99,7 @@ export class TcpPipe {
 
   /** A side's idle timer fired: closes both if nothing moved for the idle time, else re-arms it. */
   timeout(side: Side): void {
+    if (this.idleMs <= 0) return;
     const quiet = performance.now() - this.lastActive;
     if (quiet < this.idleMs) return this.armIdle(this.socks[side], this.idleMs - quiet);
     this.error ??= "idle";
@@ -133,7 +138,7 @@ export class TcpPipe {
   }
 
   private armIdle(sock: Socket<unknown>, ms: number): void {
-    if (this.idleMs > 0) sock.timeout(Math.max(1, Math.ceil(ms / 1000)));
+    sock.timeout(Math.max(1, Math.ceil(ms / 1000)));
   }
 
   private report(): void {
