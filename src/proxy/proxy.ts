@@ -201,6 +201,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     ...opts, upstreams: opts.tcpUpstreams ?? [], snapshot: () => snapshot, certs: () => certs, policies: () => inboundPolicies, metrics, budget,
   });
   tcp.configure(config.services);
+  if (!opts.awaitsConfig) tcp.checkUpstreams(snapshot);
   const inbound = new H1Listener({
     hostname: opts.inbound.address,
     port: opts.inbound.port,
@@ -287,6 +288,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       config = withStatic(dynamic, statics);
       swap(snapshotOfConfig(config, version, snapshot));
       tcp.configure(config.services);
+      tcp.checkUpstreams(snapshot);
       inboundPolicies = policiesOf(config, inboundPolicies);
       awaitingControlPlane = false;
     },

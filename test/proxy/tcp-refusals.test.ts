@@ -78,6 +78,13 @@ async function refused(port: number) {
 }
 
 describe("refused", () => {
+  test("at start, each upstream the config cannot carry is named in a warning", () => {
+    const err = orders.stderr();
+    expect(err).toContain('tcp upstream: no Service \\"nosuch\\" in the config; its connections are refused');
+    expect(err).toContain("tcp upstream: port 80 of db is not a tcp port");
+    expect(err).not.toContain("port 5432 of db is not");
+  });
+
   test("a port the service's own Service does not declare tcp: the callee refuses, and nothing reaches that port", async () => {
     await refused(local["db:5433"]!);
     expect(await eventually(async () => (await outcome(db.ports.admin, { direction: "inbound", peer: "orders", result: "no-such-port" })) === 1)).toBe(true);

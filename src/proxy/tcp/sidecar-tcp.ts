@@ -50,6 +50,14 @@ export function sidecarTcp(o: SidecarTcpOptions) {
       const own = services.filter((s) => s.metadata.name === o.service && s.metadata.namespace === o.namespace);
       ports = new Set(own.flatMap((s) => s.spec.ports.filter((p) => p.protocol === "tcp").map((p) => p.targetPort)));
     },
+    /** Warns of each upstream `snapshot` cannot carry (a missing Service, a port not tcp): its connections will be refused. */
+    checkUpstreams(snapshot: Snapshot): void {
+      for (const u of o.upstreams) {
+        const dest = snapshot.destinations.get(u.service);
+        const problem = dest === undefined ? `no Service "${u.service}" in the config` : dest.tcpPorts.has(u.port) ? undefined : `port ${u.port} of ${u.service} is not a tcp port`;
+        if (problem) o.log.warn({ upstream: `${u.service}:${u.port}`, version: snapshot.version }, `tcp upstream: ${problem}; its connections are refused`);
+      }
+    },
     /** Binds every upstream's listener; their ports, in order. */
     listen(): number[] {
       return o.upstreams.map((u) => bindNamed(`tcp upstream ${u.service}:${u.port}`, u.bind.address, u.bind.port, () => outbound.listen(u)));
