@@ -9,12 +9,15 @@ import type { H1Listener } from "./transport/h1-server/listener.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { UpstreamPools } from "./transport/upstream-pools.ts";
 
+/** Anything that refuses connections when the listeners' budget is spent. */
+export type PlaceTakers = Pick<LoopbackTunnels, "refusedOverLimit">;
+
 export interface GaugeSources {
   inbound: H1Listener;
   outbound: H1Listener;
-  /** WebSocket and HTTP/2 tunnels of each side. */
-  inboundTunnels: LoopbackTunnels[];
-  outboundTunnels: LoopbackTunnels[];
+  /** What else takes places from each side's budget: WebSocket and HTTP/2 tunnels, TCP upstream listeners. */
+  inboundTunnels: PlaceTakers[];
+  outboundTunnels: PlaceTakers[];
   status: H1Listener | undefined;
   admin: H1Listener;
   snapshot: () => Snapshot;
@@ -22,8 +25,8 @@ export interface GaugeSources {
 
 export function refreshGauges(metrics: ProxyMetrics, from: GaugeSources): void {
   metrics.openConnections.set({ direction: "inbound" }, from.inbound.openConnections);
-  // A WebSocket upgrade or HTTP/2 connection refused for want of places counts with its listener's refusals.
-  const refusedBy = (tunnels: LoopbackTunnels[]) => tunnels.reduce((n, t) => n + t.refusedOverLimit, 0);
+  // A WebSocket upgrade, HTTP/2 or TCP connection refused for want of places counts with its side's refusals.
+  const refusedBy = (tunnels: PlaceTakers[]) => tunnels.reduce((n, t) => n + t.refusedOverLimit, 0);
   metrics.connectionsRefused.set({ direction: "inbound" }, from.inbound.refusedOverLimit + refusedBy(from.inboundTunnels));
   metrics.connectionsRefused.set({ direction: "outbound" }, from.outbound.refusedOverLimit + refusedBy(from.outboundTunnels));
   if (from.status) metrics.connectionsRefused.set({ direction: "status" }, from.status.refusedOverLimit);

@@ -199,6 +199,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
 
   const tcp = sidecarTcp({
     ...opts, upstreams: opts.tcpUpstreams ?? [], snapshot: () => snapshot, certs: () => certs, policies: () => inboundPolicies, metrics, budget,
+    onOverLimit: () => overLimit("outbound tcp", budget),
   });
   tcp.configure(config.services);
   if (!opts.awaitsConfig) tcp.checkUpstreams(snapshot);
@@ -234,7 +235,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const status: StatusState = {
     notReady: () => (draining ? "draining" : inboundPolicies.pending ?? (awaitingControlPlane ? "waiting for the first config from the control plane" : undefined)),
     metrics,
-    beforeScrape: () => refreshGauges(metrics, { inbound, outbound, inboundTunnels: [inboundTunnels, inboundH2Tunnels], outboundTunnels: [outboundTunnels, outboundH2Tunnels], status: statusPort, admin, snapshot: () => snapshot }),
+    beforeScrape: () => refreshGauges(metrics, { inbound, outbound, inboundTunnels: [inboundTunnels, inboundH2Tunnels], outboundTunnels: [outboundTunnels, outboundH2Tunnels, tcp.outboundRefusals], status: statusPort, admin, snapshot: () => snapshot }),
   };
   // Each read-only port has its own small budget: a flood there must not take the data path's places.
   const readOnlyPort = (name: "status" | "admin", routes: Routes, listen: Listen) => {

@@ -33,10 +33,11 @@ function write(name: string, text: string): string {
 }
 
 /** A caller's sidecar with db's two tcp ports bound locally; `policy`: more documents for its config. */
-async function caller(policy = "") {
+async function caller(policy = "", flags: string[] = []) {
   const p = await fx.proxy("orders", fx.echo("orders").url, write(`orders-${Math.random()}`, dbService(db.ports.inbound) + policy), [
     "--tcp-upstream", "db:5432=127.0.0.1:0",
     "--tcp-upstream", "db:25=127.0.0.1:0",
+    ...flags,
   ]);
   const [pg, smtp] = (p.ready as { tcp: number[] }).tcp;
   return { ...p, pg: pg!, smtp: smtp! };
@@ -103,6 +104,31 @@ describe("carried connections", () => {
     expect(c.error).toBeUndefined();
     // The service's side was ended too, not left open.
     expect(await eventually(() => echo.open === open - 1, 5000)).toBe(true);
+  });
+});
+
+describe("limits", () => {
+  test("the local listeners take places from --max-connections: past it a connection is closed at accept, and counted", async () => {
+    const orders = await caller("", ["--max-connections", "2"]);
+    const held = [await hold(orders.pg), await hold(orders.pg)];
+    for (const c of held) c.socket!.write("x");
+    expect(await eventually(() => held.every((c) => c.text === "x"), 5000)).toBe(true);
+    const third = await tcpExchange(orders.pg, "over");
+    expect(third.text).toBe("");
+    expect(await metricValue(orders.ports.admin, "mesh_connections_refused_total", { direction: "outbound" })).toBe(1);
+    for (const c of held) c.socket!.end();
+    // Places come back when connections close.
+    expect(await eventually(async () => (await tcpExchange(orders.pg, "again")).text === "againbye 5", 5000)).toBe(true);
+  });
+
+  test("a DestinationPolicy's maxConnections caps the connections to the service", async () => {
+    const orders = await caller(doc("DestinationPolicy", "db", "  service: db\n  circuitBreaker: {maxConnections: 1}\n"));
+    const first = await hold(orders.pg);
+    first.socket!.write("x");
+    expect(await eventually(() => first.text === "x", 5000)).toBe(true);
+    expect((await tcpExchange(orders.pg, "second")).text).toBe("");
+    expect(await metricValue(orders.ports.admin, "mesh_tcp_connections_total", { direction: "outbound", peer: "db", result: "max-connections" })).toBe(1);
+    first.socket!.end();
   });
 });
 

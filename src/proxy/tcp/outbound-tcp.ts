@@ -38,6 +38,8 @@ export interface OutboundTcpDeps {
   report: TcpReporter;
   /** The listeners' connection budget, shared with the HTTP listeners. */
   budget?: ConnectionBudget;
+  /** A connection was closed at accept: the budget was spent. */
+  onOverLimit?: () => void;
   log: Logger;
 }
 
@@ -48,6 +50,8 @@ const NO_HEADERS: PickContext = { header: () => null };
 export class OutboundTcp {
   private readonly listeners: TCPSocketListener<OutboundTcpConnection | undefined>[] = [];
   private readonly open = new Set<OutboundTcpConnection>();
+  /** Connections closed at accept because the budget was spent. */
+  refusedOverLimit = 0;
 
   constructor(private readonly deps: OutboundTcpDeps) {}
 
@@ -64,7 +68,11 @@ export class OutboundTcp {
       allowHalfOpen: true,
       socket: {
         open(sock) {
-          if (self.deps.budget !== undefined && !self.deps.budget.take()) return void sock.terminate();
+          if (self.deps.budget !== undefined && !self.deps.budget.take()) {
+            self.refusedOverLimit++;
+            self.deps.onOverLimit?.();
+            return void sock.terminate();
+          }
           sock.setNoDelay(true);
           const conn = new OutboundTcpConnection(sock as Socket<unknown>, upstream, self.deps, (c) => self.open.delete(c));
           sock.data = conn;

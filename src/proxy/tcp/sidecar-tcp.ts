@@ -27,6 +27,8 @@ export interface SidecarTcpOptions {
   metrics: ProxyMetrics;
   accessLog?: AccessLog;
   budget: ConnectionBudget;
+  /** A local listener's connection was closed at accept: the budget was spent. */
+  onOverLimit?: () => void;
   log: Logger;
 }
 
@@ -42,9 +44,13 @@ export function sidecarTcp(o: SidecarTcpOptions) {
     report: new TcpReporter(o.metrics, "inbound", o.accessLog),
     idleMs: INBOUND_TCP_IDLE_MS,
   });
-  const outbound = new OutboundTcp({ snapshot: o.snapshot, certs: o.certs, metrics: o.metrics, report: new TcpReporter(o.metrics, "outbound", o.accessLog), budget: o.budget, log: o.log });
+  const outbound = new OutboundTcp({
+    snapshot: o.snapshot, certs: o.certs, metrics: o.metrics, report: new TcpReporter(o.metrics, "outbound", o.accessLog), budget: o.budget, onOverLimit: o.onOverLimit, log: o.log,
+  });
   return {
     accept: inbound.accept.bind(inbound),
+    /** The outbound side's refusals for want of places, counted with the outbound listener's. */
+    outboundRefusals: outbound as { readonly refusedOverLimit: number },
     /** The service's own tcp ports, from a config's Services: the only ones the inbound reaches. */
     configure(services: readonly Service[]): void {
       const own = services.filter((s) => s.metadata.name === o.service && s.metadata.namespace === o.namespace);
