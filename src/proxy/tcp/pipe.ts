@@ -8,6 +8,7 @@
  * its FIN.
  */
 import type { Socket } from "bun";
+import { writeQueued } from "../transport/write-queue.ts";
 
 /** 0: the client's side (the one that connected first); 1: the upstream side. */
 export type Side = 0 | 1;
@@ -66,7 +67,7 @@ export class TcpPipe {
 
   /** `side` can take bytes again. */
   drain(side: Side): void {
-    if (!this.flush(side)) return;
+    if (!writeQueued(this.socks[side], this.queues[side])) return;
     const from = (1 - side) as Side;
     if (!this.closed[from]) this.socks[from].resume();
     if (this.ended[from]) this.shutWrite(side);
@@ -112,21 +113,6 @@ export class TcpPipe {
       this.queues[side].length = 0;
       this.shutWrite(side);
     }
-  }
-
-  private flush(side: Side): boolean {
-    const queue = this.queues[side];
-    const sock = this.socks[side];
-    while (queue.length > 0) {
-      const head = queue[0]!;
-      const n = sock.write(head);
-      if (n < head.byteLength) {
-        queue[0] = head.subarray(Math.max(n, 0));
-        return false;
-      }
-      queue.shift();
-    }
-    return true;
   }
 
   private shutWrite(side: Side): void {

@@ -19,6 +19,7 @@
 import type { Socket, TCPSocketListener } from "bun";
 import { peerIdFromDer } from "../peer-identity.ts";
 import type { ConnectionBudget } from "../../core/connection-budget.ts";
+import { writeQueued } from "./write-queue.ts";
 
 export interface BridgeTls {
   cert: string;
@@ -54,21 +55,6 @@ interface Link {
 }
 /** A connection's state; undefined for one closed at accept. */
 type Outer = { link?: Link } | undefined;
-
-/** Writes what it can and queues the rest; true when everything went out. */
-function writeAll(sock: Socket<any>, queue: Uint8Array[], chunk?: Uint8Array): boolean {
-  if (chunk) queue.push(chunk);
-  while (queue.length) {
-    const head = queue[0]!;
-    const n = sock.write(head);
-    if (n < head.byteLength) {
-      queue[0] = head.subarray(Math.max(n, 0));
-      return false;
-    }
-    queue.shift();
-  }
-  return true;
-}
 
 export class TlsBridge {
   /** Loopback source port of a bridge connection → the SPIFFE ID of its TLS peer. */
@@ -166,11 +152,11 @@ export class TlsBridge {
             // client could otherwise have any amount buffered here (a 1 MB URL would be).
             link.pendingToInner.push(new Uint8Array(chunk));
             outer.pause();
-          } else if (!writeAll(link.inner, link.pendingToInner, chunk)) outer.pause();
+          } else if (!writeQueued(link.inner, link.pendingToInner, chunk)) outer.pause();
         },
         drain(outer) {
           const link = outer.data?.link;
-          if (!link || !writeAll(outer, link.pendingToOuter)) return;
+          if (!link || !writeQueued(outer, link.pendingToOuter)) return;
           if (link.closed) outer.end(); // the response finished while bytes were still queued
           else link.inner?.resume();
         },
@@ -206,14 +192,14 @@ export class TlsBridge {
           }
           link.inner = inner;
           if (spiffeId !== undefined) bridge.identities.set(inner.localPort, spiffeId);
-          if (writeAll(inner, link.pendingToInner)) outer.resume();
+          if (writeQueued(inner, link.pendingToInner)) outer.resume();
           else outer.pause();
         },
         data(inner, chunk) {
-          if (!writeAll(outer, link.pendingToOuter, chunk)) inner.pause();
+          if (!writeQueued(outer, link.pendingToOuter, chunk)) inner.pause();
         },
         drain(inner) {
-          if (writeAll(inner, link.pendingToInner)) outer.resume();
+          if (writeQueued(inner, link.pendingToInner)) outer.resume();
         },
         close() {
           bridge.close(link);

@@ -20,6 +20,7 @@ import { closingResponse } from "./responder.ts";
 import { errorParts } from "../../errors.ts";
 import { TUNNEL_HEADER } from "../../headers.ts";
 import { TUNNEL_NAME_ACK } from "../../h2/loopback-server.ts";
+import { writeQueued } from "../write-queue.ts";
 
 /** What a tunnel carries: a WebSocket upgrade (named in a header) or an HTTP/2 connection (named before it). */
 export type TunnelledProtocol = "websocket" | "h2";
@@ -55,20 +56,6 @@ function named(initial: Uint8Array, name: string): Uint8Array {
   out.set(field, lineEnd);
   out.set(initial.subarray(lineEnd), lineEnd + field.byteLength);
   return out;
-}
-
-/** Writes what it can and queues the rest; true when everything went out. */
-function writeAll(sock: Socket<Tunnel>, queue: Uint8Array[]): boolean {
-  while (queue.length) {
-    const head = queue[0]!;
-    const n = sock.write(head);
-    if (n < head.byteLength) {
-      queue[0] = head.subarray(Math.max(n, 0));
-      return false;
-    }
-    queue.shift();
-  }
-  return true;
 }
 
 export class LoopbackTunnels {
@@ -126,7 +113,7 @@ export class LoopbackTunnels {
     conn.tunnel = (chunk) => {
       if (t.closed) return;
       t.toInner.push(chunk);
-      if (!t.inner || t.greeting !== undefined || !writeAll(t.inner, t.toInner)) hold();
+      if (!t.inner || t.greeting !== undefined || !writeQueued(t.inner, t.toInner)) hold();
     };
     conn.onTunnelClose = () => this.close(t);
     const tunnels = this;
@@ -139,21 +126,21 @@ export class LoopbackTunnels {
           t.inner = inner;
           conn.onTunnelDrain = () => inner.resume();
           if (t.greeting !== undefined) return void inner.write(t.greeting);
-          if (writeAll(inner, t.toInner)) release();
+          if (writeQueued(inner, t.toInner)) release();
         },
         data(inner, chunk) {
           if (t.greeting !== undefined) {
             // The server's acknowledgement of the name: the connection's bytes may go now.
             if (chunk[0] !== TUNNEL_NAME_ACK.charCodeAt(0)) return tunnels.close(t);
             t.greeting = undefined;
-            if (writeAll(inner, t.toInner)) release();
+            if (writeQueued(inner, t.toInner)) release();
             if (chunk.byteLength === 1) return;
             chunk = chunk.subarray(1);
           }
           if (!conn.write(chunk)) inner.pause();
         },
         drain(inner) {
-          if (t.greeting === undefined && writeAll(inner, t.toInner)) release();
+          if (t.greeting === undefined && writeQueued(inner, t.toInner)) release();
         },
         close: () => tunnels.close(t),
         error: () => tunnels.close(t),
