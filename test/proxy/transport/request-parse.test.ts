@@ -95,6 +95,8 @@ const REFUSED: [string, string, number, string][] = [
   ["Host with a space", `GET /g HTTP/1.1\r\nHost: payments evil\r\n\r\n`, 400, "host"],
   ["Host with a path", `GET /g HTTP/1.1\r\nHost: payments/evil\r\n\r\n`, 400, "host"],
   ["Host with a six-digit port", `GET /g HTTP/1.1\r\nHost: payments:123456\r\n\r\n`, 400, "host"],
+  ["Host with a port past 65535", `GET /g HTTP/1.1\r\nHost: payments:65536\r\n\r\n`, 400, "host"],
+  ["Host with port 99999", `GET /g HTTP/1.1\r\nHost: payments:99999\r\n\r\n`, 400, "host"],
   ["Host list", `GET /g HTTP/1.1\r\nHost: payments, evil\r\n\r\n`, 400, "host"],
   ["request pipelined after conflicting Content-Lengths", `${POST}Content-Length: 4\r\nContent-Length: 5\r\n\r\n${SMUGGLED}`, 400, "content-length"],
   ["request pipelined after CL+TE", `${POST}Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${SMUGGLED}`, 400, "transfer-encoding"],
@@ -206,6 +208,11 @@ describe("line endings, through the indexOf scanner used past 512 new bytes", ()
 });
 
 describe("accepted heads", () => {
+  test("a Host port up to 65535 is accepted, leading zeros as RFC 3986 allows", () => {
+    for (const host of ["payments:1", "payments:80", "payments:8080", "payments:59999", "payments:65535", "payments:0080", "[::1]:65535"])
+      expect(refusal(`GET /g HTTP/1.1\r\nHost: ${host}\r\n\r\n`)).toBe("accepted");
+  });
+
   test("a typical GET: fields in order, names lower-cased, values trimmed", () => {
     const text = "GET /path?q=1 HTTP/1.1\r\nHost: payments\r\nUser-Agent:  x \r\nAccept:\t*/*\t\r\nX-Empty:\r\n\r\n";
     expect(parse(text)).toEqual({

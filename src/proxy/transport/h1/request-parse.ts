@@ -63,8 +63,8 @@ const SP = 32;
 const HT = 9;
 const COLON = 58;
 const CRLF2 = Buffer.from("\r\n\r\n", "latin1");
-/** reg-name limited to what DNS and service names use, or an IP literal; optional port. */
-export const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+/** reg-name limited to what DNS and service names use, or an IP literal; an optional port, 65535 at most. */
+export const HOST = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::(?:\d{1,4}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d{2}|655[0-2]\d|6553[0-5]))?$/;
 /** A CONNECT's authority-form target: host and a port, which is required. */
 const CONNECT_TARGET = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$/;
 
