@@ -94,9 +94,9 @@ export abstract class CarriedConnection implements LegOwner {
     }
   }
 
-  /** Joins the client to `upstream`; the held bytes go first. */
-  protected join(upstream: Socket<UpstreamLeg>, idleMs: number): TcpPipe {
-    const pipe = new TcpPipe([this.client, upstream as Socket<unknown>], idleMs, (report) => this.finish(report.error ?? "ok", report));
+  /** Joins the client to `upstream`; the held bytes go first. `framed`: which of the two is a sidecar (frames.ts). */
+  protected join(upstream: Socket<UpstreamLeg>, idleMs: number, framed: readonly [boolean, boolean]): TcpPipe {
+    const pipe = new TcpPipe([this.client, upstream as Socket<unknown>], framed, idleMs, (report) => this.finish(report.error ?? "ok", report));
     this.pipe = pipe;
     if (this.heldPaused) {
       this.heldPaused = false;

@@ -19,6 +19,10 @@ import { Answer, ANSWER_RESULT, PREAMBLE_BYTES, portOf } from "./wire.ts";
 
 /** Envoy's TCP proxy idle timeout: a carried connection silent for this long either way is closed. */
 export const INBOUND_TCP_IDLE_MS = 3_600_000;
+/** How long a refused peer has to read its answer before its connection is reset. */
+const REFUSED_LINGER_MS = 2_000;
+/** The caller's sidecar speaks frames; the service, its own bytes. */
+const CALLER_FRAMED = [true, false] as const;
 /** Connecting to the service on loopback. */
 const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
 
@@ -109,7 +113,7 @@ export class InboundTcpConnection extends CarriedConnection {
   ready(socket: Socket<UpstreamLeg>): void {
     if (this.finished) return void socket.terminate();
     this.client.write(new Uint8Array([Answer.connected]));
-    this.join(socket, this.deps.idleMs);
+    this.join(socket, this.deps.idleMs, CALLER_FRAMED);
   }
 
   failed(): void {
@@ -125,7 +129,13 @@ export class InboundTcpConnection extends CarriedConnection {
   protected override closeRefused(): void {
     if (this.clientGone) return;
     if (this.refusal === undefined) return this.client.terminate();
-    this.client.end(new Uint8Array([this.refusal]));
+    // Not read on: a refused peer's bytes would only be decrypted and dropped. Bun ignores pause() after end() on a
+    // TLS socket and reads on at full speed (measured), so the answer goes with shutdown(), and reading pauses.
+    this.client.write(new Uint8Array([this.refusal]));
+    this.client.shutdown();
+    this.client.pause();
+    const client = this.client;
+    setTimeout(() => client.terminate(), REFUSED_LINGER_MS).unref();
   }
 
   protected ended(result: CarriedResult, report: PipeReport | undefined): void {

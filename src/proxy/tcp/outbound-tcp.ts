@@ -44,6 +44,9 @@ export interface OutboundTcpDeps {
 }
 
 const OFFER = alpnWire([TCP_ALPN]);
+/** The peer sidecar speaks frames (frames.ts); a service outside the mesh, its own bytes. */
+const PEER_FRAMED = [false, true] as const;
+const PLAIN = [false, false] as const;
 /** A connection has no headers to hash on: ring-hash picks as for a request without its header. */
 const NO_HEADERS: PickContext = { header: () => null };
 
@@ -173,7 +176,7 @@ class OutboundTcpConnection extends CarriedConnection {
       socket.write(preamble(this.targetPort));
       this.awaitingAnswer = true;
     } else dest.outlier.onResult(this.endpoint!, true);
-    this.join(socket, dest.policy.timeouts.tcpIdle);
+    this.join(socket, dest.policy.timeouts.tcpIdle, dest.spiffeId !== undefined ? PEER_FRAMED : PLAIN);
   }
 
   failed(err: Error): void {
@@ -205,6 +208,23 @@ class OutboundTcpConnection extends CarriedConnection {
       chunk = chunk.subarray(1);
     }
     super.upstreamData(chunk);
+  }
+
+  /** The callee ended or closed before its answer: a reset to the application, and a failure of the endpoint. */
+  override upstreamEnd(): void {
+    if (this.awaitingAnswer) return this.noAnswer();
+    super.upstreamEnd();
+  }
+
+  override upstreamClose(err: Error | undefined): void {
+    if (this.awaitingAnswer) this.noAnswer();
+    super.upstreamClose(err);
+  }
+
+  private noAnswer(): void {
+    this.awaitingAnswer = false;
+    this.dest!.outlier.onResult(this.endpoint!, false);
+    this.refuse("no-answer");
   }
 
   protected ended(result: CarriedResult, report: PipeReport | undefined): void {

@@ -4,22 +4,25 @@
  * sending to it until it drains; a side's FIN (half-close) is passed on once its bytes
  * are, so a client may end its request and still read the answer; a reset is passed on
  * as a reset; and a stream that carries nothing either way for the idle time is closed.
+ * A side that is another sidecar speaks frames (frames.ts): its direction ends with an
+ * END frame, and one that closes without it was cut, which is passed on as a reset.
  * The sockets must be opened with `allowHalfOpen`, or the runtime would close a side at
  * its FIN.
  */
 import type { Socket } from "bun";
 import { writeQueued } from "../transport/write-queue.ts";
+import { dataFrames, END_FRAME, FrameReader } from "./frames.ts";
 
 /** 0: the client's side (the one that connected first); 1: the upstream side. */
 export type Side = 0 | 1;
 
 /** How the stream ended. */
 export interface PipeReport {
-  /** Bytes read from the client's side and from the upstream side. */
+  /** Bytes read from the client's side and from the upstream side (payload, without frame headers). */
   fromClient: number;
   fromUpstream: number;
-  /** Undefined when both sides closed in order; otherwise why not. */
-  error: "reset" | "idle" | undefined;
+  /** Undefined when both sides closed in order; otherwise why not ("cut": a sidecar's direction closed without END). */
+  error: "reset" | "idle" | "cut" | "malformed" | undefined;
 }
 
 export class TcpPipe {
@@ -27,19 +30,26 @@ export class TcpPipe {
   private readonly queues: [Uint8Array[], Uint8Array[]] = [[], []];
   /** Each side's write half is shut (or the socket is gone): nothing more goes to it. */
   private readonly shut = [false, false];
-  /** Each side sent its FIN, or closed. */
+  /** A framed side's END is queued behind its bytes: its write half shuts once they drain. */
+  private readonly shutAfterDrain = [false, false];
+  /** Each side's direction is over: its FIN (or END frame) came, or it closed. */
   private readonly ended = [false, false];
   private readonly closed = [false, false];
   private readonly bytes: [number, number] = [0, 0];
+  /** The frame reader of each side that is a sidecar. */
+  private readonly readers: [FrameReader | undefined, FrameReader | undefined];
   private lastActive = performance.now();
   private error: PipeReport["error"];
   private reported = false;
 
   constructor(
     private readonly socks: [Socket<unknown>, Socket<unknown>],
+    /** Which sides are sidecars speaking frames. */
+    private readonly framed: readonly [boolean, boolean],
     private readonly idleMs: number,
     private readonly onEnd: (report: PipeReport) => void,
   ) {
+    this.readers = [framed[0] ? this.readerFor(0) : undefined, framed[1] ? this.readerFor(1) : undefined];
     // 0: never idle, so a timer a listener armed before the join is disarmed too.
     for (const s of socks) {
       if (idleMs > 0) this.armIdle(s, idleMs);
@@ -47,37 +57,33 @@ export class TcpPipe {
     }
   }
 
-  /** Bytes read from `side`. */
+  /** Bytes read from `side`'s socket. */
   data(side: Side, chunk: Uint8Array): void {
-    this.bytes[side] += chunk.byteLength;
     this.lastActive = performance.now();
-    const to = (1 - side) as Side;
-    // Bytes for a side that is gone: as TCP answers them, with a reset.
-    if (this.closed[to]) return this.socks[side].terminate();
-    if (this.shut[to]) return;
-    const queue = this.queues[to];
-    if (queue.length > 0) queue.push(chunk);
-    else {
-      const n = this.socks[to].write(chunk);
-      if (n >= chunk.byteLength) return;
-      queue.push(chunk.subarray(Math.max(n, 0)));
-    }
-    this.socks[side].pause();
+    const reader = this.readers[side];
+    if (reader !== undefined) reader.push(chunk);
+    else this.payload(side, chunk);
   }
 
   /** `side` can take bytes again. */
   drain(side: Side): void {
     if (!writeQueued(this.socks[side], this.queues[side])) return;
+    if (this.shutAfterDrain[side]) {
+      this.shutAfterDrain[side] = false;
+      this.socks[side].shutdown();
+    }
     const from = (1 - side) as Side;
     if (!this.closed[from]) this.socks[from].resume();
     if (this.ended[from]) this.shutWrite(side);
   }
 
-  /** `side` sent its FIN: once what it sent is written on, the other side gets one too. */
+  /** `side`'s socket got a FIN. From a sidecar it must have come after END, or the direction was cut. */
   end(side: Side): void {
-    this.ended[side] = true;
-    const to = (1 - side) as Side;
-    if (this.queues[to].length === 0) this.shutWrite(to);
+    if (this.readers[side] !== undefined) {
+      if (!this.readers[side]!.sawEnd) this.abort("cut");
+      return;
+    }
+    this.directionOver(side);
   }
 
   /** `side`'s socket closed; `err`: it was reset or failed. */
@@ -87,9 +93,10 @@ export class TcpPipe {
     this.shut[side] = true;
     this.queues[side].length = 0;
     const other = (1 - side) as Side;
-    if (err !== undefined) {
-      // A reset (or a failure) is passed on as a reset, as a TCP proxy does.
-      this.error ??= "reset";
+    const cut = this.readers[side] !== undefined && !this.readers[side]!.sawEnd;
+    if (err !== undefined || cut) {
+      // A reset, a failure or a cut stream is passed on as a reset, as a TCP proxy does.
+      this.error ??= err !== undefined ? "reset" : "cut";
       if (!this.closed[other]) this.socks[other].terminate();
     } else {
       this.ended[side] = true;
@@ -103,8 +110,7 @@ export class TcpPipe {
     if (this.idleMs <= 0) return;
     const quiet = performance.now() - this.lastActive;
     if (quiet < this.idleMs) return this.armIdle(this.socks[side], this.idleMs - quiet);
-    this.error ??= "idle";
-    for (const s of this.socks) s.terminate();
+    this.abort("idle");
   }
 
   /** Ends both sides gracefully (a drain's end): queued bytes are dropped. */
@@ -115,12 +121,55 @@ export class TcpPipe {
     }
   }
 
+  /** Payload bytes from `side`, for the other side. */
+  private payload(side: Side, chunk: Uint8Array): void {
+    this.bytes[side] += chunk.byteLength;
+    const to = (1 - side) as Side;
+    // Bytes for a side that is gone: as TCP answers them, with a reset.
+    if (this.closed[to]) return this.socks[side].terminate();
+    if (this.shut[to] || chunk.byteLength === 0) return;
+    const out = this.framed[to] ? dataFrames(chunk) : chunk;
+    const queue = this.queues[to];
+    if (queue.length > 0) queue.push(out);
+    else {
+      const n = this.socks[to].write(out);
+      if (n >= out.byteLength) return;
+      queue.push(out.subarray(Math.max(n, 0)));
+    }
+    this.socks[side].pause();
+  }
+
+  /** `side` will send no more: once what it sent is written on, the other side gets its FIN. */
+  private directionOver(side: Side): void {
+    this.ended[side] = true;
+    const to = (1 - side) as Side;
+    if (this.queues[to].length === 0) this.shutWrite(to);
+  }
+
   private shutWrite(side: Side): void {
     if (this.shut[side]) return;
     this.shut[side] = true;
-    // Our FIN. Bun's end() stops reading too (measured), so while the side may still send, shutdown() alone.
+    if (this.framed[side] && !writeQueued(this.socks[side], this.queues[side], END_FRAME)) {
+      this.shutAfterDrain[side] = true;
+      return;
+    }
+    // Our FIN. Bun's end() stops reading a plain socket too (measured), so while the side may still send, shutdown() alone.
     if (this.ended[side]) this.socks[side].end();
     else this.socks[side].shutdown();
+  }
+
+  private readerFor(side: Side): FrameReader {
+    return new FrameReader({
+      data: (payload) => this.payload(side, payload),
+      end: () => this.directionOver(side),
+      malformed: () => this.abort("malformed"),
+    });
+  }
+
+  /** Resets both sides. */
+  private abort(why: NonNullable<PipeReport["error"]>): void {
+    this.error ??= why;
+    for (const s of this.socks) s.terminate();
   }
 
   private armIdle(sock: Socket<unknown>, ms: number): void {

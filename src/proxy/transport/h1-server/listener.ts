@@ -161,7 +161,8 @@ export class H1Listener {
       hostname: this.opts.hostname,
       port,
       reusePort: tls !== undefined,
-      // A carried TCP connection's FIN ends one direction (end() below); every other owner closes at it, as by default.
+      // A carried TCP connection's FIN ends one direction (end() below). For HTTP a client's FIN is its leaving, as by
+      // default: its request is cancelled at the service (nginx's 499, Envoy's downstream reset).
       allowHalfOpen: tls !== undefined,
       ...(tls ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ALPN } } : {}),
       socket: {

@@ -1,0 +1,96 @@
+/**
+ * The bytes between two sidecars after mesh-tcp/1's answer byte, as frames: a four-byte
+ * header (the type, then the payload's length in 24 bits, big-endian) and the payload.
+ * DATA carries the stream's bytes; END says the sender's direction is over, its FIN. The
+ * TLS connection's own end cannot say that: Bun reports a FIN that came without TLS
+ * close_notify (a sidecar killed, or a FIN injected on the path) as an ordinary end, so a
+ * stream cut short would look complete. A direction that closes without END was cut.
+ */
+export const FRAME_HEADER_BYTES = 4;
+/** The largest payload a header can give. */
+export const MAX_FRAME_PAYLOAD = 0xffffff;
+
+const DATA = 0;
+const END = 1;
+
+/** The END frame. */
+export const END_FRAME = new Uint8Array([END, 0, 0, 0]);
+
+/** `chunk` as DATA frames, in one buffer (one TLS record where it fits: a header written apart would be a record of its own). */
+export function dataFrames(chunk: Uint8Array): Uint8Array {
+  const count = Math.max(1, Math.ceil(chunk.byteLength / MAX_FRAME_PAYLOAD));
+  const out = new Uint8Array(chunk.byteLength + count * FRAME_HEADER_BYTES);
+  let at = 0;
+  for (let from = 0; from < chunk.byteLength; from += MAX_FRAME_PAYLOAD) {
+    const piece = chunk.subarray(from, Math.min(from + MAX_FRAME_PAYLOAD, chunk.byteLength));
+    const n = piece.byteLength;
+    out[at] = DATA;
+    out[at + 1] = n >>> 16;
+    out[at + 2] = (n >>> 8) & 0xff;
+    out[at + 3] = n & 0xff;
+    out.set(piece, at + FRAME_HEADER_BYTES);
+    at += FRAME_HEADER_BYTES + n;
+  }
+  return out;
+}
+
+export interface FrameEvents {
+  data(payload: Uint8Array): void;
+  end(): void;
+  /** Not mesh-tcp/1: a type no version knows, DATA after END, or an empty DATA frame. */
+  malformed(reason: string): void;
+}
+
+/** Reads frames from a byte stream cut anywhere; payloads are views of the reads, never copied. */
+export class FrameReader {
+  private readonly header = new Uint8Array(FRAME_HEADER_BYTES);
+  private headerHave = 0;
+  /** Payload bytes of the current DATA frame still to come. */
+  private remaining = 0;
+  private ended = false;
+  private broken = false;
+
+  constructor(private readonly events: FrameEvents) {}
+
+  /** The END frame was read. */
+  get sawEnd(): boolean {
+    return this.ended;
+  }
+
+  push(chunk: Uint8Array): void {
+    let at = 0;
+    while (at < chunk.byteLength && !this.broken) {
+      if (this.remaining > 0) {
+        const n = Math.min(this.remaining, chunk.byteLength - at);
+        this.remaining -= n;
+        this.events.data(chunk.subarray(at, at + n));
+        at += n;
+        continue;
+      }
+      const n = Math.min(FRAME_HEADER_BYTES - this.headerHave, chunk.byteLength - at);
+      this.header.set(chunk.subarray(at, at + n), this.headerHave);
+      this.headerHave += n;
+      at += n;
+      if (this.headerHave === FRAME_HEADER_BYTES) this.frame();
+    }
+  }
+
+  private frame(): void {
+    this.headerHave = 0;
+    const h = this.header;
+    const length = (h[1]! << 16) | (h[2]! << 8) | h[3]!;
+    if (this.ended) return this.fail("a frame after END");
+    if (h[0] === END && length === 0) {
+      this.ended = true;
+      return this.events.end();
+    }
+    if (h[0] !== DATA) return this.fail(`frame type ${h[0]}`);
+    if (length === 0) return this.fail("an empty DATA frame");
+    this.remaining = length;
+  }
+
+  private fail(reason: string): void {
+    this.broken = true;
+    this.events.malformed(reason);
+  }
+}
