@@ -5,7 +5,7 @@ import { dataFrames, END_FRAME, FrameReader, MAX_FRAME_PAYLOAD } from "../../src
 function reader() {
   const seen = { data: [] as Buffer[], ends: 0, malformed: [] as string[] };
   const r = new FrameReader({
-    data: (p) => void seen.data.push(Buffer.from(p)),
+    data: (chunk, start, end) => void seen.data.push(Buffer.from(chunk.subarray(start, end))),
     end: () => void seen.ends++,
     malformed: (why) => void seen.malformed.push(why),
   });

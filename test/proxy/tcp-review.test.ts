@@ -42,7 +42,7 @@ const END = Buffer.from(END_FRAME);
 function unframe(bytes: Buffer): { payload: string; ended: boolean; malformed: boolean } {
   const parts: Buffer[] = [];
   const r = { ended: false, malformed: false };
-  new FrameReader({ data: (d) => void parts.push(Buffer.from(d)), end: () => void (r.ended = true), malformed: () => void (r.malformed = true) }).push(bytes);
+  new FrameReader({ data: (chunk, start, end) => void parts.push(Buffer.from(chunk.subarray(start, end))), end: () => void (r.ended = true), malformed: () => void (r.malformed = true) }).push(bytes);
   return { payload: Buffer.concat(parts).toString("latin1"), ...r };
 }
 

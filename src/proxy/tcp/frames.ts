@@ -19,29 +19,41 @@ export const END_FRAME = new Uint8Array([END, 0, 0, 0]);
 /** `chunk` as DATA frames, in one buffer (one TLS record where it fits: a header written apart would be a record of its own). */
 export function dataFrames(chunk: Uint8Array): Uint8Array {
   const count = Math.max(1, Math.ceil(chunk.byteLength / MAX_FRAME_PAYLOAD));
-  const out = new Uint8Array(chunk.byteLength + count * FRAME_HEADER_BYTES);
+  // Every byte is written below: no need to zero it first (small ones come from the runtime's pool).
+  const out = Buffer.allocUnsafe(chunk.byteLength + count * FRAME_HEADER_BYTES);
+  // One frame, the case of every socket read: the chunk is copied whole, with no view of it made.
+  if (count === 1) {
+    writeHeader(out, 0, chunk.byteLength);
+    out.set(chunk, FRAME_HEADER_BYTES);
+    return out;
+  }
   let at = 0;
   for (let from = 0; from < chunk.byteLength; from += MAX_FRAME_PAYLOAD) {
     const piece = chunk.subarray(from, Math.min(from + MAX_FRAME_PAYLOAD, chunk.byteLength));
-    const n = piece.byteLength;
-    out[at] = DATA;
-    out[at + 1] = n >>> 16;
-    out[at + 2] = (n >>> 8) & 0xff;
-    out[at + 3] = n & 0xff;
+    writeHeader(out, at, piece.byteLength);
     out.set(piece, at + FRAME_HEADER_BYTES);
-    at += FRAME_HEADER_BYTES + n;
+    at += FRAME_HEADER_BYTES + piece.byteLength;
   }
   return out;
 }
 
+/** A DATA frame's header for `length` payload bytes, at `out[at]`. */
+export function writeHeader(out: Uint8Array, at: number, length: number): void {
+  out[at] = DATA;
+  out[at + 1] = length >>> 16;
+  out[at + 2] = (length >>> 8) & 0xff;
+  out[at + 3] = length & 0xff;
+}
+
 export interface FrameEvents {
-  data(payload: Uint8Array): void;
+  /** Payload bytes: chunk[start..end). A range, not a view: a view of a socket read makes the engine materialize its buffer. */
+  data(chunk: Uint8Array, start: number, end: number): void;
   end(): void;
   /** Not mesh-tcp/1: a type no version knows, DATA after END, or an empty DATA frame. */
   malformed(reason: string): void;
 }
 
-/** Reads frames from a byte stream cut anywhere; payloads are views of the reads, never copied. */
+/** Reads frames from a byte stream cut anywhere; payloads are ranges of the reads, never copied. */
 export class FrameReader {
   private readonly header = new Uint8Array(FRAME_HEADER_BYTES);
   private headerHave = 0;
@@ -63,14 +75,12 @@ export class FrameReader {
       if (this.remaining > 0) {
         const n = Math.min(this.remaining, chunk.byteLength - at);
         this.remaining -= n;
-        this.events.data(chunk.subarray(at, at + n));
+        this.events.data(chunk, at, at + n);
         at += n;
         continue;
       }
-      const n = Math.min(FRAME_HEADER_BYTES - this.headerHave, chunk.byteLength - at);
-      this.header.set(chunk.subarray(at, at + n), this.headerHave);
-      this.headerHave += n;
-      at += n;
+      // A header byte at a time: no view of the read (see FrameEvents.data).
+      while (this.headerHave < FRAME_HEADER_BYTES && at < chunk.byteLength) this.header[this.headerHave++] = chunk[at++]!;
       if (this.headerHave === FRAME_HEADER_BYTES) this.frame();
     }
   }

@@ -11,7 +11,12 @@
  */
 import type { Socket } from "bun";
 import { writeQueued } from "../transport/write-queue.ts";
-import { dataFrames, END_FRAME, FrameReader } from "./frames.ts";
+import { dataFrames, END_FRAME, FRAME_HEADER_BYTES, FrameReader, MAX_FRAME_PAYLOAD, writeHeader } from "./frames.ts";
+
+/** The scratch buffer frames are built in: a socket read's size, grown for a larger one. */
+const SCRATCH_BYTES = 64 * 1024 + FRAME_HEADER_BYTES;
+/** One for every pipe of the process, not one per connection: a frame is built and written in one go. */
+let scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
 
 /** 0: the client's side (the one that connected first); 1: the upstream side. */
 export type Side = 0 | 1;
@@ -62,7 +67,7 @@ export class TcpPipe {
     this.lastActive = performance.now();
     const reader = this.readers[side];
     if (reader !== undefined) reader.push(chunk);
-    else this.payload(side, chunk);
+    else this.payload(side, chunk, 0, chunk.byteLength);
   }
 
   /** `side` can take bytes again. */
@@ -121,22 +126,45 @@ export class TcpPipe {
     }
   }
 
-  /** Payload bytes from `side`, for the other side. */
-  private payload(side: Side, chunk: Uint8Array): void {
-    this.bytes[side] += chunk.byteLength;
+  /** Payload bytes from `side`, chunk[start..end), for the other side. */
+  private payload(side: Side, chunk: Uint8Array, start: number, end: number): void {
+    const length = end - start;
+    this.bytes[side] += length;
     const to = (1 - side) as Side;
     // Bytes for a side that is gone: as TCP answers them, with a reset.
     if (this.closed[to]) return this.socks[side].terminate();
-    if (this.shut[to] || chunk.byteLength === 0) return;
-    const out = this.framed[to] ? dataFrames(chunk) : chunk;
-    const queue = this.queues[to];
-    if (queue.length > 0) queue.push(out);
-    else {
-      const n = this.socks[to].write(out);
-      if (n >= out.byteLength) return;
-      queue.push(out.subarray(Math.max(n, 0)));
+    if (this.shut[to] || length === 0) return;
+    let out = chunk;
+    if (this.framed[to]) {
+      out = this.frame(chunk, start, end);
+      start = 0;
+      end = length + FRAME_HEADER_BYTES;
     }
+    const queue = this.queues[to];
+    if (queue.length === 0) {
+      // Written by range, not as a view (FrameEvents.data says why).
+      const n = this.socks[to].write(out, start, end - start);
+      if (n >= end - start) return;
+      start += Math.max(n, 0);
+    }
+    // What waits must not be the scratch buffer, which the next frame reuses.
+    queue.push(out === scratch ? Buffer.from(out.subarray(start, end)) : out.subarray(start, end));
     this.socks[side].pause();
+  }
+
+  /**
+   * chunk[start..end) as one DATA frame, in the scratch buffer every frame reuses: the
+   * socket copies what it takes, so a frame taken whole leaves nothing allocated (a bulk
+   * transfer would otherwise make a buffer per read for the collector).
+   */
+  private frame(chunk: Uint8Array, start: number, end: number): Uint8Array {
+    const length = end - start;
+    if (length > MAX_FRAME_PAYLOAD) return dataFrames(chunk.subarray(start, end));
+    if (scratch.byteLength < length + FRAME_HEADER_BYTES) scratch = Buffer.allocUnsafe(length + FRAME_HEADER_BYTES);
+    writeHeader(scratch, 0, length);
+    // By range: no view of the read (FrameEvents.data says why).
+    Buffer.prototype.copy.call(chunk, scratch, FRAME_HEADER_BYTES, start, end);
+    return scratch;
   }
 
   /** `side` will send no more: once what it sent is written on, the other side gets its FIN. */
@@ -160,7 +188,7 @@ export class TcpPipe {
 
   private readerFor(side: Side): FrameReader {
     return new FrameReader({
-      data: (payload) => this.payload(side, payload),
+      data: (chunk, start, end) => this.payload(side, chunk, start, end),
       end: () => this.directionOver(side),
       malformed: () => this.abort("malformed"),
     });
