@@ -26,14 +26,16 @@ defaults
   http-reuse always
 `;
 
-function combinedPem(dir: string, certs: string): string {
+/** mesh's chain.pem and key.pem in one file, as haproxy's `crt` wants them (also used by bench/tcp/). */
+export function combinedPem(dir: string, certs: string): string {
   const path = join(dir, "crt.pem");
   writeFileSync(path, readFileSync(join(certs, "chain.pem"), "utf8") + readFileSync(join(certs, "key.pem"), "utf8"));
   chmodSync(path, 0o600);
   return path;
 }
 
-async function start(label: string, dir: string, text: string, port: number): Promise<number[]> {
+/** Writes `text` as DIR/haproxy.cfg, starts haproxy in the foreground and waits for `port`; its pid (also used by bench/tcp/). */
+export async function start(label: string, dir: string, text: string, port: number): Promise<number[]> {
   const file = join(dir, "haproxy.cfg");
   writeFileSync(file, text);
   // -db: stay in the foreground, one process (no master-worker), so the pid is the proxy.

@@ -16,6 +16,8 @@ export interface Started {
   inbound: number;
   outbound: number;
   admin: number;
+  /** The local TCP upstream listeners' ports, in the order of their --tcp-upstream flags (bench/tcp/). */
+  tcp: number[];
 }
 
 /** The payments Service, at 127.0.0.1:`port`; `mtls: false` makes it a plain-HTTP destination. */
@@ -32,16 +34,17 @@ export function serviceManifest(port: number, mtls: boolean): string {
   ].join("\n");
 }
 
-/** Starts one sidecar on free loopback ports and waits for its ready line (also used by bench/grpc/). */
-export async function startProxy(mesh: MeshCommand, label: string, service: string, certsDir: string, upstreamPort: number, config?: string): Promise<Started> {
+/** Starts one sidecar on free loopback ports and waits for its ready line (also used by bench/grpc/ and bench/tcp/); `extra`: more flags. */
+export async function startProxy(mesh: MeshCommand, label: string, service: string, certsDir: string, upstreamPort: number, config?: string, extra: string[] = []): Promise<Started> {
   const child = spawn(label, [
     ...mesh.argv, "proxy", "--service", service, "--upstream", `http://127.0.0.1:${upstreamPort}`, "--certs-dir", certsDir,
     "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-timeout", "2s",
     ...(config ? ["--config", config] : []),
+    ...extra,
   ]);
   const line = await waitForLine(child, (l) => l.includes('"ready":true'), 20_000);
-  const ready = JSON.parse(line) as Omit<Started, "pid">;
-  return { pid: child.pid, inbound: ready.inbound, outbound: ready.outbound, admin: ready.admin };
+  const ready = JSON.parse(line) as Omit<Started, "pid" | "tcp"> & { tcp?: number[] };
+  return { pid: child.pid, inbound: ready.inbound, outbound: ready.outbound, admin: ready.admin, tcp: ready.tcp ?? [] };
 }
 
 /** Sum of `mesh_connections_total{direction="inbound"}` on a proxy's admin /metrics. */

@@ -18,15 +18,24 @@ export interface Window {
   end(child: Child): void;
 }
 
-async function watch(child: Child, window: Window): Promise<void> {
+/** The lines a load generator prints at its measured window's edges: h2load's by default. */
+export interface Markers {
+  start: string;
+  end: string;
+}
+
+const H2LOAD_MARKERS: Markers = { start: MEASURE_START, end: MEASURE_END };
+
+/** Calls `window` back as the child prints its window's edges (also used by bench/tcp/). */
+export async function watchWindow(child: Child, window: Window, markers: Markers = H2LOAD_MARKERS): Promise<void> {
   let started = false;
   while (child.proc.exitCode === null && child.proc.signalCode === null) {
     const out = child.stdout();
-    if (!started && out.includes(MEASURE_START)) {
+    if (!started && out.includes(markers.start)) {
       started = true;
       window.start(child);
     }
-    if (started && out.includes(MEASURE_END)) return window.end(child);
+    if (started && out.includes(markers.end)) return window.end(child);
     await Bun.sleep(POLL_MS);
   }
   // It exited between two polls: the window still gets its end, if a little late.
@@ -46,7 +55,7 @@ export interface H2loadOutcome {
 export async function runH2load(h2load: string, run: H2loadRun, window: Window): Promise<H2loadOutcome> {
   const began = performance.now();
   const child = spawn(`h2load ${run.shape.connections}x${run.shape.streams}`, h2loadArgs(h2load, run));
-  const watching = watch(child, window);
+  const watching = watchWindow(child, window);
   const code = await runToEnd(child, (run.warmupS + run.durationS + OVERSTAY_S) * 1000);
   const wallS = (performance.now() - began) / 1000;
   await Promise.all([watching, child.drained]);

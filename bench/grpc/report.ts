@@ -18,8 +18,10 @@ export interface Meta {
   shapes: string[];
 }
 
-const perProxy = (m: Record<string, number>, format: (n: number) => string) => Object.values(m).map(format).join(" / ") || "-";
-const pct = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "-" : `${Math.round(n * 100)}%`);
+/** One value per proxy, `outbound / inbound` (also used by bench/tcp/). */
+export const perProxy = (m: Record<string, number>, format: (n: number) => string) => Object.values(m).map(format).join(" / ") || "-";
+/** A share as a whole percentage (also used by bench/tcp/). */
+export const pct = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "-" : `${Math.round(n * 100)}%`);
 
 function resultsTable(summaries: Summary[], shapes: string[]): string {
   const header = ["topology", "shape", "req/s", "mean ms", "max ms", "proxy CPU ms/1k", "peak RSS MB", "peak private MB", "core share: h2load / service / proxies", "machine idle", "errors"];
@@ -35,7 +37,8 @@ function resultsTable(summaries: Summary[], shapes: string[]): string {
   return table(header, rows);
 }
 
-function spread(s: Spread | undefined): string {
+/** A ratio's median and, over several rounds, its lowest–highest (also used by bench/tcp/). */
+export function spread(s: Spread | undefined): string {
   if (!s) return "-";
   return s.rounds > 1 ? `${s.median.toFixed(2)}x (${s.low.toFixed(2)}–${s.high.toFixed(2)})` : `${s.median.toFixed(2)}x`;
 }

@@ -36,13 +36,15 @@ export interface Summary {
   levels: Level[];
 }
 
-function peaks(cells: Cell[], pick: (c: Cell) => Record<string, number>): Record<string, number> {
+/** The largest value per label over the cells (also used by bench/tcp/). */
+export function peaks<C>(cells: C[], pick: (c: C) => Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const c of cells) for (const [label, mb] of Object.entries(pick(c))) out[label] = Math.max(out[label] ?? 0, mb);
   return out;
 }
 
-function medians(cells: Cell[], pick: (c: Cell) => Record<string, number>): Record<string, number> {
+/** The median per label over the cells (also used by bench/tcp/). */
+export function medians<C>(cells: C[], pick: (c: C) => Record<string, number>): Record<string, number> {
   const labels = new Set(cells.flatMap((c) => Object.keys(pick(c))));
   return Object.fromEntries([...labels].map((l) => [l, median(cells.map((c) => pick(c)[l] ?? NaN))]));
 }
@@ -94,7 +96,8 @@ export interface Ratio {
   rss?: number;
 }
 
-function spread(values: number[]): Spread | undefined {
+/** The median of per-round values, with the lowest and highest round (also used by bench/tcp/). */
+export function spread(values: number[]): Spread | undefined {
   const ok = values.filter(Number.isFinite);
   if (ok.length === 0) return undefined;
   return { median: median(ok), low: Math.min(...ok), high: Math.max(...ok), rounds: ok.length };
