@@ -12,7 +12,8 @@ import { findTool, toolVersion } from "../external.ts";
 import { int } from "../format.ts";
 import { meshCommand, runMeshSync } from "../mesh-command.ts";
 import { issueCerts } from "../pki.ts";
-import { isClosing, measureWithCleanup, readOptions, survivors } from "../procs.ts";
+import { isClosing, measureWithCleanup, readOptions } from "../procs.ts";
+import { finishRun } from "../finish-run.ts";
 import { parseOptions, USAGE, type Options } from "./args.ts";
 import { shapeName } from "./h2load.ts";
 import { runH2load } from "./load.ts";
@@ -108,16 +109,9 @@ async function bench(opts: Options, tmp: string): Promise<Outcome> {
 async function main(): Promise<number> {
   const opts = readOptions<Options>(parseOptions, USAGE, log);
   if (typeof opts === "number") return opts;
-  const { result: outcome, cleanup: cleanupText } = await measureWithCleanup("grpc", (tmp) => bench(opts, tmp));
-  const { meta, summaries, cells } = outcome;
-  const ratioList = ratios(cells, summaries, meta.shapes);
-  console.log(render(meta, summaries, ratioList, cleanupText));
-  if (opts.json) writeFileSync(opts.json, JSON.stringify({ meta, topologies: summaries, ratios: ratioList, cells, cleanup: survivors() }, null, 2) + "\n");
-
-  // Smoke-test verdict: every topology that could run served every call. Timings never fail the run.
-  const broken = summaries.filter((s) => s.status === "failed" || (s.status === "ok" && s.levels.some((l) => l.errors > 0)));
-  if (broken.length) log(`FAILED: ${broken.map((s) => s.id).join(", ")}`);
-  return broken.length || survivors().alive.length ? 1 : 0;
+  const { result, cleanup } = await measureWithCleanup("grpc", (tmp) => bench(opts, tmp));
+  const ratioList = ratios(result.cells, result.summaries, result.meta.shapes);
+  return finishRun(result, ratioList, render(result.meta, result.summaries, ratioList, cleanup), opts.json, log);
 }
 
 process.exit(await main());

@@ -6,7 +6,6 @@
  * machine hits every topology alike; ratios are taken within each round for the same
  * reason. Every process started is stopped by pid: at the end, on error and on Ctrl-C.
  */
-import { writeFileSync } from "node:fs";
 import { cpus, loadavg, release } from "node:os";
 import { join } from "node:path";
 import { findTool, toolVersion } from "../external.ts";
@@ -14,7 +13,8 @@ import { int } from "../format.ts";
 import { passOrder } from "../grpc/schedule.ts";
 import { meshCommand, runMeshSync } from "../mesh-command.ts";
 import { issueCerts } from "../pki.ts";
-import { isClosing, measureWithCleanup, readOptions, survivors } from "../procs.ts";
+import { isClosing, measureWithCleanup, readOptions } from "../procs.ts";
+import { finishRun } from "../finish-run.ts";
 import { parseOptions, USAGE, type Options } from "./args.ts";
 import { loadName, runClient, type Load } from "./load.ts";
 import { measure, type Cell } from "./measure.ts";
@@ -114,16 +114,9 @@ async function bench(opts: Options, tmp: string): Promise<Outcome> {
 async function main(): Promise<number> {
   const opts = readOptions<Options>(parseOptions, USAGE, log);
   if (typeof opts === "number") return opts;
-  const { result: outcome, cleanup: cleanupText } = await measureWithCleanup("tcp", (tmp) => bench(opts, tmp));
-  const { meta, summaries, cells } = outcome;
-  const ratioList = ratios(cells, summaries, meta.loads);
-  console.log(render(meta, summaries, ratioList, cleanupText));
-  if (opts.json) writeFileSync(opts.json, JSON.stringify({ meta, topologies: summaries, ratios: ratioList, cells, cleanup: survivors() }, null, 2) + "\n");
-
-  // Smoke-test verdict: every topology that could run carried every connection without an error. Timings never fail the run.
-  const broken = summaries.filter((s) => s.status === "failed" || (s.status === "ok" && s.levels.some((l) => l.errors > 0)));
-  if (broken.length) log(`FAILED: ${broken.map((s) => s.id).join(", ")}`);
-  return broken.length || survivors().alive.length ? 1 : 0;
+  const { result, cleanup } = await measureWithCleanup("tcp", (tmp) => bench(opts, tmp));
+  const ratioList = ratios(result.cells, result.summaries, result.meta.loads);
+  return finishRun(result, ratioList, render(result.meta, result.summaries, ratioList, cleanup), opts.json, log);
 }
 
 process.exit(await main());
