@@ -11,7 +11,7 @@ import { TcpPipe, type PipeReport } from "./pipe.ts";
 /** Bytes a client may send before its upstream is connected, before its reading pauses. */
 const HOLD_LIMIT = 64 * 1024;
 
-/** How a carried connection ended: "ok", "reset" or "idle" once joined, or why it never was. */
+/** How a carried connection ended: once joined "ok", or PipeReport's error ("reset", "cut", "idle", "malformed"); else why it never was. */
 export type CarriedResult = string;
 
 export abstract class CarriedConnection implements LegOwner {
