@@ -62,7 +62,8 @@ export class AccessLog {
   }
 
   /**
-   * One opaque TCP connection, when it ends: `authority` is the service and port it was for,
+   * One opaque TCP connection, when it ends: `authority` is the service and port it was for
+   * (outbound the Service's port, inbound the workload's, the only one the callee is told),
    * `result` how it ended (ok, reset, idle) or why it was refused; bytes from and to its client.
    */
   connection(direction: "inbound" | "outbound", authority: string, peer: string, result: string, durationMs: number, received: number, sent: number): void {

@@ -122,7 +122,7 @@ describe("refused", () => {
     await eventually(() => readFileSync(dbLog(), "utf8").includes('"result":"denied"'), 3000);
     const lines = readFileSync(dbLog(), "utf8").trim().split("\n").map((l) => JSON.parse(l));
     const denied = lines.find((l) => l.result === "denied");
-    expect(denied).toMatchObject({ direction: "inbound", protocol: "tcp", peer: "spiffe://mesh.local/ns/default/sa/web", bytes_received: 0, bytes_sent: 0 });
+    expect(denied).toMatchObject({ direction: "inbound", protocol: "tcp", authority: `db:${echo.port}`, peer: "spiffe://mesh.local/ns/default/sa/web", bytes_received: 0, bytes_sent: 0 });
   });
 });
 

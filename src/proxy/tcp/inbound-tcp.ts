@@ -27,6 +27,8 @@ const CALLER_FRAMED = [true, false] as const;
 const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
 
 export interface InboundTcpDeps {
+  /** The service this sidecar fronts, as the access log names a connection's target. */
+  service: string;
   /** The local service's host (--upstream's). */
   host: string;
   /** The service's tcp ports now (each port's targetPort): the only ones reached. */
@@ -140,7 +142,7 @@ export class InboundTcpConnection extends CarriedConnection {
 
   protected ended(result: CarriedResult, report: PipeReport | undefined): void {
     this.gone(this);
-    const authority = this.port === 0 ? "" : `:${this.port}`;
+    const authority = this.port === 0 ? this.deps.service : `${this.deps.service}:${this.port}`;
     this.deps.report.ended(peerService(this.peer), this.peer, authority, result, this.startedAt, report);
   }
 }

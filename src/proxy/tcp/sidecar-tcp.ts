@@ -37,6 +37,7 @@ export type SidecarTcp = ReturnType<typeof sidecarTcp>;
 export function sidecarTcp(o: SidecarTcpOptions) {
   let ports: ReadonlySet<number> = new Set();
   const inbound = new InboundTcp({
+    service: o.service,
     host: o.upstream.hostname.replace(/^\[|\]$/g, ""),
     ports: () => ports,
     policies: o.policies,
