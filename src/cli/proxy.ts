@@ -17,6 +17,7 @@ import { openAccessLog } from "../proxy/access-log.ts";
 import { loadSavedConfig } from "../proxy/control/saved-config.ts";
 import { str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } from "./proxy-control.ts";
+import type { TcpUpstream } from "../proxy/tcp/outbound-tcp.ts";
 import { countFlag, durationFlag, parseListen, parseTcpUpstream } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 
@@ -130,6 +131,8 @@ export interface Sidecar {
   proxy: RunningProxy;
   /** Listen addresses as configured; the bound ports are in proxy.ports. */
   addresses: { inbound: string; outbound: string; admin: string };
+  /** The TCP upstreams, in the order of proxy.ports.tcp. */
+  tcpUpstreams: TcpUpstream[];
   drainTimeoutMs: number;
   /** Settles once the control plane's first config has been handled (at once without a control plane). */
   configured: Promise<void>;
@@ -230,6 +233,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     identity: certs.spiffeId,
     proxy,
     addresses: { inbound: inbound.address, outbound: outbound.address, admin: admin.address },
+    tcpUpstreams,
     drainTimeoutMs,
     configured: agent?.firstConfig ?? Promise.resolve(),
     leave() {

@@ -25,7 +25,8 @@ export const runCommand: CommandSpec = {
     "Takes every 'mesh proxy' flag, then the service's command after --. The command starts once the\n" +
     "sidecar is ready (with --control-plane, once its first config is in, or after 10 s without it), with\n" +
     "stdio inherited, HTTP_PROXY/http_proxy set to the outbound listener, NO_PROXY to loopback, and\n" +
-    "MESH_SERVICE, MESH_OUTBOUND, MESH_ADMIN. When it exits the sidecar drains and mesh run exits with its\n" +
+    "MESH_SERVICE, MESH_OUTBOUND, MESH_ADMIN, and MESH_TCP_<SERVICE>_<PORT> (host:port) for each --tcp-upstream.\n" +
+    "When it exits the sidecar drains and mesh run exits with its\n" +
     "code (128+N for signal N). On SIGTERM or SIGINT the sidecar stops taking inbound connections and\n" +
     "leaves discovery, then passes the signal to the command, which has the drain timeout to exit before\n" +
     "SIGKILL (its outbound calls are served until then); then the sidecar drains. A command that cannot\n" +
@@ -49,6 +50,7 @@ export const runCommand: CommandSpec = {
       service: sidecar.service,
       outbound: { address: sidecar.addresses.outbound, port: sidecar.proxy.ports.outbound },
       admin: { address: sidecar.addresses.admin, port: sidecar.proxy.ports.admin },
+      tcp: sidecar.tcpUpstreams.map((u, i) => ({ service: u.service, port: u.port, address: u.bind.address, boundPort: sidecar.proxy.ports.tcp![i]! })),
     });
     const child = spawnService(argv, env);
     if (!("pid" in child)) {

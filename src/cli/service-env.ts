@@ -1,6 +1,6 @@
 /**
  * The environment `mesh run` gives its service: outgoing HTTP through the sidecar,
- * loopback calls direct, and where the sidecar is.
+ * loopback calls direct, where the sidecar is, and where each TCP upstream's listener is.
  */
 
 /** Loopback names a service reaches without the sidecar. */
@@ -10,6 +10,13 @@ export interface SidecarAddress {
   service: string;
   outbound: { address: string; port: number };
   admin: { address: string; port: number };
+  /** The TCP upstreams' local listeners: the Service and port each stands for, and where it is bound. */
+  tcp?: { service: string; port: number; address: string; boundPort: number }[];
+}
+
+/** `MESH_TCP_POSTGRES_5432` for postgres:5432 (`orders-db.shop` → `ORDERS_DB_SHOP`): where to dial it, for a listener on port 0 too. */
+export function tcpEnvName(service: string, port: number): string {
+  return `MESH_TCP_${service.toUpperCase().replace(/[^A-Z0-9]/g, "_")}_${port}`;
 }
 
 /** `host:port` a local process can dial: a wildcard listen address becomes loopback, IPv6 is bracketed. */
@@ -35,5 +42,6 @@ export function serviceEnv(base: Record<string, string | undefined>, sidecar: Si
     MESH_SERVICE: sidecar.service,
     MESH_OUTBOUND: outbound,
     MESH_ADMIN: dialable(sidecar.admin.address, sidecar.admin.port),
+    ...Object.fromEntries((sidecar.tcp ?? []).map((u) => [tcpEnvName(u.service, u.port), dialable(u.address, u.boundPort)])),
   };
 }

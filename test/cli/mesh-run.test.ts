@@ -8,6 +8,8 @@ import { pidAlive, startMesh } from "../helpers/procs.ts";
 import { steadyTraffic } from "../helpers/traffic.ts";
 import { freePort } from "../helpers/ports.ts";
 import { greeterService } from "../helpers/grpc.ts";
+import { tcpEchoService } from "../helpers/tcp.ts";
+import { writeFileSync } from "node:fs";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
 const SERVICE = join(import.meta.dir, "..", "helpers", "mesh-run-service.ts");
@@ -57,7 +59,7 @@ interface Report {
   inbound: number;
   outbound: number;
   admin: number;
-  env: Record<string, string | undefined> & { runtime?: string[] };
+  env: Record<string, string | undefined> & { runtime?: string[]; tcp?: Record<string, string> };
 }
 
 async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -118,6 +120,27 @@ test("a gRPC client under mesh run dials a service by name: through http_proxy a
     expect(JSON.parse(r.out.split("\n")[0]!)).toMatchObject({ message: "hello ada", caller: ORDERS_ID });
   } finally {
     await greeter.stop();
+  }
+});
+
+test("a TCP upstream under mesh run: the command finds its local listener in MESH_TCP_<SERVICE>_<PORT>, even on an ephemeral port", async () => {
+  await fx.issue("db");
+  const echo = tcpEchoService();
+  try {
+    const ports = `  ports:\n    - {name: pg, port: 5432, protocol: tcp, targetPort: ${echo.port}}\n`;
+    const service = (endpoint?: number) => `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata:\n  name: db\nspec:\n${ports}${endpoint ? `  endpoints:\n    - {address: 127.0.0.1, port: ${endpoint}}\n` : ""}`;
+    const dbConfig = join(fx.tmp.path, "db-run.yaml");
+    writeFileSync(dbConfig, service());
+    const db = await fx.proxy("db", "http://127.0.0.1:9", dbConfig);
+    const ordersConfig = join(fx.tmp.path, "orders-tcp-run.yaml");
+    writeFileSync(ordersConfig, service(db.ports.inbound));
+    const r = await meshRun(runArgs("orders", undefined, ["--config", ordersConfig, "--tcp-upstream", "db:5432=127.0.0.1:0"]), bun("tcp", "MESH_TCP_DB_5432"));
+    expect(r.code).toBe(0);
+    expect(Object.keys(r.report.env.tcp ?? {})).toEqual(["MESH_TCP_DB_5432"]);
+    expect(r.report.env.tcp!.MESH_TCP_DB_5432).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(r.out.split("\n")[1]).toBe("pingbye 4");
+  } finally {
+    echo.stop();
   }
 });
 

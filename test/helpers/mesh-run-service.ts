@@ -9,6 +9,7 @@
  *                 whether the outbound listener still accepts then), exit 0
  *   serve PORT    answer HTTP on 127.0.0.1:PORT with the caller the sidecar passed on; on
  *                 SIGTERM stop listening, finish what is in flight, exit 0 a second later
+ *   tcp VAR       connect to $VAR (host:port), send "ping", half-close, print what came back, exit 0
  */
 export {}; // a module, for top-level await
 
@@ -72,6 +73,7 @@ console.log(
       NO_PROXY: process.env.NO_PROXY,
       // The sidecar's engine settings are its own (runtime-tuning.ts): never the service's.
       runtime: Object.keys(process.env).filter((k) => k.startsWith("BUN_JSC_") || k.startsWith("MESH_RUNTIME_")),
+      tcp: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("MESH_TCP_"))),
     },
   }),
 );
@@ -81,6 +83,25 @@ if (mode === "call") {
   const res = await fetch(arg!);
   console.log(await res.text());
   process.exit(res.ok ? 0 : 1);
+}
+if (mode === "tcp") {
+  const [host, port] = splitHostPort(process.env[arg!] ?? "");
+  let reply = "";
+  await new Promise<void>((resolve, reject) => {
+    Bun.connect({
+      hostname: host,
+      port,
+      allowHalfOpen: true,
+      socket: {
+        open: (s) => void (s.write("ping"), s.shutdown()),
+        data: (_s, d) => void (reply += d.toString()),
+        close: () => resolve(),
+        connectError: (_s, err) => reject(err),
+      },
+    }).catch(reject);
+  });
+  console.log(reply);
+  process.exit(0);
 }
 // The remaining modes stay up until a signal ends them.
 setInterval(() => undefined, 60_000);
