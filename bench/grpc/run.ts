@@ -13,7 +13,7 @@ import { int } from "../format.ts";
 import { meshCommand, runMeshSync } from "../mesh-command.ts";
 import { issueCerts } from "../pki.ts";
 import { isClosing, measureWithCleanup, readOptions } from "../procs.ts";
-import { finishRun } from "../finish-run.ts";
+import { finishRun, type RunOutcome } from "../finish-run.ts";
 import { parseOptions, USAGE, type Options } from "./args.ts";
 import { shapeName } from "./h2load.ts";
 import { runH2load } from "./load.ts";
@@ -27,11 +27,7 @@ import { AUTHORITY, grpcMessage, METHOD_PATH, PREFIX_BYTES, REQUEST_MESSAGE_BYTE
 
 const log = (line: string) => process.stderr.write(line + "\n");
 
-interface Outcome {
-  meta: Meta;
-  summaries: Summary[];
-  cells: Cell[];
-}
+type Outcome = RunOutcome<Meta, Summary, Cell>;
 
 async function bench(opts: Options, tmp: string): Promise<Outcome> {
   const h2load = findTool("h2load");

@@ -1,20 +1,13 @@
 /** Command line of `npm run bench:tcp`, in the style of the other benches' (../args.ts, ../grpc/args.ts). */
 import { parseArgs } from "node:util";
 import { whole } from "../args.ts";
+import { INTERLEAVED_FLAGS, interleavedOptions, type InterleavedOptions } from "../interleaved-args.ts";
 import type { Load } from "./load.ts";
 import { TOPOLOGY_IDS, type TopologyId } from "./topology.ts";
 
-export interface Options {
-  quick: boolean;
-  json?: string;
-  durationS: number;
-  rounds: number;
-  warmupS: number;
-  primeS: number;
+export interface Options extends InterleavedOptions<TopologyId> {
   /** Round trips at each connection count, then bulk transfers: in this order in every round. */
   loads: Load[];
-  mesh?: string;
-  only: TopologyId[];
 }
 
 /** Bulk transfers are bounded: each is sent and held in flight by the proxies, and checked by the client. */
@@ -39,40 +32,15 @@ export const USAGE = `usage: npm run bench:tcp -- [options]
 export function parseOptions(argv: string[]): Options | "help" {
   const { values } = parseArgs({
     args: argv,
-    options: {
-      quick: { type: "boolean", default: false },
-      json: { type: "string" },
-      duration: { type: "string" },
-      rounds: { type: "string" },
-      warmup: { type: "string" },
-      prime: { type: "string" },
-      connections: { type: "string", default: "1,16" },
-      "bulk-mib": { type: "string", default: "64" },
-      mesh: { type: "string" },
-      only: { type: "string" },
-      help: { type: "boolean", short: "h", default: false },
-    },
+    options: { ...INTERLEAVED_FLAGS, connections: { type: "string", default: "1,16" }, "bulk-mib": { type: "string", default: "64" } },
   });
   if (values.help) return "help";
-  const quick = values.quick ?? false;
+  const common = interleavedOptions(values, TOPOLOGY_IDS);
   const connections = (values.connections ?? "1,16").split(",").map((c) => whole(c.trim(), "--connections", 1));
   for (const c of connections) if (c > MAX_CONNECTIONS) throw new Error(`--connections: at most ${MAX_CONNECTIONS}, got ${c}`);
   const bulkMib = whole(values["bulk-mib"] ?? "64", "--bulk-mib", 0);
   if (bulkMib > MAX_BULK_MIB) throw new Error(`--bulk-mib: at most ${MAX_BULK_MIB}, got ${bulkMib}`);
-  const only = (values.only ?? TOPOLOGY_IDS.join(",")).split(",").map((s) => s.trim());
-  for (const id of only) if (!(TOPOLOGY_IDS as readonly string[]).includes(id)) throw new Error(`--only: unknown topology "${id}"`);
   const loads: Load[] = [...new Set(connections)].map((c) => ({ kind: "rr", connections: c }));
   if (bulkMib > 0) loads.push({ kind: "bulk", bytes: bulkMib * 2 ** 20 });
-  return {
-    quick,
-    json: values.json,
-    durationS: whole(values.duration ?? (quick ? "1" : "5"), "--duration", 1),
-    rounds: whole(values.rounds ?? (quick ? "1" : "3"), "--rounds", 1),
-    warmupS: whole(values.warmup ?? (quick ? "0" : "1"), "--warmup", 0),
-    primeS: whole(values.prime ?? (quick ? "0" : "5"), "--prime", 0),
-    loads,
-    mesh: values.mesh,
-    // In the order of TOPOLOGY_IDS whatever the order given: the first round's order is fixed.
-    only: TOPOLOGY_IDS.filter((id) => only.includes(id)),
-  };
+  return { ...common, loads };
 }

@@ -14,7 +14,7 @@ import { passOrder } from "../grpc/schedule.ts";
 import { meshCommand, runMeshSync } from "../mesh-command.ts";
 import { issueCerts } from "../pki.ts";
 import { isClosing, measureWithCleanup, readOptions } from "../procs.ts";
-import { finishRun } from "../finish-run.ts";
+import { finishRun, type RunOutcome } from "../finish-run.ts";
 import { parseOptions, USAGE, type Options } from "./args.ts";
 import { loadName, runClient, type Load } from "./load.ts";
 import { measure, type Cell } from "./measure.ts";
@@ -26,11 +26,7 @@ import { MESSAGE_BYTES } from "./wire.ts";
 
 const log = (line: string) => process.stderr.write(line + "\n");
 
-interface Outcome {
-  meta: Meta;
-  summaries: Summary[];
-  cells: Cell[];
-}
+type Outcome = RunOutcome<Meta, Summary, Cell>;
 
 function describe(cell: Cell): string {
   const c = cell.client;
