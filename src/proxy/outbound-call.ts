@@ -61,7 +61,7 @@ const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
 };
 
 /** Prefers an endpoint not tried yet; falls back to any healthy one. */
-function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoint | undefined): Endpoint | undefined {
+export function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoint | undefined): Endpoint | undefined {
   const healthy = dest.outlier.healthy(dest.endpoints);
   return dest.balancer.pick(tried && healthy.length > 1 ? without(healthy, tried) : healthy, ctx);
 }

@@ -80,7 +80,7 @@ export class InboundTcpConnection extends CarriedConnection {
 
   protected override early(chunk: Uint8Array): void {
     if (this.port !== 0) return this.hold(chunk);
-    const bytes = this.preamble.byteLength === 0 ? chunk : concat(this.preamble, chunk);
+    const bytes = this.preamble.byteLength === 0 ? chunk : Buffer.concat([this.preamble, chunk]);
     if (bytes.byteLength < PREAMBLE_BYTES) {
       this.preamble = new Uint8Array(bytes);
       return;
@@ -145,11 +145,4 @@ export class InboundTcpConnection extends CarriedConnection {
     const authority = this.port === 0 ? this.deps.service : `${this.deps.service}:${this.port}`;
     this.deps.report.ended(peerService(this.peer), this.peer, authority, result, this.startedAt, report);
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
 }

@@ -15,6 +15,7 @@ import type { Destination, Snapshot } from "../destinations.ts";
 import type { Endpoint, PickContext } from "../endpoint.ts";
 import { PeerIdentityError } from "../errors.ts";
 import { UNKNOWN_DESTINATION, type ProxyMetrics } from "../metrics.ts";
+import { pickEndpoint } from "../outbound-call.ts";
 import { alpnWire } from "../transport/mux/frame.ts";
 import { CarriedConnection, type CarriedResult } from "./carried.ts";
 import { UpstreamLeg } from "./leg.ts";
@@ -145,8 +146,7 @@ class OutboundTcpConnection extends CarriedConnection {
   /** `tried`: the endpoint that just failed, left out when there is another. */
   private dialNext(tried: Endpoint | undefined): void {
     const dest = this.dest!;
-    const healthy = dest.outlier.healthy(dest.endpoints);
-    const endpoint = dest.balancer.pick(tried !== undefined && healthy.length > 1 ? healthy.filter((e) => e !== tried) : healthy, NO_HEADERS);
+    const endpoint = pickEndpoint(dest, NO_HEADERS, tried);
     if (endpoint === undefined) return this.refuse("no-healthy-endpoints");
     this.endpoint = endpoint;
     endpoint.inflight++;
