@@ -16,6 +16,7 @@ import type { Endpoint, PickContext } from "./endpoint.ts";
 import { errorParts, type ErrorParts, type ProxyFailure } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { backoffMs, shouldRetry, type AttemptOutcome } from "./resilience/retry.ts";
+import { RetryAllowance } from "./resilience/retry-allowance.ts";
 import { proxyFailureOf, requestMayHaveBeenSent } from "./transport/h1/index.ts";
 import type { RequestBody } from "./transport/h1/request-body.ts";
 import type { PreparedRequest } from "./transport/h1/request-head.ts";
@@ -42,7 +43,7 @@ export interface CallHandle {
   cancel(): void;
 }
 
-type FailureOutcome = Exclude<AttemptOutcome["kind"], "status" | "response-started">;
+type FailureOutcome = Exclude<AttemptOutcome["kind"], "status" | "grpc-status" | "response-started">;
 
 const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
   "connect-failure": "connect-failure",
@@ -129,8 +130,8 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
   private tried: Endpoint | undefined;
   /** eventNow() when the try in flight was sent; 0 when nothing reads it (no EWMA). */
   private sentAt = 0;
-  /** A retry holds one of the destination's retry slots from the decision to the call's end. */
-  private holdingRetry = false;
+  /** Made at the first retry, so the common request makes none. */
+  private allowance: RetryAllowance | undefined;
   /** Where the kept response goes, once chosen. */
   private target: ResponseSink | undefined;
   private settled = false;
@@ -246,17 +247,9 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     setTimeout(() => this.send(), wait);
   }
 
-  /**
-   * Whether one more try may go out: time left, and budget. A call keeps the retry slot
-   * it already holds; otherwise it needs a free one.
-   */
+  /** Whether one more try may go out: time left, a retry slot and budget (retry-allowance.ts). */
   private takeRetry(): boolean {
-    const dest = this.dest;
-    const held = this.holdingRetry || dest.breaker.tryAcquire("retries") === true;
-    if (held && !this.expired && dest.budget.tryWithdraw()) return (this.holdingRetry = true);
-    if (held) dest.breaker.release("retries");
-    this.holdingRetry = false;
-    return false;
+    return !this.expired && (this.allowance ??= new RetryAllowance()).take(this.dest);
   }
 
   private failWith(kind: ProxyFailure, detail: string, extra?: Record<string, string>): void {
@@ -271,8 +264,7 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     this.settled = true;
     this.clear();
     this.dest.breaker.release("requests");
-    if (this.holdingRetry) this.dest.breaker.release("retries");
-    this.holdingRetry = false;
+    this.allowance?.release(this.dest);
   }
 }
 
