@@ -15,11 +15,14 @@ export function balancerPolicy(lb: DestinationPolicySpec["loadBalancer"]): Balan
   }
 }
 
+/** gRPC's numbers for the statuses a policy may retry on. */
+const GRPC_CODES: Record<DestinationPolicySpec["retries"]["grpcStatuses"][number], number> = { cancelled: 1, "deadline-exceeded": 4, "resource-exhausted": 8, internal: 13, unavailable: 14 };
+
 export function retryPolicy(r: DestinationPolicySpec["retries"]): RetryPolicy {
   const on = new Set(r.retryOn);
   return {
     attempts: r.attempts,
-    retryOn: { connectFailure: on.has("connect-failure"), refused: on.has("refused"), reset: on.has("reset"), statusCodes: r.statusCodes },
+    retryOn: { connectFailure: on.has("connect-failure"), refused: on.has("refused"), reset: on.has("reset"), statusCodes: r.statusCodes, grpcStatuses: new Set(r.grpcStatuses.map((name) => String(GRPC_CODES[name]))) },
     backoff: { baseMs: r.backoff.base, maxMs: r.backoff.max },
   };
 }

@@ -14,6 +14,7 @@ describe("DestinationPolicy", () => {
         attempts: 2,
         retryOn: ["connect-failure", "refused", "reset"],
         statusCodes: [502, 503, 504],
+        grpcStatuses: [],
         backoff: { base: 25, max: 250 },
         budget: { percent: 20, minPerSecond: 10 },
       },
@@ -59,6 +60,10 @@ describe("DestinationPolicy", () => {
       "m.yaml#0 spec.outlierDetection.maxEjectionPercent: expected number ≤ 100",
       "m.yaml#0 spec.outlierDetection.maxEjectionTime: must be at least baseEjectionTime",
     ]);
+    expect(errorsOf(policy("  retries: {grpcStatuses: [unavailable, permission-denied]}"))).toEqual([
+      "m.yaml#0 spec.retries.grpcStatuses[1]: expected one of cancelled, deadline-exceeded, internal, resource-exhausted, unavailable",
+    ]);
+    expect(specOf(policy("  retries: {grpcStatuses: [unavailable, cancelled]}")).retries).toMatchObject({ grpcStatuses: ["unavailable", "cancelled"] });
     expect(errorsOf(policy("  circuitBreaker: {maxRequests: 1.5, maxConection: 3}"))).toEqual([
       "m.yaml#0 spec.circuitBreaker.maxRequests: expected integer, got number",
       'm.yaml#0 spec.circuitBreaker: unknown field "maxConection" (did you mean "maxConnections"?)',

@@ -41,7 +41,7 @@ export interface GreeterService {
 
 const first = (md: grpc.Metadata, key: string): string | null => (md.get(key)[0] as string | undefined) ?? null;
 
-/** `unavailable`: every Hello ends UNAVAILABLE, as a server that is failing would answer. */
+/** `unavailable`: every Hello ends UNAVAILABLE, as a server that is failing would answer, and every Count after its first message. */
 export async function greeterService(opts: { unavailable?: boolean } = {}): Promise<GreeterService> {
   const server = new grpc.Server();
   const svc: GreeterService = { port: 0, cancelled: 0, calls: [], stop: () => new Promise((r) => server.tryShutdown(() => r())) };
@@ -53,6 +53,11 @@ export async function greeterService(opts: { unavailable?: boolean } = {}): Prom
     },
     count: (call: grpc.ServerWritableStream<{ to: number }, { n: number }>) => {
       svc.calls.push(call.metadata);
+      if (opts.unavailable) {
+        call.write({ n: 1 });
+        // grpc-js ends a server stream with an error status when the handler emits one.
+        return void call.emit("error", { code: grpc.status.UNAVAILABLE, details: "failing" });
+      }
       for (let n = 1; n <= call.request.to; n++) call.write({ n });
       call.end();
     },

@@ -10,6 +10,8 @@ import { registerKind, type ManifestOf } from "../manifest";
 
 export const BALANCERS = ["least-request", "round-robin", "ewma", "ring-hash"] as const;
 export const RETRY_ON = ["connect-failure", "refused", "reset"] as const;
+/** gRPC statuses a call may be retried on: those Envoy's `retry_on` and Linkerd's GRPCRoute retries name. */
+export const GRPC_RETRY_STATUSES = ["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"] as const;
 
 const Count = z.int().min(0);
 const HeaderName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "expected an HTTP header name");
@@ -77,6 +79,10 @@ export const Retries = z
       .array(z.int().min(500).max(599))
       .default([502, 503, 504])
       .describe("Response statuses retried, for idempotent requests only; default [502, 503, 504]."),
+    grpcStatuses: z
+      .array(z.enum(GRPC_RETRY_STATUSES))
+      .default([])
+      .describe("gRPC statuses retried when the response carries nothing else (trailers-only), for any call: listing one says the service's calls are safe to repeat on it; default none."),
     backoff: z
       .strictObject({
         base: Duration.prefault("25ms").describe('First backoff cap; doubles per retry; default "25ms".'),
@@ -87,7 +93,7 @@ export const Retries = z
     budget: RetryBudgetSpec,
   })
   .prefault({})
-  .describe("Retries: idempotent methods or requests with Idempotency-Key, never after response bytes reached the client, never a request body.");
+  .describe("Retries: idempotent methods or requests with Idempotency-Key, never after response bytes reached the client; a request body only over HTTP/2, kept up to 64 KiB.");
 
 export const CircuitBreakerSpec = z
   .strictObject({

@@ -19,13 +19,9 @@ import { joinedFieldValue } from "../transport/h1/request-parse.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
 import type { IdleStreams } from "./idle-streams.ts";
 import { answered, StreamReporter } from "./stream-report.ts";
-import { relayStream, type NeverSent, type RelayEnd } from "./stream-relay.ts";
-import type { ClientHttp2Session } from "node:http2";
-import type { Endpoint } from "../endpoint.ts";
-import { shouldRetry } from "../resilience/retry.ts";
-import { recordLatency } from "../balancer/index.ts";
-import { systemClock } from "../../core/clock.ts";
-import { grpcServerFailed } from "./grpc-outcome.ts";
+import { relayStream, type RelayEnd } from "./stream-relay.ts";
+import { StreamRetries } from "./stream-retries.ts";
+import { isRetryableRequest } from "../resilience/retry.ts";
 
 export interface OutboundH2Deps {
   snapshot: () => Snapshot;
@@ -65,51 +61,20 @@ export function outboundH2(deps: OutboundH2Deps) {
     const dest: Destination = route === undefined ? named : routedDestination(route, named, { method: head.method, pathAndQuery: head.pathAndQuery, header: (n) => joinedFieldValue(head.fields, n) });
     const admitted = dest.breaker.tryAcquire("requests");
     if (admitted !== true) return answer(errorParts("overflow", `${dest.name}: ${admitted.replace(/-/g, " ")} reached`, { "x-mesh-overflow": admitted }), dest.name);
-    const endpoint = pickHealthy(dest, { header: (n) => joinedFieldValue(head.fields, n) ?? null });
+    const pick = { header: (n: string) => joinedFieldValue(head.fields, n) ?? null };
+    const endpoint = pickHealthy(dest, pick);
     if (!endpoint) {
       dest.breaker.release("requests");
       return answer(errorParts("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);
     }
-    endpoint.inflight++;
     dest.budget.onRequest();
     const out = forwardedRequest(headers, NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
-    let current: Endpoint = endpoint;
-    let tries = 0;
-    /** The current try's failure is counted against its endpoint already. */
-    let counted = false;
-    // A try that never reached the service goes to another endpoint, as HTTP/1.1 calls do: within the policy's attempts and the retry budget.
-    // A stream refused unprocessed is the peer's stream limit, not a failure: a fresh session sends before the peer's SETTINGS
-    // say the limit, so a burst past it is refused. It may go again on the same endpoint (its session knows the limit now).
-    const retry = (failure: NeverSent, replayable: boolean): ClientHttp2Session | undefined => {
-      const overLimit = failure === "refused-stream";
-      if (!overLimit) dest.outlier.onResult(current, false);
-      counted = true;
-      if (failure === "peer-identity") deps.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
-      if (!replayable || !shouldRetry(dest.retryPolicy, tries, { kind: failure === "connect-failure" ? "connect-failure" : "refused" }) || !dest.budget.tryWithdraw()) return undefined;
-      const next = otherEndpoint(dest, current, head.fields) ?? (overLimit ? current : undefined);
-      if (next === undefined) return undefined;
-      current.inflight--;
-      next.inflight++;
-      current = next;
-      counted = false;
-      tries++;
-      deps.metrics.retries.inc({ peer: dest.name });
-      return dest.pools.h2Session(next);
-    };
+    const tries = new StreamRetries(dest, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
     const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
     relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
-      current.inflight--;
+      tries.end(end, call.started);
       dest.breaker.release("requests");
-      // As for HTTP/1.1: 5xx, a gRPC status that says the server failed, and failures to reach it count against the endpoint; a client that left does not.
-      if (end.status !== 499 && !counted) dest.outlier.onResult(current, end.status < 500 && !grpcServerFailed(end.grpcStatus));
-      if (dest.ewmaDecayMs !== undefined && end.headAt !== 0) recordLatency(current, end.headAt - call.started, systemClock, dest.ewmaDecayMs);
       report(dest.name, end);
-    }, retry);
+    }, tries);
   };
-}
-
-/** A healthy endpoint other than `tried`, as the balancer picks; undefined when there is none. */
-function otherEndpoint(dest: Destination, tried: Endpoint, fields: string[]): Endpoint | undefined {
-  const others = dest.outlier.healthy(dest.endpoints).filter((e) => e !== tried);
-  return dest.balancer.pick(others, { header: (n) => joinedFieldValue(fields, n) ?? null });
 }

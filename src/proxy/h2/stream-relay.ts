@@ -4,10 +4,10 @@
  * Before the response head a failure is answered by the proxy (local-reply.ts); after
  * it, the client's stream is reset, as the upstream's was.
  *
- * A try that never reached the service (no connection, the wrong peer identity, a stream
- * the peer refused unprocessed) may go to another endpoint (`retry`), its request body
- * replayed: the body sent is kept until the response head, up to REPLAY_BYTES (Envoy
- * buffers a request for retries the same way); a longer one is not retried.
+ * A failed try, or a response the policy retries, may be followed by another
+ * (`retries`: stream-retries.ts decides), its request body replayed: the body sent is
+ * kept until the response head, up to REPLAY_BYTES (Envoy buffers a request for retries
+ * the same way); a longer one is not retried. Between tries the client's body waits.
  *
  * Trailers are relayed only to a client that said it takes them (`te: trailers`, which
  * every gRPC client sends); its stream then ends with the upstream's trailers, or an
@@ -58,22 +58,33 @@ export interface RelayOptions {
 
 /** Why a try never reached the service. */
 export type NeverSent = "connect-failure" | "peer-identity" | "refused-stream";
+/** How a try failed before its response head: it never reached the service, or it was reset and may have. */
+export type TryFailure = NeverSent | "reset";
 
-/**
- * After a try that never reached the service (called for each such try, to be counted):
- * the session for the next, or undefined to give up; `replayable` is false when its body
- * was too long to keep.
- */
-export type Retry = (failure: NeverSent, replayable: boolean) => ClientHttp2Session | undefined;
+/** The next try: sent after `waitMs`, on the session asked for then. */
+export interface NextTry {
+  waitMs: number;
+  session(): ClientHttp2Session;
+}
 
-export function relayStream(down: ServerHttp2Stream, session: ClientHttp2Session, headers: OutgoingHttpHeaders, opts: RelayOptions, done: (end: RelayEnd) => void, retry?: Retry): void {
-  new StreamRelay(down, headers, opts, done, retry).start(session);
+/** Whether a try is followed by another (called once per try that ends so). */
+export interface TryRetries {
+  /** The try failed before its head; `replayable` is false when its body was too long to keep. */
+  afterFailure(failure: TryFailure, replayable: boolean): NextTry | undefined;
+  /** The try was answered, and its body is kept whole; `trailersOnlyGrpcStatus` is set for a gRPC call answered by its head alone. */
+  afterResponse(status: number, trailersOnlyGrpcStatus: string | undefined): NextTry | undefined;
+}
+
+export function relayStream(down: ServerHttp2Stream, session: ClientHttp2Session, headers: OutgoingHttpHeaders, opts: RelayOptions, done: (end: RelayEnd) => void, retries?: TryRetries): void {
+  new StreamRelay(down, headers, opts, done, retries).start(session);
 }
 
 class StreamRelay {
   private readonly end: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, headAt: 0 };
   private over = false;
   private timer: Timer | undefined;
+  /** Set while waiting to send the next try. */
+  private backoff: Timer | undefined;
   /** The try in flight, and its session. */
   private up: ClientHttp2Stream | undefined;
   private session: ClientHttp2Session | undefined;
@@ -92,7 +103,7 @@ class StreamRelay {
     private readonly headers: OutgoingHttpHeaders,
     private readonly opts: RelayOptions,
     private readonly done: (end: RelayEnd) => void,
-    private readonly retry: Retry | undefined,
+    private readonly retries: TryRetries | undefined,
   ) {
     if (opts.grpc && opts.maxBodyBytes > 0) this.messages = new GrpcMessageLimit(opts.maxBodyBytes);
   }
@@ -144,12 +155,21 @@ class StreamRelay {
     up.on("drain", () => current() && this.down.resume());
     up.on("response", (head, flags) => {
       if (!current()) return;
+      const trailersOnly = (flags & END_STREAM) !== 0;
+      if (this.retries !== undefined && this.replay !== undefined) {
+        const next = this.retries.afterResponse(Number(head[":status"]), trailersOnly && this.opts.grpc ? (head["grpc-status"] as string | undefined) : undefined);
+        if (next !== undefined) {
+          // A response still coming, or a request still going, is cut; a try over both ways is left to close.
+          if (!trailersOnly || !this.bodyEnded) this.cancelUpstream();
+          return this.again(next, "upstream-reset", `answered ${head[":status"]}${head["grpc-status"] === undefined ? "" : ` (grpc-status ${head["grpc-status"]})`}`);
+        }
+      }
       clearTimeout(this.timer);
       this.replay = undefined;
       this.end.headAt = performance.now();
       this.end.status = Number(head[":status"]);
       const out = forwardedResponse(head);
-      if (flags & END_STREAM) {
+      if (trailersOnly) {
         this.end.grpcStatus = head["grpc-status"] as string | undefined;
         this.down.respond(out, { endStream: true });
         this.stopReading();
@@ -191,14 +211,28 @@ class StreamRelay {
     });
   }
 
-  /** A try failed before its response head: another try if it never reached the service and one is allowed, else the proxy's answer. */
+  /** A try failed before its response head: another try if the policy allows one, else the proxy's answer. */
   private beforeHead(failure: ProxyFailure | "refused-stream", detail: string): void {
-    const neverSent = failure === "connect-failure" || failure === "peer-identity" || failure === "refused-stream";
-    if (neverSent && this.retry !== undefined) {
-      const next = this.retry(failure, this.replay !== undefined);
-      if (next !== undefined) return this.tryOn(next);
-    }
+    const asTry: TryFailure | undefined = failure === "connect-failure" || failure === "peer-identity" || failure === "refused-stream" ? failure : failure === "upstream-reset" ? "reset" : undefined;
+    const next = asTry === undefined ? undefined : this.retries?.afterFailure(asTry, this.replay !== undefined);
+    if (next !== undefined) return this.again(next, failure === "refused-stream" ? "upstream-reset" : failure, detail);
     this.fail(failure === "refused-stream" ? "upstream-reset" : failure, detail);
+  }
+
+  /**
+   * Sends the next try after its backoff; meanwhile the client's body waits (paused). Should
+   * the body outgrow what is kept for a retry all the same, the last try's failure is answered.
+   */
+  private again(next: NextTry, failure: ProxyFailure, detail: string): void {
+    this.up = undefined;
+    this.session = undefined;
+    if (!this.bodyEnded) this.down.pause();
+    this.backoff = setTimeout(() => {
+      this.backoff = undefined;
+      if (this.over) return;
+      if (this.replay === undefined) return this.fail(failure, `${detail}; the request body outgrew what is kept for a retry`);
+      this.tryOn(next.session());
+    }, next.waitMs);
   }
 
   private body(chunk: Buffer): void {
@@ -281,6 +315,7 @@ class StreamRelay {
     this.opts.idle.unwatch(this.watched);
     this.replay = undefined;
     clearTimeout(this.timer);
+    clearTimeout(this.backoff);
     this.done(this.end);
   }
 }

@@ -43,19 +43,23 @@ export interface RetryPolicy {
     reset: boolean;
     /** Response statuses that trigger a retry (the response is discarded, not forwarded). */
     statusCodes: readonly number[];
+    /** gRPC statuses (their numbers, as grpc-status carries them) of a trailers-only response that trigger a retry of any call. */
+    grpcStatuses: ReadonlySet<string>;
   };
   backoff: { baseMs: number; maxMs: number };
 }
 
 export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
   attempts: 2,
-  retryOn: Object.freeze({ connectFailure: true, refused: true, reset: true, statusCodes: Object.freeze([502, 503, 504]) }),
+  retryOn: Object.freeze({ connectFailure: true, refused: true, reset: true, statusCodes: Object.freeze([502, 503, 504]), grpcStatuses: new Set<string>() }),
   backoff: Object.freeze({ baseMs: 25, maxMs: 250 }),
 });
 
 export type AttemptOutcome =
   | { kind: "connect-failure" | "refused" | "reset-before-response" | "timeout-before-response" }
   | { kind: "status"; status: number }
+  /** A gRPC call answered trailers-only: nothing reached the client but the status. */
+  | { kind: "grpc-status"; grpcStatus: string }
   /** Bytes already reached the client: a retry would splice two responses. Never retried. */
   | { kind: "response-started" };
 
@@ -79,6 +83,9 @@ export function shouldRetry(policy: RetryPolicy, attempt: number, outcome: Attem
       return idempotent && on.reset;
     case "status":
       return idempotent && on.statusCodes.includes(outcome.status);
+    case "grpc-status":
+      // The policy listing it says the service's calls are safe to repeat on it: no idempotency asked.
+      return on.grpcStatuses.has(outcome.grpcStatus);
     case "response-started":
       return false;
   }

@@ -40,8 +40,16 @@ describe("shouldRetry", () => {
 
   test("defaults", () => {
     expect(p.attempts).toBe(2);
-    expect(p.retryOn).toEqual({ connectFailure: true, refused: true, reset: true, statusCodes: [502, 503, 504] });
+    expect(p.retryOn).toEqual({ connectFailure: true, refused: true, reset: true, statusCodes: [502, 503, 504], grpcStatuses: new Set() });
     expect(p.backoff).toEqual({ baseMs: 25, maxMs: 250 });
+  });
+
+  test("a trailers-only gRPC status: only the ones the policy lists, for any call, within the attempts", () => {
+    const unavailable = { ...p, retryOn: { ...p.retryOn, grpcStatuses: new Set(["14"]) } };
+    expect(shouldRetry(p, 0, { kind: "grpc-status", grpcStatus: "14" })).toBe(false);
+    expect(shouldRetry(unavailable, 0, { kind: "grpc-status", grpcStatus: "14" }, false)).toBe(true);
+    expect(shouldRetry(unavailable, 0, { kind: "grpc-status", grpcStatus: "13" })).toBe(false);
+    expect(shouldRetry(unavailable, 2, { kind: "grpc-status", grpcStatus: "14" })).toBe(false);
   });
 
   test("never after the response started, whatever the policy", () => {
