@@ -14,7 +14,7 @@ import { UNKNOWN_DESTINATION, type ProxyMetrics } from "../metrics.ts";
 import type { AccessLog } from "../access-log.ts";
 import type { Tracer } from "../tracing/tracer.ts";
 import { traceParentValue } from "../tracing/tracer.ts";
-import { pickHealthy } from "../websocket/pick.ts";
+import { pickEndpoint } from "../outbound-call.ts";
 import { joinedFieldValue } from "../transport/h1/request-parse.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
 import type { IdleStreams } from "./idle-streams.ts";
@@ -62,7 +62,7 @@ export function outboundH2(deps: OutboundH2Deps) {
     const admitted = dest.breaker.tryAcquire("requests");
     if (admitted !== true) return answer(errorParts("overflow", `${dest.name}: ${admitted.replace(/-/g, " ")} reached`, { "x-mesh-overflow": admitted }), dest.name);
     const pick = { header: (n: string) => joinedFieldValue(head.fields, n) ?? null };
-    const endpoint = pickHealthy(dest, pick);
+    const endpoint = pickEndpoint(dest, pick, undefined);
     if (!endpoint) {
       dest.breaker.release("requests");
       return answer(errorParts("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);

@@ -14,7 +14,7 @@ import type { WorkloadCerts } from "../certs.ts";
 import { expectPeer, type Destination } from "../destinations.ts";
 import { errorResponse } from "../errors.ts";
 import { DEFAULT_HANDLER_LIMITS, relayHandler } from "./handler.ts";
-import { pickHealthy } from "./pick.ts";
+import { pickEndpoint } from "../outbound-call.ts";
 import { proxyUpgrade, upgradeContext, upgradeRefused, type UpgradeTarget, type WebSocketDeps } from "./proxy-upgrade.ts";
 import type { Relay } from "./relay.ts";
 import { UNKNOWN_DESTINATION } from "../metrics.ts";
@@ -48,7 +48,7 @@ export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts 
       if (problem) return upgradeRefused(ctx, req, errorResponse("bad-request", problem), dest.name);
       const admitted = dest.breaker.tryAcquire("connections");
       if (admitted !== true) return upgradeRefused(ctx, req, errorResponse("overflow", `${dest.name}: ${admitted.replace(/-/g, " ")} reached`, { "x-mesh-overflow": admitted }), dest.name);
-      const endpoint = pickHealthy(dest, { header: (n) => req.headers.get(n) });
+      const endpoint = pickEndpoint(dest, { header: (n) => req.headers.get(n) }, undefined);
       if (!endpoint) {
         dest.breaker.release("connections");
         return upgradeRefused(ctx, req, errorResponse("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);
