@@ -1,10 +1,11 @@
 /**
  * The AuthorizationPolicies of this sidecar's own service, compiled once per config and
  * checked on every inbound request (WebSocket upgrades included) against what the
- * service will receive: the caller's proven SPIFFE ID, the method, the path in normal
- * form (core/normal-path.ts) and the headers that are forwarded (none the client listed
- * in Connection, since the proxy drops those), and the end user a RequestAuthentication
- * verified. Istio's order: a deny policy's match refuses; with no allow policy the
+ * service will receive: the caller's proven SPIFFE ID, the workload's port, the method,
+ * the path in normal form (core/normal-path.ts) and the headers that are forwarded (none
+ * the client listed in Connection, since the proxy drops those), and the end user a
+ * RequestAuthentication verified; and on every opaque TCP connection, against its caller
+ * and port. Istio's order: a deny policy's match refuses; with no allow policy the
  * request is let in; otherwise an allow policy must match.
  */
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
@@ -16,6 +17,8 @@ import { claimHolds, headerHolds, type ValueLists } from "./authorization-condit
 interface RequestSeen {
   /** The caller's SPIFFE ID, from its certificate. */
   caller: string;
+  /** The workload's port it goes to. */
+  port: number;
   /** The end user of the token a RequestAuthentication verified; undefined without one. */
   user: EndUser | undefined;
   method: string;
@@ -46,6 +49,11 @@ export interface PolicySubject {
   trustDomain: string;
 }
 
+/** The sidecar, and the workload's port its HTTP requests go to (its --upstream's). */
+export interface AuthorizationSubject extends PolicySubject {
+  httpPort: number;
+}
+
 /** An end user: the principal and claims of the token a RequestAuthentication verified. */
 export interface EndUser {
   /** `iss/sub`. */
@@ -67,6 +75,8 @@ interface CompiledRule {
   notMethods?: ReadonlySet<string>;
   paths?: readonly TextPattern[];
   notPaths?: readonly TextPattern[];
+  ports?: ReadonlySet<number>;
+  notPorts?: ReadonlySet<number>;
   when?: readonly CompiledCondition[];
 }
 
@@ -79,13 +89,15 @@ export class Authorizer {
   /** Some rule reads the path: it is cut from the target once per request, not per rule. */
   private readonly readsPaths: boolean;
   /** The request being checked: one object for every check, which runs to its end at once. */
-  private readonly seen: RequestSeen = { caller: "", user: undefined, method: "", path: "", fields: NONE, dropped: NONE };
+  private readonly seen: RequestSeen = { caller: "", port: 0, user: undefined, method: "", path: "", fields: NONE, dropped: NONE };
 
   constructor(
     private readonly deny: readonly CompiledPolicy[],
     private readonly allow: readonly CompiledPolicy[],
     /** The policies it was built from, for /config_dump. */
     readonly sources: readonly AuthorizationPolicy[],
+    /** Where every HTTP request goes: the port of the sidecar's --upstream. */
+    private readonly httpPort: number,
   ) {
     this.readsPaths = [...deny, ...allow].some((p) => p.rules.some((r) => r.paths !== undefined || r.notPaths !== undefined));
   }
@@ -98,6 +110,7 @@ export class Authorizer {
   check(caller: string, method: string, target: string, fields: readonly string[], dropped: readonly string[], user?: EndUser): Denial | undefined {
     const req = this.seen;
     req.caller = caller;
+    req.port = this.httpPort;
     req.user = user;
     // Matched in upper case: services that upper-case a method (Werkzeug, for one) read "delete" as DELETE.
     req.method = LOWER.test(method) ? method.toUpperCase() : method;
@@ -116,24 +129,29 @@ export class Authorizer {
   }
 
   /**
-   * Whether `caller` may open an opaque TCP connection (a tcp port), where no method, path,
-   * header or token is seen. Istio's rule: a rule that names any of them matches no
-   * connection in an allow policy, and is read without them in a deny policy, so a policy
-   * written to refuse requests never lets a connection through for want of HTTP.
+   * Whether `caller` may open an opaque TCP connection to the workload's `port`, where no
+   * method, path, header or token is seen. Istio's rule: a rule that names any of them
+   * matches no connection in an allow policy, and is read without them in a deny policy,
+   * so a policy written to refuse requests never lets a connection through for want of HTTP.
    */
-  checkConnection(caller: string): Denial | undefined {
-    for (const p of this.deny) if (p.rules.some((r) => connectionMatches(r, caller, "deny"))) return { policy: p.id, detail: "denied by an authorization policy" };
+  checkConnection(caller: string, port: number): Denial | undefined {
+    for (const p of this.deny) if (p.rules.some((r) => connectionMatches(r, caller, port, "deny"))) return { policy: p.id, detail: "denied by an authorization policy" };
     if (this.allow.length === 0) return undefined;
-    for (const p of this.allow) if (p.rules.some((r) => connectionMatches(r, caller, "allow"))) return undefined;
+    for (const p of this.allow) if (p.rules.some((r) => connectionMatches(r, caller, port, "allow"))) return undefined;
     return { policy: NO_ALLOW_MATCHED, detail: "no authorization policy allows this connection" };
   }
 }
 
-/** A rule against a connection: its caller fields only (see checkConnection). */
-function connectionMatches(rule: CompiledRule, caller: string, action: "allow" | "deny"): boolean {
+/** A rule against a connection: its caller and port fields only (see checkConnection). */
+function connectionMatches(rule: CompiledRule, caller: string, port: number, action: "allow" | "deny"): boolean {
   if (rule.from && !callerMatches(rule.from, caller)) return false;
   if (rule.notFrom && !callerMatchesNone(rule.notFrom, caller, action === "deny")) return false;
+  if (!portMatches(rule, port)) return false;
   return action === "deny" || !readsRequest(rule);
+}
+
+function portMatches(rule: CompiledRule, port: number): boolean {
+  return (rule.ports === undefined || rule.ports.has(port)) && (rule.notPorts === undefined || !rule.notPorts.has(port));
 }
 
 /** A rule naming anything only a request has. */
@@ -150,7 +168,7 @@ function readsRequest(rule: CompiledRule): boolean {
 }
 
 /** The authorizer of `subject`'s inbound, or undefined when no enforced policy applies to it (every caller is let in). */
-export function authorizerFor(policies: readonly AuthorizationPolicy[], subject: PolicySubject): Authorizer | undefined {
+export function authorizerFor(policies: readonly AuthorizationPolicy[], subject: AuthorizationSubject): Authorizer | undefined {
   return compile(ownPolicies(policies, subject).filter((p) => p.spec.mode === "enforce"), subject);
 }
 
@@ -158,7 +176,7 @@ export function authorizerFor(policies: readonly AuthorizationPolicy[], subject:
  * What the inbound would decide if its dry-run policies were enforced too, to count what
  * they would refuse; undefined when it has none.
  */
-export function dryRunAuthorizerFor(policies: readonly AuthorizationPolicy[], subject: PolicySubject): Authorizer | undefined {
+export function dryRunAuthorizerFor(policies: readonly AuthorizationPolicy[], subject: AuthorizationSubject): Authorizer | undefined {
   const own = ownPolicies(policies, subject);
   return own.some((p) => p.spec.mode === "dry-run") ? compile(own, subject) : undefined;
 }
@@ -172,17 +190,17 @@ export function appliesTo(policy: { metadata: { namespace: string }; spec: { ser
   return policy.metadata.namespace === subject.namespace && (policy.spec.service === subject.service || policy.spec.service === "*");
 }
 
-function compile(own: AuthorizationPolicy[], subject: PolicySubject): Authorizer | undefined {
+function compile(own: AuthorizationPolicy[], subject: AuthorizationSubject): Authorizer | undefined {
   if (own.length === 0) return undefined;
   const compiled = (action: "allow" | "deny") =>
     own.filter((p) => p.spec.action === action).map((p) => ({ id: `${p.metadata.namespace}/${p.metadata.name}`, rules: p.spec.rules.map((r) => compileRule(r, p.metadata.namespace, subject.trustDomain)) }));
-  return new Authorizer(compiled("deny"), compiled("allow"), own);
+  return new Authorizer(compiled("deny"), compiled("allow"), own, subject.httpPort);
 }
 
 function compileRule(rule: AuthorizationPolicy["spec"]["rules"][number], namespace: string, trustDomain: string): CompiledRule {
   const { from, to, when } = rule;
   const not = from && { services: from.notServices, namespaces: from.notNamespaces, identities: from.notIdentities };
-  const set = (list: readonly string[] | undefined) => list && new Set(list);
+  const set = <T,>(list: readonly T[] | undefined) => list && new Set(list);
   return {
     from: from && compileCallers(from, namespace, trustDomain),
     notFrom: not && (not.services || not.namespaces || not.identities) ? compileCallers(not, namespace, trustDomain) : undefined,
@@ -192,6 +210,8 @@ function compileRule(rule: AuthorizationPolicy["spec"]["rules"][number], namespa
     notMethods: set(to?.notMethods),
     paths: to?.paths?.map(patternOf),
     notPaths: to?.notPaths?.map(patternOf),
+    ports: set(to?.ports),
+    notPorts: set(to?.notPorts),
     when: when?.map((c) => {
       const lists = { values: set(c.values), notValues: set(c.notValues) };
       return c.header !== undefined ? { header: c.header, ...lists } : { claim: c.claim!.split("."), ...lists };
@@ -221,6 +241,7 @@ function matches(rule: CompiledRule, req: RequestSeen, action: "allow" | "deny")
   if (rule.notMethods?.has(req.method)) return false;
   if (rule.paths && !anyPatternMatches(rule.paths, req.path)) return false;
   if (rule.notPaths && anyPatternMatches(rule.notPaths, req.path)) return false;
+  if (!portMatches(rule, req.port)) return false;
   if (rule.when) for (const c of rule.when) if (!("header" in c ? headerHolds(req, c.header, c, action) : claimHolds(req.user?.claims, c.claim, c))) return false;
   return true;
 }

@@ -144,7 +144,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     return next;
   };
   let snapshot: Snapshot = snapshotOfConfig(config, saved ? opts.savedConfig!.version : "static-1");
-  const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain };
+  const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain, httpPort: Number(opts.upstream.port || 80) };
   const keyFetchFailed = keyFetchReport(metrics, opts.log);
   const policiesOf = (c: ProxyDocuments, previous?: InboundPolicies): InboundPolicies => ({
     authenticator: requestAuthenticatorFor(c.authentication, subject, previous?.authenticator, keyFetchFailed),

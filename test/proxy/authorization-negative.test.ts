@@ -10,7 +10,7 @@ import { authorizerFor, type EndUser } from "../../src/proxy/authorization.ts";
 
 const TD = "mesh.local";
 const id = (service: string, ns = "shop") => `spiffe://${TD}/ns/${ns}/sa/${service}`;
-const subject = { namespace: "shop", service: "payments", trustDomain: TD };
+const subject = { namespace: "shop", service: "payments", trustDomain: TD, httpPort: 8080 };
 const ISSUER = "https://id.example.com";
 
 const policy = authorizationPolicy;

@@ -120,7 +120,7 @@ describe("policies that can never match are accepted (a deny that silently denie
       spec: { service: "payments", action: "deny", rules: [{ to: { paths: ["/café/*"] } }] },
     });
     if (!r.ok) return; // refused at the schema: the fix above
-    const authorizer = authorizerFor([r.manifest as AuthorizationPolicy], { namespace: "shop", service: "payments", trustDomain: "mesh.local" })!;
+    const authorizer = authorizerFor([r.manifest as AuthorizationPolicy], { namespace: "shop", service: "payments", trustDomain: "mesh.local", httpPort: 8080 })!;
     const target = normalTarget("/caf%C3%A9/secret") as string;
     expect(authorizer.check("spiffe://mesh.local/ns/shop/sa/orders", "GET", target, [], [])).toBeDefined();
   });

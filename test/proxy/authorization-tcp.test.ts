@@ -11,7 +11,7 @@ import { authorizerFor, NO_ALLOW_MATCHED } from "../../src/proxy/authorization.t
 
 const TD = "mesh.local";
 const id = (service: string, ns = "shop") => `spiffe://${TD}/ns/${ns}/sa/${service}`;
-const subject = { namespace: "shop", service: "db", trustDomain: TD };
+const subject = { namespace: "shop", service: "db", trustDomain: TD, httpPort: 8080 };
 
 function policy(name: string, spec: Record<string, unknown>): AuthorizationPolicy {
   const r = parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind: "AuthorizationPolicy", metadata: { name, namespace: "shop" }, spec });
@@ -19,7 +19,7 @@ function policy(name: string, spec: Record<string, unknown>): AuthorizationPolic
   return r.manifest as AuthorizationPolicy;
 }
 
-const decide = (policies: AuthorizationPolicy[], caller: string) => authorizerFor(policies, subject)?.checkConnection(caller)?.policy ?? "allowed";
+const decide = (policies: AuthorizationPolicy[], caller: string, port = 5432) => authorizerFor(policies, subject)?.checkConnection(caller, port)?.policy ?? "allowed";
 
 describe("allow policies", () => {
   test("a caller rule allows the callers it names, and no other", () => {
@@ -75,5 +75,42 @@ describe("deny policies", () => {
     const p = [policy("only-orders", { service: "db", action: "deny", rules: [{ from: { notServices: ["orders"] } }] })];
     expect(decide(p, id("orders"))).toBe("allowed");
     expect(decide(p, id("web"))).toBe("shop/only-orders");
+  });
+});
+
+describe("ports", () => {
+  test("an allow rule with ports lets its callers reach those ports only; notPorts, all others", () => {
+    const p = [policy("pg", { service: "db", rules: [{ from: { services: ["orders"] }, to: { ports: [5432] } }] })];
+    expect(decide(p, id("orders"), 5432)).toBe("allowed");
+    expect(decide(p, id("orders"), 6379)).toBe(NO_ALLOW_MATCHED);
+    expect(decide(p, id("web"), 5432)).toBe(NO_ALLOW_MATCHED);
+    const notRedis = [policy("not-redis", { service: "db", rules: [{ to: { notPorts: [6379] } }] })];
+    expect(decide(notRedis, id("web"), 5432)).toBe("allowed");
+    expect(decide(notRedis, id("web"), 6379)).toBe(NO_ALLOW_MATCHED);
+  });
+
+  test("a deny rule with ports refuses those ports only, and its HTTP parts are still left out", () => {
+    const p = [policy("no-redis-for-web", { service: "db", action: "deny", rules: [{ from: { services: ["web"] }, to: { ports: [6379], methods: ["GET"] } }] })];
+    expect(decide(p, id("web"), 6379)).toBe("shop/no-redis-for-web");
+    expect(decide(p, id("web"), 5432)).toBe("allowed");
+    expect(decide(p, id("orders"), 6379)).toBe("allowed");
+  });
+
+  test("HTTP requests go to the port of the sidecar's --upstream", () => {
+    const p = [policy("http-port", { service: "db", rules: [{ to: { ports: [8080] } }] })];
+    expect(authorizerFor(p, subject)!.check(id("web"), "GET", "/", [], [])).toBeUndefined();
+    expect(authorizerFor(p, { ...subject, httpPort: 9090 })!.check(id("web"), "GET", "/", [], [])?.policy).toBe(NO_ALLOW_MATCHED);
+    const deny = [policy("no-http", { service: "db", action: "deny", rules: [{ to: { notPorts: [5432] } }] })];
+    expect(authorizerFor(deny, subject)!.check(id("web"), "GET", "/", [], [])?.policy).toBe("shop/no-http");
+    expect(decide(deny, id("web"), 5432)).toBe("allowed");
+  });
+
+  test("ports outside 1-65535, and empty lists, are refused with the field named", () => {
+    const r = parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind: "AuthorizationPolicy", metadata: { name: "x", namespace: "shop" }, spec: { service: "db", rules: [{ to: { ports: [5432, 70000], notPorts: [] } }] } });
+    expect(r.ok).toBe(false);
+    expect(r.ok ? [] : r.issues).toEqual([
+      { path: "spec.rules[0].to.ports[1]", message: "expected port 1-65535" },
+      { path: "spec.rules[0].to.notPorts", message: "expected at least 1 item" },
+    ]);
   });
 });

@@ -23,7 +23,7 @@ function issues(spec: Record<string, unknown>): string[] {
 const req = (caller: string, method: string, target: string, headers: [string, string][] = [], dropped: string[] = []) =>
   [caller, method, target, headers.flatMap(([n, v]) => [n, v]), dropped] as const;
 
-const subject = { namespace: "shop", service: "payments", trustDomain: TD };
+const subject = { namespace: "shop", service: "payments", trustDomain: TD, httpPort: 8080 };
 
 describe("schema", () => {
   test("what no request could match, or a rule cannot see, is refused with its place", () => {

@@ -25,7 +25,7 @@ import { rawServer, type RawServer } from "../helpers/raw-h1-server.ts";
 
 const TD = "mesh.local";
 const id = (service: string, ns = "shop") => `spiffe://${TD}/ns/${ns}/sa/${service}`;
-const subject = { namespace: "shop", service: "payments", trustDomain: TD };
+const subject = { namespace: "shop", service: "payments", trustDomain: TD, httpPort: 8080 };
 const ISSUER = "https://id.example.com";
 
 const parsed = parsedAuthorizationPolicy;

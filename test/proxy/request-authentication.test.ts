@@ -14,7 +14,7 @@ import { REMOTE_KEYS } from "../../src/proxy/authentication/issuer-keys.ts";
 import { authorizerFor } from "../../src/proxy/authorization.ts";
 
 const ISSUER = "https://id.example.com";
-const subject = { namespace: "shop", service: "payments", trustDomain: "mesh.local" };
+const subject = { namespace: "shop", service: "payments", trustDomain: "mesh.local", httpPort: 8080 };
 
 function manifest<T>(kind: string, spec: Record<string, unknown>): T {
   const r = parseManifest({ apiVersion: "mesh.dev/v1alpha1", kind, metadata: { name: "p", namespace: "shop" }, spec });

@@ -9,7 +9,7 @@ import { cgiName } from "../../core/cgi-name";
 import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names";
 import { isNormalPath } from "../../core/normal-path";
 import { nameProblem, parseSpiffeId } from "../../pki/spiffe";
-import { always, dnsLabel, policyService } from "../common";
+import { always, dnsLabel, policyService, Port } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 
 export const ACTIONS = ["allow", "deny"] as const;
@@ -101,6 +101,12 @@ export const Operation = z
       .optional()
       .describe("Methods other than these."),
     notPaths: z.array(PathPattern).min(1).optional().describe("Paths other than these, written as in paths."),
+    ports: z
+      .array(Port)
+      .min(1)
+      .optional()
+      .describe("The workload's ports the request or connection goes to, as Istio's: a tcp port's targetPort; for HTTP, the port of the sidecar's --upstream. A connection-level field: it applies to opaque TCP connections too."),
+    notPorts: z.array(Port).min(1).optional().describe("Ports other than these, written as in ports."),
   })
   .describe("What the request does; each field given must match (entries within a field: any one; a not- field: none).");
 

@@ -97,12 +97,12 @@ export class InboundTcpConnection extends CarriedConnection {
     // Port 0 is no port; any other must be declared, or the peer could reach whatever listens on loopback.
     if (!ports().has(this.port)) return this.answer(Answer.noSuchPort);
     const peer = peerService(this.peer);
-    const denial = policies.authorizer?.checkConnection(this.peer);
+    const denial = policies.authorizer?.checkConnection(this.peer, this.port);
     if (denial !== undefined) {
       metrics.denied.inc({ peer, policy: denial.policy });
       return this.answer(Answer.denied);
     }
-    const would = policies.dryRun?.checkConnection(this.peer);
+    const would = policies.dryRun?.checkConnection(this.peer, this.port);
     if (would !== undefined) metrics.dryRunDenied.inc({ peer, policy: would.policy });
     const limited = policies.limiter?.admit(this.peer);
     if (limited !== undefined) {
