@@ -102,7 +102,7 @@ export async function controlPlaneCerts(cp: ControlPlaneSettings, certsDir: stri
   return bootstrap({ url: cp.bootstrapUrl, token, bundlePem, trustDomain, namespace, service, certsDir });
 }
 
-export function startAgent(cp: ControlPlaneSettings, proxy: RunningProxy, ctx: { namespace: string; service: string; inboundAddress: string; certs: WorkloadCerts; certsDir: string; log: Logger }): ControlPlaneAgent {
+export function startAgent(cp: ControlPlaneSettings, proxy: RunningProxy, ctx: { namespace: string; service: string; zone: string | undefined; inboundAddress: string; certs: WorkloadCerts; certsDir: string; log: Logger }): ControlPlaneAgent {
   const bases = cp.urls.map((u) => u.origin);
   const wildcard = ctx.inboundAddress === "0.0.0.0" || ctx.inboundAddress === "::";
   const address = cp.advertise ?? (wildcard ? "127.0.0.1" : ctx.inboundAddress);
@@ -110,7 +110,7 @@ export function startAgent(cp: ControlPlaneSettings, proxy: RunningProxy, ctx: {
     ctx.log.warn({ advertise: address }, "inbound listens on every address but registers 127.0.0.1: only sidecars on this host can reach it; give --advertise");
   const agent = new ControlPlaneAgent({
     client: new ControlPlaneClient(bases, ctx.certs),
-    registration: { namespace: ctx.namespace, service: ctx.service, address, port: proxy.ports.inbound, weight: 1 },
+    registration: { namespace: ctx.namespace, service: ctx.service, address, port: proxy.ports.inbound, weight: 1, ...(ctx.zone !== undefined && { zone: ctx.zone }) },
     calls: cp.calls,
     certs: ctx.certs,
     certsDir: ctx.certsDir,

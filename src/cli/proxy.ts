@@ -8,7 +8,7 @@ import type { HTTPRoute } from "../config/kinds/http-route.ts";
 import { routeProblems } from "../proxy/control/config-documents.ts";
 import { secondRateLimits, type RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import { CollectorUrl, ESCAPED_SLASHES, SamplingPercent, Upstream, type EscapedSlashes, type ProxyConfig } from "../config/kinds/proxy-config.ts";
-import { listenerClash } from "../config/common.ts";
+import { listenerClash, Zone } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
 import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
@@ -92,6 +92,7 @@ export const proxyCommand: CommandSpec = {
   flags: [
     { name: "service", type: "string", value: "NAME", description: "Service this sidecar fronts (or ProxyConfig.service)." },
     { name: "namespace", type: "string", value: "NS", description: "Namespace of the service (default: default)." },
+    { name: "zone", type: "string", value: "ZONE", description: "Locality of this instance, e.g. eu-west-1a: registered with its endpoint, and its calls prefer endpoints of the same zone (default: none)." },
     { name: "upstream", type: "string", value: "URL", description: "The local service, e.g. http://127.0.0.1:8080." },
     { name: "config", type: "string", value: "FILE", description: "Manifests: an optional ProxyConfig and the Services this proxy may call, with endpoints." },
     { name: "certs-dir", type: "string", value: "DIR", description: "Directory from 'mesh ca issue' (default: certs/<namespace>/<service>)." },
@@ -153,6 +154,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const bad = nameProblem("service", service);
   if (bad) throw new UsageError(bad, "--service");
   const namespace = str(args, "namespace") ?? pc?.namespace ?? "default";
+  const zone = zoneFlag(str(args, "zone")) ?? pc?.zone;
   for (const p of [...file.authorization, ...file.rateLimits, ...file.authentication])
     if (p.metadata.namespace !== namespace)
       ctx.log.warn({ policy: `${p.kind}/${p.metadata.namespace}/${p.metadata.name}`, namespace }, "a policy in --config is for another namespace; this sidecar does not enforce it");
@@ -199,6 +201,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const proxy = await startProxy({
     service,
     namespace,
+    zone,
     upstream,
     inbound,
     outbound,
@@ -226,7 +229,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     log: ctx.log,
   });
   const agent = cp
-    ? startAgent(cp, proxy, { namespace, service, inboundAddress: inbound.address, certs, certsDir, log: ctx.log })
+    ? startAgent(cp, proxy, { namespace, service, zone, inboundAddress: inbound.address, certs, certsDir, log: ctx.log })
     : undefined;
   return {
     service,
@@ -246,6 +249,13 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
       return (await proxy.drain(serviceExited)).clean;
     },
   };
+}
+
+function zoneFlag(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  const parsed = Zone.safeParse(text);
+  if (!parsed.success) throw new UsageError(`"${text}": ${parsed.error.issues[0]!.message}`, "--zone");
+  return text;
 }
 
 function escapedSlashesFlag(text: string | undefined): EscapedSlashes | undefined {

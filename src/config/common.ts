@@ -45,6 +45,9 @@ export const Host = z.string().superRefine((value, ctx) => {
 
 export const NonEmpty = z.string().min(1);
 
+/** A locality: the zone an instance runs in, as its operator names them ("eu-west-1a"). */
+export const Zone = z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/, "expected a zone name: letters, digits, '.', '_' or '-', 1-63 characters");
+
 /** A listener's connection limit (core/connection-budget.ts); absent: derived from the open-files limit. */
 export const MaxConnections = z.number().int().positive().optional();
 

@@ -1,6 +1,6 @@
 /** What a sidecar registers about itself, and how that is checked against who it is. */
 import { z } from "zod";
-import { Host, Port } from "../config/common.ts";
+import { Host, Port, Zone } from "../config/common.ts";
 import { dnsLabel } from "../config/common.ts";
 
 export const Registration = z.strictObject({
@@ -9,7 +9,7 @@ export const Registration = z.strictObject({
   address: Host,
   port: Port,
   weight: z.number().min(0).max(1_000_000).default(1),
-  zone: z.string().min(1).max(63).optional(),
+  zone: Zone.optional(),
 });
 export type Registration = z.output<typeof Registration>;
 

@@ -15,6 +15,7 @@ import { Endpoint, type Balancer } from "./endpoint.ts";
 import { PeerIdentityError } from "./errors.ts";
 import { peerIdFromDer } from "./peer-identity.ts";
 import { CircuitBreaker } from "./resilience/circuit-breaker.ts";
+import { zoneSplit, type ZoneSplit } from "./zones.ts";
 import { balancerPolicy, outlierConfig, retryBudgetConfig, retryPolicy } from "./policy.ts";
 import { OutlierDetector } from "./resilience/outlier.ts";
 import { RetryBudget, type RetryPolicy } from "./resilience/retry.ts";
@@ -36,6 +37,8 @@ export interface Destination {
   verifyPeer: VerifyPeer | undefined;
   /** The Service's tcp ports: port → the workload's port (targetPort). */
   tcpPorts: ReadonlyMap<number, number>;
+  /** The endpoints split by the caller's zone, when that changes where it sends (zones.ts). */
+  zones: ZoneSplit | undefined;
   /** Pooled connections per endpoint; the peer's SPIFFE ID is checked once per connection. */
   pools: UpstreamPools;
   outlier: OutlierDetector;
@@ -84,14 +87,14 @@ export function expectPeer(spiffeId: string, trustDomain: string) {
  * one whose endpoints alone changed keeps all that and gets the new endpoint list,
  * each endpoint keeping its live counters by address.
  */
-export function buildSnapshot(services: Service[], policies: DestinationPolicy[], certs: WorkloadCerts, version: string, previous?: Snapshot): Snapshot {
+export function buildSnapshot(services: Service[], policies: DestinationPolicy[], certs: WorkloadCerts, version: string, previous?: Snapshot, zone?: string): Snapshot {
   const destinations = new Map<string, Destination>();
   const policyOf = new Map(policies.map((p) => [`${p.spec.service}.${p.metadata.namespace}`, p.spec]));
   for (const svc of services) {
     const key = `${svc.metadata.name}.${svc.metadata.namespace}`;
     const policy = policyOf.get(key) ?? defaultDestinationPolicy(svc.metadata.name);
     const prev = previous?.destinations.get(key);
-    const dest = prev && reusable(prev, svc, policy, certs) ? withEndpoints(prev, svc) : buildDestination(svc, policy, certs);
+    const dest = prev && reusable(prev, svc, policy, certs) ? withEndpoints(prev, svc, zone) : buildDestination(svc, policy, certs, zone);
     destinations.set(key, dest);
     if (!destinations.has(dest.name)) destinations.set(dest.name, dest);
   }
@@ -111,15 +114,16 @@ function staticEndpoints(svc: Service): Endpoint[] {
   return (svc.spec.endpoints ?? []).filter((e) => e.weight > 0).map((e) => new Endpoint(e));
 }
 
-function withEndpoints(prev: Destination, svc: Service): Destination {
+function withEndpoints(prev: Destination, svc: Service, zone: string | undefined): Destination {
   const old = new Map(prev.endpoints.map((e) => [`${e.key}/${e.weight}/${e.spec.zone ?? ""}`, e]));
   const endpoints = staticEndpoints(svc).map((e) => old.get(`${e.key}/${e.weight}/${e.spec.zone ?? ""}`) ?? e);
   prev.outlier.setEndpoints(endpoints);
   prev.pools.retain(endpoints);
-  return { ...prev, endpoints };
+  return { ...prev, endpoints, zones: zoneSplit(endpoints, zone, prev.policy.loadBalancer) };
 }
 
-function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: WorkloadCerts): Destination {
+/** `zone`: the caller's, if it has one. */
+function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: WorkloadCerts, zone: string | undefined): Destination {
   const spiffeId = svc.spec.mtls ? formatSpiffeId(workloadId(certs.trustDomain, svc.metadata.namespace, svc.spec.identity)) : undefined;
   const check = spiffeId ? expectPeer(spiffeId, certs.trustDomain) : undefined;
   const verifyPeer: VerifyPeer | undefined = check && ((der) => check("", { raw: der }));
@@ -143,6 +147,7 @@ function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: Wo
     verifyPeer,
     tcpPorts: new Map(svc.spec.ports.filter((p) => p.protocol === "tcp").map((p) => [p.port, p.targetPort])),
     endpoints,
+    zones: zoneSplit(endpoints, zone, lb),
     balancer: createBalancer(balancerPolicy(lb), { clock: systemClock, random: Math.random }),
     ewmaDecayMs: lb.type === "ewma" ? lb.ewmaDecay ?? DEFAULT_EWMA_DECAY_MS : undefined,
     pools,

@@ -26,6 +26,7 @@ import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { recordLatency } from "./balancer/index.ts";
 import { eventNow, systemClock } from "../core/clock.ts";
 import { Deadline } from "./deadline.ts";
+import { zoneCandidates } from "./zones.ts";
 import type { OverflowReason } from "./resilience/circuit-breaker.ts";
 
 /** How the call ends: a response to relay, or the proxy's own answer. */
@@ -61,10 +62,19 @@ const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
   "not-ready": "refused",
 };
 
-/** Prefers an endpoint not tried yet; falls back to any healthy one. */
+/**
+ * An endpoint for a try: among the healthy ones of the caller's zone while it has enough
+ * (zones.ts), and for a retry one not tried yet, in the zone or else anywhere; failing
+ * that, the one tried again.
+ */
 export function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoint | undefined): Endpoint | undefined {
   const healthy = dest.outlier.healthy(dest.endpoints);
-  return dest.balancer.pick(tried && healthy.length > 1 ? without(healthy, tried) : healthy, ctx);
+  const preferred = dest.zones === undefined ? healthy : zoneCandidates(dest.zones, dest.outlier, Math.random);
+  if (tried === undefined) return dest.balancer.pick(preferred, ctx);
+  const untried = without(preferred, tried);
+  if (untried.length > 0) return dest.balancer.pick(untried, ctx);
+  const elsewhere = preferred === healthy ? untried : without(healthy, tried);
+  return dest.balancer.pick(elsewhere.length > 0 ? elsewhere : healthy, ctx);
 }
 
 /** A loop, not filter with a closure: a closure over `tried` would cost every request a scope object. */

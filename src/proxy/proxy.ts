@@ -58,6 +58,8 @@ export interface Listen {
 export interface ProxyOptions {
   service: string;
   namespace: string;
+  /** This instance's locality: its calls prefer endpoints of the same zone (zones.ts). */
+  zone?: string;
   upstream: URL;
   inbound: Listen;
   outbound: Listen;
@@ -139,7 +141,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   let config = saved ? withStatic(saved, statics) : statics;
   /** The destinations of `c`, with its routes compiled against them. */
   const snapshotOfConfig = (c: ProxyDocuments, version: string, previous?: Snapshot): Snapshot => {
-    const next = buildSnapshot(c.services, c.policies, certs, version, previous);
+    const next = buildSnapshot(c.services, c.policies, certs, version, previous, opts.zone);
     next.routes = compileRoutes(c.routes, next);
     return next;
   };
@@ -251,6 +253,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const configDump = () => ({
     service: opts.service,
     namespace: opts.namespace,
+    ...(opts.zone !== undefined && { zone: opts.zone }),
     identity: certs.spiffeId,
     certificateExpires: certs.notAfter.toISOString(),
     upstream: opts.upstream.origin,

@@ -8,7 +8,7 @@ describe("DestinationPolicy", () => {
   test("empty spec: every default, service from metadata", () => {
     expect(specOf(policy("  {}"))).toEqual({
       service: "payments",
-      loadBalancer: { type: "least-request" },
+      loadBalancer: { type: "least-request", zoneAware: true },
       timeouts: { connect: 5000, request: 15000, idle: 10000, tcpIdle: 3_600_000 },
       retries: {
         attempts: 2,
@@ -28,7 +28,7 @@ describe("DestinationPolicy", () => {
   test("ring hash on a header or a cookie; partial sections keep their other defaults", () => {
     const spec = specOf(policy("  service: pay\n  loadBalancer: {type: ring-hash, hashOn: {cookie: session}, minRingSize: 64}\n  timeouts: {request: 2s}\n  retries: {attempts: 0}"));
     expect(spec.service).toBe("pay");
-    expect(spec.loadBalancer).toEqual({ type: "ring-hash", hashOn: { cookie: "session" }, minRingSize: 64 });
+    expect(spec.loadBalancer).toEqual({ type: "ring-hash", hashOn: { cookie: "session" }, minRingSize: 64, zoneAware: true });
     expect(spec.timeouts).toEqual({ connect: 5000, request: 2000, idle: 10000, tcpIdle: 3_600_000 });
     expect((spec.retries as { attempts: number }).attempts).toBe(0);
   });

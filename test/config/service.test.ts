@@ -96,7 +96,7 @@ describe("Service", () => {
     expect(errorsOf(service(spec))).toEqual([
       'm.yaml#0 spec.endpoints[0].address: expected an IPv4 or IPv6 address or a hostname, got "10.0.0.256"',
       "m.yaml#0 spec.endpoints[0].weight: expected number ≥ 0",
-      "m.yaml#0 spec.endpoints[0].zone: must not be empty",
+      "m.yaml#0 spec.endpoints[0].zone: expected a zone name: letters, digits, '.', '_' or '-', 1-63 characters",
       'm.yaml#0 spec.endpoints[1].address: expected an IPv4 or IPv6 address or a hostname, got "bad host"',
       "m.yaml#0 spec.endpoints[1].port: expected port 1-65535",
       'm.yaml#0 spec.endpoints[1]: unknown field "weigth" (did you mean "weight"?)',

@@ -74,3 +74,10 @@ test("a TCP upstream on another listener's port is refused before anything binds
   expect(r.err).toContain("--tcp-upstream");
   expect(r.err).toContain("would share port 15999");
 });
+
+test.each(["eu west", "a_", "a".repeat(64)])("--zone %s is refused with exit 64, naming the flag", async (zone) => {
+  const r = await proxy("--upstream", "http://127.0.0.1:8080", "--zone", zone);
+  expect(r.code).toBe(64);
+  expect(r.err).toContain("--zone");
+  expect(r.err).toContain("expected a zone name");
+});

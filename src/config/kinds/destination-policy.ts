@@ -36,6 +36,12 @@ export const LoadBalancer = z
     hashOn: HashOn.optional().describe("For ring-hash: the header or cookie to hash; required with ring-hash."),
     minRingSize: z.int().min(1).max(1 << 20).optional().describe("For ring-hash: least number of points on the ring; default 1024."),
     ewmaDecay: Duration.optional().describe('For ewma: how fast old latencies fade; default "10s".'),
+    zoneAware: z
+      .boolean()
+      .default(true)
+      .describe(
+        "A caller with a zone (--zone) sends to endpoints of its own zone, and to others only as its zone's healthy share falls below 1/1.4 of its endpoints (Envoy's overprovisioning factor) or for a retry no endpoint of its zone is left for; default true. Ring hash ignores zones: every caller puts a key on the same endpoint.",
+      ),
   })
   .superRefine((lb, ctx) => {
     if (lb.type === "ring-hash" && !lb.hashOn) ctx.addIssue({ code: "custom", path: ["hashOn"], message: "required with type ring-hash" });

@@ -1,7 +1,7 @@
 /** ProxyConfig: settings of one sidecar proxy. */
 import { z } from "zod";
 import { Duration } from "../duration";
-import { always, dnsLabel, Host, listener, listenerClash, MaxConnections, noListenerClash, NonEmpty, optionalListener, Port, TrustDomain } from "../common";
+import { always, dnsLabel, Host, listener, listenerClash, MaxConnections, noListenerClash, NonEmpty, optionalListener, Port, TrustDomain, Zone } from "../common";
 import { nameProblem } from "../../pki/spiffe";
 import { registerKind, type ManifestOf } from "../manifest";
 
@@ -117,6 +117,7 @@ export const ProxyConfigSpec = z
   .strictObject({
     service: dnsLabel("service").optional().describe("Service this sidecar fronts; default metadata.name."),
     namespace: dnsLabel("namespace").optional().describe("Namespace of the service; default metadata.namespace."),
+    zone: Zone.optional().describe("Locality of this instance (e.g. eu-west-1a): registered with its endpoint, and its calls prefer endpoints of the same zone; none unless set."),
     upstream: Upstream.describe(`The local application, as http://host:port (e.g. ${UPSTREAM_EXAMPLE}).`),
     inbound: listener("0.0.0.0", 15006, "Listener for mTLS traffic from other sidecars."),
     outbound: listener("127.0.0.1", 15001, "Listener for the application's outgoing calls."),

@@ -1,6 +1,6 @@
 /** Service: a named set of ports, optionally with static endpoints for meshes without a control plane. */
 import { z } from "zod";
-import { always, dnsLabel, Host, NonEmpty, Port, uniqueBy } from "../common";
+import { always, dnsLabel, Host, Port, uniqueBy, Zone } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 
 /**
@@ -30,7 +30,7 @@ export const Endpoint = z
     address: Host.describe("IPv4 or IPv6 address or hostname of an instance."),
     port: Port.describe("Port the instance listens on."),
     weight: z.number().min(0).default(1).describe("Relative share of traffic; 0 drains the instance; default 1."),
-    zone: NonEmpty.optional().describe("Locality (zone) of the instance, for zone-aware routing."),
+    zone: Zone.optional().describe("Locality (zone) of the instance: callers in the same zone prefer it (DestinationPolicy loadBalancer.zoneAware)."),
   })
   .describe("A static instance of the service.");
 
