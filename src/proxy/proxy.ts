@@ -203,7 +203,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     ...opts, upstreams: opts.tcpUpstreams ?? [], snapshot: () => snapshot, certs: () => certs, policies: () => inboundPolicies, metrics, budget,
     onOverLimit: () => overLimit("outbound tcp", budget),
   });
-  tcp.configure(config.services);
+  tcp.configure(config.services, config.policies);
   if (!opts.awaitsConfig) tcp.checkUpstreams(snapshot);
   const inbound = new H1Listener({
     hostname: opts.inbound.address,
@@ -291,7 +291,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       }
       config = withStatic(dynamic, statics);
       swap(snapshotOfConfig(config, version, snapshot));
-      tcp.configure(config.services);
+      tcp.configure(config.services, config.policies);
       tcp.checkUpstreams(snapshot);
       inboundPolicies = policiesOf(config, inboundPolicies);
       awaitingControlPlane = false;

@@ -1,7 +1,8 @@
 /**
  * The life of a carried TCP connection, through real sidecars on loopback: a service that
  * speaks first (a database's greeting) is heard before the client sends anything; a
- * connection silent for the DestinationPolicy's tcpIdle is closed; a connection open when
+ * connection silent for the DestinationPolicy's tcpIdle is closed, by the callers' sidecars
+ * and by the service's own; a connection open when
  * the caller's sidecar drains is ended in order (FIN, no reset) and the sidecar exits 0;
  * and the callee's sidecar follows its config: a tcp port taken out of its Service is no
  * longer reached.
@@ -33,8 +34,8 @@ function write(name: string, text: string): string {
 }
 
 /** A caller's sidecar with db's two tcp ports bound locally; `policy`: more documents for its config. */
-async function caller(policy = "", flags: string[] = []) {
-  const p = await fx.proxy("orders", fx.echo("orders").url, write(`orders-${Math.random()}`, dbService(db.ports.inbound) + policy), [
+async function caller(policy = "", flags: string[] = [], endpoint = db.ports.inbound) {
+  const p = await fx.proxy("orders", fx.echo("orders").url, write(`orders-${Math.random()}`, dbService(endpoint) + policy), [
     "--tcp-upstream", "db:5432=127.0.0.1:0",
     "--tcp-upstream", "db:25=127.0.0.1:0",
     ...flags,
@@ -90,6 +91,17 @@ describe("carried connections", () => {
     // Bun's socket timeouts fire on 4-second ticks: within 1 s to ~5 s of the last byte.
     expect(await eventually(() => c.closed, 12_000)).toBe(true);
     expect(await metricValue(orders.ports.admin, "mesh_tcp_connections_total", { direction: "outbound", peer: "db", result: "idle" })).toBe(1);
+  }, 20_000);
+
+  test("the service's own DestinationPolicy sets its sidecar's idle timeout too, whatever its callers' say", async () => {
+    const quick = await fx.proxy("db", fx.echo("db-quick").url, write("db-quick", dbService() + doc("DestinationPolicy", "db", "  service: db\n  timeouts: {tcpIdle: 1s}\n")));
+    // This caller knows no policy for db: its own side would wait an hour.
+    const orders = await caller("", [], quick.ports.inbound);
+    const c = await hold(orders.pg);
+    c.socket!.write("y");
+    expect(await eventually(() => c.text === "y", 5000)).toBe(true);
+    expect(await eventually(() => c.closed, 12_000)).toBe(true);
+    expect(await metricValue(quick.ports.admin, "mesh_tcp_connections_total", { direction: "inbound", result: "idle" })).toBe(1);
   }, 20_000);
 
   test("a drain ends open connections in order, FIN both ways, and the sidecar exits 0", async () => {

@@ -60,7 +60,7 @@ export const Timeouts = z
       'How long an unused pooled connection stays open; keep it below the server\'s own idle timeout (a mesh inbound: 30 s); default "10s".',
     ),
     tcpIdle: Duration.prefault("1h").describe(
-      'How long an opaque TCP connection (a tcp port) may carry nothing either way before the caller\'s sidecar closes it; "0s" never; default "1h", as Envoy\'s TCP proxy (the callee\'s sidecar closes after 1 h).',
+      'How long an opaque TCP connection (a tcp port) may carry nothing either way before it is closed, by the callers\' sidecars and by the service\'s own; "0s" never; default "1h", as Envoy\'s TCP proxy.',
     ),
   })
   .prefault({})

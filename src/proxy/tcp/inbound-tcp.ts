@@ -17,8 +17,6 @@ import type { PipeReport } from "./pipe.ts";
 import type { TcpReporter } from "./report.ts";
 import { Answer, ANSWER_RESULT, PREAMBLE_BYTES, portOf } from "./wire.ts";
 
-/** Envoy's TCP proxy idle timeout: a carried connection silent for this long either way is closed. */
-export const INBOUND_TCP_IDLE_MS = 3_600_000;
 /** How long a refused peer has to read its answer before its connection is reset. */
 const REFUSED_LINGER_MS = 2_000;
 /** The caller's sidecar speaks frames; the service, its own bytes. */
@@ -36,8 +34,8 @@ export interface InboundTcpDeps {
   policies: () => InboundPolicies;
   metrics: ProxyMetrics;
   report: TcpReporter;
-  /** A connection silent this long either way is closed; 0: never. */
-  idleMs: number;
+  /** How long a connection may be silent either way before it is closed, now (the service's DestinationPolicy's tcpIdle); 0: never. */
+  idleMs: () => number;
 }
 
 export class InboundTcp {
@@ -115,7 +113,7 @@ export class InboundTcpConnection extends CarriedConnection {
   ready(socket: Socket<UpstreamLeg>): void {
     if (this.finished) return void socket.terminate();
     this.client.write(new Uint8Array([Answer.connected]));
-    this.join(socket, this.deps.idleMs, CALLER_FRAMED);
+    this.join(socket, this.deps.idleMs(), CALLER_FRAMED);
   }
 
   failed(): void {

@@ -3,6 +3,7 @@
  * the service's own tcp ports) and the outbound side (a local listener per TCP upstream).
  */
 import type { Service } from "../../config/kinds/service.ts";
+import { defaultDestinationPolicy, type DestinationPolicy } from "../../config/kinds/destination-policy.ts";
 import { bindNamed } from "../../core/bind-error.ts";
 import type { ConnectionBudget } from "../../core/connection-budget.ts";
 import type { Logger } from "../../core/log.ts";
@@ -11,7 +12,7 @@ import type { WorkloadCerts } from "../certs.ts";
 import type { Snapshot } from "../destinations.ts";
 import type { InboundPolicies } from "../inbound-admission.ts";
 import type { ProxyMetrics } from "../metrics.ts";
-import { InboundTcp, INBOUND_TCP_IDLE_MS } from "./inbound-tcp.ts";
+import { InboundTcp } from "./inbound-tcp.ts";
 import { OutboundTcp, type TcpUpstream } from "./outbound-tcp.ts";
 import { TcpReporter } from "./report.ts";
 
@@ -36,6 +37,7 @@ export type SidecarTcp = ReturnType<typeof sidecarTcp>;
 
 export function sidecarTcp(o: SidecarTcpOptions) {
   let ports: ReadonlySet<number> = new Set();
+  let idleMs = defaultDestinationPolicy(o.service).timeouts.tcpIdle;
   const inbound = new InboundTcp({
     service: o.service,
     host: o.upstream.hostname.replace(/^\[|\]$/g, ""),
@@ -43,7 +45,7 @@ export function sidecarTcp(o: SidecarTcpOptions) {
     policies: o.policies,
     metrics: o.metrics,
     report: new TcpReporter(o.metrics, "inbound", o.accessLog),
-    idleMs: INBOUND_TCP_IDLE_MS,
+    idleMs: () => idleMs,
   });
   const outbound = new OutboundTcp({
     snapshot: o.snapshot, certs: o.certs, metrics: o.metrics, report: new TcpReporter(o.metrics, "outbound", o.accessLog), budget: o.budget, onOverLimit: o.onOverLimit, log: o.log,
@@ -52,10 +54,16 @@ export function sidecarTcp(o: SidecarTcpOptions) {
     accept: inbound.accept.bind(inbound),
     /** The outbound side's refusals for want of places, counted with the outbound listener's. */
     outboundRefusals: outbound as { readonly refusedOverLimit: number },
-    /** The service's own tcp ports, from a config's Services: the only ones the inbound reaches. */
-    configure(services: readonly Service[]): void {
+    /**
+     * From a config: the service's own tcp ports (the only ones the inbound reaches), and
+     * its own DestinationPolicy's tcpIdle, which its callers' sidecars close silent
+     * connections by too (default 1 h, Envoy's TCP proxy idle timeout).
+     */
+    configure(services: readonly Service[], policies: readonly DestinationPolicy[]): void {
       const own = services.filter((s) => s.metadata.name === o.service && s.metadata.namespace === o.namespace);
       ports = new Set(own.flatMap((s) => s.spec.ports.filter((p) => p.protocol === "tcp").map((p) => p.targetPort)));
+      const policy = policies.find((p) => p.spec.service === o.service && p.metadata.namespace === o.namespace);
+      idleMs = (policy?.spec ?? defaultDestinationPolicy(o.service)).timeouts.tcpIdle;
     },
     /** Warns of each upstream `snapshot` cannot carry (a missing Service, a port not tcp): its connections will be refused. */
     checkUpstreams(snapshot: Snapshot): void {
