@@ -19,6 +19,6 @@ export function configInForce(snapshot: Snapshot, routes: readonly HTTPRoute[], 
     routes: routes.map((r) => ({ route: idOf(r), applied: applied.has(idOf(r)), ...r.spec })),
     authentication: (inbound.authenticator?.sources ?? []).map((p) => ({ policy: idOf(p), ...p.spec })),
     authorization: ((inbound.dryRun ?? inbound.authorizer)?.sources ?? []).map((p) => ({ policy: idOf(p), ...p.spec })),
-    rateLimit: inbound.limiter && { policy: idOf(inbound.limiter.source), ...inbound.limiter.source.spec },
+    rateLimit: inbound.limiter && { policy: idOf(inbound.limiter.source), ...inbound.limiter.source.spec, ...(inbound.limiter.source.spec.scope === "service" && { instances: inbound.limiter.instances }) },
   };
 }

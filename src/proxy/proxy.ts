@@ -37,7 +37,7 @@ import type { AccessLog } from "./access-log.ts";
 import { requestAuthenticatorFor } from "./authentication/authenticator.ts";
 import { keyFetchReport } from "./authentication/key-fetch-report.ts";
 import { authorizerFor, dryRunAuthorizerFor } from "./authorization.ts";
-import { rateLimiterFor } from "./rate-limit.ts";
+import { instancesOf, rateLimiterFor } from "./rate-limit.ts";
 import type { InboundPolicies } from "./inbound-admission.ts";
 import type { SavedConfig } from "./control/saved-config.ts";
 import { OtlpExporter } from "./tracing/otlp-exporter.ts";
@@ -152,7 +152,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     authenticator: requestAuthenticatorFor(c.authentication, subject, previous?.authenticator, keyFetchFailed),
     authorizer: authorizerFor(c.authorization, subject),
     dryRun: dryRunAuthorizerFor(c.authorization, subject),
-    limiter: rateLimiterFor(c.rateLimits, subject, previous?.limiter),
+    limiter: rateLimiterFor(c.rateLimits, subject, instancesOf(c.services, subject), previous?.limiter),
     keepEscapedSlashes: opts.escapedSlashes === "keep",
   });
   // Following a control plane, the policies come with its config: until one is applied (now, or saved from the last run), the inbound refuses.

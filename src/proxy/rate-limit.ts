@@ -3,9 +3,18 @@
  * and one per caller identity, checked on the inbound after authorization (so callers that
  * are refused anyway take nothing from the others' share). A request is let in only if
  * every bucket it draws on has a token, and only then takes them. Buckets outlive config
- * versions that leave the policy as it was, so a config push does not refill them.
+ * versions that leave the policy and the instance count as they were, so a config push
+ * does not refill them.
+ *
+ * With `scope: service` each sidecar enforces 1/N of every rate and burst, N the service's
+ * instances in the config: the control plane offers the healthy ones, which are the ones
+ * callers send to, so the shares add up to the figures while callers spread their calls
+ * evenly (least-request, round robin); an instance that gets more than its share (ring
+ * hash, a zone with fewer instances) refuses sooner. No request waits on a shared
+ * counter, and a sidecar cut off from the control plane keeps its last share.
  */
 import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
+import type { Service } from "../config/kinds/service.ts";
 import { eventNow } from "../core/clock.ts";
 import { callerMatches, compileCallers, type CallerMatch } from "./caller-match.ts";
 import type { PolicySubject } from "./authorization.ts";
@@ -29,9 +38,10 @@ class TokenBucket {
   private readonly perMs: number;
   private readonly burst: number;
 
-  constructor(rate: Rate, private last: number) {
-    this.perMs = rate.requestsPerSecond / 1000;
-    this.burst = rate.burst ?? Math.max(1, Math.floor(rate.requestsPerSecond));
+  /** `share`: the part of the rate this sidecar enforces (1, or 1/N of a service's). */
+  constructor(rate: Rate, private last: number, share: number) {
+    this.perMs = (rate.requestsPerSecond * share) / 1000;
+    this.burst = Math.max(1, Math.floor((rate.burst ?? Math.max(1, Math.floor(rate.requestsPerSecond))) * share));
     this.tokens = this.burst;
   }
 
@@ -60,14 +70,20 @@ export class RateLimiter {
   private readonly callers = new Map<string, TokenBucket | null>();
   private readonly overrides: { from: CallerMatch; rate: Rate }[];
 
+  /** The part of each figure this sidecar enforces: 1, or 1/instances with scope: service. */
+  private readonly share: number;
+
   constructor(
     /** The policy it enforces, for /config_dump and to tell an unchanged one. */
     readonly source: RateLimitPolicy,
     trustDomain: string,
     private readonly now: () => number = eventNow,
+    /** The service's instances, for scope: service (at least 1). */
+    readonly instances = 1,
   ) {
     const spec = source.spec;
-    this.total = spec.total && new TokenBucket(spec.total, now());
+    this.share = spec.scope === "service" ? 1 / Math.max(1, instances) : 1;
+    this.total = spec.total && new TokenBucket(spec.total, now(), this.share);
     this.overrides = (spec.overrides ?? []).map((o) => ({ from: compileCallers(o.from, source.metadata.namespace, trustDomain), rate: o }));
   }
 
@@ -90,17 +106,25 @@ export class RateLimiter {
 
   private bucketOf(caller: string, now: number): TokenBucket | null {
     const rate = this.overrides.find((o) => callerMatches(o.from, caller))?.rate ?? this.source.spec.perCaller;
-    return rate ? new TokenBucket(rate, now) : null;
+    return rate ? new TokenBucket(rate, now, this.share) : null;
   }
 }
 
 /**
- * The limiter of `subject`'s inbound, or undefined when no policy is for it. `previous` is
- * kept, buckets and all, when its policy is unchanged.
+ * The limiter of `subject`'s inbound, or undefined when no policy is for it. `instances`:
+ * the service's, as its own Service's endpoints in the config count them (at least 1).
+ * `previous` is kept, buckets and all, when its policy and share are unchanged.
  */
-export function rateLimiterFor(policies: readonly RateLimitPolicy[], subject: PolicySubject, previous?: RateLimiter): RateLimiter | undefined {
+export function rateLimiterFor(policies: readonly RateLimitPolicy[], subject: PolicySubject, instances: number, previous?: RateLimiter): RateLimiter | undefined {
   const own = policies.find((p) => p.metadata.namespace === subject.namespace && p.spec.service === subject.service);
   if (own === undefined) return undefined;
-  if (previous && JSON.stringify(previous.source) === JSON.stringify(own)) return previous;
-  return new RateLimiter(own, subject.trustDomain);
+  const counted = own.spec.scope === "service" ? Math.max(1, instances) : 1;
+  if (previous && previous.instances === counted && JSON.stringify(previous.source) === JSON.stringify(own)) return previous;
+  return new RateLimiter(own, subject.trustDomain, eventNow, counted);
+}
+
+/** The service's instances the config names: its own Service's endpoints that take traffic (weight > 0). */
+export function instancesOf(services: readonly Service[], subject: PolicySubject): number {
+  const own = services.find((s) => s.metadata.name === subject.service && s.metadata.namespace === subject.namespace);
+  return (own?.spec.endpoints ?? []).filter((e) => e.weight > 0).length;
 }

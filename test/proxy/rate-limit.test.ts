@@ -100,15 +100,40 @@ describe("buckets", () => {
 
   test("a new config with the same policy keeps the buckets; a changed one starts over; another service's is not this one's", () => {
     const p = policy({ total: { requestsPerSecond: 0.1, burst: 1 } });
-    const first = rateLimiterFor([p], subject)!;
+    const first = rateLimiterFor([p], subject, 1)!;
     expect(first.admit(id("orders"))).toBeUndefined();
-    const same = rateLimiterFor([policy({ total: { requestsPerSecond: 0.1, burst: 1 } })], subject, first);
+    const same = rateLimiterFor([policy({ total: { requestsPerSecond: 0.1, burst: 1 } })], subject, 1, first);
     expect(same).toBe(first);
     expect(same!.admit(id("orders"))?.limit).toBe("total");
-    const changed = rateLimiterFor([policy({ total: { requestsPerSecond: 0.1, burst: 2 } })], subject, first);
+    const changed = rateLimiterFor([policy({ total: { requestsPerSecond: 0.1, burst: 2 } })], subject, 1, first);
     expect(changed).not.toBe(first);
     expect(changed!.admit(id("orders"))).toBeUndefined();
-    expect(rateLimiterFor([policy({ total: { requestsPerSecond: 1 } }, "orders")], subject)).toBeUndefined();
+    expect(rateLimiterFor([policy({ total: { requestsPerSecond: 1 } }, "orders")], subject, 1)).toBeUndefined();
+  });
+
+  test("scope: service: each sidecar lets in 1/N of every rate and burst, at least 1; scope: sidecar ignores N", () => {
+    const clock = new Clock();
+    const shared = policy({ scope: "service", total: { requestsPerSecond: 10, burst: 9 }, perCaller: { requestsPerSecond: 4, burst: 4 } });
+    const third = new RateLimiter(shared, "mesh.local", clock.now, 3);
+    // perCaller: burst 4/3 → 1; total: burst 9/3 → 3.
+    expect([1, 2].map(() => third.admit(id("orders")))).toEqual([undefined, { limit: "caller", retryAfterS: 1 }]);
+    expect([id("a"), id("b"), id("c")].map((c) => third.admit(c)?.limit)).toEqual([undefined, undefined, "total"]);
+    clock.t += 400; // total refills at 10/3 per second: a token in 300 ms
+    expect(third.admit(id("d"))).toBeUndefined();
+    const many = new RateLimiter(shared, "mesh.local", clock.now, 100);
+    expect([1, 2].map(() => many.admit(id("x")) === undefined)).toEqual([true, false]);
+    const own = new RateLimiter(policy({ total: { requestsPerSecond: 10, burst: 9 } }), "mesh.local", clock.now, 3);
+    expect(Array.from({ length: 10 }, (_, i) => own.admit(id(`s${i}`)) === undefined).filter(Boolean)).toHaveLength(9);
+  });
+
+  test("a new instance count re-divides a service's limits; a sidecar-scoped limiter is kept", () => {
+    const shared = policy({ scope: "service", total: { requestsPerSecond: 6 } });
+    const two = rateLimiterFor([shared], subject, 2)!;
+    expect(rateLimiterFor([shared], subject, 2, two)).toBe(two);
+    const three = rateLimiterFor([shared], subject, 3, two)!;
+    expect([three.instances, rateLimiterFor([shared], subject, 0)!.instances]).toEqual([3, 1]);
+    const own = rateLimiterFor([policy({ total: { requestsPerSecond: 6 } })], subject, 2)!;
+    expect(rateLimiterFor([policy({ total: { requestsPerSecond: 6 } })], subject, 5, own)).toBe(own);
   });
 });
 

@@ -1,8 +1,9 @@
 /**
  * RateLimitPolicy: how many requests a service's sidecar lets in per second, in total and
- * per caller (Linkerd's HTTPLocalRateLimitPolicy, Envoy's local rate limit). Each sidecar
- * counts on its own, so a service of N instances takes up to N times the figures. Past a
- * limit a request gets 429 with Retry-After before it reaches the service.
+ * per caller (Linkerd's HTTPLocalRateLimitPolicy, Envoy's local rate limit). By default
+ * each sidecar counts on its own, so a service of N instances takes up to N times the
+ * figures; with `scope: service` the figures are the service's, each sidecar enforcing
+ * its share. Past a limit a request gets 429 with Retry-After before it reaches the service.
  */
 import { z } from "zod";
 import { always, dnsLabel } from "../common";
@@ -10,6 +11,7 @@ import { registerKind, type ManifestOf } from "../manifest";
 import { Source } from "./authorization-policy";
 
 const MAX_RATE = 1_000_000;
+export const RATE_LIMIT_SCOPES = ["sidecar", "service"] as const;
 
 export const Rate = z
   .strictObject({
@@ -29,8 +31,14 @@ export const RateOverride = z
 export const RateLimitPolicySpec = z
   .strictObject({
     service: dnsLabel("service").optional().describe("The Service, in this namespace, whose sidecars enforce the limits on their inbound; default metadata.name."),
-    total: Rate.optional().describe("All callers together, per sidecar."),
-    perCaller: Rate.optional().describe("Each caller identity on its own, per sidecar."),
+    scope: z
+      .enum(RATE_LIMIT_SCOPES)
+      .default("sidecar")
+      .describe(
+        "sidecar: each sidecar lets the figures in on its own, so N instances take up to N times them (default); service: the figures are the whole service's, each of its N instances (its Service's endpoints in the config) letting in 1/N of each rate and burst (at least 1).",
+      ),
+    total: Rate.optional().describe("All callers together, per sidecar (or for the service, with scope: service)."),
+    perCaller: Rate.optional().describe("Each caller identity on its own, per sidecar (or for the service, with scope: service)."),
     overrides: z.array(RateOverride).min(1).optional().describe("Callers with a per-caller limit of their own, instead of perCaller."),
   })
   .superRefine((spec, ctx) => {
