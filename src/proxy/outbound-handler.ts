@@ -65,15 +65,17 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       // Answered here, before any destination: counted as a call to "unknown", logged with no peer.
       if (!named) return answerUnforwarded(req, res, errorParts("no-route", `no service named "${head.host}" in this proxy's config`), "");
       const route = snapshot.routes.size === 0 ? undefined : snapshot.routes.get(named);
-      const dest = route === undefined ? named : routedDestination(route, named, { method: head.method, pathAndQuery: head.pathAndQuery, header: (n) => joinedFieldValue(head.fields, n) });
+      const choice = route === undefined ? undefined : routedDestination(route, { method: head.method, pathAndQuery: head.pathAndQuery, header: (n) => joinedFieldValue(head.fields, n) });
+      const dest = choice === undefined ? named : choice.dest;
+      const change = choice?.requestHeaders;
       // The span's traceparent replaces the service's, so the callee's sidecar continues from it.
       const span = deps.tracer?.begin(head.fields);
       let prepared: PreparedRequest;
       try {
         prepared =
           span === undefined
-            ? prepareRelayed(head, RELAY_SKIP, NO_ADDED_LINES, requestFraming(head), req.bytes)
-            : prepareRelayed(head, RELAY_SKIP_TRACED, NO_ADDED_LINES, requestFraming(head), req.bytes, span.line);
+            ? prepareRelayed(head, change?.skip ?? RELAY_SKIP, change?.lines ?? NO_ADDED_LINES, requestFraming(head), req.bytes)
+            : prepareRelayed(head, change?.skipTraced ?? RELAY_SKIP_TRACED, change?.lines ?? NO_ADDED_LINES, requestFraming(head), req.bytes, span.line);
       } catch (err) {
         metrics.refused.inc({ direction: "outbound", reason: "header-value" });
         return answerUnforwarded(req, res, errorParts("bad-request", (err as Error).message, { connection: "close" }), dest.name, span);

@@ -1,14 +1,22 @@
 /**
  * HTTPRoutes on the outbound: once a call's host names a destination, the first rule of
  * its route that matches the request picks a backend by weight, and the call goes there
- * instead (balancing, retries and the breaker are the backend's). Routes are compiled
- * against each snapshot, so a backend is a Destination, found without a lookup per call.
+ * instead (balancing, retries and the breaker are the backend's), with the rule's header
+ * changes. Routes are compiled against each snapshot, so a backend is a Destination, found
+ * without a lookup per call, and each choice is made once, not per call.
  * Routing only chooses where a call goes; what the callee admits is its inbound's
  * business, so paths are matched as sent.
  */
 import type { HTTPRoute } from "../config/kinds/http-route.ts";
 import { pathOf } from "../core/normal-path.ts";
 import type { Destination, Snapshot } from "./destinations.ts";
+import { compileHeaderChange, type RequestHeaderChange } from "./request-header-change.ts";
+
+/** Where a call goes, and how its route changes its headers. */
+export interface RouteChoice {
+  dest: Destination;
+  requestHeaders: RequestHeaderChange | undefined;
+}
 
 interface CompiledMatch {
   method?: string;
@@ -18,7 +26,7 @@ interface CompiledMatch {
 
 interface CompiledRule {
   matches: readonly CompiledMatch[] | undefined;
-  backends: readonly { dest: Destination; weight: number }[];
+  backends: readonly { choice: RouteChoice; weight: number }[];
   totalWeight: number;
 }
 
@@ -26,6 +34,8 @@ export interface CompiledRoute {
   /** namespace/name, for /config_dump. */
   id: string;
   rules: readonly CompiledRule[];
+  /** A call no rule takes: to the routed service, unchanged. */
+  unrouted: RouteChoice;
 }
 
 /** What a route reads of a call. */
@@ -42,33 +52,40 @@ export function compileRoutes(routes: readonly HTTPRoute[], snapshot: Snapshot):
     const ns = route.metadata.namespace;
     const dest = (name: string) => snapshot.destinations.get(`${name}.${ns}`);
     const routed = dest(route.spec.service);
-    const rules = route.spec.rules.map((r) => ({
-      matches: r.matches?.map((m) => ({
-        method: m.method,
-        path: m.path && (m.path.exact !== undefined ? { exact: m.path.exact } : { prefix: m.path.prefix!.replace(/\/+$/, "") }),
-        headers: m.headers,
-      })),
-      backends: r.backends.filter((b) => b.weight > 0).map((b) => ({ dest: dest(b.service)!, weight: b.weight })),
-    }));
+    const rules = route.spec.rules.map((r) => {
+      const requestHeaders = r.requestHeaders && compileHeaderChange(r.requestHeaders);
+      return {
+        matches: r.matches?.map((m) => ({
+          method: m.method,
+          path: m.path && (m.path.exact !== undefined ? { exact: m.path.exact } : { prefix: m.path.prefix!.replace(/\/+$/, "") }),
+          headers: m.headers,
+        })),
+        backends: r.backends.filter((b) => b.weight > 0).map((b) => ({ choice: { dest: dest(b.service)!, requestHeaders }, weight: b.weight })),
+      };
+    });
     // Config validation sees to it that every Service named exists; a route that names one missing is left out, not half applied.
-    if (routed === undefined || rules.some((r) => r.backends.some((b) => b.dest === undefined))) continue;
-    compiled.set(routed, { id: `${ns}/${route.metadata.name}`, rules: rules.map((r) => ({ ...r, totalWeight: r.backends.reduce((t, b) => t + b.weight, 0) })) });
+    if (routed === undefined || rules.some((r) => r.backends.some((b) => b.choice.dest === undefined))) continue;
+    compiled.set(routed, {
+      id: `${ns}/${route.metadata.name}`,
+      rules: rules.map((r) => ({ ...r, totalWeight: r.backends.reduce((t, b) => t + b.weight, 0) })),
+      unrouted: { dest: routed, requestHeaders: undefined },
+    });
   }
   return compiled;
 }
 
-/** Where a call to `dest` goes: its route's choice, or `dest` itself. */
-export function routedDestination(route: CompiledRoute, dest: Destination, req: RoutedRequest, random: () => number = Math.random): Destination {
+/** Where a call to the service `route` routes goes: the first matching rule's choice, or the service itself. */
+export function routedDestination(route: CompiledRoute, req: RoutedRequest, random: () => number = Math.random): RouteChoice {
   for (const rule of route.rules) {
     if (rule.matches !== undefined && !rule.matches.some((m) => matches(m, req))) continue;
     let at = random() * rule.totalWeight;
     for (const b of rule.backends) {
       at -= b.weight;
-      if (at < 0) return b.dest;
+      if (at < 0) return b.choice;
     }
-    return rule.backends.at(-1)!.dest;
+    return rule.backends.at(-1)!.choice;
   }
-  return dest;
+  return route.unrouted;
 }
 
 function matches(m: CompiledMatch, req: RoutedRequest): boolean {

@@ -42,6 +42,25 @@ describe("schema", () => {
     ]);
   });
 
+  test("requestHeaders: the proxy's own headers, idempotency-key, a name given twice and bad values are refused", () => {
+    const rule = (requestHeaders: Record<string, unknown>) => ({ service: "payments", rules: [{ backends: [{ service: "payments" }], requestHeaders }] });
+    expect(issues(rule({ set: [{ name: "X-Mesh-Client-Id", value: "spiffe://x" }, { name: "host", value: "a" }], add: [{ name: "idempotency_key", value: "k" }], remove: ["traceparent", "content-length"] }))).toEqual([
+      'spec.rules[0].requestHeaders.set[0].name: "x-mesh-client-id" is the proxy\'s own to set or remove; a route cannot change it',
+      'spec.rules[0].requestHeaders.set[1].name: "host" is the proxy\'s own to set or remove; a route cannot change it',
+      'spec.rules[0].requestHeaders.add[0].name: "idempotency-key" is the proxy\'s own to set or remove; a route cannot change it',
+      'spec.rules[0].requestHeaders.remove[0]: "traceparent" is the proxy\'s own to set or remove; a route cannot change it',
+      'spec.rules[0].requestHeaders.remove[1]: "content-length" is the proxy\'s own to set or remove; a route cannot change it',
+    ]);
+    expect(issues(rule({ set: [{ name: "x-a", value: "1" }], add: [{ name: "X_A", value: "2" }], remove: ["x-b", "x-b"] }))).toEqual([
+      'spec.rules[0].requestHeaders.add[0]: "x-a" is in set already: name a header once',
+      'spec.rules[0].requestHeaders.remove[1]: "x-b" is in remove already: name a header once',
+    ]);
+    expect(issues(rule({ set: [{ name: "x-a", value: "two\r\nlines" }], add: [] }))).toEqual([
+      "spec.rules[0].requestHeaders.set[0].value: expected a header value: printable ASCII, no space at either end",
+      expect.stringMatching(/^spec\.rules\[0\]\.requestHeaders\.add: /),
+    ]);
+  });
+
   test("a config's routes must name Services it has, one route per service", () => {
     const r1 = route({ service: "payments", rules: [{ backends: [{ service: "payments-v2" }, { service: "ghost" }] }] }, "one");
     const r2 = route({ service: "payments", rules: [{ backends: [{ service: "payments" }] }] }, "two");
@@ -70,18 +89,18 @@ describe("choosing a backend", () => {
   ).get(payments)!;
 
   test("the first rule that matches decides: a header (name in any case), a path prefix by whole segments, an exact path with a method", () => {
-    expect(routedDestination(compiled, payments, req("/x", { "x-canary": "1" }))).toBe(canary);
-    expect(routedDestination(compiled, payments, req("/v2"))).toBe(canary);
-    expect(routedDestination(compiled, payments, req("/v2/charges?x=1"))).toBe(canary);
-    expect(routedDestination(compiled, payments, req("/refunds", {}, "POST"))).toBe(v2);
+    expect(routedDestination(compiled, req("/x", { "x-canary": "1" })).dest).toBe(canary);
+    expect(routedDestination(compiled, req("/v2")).dest).toBe(canary);
+    expect(routedDestination(compiled, req("/v2/charges?x=1")).dest).toBe(canary);
+    expect(routedDestination(compiled, req("/refunds", {}, "POST")).dest).toBe(v2);
     // /v2x is not under /v2, a GET is not the POST rule, a header of another value does not match: the split decides.
-    expect(routedDestination(compiled, payments, req("/v2x"), () => 0)).toBe(payments);
-    expect(routedDestination(compiled, payments, req("/refunds"), () => 0.99)).toBe(v2);
-    expect(routedDestination(compiled, payments, req("/x", { "x-canary": "2" }), () => 0)).toBe(payments);
+    expect(routedDestination(compiled, req("/v2x"), () => 0).dest).toBe(payments);
+    expect(routedDestination(compiled, req("/refunds"), () => 0.99).dest).toBe(v2);
+    expect(routedDestination(compiled, req("/x", { "x-canary": "2" }), () => 0).dest).toBe(payments);
   });
 
   test("weights split: 3 to 1, a weight of 0 never chosen", () => {
-    const picks = (r: number) => routedDestination(compiled, payments, req("/"), () => r).name;
+    const picks = (r: number) => routedDestination(compiled, req("/"), () => r).dest.name;
     expect([0, 0.5, 0.74, 0.75, 0.999].map(picks)).toEqual(["payments", "payments", "payments", "payments-v2", "payments-v2"]);
   });
 

@@ -8,6 +8,8 @@ import { z } from "zod";
 import { always, dnsLabel } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 import { isPlainHeaderValue } from "../../core/header-value";
+import { cgiName } from "../../core/cgi-name";
+import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names";
 
 const HeaderName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "expected an HTTP header name").transform((h) => h.toLowerCase());
 const PathValue = z.string().regex(/^\/[^?#\s]*$/, 'expected a path starting with "/", without query');
@@ -41,6 +43,42 @@ export const RouteMatch = z
   })
   .describe("A request this rule takes: every part given must match.");
 
+/**
+ * Headers a route may not change: the proxy's own (hop-by-hop, identity, framing, the
+ * span's traceparent), and idempotency-key, which would make every request it is set on
+ * one retries may send again.
+ */
+export const UNMODIFIABLE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS, "host", "content-length", "expect", "traceparent", "tracestate", "idempotency-key"]);
+
+/** A header a route may set, add or remove; "_" and other separators read as "-", as the proxy reads them everywhere. */
+const ModifiableName = HeaderName.transform(cgiName).superRefine((h, ctx) => {
+  if (UNMODIFIABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is the proxy's own to set or remove; a route cannot change it` });
+});
+
+const HeaderLine = z.strictObject({
+  name: ModifiableName.describe("Header name."),
+  value: z.string().refine(isPlainHeaderValue, "expected a header value: printable ASCII, no space at either end").describe("Its value."),
+});
+
+export const HeaderModifier = z
+  .strictObject({
+    set: z.array(HeaderLine).min(1).optional().describe("Headers set to these values, replacing any the request carries."),
+    add: z.array(HeaderLine).min(1).optional().describe("Headers added, beside any of the same name the request carries."),
+    remove: z.array(ModifiableName).min(1).optional().describe("Headers removed, in any spelling."),
+  })
+  .superRefine((m, ctx) => {
+    const seen = new Map<string, string>();
+    for (const list of ["set", "add", "remove"] as const)
+      (Array.isArray(m[list]) ? m[list] : []).forEach((entry, i) => {
+        const name = typeof entry === "string" ? entry : entry?.name;
+        if (typeof name !== "string") return;
+        const earlier = seen.get(name);
+        if (earlier !== undefined) ctx.addIssue({ code: "custom", path: [list, i], message: `"${name}" is in ${earlier} already: name a header once` });
+        else seen.set(name, list);
+      });
+  }, always)
+  .describe("Changes to a request's headers (the Gateway API's RequestHeaderModifier).");
+
 export const BackendRef = z
   .strictObject({
     service: dnsLabel("service").describe("A Service in the route's namespace."),
@@ -58,8 +96,9 @@ export const RouteRule = z
         if (Array.isArray(b) && b.length > 0 && !b.some((r) => (r?.weight ?? 1) > 0)) ctx.addIssue({ code: "custom", message: "every weight is 0: give one backend a share" });
       }, always)
       .describe("Where its requests go, split by weight."),
+    requestHeaders: HeaderModifier.optional().describe("Headers set, added or removed on the requests the rule takes, by the caller's sidecar, before they leave."),
   })
-  .describe("Requests that match, and where they go.");
+  .describe("Requests that match, where they go, and how their headers change.");
 
 export const HTTPRouteSpec = z
   .strictObject({

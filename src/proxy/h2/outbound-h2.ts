@@ -21,6 +21,7 @@ import type { IdleStreams } from "./idle-streams.ts";
 import { answered, StreamReporter } from "./stream-report.ts";
 import { relayStream, type RelayEnd } from "./stream-relay.ts";
 import { StreamRetries } from "./stream-retries.ts";
+import { changeH2Headers } from "../request-header-change.ts";
 import { isRetryableRequest } from "../resilience/retry.ts";
 
 export interface OutboundH2Deps {
@@ -58,7 +59,9 @@ export function outboundH2(deps: OutboundH2Deps) {
     const named = resolveHost(snapshot, head.host);
     if (!named) return answer(errorParts("no-route", `no service named "${head.host}" in this proxy's config`), "");
     const route = snapshot.routes.size === 0 ? undefined : snapshot.routes.get(named);
-    const dest: Destination = route === undefined ? named : routedDestination(route, named, { method: head.method, pathAndQuery: head.pathAndQuery, header: (n) => joinedFieldValue(head.fields, n) });
+    const choice = route === undefined ? undefined : routedDestination(route, { method: head.method, pathAndQuery: head.pathAndQuery, header: (n) => joinedFieldValue(head.fields, n) });
+    const dest: Destination = choice === undefined ? named : choice.dest;
+    const change = choice?.requestHeaders;
     const admitted = dest.breaker.tryAcquire("requests");
     if (admitted !== true) return answer(errorParts("overflow", `${dest.name}: ${admitted.replace(/-/g, " ")} reached`, { "x-mesh-overflow": admitted }), dest.name);
     const pick = { header: (n: string) => joinedFieldValue(head.fields, n) ?? null };
@@ -68,7 +71,8 @@ export function outboundH2(deps: OutboundH2Deps) {
       return answer(errorParts("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);
     }
     dest.budget.onRequest();
-    const out = forwardedRequest(headers, NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
+    const out = forwardedRequest(headers, change?.drop ?? NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
+    if (change !== undefined) changeH2Headers(out, change);
     const tries = new StreamRetries(dest, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
     const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs: dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
     relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {

@@ -9,6 +9,7 @@
  * "connections" breaker slots (each WebSocket is its own upstream connection; the
  * HTTP path's "requests" slots stay free for requests).
  */
+import { changeHeaders, type RequestHeaderChange } from "../request-header-change.ts";
 import type { Server } from "bun";
 import type { WorkloadCerts } from "../certs.ts";
 import { expectPeer, type Destination } from "../destinations.ts";
@@ -43,7 +44,8 @@ export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts 
     handler: relayHandler(DEFAULT_HANDLER_LIMITS),
     /** An upgrade for a name no Service has: counted under "unknown", logged with no peer, traced. */
     noRoute: (req: Request, answer: Response): Response => upgradeRefused(ctx, req, answer, UNKNOWN_DESTINATION, ""),
-    async upgrade(req: Request, server: Server<Relay>, dest: Destination): Promise<Response | undefined> {
+    /** `change`: the header changes of the route rule that chose `dest`. */
+    async upgrade(req: Request, server: Server<Relay>, dest: Destination, change?: RequestHeaderChange): Promise<Response | undefined> {
       const problem = handshakeProblem(req);
       if (problem) return upgradeRefused(ctx, req, errorResponse("bad-request", problem), dest.name);
       const admitted = dest.breaker.tryAcquire("connections");
@@ -54,9 +56,11 @@ export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts 
         return upgradeRefused(ctx, req, errorResponse("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);
       }
       endpoint.inflight++;
+      const headers = upstreamHeaders(req);
+      if (change !== undefined) changeHeaders(headers, change);
       const target: UpgradeTarget = {
         url: `${dest.scheme === "https" ? "wss" : "ws"}://${endpoint.key}${pathAndQuery(req)}`,
-        headers: upstreamHeaders(req),
+        headers,
         peer: dest.name,
         // The 101 is the response's headers: the same deadline as an HTTP request's.
         timeoutMs: dest.requestTimeoutMs,
