@@ -3,37 +3,17 @@
  * the service's figures are divided among its instances, each sidecar learning how many
  * there are from its own Service's endpoints, and divided again when one more registers.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { tempDir } from "../helpers/cli.ts";
-import { cpSidecar, eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
-import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
-import { stopAll } from "../helpers/procs.ts";
+import { expect, test } from "bun:test";
+import { controlPlaneFixture, eventually, serviceManifest } from "../helpers/control-plane.ts";
 
-const tmp = tempDir("mesh-cp-ratelimit-");
-const echoes: EchoService[] = [];
-let cp: TestControlPlane;
-
-beforeAll(async () => {
-  cp = await startControlPlane(tmp.path);
-  await cp.apply(serviceManifest("orders"), serviceManifest("payments"), {
-    apiVersion: "mesh.dev/v1alpha1",
-    kind: "RateLimitPolicy",
-    metadata: { name: "payments", namespace: "default" },
-    // Slow enough that nothing refills during the test: what passes is the burst.
-    spec: { scope: "service", total: { requestsPerSecond: 0.01, burst: 4 } },
-  });
+const fx = controlPlaneFixture("mesh-cp-ratelimit-", serviceManifest("orders"), serviceManifest("payments"), {
+  apiVersion: "mesh.dev/v1alpha1",
+  kind: "RateLimitPolicy",
+  metadata: { name: "payments", namespace: "default" },
+  // Slow enough that nothing refills during the test: what passes is the burst.
+  spec: { scope: "service", total: { requestsPerSecond: 0.01, burst: 4 } },
 });
-afterAll(async () => {
-  await stopAll();
-  for (const e of echoes) e.server.stop(true);
-  tmp.cleanup();
-});
-
-async function sidecar(service: string, instance: string) {
-  const echo = echoService(`${service}-${instance}`);
-  echoes.push(echo);
-  return { ...(await cpSidecar(cp, tmp.path, service, instance, echo.url)), echo };
-}
+const sidecar = (service: string, instance: string) => fx.sidecar(service, instance);
 
 /** The instance count a sidecar divides its limits by, from its /config_dump. */
 async function instancesSeen(admin: number): Promise<number | undefined> {

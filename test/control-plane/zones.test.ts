@@ -3,31 +3,11 @@
  * it was given, every caller learns each endpoint's zone, and a caller calls the
  * instance of its own zone.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { tempDir } from "../helpers/cli.ts";
-import { cpSidecar, eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
-import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
-import { stopAll } from "../helpers/procs.ts";
+import { expect, test } from "bun:test";
+import { controlPlaneFixture, eventually, serviceManifest } from "../helpers/control-plane.ts";
 
-const tmp = tempDir("mesh-cp-zones-");
-const echoes: EchoService[] = [];
-let cp: TestControlPlane;
-
-beforeAll(async () => {
-  cp = await startControlPlane(tmp.path);
-  await cp.apply(serviceManifest("orders"), serviceManifest("payments"));
-});
-afterAll(async () => {
-  await stopAll();
-  for (const e of echoes) e.server.stop(true);
-  tmp.cleanup();
-});
-
-async function sidecar(service: string, zone: string) {
-  const echo = echoService(`${service}-${zone}`);
-  echoes.push(echo);
-  return { ...(await cpSidecar(cp, tmp.path, service, zone, echo.url, ["--zone", zone])), echo };
-}
+const fx = controlPlaneFixture("mesh-cp-zones-", serviceManifest("orders"), serviceManifest("payments"));
+const sidecar = (service: string, zone: string) => fx.sidecar(service, zone, ["--zone", zone]);
 
 test("each sidecar registers its zone, and a caller calls the instance in its own once there is one", async () => {
   const a = await sidecar("payments", "eu-1a");
@@ -49,7 +29,7 @@ test("each sidecar registers its zone, and a caller calls the instance in its ow
   const b = await sidecar("payments", "eu-1b");
   expect(await eventually(async () => Object.keys(await zonesSeen()).length === 2)).toBe(true);
   expect(await zonesSeen()).toEqual({ [`127.0.0.1:${a.ports.inbound}`]: "eu-1a", [`127.0.0.1:${b.ports.inbound}`]: "eu-1b" });
-  const registered = (await (await cp.admin("GET", "/v1/endpoints")).json()) as { items: { service: string; zone?: string }[] };
+  const registered = (await (await fx.cp.admin("GET", "/v1/endpoints")).json()) as { items: { service: string; zone?: string }[] };
   expect(registered.items.filter((e) => e.service === "payments").map((e) => e.zone).sort()).toEqual(["eu-1a", "eu-1b"]);
   for (let i = 0; i < 20; i++) await call();
   expect([a.echo.hits, b.echo.hits]).toEqual([5, 20]);

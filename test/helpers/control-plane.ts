@@ -1,7 +1,10 @@
 /** A control plane for tests: a real `mesh control-plane` process and an admin client for it. */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startMesh, type MeshProcess } from "./procs.ts";
+import { afterAll, beforeAll } from "bun:test";
+import { startMesh, stopAll, type MeshProcess } from "./procs.ts";
+import { tempDir } from "./cli.ts";
+import { echoService, type EchoService } from "./mesh-fixture.ts";
 
 export interface TestControlPlane extends MeshProcess {
   ports: { api: number; bootstrap: number; admin: number };
@@ -77,4 +80,30 @@ export async function cpSidecar(cp: TestControlPlane, dir: string, service: stri
     "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...(await cp.proxyFlags(service, dir)), ...extra,
   ]);
   return { ...p, ports: p.ready as Sidecar["ports"] };
+}
+
+/** This test file's control plane, given `manifests` before its tests; every process, echo and file gone after. */
+export function controlPlaneFixture(prefix: string, ...manifests: Record<string, unknown>[]) {
+  const tmp = tempDir(prefix);
+  const echoes: EchoService[] = [];
+  const fx = {
+    tmp,
+    cp: undefined as unknown as TestControlPlane,
+    /** A sidecar of `service` following the control plane, in front of its own echo service (named `service-instance`). */
+    async sidecar(service: string, instance: string, extra: string[] = []) {
+      const echo = echoService(`${service}-${instance}`);
+      echoes.push(echo);
+      return { ...(await cpSidecar(fx.cp, tmp.path, service, instance, echo.url, extra)), echo };
+    },
+  };
+  beforeAll(async () => {
+    fx.cp = await startControlPlane(tmp.path);
+    await fx.cp.apply(...manifests);
+  });
+  afterAll(async () => {
+    await stopAll();
+    for (const e of echoes) e.server.stop(true);
+    tmp.cleanup();
+  });
+  return fx;
 }

@@ -72,15 +72,18 @@ function h2Call(session: http2.ClientHttp2Session, authority: string, method: st
   });
 }
 
-/** A Service outside the mesh (plain h2c) whose first endpoint is `failing`; round robin, no ejection. */
-function plainService(name: string, failing: number, good: number, retries = "", policy = ""): string {
+/**
+ * A Service (`spec`: its own lines) of two endpoints, the failing one first, alternated
+ * (round robin) and never ejected; `retries`: the policy's retries, inside the braces;
+ * `policy`: more lines of the policy's spec.
+ */
+function twoEndpoints(name: string, spec: string, failing: number, good: number, retries: string, policy = ""): string {
   return `---
 apiVersion: mesh.dev/v1alpha1
 kind: Service
 metadata: { name: ${name} }
 spec:
-  mtls: false
-  ports: [{ name: http, port: 80, protocol: http2 }]
+${spec}
   endpoints: [{ address: 127.0.0.1, port: ${failing} }, { address: 127.0.0.1, port: ${good} }]
 ---
 apiVersion: mesh.dev/v1alpha1
@@ -89,9 +92,13 @@ metadata: { name: ${name} }
 spec:
   loadBalancer: { type: round-robin }
   outlierDetection: { consecutiveFailures: 1000 }
-  retries: { backoff: { base: 5ms, max: 20ms }${retries} }
+  retries: { ${retries} }
 ${policy}`;
 }
+
+/** A Service outside the mesh (plain h2c). */
+const plainService = (name: string, failing: number, good: number, retries = "", policy = "") =>
+  twoEndpoints(name, "  mtls: false\n  ports: [{ name: http, port: 80, protocol: http2 }]", failing, good, `backoff: { base: 5ms, max: 20ms }${retries}`, policy);
 
 describe("plain HTTP/2", () => {
   let good: H2Server;
@@ -220,23 +227,8 @@ describe("gRPC", () => {
   let caller: Awaited<ReturnType<typeof fx.proxy>>;
 
   /** Greeter's two sidecars, the failing one first; `grpcStatuses` in the policy's retries. */
-  const greeter = (name: string, failingPort: number, goodPort: number, grpcStatuses: string) => `---
-apiVersion: mesh.dev/v1alpha1
-kind: Service
-metadata: { name: ${name} }
-spec:
-  identity: greeter
-  ports: [{ name: grpc, port: 80, protocol: grpc }]
-  endpoints: [{ address: 127.0.0.1, port: ${failingPort} }, { address: 127.0.0.1, port: ${goodPort} }]
----
-apiVersion: mesh.dev/v1alpha1
-kind: DestinationPolicy
-metadata: { name: ${name} }
-spec:
-  loadBalancer: { type: round-robin }
-  outlierDetection: { consecutiveFailures: 1000 }
-  retries: { grpcStatuses: [${grpcStatuses}], backoff: { base: 5ms, max: 20ms } }
-`;
+  const greeter = (name: string, failingPort: number, goodPort: number, grpcStatuses: string) =>
+    twoEndpoints(name, "  identity: greeter\n  ports: [{ name: grpc, port: 80, protocol: grpc }]", failingPort, goodPort, `grpcStatuses: [${grpcStatuses}], backoff: { base: 5ms, max: 20ms }`);
 
   beforeAll(async () => {
     goodSvc = await greeterService();
