@@ -92,6 +92,8 @@ export function callDestination(
   ctx: PickContext,
   metrics: ProxyMetrics,
   outcome: CallOutcome,
+  /** Until the response head, over every try: the route's, or the destination's. */
+  timeoutMs = dest.requestTimeoutMs,
 ): CallHandle | undefined {
   const admitted = dest.breaker.tryAcquire("requests");
   if (admitted !== true) return void outcome.failed(overflow(dest, admitted));
@@ -101,7 +103,7 @@ export function callDestination(
     return void outcome.failed(overflow(dest, "max-pending-requests"));
   }
   dest.budget.onRequest();
-  const call = new OutboundCall(dest, prepared, body, ctx, metrics, outcome);
+  const call = new OutboundCall(dest, prepared, body, ctx, metrics, outcome, timeoutMs);
   call.send();
   return call;
 }
@@ -153,8 +155,9 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     private readonly ctx: PickContext,
     private readonly metrics: ProxyMetrics,
     private readonly outcome: CallOutcome,
+    timeoutMs: number,
   ) {
-    super(dest.requestTimeoutMs);
+    super(timeoutMs);
     this.replayable = prepared.replayable;
   }
 
@@ -240,7 +243,7 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     if (kind === "overflow") return this.failWith("overflow", `${dest.name}: ${err.message}`, { "x-mesh-overflow": "upstream-connections" });
     dest.outlier.onResult(endpoint, false);
     if (kind === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
-    const detail = `${dest.name} endpoint ${endpoint.key}: ${expired ? `no response within ${dest.requestTimeoutMs} ms` : err.message}`;
+    const detail = `${dest.name} endpoint ${endpoint.key}: ${expired ? `no response within ${this.ms} ms` : err.message}`;
     // A request that never left (connect failure, refused peer) is safe to send again,
     // whatever its method, and its body was never read; anything else only if replayable.
     const sent = requestMayHaveBeenSent(err);

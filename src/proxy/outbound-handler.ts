@@ -84,7 +84,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       const relay =
         log || span ? new ObservedOutboundRelay(res, req, dest.name, recorder, tracker, log, span, deps.tracer) : new OutboundRelay(res, req, dest.name, recorder, tracker);
       try {
-        relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay);
+        relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay, choice?.timeoutMs);
       } catch {
         // A bug must not leave the request counted in flight (a drain would wait for it).
         answer(res, { status: 500, headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" }, body: "mesh: internal error\n" });

@@ -56,6 +56,6 @@ export function startOutbound(deps: OutboundDeps, path: string): Server<Relay> {
     if (!named) return ws.noRoute(req, errorResponse("no-route", `no service named "${host}" in this proxy's config`));
     const route = snapshot.routes.get(named);
     const choice = route === undefined ? route : routedDestination(route, { method: req.method, pathAndQuery: url.pathname + url.search, header: (n) => req.headers.get(n) ?? undefined });
-    return ws.upgrade(req, server, choice?.dest ?? named, choice?.requestHeaders);
+    return ws.upgrade(req, server, choice?.dest ?? named, choice);
   }
 }

@@ -12,10 +12,12 @@ import { pathOf } from "../core/normal-path.ts";
 import type { Destination, Snapshot } from "./destinations.ts";
 import { compileHeaderChange, type RequestHeaderChange } from "./request-header-change.ts";
 
-/** Where a call goes, and how its route changes its headers. */
+/** Where a call goes, how its route changes its headers, and its timeout if the route sets one. */
 export interface RouteChoice {
   dest: Destination;
   requestHeaders: RequestHeaderChange | undefined;
+  /** From sending until the response head, retries included, instead of the destination's; 0: none. */
+  timeoutMs: number | undefined;
 }
 
 interface CompiledMatch {
@@ -60,7 +62,7 @@ export function compileRoutes(routes: readonly HTTPRoute[], snapshot: Snapshot):
           path: m.path && (m.path.exact !== undefined ? { exact: m.path.exact } : { prefix: m.path.prefix!.replace(/\/+$/, "") }),
           headers: m.headers,
         })),
-        backends: r.backends.filter((b) => b.weight > 0).map((b) => ({ choice: { dest: dest(b.service)!, requestHeaders }, weight: b.weight })),
+        backends: r.backends.filter((b) => b.weight > 0).map((b) => ({ choice: { dest: dest(b.service)!, requestHeaders, timeoutMs: r.timeouts?.request }, weight: b.weight })),
       };
     });
     // Config validation sees to it that every Service named exists; a route that names one missing is left out, not half applied.
@@ -68,7 +70,7 @@ export function compileRoutes(routes: readonly HTTPRoute[], snapshot: Snapshot):
     compiled.set(routed, {
       id: `${ns}/${route.metadata.name}`,
       rules: rules.map((r) => ({ ...r, totalWeight: r.backends.reduce((t, b) => t + b.weight, 0) })),
-      unrouted: { dest: routed, requestHeaders: undefined },
+      unrouted: { dest: routed, requestHeaders: undefined, timeoutMs: undefined },
     });
   }
   return compiled;

@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import { always, dnsLabel } from "../common";
+import { Duration } from "../duration";
 import { registerKind, type ManifestOf } from "../manifest";
 import { isPlainHeaderValue } from "../../core/header-value";
 import { cgiName } from "../../core/cgi-name";
@@ -97,6 +98,12 @@ export const RouteRule = z
       }, always)
       .describe("Where its requests go, split by weight."),
     requestHeaders: HeaderModifier.optional().describe("Headers set, added or removed on the requests the rule takes, by the caller's sidecar, before they leave."),
+    timeouts: z
+      .strictObject({
+        request: Duration.describe('Longest from sending a request the rule takes until its response headers arrive, retries included, instead of the backend\'s DestinationPolicy timeouts.request; "0s" none.'),
+      })
+      .optional()
+      .describe("The Gateway API's HTTPRoute timeouts, for the requests this rule takes."),
   })
   .describe("Requests that match, where they go, and how their headers change.");
 

@@ -9,7 +9,8 @@
  * "connections" breaker slots (each WebSocket is its own upstream connection; the
  * HTTP path's "requests" slots stay free for requests).
  */
-import { changeHeaders, type RequestHeaderChange } from "../request-header-change.ts";
+import { changeHeaders } from "../request-header-change.ts";
+import type { RouteChoice } from "../routing.ts";
 import type { Server } from "bun";
 import type { WorkloadCerts } from "../certs.ts";
 import { expectPeer, type Destination } from "../destinations.ts";
@@ -44,8 +45,8 @@ export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts 
     handler: relayHandler(DEFAULT_HANDLER_LIMITS),
     /** An upgrade for a name no Service has: counted under "unknown", logged with no peer, traced. */
     noRoute: (req: Request, answer: Response): Response => upgradeRefused(ctx, req, answer, UNKNOWN_DESTINATION, ""),
-    /** `change`: the header changes of the route rule that chose `dest`. */
-    async upgrade(req: Request, server: Server<Relay>, dest: Destination, change?: RequestHeaderChange): Promise<Response | undefined> {
+    /** `route`: what the route rule that chose `dest` changes (headers, timeout). */
+    async upgrade(req: Request, server: Server<Relay>, dest: Destination, route?: Pick<RouteChoice, "requestHeaders" | "timeoutMs">): Promise<Response | undefined> {
       const problem = handshakeProblem(req);
       if (problem) return upgradeRefused(ctx, req, errorResponse("bad-request", problem), dest.name);
       const admitted = dest.breaker.tryAcquire("connections");
@@ -57,13 +58,13 @@ export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts 
       }
       endpoint.inflight++;
       const headers = upstreamHeaders(req);
-      if (change !== undefined) changeHeaders(headers, change);
+      if (route?.requestHeaders !== undefined) changeHeaders(headers, route.requestHeaders);
       const target: UpgradeTarget = {
         url: `${dest.scheme === "https" ? "wss" : "ws"}://${endpoint.key}${pathAndQuery(req)}`,
         headers,
         peer: dest.name,
         // The 101 is the response's headers: the same deadline as an HTTP request's.
-        timeoutMs: dest.requestTimeoutMs,
+        timeoutMs: route?.timeoutMs ?? dest.requestTimeoutMs,
         onEnd: () => {
           endpoint.inflight--;
           dest.breaker.release("connections");

@@ -1,8 +1,9 @@
 /**
- * An HTTPRoute rule's requestHeaders, applied by the caller's sidecar to the requests the
- * rule takes, over HTTP/1.1, HTTP/2 and WebSocket upgrades, through real sidecars: set
- * replaces every copy, add keeps the request's own, remove takes every spelling; a
- * request no rule takes leaves as it came.
+ * What an HTTPRoute rule does to the requests it takes, besides choosing their backend,
+ * through real sidecars: its requestHeaders, over HTTP/1.1, HTTP/2 and WebSocket upgrades
+ * (set replaces every copy, add keeps the request's own, remove takes every spelling; a
+ * request no rule takes leaves as it came), and its timeouts.request, which replaces the
+ * backend's DestinationPolicy timeout.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2 from "node:http2";
@@ -14,6 +15,8 @@ const fx = fixtureFor("orders", "api");
 let caller: Awaited<ReturnType<typeof fx.proxy>>;
 let h2: H2Service;
 let h2Caller: Awaited<ReturnType<typeof fx.proxy>>;
+let slowH2: http2.Http2Server;
+let slowH2Caller: Awaited<ReturnType<typeof fx.proxy>>;
 /** The headers of each upgrade request the WebSocket service received. */
 const upgrades: Record<string, string>[] = [];
 let ws: ReturnType<typeof Bun.serve>;
@@ -31,10 +34,16 @@ spec:
         set: [{ name: x-version, value: "2" }]
         add: [{ name: x-tag, value: routed }]
         remove: [x-debug]
+    - matches: [{ path: { prefix: /slow } }]
+      backends: [{ service: ${service} }]
+      timeouts: { request: 200ms }
 `;
 
-/** The headers the service saw, as JSON. */
-const seen = (req: Request) => Response.json(Object.fromEntries([...req.headers].filter(([n]) => n.startsWith("x-") && !n.startsWith("x-mesh"))));
+/** The headers the service saw, as JSON; /slow... paths after 600 ms. */
+const seen = async (req: Request) => {
+  if (new URL(req.url).pathname.startsWith("/slow")) await Bun.sleep(600);
+  return Response.json(Object.fromEntries([...req.headers].filter(([n]) => n.startsWith("x-") && !n.startsWith("x-mesh"))));
+};
 
 beforeAll(async () => {
   const api = await fx.proxy("api", fx.service(seen).url);
@@ -43,6 +52,12 @@ beforeAll(async () => {
   h2 = await h2Service("api-h2");
   const apiH2 = await fx.proxy("api", `http://127.0.0.1:${h2.port}`);
   h2Caller = await fx.proxy("orders", fx.echo("orders-h2").url, fx.config("orders-h2", { api: [apiH2.ports.inbound] }, ROUTE("api")));
+
+  // An h2c service that answers after 600 ms.
+  slowH2 = http2.createServer((req, res) => void setTimeout(() => res.end("late"), 600));
+  const slowPort = await new Promise<number>((resolve) => slowH2.listen(0, "127.0.0.1", () => resolve((slowH2.address() as { port: number }).port)));
+  const apiSlowH2 = await fx.proxy("api", `http://127.0.0.1:${slowPort}`);
+  slowH2Caller = await fx.proxy("orders", fx.echo("orders-slow-h2").url, fx.config("orders-slow-h2", { api: [apiSlowH2.ports.inbound] }, ROUTE("api")));
 
   ws = Bun.serve({
     hostname: "127.0.0.1",
@@ -56,6 +71,7 @@ beforeAll(async () => {
 });
 afterAll(() => {
   h2?.stop();
+  slowH2?.close();
   ws?.stop(true);
 });
 
@@ -107,5 +123,35 @@ describe("WebSocket", () => {
     const res = await rawExchange(raw, { port: wsCaller.ports.outbound, quietMs: 200 });
     expect(res.statuses).toEqual([101]);
     expect(upgrades.at(-1)).toEqual({ "x-version": "2", "x-tag": "routed" });
+  });
+});
+
+describe("timeouts", () => {
+  test("a rule's timeouts.request replaces the backend's: 504 past it; other calls keep the policy's", async () => {
+    const slow = await fetch(`http://127.0.0.1:${caller.ports.outbound}/slow/report`, { headers: { host: "api" } });
+    expect([slow.status, slow.headers.get("x-mesh-error")]).toEqual([504, "timeout"]);
+    expect(await slow.text()).toContain("no response within 200 ms");
+    // /slowly is not under /slow: the DestinationPolicy's 15 s applies.
+    const other = await fetch(`http://127.0.0.1:${caller.ports.outbound}/slowly`, { headers: { host: "api" } });
+    expect(other.status).toBe(200);
+  });
+
+  test("over HTTP/2 too", async () => {
+    const session = http2.connect(`http://127.0.0.1:${slowH2Caller.ports.outbound}`);
+    session.on("error", () => {});
+    const call = (path: string) =>
+      new Promise<[number, unknown]>((resolve) => {
+        const req = session.request({ ":path": path, ":authority": "api" });
+        req.on("response", (h) => resolve([Number(h[":status"]), h["x-mesh-error"]]));
+        req.on("error", () => resolve([0, undefined]));
+        req.resume();
+        req.end();
+      });
+    try {
+      expect(await call("/slow/report")).toEqual([504, "timeout"]);
+      expect(await call("/slowly")).toEqual([200, undefined]);
+    } finally {
+      session.close();
+    }
   });
 });
