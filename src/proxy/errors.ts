@@ -14,7 +14,9 @@ export type ProxyFailure =
   | "unauthenticated"
   | "forbidden"
   | "rate-limited"
-  | "not-ready";
+  | "not-ready"
+  /** An HTTPRoute's fault injection answered instead of the service (its status replaces this one). */
+  | "fault";
 
 const STATUS: Record<ProxyFailure, number> = {
   "no-route": 404,
@@ -29,6 +31,7 @@ const STATUS: Record<ProxyFailure, number> = {
   forbidden: 403,
   "rate-limited": 429,
   "not-ready": 503,
+  fault: 503,
 };
 
 /**

@@ -60,6 +60,7 @@ const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
   forbidden: "refused",
   "rate-limited": "refused",
   "not-ready": "refused",
+  fault: "refused",
 };
 
 /**

@@ -6,10 +6,10 @@
  * building Request or Response objects. WebSocket upgrades are tunnelled to the
  * loopback server of outbound.ts, which carries them.
  */
-import { resolveHost, type Snapshot } from "./destinations.ts";
+import { resolveHost, type Destination, type Snapshot } from "./destinations.ts";
 import { routedDestination } from "./routing.ts";
 import type { PickContext } from "./endpoint.ts";
-import { CLIENT_CLOSED_STATUS, errorParts, type ErrorParts } from "./errors.ts";
+import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "./errors.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, UNKNOWN_DESTINATION, type ProxyMetrics } from "./metrics.ts";
@@ -23,6 +23,7 @@ import { requestFraming } from "./transport/h1-server/request-framing.ts";
 import type { Responder } from "./transport/h1-server/responder.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { eventNow } from "../core/clock.ts";
+import { injectFault, type CompiledFault } from "./fault.ts";
 import type { AccessLog } from "./access-log.ts";
 import type { ActiveSpan, Tracer } from "./tracing/tracer.ts";
 
@@ -83,13 +84,10 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       // Logging and tracing are a subclass: without either the relay is the plain one.
       const relay =
         log || span ? new ObservedOutboundRelay(res, req, dest.name, recorder, tracker, log, span, deps.tracer) : new OutboundRelay(res, req, dest.name, recorder, tracker);
-      try {
-        relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay, choice?.timeoutMs);
-      } catch {
-        // A bug must not leave the request counted in flight (a drain would wait for it).
-        answer(res, { status: 500, headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": "internal", connection: "close" }, body: "mesh: internal error\n" });
-        relay.finish(500);
-      }
+      const timeoutMs = choice?.timeoutMs;
+      if (choice?.fault === undefined) sendCall(relay, dest, prepared, req, metrics, timeoutMs);
+      // A closure only for a faulted call: the common one makes none.
+      else faultedCall(choice.fault, relay, () => sendCall(relay, dest, prepared, req, metrics, timeoutMs));
     },
   };
 
@@ -100,6 +98,25 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
     log?.request("outbound", req.head, e.status, 0, peer);
     if (span !== undefined) deps.tracer!.end(span, "client", req.head, e.status, peer, e.headers["x-mesh-error"]);
   }
+}
+
+/** Sends the call (outbound-call.ts), its handle kept by the relay. */
+function sendCall(relay: OutboundRelay, dest: Destination, prepared: PreparedRequest, req: ServerRequest, metrics: ProxyMetrics, timeoutMs: number | undefined): void {
+  try {
+    relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay, timeoutMs);
+  } catch {
+    // A bug must not leave the request counted in flight (a drain would wait for it).
+    relay.failed(INTERNAL_ERROR);
+  }
+}
+
+/**
+ * A call of a route rule with fault injection (fault.ts): held for its delay (a client
+ * that leaves meanwhile ends it, nothing sent), then answered with the abort, or sent.
+ */
+function faultedCall(fault: CompiledFault, relay: OutboundRelay, send: () => void): void {
+  const wait = injectFault(fault, send, (answer) => relay.failed(answer));
+  if (wait !== undefined) relay.call = { cancel: () => void (wait.cancel() && relay.abandoned()) };
 }
 
 /**

@@ -11,13 +11,15 @@ import type { HTTPRoute } from "../config/kinds/http-route.ts";
 import { pathOf } from "../core/normal-path.ts";
 import type { Destination, Snapshot } from "./destinations.ts";
 import { compileHeaderChange, type RequestHeaderChange } from "./request-header-change.ts";
+import { compileFault, type CompiledFault } from "./fault.ts";
 
-/** Where a call goes, how its route changes its headers, and its timeout if the route sets one. */
+/** Where a call goes, how its route changes its headers, its timeout if the route sets one, and the faults injected into it. */
 export interface RouteChoice {
   dest: Destination;
   requestHeaders: RequestHeaderChange | undefined;
   /** From sending until the response head, retries included, instead of the destination's; 0: none. */
   timeoutMs: number | undefined;
+  fault: CompiledFault | undefined;
 }
 
 interface CompiledMatch {
@@ -54,23 +56,25 @@ export function compileRoutes(routes: readonly HTTPRoute[], snapshot: Snapshot):
     const ns = route.metadata.namespace;
     const dest = (name: string) => snapshot.destinations.get(`${name}.${ns}`);
     const routed = dest(route.spec.service);
+    const id = `${ns}/${route.metadata.name}`;
     const rules = route.spec.rules.map((r) => {
       const requestHeaders = r.requestHeaders && compileHeaderChange(r.requestHeaders);
+      const fault = r.fault && compileFault(r.fault, id);
       return {
         matches: r.matches?.map((m) => ({
           method: m.method,
           path: m.path && (m.path.exact !== undefined ? { exact: m.path.exact } : { prefix: m.path.prefix!.replace(/\/+$/, "") }),
           headers: m.headers,
         })),
-        backends: r.backends.filter((b) => b.weight > 0).map((b) => ({ choice: { dest: dest(b.service)!, requestHeaders, timeoutMs: r.timeouts?.request }, weight: b.weight })),
+        backends: r.backends.filter((b) => b.weight > 0).map((b) => ({ choice: { dest: dest(b.service)!, requestHeaders, timeoutMs: r.timeouts?.request, fault }, weight: b.weight })),
       };
     });
     // Config validation sees to it that every Service named exists; a route that names one missing is left out, not half applied.
     if (routed === undefined || rules.some((r) => r.backends.some((b) => b.choice.dest === undefined))) continue;
     compiled.set(routed, {
-      id: `${ns}/${route.metadata.name}`,
+      id,
       rules: rules.map((r) => ({ ...r, totalWeight: r.backends.reduce((t, b) => t + b.weight, 0) })),
-      unrouted: { dest: routed, requestHeaders: undefined, timeoutMs: undefined },
+      unrouted: { dest: routed, requestHeaders: undefined, timeoutMs: undefined, fault: undefined },
     });
   }
   return compiled;

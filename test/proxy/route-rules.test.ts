@@ -7,12 +7,13 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2 from "node:http2";
-import { fixtureFor } from "../helpers/mesh-fixture.ts";
+import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
 import { h2Service, type H2Service } from "../helpers/h2-service.ts";
 import { rawExchange } from "../helpers/raw-http.ts";
 
 const fx = fixtureFor("orders", "api");
 let caller: Awaited<ReturnType<typeof fx.proxy>>;
+let apiHits: () => number;
 let h2: H2Service;
 let h2Caller: Awaited<ReturnType<typeof fx.proxy>>;
 let slowH2: http2.Http2Server;
@@ -37,6 +38,12 @@ spec:
     - matches: [{ path: { prefix: /slow } }]
       backends: [{ service: ${service} }]
       timeouts: { request: 200ms }
+    - matches: [{ path: { prefix: /teapot } }]
+      backends: [{ service: ${service} }]
+      fault: { abort: { status: 418 } }
+    - matches: [{ path: { prefix: /late } }]
+      backends: [{ service: ${service} }]
+      fault: { delay: { fixed: 400ms } }
 `;
 
 /** The headers the service saw, as JSON; /slow... paths after 600 ms. */
@@ -46,7 +53,9 @@ const seen = async (req: Request) => {
 };
 
 beforeAll(async () => {
-  const api = await fx.proxy("api", fx.service(seen).url);
+  const service = fx.service(seen);
+  apiHits = () => service.hits;
+  const api = await fx.proxy("api", service.url);
   caller = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders", { api: [api.ports.inbound] }, ROUTE("api")));
 
   h2 = await h2Service("api-h2");
@@ -155,3 +164,56 @@ describe("timeouts", () => {
     }
   });
 });
+
+describe("fault injection", () => {
+  test("an abort answers with its status and never sends the call; a delay holds it, then sends it", async () => {
+    const before = apiHits();
+    const aborted = await fetch(`http://127.0.0.1:${caller.ports.outbound}/teapot`, { headers: { host: "api" } });
+    expect([aborted.status, aborted.headers.get("x-mesh-error")]).toEqual([418, "fault"]);
+    expect(await aborted.text()).toContain("aborted by HTTPRoute default/api-headers's fault injection");
+    expect(apiHits()).toBe(before);
+    const started = performance.now();
+    const late = await fetch(`http://127.0.0.1:${caller.ports.outbound}/late`, { headers: { host: "api" } });
+    expect(late.status).toBe(200);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(390);
+    expect(apiHits()).toBe(before + 1);
+  });
+
+  test("a client that leaves while its call is held: nothing is sent, and it is counted as gone", async () => {
+    const before = apiHits();
+    const gone = await metricValue(caller.ports.admin, "mesh_requests_total", { peer: "api", status: "4xx" });
+    const raw = await rawExchange("GET /late HTTP/1.1\r\nHost: api\r\n\r\n", { port: caller.ports.outbound, timeoutMs: 100 });
+    expect(raw.statuses).toEqual([]);
+    await Bun.sleep(600);
+    expect(apiHits()).toBe(before);
+    expect(await metricValue(caller.ports.admin, "mesh_requests_total", { peer: "api", status: "4xx" })).toBe(gone + 1);
+  });
+
+  test("over HTTP/2: an abort answers (a gRPC call with the gRPC status its HTTP status maps to); a delayed POST is sent whole after its delay", async () => {
+    const session = http2.connect(`http://127.0.0.1:${h2Caller.ports.outbound}`);
+    session.on("error", () => {});
+    const call = (path: string, extra: Record<string, string> = {}, body?: string) =>
+      new Promise<Record<string, unknown>>((resolve) => {
+        const req = session.request({ ":method": "POST", ":path": path, ":authority": "api", ...extra });
+        req.on("response", (h) => resolve(h));
+        req.on("error", () => resolve({}));
+        req.resume();
+        req.end(body);
+      });
+    try {
+      const seenBefore = h2.seen.length;
+      const teapot = await call("/teapot");
+      expect([teapot[":status"], teapot["x-mesh-error"]]).toEqual([418, "fault"]);
+      const grpcAbort = await call("/teapot/grpc", { "content-type": "application/grpc", te: "trailers" });
+      expect([grpcAbort[":status"], grpcAbort["grpc-status"]]).toEqual([200, "2"]);
+      expect(h2.seen.length).toBe(seenBefore);
+      const started = performance.now();
+      expect((await call("/late/h2", {}, "a body"))[":status"]).toBe(200);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(390);
+      expect(h2.seen.at(-1)).toMatchObject({ path: "/late/h2", body: "a body" });
+    } finally {
+      session.close();
+    }
+  });
+});
+

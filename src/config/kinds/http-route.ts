@@ -80,6 +80,30 @@ export const HeaderModifier = z
   }, always)
   .describe("Changes to a request's headers (the Gateway API's RequestHeaderModifier).");
 
+const Percent = z.number().min(0).max(100);
+
+export const FaultInjection = z
+  .strictObject({
+    delay: z
+      .strictObject({
+        fixed: Duration.refine((ms) => ms > 0 && ms <= 300_000, "expected a delay above 0 and at most 5m").describe("How long a delayed call waits before it is sent."),
+        percent: Percent.default(100).describe("Share of the rule's calls delayed, 0-100; default 100."),
+      })
+      .optional()
+      .describe("Calls held before they are sent."),
+    abort: z
+      .strictObject({
+        status: z.int().min(400).max(599).describe("The status answered (a gRPC call gets the gRPC status it maps to, as any proxy answer)."),
+        percent: Percent.default(100).describe("Share of the rule's calls answered so, 0-100; default 100."),
+      })
+      .optional()
+      .describe("Calls answered by the caller's sidecar, never sent."),
+  })
+  .superRefine((f, ctx) => {
+    if (f.delay === undefined && f.abort === undefined) ctx.addIssue({ code: "custom", message: "give delay, abort or both" });
+  }, always)
+  .describe("Faults injected into the calls a rule takes, to test how callers cope (Istio's HTTPFaultInjection): a delay, then an abort, each rolled per call.");
+
 export const BackendRef = z
   .strictObject({
     service: dnsLabel("service").describe("A Service in the route's namespace."),
@@ -104,6 +128,7 @@ export const RouteRule = z
       })
       .optional()
       .describe("The Gateway API's HTTPRoute timeouts, for the requests this rule takes."),
+    fault: FaultInjection.optional().describe("Faults injected into the requests the rule takes (not WebSocket upgrades), by the caller's sidecar."),
   })
   .describe("Requests that match, where they go, and how their headers change.");
 

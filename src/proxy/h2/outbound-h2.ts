@@ -8,7 +8,7 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { resolveHost, type Destination, type Snapshot } from "../destinations.ts";
 import { routedDestination } from "../routing.ts";
-import { errorParts, type ErrorParts } from "../errors.ts";
+import { CLIENT_CLOSED_STATUS, errorParts, type ErrorParts } from "../errors.ts";
 import type { InflightTracker } from "../inflight.ts";
 import { UNKNOWN_DESTINATION, type ProxyMetrics } from "../metrics.ts";
 import type { AccessLog } from "../access-log.ts";
@@ -22,6 +22,7 @@ import { answered, StreamReporter } from "./stream-report.ts";
 import { relayStream, type RelayEnd } from "./stream-relay.ts";
 import { StreamRetries } from "./stream-retries.ts";
 import { changeH2Headers } from "../request-header-change.ts";
+import { injectFault } from "../fault.ts";
 import { isRetryableRequest } from "../resilience/retry.ts";
 
 export interface OutboundH2Deps {
@@ -61,24 +62,34 @@ export function outboundH2(deps: OutboundH2Deps) {
     const route = snapshot.routes.size === 0 ? undefined : snapshot.routes.get(named);
     const choice = route === undefined ? undefined : routedDestination(route, { method: head.method, pathAndQuery: head.pathAndQuery, header: (n) => joinedFieldValue(head.fields, n) });
     const dest: Destination = choice === undefined ? named : choice.dest;
-    const change = choice?.requestHeaders;
-    const admitted = dest.breaker.tryAcquire("requests");
-    if (admitted !== true) return answer(errorParts("overflow", `${dest.name}: ${admitted.replace(/-/g, " ")} reached`, { "x-mesh-overflow": admitted }), dest.name);
-    const pick = { header: (n: string) => joinedFieldValue(head.fields, n) ?? null };
-    const endpoint = pickEndpoint(dest, pick, undefined);
-    if (!endpoint) {
-      dest.breaker.release("requests");
-      return answer(errorParts("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);
-    }
-    dest.budget.onRequest();
-    const out = forwardedRequest(headers, change?.drop ?? NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
-    if (change !== undefined) changeH2Headers(out, change);
-    const tries = new StreamRetries(dest, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
-    const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs: choice?.timeoutMs ?? dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
-    relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
-      tries.end(end, call.started);
-      dest.breaker.release("requests");
-      report(dest.name, end);
-    }, tries);
+    const send = () => {
+      const change = choice?.requestHeaders;
+      const admitted = dest.breaker.tryAcquire("requests");
+      if (admitted !== true) return answer(errorParts("overflow", `${dest.name}: ${admitted.replace(/-/g, " ")} reached`, { "x-mesh-overflow": admitted }), dest.name);
+      const pick = { header: (n: string) => joinedFieldValue(head.fields, n) ?? null };
+      const endpoint = pickEndpoint(dest, pick, undefined);
+      if (!endpoint) {
+        dest.breaker.release("requests");
+        return answer(errorParts("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);
+      }
+      dest.budget.onRequest();
+      const out = forwardedRequest(headers, change?.drop ?? NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
+      if (change !== undefined) changeH2Headers(out, change);
+      const tries = new StreamRetries(dest, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
+      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs: choice?.timeoutMs ?? dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
+      relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
+        tries.end(end, call.started);
+        dest.breaker.release("requests");
+        report(dest.name, end);
+      }, tries);
+    };
+    if (choice?.fault === undefined) return send();
+    const wait = injectFault(choice.fault, send, (e) => answer(e, dest.name));
+    if (wait === undefined) return;
+    // Held for a delay, the body waits in the stream's buffer and window. Paused, or Bun's
+    // stream flows with no listener and its body and end are lost (measured); the relay resumes it.
+    stream.pause();
+    // A client that leaves meanwhile ends the call, nothing sent.
+    stream.once("close", () => wait.cancel() && report(dest.name, { status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, headAt: 0 }));
   };
 }
