@@ -77,8 +77,11 @@ export function inboundH2(deps: InboundH2Deps) {
       relayStream(stream, upstream.session(authority), out, { maxBodyBytes: deps.maxBodyBytes, timeoutMs: 0, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
     };
     const authn = authenticateInbound(deps.metrics, policies, peer, head.fields, NOTHING);
-    if (authn instanceof Promise) authn.then(forward, () => refuse(INTERNAL_ERROR));
-    else forward(authn);
+    if (!(authn instanceof Promise)) return forward(authn);
+    // Paused while the token is verified, or Bun's stream flows with no listener and an
+    // empty body's end is lost (measured); the relay resumes it.
+    stream.pause();
+    authn.then(forward, () => refuse(INTERNAL_ERROR));
   }
 
   return { onStream, close: () => upstream.close() };
