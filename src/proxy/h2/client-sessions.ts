@@ -37,6 +37,14 @@ export function identityRefusal(session: ClientHttp2Session): Error | undefined 
   return refusals.get(session);
 }
 
+/** Sessions that connected (TLS handshake and peer check passed): a stream on one may have been sent. */
+const connected = new WeakSet<ClientHttp2Session>();
+
+/** Whether `session` connected: a failure of its stream after that may come after the request reached the peer. */
+export function sessionConnected(session: ClientHttp2Session): boolean {
+  return connected.has(session);
+}
+
 export class H2Sessions {
   private readonly sessions = new Map<string, ClientHttp2Session>();
   /** Sessions opened so far. */
@@ -54,6 +62,7 @@ export class H2Sessions {
     const forget = () => {
       if (this.sessions.get(authority) === s) this.sessions.delete(authority);
     };
+    s.once("connect", () => connected.add(s));
     s.on("goaway", forget);
     s.on("close", forget);
     // A session's failure is each stream's: they report it; unheard here it would throw.

@@ -15,7 +15,7 @@
  */
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { classifyFetchError, errorParts, CLIENT_CLOSED_STATUS, type ProxyFailure } from "../errors.ts";
-import { identityRefusal, noteCancelled } from "./client-sessions.ts";
+import { identityRefusal, noteCancelled, sessionConnected } from "./client-sessions.ts";
 import { forwardedResponse } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 import { resetStream } from "./reset.ts";
@@ -201,7 +201,9 @@ class StreamRelay {
       if (refused !== undefined) return this.beforeHead("peer-identity", refused.message);
       // A reset is reported as an error before the close that carries its code.
       if (up.rstCode === NGHTTP2_REFUSED_STREAM || /REFUSED_STREAM/.test(err.message)) return this.beforeHead("refused-stream", "the stream was refused unprocessed");
-      this.beforeHead(classifyFetchError(err), err.message);
+      // Once the session connected, the request may have reached the peer, whatever the error's
+      // text says (a TLS record corrupted on the path reads "SSL"): a reset, never a try that never left.
+      this.beforeHead(sessionConnected(session) ? "upstream-reset" : classifyFetchError(err), err.message);
     });
     up.on("close", () => {
       if (!current()) return;
