@@ -65,10 +65,10 @@ const OUTCOME: Record<ProxyFailure, FailureOutcome> = {
 
 /**
  * An endpoint for a try: among the healthy ones of the caller's zone while it has enough
- * (zones.ts), and for a retry one not tried yet, in the zone or else anywhere; failing
- * that, the one tried again.
+ * (zones.ts), and for a retry one not tried yet (`tried`: every endpoint the call tried), in
+ * the zone or else anywhere; failing that, any healthy one again.
  */
-export function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoint | undefined): Endpoint | undefined {
+export function pickEndpoint(dest: Destination, ctx: PickContext, tried: readonly Endpoint[] | undefined): Endpoint | undefined {
   const healthy = dest.outlier.healthy(dest.endpoints);
   const preferred = dest.zones === undefined ? healthy : zoneCandidates(dest.zones, dest.outlier, Math.random);
   if (tried === undefined) return dest.balancer.pick(preferred, ctx);
@@ -79,9 +79,9 @@ export function pickEndpoint(dest: Destination, ctx: PickContext, tried: Endpoin
 }
 
 /** A loop, not filter with a closure: a closure over `tried` would cost every request a scope object. */
-function without(endpoints: readonly Endpoint[], tried: Endpoint): Endpoint[] {
+function without(endpoints: readonly Endpoint[], tried: readonly Endpoint[]): Endpoint[] {
   const out: Endpoint[] = [];
-  for (const e of endpoints) if (e !== tried) out.push(e);
+  for (const e of endpoints) if (!tried.includes(e)) out.push(e);
   return out;
 }
 
@@ -141,6 +141,8 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
   private current: ResponseSink | undefined;
   /** The endpoint of the try in flight, or of the last one. */
   private tried: Endpoint | undefined;
+  /** Every endpoint tried, from the first retry on (none is made for a call tried once). */
+  private triedAll: Endpoint[] | undefined;
   /** eventNow() when the try in flight was sent; 0 when nothing reads it (no EWMA). */
   private sentAt = 0;
   /** Made at the first retry, so the common request makes none. */
@@ -165,7 +167,8 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
   send(): void {
     if (this.callerGone) return this.abandon();
     const dest = this.dest;
-    const endpoint = pickEndpoint(dest, this.ctx, this.tried);
+    if (this.tried !== undefined) (this.triedAll ??= []).push(this.tried);
+    const endpoint = pickEndpoint(dest, this.ctx, this.triedAll);
     if (!endpoint) return this.failWith("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
     this.tried = endpoint;
     endpoint.inflight++;

@@ -30,6 +30,8 @@ export class StreamRetries implements TryRetries {
   private counted = false;
   /** Made at the first retry. */
   private allowance: RetryAllowance | undefined;
+  /** Every endpoint tried so far, from the first retry on. */
+  private tried: Endpoint[] | undefined;
 
   constructor(
     private readonly dest: Destination,
@@ -79,7 +81,8 @@ export class StreamRetries implements TryRetries {
   /** The next try, if an endpoint and the limits allow one. */
   private another(): NextTry | undefined {
     const dest = this.dest;
-    const next = pickEndpoint(dest, this.ctx, this.current);
+    (this.tried ??= []).push(this.current);
+    const next = pickEndpoint(dest, this.ctx, this.tried);
     if (next === undefined || !(this.allowance ??= new RetryAllowance()).take(dest)) return undefined;
     this.current.inflight--;
     next.inflight++;

@@ -115,6 +115,8 @@ class OutboundTcpConnection extends CarriedConnection {
   private dest: Destination | undefined;
   private targetPort = 0;
   private endpoint: Endpoint | undefined;
+  /** Endpoints whose dial failed, left out of the next pick while there is another. */
+  private tried: Endpoint[] | undefined;
   private dialing = false;
   private tries = 0;
   private awaitingAnswer = false;
@@ -143,10 +145,11 @@ class OutboundTcpConnection extends CarriedConnection {
     this.dialNext(undefined);
   }
 
-  /** `tried`: the endpoint that just failed, left out when there is another. */
-  private dialNext(tried: Endpoint | undefined): void {
+  /** `failed`: the endpoint that just failed; every one that did is left out while there is another. */
+  private dialNext(failed: Endpoint | undefined): void {
     const dest = this.dest!;
-    const endpoint = pickEndpoint(dest, NO_HEADERS, tried);
+    if (failed !== undefined) (this.tried ??= []).push(failed);
+    const endpoint = pickEndpoint(dest, NO_HEADERS, this.tried);
     if (endpoint === undefined) return this.refuse("no-healthy-endpoints");
     this.endpoint = endpoint;
     endpoint.inflight++;
