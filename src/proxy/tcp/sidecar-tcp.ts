@@ -37,6 +37,7 @@ export type SidecarTcp = ReturnType<typeof sidecarTcp>;
 
 export function sidecarTcp(o: SidecarTcpOptions) {
   let ports: ReadonlySet<number> = new Set();
+  const httpPort = Number(o.upstream.port || 80);
   let idleMs = defaultDestinationPolicy(o.service).timeouts.tcpIdle;
   const inbound = new InboundTcp({
     service: o.service,
@@ -61,7 +62,12 @@ export function sidecarTcp(o: SidecarTcpOptions) {
      */
     configure(services: readonly Service[], policies: readonly DestinationPolicy[]): void {
       const own = services.filter((s) => s.metadata.name === o.service && s.metadata.namespace === o.namespace);
-      ports = new Set(own.flatMap((s) => s.spec.ports.filter((p) => p.protocol === "tcp").map((p) => p.targetPort)));
+      const declared = new Set(own.flatMap((s) => s.spec.ports.filter((p) => p.protocol === "tcp").map((p) => p.targetPort)));
+      // Raw bytes to the HTTP port would pass by everything the inbound does to a request: the
+      // caller's identity header set (and a forged one removed), paths normalized, HTTP rules.
+      if (declared.delete(httpPort))
+        o.log.warn({ port: httpPort }, "a tcp port of this service's Service is its --upstream's HTTP port: the inbound carries no raw TCP to it, which would pass by the identity header and every HTTP check");
+      ports = declared;
       const policy = policies.find((p) => p.spec.service === o.service && p.metadata.namespace === o.namespace);
       idleMs = (policy?.spec ?? defaultDestinationPolicy(o.service)).timeouts.tcpIdle;
     },
