@@ -16,6 +16,8 @@ import type { BuildContext, ProxyCounts, TcpSetup } from "./topology.ts";
 export const TCP_SERVICE_PORT = 7000;
 /** How long the sidecars may take to close what the client closed before they are counted. */
 const SETTLE_MS = 3000;
+/** The callee's --upstream port: the discard port, which nothing here calls. */
+const UNCALLED_HTTP_PORT = 9;
 
 /** The payments Service: an http port (the sidecar's own) and the tcp port, with `endpoint` for the caller's config. */
 function serviceManifest(targetPort: number, endpoint?: number): string {
@@ -68,8 +70,9 @@ export async function meshPair(ctx: BuildContext): Promise<TcpSetup> {
   try {
     const calleeConfig = join(ctx.tmp, "mesh-tcp-payments.yaml");
     writeFileSync(calleeConfig, serviceManifest(ctx.echo.port));
-    // Its --upstream's host is where carried connections go; the HTTP port itself is never called.
-    const callee = await startProxy(ctx.mesh, "mesh-pair/payments", "payments", ctx.certs.payments, ctx.echo.port, calleeConfig);
+    // Its --upstream's host is where carried connections go; its HTTP port is never called, and
+    // must not be the echo's: the inbound carries no raw TCP to the HTTP port.
+    const callee = await startProxy(ctx.mesh, "mesh-pair/payments", "payments", ctx.certs.payments, UNCALLED_HTTP_PORT, calleeConfig);
     const callerConfig = join(ctx.tmp, "mesh-tcp-orders.yaml");
     writeFileSync(callerConfig, serviceManifest(ctx.echo.port, callee.inbound));
     const caller = await startProxy(ctx.mesh, "mesh-pair/orders", "orders", ctx.certs.orders, ctx.echo.port, callerConfig, [
