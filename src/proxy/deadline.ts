@@ -73,3 +73,29 @@ export class Deadline implements AbortLike {
     if (more !== undefined) for (const listener of more) callAbortListener(listener);
   }
 }
+
+/**
+ * One try's deadline within its call's (DestinationPolicy timeouts.perTry): the try's
+ * signal, aborted when it expires or when the call's deadline aborts (it listens to the
+ * call as an object, so no closure is made per try).
+ */
+export class TryDeadline extends Deadline {
+  constructor(
+    ms: number,
+    private readonly call: Deadline,
+  ) {
+    super(ms);
+    call.addEventListener("abort", this);
+  }
+
+  /** The call aborted (it expired, or its caller left): so does the try. */
+  handleEvent(): void {
+    this.cancel();
+  }
+
+  /** The try is over: its timer and its place among the call's listeners are given up. */
+  end(): void {
+    this.call.removeEventListener("abort", this);
+    this.clear();
+  }
+}

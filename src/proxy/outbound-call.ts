@@ -25,7 +25,7 @@ import type { ResponseHead } from "./transport/h1/response-head.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { recordLatency } from "./balancer/index.ts";
 import { eventNow, systemClock } from "../core/clock.ts";
-import { Deadline } from "./deadline.ts";
+import { Deadline, TryDeadline } from "./deadline.ts";
 import { zoneCandidates } from "./zones.ts";
 import type { OverflowReason } from "./resilience/circuit-breaker.ts";
 
@@ -95,6 +95,8 @@ export function callDestination(
   outcome: CallOutcome,
   /** Until the response head, over every try: the route's, or the destination's. */
   timeoutMs = dest.requestTimeoutMs,
+  /** Until the response head, for one try: the route's, or the destination's; 0: none. */
+  perTryMs = dest.policy.timeouts.perTry,
 ): CallHandle | undefined {
   const admitted = dest.breaker.tryAcquire("requests");
   if (admitted !== true) return void outcome.failed(overflow(dest, admitted));
@@ -104,7 +106,7 @@ export function callDestination(
     return void outcome.failed(overflow(dest, "max-pending-requests"));
   }
   dest.budget.onRequest();
-  const call = new OutboundCall(dest, prepared, body, ctx, metrics, outcome, timeoutMs);
+  const call = new OutboundCall(dest, prepared, body, ctx, metrics, outcome, timeoutMs, perTryMs);
   call.send();
   return call;
 }
@@ -147,6 +149,8 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
   private sentAt = 0;
   /** Made at the first retry, so the common request makes none. */
   private allowance: RetryAllowance | undefined;
+  /** The try in flight's own deadline, with a per-try timeout; without one the call's deadline is the try's signal. */
+  private tryDeadline: TryDeadline | undefined;
   /** Where the kept response goes, once chosen. */
   private target: ResponseSink | undefined;
   private settled = false;
@@ -159,6 +163,7 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     private readonly metrics: ProxyMetrics,
     private readonly outcome: CallOutcome,
     timeoutMs: number,
+    private readonly perTryMs: number,
   ) {
     super(timeoutMs);
     this.replayable = prepared.replayable;
@@ -176,7 +181,8 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     this.sentAt = dest.ewmaDecayMs !== undefined ? eventNow() : 0;
     const sink = this.attempt === 0 ? this : new Retry(this);
     this.current = sink;
-    dest.pools.dispatch(endpoint, this.prepared, this.body, sink, this);
+    const signal = this.perTryMs > 0 ? (this.tryDeadline = new TryDeadline(this.perTryMs, this)) : this;
+    dest.pools.dispatch(endpoint, this.prepared, this.body, sink, signal);
   }
 
   // The first try's sink.
@@ -208,6 +214,7 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
 
   onHead(t: ResponseSink, head: ResponseHead, flow: BodyFlow, complete: boolean): void {
     if (t !== this.current) return;
+    this.endTry();
     const dest = this.dest;
     const endpoint = this.tried!;
     endpoint.inflight--;
@@ -239,15 +246,16 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     const dest = this.dest;
     const endpoint = this.tried!;
     endpoint.inflight--;
+    const tryExpired = this.endTry();
     // Not the endpoint's failure: no outlier mark, no retry.
     if (this.callerGone) return this.abandon();
     const expired = this.expired;
-    const kind = expired ? "timeout" : proxyFailureOf(err);
+    const kind = expired || tryExpired ? "timeout" : proxyFailureOf(err);
     // This proxy's own limit of upstream connections (dial.ts): not the endpoint's doing, and no other endpoint would escape it.
     if (kind === "overflow") return this.failWith("overflow", `${dest.name}: ${err.message}`, { "x-mesh-overflow": "upstream-connections" });
     dest.outlier.onResult(endpoint, false);
     if (kind === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
-    const detail = `${dest.name} endpoint ${endpoint.key}: ${expired ? `no response within ${this.ms} ms` : err.message}`;
+    const detail = `${dest.name} endpoint ${endpoint.key}: ${expired ? `no response within ${this.ms} ms` : tryExpired ? `no response within ${this.perTryMs} ms (one try's timeout)` : err.message}`;
     // A request that never left (connect failure, refused peer) is safe to send again,
     // whatever its method, and its body was never read; anything else only if replayable.
     const sent = requestMayHaveBeenSent(err);
@@ -262,6 +270,15 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     this.metrics.retries.inc({ peer: this.dest.name });
     const wait = backoffMs(this.dest.retryPolicy, this.attempt++, Math.random);
     setTimeout(() => this.send(), wait);
+  }
+
+  /** The try in flight is over: its own deadline, if it had one, is given up; whether it had expired. */
+  private endTry(): boolean {
+    const t = this.tryDeadline;
+    if (t === undefined) return false;
+    this.tryDeadline = undefined;
+    t.end();
+    return t.expired;
   }
 
   /** Whether one more try may go out: time left, a retry slot and budget (retry-allowance.ts). */

@@ -7,7 +7,7 @@
  * loopback server of outbound.ts, which carries them.
  */
 import { resolveHost, type Destination, type Snapshot } from "./destinations.ts";
-import { routedDestination } from "./routing.ts";
+import { routedDestination, type RouteChoice } from "./routing.ts";
 import type { PickContext } from "./endpoint.ts";
 import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "./errors.ts";
 import { RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
@@ -84,10 +84,9 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       // Logging and tracing are a subclass: without either the relay is the plain one.
       const relay =
         log || span ? new ObservedOutboundRelay(res, req, dest.name, recorder, tracker, log, span, deps.tracer) : new OutboundRelay(res, req, dest.name, recorder, tracker);
-      const timeoutMs = choice?.timeoutMs;
-      if (choice?.fault === undefined) sendCall(relay, dest, prepared, req, metrics, timeoutMs);
+      if (choice?.fault === undefined) sendCall(relay, dest, prepared, req, metrics, choice);
       // A closure only for a faulted call: the common one makes none.
-      else faultedCall(choice.fault, relay, () => sendCall(relay, dest, prepared, req, metrics, timeoutMs));
+      else faultedCall(choice.fault, relay, () => sendCall(relay, dest, prepared, req, metrics, choice));
     },
   };
 
@@ -100,10 +99,10 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
   }
 }
 
-/** Sends the call (outbound-call.ts), its handle kept by the relay. */
-function sendCall(relay: OutboundRelay, dest: Destination, prepared: PreparedRequest, req: ServerRequest, metrics: ProxyMetrics, timeoutMs: number | undefined): void {
+/** Sends the call (outbound-call.ts), its handle kept by the relay; `route`: the route's choice, whose timeouts replace the destination's. */
+function sendCall(relay: OutboundRelay, dest: Destination, prepared: PreparedRequest, req: ServerRequest, metrics: ProxyMetrics, route: RouteChoice | undefined): void {
   try {
-    relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay, timeoutMs);
+    relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay, route?.timeoutMs, route?.perTryMs);
   } catch {
     // A bug must not leave the request counted in flight (a drain would wait for it).
     relay.failed(INTERNAL_ERROR);

@@ -19,6 +19,8 @@ export interface RouteChoice {
   requestHeaders: RequestHeaderChange | undefined;
   /** From sending until the response head, retries included, instead of the destination's; 0: none. */
   timeoutMs: number | undefined;
+  /** One try's, instead of the destination's timeouts.perTry. */
+  perTryMs: number | undefined;
   fault: CompiledFault | undefined;
 }
 
@@ -66,7 +68,7 @@ export function compileRoutes(routes: readonly HTTPRoute[], snapshot: Snapshot):
           path: m.path && (m.path.exact !== undefined ? { exact: m.path.exact } : { prefix: m.path.prefix!.replace(/\/+$/, "") }),
           headers: m.headers,
         })),
-        backends: r.backends.filter((b) => b.weight > 0).map((b) => ({ choice: { dest: dest(b.service)!, requestHeaders, timeoutMs: r.timeouts?.request, fault }, weight: b.weight })),
+        backends: r.backends.filter((b) => b.weight > 0).map((b) => ({ choice: { dest: dest(b.service)!, requestHeaders, timeoutMs: r.timeouts?.request, perTryMs: r.timeouts?.backendRequest, fault }, weight: b.weight })),
       };
     });
     // Config validation sees to it that every Service named exists; a route that names one missing is left out, not half applied.
@@ -74,7 +76,7 @@ export function compileRoutes(routes: readonly HTTPRoute[], snapshot: Snapshot):
     compiled.set(routed, {
       id,
       rules: rules.map((r) => ({ ...r, totalWeight: r.backends.reduce((t, b) => t + b.weight, 0) })),
-      unrouted: { dest: routed, requestHeaders: undefined, timeoutMs: undefined, fault: undefined },
+      unrouted: { dest: routed, requestHeaders: undefined, timeoutMs: undefined, perTryMs: undefined, fault: undefined },
     });
   }
   return compiled;

@@ -56,6 +56,9 @@ export const Timeouts = z
   .strictObject({
     connect: Duration.prefault("5s").describe('Longest a new connection (TCP and TLS handshake) may take; default "5s".'),
     request: Duration.prefault("15s").describe('Longest from sending a request until the response headers arrive, retries included; default "15s". 0 disables.'),
+    perTry: Duration.prefault("0s").describe(
+      'Longest one try may wait for its response headers before it is given up (and retried, for an idempotent request, if retryOn has reset), within request: Istio\'s perTryTimeout; default "0s", none.',
+    ),
     idle: Duration.prefault("10s").describe(
       'How long an unused pooled connection stays open; keep it below the server\'s own idle timeout (a mesh inbound: 30 s); default "10s".',
     ),

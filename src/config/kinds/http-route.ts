@@ -124,8 +124,14 @@ export const RouteRule = z
     requestHeaders: HeaderModifier.optional().describe("Headers set, added or removed on the requests the rule takes, by the caller's sidecar, before they leave."),
     timeouts: z
       .strictObject({
-        request: Duration.describe('Longest from sending a request the rule takes until its response headers arrive, retries included, instead of the backend\'s DestinationPolicy timeouts.request; "0s" none.'),
+        request: Duration.optional().describe('Longest from sending a request the rule takes until its response headers arrive, retries included, instead of the backend\'s DestinationPolicy timeouts.request; "0s" none.'),
+        backendRequest: Duration.optional().describe("Longest one try may wait for its response headers, instead of the backend's DestinationPolicy timeouts.perTry."),
       })
+      .superRefine((t, ctx) => {
+        if (t.request === undefined && t.backendRequest === undefined) ctx.addIssue({ code: "custom", message: "give request, backendRequest or both" });
+        if (typeof t.request === "number" && typeof t.backendRequest === "number" && t.request > 0 && t.backendRequest > t.request)
+          ctx.addIssue({ code: "custom", path: ["backendRequest"], message: "must be at most request" });
+      }, always)
       .optional()
       .describe("The Gateway API's HTTPRoute timeouts, for the requests this rule takes."),
     fault: FaultInjection.optional().describe("Faults injected into the requests the rule takes (not WebSocket upgrades), by the caller's sidecar."),

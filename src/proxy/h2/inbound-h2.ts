@@ -74,7 +74,7 @@ export function inboundH2(deps: InboundH2Deps) {
       for (const [name, value] of authn.claimHeaders) added[name] = value;
       if (span !== undefined) added.traceparent = traceParentValue(span);
       const out = forwardedRequest(headers, authn.strip?.names ?? NOTHING, added);
-      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: deps.maxBodyBytes, timeoutMs: 0, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
+      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: deps.maxBodyBytes, timeoutMs: 0, perTryMs: 0, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
     };
     const authn = authenticateInbound(deps.metrics, policies, peer, head.fields, NOTHING);
     if (!(authn instanceof Promise)) return forward(authn);

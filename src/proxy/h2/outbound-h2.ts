@@ -76,7 +76,7 @@ export function outboundH2(deps: OutboundH2Deps) {
       const out = forwardedRequest(headers, change?.drop ?? NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
       if (change !== undefined) changeH2Headers(out, change);
       const tries = new StreamRetries(dest, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
-      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs: choice?.timeoutMs ?? dest.requestTimeoutMs, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
+      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs: choice?.timeoutMs ?? dest.requestTimeoutMs, perTryMs: choice?.perTryMs ?? dest.policy.timeouts.perTry, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
       relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
         tries.end(end, call.started);
         dest.breaker.release("requests");

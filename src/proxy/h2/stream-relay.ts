@@ -41,6 +41,8 @@ export interface RelayEnd {
 export interface RelayOptions {
   /** Longest from sending until the response head, over every try; 0: none. */
   timeoutMs: number;
+  /** Longest one try may wait for its response head before it is given up (and may be retried); 0: none. */
+  perTryMs: number;
   /** Failures are answered with a gRPC status. */
   grpc: boolean;
   /**
@@ -85,6 +87,8 @@ class StreamRelay {
   private timer: Timer | undefined;
   /** Set while waiting to send the next try. */
   private backoff: Timer | undefined;
+  /** The try in flight's own timeout, with a per-try timeout. */
+  private tryTimer: Timer | undefined;
   /** The try in flight, and its session. */
   private up: ClientHttp2Stream | undefined;
   private session: ClientHttp2Session | undefined;
@@ -147,6 +151,7 @@ class StreamRelay {
     }
     this.up = up;
     this.session = session;
+    if (this.opts.perTryMs > 0) this.tryTimer = setTimeout(() => this.tryTimedOut(), this.opts.perTryMs);
     for (const chunk of this.replay ?? []) up.write(chunk);
     if (this.bodyEnded) up.end();
     // A failed try may have paused the body for its own backpressure.
@@ -155,6 +160,7 @@ class StreamRelay {
     up.on("drain", () => current() && this.down.resume());
     up.on("response", (head, flags) => {
       if (!current()) return;
+      clearTimeout(this.tryTimer);
       const trailersOnly = (flags & END_STREAM) !== 0;
       if (this.retries !== undefined && this.replay !== undefined) {
         const next = this.retries.afterResponse(Number(head[":status"]), trailersOnly && this.opts.grpc ? (head["grpc-status"] as string | undefined) : undefined);
@@ -213,8 +219,19 @@ class StreamRelay {
     });
   }
 
+  /** The try in flight had no response head within its own timeout: given up, as a reset (it may have reached the service). */
+  private tryTimedOut(): void {
+    if (this.over || this.up === undefined) return;
+    this.cancelUpstream();
+    const detail = `no response within ${this.opts.perTryMs} ms (one try's timeout)`;
+    const next = this.retries?.afterFailure("reset", this.replay !== undefined);
+    if (next !== undefined) return this.again(next, "timeout", detail);
+    this.fail("timeout", detail);
+  }
+
   /** A try failed before its response head: another try if the policy allows one, else the proxy's answer. */
   private beforeHead(failure: ProxyFailure | "refused-stream", detail: string): void {
+    clearTimeout(this.tryTimer);
     const asTry: TryFailure | undefined = failure === "connect-failure" || failure === "peer-identity" || failure === "refused-stream" ? failure : failure === "upstream-reset" ? "reset" : undefined;
     const next = asTry === undefined ? undefined : this.retries?.afterFailure(asTry, this.replay !== undefined);
     if (next !== undefined) return this.again(next, failure === "refused-stream" ? "upstream-reset" : failure, detail);
@@ -318,6 +335,7 @@ class StreamRelay {
     this.replay = undefined;
     clearTimeout(this.timer);
     clearTimeout(this.backoff);
+    clearTimeout(this.tryTimer);
     this.done(this.end);
   }
 }
