@@ -46,3 +46,28 @@ export async function testIssuer(issuer: string): Promise<TestIssuer> {
     token: (sub = "alice", claims = {}) => new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(issuer).setSubject(sub).setExpirationTime("5m").sign(keys.privateKey),
   };
 }
+
+/**
+ * A Service (`spec`: its own lines, indented under spec) of two endpoints on loopback,
+ * `first` then `second`, alternated (round robin) and never ejected, so a test knows which
+ * one each call meets; `retries`: the policy's retries, inside the braces; `policy`: more
+ * lines of the policy's spec.
+ */
+export function alternatingService(name: string, spec: string, first: number, second: number, retries: string, policy = ""): string {
+  return `---
+apiVersion: mesh.dev/v1alpha1
+kind: Service
+metadata: { name: ${name} }
+spec:
+${spec}
+  endpoints: [{ address: 127.0.0.1, port: ${first} }, { address: 127.0.0.1, port: ${second} }]
+---
+apiVersion: mesh.dev/v1alpha1
+kind: DestinationPolicy
+metadata: { name: ${name} }
+spec:
+  loadBalancer: { type: round-robin }
+  outlierDetection: { consecutiveFailures: 1000 }
+  retries: { ${retries} }
+${policy}`;
+}

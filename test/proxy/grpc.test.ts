@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
+import { alternatingService } from "../helpers/policies.ts";
 import { freePort } from "../helpers/ports.ts";
 import { eventually } from "../helpers/wait.ts";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -146,25 +147,8 @@ describe("metrics", () => {
 
 describe("retries", () => {
   /** A Service of greeter's identity with a dead endpoint before the live one, round robin. */
-  function flakyGreeter(name: string, attempts: number): string {
-    return `---
-apiVersion: mesh.dev/v1alpha1
-kind: Service
-metadata: { name: ${name} }
-spec:
-  identity: greeter
-  ports: [{ name: grpc, port: 80, protocol: grpc }]
-  endpoints: [{ address: 127.0.0.1, port: ${freePort()} }, { address: 127.0.0.1, port: ${greeterProxy.ports.inbound} }]
----
-apiVersion: mesh.dev/v1alpha1
-kind: DestinationPolicy
-metadata: { name: ${name} }
-spec:
-  loadBalancer: { type: round-robin }
-  retries: { attempts: ${attempts} }
-  outlierDetection: { consecutiveFailures: 1000 }
-`;
-  }
+  const flakyGreeter = (name: string, attempts: number) =>
+    alternatingService(name, "  identity: greeter\n  ports: [{ name: grpc, port: 80, protocol: grpc }]", freePort(), greeterProxy.ports.inbound, `attempts: ${attempts}`);
 
   test("a call whose endpoint refuses the connection goes to another, its body replayed; with retries off it fails", async () => {
     const caller = await fx.proxy("orders", fx.echo("orders-2").url, fx.config("orders-retries", {}, flakyGreeter("flaky", 2) + flakyGreeter("strict", 0)));

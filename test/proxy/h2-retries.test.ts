@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
+import { alternatingService } from "../helpers/policies.ts";
 import { greeterClient, greeterService, grpc, unary, type GreeterService, type Greeting } from "../helpers/grpc.ts";
 
 const fx = fixtureFor("orders", "greeter");
@@ -72,33 +73,9 @@ function h2Call(session: http2.ClientHttp2Session, authority: string, method: st
   });
 }
 
-/**
- * A Service (`spec`: its own lines) of two endpoints, the failing one first, alternated
- * (round robin) and never ejected; `retries`: the policy's retries, inside the braces;
- * `policy`: more lines of the policy's spec.
- */
-function twoEndpoints(name: string, spec: string, failing: number, good: number, retries: string, policy = ""): string {
-  return `---
-apiVersion: mesh.dev/v1alpha1
-kind: Service
-metadata: { name: ${name} }
-spec:
-${spec}
-  endpoints: [{ address: 127.0.0.1, port: ${failing} }, { address: 127.0.0.1, port: ${good} }]
----
-apiVersion: mesh.dev/v1alpha1
-kind: DestinationPolicy
-metadata: { name: ${name} }
-spec:
-  loadBalancer: { type: round-robin }
-  outlierDetection: { consecutiveFailures: 1000 }
-  retries: { ${retries} }
-${policy}`;
-}
-
 /** A Service outside the mesh (plain h2c). */
 const plainService = (name: string, failing: number, good: number, retries = "", policy = "") =>
-  twoEndpoints(name, "  mtls: false\n  ports: [{ name: http, port: 80, protocol: http2 }]", failing, good, `backoff: { base: 5ms, max: 20ms }${retries}`, policy);
+  alternatingService(name, "  mtls: false\n  ports: [{ name: http, port: 80, protocol: http2 }]", failing, good, `backoff: { base: 5ms, max: 20ms }${retries}`, policy);
 
 describe("plain HTTP/2", () => {
   let good: H2Server;
@@ -228,7 +205,7 @@ describe("gRPC", () => {
 
   /** Greeter's two sidecars, the failing one first; `grpcStatuses` in the policy's retries. */
   const greeter = (name: string, failingPort: number, goodPort: number, grpcStatuses: string) =>
-    twoEndpoints(name, "  identity: greeter\n  ports: [{ name: grpc, port: 80, protocol: grpc }]", failingPort, goodPort, `grpcStatuses: [${grpcStatuses}], backoff: { base: 5ms, max: 20ms }`);
+    alternatingService(name, "  identity: greeter\n  ports: [{ name: grpc, port: 80, protocol: grpc }]", failingPort, goodPort, `grpcStatuses: [${grpcStatuses}], backoff: { base: 5ms, max: 20ms }`);
 
   beforeAll(async () => {
     goodSvc = await greeterService();

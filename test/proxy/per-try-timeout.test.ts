@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2, { type Http2Server } from "node:http2";
 import { fixtureFor } from "../helpers/mesh-fixture.ts";
-import { manifestIssues } from "../helpers/policies.ts";
+import { alternatingService, manifestIssues } from "../helpers/policies.ts";
 
 const fx = fixtureFor("orders");
 const SLOW_MS = 600;
@@ -28,25 +28,9 @@ async function h2Server(name: string, delayMs: number) {
   return counted;
 }
 
-/** A Service outside the mesh: `first` then `second`, alternated, never ejected; `timeouts` and `extra` in its policy. */
-const service = (name: string, protocol: string, first: number, second: number, timeouts: string, extra = "") => `---
-apiVersion: mesh.dev/v1alpha1
-kind: Service
-metadata: { name: ${name} }
-spec:
-  mtls: false
-  ports: [{ name: http, port: 80, protocol: ${protocol} }]
-  endpoints: [{ address: 127.0.0.1, port: ${first} }, { address: 127.0.0.1, port: ${second} }]
----
-apiVersion: mesh.dev/v1alpha1
-kind: DestinationPolicy
-metadata: { name: ${name} }
-spec:
-  loadBalancer: { type: round-robin }
-  outlierDetection: { consecutiveFailures: 1000 }
-  retries: { backoff: { base: 5ms, max: 10ms } }
-  timeouts: { ${timeouts} }
-${extra}`;
+/** A Service outside the mesh: `first` then `second`, alternated, never ejected; `timeouts` in its policy. */
+const service = (name: string, protocol: string, first: number, second: number, timeouts: string) =>
+  alternatingService(name, `  mtls: false\n  ports: [{ name: http, port: 80, protocol: ${protocol} }]`, first, second, "backoff: { base: 5ms, max: 10ms }", `  timeouts: { ${timeouts} }\n`);
 
 let slow: { hits: number };
 let fast: { hits: number };
