@@ -10,10 +10,20 @@ const LOCAL_CONNECT_TIMEOUT_MS = 2_000;
 /** Below Bun.serve's default 10 s and most servers' keep-alive timeouts. */
 const LOCAL_IDLE_TIMEOUT_MS = 4_000;
 
+/** The local service's host, as a socket connects to it (an IPv6 address without its brackets). */
+export function upstreamHost(upstream: URL): string {
+  return upstream.hostname.replace(/^\[|\]$/g, "");
+}
+
+/** The local service's HTTP port: --upstream is an http:// URL, 80 when it names none. */
+export function upstreamPort(upstream: URL): number {
+  return Number(upstream.port || 80);
+}
+
 export function localServicePool(upstream: URL): Http1Pool {
   return new Http1Pool({
-    host: upstream.hostname.replace(/^\[|\]$/g, ""),
-    port: Number(upstream.port || 80),
+    host: upstreamHost(upstream),
+    port: upstreamPort(upstream),
     connectTimeoutMs: LOCAL_CONNECT_TIMEOUT_MS,
     idleTimeoutMs: LOCAL_IDLE_TIMEOUT_MS,
   });

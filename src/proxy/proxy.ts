@@ -24,7 +24,7 @@ import { H1Listener, type ListenerTls } from "./transport/h1-server/listener.ts"
 import { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { inboundHandler } from "./inbound-handler.ts";
 import { outboundHandler } from "./outbound-handler.ts";
-import { localServicePool } from "./local-service-pool.ts";
+import { localServicePool, upstreamPort } from "./local-service-pool.ts";
 import { WebSocketSessions } from "./websocket/sessions.ts";
 import { UpstreamHealth } from "./upstream-health.ts";
 import { limitUpstreamConnections } from "./transport/dial.ts";
@@ -146,7 +146,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     return next;
   };
   let snapshot: Snapshot = snapshotOfConfig(config, saved ? opts.savedConfig!.version : "static-1");
-  const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain, httpPort: Number(opts.upstream.port || 80) };
+  const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain, httpPort: upstreamPort(opts.upstream) };
   const keyFetchFailed = keyFetchReport(metrics, opts.log);
   const policiesOf = (c: ProxyDocuments, previous?: InboundPolicies): InboundPolicies => ({
     authenticator: requestAuthenticatorFor(c.authentication, subject, previous?.authenticator, keyFetchFailed),

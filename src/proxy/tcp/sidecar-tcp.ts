@@ -13,6 +13,7 @@ import type { Snapshot } from "../destinations.ts";
 import type { InboundPolicies } from "../inbound-admission.ts";
 import type { ProxyMetrics } from "../metrics.ts";
 import { InboundTcp } from "./inbound-tcp.ts";
+import { upstreamHost, upstreamPort } from "../local-service-pool.ts";
 import { OutboundTcp, type TcpUpstream } from "./outbound-tcp.ts";
 import { TcpReporter } from "./report.ts";
 
@@ -37,11 +38,11 @@ export type SidecarTcp = ReturnType<typeof sidecarTcp>;
 
 export function sidecarTcp(o: SidecarTcpOptions) {
   let ports: ReadonlySet<number> = new Set();
-  const httpPort = Number(o.upstream.port || 80);
+  const httpPort = upstreamPort(o.upstream);
   let idleMs = defaultDestinationPolicy(o.service).timeouts.tcpIdle;
   const inbound = new InboundTcp({
     service: o.service,
-    host: o.upstream.hostname.replace(/^\[|\]$/g, ""),
+    host: upstreamHost(o.upstream),
     ports: () => ports,
     policies: o.policies,
     metrics: o.metrics,
