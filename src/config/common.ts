@@ -3,8 +3,17 @@ import { isIP } from "node:net";
 import { z } from "zod";
 import { nameProblem, trustDomainProblem } from "../pki/spiffe";
 
-/** Cross-field checks run even when sibling fields are invalid, so every error shows at once. */
-export const always = { when: () => true };
+/**
+ * Cross-field checks run even when sibling fields are invalid, so every error shows at
+ * once; but only on an object or array, so a check never reads fields of null or a number.
+ */
+export const always = { when: (payload: { value: unknown }) => typeof payload.value === "object" && payload.value !== null };
+
+/** The objects of `list` with their places, for such a check: anything else there, or no list, is its own schema's error. */
+export function listed<T extends object>(list: readonly T[] | undefined): [T, number][] {
+  if (!Array.isArray(list)) return [];
+  return list.flatMap((item, i) => (typeof item === "object" && item !== null ? [[item, i] as [T, number]] : []));
+}
 
 /** A DNS label (what namespaces and service names are); `what` names it in the message. */
 export const dnsLabel = (what: string) =>

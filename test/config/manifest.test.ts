@@ -112,6 +112,52 @@ describe("registry", () => {
     expect(undescribed).toEqual([]);
   });
 
+  // Cross-field checks run beside other errors: they must never trip over a field of the wrong type.
+  test("a wrong type anywhere is an error, never a crash; a section's names it", () => {
+    const unwrap = (schema: z.ZodType): z.ZodType => {
+      let inner = schema;
+      for (;;) {
+        const def = (inner as unknown as { _zod: { def: { innerType?: z.ZodType; in?: z.ZodType } } })._zod.def;
+        const next = def.innerType ?? def.in;
+        if (!next) return inner;
+        inner = next;
+      }
+    };
+    /** Every field under `schema`, and every object in an array: its path, whether it is a section (object or array), and how to build a spec with `value` there. */
+    const fields: { path: string; section: boolean; at: (value: unknown) => unknown }[] = [];
+    const visit = (schema: z.ZodType, path: string, at: (value: unknown) => unknown) => {
+      const inner = unwrap(schema);
+      if (inner instanceof z.ZodObject)
+        for (const [key, field] of Object.entries(inner.shape as Record<string, z.ZodType>)) {
+          const f = unwrap(field);
+          const here = (value: unknown) => at({ [key]: value });
+          fields.push({ path: `${path}.${key}`, section: f instanceof z.ZodObject || f instanceof z.ZodArray, at: here });
+          visit(f, `${path}.${key}`, here);
+        }
+      if (inner instanceof z.ZodArray) {
+        const element = (value: unknown) => at([value]);
+        fields.push({ path: `${path}[0]`, section: unwrap(inner.element as z.ZodType) instanceof z.ZodObject, at: element });
+        visit(inner.element as z.ZodType, `${path}[0]`, element);
+      }
+    };
+    for (const k of kinds()) visit(k.spec, "spec", (spec) => ({ apiVersion: API_VERSION, kind: k.kind, metadata: { name: "x" }, spec }));
+    expect(fields.filter((f) => f.section).length).toBeGreaterThan(40);
+    const faults: string[] = [];
+    for (const { path, section, at } of fields)
+      for (const bad of [null, 7, "x", [], {}, true]) {
+        let parsed: ReturnType<typeof parseManifest>;
+        try {
+          parsed = parseManifest(at(bad));
+        } catch (err) {
+          faults.push(`${path} = ${JSON.stringify(bad)} threw ${(err as Error).message.split("\n")[0]}`);
+          continue;
+        }
+        if (section && (bad === null || typeof bad !== "object") && !(!parsed.ok && parsed.issues.some((i) => i.path === path && i.message.startsWith("expected"))))
+          faults.push(`${path} = ${JSON.stringify(bad)}: no error names it`);
+      }
+    expect(faults).toEqual([]);
+  });
+
   test("rejects a duplicate or badly named kind", () => {
     expect(() => registerKind({ kind: "Service", spec: z.strictObject({}), description: "again" })).toThrow('kind "Service" is registered twice');
     expect(() => registerKind({ kind: "lowercase", spec: z.strictObject({}), description: "x" })).toThrow('kind "lowercase" must be UpperCamelCase');

@@ -8,7 +8,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { cgiName } from "../../core/cgi-name";
-import { always, policyService } from "../common";
+import { always, listed, policyService } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 import { ClaimPath, UNMATCHABLE_HEADERS } from "./authorization-policy";
 import { readCertificates } from "../../pki/load";
@@ -36,6 +36,8 @@ export const Jwks = z.strictObject({ keys: z.array(PublicJwk).min(1).describe("T
 
 /** https, or http to a loopback address (a key server beside the sidecar, or a test). */
 const JwksUri = z.url({ protocol: /^https?$/, error: "expected an https:// URL" }).superRefine((value, ctx) => {
+  // The URL check above failed already (a refinement still runs after it).
+  if (!URL.canParse(value)) return;
   const url = new URL(value);
   const host = url.hostname.replace(/^\[|\]$/g, "");
   const loopback = host === "localhost" || (isIP(host) === 4 && host.startsWith("127.")) || host === "::1";
@@ -116,19 +118,21 @@ export const RequestAuthenticationSpec = z
     jwtRules: z.array(JwtRule).min(1).describe("The issuers accepted."),
   })
   .superRefine((spec, ctx) => {
+    // Runs beside other errors: an entry of the wrong type is its own schema's error, skipped here.
+    const rules = listed(spec.jwtRules);
     const seen = new Set<string>();
-    const tokenHeaders = new Set(spec.jwtRules?.flatMap((r) => r.fromHeaders?.map((l) => l.name) ?? []));
-    spec.jwtRules?.forEach((rule, i) => {
+    const tokenHeaders = new Set(rules.flatMap(([r]) => listed(r.fromHeaders).map(([l]) => l.name)));
+    for (const [rule, i] of rules) {
       if (seen.has(rule.issuer)) ctx.addIssue({ code: "custom", path: ["jwtRules", i, "issuer"], message: `issuer "${rule.issuer}" is listed twice` });
       seen.add(rule.issuer);
       const claimHeaders = new Set<string>();
-      rule.outputClaimToHeaders?.forEach((o, j) => {
+      for (const [o, j] of listed(rule.outputClaimToHeaders)) {
         const path = ["jwtRules", i, "outputClaimToHeaders", j, "header"];
         if (tokenHeaders.has(o.header)) ctx.addIssue({ code: "custom", path, message: `"${o.header}" carries tokens (fromHeaders); a claim needs a header of its own` });
         if (claimHeaders.has(o.header)) ctx.addIssue({ code: "custom", path, message: `"${o.header}" is named twice in this rule` });
         claimHeaders.add(o.header);
-      });
-    });
+      }
+    }
   }, always)
   .describe("Which end-user tokens (JWTs) a service accepts: issuers, their keys, audiences.");
 
