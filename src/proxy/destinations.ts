@@ -16,9 +16,9 @@ import { PeerIdentityError } from "./errors.ts";
 import { peerIdFromDer } from "./peer-identity.ts";
 import { CircuitBreaker } from "./resilience/circuit-breaker.ts";
 import { zoneSplit, type ZoneSplit } from "./zones.ts";
-import { balancerPolicy, outlierConfig, retryBudgetConfig, retryPolicy } from "./policy.ts";
+import { balancerPolicy, callSettings, outlierConfig, retryBudgetConfig, type CallSettings } from "./policy.ts";
 import { OutlierDetector } from "./resilience/outlier.ts";
-import { RetryBudget, type RetryPolicy } from "./resilience/retry.ts";
+import { RetryBudget } from "./resilience/retry.ts";
 import type { VerifyPeer } from "./transport/h1/tls-verify.ts";
 import { UpstreamPools } from "./transport/upstream-pools.ts";
 
@@ -43,10 +43,9 @@ export interface Destination {
   pools: UpstreamPools;
   outlier: OutlierDetector;
   budget: RetryBudget;
-  retryPolicy: RetryPolicy;
   breaker: CircuitBreaker;
-  /** Longest from sending until response headers, retries included; 0 means none. */
-  requestTimeoutMs: number;
+  /** Timeouts and retries of a call its policy alone decides (a route rule may set its own: routing.ts). */
+  call: CallSettings;
   policy: DestinationPolicySpec;
   /** What this destination was built from: an unchanged one is carried into the next snapshot. */
   builtFrom: { certs: WorkloadCerts; service: string; policy: string };
@@ -153,9 +152,8 @@ function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: Wo
     pools,
     outlier,
     budget: new RetryBudget(systemClock, retryBudgetConfig(policy.retries)),
-    retryPolicy: retryPolicy(policy.retries),
     breaker: new CircuitBreaker(policy.circuitBreaker),
-    requestTimeoutMs: policy.timeouts.request,
+    call: callSettings(policy),
     policy,
     builtFrom: { certs, service: serviceSansEndpoints(svc), policy: JSON.stringify(policy) },
   };

@@ -28,6 +28,7 @@ import { eventNow, systemClock } from "../core/clock.ts";
 import { Deadline, TryDeadline } from "./deadline.ts";
 import { zoneCandidates } from "./zones.ts";
 import type { OverflowReason } from "./resilience/circuit-breaker.ts";
+import type { CallSettings } from "./policy.ts";
 
 /** How the call ends: a response to relay, or the proxy's own answer. */
 export interface CallOutcome {
@@ -93,10 +94,8 @@ export function callDestination(
   ctx: PickContext,
   metrics: ProxyMetrics,
   outcome: CallOutcome,
-  /** Until the response head, over every try: the route's, or the destination's. */
-  timeoutMs = dest.requestTimeoutMs,
-  /** Until the response head, for one try: the route's, or the destination's; 0: none. */
-  perTryMs = dest.policy.timeouts.perTry,
+  /** Timeouts and retries: the destination's, or its route rule's. */
+  settings: CallSettings = dest.call,
 ): CallHandle | undefined {
   const admitted = dest.breaker.tryAcquire("requests");
   if (admitted !== true) return void outcome.failed(overflow(dest, admitted));
@@ -106,7 +105,7 @@ export function callDestination(
     return void outcome.failed(overflow(dest, "max-pending-requests"));
   }
   dest.budget.onRequest();
-  const call = new OutboundCall(dest, prepared, body, ctx, metrics, outcome, timeoutMs, perTryMs);
+  const call = new OutboundCall(dest, prepared, body, ctx, metrics, outcome, settings);
   call.send();
   return call;
 }
@@ -162,10 +161,9 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     private readonly ctx: PickContext,
     private readonly metrics: ProxyMetrics,
     private readonly outcome: CallOutcome,
-    timeoutMs: number,
-    private readonly perTryMs: number,
+    private readonly settings: CallSettings,
   ) {
-    super(timeoutMs);
+    super(settings.timeoutMs);
     this.replayable = prepared.replayable;
   }
 
@@ -181,7 +179,8 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     this.sentAt = dest.ewmaDecayMs !== undefined ? eventNow() : 0;
     const sink = this.attempt === 0 ? this : new Retry(this);
     this.current = sink;
-    const signal = this.perTryMs > 0 ? (this.tryDeadline = new TryDeadline(this.perTryMs, this)) : this;
+    const perTryMs = this.settings.perTryMs;
+    const signal = perTryMs > 0 ? (this.tryDeadline = new TryDeadline(perTryMs, this)) : this;
     dest.pools.dispatch(endpoint, this.prepared, this.body, sink, signal);
   }
 
@@ -220,7 +219,7 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     endpoint.inflight--;
     if (dest.ewmaDecayMs !== undefined) recordLatency(endpoint, eventNow() - this.sentAt, systemClock, dest.ewmaDecayMs);
     dest.outlier.onResult(endpoint, head.status < 500);
-    if (this.replayable && shouldRetry(dest.retryPolicy, this.attempt, { kind: "status", status: head.status }) && this.takeRetry()) {
+    if (this.replayable && shouldRetry(this.settings.retryPolicy, this.attempt, { kind: "status", status: head.status }) && this.takeRetry()) {
       // Dropped: the rest of its body is never read, so its connection is not reused.
       this.current = undefined;
       flow.abandon(undefined);
@@ -255,12 +254,12 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     if (kind === "overflow") return this.failWith("overflow", `${dest.name}: ${err.message}`, { "x-mesh-overflow": "upstream-connections" });
     dest.outlier.onResult(endpoint, false);
     if (kind === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
-    const detail = `${dest.name} endpoint ${endpoint.key}: ${expired ? `no response within ${this.ms} ms` : tryExpired ? `no response within ${this.perTryMs} ms (one try's timeout)` : err.message}`;
+    const detail = `${dest.name} endpoint ${endpoint.key}: ${expired ? `no response within ${this.ms} ms` : tryExpired ? `no response within ${this.settings.perTryMs} ms (one try's timeout)` : err.message}`;
     // A request that never left (connect failure, refused peer) is safe to send again,
     // whatever its method, and its body was never read; anything else only if replayable.
     const sent = requestMayHaveBeenSent(err);
     const failure: FailureOutcome = sent ? OUTCOME[kind] : kind === "peer-identity" ? "refused" : "connect-failure";
-    if ((this.body !== null && sent) || !shouldRetry(dest.retryPolicy, this.attempt, { kind: failure }, this.replayable) || !this.takeRetry())
+    if ((this.body !== null && sent) || !shouldRetry(this.settings.retryPolicy, this.attempt, { kind: failure }, this.replayable) || !this.takeRetry())
       return this.failWith(kind, detail);
     this.current = undefined;
     this.retry();
@@ -268,7 +267,7 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
 
   private retry(): void {
     this.metrics.retries.inc({ peer: this.dest.name });
-    const wait = backoffMs(this.dest.retryPolicy, this.attempt++, Math.random);
+    const wait = backoffMs(this.settings.retryPolicy, this.attempt++, Math.random);
     setTimeout(() => this.send(), wait);
   }
 

@@ -99,10 +99,10 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
   }
 }
 
-/** Sends the call (outbound-call.ts), its handle kept by the relay; `route`: the route's choice, whose timeouts replace the destination's. */
+/** Sends the call (outbound-call.ts), its handle kept by the relay; `route`: the route's choice, whose timeouts and retries replace the destination's. */
 function sendCall(relay: OutboundRelay, dest: Destination, prepared: PreparedRequest, req: ServerRequest, metrics: ProxyMetrics, route: RouteChoice | undefined): void {
   try {
-    relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay, route?.timeoutMs, route?.perTryMs);
+    relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay, route === undefined ? dest.call : route.call);
   } catch {
     // A bug must not leave the request counted in flight (a drain would wait for it).
     relay.failed(INTERNAL_ERROR);

@@ -1,5 +1,6 @@
 /** Turns a DestinationPolicy's manifest fields into the settings of the proxy's own pieces. */
 import type { DestinationPolicySpec } from "../config/kinds/destination-policy.ts";
+import type { HTTPRouteRule } from "../config/kinds/http-route.ts";
 import type { BalancerPolicy } from "./balancer/index.ts";
 import type { OutlierConfig } from "./resilience/outlier.ts";
 import { DEFAULT_RETRY_BUDGET, type RetryBudgetConfig, type RetryPolicy } from "./resilience/retry.ts";
@@ -24,6 +25,26 @@ export function retryPolicy(r: DestinationPolicySpec["retries"]): RetryPolicy {
     attempts: r.attempts,
     retryOn: { connectFailure: on.has("connect-failure"), refused: on.has("refused"), reset: on.has("reset"), statusCodes: r.statusCodes, grpcStatuses: new Set(r.grpcStatuses.map((name) => String(GRPC_CODES[name]))) },
     backoff: { baseMs: r.backoff.base, maxMs: r.backoff.max },
+  };
+}
+
+/** How one call is made: its deadlines and its retries. */
+export interface CallSettings {
+  /** From sending until the response head, retries included; 0: none. */
+  timeoutMs: number;
+  /** One try's, until its response head; 0: none. */
+  perTryMs: number;
+  retryPolicy: RetryPolicy;
+}
+
+/** A destination's call settings, with what a route rule sets in place of its policy's. */
+export function callSettings(p: DestinationPolicySpec, rule?: Pick<HTTPRouteRule, "timeouts" | "retries">): CallSettings {
+  const own = rule?.retries;
+  const retries = own === undefined ? p.retries : { ...p.retries, ...Object.fromEntries(Object.entries(own).filter(([, v]) => v !== undefined)) };
+  return {
+    timeoutMs: rule?.timeouts?.request ?? p.timeouts.request,
+    perTryMs: rule?.timeouts?.backendRequest ?? p.timeouts.perTry,
+    retryPolicy: retryPolicy(retries),
   };
 }
 

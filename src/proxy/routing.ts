@@ -7,20 +7,19 @@
  * Routing only chooses where a call goes; what the callee admits is its inbound's
  * business, so paths are matched as sent.
  */
-import type { HTTPRoute } from "../config/kinds/http-route.ts";
+import type { HTTPRoute, HTTPRouteRule } from "../config/kinds/http-route.ts";
 import { pathOf } from "../core/normal-path.ts";
 import type { Destination, Snapshot } from "./destinations.ts";
 import { compileHeaderChange, type RequestHeaderChange } from "./request-header-change.ts";
 import { compileFault, type CompiledFault } from "./fault.ts";
+import { callSettings, type CallSettings } from "./policy.ts";
 
-/** Where a call goes, how its route changes its headers, its timeout if the route sets one, and the faults injected into it. */
+/** Where a call goes, how its route changes its headers, its timeouts and retries, and the faults injected into it. */
 export interface RouteChoice {
   dest: Destination;
   requestHeaders: RequestHeaderChange | undefined;
-  /** From sending until the response head, retries included, instead of the destination's; 0: none. */
-  timeoutMs: number | undefined;
-  /** One try's, instead of the destination's timeouts.perTry. */
-  perTryMs: number | undefined;
+  /** The destination's own, or with what the rule sets in their place. */
+  call: CallSettings;
   fault: CompiledFault | undefined;
 }
 
@@ -58,28 +57,38 @@ export function compileRoutes(routes: readonly HTTPRoute[], snapshot: Snapshot):
     const ns = route.metadata.namespace;
     const dest = (name: string) => snapshot.destinations.get(`${name}.${ns}`);
     const routed = dest(route.spec.service);
-    const id = `${ns}/${route.metadata.name}`;
-    const rules = route.spec.rules.map((r) => {
-      const requestHeaders = r.requestHeaders && compileHeaderChange(r.requestHeaders);
-      const fault = r.fault && compileFault(r.fault, id);
-      return {
-        matches: r.matches?.map((m) => ({
-          method: m.method,
-          path: m.path && (m.path.exact !== undefined ? { exact: m.path.exact } : { prefix: m.path.prefix!.replace(/\/+$/, "") }),
-          headers: m.headers,
-        })),
-        backends: r.backends.filter((b) => b.weight > 0).map((b) => ({ choice: { dest: dest(b.service)!, requestHeaders, timeoutMs: r.timeouts?.request, perTryMs: r.timeouts?.backendRequest, fault }, weight: b.weight })),
-      };
-    });
     // Config validation sees to it that every Service named exists; a route that names one missing is left out, not half applied.
-    if (routed === undefined || rules.some((r) => r.backends.some((b) => b.choice.dest === undefined))) continue;
+    if (routed === undefined || route.spec.rules.some((r) => r.backends.some((b) => dest(b.service) === undefined))) continue;
+    const id = `${ns}/${route.metadata.name}`;
     compiled.set(routed, {
       id,
-      rules: rules.map((r) => ({ ...r, totalWeight: r.backends.reduce((t, b) => t + b.weight, 0) })),
-      unrouted: { dest: routed, requestHeaders: undefined, timeoutMs: undefined, perTryMs: undefined, fault: undefined },
+      rules: route.spec.rules.map((r) => compileRule(r, id, (name) => dest(name)!)),
+      unrouted: { dest: routed, requestHeaders: undefined, call: routed.call, fault: undefined },
     });
   }
   return compiled;
+}
+
+function compileRule(rule: HTTPRouteRule, routeId: string, dest: (service: string) => Destination): CompiledRule {
+  const requestHeaders = rule.requestHeaders && compileHeaderChange(rule.requestHeaders);
+  const fault = rule.fault && compileFault(rule.fault, routeId);
+  const ownCall = rule.timeouts !== undefined || rule.retries !== undefined;
+  const backends = rule.backends
+    .filter((b) => b.weight > 0)
+    .map((b) => {
+      const to = dest(b.service);
+      // The rule's timeouts and retries over each backend's own policy.
+      return { choice: { dest: to, requestHeaders, call: ownCall ? callSettings(to.policy, rule) : to.call, fault }, weight: b.weight };
+    });
+  return {
+    matches: rule.matches?.map((m) => ({
+      method: m.method,
+      path: m.path && (m.path.exact !== undefined ? { exact: m.path.exact } : { prefix: m.path.prefix!.replace(/\/+$/, "") }),
+      headers: m.headers,
+    })),
+    backends,
+    totalWeight: backends.reduce((t, b) => t + b.weight, 0),
+  };
 }
 
 /** Where a call to the service `route` routes goes: the first matching rule's choice, or the service itself. */

@@ -77,28 +77,33 @@ export const RetryBudgetSpec = z
   .prefault({})
   .describe("Caps retries to a share of traffic, so retries cannot multiply load during an outage.");
 
+/** The fields of retries, without defaults: a DestinationPolicy defaults them, an HTTPRoute rule's retries take the backend's. */
+export const RetryAttempts = Count.max(10);
+export const RetryOnList = z.array(z.enum(RETRY_ON));
+export const RetryStatusCodes = z.array(z.int().min(500).max(599));
+export const GrpcRetryStatuses = z.array(z.enum(GRPC_RETRY_STATUSES));
+
+export const RetryBackoff = z
+  .strictObject({
+    base: Duration.prefault("25ms").describe('First backoff cap; doubles per retry; default "25ms".'),
+    max: Duration.prefault("250ms").describe('Largest backoff; default "250ms".'),
+  })
+  .superRefine((b, ctx) => {
+    if (typeof b.base === "number" && typeof b.max === "number" && b.max < b.base) ctx.addIssue({ code: "custom", path: ["max"], message: "must be at least base" });
+  }, always)
+  .describe("Full-jitter exponential backoff between tries.");
+
 export const Retries = z
   .strictObject({
-    attempts: Count.max(10).default(2).describe("Most retries per request, after the first try; default 2. 0 disables retries."),
-    retryOn: z
-      .array(z.enum(RETRY_ON))
-      .default([...RETRY_ON])
-      .describe("Failures retried: connect-failure and refused (the request never left; retried for any method), reset (only idempotent requests)."),
-    statusCodes: z
-      .array(z.int().min(500).max(599))
-      .default([502, 503, 504])
-      .describe("Response statuses retried, for idempotent requests only; default [502, 503, 504]."),
-    grpcStatuses: z
-      .array(z.enum(GRPC_RETRY_STATUSES))
-      .default([])
-      .describe("gRPC statuses retried when the response carries nothing else (trailers-only), for any call: listing one says the service's calls are safe to repeat on it; default none."),
-    backoff: z
-      .strictObject({
-        base: Duration.prefault("25ms").describe('First backoff cap; doubles per retry; default "25ms".'),
-        max: Duration.prefault("250ms").describe('Largest backoff; default "250ms".'),
-      })
-      .prefault({})
-      .describe("Full-jitter exponential backoff between tries."),
+    attempts: RetryAttempts.default(2).describe("Most retries per request, after the first try; default 2. 0 disables retries."),
+    retryOn: RetryOnList.default([...RETRY_ON]).describe(
+      "Failures retried: connect-failure and refused (the request never left; retried for any method), reset (only idempotent requests).",
+    ),
+    statusCodes: RetryStatusCodes.default([502, 503, 504]).describe("Response statuses retried, for idempotent requests only; default [502, 503, 504]."),
+    grpcStatuses: GrpcRetryStatuses.default([]).describe(
+      "gRPC statuses retried when the response carries nothing else (trailers-only), for any call: listing one says the service's calls are safe to repeat on it; default none.",
+    ),
+    backoff: RetryBackoff.prefault({}).describe("Full-jitter exponential backoff between tries."),
     budget: RetryBudgetSpec,
   })
   .prefault({})
@@ -146,11 +151,6 @@ export const DestinationPolicySpec = z
         "Requests to the service's mesh proxies share mutual-TLS connections as streams (mesh-mux/1, chosen in the TLS handshake; a peer without it gets plain connections); false gives each request in flight a connection of its own. Default true.",
       ),
   })
-  .superRefine((spec, ctx) => {
-    const b = spec.retries?.backoff;
-    if (b && typeof b.base === "number" && typeof b.max === "number" && b.max < b.base)
-      ctx.addIssue({ code: "custom", path: ["retries", "backoff", "max"], message: "must be at least base" });
-  }, always)
   .describe("How callers treat one service: balancing, timeouts, retries, circuit breaking, outlier detection.");
 
 export const DestinationPolicy = registerKind({

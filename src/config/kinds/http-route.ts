@@ -10,6 +10,7 @@ import { Duration } from "../duration";
 import { registerKind, type ManifestOf } from "../manifest";
 import { isPlainHeaderValue } from "../../core/header-value";
 import { cgiName } from "../../core/cgi-name";
+import { GrpcRetryStatuses, RetryAttempts, RetryBackoff, RetryOnList, RetryStatusCodes } from "./destination-policy";
 import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names";
 
 const HeaderName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "expected an HTTP header name").transform((h) => h.toLowerCase());
@@ -104,6 +105,21 @@ export const FaultInjection = z
   }, always)
   .describe("Faults injected into the calls a rule takes, to test how callers cope (Istio's HTTPFaultInjection): a delay, then an abort, each rolled per call.");
 
+export const RouteRetries = z
+  .strictObject({
+    attempts: RetryAttempts.optional().describe("Most retries per request, after the first try; 0 disables retries."),
+    retryOn: RetryOnList.optional().describe("Failures retried: connect-failure and refused (any method), reset (only idempotent requests)."),
+    statusCodes: RetryStatusCodes.optional().describe("Response statuses retried, for idempotent requests only."),
+    grpcStatuses: GrpcRetryStatuses.optional().describe("gRPC statuses of a trailers-only response retried, for any call."),
+    backoff: RetryBackoff.optional().describe("Backoff between tries, whole: a field left out takes its DestinationPolicy default, not the backend's."),
+  })
+  .superRefine((r, ctx) => {
+    if (Object.values(r).every((v) => v === undefined)) ctx.addIssue({ code: "custom", message: "give attempts, retryOn, statusCodes, grpcStatuses or backoff" });
+  }, always)
+  .describe(
+    "Retries of the requests a rule takes (Istio's per-route retries, the Gateway API's HTTPRoute retry): each field given replaces the backend's DestinationPolicy retries field, the rest are the backend's. The backend's retry budget and breaker still cap them.",
+  );
+
 export const BackendRef = z
   .strictObject({
     service: dnsLabel("service").describe("A Service in the route's namespace."),
@@ -134,6 +150,7 @@ export const RouteRule = z
       }, always)
       .optional()
       .describe("The Gateway API's HTTPRoute timeouts, for the requests this rule takes."),
+    retries: RouteRetries.optional().describe("How the requests the rule takes are retried, instead of the backend's DestinationPolicy retries."),
     fault: FaultInjection.optional().describe("Faults injected into the requests the rule takes (not WebSocket upgrades), by the caller's sidecar."),
   })
   .describe("Requests that match, where they go, and how their headers change.");
@@ -151,6 +168,7 @@ export const HTTPRoute = registerKind({
   description: "Where calls to a service go, applied by the callers' sidecars: a weighted split (canary), or requests matched by path, method or header sent to another service.",
 });
 export type HTTPRoute = ManifestOf<typeof HTTPRoute>;
+export type HTTPRouteRule = HTTPRoute["spec"]["rules"][number];
 
 /** Every Service a route names: the routed one first, then its backends. */
 export function routeServices(route: HTTPRoute): { field: string; service: string }[] {

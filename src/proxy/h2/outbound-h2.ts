@@ -75,8 +75,9 @@ export function outboundH2(deps: OutboundH2Deps) {
       dest.budget.onRequest();
       const out = forwardedRequest(headers, change?.drop ?? NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
       if (change !== undefined) changeH2Headers(out, change);
-      const tries = new StreamRetries(dest, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
-      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs: choice?.timeoutMs ?? dest.requestTimeoutMs, perTryMs: choice?.perTryMs ?? dest.policy.timeouts.perTry, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
+      const { timeoutMs, perTryMs, retryPolicy } = choice === undefined ? dest.call : choice.call;
+      const tries = new StreamRetries(dest, retryPolicy, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
+      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs, perTryMs, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
       relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
         tries.end(end, call.started);
         dest.breaker.release("requests");

@@ -18,7 +18,7 @@ import type { ProxyMetrics } from "../metrics.ts";
 import { pickEndpoint } from "../outbound-call.ts";
 import { recordLatency } from "../balancer/index.ts";
 import { systemClock } from "../../core/clock.ts";
-import { backoffMs, shouldRetry, type AttemptOutcome } from "../resilience/retry.ts";
+import { backoffMs, shouldRetry, type AttemptOutcome, type RetryPolicy } from "../resilience/retry.ts";
 import { RetryAllowance } from "../resilience/retry-allowance.ts";
 import { CLIENT_CLOSED_STATUS } from "../errors.ts";
 import { grpcServerFailed } from "./grpc-outcome.ts";
@@ -35,6 +35,8 @@ export class StreamRetries implements TryRetries {
 
   constructor(
     private readonly dest: Destination,
+    /** The destination's, or its route rule's. */
+    private readonly policy: RetryPolicy,
     /** The endpoint of the try in flight, or of the last one. */
     private current: Endpoint,
     private readonly ctx: PickContext,
@@ -52,12 +54,12 @@ export class StreamRetries implements TryRetries {
     this.counted = true;
     if (failure === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
     const kind: AttemptOutcome["kind"] = failure === "connect-failure" ? "connect-failure" : failure === "reset" ? "reset-before-response" : "refused";
-    if (!replayable || !shouldRetry(dest.retryPolicy, this.tries, { kind }, this.idempotent)) return undefined;
+    if (!replayable || !shouldRetry(this.policy, this.tries, { kind }, this.idempotent)) return undefined;
     return this.another();
   }
 
   afterResponse(status: number, trailersOnlyGrpcStatus: string | undefined): NextTry | undefined {
-    const policy = this.dest.retryPolicy;
+    const policy = this.policy;
     const again =
       trailersOnlyGrpcStatus !== undefined
         ? shouldRetry(policy, this.tries, { kind: "grpc-status", grpcStatus: trailersOnlyGrpcStatus })
@@ -89,6 +91,6 @@ export class StreamRetries implements TryRetries {
     this.current = next;
     this.counted = false;
     this.metrics.retries.inc({ peer: dest.name });
-    return { waitMs: backoffMs(dest.retryPolicy, this.tries++, Math.random), session: () => dest.pools.h2Session(next) };
+    return { waitMs: backoffMs(this.policy, this.tries++, Math.random), session: () => dest.pools.h2Session(next) };
   }
 }

@@ -193,7 +193,7 @@ class OutboundTcpConnection extends CarriedConnection {
     const identity = err instanceof PeerIdentityError;
     if (identity) this.deps.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
     this.deps.log.debug({ service: this.upstream.service, port: this.upstream.port, reason: err.message }, "tcp connect failed");
-    if (dest.retryPolicy.retryOn.connectFailure && this.tries <= dest.retryPolicy.attempts) {
+    if (dest.call.retryPolicy.retryOn.connectFailure && this.tries <= dest.call.retryPolicy.attempts) {
       this.deps.metrics.retries.inc({ destination: dest.name });
       return this.dialNext(endpoint);
     }

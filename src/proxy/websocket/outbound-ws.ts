@@ -46,7 +46,7 @@ export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts 
     /** An upgrade for a name no Service has: counted under "unknown", logged with no peer, traced. */
     noRoute: (req: Request, answer: Response): Response => upgradeRefused(ctx, req, answer, UNKNOWN_DESTINATION, ""),
     /** `route`: what the route rule that chose `dest` changes (headers, timeout). */
-    async upgrade(req: Request, server: Server<Relay>, dest: Destination, route?: Pick<RouteChoice, "requestHeaders" | "timeoutMs">): Promise<Response | undefined> {
+    async upgrade(req: Request, server: Server<Relay>, dest: Destination, route?: Pick<RouteChoice, "requestHeaders" | "call">): Promise<Response | undefined> {
       const problem = handshakeProblem(req);
       if (problem) return upgradeRefused(ctx, req, errorResponse("bad-request", problem), dest.name);
       const admitted = dest.breaker.tryAcquire("connections");
@@ -64,7 +64,7 @@ export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts 
         headers,
         peer: dest.name,
         // The 101 is the response's headers: the same deadline as an HTTP request's.
-        timeoutMs: route?.timeoutMs ?? dest.requestTimeoutMs,
+        timeoutMs: (route === undefined ? dest.call : route.call).timeoutMs,
         onEnd: () => {
           endpoint.inflight--;
           dest.breaker.release("connections");
