@@ -84,6 +84,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       // Logging and tracing are a subclass: without either the relay is the plain one.
       const relay =
         log || span ? new ObservedOutboundRelay(res, req, dest.name, recorder, tracker, log, span, deps.tracer) : new OutboundRelay(res, req, dest.name, recorder, tracker);
+      if (choice?.responseHeaders !== undefined) relay.responseEdits = choice.responseHeaders;
       if (choice?.fault === undefined) sendCall(relay, dest, prepared, req, metrics, choice);
       // A closure only for a faulted call: the common one makes none.
       else faultedCall(choice.fault, relay, () => sendCall(relay, dest, prepared, req, metrics, choice));

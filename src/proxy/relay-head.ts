@@ -12,6 +12,7 @@
 import { RESPONSE_SKIP } from "./headers.ts";
 import { nameIs, type ResponseHead } from "./transport/h1/response-head.ts";
 import { latin1 } from "./transport/h1/latin1.ts";
+import { inCgiList } from "../core/cgi-name.ts";
 
 const SP = 32;
 
@@ -19,10 +20,13 @@ const SP = 32;
 const SKIP_BY_LENGTH: string[][] = [];
 for (const name of RESPONSE_SKIP) (SKIP_BY_LENGTH[name.length] ??= []).push(name);
 
-function skipped(buf: Buffer, a: number, len: number, listed: string[] | undefined): boolean {
+/** `listed`: the names the upstream's Connection lists; `dropped`: a route's, in cgiName form, matched in any spelling. */
+function skipped(buf: Buffer, a: number, len: number, listed: string[] | undefined, dropped: readonly string[] | undefined): boolean {
   const names = SKIP_BY_LENGTH[len];
   if (names !== undefined) for (const name of names) if (nameIs(buf, a, len, name)) return true;
-  return listed !== undefined && listed.includes(latin1(buf, a, a + len).toLowerCase());
+  if (listed === undefined && dropped === undefined) return false;
+  const name = latin1(buf, a, a + len).toLowerCase();
+  return (listed !== undefined && listed.includes(name)) || (dropped !== undefined && inCgiList(dropped, name));
 }
 
 /** Where field i's line ends: where the next one starts, or the end of the fields. */
@@ -52,19 +56,20 @@ const RESULT: RelayedHead = { bytes: SCRATCH, used: 0 };
 /**
  * `statusLine`: what to send instead of the upstream's status line, or undefined to copy
  * it (it must then be an HTTP/1.1 line with a reason phrase, or an empty one after SP).
- * `tail`: the lines this proxy adds and the blank line, ASCII. Returns the head followed
+ * `dropped`: names a route removes (cgiName form). `tail`: the lines this proxy adds and
+ * the blank line, ASCII. Returns the head followed
  * by `reserve` bytes of room, so a body that is already here can join it in one write:
  * the head is the first `used` bytes. `transient`: the caller has it written before it
  * returns, so it may be the shared scratch buffer, which the next call overwrites. The
  * result is overwritten by the next call too.
  */
-export function relayedHead(head: ResponseHead, statusLine: string | undefined, tail: string, reserve: number, transient: boolean): RelayedHead {
+export function relayedHead(head: ResponseHead, statusLine: string | undefined, tail: string, reserve: number, transient: boolean, dropped?: readonly string[]): RelayedHead {
   const { buf, start, fieldsStart, fieldsEnd, at, connectionTokens } = head.raw;
   // Which fields stay out decides the size, so it is found first, once per field.
   SKIPPED.length = 0;
   let kept = fieldsEnd - fieldsStart;
   for (let i = 0; i < at.length; i += 4)
-    if (skipped(buf, at[i]!, at[i + 1]! - at[i]!, connectionTokens)) {
+    if (skipped(buf, at[i]!, at[i + 1]! - at[i]!, connectionTokens, dropped)) {
       SKIPPED.push(i);
       kept -= lineEnd(at, i, fieldsEnd) - at[i]!;
     }
@@ -103,7 +108,7 @@ export function sendableAsReceived(head: ResponseHead): boolean {
     if (len === 14 && nameIs(buf, a, len, "content-length")) {
       const vs = at[i + 2]!;
       if (++lengths > 1 || (buf[vs] === 48 && at[i + 3]! - vs > 1)) return false;
-    } else if (skipped(buf, a, len, undefined)) return false;
+    } else if (skipped(buf, a, len, undefined, undefined)) return false;
   }
   return lengths === 1;
 }

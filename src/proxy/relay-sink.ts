@@ -15,6 +15,7 @@ import type { ResponseHead } from "./transport/h1/response-head.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { statusLine, type Responder, type ResponseBodyKind } from "./transport/h1-server/responder.ts";
 import { eventNow } from "../core/clock.ts";
+import type { HeaderEdits } from "./header-edits.ts";
 
 export abstract class RelaySink implements ResponseSink {
   /** The upstream's status, and when its head arrived (eventNow()). */
@@ -23,6 +24,8 @@ export abstract class RelaySink implements ResponseSink {
   private flow: BodyFlow | undefined;
   /** The subclass has been told how the relay ended: it hears that once, however it ended. */
   private over = false;
+  /** A route's changes to the response's headers. */
+  responseEdits: HeaderEdits | undefined = undefined;
 
   /** Watches `res` from the start: a client that leaves is heard here, before the head or after. */
   constructor(protected readonly res: Responder) {
@@ -41,8 +44,9 @@ export abstract class RelaySink implements ResponseSink {
     this.flow = flow;
     this.status = head.status;
     this.headAt = eventNow();
+    const edits = this.responseEdits;
     // A whole response that this proxy would not change goes out as it came: one write from the upstream's read.
-    if (complete && head.status !== 204 && head.status !== 304 && sendableAsReceived(head) && res.startWhole()) {
+    if (complete && edits === undefined && head.status !== 204 && head.status !== 304 && sendableAsReceived(head) && res.startWhole()) {
       const raw = head.raw;
       res.sendWhole(raw.buf, raw.start, raw.fieldsEnd + 2 + head.contentLength);
       return;
@@ -57,7 +61,7 @@ export abstract class RelaySink implements ResponseSink {
     const reserve = complete && kind === "length" && !res.isHead ? head.contentLength : 0;
     const line = statusLineReusable(head) ? undefined : statusLine(head.status, head.statusText);
     // A complete response is written before head() returns (ResponseSink): its head can be built in scratch.
-    const built = relayedHead(head, line, tail, reserve, complete);
+    const built = edits === undefined ? relayedHead(head, line, tail, reserve, complete) : relayedHead(head, line, edits.text + tail, reserve, complete, edits.drop);
     const wrote = res.sendHead(built.bytes, built.used);
     // A body that is all here goes out with the head in one write; a streaming one must not hold the head back.
     if (!complete && !(wrote && res.flush())) this.waitForDrain();

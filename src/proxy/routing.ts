@@ -12,12 +12,14 @@ import { pathOf } from "../core/normal-path.ts";
 import type { Destination, Snapshot } from "./destinations.ts";
 import { compileHeaderChange, type RequestHeaderChange } from "./request-header-change.ts";
 import { compileFault, type CompiledFault } from "./fault.ts";
+import { compileHeaderEdits, type HeaderEdits } from "./header-edits.ts";
 import { callSettings, type CallSettings } from "./policy.ts";
 
-/** Where a call goes, how its route changes its headers, its timeouts and retries, and the faults injected into it. */
+/** Where a call goes, how its route changes its headers and its response's, its timeouts and retries, and the faults injected into it. */
 export interface RouteChoice {
   dest: Destination;
   requestHeaders: RequestHeaderChange | undefined;
+  responseHeaders: HeaderEdits | undefined;
   /** The destination's own, or with what the rule sets in their place. */
   call: CallSettings;
   fault: CompiledFault | undefined;
@@ -63,7 +65,7 @@ export function compileRoutes(routes: readonly HTTPRoute[], snapshot: Snapshot):
     compiled.set(routed, {
       id,
       rules: route.spec.rules.map((r) => compileRule(r, id, (name) => dest(name)!)),
-      unrouted: { dest: routed, requestHeaders: undefined, call: routed.call, fault: undefined },
+      unrouted: { dest: routed, requestHeaders: undefined, responseHeaders: undefined, call: routed.call, fault: undefined },
     });
   }
   return compiled;
@@ -71,6 +73,7 @@ export function compileRoutes(routes: readonly HTTPRoute[], snapshot: Snapshot):
 
 function compileRule(rule: HTTPRouteRule, routeId: string, dest: (service: string) => Destination): CompiledRule {
   const requestHeaders = rule.requestHeaders && compileHeaderChange(rule.requestHeaders);
+  const responseHeaders = rule.responseHeaders && compileHeaderEdits(rule.responseHeaders);
   const fault = rule.fault && compileFault(rule.fault, routeId);
   const ownCall = rule.timeouts !== undefined || rule.retries !== undefined;
   const backends = rule.backends
@@ -78,7 +81,7 @@ function compileRule(rule: HTTPRouteRule, routeId: string, dest: (service: strin
     .map((b) => {
       const to = dest(b.service);
       // The rule's timeouts and retries over each backend's own policy.
-      return { choice: { dest: to, requestHeaders, call: ownCall ? callSettings(to.policy, rule) : to.call, fault }, weight: b.weight };
+      return { choice: { dest: to, requestHeaders, responseHeaders, call: ownCall ? callSettings(to.policy, rule) : to.call, fault }, weight: b.weight };
     });
   return {
     matches: rule.matches?.map((m) => ({

@@ -52,34 +52,44 @@ export const RouteMatch = z
  */
 export const UNMODIFIABLE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS, "host", "content-length", "expect", "traceparent", "tracestate", "idempotency-key"]);
 
-/** A header a route may set, add or remove; "_" and other separators read as "-", as the proxy reads them everywhere. */
-const ModifiableName = HeaderName.transform(cgiName).superRefine((h, ctx) => {
-  if (UNMODIFIABLE_HEADERS.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is the proxy's own to set or remove; a route cannot change it` });
-});
+/**
+ * Response headers a route may not change: the proxy's own (hop-by-hop, identity, framing)
+ * and the ones it answers callers with (x-mesh-error, x-mesh-overflow), which a caller
+ * must be able to trust came from a proxy.
+ */
+export const UNMODIFIABLE_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS, "content-length", "x-mesh-error", "x-mesh-overflow"]);
 
-const HeaderLine = z.strictObject({
-  name: ModifiableName.describe("Header name."),
-  value: z.string().refine(isPlainHeaderValue, "expected a header value: printable ASCII, no space at either end").describe("Its value."),
-});
+/** Changes to a request's or a response's headers, less `unmodifiable`. */
+function headerModifier(unmodifiable: ReadonlySet<string>, what: "request" | "response") {
+  // "_" and other separators read as "-", as the proxy reads them everywhere.
+  const name = HeaderName.transform(cgiName).superRefine((h, ctx) => {
+    if (unmodifiable.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is the proxy's own to set or remove; a route cannot change it` });
+  });
+  const line = z.strictObject({
+    name: name.describe("Header name."),
+    value: z.string().refine(isPlainHeaderValue, "expected a header value: printable ASCII, no space at either end").describe("Its value."),
+  });
+  return z
+    .strictObject({
+      set: z.array(line).min(1).optional().describe(`Headers set to these values, replacing any the ${what} carries.`),
+      add: z.array(line).min(1).optional().describe(`Headers added, beside any of the same name the ${what} carries.`),
+      remove: z.array(name).min(1).optional().describe("Headers removed, in any spelling."),
+    })
+    .superRefine((m, ctx) => {
+      const seen = new Map<string, string>();
+      for (const list of ["set", "add", "remove"] as const)
+        (Array.isArray(m[list]) ? m[list] : []).forEach((entry, i) => {
+          const named = typeof entry === "string" ? entry : entry?.name;
+          if (typeof named !== "string") return;
+          const earlier = seen.get(named);
+          if (earlier !== undefined) ctx.addIssue({ code: "custom", path: [list, i], message: `"${named}" is in ${earlier} already: name a header once` });
+          else seen.set(named, list);
+        });
+    }, always);
+}
 
-export const HeaderModifier = z
-  .strictObject({
-    set: z.array(HeaderLine).min(1).optional().describe("Headers set to these values, replacing any the request carries."),
-    add: z.array(HeaderLine).min(1).optional().describe("Headers added, beside any of the same name the request carries."),
-    remove: z.array(ModifiableName).min(1).optional().describe("Headers removed, in any spelling."),
-  })
-  .superRefine((m, ctx) => {
-    const seen = new Map<string, string>();
-    for (const list of ["set", "add", "remove"] as const)
-      (Array.isArray(m[list]) ? m[list] : []).forEach((entry, i) => {
-        const name = typeof entry === "string" ? entry : entry?.name;
-        if (typeof name !== "string") return;
-        const earlier = seen.get(name);
-        if (earlier !== undefined) ctx.addIssue({ code: "custom", path: [list, i], message: `"${name}" is in ${earlier} already: name a header once` });
-        else seen.set(name, list);
-      });
-  }, always)
-  .describe("Changes to a request's headers (the Gateway API's RequestHeaderModifier).");
+export const HeaderModifier = headerModifier(UNMODIFIABLE_HEADERS, "request").describe("Changes to a request's headers (the Gateway API's RequestHeaderModifier).");
+export const ResponseHeaderModifier = headerModifier(UNMODIFIABLE_RESPONSE_HEADERS, "response").describe("Changes to a response's headers (the Gateway API's ResponseHeaderModifier).");
 
 const Percent = z.number().min(0).max(100);
 
@@ -138,6 +148,9 @@ export const RouteRule = z
       }, always)
       .describe("Where its requests go, split by weight."),
     requestHeaders: HeaderModifier.optional().describe("Headers set, added or removed on the requests the rule takes, by the caller's sidecar, before they leave."),
+    responseHeaders: ResponseHeaderModifier.optional().describe(
+      "Headers set, added or removed on the responses the service sends to the requests the rule takes (HTTP/1.1 and HTTP/2; not the proxy's own answers, not WebSocket upgrades), by the caller's sidecar, before the caller gets them.",
+    ),
     timeouts: z
       .strictObject({
         request: Duration.optional().describe('Longest from sending a request the rule takes until its response headers arrive, retries included, instead of the backend\'s DestinationPolicy timeouts.request; "0s" none.'),

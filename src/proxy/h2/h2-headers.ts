@@ -11,6 +11,7 @@ import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names.ts
 import type { LoggedHead } from "../access-log.ts";
 // :authority is held to what the HTTP/1.1 parser takes in Host.
 import { HOST } from "../transport/h1/request-parse.ts";
+import { editH2Headers, type HeaderEdits } from "../header-edits.ts";
 
 const NOT_FORWARDED = [...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS];
 
@@ -56,10 +57,12 @@ export function forwardedRequest(headers: IncomingHttpHeaders, drop: readonly st
   return neverIndexed(out);
 }
 
-/** Response headers or trailers to send on: connection-specific and identity fields left off. */
-export function forwardedResponse(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+/** Response headers or trailers to send on: connection-specific and identity fields left off, and a route's `edits` made. */
+export function forwardedResponse(headers: IncomingHttpHeaders, edits?: HeaderEdits): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  for (const name in headers) if (!inCgiList(NOT_FORWARDED, name)) out[name] = headers[name];
+  const drop = edits?.drop;
+  for (const name in headers) if (!inCgiList(NOT_FORWARDED, name) && (drop === undefined || !inCgiList(drop, name))) out[name] = headers[name];
+  if (edits !== undefined) editH2Headers(out, edits);
   return neverIndexed(out);
 }
 

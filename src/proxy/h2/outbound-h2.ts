@@ -21,7 +21,7 @@ import type { IdleStreams } from "./idle-streams.ts";
 import { answered, StreamReporter } from "./stream-report.ts";
 import { relayStream, type RelayEnd } from "./stream-relay.ts";
 import { StreamRetries } from "./stream-retries.ts";
-import { changeH2Headers } from "../request-header-change.ts";
+import { editH2Headers } from "../header-edits.ts";
 import { injectFault } from "../fault.ts";
 import { isRetryableRequest } from "../resilience/retry.ts";
 
@@ -74,10 +74,10 @@ export function outboundH2(deps: OutboundH2Deps) {
       }
       dest.budget.onRequest();
       const out = forwardedRequest(headers, change?.drop ?? NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
-      if (change !== undefined) changeH2Headers(out, change);
+      if (change !== undefined) editH2Headers(out, change);
       const { timeoutMs, perTryMs, retryPolicy } = choice === undefined ? dest.call : choice.call;
       const tries = new StreamRetries(dest, retryPolicy, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
-      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs, perTryMs, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
+      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs, perTryMs, responseEdits: choice?.responseHeaders, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
       relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
         tries.end(end, call.started);
         dest.breaker.release("requests");

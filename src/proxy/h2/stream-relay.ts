@@ -21,6 +21,7 @@ import { replyLocally } from "./local-reply.ts";
 import { resetStream } from "./reset.ts";
 import { GrpcMessageLimit } from "./grpc-messages.ts";
 import type { IdleStreams, WatchedStream } from "./idle-streams.ts";
+import type { HeaderEdits } from "../header-edits.ts";
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 const END_STREAM = 0x1;
@@ -56,6 +57,8 @@ export interface RelayOptions {
   idle: IdleStreams;
   /** What each failure's answer says, after the cause. */
   upstreamName: string;
+  /** A route's changes to the response's headers (not its trailers). */
+  responseEdits?: HeaderEdits;
 }
 
 /** Why a try never reached the service. */
@@ -174,7 +177,7 @@ class StreamRelay {
       this.replay = undefined;
       this.end.headAt = performance.now();
       this.end.status = Number(head[":status"]);
-      const out = forwardedResponse(head);
+      const out = forwardedResponse(head, this.opts.responseEdits);
       if (trailersOnly) {
         this.end.grpcStatus = head["grpc-status"] as string | undefined;
         this.down.respond(out, { endStream: true });
