@@ -11,7 +11,9 @@
  * callers send to, so the shares add up to the figures while callers spread their calls
  * evenly (least-request, round robin); an instance that gets more than its share (ring
  * hash, a zone with fewer instances) refuses sooner. No request waits on a shared
- * counter, and a sidecar cut off from the control plane keeps its last share.
+ * counter, and a sidecar cut off from the control plane keeps its last share. When the
+ * count changes, each bucket keeps how full it was, scaled to the new share: instances
+ * coming and going must not refill every bucket.
  */
 import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import type { Service } from "../config/kinds/service.ts";
@@ -38,11 +40,22 @@ class TokenBucket {
   private readonly perMs: number;
   private readonly burst: number;
 
-  /** `share`: the part of the rate this sidecar enforces (1, or 1/N of a service's). */
-  constructor(rate: Rate, private last: number, share: number) {
+  /** `share`: the part of the rate this sidecar enforces (1, or 1/N of a service's); `full`: the part of the burst it starts with. */
+  constructor(
+    private readonly rate: Rate,
+    private last: number,
+    share: number,
+    full = 1,
+  ) {
     this.perMs = (rate.requestsPerSecond * share) / 1000;
     this.burst = Math.max(1, Math.floor((rate.burst ?? Math.max(1, Math.floor(rate.requestsPerSecond))) * share));
-    this.tokens = this.burst;
+    this.tokens = this.burst * full;
+  }
+
+  /** The same bucket for another share, as full (in part of its burst) as this one is now. */
+  reshared(share: number, now: number): TokenBucket {
+    this.has(now);
+    return new TokenBucket(this.rate, now, share, Math.max(0, this.tokens) / this.burst);
   }
 
   /** Refills for the time passed; whether a token is there (none is taken). */
@@ -80,11 +93,15 @@ export class RateLimiter {
     private readonly now: () => number = eventNow,
     /** The service's instances, for scope: service (at least 1). */
     readonly instances = 1,
+    /** The limiter of the same policy for another count, whose buckets this one carries on. */
+    before?: RateLimiter,
   ) {
     const spec = source.spec;
     this.share = spec.scope === "service" ? 1 / Math.max(1, instances) : 1;
-    this.total = spec.total && new TokenBucket(spec.total, now(), this.share);
+    const at = now();
+    this.total = before?.total ? before.total.reshared(this.share, at) : spec.total && new TokenBucket(spec.total, at, this.share);
     this.overrides = (spec.overrides ?? []).map((o) => ({ from: compileCallers(o.from, source.metadata.namespace, trustDomain), rate: o }));
+    if (before !== undefined) for (const [caller, bucket] of before.callers) this.callers.set(caller, bucket && bucket.reshared(this.share, at));
   }
 
   /** Undefined when `caller`'s request may pass (its tokens are taken); otherwise which limit it met. */
@@ -113,14 +130,16 @@ export class RateLimiter {
 /**
  * The limiter of `subject`'s inbound, or undefined when no policy is for it. `instances`:
  * the service's, as its own Service's endpoints in the config count them (at least 1).
- * `previous` is kept, buckets and all, when its policy and share are unchanged.
+ * `previous` is kept, buckets and all, when its policy and share are unchanged, and its
+ * buckets carried on, as full as they are, when only the share changed.
  */
 export function rateLimiterFor(policies: readonly RateLimitPolicy[], subject: PolicySubject, instances: number, previous?: RateLimiter): RateLimiter | undefined {
   const own = policies.find((p) => p.metadata.namespace === subject.namespace && p.spec.service === subject.service);
   if (own === undefined) return undefined;
   const counted = own.spec.scope === "service" ? Math.max(1, instances) : 1;
-  if (previous && previous.instances === counted && JSON.stringify(previous.source) === JSON.stringify(own)) return previous;
-  return new RateLimiter(own, subject.trustDomain, eventNow, counted);
+  const samePolicy = previous !== undefined && JSON.stringify(previous.source) === JSON.stringify(own);
+  if (samePolicy && previous.instances === counted) return previous;
+  return new RateLimiter(own, subject.trustDomain, eventNow, counted, samePolicy ? previous : undefined);
 }
 
 /** The service's instances the config names: its own Service's endpoints that take traffic (weight > 0). */

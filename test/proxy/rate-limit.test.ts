@@ -137,6 +137,35 @@ describe("buckets", () => {
   });
 });
 
+describe("a new instance count carries the buckets on", () => {
+  const shared = policy({ scope: "service", total: { requestsPerSecond: 0.01, burst: 12 }, perCaller: { requestsPerSecond: 0.01, burst: 12 } });
+  const drain = (limiter: RateLimiter, caller: string) => {
+    let passed = 0;
+    while (limiter.admit(id(caller)) === undefined) passed++;
+    return passed;
+  };
+
+  test("an emptied bucket stays empty when instances come or go: a re-count is no refill", () => {
+    const clock = new Clock();
+    const three = new RateLimiter(shared, "mesh.local", clock.now, 3);
+    expect(drain(three, "orders")).toBe(4); // 12/3
+    const two = new RateLimiter(shared, "mesh.local", clock.now, 2, three);
+    const four = new RateLimiter(shared, "mesh.local", clock.now, 4, three);
+    expect([two.admit(id("orders"))?.limit, four.admit(id("orders"))?.limit]).toEqual(["caller", "caller"]);
+    // Another caller: its own bucket is new and full, but the total is as empty as it was.
+    expect(two.admit(id("web"))?.limit).toBe("total");
+  });
+
+  test("a bucket half used is half full at the new share; a new policy starts over", () => {
+    const clock = new Clock();
+    const two = new RateLimiter(shared, "mesh.local", clock.now, 2);
+    expect([1, 2, 3].map(() => two.admit(id("orders")))).toEqual([undefined, undefined, undefined]); // 3 of 6
+    expect(drain(new RateLimiter(shared, "mesh.local", clock.now, 1, two), "orders")).toBe(6); // half of 12
+    expect(drain(new RateLimiter(shared, "mesh.local", clock.now, 3, two), "orders")).toBe(2); // half of 4
+    expect(drain(rateLimiterFor([shared], subject, 1)!, "orders")).toBe(12);
+  });
+});
+
 describe("through real sidecars", () => {
   const fx = fixtureFor("orders", "web", "billing", "payments");
   const LIMITS = `---
