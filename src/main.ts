@@ -32,6 +32,7 @@ export const rootCommand: CommandSpec = {
     lazy("get", "Show manifests stored in the control plane, as JSON.", async () => (await manifests()).getCommand),
     lazy("delete", "Remove a manifest from the control plane.", async () => (await manifests()).deleteCommand),
     lazy("join-token", "Make, list and revoke the join tokens new sidecars trade for their first certificate.", async () => (await import("./cli/join-token.ts")).joinTokenCommand),
+    lazy("redirect", "Send this network namespace's outbound calls to the sidecar's outbound listener (iptables), so services need no HTTP_PROXY.", async () => (await import("./cli/redirect.ts")).redirectCommand),
     lazy("check", "Check the mesh: control plane, CA and certificates, proxies on the latest config, rejections.", async () => (await import("./cli/check.ts")).checkCommand),
     lazy("ca", "The certificate authority: create it, issue and sign workload certificates, inspect, rotate.", async () => (await import("./cli/ca/index.ts")).caCommand),
     waitReadyCommand,

@@ -1,0 +1,62 @@
+/**
+ * Installs and removes the redirect rules (rules.ts) in this network namespace with the
+ * system's iptables tools. Applying is one iptables-restore transaction per family;
+ * removing deletes the hook from OUTPUT and the two chains, and nothing else.
+ */
+import { spawnSync } from "node:child_process";
+import { MeshError } from "../core/errors.ts";
+import { HOOK, OUTPUT_CHAIN, REDIRECT_CHAIN, restoreInput, type Family, type RedirectPlan } from "./rules.ts";
+
+const TOOL: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
+
+function run(command: string, args: string[], input?: string): { ok: boolean; stdout: string; stderr: string } {
+  const r = spawnSync(command, args, { input, encoding: "utf8" });
+  if (r.error && (r.error as NodeJS.ErrnoException).code === "ENOENT")
+    throw new MeshError(`${command} not found: install iptables (Debian and Ubuntu: apt-get install iptables), and run this as root or with CAP_NET_ADMIN`);
+  if (r.error) throw new MeshError(`${command}: ${r.error.message}`);
+  return { ok: r.status === 0, stdout: r.stdout, stderr: r.stderr.trim() };
+}
+
+/** The nat table's rules of `family`, as `iptables -S` prints them. */
+function natRules(family: Family): string[] {
+  const r = run(TOOL[family], ["-w", "-t", "nat", "-S"]);
+  if (!r.ok) throw new MeshError(`${TOOL[family]} -t nat -S: ${r.stderr || "failed"}`);
+  return r.stdout.split("\n");
+}
+
+/** Installs `plan`'s rules for `family`, replacing any earlier ones; false when it redirects nothing of this family (earlier rules removed). */
+export function applyRedirect(plan: RedirectPlan, family: Family): boolean {
+  const input = restoreInput(plan, family);
+  if (input === undefined) {
+    removeRedirect(family);
+    return false;
+  }
+  const hooked = natRules(family).includes(HOOK);
+  const whole = hooked ? input : input.replace("COMMIT", `${HOOK}\nCOMMIT`);
+  const r = run(`${TOOL[family]}-restore`, ["-w", "--noflush"], whole);
+  if (!r.ok) throw new MeshError(`${TOOL[family]}-restore refused the rules: ${r.stderr || "failed"}`);
+  return true;
+}
+
+/** Removes the hook and both chains; whether there was anything to remove. */
+export function removeRedirect(family: Family): boolean {
+  const rules = natRules(family);
+  const tool = TOOL[family];
+  const must = (...args: string[]) => {
+    const r = run(tool, ["-w", "-t", "nat", ...args]);
+    if (!r.ok) throw new MeshError(`${tool} -t nat ${args.join(" ")}: ${r.stderr || "failed"}`);
+  };
+  let removed = false;
+  for (const rule of rules)
+    if (rule === HOOK) {
+      must("-D", ...HOOK.split(" ").slice(1));
+      removed = true;
+    }
+  for (const chain of [OUTPUT_CHAIN, REDIRECT_CHAIN])
+    if (rules.includes(`-N ${chain}`)) {
+      must("-F", chain);
+      removed = true;
+    }
+  for (const chain of [OUTPUT_CHAIN, REDIRECT_CHAIN]) if (rules.includes(`-N ${chain}`)) must("-X", chain);
+  return removed;
+}
