@@ -15,7 +15,7 @@ import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
 import { startProxy, type Listen, type RunningProxy } from "../proxy/proxy.ts";
 import { openAccessLog } from "../proxy/access-log.ts";
 import { loadSavedConfig } from "../proxy/control/saved-config.ts";
-import { str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
+import { bool, str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } from "./proxy-control.ts";
 import type { TcpUpstream } from "../proxy/tcp/outbound-tcp.ts";
 import { countFlag, durationFlag, parseListen, parseTcpUpstream } from "./flags.ts";
@@ -112,6 +112,7 @@ export const proxyCommand: CommandSpec = {
     { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
     { name: "max-connections", type: "string", value: "N", description: "Connections the inbound and outbound listeners hold together before closing new ones at accept (default: half the open-files limit)." },
     { name: "tcp-upstream", type: "strings", value: "SVC:PORT=[ADDR:]PORT", description: "Carry opaque TCP to a Service's tcp port from a local listener, e.g. postgres:5432=15432 (the app connects to 127.0.0.1:15432); repeatable; replaces ProxyConfig.tcpUpstreams." },
+    { name: "transparent", type: "boolean", description: "Take the connections mesh redirect sends the outbound listener: one to a Service's address at a tcp port is carried as opaque TCP, the rest read as HTTP (Linux; or ProxyConfig.transparent)." },
     { name: "escaped-slashes", type: "string", value: "refuse|keep", description: "%2F and %5C in an inbound path: refuse them (default), or keep them as data for a service that never reads them as separators; rules then match them as data." },
     ...CONTROL_FLAGS,
   ],
@@ -222,6 +223,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
     escapedSlashes,
     tcpUpstreams,
+    transparent: bool(args, "transparent") || pc?.transparent === true,
     awaitsConfig: cp !== undefined,
     savedConfig: cp ? loadSavedConfig(certsDir, ctx.log) : undefined,
     tracing,

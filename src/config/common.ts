@@ -52,6 +52,12 @@ export const Host = z.string().superRefine((value, ctx) => {
   if (!isHost(value)) ctx.addIssue({ code: "custom", message: `expected an IPv4 or IPv6 address or a hostname, got "${value}"` });
 });
 
+/** An IPv4 or IPv6 address, in its canonical form (IPv6 compressed, lower case), so equal addresses compare equal. */
+export const IPAddress = z
+  .string()
+  .refine((value) => isIP(value) !== 0, { error: (iss) => `expected an IPv4 or IPv6 address, got "${String(iss.input)}"` })
+  .transform((value) => (isIP(value) === 6 ? new URL(`http://[${value}]/`).hostname.slice(1, -1) : value));
+
 export const NonEmpty = z.string().min(1);
 
 /** A locality: the zone an instance runs in, as its operator names them ("eu-west-1a"). */

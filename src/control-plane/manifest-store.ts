@@ -9,6 +9,7 @@ import { parseManifest, type Manifest } from "../config/manifest.ts";
 import "../config/kinds/index.ts";
 import { secondRateLimits } from "../config/kinds/rate-limit-policy.ts";
 import { routeServices, type HTTPRoute } from "../config/kinds/http-route.ts";
+import { sharedAddresses, type Service } from "../config/kinds/service.ts";
 import type { Store } from "../store/store.ts";
 import { manifestKey } from "./keys.ts";
 import type { ControlPlaneView } from "./view.ts";
@@ -65,7 +66,7 @@ export async function applyDocuments(store: Store, view: ControlPlaneView, docs:
       if (!seen.has(`Service/${ns}/${service}`) && !view.manifests.has(`Service/${ns}/${service}`))
         errors.push(`${v.source} ${field}: no Service "${service}" in namespace "${ns}"`);
   }
-  errors.push(...secondRateLimitErrors(view, valid), ...secondRouteErrors(view, valid));
+  errors.push(...secondRateLimitErrors(view, valid), ...secondRouteErrors(view, valid), ...sharedAddressErrors(view, valid));
   if (errors.length > 0) return { ok: false, errors, applied: [] };
 
   const applied: ApplyResult["applied"] = [];
@@ -79,6 +80,18 @@ export async function applyDocuments(store: Store, view: ControlPlaneView, docs:
     applied.push({ kind, namespace: metadata.namespace, name: metadata.name, outcome });
   }
   return { ok: true, errors: [], applied };
+}
+
+/** An address a submitted Service claims that another Service (stored and not replaced, or earlier in the batch) has. */
+function sharedAddressErrors(view: ControlPlaneView, batch: { source: string; manifest: Manifest }[]): string[] {
+  const batchIds = new Set(batch.map((v) => `${v.manifest.kind}/${v.manifest.metadata.namespace}/${v.manifest.metadata.name}`));
+  const stored = [...view.manifests]
+    .filter(([id, { manifest: m }]) => m.kind === "Service" && !batchIds.has(id))
+    .map(([, { manifest }]) => ({ source: undefined as string | undefined, manifest }));
+  const submitted = batch.filter((v) => v.manifest.kind === "Service");
+  return sharedAddresses([...stored, ...submitted], (v) => v.manifest as Service).map(
+    ({ item, address, first }) => `${item.source} spec.addresses: ${address} is ${first.source ?? `Service "${first.manifest.metadata.namespace}/${first.manifest.metadata.name}"`}'s already; no two Services share an address`,
+  );
 }
 
 /** A second RateLimitPolicy for a service, in the batch or beside one stored (and not replaced by the batch). */

@@ -6,6 +6,7 @@
 import { defaultDestinationPolicy, type DestinationPolicy, type DestinationPolicySpec } from "../config/kinds/destination-policy.ts";
 import type { CompiledRoute } from "./routing.ts";
 import type { Service } from "../config/kinds/service.ts";
+import { isIP } from "node:net";
 import { boundedMemo } from "../core/bounded-memo.ts";
 import { systemClock } from "../core/clock.ts";
 import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
@@ -37,6 +38,8 @@ export interface Destination {
   verifyPeer: VerifyPeer | undefined;
   /** The Service's tcp ports: port → the workload's port (targetPort). */
   tcpPorts: ReadonlyMap<number, number>;
+  /** The Service's virtual addresses (spec.addresses), canonical. */
+  addresses: readonly string[];
   /** The endpoints split by the caller's zone, when that changes where it sends (zones.ts). */
   zones: ZoneSplit | undefined;
   /** Pooled connections per endpoint; the peer's SPIFFE ID is checked once per connection. */
@@ -58,14 +61,19 @@ export interface Snapshot {
   routes: Map<Destination, CompiledRoute>;
   /** A request's host → its destination, memoized for this snapshot: see resolveHost. */
   byHost: (host: string) => Destination | null;
+  /** A virtual address (Service spec.addresses) → its destination; the first Service to claim one keeps it. */
+  byAddress: ReadonlyMap<string, Destination>;
 }
 
 /** Distinct hosts remembered per snapshot; a flood of made-up hosts only empties the memo. */
 const HOSTS_REMEMBERED = 1024;
 
-/** A snapshot of these destinations, with its own memo of hosts resolved. */
+/** A snapshot of these destinations, with its own memo of hosts resolved: by name, or by a virtual address. */
 export function snapshotOf(version: string, destinations: Map<string, Destination>): Snapshot {
-  return { version, destinations, routes: new Map(), byHost: boundedMemo(HOSTS_REMEMBERED, (host) => destinations.get(destinationName(host)) ?? null) };
+  const byAddress = new Map<string, Destination>();
+  for (const dest of destinations.values()) for (const address of dest.addresses) if (!byAddress.has(address)) byAddress.set(address, dest);
+  const resolve = (host: string) => destinations.get(destinationName(host)) ?? (byAddress.size === 0 ? undefined : byAddress.get(addressOf(host))) ?? null;
+  return { version, destinations, routes: new Map(), byHost: boundedMemo(HOSTS_REMEMBERED, resolve), byAddress };
 }
 
 /** Verifies the server is the service we meant to reach: its SPIFFE ID, not its hostname. */
@@ -145,6 +153,7 @@ function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: Wo
     scheme: spiffeId ? "https" : "http",
     verifyPeer,
     tcpPorts: new Map(svc.spec.ports.filter((p) => p.protocol === "tcp").map((p) => [p.port, p.targetPort])),
+    addresses: svc.spec.addresses ?? [],
     endpoints,
     zones: zoneSplit(endpoints, zone, lb),
     balancer: createBalancer(balancerPolicy(lb), { clock: systemClock, random: Math.random }),
@@ -173,6 +182,15 @@ const CLUSTER_SUFFIX = /\.svc(\.cluster\.local)?\.?$/;
 
 function destinationName(host: string): string {
   return host.replace(PORT_SUFFIX, "").toLowerCase().replace(CLUSTER_SUFFIX, "");
+}
+
+const BRACKETED = /^\[([0-9a-fA-F:.]+)\](?::\d+)?$/;
+
+/** A host as an address in canonical form: `10.96.0.5`, `10.96.0.5:80`, `[fd00::5]:80` → the address; anything else unchanged. */
+function addressOf(host: string): string {
+  const v6 = BRACKETED.exec(host);
+  if (v6 !== null) return isIP(v6[1]!) === 6 ? new URL(`http://[${v6[1]}]/`).hostname.slice(1, -1) : host;
+  return host.replace(PORT_SUFFIX, "");
 }
 
 /** Closes the pools of `snapshot` that `next` does not carry over; requests in flight finish. */

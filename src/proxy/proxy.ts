@@ -98,6 +98,8 @@ export interface ProxyOptions {
   escapedSlashes?: EscapedSlashes;
   /** Opaque TCP upstreams: a local listener each. */
   tcpUpstreams?: TcpUpstream[];
+  /** The outbound listener takes connections mesh redirect sends it (a Service address's tcp port carried as TCP). */
+  transparent?: boolean;
   log: Logger;
 }
 
@@ -199,8 +201,10 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundH2Server = h2LoopbackServer(tunnelDir.inboundH2Path, inboundH2Tunnels.identities, inboundStreams.onStream);
   const outboundH2Server = h2LoopbackServer(tunnelDir.outboundH2Path, undefined, outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, accessLog: opts.accessLog, tracer }));
 
+  // Only a --transparent sidecar loads bun:ffi and libc's getsockopt.
+  const originalDestination = opts.transparent ? (await import("./original-destination.ts")).originalDestinationReader() : undefined;
   const tcp = sidecarTcp({
-    ...opts, upstreams: opts.tcpUpstreams ?? [], snapshot: () => snapshot, certs: () => certs, policies: () => inboundPolicies, metrics, budget,
+    ...opts, upstreams: opts.tcpUpstreams ?? [], snapshot: () => snapshot, certs: () => certs, policies: () => inboundPolicies, metrics, budget, originalDestination,
     onOverLimit: () => overLimit("outbound tcp", budget),
   });
   tcp.configure(config.services, config.policies);
@@ -230,6 +234,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 10 },
     budget,
     handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels, h2Tunnels: outboundH2Tunnels, accessLog: opts.accessLog, tracer }),
+    redirected: originalDestination && tcp.redirected,
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
   const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());

@@ -60,6 +60,20 @@ test("apply stores every manifest or none; get shows them as written; delete ref
   expect((await mesh("get", "sevice", ...admin)).err).toContain('did you mean "Service"');
 });
 
+test("apply refuses a Service claiming another's address, in the batch or stored; replacing the claimant frees it", async () => {
+  const at = (name: string, address: string) => service(name).replace("spec:\n", `spec:\n  addresses: [${address}]\n`);
+  expect((await mesh("apply", "-f", file("vip-a.yaml", at("vip-a", "10.96.0.5")), ...admin)).code).toBe(0);
+  const stored = await mesh("apply", "-f", file("vip-b.yaml", at("vip-b", "10.96.0.5")), ...admin);
+  expect(stored.code).toBe(65);
+  expect(stored.err).toContain('#0 spec.addresses: 10.96.0.5 is Service "shop/vip-a"\'s already; no two Services share an address');
+  const batch = file("vip-cd.yaml", at("vip-c", "10.96.0.7") + "---\n" + at("vip-d", "10.96.0.7"));
+  expect((await mesh("apply", "-f", batch, ...admin)).err).toContain(`${batch}#1 spec.addresses: 10.96.0.7 is ${batch}#0's already`);
+  // vip-a gives 10.96.0.5 up in the same batch that gives it to vip-b.
+  const moved = await mesh("apply", "-f", file("vip-moved.yaml", at("vip-a", "10.96.0.6") + "---\n" + at("vip-b", "10.96.0.5")), ...admin);
+  expect(moved.code).toBe(0);
+  for (const name of ["vip-a", "vip-b"]) expect((await mesh("delete", "service", name, "-n", "shop", ...admin)).code).toBe(0);
+});
+
 test("local kinds are refused: they configure one process", async () => {
   const local = file("local.yaml", "apiVersion: mesh.dev/v1alpha1\nkind: ProxyConfig\nmetadata: {name: web}\nspec: {upstream: 'http://127.0.0.1:8080'}\n");
   const r = await mesh("apply", "-f", local, ...admin);

@@ -88,8 +88,8 @@ export interface TcpExchange {
   error: string | undefined;
 }
 
-/** Connects, sends `payload` (in chunks), half-closes, and reads until the other side closes (at most `timeoutMs`). */
-export async function tcpExchange(port: number, payload: Uint8Array | string, opts: { halfClose?: boolean; timeoutMs?: number; chunk?: number } = {}): Promise<TcpExchange> {
+/** Connects (to 127.0.0.1 unless `host`), sends `payload` (in chunks), half-closes, and reads until the other side closes (at most `timeoutMs`). */
+export async function tcpExchange(port: number, payload: Uint8Array | string, opts: { halfClose?: boolean; timeoutMs?: number; chunk?: number; host?: string } = {}): Promise<TcpExchange> {
   const data = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
   const chunks: Uint8Array[] = [];
   let error: string | undefined;
@@ -124,7 +124,7 @@ export async function tcpExchange(port: number, payload: Uint8Array | string, op
 
   function connect(): Promise<Socket<undefined>> {
     return Bun.connect<undefined>({
-      hostname: "127.0.0.1",
+      hostname: opts.host ?? "127.0.0.1",
       port,
       allowHalfOpen: true,
       socket: {

@@ -2,14 +2,17 @@ import { describe, expect, test } from "bun:test";
 import { resolveHost, snapshotOf, type Destination } from "../../src/proxy/destinations.ts";
 
 /** Destinations stand-ins: resolveHost only looks them up by key. */
-const payments = { name: "payments" } as Destination;
-const shopPayments = { name: "payments" } as Destination;
+const payments = { name: "payments", addresses: ["10.96.0.5", "fd00::5"] } as unknown as Destination;
+const shopPayments = { name: "payments", addresses: [] } as unknown as Destination;
+/** Claims payments' first address too: the first claimant keeps it. */
+const orders = { name: "orders", addresses: ["10.96.0.5", "10.96.0.6"] } as unknown as Destination;
 const snapshot = () =>
   snapshotOf(
     "v1",
     new Map([
       ["payments.shop", shopPayments],
       ["payments", payments],
+      ["orders.shop", orders],
     ]),
   );
 
@@ -25,6 +28,14 @@ describe("resolveHost", () => {
     ["payments.shop.svc.cluster.local.", shopPayments],
     ["orders", undefined],
     ["payments.other", undefined],
+    // By a virtual address (Service spec.addresses), with or without a port; IPv6 in any spelling.
+    ["10.96.0.5", payments],
+    ["10.96.0.5:80", payments],
+    ["10.96.0.6", orders],
+    ["[fd00::5]", payments],
+    ["[FD00:0:0::5]:8080", payments],
+    ["10.96.0.7", undefined],
+    ["[fd00::6]:80", undefined],
   ] as const)("%s", (host, expected) => {
     const s = snapshot();
     expect(resolveHost(s, host)).toBe(expected);

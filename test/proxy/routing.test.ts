@@ -15,7 +15,7 @@ const issues = (spec: Record<string, unknown>) => manifestIssues("HTTPRoute", sp
 /** Destinations by name, as a snapshot holds them ("name.namespace" keys). */
 function snapshotWith(...names: string[]): Snapshot {
   const destinations = new Map<string, Destination>(names.map((n) => [`${n}.shop`, { name: n, namespace: "shop" } as Destination]));
-  return { version: "t", destinations, routes: new Map(), byHost: () => null };
+  return { version: "t", destinations, routes: new Map(), byHost: () => null, byAddress: new Map() };
 }
 const req = (pathAndQuery: string, headers: Record<string, string> = {}, method = "GET"): RoutedRequest => ({ method, pathAndQuery, header: (n) => headers[n] });
 

@@ -3,7 +3,8 @@
  * namespaces with the system's iptables, a service that calls `http://payments/charge`
  * with no HTTP_PROXY reaching payments over the mesh's mTLS. The orders sidecar runs
  * under a group of its own (1337), whose connections the rules leave alone: the sidecar's
- * calls to payments' inbound are inside the redirected range too.
+ * calls to payments' inbound are inside the redirected range too. With --transparent it
+ * also carries raw TCP sent to payments' virtual address at its tcp port.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
@@ -13,6 +14,8 @@ import { mesh } from "../helpers/cli.ts";
 import { fixtureFor } from "../helpers/mesh-fixture.ts";
 import { createLab, netnsUnavailable, type Host, type NetnsLab } from "../helpers/netns.ts";
 import { startMesh, startReady } from "../helpers/procs.ts";
+
+const TCP_EXCHANGE = join(import.meta.dir, "..", "helpers", "tcp-exchange.ts");
 import { restoreInput, type RedirectPlan } from "../../src/redirect/rules.ts";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
@@ -69,6 +72,8 @@ describe("in a network namespace", () => {
   let lab: NetnsLab;
   let orders: Host;
   let payments: Host;
+  /** payments' virtual address (Service spec.addresses). */
+  let vip: string;
 
   const inNs = (host: Host, ...command: string[]) => spawnSync("ip", ["netns", "exec", host.ns, ...command], { encoding: "utf8" });
   const redirect = (...args: string[]) => inNs(orders, process.execPath, MAIN, "redirect", ...args);
@@ -83,15 +88,22 @@ describe("in a network namespace", () => {
     lab = createLab(2);
     [orders, payments] = lab.hosts as [Host, Host];
     const echo = await startReady([process.execPath, join(import.meta.dir, "..", "helpers", "echo-server.ts"), "payments"], { wrap: ["ip", "netns", "exec", payments.ns] });
+    const ports = echo.ready as { port: number; tcpPort: number };
+    // payments at a virtual address no host has, in the redirected range: an HTTP port, and a tcp one carried to its echo.
+    vip = payments.address.replace(/\.\d+$/, ".200");
+    const config = join(fx.tmp.path, "services.yaml");
+    writeFileSync(
+      config,
+      `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: { name: payments }\nspec:\n  addresses: [${vip}]\n` +
+        `  ports: [{ name: http, port: 80 }, { name: echo, port: 7000, protocol: tcp, targetPort: ${ports.tcpPort} }]\n  endpoints: [{ address: ${payments.address}, port: 15006 }]\n`,
+    );
     const certs = (service: string) => join(fx.tmp.path, "certs", service);
     await startMesh(
-      ["proxy", "--service", "payments", "--upstream", `http://127.0.0.1:${(echo.ready as { port: number }).port}`, "--certs-dir", certs("payments"), "--inbound", `${payments.address}:15006`, "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000"],
+      ["proxy", "--service", "payments", "--upstream", `http://127.0.0.1:${ports.port}`, "--certs-dir", certs("payments"), "--inbound", `${payments.address}:15006`, "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--config", config],
       { wrap: ["ip", "netns", "exec", payments.ns] },
     );
-    const config = join(fx.tmp.path, "orders.yaml");
-    writeFileSync(config, `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: { name: payments }\nspec:\n  ports: [{ name: http, port: 80 }]\n  endpoints: [{ address: ${payments.address}, port: 15006 }]\n`);
     await startMesh(
-      ["proxy", "--service", "orders", "--upstream", "http://127.0.0.1:9", "--certs-dir", certs("orders"), "--inbound", "127.0.0.1:15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--config", config],
+      ["proxy", "--service", "orders", "--upstream", "http://127.0.0.1:9", "--certs-dir", certs("orders"), "--inbound", "127.0.0.1:15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--config", config, "--transparent"],
       { wrap: ["ip", "netns", "exec", orders.ns, "setpriv", `--regid=${PROXY_GID}`, "--clear-groups"] },
     );
   });
@@ -105,6 +117,18 @@ describe("in a network namespace", () => {
     const r = redirect("--proxy-gid", PROXY_GID, "--cidrs", `${payments.address.replace(/\.\d+$/, ".0")}/24`);
     expect([r.status, r.stdout.trim()]).toEqual([0, `redirecting TCP to ${payments.address.replace(/\.\d+$/, ".0")}/24 to 127.0.0.1:15001 (IPv4); the sidecar's group ${PROXY_GID} and loopback are left alone`]);
     expect(JSON.parse(callPayments().stdout)).toMatchObject({ service: "payments", caller: "spiffe://mesh.local/ns/default/sa/orders" });
+  });
+
+  test("--transparent: raw TCP to payments' address at its tcp port is carried to its service, half-close and all", () => {
+    const r = inNs(orders, process.execPath, TCP_EXCHANGE, vip, "7000", "hello");
+    expect(JSON.parse(r.stdout)).toEqual({ text: "hellobye 5" });
+  });
+
+  test("--transparent: at any other port of the address a connection is read as HTTP; a call whose Host is the address goes to payments", () => {
+    const notTcp = inNs(orders, process.execPath, TCP_EXCHANGE, vip, "7001", "hello\r\n\r\n");
+    expect((JSON.parse(notTcp.stdout) as { text: string }).text).toStartWith("HTTP/1.1 400");
+    const byAddress = inNs(orders, "curl", "-s", "-m", "5", "--noproxy", "*", `http://${vip}/x`);
+    expect(JSON.parse(byAddress.stdout)).toMatchObject({ service: "payments", caller: "spiffe://mesh.local/ns/default/sa/orders", asked: vip });
   });
 
   test("applying again replaces the rules: one hook, the new ports", () => {

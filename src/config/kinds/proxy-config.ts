@@ -139,6 +139,12 @@ export const ProxyConfigSpec = z
       .describe("Path on the upstream checked before each heartbeat to the control plane; default: health judged from traffic."),
     escapedSlashes: z.enum(ESCAPED_SLASHES).default("refuse").describe(ESCAPED_SLASHES_HELP),
     maxConnections: MaxConnections.describe("Connections the inbound and outbound listeners hold together before closing new ones at accept; default half the open-files limit."),
+    transparent: z
+      .boolean()
+      .default(false)
+      .describe(
+        "The outbound listener takes connections mesh redirect sends it: a connection to a Service's address (spec.addresses) at one of its tcp ports is carried as opaque TCP, any other is read as HTTP. Reads each connection's original destination (Linux); default false.",
+      ),
     tcpUpstreams: z
       .array(TcpUpstreamSpec)
       .optional()

@@ -1,13 +1,13 @@
 /** Service: a named set of ports, optionally with static endpoints for meshes without a control plane. */
 import { z } from "zod";
-import { always, dnsLabel, Host, Port, uniqueBy, Zone } from "../common";
+import { always, dnsLabel, Host, IPAddress, Port, uniqueBy, Zone } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
 
 /**
  * What the proxies carry: HTTP/1.1 (WebSocket upgrades included), HTTP/2 and gRPC on the
  * outbound listener, where each call keeps the protocol its caller speaks (HTTP/2 from its
  * first bytes); and opaque TCP, through a local listener per tcp port a sidecar is told to
- * bind (ProxyConfig tcpUpstreams).
+ * bind (ProxyConfig tcpUpstreams), or redirected from one of the Service's addresses.
  */
 export const PROTOCOLS = ["http", "http2", "grpc", "tcp"] as const;
 
@@ -19,7 +19,7 @@ export const ServicePort = z
       .enum(PROTOCOLS)
       .default("http")
       .describe(
-        "Protocol spoken on the port: http (HTTP/1.1, WebSocket upgrades included), http2 (h2c), grpc, or tcp (opaque bytes: a database, a queue); default http. HTTP calls keep the protocol their caller speaks (HTTP/2 is told by its first bytes), so for them this describes the service. A tcp port is reached through a local listener the caller's sidecar binds for it (ProxyConfig tcpUpstreams), and the service's sidecar carries such connections to targetPort on the service's host, to no port the Service does not declare tcp.",
+        "Protocol spoken on the port: http (HTTP/1.1, WebSocket upgrades included), http2 (h2c), grpc, or tcp (opaque bytes: a database, a queue); default http. HTTP calls keep the protocol their caller speaks (HTTP/2 is told by its first bytes), so for them this describes the service. A tcp port is reached through a local listener the caller's sidecar binds for it (ProxyConfig tcpUpstreams), or at one of spec.addresses through mesh redirect and a --transparent sidecar, and the service's sidecar carries such connections to targetPort on the service's host, to no port the Service does not declare tcp.",
       ),
     targetPort: Port.optional().describe("Port the workload listens on; default: port. For a tcp port of a service outside the mesh (mtls: false), the port connected to on each endpoint's address."),
   })
@@ -60,6 +60,19 @@ export const ServiceSpec = z
       )
       .optional()
       .describe("Static instances, for configs without a control plane; unique by address and port."),
+    addresses: z
+      .array(IPAddress)
+      .min(1)
+      .superRefine((addresses, ctx) => {
+        addresses.forEach((a, i) => {
+          const first = addresses.indexOf(a);
+          if (first < i) ctx.addIssue({ code: "custom", path: [i], message: `duplicate address ${a} (also at index ${first})` });
+        });
+      })
+      .optional()
+      .describe(
+        "Virtual addresses the service is called at besides its name: a Kubernetes ClusterIP, a VIP your DNS gives its name. A call whose Host is one of them goes to this service; with mesh redirect and mesh proxy --transparent, a connection to one of them at a tcp port is carried as opaque TCP. No two Services share one.",
+      ),
     mtls: z
       .boolean()
       .default(true)
@@ -81,3 +94,16 @@ export const Service = registerKind({
   }),
 });
 export type Service = ManifestOf<typeof Service>;
+
+/** Each address a Service claims that an earlier one claimed: the later item, the address, and the earlier item. */
+export function sharedAddresses<T>(items: readonly T[], serviceOf: (item: T) => Service): { item: T; address: string; first: T }[] {
+  const claimed = new Map<string, T>();
+  const shared: { item: T; address: string; first: T }[] = [];
+  for (const item of items)
+    for (const address of serviceOf(item).spec.addresses ?? []) {
+      const first = claimed.get(address);
+      if (first === undefined) claimed.set(address, item);
+      else if (first !== item) shared.push({ item, address, first });
+    }
+  return shared;
+}

@@ -9,7 +9,7 @@ import { routeServices, type HTTPRoute } from "../../config/kinds/http-route.ts"
 import type { DestinationPolicy } from "../../config/kinds/destination-policy.ts";
 import { secondRateLimits, type RateLimitPolicy } from "../../config/kinds/rate-limit-policy.ts";
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
-import type { Service } from "../../config/kinds/service.ts";
+import { sharedAddresses, type Service } from "../../config/kinds/service.ts";
 import { parseManifest } from "../../config/manifest.ts";
 import "../../config/kinds/index.ts";
 
@@ -57,6 +57,8 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
   for (const { item: p } of secondRateLimits(rateLimits, (p) => p))
     problems.push(`RateLimitPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: a second RateLimitPolicy for "${p.spec.service}"`);
   problems.push(...routeProblems(routes, known).map((p) => `HTTPRoute ${p}`));
+  for (const { item, address, first } of sharedAddresses(services, (s) => s))
+    problems.push(`Service ${nameKey(item)} spec.addresses: ${address} is Service ${nameKey(first)}'s already`);
   if (problems.length) throw new ConfigRejected(problems.join("; "));
   return { services, policies, authorization, rateLimits, authentication, routes };
 }

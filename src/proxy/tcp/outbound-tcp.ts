@@ -1,7 +1,8 @@
 /**
  * The caller's side of opaque TCP: a local listener per TCP upstream the sidecar is told
  * of (Consul's upstreams with local_bind_port): the application connects to it as if to
- * the service's port, and each connection is carried to an endpoint the destination's
+ * the service's port; or a connection mesh redirect sent to the outbound listener that was
+ * bound for a Service's address at a tcp port (adopt()). Each is carried to an endpoint the destination's
  * balancer picks, over mutual TLS with the peer's SPIFFE ID checked and ALPN mesh-tcp/1
  * (wire.ts), or in plain TCP to a service outside the mesh. A connection that fails to
  * connect goes to another endpoint, within the DestinationPolicy's retry attempts: nothing
@@ -23,12 +24,16 @@ import type { PipeReport } from "./pipe.ts";
 import type { TcpReporter } from "./report.ts";
 import { Answer, ANSWER_RESULT, preamble, TCP_ALPN } from "./wire.ts";
 
-/** A TCP upstream: the application reaches `service`'s `port` at `bind`. */
-export interface TcpUpstream {
+/** Where a carried connection goes: `service`'s tcp `port`. */
+export interface TcpTarget {
   /** `name` or `name.namespace`. */
   service: string;
   /** The Service's port (a tcp one). */
   port: number;
+}
+
+/** A TCP upstream: the application reaches its target at `bind`. */
+export interface TcpUpstream extends TcpTarget {
   bind: { address: string; port: number };
 }
 
@@ -77,11 +82,7 @@ export class OutboundTcp {
             self.deps.onOverLimit?.();
             return void sock.terminate();
           }
-          sock.setNoDelay(true);
-          const conn = new OutboundTcpConnection(sock as Socket<unknown>, upstream, self.deps, (c) => self.open.delete(c));
-          sock.data = conn;
-          self.open.add(conn);
-          conn.start();
+          self.adopt(sock as Socket<unknown>, upstream);
         },
         data: (sock, chunk) => sock.data?.onData(chunk),
         drain: (sock) => sock.data?.onDrain(),
@@ -97,6 +98,17 @@ export class OutboundTcp {
     });
     this.listeners.push(listener);
     return listener.port;
+  }
+
+  /** Carries the client's connection `sock` (its place in the budget taken) to `target`: made the socket's data, which its events go to. */
+  adopt(sock: Socket<unknown>, target: TcpTarget): OutboundTcpConnection {
+    sock.setNoDelay(true);
+    const conn = new OutboundTcpConnection(sock, target, this.deps, (c) => this.open.delete(c));
+    // Before start(), which may refuse the connection at once: its events must find their owner.
+    sock.data = conn;
+    this.open.add(conn);
+    conn.start();
+    return conn;
   }
 
   /** No new connections; open ones go on. */
@@ -124,7 +136,7 @@ class OutboundTcpConnection extends CarriedConnection {
 
   constructor(
     client: Socket<unknown>,
-    private readonly upstream: TcpUpstream,
+    private readonly upstream: TcpTarget,
     private readonly deps: OutboundTcpDeps,
     private readonly gone: (c: OutboundTcpConnection) => void,
   ) {

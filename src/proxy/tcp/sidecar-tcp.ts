@@ -1,6 +1,7 @@
 /**
  * Opaque TCP in a sidecar: the inbound side (mTLS connections that chose mesh-tcp/1, to
- * the service's own tcp ports) and the outbound side (a local listener per TCP upstream).
+ * the service's own tcp ports) and the outbound side (a local listener per TCP upstream,
+ * and, with --transparent, connections mesh redirect sent to a Service's address).
  */
 import type { Service } from "../../config/kinds/service.ts";
 import { defaultDestinationPolicy, type DestinationPolicy } from "../../config/kinds/destination-policy.ts";
@@ -15,6 +16,9 @@ import type { ProxyMetrics } from "../metrics.ts";
 import { InboundTcp } from "./inbound-tcp.ts";
 import { upstreamHost, upstreamPort } from "../local-service-pool.ts";
 import { OutboundTcp, type TcpUpstream } from "./outbound-tcp.ts";
+import type { OriginalDestination } from "../original-destination.ts";
+import type { Socket } from "bun";
+import type { TcpSocketOwner } from "../transport/h1-server/listener.ts";
 import { TcpReporter } from "./report.ts";
 
 export interface SidecarTcpOptions {
@@ -31,6 +35,8 @@ export interface SidecarTcpOptions {
   budget: ConnectionBudget;
   /** A local listener's connection was closed at accept: the budget was spent. */
   onOverLimit?: () => void;
+  /** With --transparent: where a redirected connection was going (original-destination.ts). */
+  originalDestination?: (fd: number, localAddress: string) => OriginalDestination | undefined;
   log: Logger;
 }
 
@@ -79,6 +85,19 @@ export function sidecarTcp(o: SidecarTcpOptions) {
         const problem = dest === undefined ? `no Service "${u.service}" in the config` : dest.tcpPorts.has(u.port) ? undefined : `port ${u.port} of ${u.service} is not a tcp port`;
         if (problem) o.log.warn({ upstream: `${u.service}:${u.port}`, version: snapshot.version }, `tcp upstream: ${problem}; its connections are refused`);
       }
+    },
+    /**
+     * For --transparent, a connection on the outbound listener: carried when mesh redirect
+     * sent it there from a Service's address (spec.addresses) at one of its tcp ports;
+     * undefined for any other, which is read as HTTP.
+     */
+    redirected(sock: Socket<unknown>): TcpSocketOwner | undefined {
+      // Bun exposes the descriptor, though its types omit it.
+      const original = o.originalDestination?.((sock as unknown as { fd: number }).fd, sock.localAddress);
+      if (original === undefined) return undefined;
+      const dest = o.snapshot().byAddress.get(original.address);
+      if (dest === undefined || !dest.tcpPorts.has(original.port)) return undefined;
+      return outbound.adopt(sock, { service: `${dest.name}.${dest.namespace}`, port: original.port });
     },
     /** Binds every upstream's listener; their ports, in order. */
     listen(): number[] {

@@ -70,6 +70,8 @@ export interface ListenerOptions {
   budget?: ConnectionBudget;
   /** mTLS only: takes connections whose peer chose mesh-tcp/1; without it, none can. */
   tcp?: (socket: Socket<unknown>, peer: string) => TcpSocketOwner;
+  /** Plain only: at accept, may take a connection over whole (one mesh redirect sent from a Service's tcp port); the rest are HTTP. */
+  redirected?: (socket: Socket<unknown>) => TcpSocketOwner | undefined;
 }
 
 export class H1Listener {
@@ -163,11 +165,15 @@ export class H1Listener {
       reusePort: tls !== undefined,
       // A carried TCP connection's FIN ends one direction (end() below). For HTTP a client's FIN is its leaving, as by
       // default: its request is cancelled at the service (nginx's 499, Envoy's downstream reset).
-      allowHalfOpen: tls !== undefined,
+      allowHalfOpen: tls !== undefined || this.opts.redirected !== undefined,
       ...(tls ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ALPN } } : {}),
       socket: {
         open(sock) {
           if (self.opts.budget !== undefined && !self.opts.budget.take()) return self.refuseOverLimit(sock);
+          if (self.opts.redirected !== undefined && self.accepting) {
+            const carried = self.opts.redirected(sock as Socket<unknown>);
+            if (carried !== undefined) return void (sock.data = carried);
+          }
           // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
           const conn = new ServerConnection(sock, self.opts.handler, self.opts.limits, (c) => self.conns.delete(c));
           sock.data = conn;
