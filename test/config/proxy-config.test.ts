@@ -19,6 +19,7 @@ describe("ProxyConfig", () => {
       streamIdleTimeout: 300_000,
       outboundDrainDelay: 0,
       escapedSlashes: "refuse",
+      transparent: false,
     });
   });
 

@@ -25,14 +25,14 @@ function grpcMessage(text: string): string {
   return text.trim().replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
 }
 
-/** Answers `stream` with `e`, unless it was answered or closed already; the status recorded is returned. */
-export function replyLocally(stream: ServerHttp2Stream, e: ErrorParts, grpc: boolean): number {
+/** Answers `stream` with `e` (a gRPC call with `grpcStatus`, by default the one e's status maps to), unless it was answered or closed already; the status recorded is returned. */
+export function replyLocally(stream: ServerHttp2Stream, e: ErrorParts, grpc: boolean, grpcStatus = grpcStatusOf(e.status)): number {
   if (stream.headersSent || stream.destroyed || stream.closed) return e.status;
   const headers: Record<string, string> = {};
   for (const name in e.headers) if (name !== "connection") headers[name] = e.headers[name]!;
   try {
     if (grpc) {
-      stream.respond(neverIndexed({ ":status": 200, "content-type": "application/grpc", "grpc-status": String(grpcStatusOf(e.status)), "grpc-message": grpcMessage(e.body), "x-mesh-error": headers["x-mesh-error"]!, ...(headers["retry-after"] && { "retry-after": headers["retry-after"] }) }), { endStream: true });
+      stream.respond(neverIndexed({ ":status": 200, "content-type": "application/grpc", "grpc-status": String(grpcStatus), "grpc-message": grpcMessage(e.body), "x-mesh-error": headers["x-mesh-error"]!, ...(headers["retry-after"] && { "retry-after": headers["retry-after"] }) }), { endStream: true });
     } else {
       stream.respond(neverIndexed({ ":status": e.status, ...headers }));
       stream.end(e.body);

@@ -22,6 +22,10 @@ import { resetStream } from "./reset.ts";
 import { GrpcMessageLimit } from "./grpc-messages.ts";
 import type { IdleStreams, WatchedStream } from "./idle-streams.ts";
 import type { HeaderEdits } from "../header-edits.ts";
+import { grpcTimeoutValue } from "./grpc-deadline.ts";
+
+/** gRPC's status for a call past its deadline. */
+const DEADLINE_EXCEEDED = 4;
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 const END_STREAM = 0x1;
@@ -59,6 +63,8 @@ export interface RelayOptions {
   upstreamName: string;
   /** A route's changes to the response's headers (not its trailers). */
   responseEdits?: HeaderEdits;
+  /** A gRPC call's deadline (its grpc-timeout), over every try and the whole response: DEADLINE_EXCEEDED, or a reset, past it. */
+  deadlineMs?: number;
 }
 
 /** Why a try never reached the service. */
@@ -92,6 +98,10 @@ class StreamRelay {
   private backoff: Timer | undefined;
   /** The try in flight's own timeout, with a per-try timeout. */
   private tryTimer: Timer | undefined;
+  /** The call's deadline (deadlineMs), and when the call started. */
+  private deadline: Timer | undefined;
+  private startedAt = 0;
+  private tries = 0;
   /** The try in flight, and its session. */
   private up: ClientHttp2Stream | undefined;
   private session: ClientHttp2Session | undefined;
@@ -119,6 +129,10 @@ class StreamRelay {
     const { down, opts } = this;
     const limit = opts.maxBodyBytes;
     if (limit > 0 && !opts.grpc && Number(this.headers["content-length"] ?? 0) > limit) return this.overLimit();
+    if (opts.deadlineMs !== undefined) {
+      this.startedAt = performance.now();
+      this.deadline = setTimeout(() => this.deadlineExceeded(), opts.deadlineMs);
+    }
     if (opts.timeoutMs > 0)
       this.timer = setTimeout(() => {
         this.cancelUpstream();
@@ -146,6 +160,9 @@ class StreamRelay {
   }
 
   private tryOn(session: ClientHttp2Session): void {
+    // A retry tells the service the time left, not the time the client first gave.
+    const deadlineMs = this.opts.deadlineMs;
+    if (this.tries++ > 0 && deadlineMs !== undefined) this.headers["grpc-timeout"] = grpcTimeoutValue(deadlineMs - (performance.now() - this.startedAt));
     let up: ClientHttp2Stream;
     try {
       up = session.request(this.headers);
@@ -311,11 +328,22 @@ class StreamRelay {
     this.finish();
   }
 
-  private fail(failure: ProxyFailure, detail: string, status?: number): void {
+  private fail(failure: ProxyFailure, detail: string, status?: number, grpcStatus?: number): void {
     if (this.over) return;
     this.end.failure = failure;
     const answer = errorParts(failure, `${this.opts.upstreamName}: ${detail}`);
-    this.end.status = replyLocally(this.down, status === undefined ? answer : { ...answer, status }, this.opts.grpc);
+    this.end.status = replyLocally(this.down, status === undefined ? answer : { ...answer, status }, this.opts.grpc, grpcStatus);
+    this.finish();
+  }
+
+  /** The call's deadline passed: DEADLINE_EXCEEDED before a response began, reset after; the try in flight is cancelled. */
+  private deadlineExceeded(): void {
+    if (this.over) return;
+    this.cancelUpstream();
+    const detail = `the call's deadline (grpc-timeout) of ${this.opts.deadlineMs} ms passed`;
+    if (this.end.headAt === 0) return this.fail("timeout", detail, undefined, DEADLINE_EXCEEDED);
+    this.end.failure = "timeout";
+    resetStream(this.down, detail);
     this.finish();
   }
 
@@ -339,6 +367,7 @@ class StreamRelay {
     clearTimeout(this.timer);
     clearTimeout(this.backoff);
     clearTimeout(this.tryTimer);
+    clearTimeout(this.deadline);
     this.done(this.end);
   }
 }
