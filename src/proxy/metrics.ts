@@ -152,6 +152,10 @@ export function proxyMetrics(registry = new Registry()) {
     ),
     latency: registry.histogram("mesh_request_duration_ms", "Request latency to response headers, milliseconds; outbound by peer service."),
     retries: registry.counter("mesh_retries_total", "Retries sent, by destination."),
+    mirrored: registry.counter(
+      "mesh_mirrored_total",
+      "Copies of calls an HTTPRoute rule mirrors, by the mirror's service (peer) and outcome: the status class of its answer (dropped), reset (cut, or no answer in time), or skipped (an HTTP/1.1 body still coming or over 64 KiB).",
+    ),
     ejections: registry.counter("mesh_outlier_ejections_total", "Endpoints ejected by outlier detection."),
     openCircuits: registry.gauge("mesh_circuit_open", "1 while a destination's circuit-breaker limit is reached."),
     tlsFailures: registry.counter("mesh_tls_failures_total", "Refused TLS peers, by direction and reason."),

@@ -7,13 +7,14 @@
  * Routing only chooses where a call goes; what the callee admits is its inbound's
  * business, so paths are matched as sent.
  */
-import type { HTTPRoute, HTTPRouteRule } from "../config/kinds/http-route.ts";
+import { routeServices, type HTTPRoute, type HTTPRouteRule } from "../config/kinds/http-route.ts";
 import { pathOf } from "../core/normal-path.ts";
 import type { Destination, Snapshot } from "./destinations.ts";
 import { compileHeaderChange, type RequestHeaderChange } from "./request-header-change.ts";
 import { compileFault, type CompiledFault } from "./fault.ts";
 import { compileHeaderEdits, type HeaderEdits } from "./header-edits.ts";
 import { callSettings, type CallSettings } from "./policy.ts";
+import { compileMirror, type CompiledMirror } from "./mirror.ts";
 
 /** Where a call goes, how its route changes its headers and its response's, its timeouts and retries, and the faults injected into it. */
 export interface RouteChoice {
@@ -23,6 +24,8 @@ export interface RouteChoice {
   /** The destination's own, or with what the rule sets in their place. */
   call: CallSettings;
   fault: CompiledFault | undefined;
+  /** Where copies of the call go (mirror.ts). */
+  mirror: CompiledMirror | undefined;
 }
 
 interface CompiledMatch {
@@ -60,12 +63,12 @@ export function compileRoutes(routes: readonly HTTPRoute[], snapshot: Snapshot):
     const dest = (name: string) => snapshot.destinations.get(`${name}.${ns}`);
     const routed = dest(route.spec.service);
     // Config validation sees to it that every Service named exists; a route that names one missing is left out, not half applied.
-    if (routed === undefined || route.spec.rules.some((r) => r.backends.some((b) => dest(b.service) === undefined))) continue;
+    if (routed === undefined || routeServices(route).some(({ service }) => dest(service) === undefined)) continue;
     const id = `${ns}/${route.metadata.name}`;
     compiled.set(routed, {
       id,
       rules: route.spec.rules.map((r) => compileRule(r, id, (name) => dest(name)!)),
-      unrouted: { dest: routed, requestHeaders: undefined, responseHeaders: undefined, call: routed.call, fault: undefined },
+      unrouted: { dest: routed, requestHeaders: undefined, responseHeaders: undefined, call: routed.call, fault: undefined, mirror: undefined },
     });
   }
   return compiled;
@@ -75,13 +78,14 @@ function compileRule(rule: HTTPRouteRule, routeId: string, dest: (service: strin
   const requestHeaders = rule.requestHeaders && compileHeaderChange(rule.requestHeaders);
   const responseHeaders = rule.responseHeaders && compileHeaderEdits(rule.responseHeaders);
   const fault = rule.fault && compileFault(rule.fault, routeId);
+  const mirror = rule.mirror && compileMirror(dest(rule.mirror.service), rule.mirror.percent);
   const ownCall = rule.timeouts !== undefined || rule.retries !== undefined;
   const backends = rule.backends
     .filter((b) => b.weight > 0)
     .map((b) => {
       const to = dest(b.service);
       // The rule's timeouts and retries over each backend's own policy.
-      return { choice: { dest: to, requestHeaders, responseHeaders, call: ownCall ? callSettings(to.policy, rule) : to.call, fault }, weight: b.weight };
+      return { choice: { dest: to, requestHeaders, responseHeaders, call: ownCall ? callSettings(to.policy, rule) : to.call, fault, mirror }, weight: b.weight };
     });
   return {
     matches: rule.matches?.map((m) => ({

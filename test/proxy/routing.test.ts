@@ -62,12 +62,19 @@ describe("schema", () => {
   });
 
   test("a config's routes must name Services it has, one route per service", () => {
-    const r1 = route({ service: "payments", rules: [{ backends: [{ service: "payments-v2" }, { service: "ghost" }] }] }, "one");
+    const r1 = route({ service: "payments", rules: [{ backends: [{ service: "payments-v2" }, { service: "ghost" }], mirror: { service: "shadow" } }] }, "one");
     const r2 = route({ service: "payments", rules: [{ backends: [{ service: "payments" }] }] }, "two");
     expect(routeProblems([r1, r2], new Set(["payments.shop", "payments-v2.shop"]))).toEqual([
       'shop/one spec.rules[0].backends[1].service: no Service "ghost"',
+      'shop/one spec.rules[0].mirror.service: no Service "shadow"',
       'shop/two spec.service: a second HTTPRoute for "payments"',
     ]);
+  });
+
+  test("a mirror's percent is 0-100; a route whose mirror is not in the snapshot is left out whole", () => {
+    expect(issues({ service: "payments", rules: [{ backends: [{ service: "payments" }], mirror: { service: "shadow", percent: 150 } }] })).toEqual(["spec.rules[0].mirror.percent: expected number ≤ 100"]);
+    const mirrored = route({ service: "payments", rules: [{ backends: [{ service: "payments" }], mirror: { service: "shadow" } }] });
+    expect(compileRoutes([mirrored], snapshotWith("payments")).size).toBe(0);
   });
 });
 

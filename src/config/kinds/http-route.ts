@@ -130,6 +130,15 @@ export const RouteRetries = z
     "Retries of the requests a rule takes (Istio's per-route retries, the Gateway API's HTTPRoute retry): each field given replaces the backend's DestinationPolicy retries field, the rest are the backend's. The backend's retry budget and breaker still cap them.",
   );
 
+export const RequestMirror = z
+  .strictObject({
+    service: dnsLabel("service").describe("A Service in the route's namespace that gets the copies."),
+    percent: Percent.default(100).describe("Share of the rule's calls copied, 0-100; default 100."),
+  })
+  .describe(
+    "A copy of each call the rule takes sent to another service, its answer dropped (Istio's mirroring, the Gateway API's RequestMirror): the copy's Host or :authority ends in -shadow, it is never retried, and the caller never waits for it. An HTTP/1.1 call is copied with its body only when the whole body (up to 64 KiB) came with its head; an HTTP/2 one with up to 64 KiB of its body, past which the copy is reset.",
+  );
+
 export const BackendRef = z
   .strictObject({
     service: dnsLabel("service").describe("A Service in the route's namespace."),
@@ -164,6 +173,7 @@ export const RouteRule = z
       .optional()
       .describe("The Gateway API's HTTPRoute timeouts, for the requests this rule takes."),
     retries: RouteRetries.optional().describe("How the requests the rule takes are retried, instead of the backend's DestinationPolicy retries."),
+    mirror: RequestMirror.optional().describe("Where copies of the calls the rule takes go (not WebSocket upgrades), by the caller's sidecar."),
     fault: FaultInjection.optional().describe("Faults injected into the requests the rule takes (not WebSocket upgrades), by the caller's sidecar."),
   })
   .describe("Requests that match, where they go, and how their headers change.");
@@ -183,10 +193,13 @@ export const HTTPRoute = registerKind({
 export type HTTPRoute = ManifestOf<typeof HTTPRoute>;
 export type HTTPRouteRule = HTTPRoute["spec"]["rules"][number];
 
-/** Every Service a route names: the routed one first, then its backends. */
+/** Every Service a route names: the routed one first, then each rule's backends and mirror. */
 export function routeServices(route: HTTPRoute): { field: string; service: string }[] {
   return [
     { field: "spec.service", service: route.spec.service },
-    ...route.spec.rules.flatMap((r, i) => r.backends.map((b, j) => ({ field: `spec.rules[${i}].backends[${j}].service`, service: b.service }))),
+    ...route.spec.rules.flatMap((r, i) => [
+      ...r.backends.map((b, j) => ({ field: `spec.rules[${i}].backends[${j}].service`, service: b.service })),
+      ...(r.mirror ? [{ field: `spec.rules[${i}].mirror.service`, service: r.mirror.service }] : []),
+    ]),
   ];
 }

@@ -25,6 +25,7 @@ import { editH2Headers } from "../header-edits.ts";
 import { injectFault } from "../fault.ts";
 import { isRetryableRequest } from "../resilience/retry.ts";
 import { grpcTimeoutMs } from "./grpc-deadline.ts";
+import { H2Mirror, mirrors } from "../mirror.ts";
 
 export interface OutboundH2Deps {
   snapshot: () => Snapshot;
@@ -78,7 +79,8 @@ export function outboundH2(deps: OutboundH2Deps) {
       if (change !== undefined) editH2Headers(out, change);
       const { timeoutMs, perTryMs, retryPolicy } = choice === undefined ? dest.call : choice.call;
       const tries = new StreamRetries(dest, retryPolicy, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
-      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs, perTryMs, responseEdits: choice?.responseHeaders, deadlineMs: grpc ? grpcTimeoutMs(headers["grpc-timeout"]) : undefined, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
+      const mirror = choice?.mirror !== undefined && mirrors(choice.mirror) ? new H2Mirror(choice.mirror, out, deps.metrics) : undefined;
+      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs, perTryMs, responseEdits: choice?.responseHeaders, deadlineMs: grpc ? grpcTimeoutMs(headers["grpc-timeout"]) : undefined, mirror, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
       relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
         tries.end(end, call.started);
         dest.breaker.release("requests");

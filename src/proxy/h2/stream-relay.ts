@@ -23,6 +23,7 @@ import { GrpcMessageLimit } from "./grpc-messages.ts";
 import type { IdleStreams, WatchedStream } from "./idle-streams.ts";
 import type { HeaderEdits } from "../header-edits.ts";
 import { grpcTimeoutValue } from "./grpc-deadline.ts";
+import type { H2Mirror } from "../mirror.ts";
 
 /** gRPC's status for a call past its deadline. */
 const DEADLINE_EXCEEDED = 4;
@@ -65,6 +66,8 @@ export interface RelayOptions {
   responseEdits?: HeaderEdits;
   /** A gRPC call's deadline (its grpc-timeout), over every try and the whole response: DEADLINE_EXCEEDED, or a reset, past it. */
   deadlineMs?: number;
+  /** A route's copy of the call (mirror.ts): fed the body as it is sent on. */
+  mirror?: H2Mirror;
 }
 
 /** Why a try never reached the service. */
@@ -142,6 +145,7 @@ class StreamRelay {
     down.on("data", (chunk: Buffer) => this.body(chunk));
     down.on("end", () => {
       this.bodyEnded = true;
+      this.opts.mirror?.end();
       if (!this.over) this.up?.end();
     });
     down.on("wantTrailers", () => {
@@ -281,6 +285,7 @@ class StreamRelay {
     const limit = this.opts.maxBodyBytes;
     // Refused before the chunk that crosses the limit goes on.
     if (this.messages !== undefined ? !this.messages.accepts(chunk) : limit > 0 && this.received > limit) return this.overLimit();
+    this.opts.mirror?.write(chunk);
     if (this.replay !== undefined) {
       this.replayed += chunk.byteLength;
       if (this.replayed <= REPLAY_BYTES) this.replay.push(chunk);
@@ -368,6 +373,8 @@ class StreamRelay {
     clearTimeout(this.backoff);
     clearTimeout(this.tryTimer);
     clearTimeout(this.deadline);
+    // A body the call did not send whole is not sent whole to its copy either.
+    if (!this.bodyEnded) this.opts.mirror?.cancel();
     this.done(this.end);
   }
 }

@@ -125,6 +125,15 @@ export class DownstreamBody implements BodySource {
     }
   }
 
+  /** A copy of the whole body when all of it, at most `limit` bytes, is here and none of it was taken yet (a mirror's); otherwise undefined. */
+  copyWhole(limit: number): Buffer | undefined {
+    if (!this.done || this.error || this.pumped || this.earlyBytes > limit) return undefined;
+    const out = Buffer.allocUnsafe(this.earlyBytes);
+    let at = 0;
+    for (const piece of this.early) at += Buffer.prototype.copy.call(piece.buf, out, at, piece.start, piece.end);
+    return out;
+  }
+
   takeWhole(length: number, room: number): Buffer | undefined {
     // Under PREBUFFER_BYTES reading was never paused for it, so nothing needs resuming.
     if (!this.done || this.error || this.pumped || this.earlyBytes !== length || length >= PREBUFFER_BYTES) return undefined;

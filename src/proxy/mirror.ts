@@ -1,0 +1,164 @@
+/**
+ * An HTTPRoute rule's mirror (Istio's mirroring, the Gateway API's RequestMirror): a copy
+ * of a call the rule takes goes to another service, and its answer is dropped. As Envoy
+ * shadows: the copy's Host or :authority ends in "-shadow", so the mirror can tell copies
+ * from calls; it is never retried; the caller never waits for it, and nothing it does
+ * reaches the call. Copies are counted in mesh_mirrored_total by the mirror and the status
+ * class of its answer, or why none was sent.
+ *
+ * Bodies: an HTTP/1.1 call's body is copied only when all of it (up to 64 KiB) came with
+ * its head, before anything of it is sent on; a body still coming is not waited for (the
+ * call is not copied: "skipped"). An HTTP/2 call's body is copied as it is sent on, up to
+ * 64 KiB; past that the copy is reset, so the mirror never takes a cut body for whole.
+ */
+import type { ClientHttp2Stream, OutgoingHttpHeaders } from "node:http2";
+import type { Destination } from "./destinations.ts";
+import type { PickContext } from "./endpoint.ts";
+import type { ErrorParts } from "./errors.ts";
+import { RELAY_SKIP } from "./headers.ts";
+import type { ProxyMetrics } from "./metrics.ts";
+import { statusClass } from "./metrics.ts";
+import { callDestination, pickEndpoint, type CallOutcome } from "./outbound-call.ts";
+import type { CallSettings } from "./policy.ts";
+import { DEFAULT_RETRY_POLICY } from "./resilience/retry.ts";
+import { chunkFrame, type BodySource, type RequestSink } from "./transport/h1/request-body.ts";
+import { NO_ADDED_LINES, prepareRelayed, type RequestFraming } from "./transport/h1/request-head.ts";
+import type { ResponseSink } from "./transport/h1/response-sink.ts";
+import type { ServerRequest } from "./transport/h1-server/connection.ts";
+
+/** The most of a body a copy carries. */
+export const MIRROR_BODY_BYTES = 64 * 1024;
+
+export interface CompiledMirror {
+  dest: Destination;
+  percent: number;
+  /** The mirror's timeouts, without retries. */
+  call: CallSettings;
+}
+
+export function compileMirror(dest: Destination, percent: number): CompiledMirror {
+  return { dest, percent, call: { ...dest.call, retryPolicy: { ...DEFAULT_RETRY_POLICY, attempts: 0 } } };
+}
+
+/** Whether this call is copied: rolled per call at the mirror's percent. */
+export function mirrors(mirror: CompiledMirror): boolean {
+  return mirror.percent >= 100 || Math.random() * 100 < mirror.percent;
+}
+
+/** Envoy's shadow host: "-shadow" after the name, before any port. */
+export function shadowHost(host: string): string {
+  const port = /:\d+$/.exec(host);
+  return port === null ? `${host}-shadow` : `${host.slice(0, port.index)}-shadow${port[0]}`;
+}
+
+function count(metrics: ProxyMetrics, mirror: CompiledMirror, outcome: string): void {
+  metrics.mirrored.inc({ peer: mirror.dest.name, outcome });
+}
+
+const NO_HEADERS: PickContext = { header: () => null };
+
+/** Sends a copy of the HTTP/1.1 call `req` to `mirror`, unless its body is still coming or too long to copy. */
+export function mirrorH1(mirror: CompiledMirror, req: ServerRequest, metrics: ProxyMetrics): void {
+  const body = req.body === null ? null : req.body.copyWhole(MIRROR_BODY_BYTES);
+  if (body === undefined) return count(metrics, mirror, "skipped");
+  const framing: RequestFraming = body === null ? { kind: "none" } : { kind: "length", length: body.byteLength };
+  let prepared;
+  try {
+    prepared = prepareRelayed({ ...req.head, host: shadowHost(req.head.host) }, RELAY_SKIP, NO_ADDED_LINES, framing);
+  } catch {
+    return count(metrics, mirror, "skipped");
+  }
+  callDestination(mirror.dest, prepared, body === null ? null : wholeBody(body), NO_HEADERS, metrics, new MirrorOutcome(mirror, metrics), mirror.call);
+}
+
+/** A copied body, sent whole. */
+function wholeBody(bytes: Buffer): BodySource {
+  return {
+    async pump(framing: RequestFraming, sink: RequestSink): Promise<boolean> {
+      const framed = framing.kind === "chunked" ? Buffer.concat([chunkFrame(bytes), Buffer.from("0\r\n\r\n")]) : bytes;
+      return sink.write(framed) || (await sink.drained());
+    },
+  };
+}
+
+/** A copy's outcome: counted, its answer read and dropped. */
+class MirrorOutcome implements CallOutcome, ResponseSink {
+  constructor(
+    private readonly mirror: CompiledMirror,
+    private readonly metrics: ProxyMetrics,
+  ) {}
+  respond(status: number): ResponseSink {
+    count(this.metrics, this.mirror, statusClass(status));
+    return this;
+  }
+  failed(e: ErrorParts): void {
+    count(this.metrics, this.mirror, statusClass(e.status));
+  }
+  abandoned(): void {}
+  head(): void {}
+  data(): void {}
+  end(): void {}
+  fail(): void {}
+}
+
+/**
+ * The HTTP/2 copy of one stream: opened with the call's headers (its :authority a
+ * shadow's), fed the call's body as it is sent on, ended with it; reset past
+ * MIRROR_BODY_BYTES, or when the call ends without its body whole.
+ */
+export class H2Mirror {
+  private stream: ClientHttp2Stream | undefined;
+  private sent = 0;
+
+  constructor(mirror: CompiledMirror, headers: OutgoingHttpHeaders, metrics: ProxyMetrics) {
+    const dest = mirror.dest;
+    const endpoint = pickEndpoint(dest, NO_HEADERS, undefined);
+    if (endpoint === undefined || dest.breaker.tryAcquire("requests") !== true) {
+      count(metrics, mirror, "5xx");
+      return;
+    }
+    endpoint.inflight++;
+    let stream: ClientHttp2Stream;
+    try {
+      stream = dest.pools.h2Session(endpoint).request({ ...headers, ":authority": shadowHost(String(headers[":authority"] ?? dest.name)) });
+    } catch {
+      endpoint.inflight--;
+      dest.breaker.release("requests");
+      count(metrics, mirror, "5xx");
+      return;
+    }
+    this.stream = stream;
+    let answered = false;
+    const timeout = mirror.call.timeoutMs > 0 ? setTimeout(() => this.cancel(), mirror.call.timeoutMs) : undefined;
+    stream.on("response", (h) => {
+      answered = true;
+      clearTimeout(timeout);
+      count(metrics, mirror, statusClass(Number(h[":status"])));
+    });
+    stream.on("error", () => {});
+    stream.resume();
+    stream.on("close", () => {
+      clearTimeout(timeout);
+      endpoint.inflight--;
+      dest.breaker.release("requests");
+      if (!answered) count(metrics, mirror, "reset");
+    });
+  }
+
+  write(chunk: Buffer): void {
+    const stream = this.stream;
+    if (stream === undefined || stream.destroyed) return;
+    this.sent += chunk.byteLength;
+    if (this.sent > MIRROR_BODY_BYTES) return this.cancel();
+    stream.write(chunk);
+  }
+
+  end(): void {
+    if (this.stream !== undefined && !this.stream.destroyed) this.stream.end();
+  }
+
+  /** The copy's body cannot be whole: reset, never ended as if it were. */
+  cancel(): void {
+    if (this.stream !== undefined && !this.stream.destroyed) this.stream.destroy(new Error("mirror cut"));
+  }
+}
