@@ -130,6 +130,9 @@ describe("carried despite a fault, or outside the mesh", () => {
   test("a dead endpoint: each connection goes to the live one", async () => {
     for (let i = 0; i < 6; i++) expect((await tcpExchange(local["flaky:5432"]!, `try ${i}`)).text).toBe(`try ${i}bye 5`);
     expect(await outcome(orders.ports.admin, { direction: "outbound", peer: "flaky", result: "ok" })).toBe(6);
+    // Connect retries are counted by peer, as HTTP's are.
+    const retries = (await (await fetch(`http://127.0.0.1:${orders.ports.admin}/metrics`)).text()).split("\n").filter((l) => l.startsWith("mesh_retries_total{"));
+    expect(retries.every((l) => l.startsWith('mesh_retries_total{peer="'))).toBe(true);
   });
 
   test("a service outside the mesh is reached in plain TCP at its targetPort", async () => {

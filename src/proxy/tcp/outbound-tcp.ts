@@ -206,7 +206,7 @@ class OutboundTcpConnection extends CarriedConnection {
     if (identity) this.deps.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
     this.deps.log.debug({ service: this.upstream.service, port: this.upstream.port, reason: err.message }, "tcp connect failed");
     if (dest.call.retryPolicy.retryOn.connectFailure && this.tries <= dest.call.retryPolicy.attempts) {
-      this.deps.metrics.retries.inc({ destination: dest.name });
+      this.deps.metrics.retries.inc({ peer: dest.name });
       return this.dialNext(endpoint);
     }
     this.refuse(identity ? "peer-identity" : "connect-failure");
