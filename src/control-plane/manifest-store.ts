@@ -82,32 +82,33 @@ export async function applyDocuments(store: Store, view: ControlPlaneView, docs:
   return { ok: true, errors: [], applied };
 }
 
-/** An address a submitted Service claims that another Service (stored and not replaced, or earlier in the batch) has. */
-function sharedAddressErrors(view: ControlPlaneView, batch: { source: string; manifest: Manifest }[]): string[] {
+type Submitted = { source: string; manifest: Manifest };
+/** A manifest a batch is checked against: submitted (with its source), or stored (none). */
+type Candidate = { source: string | undefined; manifest: Manifest };
+
+/** The stored manifests of `kind` the batch does not replace, then the batch's own, in order. */
+function storedThenSubmitted(view: ControlPlaneView, batch: Submitted[], kind: string): Candidate[] {
   const batchIds = new Set(batch.map((v) => `${v.manifest.kind}/${v.manifest.metadata.namespace}/${v.manifest.metadata.name}`));
-  const stored = [...view.manifests]
-    .filter(([id, { manifest: m }]) => m.kind === "Service" && !batchIds.has(id))
-    .map(([, { manifest }]) => ({ source: undefined as string | undefined, manifest }));
-  const submitted = batch.filter((v) => v.manifest.kind === "Service");
-  return sharedAddresses([...stored, ...submitted], (v) => v.manifest as Service).map(
+  const stored = [...view.manifests].filter(([id, { manifest: m }]) => m.kind === kind && !batchIds.has(id)).map(([, { manifest }]) => ({ source: undefined, manifest }));
+  return [...stored, ...batch.filter((v) => v.manifest.kind === kind)];
+}
+
+/** An address a submitted Service claims that another Service (stored and not replaced, or earlier in the batch) has. */
+function sharedAddressErrors(view: ControlPlaneView, batch: Submitted[]): string[] {
+  return sharedAddresses(storedThenSubmitted(view, batch, "Service"), (v) => v.manifest as Service).map(
     ({ item, address, first }) => `${item.source} spec.addresses: ${address} is ${first.source ?? `Service "${first.manifest.metadata.namespace}/${first.manifest.metadata.name}"`}'s already; no two Services share an address`,
   );
 }
 
 /** A second RateLimitPolicy for a service, in the batch or beside one stored (and not replaced by the batch). */
-function secondRateLimitErrors(view: ControlPlaneView, batch: { source: string; manifest: Manifest }[]): string[] {
-  const batchIds = new Set(batch.map((v) => `${v.manifest.kind}/${v.manifest.metadata.namespace}/${v.manifest.metadata.name}`));
-  const stored = [...view.manifests]
-    .filter(([id, { manifest: m }]) => m.kind === "RateLimitPolicy" && !batchIds.has(id))
-    .map(([, { manifest }]) => ({ source: undefined as string | undefined, manifest }));
-  const submitted = batch.filter((v) => v.manifest.kind === "RateLimitPolicy");
-  return secondRateLimits([...stored, ...submitted], (v) => v.manifest).map(
+function secondRateLimitErrors(view: ControlPlaneView, batch: Submitted[]): string[] {
+  return secondRateLimits(storedThenSubmitted(view, batch, "RateLimitPolicy"), (v) => v.manifest).map(
     ({ item, first, service }) => `${item.source} spec.service: Service "${service}" already has ${first.source ?? `RateLimitPolicy "${first.manifest.metadata.name}"`}; a service takes one`,
   );
 }
 
 /** A second HTTPRoute for a service, in the batch or beside one stored (and not replaced by the batch): a call takes one route. */
-function secondRouteErrors(view: ControlPlaneView, batch: { source: string; manifest: Manifest }[]): string[] {
+function secondRouteErrors(view: ControlPlaneView, batch: Submitted[]): string[] {
   const batchIds = new Set(batch.map((v) => `${v.manifest.kind}/${v.manifest.metadata.namespace}/${v.manifest.metadata.name}`));
   const first = new Map<string, string>();
   for (const [id, { manifest: m }] of view.manifests)
