@@ -57,18 +57,23 @@ function count(metrics: ProxyMetrics, mirror: CompiledMirror, outcome: string): 
 
 const NO_HEADERS: PickContext = { header: () => null };
 
-/** Sends a copy of the HTTP/1.1 call `req` to `mirror`, unless its body is still coming or too long to copy. */
-export function mirrorH1(mirror: CompiledMirror, req: ServerRequest, metrics: ProxyMetrics): void {
+/**
+ * A copy of the HTTP/1.1 call `req` for `mirror`, taken before the call sends any of its
+ * body; sent by the function returned, once the call has its place in the breaker (a
+ * mirror may be the routed service itself). Undefined when not copied: its body is still
+ * coming or too long.
+ */
+export function mirrorCopyH1(mirror: CompiledMirror, req: ServerRequest, metrics: ProxyMetrics): (() => void) | undefined {
   const body = req.body === null ? null : req.body.copyWhole(MIRROR_BODY_BYTES);
-  if (body === undefined) return count(metrics, mirror, "skipped");
+  if (body === undefined) return void count(metrics, mirror, "skipped");
   const framing: RequestFraming = body === null ? { kind: "none" } : { kind: "length", length: body.byteLength };
-  let prepared;
+  let prepared: ReturnType<typeof prepareRelayed>;
   try {
     prepared = prepareRelayed({ ...req.head, host: shadowHost(req.head.host) }, RELAY_SKIP, NO_ADDED_LINES, framing);
   } catch {
-    return count(metrics, mirror, "skipped");
+    return void count(metrics, mirror, "skipped");
   }
-  callDestination(mirror.dest, prepared, body === null ? null : wholeBody(body), NO_HEADERS, metrics, new MirrorOutcome(mirror, metrics), mirror.call);
+  return () => void callDestination(mirror.dest, prepared, body === null ? null : wholeBody(body), NO_HEADERS, metrics, new MirrorOutcome(mirror, metrics), mirror.call);
 }
 
 /** A copied body, sent whole. */

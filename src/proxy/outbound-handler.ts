@@ -24,7 +24,7 @@ import type { Responder } from "./transport/h1-server/responder.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { eventNow } from "../core/clock.ts";
 import { injectFault, type CompiledFault } from "./fault.ts";
-import { mirrorH1, mirrors } from "./mirror.ts";
+import { mirrorCopyH1, mirrors } from "./mirror.ts";
 import type { AccessLog } from "./access-log.ts";
 import type { ActiveSpan, Tracer } from "./tracing/tracer.ts";
 
@@ -104,9 +104,10 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
 /** Sends the call (outbound-call.ts), its handle kept by the relay; `route`: the route's choice, whose timeouts and retries replace the destination's. */
 function sendCall(relay: OutboundRelay, dest: Destination, prepared: PreparedRequest, req: ServerRequest, metrics: ProxyMetrics, route: RouteChoice | undefined): void {
   try {
-    // The copy first: it takes the body before the call sends any of it.
-    if (route?.mirror !== undefined && mirrors(route.mirror)) mirrorH1(route.mirror, req, metrics);
+    // The copy is taken before the call sends any of the body, and sent after the call has its place.
+    const mirror = route?.mirror !== undefined && mirrors(route.mirror) ? mirrorCopyH1(route.mirror, req, metrics) : undefined;
     relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay, route === undefined ? dest.call : route.call);
+    mirror?.();
   } catch {
     // A bug must not leave the request counted in flight (a drain would wait for it).
     relay.failed(INTERNAL_ERROR);
