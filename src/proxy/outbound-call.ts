@@ -170,6 +170,8 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
   send(): void {
     if (this.callerGone) return this.abandon();
     const dest = this.dest;
+    // A retry's wait ran to the request timeout (retry() ends it there): no try is sent past it.
+    if (this.attempt > 0 && this.ms > 0 && performance.now() >= this.due) return this.failWith("timeout", `${dest.name}: no response within ${this.ms} ms, retries included`);
     if (this.tried !== undefined) (this.triedAll ??= []).push(this.tried);
     const endpoint = pickEndpoint(dest, this.ctx, this.triedAll);
     if (!endpoint) return this.failWith("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`);
@@ -268,7 +270,9 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
   private retry(): void {
     this.metrics.retries.inc({ peer: this.dest.name });
     const wait = backoffMs(this.settings.retryPolicy, this.attempt++, Math.random);
-    setTimeout(() => this.send(), wait);
+    // No try listens to the deadline while the retry waits: a wait past it ends there.
+    const left = this.ms > 0 ? this.due - performance.now() : wait;
+    setTimeout(() => this.send(), Math.max(0, Math.min(wait, left)));
   }
 
   /** The try in flight is over: its own deadline, if it had one, is given up; whether it had expired. */
