@@ -1,7 +1,7 @@
 /** `mesh redirect`: send a workload's outbound TCP to its sidecar's outbound listener (src/redirect/). */
 import { UsageError } from "../core/errors.ts";
 import { bool, str, type CommandSpec, type Parsed } from "./args.ts";
-import { applyRedirect, removeRedirect } from "../redirect/iptables.ts";
+import { applyRedirect, exclusively, removeRedirect } from "../redirect/iptables.ts";
 import { cidrFamily, restoreInput, type Family, type RedirectPlan } from "../redirect/rules.ts";
 
 /** A comma-separated list of `flag`, each item checked by `parse`; undefined when the flag is absent. */
@@ -89,8 +89,8 @@ export const redirectCommand: CommandSpec = {
   ],
   async run(args, ctx) {
     if (bool(args, "remove")) {
-      const removed = removeRedirect(4) || removeIpv6();
-      ctx.out(removed ? "redirect rules removed" : "no redirect rules were installed");
+      const removed = exclusively(() => [removeRedirect(4), removeIpv6()]);
+      ctx.out(removed.some(Boolean) ? "redirect rules removed" : "no redirect rules were installed");
       return 0;
     }
     const plan = redirectPlan(args);
@@ -99,7 +99,12 @@ export const redirectCommand: CommandSpec = {
       for (const f of chosen) ctx.out(`# ${f === 4 ? "iptables" : "ip6tables"}-restore --noflush\n${restoreInput(plan, f) ?? "# nothing of this family to redirect\n"}`);
       return 0;
     }
-    const applied = chosen.filter((f) => applyRedirect(plan, f));
+    const applied = exclusively(() => {
+      const installed = chosen.filter((f) => applyRedirect(plan, f));
+      // An earlier plan's IPv6 rules go too: applying replaces the rules.
+      if (!chosen.includes(6)) removeIpv6();
+      return installed;
+    });
     const what = [plan.ports && `ports ${plan.ports.join(",")}`, plan.cidrs && `to ${plan.cidrs.join(",")}`].filter(Boolean).join(" ");
     ctx.out(`redirecting TCP ${what} to 127.0.0.1:${plan.outboundPort} (IPv${applied.join(" and IPv")}); the sidecar's ${plan.proxyUid !== undefined ? `user ${plan.proxyUid}` : `group ${plan.proxyGid}`} and loopback are left alone`);
     return 0;

@@ -4,6 +4,9 @@
  * removing deletes the hook from OUTPUT and the two chains, and nothing else.
  */
 import { spawnSync } from "node:child_process";
+import { mkdirSync, rmdirSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { MeshError } from "../core/errors.ts";
 import { HOOK, OUTPUT_CHAIN, REDIRECT_CHAIN, restoreInput, type Family, type RedirectPlan } from "./rules.ts";
 
@@ -15,6 +18,43 @@ function run(command: string, args: string[], input?: string): { ok: boolean; st
     throw new MeshError(`${command} not found: install iptables (Debian and Ubuntu: apt-get install iptables), and run this as root or with CAP_NET_ADMIN`);
   if (r.error) throw new MeshError(`${command}: ${r.error.message}`);
   return { ok: r.status === 0, stdout: r.stdout, stderr: r.stderr.trim() };
+}
+
+/** Held while rules are read and changed, so runs at once do not both add the hook. */
+const LOCK = join(tmpdir(), "mesh-redirect.lock");
+/** A lock older than this was left by a run that died: taken over. */
+const STALE_LOCK_MS = 30_000;
+const LOCK_WAIT_MS = 10_000;
+
+/** Runs `fn` holding the lock (a directory: mkdir is atomic), waiting up to 10 s for another run to finish. */
+export function exclusively<T>(fn: () => T): T {
+  const giveUpAt = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      mkdirSync(LOCK);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new MeshError(`cannot take the lock ${LOCK}: ${(err as Error).message}`);
+      const age = Date.now() - (statSync(LOCK, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+      if (age > STALE_LOCK_MS) dropStaleLock();
+      else if (Date.now() > giveUpAt) throw new MeshError(`another mesh redirect holds ${LOCK}; remove it if no such run is going on`);
+      else Bun.sleepSync(20);
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    rmdirSync(LOCK);
+  }
+}
+
+/** Another run may take the stale lock over first: then there is nothing to drop. */
+function dropStaleLock(): void {
+  try {
+    rmdirSync(LOCK);
+  } catch {
+    // Gone already.
+  }
 }
 
 /** The nat table's rules of `family`, as `iptables -S` prints them. */
