@@ -18,7 +18,7 @@ import { upstreamHost, upstreamPort } from "../local-service-pool.ts";
 import { OutboundTcp, type TcpUpstream } from "./outbound-tcp.ts";
 import type { OriginalDestination } from "../original-destination.ts";
 import type { Socket } from "bun";
-import type { TcpSocketOwner } from "../transport/h1-server/listener.ts";
+import type { RedirectedTcp } from "../transport/h1-server/listener.ts";
 import { TcpReporter } from "./report.ts";
 
 export interface SidecarTcpOptions {
@@ -91,13 +91,14 @@ export function sidecarTcp(o: SidecarTcpOptions) {
      * sent it there from a Service's address (spec.addresses) at one of its tcp ports;
      * undefined for any other, which is read as HTTP.
      */
-    redirected(sock: Socket<unknown>): TcpSocketOwner | undefined {
+    redirected(sock: Socket<unknown>): RedirectedTcp | undefined {
       // Bun exposes the descriptor, though its types omit it.
       const original = o.originalDestination?.((sock as unknown as { fd: number }).fd, sock.localAddress);
       if (original === undefined) return undefined;
       const dest = o.snapshot().byAddress.get(original.address);
       if (dest === undefined || !dest.tcpPorts.has(original.port)) return undefined;
-      return outbound.adopt(sock, { service: `${dest.name}.${dest.namespace}`, port: original.port });
+      const target = { service: `${dest.name}.${dest.namespace}`, port: original.port };
+      return { adopt: () => outbound.adopt(sock, target) };
     },
     /** Binds every upstream's listener; their ports, in order. */
     listen(): number[] {

@@ -40,6 +40,11 @@ export interface TcpSocketOwner {
   onEnd(): void;
 }
 
+/** A plain connection mesh redirect sent from a Service's tcp port: what carries it, asked for once it has its place. */
+export interface RedirectedTcp {
+  adopt(): TcpSocketOwner;
+}
+
 /** What a listener socket's events go to: an HTTP/1.1 connection, a mux session, or a carried TCP connection. */
 type SocketOwner = ServerConnection | MuxSession | TcpSocketOwner;
 
@@ -70,8 +75,8 @@ export interface ListenerOptions {
   budget?: ConnectionBudget;
   /** mTLS only: takes connections whose peer chose mesh-tcp/1; without it, none can. */
   tcp?: (socket: Socket<unknown>, peer: string) => TcpSocketOwner;
-  /** Plain only: at accept, may take a connection over whole (one mesh redirect sent from a Service's tcp port); the rest are HTTP. */
-  redirected?: (socket: Socket<unknown>) => TcpSocketOwner | undefined;
+  /** Plain only: at accept, tells a connection mesh redirect sent from a Service's tcp port, carried whole; the rest are HTTP. */
+  redirected?: (socket: Socket<unknown>) => RedirectedTcp | undefined;
 }
 
 export class H1Listener {
@@ -169,10 +174,13 @@ export class H1Listener {
       ...(tls ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ALPN } } : {}),
       socket: {
         open(sock) {
-          if (self.opts.budget !== undefined && !self.opts.budget.take()) return self.refuseOverLimit(sock);
-          if (self.opts.redirected !== undefined && self.accepting) {
-            const carried = self.opts.redirected(sock as Socket<unknown>);
-            if (carried !== undefined) return void (sock.data = carried);
+          const redirected = self.opts.redirected?.(sock as Socket<unknown>);
+          // A refused TCP connection is reset, as its own listener's are: HTTP words would reach a database client as data.
+          if (self.opts.budget !== undefined && !self.opts.budget.take()) return self.refuseOverLimit(sock, redirected !== undefined);
+          if (redirected !== undefined) {
+            if (self.accepting) return void (sock.data = redirected.adopt());
+            self.opts.budget?.release();
+            return void sock.terminate();
           }
           // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
           const conn = new ServerConnection(sock, self.opts.handler, self.opts.limits, (c) => self.conns.delete(c));
@@ -230,11 +238,11 @@ export class H1Listener {
     });
   }
 
-  /** Plain HTTP/1.1 (the service's own calls) is told why; on mTLS no handshake is spent on it. */
-  private refuseOverLimit(sock: Socket<SocketOwner | undefined>): void {
+  /** Plain HTTP/1.1 (the service's own calls) is told why; on mTLS no handshake is spent on it, and opaque TCP is reset. */
+  private refuseOverLimit(sock: Socket<SocketOwner | undefined>, tcp: boolean): void {
     this.refusedOverLimit++;
     this.opts.events.onOverLimit?.();
-    if (this.tls !== undefined) return sock.terminate();
+    if (this.tls !== undefined || tcp) return sock.terminate();
     sock.write(closingResponse(errorParts("overflow", `the proxy holds its limit of ${this.opts.budget!.limit} connections`)));
     sock.end();
   }
