@@ -1,6 +1,6 @@
 /** `mesh proxy`: run a sidecar from flags and/or a static config file. */
 import { loadManifests, formatManifestError, type LoadedManifest } from "../config/load.ts";
-import type { Service } from "../config/kinds/service.ts";
+import { sharedAddresses, type Service } from "../config/kinds/service.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
@@ -63,6 +63,8 @@ async function loadConfig(path: string | undefined): Promise<ProxyFile> {
     const p = m.manifest as RateLimitPolicy;
     problems.push(`${m.file}#${m.doc} spec.service: a second RateLimitPolicy for "${p.spec.service}" in namespace "${p.metadata.namespace}"`);
   }
+  for (const { item: m, address, first } of sharedAddresses(of("Service"), (m) => m.manifest as Service))
+    problems.push(`${m.file}#${m.doc} spec.addresses: ${address} is ${first.file}#${first.doc}'s already; no two Services share an address`);
   const routes = of("HTTPRoute").map((m) => m.manifest) as HTTPRoute[];
   problems.push(...routeProblems(routes, known).map((p) => `HTTPRoute ${p}`));
   if (problems.length) throw new DataError(`invalid config:\n  ${problems.join("\n  ")}`, "--config");

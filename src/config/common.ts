@@ -2,6 +2,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { nameProblem, trustDomainProblem } from "../pki/spiffe";
+import { canonicalAddress } from "../core/ip-address";
 
 /**
  * Cross-field checks run even when sibling fields are invalid, so every error shows at
@@ -52,11 +53,11 @@ export const Host = z.string().superRefine((value, ctx) => {
   if (!isHost(value)) ctx.addIssue({ code: "custom", message: `expected an IPv4 or IPv6 address or a hostname, got "${value}"` });
 });
 
-/** An IPv4 or IPv6 address, in its canonical form (IPv6 compressed, lower case), so equal addresses compare equal. */
+/** An IPv4 or IPv6 address (no zone), in its canonical form (core/ip-address.ts), so equal addresses compare equal. */
 export const IPAddress = z
   .string()
-  .refine((value) => isIP(value) !== 0, { error: (iss) => `expected an IPv4 or IPv6 address, got "${String(iss.input)}"` })
-  .transform((value) => (isIP(value) === 6 ? new URL(`http://[${value}]/`).hostname.slice(1, -1) : value));
+  .refine((value) => canonicalAddress(value) !== undefined, { error: (iss) => `expected an IPv4 or IPv6 address (without a %zone), got "${String(iss.input)}"` })
+  .transform((value) => canonicalAddress(value)!);
 
 export const NonEmpty = z.string().min(1);
 

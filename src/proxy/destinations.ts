@@ -6,8 +6,8 @@
 import { defaultDestinationPolicy, type DestinationPolicy, type DestinationPolicySpec } from "../config/kinds/destination-policy.ts";
 import type { CompiledRoute } from "./routing.ts";
 import type { Service } from "../config/kinds/service.ts";
-import { isIP } from "node:net";
 import { boundedMemo } from "../core/bounded-memo.ts";
+import { canonicalAddress } from "../core/ip-address.ts";
 import { systemClock } from "../core/clock.ts";
 import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
 import { createBalancer, DEFAULT_EWMA_DECAY_MS } from "./balancer/index.ts";
@@ -186,11 +186,10 @@ function destinationName(host: string): string {
 
 const BRACKETED = /^\[([0-9a-fA-F:.]+)\](?::\d+)?$/;
 
-/** A host as an address in canonical form: `10.96.0.5`, `10.96.0.5:80`, `[fd00::5]:80` → the address; anything else unchanged. */
+/** A host as an address in canonical form (core/ip-address.ts): `10.96.0.5`, `10.96.0.5:80`, `[fd00::5]:80` → the address; anything else unchanged. */
 function addressOf(host: string): string {
   const v6 = BRACKETED.exec(host);
-  if (v6 !== null) return isIP(v6[1]!) === 6 ? new URL(`http://[${v6[1]}]/`).hostname.slice(1, -1) : host;
-  return host.replace(PORT_SUFFIX, "");
+  return (v6 !== null ? canonicalAddress(v6[1]!) : canonicalAddress(host.replace(PORT_SUFFIX, ""))) ?? host;
 }
 
 /** Closes the pools of `snapshot` that `next` does not carry over; requests in flight finish. */

@@ -7,6 +7,7 @@
  */
 import { dlopen, FFIType, ptr } from "bun:ffi";
 import { isIP } from "node:net";
+import { canonicalAddress } from "../core/ip-address.ts";
 
 const SOL_IP = 0;
 const SOL_IPV6 = 41;
@@ -41,7 +42,6 @@ export function originalDestinationReader(): (fd: number, localAddress: string) 
     if (!six) return { address: `${value[4]}.${value[5]}.${value[6]}.${value[7]}`, port };
     const groups: string[] = [];
     for (let i = 8; i < 24; i += 2) groups.push(((value[i]! << 8) | value[i + 1]!).toString(16));
-    // The URL parser writes an IPv6 address in its one canonical (compressed) form.
-    return { address: new URL(`http://[${groups.join(":")}]/`).hostname.slice(1, -1), port };
+    return { address: canonicalAddress(groups.join(":"))!, port };
   };
 }

@@ -123,7 +123,7 @@ describe("addresses", () => {
   test("IP addresses, IPv6 in its one canonical form, none twice", () => {
     expect(specOf(service("  ports: [{name: http, port: 80}]\n  addresses: [10.96.0.5, 'FD00:0:0::5']")).addresses).toEqual(["10.96.0.5", "fd00::5"]);
     expect(errorsOf(service("  ports: [{name: http, port: 80}]\n  addresses: [payments.local, 10.96.0.5, 10.96.0.5, 'fd00::5', 'fd00:0::5']"))).toEqual([
-      'm.yaml#0 spec.addresses[0]: expected an IPv4 or IPv6 address, got "payments.local"',
+      'm.yaml#0 spec.addresses[0]: expected an IPv4 or IPv6 address (without a %zone), got "payments.local"',
       "m.yaml#0 spec.addresses[2]: duplicate address 10.96.0.5 (also at index 1)",
       "m.yaml#0 spec.addresses[4]: duplicate address fd00::5 (also at index 3)",
     ]);
