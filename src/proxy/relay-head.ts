@@ -113,6 +113,13 @@ export function sendableAsReceived(head: ResponseHead): boolean {
   return lengths === 1;
 }
 
+/** Whether the head carries x-mesh-error: a proxy's own answer (the callee's sidecar's), which a route's edits leave alone. */
+export function fromAProxy(head: ResponseHead): boolean {
+  const { buf, at } = head.raw;
+  for (let i = 0; i < at.length; i += 4) if (at[i + 1]! - at[i]! === 12 && nameIs(buf, at[i]!, 12, "x-mesh-error")) return true;
+  return false;
+}
+
 /** Whether the upstream's status line can go to the client as it is: HTTP/1.1, and SP before the (maybe empty) reason. */
 export function statusLineReusable(head: ResponseHead): boolean {
   return head.minor === 1 && head.raw.buf[head.raw.start + 12] === SP;

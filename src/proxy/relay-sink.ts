@@ -9,7 +9,7 @@
  * one object per request is the response's sink, the client's watcher and the request's
  * bookkeeping, and the subclass hears how the relay ended.
  */
-import { relayedHead, sendableAsReceived, statusLineReusable } from "./relay-head.ts";
+import { fromAProxy, relayedHead, sendableAsReceived, statusLineReusable } from "./relay-head.ts";
 import type { BodyFlow } from "./transport/h1/response-body.ts";
 import type { ResponseHead } from "./transport/h1/response-head.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
@@ -44,7 +44,8 @@ export abstract class RelaySink implements ResponseSink {
     this.flow = flow;
     this.status = head.status;
     this.headAt = eventNow();
-    const edits = this.responseEdits;
+    // A route edits the service's responses, not a proxy's answers on its way.
+    const edits = this.responseEdits === undefined || fromAProxy(head) ? undefined : this.responseEdits;
     // A whole response that this proxy would not change goes out as it came: one write from the upstream's read.
     if (complete && edits === undefined && head.status !== 204 && head.status !== 304 && sendableAsReceived(head) && res.startWhole()) {
       const raw = head.raw;

@@ -158,7 +158,7 @@ export const RouteRule = z
       .describe("Where its requests go, split by weight."),
     requestHeaders: HeaderModifier.optional().describe("Headers set, added or removed on the requests the rule takes, by the caller's sidecar, before they leave."),
     responseHeaders: ResponseHeaderModifier.optional().describe(
-      "Headers set, added or removed on the responses the service sends to the requests the rule takes (HTTP/1.1 and HTTP/2; not the proxy's own answers, not WebSocket upgrades), by the caller's sidecar, before the caller gets them.",
+      "Headers set, added or removed on the responses the service sends to the requests the rule takes (HTTP/1.1 and HTTP/2; not a sidecar's own answers, which carry x-mesh-error, nor WebSocket upgrades), by the caller's sidecar, before the caller gets them.",
     ),
     timeouts: z
       .strictObject({

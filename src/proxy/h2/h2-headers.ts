@@ -57,9 +57,10 @@ export function forwardedRequest(headers: IncomingHttpHeaders, drop: readonly st
   return neverIndexed(out);
 }
 
-/** Response headers or trailers to send on: connection-specific and identity fields left off, and a route's `edits` made. */
-export function forwardedResponse(headers: IncomingHttpHeaders, edits?: HeaderEdits): OutgoingHttpHeaders {
+/** Response headers or trailers to send on: connection-specific and identity fields left off, and a route's `edits` made (not to a proxy's answer, which carries x-mesh-error). */
+export function forwardedResponse(headers: IncomingHttpHeaders, routeEdits?: HeaderEdits): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
+  const edits = routeEdits === undefined || headers["x-mesh-error"] !== undefined ? undefined : routeEdits;
   const drop = edits?.drop;
   for (const name in headers) if (!inCgiList(NOT_FORWARDED, name) && (drop === undefined || !inCgiList(drop, name))) out[name] = headers[name];
   if (edits !== undefined) editH2Headers(out, edits);
