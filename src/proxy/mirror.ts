@@ -15,7 +15,8 @@ import type { ClientHttp2Stream, OutgoingHttpHeaders } from "node:http2";
 import type { Destination } from "./destinations.ts";
 import type { PickContext } from "./endpoint.ts";
 import type { ErrorParts } from "./errors.ts";
-import { RELAY_SKIP } from "./headers.ts";
+import { RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
+import type { RequestHeaderChange } from "./request-header-change.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { statusClass } from "./metrics.ts";
 import { callDestination, pickEndpoint, type CallOutcome } from "./outbound-call.ts";
@@ -58,18 +59,20 @@ function count(metrics: ProxyMetrics, mirror: CompiledMirror, outcome: string): 
 const NO_HEADERS: PickContext = { header: () => null };
 
 /**
- * A copy of the HTTP/1.1 call `req` for `mirror`, taken before the call sends any of its
- * body; sent by the function returned, once the call has its place in the breaker (a
+ * A copy of the HTTP/1.1 call `req` for `mirror`, as the call goes out (the rule's header
+ * changes made, the span's traceparent if it has one), taken before the call sends any of
+ * its body; sent by the function returned, once the call has its place in the breaker (a
  * mirror may be the routed service itself). Undefined when not copied: its body is still
  * coming or too long.
  */
-export function mirrorCopyH1(mirror: CompiledMirror, req: ServerRequest, metrics: ProxyMetrics): (() => void) | undefined {
+export function mirrorCopyH1(mirror: CompiledMirror, req: ServerRequest, metrics: ProxyMetrics, change: RequestHeaderChange | undefined, traceLine: string | undefined): (() => void) | undefined {
   const body = req.body === null ? null : req.body.copyWhole(MIRROR_BODY_BYTES);
   if (body === undefined) return void count(metrics, mirror, "skipped");
   const framing: RequestFraming = body === null ? { kind: "none" } : { kind: "length", length: body.byteLength };
   let prepared: ReturnType<typeof prepareRelayed>;
   try {
-    prepared = prepareRelayed({ ...req.head, host: shadowHost(req.head.host) }, RELAY_SKIP, NO_ADDED_LINES, framing);
+    const skip = traceLine === undefined ? (change?.skip ?? RELAY_SKIP) : (change?.skipTraced ?? RELAY_SKIP_TRACED);
+    prepared = prepareRelayed({ ...req.head, host: shadowHost(req.head.host) }, skip, change?.lines ?? NO_ADDED_LINES, framing, undefined, traceLine);
   } catch {
     return void count(metrics, mirror, "skipped");
   }

@@ -86,9 +86,11 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       const relay =
         log || span ? new ObservedOutboundRelay(res, req, dest.name, recorder, tracker, log, span, deps.tracer) : new OutboundRelay(res, req, dest.name, recorder, tracker);
       if (choice?.responseHeaders !== undefined) relay.responseEdits = choice.responseHeaders;
-      if (choice?.fault === undefined) sendCall(relay, dest, prepared, req, metrics, choice);
+      // A copy for the rule's mirror is taken now, before any of the body goes, and sent after the call.
+      const mirror = choice?.mirror !== undefined && mirrors(choice.mirror) ? mirrorCopyH1(choice.mirror, req, metrics, change, span?.line) : undefined;
+      if (choice?.fault === undefined) sendCall(relay, dest, prepared, req, metrics, choice, mirror);
       // A closure only for a faulted call: the common one makes none.
-      else faultedCall(choice.fault, relay, () => sendCall(relay, dest, prepared, req, metrics, choice));
+      else faultedCall(choice.fault, relay, () => sendCall(relay, dest, prepared, req, metrics, choice, mirror));
     },
   };
 
@@ -101,11 +103,9 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
   }
 }
 
-/** Sends the call (outbound-call.ts), its handle kept by the relay; `route`: the route's choice, whose timeouts and retries replace the destination's. */
-function sendCall(relay: OutboundRelay, dest: Destination, prepared: PreparedRequest, req: ServerRequest, metrics: ProxyMetrics, route: RouteChoice | undefined): void {
+/** Sends the call (outbound-call.ts), its handle kept by the relay, then its mirror's copy; `route`: the route's choice, whose timeouts and retries replace the destination's. */
+function sendCall(relay: OutboundRelay, dest: Destination, prepared: PreparedRequest, req: ServerRequest, metrics: ProxyMetrics, route: RouteChoice | undefined, mirror: (() => void) | undefined): void {
   try {
-    // The copy is taken before the call sends any of the body, and sent after the call has its place.
-    const mirror = route?.mirror !== undefined && mirrors(route.mirror) ? mirrorCopyH1(route.mirror, req, metrics) : undefined;
     relay.call = callDestination(dest, prepared, req.body, relay, metrics, relay, route === undefined ? dest.call : route.call);
     mirror?.();
   } catch {

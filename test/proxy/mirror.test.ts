@@ -17,7 +17,7 @@ let h2Caller: Awaited<ReturnType<typeof fx.proxy>>;
 let h2v2: H2Service;
 
 /** What api-v2 received. */
-const copies: { method: string; path: string; host: string | null; caller: string | null; body: string }[] = [];
+const copies: { method: string; path: string; host: string | null; caller: string | null; routed: string | null; body: string }[] = [];
 
 const ROUTE = `---
 apiVersion: mesh.dev/v1alpha1
@@ -36,6 +36,7 @@ spec:
     - matches: [{ path: { prefix: /mirrored } }]
       backends: [{ service: api }]
       mirror: { service: api-v2 }
+      requestHeaders: { set: [{ name: x-routed, value: "yes" }] }
     - matches: [{ path: { prefix: /never } }]
       backends: [{ service: api }]
       mirror: { service: api-v2, percent: 0 }
@@ -47,7 +48,7 @@ beforeAll(async () => {
   const api = await fx.proxy("api", fx.echo("api").url);
   const v2Service = fx.service(async (req) => {
     const url = new URL(req.url);
-    copies.push({ method: req.method, path: url.pathname, host: req.headers.get("host"), caller: req.headers.get("x-mesh-client-id"), body: await req.text() });
+    copies.push({ method: req.method, path: url.pathname, host: req.headers.get("host"), caller: req.headers.get("x-mesh-client-id"), routed: req.headers.get("x-routed"), body: await req.text() });
     if (url.pathname.endsWith("/slow")) await Bun.sleep(1500);
     return new Response("from v2", { status: url.pathname.endsWith("/fails") ? 500 : 200 });
   });
@@ -65,11 +66,11 @@ const call = (path: string, init: RequestInit = {}) => fetch(`http://127.0.0.1:$
 const copiesOf = (path: string) => copies.filter((c) => c.path === path);
 
 describe("HTTP/1.1", () => {
-  test("a call the rule takes is answered by api; a shadow copy, from orders, reaches api-v2", async () => {
+  test("a call the rule takes is answered by api; a shadow copy, from orders, with the rule's header changes, reaches api-v2", async () => {
     const res = await call("/mirrored/items?page=2");
     expect([res.status, ((await res.json()) as { service: string }).service]).toEqual([200, "api"]);
     expect(await eventually(() => copiesOf("/mirrored/items").length === 1)).toBe(true);
-    expect(copiesOf("/mirrored/items")[0]).toEqual({ method: "GET", path: "/mirrored/items", host: "api-shadow", caller: "spiffe://mesh.local/ns/default/sa/orders", body: "" });
+    expect(copiesOf("/mirrored/items")[0]).toEqual({ method: "GET", path: "/mirrored/items", host: "api-shadow", caller: "spiffe://mesh.local/ns/default/sa/orders", routed: "yes", body: "" });
     expect(await eventually(async () => (await mirrored("2xx")) >= 1)).toBe(true);
   });
 
@@ -128,7 +129,7 @@ describe("HTTP/2", () => {
     try {
       expect(await post(session, "/mirrored/small", Buffer.from("small body"))).toBe(200);
       expect(await eventually(() => h2v2.seen.some((s) => s.path === "/mirrored/small"))).toBe(true);
-      expect(h2v2.seen.find((s) => s.path === "/mirrored/small")).toMatchObject({ authority: "api-shadow", body: "small body", caller: "spiffe://mesh.local/ns/default/sa/orders" });
+      expect(h2v2.seen.find((s) => s.path === "/mirrored/small")).toMatchObject({ authority: "api-shadow", body: "small body", caller: "spiffe://mesh.local/ns/default/sa/orders", headers: { "x-routed": "yes" } });
 
       const resetBefore = await mirrored("reset", h2Caller.ports.admin);
       expect(await post(session, "/mirrored/large", Buffer.alloc(100 * 1024, 97))).toBe(200);
