@@ -171,6 +171,11 @@ describe("config", () => {
       'spec.rules[0].responseHeaders.remove[1]: "x-mesh-overflow" is the proxy\'s own to set or remove; a route cannot change it',
     ]);
     expect(manifestIssues("HTTPRoute", rule({ set: [{ name: "x-a", value: "1" }], remove: ["x-a"] }))).toEqual(['spec.rules[0].responseHeaders.remove[0]: "x-a" is in set already: name a header once']);
+    // A gRPC call's outcome, which the sidecars count and retry by, is the service's to give.
+    expect(manifestIssues("HTTPRoute", rule({ set: [{ name: "grpc-status", value: "0" }], remove: ["grpc_message"] }))).toEqual([
+      "spec.rules[0].responseHeaders.set[0].name: \"grpc-status\" is a gRPC call's outcome, the service's to give; a route cannot change it",
+      "spec.rules[0].responseHeaders.remove[0]: \"grpc-message\" is a gRPC call's outcome, the service's to give; a route cannot change it",
+    ]);
     // A request's own (traceparent, host) are a response's to change.
     expect(manifestIssues("HTTPRoute", rule({ set: [{ name: "traceparent", value: "x" }] }))).toEqual([]);
   });

@@ -52,18 +52,23 @@ export const RouteMatch = z
  */
 export const UNMODIFIABLE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS, "host", "content-length", "expect", "traceparent", "tracestate", "idempotency-key"]);
 
+const GRPC_OUTCOME = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+
 /**
- * Response headers a route may not change: the proxy's own (hop-by-hop, identity, framing)
- * and the ones it answers callers with (x-mesh-error, x-mesh-overflow), which a caller
- * must be able to trust came from a proxy.
+ * Response headers a route may not change: the proxy's own (hop-by-hop, identity, framing),
+ * the ones it answers callers with (x-mesh-error, x-mesh-overflow), which a caller must be
+ * able to trust came from a proxy, and a gRPC call's outcome in a trailers-only answer,
+ * which the sidecars count and retry by and the client must see as the service gave it.
  */
-export const UNMODIFIABLE_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS, "content-length", "x-mesh-error", "x-mesh-overflow"]);
+export const UNMODIFIABLE_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS, "content-length", "x-mesh-error", "x-mesh-overflow", ...GRPC_OUTCOME]);
 
 /** Changes to a request's or a response's headers, less `unmodifiable`. */
 function headerModifier(unmodifiable: ReadonlySet<string>, what: "request" | "response") {
   // "_" and other separators read as "-", as the proxy reads them everywhere.
   const name = HeaderName.transform(cgiName).superRefine((h, ctx) => {
-    if (unmodifiable.has(h)) ctx.addIssue({ code: "custom", message: `"${h}" is the proxy's own to set or remove; a route cannot change it` });
+    if (!unmodifiable.has(h)) return;
+    const whose = GRPC_OUTCOME.includes(h) ? "a gRPC call's outcome, the service's to give" : "the proxy's own to set or remove";
+    ctx.addIssue({ code: "custom", message: `"${h}" is ${whose}; a route cannot change it` });
   });
   const line = z.strictObject({
     name: name.describe("Header name."),
