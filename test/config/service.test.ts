@@ -128,5 +128,13 @@ describe("addresses", () => {
       "m.yaml#0 spec.addresses[4]: duplicate address fd00::5 (also at index 3)",
     ]);
     expect(errorsOf(service("  ports: [{name: http, port: 80}]\n  addresses: []"))).toEqual(["m.yaml#0 spec.addresses: expected at least 1 item"]);
+    // None that no caller could reach it at: unspecified, loopback, multicast. ff::1 is 00ff::1, not multicast.
+    expect(errorsOf(service("  ports: [{name: http, port: 80}]\n  addresses: [0.0.0.0, 127.0.0.5, '::1', 224.0.0.1, 'ff02::1', 'ff::1', 10.0.0.1]"))).toEqual([
+      "m.yaml#0 spec.addresses[0]: 0.0.0.0 is the unspecified address; a Service cannot claim it",
+      "m.yaml#0 spec.addresses[1]: 127.0.0.5 is a loopback address, whose calls stay on their host and are never redirected; a Service cannot claim it",
+      "m.yaml#0 spec.addresses[2]: ::1 is a loopback address, whose calls stay on their host and are never redirected; a Service cannot claim it",
+      "m.yaml#0 spec.addresses[3]: 224.0.0.1 is a multicast address; a Service cannot claim it",
+      "m.yaml#0 spec.addresses[4]: ff02::1 is a multicast address; a Service cannot claim it",
+    ]);
   });
 });

@@ -1,4 +1,5 @@
 /** Service: a named set of ports, optionally with static endpoints for meshes without a control plane. */
+import { isIP } from "node:net";
 import { z } from "zod";
 import { always, dnsLabel, Host, IPAddress, Port, uniqueBy, Zone } from "../common";
 import { registerKind, type ManifestOf } from "../manifest";
@@ -34,6 +35,15 @@ export const Endpoint = z
   })
   .describe("A static instance of the service.");
 
+/** Why a Service cannot claim `address` (canonical), or undefined when it can. */
+function unclaimable(address: string): string | undefined {
+  if (address === "0.0.0.0" || address === "::") return "is the unspecified address";
+  if (address.startsWith("127.") || address === "::1") return "is a loopback address, whose calls stay on their host and are never redirected";
+  const first = Number(address.split(".")[0]);
+  if ((isIP(address) === 4 && first >= 224 && first <= 239) || /^ff[0-9a-f]{2}:/.test(address)) return "is a multicast address";
+  return undefined;
+}
+
 export const ServiceSpec = z
   .strictObject({
     ports: z
@@ -61,7 +71,10 @@ export const ServiceSpec = z
       .optional()
       .describe("Static instances, for configs without a control plane; unique by address and port."),
     addresses: z
-      .array(IPAddress)
+      .array(IPAddress.superRefine((address, ctx) => {
+        const why = unclaimable(address);
+        if (why !== undefined) ctx.addIssue({ code: "custom", message: `${address} ${why}; a Service cannot claim it` });
+      }))
       .min(1)
       .superRefine((addresses, ctx) => {
         addresses.forEach((a, i) => {
