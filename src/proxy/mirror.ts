@@ -22,7 +22,7 @@ import { statusClass } from "./metrics.ts";
 import { callDestination, pickEndpoint, type CallOutcome } from "./outbound-call.ts";
 import type { CallSettings } from "./policy.ts";
 import { DEFAULT_RETRY_POLICY } from "./resilience/retry.ts";
-import { chunkFrame, type BodySource, type RequestSink } from "./transport/h1/request-body.ts";
+import type { BodySource, RequestSink } from "./transport/h1/request-body.ts";
 import { NO_ADDED_LINES, prepareRelayed, type RequestFraming } from "./transport/h1/request-head.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import type { ServerRequest } from "./transport/h1-server/connection.ts";
@@ -79,12 +79,11 @@ export function mirrorCopyH1(mirror: CompiledMirror, req: ServerRequest, metrics
   return () => void callDestination(mirror.dest, prepared, body === null ? null : wholeBody(body), NO_HEADERS, metrics, new MirrorOutcome(mirror, metrics), mirror.call);
 }
 
-/** A copied body, sent whole. */
+/** A copied body, sent whole: the copy's head gives its length, so it goes unframed. */
 function wholeBody(bytes: Buffer): BodySource {
   return {
-    async pump(framing: RequestFraming, sink: RequestSink): Promise<boolean> {
-      const framed = framing.kind === "chunked" ? Buffer.concat([chunkFrame(bytes), Buffer.from("0\r\n\r\n")]) : bytes;
-      return sink.write(framed) || (await sink.drained());
+    async pump(_framing: RequestFraming, sink: RequestSink): Promise<boolean> {
+      return sink.write(bytes) || (await sink.drained());
     },
   };
 }
