@@ -1,12 +1,12 @@
 /** `mesh proxy`: run a sidecar from flags and/or a static config file. */
 import { loadManifests, formatManifestError, type LoadedManifest } from "../config/load.ts";
-import { sharedAddresses, type Service } from "../config/kinds/service.ts";
+import type { Service } from "../config/kinds/service.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
 import type { HTTPRoute } from "../config/kinds/http-route.ts";
-import { routeProblems } from "../proxy/control/config-documents.ts";
-import { secondRateLimits, type RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
+import { crossDocumentProblems } from "../proxy/control/config-documents.ts";
+import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import { CollectorUrl, ESCAPED_SLASHES, SamplingPercent, Upstream, type EscapedSlashes, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash, Zone } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
@@ -48,34 +48,16 @@ async function loadConfig(path: string | undefined): Promise<ProxyFile> {
   const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind);
   const proxies = of("ProxyConfig").map((m) => m.manifest) as ProxyConfig[];
   if (proxies.length > 1) throw new DataError(`holds ${proxies.length} ProxyConfig documents; a proxy takes one`, path);
-  const services = of("Service").map((m) => m.manifest) as Service[];
-  const known = new Set(services.map((s) => `${s.metadata.name}.${s.metadata.namespace}`));
-  const problems = of("DestinationPolicy")
-    .filter((m) => {
-      const p = m.manifest as DestinationPolicy;
-      return !known.has(`${p.spec.service}.${p.metadata.namespace}`);
-    })
-    .map((m) => {
-      const p = m.manifest as DestinationPolicy;
-      return `${m.file}#${m.doc} spec.service: no Service "${p.spec.service}" in namespace "${p.metadata.namespace}"`;
-    });
-  for (const { item: m } of secondRateLimits(of("RateLimitPolicy"), (m) => m.manifest)) {
-    const p = m.manifest as RateLimitPolicy;
-    problems.push(`${m.file}#${m.doc} spec.service: a second RateLimitPolicy for "${p.spec.service}" in namespace "${p.metadata.namespace}"`);
-  }
-  for (const { item: m, address, first } of sharedAddresses(of("Service"), (m) => m.manifest as Service))
-    problems.push(`${m.file}#${m.doc} spec.addresses: ${address} is ${first.file}#${first.doc}'s already; no two Services share an address`);
-  const routes = of("HTTPRoute").map((m) => m.manifest) as HTTPRoute[];
-  problems.push(...routeProblems(routes, known).map((p) => `HTTPRoute ${p}`));
+  const problems = crossDocumentProblems(manifests.map((m) => ({ where: `${m.file}#${m.doc}`, manifest: m.manifest })));
   if (problems.length) throw new DataError(`invalid config:\n  ${problems.join("\n  ")}`, "--config");
   return {
     proxy: proxies[0],
-    services,
+    services: of("Service").map((m) => m.manifest) as Service[],
     policies: of("DestinationPolicy").map((m) => m.manifest) as DestinationPolicy[],
     authorization: of("AuthorizationPolicy").map((m) => m.manifest) as AuthorizationPolicy[],
     rateLimits: of("RateLimitPolicy").map((m) => m.manifest) as RateLimitPolicy[],
     authentication: of("RequestAuthentication").map((m) => m.manifest) as RequestAuthentication[],
-    routes,
+    routes: of("HTTPRoute").map((m) => m.manifest) as HTTPRoute[],
   };
 }
 

@@ -6,7 +6,7 @@ import { mesh, tempDir } from "../helpers/cli.ts";
 import type { HTTPRoute } from "../../src/config/kinds/http-route.ts";
 import { manifestIssues, validManifest } from "../helpers/policies.ts";
 import type { Destination, Snapshot } from "../../src/proxy/destinations.ts";
-import { routeProblems } from "../../src/proxy/control/config-documents.ts";
+import { crossDocumentProblems } from "../../src/proxy/control/config-documents.ts";
 import { compileRoutes, routedDestination, type RoutedRequest } from "../../src/proxy/routing.ts";
 
 const route = (spec: Record<string, unknown>, name = "r") => validManifest<HTTPRoute>("HTTPRoute", spec, name);
@@ -64,10 +64,11 @@ describe("schema", () => {
   test("a config's routes must name Services it has, one route per service", () => {
     const r1 = route({ service: "payments", rules: [{ backends: [{ service: "payments-v2" }, { service: "ghost" }], mirror: { service: "shadow" } }] }, "one");
     const r2 = route({ service: "payments", rules: [{ backends: [{ service: "payments" }] }] }, "two");
-    expect(routeProblems([r1, r2], new Set(["payments.shop", "payments-v2.shop"]))).toEqual([
-      'shop/one spec.rules[0].backends[1].service: no Service "ghost"',
-      'shop/one spec.rules[0].mirror.service: no Service "shadow"',
-      'shop/two spec.service: a second HTTPRoute for "payments"',
+    const placed = [validManifest("Service", { ports: [{ name: "http", port: 80 }] }, "payments"), validManifest("Service", { ports: [{ name: "http", port: 80 }] }, "payments-v2"), r1, r2];
+    expect(crossDocumentProblems(placed.map((m, i) => ({ where: `#${i}`, manifest: m as HTTPRoute })))).toEqual([
+      '#2 spec.rules[0].backends[1].service: no Service "ghost" in namespace "shop"',
+      '#2 spec.rules[0].mirror.service: no Service "shadow" in namespace "shop"',
+      '#3 spec.service: a second HTTPRoute for "payments" in namespace "shop"',
     ]);
   });
 
@@ -131,7 +132,7 @@ describe("in a sidecar's static config", () => {
       );
       const r = await mesh("proxy", "--service", "orders", "--upstream", "http://127.0.0.1:8080", "--config", path);
       expect(r.code).not.toBe(0);
-      expect(r.err).toContain('HTTPRoute default/canary spec.rules[0].backends[0].service: no Service "payments-v2"');
+      expect(r.err).toContain(`${path}#1 spec.rules[0].backends[0].service: no Service "payments-v2" in namespace "default"`);
     } finally {
       dir.cleanup();
     }

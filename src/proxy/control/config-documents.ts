@@ -10,7 +10,7 @@ import type { DestinationPolicy } from "../../config/kinds/destination-policy.ts
 import { secondRateLimits, type RateLimitPolicy } from "../../config/kinds/rate-limit-policy.ts";
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
 import { sharedAddresses, type Service } from "../../config/kinds/service.ts";
-import { parseManifest } from "../../config/manifest.ts";
+import { parseManifest, type Manifest } from "../../config/manifest.ts";
 import "../../config/kinds/index.ts";
 
 export interface ProxyDocuments {
@@ -36,6 +36,7 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
   const rateLimits: RateLimitPolicy[] = [];
   const authentication: RequestAuthentication[] = [];
   const routes: HTTPRoute[] = [];
+  const placed: PlacedManifest[] = [];
   documents.forEach((doc, i) => {
     const parsed = parseManifest(doc);
     if (!parsed.ok) {
@@ -43,6 +44,7 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
       return;
     }
     const m = parsed.manifest;
+    placed.push({ where: `${m.kind} ${m.metadata.namespace}/${m.metadata.name}`, manifest: m });
     if (m.kind === "Service") services.push(m as Service);
     else if (m.kind === "DestinationPolicy") policies.push(m as DestinationPolicy);
     else if (m.kind === "AuthorizationPolicy") authorization.push(m as AuthorizationPolicy);
@@ -51,30 +53,49 @@ export function parseConfigDocuments(documents: unknown[]): ProxyDocuments {
     else if (m.kind === "HTTPRoute") routes.push(m as HTTPRoute);
     else problems.push(`document ${i} kind: ${m.kind} is not part of a proxy's config`);
   });
-  const known = new Set(services.map((s) => serviceKey(s.metadata.name, s.metadata.namespace)));
-  for (const p of policies)
-    if (!known.has(serviceKey(p.spec.service, p.metadata.namespace))) problems.push(`DestinationPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: no Service "${p.spec.service}"`);
-  for (const { item: p } of secondRateLimits(rateLimits, (p) => p))
-    problems.push(`RateLimitPolicy ${p.metadata.namespace}/${p.metadata.name} spec.service: a second RateLimitPolicy for "${p.spec.service}"`);
-  problems.push(...routeProblems(routes, known).map((p) => `HTTPRoute ${p}`));
-  for (const { item, address, first } of sharedAddresses(services, (s) => s))
-    problems.push(`Service ${nameKey(item)} spec.addresses: ${address} is Service ${nameKey(first)}'s already`);
+  problems.push(...crossDocumentProblems(placed));
   if (problems.length) throw new ConfigRejected(problems.join("; "));
   return { services, policies, authorization, rateLimits, authentication, routes };
 }
 
-/** `namespace/name field: problem` for each Service a route names that `known` (service.namespace) lacks, and each service routed twice. */
-export function routeProblems(routes: readonly HTTPRoute[], known: ReadonlySet<string>): string[] {
+/** A manifest of one config, and how a message names where it is (`file#doc`, `Kind namespace/name`). */
+export interface PlacedManifest {
+  where: string;
+  manifest: Manifest;
+}
+
+/**
+ * What the manifests of one config break together, each message led by where it is: a
+ * DestinationPolicy or a route naming a Service the config lacks, a second RateLimitPolicy
+ * or HTTPRoute for one service, two Services sharing an address. A config file and a
+ * version pushed by the control plane are held to the same rules.
+ */
+export function crossDocumentProblems(items: readonly PlacedManifest[]): string[] {
+  const of = (kind: string) => items.filter((i) => i.manifest.kind === kind);
+  const services = of("Service");
+  const known = new Set(services.map((i) => serviceKey(i.manifest.metadata.name, i.manifest.metadata.namespace)));
+  const missing = (service: string, namespace: string) => (known.has(serviceKey(service, namespace)) ? undefined : `no Service "${service}" in namespace "${namespace}"`);
   const problems: string[] = [];
+  for (const { where, manifest } of of("DestinationPolicy")) {
+    const why = missing((manifest as DestinationPolicy).spec.service, manifest.metadata.namespace);
+    if (why) problems.push(`${where} spec.service: ${why}`);
+  }
+  for (const { item } of secondRateLimits(of("RateLimitPolicy"), (i) => i.manifest))
+    problems.push(`${item.where} spec.service: a second RateLimitPolicy for "${(item.manifest as RateLimitPolicy).spec.service}" in namespace "${item.manifest.metadata.namespace}"`);
   const routed = new Set<string>();
-  for (const r of routes) {
-    const id = `${r.metadata.namespace}/${r.metadata.name}`;
-    for (const { field, service } of routeServices(r))
-      if (!known.has(serviceKey(service, r.metadata.namespace))) problems.push(`${id} ${field}: no Service "${service}"`);
-    const key = serviceKey(r.spec.service, r.metadata.namespace);
-    if (routed.has(key)) problems.push(`${id} spec.service: a second HTTPRoute for "${r.spec.service}"`);
+  for (const { where, manifest } of of("HTTPRoute")) {
+    const route = manifest as HTTPRoute;
+    const ns = route.metadata.namespace;
+    for (const { field, service } of routeServices(route)) {
+      const why = missing(service, ns);
+      if (why) problems.push(`${where} ${field}: ${why}`);
+    }
+    const key = serviceKey(route.spec.service, ns);
+    if (routed.has(key)) problems.push(`${where} spec.service: a second HTTPRoute for "${route.spec.service}" in namespace "${ns}"`);
     routed.add(key);
   }
+  for (const { item, address, first } of sharedAddresses(services, (i) => i.manifest as Service))
+    problems.push(`${item.where} spec.addresses: ${address} is ${first.where}'s already; no two Services share an address`);
   return problems;
 }
 

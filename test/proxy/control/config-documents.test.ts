@@ -25,14 +25,14 @@ test("an invalid document, a foreign kind or a dangling policy refuses the whole
   }
   expect(error).toBeInstanceOf(ConfigRejected);
   expect((error as Error).message).toBe(
-    'document 0 spec.ports[0].port: expected port 1-65535; document 2 kind: ProxyConfig is not part of a proxy\'s config; DestinationPolicy default/ledger spec.service: no Service "ledger"',
+    'document 0 spec.ports[0].port: expected port 1-65535; document 2 kind: ProxyConfig is not part of a proxy\'s config; DestinationPolicy default/ledger spec.service: no Service "ledger" in namespace "default"',
   );
 });
 
 test("no two Services share a virtual address: the second is named", () => {
   const withAddress = (name: string, addresses: string[]) => service(name, { ports: [{ name: "http", port: 80 }], addresses });
   expect(() => parseConfigDocuments([withAddress("payments", ["10.96.0.5"]), withAddress("ledger", ["10.96.0.6", "10.96.0.5"])])).toThrow(
-    "Service default/ledger spec.addresses: 10.96.0.5 is Service default/payments's already",
+    "Service default/ledger spec.addresses: 10.96.0.5 is Service default/payments's already; no two Services share an address",
   );
   expect(parseConfigDocuments([withAddress("payments", ["10.96.0.5"]), withAddress("ledger", ["10.96.0.6"])]).services).toHaveLength(2);
 });
