@@ -6,15 +6,13 @@
  * re-applying with another plan, and concurrent applies.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fixtureFor } from "../helpers/mesh-fixture.ts";
-import { createLab, netnsUnavailable, type Host, type NetnsLab } from "../helpers/netns.ts";
-import { startMesh, startReady } from "../helpers/procs.ts";
+import type { Host } from "../helpers/netns.ts";
+import { PROXY_GID, redirectLab, type RedirectLab } from "../helpers/redirect-lab.ts";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
-const PROXY_GID = "1337";
 const MAX_CONNECTIONS = 4;
 
 /**
@@ -47,44 +45,22 @@ interface Held {
 }
 
 const fx = fixtureFor("orders", "payments");
-let lab: NetnsLab;
+let lab: RedirectLab;
 let orders: Host;
 let payments: Host;
 let vip: string;
 let subnet: string;
 let holder: string;
 
-const inNs = (host: Host, ...command: string[]) => spawnSync("ip", ["netns", "exec", host.ns, ...command], { encoding: "utf8" });
-const redirect = (...args: string[]) => inNs(orders, process.execPath, MAIN, "redirect", ...args);
+const inNs = (host: Host, ...command: string[]) => lab.inNs(host, ...command);
+const redirect = (...args: string[]) => lab.redirect(...args);
 const rulesOf = (tool: "iptables" | "ip6tables") => inNs(orders, tool, "-t", "nat", "-S").stdout.split("\n");
 
 beforeAll(async () => {
-  const why = netnsUnavailable();
-  if (why) throw new Error(why);
-  if (spawnSync("iptables", ["--version"]).status !== 0) throw new Error("iptables is not installed");
-  lab = createLab(2);
-  [orders, payments] = lab.hosts as [Host, Host];
-  subnet = `${payments.address.replace(/\.\d+$/, ".0")}/24`;
-  vip = payments.address.replace(/\.\d+$/, ".200");
+  lab = await redirectLab(fx, ["--transparent", "--max-connections", String(MAX_CONNECTIONS)]);
+  ({ orders, payments, vip, subnet } = lab);
   holder = join(fx.tmp.path, "holder.ts");
   writeFileSync(holder, HOLDER);
-  const echo = await startReady([process.execPath, join(import.meta.dir, "..", "helpers", "echo-server.ts"), "payments"], { wrap: ["ip", "netns", "exec", payments.ns] });
-  const ports = echo.ready as { port: number; tcpPort: number };
-  const config = join(fx.tmp.path, "services.yaml");
-  writeFileSync(
-    config,
-    `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: { name: payments }\nspec:\n  addresses: [${vip}]\n` +
-      `  ports: [{ name: http, port: 80 }, { name: echo, port: 7000, protocol: tcp, targetPort: ${ports.tcpPort} }]\n  endpoints: [{ address: ${payments.address}, port: 15006 }]\n`,
-  );
-  const certs = (service: string) => join(fx.tmp.path, "certs", service);
-  await startMesh(
-    ["proxy", "--service", "payments", "--upstream", `http://127.0.0.1:${ports.port}`, "--certs-dir", certs("payments"), "--inbound", `${payments.address}:15006`, "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--config", config],
-    { wrap: ["ip", "netns", "exec", payments.ns] },
-  );
-  await startMesh(
-    ["proxy", "--service", "orders", "--upstream", "http://127.0.0.1:9", "--certs-dir", certs("orders"), "--inbound", "127.0.0.1:15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--config", config, "--transparent", "--max-connections", String(MAX_CONNECTIONS)],
-    { wrap: ["ip", "netns", "exec", orders.ns, "setpriv", `--regid=${PROXY_GID}`, "--clear-groups"] },
-  );
   const r = redirect("--proxy-gid", PROXY_GID, "--cidrs", subnet);
   if (r.status !== 0) throw new Error(`mesh redirect: ${r.stderr}`);
 });

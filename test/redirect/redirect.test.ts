@@ -7,19 +7,14 @@
  * also carries raw TCP sent to payments' virtual address at its tcp port.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
 import { fixtureFor } from "../helpers/mesh-fixture.ts";
-import { createLab, netnsUnavailable, type Host, type NetnsLab } from "../helpers/netns.ts";
-import { startMesh, startReady } from "../helpers/procs.ts";
-
-const TCP_EXCHANGE = join(import.meta.dir, "..", "helpers", "tcp-exchange.ts");
+import type { Host } from "../helpers/netns.ts";
+import { PROXY_GID, redirectLab, type RedirectLab } from "../helpers/redirect-lab.ts";
 import { restoreInput, type RedirectPlan } from "../../src/redirect/rules.ts";
 
-const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
-const PROXY_GID = "1337";
+const TCP_EXCHANGE = join(import.meta.dir, "..", "helpers", "tcp-exchange.ts");
 
 const plan = (over: Partial<RedirectPlan>): RedirectPlan => ({ outboundPort: 15001, proxyUid: 1337, proxyGid: undefined, ports: undefined, cidrs: undefined, excludeCidrs: [], excludePorts: [], ...over });
 
@@ -69,43 +64,21 @@ describe("rules", () => {
 
 describe("in a network namespace", () => {
   const fx = fixtureFor("orders", "payments");
-  let lab: NetnsLab;
+  let lab: RedirectLab;
   let orders: Host;
   let payments: Host;
   /** payments' virtual address (Service spec.addresses). */
   let vip: string;
 
-  const inNs = (host: Host, ...command: string[]) => spawnSync("ip", ["netns", "exec", host.ns, ...command], { encoding: "utf8" });
-  const redirect = (...args: string[]) => inNs(orders, process.execPath, MAIN, "redirect", ...args);
+  const inNs = (host: Host, ...command: string[]) => lab.inNs(host, ...command);
+  const redirect = (...args: string[]) => lab.redirect(...args);
   const natRules = () => inNs(orders, "iptables", "-t", "nat", "-S").stdout.split("\n");
   /** The service's call, as it would make it: by name, plain HTTP, no proxy. "payments" resolves to payments' host, as DNS would. */
   const callPayments = () => inNs(orders, "curl", "-s", "-m", "5", "--noproxy", "*", "--resolve", `payments:80:${payments.address}`, "http://payments/charge");
 
   beforeAll(async () => {
-    const why = netnsUnavailable();
-    if (why) throw new Error(why);
-    if (spawnSync("iptables", ["--version"]).status !== 0) throw new Error("iptables is not installed (apt-get install iptables)");
-    lab = createLab(2);
-    [orders, payments] = lab.hosts as [Host, Host];
-    const echo = await startReady([process.execPath, join(import.meta.dir, "..", "helpers", "echo-server.ts"), "payments"], { wrap: ["ip", "netns", "exec", payments.ns] });
-    const ports = echo.ready as { port: number; tcpPort: number };
-    // payments at a virtual address no host has, in the redirected range: an HTTP port, and a tcp one carried to its echo.
-    vip = payments.address.replace(/\.\d+$/, ".200");
-    const config = join(fx.tmp.path, "services.yaml");
-    writeFileSync(
-      config,
-      `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: { name: payments }\nspec:\n  addresses: [${vip}]\n` +
-        `  ports: [{ name: http, port: 80 }, { name: echo, port: 7000, protocol: tcp, targetPort: ${ports.tcpPort} }]\n  endpoints: [{ address: ${payments.address}, port: 15006 }]\n`,
-    );
-    const certs = (service: string) => join(fx.tmp.path, "certs", service);
-    await startMesh(
-      ["proxy", "--service", "payments", "--upstream", `http://127.0.0.1:${ports.port}`, "--certs-dir", certs("payments"), "--inbound", `${payments.address}:15006`, "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--config", config],
-      { wrap: ["ip", "netns", "exec", payments.ns] },
-    );
-    await startMesh(
-      ["proxy", "--service", "orders", "--upstream", "http://127.0.0.1:9", "--certs-dir", certs("orders"), "--inbound", "127.0.0.1:15006", "--outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000", "--config", config, "--transparent"],
-      { wrap: ["ip", "netns", "exec", orders.ns, "setpriv", `--regid=${PROXY_GID}`, "--clear-groups"] },
-    );
+    lab = await redirectLab(fx, ["--transparent"]);
+    ({ orders, payments, vip } = lab);
   });
   afterAll(() => lab?.destroy());
 
