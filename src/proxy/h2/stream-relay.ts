@@ -137,10 +137,8 @@ class StreamRelay {
       this.deadline = setTimeout(() => this.deadlineExceeded(), opts.deadlineMs);
     }
     if (opts.timeoutMs > 0)
-      this.timer = setTimeout(() => {
-        this.cancelUpstream();
-        this.fail("timeout", `no response within ${opts.timeoutMs} ms`);
-      }, opts.timeoutMs);
+      // Cleared at the response head: it only ever answers.
+      this.timer = setTimeout(() => this.timedOut(`no response within ${opts.timeoutMs} ms`), opts.timeoutMs);
     this.watched = opts.idle.watch(() => this.idleOut());
     down.on("data", (chunk: Buffer) => this.body(chunk));
     down.on("end", () => {
@@ -341,24 +339,22 @@ class StreamRelay {
     this.finish();
   }
 
-  /** The call's deadline passed: DEADLINE_EXCEEDED before a response began, reset after; the try in flight is cancelled. */
+  /** The call's deadline passed: DEADLINE_EXCEEDED before a response began, reset after. */
   private deadlineExceeded(): void {
-    if (this.over) return;
-    this.cancelUpstream();
-    const detail = `the call's deadline (grpc-timeout) of ${this.opts.deadlineMs} ms passed`;
-    if (this.end.headAt === 0) return this.fail("timeout", detail, undefined, DEADLINE_EXCEEDED);
-    this.end.failure = "timeout";
-    resetStream(this.down, detail);
-    this.finish();
+    this.timedOut(`the call's deadline (grpc-timeout) of ${this.opts.deadlineMs} ms passed`, DEADLINE_EXCEEDED);
   }
 
   /** Nothing either way for the idle timeout: answered 504 (UNAVAILABLE) before a response began, reset after. */
   private idleOut(): void {
     this.watched = undefined;
+    this.timedOut(`the stream carried nothing for ${this.opts.idle.timeoutMs} ms`);
+  }
+
+  /** A time limit of the whole call passed: the try in flight is cancelled, and the client answered (with `grpcStatus` for gRPC) or, once a response began, reset. */
+  private timedOut(detail: string, grpcStatus?: number): void {
     if (this.over) return;
     this.cancelUpstream();
-    const detail = `the stream carried nothing for ${this.opts.idle.timeoutMs} ms`;
-    if (this.end.headAt === 0) return this.fail("timeout", detail);
+    if (this.end.headAt === 0) return this.fail("timeout", detail, undefined, grpcStatus);
     this.end.failure = "timeout";
     resetStream(this.down, detail);
     this.finish();
