@@ -128,8 +128,11 @@ export class DownstreamBody implements BodySource {
   /** A copy of the whole body when all of it, at most `limit` bytes, is here and none of it was taken yet (a mirror's); otherwise undefined. */
   copyWhole(limit: number): Buffer | undefined {
     if (!this.done || this.error || this.pumped || this.earlyBytes > limit) return undefined;
-    const out = Buffer.allocUnsafe(this.earlyBytes);
-    let at = 0;
+    return this.copyEarly(Buffer.allocUnsafe(this.earlyBytes), 0);
+  }
+
+  /** The pieces held before a pump, copied into `out` from `at`; `out` returned. */
+  private copyEarly(out: Buffer, at: number): Buffer {
     for (const piece of this.early) at += Buffer.prototype.copy.call(piece.buf, out, at, piece.start, piece.end);
     return out;
   }
@@ -138,9 +141,7 @@ export class DownstreamBody implements BodySource {
     // Under PREBUFFER_BYTES reading was never paused for it, so nothing needs resuming.
     if (!this.done || this.error || this.pumped || this.earlyBytes !== length || length >= PREBUFFER_BYTES) return undefined;
     this.pumped = true;
-    const out = Buffer.allocUnsafe(room + length);
-    let at = room;
-    for (const piece of this.early) at += Buffer.prototype.copy.call(piece.buf, out, at, piece.start, piece.end);
+    const out = this.copyEarly(Buffer.allocUnsafe(room + length), room);
     this.early = [];
     this.earlyBytes = 0;
     return out;
