@@ -107,7 +107,7 @@ describe("load balancing from policy", () => {
   test("ewma sends most traffic to the faster instance", async () => {
     // Far slower than anything load on a shared machine adds to the fast path.
     const fast = fx.echo("payments");
-    const slower = fx.service(slow(150));
+    const slower = fx.service(slow(400));
     const ports = await paymentsBehindProxies([fast, slower]);
     const orders = await ordersWith(serviceDoc("payments", ports.map((port) => ({ port }))), policyDoc("payments", "  loadBalancer: {type: ewma}"));
     // One at a time, so in-flight counts are always equal: least-request would split
