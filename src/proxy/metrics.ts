@@ -169,6 +169,10 @@ export function proxyMetrics(registry = new Registry()) {
     spansDropped: registry.counter("mesh_trace_spans_dropped_total", "Trace spans not exported, by reason (queue-full, export-failed)."),
     connections: registry.counter("mesh_connections_total", "Connections accepted or opened, by direction."),
     openConnections: registry.gauge("mesh_connections_open", "Connections open now, by direction."),
+    connectionsRetired: registry.counter(
+      "mesh_connections_retired_total",
+      "Inbound mTLS connections ended for their certificates: asked to move (certificate-expiring, rotation) or cut (certificate-expired, trust-withdrawn), by reason.",
+    ),
     connectionsRefused: registry.counter("mesh_connections_refused_total", "Connections closed at accept because a listener held its limit (--max-connections; the status listener's own), by direction."),
     websocketUpgrades: registry.counter("mesh_websocket_upgrades_total", "WebSocket upgrades attempted, by direction, peer service and status class (1xx: upgraded), refused ones included; an upgrade is not counted in mesh_requests_total."),
     grpcResponses: registry.counter("mesh_grpc_responses_total", "gRPC calls ended, by direction, peer service and grpc_status (the code the client received; 1 CANCELLED when the client left first); also counted in mesh_requests_total."),

@@ -7,7 +7,8 @@
 import { Certificate } from "../pki/certificate.ts";
 import { spiffeIdOfLeaf } from "../pki/san.ts";
 
-export type PeerId = { ok: true; spiffeId: string; trustDomain: string } | { ok: false; reason: string };
+/** `notAfterMs`: the leaf's end of validity (epoch ms); a connection it proved must not outlive it (transport/credential-expiry.ts). */
+export type PeerId = { ok: true; spiffeId: string; trustDomain: string; notAfterMs: number } | { ok: false; reason: string };
 
 /**
  * Verdicts by certificate bytes. The verdict depends on nothing but the DER and the trust
@@ -41,5 +42,5 @@ function parsePeerId(der: Uint8Array<ArrayBuffer>, trustDomain: string): PeerId 
   if (!id.ok) return { ok: false, reason: `${id.reason}: ${id.detail}` };
   if (id.id.trustDomain !== trustDomain)
     return { ok: false, reason: `peer is in trust domain ${id.id.trustDomain}, expected ${trustDomain}` };
-  return { ok: true, spiffeId: id.spiffeId, trustDomain: id.id.trustDomain };
+  return { ok: true, spiffeId: id.spiffeId, trustDomain: id.id.trustDomain, notAfterMs: cert.notAfter.getTime() };
 }

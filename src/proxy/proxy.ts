@@ -170,7 +170,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const spans = opts.tracing && new OtlpExporter(opts.tracing.collector, { "service.name": opts.service, "service.namespace": opts.namespace, "mesh.identity": certs.spiffeId }, metrics, opts.log);
   const tracer = spans && new Tracer(spans, opts.tracing!.sampling);
 
-  const listenerTls = (c: WorkloadCerts): ListenerTls => ({ cert: c.chainPem, key: c.keyPem, ca: c.bundlePem, trustDomain: c.trustDomain });
+  const listenerTls = (c: WorkloadCerts): ListenerTls => ({ cert: c.chainPem, key: c.keyPem, ca: c.bundlePem, trustDomain: c.trustDomain, notAfterMs: c.notAfter.getTime() });
   // Open WebSocket relays, so a drain can send their clients elsewhere instead of waiting them out.
   const websockets = new WebSocketSessions();
   const health = new UpstreamHealth(opts.upstream, opts.healthPath);
@@ -199,6 +199,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const idleStreams = new IdleStreams(opts.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS);
   const inboundStreams = inboundH2({ upstream: opts.upstream, metrics, tracker: inboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, policies: () => inboundPolicies, accessLog: opts.accessLog, tracer });
   const inboundH2Server = h2LoopbackServer(tunnelDir.inboundH2Path, inboundH2Tunnels.identities, inboundStreams.onStream);
+  inboundH2Tunnels.retireTunnel = (name) => inboundH2Server.retire(name);
   const outboundH2Server = h2LoopbackServer(tunnelDir.outboundH2Path, undefined, outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, accessLog: opts.accessLog, tracer }));
 
   // Only a --transparent sidecar loads bun:ffi and libc's getsockopt.
@@ -225,6 +226,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       },
       onOpen: () => metrics.connections.inc({ direction: "inbound" }),
       onOverLimit: () => overLimit("inbound", budget),
+      onCredentialEnd: (reason) => metrics.connectionsRetired.inc({ reason }),
     },
   });
   const inboundPort = bindNamed("inbound listener", opts.inbound.address, opts.inbound.port, () => inbound.listen());

@@ -92,7 +92,7 @@ describe("the listener at its limit", () => {
   });
 
   test("mTLS: the connection past the limit is closed before any handshake; the one within it is served", async () => {
-    const tls: ListenerTls = { cert: pemOf(server, int), key: server.keyPem, ca: root.pem, trustDomain: "example.org" };
+    const tls: ListenerTls = { cert: pemOf(server, int), key: server.keyPem, ca: root.pem, trustDomain: "example.org", notAfterMs: server.cert.notAfter.getTime() };
     const budget = new ConnectionBudget(1);
     let overLimit = 0;
     const listener = new H1Listener({

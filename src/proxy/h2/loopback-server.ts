@@ -27,6 +27,7 @@ const MAX_HEADER_LIST_BYTES = 64 * 1024;
 const IDLE_SESSION_MS = 300_000;
 
 const CALLER = Symbol("mesh.caller");
+const TUNNEL = Symbol("mesh.tunnel");
 
 export type StreamHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, caller: string | undefined) => void;
 
@@ -35,6 +36,8 @@ export interface H2LoopbackServer {
   readonly sessions: number;
   /** GOAWAY to every session: streams in flight finish, none start; `force` closes them now. */
   stop(force: boolean): void;
+  /** GOAWAY to the session of one named tunnel (its certificates end, or were replaced). */
+  retire(tunnel: string): void;
 }
 
 /** `identities`: tunnel name → caller's SPIFFE ID, on the mTLS side; undefined on the plain side, where no name is sent. */
@@ -44,10 +47,17 @@ export function h2LoopbackServer(path: string, identities: ReadonlyMap<string, s
   const open = new Map<ServerHttp2Session, Set<ServerHttp2Stream>>();
   // Rapid reset: a client that ends most of its streams right after opening them is cut off.
   const churn = new WeakMap<ServerHttp2Session, ChurnGuard>();
+  /** Named tunnels' sessions. */
+  const byTunnel = new Map<string, ServerHttp2Session>();
   h2.on("session", (s) => {
     open.set(s, new Set());
     churn.set(s, new ChurnGuard());
-    s.on("close", () => open.delete(s));
+    const tunnel = (s.socket as unknown as { [TUNNEL]?: string } | undefined)?.[TUNNEL];
+    if (tunnel !== undefined) byTunnel.set(tunnel, s);
+    s.on("close", () => {
+      open.delete(s);
+      if (tunnel !== undefined) byTunnel.delete(tunnel);
+    });
     s.on("error", () => resetSession(s, open.get(s) ?? [], "session error"));
     s.setTimeout(IDLE_SESSION_MS, () => {
       if (open.get(s)?.size === 0) s.close();
@@ -81,6 +91,7 @@ export function h2LoopbackServer(path: string, identities: ReadonlyMap<string, s
       const caller = identities.get(name);
       if (caller === undefined) return void sock.destroy();
       (sock as unknown as { [CALLER]: string })[CALLER] = caller;
+      (sock as unknown as { [TUNNEL]: string })[TUNNEL] = name;
       sock.write(TUNNEL_NAME_ACK);
       h2.emit("connection", sock);
     });
@@ -93,6 +104,10 @@ export function h2LoopbackServer(path: string, identities: ReadonlyMap<string, s
     stop(force) {
       server.close();
       for (const [s, streams] of open) force ? resetSession(s, streams, "the sidecar stopped") : s.close();
+    },
+    retire(tunnel) {
+      const s = byTunnel.get(tunnel);
+      if (s !== undefined && !s.closed) s.close();
     },
   };
 }

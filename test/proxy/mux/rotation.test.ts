@@ -28,7 +28,7 @@ afterAll(() => {
   for (const c of cleanups.splice(0).reverse()) c();
 });
 
-const tlsOf = (leaf: Issued): ListenerTls => ({ cert: pemOf(leaf, int), key: leaf.keyPem, ca: root.pem, trustDomain: TD });
+const tlsOf = (leaf: Issued): ListenerTls => ({ cert: pemOf(leaf, int), key: leaf.keyPem, ca: root.pem, trustDomain: TD, notAfterMs: leaf.cert.notAfter.getTime() });
 
 test("rotation: the session in use hears GOAWAY, requests go on a new session served with the new certificate, none fails", async () => {
   let inflight = 0;

@@ -74,6 +74,8 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   tunnel: ((chunk: Uint8Array) => void) | undefined;
   onTunnelDrain: (() => void) | undefined;
   onTunnelClose: (() => void) | undefined;
+  /** Asks the tunnel's protocol to end gracefully (HTTP/2: GOAWAY); unset where it has no way to. */
+  onTunnelRetire: (() => void) | undefined;
 
   /**
    * Bytes read and not yet used: pending[pendingAt..]. An offset, not a view: a view of a
@@ -380,10 +382,11 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
     if (res === this.active) this.shutdown(true);
   }
 
-  /** Closes once the current response is written (drain); at once when idle. */
+  /** Closes once the current response is written (drain); at once when idle. A tunnel is asked to end, if it can be. */
   close(): void {
     this.closing = true;
-    if (this.active === undefined && this.tunnel === undefined) this.endGracefully();
+    if (this.tunnel !== undefined) this.onTunnelRetire?.();
+    else if (this.active === undefined) this.endGracefully();
   }
 
   /** The tunnel's other side closed: end once what it sent is written. */

@@ -5,7 +5,8 @@
  * connection before a byte of it is read as HTTP, and every request on the connection
  * carries it. Rotation: Bun keeps a listener's TLS context for life, so a second
  * listener takes the same port (SO_REUSEPORT) before the first stops accepting; open
- * connections finish on the old certificate.
+ * connections are asked to move to it, and none outlives the certificates that proved it
+ * (../credential-expiry.ts).
  *
  * An mTLS connection whose client chose mesh-mux/1 in ALPN (another mesh proxy) carries
  * many HTTP/1.1 connections as streams (../mux); each is a ServerConnection with the
@@ -24,11 +25,14 @@ import { SlotList } from "../../../core/slot-list.ts";
 import { readEvent } from "../../../core/clock.ts";
 import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 import { TCP_ALPN } from "../../tcp/wire.ts";
+import { CredentialExpiry, trustWithdrawn, type CredentialEnd } from "../credential-expiry.ts";
 
 // "h2" last: a client that offers HTTP/1.1 too keeps it (the service may speak nothing else); one offering h2 alone (gRPC) is handed on whole once its preface is read (../../h2).
 const ALPN = alpnWire([MUX_ALPN, "http/1.1", "h2", TCP_ALPN]);
 /** How long a draining listener still takes streams a client opened before it heard GOAWAY. */
 const GOAWAY_GRACE_MS = 1000;
+/** How long connections proven by a root the bundle no longer holds may finish what they carry. */
+const WITHDRAWN_TRUST_GRACE_MS = 10_000;
 
 /** What takes over an mTLS socket whose peer chose mesh-tcp/1. */
 export interface TcpSocketOwner {
@@ -53,6 +57,8 @@ export interface ListenerTls {
   key: string;
   ca: string;
   trustDomain: string;
+  /** When `cert` ends (epoch ms): no connection it served may outlive it. */
+  notAfterMs: number;
 }
 
 export interface ListenerEvents {
@@ -62,6 +68,8 @@ export interface ListenerEvents {
   onOpen(): void;
   /** A connection was closed at accept: the budget was spent. */
   onOverLimit?(): void;
+  /** An mTLS connection was asked to end (retired), or ended (cut), for its certificates. */
+  onCredentialEnd?(why: CredentialEnd): void;
 }
 
 export interface ListenerOptions {
@@ -92,6 +100,19 @@ export class H1Listener {
   refusedOverLimit = 0;
   /** Sessions told GOAWAY, until their grace for streams opened before it was heard ends. */
   private readonly graces = new Set<Timer>();
+  /** mTLS connections, each until its own or its peer's certificate ends. */
+  private readonly expiry = new CredentialExpiry<Socket<SocketOwner | undefined>>(
+    (sock, why) => {
+      this.opts.events.onCredentialEnd?.(why);
+      this.retireOwner(sock.data);
+    },
+    (sock, why) => {
+      this.opts.events.onCredentialEnd?.(why);
+      sock.terminate();
+    },
+  );
+  /** After a root was withdrawn: when connections proven under the old bundle are cut. */
+  private withdrawnCutAt = Infinity;
   port = 0;
 
   constructor(private readonly opts: ListenerOptions) {
@@ -105,17 +126,26 @@ export class H1Listener {
   }
 
   /**
-   * New certificate and bundle for new connections; open ones finish on the old. Mux
-   * sessions are asked to move (GOAWAY): under steady traffic one would never end, and
-   * would outlive the certificate it was opened with.
+   * New certificate and bundle for new connections. Open ones are asked to move
+   * (HTTP/1.1 after its response, sessions and HTTP/2 by GOAWAY): under steady traffic
+   * one would never end. A carried TCP stream cannot move; it keeps to its certificates'
+   * end, unless the bundle lost a root: then every connection proven before is cut soon.
    */
   rotate(tls: ListenerTls): void {
-    if (!this.listener) throw new Error("rotate() before listen()");
+    if (!this.listener || !this.tls) throw new Error("rotate() before listen(), or on a plain listener");
+    const before = this.tls;
     this.tls = tls;
+    if (trustWithdrawn(before.ca, tls.ca)) this.withdrawnCutAt = Date.now() + WITHDRAWN_TRUST_GRACE_MS;
     const old = this.listener;
     this.listener = this.bind(this.port);
     old.stop(false);
-    this.retire([...this.sessions]);
+    this.expiry.retireAll(this.withdrawnCutAt);
+  }
+
+  /** Retired: an HTTP/1.1 connection (or its tunnel) and a mux session end gracefully; carried TCP has no way to. */
+  private retireOwner(owner: SocketOwner | undefined): void {
+    if (owner instanceof ServerConnection) owner.close();
+    else if (owner instanceof MuxSession) this.retire([owner]);
   }
 
   /** TCP connections: HTTP/1.1 ones and mux sessions (a session stays open until its streams and its output are done). */
@@ -158,6 +188,7 @@ export class H1Listener {
     for (const conn of [...this.conns.toArray(), ...this.streams.toArray()]) conn.shutdown(true);
     for (const session of [...this.sessions]) session.destroy(new Error("the listener closed"));
     this.listener?.stop(true);
+    this.expiry.close();
   }
 
   private bind(port: number): TCPSocketListener<SocketOwner | undefined> {
@@ -204,19 +235,22 @@ export class H1Listener {
             self.opts.events.onRefused(id.reason);
             return conn.shutdown(false);
           }
+          if (sock.alpnProtocol === TCP_ALPN && (self.opts.tcp === undefined || !self.accepting)) return conn.shutdown(false);
+          self.expiry.watch(sock, Math.min(id.notAfterMs, tls.notAfterMs));
           if (sock.alpnProtocol === MUX_ALPN) {
             self.conns.delete(conn);
             sock.data = self.openSession(sock, id.spiffeId);
-            return self.opts.events.onOpen();
-          }
-          if (sock.alpnProtocol === TCP_ALPN) {
-            if (self.opts.tcp === undefined || !self.accepting) return conn.shutdown(false);
+            self.opts.events.onOpen();
+          } else if (sock.alpnProtocol === TCP_ALPN) {
             self.conns.delete(conn);
-            sock.data = self.opts.tcp(sock as Socket<unknown>, id.spiffeId);
-            return self.opts.events.onOpen();
+            sock.data = self.opts.tcp!(sock as Socket<unknown>, id.spiffeId);
+            self.opts.events.onOpen();
+          } else {
+            conn.peer = id.spiffeId;
+            self.ready(conn);
           }
-          conn.peer = id.spiffeId;
-          self.ready(conn);
+          // Its handshake used a certificate and bundle replaced meanwhile.
+          if (tls !== self.tls) self.expiry.retireNow(sock, self.withdrawnCutAt);
         },
         data: (sock, chunk) => {
           if (sock.data !== undefined) readEvent(sock.data, chunk);
@@ -231,9 +265,13 @@ export class H1Listener {
         close: (sock, err) => {
           // Only refused sockets have no owner, and they took nothing from the budget.
           if (sock.data !== undefined) self.opts.budget?.release();
+          if (tls) self.expiry.forget(sock);
           sock.data?.onClose(err);
         },
-        error: (sock, err) => sock.data?.onClose(err),
+        error: (sock, err) => {
+          if (tls) self.expiry.forget(sock);
+          sock.data?.onClose(err);
+        },
       },
     });
   }

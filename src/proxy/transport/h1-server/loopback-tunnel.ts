@@ -64,6 +64,8 @@ export class LoopbackTunnels {
   private readonly tunnels = new Set<Tunnel>();
   /** Upgrades answered 503 because the budget had no room for a tunnel's extra descriptors. */
   refusedOverLimit = 0;
+  /** Ends a named tunnel's protocol gracefully, where the server behind it can (HTTP/2: GOAWAY). */
+  retireTunnel: ((name: string) => void) | undefined;
 
   /** `budget`: the listeners' connection budget, which also pays for each tunnel's extra descriptors. */
   constructor(
@@ -116,6 +118,7 @@ export class LoopbackTunnels {
       if (!t.inner || t.greeting !== undefined || !writeQueued(t.inner, t.toInner)) hold();
     };
     conn.onTunnelClose = () => this.close(t);
+    if (name !== undefined) conn.onTunnelRetire = () => this.retireTunnel?.(name);
     const tunnels = this;
     void Bun.connect<Tunnel>({
       unix: this.innerPath,
