@@ -8,7 +8,9 @@
  * Why this is safe: a port maps to an identity only while the bridge's own loopback
  * connection holds it (the OS never gives two live connections from 127.0.0.1 to one
  * listener the same source port), the entry is removed when that connection closes,
- * and a request arriving on any other connection has no identity and is refused.
+ * and a request arriving on any other connection has no identity and is refused. A
+ * connection is cut when its peer's certificate ends (./credential-expiry.ts): a held
+ * poll cannot go on under an expired identity.
  *
  * Without client certificates (the bootstrap port, where a sidecar has none yet) it is
  * only a TLS front with a connection limit and a handshake timeout, which Bun.serve
@@ -20,6 +22,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import { peerIdFromDer } from "../peer-identity.ts";
 import type { ConnectionBudget } from "../../core/connection-budget.ts";
 import { writeQueued } from "./write-queue.ts";
+import { CredentialExpiry } from "./credential-expiry.ts";
 
 export interface BridgeTls {
   cert: string;
@@ -67,6 +70,14 @@ export class TlsBridge {
 
   private readonly budget: ConnectionBudget | undefined;
   private readonly clientCertificates: boolean;
+  /** Identified connections, each until its peer's certificate ends. HTTP through a byte pipe cannot be asked to move: it is cut. */
+  private readonly expiry = new CredentialExpiry<Link>(
+    () => undefined,
+    (link) => {
+      this.close(link);
+      link.outer.terminate();
+    },
+  );
 
   constructor(
     /** Undefined: plain TCP, no TLS. */
@@ -120,7 +131,7 @@ export class TlsBridge {
           }
           // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
           outer.data = {};
-          if (bridge.tls === undefined) return bridge.open(outer, undefined, innerPort); // plain: no handshake to wait for
+          if (bridge.tls === undefined) return void bridge.open(outer, undefined, innerPort); // plain: no handshake to wait for
           // Until its handshake is done: after it, the loopback server's idle timeout ends an unused connection.
           outer.timeout(HANDSHAKE_TIMEOUT_S);
         },
@@ -134,7 +145,7 @@ export class TlsBridge {
             outer.end();
             return;
           }
-          if (!bridge.clientCertificates) return bridge.open(outer, undefined, innerPort);
+          if (!bridge.clientCertificates) return void bridge.open(outer, undefined, innerPort);
           const der = outer.getPeerX509Certificate()?.raw;
           const id = der ? peerIdFromDer(new Uint8Array(der), bridge.tls!.trustDomain) : { ok: false as const, reason: "no client certificate" };
           if (!id.ok) {
@@ -142,7 +153,7 @@ export class TlsBridge {
             outer.end();
             return;
           }
-          bridge.open(outer, id.spiffeId, innerPort);
+          bridge.expiry.watch(bridge.open(outer, id.spiffeId, innerPort), id.notAfterMs);
         },
         data(outer, chunk) {
           const link = outer.data?.link;
@@ -174,7 +185,7 @@ export class TlsBridge {
     });
   }
 
-  private open(outer: Socket<Outer>, spiffeId: string | undefined, innerPort: number): void {
+  private open(outer: Socket<Outer>, spiffeId: string | undefined, innerPort: number): Link {
     const link: Link = { outer, pendingToInner: [], pendingToOuter: [], closed: false };
     outer.data = { link };
     this.links.add(link);
@@ -209,6 +220,7 @@ export class TlsBridge {
         },
       },
     }).catch(() => bridge.close(link));
+    return link;
   }
 
   private close(link: Link): void {
@@ -217,6 +229,7 @@ export class TlsBridge {
     link.pendingToInner.length = 0; // nobody will read it now
     link.outer.pause(); // nor anything the client still sends
     this.links.delete(link);
+    this.expiry.forget(link);
     if (link.inner) this.identities.delete(link.inner.localPort);
     link.inner?.end();
     // Queued response bytes must reach the client before its connection ends.
@@ -232,6 +245,7 @@ export class TlsBridge {
   closeAll(): void {
     for (const link of [...this.links]) this.close(link);
     this.listener?.stop(true);
+    this.expiry.close();
   }
 
   get openLinks(): number {

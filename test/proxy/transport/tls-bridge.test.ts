@@ -1,14 +1,15 @@
 /**
  * The TLS bridge without client certificates (the control plane's bootstrap port): any
  * TLS client is piped to the loopback server, within the connection limit; past it a
- * connection is closed at accept. The identity-bearing mode is covered end to end by the
- * control plane's tests.
+ * connection is closed at accept. With client certificates (the control plane's API port),
+ * a connection lasts no longer than its peer's certificate; the rest of that mode is
+ * covered end to end by the control plane's tests.
  */
 import { expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { ConnectionBudget } from "../../../src/core/connection-budget.ts";
 import { TlsBridge } from "../../../src/proxy/transport/tls-bridge.ts";
-import { makeIntermediate, makeLeaf, makeRoot, pemOf } from "../../helpers/certs.ts";
+import { fromNow, makeIntermediate, makeLeaf, makeRoot, pemOf } from "../../helpers/certs.ts";
 
 test("without client certificates: a client with none is served through the bridge, and one past the limit is closed at accept", async () => {
   const root = await makeRoot({ trustDomain: "example.org" });
@@ -67,3 +68,37 @@ test("without client certificates: a client with none is served through the brid
     inner.stop(true);
   }
 });
+
+test("with client certificates: a kept-alive connection is cut when its peer's certificate ends, and its identity forgotten", async () => {
+  const root = await makeRoot({ trustDomain: "example.org" });
+  const int = await makeIntermediate(root);
+  const server = await makeLeaf(int, { uris: ["spiffe://example.org/ns/mesh/sa/control-plane"] });
+  const sidecar = await makeLeaf(int, { uris: ["spiffe://example.org/ns/default/sa/orders"], notAfter: fromNow(2500) });
+  const bridge = new TlsBridge({ cert: pemOf(server, int), key: server.keyPem, ca: root.pem, trustDomain: "example.org" }, { onRefused: () => {}, onOpen: () => {}, onClose: () => {} });
+  const inner = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, srv) => new Response(`hello ${bridge.identities.get(srv.requestIP(req)?.port ?? -1)}`) });
+  const port = bridge.listen("127.0.0.1", 0, inner.port!);
+  try {
+    let text = "";
+    let closed = false;
+    let shook!: () => void;
+    const handshake = new Promise<void>((resolve) => (shook = resolve));
+    const socket: Socket<undefined> = await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      tls: { cert: pemOf(sidecar, int), key: sidecar.keyPem, ca: root.pem, rejectUnauthorized: false },
+      socket: { handshake: () => shook(), data: (_s, d) => void (text += d.toString("latin1")), close: () => void (closed = true) },
+    });
+    await handshake;
+    socket.write("GET /config HTTP/1.1\r\nHost: cp\r\n\r\n");
+    for (let i = 0; i < 200 && !text.includes("hello"); i++) await Bun.sleep(10);
+    expect(text).toContain("hello spiffe://example.org/ns/default/sa/orders");
+    for (let i = 0; i < 500 && !closed; i++) await Bun.sleep(20);
+    expect(closed).toBe(true);
+    expect(Date.now()).toBeGreaterThanOrEqual(sidecar.cert.notAfter.getTime());
+    expect(bridge.identities.size).toBe(0);
+    expect(bridge.openLinks).toBe(0);
+  } finally {
+    bridge.closeAll();
+    inner.stop(true);
+  }
+}, 20_000);
