@@ -12,6 +12,7 @@ import { listenerClash, Zone } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
 import { defaultCertsDir, loadWorkloadCerts } from "../proxy/certs.ts";
+import { watchCertFiles } from "../proxy/cert-files-watch.ts";
 import { startProxy, type Listen, type RunningProxy } from "../proxy/proxy.ts";
 import { openAccessLog } from "../proxy/access-log.ts";
 import { loadSavedConfig } from "../proxy/control/saved-config.ts";
@@ -217,6 +218,17 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const agent = cp
     ? startAgent(cp, proxy, { namespace, service, zone, inboundAddress: inbound.address, certs, certsDir, log: ctx.log })
     : undefined;
+  // Without a control plane the certificate files are renewed by something else: taken as they change, or on SIGHUP.
+  const certFiles = cp ? undefined : watchCertFiles(certs, (next) => proxy.useCerts(next), ctx.log);
+  const onHangUp = () => {
+    if (certFiles) void certFiles.check();
+    else ctx.log.info("SIGHUP: certificates come from the control plane; nothing to read");
+  };
+  process.on("SIGHUP", onHangUp);
+  const stopWatching = () => {
+    certFiles?.stop();
+    process.off("SIGHUP", onHangUp);
+  };
   return {
     service,
     identity: certs.spiffeId,
@@ -226,10 +238,12 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     drainTimeoutMs,
     configured: agent?.firstConfig ?? Promise.resolve(),
     leave() {
+      stopWatching();
       proxy.stopInbound();
       void agent?.stop();
     },
     async stop(serviceExited = false) {
+      stopWatching();
       // Out of discovery first, so callers stop choosing this instance while it drains.
       await agent?.stop();
       return (await proxy.drain(serviceExited)).clean;

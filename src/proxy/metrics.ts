@@ -169,6 +169,7 @@ export function proxyMetrics(registry = new Registry()) {
     spansDropped: registry.counter("mesh_trace_spans_dropped_total", "Trace spans not exported, by reason (queue-full, export-failed)."),
     connections: registry.counter("mesh_connections_total", "Connections accepted or opened, by direction."),
     openConnections: registry.gauge("mesh_connections_open", "Connections open now, by direction."),
+    certificateExpiry: registry.gauge("mesh_certificate_expiry_seconds", "When the sidecar's own certificate ends, in seconds since the epoch: alert on it minus time()."),
     connectionsRetired: registry.counter(
       "mesh_connections_retired_total",
       "Inbound mTLS connections ended for their certificates: asked to move (certificate-expiring, rotation) or cut (certificate-expired, trust-withdrawn), by reason.",

@@ -133,6 +133,7 @@ export interface RunningProxy {
 
 export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const metrics = proxyMetrics();
+  metrics.certificateExpiry.set({}, opts.certs.notAfter.getTime() / 1000);
   // Separate counts, so a drain can let the service finish its inbound requests while
   // it may still call other services through the outbound listener.
   const inboundInflight = new InflightTracker();
@@ -306,6 +307,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     healthy: () => health.check(),
     useCerts(next) {
       certs = next;
+      metrics.certificateExpiry.set({}, next.notAfter.getTime() / 1000);
       outboundDeps.certs = next;
       inbound.rotate(listenerTls(next));
       swap(snapshotOfConfig(config, snapshot.version, snapshot));
