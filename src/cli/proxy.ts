@@ -1,12 +1,4 @@
 /** `mesh proxy`: run a sidecar from flags and/or a static config file. */
-import { loadManifests, formatManifestError, type LoadedManifest } from "../config/load.ts";
-import type { Service } from "../config/kinds/service.ts";
-import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
-import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
-import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
-import type { HTTPRoute } from "../config/kinds/http-route.ts";
-import { crossDocumentProblems } from "../proxy/control/config-documents.ts";
-import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import { CollectorUrl, ESCAPED_SLASHES, SamplingPercent, Upstream, type EscapedSlashes, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash, Zone } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
@@ -21,6 +13,7 @@ import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } fr
 import type { TcpUpstream } from "../proxy/tcp/outbound-tcp.ts";
 import { countFlag, durationFlag, parseListen, parseTcpUpstream } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
+import { loadConfig, watchConfigFile } from "./proxy-config-file.ts";
 
 const DEFAULT_MAX_BODY = 1 << 30; // 1 GiB: bodies stream, so this bounds abuse, not memory
 
@@ -29,37 +22,6 @@ function parseUpstream(text: string, where: string): URL {
   const checked = Upstream.safeParse(text);
   if (!checked.success) throw new UsageError(checked.error.issues[0]?.message ?? "invalid URL", where);
   return new URL(text);
-}
-
-interface ProxyFile {
-  proxy?: ProxyConfig;
-  services: Service[];
-  policies: DestinationPolicy[];
-  /** Every AuthorizationPolicy, RateLimitPolicy and RequestAuthentication in the file; the proxy enforces those for its own service. */
-  authorization: AuthorizationPolicy[];
-  rateLimits: RateLimitPolicy[];
-  authentication: RequestAuthentication[];
-  routes: HTTPRoute[];
-}
-
-async function loadConfig(path: string | undefined): Promise<ProxyFile> {
-  if (!path) return { services: [], policies: [], authorization: [], rateLimits: [], authentication: [], routes: [] };
-  const { manifests, errors } = await loadManifests([path]);
-  if (errors.length) throw new DataError(`invalid config:\n  ${errors.map(formatManifestError).join("\n  ")}`, "--config");
-  const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind);
-  const proxies = of("ProxyConfig").map((m) => m.manifest) as ProxyConfig[];
-  if (proxies.length > 1) throw new DataError(`holds ${proxies.length} ProxyConfig documents; a proxy takes one`, path);
-  const problems = crossDocumentProblems(manifests.map((m) => ({ where: `${m.file}#${m.doc}`, manifest: m.manifest })));
-  if (problems.length) throw new DataError(`invalid config:\n  ${problems.join("\n  ")}`, "--config");
-  return {
-    proxy: proxies[0],
-    services: of("Service").map((m) => m.manifest) as Service[],
-    policies: of("DestinationPolicy").map((m) => m.manifest) as DestinationPolicy[],
-    authorization: of("AuthorizationPolicy").map((m) => m.manifest) as AuthorizationPolicy[],
-    rateLimits: of("RateLimitPolicy").map((m) => m.manifest) as RateLimitPolicy[],
-    authentication: of("RequestAuthentication").map((m) => m.manifest) as RequestAuthentication[],
-    routes: of("HTTPRoute").map((m) => m.manifest) as HTTPRoute[],
-  };
 }
 
 export const proxyCommand: CommandSpec = {
@@ -79,7 +41,7 @@ export const proxyCommand: CommandSpec = {
     { name: "namespace", type: "string", value: "NS", description: "Namespace of the service (default: default)." },
     { name: "zone", type: "string", value: "ZONE", description: "Locality of this instance, e.g. eu-west-1a: registered with its endpoint, and its calls prefer endpoints of the same zone (default: none)." },
     { name: "upstream", type: "string", value: "URL", description: "The local service, e.g. http://127.0.0.1:8080." },
-    { name: "config", type: "string", value: "FILE", description: "Manifests: an optional ProxyConfig and the Services this proxy may call, with endpoints." },
+    { name: "config", type: "string", value: "FILE", description: "Manifests: an optional ProxyConfig and the Services this proxy may call, with endpoints; edits are taken as the file changes (the ProxyConfig's at the next start)." },
     { name: "certs-dir", type: "string", value: "DIR", description: "Directory from 'mesh ca issue' (default: certs/<namespace>/<service>)." },
     { name: "cert", type: "string", value: "FILE", description: "Certificate chain (PEM), instead of --certs-dir." },
     { name: "key", type: "string", value: "FILE", description: "Private key (PEM), instead of --certs-dir." },
@@ -218,15 +180,20 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const agent = cp
     ? startAgent(cp, proxy, { namespace, service, zone, inboundAddress: inbound.address, certs, certsDir, log: ctx.log })
     : undefined;
-  // Without a control plane the certificate files are renewed by something else: taken as they change, or on SIGHUP.
-  const certFiles = cp ? undefined : watchCertFiles(certs, (next) => proxy.useCerts(next), ctx.log);
+  // Files something else changes, taken as they change, or on SIGHUP: without a control plane the
+  // certificate files are renewed by something else; the config file is the operator's to edit.
+  const configPath = str(args, "config");
+  const watches = [
+    ...(cp ? [] : [watchCertFiles(certs, (next) => proxy.useCerts(next), ctx.log)]),
+    ...(configPath ? [watchConfigFile(configPath, file, (documents) => proxy.useStatic(documents), ctx.log)] : []),
+  ];
   const onHangUp = () => {
-    if (certFiles) void certFiles.check();
-    else ctx.log.info("SIGHUP: certificates come from the control plane; nothing to read");
+    if (watches.length === 0) ctx.log.info("SIGHUP: no certificate or config file to read again");
+    for (const w of watches) void w.check();
   };
   process.on("SIGHUP", onHangUp);
   const stopWatching = () => {
-    certFiles?.stop();
+    for (const w of watches) w.stop();
     process.off("SIGHUP", onHangUp);
   };
   return {

@@ -115,8 +115,10 @@ export interface RunningProxy {
   ports: { inbound: number; outbound: number; admin: number; status?: number; tcp?: number[] };
   /** Validates a config version from the control plane and swaps it in; throws ConfigRejected with the reason. */
   applyConfig(documents: unknown[], version: string): void;
-  /** A renewed certificate: new connections, in and out, use it; open ones finish on the old. */
+  /** A renewed certificate: new connections, in and out, use it; open ones are asked to move. */
   useCerts(certs: WorkloadCerts): void;
+  /** The static config's documents, read again (an edit of --config): combined with the control plane's, as at start. */
+  useStatic(documents: ProxyDocuments): void;
   /** Whether the local service should be offered to callers. */
   healthy(): Promise<boolean>;
   /**
@@ -139,16 +141,19 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundInflight = new InflightTracker();
   const outboundInflight = new InflightTracker();
   let certs = opts.certs;
-  const statics: ProxyDocuments = { services: opts.services, policies: opts.policies, authorization: opts.authorization, rateLimits: opts.rateLimits, authentication: opts.authentication ?? [], routes: opts.routes ?? [] };
+  let statics: ProxyDocuments = { services: opts.services, policies: opts.policies, authorization: opts.authorization, rateLimits: opts.rateLimits, authentication: opts.authentication ?? [], routes: opts.routes ?? [] };
   const saved = opts.awaitsConfig ? savedDocuments(opts.savedConfig, opts.log) : undefined;
+  /** The control plane's last config (or the one saved from the last run); undefined without one. */
+  let dynamic = saved;
   let config = saved ? withStatic(saved, statics) : statics;
+  let staticVersion = 1;
   /** The destinations of `c`, with its routes compiled against them. */
   const snapshotOfConfig = (c: ProxyDocuments, version: string, previous?: Snapshot): Snapshot => {
     const next = buildSnapshot(c.services, c.policies, certs, version, previous, opts.zone);
     next.routes = compileRoutes(c.routes, next);
     return next;
   };
-  let snapshot: Snapshot = snapshotOfConfig(config, saved ? opts.savedConfig!.version : "static-1");
+  let snapshot: Snapshot = snapshotOfConfig(config, saved ? opts.savedConfig!.version : `static-${staticVersion}`);
   const subject = { namespace: opts.namespace, service: opts.service, trustDomain: certs.trustDomain, httpPort: upstreamPort(opts.upstream) };
   const keyFetchFailed = keyFetchReport(metrics, opts.log);
   const policiesOf = (c: ProxyDocuments, previous?: InboundPolicies): InboundPolicies => ({
@@ -287,22 +292,31 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const ports = { inbound: inboundPort, outbound: outboundPort, admin: admin.port, ...(statusPort && { status: statusPort.port }), ...(tcpPorts.length > 0 && { tcp: tcpPorts }) };
   opts.log.info({ identity: opts.certs.spiffeId, ...ports }, "proxy ready");
 
+  /** The config in force from the control plane's documents and the static ones: routes, destinations and carried TCP follow. */
+  const reconfigure = (version: string) => {
+    config = dynamic ? withStatic(dynamic, statics) : statics;
+    swap(snapshotOfConfig(config, version, snapshot));
+    tcp.configure(config.services, config.policies);
+    if (dynamic || !opts.awaitsConfig) tcp.checkUpstreams(snapshot);
+  };
   return {
     ports,
     applyConfig(documents, version) {
-      let dynamic: ProxyDocuments;
       try {
         dynamic = parseConfigDocuments(documents);
       } catch (err) {
         if (inboundPolicies.pending !== undefined) inboundPolicies = { pending: `the control plane's config was refused: ${(err as Error).message}` };
         throw err;
       }
-      config = withStatic(dynamic, statics);
-      swap(snapshotOfConfig(config, version, snapshot));
-      tcp.configure(config.services, config.policies);
-      tcp.checkUpstreams(snapshot);
+      reconfigure(version);
       inboundPolicies = policiesOf(config, inboundPolicies);
       awaitingControlPlane = false;
+    },
+    useStatic(documents) {
+      statics = documents;
+      reconfigure(dynamic ? snapshot.version : `static-${++staticVersion}`);
+      // Until the control plane's first config, the inbound keeps refusing: policies come with it.
+      if (inboundPolicies.pending === undefined) inboundPolicies = policiesOf(config, inboundPolicies);
     },
     healthy: () => health.check(),
     useCerts(next) {

@@ -1,0 +1,85 @@
+/**
+ * A sidecar's static config file (`--config`): its ProxyConfig and the documents it routes
+ * and enforces by, read at start and again when the file changes (or on SIGHUP), so a
+ * sidecar without a control plane follows edits to its Services and policies. An edit that
+ * fails validation is logged with the file, document and field named, and the last good
+ * config keeps serving; a changed ProxyConfig (listeners, upstream, certificates) takes
+ * effect at the next start, and the log says which fields wait for it.
+ */
+import { loadManifests, formatManifestError, type LoadedManifest } from "../config/load.ts";
+import type { Service } from "../config/kinds/service.ts";
+import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
+import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
+import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
+import type { HTTPRoute } from "../config/kinds/http-route.ts";
+import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
+import type { ProxyConfig } from "../config/kinds/proxy-config.ts";
+import { crossDocumentProblems, type ProxyDocuments } from "../proxy/control/config-documents.ts";
+import { DataError } from "../core/errors.ts";
+import type { Logger } from "../core/log.ts";
+import { watchFiles, type FileWatch } from "../core/file-watch.ts";
+
+export interface ProxyFile extends ProxyDocuments {
+  proxy?: ProxyConfig;
+  services: Service[];
+  policies: DestinationPolicy[];
+  /** Every AuthorizationPolicy, RateLimitPolicy and RequestAuthentication in the file; the proxy enforces those for its own service. */
+  authorization: AuthorizationPolicy[];
+  rateLimits: RateLimitPolicy[];
+  authentication: RequestAuthentication[];
+  routes: HTTPRoute[];
+}
+
+export async function loadConfig(path: string | undefined): Promise<ProxyFile> {
+  if (!path) return { services: [], policies: [], authorization: [], rateLimits: [], authentication: [], routes: [] };
+  const { manifests, errors } = await loadManifests([path]);
+  if (errors.length) throw new DataError(`invalid config:\n  ${errors.map(formatManifestError).join("\n  ")}`, "--config");
+  const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind);
+  const proxies = of("ProxyConfig").map((m) => m.manifest) as ProxyConfig[];
+  if (proxies.length > 1) throw new DataError(`holds ${proxies.length} ProxyConfig documents; a proxy takes one`, path);
+  const problems = crossDocumentProblems(manifests.map((m) => ({ where: `${m.file}#${m.doc}`, manifest: m.manifest })));
+  if (problems.length) throw new DataError(`invalid config:\n  ${problems.join("\n  ")}`, "--config");
+  return {
+    proxy: proxies[0],
+    services: of("Service").map((m) => m.manifest) as Service[],
+    policies: of("DestinationPolicy").map((m) => m.manifest) as DestinationPolicy[],
+    authorization: of("AuthorizationPolicy").map((m) => m.manifest) as AuthorizationPolicy[],
+    rateLimits: of("RateLimitPolicy").map((m) => m.manifest) as RateLimitPolicy[],
+    authentication: of("RequestAuthentication").map((m) => m.manifest) as RequestAuthentication[],
+    routes: of("HTTPRoute").map((m) => m.manifest) as HTTPRoute[],
+  };
+}
+
+/** Follows `path`: each edit that validates goes to `use`, as its documents; one that does not is logged and skipped. */
+export function watchConfigFile(path: string, first: ProxyFile, use: (documents: ProxyDocuments) => void, log: Logger): FileWatch {
+  let current = JSON.stringify(first);
+  let lastProblem: string | undefined;
+  return watchFiles([path], async () => {
+    let next: ProxyFile;
+    try {
+      next = await loadConfig(path);
+    } catch (err) {
+      const problem = (err as Error).message;
+      if (problem !== lastProblem) log.warn({ problem }, "config file not taken; the last good config keeps serving");
+      lastProblem = problem;
+      return;
+    }
+    lastProblem = undefined;
+    const text = JSON.stringify(next);
+    if (text === current) return;
+    current = text;
+    const { proxy, ...documents } = next;
+    use(documents);
+    const waiting = proxyConfigChanges(first.proxy, proxy);
+    log.info({ path, ...(waiting.length > 0 && { atNextStart: waiting }) }, "config reloaded");
+  });
+}
+
+/** What differs between the ProxyConfig the sidecar started with and the file's now. */
+function proxyConfigChanges(before: ProxyConfig | undefined, after: ProxyConfig | undefined): string[] {
+  if (before === undefined || after === undefined) return before === after ? [] : [`the ProxyConfig document (${before ? "removed" : "added"})`];
+  const a = before.spec as Record<string, unknown>;
+  const b = after.spec as Record<string, unknown>;
+  const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+  return fields.sort().map((f) => `ProxyConfig spec.${f}`);
+}
