@@ -37,3 +37,10 @@ export function parseTcpUpstream(text: string, flag: string): { service: string;
   const bindText = /^\d+$/.test(m[3]!) ? `127.0.0.1:${m[3]}` : m[3]!;
   return { service: m[1]!, port, bind: parseListen(bindText, flag) };
 }
+
+/** A flag that takes one of `choices`; undefined when not given. */
+export function choiceFlag<T extends string>(text: string | undefined, choices: readonly T[], flag: string): T | undefined {
+  if (text === undefined) return undefined;
+  if (!(choices as readonly string[]).includes(text)) throw new UsageError(`expected ${choices.join(" or ")}, got "${text}"`, flag);
+  return text as T;
+}

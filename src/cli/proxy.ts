@@ -1,5 +1,5 @@
 /** `mesh proxy`: run a sidecar from flags and/or a static config file. */
-import { CollectorUrl, ESCAPED_SLASHES, SamplingPercent, Upstream, type EscapedSlashes, type ProxyConfig } from "../config/kinds/proxy-config.ts";
+import { CollectorUrl, ESCAPED_SLASHES, SamplingPercent, UNKNOWN_DESTINATIONS, Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash, Zone } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
@@ -11,7 +11,7 @@ import { loadSavedConfig } from "../proxy/control/saved-config.ts";
 import { bool, str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } from "./proxy-control.ts";
 import type { TcpUpstream } from "../proxy/tcp/outbound-tcp.ts";
-import { countFlag, durationFlag, parseListen, parseTcpUpstream } from "./flags.ts";
+import { choiceFlag, countFlag, durationFlag, parseListen, parseTcpUpstream } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 import { loadConfig, watchConfigFile } from "./proxy-config-file.ts";
 
@@ -60,6 +60,7 @@ export const proxyCommand: CommandSpec = {
     { name: "max-connections", type: "string", value: "N", description: "Connections the inbound and outbound listeners hold together before closing new ones at accept (default: half the open-files limit)." },
     { name: "tcp-upstream", type: "strings", value: "SVC:PORT=[ADDR:]PORT", description: "Carry opaque TCP to a Service's tcp port from a local listener, e.g. postgres:5432=15432 (the app connects to 127.0.0.1:15432); repeatable; replaces ProxyConfig.tcpUpstreams." },
     { name: "transparent", type: "boolean", description: "Take the connections mesh redirect sends the outbound listener: one to a Service's address at a tcp port is carried as opaque TCP, the rest read as HTTP (Linux; or ProxyConfig.transparent)." },
+    { name: "unknown-destinations", type: "string", value: "refuse|passthrough", description: "With --transparent, a redirected connection bound for an address no Service has: read as a call (refuse: 404 for an unknown Host; the default), or sent where it was going as plain TCP unless its first request names a mesh Service (passthrough, Istio's ALLOW_ANY)." },
     { name: "escaped-slashes", type: "string", value: "refuse|keep", description: "%2F and %5C in an inbound path: refuse them (default), or keep them as data for a service that never reads them as separators; rules then match them as data." },
     ...CONTROL_FLAGS,
   ],
@@ -111,7 +112,11 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>
     str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
   const tracing = tracingSettings(args, pc?.tracing);
-  const escapedSlashes = escapedSlashesFlag(str(args, "escaped-slashes")) ?? pc?.escapedSlashes;
+  const escapedSlashes = choiceFlag(str(args, "escaped-slashes"), ESCAPED_SLASHES, "--escaped-slashes") ?? pc?.escapedSlashes;
+  const transparent = bool(args, "transparent") || pc?.transparent === true;
+  const unknownDestinations = choiceFlag(str(args, "unknown-destinations"), UNKNOWN_DESTINATIONS, "--unknown-destinations") ?? pc?.unknownDestinations ?? "refuse";
+  if (unknownDestinations === "passthrough" && !transparent)
+    throw new UsageError("passthrough needs --transparent (or ProxyConfig transparent: true): only redirected connections have a destination to pass through to", str(args, "unknown-destinations") ? "--unknown-destinations" : "--config");
   const cp = controlPlaneSettings(args, pc?.controlPlane);
   const sources = certSources(args, pc?.certs, service, namespace, cp !== undefined);
   const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
@@ -170,7 +175,8 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
     escapedSlashes,
     tcpUpstreams,
-    transparent: bool(args, "transparent") || pc?.transparent === true,
+    transparent,
+    passthrough: unknownDestinations === "passthrough",
     awaitsConfig: cp !== undefined,
     savedConfig: cp ? loadSavedConfig(certsDir, ctx.log) : undefined,
     tracing,
@@ -223,12 +229,6 @@ function zoneFlag(text: string | undefined): string | undefined {
   const parsed = Zone.safeParse(text);
   if (!parsed.success) throw new UsageError(`"${text}": ${parsed.error.issues[0]!.message}`, "--zone");
   return text;
-}
-
-function escapedSlashesFlag(text: string | undefined): EscapedSlashes | undefined {
-  if (text === undefined) return undefined;
-  if (!(ESCAPED_SLASHES as readonly string[]).includes(text)) throw new UsageError(`expected ${ESCAPED_SLASHES.join(" or ")}, got "${text}"`, "--escaped-slashes");
-  return text as EscapedSlashes;
 }
 
 /** --trace-collector and --trace-sampling, each winning over the file's tracing section. */

@@ -100,6 +100,8 @@ export interface ProxyOptions {
   tcpUpstreams?: TcpUpstream[];
   /** The outbound listener takes connections mesh redirect sends it (a Service address's tcp port carried as TCP). */
   transparent?: boolean;
+  /** With `transparent`: one bound for an address no Service has goes there, unless its first request names a mesh Service. */
+  passthrough?: boolean;
   log: Logger;
 }
 
@@ -279,6 +281,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     },
     ...(tcp.ports.size > 0 && { tcpPorts: [...tcp.ports] }),
     escapedSlashes: opts.escapedSlashes ?? "refuse",
+    ...(opts.transparent && { transparent: true, unknownDestinations: opts.passthrough ? "passthrough" : "refuse" }),
     ...(opts.tracing && { tracing: { collector: opts.tracing.collector.href, sampling: opts.tracing.sampling } }),
     ...configInForce(snapshot, config.routes, inboundPolicies),
   });

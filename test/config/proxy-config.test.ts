@@ -20,6 +20,7 @@ describe("ProxyConfig", () => {
       outboundDrainDelay: 0,
       escapedSlashes: "refuse",
       transparent: false,
+      unknownDestinations: "refuse",
     });
   });
 

@@ -81,3 +81,16 @@ test.each(["eu west", "a_", "a".repeat(64)])("--zone %s is refused with exit 64,
   expect(r.err).toContain("--zone");
   expect(r.err).toContain("expected a zone name");
 });
+
+test("--unknown-destinations takes refuse or passthrough, and passthrough only with --transparent", async () => {
+  const bad = await proxy("--upstream", "http://127.0.0.1:8080", "--unknown-destinations", "allow");
+  expect([bad.code, bad.err.split("\n")[0]]).toEqual([64, 'error: --unknown-destinations: expected refuse or passthrough, got "allow"']);
+  const alone = await proxy("--upstream", "http://127.0.0.1:8080", "--unknown-destinations", "passthrough");
+  expect(alone.code).toBe(64);
+  expect(alone.err).toContain("--unknown-destinations: passthrough needs --transparent");
+  const path = join(fx.tmp.path, "passthrough.yaml");
+  writeFileSync(path, "apiVersion: mesh.dev/v1alpha1\nkind: ProxyConfig\nmetadata: {name: orders}\nspec:\n  upstream: http://127.0.0.1:8080\n  unknownDestinations: passthrough\n");
+  const inFile = await proxy("--config", path);
+  expect(inFile.code).toBe(64);
+  expect(inFile.err).toContain("--config: passthrough needs --transparent (or ProxyConfig transparent: true)");
+});

@@ -76,6 +76,12 @@ export type EscapedSlashes = (typeof ESCAPED_SLASHES)[number];
 export const ESCAPED_SLASHES_HELP =
   "What the inbound does with %2F and %5C in a path: refuse (400, the default: a service that decodes them into separators would read a path other than the one rules matched), or keep them as data, for a service that never reads them as separators (GitLab's project paths); rules then see them as data too, so a rule on /admin/* does not match /admin%2Fkeys.";
 
+/** Where a redirected connection bound for an address no Service has goes (--transparent). */
+export const UNKNOWN_DESTINATIONS = ["refuse", "passthrough"] as const;
+export type UnknownDestinations = (typeof UNKNOWN_DESTINATIONS)[number];
+export const UNKNOWN_DESTINATIONS_HELP =
+  "With transparent: what becomes of a redirected connection bound for an address no Service has. refuse (the default): it is read as a call, and one to no known Service is answered 404 no-route; passthrough (Istio's ALLOW_ANY): unless its first request names a mesh Service by Host, it goes where it was going, as plain TCP, as if no sidecar were there.";
+
 /** A Service this sidecar calls: `name` (in any namespace, as a Host header names it) or `name.namespace`. */
 const CalledService = z.string().superRefine((value, ctx) => {
   const parts = value.split(".");
@@ -145,6 +151,7 @@ export const ProxyConfigSpec = z
       .describe(
         "The outbound listener takes connections mesh redirect sends it: a connection to a Service's address (spec.addresses) at one of its tcp ports is carried as opaque TCP, any other is read as HTTP. Reads each connection's original destination (Linux); default false.",
       ),
+    unknownDestinations: z.enum(UNKNOWN_DESTINATIONS).default("refuse").describe(UNKNOWN_DESTINATIONS_HELP),
     tcpUpstreams: z
       .array(TcpUpstreamSpec)
       .optional()

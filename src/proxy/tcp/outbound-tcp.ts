@@ -23,6 +23,9 @@ import { UpstreamLeg } from "./leg.ts";
 import type { PipeReport } from "./pipe.ts";
 import type { TcpReporter } from "./report.ts";
 import { Answer, ANSWER_RESULT, preamble, TCP_ALPN } from "./wire.ts";
+import type { OriginalDestination } from "../original-destination.ts";
+import type { TcpSocketOwner } from "../transport/h1-server/listener.ts";
+import { PassthroughConnection, sniffRedirected } from "./passthrough.ts";
 
 /** Where a carried connection goes: `service`'s tcp `port`. */
 export interface TcpTarget {
@@ -58,7 +61,7 @@ const NO_HEADERS: PickContext = { header: () => null };
 
 export class OutboundTcp {
   private readonly listeners: TCPSocketListener<OutboundTcpConnection | undefined>[] = [];
-  private readonly open = new Set<OutboundTcpConnection>();
+  private readonly open = new Set<CarriedConnection>();
   /** Connections closed at accept because the budget was spent. */
   refusedOverLimit = 0;
 
@@ -109,6 +112,22 @@ export class OutboundTcp {
     this.open.add(conn);
     conn.start();
     return conn;
+  }
+
+  /**
+   * A connection mesh redirect sent that was bound for an address the mesh does not know:
+   * read as HTTP after all (`http`) if its first request names a mesh Service, else
+   * carried to where it was going (passthrough.ts).
+   */
+  passthrough(sock: Socket<unknown>, original: OriginalDestination, http: (initial: Buffer) => void): TcpSocketOwner {
+    return sniffRedirected(sock, original, http, {
+      snapshot: this.deps.snapshot,
+      carry: (s, o) => {
+        const conn = new PassthroughConnection(s, o, this.deps.report, (c) => this.open.delete(c));
+        this.open.add(conn);
+        return conn;
+      },
+    });
   }
 
   /** No new connections; open ones go on. */

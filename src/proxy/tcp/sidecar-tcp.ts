@@ -20,6 +20,7 @@ import type { OriginalDestination } from "../original-destination.ts";
 import type { Socket } from "bun";
 import type { RedirectedTcp } from "../transport/h1-server/listener.ts";
 import { TcpReporter } from "./report.ts";
+import { canonicalAddress } from "../../core/ip-address.ts";
 
 export interface SidecarTcpOptions {
   service: string;
@@ -37,6 +38,8 @@ export interface SidecarTcpOptions {
   onOverLimit?: () => void;
   /** With --transparent: where a redirected connection was going (original-destination.ts). */
   originalDestination?: (fd: number, localAddress: string) => OriginalDestination | undefined;
+  /** With --transparent: a redirected connection bound for an address no Service has goes there (passthrough.ts), instead of being read as a call. */
+  passthrough?: boolean;
   log: Logger;
 }
 
@@ -89,14 +92,16 @@ export function sidecarTcp(o: SidecarTcpOptions) {
     /**
      * For --transparent, a connection on the outbound listener: carried when mesh redirect
      * sent it there from a Service's address (spec.addresses) at one of its tcp ports;
-     * undefined for any other, which is read as HTTP.
+     * with passthrough, sniffed when it was bound for an address no Service has; undefined
+     * for any other (a call to the listener itself too), which is read as HTTP.
      */
     redirected(sock: Socket<unknown>): RedirectedTcp | undefined {
       // Bun exposes the descriptor, though its types omit it.
       const original = o.originalDestination?.((sock as unknown as { fd: number }).fd, sock.localAddress);
-      if (original === undefined) return undefined;
+      if (original === undefined || isListenerItself(original, sock)) return undefined;
       const dest = o.snapshot().byAddress.get(original.address);
-      if (dest === undefined || !dest.tcpPorts.has(original.port)) return undefined;
+      if (dest === undefined) return o.passthrough ? { adopt: (http) => outbound.passthrough(sock, original, http) } : undefined;
+      if (!dest.tcpPorts.has(original.port)) return undefined;
       const target = { service: `${dest.name}.${dest.namespace}`, port: original.port };
       return { adopt: () => outbound.adopt(sock, target) };
     },
@@ -114,4 +119,9 @@ export function sidecarTcp(o: SidecarTcpOptions) {
       outbound.closeAll();
     },
   };
+}
+
+/** Connection tracking keeps a destination for every connection: one that was not redirected names the listener's own address. */
+function isListenerItself(original: OriginalDestination, sock: Socket<unknown>): boolean {
+  return original.port === sock.localPort && original.address === canonicalAddress(sock.localAddress);
 }

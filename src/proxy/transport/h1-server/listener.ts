@@ -44,9 +44,13 @@ export interface TcpSocketOwner {
   onEnd(): void;
 }
 
-/** A plain connection mesh redirect sent from a Service's tcp port: what carries it, asked for once it has its place. */
+/**
+ * A plain connection mesh redirect sent that is not (or not yet) read as HTTP: what owns
+ * it, asked for once it has its place. `http` hands it back to be read as HTTP after all,
+ * starting with the bytes the owner read.
+ */
 export interface RedirectedTcp {
-  adopt(): TcpSocketOwner;
+  adopt(http: (initial: Buffer) => void): TcpSocketOwner;
 }
 
 /** What a listener socket's events go to: an HTTP/1.1 connection, a mux session, or a carried TCP connection. */
@@ -83,7 +87,7 @@ export interface ListenerOptions {
   budget?: ConnectionBudget;
   /** mTLS only: takes connections whose peer chose mesh-tcp/1; without it, none can. */
   tcp?: (socket: Socket<unknown>, peer: string) => TcpSocketOwner;
-  /** Plain only: at accept, tells a connection mesh redirect sent from a Service's tcp port, carried whole; the rest are HTTP. */
+  /** Plain only: at accept, tells a connection mesh redirect sent that is not read as HTTP from the start (carried whole, or sniffed first); the rest are HTTP. */
   redirected?: (socket: Socket<unknown>) => RedirectedTcp | undefined;
 }
 
@@ -209,16 +213,11 @@ export class H1Listener {
           // A refused TCP connection is reset, as its own listener's are: HTTP words would reach a database client as data.
           if (self.opts.budget !== undefined && !self.opts.budget.take()) return self.refuseOverLimit(sock, redirected !== undefined);
           if (redirected !== undefined) {
-            if (self.accepting) return void (sock.data = redirected.adopt());
+            if (self.accepting) return void (sock.data = redirected.adopt((initial) => self.serveHttp(sock, initial)));
             self.opts.budget?.release();
             return void sock.terminate();
           }
-          // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
-          const conn = new ServerConnection(sock, self.opts.handler, self.opts.limits, (c) => self.conns.delete(c));
-          sock.data = conn;
-          self.conns.add(conn);
-          sock.setNoDelay(true);
-          sock.timeout(self.opts.limits.idleTimeoutS);
+          const conn = self.httpConnection(sock);
           if (!self.accepting) conn.close();
           else if (!tls) self.ready(conn);
         },
@@ -283,6 +282,25 @@ export class H1Listener {
     if (this.tls !== undefined || tcp) return sock.terminate();
     sock.write(closingResponse(errorParts("overflow", `the proxy holds its limit of ${this.opts.budget!.limit} connections`)));
     sock.end();
+  }
+
+  /** The socket read as HTTP/1.1: its owner now (ready once an mTLS peer passed its checks). */
+  private httpConnection(sock: Socket<SocketOwner | undefined>): ServerConnection {
+    // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
+    const conn = new ServerConnection(sock, this.opts.handler, this.opts.limits, (c) => this.conns.delete(c));
+    sock.data = conn;
+    this.conns.add(conn);
+    sock.setNoDelay(true);
+    sock.timeout(this.opts.limits.idleTimeoutS);
+    return conn;
+  }
+
+  /** A redirected plain connection read as HTTP after all, from `initial` (the bytes its first owner read). */
+  private serveHttp(sock: Socket<SocketOwner | undefined>, initial: Buffer): void {
+    const conn = this.httpConnection(sock);
+    if (!this.accepting) return conn.close();
+    this.ready(conn);
+    if (initial.byteLength > 0) readEvent(conn, initial);
   }
 
   private openSession(sock: Socket<SocketOwner | undefined>, peer: string): MuxSession {
