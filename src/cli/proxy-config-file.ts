@@ -19,15 +19,9 @@ import { DataError } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
 import { watchFiles, type FileWatch } from "../core/file-watch.ts";
 
+/** The file's documents (every policy in it: the proxy enforces those of its own service) and its ProxyConfig, if any. */
 export interface ProxyFile extends ProxyDocuments {
   proxy?: ProxyConfig;
-  services: Service[];
-  policies: DestinationPolicy[];
-  /** Every AuthorizationPolicy, RateLimitPolicy and RequestAuthentication in the file; the proxy enforces those for its own service. */
-  authorization: AuthorizationPolicy[];
-  rateLimits: RateLimitPolicy[];
-  authentication: RequestAuthentication[];
-  routes: HTTPRoute[];
 }
 
 export async function loadConfig(path: string | undefined): Promise<ProxyFile> {

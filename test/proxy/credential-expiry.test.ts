@@ -7,14 +7,13 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { peerIdFromDer } from "../../src/proxy/peer-identity.ts";
 import { CredentialExpiry, trustWithdrawn, type CredentialEnd } from "../../src/proxy/transport/credential-expiry.ts";
-import { Http1Pool, PeerIdentityError } from "../../src/proxy/transport/h1/index.ts";
 import { H1Listener, type ListenerTls, type TcpSocketOwner } from "../../src/proxy/transport/h1-server/listener.ts";
 import { TCP_ALPN } from "../../src/proxy/tcp/wire.ts";
 import { alpnWire } from "../../src/proxy/transport/mux/frame.ts";
 import { fromNow, makeIntermediate, makeLeaf, makeRoot, pemOf, type Issued } from "../helpers/certs.ts";
 import { eventually } from "../helpers/wait.ts";
+import { muxPool } from "../helpers/mux-pool.ts";
 
 const TD = "example.org";
 const PAYMENTS = `spiffe://${TD}/ns/default/sa/payments`;
@@ -165,24 +164,7 @@ describe("inbound connections and their callers' certificates", () => {
     const orders = await ordersFor(6000);
     const notAfter = orders.cert.notAfter.getTime();
     let sessions = 0;
-    const pool = new Http1Pool({
-      host: "127.0.0.1",
-      port,
-      connectTimeoutMs: 2000,
-      idleTimeoutMs: 30_000,
-      multiplex: true,
-      tls: {
-        cert: pemOf(orders, int),
-        key: orders.keyPem,
-        ca: root.pem,
-        verifyPeer: (der) => {
-          const id = peerIdFromDer(der, TD);
-          if (!id.ok || id.spiffeId !== PAYMENTS) return new PeerIdentityError("not payments");
-          sessions++;
-          return undefined;
-        },
-      },
-    });
+    const pool = muxPool(port, { leaf: orders, issuer: int, root }, PAYMENTS, TD, () => sessions++);
     cleanups.push(() => pool.close());
     // Steady traffic up to a second past the end, bounded by count and time.
     const results: { at: number; ok: boolean }[] = [];

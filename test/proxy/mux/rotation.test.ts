@@ -5,10 +5,9 @@
  * pooled client, over loopback mTLS.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { peerIdFromDer } from "../../../src/proxy/peer-identity.ts";
-import { Http1Pool, PeerIdentityError } from "../../../src/proxy/transport/h1/index.ts";
 import { H1Listener, type ListenerTls } from "../../../src/proxy/transport/h1-server/listener.ts";
 import { makeIntermediate, makeLeaf, makeRoot, pemOf, type Issued } from "../../helpers/certs.ts";
+import { muxPool } from "../../helpers/mux-pool.ts";
 
 const TD = "example.org";
 const PAYMENTS = `spiffe://${TD}/ns/default/sa/payments`;
@@ -57,24 +56,7 @@ test("rotation: the session in use hears GOAWAY, requests go on a new session se
 
   // The serial of the server certificate each handshake saw.
   const served: string[] = [];
-  const pool = new Http1Pool({
-    host: "127.0.0.1",
-    port,
-    connectTimeoutMs: 2000,
-    idleTimeoutMs: 5000,
-    multiplex: true,
-    tls: {
-      cert: pemOf(orders, int),
-      key: orders.keyPem,
-      ca: root.pem,
-      verifyPeer: (der) => {
-        const id = peerIdFromDer(der, TD);
-        if (!id.ok || id.spiffeId !== PAYMENTS) return new PeerIdentityError("not payments");
-        served.push(Buffer.from(der).toString("base64"));
-        return undefined;
-      },
-    },
-  });
+  const pool = muxPool(port, { leaf: orders, issuer: int, root }, PAYMENTS, TD, (der) => served.push(Buffer.from(der).toString("base64")), 5000);
   cleanups.push(() => pool.close());
   const get = async (i: number) => {
     const res = await pool.send({ method: "GET", pathAndQuery: `/r${i}`, headers: new Headers(), body: null });
