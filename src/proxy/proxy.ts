@@ -208,6 +208,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundStreams = inboundH2({ upstream: opts.upstream, metrics, tracker: inboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, policies: () => inboundPolicies, accessLog: opts.accessLog, tracer });
   const inboundH2Server = h2LoopbackServer(tunnelDir.inboundH2Path, inboundH2Tunnels.identities, inboundStreams.onStream);
   inboundH2Tunnels.retireTunnel = (name) => inboundH2Server.retire(name);
+  inboundTunnels.retireTunnel = (name) => websockets.retire(name);
   const outboundH2Server = h2LoopbackServer(tunnelDir.outboundH2Path, undefined, outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, accessLog: opts.accessLog, tracer }));
 
   // Only a --transparent sidecar loads bun:ffi and libc's getsockopt.

@@ -1,7 +1,8 @@
 /**
  * A caller whose certificate ends soon, against a real sidecar: an HTTP/2 connection is
- * told GOAWAY before the end and its call in flight still completes; a carried TCP
- * connection through the pair is cut at the end; the sidecar counts both.
+ * told GOAWAY before the end and its call in flight still completes; a WebSocket is closed
+ * with 1001 Going Away before the end; a carried TCP connection through the pair is cut
+ * at the end; the sidecar counts them.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import http2, { type ServerHttp2Stream } from "node:http2";
@@ -12,6 +13,8 @@ import { mesh } from "../helpers/cli.ts";
 import { MeshFixture, metricValue } from "../helpers/mesh-fixture.ts";
 import { tcpEchoService, type TcpService } from "../helpers/tcp.ts";
 import { eventually } from "../helpers/wait.ts";
+import { WsClient } from "../helpers/ws-client.ts";
+import { wsService } from "../helpers/ws-service.ts";
 
 const fx = new MeshFixture();
 let echo: TcpService;
@@ -106,3 +109,22 @@ test("a carried TCP connection through the pair is cut when its caller's certifi
   expect(Date.now()).toBeGreaterThanOrEqual(notAfter);
   expect(await metricValue(payments.ports.admin, "mesh_connections_retired_total", { reason: "certificate-expired" })).toBeGreaterThanOrEqual(1);
 }, 30_000);
+
+test("a WebSocket is closed with 1001 before its caller's certificate ends, on both sides", async () => {
+  const ws = wsService();
+  try {
+    const sidecar = await fx.proxy("payments", ws.url);
+    const { dir, notAfter } = await shortLivedOrders("8s");
+    const tls = { cert: readFileSync(join(dir, "chain.pem"), "utf8"), key: readFileSync(join(dir, "key.pem"), "utf8"), ca: readFileSync(join(dir, "bundle.pem"), "utf8"), rejectUnauthorized: false };
+    const client = new WsClient(`wss://127.0.0.1:${sidecar.ports.inbound}/chat`, { tls });
+    expect(await client.opened).toBe(true);
+    expect(await client.json()).toMatchObject({ hello: true, caller: "spiffe://mesh.local/ns/default/sa/orders" });
+    const closed = await client.closed;
+    expect(Date.now()).toBeLessThan(notAfter);
+    expect(closed).toEqual({ code: 1001, reason: "mesh: the caller's certificate is ending; connect again" });
+    expect(await eventually(() => ws.closes.length === 1, 5000)).toBe(true);
+    expect(ws.closes[0]).toMatchObject({ code: 1001 });
+  } finally {
+    ws.stop();
+  }
+}, 20_000);

@@ -6,7 +6,7 @@
 import type { Server } from "bun";
 import { peerService } from "../peer-service.ts";
 import { errorResponse } from "../errors.ts";
-import { CLIENT_ID_HEADER, deleteNamed } from "../headers.ts";
+import { CLIENT_ID_HEADER, deleteNamed, TUNNEL_HEADER } from "../headers.ts";
 import { ANONYMOUS, type Authenticated } from "../authentication/authenticator.ts";
 import { DEFAULT_HANDLER_LIMITS, relayHandler } from "./handler.ts";
 import { proxyUpgrade, upgradeContext, upgradeRefused, type WebSocketDeps } from "./proxy-upgrade.ts";
@@ -32,7 +32,8 @@ export function inboundWebSockets(deps: WebSocketDeps & { upstream: URL }) {
       if (authn.strip) deleteNamed(headers, authn.strip.names);
       headers.set(CLIENT_ID_HEADER, caller);
       for (const [name, value] of authn.claimHeaders) headers.set(name, value);
-      return proxyUpgrade(req, server, { url: origin + target, headers, peer: peerService(caller), logPeer: caller }, ctx);
+      const tunnel = req.headers.get(TUNNEL_HEADER) ?? undefined;
+      return proxyUpgrade(req, server, { url: origin + target, headers, peer: peerService(caller), logPeer: caller, tunnel }, ctx);
     },
   };
 }

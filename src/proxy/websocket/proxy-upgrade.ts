@@ -70,6 +70,8 @@ export interface UpgradeTarget {
   onEnd?: () => void;
   /** Who the access log and span name: the caller's SPIFFE ID inbound; default `peer`. */
   logPeer?: string;
+  /** Inbound: the name of the tunnel the upgrade came through, by which its relay can be retired. */
+  tunnel?: string;
 }
 
 /** Returns the response for a failed upgrade, or undefined once the client has its WebSocket. */
@@ -109,7 +111,7 @@ export async function proxyUpgrade(req: Request, server: Server<Relay>, target: 
       return handshake.response;
     }
     relay.upstreamOpened();
-    ctx.sessions.add(relay);
+    ctx.sessions.add(relay, target.tunnel);
     countOpen();
     // An empty value stops Bun from choosing the client's first offer on its own.
     const upgraded = server.upgrade(req, { data: relay, headers: { "sec-websocket-protocol": upstream.protocol } });
