@@ -14,7 +14,7 @@ import { compileRoutes } from "./routing.ts";
 import type { Service } from "../config/kinds/service.ts";
 import type { Logger } from "../core/log.ts";
 import type { WorkloadCerts } from "./certs.ts";
-import { parseConfigDocuments, withStatic, type ProxyDocuments } from "./control/config-documents.ts";
+import { parseConfigDocuments, staticAddressesTaken, withStatic, type ProxyDocuments } from "./control/config-documents.ts";
 import { buildSnapshot, closeSnapshot, snapshotOf, type Snapshot } from "./destinations.ts";
 import { InflightTracker } from "./inflight.ts";
 import { startInboundHttp } from "./inbound.ts";
@@ -299,6 +299,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   /** The config in force from the control plane's documents and the static ones: routes, destinations and carried TCP follow. */
   const reconfigure = (version: string) => {
     config = dynamic ? withStatic(dynamic, statics) : statics;
+    if (dynamic) for (const problem of staticAddressesTaken(dynamic, statics)) opts.log.warn({ version }, problem);
     swap(snapshotOfConfig(config, version, snapshot));
     tcp.configure(config.services, config.policies);
     if (dynamic || !opts.awaitsConfig) tcp.checkUpstreams(snapshot);

@@ -124,3 +124,16 @@ export function withStatic(dynamic: ProxyDocuments, statics: ProxyDocuments): Pr
     routes: [...dynamic.routes, ...statics.routes.filter((r) => !routed.has(serviceKey(r.spec.service, r.metadata.namespace)))],
   };
 }
+
+/**
+ * What withStatic() leaves a static Service without: an address the control plane's own
+ * Services claim (the control plane's keeps it). One message per address, for the log.
+ */
+export function staticAddressesTaken(dynamic: ProxyDocuments, statics: ProxyDocuments): string[] {
+  const named = new Set(dynamic.services.map((s) => serviceKey(s.metadata.name, s.metadata.namespace)));
+  const kept = statics.services.filter((s) => !named.has(serviceKey(s.metadata.name, s.metadata.namespace)));
+  const origin = new Set(kept);
+  return sharedAddresses([...dynamic.services, ...kept], (s) => s)
+    .filter((c) => origin.has(c.item) && !origin.has(c.first))
+    .map((c) => `static Service ${c.item.metadata.namespace}/${c.item.metadata.name}: ${c.address} is the control plane's Service ${c.first.metadata.namespace}/${c.first.metadata.name}'s, which keeps it`);
+}

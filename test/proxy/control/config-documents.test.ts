@@ -1,6 +1,6 @@
 /** A proxy validates each config version itself and refuses it whole, with every reason. */
 import { expect, test } from "bun:test";
-import { ConfigRejected, parseConfigDocuments } from "../../../src/proxy/control/config-documents.ts";
+import { ConfigRejected, parseConfigDocuments, staticAddressesTaken, withStatic } from "../../../src/proxy/control/config-documents.ts";
 
 const service = (name: string, spec: Record<string, unknown> = { ports: [{ name: "http", port: 80 }] }) => ({
   apiVersion: "mesh.dev/v1alpha1",
@@ -35,4 +35,14 @@ test("no two Services share a virtual address: the second is named", () => {
     "Service default/ledger spec.addresses: 10.96.0.5 is Service default/payments's already; no two Services share an address",
   );
   expect(parseConfigDocuments([withAddress("payments", ["10.96.0.5"]), withAddress("ledger", ["10.96.0.6"])]).services).toHaveLength(2);
+});
+
+test("a static Service's address the control plane's Service claims is named: the control plane's keeps it", () => {
+  const withAddress = (name: string, addresses: string[]) => service(name, { ports: [{ name: "http", port: 80 }], addresses });
+  const dynamic = parseConfigDocuments([withAddress("payments", ["10.96.0.5"])]);
+  const statics = parseConfigDocuments([withAddress("ledger", ["10.96.0.6", "10.96.0.5"]), withAddress("payments", ["10.96.0.9"])]);
+  expect(staticAddressesTaken(dynamic, statics)).toEqual(["static Service default/ledger: 10.96.0.5 is the control plane's Service default/payments's, which keeps it"]);
+  // A static Service the control plane also defines is replaced whole, addresses and all: nothing to report.
+  expect(staticAddressesTaken(dynamic, parseConfigDocuments([withAddress("payments", ["10.96.0.5"])]))).toEqual([]);
+  expect(withStatic(dynamic, statics).services.map((s) => s.metadata.name)).toEqual(["payments", "ledger"]);
 });
