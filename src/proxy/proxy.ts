@@ -249,6 +249,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
   const outboundPort = bindNamed("outbound listener", opts.outbound.address, opts.outbound.port, () => outbound.listen());
+  const outboundTwin = opts.transparent ? listenOnTwinLoopback(outbound, opts.outbound.address, outboundPort, opts.log) : undefined;
   const tcpPorts = tcp.listen();
   const status: StatusState = {
     notReady: () => (draining ? "draining" : inboundPolicies.pending ?? (awaitingControlPlane ? "waiting for the first config from the control plane" : undefined)),
@@ -276,6 +277,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     listeners: {
       inbound: `${opts.inbound.address}:${inboundPort}`,
       outbound: `${opts.outbound.address}:${outboundPort}`,
+      ...(outboundTwin && { outboundTwin }),
       admin: `${opts.admin.address}:${admin.port}`,
       ...(statusListen && statusPort && { status: `${statusListen.address}:${statusPort.port}` }),
       ...(tcpPorts.length > 0 && { tcpUpstreams: opts.tcpUpstreams!.map((u, i) => ({ service: u.service, port: u.port, listen: `${u.bind.address}:${tcpPorts[i]}` })) }),
@@ -404,4 +406,22 @@ async function settlesBefore(p: Promise<unknown>, ms: number): Promise<boolean> 
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * With --transparent the outbound listener takes the other family's loopback too, at the
+ * same port: REDIRECT sends each family's connections to its own loopback, so IPv6 calls
+ * mesh redirect catches arrive at [::1] and IPv4 ones at 127.0.0.1. Where that family
+ * has no loopback (IPv6 off), its redirects cannot be taken, which is logged.
+ */
+function listenOnTwinLoopback(outbound: H1Listener, address: string, port: number, log: Logger): string | undefined {
+  const twin = address === "127.0.0.1" ? "::1" : address === "::1" ? "127.0.0.1" : undefined;
+  if (twin === undefined) return undefined;
+  try {
+    outbound.alsoListen(twin);
+  } catch (err) {
+    log.warn({ address: twin, port, reason: (err as Error).message }, "the outbound listener cannot take the other family's redirected connections");
+    return undefined;
+  }
+  return twin.includes(":") ? `[${twin}]:${port}` : `${twin}:${port}`;
 }

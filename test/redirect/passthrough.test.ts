@@ -3,7 +3,8 @@
  * namespaces with the system's iptables: with a whole subnet redirected, what in it is
  * outside the mesh is still reached as if no sidecar were there (HTTP to a host the mesh
  * does not know, a server that speaks first, any other bytes), while a call whose Host
- * names a mesh Service still goes over the mesh.
+ * names a mesh Service still goes over the mesh, over IPv6 too (the outbound listener
+ * takes [::1], where REDIRECT sends that family).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
@@ -13,7 +14,7 @@ import { PROXY_GID, redirectLab, type RedirectLab } from "../helpers/redirect-la
 
 const HELPERS = join(import.meta.dir, "..", "helpers");
 
-describe("passthrough for addresses no Service has", () => {
+describe("a transparent sidecar passing through what the mesh does not know", () => {
   const fx = fixtureFor("orders", "payments");
   let lab: RedirectLab;
   /** The outside service's ports, on payments' host address (no Service names it). */
@@ -48,6 +49,17 @@ describe("passthrough for addresses no Service has", () => {
   test("bytes that are not HTTP (a TLS hello's first bytes) go on as they are, half-close and all", () => {
     const r = inOrders(process.execPath, join(HELPERS, "tcp-exchange.ts"), lab.payments.address, String(outside.greeterPort), "\x16\x03\x01hello");
     expect(JSON.parse(r.stdout)).toEqual({ text: "220 outside\r\n\x16\x03\x01hellobye" });
+  });
+
+  test("IPv6: a call mesh redirect sends to [::1] reaches the outbound listener there too, and goes over the mesh", () => {
+    const prefix = "fd00:6d65:7368::";
+    expect(inOrders("ip", "addr", "add", `${prefix}1/64`, "dev", "eth0", "nodad").status).toBe(0);
+    const r = lab.redirect("--proxy-gid", PROXY_GID, "--cidrs", `${lab.subnet},${prefix}/64`);
+    expect(r.status).toBe(0);
+    const call = curl("-g", "--resolve", `payments:80:[${prefix}200]`, "http://payments/charge");
+    expect(JSON.parse(call.stdout)).toMatchObject({ service: "payments", caller: "spiffe://mesh.local/ns/default/sa/orders" });
+    const dump = JSON.parse(curl("http://127.0.0.1:15000/config_dump").stdout) as { listeners: { outboundTwin?: string } };
+    expect(dump.listeners.outboundTwin).toBe("[::1]:15001");
   });
 
   test("each is counted as a passthrough connection", () => {

@@ -93,6 +93,8 @@ export interface ListenerOptions {
 
 export class H1Listener {
   private listener: TCPSocketListener<SocketOwner | undefined> | undefined;
+  /** The same listener at a second address (alsoListen()), plain only. */
+  private twin: TCPSocketListener<SocketOwner | undefined> | undefined;
   /** SlotLists, not Sets: clients that open a connection per request add and delete one each time. */
   private readonly conns = new SlotList<ServerConnection>();
   private readonly sessions = new Set<MuxSession>();
@@ -127,6 +129,12 @@ export class H1Listener {
     this.listener = this.bind(this.opts.port);
     this.port = this.listener.port;
     return this.port;
+  }
+
+  /** Takes connections at `hostname` too, at the same port, as one listener (the other family's loopback); throws if it cannot bind. */
+  alsoListen(hostname: string): void {
+    if (!this.listener || this.tls) throw new Error("alsoListen() before listen(), or on an mTLS listener");
+    this.twin = this.bind(this.port, hostname);
   }
 
   /**
@@ -165,6 +173,7 @@ export class H1Listener {
     if (!this.accepting) return;
     this.accepting = false;
     this.listener?.stop(false);
+    this.twin?.stop(false);
     for (const conn of this.conns.toArray()) conn.close();
     this.retire([...this.sessions]);
   }
@@ -192,15 +201,16 @@ export class H1Listener {
     for (const conn of [...this.conns.toArray(), ...this.streams.toArray()]) conn.shutdown(true);
     for (const session of [...this.sessions]) session.destroy(new Error("the listener closed"));
     this.listener?.stop(true);
+    this.twin?.stop(true);
     this.expiry.close();
   }
 
-  private bind(port: number): TCPSocketListener<SocketOwner | undefined> {
+  private bind(port: number, hostname = this.opts.hostname): TCPSocketListener<SocketOwner | undefined> {
     const tls = this.tls;
     const self = this;
     // reusePort is honoured by Bun.listen at run time, though its types omit it.
     return Bun.listen<SocketOwner | undefined>(<Bun.TCPSocketListenOptions<SocketOwner | undefined>>{
-      hostname: this.opts.hostname,
+      hostname,
       port,
       reusePort: tls !== undefined,
       // A carried TCP connection's FIN ends one direction (end() below). For HTTP a client's FIN is its leaving, as by
