@@ -117,8 +117,8 @@ export class H1Listener {
       sock.terminate();
     },
   );
-  /** After a root was withdrawn: when connections proven under the old bundle are cut. */
-  private withdrawnCutAt = Infinity;
+  /** Each replaced certificate and bundle → when connections proven under it are cut (Infinity: not before their own end). */
+  private readonly replacedCutAt = new WeakMap<ListenerTls, number>();
   port = 0;
 
   constructor(private readonly opts: ListenerOptions) {
@@ -147,11 +147,13 @@ export class H1Listener {
     if (!this.listener || !this.tls) throw new Error("rotate() before listen(), or on a plain listener");
     const before = this.tls;
     this.tls = tls;
-    if (trustWithdrawn(before.ca, tls.ca)) this.withdrawnCutAt = Date.now() + WITHDRAWN_TRUST_GRACE_MS;
+    // Only what the replaced bundle proved: connections made under this one keep to their own end.
+    const cutBy = trustWithdrawn(before.ca, tls.ca) ? Date.now() + WITHDRAWN_TRUST_GRACE_MS : Infinity;
+    this.replacedCutAt.set(before, cutBy);
     const old = this.listener;
     this.listener = this.bind(this.port);
     old.stop(false);
-    this.expiry.retireAll(this.withdrawnCutAt);
+    this.expiry.retireAll(cutBy);
   }
 
   /** Retired: an HTTP/1.1 connection (or its tunnel) and a mux session end gracefully; carried TCP has no way to. */
@@ -259,7 +261,7 @@ export class H1Listener {
             self.ready(conn);
           }
           // Its handshake used a certificate and bundle replaced meanwhile.
-          if (tls !== self.tls) self.expiry.retireNow(sock, self.withdrawnCutAt);
+          if (tls !== self.tls) self.expiry.retireNow(sock, self.replacedCutAt.get(tls) ?? Infinity);
         },
         data: (sock, chunk) => {
           if (sock.data !== undefined) readEvent(sock.data, chunk);
