@@ -193,14 +193,16 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     ...(cp ? [] : [watchCertFiles(certs, (next) => proxy.useCerts(next), ctx.log)]),
     ...(configPath ? [watchConfigFile(configPath, file, (documents) => proxy.useStatic(documents), ctx.log)] : []),
   ];
-  const onHangUp = () => {
-    if (watches.length === 0) ctx.log.info("SIGHUP: no certificate or config file to read again");
-    for (const w of watches) void w.check();
-  };
-  process.on("SIGHUP", onHangUp);
+  let watching = true;
+  // Installed for the process's life: without a handler, a SIGHUP during the drain would end it mid-drain.
+  process.on("SIGHUP", () => {
+    if (!watching) ctx.log.info("SIGHUP after the sidecar began to stop: nothing is read again");
+    else if (watches.length === 0) ctx.log.info("SIGHUP: no certificate or config file to read again");
+    else for (const w of watches) void w.check();
+  });
   const stopWatching = () => {
+    watching = false;
     for (const w of watches) w.stop();
-    process.off("SIGHUP", onHangUp);
   };
   return {
     service,
