@@ -6,12 +6,17 @@
  * sent them, as if mesh were not there, instead of being read as calls to mesh services.
  *
  * The first bytes decide, once per connection (as Istio's sniffing does):
- *  - an HTTP/1.1 request head whose Host names a mesh Service: the connection is read as
- *    HTTP, as any other on the outbound listener (mTLS, routing, policies);
+ *  - an HTTP/1.1 request head (a CONNECT too) whose Host names a mesh Service: the
+ *    connection is read as HTTP, as any other on the outbound listener (mTLS, routing,
+ *    policies);
  *  - anything else (TLS, another protocol, HTTP to a host the mesh does not know, a head
  *    that is not HTTP/1.1), or nothing within SNIFF_MS (a server that speaks first, as
  *    databases and mail servers do): carried as plain TCP to the original destination,
  *    with the bytes read so far first.
+ * Once the first bytes begin a request line, the verdict waits for the whole head however
+ * slowly it comes: a call to a mesh Service must never leave in the clear for want of
+ * patience. A head still incomplete after HEAD_WAIT_MS is read as HTTP, whose own
+ * head timeout answers it.
  * The sidecar's own connections are never redirected (mesh redirect leaves its user and
  * group out), so a passthrough connection goes out directly.
  */
@@ -29,6 +34,8 @@ import type { TcpReporter } from "./report.ts";
 
 /** How long the client may keep quiet before the connection is taken for a server-first protocol. */
 const SNIFF_MS = 100;
+/** How long a request head that has begun may take to arrive whole before the listener's HTTP reading takes it over. */
+const HEAD_WAIT_MS = 10_000;
 /** The metric peer of every passthrough connection: one label, whatever the address. */
 export const PASSTHROUGH_PEER = "passthrough";
 const PLAIN = [false, false] as const;
@@ -53,7 +60,7 @@ export function sniffRedirected(sock: Socket<unknown>, original: OriginalDestina
 
 class Sniffer implements TcpSocketOwner {
   private read: Buffer = Buffer.alloc(0);
-  private readonly timer: Timer;
+  private timer: Timer;
   private decided = false;
 
   constructor(
@@ -70,9 +77,13 @@ class Sniffer implements TcpSocketOwner {
     if (this.decided) return;
     this.read = this.read.byteLength === 0 ? Buffer.from(chunk) : Buffer.concat([this.read, chunk]);
     const verdict = meshHttp(this.read, this.deps.snapshot());
-    if (verdict === "wait") return;
     if (verdict === "mesh") return this.serveHttp();
-    this.carry(false);
+    if (verdict === "other") return this.carry(false);
+    if (this.read.byteLength === chunk.byteLength) {
+      // A request line has begun: no longer a question of silence.
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.serveHttp(), HEAD_WAIT_MS);
+    }
   }
 
   onDrain(): void {}
@@ -92,6 +103,7 @@ class Sniffer implements TcpSocketOwner {
   }
 
   private serveHttp(): void {
+    if (this.decided) return;
     this.decided = true;
     clearTimeout(this.timer);
     this.http(this.read);
@@ -118,7 +130,7 @@ function meshHttp(buf: Buffer, snapshot: Snapshot): "mesh" | "wait" | "other" {
   try {
     const end = findRequestHeadEnd(buf, 0, 0);
     if (end < 0) return "wait";
-    const head = parseRequestHead(buf, 0, end);
+    const head = parseRequestHead(buf, 0, end, undefined, true);
     return resolveHost(snapshot, head.host) !== undefined ? "mesh" : "other";
   } catch {
     // Not a head mesh would take: the destination's own server decides what it is.
