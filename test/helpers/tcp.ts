@@ -14,6 +14,8 @@ export interface TcpService {
 
 interface EchoState {
   n: number;
+  /** Says `bye <n>` before its end. */
+  farewell: boolean;
   /** Bytes the socket has not taken yet; reading pauses while any wait. */
   queue: Uint8Array[];
   ended: boolean;
@@ -35,24 +37,25 @@ function flush(s: Socket<EchoState>): boolean {
 
 /** After the client's FIN and every echoed byte: `bye <n>`, then the end. */
 function finish(s: Socket<EchoState>): void {
-  if (s.data.ended && s.data.queue.length === 0) s.end(`bye ${s.data.n}`);
+  if (s.data.ended && s.data.queue.length === 0) s.end(s.data.farewell ? `bye ${s.data.n}` : undefined);
 }
 
 /**
  * Echoes every chunk back as it arrives, with backpressure (nothing dropped); at the
  * client's FIN it writes `bye <n>` (n: the bytes it received on that connection) and
  * ends, so a test sees that the client's half-close arrived in order and that the answer
- * after it came back.
+ * after it came back. `farewell: false`: it ends with nothing more than the echo.
  */
-export function tcpEchoService(): TcpService {
+export function tcpEchoService(opts: { hostname?: string; farewell?: boolean } = {}): TcpService {
+  const farewell = opts.farewell !== false;
   const svc: TcpService = { port: 0, accepted: 0, open: 0, received: 0, stop: () => listener.stop(true) };
   const listener: TCPSocketListener<EchoState> = Bun.listen<EchoState>({
-    hostname: "127.0.0.1",
+    hostname: opts.hostname ?? "127.0.0.1",
     port: 0,
     allowHalfOpen: true,
     socket: {
       open(s) {
-        s.data = { n: 0, queue: [], ended: false };
+        s.data = { n: 0, queue: [], ended: false, farewell };
         svc.accepted++;
         svc.open++;
       },

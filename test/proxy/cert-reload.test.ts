@@ -12,6 +12,7 @@ import { readFileSync } from "node:fs";
 import { mesh } from "../helpers/cli.ts";
 import { MeshFixture, metricValue } from "../helpers/mesh-fixture.ts";
 import { eventually } from "../helpers/wait.ts";
+import { steadyTraffic } from "../helpers/traffic.ts";
 
 const fx = new MeshFixture();
 let payments: Awaited<ReturnType<typeof fx.proxy>>;
@@ -38,31 +39,6 @@ function servedNotAfter(port: number): Promise<number> {
   });
 }
 
-/** Calls orders → payments until `stop()`, bounded by count and time; the failures. */
-function steadyCalls() {
-  const failures: string[] = [];
-  let ok = 0;
-  let stopped = false;
-  const done = (async () => {
-    const until = Date.now() + 30_000;
-    for (let i = 0; i < 5000 && !stopped && Date.now() < until; i++) {
-      const res = await fetch(`http://127.0.0.1:${orders.ports.outbound}/c${i}`, { headers: { host: "payments" } }).catch((e: Error) => e);
-      if (res instanceof Error) failures.push(res.message);
-      else if (res.status !== 200) failures.push(`${res.status} ${await res.text()}`);
-      else ok++, await res.arrayBuffer();
-      await Bun.sleep(10);
-    }
-  })();
-  return {
-    failures,
-    ok: () => ok,
-    async stop() {
-      stopped = true;
-      await done;
-    },
-  };
-}
-
 beforeAll(async () => {
   await fx.init();
   await fx.issue("orders");
@@ -76,15 +52,14 @@ describe("renewed certificate files", () => {
   test("are taken as they change: no call fails, open connections move, new ones see the new certificate", async () => {
     const before = await expiry(payments.ports.admin);
     expect(before * 1000).toBeLessThan(Date.now() + 2.5 * 3600_000);
-    const calls = steadyCalls();
-    expect(await eventually(() => calls.ok() >= 20, 10_000)).toBe(true);
+    const calls = steadyTraffic(orders.ports.outbound, "payments", 10, 5000, 30_000);
+    expect(await eventually(() => calls.succeeded >= 20, 10_000)).toBe(true);
     await issue("payments", paymentsDir());
     expect(await eventually(async () => (await expiry(payments.ports.admin)) > before + 3600, 10_000)).toBe(true);
     const after = await expiry(payments.ports.admin);
-    const seen = calls.ok();
-    expect(await eventually(() => calls.ok() >= seen + 20, 10_000)).toBe(true);
-    await calls.stop();
-    expect(calls.failures).toEqual([]);
+    const seen = calls.succeeded;
+    expect(await eventually(() => calls.succeeded >= seen + 20, 10_000)).toBe(true);
+    expect((await calls.stop()).failures).toEqual([]);
     expect(payments.stderr()).toContain("certificate reloaded");
     // orders' session, opened before, was asked to move.
     expect(await metricValue(payments.ports.admin, "mesh_connections_retired_total", { reason: "rotation" })).toBeGreaterThanOrEqual(1);

@@ -6,90 +6,39 @@
  * root left the bundle is cut soon after.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Socket } from "bun";
-import { CredentialExpiry, trustWithdrawn, type CredentialEnd } from "../../src/proxy/transport/credential-expiry.ts";
-import { H1Listener, type ListenerTls, type TcpSocketOwner } from "../../src/proxy/transport/h1-server/listener.ts";
+import { CredentialExpiry, trustWithdrawn } from "../../src/proxy/transport/credential-expiry.ts";
+import type { ListenerTls } from "../../src/proxy/transport/h1-server/listener.ts";
 import { TCP_ALPN } from "../../src/proxy/tcp/wire.ts";
-import { alpnWire } from "../../src/proxy/transport/mux/frame.ts";
-import { fromNow, makeIntermediate, makeLeaf, makeRoot, pemOf, type Issued } from "../helpers/certs.ts";
+import { fromNow, makeIntermediate, makeLeaf, makeRoot, type Issued } from "../helpers/certs.ts";
+import { GET, listenerLab, ORDERS, PAYMENTS, TD, type ListenerLab } from "../helpers/mtls-listener-lab.ts";
 import { eventually } from "../helpers/wait.ts";
 import { muxPool } from "../helpers/mux-pool.ts";
 
-const TD = "example.org";
-const PAYMENTS = `spiffe://${TD}/ns/default/sa/payments`;
-const ORDERS = `spiffe://${TD}/ns/default/sa/orders`;
-
+let lab: ListenerLab;
 let root: Issued, int: Issued, payments: Issued;
-const cleanups: (() => void)[] = [];
 
 beforeAll(async () => {
-  root = await makeRoot({ trustDomain: TD });
-  int = await makeIntermediate(root);
-  payments = await makeLeaf(int, { uris: [PAYMENTS] });
+  lab = await listenerLab();
+  ({ root, int, payments } = lab);
 });
-afterAll(() => {
-  for (const c of cleanups.splice(0).reverse()) c();
-});
+afterAll(() => lab?.close());
 
-const tlsOf = (leaf: Issued, issuer = int, bundle = root.pem): ListenerTls => ({ cert: pemOf(leaf, issuer), key: leaf.keyPem, ca: bundle, trustDomain: TD, notAfterMs: leaf.cert.notAfter.getTime() });
+const tlsOf = (leaf: Issued, issuer?: Issued, bundle?: string) => lab.tlsOf(leaf, issuer, bundle);
 /** An orders certificate that ends `ms` from now. */
 const ordersFor = (ms: number, issuer = int) => makeLeaf(issuer, { uris: [ORDERS], notAfter: fromNow(ms) });
-
-/** A listener whose requests to /hold are never answered; what ended connections for their certificates. */
-function listen(tls: ListenerTls, tcp?: (socket: Socket<unknown>) => TcpSocketOwner) {
-  const ends: CredentialEnd[] = [];
-  const served: number[] = [];
-  const listener = new H1Listener({
-    hostname: "127.0.0.1",
-    port: 0,
-    tls,
-    limits: { maxBodyBytes: 1 << 20, idleTimeoutS: 30 },
-    events: { onRefused: () => {}, onOpen: () => {}, onCredentialEnd: (why) => ends.push(why) },
-    ...(tcp && { tcp }),
-    handler: {
-      refused: () => {},
-      upgrade: () => {},
-      request(req, res) {
-        served.push(Date.now());
-        if (req.head.pathAndQuery !== "/hold") res.respond(200, { "content-type": "text/plain" }, `hi ${req.peer}`);
-      },
-    },
-  });
-  const port = listener.listen();
-  cleanups.push(() => listener.closeAll());
-  return { listener, port, ends, served };
-}
-
-/** A raw TLS client presenting `leaf`: what it read, and how its connection ended. */
+const listen = (tls: ListenerTls) => lab.listen(tls);
+/** A raw TLS client presenting `leaf`, its handshake done: what it read, and how its connection ended. */
 async function client(port: number, leaf: Issued, alpn = "http/1.1") {
-  const state = { text: "", closed: false, error: undefined as string | undefined, socket: undefined as Socket<undefined> | undefined };
-  let handshaken!: () => void;
-  const ready = new Promise<void>((r) => (handshaken = r));
-  state.socket = await Bun.connect<undefined>({
-    hostname: "127.0.0.1",
-    port,
-    tls: { cert: pemOf(leaf, int), key: leaf.keyPem, ca: root.pem, rejectUnauthorized: false, ALPNProtocols: alpnWire([alpn]) },
-    socket: {
-      handshake: () => handshaken(),
-      data: (_s, chunk) => void (state.text += chunk.toString()),
-      error: (_s, err) => void (state.error ??= err.message),
-      close: (_s, err) => {
-        if (err) state.error ??= err.message;
-        state.closed = true;
-      },
-    },
-  });
+  const { state, ready } = await lab.client(port, leaf, { alpn });
   await ready;
   return state;
 }
-
-const GET = (path: string) => `GET ${path} HTTP/1.1\r\nHost: payments\r\n\r\n`;
 
 describe("the schedule", () => {
   test("retired before the end, cut at it; a forgotten connection is neither", async () => {
     const events: string[] = [];
     const expiry = new CredentialExpiry<string>((c, why) => events.push(`retire ${c} ${why}`), (c, why) => events.push(`cut ${c} ${why}`));
-    cleanups.push(() => expiry.close());
+    lab.defer(() => expiry.close());
     expiry.watch("a", Date.now() + 400);
     expiry.watch("b", Date.now() + 400);
     expiry.forget("b");
@@ -101,7 +50,7 @@ describe("the schedule", () => {
   test("a rotation retires every connection now; a withdrawn root brings the cut forward", async () => {
     const events: string[] = [];
     const expiry = new CredentialExpiry<string>((c, why) => events.push(`retire ${c} ${why}`), (c, why) => events.push(`cut ${c} ${why}`));
-    cleanups.push(() => expiry.close());
+    lab.defer(() => expiry.close());
     expiry.watch("a", Date.now() + 3_600_000);
     expiry.watch("b", Date.now() + 3_600_000);
     expiry.retireNow("a");
@@ -115,7 +64,7 @@ describe("the schedule", () => {
   test("an end past setTimeout's range (24.8 days) waits, rather than firing at once", async () => {
     const events: string[] = [];
     const expiry = new CredentialExpiry<string>((c) => events.push(`retire ${c}`), (c) => events.push(`cut ${c}`));
-    cleanups.push(() => expiry.close());
+    lab.defer(() => expiry.close());
     expiry.watch("year", Date.now() + 365 * 86_400_000);
     await Bun.sleep(300);
     expect(events).toEqual([]);
@@ -165,7 +114,7 @@ describe("inbound connections and their callers' certificates", () => {
     const notAfter = orders.cert.notAfter.getTime();
     let sessions = 0;
     const pool = muxPool(port, { leaf: orders, issuer: int, root }, PAYMENTS, TD, () => sessions++);
-    cleanups.push(() => pool.close());
+    lab.defer(() => pool.close());
     // Steady traffic up to a second past the end, bounded by count and time.
     const results: { at: number; ok: boolean }[] = [];
     for (let i = 0; i < 2000 && Date.now() < notAfter + 1000; i++) {
@@ -188,22 +137,8 @@ describe("inbound connections and their callers' certificates", () => {
 });
 
 describe("rotation", () => {
-  /** A carried TCP connection's owner on the listener: it echoes, and records its end. */
-  function echoTcp() {
-    const state = { closed: false };
-    const accept = (socket: Socket<unknown>): TcpSocketOwner => ({
-      onData: (chunk) => void socket.write(chunk),
-      onDrain: () => {},
-      onTimeout: () => {},
-      onEnd: () => void socket.end(),
-      onClose: () => void (state.closed = true),
-    });
-    return { state, accept };
-  }
-
   test("a new certificate moves HTTP/1.1 connections; carried TCP keeps to its certificates' end", async () => {
-    const tcp = echoTcp();
-    const { listener, port, ends } = listen(tlsOf(payments), tcp.accept);
+    const { listener, port, ends, tcpClosed } = listen(tlsOf(payments));
     const orders = await ordersFor(3_600_000);
     const h1 = await client(port, orders);
     h1.socket!.write(GET("/before"));
@@ -218,14 +153,14 @@ describe("rotation", () => {
     expect(ends).toEqual(["rotation", "rotation"]);
     await Bun.sleep(1000);
     expect(carried.closed).toBe(false);
+    expect(tcpClosed.count).toBe(0);
     carried.socket!.write("still");
     expect(await eventually(() => carried.text === "pingstill", 5000)).toBe(true);
     carried.socket!.end();
   }, 20_000);
 
   test("a bundle that drops the caller's root cuts its connections, carried TCP too, after a grace", async () => {
-    const tcp = echoTcp();
-    const { listener, port, ends } = listen(tlsOf(payments), tcp.accept);
+    const { listener, port, ends, tcpClosed } = listen(tlsOf(payments));
     const orders = await ordersFor(3_600_000);
     const carried = await client(port, orders, TCP_ALPN);
     carried.socket!.write("ping");
@@ -237,7 +172,7 @@ describe("rotation", () => {
     const rotatedAt = Date.now();
     listener.rotate(tlsOf(await makeLeaf(nextInt, { uris: [PAYMENTS] }), nextInt, nextRoot.pem));
     expect(ends).toEqual(["trust-withdrawn"]);
-    expect(await eventually(() => carried.closed && tcp.state.closed, 15_000)).toBe(true);
+    expect(await eventually(() => carried.closed && tcpClosed.count === 1, 15_000)).toBe(true);
     // The grace is ten seconds: what it carries may finish.
     expect(Date.now() - rotatedAt).toBeGreaterThanOrEqual(9_000);
     expect(ends).toEqual(["trust-withdrawn", "trust-withdrawn"]);

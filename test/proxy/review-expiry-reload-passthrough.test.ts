@@ -16,17 +16,16 @@
  * Every process is started through the test helpers and stopped by them.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Socket } from "bun";
 import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import tls from "node:tls";
 import { spawnSync } from "node:child_process";
-import { CredentialExpiry, type CredentialEnd } from "../../src/proxy/transport/credential-expiry.ts";
-import { H1Listener, type ListenerTls, type TcpSocketOwner } from "../../src/proxy/transport/h1-server/listener.ts";
+import { CredentialExpiry } from "../../src/proxy/transport/credential-expiry.ts";
+import type { ListenerTls } from "../../src/proxy/transport/h1-server/listener.ts";
 import { TlsBridge } from "../../src/proxy/transport/tls-bridge.ts";
 import { TCP_ALPN } from "../../src/proxy/tcp/wire.ts";
-import { alpnWire } from "../../src/proxy/transport/mux/frame.ts";
 import { fromNow, makeIntermediate, makeLeaf, makeRoot, pemOf, type Issued } from "../helpers/certs.ts";
+import { GET, listenerLab, ORDERS, PAYMENTS, TD, type ListenerLab } from "../helpers/mtls-listener-lab.ts";
 import { eventually } from "../helpers/wait.ts";
 import { muxPool } from "../helpers/mux-pool.ts";
 import { mesh } from "../helpers/cli.ts";
@@ -35,6 +34,8 @@ import { startMesh, startReady, type MeshProcess } from "../helpers/procs.ts";
 import { tcpEchoService, tcpExchange, type TcpService } from "../helpers/tcp.ts";
 import { WsClient } from "../helpers/ws-client.ts";
 import { wsService } from "../helpers/ws-service.ts";
+import { steadyTraffic } from "../helpers/traffic.ts";
+import type { Plan, Result } from "../helpers/scripted-tcp-client.ts";
 import { createLab, netnsUnavailable, type Host } from "../helpers/netns.ts";
 
 const HELPERS = join(import.meta.dir, "..", "helpers");
@@ -44,83 +45,16 @@ const HELPERS = join(import.meta.dir, "..", "helpers");
 // ---------------------------------------------------------------------------------------
 
 describe("credential expiry: the mTLS listener", () => {
-  const TD = "example.org";
-  const PAYMENTS = `spiffe://${TD}/ns/default/sa/payments`;
-  const ORDERS = `spiffe://${TD}/ns/default/sa/orders`;
+  let lab: ListenerLab;
   let root: Issued, int: Issued, payments: Issued;
-  const cleanups: (() => void)[] = [];
-
   beforeAll(async () => {
-    root = await makeRoot({ trustDomain: TD });
-    int = await makeIntermediate(root);
-    payments = await makeLeaf(int, { uris: [PAYMENTS] });
+    lab = await listenerLab();
+    ({ root, int, payments } = lab);
   });
-  afterAll(() => {
-    for (const c of cleanups.splice(0).reverse()) c();
-  });
-
-  const tlsOf = (leaf: Issued, issuer = int, bundle = root.pem): ListenerTls => ({ cert: pemOf(leaf, issuer), key: leaf.keyPem, ca: bundle, trustDomain: TD, notAfterMs: leaf.cert.notAfter.getTime() });
-
-  /** A listener whose requests to /hold are never answered, with an echoing carried-TCP owner; what ended connections for their certificates. */
-  function listen(tlsOpts: ListenerTls) {
-    const ends: CredentialEnd[] = [];
-    const served: number[] = [];
-    const tcpClosed = { count: 0 };
-    const listener = new H1Listener({
-      hostname: "127.0.0.1",
-      port: 0,
-      tls: tlsOpts,
-      limits: { maxBodyBytes: 1 << 20, idleTimeoutS: 30 },
-      events: { onRefused: () => {}, onOpen: () => {}, onCredentialEnd: (why) => ends.push(why) },
-      tcp: (socket: Socket<unknown>): TcpSocketOwner => ({
-        onData: (chunk) => void socket.write(chunk),
-        onDrain: () => {},
-        onTimeout: () => {},
-        onEnd: () => void socket.end(),
-        onClose: () => void tcpClosed.count++,
-      }),
-      handler: {
-        refused: () => {},
-        upgrade: () => {},
-        request(req, res) {
-          served.push(Date.now());
-          if (req.head.pathAndQuery !== "/hold") res.respond(200, { "content-type": "text/plain" }, `hi ${req.peer}`);
-        },
-      },
-    });
-    const port = listener.listen();
-    cleanups.push(() => listener.closeAll());
-    return { listener, port, ends, served, tcpClosed };
-  }
-
-  /** A raw TLS client presenting `leaf` (under `issuer`): what it read, how and when its connection ended, and whether its handshake passed. */
-  async function client(port: number, leaf: Issued, o: { alpn?: string; issuer?: Issued; ca?: string } = {}) {
-    const state = { text: "", closed: false, closedAt: 0, error: undefined as string | undefined, handshake: false, socket: undefined as Socket<undefined> | undefined };
-    let settle!: (ok: boolean) => void;
-    const ready = new Promise<boolean>((r) => (settle = r));
-    state.socket = await Bun.connect<undefined>({
-      hostname: "127.0.0.1",
-      port,
-      tls: { cert: pemOf(leaf, o.issuer ?? int), key: leaf.keyPem, ca: o.ca ?? root.pem, rejectUnauthorized: false, ALPNProtocols: alpnWire([o.alpn ?? "http/1.1"]) },
-      socket: {
-        // Its own check of the server's name fails (no IP SAN) and is not asked for: the handshake is done.
-        handshake: () => {
-          state.handshake = true;
-          settle(true);
-        },
-        data: (_s, chunk) => void (state.text += chunk.toString()),
-        error: (_s, err) => void (state.error ??= err.message),
-        close: (_s, err) => {
-          if (err) state.error ??= err.message;
-          state.closed = true;
-          state.closedAt = Date.now();
-          settle(false);
-        },
-      },
-    });
-    return { state, ready };
-  }
-  const GET = (path: string) => `GET ${path} HTTP/1.1\r\nHost: payments\r\n\r\n`;
+  afterAll(() => lab?.close());
+  const tlsOf = (leaf: Issued, issuer?: Issued, bundle?: string) => lab.tlsOf(leaf, issuer, bundle);
+  const listen = (tls: ListenerTls) => lab.listen(tls);
+  const client = (port: number, leaf: Issued, o?: Parameters<ListenerLab["client"]>[2]) => lab.client(port, leaf, o);
 
   test("an ordinary rotation after one that withdrew a root does not cut connections proven under the new bundle", async () => {
     const { listener, port, ends } = listen(tlsOf(payments));
@@ -219,7 +153,7 @@ describe("credential expiry: the mTLS listener", () => {
     held.state.socket!.write(GET("/hold"));
     let sessions = 0;
     const pool = muxPool(port, { leaf: orders, issuer: int, root }, PAYMENTS, TD, () => sessions++);
-    cleanups.push(() => pool.close());
+    lab.defer(() => pool.close());
     const first = await pool.send({ method: "GET", pathAndQuery: "/first", headers: new Headers(), body: null });
     expect(first.status).toBe(200);
     await first.text();
@@ -252,7 +186,7 @@ describe("credential expiry: the mTLS listener", () => {
     const orders = await makeLeaf(int, { uris: [ORDERS], notAfter: fromNow(4000) });
     const notAfter = orders.cert.notAfter.getTime();
     const pool = muxPool(port, { leaf: orders, issuer: int, root }, PAYMENTS, TD, () => {});
-    cleanups.push(() => pool.close());
+    lab.defer(() => pool.close());
     const outcome = pool.send({ method: "GET", pathAndQuery: "/hold", headers: new Headers(), body: null }).then(
       () => ({ how: "answered", at: Date.now() }),
       () => ({ how: "failed", at: Date.now() }),
@@ -536,20 +470,8 @@ describe("certificate file reload", () => {
     writeSet(dir, await paymentsLeaf({ notAfter: fromNow(2 * HOUR) }));
     const p = await startPayments(fileOf(dir));
     const orders = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders-renewals", { payments: [p.ports.inbound] }));
-    const failures: string[] = [];
-    let ok = 0;
-    let stopped = false;
-    const calls = (async () => {
-      const until = Date.now() + 30_000;
-      for (let i = 0; i < 5000 && !stopped && Date.now() < until; i++) {
-        const res = await fetch(`http://127.0.0.1:${orders.ports.outbound}/c${i}`, { headers: { host: "payments" } }).catch((e: Error) => e);
-        if (res instanceof Error) failures.push(res.message);
-        else if (res.status !== 200) failures.push(`${res.status} ${await res.text()}`);
-        else ok++, await res.arrayBuffer();
-        await Bun.sleep(5);
-      }
-    })();
-    expect(await eventually(() => ok >= 20, 10_000)).toBe(true);
+    const calls = steadyTraffic(orders.ports.outbound, "payments", 5, 5000, 30_000);
+    expect(await eventually(() => calls.succeeded >= 20, 10_000)).toBe(true);
     const leaves = await Promise.all(Array.from({ length: 15 }, (_, i) => paymentsLeaf({ notAfter: fromNow(4 * HOUR + i * 60_000) })));
     for (const leaf of leaves) {
       writeSet(dir, leaf);
@@ -558,11 +480,9 @@ describe("certificate file reload", () => {
     }
     const last = leaves[14]!;
     expect(await eventually(async () => (await expiry(p.ports.admin)) === seconds(last), 10_000)).toBe(true);
-    const seen = ok;
-    expect(await eventually(() => ok >= seen + 20, 10_000)).toBe(true);
-    stopped = true;
-    await calls;
-    expect(failures).toEqual([]);
+    const seen = calls.succeeded;
+    expect(await eventually(() => calls.succeeded >= seen + 20, 10_000)).toBe(true);
+    expect((await calls.stop()).failures).toEqual([]);
     expect(await metricValue(p.ports.admin, "mesh_connections_retired_total", { reason: "rotation" })).toBeGreaterThanOrEqual(2);
     expect(await probe(p.ports.inbound)).toEqual({ status: 200, notAfter: seconds(last) });
   }, 60_000);
@@ -732,30 +652,11 @@ describe("passthrough for addresses no Service has", () => {
   let hosts: { orders: Host; payments: Host };
   let destroyLab = () => {};
   let subnet: string;
-  let outside: { http: number; echo: number };
+  let outside: { port: number; echoPort: number };
   let orders: MeshProcess | undefined;
   const inNs = (host: Host, ...command: string[]) => spawnSync("ip", ["netns", "exec", host.ns, ...command], { encoding: "utf8", timeout: 60_000 });
 
-  interface Result {
-    connected: boolean;
-    text: string;
-    bytes: number;
-    hash: string;
-    ended: string;
-    error?: string;
-    ms: number;
-  }
-  interface Plan {
-    host: string;
-    port: number;
-    steps: { sleepMs?: number; text?: string; pattern?: number }[];
-    halfClose?: boolean;
-    waitMs: number;
-    until?: string;
-    holdMs?: number;
-    parallel?: number;
-  }
-  const clientCommand = (plan: Plan) => ["ip", "netns", "exec", hosts.orders.ns, process.execPath, join(HELPERS, "review-net-client.ts"), JSON.stringify(plan)];
+  const clientCommand = (plan: Plan) => ["ip", "netns", "exec", hosts.orders.ns, process.execPath, join(HELPERS, "scripted-tcp-client.ts"), JSON.stringify(plan)];
   /** The scripted client, run on orders' host (its connections are redirected). */
   function run(plan: Plan): Result[] {
     const r = spawnSync(clientCommand(plan)[0]!, clientCommand(plan).slice(1), { encoding: "utf8", timeout: plan.waitMs + 20_000 });
@@ -806,7 +707,7 @@ describe("passthrough for addresses no Service has", () => {
     const vip = p.address.replace(/\.\d+$/, ".200");
     const wrapP = ["ip", "netns", "exec", p.ns];
     const echo = (await startReady([process.execPath, join(HELPERS, "echo-server.ts"), "payments"], { wrap: wrapP })).ready as { port: number };
-    outside = (await startReady([process.execPath, join(HELPERS, "review-outside.ts"), p.address], { wrap: wrapP })).ready as { http: number; echo: number };
+    outside = (await startReady([process.execPath, join(HELPERS, "outside-server.ts"), p.address], { wrap: wrapP })).ready as { port: number; echoPort: number };
     writeFileSync(
       join(fx.tmp.path, "services.yaml"),
       `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: { name: payments }\nspec:\n  addresses: [${vip}]\n  ports: [{ name: http, port: 80 }]\n  endpoints: [{ address: ${p.address}, port: 15006 }]\n`,
@@ -826,9 +727,9 @@ describe("passthrough for addresses no Service has", () => {
   const meshCall = (path: string) => [`GET ${path} HTTP/1.1\r\n`, "Host: payments\r\n", "Connection: close\r\n\r\n"];
 
   test("one byte, then silence past the sniff window, then the rest: a request to a host outside the mesh reaches it whole", () => {
-    const r = one({ host: hosts.payments.address, port: outside.http, steps: [{ text: "G" }, { sleepMs: 400, text: "ET /slow HTTP/1.1\r\nHost: outside.example\r\nConnection: close\r\n\r\n" }], waitMs: 5000 });
+    const r = one({ host: hosts.payments.address, port: outside.port, steps: [{ text: "G" }, { sleepMs: 400, text: "ET /slow HTTP/1.1\r\nHost: outside.example\r\nConnection: close\r\n\r\n" }], waitMs: 5000 });
     expect(r.text).toContain("HTTP/1.1 200");
-    expect(JSON.parse(r.text.slice(r.text.indexOf("{")))).toEqual({ outside: true, method: "GET", path: "/slow", host: "outside.example", caller: null });
+    expect(JSON.parse(r.text.slice(r.text.indexOf("{")))).toEqual({ outside: true, method: "GET", path: "/slow", asked: "outside.example", caller: null });
   });
 
   test("an HTTP head to a mesh Service whose lines arrive 200 ms apart is still read as a call, not sent out in the clear", () => {
@@ -852,17 +753,17 @@ describe("passthrough for addresses no Service has", () => {
   });
 
   test("a 64 KiB first chunk of binary goes to the destination whole and comes back whole, with its half-close", () => {
-    const r = one({ host: hosts.payments.address, port: outside.echo, steps: [{ pattern: 65536 }], halfClose: true, waitMs: 10_000 });
+    const r = one({ host: hosts.payments.address, port: outside.echoPort, steps: [{ pattern: 65536 }], halfClose: true, waitMs: 10_000 });
     // The echo ends only after the client's FIN: an end (not a timeout) shows the half-close went through, after the bytes.
     expect({ bytes: r.bytes, hash: r.hash, orderly: r.ended === "end" || r.ended === "close" }).toEqual({ bytes: 65536, hash: String(Bun.hash(pattern(65536))), orderly: true });
   });
 
   test("HTTP/2 with prior knowledge, and a CONNECT to a host outside the mesh, pass through untouched", () => {
     const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\u0000\u0000\u0000\u0004\u0000\u0000\u0000\u0000\u0000";
-    const h2 = one({ host: hosts.payments.address, port: outside.echo, steps: [{ text: preface }], halfClose: true, waitMs: 5000 });
+    const h2 = one({ host: hosts.payments.address, port: outside.echoPort, steps: [{ text: preface }], halfClose: true, waitMs: 5000 });
     expect({ text: h2.text, orderly: h2.ended === "end" || h2.ended === "close" }).toEqual({ text: preface, orderly: true });
     const connect = "CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n";
-    const c = one({ host: hosts.payments.address, port: outside.echo, steps: [{ text: connect }], halfClose: true, waitMs: 5000 });
+    const c = one({ host: hosts.payments.address, port: outside.echoPort, steps: [{ text: connect }], halfClose: true, waitMs: 5000 });
     expect({ text: c.text, orderly: c.ended === "end" || c.ended === "close" }).toEqual({ text: connect, orderly: true });
   });
 
@@ -900,13 +801,13 @@ describe("passthrough for addresses no Service has", () => {
     expect(passthroughCount() - before).toBe(2);
     expect(orders!.proc.exitCode).toBeNull();
     // And it serves on.
-    const r = one({ host: hosts.payments.address, port: outside.http, steps: [{ text: "GET /after HTTP/1.1\r\nHost: outside.example\r\nConnection: close\r\n\r\n" }], waitMs: 5000 });
+    const r = one({ host: hosts.payments.address, port: outside.port, steps: [{ text: "GET /after HTTP/1.1\r\nHost: outside.example\r\nConnection: close\r\n\r\n" }], waitMs: 5000 });
     expect(r.text).toContain(`"path":"/after"`);
   }, 40_000);
 
   test("SIGTERM with passthrough connections open: each is ended in order (FIN), and the sidecar exits 0", async () => {
     const sidecar = await startOrders();
-    const plan: Plan = { host: hosts.payments.address, port: outside.echo, steps: [{ text: "hello" }], waitMs: 15_000, parallel: 5 };
+    const plan: Plan = { host: hosts.payments.address, port: outside.echoPort, steps: [{ text: "hello" }], waitMs: 15_000, parallel: 5 };
     const proc = Bun.spawn(clientCommand(plan), { stdout: "pipe", stderr: "pipe" });
     const out = new Response(proc.stdout).text();
     await Bun.sleep(1500);
@@ -919,13 +820,13 @@ describe("passthrough for addresses no Service has", () => {
 
   test("--max-connections 10 and 30 passthrough connections at once: at most 10 carried, the rest reset; once closed, 10 new ones are all carried", async () => {
     await startOrders(["--max-connections", "10"]);
-    const first = run({ host: hosts.payments.address, port: outside.echo, steps: [{ text: "hi{i}" }], until: "hi", holdMs: 1500, waitMs: 4000, parallel: 30 });
+    const first = run({ host: hosts.payments.address, port: outside.echoPort, steps: [{ text: "hi{i}" }], until: "hi", holdMs: 1500, waitMs: 4000, parallel: 30 });
     const carried = first.filter((r) => r.text.startsWith("hi"));
     expect(carried.length).toBeGreaterThanOrEqual(5);
     expect(carried.length).toBeLessThanOrEqual(10);
     for (const r of first.filter((r) => !r.text.startsWith("hi"))) expect(r.ended).not.toBe("timeout");
     await Bun.sleep(1000);
-    const second = run({ host: hosts.payments.address, port: outside.echo, steps: [{ text: "hi{i}" }], until: "hi", holdMs: 500, waitMs: 4000, parallel: 10 });
+    const second = run({ host: hosts.payments.address, port: outside.echoPort, steps: [{ text: "hi{i}" }], until: "hi", holdMs: 500, waitMs: 4000, parallel: 10 });
     expect(second.filter((r) => r.text.startsWith("hi")).length).toBe(10);
     const refused = inNs(hosts.orders, "curl", "-s", "-m", "5", "http://127.0.0.1:15000/metrics").stdout.split("\n").filter((l) => l.startsWith("mesh_connections_refused_total{"));
     expect(refused.reduce((s, l) => s + Number(l.split(" ").pop()), 0)).toBeGreaterThanOrEqual(20);

@@ -33,7 +33,7 @@ describe("a transparent sidecar passing through what the mesh does not know", ()
 
   test("HTTP to a host the mesh does not know goes where it was sent, untouched", () => {
     const r = curl(`http://${lab.payments.address}:${outside.port}/x`);
-    expect(JSON.parse(r.stdout)).toEqual({ outside: true, asked: `${lab.payments.address}:${outside.port}`, caller: null });
+    expect(JSON.parse(r.stdout)).toEqual({ outside: true, method: "GET", path: "/x", asked: `${lab.payments.address}:${outside.port}`, caller: null });
   });
 
   test("a call whose Host names a mesh Service still goes over the mesh, as orders", () => {

@@ -1,6 +1,6 @@
 /**
- * A scripted TCP client for the passthrough review, as its own process (run in a network
- * namespace): `review-net-client.ts PLAN` (JSON) connects to PLAN.host:PLAN.port, takes its
+ * A scripted TCP client, as its own process (run in a network
+ * namespace): `scripted-tcp-client.ts PLAN` (JSON) connects to PLAN.host:PLAN.port, takes its
  * steps in order (sleep, write text, write a generated pattern of N bytes), half-closes if
  * asked, and reads until the connection closes, `until` appears in what it read (then holds
  * the connection `holdMs` more and ends it), or `waitMs` passes. With `parallel` N it does
@@ -11,13 +11,13 @@
  */
 import type { Socket } from "bun";
 
-interface Step {
+export interface Step {
   sleepMs?: number;
   text?: string;
   /** N bytes: 0x16 first (no HTTP method), then (k * 7 + 3) & 0xff. */
   pattern?: number;
 }
-interface Plan {
+export interface Plan {
   host: string;
   port: number;
   steps: Step[];
@@ -27,7 +27,7 @@ interface Plan {
   holdMs?: number;
   parallel?: number;
 }
-interface Result {
+export interface Result {
   connected: boolean;
   text: string;
   bytes: number;
