@@ -8,12 +8,13 @@ import type { Server } from "bun";
 import type { LoadedCa } from "../ca/authority.ts";
 import type { Logger } from "../core/log.ts";
 import type { Store } from "../store/store.ts";
-import { TlsBridge } from "../proxy/transport/tls-bridge.ts";
+import { TlsBridge, type BridgeTls } from "../proxy/transport/tls-bridge.ts";
 import { ConnectionBudget, connectionLimit, limitWarning, openFilesLimit } from "../core/connection-budget.ts";
 import { adminApi, bearerAuth, type ControlPlaneStatus } from "./api/admin-api.ts";
 import { bootstrapApi } from "./api/bootstrap-api.ts";
 import { proxyApi } from "./api/proxy-api.ts";
-import { issueServingCert } from "./identity.ts";
+import { issueServingCert, type ServingCert } from "./identity.ts";
+import { renewServing } from "./serving-renewal.ts";
 import type { TokenKey } from "./join-token.ts";
 import { PolicyDir } from "./policy-dir.ts";
 import { Registry } from "./registry.ts";
@@ -73,10 +74,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   await policies?.start();
   let stopping = false;
 
-  const serving = await issueServingCert(opts.ca, Math.max(opts.certTtlMs, 24 * 3600_000));
+  // As long-lived as the workloads' certificates, and renewed as they are (serving-renewal.ts).
+  const serving = renewServing(opts.ca, opts.certTtlMs, await issueServingCert(opts.ca, opts.certTtlMs), (next) => {
+    bridge.rotate(servingTls(next));
+    bootBridge.rotate(servingTls(next));
+  }, log);
+  const servingTls = (cert: ServingCert): BridgeTls => ({ cert: cert.chainPem, key: cert.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain, notAfterMs: cert.notAfter.getTime() });
   const status = (): ControlPlaneStatus => ({
     trustDomain: opts.ca.trustDomain,
-    ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.notAfter.toISOString() },
+    ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.current.notAfter.toISOString() },
     policies: policies?.status,
     store: opts.storeKind,
     listeners: {
@@ -98,7 +104,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(fds, API_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
   const overLimit = limitWarning(log, "mesh check and /v1/status");
   const bridge = new TlsBridge(
-    { cert: serving.chainPem, key: serving.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain },
+    servingTls(serving.current),
     {
       onRefused: (reason) => log.debug({ reason }, "refused API TLS peer"),
       onOpen: () => undefined,
@@ -126,7 +132,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   // The bootstrap port takes any TLS client (a sidecar has no certificate yet): through a bridge for its limit and handshake timeout.
   const bootBudget = new ConnectionBudget(connectionLimit(fds, BOOTSTRAP_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
   const bootBridge = new TlsBridge(
-    { cert: serving.chainPem, key: serving.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain },
+    servingTls(serving.current),
     { onRefused: (reason) => log.debug({ reason }, "refused bootstrap TLS client"), onOpen: () => undefined, onClose: () => undefined, onOverLimit: () => overLimit("bootstrap", bootBudget) },
     { budget: bootBudget, clientCertificates: false },
   );
@@ -143,6 +149,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     ports: { api: apiPort, bootstrap: bootPort, admin: adminPort },
     async stop() {
       stopping = true;
+      serving.stop();
       policies?.stop();
       subscriptions.closeAll();
       bridge.stopAccepting();

@@ -1,7 +1,8 @@
 /**
  * Certificates renew at about half life, under traffic: the new certificate is used for
  * new connections in and out (the inbound listener is swapped, the outbound pools are
- * rebuilt), old connections finish, and no request fails.
+ * rebuilt), old connections finish, and no request fails. The control plane renews its own
+ * the same way, and sidecars join and follow it long after the one it started with ended.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connect } from "node:tls";
@@ -11,7 +12,7 @@ import { tempDir } from "../helpers/cli.ts";
 import { cpSidecar, eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
 import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
 import { stopAll } from "../helpers/procs.ts";
-import { steadyTraffic } from "../helpers/traffic.ts";
+import { endpointsSeenBy, steadyTraffic } from "../helpers/traffic.ts";
 
 const tmp = tempDir("mesh-renew-");
 const echoes: EchoService[] = [];
@@ -27,17 +28,17 @@ afterAll(async () => {
   tmp.cleanup();
 });
 
-async function sidecar(service: string) {
+async function sidecar(service: string, instance = "1") {
   const echo = echoService(service);
   echoes.push(echo);
-  return { ...(await cpSidecar(cp, tmp.path, service, "1", echo.url)), certsDir: join(tmp.path, "certs", `${service}-1`) };
+  return { ...(await cpSidecar(cp, tmp.path, service, instance, echo.url)), certsDir: join(tmp.path, "certs", `${service}-${instance}`) };
 }
 
 async function expiresOf(adminPort: number): Promise<string> {
   return ((await (await fetch(`http://127.0.0.1:${adminPort}/config_dump`)).json()) as { certificateExpires: string }).certificateExpires;
 }
 
-/** The certificate a new TLS connection to the inbound listener is served with. */
+/** The certificate a new TLS connection to `port` (an inbound listener, the control plane's API) is served with. */
 function servedExpiry(port: number, certsDir: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect({
@@ -73,4 +74,20 @@ test("renewal under traffic: new certificates in and out, no failed request", as
   const now = await expiresOf(payments.ports.admin);
   expect(await servedExpiry(payments.ports.inbound, orders.certsDir)).toBe(now);
   expect(now).not.toBe(first);
+}, 60_000);
+
+test("the control plane renews its own certificate: sidecars join and get config long after the first one ended", async () => {
+  const servingCert = async () => ((await (await cp.admin("GET", "/v1/status")).json()) as { ca: { servingCert: string } }).ca.servingCert;
+  const first = await servingCert();
+  const seen = new Set([first]);
+  // Two renewals, about 3 s apart (6 s certificates), and past the first one's end.
+  expect(await eventually(async () => (seen.add(await servingCert()), seen.size >= 3 && Date.now() > Date.parse(first) + 1000), 20_000, 200)).toBe(true);
+  expect(cp.stderr()).toContain("control plane certificate renewed");
+  // A sidecar that starts now bootstraps, registers and is found through the renewed certificate.
+  const ledger = await sidecar("ledger");
+  const orders = await sidecar("orders", "2");
+  await cp.apply(serviceManifest("ledger"));
+  expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "ledger")).length === 1, 15_000)).toBe(true);
+  // The API port serves the current certificate to a new connection.
+  expect(await servedExpiry(cp.ports.api, ledger.certsDir)).toBe(await servingCert());
 }, 60_000);

@@ -29,6 +29,8 @@ export interface BridgeTls {
   key: string;
   ca: string;
   trustDomain: string;
+  /** When `cert` ends (epoch ms): no identified connection it served outlives it. */
+  notAfterMs?: number;
 }
 
 export interface BridgeEvents {
@@ -153,7 +155,7 @@ export class TlsBridge {
             outer.end();
             return;
           }
-          bridge.expiry.watch(bridge.open(outer, id.spiffeId, innerPort), id.notAfterMs);
+          bridge.expiry.watch(bridge.open(outer, id.spiffeId, innerPort), Math.min(id.notAfterMs, bridge.tls!.notAfterMs ?? Infinity));
         },
         data(outer, chunk) {
           const link = outer.data?.link;
