@@ -53,7 +53,7 @@ export const proxyCommand: CommandSpec = {
     { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
     { name: "stream-idle-timeout", type: "string", value: "DURATION", description: "Reset an HTTP/2 stream (a gRPC call) that carries nothing either way this long; 0s never (default 5m)." },
     { name: "outbound-drain-delay", type: "string", value: "DURATION", description: "After SIGTERM, keep taking the service's outbound calls at least this long, within the drain timeout (default 0s: until the inbound requests are done)." },
-    { name: "access-log", type: "string", value: "PATH", description: "Write one JSON line per request, inbound and outbound, to PATH (appended), or - for stdout (default: none)." },
+    { name: "access-log", type: "string", value: "PATH", description: "Write one JSON line per request, inbound and outbound, to PATH (appended; opened again on SIGHUP, after log rotation), or - for stdout (default: none)." },
     { name: "trace-collector", type: "string", value: "URL", description: "Send a span per request, inbound and outbound, to this OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces (default: none)." },
     { name: "trace-sampling", type: "string", value: "PERCENT", description: "Percent of new traces sampled; a request's own traceparent decides for its trace (default 1)." },
     { name: "max-body-size", type: "string", value: "BYTES", description: `Largest request body accepted (default ${DEFAULT_MAX_BODY}).` },
@@ -133,6 +133,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const streamIdleTimeoutMs = idleText ? durationFlag(idleText, "--stream-idle-timeout") : pc?.streamIdleTimeout;
   const healthPath = str(args, "health-path") ?? pc?.healthPath;
   const accessLogTarget = str(args, "access-log") ?? pc?.accessLog;
+  const accessLog = accessLogTarget ? openAccessLog(accessLogTarget, str(args, "access-log") ? "--access-log" : "--config spec.accessLog") : undefined;
   if (healthPath !== undefined && !healthPath.startsWith("/")) throw new UsageError(`expected a path like /healthz, got "${healthPath}"`, "--health-path");
   const upstream = parseUpstream(upstreamText, "--upstream");
   const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
@@ -180,7 +181,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     awaitsConfig: cp !== undefined,
     savedConfig: cp ? loadSavedConfig(certsDir, ctx.log) : undefined,
     tracing,
-    accessLog: accessLogTarget ? openAccessLog(accessLogTarget, str(args, "access-log") ? "--access-log" : "--config spec.accessLog") : undefined,
+    accessLog,
     log: ctx.log,
   });
   const agent = cp
@@ -196,9 +197,10 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   let watching = true;
   // Installed for the process's life: without a handler, a SIGHUP during the drain would end it mid-drain.
   process.on("SIGHUP", () => {
-    if (!watching) ctx.log.info("SIGHUP after the sidecar began to stop: nothing is read again");
-    else if (watches.length === 0) ctx.log.info("SIGHUP: no certificate or config file to read again");
-    else for (const w of watches) void w.check();
+    if (!watching) return ctx.log.info("SIGHUP after the sidecar began to stop: nothing is read again");
+    if (watches.length === 0 && !accessLog) ctx.log.info("SIGHUP: no certificate, config or access log file to read again");
+    for (const w of watches) void w.check();
+    void accessLog?.reopen().then((err) => (err ? ctx.log.warn({ reason: err.message }, "access log not reopened; lines go on to the file it had") : undefined));
   });
   const stopWatching = () => {
     watching = false;

@@ -7,6 +7,8 @@
  * written through JSON.stringify, so a header value cannot forge a field or a line (CR,
  * LF and quotes are escaped; the parser has refused control characters already).
  * Lines are joined into 32 KiB writes, flushed every second and at the end of a drain.
+ * A file is opened again on SIGHUP (reopen()), after logrotate has moved it away, as
+ * nginx and most daemons do; until then lines go to the moved file, none are lost.
  * With a log, one hop at 32 connections: 0.95–1.00× req/s and 1.10–1.16× CPU (about
  * 0.9 µs of user time per line; one write per line cost half a microsecond more).
  *
@@ -16,7 +18,7 @@
  * hot path pays nothing for it (one hop A/B: 0.98x req/s, 1.01x CPU, inside the 1.4% /
  * 1.8% an A/A run of one binary spread by in the same hour).
  */
-import { openSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import type { FileSink } from "bun";
 import { DataError } from "../core/errors.ts";
 import { fieldValue, type RequestHead } from "./transport/h1/request-parse.ts";
@@ -28,13 +30,42 @@ const FLUSH_EVERY_MS = 1000;
 /** Lines are joined in a string up to this size and handed to the sink in one write. */
 const BATCH_CHARS = 32 * 1024;
 
+/** Where lines go: a sink, and how to let go of what it holds. */
+interface Opened {
+  sink: FileSink;
+  close(): void;
+}
+
 export class AccessLog {
   private readonly timer: Timer;
   private batch = "";
+  private opened: Opened;
 
-  constructor(private readonly sink: FileSink) {
+  /** `open` again on reopen(); without it (stdout) reopen() does nothing. */
+  constructor(
+    first: Opened,
+    private readonly open?: () => Opened,
+  ) {
+    this.opened = first;
     this.timer = setInterval(() => void this.flush(), FLUSH_EVERY_MS);
     this.timer.unref();
+  }
+
+  /** Opens the file again (it was moved by log rotation); the error if it cannot be, and lines go on to the old one. */
+  async reopen(): Promise<Error | undefined> {
+    if (this.open === undefined) return undefined;
+    let next: Opened;
+    try {
+      next = this.open();
+    } catch (err) {
+      return err as Error;
+    }
+    this.writeBatch();
+    const old = this.opened;
+    this.opened = next;
+    await old.sink.end();
+    old.close();
+    return undefined;
   }
 
   /**
@@ -84,13 +115,13 @@ export class AccessLog {
 
   private writeBatch(): void {
     if (this.batch === "") return;
-    this.sink.write(this.batch);
+    this.opened.sink.write(this.batch);
     this.batch = "";
   }
 
   private async flush(): Promise<void> {
     this.writeBatch();
-    await this.sink.flush();
+    await this.opened.sink.flush();
   }
 
   async close(): Promise<void> {
@@ -101,12 +132,16 @@ export class AccessLog {
 
 /** `-` is stdout; a path is opened for appending (created 0640), so a restart keeps what was logged. */
 export function openAccessLog(target: string, where: string): AccessLog {
-  if (target === "-") return new AccessLog(Bun.stdout.writer());
-  let fd: number;
-  try {
-    fd = openSync(target, "a", 0o640);
-  } catch (err) {
-    throw new DataError(`cannot open the access log ${target}: ${(err as Error).message}`, where);
-  }
-  return new AccessLog(Bun.file(fd).writer());
+  if (target === "-") return new AccessLog({ sink: Bun.stdout.writer(), close: () => undefined });
+  const open = (): Opened => {
+    let fd: number;
+    try {
+      fd = openSync(target, "a", 0o640);
+    } catch (err) {
+      throw new DataError(`cannot open the access log ${target}: ${(err as Error).message}`, where);
+    }
+    // The sink writes through a copy of the descriptor, which it lets go of when collected.
+    return { sink: Bun.file(fd).writer(), close: () => closeSync(fd) };
+  };
+  return new AccessLog(open(), open);
 }

@@ -1,13 +1,14 @@
 /**
  * The access log (`--access-log`): one JSON line per request on each side of a real pair,
  * refusals included, header values unable to forge a field, everything flushed by the
- * time a drained proxy exits.
+ * time a drained proxy exits; a file moved by log rotation opened again on SIGHUP.
  */
 import { expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
 import { fixtureFor } from "../helpers/mesh-fixture.ts";
+import { eventually } from "../helpers/wait.ts";
 
 const fx = fixtureFor("orders", "payments");
 
@@ -64,3 +65,27 @@ test("no --access-log: no log; an unwritable path is refused at start naming the
   expect(r.err).toContain("--access-log: cannot open the access log");
   expect(existsSync(join(fx.tmp.path, "no"))).toBe(false);
 });
+
+test("after logrotate moves the file, SIGHUP opens it again: old lines stay in the moved file, new ones go to the new", async () => {
+  const log = join(fx.tmp.path, "rotated-access.log");
+  const payments = await fx.proxy("payments", fx.echo("payments-rotated").url, undefined, ["--access-log", log]);
+  const orders = await fx.proxy("orders", fx.echo("orders-rotated").url, fx.config("orders-rotated", { payments: [payments.ports.inbound] }));
+  const call = async (path: string) => {
+    const res = await fetch(`http://127.0.0.1:${orders.ports.outbound}${path}`, { headers: { host: "payments" } });
+    expect(res.status).toBe(200);
+    await res.arrayBuffer();
+  };
+  await call("/before");
+  // Lines are flushed every second.
+  expect(await eventually(() => existsSync(log) && linesOf(log).length === 1, 5000)).toBe(true);
+  renameSync(log, `${log}.1`);
+  await call("/moved");
+  payments.proc.kill("SIGHUP");
+  expect(await eventually(() => existsSync(log), 5000)).toBe(true);
+  await call("/after");
+  payments.proc.kill("SIGTERM");
+  expect(await payments.proc.exited).toBe(0);
+  // Written before the reopen, to the file it had then; nothing lost.
+  expect(linesOf(`${log}.1`).map((l) => l.path)).toEqual(["/before", "/moved"]);
+  expect(linesOf(log).map((l) => l.path)).toEqual(["/after"]);
+}, 20_000);
