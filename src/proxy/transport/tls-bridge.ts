@@ -100,7 +100,9 @@ export class TlsBridge {
   /**
    * New certificate and bundle for new connections. Bun keeps a listener's TLS context
    * for life, so a second listener takes the same port (SO_REUSEPORT) before the first
-   * stops accepting; open connections finish on the old certificate.
+   * stops accepting; open connections finish on the old certificate, identified ones by its
+   * end at the latest. The kernel resets connections still queued on the first listener
+   * when it closes (unless net.ipv4.tcp_migrate_req=1): clients retry their connect.
    */
   rotate(tls: BridgeTls): void {
     if (!this.bound || !this.listener || !this.tls) throw new Error("rotate() before listen(), or on a plain bridge");
@@ -112,17 +114,19 @@ export class TlsBridge {
 
   private bind(hostname: string, port: number, innerPort: number): TCPSocketListener<Outer> {
     const bridge = this;
+    // What this listener serves, for life: after a rotation another listener serves the next.
+    const served = this.tls;
     // reusePort is honoured by Bun.listen at run time, though its types omit it.
     return Bun.listen<Outer>(<Bun.TCPSocketListenOptions<Outer>>{
       hostname,
       port,
       reusePort: true,
       tls:
-        this.tls === undefined
+        served === undefined
           ? undefined
           : this.clientCertificates
-            ? { cert: this.tls.cert, key: this.tls.key, ca: this.tls.ca, requestCert: true, rejectUnauthorized: true }
-            : { cert: this.tls.cert, key: this.tls.key },
+            ? { cert: served.cert, key: served.key, ca: served.ca, requestCert: true, rejectUnauthorized: true }
+            : { cert: served.cert, key: served.key },
       socket: {
         open(outer) {
           if (bridge.budget !== undefined && !bridge.budget.take()) {
@@ -133,7 +137,7 @@ export class TlsBridge {
           }
           // Per-connection state: Bun.listen's `data` option would be one object shared by every socket.
           outer.data = {};
-          if (bridge.tls === undefined) return void bridge.open(outer, undefined, innerPort); // plain: no handshake to wait for
+          if (served === undefined) return void bridge.open(outer, undefined, innerPort); // plain: no handshake to wait for
           // Until its handshake is done: after it, the loopback server's idle timeout ends an unused connection.
           outer.timeout(HANDSHAKE_TIMEOUT_S);
         },
@@ -149,13 +153,13 @@ export class TlsBridge {
           }
           if (!bridge.clientCertificates) return void bridge.open(outer, undefined, innerPort);
           const der = outer.getPeerX509Certificate()?.raw;
-          const id = der ? peerIdFromDer(new Uint8Array(der), bridge.tls!.trustDomain) : { ok: false as const, reason: "no client certificate" };
+          const id = der ? peerIdFromDer(new Uint8Array(der), served!.trustDomain) : { ok: false as const, reason: "no client certificate" };
           if (!id.ok) {
             bridge.events.onRefused(id.reason);
             outer.end();
             return;
           }
-          bridge.expiry.watch(bridge.open(outer, id.spiffeId, innerPort), Math.min(id.notAfterMs, bridge.tls!.notAfterMs ?? Infinity));
+          bridge.expiry.watch(bridge.open(outer, id.spiffeId, innerPort), Math.min(id.notAfterMs, served!.notAfterMs ?? Infinity));
         },
         data(outer, chunk) {
           const link = outer.data?.link;
