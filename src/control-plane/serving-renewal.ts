@@ -4,13 +4,18 @@
  * its TLS listeners take it for new connections. Without this the certificate a replica
  * started with ended a day later, and every sidecar lost its config, its registration and,
  * soon after, its own renewals.
+ *
+ * No certificate outlives the intermediate that signs it: near the intermediate's end a
+ * renewal gains nothing, so it is not taken (each would rotate the listeners for no gain),
+ * and once the intermediate has ended, tries back off to one an hour.
  */
 import type { LoadedCa } from "../ca/authority.ts";
 import type { Logger } from "../core/log.ts";
 import { issueServingCert, type ServingCert } from "./identity.ts";
 
-/** After a failed renewal, the next try: soon, but not in a loop. */
+/** After a failed renewal, the first retry; each next one waits twice as long, up to MAX_RETRY_MS. */
 const RETRY_MS = 60_000;
+const MAX_RETRY_MS = 3_600_000;
 /** setTimeout's longest delay; a later moment is reached in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -23,28 +28,37 @@ export function renewServing(ca: LoadedCa, ttlMs: number, first: ServingCert, us
   let current = first;
   let timer: Timer | undefined;
   let stopped = false;
+  let failures = 0;
   const schedule = (delayMs: number) => {
     if (stopped) return;
-    timer = setTimeout(renew, Math.min(MAX_TIMER_MS, Math.max(1, delayMs)));
+    timer = setTimeout(renew, Math.min(MAX_TIMER_MS, Math.max(1000, delayMs)));
     timer.unref();
   };
-  /** Half of what is left of the certificate's life: renewal at half life, as sidecars do. */
-  const halfLeft = () => (current.notAfter.getTime() - Date.now()) / 2;
+  const left = () => current.notAfter.getTime() - Date.now();
   async function renew(): Promise<void> {
-    if (halfLeft() > MAX_TIMER_MS / 2) return schedule(halfLeft());
+    // Half of what is left: renewal at half life, as sidecars do.
+    if (left() / 2 > MAX_TIMER_MS) return schedule(left() / 2);
+    let next: ServingCert;
     try {
-      const next = await issueServingCert(ca, ttlMs);
-      if (stopped) return;
-      current = next;
-      use(next);
-      log.info({ notAfter: next.notAfter.toISOString() }, "control plane certificate renewed");
-      schedule(halfLeft());
+      next = await issueServingCert(ca, ttlMs);
     } catch (err) {
-      log.error({ reason: (err as Error).message, notAfter: current.notAfter.toISOString() }, "control plane certificate not renewed; trying again");
-      schedule(Math.min(RETRY_MS, Math.max(1000, halfLeft())));
+      const retryMs = Math.min(MAX_RETRY_MS, RETRY_MS * 2 ** Math.min(failures++, 10));
+      log.error({ reason: (err as Error).message, notAfter: current.notAfter.toISOString(), retryInS: retryMs / 1000 }, "control plane certificate not renewed");
+      return schedule(retryMs);
     }
+    if (stopped) return;
+    failures = 0;
+    if (next.notAfter <= current.notAfter) {
+      // Cut short to the intermediate's end, as the current one already is: nothing to gain until it is replaced.
+      log.warn({ notAfter: current.notAfter.toISOString() }, "the control plane's certificate cannot outlive the signing intermediate: run 'mesh ca rotate', then restart the control plane");
+      return schedule(left());
+    }
+    current = next;
+    use(next);
+    log.info({ notAfter: next.notAfter.toISOString() }, "control plane certificate renewed");
+    schedule(left() / 2);
   }
-  schedule(halfLeft());
+  schedule(left() / 2);
   return {
     get current() {
       return current;
