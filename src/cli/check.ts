@@ -66,7 +66,9 @@ export const checkCommand: CommandSpec = {
     if (status) {
       lines.push(expiry("root CA", status.ca.root, 90 * DAY_MS, "add a new root with 'mesh ca rotate --root', then distribute the bundle"));
       lines.push(expiry("signing intermediate", status.ca.intermediate, 30 * DAY_MS, "cut a new intermediate with 'mesh ca rotate' and restart the control plane"));
-      lines.push(expiry("control plane's certificate", status.ca.servingCert, 2 * 3600_000, "restart the control plane to issue it a new certificate"));
+      // Renewed at half life: under a quarter left means renewals have been failing (a control plane of old gave no lifetime: 2 h).
+      const servingTtl = status.ca.servingCertTtlMs;
+      lines.push(expiry("control plane's certificate", status.ca.servingCert, servingTtl ? servingTtl / 4 : 2 * 3600_000, "it renews itself at half life and has not: see its log (a signing intermediate at its end needs 'mesh ca rotate', then a restart)"));
       for (const [name, load] of Object.entries(status.listeners)) {
         if (load.refusedOverLimit > 0)
           lines.push({ ok: false, text: `the ${name} listener closed ${load.refusedOverLimit} connections at accept since start: it held its limit of ${load.limit}`, fix: "if sidecars were among them, raise --max-connections (the API's) or the open-files limit (ulimit -n); a flood from elsewhere is what the limit is for" });
