@@ -15,6 +15,10 @@ import { workloadPaths } from "../../ca/layout.ts";
 import { workloadCertsFromPem, type WorkloadCerts } from "../certs.ts";
 import { expectPeer } from "../destinations.ts";
 import { makeCsr } from "./csr.ts";
+import { Backoff } from "./backoff.ts";
+
+/** Tries of a bootstrap request that did not reach the control plane (refused, reset, timed out); an answer is never retried. */
+const REACH_ATTEMPTS = 5;
 
 export interface BootstrapRequest {
   url: string;
@@ -59,16 +63,22 @@ export async function saveCertificate(certsDir: string, keyPem: string, signed: 
 export async function bootstrap(req: BootstrapRequest): Promise<WorkloadCerts> {
   const spiffeId = formatSpiffeId(workloadId(req.trustDomain, req.namespace, req.service));
   const { keyPem, signed } = await requestCertificate(spiffeId, req.service, async (csr) => {
-    let res: Response;
-    try {
-      res = await fetch(new URL("/v1/bootstrap", req.url), {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ token: req.token, csr }),
-        tls: { ca: req.bundlePem, rejectUnauthorized: true, checkServerIdentity: expectPeer(controlPlaneId(req.trustDomain), req.trustDomain) as never },
-      });
-    } catch (err) {
-      throw new MeshError(`cannot reach the control plane's bootstrap port ${req.url}: ${(err as Error).message}`);
+    let res: Response | undefined;
+    // A connection lost on its way (the control plane restarting, or rotating its listener's
+    // certificate, which resets connections still queued) is tried again; an answer is final.
+    const backoff = new Backoff();
+    for (let attempt = 1; res === undefined; attempt++) {
+      try {
+        res = await fetch(new URL("/v1/bootstrap", req.url), {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ token: req.token, csr }),
+          tls: { ca: req.bundlePem, rejectUnauthorized: true, checkServerIdentity: expectPeer(controlPlaneId(req.trustDomain), req.trustDomain) as never },
+        });
+      } catch (err) {
+        if (attempt >= REACH_ATTEMPTS) throw new MeshError(`cannot reach the control plane's bootstrap port ${req.url} (${attempt} tries): ${(err as Error).message}`);
+        await Bun.sleep(backoff.next());
+      }
     }
     const body = (await res.json().catch(() => ({}))) as SignedCertificate & { error?: string };
     if (!res.ok) throw new MeshError(`bootstrap refused (${res.status}): ${body.error ?? "no reason given"}`);
