@@ -8,7 +8,9 @@
  * LF and quotes are escaped; the parser has refused control characters already).
  * Lines are joined into 32 KiB writes, flushed every second and at the end of a drain.
  * A file is opened again on SIGHUP (reopen()), after logrotate has moved it away, as
- * nginx and most daemons do; until then lines go to the moved file, none are lost.
+ * nginx and most daemons do; until then lines go to the moved file, none are lost. That
+ * open is asynchronous: one that blocks (a FIFO at the path, a hung network filesystem)
+ * must not stop the event loop, and so the proxy.
  * With a log, one hop at 32 connections: 0.95–1.00× req/s and 1.10–1.16× CPU (about
  * 0.9 µs of user time per line; one write per line cost half a microsecond more).
  *
@@ -19,6 +21,7 @@
  * 1.8% an A/A run of one binary spread by in the same hour).
  */
 import { closeSync, openSync } from "node:fs";
+import { open as openAsync } from "node:fs/promises";
 import type { FileSink } from "bun";
 import { DataError } from "../core/errors.ts";
 import { fieldValue, type RequestHead } from "./transport/h1/request-parse.ts";
@@ -40,11 +43,13 @@ export class AccessLog {
   private readonly timer: Timer;
   private batch = "";
   private opened: Opened;
+  /** A reopen whose open has not returned yet (a blocked one may never). */
+  private reopening = false;
 
   /** `open` again on reopen(); without it (stdout) reopen() does nothing. */
   constructor(
     first: Opened,
-    private readonly open?: () => Opened,
+    private readonly open?: () => Promise<Opened>,
   ) {
     this.opened = first;
     this.timer = setInterval(() => void this.flush(), FLUSH_EVERY_MS);
@@ -54,11 +59,15 @@ export class AccessLog {
   /** Opens the file again (it was moved by log rotation); the error if it cannot be, and lines go on to the old one. */
   async reopen(): Promise<Error | undefined> {
     if (this.open === undefined) return undefined;
+    if (this.reopening) return new Error("the last reopen's open has not returned yet");
     let next: Opened;
+    this.reopening = true;
     try {
-      next = this.open();
+      next = await this.open();
     } catch (err) {
       return err as Error;
+    } finally {
+      this.reopening = false;
     }
     this.writeBatch();
     const old = this.opened;
@@ -133,15 +142,17 @@ export class AccessLog {
 /** `-` is stdout; a path is opened for appending (created 0640), so a restart keeps what was logged. */
 export function openAccessLog(target: string, where: string): AccessLog {
   if (target === "-") return new AccessLog({ sink: Bun.stdout.writer(), close: () => undefined });
-  const open = (): Opened => {
-    let fd: number;
-    try {
-      fd = openSync(target, "a", 0o640);
-    } catch (err) {
-      throw new DataError(`cannot open the access log ${target}: ${(err as Error).message}`, where);
-    }
-    // The sink writes through a copy of the descriptor, which it lets go of when collected.
-    return { sink: Bun.file(fd).writer(), close: () => closeSync(fd) };
+  let fd: number;
+  try {
+    fd = openSync(target, "a", 0o640);
+  } catch (err) {
+    throw new DataError(`cannot open the access log ${target}: ${(err as Error).message}`, where);
+  }
+  const reopen = async (): Promise<Opened> => {
+    // The handle stays referenced by its close(), so it is not closed under the sink when collected.
+    const handle = await openAsync(target, "a", 0o640);
+    return { sink: Bun.file(handle.fd).writer(), close: () => void handle.close() };
   };
-  return new AccessLog(open(), open);
+  // The sink writes through a copy of the descriptor, which it lets go of when collected; ours is closed with it.
+  return new AccessLog({ sink: Bun.file(fd).writer(), close: () => closeSync(fd) }, reopen);
 }
