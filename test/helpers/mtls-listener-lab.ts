@@ -25,8 +25,12 @@ export async function listenerLab() {
 
   const tlsOf = (leaf: Issued, issuer = int, bundle = root.pem): ListenerTls => ({ cert: pemOf(leaf, issuer), key: leaf.keyPem, ca: bundle, trustDomain: TD, notAfterMs: leaf.cert.notAfter.getTime() });
 
-  /** A listener serving with `tls`; what ended connections for their certificates, when requests were served, carried connections closed. */
-  function listen(tls: ListenerTls) {
+  /**
+   * A listener serving with `tls`; what ended connections for their certificates, when
+   * requests were served, carried connections closed. `withdrawnTrustGraceMs`: shorter than
+   * the default ten seconds, to keep tests of a withdrawn root short.
+   */
+  function listen(tls: ListenerTls, withdrawnTrustGraceMs?: number) {
     const ends: CredentialEnd[] = [];
     const served: number[] = [];
     const tcpClosed = { count: 0 };
@@ -34,6 +38,7 @@ export async function listenerLab() {
       hostname: "127.0.0.1",
       port: 0,
       tls,
+      ...(withdrawnTrustGraceMs !== undefined && { withdrawnTrustGraceMs }),
       limits: { maxBodyBytes: 1 << 20, idleTimeoutS: 30 },
       events: { onRefused: () => {}, onOpen: () => {}, onCredentialEnd: (why) => ends.push(why) },
       tcp: (socket: Socket<unknown>): TcpSocketOwner => ({

@@ -31,7 +31,7 @@ import { CredentialExpiry, trustWithdrawn, type CredentialEnd } from "../credent
 const ALPN = alpnWire([MUX_ALPN, "http/1.1", "h2", TCP_ALPN]);
 /** How long a draining listener still takes streams a client opened before it heard GOAWAY. */
 const GOAWAY_GRACE_MS = 1000;
-/** How long connections proven by a root the bundle no longer holds may finish what they carry. */
+/** How long connections proven by a root the bundle no longer holds may finish what they carry, by default. */
 const WITHDRAWN_TRUST_GRACE_MS = 10_000;
 
 /** What takes over an mTLS socket whose peer chose mesh-tcp/1. */
@@ -87,6 +87,8 @@ export interface ListenerOptions {
   budget?: ConnectionBudget;
   /** mTLS only: takes connections whose peer chose mesh-tcp/1; without it, none can. */
   tcp?: (socket: Socket<unknown>, peer: string) => TcpSocketOwner;
+  /** mTLS only: how long connections proven by a root a rotation withdrew may finish what they carry (default 10 s). */
+  withdrawnTrustGraceMs?: number;
   /** Plain only: at accept, tells a connection mesh redirect sent that is not read as HTTP from the start (carried whole, or sniffed first); the rest are HTTP. */
   redirected?: (socket: Socket<unknown>) => RedirectedTcp | undefined;
 }
@@ -148,7 +150,7 @@ export class H1Listener {
     const before = this.tls;
     this.tls = tls;
     // Only what the replaced bundle proved: connections made under this one keep to their own end.
-    const cutBy = trustWithdrawn(before.ca, tls.ca) ? Date.now() + WITHDRAWN_TRUST_GRACE_MS : Infinity;
+    const cutBy = trustWithdrawn(before.ca, tls.ca) ? Date.now() + (this.opts.withdrawnTrustGraceMs ?? WITHDRAWN_TRUST_GRACE_MS) : Infinity;
     this.replacedCutAt.set(before, cutBy);
     const old = this.listener;
     this.listener = this.bind(this.port);
