@@ -61,9 +61,14 @@ export function watchConfigFile(path: string, first: ProxyFile, use: (documents:
     lastProblem = undefined;
     const text = JSON.stringify(next);
     if (text === current) return;
-    current = text;
     const { proxy, ...documents } = next;
-    use(documents);
+    try {
+      use(documents);
+    } catch (err) {
+      // Valid alone, refused in force (with the control plane's documents): the last good config serves; the next change is tried again.
+      return void log.warn({ problem: (err as Error).message }, "config file not taken; the last good config keeps serving");
+    }
+    current = text;
     const waiting = proxyConfigChanges(first.proxy, proxy);
     log.info({ path, ...(waiting.length > 0 && { atNextStart: waiting }) }, "config reloaded");
   });

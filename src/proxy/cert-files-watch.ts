@@ -26,9 +26,9 @@ export function watchCertFiles(first: WorkloadCerts, use: (next: WorkloadCerts) 
       if (pem.chainPem === current.chainPem && pem.keyPem === current.keyPem && pem.bundlePem === current.bundlePem) return;
       const next = await workloadCertsFromPem(pem, files);
       if (next.spiffeId !== current.spiffeId) throw new Error(`${files.chain}: the certificate is for ${next.spiffeId}, and this sidecar is ${current.spiffeId}`);
+      use(next);
       current = next;
       lastProblem = undefined;
-      use(next);
       log.info({ identity: next.spiffeId, notAfter: next.notAfter.toISOString(), files }, "certificate reloaded");
     } catch (err) {
       const problem = (err as Error).message;

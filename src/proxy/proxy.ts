@@ -320,8 +320,15 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       awaitingControlPlane = false;
     },
     useStatic(documents) {
+      const before = { statics, config };
       statics = documents;
-      reconfigure(dynamic ? snapshot.version : `static-${++staticVersion}`);
+      try {
+        reconfigure(dynamic ? snapshot.version : `static-${staticVersion + 1}`);
+      } catch (err) {
+        ({ statics, config } = before);
+        throw err;
+      }
+      if (!dynamic) staticVersion++;
       // Until the control plane's first config, the inbound keeps refusing: policies come with it.
       if (inboundPolicies.pending === undefined) inboundPolicies = policiesOf(config, inboundPolicies);
     },
