@@ -12,12 +12,11 @@
 import type { LoadedCa } from "../ca/authority.ts";
 import type { Logger } from "../core/log.ts";
 import { issueServingCert, type ServingCert } from "./identity.ts";
+import { LONGEST_TIMER_MS, timerDelay } from "../core/timer-delay.ts";
 
 /** After a failed renewal, the first retry; each next one waits twice as long, up to MAX_RETRY_MS. */
 const RETRY_MS = 60_000;
 const MAX_RETRY_MS = 3_600_000;
-/** setTimeout's longest delay; a later moment is reached in steps. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface ServingRenewal {
   readonly current: ServingCert;
@@ -31,13 +30,13 @@ export function renewServing(ca: LoadedCa, ttlMs: number, first: ServingCert, us
   let failures = 0;
   const schedule = (delayMs: number) => {
     if (stopped) return;
-    timer = setTimeout(renew, Math.min(MAX_TIMER_MS, Math.max(1000, delayMs)));
+    timer = setTimeout(renew, timerDelay(delayMs, 1000));
     timer.unref();
   };
   const left = () => current.notAfter.getTime() - Date.now();
   async function renew(): Promise<void> {
     // Half of what is left: renewal at half life, as sidecars do.
-    if (left() / 2 > MAX_TIMER_MS) return schedule(left() / 2);
+    if (left() / 2 > LONGEST_TIMER_MS) return schedule(left() / 2);
     let next: ServingCert;
     try {
       next = await issueServingCert(ca, ttlMs);

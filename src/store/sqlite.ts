@@ -16,6 +16,7 @@ import { openDatabase } from "./sqlite-schema.ts";
 import type { KeyValue, LeaseGrant, LeaseId, ListResult, PutOptions, Store, WatchEvent, WatchHandlers } from "./store.ts";
 import { compactedError, WatchHub } from "./watch-hub.ts";
 import { reportEnd } from "./watch-delivery.ts";
+import { timerDelay } from "../core/timer-delay.ts";
 
 export interface SqliteStoreOptions {
   /** Wall-clock milliseconds. Not the monotonic clock: expiry times outlive the process. */
@@ -44,7 +45,6 @@ interface EventRow {
   lease: string | null;
 }
 
-const MAX_TIMER_MS = 2 ** 31 - 1;
 const KV_COLUMNS = "key, value, create_rev, mod_rev, version, lease";
 
 export function openSqliteStore(dir: string, opts: SqliteStoreOptions = {}): SqliteStore {
@@ -251,7 +251,7 @@ export class SqliteStore implements Store {
       if (this.closed) return;
       this.expireLeases();
       this.scheduleExpiry();
-    }, Math.min(MAX_TIMER_MS, Math.max(0, next - this.now() + 1)));
+    }, timerDelay(next - this.now() + 1));
     this.timer.unref(); // never the reason a process stays up
   }
 

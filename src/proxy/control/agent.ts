@@ -13,6 +13,7 @@ import type { WorkloadCerts } from "../certs.ts";
 import { Backoff } from "./backoff.ts";
 import { requestCertificate, saveCertificate } from "./bootstrap.ts";
 import { ControlPlaneError, type ControlPlaneClient } from "./cp-client.ts";
+import { timerDelay } from "../../core/timer-delay.ts";
 
 export interface AgentTarget {
   /** Validates and applies a config version; throws with the reason to refuse it. */
@@ -188,7 +189,7 @@ export class ControlPlaneAgent {
     const t = setTimeout(() => {
       this.timers.delete(t);
       void this.renew();
-    }, Math.max(1000, Math.min(at, 2 ** 31 - 1)));
+    }, timerDelay(at, 1000));
     this.timers.add(t);
   }
 

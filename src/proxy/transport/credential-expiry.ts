@@ -15,11 +15,10 @@
  * rare events, and connections many.
  */
 import { decodePem } from "../../pki/pem.ts";
+import { timerDelay } from "../../core/timer-delay.ts";
 
 /** How long before its end a connection is asked to move, at most. */
 const RETIRE_LEAD_MS = 60_000;
-/** setTimeout's longest delay; a later moment is reached in steps. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Why a connection was asked to end (retired) or ended (cut). */
 export type CredentialEnd = "certificate-expiring" | "certificate-expired" | "rotation" | "trust-withdrawn";
@@ -94,7 +93,7 @@ export class CredentialExpiry<C> {
     if (at >= this.armedFor) return;
     clearTimeout(this.timer);
     this.armedFor = at;
-    this.timer = setTimeout(() => this.sweep(), Math.min(MAX_TIMER_MS, Math.max(1, at - now)));
+    this.timer = setTimeout(() => this.sweep(), timerDelay(at - now, 1));
     this.timer.unref();
   }
 
