@@ -2,6 +2,7 @@
  * The environment `mesh run` gives its service: outgoing HTTP through the sidecar,
  * loopback calls direct, where the sidecar is, and where each TCP upstream's listener is.
  */
+import { hostPort } from "../core/ip-address.ts";
 
 /** Loopback names a service reaches without the sidecar. */
 const LOCAL = ["localhost", "127.0.0.1", "::1"];
@@ -22,7 +23,7 @@ export function tcpEnvName(service: string, port: number): string {
 /** `host:port` a local process can dial: a wildcard listen address becomes loopback, IPv6 is bracketed. */
 export function dialable(address: string, port: number): string {
   const host = address === "0.0.0.0" ? "127.0.0.1" : address === "::" ? "::1" : address;
-  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
+  return hostPort(host, port);
 }
 
 export function serviceEnv(base: Record<string, string | undefined>, sidecar: SidecarAddress): Record<string, string> {

@@ -6,6 +6,7 @@
 import { MeshError } from "../core/errors.ts";
 import { str, type CommandSpec } from "./args.ts";
 import { durationFlag, parseListen } from "./flags.ts";
+import { hostPort } from "../core/ip-address.ts";
 
 const POLL_MS = 200;
 const REQUEST_TIMEOUT_MS = 2_000;
@@ -21,8 +22,7 @@ export const waitReadyCommand: CommandSpec = {
   async run(args, ctx) {
     const at = parseListen(str(args, "admin") ?? "127.0.0.1:15000", "--admin");
     const timeoutMs = durationFlag(str(args, "timeout") ?? "60s", "--timeout");
-    const host = at.address.includes(":") ? `[${at.address}]` : at.address;
-    const url = `http://${host}:${at.port}/ready`;
+    const url = `http://${hostPort(at.address, at.port)}/ready`;
     const deadline = Date.now() + timeoutMs;
     let last = "no answer yet";
     for (;;) {

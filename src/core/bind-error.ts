@@ -3,6 +3,7 @@
  * neither names the listener nor, always, the port. This names both, and the cause.
  */
 import { MeshError } from "./errors.ts";
+import { hostPort } from "./ip-address.ts";
 
 const CAUSES: Record<string, string> = {
   EADDRINUSE: "the port is in use (another process, or another listener of this one)",
@@ -17,7 +18,6 @@ export function bindNamed<T>(where: string, address: string, port: number, bind:
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     const cause = typeof code === "string" ? CAUSES[code] ?? code : (err as Error).message;
-    const host = address.includes(":") ? `[${address}]` : address;
-    throw new MeshError(`cannot listen on ${host}:${port}: ${cause}`, where);
+    throw new MeshError(`cannot listen on ${hostPort(address, port)}: ${cause}`, where);
   }
 }

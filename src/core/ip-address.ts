@@ -20,3 +20,8 @@ export function canonicalAddress(text: string): string | undefined {
   const low = parseInt(mapped[2]!, 16);
   return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`;
 }
+
+/** `address:port` as a URL or a Host field writes it: an IPv6 address in brackets. */
+export function hostPort(address: string, port: number): string {
+  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+}

@@ -3,6 +3,8 @@
  * balancers and outlier detection read. One object per endpoint for the lifetime of
  * a config snapshot, so counters are plain field updates on the hot path.
  */
+import { hostPort } from "../core/ip-address.ts";
+
 export interface EndpointSpec {
   address: string;
   port: number;
@@ -23,7 +25,7 @@ export class Endpoint {
   ejectedUntil = 0;
 
   constructor(readonly spec: EndpointSpec) {
-    this.key = spec.address.includes(":") ? `[${spec.address}]:${spec.port}` : `${spec.address}:${spec.port}`;
+    this.key = hostPort(spec.address, spec.port);
   }
 
   get weight(): number {

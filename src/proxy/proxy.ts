@@ -49,6 +49,7 @@ import { IdleStreams } from "./h2/idle-streams.ts";
 import type { EscapedSlashes } from "../config/kinds/proxy-config.ts";
 import { sidecarTcp } from "./tcp/sidecar-tcp.ts";
 import type { TcpUpstream } from "./tcp/outbound-tcp.ts";
+import { hostPort } from "../core/ip-address.ts";
 
 export interface Listen {
   address: string;
@@ -430,5 +431,5 @@ function listenOnTwinLoopback(outbound: H1Listener, address: string, port: numbe
     log.warn({ address: twin, port, reason: (err as Error).message }, "the outbound listener cannot take the other family's redirected connections");
     return undefined;
   }
-  return twin.includes(":") ? `[${twin}]:${port}` : `${twin}:${port}`;
+  return hostPort(twin, port);
 }

@@ -31,6 +31,7 @@ import { CarriedConnection, type CarriedResult } from "./carried.ts";
 import { UpstreamLeg } from "./leg.ts";
 import type { PipeReport } from "./pipe.ts";
 import type { TcpReporter } from "./report.ts";
+import { hostPort } from "../../core/ip-address.ts";
 
 /** How long the client may keep quiet before the connection is taken for a server-first protocol. */
 const SNIFF_MS = 100;
@@ -168,7 +169,7 @@ export class PassthroughConnection extends CarriedConnection {
   protected ended(result: CarriedResult, report: PipeReport | undefined): void {
     this.gone(this);
     const { address, port } = this.original;
-    const authority = address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+    const authority = hostPort(address, port);
     this.report.ended(PASSTHROUGH_PEER, authority, authority, result, this.startedAt, report);
   }
 }

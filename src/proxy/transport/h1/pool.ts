@@ -25,6 +25,7 @@ import type { RequestBody } from "./request-body.ts";
 import { StreamedResponse, type ResponseSink } from "./response-sink.ts";
 import { SlotList } from "../../../core/slot-list.ts";
 import { eventNow } from "../../../core/clock.ts";
+import { hostPort } from "../../../core/ip-address.ts";
 
 export interface PoolOptions {
   host: string;
@@ -101,7 +102,7 @@ export class Http1Pool implements ConnectionOwner {
     const { host, port, tls, connectTimeoutMs, idleTimeoutMs } = options;
     this.mux = tls && options.multiplex ? new MuxConnector({ host, port, tls, connectTimeoutMs, idleTimeoutMs, onHandshake: () => this.handshake() }) : undefined;
     this.connOpts = { host, port, tls, connectTimeoutMs, ...(this.mux ? { mux: this.mux } : {}) };
-    this.defaultHost = options.host.includes(":") ? `[${options.host}]:${options.port}` : `${options.host}:${options.port}`;
+    this.defaultHost = hostPort(options.host, options.port);
   }
 
   /** Resolves when the response head arrived; the body streams. Rejects with the errors of errors.ts. */
