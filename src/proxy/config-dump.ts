@@ -19,6 +19,8 @@ export function configInForce(snapshot: Snapshot, routes: readonly HTTPRoute[], 
     routes: routes.map((r) => ({ route: idOf(r), applied: applied.has(idOf(r)), ...r.spec })),
     authentication: (inbound.authenticator?.sources ?? []).map((p) => ({ policy: idOf(p), ...p.spec })),
     authorization: ((inbound.dryRun ?? inbound.authorizer)?.sources ?? []).map((p) => ({ policy: idOf(p), ...p.spec })),
+    // What the inbound speaks to the service: HTTP/1.1 (HTTP/2 calls translated), HTTP/2, or each call's own version.
+    upstreamHttp: inbound.upstreamHttp ?? "caller's",
     rateLimit: inbound.limiter && { policy: idOf(inbound.limiter.source), ...inbound.limiter.source.spec, ...(inbound.limiter.source.spec.scope === "service" && { instances: inbound.limiter.instances }) },
   };
 }

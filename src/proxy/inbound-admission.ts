@@ -14,6 +14,7 @@ import { errorParts, type ErrorParts } from "./errors.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
 import type { RateLimiter } from "./rate-limit.ts";
+import type { UpstreamHttp } from "./upstream-protocol.ts";
 
 /** The policies of the sidecar's own service in force: built per config version. */
 export interface InboundPolicies {
@@ -31,6 +32,8 @@ export interface InboundPolicies {
   dryRun?: Authorizer;
   /** Undefined: no limit. */
   limiter?: RateLimiter;
+  /** The HTTP the service speaks by its Service's word (upstream-protocol.ts); undefined: each call's own. */
+  upstreamHttp?: UpstreamHttp;
   /** `%2F` and `%5C` in paths kept as data (the service reads them so) instead of refused (--escaped-slashes keep). */
   keepEscapedSlashes?: boolean;
 }

@@ -38,6 +38,7 @@ import { requestAuthenticatorFor } from "./authentication/authenticator.ts";
 import { keyFetchReport } from "./authentication/key-fetch-report.ts";
 import { authorizerFor, dryRunAuthorizerFor } from "./authorization.ts";
 import { instancesOf, rateLimiterFor } from "./rate-limit.ts";
+import { upstreamHttpOf } from "./upstream-protocol.ts";
 import type { InboundPolicies } from "./inbound-admission.ts";
 import type { SavedConfig } from "./control/saved-config.ts";
 import { OtlpExporter } from "./tracing/otlp-exporter.ts";
@@ -165,6 +166,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     dryRun: dryRunAuthorizerFor(c.authorization, subject),
     limiter: rateLimiterFor(c.rateLimits, subject, instancesOf(c.services, subject), previous?.limiter),
     keepEscapedSlashes: opts.escapedSlashes === "keep",
+    upstreamHttp: upstreamHttpOf(c.services, subject),
   });
   // Following a control plane, the policies come with its config: until one is applied (now, or saved from the last run), the inbound refuses.
   let inboundPolicies: InboundPolicies = opts.awaitsConfig && !saved ? { pending: "waiting for the first config from the control plane" } : policiesOf(config);
@@ -206,7 +208,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inboundH2Tunnels = new LoopbackTunnels(tunnelDir.inboundH2Path, budget, () => overLimit("inbound http/2", budget), "h2");
   const outboundH2Tunnels = new LoopbackTunnels(tunnelDir.outboundH2Path, budget, () => overLimit("outbound http/2", budget), "h2");
   const idleStreams = new IdleStreams(opts.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS);
-  const inboundStreams = inboundH2({ upstream: opts.upstream, metrics, tracker: inboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, policies: () => inboundPolicies, accessLog: opts.accessLog, tracer });
+  const inboundStreams = inboundH2({ upstream: opts.upstream, http1: localPool, metrics, tracker: inboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, policies: () => inboundPolicies, accessLog: opts.accessLog, tracer });
   const inboundH2Server = h2LoopbackServer(tunnelDir.inboundH2Path, inboundH2Tunnels.identities, inboundStreams.onStream);
   inboundH2Tunnels.retireTunnel = (name) => inboundH2Server.retire(name);
   inboundTunnels.retireTunnel = (name) => websockets.retire(name);

@@ -4,9 +4,9 @@ import { doc, errorsOf, specOf } from "./helpers";
 const service = (spec: string, metadata?: string) => doc("Service", spec, metadata);
 
 describe("Service", () => {
-  test("minimal: one port; defaults protocol, targetPort and identity", () => {
+  test("minimal: one port; defaults targetPort and identity; no protocol unless declared (calls keep their HTTP version)", () => {
     expect(specOf(service("  ports: [{name: http, port: 80}]", "  name: web"))).toEqual({
-      ports: [{ name: "http", port: 80, protocol: "http", targetPort: 80 }],
+      ports: [{ name: "http", port: 80, targetPort: 80 }],
       mtls: true,
       identity: "web",
     });
@@ -32,7 +32,7 @@ describe("Service", () => {
       mtls: true,
       ports: [
         { name: "api", port: 9090, protocol: "http", targetPort: 19090 },
-        { name: "admin", port: 9000, protocol: "http", targetPort: 9000 },
+        { name: "admin", port: 9000, targetPort: 9000 },
       ],
       endpoints: [
         { address: "10.0.0.1", port: 19090, weight: 1, zone: "z1" },

@@ -7,7 +7,7 @@ import { registerKind, type ManifestOf } from "../manifest";
 /**
  * What the proxies carry: HTTP/1.1 (WebSocket upgrades included), HTTP/2 and gRPC on the
  * outbound listener, where each call keeps the protocol its caller speaks (HTTP/2 from its
- * first bytes); and opaque TCP, through a local listener per tcp port a sidecar is told to
+ * first bytes) unless the port says the service speaks HTTP/1.1 (upstream-protocol.ts); and opaque TCP, through a local listener per tcp port a sidecar is told to
  * bind (ProxyConfig tcpUpstreams), or redirected from one of the Service's addresses.
  */
 export const PROTOCOLS = ["http", "http2", "grpc", "tcp"] as const;
@@ -18,9 +18,9 @@ export const ServicePort = z
     port: Port.describe("Port clients address the service on."),
     protocol: z
       .enum(PROTOCOLS)
-      .default("http")
+      .optional()
       .describe(
-        "Protocol spoken on the port: http (HTTP/1.1, WebSocket upgrades included), http2 (h2c), grpc, or tcp (opaque bytes: a database, a queue); default http. HTTP calls keep the protocol their caller speaks (HTTP/2 is told by its first bytes), so for them this describes the service. A tcp port is reached through a local listener the caller's sidecar binds for it (ProxyConfig tcpUpstreams), or at one of spec.addresses through mesh redirect and a --transparent sidecar, and the service's sidecar carries such connections to targetPort on the service's host, to no port the Service does not declare tcp.",
+        "Protocol spoken on the port: http (HTTP/1.1, WebSocket upgrades included), http2 (h2c), grpc, or tcp (opaque bytes: a database, a queue); unset: HTTP, in the version each caller speaks (HTTP/2 is told by its first bytes). Set to http, it is what the service's sidecar speaks to the service at targetPort: an HTTP/2 call reaches the service as HTTP/1.1, translated (a gRPC call is refused: it needs HTTP/2), as Envoy does for Istio; http2 and grpc describe the service, and its calls keep their version. A tcp port is reached through a local listener the caller's sidecar binds for it (ProxyConfig tcpUpstreams), or at one of spec.addresses through mesh redirect and a --transparent sidecar, and the service's sidecar carries such connections to targetPort on the service's host, to no port the Service does not declare tcp.",
       ),
     targetPort: Port.optional().describe("Port the workload listens on; default: port. For a tcp port of a service outside the mesh (mtls: false), the port connected to on each endpoint's address."),
   })

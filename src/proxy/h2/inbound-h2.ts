@@ -23,9 +23,13 @@ import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-header
 import type { IdleStreams } from "./idle-streams.ts";
 import { answered, StreamReporter } from "./stream-report.ts";
 import { relayStream, type RelayEnd } from "./stream-relay.ts";
+import { relayToHttp1 } from "./http1-upstream.ts";
+import type { Http1Pool } from "../transport/h1/index.ts";
 
 export interface InboundH2Deps {
   upstream: URL;
+  /** The local service's HTTP/1.1 connections, for calls translated to HTTP/1.1 (its Service declares the port protocol http). */
+  http1: Http1Pool;
   metrics: ProxyMetrics;
   tracker: InflightTracker;
   /** Largest body of a plain HTTP/2 request, and largest message of a gRPC call (whose stream may be long). */
@@ -74,7 +78,12 @@ export function inboundH2(deps: InboundH2Deps) {
       for (const [name, value] of authn.claimHeaders) added[name] = value;
       if (span !== undefined) added.traceparent = traceParentValue(span);
       const out = forwardedRequest(headers, authn.strip?.names ?? NOTHING, added);
-      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: deps.maxBodyBytes, timeoutMs: 0, perTryMs: 0, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: `local service ${deps.upstream.origin}` }, (end) => report(end, span));
+      const done = (end: RelayEnd) => report(end, span);
+      if (policies.upstreamHttp === "http1") {
+        if (grpc) return refuse(errorParts("bad-request", `a gRPC call needs HTTP/2, and this service's port ${deps.upstream.port || 80} is declared protocol http (HTTP/1.1)`));
+        return relayToHttp1(stream, deps.http1, out, { maxBodyBytes: deps.maxBodyBytes, idle: deps.idleStreams, upstreamName: `local service ${deps.upstream.origin}` }, done);
+      }
+      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: deps.maxBodyBytes, timeoutMs: 0, perTryMs: 0, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: `local service ${deps.upstream.origin}` }, done);
     };
     const authn = authenticateInbound(deps.metrics, policies, peer, head.fields, NOTHING);
     if (!(authn instanceof Promise)) return forward(authn);
