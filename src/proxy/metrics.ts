@@ -154,7 +154,7 @@ export function proxyMetrics(registry = new Registry()) {
     retries: registry.counter("mesh_retries_total", "Retries sent, by destination."),
     mirrored: registry.counter(
       "mesh_mirrored_total",
-      "Copies of calls an HTTPRoute rule mirrors, by the mirror's service (peer) and outcome: the status class of its answer (dropped), reset (cut, or no answer in time), or skipped (an HTTP/1.1 body still coming or over 64 KiB).",
+      "Copies of calls an HTTPRoute rule mirrors, by the mirror's service (peer) and outcome: the status class of its answer (dropped), reset (cut, or no answer in time), or skipped (an HTTP/1.1 body over 64 KiB, or cut short by its client).",
     ),
     ejections: registry.counter("mesh_outlier_ejections_total", "Endpoints ejected by outlier detection."),
     openCircuits: registry.gauge("mesh_circuit_open", "1 while a destination's circuit-breaker limit is reached."),

@@ -6,10 +6,11 @@
  * reaches the call. Copies are counted in mesh_mirrored_total by the mirror and the status
  * class of its answer, or why none was sent.
  *
- * Bodies: an HTTP/1.1 call's body is copied only when all of it (up to 64 KiB) came with
- * its head, before anything of it is sent on; a body still coming is not waited for (the
- * call is not copied: "skipped"). An HTTP/2 call's body is copied as it is sent on, up to
- * 64 KiB; past that the copy is reset, so the mirror never takes a cut body for whole.
+ * Bodies: an HTTP/1.1 call's body is copied as it arrives (h1-server/request-body.ts), up
+ * to 64 KiB, and the copy sent once the body is whole; one longer, or cut short by its
+ * client, is not copied ("skipped"). An HTTP/2 call's body is copied as it is sent on, up
+ * to 64 KiB; past that the copy is reset. Either way the mirror never takes a cut body for
+ * whole.
  */
 import type { ClientHttp2Stream, OutgoingHttpHeaders } from "node:http2";
 import type { Destination } from "./destinations.ts";
@@ -22,7 +23,7 @@ import { statusClass } from "./metrics.ts";
 import { callDestination, pickEndpoint, type CallOutcome } from "./outbound-call.ts";
 import type { CallSettings } from "./policy.ts";
 import { DEFAULT_RETRY_POLICY } from "./resilience/retry.ts";
-import type { BodySource, RequestSink } from "./transport/h1/request-body.ts";
+import { chunkFrame, type BodySource, type RequestSink } from "./transport/h1/request-body.ts";
 import { NO_ADDED_LINES, prepareRelayed, type RequestFraming } from "./transport/h1/request-head.ts";
 import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import type { ServerRequest } from "./transport/h1-server/connection.ts";
@@ -62,13 +63,16 @@ const NO_HEADERS: PickContext = { header: () => null };
  * A copy of the HTTP/1.1 call `req` for `mirror`, as the call goes out (the rule's header
  * changes made, the span's traceparent if it has one), taken before the call sends any of
  * its body; sent by the function returned, once the call has its place in the breaker (a
- * mirror may be the routed service itself). Undefined when not copied: its body is still
- * coming or too long.
+ * mirror may be the routed service itself) and the body has arrived whole. Undefined when
+ * not copied: its body is too long.
  */
 export function mirrorCopyH1(mirror: CompiledMirror, req: ServerRequest, metrics: ProxyMetrics, change: RequestHeaderChange | undefined, traceLine: string | undefined): (() => void) | undefined {
-  const body = req.body === null ? null : req.body.copyWhole(MIRROR_BODY_BYTES);
-  if (body === undefined) return void count(metrics, mirror, "skipped");
-  const framing: RequestFraming = body === null ? { kind: "none" } : { kind: "length", length: body.byteLength };
+  const body = req.body;
+  const here = body === null ? null : body.copyWhole(MIRROR_BODY_BYTES);
+  // A body still coming is copied as it arrives: its framing is known from its head already.
+  const framing: RequestFraming | undefined =
+    here === null ? { kind: "none" } : here !== undefined ? { kind: "length", length: here.byteLength } : req.head.chunked ? { kind: "chunked" } : req.head.contentLength <= MIRROR_BODY_BYTES ? { kind: "length", length: req.head.contentLength } : undefined;
+  if (framing === undefined) return void count(metrics, mirror, "skipped");
   let prepared: ReturnType<typeof prepareRelayed>;
   try {
     const skip = traceLine === undefined ? (change?.skip ?? RELAY_SKIP) : (change?.skipTraced ?? RELAY_SKIP_TRACED);
@@ -76,17 +80,34 @@ export function mirrorCopyH1(mirror: CompiledMirror, req: ServerRequest, metrics
   } catch {
     return void count(metrics, mirror, "skipped");
   }
-  return () => void callDestination(mirror.dest, prepared, body === null ? null : wholeBody(body), NO_HEADERS, metrics, new MirrorOutcome(mirror, metrics), mirror.call);
+  const send = (copy: Buffer | null) => void callDestination(mirror.dest, prepared, copy === null ? null : wholeBody(copy), NO_HEADERS, metrics, new MirrorOutcome(mirror, metrics), mirror.call);
+  if (here !== undefined) return () => send(here);
+  // Sent once both the call went and the copy is whole, whichever comes last.
+  let copy: Buffer | undefined;
+  let called = false;
+  const copying = body!.copyAsItComes(
+    MIRROR_BODY_BYTES,
+    (whole) => (called ? send(whole) : (copy = whole)),
+    () => count(metrics, mirror, "skipped"),
+  );
+  if (!copying) return void count(metrics, mirror, "skipped");
+  return () => {
+    called = true;
+    if (copy !== undefined) send(copy);
+  };
 }
 
-/** A copied body, sent whole: the copy's head gives its length, so it goes unframed. */
+/** A copied body, sent whole: as it is when its head gives its length, else as one chunk and the last. */
 function wholeBody(bytes: Buffer): BodySource {
   return {
-    async pump(_framing: RequestFraming, sink: RequestSink): Promise<boolean> {
-      return sink.write(bytes) || (await sink.drained());
+    async pump(framing: RequestFraming, sink: RequestSink): Promise<boolean> {
+      const framed = framing.kind !== "chunked" ? bytes : Buffer.concat([bytes.byteLength > 0 ? chunkFrame(bytes) : Buffer.alloc(0), LAST_CHUNK]);
+      return sink.write(framed) || (await sink.drained());
     },
   };
 }
+
+const LAST_CHUNK = Buffer.from("0\r\n\r\n");
 
 /** A copy's outcome: counted, its answer read and dropped. */
 class MirrorOutcome implements CallOutcome, ResponseSink {

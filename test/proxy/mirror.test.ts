@@ -1,8 +1,9 @@
 /**
  * An HTTPRoute rule's mirror, through real sidecars: orders calls api, and the rule's
  * calls are copied to api-v2 (behind its own sidecar, over mTLS), whose answers are
- * dropped. The copy is a shadow (Host "api-shadow"), carries the body when it is whole in
- * hand (HTTP/1.1) or up to 64 KiB (HTTP/2), and nothing of it reaches the caller's call.
+ * dropped. The copy is a shadow (Host "api-shadow"), carries the body up to 64 KiB (HTTP/1.1:
+ * sent once the body is whole; HTTP/2: as it is sent on), and nothing of it reaches the
+ * caller's call.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2 from "node:http2";
@@ -62,6 +63,41 @@ beforeAll(async () => {
 });
 afterAll(() => h2v2?.stop());
 
+/** A body sent chunked, in these pieces, 100 ms apart. */
+const inPieces = (pieces: string[]) =>
+  new ReadableStream<Uint8Array>({
+    async start(c) {
+      for (const [i, piece] of pieces.entries()) {
+        if (i > 0) await Bun.sleep(100);
+        c.enqueue(new TextEncoder().encode(piece));
+      }
+      c.close();
+    },
+  });
+
+/**
+ * A POST with a Content-Length for `declared` bytes (default: the pieces' total), its body
+ * written in these pieces 100 ms apart; what came back, once the connection closed.
+ */
+async function rawPost(path: string, pieces: string[], declared = pieces.join("").length): Promise<string> {
+  let received = "";
+  const closed = Promise.withResolvers<void>();
+  const socket = await Bun.connect({
+    hostname: "127.0.0.1",
+    port: caller.ports.outbound,
+    socket: { data: (_s, d) => void (received += d.toString()), close: () => closed.resolve(), error: () => closed.resolve() },
+  });
+  socket.write(`POST ${path} HTTP/1.1\r\nhost: api\r\ncontent-length: ${declared}\r\nconnection: close\r\n\r\n`);
+  for (const piece of pieces) {
+    await Bun.sleep(100);
+    socket.write(piece);
+  }
+  // A body declared longer than it is: the client gives up on it.
+  if (pieces.join("").length < declared) socket.end();
+  await Promise.race([closed.promise, Bun.sleep(5000)]);
+  return received;
+}
+
 const call = (path: string, init: RequestInit = {}) => fetch(`http://127.0.0.1:${caller.ports.outbound}${path}`, { ...init, headers: { host: "api", ...(init.headers as Record<string, string>) } });
 const copiesOf = (path: string) => copies.filter((c) => c.path === path);
 
@@ -74,25 +110,37 @@ describe("HTTP/1.1", () => {
     expect(await eventually(async () => (await mirrored("2xx")) >= 1)).toBe(true);
   });
 
-  test("a body that came whole with its head is copied; one still coming is not waited for (skipped)", async () => {
+  test("a body that came whole with its head is copied; one still coming is copied once whole, the call never waiting for it", async () => {
     expect((await call("/mirrored/pay", { method: "POST", body: "amount=5" })).status).toBe(200);
     expect(await eventually(() => copiesOf("/mirrored/pay").length === 1)).toBe(true);
     expect(copiesOf("/mirrored/pay")[0]!.body).toBe("amount=5");
 
-    const skippedBefore = await mirrored("skipped");
-    const slowBody = new ReadableStream<Uint8Array>({
-      async start(c) {
-        c.enqueue(new TextEncoder().encode("part one;"));
-        await Bun.sleep(100);
-        c.enqueue(new TextEncoder().encode("part two"));
-        c.close();
-      },
-    });
-    const res = await call("/mirrored/upload", { method: "POST", body: slowBody });
+    // Chunked, in two pieces 100 ms apart.
+    const res = await call("/mirrored/upload", { method: "POST", body: inPieces(["part one;", "part two"]) });
     expect([res.status, ((await res.json()) as { body: string }).body]).toEqual([200, "part one;part two"]);
-    expect(await mirrored("skipped")).toBe(skippedBefore + 1);
-    await Bun.sleep(100);
-    expect(copiesOf("/mirrored/upload")).toEqual([]);
+    expect(await eventually(() => copiesOf("/mirrored/upload").length === 1)).toBe(true);
+    expect(copiesOf("/mirrored/upload")[0]!.body).toBe("part one;part two");
+  });
+
+  test("a Content-Length body in pieces is copied whole; one over 64 KiB is not copied (skipped), the call going on whole", async () => {
+    const sent = await rawPost("/mirrored/sized", ["0123456789".repeat(3000), "abcdefghij".repeat(3000)]);
+    expect(sent).toContain("HTTP/1.1 200");
+    expect(await eventually(() => copiesOf("/mirrored/sized").length === 1)).toBe(true);
+    expect(copiesOf("/mirrored/sized")[0]!.body).toBe("0123456789".repeat(3000) + "abcdefghij".repeat(3000));
+
+    const skippedBefore = await mirrored("skipped");
+    const big = await call("/mirrored/big", { method: "POST", body: inPieces(["x".repeat(40_000), "y".repeat(40_000)]) });
+    expect(((await big.json()) as { body: string }).body.length).toBe(80_000);
+    expect(await eventually(async () => (await mirrored("skipped")) === skippedBefore + 1)).toBe(true);
+    expect(copiesOf("/mirrored/big")).toEqual([]);
+  });
+
+  test("a body cut short by its client is never copied as if whole", async () => {
+    const skippedBefore = await mirrored("skipped");
+    await rawPost("/mirrored/cut", ["only the first half"], 200);
+    expect(await eventually(async () => (await mirrored("skipped")) === skippedBefore + 1)).toBe(true);
+    await Bun.sleep(150);
+    expect(copiesOf("/mirrored/cut")).toEqual([]);
   });
 
   test("the copy's failure or slowness reaches nothing of the call: it is only counted", async () => {

@@ -29,6 +29,40 @@ const PREBUFFER_BYTES = 64 * 1024;
 /** The most of a body left unread after its response that is read and dropped to keep the connection (nginx drains, too). */
 const MAX_DISCARD_BYTES = 64 * 1024;
 
+/** A copy of a body taken as it arrives (a mirror's): whole once the body is, or lost. */
+class BodyCopy {
+  private readonly pieces: Buffer[] = [];
+  private size = 0;
+  /** Set once the copy is whole or lost: it takes nothing more. */
+  private over = false;
+
+  constructor(
+    private readonly limit: number,
+    private readonly whole: (body: Buffer) => void,
+    private readonly lost: () => void,
+  ) {}
+
+  add(buf: Uint8Array, start: number, end: number): void {
+    if (this.over) return;
+    this.size += end - start;
+    if (this.size > this.limit) return this.lose();
+    this.pieces.push(Buffer.from(buf.subarray(start, end)));
+  }
+
+  complete(): void {
+    if (this.over) return;
+    this.over = true;
+    this.whole(Buffer.concat(this.pieces, this.size));
+  }
+
+  lose(): void {
+    if (this.over) return;
+    this.over = true;
+    this.pieces.length = 0;
+    this.lost();
+  }
+}
+
 export class DownstreamBody implements BodySource {
   /** The whole body arrived. */
   done = false;
@@ -52,6 +86,8 @@ export class DownstreamBody implements BodySource {
   private pumped = false;
   /** The response is over: the rest of the body is counted and dropped. */
   private discarding = false;
+  /** A mirror's copy, taken as the body arrives (copyAsItComes). */
+  private copy: BodyCopy | undefined;
 
   constructor(
     private readonly reader: BodyReader,
@@ -91,6 +127,7 @@ export class DownstreamBody implements BodySource {
   /** The downstream went away or broke the body: the upstream must see it fail, never end. */
   fail(err: RequestBodyError, status = 400): void {
     if (this.done || this.error) return;
+    this.copy?.lose();
     this.error = err;
     this.failStatus = status;
     this.early = [];
@@ -111,6 +148,7 @@ export class DownstreamBody implements BodySource {
 
   /** Nobody wants the rest: read it to its end and drop it, and let the connection read again. */
   discard(): void {
+    this.copy?.lose();
     this.discarding = true;
     this.early = [];
     this.waiting = [];
@@ -129,6 +167,21 @@ export class DownstreamBody implements BodySource {
   copyWhole(limit: number): Buffer | undefined {
     if (!this.done || this.error || this.pumped || this.earlyBytes > limit) return undefined;
     return this.copyEarly(Buffer.allocUnsafe(this.earlyBytes), 0);
+  }
+
+  /**
+   * Copies the body as it arrives, from what is here now, when none of it was taken yet
+   * and it is still coming (a mirror's; copyWhole serves a body that is here whole):
+   * `whole` gets the copy once the body is complete within `limit` bytes, `lost` is told
+   * once it cannot be (past the limit, failed, or dropped). Each runs once, as a task of
+   * its own. False, and neither runs, when copying cannot start.
+   */
+  copyAsItComes(limit: number, whole: (body: Buffer) => void, lost: () => void): boolean {
+    if (this.done || this.error || this.pumped || this.discarding || this.copy !== undefined || this.earlyBytes > limit) return false;
+    // Told later, never from inside the read that completes the body.
+    this.copy = new BodyCopy(limit, (body) => queueMicrotask(() => whole(body)), () => queueMicrotask(lost));
+    for (const piece of this.early) this.copy.add(piece.buf, piece.start, piece.end);
+    return true;
   }
 
   /** The pieces held before a pump, copied into `out` from `at`; `out` returned. */
@@ -179,6 +232,7 @@ export class DownstreamBody implements BodySource {
       this.fail(new RequestBodyError(`request body larger than the limit of ${this.maxBytes} bytes`), 413);
       return;
     }
+    if (this.copy !== undefined) this.copy.add(buf, start, end);
     if (this.sink === undefined) {
       // Each socket read is a fresh buffer: keeping a range of it is safe.
       this.early.push({ buf, start, end });
@@ -231,6 +285,7 @@ export class DownstreamBody implements BodySource {
 
   private finish(): void {
     this.done = true;
+    this.copy?.complete();
     if (this.sink !== undefined && !this.blocked) this.complete();
   }
 
