@@ -91,7 +91,14 @@ class Http1Relay {
     // Read to its end, so a request without a body is over once answered (the inbound may have paused it).
     if (down.endAfterHeaders) down.resume();
     const method = String(headers[":method"]);
-    const request = { method, pathAndQuery: String(headers[":path"]), headers: http1Fields(headers), body: down.endAfterHeaders ? null : this.requestBody(), signal: this.abort.signal };
+    let fields: Headers;
+    try {
+      fields = http1Fields(headers);
+    } catch (err) {
+      // A value HTTP/2 carries that an HTTP/1.1 field cannot (a character past latin1).
+      return this.fail("bad-request", `a header cannot be sent as HTTP/1.1: ${(err as Error).message}`);
+    }
+    const request = { method, pathAndQuery: String(headers[":path"]), headers: fields, body: down.endAfterHeaders ? null : this.requestBody(), signal: this.abort.signal };
     pool.send(request).then(
       (res) => this.respond(res, method === "HEAD"),
       (err: Error) => this.failed(err),
@@ -168,8 +175,9 @@ class Http1Relay {
 
   private failed(err: Error): void {
     if (this.over) return;
-    // A body shorter or longer than its Content-Length is the client's fault, not the service's.
-    this.fail(err instanceof RequestBodyError ? "bad-request" : proxyFailureOf(err), err.message);
+    // A request the HTTP/1.1 client will not send (TypeError: a method, target, length or value
+    // HTTP/1.1 forbids), or a body unlike its Content-Length, is the client's fault, not the service's.
+    this.fail(err instanceof RequestBodyError || err instanceof TypeError ? "bad-request" : proxyFailureOf(err), err.message);
   }
 
   private active(): void {
