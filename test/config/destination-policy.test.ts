@@ -9,7 +9,7 @@ describe("DestinationPolicy", () => {
     expect(specOf(policy("  {}"))).toEqual({
       service: "payments",
       loadBalancer: { type: "least-request", zoneAware: true },
-      timeouts: { connect: 5000, request: 15000, perTry: 0, idle: 10000, tcpIdle: 3_600_000 },
+      timeouts: { connect: 5000, request: 15000, perTry: 0, idle: 10000, tcpIdle: 3_600_000, tcpMaxDuration: 0 },
       retries: {
         attempts: 2,
         retryOn: ["connect-failure", "refused", "reset"],
@@ -29,7 +29,7 @@ describe("DestinationPolicy", () => {
     const spec = specOf(policy("  service: pay\n  loadBalancer: {type: ring-hash, hashOn: {cookie: session}, minRingSize: 64}\n  timeouts: {request: 2s}\n  retries: {attempts: 0}"));
     expect(spec.service).toBe("pay");
     expect(spec.loadBalancer).toEqual({ type: "ring-hash", hashOn: { cookie: "session" }, minRingSize: 64, zoneAware: true });
-    expect(spec.timeouts).toEqual({ connect: 5000, request: 2000, perTry: 0, idle: 10000, tcpIdle: 3_600_000 });
+    expect(spec.timeouts).toEqual({ connect: 5000, request: 2000, perTry: 0, idle: 10000, tcpIdle: 3_600_000, tcpMaxDuration: 0 });
     expect((spec.retries as { attempts: number }).attempts).toBe(0);
   });
 

@@ -1,8 +1,8 @@
 /**
  * The life of a carried TCP connection, through real sidecars on loopback: a service that
  * speaks first (a database's greeting) is heard before the client sends anything; a
- * connection silent for the DestinationPolicy's tcpIdle is closed, by the callers' sidecars
- * and by the service's own; a connection open when
+ * connection silent for the DestinationPolicy's tcpIdle is closed, and one that lasts its
+ * tcpMaxDuration is reset, by the callers' sidecars and by the service's own; a connection open when
  * the caller's sidecar drains is ended in order (FIN, no reset) and the sidecar exits 0;
  * and the callee's sidecar follows its config: a tcp port taken out of its Service is no
  * longer reached.
@@ -102,6 +102,39 @@ describe("carried connections", () => {
     expect(await eventually(() => c.text === "y", 5000)).toBe(true);
     expect(await eventually(() => c.closed, 12_000)).toBe(true);
     expect(await metricValue(quick.ports.admin, "mesh_tcp_connections_total", { direction: "inbound", result: "idle" })).toBe(1);
+  }, 20_000);
+
+  /** Writes to `c` every 100 ms until it closes or `ms` pass: a connection that is never idle. */
+  async function keepBusy(c: Awaited<ReturnType<typeof hold>>, ms: number): Promise<number> {
+    const started = performance.now();
+    while (!c.closed && performance.now() - started < ms) {
+      c.socket!.write(".");
+      await Bun.sleep(100);
+    }
+    return performance.now() - started;
+  }
+
+  test("a busy connection is reset at tcpMaxDuration, counted as max-duration; the next one is carried", async () => {
+    const orders = await caller(doc("DestinationPolicy", "db", "  service: db\n  timeouts: {tcpMaxDuration: 1s}\n"));
+    const c = await hold(orders.pg);
+    const lasted = await keepBusy(c, 8000);
+    expect(c.closed).toBe(true);
+    expect(lasted).toBeGreaterThan(800);
+    // A reset, not a FIN: the client cannot take what it read for a whole answer.
+    expect(c.error).toBeDefined();
+    expect(c.text.length).toBeGreaterThan(3);
+    expect(await eventually(async () => (await metricValue(orders.ports.admin, "mesh_tcp_connections_total", { direction: "outbound", peer: "db", result: "max-duration" })) === 1)).toBe(true);
+    expect((await tcpExchange(orders.pg, "again")).text).toBe("againbye 5");
+  }, 20_000);
+
+  test("the service's own DestinationPolicy sets its sidecar's longest connection too, whatever its callers' say", async () => {
+    const short = await fx.proxy("db", fx.echo("db-short").url, write("db-short", dbService() + doc("DestinationPolicy", "db", "  service: db\n  timeouts: {tcpMaxDuration: 1s}\n")));
+    const orders = await caller("", [], short.ports.inbound);
+    const c = await hold(orders.pg);
+    await keepBusy(c, 8000);
+    expect(c.closed).toBe(true);
+    expect(c.error).toBeDefined();
+    expect(await eventually(async () => (await metricValue(short.ports.admin, "mesh_tcp_connections_total", { direction: "inbound", result: "max-duration" })) === 1)).toBe(true);
   }, 20_000);
 
   test("a drain ends open connections in order, FIN both ways, and the sidecar exits 0", async () => {

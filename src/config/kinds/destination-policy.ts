@@ -65,6 +65,9 @@ export const Timeouts = z
     tcpIdle: Duration.prefault("1h").describe(
       'How long an opaque TCP connection (a tcp port) may carry nothing either way before it is closed, by the callers\' sidecars and by the service\'s own; "0s" never; default "1h", as Envoy\'s TCP proxy.',
     ),
+    tcpMaxDuration: Duration.prefault("0s").describe(
+      'How long an opaque TCP connection may last, busy or not, before it is reset, by the callers\' sidecars and by the service\'s own (Istio\'s maxConnectionDuration): clients reconnect, and their new connections are balanced over the endpoints there are now; "0s" never, the default.',
+    ),
   })
   .prefault({})
   .describe("Timeouts of calls to this service.");

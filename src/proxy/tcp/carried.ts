@@ -6,12 +6,12 @@
  */
 import type { Socket } from "bun";
 import type { LegOwner, UpstreamLeg } from "./leg.ts";
-import { TcpPipe, type PipeReport } from "./pipe.ts";
+import { TcpPipe, type PipeReport, type TcpTimeouts } from "./pipe.ts";
 
 /** Bytes a client may send before its upstream is connected, before its reading pauses. */
 const HOLD_LIMIT = 64 * 1024;
 
-/** How a carried connection ended: once joined "ok", or PipeReport's error ("reset", "cut", "idle", "malformed"); else why it never was. */
+/** How a carried connection ended: once joined "ok", or PipeReport's error ("reset", "cut", "idle", "malformed", "max-duration"); else why it never was. */
 export type CarriedResult = string;
 
 export abstract class CarriedConnection implements LegOwner {
@@ -95,8 +95,8 @@ export abstract class CarriedConnection implements LegOwner {
   }
 
   /** Joins the client to `upstream`; the held bytes go first. `framed`: which of the two is a sidecar (frames.ts). */
-  protected join(upstream: Socket<UpstreamLeg>, idleMs: number, framed: readonly [boolean, boolean]): TcpPipe {
-    const pipe = new TcpPipe([this.client, upstream as Socket<unknown>], framed, idleMs, (report) => this.finish(report.error ?? "ok", report));
+  protected join(upstream: Socket<UpstreamLeg>, timeouts: TcpTimeouts, framed: readonly [boolean, boolean]): TcpPipe {
+    const pipe = new TcpPipe([this.client, upstream as Socket<unknown>], framed, timeouts, (report) => this.finish(report.error ?? "ok", report));
     this.pipe = pipe;
     if (this.heldPaused) {
       this.heldPaused = false;

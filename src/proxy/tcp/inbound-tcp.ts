@@ -13,7 +13,7 @@ import type { ProxyMetrics } from "../metrics.ts";
 import { peerService } from "../peer-service.ts";
 import { CarriedConnection, type CarriedResult } from "./carried.ts";
 import { UpstreamLeg } from "./leg.ts";
-import type { PipeReport } from "./pipe.ts";
+import type { PipeReport, TcpTimeouts } from "./pipe.ts";
 import type { TcpReporter } from "./report.ts";
 import { Answer, ANSWER_RESULT, PREAMBLE_BYTES, portOf } from "./wire.ts";
 
@@ -34,8 +34,8 @@ export interface InboundTcpDeps {
   policies: () => InboundPolicies;
   metrics: ProxyMetrics;
   report: TcpReporter;
-  /** How long a connection may be silent either way before it is closed, now (the service's DestinationPolicy's tcpIdle); 0: never. */
-  idleMs: () => number;
+  /** A connection's time limits now: the service's own DestinationPolicy's. */
+  timeouts: () => TcpTimeouts;
 }
 
 export class InboundTcp {
@@ -113,7 +113,7 @@ export class InboundTcpConnection extends CarriedConnection {
   ready(socket: Socket<UpstreamLeg>): void {
     if (this.finished) return void socket.terminate();
     this.client.write(new Uint8Array([Answer.connected]));
-    this.join(socket, this.deps.idleMs(), CALLER_FRAMED);
+    this.join(socket, this.deps.timeouts(), CALLER_FRAMED);
   }
 
   failed(): void {

@@ -210,7 +210,7 @@ class OutboundTcpConnection extends CarriedConnection {
       socket.write(preamble(this.targetPort));
       this.awaitingAnswer = true;
     } else dest.outlier.onResult(this.endpoint!, true);
-    this.join(socket, dest.policy.timeouts.tcpIdle, dest.spiffeId !== undefined ? PEER_FRAMED : PLAIN);
+    this.join(socket, dest.policy.timeouts, dest.spiffeId !== undefined ? PEER_FRAMED : PLAIN);
   }
 
   failed(err: Error): void {

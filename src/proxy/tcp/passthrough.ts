@@ -159,7 +159,7 @@ export class PassthroughConnection extends CarriedConnection {
 
   ready(socket: Socket<UpstreamLeg>): void {
     if (this.finished) return void socket.terminate();
-    this.join(socket, DEFAULTS.tcpIdle, PLAIN);
+    this.join(socket, DEFAULTS, PLAIN);
   }
 
   failed(): void {

@@ -3,7 +3,8 @@
  * is written to the other; a side that cannot take more pauses the reading of the side
  * sending to it until it drains; a side's FIN (half-close) is passed on once its bytes
  * are, so a client may end its request and still read the answer; a reset is passed on
- * as a reset; and a stream that carries nothing either way for the idle time is closed.
+ * as a reset; a stream that carries nothing either way for the idle time is closed, and
+ * one that reaches its longest life is reset.
  * A side that is another sidecar speaks frames (frames.ts): its direction ends with an
  * END frame, and one that closes without it was cut, which is passed on as a reset.
  * The sockets must be opened with `allowHalfOpen`, or the runtime would close a side at
@@ -26,8 +27,16 @@ export interface PipeReport {
   /** Bytes read from the client's side and from the upstream side (payload, without frame headers). */
   fromClient: number;
   fromUpstream: number;
-  /** Undefined when both sides closed in order; otherwise why not ("cut": a sidecar's direction closed without END). */
-  error: "reset" | "idle" | "cut" | "malformed" | undefined;
+  /** Undefined when both sides closed in order; otherwise why not ("cut": a sidecar's direction closed without END; "max-duration": it lasted its longest). */
+  error: "reset" | "idle" | "cut" | "malformed" | "max-duration" | undefined;
+}
+
+/** A carried connection's time limits, in ms (a DestinationPolicy's); 0: none. */
+export interface TcpTimeouts {
+  /** Longest it may carry nothing either way. */
+  tcpIdle: number;
+  /** Longest it may last. */
+  tcpMaxDuration: number;
 }
 
 export class TcpPipe {
@@ -46,14 +55,20 @@ export class TcpPipe {
   private lastActive = performance.now();
   private error: PipeReport["error"];
   private reported = false;
+  private readonly idleMs: number;
+  /** Resets both sides at the longest the connection may last. */
+  private readonly lifetime: Timer | undefined;
 
   constructor(
     private readonly socks: [Socket<unknown>, Socket<unknown>],
     /** Which sides are sidecars speaking frames. */
     private readonly framed: readonly [boolean, boolean],
-    private readonly idleMs: number,
+    timeouts: TcpTimeouts,
     private readonly onEnd: (report: PipeReport) => void,
   ) {
+    const idleMs = (this.idleMs = timeouts.tcpIdle);
+    // A reset, as for a cut stream: an application protocol must not read a cut-off answer as a whole one.
+    if (timeouts.tcpMaxDuration > 0) this.lifetime = setTimeout(() => this.abort("max-duration"), timeouts.tcpMaxDuration);
     this.readers = [framed[0] ? this.readerFor(0) : undefined, framed[1] ? this.readerFor(1) : undefined];
     // 0: never idle, so a timer a listener armed before the join is disarmed too.
     for (const s of socks) {
@@ -207,6 +222,7 @@ export class TcpPipe {
   private report(): void {
     if (this.reported) return;
     this.reported = true;
+    clearTimeout(this.lifetime);
     this.onEnd({ fromClient: this.bytes[0]!, fromUpstream: this.bytes[1]!, error: this.error });
   }
 }

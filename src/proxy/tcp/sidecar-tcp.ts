@@ -3,6 +3,7 @@
  * the service's own tcp ports) and the outbound side (a local listener per TCP upstream,
  * and, with --transparent, connections mesh redirect sent to a Service's address).
  */
+import type { TcpTimeouts } from "./pipe.ts";
 import type { Service } from "../../config/kinds/service.ts";
 import { defaultDestinationPolicy, type DestinationPolicy } from "../../config/kinds/destination-policy.ts";
 import { bindNamed } from "../../core/bind-error.ts";
@@ -48,7 +49,7 @@ export type SidecarTcp = ReturnType<typeof sidecarTcp>;
 export function sidecarTcp(o: SidecarTcpOptions) {
   let ports: ReadonlySet<number> = new Set();
   const httpPort = upstreamPort(o.upstream);
-  let idleMs = defaultDestinationPolicy(o.service).timeouts.tcpIdle;
+  let timeouts: TcpTimeouts = defaultDestinationPolicy(o.service).timeouts;
   const inbound = new InboundTcp({
     service: o.service,
     host: upstreamHost(o.upstream),
@@ -56,7 +57,7 @@ export function sidecarTcp(o: SidecarTcpOptions) {
     policies: o.policies,
     metrics: o.metrics,
     report: new TcpReporter(o.metrics, "inbound", o.accessLog),
-    idleMs: () => idleMs,
+    timeouts: () => timeouts,
   });
   const outbound = new OutboundTcp({
     snapshot: o.snapshot, certs: o.certs, metrics: o.metrics, report: new TcpReporter(o.metrics, "outbound", o.accessLog), budget: o.budget, onOverLimit: o.onOverLimit, log: o.log,
@@ -67,8 +68,9 @@ export function sidecarTcp(o: SidecarTcpOptions) {
     outboundRefusals: outbound as { readonly refusedOverLimit: number },
     /**
      * From a config: the service's own tcp ports (the only ones the inbound reaches), and
-     * its own DestinationPolicy's tcpIdle, which its callers' sidecars close silent
-     * connections by too (default 1 h, Envoy's TCP proxy idle timeout).
+     * its own DestinationPolicy's tcpIdle and tcpMaxDuration, which its callers' sidecars
+     * hold connections to as well (default: 1 h idle, Envoy's TCP proxy idle timeout; no
+     * longest life).
      */
     configure(services: readonly Service[], policies: readonly DestinationPolicy[]): void {
       const own = services.filter((s) => s.metadata.name === o.service && s.metadata.namespace === o.namespace);
@@ -79,7 +81,7 @@ export function sidecarTcp(o: SidecarTcpOptions) {
         o.log.warn({ port: httpPort }, "a tcp port of this service's Service is its --upstream's HTTP port: the inbound carries no raw TCP to it, which would pass by the identity header and every HTTP check");
       ports = declared;
       const policy = policies.find((p) => p.spec.service === o.service && p.metadata.namespace === o.namespace);
-      idleMs = (policy?.spec ?? defaultDestinationPolicy(o.service)).timeouts.tcpIdle;
+      timeouts = (policy?.spec ?? defaultDestinationPolicy(o.service)).timeouts;
     },
     /** Warns of each upstream `snapshot` cannot carry (a missing Service, a port not tcp): its connections will be refused. */
     checkUpstreams(snapshot: Snapshot): void {
