@@ -90,7 +90,7 @@ describe("carried connections", () => {
     expect(await eventually(() => c.text === "x", 5000)).toBe(true);
     // Bun's socket timeouts fire on 4-second ticks: within 1 s to ~5 s of the last byte.
     expect(await eventually(() => c.closed, 12_000)).toBe(true);
-    expect(await metricValue(orders.ports.admin, "mesh_tcp_connections_total", { direction: "outbound", peer: "db", result: "idle" })).toBe(1);
+    expect(await eventually(async () => (await metricValue(orders.ports.admin, "mesh_tcp_connections_total", { direction: "outbound", peer: "db", result: "idle" })) === 1)).toBe(true);
   }, 20_000);
 
   test("the service's own DestinationPolicy sets its sidecar's idle timeout too, whatever its callers' say", async () => {
@@ -101,7 +101,7 @@ describe("carried connections", () => {
     c.socket!.write("y");
     expect(await eventually(() => c.text === "y", 5000)).toBe(true);
     expect(await eventually(() => c.closed, 12_000)).toBe(true);
-    expect(await metricValue(quick.ports.admin, "mesh_tcp_connections_total", { direction: "inbound", result: "idle" })).toBe(1);
+    expect(await eventually(async () => (await metricValue(quick.ports.admin, "mesh_tcp_connections_total", { direction: "inbound", result: "idle" })) === 1)).toBe(true);
   }, 20_000);
 
   /** Writes to `c` every 100 ms until it closes or `ms` pass: a connection that is never idle. */
@@ -172,7 +172,7 @@ describe("limits", () => {
     first.socket!.write("x");
     expect(await eventually(() => first.text === "x", 5000)).toBe(true);
     expect((await tcpExchange(orders.pg, "second")).text).toBe("");
-    expect(await metricValue(orders.ports.admin, "mesh_tcp_connections_total", { direction: "outbound", peer: "db", result: "max-connections" })).toBe(1);
+    expect(await eventually(async () => (await metricValue(orders.ports.admin, "mesh_tcp_connections_total", { direction: "outbound", peer: "db", result: "max-connections" })) === 1)).toBe(true);
     first.socket!.end();
   });
 });
