@@ -18,7 +18,7 @@ import { proxyFailureOf, RequestBodyError, type Http1Pool } from "../transport/h
 import { forwardedResponse } from "./h2-headers.ts";
 import type { IdleStreams, WatchedStream } from "./idle-streams.ts";
 import { replyLocally } from "./local-reply.ts";
-import { resetStream } from "./reset.ts";
+import { onRequestEnd, resetStream } from "./reset.ts";
 import type { RelayEnd } from "./stream-relay.ts";
 
 export interface Http1UpstreamOptions {
@@ -120,7 +120,7 @@ class Http1Relay {
             controller.enqueue(chunk);
             if ((controller.desiredSize ?? 0) <= 0) down.pause();
           });
-          down.on("end", () => {
+          onRequestEnd(down, () => {
             if (!this.over) controller.close();
           });
         },

@@ -7,6 +7,21 @@
  */
 import type { ServerHttp2Session, ServerHttp2Stream } from "node:http2";
 
+/**
+ * Calls `ended` once the client has ended its request body, never when it reset the
+ * stream or its connection went: Bun 1.4.5 emits "end" on a server stream for those
+ * too, before "aborted" (measured), so a relay that passed that "end" on would hand the
+ * service a body cut short as a whole one. By the next turn of the event loop a reset
+ * has shown itself.
+ */
+export function onRequestEnd(stream: ServerHttp2Stream, ended: () => void): void {
+  stream.on("end", () =>
+    setImmediate(() => {
+      if (!stream.aborted && !stream.rstCode) ended();
+    }),
+  );
+}
+
 export function resetStream(stream: ServerHttp2Stream, why: string): void {
   if (!stream.destroyed) stream.destroy(new Error(why));
 }

@@ -18,7 +18,7 @@ import { classifyFetchError, errorParts, CLIENT_CLOSED_STATUS, type ProxyFailure
 import { identityRefusal, noteCancelled, sessionConnected } from "./client-sessions.ts";
 import { forwardedResponse } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
-import { resetStream } from "./reset.ts";
+import { onRequestEnd, resetStream } from "./reset.ts";
 import { GrpcMessageLimit } from "./grpc-messages.ts";
 import type { IdleStreams, WatchedStream } from "./idle-streams.ts";
 import type { HeaderEdits } from "../header-edits.ts";
@@ -141,7 +141,7 @@ class StreamRelay {
       this.timer = setTimeout(() => this.timedOut(`no response within ${opts.timeoutMs} ms`), opts.timeoutMs);
     this.watched = opts.idle.watch(() => this.idleOut());
     down.on("data", (chunk: Buffer) => this.body(chunk));
-    down.on("end", () => {
+    onRequestEnd(down, () => {
       this.bodyEnded = true;
       this.opts.mirror?.end();
       if (!this.over) this.up?.end();
