@@ -90,8 +90,10 @@ export function streamProblem(headers: IncomingHttpHeaders): { reason: string; d
     return { reason: "target", detail: "the :path must be a path of visible ASCII without a fragment, or * for OPTIONS" };
   const authority = headers[":authority"];
   if (authority !== undefined && !HOST.test(authority)) return { reason: "host", detail: "invalid :authority" };
-  // RFC 9113 §8.3.1: a Host that names another authority than :authority is malformed.
+  // Without :authority, a host field names the service (RFC 9113 §8.3.1): held to the same rule.
   const host = headers.host;
+  if (authority === undefined && host !== undefined && !HOST.test(host)) return { reason: "host", detail: "invalid host" };
+  // RFC 9113 §8.3.1: a Host that names another authority than :authority is malformed.
   if (host !== undefined && authority !== undefined && host.toLowerCase() !== authority.toLowerCase()) return { reason: "host", detail: "host and :authority differ" };
   return undefined;
 }

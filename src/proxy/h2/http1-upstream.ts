@@ -55,6 +55,11 @@ export function http2ResponseHeaders(res: Response): OutgoingHttpHeaders {
   });
   const cookies = res.headers.getSetCookie();
   if (cookies.length > 0) head["set-cookie"] = cookies;
+  // HTTP/2 holds DATA to content-length (RFC 9113 §8.1.1): a 204 has no body whatever it says (RFC 9110 §8.6),
+  // and a length HTTP/1.1 repeated ("2, 2", which the strict parser let through only when every copy agrees) is said once.
+  const length = head["content-length"];
+  if (res.status === 204) delete head["content-length"];
+  else if (length !== undefined && length.includes(",")) head["content-length"] = length.slice(0, length.indexOf(",")).trim();
   const out = forwardedResponse(head);
   out[":status"] = res.status;
   return out;
