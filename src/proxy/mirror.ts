@@ -12,7 +12,8 @@
  * to 64 KiB; past that the copy is reset. Either way the mirror never takes a cut body for
  * whole.
  */
-import type { ClientHttp2Stream, OutgoingHttpHeaders } from "node:http2";
+import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from "node:http2";
+import { whenSettled } from "./h2/client-sessions.ts";
 import type { Destination } from "./destinations.ts";
 import type { PickContext } from "./endpoint.ts";
 import type { ErrorParts } from "./errors.ts";
@@ -131,29 +132,62 @@ class MirrorOutcome implements CallOutcome, ResponseSink {
 
 /**
  * The HTTP/2 copy of one stream: opened with the call's headers (its :authority a
- * shadow's), fed the call's body as it is sent on, ended with it; reset past
- * MIRROR_BODY_BYTES, or when the call ends without its body whole.
+ * shadow's) once its session knows the peer's stream limit (client-sessions.ts), fed the
+ * call's body as it is sent on (what comes before it opens is kept), ended with it; reset
+ * past MIRROR_BODY_BYTES, or when the call ends without its body whole.
  */
 export class H2Mirror {
   private stream: ClientHttp2Stream | undefined;
   private sent = 0;
+  /** The body that came before the stream opened; undefined once it opened or failed. */
+  private early: Buffer[] | undefined = [];
+  private ended = false;
+  private cut = false;
 
-  constructor(mirror: CompiledMirror, headers: OutgoingHttpHeaders, metrics: ProxyMetrics) {
+  constructor(
+    private readonly mirror: CompiledMirror,
+    headers: OutgoingHttpHeaders,
+    private readonly metrics: ProxyMetrics,
+  ) {
     const dest = mirror.dest;
     const endpoint = pickEndpoint(dest, NO_HEADERS, undefined);
     if (endpoint === undefined || dest.breaker.tryAcquire("requests") !== true) {
+      this.early = undefined;
       count(metrics, mirror, "5xx");
       return;
     }
     endpoint.inflight++;
-    let stream: ClientHttp2Stream;
-    try {
-      stream = dest.pools.h2Session(endpoint).request({ ...headers, ":authority": shadowHost(String(headers[":authority"] ?? dest.name)) });
-    } catch {
+    const release = () => {
       endpoint.inflight--;
       dest.breaker.release("requests");
-      count(metrics, mirror, "5xx");
-      return;
+    };
+    const session = dest.pools.h2Session(endpoint);
+    const copyHeaders = { ...headers, ":authority": shadowHost(String(headers[":authority"] ?? dest.name)) };
+    whenSettled(
+      session,
+      () => this.open(session, copyHeaders, release),
+      () => {
+        this.early = undefined;
+        release();
+        count(metrics, mirror, "reset");
+      },
+    );
+  }
+
+  private open(session: ClientHttp2Session, headers: OutgoingHttpHeaders, release: () => void): void {
+    const { mirror, metrics } = this;
+    const early = this.early ?? [];
+    this.early = undefined;
+    if (this.cut) {
+      release();
+      return count(metrics, mirror, "reset");
+    }
+    let stream: ClientHttp2Stream;
+    try {
+      stream = session.request(headers);
+    } catch {
+      release();
+      return count(metrics, mirror, "5xx");
     }
     this.stream = stream;
     let answered = false;
@@ -167,26 +201,30 @@ export class H2Mirror {
     stream.resume();
     stream.on("close", () => {
       clearTimeout(timeout);
-      endpoint.inflight--;
-      dest.breaker.release("requests");
+      release();
       if (!answered) count(metrics, mirror, "reset");
     });
+    for (const chunk of early) stream.write(chunk);
+    if (this.ended) stream.end();
   }
 
   write(chunk: Buffer): void {
-    const stream = this.stream;
-    if (stream === undefined || stream.destroyed) return;
+    if (this.cut) return;
     this.sent += chunk.byteLength;
     if (this.sent > MIRROR_BODY_BYTES) return this.cancel();
-    stream.write(chunk);
+    if (this.early !== undefined) this.early.push(chunk);
+    else if (this.stream !== undefined && !this.stream.destroyed) this.stream.write(chunk);
   }
 
   end(): void {
+    this.ended = true;
     if (this.stream !== undefined && !this.stream.destroyed) this.stream.end();
   }
 
   /** The copy's body cannot be whole: reset, never ended as if it were. */
   cancel(): void {
+    this.cut = true;
+    this.early = undefined;
     if (this.stream !== undefined && !this.stream.destroyed) this.stream.destroy(new Error("mirror cut"));
   }
 }

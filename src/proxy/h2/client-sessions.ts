@@ -37,6 +37,35 @@ export function identityRefusal(session: ClientHttp2Session): Error | undefined 
   return refusals.get(session);
 }
 
+/**
+ * Sessions whose peer's SETTINGS arrived. Until then a client does not know the peer's
+ * stream limit, and Bun 1.4.5's client opens every stream asked of it (it ignores
+ * peerMaxConcurrentStreams); Bun's server refuses those past its limit and then ends the
+ * whole session with ENHANCE_YOUR_CALM, cutting the calls it had taken (measured: 300
+ * streams at once on a new session, 101 of them cut). Once it knows the limit, the client
+ * queues streams past it.
+ */
+const settled = new WeakSet<ClientHttp2Session>();
+
+/** Runs `go` once `session` knows its peer's SETTINGS (at once if it does), or `failed` if the session ends first. */
+export function whenSettled(session: ClientHttp2Session, go: () => void, failed: (err: Error) => void): void {
+  if (settled.has(session)) return go();
+  const onSettings = () => {
+    session.off("close", onClose);
+    session.off("error", onError);
+    go();
+  };
+  const onError = (err: Error) => {
+    session.off("remoteSettings", onSettings);
+    session.off("close", onClose);
+    failed(err);
+  };
+  const onClose = () => onError(new Error("the session closed before the peer's settings arrived"));
+  session.once("remoteSettings", onSettings);
+  session.once("error", onError);
+  session.once("close", onClose);
+}
+
 /** Sessions that connected (TLS handshake and peer check passed): a stream on one may have been sent. */
 const connected = new WeakSet<ClientHttp2Session>();
 
@@ -63,6 +92,7 @@ export class H2Sessions {
       if (this.sessions.get(authority) === s) this.sessions.delete(authority);
     };
     s.once("connect", () => connected.add(s));
+    s.once("remoteSettings", () => settled.add(s));
     s.on("goaway", forget);
     s.on("close", forget);
     // A session's failure is each stream's: they report it; unheard here it would throw.

@@ -15,7 +15,7 @@
  */
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { classifyFetchError, errorParts, CLIENT_CLOSED_STATUS, type ProxyFailure } from "../errors.ts";
-import { identityRefusal, noteCancelled, sessionConnected } from "./client-sessions.ts";
+import { identityRefusal, noteCancelled, sessionConnected, whenSettled } from "./client-sessions.ts";
 import { forwardedResponse } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 import { onRequestEnd, resetStream } from "./reset.ts";
@@ -161,7 +161,23 @@ class StreamRelay {
     this.tryOn(session);
   }
 
+  /** Sends a try on `session` once it knows the peer's stream limit (client-sessions.ts), or fails it as the session's failure. */
   private tryOn(session: ClientHttp2Session): void {
+    whenSettled(
+      session,
+      () => {
+        if (!this.over) this.sendOn(session);
+      },
+      (err) => {
+        if (this.over) return;
+        // No stream was opened: nothing of the call reached the peer.
+        const refused = identityRefusal(session);
+        this.beforeHead(refused !== undefined ? "peer-identity" : "connect-failure", (refused ?? err).message);
+      },
+    );
+  }
+
+  private sendOn(session: ClientHttp2Session): void {
     // A retry tells the service the time left, not the time the client first gave.
     const deadlineMs = this.opts.deadlineMs;
     if (this.tries++ > 0 && deadlineMs !== undefined) this.headers["grpc-timeout"] = grpcTimeoutValue(deadlineMs - (performance.now() - this.startedAt));
