@@ -79,6 +79,13 @@ export class MeshFixture {
     return path;
   }
 
+  /** Writes `docs` (YAML documents) as one config file; its path. */
+  documents(name: string, docs: string[]): string {
+    const path = join(this.tmp.path, `${name}.yaml`);
+    writeFileSync(path, docs.join("\n---\n") + "\n");
+    return path;
+  }
+
   async proxy(service: string, upstream: string, config?: string, extra: string[] = [], opts: StartOptions = {}): Promise<MeshProcess & { ports: { inbound: number; outbound: number; admin: number } }> {
     const certs = join(this.tmp.path, "certs", service);
     const args = ["proxy", "--service", service, "--upstream", upstream, "--certs-dir", certs,
@@ -93,6 +100,18 @@ export class MeshFixture {
     for (const s of this.servers) s.server.stop(true);
     this.tmp.cleanup();
   }
+}
+
+/** A Service whose port 80 is served at `targetPort`, declared `protocol` (none when undefined), with static `endpoints` on 127.0.0.1. */
+export function serviceDoc(name: string, targetPort: number, protocol: string | undefined, endpoints: number[] = []): string {
+  return [
+    "apiVersion: mesh.dev/v1alpha1",
+    "kind: Service",
+    `metadata: { name: ${name} }`,
+    "spec:",
+    `  ports: [{ name: http, port: 80, targetPort: ${targetPort}${protocol ? `, protocol: ${protocol}` : ""} }]`,
+    ...(endpoints.length > 0 ? ["  endpoints:", ...endpoints.map((p) => `    - { address: 127.0.0.1, port: ${p} }`)] : []),
+  ].join("\n");
 }
 
 export async function metricValue(adminPort: number, name: string, labels: Record<string, string> = {}): Promise<number> {

@@ -6,10 +6,8 @@
  * node:http2's client and by curl --http2-prior-knowledge through the sidecar pair.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
 import http2, { type IncomingHttpHeaders } from "node:http2";
-import { join } from "node:path";
-import { fixtureFor, metricValue, type EchoService } from "../helpers/mesh-fixture.ts";
+import { fixtureFor, metricValue, serviceDoc, type EchoService } from "../helpers/mesh-fixture.ts";
 import { rawServer, type RawServer } from "../helpers/raw-h1-server.ts";
 import { greeterClient, grpc, unary } from "../helpers/grpc.ts";
 
@@ -24,24 +22,6 @@ const abandoned: string[] = [];
 /** The length of each body the service read, by path. */
 const bodies: [string, number][] = [];
 const bodiesAt = (path: string) => bodies.filter(([p]) => p === path).map(([, n]) => n);
-
-/** A Service whose port 80 is served at `targetPort`, declared `protocol` (none when undefined). */
-function serviceDoc(name: string, targetPort: number, protocol: string | undefined, endpoints: number[] = []): string {
-  return [
-    "apiVersion: mesh.dev/v1alpha1",
-    "kind: Service",
-    `metadata: { name: ${name} }`,
-    "spec:",
-    `  ports: [{ name: http, port: 80, targetPort: ${targetPort}${protocol ? `, protocol: ${protocol}` : ""} }]`,
-    ...(endpoints.length > 0 ? ["  endpoints:", ...endpoints.map((p) => `    - { address: 127.0.0.1, port: ${p} }`)] : []),
-  ].join("\n");
-}
-
-function writeConfig(name: string, docs: string[]): string {
-  const path = join(fx.tmp.path, `${name}.yaml`);
-  writeFileSync(path, docs.join("\n---\n") + "\n");
-  return path;
-}
 
 beforeAll(async () => {
   api = fx.service(async (req) => {
@@ -84,15 +64,15 @@ beforeAll(async () => {
     setTimeout(() => r.destroy(), 50);
   });
   const apiPort = Number(new URL(api.url).port);
-  apiSidecar = await fx.proxy("api", api.url, writeConfig("api-own", [serviceDoc("api", apiPort, "http")]), ["--stream-idle-timeout", "600ms"]);
-  const legacySidecar = await fx.proxy("legacy", `http://127.0.0.1:${legacy.port}`, writeConfig("legacy-own", [serviceDoc("legacy", legacy.port, "http")]));
+  apiSidecar = await fx.proxy("api", api.url, fx.documents("api-own", [serviceDoc("api", apiPort, "http")]), ["--stream-idle-timeout", "600ms"]);
+  const legacySidecar = await fx.proxy("legacy", `http://127.0.0.1:${legacy.port}`, fx.documents("legacy-own", [serviceDoc("legacy", legacy.port, "http")]));
   // Its service is not there: nothing listens at the port its Service declares.
   const gonePort = legacy.port === 1 ? 2 : 1;
-  const goneSidecar = await fx.proxy("gone", `http://127.0.0.1:${gonePort}`, writeConfig("gone-own", [serviceDoc("gone", gonePort, "http")]));
+  const goneSidecar = await fx.proxy("gone", `http://127.0.0.1:${gonePort}`, fx.documents("gone-own", [serviceDoc("gone", gonePort, "http")]));
   caller = await fx.proxy(
     "web",
     fx.echo("web").url,
-    writeConfig("web", [serviceDoc("api", 80, undefined, [apiSidecar.ports.inbound]), serviceDoc("legacy", 80, undefined, [legacySidecar.ports.inbound]), serviceDoc("gone", 80, undefined, [goneSidecar.ports.inbound])]),
+    fx.documents("web", [serviceDoc("api", 80, undefined, [apiSidecar.ports.inbound]), serviceDoc("legacy", 80, undefined, [legacySidecar.ports.inbound]), serviceDoc("gone", 80, undefined, [goneSidecar.ports.inbound])]),
   );
 });
 afterAll(() => legacy?.stop());

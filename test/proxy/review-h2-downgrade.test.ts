@@ -19,11 +19,10 @@
  * outcome is a RST_STREAM; where it is mesh's, a 4xx HEADERS (`status:4xx` below).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readdirSync, writeFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import http2, { type IncomingHttpHeaders } from "node:http2";
-import { join } from "node:path";
 import { clientTls, rssMiB } from "../helpers/data-plane.ts";
-import { fixtureFor } from "../helpers/mesh-fixture.ts";
+import { fixtureFor, serviceDoc } from "../helpers/mesh-fixture.ts";
 import { rawServer, type RawRequest, type RawServer } from "../helpers/raw-h1-server.ts";
 import { block, F, frame, headerFrames, RawH2, rstFrame, T } from "../helpers/raw-h2.ts";
 import { eventually } from "../helpers/wait.ts";
@@ -112,16 +111,22 @@ function pumpHuge(r: RawRequest): void {
   tick();
 }
 
-function serviceDoc(name: string, targetPort: number, protocol: string | undefined, endpoints: number[] = []): string {
-  return [
-    "apiVersion: mesh.dev/v1alpha1",
-    "kind: Service",
-    `metadata: { name: ${name} }`,
-    "spec:",
-    `  ports: [{ name: http, port: 80, targetPort: ${targetPort}${protocol ? `, protocol: ${protocol}` : ""} }]`,
-    ...(endpoints.length > 0 ? ["  endpoints:", ...endpoints.map((p) => `    - { address: 127.0.0.1, port: ${p} }`)] : []),
-  ].join("\n");
+/** Each case sent on `side`: what went wrong with those not refused (4xx or reset), or that reached the service. */
+async function notRefused(side: Side, cases: Record<string, (m: string) => [string, string][]>, label: string): Promise<string[]> {
+  const wrong: string[] = [];
+  for (const [name, fields] of Object.entries(cases)) {
+    const m = marker(label);
+    const before = snapshot();
+    const { verdict: v, c } = await rawCall(side, fields(m));
+    await Bun.sleep(30);
+    c.close();
+    const reached = bytesSince(before);
+    if (!refused(v)) wrong.push(`${name}: the client got ${v}`);
+    if (reached.length > 0) wrong.push(`${name}: the service received ${JSON.stringify(reached.join(" | "))}`);
+  }
+  return wrong;
 }
+
 const DENY_ADMIN = `apiVersion: mesh.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: { name: no-admin }
@@ -130,12 +135,6 @@ spec:
   action: deny
   rules:
     - to: { paths: [/admin, /admin/*] }`;
-
-function writeConfig(name: string, docs: string[]): string {
-  const path = join(fx.tmp.path, `${name}.yaml`);
-  writeFileSync(path, docs.join("\n---\n") + "\n");
-  return path;
-}
 
 beforeAll(async () => {
   svc = rawServer((r) => {
@@ -147,13 +146,13 @@ beforeAll(async () => {
     if (path === "/hold") return;
     reply200(r, JSON.stringify({ target, conn: r.conn, bodyBytes: r.body.byteLength }));
   });
-  api = await fx.proxy("api", `http://127.0.0.1:${svc.port}`, writeConfig("api-own", [serviceDoc("api", svc.port, "http"), DENY_ADMIN]), [
+  api = await fx.proxy("api", `http://127.0.0.1:${svc.port}`, fx.documents("api-own", [serviceDoc("api", svc.port, "http"), DENY_ADMIN]), [
     "--stream-idle-timeout",
     "4000ms",
     "--max-body-size",
     String(MAX_BODY),
   ]);
-  web = await fx.proxy("web", fx.echo("web").url, writeConfig("web", [serviceDoc("api", 80, undefined, [api.ports.inbound])]));
+  web = await fx.proxy("web", fx.echo("web").url, fx.documents("web", [serviceDoc("api", 80, undefined, [api.ports.inbound])]));
 });
 afterAll(() => svc?.stop());
 
@@ -407,17 +406,7 @@ describe("malformed requests through the downgrade: a 4xx or a reset, and nothin
   };
   for (const side of SIDES) {
     test(`${side}: each of ${Object.keys(CASES).length} malformed requests is refused (4xx or reset), none reaches the service, the sidecars serve on`, async () => {
-      const wrong: string[] = [];
-      for (const [name, fields] of Object.entries(CASES)) {
-        const m = marker("bad");
-        const before = snapshot();
-        const { verdict: v, c } = await rawCall(side, fields(m));
-        await Bun.sleep(30);
-        c.close();
-        const reached = bytesSince(before);
-        if (!refused(v)) wrong.push(`${name}: the client got ${v}`);
-        if (reached.length > 0) wrong.push(`${name}: the service received ${JSON.stringify(reached.join(" | "))}`);
-      }
+      const wrong = await notRefused(side, CASES, "bad");
       wrong.push(...(await livenessProblems()));
       expect(wrong).toEqual([]);
     });
@@ -435,18 +424,7 @@ describe("a request with no :authority: its host field is held to what HTTP/1.1 
   };
   for (const side of SIDES) {
     test(`${side}: a host HTTP/1.1 would refuse with 400 (space, comma, userinfo, port past 65535, a path) is refused, and none reaches the service`, async () => {
-      const wrong: string[] = [];
-      for (const [name, fields] of Object.entries(CASES)) {
-        const m = marker("host");
-        const before = snapshot();
-        const { verdict: v, c } = await rawCall(side, fields(m));
-        await Bun.sleep(30);
-        c.close();
-        const reached = bytesSince(before);
-        if (!refused(v)) wrong.push(`${name}: the client got ${v}`);
-        if (reached.length > 0) wrong.push(`${name}: the service received ${JSON.stringify(reached.join(" | "))}`);
-      }
-      expect(wrong).toEqual([]);
+      expect(await notRefused(side, CASES, "host")).toEqual([]);
     });
   }
 });
@@ -905,7 +883,7 @@ describe("resources", () => {
 
   test("300 streams at once over 3 client connections, from a caller sidecar with no session to api yet: none cut by a session-level close (GOAWAY ENHANCE_YOUR_CALM), HTTP/1.1 connections bounded", async () => {
     // A caller whose first streams to api open its session: nothing has told it api's stream limit yet.
-    const batch = await fx.proxy("batch", fx.echo("batch").url, writeConfig("batch", [serviceDoc("api", 80, undefined, [api.ports.inbound])]));
+    const batch = await fx.proxy("batch", fx.echo("batch").url, fx.documents("batch", [serviceDoc("api", 80, undefined, [api.ports.inbound])]));
     const before = snapshot();
     const fdsBefore = fds(api.proc.pid);
     let peakFds = 0;
