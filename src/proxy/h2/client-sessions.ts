@@ -47,6 +47,11 @@ export function identityRefusal(session: ClientHttp2Session): Error | undefined 
  */
 const settled = new WeakSet<ClientHttp2Session>();
 
+/** Whether `session` knows its peer's SETTINGS: its streams may be opened at once. */
+export function isSettled(session: ClientHttp2Session): boolean {
+  return settled.has(session);
+}
+
 /** Runs `go` once `session` knows its peer's SETTINGS (at once if it does), or `failed` if the session ends first. */
 export function whenSettled(session: ClientHttp2Session, go: () => void, failed: (err: Error) => void): void {
   if (settled.has(session)) return go();

@@ -6,6 +6,7 @@
  * are cancelled with destroy() too: stream-relay.ts).
  */
 import type { ServerHttp2Session, ServerHttp2Stream } from "node:http2";
+import { holdToEndOfTurn, type HeldWrite } from "../transport/turn-writes.ts";
 
 /**
  * Calls `ended` once the client has ended its request body, never when it reset the
@@ -15,11 +16,19 @@ import type { ServerHttp2Session, ServerHttp2Stream } from "node:http2";
  * has shown itself.
  */
 export function onRequestEnd(stream: ServerHttp2Stream, ended: () => void): void {
-  stream.on("end", () =>
-    setImmediate(() => {
-      if (!stream.aborted && !stream.rstCode) ended();
-    }),
-  );
+  stream.on("end", () => holdToEndOfTurn(new RequestEnd(stream, ended)));
+}
+
+/** A request's end, acted on at the end of the turn unless the stream was reset meanwhile. */
+class RequestEnd implements HeldWrite {
+  constructor(
+    private readonly stream: ServerHttp2Stream,
+    private readonly ended: () => void,
+  ) {}
+
+  flushHeld(): void {
+    if (!this.stream.aborted && !this.stream.rstCode) this.ended();
+  }
 }
 
 export function resetStream(stream: ServerHttp2Stream, why: string): void {

@@ -15,7 +15,7 @@
  */
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { classifyFetchError, errorParts, CLIENT_CLOSED_STATUS, type ProxyFailure } from "../errors.ts";
-import { identityRefusal, noteCancelled, sessionConnected, whenSettled } from "./client-sessions.ts";
+import { identityRefusal, isSettled, noteCancelled, sessionConnected, whenSettled } from "./client-sessions.ts";
 import { forwardedResponse } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 import { onRequestEnd, resetStream } from "./reset.ts";
@@ -163,6 +163,8 @@ class StreamRelay {
 
   /** Sends a try on `session` once it knows the peer's stream limit (client-sessions.ts), or fails it as the session's failure. */
   private tryOn(session: ClientHttp2Session): void {
+    // Most tries go on a session that is settled already: no closures for them.
+    if (isSettled(session)) return this.sendOn(session);
     whenSettled(
       session,
       () => {
