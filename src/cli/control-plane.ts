@@ -15,7 +15,7 @@ import { EtcdStore } from "../store/etcd.ts";
 import { openSqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
 import { str, strs, type CommandSpec, type Parsed } from "./args.ts";
-import { countFlag, durationFlag, parseListen, type Listen } from "./flags.ts";
+import { countFlag, durationFlag, parseListen, timerFlag, type Listen } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -101,7 +101,7 @@ export const controlPlaneCommand: CommandSpec = {
       admin: listen("admin", cfg?.admin, "127.0.0.1:15011"),
       bootstrap: listen("bootstrap", cfg?.bootstrap, "0.0.0.0:15012"),
       certTtlMs: str(args, "cert-ttl") ? durationFlag(str(args, "cert-ttl")!, "--cert-ttl") : cfg?.certTtl ?? 24 * 3600_000,
-      leaseTtlMs: str(args, "lease-ttl") ? durationFlag(str(args, "lease-ttl")!, "--lease-ttl") : cfg?.leaseTtl ?? 10_000,
+      leaseTtlMs: str(args, "lease-ttl") ? timerFlag(str(args, "lease-ttl")!, "--lease-ttl") : cfg?.leaseTtl ?? 10_000,
       policiesDir: existsSync(policiesDir) ? policiesDir : undefined,
       maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? cfg?.maxConnections,
       log: ctx.log,

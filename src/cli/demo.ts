@@ -2,7 +2,7 @@
 import { UsageError } from "../core/errors.ts";
 import { runDemo } from "../demo/run.ts";
 import { bool, str, type CommandSpec } from "./args.ts";
-import { durationFlag } from "./flags.ts";
+import { timerFlag } from "./flags.ts";
 
 const MAX_DURATION_MS = 24 * 3600_000;
 
@@ -25,7 +25,7 @@ export const demoCommand: CommandSpec = {
   ],
   examples: ["mesh demo", "mesh demo --duration 2m --rate 50", "npm start"],
   async run(args, ctx) {
-    const durationMs = durationFlag(str(args, "duration")!, "--duration");
+    const durationMs = timerFlag(str(args, "duration")!, "--duration");
     if (durationMs <= 0 || durationMs > MAX_DURATION_MS) throw new UsageError(`expected more than 0 and at most 24h, got "${str(args, "duration")}"`, "--duration");
     const rate = Number(str(args, "rate"));
     if (!Number.isInteger(rate) || rate < 1 || rate > 500) throw new UsageError(`expected a whole number from 1 to 500, got "${str(args, "rate")}"`, "--rate");

@@ -1,5 +1,5 @@
 /** Flag values shared by commands: listen addresses, durations and counts, with the flag named on error. */
-import { parseDuration } from "../config/duration.ts";
+import { parseDuration, timerProblem } from "../config/duration.ts";
 import { UsageError } from "../core/errors.ts";
 
 export interface Listen {
@@ -20,6 +20,14 @@ export function durationFlag(text: string, flag: string): number {
   } catch (err) {
     throw new UsageError((err as Error).message, flag);
   }
+}
+
+/** A duration flag that becomes a timer's delay: at most 596h (config/duration.ts). */
+export function timerFlag(text: string, flag: string): number {
+  const ms = durationFlag(text, flag);
+  const problem = timerProblem(ms);
+  if (problem !== undefined) throw new UsageError(problem, flag);
+  return ms;
 }
 
 /** A positive whole number of `what`, or undefined when the flag is absent. */

@@ -11,7 +11,7 @@ import { loadSavedConfig } from "../proxy/control/saved-config.ts";
 import { bool, str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } from "./proxy-control.ts";
 import type { TcpUpstream } from "../proxy/tcp/outbound-tcp.ts";
-import { choiceFlag, countFlag, durationFlag, parseListen, parseTcpUpstream } from "./flags.ts";
+import { choiceFlag, countFlag, parseListen, parseTcpUpstream, timerFlag } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 import { loadConfig, watchConfigFile } from "./proxy-config-file.ts";
 
@@ -32,10 +32,10 @@ export const proxyCommand: CommandSpec = {
     "to --upstream with the caller's SPIFFE ID in x-mesh-client-id. Outbound (default 127.0.0.1:15001)\n" +
     "takes the service's calls, as HTTP_PROXY (CONNECT too) or by Host header, HTTP/1.1 or HTTP/2 (gRPC,\n" +
     "h2c with prior knowledge), and sends them over mTLS to a peer whose SPIFFE ID must be the\n" +
-    "destination's; an HTTP/2 call reaches the service as HTTP/2 (h2c on --upstream). Flags override\n" +
-    "the config file. At start the sidecar restarts itself once, same pid, with its engine settings\n" +
-    "(a heap sized for a sidecar, one GC marker); MESH_RUNTIME_TUNING=off runs it with the runtime's\n" +
-    "defaults.",
+    "destination's; an HTTP/2 call reaches the service as HTTP/2 (h2c on --upstream), or as HTTP/1.1\n" +
+    "when its Service declares the port protocol: http. Flags override the config file. At start the\n" +
+    "sidecar restarts itself once, same pid, with its engine settings (a heap sized for a sidecar, one\n" +
+    "GC marker); MESH_RUNTIME_TUNING=off runs it with the runtime's defaults.",
   flags: [
     { name: "service", type: "string", value: "NAME", description: "Service this sidecar fronts (or ProxyConfig.service)." },
     { name: "namespace", type: "string", value: "NS", description: "Namespace of the service (default: default)." },
@@ -117,23 +117,16 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const unknownDestinations = choiceFlag(str(args, "unknown-destinations"), UNKNOWN_DESTINATIONS, "--unknown-destinations") ?? pc?.unknownDestinations ?? "refuse";
   if (unknownDestinations === "passthrough" && !transparent)
     throw new UsageError("passthrough needs --transparent (or ProxyConfig transparent: true): only redirected connections have a destination to pass through to", str(args, "unknown-destinations") ? "--unknown-destinations" : "--config");
-  const cp = controlPlaneSettings(args, pc?.controlPlane);
-  const sources = certSources(args, pc?.certs, service, namespace, cp !== undefined);
-  const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
-  const certs = cp ? await controlPlaneCerts(cp, certsDir, namespace, service, ctx.log) : await loadWorkloadCerts(sources);
-  if (pc && pc.trustDomain !== certs.trustDomain)
-    throw new DataError(`trustDomain ${pc.trustDomain} differs from the certificate's ${certs.trustDomain}`, "--config");
+  // Every flag is checked before certificates are read or asked for: a bootstrap spends its single-use join token.
   const drainText = str(args, "drain-timeout");
-  const drainTimeoutMs = drainText ? durationFlag(drainText, "--drain-timeout") : pc?.drainTimeout ?? 30_000;
+  const drainTimeoutMs = drainText ? timerFlag(drainText, "--drain-timeout") : pc?.drainTimeout ?? 30_000;
   const delayText = str(args, "outbound-drain-delay");
-  const outboundDrainDelayMs = delayText ? durationFlag(delayText, "--outbound-drain-delay") : pc?.outboundDrainDelay ?? 0;
+  const outboundDrainDelayMs = delayText ? timerFlag(delayText, "--outbound-drain-delay") : pc?.outboundDrainDelay ?? 0;
   if (outboundDrainDelayMs > drainTimeoutMs)
     throw new UsageError(`${outboundDrainDelayMs} ms is longer than the drain timeout (${drainTimeoutMs} ms), which ends every drain`, "--outbound-drain-delay");
   const idleText = str(args, "stream-idle-timeout");
-  const streamIdleTimeoutMs = idleText ? durationFlag(idleText, "--stream-idle-timeout") : pc?.streamIdleTimeout;
+  const streamIdleTimeoutMs = idleText ? timerFlag(idleText, "--stream-idle-timeout") : pc?.streamIdleTimeout;
   const healthPath = str(args, "health-path") ?? pc?.healthPath;
-  const accessLogTarget = str(args, "access-log") ?? pc?.accessLog;
-  const accessLog = accessLogTarget ? openAccessLog(accessLogTarget, str(args, "access-log") ? "--access-log" : "--config spec.accessLog") : undefined;
   if (healthPath !== undefined && !healthPath.startsWith("/")) throw new UsageError(`expected a path like /healthz, got "${healthPath}"`, "--health-path");
   const upstream = parseUpstream(upstreamText, "--upstream");
   const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
@@ -152,6 +145,16 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     const flag = (name: string) => (name.startsWith("tcp-upstream") ? "tcp-upstream" : name);
     throw new UsageError(`the ${clash[1]} and ${clash[0]} listeners would share port ${listeners[clash[1]]!.port}`, `--${flag(clash[1])}`);
   }
+  const maxBodyBytes = countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY;
+  const maxConnections = countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections;
+  const cp = controlPlaneSettings(args, pc?.controlPlane);
+  const sources = certSources(args, pc?.certs, service, namespace, cp !== undefined);
+  const certsDir = sources.certsDir ?? defaultCertsDir(service, namespace);
+  const certs = cp ? await controlPlaneCerts(cp, certsDir, namespace, service, ctx.log) : await loadWorkloadCerts(sources);
+  if (pc && pc.trustDomain !== certs.trustDomain)
+    throw new DataError(`trustDomain ${pc.trustDomain} differs from the certificate's ${certs.trustDomain}`, "--config");
+  const accessLogTarget = str(args, "access-log") ?? pc?.accessLog;
+  const accessLog = accessLogTarget ? openAccessLog(accessLogTarget, str(args, "access-log") ? "--access-log" : "--config spec.accessLog") : undefined;
   const proxy = await startProxy({
     service,
     namespace,
@@ -171,9 +174,9 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     healthPath,
     drainTimeoutMs,
     outboundDrainDelayMs,
-    maxBodyBytes: countFlag(str(args, "max-body-size"), "--max-body-size", "bytes") ?? DEFAULT_MAX_BODY,
+    maxBodyBytes,
     streamIdleTimeoutMs,
-    maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? pc?.maxConnections,
+    maxConnections,
     escapedSlashes,
     tcpUpstreams,
     transparent,

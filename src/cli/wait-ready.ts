@@ -5,7 +5,7 @@
  */
 import { MeshError } from "../core/errors.ts";
 import { str, type CommandSpec } from "./args.ts";
-import { durationFlag, parseListen } from "./flags.ts";
+import { parseListen, timerFlag } from "./flags.ts";
 import { hostPort } from "../core/ip-address.ts";
 
 const POLL_MS = 200;
@@ -21,7 +21,7 @@ export const waitReadyCommand: CommandSpec = {
   examples: ["mesh wait-ready", "mesh wait-ready --admin 127.0.0.1:15021 --timeout 2m"],
   async run(args, ctx) {
     const at = parseListen(str(args, "admin") ?? "127.0.0.1:15000", "--admin");
-    const timeoutMs = durationFlag(str(args, "timeout") ?? "60s", "--timeout");
+    const timeoutMs = timerFlag(str(args, "timeout") ?? "60s", "--timeout");
     const url = `http://${hostPort(at.address, at.port)}/ready`;
     const deadline = Date.now() + timeoutMs;
     let last = "no answer yet";

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { DataError } from "../core/errors";
+import { LONGEST_TIMER_MS } from "../core/timer-delay";
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 const WHOLE = /^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/;
@@ -35,6 +36,11 @@ export function parseDuration(text: string): number {
   return result.ms;
 }
 
+/** Why `ms` cannot be a timer's delay, or undefined: setTimeout takes 2^31 − 1 ms at most and fires a longer one at once. */
+export function timerProblem(ms: number): string | undefined {
+  return ms > LONGEST_TIMER_MS ? `${Math.round(ms / 3_600_000)}h is longer than 596h (about 24.8 days), the longest timer the runtime keeps` : undefined;
+}
+
 /** A duration string in a manifest; parses to milliseconds. */
 export const Duration = z
   // YAML reads `drainTimeout: 30` as a number: say the unit is missing, not "expected string".
@@ -46,3 +52,24 @@ export const Duration = z
     return z.NEVER;
   })
   .describe(`A duration: a number and unit (ms, s, m, h), ${EXAMPLES}; parsed to milliseconds.`);
+
+/** Schemas that read a duration (Duration and those refined from it), for the reference to call durations. */
+const DURATIONS = new WeakSet<object>([Duration]);
+
+/** Marks `schema`, a refinement of a duration schema, as reading a duration. */
+export function durationSchema<T extends z.ZodType>(schema: T): T {
+  DURATIONS.add(schema);
+  return schema;
+}
+
+export function isDurationSchema(schema: object): boolean {
+  return DURATIONS.has(schema);
+}
+
+/** A Duration that becomes a timer's delay (a timeout, a backoff, a drain): at most 596h, since a longer timer would fire at once. */
+export const TimerDuration = durationSchema(
+  Duration.superRefine((ms, ctx) => {
+    const problem = timerProblem(ms);
+    if (problem !== undefined) ctx.addIssue({ code: "custom", message: problem });
+  }),
+);

@@ -3,7 +3,7 @@
  * description) via zod's JSON Schema of the *input*: what people write in a manifest.
  */
 import { z } from "zod";
-import { Duration } from "../config/duration.ts";
+import { isDurationSchema } from "../config/duration.ts";
 
 type JsonSchema = z.core.JSONSchema.JSONSchema;
 
@@ -24,7 +24,7 @@ export function inputSchema(schema: z.ZodType): JsonSchema {
     io: "input",
     unrepresentable: "throw",
     override: (ctx) => {
-      if (ctx.zodSchema === Duration) ctx.jsonSchema.format = DURATION_FORMAT;
+      if (isDurationSchema(ctx.zodSchema)) ctx.jsonSchema.format = DURATION_FORMAT;
     },
   });
 }

@@ -65,6 +65,17 @@ describe("mesh dispatch", () => {
     expect(r.err).toContain('mesh ca: unknown command "mint"');
     expect(r.err).toContain("Usage: mesh ca <command>");
   });
+  test("a timer flag past 596h is refused, naming the flag: setTimeout would fire it at once", async () => {
+    const r = await mesh("proxy", "--service", "web", "--upstream", "http://127.0.0.1:8080", "--drain-timeout", "1000h");
+    expect(r.code).toBe(64);
+    expect(r.err).toContain("--drain-timeout: 1000h is longer than 596h (about 24.8 days), the longest timer the runtime keeps");
+  });
+  test("flags are checked before a join token is spent: a bad one is a usage error, not a bootstrap's failure", async () => {
+    const r = await mesh("proxy", "--service", "web", "--upstream", "http://127.0.0.1:8080", "--control-plane", "https://127.0.0.1:9", "--join-token-file", "/nonexistent", "--stream-idle-timeout", "1000h");
+    expect(r.code).toBe(64);
+    expect(r.err).toContain("--stream-idle-timeout:");
+    expect(r.err).not.toContain("join token not found");
+  });
   test("a bad --log-level is named", async () => {
     const r = await mesh("version", "--log-level", "chatty");
     expect(r.code).toBe(64);

@@ -60,6 +60,11 @@ describe("DestinationPolicy", () => {
       "m.yaml#0 spec.outlierDetection.maxEjectionPercent: expected number ≤ 100",
       "m.yaml#0 spec.outlierDetection.maxEjectionTime: must be at least baseEjectionTime",
     ]);
+    // setTimeout fires a delay past 2^31 − 1 ms at once: a 1000h request timeout would time out every request.
+    expect(errorsOf(policy("  timeouts: {request: 1000h, tcpMaxDuration: 596h}\n  outlierDetection: {maxEjectionTime: 700h}"))).toEqual([
+      "m.yaml#0 spec.timeouts.request: 1000h is longer than 596h (about 24.8 days), the longest timer the runtime keeps",
+      "m.yaml#0 spec.outlierDetection.maxEjectionTime: 700h is longer than 596h (about 24.8 days), the longest timer the runtime keeps",
+    ]);
     expect(errorsOf(policy("  retries: {grpcStatuses: [unavailable, permission-denied]}"))).toEqual([
       "m.yaml#0 spec.retries.grpcStatuses[1]: expected one of cancelled, deadline-exceeded, internal, resource-exhausted, unavailable",
     ]);

@@ -1,7 +1,7 @@
 /** ControlPlaneConfig: settings of the control plane (API, store, CA, policies). */
 import { z } from "zod";
 import { always, listener, MaxConnections, noListenerClash, NonEmpty, TrustDomain } from "../common";
-import { Duration } from "../duration";
+import { Duration, TimerDuration } from "../duration";
 import { registerKind, type ManifestOf } from "../manifest";
 
 export const Store = z
@@ -32,7 +32,7 @@ export const ControlPlaneConfigSpec = z
       .describe("The certificate authority."),
     policiesDir: NonEmpty.default("policies").describe('Directory of manifests loaded at start and watched; default "policies".'),
     certTtl: Duration.prefault("24h").describe('Lifetime of the workload certificates it signs; renewed at about half; default "24h".'),
-    leaseTtl: Duration.prefault("10s").describe('How long a registration outlives its last heartbeat; default "10s".'),
+    leaseTtl: TimerDuration.prefault("10s").describe('How long a registration outlives its last heartbeat; default "10s".'),
     adminIdentities: z.array(NonEmpty).default([]).describe("SPIFFE IDs allowed to use the admin API over mTLS, besides the admin token."),
     maxConnections: MaxConnections.describe("Connections the mTLS API listener holds before closing new ones at accept; default a sixth of the open-files limit (each takes three)."),
   })

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { always, dnsLabel, NonEmpty } from "../common";
-import { Duration } from "../duration";
+import { Duration, TimerDuration } from "../duration";
 import { registerKind, type ManifestOf } from "../manifest";
 
 export const BALANCERS = ["least-request", "round-robin", "ewma", "ring-hash"] as const;
@@ -54,18 +54,18 @@ export const LoadBalancer = z
 
 export const Timeouts = z
   .strictObject({
-    connect: Duration.prefault("5s").describe('Longest a new connection (TCP and TLS handshake) may take; default "5s".'),
-    request: Duration.prefault("15s").describe('Longest from sending a request until the response headers arrive, retries included; default "15s". 0 disables.'),
-    perTry: Duration.prefault("0s").describe(
+    connect: TimerDuration.prefault("5s").describe('Longest a new connection (TCP and TLS handshake) may take; default "5s".'),
+    request: TimerDuration.prefault("15s").describe('Longest from sending a request until the response headers arrive, retries included; default "15s". 0 disables.'),
+    perTry: TimerDuration.prefault("0s").describe(
       'Longest one try may wait for its response headers before it is given up (and retried, for an idempotent request, if retryOn has reset), within request: Istio\'s perTryTimeout; default "0s", none.',
     ),
-    idle: Duration.prefault("10s").describe(
+    idle: TimerDuration.prefault("10s").describe(
       'How long an unused pooled connection stays open; keep it below the server\'s own idle timeout (a mesh inbound: 30 s); default "10s".',
     ),
-    tcpIdle: Duration.prefault("1h").describe(
+    tcpIdle: TimerDuration.prefault("1h").describe(
       'How long an opaque TCP connection (a tcp port) may carry nothing either way before it is closed, by the callers\' sidecars and by the service\'s own; "0s" never; default "1h", as Envoy\'s TCP proxy.',
     ),
-    tcpMaxDuration: Duration.prefault("0s").describe(
+    tcpMaxDuration: TimerDuration.prefault("0s").describe(
       'How long an opaque TCP connection may last, busy or not, before it is reset, by the callers\' sidecars and by the service\'s own (Istio\'s maxConnectionDuration): clients reconnect, and their new connections are balanced over the endpoints there are now; "0s" never, the default.',
     ),
   })
@@ -88,8 +88,8 @@ export const GrpcRetryStatuses = z.array(z.enum(GRPC_RETRY_STATUSES));
 
 export const RetryBackoff = z
   .strictObject({
-    base: Duration.prefault("25ms").describe('First backoff cap; doubles per retry; default "25ms".'),
-    max: Duration.prefault("250ms").describe('Largest backoff; default "250ms".'),
+    base: TimerDuration.prefault("25ms").describe('First backoff cap; doubles per retry; default "25ms".'),
+    max: TimerDuration.prefault("250ms").describe('Largest backoff; default "250ms".'),
   })
   .superRefine((b, ctx) => {
     if (typeof b.base === "number" && typeof b.max === "number" && b.max < b.base) ctx.addIssue({ code: "custom", path: ["max"], message: "must be at least base" });
@@ -125,10 +125,10 @@ export const CircuitBreakerSpec = z
 export const OutlierDetectionSpec = z
   .strictObject({
     consecutiveFailures: z.int().min(1).default(5).describe("Failures in a row (5xx, connect errors) that eject an endpoint; default 5."),
-    baseEjectionTime: Duration.prefault("30s").describe('First ejection length; each new ejection is longer; default "30s".'),
-    maxEjectionTime: Duration.prefault("5m").describe('Longest ejection; default "5m".'),
+    baseEjectionTime: TimerDuration.prefault("30s").describe('First ejection length; each new ejection is longer; default "30s".'),
+    maxEjectionTime: TimerDuration.prefault("5m").describe('Longest ejection; default "5m".'),
     maxEjectionPercent: z.number().min(0).max(100).default(50).describe("Most endpoints ejected at once, as a percentage (at least one of two or more); default 50."),
-    interval: Duration.prefault("10s").describe('Time back in service that forgives one past ejection; default "10s".'),
+    interval: TimerDuration.prefault("10s").describe('Time back in service that forgives one past ejection; default "10s".'),
   })
   .superRefine((o, ctx) => {
     if (typeof o.baseEjectionTime === "number" && typeof o.maxEjectionTime === "number" && o.maxEjectionTime < o.baseEjectionTime)

@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { always, dnsLabel } from "../common";
-import { Duration } from "../duration";
+import { durationSchema, TimerDuration } from "../duration";
 import { registerKind, type ManifestOf } from "../manifest";
 import { isPlainHeaderValue } from "../../core/header-value";
 import { cgiName } from "../../core/cgi-name";
@@ -102,7 +102,7 @@ export const FaultInjection = z
   .strictObject({
     delay: z
       .strictObject({
-        fixed: Duration.refine((ms) => ms > 0 && ms <= 300_000, "expected a delay above 0 and at most 5m").describe("How long a delayed call waits before it is sent."),
+        fixed: durationSchema(TimerDuration.refine((ms) => ms > 0 && ms <= 300_000, "expected a delay above 0 and at most 5m").describe("How long a delayed call waits before it is sent.")),
         percent: Percent.default(100).describe("Share of the rule's calls delayed, 0-100; default 100."),
       })
       .optional()
@@ -167,8 +167,8 @@ export const RouteRule = z
     ),
     timeouts: z
       .strictObject({
-        request: Duration.optional().describe('Longest from sending a request the rule takes until its response headers arrive, retries included, instead of the backend\'s DestinationPolicy timeouts.request; "0s" none.'),
-        backendRequest: Duration.optional().describe("Longest one try may wait for its response headers, instead of the backend's DestinationPolicy timeouts.perTry."),
+        request: TimerDuration.optional().describe('Longest from sending a request the rule takes until its response headers arrive, retries included, instead of the backend\'s DestinationPolicy timeouts.request; "0s" none.'),
+        backendRequest: TimerDuration.optional().describe("Longest one try may wait for its response headers, instead of the backend's DestinationPolicy timeouts.perTry."),
       })
       .superRefine((t, ctx) => {
         if (t.request === undefined && t.backendRequest === undefined) ctx.addIssue({ code: "custom", message: "give request, backendRequest or both" });

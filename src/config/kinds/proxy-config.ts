@@ -1,6 +1,6 @@
 /** ProxyConfig: settings of one sidecar proxy. */
 import { z } from "zod";
-import { Duration } from "../duration";
+import { TimerDuration } from "../duration";
 import { always, dnsLabel, Host, listener, listenerClash, MaxConnections, noListenerClash, NonEmpty, optionalListener, Port, TrustDomain, Zone } from "../common";
 import { nameProblem } from "../../pki/spiffe";
 import { registerKind, type ManifestOf } from "../manifest";
@@ -134,9 +134,9 @@ export const ProxyConfigSpec = z
     accessLog: NonEmpty.optional().describe('Write one JSON line per request, inbound and outbound, to this path (appended), or "-" for stdout; none unless set.'),
     tracing: TracingSection.optional().describe("Spans for every request, sent to an OpenTelemetry collector (the --trace flags, which win); none unless set."),
     logLevel: z.enum(LOG_LEVELS).default("info").describe("Least severe level logged: trace, debug, info, warn, error or fatal; default info."),
-    drainTimeout: Duration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
-    streamIdleTimeout: Duration.prefault("5m").describe('How long an HTTP/2 stream (a gRPC call) may carry nothing either way before it is reset, as Envoy\'s stream_idle_timeout; "0s" never; default "5m".'),
-    outboundDrainDelay: Duration.prefault("0s").describe('How long after SIGTERM the outbound listener keeps taking the service\'s new calls at least, for a service that calls out while it shuts down; within drainTimeout; default "0s" (it closes once the inbound requests have finished).'),
+    drainTimeout: TimerDuration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
+    streamIdleTimeout: TimerDuration.prefault("5m").describe('How long an HTTP/2 stream (a gRPC call) may carry nothing either way before it is reset, as Envoy\'s stream_idle_timeout; "0s" never; default "5m".'),
+    outboundDrainDelay: TimerDuration.prefault("0s").describe('How long after SIGTERM the outbound listener keeps taking the service\'s new calls at least, for a service that calls out while it shuts down; within drainTimeout; default "0s" (it closes once the inbound requests have finished).'),
     controlPlane: ControlPlaneSection.optional().describe("Follow a control plane for certificates, endpoints and config (the --control-plane flags, which win); none unless set."),
     healthPath: z
       .string()
