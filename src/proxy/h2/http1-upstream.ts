@@ -65,6 +65,19 @@ export function http2ResponseHeaders(res: Response): OutgoingHttpHeaders {
   return out;
 }
 
+/** Resolves when `stream` can take more, or is gone; each wait leaves no listener behind. */
+function drainedOrClosed(stream: ServerHttp2Stream): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}
+
 export function relayToHttp1(down: ServerHttp2Stream, pool: Http1Pool, headers: OutgoingHttpHeaders, opts: Http1UpstreamOptions, done: (end: RelayEnd) => void): void {
   new Http1Relay(down, opts, done).start(pool, headers);
 }
@@ -159,7 +172,7 @@ class Http1Relay {
         if (this.over) return void reader.cancel().catch(() => {});
         if (done) break;
         this.active();
-        if (!down.write(value)) await new Promise<void>((resolve) => (down.once("drain", resolve), down.once("close", resolve)));
+        if (!down.write(value)) await drainedOrClosed(down);
       }
     } catch (err) {
       if (this.over) return;
