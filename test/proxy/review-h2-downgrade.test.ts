@@ -907,6 +907,8 @@ describe("resources", () => {
     expect({ hanging: answers.filter((a) => a.open).length, openedAtMost300: opened <= 300, fdsBounded: peakFds - fdsBefore < 400 }).toEqual({ hanging: 0, openedAtMost300: true, fdsBounded: true });
     // Refusing the excess is fine; cutting calls already running (GOAWAY ENHANCE_YOUR_CALM on the shared session) is not.
     expect(Object.entries(outcomes).filter(([k]) => /Session closed/.test(k))).toEqual([]);
+    // The calls that waited for the new session's SETTINGS shared one set of listeners on it.
+    expect(batch.stderr()).not.toContain("MaxListenersExceeded");
   });
 
   test("a client that never reads a 256 MiB response (window 0): the service is held to a few windows, sidecar memory bounded; its close ends the service's side", async () => {

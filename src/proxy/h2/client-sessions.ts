@@ -52,23 +52,34 @@ export function isSettled(session: ClientHttp2Session): boolean {
   return settled.has(session);
 }
 
+interface SettleWaiter {
+  go(): void;
+  failed(err: Error): void;
+}
+
+/** What waits for each unsettled session: one set of listeners per session, however many streams wait. */
+const waiting = new WeakMap<ClientHttp2Session, SettleWaiter[]>();
+
 /** Runs `go` once `session` knows its peer's SETTINGS (at once if it does), or `failed` if the session ends first. */
 export function whenSettled(session: ClientHttp2Session, go: () => void, failed: (err: Error) => void): void {
   if (settled.has(session)) return go();
-  const onSettings = () => {
-    session.off("close", onClose);
-    session.off("error", onError);
-    go();
-  };
-  const onError = (err: Error) => {
+  const known = waiting.get(session);
+  if (known !== undefined) return void known.push({ go, failed });
+  const waiters: SettleWaiter[] = [{ go, failed }];
+  waiting.set(session, waiters);
+  const settle = (err: Error | undefined) => {
     session.off("remoteSettings", onSettings);
+    session.off("error", onError);
     session.off("close", onClose);
-    failed(err);
+    waiting.delete(session);
+    for (const w of waiters) err === undefined ? w.go() : w.failed(err);
   };
-  const onClose = () => onError(new Error("the session closed before the peer's settings arrived"));
-  session.once("remoteSettings", onSettings);
-  session.once("error", onError);
-  session.once("close", onClose);
+  const onSettings = () => settle(undefined);
+  const onError = (err: Error) => settle(err);
+  const onClose = () => settle(new Error("the session closed before the peer's settings arrived"));
+  session.on("remoteSettings", onSettings);
+  session.on("error", onError);
+  session.on("close", onClose);
 }
 
 /** Sessions that connected (TLS handshake and peer check passed): a stream on one may have been sent. */
