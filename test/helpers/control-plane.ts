@@ -101,9 +101,12 @@ export function controlPlaneFixture(prefix: string, ...manifests: Record<string,
     await fx.cp.apply(...manifests);
   });
   afterAll(async () => {
-    await stopAll();
-    for (const e of echoes) e.server.stop(true);
-    tmp.cleanup();
+    try {
+      await stopAll();
+    } finally {
+      for (const e of echoes) e.server.stop(true);
+      tmp.cleanup();
+    }
   });
   return fx;
 }

@@ -96,9 +96,12 @@ export class MeshFixture {
   }
 
   async close(): Promise<void> {
-    await stopAll();
-    for (const s of this.servers) s.server.stop(true);
-    this.tmp.cleanup();
+    try {
+      await stopAll();
+    } finally {
+      for (const s of this.servers) s.server.stop(true);
+      this.tmp.cleanup();
+    }
   }
 }
 

@@ -6,6 +6,8 @@ import type { Subprocess } from "bun";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
 const running = new Set<Subprocess>();
+/** Each started process's stderr so far, read when all are stopped. */
+const stderrOf = new Map<Subprocess, () => string>();
 
 export interface MeshProcess {
   proc: Subprocess<"ignore", "pipe", "pipe">;
@@ -58,17 +60,29 @@ export async function startReady(cmd: string[], opts: StartOptions = {}): Promis
     out += new TextDecoder().decode(next.value);
   }
   reader.releaseLock();
+  stderrOf.set(proc, () => err);
   return { proc, ready: JSON.parse(out.split("\n")[0]!), stderr: () => err };
 }
 
+/**
+ * Stops every process started here. Then fails if one warned that listeners piled up on
+ * an emitter (Node's MaxListenersExceededWarning): a leak per request or stream, which
+ * no single test's assertions would see.
+ */
 export async function stopAll(): Promise<void> {
   for (const p of running) {
     if (p.exitCode === null) p.kill("SIGKILL");
     await p.exited;
   }
+  const leaking = [...running].flatMap((p) => {
+    const line = stderrOf.get(p)?.().split("\n").find((l) => l.includes("MaxListenersExceededWarning"));
+    return line === undefined ? [] : [`pid ${p.pid}: ${line}`];
+  });
   running.clear();
+  stderrOf.clear();
   if (childTmp !== undefined) rmSync(childTmp, { recursive: true, force: true });
   childTmp = undefined;
+  if (leaking.length > 0) throw new Error(`listeners piled up in a process the tests started:\n${leaking.join("\n")}`);
 }
 
 /** Runs `mesh ARGS` to completion. */
