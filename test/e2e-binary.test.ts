@@ -64,6 +64,14 @@ test("validate from the binary: errors name file, document and field", () => {
   const bad = run("validate", "-f", "bad.yaml");
   expect(bad.code).toBe(1);
   expect(bad.err + bad.out).toContain("bad.yaml#0 spec.ports[0].port");
+  // Files as arguments too, as people type them, with -f or without.
+  const both = run("validate", "good.yaml", "-f", "bad.yaml");
+  expect(both.code).toBe(1);
+  expect(both.err + both.out).toContain("bad.yaml#0 spec.ports[0].port");
+  expect(run("validate", "good.yaml").code).toBe(0);
+  const none = run("validate");
+  expect(none.code).toBe(64);
+  expect(none.err).toContain("name a manifest file or directory");
 });
 
 test("logs are JSON lines on stderr when not on a terminal, at the chosen level", () => {
