@@ -180,7 +180,7 @@ export function proxyMetrics(registry = new Registry()) {
     websocketsOpen: registry.gauge("mesh_websockets_open", "WebSockets relayed now, by direction."),
     tcpConnections: registry.counter(
       "mesh_tcp_connections_total",
-      "Opaque TCP connections (a Service's tcp ports) ended, by direction, peer service and result: ok, reset, idle, max-duration, or why one was refused (denied, no-such-port, connect-failure, ...).",
+      "Opaque TCP connections (a Service's tcp ports) ended, by direction, peer service and result: ok, reset, idle, max-duration, drain, or why one was refused (denied, no-such-port, connect-failure, ...).",
     ),
     tcpReceived: registry.counter("mesh_tcp_received_bytes_total", "Bytes opaque TCP connections carried from their client, by direction and peer service; counted when a connection ends."),
     tcpSent: registry.counter("mesh_tcp_sent_bytes_total", "Bytes opaque TCP connections carried to their client, by direction and peer service; counted when a connection ends."),

@@ -10,6 +10,8 @@ import { TcpPipe, type PipeReport, type TcpTimeouts } from "./pipe.ts";
 
 /** Bytes a client may send before its upstream is connected, before its reading pauses. */
 const HOLD_LIMIT = 64 * 1024;
+/** How long a side may keep its half open after a drain's FIN before it is reset. */
+const DRAIN_GRACE_MS = 1_000;
 
 /** How a carried connection ended: once joined "ok", or PipeReport's error ("reset", "cut", "idle", "malformed", "max-duration"); else why it never was. */
 export type CarriedResult = string;
@@ -76,7 +78,7 @@ export abstract class CarriedConnection implements LegOwner {
 
   /** A drain's end: both sides are ended gracefully, or the client closed if nothing is joined yet. */
   shutdown(): void {
-    if (this.pipe !== undefined) this.pipe.shutdown();
+    if (this.pipe !== undefined) this.pipe.shutdown(DRAIN_GRACE_MS);
     else this.refuse("draining");
   }
 

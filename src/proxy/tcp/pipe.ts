@@ -27,8 +27,12 @@ export interface PipeReport {
   /** Bytes read from the client's side and from the upstream side (payload, without frame headers). */
   fromClient: number;
   fromUpstream: number;
-  /** Undefined when both sides closed in order; otherwise why not ("cut": a sidecar's direction closed without END; "max-duration": it lasted its longest). */
-  error: "reset" | "idle" | "cut" | "malformed" | "max-duration" | undefined;
+  /**
+   * Undefined when both sides closed in order; otherwise why not ("cut": a sidecar's
+   * direction closed without END; "max-duration": it lasted its longest; "drain": a side
+   * kept its half open past a drain's FIN).
+   */
+  error: "reset" | "idle" | "cut" | "malformed" | "max-duration" | "drain" | undefined;
 }
 
 /** A carried connection's time limits, in ms (a DestinationPolicy's); 0: none. */
@@ -56,8 +60,8 @@ export class TcpPipe {
   private error: PipeReport["error"];
   private reported = false;
   private readonly idleMs: number;
-  /** Resets both sides at the longest the connection may last. */
-  private readonly lifetime: Timer | undefined;
+  /** Resets both sides at the longest the connection may last, or a drain's grace after its FIN. */
+  private lifetime: Timer | undefined;
 
   constructor(
     private readonly socks: [Socket<unknown>, Socket<unknown>],
@@ -133,12 +137,18 @@ export class TcpPipe {
     this.abort("idle");
   }
 
-  /** Ends both sides gracefully (a drain's end): queued bytes are dropped. */
-  shutdown(): void {
+  /**
+   * Ends both sides gracefully (a drain's end): queued bytes are dropped, and each side
+   * gets a FIN. A side that keeps its half open `graceMs` later is reset: the process
+   * must be able to exit.
+   */
+  shutdown(graceMs: number): void {
     for (const side of [0, 1] as const) {
       this.queues[side].length = 0;
       this.shutWrite(side);
     }
+    clearTimeout(this.lifetime);
+    this.lifetime = setTimeout(() => this.abort("drain"), graceMs);
   }
 
   /** Payload bytes from `side`, chunk[start..end), for the other side. */
