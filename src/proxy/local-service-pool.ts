@@ -6,7 +6,7 @@
 import { Http1Pool } from "./transport/h1/index.ts";
 
 /** The local service is on this host: a connect that takes this long is not coming. */
-const LOCAL_CONNECT_TIMEOUT_MS = 2_000;
+export const LOCAL_CONNECT_TIMEOUT_MS = 2_000;
 /** Below Bun.serve's default 10 s and most servers' keep-alive timeouts. */
 const LOCAL_IDLE_TIMEOUT_MS = 4_000;
 

@@ -13,7 +13,7 @@
  * whole.
  */
 import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from "node:http2";
-import { whenSettled } from "./h2/client-sessions.ts";
+import { isSettled, whenSettled } from "./h2/client-sessions.ts";
 import type { Destination } from "./destinations.ts";
 import type { PickContext } from "./endpoint.ts";
 import type { ErrorParts } from "./errors.ts";
@@ -143,6 +143,12 @@ export class H2Mirror {
   private early: Buffer[] | undefined = [];
   private ended = false;
   private cut = false;
+  /** Set while the copy waits for its session's settings: stops the wait. */
+  private stopWaiting: (() => void) | undefined;
+  /** The copy's timeout, from when it was made: a session that never settles must not hold it. */
+  private timeout: Timer | undefined;
+  /** Gives back the endpoint's and the breaker's place, once. */
+  private release: (() => void) | undefined;
 
   constructor(
     private readonly mirror: CompiledMirror,
@@ -157,51 +163,57 @@ export class H2Mirror {
       return;
     }
     endpoint.inflight++;
-    const release = () => {
+    this.release = () => {
+      this.release = undefined;
+      clearTimeout(this.timeout);
       endpoint.inflight--;
       dest.breaker.release("requests");
     };
+    if (mirror.call.timeoutMs > 0) this.timeout = setTimeout(() => this.cancel(), mirror.call.timeoutMs);
     const session = dest.pools.h2Session(endpoint);
     const copyHeaders = { ...headers, ":authority": shadowHost(String(headers[":authority"] ?? dest.name)) };
-    whenSettled(
+    if (isSettled(session)) {
+      this.open(session, copyHeaders);
+      return;
+    }
+    this.stopWaiting = whenSettled(
       session,
-      () => this.open(session, copyHeaders, release),
       () => {
+        this.stopWaiting = undefined;
+        this.open(session, copyHeaders);
+      },
+      () => {
+        this.stopWaiting = undefined;
         this.early = undefined;
-        release();
+        this.release?.();
         count(metrics, mirror, "reset");
       },
     );
   }
 
-  private open(session: ClientHttp2Session, headers: OutgoingHttpHeaders, release: () => void): void {
+  private open(session: ClientHttp2Session, headers: OutgoingHttpHeaders): void {
     const { mirror, metrics } = this;
     const early = this.early ?? [];
     this.early = undefined;
-    if (this.cut) {
-      release();
-      return count(metrics, mirror, "reset");
-    }
+    if (this.cut) return;
     let stream: ClientHttp2Stream;
     try {
       stream = session.request(headers);
     } catch {
-      release();
+      this.release?.();
       return count(metrics, mirror, "5xx");
     }
     this.stream = stream;
     let answered = false;
-    const timeout = mirror.call.timeoutMs > 0 ? setTimeout(() => this.cancel(), mirror.call.timeoutMs) : undefined;
     stream.on("response", (h) => {
       answered = true;
-      clearTimeout(timeout);
+      clearTimeout(this.timeout);
       count(metrics, mirror, statusClass(Number(h[":status"])));
     });
     stream.on("error", () => {});
     stream.resume();
     stream.on("close", () => {
-      clearTimeout(timeout);
-      release();
+      this.release?.();
       if (!answered) count(metrics, mirror, "reset");
     });
     for (const chunk of early) stream.write(chunk);
@@ -221,10 +233,18 @@ export class H2Mirror {
     if (this.stream !== undefined && !this.stream.destroyed) this.stream.end();
   }
 
-  /** The copy's body cannot be whole: reset, never ended as if it were. */
+  /** The copy's body cannot be whole, or its time is up: reset, never ended as if it were. */
   cancel(): void {
+    if (this.cut) return;
     this.cut = true;
     this.early = undefined;
+    if (this.stopWaiting !== undefined) {
+      // Still waiting for its session: no stream to reset; its place is given back now.
+      this.stopWaiting();
+      this.stopWaiting = undefined;
+      this.release?.();
+      return count(this.metrics, this.mirror, "reset");
+    }
     if (this.stream !== undefined && !this.stream.destroyed) this.stream.destroy(new Error("mirror cut"));
   }
 }

@@ -11,6 +11,8 @@ import type { VerifyPeer } from "../transport/h1/tls-verify.ts";
 export interface H2SessionSettings {
   /** undefined: h2c (prior knowledge) to a plain upstream. */
   tls?: { cert: string; key: string; ca: string; verifyPeer?: VerifyPeer };
+  /** Longest from opening a session until the peer's SETTINGS arrive (handshakes included): past it the session is ended. */
+  connectTimeoutMs: number;
   idleTimeoutMs: number;
 }
 
@@ -58,14 +60,26 @@ interface SettleWaiter {
 }
 
 /** What waits for each unsettled session: one set of listeners per session, however many streams wait. */
-const waiting = new WeakMap<ClientHttp2Session, SettleWaiter[]>();
+const waiting = new WeakMap<ClientHttp2Session, Set<SettleWaiter>>();
 
-/** Runs `go` once `session` knows its peer's SETTINGS (at once if it does), or `failed` if the session ends first. */
-export function whenSettled(session: ClientHttp2Session, go: () => void, failed: (err: Error) => void): void {
-  if (settled.has(session)) return go();
+/**
+ * Runs `go` once `session` knows its peer's SETTINGS, or `failed` if the session ends
+ * first (H2Sessions ends one that has not settled within its connect timeout). Returns
+ * what stops the wait: a call that ends meanwhile is let go of. For a session not settled
+ * yet (isSettled): on a settled one `go` runs before this returns.
+ */
+export function whenSettled(session: ClientHttp2Session, go: () => void, failed: (err: Error) => void): () => void {
+  if (settled.has(session)) {
+    go();
+    return NOTHING_TO_STOP;
+  }
+  const waiter: SettleWaiter = { go, failed };
   const known = waiting.get(session);
-  if (known !== undefined) return void known.push({ go, failed });
-  const waiters: SettleWaiter[] = [{ go, failed }];
+  if (known !== undefined) {
+    known.add(waiter);
+    return () => known.delete(waiter);
+  }
+  const waiters = new Set<SettleWaiter>([waiter]);
   waiting.set(session, waiters);
   const settle = (err: Error | undefined) => {
     session.off("remoteSettings", onSettings);
@@ -73,6 +87,7 @@ export function whenSettled(session: ClientHttp2Session, go: () => void, failed:
     session.off("close", onClose);
     waiting.delete(session);
     for (const w of waiters) err === undefined ? w.go() : w.failed(err);
+    waiters.clear();
   };
   const onSettings = () => settle(undefined);
   const onError = (err: Error) => settle(err);
@@ -80,7 +95,10 @@ export function whenSettled(session: ClientHttp2Session, go: () => void, failed:
   session.on("remoteSettings", onSettings);
   session.on("error", onError);
   session.on("close", onClose);
+  return () => waiters.delete(waiter);
 }
+
+const NOTHING_TO_STOP = () => {};
 
 /** Sessions that connected (TLS handshake and peer check passed): a stream on one may have been sent. */
 const connected = new WeakSet<ClientHttp2Session>();
@@ -108,7 +126,14 @@ export class H2Sessions {
       if (this.sessions.get(authority) === s) this.sessions.delete(authority);
     };
     s.once("connect", () => connected.add(s));
-    s.once("remoteSettings", () => settled.add(s));
+    // A peer that never says its SETTINGS would hold every stream waiting for them (whenSettled).
+    const { connectTimeoutMs } = this.settings;
+    const unsettled = setTimeout(() => s.destroy(new Error(`no HTTP/2 settings from the peer within ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    s.once("remoteSettings", () => {
+      clearTimeout(unsettled);
+      settled.add(s);
+    });
+    s.once("close", () => clearTimeout(unsettled));
     s.on("goaway", forget);
     s.on("close", forget);
     // A session's failure is each stream's: they report it; unheard here it would throw.

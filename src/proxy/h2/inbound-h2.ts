@@ -19,6 +19,7 @@ import { traceParentValue } from "../tracing/tracer.ts";
 import { admitInbound, authenticateInbound, headersSeen, isRefusal, type InboundPolicies } from "../inbound-admission.ts";
 import type { Authenticated } from "../authentication/authenticator.ts";
 import { H2Sessions } from "./client-sessions.ts";
+import { LOCAL_CONNECT_TIMEOUT_MS } from "../local-service-pool.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
 import type { IdleStreams } from "./idle-streams.ts";
 import { answered, StreamReporter } from "./stream-report.ts";
@@ -47,7 +48,7 @@ const NOTHING: readonly string[] = [];
 
 export function inboundH2(deps: InboundH2Deps) {
   const reporter = new StreamReporter(deps, "inbound");
-  const upstream = new H2Sessions({ idleTimeoutMs: UPSTREAM_IDLE_MS });
+  const upstream = new H2Sessions({ connectTimeoutMs: LOCAL_CONNECT_TIMEOUT_MS, idleTimeoutMs: UPSTREAM_IDLE_MS });
   const authority = deps.upstream.host;
 
   function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, caller: string | undefined): void {

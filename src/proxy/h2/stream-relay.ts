@@ -101,6 +101,8 @@ class StreamRelay {
   private backoff: Timer | undefined;
   /** The try in flight's own timeout, with a per-try timeout. */
   private tryTimer: Timer | undefined;
+  /** Set while a try waits for its session's settings: stops the wait. */
+  private stopWaiting: (() => void) | undefined;
   /** The call's deadline (deadlineMs), and when the call started. */
   private deadline: Timer | undefined;
   private startedAt = 0;
@@ -161,16 +163,24 @@ class StreamRelay {
     this.tryOn(session);
   }
 
-  /** Sends a try on `session` once it knows the peer's stream limit (client-sessions.ts), or fails it as the session's failure. */
+  /**
+   * Sends a try on `session` once it knows the peer's stream limit (client-sessions.ts), or
+   * fails it as the session's failure. Meanwhile the client's body waits (paused), as
+   * between tries, and the try's own timeout runs.
+   */
   private tryOn(session: ClientHttp2Session): void {
+    if (this.opts.perTryMs > 0) this.tryTimer = setTimeout(() => this.tryTimedOut(), this.opts.perTryMs);
     // Most tries go on a session that is settled already: no closures for them.
     if (isSettled(session)) return this.sendOn(session);
-    whenSettled(
+    if (!this.bodyEnded) this.down.pause();
+    this.stopWaiting = whenSettled(
       session,
       () => {
+        this.stopWaiting = undefined;
         if (!this.over) this.sendOn(session);
       },
       (err) => {
+        this.stopWaiting = undefined;
         if (this.over) return;
         // No stream was opened: nothing of the call reached the peer.
         const refused = identityRefusal(session);
@@ -191,7 +201,6 @@ class StreamRelay {
     }
     this.up = up;
     this.session = session;
-    if (this.opts.perTryMs > 0) this.tryTimer = setTimeout(() => this.tryTimedOut(), this.opts.perTryMs);
     for (const chunk of this.replay ?? []) up.write(chunk);
     if (this.bodyEnded) up.end();
     // A failed try may have paused the body for its own backpressure.
@@ -261,9 +270,18 @@ class StreamRelay {
 
   /** The try in flight had no response head within its own timeout: given up, as a reset (it may have reached the service). */
   private tryTimedOut(): void {
-    if (this.over || this.up === undefined) return;
-    this.cancelUpstream();
+    if (this.over) return;
     const detail = `no response within ${this.opts.perTryMs} ms (one try's timeout)`;
+    if (this.stopWaiting !== undefined) {
+      // Its session never settled: nothing was sent, so it is retried as one that never connected.
+      this.stopWaiting();
+      this.stopWaiting = undefined;
+      const next = this.retries?.afterFailure("connect-failure", this.replay !== undefined);
+      if (next !== undefined) return this.again(next, "timeout", `${detail}, waiting for the peer's HTTP/2 settings`);
+      return this.fail("timeout", `${detail}, waiting for the peer's HTTP/2 settings`);
+    }
+    if (this.up === undefined) return;
+    this.cancelUpstream();
     const next = this.retries?.afterFailure("reset", this.replay !== undefined);
     if (next !== undefined) return this.again(next, "timeout", detail);
     this.fail("timeout", detail);
@@ -307,7 +325,12 @@ class StreamRelay {
       if (this.replayed <= REPLAY_BYTES) this.replay.push(chunk);
       else this.replay = undefined;
     }
-    if (this.up !== undefined && !this.up.write(chunk)) this.down.pause();
+    if (this.up !== undefined) {
+      if (!this.up.write(chunk)) this.down.pause();
+    } else if (this.replay === undefined) {
+      // Between tries the body is paused; a chunk that came all the same, with nothing kept to send it from, would be lost.
+      this.fail("upstream-reset", "the request body outgrew what is kept while no try was open");
+    }
   }
 
   private overLimit(): void {
@@ -381,6 +404,8 @@ class StreamRelay {
   private finish(): void {
     if (this.over) return;
     this.over = true;
+    this.stopWaiting?.();
+    this.stopWaiting = undefined;
     this.opts.idle.unwatch(this.watched);
     this.replay = undefined;
     clearTimeout(this.timer);

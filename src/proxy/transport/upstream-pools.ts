@@ -43,8 +43,8 @@ export class UpstreamPools {
   /** The HTTP/2 session to `endpoint`, open or opening. */
   h2Session(endpoint: Endpoint): ClientHttp2Session {
     if (this.h2 === undefined) {
-      const { certs, verifyPeer, idleTimeoutMs } = this.settings;
-      this.h2 = new H2Sessions({ tls: verifyPeer && { cert: certs.chainPem, key: certs.keyPem, ca: certs.bundlePem, verifyPeer }, idleTimeoutMs });
+      const { certs, verifyPeer, connectTimeoutMs, idleTimeoutMs } = this.settings;
+      this.h2 = new H2Sessions({ tls: verifyPeer && { cert: certs.chainPem, key: certs.keyPem, ca: certs.bundlePem, verifyPeer }, connectTimeoutMs, idleTimeoutMs });
     }
     return this.h2.session(endpoint.key);
   }
