@@ -132,6 +132,36 @@ interface WireStream {
   data: number;
 }
 
+/**
+ * Relays `sock` to a loopback port once connect() is called, holding what it sends
+ * meanwhile; `read` sees every byte it sends. Either side's close ends the other.
+ */
+function heldRelay(sock: net.Socket, sockets: Set<net.Socket>, read: (d: Buffer) => void) {
+  let up: net.Socket | undefined;
+  const pending: Buffer[] = [];
+  sock.on("data", (d: Buffer) => {
+    read(d);
+    if (up !== undefined) up.write(d);
+    else pending.push(Buffer.from(d));
+  });
+  sock.on("error", () => {});
+  sock.on("close", () => up?.destroy());
+  return {
+    get open(): boolean {
+      return up !== undefined;
+    },
+    connect(port: number, onConnect?: (u: net.Socket) => void): void {
+      if (sock.destroyed) return;
+      const u = (up = net.connect(port, "127.0.0.1", () => onConnect?.(u)));
+      sockets.add(u);
+      for (const p of pending.splice(0)) u.write(p);
+      u.on("data", (d: Buffer) => sock.write(d));
+      u.on("close", () => sock.destroy());
+      u.on("error", () => sock.destroy());
+    },
+  };
+}
+
 /** `delayMs`: each connection to the service is opened that long after its client's, its bytes held meanwhile (the service's SETTINGS come late). */
 function wireTap(target: () => number, delayMs = 0) {
   const conns: { port: number; streams: Map<number, WireStream> }[] = [];
@@ -140,8 +170,6 @@ function wireTap(target: () => number, delayMs = 0) {
     const conn = { port: 0, streams: new Map<number, WireStream>() };
     conns.push(conn);
     sockets.add(client);
-    let up: net.Socket | undefined;
-    const pending: Buffer[] = [];
     const read = frameReader(true, (type, flags, id, payload) => {
       if (id === 0) return;
       let s = conn.streams.get(id);
@@ -151,22 +179,8 @@ function wireTap(target: () => number, delayMs = 0) {
       if ((type === T.HEADERS || type === T.DATA) && flags & END_STREAM) s.es = true;
       if (type === T.RST) s.rst = true;
     });
-    client.on("data", (d: Buffer) => {
-      read(d);
-      if (up !== undefined) up.write(d);
-      else pending.push(Buffer.from(d));
-    });
-    client.on("error", () => {});
-    client.on("close", () => up?.destroy());
-    const connect = () => {
-      if (client.destroyed) return;
-      const u = (up = net.connect(target(), "127.0.0.1", () => (conn.port = u.localPort ?? 0)));
-      sockets.add(u);
-      for (const p of pending.splice(0)) u.write(p);
-      u.on("data", (d: Buffer) => client.write(d));
-      u.on("close", () => client.destroy());
-      u.on("error", () => {});
-    };
+    const relay = heldRelay(client, sockets, read);
+    const connect = () => relay.connect(target(), (u) => (conn.port = u.localPort ?? 0));
     if (delayMs > 0) setTimeout(connect, delayMs);
     else connect();
   });
@@ -216,29 +230,16 @@ function fakePeer(certService: string, modeOf: (n: number) => Mode, target: () =
     const conn: PeerConn = { n: conns.length + 1, headers: 0, headersBeforeSettings: 0, forwardedAt: 0 };
     conns.push(conn);
     sockets.add(sock);
-    let up: net.Socket | undefined;
-    const pending: Buffer[] = [];
+    const relay = heldRelay(sock, sockets, (d) => read(d));
     const read = frameReader(true, (type) => {
       if (type !== T.HEADERS) return;
       conn.headers++;
-      if (up === undefined) conn.headersBeforeSettings++;
+      if (!relay.open) conn.headersBeforeSettings++;
     });
-    sock.on("data", (d: Buffer) => {
-      read(d);
-      if (up !== undefined) up.write(d);
-      else pending.push(Buffer.from(d));
-    });
-    sock.on("error", () => {});
-    sock.on("close", () => up?.destroy());
     const forward = () => {
       if (sock.destroyed) return;
       conn.forwardedAt = performance.now();
-      const u = (up = net.connect(target(), "127.0.0.1"));
-      sockets.add(u);
-      u.on("error", () => sock.destroy());
-      for (const p of pending.splice(0)) u.write(p);
-      u.on("data", (d: Buffer) => sock.write(d));
-      u.on("close", () => sock.destroy());
+      relay.connect(target());
     };
     const mode = modeOf(conn.n);
     if (mode === "forward") forward();
