@@ -268,7 +268,11 @@ class StreamRelay {
     });
   }
 
-  /** The try in flight had no response head within its own timeout: given up, as a reset (it may have reached the service). */
+  /**
+   * The try had no response head within its own timeout: given up as a reset when its
+   * stream was open (it may have reached the service), as a connect failure while it
+   * still waited for its session's settings (nothing was sent).
+   */
   private tryTimedOut(): void {
     if (this.over) return;
     const detail = `no response within ${this.opts.perTryMs} ms (one try's timeout)`;
