@@ -6,7 +6,7 @@
 import { CLIENT_CLOSED_STATUS } from "../errors.ts";
 import type { ProxyMetrics } from "../metrics.ts";
 import { grpcStatusOf } from "./local-reply.ts";
-import type { RelayEnd } from "./stream-relay.ts";
+import type { RelayEnd } from "./relay-contract.ts";
 
 const CANCELLED = "1";
 

@@ -19,7 +19,7 @@ import { forwardedResponse } from "./h2-headers.ts";
 import type { IdleStreams, WatchedStream } from "./idle-streams.ts";
 import { replyLocally } from "./local-reply.ts";
 import { onRequestEnd, resetStream } from "./reset.ts";
-import type { RelayEnd } from "./stream-relay.ts";
+import type { RelayEnd } from "./relay-contract.ts";
 
 export interface Http1UpstreamOptions {
   /** Largest request body sent on; beyond it the call is refused (413) or, once answered, reset. 0: none. */

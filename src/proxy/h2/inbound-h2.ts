@@ -23,7 +23,8 @@ import { LOCAL_CONNECT_TIMEOUT_MS } from "../local-service-pool.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
 import type { IdleStreams } from "./idle-streams.ts";
 import { answered, StreamReporter } from "./stream-report.ts";
-import { relayStream, type RelayEnd } from "./stream-relay.ts";
+import { relayStream } from "./stream-relay.ts";
+import type { RelayEnd } from "./relay-contract.ts";
 import { relayToHttp1 } from "./http1-upstream.ts";
 import type { Http1Pool } from "../transport/h1/index.ts";
 

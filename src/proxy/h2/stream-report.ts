@@ -11,7 +11,7 @@ import { RequestRecorder, type ProxyMetrics } from "../metrics.ts";
 import type { ActiveSpan, Tracer } from "../tracing/tracer.ts";
 import { grpcCode, recordGrpc } from "./grpc-outcome.ts";
 import { replyLocally } from "./local-reply.ts";
-import type { RelayEnd } from "./stream-relay.ts";
+import type { RelayEnd } from "./relay-contract.ts";
 
 export interface StreamReportDeps {
   metrics: ProxyMetrics;

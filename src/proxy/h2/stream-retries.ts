@@ -22,7 +22,7 @@ import { backoffMs, shouldRetry, type AttemptOutcome, type RetryPolicy } from ".
 import { RetryAllowance } from "../resilience/retry-allowance.ts";
 import { CLIENT_CLOSED_STATUS } from "../errors.ts";
 import { grpcServerFailed } from "./grpc-outcome.ts";
-import type { NextTry, RelayEnd, TryFailure, TryRetries } from "./stream-relay.ts";
+import type { NextTry, RelayEnd, TryFailure, TryRetries } from "./relay-contract.ts";
 
 export class StreamRetries implements TryRetries {
   private tries = 0;
