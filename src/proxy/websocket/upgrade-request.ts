@@ -6,6 +6,9 @@
  */
 import { forwardableHeaders } from "../headers.ts";
 
+/** 16 bytes in base64: 22 characters and the padding. */
+const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
+
 const HANDSHAKE = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-accept"];
 
 /** A request asking for a WebSocket (RFC 6455 §4.1); anything else takes the HTTP path. */
@@ -16,7 +19,10 @@ export function isWebSocketUpgrade(req: Request): boolean {
 /** Checked before opening anything upstream, so junk never costs a connection. */
 export function handshakeProblem(req: Request): string | undefined {
   if (!/(^|,)\s*upgrade\s*(,|$)/i.test(req.headers.get("connection") ?? "")) return "Connection does not list Upgrade";
-  if (!req.headers.get("sec-websocket-key")) return "missing Sec-WebSocket-Key";
+  const key = req.headers.get("sec-websocket-key");
+  if (!key) return "missing Sec-WebSocket-Key";
+  // RFC 6455 §4.1: base64 of 16 bytes. Bun's upgrade refuses any other key, but only after the upstream was opened.
+  if (!WEBSOCKET_KEY.test(key.trim())) return "Sec-WebSocket-Key must be 16 bytes in base64";
   if (req.headers.get("sec-websocket-version") !== "13") return "Sec-WebSocket-Version must be 13";
   return undefined;
 }
