@@ -20,6 +20,7 @@ import type { Service } from "../config/kinds/service.ts";
 import { eventNow } from "../core/clock.ts";
 import { callerMatches, compileCallers, type CallerMatch } from "./caller-match.ts";
 import type { PolicySubject } from "./authorization.ts";
+import { ownService } from "./own-service.ts";
 
 /** Which limit refused a request, and when to try again. */
 export interface Limited {
@@ -144,6 +145,5 @@ export function rateLimiterFor(policies: readonly RateLimitPolicy[], subject: Po
 
 /** The service's instances the config names: its own Service's endpoints that take traffic (weight > 0). */
 export function instancesOf(services: readonly Service[], subject: PolicySubject): number {
-  const own = services.find((s) => s.metadata.name === subject.service && s.metadata.namespace === subject.namespace);
-  return (own?.spec.endpoints ?? []).filter((e) => e.weight > 0).length;
+  return (ownService(services, subject)?.spec.endpoints ?? []).filter((e) => e.weight > 0).length;
 }

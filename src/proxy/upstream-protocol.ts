@@ -7,11 +7,12 @@
  */
 import type { Service } from "../config/kinds/service.ts";
 import type { AuthorizationSubject } from "./authorization.ts";
+import { ownService } from "./own-service.ts";
 
 export type UpstreamHttp = "http1" | "http2";
 
 export function upstreamHttpOf(services: readonly Service[], subject: AuthorizationSubject): UpstreamHttp | undefined {
-  const own = services.find((s) => s.metadata.name === subject.service && s.metadata.namespace === subject.namespace);
+  const own = ownService(services, subject);
   const declared = new Set<UpstreamHttp>();
   for (const p of own?.spec.ports ?? []) {
     if (p.targetPort !== subject.httpPort || p.protocol === undefined || p.protocol === "tcp") continue;

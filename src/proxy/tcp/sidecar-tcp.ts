@@ -16,6 +16,7 @@ import type { InboundPolicies } from "../inbound-admission.ts";
 import type { ProxyMetrics } from "../metrics.ts";
 import { InboundTcp } from "./inbound-tcp.ts";
 import { upstreamHost, upstreamPort } from "../local-service-pool.ts";
+import { ownService } from "../own-service.ts";
 import { OutboundTcp, type TcpUpstream } from "./outbound-tcp.ts";
 import type { OriginalDestination } from "../original-destination.ts";
 import type { Socket } from "bun";
@@ -73,8 +74,8 @@ export function sidecarTcp(o: SidecarTcpOptions) {
      * longest life).
      */
     configure(services: readonly Service[], policies: readonly DestinationPolicy[]): void {
-      const own = services.filter((s) => s.metadata.name === o.service && s.metadata.namespace === o.namespace);
-      const declared = new Set(own.flatMap((s) => s.spec.ports.filter((p) => p.protocol === "tcp").map((p) => p.targetPort)));
+      const own = ownService(services, o)?.spec.ports ?? [];
+      const declared = new Set(own.filter((p) => p.protocol === "tcp").map((p) => p.targetPort));
       // Raw bytes to the HTTP port would pass by everything the inbound does to a request: the
       // caller's identity header set (and a forged one removed), paths normalized, HTTP rules.
       if (declared.delete(httpPort))
