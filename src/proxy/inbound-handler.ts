@@ -20,6 +20,7 @@ import { Http1Pool, proxyFailureOf } from "./transport/h1/index.ts";
 import { callAbortListener, type AbortLike, type AbortListener } from "./transport/h1/abort.ts";
 import { addedLines, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
+import type { H2Server } from "./h2/h2-server.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
 import type { Responder } from "./transport/h1-server/responder.ts";
@@ -38,8 +39,8 @@ export interface InboundHandlerDeps {
   metrics: ProxyMetrics;
   tracker: InflightTracker;
   tunnels: LoopbackTunnels;
-  /** Where connections that open with the HTTP/2 preface go (../h2). */
-  h2Tunnels: LoopbackTunnels;
+  /** Where connections that open with the HTTP/2 preface go (./h2/h2-server.ts). */
+  h2: H2Server;
   health?: UpstreamHealth;
   accessLog?: AccessLog;
   /** The service's own policies of the config in force. */
@@ -55,7 +56,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   return {
     refused: (reason) => metrics.refused.inc({ direction: "inbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
-    http2: (conn, initial) => deps.h2Tunnels.open(conn, initial),
+    http2: (conn, initial) => deps.h2.accept(conn, initial),
     refuseUpgrade(head, peer) {
       const refusal = upgradeRefusal(head, peer!);
       if (refusal !== undefined) {

@@ -18,6 +18,7 @@ import { RelaySink } from "./relay-sink.ts";
 import { fieldValue, joinedFieldValue } from "./transport/h1/request-parse.ts";
 import { NO_ADDED_LINES, prepareRelayed, type PreparedRequest } from "./transport/h1/request-head.ts";
 import type { ConnectionHandler, ServerRequest } from "./transport/h1-server/connection.ts";
+import type { H2Server } from "./h2/h2-server.ts";
 import type { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { requestFraming } from "./transport/h1-server/request-framing.ts";
 import type { Responder } from "./transport/h1-server/responder.ts";
@@ -33,8 +34,8 @@ export interface OutboundHandlerDeps {
   metrics: ProxyMetrics;
   tracker: InflightTracker;
   tunnels: LoopbackTunnels;
-  /** Where connections that open with the HTTP/2 preface go (../h2). */
-  h2Tunnels: LoopbackTunnels;
+  /** Where connections that open with the HTTP/2 preface go (./h2/h2-server.ts). */
+  h2: H2Server;
   accessLog?: AccessLog;
   /** Spans for calls; none when tracing is off. */
   tracer?: Tracer;
@@ -51,7 +52,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
   return {
     refused: (reason) => metrics.refused.inc({ direction: "outbound", reason }),
     upgrade: (conn, initial) => deps.tunnels.open(conn, initial),
-    http2: (conn, initial) => deps.h2Tunnels.open(conn, initial),
+    http2: (conn, initial) => deps.h2.accept(conn, initial),
     // The calls inside name their service themselves; the target must be one, as an absolute-form target must.
     connect(head) {
       if (resolveHost(deps.snapshot(), head.host)) return undefined;

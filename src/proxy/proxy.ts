@@ -43,7 +43,7 @@ import type { InboundPolicies } from "./inbound-admission.ts";
 import type { SavedConfig } from "./control/saved-config.ts";
 import { OtlpExporter } from "./tracing/otlp-exporter.ts";
 import { Tracer } from "./tracing/tracer.ts";
-import { h2LoopbackServer } from "./h2/loopback-server.ts";
+import { H2Server } from "./h2/h2-server.ts";
 import { inboundH2 } from "./h2/inbound-h2.ts";
 import { outboundH2 } from "./h2/outbound-h2.ts";
 import { IdleStreams } from "./h2/idle-streams.ts";
@@ -204,15 +204,13 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const outboundDeps = { snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, certs, websockets, accessLog: opts.accessLog, tracer };
   const outboundHttp = startOutbound(outboundDeps, tunnelDir.outboundPath);
   const outboundTunnels = new LoopbackTunnels(tunnelDir.outboundPath, budget, () => overLimit("outbound websockets", budget));
-  // HTTP/2 connections (gRPC) are tunnelled whole to node:http2 servers, each named on the mTLS side.
-  const inboundH2Tunnels = new LoopbackTunnels(tunnelDir.inboundH2Path, budget, () => overLimit("inbound http/2", budget), "h2");
-  const outboundH2Tunnels = new LoopbackTunnels(tunnelDir.outboundH2Path, budget, () => overLimit("outbound http/2", budget), "h2");
   const idleStreams = new IdleStreams(opts.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS);
   const inboundStreams = inboundH2({ upstream: opts.upstream, http1: localPool, metrics, tracker: inboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, policies: () => inboundPolicies, accessLog: opts.accessLog, tracer });
-  const inboundH2Server = h2LoopbackServer(tunnelDir.inboundH2Path, inboundH2Tunnels.identities, inboundStreams.onStream);
-  inboundH2Tunnels.retireTunnel = (name) => inboundH2Server.retire(name);
+  // HTTP/2 connections (gRPC) are served on the listeners' own sockets.
+  const inboundH2Server = new H2Server({ callerRequired: true, onStream: inboundStreams.onStream, onRefused: (reason) => metrics.refused.inc({ direction: "inbound", reason }) });
   inboundTunnels.retireTunnel = (name) => websockets.retire(name);
-  const outboundH2Server = h2LoopbackServer(tunnelDir.outboundH2Path, undefined, outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, accessLog: opts.accessLog, tracer }));
+  const outboundStreams = outboundH2({ snapshot: () => snapshot, metrics, tracker: outboundInflight, maxBodyBytes: opts.maxBodyBytes, idleStreams, accessLog: opts.accessLog, tracer });
+  const outboundH2Server = new H2Server({ callerRequired: false, onStream: outboundStreams, onRefused: (reason) => metrics.refused.inc({ direction: "outbound", reason }) });
 
   // Only a --transparent sidecar loads bun:ffi and libc's getsockopt.
   const originalDestination = opts.transparent ? (await import("./original-destination.ts")).originalDestinationReader() : undefined;
@@ -230,7 +228,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
     budget,
     tcp: tcp.accept,
-    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, h2Tunnels: inboundH2Tunnels, health, accessLog: opts.accessLog, policies: () => inboundPolicies, tracer }),
+    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, h2: inboundH2Server, health, accessLog: opts.accessLog, policies: () => inboundPolicies, tracer }),
     events: {
       onRefused: (reason) => {
         metrics.tlsFailures.inc({ direction: "inbound", reason: reason.split(":")[0]!.slice(0, 40) });
@@ -247,7 +245,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     port: opts.outbound.port,
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 10 },
     budget,
-    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels, h2Tunnels: outboundH2Tunnels, accessLog: opts.accessLog, tracer }),
+    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels, h2: outboundH2Server, accessLog: opts.accessLog, tracer }),
     redirected: originalDestination && tcp.redirected,
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });
@@ -257,7 +255,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const status: StatusState = {
     notReady: () => (draining ? "draining" : inboundPolicies.pending ?? (awaitingControlPlane ? "waiting for the first config from the control plane" : undefined)),
     metrics,
-    beforeScrape: () => refreshGauges(metrics, { inbound, outbound, inboundTunnels: [inboundTunnels, inboundH2Tunnels], outboundTunnels: [outboundTunnels, outboundH2Tunnels, tcp.outboundRefusals], status: statusPort, admin, snapshot: () => snapshot }),
+    beforeScrape: () => refreshGauges(metrics, { inbound, outbound, inboundTunnels: [inboundTunnels], outboundTunnels: [outboundTunnels, tcp.outboundRefusals], status: statusPort, admin, snapshot: () => snapshot }),
   };
   // Each read-only port has its own small budget: a flood there must not take the data path's places.
   const readOnlyPort = (name: "status" | "admin", routes: Routes, listen: Listen) => {
@@ -359,7 +357,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       if (clean) clean = await outboundInflight.settle(Math.max(0, deadline - Date.now()));
       // Each connection closes once its response is written; tunnels once their loopback side ends.
       const stopped = Promise.all([inboundHttp.stop(false), outboundHttp.stop(false)]);
-      // GOAWAY: calls in flight finish, then each session and its tunnel close.
+      // GOAWAY: calls in flight finish, then each session and its connection close.
       inboundH2Server.stop(false);
       outboundH2Server.stop(false);
       while (inbound.openConnections > 0 || outbound.openConnections > 0 || inboundHttp.pendingRequests > 0 || outboundHttp.pendingRequests > 0) {

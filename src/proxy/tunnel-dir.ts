@@ -51,9 +51,6 @@ function alive(pid: number): boolean {
 export interface TunnelDir {
   inboundPath: string;
   outboundPath: string;
-  /** The HTTP/2 servers' sockets (../h2/loopback-server.ts). */
-  inboundH2Path: string;
-  outboundH2Path: string;
   /** Removes the directory and its sockets. */
   remove(): void;
 }
@@ -63,7 +60,7 @@ export function openTunnelDir(): TunnelDir {
   const base = Buffer.byteLength(join(tmpdir(), NAMES.dir, NAMES.socket)) <= MAX_SOCKET_PATH ? tmpdir() : "/tmp";
   removeLeftovers(base);
   const dir = mkdtempSync(join(base, `${PREFIX}${process.pid}-`));
-  const paths = { inboundPath: join(dir, "inbound.sock"), outboundPath: join(dir, "outbound.sock"), inboundH2Path: join(dir, "inbound-h2.sock"), outboundH2Path: join(dir, "outbound-h2.sock") };
+  const paths = { inboundPath: join(dir, "inbound.sock"), outboundPath: join(dir, "outbound.sock") };
   const refresh = setInterval(() => {
     const now = new Date();
     for (const p of [dir, ...Object.values(paths)]) {

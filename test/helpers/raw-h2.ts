@@ -5,6 +5,7 @@
  */
 import net from "node:net";
 import tls from "node:tls";
+import { HpackDecoder } from "../../src/proxy/h2/wire/hpack.ts";
 
 export const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 export const T = { DATA: 0, HEADERS: 1, RST: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
@@ -157,6 +158,15 @@ export class RawH2 {
     if (this.of(T.HEADERS, stream).length) return "response";
     if (this.goawayCode() !== undefined) return `goaway:${this.goawayCode()}`;
     return this.closed ? "closed" : "none";
+  }
+  /** The :status of the stream's response head, decoding every header block this connection received in order. */
+  status(stream: number): string | undefined {
+    const decoder = new HpackDecoder();
+    for (const f of this.of(T.HEADERS)) {
+      const fields = decoder.decode(f.payload);
+      if (f.stream === stream) return fields[fields.indexOf(":status") + 1];
+    }
+    return undefined;
   }
   /** The stream's end as the client reads it: "end-stream" (a frame with END_STREAM: a complete response), "rst:<code>", "closed" or "open". */
   ending(stream: number): string {

@@ -4,7 +4,7 @@
  *     until the peer's SETTINGS arrived (client-sessions.ts whenSettled/isSettled,
  *     stream-relay.ts tryOn, mirror.ts H2Mirror's early body);
  *  2. a server stream's "end" is acted on at the end of the turn, and dropped if the
- *     stream was reset meanwhile (reset.ts onRequestEnd, turn-writes.ts).
+ *     stream was reset meanwhile (wire/server-session.ts: END_STREAM, never a reset, ends a body).
  *
  * Topology, all on loopback:
  *   raw frames / node:http2 / grpc-js → web sidecar (outbound, h2c) → mTLS, ALPN h2 →
@@ -30,6 +30,8 @@ import { eventually } from "../helpers/wait.ts";
 import { H2Sessions } from "../../src/proxy/h2/client-sessions.ts";
 import { relayStream } from "../../src/proxy/h2/stream-relay.ts";
 import { IdleStreams } from "../../src/proxy/h2/idle-streams.ts";
+import { H2Server } from "../../src/proxy/h2/h2-server.ts";
+import { H1Listener } from "../../src/proxy/transport/h1-server/listener.ts";
 
 const fx = fixtureFor("web", "api", "greeter", "peer", "batch");
 type Proxy = Awaited<ReturnType<typeof fx.proxy>>;
@@ -546,14 +548,23 @@ async function relaysKeptAlive(stalled: boolean): Promise<number> {
   const session = pool.session(`127.0.0.1:${(target.address() as net.AddressInfo).port}`);
   const refs: WeakRef<object>[] = [];
   const idle = new IdleStreams(0);
-  const front = http2.createServer();
-  front.on("stream", (stream: ServerHttp2Stream) => {
-    const opts = { timeoutMs: 30, perTryMs: 0, grpc: false, maxBodyBytes: 0, takesTrailers: false, idle, upstreamName: "x" };
-    refs.push(new WeakRef(opts));
-    relayStream(stream, session, { ":method": "GET", ":path": "/x", ":authority": "x", ":scheme": "http" }, opts, () => {});
+  const h2 = new H2Server({
+    callerRequired: false,
+    onRefused: () => {},
+    onStream: (stream) => {
+      const opts = { timeoutMs: 30, perTryMs: 0, grpc: false, maxBodyBytes: 0, takesTrailers: false, idle, upstreamName: "x" };
+      refs.push(new WeakRef(opts));
+      relayStream(stream, session, { ":method": "GET", ":path": "/x", ":authority": "x", ":scheme": "http" }, opts, () => {});
+    },
   });
-  await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
-  const c = http2.connect(`http://127.0.0.1:${(front.address() as net.AddressInfo).port}`);
+  const front = new H1Listener({
+    hostname: "127.0.0.1",
+    port: 0,
+    limits: { maxBodyBytes: 0, idleTimeoutS: 30 },
+    handler: { request: () => {}, refused: () => {}, upgrade: (conn) => conn.shutdown(true), http2: (conn, initial) => h2.accept(conn, initial) },
+    events: { onRefused: () => {}, onOpen: () => {} },
+  });
+  const c = http2.connect(`http://127.0.0.1:${front.listen()}`);
   c.on("error", () => {});
   try {
     const statuses = await Promise.all(
@@ -570,7 +581,7 @@ async function relaysKeptAlive(stalled: boolean): Promise<number> {
     );
     expect(statuses).toEqual(Array(100).fill(stalled ? 504 : 200));
     c.destroy();
-    front.close();
+    front.closeAll();
     await sleep(100);
     for (let i = 0; i < 5; i++) {
       Bun.gc(true);
@@ -579,7 +590,7 @@ async function relaysKeptAlive(stalled: boolean): Promise<number> {
     return refs.filter((r) => r.deref() !== undefined).length;
   } finally {
     c.destroy();
-    front.close();
+    front.closeAll();
     session.destroy();
     pool.close();
     for (const h of held) h.destroy();

@@ -66,7 +66,8 @@ export function forwardedResponse(headers: IncomingHttpHeaders, routeEdits?: Hea
   const drop = edits?.drop;
   for (const name in headers) if (!inCgiList(NOT_FORWARDED, name) && (drop === undefined || !inCgiList(drop, name))) out[name] = headers[name];
   if (edits !== undefined) editH2Headers(out, edits);
-  return neverIndexed(out);
+  // Our own encoder writes these (wire/hpack.ts): it keeps no dynamic table at all.
+  return out;
 }
 
 /** application/grpc, alone or with a subtype (+proto, +json) or parameters: not a type that merely starts so. */

@@ -11,15 +11,15 @@
  * a client that resets its stream, or a stream silent past the idle timeout, cancels the
  * exchange.
  */
-import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import http2 from "node:http2";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 import { CLIENT_CLOSED_STATUS, errorParts, type ProxyFailure } from "../errors.ts";
 import { proxyFailureOf, RequestBodyError, type Http1Pool } from "../transport/h1/index.ts";
 import { forwardedResponse } from "./h2-headers.ts";
 import type { IdleStreams, WatchedStream } from "./idle-streams.ts";
 import { replyLocally } from "./local-reply.ts";
-import { onRequestEnd, resetStream } from "./reset.ts";
 import type { RelayEnd } from "./relay-contract.ts";
+import { ErrorCode } from "./wire/frames.ts";
+import type { DownstreamHandler, H2ServerStream } from "./wire/server-stream.ts";
 
 export interface Http1UpstreamOptions {
   /** Largest request body sent on; beyond it the call is refused (413) or, once answered, reset. 0: none. */
@@ -65,32 +65,23 @@ export function http2ResponseHeaders(res: Response): OutgoingHttpHeaders {
   return out;
 }
 
-/** Resolves when `stream` can take more, or is gone; each wait leaves no listener behind. */
-function drainedOrClosed(stream: ServerHttp2Stream): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      stream.off("drain", done);
-      stream.off("close", done);
-      resolve();
-    };
-    stream.on("drain", done);
-    stream.on("close", done);
-  });
-}
-
-export function relayToHttp1(down: ServerHttp2Stream, pool: Http1Pool, headers: OutgoingHttpHeaders, opts: Http1UpstreamOptions, done: (end: RelayEnd) => void): void {
+export function relayToHttp1(down: H2ServerStream, pool: Http1Pool, headers: OutgoingHttpHeaders, opts: Http1UpstreamOptions, done: (end: RelayEnd) => void): void {
   new Http1Relay(down, opts, done).start(pool, headers);
 }
 
-class Http1Relay {
-  private readonly end: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, headAt: 0 };
+class Http1Relay implements DownstreamHandler {
+  private readonly result: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, headAt: 0 };
   private readonly abort = new AbortController();
   private over = false;
   private received = 0;
   private watched: WatchedStream | undefined;
+  /** The request body's stream, while the client sends it. */
+  private body: ReadableStreamDefaultController<Uint8Array> | undefined;
+  /** Resolves a response write's wait for the client's window, or its stream's end. */
+  private drained: (() => void) | undefined;
 
   constructor(
-    private readonly down: ServerHttp2Stream,
+    private readonly down: H2ServerStream,
     private readonly opts: Http1UpstreamOptions,
     private readonly done: (end: RelayEnd) => void,
   ) {}
@@ -99,15 +90,6 @@ class Http1Relay {
     const { down, opts } = this;
     if (opts.maxBodyBytes > 0 && Number(headers["content-length"] ?? 0) > opts.maxBodyBytes) return this.overLimit();
     this.watched = opts.idle.watch(() => this.idleOut());
-    // The client reset its stream, or went, before its response was over: so is the exchange.
-    down.on("close", () => {
-      if (this.over) return;
-      this.abort.abort(new Error("the client closed its stream"));
-      if (this.end.headAt === 0) this.end.status = CLIENT_CLOSED_STATUS;
-      this.finish();
-    });
-    // Read to its end, so a request without a body is over once answered (the inbound may have paused it).
-    if (down.endAfterHeaders) down.resume();
     const method = String(headers[":method"]);
     let fields: Headers;
     try {
@@ -117,6 +99,9 @@ class Http1Relay {
       return this.fail("bad-request", `a header cannot be sent as HTTP/1.1: ${(err as Error).message}`);
     }
     const request = { method, pathAndQuery: String(headers[":path"]), headers: fields, body: down.endAfterHeaders ? null : this.requestBody(), signal: this.abort.signal };
+    // Read to its end, so a request without a body is over once answered (the inbound may have paused it).
+    down.handle(this);
+    down.resume();
     pool.send(request).then(
       (res) => this.respond(res, method === "HEAD"),
       (err: Error) => this.failed(err),
@@ -125,46 +110,69 @@ class Http1Relay {
 
   /** The client's DATA frames as a stream the HTTP/1.1 client reads at its own pace: the client's stream is paused while a chunk waits. */
   private requestBody(): ReadableStream<Uint8Array> {
-    const { down } = this;
     return new ReadableStream<Uint8Array>(
       {
         start: (controller) => {
-          down.on("data", (chunk: Buffer) => {
-            if (this.over) return;
-            this.active();
-            this.received += chunk.byteLength;
-            const limit = this.opts.maxBodyBytes;
-            if (limit > 0 && this.received > limit) return this.overLimit();
-            controller.enqueue(chunk);
-            if ((controller.desiredSize ?? 0) <= 0) down.pause();
-          });
-          onRequestEnd(down, () => {
-            if (!this.over) controller.close();
-          });
+          this.body = controller;
         },
         pull: () => {
-          down.resume();
+          this.down.resume();
         },
       },
       { highWaterMark: 1 },
     );
   }
 
+  // ---- the client's stream (DownstreamHandler) ----
+
+  data(chunk: Buffer): void {
+    const body = this.body;
+    if (this.over || body === undefined) return;
+    this.active();
+    this.received += chunk.byteLength;
+    const limit = this.opts.maxBodyBytes;
+    if (limit > 0 && this.received > limit) return this.overLimit();
+    body.enqueue(chunk);
+    if ((body.desiredSize ?? 0) <= 0) this.down.pause();
+  }
+
+  end(): void {
+    if (!this.over) this.body?.close();
+    this.body = undefined;
+  }
+
+  drain(): void {
+    this.drained?.();
+  }
+
+  /** The client reset its stream, or went, before its response was over: so is the exchange. */
+  gone(): void {
+    this.drained?.();
+    if (this.over) return;
+    this.abort.abort(new Error("the client closed its stream"));
+    if (this.result.headAt === 0) this.result.status = CLIENT_CLOSED_STATUS;
+    this.finish();
+  }
+
+  /** Resolves when the client's stream can take more, or is gone. */
+  private waitForDrain(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.drained = () => {
+        this.drained = undefined;
+        resolve();
+      };
+    });
+  }
+
   private async respond(res: Response, isHead: boolean): Promise<void> {
     const { down } = this;
     if (this.over) return void res.body?.cancel().catch(() => {});
-    this.end.headAt = performance.now();
-    this.end.status = res.status;
+    this.result.headAt = performance.now();
+    this.result.status = res.status;
     this.active();
     const body = isHead ? null : res.body;
-    try {
-      down.respond(http2ResponseHeaders(res), { endStream: body === null });
-    } catch {
-      // The client reset the stream meanwhile.
-      void body?.cancel().catch(() => {});
-      return this.finish();
-    }
-    if (body === null) return this.complete();
+    down.respond(http2ResponseHeaders(res), body === null);
+    if (body === null) return this.finish();
     const reader = body.getReader();
     try {
       for (;;) {
@@ -172,22 +180,17 @@ class Http1Relay {
         if (this.over) return void reader.cancel().catch(() => {});
         if (done) break;
         this.active();
-        if (!down.write(value)) await drainedOrClosed(down);
+        if (!down.write(value)) await this.waitForDrain();
       }
     } catch (err) {
       if (this.over) return;
-      this.end.failure = "upstream-reset";
-      resetStream(down, `${this.opts.upstreamName}: the response body failed: ${(err as Error).message}`);
+      this.result.failure = "upstream-reset";
+      down.reset(ErrorCode.INTERNAL_ERROR);
       return this.finish();
     }
     if (this.over) return;
+    // A client still sending its request is then told to stop (RFC 9113 §8.1: wire/server-stream.ts).
     down.end();
-    this.complete();
-  }
-
-  /** The response is over: a client still sending its request is told to stop (RFC 9113 §8.1), as stream-relay.ts does. */
-  private complete(): void {
-    if (!this.down.readableEnded && !this.down.destroyed) this.down.close(http2.constants.NGHTTP2_NO_ERROR);
     this.finish();
   }
 
@@ -205,9 +208,9 @@ class Http1Relay {
   private overLimit(): void {
     const detail = `request body over the limit of ${this.opts.maxBodyBytes} bytes`;
     this.abort.abort(new Error(detail));
-    if (this.end.headAt === 0) return this.fail("bad-request", detail, 413);
-    this.end.failure = "bad-request";
-    resetStream(this.down, detail);
+    if (this.result.headAt === 0) return this.fail("bad-request", detail, 413);
+    this.result.failure = "bad-request";
+    this.down.reset(ErrorCode.INTERNAL_ERROR);
     this.finish();
   }
 
@@ -217,17 +220,17 @@ class Http1Relay {
     if (this.over) return;
     const detail = `the stream carried nothing for ${this.opts.idle.timeoutMs} ms`;
     this.abort.abort(new Error(detail));
-    if (this.end.headAt === 0) return this.fail("timeout", detail);
-    this.end.failure = "timeout";
-    resetStream(this.down, detail);
+    if (this.result.headAt === 0) return this.fail("timeout", detail);
+    this.result.failure = "timeout";
+    this.down.reset(ErrorCode.INTERNAL_ERROR);
     this.finish();
   }
 
   private fail(failure: ProxyFailure, detail: string, status?: number): void {
     if (this.over) return;
-    this.end.failure = failure;
+    this.result.failure = failure;
     const answer = errorParts(failure, `${this.opts.upstreamName}: ${detail}`);
-    this.end.status = replyLocally(this.down, status === undefined ? answer : { ...answer, status }, false);
+    this.result.status = replyLocally(this.down, status === undefined ? answer : { ...answer, status }, false);
     this.finish();
   }
 
@@ -235,6 +238,6 @@ class Http1Relay {
     if (this.over) return;
     this.over = true;
     this.opts.idle.unwatch(this.watched);
-    this.done(this.end);
+    this.done(this.result);
   }
 }

@@ -7,7 +7,7 @@
  * x-mesh-client-id, any copy the caller sent removed. Counted, logged and traced as
  * HTTP/1.1 requests are.
  */
-import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders } from "node:http2";
 import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "../errors.ts";
 import { CLIENT_ID_HEADER } from "../headers.ts";
 import type { InflightTracker } from "../inflight.ts";
@@ -27,6 +27,7 @@ import { relayStream } from "./stream-relay.ts";
 import type { RelayEnd } from "./relay-contract.ts";
 import { relayToHttp1 } from "./http1-upstream.ts";
 import type { Http1Pool } from "../transport/h1/index.ts";
+import type { H2ServerStream } from "./wire/server-stream.ts";
 
 export interface InboundH2Deps {
   upstream: URL;
@@ -52,7 +53,7 @@ export function inboundH2(deps: InboundH2Deps) {
   const upstream = new H2Sessions({ connectTimeoutMs: LOCAL_CONNECT_TIMEOUT_MS, idleTimeoutMs: UPSTREAM_IDLE_MS });
   const authority = deps.upstream.host;
 
-  function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, caller: string | undefined): void {
+  function onStream(stream: H2ServerStream, headers: IncomingHttpHeaders, caller: string | undefined): void {
     const started = performance.now();
     const head = streamHead(headers);
     const grpc = isGrpc(headers);
@@ -70,7 +71,7 @@ export function inboundH2(deps: InboundH2Deps) {
     }
     const policies = deps.policies();
     const forward = (authn: Authenticated | ErrorParts) => {
-      if (stream.closed || stream.destroyed) return report({ status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, headAt: 0 });
+      if (stream.closed) return report({ status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, headAt: 0 });
       if (isRefusal(authn)) return refuse(authn);
       const seen = headersSeen(head.fields, NOTHING, authn);
       const target = admitInbound(deps.metrics, policies, peer, head.method, head.pathAndQuery, seen?.fields ?? head.fields, NOTHING, authn.user);
@@ -89,8 +90,7 @@ export function inboundH2(deps: InboundH2Deps) {
     };
     const authn = authenticateInbound(deps.metrics, policies, peer, head.fields, NOTHING);
     if (!(authn instanceof Promise)) return forward(authn);
-    // Paused while the token is verified, or Bun's stream flows with no listener and an
-    // empty body's end is lost (measured); the relay resumes it.
+    // The body waits in the stream's window while the token is verified; the relay resumes it.
     stream.pause();
     authn.then(forward, () => refuse(INTERNAL_ERROR));
   }

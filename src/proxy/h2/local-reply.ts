@@ -4,9 +4,8 @@
  * gRPC's HTTP mapping gives the proxy's status (as Envoy answers), in one HEADERS frame
  * that ends the stream ("trailers-only"); x-mesh-error names the cause either way.
  */
-import http2, { type ServerHttp2Stream } from "node:http2";
 import type { ErrorParts } from "../errors.ts";
-import { neverIndexed } from "./h2-headers.ts";
+import type { H2ServerStream } from "./wire/server-stream.ts";
 
 /**
  * gRPC status codes by HTTP status (grpc/doc/http-grpc-status-mapping.md); anything else
@@ -26,21 +25,17 @@ function grpcMessage(text: string): string {
 }
 
 /** Answers `stream` with `e` (a gRPC call with `grpcStatus`, by default the one e's status maps to), unless it was answered or closed already; the status recorded is returned. */
-export function replyLocally(stream: ServerHttp2Stream, e: ErrorParts, grpc: boolean, grpcStatus = grpcStatusOf(e.status)): number {
-  if (stream.headersSent || stream.destroyed || stream.closed) return e.status;
+export function replyLocally(stream: H2ServerStream, e: ErrorParts, grpc: boolean, grpcStatus = grpcStatusOf(e.status)): number {
+  if (stream.headersSent || stream.closed) return e.status;
   const headers: Record<string, string> = {};
   for (const name in e.headers) if (name !== "connection") headers[name] = e.headers[name]!;
-  try {
-    if (grpc) {
-      stream.respond(neverIndexed({ ":status": 200, "content-type": "application/grpc", "grpc-status": String(grpcStatus), "grpc-message": grpcMessage(e.body), "x-mesh-error": headers["x-mesh-error"]!, ...(headers["retry-after"] && { "retry-after": headers["retry-after"] }) }), { endStream: true });
-    } else {
-      stream.respond(neverIndexed({ ":status": e.status, ...headers }));
-      stream.end(e.body);
-    }
-    // A client still sending its request is told to stop, without error (RFC 9113 §8.1): else it waits on flow control.
-    if (!stream.readableEnded) stream.close(http2.constants.NGHTTP2_NO_ERROR);
-  } catch {
-    // The client reset the stream meanwhile: nothing to answer.
+  // A client still sending its request is then told to stop, without error (RFC 9113 §8.1: wire/server-stream.ts).
+  if (grpc) {
+    stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": String(grpcStatus), "grpc-message": grpcMessage(e.body), "x-mesh-error": headers["x-mesh-error"]!, ...(headers["retry-after"] && { "retry-after": headers["retry-after"] }) }, true);
+  } else {
+    stream.respond({ ":status": e.status, ...headers });
+    stream.write(Buffer.from(e.body));
+    stream.end();
   }
   return e.status;
 }

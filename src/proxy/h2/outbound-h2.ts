@@ -5,7 +5,7 @@
  * relay the stream over that endpoint's HTTP/2 session, mTLS with the peer's SPIFFE ID
  * checked (stream-relay.ts). Each call is counted, logged and traced like an HTTP/1.1 one.
  */
-import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders } from "node:http2";
 import { resolveHost, type Destination, type Snapshot } from "../destinations.ts";
 import { routedDestination } from "../routing.ts";
 import { CLIENT_CLOSED_STATUS, errorParts, type ErrorParts } from "../errors.ts";
@@ -27,6 +27,7 @@ import { injectFault } from "../fault.ts";
 import { isRetryableRequest } from "../resilience/retry.ts";
 import { grpcTimeoutMs } from "./grpc-deadline.ts";
 import { H2Mirror, mirrors } from "../mirror.ts";
+import { whileDelayed, type H2ServerStream } from "./wire/server-stream.ts";
 
 export interface OutboundH2Deps {
   snapshot: () => Snapshot;
@@ -44,7 +45,7 @@ const NOTHING_DROPPED: readonly string[] = [];
 
 export function outboundH2(deps: OutboundH2Deps) {
   const reporter = new StreamReporter(deps, "outbound");
-  return (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
+  return (stream: H2ServerStream, headers: IncomingHttpHeaders): void => {
     const head = streamHead(headers);
     const grpc = isGrpc(headers);
     const call = { head, grpc, started: performance.now() };
@@ -91,10 +92,9 @@ export function outboundH2(deps: OutboundH2Deps) {
     if (choice?.fault === undefined) return send();
     const wait = injectFault(choice.fault, send, (e) => answer(e, dest.name));
     if (wait === undefined) return;
-    // Held for a delay, the body waits in the stream's buffer and window. Paused, or Bun's
-    // stream flows with no listener and its body and end are lost (measured); the relay resumes it.
-    stream.pause();
+    // Held for a delay, the body waits in the stream's window; the relay takes the stream over.
     // A client that leaves meanwhile ends the call, nothing sent.
-    stream.once("close", () => wait.cancel() && report(dest.name, { status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, headAt: 0 }));
+    stream.pause();
+    stream.handle(whileDelayed(() => wait.cancel() && report(dest.name, { status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, headAt: 0 })));
   };
 }

@@ -13,31 +13,32 @@
  * every gRPC client sends); its stream then ends with the upstream's trailers, or an
  * empty trailer section when there were none.
  */
-import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from "node:http2";
 import { classifyFetchError, errorParts, CLIENT_CLOSED_STATUS, type ProxyFailure } from "../errors.ts";
 import { identityRefusal, isSettled, noteCancelled, sessionConnected, whenSettled } from "./client-sessions.ts";
 import { forwardedResponse } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
-import { onRequestEnd, resetStream } from "./reset.ts";
 import { GrpcMessageLimit } from "./grpc-messages.ts";
 import type { NextTry, RelayEnd, RelayOptions, TryFailure, TryRetries } from "./relay-contract.ts";
 import type { WatchedStream } from "./idle-streams.ts";
 import { grpcTimeoutValue } from "./grpc-deadline.ts";
+import { ErrorCode } from "./wire/frames.ts";
+import type { DownstreamHandler, H2ServerStream } from "./wire/server-stream.ts";
 
 /** gRPC's status for a call past its deadline. */
 const DEADLINE_EXCEEDED = 4;
 
-const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_REFUSED_STREAM } = http2.constants;
 const END_STREAM = 0x1;
 /** Request body kept for a retry; past it, a try is the only one. */
 const REPLAY_BYTES = 64 * 1024;
 
-export function relayStream(down: ServerHttp2Stream, session: ClientHttp2Session, headers: OutgoingHttpHeaders, opts: RelayOptions, done: (end: RelayEnd) => void, retries?: TryRetries): void {
+export function relayStream(down: H2ServerStream, session: ClientHttp2Session, headers: OutgoingHttpHeaders, opts: RelayOptions, done: (end: RelayEnd) => void, retries?: TryRetries): void {
   new StreamRelay(down, headers, opts, done, retries).start(session);
 }
 
-class StreamRelay {
-  private readonly end: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, headAt: 0 };
+class StreamRelay implements DownstreamHandler {
+  private readonly result: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, headAt: 0 };
   private over = false;
   private timer: Timer | undefined;
   /** Set while waiting to send the next try. */
@@ -64,7 +65,7 @@ class StreamRelay {
   private watched: WatchedStream | undefined;
 
   constructor(
-    private readonly down: ServerHttp2Stream,
+    private readonly down: H2ServerStream,
     private readonly headers: OutgoingHttpHeaders,
     private readonly opts: RelayOptions,
     private readonly done: (end: RelayEnd) => void,
@@ -85,25 +86,28 @@ class StreamRelay {
       // Cleared at the response head: it only ever answers.
       this.timer = setTimeout(() => this.timedOut(`no response within ${opts.timeoutMs} ms`), opts.timeoutMs);
     this.watched = opts.idle.watch(() => this.idleOut());
-    down.on("data", (chunk: Buffer) => this.body(chunk));
-    onRequestEnd(down, () => {
-      this.bodyEnded = true;
-      this.opts.mirror?.end();
-      if (!this.over) this.up?.end();
-    });
-    down.on("wantTrailers", () => {
-      down.sendTrailers(this.trailers ?? {});
-      this.stopReading();
-    });
-    down.on("drain", () => this.up?.resume());
-    // The client reset its stream, or went, before its response was over: so is the upstream's.
-    down.on("close", () => {
-      if (this.over) return;
-      this.cancelUpstream();
-      if (this.end.headAt === 0) this.end.status = CLIENT_CLOSED_STATUS;
-      this.finish();
-    });
+    down.handle(this);
     this.tryOn(session);
+  }
+
+  // ---- the client's stream (DownstreamHandler) ----
+
+  end(): void {
+    this.bodyEnded = true;
+    this.opts.mirror?.end();
+    if (!this.over) this.up?.end();
+  }
+
+  drain(): void {
+    this.up?.resume();
+  }
+
+  /** The client reset its stream, or went, before its response was over: so is the upstream's. */
+  gone(): void {
+    if (this.over) return;
+    this.cancelUpstream();
+    if (this.result.headAt === 0) this.result.status = CLIENT_CLOSED_STATUS;
+    this.finish();
   }
 
   /**
@@ -164,16 +168,15 @@ class StreamRelay {
       }
       clearTimeout(this.timer);
       this.replay = undefined;
-      this.end.headAt = performance.now();
-      this.end.status = Number(head[":status"]);
+      this.result.headAt = performance.now();
+      this.result.status = Number(head[":status"]);
       const out = forwardedResponse(head, this.opts.responseEdits);
       if (trailersOnly) {
-        this.end.grpcStatus = head["grpc-status"] as string | undefined;
-        this.down.respond(out, { endStream: true });
-        this.stopReading();
+        this.result.grpcStatus = head["grpc-status"] as string | undefined;
+        this.down.respond(out, true);
         return this.finish();
       }
-      this.down.respond(out, { waitForTrailers: this.opts.takesTrailers });
+      this.down.respond(out);
     });
     up.on("data", (chunk: Buffer) => {
       if (!current()) return;
@@ -182,19 +185,17 @@ class StreamRelay {
     });
     up.on("trailers", (t) => {
       if (!current()) return;
-      this.end.grpcStatus = t["grpc-status"] as string | undefined;
+      this.result.grpcStatus = t["grpc-status"] as string | undefined;
       this.trailers = forwardedResponse(t);
     });
     up.on("end", () => {
-      if (!current() || this.end.headAt === 0) return;
-      this.down.end();
-      // With trailers, after they go (wantTrailers).
-      if (!this.opts.takesTrailers) this.stopReading();
+      if (!current() || this.result.headAt === 0) return;
+      this.down.end(this.opts.takesTrailers ? (this.trailers ?? {}) : undefined);
       this.finish();
     });
     up.on("error", (err) => {
       if (!current()) return;
-      if (this.end.headAt !== 0) return this.resetAfterHead(NGHTTP2_INTERNAL_ERROR);
+      if (this.result.headAt !== 0) return this.resetAfterHead();
       const refused = identityRefusal(session);
       if (refused !== undefined) return this.beforeHead("peer-identity", refused.message);
       // A reset is reported as an error before the close that carries its code.
@@ -205,7 +206,7 @@ class StreamRelay {
     });
     up.on("close", () => {
       if (!current()) return;
-      if (this.end.headAt !== 0) return this.resetAfterHead(up.rstCode || NGHTTP2_INTERNAL_ERROR);
+      if (this.result.headAt !== 0) return this.resetAfterHead();
       if (up.rstCode === NGHTTP2_REFUSED_STREAM) return this.beforeHead("refused-stream", "the stream was refused unprocessed");
       this.beforeHead("upstream-reset", `the stream was reset (code ${up.rstCode})`);
     });
@@ -259,7 +260,7 @@ class StreamRelay {
     }, next.waitMs);
   }
 
-  private body(chunk: Buffer): void {
+  data(chunk: Buffer): void {
     if (this.over) return;
     if (this.watched !== undefined) this.watched.lastActive = performance.now();
     this.received += chunk.byteLength;
@@ -284,19 +285,10 @@ class StreamRelay {
     this.cancelUpstream();
     const what = this.opts.grpc ? "a request message" : "request body";
     // Answered, and the client told to stop sending (local-reply.ts); once a response has begun, it cannot be finished: reset.
-    if (this.end.headAt === 0) return this.fail("bad-request", `${what} over the limit of ${this.opts.maxBodyBytes} bytes`, 413);
-    this.end.failure = "bad-request";
-    resetStream(this.down, `${what} over the limit`);
+    if (this.result.headAt === 0) return this.fail("bad-request", `${what} over the limit of ${this.opts.maxBodyBytes} bytes`, 413);
+    this.result.failure = "bad-request";
+    this.down.reset(ErrorCode.INTERNAL_ERROR);
     this.finish();
-  }
-
-  /**
-   * The response is complete: a client still sending its request is told to stop with
-   * RST_STREAM NO_ERROR (RFC 9113 §8.1), or it would wait on flow control for a window
-   * nobody opens. In Bun, close() right after end() keeps the whole response (measured).
-   */
-  private stopReading(): void {
-    if (!this.bodyEnded && !this.down.destroyed) this.down.close(NGHTTP2_NO_ERROR);
   }
 
   /**
@@ -313,17 +305,17 @@ class StreamRelay {
   }
 
   /** The upstream's stream failed after its head: the client's is reset too, so a body cut short never reads as complete. */
-  private resetAfterHead(code: number): void {
-    this.end.failure = "upstream-reset";
-    resetStream(this.down, `the upstream's stream was reset (code ${code})`);
+  private resetAfterHead(): void {
+    this.result.failure = "upstream-reset";
+    this.down.reset(ErrorCode.INTERNAL_ERROR);
     this.finish();
   }
 
   private fail(failure: ProxyFailure, detail: string, status?: number, grpcStatus?: number): void {
     if (this.over) return;
-    this.end.failure = failure;
+    this.result.failure = failure;
     const answer = errorParts(failure, `${this.opts.upstreamName}: ${detail}`);
-    this.end.status = replyLocally(this.down, status === undefined ? answer : { ...answer, status }, this.opts.grpc, grpcStatus);
+    this.result.status = replyLocally(this.down, status === undefined ? answer : { ...answer, status }, this.opts.grpc, grpcStatus);
     this.finish();
   }
 
@@ -342,9 +334,9 @@ class StreamRelay {
   private timedOut(detail: string, grpcStatus?: number): void {
     if (this.over) return;
     this.cancelUpstream();
-    if (this.end.headAt === 0) return this.fail("timeout", detail, undefined, grpcStatus);
-    this.end.failure = "timeout";
-    resetStream(this.down, detail);
+    if (this.result.headAt === 0) return this.fail("timeout", detail, undefined, grpcStatus);
+    this.result.failure = "timeout";
+    this.down.reset(ErrorCode.INTERNAL_ERROR);
     this.finish();
   }
 
@@ -361,6 +353,6 @@ class StreamRelay {
     clearTimeout(this.deadline);
     // A body the call did not send whole is not sent whole to its copy either.
     if (!this.bodyEnded) this.opts.mirror?.cancel();
-    this.done(this.end);
+    this.done(this.result);
   }
 }

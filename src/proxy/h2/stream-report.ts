@@ -3,7 +3,6 @@
  * its access-log line and its span, the same way on both sides, relayed or answered by
  * the proxy itself.
  */
-import type { ServerHttp2Stream } from "node:http2";
 import type { AccessLog, LoggedHead } from "../access-log.ts";
 import type { ErrorParts, ProxyFailure } from "../errors.ts";
 import type { InflightTracker } from "../inflight.ts";
@@ -12,6 +11,7 @@ import type { ActiveSpan, Tracer } from "../tracing/tracer.ts";
 import { grpcCode, recordGrpc } from "./grpc-outcome.ts";
 import { replyLocally } from "./local-reply.ts";
 import type { RelayEnd } from "./relay-contract.ts";
+import type { H2ServerStream } from "./wire/server-stream.ts";
 
 export interface StreamReportDeps {
   metrics: ProxyMetrics;
@@ -28,7 +28,7 @@ export interface StreamCall {
 }
 
 /** The end of a stream the proxy answered with `e`, which it has now sent. */
-export function answered(stream: ServerHttp2Stream, e: ErrorParts, grpc: boolean): RelayEnd {
+export function answered(stream: H2ServerStream, e: ErrorParts, grpc: boolean): RelayEnd {
   return { status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as ProxyFailure, headAt: 0 };
 }
 

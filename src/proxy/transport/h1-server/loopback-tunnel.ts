@@ -1,12 +1,9 @@
 /**
- * WebSocket upgrades and HTTP/2 connections leave the raw HTTP/1.1 path: the connection,
- * from the upgrade request (or the HTTP/2 preface) on, is piped to a server that carries
- * it (../../websocket, ../../h2), over a
+ * WebSocket upgrades leave the raw HTTP/1.1 path: the connection, from the upgrade
+ * request on, is piped to a server that carries it (../../websocket), over a
  * Unix socket in a directory only the sidecar's user can enter, so no other user's process
  * can connect to it, let alone flood it. On an mTLS listener the tunnel adds a header to
  * the upgrade request, `x-mesh-tunnel: <a random UUID>` (WebCrypto's: 122 random bits), which that server maps to the
- * caller's SPIFFE ID. An HTTP/2 tunnel sends its name before the connection's first byte
- * instead, and waits for the server's acknowledgement (../../h2/loopback-server.ts).
  *
  * Why this is safe: the name is added first, right after the request line, so a copy the
  * client sent makes the header two values, which name no tunnel (refused); a name counts
@@ -19,11 +16,7 @@ import type { ServerConnection } from "./connection.ts";
 import { closingResponse } from "./responder.ts";
 import { errorParts } from "../../errors.ts";
 import { TUNNEL_HEADER } from "../../headers.ts";
-import { TUNNEL_NAME_ACK } from "../../h2/loopback-server.ts";
 import { writeQueued } from "../write-queue.ts";
-
-/** What a tunnel carries: a WebSocket upgrade (named in a header) or an HTTP/2 connection (named before it). */
-export type TunnelledProtocol = "websocket" | "h2";
 
 /**
  * Descriptors a tunnel holds beyond the client's connection, which the listener counted:
@@ -42,8 +35,6 @@ interface Tunnel {
   toInner: Uint8Array[];
   /** Reading from the client is paused until the loopback side drains. */
   held: boolean;
-  /** HTTP/2 with a name: sent first; nothing else goes until the server acknowledges it. */
-  greeting: string | undefined;
   closed: boolean;
 }
 
@@ -64,7 +55,7 @@ export class LoopbackTunnels {
   private readonly tunnels = new Set<Tunnel>();
   /** Upgrades answered 503 because the budget had no room for a tunnel's extra descriptors. */
   refusedOverLimit = 0;
-  /** Ends a named tunnel's protocol gracefully, where the server behind it can (HTTP/2: GOAWAY). */
+  /** Ends a named tunnel's protocol gracefully (a WebSocket's close). */
   retireTunnel: ((name: string) => void) | undefined;
 
   /** `budget`: the listeners' connection budget, which also pays for each tunnel's extra descriptors. */
@@ -73,7 +64,6 @@ export class LoopbackTunnels {
     private readonly innerPath: string,
     private readonly budget?: ConnectionBudget,
     private readonly onOverLimit?: () => void,
-    private readonly protocol: TunnelledProtocol = "websocket",
   ) {}
 
   get count(): number {
@@ -86,18 +76,14 @@ export class LoopbackTunnels {
     if (budget !== undefined && !budget.take(TUNNEL_EXTRA_DESCRIPTORS)) {
       this.refusedOverLimit++;
       this.onOverLimit?.();
-      // An HTTP/2 client would not read an HTTP/1.1 answer: it is closed without one.
-      if (this.protocol === "h2") return conn.shutdown(false);
       const detail = `a WebSocket takes ${TUNNEL_EXTRA_DESCRIPTORS + 1} of the proxy's ${budget.limit} connection places, and they are held`;
       conn.write(closingResponse(errorParts("overflow", detail, { "x-mesh-overflow": "websockets" })));
       conn.close();
       return;
     }
     const name = conn.peer === undefined ? undefined : crypto.randomUUID();
-    const h2 = this.protocol === "h2";
-    const first = name === undefined || h2 ? new Uint8Array(initial) : named(initial, name);
-    const greeting = h2 && name !== undefined ? `${name}\n` : undefined;
-    const t: Tunnel = { conn, inner: undefined, name, budgeted: budget !== undefined, toInner: [first], held: false, closed: false, greeting };
+    const first = name === undefined ? new Uint8Array(initial) : named(initial, name);
+    const t: Tunnel = { conn, inner: undefined, name, budgeted: budget !== undefined, toInner: [first], held: false, closed: false };
     if (name !== undefined) this.identities.set(name, conn.peer!);
     this.tunnels.add(t);
     const hold = () => {
@@ -115,7 +101,7 @@ export class LoopbackTunnels {
     conn.tunnel = (chunk) => {
       if (t.closed) return;
       t.toInner.push(chunk);
-      if (!t.inner || t.greeting !== undefined || !writeQueued(t.inner, t.toInner)) hold();
+      if (!t.inner || !writeQueued(t.inner, t.toInner)) hold();
     };
     conn.onTunnelClose = () => this.close(t);
     if (name !== undefined) conn.onTunnelRetire = () => this.retireTunnel?.(name);
@@ -128,22 +114,13 @@ export class LoopbackTunnels {
           if (t.closed) return void inner.end();
           t.inner = inner;
           conn.onTunnelDrain = () => inner.resume();
-          if (t.greeting !== undefined) return void inner.write(t.greeting);
           if (writeQueued(inner, t.toInner)) release();
         },
         data(inner, chunk) {
-          if (t.greeting !== undefined) {
-            // The server's acknowledgement of the name: the connection's bytes may go now.
-            if (chunk[0] !== TUNNEL_NAME_ACK.charCodeAt(0)) return tunnels.close(t);
-            t.greeting = undefined;
-            if (writeQueued(inner, t.toInner)) release();
-            if (chunk.byteLength === 1) return;
-            chunk = chunk.subarray(1);
-          }
           if (!conn.write(chunk)) inner.pause();
         },
         drain(inner) {
-          if (t.greeting === undefined && writeQueued(inner, t.toInner)) release();
+          if (writeQueued(inner, t.toInner)) release();
         },
         close: () => tunnels.close(t),
         error: () => tunnels.close(t),

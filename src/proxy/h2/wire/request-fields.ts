@@ -1,0 +1,102 @@
+/**
+ * A decoded request header list held to HTTP/2's rules for fields (RFC 9113 §8.2, §8.3)
+ * and made into the headers object the stream handlers read. A list that breaks a rule
+ * is malformed: its stream is reset with PROTOCOL_ERROR (§8.1.1), and nothing of it is
+ * passed on, so no smuggled field reaches an HTTP/1.1 service.
+ */
+import type { IncomingHttpHeaders } from "node:http2";
+
+const REQUEST_PSEUDO = new Set([":method", ":scheme", ":authority", ":path"]);
+/** Connection-specific fields, which HTTP/2 forbids (§8.2.2). */
+const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
+
+/** Whether a field name breaks §8.2.1: empty, not a token, or upper case. */
+function badName(name: string, from: number): boolean {
+  if (name.length === from) return true;
+  for (let i = from; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    // tchar (RFC 9110 §5.6.2), lower case only.
+    if (c >= 0x61 && c <= 0x7a) continue;
+    if (c >= 0x30 && c <= 0x39) continue;
+    if (c === 0x2d || c === 0x5f || c === 0x2e || c === 0x21 || c === 0x23 || c === 0x24 || c === 0x25 || c === 0x26 || c === 0x27 || c === 0x2a || c === 0x2b || c === 0x5e || c === 0x60 || c === 0x7c || c === 0x7e) continue;
+    return true;
+  }
+  return false;
+}
+
+/** §8.3.1: an absolute path (and query) of visible ASCII, or "*"; never empty, absolute-form or with a space. */
+function badPath(path: string | undefined): boolean {
+  if (path === undefined || path === "") return true;
+  if (path === "*") return false;
+  if (path.charCodeAt(0) !== 0x2f /* "/" */) return true;
+  for (let i = 1; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) return true;
+  }
+  return false;
+}
+
+/** §8.2.1: no NUL, CR or LF, and no whitespace at either end. */
+function badValue(value: string): boolean {
+  const n = value.length;
+  if (n === 0) return false;
+  const first = value.charCodeAt(0);
+  const last = value.charCodeAt(n - 1);
+  if (first === 0x20 || first === 0x09 || last === 0x20 || last === 0x09) return true;
+  for (let i = 0; i < n; i++) {
+    const c = value.charCodeAt(i);
+    if (c === 0 || c === 0x0a || c === 0x0d) return true;
+  }
+  return false;
+}
+
+/** Adds a regular field, folding repeats as HTTP/1.1 does (cookie with "; ", set-cookie as a list). */
+function add(headers: Record<string, string | string[]>, name: string, value: string): void {
+  const known = headers[name];
+  if (known === undefined) headers[name] = name === "set-cookie" ? [value] : value;
+  else if (Array.isArray(known)) known.push(value);
+  else headers[name] = known + (name === "cookie" ? "; " : ", ") + value;
+}
+
+/** A request's headers, or what makes them malformed. */
+export function requestHeaders(fields: readonly string[]): IncomingHttpHeaders | string {
+  const headers: Record<string, string | string[]> = {};
+  let regular = false;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!;
+    const value = fields[i + 1]!;
+    if (badValue(value)) return `the value of ${JSON.stringify(name)} has a control character or surrounding whitespace`;
+    if (name.charCodeAt(0) === 0x3a /* ":" */) {
+      if (regular) return `pseudo-header ${name} after a regular field`;
+      if (!REQUEST_PSEUDO.has(name)) return `unknown pseudo-header ${JSON.stringify(name)}`;
+      if (headers[name] !== undefined) return `repeated ${name}`;
+      headers[name] = value;
+      continue;
+    }
+    regular = true;
+    if (badName(name, 0)) return `field name ${JSON.stringify(name)} is not a lower-case token`;
+    if (CONNECTION_SPECIFIC.has(name)) return `connection-specific field ${name}`;
+    if (name === "te" && value.toLowerCase() !== "trailers") return `te other than "trailers"`;
+    add(headers, name, value);
+  }
+  const method = headers[":method"];
+  if (method === undefined || typeof method !== "string" || badName(method.toLowerCase(), 0)) return "no :method, or one that is not a token";
+  if (method === "CONNECT") {
+    if (headers[":authority"] === undefined || headers[":path"] !== undefined || headers[":scheme"] !== undefined) return "a CONNECT request has :authority alone";
+  } else if (headers[":scheme"] === undefined || badPath(headers[":path"] as string | undefined)) return "no :scheme, or a :path that is not an origin-form path or *";
+  const length = headers["content-length"];
+  if (length !== undefined && (typeof length !== "string" || !/^\d{1,15}$/.test(length))) return "a content-length that is not one number";
+  return headers as IncomingHttpHeaders;
+}
+
+/** Trailers carry no pseudo-headers (§8.1); the rest of the rules are the request's. */
+export function trailerProblem(fields: readonly string[]): string | undefined {
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!;
+    if (name.charCodeAt(0) === 0x3a) return `pseudo-header ${name} in trailers`;
+    if (badName(name, 0)) return `field name ${JSON.stringify(name)} is not a lower-case token`;
+    if (badValue(fields[i + 1]!)) return `the value of ${JSON.stringify(name)} has a control character or surrounding whitespace`;
+    if (CONNECTION_SPECIFIC.has(name)) return `connection-specific field ${name}`;
+  }
+  return undefined;
+}

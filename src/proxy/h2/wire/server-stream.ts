@@ -1,0 +1,246 @@
+/**
+ * One request stream of a server session (server-session.ts), as the stream handlers see
+ * it: the request's headers, its body handed to one handler (held, within the stream's
+ * flow-control window, until a handler takes it or while it is paused), and the response
+ * written back: head, body (queued past the peer's window) and an end with or without
+ * trailers. A reset either way, or the connection's end, tells the handler `gone`.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
+import { ErrorCode } from "./frames.ts";
+
+/** Who reads a stream's request and is told when its response may go on. */
+export interface DownstreamHandler {
+  /** A piece of the request body. */
+  data(chunk: Buffer): void;
+  /** The request body is complete (END_STREAM): never called for a stream that was reset. */
+  end(): void;
+  /** A write that returned false has been taken: more may go. */
+  drain(): void;
+  /** The stream is over before its response was: reset by the client, or its connection went. */
+  gone(): void;
+}
+
+/** What a stream asks of its session: frames, and its end. */
+export interface StreamSession {
+  sendHeaders(stream: H2ServerStream, fields: string[], endStream: boolean): void;
+  /** Sends what the windows allow of the stream's queued body (and its end once it is all out); true when nothing is left. */
+  flushStream(stream: H2ServerStream): boolean;
+  sendReset(stream: H2ServerStream, code: number): void;
+  /** The handler took `bytes` of the body: the peer may send as much again. */
+  consumed(stream: H2ServerStream, bytes: number): void;
+  /** The socket takes no more for now: writes report false until it drains. */
+  readonly blocked: boolean;
+  closed(stream: H2ServerStream): void;
+}
+
+/** A response's head or trailers as a flat list, `:status` first, every name in lower case. */
+export function outgoingFields(headers: OutgoingHttpHeaders): string[] {
+  const fields: string[] = [];
+  const status = headers[":status"];
+  if (status !== undefined) fields.push(":status", String(status));
+  for (const name in headers) {
+    if (name === ":status") continue;
+    const value = headers[name];
+    if (value === undefined) continue;
+    const lower = name.toLowerCase();
+    if (Array.isArray(value)) for (const v of value) fields.push(lower, String(v));
+    else fields.push(lower, String(value));
+  }
+  return fields;
+}
+
+const NO_FIELDS: string[] = [];
+
+/** A handler for a stream held before its relay takes it (paused): only its end matters. */
+export function whileDelayed(gone: () => void): DownstreamHandler {
+  return { data() {}, end() {}, drain() {}, gone };
+}
+
+export class H2ServerStream {
+  headersSent = false;
+  /** The response's END_STREAM is queued or sent. */
+  responseEnded = false;
+  /** The request's END_STREAM arrived (it may still wait in `inbox`). */
+  remoteEnded = false;
+  /** The request's end was handed to the handler. */
+  requestEnded = false;
+  /** Reset either way, or over both ways: nothing more is sent or delivered. */
+  closed = false;
+  /** The code of a reset either way; 0 without one. */
+  rstCode = 0;
+  /** Flow control: what the peer may still send, and what we may. */
+  recvWindow: number;
+  sendWindow: number;
+  /** Body bytes the handler took that the peer was not yet given window for. */
+  unacked = 0;
+  /** Request body bytes received, held to content-length when there is one (-1: none). */
+  received = 0;
+  readonly expectedLength: number;
+  readonly openedAt = performance.now();
+  /** Response body not yet sent (the peer's window was shut), and its end to follow. */
+  queued: Uint8Array[] = [];
+  queuedBytes = 0;
+  endQueued = false;
+  trailers: string[] | undefined;
+  /** A write returned false: the handler is told `drain` when the queue is out. */
+  wantsDrain = false;
+
+  private handler: DownstreamHandler | undefined;
+  private paused = false;
+  /** Body received while no handler reads, or while paused. */
+  private inbox: Buffer[] | undefined;
+  private delivering = false;
+
+  constructor(
+    private readonly session: StreamSession,
+    readonly id: number,
+    readonly headers: IncomingHttpHeaders,
+    /** The SPIFFE ID the connection's handshake proved, on the mTLS listener. */
+    readonly caller: string | undefined,
+    recvWindow: number,
+    sendWindow: number,
+  ) {
+    this.recvWindow = recvWindow;
+    this.sendWindow = sendWindow;
+    const length = headers["content-length"];
+    this.expectedLength = length === undefined ? -1 : Number(length);
+  }
+
+  /** The request has no body: it ended with its headers. */
+  get endAfterHeaders(): boolean {
+    return this.remoteEnded && this.received === 0 && this.inbox === undefined;
+  }
+
+  /** Hands the request body, as it comes, to `handler` (what came before it first, unless paused). */
+  handle(handler: DownstreamHandler): void {
+    this.handler = handler;
+    this.deliver();
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.deliver();
+  }
+
+  // ---- from the session ----
+
+  onData(chunk: Buffer): void {
+    this.received += chunk.byteLength;
+    if (this.handler === undefined || this.paused || this.inbox !== undefined) {
+      (this.inbox ??= []).push(chunk);
+      return;
+    }
+    this.session.consumed(this, chunk.byteLength);
+    this.handler.data(chunk);
+  }
+
+  onEnd(): void {
+    this.remoteEnded = true;
+    this.deliver();
+  }
+
+  /** Reset by the peer (`code`), or its connection went (0). */
+  onGone(code: number): void {
+    if (this.closed) return;
+    this.rstCode = code || ErrorCode.CANCEL;
+    this.close();
+    this.handler?.gone();
+  }
+
+  onDrain(): void {
+    if (!this.wantsDrain || this.closed) return;
+    this.wantsDrain = false;
+    this.handler?.drain();
+  }
+
+  private deliver(): void {
+    if (this.delivering) return;
+    this.delivering = true;
+    try {
+      while (this.handler !== undefined && !this.paused && !this.closed) {
+        const inbox = this.inbox;
+        if (inbox !== undefined) {
+          const chunk = inbox.shift();
+          if (chunk !== undefined) {
+            this.session.consumed(this, chunk.byteLength);
+            this.handler.data(chunk);
+            continue;
+          }
+          this.inbox = undefined;
+        }
+        if (this.remoteEnded && !this.requestEnded) {
+          this.requestEnded = true;
+          this.handler.end();
+        }
+        return;
+      }
+    } finally {
+      this.delivering = false;
+    }
+  }
+
+  // ---- the response ----
+
+  respond(headers: OutgoingHttpHeaders, endStream = false): void {
+    if (this.closed || this.headersSent) return;
+    this.headersSent = true;
+    if (endStream) this.responseEnded = true;
+    this.session.sendHeaders(this, outgoingFields(headers), endStream);
+    if (endStream) this.onResponseSent();
+  }
+
+  /** False when the body is queued or the socket full: wait for the handler's `drain`. */
+  write(chunk: Uint8Array): boolean {
+    if (this.closed || this.responseEnded || chunk.byteLength === 0) return !this.closed;
+    this.queued.push(chunk);
+    this.queuedBytes += chunk.byteLength;
+    const out = this.session.flushStream(this);
+    if (out && !this.session.blocked) return true;
+    this.wantsDrain = true;
+    return false;
+  }
+
+  /** Ends the response, with `trailers` when given (gRPC's status). */
+  end(trailers?: OutgoingHttpHeaders): void {
+    if (this.closed || this.responseEnded) return;
+    this.responseEnded = true;
+    this.endQueued = true;
+    this.trailers = trailers === undefined ? undefined : outgoingFields(trailers);
+    if (this.trailers?.length === 0) this.trailers = NO_FIELDS;
+    this.session.flushStream(this);
+  }
+
+  /**
+   * The response's last frame is written. A client still sending its request is told to
+   * stop, without error (RFC 9113 §8.1), or it would wait on flow control for a window
+   * nobody opens; a request body nobody read to its end (the proxy answered without it)
+   * is dropped with the stream.
+   */
+  onResponseSent(): void {
+    this.endQueued = false;
+    if (!this.remoteEnded) this.reset(ErrorCode.NO_ERROR);
+    else this.close();
+  }
+
+  /** RST_STREAM with `code`: INTERNAL_ERROR for a response cut short. */
+  reset(code: number): void {
+    if (this.closed) return;
+    this.rstCode = code;
+    this.session.sendReset(this, code);
+    this.close();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.inbox = undefined;
+    this.queued = [];
+    this.queuedBytes = 0;
+    this.session.closed(this);
+  }
+}
