@@ -7,6 +7,7 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 import { ErrorCode } from "./frames.ts";
+import { WireStream } from "./wire-stream.ts";
 
 /** Who reads a stream's request and is told when its response may go on. */
 export interface DownstreamHandler {
@@ -20,14 +21,14 @@ export interface DownstreamHandler {
   gone(): void;
 }
 
-/** What a stream asks of its session: frames, and its end. */
+/** What a stream asks of its session (connection.ts): frames, and its end. */
 export interface StreamSession {
-  sendHeaders(stream: H2ServerStream, fields: string[], endStream: boolean): void;
+  sendHeaders(id: number, fields: readonly string[], endStream: boolean): void;
   /** Sends what the windows allow of the stream's queued body (and its end once it is all out); true when nothing is left. */
-  flushStream(stream: H2ServerStream): boolean;
-  sendReset(stream: H2ServerStream, code: number): void;
+  flushStream(stream: WireStream): boolean;
+  sendRst(id: number, code: number): void;
   /** The handler took `bytes` of the body: the peer may send as much again. */
-  consumed(stream: H2ServerStream, bytes: number): void;
+  consumed(stream: WireStream, bytes: number): void;
   /** The socket takes no more for now: writes report false until it drains. */
   readonly blocked: boolean;
   closed(stream: H2ServerStream): void;
@@ -56,34 +57,18 @@ export function whileDelayed(gone: () => void): DownstreamHandler {
   return { data() {}, end() {}, drain() {}, gone };
 }
 
-export class H2ServerStream {
+export class H2ServerStream extends WireStream {
   headersSent = false;
   /** The response's END_STREAM is queued or sent. */
   responseEnded = false;
-  /** The request's END_STREAM arrived (it may still wait in `inbox`). */
-  remoteEnded = false;
   /** The request's end was handed to the handler. */
   requestEnded = false;
-  /** Reset either way, or over both ways: nothing more is sent or delivered. */
-  closed = false;
   /** The code of a reset either way; 0 without one. */
   rstCode = 0;
-  /** Flow control: what the peer may still send, and what we may. */
-  recvWindow: number;
-  sendWindow: number;
-  /** Body bytes the handler took that the peer was not yet given window for. */
-  unacked = 0;
   /** Request body bytes received, held to content-length when there is one (-1: none). */
   received = 0;
   readonly expectedLength: number;
   readonly openedAt = performance.now();
-  /** Response body not yet sent (the peer's window was shut), and its end to follow. */
-  queued: Uint8Array[] = [];
-  queuedBytes = 0;
-  endQueued = false;
-  trailers: string[] | undefined;
-  /** A write returned false: the handler is told `drain` when the queue is out. */
-  wantsDrain = false;
 
   private handler: DownstreamHandler | undefined;
   private paused = false;
@@ -93,15 +78,14 @@ export class H2ServerStream {
 
   constructor(
     private readonly session: StreamSession,
-    readonly id: number,
+    id: number,
     readonly headers: IncomingHttpHeaders,
     /** The SPIFFE ID the connection's handshake proved, on the mTLS listener. */
     readonly caller: string | undefined,
     recvWindow: number,
     sendWindow: number,
   ) {
-    this.recvWindow = recvWindow;
-    this.sendWindow = sendWindow;
+    super(id, recvWindow, sendWindow);
     const length = headers["content-length"];
     this.expectedLength = length === undefined ? -1 : Number(length);
   }
@@ -152,7 +136,7 @@ export class H2ServerStream {
     this.handler?.gone();
   }
 
-  onDrain(): void {
+  override onDrain(): void {
     if (!this.wantsDrain || this.closed) return;
     this.wantsDrain = false;
     this.handler?.drain();
@@ -190,8 +174,8 @@ export class H2ServerStream {
     if (this.closed || this.headersSent) return;
     this.headersSent = true;
     if (endStream) this.responseEnded = true;
-    this.session.sendHeaders(this, outgoingFields(headers), endStream);
-    if (endStream) this.onResponseSent();
+    this.session.sendHeaders(this.id, outgoingFields(headers), endStream);
+    if (endStream) this.sendDone();
   }
 
   /** False when the body is queued or the socket full: wait for the handler's `drain`. */
@@ -221,7 +205,7 @@ export class H2ServerStream {
    * nobody opens; a request body nobody read to its end (the proxy answered without it)
    * is dropped with the stream.
    */
-  onResponseSent(): void {
+  sendDone(): void {
     this.endQueued = false;
     if (!this.remoteEnded) this.reset(ErrorCode.NO_ERROR);
     else this.close();
@@ -231,7 +215,7 @@ export class H2ServerStream {
   reset(code: number): void {
     if (this.closed) return;
     this.rstCode = code;
-    this.session.sendReset(this, code);
+    this.session.sendRst(this.id, code);
     this.close();
   }
 
