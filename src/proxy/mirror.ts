@@ -12,8 +12,9 @@
  * to 64 KiB; past that the copy is reset. Either way the mirror never takes a cut body for
  * whole.
  */
-import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from "node:http2";
-import { isSettled, whenSettled } from "./h2/client-sessions.ts";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
+import { outgoingFields } from "./h2/wire/fields.ts";
+import type { H2ClientStream, UpstreamHandler } from "./h2/wire/client-stream.ts";
 import type { Destination } from "./destinations.ts";
 import type { PickContext } from "./endpoint.ts";
 import type { ErrorParts } from "./errors.ts";
@@ -132,19 +133,15 @@ class MirrorOutcome implements CallOutcome, ResponseSink {
 
 /**
  * The HTTP/2 copy of one stream: opened with the call's headers (its :authority a
- * shadow's) once its session knows the peer's stream limit (client-sessions.ts), fed the
- * call's body as it is sent on (what comes before it opens is kept), ended with it; reset
- * past MIRROR_BODY_BYTES, or when the call ends without its body whole.
+ * shadow's) on the endpoint's session, which sends it once it knows the peer's stream
+ * limit (wire/client-session.ts); fed the call's body as it is sent on, ended with it;
+ * reset past MIRROR_BODY_BYTES, when its time is up, or when the call ends without its
+ * body whole. Its answer is counted and dropped.
  */
 export class H2Mirror {
-  private stream: ClientHttp2Stream | undefined;
+  private stream: H2ClientStream | undefined;
   private sent = 0;
-  /** The body that came before the stream opened; undefined once it opened or failed. */
-  private early: Buffer[] | undefined = [];
-  private ended = false;
-  private cut = false;
-  /** Set while the copy waits for its session's settings: stops the wait. */
-  private stopWaiting: (() => void) | undefined;
+  private answered = false;
   /** The copy's timeout, from when it was made: a session that never settles must not hold it. */
   private timeout: Timer | undefined;
   /** Gives back the endpoint's and the breaker's place, once. */
@@ -158,7 +155,6 @@ export class H2Mirror {
     const dest = mirror.dest;
     const endpoint = pickEndpoint(dest, NO_HEADERS, undefined);
     if (endpoint === undefined || dest.breaker.tryAcquire("requests") !== true) {
-      this.early = undefined;
       count(metrics, mirror, "5xx");
       return;
     }
@@ -170,81 +166,61 @@ export class H2Mirror {
       dest.breaker.release("requests");
     };
     if (mirror.call.timeoutMs > 0) this.timeout = setTimeout(() => this.cancel(), mirror.call.timeoutMs);
-    const session = dest.pools.h2Session(endpoint);
     const copyHeaders = { ...headers, ":authority": shadowHost(String(headers[":authority"] ?? dest.name)) };
-    if (isSettled(session)) {
-      this.open(session, copyHeaders);
-      return;
-    }
-    this.stopWaiting = whenSettled(
-      session,
-      () => {
-        this.stopWaiting = undefined;
-        this.open(session, copyHeaders);
-      },
-      () => {
-        this.stopWaiting = undefined;
-        this.early = undefined;
-        this.release?.();
-        count(metrics, mirror, "reset");
-      },
-    );
+    this.stream = dest.pools.h2Session(endpoint).request(outgoingFields(copyHeaders), false, new MirrorAnswer(this));
   }
 
-  private open(session: ClientHttp2Session, headers: OutgoingHttpHeaders): void {
-    const { mirror, metrics } = this;
-    const early = this.early ?? [];
-    this.early = undefined;
-    if (this.cut) return;
-    let stream: ClientHttp2Stream;
-    try {
-      stream = session.request(headers);
-    } catch {
-      this.release?.();
-      return count(metrics, mirror, "5xx");
-    }
-    this.stream = stream;
-    let answered = false;
-    stream.on("response", (h) => {
-      answered = true;
-      clearTimeout(this.timeout);
-      count(metrics, mirror, statusClass(Number(h[":status"])));
-    });
-    stream.on("error", () => {});
-    stream.resume();
-    stream.on("close", () => {
-      this.release?.();
-      if (!answered) count(metrics, mirror, "reset");
-    });
-    for (const chunk of early) stream.write(chunk);
-    if (this.ended) stream.end();
+  /** The copy was answered `status`. */
+  answeredWith(status: number): void {
+    this.answered = true;
+    clearTimeout(this.timeout);
+    count(this.metrics, this.mirror, statusClass(status));
   }
+
+  /** The copy is over, answered or not. */
+  over(): void {
+    this.stream = undefined;
+    this.release?.();
+    if (!this.answered) count(this.metrics, this.mirror, "reset");
+    this.answered = true;
+  }
+
+  // ---- the call's body ----
 
   write(chunk: Buffer): void {
-    if (this.cut) return;
     this.sent += chunk.byteLength;
     if (this.sent > MIRROR_BODY_BYTES) return this.cancel();
-    if (this.early !== undefined) this.early.push(chunk);
-    else if (this.stream !== undefined && !this.stream.destroyed) this.stream.write(chunk);
+    // Held by its stream until the session opens it, and within the peer's window: at most MIRROR_BODY_BYTES.
+    this.stream?.write(chunk);
   }
 
   end(): void {
-    this.ended = true;
-    if (this.stream !== undefined && !this.stream.destroyed) this.stream.end();
+    this.stream?.end();
   }
 
   /** The copy's body cannot be whole, or its time is up: reset, never ended as if it were. */
   cancel(): void {
-    if (this.cut) return;
-    this.cut = true;
-    this.early = undefined;
-    if (this.stopWaiting !== undefined) {
-      // Still waiting for its session: no stream to reset; its place is given back now.
-      this.stopWaiting();
-      this.stopWaiting = undefined;
-      this.release?.();
-      return count(this.metrics, this.mirror, "reset");
-    }
-    if (this.stream !== undefined && !this.stream.destroyed) this.stream.destroy(new Error("mirror cut"));
+    const stream = this.stream;
+    if (stream === undefined) return;
+    stream.cancel();
+    this.over();
+  }
+}
+
+/** What a copy's stream tells of its answer: counted, the rest dropped. */
+class MirrorAnswer implements UpstreamHandler {
+  constructor(private readonly copy: H2Mirror) {}
+  response(headers: IncomingHttpHeaders, endStream: boolean): void {
+    this.copy.answeredWith(Number(headers[":status"]));
+    if (endStream) this.copy.over();
+  }
+  data(): void {}
+  trailers(): void {}
+  end(): void {
+    this.copy.over();
+  }
+  drain(): void {}
+  failed(): void {
+    this.copy.over();
   }
 }

@@ -5,7 +5,7 @@
  * §8.2.2) and identity headers are set only by the proxy, so both are left off, in
  * every CGI spelling; `te` goes on only as "trailers", which gRPC sends.
  */
-import http2, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 import { inCgiList } from "../../core/cgi-name.ts";
 import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names.ts";
 import type { LoggedHead } from "../access-log.ts";
@@ -29,19 +29,6 @@ export function streamHead(headers: IncomingHttpHeaders): LoggedHead & { fields:
   return { method: headers[":method"] ?? "", pathAndQuery: headers[":path"] ?? "", host: authority, fields };
 }
 
-/**
- * `headers`, every field marked never-indexed, so the HPACK encoder keeps none in its
- * dynamic table. Bun 1.4.5's encoder ignores a peer's SETTINGS_HEADER_TABLE_SIZE 0 (nginx's
- * gRPC proxy sends it) and refers to entries the peer never kept: its every response after
- * the first failed to decode (measured). Literals are what the peer asked for anyway; the
- * cost is bytes on the wire, not a table lookup.
- */
-export function neverIndexed(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
-  // date: added to responses by the server itself, and indexed like the rest unless named.
-  (headers as Record<symbol, string[]>)[http2.sensitiveHeaders] = [...Object.keys(headers), "date"];
-  return headers;
-}
-
 /** The request headers to send on: pseudo-headers kept, `drop` (names in cgiName form) and the proxy's own left off, then `add` set. */
 export function forwardedRequest(headers: IncomingHttpHeaders, drop: readonly string[], add: Record<string, string>): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
@@ -50,13 +37,11 @@ export function forwardedRequest(headers: IncomingHttpHeaders, drop: readonly st
       if (String(headers.te).trim().toLowerCase() === "trailers") out.te = "trailers";
       continue;
     }
-    // END_STREAM says as much, and Bun 1.4.5's client fails a GET, HEAD or DELETE that carries it (measured).
-    if (name === "content-length" && headers[name] === "0") continue;
     if (inCgiList(NOT_FORWARDED, name) || (drop.length > 0 && inCgiList(drop, name))) continue;
     out[name] = headers[name];
   }
   for (const name in add) out[name] = add[name];
-  return neverIndexed(out);
+  return out;
 }
 
 /** Response headers or trailers to send on: connection-specific and identity fields left off, and a route's `edits` made (not to a proxy's answer, which carries x-mesh-error). */
@@ -66,7 +51,6 @@ export function forwardedResponse(headers: IncomingHttpHeaders, routeEdits?: Hea
   const drop = edits?.drop;
   for (const name in headers) if (!inCgiList(NOT_FORWARDED, name) && (drop === undefined || !inCgiList(drop, name))) out[name] = headers[name];
   if (edits !== undefined) editH2Headers(out, edits);
-  // Our own encoder writes these (wire/hpack.ts): it keeps no dynamic table at all.
   return out;
 }
 

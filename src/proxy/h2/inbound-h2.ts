@@ -1,7 +1,7 @@
 /**
  * HTTP/2 and gRPC calls from other sidecars (ALPN "h2" on the mTLS listener), stream by
  * stream: the caller is the SPIFFE ID its connection's handshake proved, named by the
- * tunnel (loopback-server.ts). Each stream passes the same admission as an HTTP/1.1
+ * listener (h2-server.ts). Each stream passes the same admission as an HTTP/1.1
  * request (inbound-admission.ts: end-user token, path in normal form, authorization,
  * rate limits), then goes to the service over one h2c session with the caller in
  * x-mesh-client-id, any copy the caller sent removed. Counted, logged and traced as

@@ -2,11 +2,11 @@
  * What a relayed HTTP/2 stream is told and tells back (stream-relay.ts): its options, how
  * it ended, and the questions it asks its retry policy (stream-retries.ts) after each try.
  */
-import type { ClientHttp2Session } from "node:http2";
 import type { ProxyFailure } from "../errors.ts";
 import type { HeaderEdits } from "../header-edits.ts";
 import type { H2Mirror } from "../mirror.ts";
 import type { IdleStreams } from "./idle-streams.ts";
+import type { H2ClientSession } from "./wire/client-session.ts";
 
 export interface RelayEnd {
   /** The upstream's status; the proxy's own answer's; or 499 when the client left first. */
@@ -53,7 +53,7 @@ export type TryFailure = NeverSent | "reset";
 /** The next try: sent after `waitMs`, on the session asked for then. */
 export interface NextTry {
   waitMs: number;
-  session(): ClientHttp2Session;
+  session(): H2ClientSession;
 }
 
 /** Whether a try is followed by another (called once per try that ends so). */

@@ -13,9 +13,8 @@
  * every gRPC client sends); its stream then ends with the upstream's trailers, or an
  * empty trailer section when there were none.
  */
-import http2, { type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from "node:http2";
-import { classifyFetchError, errorParts, CLIENT_CLOSED_STATUS, type ProxyFailure } from "../errors.ts";
-import { identityRefusal, isSettled, noteCancelled, sessionConnected, whenSettled } from "./client-sessions.ts";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
+import { errorParts, CLIENT_CLOSED_STATUS, type ProxyFailure } from "../errors.ts";
 import { forwardedResponse } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 import { GrpcMessageLimit } from "./grpc-messages.ts";
@@ -23,17 +22,18 @@ import type { NextTry, RelayEnd, RelayOptions, TryFailure, TryRetries } from "./
 import type { WatchedStream } from "./idle-streams.ts";
 import { grpcTimeoutValue } from "./grpc-deadline.ts";
 import { ErrorCode } from "./wire/frames.ts";
+import { outgoingFields } from "./wire/fields.ts";
 import type { DownstreamHandler, H2ServerStream } from "./wire/server-stream.ts";
+import type { H2ClientSession } from "./wire/client-session.ts";
+import type { H2ClientStream, UpstreamFailure, UpstreamHandler } from "./wire/client-stream.ts";
 
 /** gRPC's status for a call past its deadline. */
 const DEADLINE_EXCEEDED = 4;
 
-const { NGHTTP2_REFUSED_STREAM } = http2.constants;
-const END_STREAM = 0x1;
 /** Request body kept for a retry; past it, a try is the only one. */
 const REPLAY_BYTES = 64 * 1024;
 
-export function relayStream(down: H2ServerStream, session: ClientHttp2Session, headers: OutgoingHttpHeaders, opts: RelayOptions, done: (end: RelayEnd) => void, retries?: TryRetries): void {
+export function relayStream(down: H2ServerStream, session: H2ClientSession, headers: OutgoingHttpHeaders, opts: RelayOptions, done: (end: RelayEnd) => void, retries?: TryRetries): void {
   new StreamRelay(down, headers, opts, done, retries).start(session);
 }
 
@@ -45,15 +45,14 @@ class StreamRelay implements DownstreamHandler {
   private backoff: Timer | undefined;
   /** The try in flight's own timeout, with a per-try timeout. */
   private tryTimer: Timer | undefined;
-  /** Set while a try waits for its session's settings: stops the wait. */
-  private stopWaiting: (() => void) | undefined;
   /** The call's deadline (deadlineMs), and when the call started. */
   private deadline: Timer | undefined;
   private startedAt = 0;
   private tries = 0;
-  /** The try in flight, and its session. */
-  private up: ClientHttp2Stream | undefined;
-  private session: ClientHttp2Session | undefined;
+  /** The try in flight. */
+  private up: H2ClientStream | undefined;
+  /** What the try in flight tells of its response (one for the relay: a try that ends never calls it again). */
+  private readonly upstream = new UpstreamEvents(this);
   private trailers: OutgoingHttpHeaders | undefined;
   /** The body sent so far, while a retry could still need it; undefined past REPLAY_BYTES or once answered. */
   private replay: Buffer[] | undefined = [];
@@ -74,7 +73,7 @@ class StreamRelay implements DownstreamHandler {
     if (opts.grpc && opts.maxBodyBytes > 0) this.messages = new GrpcMessageLimit(opts.maxBodyBytes);
   }
 
-  start(session: ClientHttp2Session): void {
+  start(session: H2ClientSession): void {
     const { down, opts } = this;
     const limit = opts.maxBodyBytes;
     if (limit > 0 && !opts.grpc && Number(this.headers["content-length"] ?? 0) > limit) return this.overLimit();
@@ -111,105 +110,74 @@ class StreamRelay implements DownstreamHandler {
   }
 
   /**
-   * Sends a try on `session` once it knows the peer's stream limit (client-sessions.ts), or
-   * fails it as the session's failure. Meanwhile the client's body waits (paused), as
-   * between tries, and the try's own timeout runs.
+   * Sends a try on `session`: at once, or once the session knows the peer's stream limit
+   * (wire/client-session.ts); meanwhile its writes report false, so the client's body
+   * waits, and the try's own timeout runs.
    */
-  private tryOn(session: ClientHttp2Session): void {
+  private tryOn(session: H2ClientSession): void {
     if (this.opts.perTryMs > 0) this.tryTimer = setTimeout(() => this.tryTimedOut(), this.opts.perTryMs);
-    // Most tries go on a session that is settled already: no closures for them.
-    if (isSettled(session)) return this.sendOn(session);
-    if (!this.bodyEnded) this.down.pause();
-    this.stopWaiting = whenSettled(
-      session,
-      () => {
-        this.stopWaiting = undefined;
-        if (!this.over) this.sendOn(session);
-      },
-      (err) => {
-        this.stopWaiting = undefined;
-        if (this.over) return;
-        // No stream was opened: nothing of the call reached the peer.
-        const refused = identityRefusal(session);
-        this.beforeHead(refused !== undefined ? "peer-identity" : "connect-failure", (refused ?? err).message);
-      },
-    );
-  }
-
-  private sendOn(session: ClientHttp2Session): void {
     // A retry tells the service the time left, not the time the client first gave.
     const deadlineMs = this.opts.deadlineMs;
     if (this.tries++ > 0 && deadlineMs !== undefined) this.headers["grpc-timeout"] = grpcTimeoutValue(deadlineMs - (performance.now() - this.startedAt));
-    let up: ClientHttp2Stream;
-    try {
-      up = session.request(this.headers);
-    } catch (err) {
-      return this.beforeHead("connect-failure", (err as Error).message);
-    }
+    const replay = this.replay;
+    const headersOnly = this.bodyEnded && (replay === undefined || replay.length === 0);
+    const up = session.request(outgoingFields(this.headers), headersOnly, this.upstream);
     this.up = up;
-    this.session = session;
-    for (const chunk of this.replay ?? []) up.write(chunk);
+    if (headersOnly) return;
+    for (const chunk of replay ?? []) up.write(chunk);
     if (this.bodyEnded) up.end();
     // A failed try may have paused the body for its own backpressure.
     else this.down.resume();
-    const current = () => this.up === up && !this.over;
-    up.on("drain", () => current() && this.down.resume());
-    up.on("response", (head, flags) => {
-      if (!current()) return;
-      clearTimeout(this.tryTimer);
-      const trailersOnly = (flags & END_STREAM) !== 0;
-      if (this.retries !== undefined && this.replay !== undefined) {
-        const next = this.retries.afterResponse(Number(head[":status"]), trailersOnly && this.opts.grpc ? (head["grpc-status"] as string | undefined) : undefined);
-        if (next !== undefined) {
-          // A response still coming, or a request still going, is cut; a try over both ways is left to close.
-          if (!trailersOnly || !this.bodyEnded) this.cancelUpstream();
-          return this.again(next, "upstream-reset", `answered ${head[":status"]}${head["grpc-status"] === undefined ? "" : ` (grpc-status ${head["grpc-status"]})`}`);
-        }
+  }
+
+  // ---- the try in flight (UpstreamEvents) ----
+
+  upResponse(head: IncomingHttpHeaders, trailersOnly: boolean): void {
+    clearTimeout(this.tryTimer);
+    if (this.retries !== undefined && this.replay !== undefined) {
+      const next = this.retries.afterResponse(Number(head[":status"]), trailersOnly && this.opts.grpc ? (head["grpc-status"] as string | undefined) : undefined);
+      if (next !== undefined) {
+        this.cancelUpstream();
+        return this.again(next, "upstream-reset", `answered ${head[":status"]}${head["grpc-status"] === undefined ? "" : ` (grpc-status ${head["grpc-status"]})`}`);
       }
-      clearTimeout(this.timer);
-      this.replay = undefined;
-      this.result.headAt = performance.now();
-      this.result.status = Number(head[":status"]);
-      const out = forwardedResponse(head, this.opts.responseEdits);
-      if (trailersOnly) {
-        this.result.grpcStatus = head["grpc-status"] as string | undefined;
-        this.down.respond(out, true);
-        return this.finish();
-      }
-      this.down.respond(out);
-    });
-    up.on("data", (chunk: Buffer) => {
-      if (!current()) return;
-      if (this.watched !== undefined) this.watched.lastActive = performance.now();
-      if (!this.down.write(chunk)) up.pause();
-    });
-    up.on("trailers", (t) => {
-      if (!current()) return;
-      this.result.grpcStatus = t["grpc-status"] as string | undefined;
-      this.trailers = forwardedResponse(t);
-    });
-    up.on("end", () => {
-      if (!current() || this.result.headAt === 0) return;
-      this.down.end(this.opts.takesTrailers ? (this.trailers ?? {}) : undefined);
-      this.finish();
-    });
-    up.on("error", (err) => {
-      if (!current()) return;
-      if (this.result.headAt !== 0) return this.resetAfterHead();
-      const refused = identityRefusal(session);
-      if (refused !== undefined) return this.beforeHead("peer-identity", refused.message);
-      // A reset is reported as an error before the close that carries its code.
-      if (up.rstCode === NGHTTP2_REFUSED_STREAM || /REFUSED_STREAM/.test(err.message)) return this.beforeHead("refused-stream", "the stream was refused unprocessed");
-      // Once the session connected, the request may have reached the peer, whatever the error's
-      // text says (a TLS record corrupted on the path reads "SSL"): a reset, never a try that never left.
-      this.beforeHead(sessionConnected(session) ? "upstream-reset" : classifyFetchError(err), err.message);
-    });
-    up.on("close", () => {
-      if (!current()) return;
-      if (this.result.headAt !== 0) return this.resetAfterHead();
-      if (up.rstCode === NGHTTP2_REFUSED_STREAM) return this.beforeHead("refused-stream", "the stream was refused unprocessed");
-      this.beforeHead("upstream-reset", `the stream was reset (code ${up.rstCode})`);
-    });
+    }
+    clearTimeout(this.timer);
+    this.replay = undefined;
+    this.result.headAt = performance.now();
+    this.result.status = Number(head[":status"]);
+    const out = forwardedResponse(head, this.opts.responseEdits);
+    if (trailersOnly) {
+      this.result.grpcStatus = head["grpc-status"] as string | undefined;
+      this.down.respond(out, true);
+      return this.finish();
+    }
+    this.down.respond(out);
+  }
+
+  upData(chunk: Buffer): void {
+    if (this.watched !== undefined) this.watched.lastActive = performance.now();
+    if (!this.down.write(chunk)) this.up!.pause();
+  }
+
+  upTrailers(trailers: IncomingHttpHeaders): void {
+    this.result.grpcStatus = trailers["grpc-status"] as string | undefined;
+    this.trailers = forwardedResponse(trailers);
+  }
+
+  upEnd(): void {
+    this.down.end(this.opts.takesTrailers ? (this.trailers ?? {}) : undefined);
+    this.finish();
+  }
+
+  upDrain(): void {
+    this.down.resume();
+  }
+
+  upFailed(failure: UpstreamFailure): void {
+    this.up = undefined;
+    if (this.result.headAt !== 0) return this.resetAfterHead();
+    // Once sent, the request may have reached the peer, whatever broke: a reset, never a try that never left.
+    this.beforeHead(failure.kind === "reset" ? "upstream-reset" : failure.kind, failure.message);
   }
 
   /**
@@ -218,18 +186,16 @@ class StreamRelay implements DownstreamHandler {
    * still waited for its session's settings (nothing was sent).
    */
   private tryTimedOut(): void {
-    if (this.over) return;
+    const up = this.up;
+    if (this.over || up === undefined) return;
+    this.cancelUpstream();
     const detail = `no response within ${this.opts.perTryMs} ms (one try's timeout)`;
-    if (this.stopWaiting !== undefined) {
-      // Its session never settled: nothing was sent, so it is retried as one that never connected.
-      this.stopWaiting();
-      this.stopWaiting = undefined;
+    if (!up.opened) {
+      // Its session never opened the stream: nothing was sent, so it is retried as one that never connected.
       const next = this.retries?.afterFailure("connect-failure", this.replay !== undefined);
       if (next !== undefined) return this.again(next, "timeout", `${detail}, waiting for the peer's HTTP/2 settings`);
       return this.fail("timeout", `${detail}, waiting for the peer's HTTP/2 settings`);
     }
-    if (this.up === undefined) return;
-    this.cancelUpstream();
     const next = this.retries?.afterFailure("reset", this.replay !== undefined);
     if (next !== undefined) return this.again(next, "timeout", detail);
     this.fail("timeout", detail);
@@ -250,7 +216,6 @@ class StreamRelay implements DownstreamHandler {
    */
   private again(next: NextTry, failure: ProxyFailure, detail: string): void {
     this.up = undefined;
-    this.session = undefined;
     if (!this.bodyEnded) this.down.pause();
     this.backoff = setTimeout(() => {
       this.backoff = undefined;
@@ -291,17 +256,10 @@ class StreamRelay implements DownstreamHandler {
     this.finish();
   }
 
-  /**
-   * Cancels the try in flight, if it is still open; counted against its session
-   * (client-sessions.ts). With destroy(), which sends RST_STREAM alone: Bun's
-   * `ClientHttp2Stream.close(code)` ends the request body cleanly first (measured: the
-   * server saw "end", then the reset), and a service could take a cut body for whole.
-   */
+  /** Cancels the try in flight, if any (RST_STREAM CANCEL once sent; counted against its session, wire/client-session.ts). */
   private cancelUpstream(): void {
-    const up = this.up;
-    if (up === undefined || up.closed || up.destroyed) return;
-    up.destroy(new Error("cancelled by the proxy"));
-    if (this.session !== undefined) noteCancelled(this.session);
+    this.up?.cancel();
+    this.up = undefined;
   }
 
   /** The upstream's stream failed after its head: the client's is reset too, so a body cut short never reads as complete. */
@@ -343,8 +301,6 @@ class StreamRelay implements DownstreamHandler {
   private finish(): void {
     if (this.over) return;
     this.over = true;
-    this.stopWaiting?.();
-    this.stopWaiting = undefined;
     this.opts.idle.unwatch(this.watched);
     this.replay = undefined;
     clearTimeout(this.timer);
@@ -354,5 +310,28 @@ class StreamRelay implements DownstreamHandler {
     // A body the call did not send whole is not sent whole to its copy either.
     if (!this.bodyEnded) this.opts.mirror?.cancel();
     this.done(this.result);
+  }
+}
+
+/** The relay's side of its upstream streams: each event goes to the try in flight, the only stream that still reports. */
+class UpstreamEvents implements UpstreamHandler {
+  constructor(private readonly relay: StreamRelay) {}
+  response(headers: IncomingHttpHeaders, endStream: boolean): void {
+    this.relay.upResponse(headers, endStream);
+  }
+  data(chunk: Buffer): void {
+    this.relay.upData(chunk);
+  }
+  trailers(headers: IncomingHttpHeaders): void {
+    this.relay.upTrailers(headers);
+  }
+  end(): void {
+    this.relay.upEnd();
+  }
+  drain(): void {
+    this.relay.upDrain();
+  }
+  failed(failure: UpstreamFailure): void {
+    this.relay.upFailed(failure);
   }
 }

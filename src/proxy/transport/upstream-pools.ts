@@ -13,8 +13,8 @@ import type { RequestBody } from "./h1/request-body.ts";
 import type { PreparedRequest } from "./h1/request-head.ts";
 import type { ResponseSink } from "./h1/response-sink.ts";
 import type { AbortLike } from "./h1/abort.ts";
-import type { ClientHttp2Session } from "node:http2";
 import { H2Sessions } from "../h2/client-sessions.ts";
+import type { H2ClientSession } from "../h2/wire/client-session.ts";
 
 export interface PoolSettings {
   certs: WorkloadCerts;
@@ -41,7 +41,7 @@ export class UpstreamPools {
   constructor(private settings: PoolSettings) {}
 
   /** The HTTP/2 session to `endpoint`, open or opening. */
-  h2Session(endpoint: Endpoint): ClientHttp2Session {
+  h2Session(endpoint: Endpoint): H2ClientSession {
     if (this.h2 === undefined) {
       const { certs, verifyPeer, connectTimeoutMs, idleTimeoutMs } = this.settings;
       this.h2 = new H2Sessions({ tls: verifyPeer && { cert: certs.chainPem, key: certs.keyPem, ca: certs.bundlePem, verifyPeer }, connectTimeoutMs, idleTimeoutMs });

@@ -1,10 +1,11 @@
 /**
- * A decoded request header list held to HTTP/2's rules for fields (RFC 9113 §8.2, §8.3)
- * and made into the headers object the stream handlers read. A list that breaks a rule
- * is malformed: its stream is reset with PROTOCOL_ERROR (§8.1.1), and nothing of it is
- * passed on, so no smuggled field reaches an HTTP/1.1 service.
+ * Header lists as HTTP/2 carries them, both ways. A decoded request or response list is
+ * held to HTTP/2's rules for fields (RFC 9113 §8.2, §8.3) and made into the headers
+ * object the relays read; one that breaks a rule is malformed: its stream is reset with
+ * PROTOCOL_ERROR (§8.1.1), and nothing of it is passed on, so no smuggled field reaches
+ * an HTTP/1.1 service or a client. A headers object to send becomes a flat list.
  */
-import type { IncomingHttpHeaders } from "node:http2";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 
 const REQUEST_PSEUDO = new Set([":method", ":scheme", ":authority", ":path"]);
 /** Connection-specific fields, which HTTP/2 forbids (§8.2.2). */
@@ -89,9 +90,48 @@ export function requestHeaders(fields: readonly string[]): IncomingHttpHeaders |
   return headers as IncomingHttpHeaders;
 }
 
+/** A response's headers, or what makes them malformed: `:status` alone of the pseudo-headers, first, three digits. */
+export function responseHeaders(fields: readonly string[]): IncomingHttpHeaders | string {
+  const headers: Record<string, string | string[]> = {};
+  if (fields[0] !== ":status" || !/^[1-9]\d\d$/.test(fields[1] ?? "")) return "no :status of three digits first";
+  headers[":status"] = fields[1]!;
+  const problem = trailerProblem(fields, 2);
+  if (problem !== undefined) return problem;
+  for (let i = 2; i < fields.length; i += 2) add(headers, fields[i]!, fields[i + 1]!);
+  return headers as IncomingHttpHeaders;
+}
+
+/** Trailers as a headers object, or what makes them malformed. */
+export function trailerHeaders(fields: readonly string[]): IncomingHttpHeaders | string {
+  const problem = trailerProblem(fields);
+  if (problem !== undefined) return problem;
+  const headers: Record<string, string | string[]> = {};
+  for (let i = 0; i < fields.length; i += 2) add(headers, fields[i]!, fields[i + 1]!);
+  return headers as IncomingHttpHeaders;
+}
+
+/** A headers object to send (a response head, trailers, a request) as a flat list, pseudo-headers first, every name in lower case. */
+export function outgoingFields(headers: OutgoingHttpHeaders): string[] {
+  const fields: string[] = [];
+  for (const name in headers) {
+    if (name.charCodeAt(0) !== 0x3a) continue;
+    const value = headers[name];
+    if (value !== undefined) fields.push(name, String(value));
+  }
+  for (const name in headers) {
+    if (name.charCodeAt(0) === 0x3a) continue;
+    const value = headers[name];
+    if (value === undefined) continue;
+    const lower = name.toLowerCase();
+    if (Array.isArray(value)) for (const v of value) fields.push(lower, String(v));
+    else fields.push(lower, String(value));
+  }
+  return fields;
+}
+
 /** Trailers carry no pseudo-headers (§8.1); the rest of the rules are the request's. */
-export function trailerProblem(fields: readonly string[]): string | undefined {
-  for (let i = 0; i < fields.length; i += 2) {
+export function trailerProblem(fields: readonly string[], from = 0): string | undefined {
+  for (let i = from; i < fields.length; i += 2) {
     const name = fields[i]!;
     if (name.charCodeAt(0) === 0x3a) return `pseudo-header ${name} in trailers`;
     if (badName(name, 0)) return `field name ${JSON.stringify(name)} is not a lower-case token`;

@@ -1,7 +1,7 @@
 /**
  * The server side of one HTTP/2 connection (RFC 9113) on a listener's own socket: the
  * client's preface, request streams handed to `stream` (server-stream.ts) once their
- * headers pass HTTP/2's rules (request-fields.ts), responses framed back (connection.ts).
+ * headers pass HTTP/2's rules (fields.ts), responses framed back (connection.ts).
  *
  * Beyond the frame layer's limits: the streams at once are held to
  * SETTINGS_MAX_CONCURRENT_STREAMS (REFUSED_STREAM past it), a header list past its limit
@@ -12,7 +12,7 @@ import type { ServerConnection } from "../../transport/h1-server/connection.ts";
 import { ChurnGuard } from "../../transport/mux/churn.ts";
 import { ConnectionError, H2Connection, STREAM_WINDOW } from "./connection.ts";
 import { ErrorCode, PREFACE, Setting } from "./frames.ts";
-import { requestHeaders, trailerProblem } from "./request-fields.ts";
+import { requestHeaders, trailerProblem } from "./fields.ts";
 import { H2ServerStream, type StreamSession } from "./server-stream.ts";
 import type { WireStream } from "./wire-stream.ts";
 

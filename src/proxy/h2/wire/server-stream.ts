@@ -8,6 +8,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 import { ErrorCode } from "./frames.ts";
 import { WireStream } from "./wire-stream.ts";
+import { outgoingFields } from "./fields.ts";
 
 /** Who reads a stream's request and is told when its response may go on. */
 export interface DownstreamHandler {
@@ -32,22 +33,6 @@ export interface StreamSession {
   /** The socket takes no more for now: writes report false until it drains. */
   readonly blocked: boolean;
   closed(stream: H2ServerStream): void;
-}
-
-/** A response's head or trailers as a flat list, `:status` first, every name in lower case. */
-export function outgoingFields(headers: OutgoingHttpHeaders): string[] {
-  const fields: string[] = [];
-  const status = headers[":status"];
-  if (status !== undefined) fields.push(":status", String(status));
-  for (const name in headers) {
-    if (name === ":status") continue;
-    const value = headers[name];
-    if (value === undefined) continue;
-    const lower = name.toLowerCase();
-    if (Array.isArray(value)) for (const v of value) fields.push(lower, String(v));
-    else fields.push(lower, String(value));
-  }
-  return fields;
 }
 
 const NO_FIELDS: string[] = [];

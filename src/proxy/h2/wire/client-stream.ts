@@ -1,0 +1,199 @@
+/**
+ * One request stream of a client session (client-session.ts), as a relay sees it: the
+ * request's body written (held until the session opens the stream, then within the
+ * peer's window), its end, and the response handed to one handler: head, body (held
+ * within our window while paused), trailers, end, or how it failed.
+ */
+import type { IncomingHttpHeaders } from "node:http2";
+import { ErrorCode } from "./frames.ts";
+import { WireStream } from "./wire-stream.ts";
+
+/** Why a stream failed, as its relay decides whether another try may follow. */
+export interface UpstreamFailure {
+  /**
+   * "refused-stream": the peer refused it unprocessed (REFUSED_STREAM, or past its GOAWAY's
+   * last stream); "connect-failure" and "peer-identity": its session never connected, so it
+   * was never sent; "reset": it was reset, or its connection failed, once sent.
+   */
+  kind: "refused-stream" | "connect-failure" | "peer-identity" | "reset";
+  /** The RST_STREAM code, for a reset by the peer. */
+  code: number;
+  message: string;
+}
+
+/** Who reads a stream's response and is told when its request may go on. */
+export interface UpstreamHandler {
+  /** The response head; `endStream`: the head is the whole response (a gRPC trailers-only answer). */
+  response(headers: IncomingHttpHeaders, endStream: boolean): void;
+  data(chunk: Buffer): void;
+  /** The response's trailers; `end` follows. */
+  trailers(headers: IncomingHttpHeaders): void;
+  /** The response is complete. */
+  end(): void;
+  /** A write that returned false has been taken: more may go. */
+  drain(): void;
+  /** The stream is over before its response was complete. */
+  failed(failure: UpstreamFailure): void;
+}
+
+/** What a stream asks of its session. */
+export interface ClientStreamSession {
+  flushStream(stream: WireStream): boolean;
+  sendRst(id: number, code: number): void;
+  consumed(stream: WireStream, bytes: number): void;
+  readonly blocked: boolean;
+  /** The stream is over: forgotten, and its place given to a waiting one. */
+  streamClosed(stream: H2ClientStream): void;
+  /** The stream was cancelled: it counts against the session (client-session.ts). */
+  cancelled(stream: H2ClientStream): void;
+}
+
+export class H2ClientStream extends WireStream {
+  /** The response head arrived. */
+  answered = false;
+  /** HEADERS sent: the stream has an id and exists at the peer. */
+  opened = false;
+  private paused = false;
+  /** Response body received while paused. */
+  private inbox: Buffer[] | undefined;
+  /** The request's END_STREAM is written. */
+  private ended = false;
+  /** The response's end was handed to the handler. */
+  private responseDone = false;
+
+  constructor(
+    private readonly session: ClientStreamSession,
+    /** The request head, sent when the session opens the stream. */
+    readonly fields: string[],
+    readonly handler: UpstreamHandler,
+  ) {
+    super(0, 0, 0);
+  }
+
+  /** Given its id and windows once the session sends its HEADERS. */
+  open(id: number, recvWindow: number, sendWindow: number): void {
+    (this as { id: number }).id = id;
+    this.recvWindow = recvWindow;
+    this.sendWindow = sendWindow;
+    this.opened = true;
+  }
+
+  // ---- the request ----
+
+  /** False when the body is held (not yet opened, the peer's window shut, or the socket full): wait for `drain`. */
+  write(chunk: Uint8Array): boolean {
+    if (this.closed || this.endQueued || chunk.byteLength === 0) return !this.closed;
+    this.queued.push(chunk);
+    this.queuedBytes += chunk.byteLength;
+    if (this.opened && this.session.flushStream(this) && !this.session.blocked) return true;
+    this.wantsDrain = true;
+    return false;
+  }
+
+  end(): void {
+    if (this.closed || this.endQueued) return;
+    this.endQueued = true;
+    if (this.opened) this.session.flushStream(this);
+  }
+
+  /** Gives the stream up: RST_STREAM CANCEL once sent, nothing if it never was. The handler hears nothing more. */
+  cancel(): void {
+    if (this.closed) return;
+    if (this.opened) {
+      this.session.sendRst(this.id, ErrorCode.CANCEL);
+      this.session.cancelled(this);
+    }
+    this.close();
+  }
+
+  sendDone(): void {
+    this.endQueued = false;
+    this.ended = true;
+    this.closeIfOver();
+  }
+
+  override onDrain(): void {
+    if (!this.wantsDrain || this.closed) return;
+    this.wantsDrain = false;
+    this.handler.drain();
+  }
+
+  // ---- the response ----
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    const inbox = this.inbox;
+    this.inbox = undefined;
+    for (const chunk of inbox ?? []) {
+      if (this.closed) return;
+      this.session.consumed(this, chunk.byteLength);
+      this.handler.data(chunk);
+    }
+    if (this.remoteEnded && !this.closed) this.responseEnded();
+  }
+
+  onHead(headers: IncomingHttpHeaders, endStream: boolean): void {
+    this.answered = true;
+    if (endStream) this.remoteEnded = true;
+    if (endStream) this.responseDone = true;
+    this.handler.response(headers, endStream);
+    if (endStream) this.closeIfOver();
+  }
+
+  onData(chunk: Buffer): void {
+    if (this.paused) {
+      (this.inbox ??= []).push(chunk);
+      return;
+    }
+    this.session.consumed(this, chunk.byteLength);
+    this.handler.data(chunk);
+  }
+
+  onTrailers(headers: IncomingHttpHeaders): void {
+    this.handler.trailers(headers);
+  }
+
+  /** The response's END_STREAM arrived. */
+  onEnd(): void {
+    this.remoteEnded = true;
+    if (!this.paused) this.responseEnded();
+  }
+
+  private responseEnded(): void {
+    this.responseDone = true;
+    this.handler.end();
+    this.closeIfOver();
+  }
+
+  /** The peer reset it, or its session failed. */
+  onFailed(failure: UpstreamFailure): void {
+    if (this.closed) return;
+    this.close();
+    this.handler.failed(failure);
+  }
+
+  /**
+   * Over once the response is: a request still being sent when the peer has answered in
+   * full (a service that answers without reading it all, RFC 9113 §8.1) is ended there,
+   * with RST_STREAM NO_ERROR, and the rest of its body dropped.
+   */
+  private closeIfOver(): void {
+    if (!this.responseDone || this.closed) return;
+    if (!this.ended && this.opened) this.session.sendRst(this.id, ErrorCode.NO_ERROR);
+    this.close();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.inbox = undefined;
+    this.queued = [];
+    this.queuedBytes = 0;
+    this.session.streamClosed(this);
+  }
+}
