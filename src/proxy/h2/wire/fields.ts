@@ -7,6 +7,8 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 
+/** RFC 3986 §3.1. */
+const SCHEME = /^[a-z][a-z0-9+.-]*$/i;
 const REQUEST_PSEUDO = new Set([":method", ":scheme", ":authority", ":path"]);
 /** Connection-specific fields, which HTTP/2 forbids (§8.2.2). */
 const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
@@ -84,7 +86,7 @@ export function requestHeaders(fields: readonly string[]): IncomingHttpHeaders |
   if (method === undefined || typeof method !== "string" || badName(method.toLowerCase(), 0)) return "no :method, or one that is not a token";
   if (method === "CONNECT") {
     if (headers[":authority"] === undefined || headers[":path"] !== undefined || headers[":scheme"] !== undefined) return "a CONNECT request has :authority alone";
-  } else if (headers[":scheme"] === undefined || badPath(headers[":path"] as string | undefined)) return "no :scheme, or a :path that is not an origin-form path or *";
+  } else if (!SCHEME.test(String(headers[":scheme"] ?? "")) || badPath(headers[":path"] as string | undefined)) return "no :scheme that is a scheme, or a :path that is not an origin-form path or *";
   const length = headers["content-length"];
   if (length !== undefined && (typeof length !== "string" || !/^\d{1,15}$/.test(length))) return "a content-length that is not one number";
   return headers as IncomingHttpHeaders;

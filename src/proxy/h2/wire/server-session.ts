@@ -5,8 +5,10 @@
  *
  * Beyond the frame layer's limits: the streams at once are held to
  * SETTINGS_MAX_CONCURRENT_STREAMS (REFUSED_STREAM past it), a header list past its limit
- * is answered 431, a body is held to its content-length, and a client that resets most
- * streams right after opening them is cut off (rapid reset: ../../transport/mux/churn.ts).
+ * is answered 431 (trailers past it reset the stream), a body is held to its
+ * content-length, and a client that ends most streams right after opening them is cut
+ * off (rapid reset: ../../transport/mux/churn.ts), whether it reset them itself or had
+ * this side reset them for a fault of its making (MadeYouReset, CVE-2025-8671).
  */
 import type { ServerConnection } from "../../transport/h1-server/connection.ts";
 import { ChurnGuard } from "../../transport/mux/churn.ts";
@@ -128,7 +130,9 @@ export class H2ServerSession extends H2Connection implements StreamSession {
     const headers = requestHeaders(fields);
     if (typeof headers === "string") {
       this.events.refused("malformed");
-      return this.sendRst(id, ErrorCode.PROTOCOL_ERROR);
+      this.sendRst(id, ErrorCode.PROTOCOL_ERROR);
+      this.churn.streamOpened();
+      return this.endedBusy(performance.now());
     }
     const stream = new H2ServerStream(this, id, headers, this.conn.peer, STREAM_WINDOW, this.initialSendWindow);
     this.streams.set(id, stream);
@@ -143,6 +147,7 @@ export class H2ServerSession extends H2Connection implements StreamSession {
   private trailersOf(id: number, fields: string[], endStream: boolean): void {
     const stream = this.streams.get(id);
     if (stream === undefined) return;
+    if (this.decoder.listBytes > this.limits.maxHeaderListBytes) return this.malformed(stream);
     if (stream.remoteEnded) return this.streamError(id, ErrorCode.STREAM_CLOSED);
     if (!endStream || trailerProblem(fields) !== undefined) return this.malformed(stream);
     if (stream.expectedLength >= 0 && stream.received !== stream.expectedLength) return this.malformed(stream);
@@ -155,8 +160,12 @@ export class H2ServerSession extends H2Connection implements StreamSession {
     if (stream === undefined) return;
     const busy = !stream.responseEnded;
     stream.onGone(code || ErrorCode.CANCEL);
-    // Rapid reset: the session ends gracefully, other callers' calls on it finishing.
-    if (busy && this.churn.endedBusy(performance.now() - stream.openedAt)) this.retire();
+    if (busy) this.endedBusy(stream.openedAt);
+  }
+
+  /** A stream opened at `openedAt` ended with its request in flight: past the rapid-reset rule, the session ends gracefully, other callers' calls on it finishing. */
+  private endedBusy(openedAt: number): void {
+    if (this.churn.endedBusy(performance.now() - openedAt)) this.retire();
   }
 
   protected goawayReceived(): void {
@@ -167,7 +176,11 @@ export class H2ServerSession extends H2Connection implements StreamSession {
 
   protected streamError(id: number, code: ErrorCode): void {
     this.sendRst(id, code);
-    this.streams.get(id)?.onGone(code);
+    const stream = this.streams.get(id);
+    if (stream === undefined) return;
+    const busy = !stream.responseEnded;
+    stream.onGone(code);
+    if (busy) this.endedBusy(stream.openedAt);
   }
 
   // ---- streams' requests (StreamSession) ----
