@@ -40,6 +40,8 @@ export interface ClientSessionEvents {
 const ALPN_H2 = alpnWire(["h2"]);
 /** Largest response header list taken (SETTINGS_MAX_HEADER_LIST_SIZE), as the listeners take for requests. */
 const MAX_HEADER_LIST_BYTES = 64 * 1024;
+/** The peer's stream limit until its SETTINGS say: the least RFC 9113 §6.5.2 recommends, and what Envoy and Go's server default to. */
+const ASSUMED_MAX_STREAMS = 100;
 /** Streams cancelled before a session is retired (see the header). */
 const CANCELS_PER_SESSION = 100;
 
@@ -74,6 +76,16 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
   /** New streams may be asked of it. */
   get usable(): boolean {
     return !this.draining && !this.over;
+  }
+
+  /** Streams open or waiting. */
+  get load(): number {
+    return this.streams.size + this.waiting.length;
+  }
+
+  /** Whether a new stream would open at once (once settled): below the peer's stream limit, taken as 100 until it says. */
+  get hasRoom(): boolean {
+    return this.load < (this.settled ? this.peerMaxStreams : ASSUMED_MAX_STREAMS);
   }
 
   /** Sends a request (its head now, or once the session can); `endStream`: it has no body. The handler hears of it from the next turn on. */
@@ -205,6 +217,7 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
     if (stream.answered) {
       const trailers = endStream ? trailerHeaders(fields) : "trailers without END_STREAM";
       if (typeof trailers === "string") return this.malformed(stream, trailers);
+      if (stream.expectedLength >= 0 && stream.received !== stream.expectedLength) return this.malformed(stream, "a body shorter than its content-length");
       stream.onTrailers(trailers);
       return stream.onEnd();
     }
@@ -213,12 +226,21 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
     const status = head[":status"] as string;
     // 1xx (100 Continue, 103 Early Hints) come before the response; 101 does not exist in HTTP/2.
     if (status.charCodeAt(0) === 0x31) return status === "101" || endStream ? this.malformed(stream, `a ${status} response`) : undefined;
+    // A body is held to its content-length (RFC 9113 §8.1.1), but for HEAD, 204 and 304, which have none.
+    const length = head["content-length"];
+    if (length !== undefined && !stream.headRequest && status !== "204" && status !== "304") {
+      if (typeof length !== "string" || !/^\d{1,15}$/.test(length)) return this.malformed(stream, "a content-length that is not one number");
+      stream.expectedLength = Number(length);
+      if (endStream && stream.expectedLength > 0) return this.malformed(stream, "no body, and a content-length");
+    }
     stream.onHead(head, endStream);
   }
 
   protected streamData(stream: WireStream, buf: Buffer, from: number, to: number, endStream: boolean): void {
     const s = stream as H2ClientStream;
     if (!s.answered) return this.malformed(s, "DATA before the response head");
+    s.received += to - from;
+    if (s.expectedLength >= 0 && (s.received > s.expectedLength || (endStream && s.received !== s.expectedLength))) return this.malformed(s, "a body unlike its content-length");
     if (to > from) s.onData(buf.subarray(from, to));
     if (endStream) s.onEnd();
   }
