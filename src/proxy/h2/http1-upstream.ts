@@ -77,6 +77,12 @@ class Http1Relay implements DownstreamHandler {
   private watched: WatchedStream | undefined;
   /** The request body's stream, while the client sends it. */
   private body: ReadableStreamDefaultController<Uint8Array> | undefined;
+  /**
+   * The last piece received, held until the next or the end: a body with a Content-Length
+   * is complete to the service on its last byte, so that byte waits for END_STREAM, and a
+   * stream the client resets after sending it all never reaches the service whole.
+   */
+  private lastPiece: Buffer | undefined;
   /** Resolves a response write's wait for the client's window, or its stream's end. */
   private drained: (() => void) | undefined;
 
@@ -132,13 +138,20 @@ class Http1Relay implements DownstreamHandler {
     this.received += chunk.byteLength;
     const limit = this.opts.maxBodyBytes;
     if (limit > 0 && this.received > limit) return this.overLimit();
-    body.enqueue(chunk);
+    const previous = this.lastPiece;
+    this.lastPiece = chunk;
+    if (previous === undefined) return;
+    body.enqueue(previous);
     if ((body.desiredSize ?? 0) <= 0) this.down.pause();
   }
 
   end(): void {
-    if (!this.over) this.body?.close();
+    if (!this.over && this.body !== undefined) {
+      if (this.lastPiece !== undefined) this.body.enqueue(this.lastPiece);
+      this.body.close();
+    }
     this.body = undefined;
+    this.lastPiece = undefined;
   }
 
   drain(): void {
