@@ -610,7 +610,8 @@ describe("request bodies: the service gets exactly what its head announced, or a
     test(`${side}: a stream reset mid-body (no length: chunked) never reaches the service as a complete request: no terminating 0-chunk, its connection cut`, async () => {
       const m = marker("rst-chunked");
       const before = snapshot();
-      const { c } = await rawCall(side, req(`/hold?m=${m}`, [], "POST"), [Buffer.from("part-one")], { end: false, waitMs: 300 });
+      // Two pieces: the last one received waits for END_STREAM (http1-upstream.ts), so the first is what reaches the service.
+      const { c } = await rawCall(side, req(`/hold?m=${m}`, [], "POST"), [Buffer.from("part-one"), Buffer.from("part-two")], { end: false, waitMs: 300 });
       await eventually(() => bytesSince(before).join("").includes("part-one"), 2000);
       c.write(rstFrame(1));
       const closedBefore = svc.closed;
@@ -627,10 +628,10 @@ describe("request bodies: the service gets exactly what its head announced, or a
       });
     });
 
-    test(`${side}: a stream reset mid-body (content-length 100, 8 sent) never reaches the service as complete; its connection cut`, async () => {
+    test(`${side}: a stream reset mid-body (content-length 100, 16 sent) never reaches the service as complete; its connection cut`, async () => {
       const m = marker("rst-length");
       const before = snapshot();
-      const { c } = await rawCall(side, req(`/hold?m=${m}`, [["content-length", "100"]], "POST"), [Buffer.from("part-one")], { end: false, waitMs: 300 });
+      const { c } = await rawCall(side, req(`/hold?m=${m}`, [["content-length", "100"]], "POST"), [Buffer.from("part-one"), Buffer.from("part-two")], { end: false, waitMs: 300 });
       await eventually(() => bytesSince(before).join("").includes("part-one"), 2000);
       const closedBefore = svc.closed;
       c.write(rstFrame(1));
