@@ -34,6 +34,27 @@ export function rstFrame(stream: number, code = CANCEL): Buffer {
   p.writeUInt32BE(code);
   return frame(T.RST, 0, stream, p);
 }
+export type OnFrame = (type: number, flags: number, stream: number, payload: Buffer) => void;
+/** Frames read from a byte stream as it arrives (after the client preface when `preface`), each handed to `onFrame`. */
+export function frameReader(preface: boolean, onFrame: OnFrame): (d: Buffer) => void {
+  let buf = Buffer.alloc(0);
+  let skip = preface ? 24 : 0;
+  return (d: Buffer) => {
+    buf = buf.byteLength === 0 ? Buffer.from(d) : Buffer.concat([buf, d]);
+    if (skip > 0) {
+      const n = Math.min(skip, buf.byteLength);
+      buf = buf.subarray(n);
+      skip -= n;
+    }
+    while (buf.byteLength >= 9) {
+      const len = buf.readUIntBE(0, 3);
+      if (buf.byteLength < 9 + len) break;
+      onFrame(buf[3]!, buf[4]!, buf.readUInt32BE(5) & 0x7fffffff, buf.subarray(9, 9 + len));
+      buf = buf.subarray(9 + len);
+    }
+  };
+}
+
 /** HPACK integer (RFC 7541 §5.1). */
 export function hpackInt(value: number, prefixBits: number, first: number): number[] {
   const max = (1 << prefixBits) - 1;

@@ -33,7 +33,7 @@ import { clientTls, recordingService as h1RecordingService, rssMiB, type Recordi
 import { fixtureFor, serviceDoc } from "../helpers/mesh-fixture.ts";
 import { greeterClient, greeterService, grpc, unary, type GreeterService, type Greeting } from "../helpers/grpc.ts";
 import { eventually } from "../helpers/wait.ts";
-import { block, F, frame, headerFrames, hpackInt, indexed, literalIndexed, PREFACE, RawH2, request, rstFrame, settings, T } from "../helpers/raw-h2.ts";
+import { block, F, frame, frameReader, headerFrames, hpackInt, indexed, literalIndexed, PREFACE, RawH2, request, rstFrame, settings, T } from "../helpers/raw-h2.ts";
 
 const ORDERS = "spiffe://mesh.local/ns/default/sa/orders";
 const WEB = "spiffe://mesh.local/ns/default/sa/web";
@@ -295,9 +295,7 @@ function wireTap(target: () => number) {
     const decoder = new HpackDecoder();
     let headerBlock: Buffer[] | undefined;
     let blockStream = 0;
-    let buf = Buffer.alloc(0);
-    let skip = PREFACE.byteLength;
-    const onFrame = (type: number, flags: number, id: number, payload: Buffer) => {
+    const read = frameReader(true, (type, flags, id, payload) => {
       if (type === T.HEADERS || type === T.CONTINUATION) {
         let body = payload;
         if (type === T.HEADERS) {
@@ -335,23 +333,12 @@ function wireTap(target: () => number) {
         if (flags & F.END_STREAM) rec.es = true;
       }
       if (type === T.RST) rec.rst = true;
-    };
+    });
     const up = net.connect(target(), "127.0.0.1");
     sockets.add(up);
     client.on("data", (d: Buffer) => {
       up.write(d);
-      buf = buf.byteLength === 0 ? Buffer.from(d) : Buffer.concat([buf, d]);
-      if (skip > 0) {
-        const n = Math.min(skip, buf.byteLength);
-        buf = buf.subarray(n);
-        skip -= n;
-      }
-      while (buf.byteLength >= 9) {
-        const len = buf.readUIntBE(0, 3);
-        if (buf.byteLength < 9 + len) break;
-        onFrame(buf[3]!, buf[4]!, buf.readUInt32BE(5) & 0x7fffffff, buf.subarray(9, 9 + len));
-        buf = buf.subarray(9 + len);
-      }
+      read(d);
     });
     up.on("data", (d: Buffer) => client.write(d));
     up.on("close", () => client.destroy());

@@ -24,7 +24,7 @@ import tls from "node:tls";
 import { join } from "node:path";
 import { clientTls } from "../helpers/data-plane.ts";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
-import { block, frame, headerFrames, RawH2, request, rstFrame, T } from "../helpers/raw-h2.ts";
+import { block, frame, frameReader, headerFrames, RawH2, request, rstFrame, T } from "../helpers/raw-h2.ts";
 import { grpc } from "../helpers/grpc.ts";
 import { eventually } from "../helpers/wait.ts";
 import { H2Sessions } from "../../src/proxy/h2/client-sessions.ts";
@@ -44,25 +44,6 @@ const sleep = (ms: number) => Bun.sleep(ms);
 // ---------------------------------------------------------------------------------------
 // Frame parsing (for the wire tap and the fake peers)
 // ---------------------------------------------------------------------------------------
-type OnFrame = (type: number, flags: number, stream: number, payload: Buffer) => void;
-function frameReader(preface: boolean, onFrame: OnFrame): (d: Buffer) => void {
-  let buf = Buffer.alloc(0);
-  let skip = preface ? 24 : 0;
-  return (d: Buffer) => {
-    buf = buf.byteLength === 0 ? Buffer.from(d) : Buffer.concat([buf, d]);
-    if (skip > 0) {
-      const n = Math.min(skip, buf.byteLength);
-      buf = buf.subarray(n);
-      skip -= n;
-    }
-    while (buf.byteLength >= 9) {
-      const len = buf.readUIntBE(0, 3);
-      if (buf.byteLength < 9 + len) break;
-      onFrame(buf[3]!, buf[4]!, buf.readUInt32BE(5) & 0x7fffffff, buf.subarray(9, 9 + len));
-      buf = buf.subarray(9 + len);
-    }
-  };
-}
 
 // ---------------------------------------------------------------------------------------
 // The recording h2c service: every stream, keyed by the tap's connection port and stream id

@@ -205,11 +205,8 @@ export class H2ServerStream extends WireStream {
   }
 
   private close(): void {
-    if (this.closed) return;
-    this.closed = true;
+    if (!this.markClosed()) return;
     this.inbox = undefined;
-    this.queued = [];
-    this.queuedBytes = 0;
     this.session.closed(this);
   }
 }

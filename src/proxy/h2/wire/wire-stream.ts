@@ -30,6 +30,15 @@ export abstract class WireStream {
     this.sendWindow = sendWindow;
   }
 
+  /** Marks it over and drops the body it still held to send; false if it was over already. */
+  protected markClosed(): boolean {
+    if (this.closed) return false;
+    this.closed = true;
+    this.queued = [];
+    this.queuedBytes = 0;
+    return true;
+  }
+
   /** The last frame of what we send on it is written. */
   abstract sendDone(): void;
 
