@@ -124,7 +124,7 @@ export class H2ServerSession extends H2Connection implements StreamSession {
       return this.sendRst(id, ErrorCode.REFUSED_STREAM);
     }
     if (this.decoder.listBytes > this.limits.maxHeaderListBytes) {
-      this.events.refused("head-too-large");
+      this.events.refused("too-large");
       return this.answerTooLarge(id, endStream);
     }
     const headers = requestHeaders(fields);
@@ -155,11 +155,11 @@ export class H2ServerSession extends H2Connection implements StreamSession {
     stream.onEnd();
   }
 
-  protected streamReset(id: number, code: number): void {
+  protected streamReset(id: number): void {
     const stream = this.streams.get(id);
     if (stream === undefined) return;
     const busy = !stream.responseEnded;
-    stream.onGone(code || ErrorCode.CANCEL);
+    stream.onGone();
     if (busy) this.endedBusy(stream.openedAt);
   }
 
@@ -179,7 +179,7 @@ export class H2ServerSession extends H2Connection implements StreamSession {
     const stream = this.streams.get(id);
     if (stream === undefined) return;
     const busy = !stream.responseEnded;
-    stream.onGone(code);
+    stream.onGone();
     if (busy) this.endedBusy(stream.openedAt);
   }
 
@@ -227,7 +227,7 @@ export class H2ServerSession extends H2Connection implements StreamSession {
   }
 
   protected streamsGone(): void {
-    for (const stream of [...this.streams.values()]) stream.onGone(0);
+    for (const stream of [...this.streams.values()]) stream.onGone();
   }
 
   protected closeTransport(reset: boolean): void {

@@ -47,9 +47,7 @@ export class H2ServerStream extends WireStream {
   /** The response's END_STREAM is queued or sent. */
   responseEnded = false;
   /** The request's end was handed to the handler. */
-  requestEnded = false;
-  /** The code of a reset either way; 0 without one. */
-  rstCode = 0;
+  private requestEnded = false;
   /** Request body bytes received, held to content-length when there is one (-1: none). */
   received = 0;
   readonly expectedLength: number;
@@ -113,10 +111,9 @@ export class H2ServerStream extends WireStream {
     this.deliver();
   }
 
-  /** Reset by the peer (`code`), or its connection went (0). */
-  onGone(code: number): void {
+  /** Reset by the peer, or its connection went. */
+  onGone(): void {
     if (this.closed) return;
-    this.rstCode = code || ErrorCode.CANCEL;
     this.close();
     this.handler?.gone();
   }
@@ -199,7 +196,6 @@ export class H2ServerStream extends WireStream {
   /** RST_STREAM with `code`: INTERNAL_ERROR for a response cut short. */
   reset(code: number): void {
     if (this.closed) return;
-    this.rstCode = code;
     this.session.sendRst(this.id, code);
     this.close();
   }
