@@ -58,7 +58,10 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
   connected = false;
   private readonly toSocket: Uint8Array[] = [];
   private settleTimer: Timer | undefined;
+  /** One timer for the session's life: streams opening and closing only move `idleSince`. */
   private idleTimer: Timer | undefined;
+  /** performance.now() when the last stream closed (or the session connected). */
+  private idleSince = 0;
   private cancels = 0;
   protected readonly maxHeaderListBytes = MAX_HEADER_LIST_BYTES;
 
@@ -96,8 +99,6 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
       queueMicrotask(() => stream.onFailed({ kind: "refused-stream", code: 0, message: "the session to the peer was closing" }));
       return stream;
     }
-    clearTimeout(this.idleTimer);
-    this.idleTimer = undefined;
     this.waiting.push(stream);
     this.openWaiting();
     return stream;
@@ -122,17 +123,23 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
   // ---- the connection ----
 
   private ready(socket: Socket<H2ClientSession>): void {
+    // Ended while it dialled (no SETTINGS in time, or destroyed): the late connection goes too.
+    if (this.over) return void socket.terminate();
     if (this.opts.tls !== undefined && socket.alpnProtocol !== "h2") {
       socket.end();
       return this.dialFailed(new Error(`${this.opts.host}:${this.opts.port} did not choose h2 in ALPN (it chose ${socket.alpnProtocol || "nothing"})`));
     }
     this.socket = socket;
     this.connected = true;
+    this.idleSince = performance.now();
+    this.armIdle(this.opts.idleTimeoutMs);
     socket.write(PREFACE);
     this.start([
       [Setting.ENABLE_PUSH, 0],
       [Setting.MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST_BYTES],
     ]);
+    // Retired while it dialled, with nothing to carry.
+    this.endIfDone();
   }
 
   private dialFailed(err: Error): void {
@@ -281,9 +288,18 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
     this.streams.delete(stream.id);
     this.forget(stream);
     this.openWaiting();
-    if (this.streams.size > 0 || this.waiting.length > 0) return;
-    if (this.endIfDone()) return;
-    this.idleTimer ??= setTimeout(() => this.streams.size === 0 && this.waiting.length === 0 && this.retire(), this.opts.idleTimeoutMs);
+    if (this.load > 0) return;
+    this.idleSince = performance.now();
+    this.endIfDone();
+  }
+
+  /** A session with no stream for the idle time is retired; otherwise the timer looks again when that time could next be up. */
+  private armIdle(ms: number): void {
+    this.idleTimer = setTimeout(() => {
+      const idleFor = performance.now() - this.idleSince;
+      if (this.load === 0 && idleFor >= this.opts.idleTimeoutMs) return this.retire();
+      this.armIdle(this.load === 0 ? this.opts.idleTimeoutMs - idleFor : this.opts.idleTimeoutMs);
+    }, ms);
   }
 
   cancelled(): void {
@@ -304,12 +320,10 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
     this.endIfDone();
   }
 
-  private endIfDone(): boolean {
-    if (!this.draining || this.streams.size > 0 || this.waiting.length > 0 || this.over) return false;
-    if (this.socket === undefined) return false;
+  private endIfDone(): void {
+    if (!this.draining || this.load > 0 || this.over || this.socket === undefined) return;
     this.goaway(0, ErrorCode.NO_ERROR);
     this.end();
-    return true;
   }
 
   /** Ends now: every stream open or waiting fails. */
