@@ -1,6 +1,6 @@
 /**
  * The defence Envoy uses against HTTP/2's "rapid reset" (CVE-2023-44487), for mux
- * streams and for the streams of HTTP/2 sessions (../../h2/loopback-server.ts). Each stream a client ends while its request is in flight cancels work the
+ * streams and for the streams of HTTP/2 sessions (../../h2/wire/server-session.ts). Each stream a client ends while its request is in flight cancels work the
  * service had started, and costs the client almost nothing; the stream limit bounds
  * how many run at once, not how fast they churn. A client that ends most of its streams
  * that way, right after opening them, is cut off: once a session has opened
