@@ -13,6 +13,7 @@
  */
 import type { Socket, SocketHandler } from "bun";
 import { PeerIdentityError } from "../../errors.ts";
+import { readEvent } from "../../../core/clock.ts";
 import { Dial, type DialTls } from "../../transport/dial.ts";
 import { alpnWire } from "../../transport/mux/frame.ts";
 import { ConnectionError, H2Connection, STREAM_WINDOW } from "./connection.ts";
@@ -42,6 +43,10 @@ const ALPN_H2 = alpnWire(["h2"]);
 const MAX_HEADER_LIST_BYTES = 64 * 1024;
 /** The peer's stream limit until its SETTINGS say: the least RFC 9113 §6.5.2 recommends, and what Envoy and Go's server default to. */
 const ASSUMED_MAX_STREAMS = 100;
+/** Informational (1xx) heads taken before a response: past them, the stream is malformed (a peer could send them for ever). */
+const MAX_INFORMATIONAL_HEADS = 8;
+/** The last stream id a client may open (RFC 9113 §5.1.1): past it, a new session. */
+const LAST_STREAM_ID = 0x7fff_ffff;
 /** Streams cancelled before a session is retired (see the header). */
 const CANCELS_PER_SESSION = 100;
 
@@ -54,6 +59,8 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
   private nextId = 1;
   /** Takes no new streams: GOAWAY from the peer, or retired. */
   private draining = false;
+  /** Opens none of the streams waiting either: the peer said GOAWAY, or the connection failed. */
+  private stopped = false;
   /** The dial succeeded (TLS handshake and peer check passed): a stream sent may have reached the peer. */
   connected = false;
   private readonly toSocket: Uint8Array[] = [];
@@ -106,11 +113,18 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
 
   /** Opens waiting streams while the peer's limit allows. */
   private openWaiting(): void {
-    while (this.settled && this.waiting.length > 0 && this.streams.size < this.peerMaxStreams && !this.over) {
+    while (this.settled && this.waiting.length > 0 && this.streams.size < this.peerMaxStreams && !this.over && !this.stopped) {
+      if (this.nextId > LAST_STREAM_ID) {
+        // Stream ids are never reused: what waits goes on a new session, this one ends with its streams.
+        this.stopTaking();
+        return this.failWaiting({ kind: "refused-stream", code: 0, message: "the session to the peer used up its stream ids" });
+      }
       const stream = this.waiting.shift()!;
       if (stream.closed) continue;
       const id = this.nextId;
       this.nextId += 2;
+      // The last id: new calls go to a new session from now on.
+      if (this.nextId > LAST_STREAM_ID) this.stopTaking();
       stream.open(id, STREAM_WINDOW, this.initialSendWindow);
       this.streams.set(id, stream);
       const headersOnly = stream.endQueued && stream.queued.length === 0;
@@ -231,15 +245,19 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
     const head = responseHeaders(fields);
     if (typeof head === "string") return this.malformed(stream, head);
     const status = head[":status"] as string;
-    // 1xx (100 Continue, 103 Early Hints) come before the response; 101 does not exist in HTTP/2.
-    if (status.charCodeAt(0) === 0x31) return status === "101" || endStream ? this.malformed(stream, `a ${status} response`) : undefined;
-    // A body is held to its content-length (RFC 9113 §8.1.1), but for HEAD, 204 and 304, which have none.
+    // 1xx (100 Continue, 103 Early Hints) come before the response, a few at most; 101 does not exist in HTTP/2.
+    if (status.charCodeAt(0) === 0x31) {
+      if (status === "101" || endStream || ++stream.informational > MAX_INFORMATIONAL_HEADS) return this.malformed(stream, `a ${status} response, or too many`);
+      return;
+    }
+    // A body is held to its content-length (RFC 9113 §8.1.1); HEAD, 204 and 304 have none, whatever it says (RFC 9110 §6.4.1).
     const length = head["content-length"];
-    if (length !== undefined && !stream.headRequest && status !== "204" && status !== "304") {
+    if (stream.headRequest || status === "204" || status === "304") stream.expectedLength = 0;
+    else if (length !== undefined) {
       if (typeof length !== "string" || !/^\d{1,15}$/.test(length)) return this.malformed(stream, "a content-length that is not one number");
       stream.expectedLength = Number(length);
-      if (endStream && stream.expectedLength > 0) return this.malformed(stream, "no body, and a content-length");
     }
+    if (endStream && stream.expectedLength > 0) return this.malformed(stream, "no body, and a content-length");
     stream.onHead(head, endStream);
   }
 
@@ -270,9 +288,11 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
   /** The peer takes no stream past `lastStreamId`: those were never processed, and may go elsewhere. */
   protected goawayReceived(lastStreamId: number, code: number): void {
     this.stopTaking();
+    // No stream opens after it (RFC 9113 §6.8): those waiting go elsewhere.
+    this.stopped = true;
     const failure: UpstreamFailure = { kind: "refused-stream", code, message: `the peer is going away (GOAWAY code ${code}) and did not take the stream` };
-    for (const stream of [...this.streams.values()]) if (stream.id > lastStreamId) stream.onFailed(failure);
     this.failWaiting(failure);
+    for (const stream of [...this.streams.values()]) if (stream.id > lastStreamId) stream.onFailed(failure);
     this.endIfDone();
   }
 
@@ -336,8 +356,9 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
   }
 
   protected streamsGone(): void {
-    for (const stream of [...this.streams.values()]) stream.onFailed({ kind: "reset", code: 0, message: "the connection to the peer failed" });
+    this.stopped = true;
     this.failWaiting({ kind: "connect-failure", code: 0, message: "the connection to the peer failed before the stream was sent" });
+    for (const stream of [...this.streams.values()]) stream.onFailed({ kind: "reset", code: 0, message: "the connection to the peer failed" });
   }
 
   protected closeTransport(reset: boolean): void {
@@ -366,7 +387,7 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
       // A refusal after the connect: a renegotiation that failed the checks.
       if (s.data.dial.handshake(s, authError) !== undefined) s.terminate();
     },
-    data: (s, chunk) => s.data.onData(chunk),
+    data: (s, chunk) => readEvent(s.data, chunk),
     drain: (s) => s.data.onSocketDrain(),
     close: (s, err) => s.data.gone(err),
     error: (s, err) => {

@@ -58,6 +58,10 @@ export class H2ClientStream extends WireStream {
   /** The response's content-length (-1: none), and its body bytes so far. */
   expectedLength = -1;
   received = 0;
+  /** Informational (1xx) heads before the response. */
+  informational = 0;
+  /** The response is all here (END_STREAM), some of it still held for a paused reader: the session is done with it. */
+  private detached = false;
   private paused = false;
   /** Response body received while paused. */
   private inbox: Buffer[] | undefined;
@@ -183,9 +187,18 @@ export class H2ClientStream extends WireStream {
     this.closeIfOver();
   }
 
-  /** The peer reset it, or its session failed. */
+  /**
+   * The peer reset it, or its session failed. A response that arrived whole and waits for
+   * a paused reader is not thrown away (RFC 9113 §8.1: a server may reset a stream it has
+   * answered, or close the connection): only the session lets go of it.
+   */
   onFailed(failure: UpstreamFailure): void {
     if (this.closed) return;
+    if (this.remoteEnded) {
+      if (!this.detached) this.session.streamClosed(this);
+      this.detached = true;
+      return;
+    }
     this.close();
     this.handler.failed(failure);
   }
@@ -197,7 +210,7 @@ export class H2ClientStream extends WireStream {
    */
   private closeIfOver(): void {
     if (!this.responseDone || this.closed) return;
-    if (!this.ended && this.opened) this.session.sendRst(this.id, ErrorCode.INTERNAL_ERROR);
+    if (!this.ended && this.opened && !this.detached) this.session.sendRst(this.id, ErrorCode.INTERNAL_ERROR);
     this.close();
   }
 
