@@ -170,10 +170,9 @@ export class H2Mirror {
     this.stream = dest.pools.h2Session(endpoint).request(outgoingFields(copyHeaders), false, new MirrorAnswer(this));
   }
 
-  /** The copy was answered `status`. */
+  /** The copy was answered `status`; its timeout runs on over the rest, as Envoy's covers a shadow's whole response, so a copy that never ends gives its places back. */
   answeredWith(status: number): void {
     this.answered = true;
-    clearTimeout(this.timeout);
     count(this.metrics, this.mirror, statusClass(status));
   }
 
