@@ -29,10 +29,7 @@ import { eventually } from "../helpers/wait.ts";
 import { HpackDecoder } from "../../src/proxy/h2/wire/hpack.ts";
 import { H2Sessions } from "../../src/proxy/h2/client-sessions.ts";
 import type { UpstreamHandler } from "../../src/proxy/h2/wire/client-stream.ts";
-import { relayStream } from "../../src/proxy/h2/stream-relay.ts";
-import { IdleStreams } from "../../src/proxy/h2/idle-streams.ts";
-import { H2Server } from "../../src/proxy/h2/h2-server.ts";
-import { H1Listener } from "../../src/proxy/transport/h1-server/listener.ts";
+import { relaysKeptAlive } from "../helpers/relays-kept-alive.ts";
 
 const fx = fixtureFor("web", "web2", "api", "api2");
 type Proxy = Awaited<ReturnType<typeof fx.proxy>>;
@@ -1277,54 +1274,11 @@ describe("client sessions in-process", () => {
   test("100 calls that time out (30 ms) while queued on a session whose peer allows 0 streams are not kept alive by it (WeakRef, as review-h2-sessions.test.ts relaysKeptAlive)", async () => {
     const pool = new H2Sessions({ connectTimeoutMs: 60_000, idleTimeoutMs: 60_000 });
     const session = pool.session(`127.0.0.1:${zero.port}`);
-    const refs: WeakRef<object>[] = [];
-    const idle = new IdleStreams(0);
-    const h2 = new H2Server({
-      callerRequired: false,
-      onRefused: () => {},
-      onStream: (stream) => {
-        const opts = { timeoutMs: 30, perTryMs: 0, grpc: false, maxBodyBytes: 0, takesTrailers: false, idle, upstreamName: "x" };
-        refs.push(new WeakRef(opts));
-        relayStream(stream, session, { ":method": "GET", ":path": "/x", ":authority": "x", ":scheme": "http" }, opts, () => {});
-      },
-    });
-    const front = new H1Listener({
-      hostname: "127.0.0.1",
-      port: 0,
-      limits: { maxBodyBytes: 0, idleTimeoutS: 30 },
-      handler: { request: () => {}, refused: () => {}, upgrade: (conn) => conn.shutdown(true), http2: (conn, initial) => h2.accept(conn, initial) },
-      events: { onRefused: () => {}, onOpen: () => {} },
-    });
-    const c = http2.connect(`http://127.0.0.1:${front.listen()}`);
-    c.on("error", () => {});
     try {
-      await sleep(100);
-      const statuses = await Promise.all(
-        Array.from(
-          { length: 100 },
-          () =>
-            new Promise<number>((resolve) => {
-              const r = c.request({ ":path": "/x" });
-              let st = 0;
-              r.on("response", (h) => (st = Number(h[":status"])));
-              r.on("error", () => {});
-              r.resume();
-              r.on("close", () => resolve(st));
-            }),
-        ),
-      );
+      const { statuses, alive } = await relaysKeptAlive(session);
       expect(statuses).toEqual(Array(100).fill(504));
-      c.destroy();
-      front.closeAll();
-      await sleep(100);
-      for (let i = 0; i < 5; i++) {
-        Bun.gc(true);
-        await sleep(20);
-      }
-      expect(refs.filter((r) => r.deref() !== undefined).length).toBeLessThanOrEqual(15);
+      expect(alive).toBeLessThanOrEqual(15);
     } finally {
-      c.destroy();
-      front.closeAll();
       session.destroy();
       pool.close();
     }

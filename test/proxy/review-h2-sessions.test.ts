@@ -27,11 +27,8 @@ import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
 import { block, frame, frameReader, headerFrames, RawH2, request, rstFrame, T } from "../helpers/raw-h2.ts";
 import { grpc } from "../helpers/grpc.ts";
 import { eventually } from "../helpers/wait.ts";
+import { relaysKeptAlive } from "../helpers/relays-kept-alive.ts";
 import { H2Sessions } from "../../src/proxy/h2/client-sessions.ts";
-import { relayStream } from "../../src/proxy/h2/stream-relay.ts";
-import { IdleStreams } from "../../src/proxy/h2/idle-streams.ts";
-import { H2Server } from "../../src/proxy/h2/h2-server.ts";
-import { H1Listener } from "../../src/proxy/transport/h1-server/listener.ts";
 
 const fx = fixtureFor("web", "api", "greeter", "peer", "batch");
 type Proxy = Awaited<ReturnType<typeof fx.proxy>>;
@@ -501,12 +498,12 @@ afterAll(async () => {
 });
 
 /**
- * In-process: 100 calls relayed (stream-relay.ts) on one client session to a server that
+ * In-process (relays-kept-alive.ts): 100 calls relayed on one client session to a server that
  * never sends SETTINGS (`stalled`) or answers at once, each call given up after 30 ms; then
  * the calls' own connection closed and the heap collected. How many of the 100 relays
  * (their options objects, held by nothing else) are still alive while the session is.
  */
-async function relaysKeptAlive(stalled: boolean): Promise<number> {
+async function aliveAfterTimeouts(stalled: boolean): Promise<number> {
   const held = new Set<net.Socket>();
   let target: net.Server | http2.Http2Server;
   if (stalled) {
@@ -527,51 +524,11 @@ async function relaysKeptAlive(stalled: boolean): Promise<number> {
   await new Promise<void>((r) => target.listen(0, "127.0.0.1", r));
   const pool = new H2Sessions({ connectTimeoutMs: 60_000, idleTimeoutMs: 60_000 });
   const session = pool.session(`127.0.0.1:${(target.address() as net.AddressInfo).port}`);
-  const refs: WeakRef<object>[] = [];
-  const idle = new IdleStreams(0);
-  const h2 = new H2Server({
-    callerRequired: false,
-    onRefused: () => {},
-    onStream: (stream) => {
-      const opts = { timeoutMs: 30, perTryMs: 0, grpc: false, maxBodyBytes: 0, takesTrailers: false, idle, upstreamName: "x" };
-      refs.push(new WeakRef(opts));
-      relayStream(stream, session, { ":method": "GET", ":path": "/x", ":authority": "x", ":scheme": "http" }, opts, () => {});
-    },
-  });
-  const front = new H1Listener({
-    hostname: "127.0.0.1",
-    port: 0,
-    limits: { maxBodyBytes: 0, idleTimeoutS: 30 },
-    handler: { request: () => {}, refused: () => {}, upgrade: (conn) => conn.shutdown(true), http2: (conn, initial) => h2.accept(conn, initial) },
-    events: { onRefused: () => {}, onOpen: () => {} },
-  });
-  const c = http2.connect(`http://127.0.0.1:${front.listen()}`);
-  c.on("error", () => {});
   try {
-    const statuses = await Promise.all(
-      Array.from({ length: 100 }, () =>
-        new Promise<number>((resolve) => {
-          const r = c.request({ ":path": "/x" });
-          let st = 0;
-          r.on("response", (h) => (st = Number(h[":status"])));
-          r.on("error", () => {});
-          r.resume();
-          r.on("close", () => resolve(st));
-        }),
-      ),
-    );
+    const { statuses, alive } = await relaysKeptAlive(session);
     expect(statuses).toEqual(Array(100).fill(stalled ? 504 : 200));
-    c.destroy();
-    front.closeAll();
-    await sleep(100);
-    for (let i = 0; i < 5; i++) {
-      Bun.gc(true);
-      await sleep(20);
-    }
-    return refs.filter((r) => r.deref() !== undefined).length;
+    return alive;
   } finally {
-    c.destroy();
-    front.closeAll();
     session.destroy();
     pool.close();
     for (const h of held) h.destroy();
@@ -629,8 +586,8 @@ describe("a peer that completes TLS but never sends its SETTINGS", () => {
   });
 
   test("in-process: 100 calls that timed out while their session waited for SETTINGS are not kept alive by that session (on a session that settles, the same calls are freed)", async () => {
-    const settledAlive = await relaysKeptAlive(false);
-    const stalledAlive = await relaysKeptAlive(true);
+    const settledAlive = await aliveAfterTimeouts(false);
+    const stalledAlive = await aliveAfterTimeouts(true);
     // The oracle: on a session that settles, the finished relays are collected.
     expect(settledAlive).toBeLessThanOrEqual(15);
     expect(stalledAlive).toBeLessThanOrEqual(15);
