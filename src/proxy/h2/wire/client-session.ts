@@ -85,7 +85,7 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
 
   /** New streams may be asked of it. */
   get usable(): boolean {
-    return !this.draining && !this.over;
+    return !this.draining && !this.stopped && !this.over;
   }
 
   /** Streams open or waiting. */
@@ -191,8 +191,8 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
       return false;
     }
     const n = socket.write(buf, 0, length);
-    if (n === length) return true;
-    if (n < 0) return true;
+    // All taken, or the socket closed (its close event ends the session).
+    if (n === length || n < 0) return true;
     this.toSocket.push(Buffer.from(buf.subarray(n, length)));
     return false;
   }
@@ -234,6 +234,7 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
     if (this.isIdle(id)) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `HEADERS on stream ${id}, which this side never opened`);
     const stream = this.streams.get(id);
     if (stream === undefined) return;
+    if (stream.remoteEnded) return this.streamError(id, ErrorCode.STREAM_CLOSED);
     if (this.decoder.listBytes > MAX_HEADER_LIST_BYTES) return this.malformed(stream, `a response head over ${MAX_HEADER_LIST_BYTES} bytes`);
     if (stream.answered) {
       const trailers = endStream ? trailerHeaders(fields) : "trailers without END_STREAM";
@@ -356,6 +357,7 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
   }
 
   protected streamsGone(): void {
+    this.stopTaking();
     this.stopped = true;
     this.failWaiting({ kind: "connect-failure", code: 0, message: "the connection to the peer failed before the stream was sent" });
     for (const stream of [...this.streams.values()]) stream.onFailed({ kind: "reset", code: 0, message: "the connection to the peer failed" });

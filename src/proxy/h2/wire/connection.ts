@@ -19,8 +19,11 @@ import type { WireStream } from "./wire-stream.ts";
 /** A stream's receive window; the connection's is opened this far past the default at the start. */
 export const STREAM_WINDOW = DEFAULT_WINDOW;
 const CONNECTION_WINDOW = 1 << 20;
+/** A header block in more pieces than this ends the connection (CONTINUATION floods). */
 const MAX_BLOCK_FRAGMENTS = 64;
+/** Empty DATA frames without END_STREAM carry nothing; past this many, the peer is flooding. */
 const MAX_EMPTY_FRAMES = 1000;
+/** Replies (PING and SETTINGS acknowledgements, resets) a peer may be owed while it reads nothing. */
 const MAX_OWED_WHILE_BLOCKED = 10_000;
 
 export class ConnectionError extends Error {
@@ -404,7 +407,7 @@ export abstract class H2Connection implements HeldWrite {
     this.hold();
   }
 
-  /** A stream's window or the connection's was closed: forget it (the stream is over). */
+  /** The stream is over: it waits for no window any more. */
   protected forget(stream: WireStream): void {
     this.windowBlocked.delete(stream);
   }
