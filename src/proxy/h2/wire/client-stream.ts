@@ -141,23 +141,22 @@ export class H2ClientStream extends WireStream {
     this.paused = true;
   }
 
+  /** Hands on what was held, until the reader pauses again; then the response's end, if it came. */
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    const inbox = this.inbox;
-    this.inbox = undefined;
-    for (const chunk of inbox ?? []) {
-      if (this.closed) return;
+    for (let chunk = this.inbox?.shift(); chunk !== undefined; chunk = this.inbox?.shift()) {
       this.session.consumed(this, chunk.byteLength);
       this.handler.data(chunk);
+      if (this.paused || this.closed) return;
     }
-    if (this.remoteEnded && !this.closed) this.responseEnded();
+    this.inbox = undefined;
+    if (this.remoteEnded && !this.responseDone && !this.closed) this.responseEnded();
   }
 
   onHead(headers: IncomingHttpHeaders, endStream: boolean): void {
     this.answered = true;
-    if (endStream) this.remoteEnded = true;
-    if (endStream) this.responseDone = true;
+    if (endStream) this.remoteEnded = this.responseDone = true;
     this.handler.response(headers, endStream);
     if (endStream) this.closeIfOver();
   }
