@@ -33,7 +33,7 @@ export class H2Server {
 
   constructor(private readonly opts: H2ServerOptions) {}
 
-  /** Open sessions, for the drain and the connection gauges. */
+  /** Open sessions (tests watch them end). */
   get sessions(): number {
     return this.live.size;
   }
