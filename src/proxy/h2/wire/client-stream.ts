@@ -6,7 +6,7 @@
  */
 import type { IncomingHttpHeaders } from "node:http2";
 import { ErrorCode } from "./frames.ts";
-import { WireStream } from "./wire-stream.ts";
+import { WireStream, type WireSession } from "./wire-stream.ts";
 
 /** Why a stream failed, as its relay decides whether another try may follow. */
 export interface UpstreamFailure {
@@ -37,11 +37,7 @@ export interface UpstreamHandler {
 }
 
 /** What a stream asks of its session. */
-export interface ClientStreamSession {
-  flushStream(stream: WireStream): boolean;
-  sendRst(id: number, code: number): void;
-  consumed(stream: WireStream, bytes: number): void;
-  readonly blocked: boolean;
+export interface ClientStreamSession extends WireSession {
   /** The stream is over: forgotten, and its place given to a waiting one. */
   streamClosed(stream: H2ClientStream): void;
   /** The stream was cancelled: it counts against the session (client-session.ts). */
@@ -94,11 +90,7 @@ export class H2ClientStream extends WireStream {
   /** False when the body is held (not yet opened, the peer's window shut, or the socket full): wait for `drain`. */
   write(chunk: Uint8Array): boolean {
     if (this.closed || this.endQueued || chunk.byteLength === 0) return !this.closed;
-    this.queued.push(chunk);
-    this.queuedBytes += chunk.byteLength;
-    if (this.opened && this.session.flushStream(this) && !this.session.blocked) return true;
-    this.wantsDrain = true;
-    return false;
+    return this.writeBody(chunk, this.opened ? this.session : undefined);
   }
 
   end(): void {
@@ -129,9 +121,7 @@ export class H2ClientStream extends WireStream {
     this.closeIfOver();
   }
 
-  override onDrain(): void {
-    if (!this.wantsDrain || this.closed) return;
-    this.wantsDrain = false;
+  protected drained(): void {
     this.handler.drain();
   }
 

@@ -7,8 +7,8 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 import { ErrorCode } from "./frames.ts";
-import { WireStream } from "./wire-stream.ts";
-import { outgoingFields } from "./fields.ts";
+import { WireStream, type WireSession } from "./wire-stream.ts";
+import { declaredLength, outgoingFields } from "./fields.ts";
 
 /** Who reads a stream's request and is told when its response may go on. */
 export interface DownstreamHandler {
@@ -23,15 +23,8 @@ export interface DownstreamHandler {
 }
 
 /** What a stream asks of its session (connection.ts): frames, and its end. */
-export interface StreamSession {
+export interface StreamSession extends WireSession {
   sendHeaders(id: number, fields: readonly string[], endStream: boolean): void;
-  /** Sends what the windows allow of the stream's queued body (and its end once it is all out); true when nothing is left. */
-  flushStream(stream: WireStream): boolean;
-  sendRst(id: number, code: number): void;
-  /** The handler took `bytes` of the body: the peer may send as much again. */
-  consumed(stream: WireStream, bytes: number): void;
-  /** The socket takes no more for now: writes report false until it drains. */
-  readonly blocked: boolean;
   closed(stream: H2ServerStream): void;
 }
 
@@ -69,8 +62,8 @@ export class H2ServerStream extends WireStream {
     sendWindow: number,
   ) {
     super(id, recvWindow, sendWindow);
-    const length = headers["content-length"];
-    this.expectedLength = length === undefined ? -1 : Number(length);
+    // requestHeaders() let no other value through.
+    this.expectedLength = declaredLength(headers["content-length"])!;
   }
 
   /** The request has no body: it ended with its headers. */
@@ -118,9 +111,7 @@ export class H2ServerStream extends WireStream {
     this.handler?.gone();
   }
 
-  override onDrain(): void {
-    if (!this.wantsDrain || this.closed) return;
-    this.wantsDrain = false;
+  protected drained(): void {
     this.handler?.drain();
   }
 
@@ -163,12 +154,7 @@ export class H2ServerStream extends WireStream {
   /** False when the body is queued or the socket full: wait for the handler's `drain`. */
   write(chunk: Uint8Array): boolean {
     if (this.closed || this.responseEnded || chunk.byteLength === 0) return !this.closed;
-    this.queued.push(chunk);
-    this.queuedBytes += chunk.byteLength;
-    const out = this.session.flushStream(this);
-    if (out && !this.session.blocked) return true;
-    this.wantsDrain = true;
-    return false;
+    return this.writeBody(chunk, this.session);
   }
 
   /** Ends the response, with `trailers` when given (gRPC's status). */
