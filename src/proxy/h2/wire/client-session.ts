@@ -16,9 +16,10 @@ import { PeerIdentityError } from "../../errors.ts";
 import { readEvent } from "../../../core/clock.ts";
 import { Dial, type DialTls } from "../../transport/dial.ts";
 import { alpnWire } from "../../transport/mux/frame.ts";
+import { writeQueued } from "../../transport/write-queue.ts";
 import { ConnectionError, H2Connection, STREAM_WINDOW } from "./connection.ts";
 import { ErrorCode, PREFACE, Setting } from "./frames.ts";
-import { responseHeaders, trailerHeaders } from "./fields.ts";
+import { declaredLength, responseHeaders, trailerHeaders } from "./fields.ts";
 import { H2ClientStream, type ClientStreamSession, type UpstreamFailure, type UpstreamHandler } from "./client-stream.ts";
 import type { WireStream } from "./wire-stream.ts";
 
@@ -198,17 +199,7 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
   }
 
   private onSocketDrain(): void {
-    const socket = this.socket!;
-    while (this.toSocket.length > 0) {
-      const head = this.toSocket[0]!;
-      const n = socket.write(head);
-      if (n < head.byteLength) {
-        this.toSocket[0] = head.subarray(Math.max(n, 0));
-        return;
-      }
-      this.toSocket.shift();
-    }
-    this.socketDrained();
+    if (writeQueued(this.socket!, this.toSocket)) this.socketDrained();
   }
 
   // ---- the frame layer's questions ----
@@ -252,11 +243,11 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
       return;
     }
     // A body is held to its content-length (RFC 9113 §8.1.1); HEAD, 204 and 304 have none, whatever it says (RFC 9110 §6.4.1).
-    const length = head["content-length"];
     if (stream.headRequest || status === "204" || status === "304") stream.expectedLength = 0;
-    else if (length !== undefined) {
-      if (typeof length !== "string" || !/^\d{1,15}$/.test(length)) return this.malformed(stream, "a content-length that is not one number");
-      stream.expectedLength = Number(length);
+    else {
+      const length = declaredLength(head["content-length"]);
+      if (length === undefined) return this.malformed(stream, "a content-length that is not one number");
+      stream.expectedLength = length;
     }
     if (endStream && stream.expectedLength > 0) return this.malformed(stream, "no body, and a content-length");
     stream.onHead(head, endStream);

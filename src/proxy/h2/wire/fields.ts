@@ -6,6 +6,7 @@
  * an HTTP/1.1 service or a client. A headers object to send becomes a flat list.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
+import { TCHAR } from "../../transport/h1/response-head.ts";
 
 /** RFC 3986 §3.1. */
 const SCHEME = /^[a-z][a-z0-9+.-]*$/i;
@@ -13,18 +14,20 @@ const REQUEST_PSEUDO = new Set([":method", ":scheme", ":authority", ":path"]);
 /** Connection-specific fields, which HTTP/2 forbids (§8.2.2). */
 const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
 
-/** Whether a field name breaks §8.2.1: empty, not a token, or upper case. */
-function badName(name: string, from: number): boolean {
-  if (name.length === from) return true;
-  for (let i = from; i < name.length; i++) {
+/** Whether a field name breaks §8.2.1: empty, not a token (RFC 9110 tchar), or upper case. */
+function badName(name: string): boolean {
+  if (name.length === 0) return true;
+  for (let i = 0; i < name.length; i++) {
     const c = name.charCodeAt(i);
-    // tchar (RFC 9110 §5.6.2), lower case only.
-    if (c >= 0x61 && c <= 0x7a) continue;
-    if (c >= 0x30 && c <= 0x39) continue;
-    if (c === 0x2d || c === 0x5f || c === 0x2e || c === 0x21 || c === 0x23 || c === 0x24 || c === 0x25 || c === 0x26 || c === 0x27 || c === 0x2a || c === 0x2b || c === 0x5e || c === 0x60 || c === 0x7c || c === 0x7e) continue;
-    return true;
+    if (c > 0xff || TCHAR[c] !== 1 || (c >= 0x41 && c <= 0x5a)) return true;
   }
   return false;
+}
+
+/** A content-length's value as one number: -1 without one, undefined when it is not one number (§8.1.1 then makes the message malformed). */
+export function declaredLength(value: string | string[] | undefined): number | undefined {
+  if (value === undefined) return -1;
+  return typeof value === "string" && /^\d{1,15}$/.test(value) ? Number(value) : undefined;
 }
 
 /** §8.3.1: an absolute path (and query) of visible ASCII, or "*"; never empty, absolute-form or with a space. */
@@ -77,18 +80,17 @@ export function requestHeaders(fields: readonly string[]): IncomingHttpHeaders |
       continue;
     }
     regular = true;
-    if (badName(name, 0)) return `field name ${JSON.stringify(name)} is not a lower-case token`;
+    if (badName(name)) return `field name ${JSON.stringify(name)} is not a lower-case token`;
     if (CONNECTION_SPECIFIC.has(name)) return `connection-specific field ${name}`;
     if (name === "te" && value.toLowerCase() !== "trailers") return `te other than "trailers"`;
     add(headers, name, value);
   }
   const method = headers[":method"];
-  if (method === undefined || typeof method !== "string" || badName(method.toLowerCase(), 0)) return "no :method, or one that is not a token";
+  if (method === undefined || typeof method !== "string" || badName(method.toLowerCase())) return "no :method, or one that is not a token";
   if (method === "CONNECT") {
     if (headers[":authority"] === undefined || headers[":path"] !== undefined || headers[":scheme"] !== undefined) return "a CONNECT request has :authority alone";
   } else if (!SCHEME.test(String(headers[":scheme"] ?? "")) || badPath(headers[":path"] as string | undefined)) return "no :scheme that is a scheme, or a :path that is not an origin-form path or *";
-  const length = headers["content-length"];
-  if (length !== undefined && (typeof length !== "string" || !/^\d{1,15}$/.test(length))) return "a content-length that is not one number";
+  if (declaredLength(headers["content-length"]) === undefined) return "a content-length that is not one number";
   return headers as IncomingHttpHeaders;
 }
 
@@ -136,7 +138,7 @@ export function trailerProblem(fields: readonly string[], from = 0): string | un
   for (let i = from; i < fields.length; i += 2) {
     const name = fields[i]!;
     if (name.charCodeAt(0) === 0x3a) return `pseudo-header ${name} in trailers`;
-    if (badName(name, 0)) return `field name ${JSON.stringify(name)} is not a lower-case token`;
+    if (badName(name)) return `field name ${JSON.stringify(name)} is not a lower-case token`;
     if (badValue(fields[i + 1]!)) return `the value of ${JSON.stringify(name)} has a control character or surrounding whitespace`;
     if (CONNECTION_SPECIFIC.has(name)) return `connection-specific field ${name}`;
   }
