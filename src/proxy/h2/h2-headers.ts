@@ -62,18 +62,18 @@ export function isGrpc(headers: IncomingHttpHeaders): boolean {
   return GRPC_TYPE.test(headers["content-type"] ?? "");
 }
 
-/** The target as the HTTP/1.1 parser takes one: visible ASCII, no fragment (RFC 9110 §7.1: never sent, so a sign of trouble). */
-const PATH = /^(?:\/[\x21-\x22\x24-\x7e]*|\*)$/;
-
 /**
  * Why a stream's request is refused before anything else looks at it, as an HTTP/1.1
  * request would be: a label for mesh_requests_refused_total and a detail; undefined when
- * it may go on. Bun's parser has refused what HTTP/2 itself forbids (RFC 9113 §8.2).
+ * it may go on. The server session has refused what HTTP/2 itself forbids (RFC 9113 §8.2,
+ * wire/fields.ts), a :path outside visible ASCII included; what is left is what HTTP/1.1
+ * refuses beyond it: a fragment (RFC 9110 §7.1: never sent, so a sign of trouble), and *
+ * but for OPTIONS.
  */
 export function streamProblem(headers: IncomingHttpHeaders): { reason: string; detail: string } | undefined {
   if (headers[":method"] === "CONNECT") return { reason: "target", detail: "HTTP/2 CONNECT is not carried" };
   const path = headers[":path"] ?? "";
-  if (!PATH.test(path) || (path === "*" && headers[":method"] !== "OPTIONS"))
+  if (path.includes("#") || (path === "*" && headers[":method"] !== "OPTIONS"))
     return { reason: "target", detail: "the :path must be a path of visible ASCII without a fragment, or * for OPTIONS" };
   const authority = headers[":authority"];
   if (authority !== undefined && !HOST.test(authority)) return { reason: "host", detail: "invalid :authority" };
