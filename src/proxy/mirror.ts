@@ -176,12 +176,12 @@ export class H2Mirror {
     count(this.metrics, this.mirror, statusClass(status));
   }
 
-  /** The copy is over, answered or not. */
+  /** The copy is over, answered or not: its places given back, and a copy never answered counted as reset. */
   over(): void {
+    if (this.stream === undefined) return;
     this.stream = undefined;
     this.release?.();
     if (!this.answered) count(this.metrics, this.mirror, "reset");
-    this.answered = true;
   }
 
   // ---- the call's body ----
