@@ -82,6 +82,14 @@ export abstract class H2Connection implements HeldWrite {
 
   // ---- what a side provides ----
 
+  /** The largest header list this side takes (its SETTINGS_MAX_HEADER_LIST_SIZE). */
+  protected abstract readonly maxHeaderListBytes: number;
+  /** Every open stream. */
+  protected abstract eachStream(visit: (stream: WireStream) => void): void;
+  /** A stream error (RFC 9113 §5.4.2): the stream is reset, the connection goes on. */
+  protected abstract streamError(id: number, code: ErrorCode): void;
+  /** The last stream id this side took or opened, for a GOAWAY. */
+  protected abstract get lastStreamId(): number;
   /** The open stream `id`, if any. */
   protected abstract streamOf(id: number): WireStream | undefined;
   /** Whether `id` names a stream never opened (a frame on it is a connection error). */
@@ -232,9 +240,6 @@ export abstract class H2Connection implements HeldWrite {
     this.decodeBlock(block);
   }
 
-  /** The largest header list this side takes (its SETTINGS_MAX_HEADER_LIST_SIZE). */
-  protected abstract readonly maxHeaderListBytes: number;
-
   /** Always decoded, whatever becomes of the stream, so HPACK's table stays in step. */
   private decodeBlock(block: PendingBlock): void {
     const bytes = block.parts.length === 1 ? block.parts[0]! : Buffer.concat(block.parts);
@@ -286,9 +291,6 @@ export abstract class H2Connection implements HeldWrite {
     if (delta > 0) this.flushBlocked();
   }
 
-  /** Every open stream. */
-  protected abstract eachStream(visit: (stream: WireStream) => void): void;
-
   /** The window a new stream may send in. */
   protected get initialSendWindow(): number {
     return this.peerInitialWindow;
@@ -311,9 +313,6 @@ export abstract class H2Connection implements HeldWrite {
     if (stream.sendWindow > MAX_WINDOW) return this.streamError(id, ErrorCode.FLOW_CONTROL_ERROR);
     if (this.windowBlocked.has(stream) && this.flushStream(stream)) stream.onDrain();
   }
-
-  /** A stream error (RFC 9113 §5.4.2): the stream is reset, the connection goes on. */
-  protected abstract streamError(id: number, code: ErrorCode): void;
 
   // ---- writing ----
 
@@ -440,9 +439,6 @@ export abstract class H2Connection implements HeldWrite {
       if (!this.windowBlocked.has(stream)) stream.onDrain();
     });
   }
-
-  /** The last stream id this side took or opened, for a GOAWAY. */
-  protected abstract get lastStreamId(): number;
 
   /** A connection error (RFC 9113 §5.4.1): GOAWAY with its code, every stream gone, the connection ended. */
   protected fail(code: ErrorCode, why: string): void {
