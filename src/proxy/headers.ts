@@ -6,7 +6,7 @@
  * name with "_" for "-" too.
  */
 import { inCgiList } from "../core/cgi-name.ts";
-import { HOP_BY_HOP_HEADERS as HOP_BY_HOP, IDENTITY_HEADERS as IDENTITY } from "../core/header-names.ts";
+import { HOP_BY_HOP_HEADERS as HOP_BY_HOP, IDENTITY_HEADERS as IDENTITY, MESH_ANSWER_HEADERS } from "../core/header-names.ts";
 
 export { CLIENT_ID_HEADER, TUNNEL_HEADER } from "../core/header-names.ts";
 
@@ -35,3 +35,6 @@ export const RELAY_SKIP_TRACED: ReadonlySet<string> = new Set([...RELAY_SKIP, "t
 
 /** Response fields never relayed: hop-by-hop, identity, and the framing this proxy sets itself (relay-head.ts). */
 export const RESPONSE_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, "content-length"]);
+
+/** RESPONSE_SKIP and the headers of a sidecar's own answers, for a response from anything but a sidecar. */
+export const RESPONSE_SKIP_NOT_FROM_PROXY: ReadonlySet<string> = new Set([...RESPONSE_SKIP, ...MESH_ANSWER_HEADERS]);

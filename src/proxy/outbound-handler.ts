@@ -87,6 +87,8 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       const relay =
         log || span ? new ObservedOutboundRelay(res, req, dest.name, recorder, tracker, log, span, deps.tracer) : new OutboundRelay(res, req, dest.name, recorder, tracker);
       if (choice?.responseHeaders !== undefined) relay.responseEdits = choice.responseHeaders;
+      // A destination in the mesh is reached through its sidecar; one outside it is a service like any other.
+      relay.upstreamIsProxy = dest.spiffeId !== undefined;
       // A copy for the rule's mirror is taken now, before any of the body goes, and sent after the call.
       const mirror = choice?.mirror !== undefined && mirrors(choice.mirror) ? mirrorCopyH1(choice.mirror, req, metrics, change, span?.line) : undefined;
       if (choice?.fault === undefined) sendCall(relay, dest, prepared, req, metrics, choice, mirror);

@@ -2,27 +2,33 @@
  * The head a client gets for a relayed upstream response, built as bytes: the
  * upstream's status line and field lines are copied as received — the strict parser
  * (transport/h1/response-head.ts) validated every byte of them — less the fields that
- * never cross a proxy (headers.ts: hop-by-hop, identity, framing, and whatever the
- * upstream's Connection lists), then the framing and connection lines this proxy sets.
+ * never cross a proxy (headers.ts: hop-by-hop, identity, framing, whatever the
+ * upstream's Connection lists, and a sidecar's answer headers when the upstream is no
+ * sidecar), then the framing and connection lines this proxy sets.
  *
  * Why bytes: making a string of every name and value, joining them and encoding the
  * result again cost about 8% of a hop's CPU, for headers that pass through unchanged.
  * Copying also keeps obs-text bytes exactly as they were.
  */
-import { RESPONSE_SKIP } from "./headers.ts";
+import { RESPONSE_SKIP, RESPONSE_SKIP_NOT_FROM_PROXY } from "./headers.ts";
 import { nameIs, type ResponseHead } from "./transport/h1/response-head.ts";
 import { latin1 } from "./transport/h1/latin1.ts";
 import { inCgiList } from "../core/cgi-name.ts";
 
 const SP = 32;
 
-/** RESPONSE_SKIP by name length: a field is compared only with skip names as long as its own. */
-const SKIP_BY_LENGTH: string[][] = [];
-for (const name of RESPONSE_SKIP) (SKIP_BY_LENGTH[name.length] ??= []).push(name);
+/** Names by length: a field is compared only with skip names as long as its own. */
+function byLength(names: ReadonlySet<string>): string[][] {
+  const table: string[][] = [];
+  for (const name of names) (table[name.length] ??= []).push(name);
+  return table;
+}
+const SKIP_FROM_PROXY = byLength(RESPONSE_SKIP);
+const SKIP_NOT_FROM_PROXY = byLength(RESPONSE_SKIP_NOT_FROM_PROXY);
 
-/** `listed`: the names the upstream's Connection lists; `dropped`: a route's, in cgiName form, matched in any spelling. */
-function skipped(buf: Buffer, a: number, len: number, listed: string[] | undefined, dropped: readonly string[] | undefined): boolean {
-  const names = SKIP_BY_LENGTH[len];
+/** `fromProxy`: the upstream is a sidecar, whose answer headers go on; `listed`: the names the upstream's Connection lists; `dropped`: a route's, in cgiName form, matched in any spelling. */
+function skipped(fromProxy: boolean, buf: Buffer, a: number, len: number, listed: string[] | undefined, dropped: readonly string[] | undefined): boolean {
+  const names = (fromProxy ? SKIP_FROM_PROXY : SKIP_NOT_FROM_PROXY)[len];
   if (names !== undefined) for (const name of names) if (nameIs(buf, a, len, name)) return true;
   if (listed === undefined && dropped === undefined) return false;
   const name = latin1(buf, a, a + len).toLowerCase();
@@ -54,8 +60,9 @@ export interface RelayedHead {
 const RESULT: RelayedHead = { bytes: SCRATCH, used: 0 };
 
 /**
- * `statusLine`: what to send instead of the upstream's status line, or undefined to copy
- * it (it must then be an HTTP/1.1 line with a reason phrase, or an empty one after SP).
+ * `fromProxy`: the upstream is a sidecar (its answer headers go on). `statusLine`: what to
+ * send instead of the upstream's status line, or undefined to copy it (it must then be an
+ * HTTP/1.1 line with a reason phrase, or an empty one after SP).
  * `dropped`: names a route removes (cgiName form). `tail`: the lines this proxy adds and
  * the blank line, ASCII. Returns the head followed
  * by `reserve` bytes of room, so a body that is already here can join it in one write:
@@ -63,13 +70,13 @@ const RESULT: RelayedHead = { bytes: SCRATCH, used: 0 };
  * returns, so it may be the shared scratch buffer, which the next call overwrites. The
  * result is overwritten by the next call too.
  */
-export function relayedHead(head: ResponseHead, statusLine: string | undefined, tail: string, reserve: number, transient: boolean, dropped?: readonly string[]): RelayedHead {
+export function relayedHead(head: ResponseHead, fromProxy: boolean, statusLine: string | undefined, tail: string, reserve: number, transient: boolean, dropped?: readonly string[]): RelayedHead {
   const { buf, start, fieldsStart, fieldsEnd, at, connectionTokens } = head.raw;
   // Which fields stay out decides the size, so it is found first, once per field.
   SKIPPED.length = 0;
   let kept = fieldsEnd - fieldsStart;
   for (let i = 0; i < at.length; i += 4)
-    if (skipped(buf, at[i]!, at[i + 1]! - at[i]!, connectionTokens, dropped)) {
+    if (skipped(fromProxy, buf, at[i]!, at[i + 1]! - at[i]!, connectionTokens, dropped)) {
       SKIPPED.push(i);
       kept -= lineEnd(at, i, fieldsEnd) - at[i]!;
     }
@@ -97,7 +104,7 @@ export function relayedHead(head: ResponseHead, statusLine: string | undefined, 
  * relayedHead would build, but for where the Content-Length line sits. The caller
  * decides whether its side (the client's version, the connection's fate) adds anything.
  */
-export function sendableAsReceived(head: ResponseHead): boolean {
+export function sendableAsReceived(head: ResponseHead, fromProxy: boolean): boolean {
   if (head.contentLength < 0 || head.chunked || !statusLineReusable(head)) return false;
   const { buf, at, connectionTokens } = head.raw;
   if (connectionTokens !== undefined) return false; // a Connection field, which is dropped
@@ -108,7 +115,7 @@ export function sendableAsReceived(head: ResponseHead): boolean {
     if (len === 14 && nameIs(buf, a, len, "content-length")) {
       const vs = at[i + 2]!;
       if (++lengths > 1 || (buf[vs] === 48 && at[i + 3]! - vs > 1)) return false;
-    } else if (skipped(buf, a, len, undefined, undefined)) return false;
+    } else if (skipped(fromProxy, buf, a, len, undefined, undefined)) return false;
   }
   return lengths === 1;
 }

@@ -26,6 +26,8 @@ export abstract class RelaySink implements ResponseSink {
   private over = false;
   /** A route's changes to the response's headers. */
   responseEdits: HeaderEdits | undefined = undefined;
+  /** The upstream is a sidecar, whose own answers (x-mesh-error) go on unedited; any other's answer headers are removed. */
+  upstreamIsProxy = false;
 
   /** Watches `res` from the start: a client that leaves is heard here, before the head or after. */
   constructor(protected readonly res: Responder) {
@@ -45,9 +47,10 @@ export abstract class RelaySink implements ResponseSink {
     this.status = head.status;
     this.headAt = eventNow();
     // A route edits the service's responses, not a proxy's answers on its way.
-    const edits = this.responseEdits === undefined || fromAProxy(head) ? undefined : this.responseEdits;
+    const fromProxy = this.upstreamIsProxy;
+    const edits = this.responseEdits === undefined || (fromProxy && fromAProxy(head)) ? undefined : this.responseEdits;
     // A whole response that this proxy would not change goes out as it came: one write from the upstream's read.
-    if (complete && edits === undefined && head.status !== 204 && head.status !== 304 && sendableAsReceived(head) && res.startWhole()) {
+    if (complete && edits === undefined && head.status !== 204 && head.status !== 304 && sendableAsReceived(head, fromProxy) && res.startWhole()) {
       const raw = head.raw;
       res.sendWhole(raw.buf, raw.start, raw.fieldsEnd + 2 + head.contentLength);
       return;
@@ -62,7 +65,7 @@ export abstract class RelaySink implements ResponseSink {
     const reserve = complete && kind === "length" && !res.isHead ? head.contentLength : 0;
     const line = statusLineReusable(head) ? undefined : statusLine(head.status, head.statusText);
     // A complete response is written before head() returns (ResponseSink): its head can be built in scratch.
-    const built = edits === undefined ? relayedHead(head, line, tail, reserve, complete) : relayedHead(head, line, edits.text + tail, reserve, complete, edits.drop);
+    const built = edits === undefined ? relayedHead(head, fromProxy, line, tail, reserve, complete) : relayedHead(head, fromProxy, line, edits.text + tail, reserve, complete, edits.drop);
     const wrote = res.sendHead(built.bytes, built.used);
     // A body that is all here goes out with the head in one write; a streaming one must not hold the head back.
     if (!complete && !(wrote && res.flush())) this.waitForDrain();

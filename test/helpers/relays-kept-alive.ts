@@ -19,7 +19,7 @@ export async function relaysKeptAlive(session: H2ClientSession): Promise<{ statu
     callerRequired: false,
     onRefused: () => {},
     onStream: (stream) => {
-      const opts = { timeoutMs: 30, perTryMs: 0, grpc: false, maxBodyBytes: 0, takesTrailers: false, idle, upstreamName: "x" };
+      const opts = { timeoutMs: 30, perTryMs: 0, upstreamIsProxy: true, grpc: false, maxBodyBytes: 0, takesTrailers: false, idle, upstreamName: "x" };
       refs.push(new WeakRef(opts));
       relayStream(stream, session, { ":method": "GET", ":path": "/x", ":authority": "x", ":scheme": "http" }, opts, () => {});
     },

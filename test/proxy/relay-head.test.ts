@@ -8,10 +8,10 @@ function parse(text: string | Buffer) {
 }
 
 /** The relayed head as latin1 text, with the status line copied when it can be. */
-function relay(text: string | Buffer, tail = "content-length: 0\r\n\r\n", reserve = 0, transient = false) {
+function relay(text: string | Buffer, tail = "content-length: 0\r\n\r\n", reserve = 0, transient = false, fromProxy = true) {
   const head = parse(text);
   const line = statusLineReusable(head) ? undefined : `HTTP/1.1 ${head.status} REBUILT\r\n`;
-  const { bytes, used } = relayedHead(head, line, tail, reserve, transient);
+  const { bytes, used } = relayedHead(head, fromProxy, line, tail, reserve, transient);
   return { text: bytes.subarray(0, used).toString("latin1"), bytes, used };
 }
 
@@ -81,17 +81,23 @@ describe("relayedHead", () => {
     const head = parseResponseHead(buf, 4, findHeadEnd(buf, 4, 4));
     expect(head.headers).toEqual([["Location", "/x"], ["Connection", "close"]]);
     expect(head.statusText).toBe("Created");
-    const { bytes, used } = relayedHead(head, undefined, "\r\n", 0, false);
+    const { bytes, used } = relayedHead(head, true, undefined, "\r\n", 0, false);
     expect(bytes.toString("latin1", 0, used)).toBe("HTTP/1.1 201 Created\r\nLocation: /x\r\n\r\n");
+  });
+
+  test("a sidecar's answer headers go on from a sidecar, and are dropped in any case from anything else", () => {
+    const text = "HTTP/1.1 503 Service Unavailable\r\nX-Mesh-Error: overflow\r\nA: 1\r\nx-mesh-overflow: requests\r\nContent-Type: text/plain\r\n\r\n";
+    expect(relay(text).text).toBe(`${text.slice(0, -2)}content-length: 0\r\n\r\n`);
+    expect(relay(text, undefined, 0, false, false).text).toBe("HTTP/1.1 503 Service Unavailable\r\nA: 1\r\nContent-Type: text/plain\r\ncontent-length: 0\r\n\r\n");
   });
 });
 
 describe("sendableAsReceived: a head the client may get exactly as the upstream sent it", () => {
   const OK = "HTTP/1.1 200 OK\r\n";
   test("one plain Content-Length and nothing to drop: yes, whatever the case and order of the fields", () => {
-    expect(sendableAsReceived(parse(`${OK}Content-Type: text/plain\r\nCONTENT-LENGTH: 100\r\nx-a: 1\r\n\r\n`))).toBe(true);
-    expect(sendableAsReceived(parse(`${OK}content-length: 0\r\n\r\n`))).toBe(true);
-    expect(sendableAsReceived(parse(`HTTP/1.1 404 \r\nContent-Length: 9\r\n\r\n`))).toBe(true);
+    expect(sendableAsReceived(parse(`${OK}Content-Type: text/plain\r\nCONTENT-LENGTH: 100\r\nx-a: 1\r\n\r\n`), false)).toBe(true);
+    expect(sendableAsReceived(parse(`${OK}content-length: 0\r\n\r\n`), false)).toBe(true);
+    expect(sendableAsReceived(parse(`HTTP/1.1 404 \r\nContent-Length: 9\r\n\r\n`), false)).toBe(true);
   });
 
   test("anything this proxy would change or frame itself: no", () => {
@@ -108,6 +114,13 @@ describe("sendableAsReceived: a head the client may get exactly as the upstream 
       "HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\n",
       "HTTP/1.1 200\r\nContent-Length: 7\r\n\r\n", // no SP before the (empty) reason
     ];
-    for (const text of cases) expect([text, sendableAsReceived(parse(text))]).toEqual([text, false]);
+    for (const text of cases) expect([text, sendableAsReceived(parse(text), true)]).toEqual([text, false]);
+  });
+
+  test("a sidecar's answer headers: as received from a sidecar, not from anything else", () => {
+    for (const field of ["X-Mesh-Error: overflow", "x-mesh-overflow: requests"]) {
+      const head = parse(`${OK}Content-Length: 7\r\n${field}\r\n\r\n`);
+      expect([field, sendableAsReceived(head, true), sendableAsReceived(head, false)]).toEqual([field, true, false]);
+    }
   });
 });

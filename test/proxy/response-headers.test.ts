@@ -15,6 +15,8 @@ const fx = fixtureFor("orders", "api");
 let caller: Awaited<ReturnType<typeof fx.proxy>>;
 let h2Caller: Awaited<ReturnType<typeof fx.proxy>>;
 let h2: http2.Http2Server;
+let outsideCaller: Awaited<ReturnType<typeof fx.proxy>>;
+let outsideH2Caller: Awaited<ReturnType<typeof fx.proxy>>;
 
 const ROUTE = `---
 apiVersion: mesh.dev/v1alpha1
@@ -37,6 +39,8 @@ spec:
 
 /** What the service answers with, every time, as raw lines: two copies of cache-control, two spellings of x-internal. */
 const SERVICE_LINES = ["Cache-Control: no-store", "Cache-Control: private", "X-Trace: service", "X-Internal: secret", "x_internal: secret too", "Server: tiny/1.0", "X-Kept: kept"];
+/** A service posing as a sidecar's answer, so a route's edits would be skipped, on paths with "spoof". */
+const SPOOF_LINES = ["X-Mesh-Error: fault", "x-mesh-overflow: requests"];
 
 /**
  * An HTTP/1.1 service on a raw socket, so its header lines go out exactly as written (a
@@ -54,7 +58,7 @@ function rawService(): Bun.TCPSocketListener<{ pending: string }> {
         for (let end = s.data.pending.indexOf("\r\n\r\n"); end >= 0; end = s.data.pending.indexOf("\r\n\r\n")) {
           const path = s.data.pending.split(" ")[1]!;
           s.data.pending = s.data.pending.slice(end + 4);
-          const head = ["HTTP/1.1 200 OK", ...SERVICE_LINES];
+          const head = ["HTTP/1.1 200 OK", ...SERVICE_LINES, ...(path.includes("spoof") ? SPOOF_LINES : [])];
           if (!path.endsWith("/stream")) {
             s.write([...head, "Content-Length: 5", "", "whole"].join("\r\n"));
             continue;
@@ -78,13 +82,19 @@ beforeAll(async () => {
   caller = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders", { api: [api.ports.inbound] }, ROUTE));
 
   h2 = http2.createServer();
-  h2.on("stream", (stream: ServerHttp2Stream) => {
-    stream.respond({ ":status": 200, "cache-control": "no-store, private", "x-trace": "service", "x-internal": "secret", server: "tiny/1.0", "x-kept": "kept" });
+  h2.on("stream", (stream: ServerHttp2Stream, headers) => {
+    const spoof = String(headers[":path"]).includes("spoof") ? { "x-mesh-error": "fault", "x-mesh-overflow": "requests" } : {};
+    stream.respond({ ":status": 200, "cache-control": "no-store, private", "x-trace": "service", "x-internal": "secret", server: "tiny/1.0", "x-kept": "kept", ...spoof });
     stream.end("h2 body");
   });
   const h2Port = await new Promise<number>((resolve) => h2.listen(0, "127.0.0.1", () => resolve((h2.address() as { port: number }).port)));
   const apiH2 = await fx.proxy("api", `http://127.0.0.1:${h2Port}`);
   h2Caller = await fx.proxy("orders", fx.echo("orders-h2").url, fx.config("orders-h2", { api: [apiH2.ports.inbound] }, ROUTE));
+  // The same services outside the mesh: the caller's sidecar reaches them directly, without mTLS.
+  const outside = (port: number, protocol: string) =>
+    `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: { name: api }\nspec:\n  ports: [{ name: http, port: 80, protocol: ${protocol} }]\n  endpoints: [{ address: 127.0.0.1, port: ${port} }]\n  mtls: false\n`;
+  outsideCaller = await fx.proxy("orders", fx.echo("orders-outside").url, fx.documents("orders-outside", [outside(service.port, "http"), ROUTE.replace(/^---\n/, "")]));
+  outsideH2Caller = await fx.proxy("orders", fx.echo("orders-outside-h2").url, fx.documents("orders-outside-h2", [outside(h2Port, "http2"), ROUTE.replace(/^---\n/, "")]));
 });
 afterAll(() => {
   h2?.close();
@@ -92,8 +102,8 @@ afterAll(() => {
 });
 
 /** The response's header lines, lower-cased names, in order, and its body (chunked framing left in). */
-async function rawGet(path: string): Promise<{ status: number; lines: [string, string][]; body: string }> {
-  const res = await rawExchange(`GET ${path} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n`, { port: caller.ports.outbound });
+async function rawGet(path: string, port = caller.ports.outbound): Promise<{ status: number; lines: [string, string][]; body: string }> {
+  const res = await rawExchange(`GET ${path} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n`, { port });
   const [head, body] = [res.text.slice(0, res.text.indexOf("\r\n\r\n")), res.text.slice(res.text.indexOf("\r\n\r\n") + 4)];
   const lines = head
     .split("\r\n")
@@ -134,6 +144,16 @@ describe("HTTP/1.1", () => {
     expect(valuesOf(res.lines, "x-mesh-error")).toEqual(["fault"]);
     expect(valuesOf(res.lines, "x-trace")).toEqual([]);
   });
+
+  // Otherwise a service could pass for a sidecar's answer, and have the route's edits skipped.
+  for (const [where, port] of [["in the mesh (its sidecar removes them)", () => caller.ports.outbound], ["outside the mesh (the caller's sidecar removes them)", () => outsideCaller.ports.outbound]] as const)
+    test(`a service's own x-mesh-error and x-mesh-overflow, ${where}: removed, and the route's edits made`, async () => {
+      for (const path of ["/edit/spoof", "/edit/spoof/stream", "/spoof"]) {
+        const res = await rawGet(path, port());
+        expect([path, res.status, valuesOf(res.lines, "x-mesh-error"), valuesOf(res.lines, "x-mesh-overflow")]).toEqual([path, 200, [], []]);
+        expect([path, valuesOf(res.lines, "x-trace")]).toEqual([path, path.startsWith("/edit") ? ["service", "routed"] : ["service"]]);
+      }
+    });
 });
 
 describe("HTTP/2", () => {
@@ -157,6 +177,24 @@ describe("HTTP/2", () => {
       session.close();
     }
   });
+
+  for (const [where, port] of [["in the mesh", () => h2Caller.ports.outbound], ["outside the mesh", () => outsideH2Caller.ports.outbound]] as const)
+    test(`a service's own x-mesh-error and x-mesh-overflow, ${where}: removed, and the route's edits made`, async () => {
+      const session = http2.connect(`http://127.0.0.1:${port()}`);
+      session.on("error", () => {});
+      try {
+        const headers = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
+          const req = session.request({ ":path": "/edit/spoof", ":authority": "api" });
+          req.on("response", resolve);
+          req.on("error", reject);
+          req.resume();
+          req.end();
+        });
+        expect([Number(headers[":status"]), headers["x-mesh-error"], headers["x-mesh-overflow"], headers["x-trace"], headers["cache-control"]]).toEqual([200, undefined, undefined, "service, routed", "max-age=60"]);
+      } finally {
+        session.close();
+      }
+    });
 });
 
 describe("config", () => {

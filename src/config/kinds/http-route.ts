@@ -11,7 +11,7 @@ import { registerKind, type ManifestOf } from "../manifest";
 import { isPlainHeaderValue } from "../../core/header-value";
 import { cgiName } from "../../core/cgi-name";
 import { GrpcRetryStatuses, RetryAttempts, RetryBackoff, RetryOnList, RetryStatusCodes } from "./destination-policy";
-import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names";
+import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS, MESH_ANSWER_HEADERS } from "../../core/header-names";
 
 const HeaderName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "expected an HTTP header name").transform((h) => h.toLowerCase());
 const PathValue = z.string().regex(/^\/[^?#\s]*$/, 'expected a path starting with "/", without query');
@@ -60,7 +60,7 @@ const GRPC_OUTCOME = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
  * able to trust came from a proxy, and a gRPC call's outcome in a trailers-only answer,
  * which the sidecars count and retry by and the client must see as the service gave it.
  */
-export const UNMODIFIABLE_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS, "content-length", "x-mesh-error", "x-mesh-overflow", ...GRPC_OUTCOME]);
+export const UNMODIFIABLE_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS, "content-length", ...MESH_ANSWER_HEADERS, ...GRPC_OUTCOME]);
 
 /** Changes to a request's or a response's headers, less `unmodifiable`. */
 function headerModifier(unmodifiable: ReadonlySet<string>, what: "request" | "response") {

@@ -7,13 +7,15 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 import { inCgiList } from "../../core/cgi-name.ts";
-import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS } from "../../core/header-names.ts";
+import { HOP_BY_HOP_HEADERS, IDENTITY_HEADERS, MESH_ANSWER_HEADERS } from "../../core/header-names.ts";
 import type { LoggedHead } from "../access-log.ts";
 // :authority is held to what the HTTP/1.1 parser takes in Host.
 import { HOST } from "../transport/h1/request-parse.ts";
 import { editH2Headers, type HeaderEdits } from "../header-edits.ts";
 
 const NOT_FORWARDED = [...HOP_BY_HOP_HEADERS, ...IDENTITY_HEADERS];
+/** From anything but a sidecar, a sidecar's answer headers are not forwarded either. */
+const NOT_FORWARDED_NOT_FROM_PROXY = [...NOT_FORWARDED, ...MESH_ANSWER_HEADERS];
 
 /** A stream's request as the access log, spans and policies read one: `fields` without pseudo-headers, `host` from :authority. */
 export function streamHead(headers: IncomingHttpHeaders): LoggedHead & { fields: string[] } {
@@ -44,12 +46,17 @@ export function forwardedRequest(headers: IncomingHttpHeaders, drop: readonly st
   return out;
 }
 
-/** Response headers or trailers to send on: connection-specific and identity fields left off, and a route's `edits` made (not to a proxy's answer, which carries x-mesh-error). */
-export function forwardedResponse(headers: IncomingHttpHeaders, routeEdits?: HeaderEdits): OutgoingHttpHeaders {
+/**
+ * Response headers or trailers to send on: connection-specific and identity fields left
+ * off, and a route's `edits` made. `fromProxy`: the upstream is a sidecar, whose own
+ * answers (x-mesh-error) go on unedited; from anything else, those headers are left off.
+ */
+export function forwardedResponse(headers: IncomingHttpHeaders, fromProxy: boolean, routeEdits?: HeaderEdits): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  const edits = routeEdits === undefined || headers["x-mesh-error"] !== undefined ? undefined : routeEdits;
+  const edits = routeEdits === undefined || (fromProxy && headers["x-mesh-error"] !== undefined) ? undefined : routeEdits;
   const drop = edits?.drop;
-  for (const name in headers) if (!inCgiList(NOT_FORWARDED, name) && (drop === undefined || !inCgiList(drop, name))) out[name] = headers[name];
+  const notForwarded = fromProxy ? NOT_FORWARDED : NOT_FORWARDED_NOT_FROM_PROXY;
+  for (const name in headers) if (!inCgiList(notForwarded, name) && (drop === undefined || !inCgiList(drop, name))) out[name] = headers[name];
   if (edits !== undefined) editH2Headers(out, edits);
   return out;
 }

@@ -46,7 +46,7 @@ export function http1Fields(headers: OutgoingHttpHeaders): Headers {
   return fields;
 }
 
-/** An HTTP/1.1 response head as HTTP/2 response headers: Set-Cookie kept one field per cookie, connection-level fields and those its Connection lists off. */
+/** The local service's HTTP/1.1 response head as HTTP/2 response headers: Set-Cookie kept one field per cookie, connection-level fields and those its Connection lists off, and a sidecar's answer headers. */
 export function http2ResponseHeaders(res: Response): OutgoingHttpHeaders {
   const head: IncomingHttpHeaders = {};
   const listed = (res.headers.get("connection") ?? "").split(",").map((token) => token.trim().toLowerCase());
@@ -60,7 +60,7 @@ export function http2ResponseHeaders(res: Response): OutgoingHttpHeaders {
   const length = head["content-length"];
   if (res.status === 204) delete head["content-length"];
   else if (length !== undefined && length.includes(",")) head["content-length"] = length.slice(0, length.indexOf(",")).trim();
-  const out = forwardedResponse(head);
+  const out = forwardedResponse(head, false);
   out[":status"] = res.status;
   return out;
 }

@@ -86,7 +86,7 @@ export function inboundH2(deps: InboundH2Deps) {
         if (grpc) return refuse(errorParts("bad-request", `a gRPC call needs HTTP/2, and this service's port ${deps.upstream.port || 80} is declared protocol http (HTTP/1.1)`));
         return relayToHttp1(stream, deps.http1, out, { maxBodyBytes: deps.maxBodyBytes, idle: deps.idleStreams, upstreamName: `local service ${deps.upstream.origin}` }, done);
       }
-      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: deps.maxBodyBytes, timeoutMs: 0, perTryMs: 0, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: `local service ${deps.upstream.origin}` }, done);
+      relayStream(stream, upstream.session(authority), out, { maxBodyBytes: deps.maxBodyBytes, timeoutMs: 0, perTryMs: 0, upstreamIsProxy: false, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: `local service ${deps.upstream.origin}` }, done);
     };
     const authn = authenticateInbound(deps.metrics, policies, peer, head.fields, NOTHING);
     if (!(authn instanceof Promise)) return forward(authn);

@@ -82,7 +82,7 @@ export function outboundH2(deps: OutboundH2Deps) {
       const { timeoutMs, perTryMs, retryPolicy } = choice === undefined ? dest.call : choice.call;
       const tries = new StreamRetries(dest, retryPolicy, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
       const mirror = choice?.mirror !== undefined && mirrors(choice.mirror) ? new H2Mirror(choice.mirror, out, deps.metrics) : undefined;
-      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs, perTryMs, responseEdits: choice?.responseHeaders, deadlineMs: grpc ? grpcTimeoutMs(headers["grpc-timeout"]) : undefined, mirror, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
+      const settings = { maxBodyBytes: deps.maxBodyBytes, timeoutMs, perTryMs, responseEdits: choice?.responseHeaders, upstreamIsProxy: dest.spiffeId !== undefined, deadlineMs: grpc ? grpcTimeoutMs(headers["grpc-timeout"]) : undefined, mirror, grpc, takesTrailers: headers.te === "trailers", idle: deps.idleStreams, upstreamName: dest.name };
       relayStream(stream, dest.pools.h2Session(endpoint), out, settings, (end) => {
         tries.end(end, call.started);
         dest.breaker.release("requests");

@@ -37,6 +37,8 @@ export interface RelayOptions {
   idle: IdleStreams;
   /** What each failure's answer says, after the cause. */
   upstreamName: string;
+  /** The upstream is a sidecar: its own answers (x-mesh-error) go on unedited; any other's answer headers are left off. */
+  upstreamIsProxy: boolean;
   /** A route's changes to the response's headers (not its trailers). */
   responseEdits?: HeaderEdits;
   /** A gRPC call's deadline (its grpc-timeout), over every try and the whole response: DEADLINE_EXCEEDED, or a reset, past it. */

@@ -145,7 +145,7 @@ class StreamRelay implements DownstreamHandler {
     this.replay = undefined;
     this.result.headAt = performance.now();
     this.result.status = Number(head[":status"]);
-    const out = forwardedResponse(head, this.opts.responseEdits);
+    const out = forwardedResponse(head, this.opts.upstreamIsProxy, this.opts.responseEdits);
     if (trailersOnly) {
       this.result.grpcStatus = head["grpc-status"] as string | undefined;
       this.down.respond(out, true);
@@ -161,7 +161,7 @@ class StreamRelay implements DownstreamHandler {
 
   upTrailers(trailers: IncomingHttpHeaders): void {
     this.result.grpcStatus = trailers["grpc-status"] as string | undefined;
-    this.trailers = forwardedResponse(trailers);
+    this.trailers = forwardedResponse(trailers, this.opts.upstreamIsProxy);
   }
 
   upEnd(): void {
