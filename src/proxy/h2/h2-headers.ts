@@ -35,6 +35,11 @@ export function streamHead(headers: IncomingHttpHeaders): LoggedHead & { fields:
 export function forwardedRequest(headers: IncomingHttpHeaders, drop: readonly string[], add: Record<string, string>): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   for (const name in headers) {
+    // Pseudo-headers go on as they are: never the proxy's own, nor a route's to drop.
+    if (name.charCodeAt(0) === 58 /* ":" */) {
+      out[name] = headers[name];
+      continue;
+    }
     if (name === "te") {
       if (String(headers.te).trim().toLowerCase() === "trailers") out.te = "trailers";
       continue;
@@ -56,7 +61,8 @@ export function forwardedResponse(headers: IncomingHttpHeaders, fromProxy: boole
   const edits = routeEdits === undefined || (fromProxy && headers["x-mesh-error"] !== undefined) ? undefined : routeEdits;
   const drop = edits?.drop;
   const notForwarded = fromProxy ? NOT_FORWARDED : NOT_FORWARDED_NOT_FROM_PROXY;
-  for (const name in headers) if (!inCgiList(notForwarded, name) && (drop === undefined || !inCgiList(drop, name))) out[name] = headers[name];
+  for (const name in headers)
+    if (name.charCodeAt(0) === 58 /* ":" */ || (!inCgiList(notForwarded, name) && (drop === undefined || !inCgiList(drop, name)))) out[name] = headers[name];
   if (edits !== undefined) editH2Headers(out, edits);
   return out;
 }
