@@ -21,8 +21,6 @@ export abstract class WireStream {
   sendWindow: number;
   /** Body bytes our reader took that the peer was not yet given window for. */
   unacked = 0;
-  /** DATA bytes received (padding too) and not yet taken by our reader: the connection's window they hold. */
-  held = 0;
   /** Body not yet sent (the peer's window was shut), and its end to follow. */
   queued: Uint8Array[] = [];
   queuedBytes = 0;
