@@ -6,7 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import net from "node:net";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
+import { F, frame, frameReader, rstFrame, settings, T } from "../helpers/raw-h2.ts";
 import { alternatingService } from "../helpers/policies.ts";
 import { greeterClient, greeterService, grpc, unary, type GreeterService, type Greeting } from "../helpers/grpc.ts";
 
@@ -49,6 +51,31 @@ const unavailable = (stream: ServerHttp2Stream) => {
 };
 // destroy() resets (RST_STREAM INTERNAL_ERROR): the request reached this server, and no response did.
 const reset = (stream: ServerHttp2Stream) => stream.destroy(new Error("reset by the test server"));
+/**
+ * An h2c server that refuses every stream with RST_STREAM REFUSED_STREAM (RFC 9113 §8.7:
+ * not processed), as an overloaded server says it. By hand: Bun's node:http2 server sends
+ * an empty DATA before the RST_STREAM, which makes the response malformed.
+ */
+async function refusingServer(): Promise<H2Server> {
+  const seen: H2Server["seen"] = [];
+  const server = net.createServer((sock) => {
+    sock.on("error", () => {});
+    sock.write(settings());
+    sock.on(
+      "data",
+      frameReader(true, (type, flags, stream) => {
+        if (type === T.SETTINGS && (flags & F.ACK) === 0) sock.write(frame(T.SETTINGS, F.ACK, 0));
+        if (type === T.HEADERS) {
+          seen.push({ method: "?", body: Buffer.alloc(0) });
+          sock.write(rstFrame(stream, REFUSED_STREAM));
+        }
+      }),
+    );
+  });
+  const port = await new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port)));
+  return { port, seen, stop: () => server.close() };
+}
+const REFUSED_STREAM = 7;
 
 interface Reply {
   status: number;
@@ -82,6 +109,7 @@ describe("plain HTTP/2", () => {
   let failing: H2Server;
   let resetting: H2Server;
   let early: H2Server;
+  let refusing: H2Server;
   let caller: Awaited<ReturnType<typeof fx.proxy>>;
   let session: http2.ClientHttp2Session;
 
@@ -90,6 +118,7 @@ describe("plain HTTP/2", () => {
     failing = await h2Server(unavailable);
     resetting = await h2Server(reset);
     early = await h2Server(unavailable, true);
+    refusing = await refusingServer();
     const config =
       plainService("flaky", failing.port, good.port) +
       plainService("resets", resetting.port, good.port) +
@@ -97,14 +126,15 @@ describe("plain HTTP/2", () => {
       plainService("early", early.port, good.port) +
       // Every try answered 503 (both endpoints fail), each retry after up to 5 s or 1 s (full jitter), up to 10 of them.
       plainService("patient", failing.port, early.port, ", attempts: 10", "  timeouts: { request: 400ms }\n").replace("base: 5ms, max: 20ms", "base: 5s, max: 5s") +
-      plainService("waiting", failing.port, early.port, ", attempts: 10").replace("base: 5ms, max: 20ms", "base: 1s, max: 1s");
+      plainService("waiting", failing.port, early.port, ", attempts: 10").replace("base: 5ms, max: 20ms", "base: 1s, max: 1s") +
+      plainService("refuses", refusing.port, good.port, ", attempts: 3").replace("consecutiveFailures: 1000", "consecutiveFailures: 3");
     caller = await fx.proxy("orders", fx.echo("orders").url, fx.config("orders-h2-retries", {}, config));
     session = http2.connect(`http://127.0.0.1:${caller.ports.outbound}`);
     session.on("error", () => {});
   });
   afterAll(() => {
     session?.close();
-    for (const s of [good, failing, resetting, early]) s?.stop();
+    for (const s of [good, failing, resetting, early, refusing]) s?.stop();
   });
 
   const many = <T,>(n: number, call: (i: number) => Promise<T>) => Promise.all(Array.from({ length: n }, (_, i) => call(i)));
@@ -190,6 +220,18 @@ describe("plain HTTP/2", () => {
     await Bun.sleep(1200);
     expect(tries()).toBe(atLeave);
     expect(await metricValue(caller.ports.admin, "mesh_requests_total", { peer: "waiting", status: "4xx" })).toBe(1);
+  });
+
+  test("an endpoint that refuses every stream: each call goes on to the other, whatever its method, and the refuser is ejected", async () => {
+    const posts = await many(6, () => h2Call(session, "refuses", "POST", Buffer.from("once")));
+    expect(posts.map((r) => [r.status, r.headers["x-served-by"] ?? r.body])).toEqual(Array(6).fill([200, "good"]));
+    // Refused streams count against their endpoint, as a 503 would: three in a row eject it.
+    expect(await metricValue(caller.ports.admin, "mesh_outlier_ejections_total", { peer: "refuses" })).toBeGreaterThanOrEqual(1);
+    // Ejected, it is sent nothing more.
+    const refusedBefore = refusing.seen.length;
+    const replies = await many(6, () => h2Call(session, "refuses", "GET"));
+    expect(replies.map((r) => r.status)).toEqual(Array(6).fill(200));
+    expect(refusing.seen.length).toBe(refusedBefore);
   });
 
   test("with retries off (attempts: 0) the 503 reaches the client", async () => {

@@ -48,7 +48,7 @@ export interface RelayOptions {
 }
 
 /** Why a try never reached the service. */
-export type NeverSent = "connect-failure" | "peer-identity" | "refused-stream";
+export type NeverSent = "connect-failure" | "peer-identity" | "refused-stream" | "not-taken";
 /** How a try failed before its response head: it never reached the service, or it was reset and may have. */
 export type TryFailure = NeverSent | "reset";
 

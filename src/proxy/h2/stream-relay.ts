@@ -202,12 +202,14 @@ class StreamRelay implements DownstreamHandler {
   }
 
   /** A try failed before its response head: another try if the policy allows one, else the proxy's answer. */
-  private beforeHead(failure: ProxyFailure | "refused-stream", detail: string): void {
+  private beforeHead(failure: ProxyFailure | "refused-stream" | "not-taken", detail: string): void {
     clearTimeout(this.tryTimer);
-    const asTry: TryFailure | undefined = failure === "connect-failure" || failure === "peer-identity" || failure === "refused-stream" ? failure : failure === "upstream-reset" ? "reset" : undefined;
+    const unprocessed = failure === "refused-stream" || failure === "not-taken";
+    const asTry: TryFailure | undefined = unprocessed || failure === "connect-failure" || failure === "peer-identity" ? failure : failure === "upstream-reset" ? "reset" : undefined;
     const next = asTry === undefined ? undefined : this.retries?.afterFailure(asTry, this.replay !== undefined);
-    if (next !== undefined) return this.again(next, failure === "refused-stream" ? "upstream-reset" : failure, detail);
-    this.fail(failure === "refused-stream" ? "upstream-reset" : failure, detail);
+    const answered = unprocessed ? "upstream-reset" : failure;
+    if (next !== undefined) return this.again(next, answered, detail);
+    this.fail(answered, detail);
   }
 
   /**

@@ -1,7 +1,7 @@
 /**
  * The tries of one outbound HTTP/2 stream, on the HTTP/1.1 call's rules (outbound-call.ts):
  * - a try that never reached the service (no connection, the wrong peer, a stream refused
- *   unprocessed) goes again whatever the method;
+ *   unprocessed or not taken by a session ending) goes again whatever the method;
  * - a reset before the response head, or a response status in `retries.statusCodes`, only
  *   for an idempotent request (its method, or an Idempotency-Key);
  * - a gRPC call answered trailers-only with a status in `retries.grpcStatuses`, whatever
@@ -49,8 +49,9 @@ export class StreamRetries implements TryRetries {
 
   afterFailure(failure: TryFailure, replayable: boolean): NextTry | undefined {
     const dest = this.dest;
-    // A stream refused unprocessed is the peer's stream limit, not a failure: a fresh session sends before the peer's SETTINGS say it.
-    if (failure !== "refused-stream") dest.outlier.onResult(this.current, false);
+    // A stream refused (REFUSED_STREAM) counts against its endpoint, as a 503 would (Envoy counts upstream resets so too):
+    // one that refuses every stream is ejected. One not taken by a session ending (GOAWAY) does not: that is a peer draining.
+    if (failure !== "not-taken") dest.outlier.onResult(this.current, false);
     this.counted = true;
     if (failure === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
     const kind: AttemptOutcome["kind"] = failure === "connect-failure" ? "connect-failure" : failure === "reset" ? "reset-before-response" : "refused";

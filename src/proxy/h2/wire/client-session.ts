@@ -104,7 +104,7 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
     const stream = new H2ClientStream(this, fields, handler);
     if (endStream) stream.endQueued = true;
     if (!this.usable) {
-      queueMicrotask(() => stream.onFailed({ kind: "refused-stream", code: 0, message: "the session to the peer was closing" }));
+      queueMicrotask(() => stream.onFailed({ kind: "not-taken", code: 0, message: "the session to the peer was closing" }));
       return stream;
     }
     this.waiting.push(stream);
@@ -118,7 +118,7 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
       if (this.nextId > LAST_STREAM_ID) {
         // Stream ids are never reused: what waits goes on a new session, this one ends with its streams.
         this.stopTaking();
-        return this.failWaiting({ kind: "refused-stream", code: 0, message: "the session to the peer used up its stream ids" });
+        return this.failWaiting({ kind: "not-taken", code: 0, message: "the session to the peer used up its stream ids" });
       }
       const stream = this.waiting.shift()!;
       if (stream.closed) continue;
@@ -282,7 +282,7 @@ export class H2ClientSession extends H2Connection implements ClientStreamSession
     this.stopTaking();
     // No stream opens after it (RFC 9113 §6.8): those waiting go elsewhere.
     this.stopped = true;
-    const failure: UpstreamFailure = { kind: "refused-stream", code, message: `the peer is going away (GOAWAY code ${code}) and did not take the stream` };
+    const failure: UpstreamFailure = { kind: "not-taken", code, message: `the peer is going away (GOAWAY code ${code}) and did not take the stream` };
     this.failWaiting(failure);
     for (const stream of [...this.streams.values()]) if (stream.id > lastStreamId) stream.onFailed(failure);
     this.endIfDone();

@@ -11,11 +11,13 @@ import { WireStream, type WireSession } from "./wire-stream.ts";
 /** Why a stream failed, as its relay decides whether another try may follow. */
 export interface UpstreamFailure {
   /**
-   * "refused-stream": the peer refused it unprocessed (REFUSED_STREAM, or past its GOAWAY's
-   * last stream); "connect-failure" and "peer-identity": its session never connected, so it
-   * was never sent; "reset": it was reset, or its connection failed, once sent.
+   * "refused-stream": the peer refused it unprocessed (RST_STREAM REFUSED_STREAM), as an
+   * overloaded server does; "not-taken": it was never processed because its session was
+   * ending (past the peer's GOAWAY, or on a session closing or out of stream ids);
+   * "connect-failure" and "peer-identity": its session never connected, so it was never
+   * sent; "reset": it was reset, or its connection failed, once sent.
    */
-  kind: "refused-stream" | "connect-failure" | "peer-identity" | "reset";
+  kind: "refused-stream" | "not-taken" | "connect-failure" | "peer-identity" | "reset";
   /** The RST_STREAM code, for a reset by the peer. */
   code: number;
   message: string;
