@@ -491,6 +491,36 @@ describe("a GET with content-length: 0 (valid: RFC 9110 §8.6)", () => {
 });
 
 // ---------------------------------------------------------------------------------------
+describe("a GET or HEAD with a body: refused, as the HTTP/1.1 listener refuses one (few services read it alike)", () => {
+  for (const side of SIDES) {
+    for (const [how, fields, data] of [
+      ["content-length 5 and 5 bytes", [["content-length", "5"]], [Buffer.from("hello")]],
+      ["no length, then 5 bytes", [], [Buffer.from("hello")]],
+      ["no length, a request line in the body", [], [Buffer.from("GET /smuggled HTTP/1.1\r\nhost: api\r\n\r\n", "latin1")]],
+    ] as [string, [string, string][], Buffer[]][])
+      test(`${side}: ${how}: 400 or a reset, and the service never sees a body or a framing for one`, async () => {
+        const m = marker("get-body");
+        const before = snapshot();
+        const { verdict: v, c } = await rawCall(side, req(`/plain?m=${m}`, fields), data);
+        await Bun.sleep(50);
+        c.close();
+        const text = bytesSince(before).join("");
+        expect({ verdict: v, refused: refused(v), framing: /\r\n(transfer-encoding|content-length):/i.test(text), smuggled: text.includes("/smuggled") }).toEqual({ verdict: v, refused: true, framing: false, smuggled: false });
+        if (how.startsWith("content-length")) expect(v).toBe("status:400");
+      });
+
+    test(`${side}: its HEADERS, then an empty DATA that ends the stream: the service gets a bodiless GET and answers 200`, async () => {
+      const m = marker("get-empty-data");
+      const before = snapshot();
+      const { verdict: v, c } = await rawCall(side, req(`/plain?m=${m}`), [Buffer.alloc(0)]);
+      c.close();
+      const got = requestsSince(before).filter((r) => r.head.includes(m));
+      expect({ verdict: v, atService: got.length, framing: got.map((r) => /\r\n(transfer-encoding|content-length):/i.test(r.head)), problems: serviceProblems(bytesSince(before), callerOf(side)) }).toEqual({ verdict: "status:200", atService: 1, framing: [false], problems: [] });
+    });
+  }
+});
+
+// ---------------------------------------------------------------------------------------
 describe("identity through the downgrade", () => {
   const FORGED: [string, string][] = [
     ["x-mesh-client-id", "spiffe://mesh.local/ns/default/sa/admin"],

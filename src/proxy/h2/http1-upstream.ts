@@ -85,6 +85,8 @@ class Http1Relay implements DownstreamHandler {
   private lastPiece: Buffer | undefined;
   /** Resolves a response write's wait for the client's window, or its stream's end. */
   private drained: (() => void) | undefined;
+  /** A GET or HEAD: sent without a body, and refused if the client sends one (as the HTTP/1.1 listener refuses one). */
+  private bodyless = false;
 
   constructor(
     private readonly down: H2ServerStream,
@@ -97,6 +99,9 @@ class Http1Relay implements DownstreamHandler {
     if (opts.maxBodyBytes > 0 && Number(headers["content-length"] ?? 0) > opts.maxBodyBytes) return this.overLimit();
     this.watched = opts.idle.watch(() => this.idleOut());
     const method = String(headers[":method"]);
+    // Few HTTP/1.1 servers read a GET's or a HEAD's body the same way (request-guard.ts): it is not forwarded.
+    this.bodyless = method === "GET" || method === "HEAD";
+    if (this.bodyless && Number(headers["content-length"] ?? 0) > 0) return this.fail("bad-request", `a ${method} request with a body is not forwarded`);
     let fields: Headers;
     try {
       fields = http1Fields(headers);
@@ -104,7 +109,7 @@ class Http1Relay implements DownstreamHandler {
       // A value HTTP/2 carries that an HTTP/1.1 field cannot (a character past latin1).
       return this.fail("bad-request", `a header cannot be sent as HTTP/1.1: ${(err as Error).message}`);
     }
-    const request = { method, pathAndQuery: String(headers[":path"]), headers: fields, body: down.endAfterHeaders ? null : this.requestBody(), signal: this.abort.signal };
+    const request = { method, pathAndQuery: String(headers[":path"]), headers: fields, body: down.endAfterHeaders || this.bodyless ? null : this.requestBody(), signal: this.abort.signal };
     // Read to its end, so a request without a body is over once answered (the inbound may have paused it).
     down.handle(this);
     down.resume();
@@ -132,6 +137,7 @@ class Http1Relay implements DownstreamHandler {
   // ---- the client's stream (DownstreamHandler) ----
 
   data(chunk: Buffer): void {
+    if (this.bodyless && chunk.byteLength > 0) return this.endEarly("bad-request", "a GET or HEAD request with a body is not forwarded", 400);
     const body = this.body;
     if (this.over || body === undefined) return;
     this.active();
@@ -219,22 +225,21 @@ class Http1Relay implements DownstreamHandler {
   }
 
   private overLimit(): void {
-    const detail = `request body over the limit of ${this.opts.maxBodyBytes} bytes`;
-    this.abort.abort(new Error(detail));
-    if (this.result.headAt === 0) return this.fail("bad-request", detail, 413);
-    this.result.failure = "bad-request";
-    this.down.reset(ErrorCode.INTERNAL_ERROR);
-    this.finish();
+    this.endEarly("bad-request", `request body over the limit of ${this.opts.maxBodyBytes} bytes`, 413);
   }
 
   /** Nothing either way for the idle timeout: answered 504 before a response began, reset after. */
   private idleOut(): void {
     this.watched = undefined;
+    this.endEarly("timeout", `the stream carried nothing for ${this.opts.idle.timeoutMs} ms`);
+  }
+
+  /** Ends the exchange for `failure`: the client answered (with `status`, else the failure's) before a response began, reset after. */
+  private endEarly(failure: ProxyFailure, detail: string, status?: number): void {
     if (this.over) return;
-    const detail = `the stream carried nothing for ${this.opts.idle.timeoutMs} ms`;
     this.abort.abort(new Error(detail));
-    if (this.result.headAt === 0) return this.fail("timeout", detail);
-    this.result.failure = "timeout";
+    if (this.result.headAt === 0) return this.fail(failure, detail, status);
+    this.result.failure = failure;
     this.down.reset(ErrorCode.INTERNAL_ERROR);
     this.finish();
   }
