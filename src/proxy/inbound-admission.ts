@@ -52,7 +52,12 @@ export function authenticateInbound(
 ): Authenticated | ErrorParts | Promise<Authenticated | ErrorParts> {
   if (policies.authenticator === undefined) return ANONYMOUS;
   const outcome = policies.authenticator.authenticate(fields, dropped);
-  return outcome instanceof Promise ? outcome.then((o) => answerTo(metrics, caller, o)) : answerTo(metrics, caller, outcome);
+  return outcome instanceof Promise ? answerWhenVerified(metrics, caller, outcome) : answerTo(metrics, caller, outcome);
+}
+
+/** Its own function: a closure in authenticateInbound would have the engine allocate a scope on every request. */
+function answerWhenVerified(metrics: ProxyMetrics, caller: string, verifying: Promise<AuthenticationOutcome>): Promise<Authenticated | ErrorParts> {
+  return verifying.then((o) => answerTo(metrics, caller, o));
 }
 
 function answerTo(metrics: ProxyMetrics, caller: string, outcome: AuthenticationOutcome): Authenticated | ErrorParts {
