@@ -362,6 +362,15 @@ async function inbound(initial: [number, number][] = []): Promise<RawH2> {
 const post = (path: string, extra: [string, string][] = []) => block(request("payments", path, extra, "POST"));
 const tagged = (name: string) => `${name}-${Math.random().toString(36).slice(2, 10)}`;
 
+/** A POST of `body` on stream `id` to a path the service reads at once: it arrives whole, and is answered 200. */
+async function uploadWhole(s: Sender, id: number, path: string, body: Buffer): Promise<void> {
+  s.c.write(frame(T.HEADERS, F.END_HEADERS, id, post(tagged(path), [["content-length", String(body.byteLength)]])));
+  expect(await pump(s, [{ id, body, at: 0, ends: true }], 3000)).toBe(true);
+  const r = await response(s.c, id);
+  expect([r.status, r.ending]).toEqual(["200", "end-stream"]);
+  expect(JSON.parse(r.body.toString())).toEqual({ bytes: body.byteLength, sha: sha256(body) });
+}
+
 describe("the server side: request bodies held for a service that does not read them", () => {
   test("40 streams of a client the service does not read hold only their own windows: a 2 MiB body on another stream of the same connection reaches the service meanwhile", async () => {
     const c = await inbound();
@@ -389,11 +398,7 @@ describe("the server side: request bodies held for a service that does not read 
     // Another call on the same connection, to a path the service reads, goes through whole meanwhile.
     const id = 1 + 2 * N;
     const body = pattern(77, 2 * 1024 * 1024);
-    c.write(frame(T.HEADERS, F.END_HEADERS, id, post(tagged("/open-beside-stalled"), [["content-length", String(body.byteLength)]])));
-    expect(await pump(s, [{ id, body, at: 0, ends: true }], 3000)).toBe(true);
-    const beside = await response(c, id);
-    expect([beside.status, beside.ending]).toEqual(["200", "end-stream"]);
-    expect(JSON.parse(beside.body.toString())).toEqual({ bytes: body.byteLength, sha: sha256(body) });
+    await uploadWhole(s, id, "/open-beside-stalled", body);
     expect(uploads.every((u) => c.ending(u.id) === "open")).toBe(true);
 
     // The service reads the stalled ones: the rest goes, and every body arrives whole.
@@ -437,11 +442,7 @@ describe("the server side: request bodies held for a service that does not read 
     // A new request still goes through the same connection: its window was not used up by the streams gone.
     const id = 1 + 2 * CYCLES;
     const body = pattern(99, 200 * 1024);
-    c.write(frame(T.HEADERS, F.END_HEADERS, id, post(tagged("/open-after-resets"), [["content-length", String(body.byteLength)]])));
-    expect(await pump(s, [{ id, body, at: 0, ends: true }], 3000)).toBe(true);
-    const r = await response(c, id);
-    expect(r.status).toBe("200");
-    expect(JSON.parse(r.body.toString())).toEqual({ bytes: body.byteLength, sha: sha256(body) });
+    await uploadWhole(s, id, "/open-after-resets", body);
     expect(c.of(T.GOAWAY)).toHaveLength(0);
   }, 30_000);
 
@@ -460,49 +461,53 @@ describe("the server side: request bodies held for a service that does not read 
     expect(s.credited).toBeGreaterThan(CONNECTION_WINDOW);
     // And the connection serves a request after it.
     const body = pattern(5, 100 * 1024);
-    c.write(frame(T.HEADERS, F.END_HEADERS, 5, post(tagged("/open-after-gone"), [["content-length", String(body.byteLength)]])));
-    expect(await pump(s, [{ id: 5, body, at: 0, ends: true }], 3000)).toBe(true);
-    const r = await response(c, 5);
-    expect(r.status).toBe("200");
-    expect(JSON.parse(r.body.toString())).toEqual({ bytes: body.byteLength, sha: sha256(body) });
+    await uploadWhole(s, 5, "/open-after-gone", body);
     expect(c.of(T.GOAWAY)).toHaveLength(0);
   }, 30_000);
 });
 
+/**
+ * `n` responses of `size` bytes to a caller whose windows are shut, on one service
+ * connection, once the service may send no more (nothing sent for 800 ms): each stream's
+ * window is filled, and no more.
+ */
+async function heldResponses(path: string, n: number, size: number): Promise<{ c: RawH2; tag: string; conn: UpConn }> {
+  const c = await inbound([[INITIAL_WINDOW_SIZE, 0]]);
+  const tag = tagged(path);
+  for (let i = 0; i < n; i++) c.write(frame(T.HEADERS, F.END_HEADERS | F.END_STREAM, 1 + 2 * i, block(request("payments", `${tag}-${i}?n=${size}&seed=${i}`))));
+  expect(await eventually(() => svc.of(tag).length === n, 10_000)).toBe(true);
+  const conns = new Set(svc.of(tag).map((r) => r.conn));
+  expect(conns.size).toBe(1);
+  const sent = () => svc.of(tag).reduce((total, r) => total + r.at, 0);
+  let last = -1;
+  for (let i = 0; i < 100 && sent() !== last; i++) {
+    last = sent();
+    await Bun.sleep(800);
+  }
+  expect(sent()).toBeLessThanOrEqual(n * DEFAULT_WINDOW);
+  expect(sent()).toBeGreaterThan(n * (DEFAULT_WINDOW - MAX_FRAME));
+  expect(c.of(T.DATA).length).toBe(0);
+  return { c, tag, conn: [...conns][0]! };
+}
+
+/** Another caller, reading, gets a 2 MiB response whole, over the service connection `conn`. */
+async function bigResponseOver(conn: UpConn, path: string): Promise<void> {
+  const reader = await inbound([[INITIAL_WINDOW_SIZE, 1 << 24]]);
+  reader.write(windowUpdate(0, 1 << 30));
+  const BIG = 2 * 1024 * 1024;
+  reader.write(frame(T.HEADERS, F.END_HEADERS | F.END_STREAM, 1, block(request("payments", `${tagged(path)}?n=${BIG}&seed=7`))));
+  const r = await response(reader, 1, 15_000);
+  expect(r.ending).toBe("end-stream");
+  expect(r.body.equals(pattern(7, BIG))).toBe(true);
+  expect(svc.streams.at(-1)!.conn).toBe(conn);
+}
+
 describe("the client side: responses held for a caller that does not read them", () => {
   test("40 responses to a caller whose windows are shut hold only their streams' windows: another caller gets a 2 MiB response on the same service connection meanwhile", async () => {
-    // The caller's streams may be sent nothing until it says.
-    const c = await inbound([[INITIAL_WINDOW_SIZE, 0]]);
-    const tag = tagged("/down-held");
     const N = 40;
     const SIZE = 256 * 1024;
-    for (let i = 0; i < N; i++) c.write(frame(T.HEADERS, F.END_HEADERS | F.END_STREAM, 1 + 2 * i, block(request("payments", `${tag}-${i}?n=${SIZE}&seed=${i}`))));
-    expect(await eventually(() => svc.of(tag).length === N, 10_000)).toBe(true);
-    const conns = new Set(svc.of(tag).map((r) => r.conn));
-    expect(conns.size).toBe(1);
-    const conn = [...conns][0]!;
-    const sentOnTag = () => svc.of(tag).reduce((n, r) => n + r.at, 0);
-    // Until the service may send no more: nothing sent for 800 ms.
-    let last = -1;
-    for (let i = 0; i < 100 && sentOnTag() !== last; i++) {
-      last = sentOnTag();
-      await Bun.sleep(800);
-    }
-    // Each stream's window was filled, and no more: the sidecar holds 40 × 64 KiB for this caller.
-    expect(sentOnTag()).toBeLessThanOrEqual(N * DEFAULT_WINDOW);
-    expect(sentOnTag()).toBeGreaterThan(N * (DEFAULT_WINDOW - MAX_FRAME));
-    expect(c.of(T.DATA).length).toBe(0);
-
-    // Another caller that reads gets a response longer than 1 MiB over the same service connection meanwhile.
-    const reader = await inbound([[INITIAL_WINDOW_SIZE, 1 << 24]]);
-    reader.write(windowUpdate(0, 1 << 30));
-    const BIG = 2 * 1024 * 1024;
-    reader.write(frame(T.HEADERS, F.END_HEADERS | F.END_STREAM, 1, block(request("payments", `${tagged("/down-beside-held")}?n=${BIG}&seed=7`))));
-    const other = await response(reader, 1, 15_000);
-    expect(other.ending).toBe("end-stream");
-    expect(other.body.equals(pattern(7, BIG))).toBe(true);
-    expect(svc.streams.at(-1)!.conn).toBe(conn);
-
+    const { c, conn } = await heldResponses("/down-held", N, SIZE);
+    await bigResponseOver(conn, "/down-beside-held");
     // The first caller reads: every response arrives whole.
     c.write(Buffer.concat([settings([[INITIAL_WINDOW_SIZE, 1 << 24]]), windowUpdate(0, 1 << 30)]));
     for (let i = 0; i < N; i++) {
@@ -514,33 +519,10 @@ describe("the client side: responses held for a caller that does not read them",
   }, 30_000);
 
   test("responses held for a caller that then resets its streams: the service's connection goes on, a 2 MiB response on it still comes", async () => {
-    const c = await inbound([[INITIAL_WINDOW_SIZE, 0]]);
-    const tag = tagged("/down-reset");
     const N = 20;
-    const SIZE = 256 * 1024;
-    for (let i = 0; i < N; i++) c.write(frame(T.HEADERS, F.END_HEADERS | F.END_STREAM, 1 + 2 * i, block(request("payments", `${tag}-${i}?n=${SIZE}&seed=${i}`))));
-    expect(await eventually(() => svc.of(tag).length === N, 10_000)).toBe(true);
-    const conn = svc.of(tag)[0]!.conn;
-    const sentOnTag = () => svc.of(tag).reduce((n, r) => n + r.at, 0);
-    let last = -1;
-    for (let i = 0; i < 100 && sentOnTag() !== last; i++) {
-      last = sentOnTag();
-      await Bun.sleep(800);
-    }
-    // The sidecar holds each stream's window for this caller.
-    expect(sentOnTag()).toBeGreaterThan(N * (DEFAULT_WINDOW - MAX_FRAME));
-    expect(sentOnTag()).toBeLessThanOrEqual(N * DEFAULT_WINDOW);
+    const { c, tag, conn } = await heldResponses("/down-reset", N, 256 * 1024);
     c.write(Buffer.concat(Array.from({ length: N }, (_, i) => rstFrame(1 + 2 * i))));
     expect(await eventually(() => svc.of(tag).every((r) => r.reset), 5000)).toBe(true);
-    // A caller that reads gets a response longer than the window on the same service connection.
-    // Its own windows opened wide, so only the sidecar's toward the service limit it.
-    const reader = await inbound([[INITIAL_WINDOW_SIZE, 1 << 24]]);
-    reader.write(windowUpdate(0, 1 << 30));
-    const BIG = 2 * CONNECTION_WINDOW;
-    reader.write(frame(T.HEADERS, F.END_HEADERS | F.END_STREAM, 1, block(request("payments", `${tagged("/down-after-reset")}?n=${BIG}&seed=7`))));
-    const r = await response(reader, 1, 15_000);
-    expect(r.ending).toBe("end-stream");
-    expect(r.body.equals(pattern(7, BIG))).toBe(true);
-    expect(svc.streams.at(-1)!.conn).toBe(conn);
+    await bigResponseOver(conn, "/down-after-reset");
   }, 30_000);
 });
