@@ -118,7 +118,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     port: 0,
     idleTimeout: 60, // longer than a config poll is held
     fetch(req, server) {
-      const identity = bridge.identities.get(server.requestIP(req)?.port ?? -1);
+      const identity = bridge.identityOf(server.requestIP(req));
       if (!identity) return new Response("not through the mTLS listener\n", { status: 403 });
       const url = new URL(req.url);
       if (url.pathname.startsWith("/admin/")) {

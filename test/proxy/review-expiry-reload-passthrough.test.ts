@@ -200,7 +200,7 @@ describe("credential expiry: the mTLS listener", () => {
   test("the API bridge: a client gone before its end leaves no identity or watch behind; one that stays is cut at its end, its identity forgotten", async () => {
     const server = await makeLeaf(int, { uris: [`spiffe://${TD}/ns/mesh/sa/control-plane`] });
     const bridge = new TlsBridge({ cert: pemOf(server, int), key: server.keyPem, ca: root.pem, trustDomain: TD }, { onRefused: () => {}, onOpen: () => {}, onClose: () => {} });
-    const inner = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, srv) => new Response(`hello ${bridge.identities.get(srv.requestIP(req)?.port ?? -1)}`) });
+    const inner = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, srv) => new Response(`hello ${bridge.identityOf(srv.requestIP(req))}`) });
     const port = bridge.listen("127.0.0.1", 0, inner.port!);
     const watched = () => (bridge as unknown as { expiry: CredentialExpiry<unknown> }).expiry.size;
     try {
@@ -215,10 +215,10 @@ describe("credential expiry: the mTLS listener", () => {
       stayer.state.socket!.write(GET("/who"));
       expect(await eventually(() => stayer.state.text.includes(`hello ${ORDERS}`), 5000)).toBe(true);
       for (const c of leavers) c.state.socket!.end();
-      expect(await eventually(() => bridge.openLinks === 1 && bridge.identities.size === 1 && watched() === 1, 5000)).toBe(true);
+      expect(await eventually(() => bridge.openLinks === 1 && bridge.identified === 1 && watched() === 1, 5000)).toBe(true);
       expect(await eventually(() => stayer.state.closed, notAfter + 2000 - Date.now())).toBe(true);
       expect(stayer.state.closedAt).toBeGreaterThanOrEqual(notAfter - 1000);
-      expect(await eventually(() => bridge.openLinks === 0 && bridge.identities.size === 0 && watched() === 0, 3000)).toBe(true);
+      expect(await eventually(() => bridge.openLinks === 0 && bridge.identified === 0 && watched() === 0, 3000)).toBe(true);
     } finally {
       bridge.closeAll();
       inner.stop(true);

@@ -2,13 +2,15 @@
  * The identity bridge. Bun.serve cannot show a handler the client certificate, so mTLS
  * is terminated here with Bun.listen, where the handshake exposes the peer's leaf. Each
  * verified connection is then piped, decrypted, into a loopback-only HTTP server; the
- * bridge remembers which loopback source port carries which SPIFFE ID, and the HTTP
- * handler looks its caller up by `server.requestIP(req).port`.
+ * bridge remembers which loopback source address and port carry which SPIFFE ID, and the
+ * HTTP handler looks its caller up by `identityOf(server.requestIP(req))`.
  *
- * Why this is safe: a port maps to an identity only while the bridge's own loopback
- * connection holds it (the OS never gives two live connections from 127.0.0.1 to one
- * listener the same source port), the entry is removed when that connection closes,
- * and a request arriving on any other connection has no identity and is refused. A
+ * Why this is safe: an address and port map to an identity only while the bridge's own
+ * loopback connection holds them (the OS never gives two live connections to one
+ * listener the same source address and port), the entry is removed when that connection
+ * closes, and a request arriving on any other connection has no identity and is refused.
+ * The address counts as much as the port: any local process may connect from another
+ * loopback address (127.0.0.2) with the port of a bridge connection. A
  * connection is cut when its peer's certificate ends (./credential-expiry.ts): a held
  * poll cannot go on under an expired identity.
  *
@@ -53,6 +55,8 @@ const HANDSHAKE_TIMEOUT_S = 10;
 
 interface Link {
   inner?: Socket<Link>;
+  /** The inner connection's source, "address port", while it carries an identity. */
+  source?: string;
   outer: Socket<Outer>;
   pendingToInner: Uint8Array[];
   pendingToOuter: Uint8Array[];
@@ -62,8 +66,8 @@ interface Link {
 type Outer = { link?: Link } | undefined;
 
 export class TlsBridge {
-  /** Loopback source port of a bridge connection → the SPIFFE ID of its TLS peer. */
-  readonly identities = new Map<number, string>();
+  /** Loopback source ("address port") of a bridge connection → the SPIFFE ID of its TLS peer. */
+  private readonly identities = new Map<string, string>();
   private listener?: TCPSocketListener<Outer>;
   private bound?: { hostname: string; port: number; innerPort: number };
   private links = new Set<Link>();
@@ -89,6 +93,16 @@ export class TlsBridge {
   ) {
     this.budget = options.budget;
     this.clientCertificates = options.clientCertificates ?? true;
+  }
+
+  /** The SPIFFE ID of the caller whose request reached the loopback server from `source` (`server.requestIP(req)`), if it came through this bridge. */
+  identityOf(source: { address: string; port: number } | null): string | undefined {
+    return source === null ? undefined : this.identities.get(`${source.address} ${source.port}`);
+  }
+
+  /** Connections that carry an identity now. */
+  get identified(): number {
+    return this.identities.size;
   }
 
   listen(hostname: string, port: number, innerPort: number): number {
@@ -208,7 +222,10 @@ export class TlsBridge {
             return;
           }
           link.inner = inner;
-          if (spiffeId !== undefined) bridge.identities.set(inner.localPort, spiffeId);
+          if (spiffeId !== undefined) {
+            link.source = `${inner.localAddress} ${inner.localPort}`;
+            bridge.identities.set(link.source, spiffeId);
+          }
           if (writeQueued(inner, link.pendingToInner)) outer.resume();
           else outer.pause();
         },
@@ -236,7 +253,7 @@ export class TlsBridge {
     link.outer.pause(); // nor anything the client still sends
     this.links.delete(link);
     this.expiry.forget(link);
-    if (link.inner) this.identities.delete(link.inner.localPort);
+    if (link.source !== undefined) this.identities.delete(link.source);
     link.inner?.end();
     // Queued response bytes must reach the client before its connection ends.
     if (link.pendingToOuter.length === 0) link.outer.end();

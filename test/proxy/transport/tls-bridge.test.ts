@@ -53,7 +53,7 @@ test("without client certificates: a client with none is served through the brid
     expect(second.text()).toBe("");
     expect(overLimit).toBe(1);
     expect(bridge.refusedOverLimit).toBe(1);
-    expect(bridge.identities.size).toBe(0);
+    expect(bridge.identified).toBe(0);
 
     first.socket.end();
     await first.closed;
@@ -75,7 +75,7 @@ test("with client certificates: a kept-alive connection is cut when its peer's c
   const server = await makeLeaf(int, { uris: ["spiffe://example.org/ns/mesh/sa/control-plane"] });
   const sidecar = await makeLeaf(int, { uris: ["spiffe://example.org/ns/default/sa/orders"], notAfter: fromNow(2500) });
   const bridge = new TlsBridge({ cert: pemOf(server, int), key: server.keyPem, ca: root.pem, trustDomain: "example.org" }, { onRefused: () => {}, onOpen: () => {}, onClose: () => {} });
-  const inner = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, srv) => new Response(`hello ${bridge.identities.get(srv.requestIP(req)?.port ?? -1)}`) });
+  const inner = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, srv) => new Response(`hello ${bridge.identityOf(srv.requestIP(req))}`) });
   const port = bridge.listen("127.0.0.1", 0, inner.port!);
   try {
     let text = "";
@@ -95,7 +95,7 @@ test("with client certificates: a kept-alive connection is cut when its peer's c
     for (let i = 0; i < 500 && !closed; i++) await Bun.sleep(20);
     expect(closed).toBe(true);
     expect(Date.now()).toBeGreaterThanOrEqual(sidecar.cert.notAfter.getTime());
-    expect(bridge.identities.size).toBe(0);
+    expect(bridge.identified).toBe(0);
     expect(bridge.openLinks).toBe(0);
   } finally {
     bridge.closeAll();
