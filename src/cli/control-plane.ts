@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { loadCa } from "../ca/authority.ts";
 import { createCaFiles } from "../ca/create.ts";
 import { caPaths } from "../ca/layout.ts";
-import type { ControlPlaneConfig } from "../config/kinds/control-plane-config.ts";
+import { CONTROL_PLANE_ADMIN_ELSEWHERE, type ControlPlaneConfig } from "../config/kinds/control-plane-config.ts";
 import { formatManifestError, loadManifests } from "../config/load.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
@@ -15,7 +15,7 @@ import { EtcdStore } from "../store/etcd.ts";
 import { openSqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
 import { str, strs, type CommandSpec, type Parsed } from "./args.ts";
-import { countFlag, durationFlag, parseListen, timerFlag, type Listen } from "./flags.ts";
+import { countFlag, durationFlag, loopbackListen, parseListen, timerFlag, type Listen } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -58,7 +58,7 @@ export const controlPlaneCommand: CommandSpec = {
   flags: [
     { name: "config", type: "string", value: "FILE", description: "A ControlPlaneConfig manifest; flags override it." },
     { name: "api", type: "string", value: "ADDR:PORT", description: "mTLS listener for sidecars (default 0.0.0.0:15010)." },
-    { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin API listener (default 127.0.0.1:15011)." },
+    { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin API listener, loopback only (default 127.0.0.1:15011)." },
     { name: "bootstrap", type: "string", value: "ADDR:PORT", description: "Listener for first certificates (default 0.0.0.0:15012)." },
     { name: "data-dir", type: "string", value: "DIR", description: "State directory: embedded store, admin token (default ./data)." },
     { name: "ca-dir", type: "string", value: "DIR", description: "CA from 'mesh ca init'; created if absent (default certs)." },
@@ -98,7 +98,7 @@ export const controlPlaneCommand: CommandSpec = {
       adminToken: adminToken(str(args, "admin-token-file") ?? join(dataDir, ADMIN_TOKEN_FILE)),
       adminIdentities: [...(cfg?.adminIdentities ?? []), ...strs(args, "admin-identity")],
       api: listen("api", cfg?.api, "0.0.0.0:15010"),
-      admin: listen("admin", cfg?.admin, "127.0.0.1:15011"),
+      admin: str(args, "admin") ? loopbackListen(str(args, "admin")!, "--admin", CONTROL_PLANE_ADMIN_ELSEWHERE) : cfg?.admin ?? parseListen("127.0.0.1:15011", "--admin"),
       bootstrap: listen("bootstrap", cfg?.bootstrap, "0.0.0.0:15012"),
       certTtlMs: str(args, "cert-ttl") ? durationFlag(str(args, "cert-ttl")!, "--cert-ttl") : cfg?.certTtl ?? 24 * 3600_000,
       leaseTtlMs: str(args, "lease-ttl") ? timerFlag(str(args, "lease-ttl")!, "--lease-ttl") : cfg?.leaseTtl ?? 10_000,

@@ -1,6 +1,7 @@
 /** Flag values shared by commands: listen addresses, durations and counts, with the flag named on error. */
 import { parseDuration, timerProblem } from "../config/duration.ts";
 import { UsageError } from "../core/errors.ts";
+import { isLoopback } from "../core/ip-address.ts";
 
 export interface Listen {
   address: string;
@@ -12,6 +13,13 @@ export function parseListen(text: string, flag: string): Listen {
   const port = m ? Number(m[2]) : NaN;
   if (!m || port > 65535) throw new UsageError(`expected ADDRESS:PORT like 127.0.0.1:15001, got "${text}"`, flag);
   return { address: m[1]!.replace(/^\[|\]$/g, ""), port };
+}
+
+/** An admin listener's ADDRESS:PORT: loopback only (`elsewhere`: what to use off the host instead). */
+export function loopbackListen(text: string, flag: string, elsewhere: string): Listen {
+  const listen = parseListen(text, flag);
+  if (!isLoopback(listen.address)) throw new UsageError(`"${listen.address}" is not a loopback address (127.0.0.1, ::1 or localhost): the admin API is not served off this host; ${elsewhere}`, flag);
+  return listen;
 }
 
 export function durationFlag(text: string, flag: string): number {

@@ -1,5 +1,5 @@
 /** `mesh proxy`: run a sidecar from flags and/or a static config file. */
-import { CollectorUrl, ESCAPED_SLASHES, SamplingPercent, UNKNOWN_DESTINATIONS, Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
+import { CollectorUrl, ESCAPED_SLASHES, PROXY_ADMIN_ELSEWHERE, SamplingPercent, UNKNOWN_DESTINATIONS, Upstream, type ProxyConfig } from "../config/kinds/proxy-config.ts";
 import { listenerClash, Zone } from "../config/common.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { nameProblem } from "../pki/spiffe.ts";
@@ -11,7 +11,7 @@ import { loadSavedConfig } from "../proxy/control/saved-config.ts";
 import { bool, str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } from "./proxy-control.ts";
 import type { TcpUpstream } from "../proxy/tcp/outbound-tcp.ts";
-import { choiceFlag, countFlag, parseListen, parseTcpUpstream, timerFlag } from "./flags.ts";
+import { choiceFlag, countFlag, loopbackListen, parseListen, parseTcpUpstream, timerFlag } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 import { loadConfig, watchConfigFile } from "./proxy-config-file.ts";
 
@@ -48,7 +48,7 @@ export const proxyCommand: CommandSpec = {
     { name: "ca", type: "string", value: "FILE", description: "Trust bundle (PEM), instead of --certs-dir." },
     { name: "inbound", type: "string", value: "ADDR:PORT", description: "mTLS listener (default 0.0.0.0:15006)." },
     { name: "outbound", type: "string", value: "ADDR:PORT", description: "Listener for the service's calls (default 127.0.0.1:15001)." },
-    { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin listener: /live /ready /metrics /config_dump (default 127.0.0.1:15000)." },
+    { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin listener, loopback only: /live /ready /metrics /config_dump (default 127.0.0.1:15000)." },
     { name: "status", type: "string", value: "ADDR:PORT", description: "Status listener for probes and scrapers: /live /ready /metrics only (default: none; Kubernetes: 0.0.0.0:15021)." },
     { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
     { name: "stream-idle-timeout", type: "string", value: "DURATION", description: "Reset an HTTP/2 stream (a gRPC call) that carries nothing either way this long; 0s never (default 5m)." },
@@ -131,7 +131,8 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const upstream = parseUpstream(upstreamText, "--upstream");
   const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
   const outbound = listen("outbound", pc?.outbound, "127.0.0.1:15001");
-  const admin = listen("admin", pc?.admin, "127.0.0.1:15000");
+  const adminText = str(args, "admin");
+  const admin = adminText ? loopbackListen(adminText, "--admin", PROXY_ADMIN_ELSEWHERE) : pc?.admin ?? parseListen("127.0.0.1:15000", "--admin");
   const statusText = str(args, "status");
   const status = statusText ? parseListen(statusText, "--status") : pc?.status;
   const tcpFlags = args.flags["tcp-upstream"] as string[] | undefined;

@@ -2,7 +2,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { nameProblem, trustDomainProblem } from "../pki/spiffe";
-import { canonicalAddress } from "../core/ip-address";
+import { canonicalAddress, isLoopback } from "../core/ip-address";
 
 /**
  * Cross-field checks run even when sibling fields are invalid, so every error shows at
@@ -81,6 +81,22 @@ export function listener(address: string, port: number, description: string) {
 }
 
 /** A listener that exists only when configured; `{}` binds the defaults. */
+/**
+ * A listener for an admin API: loopback only, so nothing off the host reaches it
+ * (`elsewhere`: what to use from elsewhere instead).
+ */
+export function loopbackListener(address: string, port: number, description: string, elsewhere: string) {
+  return z
+    .strictObject({
+      address: Host.default(address)
+        .refine(isLoopback, { message: `must be a loopback address (127.0.0.1, ::1 or localhost): the admin API is not served off this host; ${elsewhere}` })
+        .describe(`Address to bind, loopback only; default ${address}.`),
+      port: Port.default(port).describe(`Port to bind; default ${port}.`),
+    })
+    .prefault({})
+    .describe(description);
+}
+
 export function optionalListener(address: string, port: number, description: string) {
   return z
     .strictObject({

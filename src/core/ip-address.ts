@@ -21,6 +21,13 @@ export function canonicalAddress(text: string): string | undefined {
   return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`;
 }
 
+/** Whether `address` is this host's loopback: 127.0.0.0/8, ::1 (either in any spelling), or "localhost". */
+export function isLoopback(address: string): boolean {
+  if (address.toLowerCase() === "localhost") return true;
+  const canonical = canonicalAddress(address);
+  return canonical !== undefined && (canonical === "::1" || canonical.startsWith("127."));
+}
+
 /** `address:port` as a URL or a Host field writes it: an IPv6 address in brackets. */
 export function hostPort(address: string, port: number): string {
   return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;

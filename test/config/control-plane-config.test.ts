@@ -56,10 +56,11 @@ describe("ControlPlaneConfig", () => {
     expect(errorsOf(cp("  store: {type: consul}"))).toEqual(["m.yaml#0 spec.store.type: expected one of embedded, etcd"]);
   });
 
-  test("listeners, directories, trust domain, unknown fields", () => {
+  test("listeners (the admin API on loopback only), directories, trust domain, unknown fields", () => {
     const spec = ["  api: {port: 70000}", "  admin: {address: 0.0.0.0, port: 15010}", "  dataDir: ''", "  ca: {dir: 5}", "  trustDomain: ''", "  policesDir: p"].join("\n");
     expect(errorsOf(cp(spec))).toEqual([
       "m.yaml#0 spec.api.port: expected port 1-65535",
+      "m.yaml#0 spec.admin.address: must be a loopback address (127.0.0.1, ::1 or localhost): the admin API is not served off this host; from elsewhere, the admin API is served over mTLS on the API listener to --admin-identity",
       "m.yaml#0 spec.trustDomain: trust domain is empty",
       "m.yaml#0 spec.dataDir: must not be empty",
       "m.yaml#0 spec.ca.dir: expected string, got number",

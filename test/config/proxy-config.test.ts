@@ -58,7 +58,7 @@ describe("ProxyConfig", () => {
           "  upstream: http://localhost:9000",
           "  inbound: {port: 16006}",
           "  outbound: {address: '::1', port: 16001}",
-          "  admin: {address: 0.0.0.0, port: 16000}",
+          "  admin: {address: 127.0.0.2, port: 16000}",
           "  trustDomain: example.org",
           "  certs: {cert: c.pem, key: k.pem, ca: ca.pem}",
           "  logLevel: debug",
@@ -71,7 +71,7 @@ describe("ProxyConfig", () => {
       namespace: "prod",
       inbound: { address: "0.0.0.0", port: 16006 },
       outbound: { address: "::1", port: 16001 },
-      admin: { address: "0.0.0.0", port: 16000 },
+      admin: { address: "127.0.0.2", port: 16000 },
       trustDomain: "example.org",
       certs: { cert: "c.pem", key: "k.pem", ca: "ca.pem" },
       logLevel: "debug",
@@ -97,6 +97,14 @@ describe("ProxyConfig", () => {
       "m.yaml#0 spec.inbound.port: expected port 1-65535",
       'm.yaml#0 spec.admin: unknown field "adress" (did you mean "address"?)',
     ]);
+  });
+
+  test("the admin listener is loopback only (127.0.0.0/8, ::1 in any spelling, localhost); --status serves probes from elsewhere", () => {
+    for (const address of ["127.0.0.1", "127.9.9.9", "'::1'", "'0:0:0:0:0:0:0:1'", "localhost", "'::ffff:127.0.0.1'"]) expect([address, errorsOf(proxy(`${UPSTREAM}\n  admin: {address: ${address}}`))]).toEqual([address, []]);
+    for (const address of ["0.0.0.0", "'::'", "10.0.0.1", "example.com", "128.0.0.1"])
+      expect(errorsOf(proxy(`${UPSTREAM}\n  admin: {address: ${address}}`))).toEqual([
+        "m.yaml#0 spec.admin.address: must be a loopback address (127.0.0.1, ::1 or localhost): the admin API is not served off this host; probes and scrapers elsewhere use the status listener (--status: /live, /ready, /metrics)",
+      ]);
   });
 
   test("two listeners on one port and overlapping addresses clash", () => {

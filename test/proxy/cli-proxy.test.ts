@@ -75,6 +75,14 @@ test("a TCP upstream on another listener's port is refused before anything binds
   expect(r.err).toContain("would share port 15999");
 });
 
+test.each(["0.0.0.0:15000", "10.1.2.3:15000", "[::]:15000", "example.com:15000"])("--admin %s (off loopback) is refused with exit 64, naming the flag and --status", async (value) => {
+  const r = await proxy("--upstream", "http://127.0.0.1:8080", "--admin", value);
+  expect(r.code).toBe(64);
+  expect(r.err).toContain("--admin");
+  expect(r.err).toContain("is not a loopback address");
+  expect(r.err).toContain("--status");
+});
+
 test.each(["eu west", "a_", "a".repeat(64)])("--zone %s is refused with exit 64, naming the flag", async (zone) => {
   const r = await proxy("--upstream", "http://127.0.0.1:8080", "--zone", zone);
   expect(r.code).toBe(64);

@@ -1,8 +1,11 @@
 /** ControlPlaneConfig: settings of the control plane (API, store, CA, policies). */
 import { z } from "zod";
-import { always, listener, MaxConnections, noListenerClash, NonEmpty, TrustDomain } from "../common";
+import { always, listener, loopbackListener, MaxConnections, noListenerClash, NonEmpty, TrustDomain } from "../common";
 import { Duration, TimerDuration } from "../duration";
 import { registerKind, type ManifestOf } from "../manifest";
+
+/** What operators off the host use, since the admin listener is loopback only. */
+export const CONTROL_PLANE_ADMIN_ELSEWHERE = "from elsewhere, the admin API is served over mTLS on the API listener to --admin-identity";
 
 export const Store = z
   .strictObject({
@@ -21,7 +24,7 @@ export const Store = z
 export const ControlPlaneConfigSpec = z
   .strictObject({
     api: listener("0.0.0.0", 15010, "Listener for sidecars (mTLS): registration, config, certificate renewal."),
-    admin: listener("127.0.0.1", 15011, "Listener for the admin API (bearer token) and health."),
+    admin: loopbackListener("127.0.0.1", 15011, "Listener for the admin API (bearer token) and health; loopback only.", CONTROL_PLANE_ADMIN_ELSEWHERE),
     bootstrap: listener("0.0.0.0", 15012, "Listener where new sidecars trade a join token and a CSR for their first certificate (TLS)."),
     trustDomain: TrustDomain.default("mesh.local").describe('Trust domain of SPIFFE IDs; default "mesh.local".'),
     dataDir: NonEmpty.default("./data").describe('Directory for state; default "./data".'),

@@ -1,13 +1,15 @@
 /** ProxyConfig: settings of one sidecar proxy. */
 import { z } from "zod";
 import { TimerDuration } from "../duration";
-import { always, dnsLabel, Host, listener, listenerClash, MaxConnections, noListenerClash, NonEmpty, optionalListener, Port, TrustDomain, Zone } from "../common";
+import { always, dnsLabel, Host, listener, listenerClash, loopbackListener, MaxConnections, noListenerClash, NonEmpty, optionalListener, Port, TrustDomain, Zone } from "../common";
 import { nameProblem } from "../../pki/spiffe";
 import { registerKind, type ManifestOf } from "../manifest";
 
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
 
 const UPSTREAM_EXAMPLE = "http://127.0.0.1:8080";
+/** What probes and scrapers off the host use, since the admin listener is loopback only. */
+export const PROXY_ADMIN_ELSEWHERE = "probes and scrapers elsewhere use the status listener (--status: /live, /ready, /metrics)";
 
 /** The local application: a bare http://host:port; anything else would be silently dropped. */
 export const Upstream = z.string().superRefine((value, ctx) => {
@@ -127,7 +129,7 @@ export const ProxyConfigSpec = z
     upstream: Upstream.describe(`The local application, as http://host:port (e.g. ${UPSTREAM_EXAMPLE}).`),
     inbound: listener("0.0.0.0", 15006, "Listener for mTLS traffic from other sidecars."),
     outbound: listener("127.0.0.1", 15001, "Listener for the application's outgoing calls."),
-    admin: listener("127.0.0.1", 15000, "Listener for health, readiness, metrics and the running config."),
+    admin: loopbackListener("127.0.0.1", 15000, "Listener for health, readiness, metrics and the running config; loopback only.", PROXY_ADMIN_ELSEWHERE),
     status: optionalListener("0.0.0.0", 15021, "Listener for /live, /ready and /metrics only, for probes and scrapers on the pod network; none unless set."),
     trustDomain: TrustDomain.default("mesh.local").describe('Trust domain of SPIFFE IDs; default "mesh.local".'),
     certs: CertSource.optional().describe("Where the sidecar's certificate, key and CA bundle are: dir, or cert, key and ca."),
