@@ -24,17 +24,15 @@
  * floods and slow clients are bounded; every refusal is a 4xx (never a 5xx), and the control
  * plane keeps serving. Every process started here is stopped by handle (stopAll) in afterAll.
  *
- * Tests named "FAULT:" expose a real fault and fail until it is fixed. Found (3):
- *   - src/control-plane/server.ts: the API's inner HTTP server finds the caller's identity by
- *     `bridge.identities.get(server.requestIP(req).port)`, the source port alone. Any local
- *     process can connect to that 127.0.0.1 server from 127.0.0.2 with the source port of a
- *     connected sidecar or admin and act as it: renew a certificate of that identity for its
- *     own key, or mint join tokens through /admin. The address must be 127.0.0.1 too.
- *   - src/control-plane/api/http.ts body(): the 4 MiB cap is checked on Content-Length only;
- *     a chunked body is buffered whole by c.req.json() (up to Bun's 128 MiB default), also on
- *     the unauthenticated bootstrap port.
- *   - src/cli/control-plane.ts: --admin takes any address; nothing keeps the admin API (plain
- *     HTTP, bearer token) on loopback as README and threats.md say it is.
+ * Three faults this review found, each with its test, fixed since:
+ *   - the API's inner HTTP server found the caller's identity by source port alone: any
+ *     local process could connect to it from 127.0.0.2 with the source port of a connected
+ *     sidecar or admin and act as it (renew a certificate of that identity for its own key,
+ *     or mint join tokens through /admin). The bridge now keys identities by address and port;
+ *   - the 4 MiB body cap was checked on Content-Length only: a chunked body was buffered
+ *     whole, also on the unauthenticated bootstrap port;
+ *   - --admin took any address: nothing kept the admin API (plain HTTP, bearer token) on
+ *     loopback as README and threats.md say it is.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync, readlinkSync } from "node:fs";
@@ -577,9 +575,9 @@ describe("4. a workload certificate cannot use the admin API; mutations never on
   });
 
   test(
-    "FAULT: a local process with no certificate acts as any identity connected to the API port (an admin: mints join tokens; " +
-      "a sidecar: has a certificate of its identity signed for its own key) by calling the API's loopback HTTP server from 127.0.0.2 " +
-      "with the source port of that identity's bridged connection (server.ts looks identities up by source port only, not address)",
+    "a local process with no certificate cannot act as an identity connected to the API port (an admin: would mint join tokens; " +
+      "a sidecar: would get a certificate of its identity for its own key) by calling the API's loopback HTTP server from 127.0.0.2 " +
+      "with the source port of that identity's bridged connection (identities are keyed by source address and port)",
     async () => {
       // An admin (ops) and a sidecar (orders) each hold an mTLS connection to the API port, as tooling and sidecars do.
       const hold = (who: ClientCert) =>
@@ -615,7 +613,7 @@ describe("4. a workload certificate cannot use the admin API; mutations never on
     },
   );
 
-  test("FAULT: --admin on a non-loopback address is not refused (the admin API, plain HTTP with a bearer token, would be served there)", async () => {
+  test("--admin on a non-loopback address is refused, naming loopback (the admin API, plain HTTP with a bearer token, is never served off the host)", async () => {
     // 192.0.2.1 (TEST-NET-1) is on no interface here: nothing is bound off loopback either way; what matters is why it stops.
     const dir = join(tmp.path, "admin-off-loopback");
     const outcome = await startMesh(["control-plane", "--data-dir", join(dir, "data"), "--ca-dir", join(dir, "ca"), "--api", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0", "--admin", "192.0.2.1:0"]).then(
@@ -750,8 +748,8 @@ describe("6. resource abuse of the API and bootstrap ports is bounded", () => {
   });
 
   test(
-    "FAULT: a chunked body (no Content-Length) on the unauthenticated bootstrap port is read whole, past the 4 MiB cap " +
-      "(api/http.ts body() checks only the Content-Length header, then c.req.json() buffers everything)",
+    "a chunked body (no Content-Length) on the unauthenticated bootstrap port is refused once it passes the 4 MiB cap, " +
+      "not read whole (api/http.ts body() counts what it reads)",
     async () => {
       const total = 24 << 20;
       const hwmBefore = peakRss(cp.proc.pid);
