@@ -75,8 +75,8 @@ export const controlPlaneCommand: CommandSpec = {
   examples: ["mesh control-plane", "mesh control-plane --store etcd --etcd-endpoint http://10.0.0.1:2379 --etcd-endpoint http://10.0.0.2:2379"],
   async run(args, ctx) {
     const cfg = await loadConfig(str(args, "config"));
-    const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>
-      str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
+    const listen = (flag: string, fromFile: Listen | undefined, fallback: string, parse = parseListen) =>
+      str(args, flag) ? parse(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
     const dataDir = str(args, "data-dir") ?? cfg?.dataDir ?? "./data";
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const caDir = str(args, "ca-dir") ?? cfg?.ca.dir ?? "certs";
@@ -98,7 +98,7 @@ export const controlPlaneCommand: CommandSpec = {
       adminToken: adminToken(str(args, "admin-token-file") ?? join(dataDir, ADMIN_TOKEN_FILE)),
       adminIdentities: [...(cfg?.adminIdentities ?? []), ...strs(args, "admin-identity")],
       api: listen("api", cfg?.api, "0.0.0.0:15010"),
-      admin: str(args, "admin") ? loopbackListen(str(args, "admin")!, "--admin", CONTROL_PLANE_ADMIN_ELSEWHERE) : cfg?.admin ?? parseListen("127.0.0.1:15011", "--admin"),
+      admin: listen("admin", cfg?.admin, "127.0.0.1:15011", (text, flag) => loopbackListen(text, flag, CONTROL_PLANE_ADMIN_ELSEWHERE)),
       bootstrap: listen("bootstrap", cfg?.bootstrap, "0.0.0.0:15012"),
       certTtlMs: str(args, "cert-ttl") ? durationFlag(str(args, "cert-ttl")!, "--cert-ttl") : cfg?.certTtl ?? 24 * 3600_000,
       leaseTtlMs: str(args, "lease-ttl") ? timerFlag(str(args, "lease-ttl")!, "--lease-ttl") : cfg?.leaseTtl ?? 10_000,

@@ -109,8 +109,8 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
       ctx.log.warn({ policy: `${p.kind}/${p.metadata.namespace}/${p.metadata.name}`, namespace }, "a policy in --config is for another namespace; this sidecar does not enforce it");
   const upstreamText = str(args, "upstream") ?? pc?.upstream;
   if (!upstreamText) throw new UsageError("--upstream is required (or ProxyConfig.upstream in --config)", ctx.path);
-  const listen = (flag: string, fromFile: Listen | undefined, fallback: string) =>
-    str(args, flag) ? parseListen(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
+  const listen = (flag: string, fromFile: Listen | undefined, fallback: string, parse = parseListen) =>
+    str(args, flag) ? parse(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
   const tracing = tracingSettings(args, pc?.tracing);
   const escapedSlashes = choiceFlag(str(args, "escaped-slashes"), ESCAPED_SLASHES, "--escaped-slashes") ?? pc?.escapedSlashes;
   const transparent = bool(args, "transparent") || pc?.transparent === true;
@@ -131,8 +131,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const upstream = parseUpstream(upstreamText, "--upstream");
   const inbound = listen("inbound", pc?.inbound, "0.0.0.0:15006");
   const outbound = listen("outbound", pc?.outbound, "127.0.0.1:15001");
-  const adminText = str(args, "admin");
-  const admin = adminText ? loopbackListen(adminText, "--admin", PROXY_ADMIN_ELSEWHERE) : pc?.admin ?? parseListen("127.0.0.1:15000", "--admin");
+  const admin = listen("admin", pc?.admin, "127.0.0.1:15000", (text, flag) => loopbackListen(text, flag, PROXY_ADMIN_ELSEWHERE));
   const statusText = str(args, "status");
   const status = statusText ? parseListen(statusText, "--status") : pc?.status;
   const tcpFlags = args.flags["tcp-upstream"] as string[] | undefined;

@@ -80,7 +80,6 @@ export function listener(address: string, port: number, description: string) {
     .describe(description);
 }
 
-/** A listener that exists only when configured; `{}` binds the defaults. */
 /**
  * A listener for an admin API: loopback only, so nothing off the host reaches it
  * (`elsewhere`: what to use from elsewhere instead).
@@ -97,6 +96,7 @@ export function loopbackListener(address: string, port: number, description: str
     .describe(description);
 }
 
+/** A listener that exists only when configured; `{}` binds the defaults. */
 export function optionalListener(address: string, port: number, description: string) {
   return z
     .strictObject({
