@@ -13,6 +13,13 @@ export interface CachedSnapshot {
   json: string;
 }
 
+/**
+ * Snapshots kept: each distinct view (service and the services it calls) is one entry. An
+ * entry of an older revision, or past the cap (the least recently built first), is dropped:
+ * the cache saves work, it never holds what a caller could grow without bound.
+ */
+const MAX_CACHED = 1024;
+
 interface Waiter {
   sub: Subscriber;
   known: string | undefined;
@@ -38,8 +45,16 @@ export class Subscriptions {
     if (hit && hit.revision === this.view.contentRevision && hit.bundle === bundle) return hit;
     const snapshot = snapshotFor(this.view, sub, bundle);
     const entry = { snapshot, json: JSON.stringify(snapshot), revision: this.view.contentRevision, bundle };
+    this.cache.delete(key);
+    if (this.cache.size >= MAX_CACHED) this.evictStale(entry.revision);
     this.cache.set(key, entry);
     return entry;
+  }
+
+  /** Drops the entries of older revisions; if none, the oldest built (a Map keeps insertion order). */
+  private evictStale(revision: number): void {
+    for (const [key, e] of this.cache) if (e.revision !== revision) this.cache.delete(key);
+    if (this.cache.size >= MAX_CACHED) this.cache.delete(this.cache.keys().next().value!);
   }
 
   current(sub: Subscriber): ProxySnapshot {
@@ -82,5 +97,10 @@ export class Subscriptions {
 
   get open(): number {
     return this.waiters.size;
+  }
+
+  /** Views whose snapshot is kept now. */
+  get cachedViews(): number {
+    return this.cache.size;
   }
 }

@@ -34,6 +34,20 @@ const Ack = z.strictObject({
   /** The services it subscribed to, so "latest" is computed for the same view. */
   calls: z.array(z.string().min(1).max(253)).max(1000).optional(),
 });
+/** A service a proxy calls: `name` (in its own namespace) or `name.namespace`, each a DNS label. */
+const CALLED = /^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)?$/;
+const MAX_CALLS = 1000;
+
+/** The `calls` of a config request, checked: each is a snapshot's cache key, so nothing unbounded gets in. */
+function callsOf(text: string | undefined): string[] | undefined {
+  if (text === undefined) return undefined;
+  const names = text.split(",").filter(Boolean);
+  if (names.length > MAX_CALLS) throw new BadRequest(`calls: at most ${MAX_CALLS} services`);
+  const bad = names.find((name) => !CALLED.test(name));
+  if (bad !== undefined) throw new BadRequest(`calls: ${JSON.stringify(bad.slice(0, 80))} is not a service (name or name.namespace)`);
+  return names;
+}
+
 const Renew = z.strictObject({ namespace: dnsLabel("namespace"), service: dnsLabel("service"), csr: z.string().min(1).max(16_384) });
 
 export function proxyApi(deps: ProxyApiDeps): Hono<Caller> {
@@ -59,7 +73,7 @@ export function proxyApi(deps: ProxyApiDeps): Hono<Caller> {
     const namespace = c.req.query("namespace") ?? "";
     const service = c.req.query("service") ?? "";
     assertOwnService(c.env.identity, { namespace, service });
-    const calls = c.req.query("calls")?.split(",").filter(Boolean);
+    const calls = callsOf(c.req.query("calls"));
     const waitMs = Math.min(Number(c.req.query("waitMs") ?? 0) || 0, deps.maxWaitMs);
     const snap = await deps.subscriptions.poll({ namespace, service, calls }, c.req.query("version"), waitMs, c.req.raw.signal);
     return snap ? c.body(snap.json, 200, { "content-type": "application/json" }) : c.body(null, 304);
