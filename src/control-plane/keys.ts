@@ -16,7 +16,12 @@ export function manifestKey(kind: string, namespace: string, name: string): stri
 }
 
 export function endpointKey(namespace: string, service: string, address: string, port: number): string {
-  return `${PREFIX.endpoints}${namespace}/${service}/${address}:${port}`;
+  return `${endpointsOf(namespace, service)}${address}:${port}`;
+}
+
+/** The prefix of one service's endpoint keys. */
+export function endpointsOf(namespace: string, service: string): string {
+  return `${PREFIX.endpoints}${namespace}/${service}/`;
 }
 
 export function proxyKey(proxyId: string): string {

@@ -2,19 +2,22 @@
  * Registry: a sidecar registers its service's endpoint under a lease and keeps the lease
  * alive by heartbeat; when heartbeats stop, the store deletes the endpoint, so discovery
  * never lists an instance that is gone. Only the identity that registered an endpoint
- * may renew or remove it, and an identity may register only its own service.
+ * may renew or remove it, and an identity may register only its own service, up to a
+ * number of endpoints: one identity cannot fill the store, or every caller's config.
  */
 import { parseSpiffeId, workloadOf } from "../pki/spiffe.ts";
 import type { Store } from "../store/store.ts";
 import { StoreError } from "../store/errors.ts";
-import { endpointKey, proxyKey, unregisteredRefusalKey } from "./keys.ts";
+import { endpointKey, endpointsOf, proxyKey, unregisteredRefusalKey } from "./keys.ts";
 import type { EndpointRecord, ProxyStatus, Registration } from "./registration.ts";
 
 export const DEFAULT_LEASE_TTL_MS = 10_000;
+/** Endpoints one service may have registered at once, unless the control plane is told otherwise. */
+export const DEFAULT_MAX_ENDPOINTS_PER_SERVICE = 256;
 
 export class RegistryError extends Error {
   override readonly name = "RegistryError";
-  constructor(readonly status: 403 | 404 | 410, message: string) {
+  constructor(readonly status: 403 | 404 | 410 | 429, message: string) {
     super(message);
   }
 }
@@ -25,13 +28,33 @@ export interface Lease {
 }
 
 export class Registry {
-  constructor(private store: Store, private leaseTtlMs = DEFAULT_LEASE_TTL_MS) {}
+  /** Registrations of a service one at a time, so concurrent ones cannot all pass the limit together. */
+  private readonly registering = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private store: Store,
+    private leaseTtlMs = DEFAULT_LEASE_TTL_MS,
+    private maxEndpointsPerService = DEFAULT_MAX_ENDPOINTS_PER_SERVICE,
+  ) {}
 
   async register(identity: string, reg: Registration, healthy: boolean): Promise<Lease> {
     assertOwnService(identity, reg);
+    const service = endpointsOf(reg.namespace, reg.service);
+    const turn = (this.registering.get(service) ?? Promise.resolve()).then(() => this.registerNow(identity, reg, healthy));
+    const settled = turn.catch(() => undefined);
+    this.registering.set(service, settled);
+    void settled.then(() => {
+      if (this.registering.get(service) === settled) this.registering.delete(service);
+    });
+    return turn;
+  }
+
+  private async registerNow(identity: string, reg: Registration, healthy: boolean): Promise<Lease> {
+    const key = endpointKey(reg.namespace, reg.service, reg.address, reg.port);
+    await this.assertRoom(reg, key);
     const lease = await this.store.grant(this.leaseTtlMs);
     const record: EndpointRecord = { ...reg, identity, healthy };
-    await this.store.put(endpointKey(reg.namespace, reg.service, reg.address, reg.port), JSON.stringify(record), { lease: lease.id });
+    await this.store.put(key, JSON.stringify(record), { lease: lease.id });
     const status: ProxyStatus = { identity, namespace: reg.namespace, service: reg.service, endpoint: `${reg.address}:${reg.port}`, lastSeen: new Date().toISOString() };
     await this.store.put(proxyKey(proxyIdOf(reg)), JSON.stringify(status), { lease: lease.id });
     // An instance of the service applied a config: an older refusal would mislead. One still waiting reports again.
@@ -39,6 +62,13 @@ export class Registry {
     if (refusal?.lease !== undefined) await this.store.revoke(refusal.lease).catch(() => undefined);
     else if (refusal) await this.store.delete(refusal.key);
     return { leaseId: lease.id, ttlMs: lease.ttlMs };
+  }
+
+  /** A new endpoint must leave the service within its limit; registering one it has again always may. */
+  private async assertRoom(reg: Registration, key: string): Promise<void> {
+    const { kvs } = await this.store.list(endpointsOf(reg.namespace, reg.service));
+    if (kvs.length < this.maxEndpointsPerService || kvs.some((kv) => kv.key === key)) return;
+    throw new RegistryError(429, `service ${reg.namespace}/${reg.service} has ${kvs.length} endpoints registered, the most one service may (the control plane's --max-endpoints-per-service)`);
   }
 
   /** Renews the lease; updates the health the endpoint is offered with when it changed. */

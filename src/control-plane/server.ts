@@ -42,12 +42,16 @@ export interface ControlPlaneOptions {
   admin: Listen;
   certTtlMs: number;
   leaseTtlMs: number;
+  /** Endpoints one service may have registered at once. */
+  maxEndpointsPerService?: number;
   policiesDir?: string;
   /** Connections the mTLS API listener may hold; default a sixth of the open-files limit (each takes three). */
   maxConnections?: number;
   log: Logger;
 }
 
+/** One identity's connections are at most this fraction (1/N) of the API listener's. */
+const IDENTITY_SHARE_OF_CONNECTIONS = 4;
 /** The descriptors the API listener may take, three per connection (tls-bridge.ts); the store, bootstrap and admin keep the rest. */
 const API_SHARE_OF_FDS = 0.5;
 /** The bootstrap port's share: a sidecar uses it once, and a flood on it must leave the API its own. */
@@ -69,7 +73,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   await view.start();
   const signer = new CertificateSigner(opts.ca, opts.certTtlMs);
   const subscriptions = new Subscriptions(view, () => signer.bundle);
-  const registry = new Registry(store, opts.leaseTtlMs);
+  const registry = new Registry(store, opts.leaseTtlMs, opts.maxEndpointsPerService);
   const policies = opts.policiesDir ? new PolicyDir(opts.policiesDir, store, view, log) : undefined;
   await policies?.start();
   let stopping = false;
@@ -111,7 +115,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
       onClose: () => undefined,
       onOverLimit: () => overLimit("api", budget),
     },
-    { budget },
+    // No one identity (a service's replicas together) holds more than a quarter of the API's connections.
+    { budget, maxPerIdentity: Math.max(1, Math.floor(budget.limit / IDENTITY_SHARE_OF_CONNECTIONS)) },
   );
   const inner: Server<undefined> = Bun.serve({
     hostname: "127.0.0.1",

@@ -16,6 +16,7 @@ describe("ControlPlaneConfig", () => {
       policiesDir: "policies",
       certTtl: 86_400_000,
       leaseTtl: 10_000,
+      maxEndpointsPerService: 256,
       adminIdentities: [],
     });
   });
@@ -44,6 +45,7 @@ describe("ControlPlaneConfig", () => {
       policiesDir: "/etc/mesh/policies",
       certTtl: 86_400_000,
       leaseTtl: 10_000,
+      maxEndpointsPerService: 256,
       adminIdentities: [],
     });
   });

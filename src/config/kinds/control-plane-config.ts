@@ -37,6 +37,7 @@ export const ControlPlaneConfigSpec = z
     certTtl: Duration.prefault("24h").describe('Lifetime of the workload certificates it signs; renewed at about half; default "24h".'),
     leaseTtl: TimerDuration.prefault("10s").describe('How long a registration outlives its last heartbeat; default "10s".'),
     adminIdentities: z.array(NonEmpty).default([]).describe("SPIFFE IDs allowed to use the admin API over mTLS, besides the admin token."),
+    maxEndpointsPerService: z.int().min(1).default(256).describe("Endpoints one service may have registered at once (its replicas); past it a registration is answered 429; default 256."),
     maxConnections: MaxConnections.describe("Connections the mTLS API listener holds before closing new ones at accept; default a sixth of the open-files limit (each takes three)."),
   })
   .superRefine(noListenerClash(["api", "admin", "bootstrap"]), always)

@@ -48,6 +48,12 @@ export interface BridgeOptions {
   budget?: ConnectionBudget;
   /** false: any TLS client is piped through, and no identity is recorded (default true). */
   clientCertificates?: boolean;
+  /**
+   * Connections one identity may hold at once; past it, its next is closed after the
+   * handshake. So one identity (a compromised workload, its replicas included) cannot
+   * take the whole budget and shut every other caller out. Default: no such limit.
+   */
+  maxPerIdentity?: number;
 }
 
 /** How long a connection may take to complete its TLS handshake (Bun fires on 4-second ticks). */
@@ -57,6 +63,8 @@ interface Link {
   inner?: Socket<Link>;
   /** The inner connection's source, "address port", while it carries an identity. */
   source?: string;
+  /** The SPIFFE ID of its peer, counted in `held` while it is open. */
+  spiffeId?: string;
   outer: Socket<Outer>;
   pendingToInner: Uint8Array[];
   pendingToOuter: Uint8Array[];
@@ -68,6 +76,8 @@ type Outer = { link?: Link } | undefined;
 export class TlsBridge {
   /** Loopback source ("address port") of a bridge connection → the SPIFFE ID of its TLS peer. */
   private readonly identities = new Map<string, string>();
+  /** Open connections per SPIFFE ID. */
+  private readonly held = new Map<string, number>();
   private listener?: TCPSocketListener<Outer>;
   private bound?: { hostname: string; port: number; innerPort: number };
   private links = new Set<Link>();
@@ -76,6 +86,7 @@ export class TlsBridge {
 
   private readonly budget: ConnectionBudget | undefined;
   private readonly clientCertificates: boolean;
+  private readonly maxPerIdentity: number;
   /** Identified connections, each until its peer's certificate ends. HTTP through a byte pipe cannot be asked to move: it is cut. */
   private readonly expiry = new CredentialExpiry<Link>(
     () => undefined,
@@ -93,6 +104,7 @@ export class TlsBridge {
   ) {
     this.budget = options.budget;
     this.clientCertificates = options.clientCertificates ?? true;
+    this.maxPerIdentity = options.maxPerIdentity ?? Infinity;
   }
 
   /** The SPIFFE ID of the caller whose request reached the loopback server from `source` (`server.requestIP(req)`), if it came through this bridge. */
@@ -173,6 +185,11 @@ export class TlsBridge {
             outer.end();
             return;
           }
+          if ((bridge.held.get(id.spiffeId) ?? 0) >= bridge.maxPerIdentity) {
+            bridge.events.onRefused(`${id.spiffeId} holds ${bridge.maxPerIdentity} connections, the most one identity may`);
+            outer.end();
+            return;
+          }
           bridge.expiry.watch(bridge.open(outer, id.spiffeId, innerPort), Math.min(id.notAfterMs, served!.notAfterMs ?? Infinity));
         },
         data(outer, chunk) {
@@ -206,9 +223,10 @@ export class TlsBridge {
   }
 
   private open(outer: Socket<Outer>, spiffeId: string | undefined, innerPort: number): Link {
-    const link: Link = { outer, pendingToInner: [], pendingToOuter: [], closed: false };
+    const link: Link = { outer, pendingToInner: [], pendingToOuter: [], closed: false, spiffeId };
     outer.data = { link };
     this.links.add(link);
+    if (spiffeId !== undefined) this.held.set(spiffeId, (this.held.get(spiffeId) ?? 0) + 1);
     this.events.onOpen();
     const bridge = this;
     void Bun.connect<Link>({
@@ -254,6 +272,11 @@ export class TlsBridge {
     this.links.delete(link);
     this.expiry.forget(link);
     if (link.source !== undefined) this.identities.delete(link.source);
+    if (link.spiffeId !== undefined) {
+      const n = this.held.get(link.spiffeId)! - 1;
+      if (n > 0) this.held.set(link.spiffeId, n);
+      else this.held.delete(link.spiffeId);
+    }
     link.inner?.end();
     // Queued response bytes must reach the client before its connection ends.
     if (link.pendingToOuter.length === 0) link.outer.end();
