@@ -462,6 +462,18 @@ describe("3. join tokens: replayed, expired, revoked, forged or oversized get no
     expect(ok.status).toBe(200);
   }, 30_000);
 
+  test("the control plane's own identity: no join token is minted for it, and one signed for it all the same gets nothing", async () => {
+    // Sidecars trust mesh-system/control-plane as the control plane: a workload holding it could serve them any config.
+    const minted = await cp.admin("POST", "/v1/join-tokens", { namespace: "mesh-system", service: "control-plane" });
+    expect(minted.status).toBe(400);
+    expect(await minted.text()).toContain("the control plane's own identity");
+    const claims = decodeJwt((await mintToken("orders")).token);
+    const token = await new SignJWT({ ...claims, ns: "mesh-system", svc: "control-plane", sub: `spiffe://${TD}/ns/mesh-system/sa/control-plane` })
+      .setProtectedHeader({ alg: "ES256", typ: "JWT", kid })
+      .sign(tokenKey.privateKey);
+    refused(await bootstrap({ token, csr: await csr({ cn: null, sans: [] }) }), 401, "the control plane's own identity");
+  });
+
   test("a 1 MiB token, and a body past the 4 MiB cap, get a 400 at once", async () => {
     refused(await bootstrap({ token: "a".repeat(1 << 20), csr: await csr() }), 400, "token");
     const big = await exchange(cp.ports.bootstrap, postHead("/v1/bootstrap", 5 << 20) + '{"token":"');

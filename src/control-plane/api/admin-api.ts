@@ -14,6 +14,7 @@ import { listJoinTokens, MAX_JOIN_USES, recordJoinToken, revokeJoinToken } from 
 import { applyDocuments, deleteManifest, listManifests } from "../manifest-store.ts";
 import { listProxyStatus } from "../proxy-status.ts";
 import type { Subscriptions } from "../subscriptions.ts";
+import { isControlPlane } from "../well-known.ts";
 import type { ControlPlaneView } from "../view.ts";
 import type { Store } from "../../store/store.ts";
 import { BadRequest, body, onError } from "./http.ts";
@@ -46,12 +47,14 @@ export interface ListenerLoad {
 }
 
 const Apply = z.strictObject({ documents: z.array(z.strictObject({ source: z.string().max(4096), manifest: z.unknown() })).min(1).max(10_000) });
-const TokenRequest = z.strictObject({
-  namespace: dnsLabel("namespace").default("default"),
-  service: dnsLabel("service"),
-  ttl: z.string().optional(),
-  uses: z.number().int().min(1).max(MAX_JOIN_USES).default(1),
-});
+const TokenRequest = z
+  .strictObject({
+    namespace: dnsLabel("namespace").default("default"),
+    service: dnsLabel("service"),
+    ttl: z.string().optional(),
+    uses: z.number().int().min(1).max(MAX_JOIN_USES).default(1),
+  })
+  .refine((r) => !isControlPlane(r.namespace, r.service), { path: ["service"], message: "the control plane's own identity, which sidecars trust as the control plane: no workload is given it" });
 const TOKEN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Bearer-token check in constant time, so the token cannot be guessed byte by byte. */

@@ -10,6 +10,7 @@ import { z } from "zod";
 import { JoinTokenError, verifyJoinToken, type TokenKey } from "../join-token.ts";
 import { redeemJoinToken } from "../join-token-records.ts";
 import type { CertificateSigner } from "../signer.ts";
+import { isControlPlane } from "../well-known.ts";
 import type { Store } from "../../store/store.ts";
 import { body, onError } from "./http.ts";
 
@@ -27,6 +28,8 @@ export function bootstrapApi(deps: BootstrapDeps): Hono {
   app.post("/v1/bootstrap", async (c) => {
     const { token, csr } = await body(c, Bootstrap);
     const grant = await verifyJoinToken(token, deps.tokenKey, deps.signer.trustDomain);
+    // A token minted for it all the same (a key from elsewhere, an older build) gets nothing.
+    if (isControlPlane(grant.namespace, grant.service)) throw new JoinTokenError("it grants the control plane's own identity, which no workload is given");
     const request = await deps.signer.check(csr, grant.namespace, grant.service);
     await redeemJoinToken(deps.store, grant);
     return c.json(await deps.signer.sign(request));
