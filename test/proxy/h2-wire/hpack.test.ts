@@ -8,6 +8,7 @@ import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from "node:ht
 import net, { type AddressInfo } from "node:net";
 import { HpackDecoder, HpackEncoder, HpackError, STATIC_TABLE } from "../../../src/proxy/h2/wire/hpack.ts";
 import { EOS, HUFFMAN_CODE, huffmanDecode } from "../../../src/proxy/h2/wire/huffman.ts";
+import { F, frame, frameReader, PREFACE, T } from "../../helpers/raw-h2.ts";
 
 function hex(text: string): Uint8Array {
   return Buffer.from(text.replace(/\s+/g, ""), "hex");
@@ -521,23 +522,8 @@ describe("HpackEncoder", () => {
 });
 
 describe("interop with Bun's node:http2", () => {
-  const PREFACE = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-  const FRAME_HEADERS = 0x1;
-  const FRAME_SETTINGS = 0x4;
-  const FRAME_CONTINUATION = 0x9;
-  const END_STREAM = 0x1;
-  const END_HEADERS = 0x4;
   const PADDED = 0x8;
   const PRIORITY = 0x20;
-
-  function frame(type: number, flags: number, streamId: number, payload: Uint8Array): Buffer {
-    const header = Buffer.alloc(9);
-    header.writeUIntBE(payload.byteLength, 0, 3);
-    header[3] = type;
-    header[4] = flags;
-    header.writeUInt32BE(streamId, 5);
-    return Buffer.concat([header, payload]);
-  }
 
   /** The header block fragment of a HEADERS frame, without padding and priority. */
   function headersFragment(flags: number, payload: Buffer): Buffer {
@@ -557,30 +543,23 @@ describe("interop with Bun's node:http2", () => {
   function readResponseHeads(socket: net.Socket, streams: number): Promise<Map<number, ResponseHead>> {
     const decoder = new HpackDecoder();
     const heads = new Map<number, ResponseHead>();
-    let pending = Buffer.alloc(0);
     let block: { streamId: number; fragments: Buffer[] } | undefined;
     return new Promise((resolve, reject) => {
       socket.on("error", reject);
-      socket.on("data", (chunk: Buffer) => {
-        pending = Buffer.concat([pending, chunk]);
-        while (pending.byteLength >= 9) {
-          const length = pending.readUIntBE(0, 3);
-          if (pending.byteLength < 9 + length) break;
-          const [type, flags] = [pending[3]!, pending[4]!];
-          const streamId = pending.readUInt32BE(5) & 0x7fffffff;
-          const payload = pending.subarray(9, 9 + length);
-          pending = pending.subarray(9 + length);
-          if (type === FRAME_SETTINGS && !(flags & 0x1)) socket.write(frame(FRAME_SETTINGS, 0x1, 0, new Uint8Array(0)));
-          if (type === FRAME_HEADERS) block = { streamId, fragments: [headersFragment(flags, payload)] };
-          if (type === FRAME_CONTINUATION) block?.fragments.push(payload);
-          if ((type === FRAME_HEADERS || type === FRAME_CONTINUATION) && flags & END_HEADERS && block) {
+      socket.on(
+        "data",
+        frameReader(false, (type, flags, streamId, payload) => {
+          if (type === T.SETTINGS && !(flags & F.ACK)) socket.write(frame(T.SETTINGS, F.ACK, 0));
+          if (type === T.HEADERS) block = { streamId, fragments: [headersFragment(flags, payload)] };
+          if (type === T.CONTINUATION) block?.fragments.push(payload);
+          if ((type === T.HEADERS || type === T.CONTINUATION) && flags & F.END_HEADERS && block) {
             const headerBlock = Buffer.concat(block.fragments);
             heads.set(block.streamId, { fields: decoder.decode(headerBlock), blockBytes: headerBlock.byteLength });
             block = undefined;
             if (heads.size === streams) resolve(heads);
           }
-        }
-      });
+        }),
+      );
     });
   }
 
@@ -609,9 +588,9 @@ describe("interop with Bun's node:http2", () => {
         const request = (path: string) =>
           encoder.encode([":method", "GET", ":scheme", "http", ":path", path, ":authority", "a.test", "x-custom", "value-\u00e4"]);
         socket.write(PREFACE);
-        socket.write(frame(FRAME_SETTINGS, 0, 0, new Uint8Array(0)));
-        socket.write(frame(FRAME_HEADERS, END_STREAM | END_HEADERS, 1, request("/x?y=1")));
-        socket.write(frame(FRAME_HEADERS, END_STREAM | END_HEADERS, 3, request("/x?y=2")));
+        socket.write(frame(T.SETTINGS, 0, 0));
+        socket.write(frame(T.HEADERS, F.END_STREAM | F.END_HEADERS, 1, request("/x?y=1")));
+        socket.write(frame(T.HEADERS, F.END_STREAM | F.END_HEADERS, 3, request("/x?y=2")));
         const responses = await heads;
         for (const [streamId, path] of [
           [1, "/x?y=1"],
