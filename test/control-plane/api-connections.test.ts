@@ -54,8 +54,10 @@ test("past --max-connections a connection is closed at accept and mesh check say
 }, 30_000);
 
 test("the admin port holds at most 64 connections too: a flood is closed at accept, and idle ones are closed", async () => {
-  // 70 at once (this process's fetch may hold one more, kept alive from the test before).
-  const flood = await Promise.all(Array.from({ length: 70 }, () => silent(cp.ports.admin)));
+  // 70 at once (this process's fetch may hold one more, kept alive from the test before). On a loaded
+  // machine the kernel may refuse a connect before the listener sees it: refused all the same, at once.
+  let refusedByKernel = 0;
+  const flood = await Promise.all(Array.from({ length: 70 }, () => silent(cp.ports.admin).catch(() => (refusedByKernel++, { socket: undefined, closedAt: () => 0 }))));
   await Bun.sleep(500);
   const refused = flood.filter((c) => c.closedAt() >= 0 && c.closedAt() < 1_000);
   expect(refused.length).toBeGreaterThanOrEqual(6);
@@ -66,6 +68,6 @@ test("the admin port holds at most 64 connections too: a flood is closed at acce
   expect(held.every((c) => c.closedAt() >= 9_000)).toBe(true);
   const status = (await (await cp.admin("GET", "/v1/status")).json()) as { listeners: { admin: { open: number; limit: number; refusedOverLimit: number } } };
   expect(status.listeners.admin.limit).toBe(64);
-  expect(status.listeners.admin.refusedOverLimit).toBe(refused.length);
+  expect(status.listeners.admin.refusedOverLimit).toBe(refused.length - refusedByKernel);
   expect(status.listeners.admin.open).toBeLessThanOrEqual(2);
 }, 30_000);
