@@ -5,6 +5,7 @@
 import { loadWorkloadCerts } from "../proxy/certs.ts";
 import { printable } from "../core/printable.ts";
 import type { ControlPlaneStatus } from "../control-plane/api/admin-api.ts";
+import type { AuditCounts } from "../control-plane/audit.ts";
 import type { ProxyStatus } from "../control-plane/registration.ts";
 import { MeshError } from "../core/errors.ts";
 import { str, type CommandSpec } from "./args.ts";
@@ -43,6 +44,13 @@ function expiry(label: string, iso: string, warnMs: number, fix: string): Line {
   return { ok: true, text: `${label} valid for ${human}` };
 }
 
+/** What this replica signed and refused: refusals are for the audit log to explain (a bad token, a CSR for another identity). */
+function certificateCounts(c: AuditCounts): Line {
+  const refused = c.refused.bootstrap + c.refused.renewal;
+  const text = `certificates since start: ${c.issued.bootstrap} first (join token), ${c.issued.renewal} renewed; ${refused} requests refused`;
+  return { ok: true, text: refused > 0 ? `${text} (each one an "audit":"certificate-refused" line in the control plane's log)` : text };
+}
+
 export const checkCommand: CommandSpec = {
   name: "check",
   summary: "Check the mesh: control plane, CA and certificates, proxies on the latest config, rejections.",
@@ -74,6 +82,7 @@ export const checkCommand: CommandSpec = {
           lines.push({ ok: false, text: `the ${name} listener closed ${load.refusedOverLimit} connections at accept since start: it held its limit of ${load.limit}`, fix: "if sidecars were among them, raise --max-connections (the API's) or the open-files limit (ulimit -n); a flood from elsewhere is what the limit is for" });
         else lines.push({ ok: true, text: `${name} listener: ${load.open} of ${load.limit} connections` });
       }
+      if (status.certificates) lines.push(certificateCounts(status.certificates));
       const p = status.policies;
       if (p && p.errors.length) lines.push({ ok: false, text: `policies in ${p.dir} rejected: ${p.errors.join("; ")}`, fix: "fix the manifests named (mesh validate -f DIR shows every error); the last good set is still served" });
       else if (p) lines.push({ ok: true, text: `policies in ${p.dir}: ${p.applied} manifests applied` });

@@ -10,6 +10,7 @@ import type { Logger } from "../core/log.ts";
 import type { Store } from "../store/store.ts";
 import { TlsBridge, type BridgeTls } from "../proxy/transport/tls-bridge.ts";
 import { ConnectionBudget, connectionLimit, limitWarning, openFilesLimit } from "../core/connection-budget.ts";
+import { AuditLog } from "./audit.ts";
 import { adminApi, bearerAuth, type ControlPlaneStatus } from "./api/admin-api.ts";
 import { bootstrapApi } from "./api/bootstrap-api.ts";
 import { proxyApi } from "./api/proxy-api.ts";
@@ -72,6 +73,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   const view = new ControlPlaneView(store, log);
   await view.start();
   const signer = new CertificateSigner(opts.ca, opts.certTtlMs);
+  const audit = new AuditLog(log);
   const subscriptions = new Subscriptions(view, () => signer.bundle);
   const registry = new Registry(store, opts.leaseTtlMs, opts.maxEndpointsPerService);
   const policies = opts.policiesDir ? new PolicyDir(opts.policiesDir, store, view, log) : undefined;
@@ -94,15 +96,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
       bootstrap: { open: bootBudget.inUse, limit: bootBudget.limit, refusedOverLimit: bootBridge.refusedOverLimit },
       admin: { open: adminBudget.inUse, limit: adminBudget.limit, refusedOverLimit: adminBridge.refusedOverLimit },
     },
+    certificates: audit.counts,
   });
-  const adminDeps = { store, view, subscriptions, tokenKey: opts.tokenKey, trustDomain: opts.ca.trustDomain, ready: () => !stopping, status };
+  const adminDeps = { store, view, subscriptions, tokenKey: opts.tokenKey, trustDomain: opts.ca.trustDomain, ready: () => !stopping, status, audit };
   const admin = adminApi(adminDeps, bearerAuth(opts.adminToken));
   const adminByIdentity = adminApi(adminDeps, async (c, next) => {
     const identity = (c.env as { identity?: string } | undefined)?.identity;
     if (!identity || !opts.adminIdentities.includes(identity)) return c.json({ error: `${identity ?? "caller"} is not an admin identity` }, 403);
     await next();
   });
-  const proxies = proxyApi({ store, registry, subscriptions, signer, maxWaitMs: MAX_POLL_WAIT_MS });
+  const proxies = proxyApi({ store, registry, subscriptions, signer, audit, maxWaitMs: MAX_POLL_WAIT_MS });
 
   const fds = openFilesLimit();
   const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(fds, API_SHARE_OF_FDS, DESCRIPTORS_PER_API_CONNECTION));
@@ -123,14 +126,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     port: 0,
     idleTimeout: 60, // longer than a config poll is held
     fetch(req, server) {
-      const identity = bridge.identityOf(server.requestIP(req));
+      const peer = bridge.peerOf(server.requestIP(req));
+      const identity = peer?.spiffeId;
       if (!identity) return new Response("not through the mTLS listener\n", { status: 403 });
       const url = new URL(req.url);
       if (url.pathname.startsWith("/admin/")) {
         url.pathname = url.pathname.slice("/admin".length);
         return adminByIdentity.fetch(new Request(url, req), { identity });
       }
-      return proxies.fetch(req, { identity });
+      return proxies.fetch(req, { identity, peer: peer.address });
     },
   });
   const apiPort = bindNamed("api listener", opts.api.address, opts.api.port, () => bridge.listen(opts.api.address, opts.api.port, inner.port!));
@@ -141,7 +145,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     { onRefused: (reason) => log.debug({ reason }, "refused bootstrap TLS client"), onOpen: () => undefined, onClose: () => undefined, onOverLimit: () => overLimit("bootstrap", bootBudget) },
     { budget: bootBudget, clientCertificates: false },
   );
-  const boot = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: bootstrapApi({ store, signer, tokenKey: opts.tokenKey }).fetch });
+  const bootstrap = bootstrapApi({ store, signer, tokenKey: opts.tokenKey, audit });
+  const boot = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, server) => bootstrap.fetch(req, { peer: bootBridge.peerOf(server.requestIP(req))?.address }) });
   const bootPort = bindNamed("bootstrap listener", opts.bootstrap.address, opts.bootstrap.port, () => bootBridge.listen(opts.bootstrap.address, opts.bootstrap.port, boot.port!));
   // Plain HTTP, but through a bridge all the same: Bun.serve has no accept cap.
   const adminBudget = new ConnectionBudget(ADMIN_CONNECTIONS);

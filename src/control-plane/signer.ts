@@ -14,6 +14,8 @@ export interface SignedCertificate {
   /** Trust bundle: every root, PEM. */
   bundle: string;
   notAfter: string;
+  /** The leaf's serial number, hex: what the audit log names it by. */
+  serial: string;
 }
 
 export interface CheckedRequest {
@@ -49,6 +51,7 @@ export class CertificateSigner {
       chain: certToPem(leaf.cert) + certToPem(this.ca.intermediate.cert),
       bundle: this.bundle,
       notAfter: leaf.cert.notAfter.toISOString(),
+      serial: leaf.cert.serialNumber,
     };
   }
 }

@@ -5,10 +5,11 @@
  * gets 403 and no credential gets 401. Reads need it too: manifests describe the mesh.
  */
 import { timingSafeEqual } from "node:crypto";
-import { Hono, type MiddlewareHandler } from "hono";
+import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { dnsLabel } from "../../config/common.ts";
 import { parseDuration } from "../../config/duration.ts";
+import type { AuditCounts, AuditLog } from "../audit.ts";
 import { DEFAULT_JOIN_TTL_MS, issueJoinToken, JoinTokenError, type TokenKey } from "../join-token.ts";
 import { listJoinTokens, MAX_JOIN_USES, recordJoinToken, revokeJoinToken } from "../join-token-records.ts";
 import { applyDocuments, deleteManifest, listManifests } from "../manifest-store.ts";
@@ -26,6 +27,7 @@ export interface AdminApiDeps {
   tokenKey: TokenKey;
   trustDomain: string;
   ready: () => boolean;
+  audit: AuditLog;
   /** What `mesh check` reports on: CA validity, the policies directory's last load. */
   status: () => ControlPlaneStatus;
 }
@@ -38,6 +40,8 @@ export interface ControlPlaneStatus {
   store: string;
   /** The API, bootstrap and admin listeners: connections open, their limit, and those closed at accept since start. */
   listeners: Record<"api" | "bootstrap" | "admin", ListenerLoad>;
+  /** Certificates this replica signed and refused since it started, by path. */
+  certificates: AuditCounts;
 }
 
 export interface ListenerLoad {
@@ -68,6 +72,11 @@ export function bearerAuth(token: string): MiddlewareHandler {
   };
 }
 
+/** Who made an admin call, for the audit log: the admin identity over mTLS, or the bearer token's holder. */
+function adminOf(c: Context): string {
+  return (c.env as { identity?: string } | undefined)?.identity ?? "admin token";
+}
+
 export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono {
   const app = new Hono();
   app.onError(onError);
@@ -79,11 +88,14 @@ export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono
   app.put("/v1/manifests", async (c) => {
     const { documents } = await body(c, Apply);
     const result = await applyDocuments(deps.store, deps.view, documents);
+    const changes = result.applied.filter((a) => a.outcome !== "unchanged").map((a) => `${a.kind} ${a.namespace}/${a.name} ${a.outcome}`);
+    deps.audit.manifestsChanged({ changes, by: adminOf(c) });
     return c.json(result, result.ok ? 200 : 422);
   });
   app.delete("/v1/manifests/:kind/:namespace/:name", async (c) => {
     const { kind, namespace, name } = c.req.param();
     const result = await deleteManifest(deps.store, deps.view, kind, namespace, name);
+    if (result.ok) deps.audit.manifestsChanged({ changes: [`${kind} ${namespace}/${name} deleted`], by: adminOf(c) });
     return result.ok ? c.json({ deleted: { kind, namespace, name } }) : c.json({ error: result.error }, result.status);
   });
 
@@ -102,13 +114,17 @@ export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono
       throw err instanceof JoinTokenError ? new BadRequest(`ttl: ${err.message}`) : err;
     });
     await recordJoinToken(deps.store, { ...issued, uses: req.uses });
-    return c.json({ token: issued.token, id: issued.jti, identity: issued.spiffeId, uses: req.uses, expiresAt: new Date(issued.expiresAt).toISOString() });
+    const expiresAt = new Date(issued.expiresAt).toISOString();
+    deps.audit.tokenMinted({ tokenId: issued.jti, spiffeId: issued.spiffeId, uses: req.uses, expiresAt, by: adminOf(c) });
+    return c.json({ token: issued.token, id: issued.jti, identity: issued.spiffeId, uses: req.uses, expiresAt });
   });
   app.get("/v1/join-tokens", async (c) => c.json({ items: await listJoinTokens(deps.store) }));
   app.delete("/v1/join-tokens/:id", async (c) => {
     const id = c.req.param("id");
     if (!TOKEN_ID.test(id)) throw new BadRequest(`"${id}" is not a token id (a UUID, as 'mesh join-token list' shows)`);
-    return (await revokeJoinToken(deps.store, id)) ? c.json({ revoked: id }) : c.json({ error: `no join token ${id} (expired, revoked, or never issued)` }, 404);
+    if (!(await revokeJoinToken(deps.store, id))) return c.json({ error: `no join token ${id} (expired, revoked, or never issued)` }, 404);
+    deps.audit.tokenRevoked({ tokenId: id, by: adminOf(c) });
+    return c.json({ revoked: id });
   });
 
   app.get("/v1/status", (c) => c.json(deps.status()));

@@ -1,13 +1,14 @@
 /**
  * The API sidecars call over mTLS. Every route acts for the caller's proven SPIFFE ID
  * and nothing else: a proxy registers, heartbeats and subscribes as its own service,
- * and renews only its own certificate.
+ * and renews only its own certificate (each renewal, signed or refused, audited).
  */
 import { Hono } from "hono";
 import { z } from "zod";
 import { assertOwnService, type Registry } from "../registry.ts";
 import { Registration } from "../registration.ts";
 import { recordAck } from "../proxy-status.ts";
+import type { AuditLog } from "../audit.ts";
 import type { CertificateSigner } from "../signer.ts";
 import type { Subscriptions } from "../subscriptions.ts";
 import type { Store } from "../../store/store.ts";
@@ -19,11 +20,13 @@ export interface ProxyApiDeps {
   registry: Registry;
   subscriptions: Subscriptions;
   signer: CertificateSigner;
+  audit: AuditLog;
   /** Longest a config poll is held open. */
   maxWaitMs: number;
 }
 
-export type Caller = { Bindings: { identity: string } };
+/** The caller's proven SPIFFE ID, and its address ("address:port") as the listener saw it. */
+export type Caller = { Bindings: { identity: string; peer?: string } };
 
 const Heartbeat = z.strictObject({ registration: Registration, leaseId: z.string().min(1).max(64), healthy: z.boolean().default(true) });
 const Register = z.strictObject({ registration: Registration, healthy: z.boolean().default(true) });
@@ -85,9 +88,17 @@ export function proxyApi(deps: ProxyApiDeps): Hono<Caller> {
   });
 
   app.post("/v1/certificates/renew", async (c) => {
-    const { namespace, service, csr } = await body(c, Renew);
-    assertOwnService(c.env.identity, { namespace, service });
-    return c.json(await deps.signer.sign(await deps.signer.check(csr, namespace, service)));
+    const { identity, peer } = c.env;
+    try {
+      const { namespace, service, csr } = await body(c, Renew);
+      assertOwnService(identity, { namespace, service });
+      const signed = await deps.signer.sign(await deps.signer.check(csr, namespace, service));
+      deps.audit.issued({ via: "renewal", spiffeId: signed.spiffeId, serial: signed.serial, notAfter: signed.notAfter, peer });
+      return c.json(signed);
+    } catch (err) {
+      deps.audit.refused({ via: "renewal", reason: (err as Error).message, peer, claimed: identity });
+      throw err;
+    }
   });
 
   app.all("*", (c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));

@@ -16,7 +16,7 @@
  *
  * Without client certificates (the bootstrap port, where a sidecar has none yet) it is
  * only a TLS front with a connection limit and a handshake timeout, which Bun.serve
- * lacks; no identities are recorded. Without TLS (the control plane's admin port) it is
+ * lacks; it records only each client's address (`peerOf`), for the audit log. Without TLS (the control plane's admin port) it is
  * a plain front with a connection limit; the loopback server's idle timeout ends a
  * connection that sends nothing.
  */
@@ -25,6 +25,7 @@ import { peerIdFromDer } from "../peer-identity.ts";
 import type { ConnectionBudget } from "../../core/connection-budget.ts";
 import { writeQueued } from "./write-queue.ts";
 import { CredentialExpiry } from "./credential-expiry.ts";
+import { hostPort } from "../../core/ip-address.ts";
 
 export interface BridgeTls {
   cert: string;
@@ -59,9 +60,17 @@ export interface BridgeOptions {
 /** How long a connection may take to complete its TLS handshake (Bun fires on 4-second ticks). */
 const HANDSHAKE_TIMEOUT_S = 10;
 
+/** Who is at the far end of a bridge connection. */
+export interface BridgePeer {
+  /** The client's address and port as the listener saw it: "address:port" ("[v6]:port"). */
+  address: string;
+  /** The SPIFFE ID its certificate proved, when the bridge asks for one. */
+  spiffeId?: string;
+}
+
 interface Link {
   inner?: Socket<Link>;
-  /** The inner connection's source, "address port", while it carries an identity. */
+  /** The inner connection's source, "address port", while the loopback side is open. */
   source?: string;
   /** The SPIFFE ID of its peer, counted in `held` while it is open. */
   spiffeId?: string;
@@ -74,8 +83,10 @@ interface Link {
 type Outer = { link?: Link } | undefined;
 
 export class TlsBridge {
-  /** Loopback source ("address port") of a bridge connection → the SPIFFE ID of its TLS peer. */
-  private readonly identities = new Map<string, string>();
+  /** Loopback source ("address port") of a bridge connection → its client. */
+  private readonly peers = new Map<string, BridgePeer>();
+  /** Entries of `peers` with a SPIFFE ID. */
+  private identifiedCount = 0;
   /** Open connections per SPIFFE ID. */
   private readonly held = new Map<string, number>();
   private listener?: TCPSocketListener<Outer>;
@@ -109,12 +120,17 @@ export class TlsBridge {
 
   /** The SPIFFE ID of the caller whose request reached the loopback server from `source` (`server.requestIP(req)`), if it came through this bridge. */
   identityOf(source: { address: string; port: number } | null): string | undefined {
-    return source === null ? undefined : this.identities.get(`${source.address} ${source.port}`);
+    return this.peerOf(source)?.spiffeId;
+  }
+
+  /** The client whose request reached the loopback server from `source`, if it came through this bridge. */
+  peerOf(source: { address: string; port: number } | null): BridgePeer | undefined {
+    return source === null ? undefined : this.peers.get(`${source.address} ${source.port}`);
   }
 
   /** Connections that carry an identity now. */
   get identified(): number {
-    return this.identities.size;
+    return this.identifiedCount;
   }
 
   listen(hostname: string, port: number, innerPort: number): number {
@@ -240,10 +256,9 @@ export class TlsBridge {
             return;
           }
           link.inner = inner;
-          if (spiffeId !== undefined) {
-            link.source = `${inner.localAddress} ${inner.localPort}`;
-            bridge.identities.set(link.source, spiffeId);
-          }
+          link.source = `${inner.localAddress} ${inner.localPort}`;
+          bridge.peers.set(link.source, { address: hostPort(outer.remoteAddress, outer.remotePort), spiffeId });
+          if (spiffeId !== undefined) bridge.identifiedCount++;
           if (writeQueued(inner, link.pendingToInner)) outer.resume();
           else outer.pause();
         },
@@ -271,7 +286,10 @@ export class TlsBridge {
     link.outer.pause(); // nor anything the client still sends
     this.links.delete(link);
     this.expiry.forget(link);
-    if (link.source !== undefined) this.identities.delete(link.source);
+    if (link.source !== undefined) {
+      this.peers.delete(link.source);
+      if (link.spiffeId !== undefined) this.identifiedCount--;
+    }
     if (link.spiffeId !== undefined) {
       const n = this.held.get(link.spiffeId)! - 1;
       if (n > 0) this.held.set(link.spiffeId, n);
