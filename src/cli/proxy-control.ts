@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { workloadPaths } from "../ca/layout.ts";
-import { UsageError } from "../core/errors.ts";
+import { DataError, UsageError } from "../core/errors.ts";
 import { readTextFile } from "../core/files.ts";
 import { readCertificates, trustDomainOfCa } from "../pki/load.ts";
 import type { Logger } from "../core/log.ts";
@@ -97,7 +97,7 @@ export async function controlPlaneCerts(cp: ControlPlaneSettings, certsDir: stri
   const bundleFile = cp.trustBundle ?? (existsSync(paths.bundle) ? paths.bundle : undefined);
   if (!bundleFile) throw new UsageError("give --ca (or controlPlane.trustBundle): the trust bundle the control plane's certificate must chain to", cp.where("ca", "trustBundle"));
   const bundlePem = readFileSync(bundleFile, "utf8");
-  const trustDomain = trustDomainOfCa(readCertificates(bundlePem, bundleFile, "trust bundle")[0]!, bundleFile);
+  const trustDomain = controlPlaneDomain(bundlePem, bundleFile);
   log.info({ url: cp.bootstrapUrl, service, namespace }, "bootstrapping the first certificate");
   return bootstrap({ url: cp.bootstrapUrl, token, bundlePem, trustDomain, namespace, service, certsDir });
 }
@@ -123,4 +123,15 @@ export function startAgent(cp: ControlPlaneSettings, proxy: RunningProxy, ctx: {
   });
   agent.start();
   return agent;
+}
+
+/**
+ * The trust domain of the control plane that signs a first certificate: its bundle's only
+ * one. With roots of several, any of them could vouch for a "control plane" in its own
+ * domain, and which one is ours is not for the file's order to say.
+ */
+function controlPlaneDomain(bundlePem: string, bundleFile: string): string {
+  const domains = new Set(readCertificates(bundlePem, bundleFile, "trust bundle").map((root) => trustDomainOfCa(root, bundleFile)));
+  if (domains.size !== 1) throw new DataError(`holds roots of ${domains.size} trust domains (${[...domains].sort().join(", ")}); a first certificate needs the control plane's own bundle, one trust domain's roots`, bundleFile);
+  return [...domains][0]!;
 }

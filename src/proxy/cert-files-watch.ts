@@ -23,7 +23,7 @@ export function watchCertFiles(first: WorkloadCerts, use: (next: WorkloadCerts) 
   return watchFiles([files.chain, files.key, files.bundle], async () => {
     try {
       const pem = { chainPem: readTextFile(files.chain, "certificate chain"), keyPem: readTextFile(files.key, "private key"), bundlePem: readTextFile(files.bundle, "trust bundle") };
-      if (pem.chainPem === current.chainPem && pem.keyPem === current.keyPem && pem.bundlePem === current.bundlePem) return;
+      if (pem.chainPem === current.chainPem && pem.keyPem === current.keyPem && pem.bundlePem === current.bundleText) return;
       const next = await workloadCertsFromPem(pem, files);
       if (next.spiffeId !== current.spiffeId) throw new Error(`${files.chain}: the certificate is for ${next.spiffeId}, and this sidecar is ${current.spiffeId}`);
       use(next);

@@ -8,7 +8,9 @@ import { workloadPaths } from "../ca/layout.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { readTextFile } from "../core/files.ts";
 import { assertKeyMatches, importKeyText, readCertificates } from "../pki/load.ts";
+import { encodePem } from "../pki/pem.ts";
 import { TrustBundle, verifyPeerChain } from "../pki/verify.ts";
+import type { ListenerTls } from "./transport/h1-server/listener.ts";
 
 export interface CertSources {
   certsDir?: string;
@@ -21,8 +23,15 @@ export interface WorkloadCerts {
   /** Leaf then intermediates: what this proxy presents. */
   chainPem: string;
   keyPem: string;
-  /** Roots peers must chain to. */
+  /**
+   * Roots peers must chain to: the trust bundle's roots of this workload's own trust domain,
+   * all that TLS is given. A root of another domain in the same bundle (a federated
+   * partner's) must not vouch for an identity of this one, and the TLS library checks
+   * chains, not trust domains.
+   */
   bundlePem: string;
+  /** The trust bundle as read, every domain's roots: what a reload compares against. */
+  bundleText: string;
   bundle: TrustBundle;
   spiffeId: string;
   trustDomain: string;
@@ -66,13 +75,23 @@ export async function workloadCertsFromPem(
   return {
     chainPem,
     keyPem,
-    bundlePem,
+    bundlePem: rootsPem(bundle, verdict.id.trustDomain),
+    bundleText: bundlePem,
     bundle,
     spiffeId: verdict.spiffeId,
     trustDomain: verdict.id.trustDomain,
     notAfter: chain[0]!.notAfter,
     files,
   };
+}
+
+function rootsPem(bundle: TrustBundle, trustDomain: string): string {
+  return bundle.roots(trustDomain).map((root) => encodePem("CERTIFICATE", root.der)).join("");
+}
+
+/** What a listener serves with and checks callers against. */
+export function listenerTlsOf(c: WorkloadCerts): ListenerTls {
+  return { cert: c.chainPem, key: c.keyPem, ca: c.bundlePem, trustDomain: c.trustDomain, notAfterMs: c.notAfter.getTime() };
 }
 
 export const defaultCertsDir = (service: string, namespace = "default") => join("certs", namespace, service);

@@ -13,14 +13,14 @@ import type { HTTPRoute } from "../config/kinds/http-route.ts";
 import { compileRoutes } from "./routing.ts";
 import type { Service } from "../config/kinds/service.ts";
 import type { Logger } from "../core/log.ts";
-import type { WorkloadCerts } from "./certs.ts";
+import { listenerTlsOf, type WorkloadCerts } from "./certs.ts";
 import { parseConfigDocuments, staticAddressesTaken, withStatic, type ProxyDocuments } from "./control/config-documents.ts";
 import { buildSnapshot, closeSnapshot, snapshotOf, type Snapshot } from "./destinations.ts";
 import { InflightTracker } from "./inflight.ts";
 import { startInboundHttp } from "./inbound.ts";
 import { proxyMetrics } from "./metrics.ts";
 import { startOutbound } from "./outbound.ts";
-import { H1Listener, type ListenerTls } from "./transport/h1-server/listener.ts";
+import { H1Listener } from "./transport/h1-server/listener.ts";
 import { LoopbackTunnels } from "./transport/h1-server/loopback-tunnel.ts";
 import { inboundHandler } from "./inbound-handler.ts";
 import { outboundHandler } from "./outbound-handler.ts";
@@ -181,7 +181,6 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const spans = opts.tracing && new OtlpExporter(opts.tracing.collector, { "service.name": opts.service, "service.namespace": opts.namespace, "mesh.identity": certs.spiffeId }, metrics, opts.log);
   const tracer = spans && new Tracer(spans, opts.tracing!.sampling);
 
-  const listenerTls = (c: WorkloadCerts): ListenerTls => ({ cert: c.chainPem, key: c.keyPem, ca: c.bundlePem, trustDomain: c.trustDomain, notAfterMs: c.notAfter.getTime() });
   // Open WebSocket relays, so a drain can send their clients elsewhere instead of waiting them out.
   const websockets = new WebSocketSessions();
   const health = new UpstreamHealth(opts.upstream, opts.healthPath);
@@ -223,7 +222,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const inbound = new H1Listener({
     hostname: opts.inbound.address,
     port: opts.inbound.port,
-    tls: listenerTls(opts.certs),
+    tls: listenerTlsOf(opts.certs),
     // Longer than callers' pool idle timeout (default 10 s), so a caller never reuses a connection this side has just closed.
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
     budget,
@@ -338,7 +337,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       certs = next;
       metrics.certificateExpiry.set({}, next.notAfter.getTime() / 1000);
       outboundDeps.certs = next;
-      inbound.rotate(listenerTls(next));
+      inbound.rotate(listenerTlsOf(next));
       swap(snapshotOfConfig(config, snapshot.version, snapshot));
     },
     stopInbound,
