@@ -17,6 +17,22 @@ const CANCELLED = "1";
  */
 const SERVER_FAILURES: ReadonlySet<string> = new Set(["2", "4", "13", "14", "15"]);
 
+/** The codes gRPC defines, 0 OK to 16 UNAUTHENTICATED, as written on the wire. */
+const KNOWN_CODES: ReadonlySet<string> = new Set(Array.from({ length: 17 }, (_, code) => String(code)));
+const UNKNOWN = "2";
+
+/**
+ * The status an upstream's `grpc-status` says, as the proxy records it: one of the
+ * defined codes, or 2 UNKNOWN for anything else (a code past 16, "OK", "1.5", a repeated
+ * field), as gRPC clients read a code they do not know. What a service writes there must
+ * not become a metric label or a span attribute of its choosing: each distinct value
+ * would be a new time series.
+ */
+export function grpcStatusHeard(value: string | string[] | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  return typeof value === "string" && KNOWN_CODES.has(value) ? value : UNKNOWN;
+}
+
 export function grpcServerFailed(grpcStatus: string | undefined): boolean {
   return grpcStatus !== undefined && SERVER_FAILURES.has(grpcStatus);
 }

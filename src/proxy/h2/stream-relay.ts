@@ -18,6 +18,7 @@ import { errorParts, CLIENT_CLOSED_STATUS, type ProxyFailure } from "../errors.t
 import { forwardedResponse } from "./h2-headers.ts";
 import { replyLocally } from "./local-reply.ts";
 import { GrpcMessageLimit } from "./grpc-messages.ts";
+import { grpcStatusHeard } from "./grpc-outcome.ts";
 import type { NextTry, RelayEnd, RelayOptions, TryFailure, TryRetries } from "./relay-contract.ts";
 import type { WatchedStream } from "./idle-streams.ts";
 import { grpcTimeoutValue } from "./grpc-deadline.ts";
@@ -135,7 +136,7 @@ class StreamRelay implements DownstreamHandler {
   upResponse(head: IncomingHttpHeaders, trailersOnly: boolean): void {
     clearTimeout(this.tryTimer);
     if (this.retries !== undefined && this.replay !== undefined) {
-      const next = this.retries.afterResponse(Number(head[":status"]), trailersOnly && this.opts.grpc ? (head["grpc-status"] as string | undefined) : undefined);
+      const next = this.retries.afterResponse(Number(head[":status"]), trailersOnly && this.opts.grpc ? grpcStatusHeard(head["grpc-status"]) : undefined);
       if (next !== undefined) {
         this.cancelUpstream();
         return this.again(next, "upstream-reset", `answered ${head[":status"]}${head["grpc-status"] === undefined ? "" : ` (grpc-status ${head["grpc-status"]})`}`);
@@ -147,7 +148,7 @@ class StreamRelay implements DownstreamHandler {
     this.result.status = Number(head[":status"]);
     const out = forwardedResponse(head, this.opts.upstreamIsProxy, this.opts.responseEdits);
     if (trailersOnly) {
-      this.result.grpcStatus = head["grpc-status"] as string | undefined;
+      this.result.grpcStatus = grpcStatusHeard(head["grpc-status"]);
       this.down.respond(out, true);
       return this.finish();
     }
@@ -160,7 +161,7 @@ class StreamRelay implements DownstreamHandler {
   }
 
   upTrailers(trailers: IncomingHttpHeaders): void {
-    this.result.grpcStatus = trailers["grpc-status"] as string | undefined;
+    this.result.grpcStatus = grpcStatusHeard(trailers["grpc-status"]);
     this.trailers = forwardedResponse(trailers, this.opts.upstreamIsProxy);
   }
 
