@@ -30,8 +30,36 @@ export function deleteNamed(headers: Headers, names: readonly string[]): void {
 /** Request fields never relayed from a raw downstream request: hop-by-hop, framing, identity, and Expect (answered here). */
 export const RELAY_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, "host", "content-length", "expect"]);
 
-/** RELAY_SKIP and traceparent, which a tracing sidecar replaces with its own span's. */
-export const RELAY_SKIP_TRACED: ReadonlySet<string> = new Set([...RELAY_SKIP, "traceparent"]);
+/**
+ * What a request relay skips of a request's fields, and `extra` besides: with no span;
+ * with a span that continues the caller's trace (its traceparent replaces the caller's);
+ * with one that starts a new trace, where the caller's tracestate goes too (W3C Trace
+ * Context: a tracestate without a valid traceparent is discarded, not handed on with
+ * another trace).
+ */
+export interface RelaySkips {
+  plain: ReadonlySet<string>;
+  continued: ReadonlySet<string>;
+  started: ReadonlySet<string>;
+}
+
+export function relaySkips(extra: readonly string[]): RelaySkips {
+  return { plain: new Set([...RELAY_SKIP, ...extra]), continued: new Set([...RELAY_SKIP, "traceparent", ...extra]), started: new Set([...RELAY_SKIP, "traceparent", "tracestate", ...extra]) };
+}
+
+export const RELAY_SKIPS: RelaySkips = relaySkips([]);
+
+/** A span, as far as what it hands on goes: whether it continues a caller's trace. */
+type SpanKind = { parentId: string | undefined } | undefined;
+
+export function skipFor(skips: RelaySkips, span: SpanKind): ReadonlySet<string> {
+  return span === undefined ? skips.plain : span.parentId === undefined ? skips.started : skips.continued;
+}
+
+/** HTTP/2: the names an edit drops, and tracestate when the span starts a new trace (as `skipFor`). */
+export function droppedFor(drop: readonly string[], span: SpanKind): readonly string[] {
+  return span !== undefined && span.parentId === undefined ? [...drop, "tracestate"] : drop;
+}
 
 /** Response fields never relayed: hop-by-hop, identity, and the framing this proxy sets itself (relay-head.ts). */
 export const RESPONSE_SKIP: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...IDENTITY, "content-length"]);

@@ -11,7 +11,7 @@
  */
 import { boundedMemo } from "../core/bounded-memo.ts";
 import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "./errors.ts";
-import { CLIENT_ID_HEADER, RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
+import { CLIENT_ID_HEADER, RELAY_SKIPS, skipFor } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, statusClass, type ProxyMetrics } from "./metrics.ts";
 import { peerService } from "./peer-service.ts";
@@ -102,10 +102,8 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     const span = deps.tracer?.begin(head.fields);
     let prepared: PreparedRequest;
     try {
-      prepared =
-        span === undefined
-          ? prepareRelayed(head, strip?.plain ?? RELAY_SKIP, identityLine(caller), requestFraming(head), req.bytes, claimLines)
-          : prepareRelayed(head, strip?.traced ?? RELAY_SKIP_TRACED, identityLine(caller), requestFraming(head), req.bytes, span.line + claimLines);
+      const tail = span === undefined ? claimLines : span.line + claimLines;
+      prepared = prepareRelayed(head, skipFor(strip?.skips ?? RELAY_SKIPS, span), identityLine(caller), requestFraming(head), req.bytes, tail);
     } catch (err) {
       metrics.refused.inc({ direction: "inbound", reason: "header-value" });
       return answerUnforwarded(req, res, errorParts("bad-request", (err as Error).message, { connection: "close" }), started, span);

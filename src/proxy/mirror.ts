@@ -18,7 +18,8 @@ import type { H2ClientStream, UpstreamHandler } from "./h2/wire/client-stream.ts
 import type { Destination } from "./destinations.ts";
 import type { PickContext } from "./endpoint.ts";
 import type { ErrorParts } from "./errors.ts";
-import { RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
+import { RELAY_SKIPS, skipFor } from "./headers.ts";
+import type { ActiveSpan } from "./tracing/tracer.ts";
 import type { RequestHeaderChange } from "./request-header-change.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { statusClass } from "./metrics.ts";
@@ -68,7 +69,7 @@ const NO_HEADERS: PickContext = { header: () => null };
  * mirror may be the routed service itself) and the body has arrived whole. Undefined when
  * not copied: its body is too long.
  */
-export function mirrorCopyH1(mirror: CompiledMirror, req: ServerRequest, metrics: ProxyMetrics, change: RequestHeaderChange | undefined, traceLine: string | undefined): (() => void) | undefined {
+export function mirrorCopyH1(mirror: CompiledMirror, req: ServerRequest, metrics: ProxyMetrics, change: RequestHeaderChange | undefined, span: ActiveSpan | undefined): (() => void) | undefined {
   const body = req.body;
   const here = body === null ? null : body.copyWhole(MIRROR_BODY_BYTES);
   // A body still coming is copied as it arrives: its framing is known from its head already.
@@ -77,8 +78,7 @@ export function mirrorCopyH1(mirror: CompiledMirror, req: ServerRequest, metrics
   if (framing === undefined) return void count(metrics, mirror, "skipped");
   let prepared: ReturnType<typeof prepareRelayed>;
   try {
-    const skip = traceLine === undefined ? (change?.skip ?? RELAY_SKIP) : (change?.skipTraced ?? RELAY_SKIP_TRACED);
-    prepared = prepareRelayed({ ...req.head, host: shadowHost(req.head.host) }, skip, change?.lines ?? NO_ADDED_LINES, framing, undefined, traceLine);
+    prepared = prepareRelayed({ ...req.head, host: shadowHost(req.head.host) }, skipFor(change?.skips ?? RELAY_SKIPS, span), change?.lines ?? NO_ADDED_LINES, framing, undefined, span?.line);
   } catch {
     return void count(metrics, mirror, "skipped");
   }

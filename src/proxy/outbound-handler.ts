@@ -10,7 +10,7 @@ import { resolveHost, type Destination, type Snapshot } from "./destinations.ts"
 import { routedDestination, type RouteChoice } from "./routing.ts";
 import type { PickContext } from "./endpoint.ts";
 import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "./errors.ts";
-import { RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
+import { RELAY_SKIPS, skipFor } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, UNKNOWN_DESTINATION, type ProxyMetrics } from "./metrics.ts";
 import { callDestination, type CallHandle, type CallOutcome } from "./outbound-call.ts";
@@ -75,10 +75,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       const span = deps.tracer?.begin(head.fields);
       let prepared: PreparedRequest;
       try {
-        prepared =
-          span === undefined
-            ? prepareRelayed(head, change?.skip ?? RELAY_SKIP, change?.lines ?? NO_ADDED_LINES, requestFraming(head), req.bytes)
-            : prepareRelayed(head, change?.skipTraced ?? RELAY_SKIP_TRACED, change?.lines ?? NO_ADDED_LINES, requestFraming(head), req.bytes, span.line);
+        prepared = prepareRelayed(head, skipFor(change?.skips ?? RELAY_SKIPS, span), change?.lines ?? NO_ADDED_LINES, requestFraming(head), req.bytes, span?.line);
       } catch (err) {
         metrics.refused.inc({ direction: "outbound", reason: "header-value" });
         return answerUnforwarded(req, res, errorParts("bad-request", (err as Error).message, { connection: "close" }), dest.name, span);
@@ -90,7 +87,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       // A destination in the mesh is reached through its sidecar; one outside it is a service like any other.
       relay.upstreamIsProxy = dest.spiffeId !== undefined;
       // A copy for the rule's mirror is taken now, before any of the body goes, and sent after the call.
-      const mirror = choice?.mirror !== undefined && mirrors(choice.mirror) ? mirrorCopyH1(choice.mirror, req, metrics, change, span?.line) : undefined;
+      const mirror = choice?.mirror !== undefined && mirrors(choice.mirror) ? mirrorCopyH1(choice.mirror, req, metrics, change, span) : undefined;
       if (choice?.fault === undefined) sendCall(relay, dest, prepared, req, metrics, choice, mirror);
       else faultedCall(choice.fault, relay, dest, prepared, req, metrics, choice, mirror);
     },

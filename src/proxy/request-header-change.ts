@@ -7,14 +7,13 @@
 import type { z } from "zod";
 import type { HeaderModifier } from "../config/kinds/http-route.ts";
 import { inCgiList } from "../core/cgi-name.ts";
-import { RELAY_SKIP, RELAY_SKIP_TRACED } from "./headers.ts";
+import { relaySkips, type RelaySkips } from "./headers.ts";
 import { addedLines, type AddedLines } from "./transport/h1/request-head.ts";
 import { compileHeaderEdits, type HeaderEdits } from "./header-edits.ts";
 
 export interface RequestHeaderChange extends HeaderEdits {
-  /** HTTP/1.1: the relay's own skip set with the names set or removed, without and with a span's traceparent. */
-  skip: ReadonlySet<string>;
-  skipTraced: ReadonlySet<string>;
+  /** HTTP/1.1: the relay's own skip sets with the names set or removed. */
+  skips: RelaySkips;
   /** HTTP/1.1: the lines set and added. */
   lines: AddedLines;
 }
@@ -23,8 +22,7 @@ export function compileHeaderChange(m: z.output<typeof HeaderModifier>): Request
   const edits = compileHeaderEdits(m);
   return {
     ...edits,
-    skip: new Set([...RELAY_SKIP, ...edits.drop]),
-    skipTraced: new Set([...RELAY_SKIP_TRACED, ...edits.drop]),
+    skips: relaySkips(edits.drop),
     lines: addedLines(edits.text),
   };
 }

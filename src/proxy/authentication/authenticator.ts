@@ -12,7 +12,7 @@
  */
 import type { RequestAuthentication } from "../../config/kinds/request-authentication.ts";
 import { boundedMemo } from "../../core/bounded-memo.ts";
-import { RELAY_SKIP, RELAY_SKIP_TRACED } from "../headers.ts";
+import { relaySkips, type RelaySkips } from "../headers.ts";
 import { appliesTo, type EndUser, type PolicySubject } from "../authorization.ts";
 import { claimAt } from "../authorization-conditions.ts";
 import { isPlainHeaderValue } from "../../core/header-value.ts";
@@ -42,8 +42,7 @@ export class Unauthenticated {
 /** Headers left off the request forwarded (with the proxy's own), by how the head is built: the verified token's, and those claims go in. */
 export interface StrippedHeaders {
   names: readonly string[];
-  plain: ReadonlySet<string>;
-  traced: ReadonlySet<string>;
+  skips: RelaySkips;
 }
 
 export interface Authenticated {
@@ -99,7 +98,7 @@ export class RequestAuthenticator {
   /** The header sets without the claim headers and a token's header, by that header's name ("" for none). */
   private readonly strippedOf = boundedMemo(64, (header: string): StrippedHeaders => {
     const names = header === "" ? this.claimHeaderNames : [...this.claimHeaderNames, header];
-    return { names, plain: new Set([...RELAY_SKIP, ...names]), traced: new Set([...RELAY_SKIP_TRACED, ...names]) };
+    return { names, skips: relaySkips(names) };
   });
 
   constructor(

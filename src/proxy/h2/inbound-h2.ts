@@ -9,7 +9,7 @@
  */
 import type { IncomingHttpHeaders } from "node:http2";
 import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "../errors.ts";
-import { CLIENT_ID_HEADER } from "../headers.ts";
+import { CLIENT_ID_HEADER, droppedFor } from "../headers.ts";
 import type { InflightTracker } from "../inflight.ts";
 import type { ProxyMetrics } from "../metrics.ts";
 import { peerService } from "../peer-service.ts";
@@ -80,7 +80,7 @@ export function inboundH2(deps: InboundH2Deps) {
       const added: Record<string, string> = { ":path": target, [CLIENT_ID_HEADER]: peer };
       for (const [name, value] of authn.claimHeaders) added[name] = value;
       if (span !== undefined) added.traceparent = traceParentValue(span);
-      const out = forwardedRequest(headers, authn.strip?.names ?? NOTHING, added);
+      const out = forwardedRequest(headers, droppedFor(authn.strip?.names ?? NOTHING, span), added);
       const done = (end: RelayEnd) => report(end, span);
       if (policies.upstreamHttp === "http1") {
         if (grpc) return refuse(errorParts("bad-request", `a gRPC call needs HTTP/2, and this service's port ${deps.upstream.port || 80} is declared protocol http (HTTP/1.1)`));

@@ -17,6 +17,7 @@ import { traceParentValue } from "../tracing/tracer.ts";
 import { pickEndpoint } from "../outbound-call.ts";
 import { joinedFieldValue } from "../transport/h1/request-parse.ts";
 import { forwardedRequest, isGrpc, streamHead, streamProblem } from "./h2-headers.ts";
+import { droppedFor } from "../headers.ts";
 import type { IdleStreams } from "./idle-streams.ts";
 import { answered, StreamReporter } from "./stream-report.ts";
 import { relayStream } from "./stream-relay.ts";
@@ -77,7 +78,7 @@ export function outboundH2(deps: OutboundH2Deps) {
         return answer(errorParts("no-healthy-endpoints", `service ${dest.name} has no endpoint to send to`), dest.name);
       }
       dest.budget.onRequest();
-      const out = forwardedRequest(headers, change?.drop ?? NOTHING_DROPPED, span === undefined ? {} : { traceparent: traceParentValue(span) });
+      const out = forwardedRequest(headers, droppedFor(change?.drop ?? NOTHING_DROPPED, span), span === undefined ? {} : { traceparent: traceParentValue(span) });
       if (change !== undefined) editH2Headers(out, change);
       const { timeoutMs, perTryMs, retryPolicy } = choice === undefined ? dest.call : choice.call;
       const tries = new StreamRetries(dest, retryPolicy, endpoint, pick, isRetryableRequest(head.method, { get: pick.header }), deps.metrics);
