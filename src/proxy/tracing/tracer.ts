@@ -6,6 +6,9 @@
  * (inbound) or the next sidecar (outbound) continues from it; the service must copy
  * `traceparent` from the requests it serves to the calls it makes, as with every mesh.
  * Only sampled spans are exported; the query is never recorded (it may hold secrets).
+ * What a caller wrote (path, host, method) is cut at a fixed length, as Envoy cuts the
+ * path tag at 256: a caller may force sampling, and spans wait in a queue of fixed count
+ * while the collector is slow, so only their size bounds what they hold.
  */
 import { pathOf } from "../../core/normal-path.ts";
 import type { RequestHead } from "../transport/h1/request-parse.ts";
@@ -35,6 +38,11 @@ export function traceParentValue(span: ActiveSpan): string {
 const wallMs = (): number => performance.timeOrigin + performance.now();
 const nanos = (ms: number): string => (BigInt(Math.round(ms * 1000)) * 1000n).toString();
 const KIND = { server: 2, client: 3 } as const;
+/** The longest path, host and method a span records, in characters (Envoy's path tag default). */
+const MAX_RECORDED = 256;
+
+/** Cut to MAX_RECORDED, into a string of its own: the engine's substring would keep the whole value alive. */
+const recorded = (value: string): string => (value.length > MAX_RECORDED ? Buffer.from(value.slice(0, MAX_RECORDED)).toString() : value);
 
 export class Tracer {
   constructor(
@@ -67,14 +75,14 @@ export class Tracer {
     const out: OtlpSpan = {
       traceId: span.traceId,
       spanId: span.spanId,
-      name: head.method,
+      name: recorded(head.method),
       kind: KIND[kind],
       startTimeUnixNano: nanos(span.startMs),
       endTimeUnixNano: nanos(wallMs()),
       attributes: [
-        { key: "http.request.method", value: { stringValue: head.method } },
-        { key: "url.path", value: { stringValue: pathOf(head.pathAndQuery) } },
-        { key: "server.address", value: { stringValue: head.host } },
+        { key: "http.request.method", value: { stringValue: recorded(head.method) } },
+        { key: "url.path", value: { stringValue: recorded(pathOf(head.pathAndQuery)) } },
+        { key: "server.address", value: { stringValue: recorded(head.host) } },
         { key: "http.response.status_code", value: { intValue: String(status) } },
         { key: kind === "server" ? "mesh.caller" : "mesh.destination", value: { stringValue: peer } },
       ],
