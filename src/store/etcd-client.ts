@@ -20,9 +20,17 @@ export class AmbiguousResult extends Error {
   override readonly name = "AmbiguousResult";
 }
 
+/** TLS to the members (https:// endpoints), PEM texts: the CA that signed their certificates, and a client certificate and key when they ask for one (--client-cert-auth). */
+export interface EtcdTls {
+  ca?: string;
+  cert?: string;
+  key?: string;
+}
+
 export interface EtcdClientOptions {
-  /** Client URLs of the members, e.g. http://10.0.0.1:2379. */
+  /** Client URLs of the members, e.g. https://10.0.0.1:2379. */
   endpoints: string[];
+  tls?: EtcdTls;
   /** One attempt against one member. */
   requestTimeoutMs?: number;
   /** How long one operation keeps trying members before failing `unavailable`. Leader elections take seconds. */
@@ -59,6 +67,7 @@ export class EtcdClient {
   private readonly retryForMs: number;
   readonly watchProbeMs: number;
   private readonly log: Logger | undefined;
+  private readonly tls: EtcdTls | undefined;
 
   constructor(opts: EtcdClientOptions) {
     if (!opts.endpoints.length) throw new StoreError("rejected", "etcd: no endpoints given");
@@ -67,6 +76,12 @@ export class EtcdClient {
     this.retryForMs = opts.retryForMs ?? 15_000;
     this.watchProbeMs = opts.watchProbeMs ?? 5_000;
     this.log = opts.log;
+    this.tls = opts.tls;
+  }
+
+  /** A request to a member, over TLS with this client's certificate when the endpoint is https. */
+  private fetch(url: string, init: RequestInit = {}): Promise<Response> {
+    return fetch(url, this.tls === undefined || !url.startsWith("https:") ? init : { ...init, tls: { ...this.tls, rejectUnauthorized: true } });
   }
 
   /**
@@ -105,7 +120,7 @@ export class EtcdClient {
     signal.addEventListener("abort", () => ctl.abort(), { once: true });
     const timer = setTimeout(() => ctl.abort(), this.requestTimeoutMs);
     try {
-      const res = await fetch(endpoint + path, {
+      const res = await this.fetch(endpoint + path, {
         method: "POST",
         body: JSON.stringify(body),
         signal: ctl.signal,
@@ -129,7 +144,7 @@ export class EtcdClient {
   /** Why `endpoint` is not fit to serve a watch, or undefined if it is (answers, and has a leader). */
   async probe(endpoint: string): Promise<string | undefined> {
     try {
-      const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(this.requestTimeoutMs) });
+      const res = await this.fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(this.requestTimeoutMs) });
       const body = (await res.json()) as { health?: string };
       return body.health === "true" ? undefined : `unhealthy: ${JSON.stringify(body)}`;
     } catch (err) {
@@ -153,7 +168,7 @@ export class EtcdClient {
     let res: Response;
     let text: string;
     try {
-      res = await fetch(endpoint + path, {
+      res = await this.fetch(endpoint + path, {
         method: "POST",
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(this.requestTimeoutMs),

@@ -1,8 +1,10 @@
 /**
  * Real etcd clusters on loopback for the store tests: free ports, a temporary data
- * directory per member, and every process stopped by its pid (never by name).
+ * directory per member, and every process stopped by its pid (never by name). With `tls`,
+ * members serve clients over TLS and ask each for a certificate (--client-cert-auth), as
+ * a production cluster does; the certificates are made with openssl.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -23,9 +25,18 @@ export interface EtcdMember {
   pid: number;
 }
 
+/** Files (paths) for a TLS cluster: the CA that signed the members' and the client's certificates. */
+export interface EtcdTlsFiles {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
 export interface EtcdCluster {
   members: EtcdMember[];
   endpoints: string[];
+  /** With `tls`: the client's CA, certificate and key (what a control plane is given). */
+  clientTls?: EtcdTlsFiles;
   /** SIGKILLs member `i` and waits until it has exited. */
   kill(i: number): Promise<void>;
   /** SIGSTOPs member `i`: it keeps its sockets open and answers nothing, like a hung host. */
@@ -49,19 +60,21 @@ export const startedPids = new Set<number>();
 /** Whether a process with this pid exists (signal 0 checks without signalling). */
 export { pidAlive } from "./procs.ts";
 
-export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
+export async function startEtcdCluster(size: number, opts: { tls?: boolean } = {}): Promise<EtcdCluster> {
   const missing = etcdMissing();
   if (missing) throw new Error(missing);
   // tmpfs when there is one: etcd fsyncs every commit, and the tests are about failover, not disks.
   const base = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "mesh-etcd-"));
+  const tls = opts.tls ? etcdCertificates(base) : undefined;
   const ports = freePorts(size * 2);
   const names = Array.from({ length: size }, (_, i) => `m${i}`);
   const peerUrl = (i: number) => `http://127.0.0.1:${ports[size + i]}`;
   const initialCluster = names.map((n, i) => `${n}=${peerUrl(i)}`).join(",");
+  const serverTls = tls ? ["--cert-file", tls.server.cert, "--key-file", tls.server.key, "--trusted-ca-file", tls.client.ca, "--client-cert-auth"] : [];
   const members: EtcdMember[] = names.map((name, i) => {
-    const clientUrl = `http://127.0.0.1:${ports[i]}`;
+    const clientUrl = `${tls ? "https" : "http"}://127.0.0.1:${ports[i]}`;
     const proc = Bun.spawn(
-      [ETCD_BIN, "--name", name, "--data-dir", join(base, name),
+      [ETCD_BIN, "--name", name, "--data-dir", join(base, name), ...serverTls,
         "--listen-client-urls", clientUrl, "--advertise-client-urls", clientUrl,
         "--listen-peer-urls", peerUrl(i), "--initial-advertise-peer-urls", peerUrl(i),
         "--initial-cluster", initialCluster, "--initial-cluster-state", "new", "--initial-cluster-token", `mesh-test-${ports[0]}`,
@@ -81,8 +94,9 @@ export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
     rmSync(base, { recursive: true, force: true });
   };
 
+  const request = (url: string, init: RequestInit = {}) => fetch(url, tls ? { ...init, tls: { ca: readFileSync(tls.client.ca, "utf8"), cert: readFileSync(tls.client.cert, "utf8"), key: readFileSync(tls.client.key, "utf8") } } : init);
   try {
-    await waitHealthy(members, base);
+    await waitHealthy(members, base, request);
   } catch (err) {
     await stop();
     throw err;
@@ -90,6 +104,7 @@ export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
   return {
     members,
     endpoints: members.map((m) => m.clientUrl),
+    clientTls: tls?.client,
     async kill(i) {
       members[i]!.proc.kill("SIGKILL");
       await members[i]!.proc.exited;
@@ -103,7 +118,7 @@ export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
     async leader() {
       for (const [i, m] of members.entries()) {
         if (m.proc.exitCode !== null || m.proc.signalCode !== null) continue;
-        const s = (await (await fetch(`${m.clientUrl}/v3/maintenance/status`, { method: "POST", body: "{}" })).json()) as { header: { member_id: string }; leader: string };
+        const s = (await (await request(`${m.clientUrl}/v3/maintenance/status`, { method: "POST", body: "{}" })).json()) as { header: { member_id: string }; leader: string };
         if (s.header.member_id === s.leader) return i;
       }
       throw new Error("no member is leading");
@@ -112,14 +127,14 @@ export async function startEtcdCluster(size: number): Promise<EtcdCluster> {
   };
 }
 
-async function waitHealthy(members: EtcdMember[], base: string): Promise<void> {
+async function waitHealthy(members: EtcdMember[], base: string, request: (url: string, init?: RequestInit) => Promise<Response>): Promise<void> {
   const deadline = performance.now() + 20_000;
   for (const m of members) {
     for (;;) {
       if (m.proc.exitCode !== null || m.proc.signalCode !== null)
         throw new Error(`etcd ${m.name} exited (${m.proc.exitCode ?? m.proc.signalCode}):\n${readLog(base, m.name)}`);
       try {
-        const r = await fetch(`${m.clientUrl}/health`, { signal: AbortSignal.timeout(1_000) });
+        const r = await request(`${m.clientUrl}/health`, { signal: AbortSignal.timeout(1_000) });
         if (r.ok && ((await r.json()) as { health?: string }).health === "true") break;
       } catch {
         // not listening yet
@@ -136,4 +151,25 @@ function readLog(base: string, name: string): string {
   } catch {
     return "(no log)";
   }
+}
+
+/**
+ * A CA, a server certificate for 127.0.0.1 (every member's) and a client certificate, by
+ * openssl, in `dir`: EC P-256, one day.
+ */
+function etcdCertificates(dir: string): { server: { cert: string; key: string }; client: EtcdTlsFiles } {
+  const at = (name: string) => join(dir, name);
+  const openssl = (...args: string[]) => {
+    const r = Bun.spawnSync(["openssl", ...args], { stderr: "pipe", stdout: "ignore" });
+    if (r.exitCode !== 0) throw new Error(`openssl ${args[0]}: ${r.stderr.toString()}`);
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  openssl("req", "-x509", ...ec, "-keyout", at("ca.key"), "-out", at("ca.pem"), "-days", "1", "-subj", "/CN=etcd test CA");
+  writeFileSync(at("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n");
+  writeFileSync(at("client.ext"), "extendedKeyUsage=clientAuth\n");
+  for (const who of ["server", "client"]) {
+    openssl("req", ...ec, "-keyout", at(`${who}.key`), "-out", at(`${who}.csr`), "-subj", `/CN=etcd ${who}`);
+    openssl("x509", "-req", "-in", at(`${who}.csr`), "-CA", at("ca.pem"), "-CAkey", at("ca.key"), "-CAcreateserial", "-days", "1", "-extfile", at(`${who}.ext`), "-out", at(`${who}.pem`));
+  }
+  return { server: { cert: at("server.pem"), key: at("server.key") }, client: { ca: at("ca.pem"), cert: at("client.pem"), key: at("client.key") } };
 }
