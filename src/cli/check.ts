@@ -47,8 +47,8 @@ function expiry(label: string, iso: string, warnMs: number, fix: string): Line {
 /** What this replica signed and refused: refusals are for the audit log to explain (a bad token, a CSR for another identity). */
 function certificateCounts(c: AuditCounts): Line {
   const refused = c.refused.bootstrap + c.refused.renewal;
-  const text = `certificates since start: ${c.issued.bootstrap} first (join token), ${c.issued.renewal} renewed; ${refused} requests refused`;
-  return { ok: true, text: refused > 0 ? `${text} (each one an "audit":"certificate-refused" line in the control plane's log)` : text };
+  const text = `certificates since start: ${c.issued.bootstrap} first (join token), ${c.issued.renewal} renewed`;
+  return { ok: true, text: refused > 0 ? `${text}; ${refused} requests refused (each one an "audit":"certificate-refused" line in the control plane's log)` : text };
 }
 
 export const checkCommand: CommandSpec = {
