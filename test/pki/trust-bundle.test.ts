@@ -61,6 +61,12 @@ describe("TrustBundle", () => {
     expect(() => TrustBundle.fromPem(pemOf(root) + garbage)).toThrow("certificate #2 of the trust bundle cannot be parsed");
   });
 
+  test("a root cut short after a whole one is a DataError naming the source and the block, not one root fewer", async () => {
+    const truncated = pemOf(root) + root.pem.split("\n").slice(0, 3).join("\n") + "\n";
+    expect(() => TrustBundle.fromPem(truncated, undefined, "bundle.pem")).toThrow(DataError);
+    expect(() => TrustBundle.fromPem(truncated, undefined, "bundle.pem")).toThrow(/^bundle\.pem: .*PEM block "CERTIFICATE" at line \d+ has no END line/);
+  });
+
   test("a root without a SPIFFE trust-domain ID needs an explicit trust domain; a bad one is refused", async () => {
     const bare = await makeRoot({ uris: [] });
     expect(() => TrustBundle.fromPem(bare.pem)).toThrow("give its trust domain explicitly");
