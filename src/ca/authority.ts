@@ -6,7 +6,7 @@
 import { existsSync } from "node:fs";
 import { DataError, MeshError } from "../core/errors.ts";
 import { readTextFile } from "../core/files.ts";
-import { Certificate } from "../pki/certificate.ts";
+import { Certificate, KU, sameBytes } from "../pki/certificate.ts";
 import { assertKeyMatches as assertSpkiMatches, importKeyText, readCertificates, trustDomainOfCa as trustDomainOf } from "../pki/load.ts";
 import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
 import {
@@ -58,12 +58,15 @@ export interface IssuedLeaf {
 
 const caName = (role: string, td: string) => `CN=mesh ${role} CA, O=${td}`;
 
+/** Backdated like leaves: a leaf accepted by a lagging peer is no use if its CAs are not. */
+const backdated = (now: Date) => new Date(now.getTime() - CLOCK_SKEW_MS);
+
 export async function createRoot(trustDomain: string, now = new Date()): Promise<SigningCa> {
   const keys = await generateKeyPair();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
     name: caName("root", trustDomain),
-    notBefore: now,
+    notBefore: backdated(now),
     notAfter: new Date(now.getTime() + ROOT_TTL_MS),
     keys,
     signingAlgorithm: EC_SIGN_ALG,
@@ -80,7 +83,7 @@ export async function createIntermediate(root: SigningCa, trustDomain: string, n
     serialNumber: randomSerial(),
     subject: caName("intermediate", trustDomain),
     issuer: root.cert.subjectName,
-    notBefore: now,
+    notBefore: backdated(now),
     notAfter: new Date(notAfter),
     publicKey: keys.publicKey,
     signingKey: root.keys.privateKey,
@@ -106,7 +109,7 @@ export async function issueLeaf(ca: SigningCa, req: WorkloadRequest, now = new D
     serialNumber: randomSerial(),
     subject: `CN=${req.service}, OU=${req.namespace}, O=${req.trustDomain}`,
     issuer: ca.cert.subjectName,
-    notBefore: new Date(now.getTime() - CLOCK_SKEW_MS),
+    notBefore: backdated(now),
     notAfter: new Date(notAfter),
     publicKey: req.publicKey,
     signingKey: ca.keys.privateKey,
@@ -155,7 +158,11 @@ export function asCertificate(cert: x509.X509Certificate): Certificate {
   return Certificate.fromDer(new Uint8Array(cert.rawData));
 }
 
-export async function loadCa(dir: string): Promise<LoadedCa> {
+/**
+ * `replacingIntermediate`: the caller is about to replace the intermediate (a rotation),
+ * so one that does not fit its root is no reason to refuse; it is how such a CA is repaired.
+ */
+export async function loadCa(dir: string, opts: { replacingIntermediate?: boolean } = {}): Promise<LoadedCa> {
   const paths = caPaths(dir);
   if (!existsSync(paths.intermediateCert))
     throw new DataError(`no CA here (missing ${paths.intermediateCert}); run 'mesh ca init --out ${dir}'`, "--ca-dir");
@@ -165,7 +172,44 @@ export async function loadCa(dir: string): Promise<LoadedCa> {
   await assertKeyMatches(intermediateCert, keys, paths.intermediateKey);
   const trustDomain = trustDomainOfCa(root, paths.rootCert);
   const bundle = existsSync(paths.bundle) ? parseCertificatesAt(paths.bundle, "trust bundle") : [root];
-  return { paths, trustDomain, root, intermediate: { cert: intermediateCert, keys }, bundle };
+  const ca = { paths, trustDomain, root, intermediate: { cert: intermediateCert, keys }, bundle };
+  if (!opts.replacingIntermediate) await assertIntermediateFits(ca);
+  return ca;
+}
+
+/**
+ * The intermediate must be a CA signed by root.pem or by another root of the same trust
+ * domain in bundle.pem (every chain it signs is checked against those), and must not
+ * claim another trust domain. A trust-domain ID on it is optional, as SPIFFE allows.
+ */
+async function assertIntermediateFits(ca: LoadedCa): Promise<void> {
+  const where = ca.paths.intermediateCert;
+  const td = ca.trustDomain;
+  const intermediate = asCertificate(ca.intermediate.cert);
+  if (intermediate.extensionProblem) throw new DataError(`intermediate certificate: ${intermediate.extensionProblem}`, where);
+  const { basicConstraints, keyUsage = 0, san } = intermediate.known;
+  if (!basicConstraints?.ca || !(keyUsage & KU.keyCertSign))
+    throw new DataError("intermediate certificate is not a CA certificate (it needs basicConstraints cA=true and keyCertSign)", where);
+  const claimed = san?.uris.length ? trustDomainOf(intermediate, where) : td;
+  if (claimed !== td) throw new DataError(`intermediate certificate is of trust domain "${claimed}", but ${ca.paths.rootCert} is of "${td}"`, where);
+  const issuers = [ca.root, ...ca.bundle]
+    .map(asCertificate)
+    .filter((root) => sameBytes(root.subjectDer, intermediate.issuerDer) && caDomainOf(root) === td);
+  for (const root of issuers) if (await intermediate.isSignedBy(root)) return;
+  throw new DataError(
+    `intermediate certificate was not issued by ${ca.paths.rootCert} nor by another root of "${td}" in ${ca.paths.bundle}, ` +
+      `so no chain it signs would verify; run 'mesh ca rotate' to issue a new intermediate from the root`,
+    where,
+  );
+}
+
+/** A root's trust domain, or undefined for one without a SPIFFE trust-domain ID (it then vouches for no domain here). */
+function caDomainOf(cert: Certificate): string | undefined {
+  try {
+    return trustDomainOf(cert, "");
+  } catch {
+    return undefined;
+  }
 }
 
 export async function loadRootSigner(paths: CaPaths): Promise<SigningCa> {

@@ -24,7 +24,7 @@ async function signerFiles(ca: LoadedCa, kind: "root" | "intermediate", s: Signi
 }
 
 export async function rotateIntermediate(dir: string): Promise<SigningCa> {
-  const ca = await loadCa(dir);
+  const ca = await loadCa(dir, { replacingIntermediate: true });
   const root = await loadRootSigner(ca.paths);
   const next = await createIntermediate(root, ca.trustDomain);
   writeFileSet([retire(ca, ca.intermediate.cert, "intermediate")], { force: false });
@@ -34,7 +34,7 @@ export async function rotateIntermediate(dir: string): Promise<SigningCa> {
 
 /** New root and intermediate; the bundle trusts the new root and every unexpired old one. */
 export async function rotateRoot(dir: string, now = new Date()): Promise<{ root: SigningCa; bundle: x509.X509Certificate[] }> {
-  const ca = await loadCa(dir);
+  const ca = await loadCa(dir, { replacingIntermediate: true });
   await loadRootSigner(ca.paths); // refuse to rotate a CA whose root key is not here or does not match
   const root = await createRoot(ca.trustDomain, now);
   const intermediate = await createIntermediate(root, ca.trustDomain, now);

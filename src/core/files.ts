@@ -2,6 +2,8 @@
  * Writing state a person depends on: all-or-nothing, keys private, nothing
  * overwritten by surprise. Every file of a set is written to a temporary name
  * first and renamed only once all were written, so a failure leaves no half set.
+ * Directories it creates are never writable by others, whatever the umask: whoever
+ * may write a directory may replace the certificates and keys in it.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -14,16 +16,21 @@ export interface OutputFile {
   secret?: boolean;
 }
 
+/** A directory created for a private key gets 0700; any other one it needs, 0755. */
+const PRIVATE_DIR_MODE = 0o700;
+const DIR_MODE = 0o755;
+
 export function writeFileSet(files: OutputFile[], opts: { force: boolean }): void {
   if (!opts.force) {
     const existing = files.filter((f) => existsSync(f.path)).map((f) => f.path);
     if (existing.length)
       throw new CantCreateError(`already exists; pass --force to overwrite (${existing.join(", ")})`, existing[0]);
   }
+  const privateDirs = new Set(files.filter((f) => f.secret).map((f) => dirname(f.path)));
   const staged: { tmp: string; path: string }[] = [];
   try {
     for (const f of files) {
-      mkdirSync(dirname(f.path), { recursive: true });
+      makeDirs(dirname(f.path), privateDirs.has(dirname(f.path)) ? PRIVATE_DIR_MODE : DIR_MODE);
       const tmp = join(dirname(f.path), `.${Date.now()}-${Math.random().toString(36).slice(2)}.tmp`);
       const mode = f.secret ? 0o600 : 0o644;
       writeFileSync(tmp, f.content, { mode, flag: "wx" });
@@ -35,6 +42,22 @@ export function writeFileSet(files: OutputFile[], opts: { force: boolean }): voi
     throw err;
   }
   for (const s of staged) renameSync(s.tmp, s.path);
+}
+
+/** Creates `dir` with `mode` and any missing parent with DIR_MODE; existing directories are left as they are. */
+function makeDirs(dir: string, mode: number): void {
+  const missing: string[] = [];
+  for (let d = dir; !existsSync(d); d = dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    const wanted = d === dir ? mode : DIR_MODE;
+    try {
+      mkdirSync(d, { mode: wanted });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") continue; // made meanwhile by someone else: not ours to chmod
+      throw err;
+    }
+    chmodSync(d, wanted); // the umask may have narrowed or widened the create mode
+  }
 }
 
 /** Reads a text file a flag named, with an error that names the flag and the file. */

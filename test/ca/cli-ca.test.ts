@@ -1,11 +1,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { CLOCK_SKEW_MS } from "../../src/ca/profiles.ts";
 import { readCertificates } from "../../src/pki/load.ts";
 import { TrustBundle, verifyPeerChain } from "../../src/pki/verify.ts";
 import { parseCertificates, x509 } from "../../src/pki/x509.ts";
+import { makeRoot } from "../helpers/certs.ts";
 import { mesh, tempDir } from "../helpers/cli.ts";
 
+const MAIN = resolve(import.meta.dir, "../../src/main.ts");
 const tmp = tempDir();
 const ca = join(tmp.path, "ca");
 afterAll(tmp.cleanup);
@@ -43,6 +46,25 @@ describe("mesh ca init", () => {
       const days = (cert.notAfter.getTime() - cert.notBefore.getTime()) / 86400_000;
       expect(Math.round(days)).toBe(ttlDays);
       expect((cert.publicKey.algorithm as EcKeyAlgorithm).namedCurve).toBe("P-256");
+    }
+  });
+
+  test("root and intermediate start CLOCK_SKEW_MS in the past, as leaves do, so a lagging peer accepts them", () => {
+    for (const file of ["root.pem", "intermediate.pem"]) {
+      const cert = new x509.X509Certificate(readFileSync(join(ca, file), "utf8"));
+      expect(cert.notBefore.getTime()).toBeLessThanOrEqual(Date.now() - CLOCK_SKEW_MS);
+    }
+  });
+
+  test("directories init and issue create are 0700 when they hold a key and 0755 otherwise, whatever the umask", () => {
+    for (const umask of ["000", "077"]) {
+      const dir = join(tmp.path, `umask-${umask}`, "ca");
+      for (const args of [["init", "--out", dir], ["issue", "--service", "web", "--ca-dir", dir]]) {
+        const r = Bun.spawnSync(["sh", "-c", `umask ${umask} && exec "$0" "$@"`, process.execPath, MAIN, "ca", ...args], { stdout: "ignore", stderr: "pipe" });
+        expect(`${r.exitCode} ${r.stderr.toString()}`).toBe("0 ");
+      }
+      const modes = [dirname(dir), dir, join(dir, "default"), join(dir, "default", "web")].map((d) => (statSync(d).mode & 0o777).toString(8));
+      expect({ umask, modes }).toEqual({ umask, modes: ["755", "700", "755", "700"] });
     }
   });
 
@@ -138,6 +160,32 @@ describe("mesh ca issue", () => {
     expect(r.code).toBe(65);
     expect(r.err).toContain(join(broken, "intermediate.key"));
   });
+
+  test("an intermediate issued by another root is refused, naming intermediate.pem; `mesh ca rotate` repairs the CA", async () => {
+    const mixed = join(tmp.path, "mixed");
+    const other = join(tmp.path, "other-root");
+    expect((await mesh("ca", "init", "--out", mixed)).code).toBe(0);
+    expect((await mesh("ca", "init", "--out", other)).code).toBe(0);
+    for (const f of ["intermediate.pem", "intermediate.key"]) writeFileSync(join(mixed, f), readFileSync(join(other, f)));
+    const r = await mesh("ca", "issue", "--service", "orders", "--ca-dir", mixed);
+    expect(r.code).toBe(65);
+    expect(r.err).toContain(`${join(mixed, "intermediate.pem")}: intermediate certificate was not issued by ${join(mixed, "root.pem")}`);
+    expect(existsSync(join(mixed, "default"))).toBe(false);
+    expect((await mesh("ca", "rotate", "--ca-dir", mixed)).code).toBe(0);
+    expect((await mesh("ca", "issue", "--service", "orders", "--ca-dir", mixed)).code).toBe(0);
+    expect((await verifyIssued(join(mixed, "default", "orders"))).ok).toBe(true);
+  });
+
+  test("an intermediate of another trust domain is refused, naming the file and its trust domain", async () => {
+    const mixed = join(tmp.path, "mixed-td");
+    const partner = join(tmp.path, "partner");
+    expect((await mesh("ca", "init", "--out", mixed)).code).toBe(0);
+    expect((await mesh("ca", "init", "--trust-domain", "partner.test", "--out", partner)).code).toBe(0);
+    for (const f of ["intermediate.pem", "intermediate.key"]) writeFileSync(join(mixed, f), readFileSync(join(partner, f)));
+    const r = await mesh("ca", "bundle", "--ca-dir", mixed);
+    expect(r.code).toBe(65);
+    expect(r.err).toContain(`${join(mixed, "intermediate.pem")}: intermediate certificate is of trust domain "partner.test"`);
+  });
 });
 
 describe("mesh ca inspect", () => {
@@ -163,6 +211,17 @@ describe("mesh ca inspect", () => {
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/Kind:\s+CA certificate/);
     expect(r.out).toMatch(/Chain:\s+trusted/);
+  });
+
+  test("a bundle whose root has no SPIFFE ID, or is cut short, is refused naming the bundle file", async () => {
+    const plain = join(tmp.path, "plain-root.pem");
+    writeFileSync(plain, (await makeRoot({ uris: [] })).pem);
+    const cut = join(tmp.path, "cut-bundle.pem");
+    writeFileSync(cut, readFileSync(join(ca, "bundle.pem"), "utf8").split("\n").slice(0, 4).join("\n"));
+    for (const bundle of [plain, cut]) {
+      const r = await mesh("ca", "inspect", join(tmp.path, "orders", "chain.pem"), "--bundle", bundle);
+      expect(`${r.code} ${r.err}`).toStartWith(`65 error: ${bundle}: `);
+    }
   });
 
   test("a file that is not a certificate is named", async () => {
