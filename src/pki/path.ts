@@ -1,6 +1,7 @@
 /**
- * RFC 5280 path building and issuer checks for verifyPeerChain, and the small
- * certificate helpers both share. Not a public API: import from verify.ts.
+ * RFC 5280 path validation for verifyPeerChain and verifyCaChain: path building,
+ * validity periods and issuer checks, and the small certificate helpers they share.
+ * Not a public API: import from verify.ts or verify-ca.ts.
  */
 import { KU, OID, sameBytes, type Certificate, type Extension } from "./certificate.ts";
 import { certName } from "./san.ts";
@@ -17,12 +18,15 @@ export function fail(reason: VerifyFailure, detail: string): VerifyFailed {
   return { ok: false, reason, detail };
 }
 
-function chainLabel(i: number): string {
-  return i === 0 ? "leaf certificate" : `chain certificate #${i + 1}`;
+/** What the first certificate of a chain is called in messages: the leaf, unless a CA is judged on its own. */
+const LEAF = "leaf certificate";
+
+function chainLabel(i: number, first: string): string {
+  return i === 0 ? first : `chain certificate #${i + 1}`;
 }
 
-export function pathLabel(j: number, length: number): string {
-  if (j === 0) return "leaf certificate";
+function pathLabel(j: number, length: number, first = LEAF): string {
+  if (j === 0) return first;
   return j === length - 1 ? "trust bundle root" : `intermediate certificate #${j}`;
 }
 
@@ -41,19 +45,51 @@ export function unsupportedCritical(exts: readonly Extension[]): string | undefi
 }
 
 /**
+ * RFC 5280 §6.1 on a presented chain: a path to a root of `td` (buildPath), every
+ * certificate on it within its validity period at `now`, the root included, and every
+ * issuer allowed to issue (checkIssuers). `first` names chain[0] in messages.
+ */
+export async function validatePath(
+  chain: readonly Cert[],
+  bundle: TrustBundle,
+  td: string,
+  now: Date,
+  first = LEAF,
+): Promise<{ ok: true; path: Cert[] } | VerifyFailed> {
+  const built = await buildPath(chain, bundle, td, first);
+  if (!built.ok) return built;
+  const { path } = built;
+  for (const [j, cert] of path.entries()) {
+    const invalid = checkValidity(cert, now, `${pathLabel(j, path.length, first)} ${certName(cert)}`);
+    if (invalid) return invalid;
+  }
+  return checkIssuers(path) ?? built;
+}
+
+function checkValidity(cert: Cert, now: Date, who: string): VerifyFailed | undefined {
+  // RFC 5280 §4.1.2.5: both bounds are inclusive.
+  if (now.getTime() < cert.notBefore.getTime())
+    return fail("not_yet_valid", `${who} is not valid until ${cert.notBefore.toISOString()} (now ${now.toISOString()})`);
+  if (now.getTime() > cert.notAfter.getTime())
+    return fail("expired", `${who} expired at ${cert.notAfter.toISOString()} (now ${now.toISOString()})`);
+  return undefined;
+}
+
+/**
  * Follows the presented order: each certificate is anchored by a root of `td` that has
  * its issuer's name and verifies its signature, or else must be signed by the next one.
  * Certificates after the anchor point (often the root itself, re-sent) are ignored.
  */
-export async function buildPath(
+async function buildPath(
   chain: readonly Cert[],
   bundle: TrustBundle,
   td: string,
+  first: string,
 ): Promise<{ ok: true; path: Cert[] } | VerifyFailed> {
   const roots = bundle.roots(td);
   for (let i = 0; i < chain.length; i++) {
     const cert = chain[i]!;
-    const who = `${chainLabel(i)} ${certName(cert)}`;
+    const who = `${chainLabel(i, first)} ${certName(cert)}`;
     const named = roots.filter((r) => names(r, cert));
     for (const root of named) if (await cert.isSignedBy(root)) return { ok: true, path: [...chain.slice(0, i + 1), root] };
 
@@ -64,7 +100,7 @@ export async function buildPath(
         return fail(
           "bad_signature",
           `${who} names "${cert.issuer}" as its issuer, but its signature does not verify against the key of ` +
-            `${chainLabel(i + 1)} ${certName(next)}`,
+            `${chainLabel(i + 1, first)} ${certName(next)}`,
         );
     }
     const claimed = named.filter((r) => !otherKey(cert, r));
@@ -115,7 +151,7 @@ async function foreignAnchor(cert: Cert, bundle: TrustBundle, td: string): Promi
 }
 
 /** RFC 5280 §6.1.4 for every issuer in the path, the trust-bundle root included. */
-export function checkIssuers(path: Cert[]): VerifyFailed | undefined {
+function checkIssuers(path: Cert[]): VerifyFailed | undefined {
   for (let j = 1; j < path.length; j++) {
     const ca = path[j]!;
     const who = `${pathLabel(j, path.length)} ${certName(ca)}`;

@@ -12,7 +12,7 @@ import type { Certificate } from "./certificate.ts";
 import type { SpiffeId } from "./spiffe.ts";
 import { certName, spiffeIdOfLeaf } from "./san.ts";
 import type { TrustBundle } from "./trust-bundle.ts";
-import { buildPath, checkIssuers, fail, KU, OID, pathLabel, unsupportedCritical } from "./path.ts";
+import { fail, KU, OID, unsupportedCritical, validatePath } from "./path.ts";
 
 export { TrustBundle } from "./trust-bundle.ts";
 export { spiffeIdOfLeaf, type LeafIdResult } from "./san.ts";
@@ -119,19 +119,9 @@ export async function verifyPeerChain(
   const leafFailure = checkLeaf(leaf, opts.requiredEku);
   if (leafFailure) return leafFailure;
 
-  const built = await buildPath(chain, bundle, td);
-  if (!built.ok) return built;
-  const path = built.path;
-
-  for (const [j, cert] of path.entries()) {
-    const invalid = checkValidity(cert, now, `${pathLabel(j, path.length)} ${certName(cert)}`);
-    if (invalid) return invalid;
-  }
-
-  const issuerFailure = checkIssuers(path);
-  if (issuerFailure) return issuerFailure;
-
-  return { ok: true, id: id.id, spiffeId: id.spiffeId, leaf, path };
+  const validated = await validatePath(chain, bundle, td, now);
+  if (!validated.ok) return validated;
+  return { ok: true, id: id.id, spiffeId: id.spiffeId, leaf, path: validated.path };
 }
 
 function checkLeaf(leaf: Cert, requiredEku: VerifyOptions["requiredEku"]): VerifyFailed | undefined {
@@ -161,14 +151,5 @@ function checkLeaf(leaf: Cert, requiredEku: VerifyOptions["requiredEku"]): Verif
           (requiredEku ?? "serverAuth or clientAuth"),
       );
   }
-  return undefined;
-}
-
-function checkValidity(cert: Cert, now: Date, who: string): VerifyFailed | undefined {
-  // RFC 5280 §4.1.2.5: both bounds are inclusive.
-  if (now.getTime() < cert.notBefore.getTime())
-    return fail("not_yet_valid", `${who} is not valid until ${cert.notBefore.toISOString()} (now ${now.toISOString()})`);
-  if (now.getTime() > cert.notAfter.getTime())
-    return fail("expired", `${who} expired at ${cert.notAfter.toISOString()} (now ${now.toISOString()})`);
   return undefined;
 }

@@ -1,26 +1,36 @@
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { asCertificate, parseCertificatesAt } from "../../ca/authority.ts";
 import { caPaths } from "../../ca/layout.ts";
-import { sameBytes, type Certificate } from "../../pki/certificate.ts";
+import { readTextFile } from "../../core/files.ts";
+import { KU, OID, type Certificate } from "../../pki/certificate.ts";
+import { readCertificates } from "../../pki/load.ts";
+import { verifyCaChain } from "../../pki/verify-ca.ts";
 import { TrustBundle, verifyPeerChain, spiffeIdOfLeaf } from "../../pki/verify.ts";
 import { x509 } from "../../pki/x509.ts";
 import { str, type CommandSpec } from "../args.ts";
 import { CA_DIR_FLAG, formatRemaining } from "./shared.ts";
 
-function describeKey(cert: x509.X509Certificate): string {
-  const alg = cert.publicKey.algorithm as EcKeyAlgorithm & { modulusLength?: number };
-  return alg.namedCurve ? `${alg.name} ${alg.namedCurve}` : `${alg.name}${alg.modulusLength ? ` ${alg.modulusLength}` : ""}`;
+function describeKey(cert: Certificate): string {
+  try {
+    const alg = new x509.X509Certificate(cert.der.slice()).publicKey.algorithm as EcKeyAlgorithm & { modulusLength?: number };
+    return alg.namedCurve ? `${alg.name} ${alg.namedCurve}` : `${alg.name}${alg.modulusLength ? ` ${alg.modulusLength}` : ""}`;
+  } catch {
+    return "(an algorithm mesh does not read)";
+  }
 }
 
-function describeUsage(cert: x509.X509Certificate): string {
-  const ku = cert.getExtension(x509.KeyUsagesExtension);
-  const flags = ku ? Object.entries(x509.KeyUsageFlags).filter(([, v]) => typeof v === "number" && ku.usages & v).map(([k]) => k) : [];
-  const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
-  const names: Record<string, string> = { [x509.ExtendedKeyUsage.serverAuth]: "serverAuth", [x509.ExtendedKeyUsage.clientAuth]: "clientAuth" };
-  const ekus = eku?.usages.map((u) => names[String(u)] ?? String(u)) ?? [];
+/** From mesh's own decoding, as the verifier sees it: an unreadable extension is shown here and judged in the verdict. */
+function describeUsage(cert: Certificate): string {
+  if (cert.extensionProblem) return `(unreadable: ${cert.extensionProblem})`;
+  const ku = cert.known.keyUsage ?? 0;
+  const flags = Object.entries(KU).filter(([, bit]) => ku & bit).map(([name]) => name);
+  const ekuNames: Record<string, string> = { [OID.serverAuth]: "serverAuth", [OID.clientAuth]: "clientAuth" };
+  const ekus = (cert.known.extKeyUsage ?? []).map((oid) => ekuNames[oid] ?? oid);
   return [...flags, ...ekus].join(", ") || "(none)";
 }
+
+/** The serial as openssl prints it: without the sign byte DER adds before a high first byte. */
+const displaySerial = (cert: Certificate) => cert.serialNumber.replace(/^00(?=[89a-f])/, "");
 
 /** The bundle to judge against: --bundle, else bundle.pem beside the file, else the CA's. */
 function bundlePathFor(file: string, flag: string | undefined, caDir: string): string {
@@ -37,11 +47,10 @@ export const caInspect: CommandSpec = {
   examples: ["mesh ca inspect certs/default/orders/chain.pem"],
   async run(args, ctx) {
     const file = args.positionals[0]!;
-    const chain = parseCertificatesAt(file, "certificate file");
+    const chain = readCertificates(readTextFile(file, "certificate file"), file, "certificate file");
     const leaf = chain[0]!;
-    const verifiable = chain.map(asCertificate);
-    const isCa = verifiable[0]!.known.basicConstraints?.ca === true;
-    const id = spiffeIdOfLeaf(verifiable[0]!);
+    const isCa = leaf.known.basicConstraints?.ca === true;
+    const id = spiffeIdOfLeaf(leaf);
     const now = Date.now();
     const rows: [string, string][] = [
       ["File", `${file} (${chain.length} certificate${chain.length === 1 ? "" : "s"})`],
@@ -49,36 +58,20 @@ export const caInspect: CommandSpec = {
       ["Kind", isCa ? "CA certificate" : "workload certificate (X.509-SVID)"],
       ["Subject", leaf.subject],
       ["Issuer", leaf.issuer],
-      ["Serial", leaf.serialNumber],
+      ["Serial", displaySerial(leaf)],
       ["Not before", leaf.notBefore.toISOString()],
       ["Not after", `${leaf.notAfter.toISOString()} (${formatRemaining(leaf.notAfter.getTime() - now)}${leaf.notAfter.getTime() > now ? " left" : ""})`],
       ["Key", describeKey(leaf)],
       ["Usage", describeUsage(leaf)],
     ];
     const bundlePath = bundlePathFor(file, str(args, "bundle"), str(args, "ca-dir")!);
-    const bundle = new TrustBundle();
-    for (const root of parseCertificatesAt(bundlePath, "trust bundle")) bundle.add(asCertificate(root));
-    let verdict: string;
-    let ok: boolean;
-    if (isCa) {
-      ok = await chainsToBundle(verifiable[0]!, bundle);
-      verdict = ok ? `trusted: signed by a root in ${bundlePath}` : `NOT TRUSTED: no root in ${bundlePath} signed it`;
-    } else {
-      const result = await verifyPeerChain(verifiable, bundle);
-      ok = result.ok;
-      verdict = result.ok ? `valid against ${bundlePath}` : `INVALID (${result.reason}): ${result.detail}`;
-    }
-    rows.push(["Chain", verdict]);
+    const bundle = TrustBundle.fromPem(readTextFile(bundlePath, "trust bundle"), undefined, bundlePath);
+    // A CA is judged as a path to a root, validity periods included; a leaf also by the X509-SVID rules.
+    const result = isCa ? await verifyCaChain(chain, bundle) : await verifyPeerChain(chain, bundle);
+    const trusted = isCa ? `trusted: chains to a root in ${bundlePath}` : `valid against ${bundlePath}`;
+    rows.push(["Chain", result.ok ? trusted : `INVALID (${result.reason}): ${result.detail}`]);
     const width = Math.max(...rows.map(([k]) => k.length)) + 2;
     for (const [k, v] of rows) ctx.out(`${(k + ":").padEnd(width)}${v}`);
-    return ok ? 0 : 1;
+    return result.ok ? 0 : 1;
   },
 };
-
-async function chainsToBundle(cert: Certificate, bundle: TrustBundle): Promise<boolean> {
-  for (const root of bundle.allRoots()) {
-    if (sameBytes(root.der, cert.der)) return true;
-    if (sameBytes(root.subjectDer, cert.issuerDer) && (await cert.isSignedBy(root))) return true;
-  }
-  return false;
-}
