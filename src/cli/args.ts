@@ -111,6 +111,8 @@ export function parseArgs(spec: CommandSpec, argv: string[], path: string): Pars
       value = next;
       i++;
     }
+    // No flag takes "": an empty value (an unset shell variable, `--flag=`) would otherwise read as absent and mean the default.
+    if (value === "") throw new UsageError(`--${flag.name} has an empty value${flag.value ? `; expected ${flag.value}` : ""}`, path);
     if (flag.type === "strings") flags[flag.name] = [...((flags[flag.name] as string[] | undefined) ?? []), value];
     else if (flags[flag.name] !== undefined) throw new UsageError(`--${flag.name} given more than once`, path);
     else flags[flag.name] = value;

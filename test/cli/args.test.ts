@@ -31,6 +31,9 @@ describe("parseArgs", () => {
     [[], "--name is required"],
     [["--name", "a", "one", "two"], 'unexpected argument "two"'],
     [["--name", "a", "--force=maybe"], "--force takes no value"],
+    [["--name", ""], "--name has an empty value"],
+    [["--name="], "--name has an empty value"],
+    [["--name", "a", "-t", ""], "--tag has an empty value"],
   ])("%p is a usage error: %s", (argv, message) => {
     expect(() => parseArgs(spec, argv, "demo")).toThrow(UsageError);
     expect(() => parseArgs(spec, argv, "demo")).toThrow(message);
