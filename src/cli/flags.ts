@@ -1,4 +1,5 @@
 /** Flag values shared by commands: listen addresses, durations and counts, with the flag named on error. */
+import type { z } from "zod";
 import { parseDuration, timerProblem } from "../config/duration.ts";
 import { UsageError } from "../core/errors.ts";
 import { isLoopback } from "../core/ip-address.ts";
@@ -36,6 +37,13 @@ export function timerFlag(text: string, flag: string): number {
   const problem = timerProblem(ms);
   if (problem !== undefined) throw new UsageError(problem, flag);
   return ms;
+}
+
+/** A flag checked by the config field it stands for, so flag and file take the same values. */
+export function schemaFlag<T>(schema: z.ZodType<T>, text: string, flag: string): T {
+  const checked = schema.safeParse(text);
+  if (!checked.success) throw new UsageError(checked.error.issues[0]?.message ?? `invalid value "${text}"`, flag);
+  return checked.data;
 }
 
 /** A positive whole number of `what`, or undefined when the flag is absent. */

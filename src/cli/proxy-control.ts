@@ -15,7 +15,9 @@ import { bootstrap } from "../proxy/control/bootstrap.ts";
 import { ControlPlaneClient } from "../proxy/control/cp-client.ts";
 import type { RunningProxy } from "../proxy/proxy.ts";
 import { str, strs, type FlagSpec, type Parsed } from "./args.ts";
-import type { ControlPlaneSection } from "../config/kinds/proxy-config.ts";
+import { Host } from "../config/common.ts";
+import { CalledService, HttpsOrigin, type ControlPlaneSection } from "../config/kinds/proxy-config.ts";
+import { schemaFlag } from "./flags.ts";
 
 export const CONTROL_FLAGS: FlagSpec[] = [
   { name: "control-plane", type: "strings", value: "URL", description: "A control-plane replica's mTLS API, e.g. https://10.0.0.1:15010; repeat for each replica." },
@@ -41,22 +43,22 @@ export interface ControlPlaneSettings {
   where: (flag: string, field: string) => string;
 }
 
-function parseUrl(text: string, where: string): URL {
-  try {
-    return new URL(text);
-  } catch {
-    throw new UsageError(`expected a URL like https://10.0.0.1:15010, got "${text}"`, where);
-  }
-}
-
-/** The control-plane settings, flags first, then the file; undefined when neither names a control plane. */
+/**
+ * The control-plane settings, flags first, then the file; undefined when neither names a control plane.
+ * The flags are held to the rules of the file's fields (the file's values were checked as it loaded).
+ */
 export function controlPlaneSettings(args: Parsed, fromFile: ControlPlaneSection | undefined): ControlPlaneSettings | undefined {
-  const flagUrls = strs(args, "control-plane");
+  const flagUrls = strs(args, "control-plane").map((t) => schemaFlag(HttpsOrigin, t, "--control-plane"));
+  const bootstrapFlag = str(args, "bootstrap-url");
+  if (bootstrapFlag !== undefined) schemaFlag(HttpsOrigin, bootstrapFlag, "--bootstrap-url");
+  const advertiseFlag = str(args, "advertise");
+  if (advertiseFlag !== undefined) schemaFlag(Host, advertiseFlag, "--advertise");
+  const calls = strs(args, "calls").map((t) => schemaFlag(CalledService, t, "--calls"));
   const urlTexts = flagUrls.length ? flagUrls : fromFile?.urls ?? [];
   if (!urlTexts.length) return undefined;
   const where = (flag: string, field: string) => (args.given?.has(flag) || !fromFile ? `--${flag}` : `--config spec.controlPlane.${field}`);
-  const urls = urlTexts.map((t) => parseUrl(t, where("control-plane", "urls")));
-  const bootstrapText = str(args, "bootstrap-url") ?? fromFile?.bootstrapUrl;
+  const urls = urlTexts.map((t) => new URL(t));
+  const bootstrapText = bootstrapFlag ?? fromFile?.bootstrapUrl;
   let bootstrapUrl: string;
   if (bootstrapText) bootstrapUrl = bootstrapText;
   else {
@@ -64,13 +66,12 @@ export function controlPlaneSettings(args: Parsed, fromFile: ControlPlaneSection
     first.port = "15012";
     bootstrapUrl = first.origin;
   }
-  const calls = strs(args, "calls");
   return {
     urls,
     bootstrapUrl,
     joinTokenFile: str(args, "join-token-file") ?? fromFile?.joinTokenFile,
     trustBundle: str(args, "ca") ?? fromFile?.trustBundle,
-    advertise: str(args, "advertise") ?? fromFile?.advertise,
+    advertise: advertiseFlag ?? fromFile?.advertise,
     calls: calls.length ? calls : fromFile?.calls,
     where,
   };

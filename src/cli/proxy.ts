@@ -11,7 +11,7 @@ import { loadSavedConfig } from "../proxy/control/saved-config.ts";
 import { bool, str, type CommandContext, type CommandSpec, type Parsed } from "./args.ts";
 import { CONTROL_FLAGS, controlPlaneCerts, controlPlaneSettings, startAgent } from "./proxy-control.ts";
 import type { TcpUpstream } from "../proxy/tcp/outbound-tcp.ts";
-import { choiceFlag, countFlag, loopbackListen, parseListen, parseTcpUpstream, timerFlag } from "./flags.ts";
+import { choiceFlag, countFlag, loopbackListen, parseListen, parseTcpUpstream, schemaFlag, timerFlag } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 import { loadConfig, watchConfigFile } from "./proxy-config-file.ts";
 
@@ -19,9 +19,7 @@ const DEFAULT_MAX_BODY = 1 << 30; // 1 GiB: bodies stream, so this bounds abuse,
 
 
 function parseUpstream(text: string, where: string): URL {
-  const checked = Upstream.safeParse(text);
-  if (!checked.success) throw new UsageError(checked.error.issues[0]?.message ?? "invalid URL", where);
-  return new URL(text);
+  return new URL(schemaFlag(Upstream, text, where));
 }
 
 export const proxyCommand: CommandSpec = {
@@ -102,7 +100,10 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   if (!service) throw new UsageError("--service is required (or a ProxyConfig in --config)", ctx.path);
   const bad = nameProblem("service", service);
   if (bad) throw new UsageError(bad, "--service");
-  const namespace = str(args, "namespace") ?? pc?.namespace ?? "default";
+  const namespaceFlag = str(args, "namespace");
+  const badNamespace = namespaceFlag === undefined ? undefined : nameProblem("namespace", namespaceFlag);
+  if (badNamespace) throw new UsageError(badNamespace, "--namespace");
+  const namespace = namespaceFlag ?? pc?.namespace ?? "default";
   const zone = zoneFlag(str(args, "zone")) ?? pc?.zone;
   for (const p of [...file.authorization, ...file.rateLimits, ...file.authentication])
     if (p.metadata.namespace !== namespace)
@@ -110,7 +111,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const upstreamText = str(args, "upstream") ?? pc?.upstream;
   if (!upstreamText) throw new UsageError("--upstream is required (or ProxyConfig.upstream in --config)", ctx.path);
   const listen = (flag: string, fromFile: Listen | undefined, fallback: string, parse = parseListen) =>
-    str(args, flag) ? parse(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
+    str(args, flag) !== undefined ? parse(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
   const tracing = tracingSettings(args, pc?.tracing);
   const escapedSlashes = choiceFlag(str(args, "escaped-slashes"), ESCAPED_SLASHES, "--escaped-slashes") ?? pc?.escapedSlashes;
   const transparent = bool(args, "transparent") || pc?.transparent === true;
@@ -119,13 +120,13 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     throw new UsageError("passthrough needs --transparent (or ProxyConfig transparent: true): only redirected connections have a destination to pass through to", str(args, "unknown-destinations") ? "--unknown-destinations" : "--config");
   // Every flag is checked before certificates are read or asked for: a bootstrap spends its single-use join token.
   const drainText = str(args, "drain-timeout");
-  const drainTimeoutMs = drainText ? timerFlag(drainText, "--drain-timeout") : pc?.drainTimeout ?? 30_000;
+  const drainTimeoutMs = drainText !== undefined ? timerFlag(drainText, "--drain-timeout") : pc?.drainTimeout ?? 30_000;
   const delayText = str(args, "outbound-drain-delay");
-  const outboundDrainDelayMs = delayText ? timerFlag(delayText, "--outbound-drain-delay") : pc?.outboundDrainDelay ?? 0;
+  const outboundDrainDelayMs = delayText !== undefined ? timerFlag(delayText, "--outbound-drain-delay") : pc?.outboundDrainDelay ?? 0;
   if (outboundDrainDelayMs > drainTimeoutMs)
     throw new UsageError(`${outboundDrainDelayMs} ms is longer than the drain timeout (${drainTimeoutMs} ms), which ends every drain`, "--outbound-drain-delay");
   const idleText = str(args, "stream-idle-timeout");
-  const streamIdleTimeoutMs = idleText ? timerFlag(idleText, "--stream-idle-timeout") : pc?.streamIdleTimeout;
+  const streamIdleTimeoutMs = idleText !== undefined ? timerFlag(idleText, "--stream-idle-timeout") : pc?.streamIdleTimeout;
   const healthPath = str(args, "health-path") ?? pc?.healthPath;
   if (healthPath !== undefined && !healthPath.startsWith("/")) throw new UsageError(`expected a path like /healthz, got "${healthPath}"`, "--health-path");
   const upstream = parseUpstream(upstreamText, "--upstream");
@@ -133,7 +134,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
   const outbound = listen("outbound", pc?.outbound, "127.0.0.1:15001");
   const admin = listen("admin", pc?.admin, "127.0.0.1:15000", (text, flag) => loopbackListen(text, flag, PROXY_ADMIN_ELSEWHERE));
   const statusText = str(args, "status");
-  const status = statusText ? parseListen(statusText, "--status") : pc?.status;
+  const status = statusText !== undefined ? parseListen(statusText, "--status") : pc?.status;
   const tcpFlags = args.flags["tcp-upstream"] as string[] | undefined;
   const tcpUpstreams = tcpFlags?.length
     ? tcpFlags.map((text) => parseTcpUpstream(text, "--tcp-upstream"))

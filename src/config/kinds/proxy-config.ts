@@ -23,10 +23,11 @@ export const Upstream = z.string().superRefine((value, ctx) => {
   if (url.protocol !== "http:") return fail(`expected an http:// URL like ${UPSTREAM_EXAMPLE}, got "${value}"`);
   if (url.username || url.password) return fail("must not hold a user name or password");
   if (url.pathname !== "/" || url.search || url.hash) return fail(`expected only scheme, host and port, like ${UPSTREAM_EXAMPLE}`);
+  if (url.port === "0") return fail(`expected port 1-65535, got "${value}"`);
 });
 
-/** An https:// URL with no path, as a control-plane replica is addressed. */
-const HttpsOrigin = z.string().superRefine((value, ctx) => {
+/** An https:// URL with no path, as a control-plane replica is addressed (the --control-plane and --bootstrap-url flags too). */
+export const HttpsOrigin = z.string().superRefine((value, ctx) => {
   let url: URL;
   try {
     url = new URL(value);
@@ -34,7 +35,8 @@ const HttpsOrigin = z.string().superRefine((value, ctx) => {
     return ctx.addIssue({ code: "custom", message: `expected a URL like https://10.0.0.1:15010, got "${value}"` });
   }
   if (url.protocol !== "https:") ctx.addIssue({ code: "custom", message: `expected an https:// URL (the control plane speaks only TLS), got "${value}"` });
-  else if (url.pathname !== "/" || url.search || url.hash || url.username) ctx.addIssue({ code: "custom", message: "expected only scheme, host and port" });
+  else if (url.pathname !== "/" || url.search || url.hash || url.username || url.password) ctx.addIssue({ code: "custom", message: "expected only scheme, host and port" });
+  else if (url.port === "0") ctx.addIssue({ code: "custom", message: `expected port 1-65535, got "${value}"` });
 });
 
 /** Where a sidecar sends trace spans: an OTLP/HTTP endpoint. */
@@ -59,6 +61,13 @@ export const TracingSection = z
   })
   .describe("Trace spans for every request, in W3C Trace Context, sent to an OpenTelemetry collector.");
 
+/** A Service this sidecar calls: `name` (in any namespace, as a Host header names it) or `name.namespace` (the --calls flag too). */
+export const CalledService = z.string().superRefine((value, ctx) => {
+  const parts = value.split(".");
+  const problem = parts.length > 2 ? `"${value}": expected name or name.namespace` : parts.map((p) => nameProblem("service", p)).find((p) => p);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
 /** The `mesh proxy --control-plane …` flags, in the file. */
 export const ControlPlaneSection = z
   .strictObject({
@@ -67,7 +76,7 @@ export const ControlPlaneSection = z
     joinTokenFile: NonEmpty.optional().describe("Join token for the first certificate; not needed once the certs directory holds one."),
     trustBundle: NonEmpty.optional().describe("The trust bundle (PEM) the control plane's certificate must chain to; default: bundle.pem in the certs directory."),
     advertise: Host.optional().describe("Address other sidecars reach this one at; default: the inbound address, or 127.0.0.1 if it is a wildcard."),
-    calls: z.array(NonEmpty).min(1).optional().describe("The services this one calls (name or name.namespace); default every service."),
+    calls: z.array(CalledService).min(1).optional().describe("The services this one calls (name or name.namespace); default every service."),
   })
   .describe("Follow a control plane for certificates, endpoints and config, as the --control-plane flags do.");
 export type ControlPlaneSection = z.output<typeof ControlPlaneSection>;
@@ -83,13 +92,6 @@ export const UNKNOWN_DESTINATIONS = ["refuse", "passthrough"] as const;
 export type UnknownDestinations = (typeof UNKNOWN_DESTINATIONS)[number];
 export const UNKNOWN_DESTINATIONS_HELP =
   "With transparent: what becomes of a redirected connection bound for an address no Service has. refuse (the default): it is read as a call, and one to no known Service is answered 404 no-route; passthrough (Istio's ALLOW_ANY): unless its first request names a mesh Service by Host, it goes where it was going, as plain TCP, as if no sidecar were there.";
-
-/** A Service this sidecar calls: `name` (in any namespace, as a Host header names it) or `name.namespace`. */
-const CalledService = z.string().superRefine((value, ctx) => {
-  const parts = value.split(".");
-  const problem = parts.length > 2 ? `"${value}": expected name or name.namespace` : parts.map((p) => nameProblem("service", p)).find((p) => p);
-  if (problem) ctx.addIssue({ code: "custom", message: problem });
-});
 
 export const TcpUpstreamSpec = z
   .strictObject({
