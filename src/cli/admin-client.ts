@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MeshError, UsageError } from "../core/errors.ts";
-import { ADMIN_TOKEN_FILE } from "./control-plane.ts";
+import { ADMIN_TOKEN_FILE } from "./control-plane-settings.ts";
 import { str, type FlagSpec, type Parsed } from "./args.ts";
 
 export const ADMIN_FLAGS: FlagSpec[] = [

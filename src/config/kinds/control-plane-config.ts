@@ -10,13 +10,22 @@ export const CONTROL_PLANE_ADMIN_ELSEWHERE = "from elsewhere, the admin API is s
 export const Store = z
   .strictObject({
     type: z.enum(["embedded", "etcd"]).default("embedded").describe("Where state is kept: embedded (in dataDir) or etcd; default embedded."),
-    endpoints: z.array(NonEmpty).min(1).optional().describe("etcd endpoints, e.g. http://127.0.0.1:2379; required when type is etcd."),
+    endpoints: z.array(NonEmpty).min(1).optional().describe("etcd endpoints, e.g. https://10.0.0.1:2379; required when type is etcd."),
+    tls: z
+      .strictObject({
+        ca: NonEmpty.optional().describe("The CA (PEM file) that signed the etcd members' certificates; default: the system's."),
+        cert: NonEmpty.optional().describe("A client certificate (PEM file) for members that ask for one (etcd --client-cert-auth); with key."),
+        key: NonEmpty.optional().describe("The client certificate's key (PEM file); with cert."),
+      })
+      .optional()
+      .describe("TLS to etcd (https:// endpoints); flags --etcd-ca, --etcd-cert and --etcd-key override it."),
   })
   .superRefine((store, ctx) => {
     if (store.type === "etcd" && store.endpoints === undefined)
       ctx.addIssue({ code: "custom", path: ["endpoints"], message: "required when type is etcd" });
     if (store.type !== "etcd" && store.endpoints !== undefined)
       ctx.addIssue({ code: "custom", path: ["endpoints"], message: "only allowed when type is etcd" });
+    if (store.type !== "etcd" && store.tls !== undefined) ctx.addIssue({ code: "custom", path: ["tls"], message: "only allowed when type is etcd" });
   }, always)
   .prefault({})
   .describe("The state store.");

@@ -1,0 +1,183 @@
+/**
+ * `mesh control-plane`'s settings: every flag and config-file field, checked and read
+ * before anything is written or started, so a bad one leaves nothing behind.
+ */
+import { existsSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { DEFAULT_LEAF_TTL_MS, MAX_LEAF_TTL_MS } from "../ca/profiles.ts";
+import { CONTROL_PLANE_ADMIN_ELSEWHERE, type ControlPlaneConfig } from "../config/kinds/control-plane-config.ts";
+import { DataError, UsageError } from "../core/errors.ts";
+import { readTextFile } from "../core/files.ts";
+import { isLoopback } from "../core/ip-address.ts";
+import type { ControlPlaneOptions } from "../control-plane/server.ts";
+import { parseSpiffeId, trustDomainProblem } from "../pki/spiffe.ts";
+import type { EtcdTls } from "../store/etcd-client.ts";
+import { str, strs, type Parsed } from "./args.ts";
+import { countFlag, durationFlag, loopbackListen, parseListen, timerFlag, type Listen } from "./flags.ts";
+
+/**
+ * Sidecars renew at half life, and a renewal waits at least a second (timerDelay's floor):
+ * a shorter certificate would lapse before its renewal is due.
+ */
+const MIN_CERT_TTL_MS = 2_000;
+/** etcd grants leases in whole seconds, and sidecars heartbeat at a third of the TTL. */
+const MIN_LEASE_TTL_MS = 1_000;
+
+/** The admin token's file in the data directory, when --admin-token-file names none. */
+export const ADMIN_TOKEN_FILE = "admin-token";
+
+export type StoreSettings = { type: "embedded" } | { type: "etcd"; endpoints: string[]; where: string; tls: EtcdTls | undefined };
+
+/** Everything the flags and the config file ask for, checked before anything is written or started. */
+export interface Settings {
+  dataDir: string;
+  caDir: string;
+  /** Of a CA created here; an existing CA keeps its own. */
+  trustDomain: string;
+  store: StoreSettings;
+  policiesDir: string | undefined;
+  adminTokenFile: { path: string; where: string };
+  options: Omit<ControlPlaneOptions, "store" | "storeKind" | "ca" | "tokenKey" | "adminToken" | "policiesDir" | "log">;
+}
+
+/**
+ * A lifetime from its flag, else from the file's field, else the default; held to the same
+ * bounds wherever it came from (the file's schema knows none), and the error names that place.
+ */
+function lifetimeMs(flagText: string | undefined, flag: string, parse: (text: string, flag: string) => number, fileMs: number | undefined, field: string, fallbackMs: number, problem: (ms: number) => string | undefined): number {
+  const ms = flagText !== undefined ? parse(flagText, flag) : fileMs ?? fallbackMs;
+  const bad = problem(ms);
+  if (bad === undefined) return ms;
+  throw flagText !== undefined ? new UsageError(bad, flag) : new DataError(bad, `--config spec.${field}`);
+}
+
+function certTtlProblem(ms: number): string | undefined {
+  if (ms > MAX_LEAF_TTL_MS) return `TTL exceeds the maximum of ${MAX_LEAF_TTL_MS / 3600_000}h, the longest a workload certificate is signed for`;
+  if (ms < MIN_CERT_TTL_MS) return `TTL is below the minimum of ${MIN_CERT_TTL_MS / 1000}s: sidecars renew at half life, and no renewal comes sooner than a second`;
+  return undefined;
+}
+
+function leaseTtlProblem(ms: number): string | undefined {
+  if (ms < MIN_LEASE_TTL_MS) return `TTL is below the minimum of ${MIN_LEASE_TTL_MS / 1000}s: etcd grants leases in whole seconds, and sidecars heartbeat at a third of it`;
+  return undefined;
+}
+
+/** An etcd member's client URL: the gateway's paths are appended to it, so scheme, host and port only. */
+function etcdEndpointProblem(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return `expected a URL like http://127.0.0.1:2379, got "${text}"`;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return `expected an http:// or https:// URL, got "${text}"`;
+  if (url.username || url.password || url.pathname !== "/" || url.search || url.hash) return `expected only scheme, host and port, like http://127.0.0.1:2379, got "${text}"`;
+  if (url.port === "0") return `expected port 1-65535, got "${text}"`;
+  return undefined;
+}
+
+function storeSettings(args: Parsed, cfg: ControlPlaneConfig["spec"] | undefined): StoreSettings {
+  const type = str(args, "store") ?? cfg?.store.type ?? "embedded";
+  if (type !== "embedded" && type !== "etcd") throw new UsageError(`expected embedded or etcd, got "${type}"`, "--store");
+  const flagEndpoints = strs(args, "etcd-endpoint");
+  for (const e of flagEndpoints) {
+    const problem = etcdEndpointProblem(e);
+    if (problem) throw new UsageError(problem, "--etcd-endpoint");
+  }
+  if (type === "embedded") {
+    if (flagEndpoints.length) throw new UsageError("only used with --store etcd (or store.type etcd in --config)", "--etcd-endpoint");
+    return { type };
+  }
+  const tls = etcdTls(args, cfg);
+  if (flagEndpoints.length) return { type, endpoints: withTls(flagEndpoints, tls, "--etcd-endpoint"), where: "--etcd-endpoint", tls };
+  const endpoints = cfg?.store.endpoints ?? [];
+  if (!endpoints.length) throw new UsageError("--store etcd needs at least one --etcd-endpoint", "--store");
+  for (const [i, e] of endpoints.entries()) {
+    const problem = etcdEndpointProblem(e);
+    if (problem) throw new DataError(problem, `--config spec.store.endpoints[${i}]`);
+  }
+  return { type, endpoints: withTls(endpoints, tls, "--config spec.store.endpoints"), where: "--config spec.store.endpoints", tls };
+}
+
+/**
+ * The TLS material for etcd, read now so a missing file stops the start with the flag
+ * named: --etcd-ca, and --etcd-cert with --etcd-key (a member started with
+ * --client-cert-auth asks for them), each overriding the file's store.tls.
+ */
+function etcdTls(args: Parsed, cfg: ControlPlaneConfig["spec"] | undefined): EtcdTls | undefined {
+  const file = cfg?.store.tls;
+  const pick = (flag: string, field: "ca" | "cert" | "key") => {
+    const path = str(args, flag);
+    if (path !== undefined) return readTextFile(path, `--${flag} file`);
+    return file?.[field] === undefined ? undefined : readTextFile(file[field], `--config spec.store.tls.${field} file`);
+  };
+  const tls = { ca: pick("etcd-ca", "ca"), cert: pick("etcd-cert", "cert"), key: pick("etcd-key", "key") };
+  if ((tls.cert === undefined) !== (tls.key === undefined)) throw new UsageError("--etcd-cert and --etcd-key go together: a client certificate and its key", tls.cert === undefined ? "--etcd-cert" : "--etcd-key");
+  return tls.ca === undefined && tls.cert === undefined ? undefined : tls;
+}
+
+/** TLS material is for https:// members; given with an http:// one, it would silently not be used. */
+function withTls(endpoints: string[], tls: EtcdTls | undefined, where: string): string[] {
+  const plain = endpoints.find((e) => e.startsWith("http:"));
+  if (tls !== undefined && plain !== undefined) throw new UsageError(`${plain} is plain HTTP, but TLS to etcd was asked for (--etcd-ca, --etcd-cert): give its https:// URL`, where);
+  return endpoints;
+}
+
+/** The etcd members reached without TLS on an address off this host: anyone who can reach them can change the mesh. */
+export function plaintextRemoteEtcd(store: StoreSettings): string[] {
+  if (store.type !== "etcd") return [];
+  return store.endpoints.filter((e) => e.startsWith("http:") && !isLoopback(new URL(e).hostname.replace(/^\[|\]$/g, "")));
+}
+
+function adminIdentities(args: Parsed, cfg: ControlPlaneConfig["spec"] | undefined): string[] {
+  const fromFile = cfg?.adminIdentities ?? [];
+  fromFile.forEach((id, i) => {
+    const parsed = parseSpiffeId(id);
+    if (!parsed.ok) throw new DataError(parsed.reason, `--config spec.adminIdentities[${i}]`);
+  });
+  const fromFlags = strs(args, "admin-identity");
+  for (const id of fromFlags) {
+    const parsed = parseSpiffeId(id);
+    if (!parsed.ok) throw new UsageError(parsed.reason, "--admin-identity");
+  }
+  return [...fromFile, ...fromFlags];
+}
+
+function adminTokenFile(args: Parsed, dataDir: string): Settings["adminTokenFile"] {
+  const flag = str(args, "admin-token-file");
+  if (flag === undefined) return { path: join(dataDir, ADMIN_TOKEN_FILE), where: "--data-dir" };
+  // The data directory is created here; the flag's directory is not: it is the operator's (a mounted secret, say).
+  const dir = dirname(flag);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`no such directory ${dir} for the admin token file ${flag}`, "--admin-token-file");
+  return { path: flag, where: "--admin-token-file" };
+}
+
+export function settingsFrom(args: Parsed, cfg: ControlPlaneConfig["spec"] | undefined): Settings {
+  const listen = (flag: string, fromFile: Listen | undefined, fallback: string, parse = parseListen) =>
+    str(args, flag) !== undefined ? parse(str(args, flag)!, `--${flag}`) : fromFile ?? parseListen(fallback, `--${flag}`);
+  const trustDomainFlag = str(args, "trust-domain");
+  const badTrustDomain = trustDomainFlag === undefined ? undefined : trustDomainProblem(trustDomainFlag);
+  if (badTrustDomain) throw new UsageError(badTrustDomain, "--trust-domain");
+  const dataDir = str(args, "data-dir") ?? cfg?.dataDir ?? "./data";
+  const policiesFlag = str(args, "policies");
+  if (policiesFlag !== undefined && !existsSync(policiesFlag)) throw new UsageError(`no such directory "${policiesFlag}"`, "--policies");
+  const policiesDir = policiesFlag ?? cfg?.policiesDir ?? "policies";
+  return {
+    dataDir,
+    caDir: str(args, "ca-dir") ?? cfg?.ca.dir ?? "certs",
+    trustDomain: trustDomainFlag ?? cfg?.trustDomain ?? "mesh.local",
+    store: storeSettings(args, cfg),
+    policiesDir: existsSync(policiesDir) ? policiesDir : undefined,
+    adminTokenFile: adminTokenFile(args, dataDir),
+    options: {
+      adminIdentities: adminIdentities(args, cfg),
+      api: listen("api", cfg?.api, "0.0.0.0:15010"),
+      admin: listen("admin", cfg?.admin, "127.0.0.1:15011", (text, flag) => loopbackListen(text, flag, CONTROL_PLANE_ADMIN_ELSEWHERE)),
+      bootstrap: listen("bootstrap", cfg?.bootstrap, "0.0.0.0:15012"),
+      certTtlMs: lifetimeMs(str(args, "cert-ttl"), "--cert-ttl", durationFlag, cfg?.certTtl, "certTtl", DEFAULT_LEAF_TTL_MS, certTtlProblem),
+      leaseTtlMs: lifetimeMs(str(args, "lease-ttl"), "--lease-ttl", timerFlag, cfg?.leaseTtl, "leaseTtl", 10_000, leaseTtlProblem),
+      maxEndpointsPerService: countFlag(str(args, "max-endpoints-per-service"), "--max-endpoints-per-service", "endpoints") ?? cfg?.maxEndpointsPerService,
+      maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? cfg?.maxConnections,
+    },
+  };
+}
