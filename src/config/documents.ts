@@ -3,10 +3,15 @@
  * by Bun.YAML.parse, because Bun returns an array for both a multi-document file and a
  * single document that is a list, and because a syntax error in one document should not
  * hide the others. A JSON file holds one object or an array of them.
+ *
+ * Bun.YAML.parse keeps the last of two equal keys and says nothing: a YAML document's
+ * repeated keys come back as its issues (yaml-outline.ts finds them).
  */
+import type { Issue } from "./issues";
+import { outlineYaml } from "./yaml-outline";
 
 export type RawDocument =
-  | { readonly index: number; readonly value: unknown }
+  | { readonly index: number; readonly value: unknown; readonly issues: readonly Issue[] }
   | { readonly index: number; readonly error: string };
 
 /** Either the documents, or why the file as a whole could not be read as documents. */
@@ -34,7 +39,7 @@ function splitJson(text: string): SplitResult {
     return { ok: false, error: `invalid JSON: ${stripPrefix((err as Error).message, "JSON Parse error: ")}` };
   }
   const values = Array.isArray(value) ? value : [value];
-  return { ok: true, docs: values.map((v, index) => ({ index, value: v })) };
+  return { ok: true, docs: values.map((v, index) => ({ index, value: v, issues: [] })) };
 }
 
 function splitYaml(text: string): RawDocument[] {
@@ -45,33 +50,65 @@ function splitYaml(text: string): RawDocument[] {
   });
   // Text before the first `---` is a document only if it has content (a leading `---` is common).
   if (starts[0] !== 0 && lines.slice(0, starts[0] ?? lines.length).some((l) => !NO_CONTENT.test(l))) starts.unshift(0);
-  return starts.map((start, index) => {
+  return starts.map((start, index): RawDocument => {
     const chunk = lines.slice(start, starts[index + 1] ?? lines.length);
+    const text = chunk.join("\n");
+    let value: unknown;
     try {
-      return { index, value: Bun.YAML.parse(chunk.join("\n")) };
+      value = Bun.YAML.parse(text);
     } catch (err) {
       const reason = stripPrefix((err as Error).message, "YAML Parse error: ");
-      const line = errorLine(chunk);
-      return { index, error: `YAML syntax error${line ? ` at line ${start + line}` : ""}: ${reason}` };
+      return { index, error: `YAML syntax error${errorPlace(chunk, text, start)}: ${reason}` };
     }
+    const issues = outlineYaml(chunk).duplicates.map(({ path, key, line, firstLine }) => ({
+      path,
+      message: `duplicate key ${JSON.stringify(key)} at line ${start + line}${firstLine === line ? "" : ` (first at line ${start + firstLine})`}`,
+    }));
+    return { index, value, issues };
   });
 }
 
 /**
- * Bun's YAML errors carry no position, so find it: the error is on the line after the
- * longest prefix that parses and after which every longer prefix fails. Scanning from the
- * end keeps a multi-line flow collection (`[` ... `]`) before the error from being blamed.
+ * The characters parsed, in all, in search of one error's line: twice the largest manifest
+ * file (manifest-file.ts), so a file at the limit stalls its reader about a second at worst.
  */
-function errorLine(chunk: string[]): number | undefined {
-  for (let n = chunk.length - 1; n >= 0; n--) {
-    try {
-      Bun.YAML.parse(chunk.slice(0, n).join("\n"));
-      return n + 1;
-    } catch {
-      // Still failing: the error is at or before line n.
-    }
+const ERROR_SEARCH_BUDGET = 8 << 20;
+
+/**
+ * Bun's YAML errors carry no position, so find it: the error is on the line after the
+ * longest prefix that parses. Prefixes end only where no flow collection or quoted scalar
+ * is open (a multi-line `[` … `]` before the error is not blamed), and are bisected:
+ * about log2(lines) parses, not one per line, and no more characters than the budget
+ * (past it, the lines the error is between). Lines count in the file, where the document
+ * starts at line index `start`.
+ */
+function errorPlace(chunk: readonly string[], text: string, start: number): string {
+  const cuts = outlineYaml(chunk).cuts.filter((n) => n < chunk.length);
+  const lineEnds: number[] = [];
+  for (let i = 0, at = -1; i < chunk.length; i++) lineEnds.push((at += chunk[i]!.length + 1));
+  // Invariant: the prefix of cuts[good] lines parses (0 lines always do); the whole text fails.
+  let good = 0;
+  let bad = cuts.length;
+  let spent = 0;
+  const lineAfter = (i: number) => cuts[i]! + 1;
+  while (bad - good > 1) {
+    const mid = (good + bad) >>> 1;
+    const prefix = text.slice(0, lineEnds[cuts[mid]! - 1] ?? 0);
+    if (spent + prefix.length > ERROR_SEARCH_BUDGET) return ` between lines ${start + lineAfter(good)} and ${start + (cuts[bad] ?? chunk.length)}`;
+    spent += prefix.length;
+    if (parses(prefix)) good = mid;
+    else bad = mid;
   }
-  return undefined;
+  return ` at line ${start + lineAfter(good)}`;
+}
+
+function parses(text: string): boolean {
+  try {
+    Bun.YAML.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function stripPrefix(text: string, prefix: string): string {
