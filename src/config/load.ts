@@ -1,13 +1,14 @@
 /**
  * Loads manifests from files and directories and reports every problem at once: bad
- * paths, unreadable files, syntax errors, schema violations in every document, and
- * objects defined twice. Errors format as `file#doc path: message`.
+ * paths, unreadable, oversized or non-UTF-8 files, syntax errors, repeated keys, schema
+ * violations in every document, and objects defined twice. Errors format as
+ * `file#doc path: message`.
  */
-import { readFile } from "node:fs/promises";
 import { splitDocuments } from "./documents";
 import { check } from "./issues";
 import { getKind, Metadata, parseManifest, type Manifest } from "./manifest";
-import { errnoMessage, expandPaths } from "./walk";
+import { readManifestFile } from "./manifest-file";
+import { expandPaths } from "./walk";
 import "./kinds";
 
 export interface ManifestError {
@@ -94,9 +95,11 @@ function parseFile(text: string, file: string): FileResult {
         result.errors.push({ file, doc, path: "", message: raw.error });
         continue;
       }
+      // Issues of the text (a repeated key) and of the schema are reported together.
+      for (const issue of raw.issues) result.errors.push({ file, doc, ...issue });
       const parsed = parseManifest(raw.value);
-      if (parsed.ok) result.manifests.push({ file, doc, manifest: parsed.manifest, raw: raw.value });
-      else for (const issue of parsed.issues) result.errors.push({ file, doc, ...issue });
+      if (!parsed.ok) for (const issue of parsed.issues) result.errors.push({ file, doc, ...issue });
+      else if (raw.issues.length === 0) result.manifests.push({ file, doc, manifest: parsed.manifest, raw: raw.value });
       const id = identify(file, doc, raw.value);
       if (id) result.ids.push(id);
     }
@@ -118,14 +121,12 @@ export async function loadManifests(paths: readonly string[], opts: { allowEmpty
       errors.push({ file, path: "", message });
       continue;
     }
-    let text: string;
-    try {
-      text = await readFile(file, "utf8");
-    } catch (err) {
-      errors.push({ file, path: "", message: `cannot read file: ${errnoMessage(err)}` });
+    const read = await readManifestFile(file);
+    if (!read.ok) {
+      errors.push({ file, path: "", message: read.message });
       continue;
     }
-    const result = parseFile(text, file);
+    const result = parseFile(read.text, file);
     manifests.push(...result.manifests);
     errors.push(...result.errors);
     ids.push(...result.ids);

@@ -218,3 +218,50 @@ describe("loadManifests: errors", () => {
     expect(r.errors[0]).toEqual({ file: one, doc: 0, path: "spec.ports[0].protocol", message: "expected one of http, http2, grpc, tcp" });
   });
 });
+
+describe("loadManifests: what a file must be", () => {
+  test("a file over 4 MiB is refused for its size, naming the file, its size and the limit", async () => {
+    const file = await s.write("big.yaml", `${svc("a")}# ${"x".repeat(4 << 20)}\n`);
+    const size = Bun.file(file).size;
+    expect(lines(await loadManifests([file]))).toEqual([`${file}: too large: ${size} bytes (4.1 MiB); a manifest file may have at most 4194304 bytes (4 MiB)`]);
+  });
+
+  test("a file that is not UTF-8 is refused at its first bad byte; a UTF-16 file is named so", async () => {
+    const latin1 = s.path("latin1.yaml");
+    await Bun.write(latin1, Buffer.concat([Buffer.from("kind: Service\nmetadata: {name: Jos"), Buffer.from([0xe9]), Buffer.from("}\n")]));
+    const utf16 = s.path("utf16.yaml");
+    await Bun.write(utf16, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(svc("a"), "utf16le")]));
+    const utf16be = s.path("utf16be.yaml");
+    await Bun.write(utf16be, Buffer.from([0xfe, 0xff, 0, 0x61]));
+    expect(lines(await loadManifests([latin1, utf16, utf16be]))).toEqual([
+      `${latin1}: not valid UTF-8: byte 0xE9 at byte offset 34 (line 2)`,
+      `${utf16}: is UTF-16 (little-endian, byte order mark FF FE); save it as UTF-8`,
+      `${utf16be}: is UTF-16 (big-endian, byte order mark FE FF); save it as UTF-8`,
+    ]);
+  });
+
+  test("a repeated key is refused, naming the mapping, the key and both lines; the document's other problems still show", async () => {
+    const text = `${svc("ok")}---\n${svc("web").replace("spec:\n", "spec:\n  ports: []\n").replace("port: 80}", "port: 0, name: web}")}`;
+    const file = await s.write("dup.yaml", text);
+    const r = await loadManifests([file]);
+    expect(lines(r)).toEqual([
+      `${file}#1 spec: duplicate key "ports" at line 12 (first at line 11)`,
+      `${file}#1 spec.ports[0]: duplicate key "name" at line 12`,
+      `${file}#1 spec.ports[0].port: expected port 1-65535`,
+    ]);
+    expect(names(r)).toEqual(["dup.yaml#0 Service/ok"]);
+  });
+
+  test("a syntax error at the top of a large document is placed without re-parsing every prefix", async () => {
+    const big = `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: [unclosed\n${"# comment\n".repeat(50_000)}`;
+    const file = await s.write("big-error.yaml", big);
+    const started = performance.now();
+    expect(lines(await loadManifests([file]))).toEqual([`${file}#0: YAML syntax error at line 3: Unexpected token`]);
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
+  test("a multi-line quoted scalar or flow collection before a syntax error is not blamed for it", async () => {
+    const file = await s.write("q.yaml", 'a: "one\n  two"\nb: {x: 1,\n  y: 2}\nc: [\n  3]\nd: @oops\n');
+    expect(lines(await loadManifests([file]))).toEqual([`${file}#0: YAML syntax error at line 7: Unexpected token`]);
+  });
+});
