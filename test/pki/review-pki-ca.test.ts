@@ -11,13 +11,13 @@
  *  - The sidecar's mTLS listener (src/proxy/transport/h1-server, the in-process listener the
  *    proxy runs) with a bundle holding a second trust domain's root: a partner CA forging an
  *    identity of our trust domain. Real TLS over 127.0.0.1 only.
- *  - `dist/mesh ca init|issue|inspect|rotate` (the built binary, run as a process): file and
+ *  - `mesh ca init|issue|inspect|rotate` (from source, run as a process): file and
  *    directory modes under a umask of 000, hostile --service/--namespace/--trust-domain values,
  *    a CA directory whose intermediate belongs to another root, rotation overlap judged by
  *    openssl, leaves issued right after init against a peer whose clock lags, and `inspect` on
  *    certificates with unparseable extensions, expired CAs, non-SPIFFE bundles, long chains.
  *
- * Topology: one temp dir under /tmp holding two CAs made by `dist/mesh ca init` (example.org,
+ * Topology: one temp dir under /tmp holding two CAs made by `mesh ca init` (example.org,
  * the mesh's own; partner.test, a federated partner), a workload "web" issued by the first,
  * and openssl-made keys and certificates. One in-process H1Listener on 127.0.0.1:0 per mTLS
  * test, closed in the test (and again in afterAll); raw Bun TLS clients. No other servers.
@@ -59,7 +59,8 @@ import { listenerTlsOf, workloadCertsFromPem } from "../../src/proxy/certs.ts";
 import { H1Listener, type ListenerTls } from "../../src/proxy/transport/h1-server/listener.ts";
 import { alpnWire } from "../../src/proxy/transport/mux/frame.ts";
 
-const MESH = resolve(import.meta.dir, "../../dist/mesh");
+/** `mesh` from source, as every other test runs it: a clean checkout has no built binary, and a stale one would test old code. */
+const MESH = [process.execPath, resolve(import.meta.dir, "../../src/main.ts")];
 const tmp = mkdtempSync("/tmp/mesh-review-pki-ca-");
 const at = (...p: string[]) => join(tmp, ...p);
 const read = (...p: string[]) => readFileSync(at(...p), "utf8");
@@ -94,9 +95,9 @@ function run(cmd: string[], opts: { cwd?: string; stdin?: string } = {}): Run {
   });
   return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
 }
-const mesh = (...args: string[]) => run([MESH, ...args]);
+const mesh = (...args: string[]) => run([...MESH, ...args]);
 /** The binary under a umask of 000, as a container or a service with UMask=0000 runs it. */
-const meshUmask0 = (...args: string[]) => run(["sh", "-c", 'umask 000 && exec "$0" "$@"', MESH, ...args]);
+const meshUmask0 = (...args: string[]) => run(["sh", "-c", 'umask 000 && exec "$0" "$@"', ...MESH, ...args]);
 const openssl = (...args: string[]) => run(["openssl", ...args]);
 
 function ok(r: Run, what: string): Run {
