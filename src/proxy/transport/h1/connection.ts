@@ -241,11 +241,10 @@ export class H1Connection implements StreamHandler, HeldWrite {
 
   onData(chunk: Buffer): void {
     const ex = this.ex;
-    if (ex === undefined) {
-      // Bytes nobody asked for: whatever they are, the next response could not be trusted.
-      this.shutdown(undefined);
-      return;
-    }
+    // Bytes before any of a request went out are nobody's answer (a service writing on an
+    // idle connection), even when a request was given the connection this turn and waits
+    // to be written: whatever they are, no response on it could be trusted.
+    if (ex === undefined || !ex.wrote) return this.unsolicited(ex);
     ex.received += chunk.byteLength;
     try {
       if (ex.phase === Phase.Head) this.onHeadData(ex, chunk);
@@ -254,6 +253,21 @@ export class H1Connection implements StreamHandler, HeldWrite {
     } catch (err) {
       this.shutdown(err as Error);
     }
+  }
+
+  /**
+   * Retires the connection. A request held to the end of the turn was not sent: on a
+   * reused connection it goes, as it is, on a fresh one (once: a fresh connection is not
+   * retried again); otherwise it fails as the connection closing before an answer.
+   */
+  private unsolicited(ex: Exchange | undefined): void {
+    const held = this.held;
+    if (ex === undefined || held === undefined || this.served === 0) return this.shutdown(undefined);
+    const whole: PreparedRequest = { ...ex.req, head: held, headStart: this.heldStart, headEnd: this.heldEnd };
+    this.ex = undefined;
+    this.detach(ex);
+    this.shutdown(undefined);
+    this.owner.retryStale(whole, null, ex.sink, ex.signal);
   }
 
   private onHeadData(ex: Exchange, chunk: Buffer): void {
