@@ -12,7 +12,8 @@ function tail(kind: ResponseBodyKind, length: number, opts: { minor?: 0 | 1; end
     writeLater: () => true,
     responseDone: () => {},
     abort: () => {},
-    endsAfterResponse: () => opts.ends ?? false,
+    // As the connection does: a body only the close ends is the connection's last.
+    endsAfterResponse: (closeDelimited) => closeDelimited || (opts.ends ?? false),
     minor: opts.minor ?? 1,
   };
   return new Responder(host, opts.isHead ?? false).start(kind, length);
@@ -33,6 +34,11 @@ test("a length seen kept alive first is still closed, or kept alive for HTTP/1.0
 test("chunked for HTTP/1.1, a close-delimited body for HTTP/1.0, and no body with or without a stated length", () => {
   expect(tail("chunked", -1)).toBe("transfer-encoding: chunked\r\n\r\n");
   expect(tail("chunked", -1, { minor: 0 })).toBe("connection: close\r\n\r\n");
+  // The connection is told the body ends with it, so it ends after this response.
+  const told: boolean[] = [];
+  const host: ResponderHost = { write: () => true, writeLater: () => true, responseDone: () => {}, abort: () => {}, endsAfterResponse: (closeDelimited) => (told.push(closeDelimited), closeDelimited), minor: 0 };
+  new Responder(host, false).start("chunked", -1);
+  expect(told).toEqual([true]);
   expect(tail("none", 42, { isHead: true })).toBe("content-length: 42\r\n\r\n");
   expect(tail("none", -1)).toBe("\r\n");
 });

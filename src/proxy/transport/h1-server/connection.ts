@@ -356,9 +356,10 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
     this.active.drained();
   }
 
-  endsAfterResponse(): boolean {
-    // A body that will not be read to its end leaves nowhere to start the next request.
-    if (this.body !== null && !this.body.done && !this.body.discardable) this.closing = true;
+  endsAfterResponse(closeDelimited: boolean): boolean {
+    // A body that will not be read to its end leaves nowhere to start the next request;
+    // nor does a response body that only the close ends (an HTTP/1.0 client's chunked one).
+    if (closeDelimited || (this.body !== null && !this.body.done && !this.body.discardable)) this.closing = true;
     return this.closing;
   }
 

@@ -24,9 +24,10 @@ export interface ResponderHost {
   abort(responder: Responder): void;
   /**
    * Decided as the head goes out: the connection ends after this response (the client
-   * asked, the server is closing, or the request body cannot be read to its end).
+   * asked, the server is closing, the request body cannot be read to its end, or
+   * `closeDelimited`: the body ends with the connection, so nothing may follow it).
    */
-  endsAfterResponse(): boolean;
+  endsAfterResponse(closeDelimited: boolean): boolean;
   /** The client speaks HTTP/1.1 (it can read chunked). */
   readonly minor: 0 | 1;
 }
@@ -92,7 +93,7 @@ export class Responder {
     // An HTTP/1.0 client cannot read chunked: the body then ends with the connection.
     if (kind === "chunked" && this.host.minor === 0) kind = "close";
     this.kind = kind;
-    const closes = this.host.endsAfterResponse() || kind === "close";
+    const closes = this.host.endsAfterResponse(kind === "close");
     if (kind === "length" && length < LENGTH_TAILS_KEPT && !closes && this.host.minor === 1) return (LENGTH_TAILS[length] ??= `content-length: ${length}\r\n\r\n`);
     let tail = "";
     if (kind === "length") tail = `content-length: ${length}\r\n`;
@@ -111,7 +112,7 @@ export class Responder {
    * are then already out, and write() takes them as sent.
    */
   startWhole(): boolean {
-    if (this.headSent || this.finished || this.isHead || this.host.minor !== 1 || this.host.endsAfterResponse()) return false;
+    if (this.headSent || this.finished || this.isHead || this.host.minor !== 1 || this.host.endsAfterResponse(false)) return false;
     this.headSent = true;
     this.kind = "length";
     this.whole = true;
