@@ -59,7 +59,8 @@ export abstract class RelaySink implements ResponseSink {
     if (res.isHead || head.status === 204 || head.status === 304) kind = "none";
     else if (head.contentLength >= 0) kind = "length";
     else kind = "chunked"; // chunked or close-delimited upstream; the Responder picks close for HTTP/1.0 clients
-    const tail = res.start(kind, kind === "chunked" ? -1 : head.contentLength);
+    // A HEAD's or 304's response may state the length the body would have had; a 204 states none (RFC 9110 §8.6).
+    const tail = res.start(kind, kind === "chunked" || head.status === 204 ? -1 : head.contentLength);
     if (tail === undefined) return;
     // A body that is all here gets room after the head: both go out in one write.
     const reserve = complete && kind === "length" && !res.isHead ? head.contentLength : 0;
