@@ -115,7 +115,7 @@ export function prepareRelayed(
 ): PreparedRequest {
   const { method, fields, connectionTokens: listed } = req;
   // The lines added must be plain ASCII to be written as bytes; anything else is checked by finish().
-  if (received !== undefined && extra.bytes !== undefined && asReceived(req, skip)) {
+  if (received !== undefined && extra.bytes !== undefined && asReceived(req, skip) && !hasTab(received, req.start, req.end)) {
     // The key is only looked for when the method alone does not make the request replayable.
     const keyed = !IDEMPOTENT.has(method) && fieldValue(fields, "idempotency-key") !== undefined;
     if (extra.bytes.byteLength === 0 && tail === "") return prepared(method, received, req.start, req.end, framing, keyed);
@@ -159,6 +159,16 @@ function asReceived(req: RelayedRequestHead, skip: ReadonlySet<string>): boolean
     } else if (name !== "host" && inCgiSet(skip, name)) return false;
   }
   return true;
+}
+
+/**
+ * Whether buf[start..end) holds a tab. A field whose whitespace is a tab (`Content-Length:\t3`)
+ * means the same to this parser, but not to every server (nginx refuses it): a head with
+ * one is rebuilt, each field `name: value`, so that no parser behind reads it otherwise.
+ */
+function hasTab(buf: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (buf[i] === 9) return true;
+  return false;
 }
 
 /** buf[start..end) (a head, ending with its blank line) with `lines`, then `tail` (ASCII), inserted before the blank line. */
