@@ -9,7 +9,7 @@ export interface CaPaths {
   intermediateKey: string;
   /** The trust bundle: every root peers should trust (two during a root rotation). */
   bundle: string;
-  /** Superseded CA certificates and keys, kept for audit and rollback. */
+  /** Superseded CA certificates, kept for audit; their keys are not kept, so nothing more can be signed with them. */
   retired: string;
 }
 
