@@ -4,10 +4,10 @@
  * single document that is a list, and because a syntax error in one document should not
  * hide the others. A JSON file holds one object or an array of them.
  *
- * Bun.YAML.parse keeps the last of two equal keys and says nothing: a YAML document's
- * repeated keys come back as its issues (yaml-outline.ts finds them).
+ * Bun.YAML.parse and JSON.parse keep the last of two equal keys and say nothing: a
+ * document's repeated keys come back as its issues (yaml-outline.ts finds them).
  */
-import type { Issue } from "./issues";
+import { formatPath, type Issue } from "./issues";
 import { outlineYaml } from "./yaml-outline";
 
 export type RawDocument =
@@ -38,8 +38,19 @@ function splitJson(text: string): SplitResult {
   } catch (err) {
     return { ok: false, error: `invalid JSON: ${stripPrefix((err as Error).message, "JSON Parse error: ")}` };
   }
-  const values = Array.isArray(value) ? value : [value];
-  return { ok: true, docs: values.map((v, index) => ({ index, value: v, issues: [] })) };
+  // JSON.parse keeps the last of two equal keys, as Bun.YAML.parse does; JSON is YAML's flow style, so the same outline finds them.
+  const many = Array.isArray(value);
+  const values: unknown[] = many ? (value as unknown[]) : [value];
+  const issues = values.map((): Issue[] => []);
+  for (const d of outlineYaml(text.split("\n")).duplicates) {
+    const [doc, keys] = many ? [d.keys[0], d.keys.slice(1)] : [0, d.keys];
+    if (typeof doc === "number") issues[doc]?.push(duplicateIssue(formatPath(keys), d.key, d.line, d.firstLine, 0));
+  }
+  return { ok: true, docs: values.map((v, index) => ({ index, value: v, issues: issues[index]! })) };
+}
+
+function duplicateIssue(path: string, key: string, line: number, firstLine: number, start: number): Issue {
+  return { path, message: `duplicate key ${JSON.stringify(key)} at line ${start + line}${firstLine === line ? "" : ` (first at line ${start + firstLine})`}` };
 }
 
 function splitYaml(text: string): RawDocument[] {
@@ -60,10 +71,7 @@ function splitYaml(text: string): RawDocument[] {
       const reason = stripPrefix((err as Error).message, "YAML Parse error: ");
       return { index, error: `YAML syntax error${errorPlace(chunk, text, start)}: ${reason}` };
     }
-    const issues = outlineYaml(chunk).duplicates.map(({ path, key, line, firstLine }) => ({
-      path,
-      message: `duplicate key ${JSON.stringify(key)} at line ${start + line}${firstLine === line ? "" : ` (first at line ${start + firstLine})`}`,
-    }));
+    const issues = outlineYaml(chunk).duplicates.map(({ path, key, line, firstLine }) => duplicateIssue(path, key, line, firstLine, start));
     return { index, value, issues };
   });
 }

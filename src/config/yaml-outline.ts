@@ -15,6 +15,8 @@ import { formatPath } from "./issues";
 export interface DuplicateKey {
   /** The mapping's dotted path (`spec.ports[0]`), "" for the document itself. */
   readonly path: string;
+  /** The same path as keys and indexes. */
+  readonly keys: readonly (string | number)[];
   readonly key: string;
   /** 1-based lines of the text read: where the key is repeated, and where it first was. */
   readonly line: number;
@@ -36,10 +38,10 @@ type Path = { readonly parent: Path; readonly key: string | number } | undefined
 
 const child = (parent: Path, key: string | number): Path => ({ parent, key });
 
-function pathText(path: Path): string {
+function pathKeys(path: Path): (string | number)[] {
   const keys: (string | number)[] = [];
   for (let p = path; p !== undefined; p = p.parent) keys.push(p.key);
-  return formatPath(keys.reverse());
+  return keys.reverse();
 }
 
 /** A mapping or sequence of block style, by the column its keys or dashes are at. */
@@ -227,7 +229,10 @@ class Outliner {
     if (key === MERGE_KEY) return;
     const first = keys.get(key);
     if (first === undefined) keys.set(key, line);
-    else this.duplicates.push({ path: pathText(path), key, line: line + 1, firstLine: first + 1 });
+    else {
+      const keys = pathKeys(path);
+      this.duplicates.push({ path: formatPath(keys), keys, key, line: line + 1, firstLine: first + 1 });
+    }
   }
 }
 

@@ -252,6 +252,14 @@ describe("loadManifests: what a file must be", () => {
     expect(names(r)).toEqual(["dup.yaml#0 Service/ok"]);
   });
 
+  test("a repeated key in a JSON manifest is refused too, in a single object and in an array of them", async () => {
+    const one = await s.write("dup.json", `{"apiVersion": "mesh.dev/v1alpha1", "kind": "Service",\n "metadata": {"name": "a", "name": "b"},\n "spec": {"ports": [{"name": "http", "port": 80}]}}`);
+    const many = await s.write("dups.json", `[\n {"apiVersion": "mesh.dev/v1alpha1", "kind": "Service", "metadata": {"name": "c"}, "spec": {"ports": [{"name": "http", "port": 80}]}},\n {"apiVersion": "mesh.dev/v1alpha1", "kind": "Service", "metadata": {"name": "d"},\n  "spec": {"ports": [{"name": "http", "port": 80, "port": 81}]}}\n]`);
+    const r = await loadManifests([one, many]);
+    expect(lines(r)).toEqual([`${one}#0 metadata: duplicate key "name" at line 2`, `${many}#1 spec.ports[0]: duplicate key "port" at line 4`]);
+    expect(names(r)).toEqual(["dups.json#0 Service/c"]);
+  });
+
   test("a syntax error at the top of a large document is placed without re-parsing every prefix", async () => {
     const big = `apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: [unclosed\n${"# comment\n".repeat(50_000)}`;
     const file = await s.write("big-error.yaml", big);
