@@ -564,8 +564,9 @@ describe("flags and files at start", () => {
   beforeAll(() => mkdirSync(T("cpflags-empty"), { recursive: true }));
 
   /** Exit 64, the flag named on the first line, no stack trace. */
+  /** A flag refused before anything starts: checked in-process (a process each would cost ~0.4 s, for the same parse). */
   async function usage(args: string[], flag: string, text?: string): Promise<void> {
-    const r = await run(args, 8000);
+    const r = await mesh(...args);
     const first = errorLine(r.err);
     const got = `${r.code} ${first}`;
     expect(got).toContain(flag);
