@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { test } from "bun:test";
 import { freePorts } from "./ports.ts";
 
 export const ETCD_BIN = process.env.ETCD_BIN ?? Bun.which("etcd") ?? "/usr/bin/etcd";
@@ -16,6 +17,19 @@ export const ETCD_BIN = process.env.ETCD_BIN ?? Bun.which("etcd") ?? "/usr/bin/e
 export function etcdMissing(): string | undefined {
   if (existsSync(ETCD_BIN)) return undefined;
   return `etcd not found (looked for ${ETCD_BIN}; set ETCD_BIN or install it: apt-get install -y etcd-server — .ci/run does)`;
+}
+
+/**
+ * Whether the etcd tests of this file can run. When they cannot, a failing test says why
+ * (a missing etcd must fail CI, not skip silently), and the caller registers no others.
+ */
+export function etcdInstalled(what: string): boolean {
+  const missing = etcdMissing();
+  if (missing === undefined) return true;
+  test("etcd is installed", () => {
+    throw new Error(`${what} need a real etcd: ${missing}`);
+  });
+  return false;
 }
 
 export interface EtcdMember {

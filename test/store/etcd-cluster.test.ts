@@ -7,18 +7,13 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import pino from "pino";
 import { EtcdStore } from "../../src/store/etcd.ts";
 import type { WatchEvent } from "../../src/store/store.ts";
-import { etcdMissing, pidAlive, startEtcdCluster, type EtcdCluster } from "../helpers/etcd.ts";
+import { etcdInstalled, pidAlive, startEtcdCluster, type EtcdCluster } from "../helpers/etcd.ts";
 import { Recorder, until } from "./conformance.ts";
 
-const missing = etcdMissing();
 const WRITERS = 3;
 const WRITES_EACH = 120;
 
-if (missing) {
-  test("etcd is installed", () => {
-    throw new Error(`the etcd store tests need a real etcd: ${missing}`);
-  });
-} else {
+if (etcdInstalled("the etcd store tests")) {
   let cluster: EtcdCluster;
   beforeAll(async () => {
     cluster = await startEtcdCluster(3);

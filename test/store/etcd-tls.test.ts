@@ -9,16 +9,11 @@ import { readFileSync } from "node:fs";
 import { StoreError } from "../../src/store/errors.ts";
 import { EtcdStore } from "../../src/store/etcd.ts";
 import type { EtcdTls } from "../../src/store/etcd-client.ts";
-import { etcdMissing, startEtcdCluster, type EtcdCluster } from "../helpers/etcd.ts";
+import { etcdInstalled, startEtcdCluster, type EtcdCluster } from "../helpers/etcd.ts";
 import { storeConformance } from "./conformance.ts";
 
-const missing = etcdMissing();
 
-if (missing) {
-  test("etcd is installed", () => {
-    throw new Error(`the etcd store tests need a real etcd: ${missing}`);
-  });
-} else {
+if (etcdInstalled("the etcd store tests")) {
   let cluster: EtcdCluster;
   let tls: EtcdTls;
   beforeAll(async () => {

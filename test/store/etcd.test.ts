@@ -2,16 +2,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { StoreError } from "../../src/store/errors.ts";
 import { EtcdStore } from "../../src/store/etcd.ts";
-import { etcdMissing, pidAlive, startEtcdCluster, type EtcdCluster } from "../helpers/etcd.ts";
+import { etcdInstalled, pidAlive, startEtcdCluster, type EtcdCluster } from "../helpers/etcd.ts";
 import { Recorder, storeConformance, until } from "./conformance.ts";
 
-const missing = etcdMissing();
 
-if (missing) {
-  test("etcd is installed", () => {
-    throw new Error(`the etcd store tests need a real etcd: ${missing}`);
-  });
-} else {
+if (etcdInstalled("the etcd store tests")) {
   let cluster: EtcdCluster;
   beforeAll(async () => {
     cluster = await startEtcdCluster(1);
