@@ -153,6 +153,12 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
   /** Where the kept response goes, once chosen. */
   private target: ResponseSink | undefined;
   private settled = false;
+  /**
+   * The kept response's body is still coming: the request still counts against maxRequests
+   * and in flight at its endpoint (least-request, ewma), as an HTTP/2 stream does until it
+   * ends, so a streamed or stalled body is not a free slot.
+   */
+  private streaming = false;
 
   constructor(
     private readonly dest: Destination,
@@ -218,16 +224,17 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     this.endTry();
     const dest = this.dest;
     const endpoint = this.tried!;
-    endpoint.inflight--;
     if (dest.ewmaDecayMs !== undefined) recordLatency(endpoint, eventNow() - this.sentAt, systemClock, dest.ewmaDecayMs);
     dest.outlier.onResult(endpoint, head.status < 500);
     if (this.replayable && shouldRetry(this.settings.retryPolicy, this.attempt, { kind: "status", status: head.status }) && this.takeRetry()) {
       // Dropped: the rest of its body is never read, so its connection is not reused.
+      endpoint.inflight--;
       this.current = undefined;
       flow.abandon(undefined);
       return this.retry();
     }
-    this.settle();
+    this.settle(true);
+    this.streaming = true;
     this.target = this.outcome.respond(head.status);
     this.target.head(head, flow, complete);
   }
@@ -237,13 +244,18 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
   }
 
   onEnd(t: ResponseSink): void {
-    if (t === this.current) this.target?.end();
+    if (t !== this.current) return;
+    this.bodyOver();
+    this.target?.end();
   }
 
   onFail(t: ResponseSink, err: Error): void {
     if (t !== this.current) return;
     // After the head, the kept response's body broke: that is the target's to report.
-    if (this.target !== undefined) return this.target.fail(err);
+    if (this.target !== undefined) {
+      this.bodyOver();
+      return this.target.fail(err);
+    }
     const dest = this.dest;
     const endpoint = this.tried!;
     endpoint.inflight--;
@@ -295,13 +307,24 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     this.outcome.failed(errorParts(kind, detail, extra));
   }
 
-  /** The call's outcome is decided: its deadline and breaker slots are released, once. */
-  private settle(): void {
+  /**
+   * The call's outcome is decided: its deadline and retry slot are released, once, and its
+   * request slot too unless a response body is `responding` (bodyOver releases it then).
+   */
+  private settle(responding = false): void {
     if (this.settled) return;
     this.settled = true;
     this.clear();
-    this.dest.breaker.release("requests");
+    if (!responding) this.dest.breaker.release("requests");
     this.allowance?.release(this.dest);
+  }
+
+  /** The kept response is over, whole or broken: its endpoint and the breaker have the request off their counts. */
+  private bodyOver(): void {
+    if (!this.streaming) return;
+    this.streaming = false;
+    this.tried!.inflight--;
+    this.dest.breaker.release("requests");
   }
 }
 
