@@ -28,6 +28,7 @@ import type { UpstreamHealth } from "./upstream-health.ts";
 import { eventNow } from "../core/clock.ts";
 import type { AccessLog } from "./access-log.ts";
 import type { ActiveSpan, Tracer } from "./tracing/tracer.ts";
+import type { IdleStreams } from "./h2/idle-streams.ts";
 import { admitInbound, authenticateInbound, headersSeen, isRefusal, type InboundPolicies } from "./inbound-admission.ts";
 import { ANONYMOUS, type Authenticated } from "./authentication/authenticator.ts";
 import type { RequestHead } from "./transport/h1/request-parse.ts";
@@ -47,6 +48,8 @@ export interface InboundHandlerDeps {
   policies: () => InboundPolicies;
   /** Spans for requests; none when tracing is off. */
   tracer?: Tracer;
+  /** Response bodies that go silent for the stream idle timeout are cut. */
+  idleStreams?: IdleStreams;
 }
 
 export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
@@ -111,6 +114,7 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     // Logging and tracing are a subclass: without either the relay is the plain one.
     const peer = peerService(caller);
     const relay = log || span ? new ObservedInboundRelay(res, peer, deps, recorder, req, log, span) : new InboundRelay(res, peer, deps, recorder);
+    relay.idleStreams = deps.idleStreams;
     deps.pool.dispatch(prepared, req.body, relay, relay);
   }
 

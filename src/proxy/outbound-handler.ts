@@ -28,6 +28,7 @@ import { injectFault, type CompiledFault } from "./fault.ts";
 import { mirrorCopyH1, mirrors } from "./mirror.ts";
 import type { AccessLog } from "./access-log.ts";
 import type { ActiveSpan, Tracer } from "./tracing/tracer.ts";
+import type { IdleStreams } from "./h2/idle-streams.ts";
 
 export interface OutboundHandlerDeps {
   snapshot: () => Snapshot;
@@ -39,6 +40,8 @@ export interface OutboundHandlerDeps {
   accessLog?: AccessLog;
   /** Spans for calls; none when tracing is off. */
   tracer?: Tracer;
+  /** Response bodies that go silent for the stream idle timeout are cut. */
+  idleStreams?: IdleStreams;
 }
 
 function answer(res: Responder, e: ErrorParts): void {
@@ -86,6 +89,7 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
       if (choice?.responseHeaders !== undefined) relay.responseEdits = choice.responseHeaders;
       // A destination in the mesh is reached through its sidecar; one outside it is a service like any other.
       relay.upstreamIsProxy = dest.spiffeId !== undefined;
+      relay.idleStreams = deps.idleStreams;
       // A copy for the rule's mirror is taken now, before any of the body goes, and sent after the call.
       const mirror = choice?.mirror !== undefined && mirrors(choice.mirror) ? mirrorCopyH1(choice.mirror, req, metrics, change, span) : undefined;
       if (choice?.fault === undefined) sendCall(relay, dest, prepared, req, metrics, choice, mirror);

@@ -227,7 +227,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 30 },
     budget,
     tcp: tcp.accept,
-    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, h2: inboundH2Server, health, accessLog: opts.accessLog, policies: () => inboundPolicies, tracer }),
+    handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, h2: inboundH2Server, health, accessLog: opts.accessLog, policies: () => inboundPolicies, tracer, idleStreams }),
     events: {
       onRefused: (reason) => {
         metrics.tlsFailures.inc({ direction: "inbound", reason: reason.split(":")[0]!.slice(0, 40) });
@@ -244,7 +244,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     port: opts.outbound.port,
     limits: { maxBodyBytes: opts.maxBodyBytes, idleTimeoutS: 10 },
     budget,
-    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels, h2: outboundH2Server, accessLog: opts.accessLog, tracer }),
+    handler: outboundHandler({ snapshot: () => snapshot, metrics, tracker: outboundInflight, tunnels: outboundTunnels, h2: outboundH2Server, accessLog: opts.accessLog, tracer, idleStreams }),
     redirected: originalDestination && tcp.redirected,
     events: { onRefused: () => undefined, onOpen: () => undefined, onOverLimit: () => overLimit("outbound", budget) },
   });

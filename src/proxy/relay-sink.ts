@@ -5,6 +5,10 @@
  * after the head resets the downstream connection: the client sees an error, never a
  * clean end of a cut-short response.
  *
+ * A streamed body that carries nothing for the stream idle timeout is cut (idle-streams.ts),
+ * as HTTP/2 streams are: otherwise an upstream that stalls after its head would hold the
+ * client's connection and an upstream one for ever (the request timeout ends at the head).
+ *
  * The base of each direction's per-request relay (outbound-handler.ts, inbound-handler.ts):
  * one object per request is the response's sink, the client's watcher and the request's
  * bookkeeping, and the subclass hears how the relay ended.
@@ -16,6 +20,7 @@ import type { ResponseSink } from "./transport/h1/response-sink.ts";
 import { statusLine, type Responder, type ResponseBodyKind } from "./transport/h1-server/responder.ts";
 import { eventNow } from "../core/clock.ts";
 import type { HeaderEdits } from "./header-edits.ts";
+import type { IdleStreams, WatchedStream } from "./h2/idle-streams.ts";
 
 export abstract class RelaySink implements ResponseSink {
   /** The upstream's status, and when its head arrived (eventNow()). */
@@ -28,6 +33,9 @@ export abstract class RelaySink implements ResponseSink {
   responseEdits: HeaderEdits | undefined = undefined;
   /** The upstream is a sidecar, whose own answers (x-mesh-error) go on unedited; any other's answer headers are removed. */
   upstreamIsProxy = false;
+  /** Where a streamed body is watched for silence; undefined: never cut. */
+  idleStreams: IdleStreams | undefined = undefined;
+  private watched: WatchedStream | undefined;
 
   /** Watches `res` from the start: a client that leaves is heard here, before the head or after. */
   constructor(protected readonly res: Responder) {
@@ -68,11 +76,13 @@ export abstract class RelaySink implements ResponseSink {
     // A complete response is written before head() returns (ResponseSink): its head can be built in scratch.
     const built = edits === undefined ? relayedHead(head, fromProxy, line, tail, reserve, complete) : relayedHead(head, fromProxy, line, edits.text + tail, reserve, complete, edits.drop);
     const wrote = res.sendHead(built.bytes, built.used);
+    if (!complete && this.idleStreams !== undefined) this.watched = this.idleStreams.watch(() => flow.abandon(new Error("the response body carried nothing for the stream idle timeout")));
     // A body that is all here goes out with the head in one write; a streaming one must not hold the head back.
     if (!complete && !(wrote && res.flush())) this.waitForDrain();
   }
 
   data(buf: Uint8Array, start: number, end: number): void {
+    if (this.watched !== undefined) this.watched.lastActive = performance.now();
     if (!this.res.write(buf, start, end)) this.waitForDrain();
   }
 
@@ -107,6 +117,7 @@ export abstract class RelaySink implements ResponseSink {
   private done(ok: boolean): void {
     if (this.over) return;
     this.over = true;
+    this.idleStreams?.unwatch(this.watched);
     this.relayDone(ok);
   }
 
