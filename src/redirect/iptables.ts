@@ -66,14 +66,12 @@ function natRules(family: Family): string[] {
 
 /** Installs `plan`'s rules for `family`, replacing any earlier ones; false when it redirects nothing of this family (earlier rules removed). */
 export function applyRedirect(plan: RedirectPlan, family: Family): boolean {
-  const input = restoreInput(plan, family);
+  const input = restoreInput(plan, family, natRules(family).includes(HOOK));
   if (input === undefined) {
     removeRedirect(family);
     return false;
   }
-  const hooked = natRules(family).includes(HOOK);
-  const whole = hooked ? input : input.replace("COMMIT", `${HOOK}\nCOMMIT`);
-  const r = run(`${TOOL[family]}-restore`, ["-w", "--noflush"], whole);
+  const r = run(`${TOOL[family]}-restore`, ["-w", "--noflush"], input);
   if (!r.ok) throw new MeshError(`${TOOL[family]}-restore refused the rules: ${r.stderr || "failed"}`);
   return true;
 }

@@ -12,7 +12,9 @@
  * - what is left, to the chosen destinations and ports, is redirected.
  *
  * Written for iptables-restore with --noflush: declaring a chain flushes it, so applying
- * again replaces the rules in one transaction and leaves every other rule alone.
+ * again replaces the rules in one transaction and leaves every other rule alone. The hook
+ * is the one rule outside the two chains, so nothing flushes it: it is added only when
+ * absent, or every run would add another.
  */
 import { isIP } from "node:net";
 
@@ -52,8 +54,14 @@ export function cidrFamily(cidr: string): Family | string {
   return family as Family;
 }
 
-/** The lines for iptables-restore (family 4) or ip6tables-restore (6); undefined when the plan redirects nothing of this family. */
-export function restoreInput(plan: RedirectPlan, family: Family): string | undefined {
+/** Precedes the hook in the rules: whoever feeds them to iptables-restore by hand must know it is not replaced. */
+export const HOOK_COMMENT = `# the hook into OUTPUT: 'mesh redirect' adds it only when absent; leave it out if OUTPUT already jumps to ${OUTPUT_CHAIN}`;
+
+/**
+ * The lines for iptables-restore (family 4) or ip6tables-restore (6); undefined when the plan
+ * redirects nothing of this family. `hooked`: OUTPUT already jumps to the chains, so the hook is left out.
+ */
+export function restoreInput(plan: RedirectPlan, family: Family, hooked = false): string | undefined {
   const ofFamily = (cidrs: readonly string[]) => cidrs.filter((c) => cidrFamily(c) === family);
   const targets = plan.cidrs === undefined ? [EVERYWHERE[family]] : ofFamily(plan.cidrs);
   if (targets.length === 0) return undefined;
@@ -66,6 +74,7 @@ export function restoreInput(plan: RedirectPlan, family: Family): string | undef
   for (const ports of multiports(plan.excludePorts)) out(`-p tcp ${ports} -j RETURN`);
   const portMatches = plan.ports === undefined ? [""] : multiports(plan.ports).map((p) => ` ${p}`);
   for (const cidr of targets) for (const ports of portMatches) out(`-d ${cidr} -p tcp${ports} -j ${REDIRECT_CHAIN}`);
+  if (!hooked) lines.push(HOOK_COMMENT, HOOK);
   lines.push("COMMIT", "");
   return lines.join("\n");
 }

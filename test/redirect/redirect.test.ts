@@ -7,6 +7,7 @@
  * also carries raw TCP sent to payments' virtual address at its tcp port.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
 import { fixtureFor } from "../helpers/mesh-fixture.ts";
@@ -32,10 +33,19 @@ describe("rules", () => {
         "-A MESH_OUTPUT -d 10.0.0.10/32 -j RETURN",
         "-A MESH_OUTPUT -p tcp -m multiport --dports 22,2379 -j RETURN",
         "-A MESH_OUTPUT -d 0.0.0.0/0 -p tcp --dport 80 -j MESH_REDIRECT",
+        "# the hook into OUTPUT: 'mesh redirect' adds it only when absent; leave it out if OUTPUT already jumps to MESH_OUTPUT",
+        "-A OUTPUT -p tcp -j MESH_OUTPUT",
         "COMMIT",
         "",
       ].join("\n"),
     );
+  });
+
+  test("the hook is left out when OUTPUT already has it; --dry-run prints it, so its rules see traffic as printed", async () => {
+    const hook = "-A OUTPUT -p tcp -j MESH_OUTPUT";
+    expect(restoreInput(plan({ ports: [80] }), 4, true)).not.toContain(hook);
+    const dry = await mesh("redirect", "--proxy-uid", "1337", "--cidrs", "10.96.0.0/12,fd00::/8", "--dry-run");
+    expect(dry.out.split("\n").filter((l) => l === hook)).toHaveLength(2);
   });
 
   test("each family gets its own CIDRs; none of a family, no rules for it; more than 15 ports, several matches", () => {
@@ -126,5 +136,16 @@ describe("in a network namespace", () => {
     expect(rules).toContain("-A OUTPUT -p udp -m udp --dport 53 -j RETURN");
     expect(callPayments().stdout).toBe("");
     expect(redirect("--remove").stdout.trim()).toBe("no redirect rules were installed");
+  });
+
+  test("the --dry-run rules, fed to iptables-restore as printed, hook into OUTPUT and redirect", () => {
+    const subnet = `${payments.address.replace(/\.\d+$/, ".0")}/24`;
+    const printed = redirect("--proxy-gid", PROXY_GID, "--cidrs", subnet, "--dry-run");
+    expect(printed.status).toBe(0);
+    const restored = spawnSync("ip", ["netns", "exec", orders.ns, "iptables-restore", "--noflush"], { input: printed.stdout, encoding: "utf8" });
+    expect([restored.status, restored.stderr]).toEqual([0, ""]);
+    expect(natRules().filter((l) => l === "-A OUTPUT -p tcp -j MESH_OUTPUT")).toHaveLength(1);
+    expect(JSON.parse(callPayments().stdout)).toMatchObject({ service: "payments" });
+    expect(redirect("--remove").stdout.trim()).toBe("redirect rules removed");
   });
 });
