@@ -1,10 +1,12 @@
 /** `mesh join-token`: make, list and revoke the tokens new sidecars trade for their first certificate. */
-import { DataError, MeshError } from "../core/errors.ts";
+import { existsSync } from "node:fs";
+import { CantCreateError, DataError, MeshError, UsageError, errorMessage } from "../core/errors.ts";
 import { writeFileSet } from "../core/files.ts";
-import { ADMIN_FLAGS, adminClient } from "./admin-client.ts";
+import { ADMIN_FLAGS, adminClient, type AdminClient } from "./admin-client.ts";
 import { bool, str, type CommandSpec } from "./args.ts";
-import { countFlag } from "./flags.ts";
-import type { TokenSummary } from "../control-plane/join-token-records.ts";
+import { countFlag, durationFlag } from "./flags.ts";
+import { MAX_JOIN_TTL_MS, MAX_MULTI_USE_JOIN_TTL_MS } from "../control-plane/join-token.ts";
+import { MAX_JOIN_USES, type TokenSummary } from "../control-plane/join-token-records.ts";
 
 interface Issued {
   token: string;
@@ -15,10 +17,44 @@ interface Issued {
   error?: string;
 }
 
+// --uses and --ttl are held to the control plane's bounds here, so a value out of range is a usage error (exit 64) naming its flag.
+
+function checkedUses(text: string | undefined): number {
+  const uses = countFlag(text, "--uses", "uses") ?? 1;
+  if (uses > MAX_JOIN_USES) throw new UsageError(`at most ${MAX_JOIN_USES} uses, got ${uses}`, "--uses");
+  return uses;
+}
+
+function checkTtl(text: string, uses: number): void {
+  const ms = durationFlag(text, "--ttl");
+  const max = uses > 1 ? MAX_MULTI_USE_JOIN_TTL_MS : MAX_JOIN_TTL_MS;
+  const multiUseNote = uses > 1 ? "" : ` (${MAX_MULTI_USE_JOIN_TTL_MS / 3600_000}h with --uses above 1)`;
+  if (ms <= 0 || ms > max) throw new UsageError(`expected a lifetime above 0 and at most ${max / 3600_000}h${multiUseNote}, got "${text}"`, "--ttl");
+}
+
+/** Writes the minted token to `out`; if that fails, revokes it, so no live token is left that nobody holds. */
+async function writeTokenOrRevoke(client: AdminClient, issued: Issued, out: string, force: boolean): Promise<void> {
+  try {
+    writeFileSet([{ path: out, content: issued.token + "\n", secret: true }], { force });
+  } catch (err) {
+    const reason = err instanceof MeshError ? err.message : `cannot write ${out}: ${errorMessage(err)}`;
+    const revoked = await revokeQuietly(client, issued.id);
+    throw new CantCreateError(`${reason}; join token ${issued.id} ${revoked ? "revoked" : `NOT revoked: run 'mesh join-token revoke ${issued.id}'`}`);
+  }
+}
+
+/** Whether the control plane revoked token `id`; a failure to ask is reported by the caller, not thrown over the first error. */
+async function revokeQuietly(client: AdminClient, id: string): Promise<boolean> {
+  try {
+    return (await client.call("DELETE", `/v1/join-tokens/${encodeURIComponent(id)}`)).status === 200;
+  } catch {
+    return false;
+  }
+}
 
 const listCommand: CommandSpec = {
   name: "list",
-  summary: "List the join tokens still valid: id, identity, uses left, expiry. Never the tokens themselves.",
+  summary: "List the join tokens not yet expired, used-up ones included: id, identity, uses left, expiry. Never the tokens themselves.",
   flags: [...ADMIN_FLAGS],
   examples: ["mesh join-token list"],
   async run(args, ctx) {
@@ -67,17 +103,23 @@ export const joinTokenCommand: CommandSpec = {
   subcommands: [listCommand, revokeCommand],
   examples: ["mesh join-token --service orders --out orders.token", "mesh join-token --service orders --uses 50 --ttl 720h --out orders.token"],
   async run(args, ctx) {
-    const uses = countFlag(str(args, "uses"), "--uses", "uses") ?? 1;
-    const { status, body } = await adminClient(args).call<Issued>("POST", "/v1/join-tokens", {
+    const uses = checkedUses(str(args, "uses"));
+    const ttl = str(args, "ttl")!;
+    checkTtl(ttl, uses);
+    const out = str(args, "out");
+    const force = bool(args, "force");
+    // Refused before minting: a token made and then not written would be live with nobody holding it.
+    if (out && !force && existsSync(out)) throw new CantCreateError("already exists; pass --force to overwrite", out);
+    const client = adminClient(args);
+    const { status, body } = await client.call<Issued>("POST", "/v1/join-tokens", {
       service: str(args, "service"),
       namespace: str(args, "namespace"),
-      ttl: str(args, "ttl"),
+      ttl,
       uses,
     });
     if (status !== 200) throw new DataError(`no token (${status}): ${body.error}`);
-    const out = str(args, "out");
     // A token is a credential: written 0600, never left readable by a shell redirect's umask.
-    if (out) writeFileSet([{ path: out, content: body.token + "\n", secret: true }], { force: bool(args, "force") });
+    if (out) await writeTokenOrRevoke(client, body, out, force);
     else ctx.out(body.token);
     ctx.err(`join token ${body.id} for ${body.identity}: ${body.uses} use${body.uses === 1 ? "" : "s"}, expires ${body.expiresAt}`);
     return 0;

@@ -1,5 +1,8 @@
 /** `mesh apply`, `mesh get` and `mesh delete`: manifests in a running control plane. */
-import { formatManifestError, loadManifests } from "../config/load.ts";
+import { stat } from "node:fs/promises";
+import { resolve } from "node:path";
+import { formatManifestError, loadManifests, type LoadedManifest } from "../config/load.ts";
+import { SHARED_KINDS } from "../control-plane/manifest-store.ts";
 import { getKind, kinds } from "../config/manifest.ts";
 import { DataError, MeshError, UsageError } from "../core/errors.ts";
 import { didYouMean } from "../config/suggest.ts";
@@ -12,15 +15,41 @@ interface ApplyAnswer {
   applied: { kind: string; namespace: string; name: string; outcome: string }[];
 }
 
+/** The -f arguments that are files, resolved: what was named explicitly rather than found by walking a directory. */
+async function namedFiles(paths: readonly string[]): Promise<Set<string>> {
+  const files = new Set<string>();
+  for (const path of paths) if (await stat(path).then((s) => !s.isDirectory(), () => false)) files.add(resolve(path));
+  return files;
+}
+
+/**
+ * Splits off the per-process kinds (ProxyConfig, ControlPlaneConfig) found by walking a
+ * directory: a policies directory holds them beside the shared manifests, as
+ * 'mesh control-plane --policies' reads it. Named as a file, such a kind stays in, for the
+ * control plane to refuse with its reason.
+ */
+async function withoutLocalKindsFromDirectories(manifests: LoadedManifest[], paths: readonly string[]): Promise<{ kept: LoadedManifest[]; skipped: LoadedManifest[] }> {
+  const named = await namedFiles(paths);
+  const skip = (m: LoadedManifest) => !SHARED_KINDS.has(m.manifest.kind) && !named.has(resolve(m.file));
+  return { kept: manifests.filter((m) => !skip(m)), skipped: manifests.filter(skip) };
+}
+
 export const applyCommand: CommandSpec = {
   name: "apply",
   summary: "Validate manifests and store them in the control plane: all of them, or none.",
   flags: [{ name: "file", short: "f", type: "strings", value: "FILE|DIR", required: true, description: "A manifest file, or a directory of *.yaml, *.yml, *.json." }, ...ADMIN_FLAGS],
   examples: ["mesh apply -f policies/", "mesh apply -f payments-policy.yaml"],
   async run(args, ctx) {
-    const { manifests, errors } = await loadManifests(strs(args, "file"));
+    const paths = strs(args, "file");
+    const { manifests, errors } = await loadManifests(paths);
     if (errors.length) throw new DataError(`nothing applied:\n  ${errors.map(formatManifestError).join("\n  ")}`);
-    const documents = manifests.map((m) => ({ source: `${m.file}#${m.doc}`, manifest: m.raw }));
+    const { kept, skipped } = await withoutLocalKindsFromDirectories(manifests, paths);
+    if (skipped.length) ctx.err(skippedNote(skipped));
+    if (!kept.length) {
+      ctx.err("nothing else to apply");
+      return 0;
+    }
+    const documents = kept.map((m) => ({ source: `${m.file}#${m.doc}`, manifest: m.raw }));
     const { status, body } = await adminClient(args).call<ApplyAnswer & { error?: string }>("PUT", "/v1/manifests", { documents });
     if (status === 422) throw new DataError(`nothing applied:\n  ${body.errors.join("\n  ")}`);
     if (status !== 200) throw new MeshError(`apply failed (${status}): ${body.error ?? JSON.stringify(body)}`);
@@ -28,6 +57,12 @@ export const applyCommand: CommandSpec = {
     return 0;
   },
 };
+
+function skippedNote(skipped: LoadedManifest[]): string {
+  const kinds = [...new Set(skipped.map((m) => m.manifest.kind))].sort().join(", ");
+  const where = skipped.map((m) => `${m.file}#${m.doc}`).join(", ");
+  return `skipped ${skipped.length} manifest${skipped.length === 1 ? "" : "s"} of per-process kinds (${kinds}: ${where}); each configures one process, which reads it with --config`;
+}
 
 function kindArg(text: string | undefined): string {
   if (!text) throw new UsageError(`missing KIND; one of ${kinds().map((k) => k.kind).join(", ")}`, "mesh");
@@ -44,7 +79,7 @@ export const getCommand: CommandSpec = {
     { name: "NAME", description: "One object; default all of the kind." },
   ],
   flags: [{ name: "namespace", short: "n", type: "string", value: "NS", description: "Only this namespace (default: all)." }, ...ADMIN_FLAGS],
-  examples: ["mesh get service", "mesh get destinationpolicy payments -n shop"],
+  examples: ["mesh get service", "mesh get destinationpolicy ledger -n shop"],
   async run(args, ctx) {
     const kind = kindArg(args.positionals[0]);
     const q = new URLSearchParams({ kind });
@@ -66,7 +101,7 @@ export const deleteCommand: CommandSpec = {
     { name: "NAME", description: "The object's name.", required: true },
   ],
   flags: [{ name: "namespace", short: "n", type: "string", value: "NS", default: "default", description: "Its namespace." }, ...ADMIN_FLAGS],
-  examples: ["mesh delete destinationpolicy payments -n shop"],
+  examples: ["mesh delete destinationpolicy ledger -n shop"],
   async run(args, ctx) {
     const kind = kindArg(args.positionals[0]);
     const [name] = args.positionals.slice(1);

@@ -49,7 +49,7 @@ export const proxyCommand: CommandSpec = {
     { name: "admin", type: "string", value: "ADDR:PORT", description: "Admin listener, loopback only: /live /ready /metrics /config_dump (default 127.0.0.1:15000)." },
     { name: "status", type: "string", value: "ADDR:PORT", description: "Status listener for probes and scrapers: /live /ready /metrics only (default: none; Kubernetes: 0.0.0.0:15021)." },
     { name: "drain-timeout", type: "string", value: "DURATION", description: "How long SIGTERM waits for in-flight requests (default 30s)." },
-    { name: "stream-idle-timeout", type: "string", value: "DURATION", description: "Reset an HTTP/2 stream (a gRPC call) that carries nothing either way this long; 0s never (default 5m)." },
+    { name: "stream-idle-timeout", type: "string", value: "DURATION", description: "Reset an HTTP/2 stream (a gRPC call) that carries nothing either way this long, and cut an HTTP/1.1 response body that carries nothing this long; 0s never (default 5m)." },
     { name: "outbound-drain-delay", type: "string", value: "DURATION", description: "After SIGTERM, keep taking the service's outbound calls at least this long, within the drain timeout (default 0s: until the inbound requests are done)." },
     { name: "access-log", type: "string", value: "PATH", description: "Write one JSON line per request, inbound and outbound, to PATH (appended; opened again on SIGHUP, after log rotation), or - for stdout (default: none)." },
     { name: "trace-collector", type: "string", value: "URL", description: "Send a span per request, inbound and outbound, to this OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces (default: none)." },
@@ -64,7 +64,7 @@ export const proxyCommand: CommandSpec = {
   ],
   examples: [
     "mesh proxy --service orders --upstream http://127.0.0.1:8080 --config proxy.yaml",
-    "HTTP_PROXY=http://127.0.0.1:15001 curl http://payments/charge",
+    "curl -x http://127.0.0.1:15001 http://payments/charge",
   ],
   async run(args, ctx) {
     const sidecar = await startProxyFromArgs(args, ctx);

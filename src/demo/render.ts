@@ -75,7 +75,8 @@ export interface LookNext {
 export function lookNextLines(n: LookNext): string[] {
   const cmds: [string, string][] = [
     [`${n.mesh} check`, "control plane, CA, every proxy on the latest config"],
-    [`${n.mesh} get service`, "the Services, with the endpoints the sidecars registered"],
+    // Manifests only: the endpoints a sidecar was sent are in its /config_dump, below.
+    [`${n.mesh} get service`, "the Services the demo applied, as stored manifests"],
     [`${n.mesh} get destinationpolicy pricing`, "the retries and outlier detection callers apply to pricing"],
     ...n.sidecars.map((s): [string, string] => [`curl -s http://127.0.0.1:${s.adminPort}/metrics`, `${s.instance}'s sidecar (also /config_dump)`]),
   ];

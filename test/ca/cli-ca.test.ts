@@ -146,6 +146,13 @@ describe("mesh ca issue", () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  test.each([["721h"], ["0"], ["forever"]])("--ttl %s is a usage error (exit 64) naming --ttl, out of range or malformed alike", async (ttl) => {
+    const r = await mesh("ca", "issue", "--service", "orders", "--ttl", ttl, "--ca-dir", ca, "--out", join(tmp.path, "bad-ttl"));
+    expect(r.code).toBe(64);
+    expect(r.err).toStartWith("error: --ttl: ");
+    expect(r.err).toContain("Usage");
+  });
+
   test("a missing CA directory is named with the fix", async () => {
     const r = await mesh("ca", "issue", "--service", "orders", "--ca-dir", join(tmp.path, "nope"));
     expect(r.code).toBe(65);

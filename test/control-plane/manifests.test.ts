@@ -1,12 +1,13 @@
-/** mesh apply / get / delete against a running control plane, and the watched policies directory. */
+/** mesh apply / get / delete, join-token and check against a running control plane, and the watched policies directory. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh, tempDir } from "../helpers/cli.ts";
 import { eventually, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
 import { stopAll } from "../helpers/procs.ts";
 
 const tmp = tempDir("mesh-cp-manifests-");
+const REPO_POLICIES = join(import.meta.dir, "..", "..", "policies");
 let cp: TestControlPlane;
 let admin: string[];
 
@@ -80,6 +81,20 @@ test("local kinds are refused: they configure one process", async () => {
   expect(r.err).toContain("kind: ProxyConfig configures one process");
 });
 
+test("apply -f DIR skips the per-process kinds a policies directory holds beside the shared ones; named as a file, one is refused", async () => {
+  const dir = join(tmp.path, "apply-dir");
+  mkdirSync(dir, { recursive: true });
+  for (const name of ["control-plane.yaml", "proxy.yaml"]) copyFileSync(join(REPO_POLICIES, name), join(dir, name));
+  writeFileSync(join(dir, "services.yaml"), service("dir-web"));
+  const r = await mesh("apply", "-f", dir, ...admin);
+  expect([r.code, r.out]).toEqual([0, "Service/shop/dir-web created"]);
+  expect(r.err).toContain("skipped 2 manifests of per-process kinds (ControlPlaneConfig, ProxyConfig");
+  const named = await mesh("apply", "-f", join(dir, "control-plane.yaml"), ...admin);
+  expect(named.code).toBe(65);
+  expect(named.err).toContain("kind: ControlPlaneConfig configures one process");
+  expect((await mesh("delete", "service", "dir-web", "-n", "shop", ...admin)).code).toBe(0);
+});
+
 test("the policies directory is watched: a good change applies, a bad one keeps the last good set", async () => {
   const dir = join(tmp.path, "cp-policies");
   mkdirSync(dir, { recursive: true });
@@ -104,4 +119,51 @@ test("join-token --out writes the token 0600 and never overwrites without --forc
   expect(again.code).toBe(73);
   expect(again.err).toContain("already exists; pass --force");
   expect((await mesh("join-token", "--service", "orders", "--out", out, "--force", ...admin)).code).toBe(0);
+});
+
+/** The live join tokens granting `service` (in the default namespace), as 'mesh join-token list' shows them. */
+async function liveTokensFor(service: string): Promise<string[]> {
+  const listed = await mesh("join-token", "list", ...admin);
+  return listed.out.split("\n").filter((l) => l.includes(`/ns/default/sa/${service} `));
+}
+
+test("join-token --out: an existing file is refused before a token is made; a write that fails after revokes the token", async () => {
+  const existing = join(tmp.path, "kept.token");
+  writeFileSync(existing, "kept\n");
+  const refused = await mesh("join-token", "--service", "kept", "--out", existing, ...admin);
+  expect([refused.code, readFileSync(existing, "utf8")]).toEqual([73, "kept\n"]);
+  expect(refused.err).toContain("already exists; pass --force");
+  expect(await liveTokensFor("kept")).toEqual([]);
+
+  // Under a regular file no directory can be made: the write fails once the token exists.
+  const unwritable = join(existing, "lost.token");
+  const failed = await mesh("join-token", "--service", "lost", "--out", unwritable, ...admin);
+  expect(failed.code).toBe(73);
+  expect(failed.err).toMatch(/cannot write .*lost\.token: .*; join token [0-9a-f-]{36} revoked/);
+  expect(await liveTokensFor("lost")).toEqual([]);
+});
+
+test("join-token: a --ttl or --uses out of range is a usage error naming the flag, and no token is made", async () => {
+  for (const [flags, flag] of [
+    [["--ttl", "25h"], "--ttl"],
+    [["--ttl", "721h", "--uses", "2"], "--ttl"],
+    [["--ttl", "0"], "--ttl"],
+    [["--ttl", "soon"], "--ttl"],
+    [["--uses", "10001"], "--uses"],
+  ] as const) {
+    const r = await mesh("join-token", "--service", "ranged", ...flags, ...admin);
+    expect([r.code, r.err.split("\n")[0]]).toEqual([64, expect.stringContaining(`error: ${flag}: `)]);
+  }
+  expect(await liveTokensFor("ranged")).toEqual([]);
+  expect((await mesh("join-token", "--service", "ranged", "--ttl", "720h", "--uses", "2", ...admin)).code).toBe(0);
+});
+
+test("check with a refused admin token says to fix the token, not to start the control plane", async () => {
+  const wrong = join(tmp.path, "wrong.token");
+  writeFileSync(wrong, "x".repeat(cp.adminToken.length));
+  const r = await mesh("check", "--admin-url", `http://127.0.0.1:${cp.ports.admin}`, "--admin-token-file", wrong);
+  expect(r.code).toBe(1);
+  expect(r.out).toContain("FAIL  control plane: the control plane refused the admin token");
+  expect(r.out).toContain("fix: pass the token 'mesh control-plane' wrote: --admin-token-file <data-dir>/admin-token");
+  expect(r.out).not.toContain("start it with 'mesh control-plane'");
 });

@@ -9,6 +9,7 @@ import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { parseMetrics, sum } from "../../src/demo/prometheus.ts";
+import { lookNextLines } from "../../src/demo/render.ts";
 import { pidAlive } from "../helpers/procs.ts";
 
 const MAIN = join(import.meta.dir, "..", "..", "src", "main.ts");
@@ -90,6 +91,13 @@ function expectCleanedUp(d: Demo): void {
   const dir = d.events.find((e) => e.event === "starting")!.tempDir as string;
   expect(existsSync(dir)).toBe(false);
 }
+
+test("the hint for 'mesh get service' promises the stored manifests it shows, not endpoints", () => {
+  const lines = lookNextLines({ mesh: "mesh", adminUrl: "http://127.0.0.1:1", adminTokenFile: "/t/admin-token", tempDir: "/t", sidecars: [{ instance: "frontend", adminPort: 2 }] });
+  const getService = lines.find((l) => l.includes("mesh get service"))!;
+  expect(getService).toContain("stored manifests");
+  expect(getService).not.toContain("endpoints");
+});
 
 test("a bounded run: traffic through every sidecar over mTLS, retries and an ejection, then nothing left", async () => {
   const d = startDemo("--duration", "12s");

@@ -1,6 +1,7 @@
 /** Flags and checks the `mesh ca` commands share. */
 import { DataError, UsageError } from "../../core/errors.ts";
-import { parseDuration } from "../../config/duration.ts";
+import { MAX_LEAF_TTL_MS } from "../../ca/profiles.ts";
+import { durationFlag } from "../flags.ts";
 import { nameProblem, trustDomainProblem } from "../../pki/spiffe.ts";
 import { str, strs, type FlagSpec, type Parsed } from "../args.ts";
 
@@ -38,13 +39,14 @@ export function identityFrom(args: Parsed): Identity {
   if (badNs) throw new UsageError(badNs, "--namespace");
   const dnsNames = strs(args, "dns");
   for (const d of dnsNames) if (!DNS_NAME.test(d)) throw new UsageError(`"${d}" is not a lowercase DNS name`, "--dns");
-  let ttlMs: number;
-  try {
-    ttlMs = parseDuration(str(args, "ttl")!);
-  } catch (err) {
-    throw new UsageError((err as Error).message, "--ttl");
-  }
-  return { service, namespace, dnsNames, ttlMs };
+  return { service, namespace, dnsNames, ttlMs: leafTtlFlag(str(args, "ttl")!) };
+}
+
+/** --ttl within the bounds issueLeaf holds every certificate to, checked here so a value out of range is a usage error. */
+function leafTtlFlag(text: string): number {
+  const ms = durationFlag(text, "--ttl");
+  if (ms <= 0 || ms > MAX_LEAF_TTL_MS) throw new UsageError(`expected a lifetime above 0 and at most ${MAX_LEAF_TTL_MS / 3600_000}h, got "${text}"`, "--ttl");
+  return ms;
 }
 
 export function checkTrustDomain(td: string): string {

@@ -114,7 +114,7 @@ export const Retries = z
 
 export const CircuitBreakerSpec = z
   .strictObject({
-    maxConnections: Count.default(1024).describe("Most open connections to the service; default 1024."),
+    maxConnections: Count.default(1024).describe("Most open connections: HTTP, to each endpoint of the service; TCP and WebSocket, to the service; default 1024."),
     maxPendingRequests: Count.default(1024).describe("Most requests waiting for a connection; default 1024."),
     maxRequests: Count.default(1024).describe("Most requests in flight to the service; default 1024."),
     maxRetries: Count.default(1024).describe("Most retries in flight to the service, beside the retry budget; default 1024."),

@@ -139,7 +139,7 @@ export const ProxyConfigSpec = z
     tracing: TracingSection.optional().describe("Spans for every request, sent to an OpenTelemetry collector (the --trace flags, which win); none unless set."),
     logLevel: z.enum(LOG_LEVELS).default("info").describe("Least severe level logged: trace, debug, info, warn, error or fatal; default info."),
     drainTimeout: TimerDuration.prefault("30s").describe('How long to let open requests finish on shutdown; default "30s".'),
-    streamIdleTimeout: TimerDuration.prefault("5m").describe('How long an HTTP/2 stream (a gRPC call) may carry nothing either way before it is reset, as Envoy\'s stream_idle_timeout; "0s" never; default "5m".'),
+    streamIdleTimeout: TimerDuration.prefault("5m").describe('How long an HTTP/2 stream (a gRPC call) may carry nothing either way before it is reset, and an HTTP/1.1 response body nothing before it is cut, as Envoy\'s stream_idle_timeout; "0s" never; default "5m".'),
     outboundDrainDelay: TimerDuration.prefault("0s").describe('How long after SIGTERM the outbound listener keeps taking the service\'s new calls at least, for a service that calls out while it shuts down; within drainTimeout; default "0s" (it closes once the inbound requests have finished).'),
     controlPlane: ControlPlaneSection.optional().describe("Follow a control plane for certificates, endpoints and config (the --control-plane flags, which win); none unless set."),
     healthPath: z
