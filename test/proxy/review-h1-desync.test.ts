@@ -495,29 +495,38 @@ describe("a misbehaving service cannot hand one caller's bytes to another (order
     expect(b.text.endsWith("for /b-idle")).toBe(true);
   });
 
-  test("poison read in the same event-loop turn as another caller's request is nobody's response: the connection is dropped and the untouched request goes on a fresh one", async () => {
-    // billing's app holds a kept-alive connection, and billing a mux session to payments.
+  type App = Awaited<ReturnType<typeof appConnection>>;
+
+  /**
+   * billing's app, kept alive and warmed (billing holds a mux session to payments), after
+   * orders' call has left its pooled service connection idle, the most recent one (LIFO).
+   * Then payments' sidecar is paused (as a GC pause or a busy turn would) while `steps`
+   * happen 150 ms apart, so all they caused is read in the one turn after it resumes.
+   */
+  async function pausedRace(warm: string, steps: ((app: App) => void)[]): Promise<App> {
     const app = await appConnection(billing.outbound);
+    app.write(`GET ${warm} HTTP/1.1\r\n${H_PAY}\r\n`);
+    expect(await eventually(() => app.text().endsWith(`for ${warm}`), 3000)).toBe(true);
+    app.reset();
+    const a = await viaOutbound(orders.outbound, `GET /secret-a HTTP/1.1\r\n${H_PAY}Connection: close\r\n\r\n`);
+    expect(a.text.endsWith("secret-of-A")).toBe(true);
+    await Bun.sleep(50);
+    process.kill(payments.pid, "SIGSTOP");
     try {
-      app.write(`GET /warm HTTP/1.1\r\n${H_PAY}\r\n`);
-      expect(await eventually(() => app.text().endsWith("for /warm"), 3000)).toBe(true);
-      app.reset();
-      // orders' call leaves its pooled service connection idle, the most recent one (LIFO).
-      const a = await viaOutbound(orders.outbound, `GET /secret-a HTTP/1.1\r\n${H_PAY}Connection: close\r\n\r\n`);
-      expect(a.text.endsWith("secret-of-A")).toBe(true);
-      await Bun.sleep(50);
-      // payments' sidecar is paused (as a GC pause or a busy turn would): billing's request
-      // arrives first, then the service's stray bytes on the idle connection; both are read
-      // in the one turn after it resumes.
-      process.kill(payments.pid, "SIGSTOP");
-      try {
-        app.write(`GET /b-race HTTP/1.1\r\n${H_PAY}\r\n`);
+      for (const step of steps) {
+        step(app);
         await Bun.sleep(150);
-        svc.lastA!.write(POISON);
-        await Bun.sleep(150);
-      } finally {
-        process.kill(payments.pid, "SIGCONT");
       }
+    } finally {
+      process.kill(payments.pid, "SIGCONT");
+    }
+    return app;
+  }
+
+  test("poison read in the same event-loop turn as another caller's request is nobody's response: the connection is dropped and the untouched request goes on a fresh one", async () => {
+    // billing's request arrives first, then the service's stray bytes on the idle connection.
+    const app = await pausedRace("/warm", [(app) => app.write(`GET /b-race HTTP/1.1\r\n${H_PAY}\r\n`), () => svc.lastA!.write(POISON)]);
+    try {
       await eventually(() => app.text().includes("\r\n\r\n") && /for \/b-race|poison/.test(app.text()), 3000);
       await Bun.sleep(100);
       // Correct: the response to billing's call is the service's answer to /b-race.
@@ -530,23 +539,8 @@ describe("a misbehaving service cannot hand one caller's bytes to another (order
   });
 
   test("the same stray bytes read in the turn BEFORE billing's request: the idle connection is dropped and billing is served by the service", async () => {
-    const app = await appConnection(billing.outbound);
+    const app = await pausedRace("/warm2", [() => svc.lastA!.write(POISON), (app) => app.write(`GET /b-after-poison HTTP/1.1\r\n${H_PAY}\r\n`)]);
     try {
-      app.write(`GET /warm2 HTTP/1.1\r\n${H_PAY}\r\n`);
-      expect(await eventually(() => app.text().endsWith("for /warm2"), 3000)).toBe(true);
-      app.reset();
-      const a = await viaOutbound(orders.outbound, `GET /secret-a HTTP/1.1\r\n${H_PAY}Connection: close\r\n\r\n`);
-      expect(a.text.endsWith("secret-of-A")).toBe(true);
-      await Bun.sleep(50);
-      process.kill(payments.pid, "SIGSTOP");
-      try {
-        svc.lastA!.write(POISON);
-        await Bun.sleep(150);
-        app.write(`GET /b-after-poison HTTP/1.1\r\n${H_PAY}\r\n`);
-        await Bun.sleep(150);
-      } finally {
-        process.kill(payments.pid, "SIGCONT");
-      }
       expect(await eventually(() => app.text().endsWith("for /b-after-poison") || app.text().includes(POISON_BODY), 3000)).toBe(true);
       expect(app.text()).not.toContain(POISON_BODY);
     } finally {
