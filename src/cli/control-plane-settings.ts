@@ -34,6 +34,8 @@ export interface Settings {
   caDir: string;
   /** Of a CA created here; an existing CA keeps its own. */
   trustDomain: string;
+  /** --trust-domain, when given: an existing CA of another domain is then refused, not silently kept. */
+  trustDomainFlag: string | undefined;
   store: StoreSettings;
   policiesDir: string | undefined;
   adminTokenFile: { path: string; where: string };
@@ -166,6 +168,7 @@ export function settingsFrom(args: Parsed, cfg: ControlPlaneConfig["spec"] | und
     dataDir,
     caDir: str(args, "ca-dir") ?? cfg?.ca.dir ?? "certs",
     trustDomain: trustDomainFlag ?? cfg?.trustDomain ?? "mesh.local",
+    trustDomainFlag,
     store: storeSettings(args, cfg),
     policiesDir: existsSync(policiesDir) ? policiesDir : undefined,
     adminTokenFile: adminTokenFile(args, dataDir),

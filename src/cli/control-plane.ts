@@ -7,7 +7,7 @@ import { createCaFiles } from "../ca/create.ts";
 import { caPaths } from "../ca/layout.ts";
 import type { ControlPlaneConfig } from "../config/kinds/control-plane-config.ts";
 import { formatManifestError, loadManifests } from "../config/load.ts";
-import { DataError, errorMessage, MeshError } from "../core/errors.ts";
+import { DataError, errorMessage, MeshError, UsageError } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
 import { loadOrCreateTokenKey } from "../control-plane/token-key.ts";
 import { startControlPlane } from "../control-plane/server.ts";
@@ -74,7 +74,7 @@ export const controlPlaneCommand: CommandSpec = {
     { name: "bootstrap", type: "string", value: "ADDR:PORT", description: "Listener for first certificates (default 0.0.0.0:15012)." },
     { name: "data-dir", type: "string", value: "DIR", description: "State directory: embedded store, admin token (default ./data)." },
     { name: "ca-dir", type: "string", value: "DIR", description: "CA from 'mesh ca init'; created if absent (default certs)." },
-    { name: "trust-domain", type: "string", value: "TD", description: "Trust domain of a CA created here (default mesh.local)." },
+    { name: "trust-domain", type: "string", value: "TD", description: "Trust domain of a CA created here (default mesh.local); given with an existing CA, it must be the CA's." },
     { name: "store", type: "string", value: "TYPE", description: "embedded (default) or etcd." },
     { name: "etcd-endpoint", type: "strings", value: "URL", description: "An etcd member, e.g. https://10.0.0.1:2379; repeat for each." },
     { name: "etcd-ca", type: "string", value: "FILE", description: "The CA (PEM) that signed the etcd members' certificates (https:// endpoints; default: the system's)." },
@@ -98,13 +98,15 @@ export const controlPlaneCommand: CommandSpec = {
     const exposed = plaintextRemoteEtcd(settings.store);
     if (exposed.length > 0)
       ctx.log.warn({ endpoints: exposed }, "etcd reached without TLS off this host: anyone who can reach it can change the mesh's policies and registrations; serve it over TLS with --client-cert-auth and give --etcd-ca, --etcd-cert and --etcd-key");
-    mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
     const { caDir } = settings;
-    if (!existsSync(caPaths(caDir).intermediateCert)) {
-      await createCaFiles(caDir, settings.trustDomain);
-      ctx.log.warn({ caDir, trustDomain: settings.trustDomain }, "no CA found; created a new one");
-    }
+    const made = !existsSync(caPaths(caDir).intermediateCert);
+    if (made) await createCaFiles(caDir, settings.trustDomain);
     const ca = await loadCa(caDir);
+    // Checked before the data directory is made: a CA keeps the trust domain it was made with.
+    if (settings.trustDomainFlag !== undefined && settings.trustDomainFlag !== ca.trustDomain)
+      throw new UsageError(`the CA in ${caDir} is of trust domain "${ca.trustDomain}", not "${settings.trustDomainFlag}"; a CA keeps its trust domain (give another --ca-dir for a new one)`, "--trust-domain");
+    if (made) ctx.log.warn({ caDir, trustDomain: settings.trustDomain }, "no CA found; created a new one");
+    mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
     const tokenKey = await loadOrCreateTokenKey(caDir);
     const token = adminToken(settings.adminTokenFile.path, settings.adminTokenFile.where);
     const store = await openStore(settings.store, settings.dataDir, ctx.log);

@@ -80,3 +80,13 @@ test("an etcd no member of which answers ends the start, in bounded time, naming
   // The client's retries (15 s: an election takes seconds), then the answer; never a silent hang.
   expect(performance.now() - started).toBeLessThan(25_000);
 }, 30_000);
+
+test("--trust-domain that is not the existing CA's is refused, naming both, before the data directory is made", async () => {
+  const ca = join(tmp.path, "existing-ca");
+  expect((await mesh("ca", "init", "--trust-domain", "a.test", "--out", ca)).code).toBe(0);
+  const data = join(tmp.path, "td-data");
+  const r = await mesh("control-plane", "--data-dir", data, "--ca-dir", ca, "--trust-domain", "b.test", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0");
+  expect(r.code).toBe(64);
+  expect(r.err).toContain(`--trust-domain: the CA in ${ca} is of trust domain "a.test", not "b.test"`);
+  expect(existsSync(data)).toBe(false);
+});
