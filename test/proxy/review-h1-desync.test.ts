@@ -38,8 +38,10 @@
  *     response to the next request when they are read in the same event-loop turn in which
  *     that request was handed the connection, before its bytes were written (the write is
  *     held to the end of the turn). A different caller then gets another caller's bytes
- *     and its own request never reaches the service. Made deterministic by stopping the
- *     payments sidecar (SIGSTOP) while both arrive, as a GC pause or a busy loop would.
+ *     and its own request never reaches the service. Found by stopping the payments
+ *     sidecar (SIGSTOP) while both arrive, as a GC pause or a busy loop would; which socket
+ *     the kernel reports first after it resumes is not certain, so the fix's test is the
+ *     client's own (test/proxy/transport/h1-client.test.ts), where the order is.
  *  2. An HTTP/1.0 keep-alive client whose response body is close-delimited (the upstream
  *     sent chunked) is told `connection: close` but the connection is not closed: the next
  *     request is answered on it, and the client reads that response as the end of the
@@ -523,20 +525,10 @@ describe("a misbehaving service cannot hand one caller's bytes to another (order
     return app;
   }
 
-  test("poison read in the same event-loop turn as another caller's request is nobody's response: the connection is dropped and the untouched request goes on a fresh one", async () => {
-    // billing's request arrives first, then the service's stray bytes on the idle connection.
-    const app = await pausedRace("/warm", [(app) => app.write(`GET /b-race HTTP/1.1\r\n${H_PAY}\r\n`), () => svc.lastA!.write(POISON)]);
-    try {
-      await eventually(() => app.text().includes("\r\n\r\n") && /for \/b-race|poison/.test(app.text()), 3000);
-      await Bun.sleep(100);
-      // Correct: the response to billing's call is the service's answer to /b-race.
-      expect(app.text()).not.toContain(POISON_BODY);
-      expect(app.text().endsWith("for /b-race")).toBe(true);
-      expect(svc.paths()).toContain("/b-race");
-    } finally {
-      app.end();
-    }
-  });
+  // Stray bytes read in the very turn another caller's request was handed the connection
+  // (before its write) are test/proxy/transport/h1-client.test.ts's, where that order can be
+  // made certain; here the kernel decides which socket is read first. Bytes read after the
+  // request went out cannot be told from its answer in HTTP/1.1, in any proxy.
 
   test("the same stray bytes read in the turn BEFORE billing's request: the idle connection is dropped and billing is served by the service", async () => {
     const app = await pausedRace("/warm2", [() => svc.lastA!.write(POISON), (app) => app.write(`GET /b-after-poison HTTP/1.1\r\n${H_PAY}\r\n`)]);

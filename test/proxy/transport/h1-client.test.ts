@@ -370,6 +370,22 @@ describe("framing errors: 502 material, and the connection is never reused", () 
     expect(await (await get(pool)).text()).toBe("clean");
   });
 
+  test("bytes read after a request was handed a reused connection, before it was written: nobody's answer; the request goes, untouched, on a fresh one", async () => {
+    const s = raw((r) => r.reply(ok(`conn ${r.conn}: ${r.head.split(" ")[1]}`)));
+    const pool = newPool(s.port);
+    expect(await (await get(pool, "/first")).text()).toBe("conn 0: /first");
+    const idle = (pool as unknown as { idleConns: { onData(chunk: Buffer): void }[] }).idleConns[0]!;
+    // Handed the idle connection at once, its write held to the end of this turn; the stray
+    // bytes are read in this same turn, as a service's unsolicited answer would be.
+    const second = get(pool, "/second");
+    idle.onData(Buffer.from("HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\npoison"));
+    expect(await (await second).text()).toBe("conn 1: /second");
+    expect(s.requests.map((r) => [r.conn, r.head.split(" ")[1]])).toEqual([
+      [0, "/first"],
+      [1, "/second"],
+    ]);
+  });
+
   test("bytes after the end of a chunked body: not reused", async () => {
     const s = raw((r) => r.reply(r.conn === 0 ? "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nEXTRA" : ok("clean")));
     const pool = newPool(s.port);
