@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { workloadPaths } from "../ca/layout.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { readTextFile } from "../core/files.ts";
-import { readCertificates, trustDomainOfCa } from "../pki/load.ts";
+import { TrustBundle } from "../pki/trust-bundle.ts";
 import type { Logger } from "../core/log.ts";
 import { loadWorkloadCerts, type WorkloadCerts } from "../proxy/certs.ts";
 import { ControlPlaneAgent } from "../proxy/control/agent.ts";
@@ -132,7 +132,7 @@ export function startAgent(cp: ControlPlaneSettings, proxy: RunningProxy, ctx: {
  * domain, and which one is ours is not for the file's order to say.
  */
 function controlPlaneDomain(bundlePem: string, bundleFile: string): string {
-  const domains = new Set(readCertificates(bundlePem, bundleFile, "trust bundle").map((root) => trustDomainOfCa(root, bundleFile)));
-  if (domains.size !== 1) throw new DataError(`holds roots of ${domains.size} trust domains (${[...domains].sort().join(", ")}); a first certificate needs the control plane's own bundle, one trust domain's roots`, bundleFile);
-  return [...domains][0]!;
+  const domains = TrustBundle.fromPem(bundlePem, undefined, bundleFile).trustDomains();
+  if (domains.length !== 1) throw new DataError(`holds roots of ${domains.length} trust domains (${domains.join(", ")}); a first certificate needs the control plane's own bundle, one trust domain's roots`, bundleFile);
+  return domains[0]!;
 }
