@@ -389,8 +389,10 @@ describe("3. config fetch and acknowledgement", () => {
       const same = await flood(false);
       const distinct = await flood(true);
       await stillServing();
-      // A bounded cache (or refusing a `calls` that names no Service) keeps the two alike; ~35 MB of cache keys alone here.
-      expect({ same, distinct, bounded: distinct - same < 15 }).toEqual({ same, distinct, bounded: true });
+      // A bounded cache (or refusing a `calls` that names no Service) keeps the two alike; ~35 MB of cache keys alone
+      // here (+45 MB when unbounded). A baseline that shrank (a collection gave pages back: -8 MB in one CI run)
+      // counts as no growth, not as room the distinct flood must stay under.
+      expect({ same, distinct, bounded: distinct - Math.max(same, 0) < 20 }).toEqual({ same, distinct, bounded: true });
     },
     60_000,
   );
