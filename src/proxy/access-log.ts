@@ -24,6 +24,7 @@ import { closeSync, openSync } from "node:fs";
 import { open as openAsync } from "node:fs/promises";
 import type { FileSink } from "bun";
 import { DataError } from "../core/errors.ts";
+import type { ReplyCause } from "./errors.ts";
 import { fieldValue, type RequestHead } from "./transport/h1/request-parse.ts";
 
 /** What a line records of its request. */
@@ -81,9 +82,10 @@ export class AccessLog {
    * `peer`: the caller's SPIFFE ID inbound, the destination service outbound ("" when the
    * proxy answered before choosing one). `durationMs` is to the response head (for what
    * the proxy answered itself, to its answer); for a WebSocket, the session's length.
-   * `grpcStatus`: for a gRPC call, the status its client received.
+   * `grpcStatus`: for a gRPC call, the status its client received. `cause`: why the proxy
+   * answered itself, when it did (mesh_error, and mesh_overflow for the limit an overflow reached).
    */
-  request(direction: "inbound" | "outbound", head: LoggedHead, status: number, durationMs: number, peer: string, grpcStatus?: string): void {
+  request(direction: "inbound" | "outbound", head: LoggedHead, status: number, durationMs: number, peer: string, grpcStatus?: string, cause?: ReplyCause): void {
     const line = {
       time: new Date().toISOString(),
       direction,
@@ -96,6 +98,9 @@ export class AccessLog {
       request_id: fieldValue(head.fields, "x-request-id"),
       // A gRPC call's outcome: its HTTP status is 200 whatever happened.
       ...(grpcStatus !== undefined && { grpc_status: grpcStatus }),
+      // A proxy's own 503 and a service's look alike but for this.
+      ...(cause !== undefined && { mesh_error: cause.error }),
+      ...(cause?.limit !== undefined && { mesh_overflow: cause.limit }),
     };
     this.batch += JSON.stringify(line) + "\n";
     if (this.batch.length >= BATCH_CHARS) this.writeBatch();

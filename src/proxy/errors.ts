@@ -55,6 +55,21 @@ export function errorParts(failure: ProxyFailure, detail: string, extra: Record<
   };
 }
 
+/**
+ * Why the proxy answered a request itself, for its log line and metric: the x-mesh-error
+ * of its answer and, for an overflow, the limit reached (x-mesh-overflow). Envoy's response
+ * flags (UO, NR, UF...) tell the same: a proxy's 503 from a service's own.
+ */
+export interface ReplyCause {
+  error: string;
+  limit: string | undefined;
+}
+
+/** The cause of the answer `e`, which the proxy made itself. */
+export function causeOf(e: ErrorParts): ReplyCause {
+  return { error: e.headers["x-mesh-error"] ?? "internal", limit: e.headers["x-mesh-overflow"] };
+}
+
 export function errorResponse(failure: ProxyFailure, detail: string, extra: Record<string, string> = {}): Response {
   return responseOf(errorParts(failure, detail, extra));
 }

@@ -10,7 +10,7 @@
  * token there, once) and carries them.
  */
 import { boundedMemo } from "../core/bounded-memo.ts";
-import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "./errors.ts";
+import { causeOf, CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts, type ReplyCause } from "./errors.ts";
 import { CLIENT_ID_HEADER, RELAY_SKIPS, skipFor } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, statusClass, type ProxyMetrics } from "./metrics.ts";
@@ -63,10 +63,12 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
     refuseUpgrade(head, peer) {
       const refusal = upgradeRefusal(head, peer!);
       if (refusal !== undefined) {
+        const cause = causeOf(refusal);
         metrics.websocketUpgrades.inc({ direction: "inbound", peer: peerService(peer!), status: statusClass(refusal.status) });
-        log?.request("inbound", head, refusal.status, 0, peer!);
+        recorder.answeredItself(peerService(peer!), cause);
+        log?.request("inbound", head, refusal.status, 0, peer!, undefined, cause);
         const span = deps.tracer?.begin(head.fields);
-        if (span !== undefined) deps.tracer!.end(span, "server", head, refusal.status, peer!, refusal.headers["x-mesh-error"]);
+        if (span !== undefined) deps.tracer!.end(span, "server", head, refusal.status, peer!, cause.error);
       }
       return refusal;
     },
@@ -136,15 +138,17 @@ export function inboundHandler(deps: InboundHandlerDeps): ConnectionHandler {
   /** Answers a request the service never saw, and counts, logs and traces it like one it did. */
   function answerUnforwarded(req: ServerRequest, res: Responder, answer: ErrorParts, started: number, span?: ActiveSpan): void {
     res.respond(answer.status, answer.headers, answer.body);
-    reportEnd(req, answer.status, started, span, answer.headers["x-mesh-error"]);
+    reportEnd(req, answer.status, started, span, causeOf(answer));
   }
 
-  /** The request is over without reaching the service: its metrics, log line and span. */
-  function reportEnd(req: ServerRequest, status: number, started: number, span = deps.tracer?.begin(req.head.fields, started), error?: string): void {
+  /** The request is over without reaching the service: its metrics, log line and span; `cause`: why the proxy answered it. */
+  function reportEnd(req: ServerRequest, status: number, started: number, span = deps.tracer?.begin(req.head.fields, started), cause?: ReplyCause): void {
     const ms = eventNow() - started;
-    recorder.record(peerService(req.peer!), status, ms);
-    log?.request("inbound", req.head, status, ms, req.peer!);
-    if (span !== undefined) deps.tracer!.end(span, "server", req.head, status, req.peer!, error);
+    const peer = peerService(req.peer!);
+    recorder.record(peer, status, ms);
+    if (cause !== undefined) recorder.answeredItself(peer, cause);
+    log?.request("inbound", req.head, status, ms, req.peer!, undefined, cause);
+    if (span !== undefined) deps.tracer!.end(span, "server", req.head, status, req.peer!, cause?.error);
   }
 
   /**
@@ -212,7 +216,7 @@ class InboundRelay extends RelaySink implements AbortLike {
     this.deps.health?.onResult(false);
     const e = errorParts(proxyFailureOf(err), `local service ${this.deps.origin}: ${err.message}`);
     this.res.respond(e.status, e.headers, e.body);
-    this.finish(e.status, 0);
+    this.finish(e.status, 0, causeOf(e));
   }
 
   protected relayDone(): void {
@@ -220,9 +224,11 @@ class InboundRelay extends RelaySink implements AbortLike {
     this.finish(this.status, this.headAt);
   }
 
-  protected finish(status: number, headAt: number): void {
+  /** `cause`: why the proxy answered the request itself, when it did. */
+  protected finish(status: number, headAt: number, cause?: ReplyCause): void {
     // Latency is to the response head, as the metric says; the request counts once it is over.
     this.recorder.record(this.peer, status, (headAt || eventNow()) - this.started);
+    if (cause !== undefined) this.recorder.answeredItself(this.peer, cause);
     this.deps.tracker.end();
   }
 }
@@ -241,10 +247,10 @@ class ObservedInboundRelay extends InboundRelay {
     super(res, peer, deps, recorder);
   }
 
-  protected override finish(status: number, headAt: number): void {
-    super.finish(status, headAt);
+  protected override finish(status: number, headAt: number, cause?: ReplyCause): void {
+    super.finish(status, headAt, cause);
     const { head, peer } = this.req;
-    this.log?.request("inbound", head, status, (headAt || eventNow()) - this.started, peer!);
-    if (this.span !== undefined) this.deps.tracer!.end(this.span, "server", head, status, peer!);
+    this.log?.request("inbound", head, status, (headAt || eventNow()) - this.started, peer!, undefined, cause);
+    if (this.span !== undefined) this.deps.tracer!.end(this.span, "server", head, status, peer!, cause?.error);
   }
 }

@@ -3,6 +3,8 @@
  * Series are created on first use and found by a string key, so recording costs one
  * map lookup; rendering happens only when /metrics is scraped.
  */
+import type { ReplyCause } from "./errors.ts";
+
 type Labels = Record<string, string>;
 
 const escape = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -151,6 +153,10 @@ export function proxyMetrics(registry = new Registry()) {
       `Requests handled, by direction, peer service and status class: those relayed, and those the proxy answered itself (refused by a policy, or a call to no known Service: peer "${UNKNOWN_DESTINATION}").`,
     ),
     latency: registry.histogram("mesh_request_duration_ms", "Request latency to response headers, milliseconds; outbound by peer service."),
+    localReplies: registry.counter(
+      "mesh_local_replies_total",
+      "Requests and WebSocket upgrades the proxy answered itself instead of relaying an answer, by direction, peer service, error (the x-mesh-error it answered with) and, for an overflow, limit (x-mesh-overflow); also counted in mesh_requests_total or mesh_websocket_upgrades_total.",
+    ),
     retries: registry.counter("mesh_retries_total", "Retries sent, by destination."),
     mirrored: registry.counter(
       "mesh_mirrored_total",
@@ -189,6 +195,12 @@ export function proxyMetrics(registry = new Registry()) {
 }
 export type ProxyMetrics = ReturnType<typeof proxyMetrics>;
 
+/** One answer the proxy made itself, in mesh_local_replies_total. */
+export function countLocalReply(metrics: ProxyMetrics, direction: "inbound" | "outbound", peer: string, cause: ReplyCause): void {
+  const { error, limit } = cause;
+  metrics.localReplies.inc(limit === undefined ? { direction, peer, error } : { direction, peer, error, limit });
+}
+
 export function statusClass(status: number): string {
   return `${Math.floor(status / 100)}xx`;
 }
@@ -208,6 +220,11 @@ export class RequestRecorder {
     /** Outbound latency is by destination; inbound, by direction only (callers are many). */
     private readonly latencyByPeer: boolean,
   ) {}
+
+  /** Counts an answer the proxy made itself (rare: its labels are built per call). */
+  answeredItself(peer: string, cause: ReplyCause): void {
+    countLocalReply(this.metrics, this.direction, peer, cause);
+  }
 
   record(peer: string, status: number, latencyMs: number): void {
     let byClass = this.counts.get(peer);

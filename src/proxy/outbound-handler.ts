@@ -9,7 +9,7 @@
 import { resolveHost, type Destination, type Snapshot } from "./destinations.ts";
 import { routedDestination, type RouteChoice } from "./routing.ts";
 import type { PickContext } from "./endpoint.ts";
-import { CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts } from "./errors.ts";
+import { causeOf, CLIENT_CLOSED_STATUS, errorParts, INTERNAL_ERROR, type ErrorParts, type ReplyCause } from "./errors.ts";
 import { RELAY_SKIPS, skipFor } from "./headers.ts";
 import type { InflightTracker } from "./inflight.ts";
 import { RequestRecorder, UNKNOWN_DESTINATION, type ProxyMetrics } from "./metrics.ts";
@@ -60,9 +60,12 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
     connect(head) {
       if (resolveHost(deps.snapshot(), head.host)) return undefined;
       // Counted and logged as a call to no known Service is.
-      recorder.record(UNKNOWN_DESTINATION, 404, 0);
-      log?.request("outbound", head, 404, 0, "");
-      return errorParts("no-route", `no service named "${head.host}" in this proxy's config (CONNECT)`);
+      const e = errorParts("no-route", `no service named "${head.host}" in this proxy's config (CONNECT)`);
+      const cause = causeOf(e);
+      recorder.record(UNKNOWN_DESTINATION, e.status, 0);
+      recorder.answeredItself(UNKNOWN_DESTINATION, cause);
+      log?.request("outbound", head, e.status, 0, "", undefined, cause);
+      return e;
     },
     request(req: ServerRequest, res: Responder) {
       const head = req.head;
@@ -100,9 +103,11 @@ export function outboundHandler(deps: OutboundHandlerDeps): ConnectionHandler {
   /** Answers a call that never left, and counts, logs and traces it like one that did. `peer`: "" when no destination matched. */
   function answerUnforwarded(req: ServerRequest, res: Responder, e: ErrorParts, peer: string, span = deps.tracer?.begin(req.head.fields)): void {
     answer(res, e);
+    const cause = causeOf(e);
     recorder.record(peer || UNKNOWN_DESTINATION, e.status, 0);
-    log?.request("outbound", req.head, e.status, 0, peer);
-    if (span !== undefined) deps.tracer!.end(span, "client", req.head, e.status, peer, e.headers["x-mesh-error"]);
+    recorder.answeredItself(peer || UNKNOWN_DESTINATION, cause);
+    log?.request("outbound", req.head, e.status, 0, peer, undefined, cause);
+    if (span !== undefined) deps.tracer!.end(span, "client", req.head, e.status, peer, cause.error);
   }
 }
 
@@ -147,6 +152,8 @@ class OutboundRelay extends RelaySink implements CallOutcome, PickContext {
   call: CallHandle | undefined;
   protected readonly started = eventNow();
   protected finished = false;
+  /** Set when the proxy answered the call itself. */
+  protected cause: ReplyCause | undefined = undefined;
 
   constructor(
     res: Responder,
@@ -178,6 +185,7 @@ class OutboundRelay extends RelaySink implements CallOutcome, PickContext {
 
   failed(error: ErrorParts): void {
     answer(this.res, error);
+    this.cause = causeOf(error);
     this.finish(error.status);
   }
 
@@ -196,6 +204,7 @@ class OutboundRelay extends RelaySink implements CallOutcome, PickContext {
     this.finished = true;
     // Latency is to the response head, as the metric says.
     this.recorder.record(this.peer, status, (this.headAt || eventNow()) - this.started);
+    if (this.cause !== undefined) this.recorder.answeredItself(this.peer, this.cause);
     this.tracker.end();
   }
 }
@@ -218,7 +227,7 @@ class ObservedOutboundRelay extends OutboundRelay {
   override finish(status: number): void {
     if (this.finished) return;
     super.finish(status);
-    this.log?.request("outbound", this.req.head, status, (this.headAt || eventNow()) - this.started, this.peer);
-    if (this.span !== undefined) this.tracer!.end(this.span, "client", this.req.head, status, this.peer);
+    this.log?.request("outbound", this.req.head, status, (this.headAt || eventNow()) - this.started, this.peer, undefined, this.cause);
+    if (this.span !== undefined) this.tracer!.end(this.span, "client", this.req.head, status, this.peer, this.cause?.error);
   }
 }

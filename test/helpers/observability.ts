@@ -73,6 +73,10 @@ export interface AccessLogLine {
   peer: string;
   /** A gRPC call's status. */
   grpc_status?: string;
+  /** Why the proxy answered the request itself, when it did (x-mesh-error). */
+  mesh_error?: string;
+  /** The limit an overflow reached (x-mesh-overflow). */
+  mesh_overflow?: string;
 }
 
 export function accessLogLines(file: string): AccessLogLine[] {

@@ -11,7 +11,7 @@ import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
 import { eventually } from "../helpers/wait.ts";
 import { greeterClient, greeterService, grpc, unary, type GreeterClient, type GreeterService, type Greeting } from "../helpers/grpc.ts";
 import { h2Service, type H2Service } from "../helpers/h2-service.ts";
-import { accessLogLine, otlpCollector, spanAttr, tracingFlags, type Collector } from "../helpers/observability.ts";
+import { accessLogLine, accessLogLines, otlpCollector, spanAttr, tracingFlags, type Collector } from "../helpers/observability.ts";
 import { testIssuer, type TestIssuer } from "../helpers/policies.ts";
 
 const fx = fixtureFor("orders", "web", "greeter", "files", "files-v2");
@@ -230,5 +230,22 @@ describe("observed", () => {
   test("a failed call is logged with its gRPC status, its HTTP status being 200", async () => {
     expect((await unary(fromOrders, "fail", {})).error?.code).toBe(grpc.status.NOT_FOUND);
     expect(await accessLogLine(accessLog, "/mesh.test.Greeter/Fail")).toMatchObject({ status: 200, grpc_status: "5", peer: "greeter" });
+  });
+
+  test("a call the proxy answers itself is logged and counted with its cause; the service's own failures are not", async () => {
+    const before = await metricValue(ordersProxy.ports.admin, "mesh_local_replies_total", { direction: "outbound", peer: "unknown", error: "no-route" });
+    const toNowhere = greeterClient(ordersProxy.ports.outbound, "nowhere");
+    try {
+      expect((await unary(toNowhere, "hello", { name: "x" })).error?.metadata.get("x-mesh-error")).toEqual(["no-route"]);
+    } finally {
+      toNowhere.close();
+    }
+    expect(await metricValue(ordersProxy.ports.admin, "mesh_local_replies_total", { direction: "outbound", peer: "unknown", error: "no-route" })).toBe(before + 1);
+    const unrouted = () => accessLogLines(accessLog).find((l) => l.path === "/mesh.test.Greeter/Hello" && l.peer === "");
+    expect(await eventually(() => unrouted() !== undefined, 5000)).toBe(true);
+    // Recorded with the proxy's own status, which the client read as grpc-status 12 (UNIMPLEMENTED).
+    expect(unrouted()).toMatchObject({ status: 404, grpc_status: "12", mesh_error: "no-route" });
+    expect((await accessLogLine(accessLog, "/mesh.test.Greeter/Fail")).mesh_error).toBeUndefined();
+    expect(await metricValue(ordersProxy.ports.admin, "mesh_local_replies_total", { peer: "greeter" })).toBe(0);
   });
 });

@@ -9,6 +9,7 @@ import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
 import { alternatingService } from "../helpers/policies.ts";
 import { freePort } from "../helpers/ports.ts";
 import { eventually } from "../helpers/wait.ts";
+import { accessLogLine } from "../helpers/observability.ts";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -253,6 +254,30 @@ describe("rate limits", () => {
     } finally {
       client.close();
       await limited.stop();
+    }
+  });
+});
+
+describe("circuit breaking", () => {
+  test("a call past maxRequests is UNAVAILABLE naming the limit, and counted and logged as the proxy's own overflow", async () => {
+    const breaker = `---\napiVersion: mesh.dev/v1alpha1\nkind: DestinationPolicy\nmetadata: { name: greeter }\nspec:\n  circuitBreaker: { maxRequests: 1 }\n  retries: { attempts: 0 }\n`;
+    const log = join(fx.tmp.path, "orders-breaker.log");
+    const caller = await fx.proxy("orders", fx.echo("orders-breaker").url, fx.config("orders-breaker", { greeter: [greeterProxy.ports.inbound] }, breaker), ["--access-log", log]);
+    const limited = greeterClient(caller.ports.outbound, "greeter");
+    try {
+      const before = svc.calls.length;
+      const slow = unary(limited, "slow", { ms: 1500 });
+      expect(await eventually(() => svc.calls.length > before, 5000)).toBe(true);
+      const refused = await unary(limited, "hello", { name: "over" });
+      expect(refused.error?.code).toBe(grpc.status.UNAVAILABLE);
+      expect([refused.error?.metadata.get("x-mesh-error"), refused.error?.metadata.get("x-mesh-overflow")]).toEqual([["overflow"], ["max-requests"]]);
+      expect((await slow).error).toBeUndefined();
+      const overflow = { direction: "outbound", peer: "greeter", error: "overflow", limit: "max-requests" };
+      expect(await metricValue(caller.ports.admin, "mesh_local_replies_total", overflow)).toBe(1);
+      expect(await accessLogLine(log, "/mesh.test.Greeter/Hello")).toMatchObject({ status: 503, grpc_status: "14", mesh_error: "overflow", mesh_overflow: "max-requests" });
+      expect((await accessLogLine(log, "/mesh.test.Greeter/Slow")).mesh_error).toBeUndefined();
+    } finally {
+      limited.close();
     }
   });
 });

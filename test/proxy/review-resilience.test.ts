@@ -445,8 +445,10 @@ describe("the breaker", () => {
     expect(group.maxActive).toBeLessThanOrEqual(3);
   });
 
-  test("a full pending queue: 503 naming max-pending-requests, the service never sees it; counted 5xx and logged 503 (as any 503: no overflow flag)", async () => {
+  test("a full pending queue: 503 naming max-pending-requests, the service never sees it; counted 5xx and as an overflow, logged 503 with its cause", async () => {
     const before5xx = await metricValue(ports.ordersAdmin, "mesh_requests_total", { direction: "outbound", peer: "pend", status: "5xx" });
+    const overflow = { direction: "outbound", peer: "pend", error: "overflow", limit: "max-pending-requests" };
+    const beforeOverflows = await metricValue(ports.ordersAdmin, "mesh_local_replies_total", overflow);
     const first = call("pend", "/p1");
     expect(await eventually(() => pend.active === 1, 5000)).toBe(true);
     const second = call("pend", "/p2");
@@ -458,12 +460,13 @@ describe("the breaker", () => {
     expect((await second).status).toBe(200);
     expect(pend.paths.includes("/p3")).toBe(false);
     expect(await metricValue(ports.ordersAdmin, "mesh_requests_total", { direction: "outbound", peer: "pend", status: "5xx" })).toBe(before5xx + 1);
+    expect(await metricValue(ports.ordersAdmin, "mesh_local_replies_total", overflow)).toBe(beforeOverflows + 1);
     const logged = await eventually(() => readFileSync(accessLogPath, "utf8").includes('"path":"/p3"'), 5000);
     expect(logged).toBe(true);
     const line = readFileSync(accessLogPath, "utf8")
       .split("\n")
       .find((l) => l.includes('"path":"/p3"'))!;
-    expect(JSON.parse(line)).toMatchObject({ direction: "outbound", status: 503, peer: "pend" });
+    expect(JSON.parse(line)).toMatchObject({ direction: "outbound", status: 503, peer: "pend", mesh_error: "overflow", mesh_overflow: "max-pending-requests" });
   });
 });
 

@@ -70,7 +70,7 @@ export function relayToHttp1(down: H2ServerStream, pool: Http1Pool, headers: Out
 }
 
 class Http1Relay implements DownstreamHandler {
-  private readonly result: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, headAt: 0 };
+  private readonly result: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, limit: undefined, headAt: 0 };
   private readonly abort = new AbortController();
   private over = false;
   private received = 0;

@@ -71,7 +71,7 @@ export function inboundH2(deps: InboundH2Deps) {
     }
     const policies = deps.policies();
     const forward = (authn: Authenticated | ErrorParts) => {
-      if (stream.closed) return report({ status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, headAt: 0 });
+      if (stream.closed) return report({ status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, limit: undefined, headAt: 0 });
       if (isRefusal(authn)) return refuse(authn);
       const seen = headersSeen(head.fields, NOTHING, authn);
       const target = admitInbound(deps.metrics, policies, peer, head.method, head.pathAndQuery, seen?.fields ?? head.fields, NOTHING, authn.user);

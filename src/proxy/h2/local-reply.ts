@@ -31,7 +31,7 @@ export function replyLocally(stream: H2ServerStream, e: ErrorParts, grpc: boolea
   for (const name in e.headers) if (name !== "connection") headers[name] = e.headers[name]!;
   // A client still sending its request is then told to stop, without error (RFC 9113 §8.1: wire/server-stream.ts).
   if (grpc) {
-    stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": String(grpcStatus), "grpc-message": grpcMessage(e.body), "x-mesh-error": headers["x-mesh-error"]!, ...(headers["retry-after"] && { "retry-after": headers["retry-after"] }) }, true);
+    stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": String(grpcStatus), "grpc-message": grpcMessage(e.body), "x-mesh-error": headers["x-mesh-error"]!, ...(headers["x-mesh-overflow"] && { "x-mesh-overflow": headers["x-mesh-overflow"] }), ...(headers["retry-after"] && { "retry-after": headers["retry-after"] }) }, true);
   } else {
     stream.respond({ ":status": e.status, ...headers });
     stream.write(Buffer.from(e.body));

@@ -96,6 +96,6 @@ export function outboundH2(deps: OutboundH2Deps) {
     // Held for a delay, the body waits in the stream's window; the relay takes the stream over.
     // A client that leaves meanwhile ends the call, nothing sent.
     stream.pause();
-    stream.handle(whileDelayed(() => wait.cancel() && report(dest.name, { status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, headAt: 0 })));
+    stream.handle(whileDelayed(() => wait.cancel() && report(dest.name, { status: CLIENT_CLOSED_STATUS, grpcStatus: undefined, failure: undefined, limit: undefined, headAt: 0 })));
   };
 }

@@ -15,6 +15,8 @@ export interface RelayEnd {
   grpcStatus: string | undefined;
   /** Set when the proxy answered or reset the stream itself. */
   failure: ProxyFailure | undefined;
+  /** The limit an overflow the proxy answered reached (x-mesh-overflow). */
+  limit: string | undefined;
   /** performance.now() when the response head arrived; 0 without one. */
   headAt: number;
 }

@@ -39,7 +39,7 @@ export function relayStream(down: H2ServerStream, session: H2ClientSession, head
 }
 
 class StreamRelay implements DownstreamHandler {
-  private readonly result: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, headAt: 0 };
+  private readonly result: RelayEnd = { status: 0, grpcStatus: undefined, failure: undefined, limit: undefined, headAt: 0 };
   private over = false;
   private timer: Timer | undefined;
   /** Set while waiting to send the next try. */

@@ -4,7 +4,7 @@
  * the proxy itself.
  */
 import type { AccessLog, LoggedHead } from "../access-log.ts";
-import type { ErrorParts, ProxyFailure } from "../errors.ts";
+import type { ErrorParts, ProxyFailure, ReplyCause } from "../errors.ts";
 import type { InflightTracker } from "../inflight.ts";
 import { RequestRecorder, type ProxyMetrics } from "../metrics.ts";
 import type { ActiveSpan, Tracer } from "../tracing/tracer.ts";
@@ -29,7 +29,7 @@ export interface StreamCall {
 
 /** The end of a stream the proxy answered with `e`, which it has now sent. */
 export function answered(stream: H2ServerStream, e: ErrorParts, grpc: boolean): RelayEnd {
-  return { status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as ProxyFailure, headAt: 0 };
+  return { status: replyLocally(stream, e, grpc), grpcStatus: undefined, failure: e.headers["x-mesh-error"] as ProxyFailure, limit: e.headers["x-mesh-overflow"], headAt: 0 };
 }
 
 export class StreamReporter {
@@ -50,7 +50,10 @@ export class StreamReporter {
     this.recorder.record(metricPeer, end.status, ms);
     const code = call.grpc ? grpcCode(end) : undefined;
     if (code !== undefined) recordGrpc(deps.metrics, direction, metricPeer, code);
-    deps.accessLog?.request(direction, call.head, end.status, ms, logPeer, code);
+    // A failure before any response head was answered by the proxy; one after it, a reset.
+    const cause: ReplyCause | undefined = end.failure !== undefined && end.headAt === 0 ? { error: end.failure, limit: end.limit } : undefined;
+    if (cause !== undefined) this.recorder.answeredItself(metricPeer, cause);
+    deps.accessLog?.request(direction, call.head, end.status, ms, logPeer, code, cause);
     if (span !== undefined) deps.tracer!.end(span, direction === "inbound" ? "server" : "client", call.head, end.status, logPeer, end.failure, code);
     deps.tracker.end();
   }

@@ -5,9 +5,9 @@
  * upstream chose, and no message is ever accepted that has nowhere to go.
  */
 import type { Server, WebSocketOptionsTLS } from "bun";
-import { errorResponse } from "../errors.ts";
+import { errorResponse, type ReplyCause } from "../errors.ts";
 import type { InflightTracker } from "../inflight.ts";
-import { statusClass, type ProxyMetrics } from "../metrics.ts";
+import { countLocalReply, statusClass, type ProxyMetrics } from "../metrics.ts";
 import { ClientWebSocket } from "./client.ts";
 import { awaitOpen } from "./handshake.ts";
 import { DEFAULT_RELAY_LIMITS, Relay, type RelayLimits } from "./relay.ts";
@@ -52,8 +52,17 @@ export function upgradeContext(direction: "inbound" | "outbound", deps: WebSocke
 /** An upgrade answered before anything was opened upstream: counted, logged and traced like one refused after. */
 export function upgradeRefused(ctx: UpgradeContext, req: Request, answer: Response, peer: string, logPeer = peer): Response {
   ctx.metrics.websocketUpgrades.inc({ direction: ctx.direction, peer, status: statusClass(answer.status) });
-  observeUpgrade(ctx, req, undefined, logPeer)(answer.status, answer.headers.get("x-mesh-error") ?? undefined);
+  observeUpgrade(ctx, req, undefined, logPeer)(answer.status, answeredItself(ctx, peer, answer));
   return answer;
+}
+
+/** Counts the proxy's own answer to an upgrade, and returns its cause; undefined for an upstream's refusal, relayed. */
+function answeredItself(ctx: UpgradeContext, peer: string, answer: Response): ReplyCause | undefined {
+  const error = answer.headers.get("x-mesh-error");
+  if (error === null) return undefined;
+  const cause = { error, limit: answer.headers.get("x-mesh-overflow") ?? undefined };
+  countLocalReply(ctx.metrics, ctx.direction, peer, cause);
+  return cause;
 }
 
 export interface UpgradeTarget {
@@ -87,7 +96,7 @@ export async function proxyUpgrade(req: Request, server: Server<Relay>, target: 
     target.onEnd?.();
     ctx.metrics.websocketUpgrades.inc({ ...labels, status: "4xx" });
     const answer = errorResponse("bad-request", `cannot forward this upgrade: ${(err as Error).message}`);
-    outcome(answer.status, "bad-request");
+    outcome(answer.status, answeredItself(ctx, target.peer, answer));
     return answer;
   }
   let opened = false;
@@ -107,7 +116,7 @@ export async function proxyUpgrade(req: Request, server: Server<Relay>, target: 
     if (!handshake.ok) {
       relay.abandon();
       status = handshake.status;
-      outcome(status, handshake.failure === "refused" ? undefined : handshake.failure);
+      outcome(status, answeredItself(ctx, target.peer, handshake.response));
       return handshake.response;
     }
     relay.upstreamOpened();

@@ -5,6 +5,7 @@
  * traceparent goes upstream with the handshake, so the service continues the trace.
  */
 import type { AccessLog } from "../access-log.ts";
+import type { ReplyCause } from "../errors.ts";
 import type { Tracer } from "../tracing/tracer.ts";
 import { traceParentValue } from "../tracing/tracer.ts";
 import { pathAndQuery } from "./upgrade-request.ts";
@@ -15,8 +16,8 @@ export interface UpgradeObservers {
   tracer?: Tracer;
 }
 
-/** Reports how the upgrade ended: once, with its status; an `error` is the proxy's own reason (x-mesh-error). */
-export type UpgradeOutcome = (status: number, error?: string) => void;
+/** Reports how the upgrade ended: once, with its status; a `cause` when the proxy answered it itself. */
+export type UpgradeOutcome = (status: number, cause?: ReplyCause) => void;
 
 const NOTHING: UpgradeOutcome = () => {};
 
@@ -34,10 +35,10 @@ export function observeUpgrade(obs: UpgradeObservers, req: Request, upstream: He
   if (span !== undefined) upstream?.set("traceparent", traceParentValue(span));
   const started = performance.now();
   let over = false;
-  return (status, error) => {
+  return (status, cause) => {
     if (over) return;
     over = true;
-    accessLog?.request(obs.direction, head, status, performance.now() - started, peer);
-    if (span !== undefined) tracer!.end(span, obs.direction === "inbound" ? "server" : "client", head, status, peer, error);
+    accessLog?.request(obs.direction, head, status, performance.now() - started, peer, undefined, cause);
+    if (span !== undefined) tracer!.end(span, obs.direction === "inbound" ? "server" : "client", head, status, peer, cause?.error);
   };
 }
