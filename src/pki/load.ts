@@ -10,12 +10,17 @@ import { parseSpiffeId } from "./spiffe.ts";
 
 /** Every CERTIFICATE block of PEM text read from `path` (if it came from a file), parsed; none is an error. */
 export function readCertificates(text: string, path: string | undefined, what: string): Certificate[] {
-  let blocks;
+  let all;
   try {
-    blocks = decodePem(text).filter((b) => b.type === "CERTIFICATE");
+    all = decodePem(text);
   } catch (err) {
     throw new DataError(`${what} is not valid PEM: ${(err as Error).message}`, path);
   }
+  // Certificates are handed out (a bundle to every workload, a chain in every handshake's
+  // reach): a key pasted among them would go with them, so the file is refused.
+  const key = all.find((b) => b.type.endsWith("PRIVATE KEY"));
+  if (key !== undefined) throw new DataError(`${what} holds a private key ("${key.type}" block at line ${key.line}); keep keys in their own file`, path);
+  const blocks = all.filter((b) => b.type === "CERTIFICATE");
   if (blocks.length === 0) throw new DataError(`no CERTIFICATE block found in ${what}`, path);
   return blocks.map((b, i) => {
     try {

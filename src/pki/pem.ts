@@ -7,6 +7,8 @@
 export interface PemBlock {
   type: string;
   der: Uint8Array<ArrayBuffer>;
+  /** The line of its BEGIN boundary, from 1. */
+  line: number;
 }
 
 /** An encapsulation boundary; a label is printable ASCII without '-' (RFC 7468 §3). */
@@ -30,7 +32,7 @@ export function decodePem(text: string): PemBlock[] {
     if (label !== open.type) throw new Error(`${name(open)} ends with "${label}"`);
     const b64 = text.slice(open.bodyStart, m.index).replace(HEADERS, "").replace(/\s+/g, "");
     if (!BASE64.test(b64) || b64.length % 4 !== 0) throw new Error(`${name(open)} is not valid base64`);
-    blocks.push({ type: open.type, der: new Uint8Array(Buffer.from(b64, "base64")) });
+    blocks.push({ type: open.type, der: new Uint8Array(Buffer.from(b64, "base64")), line: lineOf(text, open.at) });
     open = undefined;
   }
   if (open) throw new Error(`${name(open)} has no END line (truncated?)`);

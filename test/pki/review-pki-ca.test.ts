@@ -37,7 +37,8 @@
  * Judged acceptable (tested where cheap, see the final report too)
  *  - OpenSSL accepts BER (indefinite/non-minimal lengths, trailing bytes) on a certificate
  *    read from a file; mesh refuses: stricter fails closed, and the TLS layer is strict DER.
- *  - Non-CERTIFICATE blocks (a PRIVATE KEY, text) in a bundle are skipped, as openssl does.
+ *  - Other blocks (a CRL, text) in a bundle are skipped, as openssl does; a PRIVATE KEY is
+ *    refused, since a bundle is handed to every workload.
  *  - Trust domains such as "." or "a..b" pass the character rule, as go-spiffe's do.
  *  - The trust-bundle root is held to basicConstraints/keyUsage (stricter than RFC 5280).
  *
@@ -300,11 +301,20 @@ describe("trust bundles", () => {
     ]);
   });
 
-  test("non-certificate blocks and prose in a bundle are skipped, as openssl does; the certificates are all read", () => {
-    const text = "issued by ops\n" + read("ca", "root.pem") + "\n" + read("web", "key.pem") + "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n" + read("partner-ca", "root.pem");
+  test("other blocks and prose in a bundle are skipped, as openssl does; the certificates are all read", () => {
+    const text = "issued by ops\n" + read("ca", "root.pem") + "\n-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n" + read("partner-ca", "root.pem");
     const bundle = TrustBundle.fromPem(text, undefined, "b.pem");
     expect(bundle.trustDomains()).toEqual([TD, PARTNER]);
     expect(bundle.size).toBe(2);
+  });
+
+  test("a private key pasted into a bundle is refused naming its block and line, not handed out with the bundle", () => {
+    const root = read("ca", "root.pem");
+    const text = root + read("web", "key.pem");
+    const keyLine = root.split("\n").length;
+    expect(() => TrustBundle.fromPem(text, undefined, "b.pem")).toThrow(`trust bundle holds a private key ("PRIVATE KEY" block at line ${keyLine}); keep keys in their own file`);
+    const legacy = root + "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n";
+    expect(() => TrustBundle.fromPem(legacy, undefined, "b.pem")).toThrow('"EC PRIVATE KEY" block');
   });
 });
 
