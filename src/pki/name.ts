@@ -58,10 +58,16 @@ function attributeText(der: Uint8Array, value: Tlv): string | undefined {
   return undefined;
 }
 
-/** RFC 4514 §2.4 escaping, plus control characters, so a crafted name cannot forge log lines. */
+/** Controls (C0, DEL, C1) and the bidirectional marks that reorder what a terminal shows. */
+const UNSHOWN = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * RFC 4514 §2.4 escaping, plus controls and bidirectional marks written as their UTF-8
+ * bytes (`\xx` each, as §2.4 allows), so a crafted name cannot forge or reorder log lines.
+ */
 function escape(text: string): string {
   let out = text.replace(/[,+"\\<>;=]/g, (c) => `\\${c}`);
-  out = out.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  out = out.replace(UNSHOWN, (c) => [...Buffer.from(c, "utf8")].map((b) => `\\${b.toString(16).padStart(2, "0")}`).join(""));
   if (out.startsWith(" ") || out.startsWith("#")) out = `\\${out}`;
   // A trailing space is escaped unless it is the leading one just escaped.
   if (text.endsWith(" ") && !(text.length === 1)) out = `${out.slice(0, -1)}\\ `;

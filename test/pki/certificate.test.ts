@@ -178,6 +178,8 @@ const NAMES: { subject: string | x509.JsonNameParams; sameText: boolean; text?: 
   { subject: [{ CN: [{ utf8String: "a=b" }] }], sameText: false, text: "CN=a\\=b", parts: ["CN=a", "b"] },
   // mesh escapes every control character as \hh; @peculiar/x509 only the first \r, \n or \t.
   { subject: [{ CN: [{ utf8String: "line\nbreak\ttab\r" }] }], sameText: false, text: "CN=line\\0abreak\\09tab\\0d", parts: ["CN=line\\0", "break"] },
+  // ... and C1 controls and bidirectional overrides as their UTF-8 bytes, which @peculiar/x509 leaves as they are.
+  { subject: [{ CN: [{ utf8String: "csi\u009b2J evil\u202Egnp.exe" }] }], sameText: false, text: "CN=csi\\c2\\9b2J evil\\e2\\80\\aegnp.exe", parts: ["CN=csi", "2J evil"] },
   // mesh names serialNumber; @peculiar/x509 shows its OID.
   { subject: [{ "2.5.4.5": ["12345"] }, { CN: ["sn"] }], sameText: false, text: "serialNumber=12345, CN=sn", parts: ["=12345", "CN=sn"] },
   // mesh shows a UniversalString as #hex; @peculiar/x509 decodes it.
