@@ -217,6 +217,7 @@ describe("mesh ca inspect", () => {
     const r = await mesh("ca", "inspect", join(ca, "intermediate.pem"), "--ca-dir", ca);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/Kind:\s+CA certificate/);
+    expect(r.out).toMatch(/Identity:\s+trust domain example.org\n/);
     expect(r.out).toMatch(/Chain:\s+trusted/);
   });
 

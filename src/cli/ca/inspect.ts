@@ -6,6 +6,8 @@ import { KU, OID, type Certificate } from "../../pki/certificate.ts";
 import { readCertificates } from "../../pki/load.ts";
 import { verifyCaChain } from "../../pki/verify-ca.ts";
 import { TrustBundle, verifyPeerChain, spiffeIdOfLeaf } from "../../pki/verify.ts";
+import { parseSpiffeId } from "../../pki/spiffe.ts";
+import { printable } from "../../core/printable.ts";
 import { x509 } from "../../pki/x509.ts";
 import { str, type CommandSpec } from "../args.ts";
 import { CA_DIR_FLAG, formatRemaining } from "./shared.ts";
@@ -27,6 +29,16 @@ function describeUsage(cert: Certificate): string {
   const ekuNames: Record<string, string> = { [OID.serverAuth]: "serverAuth", [OID.clientAuth]: "clientAuth" };
   const ekus = (cert.known.extKeyUsage ?? []).map((oid) => ekuNames[oid] ?? oid);
   return [...flags, ...ekus].join(", ") || "(none)";
+}
+
+/** A CA names a trust domain (its SPIFFE trust-domain ID), not a workload; none: a CA of whichever domain a bundle gives it. */
+function describeCaIdentity(cert: Certificate): string {
+  if (cert.extensionProblem) return `none (unreadable: ${cert.extensionProblem})`;
+  const uris = cert.known.san?.uris ?? [];
+  if (uris.length === 0) return "none (no URI SAN: a CA of any trust domain whose roots it chains to)";
+  const parsed = uris.length === 1 ? parseSpiffeId(uris[0]!) : undefined;
+  if (parsed?.ok && parsed.id.path === "") return `trust domain ${parsed.id.trustDomain}`;
+  return `none (${uris.map((u) => JSON.stringify(printable(u))).join(", ")}: not one SPIFFE trust-domain ID)`;
 }
 
 /** The serial as openssl prints it: without the sign byte DER adds before a high first byte. */
@@ -54,7 +66,7 @@ export const caInspect: CommandSpec = {
     const now = Date.now();
     const rows: [string, string][] = [
       ["File", `${file} (${chain.length} certificate${chain.length === 1 ? "" : "s"})`],
-      ["Identity", id.ok ? id.spiffeId : `none (${id.reason})`],
+      ["Identity", isCa ? describeCaIdentity(leaf) : id.ok ? id.spiffeId : `none (${id.reason})`],
       ["Kind", isCa ? "CA certificate" : "workload certificate (X.509-SVID)"],
       ["Subject", leaf.subject],
       ["Issuer", leaf.issuer],
