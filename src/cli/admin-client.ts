@@ -13,6 +13,11 @@ export const ADMIN_FLAGS: FlagSpec[] = [
   { name: "admin-token-file", type: "string", value: "FILE", description: "Admin token (or $MESH_ADMIN_TOKEN; default ./data/admin-token)." },
 ];
 
+/** The control plane answered, and refused the admin token (401): it is up, only the token is wrong. */
+export class AdminTokenRefused extends MeshError {
+  override readonly name = "AdminTokenRefused";
+}
+
 export interface AdminClient {
   url: string;
   call<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
@@ -41,7 +46,7 @@ export function adminClient(args: Parsed): AdminClient {
       } catch {
         throw new MeshError(`${url}${path} answered ${res.status} with non-JSON: ${text.slice(0, 200)}`);
       }
-      if (res.status === 401) throw new MeshError(`the control plane refused the admin token: ${(parsed as { error?: string }).error ?? ""}`);
+      if (res.status === 401) throw new AdminTokenRefused(`the control plane refused the admin token: ${(parsed as { error?: string }).error ?? ""}`);
       return { status: res.status, body: parsed as T };
     },
   };

@@ -9,7 +9,7 @@ import type { AuditCounts } from "../control-plane/audit.ts";
 import type { ProxyStatus } from "../control-plane/registration.ts";
 import { MeshError } from "../core/errors.ts";
 import { str, type CommandSpec } from "./args.ts";
-import { ADMIN_FLAGS, adminClient } from "./admin-client.ts";
+import { ADMIN_FLAGS, adminClient, AdminTokenRefused } from "./admin-client.ts";
 import type { TokenSummary } from "../control-plane/join-token-records.ts";
 
 interface Line {
@@ -23,8 +23,6 @@ const DAY_MS = 24 * 3600_000;
 const SHARED_TOKEN_WARN_MS = 7 * DAY_MS;
 const REPLACE_TOKEN = "make a new one ('mesh join-token --uses N'), put it where new replicas read it, then 'mesh join-token revoke' this one";
 
-/** How admin-client.ts words a 401: the control plane is up, and only the token is wrong. */
-const TOKEN_REFUSED = "the control plane refused the admin token";
 const FIX_TOKEN = "pass the token 'mesh control-plane' wrote: --admin-token-file <data-dir>/admin-token, or $MESH_ADMIN_TOKEN (default ./data/admin-token)";
 const FIX_UNREACHABLE = "start it with 'mesh control-plane', or point --admin-url and --admin-token-file at it";
 
@@ -75,7 +73,7 @@ export const checkCommand: CommandSpec = {
       lines.push({ ok: true, text: `control plane reachable at ${client.url} (trust domain ${status.trustDomain}, ${status.store} store)` });
     } catch (err) {
       const message = (err as Error).message;
-      lines.push({ ok: false, text: `control plane: ${message}`, fix: message.startsWith(TOKEN_REFUSED) ? FIX_TOKEN : FIX_UNREACHABLE });
+      lines.push({ ok: false, text: `control plane: ${message}`, fix: err instanceof AdminTokenRefused ? FIX_TOKEN : FIX_UNREACHABLE });
     }
     if (status) {
       lines.push(expiry("root CA", status.ca.root, 90 * DAY_MS, "add a new root with 'mesh ca rotate --root', then distribute the bundle"));
