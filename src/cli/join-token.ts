@@ -7,6 +7,8 @@ import { bool, str, type CommandSpec } from "./args.ts";
 import { countFlag, durationFlag } from "./flags.ts";
 import { MAX_JOIN_TTL_MS, MAX_MULTI_USE_JOIN_TTL_MS } from "../control-plane/join-token.ts";
 import { MAX_JOIN_USES, type TokenSummary } from "../control-plane/join-token-records.ts";
+import { isControlPlane } from "../control-plane/well-known.ts";
+import { nameProblem } from "../pki/spiffe.ts";
 
 interface Issued {
   token: string;
@@ -103,6 +105,14 @@ export const joinTokenCommand: CommandSpec = {
   subcommands: [listCommand, revokeCommand],
   examples: ["mesh join-token --service orders --out orders.token", "mesh join-token --service orders --uses 50 --ttl 720h --out orders.token"],
   async run(args, ctx) {
+    const service = str(args, "service")!;
+    const namespace = str(args, "namespace")!;
+    // Checked here as the control plane checks them, so a bad name is a usage error (exit 64) naming its flag.
+    for (const [flag, kind, name] of [["--service", "service", service], ["--namespace", "namespace", namespace]] as const) {
+      const bad = nameProblem(kind, name);
+      if (bad) throw new UsageError(bad, flag);
+    }
+    if (isControlPlane(namespace, service)) throw new UsageError("the control plane's own identity, which sidecars trust as the control plane: no workload is given it", "--service");
     const uses = checkedUses(str(args, "uses"));
     const ttl = str(args, "ttl")!;
     checkTtl(ttl, uses);
@@ -112,8 +122,8 @@ export const joinTokenCommand: CommandSpec = {
     if (out && !force && existsSync(out)) throw new CantCreateError("already exists; pass --force to overwrite", out);
     const client = adminClient(args);
     const { status, body } = await client.call<Issued>("POST", "/v1/join-tokens", {
-      service: str(args, "service"),
-      namespace: str(args, "namespace"),
+      service,
+      namespace,
       ttl,
       uses,
     });

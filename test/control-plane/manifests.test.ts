@@ -158,6 +158,18 @@ test("join-token: a --ttl or --uses out of range is a usage error naming the fla
   expect((await mesh("join-token", "--service", "ranged", "--ttl", "720h", "--uses", "2", ...admin)).code).toBe(0);
 });
 
+test("join-token: a --service or --namespace no identity can hold is a usage error naming the flag", async () => {
+  for (const [flags, flag] of [
+    [["--service", "Orders"], "--service"],
+    [["--service", "a/b"], "--service"],
+    [["--service", "orders", "--namespace", "ns.x"], "--namespace"],
+    [["--service", "control-plane", "--namespace", "mesh-system"], "--service"],
+  ] as const) {
+    const r = await mesh("join-token", ...flags, ...admin);
+    expect([r.code, r.err.split("\n")[0]]).toEqual([64, expect.stringContaining(`error: ${flag}: `)]);
+  }
+});
+
 test("check with a refused admin token says to fix the token, not to start the control plane", async () => {
   const wrong = join(tmp.path, "wrong.token");
   writeFileSync(wrong, "x".repeat(cp.adminToken.length));
