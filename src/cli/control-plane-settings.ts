@@ -4,7 +4,7 @@
  */
 import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { DEFAULT_LEAF_TTL_MS, MAX_LEAF_TTL_MS } from "../ca/profiles.ts";
+import { certTtlProblem, DEFAULT_LEAF_TTL_MS, leaseTtlProblem } from "../ca/lifetimes.ts";
 import { CONTROL_PLANE_ADMIN_ELSEWHERE, type ControlPlaneConfig } from "../config/kinds/control-plane-config.ts";
 import { DataError, UsageError } from "../core/errors.ts";
 import { readTextFile } from "../core/files.ts";
@@ -14,14 +14,6 @@ import { parseSpiffeId, trustDomainProblem } from "../pki/spiffe.ts";
 import type { EtcdTls } from "../store/etcd-client.ts";
 import { str, strs, type Parsed } from "./args.ts";
 import { countFlag, durationFlag, loopbackListen, parseListen, timerFlag, type Listen } from "./flags.ts";
-
-/**
- * Sidecars renew at half life, and a renewal waits at least a second (timerDelay's floor):
- * a shorter certificate would lapse before its renewal is due.
- */
-const MIN_CERT_TTL_MS = 2_000;
-/** etcd grants leases in whole seconds, and sidecars heartbeat at a third of the TTL. */
-const MIN_LEASE_TTL_MS = 1_000;
 
 /** The admin token's file in the data directory, when --admin-token-file names none. */
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -42,26 +34,13 @@ export interface Settings {
   options: Omit<ControlPlaneOptions, "store" | "storeKind" | "ca" | "tokenKey" | "adminToken" | "policiesDir" | "log">;
 }
 
-/**
- * A lifetime from its flag, else from the file's field, else the default; held to the same
- * bounds wherever it came from (the file's schema knows none), and the error names that place.
- */
-function lifetimeMs(flagText: string | undefined, flag: string, parse: (text: string, flag: string) => number, fileMs: number | undefined, field: string, fallbackMs: number, problem: (ms: number) => string | undefined): number {
-  const ms = flagText !== undefined ? parse(flagText, flag) : fileMs ?? fallbackMs;
+/** A lifetime from its flag, held to its bounds; else the config file's (its schema holds it to them), else the default. */
+function lifetimeMs(flagText: string | undefined, flag: string, parse: (text: string, flag: string) => number, fileMs: number | undefined, fallbackMs: number, problem: (ms: number) => string | undefined): number {
+  if (flagText === undefined) return fileMs ?? fallbackMs;
+  const ms = parse(flagText, flag);
   const bad = problem(ms);
-  if (bad === undefined) return ms;
-  throw flagText !== undefined ? new UsageError(bad, flag) : new DataError(bad, `--config spec.${field}`);
-}
-
-function certTtlProblem(ms: number): string | undefined {
-  if (ms > MAX_LEAF_TTL_MS) return `TTL exceeds the maximum of ${MAX_LEAF_TTL_MS / 3600_000}h, the longest a workload certificate is signed for`;
-  if (ms < MIN_CERT_TTL_MS) return `TTL is below the minimum of ${MIN_CERT_TTL_MS / 1000}s: sidecars renew at half life, and no renewal comes sooner than a second`;
-  return undefined;
-}
-
-function leaseTtlProblem(ms: number): string | undefined {
-  if (ms < MIN_LEASE_TTL_MS) return `TTL is below the minimum of ${MIN_LEASE_TTL_MS / 1000}s: etcd grants leases in whole seconds, and sidecars heartbeat at a third of it`;
-  return undefined;
+  if (bad !== undefined) throw new UsageError(bad, flag);
+  return ms;
 }
 
 /** An etcd member's client URL: the gateway's paths are appended to it, so scheme, host and port only. */
@@ -177,8 +156,8 @@ export function settingsFrom(args: Parsed, cfg: ControlPlaneConfig["spec"] | und
       api: listen("api", cfg?.api, "0.0.0.0:15010"),
       admin: listen("admin", cfg?.admin, "127.0.0.1:15011", (text, flag) => loopbackListen(text, flag, CONTROL_PLANE_ADMIN_ELSEWHERE)),
       bootstrap: listen("bootstrap", cfg?.bootstrap, "0.0.0.0:15012"),
-      certTtlMs: lifetimeMs(str(args, "cert-ttl"), "--cert-ttl", durationFlag, cfg?.certTtl, "certTtl", DEFAULT_LEAF_TTL_MS, certTtlProblem),
-      leaseTtlMs: lifetimeMs(str(args, "lease-ttl"), "--lease-ttl", timerFlag, cfg?.leaseTtl, "leaseTtl", 10_000, leaseTtlProblem),
+      certTtlMs: lifetimeMs(str(args, "cert-ttl"), "--cert-ttl", durationFlag, cfg?.certTtl, DEFAULT_LEAF_TTL_MS, certTtlProblem),
+      leaseTtlMs: lifetimeMs(str(args, "lease-ttl"), "--lease-ttl", timerFlag, cfg?.leaseTtl, 10_000, leaseTtlProblem),
       maxEndpointsPerService: countFlag(str(args, "max-endpoints-per-service"), "--max-endpoints-per-service", "endpoints") ?? cfg?.maxEndpointsPerService,
       maxConnections: countFlag(str(args, "max-connections"), "--max-connections", "connections") ?? cfg?.maxConnections,
     },

@@ -45,9 +45,9 @@ test.each([
 });
 
 test.each([
-  ["  certTtl: 1s", "--config spec.certTtl: TTL is below the minimum of 2s"],
-  ["  certTtl: 721h", "--config spec.certTtl: TTL exceeds the maximum of 720h"],
-  ["  leaseTtl: 0s", "--config spec.leaseTtl: TTL is below the minimum of 1s"],
+  ["  certTtl: 1s", "#0 spec.certTtl: TTL is below the minimum of 2s"],
+  ["  certTtl: 721h", "#0 spec.certTtl: TTL exceeds the maximum of 720h"],
+  ["  leaseTtl: 0s", "#0 spec.leaseTtl: TTL is below the minimum of 1s"],
   ["  store: {type: etcd, endpoints: [not a url]}", '--config spec.store.endpoints[0]: expected a URL like http://127.0.0.1:2379, got "not a url"'],
   ["  adminIdentities: [bogus]", '--config spec.adminIdentities[0]: "bogus" does not start with spiffe://'],
 ])("config %p exits 65 naming the field, having written nothing", async (spec, message) => {
@@ -56,11 +56,17 @@ test.each([
   expect(r.err).toContain(message);
 });
 
-test("a flag within bounds wins over the file's value out of them", async () => {
-  // The file's 1s is never used, so it is no error; the bad --lease-ttl is, naming the flag.
-  const r = await controlPlane("--config", configFile("  certTtl: 1s"), "--cert-ttl", "2s", "--lease-ttl", "0s");
+test("a flag is held to the bounds the file's field is", async () => {
+  const r = await controlPlane("--config", configFile("  certTtl: 2s"), "--cert-ttl", "2s", "--lease-ttl", "0s");
   expect(r.code).toBe(64);
   expect(r.err).toContain("--lease-ttl: TTL is below the minimum of 1s");
+});
+
+test("the file's field is held to its bounds by its schema, so mesh validate refuses it too", async () => {
+  const file = configFile("  certTtl: 1s");
+  const r = await mesh("validate", file);
+  expect(r.code).toBe(1);
+  expect(r.err + r.out).toContain(`${file}#0 spec.certTtl: TTL is below the minimum of 2s`);
 });
 
 test("an admin token file that cannot be read is named with its flag, not a raw error", async () => {

@@ -1,7 +1,8 @@
 /** ControlPlaneConfig: settings of the control plane (API, store, CA, policies). */
 import { z } from "zod";
 import { always, listener, loopbackListener, MaxConnections, noListenerClash, NonEmpty, TrustDomain } from "../common";
-import { Duration, TimerDuration } from "../duration";
+import { certTtlProblem, leaseTtlProblem } from "../../ca/lifetimes.ts";
+import { Duration, durationSchema, TimerDuration } from "../duration";
 import { registerKind, type ManifestOf } from "../manifest";
 
 /** What operators off the host use, since the admin listener is loopback only. */
@@ -30,6 +31,16 @@ export const Store = z
   .prefault({})
   .describe("The state store.");
 
+/** A duration held to a lifetime's bounds (ca/lifetimes.ts), as the flags are. */
+function bounded(duration: typeof Duration, problem: (ms: number) => string | undefined) {
+  return durationSchema(
+    duration.superRefine((ms, ctx) => {
+      const bad = problem(ms);
+      if (bad !== undefined) ctx.addIssue({ code: "custom", message: bad });
+    }),
+  );
+}
+
 export const ControlPlaneConfigSpec = z
   .strictObject({
     api: listener("0.0.0.0", 15010, "Listener for sidecars (mTLS): registration, config, certificate renewal."),
@@ -43,8 +54,8 @@ export const ControlPlaneConfigSpec = z
       .prefault({})
       .describe("The certificate authority."),
     policiesDir: NonEmpty.default("policies").describe('Directory of manifests loaded at start and watched; default "policies".'),
-    certTtl: Duration.prefault("24h").describe('Lifetime of the workload certificates it signs; renewed at about half; default "24h".'),
-    leaseTtl: TimerDuration.prefault("10s").describe('How long a registration outlives its last heartbeat; default "10s".'),
+    certTtl: bounded(Duration, certTtlProblem).prefault("24h").describe('Lifetime of the workload certificates it signs, 2s to 720h; renewed at about half; default "24h".'),
+    leaseTtl: bounded(TimerDuration, leaseTtlProblem).prefault("10s").describe('How long a registration outlives its last heartbeat, at least 1s; default "10s".'),
     adminIdentities: z.array(NonEmpty).default([]).describe("SPIFFE IDs allowed to use the admin API over mTLS, besides the admin token."),
     maxEndpointsPerService: z.int().min(1).default(256).describe("Endpoints one service may have registered at once (its replicas); past it a registration is answered 429; default 256."),
     maxConnections: MaxConnections.describe("Connections the mTLS API listener holds before closing new ones at accept; default a sixth of the open-files limit (each takes three)."),
