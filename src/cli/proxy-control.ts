@@ -55,7 +55,12 @@ export function controlPlaneSettings(args: Parsed, fromFile: ControlPlaneSection
   if (advertiseFlag !== undefined) schemaFlag(Host, advertiseFlag, "--advertise");
   const calls = strs(args, "calls").map((t) => schemaFlag(CalledService, t, "--calls"));
   const urlTexts = flagUrls.length ? flagUrls : fromFile?.urls ?? [];
-  if (!urlTexts.length) return undefined;
+  if (!urlTexts.length) {
+    // Taken and ignored, such a flag would leave a sidecar outside the mesh its operator meant it to join.
+    const stray = CONTROL_FLAGS.find((f) => f.name !== "control-plane" && args.given?.has(f.name));
+    if (stray) throw new UsageError("has no effect without --control-plane (or controlPlane in the --config ProxyConfig)", `--${stray.name}`);
+    return undefined;
+  }
   const where = (flag: string, field: string) => (args.given?.has(flag) || !fromFile ? `--${flag}` : `--config spec.controlPlane.${field}`);
   const urls = urlTexts.map((t) => new URL(t));
   const bootstrapText = bootstrapFlag ?? fromFile?.bootstrapUrl;

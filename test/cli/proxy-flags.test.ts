@@ -10,10 +10,10 @@ import { mesh, tempDir } from "../helpers/cli.ts";
 const tmp = tempDir("mesh-proxy-flags-");
 afterAll(() => tmp.cleanup());
 
-/** No certificate exists and the join token file is missing: only a flag's error can come first. */
-const proxy = (...flags: string[]) =>
-  mesh("proxy", "--service", "orders", "--upstream", "http://127.0.0.1:8080", "--certs-dir", join(tmp.path, "none"), "--join-token-file", "/nonexistent", ...flags);
-const withControlPlane = (...flags: string[]) => proxy("--control-plane", "https://127.0.0.1:15010", ...flags);
+/** No certificate exists: only a flag's error can come first. */
+const proxy = (...flags: string[]) => mesh("proxy", "--service", "orders", "--upstream", "http://127.0.0.1:8080", "--certs-dir", join(tmp.path, "none"), ...flags);
+/** ... and the join token file is missing. */
+const withControlPlane = (...flags: string[]) => proxy("--control-plane", "https://127.0.0.1:15010", "--join-token-file", "/nonexistent", ...flags);
 
 test.each([
   [["--namespace", "Bad_NS"], '--namespace: namespace "Bad_NS" must be a DNS label'],
@@ -49,6 +49,15 @@ test("a control-plane flag's value is checked even when no control plane is name
   expect(r.code).toBe(64);
   expect(r.err).toContain("--advertise:");
 });
+
+test.each([["--calls", "payments"], ["--join-token-file", "orders.token"], ["--bootstrap-url", "https://127.0.0.1:15012"], ["--advertise", "10.0.0.7"], ["--health-path", "/healthz"]])(
+  "%s without a control plane exits 64: it would be ignored, and the sidecar left out of the mesh",
+  async (flag, value) => {
+    const r = await proxy(flag, value);
+    expect(r.code).toBe(64);
+    expect(r.err).toContain(`${flag}: has no effect without --control-plane`);
+  },
+);
 
 test("the file's controlPlane.calls are held to the flag's rule, naming the field", async () => {
   const path = join(tmp.path, "proxy.yaml");
