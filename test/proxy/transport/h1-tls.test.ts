@@ -254,3 +254,15 @@ describe("the server refusing us, and handshake timeouts", () => {
     expect(err).toMatchObject({ name: "TimeoutError", requestSent: true });
   });
 });
+
+describe("the leaf's validity, checked on every connection", () => {
+  // A resumed TLS session carries its first handshake's certificate and is held to no clock by the TLS layer.
+  test("a leaf is refused once it has expired or before it starts, though its identity was read before", () => {
+    const der = new Uint8Array(orders.x509.rawData);
+    const { notBefore, notAfter } = orders.cert;
+    expect(peerIdFromDer(der, TD, notAfter.getTime() - 1)).toMatchObject({ ok: true, spiffeId: ORDERS });
+    expect(peerIdFromDer(der, TD, notAfter.getTime())).toEqual({ ok: false, reason: `peer certificate ${ORDERS} expired at ${notAfter.toISOString()}` });
+    expect(peerIdFromDer(der, TD, notBefore.getTime() - 1)).toEqual({ ok: false, reason: `peer certificate ${ORDERS} is not valid before ${notBefore.toISOString()}` });
+    expect(peerIdFromDer(der, TD)).toMatchObject({ ok: true, spiffeId: ORDERS });
+  });
+});
