@@ -318,6 +318,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       reconfigure(version);
       inboundPolicies = policiesOf(config, inboundPolicies);
       awaitingControlPlane = false;
+      tcp.recheckOpen();
     },
     useStatic(documents) {
       const before = { statics, config };
@@ -331,6 +332,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       if (!dynamic) staticVersion++;
       // Until the control plane's first config, the inbound keeps refusing: policies come with it.
       if (inboundPolicies.pending === undefined) inboundPolicies = policiesOf(config, inboundPolicies);
+      tcp.recheckOpen();
     },
     healthy: () => health.check(),
     useCerts(next) {

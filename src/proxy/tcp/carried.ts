@@ -26,6 +26,10 @@ export abstract class CarriedConnection implements LegOwner {
   /** The client's socket closed before the join. */
   protected clientGone = false;
   private done = false;
+  /** The joined upstream's socket, for revoke(). */
+  private upstreamSocket: Socket<UpstreamLeg> | undefined;
+  /** Why it was revoked: reported instead of how its pipe ended. */
+  private revokedAs: CarriedResult | undefined;
 
   constructor(readonly client: Socket<unknown>) {}
 
@@ -82,6 +86,18 @@ export abstract class CarriedConnection implements LegOwner {
     else this.refuse("draining");
   }
 
+  /**
+   * What admitted the connection no longer does (a config change): a joined one is reset
+   * both ways, one not yet joined refused; reported as `result`, as a refusal at its open.
+   */
+  protected revoke(result: CarriedResult): void {
+    if (this.done) return;
+    if (this.pipe === undefined) return this.refuse(result);
+    this.revokedAs = result;
+    this.client.terminate();
+    this.upstreamSocket?.terminate();
+  }
+
   /** Client bytes before the join: a subclass reads its preamble from them. */
   protected early(chunk: Uint8Array): void {
     this.hold(chunk);
@@ -100,6 +116,7 @@ export abstract class CarriedConnection implements LegOwner {
   protected join(upstream: Socket<UpstreamLeg>, timeouts: TcpTimeouts, framed: readonly [boolean, boolean]): TcpPipe {
     const pipe = new TcpPipe([this.client, upstream as Socket<unknown>], framed, timeouts, (report) => this.finish(report.error ?? "ok", report));
     this.pipe = pipe;
+    this.upstreamSocket = upstream;
     if (this.heldPaused) {
       this.heldPaused = false;
       this.client.resume();
@@ -126,7 +143,7 @@ export abstract class CarriedConnection implements LegOwner {
     if (this.done) return;
     this.done = true;
     this.held.length = 0;
-    this.ended(result, report);
+    this.ended(this.revokedAs ?? result, report);
   }
 
   /** Reports how it ended, once. */

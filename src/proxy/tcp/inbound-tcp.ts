@@ -5,7 +5,9 @@
  * database the service keeps to itself, stays out of reach), the caller passes the
  * service's AuthorizationPolicies as a connection (Authorizer.checkConnection) and its
  * RateLimitPolicy (a connection counts as a request). The answer byte tells the caller's
- * sidecar which; after CONNECTED the connection is the service's byte stream.
+ * sidecar which; after CONNECTED the connection is the service's byte stream. The ports
+ * and policies are checked again on open connections at every config change (recheck()):
+ * one they now refuse is reset, as Envoy drains a connection on an RBAC change.
  */
 import type { Socket } from "bun";
 import type { InboundPolicies } from "../inbound-admission.ts";
@@ -55,6 +57,13 @@ export class InboundTcp {
     return conn;
   }
 
+  /** After a config change: each open connection its ports and policies now refuse is reset. How many were. */
+  recheckOpen(): number {
+    let reset = 0;
+    for (const conn of [...this.open]) if (conn.recheck()) reset++;
+    return reset;
+  }
+
   /** A drain's end: every connection is ended gracefully. */
   closeAll(): void {
     for (const conn of [...this.open]) conn.shutdown();
@@ -89,17 +98,12 @@ export class InboundTcpConnection extends CarriedConnection {
   }
 
   private decide(): void {
-    const { policies: current, ports, metrics } = this.deps;
+    const { policies: current, metrics } = this.deps;
     const policies = current();
     if (policies.pending !== undefined) return this.answer(Answer.notReady);
-    // Port 0 is no port; any other must be declared, or the peer could reach whatever listens on loopback.
-    if (!ports().has(this.port)) return this.answer(Answer.noSuchPort);
+    const refusal = this.refusalBy(policies);
+    if (refusal !== undefined) return this.answer(refusal);
     const peer = peerService(this.peer);
-    const denial = policies.authorizer?.checkConnection(this.peer, this.port);
-    if (denial !== undefined) {
-      metrics.denied.inc({ peer, policy: denial.policy });
-      return this.answer(Answer.denied);
-    }
     const would = policies.dryRun?.checkConnection(this.peer, this.port);
     if (would !== undefined) metrics.dryRunDenied.inc({ peer, policy: would.policy });
     const limited = policies.limiter?.admit(this.peer);
@@ -108,6 +112,34 @@ export class InboundTcpConnection extends CarriedConnection {
       return this.answer(Answer.rateLimited);
     }
     new UpstreamLeg({ host: this.deps.host, port: this.port, connectTimeoutMs: LOCAL_CONNECT_TIMEOUT_MS }, this);
+  }
+
+  /**
+   * The ports and policies now in force, after a config change: if they refuse this
+   * connection it is reset (refused, if not yet joined), counted as that refusal. True if so.
+   * Dry-run policies and rate limits are not applied again: they judged its open.
+   */
+  recheck(): boolean {
+    // Port 0: no preamble yet, decide() will judge it by the config in force.
+    if (this.port === 0 || this.finished) return false;
+    const policies = this.deps.policies();
+    // A config the control plane has not given yet refuses new connections; open ones stay as they were let in.
+    if (policies.pending !== undefined) return false;
+    const refusal = this.refusalBy(policies);
+    if (refusal === undefined) return false;
+    this.refusal = refusal;
+    this.revoke(ANSWER_RESULT[refusal]);
+    return true;
+  }
+
+  /** Why the service's tcp ports and AuthorizationPolicies refuse this connection, if they do (a denial is counted). */
+  private refusalBy(policies: InboundPolicies): Answer | undefined {
+    // Port 0 is no port; any other must be declared, or the peer could reach whatever listens on loopback.
+    if (!this.deps.ports().has(this.port)) return Answer.noSuchPort;
+    const denial = policies.authorizer?.checkConnection(this.peer, this.port);
+    if (denial === undefined) return undefined;
+    this.deps.metrics.denied.inc({ peer: peerService(this.peer), policy: denial.policy });
+    return Answer.denied;
   }
 
   ready(socket: Socket<UpstreamLeg>): void {

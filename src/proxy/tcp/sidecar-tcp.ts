@@ -84,6 +84,14 @@ export function sidecarTcp(o: SidecarTcpOptions) {
       const policy = policies.find((p) => p.spec.service === o.service && p.metadata.namespace === o.namespace);
       timeouts = (policy?.spec ?? defaultDestinationPolicy(o.service)).timeouts;
     },
+    /**
+     * Once a config's ports and policies are both in force: an open inbound connection they
+     * would now refuse is reset, counted with that refusal's result (denied, no-such-port).
+     */
+    recheckOpen(): void {
+      const reset = inbound.recheckOpen();
+      if (reset > 0) o.log.info({ reset }, "carried connections the config no longer admits were reset");
+    },
     /** Warns of each upstream `snapshot` cannot carry (a missing Service, a port not tcp): its connections will be refused. */
     checkUpstreams(snapshot: Snapshot): void {
       for (const u of o.upstreams) {
