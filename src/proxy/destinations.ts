@@ -92,7 +92,10 @@ export function expectPeer(spiffeId: string, trustDomain: string) {
  * did not change is carried over whole from `previous` — pooled connections, outlier
  * ejections, retry budget, breaker counts and balancer state survive a config push;
  * one whose endpoints alone changed keeps all that and gets the new endpoint list,
- * each endpoint keeping its live counters by address.
+ * each endpoint keeping its live counters by address. Renewed certificates keep all that
+ * too, with new pools (new connections present the new certificate). A changed service or
+ * policy rebuilds the destination, but what is open stays counted: its breaker continues
+ * the old one's counts and its endpoints keep their in-flight counts.
  */
 export function buildSnapshot(services: Service[], policies: DestinationPolicy[], certs: WorkloadCerts, version: string, previous?: Snapshot, zone?: string): Snapshot {
   const destinations = new Map<string, Destination>();
@@ -101,7 +104,10 @@ export function buildSnapshot(services: Service[], policies: DestinationPolicy[]
     const key = `${svc.metadata.name}.${svc.metadata.namespace}`;
     const policy = policyOf.get(key) ?? defaultDestinationPolicy(svc.metadata.name);
     const prev = previous?.destinations.get(key);
-    const dest = prev && reusable(prev, svc, policy, certs) ? withEndpoints(prev, svc, zone) : buildDestination(svc, policy, certs, zone);
+    const dest =
+      prev === undefined ? buildDestination(svc, policy, certs, zone)
+      : !sameSpecs(prev, svc, policy) ? buildDestination(svc, policy, certs, zone, prev)
+      : withEndpoints(prev.builtFrom.certs === certs ? prev : withCerts(prev, svc, certs), svc, zone);
     destinations.set(key, dest);
     if (!destinations.has(dest.name)) destinations.set(dest.name, dest);
   }
@@ -112,29 +118,55 @@ function serviceSansEndpoints(svc: Service): string {
   return JSON.stringify({ ...svc.spec, endpoints: undefined });
 }
 
-function reusable(prev: Destination, svc: Service, policy: DestinationPolicySpec, certs: WorkloadCerts): boolean {
+/** Whether `prev` was built from this service (endpoints aside) and policy. */
+function sameSpecs(prev: Destination, svc: Service, policy: DestinationPolicySpec): boolean {
   const b = prev.builtFrom;
-  return b.certs === certs && b.service === serviceSansEndpoints(svc) && b.policy === JSON.stringify(policy);
+  return b.service === serviceSansEndpoints(svc) && b.policy === JSON.stringify(policy);
 }
 
-function staticEndpoints(svc: Service): Endpoint[] {
-  return (svc.spec.endpoints ?? []).filter((e) => e.weight > 0).map((e) => new Endpoint(e));
+/**
+ * `svc`'s endpoints; one `prev` has too (same address, weight and zone) stays the same
+ * object, with its live counters: calls and connections open to it release on it.
+ */
+function endpointsOf(svc: Service, prev: readonly Endpoint[] = []): Endpoint[] {
+  const old = new Map(prev.map((e) => [endpointKey(e), e]));
+  return (svc.spec.endpoints ?? []).filter((e) => e.weight > 0).map((spec) => {
+    const e = new Endpoint(spec);
+    return old.get(endpointKey(e)) ?? e;
+  });
+}
+
+function endpointKey(e: Endpoint): string {
+  return `${e.key}/${e.weight}/${e.spec.zone ?? ""}`;
 }
 
 function withEndpoints(prev: Destination, svc: Service, zone: string | undefined): Destination {
-  const old = new Map(prev.endpoints.map((e) => [`${e.key}/${e.weight}/${e.spec.zone ?? ""}`, e]));
-  const endpoints = staticEndpoints(svc).map((e) => old.get(`${e.key}/${e.weight}/${e.spec.zone ?? ""}`) ?? e);
+  const endpoints = endpointsOf(svc, prev.endpoints);
   prev.outlier.setEndpoints(endpoints);
   prev.pools.retain(endpoints);
   return { ...prev, endpoints, zones: zoneSplit(endpoints, zone, prev.policy.loadBalancer) };
 }
 
-/** `zone`: the caller's, if it has one. */
-function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: WorkloadCerts, zone: string | undefined): Destination {
+/**
+ * `prev` under renewed certificates: the same breaker, endpoints, outlier state, retry
+ * budget and balancer; new pools, so new connections present the new certificate (the
+ * old pools close once their calls are done: closeSnapshot).
+ */
+function withCerts(prev: Destination, svc: Service, certs: WorkloadCerts): Destination {
+  const identity = identityOf(svc, certs);
+  return { ...prev, ...identity, pools: poolsFor(prev.policy, certs, identity.verifyPeer), builtFrom: { ...prev.builtFrom, certs } };
+}
+
+/** Who a peer serving `svc` must prove to be, under `certs`' trust domain. */
+function identityOf(svc: Service, certs: WorkloadCerts): Pick<Destination, "spiffeId" | "scheme" | "verifyPeer"> {
   const spiffeId = svc.spec.mtls ? formatSpiffeId(workloadId(certs.trustDomain, svc.metadata.namespace, svc.spec.identity)) : undefined;
   const check = spiffeId ? expectPeer(spiffeId, certs.trustDomain) : undefined;
   const verifyPeer: VerifyPeer | undefined = check && ((der) => check("", { raw: der }));
-  const pools = new UpstreamPools({
+  return { spiffeId, scheme: spiffeId ? "https" : "http", verifyPeer };
+}
+
+function poolsFor(policy: DestinationPolicySpec, certs: WorkloadCerts, verifyPeer: VerifyPeer | undefined): UpstreamPools {
+  return new UpstreamPools({
     certs,
     verifyPeer,
     connectTimeoutMs: policy.timeouts.connect,
@@ -142,26 +174,31 @@ function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: Wo
     maxConnections: policy.circuitBreaker.maxConnections,
     multiplex: policy.multiplex,
   });
-  const endpoints = staticEndpoints(svc);
+}
+
+/** `zone`: the caller's, if it has one; `prev`: the destination this one replaces, whose open calls and connections it goes on counting. */
+function buildDestination(svc: Service, policy: DestinationPolicySpec, certs: WorkloadCerts, zone: string | undefined, prev?: Destination): Destination {
+  const identity = identityOf(svc, certs);
+  const endpoints = endpointsOf(svc, prev?.endpoints);
   const outlier = new OutlierDetector(systemClock, outlierConfig(policy));
   outlier.setEndpoints(endpoints);
+  // The old detector lets go of the endpoints it shares with this one: an old call's late result must not eject one behind this one's back.
+  prev?.outlier.setEndpoints([]);
   const lb = policy.loadBalancer;
   return {
     name: svc.metadata.name,
     namespace: svc.metadata.namespace,
-    spiffeId,
-    scheme: spiffeId ? "https" : "http",
-    verifyPeer,
+    ...identity,
     tcpPorts: new Map(svc.spec.ports.filter((p) => p.protocol === "tcp").map((p) => [p.port, p.targetPort])),
     addresses: svc.spec.addresses ?? [],
     endpoints,
     zones: zoneSplit(endpoints, zone, lb),
     balancer: createBalancer(balancerPolicy(lb), { clock: systemClock, random: Math.random }),
     ewmaDecayMs: lb.type === "ewma" ? lb.ewmaDecay ?? DEFAULT_EWMA_DECAY_MS : undefined,
-    pools,
+    pools: poolsFor(policy, certs, identity.verifyPeer),
     outlier,
     budget: new RetryBudget(systemClock, retryBudgetConfig(policy.retries)),
-    breaker: new CircuitBreaker(policy.circuitBreaker),
+    breaker: prev ? CircuitBreaker.continuing(prev.breaker, policy.circuitBreaker) : new CircuitBreaker(policy.circuitBreaker),
     call: callSettings(policy),
     policy,
     builtFrom: { certs, service: serviceSansEndpoints(svc), policy: JSON.stringify(policy) },

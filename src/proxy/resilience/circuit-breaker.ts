@@ -47,7 +47,8 @@ const INDEX: Readonly<Record<ResourceKind, number>> = { connections: 0, pending:
 const REASONS: readonly OverflowReason[] = ["max-connections", "max-pending-requests", "max-requests", "max-retries"];
 
 export class CircuitBreaker {
-  private readonly used = new Int32Array(4);
+  /** Shared with the breaker this one continues (continuing()): what is held, whichever of them it was taken from. */
+  private used = new Int32Array(4);
   private readonly limit = new Int32Array(4);
   private readonly overflowed = new Float64Array(4);
   /** Releases with nothing held: a caller bug, ignored and counted. */
@@ -55,6 +56,18 @@ export class CircuitBreaker {
 
   constructor(limits: CircuitBreakerLimits = DEFAULT_CIRCUIT_BREAKER_LIMITS) {
     this.setLimits(limits);
+  }
+
+  /**
+   * A breaker with `limits` that goes on counting what `previous` holds: a destination
+   * rebuilt (new certificates, a new policy) must not start from zero while the connections
+   * and requests of the old one are still open. Each holder releases on the breaker it
+   * acquired from; both count the same slots.
+   */
+  static continuing(previous: CircuitBreaker, limits: CircuitBreakerLimits): CircuitBreaker {
+    const next = new CircuitBreaker(limits);
+    next.used = previous.used;
+    return next;
   }
 
   /**

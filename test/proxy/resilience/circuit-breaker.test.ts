@@ -105,4 +105,18 @@ describe("CircuitBreaker", () => {
     expect(cb.tryAcquire("pending")).toBe("max-pending-requests");
     expect(cb.isOpen("retries")).toBe(true);
   });
+
+  test("continuing(): a rebuilt destination's breaker counts what the old one holds, under its own limits", () => {
+    const old = new CircuitBreaker(small);
+    expect([old.tryAcquire("connections"), old.tryAcquire("connections")]).toEqual([true, true]);
+    const next = CircuitBreaker.continuing(old, { ...small, maxConnections: 3 });
+    expect(next.usage("connections")).toBe(2);
+    expect([next.tryAcquire("connections"), next.tryAcquire("connections")]).toEqual([true, "max-connections"]);
+    // A holder from before releases on the breaker it took its place from: the new one sees it.
+    expect(old.release("connections")).toBe(true);
+    expect(next.usage("connections")).toBe(2);
+    expect(next.tryAcquire("connections")).toBe(true);
+    // The old limits stay the old breaker's.
+    expect(old.tryAcquire("connections")).toBe("max-connections");
+  });
 });
