@@ -40,6 +40,34 @@ describe("frames", () => {
     expect(Buffer.concat(seen.data).equals(Buffer.from(big))).toBe(true);
   });
 
+  test("small frames of one read are handed on as one piece, in order with larger ones and before END", () => {
+    const tiny = (text: string) => Buffer.concat([...text].map((c) => dataFrames(Buffer.from(c))));
+    const large = Buffer.alloc(2000, "L");
+    const { r, seen, text } = reader();
+    r.push(Buffer.concat([tiny("abc"), dataFrames(large), tiny("de"), END_FRAME]));
+    expect(seen.data.map((d) => d.toString())).toEqual(["abc", large.toString(), "de"]);
+    expect(text()).toBe(`abc${large}de`);
+    expect(seen.ends).toBe(1);
+    // One small frame alone is handed on as a range of the read, not copied.
+    const one = reader();
+    one.r.push(tiny("x"));
+    expect(one.seen.data.map((d) => d.toString())).toEqual(["x"]);
+  });
+
+  test("a peer's 4,000 one-byte frames in one read cost one hand-on, not 4,000", () => {
+    const { r, seen, text } = reader();
+    const bytes = Buffer.alloc(4000).map((_, i) => 97 + (i % 26));
+    r.push(Buffer.concat([...bytes].map((b) => dataFrames(Uint8Array.of(b)))));
+    expect(seen.data.length).toBe(1);
+    expect(text()).toBe(bytes.toString());
+  });
+
+  test("bytes before a frame that is not one are handed on before it is refused", () => {
+    const { r, seen, text } = reader();
+    r.push(Buffer.concat([dataFrames(Buffer.from("a")), dataFrames(Buffer.from("b")), Uint8Array.of(7, 0, 0, 1, 65)]));
+    expect({ text: text(), malformed: seen.malformed.length }).toEqual({ text: "ab", malformed: 1 });
+  });
+
   test("what is not a frame is refused, and nothing after it is read", () => {
     const cases: [string, Uint8Array][] = [
       ["an unknown type", Uint8Array.of(7, 0, 0, 1, 65)],

@@ -53,7 +53,17 @@ export interface FrameEvents {
   malformed(reason: string): void;
 }
 
-/** Reads frames from a byte stream cut anywhere; payloads are ranges of the reads, never copied. */
+/**
+ * Payloads shorter than this, several in one read, are gathered and handed on as one: a
+ * peer's one-byte frames would otherwise cost a write each to the service. Larger ones go
+ * as they are, a write each being no more than a plain TCP stream of such reads costs.
+ */
+const GATHER_BELOW = 1024;
+
+/**
+ * Reads frames from a byte stream cut anywhere; payloads are ranges of the reads, copied
+ * only when several small ones come in one read (GATHER_BELOW).
+ */
 export class FrameReader {
   private readonly header = new Uint8Array(FRAME_HEADER_BYTES);
   private headerHave = 0;
@@ -61,6 +71,13 @@ export class FrameReader {
   private remaining = 0;
   private ended = false;
   private broken = false;
+  /** This read's first small payload, held in case more come: read[heldStart..heldEnd). */
+  private held: Uint8Array | undefined;
+  private heldStart = 0;
+  private heldEnd = 0;
+  /** Small payloads of this read gathered once a second came; a buffer of their own, since the receiver may keep it. */
+  private gathered: Buffer | undefined;
+  private gatheredLength = 0;
 
   constructor(private readonly events: FrameEvents) {}
 
@@ -75,13 +92,50 @@ export class FrameReader {
       if (this.remaining > 0) {
         const n = Math.min(this.remaining, chunk.byteLength - at);
         this.remaining -= n;
-        this.events.data(chunk, at, at + n);
+        this.payload(chunk, at, at + n);
         at += n;
         continue;
       }
       // A header byte at a time: no view of the read (see FrameEvents.data).
       while (this.headerHave < FRAME_HEADER_BYTES && at < chunk.byteLength) this.header[this.headerHave++] = chunk[at++]!;
       if (this.headerHave === FRAME_HEADER_BYTES) this.frame();
+    }
+    this.handOn();
+  }
+
+  private payload(chunk: Uint8Array, start: number, end: number): void {
+    const n = end - start;
+    if (n >= GATHER_BELOW) {
+      this.handOn();
+      return this.events.data(chunk, start, end);
+    }
+    if (this.gathered !== undefined) {
+      Buffer.prototype.copy.call(chunk, this.gathered, this.gatheredLength, start, end);
+      this.gatheredLength += n;
+    } else if (this.held !== undefined) {
+      // A second small payload in this read: both, and any after, are gathered (no more than the read holds).
+      const gathered = (this.gathered = Buffer.allocUnsafe(chunk.byteLength));
+      Buffer.prototype.copy.call(this.held, gathered, 0, this.heldStart, this.heldEnd);
+      Buffer.prototype.copy.call(chunk, gathered, this.heldEnd - this.heldStart, start, end);
+      this.gatheredLength = this.heldEnd - this.heldStart + n;
+      this.held = undefined;
+    } else {
+      this.held = chunk;
+      this.heldStart = start;
+      this.heldEnd = end;
+    }
+  }
+
+  /** Hands on what this read's small payloads left waiting: before anything else is told, and at the read's end. */
+  private handOn(): void {
+    if (this.gathered !== undefined) {
+      const gathered = this.gathered;
+      this.gathered = undefined;
+      this.events.data(gathered, 0, this.gatheredLength);
+    } else if (this.held !== undefined) {
+      const held = this.held;
+      this.held = undefined;
+      this.events.data(held, this.heldStart, this.heldEnd);
     }
   }
 
@@ -92,6 +146,7 @@ export class FrameReader {
     if (this.ended) return this.fail("a frame after END");
     if (h[0] === END && length === 0) {
       this.ended = true;
+      this.handOn();
       return this.events.end();
     }
     if (h[0] !== DATA) return this.fail(`frame type ${h[0]}`);
@@ -101,6 +156,7 @@ export class FrameReader {
 
   private fail(reason: string): void {
     this.broken = true;
+    this.handOn();
     this.events.malformed(reason);
   }
 }
