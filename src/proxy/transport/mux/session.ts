@@ -79,9 +79,16 @@ export class MuxSession {
   /** The DATA frame being read: its stream (undefined: discard) and bytes to come. */
   private dataFor: MuxStream | undefined;
   private dataLeft = 0;
-  /** Where small pieces of reads are copied (see piece()). */
+  /** Where small pieces of reads are copied (see payload()). */
   private slab = Buffer.allocUnsafe(SLAB_BYTES);
   private slabAt = 0;
+  /**
+   * The stream whose small pieces of this read are gathered in the slab, from `gatheredAt`
+   * to slabAt, and handed on as one: a peer's one-byte frames would otherwise cost a write
+   * each where the stream's bytes go (the local service's socket).
+   */
+  private gatheredFor: MuxStream | undefined;
+  private gatheredAt = 0;
 
   constructor(
     private readonly socket: SessionSocket,
@@ -116,7 +123,7 @@ export class MuxSession {
         const n = Math.min(this.dataLeft, end - at);
         this.dataLeft -= n;
         const stream = this.dataFor;
-        if (stream !== undefined && stream.open) stream.received(n === end ? chunk : this.piece(chunk, at, n));
+        if (stream !== undefined && stream.open) this.payload(stream, chunk, at, n);
         at += n;
         continue;
       }
@@ -128,31 +135,52 @@ export class MuxSession {
         chunk.copy(this.head, this.headHave, at, at + n);
         this.headHave += n;
         at += n;
-        if (this.headHave < HEADER_BYTES) return;
+        if (this.headHave < HEADER_BYTES) break;
         this.headHave = 0;
         frame = this.head;
         f = 0;
       }
-      this.onFrame(frame[f]!, frame[f + 1]!, frame.readUInt32BE(f + 2), frame.readUInt32BE(f + 6));
+      const type = frame[f]!;
+      const id = frame.readUInt32BE(f + 2);
+      // Gathered bytes go before any other frame's effect (a FIN, a RESET); a stream's next DATA adds to them.
+      if (this.gatheredFor !== undefined && (type !== DATA || id !== this.gatheredFor.id)) this.handGathered();
+      this.onFrame(type, frame[f + 1]!, id, frame.readUInt32BE(f + 6));
     }
+    if (this.gatheredFor !== undefined) this.handGathered();
   }
 
   /**
-   * A stream's bytes chunk[at..at+n) as a Buffer of their own. A view of the socket's read
-   * would make JSC materialize an ArrayBuffer for every read (and sweep it after), so small
-   * pieces are copied into a slab instead, a view of which is cheap; a slab is never
-   * written twice, so a piece a stream keeps stays intact.
+   * A stream's bytes chunk[at..at+n). Small pieces are copied into a slab, gathered with the
+   * same stream's before them in this read: a view of the socket's read would make JSC
+   * materialize an ArrayBuffer for every read (and sweep it after), while a view of a slab
+   * is cheap. Larger ones are handed on as views.
    */
-  private piece(chunk: Buffer, at: number, n: number): Buffer {
-    if (n > SLAB_PIECE_MAX) return chunk.subarray(at, at + n);
-    if (this.slabAt + n > SLAB_BYTES) {
-      this.slab = Buffer.allocUnsafe(SLAB_BYTES);
-      this.slabAt = 0;
+  private payload(stream: MuxStream, chunk: Buffer, at: number, n: number): void {
+    if (n <= SLAB_PIECE_MAX) {
+      if (this.gatheredFor !== stream || this.slabAt + n > SLAB_BYTES) {
+        if (this.gatheredFor !== undefined) this.handGathered();
+        if (this.slabAt + n > SLAB_BYTES) this.newSlab();
+        this.gatheredFor = stream;
+        this.gatheredAt = this.slabAt;
+      }
+      chunk.copy(this.slab, this.slabAt, at, at + n);
+      this.slabAt += n;
+      return;
     }
-    chunk.copy(this.slab, this.slabAt, at, at + n);
-    const piece = this.slab.subarray(this.slabAt, this.slabAt + n);
-    this.slabAt += n;
-    return piece;
+    if (this.gatheredFor !== undefined) this.handGathered();
+    stream.received(n === chunk.byteLength ? chunk : chunk.subarray(at, at + n));
+  }
+
+  /** Hands the gathered bytes to their stream: a view of the slab, which is never written twice, so a stream may keep it. */
+  private handGathered(): void {
+    const stream = this.gatheredFor!;
+    this.gatheredFor = undefined;
+    if (stream.open) stream.received(this.slab.subarray(this.gatheredAt, this.slabAt));
+  }
+
+  private newSlab(): void {
+    this.slab = Buffer.allocUnsafe(SLAB_BYTES);
+    this.slabAt = 0;
   }
 
   private onFrame(type: number, flags: number, id: number, value: number): void {
