@@ -3,9 +3,11 @@
  * request it refuses to sign, every join token minted or revoked, and every manifest an
  * admin changes; and counts of certificates for `/v1/status`. Lines carry `audit` (the
  * event) so they can be routed apart from the rest of the log. No secret is ever logged:
- * tokens by id only, never their text.
+ * tokens by id only, never their text. Refusals past a budget a minute are counted in one
+ * summary line instead (refusal-throttle.ts): anyone can send them.
  */
 import type { Logger } from "../core/log.ts";
+import { REFUSAL_THROTTLE, RefusalThrottle, type ThrottleOptions } from "./refusal-throttle.ts";
 
 /** How a certificate was asked for: a join token at first start, or the caller's own certificate. */
 export type SigningPath = "bootstrap" | "renewal";
@@ -40,8 +42,14 @@ const MAX_REASON = 300;
 
 export class AuditLog {
   readonly counts: AuditCounts = { issued: { bootstrap: 0, renewal: 0 }, refused: { bootstrap: 0, renewal: 0 } };
+  private readonly refusals: RefusalThrottle;
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    throttle: ThrottleOptions = REFUSAL_THROTTLE,
+  ) {
+    this.refusals = new RefusalThrottle((s) => this.log.warn({ audit: "certificate-refusals-left-out", ...s }, "certificate requests refused past the log's budget, counted here"), throttle);
+  }
 
   issued(e: IssuedEvent): void {
     this.counts.issued[e.via]++;
@@ -50,8 +58,14 @@ export class AuditLog {
 
   refused(e: RefusedEvent): void {
     this.counts.refused[e.via]++;
+    if (!this.refusals.admit(e.peer?.replace(/:\d+$/, ""))) return;
     const reason = e.reason.length > MAX_REASON ? `${e.reason.slice(0, MAX_REASON)}…` : e.reason;
     this.log.warn({ audit: "certificate-refused", ...e, reason }, "certificate request refused");
+  }
+
+  /** Writes the summary of refusals left out of the log so far (a shutdown). */
+  flush(): void {
+    this.refusals.flush();
   }
 
   tokenMinted(e: { tokenId: string; spiffeId: string; uses: number; expiresAt: string; by: string }): void {

@@ -170,6 +170,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
       bootBridge.closeAll();
       adminBridge.closeAll();
       view.stop();
+      audit.flush();
       await store.close();
     },
   };
