@@ -1,11 +1,12 @@
 /**
  * Writing state a person depends on: all-or-nothing, keys private, nothing
  * overwritten by surprise. Every file of a set is written to a temporary name
- * first and renamed only once all were written, so a failure leaves no half set.
+ * first and renamed only once all were written, so a failure leaves no half set;
+ * should a rename fail part-way, the files already replaced get their old content back.
  * Directories it creates are never writable by others, whatever the umask: whoever
  * may write a directory may replace the certificates and keys in it.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { CantCreateError, DataError } from "./errors.ts";
 
@@ -41,7 +42,61 @@ export function writeFileSet(files: OutputFile[], opts: { force: boolean }): voi
     for (const s of staged) rmSync(s.tmp, { force: true });
     throw err;
   }
-  for (const s of staged) renameSync(s.tmp, s.path);
+  commit(staged);
+}
+
+/**
+ * Renames every staged file over its target. A rename can fail although writing beside it
+ * worked (the target a directory, or a file mounted on its own): then the targets already
+ * replaced get their old content back, kept just before under another name, so a new key
+ * never sits beside an old chain. The kept ones are removed once all is renamed.
+ */
+function commit(staged: { tmp: string; path: string }[]): void {
+  const done: { path: string; old?: string }[] = [];
+  try {
+    for (const s of staged) {
+      const old = existsSync(s.path) ? keep(s.path, `${s.tmp}.old`) : undefined;
+      try {
+        renameSync(s.tmp, s.path);
+      } catch (err) {
+        if (old) rmSync(old, { force: true });
+        throw err;
+      }
+      done.push({ path: s.path, old });
+    }
+  } catch (err) {
+    for (const d of done.reverse()) {
+      try {
+        if (d.old) renameSync(d.old, d.path);
+        else rmSync(d.path, { force: true });
+      } catch {
+        // Best effort: the error thrown below says which write failed.
+      }
+    }
+    for (const s of staged) rmSync(s.tmp, { force: true });
+    throw err;
+  }
+  for (const d of done) if (d.old) rmSync(d.old, { force: true });
+}
+
+/**
+ * The file at `path` kept under `as`: a hard link (nothing read, so no read permission
+ * needed), else a copy; undefined when neither can be made, and then that file alone
+ * cannot be put back (the write itself must not fail for it).
+ */
+function keep(path: string, as: string): string | undefined {
+  try {
+    linkSync(path, as);
+    return as;
+  } catch {
+    try {
+      copyFileSync(path, as);
+      return as;
+    } catch {
+      rmSync(as, { force: true });
+      return undefined;
+    }
+  }
 }
 
 /** Creates `dir` with `mode` and any missing parent with DIR_MODE; existing directories are left as they are. */
