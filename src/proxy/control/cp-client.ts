@@ -8,8 +8,18 @@
 import { controlPlaneId } from "../../control-plane/well-known.ts";
 import type { WorkloadCerts } from "../certs.ts";
 import { expectPeer } from "../destinations.ts";
+import { boundedText } from "./bounded-body.ts";
 
 const CALL_TIMEOUT_MS = 5_000;
+/**
+ * The most of a config answer read. A snapshot holds one sidecar's view (the Services it
+ * calls with their endpoints, and its policies): a few MiB even in a large mesh, and the
+ * control plane refuses manifests past 4 MiB each. Parsed, JSON takes several times its
+ * size, so this keeps a sidecar's memory safe while leaving a real config ample room.
+ */
+export const MAX_CONFIG_ANSWER_BYTES = 64 << 20;
+/** The other answers are a lease, an ok, or a certificate with its bundle. */
+const MAX_ANSWER_BYTES = 1 << 20;
 
 export class ControlPlaneError extends Error {
   override readonly name = "ControlPlaneError";
@@ -40,14 +50,14 @@ export class ControlPlaneClient {
 
   async post<T>(path: string, body: unknown): Promise<T> {
     const res = await this.send(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-    return answer<T>(res, path);
+    return answer<T>(res, path, MAX_ANSWER_BYTES);
   }
 
   /** GET; undefined on 304 (nothing new). `timeoutMs` must cover how long the server may hold a poll. */
-  async get<T>(path: string, signal?: AbortSignal, timeoutMs = CALL_TIMEOUT_MS): Promise<T | undefined> {
+  async get<T>(path: string, signal?: AbortSignal, timeoutMs = CALL_TIMEOUT_MS, maxBytes = MAX_ANSWER_BYTES): Promise<T | undefined> {
     const res = await this.send(path, { signal }, timeoutMs);
     if (res.status === 304) return undefined;
-    return answer<T>(res, path);
+    return answer<T>(res, path, maxBytes);
   }
 
   /** Every call has a deadline: a replica that hangs (paused, partitioned) must not hold a loop forever. */
@@ -87,8 +97,8 @@ export class ControlPlaneClient {
   }
 }
 
-async function answer<T>(res: Response, path: string): Promise<T> {
-  const text = await res.text();
+async function answer<T>(res: Response, path: string, maxBytes: number): Promise<T> {
+  const text = await boundedText(res, maxBytes, path);
   if (!res.ok) {
     let message = text;
     try {
