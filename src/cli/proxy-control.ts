@@ -105,7 +105,7 @@ export async function controlPlaneCerts(cp: ControlPlaneSettings, certsDir: stri
   const bundlePem = readFileSync(bundleFile, "utf8");
   const trustDomain = controlPlaneDomain(bundlePem, bundleFile);
   log.info({ url: cp.bootstrapUrl, service, namespace }, "bootstrapping the first certificate");
-  return bootstrap({ url: cp.bootstrapUrl, token, bundlePem, trustDomain, namespace, service, certsDir });
+  return bootstrap({ url: cp.bootstrapUrl, token, bundlePem, trustDomain, namespace, service, certsDir, log });
 }
 
 export function startAgent(cp: ControlPlaneSettings, proxy: RunningProxy, ctx: { namespace: string; service: string; zone: string | undefined; inboundAddress: string; certs: WorkloadCerts; certsDir: string; log: Logger }): ControlPlaneAgent {

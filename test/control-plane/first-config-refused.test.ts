@@ -97,7 +97,8 @@ test("a refused first config is shown by mesh check, and cleared once an instanc
   // The field is understood now (the proxy was upgraded): the next version is applied, the proxy registers, the refusal is gone.
   older.knowsTheField = true;
   await cp.apply({ ...serviceManifest("payments"), spec: { ...(serviceManifest("payments").spec as object), identity: "payments" } });
-  expect(await eventually(() => older.applied.length === 1, 10_000, 100)).toBe(true);
+  // Its own registration then adds its endpoint to its Service: a second version may follow at once.
+  expect(await eventually(() => older.applied.length >= 1, 10_000, 100)).toBe(true);
   const cleared = await eventually(async () => !(out = (await mesh("check", ...admin)).out).includes("refused"), 10_000, 200);
   if (!cleared) console.error(out);
   expect(cleared).toBe(true);

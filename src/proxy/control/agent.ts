@@ -1,18 +1,19 @@
 /**
  * The sidecar's side of the control plane: register and keep the lease alive, follow
  * config versions and acknowledge or refuse each, renew the certificate at about half
- * its life. Every loop survives the control plane being gone: the proxy keeps serving
- * on its last config and certificate and reconnects with jittered backoff.
+ * its life (taking only one for its own identity). Every loop survives the control plane
+ * being gone or misbehaving: the proxy keeps serving on its last config and certificate
+ * and reconnects with jittered backoff.
  */
 import type { Logger } from "../../core/log.ts";
 import { saveConfig, type SavedConfig } from "./saved-config.ts";
 import { REFUSAL_REASON_CHARS, type Registration } from "../../control-plane/registration.ts";
-import type { ProxySnapshot } from "../../control-plane/snapshot.ts";
-import type { SignedCertificate } from "../../control-plane/signer.ts";
 import type { WorkloadCerts } from "../certs.ts";
 import { Backoff } from "./backoff.ts";
-import { requestCertificate, saveCertificate } from "./bootstrap.ts";
-import { ControlPlaneError, type ControlPlaneClient } from "./cp-client.ts";
+import { certificateFromAnswer, requestCertificate, saveCertificate } from "./bootstrap.ts";
+import { ControlPlaneError, MAX_CONFIG_ANSWER_BYTES, type ControlPlaneClient } from "./cp-client.ts";
+import { readConfigAnswer, readLease } from "./answer-shapes.ts";
+import { ConfigAcks, type ConfigAck } from "./config-acks.ts";
 import { timerDelay } from "../../core/timer-delay.ts";
 
 export interface AgentTarget {
@@ -33,6 +34,13 @@ export interface AgentOptions {
 }
 
 const POLL_WAIT_MS = 25_000;
+/**
+ * A long poll is held until something changes. One that brings nothing to apply (a 304 or
+ * the version it named, answered at once; a refused version) lets the next start only this
+ * long after it did, or a misbehaving control plane would turn the loop hot. A version
+ * applied is followed at once: changes in quick succession are the control plane's to pace.
+ */
+const MIN_POLL_INTERVAL_MS = 500;
 
 export class ControlPlaneAgent {
   private stopped = false;
@@ -42,9 +50,8 @@ export class ControlPlaneAgent {
   /** Settles once a config version has been applied: only then is the endpoint offered to callers. */
   private applied: Promise<void>;
   private markApplied!: () => void;
-  /** Settles once registered: the control plane records acknowledgements beside the registration. */
-  private registered: Promise<void>;
-  private markRegistered!: () => void;
+  /** Applied and refused versions, told the control plane once registered: it records them beside the registration. */
+  private acks: ConfigAcks;
   private stopping: Promise<void> | undefined;
   /** Settles once the first config version has been handled, applied or refused. */
   readonly firstConfig: Promise<void>;
@@ -57,7 +64,7 @@ export class ControlPlaneAgent {
 
   constructor(private opts: AgentOptions) {
     this.applied = new Promise((resolve) => (this.markApplied = resolve));
-    this.registered = new Promise((resolve) => (this.markRegistered = resolve));
+    this.acks = new ConfigAcks((ack) => this.sendAck(ack), opts.log);
     this.firstConfig = new Promise((resolve) => (this.markFirstConfig = resolve));
   }
 
@@ -104,11 +111,14 @@ export class ControlPlaneAgent {
       try {
         const healthy = await this.opts.target.healthy();
         if (!this.lease) {
-          this.lease = await client.post("/v1/register", { registration, healthy });
-          log.info({ endpoint: `${registration.address}:${registration.port}` }, "registered with the control plane");
-          this.markRegistered();
+          this.lease = readLease(await client.post<unknown>("/v1/register", { registration, healthy }));
+          log.info({ endpoint: `${registration.address}:${registration.port}`, leaseTtlMs: this.lease.ttlMs }, "registered with the control plane");
+          this.acks.registered();
+          await this.acks.flush();
         } else {
           await client.post("/v1/heartbeat", { registration, leaseId: this.lease.leaseId, healthy });
+          // An acknowledgement that failed (the control plane was briefly away) is tried again with each heartbeat.
+          if (this.acks.pending) await this.acks.flush();
         }
         backoff.reset();
         await this.sleep(this.lease!.ttlMs / 3);
@@ -129,36 +139,36 @@ export class ControlPlaneAgent {
     const { client, registration, log } = this.opts;
     const query = new URLSearchParams({ namespace: registration.namespace, service: registration.service, waitMs: String(POLL_WAIT_MS) });
     if (this.opts.calls) query.set("calls", this.opts.calls.join(","));
+    let nextPollAt = 0;
     while (!this.stopped) {
       try {
+        const wait = nextPollAt - Date.now();
+        if (wait > 0) await this.sleep(wait);
+        if (this.stopped) return;
+        nextPollAt = Date.now() + MIN_POLL_INTERVAL_MS;
         // Ask with the last version seen, applied or refused: a refused one is not sent again.
         const seen = this.rejected ?? this.version;
         if (seen) query.set("version", seen);
-        const snap = await client.get<ProxySnapshot>(`/v1/config?${query}`, this.poll.signal, POLL_WAIT_MS + 5_000);
-        backoff.reset();
-        if (!snap) {
-          if (this.firstRefusal !== undefined) await this.ack(this.rejected!, this.firstRefusal);
+        const answer = await client.get<unknown>(`/v1/config?${query}`, this.poll.signal, POLL_WAIT_MS + 5_000, MAX_CONFIG_ANSWER_BYTES);
+        const read = answer === undefined ? undefined : readConfigAnswer(answer);
+        if (read?.kind === "unnamed") {
+          // Not a snapshot, and naming no version that could be acknowledged: the same question would get the same answer.
+          log.error({ reason: read.reason }, "config refused; the last good config keeps serving");
+          this.markFirstConfig(); // heard, if not understood
+          await this.sleep(backoff.next());
           continue;
         }
-        let error: string | undefined;
-        try {
-          this.opts.target.applyConfig(snap.documents, snap.version);
-          this.version = snap.version;
-          this.rejected = this.firstRefusal = undefined;
-          this.markApplied();
-          log.info({ version: snap.version, documents: snap.documents.length }, "config applied");
-          this.save({ version: snap.version, documents: snap.documents });
-        } catch (err) {
-          error = (err as Error).message;
-          this.rejected = snap.version;
-          log.error({ version: snap.version, reason: error }, "config refused; the last good config keeps serving");
+        backoff.reset();
+        // Nothing new: a 304, or the version named sent back (a refused one is not refused, logged and acknowledged again).
+        if (read === undefined || read.version === seen) {
+          if (this.firstRefusal !== undefined) await this.sendAck({ version: this.rejected!, error: this.firstRefusal });
+          continue;
         }
+        const error = read.kind === "snapshot" ? this.apply(read.version, read.documents) : this.refuse(read.version, read.reason);
+        if (error === undefined) nextPollAt = 0;
         // Applied or refused, the control plane has been heard.
         this.markFirstConfig();
-        // Refused before any config was applied, the proxy is not registered: the control plane keeps the refusal on its own.
-        if (error !== undefined && this.version === undefined) this.firstRefusal = error;
-        else await this.registered;
-        await this.ack(snap.version, error);
+        await this.acknowledge(read.version, error);
       } catch (err) {
         if (this.stopped) return;
         log.warn({ err: (err as Error).message }, "config stream interrupted; reconnecting");
@@ -167,8 +177,45 @@ export class ControlPlaneAgent {
     }
   }
 
+  /** Applies a version: undefined, or the reason it is refused. */
+  private apply(version: string, documents: unknown[]): string | undefined {
+    try {
+      this.opts.target.applyConfig(documents, version);
+    } catch (err) {
+      return this.refuse(version, (err as Error).message);
+    }
+    this.version = version;
+    this.rejected = this.firstRefusal = undefined;
+    this.markApplied();
+    this.opts.log.info({ version, documents: documents.length }, "config applied");
+    this.save({ version, documents });
+    return undefined;
+  }
+
+  private refuse(version: string, reason: string): string {
+    this.rejected = version;
+    this.opts.log.error({ version, reason }, "config refused; the last good config keeps serving");
+    return reason;
+  }
+
+  /**
+   * Refused before any config was applied, the proxy is not registered (it has nothing to
+   * serve with): the control plane keeps that refusal on its own, reported again at every
+   * poll. Any other outcome goes beside the registration: at once when registered, else
+   * once it is; either way config keeps being followed.
+   */
+  private async acknowledge(version: string, error: string | undefined): Promise<void> {
+    if (error !== undefined && this.version === undefined) {
+      this.firstRefusal = error;
+      await this.sendAck({ version, error });
+      return;
+    }
+    this.acks.record(version, error);
+    if (this.lease) await this.acks.flush();
+  }
+
   /** Only the start of a long reason is kept and shown (one problem per document can run long): sent cut, so it is never refused for size. */
-  private async ack(version: string, error: string | undefined): Promise<void> {
+  private async sendAck({ version, error }: ConfigAck): Promise<void> {
     const { client, registration, calls } = this.opts;
     const reason = error !== undefined && error.length > REFUSAL_REASON_CHARS ? `${error.slice(0, REFUSAL_REASON_CHARS - 40)} … (${error.length} characters in all)` : error;
     await client.post("/v1/config/ack", { registration, version, calls, ...(reason !== undefined ? { error: reason } : {}) });
@@ -198,20 +245,35 @@ export class ControlPlaneAgent {
     const { client, registration, log } = this.opts;
     while (!this.stopped) {
       try {
-        const { keyPem, signed } = await requestCertificate(this.opts.certs.spiffeId, registration.service, (csr) =>
-          client.post<SignedCertificate>("/v1/certificates/renew", { namespace: registration.namespace, service: registration.service, csr }),
+        const { keyPem, answer } = await requestCertificate(this.opts.certs.spiffeId, registration.service, (csr) =>
+          client.post<unknown>("/v1/certificates/renew", { namespace: registration.namespace, service: registration.service, csr }),
         );
-        const certs = await saveCertificate(this.opts.certsDir, keyPem, signed);
+        // Checked against who this sidecar is and the roots it trusts now, not the answer's word.
+        const certs = await certificateFromAnswer(this.opts.certsDir, keyPem, answer, "/v1/certificates/renew", this.opts.certs);
+        // In use first: the files are only for a restart, and failing to write them must not cost the certificate.
         this.opts.certs = certs;
         this.opts.target.useCerts(certs);
         client.useCerts(certs);
         log.info({ notAfter: certs.notAfter.toISOString() }, "certificate renewed");
+        this.keepForRestart(certs);
         this.scheduleRenewal(certs);
         return;
       } catch (err) {
+        if (this.stopped) return;
         log.warn({ err: (err as Error).message }, "certificate renewal failed; retrying");
         await this.sleep(backoff.next());
       }
+    }
+  }
+
+  private keepForRestart(certs: WorkloadCerts): void {
+    try {
+      saveCertificate(this.opts.certsDir, certs);
+    } catch (err) {
+      this.opts.log.warn(
+        { certsDir: this.opts.certsDir, err: (err as Error).message, notAfter: certs.notAfter.toISOString() },
+        "the renewed certificate is in use but cannot be saved; a restart finds the previous one in the certificates directory",
+      );
     }
   }
 }
