@@ -26,6 +26,7 @@ import type { ConnectionBudget } from "../../core/connection-budget.ts";
 import { writeQueued } from "./write-queue.ts";
 import { CredentialExpiry } from "./credential-expiry.ts";
 import { hostPort } from "../../core/ip-address.ts";
+import { unsharedPort } from "./unshared-port.ts";
 
 export interface BridgeTls {
   cert: string;
@@ -134,7 +135,8 @@ export class TlsBridge {
   }
 
   listen(hostname: string, port: number, innerPort: number): number {
-    this.listener = this.bind(hostname, port, innerPort);
+    // Only a TLS bridge rotates, beside itself (SO_REUSEPORT): it must not start beside another process's (./unshared-port.ts).
+    this.listener = this.bind(hostname, this.tls ? unsharedPort(hostname, port) : port, innerPort);
     this.bound = { hostname, port: this.listener.port, innerPort };
     return this.listener.port;
   }
@@ -162,7 +164,7 @@ export class TlsBridge {
     return Bun.listen<Outer>(<Bun.TCPSocketListenOptions<Outer>>{
       hostname,
       port,
-      reusePort: true,
+      reusePort: served !== undefined,
       tls:
         served === undefined
           ? undefined

@@ -26,6 +26,7 @@ import { readEvent } from "../../../core/clock.ts";
 import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 import { TCP_ALPN } from "../../tcp/wire.ts";
 import { CredentialExpiry, trustWithdrawn, type CredentialEnd } from "../credential-expiry.ts";
+import { unsharedPort } from "../unshared-port.ts";
 
 // "h2" last: a client that offers HTTP/1.1 too keeps it (the service may speak nothing else); one offering h2 alone (gRPC) is handed on whole once its preface is read (../../h2).
 const ALPN = alpnWire([MUX_ALPN, "http/1.1", "h2", TCP_ALPN]);
@@ -128,7 +129,8 @@ export class H1Listener {
   }
 
   listen(): number {
-    this.listener = this.bind(this.opts.port);
+    // Only an mTLS listener rotates, beside itself (SO_REUSEPORT): it must not start beside another process's (../unshared-port.ts).
+    this.listener = this.bind(this.tls ? unsharedPort(this.opts.hostname, this.opts.port) : this.opts.port);
     this.port = this.listener.port;
     return this.port;
   }
