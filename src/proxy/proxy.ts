@@ -17,6 +17,7 @@ import { listenerTlsOf, type WorkloadCerts } from "./certs.ts";
 import { parseConfigDocuments, staticAddressesTaken, withStatic, type ProxyDocuments } from "./control/config-documents.ts";
 import { buildSnapshot, closeSnapshot, snapshotOf, type Snapshot } from "./destinations.ts";
 import { InflightTracker } from "./inflight.ts";
+import { inboundSettled } from "./inbound-settled.ts";
 import { startInboundHttp } from "./inbound.ts";
 import { proxyMetrics } from "./metrics.ts";
 import { startOutbound } from "./outbound.ts";
@@ -347,11 +348,10 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       const deadline = Date.now() + opts.drainTimeoutMs;
       stopInbound();
       websockets.goingAway(); // 1001 to both sides: long-lived sockets would otherwise hold the drain to its deadline
-      // The service may still be finishing requests that call other services, or shutting
-      // down and calling out: the outbound listener closes only once inbound requests are
-      // done and the outbound delay has passed (or time is up).
+      // The service may still be finishing requests that call other services, or shutting down and calling out: the outbound
+      // listener closes only once the inbound side is done (./inbound-settled.ts) and the outbound delay has passed (or time is up).
       const delay = Bun.sleep(serviceExited ? 0 : Math.min(opts.outboundDrainDelayMs ?? 0, opts.drainTimeoutMs));
-      let clean = await inboundInflight.settle(opts.drainTimeoutMs);
+      let clean = await inboundSettled(inbound, inboundInflight, deadline);
       await delay;
       outbound.stopAccepting(); // no new calls from the service; accepted ones finish
       tcp.stopAccepting();

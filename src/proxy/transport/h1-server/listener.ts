@@ -27,6 +27,7 @@ import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 import { TCP_ALPN } from "../../tcp/wire.ts";
 import { CredentialExpiry, trustWithdrawn, type CredentialEnd } from "../credential-expiry.ts";
 import { unsharedPort } from "../unshared-port.ts";
+import { GoawayGraces } from "./goaway-graces.ts";
 
 // "h2" last: a client that offers HTTP/1.1 too keeps it (the service may speak nothing else); one offering h2 alone (gRPC) is handed on whole once its preface is read (../../h2).
 const ALPN = alpnWire([MUX_ALPN, "http/1.1", "h2", TCP_ALPN]);
@@ -108,7 +109,7 @@ export class H1Listener {
   /** Connections closed at accept because the budget was spent. */
   refusedOverLimit = 0;
   /** Sessions told GOAWAY, until their grace for streams opened before it was heard ends. */
-  private readonly graces = new Set<Timer>();
+  private readonly graces = new GoawayGraces();
   /** mTLS connections, each until its own or its peer's certificate ends. */
   private readonly expiry = new CredentialExpiry<Socket<SocketOwner | undefined>>(
     (sock, why) => {
@@ -171,6 +172,16 @@ export class H1Listener {
     return this.conns.size + this.sessions.size;
   }
 
+  /** Whether a retired session may still take streams its caller opened before it heard GOAWAY. */
+  get inGrace(): boolean {
+    return this.graces.pending;
+  }
+
+  /** Settles once no retired session is in its grace (at once if none is). */
+  gracesEnded(): Promise<void> {
+    return this.graces.ended();
+  }
+
   /**
    * Stops accepting; idle keep-alive connections close now, busy ones after their
    * response. Mux sessions are retired (see retire()).
@@ -192,18 +203,15 @@ export class H1Listener {
   private retire(sessions: MuxSession[]): void {
     if (sessions.length === 0) return;
     for (const session of sessions) session.goAway();
-    const grace = setTimeout(() => {
-      this.graces.delete(grace);
+    this.graces.start(GOAWAY_GRACE_MS, () => {
       for (const session of sessions) session.refuseStreams();
       for (const conn of this.streams.toArray()) if (conn.socket instanceof MuxStream && sessions.includes(conn.socket.session)) conn.close();
-    }, GOAWAY_GRACE_MS);
-    this.graces.add(grace);
+    });
   }
   /** Ends every connection now (after a drain deadline). */
   closeAll(): void {
     this.stopAccepting();
-    for (const grace of this.graces) clearTimeout(grace);
-    this.graces.clear();
+    this.graces.cancelAll();
     for (const conn of [...this.conns.toArray(), ...this.streams.toArray()]) conn.shutdown(true);
     for (const session of [...this.sessions]) session.destroy(new Error("the listener closed"));
     this.listener?.stop(true);
