@@ -14,6 +14,7 @@ import type { TcpUpstream } from "../proxy/tcp/outbound-tcp.ts";
 import { choiceFlag, countFlag, loopbackListen, parseListen, parseTcpUpstream, schemaFlag, timerFlag } from "./flags.ts";
 import { serveUntilSignal } from "./serve-until-signal.ts";
 import { loadConfig, watchConfigFile } from "./proxy-config-file.ts";
+import { settlesWithin } from "../core/settles-within.ts";
 
 const DEFAULT_MAX_BODY = 1 << 30; // 1 GiB: bodies stream, so this bounds abuse, not memory
 
@@ -68,7 +69,7 @@ export const proxyCommand: CommandSpec = {
   ],
   async run(args, ctx) {
     const sidecar = await startProxyFromArgs(args, ctx);
-    return serveUntilSignal(ctx, { identity: sidecar.identity, ...sidecar.proxy.ports }, "draining", async () => ((await sidecar.stop()) ? 0 : 1));
+    return serveUntilSignal(ctx, { identity: sidecar.identity, ...sidecar.proxy.ports }, "draining", async () => exitOnceStopped(sidecar, (await sidecar.stop()) ? 0 : 1));
   },
 };
 
@@ -84,10 +85,21 @@ export interface Sidecar {
   drainTimeoutMs: number;
   /** Settles once the control plane's first config has been handled (at once without a control plane). */
   configured: Promise<void>;
-  /** Stops taking inbound connections at once and leaves discovery (in the background; stop() waits for it); the outbound listener serves on. */
+  /** Stops taking inbound connections at once and leaves discovery (in the background; stop() waits for it, within the drain timeout); the outbound listener serves on. */
   leave(): void;
-  /** Leaves discovery, then drains; true when every in-flight request finished. `serviceExited`: see RunningProxy.drain. */
+  /**
+   * Stops taking inbound connections (not ready), drains, and leaves discovery meanwhile, all within the drain timeout;
+   * true when every in-flight request finished. `serviceExited`: see RunningProxy.drain.
+   */
   stop(serviceExited?: boolean): Promise<boolean>;
+  /** Set by stop() when the control plane left the deregistration unanswered at the drain deadline: its call, still in flight, holds the process open (up to the client's call timeout). */
+  deregistrationLeftInFlight: boolean;
+}
+
+/** `code`, the stopped sidecar's command's exit code; the process exits with it at once if a call left in flight would hold it open past the drain timeout. */
+export function exitOnceStopped(sidecar: Sidecar, code: number): number {
+  if (sidecar.deregistrationLeftInFlight) process.exit(code);
+  return code;
 }
 
 /** Flags and config file to a running sidecar: all `mesh proxy` does before its ready line. */
@@ -210,7 +222,7 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
     watching = false;
     for (const w of watches) w.stop();
   };
-  return {
+  const sidecar: Sidecar = {
     service,
     identity: certs.spiffeId,
     proxy,
@@ -224,12 +236,23 @@ export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Pro
       void agent?.stop();
     },
     async stop(serviceExited = false) {
+      const deadline = Date.now() + drainTimeoutMs;
       stopWatching();
-      // Out of discovery first, so callers stop choosing this instance while it drains.
-      await agent?.stop();
-      return (await proxy.drain(serviceExited)).clean;
+      // Callers are turned away (they go elsewhere) and probes hear "not ready" at once; leaving discovery meanwhile, in the
+      // background: a control plane that does not answer (the client's 5 s call timeout) must not hold the drain up.
+      proxy.stopInbound();
+      const left = agent?.stop();
+      const { clean } = await proxy.drain(serviceExited);
+      // What is left of the drain timeout goes to the deregistration; past it, the lease lapses instead.
+      if (left && !(await settlesWithin(left, deadline - Date.now()))) {
+        ctx.log.warn("the control plane did not answer the deregistration within the drain timeout; the lease will lapse");
+        sidecar.deregistrationLeftInFlight = true;
+      }
+      return clean;
     },
+    deregistrationLeftInFlight: false,
   };
+  return sidecar;
 }
 
 function zoneFlag(text: string | undefined): string | undefined {
