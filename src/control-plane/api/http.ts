@@ -4,6 +4,7 @@ import type { z } from "zod";
 import { check } from "../../config/issues.ts";
 import { RegistryError } from "../registry.ts";
 import { StoreError } from "../../store/errors.ts";
+import { cappedText } from "../../core/capped-body.ts";
 
 const MAX_BODY = 4 << 20;
 
@@ -23,29 +24,9 @@ export async function body<S extends z.ZodType>(c: Context, schema: S): Promise<
   return result.value as z.output<S>;
 }
 
-/**
- * The body as text, refused past MAX_BODY: at once when its Content-Length says so, and as
- * soon as the bytes read pass it when it comes chunked (without a length), so a client
- * cannot have the whole of a huge body read first.
- */
-async function boundedText(req: Request): Promise<string> {
-  const length = Number(req.headers.get("content-length") ?? 0);
-  if (length > MAX_BODY) throw new BadRequest(`body is ${length} bytes; at most ${MAX_BODY}`);
-  if (req.body === null) return "";
-  const reader = req.body.getReader();
-  const parts: Uint8Array[] = [];
-  let read = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    read += value.byteLength;
-    if (read > MAX_BODY) {
-      void reader.cancel().catch(() => {});
-      throw new BadRequest(`body is past ${MAX_BODY} bytes; at most ${MAX_BODY}`);
-    }
-    parts.push(value);
-  }
-  return Buffer.concat(parts).toString("utf8");
+/** The body as text, refused past MAX_BODY (core/capped-body.ts): a client cannot have the whole of a huge body read first. */
+function boundedText(req: Request): Promise<string> {
+  return cappedText(req, MAX_BODY, (declared) => new BadRequest(declared === undefined ? `body is past ${MAX_BODY} bytes; at most ${MAX_BODY}` : `body is ${declared} bytes; at most ${MAX_BODY}`));
 }
 
 /** Maps the errors handlers throw to statuses; anything unexpected is a 500 without internals. */
