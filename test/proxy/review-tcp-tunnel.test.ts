@@ -88,7 +88,7 @@
  *     handshake, for every listener and the outbound's server check.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Socket, TCPSocketListener } from "bun";
+import type { Socket } from "bun";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import nodeTls from "node:tls";
@@ -97,7 +97,9 @@ import { mesh } from "../helpers/cli.ts";
 import { clientTls, rssMiB } from "../helpers/data-plane.ts";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
 import type { ClientTls } from "../helpers/raw-http.ts";
+import { connectRawPeer, type RawPeer } from "../helpers/raw-peer.ts";
 import { tcpEchoService, tcpExchange, type TcpService } from "../helpers/tcp.ts";
+import { tcpRecorder, type RecordedConn, type TcpRecorder } from "../helpers/tcp-recorder.ts";
 import { eventually } from "../helpers/wait.ts";
 import { dataFrames, END_FRAME, FrameReader } from "../../src/proxy/tcp/frames.ts";
 
@@ -139,149 +141,22 @@ function muxFrame(type: number, id: number, value: number, payload?: Uint8Array,
 }
 
 // ---------------------------------------------------------------------------------------
-// A raw client: plain TCP to a local listener, or TLS with a mesh certificate to an inbound.
+// Raw clients (raw-peer.ts): plain TCP to a local listener, or TLS with a mesh certificate to an inbound.
 
-class Peer {
-  sock!: Socket<Peer>;
-  readonly chunks: Buffer[] = [];
-  /** The other side's FIN. */
-  ended = false;
-  closed = false;
-  error: string | undefined;
-  received = 0;
-  private keep = true;
-  get bytes(): Buffer {
-    return Buffer.concat(this.chunks);
-  }
-  get text(): string {
-    return this.bytes.toString("latin1");
-  }
-  /** Counts what arrives instead of keeping it (bulk transfers). */
-  countOnly(): this {
-    this.keep = false;
-    return this;
-  }
-  onData(chunk: Buffer): void {
-    this.received += chunk.byteLength;
-    if (this.keep) this.chunks.push(Buffer.from(chunk));
-  }
-  write(data: string | Uint8Array): number {
-    return this.closed ? -1 : this.sock.write(data);
-  }
-  /** Writes all of `data` unless the connection closes or `ms` pass; the bytes taken. */
-  async writeAll(data: Uint8Array, ms = 10_000): Promise<number> {
-    const until = Date.now() + ms;
-    let off = 0;
-    while (off < data.byteLength && !this.closed && Date.now() < until) {
-      const n = this.sock.write(data.subarray(off));
-      if (n > 0) off += n;
-      else await Bun.sleep(2);
-    }
-    return off;
-  }
-  until(check: (p: Peer) => boolean, ms: number): Promise<boolean> {
-    return eventually(() => check(this), ms, 10);
-  }
-  terminate(): void {
-    if (!this.closed) this.sock.terminate();
-  }
-}
-
-const peers: Peer[] = [];
-async function connectPeer(port: number, tls?: Partial<ClientTls>, alpn: Buffer = MESH_TCP): Promise<Peer> {
-  const p = new Peer();
+const peers: RawPeer[] = [];
+/** A peer closed at the end of the file whatever happens; its bulk writes retry within 2 ms (as fast as the socket takes them). */
+async function connectPeer(port: number, tls?: Partial<ClientTls>, alpn: Buffer = MESH_TCP): Promise<RawPeer> {
+  const p = await connectRawPeer(port, { tls, alpn, writeRetryMs: 2 });
   peers.push(p);
-  let ready!: () => void;
-  const readyP = new Promise<void>((r) => (ready = r));
-  try {
-    p.sock = await Bun.connect<Peer>({
-      hostname: "127.0.0.1",
-      port,
-      data: p,
-      allowHalfOpen: true,
-      socket: {
-        open: () => void (tls === undefined && ready()),
-        handshake: () => ready(),
-        data: (_s, chunk) => p.onData(chunk),
-        end: () => void (p.ended = true),
-        close: (_s, err) => {
-          if (err) p.error ??= err.message;
-          p.closed = true;
-          ready();
-        },
-        error: (_s, err) => void (p.error ??= err.message),
-        connectError: (_s, err) => {
-          p.error ??= err.message;
-          p.closed = true;
-          ready();
-        },
-      },
-      ...(tls !== undefined ? { tls: { ...tls, rejectUnauthorized: false, ALPNProtocols: alpn } } : {}),
-    });
-  } catch (err) {
-    p.error = (err as Error).message;
-    p.closed = true;
-    return p;
-  }
-  await Promise.race([readyP, Bun.sleep(5000)]);
   return p;
 }
 
 // ---------------------------------------------------------------------------------------
-// Services
-
-interface Conn {
-  sock: Socket<Conn>;
-  reads: number;
-  bytes: number;
-  text: string;
-  ended: boolean;
-  closed: boolean;
-  error: string | undefined;
-}
-interface Recorder {
-  port: number;
-  conns: Conn[];
-  stop(): void;
-}
-/** A TCP service that records, per connection, its reads, and whether it ended by FIN or by reset. */
-function recorder(hooks: { open?(c: Conn): void; data?(c: Conn, chunk: Buffer): void; end?(c: Conn): void; drain?(c: Conn): void } = {}, keepText = true): Recorder {
-  const conns: Conn[] = [];
-  const listener: TCPSocketListener<Conn> = Bun.listen<Conn>({
-    hostname: "127.0.0.1",
-    port: 0,
-    allowHalfOpen: true,
-    socket: {
-      open(s) {
-        s.data = { sock: s, reads: 0, bytes: 0, text: "", ended: false, closed: false, error: undefined };
-        conns.push(s.data);
-        hooks.open?.(s.data);
-      },
-      data(s, chunk) {
-        s.data.reads++;
-        s.data.bytes += chunk.byteLength;
-        if (keepText) s.data.text += chunk.toString("latin1");
-        hooks.data?.(s.data, chunk);
-      },
-      end(s) {
-        s.data.ended = true;
-        if (hooks.end) hooks.end(s.data);
-        else s.end();
-      },
-      drain: (s) => hooks.drain?.(s.data),
-      error: (s, err) => void (s.data.error ??= err.message),
-      close(s, err) {
-        if (err) s.data.error ??= err.message;
-        s.data.closed = true;
-      },
-    },
-  });
-  return { port: listener.port, conns, stop: () => listener.stop(true) };
-}
+// Services (the recorders: tcp-recorder.ts)
 
 const BLOCK = Buffer.alloc(256 * 1024, 0x66);
 /** Writes `total` bytes to the socket as fast as it takes them (call again on drain), then `after` once. */
-function pump(s: Socket<Conn>, total: number, state: { written: number; done?: boolean }, after?: () => void): void {
+function pump(s: Socket<RecordedConn>, total: number, state: { written: number; done?: boolean }, after?: () => void): void {
   while (state.written < total) {
     const want = Math.min(BLOCK.byteLength, total - state.written);
     const n = s.write(BLOCK.subarray(0, want));
@@ -400,20 +275,20 @@ function cpuMs(pid: number): number {
 let echo: TcpService;
 let vaultEcho: TcpService;
 let vaultExtra: TcpService;
-let counter: Recorder;
-let watch: Recorder;
-let fire: Recorder;
+let counter: TcpRecorder;
+let watch: TcpRecorder;
+let fire: TcpRecorder;
 const fired: { written: number; done?: boolean } = { written: 0 };
-let streamer: Recorder;
+let streamer: TcpRecorder;
 const streamed: { written: number; done?: boolean } = { written: 0 };
-let closer: Recorder;
+let closer: TcpRecorder;
 let http: ReturnType<typeof countingHttp>;
 let fake: ReturnType<typeof impostor>;
 let db: Sidecar;
 let vault: Sidecar;
 let orders: Sidecar;
 let vaultFile: string;
-let lingering: Peer;
+let lingering: RawPeer;
 let shortLived: { ca: string; notAfter: number; session?: Buffer; firstAnswer?: number };
 let lingeringAt = 0;
 let vaultPorts: string;
@@ -427,18 +302,18 @@ beforeAll(async () => {
   echo = tcpEchoService();
   vaultEcho = tcpEchoService();
   vaultExtra = tcpEchoService();
-  counter = recorder({}, false);
-  watch = recorder({ data: (c, chunk) => void c.sock.write(chunk) });
+  counter = tcpRecorder({}, { keepText: false });
+  watch = tcpRecorder({ data: (c, chunk) => void c.sock.write(chunk) });
   // Writes as fast as the connection takes it, up to 256 MiB.
   const FIRE = 256 * 1024 * 1024;
-  fire = recorder({ open: (c) => pump(c.sock, FIRE, fired), drain: (c) => pump(c.sock, FIRE, fired) }, false);
+  fire = tcpRecorder({ open: (c) => pump(c.sock, FIRE, fired), drain: (c) => pump(c.sock, FIRE, fired) }, { keepText: false });
   // 4 MiB at 128 KiB per 10 ms (still writing ~300 ms after the client's FIN came), then its own FIN.
-  const allowance = new Map<Conn, number>();
-  const streamOut = (c: Conn) => {
+  const allowance = new Map<RecordedConn, number>();
+  const streamOut = (c: RecordedConn) => {
     const upTo = allowance.get(c) ?? 0;
     if (!c.closed) pump(c.sock, upTo, streamed, upTo === STREAM_BYTES ? () => c.sock.end() : undefined);
   };
-  streamer = recorder({
+  streamer = tcpRecorder({
     open(c) {
       allowance.set(c, 0);
       const tick = setInterval(() => {
@@ -450,9 +325,9 @@ beforeAll(async () => {
     },
     drain: streamOut,
     end: () => void (streamFinAt = streamed.written),
-  }, false);
+  }, { keepText: false });
   // Speaks and half-closes at once; ends when the client's FIN comes.
-  closer = recorder({ open: (c) => void (c.sock.write("S"), c.sock.shutdown()) });
+  closer = tcpRecorder({ open: (c) => void (c.sock.write("S"), c.sock.shutdown()) });
   http = countingHttp();
   fake = impostor(clientTls(fx, "gateway"));
 
@@ -796,7 +671,7 @@ describe("(c) identity and authorization over carried TCP", () => {
 
 describe("connection limits across a reload", () => {
   test("circuitBreaker.maxConnections still bounds carried connections after the caller's certificate is renewed", async () => {
-    const held: Peer[] = [];
+    const held: RawPeer[] = [];
     for (let i = 0; i < 2; i++) {
       const c = await app("capped:5432");
       c.write(`c${i}`);

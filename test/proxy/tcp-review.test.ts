@@ -15,14 +15,16 @@
  * needs python3 (a listener with a full backlog, which Bun cannot make).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Socket, Subprocess, TCPSocketListener } from "bun";
+import type { Socket, Subprocess } from "bun";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh } from "../helpers/cli.ts";
 import { clientTls, rssMiB } from "../helpers/data-plane.ts";
 import { fixtureFor, metricValue } from "../helpers/mesh-fixture.ts";
 import type { ClientTls } from "../helpers/raw-http.ts";
+import { connectRawPeer, type RawPeer, type RawPeerOptions } from "../helpers/raw-peer.ts";
 import { tcpEchoService, type TcpService } from "../helpers/tcp.ts";
+import { tcpRecorder, type RecordedConn, type TcpRecorder } from "../helpers/tcp-recorder.ts";
 import { eventually } from "../helpers/wait.ts";
 import { dataFrames, END_FRAME, FrameReader } from "../../src/proxy/tcp/frames.ts";
 
@@ -46,196 +48,18 @@ function unframe(bytes: Buffer): { payload: string; ended: boolean; malformed: b
   return { payload: Buffer.concat(parts).toString("latin1"), ...r };
 }
 
-/** One client connection (plain TCP to a local listener, or TLS to an inbound) and all it saw. */
-class Peer {
-  sock!: Socket<Peer>;
-  readonly chunks: Buffer[] = [];
-  /** The other side's FIN (its TLS close), with this side still open. */
-  ended = false;
-  closed = false;
-  error: string | undefined;
-  handshakeOk: boolean | undefined;
-  alpn: string | false | null = null;
-  private wake: (() => void)[] = [];
-
-  get bytes(): Buffer {
-    return Buffer.concat(this.chunks);
-  }
-  get text(): string {
-    return this.bytes.toString("latin1");
-  }
-  notify(): void {
-    for (const w of this.wake.splice(0)) w();
-  }
-  private changed(ms: number): Promise<void> {
-    return Promise.race([new Promise<void>((r) => this.wake.push(r)), Bun.sleep(ms)]);
-  }
-  write(data: string | Uint8Array): number {
-    return this.closed ? -1 : this.sock.write(data);
-  }
-  /** Writes `data` whole unless the connection closes or `ms` passes; the bytes the socket took. */
-  async writeAll(data: Uint8Array, ms = 5000): Promise<number> {
-    const until = Date.now() + ms;
-    let off = 0;
-    while (off < data.byteLength && !this.closed && Date.now() < until) {
-      const n = this.sock.write(data.subarray(off));
-      if (n > 0) off += n;
-      if (off < data.byteLength) await this.changed(20);
-    }
-    return off;
-  }
-  /** Writes `block` over and over for `ms` (at most `max` bytes), as fast as the socket takes it; the bytes it took. */
-  async flood(block: Uint8Array, ms: number, max = 256 * 1024 * 1024): Promise<number> {
-    const until = Date.now() + ms;
-    let total = 0;
-    let off = 0;
-    while (!this.closed && Date.now() < until && total < max) {
-      const n = this.sock.write(block.subarray(off));
-      if (n > 0) {
-        total += n;
-        off = (off + n) % block.byteLength;
-      } else await this.changed(20);
-    }
-    return total;
-  }
-  until(check: (p: Peer) => boolean, ms: number): Promise<boolean> {
-    return eventually(() => check(this), ms, 10);
-  }
-  end(): void {
-    if (!this.closed) this.sock.shutdown();
-  }
-  /** A mesh peer's FIN: END, then the TLS FIN. */
-  finish(): void {
-    if (this.closed) return;
-    this.sock.write(END);
-    this.sock.shutdown();
-  }
-  terminate(): void {
-    if (!this.closed) this.sock.terminate();
-  }
-}
-
-interface PeerOptions {
-  /** TLS with these credentials (a mesh certificate, none, or another CA's); plain TCP without. */
-  tls?: Partial<ClientTls>;
-  /** ALPN offered on TLS; default mesh-tcp/1 alone; null: none. */
-  alpn?: Buffer | null;
-}
-
-/** Connects and, on TLS, waits for the handshake (or the close). */
-async function connectPeer(port: number, opts: PeerOptions = {}): Promise<Peer> {
-  const p = new Peer();
-  let ready!: () => void;
-  const readyP = new Promise<void>((r) => (ready = r));
-  const tls = opts.tls;
-  try {
-    p.sock = await Bun.connect<Peer>({
-      hostname: "127.0.0.1",
-      port,
-      data: p,
-      allowHalfOpen: true,
-      socket: {
-        open: () => void (tls === undefined && ready()),
-        handshake(s, ok) {
-          p.handshakeOk = ok;
-          p.alpn = s.alpnProtocol;
-          ready();
-        },
-        data: (_s, chunk) => {
-          p.chunks.push(Buffer.from(chunk));
-          p.notify();
-        },
-        drain: () => p.notify(),
-        end: () => {
-          p.ended = true;
-          p.notify();
-        },
-        close: (_s, err) => {
-          if (err) p.error ??= err.message;
-          p.closed = true;
-          ready();
-          p.notify();
-        },
-        error: (_s, err) => void (p.error ??= err.message),
-        connectError: (_s, err) => {
-          p.error ??= err.message;
-          p.closed = true;
-          ready();
-        },
-      },
-      ...(tls !== undefined
-        ? { tls: { ...tls, rejectUnauthorized: false, ...(opts.alpn !== null ? { ALPNProtocols: opts.alpn ?? MESH_TCP } : {}) } }
-        : {}),
-    });
-  } catch (err) {
-    p.error = (err as Error).message;
-    p.closed = true;
-    return p;
-  }
-  await Promise.race([readyP, Bun.sleep(5000)]);
-  return p;
-}
-
-const peers: Peer[] = [];
-/** A peer closed at the end of the file whatever happens. */
-async function tracked(port: number, opts: PeerOptions = {}): Promise<Peer> {
-  const p = await connectPeer(port, opts);
+const peers: RawPeer[] = [];
+/** A raw client (raw-peer.ts), closed at the end of the file whatever happens; on TLS it offers mesh-tcp/1 alone unless `alpn` is given. */
+async function tracked(port: number, opts: RawPeerOptions = {}): Promise<RawPeer> {
+  const p = await connectRawPeer(port, { alpn: MESH_TCP, ...opts });
   peers.push(p);
   return p;
 }
 
 // ---------------------------------------------------------------------------------------
-// Services and a fake callee
+// Services (the recorders: tcp-recorder.ts) and a fake callee
 
-interface Conn {
-  sock: Socket<Conn>;
-  received: Buffer[];
-  /** The client's FIN arrived. */
-  ended: boolean;
-  closed: boolean;
-  /** Why it closed, if it was reset or failed. */
-  error: string | undefined;
-}
-
-interface Recorder {
-  port: number;
-  conns: Conn[];
-  stop(): void;
-}
-
-/** A TCP service that records every connection: what it received, and whether it ended by FIN or by reset. */
-function recorder(hooks: { open?(c: Conn): void; data?(c: Conn, chunk: Buffer): void; end?(c: Conn): void } = {}): Recorder {
-  const conns: Conn[] = [];
-  const listener: TCPSocketListener<Conn> = Bun.listen<Conn>({
-    hostname: "127.0.0.1",
-    port: 0,
-    allowHalfOpen: true,
-    socket: {
-      open(s) {
-        s.data = { sock: s, received: [], ended: false, closed: false, error: undefined };
-        conns.push(s.data);
-        hooks.open?.(s.data);
-      },
-      data(s, chunk) {
-        s.data.received.push(Buffer.from(chunk));
-        hooks.data?.(s.data, chunk);
-      },
-      end(s) {
-        s.data.ended = true;
-        if (hooks.end) hooks.end(s.data);
-        else s.end();
-      },
-      error: (s, err) => void (s.data.error ??= err.message),
-      close(s, err) {
-        if (err) s.data.error ??= err.message;
-        s.data.closed = true;
-      },
-    },
-  });
-  return { port: listener.port, conns, stop: () => listener.stop(true) };
-}
-
-const receivedText = (c: Conn | undefined) => (c ? Buffer.concat(c.received).toString("latin1") : "");
+const receivedText = (c: RecordedConn | undefined) => c?.text ?? "";
 
 interface FakeCallee {
   port: number;
@@ -357,12 +181,12 @@ const write = (name: string, text: string) => {
 
 let echo: TcpService;
 let hidden: TcpService;
-let resetter: Recorder;
-let closer: Recorder;
-let sink: Recorder;
-let watch: Recorder;
-let vaultSvc: Recorder;
-let victimSvc: Recorder;
+let resetter: TcpRecorder;
+let closer: TcpRecorder;
+let sink: TcpRecorder;
+let watch: TcpRecorder;
+let vaultSvc: TcpRecorder;
+let victimSvc: TcpRecorder;
 let stall: { port: number; stop(): void };
 let fire: { port: number; written: () => number; stop(): void };
 let fake: FakeCallee;
@@ -380,8 +204,8 @@ const UPSTREAMS = ["db:5432", "db:5440", "db:5441", "db:5442", "db:5444", "cappe
 
 /** Probes judged by the last tests (see the file's comment). */
 let probesAt = 0;
-let silent: Peer;
-const heldRefused: Peer[] = [];
+let silent: RawPeer;
+const heldRefused: RawPeer[] = [];
 
 const GATEWAY_MAX = 3;
 
@@ -389,15 +213,15 @@ beforeAll(async () => {
   echo = tcpEchoService();
   hidden = tcpEchoService();
   // The service answers a byte, then resets.
-  resetter = recorder({ data: (c) => void (c.sock.write("partial"), c.sock.terminate()) });
+  resetter = tcpRecorder({ data: (c) => void (c.sock.write("partial"), c.sock.terminate()) });
   // The service speaks first, half-closes, and keeps reading until the client's FIN.
-  closer = recorder({ open: (c) => void (c.sock.write("first"), c.sock.shutdown()) });
+  closer = tcpRecorder({ open: (c) => void (c.sock.write("first"), c.sock.shutdown()) });
   // The service never reads.
-  sink = recorder({ open: (c) => c.sock.pause() });
+  sink = tcpRecorder({ open: (c) => c.sock.pause() });
   // The service echoes, and records how each connection ended.
-  watch = recorder({ data: (c, chunk) => void c.sock.write(chunk) });
-  vaultSvc = recorder({ data: (c, chunk) => void c.sock.write(chunk) });
-  victimSvc = recorder({ data: (c, chunk) => void c.sock.write(chunk) });
+  watch = tcpRecorder({ data: (c, chunk) => void c.sock.write(chunk) });
+  vaultSvc = tcpRecorder({ data: (c, chunk) => void c.sock.write(chunk) });
+  victimSvc = tcpRecorder({ data: (c, chunk) => void c.sock.write(chunk) });
   stall = await stalledPort();
   fire = firehose(256 * 1024 * 1024);
   fake = fakeCallee(clientTls(fx, "db"), MESH_TCP);
@@ -467,7 +291,7 @@ const dbIn = (result: string, peer = "gateway") => tcpTotal(db, { direction: "in
 const ordersOut = (peer: string, result: string) => tcpTotal(orders, { direction: "outbound", peer, result });
 
 /** A raw mesh peer (gateway's certificate) with `bytes` written at once. */
-async function meshPeer(port: number, bytes: Uint8Array, tls: Partial<ClientTls> = clientTls(fx, "gateway")): Promise<Peer> {
+async function meshPeer(port: number, bytes: Uint8Array, tls: Partial<ClientTls> = clientTls(fx, "gateway")): Promise<RawPeer> {
   const p = await tracked(port, { tls });
   if (!p.closed && bytes.byteLength > 0) p.write(bytes);
   return p;
@@ -502,7 +326,7 @@ describe("a mesh peer speaking mesh-tcp/1 straight to db's inbound", () => {
       await Bun.sleep(30);
     }
     expect(await p.until((q) => unframe(q.bytes.subarray(1)).payload.length >= 4, 5000)).toBe(true);
-    p.finish();
+    p.end(END);
     expect(await p.until((q) => q.closed, 5000)).toBe(true);
     expect(p.bytes[0]).toBe(0);
     expect(unframe(p.bytes.subarray(1))).toEqual({ payload: "pingbye 4", ended: true, malformed: false });
@@ -568,7 +392,7 @@ describe("a mesh peer speaking mesh-tcp/1 straight to db's inbound", () => {
 
   test("a preamble and the peer's FIN, nothing else: the service sees the FIN and its answer comes back", async () => {
     const p = await meshPeer(db.ports.inbound, preamble(echo.port));
-    p.finish();
+    p.end(END);
     expect(await p.until((q) => q.closed, 5000)).toBe(true);
     expect({ answer: p.bytes[0], rest: unframe(p.bytes.subarray(1)), error: p.error }).toEqual({ answer: 0, rest: { payload: "bye 0", ended: true, malformed: false }, error: undefined });
   });
@@ -752,7 +576,7 @@ describe("resets and half-closes through the pair", () => {
 describe("connection limits", () => {
   test("--max-connections 3 on the caller's sidecar counts its TCP local listeners: a 4th connection is closed at accept, and a freed place is taken again", async () => {
     const port = (orders2.ready as { tcp: number[] }).tcp[0]!;
-    const held: Peer[] = [];
+    const held: RawPeer[] = [];
     for (let i = 0; i < 3; i++) {
       const p = await tracked(port);
       p.write(`h${i}`);
@@ -776,7 +600,7 @@ describe("connection limits", () => {
   });
 
   test("circuitBreaker.maxConnections: 2 caps carried connections to a destination; refused as max-connections; slots come back after the callee's refusals", async () => {
-    const held: Peer[] = [];
+    const held: RawPeer[] = [];
     for (let i = 0; i < 2; i++) {
       const p = await app("capped:5432");
       p.write(`c${i}`);
@@ -798,7 +622,7 @@ describe("connection limits", () => {
       expect(await r.until((q) => q.closed, 5000)).toBe(true);
     }
     expect(await eventually(async () => (await ordersOut("capped", "no-such-port")) === 3, 3000)).toBe(true);
-    const again: Peer[] = [];
+    const again: RawPeer[] = [];
     for (let i = 0; i < 2; i++) {
       const p = await app("capped:5432");
       p.write(`d${i}`);
