@@ -11,6 +11,8 @@ import { MeshError } from "../core/errors.ts";
 import { str, type CommandSpec } from "./args.ts";
 import { ADMIN_FLAGS, adminClient, AdminTokenRefused } from "./admin-client.ts";
 import type { TokenSummary } from "../control-plane/join-token-records.ts";
+import type { StoreHealth } from "../control-plane/store-health.ts";
+import { storeLines } from "./check-store.ts";
 
 interface Line {
   ok: boolean;
@@ -65,9 +67,10 @@ export const checkCommand: CommandSpec = {
   async run(args, ctx) {
     const lines: Line[] = [];
     const client = adminClient(args);
-    let status: ControlPlaneStatus | undefined;
+    // storeHealth: absent from control planes older than this check.
+    let status: (ControlPlaneStatus & { storeHealth?: StoreHealth }) | undefined;
     try {
-      const r = await client.call<ControlPlaneStatus & { error?: string }>("GET", "/v1/status");
+      const r = await client.call<ControlPlaneStatus & { storeHealth?: StoreHealth; error?: string }>("GET", "/v1/status");
       if (r.status !== 200) throw new MeshError(r.body.error ?? `status ${r.status}`);
       status = r.body;
       lines.push({ ok: true, text: `control plane reachable at ${client.url} (trust domain ${status.trustDomain}, ${status.store} store)` });
@@ -76,6 +79,7 @@ export const checkCommand: CommandSpec = {
       lines.push({ ok: false, text: `control plane: ${message}`, fix: err instanceof AdminTokenRefused ? FIX_TOKEN : FIX_UNREACHABLE });
     }
     if (status) {
+      lines.push(...storeLines(status.store, status.storeHealth, status.view));
       lines.push(expiry("root CA", status.ca.root, 90 * DAY_MS, "add a new root with 'mesh ca rotate --root', then distribute the bundle"));
       lines.push(expiry("signing intermediate", status.ca.intermediate, 30 * DAY_MS, "cut a new intermediate with 'mesh ca rotate' and restart the control plane"));
       // Renewed at half life: under a quarter left means renewals have been failing (a control plane of old gave no lifetime: 2 h).

@@ -12,6 +12,7 @@ import type { Logger } from "../core/log.ts";
 import { loadOrCreateTokenKey } from "../control-plane/token-key.ts";
 import { startControlPlane } from "../control-plane/server.ts";
 import { EtcdStore } from "../store/etcd.ts";
+import { EtcdAlarms } from "../store/etcd-health.ts";
 import { openSqliteStore } from "../store/sqlite.ts";
 import type { Store } from "../store/store.ts";
 import { str, type CommandSpec } from "./args.ts";
@@ -43,9 +44,12 @@ export function adminToken(file: string, where = file): string {
 /** When a start-up still waiting for etcd says so. */
 const ETCD_SLOW_WARNING_MS = 2_000;
 
-/** The store the settings name; an etcd cluster must answer first, or the start ends naming its endpoints. */
-async function openStore(settings: StoreSettings, dataDir: string, log: Logger): Promise<Store> {
-  if (settings.type === "embedded") return openSqliteStore(join(dataDir, "store"), { log });
+/**
+ * The store the settings name, and on etcd its alarms (for status); an etcd cluster must
+ * answer first, or the start ends naming its endpoints.
+ */
+async function openStore(settings: StoreSettings, dataDir: string, log: Logger): Promise<{ store: Store; alarms?: EtcdAlarms }> {
+  if (settings.type === "embedded") return { store: openSqliteStore(join(dataDir, "store"), { log }) };
   const store = new EtcdStore({ endpoints: settings.endpoints, tls: settings.tls, log });
   // The client retries for a while (an election takes seconds); say so rather than wait in silence.
   const slow = setTimeout(() => log.warn({ endpoints: settings.endpoints }, "etcd has not answered yet; still trying"), ETCD_SLOW_WARNING_MS);
@@ -57,7 +61,7 @@ async function openStore(settings: StoreSettings, dataDir: string, log: Logger):
   } finally {
     clearTimeout(slow);
   }
-  return store;
+  return { store, alarms: new EtcdAlarms({ endpoints: settings.endpoints, tls: settings.tls }) };
 }
 
 export const controlPlaneCommand: CommandSpec = {
@@ -109,11 +113,12 @@ export const controlPlaneCommand: CommandSpec = {
     mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
     const tokenKey = await loadOrCreateTokenKey(caDir);
     const token = adminToken(settings.adminTokenFile.path, settings.adminTokenFile.where);
-    const store = await openStore(settings.store, settings.dataDir, ctx.log);
+    const { store, alarms } = await openStore(settings.store, settings.dataDir, ctx.log);
     const cp = await startControlPlane({
       ...settings.options,
       store,
       storeKind: settings.store.type,
+      storeAlarms: alarms,
       ca,
       tokenKey,
       adminToken: token,

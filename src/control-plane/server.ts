@@ -23,6 +23,8 @@ import { CertificateSigner } from "./signer.ts";
 import { Subscriptions } from "./subscriptions.ts";
 import { ControlPlaneView } from "./view.ts";
 import { bindNamed } from "../core/bind-error.ts";
+import { reportingErrors } from "../store/error-reporting.ts";
+import { StoreHealthMonitor, type AlarmSource, type StoreHealth } from "./store-health.ts";
 
 export interface Listen {
   address: string;
@@ -33,6 +35,8 @@ export interface ControlPlaneOptions {
   store: Store;
   /** "embedded" or "etcd", for status. */
   storeKind: string;
+  /** etcd's alarms, for status; none on the embedded store. */
+  storeAlarms?: AlarmSource;
   ca: LoadedCa;
   tokenKey: TokenKey;
   adminToken: string;
@@ -69,7 +73,10 @@ export interface RunningControlPlane {
 const MAX_POLL_WAIT_MS = 30_000;
 
 export async function startControlPlane(opts: ControlPlaneOptions): Promise<RunningControlPlane> {
-  const { store, log } = opts;
+  const { log } = opts;
+  const storeHealth = new StoreHealthMonitor(opts.storeAlarms);
+  // Every store failure any part of this replica meets shows in its status.
+  const store = reportingErrors(opts.store, (err) => storeHealth.record(err));
   const view = new ControlPlaneView(store, log);
   await view.start();
   const signer = new CertificateSigner(opts.ca, opts.certTtlMs);
@@ -86,11 +93,12 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     bootBridge.rotate(servingTls(next));
   }, log);
   const servingTls = (cert: ServingCert): BridgeTls => ({ cert: cert.chainPem, key: cert.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain, notAfterMs: cert.notAfter.getTime() });
-  const status = (): ControlPlaneStatus => ({
+  const status = (): ControlPlaneStatus & { storeHealth: StoreHealth } => ({
     trustDomain: opts.ca.trustDomain,
     ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.current.notAfter.toISOString(), servingCertTtlMs: opts.certTtlMs },
     policies: policies?.status,
     store: opts.storeKind,
+    storeHealth: storeHealth.report(),
     listeners: {
       api: { open: budget.inUse, limit: budget.limit, refusedOverLimit: bridge.refusedOverLimit },
       bootstrap: { open: bootBudget.inUse, limit: bootBudget.limit, refusedOverLimit: bootBridge.refusedOverLimit },
@@ -105,6 +113,11 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     if (!identity || !opts.adminIdentities.includes(identity)) return c.json({ error: `${identity ?? "caller"} is not an admin identity` }, 403);
     await next();
   });
+  // status() is synchronous (admin-api.ts) and reading etcd's alarms is not: they are brought
+  // up to date (cached, and bounded by a short timeout) before a status request reaches it.
+  const freshen = async (path: string) => {
+    if (path === "/v1/status") await storeHealth.refresh();
+  };
   const proxies = proxyApi({ store, registry, subscriptions, signer, audit, maxWaitMs: MAX_POLL_WAIT_MS });
 
   const fds = openFilesLimit();
@@ -132,7 +145,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
       const url = new URL(req.url);
       if (url.pathname.startsWith("/admin/")) {
         url.pathname = url.pathname.slice("/admin".length);
-        return adminByIdentity.fetch(new Request(url, req), { identity });
+        return freshen(url.pathname).then(() => adminByIdentity.fetch(new Request(url, req), { identity }));
       }
       return proxies.fetch(req, { identity, peer: peer.address });
     },
@@ -151,7 +164,14 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   // Plain HTTP, but through a bridge all the same: Bun.serve has no accept cap.
   const adminBudget = new ConnectionBudget(ADMIN_CONNECTIONS);
   const adminBridge = new TlsBridge(undefined, { onRefused: () => undefined, onOpen: () => undefined, onClose: () => undefined, onOverLimit: () => overLimit("admin", adminBudget) }, { budget: adminBudget });
-  const adminServer = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: admin.fetch });
+  const adminServer = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: async (req) => {
+      await freshen(new URL(req.url).pathname);
+      return admin.fetch(req);
+    },
+  });
   const adminPort = bindNamed("admin listener", opts.admin.address, opts.admin.port, () => adminBridge.listen(opts.admin.address, opts.admin.port, adminServer.port!));
   log.info({ api: apiPort, bootstrap: bootPort, admin: adminPort, trustDomain: opts.ca.trustDomain }, "control plane ready");
 

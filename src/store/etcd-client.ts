@@ -56,7 +56,14 @@ type Failure = { applied: "no" | "maybe"; reason: string } | { final: StoreError
 // gRPC status codes.
 const NOT_FOUND = 5;
 const OUT_OF_RANGE = 11;
-const TRANSIENT = new Set([2 /* unknown */, 4 /* deadline */, 8 /* exhausted */, 10 /* aborted */, 13 /* internal */, 14 /* unavailable */]);
+const RESOURCE_EXHAUSTED = 8;
+const TRANSIENT = new Set([2 /* unknown */, 4 /* deadline */, RESOURCE_EXHAUSTED, 10 /* aborted */, 13 /* internal */, 14 /* unavailable */]);
+/**
+ * RESOURCE_EXHAUSTED is also "too many requests" (transient), but this one is final: the
+ * cluster is out of space (NOSPACE alarm) and refuses every write, on every member, until an
+ * operator frees space. Nothing was applied.
+ */
+const NO_SPACE = /database space exceeded/;
 /** Refusals etcd makes before proposing anything, so nothing was applied. */
 const REFUSED_BEFORE_PROPOSAL = /no leader|too many requests|unhealthy cluster|not capable/;
 
@@ -64,7 +71,7 @@ export class EtcdClient {
   readonly endpoints: string[];
   private current = 0;
   private readonly requestTimeoutMs: number;
-  private readonly retryForMs: number;
+  readonly retryForMs: number;
   readonly watchProbeMs: number;
   private readonly log: Logger | undefined;
   private readonly tls: EtcdTls | undefined;
@@ -86,11 +93,11 @@ export class EtcdClient {
 
   /**
    * POSTs `body` to `path` on the current member, moving through the members on failure
-   * until one answers or `retryForMs` runs out. Streaming endpoints answering one message
+   * until one answers or `retryForMs` runs out (or `deadline`, for an operation whose earlier
+   * requests already spent part of it: at least one attempt is made). Streaming endpoints answering one message
    * (lease keep-alive) are unwrapped from their `{"result": …}` line.
    */
-  async call<T>(path: string, body: unknown, delivery: Delivery): Promise<T> {
-    const deadline = performance.now() + this.retryForMs;
+  async call<T>(path: string, body: unknown, delivery: Delivery, deadline = performance.now() + this.retryForMs): Promise<T> {
     let lastReason = "";
     for (let attempt = 0; ; attempt++) {
       const endpoint = this.endpoints[this.current]!;
@@ -108,6 +115,20 @@ export class EtcdClient {
       // A whole round failed: likely an election in progress. Back off before the next round.
       if ((attempt + 1) % this.endpoints.length === 0) await Bun.sleep(Math.min(500, 50 * 2 ** Math.floor(attempt / this.endpoints.length)));
     }
+  }
+
+  /**
+   * One attempt at the current member, bounded by `timeoutMs`: for checks that must answer
+   * promptly rather than wait out a failover. A failure moves on, so the next check asks
+   * another member.
+   */
+  async callOnce<T>(path: string, body: unknown, timeoutMs: number): Promise<T> {
+    const endpoint = this.currentEndpoint();
+    const outcome = await this.attempt(endpoint, path, body, timeoutMs);
+    if ("value" in outcome) return outcome.value as T;
+    if ("final" in outcome) throw outcome.final;
+    this.moveOn(endpoint, outcome.reason);
+    throw new StoreError("unavailable", `etcd ${endpoint}${path}: ${outcome.reason}`);
   }
 
   /**
@@ -141,10 +162,14 @@ export class EtcdClient {
     }
   }
 
-  /** Why `endpoint` is not fit to serve a watch, or undefined if it is (answers, and has a leader). */
+  /**
+   * Why `endpoint` is not fit to serve a watch, or undefined if it is (answers, and has a leader).
+   * A NOSPACE alarm alone is no reason: reads and watches still work while writes are refused,
+   * and /health counts it unless excluded (etcd ≥ 3.4.16; older members ignore the parameter).
+   */
   async probe(endpoint: string): Promise<string | undefined> {
     try {
-      const res = await this.fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(this.requestTimeoutMs) });
+      const res = await this.fetch(`${endpoint}/health?exclude=NOSPACE`, { signal: AbortSignal.timeout(this.requestTimeoutMs) });
       const body = (await res.json()) as { health?: string };
       return body.health === "true" ? undefined : `unhealthy: ${JSON.stringify(body)}`;
     } catch (err) {
@@ -164,14 +189,14 @@ export class EtcdClient {
     if (this.endpoints.length > 1) this.log?.warn({ failed, next: this.endpoints[this.current], reason }, "etcd: member failed, trying the next");
   }
 
-  private async attempt(endpoint: string, path: string, body: unknown): Promise<{ value: unknown } | Failure> {
+  private async attempt(endpoint: string, path: string, body: unknown, timeoutMs = this.requestTimeoutMs): Promise<{ value: unknown } | Failure> {
     let res: Response;
     let text: string;
     try {
       res = await this.fetch(endpoint + path, {
         method: "POST",
         body: JSON.stringify(body),
-        signal: AbortSignal.timeout(this.requestTimeoutMs),
+        signal: AbortSignal.timeout(timeoutMs),
         headers: { "content-type": "application/json" },
       });
       text = await res.text();
@@ -206,6 +231,7 @@ function classify(e: GatewayError, status: number): Failure {
   const text = e.error ?? e.message ?? `HTTP ${status}`;
   if (e.code === NOT_FOUND && /lease not found/.test(text)) return { final: new StoreError("lease-not-found", text) };
   if (e.code === OUT_OF_RANGE && /compacted/.test(text)) return { final: new StoreError("compacted", text) };
+  if (e.code === RESOURCE_EXHAUSTED && NO_SPACE.test(text)) return { final: new StoreError("no-space", `etcd: ${text}`) };
   if (e.code === undefined || TRANSIENT.has(e.code)) return { applied: REFUSED_BEFORE_PROPOSAL.test(text) ? "no" : "maybe", reason: text };
   return { final: new StoreError("rejected", `etcd: ${text}`) };
 }

@@ -67,6 +67,11 @@ export interface EtcdCluster {
 // etcd's minimum lease TTL: ceil(1.5 × election timeout) = 1 s here (2 s with the defaults).
 const HEARTBEAT_MS = 50;
 const ELECTION_MS = 500;
+/**
+ * Operations one transaction may hold, raised from etcd's 128 as README advises for the
+ * control plane's etcd: an apply of N manifests is one transaction of N + 1 operations.
+ */
+export const MAX_TXN_OPS = 1_024;
 
 /** Every pid this helper started, so a test can prove none outlived it. */
 export const startedPids = new Set<number>();
@@ -74,7 +79,8 @@ export const startedPids = new Set<number>();
 /** Whether a process with this pid exists (signal 0 checks without signalling). */
 export { pidAlive } from "./procs.ts";
 
-export async function startEtcdCluster(size: number, opts: { tls?: boolean } = {}): Promise<EtcdCluster> {
+/** `quotaBackendBytes`: etcd's space quota; past it the cluster raises its NOSPACE alarm and refuses writes. */
+export async function startEtcdCluster(size: number, opts: { tls?: boolean; quotaBackendBytes?: number } = {}): Promise<EtcdCluster> {
   const missing = etcdMissing();
   if (missing) throw new Error(missing);
   // tmpfs when there is one: etcd fsyncs every commit, and the tests are about failover, not disks.
@@ -85,6 +91,7 @@ export async function startEtcdCluster(size: number, opts: { tls?: boolean } = {
   const peerUrl = (i: number) => `http://127.0.0.1:${ports[size + i]}`;
   const initialCluster = names.map((n, i) => `${n}=${peerUrl(i)}`).join(",");
   const serverTls = tls ? ["--cert-file", tls.server.cert, "--key-file", tls.server.key, "--trusted-ca-file", tls.client.ca, "--client-cert-auth"] : [];
+  const quota = opts.quotaBackendBytes === undefined ? [] : ["--quota-backend-bytes", String(opts.quotaBackendBytes)];
   const members: EtcdMember[] = names.map((name, i) => {
     const clientUrl = `${tls ? "https" : "http"}://127.0.0.1:${ports[i]}`;
     const proc = Bun.spawn(
@@ -92,7 +99,7 @@ export async function startEtcdCluster(size: number, opts: { tls?: boolean } = {
         "--listen-client-urls", clientUrl, "--advertise-client-urls", clientUrl,
         "--listen-peer-urls", peerUrl(i), "--initial-advertise-peer-urls", peerUrl(i),
         "--initial-cluster", initialCluster, "--initial-cluster-state", "new", "--initial-cluster-token", `mesh-test-${ports[0]}`,
-        "--heartbeat-interval", String(HEARTBEAT_MS), "--election-timeout", String(ELECTION_MS),
+        "--heartbeat-interval", String(HEARTBEAT_MS), "--election-timeout", String(ELECTION_MS), "--max-txn-ops", String(MAX_TXN_OPS), ...quota,
         "--logger", "zap", "--log-level", "warn", "--log-outputs", join(base, `${name}.log`)],
       { stdin: "ignore", stdout: "ignore", stderr: "ignore" },
     );

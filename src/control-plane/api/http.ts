@@ -3,7 +3,7 @@ import type { Context } from "hono";
 import type { z } from "zod";
 import { check } from "../../config/issues.ts";
 import { RegistryError } from "../registry.ts";
-import { StoreError } from "../../store/errors.ts";
+import { NO_SPACE_REMEDY, StoreError } from "../../store/errors.ts";
 import { cappedText } from "../../core/capped-body.ts";
 
 const MAX_BODY = 4 << 20;
@@ -34,6 +34,8 @@ export function onError(err: Error, c: Context): Response {
   if (err instanceof BadRequest) return c.json({ error: err.message }, 400);
   if (err instanceof RegistryError) return c.json({ error: err.message }, err.status);
   if (err.name === "DataError") return c.json({ error: err.message }, 400);
+  // 507, not 503: the store answered and refused for good; another replica would be refused the same (a sidecar fails over on 503).
+  if (err instanceof StoreError && err.code === "no-space") return c.json({ error: `store out of space, nothing written: ${err.message}; ${NO_SPACE_REMEDY}` }, 507);
   if (err instanceof StoreError) {
     const outage = err.code === "unavailable" || err.code === "closed";
     return c.json({ error: `store ${outage ? "unavailable" : "refused the request"}: ${err.message}` }, outage ? 503 : 500);
