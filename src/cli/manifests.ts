@@ -51,7 +51,8 @@ export const applyCommand: CommandSpec = {
     }
     const documents = kept.map((m) => ({ source: `${m.file}#${m.doc}`, manifest: m.raw }));
     const { status, body } = await adminClient(args).call<ApplyAnswer & { error?: string }>("PUT", "/v1/manifests", { documents });
-    if (status === 422) throw new DataError(`nothing applied:\n  ${body.errors.join("\n  ")}`);
+    // Refused whole: a rule broken (422), other replicas' writes kept winning (409), past one store transaction (413).
+    if (status === 422 || status === 409 || status === 413) throw new DataError(`nothing applied:\n  ${body.errors.join("\n  ")}`);
     if (status !== 200) throw new MeshError(`apply failed (${status}): ${body.error ?? JSON.stringify(body)}`);
     for (const a of body.applied) ctx.out(`${a.kind}/${a.namespace}/${a.name} ${a.outcome}`);
     return 0;

@@ -76,8 +76,14 @@ export class AuditLog {
     this.log.info({ audit: "join-token-revoked", ...e }, "join token revoked");
   }
 
-  /** `changes`: "Kind namespace/name outcome", one for each manifest that changed. */
-  manifestsChanged(e: { changes: string[]; by: string }): void {
-    if (e.changes.length > 0) this.log.info({ audit: "manifests-changed", ...e }, "manifests changed");
+  /**
+   * `changes`: "Kind namespace/name outcome", one for each manifest that changed. `unconfirmed`:
+   * the store's answer to the write was lost, so they may or may not have changed; logged all
+   * the same, so no change that did go in is missing from the trail.
+   */
+  manifestsChanged(e: { changes: string[]; by: string; unconfirmed?: true }): void {
+    if (e.changes.length === 0) return;
+    if (e.unconfirmed) this.log.warn({ audit: "manifests-changed", ...e }, "manifests may have changed: the store's answer was lost");
+    else this.log.info({ audit: "manifests-changed", ...e }, "manifests changed");
   }
 }

@@ -11,6 +11,13 @@ export const PREFIX = {
   joinTokens: `${ROOT}join-tokens/`,
 } as const;
 
+/**
+ * Rewritten by every manifest write, in the same commit (Store.commit's guard): a replica
+ * writes only if no other manifest write went in since the state it validated against.
+ * Beside the manifests, not under them: no manifest is ever named so.
+ */
+export const MANIFESTS_GUARD = `${ROOT}manifests-guard`;
+
 export function manifestKey(kind: string, namespace: string, name: string): string {
   return `${PREFIX.manifests}${kind}/${namespace}/${name}`;
 }

@@ -4,13 +4,16 @@
  * anew when the directory at the path is replaced (`mv new policies`), and read again every
  * 30 s for what a watch misses. A load with any error changes nothing (the last good set
  * keeps serving) and is reported; a good load applies what is there and deletes what this
- * directory applied before and no longer has. Reading the same set again applies nothing.
+ * directory applied before and no longer has, as one change (manifest-store.ts): a Service
+ * it drops that a manifest applied elsewhere still uses refuses the load. Reading the same
+ * set again applies nothing.
  */
 import { formatManifestError, loadManifests } from "../config/load.ts";
 import { watchFiles, type FileWatch } from "../core/file-watch.ts";
 import type { Logger } from "../core/log.ts";
 import type { Store } from "../store/store.ts";
-import { applyDocuments, deleteManifest, SHARED_KINDS } from "./manifest-store.ts";
+import { applyDocuments, SHARED_KINDS } from "./manifest-store.ts";
+import { manifestId } from "./manifest-rules.ts";
 import type { ControlPlaneView } from "./view.ts";
 
 export interface PolicyDirStatus {
@@ -55,11 +58,14 @@ export class PolicyDir {
   private async load(): Promise<void> {
     const { manifests, errors } = await loadManifests([this.dir], { allowEmpty: true });
     const problems = errors.map(formatManifestError);
-    const documents = manifests.filter((m) => SHARED_KINDS.has(m.manifest.kind)).map((m) => ({ source: `${m.file}#${m.doc}`, manifest: m.raw }));
+    const shared = manifests.filter((m) => SHARED_KINDS.has(m.manifest.kind));
+    const documents = shared.map((m) => ({ source: `${m.file}#${m.doc}`, manifest: m.raw }));
     // Not applied again unchanged: the periodic re-read must not undo what was changed through the API since.
     const read = JSON.stringify(problems.length ? { problems } : { documents });
     if (read === this.settled) return;
-    const result = problems.length ? undefined : await applyDocuments(this.store, this.view, documents);
+    const here = new Set(shared.map((m) => manifestId(m.manifest)));
+    const gone = [...this.owned].filter((id) => !here.has(id));
+    const result = problems.length ? undefined : await applyDocuments(this.store, this.view, documents, gone);
     this.status.loadedAt = new Date().toISOString();
     this.status.errors = result ? result.errors : problems;
     if (!result?.ok) {
@@ -72,16 +78,8 @@ export class PolicyDir {
     }
     this.settled = read;
     this.logged = undefined;
-    const now = new Set(result.applied.map((a) => `${a.kind}/${a.namespace}/${a.name}`));
-    // Policies before the services they name, so a delete is never refused for a reference.
-    const servicesLast = (id: string) => (id.startsWith("Service/") ? 1 : 0);
-    const gone = [...this.owned].filter((id) => !now.has(id)).sort((a, b) => servicesLast(a) - servicesLast(b));
-    for (const id of gone) {
-      const [kind, namespace, name] = id.split("/") as [string, string, string];
-      await deleteManifest(this.store, this.view, kind, namespace, name);
-    }
-    this.owned = now;
-    this.status.applied = now.size;
-    this.log.info({ dir: this.dir, applied: now.size, removed: gone.length }, "policies loaded");
+    this.owned = here;
+    this.status.applied = here.size;
+    this.log.info({ dir: this.dir, applied: here.size, removed: result.applied.filter((a) => a.outcome === "deleted").length }, "policies loaded");
   }
 }

@@ -4,15 +4,17 @@
  * need are plain HTTP, and Bun's fetch streams the watch).
  *
  * Conditional writes are transactions: putIfAbsent compares create_revision = 0, putIfVersion
- * compares mod_revision. If such a write's answer is lost with its member, it is not blindly
- * repeated (the repeat would fail its own compare and report a lost race); it is repeated once
- * more and, when the compare then fails, judged by whether the key now holds our value.
+ * and commit compare mod_revision (commit: of its guard key, which it rewrites with the rest).
+ * If such a write's answer is lost with its member, it is not blindly repeated (the repeat
+ * would fail its own compare and report a lost race); it is repeated once more and, when the
+ * compare then fails, judged by whether the key (the guard) now holds our value.
  */
+import { checkCommitOps } from "./commit-ops.ts";
 import { StoreError } from "./errors.ts";
 import { AmbiguousResult, EtcdClient, type EtcdClientOptions } from "./etcd-client.ts";
 import { b64, int, prefixRange, toKeyValue, unb64, type RawHeader, type RawKv } from "./etcd-codec.ts";
 import { EtcdWatch } from "./etcd-watch.ts";
-import type { KeyValue, LeaseGrant, LeaseId, ListResult, PutOptions, Store, WatchHandlers } from "./store.ts";
+import type { CommitGuard, KeyValue, LeaseGrant, LeaseId, ListResult, PutOptions, Store, WatchHandlers, WriteOp } from "./store.ts";
 import type { Logger } from "../core/log.ts";
 import { reportEnd } from "./watch-delivery.ts";
 
@@ -33,6 +35,13 @@ type Compare = { target: "CREATE"; create_revision: string } | { target: "MOD"; 
 
 /** How many times a conditional write whose outcome was lost is sent again before giving up. */
 const AMBIGUOUS_RETRIES = 5;
+
+/**
+ * etcd's refusals of a transaction past its limits, made before anything is applied: past
+ * --max-txn-ops, past --max-request-bytes (proposal), and past that plus gRPC's 512 KiB
+ * allowance (gRPC turns it away on receipt, as RESOURCE_EXHAUSTED, which reads as transient).
+ */
+const TOO_LARGE = /too many operations in txn request|request is too large|received message larger than max/;
 
 export class EtcdStore implements Store {
   private readonly client: EtcdClient;
@@ -61,11 +70,19 @@ export class EtcdStore implements Store {
   }
 
   putIfAbsent(key: string, value: string, opts: PutOptions = {}): Promise<boolean> {
-    return this.putIf(key, value, { target: "CREATE", create_revision: "0" }, opts);
+    return this.txnIf(key, value, { target: "CREATE", create_revision: "0" }, [{ request_put: putRequest(key, value, opts) }], `conditional write of ${key}`);
   }
 
   putIfVersion(key: string, value: string, modRevision: number, opts: PutOptions = {}): Promise<boolean> {
-    return this.putIf(key, value, { target: "MOD", mod_revision: String(modRevision) }, opts);
+    return this.txnIf(key, value, { target: "MOD", mod_revision: String(modRevision) }, [{ request_put: putRequest(key, value, opts) }], `conditional write of ${key}`);
+  }
+
+  async commit(guard: CommitGuard, ops: WriteOp[]): Promise<boolean> {
+    checkCommitOps(guard, ops);
+    const nonce = crypto.randomUUID();
+    // The guard last: a watcher meets it after the rest of the revision.
+    const success = [...ops.map((op) => ("put" in op ? { request_put: putRequest(op.put, op.value, {}) } : { request_delete_range: { key: b64(op.delete) } })), { request_put: putRequest(guard.key, nonce, {}) }];
+    return this.txnIf(guard.key, nonce, { target: "MOD", mod_revision: String(guard.modRevision) }, success, `commit of ${ops.length} write${ops.length === 1 ? "" : "s"} under ${guard.key}`);
   }
 
   async delete(key: string): Promise<boolean> {
@@ -135,21 +152,32 @@ export class EtcdStore implements Store {
     return this.client.call<T>(path, body, "retry");
   }
 
-  private async putIf(key: string, value: string, compare: Compare, opts: PutOptions): Promise<boolean> {
+  /**
+   * One transaction: `success` if `key`'s `compare` holds (`success` writes `value` to `key`),
+   * else nothing. `what` names it in errors.
+   */
+  private async txnIf(key: string, value: string, compare: Compare, success: unknown[], what: string): Promise<boolean> {
     if (this.closed) throw closedError();
     const txn = {
       compare: [{ key: b64(key), result: "EQUAL", ...compare }],
-      success: [{ request_put: putRequest(key, value, opts) }],
+      success,
       failure: [{ request_range: { key: b64(key) } }],
     };
+    // One retry window for the whole write, lost answers included: not a fresh one per attempt.
+    const deadline = performance.now() + this.client.retryForMs;
     for (let lost = 0; ; lost++) {
       let r: TxnResponse;
       try {
-        r = await this.client.call<TxnResponse>("/v3/kv/txn", txn, "at-most-once");
+        r = await this.client.call<TxnResponse>("/v3/kv/txn", txn, "at-most-once", deadline);
       } catch (err) {
+        const reason = (err as Error).message;
+        if (TOO_LARGE.test(reason) && (err instanceof AmbiguousResult || (err instanceof StoreError && err.code === "rejected")))
+          throw new StoreError("too-large", `etcd refused the ${what} (${success.length} operations, ${JSON.stringify(txn).length} bytes) as one transaction, nothing written: ${reason}; etcd takes up to --max-txn-ops operations (default 128) and --max-request-bytes (default 1.5 MiB) in one`, undefined, { cause: err });
+        if (lost > 0 && err instanceof StoreError && err.code === "unavailable")
+          throw new StoreError("unavailable", `etcd: ${what} may or may not have been applied (an earlier answer was lost): ${reason}`, undefined, { cause: err, outcomeUnknown: true });
         if (!(err instanceof AmbiguousResult)) throw err;
-        this.log?.warn({ key, reason: err.message }, "etcd: outcome of a conditional write was lost; checking");
-        if (lost >= AMBIGUOUS_RETRIES) throw new StoreError("unavailable", `etcd: conditional write of ${key} may or may not have been applied: ${err.message}`);
+        this.log?.warn({ key, reason }, "etcd: outcome of a conditional write was lost; checking");
+        if (lost >= AMBIGUOUS_RETRIES || performance.now() >= deadline) throw new StoreError("unavailable", `etcd: ${what} may or may not have been applied: ${reason}`, undefined, { outcomeUnknown: true });
         continue;
       }
       if (r.succeeded) return true;

@@ -10,10 +10,11 @@
  */
 import type { Database } from "bun:sqlite";
 import type { Logger } from "../core/log.ts";
+import { checkCommitOps } from "./commit-ops.ts";
 import { StoreError } from "./errors.ts";
 import { stringPrefixEnd } from "./prefix.ts";
 import { openDatabase } from "./sqlite-schema.ts";
-import type { KeyValue, LeaseGrant, LeaseId, ListResult, PutOptions, Store, WatchEvent, WatchHandlers } from "./store.ts";
+import type { CommitGuard, KeyValue, LeaseGrant, LeaseId, ListResult, PutOptions, Store, WatchEvent, WatchHandlers, WriteOp } from "./store.ts";
 import { compactedError, WatchHub } from "./watch-hub.ts";
 import { reportEnd } from "./watch-delivery.ts";
 import { timerDelay } from "../core/timer-delay.ts";
@@ -89,7 +90,7 @@ export class SqliteStore implements Store {
   async put(key: string, value: string, opts: PutOptions = {}): Promise<number> {
     this.ready();
     this.checkLease(opts.lease);
-    return this.commit((rev) => [this.writeKey(rev, key, value, opts.lease)]);
+    return this.transact((rev) => [this.writeKey(rev, key, value, opts.lease)]);
   }
 
   async putIfAbsent(key: string, value: string, opts: PutOptions = {}): Promise<boolean> {
@@ -99,13 +100,24 @@ export class SqliteStore implements Store {
   async putIfVersion(key: string, value: string, modRevision: number, opts: PutOptions = {}): Promise<boolean> {
     this.ready();
     this.checkLease(opts.lease);
-    const rev = this.commit((rev) => ((this.row(key)?.mod_rev ?? 0) === modRevision ? [this.writeKey(rev, key, value, opts.lease)] : []));
+    const rev = this.transact((rev) => ((this.row(key)?.mod_rev ?? 0) === modRevision ? [this.writeKey(rev, key, value, opts.lease)] : []));
     return rev !== 0;
   }
 
   async delete(key: string): Promise<boolean> {
     this.ready();
-    return this.commit((rev) => (this.row(key) ? [this.removeKey(rev, key)] : [])) !== 0;
+    return this.transact((rev) => (this.row(key) ? [this.removeKey(rev, key)] : [])) !== 0;
+  }
+
+  async commit(guard: CommitGuard, ops: WriteOp[]): Promise<boolean> {
+    this.ready();
+    checkCommitOps(guard, ops);
+    const rev = this.transact((rev) => {
+      if ((this.row(guard.key)?.mod_rev ?? 0) !== guard.modRevision) return [];
+      const events = ops.flatMap((op) => ("put" in op ? [this.writeKey(rev, op.put, op.value, undefined)] : this.row(op.delete) ? [this.removeKey(rev, op.delete)] : []));
+      return [...events, this.writeKey(rev, guard.key, crypto.randomUUID(), undefined)];
+    });
+    return rev !== 0;
   }
 
   async grant(ttlMs: number): Promise<LeaseGrant> {
@@ -177,7 +189,7 @@ export class SqliteStore implements Store {
    * `mutate` changed something (returned events); then the events are recorded and published.
    * Returns that revision, or 0 when nothing changed.
    */
-  private commit(mutate: (rev: number) => WatchEvent[]): number {
+  private transact(mutate: (rev: number) => WatchEvent[]): number {
     const events = this.db.transaction(() => {
       const rev = this.meta("revision") + 1;
       const evs = mutate(rev);
@@ -225,7 +237,7 @@ export class SqliteStore implements Store {
 
   /** Deletes the lease and its keys, all at one revision (as etcd does). */
   private revokeLease(id: LeaseId): void {
-    this.commit((rev) => {
+    this.transact((rev) => {
       const keys = this.db.query<{ key: string }, [string]>("SELECT key FROM kv WHERE lease = ?1 ORDER BY key").all(id);
       this.db.query("DELETE FROM leases WHERE id = ?1").run(id);
       return keys.map((k) => this.removeKey(rev, k.key));

@@ -51,6 +51,15 @@ export interface PutOptions {
   lease?: LeaseId;
 }
 
+/** One write of a `commit`. */
+export type WriteOp = { put: string; value: string } | { delete: string };
+
+/** What a `commit` is conditional on: `key`'s modRevision is still `modRevision` (0: the key is absent). */
+export interface CommitGuard {
+  key: string;
+  modRevision: number;
+}
+
 export interface LeaseGrant {
   id: LeaseId;
   /** The TTL the store granted; may exceed the request (etcd rounds up to whole seconds and a minimum). */
@@ -69,6 +78,15 @@ export interface Store {
   putIfVersion(key: string, value: string, modRevision: number, opts?: PutOptions): Promise<boolean>;
   /** False if there was no such key. */
   delete(key: string): Promise<boolean>;
+  /**
+   * Applies every op and rewrites the guard key, all at one revision, if the guard's
+   * modRevision is unchanged; false (nothing written) otherwise. Writers that all commit under
+   * one guard exclude one another: whatever one validated against is what it writes over.
+   * The guard gets a value unique to this commit (how a commit whose answer was lost tells
+   * its own write from another's). Deleting an absent key is no error. A commit larger than
+   * the store takes in one transaction fails `too-large`, nothing written.
+   */
+  commit(guard: CommitGuard, ops: WriteOp[]): Promise<boolean>;
 
   grant(ttlMs: number): Promise<LeaseGrant>;
   /** Restarts the lease's TTL; returns it. Throws StoreError `lease-not-found` once it has lapsed. */

@@ -161,6 +161,64 @@ export function storeConformance(harness: () => StoreHarness): void {
     });
   });
 
+  describe("guarded commit", () => {
+    test("commit writes every op and the guard at one revision, only over the guard's revision; 0 means absent", async () => {
+      const p = unique("commit");
+      const guard = p + "guard";
+      await s.put(p + "old", "x");
+      expect(await s.commit({ key: guard, modRevision: 0 }, [{ put: p + "a", value: "1" }, { put: p + "b", value: "2" }, { delete: p + "old" }, { delete: p + "never-was" }])).toBe(true);
+      const first = await s.list(p);
+      expect(first.kvs.map((kv) => [kv.key, kv.key === guard ? "(guard)" : kv.value])).toEqual([[p + "a", "1"], [p + "b", "2"], [guard, "(guard)"]]);
+      const rev = first.kvs[0]!.modRevision;
+      expect(first.kvs.map((kv) => kv.modRevision)).toEqual([rev, rev, rev]);
+      // A guard that moved, or is no longer absent: refused, nothing written, the revision unmoved.
+      expect(await s.commit({ key: guard, modRevision: 0 }, [{ put: p + "a", value: "lost" }])).toBe(false);
+      expect(await s.commit({ key: guard, modRevision: rev - 1 }, [{ delete: p + "b" }])).toBe(false);
+      expect(await s.revision()).toBe(first.revision);
+      expect(await s.commit({ key: guard, modRevision: rev }, [{ put: p + "a", value: "3" }, { delete: p + "b" }])).toBe(true);
+      const second = await s.list(p);
+      expect(second.kvs.map((kv) => kv.key)).toEqual([p + "a", guard]);
+      expect((await s.get(p + "a"))?.value).toBe("3");
+      // Each commit leaves the guard a value of its own.
+      expect(second.kvs[1]!.value).not.toBe(first.kvs[2]!.value);
+      // No ops: the guard alone moves.
+      expect(await s.commit({ key: guard, modRevision: second.kvs[1]!.modRevision }, [])).toBe(true);
+      expect((await s.get(guard))!.modRevision).toBeGreaterThan(second.kvs[1]!.modRevision);
+    });
+
+    test("a watcher sees a commit's writes and its guard at one revision", async () => {
+      const p = unique("commit-watch");
+      const rec = new Recorder();
+      const cancel = s.watch(p, rec);
+      try {
+        expect(await s.commit({ key: p + "guard", modRevision: 0 }, [{ put: p + "x", value: "1" }, { put: p + "y", value: "2" }])).toBe(true);
+        const evs = await rec.waitFor(3);
+        expect(new Set(evs.map((e) => e.revision)).size).toBe(1);
+        expect(evs.map((e) => e.key).sort()).toEqual([p + "guard", p + "x", p + "y"]);
+      } finally {
+        cancel();
+      }
+    });
+
+    test("of concurrent commits over one guard revision exactly one is written", async () => {
+      const p = unique("commit-race");
+      await s.put(p + "guard", "start");
+      const at = (await s.get(p + "guard"))!.modRevision;
+      const results = await Promise.all(Array.from({ length: 10 }, (_, i) => s.commit({ key: p + "guard", modRevision: at }, [{ put: p + "winner", value: `writer-${i}` }])));
+      expect(results.filter(Boolean)).toHaveLength(1);
+      expect((await s.get(p + "winner"))?.value).toBe(`writer-${results.indexOf(true)}`);
+    });
+
+    test("a key written twice in one commit (the guard included) is refused, nothing written", async () => {
+      const p = unique("commit-twice");
+      const twice = await storeError(s.commit({ key: p + "guard", modRevision: 0 }, [{ put: p + "k", value: "1" }, { delete: p + "k" }]));
+      expect(twice.code).toBe("rejected");
+      expect(twice.message).toContain(p + "k");
+      expect((await storeError(s.commit({ key: p + "guard", modRevision: 0 }, [{ put: p + "guard", value: "1" }]))).code).toBe("rejected");
+      expect((await s.list(p)).kvs).toEqual([]);
+    });
+  });
+
   describe("leases", () => {
     test("a revoked lease takes its keys; its id is then unknown", async () => {
       const p = unique("revoke");

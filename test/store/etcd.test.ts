@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { StoreError } from "../../src/store/errors.ts";
 import { EtcdStore } from "../../src/store/etcd.ts";
-import { etcdInstalled, pidAlive, startEtcdCluster, type EtcdCluster } from "../helpers/etcd.ts";
+import { etcdInstalled, MAX_TXN_OPS, pidAlive, startEtcdCluster, type EtcdCluster } from "../helpers/etcd.ts";
 import { Recorder, storeConformance, until } from "./conformance.ts";
 
 
@@ -99,6 +99,75 @@ if (etcdInstalled("the etcd store tests")) {
       } finally {
         flaky.stop(true);
       }
+    });
+
+    test("a commit whose answer was lost is resolved by its guard; one never resolved is `unavailable`, outcome unknown", async () => {
+      // As above: a member stand-in that answers the next txn with a timeout, after or instead of applying it.
+      let mode: "apply-then-fail" | "fail" | "always-fail" | "pass" = "pass";
+      const real = cluster.endpoints[0]!;
+      const flaky = Bun.serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        async fetch(req) {
+          const url = new URL(req.url);
+          const body = await req.text();
+          const forward = () => fetch(real + url.pathname, { method: "POST", body });
+          if (url.pathname !== "/v3/kv/txn" || mode === "pass") return forward();
+          if (mode === "apply-then-fail") await forward();
+          if (mode !== "always-fail") mode = "pass";
+          return Response.json({ error: "etcdserver: request timed out", code: 14, message: "etcdserver: request timed out" }, { status: 503 });
+        },
+      });
+      const direct = new EtcdStore({ endpoints: [real] });
+      const commit = async (endpoints: string[], guard: number, value: string) => {
+        const s = new EtcdStore({ endpoints }); // starts on the flaky member each time
+        try {
+          return await s.commit({ key: "lost-commit/guard", modRevision: guard }, [{ put: "lost-commit/k", value }]);
+        } finally {
+          await s.close();
+        }
+      };
+      const guardAt = async () => (await direct.get("lost-commit/guard"))?.modRevision ?? 0;
+      try {
+        const endpoints = [`http://127.0.0.1:${flaky.port}`, real];
+        mode = "apply-then-fail"; // ours was applied: the retry's compare fails on our own guard value
+        expect(await commit(endpoints, 0, "first")).toBe(true);
+        mode = "fail"; // not applied, guard unmoved: the retry applies it
+        expect(await commit(endpoints, await guardAt(), "second")).toBe(true);
+        const stale = await guardAt();
+        await direct.commit({ key: "lost-commit/guard", modRevision: stale }, [{ put: "lost-commit/k", value: "theirs" }]);
+        mode = "fail"; // not applied, and another commit moved the guard
+        expect(await commit(endpoints, stale, "mine")).toBe(false);
+        expect((await direct.get("lost-commit/k"))?.value).toBe("theirs");
+        mode = "always-fail"; // every answer lost
+        const err = (await commit([`http://127.0.0.1:${flaky.port}`], await guardAt(), "unknown").catch((e: unknown) => e)) as StoreError;
+        expect(err.code).toBe("unavailable");
+        expect(err.outcomeUnknown).toBe(true);
+        expect(err.message).toContain("may or may not have been applied");
+      } finally {
+        await direct.close();
+        flaky.stop(true);
+      }
+    });
+
+    test("a commit past etcd's limits is `too-large` at once, nothing written, naming the limits", async () => {
+      const s = new EtcdStore({ endpoints: cluster.endpoints });
+      const guard = { key: "too-large/guard", modRevision: 0 };
+      const t0 = performance.now();
+      // The guard makes MAX_TXN_OPS + 1 operations.
+      const many = (await s.commit(guard, Array.from({ length: MAX_TXN_OPS }, (_, i) => ({ put: `too-large/ops/${i}`, value: "v" }))).catch((e: unknown) => e)) as StoreError;
+      expect(many.code).toBe("too-large");
+      expect(many.message).toContain("too many operations in txn request");
+      expect(many.message).toContain("--max-txn-ops");
+      // Past --max-request-bytes (1.5 MiB) etcd refuses the proposal; past it and gRPC's 512 KiB allowance, gRPC refuses it on receipt.
+      for (const chars of [1_700_000, 2_500_000]) {
+        const big = (await s.commit(guard, [{ put: "too-large/big", value: "x".repeat(chars) }]).catch((e: unknown) => e)) as StoreError;
+        expect(big.code).toBe("too-large");
+        expect(big.message).toContain("--max-request-bytes");
+      }
+      expect(performance.now() - t0).toBeLessThan(3_000);
+      expect((await s.list("too-large/")).kvs).toEqual([]);
+      await s.close();
     });
 
     test("cancelled watches and closed stores leave no watch behind on the member", async () => {

@@ -16,7 +16,8 @@ import { applyDocuments, deleteManifest, listManifests } from "../manifest-store
 import { listProxyStatus } from "../proxy-status.ts";
 import type { Subscriptions } from "../subscriptions.ts";
 import { isControlPlane } from "../well-known.ts";
-import type { ControlPlaneView } from "../view.ts";
+import type { ControlPlaneView, ViewSync } from "../view.ts";
+import { StoreError } from "../../store/errors.ts";
 import type { Store } from "../../store/store.ts";
 import { BadRequest, body, onError } from "./http.ts";
 
@@ -42,6 +43,8 @@ export interface ControlPlaneStatus {
   listeners: Record<"api" | "bootstrap" | "admin", ListenerLoad>;
   /** Certificates this replica signed and refused since it started, by path. */
   certificates: AuditCounts;
+  /** Whether this replica's view follows the store; while it does not (re-listing after its watch ended), the last view keeps serving. */
+  view?: ViewSync;
 }
 
 export interface ListenerLoad {
@@ -50,6 +53,8 @@ export interface ListenerLoad {
   refusedOverLimit: number;
 }
 
+/** A refused apply's status: a rule broken (422), lost races to other replicas' writes (409), past one store transaction (413). */
+const APPLY_REFUSED = { invalid: 422, conflict: 409, "too-large": 413 } as const;
 const Apply = z.strictObject({ documents: z.array(z.strictObject({ source: z.string().max(4096), manifest: z.unknown() })).min(1).max(10_000) });
 const TokenRequest = z
   .strictObject({
@@ -89,13 +94,18 @@ export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono
     const { documents } = await body(c, Apply);
     const result = await applyDocuments(deps.store, deps.view, documents);
     const changes = result.applied.filter((a) => a.outcome !== "unchanged").map((a) => `${a.kind} ${a.namespace}/${a.name} ${a.outcome}`);
-    deps.audit.manifestsChanged({ changes, by: adminOf(c) });
-    return c.json(result, result.ok ? 200 : 422);
+    deps.audit.manifestsChanged({ changes, by: adminOf(c), ...(result.unconfirmed ? { unconfirmed: true } : {}) });
+    if (result.unconfirmed) return c.json({ ...result, error: result.errors.join("; ") }, 503);
+    return c.json(result, result.ok ? 200 : APPLY_REFUSED[result.refused ?? "invalid"]);
   });
   app.delete("/v1/manifests/:kind/:namespace/:name", async (c) => {
     const { kind, namespace, name } = c.req.param();
-    const result = await deleteManifest(deps.store, deps.view, kind, namespace, name);
-    if (result.ok) deps.audit.manifestsChanged({ changes: [`${kind} ${namespace}/${name} deleted`], by: adminOf(c) });
+    const changes = [`${kind} ${namespace}/${name} deleted`];
+    const result = await deleteManifest(deps.store, deps.view, kind, namespace, name).catch((err: unknown) => {
+      if (err instanceof StoreError && err.outcomeUnknown) deps.audit.manifestsChanged({ changes, by: adminOf(c), unconfirmed: true });
+      throw err;
+    });
+    if (result.ok) deps.audit.manifestsChanged({ changes, by: adminOf(c) });
     return result.ok ? c.json({ deleted: { kind, namespace, name } }) : c.json({ error: result.error }, result.status);
   });
 
@@ -127,7 +137,7 @@ export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono
     return c.json({ revoked: id });
   });
 
-  app.get("/v1/status", (c) => c.json(deps.status()));
+  app.get("/v1/status", (c) => c.json({ ...deps.status(), view: deps.view.sync() }));
   app.get("/v1/endpoints", (c) => c.json({ items: [...deps.view.endpoints.values()] }));
   app.get("/v1/proxies", async (c) => {
     const items = await listProxyStatus(deps.store);
