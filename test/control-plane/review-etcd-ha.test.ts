@@ -79,12 +79,12 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { makeCsr } from "../../src/proxy/control/csr.ts";
 import { generateKeyPair } from "../../src/pki/keys.ts";
 import { mesh, tempDir } from "../helpers/cli.ts";
-import { serviceManifest, type TestControlPlane } from "../helpers/control-plane.ts";
+import { serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
 import { ETCD_BIN, etcdMissing, startEtcdCluster, type EtcdCluster } from "../helpers/etcd.ts";
 import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
 import { freePorts } from "../helpers/ports.ts";
@@ -241,51 +241,8 @@ async function mint(cp: TestControlPlane, service = "orders", uses = 1): Promise
 type Replica = TestControlPlane & { gid: number };
 
 async function startReplica(dir: string, name: string, gid: number, endpoints: string[], ports?: Replica["ports"]): Promise<Replica> {
-  const dataDir = join(dir, `${name}-data`);
-  const caDir = join(dir, "ca");
-  const policies = join(dir, `${name}-policies`);
-  mkdirSync(policies, { recursive: true });
-  const p = await startMesh(
-    [
-      "control-plane", "--data-dir", dataDir, "--ca-dir", caDir, "--policies", policies,
-      "--api", `127.0.0.1:${ports?.api ?? 0}`, "--bootstrap", `127.0.0.1:${ports?.bootstrap ?? 0}`, "--admin", `127.0.0.1:${ports?.admin ?? 0}`,
-      "--lease-ttl", "2s", "--store", "etcd", ...endpoints.flatMap((e) => ["--etcd-endpoint", e]),
-    ],
-    { wrap: ["setpriv", `--regid=${gid}`, "--clear-groups"] },
-  );
-  const bound = p.ready as unknown as Replica["ports"];
-  const adminToken = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
-  const admin = (method: string, path: string, body?: unknown, token = adminToken) =>
-    fetch(`http://127.0.0.1:${bound.admin}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(30_000),
-    });
-  const cp: Replica = {
-    ...p,
-    gid,
-    ports: bound,
-    caDir,
-    bundle: join(caDir, "bundle.pem"),
-    adminToken,
-    admin,
-    async apply(...manifests) {
-      const res = await admin("PUT", "/v1/manifests", { documents: manifests.map((manifest, i) => ({ source: `test#${i}`, manifest })) });
-      if (res.status !== 200) throw new Error(`apply failed: ${res.status} ${await res.text()}`);
-    },
-    async joinToken(service, namespace = "default") {
-      const res = await admin("POST", "/v1/join-tokens", { service, namespace });
-      if (res.status !== 200) throw new Error(`join token: ${res.status} ${await res.text()}`);
-      return ((await res.json()) as { token: string }).token;
-    },
-    async proxyFlags(service, d) {
-      const tokenFile = join(d, `${service}-${crypto.randomUUID()}.token`);
-      writeFileSync(tokenFile, await cp.joinToken(service));
-      return ["--control-plane", `https://127.0.0.1:${bound.api}`, "--bootstrap-url", `https://127.0.0.1:${bound.bootstrap}`, "--join-token-file", tokenFile, "--ca", cp.bundle];
-    },
-  };
-  return cp;
+  const etcdFlags = ["--store", "etcd", ...endpoints.flatMap((e) => ["--etcd-endpoint", e])];
+  return { ...(await startControlPlane(dir, etcdFlags, name, ports, ["setpriv", `--regid=${gid}`, "--clear-groups"])), gid };
 }
 
 type Sidecar = MeshProcess & { ports: { inbound: number; outbound: number; admin: number }; echo: EchoService };

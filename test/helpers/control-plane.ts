@@ -18,8 +18,11 @@ export interface TestControlPlane extends MeshProcess {
   proxyFlags(service: string, dir: string): Promise<string[]>;
 }
 
-/** `ports` pins the listeners (to come back where proxies expect it); default: any free port. */
-export async function startControlPlane(dir: string, extra: string[] = [], name = "cp", ports?: TestControlPlane["ports"]): Promise<TestControlPlane> {
+/**
+ * `ports` pins the listeners (to come back where proxies expect it); default: any free port.
+ * `wrap`: a command the process runs under (e.g. setpriv, to give it a group of its own).
+ */
+export async function startControlPlane(dir: string, extra: string[] = [], name = "cp", ports?: TestControlPlane["ports"], wrap?: string[]): Promise<TestControlPlane> {
   const dataDir = join(dir, `${name}-data`);
   const caDir = join(dir, "ca");
   const policies = join(dir, `${name}-policies`);
@@ -28,7 +31,7 @@ export async function startControlPlane(dir: string, extra: string[] = [], name 
     "control-plane", "--data-dir", dataDir, "--ca-dir", caDir, "--policies", policies,
     "--api", `127.0.0.1:${ports?.api ?? 0}`, "--bootstrap", `127.0.0.1:${ports?.bootstrap ?? 0}`, "--admin", `127.0.0.1:${ports?.admin ?? 0}`,
     "--lease-ttl", "2s", ...extra,
-  ]);
+  ], wrap ? { wrap } : undefined);
   const bound = p.ready as unknown as TestControlPlane["ports"];
   const adminToken = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
   const admin = (method: string, path: string, body?: unknown, token = adminToken) =>
@@ -36,6 +39,8 @@ export async function startControlPlane(dir: string, extra: string[] = [], name 
       method,
       headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
+      // A store outage holds an answer for its 15 s retry window; a hung control plane must still end the call.
+      signal: AbortSignal.timeout(30_000),
     });
   const cp: TestControlPlane = {
     ...p,

@@ -59,24 +59,10 @@ if (etcdInstalled("the etcd store tests")) {
     });
 
     test("a conditional write whose answer was lost is resolved, not reported as a lost race", async () => {
-      // A member stand-in that answers the next txn with a timeout, after or instead of applying it.
-      let mode: "apply-then-fail" | "fail" | "pass" = "pass";
       const real = cluster.endpoints[0]!;
-      const flaky = Bun.serve({
-        hostname: "127.0.0.1",
-        port: 0,
-        async fetch(req) {
-          const url = new URL(req.url);
-          const body = await req.text();
-          const forward = () => fetch(real + url.pathname, { method: "POST", body });
-          if (url.pathname !== "/v3/kv/txn" || mode === "pass") return forward();
-          if (mode === "apply-then-fail") await forward();
-          mode = "pass";
-          return Response.json({ error: "etcdserver: request timed out", code: 14, message: "etcdserver: request timed out" }, { status: 503 });
-        },
-      });
+      const flaky = losingAnswers(real);
       try {
-        const endpoints = [`http://127.0.0.1:${flaky.port}`, real];
+        const endpoints = [flaky.url, real];
         const direct = new EtcdStore({ endpoints: [real] });
         const claim = async (key: string, value: string) => {
           const s = new EtcdStore({ endpoints }); // starts on the flaky member each time
@@ -87,37 +73,23 @@ if (etcdInstalled("the etcd store tests")) {
           }
         };
 
-        mode = "apply-then-fail"; // ours was applied: the retry's compare fails on our own value
+        flaky.mode = "apply-then-fail"; // ours was applied: the retry's compare fails on our own value
         expect(await claim("lost/a", "mine")).toBe(true);
-        mode = "fail"; // not applied, key still absent: the retry applies it
+        flaky.mode = "fail"; // not applied, key still absent: the retry applies it
         expect(await claim("lost/b", "mine")).toBe(true);
         await direct.put("lost/c", "theirs");
-        mode = "fail"; // not applied and someone else holds the key
+        flaky.mode = "fail"; // not applied and someone else holds the key
         expect(await claim("lost/c", "mine")).toBe(false);
         expect((await direct.list("lost/")).kvs.map((kv) => kv.value)).toEqual(["mine", "mine", "theirs"]);
         await direct.close();
       } finally {
-        flaky.stop(true);
+        flaky.stop();
       }
     });
 
     test("a commit whose answer was lost is resolved by its guard; one never resolved is `unavailable`, outcome unknown", async () => {
-      // As above: a member stand-in that answers the next txn with a timeout, after or instead of applying it.
-      let mode: "apply-then-fail" | "fail" | "always-fail" | "pass" = "pass";
       const real = cluster.endpoints[0]!;
-      const flaky = Bun.serve({
-        hostname: "127.0.0.1",
-        port: 0,
-        async fetch(req) {
-          const url = new URL(req.url);
-          const body = await req.text();
-          const forward = () => fetch(real + url.pathname, { method: "POST", body });
-          if (url.pathname !== "/v3/kv/txn" || mode === "pass") return forward();
-          if (mode === "apply-then-fail") await forward();
-          if (mode !== "always-fail") mode = "pass";
-          return Response.json({ error: "etcdserver: request timed out", code: 14, message: "etcdserver: request timed out" }, { status: 503 });
-        },
-      });
+      const flaky = losingAnswers(real);
       const direct = new EtcdStore({ endpoints: [real] });
       const commit = async (endpoints: string[], guard: number, value: string) => {
         const s = new EtcdStore({ endpoints }); // starts on the flaky member each time
@@ -129,24 +101,24 @@ if (etcdInstalled("the etcd store tests")) {
       };
       const guardAt = async () => (await direct.get("lost-commit/guard"))?.modRevision ?? 0;
       try {
-        const endpoints = [`http://127.0.0.1:${flaky.port}`, real];
-        mode = "apply-then-fail"; // ours was applied: the retry's compare fails on our own guard value
+        const endpoints = [flaky.url, real];
+        flaky.mode = "apply-then-fail"; // ours was applied: the retry's compare fails on our own guard value
         expect(await commit(endpoints, 0, "first")).toBe(true);
-        mode = "fail"; // not applied, guard unmoved: the retry applies it
+        flaky.mode = "fail"; // not applied, guard unmoved: the retry applies it
         expect(await commit(endpoints, await guardAt(), "second")).toBe(true);
         const stale = await guardAt();
         await direct.commit({ key: "lost-commit/guard", modRevision: stale }, [{ put: "lost-commit/k", value: "theirs" }]);
-        mode = "fail"; // not applied, and another commit moved the guard
+        flaky.mode = "fail"; // not applied, and another commit moved the guard
         expect(await commit(endpoints, stale, "mine")).toBe(false);
         expect((await direct.get("lost-commit/k"))?.value).toBe("theirs");
-        mode = "always-fail"; // every answer lost
-        const err = (await commit([`http://127.0.0.1:${flaky.port}`], await guardAt(), "unknown").catch((e: unknown) => e)) as StoreError;
+        flaky.mode = "always-fail"; // every answer lost
+        const err = (await commit([flaky.url], await guardAt(), "unknown").catch((e: unknown) => e)) as StoreError;
         expect(err.code).toBe("unavailable");
         expect(err.outcomeUnknown).toBe(true);
         expect(err.message).toContain("may or may not have been applied");
       } finally {
         await direct.close();
-        flaky.stop(true);
+        flaky.stop();
       }
     });
 
@@ -208,4 +180,29 @@ if (etcdInstalled("the etcd store tests")) {
     await cluster.stop();
     for (const m of cluster.members) expect(pidAlive(m.pid)).toBe(false);
   });
+}
+
+type LostAnswer = "apply-then-fail" | "fail" | "always-fail" | "pass";
+
+/**
+ * A stand-in for the member at `real` that passes everything on but txns: in mode "fail" it
+ * answers the next with a timeout instead of applying it, in "apply-then-fail" after applying
+ * it (both once, then "pass"), in "always-fail" every one, unapplied.
+ */
+function losingAnswers(real: string): { mode: LostAnswer; url: string; stop(): void } {
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      const url = new URL(req.url);
+      const body = await req.text();
+      const forward = () => fetch(real + url.pathname, { method: "POST", body });
+      if (url.pathname !== "/v3/kv/txn" || stand.mode === "pass") return forward();
+      if (stand.mode === "apply-then-fail") await forward();
+      if (stand.mode !== "always-fail") stand.mode = "pass";
+      return Response.json({ error: "etcdserver: request timed out", code: 14, message: "etcdserver: request timed out" }, { status: 503 });
+    },
+  });
+  const stand = { mode: "pass" as LostAnswer, url: `http://127.0.0.1:${server.port}`, stop: () => server.stop(true) };
+  return stand;
 }
