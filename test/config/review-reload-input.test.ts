@@ -65,7 +65,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync, openSync, writeSync, closeSync, ftruncateSync, copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { mesh, tempDir } from "../helpers/cli.ts";
-import { startReady, type MeshProcess } from "../helpers/procs.ts";
+import { startReady, stopAll, type MeshProcess } from "../helpers/procs.ts";
 import { eventually } from "../helpers/wait.ts";
 
 /** `mesh` from source, as every other test runs it: a clean checkout has no built binary, and a stale one would test old code. */
@@ -73,14 +73,12 @@ const MESH = [process.execPath, join(import.meta.dir, "..", "..", "src", "main.t
 const tmp = tempDir("mesh-review-reload-");
 const T = (...p: string[]) => join(tmp.path, ...p);
 const ca = T("ca");
-const started: MeshProcess[] = [];
 const servers: ReturnType<typeof Bun.serve>[] = [];
 
 type Sidecar = MeshProcess & { ports: { inbound: number; outbound: number; admin: number } };
 
 async function proxy(service: string, upstream: string, certsDir: string, extra: string[] = []): Promise<Sidecar> {
   const p = await startReady([...MESH, "proxy", "--service", service, "--upstream", upstream, "--certs-dir", certsDir, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...extra], { timeoutMs: 20_000 });
-  started.push(p);
   const r = p.ready as { inbound: number; outbound: number; admin: number };
   return { ...p, ports: { inbound: r.inbound, outbound: r.outbound, admin: r.admin } };
 }
@@ -175,10 +173,8 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const p of started) {
-    if (p.proc.exitCode === null) p.proc.kill("SIGKILL");
-    await p.proc.exited;
-  }
+  // Every process startReady started, and their temporary directory.
+  await stopAll();
   for (const s of servers) s.stop(true);
   tmp.cleanup();
 });
@@ -509,7 +505,6 @@ describe("the control plane's --policies directory", () => {
   beforeAll(async () => {
     cm.swap({ "services.yaml": svc("payments") });
     cp = await startReady([...MESH, "control-plane", "--data-dir", T("cp", "data"), "--ca-dir", T("cp", "ca"), "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0", "--policies", cm.dir], { timeoutMs: 20_000 });
-    started.push(cp);
     admin = (cp.ready as { admin: number }).admin;
     token = readFileSync(T("cp", "data", "admin-token"), "utf8").trim();
     expect(await services()).toEqual(["payments"]);
@@ -532,8 +527,7 @@ describe("the control plane's --policies directory", () => {
     mkdirSync(dir);
     writeFileSync(join(dir, "services.yaml"), svc("payments"));
     const p = await startReady([...MESH, "control-plane", "--data-dir", T("cp2", "data"), "--ca-dir", T("cp2", "ca"), "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--bootstrap", "127.0.0.1:0", "--policies", dir], { timeoutMs: 20_000 });
-    started.push(p);
-    const a2 = (p.ready as { admin: number }).admin;
+      const a2 = (p.ready as { admin: number }).admin;
     const t2 = readFileSync(T("cp2", "data", "admin-token"), "utf8").trim();
     const names = async () => ((await (await fetch(`http://127.0.0.1:${a2}/v1/manifests?kind=Service`, { headers: { authorization: `Bearer ${t2}` } })).json()) as { items: { metadata: { name: string } }[] }).items.map((i) => i.metadata.name).sort().join();
     expect(await names()).toBe("payments");

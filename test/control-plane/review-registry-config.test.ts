@@ -302,6 +302,7 @@ describe("2. what orders may register for its own service", () => {
         30_000,
         (port) => register(orders, reg("orders", "127.0.0.1", port)),
       );
+      const floodMs = Date.now() - started;
       const ok = results.filter((r) => r.status === 200).length;
       const live = (await endpoints()).filter((e) => e.identity === ORDERS).length;
       const sizeAfter = (await paymentsConfig()).size;
@@ -314,7 +315,9 @@ describe("2. what orders may register for its own service", () => {
       const deadline = Date.now() + 10_000;
       while (Date.now() < deadline && (await endpoints()).some((e) => e.identity === ORDERS && e.port >= 20_000)) await Bun.sleep(200);
       // A bound (per identity or per certificate) must refuse most of these: one sidecar serves one or a few endpoints.
-      expect({ accepted: ok, bound: 256, withinBound: ok <= 256, refusedWith429: results.some((r) => r.status === 429) }).toEqual({ accepted: ok, bound: 256, withinBound: true, refusedWith429: true });
+      // At most 256 are live at once; a flood slower than the 2 s lease (a loaded machine) sees the first ones lapse and
+      // their places taken again, so the count accepted is held to the bound only when it was not.
+      expect({ live, withinBound: live <= 256 && (floodMs >= 2000 || ok <= 256), refusedWith429: results.some((r) => r.status === 429) }).toEqual({ live, withinBound: true, refusedWith429: true });
     },
     60_000,
   );
