@@ -11,6 +11,7 @@
 import { constants } from "node:os";
 import type { Subprocess } from "bun";
 import { errorMessage } from "../core/errors.ts";
+import { settlesWithin } from "../core/settles-within.ts";
 
 export type ServiceProcess = Subprocess<"inherit", "inherit", "inherit">;
 
@@ -62,14 +63,8 @@ export function running(proc: ServiceProcess): boolean {
 }
 
 /** True if the process exits within `ms`; the timer is cleared so it holds nothing open. */
-export async function exitsWithin(proc: ServiceProcess, ms: number): Promise<boolean> {
-  let timer: Timer | undefined;
-  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  try {
-    return await Promise.race([proc.exited.then(() => true as const), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+export function exitsWithin(proc: ServiceProcess, ms: number): Promise<boolean> {
+  return settlesWithin(proc.exited, ms);
 }
 
 /** Exit status of an exited process: its code, or 128 + the signal's number. */

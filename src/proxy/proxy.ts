@@ -18,6 +18,7 @@ import { parseConfigDocuments, staticAddressesTaken, withStatic, type ProxyDocum
 import { buildSnapshot, closeSnapshot, snapshotOf, type Snapshot } from "./destinations.ts";
 import { InflightTracker } from "./inflight.ts";
 import { inboundSettled } from "./inbound-settled.ts";
+import { settlesWithin } from "../core/settles-within.ts";
 import { startInboundHttp } from "./inbound.ts";
 import { proxyMetrics } from "./metrics.ts";
 import { startOutbound } from "./outbound.ts";
@@ -368,7 +369,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
         }
         await Bun.sleep(10);
       }
-      if (clean) clean = await settlesBefore(stopped, deadline - Date.now());
+      if (clean) clean = await settlesWithin(stopped, deadline - Date.now());
       // Carried TCP has no request to wait for: its connections end with the drain, in order (FIN both ways).
       tcp.closeAll();
       inbound.closeAll();
@@ -403,17 +404,6 @@ function savedDocuments(saved: SavedConfig | undefined, log: Logger): ProxyDocum
   } catch (err) {
     log.warn({ version: saved.version, reason: (err as Error).message }, "the saved config is refused; waiting for the control plane's");
     return undefined;
-  }
-}
-
-/** True if `p` settles within `ms`; the timer is cleared so it cannot hold the process open. */
-async function settlesBefore(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: Timer | undefined;
-  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms))));
-  try {
-    return await Promise.race([p.then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

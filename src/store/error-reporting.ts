@@ -12,7 +12,7 @@ import type { Store } from "./store.ts";
  */
 const NOT_FAULTS: ReadonlySet<StoreErrorCode> = new Set(["lease-not-found", "compacted", "closed", "too-large"]);
 
-export function isStoreFault(err: unknown): boolean {
+function isStoreFault(err: unknown): boolean {
   return !(err instanceof StoreError && NOT_FAULTS.has(err.code));
 }
 
