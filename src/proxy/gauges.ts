@@ -1,7 +1,7 @@
 /**
  * Gauges read from the running proxy rather than counted as things happen: open and
- * refused connections per listener, connections per upstream pool, ejections and open
- * circuits per destination. Refreshed just before each scrape.
+ * refused connections per listener, connections per upstream pool, ejections, open
+ * circuits and requests waiting per destination. Refreshed just before each scrape.
  */
 import type { Snapshot } from "./destinations.ts";
 import type { ProxyMetrics } from "./metrics.ts";
@@ -38,6 +38,7 @@ export function refreshGauges(metrics: ProxyMetrics, from: GaugeSources): void {
     created += pools.created;
     open += pools.open;
     metrics.ejections.set({ peer: d.name }, d.outlier.totalEjections);
+    metrics.pendingRequests.set({ peer: d.name }, pools.waiting);
     const pendingFull = pools.waiting >= d.policy.circuitBreaker.maxPendingRequests;
     metrics.openCircuits.set({ peer: d.name }, d.breaker.isOpen() || pendingFull ? 1 : 0);
   }

@@ -164,6 +164,7 @@ export function proxyMetrics(registry = new Registry()) {
     ),
     ejections: registry.counter("mesh_outlier_ejections_total", "Endpoints ejected by outlier detection."),
     openCircuits: registry.gauge("mesh_circuit_open", "1 while a destination's circuit-breaker limit is reached."),
+    pendingRequests: registry.gauge("mesh_pending_requests", "Outbound requests waiting for a connection to a destination (its circuitBreaker.maxConnections reached), by peer service."),
     tlsFailures: registry.counter("mesh_tls_failures_total", "Refused TLS peers, by direction and reason."),
     refused: registry.counter("mesh_requests_refused_total", "Requests refused as malformed or ambiguous, by direction and reason; those refused while their head was read are counted here only, not in mesh_requests_total."),
     keyFetchFailures: registry.counter("mesh_authentication_key_fetch_failures_total", "Fetches of a RequestAuthentication's jwksUri that failed, by uri and whether keys held went on serving (stale=true) or tokens were refused (stale=false)."),
