@@ -229,8 +229,14 @@ function addressOf(host: string): string {
   return (v6 !== null ? canonicalAddress(v6[1]!) : canonicalAddress(host.replace(PORT_SUFFIX, ""))) ?? host;
 }
 
-/** Closes the pools of `snapshot` that `next` does not carry over; requests in flight finish. */
+/**
+ * Closes the pools of `snapshot` that `next` does not carry over; requests in flight
+ * finish, and those waiting for a connection go on waiting in the pools of the
+ * destination that replaces theirs.
+ */
 export function closeSnapshot(snapshot: Snapshot, next?: Snapshot): void {
   const kept = new Set([...(next?.destinations.values() ?? [])].map((d) => d.pools));
-  for (const d of new Set(snapshot.destinations.values())) if (!kept.has(d.pools)) d.pools.close();
+  for (const d of new Set(snapshot.destinations.values())) {
+    if (!kept.has(d.pools)) d.pools.close(next?.destinations.get(`${d.name}.${d.namespace}`));
+  }
 }

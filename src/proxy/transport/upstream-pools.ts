@@ -66,12 +66,18 @@ export class UpstreamPools {
     this.list = [...this.pools.values()];
   }
 
-  close(): void {
+  /**
+   * Closes every pool; requests in flight finish. Requests waiting for a connection to
+   * an endpoint `successor` serves too wait on in its pool (see Http1Pool.close).
+   */
+  close(successor?: { pools: UpstreamPools; endpoints: readonly Endpoint[] }): void {
     if (this.h2 !== undefined) UpstreamPools.retiredConnections += this.h2.created;
     this.h2?.close();
-    for (const pool of this.pools.values()) {
+    const heirs = new Map(successor?.endpoints.map((e) => [e.key, e]));
+    for (const [key, pool] of this.pools) {
       UpstreamPools.retiredConnections += pool.stats.created;
-      pool.close();
+      const heir = heirs.get(key);
+      pool.close(heir && pool.waiting > 0 ? successor!.pools.poolFor(heir) : undefined);
     }
     this.pools.clear();
     this.list = [];

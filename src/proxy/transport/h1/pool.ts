@@ -153,8 +153,12 @@ export class Http1Pool implements ConnectionOwner {
     );
   }
 
-  /** Closes idle connections now and busy ones when their exchange is over; waiting requests fail. */
-  close(): void {
+  /**
+   * Closes idle connections now and busy ones when their exchange is over. Requests
+   * waiting for a connection wait on in `successor`, the pool that replaces this one
+   * (renewed certificates, a changed policy), in their order; without one they fail.
+   */
+  close(successor?: Http1Pool): void {
     if (this.isClosed) return;
     this.isClosed = true;
     this.stopSweeper();
@@ -162,7 +166,8 @@ export class Http1Pool implements ConnectionOwner {
     for (const conn of this.busyConns.toArray()) conn.closeWhenDone = true;
     for (const w of this.waiters.splice(0)) {
       detachWaiter(w);
-      w.reject(new ConnectError("the connection pool is closed", "closed"));
+      if (successor !== undefined && !successor.isClosed) successor.acquire(w.signal).then(w.resolve, w.reject);
+      else w.reject(new ConnectError("the connection pool is closed", "closed"));
     }
     this.mux?.close();
   }
