@@ -1,9 +1,9 @@
 /**
  * The sidecar's side of the control plane: register and keep the lease alive, follow
- * config versions and acknowledge or refuse each, renew the certificate at about half
- * its life (taking only one for its own identity). Every loop survives the control plane
- * being gone or misbehaving: the proxy keeps serving on its last config and certificate
- * and reconnects with jittered backoff.
+ * config versions and acknowledge or refuse each, take the trust bundle sent with them,
+ * renew the certificate at about half its life (taking only one for its own identity).
+ * Every loop survives the control plane being gone or misbehaving: the proxy keeps serving
+ * on its last config and certificate and reconnects with jittered backoff.
  */
 import type { Logger } from "../../core/log.ts";
 import { saveConfig, type SavedConfig } from "./saved-config.ts";
@@ -12,7 +12,8 @@ import type { WorkloadCerts } from "../certs.ts";
 import { Backoff } from "./backoff.ts";
 import { certificateFromAnswer, requestCertificate, saveCertificate } from "./bootstrap.ts";
 import { ControlPlaneError, MAX_CONFIG_ANSWER_BYTES, type ControlPlaneClient } from "./cp-client.ts";
-import { readConfigAnswer, readLease } from "./answer-shapes.ts";
+import { readConfigAnswer, readLease, type ConfigAnswer } from "./answer-shapes.ts";
+import { bundleUpdate, type BundleUpdate } from "./bundle-update.ts";
 import { ConfigAcks, type ConfigAck } from "./config-acks.ts";
 import { timerDelay } from "../../core/timer-delay.ts";
 
@@ -47,6 +48,9 @@ export class ControlPlaneAgent {
   private lease?: { leaseId: string; ttlMs: number };
   private poll = new AbortController();
   private timers = new Set<Timer>();
+  /** The next renewal, unless one is under way: a trust bundle that drops this sidecar's root brings it forward. */
+  private renewalTimer: Timer | undefined;
+  private renewing = false;
   /** Settles once a config version has been applied: only then is the endpoint offered to callers. */
   private applied: Promise<void>;
   private markApplied!: () => void;
@@ -164,7 +168,7 @@ export class ControlPlaneAgent {
           if (this.firstRefusal !== undefined) await this.sendAck({ version: this.rejected!, error: this.firstRefusal });
           continue;
         }
-        const error = read.kind === "snapshot" ? this.apply(read.version, read.documents) : this.refuse(read.version, read.reason);
+        const error = read.kind === "snapshot" ? await this.applySnapshot(read) : this.refuse(read.version, read.reason);
         if (error === undefined) nextPollAt = 0;
         // Applied or refused, the control plane has been heard.
         this.markFirstConfig();
@@ -177,7 +181,29 @@ export class ControlPlaneAgent {
     }
   }
 
-  /** Applies a version: undefined, or the reason it is refused. */
+  /** A version's documents and trust bundle, taken or refused together: undefined, or the reason it is refused. */
+  private async applySnapshot(read: Extract<ConfigAnswer, { kind: "snapshot" }>): Promise<string | undefined> {
+    let update: BundleUpdate = { kind: "same" };
+    if (read.bundle !== undefined) {
+      let base = this.opts.certs;
+      update = await bundleUpdate(base, read.bundle);
+      // A renewal that landed meanwhile put its own certificate in use: the bundle is checked against that one.
+      while (base !== this.opts.certs) update = await bundleUpdate((base = this.opts.certs), read.bundle);
+    }
+    if (update.kind === "refused") return this.refuse(read.version, update.reason);
+    const error = this.apply(read.version, read.documents);
+    if (error !== undefined) return error;
+    if (update.kind === "take") {
+      this.useCerts(update.certs);
+      this.opts.log.info({ version: read.version, roots: update.roots }, "trust bundle updated");
+    } else if (update.kind === "renew") {
+      this.opts.log.warn({ reason: update.reason }, "the trust bundle no longer holds this sidecar's root; renewing now");
+      this.renewNow();
+    }
+    return undefined;
+  }
+
+  /** Applies a version's documents: undefined, or the reason they are refused. */
   private apply(version: string, documents: unknown[]): string | undefined {
     try {
       this.opts.target.applyConfig(documents, version);
@@ -238,9 +264,29 @@ export class ControlPlaneAgent {
       void this.renew();
     }, timerDelay(at, 1000));
     this.timers.add(t);
+    this.renewalTimer = t;
+  }
+
+  /** Renews at once; a renewal under way already brings the control plane's current bundle. */
+  private renewNow(): void {
+    if (this.renewing || this.stopped) return;
+    if (this.renewalTimer !== undefined) {
+      clearTimeout(this.renewalTimer);
+      this.timers.delete(this.renewalTimer);
+    }
+    void this.renew();
   }
 
   private async renew(): Promise<void> {
+    this.renewing = true;
+    try {
+      await this.renewUntilDone();
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  private async renewUntilDone(): Promise<void> {
     const backoff = new Backoff(1000, 60_000);
     const { client, registration, log } = this.opts;
     while (!this.stopped) {
@@ -250,12 +296,8 @@ export class ControlPlaneAgent {
         );
         // Checked against who this sidecar is and the roots it trusts now, not the answer's word.
         const certs = await certificateFromAnswer(this.opts.certsDir, keyPem, answer, "/v1/certificates/renew", this.opts.certs);
-        // In use first: the files are only for a restart, and failing to write them must not cost the certificate.
-        this.opts.certs = certs;
-        this.opts.target.useCerts(certs);
-        client.useCerts(certs);
+        this.useCerts(certs);
         log.info({ notAfter: certs.notAfter.toISOString() }, "certificate renewed");
-        this.keepForRestart(certs);
         this.scheduleRenewal(certs);
         return;
       } catch (err) {
@@ -264,6 +306,14 @@ export class ControlPlaneAgent {
         await this.sleep(backoff.next());
       }
     }
+  }
+
+  /** In use first: the files are only for a restart, and failing to write them must not cost the certificate. */
+  private useCerts(certs: WorkloadCerts): void {
+    this.opts.certs = certs;
+    this.opts.target.useCerts(certs);
+    this.opts.client.useCerts(certs);
+    this.keepForRestart(certs);
   }
 
   private keepForRestart(certs: WorkloadCerts): void {

@@ -16,7 +16,7 @@ const Snapshot = z.object({ version: Version, documents: z.array(z.unknown()), b
 const Versioned = z.object({ version: Version });
 
 export type ConfigAnswer =
-  | { kind: "snapshot"; version: string; documents: unknown[] }
+  | { kind: "snapshot"; version: string; documents: unknown[]; bundle: string | undefined }
   /** Not a snapshot, but naming a version: refused, and acknowledged as such. */
   | { kind: "refused"; version: string; reason: string }
   /** Not a snapshot, naming no version that could be acknowledged. */
@@ -24,7 +24,7 @@ export type ConfigAnswer =
 
 export function readConfigAnswer(answer: unknown): ConfigAnswer {
   const snap = check(Snapshot, answer);
-  if (snap.ok) return { kind: "snapshot", version: snap.value.version, documents: snap.value.documents };
+  if (snap.ok) return { kind: "snapshot", version: snap.value.version, documents: snap.value.documents, bundle: snap.value.bundle };
   const reason = `the control plane's answer is not a config snapshot: ${issuesText(snap.issues)}`;
   const named = check(Versioned, answer);
   return named.ok ? { kind: "refused", version: named.value.version, reason } : { kind: "unnamed", reason };

@@ -3,7 +3,7 @@ import { expect, test } from "bun:test";
 import { MAX_LEASE_TTL_MS, MIN_LEASE_TTL_MS, readConfigAnswer, readLease, readSignedCertificate } from "../../../src/proxy/control/answer-shapes.ts";
 
 test("a snapshot is read; fields a newer control plane adds are ignored", () => {
-  expect(readConfigAnswer({ version: "abc", documents: [{ kind: "Service" }], bundle: "pem", later: 1 })).toEqual({ kind: "snapshot", version: "abc", documents: [{ kind: "Service" }] });
+  expect(readConfigAnswer({ version: "abc", documents: [{ kind: "Service" }], bundle: "pem", later: 1 })).toEqual({ kind: "snapshot", version: "abc", documents: [{ kind: "Service" }], bundle: "pem" });
 });
 
 test("an answer naming no version is refused with a plain reason and nothing to acknowledge", () => {
