@@ -192,15 +192,24 @@ async function assertIntermediateFits(ca: LoadedCa): Promise<void> {
     throw new DataError("intermediate certificate is not a CA certificate (it needs basicConstraints cA=true and keyCertSign)", where);
   const claimed = san?.uris.length ? trustDomainOf(intermediate, where) : td;
   if (claimed !== td) throw new DataError(`intermediate certificate is of trust domain "${claimed}", but ${ca.paths.rootCert} is of "${td}"`, where);
-  const issuers = [ca.root, ...ca.bundle]
-    .map(asCertificate)
-    .filter((root) => sameBytes(root.subjectDer, intermediate.issuerDer) && caDomainOf(root) === td);
-  for (const root of issuers) if (await intermediate.isSignedBy(root)) return;
+  if (await signedByOneOf(intermediate, [ca.root, ...ca.bundle], td)) return;
   throw new DataError(
     `intermediate certificate was not issued by ${ca.paths.rootCert} nor by another root of "${td}" in ${ca.paths.bundle}, ` +
       `so no chain it signs would verify; run 'mesh ca rotate' to issue a new intermediate from the root`,
     where,
   );
+}
+
+/** Whether one of `roots` (of trust domain `td`) signed `cert`. */
+async function signedByOneOf(cert: Certificate, roots: x509.X509Certificate[], td: string): Promise<boolean> {
+  const issuers = roots.map(asCertificate).filter((root) => sameBytes(root.subjectDer, cert.issuerDer) && caDomainOf(root) === td);
+  for (const root of issuers) if (await cert.isSignedBy(root)) return true;
+  return false;
+}
+
+/** Whether `bundle` still holds the root the CA's intermediate was signed by: without it, no chain it signs would verify. */
+export function bundleKeepsSigner(ca: LoadedCa, bundle: x509.X509Certificate[]): Promise<boolean> {
+  return signedByOneOf(asCertificate(ca.intermediate.cert), bundle, ca.trustDomain);
 }
 
 /** A root's trust domain, or undefined for one without a SPIFFE trust-domain ID (it then vouches for no domain here). */

@@ -16,6 +16,7 @@ import { bootstrapApi } from "./api/bootstrap-api.ts";
 import { proxyApi } from "./api/proxy-api.ts";
 import { issueServingCert, type ServingCert } from "./identity.ts";
 import { renewServing } from "./serving-renewal.ts";
+import { followCaBundle } from "./ca-bundle-follow.ts";
 import type { TokenKey } from "./join-token.ts";
 import { PolicyDir } from "./policy-dir.ts";
 import { Registry } from "./registry.ts";
@@ -92,10 +93,17 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     bridge.rotate(servingTls(next));
     bootBridge.rotate(servingTls(next));
   }, log);
+  // A root rotation's bundle reaches sidecars while this replica still signs under the root it started with.
+  const bundleFollow = followCaBundle(opts.ca, (roots) => {
+    signer.useBundle(roots);
+    bridge.rotate(servingTls(serving.current));
+    bootBridge.rotate(servingTls(serving.current));
+    subscriptions.wake();
+  }, log);
   const servingTls = (cert: ServingCert): BridgeTls => ({ cert: cert.chainPem, key: cert.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain, notAfterMs: cert.notAfter.getTime() });
   const status = (): ControlPlaneStatus & { storeHealth: StoreHealth } => ({
     trustDomain: opts.ca.trustDomain,
-    ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.current.notAfter.toISOString(), servingCertTtlMs: opts.certTtlMs },
+    ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.current.notAfter.toISOString(), servingCertTtlMs: opts.certTtlMs, bundleRoots: signer.bundleRoots },
     policies: policies?.status,
     store: opts.storeKind,
     storeHealth: storeHealth.report(),
@@ -180,6 +188,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     async stop() {
       stopping = true;
       serving.stop();
+      bundleFollow.stop();
       policies?.stop();
       subscriptions.closeAll();
       bridge.stopAccepting();

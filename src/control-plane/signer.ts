@@ -5,7 +5,7 @@
 import { bundlePem, issueLeaf, type LoadedCa } from "../ca/authority.ts";
 import { checkCsr, parseCsr } from "../ca/csr.ts";
 import { formatSpiffeId, workloadId } from "../pki/spiffe.ts";
-import { certToPem } from "../pki/x509.ts";
+import { certToPem, type x509 } from "../pki/x509.ts";
 
 export interface SignedCertificate {
   spiffeId: string;
@@ -26,14 +26,31 @@ export interface CheckedRequest {
 }
 
 export class CertificateSigner {
-  constructor(private ca: LoadedCa, private ttlMs: number) {}
+  private bundleText: string;
+  private roots: number;
+
+  constructor(private ca: LoadedCa, private ttlMs: number) {
+    this.bundleText = bundlePem(ca.bundle);
+    this.roots = ca.bundle.length;
+  }
 
   get trustDomain(): string {
     return this.ca.trustDomain;
   }
 
+  /** Every root sidecars are to trust: the CA's bundle, as last reloaded (ca-bundle-follow.ts). */
   get bundle(): string {
-    return bundlePem(this.ca.bundle);
+    return this.bundleText;
+  }
+
+  /** How many roots the bundle holds: 2 or more during a root rotation. */
+  get bundleRoots(): number {
+    return this.roots;
+  }
+
+  useBundle(roots: x509.X509Certificate[]): void {
+    this.bundleText = bundlePem(roots);
+    this.roots = roots.length;
   }
 
   /** Checks the CSR against the identity; throws DataError naming what is not granted. */

@@ -82,8 +82,8 @@ export class Subscriptions {
     });
   }
 
-  /** Answers every waiter whose snapshot changed. */
-  private wake(): void {
+  /** Answers every poll waiting for a change: the view changed, or the bundle sent with every snapshot: each whose snapshot changed. */
+  wake(): void {
     for (const w of [...this.waiters]) {
       const snap = this.cached(w.sub);
       if (snap.snapshot.version !== w.known) w.resolve(snap);

@@ -10,6 +10,8 @@ export const caRotate: CommandSpec = {
     "Without flags: a new intermediate signed by the current root; existing leaves stay valid.\n" +
     "--root: a new root and intermediate; bundle.pem trusts old and new roots during the overlap.\n" +
     "  Distribute the new bundle to every peer, re-issue leaves, then run --complete.\n" +
+    "  A running control plane on this directory sends the bundle to its sidecars at once and\n" +
+    "  signs under the old root until restarted; once every leaf has renewed, run --complete.\n" +
     "--complete: bundle.pem trusts only the current root.\nReplaced certificates are kept under <ca-dir>/retired/.",
   flags: [
     CA_DIR_FLAG,
@@ -29,6 +31,7 @@ export const caRotate: CommandSpec = {
       ctx.out(`New root ${root.cert.serialNumber.slice(0, 16)}, valid until ${root.cert.notAfter.toISOString().slice(0, 10)}`);
       ctx.out(`Bundle trusts ${bundle.length} roots during the overlap. Distribute ${dir}/bundle.pem, re-issue leaves,`);
       ctx.out(`then run: mesh ca rotate --complete --ca-dir ${dir}`);
+      ctx.out("A control plane running on this directory sends the bundle to its sidecars now; restart it to sign under the new root.");
       return 0;
     }
     const next = await rotateIntermediate(dir);

@@ -36,7 +36,8 @@ export interface AdminApiDeps {
 export interface ControlPlaneStatus {
   trustDomain: string;
   /** End times (ISO); `servingCertTtlMs`: the lifetime the control plane's own certificate is issued for, renewed at half. */
-  ca: { root: string; intermediate: string; servingCert: string; servingCertTtlMs?: number };
+  /** bundleRoots: roots sidecars are told to trust; 2 or more during a root rotation. */
+  ca: { root: string; intermediate: string; servingCert: string; servingCertTtlMs?: number; bundleRoots?: number };
   policies?: { dir: string; loadedAt?: string; errors: string[]; applied: number };
   store: string;
   /** The API, bootstrap and admin listeners: connections open, their limit, and those closed at accept since start. */

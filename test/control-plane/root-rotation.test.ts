@@ -1,0 +1,134 @@
+/**
+ * A root rotation in a running mesh, with no sidecar restarted and no call refused:
+ * `mesh ca rotate --root` on the control plane's CA directory reaches every sidecar as a
+ * trust bundle with the old and the new root, while the control plane still signs under the
+ * old one; restarted, it signs and serves under the new root, which sidecars trust already;
+ * `--complete` withdraws the old root, and sidecars whose certificates chain to it renew at
+ * once. A certificate under the old root is refused from then on.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { X509Certificate } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { connect } from "node:tls";
+import { mesh, tempDir } from "../helpers/cli.ts";
+import { cpSidecar, eventually, serviceManifest, startControlPlane, type Sidecar, type TestControlPlane } from "../helpers/control-plane.ts";
+import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
+import { stopAll } from "../helpers/procs.ts";
+
+const tmp = tempDir("mesh-root-rotation-");
+const echoes: EchoService[] = [];
+let cp: TestControlPlane;
+
+beforeAll(async () => {
+  cp = await startControlPlane(tmp.path);
+  await cp.apply(serviceManifest("orders"), serviceManifest("payments"));
+});
+afterAll(async () => {
+  await stopAll();
+  for (const e of echoes) e.server.stop(true);
+  tmp.cleanup();
+});
+
+const certsDir = (name: string) => join(tmp.path, "certs", name);
+
+async function sidecar(service: string, instance: string): Promise<Sidecar> {
+  const echo = echoService(service);
+  echoes.push(echo);
+  return cpSidecar(cp, tmp.path, service, instance, echo.url);
+}
+
+async function callStatus(outbound: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${outbound}/`, { headers: { host: "payments" } }).catch(() => undefined);
+  await res?.arrayBuffer();
+  return res?.status ?? 0;
+}
+
+const rootsIn = (path: string) => readFileSync(path, "utf8").split("BEGIN CERTIFICATE").length - 1;
+const bundleRoots = (instance: string) => rootsIn(join(certsDir(instance), "bundle.pem"));
+
+/** Whether the certificate in `dir` chains (through its intermediate) to the CA's root now. */
+function chainsToCurrentRoot(dir: string): boolean {
+  const intermediate = new X509Certificate(readFileSync(join(dir, "chain.pem"), "utf8").split(/(?<=-----END CERTIFICATE-----\n)/)[1]!);
+  return intermediate.verify(new X509Certificate(readFileSync(join(cp.caDir, "root.pem"))).publicKey);
+}
+
+/** What a raw mTLS client with the certificate in `dir` is answered by an inbound listener: the status line, or "" if refused. */
+function inboundAnswer(port: number, dir: string): Promise<string> {
+  return new Promise((resolve) => {
+    let got = "";
+    const socket = connect({ host: "127.0.0.1", port, cert: readFileSync(join(dir, "chain.pem")), key: readFileSync(join(dir, "key.pem")), rejectUnauthorized: false });
+    const timer = setTimeout(() => socket.destroy(), 5000);
+    socket.on("secureConnect", () => socket.write("GET / HTTP/1.1\r\nhost: payments\r\nconnection: close\r\n\r\n"));
+    socket.on("data", (d: Buffer) => (got += d.toString("latin1")));
+    socket.on("error", () => undefined);
+    socket.on("close", () => {
+      clearTimeout(timer);
+      resolve(got.split("\r\n")[0] ?? "");
+    });
+  });
+}
+
+async function restartControlPlane(): Promise<void> {
+  const ports = cp.ports;
+  cp.proc.kill("SIGTERM");
+  await cp.proc.exited;
+  cp = await startControlPlane(tmp.path, [], "cp", ports);
+}
+
+test("root rotation through a running control plane: the new root is trusted before it signs, the old one withdrawn after", async () => {
+  const payments = await sidecar("payments", "1");
+  const orders = await sidecar("orders", "1");
+  expect(await eventually(async () => (await callStatus(orders.ports.outbound)) === 200, 15_000)).toBe(true);
+  expect([bundleRoots("payments-1"), bundleRoots("orders-1")]).toEqual([1, 1]);
+
+  // 1. A new root beside the old: the running control plane sends the bundle on; sidecars take it without a renewal.
+  expect((await mesh("ca", "rotate", "--ca-dir", cp.caDir, "--root")).code).toBe(0);
+  expect(await eventually(() => bundleRoots("payments-1") === 2 && bundleRoots("orders-1") === 2, 15_000, 100)).toBe(true);
+  const status = (await (await cp.admin("GET", "/v1/status")).json()) as { ca: { bundleRoots: number } };
+  expect(status.ca.bundleRoots).toBe(2);
+  // The running replica still signs under the old root.
+  expect(chainsToCurrentRoot(certsDir("payments-1"))).toBe(false);
+
+  // 2. Restarted, the control plane signs and serves under the new root: the sidecars trust it already.
+  await restartControlPlane();
+  const late = await sidecar("orders", "2");
+  expect(chainsToCurrentRoot(certsDir("orders-2"))).toBe(true);
+  expect(await eventually(async () => (await callStatus(late.ports.outbound)) === 200, 20_000, 100)).toBe(true);
+  expect(await callStatus(orders.ports.outbound)).toBe(200);
+  expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-2"))).startsWith("HTTP/1.1 200")).toBe(true);
+  expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-1"))).startsWith("HTTP/1.1 200")).toBe(true);
+  const oldLeaf = tempDir("mesh-old-leaf-");
+  for (const f of ["chain.pem", "key.pem"]) await Bun.write(join(oldLeaf.path, f), Bun.file(join(certsDir("orders-1"), f)));
+
+  // 3. The old root withdrawn: sidecars whose certificates chain to it renew at once, and all trust only the new root.
+  expect((await mesh("ca", "rotate", "--ca-dir", cp.caDir, "--complete")).code).toBe(0);
+  const moved = () => ["payments-1", "orders-1", "orders-2"].every((d) => bundleRoots(d) === 1 && chainsToCurrentRoot(certsDir(d)));
+  expect(await eventually(moved, 20_000, 100)).toBe(true);
+  expect(await callStatus(orders.ports.outbound)).toBe(200);
+  expect(await callStatus(late.ports.outbound)).toBe(200);
+  // A certificate under the old root is refused now; one under the new root is not.
+  expect(await inboundAnswer(payments.ports.inbound, oldLeaf.path)).toBe("");
+  expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-1"))).startsWith("HTTP/1.1 200")).toBe(true);
+  oldLeaf.cleanup();
+}, 120_000);
+
+test("a bundle the control plane cannot use is not taken, and the last good one keeps being served: unreadable, or without the root it signs under", async () => {
+  const dir = join(tmp.path, "second");
+  mkdirSync(dir);
+  const other = await startControlPlane(dir, [], "other");
+  const roots = async () => ((await (await other.admin("GET", "/v1/status")).json()) as { ca: { bundleRoots: number } }).ca.bundleRoots;
+  const good = readFileSync(other.bundle, "utf8");
+  writeFileSync(other.bundle, "not a certificate\n");
+  expect(await eventually(() => other.stderr().includes("trust bundle not taken"), 10_000, 100)).toBe(true);
+  expect(other.stderr()).toContain(other.bundle);
+  expect(await roots()).toBe(1);
+  writeFileSync(other.bundle, good);
+
+  // --complete before the replica was restarted onto the new root would leave it signing under a root no one trusts.
+  expect((await mesh("ca", "rotate", "--ca-dir", other.caDir, "--root")).code).toBe(0);
+  expect(await eventually(async () => (await roots()) === 2, 10_000, 100)).toBe(true);
+  expect((await mesh("ca", "rotate", "--ca-dir", other.caDir, "--complete")).code).toBe(0);
+  expect(await eventually(() => other.stderr().includes("no longer holds the root this control plane signs under"), 10_000, 100)).toBe(true);
+  expect(await roots()).toBe(2);
+}, 60_000);
