@@ -67,9 +67,6 @@
  *   - The engine's wording in "config stream interrupted" / "control plane unreachable" lines
  *     ("The operation timed out.", "unable to get local issuer certificate"): each line says
  *     which loop failed and why.
- *   - A refused renewal is reported against the certificates directory's files ("key.pem:
- *     private key does not match its certificate") although the fault is in the control
- *     plane's answer: misleading, but the reason is there.
  *
  * Faults found (their tests were named FAULT: and failed), all fixed; each test now states
  * the behaviour that holds:
@@ -782,7 +779,8 @@ test("(a) impersonation: no impostor is ever sent a request, the refusals are lo
 test("R1: a renewal answered with a certificate for another key, then an expired one: each refused with its reason, the old certificate kept, the next good one taken", async () => {
   await until("R1 renewed after two bad answers", () => cpR1.count("/v1/certificates/renew") >= 3 && logged(R1, "certificate renewed").length > 0, 15_000);
   const failures = logged(R1, "certificate renewal failed; retrying").map((l) => String(l.err));
-  expect(failures[0]).toContain("private key does not match its certificate");
+  // Named as the answer's fault, not as the certificates directory's files.
+  expect(failures[0]).toContain("the key sent to /v1/certificates/renew in a CSR: private key does not match its certificate");
   expect(failures[1]).toContain("expired");
   const d = await dump(R1);
   expect(d.identity).toBe(ORDERS_ID);

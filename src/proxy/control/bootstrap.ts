@@ -57,11 +57,13 @@ export async function requestCertificate(spiffeId: string, service: string, send
  */
 export async function certificateFromAnswer(certsDir: string, keyPem: string, answer: unknown, path: string, trusted: TrustedIdentity): Promise<WorkloadCerts> {
   const signed = readSignedCertificate(answer, path);
-  const p = workloadPaths(certsDir);
-  const certs = await workloadCertsFromPem({ chainPem: signed.chain, keyPem, bundlePem: signed.bundle }, { chain: p.chain, key: p.key, bundle: p.bundle });
+  // What is wrong is in the answer, not in the certificates directory: errors name the answer.
+  const answered = { chain: `the chain ${path} answered`, key: `the key sent to ${path} in a CSR`, bundle: `the bundle ${path} answered` };
+  const certs = await workloadCertsFromPem({ chainPem: signed.chain, keyPem, bundlePem: signed.bundle }, answered);
   const problem = await identityProblem(certs, trusted);
   if (problem) throw new MeshError(`${path}: ${problem}; not taken`);
-  return certs;
+  const p = workloadPaths(certsDir);
+  return { ...certs, files: { chain: p.chain, key: p.key, bundle: p.bundle } };
 }
 
 /** Key, leaf, chain and bundle, as one set: all written, or none (core/files.ts). */
