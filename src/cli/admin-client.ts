@@ -18,6 +18,9 @@ export class AdminTokenRefused extends MeshError {
   override readonly name = "AdminTokenRefused";
 }
 
+/** Past the store's own retry window (15 s), so a store outage is answered (503) before this gives up; a hung control plane still ends the command. */
+const ADMIN_CALL_TIMEOUT_MS = 30_000;
+
 export interface AdminClient {
   url: string;
   call<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
@@ -35,8 +38,10 @@ export function adminClient(args: Parsed): AdminClient {
           method,
           headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
           body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(ADMIN_CALL_TIMEOUT_MS),
         });
       } catch (err) {
+        if ((err as Error).name === "TimeoutError") throw new MeshError(`the control plane at ${url} did not answer ${method} ${path} within ${ADMIN_CALL_TIMEOUT_MS / 1000} s; see its log`);
         throw new MeshError(`cannot reach the control plane at ${url}: ${(err as Error).message}; is 'mesh control-plane' running?`);
       }
       const text = await res.text();

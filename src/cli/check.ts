@@ -9,7 +9,7 @@ import type { AuditCounts } from "../control-plane/audit.ts";
 import type { ProxyStatus } from "../control-plane/registration.ts";
 import { MeshError } from "../core/errors.ts";
 import { str, type CommandSpec } from "./args.ts";
-import { ADMIN_FLAGS, adminClient, AdminTokenRefused } from "./admin-client.ts";
+import { ADMIN_FLAGS, adminClient, AdminTokenRefused, type AdminClient } from "./admin-client.ts";
 import type { TokenSummary } from "../control-plane/join-token-records.ts";
 import type { StoreHealth } from "../control-plane/store-health.ts";
 import { storeLines } from "./check-store.ts";
@@ -47,6 +47,29 @@ function expiry(label: string, iso: string, warnMs: number, fix: string): Line {
   if (left <= 0) return { ok: false, text: `${label} expired at ${iso}`, fix };
   if (left < warnMs) return { ok: false, text: `${label} expires in ${human} (${iso})`, fix };
   return { ok: true, text: `${label} valid for ${human}` };
+}
+
+const FIX_STORE_READ = "see the store lines above and the control plane's log; the control plane serves its sidecars from its last view meanwhile";
+
+/** A list the control plane reads from its store: its body, or a failing line naming what could not be read. */
+async function storeRead<T>(client: AdminClient, path: string, what: string): Promise<{ ok: true; body: T } | { ok: false; line: Line }> {
+  const r = await client.call<T & { error?: string }>("GET", path);
+  if (r.status === 200) return { ok: true, body: r.body };
+  return { ok: false, line: { ok: false, text: `${what} could not be read (${path} answered ${r.status}): ${r.body.error ?? "no reason given"}`, fix: FIX_STORE_READ } };
+}
+
+function proxyLines(items: (ProxyStatus & { latest: string })[]): Line[] {
+  const registered = items.filter((px) => px.registered !== false);
+  const lines: Line[] = [registered.length ? { ok: true, text: `${registered.length} proxies connected` } : { ok: false, text: "no proxies connected", fix: "start sidecars with 'mesh proxy --control-plane URL' (see 'mesh join-token')" }];
+  for (const px of items) {
+    const who = `proxy ${px.namespace}/${px.service} at ${px.endpoint}`;
+    if (px.registered === false)
+      lines.push({ ok: false, text: `${who} refused its first config ${px.rejected?.version}: ${px.rejected?.reason}; it is not registered and serves no traffic`, fix: "correct the manifest it names with 'mesh apply', or upgrade that proxy if it is older than the control plane" });
+    else if (px.rejected) lines.push({ ok: false, text: `${who} refused config ${px.rejected.version}: ${px.rejected.reason}`, fix: "correct the manifest it names with 'mesh apply'; the proxy keeps its last good config" });
+    else if (px.acked !== px.latest) lines.push({ ok: false, text: `${who} is on config ${px.acked ?? "none"}, latest is ${px.latest}`, fix: "wait a few seconds; if it stays behind, check that proxy's logs and its reach to the control plane" });
+    else lines.push({ ok: true, text: `${who} on the latest config ${px.latest}` });
+  }
+  return lines;
 }
 
 /** What this replica signed and refused: refusals are for the audit log to explain (a bad token, a CSR for another identity). */
@@ -94,20 +117,13 @@ export const checkCommand: CommandSpec = {
       const p = status.policies;
       if (p && p.errors.length) lines.push({ ok: false, text: `policies in ${p.dir} rejected: ${p.errors.join("; ")}`, fix: "fix the manifests named (mesh validate -f DIR shows every error); the last good set is still served" });
       else if (p) lines.push({ ok: true, text: `policies in ${p.dir}: ${p.applied} manifests applied` });
-      const tokens = await client.call<{ items: TokenSummary[] }>("GET", "/v1/join-tokens");
-      lines.push(...sharedTokenLines(tokens.body.items ?? []));
-      const proxies = await client.call<{ items: (ProxyStatus & { latest: string })[] }>("GET", "/v1/proxies");
-      const items = proxies.body.items ?? [];
-      const registered = items.filter((px) => px.registered !== false);
-      lines.push(registered.length ? { ok: true, text: `${registered.length} proxies connected` } : { ok: false, text: "no proxies connected", fix: "start sidecars with 'mesh proxy --control-plane URL' (see 'mesh join-token')" });
-      for (const px of items) {
-        const who = `proxy ${px.namespace}/${px.service} at ${px.endpoint}`;
-        if (px.registered === false)
-          lines.push({ ok: false, text: `${who} refused its first config ${px.rejected?.version}: ${px.rejected?.reason}; it is not registered and serves no traffic`, fix: "correct the manifest it names with 'mesh apply', or upgrade that proxy if it is older than the control plane" });
-        else if (px.rejected) lines.push({ ok: false, text: `${who} refused config ${px.rejected.version}: ${px.rejected.reason}`, fix: "correct the manifest it names with 'mesh apply'; the proxy keeps its last good config" });
-        else if (px.acked !== px.latest) lines.push({ ok: false, text: `${who} is on config ${px.acked ?? "none"}, latest is ${px.latest}`, fix: "wait a few seconds; if it stays behind, check that proxy's logs and its reach to the control plane" });
-        else lines.push({ ok: true, text: `${who} on the latest config ${px.latest}` });
-      }
+      // Both are read from the store: asked at once, a store that does not answer costs its retry window once, not twice.
+      const [tokens, proxies] = await Promise.all([
+        storeRead<{ items: TokenSummary[] }>(client, "/v1/join-tokens", "join tokens"),
+        storeRead<{ items: (ProxyStatus & { latest: string })[] }>(client, "/v1/proxies", "proxies"),
+      ]);
+      lines.push(...(tokens.ok ? sharedTokenLines(tokens.body.items ?? []) : [tokens.line]));
+      lines.push(...(proxies.ok ? proxyLines(proxies.body.items ?? []) : [proxies.line]));
     }
     const certsDir = str(args, "certs-dir");
     if (certsDir) {

@@ -177,5 +177,22 @@ describe("a control plane's status and check", () => {
         etcd.resume(0);
       }
     }, 20_000);
+
+    test("an etcd that stops answering: check fails, saying the join tokens and proxies could not be read (not that none are there), in one store retry window", async () => {
+      etcd.pause(0);
+      try {
+        const t0 = performance.now();
+        const r = await check(cp, "on-etcd");
+        const seconds = (performance.now() - t0) / 1000;
+        expect(r.code).toBe(1);
+        expect(r.out).toMatch(/FAIL {2}join tokens could not be read \(\/v1\/join-tokens answered 503\)/);
+        expect(r.out).toMatch(/FAIL {2}proxies could not be read \(\/v1\/proxies answered 503\)/);
+        expect(r.out).not.toContain("no proxies connected");
+        // Asked one after the other, the two reads took two windows of 15 s.
+        expect(seconds).toBeLessThan(28);
+      } finally {
+        etcd.resume(0);
+      }
+    }, 60_000);
   });
 });
