@@ -6,37 +6,17 @@
  * `--complete` withdraws the old root, and sidecars whose certificates chain to it renew at
  * once. A certificate under the old root is refused from then on.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "node:tls";
-import { mesh, tempDir } from "../helpers/cli.ts";
-import { cpSidecar, eventually, serviceManifest, startControlPlane, type Sidecar, type TestControlPlane } from "../helpers/control-plane.ts";
-import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
-import { stopAll } from "../helpers/procs.ts";
+import { mesh } from "../helpers/cli.ts";
+import { controlPlaneFixture, eventually, serviceManifest, startControlPlane } from "../helpers/control-plane.ts";
 
-const tmp = tempDir("mesh-root-rotation-");
-const echoes: EchoService[] = [];
-let cp: TestControlPlane;
-
-beforeAll(async () => {
-  cp = await startControlPlane(tmp.path);
-  await cp.apply(serviceManifest("orders"), serviceManifest("payments"));
-});
-afterAll(async () => {
-  await stopAll();
-  for (const e of echoes) e.server.stop(true);
-  tmp.cleanup();
-});
-
+const fx = controlPlaneFixture("mesh-root-rotation-", serviceManifest("orders"), serviceManifest("payments"));
+const tmp = fx.tmp;
 const certsDir = (name: string) => join(tmp.path, "certs", name);
-
-async function sidecar(service: string, instance: string): Promise<Sidecar> {
-  const echo = echoService(service);
-  echoes.push(echo);
-  return cpSidecar(cp, tmp.path, service, instance, echo.url);
-}
 
 async function callStatus(outbound: number): Promise<number> {
   const res = await fetch(`http://127.0.0.1:${outbound}/`, { headers: { host: "payments" } }).catch(() => undefined);
@@ -50,7 +30,7 @@ const bundleRoots = (instance: string) => rootsIn(join(certsDir(instance), "bund
 /** Whether the certificate in `dir` chains (through its intermediate) to the CA's root now. */
 function chainsToCurrentRoot(dir: string): boolean {
   const intermediate = new X509Certificate(readFileSync(join(dir, "chain.pem"), "utf8").split(/(?<=-----END CERTIFICATE-----\n)/)[1]!);
-  return intermediate.verify(new X509Certificate(readFileSync(join(cp.caDir, "root.pem"))).publicKey);
+  return intermediate.verify(new X509Certificate(readFileSync(join(fx.cp.caDir, "root.pem"))).publicKey);
 }
 
 /** What a raw mTLS client with the certificate in `dir` is answered by an inbound listener: the status line, or "" if refused. */
@@ -70,47 +50,47 @@ function inboundAnswer(port: number, dir: string): Promise<string> {
 }
 
 async function restartControlPlane(): Promise<void> {
-  const ports = cp.ports;
-  cp.proc.kill("SIGTERM");
-  await cp.proc.exited;
-  cp = await startControlPlane(tmp.path, [], "cp", ports);
+  const ports = fx.cp.ports;
+  fx.cp.proc.kill("SIGTERM");
+  await fx.cp.proc.exited;
+  fx.cp = await startControlPlane(tmp.path, [], "cp", ports);
 }
 
 test("root rotation through a running control plane: the new root is trusted before it signs, the old one withdrawn after", async () => {
-  const payments = await sidecar("payments", "1");
-  const orders = await sidecar("orders", "1");
+  const payments = await fx.sidecar("payments", "1");
+  const orders = await fx.sidecar("orders", "1");
   expect(await eventually(async () => (await callStatus(orders.ports.outbound)) === 200, 15_000)).toBe(true);
   expect([bundleRoots("payments-1"), bundleRoots("orders-1")]).toEqual([1, 1]);
 
   // 1. A new root beside the old: the running control plane sends the bundle on; sidecars take it without a renewal.
-  expect((await mesh("ca", "rotate", "--ca-dir", cp.caDir, "--root")).code).toBe(0);
+  expect((await mesh("ca", "rotate", "--ca-dir", fx.cp.caDir, "--root")).code).toBe(0);
   expect(await eventually(() => bundleRoots("payments-1") === 2 && bundleRoots("orders-1") === 2, 15_000, 100)).toBe(true);
-  const status = (await (await cp.admin("GET", "/v1/status")).json()) as { ca: { bundleRoots: number } };
+  const status = (await (await fx.cp.admin("GET", "/v1/status")).json()) as { ca: { bundleRoots: number } };
   expect(status.ca.bundleRoots).toBe(2);
   // The running replica still signs under the old root.
   expect(chainsToCurrentRoot(certsDir("payments-1"))).toBe(false);
 
   // 2. Restarted, the control plane signs and serves under the new root: the sidecars trust it already.
   await restartControlPlane();
-  const late = await sidecar("orders", "2");
+  const late = await fx.sidecar("orders", "2");
   expect(chainsToCurrentRoot(certsDir("orders-2"))).toBe(true);
   expect(await eventually(async () => (await callStatus(late.ports.outbound)) === 200, 20_000, 100)).toBe(true);
   expect(await callStatus(orders.ports.outbound)).toBe(200);
   expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-2"))).startsWith("HTTP/1.1 200")).toBe(true);
   expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-1"))).startsWith("HTTP/1.1 200")).toBe(true);
-  const oldLeaf = tempDir("mesh-old-leaf-");
-  for (const f of ["chain.pem", "key.pem"]) await Bun.write(join(oldLeaf.path, f), Bun.file(join(certsDir("orders-1"), f)));
+  const oldLeaf = join(tmp.path, "old-leaf");
+  mkdirSync(oldLeaf);
+  for (const f of ["chain.pem", "key.pem"]) await Bun.write(join(oldLeaf, f), Bun.file(join(certsDir("orders-1"), f)));
 
   // 3. The old root withdrawn: sidecars whose certificates chain to it renew at once, and all trust only the new root.
-  expect((await mesh("ca", "rotate", "--ca-dir", cp.caDir, "--complete")).code).toBe(0);
+  expect((await mesh("ca", "rotate", "--ca-dir", fx.cp.caDir, "--complete")).code).toBe(0);
   const moved = () => ["payments-1", "orders-1", "orders-2"].every((d) => bundleRoots(d) === 1 && chainsToCurrentRoot(certsDir(d)));
   expect(await eventually(moved, 20_000, 100)).toBe(true);
   expect(await callStatus(orders.ports.outbound)).toBe(200);
   expect(await callStatus(late.ports.outbound)).toBe(200);
   // A certificate under the old root is refused now; one under the new root is not.
-  expect(await inboundAnswer(payments.ports.inbound, oldLeaf.path)).toBe("");
+  expect(await inboundAnswer(payments.ports.inbound, oldLeaf)).toBe("");
   expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-1"))).startsWith("HTTP/1.1 200")).toBe(true);
-  oldLeaf.cleanup();
 }, 120_000);
 
 test("a bundle the control plane cannot use is not taken, and the last good one keeps being served: unreadable, or without the root it signs under", async () => {
