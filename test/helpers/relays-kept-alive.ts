@@ -1,7 +1,7 @@
 /**
  * In-process: 100 GETs relayed (stream-relay.ts) over `session`, each given up after
- * 30 ms unless answered, through an HTTP/2 listener of our own; then their connection is
- * closed and the heap collected. The statuses the calls got, and how many of the 100
+ * `timeoutMs` (30 ms; 0: never) unless answered, through an HTTP/2 listener of our own;
+ * then their connection is closed and the heap collected. The statuses the calls got, and how many of the 100
  * relays (their options objects, held by nothing else) are still alive: a session that
  * keeps the calls it let go of keeps them all.
  */
@@ -12,14 +12,14 @@ import { relayStream } from "../../src/proxy/h2/stream-relay.ts";
 import type { H2ClientSession } from "../../src/proxy/h2/wire/client-session.ts";
 import { H1Listener } from "../../src/proxy/transport/h1-server/listener.ts";
 
-export async function relaysKeptAlive(session: H2ClientSession): Promise<{ statuses: number[]; alive: number }> {
+export async function relaysKeptAlive(session: H2ClientSession, timeoutMs = 30): Promise<{ statuses: number[]; alive: number }> {
   const refs: WeakRef<object>[] = [];
   const idle = new IdleStreams(0);
   const h2 = new H2Server({
     callerRequired: false,
     onRefused: () => {},
     onStream: (stream) => {
-      const opts = { timeoutMs: 30, perTryMs: 0, upstreamIsProxy: true, grpc: false, maxBodyBytes: 0, takesTrailers: false, idle, upstreamName: "x" };
+      const opts = { timeoutMs, perTryMs: 0, upstreamIsProxy: true, grpc: false, maxBodyBytes: 0, takesTrailers: false, idle, upstreamName: "x" };
       refs.push(new WeakRef(opts));
       relayStream(stream, session, { ":method": "GET", ":path": "/x", ":authority": "x", ":scheme": "http" }, opts, () => {});
     },
@@ -50,12 +50,19 @@ export async function relaysKeptAlive(session: H2ClientSession): Promise<{ statu
     );
     c.destroy();
     front.closeAll();
-    await Bun.sleep(100);
-    for (let i = 0; i < 5; i++) {
-      Bun.gc(true);
-      await Bun.sleep(20);
+    // Collected until none is left, for 2 s at most: on a loaded machine a few relays (16 of
+    // 100 seen) outlive the first collection only because their connection's teardown has
+    // not run yet, and are gone by the next; one kept by `session` is never collected while it lives.
+    let alive = refs.length;
+    for (let round = 0; round < 10 && alive > 0; round++) {
+      await Bun.sleep(100);
+      for (let i = 0; i < 5; i++) {
+        Bun.gc(true);
+        await Bun.sleep(20);
+      }
+      alive = refs.filter((r) => r.deref() !== undefined).length;
     }
-    return { statuses, alive: refs.filter((r) => r.deref() !== undefined).length };
+    return { statuses, alive };
   } finally {
     c.destroy();
     front.closeAll();
