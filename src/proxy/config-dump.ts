@@ -1,5 +1,6 @@
-/** The config in force, as /config_dump shows it: destinations, routes and the inbound's policies. */
+/** The config in force, as /config_dump shows it: destinations, routes, the inbound's policies and the roots trusted. */
 import type { HTTPRoute } from "../config/kinds/http-route.ts";
+import type { WorkloadCerts } from "./certs.ts";
 import type { Snapshot } from "./destinations.ts";
 import type { InboundPolicies } from "./inbound-admission.ts";
 
@@ -23,4 +24,17 @@ export function configInForce(snapshot: Snapshot, routes: readonly HTTPRoute[], 
     upstreamHttp: inbound.upstreamHttp ?? "caller's",
     rateLimit: inbound.limiter && { policy: idOf(inbound.limiter.source), ...inbound.limiter.source.spec, ...(inbound.limiter.source.spec.scope === "service" && { instances: inbound.limiter.instances }) },
   };
+}
+
+/** Every root of the trust bundle in force, by trust domain: during a root rotation, whether this sidecar trusts the new root yet. */
+export function trustedRoots(certs: WorkloadCerts) {
+  return certs.bundle.trustDomains().flatMap((trustDomain) =>
+    certs.bundle.roots(trustDomain).map((root) => ({
+      trustDomain,
+      subject: root.subject,
+      notAfter: root.notAfter.toISOString(),
+      // Bun's own hasher: node:crypto would cost the sidecar its module's memory for one digest.
+      sha256: new Bun.CryptoHasher("sha256").update(root.der).digest("hex"),
+    })),
+  );
 }

@@ -5,7 +5,7 @@
  */
 import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import { openTunnelDir } from "./tunnel-dir.ts";
-import { configInForce } from "./config-dump.ts";
+import { configInForce, trustedRoots } from "./config-dump.ts";
 import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
 import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
 import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
@@ -275,6 +275,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     ...(opts.zone !== undefined && { zone: opts.zone }),
     identity: certs.spiffeId,
     certificateExpires: certs.notAfter.toISOString(),
+    trustedRoots: trustedRoots(certs),
     upstream: opts.upstream.origin,
     listeners: {
       inbound: `${opts.inbound.address}:${inboundPort}`,

@@ -65,6 +65,10 @@ test("root rotation through a running control plane: the new root is trusted bef
   // 1. A new root beside the old: the running control plane sends the bundle on; sidecars take it without a renewal.
   expect((await mesh("ca", "rotate", "--ca-dir", fx.cp.caDir, "--root")).code).toBe(0);
   expect(await eventually(() => bundleRoots("payments-1") === 2 && bundleRoots("orders-1") === 2, 15_000, 100)).toBe(true);
+  // /config_dump says which roots are in force, by trust domain.
+  const dumped = ((await (await fetch(`http://127.0.0.1:${payments.ports.admin}/config_dump`)).json()) as { trustedRoots: { trustDomain: string; sha256: string }[] }).trustedRoots;
+  expect(dumped.map((r) => r.trustDomain)).toEqual(["mesh.local", "mesh.local"]);
+  expect(new Set(dumped.map((r) => r.sha256)).size).toBe(2);
   const status = (await (await fx.cp.admin("GET", "/v1/status")).json()) as { ca: { bundleRoots: number } };
   expect(status.ca.bundleRoots).toBe(2);
   // The running replica still signs under the old root.
