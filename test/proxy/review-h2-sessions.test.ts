@@ -960,7 +960,9 @@ describe("bursts", () => {
     expect(failures(warm)).toEqual([]);
     const atC = chatC.calls;
     const first = burst("g-drain", 150, 4, (i) => ["slow", { ms: 150, name: `d${i}` }]);
-    await sleep(60);
+    // Signalled once calls are in flight at C (each takes 150 ms), not after a fixed 60 ms: on a
+    // loaded machine none had reached it by then, and the drain met no call.
+    expect(await eventually(() => chatC.calls > atC, 5000, 5)).toBe(true);
     gC.proc.kill("SIGTERM");
     await sleep(80);
     const second = burst("g-drain", 150, 4, (i) => ["slow", { ms: 100, name: `e${i}` }]);
