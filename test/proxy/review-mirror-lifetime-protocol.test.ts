@@ -184,6 +184,8 @@ interface TcpEnd {
   fin: boolean;
   error: string | undefined;
   closed: boolean;
+  /** An echo failed before any FIN was read: a reset had come (wasReset says why that then reads as a FIN). */
+  writeFailed: boolean;
 }
 let echo50: { port: number; open: number; ends: TcpEnd[]; stop(): void };
 let echoMisc: TcpService;
@@ -244,11 +246,13 @@ beforeAll(async () => {
       allowHalfOpen: true,
       socket: {
         open(s) {
-          s.data = { fin: false, error: undefined, closed: false };
+          s.data = { fin: false, error: undefined, closed: false, writeFailed: false };
           ends.push(s.data);
           svc.open++;
         },
-        data: (s, d) => void s.write(d),
+        data(s, d) {
+          if (s.write(d) < 0 && !s.data.fin) s.data.writeFailed = true;
+        },
         end(s) {
           s.data.fin = true;
         },
@@ -672,18 +676,24 @@ interface Held {
   afterFin: number;
   /** The peer's FIN came (an orderly end of its side). */
   peerFin: boolean;
+  /** A write failed before any FIN was read: a reset had come (keepBusy). */
+  writeFailed: boolean;
   socket: Socket<undefined>;
 }
 
 /**
- * Ended by a reset: an error, or a close with no FIN before it. A half-open socket is not
- * closed by a FIN, and Bun may report a reset that came while nothing was read or written
- * as a close without an error (a loaded machine sees it so).
+ * Ended by a reset: an error, a close with no FIN before it, or a write that failed before
+ * any FIN was read. A half-open socket is not closed by a FIN, and Bun may report a reset
+ * that came while nothing was read or written as a close without an error (a loaded
+ * machine sees it so). A write that meets a reset not read yet fails (Linux gives it the
+ * ECONNRESET, which Bun does not report), and the next read gets 0 bytes, which Bun reports
+ * as a FIN, then a close, often without an error (tcp-max-duration.test.ts shows it): after
+ * a true FIN, the socket's half-open peer still takes writes.
  */
-const wasReset = (h: Held) => h.error !== undefined || (h.closed && !h.peerFin);
+const wasReset = (h: Held) => h.error !== undefined || (h.closed && !h.peerFin) || h.writeFailed;
 
 async function holdTcp(port: number): Promise<Held> {
-  const h = { text: "", closed: false, error: undefined, openedAt: 0, closedAt: 0, afterFin: 0, peerFin: false } as unknown as Held;
+  const h = { text: "", closed: false, error: undefined, openedAt: 0, closedAt: 0, afterFin: 0, peerFin: false, writeFailed: false } as unknown as Held;
   h.socket = await Bun.connect<undefined>({
     hostname: "127.0.0.1",
     port,
@@ -713,7 +723,7 @@ async function waitClosed(hs: Held[], ms: number) {
 async function keepBusy(h: Held, ms: number) {
   const until = performance.now() + ms;
   while (!h.closed && performance.now() < until) {
-    h.socket.write(".");
+    if (h.socket.write(".") < 0 && !h.peerFin) h.writeFailed = true;
     await Bun.sleep(200);
   }
 }
@@ -823,9 +833,10 @@ describe("tcpMaxDuration", () => {
     expect({ endedWithoutReset: all.filter((h) => !wasReset(h)).length }).toEqual({ endedWithoutReset: 0 });
     expect(r.many.busy.every((h) => h.text.length > 0)).toBe(true);
     expect(r.many.serviceOpenAfter).toBe(0);
-    // The service's side must not read a FIN either: it could take a cut request for a whole one.
+    // The service's side must not read a FIN either, not even one before its reset: it could take a cut request for a
+    // whole one. An echo that met the reset makes Bun read a FIN after it (wasReset says why).
     const ends = r.many.serviceEnds;
-    expect({ serviceConnections: ends.length, endedByFinWithoutReset: ends.filter((e) => e.fin && e.error === undefined).length }).toEqual({ serviceConnections: 50, endedByFinWithoutReset: 0 });
+    expect({ serviceConnections: ends.length, endedByFin: ends.filter((e) => e.fin && !e.writeFailed).length }).toEqual({ serviceConnections: 50, endedByFin: 0 });
     // Each counted once: the 50 here and the half-closed one of the next test, all max-duration, nothing else.
     const counted = async () => ({
       maxDuration: await metricValue(c2.ports.admin, "mesh_tcp_connections_total", { direction: "outbound", peer: "db", result: "max-duration" }),
@@ -860,10 +871,9 @@ describe("tcpMaxDuration", () => {
   test("a reload that shortens tcpMaxDuration (4s -> 1s): new connections follow the new value; the one opened before keeps its own (reported)", async () => {
     const { reload } = await tcpScenarios;
     const { a, b } = reload;
-    // B, opened after the reload: ~1 s. How it ends is not asserted here: about 1 run in 6 (more at --parallel=2) it has
-    // been seen to get a FIN before its close instead of a reset, under investigation; the reset at tcpMaxDuration is
-    // held by the 50-connection test above.
-    expect({ bLastedMs: lasted(b), bClosed: b.closed, bInRange: lasted(b) >= 800 && lasted(b) <= 2 * 1000 + 3000 }).toMatchObject({ bClosed: true, bInRange: true });
+    // B, opened after the reload: reset at ~1 s. Its writes every 200 ms meet the cut at 1 s: one that takes the
+    // reset's error makes Bun read a FIN (wasReset says why), which the failed write tells apart.
+    expect({ bLastedMs: lasted(b), bClosed: b.closed, bReset: wasReset(b), bWriteFailed: b.writeFailed, bInRange: lasted(b) >= 800 && lasted(b) <= 2 * 1000 + 3000 }).toMatchObject({ bClosed: true, bReset: true, bInRange: true });
     // A, opened before: reset either at its own 4 s or at the new 1 s, never before 0.8 s nor after 2x4+3 s.
     expect({ aLastedMs: lasted(a), aClosed: a.closed, aReset: wasReset(a), aInRange: lasted(a) >= 800 && lasted(a) <= 2 * 4000 + 3000 }).toMatchObject({ aClosed: true, aReset: true, aInRange: true });
     console.log(`[review] reload after ${reload.reloadedAfterMs} ms; connection opened before the reload lasted ${lasted(a)} ms (${lasted(a) > 3000 ? "kept the 4s it was opened with" : "followed the new 1s"}); the one after lasted ${lasted(b)} ms`);

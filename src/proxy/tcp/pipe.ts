@@ -222,6 +222,10 @@ export class TcpPipe {
   /** Resets both sides. */
   private abort(why: NonNullable<PipeReport["error"]>): void {
     this.error ??= why;
+    // Nothing more goes to either side: terminate() runs the socket's close handler at once, with no error, and
+    // close() would pass a plain side's close on as an orderly end (a FIN, or an END frame the callee's sidecar
+    // turns into its service's FIN) to the side not reset yet, which could take a cut-off stream for a whole one.
+    this.shut[0] = this.shut[1] = true;
     for (const s of this.socks) s.terminate();
   }
 
