@@ -418,13 +418,14 @@ describe("mirror of HTTP/1.1 bodies in pieces", () => {
     await expectCopyEqual("/mirrored/bytes-chunked", body);
   });
 
-  test("64 KiB as 65536 one-byte chunks is copied whole and answered within 3 s; 65537 one-byte chunks are skipped", async () => {
+  test("64 KiB as 65536 one-byte chunks is copied whole and answered within 6 s; 65537 one-byte chunks are skipped", async () => {
     const body = pattern(MIRROR_LIMIT, 11);
     const chunks = (b: Buffer) => [...b].map((x) => `1\r\n${String.fromCharCode(x)}\r\n`).join("");
     const all = chunks(body);
     const started = performance.now();
     const c = await send("/mirrored/ones-64k", TE, [all.slice(0, 100_000), all.slice(100_000, 250_000), all.slice(250_000), "0\r\n\r\n"], 10);
-    expect({ status: c.statuses()[0], within3s: performance.now() - started < 3000 }).toEqual({ status: 200, within3s: true });
+    // ~1 s on a quiet machine, 3.1 s seen on a loaded one: the bound is for a copy that grows with the chunks' count squared.
+    expect({ status: c.statuses()[0], within6s: performance.now() - started < 6000 }).toEqual({ status: 200, within6s: true });
     await expectCopyEqual("/mirrored/ones-64k", body);
 
     const skipped = await mirrored("skipped");
