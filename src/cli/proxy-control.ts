@@ -91,7 +91,7 @@ function tokenFrom(cp: ControlPlaneSettings): string | undefined {
 export async function controlPlaneCerts(cp: ControlPlaneSettings, certsDir: string, namespace: string, service: string, log: Logger): Promise<WorkloadCerts> {
   const paths = workloadPaths(certsDir);
   if (existsSync(paths.chain) && existsSync(paths.key)) {
-    const kept = await loadWorkloadCerts({ certsDir, ca: cp.trustBundle }).catch((err: Error) => {
+    const kept = await keptCerts(cp, certsDir).catch((err: Error) => {
       log.warn({ err: err.message }, "kept certificate unusable; bootstrapping a new one");
       return undefined;
     });
@@ -106,6 +106,18 @@ export async function controlPlaneCerts(cp: ControlPlaneSettings, certsDir: stri
   const trustDomain = controlPlaneDomain(bundlePem, bundleFile);
   log.info({ url: cp.bootstrapUrl, service, namespace }, "bootstrapping the first certificate");
   return bootstrap({ url: cp.bootstrapUrl, token, bundlePem, trustDomain, namespace, service, certsDir, log });
+}
+
+/**
+ * The certificate kept in certsDir, with the bundle the agent saved beside it: the control
+ * plane's latest, a root rotation's new root included, where --ca is the one the sidecar
+ * was first given. --ca serves when that bundle is missing or does not verify the chain.
+ */
+async function keptCerts(cp: ControlPlaneSettings, certsDir: string): Promise<WorkloadCerts> {
+  const saved = existsSync(workloadPaths(certsDir).bundle) ? await loadWorkloadCerts({ certsDir }).catch((err: Error) => err) : undefined;
+  if (saved !== undefined && !(saved instanceof Error)) return saved;
+  if (cp.trustBundle === undefined && saved instanceof Error) throw saved;
+  return loadWorkloadCerts({ certsDir, ca: cp.trustBundle });
 }
 
 export function startAgent(cp: ControlPlaneSettings, proxy: RunningProxy, ctx: { namespace: string; service: string; zone: string | undefined; inboundAddress: string; certs: WorkloadCerts; certsDir: string; log: Logger }): ControlPlaneAgent {
