@@ -24,7 +24,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import { peerIdFromDer } from "../peer-identity.ts";
 import type { ConnectionBudget } from "../../core/connection-budget.ts";
 import { writeQueued } from "./write-queue.ts";
-import { CredentialExpiry } from "./credential-expiry.ts";
+import { CredentialExpiry, trustWithdrawn } from "./credential-expiry.ts";
 import { hostPort } from "../../core/ip-address.ts";
 import { unsharedPort } from "./unshared-port.ts";
 
@@ -102,10 +102,7 @@ export class TlsBridge {
   /** Identified connections, each until its peer's certificate ends. HTTP through a byte pipe cannot be asked to move: it is cut. */
   private readonly expiry = new CredentialExpiry<Link>(
     () => undefined,
-    (link) => {
-      this.close(link);
-      link.outer.terminate();
-    },
+    (link) => this.cut(link),
   );
 
   constructor(
@@ -150,10 +147,14 @@ export class TlsBridge {
    */
   rotate(tls: BridgeTls): void {
     if (!this.bound || !this.listener || !this.tls) throw new Error("rotate() before listen(), or on a plain bridge");
+    const withdrawn = trustWithdrawn(this.tls.ca, tls.ca);
     this.tls = tls;
     const old = this.listener;
     this.listener = this.bind(this.bound.hostname, this.bound.port, this.bound.innerPort);
     old.stop(false);
+    // A root left the bundle: what it proved is cut at once, not at a grace's end, or an identity it vouched for
+    // (one a compromised old root minted) could still be signed a certificate under the new root. Clients reconnect.
+    if (withdrawn) for (const link of [...this.links]) if (link.spiffeId !== undefined) this.cut(link);
   }
 
   private bind(hostname: string, port: number, innerPort: number): TCPSocketListener<Outer> {
@@ -279,6 +280,11 @@ export class TlsBridge {
       },
     }).catch(() => bridge.close(link));
     return link;
+  }
+
+  private cut(link: Link): void {
+    this.close(link);
+    link.outer.terminate();
   }
 
   private close(link: Link): void {
