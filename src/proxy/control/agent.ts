@@ -51,6 +51,8 @@ export class ControlPlaneAgent {
   /** The next renewal, unless one is under way: a trust bundle that drops this sidecar's root brings it forward. */
   private renewalTimer: Timer | undefined;
   private renewing = false;
+  /** The bundle of the last config version applied: a renewal answer minted before it must not put older roots back. */
+  private configBundle: string | undefined;
   /** Settles once a config version has been applied: only then is the endpoint offered to callers. */
   private applied: Promise<void>;
   private markApplied!: () => void;
@@ -193,6 +195,7 @@ export class ControlPlaneAgent {
     if (update.kind === "refused") return this.refuse(read.version, update.reason);
     const error = this.apply(read.version, read.documents);
     if (error !== undefined) return error;
+    this.configBundle = read.bundle ?? this.configBundle;
     if (update.kind === "take") {
       this.useCerts(update.certs);
       this.opts.log.info({ version: read.version, roots: update.roots }, "trust bundle updated");
@@ -295,7 +298,8 @@ export class ControlPlaneAgent {
           client.post<unknown>("/v1/certificates/renew", { namespace: registration.namespace, service: registration.service, csr }),
         );
         // Checked against who this sidecar is and the roots it trusts now, not the answer's word.
-        const certs = await certificateFromAnswer(this.opts.certsDir, keyPem, answer, "/v1/certificates/renew", this.opts.certs);
+        const renewed = await certificateFromAnswer(this.opts.certsDir, keyPem, answer, "/v1/certificates/renew", this.opts.certs);
+        const certs = await this.withConfigBundle(renewed);
         this.useCerts(certs);
         log.info({ notAfter: certs.notAfter.toISOString() }, "certificate renewed");
         this.scheduleRenewal(certs);
@@ -306,6 +310,17 @@ export class ControlPlaneAgent {
         await this.sleep(backoff.next());
       }
     }
+  }
+
+  /**
+   * A renewed certificate under the bundle of the config in force, if it verifies under it:
+   * an answer signed before a root rotation reached its replica (or by a replica not yet told)
+   * carries the old bundle, and would otherwise take the new root away again.
+   */
+  private async withConfigBundle(renewed: WorkloadCerts): Promise<WorkloadCerts> {
+    if (this.configBundle === undefined) return renewed;
+    const update = await bundleUpdate(renewed, this.configBundle);
+    return update.kind === "take" ? update.certs : renewed;
   }
 
   /** In use first: the files are only for a restart, and failing to write them must not cost the certificate. */
