@@ -1,10 +1,10 @@
 /**
- * A root rotation in a running mesh, with no sidecar restarted and no call refused:
+ * A root rotation in a running mesh, with no sidecar restarted:
  * `mesh ca rotate --root` on the control plane's CA directory reaches every sidecar as a
  * trust bundle with the old and the new root, while the control plane still signs under the
- * old one; restarted, it signs and serves under the new root, which sidecars trust already;
- * `--complete` withdraws the old root, and sidecars whose certificates chain to it renew at
- * once. A certificate under the old root is refused from then on.
+ * old one; restarted, it signs and serves under the new root, which sidecars trust already,
+ * and leaves move to it as they renew; then `--complete` withdraws the old root. A
+ * certificate under the old root is refused from then on.
  */
 import { expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
@@ -12,9 +12,11 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "node:tls";
 import { mesh } from "../helpers/cli.ts";
-import { controlPlaneFixture, eventually, serviceManifest, startControlPlane } from "../helpers/control-plane.ts";
+import { controlPlaneFixtureWith, eventually, serviceManifest, startControlPlane } from "../helpers/control-plane.ts";
 
-const fx = controlPlaneFixture("mesh-root-rotation-", serviceManifest("orders"), serviceManifest("payments"));
+// Leaves renew every few seconds: before --complete every one must have renewed under the new root.
+const CP_ARGS = ["--cert-ttl", "8s"];
+const fx = controlPlaneFixtureWith("mesh-root-rotation-", CP_ARGS, serviceManifest("orders"), serviceManifest("payments"));
 const tmp = fx.tmp;
 const certsDir = (name: string) => join(tmp.path, "certs", name);
 
@@ -53,7 +55,7 @@ async function restartControlPlane(): Promise<void> {
   const ports = fx.cp.ports;
   fx.cp.proc.kill("SIGTERM");
   await fx.cp.proc.exited;
-  fx.cp = await startControlPlane(tmp.path, [], "cp", ports);
+  fx.cp = await startControlPlane(tmp.path, CP_ARGS, "cp", ports);
 }
 
 test("root rotation through a running control plane: the new root is trusted before it signs, the old one withdrawn after", async () => {
@@ -61,6 +63,10 @@ test("root rotation through a running control plane: the new root is trusted bef
   const orders = await fx.sidecar("orders", "1");
   expect(await eventually(async () => (await callStatus(orders.ports.outbound)) === 200, 15_000)).toBe(true);
   expect([bundleRoots("payments-1"), bundleRoots("orders-1")]).toEqual([1, 1]);
+
+  // A leaf under the old root that outlives the test, as a forgotten workload (or a stolen key) would hold.
+  const oldLeaf = join(tmp.path, "old-leaf");
+  expect((await mesh("ca", "issue", "--service", "orders", "--ca-dir", fx.cp.caDir, "--out", oldLeaf, "--ttl", "1h")).code).toBe(0);
 
   // 1. A new root beside the old: the running control plane sends the bundle on; sidecars take it without a renewal.
   expect((await mesh("ca", "rotate", "--ca-dir", fx.cp.caDir, "--root")).code).toBe(0);
@@ -71,27 +77,27 @@ test("root rotation through a running control plane: the new root is trusted bef
   expect(new Set(dumped.map((r) => r.sha256)).size).toBe(2);
   const status = (await (await fx.cp.admin("GET", "/v1/status")).json()) as { ca: { bundleRoots: number } };
   expect(status.ca.bundleRoots).toBe(2);
-  // The running replica still signs under the old root.
+  // The running replica still signs under the old root, renewals included.
   expect(chainsToCurrentRoot(certsDir("payments-1"))).toBe(false);
 
-  // 2. Restarted, the control plane signs and serves under the new root: the sidecars trust it already.
+  // 2. Restarted, the control plane signs and serves under the new root: the sidecars trust it already, and their
+  // leaves move to it as they renew; one that joins now starts under it.
   await restartControlPlane();
   const late = await fx.sidecar("orders", "2");
   expect(chainsToCurrentRoot(certsDir("orders-2"))).toBe(true);
   expect(await eventually(async () => (await callStatus(late.ports.outbound)) === 200, 20_000, 100)).toBe(true);
   expect(await callStatus(orders.ports.outbound)).toBe(200);
+  const renewed = () => ["payments-1", "orders-1"].every((d) => chainsToCurrentRoot(certsDir(d)));
+  expect(await eventually(renewed, 15_000, 100)).toBe(true);
   expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-2"))).startsWith("HTTP/1.1 200")).toBe(true);
-  expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-1"))).startsWith("HTTP/1.1 200")).toBe(true);
-  const oldLeaf = join(tmp.path, "old-leaf");
-  mkdirSync(oldLeaf);
-  for (const f of ["chain.pem", "key.pem"]) await Bun.write(join(oldLeaf, f), Bun.file(join(certsDir("orders-1"), f)));
+  expect((await inboundAnswer(payments.ports.inbound, oldLeaf)).startsWith("HTTP/1.1 200")).toBe(true);
 
-  // 3. The old root withdrawn: sidecars whose certificates chain to it renew at once, and all trust only the new root.
+  // 3. Every leaf under the new root: the old root withdrawn, every sidecar trusts only the new one.
   expect((await mesh("ca", "rotate", "--ca-dir", fx.cp.caDir, "--complete")).code).toBe(0);
   const moved = () => ["payments-1", "orders-1", "orders-2"].every((d) => bundleRoots(d) === 1 && chainsToCurrentRoot(certsDir(d)));
   expect(await eventually(moved, 20_000, 100)).toBe(true);
-  expect(await callStatus(orders.ports.outbound)).toBe(200);
-  expect(await callStatus(late.ports.outbound)).toBe(200);
+  expect(await eventually(async () => (await callStatus(orders.ports.outbound)) === 200, 10_000, 100)).toBe(true);
+  expect(await eventually(async () => (await callStatus(late.ports.outbound)) === 200, 10_000, 100)).toBe(true);
   // A certificate under the old root is refused now; one under the new root is not.
   expect(await inboundAnswer(payments.ports.inbound, oldLeaf)).toBe("");
   expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-1"))).startsWith("HTTP/1.1 200")).toBe(true);

@@ -89,6 +89,11 @@ export async function cpSidecar(cp: TestControlPlane, dir: string, service: stri
 
 /** This test file's control plane, given `manifests` before its tests; every process, echo and file gone after. */
 export function controlPlaneFixture(prefix: string, ...manifests: Record<string, unknown>[]) {
+  return controlPlaneFixtureWith(prefix, [], ...manifests);
+}
+
+/** controlPlaneFixture, the control plane started with `args` (e.g. a short --cert-ttl). */
+export function controlPlaneFixtureWith(prefix: string, args: string[], ...manifests: Record<string, unknown>[]) {
   const tmp = tempDir(prefix);
   const echoes: EchoService[] = [];
   const fx = {
@@ -102,7 +107,7 @@ export function controlPlaneFixture(prefix: string, ...manifests: Record<string,
     },
   };
   beforeAll(async () => {
-    fx.cp = await startControlPlane(tmp.path);
+    fx.cp = await startControlPlane(tmp.path, args);
     await fx.cp.apply(...manifests);
   });
   afterAll(async () => {
