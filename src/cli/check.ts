@@ -13,6 +13,7 @@ import { ADMIN_FLAGS, adminClient, AdminTokenRefused, type AdminClient } from ".
 import type { TokenSummary } from "../control-plane/join-token-records.ts";
 import type { StoreHealth } from "../control-plane/store-health.ts";
 import { storeLines } from "./check-store.ts";
+import { rotationLines } from "./check-rotation.ts";
 
 interface Line {
   ok: boolean;
@@ -108,6 +109,7 @@ export const checkCommand: CommandSpec = {
       // Renewed at half life: under a quarter left means renewals have been failing (a control plane of old gave no lifetime: 2 h).
       const servingTtl = status.ca.servingCertTtlMs;
       lines.push(expiry("control plane's certificate", status.ca.servingCert, servingTtl ? servingTtl / 4 : 2 * 3600_000, "it renews itself at half life and has not: see its log (a signing intermediate at its end needs 'mesh ca rotate', then a restart)"));
+      lines.push(...rotationLines(status.ca));
       for (const [name, load] of Object.entries(status.listeners)) {
         if (load.refusedOverLimit > 0)
           lines.push({ ok: false, text: `the ${name} listener closed ${load.refusedOverLimit} connections at accept since start: it held its limit of ${load.limit}`, fix: "if sidecars were among them, raise --max-connections (the API's) or the open-files limit (ulimit -n); a flood from elsewhere is what the limit is for" });

@@ -13,14 +13,22 @@ import { watchFiles, type FileWatch } from "../core/file-watch.ts";
 import type { Logger } from "../core/log.ts";
 import type { x509 } from "../pki/x509.ts";
 
-export function followCaBundle(ca: LoadedCa, use: (bundle: x509.X509Certificate[]) => void, log: Logger): FileWatch {
+export interface CaBundleFollow extends FileWatch {
+  /** Why the CA directory's bundle as it is now was not taken; undefined while it is in use. */
+  readonly problem: string | undefined;
+}
+
+export function followCaBundle(ca: LoadedCa, use: (bundle: x509.X509Certificate[]) => void, log: Logger): CaBundleFollow {
   const path = ca.paths.bundle;
   let current = ca.bundle;
   let lastProblem: string | undefined;
-  return watchFiles([path], async () => {
+  const watch = watchFiles([path], async () => {
     try {
       const next = parseCertificatesAt(path, "trust bundle");
-      if (sameCertificates(next, current)) return;
+      if (sameCertificates(next, current)) {
+        lastProblem = undefined;
+        return;
+      }
       if (!(await bundleKeepsSigner(ca, next)))
         throw new Error(`${path}: the bundle no longer holds the root this control plane signs under; restart it to sign under the CA's current root first`);
       current = next;
@@ -33,6 +41,13 @@ export function followCaBundle(ca: LoadedCa, use: (bundle: x509.X509Certificate[
       lastProblem = problem;
     }
   });
+  return {
+    check: () => watch.check(),
+    stop: () => watch.stop(),
+    get problem() {
+      return lastProblem;
+    },
+  };
 }
 
 function sameCertificates(a: x509.X509Certificate[], b: x509.X509Certificate[]): boolean {

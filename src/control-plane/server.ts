@@ -17,6 +17,7 @@ import { proxyApi } from "./api/proxy-api.ts";
 import { issueServingCert, type ServingCert } from "./identity.ts";
 import { renewServing } from "./serving-renewal.ts";
 import { followCaBundle } from "./ca-bundle-follow.ts";
+import { rotationStatus } from "./rotation-status.ts";
 import type { TokenKey } from "./join-token.ts";
 import { PolicyDir } from "./policy-dir.ts";
 import { Registry } from "./registry.ts";
@@ -109,7 +110,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   const servingTls = (cert: ServingCert): BridgeTls => ({ cert: cert.chainPem, key: cert.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain, notAfterMs: cert.notAfter.getTime() });
   const status = (): ControlPlaneStatus & { storeHealth: StoreHealth } => ({
     trustDomain: opts.ca.trustDomain,
-    ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.current.notAfter.toISOString(), servingCertTtlMs: opts.certTtlMs, bundleRoots: signer.bundleRoots },
+    ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.current.notAfter.toISOString(), servingCertTtlMs: opts.certTtlMs, ...rotationStatus(opts.ca, signer, bundleFollow, bridge) },
     policies: policies?.status,
     store: opts.storeKind,
     storeHealth: storeHealth.report(),

@@ -9,9 +9,13 @@ import { spiffeIdOfLeaf } from "../pki/san.ts";
 
 /**
  * `notBeforeMs`, `notAfterMs`: the leaf's validity (epoch ms); a connection it proved must
- * not outlive it (transport/credential-expiry.ts).
+ * not outlive it (transport/credential-expiry.ts). `issuerKeyId`: the key that signed it
+ * (authority key identifier, hex), which tells a leaf of the current intermediate from one
+ * of an earlier, during a rotation.
  */
-export type PeerId = { ok: true; spiffeId: string; trustDomain: string; notBeforeMs: number; notAfterMs: number } | { ok: false; reason: string };
+export type PeerId =
+  | { ok: true; spiffeId: string; trustDomain: string; notBeforeMs: number; notAfterMs: number; issuerKeyId: string | undefined }
+  | { ok: false; reason: string };
 
 /**
  * Verdicts by certificate bytes. The verdict depends on nothing but the DER and the trust
@@ -54,5 +58,12 @@ function parsePeerId(der: Uint8Array<ArrayBuffer>, trustDomain: string): PeerId 
   if (!id.ok) return { ok: false, reason: `${id.reason}: ${id.detail}` };
   if (id.id.trustDomain !== trustDomain)
     return { ok: false, reason: `peer is in trust domain ${id.id.trustDomain}, expected ${trustDomain}` };
-  return { ok: true, spiffeId: id.spiffeId, trustDomain: id.id.trustDomain, notBeforeMs: cert.notBefore.getTime(), notAfterMs: cert.notAfter.getTime() };
+  return {
+    ok: true,
+    spiffeId: id.spiffeId,
+    trustDomain: id.id.trustDomain,
+    notBeforeMs: cert.notBefore.getTime(),
+    notAfterMs: cert.notAfter.getTime(),
+    issuerKeyId: cert.known.authorityKeyId,
+  };
 }

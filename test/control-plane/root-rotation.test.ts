@@ -12,7 +12,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "node:tls";
 import { mesh } from "../helpers/cli.ts";
-import { controlPlaneFixtureWith, eventually, serviceManifest, startControlPlane } from "../helpers/control-plane.ts";
+import { controlPlaneFixtureWith, eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
 
 // Leaves renew every few seconds: before --complete every one must have renewed under the new root.
 const CP_ARGS = ["--cert-ttl", "8s"];
@@ -51,6 +51,10 @@ function inboundAnswer(port: number, dir: string): Promise<string> {
   });
 }
 
+/** `mesh check` against a control plane started in `dir` as `name`. */
+const check = (cp: TestControlPlane, dir: string, name: string) =>
+  mesh("check", "--admin-url", `http://127.0.0.1:${cp.ports.admin}`, "--admin-token-file", join(dir, `${name}-data`, "admin-token"));
+
 async function restartControlPlane(): Promise<void> {
   const ports = fx.cp.ports;
   fx.cp.proc.kill("SIGTERM");
@@ -77,8 +81,9 @@ test("root rotation through a running control plane: the new root is trusted bef
   expect(new Set(dumped.map((r) => r.sha256)).size).toBe(2);
   const status = (await (await fx.cp.admin("GET", "/v1/status")).json()) as { ca: { bundleRoots: number } };
   expect(status.ca.bundleRoots).toBe(2);
-  // The running replica still signs under the old root, renewals included.
+  // The running replica still signs under the old root, renewals included; mesh check says the restart comes next.
   expect(chainsToCurrentRoot(certsDir("payments-1"))).toBe(false);
+  expect((await check(fx.cp, tmp.path, "cp")).out).toContain("FAIL  the CA directory's root was replaced ('mesh ca rotate --root') since this replica started");
 
   // 2. Restarted, the control plane signs and serves under the new root: the sidecars trust it already, and their
   // leaves move to it as they renew; one that joins now starts under it.
@@ -89,6 +94,9 @@ test("root rotation through a running control plane: the new root is trusted bef
   expect(await callStatus(orders.ports.outbound)).toBe(200);
   const renewed = () => ["payments-1", "orders-1"].every((d) => chainsToCurrentRoot(certsDir(d)));
   expect(await eventually(renewed, 15_000, 100)).toBe(true);
+  // mesh check says when --complete may follow: every sidecar connection carries a leaf of the new intermediate.
+  const mayComplete = async () => (await check(fx.cp, tmp.path, "cp")).out.includes("'mesh ca rotate --complete' may follow");
+  expect(await eventually(mayComplete, 15_000, 200)).toBe(true);
   expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-2"))).startsWith("HTTP/1.1 200")).toBe(true);
   expect((await inboundAnswer(payments.ports.inbound, oldLeaf)).startsWith("HTTP/1.1 200")).toBe(true);
 
@@ -121,4 +129,8 @@ test("a bundle the control plane cannot use is not taken, and the last good one 
   expect((await mesh("ca", "rotate", "--ca-dir", other.caDir, "--complete")).code).toBe(0);
   expect(await eventually(() => other.stderr().includes("no longer holds the root this control plane signs under"), 10_000, 100)).toBe(true);
   expect(await roots()).toBe(2);
+  // mesh check says so, and what comes first.
+  const out = (await check(other, dir, "other")).out;
+  expect(out).toContain("FAIL  the CA directory's bundle.pem is not the one sent to sidecars:");
+  expect(out).toContain("FAIL  the CA directory's root was replaced");
 }, 60_000);

@@ -11,7 +11,8 @@ export const caRotate: CommandSpec = {
     "--root: a new root and intermediate; bundle.pem trusts old and new roots during the overlap.\n" +
     "  Distribute the new bundle to every peer, re-issue leaves, then run --complete.\n" +
     "  A running control plane on this directory sends the bundle to its sidecars at once and\n" +
-    "  signs under the old root until restarted; once every leaf has renewed, run --complete.\n" +
+    "  signs under the old root until restarted: restart it, let every leaf renew under the new\n" +
+    "  root, then run --complete ('mesh check' says when each step may follow).\n" +
     "--complete: bundle.pem trusts only the current root.\nReplaced certificates are kept under <ca-dir>/retired/.",
   flags: [
     CA_DIR_FLAG,
@@ -32,6 +33,7 @@ export const caRotate: CommandSpec = {
       ctx.out(`Bundle trusts ${bundle.length} roots during the overlap. Distribute ${dir}/bundle.pem, re-issue leaves,`);
       ctx.out(`then run: mesh ca rotate --complete --ca-dir ${dir}`);
       ctx.out("A control plane running on this directory sends the bundle to its sidecars now; restart it to sign under the new root.");
+      ctx.out("'mesh check' says when each next step may follow.");
       return 0;
     }
     const next = await rotateIntermediate(dir);

@@ -14,6 +14,7 @@ import { DEFAULT_JOIN_TTL_MS, issueJoinToken, JoinTokenError, type TokenKey } fr
 import { listJoinTokens, MAX_JOIN_USES, recordJoinToken, revokeJoinToken } from "../join-token-records.ts";
 import { applyDocuments, deleteManifest, listManifests } from "../manifest-store.ts";
 import { listProxyStatus } from "../proxy-status.ts";
+import type { RotationStatus } from "../rotation-status.ts";
 import type { Subscriptions } from "../subscriptions.ts";
 import { isControlPlane } from "../well-known.ts";
 import type { ControlPlaneView, ViewSync } from "../view.ts";
@@ -36,8 +37,8 @@ export interface AdminApiDeps {
 export interface ControlPlaneStatus {
   trustDomain: string;
   /** End times (ISO); `servingCertTtlMs`: the lifetime the control plane's own certificate is issued for, renewed at half. */
-  /** bundleRoots: roots sidecars are told to trust; 2 or more during a root rotation. */
-  ca: { root: string; intermediate: string; servingCert: string; servingCertTtlMs?: number; bundleRoots?: number };
+  /** The rotation fields are absent from control planes older than them (rotation-status.ts). */
+  ca: { root: string; intermediate: string; servingCert: string; servingCertTtlMs?: number } & Partial<RotationStatus>;
   policies?: { dir: string; loadedAt?: string; errors: string[]; applied: number };
   store: string;
   /** The API, bootstrap and admin listeners: connections open, their limit, and those closed at accept since start. */

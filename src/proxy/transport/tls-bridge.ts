@@ -75,6 +75,8 @@ interface Link {
   source?: string;
   /** The SPIFFE ID of its peer, counted in `held` while it is open. */
   spiffeId?: string;
+  /** The key that signed its peer's certificate (authority key identifier, hex). */
+  issuerKeyId?: string;
   outer: Socket<Outer>;
   pendingToInner: Uint8Array[];
   pendingToOuter: Uint8Array[];
@@ -129,6 +131,18 @@ export class TlsBridge {
   /** Connections that carry an identity now. */
   get identified(): number {
     return this.identifiedCount;
+  }
+
+  /** Identified connections whose peer's certificate `keyId` signed, and the others: how far renewals under a new signer have come. */
+  identifiedBy(keyId: string | undefined): { signed: number; other: number } {
+    let signed = 0;
+    let other = 0;
+    for (const link of this.links) {
+      if (link.spiffeId === undefined) continue;
+      if (keyId !== undefined && link.issuerKeyId === keyId) signed++;
+      else other++;
+    }
+    return { signed, other };
   }
 
   listen(hostname: string, port: number, innerPort: number): number {
@@ -209,7 +223,9 @@ export class TlsBridge {
             outer.end();
             return;
           }
-          bridge.expiry.watch(bridge.open(outer, id.spiffeId, innerPort), Math.min(id.notAfterMs, served!.notAfterMs ?? Infinity));
+          const link = bridge.open(outer, id.spiffeId, innerPort);
+          link.issuerKeyId = id.issuerKeyId;
+          bridge.expiry.watch(link, Math.min(id.notAfterMs, served!.notAfterMs ?? Infinity));
         },
         data(outer, chunk) {
           const link = outer.data?.link;
