@@ -8,6 +8,7 @@
  */
 import { readFileSync } from "node:fs";
 import type { Logger } from "./log.ts";
+import { ThrottledWarnings } from "./throttled-warnings.ts";
 
 export class ConnectionBudget {
   private held = 0;
@@ -59,15 +60,11 @@ export function connectionLimit(fds: number | undefined, share: number, descript
   return Math.max(64, Math.floor(((fds ?? FALLBACK_LIMIT) * share) / descriptorsEach));
 }
 
-const WARN_EVERY_MS = 10_000;
-
 /** A warning when a listener closes connections at accept, at most once per 10 s for the process; `countedIn` says where to look. */
 export function limitWarning(log: Logger, countedIn: string): (listener: string, budget: ConnectionBudget) => void {
-  let warnedAt = -Infinity;
+  const warnings = new ThrottledWarnings();
   return (listener, budget) => {
-    const now = performance.now();
-    if (now - warnedAt < WARN_EVERY_MS) return;
-    warnedAt = now;
+    if (!warnings.due("limit")) return;
     log.warn({ listener, limit: budget.limit }, `connection limit reached: new connections are closed at accept (counted in ${countedIn})`);
   };
 }

@@ -142,8 +142,13 @@ describe("strict mTLS on the inbound listener", () => {
     });
   }
 
-  test("refusals are counted", async () => {
-    expect(await metricValue(paymentsProxy.ports.admin, "mesh_tls_failures_total")).toBeGreaterThanOrEqual(100);
+  test("refusals are counted by kind, and said in the log: once per kind within 10 s, not once per connection", async () => {
+    const refused = (reason: string) => metricValue(paymentsProxy.ports.admin, "mesh_tls_failures_total", { direction: "inbound", reason });
+    // A certificate of another CA (or of another trust domain's) is untrusted: 200 of them, each counted.
+    expect({ none: await refused("no-certificate"), untrusted: await refused("untrusted"), expired: await refused("expired") }).toEqual({ none: 100, untrusted: 200, expired: 100 });
+    const said = paymentsProxy.stderr().split("\n").filter((l) => l.includes("refused an inbound TLS peer"));
+    expect(said.map((l) => (JSON.parse(l) as { kind: string }).kind).sort()).toEqual(["expired", "no-certificate", "untrusted"]);
+    expect(said.every((l) => (JSON.parse(l) as { level: number }).level === 40)).toBe(true);
   });
 });
 

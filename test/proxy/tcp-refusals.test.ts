@@ -109,6 +109,10 @@ describe("refused", () => {
     expect(await eventually(async () => (await outcome(orders.ports.admin, { direction: "outbound", peer: "mimic", result: "peer-identity" })) === 1)).toBe(true);
     expect(payments.accepted).toBe(0);
     expect(await metricValue(orders.ports.admin, "mesh_tls_failures_total", { direction: "outbound", reason: "peer-identity" })).toBeGreaterThanOrEqual(1);
+    // The client saw only its connection closed: the sidecar's log says why.
+    const said = orders.stderr().split("\n").filter((l) => l.includes("tcp: the peer's certificate was refused"));
+    expect(said.length).toBe(1);
+    expect(said[0]).toContain('"service":"mimic"');
   });
 
   test("an AuthorizationPolicy that denies the caller: refused at the callee, the service never sees it, and the line says why", async () => {

@@ -205,7 +205,8 @@ export class TlsBridge {
         },
         handshake(outer, success, authError) {
           if (outer.data === undefined) return;
-          if (!success) {
+          // A client certificate that did not verify comes as success with an error (listener.ts says more).
+          if (!success || (bridge.clientCertificates && authError)) {
             bridge.events.onRefused(authError?.message ?? "handshake failed");
             outer.end();
             return;

@@ -248,7 +248,9 @@ export class H1Listener {
         handshake(sock, success, authError) {
           const conn = sock.data;
           if (!(conn instanceof ServerConnection) || !tls) return;
-          if (!success) {
+          // Bun reports a client certificate that did not verify as a successful handshake with an
+          // error (and then drops the connection): refused here, counted and said, not let through.
+          if (!success || authError) {
             self.opts.events.onRefused(authError?.message ?? "handshake failed");
             return conn.shutdown(false);
           }
