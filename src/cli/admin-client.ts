@@ -3,7 +3,7 @@
  * from flags, then the environment, then the defaults a local `mesh control-plane` uses.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { MeshError, UsageError } from "../core/errors.ts";
 import { ADMIN_TOKEN_FILE } from "./control-plane-settings.ts";
 import { str, type FlagSpec, type Parsed } from "./args.ts";
@@ -66,5 +66,8 @@ function adminToken(args: Parsed): string {
   if (process.env.MESH_ADMIN_TOKEN) return process.env.MESH_ADMIN_TOKEN.trim();
   const local = join("data", ADMIN_TOKEN_FILE);
   if (existsSync(local)) return readFileSync(local, "utf8").trim();
-  throw new UsageError("no admin token: give --admin-token-file or set $MESH_ADMIN_TOKEN", "--admin-token-file");
+  throw new UsageError(
+    `no admin token: ${resolve(local)} (the default, ./${local}) does not exist; run from the directory 'mesh control-plane' runs in, or give --admin-token-file <data-dir>/${ADMIN_TOKEN_FILE} or set $MESH_ADMIN_TOKEN`,
+    "--admin-token-file",
+  );
 }
