@@ -40,8 +40,7 @@ async function callPayments(outbound: number): Promise<{ status: number; caller?
 }
 
 test("sidecars bootstrap, discover each other and call; instances come and go with their leases", async () => {
-  const p1 = await sidecar("payments", "1");
-  const orders = await sidecar("orders", "1");
+  const [p1, orders] = await Promise.all([sidecar("payments", "1"), sidecar("orders", "1")]);
   expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 1)).toBe(true);
   const first = await callPayments(orders.ports.outbound);
   expect(first).toEqual({ status: 200, caller: "spiffe://mesh.local/ns/default/sa/orders", service: "payments-1" });
@@ -79,14 +78,18 @@ test("sidecars bootstrap, discover each other and call; instances come and go wi
 
 test("mesh run starts the service only once the control plane's config is in: its first call finds its destination", async () => {
   const payments = await sidecar("payments", "first-call");
-  for (let i = 0; i < 3; i++) {
+  // Three runs at once, each with its own token and certificates.
+  const runs = await Promise.all([0, 1, 2].map(async (i) => {
     const run = Bun.spawn([process.execPath, join(import.meta.dir, "../../src/main.ts"), "run", "--service", "orders", "--upstream", "http://127.0.0.1:1",
       "--certs-dir", join(tmp.path, "certs", `orders-run-${i}`), "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0",
       // curl starts in milliseconds: a sidecar that let it start before its first config would fail it.
       ...(await cp.proxyFlags("orders", tmp.path)), "--", "curl", "-sS", "--fail-with-body", "http://payments/first"],
       { stdout: "pipe", stderr: "pipe" });
-    const [code, out] = await Promise.all([run.exited, new Response(run.stdout).text()]);
-    if (code !== 0) console.error(out, await new Response(run.stderr).text());
+    const [code, out, err] = await Promise.all([run.exited, new Response(run.stdout).text(), new Response(run.stderr).text()]);
+    return { code, out, err };
+  }));
+  for (const { code, out, err } of runs) {
+    if (code !== 0) console.error(out, err);
     expect(code).toBe(0);
     expect(out).toContain('"service":"payments-first-call"');
   }
@@ -225,18 +228,24 @@ test("the admin API needs a credential: none gets 401, a wrong one 401, a worklo
   expect(await res.text()).toContain("is not an admin identity");
 });
 
-test("the control plane down for 30 s under steady traffic: no request fails; after it returns, changes flow again", async () => {
-  const payments = await sidecar("payments", "steady");
-  const orders = await sidecar("orders", "steady");
+// Down for 10 s: longer than everything the outage must outlast. The leases (--lease-ttl 2s,
+// startControlPlane's) would have lapsed several times over, so registrations survive only
+// because the store renews leases when it opens. The sidecars' reconnect backoff
+// (src/proxy/control/backoff.ts: full jitter over a cap doubling from 250 ms to 5 s) has
+// reached its cap: the delays before it sum to at most 0.25 + 0.5 + 1 + 2 + 4 = 7.75 s, and
+// 10 s is also above the lease TTL plus one capped delay (2 + 5 = 7 s). Whatever a sidecar
+// is sleeping when the control plane returns ends within 5 s, well inside each wait below.
+test("the control plane down for 10 s, past its lease TTL and the sidecars' reconnect backoff cap, under steady traffic: no request fails; after it returns, changes flow again", async () => {
+  // A sidecar that ran once (its certificate is kept) will restart during the outage; the three start together.
+  const [payments, orders, late] = await Promise.all([sidecar("payments", "steady"), sidecar("orders", "steady"), sidecar("orders", "restarted")]);
   expect(await eventually(async () => (await endpointsSeenBy(orders.ports.admin, "payments")).length === 1)).toBe(true);
-  // A sidecar that ran once (its certificate is kept) and will restart during the outage.
-  const late = await sidecar("orders", "restarted");
   late.proc.kill("SIGTERM");
   expect(await late.proc.exited).toBe(0);
   const lateArgs = ["proxy", "--service", "orders", "--upstream", "http://127.0.0.1:1", "--certs-dir", join(tmp.path, "certs", "orders-restarted"),
     "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...(await cp.proxyFlags("orders", tmp.path))];
-  const traffic = steadyTraffic(orders.ports.outbound, "payments", 20);
-  await Bun.sleep(500);
+  // A request every 10 ms (it was 20 ms when the outage was 30 s): hundreds of requests meet the outage.
+  const traffic = steadyTraffic(orders.ports.outbound, "payments", 10);
+  expect(await eventually(() => traffic.succeeded >= 20, 5000)).toBe(true);
   const ports = cp.ports;
   cp.proc.kill("SIGKILL");
   await cp.proc.exited;
@@ -245,7 +254,7 @@ test("the control plane down for 30 s under steady traffic: no request fails; af
   const restartedAdmin = (restarted.ready as { admin: number }).admin;
   const waiting = await fetch(`http://127.0.0.1:${restartedAdmin}/ready`);
   expect([waiting.status, await waiting.text()]).toEqual([503, "not ready: waiting for the first config from the control plane\n"]);
-  await Bun.sleep(30_000);
+  await Bun.sleep(10_000);
   // Back on the same ports and data: registrations and config are still there.
   cp = await startControlPlane(tmp.path, [], "cp", ports);
   expect(await eventually(async () => (await fetch(`http://127.0.0.1:${restartedAdmin}/ready`)).status === 200, 10_000)).toBe(true);
@@ -261,9 +270,8 @@ test("the control plane down for 30 s under steady traffic: no request fails; af
 }, 90_000);
 
 test("mesh check: every line passes on a healthy mesh; a refused config and a bad policies file fail with the fix", async () => {
-  const payments = await sidecar("payments", "checked");
-  // A sidecar subscribed to a subset of services is compared with the latest of that subset.
-  await cpSidecar(cp, tmp.path, "orders", "calls-only", "http://127.0.0.1:1", ["--calls", "payments"]);
+  // With a sidecar subscribed to a subset of services, compared with the latest of that subset; the two start together.
+  const [payments] = await Promise.all([sidecar("payments", "checked"), cpSidecar(cp, tmp.path, "orders", "calls-only", "http://127.0.0.1:1", ["--calls", "payments"])]);
   const tokenFile = join(tmp.path, "admin-check.token");
   writeFileSync(tokenFile, cp.adminToken);
   const admin = ["--admin-url", `http://127.0.0.1:${cp.ports.admin}`, "--admin-token-file", tokenFile];

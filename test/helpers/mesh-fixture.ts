@@ -27,6 +27,21 @@ export function echoService(name: string): EchoService {
   return svc;
 }
 
+/** Echo services a test file starts without a MeshFixture, stopped together after it. */
+export class Echoes {
+  private readonly list: EchoService[] = [];
+
+  echo(name: string): EchoService {
+    const s = echoService(name);
+    this.list.push(s);
+    return s;
+  }
+
+  stop(): void {
+    for (const s of this.list.splice(0)) s.server.stop(true);
+  }
+}
+
 export class MeshFixture {
   readonly tmp = tempDir("mesh-proxy-");
   readonly ca = join(this.tmp.path, "ca");
