@@ -12,7 +12,7 @@ export function rotationLines(ca: Partial<RotationStatus>): CheckLine[] {
     lines.push({
       ok: false,
       text: `the CA directory's bundle.pem is not the one sent to sidecars: ${ca.bundleError}`,
-      fix: "a bundle must keep the root this replica signs under: restart the replica onto the CA's current root first ('mesh ca rotate --complete' only after that), or put the last good bundle back",
+      fix: "put the bundle with both roots back (the old root is kept in <ca-dir>/retired/) before anything restarts: a replica restarted on this one would sign under the new root alone while every sidecar's certificate chains to the old; then restart the replicas, let every leaf renew, and run 'mesh ca rotate --complete' again",
     });
   if (ca.rootReplaced)
     lines.push({
