@@ -75,8 +75,9 @@ export interface RunningControlPlane {
 const MAX_POLL_WAIT_MS = 30_000;
 
 /**
- * Bun.serve's idle timeout (10 s by default) also cuts a request still being handled: one
- * waiting out the store's retry window (15 s, an etcd outage) must get its 503 and reason.
+ * Bun.serve's idle timeout (10 s by default, which also closes idle and dribbling clients)
+ * cuts a request still being handled too: an admin read waiting out the store's retry
+ * window (15 s, an etcd outage) is given this long instead, so it gets its 503 and reason.
  */
 const STORE_WAIT_IDLE_S = 30;
 
@@ -174,7 +175,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     { budget: bootBudget, clientCertificates: false },
   );
   const bootstrap = bootstrapApi({ store, signer, tokenKey: opts.tokenKey, audit });
-  const boot = Bun.serve({ hostname: "127.0.0.1", port: 0, idleTimeout: STORE_WAIT_IDLE_S, fetch: (req, server) => bootstrap.fetch(req, { peer: bootBridge.peerOf(server.requestIP(req))?.address }) });
+  const boot = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req, server) => bootstrap.fetch(req, { peer: bootBridge.peerOf(server.requestIP(req))?.address }) });
   const bootPort = bindNamed("bootstrap listener", opts.bootstrap.address, opts.bootstrap.port, () => bootBridge.listen(opts.bootstrap.address, opts.bootstrap.port, boot.port!));
   // Plain HTTP, but through a bridge all the same: Bun.serve has no accept cap.
   const adminBudget = new ConnectionBudget(ADMIN_CONNECTIONS);
@@ -182,8 +183,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   const adminServer = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
-    idleTimeout: STORE_WAIT_IDLE_S,
-    fetch: async (req) => {
+    fetch: async (req, server) => {
+      // A read may wait out the store's retry window; it has no body to dribble, so it gets longer than the idle timeout.
+      if (req.method === "GET") server.timeout(req, STORE_WAIT_IDLE_S);
       await freshen(new URL(req.url).pathname);
       return admin.fetch(req);
     },
