@@ -118,6 +118,7 @@ import { startMesh, stopAll } from "../helpers/procs.ts";
 const tmp = tempDir("mesh-review-root-rotation-");
 const echoes: EchoService[] = [];
 const sockets: TLSSocket[] = [];
+const servers: { stop(closeActive?: boolean): void }[] = [];
 let cp: TestControlPlane;
 
 beforeAll(async () => {
@@ -126,6 +127,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const s of sockets) s.destroy();
+  for (const s of servers) s.stop(true);
   await stopAll();
   for (const e of echoes) e.server.stop(true);
   tmp.cleanup();
@@ -139,13 +141,13 @@ interface Deployed {
   sidecar: Sidecar;
   args: string[];
 }
-async function deploy(service: string, instance: string, caFile: string): Promise<Deployed> {
+async function deploy(service: string, instance: string, caFile: string, upstream?: string): Promise<Deployed> {
   const echo = echoService(`${service}-${instance}`);
   echoes.push(echo);
   const tokenFile = join(tmp.path, `${service}-${instance}.token`);
   writeFileSync(tokenFile, await cp.joinToken(service));
   const args = [
-    "proxy", "--service", service, "--upstream", echo.url, "--certs-dir", certsDir(`${service}-${instance}`),
+    "proxy", "--service", service, "--upstream", upstream ?? echo.url, "--certs-dir", certsDir(`${service}-${instance}`),
     "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0",
     "--control-plane", `https://127.0.0.1:${cp.ports.api}`, "--bootstrap-url", `https://127.0.0.1:${cp.ports.bootstrap}`,
     "--join-token-file", tokenFile, "--ca", caFile,
@@ -305,12 +307,15 @@ test("after --complete, a connection to the control plane's API proven under the
   cpLink = await RawConnection.open(cp.ports.api, oldLeaf);
   const before = await cpLink.request("GET", "/v1/config?namespace=default&service=orders&waitMs=0", "cp");
   expect(before?.status).toBe(200);
-  paymentsNew = await deploy("payments", "2", cp.bundle);
+  // Its service holds /hold unanswered, and keeps a quiet connection a minute: only the sidecar's cut ends that call.
+  const holding = Bun.serve({ hostname: "127.0.0.1", port: 0, idleTimeout: 60, fetch: (req) => (new URL(req.url).pathname === "/hold" ? new Promise<Response>(() => {}) : new Response("ok")) });
+  servers.push(holding);
+  paymentsNew = await deploy("payments", "2", cp.bundle, `http://127.0.0.1:${holding.port}`);
   expect(chainsToCurrentRoot(readFileSync(join(certsDir("payments-2"), "chain.pem"), "utf8"))).toBe(true);
   inboundLink = await RawConnection.open(paymentsNew.sidecar.ports.inbound, oldLeaf);
   expect((await inboundLink.request("GET", "/", "payments"))?.status).toBe(200);
-  // A request in flight (its body half sent): a rotation's graceful retirement waits for its answer; only a cut ends it.
-  inboundLink.send("POST / HTTP/1.1\r\nhost: payments\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\nhalf");
+  // A request in flight (the service holds it): a rotation's graceful retirement waits for its answer; only a cut ends it.
+  inboundLink.send("GET /hold HTTP/1.1\r\nhost: payments\r\n\r\n");
 
   expect((await mesh("ca", "rotate", "--ca-dir", cp.caDir, "--complete")).code).toBe(0);
   expect(await eventually(async () => (await status()).ca.bundleRoots === 1, 10_000, 100)).toBe(true);
