@@ -31,8 +31,7 @@ import { WebSocketSessions } from "./websocket/sessions.ts";
 import { UpstreamHealth } from "./upstream-health.ts";
 import { limitUpstreamConnections } from "./transport/dial.ts";
 import { ConnectionBudget, connectionLimit, limitWarning, openFilesLimit } from "../core/connection-budget.ts";
-import { ThrottledWarnings } from "../core/throttled-warnings.ts";
-import { tlsRefusalKind } from "./transport/tls-refusal-kind.ts";
+import { inboundRefusals } from "./transport/tls-refusal-kind.ts";
 import { bindNamed } from "../core/bind-error.ts";
 import { READ_ONLY_MAX_CONNECTIONS, readOnlyListener } from "./read-only-listener.ts";
 import { adminRoutes, statusRoutes, type Routes, type StatusState } from "./status-routes.ts";
@@ -194,7 +193,6 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(fds, LISTENER_SHARE_OF_FDS));
   limitUpstreamConnections(new ConnectionBudget(connectionLimit(fds, UPSTREAM_SHARE_OF_FDS)));
   const overLimit = limitWarning(opts.log, "mesh_connections_refused_total");
-  const refusalWarnings = new ThrottledWarnings();
   // WebSocket upgrades are tunnelled from the raw listeners to these loopback servers; each
   // tunnel's extra descriptors come out of the listeners' budget.
   // Only this user may enter the sockets' directory: no other user's process can reach the servers behind the tunnels.
@@ -234,12 +232,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     tcp: tcp.accept,
     handler: inboundHandler({ pool: localPool, origin: opts.upstream.origin, metrics, tracker: inboundInflight, tunnels: inboundTunnels, h2: inboundH2Server, health, accessLog: opts.accessLog, policies: () => inboundPolicies, tracer, idleStreams }),
     events: {
-      onRefused: (reason) => {
-        const kind = tlsRefusalKind(reason);
-        metrics.tlsFailures.inc({ direction: "inbound", reason: kind });
-        // A caller under a root this sidecar does not trust (a rotation gone wrong) or an impostor: said, not only counted.
-        if (refusalWarnings.due(kind)) opts.log.warn({ kind, reason }, "refused an inbound TLS peer (more like it within 10 s are counted in mesh_tls_failures_total only)");
-      },
+      onRefused: inboundRefusals(metrics, opts.log),
       onOpen: () => metrics.connections.inc({ direction: "inbound" }),
       onOverLimit: () => overLimit("inbound", budget),
       onCredentialEnd: (reason) => metrics.connectionsRetired.inc({ reason }),

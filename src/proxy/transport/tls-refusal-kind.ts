@@ -5,6 +5,10 @@
  * the kinds are few, whatever a peer sends, so neither the series nor the warnings grow
  * with what peers present.
  */
+import { ThrottledWarnings } from "../../core/throttled-warnings.ts";
+import type { Logger } from "../../core/log.ts";
+import type { ProxyMetrics } from "../metrics.ts";
+
 export type TlsRefusalKind = "no-certificate" | "untrusted" | "expired" | "not-yet-valid" | "trust-domain" | "not-a-workload-certificate" | "handshake";
 
 const KINDS: [RegExp, TlsRefusalKind][] = [
@@ -19,4 +23,14 @@ const KINDS: [RegExp, TlsRefusalKind][] = [
 export function tlsRefusalKind(reason: string): TlsRefusalKind {
   for (const [pattern, kind] of KINDS) if (pattern.test(reason)) return kind;
   return "handshake";
+}
+
+/** The inbound listener's refusals: counted by kind, and each kind said at most once per 10 s (a rotation gone wrong, or an impostor). */
+export function inboundRefusals(metrics: ProxyMetrics, log: Logger): (reason: string) => void {
+  const warnings = new ThrottledWarnings();
+  return (reason) => {
+    const kind = tlsRefusalKind(reason);
+    metrics.tlsFailures.inc({ direction: "inbound", reason: kind });
+    if (warnings.due(kind)) log.warn({ kind, reason }, "refused an inbound TLS peer (more like it within 10 s are counted in mesh_tls_failures_total only)");
+  };
 }
