@@ -312,6 +312,9 @@ test("after --complete, a connection to the control plane's API proven under the
   servers.push(holding);
   paymentsNew = await deploy("payments", "2", cp.bundle, `http://127.0.0.1:${holding.port}`);
   expect(chainsToCurrentRoot(readFileSync(join(certsDir("payments-2"), "chain.pem"), "utf8"))).toBe(true);
+  // Its inbound answers 503 until its first config is in (on a loaded machine, after its start is reported).
+  const ready = async () => (await fetch(`http://127.0.0.1:${paymentsNew.sidecar.ports.admin}/ready`)).status === 200;
+  expect(await eventually(ready, 10_000, 50)).toBe(true);
   inboundLink = await RawConnection.open(paymentsNew.sidecar.ports.inbound, oldLeaf);
   expect((await inboundLink.request("GET", "/", "payments"))?.status).toBe(200);
   // A request in flight (the service holds it): a rotation's graceful retirement waits for its answer; only a cut ends it.
