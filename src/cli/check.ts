@@ -12,14 +12,9 @@ import { str, type CommandSpec } from "./args.ts";
 import { ADMIN_FLAGS, adminClient, AdminTokenRefused, type AdminClient } from "./admin-client.ts";
 import type { TokenSummary } from "../control-plane/join-token-records.ts";
 import type { StoreHealth } from "../control-plane/store-health.ts";
-import { storeLines } from "./check-store.ts";
+import { storeLines, type CheckLine } from "./check-store.ts";
 import { rotationLines } from "./check-rotation.ts";
 
-interface Line {
-  ok: boolean;
-  text: string;
-  fix?: string;
-}
 
 const DAY_MS = 24 * 3600_000;
 /** A shared token (several uses) this close to its end needs replacing before new replicas find it spent. */
@@ -30,7 +25,7 @@ const FIX_TOKEN = "pass the token 'mesh control-plane' wrote: --admin-token-file
 const FIX_UNREACHABLE = "start it with 'mesh control-plane', or point --admin-url and --admin-token-file at it";
 
 /** Lines for tokens of several uses: they sit in secrets new replicas depend on. Single-use tokens are handed out and forgotten. */
-function sharedTokenLines(tokens: TokenSummary[]): Line[] {
+function sharedTokenLines(tokens: TokenSummary[]): CheckLine[] {
   return tokens
     .filter((t) => t.uses > 1 && Date.parse(t.expiresAt) > Date.now())
     .map((t) => {
@@ -42,7 +37,7 @@ function sharedTokenLines(tokens: TokenSummary[]): Line[] {
     });
 }
 
-function expiry(label: string, iso: string, warnMs: number, fix: string): Line {
+function expiry(label: string, iso: string, warnMs: number, fix: string): CheckLine {
   const left = new Date(iso).getTime() - Date.now();
   const human = left > DAY_MS ? `${Math.floor(left / DAY_MS)} days` : `${Math.max(0, Math.floor(left / 60_000))} minutes`;
   if (left <= 0) return { ok: false, text: `${label} expired at ${iso}`, fix };
@@ -53,15 +48,15 @@ function expiry(label: string, iso: string, warnMs: number, fix: string): Line {
 const FIX_STORE_READ = "see the store lines above and the control plane's log; the control plane serves its sidecars from its last view meanwhile";
 
 /** A list the control plane reads from its store: its body, or a failing line naming what could not be read. */
-async function storeRead<T>(client: AdminClient, path: string, what: string): Promise<{ ok: true; body: T } | { ok: false; line: Line }> {
+async function storeRead<T>(client: AdminClient, path: string, what: string): Promise<{ ok: true; body: T } | { ok: false; line: CheckLine }> {
   const r = await client.call<T & { error?: string }>("GET", path);
   if (r.status === 200) return { ok: true, body: r.body };
   return { ok: false, line: { ok: false, text: `${what} could not be read (${path} answered ${r.status}): ${r.body.error ?? "no reason given"}`, fix: FIX_STORE_READ } };
 }
 
-function proxyLines(items: (ProxyStatus & { latest: string })[]): Line[] {
+function proxyLines(items: (ProxyStatus & { latest: string })[]): CheckLine[] {
   const registered = items.filter((px) => px.registered !== false);
-  const lines: Line[] = [registered.length ? { ok: true, text: `${registered.length} proxies connected` } : { ok: false, text: "no proxies connected", fix: "start sidecars with 'mesh proxy --control-plane URL' (see 'mesh join-token')" }];
+  const lines: CheckLine[] = [registered.length ? { ok: true, text: `${registered.length} proxies connected` } : { ok: false, text: "no proxies connected", fix: "start sidecars with 'mesh proxy --control-plane URL' (see 'mesh join-token')" }];
   for (const px of items) {
     const who = `proxy ${px.namespace}/${px.service} at ${px.endpoint}`;
     if (px.registered === false)
@@ -74,7 +69,7 @@ function proxyLines(items: (ProxyStatus & { latest: string })[]): Line[] {
 }
 
 /** What this replica signed and refused: refusals are for the audit log to explain (a bad token, a CSR for another identity). */
-function certificateCounts(c: AuditCounts): Line {
+function certificateCounts(c: AuditCounts): CheckLine {
   const refused = c.refused.bootstrap + c.refused.renewal;
   const text = `certificates since start: ${c.issued.bootstrap} first (join token), ${c.issued.renewal} renewed`;
   return { ok: true, text: refused > 0 ? `${text}; ${refused} requests refused (each one an "audit":"certificate-refused" line in the control plane's log)` : text };
@@ -89,7 +84,7 @@ export const checkCommand: CommandSpec = {
   ],
   examples: ["mesh check", "mesh check --certs-dir certs/default/orders"],
   async run(args, ctx) {
-    const lines: Line[] = [];
+    const lines: CheckLine[] = [];
     const client = adminClient(args);
     // storeHealth: absent from control planes older than this check.
     let status: (ControlPlaneStatus & { storeHealth?: StoreHealth }) | undefined;
