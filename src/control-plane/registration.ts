@@ -19,6 +19,22 @@ export interface EndpointRecord extends Registration {
   identity: string;
   /** Last health the proxy reported for its local service. */
   healthy: boolean;
+  /** The certificate its last call proved (absent from records written by older replicas). */
+  certificate?: HeldCertificate;
+}
+
+/**
+ * A sidecar's certificate as its own mTLS connection proved it: the key that signed it
+ * (authority key identifier, hex) and its end. Kept with its endpoint so that before a
+ * root rotation is completed, every replica can name the sidecars still on an old signer.
+ */
+export interface HeldCertificate {
+  issuerKeyId?: string;
+  notAfter: string;
+}
+
+export function heldCertificate(proven: { issuerKeyId?: string; notAfterMs: number } | undefined): HeldCertificate | undefined {
+  return proven && { ...(proven.issuerKeyId !== undefined && { issuerKeyId: proven.issuerKeyId }), notAfter: new Date(proven.notAfterMs).toISOString() };
 }
 
 /** The longest refusal reason kept and shown: a proxy cuts what it sends to this. */

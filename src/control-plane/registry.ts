@@ -9,7 +9,7 @@ import { parseSpiffeId, workloadOf } from "../pki/spiffe.ts";
 import type { Store } from "../store/store.ts";
 import { StoreError } from "../store/errors.ts";
 import { endpointKey, endpointsOf, proxyKey, unregisteredRefusalKey } from "./keys.ts";
-import type { EndpointRecord, ProxyStatus, Registration } from "./registration.ts";
+import type { EndpointRecord, HeldCertificate, ProxyStatus, Registration } from "./registration.ts";
 
 export const DEFAULT_LEASE_TTL_MS = 10_000;
 /** Endpoints one service may have registered at once, unless the control plane is told otherwise. */
@@ -37,10 +37,10 @@ export class Registry {
     private maxEndpointsPerService = DEFAULT_MAX_ENDPOINTS_PER_SERVICE,
   ) {}
 
-  async register(identity: string, reg: Registration, healthy: boolean): Promise<Lease> {
+  async register(identity: string, reg: Registration, healthy: boolean, certificate?: HeldCertificate): Promise<Lease> {
     assertOwnService(identity, reg);
     const service = endpointsOf(reg.namespace, reg.service);
-    const turn = (this.registering.get(service) ?? Promise.resolve()).then(() => this.registerNow(identity, reg, healthy));
+    const turn = (this.registering.get(service) ?? Promise.resolve()).then(() => this.registerNow(identity, reg, healthy, certificate));
     const settled = turn.catch(() => undefined);
     this.registering.set(service, settled);
     void settled.then(() => {
@@ -49,11 +49,11 @@ export class Registry {
     return turn;
   }
 
-  private async registerNow(identity: string, reg: Registration, healthy: boolean): Promise<Lease> {
+  private async registerNow(identity: string, reg: Registration, healthy: boolean, certificate: HeldCertificate | undefined): Promise<Lease> {
     const key = endpointKey(reg.namespace, reg.service, reg.address, reg.port);
     await this.assertRoom(reg, key);
     const lease = await this.store.grant(this.leaseTtlMs);
-    const record: EndpointRecord = { ...reg, identity, healthy };
+    const record: EndpointRecord = { ...reg, identity, healthy, ...(certificate && { certificate }) };
     await this.store.put(key, JSON.stringify(record), { lease: lease.id });
     const status: ProxyStatus = { identity, namespace: reg.namespace, service: reg.service, endpoint: `${reg.address}:${reg.port}`, lastSeen: new Date().toISOString() };
     await this.store.put(proxyKey(proxyIdOf(reg)), JSON.stringify(status), { lease: lease.id });
@@ -71,8 +71,8 @@ export class Registry {
     throw new RegistryError(429, `service ${reg.namespace}/${reg.service} has ${kvs.length} endpoints registered, the most one service may (the control plane's --max-endpoints-per-service)`);
   }
 
-  /** Renews the lease; updates the health the endpoint is offered with when it changed. */
-  async heartbeat(identity: string, reg: Registration, leaseId: string, healthy: boolean): Promise<void> {
+  /** Renews the lease; updates the health the endpoint is offered with, and the certificate it holds, when they changed. */
+  async heartbeat(identity: string, reg: Registration, leaseId: string, healthy: boolean, certificate?: HeldCertificate): Promise<void> {
     const key = endpointKey(reg.namespace, reg.service, reg.address, reg.port);
     const current = await this.owned(identity, key, leaseId);
     try {
@@ -81,7 +81,9 @@ export class Registry {
       if (err instanceof StoreError && err.code === "lease-not-found") throw new RegistryError(410, "lease has lapsed; register again");
       throw err;
     }
-    if (current.healthy !== healthy) await this.store.put(key, JSON.stringify({ ...current, healthy }), { lease: leaseId });
+    // A renewal shows here at the next heartbeat: its connection, opened with the new certificate, proved it.
+    const held = certificate && !sameCertificate(current.certificate, certificate) ? { certificate } : undefined;
+    if (current.healthy !== healthy || held) await this.store.put(key, JSON.stringify({ ...current, healthy, ...held }), { lease: leaseId });
   }
 
   async deregister(identity: string, reg: Registration, leaseId: string): Promise<void> {
@@ -96,6 +98,10 @@ export class Registry {
     if (record.identity !== identity) throw new RegistryError(403, `endpoint belongs to ${record.identity}`);
     return record;
   }
+}
+
+function sameCertificate(a: HeldCertificate | undefined, b: HeldCertificate): boolean {
+  return a !== undefined && a.issuerKeyId === b.issuerKeyId && a.notAfter === b.notAfter;
 }
 
 export function proxyIdOf(reg: Pick<Registration, "namespace" | "service" | "address" | "port">): string {

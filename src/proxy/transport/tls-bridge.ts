@@ -67,6 +67,13 @@ export interface BridgePeer {
   address: string;
   /** The SPIFFE ID its certificate proved, when the bridge asks for one. */
   spiffeId?: string;
+  /** That certificate's signer (authority key identifier, hex) and end: which CA a sidecar's identity stands on now. */
+  certificate?: ProvenCertificate;
+}
+
+export interface ProvenCertificate {
+  issuerKeyId?: string;
+  notAfterMs: number;
 }
 
 interface Link {
@@ -75,8 +82,8 @@ interface Link {
   source?: string;
   /** The SPIFFE ID of its peer, counted in `held` while it is open. */
   spiffeId?: string;
-  /** The key that signed its peer's certificate (authority key identifier, hex). */
-  issuerKeyId?: string;
+  /** Its peer's certificate: the key that signed it (authority key identifier, hex), and its end. */
+  certificate?: ProvenCertificate;
   outer: Socket<Outer>;
   pendingToInner: Uint8Array[];
   pendingToOuter: Uint8Array[];
@@ -139,7 +146,7 @@ export class TlsBridge {
     let other = 0;
     for (const link of this.links) {
       if (link.spiffeId === undefined) continue;
-      if (keyId !== undefined && link.issuerKeyId === keyId) signed++;
+      if (keyId !== undefined && link.certificate?.issuerKeyId === keyId) signed++;
       else other++;
     }
     return { signed, other };
@@ -224,8 +231,7 @@ export class TlsBridge {
             outer.end();
             return;
           }
-          const link = bridge.open(outer, id.spiffeId, innerPort);
-          link.issuerKeyId = id.issuerKeyId;
+          const link = bridge.open(outer, id.spiffeId, innerPort, { issuerKeyId: id.issuerKeyId, notAfterMs: id.notAfterMs });
           bridge.expiry.watch(link, Math.min(id.notAfterMs, served!.notAfterMs ?? Infinity));
         },
         data(outer, chunk) {
@@ -258,8 +264,8 @@ export class TlsBridge {
     });
   }
 
-  private open(outer: Socket<Outer>, spiffeId: string | undefined, innerPort: number): Link {
-    const link: Link = { outer, pendingToInner: [], pendingToOuter: [], closed: false, spiffeId };
+  private open(outer: Socket<Outer>, spiffeId: string | undefined, innerPort: number, certificate?: ProvenCertificate): Link {
+    const link: Link = { outer, pendingToInner: [], pendingToOuter: [], closed: false, spiffeId, certificate };
     outer.data = { link };
     this.links.add(link);
     if (spiffeId !== undefined) this.held.set(spiffeId, (this.held.get(spiffeId) ?? 0) + 1);
@@ -277,7 +283,7 @@ export class TlsBridge {
           }
           link.inner = inner;
           link.source = `${inner.localAddress} ${inner.localPort}`;
-          bridge.peers.set(link.source, { address: hostPort(outer.remoteAddress, outer.remotePort), spiffeId });
+          bridge.peers.set(link.source, { address: hostPort(outer.remoteAddress, outer.remotePort), spiffeId, certificate: link.certificate });
           if (spiffeId !== undefined) bridge.identifiedCount++;
           if (writeQueued(inner, link.pendingToInner)) outer.resume();
           else outer.pause();
