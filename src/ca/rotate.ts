@@ -51,11 +51,15 @@ export async function rotateRoot(dir: string, now = new Date()): Promise<{ root:
   return { root, bundle };
 }
 
-/** Ends a root overlap: the bundle trusts only the current root. */
-export async function completeRootRotation(dir: string): Promise<x509.X509Certificate[]> {
+/**
+ * Ends a root overlap: the bundle trusts only the current root. `confirm` runs before anything
+ * is written, and may refuse by throwing (the CLI asks a running control plane).
+ */
+export async function completeRootRotation(dir: string, confirm?: (ca: LoadedCa) => Promise<void>): Promise<x509.X509Certificate[]> {
   const ca = await loadCa(dir);
   const dropped = ca.bundle.filter((c) => !c.equal(ca.root));
   if (dropped.length === 0) throw new DataError("the bundle already trusts only the current root", ca.paths.bundle);
+  await confirm?.(ca);
   writeFileSet([{ path: ca.paths.bundle, content: bundlePem([ca.root]) }], { force: true });
   return dropped;
 }

@@ -272,7 +272,16 @@ describe("mesh ca rotate and bundle", () => {
     const printed = await mesh("ca", "bundle", "--ca-dir", dir);
     expect(parseCertificates(printed.out).length).toBe(2);
 
-    expect((await mesh("ca", "rotate", "--complete", "--ca-dir", dir)).code).toBe(0);
+    // Unforced, --complete asks a control plane first; none answers, so nothing is written.
+    const tokenFile = join(tmp.path, "admin-token");
+    writeFileSync(tokenFile, "x");
+    const unasked = await mesh("ca", "rotate", "--complete", "--ca-dir", dir, "--admin-url", "http://127.0.0.1:1", "--admin-token-file", tokenFile);
+    expect({ code: unasked.code, roots: parseCertificates(readFileSync(bundle, "utf8")).length }).toEqual({ code: 1, roots: 2 });
+    expect(unasked.err).toContain("cannot ask a control plane whether every sidecar is on the current root: cannot reach the control plane at http://127.0.0.1:1");
+    expect(unasked.err).toContain("--force completes without asking");
+    expect((await mesh("ca", "rotate", "--root", "--force", "--ca-dir", dir)).code).toBe(64);
+
+    expect((await mesh("ca", "rotate", "--complete", "--ca-dir", dir, "--force")).code).toBe(0);
     expect(parseCertificates(readFileSync(bundle, "utf8")).length).toBe(1);
     const old = await verifyIssued(join(dir, "default", "old"), bundle);
     expect(old.ok ? "ok" : old.reason).toBe("unknown_issuer");

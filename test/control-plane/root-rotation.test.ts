@@ -51,9 +51,9 @@ function inboundAnswer(port: number, dir: string): Promise<string> {
   });
 }
 
-/** `mesh check` against a control plane started in `dir` as `name`. */
-const check = (cp: TestControlPlane, dir: string, name: string) =>
-  mesh("check", "--admin-url", `http://127.0.0.1:${cp.ports.admin}`, "--admin-token-file", join(dir, `${name}-data`, "admin-token"));
+const check = (cp: TestControlPlane) => mesh("check", ...cp.adminFlags);
+/** `mesh ca rotate --complete`, asking `cp` first. */
+const complete = (cp: TestControlPlane, ...extra: string[]) => mesh("ca", "rotate", "--ca-dir", cp.caDir, "--complete", ...cp.adminFlags, ...extra);
 
 async function restartControlPlane(): Promise<void> {
   const ports = fx.cp.ports;
@@ -71,6 +71,9 @@ test("root rotation through a running control plane: the new root is trusted bef
   // A leaf under the old root that outlives the test, as a forgotten workload (or a stolen key) would hold.
   const oldLeaf = join(tmp.path, "old-leaf");
   expect((await mesh("ca", "issue", "--service", "orders", "--ca-dir", fx.cp.caDir, "--out", oldLeaf, "--ttl", "1h")).code).toBe(0);
+  // A sidecar that will not renew during the test (its certificate is an hour long): --complete must wait for it.
+  expect((await mesh("ca", "issue", "--service", "orders", "--ca-dir", fx.cp.caDir, "--out", certsDir("orders-3"), "--ttl", "1h")).code).toBe(0);
+  const slow = await fx.sidecar("orders", "3");
 
   // 1. A new root beside the old: the running control plane sends the bundle on; sidecars take it without a renewal.
   expect((await mesh("ca", "rotate", "--ca-dir", fx.cp.caDir, "--root")).code).toBe(0);
@@ -83,7 +86,11 @@ test("root rotation through a running control plane: the new root is trusted bef
   expect(status.ca.bundleRoots).toBe(2);
   // The running replica still signs under the old root, renewals included; mesh check says the restart comes next.
   expect(chainsToCurrentRoot(certsDir("payments-1"))).toBe(false);
-  expect((await check(fx.cp, tmp.path, "cp")).out).toContain("FAIL  the CA directory's root was replaced ('mesh ca rotate --root') since this replica started");
+  expect((await check(fx.cp)).out).toContain("FAIL  the CA directory's root was replaced ('mesh ca rotate --root') since this replica started");
+  // --complete now would drop the root every leaf chains to: refused, nothing written.
+  const early = await complete(fx.cp);
+  expect({ code: early.code, bundleRoots: rootsIn(fx.cp.bundle) }).toEqual({ code: 1, bundleRoots: 2 });
+  expect(early.err).toContain("still signs under the old root");
 
   // 2. Restarted, the control plane signs and serves under the new root: the sidecars trust it already, and their
   // leaves move to it as they renew; one that joins now starts under it.
@@ -94,14 +101,23 @@ test("root rotation through a running control plane: the new root is trusted bef
   expect(await callStatus(orders.ports.outbound)).toBe(200);
   const renewed = () => ["payments-1", "orders-1"].every((d) => chainsToCurrentRoot(certsDir(d)));
   expect(await eventually(renewed, 15_000, 100)).toBe(true);
+  // The sidecar on its hour-long leaf has not: --complete names it and writes nothing, until it is gone.
+  // (The others' records show their renewals at their next heartbeats.)
+  let waiting = { code: 0, out: "", err: "" };
+  expect(await eventually(async () => (waiting = await complete(fx.cp)).err.includes("- 1 sidecar holds"), 10_000, 250)).toBe(true);
+  expect({ code: waiting.code, bundleRoots: rootsIn(fx.cp.bundle) }).toEqual({ code: 1, bundleRoots: 2 });
+  expect(waiting.err).toMatch(new RegExp(`1 sidecar holds a certificate that does not chain to the current root.*default/orders at 127\\.0\\.0\\.1:${slow.ports.inbound} `, "s"));
+  slow.proc.kill("SIGTERM");
+  await slow.proc.exited;
   // mesh check says when --complete may follow: every sidecar connection carries a leaf of the new intermediate.
-  const mayComplete = async () => (await check(fx.cp, tmp.path, "cp")).out.includes("'mesh ca rotate --complete' may follow");
+  const mayComplete = async () => (await check(fx.cp)).out.includes("'mesh ca rotate --complete' may follow");
   expect(await eventually(mayComplete, 15_000, 200)).toBe(true);
   expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-2"))).startsWith("HTTP/1.1 200")).toBe(true);
   expect((await inboundAnswer(payments.ports.inbound, oldLeaf)).startsWith("HTTP/1.1 200")).toBe(true);
 
   // 3. Every leaf under the new root: the old root withdrawn, every sidecar trusts only the new one.
-  expect((await mesh("ca", "rotate", "--ca-dir", fx.cp.caDir, "--complete")).code).toBe(0);
+  // Each sidecar's record shows a renewal at its next heartbeat.
+  expect(await eventually(async () => (await complete(fx.cp)).code === 0, 10_000, 250)).toBe(true);
   const moved = () => ["payments-1", "orders-1", "orders-2"].every((d) => bundleRoots(d) === 1 && chainsToCurrentRoot(certsDir(d)));
   expect(await eventually(moved, 20_000, 100)).toBe(true);
   expect(await eventually(async () => (await callStatus(orders.ports.outbound)) === 200, 10_000, 100)).toBe(true);
@@ -126,11 +142,15 @@ test("a bundle the control plane cannot use is not taken, and the last good one 
   // --complete before the replica was restarted onto the new root would leave it signing under a root no one trusts.
   expect((await mesh("ca", "rotate", "--ca-dir", other.caDir, "--root")).code).toBe(0);
   expect(await eventually(async () => (await roots()) === 2, 10_000, 100)).toBe(true);
-  expect((await mesh("ca", "rotate", "--ca-dir", other.caDir, "--complete")).code).toBe(0);
+  const refused = await complete(other);
+  expect({ code: refused.code, bundleRoots: rootsIn(other.bundle) }).toEqual({ code: 1, bundleRoots: 2 });
+  expect(refused.err).toContain("still signs under the old root");
+  // Forced, as an operator might: the running replica refuses the bundle itself.
+  expect((await complete(other, "--force")).code).toBe(0);
   expect(await eventually(() => other.stderr().includes("no longer holds the root this control plane signs under"), 10_000, 100)).toBe(true);
   expect(await roots()).toBe(2);
   // mesh check says so, and what comes first.
-  const out = (await check(other, dir, "other")).out;
+  const out = (await check(other)).out;
   expect(out).toContain("FAIL  the CA directory's bundle.pem is not the one sent to sidecars:");
   expect(out).toContain("FAIL  the CA directory's root was replaced");
 }, 60_000);

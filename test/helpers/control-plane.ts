@@ -11,6 +11,8 @@ export interface TestControlPlane extends MeshProcess {
   caDir: string;
   bundle: string;
   adminToken: string;
+  /** Flags for a CLI command to reach this control plane's admin API (`mesh check`, `mesh ca rotate --complete`). */
+  adminFlags: string[];
   admin(method: string, path: string, body?: unknown, token?: string): Promise<Response>;
   apply(...manifests: Record<string, unknown>[]): Promise<void>;
   joinToken(service: string, namespace?: string): Promise<string>;
@@ -48,6 +50,7 @@ export async function startControlPlane(dir: string, extra: string[] = [], name 
     caDir,
     bundle: join(caDir, "bundle.pem"),
     adminToken,
+    adminFlags: ["--admin-url", `http://127.0.0.1:${bound.admin}`, "--admin-token-file", join(dataDir, "admin-token")],
     admin,
     async apply(...manifests) {
       const res = await admin("PUT", "/v1/manifests", { documents: manifests.map((manifest, i) => ({ source: `test#${i}`, manifest })) });
