@@ -40,7 +40,8 @@
  *     without an error and the kernel split new connections between them): the first bind of a
  *     listener that rotates that way (the inbound; the control plane's TLS bridges) probes the
  *     port without SO_REUSEPORT first, and fails "the port is in use"
- *     (src/proxy/transport/unshared-port.ts; a start at the very same instant can still share).
+ *     (src/proxy/transport/unshared-port.ts; a start at the very same instant is refused by the
+ *     address's claim, test/proxy/unshared-port.test.ts).
  *   - `mesh run`: exit codes, the signal reaching the command, the direct child not left
  *     behind are covered in test/cli/mesh-run.test.ts. The command is killed whole after the
  *     drain timeout. Fixed (was: only the direct child died; its own children were left running,

@@ -26,7 +26,7 @@ import type { ConnectionBudget } from "../../core/connection-budget.ts";
 import { writeQueued } from "./write-queue.ts";
 import { CredentialExpiry, trustWithdrawn } from "./credential-expiry.ts";
 import { hostPort } from "../../core/ip-address.ts";
-import { unsharedPort } from "./unshared-port.ts";
+import { bindClaimed, type PortClaim } from "./unshared-port.ts";
 
 export interface BridgeTls {
   cert: string;
@@ -100,6 +100,8 @@ export class TlsBridge {
   /** Open connections per SPIFFE ID. */
   private readonly held = new Map<string, number>();
   private listener?: TCPSocketListener<Outer>;
+  /** Its address, held against other mesh processes while it listens (./unshared-port.ts). */
+  private claim?: PortClaim;
   private bound?: { hostname: string; port: number; innerPort: number };
   private links = new Set<Link>();
   /** Connections closed at accept because the budget was spent. */
@@ -154,7 +156,8 @@ export class TlsBridge {
 
   listen(hostname: string, port: number, innerPort: number): number {
     // Only a TLS bridge rotates, beside itself (SO_REUSEPORT): it must not start beside another process's (./unshared-port.ts).
-    this.listener = this.bind(hostname, this.tls ? unsharedPort(hostname, port) : port, innerPort);
+    if (this.tls) ({ bound: this.listener, claim: this.claim } = bindClaimed(hostname, port, (free) => this.bind(hostname, free, innerPort)));
+    else this.listener = this.bind(hostname, port, innerPort);
     this.bound = { hostname, port: this.listener.port, innerPort };
     return this.listener.port;
   }
@@ -335,12 +338,19 @@ export class TlsBridge {
   /** Stops accepting; open connections finish on their own. */
   stopAccepting(): void {
     this.listener?.stop(false);
+    this.releaseClaim();
   }
 
   closeAll(): void {
     for (const link of [...this.links]) this.close(link);
     this.listener?.stop(true);
+    this.releaseClaim();
     this.expiry.close();
+  }
+
+  private releaseClaim(): void {
+    this.claim?.release();
+    this.claim = undefined;
   }
 
   get openLinks(): number {

@@ -26,7 +26,7 @@ import { readEvent } from "../../../core/clock.ts";
 import type { ConnectionBudget } from "../../../core/connection-budget.ts";
 import { TCP_ALPN } from "../../tcp/wire.ts";
 import { CredentialExpiry, trustWithdrawn, type CredentialEnd } from "../credential-expiry.ts";
-import { unsharedPort } from "../unshared-port.ts";
+import { bindClaimed, type PortClaim } from "../unshared-port.ts";
 import { GoawayGraces } from "./goaway-graces.ts";
 
 // "h2" last: a client that offers HTTP/1.1 too keeps it (the service may speak nothing else); one offering h2 alone (gRPC) is handed on whole once its preface is read (../../h2).
@@ -97,6 +97,8 @@ export interface ListenerOptions {
 
 export class H1Listener {
   private listener: TCPSocketListener<SocketOwner | undefined> | undefined;
+  /** Its address, held against other mesh processes while it accepts (../unshared-port.ts). */
+  private claim: PortClaim | undefined;
   /** The same listener at a second address (alsoListen()), plain only. */
   private twin: TCPSocketListener<SocketOwner | undefined> | undefined;
   /** SlotLists, not Sets: clients that open a connection per request add and delete one each time. */
@@ -131,7 +133,8 @@ export class H1Listener {
 
   listen(): number {
     // Only an mTLS listener rotates, beside itself (SO_REUSEPORT): it must not start beside another process's (../unshared-port.ts).
-    this.listener = this.bind(this.tls ? unsharedPort(this.opts.hostname, this.opts.port) : this.opts.port);
+    if (this.tls) ({ bound: this.listener, claim: this.claim } = bindClaimed(this.opts.hostname, this.opts.port, (port) => this.bind(port)));
+    else this.listener = this.bind(this.opts.port);
     this.port = this.listener.port;
     return this.port;
   }
@@ -191,6 +194,7 @@ export class H1Listener {
     this.accepting = false;
     this.listener?.stop(false);
     this.twin?.stop(false);
+    this.claim?.release();
     for (const conn of this.conns.toArray()) conn.close();
     this.retire([...this.sessions]);
   }
