@@ -100,7 +100,6 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
 import { appendFileSync, copyFileSync, cpSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { connect, type TLSSocket } from "node:tls";
 import { bundlePem, createIntermediate, createRoot, issueLeaf, type LoadedCa, type SigningCa } from "../../src/ca/authority.ts";
 import { workloadPaths } from "../../src/ca/layout.ts";
 import { CertificateSigner } from "../../src/control-plane/signer.ts";
@@ -114,10 +113,12 @@ import { mesh, tempDir } from "../helpers/cli.ts";
 import { eventually, serviceManifest, startControlPlane, type Sidecar, type TestControlPlane } from "../helpers/control-plane.ts";
 import { echoService, type EchoService } from "../helpers/mesh-fixture.ts";
 import { startMesh, stopAll } from "../helpers/procs.ts";
+import type { RawPeer } from "../helpers/raw-peer.ts";
+import { connectWithCerts, httpRequest } from "../helpers/raw-peer-http.ts";
 
 const tmp = tempDir("mesh-review-root-rotation-");
 const echoes: EchoService[] = [];
-const sockets: TLSSocket[] = [];
+const links: RawPeer[] = [];
 const servers: { stop(closeActive?: boolean): void }[] = [];
 let cp: TestControlPlane;
 
@@ -126,7 +127,7 @@ beforeAll(async () => {
   await cp.apply(serviceManifest("orders"), serviceManifest("payments"));
 });
 afterAll(async () => {
-  for (const s of sockets) s.destroy();
+  for (const l of links) l.terminate();
   for (const s of servers) s.stop(true);
   await stopAll();
   for (const e of echoes) e.server.stop(true);
@@ -176,75 +177,11 @@ function chainsToCurrentRoot(chainPem: string): boolean {
   return intermediate.verify(new X509Certificate(readFileSync(join(cp.caDir, "root.pem"))).publicKey);
 }
 
-/** One kept-alive mTLS connection, driven by hand: requests in turn, and whether the far end closed it. */
-class RawConnection {
-  private buf = Buffer.alloc(0);
-  closed = false;
-  closedAt = 0;
-  private wake: (() => void) | undefined;
-  private constructor(readonly socket: TLSSocket) {
-    socket.on("data", (d: Buffer) => {
-      this.buf = Buffer.concat([this.buf, d]);
-      this.wake?.();
-    });
-    socket.on("error", () => undefined);
-    socket.on("close", () => {
-      this.closed = true;
-      this.closedAt = Date.now();
-      this.wake?.();
-    });
-  }
-
-  static open(port: number, dir: string): Promise<RawConnection> {
-    return new Promise((resolve) => {
-      const socket = connect({ host: "127.0.0.1", port, cert: readFileSync(join(dir, "chain.pem")), key: readFileSync(join(dir, "key.pem")), rejectUnauthorized: false });
-      sockets.push(socket);
-      const conn = new RawConnection(socket);
-      socket.once("secureConnect", () => resolve(conn));
-      socket.once("close", () => resolve(conn));
-    });
-  }
-
-  /** Bytes sent as they are; what came back so far. */
-  send(raw: string): void {
-    this.buf = Buffer.alloc(0);
-    this.socket.write(raw);
-  }
-  get received(): string {
-    return this.buf.toString("latin1");
-  }
-
-  /** The status and body of the answer, or undefined if the connection closed first (or 5 s passed). */
-  async request(method: string, path: string, host: string, body?: string): Promise<{ status: number; body: string } | undefined> {
-    if (this.closed) return undefined;
-    this.buf = Buffer.alloc(0);
-    const head = `${method} ${path} HTTP/1.1\r\nhost: ${host}\r\n` + (body === undefined ? "" : `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n`);
-    this.socket.write(head + "\r\n" + (body ?? ""));
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline) {
-      const parsed = this.parse();
-      if (parsed) return parsed;
-      if (this.closed) return undefined;
-      await new Promise<void>((r) => {
-        this.wake = r;
-        setTimeout(r, 100);
-      });
-    }
-    return undefined;
-  }
-
-  private parse(): { status: number; body: string } | undefined {
-    const text = this.buf.toString("latin1");
-    const end = text.indexOf("\r\n\r\n");
-    if (end < 0) return undefined;
-    const headers = text.slice(0, end);
-    const status = Number(headers.split(" ")[1]);
-    const rest = text.slice(end + 4);
-    const length = /\r\ncontent-length: *(\d+)/i.exec(headers);
-    if (length) return rest.length >= Number(length[1]) ? { status, body: rest.slice(0, Number(length[1])) } : undefined;
-    if (/\r\ntransfer-encoding: *chunked/i.test(headers)) return rest.includes("0\r\n\r\n") ? { status, body: rest } : undefined;
-    return { status, body: rest };
-  }
+/** One kept-alive mTLS connection with the certificate in `dir`, driven by hand (raw-peer-http.ts): requests in turn, and whether the far end closed it. */
+async function openLink(port: number, dir: string): Promise<RawPeer> {
+  const link = await connectWithCerts(port, dir);
+  links.push(link);
+  return link;
 }
 
 // Shared by the sequence below (tests run in file order).
@@ -297,15 +234,17 @@ test("a sidecar restarted during the overlap (replicas already on the new root) 
   });
 }, 30_000);
 
-let cpLink: RawConnection;
-let inboundLink: RawConnection;
+let cpLink: RawPeer;
+let inboundLink: RawPeer;
+/** What inboundLink had received when the request the service holds was sent. */
+let holdSentAt = 0;
 /** A payments sidecar bootstrapped after the replicas moved to the new root: its leaf chains to it, as every leaf must before --complete. */
 let paymentsNew: Deployed;
 
 test("after --complete, a connection to the control plane's API proven under the withdrawn root is cut at once: no new-root certificate is signed over it", async () => {
   // During the overlap the old-root leaf is trusted: one kept-alive connection to the API, one to a sidecar's inbound.
-  cpLink = await RawConnection.open(cp.ports.api, oldLeaf);
-  const before = await cpLink.request("GET", "/v1/config?namespace=default&service=orders&waitMs=0", "cp");
+  cpLink = await openLink(cp.ports.api, oldLeaf);
+  const before = await httpRequest(cpLink, { path: "/v1/config?namespace=default&service=orders&waitMs=0", host: "cp" });
   expect(before?.status).toBe(200);
   // Its service holds /hold unanswered, and keeps a quiet connection a minute: only the sidecar's cut ends that call.
   const holding = Bun.serve({ hostname: "127.0.0.1", port: 0, idleTimeout: 60, fetch: (req) => (new URL(req.url).pathname === "/hold" ? new Promise<Response>(() => {}) : new Response("ok")) });
@@ -315,10 +254,11 @@ test("after --complete, a connection to the control plane's API proven under the
   // Its inbound answers 503 until its first config is in (on a loaded machine, after its start is reported).
   const ready = async () => (await fetch(`http://127.0.0.1:${paymentsNew.sidecar.ports.admin}/ready`)).status === 200;
   expect(await eventually(ready, 10_000, 50)).toBe(true);
-  inboundLink = await RawConnection.open(paymentsNew.sidecar.ports.inbound, oldLeaf);
-  expect((await inboundLink.request("GET", "/", "payments"))?.status).toBe(200);
+  inboundLink = await openLink(paymentsNew.sidecar.ports.inbound, oldLeaf);
+  expect((await httpRequest(inboundLink, { path: "/", host: "payments" }))?.status).toBe(200);
   // A request in flight (the service holds it): a rotation's graceful retirement waits for its answer; only a cut ends it.
-  inboundLink.send("GET /hold HTTP/1.1\r\nhost: payments\r\n\r\n");
+  holdSentAt = inboundLink.bytes.byteLength;
+  inboundLink.write("GET /hold HTTP/1.1\r\nhost: payments\r\n\r\n");
 
   // orders-1 and payments-1 still hold their first, hours-long leaves under the old root: asked, the control plane
   // says so and nothing is written. Forced, as an operator who ignores it would: what the replica then does is the test.
@@ -327,14 +267,14 @@ test("after --complete, a connection to the control plane's API proven under the
   expect((await mesh("ca", "rotate", "--ca-dir", cp.caDir, "--complete", "--force")).code).toBe(0);
   expect(await eventually(async () => (await status()).ca.bundleRoots === 1, 10_000, 100)).toBe(true);
   // A new connection with the old-root leaf is refused now.
-  const fresh = await RawConnection.open(cp.ports.api, oldLeaf);
-  expect(await fresh.request("GET", "/v1/config?namespace=default&service=orders&waitMs=0", "cp")).toBeUndefined();
+  const fresh = await openLink(cp.ports.api, oldLeaf);
+  expect(await httpRequest(fresh, { path: "/v1/config?namespace=default&service=orders&waitMs=0", host: "cp" })).toBeUndefined();
 
   // Nor is the one opened before: it was cut when the replica took the bundle, so nothing is signed over it.
   const keys = await generateKeyPair();
   const spiffeId = `spiffe://${(await status()).trustDomain}/ns/default/sa/orders`;
   const csr = await makeCsr(keys, spiffeId, "orders");
-  const renewed = await cpLink.request("POST", "/v1/certificates/renew", "cp", JSON.stringify({ namespace: "default", service: "orders", csr }));
+  const renewed = await httpRequest(cpLink, { method: "POST", path: "/v1/certificates/renew", host: "cp", headers: { "content-type": "application/json" }, body: JSON.stringify({ namespace: "default", service: "orders", csr }) });
   const signedUnderNewRoot = renewed?.status === 200 && chainsToCurrentRoot((JSON.parse(renewed.body) as { chain: string }).chain);
   expect({ oldLinkOpen: !cpLink.closed, answered: renewed?.status, signedUnderNewRoot }).toEqual({ oldLinkOpen: false, answered: undefined, signedUnderNewRoot: false });
 }, 40_000);
@@ -345,7 +285,7 @@ test("after --complete, a sidecar's inbound cuts a connection proven under the w
   const took = Date.now();
   expect(await eventually(() => inboundLink.closed, 14_000, 100)).toBe(true);
   // Cut (not answered and then closed), and not at once: the withdrawn-trust grace (10 s) ran first.
-  expect({ answered: inboundLink.received, afterGrace: inboundLink.closedAt - took > 5000 }).toEqual({ answered: "", afterGrace: true });
+  expect({ answered: inboundLink.text.slice(holdSentAt), afterGrace: inboundLink.closedAt! - took > 5000 }).toEqual({ answered: "", afterGrace: true });
 }, 40_000);
 
 /**

@@ -10,9 +10,9 @@ import { expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { connect } from "node:tls";
 import { mesh } from "../helpers/cli.ts";
 import { controlPlaneFixtureWith, eventually, serviceManifest, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
+import { connectWithCerts, httpRequest } from "../helpers/raw-peer-http.ts";
 
 // Leaves renew every few seconds: before --complete every one must have renewed under the new root.
 const CP_ARGS = ["--cert-ttl", "8s"];
@@ -36,19 +36,11 @@ function chainsToCurrentRoot(dir: string): boolean {
 }
 
 /** What a raw mTLS client with the certificate in `dir` is answered by an inbound listener: the status line, or "" if refused. */
-function inboundAnswer(port: number, dir: string): Promise<string> {
-  return new Promise((resolve) => {
-    let got = "";
-    const socket = connect({ host: "127.0.0.1", port, cert: readFileSync(join(dir, "chain.pem")), key: readFileSync(join(dir, "key.pem")), rejectUnauthorized: false });
-    const timer = setTimeout(() => socket.destroy(), 5000);
-    socket.on("secureConnect", () => socket.write("GET / HTTP/1.1\r\nhost: payments\r\nconnection: close\r\n\r\n"));
-    socket.on("data", (d: Buffer) => (got += d.toString("latin1")));
-    socket.on("error", () => undefined);
-    socket.on("close", () => {
-      clearTimeout(timer);
-      resolve(got.split("\r\n")[0] ?? "");
-    });
-  });
+async function inboundAnswer(port: number, dir: string): Promise<string> {
+  const link = await connectWithCerts(port, dir);
+  await httpRequest(link, { path: "/", host: "payments", headers: { connection: "close" } });
+  link.terminate();
+  return link.text.split("\r\n")[0]!;
 }
 
 const check = (cp: TestControlPlane) => mesh("check", ...cp.adminFlags);

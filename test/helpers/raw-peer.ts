@@ -18,6 +18,12 @@ export interface RawPeerOptions {
    * try again; the socket's drain (or any other event) ends the wait sooner. Default 20 ms.
    */
   writeRetryMs?: number;
+  /**
+   * Whether this side stays open after the other side's FIN (its TLS close), for the test to
+   * end or go on writing; default true. False closes this side with it, as a node:tls client
+   * does: the other side's FIN is then a close (`closed`, `closedAt`).
+   */
+  halfOpen?: boolean;
 }
 
 export class RawPeer {
@@ -26,6 +32,8 @@ export class RawPeer {
   /** The other side's FIN (its TLS close), with this side still open. */
   ended = false;
   closed = false;
+  /** When `closed` became true (Date.now()). */
+  closedAt: number | undefined;
   error: string | undefined;
   /** Bytes read so far, whether kept or only counted. */
   received = 0;
@@ -112,7 +120,7 @@ export async function connectRawPeer(port: number, opts: RawPeerOptions = {}): P
       hostname: "127.0.0.1",
       port,
       data: p,
-      allowHalfOpen: true,
+      allowHalfOpen: opts.halfOpen ?? true,
       socket: {
         open: () => void (tls === undefined && ready()),
         handshake(s, ok) {
@@ -129,6 +137,7 @@ export async function connectRawPeer(port: number, opts: RawPeerOptions = {}): P
         close: (_s, err) => {
           if (err) p.error ??= err.message;
           p.closed = true;
+          p.closedAt ??= Date.now();
           ready();
           p.notify();
         },
@@ -136,6 +145,7 @@ export async function connectRawPeer(port: number, opts: RawPeerOptions = {}): P
         connectError: (_s, err) => {
           p.error ??= err.message;
           p.closed = true;
+          p.closedAt ??= Date.now();
           ready();
         },
       },
@@ -144,6 +154,7 @@ export async function connectRawPeer(port: number, opts: RawPeerOptions = {}): P
   } catch (err) {
     p.error = (err as Error).message;
     p.closed = true;
+    p.closedAt = Date.now();
     return p;
   }
   await Promise.race([readyP, Bun.sleep(5000)]);
