@@ -3,15 +3,9 @@
  * outbound listener, their loopback servers for WebSocket upgrades, and the admin API.
  * It needs no control plane: the static config is a complete source of destinations.
  */
-import type { AuthorizationPolicy } from "../config/kinds/authorization-policy.ts";
 import { openTunnelDir } from "./tunnel-dir.ts";
 import { configInForce, trustedRoots } from "./config-dump.ts";
-import type { DestinationPolicy } from "../config/kinds/destination-policy.ts";
-import type { RateLimitPolicy } from "../config/kinds/rate-limit-policy.ts";
-import type { RequestAuthentication } from "../config/kinds/request-authentication.ts";
-import type { HTTPRoute } from "../config/kinds/http-route.ts";
 import { compileRoutes } from "./routing.ts";
-import type { Service } from "../config/kinds/service.ts";
 import type { Logger } from "../core/log.ts";
 import { listenerTlsOf, type WorkloadCerts } from "./certs.ts";
 import { parseConfigDocuments, staticAddressesTaken, withStatic, type ProxyDocuments } from "./control/config-documents.ts";
@@ -36,7 +30,6 @@ import { bindNamed } from "../core/bind-error.ts";
 import { READ_ONLY_MAX_CONNECTIONS, readOnlyListener } from "./read-only-listener.ts";
 import { adminRoutes, statusRoutes, type Routes, type StatusState } from "./status-routes.ts";
 import { refreshGauges } from "./gauges.ts";
-import type { AccessLog } from "./access-log.ts";
 import { requestAuthenticatorFor } from "./authentication/authenticator.ts";
 import { keyFetchReport } from "./authentication/key-fetch-report.ts";
 import { authorizerFor, dryRunAuthorizerFor } from "./authorization.ts";
@@ -50,68 +43,9 @@ import { H2Server } from "./h2/h2-server.ts";
 import { inboundH2 } from "./h2/inbound-h2.ts";
 import { outboundH2 } from "./h2/outbound-h2.ts";
 import { IdleStreams } from "./h2/idle-streams.ts";
-import type { EscapedSlashes } from "../config/kinds/proxy-config.ts";
 import { sidecarTcp } from "./tcp/sidecar-tcp.ts";
-import type { TcpUpstream } from "./tcp/outbound-tcp.ts";
 import { hostPort } from "../core/ip-address.ts";
-
-export interface Listen {
-  address: string;
-  port: number;
-}
-
-export interface ProxyOptions {
-  service: string;
-  namespace: string;
-  /** This instance's locality: its calls prefer endpoints of the same zone (zones.ts). */
-  zone?: string;
-  upstream: URL;
-  inbound: Listen;
-  outbound: Listen;
-  admin: Listen;
-  /** Listener for /live, /ready and /metrics only (probes, scrapers); none when absent. */
-  status?: Listen;
-  certs: WorkloadCerts;
-  services: Service[];
-  policies: DestinationPolicy[];
-  /** Policies of the static config; those for this service are enforced on the inbound, with the control plane's. */
-  authorization: AuthorizationPolicy[];
-  rateLimits: RateLimitPolicy[];
-  /** End-user token rules of the static config (none when absent). */
-  authentication?: RequestAuthentication[];
-  /** HTTPRoutes of the services this proxy calls. */
-  routes?: HTTPRoute[];
-  drainTimeoutMs: number;
-  /** How long a drain keeps the outbound listener accepting at least (a service calling out while it shuts down); at most drainTimeoutMs. */
-  outboundDrainDelayMs?: number;
-  /** Path on the upstream checked actively for health; without it, health is judged from traffic. */
-  healthPath?: string;
-  maxBodyBytes: number;
-  /** An HTTP/2 stream that carries nothing either way for this long is reset; 0: never (default 5 minutes, Envoy's). */
-  streamIdleTimeoutMs?: number;
-  /** One JSON line per request, inbound and outbound; none when absent. */
-  accessLog?: AccessLog;
-  /** A span per request, inbound and outbound, sent to an OTLP/HTTP collector; `sampling` is the share of new traces, 0 to 1. */
-  tracing?: { collector: URL; sampling: number };
-  /** The sidecar follows a control plane: not ready until a config from it is applied, and refusing inbound requests until then unless `savedConfig` gives it policies. */
-  awaitsConfig?: boolean;
-  /** The control plane's config this sidecar last applied, served until the control plane is heard again. */
-  savedConfig?: SavedConfig;
-  /** Connections the inbound and outbound listeners may hold together; default half the open-files limit. */
-  maxConnections?: number;
-  /** What the inbound does with `%2F` and `%5C` in a path: refuse the request (default), or keep them as data. */
-  escapedSlashes?: EscapedSlashes;
-  /** Opaque TCP upstreams: a local listener each. */
-  tcpUpstreams?: TcpUpstream[];
-  /** The outbound listener takes connections mesh redirect sends it (a Service address's tcp port carried as TCP). */
-  transparent?: boolean;
-  /** With `transparent`: one bound for an address no Service has goes there, unless its first request names a mesh Service. */
-  passthrough?: boolean;
-  log: Logger;
-}
-
-/** Envoy's stream_idle_timeout: a gRPC stream quiet for longer is taken for abandoned. */
-export const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 300_000;
+import { DEFAULT_STREAM_IDLE_TIMEOUT_MS, type Listen, type ProxyOptions } from "./proxy-options.ts";
 
 /** The descriptors the listeners may take, and upstream connections; files, loopback servers and the control-plane client keep the rest. */
 const LISTENER_SHARE_OF_FDS = 0.5;

@@ -7,7 +7,7 @@
  * descriptors the data path needs.
  */
 import type { ConnectionBudget } from "../core/connection-budget.ts";
-import type { Listen } from "./proxy.ts";
+import type { Listen } from "./proxy-options.ts";
 import type { Routes } from "./status-routes.ts";
 import type { ConnectionHandler } from "./transport/h1-server/connection.ts";
 import { H1Listener } from "./transport/h1-server/listener.ts";

@@ -2,18 +2,19 @@
  * One HTTP/2 connection's frame layer (RFC 9113), for the server (server-session.ts) and
  * the client (client-session.ts) alike: frames read and held to the protocol, header
  * blocks assembled (capped in bytes and in CONTINUATION frames) and decoded, SETTINGS,
- * PING and WINDOW_UPDATE answered and applied, bodies sent within the peer's windows and
- * the peer's given back as they are read, and every frame a turn writes sent in one
- * socket write at its end. What is particular to a side — streams opened, requests or
- * responses, GOAWAY — is left to the subclass.
+ * PING and WINDOW_UPDATE answered and applied, and the peer's windows given back as
+ * bodies are read. Sending (bodies within the peer's windows, every frame a turn writes
+ * in one socket write at its end) is its base class's, connection-output.ts. What is
+ * particular to a side — streams opened, requests or responses, GOAWAY — is left to the
+ * subclass.
  *
  * What the peer may not do costs it the connection (GOAWAY with the error, the reason as
  * its debug data) or the stream (RST_STREAM); replies a peer is owed while it reads
  * nothing are capped (CVE-2019-9512, -9515), as are empty DATA frames (CVE-2019-9518).
  */
-import { holdToEndOfTurn, type HeldWrite } from "../../transport/turn-writes.ts";
-import { HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
-import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW, ErrorCode, Flag, FrameOutput, FrameType, FRAME_HEADER_BYTES, MAX_FRAME_CEILING, MAX_WINDOW, Setting } from "./frames.ts";
+import { HpackDecoder, HpackError } from "./hpack.ts";
+import { DEFAULT_MAX_FRAME, DEFAULT_WINDOW, ErrorCode, Flag, FrameType, FRAME_HEADER_BYTES, MAX_FRAME_CEILING, MAX_WINDOW, Setting } from "./frames.ts";
+import { H2ConnectionOutput } from "./connection-output.ts";
 import type { WireStream } from "./wire-stream.ts";
 
 /** A stream's receive window; the connection's is opened this far past the default at the start. */
@@ -23,8 +24,6 @@ const CONNECTION_WINDOW = 1 << 20;
 const MAX_BLOCK_FRAGMENTS = 64;
 /** Empty DATA frames without END_STREAM carry nothing; past this many, the peer is flooding. */
 const MAX_EMPTY_FRAMES = 1000;
-/** Replies (PING and SETTINGS acknowledgements, resets) a peer may be owed while it reads nothing. */
-const MAX_OWED_WHILE_BLOCKED = 10_000;
 
 export class ConnectionError extends Error {
   constructor(
@@ -43,17 +42,10 @@ interface PendingBlock {
   bytes: number;
 }
 
-export abstract class H2Connection implements HeldWrite {
+export abstract class H2Connection extends H2ConnectionOutput {
   protected readonly decoder = new HpackDecoder();
-  private readonly encoder = new HpackEncoder();
-  private readonly out = new FrameOutput();
-  private held = false;
-  /** Streams with body queued past a window: sent as WINDOW_UPDATEs arrive. */
-  private readonly windowBlocked = new Set<WireStream>();
-  private sendWindow = DEFAULT_WINDOW;
   private unackedConnection = 0;
   private peerInitialWindow = DEFAULT_WINDOW;
-  private peerMaxFrame = DEFAULT_MAX_FRAME;
   /** The peer's SETTINGS_MAX_CONCURRENT_STREAMS: unlimited until it says. */
   protected peerMaxStreams = Infinity;
   private pending: Buffer | undefined;
@@ -61,11 +53,6 @@ export abstract class H2Connection implements HeldWrite {
   protected settled = false;
   private block: PendingBlock | undefined;
   private emptyFrames = 0;
-  /** The socket took less than it was given: writes report false until it drains. */
-  blocked = false;
-  private owed = 0;
-  /** The connection is over: nothing more is read or written. */
-  protected over = false;
 
   /**
    * Writes our preface's SETTINGS (`settings`: [id, value] pairs) and opens the
@@ -80,16 +67,12 @@ export abstract class H2Connection implements HeldWrite {
     this.windowUpdate(0, CONNECTION_WINDOW - DEFAULT_WINDOW);
   }
 
-  // ---- what a side provides ----
+  // ---- what a side provides (with connection-output.ts's) ----
 
   /** The largest header list this side takes (its SETTINGS_MAX_HEADER_LIST_SIZE). */
   protected abstract readonly maxHeaderListBytes: number;
-  /** Every open stream. */
-  protected abstract eachStream(visit: (stream: WireStream) => void): void;
   /** A stream error (RFC 9113 §5.4.2): the stream is reset, the connection goes on. */
   protected abstract streamError(id: number, code: ErrorCode): void;
-  /** The last stream id this side took or opened, for a GOAWAY. */
-  protected abstract get lastStreamId(): number;
   /** The open stream `id`, if any. */
   protected abstract streamOf(id: number): WireStream | undefined;
   /** Whether `id` names a stream never opened (a frame on it is a connection error). */
@@ -106,12 +89,6 @@ export abstract class H2Connection implements HeldWrite {
   protected readPreface(_buf: Buffer): number {
     return 0;
   }
-  /** Sends buf[0, length); false when the socket queued some of it. */
-  protected abstract writeOut(buf: Buffer, length: number): boolean;
-  /** The connection failed: every stream is told so. */
-  protected abstract streamsGone(): void;
-  /** Ends the transport: `reset` when the peer reads nothing and would never get the rest. */
-  protected abstract closeTransport(reset: boolean): void;
 
   // ---- reading ----
 
@@ -316,73 +293,6 @@ export abstract class H2Connection implements HeldWrite {
     if (this.windowBlocked.has(stream) && this.flushStream(stream)) stream.onDrain();
   }
 
-  // ---- writing ----
-
-  /** A header block in HEADERS and, past the peer's frame size, CONTINUATION frames. */
-  sendHeaders(id: number, fields: readonly string[], endStream: boolean): void {
-    const block = this.encoder.encode(fields);
-    const max = this.peerMaxFrame;
-    let at = Math.min(block.byteLength, max);
-    this.out.header(at, FrameType.HEADERS, (endStream ? Flag.END_STREAM : 0) | (at === block.byteLength ? Flag.END_HEADERS : 0), id);
-    this.out.bytes(block, 0, at);
-    while (at < block.byteLength) {
-      const n = Math.min(block.byteLength - at, max);
-      this.out.header(n, FrameType.CONTINUATION, at + n === block.byteLength ? Flag.END_HEADERS : 0, id);
-      this.out.bytes(block, at, at + n);
-      at += n;
-    }
-    this.hold();
-  }
-
-  /** Sends what the windows allow of the stream's queued body, and its end once it is all out; true when nothing is left. */
-  flushStream(stream: WireStream): boolean {
-    const queue = stream.queued;
-    this.hold();
-    while (queue.length > 0) {
-      const chunk = queue[0]!;
-      const room = Math.min(stream.sendWindow, this.sendWindow, this.peerMaxFrame);
-      if (room <= 0) {
-        this.windowBlocked.add(stream);
-        return false;
-      }
-      const n = Math.min(room, chunk.byteLength);
-      const endsHere = n === chunk.byteLength && queue.length === 1 && stream.endQueued && stream.trailers === undefined;
-      this.out.header(n, FrameType.DATA, endsHere ? Flag.END_STREAM : 0, stream.id);
-      this.out.bytes(chunk, 0, n);
-      stream.sendWindow -= n;
-      this.sendWindow -= n;
-      stream.queuedBytes -= n;
-      if (n === chunk.byteLength) queue.shift();
-      else queue[0] = chunk.subarray(n);
-      if (endsHere) {
-        this.windowBlocked.delete(stream);
-        stream.sendDone();
-        return true;
-      }
-    }
-    this.windowBlocked.delete(stream);
-    if (stream.endQueued) {
-      if (stream.trailers !== undefined) this.sendHeaders(stream.id, stream.trailers, true);
-      else this.out.header(0, FrameType.DATA, Flag.END_STREAM, stream.id);
-      stream.sendDone();
-    }
-    return true;
-  }
-
-  private flushBlocked(): void {
-    for (const stream of [...this.windowBlocked]) {
-      if (this.sendWindow <= 0) return;
-      if (this.flushStream(stream)) stream.onDrain();
-    }
-  }
-
-  sendRst(id: number, code: number): void {
-    this.owe();
-    this.out.header(4, FrameType.RST_STREAM, 0, id);
-    this.out.u32(code);
-    this.hold();
-  }
-
   /** The reader took `bytes` of the stream's body: once half its window is used, the peer may send that much again. */
   consumed(stream: WireStream, bytes: number): void {
     stream.unacked += bytes;
@@ -390,70 +300,5 @@ export abstract class H2Connection implements HeldWrite {
     stream.recvWindow += stream.unacked;
     this.windowUpdate(stream.id, stream.unacked);
     stream.unacked = 0;
-  }
-
-  private windowUpdate(id: number, increment: number): void {
-    this.out.header(4, FrameType.WINDOW_UPDATE, 0, id);
-    this.out.u32(increment);
-    this.hold();
-  }
-
-  /** GOAWAY naming the last stream this side took, with `why` as its debug data (RFC 9113 §6.8), which clients such as nghttp print. */
-  protected goaway(lastStreamId: number, code: ErrorCode, why = ""): void {
-    const debug = Buffer.from(why, "latin1");
-    this.out.header(8 + debug.byteLength, FrameType.GOAWAY, 0, 0);
-    this.out.u32(lastStreamId);
-    this.out.u32(code);
-    this.out.bytes(debug, 0, debug.byteLength);
-    this.hold();
-  }
-
-  /** The stream is over: it waits for no window any more. */
-  protected forget(stream: WireStream): void {
-    this.windowBlocked.delete(stream);
-  }
-
-  private hold(): void {
-    if (this.held || this.over) return;
-    this.held = true;
-    holdToEndOfTurn(this);
-  }
-
-  flushHeld(): void {
-    this.held = false;
-    if (this.out.length === 0 || this.over) return;
-    const taken = this.writeOut(this.out.written, this.out.length);
-    this.out.clear();
-    if (!taken) this.blocked = true;
-  }
-
-  /** A reply is owed the peer: one too many while it reads nothing ends the connection. */
-  private owe(): void {
-    if (this.blocked && ++this.owed > MAX_OWED_WHILE_BLOCKED) this.fail(ErrorCode.ENHANCE_YOUR_CALM, "a flood of frames owing replies, none of them read");
-  }
-
-  /** The socket drained: streams that were told to wait for it may write. */
-  protected socketDrained(): void {
-    if (!this.blocked) return;
-    this.blocked = false;
-    this.owed = 0;
-    this.eachStream((stream) => {
-      if (!this.windowBlocked.has(stream)) stream.onDrain();
-    });
-  }
-
-  /** A connection error (RFC 9113 §5.4.1): GOAWAY with its code, every stream gone, the connection ended. */
-  protected fail(code: ErrorCode, why: string): void {
-    if (this.over) return;
-    this.goaway(this.lastStreamId, code, why);
-    this.streamsGone();
-    this.end();
-  }
-
-  /** Ends the connection once what was written is sent; at once, as a reset, for a peer that reads nothing (it would never be). */
-  protected end(): void {
-    this.flushHeld();
-    this.over = true;
-    this.closeTransport(this.blocked);
   }
 }

@@ -5,17 +5,18 @@
  * ones wait, with reading paused once a little is buffered), each handed to the handler
  * with a Responder and, when it has one, its body as a BodySource. Anything malformed is
  * answered with a 4xx and the connection closed: after a framing error nobody can say
- * where the next request starts.
+ * where the next request starts. Writing to the client, and the connection's end, are
+ * its base class's (downstream-output.ts).
  */
 import type { ByteSocket } from "../byte-socket.ts";
 import { RequestBodyError } from "../h1/errors.ts";
 import { findRequestHeadEnd, parseRequestHead, RequestHeadError, type RequestHead } from "../h1/request-parse.ts";
 import { DownstreamBody, type BodyReader } from "./request-body.ts";
 import { Responder, type ResponderHost } from "./responder.ts";
-import { holdToEndOfTurn, type HeldWrite } from "../turn-writes.ts";
 import { IdleWatch } from "./idle-watch.ts";
 import { CONNECT_ESTABLISHED, startsWithH2Preface, TLS_HANDSHAKE_BYTE } from "./connection-start.ts";
 import { INTERNAL_ERROR, type ErrorParts } from "../../errors.ts";
+import { DownstreamOutput } from "./downstream-output.ts";
 
 export interface ServerRequest {
   head: RequestHead;
@@ -55,14 +56,7 @@ const MAX_PIPELINED_BYTES = 64 * 1024;
 const REMEMBERED_HEAD_BYTES = 2048;
 const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
 
-/** A copy of data[start..end), not a view (Buffer#slice is one): the caller may reuse `data`. */
-function copyOf(data: Uint8Array, start: number, end: number): Uint8Array {
-  const out = Buffer.allocUnsafe(end - start);
-  Buffer.prototype.copy.call(data, out, 0, start, end);
-  return out;
-}
-
-export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
+export class ServerConnection extends DownstreamOutput implements ResponderHost, BodyReader {
   peer: string | undefined;
   /** Set once the connection is usable (after the TLS peer check, on mTLS). */
   ready = false;
@@ -90,25 +84,20 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
   private lastHead: RequestHead | undefined;
   private active: Responder | undefined;
   private body: DownstreamBody | null = null;
-  private out: (string | Uint8Array)[] = [];
-  /** A write held to the end of the turn (writeLater): held[heldStart..heldEnd). */
-  private held: Uint8Array | undefined;
-  private heldStart = 0;
-  private heldEnd = 0;
   private paused = 0;
   private readonly idleWatch = new IdleWatch();
   private parsing = false;
   /** A CONNECT was accepted: the bytes after it are a new connection's, and no second CONNECT is. */
   private connected = false;
-  private closed = false;
-  private endWhenFlushed = false;
 
   constructor(
-    readonly socket: ByteSocket,
+    socket: ByteSocket,
     private readonly handler: ConnectionHandler,
     private readonly limits: ConnectionLimits,
     private readonly onClosed: (conn: ServerConnection) => void,
-  ) {}
+  ) {
+    super(socket);
+  }
 
   /** Idle: no request in progress and nothing buffered. */
   get idle(): boolean {
@@ -283,73 +272,9 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
 
   // ---- writing ----
 
-  /**
-   * Writes data[start..end), bytes nobody writes to again (an upstream's read), at the end
-   * of the turn on a raw socket (turn-writes.ts); at once when something is queued or held.
-   */
-  writeLater(data: Uint8Array, start: number, end: number): boolean {
-    if (this.socket.batchesWrites || this.closed || this.out.length > 0 || this.held !== undefined) return this.write(data, start, end);
-    this.held = data;
-    this.heldStart = start;
-    this.heldEnd = end;
-    holdToEndOfTurn(this);
-    return true;
-  }
-
-  flushHeld(): void {
-    const data = this.held;
-    if (data === undefined) return;
-    this.held = undefined;
-    this.write(data, this.heldStart, this.heldEnd);
-  }
-
-  /**
-   * Of a Uint8Array, bytes [start, end) go out: a view per write would cost JSC an
-   * allocation. What the socket does not take is copied, so the caller may reuse `data`
-   * once this returns (relay-head.ts builds heads in one shared buffer).
-   */
-  write(data: string | Uint8Array, start = 0, end?: number): boolean {
-    if (this.closed) return false;
-    // What was held goes first: bytes leave in the order they were written.
-    if (this.held !== undefined) this.flushHeld();
-    if (typeof data === "string") {
-      if (this.out.length > 0) return this.queue(data);
-      const n = this.socket.write(data);
-      if (n === data.length) return true;
-      // Strings written here are latin1-safe heads: characters are bytes.
-      return n < 0 ? this.fail() : this.queue(data.slice(n));
-    }
-    const stop = end ?? data.byteLength;
-    if (this.out.length > 0) return this.queue(copyOf(data, start, stop));
-    const n = this.socket.write(data, start, stop - start);
-    if (n === stop - start) return true;
-    return n < 0 ? this.fail() : this.queue(copyOf(data, start + n, stop));
-  }
-
-  private queue(rest: string | Uint8Array): false {
-    this.out.push(rest);
-    return false;
-  }
-
-  private fail(): false {
-    this.shutdown(true);
-    return false;
-  }
-
   onDrain(): void {
     this.idleWatch.onDrain();
-    while (this.out.length > 0 && !this.closed) {
-      const data = this.out[0]!;
-      const n = this.socket.write(data);
-      const len = typeof data === "string" ? data.length : data.byteLength;
-      if (n === len) {
-        this.out.shift();
-        continue;
-      }
-      if (n < 0) return this.shutdown(true);
-      this.out[0] = typeof data === "string" ? data.slice(n) : data.subarray(n);
-      return;
-    }
+    if (!this.writeQueued()) return;
     if (this.endWhenFlushed) return this.shutdown(false);
     if (this.tunnel !== undefined) return this.onTunnelDrain?.();
     if (this.active === undefined) return this.parseNext();
@@ -397,12 +322,6 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
     this.endGracefully();
   }
 
-  private endGracefully(): void {
-    this.flushHeld();
-    if (this.out.length > 0) this.endWhenFlushed = true;
-    else this.shutdown(false);
-  }
-
   // ---- lifecycle ----
 
   /** The idle timer fired (see idle-watch.ts). */
@@ -421,16 +340,7 @@ export class ServerConnection implements ResponderHost, BodyReader, HeldWrite {
     this.finish();
   }
 
-  /** `reset`: the client must not take what it got for complete. */
-  shutdown(reset: boolean): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (reset) this.socket.terminate();
-    else this.socket.end();
-    this.finish();
-  }
-
-  private finish(): void {
+  protected finish(): void {
     this.out = [];
     this.held = undefined;
     this.pending = undefined;

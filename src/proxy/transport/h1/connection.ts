@@ -6,13 +6,14 @@
  * hands head and body to the exchange's sink as they arrive. It tells its owner when it may carry another exchange
  * and when it is gone; any doubt about where the next response starts (framing error,
  * bytes after a response, a response before the request was fully sent, a cancelled
- * body) destroys it instead.
+ * body) destroys it instead. The request side (its writes, and its body's pump) is its
+ * base class's, request-output.ts.
  */
 import type { AbortLike } from "./abort.ts";
 import type { Socket, SocketHandler } from "bun";
 import { abortError, isKeepAliveRace, ResetError } from "./errors.ts";
 import { closeError } from "./close-error.ts";
-import { headWithBody, pumpBody, type RequestBody, type RequestSink } from "./request-body.ts";
+import { headWithBody, type RequestBody } from "./request-body.ts";
 import type { PreparedRequest } from "./request-head.ts";
 import { Exchange, Phase } from "./exchange.ts";
 import type { ResponseSink } from "./response-sink.ts";
@@ -20,9 +21,8 @@ import { HeadReader, restOf } from "./head-reader.ts";
 import { Dial, type DialTarget, type DialTls } from "../dial.ts";
 import type { MuxConnector } from "../mux/connector.ts";
 import type { StreamHandler } from "../mux/stream.ts";
-import type { ByteSocket } from "../byte-socket.ts";
 import { readEvent } from "../../../core/clock.ts";
-import { holdToEndOfTurn, type HeldWrite } from "../turn-writes.ts";
+import { RequestOutput } from "./request-output.ts";
 
 export type ConnectionTls = DialTls;
 
@@ -44,7 +44,7 @@ export interface ConnectionOwner {
 
 const ONCE = { once: true } as const;
 
-export class H1Connection implements StreamHandler, HeldWrite {
+export class H1Connection extends RequestOutput implements StreamHandler {
   /** Exchanges completed; > 0 means the next one reuses the connection. */
   served = 0;
   /** When it last became idle, eventNow() (set by the pool). */
@@ -54,33 +54,18 @@ export class H1Connection implements StreamHandler, HeldWrite {
   /** Destroy instead of reuse once the current exchange is over (pool closing). */
   closeWhenDone = false;
 
-  private socket: ByteSocket | undefined;
-  private ex: Exchange | undefined;
-  private isClosed = false;
   /** The connect step, on a socket of its own (not on a mux stream). */
   private dial: Dial<H1Connection> | undefined;
   /** The response head being read, possibly over several reads. */
   private readonly head = new HeadReader();
-  /** Bytes the socket did not take yet; written on drain. */
-  private out: string | Uint8Array | undefined;
-  private drainWaiter: ((ok: boolean) => void) | undefined;
-  /** The current exchange's request, held to the end of the turn (sendWhole): held[heldStart..heldEnd). */
-  private held: string | Uint8Array | undefined;
-  private heldStart = 0;
-  private heldEnd = 0;
   private paused = false;
   private lastError: Error | undefined;
-  private readonly sink: RequestSink;
 
   private constructor(
     private readonly owner: ConnectionOwner,
     private readonly opts: ConnectionOptions,
   ) {
-    this.sink = {
-      write: (data, start, end) => this.write(data, start, end),
-      drained: () => this.drained(),
-      live: () => !this.isClosed,
-    };
+    super();
   }
 
   static connect(opts: ConnectionOptions, owner: ConnectionOwner): Promise<H1Connection> {
@@ -147,32 +132,6 @@ export class H1Connection implements StreamHandler, HeldWrite {
     if (this.write(req.head, req.headStart, req.headEnd) || !this.isClosed) void this.sendBody(ex, body);
   }
 
-  /**
-   * A request that goes out in one write (its head, and its body when all of it is here),
-   * held to the end of the turn on a raw socket (turn-writes.ts). Its bytes are never
-   * written to again: a socket read, a string, or a buffer made for it.
-   */
-  private sendWhole(ex: Exchange, data: string | Uint8Array, start: number, end: number): void {
-    if (this.socket!.batchesWrites) return this.writeRequest(ex, data, start, end);
-    this.held = data;
-    this.heldStart = start;
-    this.heldEnd = end;
-    holdToEndOfTurn(this);
-  }
-
-  flushHeld(): void {
-    const data = this.held;
-    const ex = this.ex;
-    this.held = undefined;
-    // Gone with its exchange (aborted, or the connection closed) before the turn ended: nothing was sent.
-    if (data !== undefined && ex !== undefined) this.writeRequest(ex, data, this.heldStart, this.heldEnd);
-  }
-
-  private writeRequest(ex: Exchange, data: string | Uint8Array, start: number, end: number): void {
-    if (this.write(data, start, end)) return this.requestSent(ex);
-    if (!this.isClosed) void this.sendBody(ex, null);
-  }
-
   /** Closes an idle connection (gracefully: FIN, not RST), or the current one once its exchange is over. */
   close(): void {
     if (this.ex === undefined) this.shutdown(undefined, "end");
@@ -181,60 +140,9 @@ export class H1Connection implements StreamHandler, HeldWrite {
 
   // ---- request side ----
 
-  private async sendBody(ex: Exchange, body: RequestBody | null): Promise<void> {
-    if (this.out !== undefined && !(await this.drained())) return;
-    if (body !== null) {
-      let complete: boolean;
-      try {
-        complete = await (body instanceof ReadableStream ? pumpBody(body, ex.req.framing, this.sink) : body.pump(ex.req.framing, this.sink));
-      } catch (err) {
-        if (this.ex === ex) this.shutdown(err as Error);
-        return;
-      }
-      if (!complete) return;
-    }
-    if (this.ex === ex) this.requestSent(ex);
-  }
-
-  private requestSent(ex: Exchange): void {
+  protected requestSent(ex: Exchange): void {
     ex.requestDone = true;
     if (ex.phase === Phase.Done) this.release(ex);
-  }
-
-  /** Of a Uint8Array, bytes [start, end) go out: a view of a socket read would cost JSC an allocation. */
-  private write(data: string | Uint8Array, start = 0, end?: number): boolean {
-    const sock = this.socket;
-    if (this.isClosed || sock === undefined) return false;
-    const stop = typeof data === "string" ? data.length : (end ?? data.byteLength);
-    const n = typeof data === "string" ? sock.write(data) : sock.write(data, start, stop - start);
-    const len = stop - start;
-    if (n > 0 && this.ex) this.ex.wrote = true;
-    if (n === len) return true;
-    if (n < 0) {
-      // Closed under us (typically a pooled connection the server closed while idle).
-      this.shutdown(undefined);
-      return false;
-    }
-    // Heads are ASCII when strings (request-head.ts), so characters are bytes.
-    this.out = typeof data === "string" ? data.slice(n) : data.subarray(start + n, stop);
-    return false;
-  }
-
-  private drained(): Promise<boolean> {
-    if (this.isClosed) return Promise.resolve(false);
-    if (this.out === undefined) return Promise.resolve(true);
-    return new Promise<boolean>((resolve) => (this.drainWaiter = resolve));
-  }
-
-  onDrain(): void {
-    const data = this.out;
-    if (data === undefined) return;
-    this.out = undefined;
-    if (this.write(data)) {
-      const waiter = this.drainWaiter;
-      this.drainWaiter = undefined;
-      waiter?.(true);
-    }
   }
 
   // ---- response side ----
@@ -361,7 +269,7 @@ export class H1Connection implements StreamHandler, HeldWrite {
    * `how`: the peer closed it; we reset it (RST: anything unread or unsent is void); or
    * we end it gracefully (a retired keep-alive connection).
    */
-  private shutdown(reason: Error | undefined, how: "peer" | "reset" | "end" = "reset"): void {
+  protected shutdown(reason: Error | undefined, how: "peer" | "reset" | "end" = "reset"): void {
     if (this.isClosed) return;
     this.isClosed = true;
     const ex = this.ex;
