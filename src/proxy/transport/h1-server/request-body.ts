@@ -26,6 +26,14 @@ interface Piece {
 
 /** Buffered before a pump starts (the upstream connection is still being opened). */
 const PREBUFFER_BYTES = 64 * 1024;
+/**
+ * Early pieces kept as ranges of their reads; past these, pieces are copied together into
+ * buffers of EARLY_COPY_BYTES. A body sent in tiny pieces (a mux peer's one-byte frames,
+ * each a view of a slab or read) would otherwise keep a piece, and all it is a view of, per
+ * byte: what waits for a pump must cost about its own size.
+ */
+const EARLY_PIECES_AS_READ = 8;
+const EARLY_COPY_BYTES = 16 * 1024;
 /** The most of a body left unread after its response that is read and dropped to keep the connection (nginx drains, too). */
 const MAX_DISCARD_BYTES = 64 * 1024;
 
@@ -75,6 +83,8 @@ export class DownstreamBody implements BodySource {
   /** Pieces that arrived before a pump started (unframed), as ranges of the reads they came in. */
   private early: Piece[] = [];
   private earlyBytes = 0;
+  /** Where early pieces past EARLY_PIECES_AS_READ are copied; written front to back, never again. */
+  private earlyCopy: Buffer | undefined;
   private pausedEarly = false;
   /** Framed pieces waiting for the upstream socket to drain. */
   private waiting: Uint8Array[] = [];
@@ -212,6 +222,7 @@ export class DownstreamBody implements BodySource {
       const pieces = this.early;
       this.early = [];
       this.earlyBytes = 0;
+      this.earlyCopy = undefined;
       for (const piece of pieces) this.send(piece.buf, piece.start, piece.end);
       if (this.pausedEarly) {
         this.pausedEarly = false;
@@ -234,8 +245,8 @@ export class DownstreamBody implements BodySource {
     }
     if (this.copy !== undefined) this.copy.add(buf, start, end);
     if (this.sink === undefined) {
-      // Each socket read is a fresh buffer: keeping a range of it is safe.
-      this.early.push({ buf, start, end });
+      // Each socket read is a fresh buffer (a mux stream's, a slab never written twice): keeping a range of it is safe.
+      this.keepEarly(buf, start, end);
       this.earlyBytes += n;
       if (this.earlyBytes >= PREBUFFER_BYTES && !this.pausedEarly) {
         this.pausedEarly = true;
@@ -244,6 +255,19 @@ export class DownstreamBody implements BodySource {
       return;
     }
     this.send(buf, start, end);
+  }
+
+  private keepEarly(buf: Uint8Array, start: number, end: number): void {
+    if (this.early.length < EARLY_PIECES_AS_READ) return void this.early.push({ buf, start, end });
+    const n = end - start;
+    const last = this.early[this.early.length - 1]!;
+    if (last.buf !== this.earlyCopy || last.end + n > last.buf.byteLength) {
+      this.earlyCopy = Buffer.allocUnsafe(Math.max(n, EARLY_COPY_BYTES));
+      this.early.push({ buf: this.earlyCopy, start: 0, end: 0 });
+    }
+    const into = this.early[this.early.length - 1]!;
+    Buffer.prototype.copy.call(buf, into.buf, into.end, start, end);
+    into.end += n;
   }
 
   private send(buf: Uint8Array, start: number, end: number): void {

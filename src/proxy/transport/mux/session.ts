@@ -46,7 +46,12 @@ const HIGH_WATER = 256 * 1024;
  */
 const OUTPUT_LIMIT = HIGH_WATER + 1024 * 1024;
 const LAST_STREAM_ID = 0xffff_ffff;
-/** Slabs for small pieces of reads: a kept piece pins at most one (16 KiB per stream). */
+/**
+ * Small pieces of reads are copied into their stream's own slab, so a piece a stream keeps
+ * (paused, or a body waiting for its upstream) pins only that stream's bytes, not a slab
+ * other streams filled: a peer interleaving one-byte frames with other traffic would
+ * otherwise pin a whole slab per byte held.
+ */
 const SLAB_BYTES = 16 * 1024;
 const SLAB_PIECE_MAX = 2 * 1024;
 
@@ -79,13 +84,10 @@ export class MuxSession {
   /** The DATA frame being read: its stream (undefined: discard) and bytes to come. */
   private dataFor: MuxStream | undefined;
   private dataLeft = 0;
-  /** Where small pieces of reads are copied (see payload()). */
-  private slab = Buffer.allocUnsafe(SLAB_BYTES);
-  private slabAt = 0;
   /**
-   * The stream whose small pieces of this read are gathered in the slab, from `gatheredAt`
-   * to slabAt, and handed on as one: a peer's one-byte frames would otherwise cost a write
-   * each where the stream's bytes go (the local service's socket).
+   * The stream whose small pieces of this read are gathered in its slab, from `gatheredAt`
+   * to its slabAt, and handed on as one: a peer's one-byte frames would otherwise cost a
+   * write each where the stream's bytes go (the local service's socket).
    */
   private gatheredFor: MuxStream | undefined;
   private gatheredAt = 0;
@@ -150,37 +152,38 @@ export class MuxSession {
   }
 
   /**
-   * A stream's bytes chunk[at..at+n). Small pieces are copied into a slab, gathered with the
-   * same stream's before them in this read: a view of the socket's read would make JSC
-   * materialize an ArrayBuffer for every read (and sweep it after), while a view of a slab
-   * is cheap. Larger ones are handed on as views.
+   * A stream's bytes chunk[at..at+n). Small pieces are copied into the stream's slab,
+   * gathered with the same stream's before them in this read: a view of the socket's read
+   * would make JSC materialize an ArrayBuffer for every read (and sweep it after), while a
+   * view of a slab is cheap. Larger ones are handed on as views, unless most of the read is
+   * other bytes: a kept view would pin them all.
    */
   private payload(stream: MuxStream, chunk: Buffer, at: number, n: number): void {
     if (n <= SLAB_PIECE_MAX) {
-      if (this.gatheredFor !== stream || this.slabAt + n > SLAB_BYTES) {
+      if (this.gatheredFor !== stream || stream.slabAt + n > SLAB_BYTES) {
         if (this.gatheredFor !== undefined) this.handGathered();
-        if (this.slabAt + n > SLAB_BYTES) this.newSlab();
+        if (stream.slab === undefined || stream.slabAt + n > SLAB_BYTES) {
+          stream.slab = Buffer.allocUnsafe(SLAB_BYTES);
+          stream.slabAt = 0;
+        }
         this.gatheredFor = stream;
-        this.gatheredAt = this.slabAt;
+        this.gatheredAt = stream.slabAt;
       }
-      chunk.copy(this.slab, this.slabAt, at, at + n);
-      this.slabAt += n;
+      chunk.copy(stream.slab!, stream.slabAt, at, at + n);
+      stream.slabAt += n;
       return;
     }
     if (this.gatheredFor !== undefined) this.handGathered();
-    stream.received(n === chunk.byteLength ? chunk : chunk.subarray(at, at + n));
+    if (n === chunk.byteLength) stream.received(chunk);
+    else if (n * 2 >= chunk.byteLength) stream.received(chunk.subarray(at, at + n));
+    else stream.received(Buffer.copyBytesFrom(chunk, at, n));
   }
 
-  /** Hands the gathered bytes to their stream: a view of the slab, which is never written twice, so a stream may keep it. */
+  /** Hands the gathered bytes to their stream: a view of its slab, which is never written twice, so the stream may keep it. */
   private handGathered(): void {
     const stream = this.gatheredFor!;
     this.gatheredFor = undefined;
-    if (stream.open) stream.received(this.slab.subarray(this.gatheredAt, this.slabAt));
-  }
-
-  private newSlab(): void {
-    this.slab = Buffer.allocUnsafe(SLAB_BYTES);
-    this.slabAt = 0;
+    if (stream.open) stream.received(stream.slab!.subarray(this.gatheredAt, stream.slabAt));
   }
 
   private onFrame(type: number, flags: number, id: number, value: number): void {

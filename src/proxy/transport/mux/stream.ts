@@ -7,6 +7,9 @@
 import { STREAM_WINDOW } from "./frame.ts";
 import type { MuxSession } from "./session.ts";
 
+/** A paused stream's first holding buffer; it doubles as more arrives. */
+const HOLD_FIRST_BYTES = 4 * 1024;
+
 /** Events of a byte connection, as ServerConnection and H1Connection take them. */
 export interface StreamHandler {
   /** No request in progress on the connection. */
@@ -29,11 +32,18 @@ export class MuxStream {
   open = true;
   /** performance.now() when the server accepted it (0 on the client). */
   openedAt = 0;
+  /** Where the session copies this stream's small pieces (session.ts payload()); written once, front to back. */
+  slab: Buffer | undefined = undefined;
+  slabAt = 0;
   private paused = false;
   /** Bytes handed on but not yet credited back to the peer. */
   private uncredited = 0;
-  /** Held while paused. */
-  private inbox: Buffer[] | undefined;
+  /**
+   * Held while paused: copied into one buffer, so what a paused stream holds costs its own
+   * bytes (at most the window) whatever pieces they came in, and pins no read or slab.
+   */
+  private inbox: Buffer | undefined;
+  private inboxBytes = 0;
   /** The peer's FIN came while bytes were held: it is passed on after them. */
   finHeld = false;
 
@@ -82,7 +92,7 @@ export class MuxStream {
     this.paused = false;
     const held = this.inbox;
     this.inbox = undefined;
-    if (held !== undefined) for (const chunk of held) this.received(chunk);
+    if (held !== undefined) this.received(held.subarray(0, this.inboxBytes));
     if (this.inbox === undefined && this.finHeld) {
       this.finHeld = false;
       this.closedByPeer(undefined);
@@ -96,10 +106,7 @@ export class MuxStream {
   // ---- from the session ----
 
   received(chunk: Buffer): void {
-    if (this.paused || this.inbox !== undefined) {
-      (this.inbox ??= []).push(chunk);
-      return;
-    }
+    if (this.paused || this.inbox !== undefined) return this.hold(chunk);
     this.handler?.onData(chunk);
     this.uncredited += chunk.byteLength;
     // Crediting in halves of the window: one WINDOW frame per 64 KiB taken, not per read.
@@ -107,6 +114,21 @@ export class MuxStream {
       this.session.credit(this, this.uncredited);
       this.uncredited = 0;
     }
+  }
+
+  private hold(chunk: Buffer): void {
+    const n = chunk.byteLength;
+    if (this.inbox === undefined) {
+      this.inbox = Buffer.allocUnsafe(Math.max(n, HOLD_FIRST_BYTES));
+      this.inboxBytes = 0;
+    } else if (this.inboxBytes + n > this.inbox.byteLength) {
+      // The peer cannot send past the window while nothing is credited, so this stays within it (and a chunk of it).
+      const grown = Buffer.allocUnsafe(Math.max(this.inboxBytes + n, this.inbox.byteLength * 2));
+      this.inbox.copy(grown, 0, 0, this.inboxBytes);
+      this.inbox = grown;
+    }
+    chunk.copy(this.inbox, this.inboxBytes);
+    this.inboxBytes += n;
   }
 
   /**
