@@ -12,6 +12,8 @@ export interface ByteSocket {
   timeout(seconds: number): void;
   /** 1 while usable. */
   readonly readyState: number;
+  /** The peer's request is being refused for breaking HTTP (a mux stream counts it against its session's churn). */
+  refusedPeer?(): void;
   /** Its writes already leave together at the end of the turn (a mux stream): holding them would cost a turn. */
   readonly batchesWrites?: boolean;
 }

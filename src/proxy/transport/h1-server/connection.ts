@@ -243,6 +243,7 @@ export class ServerConnection extends DownstreamOutput implements ResponderHost,
   /** Answers a request that cannot be forwarded and closes the connection after it. */
   private refuse(status: number, reason: string, detail: string, failure = "bad-request"): void {
     this.handler.refused(reason);
+    this.socket.refusedPeer?.();
     this.answerAndClose({ status, headers: { "content-type": "text/plain; charset=utf-8", "x-mesh-error": failure }, body: `mesh: ${failure}: ${detail}\n` });
   }
 

@@ -46,6 +46,7 @@ const HIGH_WATER = 256 * 1024;
  */
 const OUTPUT_LIMIT = HIGH_WATER + 1024 * 1024;
 const LAST_STREAM_ID = 0xffff_ffff;
+const RAPID_RESET = "most streams were ended with their request in flight right after they opened (rapid reset)";
 /**
  * Small pieces of reads are copied into their stream's own slab, so a piece a stream keeps
  * (paused, or a body waiting for its upstream) pins only that stream's bytes, not a slab
@@ -207,8 +208,7 @@ export class MuxSession {
       case RESET: {
         const stream = this.streams.get(id);
         if (stream === undefined || stream.finHeld) return;
-        if (this.role === "server" && stream.handler?.idle === false && this.churn.endedBusy(performance.now() - stream.openedAt))
-          return this.fail("most streams were ended with their request in flight right after they opened (rapid reset)");
+        if (this.role === "server" && stream.handler?.idle === false && this.churn.endedBusy(performance.now() - stream.openedAt)) return this.fail(RAPID_RESET);
         const err =
           type === FIN ? undefined : value === RESET_REFUSED ? new StreamRefusedError(`the peer refused stream ${id}`) : new Error(`the peer reset stream ${id}`);
         if (stream.closedByPeer(err)) this.forget(stream);
@@ -277,6 +277,16 @@ export class MuxSession {
     this.streams.delete(stream.id);
     if (!this.closed) this.frame(reset ? RESET : FIN, stream.id, reset ? RESET_CANCEL : 0);
     this.streamGone();
+  }
+
+  /**
+   * Server role: a stream's request was refused for breaking HTTP (a malformed body, say),
+   * which ends the stream with the service's work cancelled, as the peer's own RESET would:
+   * counted alike, or a peer could churn the service's requests that way unchecked (HTTP/2's
+   * "MadeYouReset"). The session ends after the refusal is queued, not inside it.
+   */
+  refusedBusy(stream: MuxStream): void {
+    if (this.role === "server" && this.churn.endedBusy(performance.now() - stream.openedAt)) queueMicrotask(() => this.fail(RAPID_RESET));
   }
 
   /** The peer's end of a stream was passed on: it no longer counts. */

@@ -83,6 +83,11 @@ export class MuxStream {
     this.session.finish(this, true);
   }
 
+  /** Its request was refused for breaking HTTP: the session counts it as a stream ended busy (session.ts refusedBusy). */
+  refusedPeer(): void {
+    this.session.refusedBusy(this);
+  }
+
   pause(): void {
     this.paused = true;
   }
