@@ -242,7 +242,7 @@ export class MuxSession {
     // Ids only grow: one refused here is never opened later.
     this.highestSeen = id;
     const stream = new MuxStream(this, id);
-    const handler = this.refusing || this.streams.size >= MAX_STREAMS ? undefined : this.events.accept?.(stream);
+    const handler = this.refusing || this.endWhenFlushed || this.streams.size >= MAX_STREAMS ? undefined : this.events.accept?.(stream);
     if (handler === undefined) {
       this.frame(RESET, id, RESET_REFUSED);
       return undefined;
@@ -379,14 +379,17 @@ export class MuxSession {
   /**
    * Server role: fires every idleTimeoutS (Bun does not re-arm the timer on a read). Each
    * stream judges its own period (ServerConnection.onTimeout); the session closes once it
-   * has no stream and read nothing for a whole period.
+   * has no stream and read nothing for a whole period, and is dropped if what it had left
+   * to send has not gone out a period later: a peer that reads nothing would hold it open
+   * (and its place among the listener's connections) for good.
    */
   onTimeout(): void {
+    if (this.endWhenFlushed) return this.destroy(new Error("the peer took nothing of the mux session's last bytes for a whole period"));
     const stirred = this.stirred;
     this.stirred = false;
     for (const stream of [...this.streams.values()]) stream.handler?.onTimeout();
     if (this.streams.size === 0 && !stirred) this.close();
-    else this.socket.timeout(this.idleTimeoutS);
+    if (!this.closed) this.socket.timeout(this.idleTimeoutS);
   }
 
   /** Drops the session and every stream on it now. */
