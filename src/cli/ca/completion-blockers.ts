@@ -24,6 +24,8 @@ export async function completionBlockers(ca: LoadedCa, client: AdminClient): Pro
   const blockers: string[] = [];
   if (status.ca.rootReplaced) blockers.push(`the control plane at ${client.url} still signs under the old root: restart each replica, then let every sidecar renew`);
   if (status.ca.bundleError !== undefined) blockers.push(`the control plane at ${client.url} refused ${ca.paths.bundle}: ${status.ca.bundleError}`);
+  // Its list of sidecars is its view of the store: one that stopped following it may miss some.
+  if (status.view?.synced === false) blockers.push(`the control plane at ${client.url} has not followed its store since ${status.view.staleSince}, so its list of sidecars may be out of date: ${status.view.error ?? "see its log"}`);
   const { items } = await read<{ items: EndpointRecord[] }>(client, "/v1/endpoints");
   blockers.push(...sidecarBlockers(ca, items));
   return blockers;
