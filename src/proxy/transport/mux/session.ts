@@ -1,19 +1,20 @@
 /**
  * A mesh-mux/1 session (frame.ts) on one TLS socket, in either role: the client opens
- * streams, the server accepts them. Frames written by any stream during one turn of the
- * event loop go out together (frame-writer.ts): when a proxy handles several requests per
- * wakeup, they cross the pair in one TLS record.
+ * streams, the server accepts them. Reads are cut into frames by its base class
+ * (frame-reader.ts); this holds the peer to the protocol. Frames written by any stream
+ * during one turn of the event loop go out together (frame-writer.ts): when a proxy handles
+ * several requests per wakeup, they cross the pair in one TLS record.
  *
  * What a peer can make us hold is bounded: at most MAX_STREAMS streams, each at most
- * STREAM_WINDOW bytes unread, frames at most MAX_FRAME_PAYLOAD, and only a frame header
- * is ever buffered across reads (payloads are handed on as they arrive). Anything
- * outside the protocol tears the session down.
+ * STREAM_WINDOW bytes unread (held by a paused stream in one buffer of its own) and a 16 KiB
+ * slab of its small pieces, frames at most MAX_FRAME_PAYLOAD, and only a frame header is
+ * ever buffered across reads (payloads are handed on as they arrive). Anything outside the
+ * protocol tears the session down.
  */
 import {
   DATA,
   FIN,
   GOAWAY,
-  HEADER_BYTES,
   MAX_FRAME_PAYLOAD,
   MAX_STREAMS,
   MAX_WINDOW,
@@ -25,6 +26,7 @@ import {
   WINDOW,
 } from "./frame.ts";
 import { ChurnGuard } from "./churn.ts";
+import { FrameReader } from "./frame-reader.ts";
 import { FrameWriter, type SessionSocket } from "./frame-writer.ts";
 import { MuxStream, type StreamHandler } from "./stream.ts";
 
@@ -47,26 +49,16 @@ const HIGH_WATER = 256 * 1024;
 const OUTPUT_LIMIT = HIGH_WATER + 1024 * 1024;
 const LAST_STREAM_ID = 0xffff_ffff;
 const RAPID_RESET = "most streams were ended with their request in flight right after they opened (rapid reset)";
-/**
- * Small pieces of reads are copied into their stream's own slab, so a piece a stream keeps
- * (paused, or a body waiting for its upstream) pins only that stream's bytes, not a slab
- * other streams filled: a peer interleaving one-byte frames with other traffic would
- * otherwise pin a whole slab per byte held.
- */
-const SLAB_BYTES = 16 * 1024;
-const SLAB_PIECE_MAX = 2 * 1024;
 
-export class MuxSession {
+export class MuxSession extends FrameReader {
   readonly streams = new Map<number, MuxStream>();
   /** GOAWAY was sent (server) or heard (client): the client opens no more streams here. */
   draining = false;
   /** Server role: new streams are refused, and the session ends once its streams have. */
   private refusing = false;
-  closed = false;
+  override closed = false;
   /** Server role: the listener's idle time (see onTimeout). */
   idleTimeoutS = 0;
-  /** Something was read since the idle timer last fired. */
-  private stirred = false;
   /** `events.closed` was called. */
   private gone = false;
   private nextId = 1;
@@ -79,25 +71,12 @@ export class MuxSession {
   private endWhenFlushed = false;
   private drainWaiters: MuxStream[] = [];
 
-  /** A frame header split across reads. */
-  private readonly head = Buffer.allocUnsafe(HEADER_BYTES);
-  private headHave = 0;
-  /** The DATA frame being read: its stream (undefined: discard) and bytes to come. */
-  private dataFor: MuxStream | undefined;
-  private dataLeft = 0;
-  /**
-   * The stream whose small pieces of this read are gathered in its slab, from `gatheredAt`
-   * to its slabAt, and handed on as one: a peer's one-byte frames would otherwise cost a
-   * write each where the stream's bytes go (the local service's socket).
-   */
-  private gatheredFor: MuxStream | undefined;
-  private gatheredAt = 0;
-
   constructor(
     private readonly socket: SessionSocket,
     readonly role: "client" | "server",
     private readonly events: SessionEvents,
   ) {
+    super();
     this.writer = new FrameWriter(socket, () => this.flushed());
   }
 
@@ -115,79 +94,9 @@ export class MuxSession {
     return !this.draining && !this.closed && this.streams.size < MAX_STREAMS;
   }
 
-  // ---- reading ----
+  // ---- reading (frames cut from reads by FrameReader.onData) ----
 
-  onData(chunk: Buffer): void {
-    this.stirred = true;
-    const end = chunk.byteLength;
-    let at = 0;
-    while (at < end && !this.closed) {
-      if (this.dataLeft > 0) {
-        const n = Math.min(this.dataLeft, end - at);
-        this.dataLeft -= n;
-        const stream = this.dataFor;
-        if (stream !== undefined && stream.open) this.payload(stream, chunk, at, n);
-        at += n;
-        continue;
-      }
-      let frame: Buffer = chunk;
-      let f = at;
-      if (this.headHave === 0 && end - at >= HEADER_BYTES) at += HEADER_BYTES;
-      else {
-        const n = Math.min(HEADER_BYTES - this.headHave, end - at);
-        chunk.copy(this.head, this.headHave, at, at + n);
-        this.headHave += n;
-        at += n;
-        if (this.headHave < HEADER_BYTES) break;
-        this.headHave = 0;
-        frame = this.head;
-        f = 0;
-      }
-      const type = frame[f]!;
-      const id = frame.readUInt32BE(f + 2);
-      // Gathered bytes go before any other frame's effect (a FIN, a RESET); a stream's next DATA adds to them.
-      if (this.gatheredFor !== undefined && (type !== DATA || id !== this.gatheredFor.id)) this.handGathered();
-      this.onFrame(type, frame[f + 1]!, id, frame.readUInt32BE(f + 6));
-    }
-    if (this.gatheredFor !== undefined) this.handGathered();
-  }
-
-  /**
-   * A stream's bytes chunk[at..at+n). Small pieces are copied into the stream's slab,
-   * gathered with the same stream's before them in this read: a view of the socket's read
-   * would make JSC materialize an ArrayBuffer for every read (and sweep it after), while a
-   * view of a slab is cheap. Larger ones are handed on as views, unless most of the read is
-   * other bytes: a kept view would pin them all.
-   */
-  private payload(stream: MuxStream, chunk: Buffer, at: number, n: number): void {
-    if (n <= SLAB_PIECE_MAX) {
-      if (this.gatheredFor !== stream || stream.slabAt + n > SLAB_BYTES) {
-        if (this.gatheredFor !== undefined) this.handGathered();
-        if (stream.slab === undefined || stream.slabAt + n > SLAB_BYTES) {
-          stream.slab = Buffer.allocUnsafe(SLAB_BYTES);
-          stream.slabAt = 0;
-        }
-        this.gatheredFor = stream;
-        this.gatheredAt = stream.slabAt;
-      }
-      chunk.copy(stream.slab!, stream.slabAt, at, at + n);
-      stream.slabAt += n;
-      return;
-    }
-    if (this.gatheredFor !== undefined) this.handGathered();
-    if (n === chunk.byteLength) stream.received(chunk);
-    else if (n * 2 >= chunk.byteLength) stream.received(chunk.subarray(at, at + n));
-    else stream.received(Buffer.copyBytesFrom(chunk, at, n));
-  }
-
-  /** Hands the gathered bytes to their stream: a view of its slab, which is never written twice, so the stream may keep it. */
-  private handGathered(): void {
-    const stream = this.gatheredFor!;
-    this.gatheredFor = undefined;
-    if (stream.open) stream.received(stream.slab!.subarray(this.gatheredAt, stream.slabAt));
-  }
-
-  private onFrame(type: number, flags: number, id: number, value: number): void {
+  protected override onFrame(type: number, flags: number, id: number, value: number): void {
     if (flags !== 0) return this.fail(`frame flags ${flags} on stream ${id}`);
     if (id === 0 && type !== GOAWAY) return this.fail(`frame type ${type} on stream 0`);
     switch (type) {

@@ -32,7 +32,7 @@ export class MuxStream {
   open = true;
   /** performance.now() when the server accepted it (0 on the client). */
   openedAt = 0;
-  /** Where the session copies this stream's small pieces (session.ts payload()); written once, front to back. */
+  /** Where the session copies this stream's small pieces (frame-reader.ts payload()); written once, front to back. */
   slab: Buffer | undefined = undefined;
   slabAt = 0;
   private paused = false;
