@@ -8,6 +8,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { parseResponses, type HttpResponse } from "./http-responses.ts";
 import type { ClientTls } from "./raw-http.ts";
 import { connectRawPeer, type RawPeer, type RawPeerOptions } from "./raw-peer.ts";
 
@@ -41,14 +42,15 @@ export interface HttpAnswer {
   status: number;
   /** The header block, status line included, without the blank line that ends it. */
   head: string;
-  /** As latin1 text; a chunked body as it came, chunk sizes included. */
+  /** As latin1 text; a chunked body decoded. */
   body: string;
 }
 
 /**
- * Sends `ask` on `p` and waits for its whole answer; undefined if the connection closed (or the
- * far end ended it) before one came, or `ms` passed. What the peer received before the call is not
- * read; an answer in parts is read from all of them.
+ * Sends `ask` on `p` and waits for its whole answer (framed by content-length or chunked; one
+ * with neither is whole with its head, and has no body: see http-responses.ts); undefined if the
+ * connection closed (or the far end ended it) before one came, or `ms` passed. What the peer
+ * received before the call is not read; an answer in parts is read from all of them.
  */
 export async function httpRequest(p: RawPeer, ask: HttpAsk, ms = 5000): Promise<HttpAnswer | undefined> {
   if (p.closed || p.ended) return undefined;
@@ -59,22 +61,8 @@ export async function httpRequest(p: RawPeer, ask: HttpAsk, ms = 5000): Promise<
   const head = Buffer.from(lines.join("\r\n") + "\r\n\r\n", "latin1");
   const deadline = Date.now() + ms;
   await p.writeAll(body === undefined ? head : Buffer.concat([head, body]), ms);
-  let answer: HttpAnswer | undefined;
+  let answer: HttpResponse | undefined;
   // The answer is looked for before the close: its last bytes may have come with it.
-  await p.until((q) => (answer = parseAnswer(q.bytes.subarray(from).toString("latin1"))) !== undefined || q.closed || q.ended, deadline - Date.now());
-  return answer;
-}
-
-/** The first answer in `text` when it is whole (by content-length, the chunked terminator, or its head alone without either). */
-function parseAnswer(text: string): HttpAnswer | undefined {
-  const end = text.indexOf("\r\n\r\n");
-  if (end < 0) return undefined;
-  const head = text.slice(0, end);
-  const statusLine = head.split("\r\n")[0]!;
-  const status = Number(statusLine.split(" ")[1]);
-  const rest = text.slice(end + 4);
-  const length = /\r\ncontent-length: *(\d+)/i.exec(head);
-  if (length) return rest.length >= Number(length[1]) ? { statusLine, status, head, body: rest.slice(0, Number(length[1])) } : undefined;
-  if (/\r\ntransfer-encoding: *chunked/i.test(head)) return rest.includes("0\r\n\r\n") ? { statusLine, status, head, body: rest } : undefined;
-  return { statusLine, status, head, body: rest };
+  await p.until((q) => (answer = parseResponses(q.bytes.subarray(from))[0]) !== undefined || q.closed || q.ended, deadline - Date.now());
+  return answer && { statusLine: answer.head.split("\r\n")[0]!, status: answer.status, head: answer.head, body: answer.body.toString("latin1") };
 }

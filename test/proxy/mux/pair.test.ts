@@ -8,11 +8,10 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { Socket, TCPSocketListener } from "bun";
-import { rssMiB } from "../../helpers/data-plane.ts";
+import { clientTls, rssMiB } from "../../helpers/data-plane.ts";
 import { MeshFixture, metricValue } from "../../helpers/mesh-fixture.ts";
+import { alpn, dataFrame, frameHeader, MAX_PAYLOAD, muxServer, RESET_REFUSED, T, type MuxServer, type MuxServerConn } from "../../helpers/mux-peer.ts";
 
 const TD = "mesh.local";
 const ORDERS = `spiffe://${TD}/ns/default/sa/orders`;
@@ -496,11 +495,8 @@ interface PlainConn {
 
 /** TLS of a test server posing as payments: its certificate from the fixture's CA, client certificates required. */
 function paymentsServerTls(alpnProtocols?: Buffer) {
-  const dir = join(fx.tmp.path, "certs", "payments");
   return {
-    cert: readFileSync(join(dir, "chain.pem"), "utf8"),
-    key: readFileSync(join(dir, "key.pem"), "utf8"),
-    ca: readFileSync(join(dir, "bundle.pem"), "utf8"),
+    ...clientTls(fx, "payments"),
     requestCert: true,
     rejectUnauthorized: true,
     ...(alpnProtocols ? { ALPNProtocols: alpnProtocols } : {}),
@@ -555,7 +551,7 @@ describe("a peer that does not choose mesh-mux/1", () => {
 
   for (const [name, offer] of [
     ["without ALPN", undefined],
-    ["choosing http/1.1", Buffer.from("\x08http/1.1", "latin1")],
+    ["choosing http/1.1", alpn("http/1.1")],
   ] as const) {
     test(`an mTLS endpoint ${name} is served in plain HTTP/1.1`, async () => {
       const srv = plainServer(offer);
@@ -585,20 +581,10 @@ describe("a peer that does not choose mesh-mux/1", () => {
 
 // ---- the caller's side of the protocol, against a hand-built mux server ----
 
-interface FakeConn {
-  index: number;
-  sock: Socket<FakeConn>;
-  inbuf: Buffer;
-  streams: Map<number, Buffer>;
-  highest: number;
-  served: number;
-  gone: boolean;
-}
+/** A connection to the fake; each of its streams keeps the request bytes not yet answered. */
+type FakeConn = MuxServerConn<Buffer>;
 
-interface FakeMux {
-  listener: TCPSocketListener<FakeConn>;
-  port: number;
-  conns: FakeConn[];
+interface FakeMux extends MuxServer<Buffer> {
   /** Streams refused, as "conn:id". */
   refused: string[];
   /** Requests answered, as "conn:id METHOD path body". */
@@ -614,88 +600,44 @@ interface FakeBehaviour {
   instead?(conn: FakeConn, id: number): Buffer | undefined;
 }
 
-function muxFrame(type: number, id: number, value: number, flags = 0): Buffer {
-  const b = Buffer.alloc(10);
-  b[0] = type;
-  b[1] = flags;
-  b.writeUInt32BE(id >>> 0, 2);
-  b.writeUInt32BE(value >>> 0, 6);
-  return b;
-}
-
 /** A mesh-mux/1 server written from the protocol description alone, presenting payments' identity. */
 function fakeMux(behave: FakeBehaviour = {}): FakeMux {
-  const fake: FakeMux = { listener: undefined as never, port: 0, conns: [], refused: [], served: [] };
+  const refused: string[] = [];
+  const served: string[] = [];
   const respond = (c: FakeConn, id: number, req: Buffer) => {
     const text = req.toString("latin1");
     const end = text.indexOf("\r\n\r\n");
     const [method, path] = text.slice(0, text.indexOf("\r\n")).split(" ");
     const body = text.slice(end + 4);
-    fake.served.push(`${c.index}:${id} ${method} ${path} ${body}`);
+    served.push(`${c.index}:${id} ${method} ${path} ${body}`);
     const out = JSON.stringify({ conn: c.index, stream: id, method, path, body });
     const res = Buffer.from(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(out)}\r\n\r\n${out}`, "latin1");
     const bad = behave.instead?.(c, id);
-    c.sock.write(bad ?? Buffer.concat([muxFrame(0, id, res.byteLength), res]));
+    c.sock.write(bad ?? dataFrame(id, res));
     if (!bad) behave.afterResponse?.(c, id);
   };
-  const onFrames = (c: FakeConn) => {
-    let at = 0;
-    for (let guard = 0; guard < 10_000 && c.inbuf.byteLength - at >= 10; guard++) {
-      const type = c.inbuf[at]!;
-      const id = c.inbuf.readUInt32BE(at + 2);
-      const value = c.inbuf.readUInt32BE(at + 6);
-      if (type === 0) {
-        if (c.inbuf.byteLength - at < 10 + value) break;
-        const payload = c.inbuf.subarray(at + 10, at + 10 + value);
-        at += 10 + value;
-        if (!c.streams.has(id)) {
-          if (id <= c.highest) continue;
-          c.highest = id;
-          if (behave.refuse?.(c, id)) {
-            fake.refused.push(`${c.index}:${id}`);
-            c.sock.write(muxFrame(3, id, 1));
-            continue;
-          }
-          c.streams.set(id, Buffer.alloc(0));
+  const server = muxServer<Buffer>(paymentsServerTls(alpn("mesh-mux/1")), {
+    open(c, id) {
+      if (!behave.refuse?.(c, id)) return Buffer.alloc(0);
+      refused.push(`${c.index}:${id}`);
+      c.sock.write(frameHeader(T.RESET, id, RESET_REFUSED));
+      return undefined;
+    },
+    data(c, id, held, payload) {
+      const req = Buffer.concat([held, payload]);
+      c.streams.set(id, req);
+      c.sock.write(frameHeader(T.WINDOW, id, payload.byteLength));
+      const head = req.indexOf("\r\n\r\n");
+      if (head >= 0) {
+        const len = Number(/\r\ncontent-length: *(\d+)/i.exec(req.toString("latin1", 0, head))?.[1] ?? 0);
+        if (req.byteLength >= head + 4 + len) {
+          c.streams.set(id, req.subarray(head + 4 + len));
+          respond(c, id, req.subarray(0, head + 4 + len));
         }
-        const req = Buffer.concat([c.streams.get(id)!, payload]);
-        c.streams.set(id, req);
-        c.sock.write(muxFrame(1, id, value));
-        const head = req.indexOf("\r\n\r\n");
-        if (head >= 0) {
-          const len = Number(/\r\ncontent-length: *(\d+)/i.exec(req.toString("latin1", 0, head))?.[1] ?? 0);
-          if (req.byteLength >= head + 4 + len) {
-            c.streams.set(id, req.subarray(head + 4 + len));
-            respond(c, id, req.subarray(0, head + 4 + len));
-          }
-        }
-        continue;
       }
-      at += 10;
-      if (type === 2 || type === 3) c.streams.delete(id);
-    }
-    c.inbuf = c.inbuf.subarray(at);
-  };
-  fake.listener = Bun.listen<FakeConn>({
-    hostname: "127.0.0.1",
-    port: 0,
-    tls: paymentsServerTls(Buffer.from("\x0amesh-mux/1", "latin1")),
-    socket: {
-      open(sock) {
-        sock.data = { index: fake.conns.length, sock, inbuf: Buffer.alloc(0), streams: new Map(), highest: 0, served: 0, gone: false };
-        fake.conns.push(sock.data);
-      },
-      data(sock, chunk) {
-        sock.data.inbuf = Buffer.concat([sock.data.inbuf, chunk]);
-        onFrames(sock.data);
-      },
-      close(sock) {
-        sock.data.gone = true;
-      },
     },
   });
-  fake.port = fake.listener.port;
-  return fake;
+  return { ...server, refused, served };
 }
 
 describe("the caller against a hand-built mux server", () => {
@@ -755,7 +697,7 @@ describe("the caller against a hand-built mux server", () => {
       afterResponse: (c, id) => {
         // The first connection takes one request, then says it takes no more, and ends the stream.
         if (c.index !== 0) return;
-        c.sock.write(Buffer.concat([muxFrame(4, 0, id), muxFrame(2, id, 0)]));
+        c.sock.write(Buffer.concat([frameHeader(T.GOAWAY, 0, id), frameHeader(T.FIN, id, 0)]));
       },
     });
     const orders = await caller([fake.port]);
@@ -771,12 +713,12 @@ describe("the caller against a hand-built mux server", () => {
   });
 
   for (const [name, bad] of [
-    ["a frame with nonzero flags", (id: number) => muxFrame(0, id, 1, 0x40)],
-    ["an unknown frame type", (id: number) => muxFrame(9, id, 0)],
-    ["GOAWAY on a stream", (id: number) => muxFrame(4, id, 0)],
-    ["a WINDOW of 0", (id: number) => muxFrame(1, id, 0)],
-    ["DATA of 65537 bytes", (id: number) => Buffer.concat([muxFrame(0, id, 65537), Buffer.alloc(65537, 0x41)])],
-    ["a frame on stream 0", () => muxFrame(2, 0, 0)],
+    ["a frame with nonzero flags", (id: number) => frameHeader(T.DATA, id, 1, 0x40)],
+    ["an unknown frame type", (id: number) => frameHeader(9, id, 0)],
+    ["GOAWAY on a stream", (id: number) => frameHeader(T.GOAWAY, id, 0)],
+    ["a WINDOW of 0", (id: number) => frameHeader(T.WINDOW, id, 0)],
+    ["DATA of 65537 bytes", (id: number) => Buffer.concat([frameHeader(T.DATA, id, MAX_PAYLOAD + 1), Buffer.alloc(MAX_PAYLOAD + 1, 0x41)])],
+    ["a frame on stream 0", () => frameHeader(T.FIN, 0, 0)],
   ] as const) {
     test(`${name} from the server ends the session: the request fails as a reset, and the next one gets a new session`, async () => {
       const fake = start({ instead: (c, id) => (c.index === 0 ? bad(id) : undefined) });

@@ -7,10 +7,10 @@
  *   - a real `mesh proxy` for payments (from source, as the other suites start it) in front
  *     of a recording service; raw mux peers holding orders' or inventory's valid workload
  *     certificates speak mesh-mux/1 to its inbound with hand-built frames (a compromised
- *     sidecar);
+ *     sidecar; MuxClient, test/helpers/mux-peer.ts);
  *   - a real `mesh proxy` for orders whose outbound calls payments through the pair, and
- *     billing, ledger and refunds, each a hand-built hostile mesh-mux/1 server presenting
- *     that service's valid certificate;
+ *     billing, ledger and refunds, each a hand-built hostile mesh-mux/1 server (muxServer)
+ *     presenting that service's valid certificate;
  *   - the real inbound listener in process (H1Listener, mTLS with certificates from
  *     test/helpers/certs.ts) where a test must measure what a session holds or needs an
  *     idle timer shorter than the sidecar's fixed 30 s.
@@ -33,289 +33,17 @@
  *    closing session takes no new stream.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import type { Socket, TCPSocketListener } from "bun";
+import type { Socket } from "bun";
 import { H1Listener, type ListenerTls } from "../../../src/proxy/transport/h1-server/listener.ts";
 import type { MuxSession } from "../../../src/proxy/transport/mux/session.ts";
 import { makeIntermediate, makeLeaf, makeRoot, pemOf, type Issued } from "../../helpers/certs.ts";
+import { clientTls } from "../../helpers/data-plane.ts";
 import { MeshFixture } from "../../helpers/mesh-fixture.ts";
+import { alpn, dataFrame, frameHeader, MAX_PAYLOAD, MAX_WINDOW, muxServer, MuxClient, RESET_CANCEL, RESET_REFUSED, T, WINDOW0, type MuxServer, type MuxServerConn, type OpenOptions } from "../../helpers/mux-peer.ts";
+import type { ClientTls } from "../../helpers/raw-http.ts";
+import { until } from "../../helpers/wait.ts";
 
 setDefaultTimeout(30_000);
-
-// ---- the protocol, restated from its description (frame.ts's comment and the README) ----
-
-const HEADER = 10;
-const MAX_PAYLOAD = 64 * 1024;
-const WINDOW0 = 128 * 1024;
-const MAX_WINDOW = 2 ** 31 - 1;
-const T = { DATA: 0, WINDOW: 1, FIN: 2, RESET: 3, GOAWAY: 4 } as const;
-const RESET_CANCEL = 0;
-const RESET_REFUSED = 1;
-
-function alpn(...names: string[]): Buffer {
-  return Buffer.concat(names.map((n) => Buffer.concat([Buffer.from([n.length]), Buffer.from(n, "latin1")])));
-}
-
-function header(type: number, id: number, value: number, flags = 0): Buffer {
-  const b = Buffer.alloc(HEADER);
-  b[0] = type;
-  b[1] = flags;
-  b.writeUInt32BE(id >>> 0, 2);
-  b.writeUInt32BE(value >>> 0, 6);
-  return b;
-}
-
-const dataFrame = (id: number, payload: string | Uint8Array) => {
-  const p = typeof payload === "string" ? Buffer.from(payload, "latin1") : Buffer.from(payload);
-  return Buffer.concat([header(T.DATA, id, p.byteLength), p]);
-};
-
-async function until(check: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (check()) return true;
-    await Bun.sleep(5);
-  }
-  return check();
-}
-
-interface Tls {
-  cert: string;
-  key: string;
-  ca: string;
-}
-
-// ---- a hand-built mesh-mux/1 client ----
-
-interface StreamState {
-  chunks: Buffer[];
-  bytes: number;
-  fin: boolean;
-  reset: number | undefined;
-  /** WINDOW credit the server gave us. */
-  credit: number;
-  /** DATA payload bytes we sent. */
-  sent: number;
-}
-
-class MuxPeer {
-  sock!: Socket<MuxPeer>;
-  alpnProtocol: string | false | null = null;
-  closed = false;
-  goaways: number[] = [];
-  readonly streams = new Map<number, StreamState>();
-  /** Credit back every DATA payload at once, except on these streams. */
-  autoWindow = true;
-  readonly noCredit = new Set<number>();
-  /** RESET frames on ids this peer never used (floods): counted, not kept. */
-  strayResets = 0;
-  private inbuf = Buffer.alloc(0);
-  private outq: Buffer[] = [];
-
-  static async open(port: number, tls: Tls, offer: Buffer = alpn("mesh-mux/1")): Promise<MuxPeer> {
-    const c = new MuxPeer();
-    peers.push(c);
-    let ready!: () => void;
-    const readyP = new Promise<void>((r) => (ready = r));
-    try {
-      c.sock = await Bun.connect<MuxPeer>({
-        hostname: "127.0.0.1",
-        port,
-        data: c,
-        tls: { ...tls, rejectUnauthorized: false, ALPNProtocols: offer },
-        socket: {
-          handshake(s) {
-            c.alpnProtocol = s.alpnProtocol;
-            ready();
-          },
-          data: (_s, chunk) => c.onData(chunk),
-          drain: () => c.flush(),
-          close() {
-            c.closed = true;
-            ready();
-          },
-          error() {
-            c.closed = true;
-            ready();
-          },
-        },
-      });
-    } catch {
-      c.closed = true;
-      return c;
-    }
-    await Promise.race([readyP, Bun.sleep(5000)]);
-    return c;
-  }
-
-  stream(id: number): StreamState {
-    let s = this.streams.get(id);
-    if (!s) this.streams.set(id, (s = { chunks: [], bytes: 0, fin: false, reset: undefined, credit: 0, sent: 0 }));
-    return s;
-  }
-
-  private onData(chunk: Buffer): void {
-    if (this.alpnProtocol !== "mesh-mux/1") {
-      this.stream(0).chunks.push(Buffer.from(chunk));
-      return;
-    }
-    this.inbuf = this.inbuf.byteLength === 0 ? Buffer.from(chunk) : Buffer.concat([this.inbuf, chunk]);
-    let at = 0;
-    const credits: Buffer[] = [];
-    while (this.inbuf.byteLength - at >= HEADER) {
-      const type = this.inbuf[at]!;
-      const id = this.inbuf.readUInt32BE(at + 2);
-      const value = this.inbuf.readUInt32BE(at + 6);
-      if (type === T.DATA) {
-        if (this.inbuf.byteLength - at < HEADER + value) break;
-        const s = this.stream(id);
-        s.chunks.push(Buffer.from(this.inbuf.subarray(at + HEADER, at + HEADER + value)));
-        s.bytes += value;
-        at += HEADER + value;
-        if (this.autoWindow && !this.noCredit.has(id)) credits.push(header(T.WINDOW, id, value));
-        continue;
-      }
-      at += HEADER;
-      if (type === T.WINDOW) this.stream(id).credit += value;
-      else if (type === T.FIN) this.stream(id).fin = true;
-      else if (type === T.RESET) {
-        if (this.streams.has(id)) this.stream(id).reset = value;
-        else this.strayResets++;
-      } else if (type === T.GOAWAY) this.goaways.push(value);
-    }
-    this.inbuf = this.inbuf.subarray(at);
-    if (credits.length > 0) this.raw(Buffer.concat(credits));
-  }
-
-  raw(bytes: Uint8Array): void {
-    if (this.closed) return;
-    const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    if (this.outq.length > 0) return void this.outq.push(b);
-    const n = this.sock.write(b);
-    if (n >= 0 && n < b.byteLength) this.outq.push(b.subarray(n));
-  }
-
-  private flush(): void {
-    while (this.outq.length > 0 && !this.closed) {
-      const b = this.outq[0]!;
-      const n = this.sock.write(b);
-      if (n < 0) return;
-      if (n < b.byteLength) {
-        this.outq[0] = b.subarray(n);
-        return;
-      }
-      this.outq.shift();
-    }
-  }
-
-  get unsent(): number {
-    return this.outq.reduce((n, b) => n + b.byteLength, 0);
-  }
-
-  frame(type: number, id: number, value: number, flags = 0, payload?: Uint8Array): void {
-    this.raw(payload ? Buffer.concat([header(type, id, value, flags), payload]) : header(type, id, value, flags));
-  }
-
-  /** DATA frames of at most 64 KiB carrying `bytes` (no window check). */
-  data(id: number, bytes: string | Uint8Array): void {
-    const b = typeof bytes === "string" ? Buffer.from(bytes, "latin1") : Buffer.from(bytes);
-    const parts: Buffer[] = [];
-    for (let at = 0; at < b.byteLength; at += MAX_PAYLOAD) {
-      const p = b.subarray(at, Math.min(b.byteLength, at + MAX_PAYLOAD));
-      parts.push(header(T.DATA, id, p.byteLength), p);
-    }
-    this.stream(id).sent += b.byteLength;
-    this.raw(Buffer.concat(parts));
-  }
-
-  get(id: number, path: string, extra = ""): void {
-    this.data(id, `GET ${path} HTTP/1.1\r\nhost: payments\r\n${extra}\r\n`);
-  }
-
-  text(id: number): string {
-    return Buffer.concat(this.stream(id).chunks).toString("latin1");
-  }
-
-  responses(id: number): HttpResponse[] {
-    return parseResponses(Buffer.concat(this.stream(id).chunks));
-  }
-
-  async response(id: number, n = 1, ms = 5000): Promise<HttpResponse | undefined> {
-    await until(() => this.responses(id).length >= n || this.closed, ms);
-    return this.responses(id)[n - 1];
-  }
-
-  /** Bytes the server lets us send on `id` now, as far as we know. */
-  sendRoom(id: number): number {
-    const s = this.stream(id);
-    return WINDOW0 + s.credit - s.sent;
-  }
-
-  terminate(): void {
-    if (!this.closed) this.sock?.terminate();
-  }
-}
-
-const peers: MuxPeer[] = [];
-afterEach(() => {
-  for (const p of peers.splice(0)) p.terminate();
-});
-
-interface HttpResponse {
-  status: number;
-  headers: Record<string, string>;
-  body: Buffer;
-  text: string;
-}
-
-/** Complete HTTP/1.1 responses in `buf` (content-length or chunked). */
-function parseResponses(buf: Buffer): HttpResponse[] {
-  const out: HttpResponse[] = [];
-  let at = 0;
-  for (let guard = 0; guard < 10_000 && at < buf.byteLength; guard++) {
-    const end = buf.indexOf("\r\n\r\n", at, "latin1");
-    if (end < 0) break;
-    const lines = buf.toString("latin1", at, end).split("\r\n");
-    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0]!)?.[1] ?? NaN);
-    const headers: Record<string, string> = {};
-    for (const line of lines.slice(1)) {
-      const i = line.indexOf(":");
-      headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
-    }
-    let p = end + 4;
-    let body: Buffer;
-    if (headers["transfer-encoding"]?.toLowerCase() === "chunked") {
-      const parts: Buffer[] = [];
-      let done = false;
-      for (let g = 0; g < 100_000; g++) {
-        const le = buf.indexOf("\r\n", p, "latin1");
-        if (le < 0) break;
-        const size = parseInt(buf.toString("latin1", p, le), 16);
-        if (size === 0) {
-          const fin = buf.indexOf("\r\n", le + 2, "latin1");
-          if (fin < 0) break;
-          p = fin + 2;
-          done = true;
-          break;
-        }
-        if (buf.byteLength < le + 2 + size + 2) break;
-        parts.push(buf.subarray(le + 2, le + 2 + size));
-        p = le + 2 + size + 2;
-      }
-      if (!done) break;
-      body = Buffer.concat(parts);
-    } else {
-      const len = Number(headers["content-length"] ?? 0);
-      if (buf.byteLength < p + len) break;
-      body = buf.subarray(p, p + len);
-      p += len;
-    }
-    out.push({ status, headers, body, text: body.toString("utf8") });
-    at = p;
-  }
-  return out;
-}
 
 // ---- the mesh: payments' sidecar in front of a recording service ----
 
@@ -325,8 +53,8 @@ const ORDERS = `spiffe://${TD}/ns/default/sa/orders`;
 const INVENTORY = `spiffe://${TD}/ns/default/sa/inventory`;
 type Proxy = Awaited<ReturnType<MeshFixture["proxy"]>>;
 let payments: Proxy;
-let orders: Tls;
-let inventory: Tls;
+let orders: ClientTls;
+let inventory: ClientTls;
 
 /** What the service saw of each tagged request. */
 interface Call {
@@ -398,14 +126,10 @@ async function handle(req: Request): Promise<Response> {
   }
 }
 
-function tlsOf(service: string): Tls {
-  const dir = join(fx.tmp.path, "certs", service);
-  return {
-    cert: readFileSync(join(dir, "chain.pem"), "utf8"),
-    key: readFileSync(join(dir, "key.pem"), "utf8"),
-    ca: readFileSync(join(dir, "bundle.pem"), "utf8"),
-  };
-}
+const peers: MuxClient[] = [];
+afterEach(() => {
+  for (const p of peers.splice(0)) p.terminate();
+});
 
 beforeAll(async () => {
   await fx.init(TD);
@@ -414,8 +138,8 @@ beforeAll(async () => {
   await fx.issue("inventory");
   const svc = fx.service(handle);
   payments = await fx.proxy("payments", svc.url);
-  orders = tlsOf("orders");
-  inventory = tlsOf("inventory");
+  orders = clientTls(fx, "orders");
+  inventory = clientTls(fx, "inventory");
 });
 afterAll(async () => {
   for (const p of peers.splice(0)) p.terminate();
@@ -424,9 +148,11 @@ afterAll(async () => {
   Bun.gc(true);
 });
 
-/** A raw mux peer to payments' inbound, as orders unless told. */
-function peer(tls: Tls = orders, port = payments.ports.inbound): Promise<MuxPeer> {
-  return MuxPeer.open(port, tls);
+/** A raw mux peer to payments' inbound (or `port`), as orders unless told; terminated after the test. */
+async function peer(tls: ClientTls = orders, port = payments.ports.inbound, opts: OpenOptions = {}): Promise<MuxClient> {
+  const c = await MuxClient.open(port, tls, opts);
+  peers.push(c);
+  return c;
 }
 
 /** A fresh connection still gets a GET answered: the sidecar survived whatever came before. */
@@ -471,8 +197,8 @@ describe("memory a peer can pin", () => {
       const units = Math.min(N - k, Math.floor(c.sendRoom(3) / 16384));
       const parts: Buffer[] = [];
       for (let j = 0; j < units; j++) {
-        parts.push(header(T.DATA, 1, 1), Buffer.from("x"));
-        for (let i = 0; i < 8; i++) parts.push(header(T.DATA, 3, 2048), piece);
+        parts.push(frameHeader(T.DATA, 1, 1), Buffer.from("x"));
+        for (let i = 0; i < 8; i++) parts.push(frameHeader(T.DATA, 3, 2048), piece);
       }
       c.stream(3).sent += units * 16384;
       k += units;
@@ -506,7 +232,7 @@ describe("rapid reset", () => {
    * reach the service; then `end` ends each stream of the batch; how many streams were
    * sent before the connection was cut (-1: never cut), and how many reached the service.
    */
-  async function churn(prefix: string, total: number, end: (c: MuxPeer, id: number) => void): Promise<{ cutAfter: number; reached: number; cancelled: number }> {
+  async function churn(prefix: string, total: number, end: (c: MuxClient, id: number) => void): Promise<{ cutAfter: number; reached: number; cancelled: number }> {
     const c = await peer();
     let sent = 0;
     let cutAfter = -1;
@@ -569,7 +295,7 @@ describe("rapid reset", () => {
 
 describe("flow control and framing", () => {
   /** Stream 1 with a request in flight and more than 64 KiB pipelined behind it: the inbound pauses it and credits nothing more. */
-  async function pausedStream(tag: string): Promise<MuxPeer> {
+  async function pausedStream(tag: string): Promise<MuxClient> {
     const c = await peer();
     c.get(1, `/slow?ms=1500&tag=${tag}`);
     expect(await until(() => calls.has(tag), 3000)).toBe(true);
@@ -628,7 +354,7 @@ describe("flow control and framing", () => {
     // No credit from this side while a frame is half sent: it would land inside the split frame.
     c.autoWindow = false;
     const bytesFor = (id: number) =>
-      Buffer.concat([dataFrame(id, `GET /echo?tag=split-${id} HTTP/1.1\r\n`), dataFrame(id, "host: payments\r\n\r\n"), header(T.WINDOW, id, 7)]);
+      Buffer.concat([dataFrame(id, `GET /echo?tag=split-${id} HTTP/1.1\r\n`), dataFrame(id, "host: payments\r\n\r\n"), frameHeader(T.WINDOW, id, 7)]);
     const length = bytesFor(1).byteLength;
     const ids: number[] = [];
     for (let k = 1, id = 1; k < length && k <= 90; k++, id += 2) {
@@ -800,14 +526,14 @@ describe("head-of-line blocking", () => {
 // The outbound against a hostile mesh-mux/1 server
 // =======================================================================================
 
-interface FakeConn {
-  index: number;
-  sock: Socket<FakeConn>;
-  inbuf: Buffer;
-  streams: Map<number, { buf: Buffer; head: string | undefined; body: number; refused: boolean }>;
-  highest: number;
-  gone: boolean;
+/** What the fake keeps for each stream: the request bytes not yet answered, and where it stands. */
+interface FakeStream {
+  buf: Buffer;
+  head: string | undefined;
+  body: number;
+  refused: boolean;
 }
+type FakeConn = MuxServerConn<FakeStream>;
 
 interface FakeBehaviour {
   /** After each DATA on a stream: true sends RESET(refused) for it (once) and drops the rest. */
@@ -816,10 +542,7 @@ interface FakeBehaviour {
   respond?(c: FakeConn, id: number, response: Buffer): Buffer;
 }
 
-interface FakeMux {
-  listener: TCPSocketListener<FakeConn>;
-  port: number;
-  conns: FakeConn[];
+interface FakeMux extends MuxServer<FakeStream> {
   /** Every request head that arrived, as "conn:stream METHOD path". */
   heads: string[];
   /** Every request answered, as "conn:stream METHOD path bodyBytes". */
@@ -829,82 +552,40 @@ interface FakeMux {
 
 /** A mesh-mux/1 server written from the protocol's description, presenting `service`'s certificate. */
 function fakeMux(service: string): FakeMux {
-  const fake: FakeMux = { listener: undefined as never, port: 0, conns: [], heads: [], served: [], behave: {} };
-  const onFrames = (c: FakeConn) => {
-    let at = 0;
-    for (let guard = 0; guard < 10_000 && c.inbuf.byteLength - at >= HEADER; guard++) {
-      const type = c.inbuf[at]!;
-      const id = c.inbuf.readUInt32BE(at + 2);
-      const value = c.inbuf.readUInt32BE(at + 6);
-      if (type !== T.DATA) {
-        at += HEADER;
-        if (type === T.FIN || type === T.RESET) c.streams.delete(id);
-        continue;
-      }
-      if (c.inbuf.byteLength - at < HEADER + value) break;
-      const payload = c.inbuf.subarray(at + HEADER, at + HEADER + value);
-      at += HEADER + value;
-      let st = c.streams.get(id);
-      if (!st) {
-        if (id <= c.highest) continue;
-        c.highest = id;
-        c.streams.set(id, (st = { buf: Buffer.alloc(0), head: undefined, body: 0, refused: false }));
-      }
-      if (st.refused) continue;
-      c.sock.write(header(T.WINDOW, id, value));
-      st.buf = Buffer.concat([st.buf, payload]);
-      const end = st.buf.indexOf("\r\n\r\n");
-      if (end >= 0 && st.head === undefined) {
-        st.head = st.buf.toString("latin1", 0, end);
+  const tls = { ...clientTls(fx, service), requestCert: true, rejectUnauthorized: true, ALPNProtocols: alpn("mesh-mux/1") };
+  const fake: FakeMux = Object.assign(
+    muxServer<FakeStream>(tls, {
+      open: () => ({ buf: Buffer.alloc(0), head: undefined, body: 0, refused: false }),
+      data(c, id, st, payload) {
+        if (st.refused) return;
+        c.sock.write(frameHeader(T.WINDOW, id, payload.byteLength));
+        st.buf = Buffer.concat([st.buf, payload]);
+        const end = st.buf.indexOf("\r\n\r\n");
+        if (end >= 0 && st.head === undefined) {
+          st.head = st.buf.toString("latin1", 0, end);
+          const [method, path] = st.head.split("\r\n")[0]!.split(" ");
+          fake.heads.push(`${c.index}:${id} ${method} ${path}`);
+        }
+        st.body = end >= 0 ? st.buf.byteLength - end - 4 : 0;
+        if (fake.behave.refuseWhen?.(c, id, st.head, st.body)) {
+          st.refused = true;
+          c.sock.write(frameHeader(T.RESET, id, RESET_REFUSED));
+          return;
+        }
+        if (st.head === undefined) return;
+        const len = Number(/\r\ncontent-length: *(\d+)/i.exec(st.head)?.[1] ?? 0);
+        if (st.body < len) return;
         const [method, path] = st.head.split("\r\n")[0]!.split(" ");
-        fake.heads.push(`${c.index}:${id} ${method} ${path}`);
-      }
-      st.body = end >= 0 ? st.buf.byteLength - end - 4 : 0;
-      if (fake.behave.refuseWhen?.(c, id, st.head, st.body)) {
-        st.refused = true;
-        c.sock.write(header(T.RESET, id, RESET_REFUSED));
-        continue;
-      }
-      if (st.head === undefined) continue;
-      const len = Number(/\r\ncontent-length: *(\d+)/i.exec(st.head)?.[1] ?? 0);
-      if (st.body < len) continue;
-      const [method, path] = st.head.split("\r\n")[0]!.split(" ");
-      fake.served.push(`${c.index}:${id} ${method} ${path} ${len}`);
-      st.buf = st.buf.subarray(end + 4 + len);
-      st.head = undefined;
-      const json = JSON.stringify({ conn: c.index, stream: id, method, path, bytes: len });
-      const res = Buffer.from(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${json.length}\r\n\r\n${json}`, "latin1");
-      c.sock.write(fake.behave.respond?.(c, id, res) ?? dataFrame(id, res));
-    }
-    c.inbuf = c.inbuf.subarray(at);
-  };
-  const dir = join(fx.tmp.path, "certs", service);
-  fake.listener = Bun.listen<FakeConn>({
-    hostname: "127.0.0.1",
-    port: 0,
-    tls: {
-      cert: readFileSync(join(dir, "chain.pem"), "utf8"),
-      key: readFileSync(join(dir, "key.pem"), "utf8"),
-      ca: readFileSync(join(dir, "bundle.pem"), "utf8"),
-      requestCert: true,
-      rejectUnauthorized: true,
-      ALPNProtocols: alpn("mesh-mux/1"),
-    },
-    socket: {
-      open(sock) {
-        sock.data = { index: fake.conns.length, sock, inbuf: Buffer.alloc(0), streams: new Map(), highest: 0, gone: false };
-        fake.conns.push(sock.data);
+        fake.served.push(`${c.index}:${id} ${method} ${path} ${len}`);
+        st.buf = st.buf.subarray(end + 4 + len);
+        st.head = undefined;
+        const json = JSON.stringify({ conn: c.index, stream: id, method, path, bytes: len });
+        const res = Buffer.from(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${json.length}\r\n\r\n${json}`, "latin1");
+        c.sock.write(fake.behave.respond?.(c, id, res) ?? dataFrame(id, res));
       },
-      data(sock, chunk) {
-        sock.data.inbuf = Buffer.concat([sock.data.inbuf, chunk]);
-        onFrames(sock.data);
-      },
-      close(sock) {
-        sock.data.gone = true;
-      },
-    },
-  });
-  fake.port = fake.listener.port;
+    }),
+    { heads: [] as string[], served: [] as string[], behave: {} as FakeBehaviour },
+  );
   return fake;
 }
 
@@ -977,7 +658,7 @@ describe("the outbound against a hostile mesh-mux/1 server", () => {
     // Ids far above any the caller opens in this test: never opened.
     fake.behave = {
       respond: (_c, id, res) =>
-        Buffer.concat([forged(id + 1000), header(T.FIN, id + 1000, 0), header(T.WINDOW, id + 2000, 5000), header(T.RESET, id + 3000, RESET_CANCEL), dataFrame(id, res)]),
+        Buffer.concat([forged(id + 1000), frameHeader(T.FIN, id + 1000, 0), frameHeader(T.WINDOW, id + 2000, 5000), frameHeader(T.RESET, id + 3000, RESET_CANCEL), dataFrame(id, res)]),
     };
     const first = await through("GET /own-1 HTTP/1.1\r\nhost: ledger\r\n\r\n");
     expect(first).toStartWith("HTTP/1.1 200");
@@ -999,7 +680,7 @@ describe("the outbound against a hostile mesh-mux/1 server", () => {
       respond: (c, id, res) => {
         const last = c.index === 0 ? 0 : 0xffff_ffff;
         // GOAWAY, the response, then more on the same stream: a WINDOW and its FIN.
-        return Buffer.concat([header(T.GOAWAY, 0, last), dataFrame(id, res), header(T.WINDOW, id, 1000), header(T.FIN, id, 0)]);
+        return Buffer.concat([frameHeader(T.GOAWAY, 0, last), dataFrame(id, res), frameHeader(T.WINDOW, id, 1000), frameHeader(T.FIN, id, 0)]);
       },
     };
     const answers: number[] = [];
@@ -1022,7 +703,7 @@ describe("the inbound listener in process (real TLS, real sessions, idle period 
   let root: Issued, int: Issued, paymentsLeaf: Issued, ordersLeaf: Issued;
   let listener: H1Listener;
   let port = 0;
-  let clientTls: Tls;
+  let leafTls: ClientTls;
   /** Bytes the /sink handler pumped away. */
   let sunk = 0;
   const LARGE = "z".repeat(24 << 20);
@@ -1058,7 +739,7 @@ describe("the inbound listener in process (real TLS, real sessions, idle period 
       },
     });
     port = listener.listen();
-    clientTls = { cert: pemOf(ordersLeaf, int), key: ordersLeaf.keyPem, ca: root.pem };
+    leafTls = { cert: pemOf(ordersLeaf, int), key: ordersLeaf.keyPem, ca: root.pem };
   });
   afterAll(() => {
     for (const p of peers.splice(0)) p.terminate();
@@ -1068,8 +749,8 @@ describe("the inbound listener in process (real TLS, real sessions, idle period 
   const sessions = () => (listener as unknown as { sessions: Set<MuxSession> }).sessions;
 
   /** A session whose stream 1 has a request in flight and 64 KiB pipelined behind it: the stream is paused, and what comes next is held. */
-  async function pausedStream(): Promise<MuxPeer> {
-    const c = await MuxPeer.open(port, clientTls);
+  async function pausedStream(): Promise<MuxClient> {
+    const c = await peer(leafTls, port);
     expect(c.alpnProtocol).toBe("mesh-mux/1");
     c.get(1, "/hold");
     c.data(1, Buffer.alloc(MAX_PAYLOAD, 0x61));
@@ -1107,8 +788,8 @@ describe("the inbound listener in process (real TLS, real sessions, idle period 
     for (let k = 0; k < N; k += 100) {
       const parts: Buffer[] = [];
       for (let j = 0; j < 100; j++) {
-        parts.push(header(T.DATA, 1, 1), Buffer.from("x"));
-        for (let i = 0; i < 8; i++) parts.push(header(T.DATA, 3, 2048), piece);
+        parts.push(frameHeader(T.DATA, 1, 1), Buffer.from("x"));
+        for (let i = 0; i < 8; i++) parts.push(frameHeader(T.DATA, 3, 2048), piece);
       }
       c.raw(Buffer.concat(parts));
       await until(() => c.unsent === 0 || c.closed, 5000);
@@ -1138,7 +819,7 @@ describe("the inbound listener in process (real TLS, real sessions, idle period 
   });
 
   test("each stream keeps its own idle timer inside a busy session: an idle stream gets FIN, a slowloris head 408, an unread response a RESET; a busy stream and the session live on", async () => {
-    const c = await MuxPeer.open(port, clientTls);
+    const c = await peer(leafTls, port);
     c.noCredit.add(7);
     c.get(1, "/first");
     expect((await c.response(1))?.status).toBe(200);
@@ -1184,14 +865,14 @@ describe("the inbound listener in process (real TLS, real sessions, idle period 
   // more. Expected: a session whose output has not moved for a period is terminated, like
   // a plain connection.
   test("a session whose peer stops reading is dropped once its streams are reset, as a plain connection beside it is", async () => {
-    const mux = await MuxPeer.open(port, clientTls);
-    const plain = await MuxPeer.open(port, clientTls, alpn("http/1.1"));
+    const mux = await peer(leafTls, port);
+    const plain = await peer(leafTls, port, { alpn: alpn("http/1.1") });
     expect(mux.alpnProtocol).toBe("mesh-mux/1");
     expect(plain.alpnProtocol).toBe("http/1.1");
-    mux.sock.pause();
-    plain.sock.pause();
+    mux.sock!.pause();
+    plain.sock!.pause();
     const req = "GET /large HTTP/1.1\r\nhost: payments\r\n\r\n";
-    mux.raw(Buffer.concat([dataFrame(1, req), header(T.WINDOW, 1, MAX_WINDOW - WINDOW0)]));
+    mux.raw(Buffer.concat([dataFrame(1, req), frameHeader(T.WINDOW, 1, MAX_WINDOW - WINDOW0)]));
     plain.raw(Buffer.from(req, "latin1"));
     const session = () => [...sessions()].find((s) => s.streams.has(1) || (s as unknown as { writer: { blocked: boolean } }).writer.blocked);
     // The plain connection is reset after one to two periods of taking nothing (Bun's timer ticks every 4 s).

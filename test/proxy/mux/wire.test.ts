@@ -1,380 +1,21 @@
 /**
- * mesh-mux/1 on the wire: a raw TLS client that builds every frame by hand talks to a
- * real `mesh proxy` inbound listener (real process, real certificates from the
- * fixture's CA). It checks what the server sends back frame by frame: responses on the
- * right stream, the stream limit, silent drops, flow control in both directions, every
- * protocol violation tearing the TLS connection down (and the proxy serving on), ALPN
- * as negotiated with openssl and curl, identity per stream, and GOAWAY on drain.
+ * mesh-mux/1 on the wire: a raw TLS client that builds every frame by hand (MuxClient,
+ * test/helpers/mux-peer.ts) talks to a real `mesh proxy` inbound listener (real process,
+ * real certificates from the fixture's CA). It checks what the server sends back frame by
+ * frame: responses on the right stream, the stream limit, silent drops, flow control in
+ * both directions, every protocol violation tearing the TLS connection down (and the proxy
+ * serving on), ALPN as negotiated with openssl and curl, identity per stream, and GOAWAY on
+ * drain.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Socket } from "bun";
+import { clientTls } from "../../helpers/data-plane.ts";
+import { parseResponses } from "../../helpers/http-responses.ts";
 import { MeshFixture, metricValue, type EchoService } from "../../helpers/mesh-fixture.ts";
-
-// ---- the protocol, restated here on purpose (the test must not trust the code under test) ----
-
-const HEADER = 10;
-const MAX_PAYLOAD = 65536;
-const WINDOW0 = 128 * 1024;
-const MAX_STREAMS = 128;
-const MAX_WINDOW = 2 ** 31 - 1;
-const T = { DATA: 0, WINDOW: 1, FIN: 2, RESET: 3, GOAWAY: 4 } as const;
-const RESET_CANCEL = 0;
-const RESET_REFUSED = 1;
-
-/** ALPN wire format: each name prefixed by its length. */
-function alpn(...names: string[]): Buffer {
-  return Buffer.concat(names.map((n) => Buffer.concat([Buffer.from([n.length]), Buffer.from(n, "latin1")])));
-}
-
-function header(type: number, id: number, value: number, flags = 0): Buffer {
-  const b = Buffer.alloc(HEADER);
-  b[0] = type;
-  b[1] = flags;
-  b.writeUInt32BE(id >>> 0, 2);
-  b.writeUInt32BE(value >>> 0, 6);
-  return b;
-}
-
-// ---- a hand-built client ----
-
-interface StreamState {
-  chunks: Buffer[];
-  /** DATA payload bytes received. */
-  bytes: number;
-  /** DATA frames received, with their sizes. */
-  frames: number[];
-  fin: boolean;
-  /** RESET value received, if any. */
-  reset: number | undefined;
-  /** WINDOW credit received from the server. */
-  credit: number;
-  /** WINDOW frames received (values). */
-  windows: number[];
-  /** DATA payload bytes we sent. */
-  sent: number;
-}
-
-interface Tls {
-  cert: string;
-  key: string;
-  ca: string;
-}
-
-interface OpenOptions {
-  /** ALPN offer in wire format; null offers none. Default: mesh-mux/1 only. */
-  alpn?: Buffer | null;
-  /** Credit every DATA payload back at once (default true). */
-  autoWindow?: boolean;
-}
-
-class MuxClient {
-  sock: Socket<MuxClient> | undefined;
-  /** What the handshake chose (false/null when nothing). */
-  alpnProtocol: string | false | null = null;
-  /** The handshake event fired (success or not). */
-  handshook = false;
-  /** Bun's verdict on the server's chain and name (false here: mesh certificates carry no DNS name). */
-  verified = false;
-  /** The handshake completed: the error, if any, is only Bun's own verdict on the server's name. */
-  get handshakeOk(): boolean {
-    return this.handshook && !this.closedInHandshake && !/ALERT/i.test(this.authError ?? "");
-  }
-  closedInHandshake = false;
-  /** The handshake's error, as Bun reports it (a verification failure, or an alert). */
-  authError: string | undefined;
-  closed = false;
-  error: string | undefined;
-  goaways: number[] = [];
-  /** Bytes received while ALPN chose nothing: not frames. */
-  plain: Buffer[] = [];
-  readonly streams = new Map<number, StreamState>();
-  autoWindow: boolean;
-  /** RESETs on high ids (see onData). */
-  manyResets = 0;
-  /** A write found the socket closed. */
-  writeFailed = false;
-  /** Frames the server sent that no valid server sends. */
-  oddities: string[] = [];
-  private inbuf: Buffer = Buffer.alloc(0);
-  private outq: Buffer[] = [];
-  private handshakeDone!: () => void;
-  private readonly handshakeP = new Promise<void>((r) => (this.handshakeDone = r));
-
-  private constructor(autoWindow: boolean) {
-    this.autoWindow = autoWindow;
-  }
-
-  static async open(port: number, tls: Tls, opts: OpenOptions = {}): Promise<MuxClient> {
-    const c = new MuxClient(opts.autoWindow ?? true);
-    const offer = opts.alpn === undefined ? alpn("mesh-mux/1") : opts.alpn;
-    try {
-      c.sock = await Bun.connect<MuxClient>({
-        hostname: "127.0.0.1",
-        port,
-        data: c,
-        tls: { cert: tls.cert, key: tls.key, ca: tls.ca, rejectUnauthorized: false, ...(offer ? { ALPNProtocols: offer } : {}) },
-        socket: {
-          handshake(s, ok, authError) {
-            s.data.handshook = true;
-            s.data.verified = ok;
-            s.data.authError = authError?.message;
-            s.data.alpnProtocol = s.alpnProtocol;
-            s.data.handshakeDone();
-          },
-          data: (s, chunk) => s.data.onData(chunk),
-          drain: (s) => s.data.flush(),
-          close(s) {
-            if (!s.data.handshook) s.data.closedInHandshake = true;
-            s.data.closed = true;
-            s.data.handshakeDone();
-          },
-          error(s, err) {
-            s.data.error ??= err.message;
-            s.data.closed = true;
-            s.data.handshakeDone();
-          },
-          connectError(s, err) {
-            s.data.error ??= err.message;
-            s.data.closed = true;
-            s.data.handshakeDone();
-          },
-        },
-      });
-    } catch (err) {
-      c.error = (err as Error).message;
-      c.closed = true;
-      return c;
-    }
-    await Promise.race([c.handshakeP, Bun.sleep(5000)]);
-    return c;
-  }
-
-  stream(id: number): StreamState {
-    let s = this.streams.get(id);
-    if (!s) {
-      s = { chunks: [], bytes: 0, frames: [], fin: false, reset: undefined, credit: 0, windows: [], sent: 0 };
-      this.streams.set(id, s);
-    }
-    return s;
-  }
-
-  // ---- reading ----
-
-  private onData(chunk: Buffer): void {
-    if (this.alpnProtocol !== "mesh-mux/1") {
-      this.plain.push(Buffer.from(chunk));
-      return;
-    }
-    this.inbuf = this.inbuf.byteLength === 0 ? Buffer.from(chunk) : Buffer.concat([this.inbuf, chunk]);
-    let at = 0;
-    const credits: Buffer[] = [];
-    while (this.inbuf.byteLength - at >= HEADER) {
-      const type = this.inbuf[at]!;
-      const flags = this.inbuf[at + 1]!;
-      const id = this.inbuf.readUInt32BE(at + 2);
-      const value = this.inbuf.readUInt32BE(at + 6);
-      if (flags !== 0) this.oddities.push(`flags ${flags}`);
-      if (type === T.DATA) {
-        if (this.inbuf.byteLength - at < HEADER + value) break;
-        const payload = Buffer.from(this.inbuf.subarray(at + HEADER, at + HEADER + value));
-        at += HEADER + value;
-        if (value === 0 || value > MAX_PAYLOAD) this.oddities.push(`DATA of ${value} on ${id}`);
-        const s = this.stream(id);
-        s.chunks.push(payload);
-        s.bytes += value;
-        s.frames.push(value);
-        if (this.autoWindow) credits.push(header(T.WINDOW, id, value));
-        continue;
-      }
-      at += HEADER;
-      if (type === T.WINDOW) {
-        const s = this.stream(id);
-        s.credit += value;
-        s.windows.push(value);
-      } else if (type === T.FIN) this.stream(id).fin = true;
-      else if (type === T.RESET) {
-        // Ids past the first thousands are floods: counted, not kept.
-        if (id > 10_000 && !this.streams.has(id)) this.manyResets++;
-        else this.stream(id).reset = value;
-      }
-      else if (type === T.GOAWAY) {
-        if (id !== 0) this.oddities.push(`GOAWAY on ${id}`);
-        this.goaways.push(value);
-      } else this.oddities.push(`type ${type}`);
-    }
-    this.inbuf = this.inbuf.subarray(at);
-    if (credits.length > 0) this.raw(Buffer.concat(credits));
-  }
-
-  // ---- writing ----
-
-  /** Writes bytes as given, queued behind anything the socket did not take yet. */
-  raw(bytes: Uint8Array): void {
-    if (this.closed || !this.sock) return;
-    const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    if (this.outq.length > 0) {
-      this.outq.push(b);
-      return;
-    }
-    const n = this.sock.write(b);
-    if (n < 0) {
-      this.writeFailed = true;
-      return;
-    }
-    if (n < b.byteLength) this.outq.push(b.subarray(n));
-  }
-
-  private flush(): void {
-    while (this.outq.length > 0 && !this.closed && this.sock) {
-      const b = this.outq[0]!;
-      const n = this.sock.write(b);
-      if (n < 0) return;
-      if (n < b.byteLength) {
-        this.outq[0] = b.subarray(n);
-        return;
-      }
-      this.outq.shift();
-    }
-  }
-
-  get unsent(): number {
-    return this.outq.reduce((n, b) => n + b.byteLength, 0);
-  }
-
-  frame(type: number, id: number, value: number, flags = 0, payload?: Uint8Array): void {
-    this.raw(payload ? Buffer.concat([header(type, id, value, flags), payload]) : header(type, id, value, flags));
-  }
-
-  /** DATA frames of at most 64 KiB carrying `bytes` on stream `id` (no window check). */
-  data(id: number, bytes: string | Uint8Array): void {
-    const b = typeof bytes === "string" ? Buffer.from(bytes, "latin1") : Buffer.from(bytes);
-    const parts: Buffer[] = [];
-    for (let at = 0; at < b.byteLength; at += MAX_PAYLOAD) {
-      const p = b.subarray(at, Math.min(b.byteLength, at + MAX_PAYLOAD));
-      parts.push(header(T.DATA, id, p.byteLength), p);
-    }
-    this.stream(id).sent += b.byteLength;
-    this.raw(Buffer.concat(parts));
-  }
-
-  /** Bytes the server lets us send on `id` now, as far as we know. */
-  sendRoom(id: number): number {
-    const s = this.stream(id);
-    return WINDOW0 + s.credit - s.sent;
-  }
-
-  /** Sends `bytes` on `id`, never beyond the window the server granted; waits for WINDOW frames. */
-  async dataWithinWindow(id: number, bytes: Uint8Array, timeoutMs = 10_000): Promise<boolean> {
-    const until = Date.now() + timeoutMs;
-    let at = 0;
-    while (at < bytes.byteLength) {
-      if (this.closed || Date.now() > until) return false;
-      const room = this.sendRoom(id);
-      if (room <= 0 || this.unsent > 1 << 20) {
-        await Bun.sleep(2);
-        continue;
-      }
-      const n = Math.min(room, MAX_PAYLOAD, bytes.byteLength - at);
-      this.data(id, bytes.subarray(at, at + n));
-      at += n;
-    }
-    return true;
-  }
-
-  window(id: number, credit: number): void {
-    this.frame(T.WINDOW, id, credit);
-  }
-
-  get(id: number, path: string, extra = ""): void {
-    this.data(id, `GET ${path} HTTP/1.1\r\nhost: payments\r\n${extra}\r\n`);
-  }
-
-  /** The HTTP/1.1 responses complete so far on stream `id`. */
-  responses(id: number): HttpResponse[] {
-    return parseResponses(Buffer.concat(this.stream(id).chunks));
-  }
-
-  async until(check: () => boolean, ms = 5000): Promise<boolean> {
-    const end = Date.now() + ms;
-    while (Date.now() < end) {
-      if (check()) return true;
-      await Bun.sleep(5);
-    }
-    return check();
-  }
-
-  /** Waits for `n` complete responses on stream `id`. */
-  async response(id: number, n = 1, ms = 5000): Promise<HttpResponse | undefined> {
-    await this.until(() => this.responses(id).length >= n || this.closed, ms);
-    return this.responses(id)[n - 1];
-  }
-
-  end(): void {
-    if (!this.closed) this.sock?.end();
-  }
-
-  terminate(): void {
-    if (!this.closed) this.sock?.terminate();
-  }
-}
-
-interface HttpResponse {
-  status: number;
-  headers: Record<string, string>;
-  body: Buffer;
-  text: string;
-}
-
-/** Complete HTTP/1.1 responses in `buf` (content-length or chunked). */
-function parseResponses(buf: Buffer): HttpResponse[] {
-  const out: HttpResponse[] = [];
-  let at = 0;
-  for (let guard = 0; guard < 10_000 && at < buf.byteLength; guard++) {
-    const end = buf.indexOf("\r\n\r\n", at, "latin1");
-    if (end < 0) break;
-    const lines = buf.toString("latin1", at, end).split("\r\n");
-    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0]!)?.[1] ?? NaN);
-    const headers: Record<string, string> = {};
-    for (const line of lines.slice(1)) {
-      const i = line.indexOf(":");
-      headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
-    }
-    let p = end + 4;
-    let body: Buffer;
-    if (headers["transfer-encoding"]?.toLowerCase() === "chunked") {
-      const parts: Buffer[] = [];
-      let done = false;
-      for (let g = 0; g < 100_000; g++) {
-        const le = buf.indexOf("\r\n", p, "latin1");
-        if (le < 0) break;
-        const size = parseInt(buf.toString("latin1", p, le), 16);
-        if (size === 0) {
-          const fin = buf.indexOf("\r\n", le + 2, "latin1");
-          if (fin < 0) break;
-          p = fin + 2;
-          done = true;
-          break;
-        }
-        if (buf.byteLength < le + 2 + size + 2) break;
-        parts.push(buf.subarray(le + 2, le + 2 + size));
-        p = le + 2 + size + 2;
-      }
-      if (!done) break;
-      body = Buffer.concat(parts);
-    } else {
-      const len = Number(headers["content-length"] ?? 0);
-      if (buf.byteLength < p + len) break;
-      body = buf.subarray(p, p + len);
-      p += len;
-    }
-    out.push({ status, headers, body, text: body.toString("utf8") });
-    at = p;
-  }
-  return out;
-}
+import { alpn, frameHeader, MAX_PAYLOAD, MAX_STREAMS, MAX_WINDOW, MuxClient, RESET_CANCEL, RESET_REFUSED, T, WINDOW0, type OpenOptions } from "../../helpers/mux-peer.ts";
+import type { ClientTls } from "../../helpers/raw-http.ts";
 
 // ---- bodies ----
 
@@ -403,21 +44,12 @@ const ORDERS = `spiffe://${TD}/ns/default/sa/orders`;
 const INVENTORY = `spiffe://${TD}/ns/default/sa/inventory`;
 let svc: EchoService;
 let proxy: Awaited<ReturnType<MeshFixture["proxy"]>>;
-let orders: Tls;
-let inventory: Tls;
+let orders: ClientTls;
+let inventory: ClientTls;
 const seenTags: string[] = [];
 /** /slow requests in the service now, and the most at once since the last reset. */
 let slowNow = 0;
 let slowPeak = 0;
-
-function tlsOf(service: string): Tls {
-  const dir = join(fx.tmp.path, "certs", service);
-  return {
-    cert: readFileSync(join(dir, "chain.pem"), "utf8"),
-    key: readFileSync(join(dir, "key.pem"), "utf8"),
-    ca: readFileSync(join(dir, "bundle.pem"), "utf8"),
-  };
-}
 
 function sleepOrAbort(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise<void>((resolve) => {
@@ -465,13 +97,13 @@ beforeAll(async () => {
   await fx.issue("inventory");
   svc = fx.service(handle);
   proxy = await fx.proxy("payments", svc.url);
-  orders = tlsOf("orders");
-  inventory = tlsOf("inventory");
+  orders = clientTls(fx, "orders");
+  inventory = clientTls(fx, "inventory");
 });
 afterAll(() => fx.close());
 
 const clients: MuxClient[] = [];
-async function client(opts: OpenOptions = {}, tls: Tls = orders, port = proxy.ports.inbound): Promise<MuxClient> {
+async function client(opts: OpenOptions = {}, tls: ClientTls = orders, port = proxy.ports.inbound): Promise<MuxClient> {
   const c = await MuxClient.open(port, tls, opts);
   clients.push(c);
   return c;
@@ -528,7 +160,7 @@ describe("streams", () => {
         const from = at.get(id)!;
         if (from >= req.byteLength) continue;
         const n = Math.min(7, req.byteLength - from);
-        frames.push(header(T.DATA, id, n), req.subarray(from, from + n));
+        frames.push(frameHeader(T.DATA, id, n), req.subarray(from, from + n));
         at.set(id, from + n);
       }
       c.raw(Buffer.concat(frames));
@@ -695,7 +327,7 @@ describe("a protocol violation tears the whole TLS connection down", () => {
   test("a frame header split across TLS writes is reassembled, not a violation", async () => {
     const c = await client();
     const req = Buffer.from("GET /echo?tag=split HTTP/1.1\r\nhost: payments\r\n\r\n", "latin1");
-    const bytes = Buffer.concat([header(T.DATA, 1, req.byteLength), req]);
+    const bytes = Buffer.concat([frameHeader(T.DATA, 1, req.byteLength), req]);
     for (let i = 0; i < bytes.byteLength; i += 3) {
       c.raw(bytes.subarray(i, i + 3));
       await Bun.sleep(1);
@@ -1279,7 +911,7 @@ describe("what one connection can make the inbound hold", () => {
     const c = await client({ autoWindow: false });
     const ids = Array.from({ length: MAX_STREAMS }, (_, i) => i + 1);
     // 128 open streams, each with an unfinished request.
-    c.raw(Buffer.concat(ids.map((id) => Buffer.concat([header(T.DATA, id, 1), Buffer.from("G")]))));
+    c.raw(Buffer.concat(ids.map((id) => Buffer.concat([frameHeader(T.DATA, id, 1), Buffer.from("G")]))));
     await Bun.sleep(100);
     c.sock!.pause();
     // Then streams past the limit, each refused with a RESET we do not read: 10 bytes out per 11 in.
@@ -1295,7 +927,7 @@ describe("what one connection can make the inbound hold", () => {
       }
       const batch = Buffer.allocUnsafe(BATCH * 11);
       for (let k = 0; k < BATCH; k++) {
-        header(T.DATA, next++, 1).copy(batch, k * 11);
+        frameHeader(T.DATA, next++, 1).copy(batch, k * 11);
         batch[k * 11 + 10] = 0x47;
       }
       c.raw(batch);
