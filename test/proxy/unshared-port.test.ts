@@ -55,3 +55,21 @@ test("port 0: the ephemeral port the kernel picks is the one claimed", () => {
     claim.release();
   }
 });
+
+test("a connection to a claim's name is closed at once: a claim holds no descriptor for another process", async () => {
+  const claim = claimUnsharedPort("127.0.0.1", 0);
+  try {
+    const closed: boolean[] = [];
+    for (let i = 0; i < 5; i++) {
+      closed.push(
+        await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), 1000);
+          void Bun.connect({ unix: `\0mesh-listener/127.0.0.1/${claim.port}`, socket: { data() {}, close: () => (clearTimeout(timer), resolve(true)), error: () => (clearTimeout(timer), resolve(true)) } }).catch(() => (clearTimeout(timer), resolve(true)));
+        }),
+      );
+    }
+    expect(closed.every(Boolean)).toBe(true);
+  } finally {
+    claim.release();
+  }
+});

@@ -55,7 +55,11 @@ function probe(hostname: string, port: number): number {
   return free;
 }
 
-/** Bun's EADDRINUSE if another process holds the name: bindNamed reports it as the port in use. */
+/**
+ * Bun's EADDRINUSE if another process holds the name: bindNamed reports it as the port in use.
+ * It is a listener only for its name: any process of the namespace may connect to it, and
+ * each connection is closed at once, so none holds a descriptor of ours.
+ */
 function claimName(hostname: string, port: number): UnixSocketListener<undefined> {
-  return Bun.listen<undefined>({ unix: `\0mesh-listener/${hostname}/${port}`, socket: { data: () => undefined } });
+  return Bun.listen<undefined>({ unix: `\0mesh-listener/${hostname}/${port}`, socket: { open: (socket) => socket.terminate(), data: () => undefined } });
 }
