@@ -131,16 +131,26 @@ async function whoAnswers(via: Sidecar): Promise<string> {
   }
 }
 
+/** Past the file watch's 250 ms settle: a read that a late watch event asks for has run by then. */
+const AFTER_READ_MS = 500;
+
 /**
- * Calls through `via` every 25 ms for `ms` while `during` runs: the longest a call took, and
- * the answers that were not `expect`. Bounded in count and time.
+ * Calls through `via` every 25 ms while `during` runs and after it, until `done()` holds (at
+ * most `maxMs`) and AFTER_READ_MS more: the window spans the read it waits for, however long
+ * that takes. The longest a call took, the answers that were not `expect`, and whether `done`
+ * held. Bounded in count and time.
  */
-async function probeWhile(via: Sidecar, expectWho: string, ms: number, during: () => Promise<void> | void): Promise<{ worstMs: number; bad: string[]; calls: number }> {
+async function probeWhile(
+  via: Sidecar,
+  expectWho: string,
+  window: { done: () => boolean; maxMs: number },
+  during: () => Promise<void> | void,
+): Promise<{ worstMs: number; bad: string[]; calls: number; done: boolean }> {
   let worstMs = 0;
   const bad: string[] = [];
   let calls = 0;
   let running = true;
-  const until = Date.now() + ms + 15_000;
+  const until = Date.now() + window.maxMs + AFTER_READ_MS + 15_000;
   const loop = (async () => {
     while (running && calls < 2000 && Date.now() < until) {
       calls++;
@@ -153,10 +163,11 @@ async function probeWhile(via: Sidecar, expectWho: string, ms: number, during: (
   })();
   await Bun.sleep(150);
   await during();
-  await Bun.sleep(ms);
+  const done = await eventually(window.done, window.maxMs);
+  await Bun.sleep(AFTER_READ_MS);
   running = false;
   await loop;
-  return { worstMs, bad, calls };
+  return { worstMs, bad, calls, done };
 }
 
 /** The text a process logged after `mark` characters. */
@@ -165,11 +176,8 @@ const since = (p: MeshProcess, mark: number) => p.stderr().slice(mark);
 beforeAll(async () => {
   const r = await mesh("ca", "init", "--out", ca);
   if (r.code !== 0) throw new Error(r.err);
-  await issue("payments", paDir);
-  await issue("payments", pbDir);
-  await issue("orders", ordersDir);
-  pa = await proxy("payments", echo("payments-a"), paDir);
-  pb = await proxy("payments", echo("payments-b"), pbDir);
+  await Promise.all([issue("payments", paDir), issue("payments", pbDir), issue("orders", ordersDir)]);
+  [pa, pb] = await Promise.all([proxy("payments", echo("payments-a"), paDir), proxy("payments", echo("payments-b"), pbDir)]);
 }, 60_000);
 
 afterAll(async () => {
@@ -219,9 +227,10 @@ describe("the sidecar's --config, written as deployments write it", () => {
     cm.swap({ "proxy.yaml": B() });
     expect(await eventually(async () => (await whoAnswers(orders)) === "payments-b", 10_000)).toBe(true);
     const mark = orders.stderr().length;
-    const r = await probeWhile(orders, "payments-b", 1500, () => cm.swap({ "proxy.yaml": A().replace("port: 80}", "port: 80, protocl: http}") }));
+    const named = () => since(orders, mark).includes("config file not taken") && since(orders, mark).includes(`${file()}#0 spec.ports[0]: unknown field \\"protocl\\"`);
+    const r = await probeWhile(orders, "payments-b", { done: named, maxMs: 5000 }, () => cm.swap({ "proxy.yaml": A().replace("port: 80}", "port: 80, protocl: http}") }));
     expect(r.bad).toEqual([]);
-    expect(await eventually(() => since(orders, mark).includes("config file not taken") && since(orders, mark).includes(`${file()}#0 spec.ports[0]: unknown field \\"protocl\\"`), 5000)).toBe(true);
+    expect(r.done).toBe(true);
     cm.swap({ "proxy.yaml": A() });
     expect(await eventually(async () => (await whoAnswers(orders)) === "payments-a", 10_000)).toBe(true);
   }, 30_000);
@@ -244,15 +253,15 @@ describe("the sidecar's --config, written as deployments write it", () => {
     const f = T("plain", "proxy.yaml");
     let who = "payments-a";
     /** Writes `text`, then expects the last good answer throughout and `needle` in the log. */
-    async function refused(write: () => void, needle: string | RegExp, ms = 1500): Promise<void> {
+    async function refused(write: () => void, needle: string | RegExp): Promise<void> {
       const mark = side.stderr().length;
-      const r = await probeWhile(side, who, ms, write);
-      expect(r.bad).toEqual([]);
-      const seen = await eventually(() => {
+      const named = () => {
         const log = since(side, mark);
         return log.includes("config file not taken") && (typeof needle === "string" ? log.includes(needle) : needle.test(log));
-      }, 5000);
-      if (!seen) throw new Error(`log after the write did not name ${needle}:\n${since(side, mark).slice(0, 2000)}`);
+      };
+      const r = await probeWhile(side, who, { done: named, maxMs: 5000 }, write);
+      expect(r.bad).toEqual([]);
+      if (!r.done) throw new Error(`log after the write did not name ${needle}:\n${since(side, mark).slice(0, 2000)}`);
     }
     /** A good write is taken: calls go to the other payments. */
     async function takes(): Promise<void> {
@@ -277,7 +286,7 @@ describe("the sidecar's --config, written as deployments write it", () => {
     test("truncate then write: the empty moment is refused ('no documents'), calls go on, the whole file is taken", async () => {
       const fd = openSync(f, "r+");
       const mark = side.stderr().length;
-      const r = await probeWhile(side, who, 1200, () => ftruncateSync(fd, 0));
+      const r = await probeWhile(side, who, { done: () => since(side, mark).includes(`${f}: no documents in file`), maxMs: 5000 }, () => ftruncateSync(fd, 0));
       expect(r.bad).toEqual([]);
       expect(since(side, mark)).toContain(`${f}: no documents in file`);
       const next = who === "payments-a" ? B() : A();
@@ -339,7 +348,9 @@ describe("the sidecar's --config, written as deployments write it", () => {
       const mark = side.stderr().length;
       try {
         writeFileSync(f, dup);
-        await Bun.sleep(1500);
+        // The refusal naming the key is the read of the whole file; past it, one read more that a late watch event asks for.
+        await eventually(() => /#0 spec: duplicate key \\"endpoints\\"/.test(since(side, mark)), 10_000);
+        await Bun.sleep(AFTER_READ_MS);
         const log = since(side, mark);
         expect(log).toContain("config file not taken");
         expect(log).toMatch(/#0 spec: duplicate key \\"endpoints\\" at line 10 \(first at line 8\)/);
@@ -356,7 +367,7 @@ describe("the sidecar's --config, written as deployments write it", () => {
       const mark = side.stderr().length;
       try {
         writeFileSync(f, bytes);
-        await Bun.sleep(1500);
+        await eventually(() => since(side, mark).includes(`${f}: not valid UTF-8`), 10_000);
         const log = since(side, mark);
         expect(log).toContain("config file not taken");
         expect(log).toContain(`${f}: not valid UTF-8: byte 0xE9 at byte offset`);
@@ -369,9 +380,9 @@ describe("the sidecar's --config, written as deployments write it", () => {
     test("a syntax error at the top of a large file (20,000 lines) is placed at its line without stalling the data plane", async () => {
       const big = "apiVersion: mesh.dev/v1alpha1\nkind: Service\nmetadata: [unclosed\n" + Array.from({ length: 20_000 }, (_, i) => `# line ${i}\n`).join("");
       const mark = side.stderr().length;
-      const r = await probeWhile(side, who, 2000, () => writeFileSync(f, big));
-      const log = await eventually(() => since(side, mark).includes("config file not taken"), 30_000);
-      expect(log).toBe(true);
+      // Calls go on until the read is over (and a little after), however long it takes.
+      const r = await probeWhile(side, who, { done: () => since(side, mark).includes("config file not taken"), maxMs: 30_000 }, () => writeFileSync(f, big));
+      expect(r.done).toBe(true);
       expect(since(side, mark)).toContain(`${f}#0: YAML syntax error at line 3`);
       // A call through the sidecar takes a few ms; a reload must not hold it for seconds (calls time out at 3 s).
       expect(r.worstMs).toBeLessThan(1000);
@@ -386,9 +397,10 @@ describe("the sidecar's --config, written as deployments write it", () => {
       const big = A().replace("  name: payments\n", `  name: payments\n  annotations:\n${lines.join("\n")}\n`);
       expect(big.length).toBeGreaterThan(20_000_000);
       const mark = side.stderr().length;
-      const r = await probeWhile(side, who, 3000, () => writeFileSync(f, big));
-      // A read while the file was still being written may be refused for another reason first.
-      await eventually(() => since(side, mark).includes(`${f}: too large`) || since(side, mark).includes("config reloaded") || side.proc.exitCode !== null, 40_000);
+      // A read while the file was still being written may be refused for another reason (or a smaller size) first:
+      // calls go on until the read of the whole file is over (and a little after).
+      const whole = `${f}: too large: ${Buffer.byteLength(big)} bytes`;
+      const r = await probeWhile(side, who, { done: () => since(side, mark).includes(whole) || since(side, mark).includes("config reloaded") || side.proc.exitCode !== null, maxMs: 40_000 }, () => writeFileSync(f, big));
       expect(side.proc.exitCode).toBeNull();
       expect(r.worstMs).toBeLessThan(1000);
       expect(since(side, mark)).toContain("config file not taken");
@@ -416,17 +428,23 @@ describe("certificate files rotated under a sidecar", () => {
   async function keepsLastGood(write: () => void | Promise<void>, needle: string | RegExp): Promise<void> {
     const before = await expiry();
     const mark = pc.stderr().length;
-    const r = await probeWhile(oc, "payments-c", 1500, write);
-    expect(r.bad).toEqual([]);
-    const named = await eventually(() => {
+    const named = () => {
       const log = since(pc, mark);
       return log.includes("certificate files not taken") && (typeof needle === "string" ? log.includes(needle) : needle.test(log));
-    }, 5000);
-    if (!named) throw new Error(`log did not name ${needle}:\n${since(pc, mark).slice(0, 2000)}`);
+    };
+    const r = await probeWhile(oc, "payments-c", { done: named, maxMs: 5000 }, write);
+    expect(r.bad).toEqual([]);
+    if (!r.done) throw new Error(`log did not name ${needle}:\n${since(pc, mark).slice(0, 2000)}`);
     expect(await expiry()).toBe(before);
   }
 
+  /** A certificate that lives 1 s, issued before the first test so its expiry need not be waited out alone. */
+  const expiredDir = T("certs", "expired");
+  let expiredAt = 0;
+
   beforeAll(async () => {
+    await issue("payments", expiredDir, ["--ttl", "1s"]);
+    expiredAt = Date.now() + 1000;
     await issue("payments", cdir);
     pc = await proxy("payments", echo("payments-c"), cdir);
     const cfg = T("oc.yaml");
@@ -435,13 +453,14 @@ describe("certificate files rotated under a sidecar", () => {
     expect(await whoAnswers(oc)).toBe("payments-c");
   }, 30_000);
 
-  test("key then chain written 700 ms apart: the mismatch is refused naming the key file, calls go on, the matching pair is taken", async () => {
+  test("key then chain written apart (the new key alone read first): the mismatch is refused naming the key file, calls go on, the matching pair is taken", async () => {
     await issue("payments", stage, ["--ttl", "12h"]);
     const before = await expiry();
     const mark = pc.stderr().length;
-    const r = await probeWhile(oc, "payments-c", 2500, async () => {
+    const r = await probeWhile(oc, "payments-c", { done: () => since(pc, mark).includes("certificate reloaded"), maxMs: 10_000 }, async () => {
       put(stage, "key.pem");
-      await Bun.sleep(700);
+      // The chain follows once the key alone was read and refused (at most 5 s: past it, the checks below say what was missing).
+      await eventually(() => since(pc, mark).includes("certificate files not taken") && since(pc, mark).includes(join(cdir, "key.pem")), 5000);
       put(stage, "chain.pem", "cert.pem");
     });
     expect(r.bad).toEqual([]);
@@ -452,9 +471,9 @@ describe("certificate files rotated under a sidecar", () => {
   }, 30_000);
 
   test("an expired certificate is refused, naming the chain and that it expired; the last good serves", async () => {
-    await issue("payments", stage, ["--ttl", "1s"]);
-    await Bun.sleep(2200);
-    await keepsLastGood(() => put(stage, "chain.pem", "key.pem"), /expired/);
+    // Past its notAfter by 1.2 s, as before: issued in beforeAll with --ttl 1s.
+    await Bun.sleep(Math.max(0, expiredAt + 1200 - Date.now()));
+    await keepsLastGood(() => put(expiredDir, "chain.pem", "key.pem"), /expired/);
     expect(pc.stderr()).toContain(join(cdir, "chain.pem"));
   }, 30_000);
 
