@@ -33,6 +33,7 @@ export interface HeldCertificate {
   notAfter: string;
 }
 
+/** As stored: made only where a registration or heartbeat is written, not for every call on the API. */
 export function heldCertificate(proven: { issuerKeyId?: string; notAfterMs: number } | undefined): HeldCertificate | undefined {
   return proven && { ...(proven.issuerKeyId !== undefined && { issuerKeyId: proven.issuerKeyId }), notAfter: new Date(proven.notAfterMs).toISOString() };
 }

@@ -21,7 +21,6 @@ import { rotationStatus } from "./rotation-status.ts";
 import type { TokenKey } from "./join-token.ts";
 import { PolicyDir } from "./policy-dir.ts";
 import { Registry } from "./registry.ts";
-import { heldCertificate } from "./registration.ts";
 import { CertificateSigner } from "./signer.ts";
 import { Subscriptions } from "./subscriptions.ts";
 import { ControlPlaneView } from "./view.ts";
@@ -164,7 +163,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
         url.pathname = url.pathname.slice("/admin".length);
         return freshen(url.pathname).then(() => adminByIdentity.fetch(new Request(url, req), { identity }));
       }
-      return proxies.fetch(req, { identity, peer: peer.address, certificate: heldCertificate(peer.certificate) });
+      return proxies.fetch(req, { identity, peer: peer.address, certificate: peer.certificate });
     },
   });
   const apiPort = bindNamed("api listener", opts.api.address, opts.api.port, () => bridge.listen(opts.api.address, opts.api.port, inner.port!));

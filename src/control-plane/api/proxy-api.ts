@@ -6,7 +6,8 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { assertOwnService, type Registry } from "../registry.ts";
-import { Registration, type HeldCertificate } from "../registration.ts";
+import { heldCertificate, Registration } from "../registration.ts";
+import type { ProvenCertificate } from "../../proxy/transport/tls-bridge.ts";
 import { recordAck } from "../proxy-status.ts";
 import type { AuditLog } from "../audit.ts";
 import type { CertificateSigner } from "../signer.ts";
@@ -26,7 +27,7 @@ export interface ProxyApiDeps {
 }
 
 /** The caller's proven SPIFFE ID and certificate, and its address ("address:port") as the listener saw it. */
-export type Caller = { Bindings: { identity: string; peer?: string; certificate?: HeldCertificate } };
+export type Caller = { Bindings: { identity: string; peer?: string; certificate?: ProvenCertificate } };
 
 const Heartbeat = z.strictObject({ registration: Registration, leaseId: z.string().min(1).max(64), healthy: z.boolean().default(true) });
 const Register = z.strictObject({ registration: Registration, healthy: z.boolean().default(true) });
@@ -59,11 +60,11 @@ export function proxyApi(deps: ProxyApiDeps): Hono<Caller> {
 
   app.post("/v1/register", async (c) => {
     const { registration, healthy } = await body(c, Register);
-    return c.json(await deps.registry.register(c.env.identity, registration, healthy, c.env.certificate));
+    return c.json(await deps.registry.register(c.env.identity, registration, healthy, heldCertificate(c.env.certificate)));
   });
   app.post("/v1/heartbeat", async (c) => {
     const { registration, leaseId, healthy } = await body(c, Heartbeat);
-    await deps.registry.heartbeat(c.env.identity, registration, leaseId, healthy, c.env.certificate);
+    await deps.registry.heartbeat(c.env.identity, registration, leaseId, healthy, heldCertificate(c.env.certificate));
     return c.json({ ok: true });
   });
   app.post("/v1/deregister", async (c) => {
