@@ -55,7 +55,8 @@ test("past --max-connections a connection is closed at accept and mesh check say
 
 test("the admin port holds at most 64 connections too: a flood is closed at accept, and idle ones are closed", async () => {
   // 70 at once (this process's fetch may hold one more, kept alive from the test before). On a loaded
-  // machine the kernel may refuse a connect before the listener sees it: refused all the same, at once.
+  // machine a connect may fail outright (the kernel's refusal, or the listener's close at accept arriving
+  // before the connect completed): refused all the same, at once.
   let refusedByKernel = 0;
   const flood = await Promise.all(Array.from({ length: 70 }, () => silent(cp.ports.admin).catch(() => (refusedByKernel++, { socket: undefined, closedAt: () => 0 }))));
   await Bun.sleep(500);
@@ -68,6 +69,9 @@ test("the admin port holds at most 64 connections too: a flood is closed at acce
   expect(held.every((c) => c.closedAt() >= 9_000)).toBe(true);
   const status = (await (await cp.admin("GET", "/v1/status")).json()) as { listeners: { admin: { open: number; limit: number; refusedOverLimit: number } } };
   expect(status.listeners.admin.limit).toBe(64);
-  expect(status.listeners.admin.refusedOverLimit).toBe(refused.length - refusedByKernel);
+  // A connect that failed may be the kernel's refusal (never accepted, not counted) or the listener's close at
+  // accept reaching the client before its connect completed (counted): the count lies between the two readings.
+  expect(status.listeners.admin.refusedOverLimit).toBeGreaterThanOrEqual(refused.length - refusedByKernel);
+  expect(status.listeners.admin.refusedOverLimit).toBeLessThanOrEqual(refused.length);
   expect(status.listeners.admin.open).toBeLessThanOrEqual(2);
 }, 30_000);
