@@ -215,6 +215,7 @@ function frame(type: number, id: number, payload = ""): Buffer {
 
 class FakeSessionSocket {
   ended = false;
+  terminated = false;
   armed = 0;
   write(_data: Uint8Array, _offset: number, length: number): number {
     return length;
@@ -224,6 +225,7 @@ class FakeSessionSocket {
   }
   terminate(): void {
     this.ended = true;
+    this.terminated = true;
   }
   timeout(): void {
     this.armed++;
@@ -268,14 +270,29 @@ describe("a mux session at its idle timer", () => {
     expect(socket.armed).toBe(3);
   });
 
-  test("a session with no stream closes only after a whole period without a read", async () => {
-    const { socket, mux } = session();
-    mux.onData(frame(0, 1).subarray(0, 4)); // a read that opens no stream (part of a frame header)
+  test("a session with no stream closes only after a whole period in which no stream's frame was read", async () => {
+    const { socket, mux, get } = session();
+    get(1);
+    mux.onData(frame(2, 1)); // the client's FIN: stream 1 ends inside this period
+    await nextTurn();
     mux.onTimeout();
     await nextTurn();
     expect(socket.ended).toBe(false);
     mux.onTimeout();
     await nextTurn();
+    expect(socket.ended).toBe(true);
+  });
+
+  test("reads that concern no stream do not keep it: a WINDOW for a stream never opened, part of a frame header", async () => {
+    const { socket, mux } = session();
+    const window = frame(1, 5);
+    window.writeUInt32BE(1, 6);
+    mux.onData(window);
+    mux.onData(frame(1, 7).subarray(0, 4));
+    mux.onTimeout();
+    await nextTurn();
+    // Closed gracefully at its timer, not dropped for a protocol error.
+    expect(socket.terminated).toBe(false);
     expect(socket.ended).toBe(true);
   });
 });

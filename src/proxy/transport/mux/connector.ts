@@ -111,6 +111,7 @@ export class MuxConnector {
         if (i >= 0) this.sessions.splice(i, 1);
       },
     });
+    session.idleTimeoutS = Math.max(1, Math.ceil(this.opts.idleTimeoutMs / 1000));
     opening.session = session;
     this.sessions.push(session);
     return session;
@@ -134,6 +135,7 @@ export class MuxConnector {
     // The server speaks only when asked: bytes before the session exists are a broken peer.
     data: (s, chunk) => (s.data.session !== undefined ? readEvent(s.data.session, chunk) : s.terminate()),
     drain: (s) => s.data.session?.onDrain(),
+    timeout: (s) => s.data.session?.onTimeout(),
     close: (s, err) => {
       s.data.dial.socketClosed();
       const why = err ?? s.data.lastError;

@@ -19,7 +19,7 @@ const SLAB_BYTES = 16 * 1024;
 const SLAB_PIECE_MAX = 2 * 1024;
 
 export abstract class FrameReader {
-  /** Something was read since the idle timer last fired. */
+  /** A live stream's frame was read since the idle timer last fired (set by the session). */
   protected stirred = false;
 
   /** A frame header split across reads. */
@@ -42,7 +42,6 @@ export abstract class FrameReader {
   protected abstract onFrame(type: number, flags: number, id: number, value: number): void;
 
   onData(chunk: Buffer): void {
-    this.stirred = true;
     const end = chunk.byteLength;
     let at = 0;
     while (at < end && !this.closed) {

@@ -57,7 +57,10 @@ export class MuxSession extends FrameReader {
   /** Server role: new streams are refused, and the session ends once its streams have. */
   private refusing = false;
   override closed = false;
-  /** Server role: the listener's idle time (see onTimeout). */
+  /**
+   * The idle timer's period, in seconds (see onTimeout): server role, the listener's idle
+   * time; client role, how long a closing session may take to send its last bytes.
+   */
   idleTimeoutS = 0;
   /** `events.closed` was called. */
   private gone = false;
@@ -99,6 +102,9 @@ export class MuxSession extends FrameReader {
   protected override onFrame(type: number, flags: number, id: number, value: number): void {
     if (flags !== 0) return this.fail(`frame flags ${flags} on stream ${id}`);
     if (id === 0 && type !== GOAWAY) return this.fail(`frame type ${type} on stream 0`);
+    // Only frames of live streams count as activity: a peer's noise (a WINDOW on a closed
+    // stream every period) must not keep a session without streams open for good.
+    if (this.streams.has(id)) this.stirred = true;
     switch (type) {
       case DATA:
         return this.onDataFrame(id, value);
@@ -157,6 +163,7 @@ export class MuxSession extends FrameReader {
       return undefined;
     }
     this.lastAccepted = id;
+    this.stirred = true;
     stream.handler = handler;
     stream.openedAt = performance.now();
     this.churn.streamOpened();
@@ -277,23 +284,30 @@ export class MuxSession extends FrameReader {
     if (this.streams.size === 0) this.close();
   }
 
-  /** Ends the session gracefully once what is queued went out. */
+  /**
+   * Ends the session gracefully once what is queued went out. A client session arms its
+   * timer here (a server's is always armed): a server that reads nothing would otherwise
+   * hold the connection for good.
+   */
   close(): void {
     if (this.closed) return;
     this.draining = true;
     this.endWhenFlushed = true;
+    if (this.role === "client" && this.idleTimeoutS > 0) this.socket.timeout(this.idleTimeoutS);
     this.writer.schedule();
   }
 
   /**
-   * Server role: fires every idleTimeoutS (Bun does not re-arm the timer on a read). Each
-   * stream judges its own period (ServerConnection.onTimeout); the session closes once it
-   * has no stream and read nothing for a whole period, and is dropped if what it had left
-   * to send has not gone out a period later: a peer that reads nothing would hold it open
-   * (and its place among the listener's connections) for good.
+   * Fires every idleTimeoutS (Bun does not re-arm the timer on a read); a client session's
+   * only once it is closing. A closing session whose last bytes have not gone out a period
+   * later is dropped: a peer that reads nothing would hold it open (and, on a server, its
+   * place among the listener's connections) for good. On a server, each stream judges its
+   * own period (ServerConnection.onTimeout), and the session closes once it has had no
+   * stream and read nothing of one for a whole period.
    */
   onTimeout(): void {
     if (this.endWhenFlushed) return this.destroy(new Error("the peer took nothing of the mux session's last bytes for a whole period"));
+    if (this.role === "client") return;
     const stirred = this.stirred;
     this.stirred = false;
     for (const stream of [...this.streams.values()]) stream.handler?.onTimeout();
