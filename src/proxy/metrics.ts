@@ -167,7 +167,7 @@ export function proxyMetrics(registry = new Registry()) {
     pendingRequests: registry.gauge("mesh_pending_requests", "Outbound requests waiting for a connection to a destination (its circuitBreaker.maxConnections reached), by peer service."),
     tlsFailures: registry.counter(
       "mesh_tls_failures_total",
-      "Refused TLS peers, by direction and reason: inbound no-certificate, untrusted (a chain to no root of the bundle), expired, not-yet-valid, trust-domain, not-a-workload-certificate or handshake; outbound peer-identity. Each kind is also logged, once per 10 s.",
+      "Refused TLS peers, by direction and reason: inbound no-certificate, untrusted (a chain to no root of the bundle), expired, not-yet-valid, trust-domain, not-a-workload-certificate or handshake; outbound peer-identity (one per refused connection). Each inbound kind, and each refused upstream endpoint, is also logged once per 10 s.",
     ),
     refused: registry.counter("mesh_requests_refused_total", "Requests refused as malformed or ambiguous, by direction and reason; those refused while their head was read are counted here only, not in mesh_requests_total."),
     keyFetchFailures: registry.counter("mesh_authentication_key_fetch_failures_total", "Fetches of a RequestAuthentication's jwksUri that failed, by uri and whether keys held went on serving (stale=true) or tokens were refused (stale=false)."),

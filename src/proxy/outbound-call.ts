@@ -267,7 +267,6 @@ class OutboundCall extends Deadline implements CallHandle, ResponseSink {
     // This proxy's own limit of upstream connections (dial.ts): not the endpoint's doing, and no other endpoint would escape it.
     if (kind === "overflow") return this.failWith("overflow", `${dest.name}: ${err.message}`, { "x-mesh-overflow": "upstream-connections" });
     dest.outlier.onResult(endpoint, false);
-    if (kind === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
     const detail = `${dest.name} endpoint ${endpoint.key}: ${expired ? `no response within ${this.ms} ms` : tryExpired ? `no response within ${this.settings.perTryMs} ms (one try's timeout)` : err.message}`;
     // A request that never left (connect failure, refused peer) is safe to send again,
     // whatever its method, and its body was never read; anything else only if replayable.

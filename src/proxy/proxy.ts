@@ -23,9 +23,9 @@ import { outboundHandler } from "./outbound-handler.ts";
 import { localServicePool, upstreamPort } from "./local-service-pool.ts";
 import { WebSocketSessions } from "./websocket/sessions.ts";
 import { UpstreamHealth } from "./upstream-health.ts";
-import { limitUpstreamConnections } from "./transport/dial.ts";
+import { limitUpstreamConnections, observePeerRefusals } from "./transport/dial.ts";
 import { ConnectionBudget, connectionLimit, limitWarning, openFilesLimit } from "../core/connection-budget.ts";
-import { inboundRefusals } from "./transport/tls-refusal-kind.ts";
+import { inboundRefusals, outboundRefusals } from "./transport/tls-refusal-kind.ts";
 import { bindNamed } from "../core/bind-error.ts";
 import { READ_ONLY_MAX_CONNECTIONS, readOnlyListener } from "./read-only-listener.ts";
 import { adminRoutes, statusRoutes, type Routes, type StatusState } from "./status-routes.ts";
@@ -126,6 +126,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const fds = openFilesLimit();
   const budget = new ConnectionBudget(opts.maxConnections ?? connectionLimit(fds, LISTENER_SHARE_OF_FDS));
   limitUpstreamConnections(new ConnectionBudget(connectionLimit(fds, UPSTREAM_SHARE_OF_FDS)));
+  observePeerRefusals(outboundRefusals(metrics, opts.log));
   const overLimit = limitWarning(opts.log, "mesh_connections_refused_total");
   // WebSocket upgrades are tunnelled from the raw listeners to these loopback servers; each
   // tunnel's extra descriptors come out of the listeners' budget.

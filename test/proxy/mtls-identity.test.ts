@@ -153,16 +153,25 @@ describe("strict mTLS on the inbound listener", () => {
 });
 
 describe("the destination's identity is verified, not its hostname", () => {
-  test("a peer presenting another service's identity is refused with 502", async () => {
+  test("a peer presenting another service's identity is refused with 502; each refusal counted, the endpoint said once in the log with why", async () => {
     await fx.issue("inventory");
     const inventory = fx.echo("inventory");
     const impostor = await fx.proxy("inventory", inventory.url);
     // The caller's config says "payments" lives where inventory's proxy is.
     const caller = await fx.proxy("orders", fx.echo("orders2").url, fx.config("misdirected", { payments: [impostor.ports.inbound] }));
-    const res = await fetch(`http://127.0.0.1:${caller.ports.outbound}/`, { headers: { host: "payments" } });
-    expect(res.status).toBe(502);
-    expect(res.headers.get("x-mesh-error")).toBe("peer-identity");
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`http://127.0.0.1:${caller.ports.outbound}/`, { headers: { host: "payments" } });
+      expect(res.status).toBe(502);
+      expect(res.headers.get("x-mesh-error")).toBe("peer-identity");
+    }
     expect(inventory.hits).toBe(0);
+    // Every dial was refused (retries dial again), so at least one per request.
+    expect(await metricValue(caller.ports.admin, "mesh_tls_failures_total", { direction: "outbound", reason: "peer-identity" })).toBeGreaterThanOrEqual(3);
+    const said = caller.stderr().split("\n").filter((l) => l.includes("refused an upstream's certificate"));
+    expect(said).toHaveLength(1);
+    const line = JSON.parse(said[0]!) as { level: number; endpoint: string; reason: string };
+    expect(line).toMatchObject({ level: 40, endpoint: `127.0.0.1:${impostor.ports.inbound}` });
+    expect(line.reason).toContain("spiffe://mesh.local/ns/default/sa/inventory");
   });
 });
 

@@ -53,7 +53,6 @@ export class StreamRetries implements TryRetries {
     // one that refuses every stream is ejected. One not taken by a session ending (GOAWAY) does not: that is a peer draining.
     if (failure !== "not-taken") dest.outlier.onResult(this.current, false);
     this.counted = true;
-    if (failure === "peer-identity") this.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
     const kind: AttemptOutcome["kind"] = failure === "connect-failure" ? "connect-failure" : failure === "reset" ? "reset-before-response" : "refused";
     if (!replayable || !shouldRetry(this.policy, this.tries, { kind }, this.idempotent)) return undefined;
     return this.another();

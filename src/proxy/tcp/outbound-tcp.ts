@@ -26,7 +26,6 @@ import { Answer, ANSWER_RESULT, preamble, TCP_ALPN } from "./wire.ts";
 import type { OriginalDestination } from "../original-destination.ts";
 import type { TcpSocketOwner } from "../transport/h1-server/listener.ts";
 import { PassthroughConnection, sniffRedirected } from "./passthrough.ts";
-import { ThrottledWarnings } from "../../core/throttled-warnings.ts";
 
 /** Where a carried connection goes: `service`'s tcp `port`. */
 export interface TcpTarget {
@@ -54,8 +53,6 @@ export interface OutboundTcpDeps {
 }
 
 const OFFER = alpnWire([TCP_ALPN]);
-/** Per destination, for the process: a refused peer certificate is said once per 10 s. */
-const identityWarnings = new ThrottledWarnings();
 /** The peer sidecar speaks frames (frames.ts); a service outside the mesh, its own bytes. */
 const PEER_FRAMED = [false, true] as const;
 const PLAIN = [false, false] as const;
@@ -226,11 +223,8 @@ class OutboundTcpConnection extends CarriedConnection {
     dest.outlier.onResult(endpoint, false);
     const identity = err instanceof PeerIdentityError;
     const said = { service: this.upstream.service, port: this.upstream.port, endpoint: endpoint.key, reason: err.message };
-    if (identity) {
-      this.deps.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
-      // Carried TCP has no answer to put the reason in: the client sees only its connection closed.
-      if (identityWarnings.due(dest.name)) this.deps.log.warn(said, "tcp: the peer's certificate was refused (more within 10 s are counted in mesh_tls_failures_total only)");
-    } else this.deps.log.debug(said, "tcp connect failed");
+    // A refused certificate was counted and warned of by the dial (proxy.ts observePeerRefusals).
+    this.deps.log.debug(said, identity ? "tcp: the peer's certificate was refused" : "tcp connect failed");
     if (dest.call.retryPolicy.retryOn.connectFailure && this.tries <= dest.call.retryPolicy.attempts) {
       this.deps.metrics.retries.inc({ peer: dest.name });
       return this.dialNext(endpoint);

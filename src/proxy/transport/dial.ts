@@ -21,6 +21,19 @@ export function limitUpstreamConnections(budget: ConnectionBudget | undefined): 
   upstreamBudget = budget;
 }
 
+/** Told of each upstream whose certificate or identity a dial refused (`endpoint` is host:port). */
+export type PeerRefusalObserver = (endpoint: string, refusal: Error) => void;
+
+/**
+ * Every upstream TLS connection of the process is dialed here, whichever protocol then
+ * rides it: one place to count and warn of refused peers. Set once by the sidecar.
+ */
+let peerRefusals: PeerRefusalObserver | undefined;
+
+export function observePeerRefusals(observer: PeerRefusalObserver | undefined): void {
+  peerRefusals = observer;
+}
+
 export interface DialTls {
   /** Our certificate chain and key (PEM), presented to the server. */
   cert: string;
@@ -124,6 +137,7 @@ export class Dial<T> {
    */
   handshake(socket: Socket<T>, authError: Error | null): Error | undefined {
     const refused = handshakeVerdict(socket, authError, this.target.tls!.verifyPeer);
+    if (refused !== undefined) peerRefusals?.(`${this.target.host}:${this.target.port}`, refused);
     if (!this.pending) return refused;
     if (refused !== undefined) this.fail(refused);
     else this.succeed(socket);

@@ -8,6 +8,7 @@
 import { ThrottledWarnings } from "../../core/throttled-warnings.ts";
 import type { Logger } from "../../core/log.ts";
 import type { ProxyMetrics } from "../metrics.ts";
+import type { PeerRefusalObserver } from "./dial.ts";
 
 export type TlsRefusalKind = "no-certificate" | "untrusted" | "expired" | "not-yet-valid" | "trust-domain" | "not-a-workload-certificate" | "handshake";
 
@@ -32,5 +33,18 @@ export function inboundRefusals(metrics: ProxyMetrics, log: Logger): (reason: st
     const kind = tlsRefusalKind(reason);
     metrics.tlsFailures.inc({ direction: "inbound", reason: kind });
     if (warnings.due(kind)) log.warn({ kind, reason }, "refused an inbound TLS peer (more like it within 10 s are counted in mesh_tls_failures_total only)");
+  };
+}
+
+/**
+ * Upstreams whose certificate or identity a dial refused (dial.ts), whatever rides the
+ * connection: counted as peer-identity, and each endpoint said at most once per 10 s. The
+ * caller gets only a 502 (or a closed connection, over carried TCP); the warning says why.
+ */
+export function outboundRefusals(metrics: ProxyMetrics, log: Logger): PeerRefusalObserver {
+  const warnings = new ThrottledWarnings();
+  return (endpoint, refusal) => {
+    metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
+    if (warnings.due(endpoint)) log.warn({ endpoint, reason: refusal.message }, "refused an upstream's certificate: nothing was sent to it (more within 10 s are counted in mesh_tls_failures_total only)");
   };
 }

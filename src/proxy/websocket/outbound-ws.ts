@@ -74,7 +74,6 @@ export function outboundWebSockets(deps: WebSocketDeps & { certs: WorkloadCerts 
       const res = await proxyUpgrade(req, server, target, ctx);
       // As for HTTP: 5xx and failures to connect count against the endpoint, 4xx do not.
       dest.outlier.onResult(endpoint, res === undefined || res.status < 500);
-      if (res?.headers.get("x-mesh-error") === "peer-identity") deps.metrics.tlsFailures.inc({ direction: "outbound", reason: "peer-identity" });
       return res;
     },
   };
