@@ -28,7 +28,7 @@ export function storeLines(store: string, health: StoreHealth | undefined, view?
   if (view && !view.synced)
     lines.push({
       ok: false,
-      text: `this replica's view of the store is stale since ${view.staleSince ?? "a moment ago"} (${view.failedRelists} re-lists failed${view.error ? `: ${view.error}` : ""}); its sidecars get no changes meanwhile`,
+      text: `this replica's view of the store is stale since ${view.staleSince ?? "a moment ago"} (${[view.failedRelists > 0 ? `${view.failedRelists} re-lists failed` : "", view.error ?? ""].filter((s) => s !== "").join(": ")}); its sidecars get no changes meanwhile`,
       fix: store === "etcd" ? FIX_UNAVAILABLE : FIX_EMBEDDED,
     });
   for (const alarm of health.alarms ?? []) lines.push(alarmLine(alarm));

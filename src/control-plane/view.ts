@@ -4,7 +4,8 @@
  * change, whichever replica (or etcd member) made it. If the watch ends (history compacted
  * under it), it lists again, and keeps trying with backoff until a list succeeds: meanwhile
  * the last view keeps serving (as istiod serves its last push) and `sync()` says it is
- * stale. Listeners hear of every change, coalesced per tick.
+ * stale; so it does while the watch reconnects (changes may be on their way). Listeners
+ * hear of every change, coalesced per tick.
  */
 import type { Logger } from "../core/log.ts";
 import { parseManifest, type Manifest } from "../config/manifest.ts";
@@ -21,7 +22,7 @@ export interface StoredManifest {
 
 /** Whether the view follows the store, for /v1/status. */
 export interface ViewSync {
-  /** False from the moment the store watch ended until a re-list succeeds. */
+  /** False from the moment the store watch ended until a re-list succeeds, and while the watch reconnects. */
   synced: boolean;
   /** The store revision the view reflects. */
   revision: number;
@@ -58,6 +59,8 @@ export class ControlPlaneView {
   private failedRelists = 0;
   private relistError: string | undefined;
   private relistTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The watch lost its connection and is reopening: since when, and why. */
+  private watchLost: { since: Date; reason: string } | undefined;
 
   constructor(private store: Store, private log: Logger) {}
 
@@ -78,6 +81,7 @@ export class ControlPlaneView {
     this.staleSince = undefined;
     this.failedRelists = 0;
     this.relistError = undefined;
+    this.watchLost = undefined;
     this.cancel = this.store.watch(
       "/mesh/",
       {
@@ -96,6 +100,8 @@ export class ControlPlaneView {
           this.log.warn({ err: err.message }, "store watch ended; listing again");
           this.relistAfter(RELIST_FIRST_MS);
         },
+        onInterrupted: (reason) => (this.watchLost = { since: new Date(), reason }),
+        onResumed: () => (this.watchLost = undefined),
       },
       list.revision + 1,
     );
@@ -109,6 +115,9 @@ export class ControlPlaneView {
   }
 
   sync(): ViewSync {
+    const lost = this.watchLost;
+    if (this.synced && lost !== undefined)
+      return { synced: false, revision: this.revision, staleSince: lost.since.toISOString(), failedRelists: 0, error: `its store watch is reconnecting: ${lost.reason}` };
     if (this.synced) return { synced: true, revision: this.revision, failedRelists: 0 };
     const sync: ViewSync = { synced: false, revision: this.revision, failedRelists: this.failedRelists };
     if (this.staleSince) sync.staleSince = this.staleSince.toISOString();

@@ -37,6 +37,8 @@ export class EtcdWatch {
   /** Consecutive streams that ended young: drives the back-off. */
   private failures = 0;
   private done = false;
+  /** A stream ended and no new one has been created yet (WatchHandlers.onInterrupted was said). */
+  private interrupted = false;
 
   constructor(
     private readonly client: EtcdClient,
@@ -90,6 +92,10 @@ export class EtcdWatch {
       }
       if (this.done) return;
       this.log?.warn({ endpoint, prefix: this.prefix, resumeFrom: this.next, reason }, "etcd: watch stream ended, reopening");
+      if (!this.interrupted) {
+        this.interrupted = true;
+        this.handlers.onInterrupted?.(reason);
+      }
       this.client.moveOn(endpoint, reason);
       // Reopen at once after a stream that served a while; back off while streams keep dying
       // young (no member can serve: no leader anywhere, or all down).
@@ -162,6 +168,10 @@ export class EtcdWatch {
     if (r.canceled) return `cancelled by the member: ${r.cancel_reason ?? "no reason given"}`;
     if (r.created) {
       this.next ??= int(r.header?.revision) + 1; // a watch "from now" starts after the member's current revision
+      if (this.interrupted) {
+        this.interrupted = false;
+        this.handlers.onResumed?.();
+      }
       return undefined;
     }
     if (!r.events?.length) {

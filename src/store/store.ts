@@ -44,6 +44,13 @@ export interface WatchHandlers {
    * `handler` (onEvent threw). Never called after the caller cancels.
    */
   onError(err: StoreError): void;
+  /**
+   * The watch lost its connection and is reopening (etcd: a member failed or was cut off):
+   * until onResumed, changes may have been made that have not arrived. Said once per loss.
+   */
+  onInterrupted?(reason: string): void;
+  /** Following again after onInterrupted: what was missed arrives next, in order. */
+  onResumed?(): void;
 }
 
 export interface PutOptions {
