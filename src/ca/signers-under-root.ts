@@ -8,6 +8,18 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { asCertificate, parseCertificatesAt, type LoadedCa } from "./authority.ts";
 
+/** The signing keys a CA directory stands behind, as subject key identifiers (hex). */
+export interface Signers {
+  /** The intermediate it signs with now. */
+  current: string | undefined;
+  /** That one and those retired under the current root. */
+  underRoot: ReadonlySet<string>;
+}
+
+export function signersOf(ca: LoadedCa): Signers {
+  return { current: asCertificate(ca.intermediate.cert).known.subjectKeyId, underRoot: signerKeyIdsUnderRoot(ca) };
+}
+
 /** Subject key identifiers (hex), as a leaf's authority key identifier names its signer. */
 export function signerKeyIdsUnderRoot(ca: LoadedCa): Set<string> {
   const rootKeyId = asCertificate(ca.root).known.subjectKeyId;

@@ -1,8 +1,10 @@
 /**
  * `mesh check`'s lines on a CA rotation in progress (control-plane/rotation-status.ts):
- * each says which step of the runbook (README, "Root rotation, live") may come next.
+ * each says which step of the runbook (README, "Root rotation, live") may come next. The
+ * sidecars are read as `mesh ca rotate --complete` reads them (sidecar-certificates.ts).
  */
 import type { RotationStatus } from "../control-plane/rotation-status.ts";
+import { offRootSidecars, unknownSidecars } from "../control-plane/sidecar-certificates.ts";
 import type { CheckLine } from "./check-store.ts";
 
 /** `ca`: absent fields come from a control plane older than this check, which reports nothing here. */
@@ -20,19 +22,20 @@ export function rotationLines(ca: Partial<RotationStatus>): CheckLine[] {
       text: "the CA directory's root was replaced ('mesh ca rotate --root') since this replica started: it still signs under the old root",
       fix: "restart the replicas one at a time once every proxy is on the latest config (it carries the new root); leaves then renew under the new root",
     });
-  const c = ca.sidecarCertificates;
-  if (c === undefined || ca.rootReplaced || ca.bundleError !== undefined) return lines;
-  const all = c.currentIntermediate + c.earlier;
+  const held = ca.sidecarCertificates;
+  // Control planes before the registered sidecars were read counted connections instead: nothing said for those.
+  if (held?.offRoot === undefined || ca.rootReplaced || ca.bundleError !== undefined) return lines;
+  const all = held.currentIntermediate + held.earlier + held.offRoot + held.unknown;
   if ((ca.bundleRoots ?? 1) > 1) {
-    if (c.earlier > 0)
-      lines.push({
-        ok: false,
-        text: `root rotation under way: ${c.earlier} of ${all} sidecar connections carry a certificate of an earlier intermediate`,
-        fix: "wait for those sidecars to renew (at about half their certificate's life); 'mesh ca rotate --complete' now would leave them unable to renew",
-      });
-    else lines.push({ ok: true, text: `root rotation under way: all ${all} sidecar connections carry a certificate of the intermediate this replica signs with; 'mesh ca rotate --complete' may follow` });
-  } else if (c.earlier > 0) {
-    lines.push({ ok: true, text: `${c.earlier} of ${all} sidecar connections carry a certificate of an earlier intermediate; they move to the current one as they renew` });
+    if (held.offRoot) lines.push({ ok: false, text: `root rotation under way: ${offRootSidecars(held)}`, fix: "'mesh ca rotate --complete' now would leave them unable to renew" });
+    if (held.unknown)
+      lines.push({ ok: false, text: `root rotation under way: ${unknownSidecars(held)}`, fix: "upgrade the replicas they registered through: each sidecar's next heartbeat then records its certificate" });
+    if (!held.offRoot && !held.unknown)
+      lines.push({ ok: true, text: `root rotation under way: ${all === 0 ? "no sidecar is registered" : `all ${all} registered sidecars hold a certificate under the current root`}; 'mesh ca rotate --complete' may follow` });
+  } else {
+    // One root trusted, and sidecars on another: the old roots were dropped before they renewed (--force).
+    if (held.offRoot) lines.push({ ok: false, text: offRootSidecars(held), fix: "their peers and the control plane refuse them: issue them new certificates ('mesh ca issue', or a new join token) and restart them" });
+    if (held.earlier) lines.push({ ok: true, text: `${held.earlier} of ${all} registered sidecars hold a certificate of an earlier intermediate; they move to the current one as they renew` });
   }
   return lines;
 }

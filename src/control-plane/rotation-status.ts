@@ -2,13 +2,14 @@
  * Where a CA rotation stands, as this replica sees it: what an operator must know before
  * each step of the runbook (README, "Root rotation, live"). Whether the CA directory's
  * root has been replaced since this replica started (it signs under the old one until
- * restarted); whether its bundle.pem was refused; and how many connected sidecars hold a
- * certificate of the intermediate it signs with now, against an earlier one (those have
- * not renewed since: `--complete` would leave them unable to).
+ * restarted); whether its bundle.pem was refused; and the registered sidecars (its view of
+ * the store: every replica's) by the certificate they hold (sidecar-certificates.ts).
  */
-import { asCertificate, parseCertificatesAt, type LoadedCa } from "../ca/authority.ts";
-import type { TlsBridge } from "../proxy/transport/tls-bridge.ts";
+import { parseCertificatesAt, type LoadedCa } from "../ca/authority.ts";
+import { signersOf } from "../ca/signers-under-root.ts";
 import type { CaBundleFollow } from "./ca-bundle-follow.ts";
+import type { EndpointRecord } from "./registration.ts";
+import { sidecarCertificates, type SidecarCertificates } from "./sidecar-certificates.ts";
 import type { CertificateSigner } from "./signer.ts";
 
 export interface RotationStatus {
@@ -18,17 +19,16 @@ export interface RotationStatus {
   bundleError?: string;
   /** The CA directory's root is not the one this replica signs under: it needs a restart. */
   rootReplaced: boolean;
-  /** Identified API connections by whose certificate they carry: this replica's signing intermediate's, or an earlier one's. */
-  sidecarCertificates: { currentIntermediate: number; earlier: number };
+  /** Registered sidecars by whose certificate they hold (absent from control planes older than it). */
+  sidecarCertificates: SidecarCertificates;
 }
 
-export function rotationStatus(ca: LoadedCa, signer: CertificateSigner, follow: CaBundleFollow, bridge: TlsBridge): RotationStatus {
-  const { signed, other } = bridge.identifiedBy(asCertificate(ca.intermediate.cert).known.subjectKeyId);
+export function rotationStatus(ca: LoadedCa, signer: CertificateSigner, follow: CaBundleFollow, endpoints: Iterable<EndpointRecord>): RotationStatus {
   return {
     bundleRoots: signer.bundleRoots,
     ...(follow.problem !== undefined && { bundleError: follow.problem }),
     rootReplaced: rootOnDisk(ca)?.equal(ca.root) === false,
-    sidecarCertificates: { currentIntermediate: signed, earlier: other },
+    sidecarCertificates: sidecarCertificates(endpoints, signersOf(ca)),
   };
 }
 

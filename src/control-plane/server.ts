@@ -111,7 +111,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   const servingTls = (cert: ServingCert): BridgeTls => ({ cert: cert.chainPem, key: cert.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain, notAfterMs: cert.notAfter.getTime() });
   const status = (): ControlPlaneStatus & { storeHealth: StoreHealth } => ({
     trustDomain: opts.ca.trustDomain,
-    ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.current.notAfter.toISOString(), servingCertTtlMs: opts.certTtlMs, ...rotationStatus(opts.ca, signer, bundleFollow, bridge) },
+    ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.current.notAfter.toISOString(), servingCertTtlMs: opts.certTtlMs, ...rotationStatus(opts.ca, signer, bundleFollow, view.endpoints.values()) },
     policies: policies?.status,
     store: opts.storeKind,
     storeHealth: storeHealth.report(),

@@ -1,12 +1,17 @@
 /** mesh check's lines on a CA rotation: each says which step of the runbook may come next. */
 import { expect, test } from "bun:test";
 import { rotationLines } from "../../src/cli/check-rotation.ts";
+import type { SidecarCertificates } from "../../src/control-plane/sidecar-certificates.ts";
 
-const steady = { bundleRoots: 1, rootReplaced: false, sidecarCertificates: { currentIntermediate: 4, earlier: 0 } };
+const held = (counts: Partial<SidecarCertificates>): SidecarCertificates => ({ currentIntermediate: 4, earlier: 0, offRoot: 0, unknown: 0, offRootNamed: [], unknownNamed: [], ...counts });
+const steady = { bundleRoots: 1, rootReplaced: false, sidecarCertificates: held({}) };
+const OLD = "default/orders at 10.0.0.3:15006 (certificate until 2026-12-08T10:00:00.000Z)";
 
 test("no rotation: no line; a control plane older than these fields: none either", () => {
   expect(rotationLines(steady)).toEqual([]);
   expect(rotationLines({})).toEqual([]);
+  // One that counted connections (before the registered sidecars were read).
+  expect(rotationLines({ bundleRoots: 2, rootReplaced: false, sidecarCertificates: { currentIntermediate: 1, earlier: 1 } as SidecarCertificates })).toEqual([]);
 });
 
 test("the root replaced on disk since the replica started: fail, the restart comes next", () => {
@@ -15,17 +20,31 @@ test("the root replaced on disk since the replica started: fail, the restart com
   expect(lines[0]!.fix).toContain("restart the replicas one at a time");
 });
 
-test("during the overlap, leaves of an earlier intermediate: fail, --complete must wait; none left: pass, it may follow", () => {
-  const waiting = rotationLines({ ...steady, bundleRoots: 2, sidecarCertificates: { currentIntermediate: 3, earlier: 1 } });
-  expect(waiting.map((l) => [l.ok, l.text])).toEqual([[false, "root rotation under way: 1 of 4 sidecar connections carry a certificate of an earlier intermediate"]]);
-  const ready = rotationLines({ ...steady, bundleRoots: 2 });
-  expect(ready.map((l) => l.ok)).toEqual([true]);
-  expect(ready[0]!.text).toContain("'mesh ca rotate --complete' may follow");
+test("during the overlap, sidecars on the old root: fail, naming them, --complete must wait; none left: pass, it may follow", () => {
+  const waiting = rotationLines({ ...steady, bundleRoots: 2, sidecarCertificates: held({ currentIntermediate: 3, offRoot: 1, offRootNamed: [OLD] }) });
+  expect(waiting.map((l) => [l.ok, l.text])).toEqual([
+    [false, `root rotation under way: 1 sidecar holds a certificate that does not chain to the current root; wait for them to renew (at about half their certificate's life): ${OLD}`],
+  ]);
+  expect(waiting[0]!.fix).toContain("--complete' now would leave them unable to renew");
+  // Leaves of an intermediate retired under the new root are under it too.
+  const ready = rotationLines({ ...steady, bundleRoots: 2, sidecarCertificates: held({ currentIntermediate: 3, earlier: 2 }) });
+  expect(ready.map((l) => [l.ok, l.text])).toEqual([[true, "root rotation under way: all 5 registered sidecars hold a certificate under the current root; 'mesh ca rotate --complete' may follow"]]);
+  expect(rotationLines({ ...steady, bundleRoots: 2, sidecarCertificates: held({ currentIntermediate: 0 }) })[0]!.text).toBe("root rotation under way: no sidecar is registered; 'mesh ca rotate --complete' may follow");
 });
 
-test("a bundle not taken: fail, naming why; an intermediate rotation's stragglers outside a root rotation: pass, said", () => {
+test("during the overlap, sidecars whose certificate is unknown (registered through an older replica): fail, as --complete refuses", () => {
+  const lines = rotationLines({ ...steady, bundleRoots: 2, sidecarCertificates: held({ unknown: 12, unknownNamed: Array.from({ length: 10 }, (_, i) => `default/web at 10.0.0.${i}:15006`) }) });
+  expect(lines.map((l) => l.ok)).toEqual([false]);
+  expect(lines[0]!.text).toStartWith("root rotation under way: 12 sidecars were registered through a control plane that does not record certificates");
+  expect(lines[0]!.text).toEndWith("default/web at 10.0.0.9:15006 and 2 more");
+});
+
+test("a bundle not taken: fail, naming why; an intermediate rotation's stragglers outside a root rotation: pass, said; sidecars on a dropped root: fail", () => {
   const refused = rotationLines({ ...steady, bundleRoots: 2, bundleError: "certs/bundle.pem: the bundle no longer holds the root this control plane signs under" });
   expect(refused.map((l) => [l.ok, l.text])).toEqual([[false, "the CA directory's bundle.pem is not the one sent to sidecars: certs/bundle.pem: the bundle no longer holds the root this control plane signs under"]]);
-  const after = rotationLines({ ...steady, sidecarCertificates: { currentIntermediate: 2, earlier: 2 } });
-  expect(after.map((l) => [l.ok, l.text])).toEqual([[true, "2 of 4 sidecar connections carry a certificate of an earlier intermediate; they move to the current one as they renew"]]);
+  const after = rotationLines({ ...steady, sidecarCertificates: held({ currentIntermediate: 2, earlier: 2 }) });
+  expect(after.map((l) => [l.ok, l.text])).toEqual([[true, "2 of 4 registered sidecars hold a certificate of an earlier intermediate; they move to the current one as they renew"]]);
+  const locked = rotationLines({ ...steady, sidecarCertificates: held({ offRoot: 1, offRootNamed: [OLD] }) });
+  expect(locked.map((l) => l.ok)).toEqual([false]);
+  expect(locked[0]!.fix).toContain("issue them new certificates");
 });

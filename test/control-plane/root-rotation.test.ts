@@ -99,9 +99,11 @@ test("root rotation through a running control plane: the new root is trusted bef
   expect(await eventually(async () => (waiting = await complete(fx.cp)).err.includes("- 1 sidecar holds"), 10_000, 250)).toBe(true);
   expect({ code: waiting.code, bundleRoots: rootsIn(fx.cp.bundle) }).toEqual({ code: 1, bundleRoots: 2 });
   expect(waiting.err).toMatch(new RegExp(`1 sidecar holds a certificate that does not chain to the current root.*default/orders at 127\\.0\\.0\\.1:${slow.ports.inbound} `, "s"));
+  // mesh check reads the sidecars as --complete does, and names the same one.
+  expect((await check(fx.cp)).out).toMatch(new RegExp(`FAIL  root rotation under way: 1 sidecar holds a certificate that does not chain to the current root.*default/orders at 127\\.0\\.0\\.1:${slow.ports.inbound} `));
   slow.proc.kill("SIGTERM");
   await slow.proc.exited;
-  // mesh check says when --complete may follow: every sidecar connection carries a leaf of the new intermediate.
+  // mesh check says when --complete may follow: every registered sidecar holds a leaf under the new root.
   const mayComplete = async () => (await check(fx.cp)).out.includes("'mesh ca rotate --complete' may follow");
   expect(await eventually(mayComplete, 15_000, 200)).toBe(true);
   expect((await inboundAnswer(payments.ports.inbound, certsDir("orders-2"))).startsWith("HTTP/1.1 200")).toBe(true);

@@ -7,14 +7,12 @@
  * every replica's are seen, each with the certificate its own connection last proved.
  */
 import type { LoadedCa } from "../../ca/authority.ts";
-import { signerKeyIdsUnderRoot } from "../../ca/signers-under-root.ts";
+import { signersOf } from "../../ca/signers-under-root.ts";
 import type { ControlPlaneStatus } from "../../control-plane/api/admin-api.ts";
 import type { EndpointRecord } from "../../control-plane/registration.ts";
+import { sidecarCertificates, wouldLockOut } from "../../control-plane/sidecar-certificates.ts";
 import { MeshError } from "../../core/errors.ts";
 import type { AdminClient } from "../admin-client.ts";
-
-/** At most this many sidecars are named; the rest are counted. */
-const NAMED = 10;
 
 /** What stands in the way of completing, one reason per line; empty when nothing does. */
 export async function completionBlockers(ca: LoadedCa, client: AdminClient): Promise<string[]> {
@@ -27,33 +25,8 @@ export async function completionBlockers(ca: LoadedCa, client: AdminClient): Pro
   // Its list of sidecars is its view of the store: one that stopped following it may miss some.
   if (status.view?.synced === false) blockers.push(`the control plane at ${client.url} has not followed its store since ${status.view.staleSince}, so its list of sidecars may be out of date: ${status.view.error ?? "see its log"}`);
   const { items } = await read<{ items: EndpointRecord[] }>(client, "/v1/endpoints");
-  blockers.push(...sidecarBlockers(ca, items));
+  blockers.push(...wouldLockOut(sidecarCertificates(items, signersOf(ca))));
   return blockers;
-}
-
-function sidecarBlockers(ca: LoadedCa, endpoints: EndpointRecord[]): string[] {
-  const underRoot = signerKeyIdsUnderRoot(ca);
-  const now = Date.now();
-  const off: string[] = [];
-  const unknown: string[] = [];
-  for (const e of endpoints) {
-    const who = `${e.namespace}/${e.service} at ${e.address}:${e.port}`;
-    const held = e.certificate;
-    if (held === undefined) unknown.push(who);
-    else if (Date.parse(held.notAfter) > now && (held.issuerKeyId === undefined || !underRoot.has(held.issuerKeyId))) off.push(`${who} (certificate until ${held.notAfter})`);
-  }
-  const lines: string[] = [];
-  if (off.length) lines.push(`${sidecars(off.length, "holds", "hold")} a certificate that does not chain to the current root; wait for them to renew (at about half their certificate's life): ${named(off)}`);
-  if (unknown.length) lines.push(`${sidecars(unknown.length, "was", "were")} registered through a control plane that does not record certificates, so which root they are on cannot be told: ${named(unknown)}`);
-  return lines;
-}
-
-function sidecars(n: number, one: string, many: string): string {
-  return n === 1 ? `1 sidecar ${one}` : `${n} sidecars ${many}`;
-}
-
-function named(list: string[]): string {
-  return list.length > NAMED ? `${list.slice(0, NAMED).join(", ")} and ${list.length - NAMED} more` : list.join(", ");
 }
 
 async function read<T>(client: AdminClient, path: string): Promise<T> {

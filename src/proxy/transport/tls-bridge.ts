@@ -142,18 +142,6 @@ export class TlsBridge {
     return this.identifiedCount;
   }
 
-  /** Identified connections whose peer's certificate `keyId` signed, and the others: how far renewals under a new signer have come. */
-  identifiedBy(keyId: string | undefined): { signed: number; other: number } {
-    let signed = 0;
-    let other = 0;
-    for (const link of this.links) {
-      if (link.spiffeId === undefined) continue;
-      if (keyId !== undefined && link.certificate?.issuerKeyId === keyId) signed++;
-      else other++;
-    }
-    return { signed, other };
-  }
-
   listen(hostname: string, port: number, innerPort: number): number {
     // Only a TLS bridge rotates, beside itself (SO_REUSEPORT): it must not start beside another process's (./unshared-port.ts).
     if (this.tls) ({ bound: this.listener, claim: this.claim } = bindClaimed(hostname, port, (free) => this.bind(hostname, free, innerPort)));
