@@ -4,6 +4,7 @@
  * sidecars are read as `mesh ca rotate --complete` reads them (sidecar-certificates.ts).
  */
 import type { RotationStatus } from "../control-plane/rotation-status.ts";
+import { replicasUnderOtherRoots, type ReplicaRecord } from "../control-plane/replica-presence.ts";
 import { offRootSidecars, unknownSidecars } from "../control-plane/sidecar-certificates.ts";
 import type { CheckLine } from "./check-store.ts";
 
@@ -38,4 +39,17 @@ export function rotationLines(ca: Partial<RotationStatus>): CheckLine[] {
     if (held.earlier) lines.push({ ok: true, text: `${held.earlier} of ${all} registered sidecars hold a certificate of an earlier intermediate; they move to the current one as they renew` });
   }
   return lines;
+}
+
+/**
+ * The replicas alive (their records in the store), each judged against the CA directory's
+ * root as the replica asked reads it; that one, when its root was replaced, is said above.
+ */
+export function replicaLines(replicas: ReplicaRecord[], ca: Partial<RotationStatus>, asked: string | undefined): CheckLine[] {
+  if (ca.rootKeyId === undefined) return [];
+  const behind = replicasUnderOtherRoots(replicas, ca.rootKeyId, ca.rootReplaced ? asked : undefined);
+  if (behind.length) return behind.map((text) => ({ ok: false, text, fix: "restart it once every proxy is on the latest config (it carries the new root); 'mesh ca rotate --complete' waits for it" }));
+  const n = replicas.length;
+  const alive = n === 1 ? "1 control plane replica alive" : `${n} control plane replicas alive`;
+  return [{ ok: true, text: ca.rootReplaced ? alive : `${alive}, ${n === 1 ? "signing" : "all signing"} under the CA directory's root` }];
 }

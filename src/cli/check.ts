@@ -13,7 +13,8 @@ import { ADMIN_FLAGS, adminClient, AdminTokenRefused, type AdminClient } from ".
 import type { TokenSummary } from "../control-plane/join-token-records.ts";
 import type { StoreHealth } from "../control-plane/store-health.ts";
 import { storeLines, type CheckLine } from "./check-store.ts";
-import { rotationLines } from "./check-rotation.ts";
+import { replicaLines, rotationLines } from "./check-rotation.ts";
+import type { ReplicaRecord } from "../control-plane/replica-presence.ts";
 
 
 const DAY_MS = 24 * 3600_000;
@@ -48,10 +49,10 @@ function expiry(label: string, iso: string, warnMs: number, fix: string): CheckL
 const FIX_STORE_READ = "see the store lines above and the control plane's log; the control plane serves its sidecars from its last view meanwhile";
 
 /** A list the control plane reads from its store: its body, or a failing line naming what could not be read. */
-async function storeRead<T>(client: AdminClient, path: string, what: string): Promise<{ ok: true; body: T } | { ok: false; line: CheckLine }> {
+async function storeRead<T>(client: AdminClient, path: string, what: string): Promise<{ ok: true; body: T } | { ok: false; status: number; line: CheckLine }> {
   const r = await client.call<T & { error?: string }>("GET", path);
   if (r.status === 200) return { ok: true, body: r.body };
-  return { ok: false, line: { ok: false, text: `${what} could not be read (${path} answered ${r.status}): ${r.body.error ?? "no reason given"}`, fix: FIX_STORE_READ } };
+  return { ok: false, status: r.status, line: { ok: false, text: `${what} could not be read (${path} answered ${r.status}): ${r.body.error ?? "no reason given"}`, fix: FIX_STORE_READ } };
 }
 
 function proxyLines(items: (ProxyStatus & { latest: string })[]): CheckLine[] {
@@ -115,10 +116,14 @@ export const checkCommand: CommandSpec = {
       if (p && p.errors.length) lines.push({ ok: false, text: `policies in ${p.dir} rejected: ${p.errors.join("; ")}`, fix: "fix the manifests named (mesh validate -f DIR shows every error); the last good set is still served" });
       else if (p) lines.push({ ok: true, text: `policies in ${p.dir}: ${p.applied} manifests applied` });
       // Both are read from the store: asked at once, a store that does not answer costs its retry window once, not twice.
-      const [tokens, proxies] = await Promise.all([
+      const [tokens, proxies, replicas] = await Promise.all([
         storeRead<{ items: TokenSummary[] }>(client, "/v1/join-tokens", "join tokens"),
         storeRead<{ items: (ProxyStatus & { latest: string })[] }>(client, "/v1/proxies", "proxies"),
+        storeRead<{ items: ReplicaRecord[] }>(client, "/v1/replicas", "control plane replicas"),
       ]);
+      // 404: a control plane older than replica records.
+      if (replicas.ok) lines.push(...replicaLines(replicas.body.items ?? [], status.ca, status.replica));
+      else if (replicas.status !== 404) lines.push(replicas.line);
       lines.push(...(tokens.ok ? sharedTokenLines(tokens.body.items ?? []) : [tokens.line]));
       lines.push(...(proxies.ok ? proxyLines(proxies.body.items ?? []) : [proxies.line]));
     }

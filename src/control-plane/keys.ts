@@ -9,6 +9,7 @@ export const PREFIX = {
   endpoints: `${ROOT}endpoints/`,
   proxies: `${ROOT}proxies/`,
   joinTokens: `${ROOT}join-tokens/`,
+  replicas: `${ROOT}replicas/`,
 } as const;
 
 /**
@@ -42,4 +43,8 @@ export function unregisteredRefusalKey(namespace: string, service: string): stri
 
 export function joinTokenKey(jti: string): string {
   return `${PREFIX.joinTokens}${jti}`;
+}
+
+export function replicaKey(id: string): string {
+  return `${PREFIX.replicas}${id}`;
 }

@@ -5,7 +5,7 @@
  * restarted); whether its bundle.pem was refused; and the registered sidecars (its view of
  * the store: every replica's) by the certificate they hold (sidecar-certificates.ts).
  */
-import { parseCertificatesAt, type LoadedCa } from "../ca/authority.ts";
+import { asCertificate, parseCertificatesAt, type LoadedCa } from "../ca/authority.ts";
 import { signersOf } from "../ca/signers-under-root.ts";
 import type { CaBundleFollow } from "./ca-bundle-follow.ts";
 import type { EndpointRecord } from "./registration.ts";
@@ -19,15 +19,20 @@ export interface RotationStatus {
   bundleError?: string;
   /** The CA directory's root is not the one this replica signs under: it needs a restart. */
   rootReplaced: boolean;
+  /** The CA directory's root now (subject key identifier, hex): the one every replica must sign under (GET /v1/replicas). */
+  rootKeyId?: string;
   /** Registered sidecars by whose certificate they hold (absent from control planes older than it). */
   sidecarCertificates: SidecarCertificates;
 }
 
 export function rotationStatus(ca: LoadedCa, signer: CertificateSigner, follow: CaBundleFollow, endpoints: Iterable<EndpointRecord>): RotationStatus {
+  const onDisk = rootOnDisk(ca);
+  const rootKeyId = onDisk && asCertificate(onDisk).known.subjectKeyId;
   return {
     bundleRoots: signer.bundleRoots,
     ...(follow.problem !== undefined && { bundleError: follow.problem }),
-    rootReplaced: rootOnDisk(ca)?.equal(ca.root) === false,
+    rootReplaced: onDisk?.equal(ca.root) === false,
+    ...(rootKeyId !== undefined && { rootKeyId }),
     sidecarCertificates: sidecarCertificates(endpoints, signersOf(ca)),
   };
 }

@@ -5,7 +5,7 @@
  * replicas can share one store; each serves any proxy.
  */
 import type { Server } from "bun";
-import type { LoadedCa } from "../ca/authority.ts";
+import { asCertificate, type LoadedCa } from "../ca/authority.ts";
 import type { Logger } from "../core/log.ts";
 import type { Store } from "../store/store.ts";
 import { TlsBridge, type BridgeTls } from "../proxy/transport/tls-bridge.ts";
@@ -18,6 +18,7 @@ import { issueServingCert, type ServingCert } from "./identity.ts";
 import { renewServing } from "./serving-renewal.ts";
 import { followCaBundle } from "./ca-bundle-follow.ts";
 import { rotationStatus } from "./rotation-status.ts";
+import { ReplicaPresence } from "./replica-presence.ts";
 import type { TokenKey } from "./join-token.ts";
 import { PolicyDir } from "./policy-dir.ts";
 import { Registry } from "./registry.ts";
@@ -110,6 +111,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   }, log);
   const servingTls = (cert: ServingCert): BridgeTls => ({ cert: cert.chainPem, key: cert.keyPem, ca: signer.bundle, trustDomain: opts.ca.trustDomain, notAfterMs: cert.notAfter.getTime() });
   const status = (): ControlPlaneStatus & { storeHealth: StoreHealth } => ({
+    replica: presence.record.id,
     trustDomain: opts.ca.trustDomain,
     ca: { root: opts.ca.root.notAfter.toISOString(), intermediate: opts.ca.intermediate.cert.notAfter.toISOString(), servingCert: serving.current.notAfter.toISOString(), servingCertTtlMs: opts.certTtlMs, ...rotationStatus(opts.ca, signer, bundleFollow, view.endpoints.values()) },
     policies: policies?.status,
@@ -191,12 +193,16 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     },
   });
   const adminPort = bindNamed("admin listener", opts.admin.address, opts.admin.port, () => adminBridge.listen(opts.admin.address, opts.admin.port, adminServer.port!));
-  log.info({ api: apiPort, bootstrap: bootPort, admin: adminPort, trustDomain: opts.ca.trustDomain }, "control plane ready");
+  const presence = new ReplicaPresence(store, { api: `${opts.api.address}:${apiPort}`, rootKeyId: asCertificate(opts.ca.root).known.subjectKeyId, intermediateKeyId: asCertificate(opts.ca.intermediate.cert).known.subjectKeyId }, log);
+  await presence.start();
+  log.info({ api: apiPort, bootstrap: bootPort, admin: adminPort, trustDomain: opts.ca.trustDomain, replica: presence.record.id }, "control plane ready");
 
   return {
     ports: { api: apiPort, bootstrap: bootPort, admin: adminPort },
     async stop() {
       stopping = true;
+      // First: a rotation waiting on this replica's restart sees it gone at once.
+      await presence.stop();
       serving.stop();
       bundleFollow.stop();
       policies?.stop();

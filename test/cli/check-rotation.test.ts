@@ -1,6 +1,7 @@
 /** mesh check's lines on a CA rotation: each says which step of the runbook may come next. */
 import { expect, test } from "bun:test";
-import { rotationLines } from "../../src/cli/check-rotation.ts";
+import { replicaLines, rotationLines } from "../../src/cli/check-rotation.ts";
+import type { ReplicaRecord } from "../../src/control-plane/replica-presence.ts";
 import type { SidecarCertificates } from "../../src/control-plane/sidecar-certificates.ts";
 
 const held = (counts: Partial<SidecarCertificates>): SidecarCertificates => ({ currentIntermediate: 4, earlier: 0, offRoot: 0, unknown: 0, offRootNamed: [], unknownNamed: [], ...counts });
@@ -47,4 +48,16 @@ test("a bundle not taken: fail, naming why; an intermediate rotation's straggler
   const locked = rotationLines({ ...steady, sidecarCertificates: held({ offRoot: 1, offRootNamed: [OLD] }) });
   expect(locked.map((l) => l.ok)).toEqual([false]);
   expect(locked[0]!.fix).toContain("issue them new certificates");
+});
+
+test("replicas: how many are alive; each one under another root than the CA directory's fails, the one asked only once", () => {
+  const replica = (id: string, rootKeyId: string): ReplicaRecord => ({ id, host: "cp", pid: id.length, version: "0.1.0", startedAt: "2026-12-08T00:00:00.000Z", api: `10.0.0.1:${8000 + id.length}`, rootKeyId });
+  expect(replicaLines([replica("a", "r1")], { ...steady, rootKeyId: "r1" }, "a")).toEqual([{ ok: true, text: "1 control plane replica alive, signing under the CA directory's root" }]);
+  expect(replicaLines([replica("a", "r1"), replica("bb", "r1")], { ...steady, rootKeyId: "r1" }, "a")[0]!.text).toBe("2 control plane replicas alive, all signing under the CA directory's root");
+  // After --root, before any restart: the asked replica's own line says it (rootReplaced); the other is named here.
+  const behind = replicaLines([replica("a", "r1"), replica("bb", "r1")], { ...steady, rootReplaced: true, rootKeyId: "r2" }, "a");
+  expect(behind.map((l) => [l.ok, l.text.slice(0, 52)])).toEqual([[false, "the control plane replica on cp (pid 2, API 10.0.0.1"]]);
+  expect(behind[0]!.fix).toContain("'mesh ca rotate --complete' waits for it");
+  // A control plane older than replica records reports no root key id: nothing said.
+  expect(replicaLines([replica("a", "r1")], steady, "a")).toEqual([]);
 });

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import type { Socket } from "bun";
 import { mesh, tempDir } from "../helpers/cli.ts";
-import { startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
+import { eventually, startControlPlane, type TestControlPlane } from "../helpers/control-plane.ts";
 import { stopAll } from "../helpers/procs.ts";
 
 const tmp = tempDir("mesh-cp-conns-");
@@ -53,10 +53,13 @@ test("past --max-connections a connection is closed at accept and mesh check say
   expect(after.listeners.api.open).toBe(0);
 }, 30_000);
 
+const adminOpen = async () => ((await (await cp.admin("GET", "/v1/status")).json()) as { listeners: { admin: { open: number } } }).listeners.admin.open;
+
 test("the admin port holds at most 64 connections too: a flood is closed at accept, and idle ones are closed", async () => {
-  // 70 at once (this process's fetch may hold one more, kept alive from the test before). On a loaded
+  // 70 at once, beside this process's own keep-alive connections (a few, from the test before). On a loaded
   // machine a connect may fail outright (the kernel's refusal, or the listener's close at accept arriving
   // before the connect completed): refused all the same, at once.
+  const ownBefore = await adminOpen();
   let refusedByKernel = 0;
   const flood = await Promise.all(Array.from({ length: 70 }, () => silent(cp.ports.admin).catch(() => (refusedByKernel++, { socket: undefined, closedAt: () => 0 }))));
   await Bun.sleep(500);
@@ -73,5 +76,6 @@ test("the admin port holds at most 64 connections too: a flood is closed at acce
   // accept reaching the client before its connect completed (counted): the count lies between the two readings.
   expect(status.listeners.admin.refusedOverLimit).toBeGreaterThanOrEqual(refused.length - refusedByKernel);
   expect(status.listeners.admin.refusedOverLimit).toBeLessThanOrEqual(refused.length);
-  expect(status.listeners.admin.open).toBeLessThanOrEqual(2);
+  // Left open: this process's own keep-alive connections (mesh commands run in it), as many as before the flood.
+  expect(await eventually(async () => (await adminOpen()) <= ownBefore, 5_000, 200)).toBe(true);
 }, 30_000);

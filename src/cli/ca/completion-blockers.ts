@@ -6,10 +6,11 @@
  * would go on minting such certificates. Sidecars are read from the store's endpoints, so
  * every replica's are seen, each with the certificate its own connection last proved.
  */
-import type { LoadedCa } from "../../ca/authority.ts";
+import { asCertificate, type LoadedCa } from "../../ca/authority.ts";
 import { signersOf } from "../../ca/signers-under-root.ts";
 import type { ControlPlaneStatus } from "../../control-plane/api/admin-api.ts";
 import type { EndpointRecord } from "../../control-plane/registration.ts";
+import { replicasUnderOtherRoots, type ReplicaRecord } from "../../control-plane/replica-presence.ts";
 import { sidecarCertificates, wouldLockOut } from "../../control-plane/sidecar-certificates.ts";
 import { MeshError } from "../../core/errors.ts";
 import type { AdminClient } from "../admin-client.ts";
@@ -24,9 +25,20 @@ export async function completionBlockers(ca: LoadedCa, client: AdminClient): Pro
   if (status.ca.bundleError !== undefined) blockers.push(`the control plane at ${client.url} refused ${ca.paths.bundle}: ${status.ca.bundleError}`);
   // Its list of sidecars is its view of the store: one that stopped following it may miss some.
   if (status.view?.synced === false) blockers.push(`the control plane at ${client.url} has not followed its store since ${status.view.staleSince}, so its list of sidecars may be out of date: ${status.view.error ?? "see its log"}`);
+  blockers.push(...(await replicasOnOtherRoots(ca, client, status.ca.rootReplaced ? status.replica : undefined)));
   const { items } = await read<{ items: EndpointRecord[] }>(client, "/v1/endpoints");
   blockers.push(...wouldLockOut(sidecarCertificates(items, signersOf(ca))));
   return blockers;
+}
+
+/** Every other replica alive (its record in the store) that signs under another root than the directory's: each needs its restart first. */
+async function replicasOnOtherRoots(ca: LoadedCa, client: AdminClient, saidAlready: string | undefined): Promise<string[]> {
+  const r = await client.call<{ items?: ReplicaRecord[]; error?: string }>("GET", "/v1/replicas");
+  // A control plane older than replica records: only the one asked can be judged (above).
+  if (r.status === 404) return [];
+  // Not a failure of the question: unanswered, it stands in the way like any other reason (an etcd outage, say).
+  if (r.status !== 200 || r.body.items === undefined) return [`the control plane at ${client.url} could not list the replicas (${r.status}): ${r.body.error ?? "no reason given"}`];
+  return replicasUnderOtherRoots(r.body.items, asCertificate(ca.root).known.subjectKeyId, saidAlready);
 }
 
 async function read<T>(client: AdminClient, path: string): Promise<T> {

@@ -14,6 +14,7 @@ import { DEFAULT_JOIN_TTL_MS, issueJoinToken, JoinTokenError, type TokenKey } fr
 import { listJoinTokens, MAX_JOIN_USES, recordJoinToken, revokeJoinToken } from "../join-token-records.ts";
 import { applyDocuments, deleteManifest, listManifests } from "../manifest-store.ts";
 import { listProxyStatus } from "../proxy-status.ts";
+import { listReplicas } from "../replica-presence.ts";
 import type { RotationStatus } from "../rotation-status.ts";
 import type { Subscriptions } from "../subscriptions.ts";
 import { isControlPlane } from "../well-known.ts";
@@ -35,6 +36,8 @@ export interface AdminApiDeps {
 }
 
 export interface ControlPlaneStatus {
+  /** This replica's id among the store's replica records (GET /v1/replicas); absent from control planes older than them. */
+  replica?: string;
   trustDomain: string;
   /** End times (ISO); `servingCertTtlMs`: the lifetime the control plane's own certificate is issued for, renewed at half. */
   /** The rotation fields are absent from control planes older than them (rotation-status.ts). */
@@ -141,6 +144,8 @@ export function adminApi(deps: AdminApiDeps, authorize: MiddlewareHandler): Hono
 
   app.get("/v1/status", (c) => c.json({ ...deps.status(), view: deps.view.sync() }));
   app.get("/v1/endpoints", (c) => c.json({ items: [...deps.view.endpoints.values()] }));
+  // Read from the store, not the view: whoever asks (a root rotation's --complete) wants every replica alive now.
+  app.get("/v1/replicas", async (c) => c.json({ items: await listReplicas(deps.store) }));
   app.get("/v1/proxies", async (c) => {
     const items = await listProxyStatus(deps.store);
     const latest = (p: (typeof items)[number]) => deps.subscriptions.current({ namespace: p.namespace, service: p.service, calls: p.calls }).version;
