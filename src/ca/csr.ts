@@ -4,6 +4,7 @@
  * else it asks for is refused, not silently dropped, so a misbehaving client is seen.
  */
 import { DataError } from "../core/errors.ts";
+import { decodePem } from "../pki/pem.ts";
 import { x509 } from "../pki/x509.ts";
 
 const { KeyUsageFlags, ExtendedKeyUsage } = x509;
@@ -26,11 +27,29 @@ export interface CsrGrant {
   dnsNames: string[];
 }
 
+/** "NEW CERTIFICATE REQUEST" is the label older tools (Netscape, some Java keytools) still write. */
+const CSR_LABELS = new Set(["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"]);
+
+/**
+ * The PEM block's label is read first, so a certificate or a key given as a CSR is named as
+ * what it is; the ASN.1 library's own words (minified class names) never reach the user.
+ */
 export function parseCsr(pem: string, where: string): x509.Pkcs10CertificateRequest {
+  let blocks;
   try {
-    return new x509.Pkcs10CertificateRequest(pem.trim());
+    blocks = decodePem(pem);
   } catch (err) {
     throw new DataError(`not a PEM CERTIFICATE REQUEST: ${(err as Error).message}`, where);
+  }
+  const csr = blocks.find((b) => CSR_LABELS.has(b.type));
+  if (csr === undefined) {
+    const other = blocks[0];
+    throw new DataError(other ? `holds a ${other.type} block (line ${other.line}), not a PEM CERTIFICATE REQUEST` : "not a PEM CERTIFICATE REQUEST: no PEM block found", where);
+  }
+  try {
+    return new x509.Pkcs10CertificateRequest(csr.der);
+  } catch {
+    throw new DataError(`not a PEM CERTIFICATE REQUEST: the ${csr.type} block at line ${csr.line} is not a PKCS#10 request`, where);
   }
 }
 

@@ -6,6 +6,11 @@ export const DEFAULT_LEAF_TTL_MS = 24 * 3600_000;
 /** Workload certificates are short-lived by design; a longer request is refused. */
 export const MAX_LEAF_TTL_MS = 30 * 24 * 3600_000;
 /**
+ * A certificate's notAfter is kept in whole seconds, so a shorter lifetime may be rounded
+ * down to end before it is written (`mesh ca issue` and `mesh ca sign --ttl`).
+ */
+export const MIN_LEAF_TTL_MS = 1_000;
+/**
  * Sidecars renew at half life, and a renewal waits at least a second (timerDelay's floor):
  * a shorter certificate would lapse before its renewal is due.
  */

@@ -9,7 +9,7 @@ const { KeyUsageFlags, ExtendedKeyUsage } = x509;
 
 export const ROOT_TTL_MS = 10 * 365 * 24 * 3600_000;
 export const INTERMEDIATE_TTL_MS = 365 * 24 * 3600_000;
-export { DEFAULT_LEAF_TTL_MS, MAX_LEAF_TTL_MS } from "./lifetimes.ts";
+export { DEFAULT_LEAF_TTL_MS, MAX_LEAF_TTL_MS, MIN_LEAF_TTL_MS } from "./lifetimes.ts";
 /** Leaves and the CAs above them start a minute in the past so a peer whose clock lags a little still accepts them. */
 export const CLOCK_SKEW_MS = 60_000;
 

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { DataError } from "../core/errors.ts";
 import { writeFileSet, type OutputFile } from "../core/files.ts";
 import { certToPem, exportPrivateKeyPem, x509 } from "../pki/x509.ts";
+import { MAX_LEAF_TTL_MS } from "./lifetimes.ts";
 import { bundlePem, createIntermediate, createRoot, loadCa, loadRootSigner, type LoadedCa, type SigningCa } from "./authority.ts";
 
 function retire(ca: LoadedCa, cert: x509.X509Certificate, role: string): OutputFile {
@@ -23,10 +24,32 @@ async function signerFiles(ca: LoadedCa, kind: "root" | "intermediate", s: Signi
   ];
 }
 
-export async function rotateIntermediate(dir: string): Promise<SigningCa> {
+/**
+ * The least an intermediate must live to be worth cutting: one leaf of the longest lifetime it
+ * may sign. An intermediate ends with its root at the latest, and leaves end with it; under a
+ * root nearer its end than this, a new intermediate would cut leaves short from its first
+ * day (or be born expired): it is the root that needs replacing.
+ */
+const MIN_INTERMEDIATE_LIFE_MS = MAX_LEAF_TTL_MS;
+
+function assertRootOutlivesIntermediate(ca: LoadedCa, now: Date): void {
+  const end = ca.root.notAfter;
+  const fix = `run 'mesh ca rotate --root --ca-dir ${ca.paths.dir}' for a new root and intermediate`;
+  if (end.getTime() <= now.getTime())
+    throw new DataError(`root certificate expired at ${end.toISOString()}, so an intermediate it signs would be born expired; ${fix}`, ca.paths.rootCert);
+  if (end.getTime() - now.getTime() < MIN_INTERMEDIATE_LIFE_MS)
+    throw new DataError(
+      `root certificate ends at ${end.toISOString()}, sooner than the ${MIN_INTERMEDIATE_LIFE_MS / 86_400_000} days a new intermediate must live ` +
+        `(the longest workload certificate it signs); ${fix}`,
+      ca.paths.rootCert,
+    );
+}
+
+export async function rotateIntermediate(dir: string, now = new Date()): Promise<SigningCa> {
   const ca = await loadCa(dir, { replacingIntermediate: true });
+  assertRootOutlivesIntermediate(ca, now);
   const root = await loadRootSigner(ca.paths);
-  const next = await createIntermediate(root, ca.trustDomain);
+  const next = await createIntermediate(root, ca.trustDomain, now);
   writeFileSet([retire(ca, ca.intermediate.cert, "intermediate")], { force: false });
   writeFileSet(await signerFiles(ca, "intermediate", next), { force: true });
   return next;

@@ -3,11 +3,11 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { loadCa } from "../ca/authority.ts";
-import { createCaFiles } from "../ca/create.ts";
-import { caPaths } from "../ca/layout.ts";
+import { createCaUnlessPresent } from "../ca/create.ts";
 import type { ControlPlaneConfig } from "../config/kinds/control-plane-config.ts";
 import { formatManifestError, loadManifests } from "../config/load.ts";
-import { DataError, errorMessage, MeshError, UsageError } from "../core/errors.ts";
+import { CantCreateError, DataError, errorMessage, MeshError, UsageError } from "../core/errors.ts";
+import { fileInTheWay } from "../core/files.ts";
 import type { Logger } from "../core/log.ts";
 import { loadOrCreateTokenKey } from "../control-plane/token-key.ts";
 import { startControlPlane } from "../control-plane/server.ts";
@@ -103,14 +103,20 @@ export const controlPlaneCommand: CommandSpec = {
     if (exposed.length > 0)
       ctx.log.warn({ endpoints: exposed }, "etcd reached without TLS off this host: anyone who can reach it can change the mesh's policies and registrations; serve it over TLS with --client-cert-auth and give --etcd-ca, --etcd-cert and --etcd-key");
     const { caDir } = settings;
-    const made = !existsSync(caPaths(caDir).intermediateCert);
-    if (made) await createCaFiles(caDir, settings.trustDomain);
+    // Checked before a CA is created: a start that cannot keep its state should leave none.
+    const inTheWay = fileInTheWay(settings.dataDir);
+    if (inTheWay !== undefined) throw new UsageError(`${inTheWay} is not a directory`, "--data-dir");
+    const made = await createCaUnlessPresent(caDir, settings.trustDomain);
     const ca = await loadCa(caDir);
     // Checked before the data directory is made: a CA keeps the trust domain it was made with.
     if (settings.trustDomainFlag !== undefined && settings.trustDomainFlag !== ca.trustDomain)
       throw new UsageError(`the CA in ${caDir} is of trust domain "${ca.trustDomain}", not "${settings.trustDomainFlag}"; a CA keeps its trust domain (give another --ca-dir for a new one)`, "--trust-domain");
     if (made) ctx.log.warn({ caDir, trustDomain: settings.trustDomain }, "no CA found; created a new one");
-    mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
+    try {
+      mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new CantCreateError(`cannot create ${settings.dataDir}: ${errorMessage(err)}`, "--data-dir");
+    }
     const tokenKey = await loadOrCreateTokenKey(caDir);
     const token = adminToken(settings.adminTokenFile.path, settings.adminTokenFile.where);
     const { store, alarms } = await openStore(settings.store, settings.dataDir, ctx.log);

@@ -139,7 +139,7 @@ test("join-token --out: an existing file is refused before a token is made; a wr
   const unwritable = join(existing, "lost.token");
   const failed = await mesh("join-token", "--service", "lost", "--out", unwritable, ...admin);
   expect(failed.code).toBe(73);
-  expect(failed.err).toMatch(/cannot write .*lost\.token: .*; join token [0-9a-f-]{36} revoked/);
+  expect(failed.err).toMatch(/kept\.token: is not a directory, so .*lost\.token cannot be written; join token [0-9a-f-]{36} revoked/);
   expect(await liveTokensFor("lost")).toEqual([]);
 });
 

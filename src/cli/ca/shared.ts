@@ -1,6 +1,6 @@
 /** Flags and checks the `mesh ca` commands share. */
 import { DataError, UsageError } from "../../core/errors.ts";
-import { MAX_LEAF_TTL_MS } from "../../ca/profiles.ts";
+import { MAX_LEAF_TTL_MS, MIN_LEAF_TTL_MS } from "../../ca/profiles.ts";
 import { durationFlag } from "../flags.ts";
 import { nameProblem, trustDomainProblem } from "../../pki/spiffe.ts";
 import { str, strs, type FlagSpec, type Parsed } from "../args.ts";
@@ -42,10 +42,15 @@ export function identityFrom(args: Parsed): Identity {
   return { service, namespace, dnsNames, ttlMs: leafTtlFlag(str(args, "ttl")!) };
 }
 
-/** --ttl within the bounds issueLeaf holds every certificate to, checked here so a value out of range is a usage error. */
+/**
+ * --ttl within the bounds issueLeaf holds every certificate to, checked here so a value out of
+ * range is a usage error. At least a second: notAfter is kept in whole seconds, and a shorter
+ * lifetime could end before the certificate is written.
+ */
 function leafTtlFlag(text: string): number {
   const ms = durationFlag(text, "--ttl");
-  if (ms <= 0 || ms > MAX_LEAF_TTL_MS) throw new UsageError(`expected a lifetime above 0 and at most ${MAX_LEAF_TTL_MS / 3600_000}h, got "${text}"`, "--ttl");
+  if (ms < MIN_LEAF_TTL_MS || ms > MAX_LEAF_TTL_MS)
+    throw new UsageError(`expected a lifetime of at least ${MIN_LEAF_TTL_MS / 1000}s (a certificate's expiry is kept in whole seconds) and at most ${MAX_LEAF_TTL_MS / 3600_000}h, got "${text}"`, "--ttl");
   return ms;
 }
 
