@@ -7,7 +7,7 @@
  */
 // Must be evaluated before @peculiar/x509 (tsyringe checks for it), even when that loads later.
 import "reflect-metadata";
-import type { CommandSpec } from "./cli/args.ts";
+import { globalFlagWords, type CommandSpec } from "./cli/args.ts";
 import { UsageError } from "./core/errors.ts";
 import { demoCommand } from "./cli/demo.ts";
 import { proxyCommand } from "./cli/proxy.ts";
@@ -51,9 +51,16 @@ export const rootCommand: CommandSpec = {
 /** Commands that run a sidecar in this process. */
 const SIDECARS = new Set(["proxy", "run"]);
 
+/** The command argv names, past global flags before it (`mesh --log-level debug proxy …`). */
+function commandName(argv: string[]): string | undefined {
+  let i = 0;
+  for (let words = 0; i < argv.length && (words = globalFlagWords(argv, i)); i += words);
+  return argv[i];
+}
+
 if (import.meta.main) {
   const argv = process.argv.slice(2);
-  if (SIDECARS.has(argv[0] ?? "")) reexecTuned((why) => process.stderr.write(`mesh: warning: running with default engine settings (${why})\n`));
+  if (SIDECARS.has(commandName(argv) ?? "")) reexecTuned((why) => process.stderr.write(`mesh: warning: running with default engine settings (${why})\n`));
   const code = await runCli(rootCommand, argv);
   // A command that failed part-way may hold listeners it bound before the failure: they must not keep it alive.
   if (code !== 0) process.exit(code);

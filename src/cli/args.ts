@@ -30,7 +30,7 @@ export interface PositionalSpec {
 export interface Parsed {
   flags: Record<string, string | boolean | string[] | undefined>;
   positionals: string[];
-  /** Everything after a bare `--`, untouched. */
+  /** Everything after a bare `--`, untouched: only for a command that declares `passthrough`. */
   passthrough: string[];
   /** Flags given on the command line, as opposed to filled from their defaults. */
   given?: ReadonlySet<string>;
@@ -42,6 +42,12 @@ export interface CommandSpec {
   description?: string;
   flags?: FlagSpec[];
   positionals?: PositionalSpec[];
+  /**
+   * Takes what follows a bare `--` untouched, as `passthrough` (mesh run: the service's
+   * command). Otherwise `--` only ends the flags: what follows is positionals, refused when
+   * the command takes none, so nothing typed there is dropped unread.
+   */
+  passthrough?: boolean;
   subcommands?: CommandSpec[];
   examples?: string[];
   run?: (args: Parsed, ctx: CommandContext) => Promise<number>;
@@ -84,7 +90,10 @@ export function parseArgs(spec: CommandSpec, argv: string[], path: string): Pars
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === "--") {
-      passthrough = argv.slice(i + 1);
+      const after = argv.slice(i + 1);
+      if (spec.passthrough) passthrough = after;
+      else if (spec.positionals?.length) positionals.push(...after);
+      else if (after.length) throw new UsageError(afterDashDashProblem(after), path);
       break;
     }
     if (!arg.startsWith("-") || arg === "-") {
@@ -132,6 +141,31 @@ export function parseArgs(spec: CommandSpec, argv: string[], path: string): Pars
     if (p.required && positionals[idx] === undefined) throw new UsageError(`missing ${p.name}`, path);
   });
   return { flags, positionals, passthrough, given };
+}
+
+/** Words after `--` of a command that takes none: flags misplaced, or a command meant for `mesh run`. */
+function afterDashDashProblem(after: string[]): string {
+  const hint = after[0]!.startsWith("-") ? "flags go before --" : "only 'mesh run' starts a command given after --";
+  return `unexpected "${after.join(" ")}" after --: this command takes no arguments (${hint})`;
+}
+
+/**
+ * How many words at argv[i] are a global flag (COMMON_FLAGS) with its value, or 0: lets
+ * `mesh --log-level debug version` put them before the command, as after it.
+ */
+export function globalFlagWords(argv: readonly string[], i: number): number {
+  const arg = argv[i]!;
+  const long = arg.startsWith("--");
+  const body = long ? arg.slice(2) : arg.startsWith("-") ? arg.slice(1) : undefined;
+  if (body === undefined || body === "") return 0;
+  const eq = body.indexOf("=");
+  const key = eq === -1 ? body : body.slice(0, eq);
+  const flag = COMMON_FLAGS.find((f) => (long ? f.name : f.short) === key);
+  if (!flag) return 0;
+  if (flag.type === "boolean" || eq !== -1) return 1;
+  // A value that is missing or looks like a flag is left for parseArgs to refuse, naming the flag.
+  const next = argv[i + 1];
+  return next === undefined || (next.startsWith("-") && next !== "-") ? 0 : 2;
 }
 
 export function str(args: Parsed, name: string): string | undefined {

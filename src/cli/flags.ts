@@ -46,11 +46,16 @@ export function schemaFlag<T>(schema: z.ZodType<T>, text: string, flag: string):
   return checked.data;
 }
 
-/** A positive whole number of `what`, or undefined when the flag is absent. */
+/**
+ * A positive whole number of `what`, or undefined when the flag is absent. At most 2^53-1, as a
+ * config file's count: past it the number is inexact, and a long run of digits is Infinity.
+ */
 export function countFlag(text: string | undefined, flag: string, what: string): number | undefined {
   if (text === undefined) return undefined;
   if (!/^\d+$/.test(text) || Number(text) <= 0) throw new UsageError(`expected a positive number of ${what}, got "${text}"`, flag);
-  return Number(text);
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new UsageError(`expected at most ${Number.MAX_SAFE_INTEGER} ${what}, got ${text.length > 20 ? `a number of ${text.length} digits` : `"${text}"`}`, flag);
+  return n;
 }
 
 /** A TCP upstream flag: `SERVICE:PORT=[ADDRESS:]BINDPORT`, e.g. `postgres:5432=15432`; the address defaults to 127.0.0.1. */

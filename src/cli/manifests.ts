@@ -6,7 +6,8 @@ import { SHARED_KINDS } from "../control-plane/manifest-store.ts";
 import { getKind, kinds } from "../config/manifest.ts";
 import { DataError, MeshError, UsageError } from "../core/errors.ts";
 import { didYouMean } from "../config/suggest.ts";
-import { str, strs, type CommandSpec } from "./args.ts";
+import { nameProblem } from "../pki/spiffe.ts";
+import { str, strs, type CommandSpec, type Parsed } from "./args.ts";
 import { ADMIN_FLAGS, adminClient } from "./admin-client.ts";
 
 interface ApplyAnswer {
@@ -72,6 +73,14 @@ function kindArg(text: string | undefined): string {
   return match.kind;
 }
 
+/** -n, checked as `mesh proxy -n` checks it: a namespace that cannot exist would read as an empty one. */
+function namespaceArg(args: Parsed): string | undefined {
+  const ns = str(args, "namespace");
+  const problem = ns === undefined ? undefined : nameProblem("namespace", ns);
+  if (problem) throw new UsageError(problem, "--namespace");
+  return ns;
+}
+
 export const getCommand: CommandSpec = {
   name: "get",
   summary: "Show manifests stored in the control plane, as JSON.",
@@ -85,10 +94,11 @@ export const getCommand: CommandSpec = {
     const kind = kindArg(args.positionals[0]);
     const q = new URLSearchParams({ kind });
     if (args.positionals[1]) q.set("name", args.positionals[1]);
-    if (str(args, "namespace")) q.set("namespace", str(args, "namespace")!);
+    const ns = namespaceArg(args);
+    if (ns) q.set("namespace", ns);
     const { status, body } = await adminClient(args).call<{ items: unknown[]; error?: string }>("GET", `/v1/manifests?${q}`);
     if (status !== 200) throw new MeshError(`get failed (${status}): ${body.error}`);
-    if (args.positionals[1] && body.items.length === 0) throw new DataError(`no ${kind} "${args.positionals[1]}"`);
+    if (args.positionals[1] && body.items.length === 0) throw new DataError(`no ${kind} "${args.positionals[1]}"${ns ? ` in namespace "${ns}"` : ""}`);
     ctx.out(JSON.stringify(args.positionals[1] ? body.items[0] : body.items, null, 2));
     return 0;
   },
@@ -106,7 +116,7 @@ export const deleteCommand: CommandSpec = {
   async run(args, ctx) {
     const kind = kindArg(args.positionals[0]);
     const [name] = args.positionals.slice(1);
-    const ns = str(args, "namespace")!;
+    const ns = namespaceArg(args)!;
     const { status, body } = await adminClient(args).call<{ error?: string }>("DELETE", `/v1/manifests/${kind}/${encodeURIComponent(ns)}/${encodeURIComponent(name!)}`);
     if (status === 404) throw new DataError(body.error ?? "not found");
     if (status !== 200) throw new MeshError(`delete refused (${status}): ${body.error}`);

@@ -33,6 +33,7 @@ export const runCommand: CommandSpec = {
     "process group (and session) of its own, and signals go to the whole group: its own children too.\n" +
     "A command that cannot be started exits 127 (not found) or 126.",
   flags: proxyCommand.flags,
+  passthrough: true,
   examples: [
     "mesh run --service report --upstream http://127.0.0.1:8080 --config proxy.yaml -- bun report.ts --day today",
     "mesh run --service orders --upstream http://127.0.0.1:8080 --certs-dir certs/orders -- ./orders --port 8080",

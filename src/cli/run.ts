@@ -4,7 +4,7 @@
  */
 import { EXIT, MeshError, UsageError, errorMessage, exitCodeFor } from "../core/errors.ts";
 import { LOG_LEVELS, createLogger, type LogLevel } from "../core/log.ts";
-import { parseArgs, str, type CommandContext, type CommandSpec } from "./args.ts";
+import { globalFlagWords, parseArgs, str, type CommandContext, type CommandSpec } from "./args.ts";
 import { renderHelp } from "./help.ts";
 
 export interface Io {
@@ -12,17 +12,52 @@ export interface Io {
   err: (line: string) => void;
 }
 
-export const processIo: Io = {
-  out: (line) => process.stdout.write(line + "\n"),
-  err: (line) => process.stderr.write(line + "\n"),
-};
+/**
+ * Writes lines to stdout or stderr. When the reader goes away (`mesh … | head -1`), the rest
+ * is dropped quietly, as CLIs do on a closed pipe, and the command keeps its own end and
+ * status, instead of dying of an unhandled EPIPE with a stack trace.
+ */
+function lineWriter(stream: NodeJS.WriteStream, name: string): (line: string) => void {
+  let closed = false;
+  const failed = (err: unknown) => {
+    if (closed) return;
+    closed = true;
+    if ((err as NodeJS.ErrnoException | undefined)?.code === "EPIPE") return;
+    // Output lost another way (a full disk, an I/O error): not quiet. Stderr's own failure cannot be told.
+    process.exitCode = EXIT.failure;
+    if (stream !== process.stderr) processIo.err(`mesh: cannot write to ${name}: ${errorMessage(err)}`);
+  };
+  // A failed write is reported as an 'error' event after it returns, not thrown.
+  stream.on("error", failed);
+  return (line) => {
+    if (closed) return;
+    try {
+      stream.write(line + "\n");
+    } catch (err) {
+      failed(err);
+    }
+  };
+}
 
-/** Walks subcommands: `mesh ca issue --x` → (ca issue spec, ["--x"], "mesh ca issue"). */
+export const processIo: Io = { out: lineWriter(process.stdout, "stdout"), err: lineWriter(process.stderr, "stderr") };
+
+/**
+ * Walks subcommands: `mesh ca issue --x` → (ca issue spec, ["--x"], "mesh ca issue").
+ * Global flags met on the way (`mesh --log-level debug version`) go to the command found.
+ */
 async function resolve(root: CommandSpec, argv: string[]): Promise<{ spec: CommandSpec; rest: string[]; path: string }> {
   let spec = root;
   let path = root.name;
   let i = 0;
-  while (spec.subcommands?.length && i < argv.length && !argv[i]!.startsWith("-")) {
+  const global: string[] = [];
+  while (spec.subcommands?.length && i < argv.length) {
+    const words = globalFlagWords(argv, i);
+    if (words) {
+      global.push(...argv.slice(i, i + words));
+      i += words;
+      continue;
+    }
+    if (argv[i]!.startsWith("-")) break;
     const name = argv[i]!;
     const next = spec.subcommands.find((s) => s.name === name);
     if (!next) throw Object.assign(new UsageError(`unknown command "${name}"`, path), { spec, path });
@@ -30,7 +65,8 @@ async function resolve(root: CommandSpec, argv: string[]): Promise<{ spec: Comma
     path = `${path} ${name}`;
     i++;
   }
-  return { spec, rest: argv.slice(i), path };
+  // Before the rest, so they stay flags should the rest hold `--`.
+  return { spec, rest: [...global, ...argv.slice(i)], path };
 }
 
 export async function runCli(root: CommandSpec, argv: string[], io: Io = processIo): Promise<number> {

@@ -3,7 +3,7 @@
  * only after its sidecar has its certificate and config: a Kubernetes postStart hook on the
  * sidecar container (listed before the app, whose start the hook holds back), or a script.
  */
-import { MeshError } from "../core/errors.ts";
+import { MeshError, UsageError } from "../core/errors.ts";
 import { str, type CommandSpec } from "./args.ts";
 import { parseListen, timerFlag } from "./flags.ts";
 import { hostPort } from "../core/ip-address.ts";
@@ -21,6 +21,8 @@ export const waitReadyCommand: CommandSpec = {
   examples: ["mesh wait-ready", "mesh wait-ready --admin 127.0.0.1:15021 --timeout 2m"],
   async run(args, ctx) {
     const at = parseListen(str(args, "admin") ?? "127.0.0.1:15000", "--admin");
+    // Port 0 is for listening (any free port); nothing can be dialled there, so waiting on it could only time out.
+    if (at.port === 0) throw new UsageError(`expected the sidecar's port, 1-65535 (port 0 cannot be dialled), got "${str(args, "admin")}"`, "--admin");
     const timeoutMs = timerFlag(str(args, "timeout") ?? "60s", "--timeout");
     const url = `http://${hostPort(at.address, at.port)}/ready`;
     const deadline = Date.now() + timeoutMs;

@@ -21,8 +21,22 @@ describe("parseArgs", () => {
     expect(p.flags).toMatchObject({ name: "a", tag: ["x", "y"], force: true, ttl: "24h" });
     expect(p.positionals).toEqual(["file.pem"]);
   });
-  test("everything after -- passes through untouched", () => {
-    expect(parseArgs(spec, ["--name", "a", "--", "--not-a-flag"], "demo").passthrough).toEqual(["--not-a-flag"]);
+  test("everything after -- passes through untouched, for a command that takes a command there", () => {
+    const run: CommandSpec = { ...spec, passthrough: true };
+    expect(parseArgs(run, ["--name", "a", "--", "--not-a-flag"], "demo")).toMatchObject({ positionals: [], passthrough: ["--not-a-flag"] });
+  });
+  test("otherwise -- ends the flags: what follows is positionals", () => {
+    expect(parseArgs(spec, ["--name", "a", "--", "-x.yaml"], "demo")).toMatchObject({ positionals: ["-x.yaml"], passthrough: [] });
+    expect(() => parseArgs(spec, ["--name", "a", "--", "a", "b"], "demo")).toThrow('unexpected argument "b"');
+  });
+  test.each([
+    [["--", "--trust-domain", "x"], 'demo: unexpected "--trust-domain x" after --: this command takes no arguments (flags go before --)'],
+    [["--", "sh", "-c", "true"], "demo: unexpected \"sh -c true\" after --: this command takes no arguments (only 'mesh run' starts a command given after --)"],
+  ])("a command without arguments refuses %p after --, naming it", (argv, message) => {
+    const bare: CommandSpec = { name: "demo", summary: "x" };
+    expect(() => parseArgs(bare, argv, "demo")).toThrow(UsageError);
+    expect(() => parseArgs(bare, argv, "demo")).toThrow(message);
+    expect(parseArgs(bare, ["--"], "demo").passthrough).toEqual([]);
   });
   test.each([
     [["--name", "a", "--nope"], "unknown flag --nope"],
