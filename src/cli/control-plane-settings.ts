@@ -12,6 +12,7 @@ import { isLoopback } from "../core/ip-address.ts";
 import type { ControlPlaneOptions } from "../control-plane/server.ts";
 import { parseSpiffeId, trustDomainProblem } from "../pki/spiffe.ts";
 import type { EtcdTls } from "../store/etcd-client.ts";
+import { etcdClientKeyMatches, etcdTlsFileProblem } from "../store/etcd-tls.ts";
 import { str, strs, type Parsed } from "./args.ts";
 import { countFlag, durationFlag, loopbackListen, parseListen, timerFlag, type Listen } from "./flags.ts";
 
@@ -57,6 +58,9 @@ function etcdEndpointProblem(text: string): string | undefined {
   return undefined;
 }
 
+/** The etcd TLS flags and the config file's store.tls fields they override. */
+const TLS_FLAGS = [["etcd-ca", "ca"], ["etcd-cert", "cert"], ["etcd-key", "key"]] as const;
+
 function storeSettings(args: Parsed, cfg: ControlPlaneConfig["spec"] | undefined): StoreSettings {
   const type = str(args, "store") ?? cfg?.store.type ?? "embedded";
   if (type !== "embedded" && type !== "etcd") throw new UsageError(`expected embedded or etcd, got "${type}"`, "--store");
@@ -66,7 +70,9 @@ function storeSettings(args: Parsed, cfg: ControlPlaneConfig["spec"] | undefined
     if (problem) throw new UsageError(problem, "--etcd-endpoint");
   }
   if (type === "embedded") {
-    if (flagEndpoints.length) throw new UsageError("only used with --store etcd (or store.type etcd in --config)", "--etcd-endpoint");
+    // Any etcd flag on the embedded store would be silently unused: the operator meant etcd, or gave the wrong flags.
+    const stray = flagEndpoints.length ? "etcd-endpoint" : TLS_FLAGS.map(([flag]) => flag).find((flag) => str(args, flag) !== undefined);
+    if (stray) throw new UsageError("only used with --store etcd (or store.type etcd in --config)", `--${stray}`);
     return { type };
   }
   const tls = etcdTls(args, cfg);
@@ -81,19 +87,30 @@ function storeSettings(args: Parsed, cfg: ControlPlaneConfig["spec"] | undefined
 }
 
 /**
- * The TLS material for etcd, read now so a missing file stops the start with the flag
- * named: --etcd-ca, and --etcd-cert with --etcd-key (a member started with
- * --client-cert-auth asks for them), each overriding the file's store.tls.
+ * The TLS material for etcd, read and checked now so a missing file, or one that holds the
+ * wrong thing, stops the start with the flag and file named, before anything is written
+ * (else the handshake fails later, and reads as etcd not answering): --etcd-ca, and
+ * --etcd-cert with --etcd-key (a member started with --client-cert-auth asks for them),
+ * each overriding the file's store.tls.
  */
 function etcdTls(args: Parsed, cfg: ControlPlaneConfig["spec"] | undefined): EtcdTls | undefined {
-  const file = cfg?.store.tls;
-  const pick = (flag: string, field: "ca" | "cert" | "key") => {
+  const files = TLS_FLAGS.map(([flag, field]) => {
     const path = str(args, flag);
-    if (path !== undefined) return readTextFile(path, `--${flag} file`);
-    return file?.[field] === undefined ? undefined : readTextFile(file[field], `--config spec.store.tls.${field} file`);
+    if (path !== undefined) return { field, path, what: `--${flag} file` };
+    const fromConfig = cfg?.store.tls?.[field];
+    return fromConfig === undefined ? undefined : { field, path: fromConfig, what: `--config spec.store.tls.${field} file` };
+  });
+  const [ca, cert, key] = files;
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError("--etcd-cert and --etcd-key go together: a client certificate and its key", cert === undefined ? "--etcd-cert" : "--etcd-key");
+  const read = (f: (typeof files)[number]) => {
+    if (f === undefined) return undefined;
+    const text = readTextFile(f.path, f.what);
+    const problem = etcdTlsFileProblem(f.field, text);
+    if (problem !== undefined) throw new DataError(`${f.what} ${problem}`, f.path);
+    return text;
   };
-  const tls = { ca: pick("etcd-ca", "ca"), cert: pick("etcd-cert", "cert"), key: pick("etcd-key", "key") };
-  if ((tls.cert === undefined) !== (tls.key === undefined)) throw new UsageError("--etcd-cert and --etcd-key go together: a client certificate and its key", tls.cert === undefined ? "--etcd-cert" : "--etcd-key");
+  const tls = { ca: read(ca), cert: read(cert), key: read(key) };
+  if (tls.cert !== undefined && tls.key !== undefined && !etcdClientKeyMatches(tls.cert, tls.key)) throw new DataError(`${key!.what} does not match the client certificate ${cert!.path}`, key!.path);
   return tls.ca === undefined && tls.cert === undefined ? undefined : tls;
 }
 

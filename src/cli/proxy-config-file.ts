@@ -24,10 +24,18 @@ export interface ProxyFile extends ProxyDocuments {
   proxy?: ProxyConfig;
 }
 
+/** The kinds a sidecar reads from its file; any other (a ControlPlaneConfig) is another process's. */
+const PROXY_KINDS = ["ProxyConfig", "Service", "DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy", "RequestAuthentication", "HTTPRoute"];
+
 export async function loadConfig(path: string | undefined): Promise<ProxyFile> {
   if (!path) return { services: [], policies: [], authorization: [], rateLimits: [], authentication: [], routes: [] };
   const { manifests, errors } = await loadManifests([path]);
   if (errors.length) throw new DataError(`invalid config:\n  ${errors.map(formatManifestError).join("\n  ")}`, "--config");
+  // A file of none of them is the wrong file (another process's config): starting as if no file were given would hide that.
+  if (!manifests.some((m) => PROXY_KINDS.includes(m.manifest.kind))) {
+    const held = [...new Set(manifests.map((m) => m.manifest.kind))].sort().join(", ");
+    throw new DataError(`holds only ${held}, which mesh proxy does not read; it reads ${PROXY_KINDS.join(", ")}`, path);
+  }
   const of = (kind: string) => manifests.filter((m: LoadedManifest) => m.manifest.kind === kind);
   const proxies = of("ProxyConfig").map((m) => m.manifest) as ProxyConfig[];
   if (proxies.length > 1) throw new DataError(`holds ${proxies.length} ProxyConfig documents; a proxy takes one`, path);

@@ -8,6 +8,7 @@
  * document's repeated keys come back as its issues (yaml-outline.ts finds them).
  */
 import { formatPath, type Issue } from "./issues";
+import { jsonSyntaxError } from "./json-syntax";
 import { outlineYaml } from "./yaml-outline";
 
 export type RawDocument =
@@ -36,7 +37,10 @@ function splitJson(text: string): SplitResult {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    return { ok: false, error: `invalid JSON: ${stripPrefix((err as Error).message, "JSON Parse error: ")}` };
+    // Bun's message carries no position: the scan names the line and column (and its own reason, which points at the cause).
+    const found = jsonSyntaxError(text);
+    if (found === undefined) return { ok: false, error: `invalid JSON: ${stripPrefix((err as Error).message, "JSON Parse error: ")}` };
+    return { ok: false, error: `invalid JSON at line ${found.line}, column ${found.column}: ${found.reason}` };
   }
   // JSON.parse keeps the last of two equal keys, as Bun.YAML.parse does; JSON is YAML's flow style, so the same outline finds them.
   const many = Array.isArray(value);

@@ -68,7 +68,9 @@ export async function workloadCertsFromPem(
   try {
     bundle = TrustBundle.fromPem(bundlePem, undefined, files.bundle);
   } catch (err) {
-    throw new DataError((err as Error).message, files.bundle);
+    // Its DataErrors already name the file: wrapping them again would print the path twice.
+    if (err instanceof DataError) throw err;
+    throw new DataError(`trust bundle cannot be read: ${(err as Error).message}`, files.bundle);
   }
   const verdict = await verifyPeerChain(chain, bundle);
   if (!verdict.ok) throw new DataError(`own certificate does not verify against the trust bundle (${verdict.reason}): ${verdict.detail}`, files.chain);

@@ -137,7 +137,7 @@ describe("loadManifests: errors", () => {
 
   test("a JSON syntax error", async () => {
     const file = await s.write("bad.json", '{"kind": "Service",}');
-    expect(lines(await loadManifests([file]))).toEqual([`${file}: invalid JSON: Property name must be a string literal`]);
+    expect(lines(await loadManifests([file]))).toEqual([`${file}: invalid JSON at line 1, column 19: trailing comma before '}'`]);
   });
 
   test("empty files and empty documents", async () => {
