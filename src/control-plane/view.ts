@@ -4,7 +4,8 @@
  * change, whichever replica (or etcd member) made it. If the watch ends (history compacted
  * under it), it lists again, and keeps trying with backoff until a list succeeds: meanwhile
  * the last view keeps serving (as istiod serves its last push) and `sync()` says it is
- * stale; so it does while the watch reconnects (changes may be on their way). Listeners
+ * stale. A watch that lost its connection is treated alike: the stream it reopens replays
+ * what it missed, but nothing says when that replay is done, and a list does. Listeners
  * hear of every change, coalesced per tick.
  */
 import type { Logger } from "../core/log.ts";
@@ -22,7 +23,7 @@ export interface StoredManifest {
 
 /** Whether the view follows the store, for /v1/status. */
 export interface ViewSync {
-  /** False from the moment the store watch ended until a re-list succeeds, and while the watch reconnects. */
+  /** False from the moment the store watch ended or lost its connection until a re-list succeeds. */
   synced: boolean;
   /** The store revision the view reflects. */
   revision: number;
@@ -59,8 +60,6 @@ export class ControlPlaneView {
   private failedRelists = 0;
   private relistError: string | undefined;
   private relistTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The watch lost its connection and is reopening: since when, and why. */
-  private watchLost: { since: Date; reason: string } | undefined;
 
   constructor(private store: Store, private log: Logger) {}
 
@@ -81,7 +80,6 @@ export class ControlPlaneView {
     this.staleSince = undefined;
     this.failedRelists = 0;
     this.relistError = undefined;
-    this.watchLost = undefined;
     this.cancel = this.store.watch(
       "/mesh/",
       {
@@ -93,15 +91,12 @@ export class ControlPlaneView {
           this.contentRevision++;
           this.notify();
         },
-        onError: (err) => {
-          if (this.stopped) return;
-          this.synced = false;
-          this.staleSince = new Date();
-          this.log.warn({ err: err.message }, "store watch ended; listing again");
-          this.relistAfter(RELIST_FIRST_MS);
+        onError: (err) => this.lost(err.message),
+        onInterrupted: (reason) => {
+          this.cancel?.();
+          this.lost(`lost its connection: ${reason}`);
+          this.relistError = `its store watch lost its connection: ${reason}`;
         },
-        onInterrupted: (reason) => (this.watchLost = { since: new Date(), reason }),
-        onResumed: () => (this.watchLost = undefined),
       },
       list.revision + 1,
     );
@@ -114,10 +109,16 @@ export class ControlPlaneView {
     for (const w of [...this.guardWaiters]) w.done(false);
   }
 
+  /** The watch ended or was cut: stale from now until a list succeeds. */
+  private lost(reason: string): void {
+    if (this.stopped) return;
+    this.synced = false;
+    this.staleSince = new Date();
+    this.log.warn({ err: reason }, "store watch ended; listing again");
+    this.relistAfter(RELIST_FIRST_MS);
+  }
+
   sync(): ViewSync {
-    const lost = this.watchLost;
-    if (this.synced && lost !== undefined)
-      return { synced: false, revision: this.revision, staleSince: lost.since.toISOString(), failedRelists: 0, error: `its store watch is reconnecting: ${lost.reason}` };
     if (this.synced) return { synced: true, revision: this.revision, failedRelists: 0 };
     const sync: ViewSync = { synced: false, revision: this.revision, failedRelists: this.failedRelists };
     if (this.staleSince) sync.staleSince = this.staleSince.toISOString();

@@ -168,10 +168,7 @@ export class EtcdWatch {
     if (r.canceled) return `cancelled by the member: ${r.cancel_reason ?? "no reason given"}`;
     if (r.created) {
       this.next ??= int(r.header?.revision) + 1; // a watch "from now" starts after the member's current revision
-      if (this.interrupted) {
-        this.interrupted = false;
-        this.handlers.onResumed?.();
-      }
+      this.interrupted = false;
       return undefined;
     }
     if (!r.events?.length) {

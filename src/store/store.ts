@@ -46,11 +46,10 @@ export interface WatchHandlers {
   onError(err: StoreError): void;
   /**
    * The watch lost its connection and is reopening (etcd: a member failed or was cut off):
-   * until onResumed, changes may have been made that have not arrived. Said once per loss.
+   * changes may have been made that have not arrived, and will arrive in order once it is
+   * back, with no sign of when they all have. Said once per loss.
    */
   onInterrupted?(reason: string): void;
-  /** Following again after onInterrupted: what was missed arrives next, in order. */
-  onResumed?(): void;
 }
 
 export interface PutOptions {

@@ -102,10 +102,10 @@ describe("mesh check's store lines", () => {
     const [line] = storeLines("etcd", { healthy: true, alarms: [] }, stale);
     expect(line).toMatchObject({ ok: false, text: "this replica's view of the store is stale since 2030-01-01T00:00:00.000Z (3 re-lists failed: etcd: no member answered); its sidecars get no changes meanwhile" });
     expect(storeLines("etcd", { healthy: true, alarms: [] }, { synced: true, revision: 42, failedRelists: 0 })).toEqual([{ ok: true, text: "etcd store: no alarms, no errors in the last 5 minutes" }]);
-    // A watch that is reconnecting (no re-list yet): the same line, without a count of re-lists.
-    const reconnecting = { synced: false, revision: 41, staleSince: "2030-01-01T00:00:00.000Z", failedRelists: 0, error: "its store watch is reconnecting: stream closed by the member" };
+    // A watch that lost its connection (no re-list failed yet): the same line, without a count of re-lists.
+    const reconnecting = { synced: false, revision: 41, staleSince: "2030-01-01T00:00:00.000Z", failedRelists: 0, error: "its store watch lost its connection: stream closed by the member" };
     expect(storeLines("etcd", { healthy: true, alarms: [] }, reconnecting)[0]!.text).toBe(
-      "this replica's view of the store is stale since 2030-01-01T00:00:00.000Z (its store watch is reconnecting: stream closed by the member); its sidecars get no changes meanwhile",
+      "this replica's view of the store is stale since 2030-01-01T00:00:00.000Z (its store watch lost its connection: stream closed by the member); its sidecars get no changes meanwhile",
     );
   });
 
