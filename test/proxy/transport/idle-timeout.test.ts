@@ -289,6 +289,10 @@ describe("a mux session at its idle timer", () => {
     window.writeUInt32BE(1, 6);
     mux.onData(window);
     mux.onData(frame(1, 7).subarray(0, 4));
+    // The first firing is the new session's grace: it has had no whole period yet.
+    mux.onTimeout();
+    await nextTurn();
+    expect(socket.ended).toBe(false);
     mux.onTimeout();
     await nextTurn();
     // Closed gracefully at its timer, not dropped for a protocol error.

@@ -81,6 +81,8 @@ export class MuxSession extends FrameReader {
   ) {
     super();
     this.writer = new FrameWriter(socket, () => this.flushed());
+    // A new session has a whole period to open its first stream: the timer's first firing may come at once.
+    this.stirred = true;
   }
 
   /** Client role: a new stream, usable at once (the server learns of it from its first bytes). */
