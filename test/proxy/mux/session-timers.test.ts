@@ -58,34 +58,19 @@ describe("server role: a session with no stream closes after a period, whatever 
     return c;
   }
 
-  test("control: a quiet session is closed", async () => {
-    const c = await sessionWithOneAnsweredRequest();
-    expect(await until(() => c.closed, 15_000)).toBe(true);
-  }, 20_000);
-
   // A WINDOW on a stream that is gone is allowed (it may have crossed the stream's end) and
   // ignored; sent every 300 ms, it must not count as the session being in use, or a peer
-  // holds its place among the listener's connections for good at no cost.
-  test("a WINDOW on a closed stream every 300 ms does not keep it open", async () => {
-    const c = await sessionWithOneAnsweredRequest();
-    const noise = setInterval(() => c.closed || c.raw(frameHeader(T.WINDOW, 1, 1)), 300);
+  // holds its place among the listener's connections for good at no cost. A quiet session
+  // beside it is the control: both close within a few of Bun's timer ticks.
+  test("a WINDOW on a closed stream every 300 ms does not keep it open, any more than silence does", async () => {
+    const [quiet, noisy] = await Promise.all([sessionWithOneAnsweredRequest(), sessionWithOneAnsweredRequest()]);
+    const noise = setInterval(() => noisy.closed || noisy.raw(frameHeader(T.WINDOW, 1, 1)), 300);
     try {
-      expect(await until(() => c.closed, 15_000)).toBe(true);
+      const closed = await Promise.all([until(() => quiet.closed, 15_000), until(() => noisy.closed, 15_000)]);
+      expect({ quiet: closed[0], noisy: closed[1] }).toEqual({ quiet: true, noisy: true });
     } finally {
       clearInterval(noise);
     }
-  }, 20_000);
-
-  test("a stream opened in time keeps it: requests every 700 ms are all answered", async () => {
-    const c = await sessionWithOneAnsweredRequest();
-    for (let i = 0; i < 8; i++) {
-      await Bun.sleep(700);
-      const id = 3 + 2 * i;
-      c.get(id, `/again-${i}`);
-      expect((await c.response(id))?.status).toBe(200);
-      c.raw(frameHeader(T.FIN, id, 0));
-    }
-    expect(c.closed).toBe(false);
   }, 20_000);
 });
 
