@@ -115,7 +115,7 @@ export const checkCommand: CommandSpec = {
       const p = status.policies;
       if (p && p.errors.length) lines.push({ ok: false, text: `policies in ${p.dir} rejected: ${p.errors.join("; ")}`, fix: "fix the manifests named (mesh validate -f DIR shows every error); the last good set is still served" });
       else if (p) lines.push({ ok: true, text: `policies in ${p.dir}: ${p.applied} manifests applied` });
-      // Both are read from the store: asked at once, a store that does not answer costs its retry window once, not twice.
+      // All three are read from the store: asked at once, a store that does not answer costs its retry window once, not three times.
       const [tokens, proxies, replicas] = await Promise.all([
         storeRead<{ items: TokenSummary[] }>(client, "/v1/join-tokens", "join tokens"),
         storeRead<{ items: (ProxyStatus & { latest: string })[] }>(client, "/v1/proxies", "proxies"),

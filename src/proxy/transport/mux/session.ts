@@ -81,7 +81,7 @@ export class MuxSession extends FrameReader {
   ) {
     super();
     this.writer = new FrameWriter(socket, () => this.flushed());
-    // A new session has a whole period to open its first stream: the timer's first firing may come at once.
+    // A new session has a whole period to open its first stream: Bun fires the timer first anywhere from half a second to a few seconds after it is armed.
     this.stirred = true;
   }
 
