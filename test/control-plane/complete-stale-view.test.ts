@@ -126,6 +126,16 @@ if (etcdInstalled("the stale-view --complete test")) {
     }
   });
 
+  /** A sidecar registered through another replica, straight into etcd, on an hour-long leaf of the old intermediate. */
+  async function registerOnOldRoot(port: number): Promise<void> {
+    const record: EndpointRecord = {
+      namespace: "default", service: "orders", address: "127.0.0.1", port, weight: 1,
+      identity: "spiffe://mesh.local/ns/default/sa/orders", healthy: true,
+      certificate: { issuerKeyId: oldSignerKeyId, notAfter: new Date(Date.now() + 3600_000).toISOString() },
+    };
+    await gateway(etcd.endpoints[0]!, "/v3/kv/put", { key: b64(endpointKey("default", "orders", "127.0.0.1", port)), value: b64(JSON.stringify(record)) });
+  }
+
   const status = async () => (await (await cp.admin("GET", "/v1/status")).json()) as { view: ViewSync };
   const complete = (caDir = cp.caDir) => mesh("ca", "rotate", "--ca-dir", caDir, "--complete", ...cp.adminFlags);
 
@@ -145,12 +155,7 @@ if (etcdInstalled("the stale-view --complete test")) {
     relay.state.denyRanges = true;
     relay.cutWatches();
     expect(await until(() => cp.stderr().slice(from).includes("watch stream ended, reopening"), 10_000)).toBe(true);
-    const record: EndpointRecord = {
-      namespace: "default", service: "orders", address: "127.0.0.1", port: 41_999, weight: 1,
-      identity: "spiffe://mesh.local/ns/default/sa/orders", healthy: true,
-      certificate: { issuerKeyId: oldSignerKeyId, notAfter: new Date(Date.now() + 3600_000).toISOString() },
-    };
-    await gateway(etcd.endpoints[0]!, "/v3/kv/put", { key: b64(endpointKey("default", "orders", "127.0.0.1", 41_999)), value: b64(JSON.stringify(record)) });
+    await registerOnOldRoot(41_999);
     let stale: ViewSync | undefined;
     expect(await eventually(async () => (stale = (await status()).view).failedRelists >= 1, 10_000, 50)).toBe(true);
     expect(stale).toMatchObject({ synced: false, error: expect.stringContaining("permission denied") });
@@ -184,12 +189,7 @@ if (etcdInstalled("the stale-view --complete test")) {
     const from = cp.stderr().length;
     relay.cutWatches();
     expect(await until(() => cp.stderr().slice(from).includes("store watch ended; listing again"), 10_000)).toBe(true);
-    const record: EndpointRecord = {
-      namespace: "default", service: "orders", address: "127.0.0.1", port: 41_998, weight: 1,
-      identity: "spiffe://mesh.local/ns/default/sa/orders", healthy: true,
-      certificate: { issuerKeyId: oldSignerKeyId, notAfter: new Date(Date.now() + 3600_000).toISOString() },
-    };
-    await gateway(etcd.endpoints[0]!, "/v3/kv/put", { key: b64(endpointKey("default", "orders", "127.0.0.1", 41_998)), value: b64(JSON.stringify(record)) });
+    await registerOnOldRoot(41_998);
     const before = snapshot(cp.caDir);
     // The watch is still refused; the lists that follow each loss find the sidecar.
     let seen = { code: 0, out: "", err: "" };
