@@ -43,7 +43,10 @@ export function sidecarCertificates(endpoints: Iterable<EndpointRecord>, signers
 
 /** Why dropping the old roots now would lock sidecars out, one sentence per reason; empty when it would not. */
 export function wouldLockOut(held: SidecarCertificates): string[] {
-  return [held.offRoot ? offRootSidecars(held) : "", held.unknown ? unknownSidecars(held) : ""].filter((line) => line !== "");
+  const lines: string[] = [];
+  if (held.offRoot) lines.push(offRootSidecars(held));
+  if (held.unknown) lines.push(unknownSidecars(held));
+  return lines;
 }
 
 export function offRootSidecars(held: SidecarCertificates): string {

@@ -1,8 +1,8 @@
 /**
  * Bad input to the CLI. The project standard: bad input gets a clear error naming what is wrong
  * and where (the flag, the file, the line of a manifest), and nothing is lost. Each case runs the
- * real binary as a careless user or an attacker would: dist/mesh (built first when missing or
- * older than src/), or MESH_BIN, a binary built elsewhere, used as it is.
+ * real binary as a careless user or an attacker would: one built from src/ for this run (as
+ * e2e-binary.test.ts does, never over dist/mesh), or MESH_BIN, a binary built elsewhere.
  *
  * What is covered
  *   - Every command's flags: unknown, missing their value, given twice, of the wrong type or
@@ -47,17 +47,17 @@
  * now guard the fixes.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fromNow, makeIntermediate, makeRoot } from "../helpers/certs.ts";
 
 const ROOT = join(import.meta.dir, "..", "..");
-/** MESH_BIN: a binary built elsewhere (MESH_OUTFILE=… bun run build.ts), used as it is. */
-const MESH = process.env.MESH_BIN ?? join(ROOT, "dist", "mesh");
 const HOUR = 3600_000;
 
 const tmpRoot = mkdtempSync(join(tmpdir(), "mesh-review-bad-input-"));
+/** MESH_BIN: a binary built elsewhere (MESH_OUTFILE=… bun run build.ts), used as it is. */
+const MESH = process.env.MESH_BIN ?? join(tmpRoot, "mesh");
 /** The children's TMPDIR: anything a process leaves there goes with the test's directory. */
 const childTmp = join(tmpRoot, "child-tmp");
 const T = (...p: string[]) => join(tmpRoot, ...p);
@@ -76,7 +76,7 @@ interface Result {
   timedOut: boolean;
 }
 
-/** Runs `dist/mesh ARGS`; past `timeoutMs` it is stopped (SIGTERM, then SIGKILL) and timedOut is true. */
+/** Runs `mesh ARGS`; past `timeoutMs` it is stopped (SIGTERM, then SIGKILL) and timedOut is true. */
 async function mesh(args: string[], opts: { cwd?: string; timeoutMs?: number; env?: Record<string, string> } = {}): Promise<Result> {
   const proc = Bun.spawn([MESH, ...args], {
     cwd: opts.cwd ?? T("work"),
@@ -133,15 +133,6 @@ function snapshot(dir: string): Record<string, string> {
   return out;
 }
 
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
 // Fixtures, made once.
 const ca = T("ca");
 const other = T("other-ca");
@@ -160,8 +151,8 @@ function caCopy(name: string): string {
 beforeAll(async () => {
   mkdirSync(T("work"), { recursive: true });
   mkdirSync(childTmp, { recursive: true });
-  if (process.env.MESH_BIN === undefined && (!existsSync(MESH) || statSync(MESH).mtimeMs < newestMtime(join(ROOT, "src")))) {
-    const b = Bun.spawnSync([process.execPath, "run", "build.ts"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  if (process.env.MESH_BIN === undefined) {
+    const b = Bun.spawnSync([process.execPath, "run", "build.ts"], { cwd: ROOT, env: { ...process.env, MESH_OUTFILE: MESH }, stdout: "pipe", stderr: "pipe" });
     if (b.exitCode !== 0) throw new Error(`bun run build.ts failed: ${b.stderr.toString()}`);
   }
   for (const [args, what] of [
