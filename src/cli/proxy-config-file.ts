@@ -22,13 +22,15 @@ import { watchFiles, type FileWatch } from "../core/file-watch.ts";
 /** The file's documents (every policy in it: the proxy enforces those of its own service) and its ProxyConfig, if any. */
 export interface ProxyFile extends ProxyDocuments {
   proxy?: ProxyConfig;
+  /** Documents of kinds another process reads (a ControlPlaneConfig in a shared file), as "file#doc Kind". */
+  skipped: string[];
 }
 
 /** The kinds a sidecar reads from its file; any other (a ControlPlaneConfig) is another process's. */
 const PROXY_KINDS = ["ProxyConfig", "Service", "DestinationPolicy", "AuthorizationPolicy", "RateLimitPolicy", "RequestAuthentication", "HTTPRoute"];
 
 export async function loadConfig(path: string | undefined): Promise<ProxyFile> {
-  if (!path) return { services: [], policies: [], authorization: [], rateLimits: [], authentication: [], routes: [] };
+  if (!path) return { services: [], policies: [], authorization: [], rateLimits: [], authentication: [], routes: [], skipped: [] };
   const { manifests, errors } = await loadManifests([path]);
   if (errors.length) throw new DataError(`invalid config:\n  ${errors.map(formatManifestError).join("\n  ")}`, "--config");
   // A file of none of them is the wrong file (another process's config): starting as if no file were given would hide that.
@@ -49,6 +51,7 @@ export async function loadConfig(path: string | undefined): Promise<ProxyFile> {
     rateLimits: of("RateLimitPolicy").map((m) => m.manifest) as RateLimitPolicy[],
     authentication: of("RequestAuthentication").map((m) => m.manifest) as RequestAuthentication[],
     routes: of("HTTPRoute").map((m) => m.manifest) as HTTPRoute[],
+    skipped: manifests.filter((m) => !PROXY_KINDS.includes(m.manifest.kind)).map((m) => `${m.file}#${m.doc} ${m.manifest.kind}`),
   };
 }
 
@@ -69,7 +72,7 @@ export function watchConfigFile(path: string, first: ProxyFile, use: (documents:
     lastProblem = undefined;
     const text = JSON.stringify(next);
     if (text === current) return;
-    const { proxy, ...documents } = next;
+    const { proxy, skipped, ...documents } = next;
     try {
       use(documents);
     } catch (err) {

@@ -106,6 +106,8 @@ export function exitOnceStopped(sidecar: Sidecar, code: number): number {
 /** Flags and config file to a running sidecar: all `mesh proxy` does before its ready line. */
 export async function startProxyFromArgs(args: Parsed, ctx: CommandContext): Promise<Sidecar> {
   const file = await loadConfig(str(args, "config"));
+  // Said once at start: a file shared with the control plane is fine, but a user who put settings there for the sidecar learns they are not read.
+  if (file.skipped.length > 0) ctx.log.info({ documents: file.skipped }, "--config documents that mesh proxy does not read were skipped (mesh control-plane reads them)");
   const pc = file.proxy?.spec;
   // The flag wins; otherwise the config file's level applies from here on.
   if (pc && !args.given?.has("log-level")) ctx.log.level = pc.logLevel;

@@ -56,6 +56,19 @@ test("ProxyConfig.logLevel applies unless --log-level is given", async () => {
   expect(loud.stderr()).toContain("proxy ready");
 });
 
+test("a --config shared with the control plane: the sidecar starts, and says once which documents it skipped", async () => {
+  const path = join(fx.tmp.path, "shared.yaml");
+  writeFileSync(path, [
+    "apiVersion: mesh.dev/v1alpha1\nkind: ControlPlaneConfig\nmetadata: {name: cp}\nspec:\n  certTtl: 1h\n",
+    "apiVersion: mesh.dev/v1alpha1\nkind: ProxyConfig\nmetadata: {name: orders}\nspec:\n  upstream: http://127.0.0.1:8080\n",
+  ].join("---\n"));
+  const sidecar = await startMesh(["proxy", "--service", "orders", "--certs-dir", certs, "--config", path, "--inbound", "127.0.0.1:0", "--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+  await Bun.sleep(100);
+  const notes = sidecar.stderr().split("\n").filter((l) => l.includes("mesh proxy does not read"));
+  expect(notes).toHaveLength(1);
+  expect(JSON.parse(notes[0]!).documents).toEqual([`${path}#0 ControlPlaneConfig`]);
+});
+
 test.each([
   ["db", "expected SERVICE:PORT=[ADDRESS:]LOCAL_PORT"],
   ["db:5432", "expected SERVICE:PORT=[ADDRESS:]LOCAL_PORT"],
