@@ -24,7 +24,8 @@ export function renderHelp(spec: CommandSpec, path: string): string {
   const lines: string[] = [];
   const pos = (spec.positionals ?? []).map((p) => (p.required ? p.name : `[${p.name}]`) + (p.rest ? " …" : ""));
   const sub = spec.subcommands?.length ? " <command>" : "";
-  lines.push(`Usage: ${path}${sub}${spec.flags?.length || !sub ? " [flags]" : ""}${pos.length ? " " + pos.join(" ") : ""}`);
+  const rest = spec.passthrough ? " -- COMMAND [ARGS…]" : "";
+  lines.push(`Usage: ${path}${sub}${spec.flags?.length || !sub ? " [flags]" : ""}${pos.length ? " " + pos.join(" ") : ""}${rest}`);
   lines.push("", spec.summary);
   if (spec.description) lines.push("", spec.description);
   if (spec.subcommands?.length) {

@@ -232,7 +232,7 @@ test("no command after -- is a usage error (64)", async () => {
   const r = await mesh(...runArgs("orders"));
   expect(r.code).toBe(64);
   expect(r.err).toContain("no command");
-  expect(r.err).toContain("Usage: mesh run");
+  expect(r.err).toContain("Usage: mesh run [flags] -- COMMAND [ARGS…]");
 });
 
 test("inbound mTLS traffic reaches the service mesh run started, with the caller's identity", async () => {

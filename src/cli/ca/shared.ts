@@ -18,7 +18,7 @@ export const IDENTITY_FLAGS: FlagSpec[] = [
   { name: "service", type: "string", value: "NAME", required: true, description: "Service name: the 'sa' part of the SPIFFE ID." },
   { name: "namespace", type: "string", value: "NS", default: "default", description: "Namespace: the 'ns' part of the SPIFFE ID." },
   { name: "dns", type: "strings", value: "NAME", description: "A DNS name to add as a SAN." },
-  { name: "ttl", type: "string", value: "DURATION", default: "24h", description: "Certificate lifetime, e.g. 1h, 24h, 720h (at most 30 days)." },
+  { name: "ttl", type: "string", value: "DURATION", default: "24h", description: "Certificate lifetime, e.g. 1h, 24h, 720h (at least 1s, at most 30 days)." },
 ];
 
 export interface Identity {
