@@ -692,6 +692,16 @@ describe("the caller against a hand-built mux server", () => {
     orders.proc.kill("SIGKILL");
   });
 
+  test("a bodiless POST whose stream got part of a response head and then RESET 1 is not sent again: a server that began to answer did process it", async () => {
+    const fake = start({ instead: (c, id) => (c.index === 0 && id === 1 ? Buffer.concat([dataFrame(id, "HTTP/1.1 200 OK\r\ncontent-"), frameHeader(T.RESET, id, RESET_REFUSED)]) : undefined) });
+    const orders = await caller([fake.port]);
+    const r = await call(orders.ports.outbound, "/half", { method: "POST" });
+    expect(r.status).toBe(502);
+    expect(r.meshError).toBe("upstream-reset");
+    expect(fake.served).toEqual(["0:1 POST /half "]);
+    orders.proc.kill("SIGKILL");
+  });
+
   test("after GOAWAY, new requests go on a new session", async () => {
     const fake = start({
       afterResponse: (c, id) => {

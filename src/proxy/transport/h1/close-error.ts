@@ -12,8 +12,9 @@ export function closeError(ex: Exchange, lastError: Error | undefined, endpoint:
   const why = lastError ? ` (${lastError.message})` : "";
   if (ex.phase === Phase.Body) return new ResetError(`upstream closed the connection before the response body was complete${why}`, true, ex.received);
   // The server refused the stream unread (draining, or full): as safe to resend as a failed
-  // connect, unless its body went into it: that copy is gone, so it cannot be sent again.
-  if (lastError instanceof StreamRefusedError && ex.req.framing.kind === "none")
+  // connect, unless its body went into it (that copy is gone, so it cannot be sent again),
+  // or it had begun to answer: a refusal after response bytes is a peer that did process it.
+  if (lastError instanceof StreamRefusedError && ex.req.framing.kind === "none" && ex.received === 0)
     return new ConnectError(`${endpoint} refused the stream: ${lastError.message}`, "refused", { cause: lastError });
   // A TLS alert before any response byte: the server refused the session (e.g. our
   // certificate) and processed nothing, whatever we wrote into it.
