@@ -5,7 +5,8 @@
  * fails to start, no process it started survives and its temporary directory is gone.
  */
 import { afterAll, expect, test } from "bun:test";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { parseMetrics, sum } from "../../src/demo/prometheus.ts";
@@ -28,15 +29,17 @@ interface Demo {
 // Everything the demos under test started, so a failing test still leaves nothing behind.
 const pidsSeen = new Set<number>();
 const dirsSeen = new Set<string>();
+// The demos' TMPDIR: a sidecar killed by a test leaves its tunnel directory there, for this file to remove.
+const childTmp = mkdtempSync(join(tmpdir(), "mesh-demo-test-"));
 
 afterAll(() => {
   for (const pid of pidsSeen) if (pidAlive(pid)) process.kill(pid, "SIGKILL");
-  for (const dir of dirsSeen) rmSync(dir, { recursive: true, force: true });
+  for (const dir of [...dirsSeen, childTmp]) rmSync(dir, { recursive: true, force: true });
 });
 
 
 function startDemo(...args: string[]): Demo {
-  const proc = Bun.spawn([process.execPath, MAIN, "demo", "--json", ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn([process.execPath, MAIN, "demo", "--json", ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, TMPDIR: childTmp } });
   pidsSeen.add(proc.pid);
   const events: Event[] = [];
   const waiters = new Set<() => void>();
